@@ -1,0 +1,265 @@
+/*
+ * abi/mbyte.h — the one header a module includes: the versioned kernel API.
+ *
+ * A module is a shared object that exports one data symbol, `mb_module_descriptor`
+ * (use MB_MODULE_EXPORT). The descriptor is data: name, version, dependencies and
+ * tables of routes, hooks and task types. The kernel reads the tables, then calls
+ * init() with a table of function pointers (mb_api). The module never links against
+ * kernel symbols, so it can be unloaded and reloaded while the server runs.
+ *
+ * Versioning (Vulkan/Win32 style):
+ *   - MB_ABI_MAJOR changes only when something is removed or changes meaning; a module
+ *     built for another major is refused.
+ *   - New calls are appended at the END of mb_api and bump MB_ABI_MINOR. A module built
+ *     against minor N loads into any kernel with minor >= N.
+ *   - Every struct that crosses the ABI starts with `size_t size` (sizeof as the module
+ *     saw it), so a newer kernel can tell which fields an older module filled in.
+ *
+ * JSON values crossing the ABI are jansson `json_t`. Modules link libjansson themselves.
+ * Reference rules are jansson's: a function documented as "borrows" does not take a
+ * reference; one documented as "steals" takes the caller's reference.
+ *
+ * Threads: route handlers run on libmicrohttpd worker threads; filters run on the thread
+ * that performs the operation (an HTTP worker, the loop thread for FTP, a task worker);
+ * observers run on the event-loop thread and must not block (hand slow work to a task);
+ * task runners run on the worker pool. Every function in mb_api is thread-safe unless
+ * its comment says otherwise.
+ */
+#ifndef MBYTE_ABI_H
+#define MBYTE_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <stdarg.h>
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MB_ABI_MAJOR 1
+#define MB_ABI_MINOR 0
+
+/* ---------------------------------------------------------------- errors --- */
+
+/* Status codes: 0 is success, failures are negative (libuv style). One kernel table maps
+ * each code to an HTTP status and an FTP reply, so every door reports a failure alike. */
+enum {
+    MB_OK = 0,
+    MB_EINVAL = -1,      /* bad input: 400 / 501 */
+    MB_EAUTH = -2,       /* not authenticated: 401 / 530 */
+    MB_EPERM = -3,       /* authenticated but not allowed: 403 / 550 */
+    MB_ENOENT = -4,      /* no such thing: 404 / 550 */
+    MB_EEXIST = -5,      /* already exists: 409 / 553 */
+    MB_ECONFLICT = -6,   /* state conflict (missing parent, not empty): 409 / 553 */
+    MB_ETOOBIG = -7,     /* body or field too large: 413 / 552 */
+    MB_EQUOTA = -8,      /* quota or storage limit: 507 / 552 */
+    MB_ERANGE = -9,      /* unsatisfiable range: 416 / 554 */
+    MB_EPRECOND = -10,   /* precondition failed: 412 / 550 */
+    MB_EGONE = -11,      /* expired: 410 / 550 */
+    MB_ETHROTTLE = -12,  /* too many attempts: 429 / 421 */
+    MB_EBUSY = -13,      /* temporarily unavailable: 503 / 450 */
+    MB_EUNSUPP = -14,    /* not supported: 415 or 501 / 502 */
+    MB_EINTEGRITY = -15, /* stored bytes failed verification: 500 / 451 */
+    MB_EIO = -16,        /* storage failure: 500 / 451 */
+    MB_ENOMEM = -17,     /* out of memory: 500 / 451 */
+    MB_ECANCELED = -18,  /* the operation was cancelled: 409 / 426 */
+    MB_EAGAIN = -19,     /* transient: try again later (tasks retry with backoff) */
+    MB_EMETHOD = -20,    /* method not allowed: 405 / 502 */
+    MB_EINTERNAL = -21,  /* a bug: 500 / 451 */
+};
+
+/* An error a person will read: a code and one sentence. Filled by api->err_set. */
+typedef struct mb_err {
+    int code;
+    char msg[256];
+} mb_err;
+
+/* ------------------------------------------------------------ opaque types --- */
+
+typedef struct mb_module mb_module; /* the kernel's handle for one loaded module */
+typedef struct mb_req mb_req;       /* one HTTP request, valid until the handler returns */
+typedef struct mb_task mb_task;     /* one running task, valid until its runner returns */
+
+enum { MB_ROLE_NONE = 0, MB_ROLE_USER = 1, MB_ROLE_ADMIN = 2 };
+
+/* The authenticated caller. Valid for the lifetime of the request or task that gave it. */
+typedef struct mb_user {
+    size_t size;
+    uint64_t id;
+    const char *name;
+    int role; /* MB_ROLE_USER or MB_ROLE_ADMIN */
+} mb_user;
+
+/* ---------------------------------------------------------- module tables --- */
+
+/* A route handler. Runs on an HTTP worker thread. It must answer through api->reply_*
+ * exactly once and return 0; returning a negative code with `err` filled answers with
+ * that problem instead. Per-request memory comes from api->req_alloc and is freed when
+ * the request ends. */
+typedef int (*mb_route_fn)(mb_req *req, void *state, mb_err *err);
+
+typedef struct mb_route {
+    size_t size;
+    const char *method;  /* "GET", "POST", ... */
+    const char *pattern; /* "/api/v1/hello/{name}"; a last segment "{path*}" takes the rest */
+    int role;            /* least role: MB_ROLE_NONE (public), MB_ROLE_USER, MB_ROLE_ADMIN */
+    mb_route_fn fn;
+} mb_route;
+
+/* A filter runs synchronously before an operation; returning a negative code with `err`
+ * filled refuses the operation. `payload` is borrowed and may be read, not kept. */
+typedef int (*mb_filter_fn)(const char *event, json_t *payload, void *state, mb_err *err);
+/* An observer runs after the change is durable, on the loop thread, at least once per
+ * event (the kernel's outbox survives crashes). It must not block. */
+typedef void (*mb_observer_fn)(const char *event, const json_t *payload, void *state);
+
+enum { MB_HOOK_FILTER = 1, MB_HOOK_OBSERVER = 2 };
+
+typedef struct mb_hook {
+    size_t size;
+    const char *event; /* "file.created"; "*" for every event (observers only) */
+    int kind;          /* MB_HOOK_FILTER or MB_HOOK_OBSERVER */
+    int priority;      /* lower runs first; equal priorities run in load order */
+    mb_filter_fn filter;
+    mb_observer_fn observer;
+} mb_hook;
+
+/* A task runner runs on the worker pool. Return 0 when done, MB_EAGAIN (or any negative
+ * code with err filled) to fail this attempt; the kernel retries with exponential backoff
+ * up to max_attempts, then marks the task failed with the last error's sentence. */
+typedef int (*mb_task_fn)(mb_task *task, const json_t *args, void *state, mb_err *err);
+
+typedef struct mb_task_type {
+    size_t size;
+    const char *name; /* global, e.g. "hello.sleep" */
+    mb_task_fn run;
+    int max_attempts; /* 0 means the kernel default (5) */
+} mb_task_type;
+
+/* A config key with its default. The kernel validates the module's YAML against this
+ * table before init: unknown keys and wrong types are refused with file:line. */
+enum { MB_CFG_STRING = 1, MB_CFG_INT = 2, MB_CFG_BOOL = 3, MB_CFG_LIST = 4 };
+
+typedef struct mb_config_key {
+    size_t size;
+    const char *name;
+    int type;
+    const char *default_value; /* as YAML text; NULL for none */
+    int64_t min, max;          /* for MB_CFG_INT; both 0 means unbounded */
+} mb_config_key;
+
+typedef struct mb_api mb_api;
+
+typedef struct mb_module_desc {
+    size_t size;
+    uint32_t abi_major, abi_minor; /* MB_ABI_MAJOR, MB_ABI_MINOR as the module was built */
+    const char *name;              /* must equal the file name without ".so" */
+    const char *version;           /* the module's own version, "1.2.0" */
+    const char *description;
+    const char *const *depends;    /* NULL-terminated names of modules it needs, or NULL */
+    const mb_config_key *config;   /* arrays end with an entry whose first pointer is NULL */
+    const mb_route *routes;
+    const mb_hook *hooks;
+    const mb_task_type *tasks;
+    /* init: called once on the loop thread after the tables were registered (they are
+     * live only once init returned 0). `config` is the validated YAML as JSON, borrowed.
+     * Set *state to the module's private state; it is passed to every callback. */
+    int (*init)(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err);
+    /* fini: called once no call into the module is in flight. Returning a negative code
+     * refuses an unload (the module stays ACTIVE); on the reload path it is never refused. */
+    int (*fini)(void *state, bool reloading, mb_err *err);
+    /* reconfigure: optional; a new validated config while running. */
+    int (*reconfigure)(void *state, const json_t *config, mb_err *err);
+} mb_module_desc;
+
+#define MB_MODULE_SYMBOL "mb_module_descriptor"
+#define MB_MODULE_EXPORT __attribute__((visibility("default"))) const mb_module_desc mb_module_descriptor
+
+/* -------------------------------------------------------------- the API --- */
+
+struct mb_api {
+    size_t size;
+    uint32_t abi_major, abi_minor;
+
+    /* --- errors and logging --- */
+    /* Fill err with a code and a printf-formatted sentence; returns code. */
+    int (*err_set)(mb_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+    /* Log a line prefixed with the module's name. level: 0 debug, 1 info, 2 warn, 3 error.
+     * Never pass secrets. */
+    void (*log)(mb_module *self, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+    /* --- requests (HTTP worker thread, valid until the handler returns) --- */
+    const char *(*req_method)(mb_req *req);
+    const char *(*req_path)(mb_req *req);
+    /* A {name} from the route pattern, percent-decoded, or NULL. Owned by the request. */
+    const char *(*req_param)(mb_req *req, const char *name);
+    /* A query argument or a request header, or NULL. Owned by the request. */
+    const char *(*req_query)(mb_req *req, const char *name);
+    const char *(*req_header)(mb_req *req, const char *name);
+    /* The caller, or NULL on a public route without credentials. */
+    const mb_user *(*req_user)(mb_req *req);
+    const char *(*req_client_ip)(mb_req *req);
+    /* The body parsed as a JSON object (bodies are capped at 1 MiB for module routes).
+     * Returns a borrowed reference owned by the request, or NULL with err filled. */
+    json_t *(*req_json)(mb_req *req, mb_err *err);
+    /* Memory that lives until the request ends; never NULL (aborts on exhaustion). */
+    void *(*req_alloc)(mb_req *req, size_t n);
+
+    /* Answer: JSON body (steals `body`), a problem (from err), or raw bytes (copied). */
+    int (*reply_json)(mb_req *req, int status, json_t *body);
+    int (*reply_error)(mb_req *req, const mb_err *err);
+    int (*reply_bytes)(mb_req *req, int status, const char *content_type, const void *data, size_t len);
+    /* Add a response header to the answer about to be sent (call before reply_*). */
+    void (*reply_header)(mb_req *req, const char *name, const char *value);
+
+    /* --- hook bus --- */
+    /* Run the filters of `event` on payload (borrowed). 0, or the first refusal. */
+    int (*hook_filter)(const char *event, json_t *payload, mb_err *err);
+    /* Record an event in the durable outbox (synced) and wake the observers. Steals payload. */
+    int (*hook_emit)(const char *event, json_t *payload, mb_err *err);
+
+    /* --- tasks --- */
+    /* Queue a task of a registered type for `owner` (a user id, 0 for the system).
+     * Steals args. On success *id holds the task id. */
+    int (*task_submit)(const char *type, uint64_t owner, json_t *args, uint64_t *id, mb_err *err);
+    /* From a runner: report progress (0..100) and a short message; returns true if the
+     * task was cancelled and the runner should stop (returning MB_ECANCELED). */
+    bool (*task_progress)(mb_task *task, int percent, const char *message);
+    /* From a runner: set the result object shown to the user (steals). */
+    void (*task_result)(mb_task *task, json_t *result);
+    uint64_t (*task_id)(mb_task *task);
+    uint64_t (*task_owner)(mb_task *task);
+
+    /* --- notifications --- */
+    /* Send a notification to one user's event stream (and keep it in their list).
+     * kind: "info" | "success" | "warning" | "error". Borrowed strings. */
+    int (*notify)(uint64_t user, const char *kind, const char *title, const char *body);
+
+    /* --- metadata storage: the kernel's LevelDB, under the module's own prefix --- */
+    /* Keys are namespaced by the kernel as "m/<module>/<key>" so modules cannot collide
+     * with each other or with kernel tables. Values are owned by the caller (free()). */
+    int (*kv_get)(mb_module *self, const char *key, char **value, size_t *len, mb_err *err);
+    int (*kv_put)(mb_module *self, const char *key, const void *value, size_t len, bool sync, mb_err *err);
+    int (*kv_del)(mb_module *self, const char *key, bool sync, mb_err *err);
+    /* Calls fn for each key with the given prefix in key order until fn returns non-zero.
+     * The key passed to fn is without the module namespace; both pointers are borrowed. */
+    int (*kv_scan)(mb_module *self, const char *prefix,
+                   int (*fn)(const char *key, const void *value, size_t len, void *ud), void *ud, mb_err *err);
+
+    /* --- Lua (sandboxed; scripts from scripts/lua/) --- */
+    /* Run `script` (a file name under scripts/lua/) calling its global function `fn` with
+     * `arg` converted to a Lua table; the returned value comes back as JSON (new reference
+     * in *result, may be NULL). Instruction and memory limits apply. */
+    int (*lua_call)(const char *script, const char *fn, const json_t *arg, json_t **result, mb_err *err);
+
+    /* --- time --- */
+    /* Wall clock in seconds; tests may shift it (MBYTE_CLOCK_OFFSET) so retention is testable. */
+    int64_t (*now)(void);
+};
+
+#ifdef __cplusplus
+}
+#endif
+#endif

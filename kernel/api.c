@@ -1,0 +1,167 @@
+/*
+ * api.c — the mb_api table handed to every module, and the kernel's own small routes
+ * (health, status). Every entry is a thin adapter onto a kernel subsystem, so the table is
+ * the only place the ABI and the kernel's internal names meet.
+ * Threads: the table is immutable after start; each entry is as thread-safe as the
+ * subsystem it calls (all are).
+ */
+#include "kernel.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void api_log(mb_module *self, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vmsg(level, self ? modmgr_name(self) : "module", fmt, ap);
+    va_end(ap);
+}
+
+static int api_err_set(mb_err *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        err->code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* Module keys live under "m/<module>/": a module cannot reach kernel tables or another
+ * module's keys. */
+static char *kv_key(mb_module *self, const char *key, size_t *n)
+{
+    const char *name = modmgr_name(self);
+    size_t len = 2 + strlen(name) + 1 + strlen(key);
+    char *k = xmalloc(len + 1);
+    snprintf(k, len + 1, "m/%s/%s", name, key);
+    *n = len;
+    return k;
+}
+
+static int kv_get(mb_module *self, const char *key, char **value, size_t *len, mb_err *err)
+{
+    size_t kn;
+    char *k = kv_key(self, key, &kn);
+    int rc = db_get(k, kn, value, len);
+    free(k);
+    if (rc == MB_ENOENT)
+        return err_set(err, rc, "no value for %s", key);
+    if (rc)
+        return err_set(err, rc, "metadata read failed");
+    return 0;
+}
+
+static int kv_put(mb_module *self, const char *key, const void *value, size_t len, bool sync, mb_err *err)
+{
+    size_t kn;
+    char *k = kv_key(self, key, &kn);
+    int rc = db_put(k, kn, value, len, sync);
+    free(k);
+    return rc ? err_set(err, rc, "metadata write failed") : 0;
+}
+
+static int kv_del(mb_module *self, const char *key, bool sync, mb_err *err)
+{
+    size_t kn;
+    char *k = kv_key(self, key, &kn);
+    int rc = db_del(k, kn, sync);
+    free(k);
+    return rc ? err_set(err, rc, "metadata write failed") : 0;
+}
+
+static int kv_scan(mb_module *self, const char *prefix, int (*fn)(const char *, const void *, size_t, void *),
+                   void *ud, mb_err *err)
+{
+    (void)err;
+    size_t kn;
+    char *k = kv_key(self, prefix, &kn);
+    size_t strip = kn - strlen(prefix);
+    db_iter *it = db_iter_prefix(k, kn);
+    while (db_iter_next(it)) {
+        size_t klen, vlen;
+        const char *key = db_iter_key(it, &klen);
+        const char *val = db_iter_val(it, &vlen);
+        char *kcopy = xmalloc(klen - strip + 1);
+        memcpy(kcopy, key + strip, klen - strip);
+        kcopy[klen - strip] = 0;
+        int stop = fn(kcopy, val, vlen, ud);
+        free(kcopy);
+        if (stop)
+            break;
+    }
+    db_iter_free(it);
+    free(k);
+    return 0;
+}
+
+static int reply_error(mb_req *req, const mb_err *err) { return http_reply_error(req, err); }
+static int64_t api_now(void) { return now_wall(); }
+
+static const mb_api table = {
+    .size = sizeof(mb_api),
+    .abi_major = MB_ABI_MAJOR,
+    .abi_minor = MB_ABI_MINOR,
+    .err_set = api_err_set,
+    .log = api_log,
+    .req_method = http_req_method,
+    .req_path = http_req_path,
+    .req_param = http_req_param,
+    .req_query = http_req_query,
+    .req_header = http_req_header,
+    .req_user = http_req_user,
+    .req_client_ip = http_req_client_ip,
+    .req_json = http_req_json,
+    .req_alloc = http_req_alloc,
+    .reply_json = http_reply_json,
+    .reply_error = reply_error,
+    .reply_bytes = http_reply_bytes,
+    .reply_header = http_reply_header,
+    .hook_filter = hook_filter,
+    .hook_emit = hook_emit,
+    .task_submit = task_submit,
+    .task_progress = task_progress,
+    .task_result = task_result,
+    .task_id = task_id,
+    .task_owner = task_owner,
+    .notify = notify_user,
+    .kv_get = kv_get,
+    .kv_put = kv_put,
+    .kv_del = kv_del,
+    .kv_scan = kv_scan,
+    .lua_call = luas_call,
+    .now = api_now,
+};
+
+const mb_api *api_table(void) { return &table; }
+
+/* GET /api/v1/health — public: liveness, version and the modules with their state. */
+static int h_health(mb_req *req, void *state, mb_err *err)
+{
+    (void)state, (void)err;
+    return http_reply_json(req, 200,
+                           json_pack("{s:s, s:s, s:o}", "status", "ok", "version", MBYTE_VERSION, "modules",
+                                     modmgr_list()));
+}
+
+/* GET /api/v1/admin/status — admin: what mbytectl status prints. */
+static int h_status(mb_req *req, void *state, mb_err *err)
+{
+    (void)state, (void)err;
+    return http_reply_json(req, 200,
+                           json_pack("{s:s, s:s, s:{s:i, s:i}, s:s, s:s, s:o}", "status", "ok", "version",
+                                     MBYTE_VERSION, "abi", "major", MB_ABI_MAJOR, "minor", MB_ABI_MINOR, "listen",
+                                     g_cfg->listen_host, "data_dir", g_cfg->data_dir, "modules", modmgr_list()));
+}
+
+int api_routes_init(mb_err *err)
+{
+    int rc;
+    if ((rc = http_route_add(NULL, "GET", "/api/v1/health", MB_ROLE_NONE, h_health, NULL, err)) ||
+        (rc = http_route_add(NULL, "GET", "/api/v1/admin/status", MB_ROLE_ADMIN, h_status, NULL, err)))
+        return rc;
+    return 0;
+}

@@ -1,0 +1,710 @@
+/*
+ * auth.c — users, passwords, tokens, browser sessions and login throttling.
+ *
+ * Users have argon2id password hashes (libsodium crypto_pwhash_str). Every credential a
+ * client holds (login token, named API token, browser session) is 32 random bytes shown
+ * once; only its SHA-256 is stored, so a copy of the database grants nothing. Browser
+ * sessions are an HttpOnly SameSite=Strict cookie plus a CSRF token that the page sends in
+ * X-CSRF-Token on every unsafe method.
+ *
+ * Keys (docs/storage.md): u/<name>, ui/<id>, t/<sha256(token)>, ut/<uid>/<token id>.
+ * Threads: any HTTP worker. The throttle table is guarded by its own mutex.
+ */
+#include "kernel.h"
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOKEN_PREFIX "mbt_"
+#define SESSION_COOKIE "mb_session"
+
+/* --------------------------------------------------------- throttling --- */
+
+typedef struct {
+    char key[96];
+    int failures;
+    int64_t window_start;
+} throttle_slot;
+
+static throttle_slot slots[1024];
+static pthread_mutex_t throttle_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static throttle_slot *slot_for(const char *key, bool create)
+{
+    throttle_slot *oldest = &slots[0];
+    int64_t now = now_mono_ms() / 1000;
+    for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
+        if (!strcmp(slots[i].key, key))
+            return &slots[i];
+        if (slots[i].window_start < oldest->window_start)
+            oldest = &slots[i];
+    }
+    if (!create)
+        return NULL;
+    snprintf(oldest->key, sizeof oldest->key, "%s", key);
+    oldest->failures = 0;
+    oldest->window_start = now;
+    return oldest;
+}
+
+/* True when key has used up its failures in the current window. */
+static bool throttled(const char *key)
+{
+    pthread_mutex_lock(&throttle_lock);
+    throttle_slot *s = slot_for(key, false);
+    bool t = false;
+    if (s) {
+        if (now_mono_ms() / 1000 - s->window_start >= g_cfg->login_window) {
+            s->failures = 0;
+            s->window_start = now_mono_ms() / 1000;
+        }
+        t = s->failures >= g_cfg->login_max_failures;
+    }
+    pthread_mutex_unlock(&throttle_lock);
+    return t;
+}
+
+static void throttle_fail(const char *key)
+{
+    pthread_mutex_lock(&throttle_lock);
+    throttle_slot *s = slot_for(key, true);
+    if (now_mono_ms() / 1000 - s->window_start >= g_cfg->login_window) {
+        s->failures = 0;
+        s->window_start = now_mono_ms() / 1000;
+    }
+    s->failures++;
+    pthread_mutex_unlock(&throttle_lock);
+}
+
+static void throttle_clear(const char *key)
+{
+    pthread_mutex_lock(&throttle_lock);
+    throttle_slot *s = slot_for(key, false);
+    if (s)
+        s->failures = 0;
+    pthread_mutex_unlock(&throttle_lock);
+}
+
+/* ------------------------------------------------------------ helpers --- */
+
+bool auth_valid_username(const char *n)
+{
+    size_t len = strlen(n);
+    if (len < 1 || len > 64)
+        return false;
+    if (!((n[0] >= 'a' && n[0] <= 'z') || (n[0] >= '0' && n[0] <= '9')))
+        return false;
+    return strspn(n, "abcdefghijklmnopqrstuvwxyz0123456789._-") == len;
+}
+
+static const char *role_name(int role) { return role == MB_ROLE_ADMIN ? "admin" : "user"; }
+
+static int role_parse(const char *s)
+{
+    if (!s || !strcmp(s, "user"))
+        return MB_ROLE_USER;
+    if (!strcmp(s, "admin"))
+        return MB_ROLE_ADMIN;
+    return -1;
+}
+
+void auth_token_hash(const char *token, char out[65])
+{
+    uint8_t h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(h, (const uint8_t *)token, strlen(token));
+    hex_encode(h, sizeof h, out);
+}
+
+static int user_get(const char *name, json_t **out)
+{
+    char key[128];
+    if (!auth_valid_username(name))
+        return MB_ENOENT; /* also keeps the key from being truncated into another name */
+    snprintf(key, sizeof key, "u/%.64s", name);
+    return db_get_json(key, out);
+}
+
+int auth_user_name(uint64_t id, char *buf, size_t n)
+{
+    char key[32], k16[17];
+    key_u64(k16, id);
+    snprintf(key, sizeof key, "ui/%s", k16);
+    char *v;
+    if (db_get(key, strlen(key), &v, NULL))
+        return MB_ENOENT;
+    snprintf(buf, n, "%s", v);
+    free(v);
+    return 0;
+}
+
+int auth_password_hash(const char *pw, char out[128], mb_err *err)
+{
+    size_t n = strlen(pw);
+    if (n < 8)
+        return err_set(err, MB_EINVAL, "password: must be at least 8 characters");
+    if (n > 1024)
+        return err_set(err, MB_EINVAL, "password: must be at most 1024 bytes");
+    if (crypto_pwhash_str(out, pw, n, crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE))
+        return err_set(err, MB_ENOMEM, "password hashing ran out of memory");
+    return 0;
+}
+
+bool auth_password_verify(const char *hash, const char *pw)
+{
+    return hash && crypto_pwhash_str_verify(hash, pw, strlen(pw)) == 0;
+}
+
+int auth_user_add(const char *name, const char *password, int role, uint64_t *id, mb_err *err)
+{
+    static pthread_mutex_t add_lock = PTHREAD_MUTEX_INITIALIZER;
+    if (!auth_valid_username(name))
+        return err_set(err, MB_EINVAL,
+                       "username: 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit");
+    char hash[crypto_pwhash_STRBYTES];
+    int rc = auth_password_hash(password, hash, err);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&add_lock); /* check-then-create must not race with itself */
+    json_t *existing = NULL;
+    if (user_get(name, &existing) == 0) {
+        json_decref(existing);
+        pthread_mutex_unlock(&add_lock);
+        return err_set(err, MB_EEXIST, "user '%s' already exists", name);
+    }
+    uint64_t uid = db_next_id("user");
+    json_t *u = json_pack("{s:i, s:I, s:s, s:s, s:s, s:I}", "v", 1, "id", (json_int_t)uid, "name", name, "role",
+                          role_name(role), "hash", hash, "created", (json_int_t)now_wall());
+    db_batch *b = db_batch_new();
+    char key[128], k16[17];
+    snprintf(key, sizeof key, "u/%.64s", name);
+    db_batch_put_json(b, key, u);
+    key_u64(k16, uid);
+    snprintf(key, sizeof key, "ui/%s", k16);
+    db_batch_put(b, key, strlen(key), name, strlen(name));
+    hook_emit_batch(b, "user.created",
+                    json_pack("{s:I, s:s, s:s}", "user_id", (json_int_t)uid, "username", name, "role", role_name(role)));
+    json_decref(u);
+    rc = db_batch_commit(b, true);
+    pthread_mutex_unlock(&add_lock);
+    sodium_memzero(hash, sizeof hash);
+    if (rc)
+        return err_set(err, rc, "could not store the new user");
+    hook_kick();
+    if (id)
+        *id = uid;
+    log_info("user %s created with role %s", name, role_name(role));
+    return 0;
+}
+
+/* Issue a token of `kind` for uid; the clear token goes to out (shown once). */
+static int token_issue(uint64_t uid, const char *kind, const char *name, int64_t ttl, char out[80], char *csrf_out,
+                       char *id_out)
+{
+    uint8_t raw[32];
+    randombytes_buf(raw, sizeof raw);
+    char hex[65];
+    hex_encode(raw, sizeof raw, hex);
+    snprintf(out, 80, TOKEN_PREFIX "%s", hex);
+    char h[65];
+    auth_token_hash(out, h);
+    char tid[17];
+    random_hex(tid, 8);
+    json_t *t = json_pack("{s:i, s:I, s:s, s:s, s:s, s:I, s:I}", "v", 1, "uid", (json_int_t)uid, "kind", kind, "id",
+                          tid, "name", name ? name : "", "created", (json_int_t)now_wall(), "expires",
+                          (json_int_t)(ttl > 0 ? now_wall() + ttl : 0));
+    if (csrf_out) {
+        random_hex(csrf_out, 16);
+        json_object_set_new(t, "csrf", json_string(csrf_out));
+    }
+    db_batch *b = db_batch_new();
+    char key[128], k16[17];
+    snprintf(key, sizeof key, "t/%s", h);
+    db_batch_put_json(b, key, t);
+    key_u64(k16, uid);
+    snprintf(key, sizeof key, "ut/%s/%s", k16, tid);
+    db_batch_put(b, key, strlen(key), h, strlen(h));
+    json_decref(t);
+    if (id_out)
+        memcpy(id_out, tid, 17);
+    sodium_memzero(raw, sizeof raw);
+    return db_batch_commit(b, true);
+}
+
+static int token_revoke(uint64_t uid, const char *tid)
+{
+    char key[128], k16[17];
+    key_u64(k16, uid);
+    snprintf(key, sizeof key, "ut/%s/%s", k16, tid);
+    char *h;
+    if (db_get(key, strlen(key), &h, NULL))
+        return MB_ENOENT;
+    db_batch *b = db_batch_new();
+    db_batch_del(b, key, strlen(key));
+    snprintf(key, sizeof key, "t/%s", h);
+    db_batch_del(b, key, strlen(key));
+    free(h);
+    return db_batch_commit(b, true);
+}
+
+/* Look up a presented token; on success fills user (name in the arena) and *tok (new ref). */
+static int token_resolve(arena *a, const char *token, mb_user *user, json_t **tok)
+{
+    if (strncmp(token, TOKEN_PREFIX, strlen(TOKEN_PREFIX)) || strlen(token) != strlen(TOKEN_PREFIX) + 64)
+        return MB_EAUTH;
+    char h[65], key[80];
+    auth_token_hash(token, h);
+    snprintf(key, sizeof key, "t/%s", h);
+    json_t *t;
+    if (db_get_json(key, &t))
+        return MB_EAUTH;
+    int64_t exp = json_integer_value(json_object_get(t, "expires"));
+    if (exp && exp < now_wall()) {
+        json_decref(t);
+        return MB_EAUTH;
+    }
+    uint64_t uid = (uint64_t)json_integer_value(json_object_get(t, "uid"));
+    char name[128];
+    json_t *u = NULL;
+    if (auth_user_name(uid, name, sizeof name) || user_get(name, &u)) {
+        json_decref(t);
+        return MB_EAUTH;
+    }
+    user->size = sizeof *user;
+    user->id = uid;
+    user->name = arena_strdup(a, name);
+    user->role = role_parse(json_string_value(json_object_get(u, "role")));
+    json_decref(u);
+    if (tok)
+        *tok = t;
+    else
+        json_decref(t);
+    return 0;
+}
+
+static const char *cookie_value(mb_req *req, const char *name)
+{
+    return http_req_cookie(req, name);
+}
+
+int auth_request(mb_req *req, mb_user *user, mb_err *err)
+{
+    const char *h = http_req_header(req, "Authorization");
+    arena *a = http_req_arena(req);
+    if (h) {
+        if (strncasecmp(h, "Bearer ", 7))
+            return err_set(err, MB_EAUTH, "the Authorization header must be 'Bearer <token>'");
+        if (token_resolve(a, h + 7, user, NULL))
+            return err_set(err, MB_EAUTH, "the token is unknown, revoked or expired");
+        return 0;
+    }
+    const char *c = cookie_value(req, SESSION_COOKIE);
+    if (!c)
+        return err_set(err, MB_EAUTH, "log in first: send 'Authorization: Bearer <token>'");
+    json_t *t = NULL;
+    if (token_resolve(a, c, user, &t))
+        return err_set(err, MB_EAUTH, "the session has expired; log in again");
+    const char *m = http_req_method(req);
+    bool safe = !strcmp(m, "GET") || !strcmp(m, "HEAD") || !strcmp(m, "OPTIONS");
+    const char *want = json_string_value(json_object_get(t, "csrf"));
+    const char *got = http_req_header(req, "X-CSRF-Token");
+    bool ok = safe || (want && got && strlen(want) == strlen(got) && sodium_memcmp(want, got, strlen(want)) == 0);
+    json_decref(t);
+    if (!ok)
+        return err_set(err, MB_EPERM, "the X-CSRF-Token header is missing or wrong");
+    return 0;
+}
+
+int auth_bootstrap(mb_err *err)
+{
+    db_iter *it = db_iter_prefix("u/", 2);
+    bool any = db_iter_next(it);
+    db_iter_free(it);
+    if (any)
+        return 0;
+    const char *pw = getenv("MBYTE_ADMIN_PASSWORD");
+    char gen[33];
+    if (!pw || !*pw) {
+        random_hex(gen, 16);
+        pw = gen;
+    }
+    int rc = auth_user_add("admin", pw, MB_ROLE_ADMIN, NULL, err);
+    if (rc)
+        return rc;
+    if (pw == gen)
+        printf("First start: created user 'admin' with password %s (shown once; change it with "
+               "'mbytectl user passwd admin')\n",
+               gen);
+    else
+        printf("First start: created user 'admin' with the password from MBYTE_ADMIN_PASSWORD\n");
+    sodium_memzero(gen, sizeof gen);
+    return 0;
+}
+
+/* ------------------------------------------------------------- routes --- */
+
+static const char *jstr(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static json_t *user_public(json_t *u)
+{
+    return json_pack("{s:O, s:O, s:O, s:O}", "id", json_object_get(u, "id"), "username", json_object_get(u, "name"),
+                     "role", json_object_get(u, "role"), "created", json_object_get(u, "created"));
+}
+
+/* POST /api/v1/auth/login {"username","password","session"?} */
+static int h_login(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    json_t *b = http_req_json(req, err);
+    if (!b)
+        return err->code;
+    const char *name = jstr(b, "username"), *pw = jstr(b, "password");
+    if (!name || !pw)
+        return err_set(err, MB_EINVAL, "username and password are required strings");
+    char ipkey[96], ukey[96];
+    snprintf(ipkey, sizeof ipkey, "ip:%s", http_req_client_ip(req));
+    snprintf(ukey, sizeof ukey, "user:%.64s", name);
+    if (throttled(ipkey) || throttled(ukey)) {
+        http_reply_header(req, "Retry-After", "60");
+        log_msg(LOG_WARN, "auth", "login throttled for %s from %s", name, http_req_client_ip(req));
+        return err_set(err, MB_ETHROTTLE, "too many failed logins; wait and try again");
+    }
+    json_t *u = NULL;
+    bool ok = auth_valid_username(name) && user_get(name, &u) == 0;
+    const char *hash = ok ? jstr(u, "hash") : NULL;
+    ok = ok && hash && crypto_pwhash_str_verify(hash, pw, strlen(pw)) == 0;
+    if (!ok) {
+        json_decref(u);
+        throttle_fail(ipkey);
+        throttle_fail(ukey);
+        hook_emit("auth.login_failed",
+                  json_pack("{s:s, s:s}", "username", name, "ip", http_req_client_ip(req)), NULL);
+        log_msg(LOG_INFO, "auth", "failed login for %s from %s", name, http_req_client_ip(req));
+        return err_set(err, MB_EAUTH, "wrong username or password");
+    }
+    throttle_clear(ukey);
+    uint64_t uid = (uint64_t)json_integer_value(json_object_get(u, "id"));
+    bool session = json_is_true(json_object_get(b, "session"));
+    char token[80], csrf[33];
+    if (token_issue(uid, session ? "session" : "login", "login", g_cfg->token_ttl, token, session ? csrf : NULL,
+                    NULL)) {
+        json_decref(u);
+        return err_set(err, MB_EIO, "could not store the token");
+    }
+    json_t *out = json_pack("{s:s, s:I, s:o}", "token", token, "expires", (json_int_t)(now_wall() + g_cfg->token_ttl),
+                            "user", user_public(u));
+    if (session) {
+        char cookie[200];
+        snprintf(cookie, sizeof cookie, SESSION_COOKIE "=%s; HttpOnly; SameSite=Strict; Path=/; Max-Age=%lld", token,
+                 (long long)g_cfg->token_ttl);
+        http_reply_header(req, "Set-Cookie", cookie);
+        json_object_set_new(out, "csrf", json_string(csrf));
+        json_object_del(out, "token"); /* the cookie carries it; scripts never see it */
+    }
+    hook_emit("auth.login", json_pack("{s:I, s:s, s:s}", "user_id", (json_int_t)uid, "username", name, "ip",
+                                      http_req_client_ip(req)),
+              NULL);
+    json_decref(u);
+    sodium_memzero(token, sizeof token);
+    return http_reply_json(req, 200, out);
+}
+
+/* POST /api/v1/auth/logout: revoke the credential used for this request. */
+static int h_logout(mb_req *req, void *st, mb_err *err)
+{
+    (void)st, (void)err;
+    const char *h = http_req_header(req, "Authorization");
+    const char *tok = h && !strncasecmp(h, "Bearer ", 7) ? h + 7 : cookie_value(req, SESSION_COOKIE);
+    if (tok) {
+        char hh[65], key[80];
+        auth_token_hash(tok, hh);
+        snprintf(key, sizeof key, "t/%s", hh);
+        json_t *t;
+        if (db_get_json(key, &t) == 0) {
+            token_revoke((uint64_t)json_integer_value(json_object_get(t, "uid")), jstr(t, "id"));
+            json_decref(t);
+        }
+    }
+    http_reply_header(req, "Set-Cookie", SESSION_COOKIE "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    return http_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
+}
+
+static int h_me(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    const mb_user *me = http_req_user(req);
+    if (me->id == 0)
+        return http_reply_json(req, 200, json_pack("{s:i, s:s, s:s}", "id", 0, "username", me->name, "role", "admin"));
+    json_t *u;
+    if (user_get(me->name, &u))
+        return err_set(err, MB_ENOENT, "your account no longer exists");
+    json_t *out = user_public(u);
+    json_decref(u);
+    return http_reply_json(req, 200, out);
+}
+
+static int set_password(const char *name, const char *pw, mb_err *err)
+{
+    json_t *u;
+    if (user_get(name, &u))
+        return err_set(err, MB_ENOENT, "no user '%s'", name);
+    char hash[crypto_pwhash_STRBYTES];
+    int rc = auth_password_hash(pw, hash, err);
+    if (rc) {
+        json_decref(u);
+        return rc;
+    }
+    json_object_set_new(u, "hash", json_string(hash));
+    char key[128];
+    snprintf(key, sizeof key, "u/%.64s", name);
+    rc = db_put_json(key, u, true);
+    json_decref(u);
+    return rc ? err_set(err, rc, "could not store the password") : 0;
+}
+
+/* POST /api/v1/me/password {"old","new"} */
+static int h_passwd(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    json_t *b = http_req_json(req, err);
+    if (!b)
+        return err->code;
+    const char *old = jstr(b, "old"), *nw = jstr(b, "new");
+    if (!old || !nw)
+        return err_set(err, MB_EINVAL, "old and new are required strings");
+    const mb_user *me = http_req_user(req);
+    json_t *u;
+    if (user_get(me->name, &u))
+        return err_set(err, MB_ENOENT, "your account no longer exists");
+    bool ok = crypto_pwhash_str_verify(jstr(u, "hash"), old, strlen(old)) == 0;
+    json_decref(u);
+    if (!ok)
+        return err_set(err, MB_EPERM, "old: the current password is wrong");
+    int rc = set_password(me->name, nw, err);
+    return rc ? rc : http_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
+}
+
+static json_t *list_tokens(uint64_t uid)
+{
+    char prefix[64], k16[17];
+    key_u64(k16, uid);
+    snprintf(prefix, sizeof prefix, "ut/%s/", k16);
+    json_t *arr = json_array();
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (db_iter_next(it)) {
+        size_t vl;
+        const char *v = db_iter_val(it, &vl);
+        char key[80];
+        snprintf(key, sizeof key, "t/%.*s", (int)vl, v);
+        json_t *t;
+        if (db_get_json(key, &t))
+            continue;
+        if (!strcmp(jstr(t, "kind") ? jstr(t, "kind") : "", "api"))
+            json_array_append_new(arr, json_pack("{s:O, s:O, s:O, s:O}", "id", json_object_get(t, "id"), "name",
+                                                 json_object_get(t, "name"), "created", json_object_get(t, "created"),
+                                                 "expires", json_object_get(t, "expires")));
+        json_decref(t);
+    }
+    db_iter_free(it);
+    return arr;
+}
+
+static int create_token(mb_req *req, uint64_t uid, mb_err *err)
+{
+    json_t *b = http_req_json(req, err);
+    if (!b)
+        return err->code;
+    const char *name = jstr(b, "name");
+    if (!name || !*name || strlen(name) > 100 || !utf8_valid(name, strlen(name)))
+        return err_set(err, MB_EINVAL, "name: a token needs a name of 1 to 100 characters");
+    json_t *d = json_object_get(b, "expires_days");
+    int64_t ttl = 0;
+    if (d) {
+        if (!json_is_integer(d) || json_integer_value(d) < 1 || json_integer_value(d) > 3650)
+            return err_set(err, MB_EINVAL, "expires_days: must be a whole number from 1 to 3650");
+        ttl = json_integer_value(d) * 86400;
+    }
+    char token[80], tid[17];
+    if (token_issue(uid, "api", name, ttl, token, NULL, tid))
+        return err_set(err, MB_EIO, "could not store the token");
+    hook_emit("token.created", json_pack("{s:I, s:s, s:s}", "user_id", (json_int_t)uid, "id", tid, "name", name),
+              NULL);
+    json_t *out = json_pack("{s:s, s:s, s:s}", "id", tid, "name", name, "token", token);
+    sodium_memzero(token, sizeof token);
+    return http_reply_json(req, 201, out);
+}
+
+static int h_tokens_list(mb_req *req, void *st, mb_err *err)
+{
+    (void)st, (void)err;
+    return http_reply_json(req, 200, list_tokens(http_req_user(req)->id));
+}
+
+static int h_tokens_create(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    return create_token(req, http_req_user(req)->id, err);
+}
+
+static int h_tokens_delete(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    const char *id = http_req_param(req, "id");
+    if (token_revoke(http_req_user(req)->id, id))
+        return err_set(err, MB_ENOENT, "no token with id %s", id);
+    hook_emit("token.revoked", json_pack("{s:I, s:s}", "user_id", (json_int_t)http_req_user(req)->id, "id", id), NULL);
+    return http_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
+}
+
+/* POST /api/v1/admin/users {"username","password","role"} */
+static int h_users_add(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    json_t *b = http_req_json(req, err);
+    if (!b)
+        return err->code;
+    const char *name = jstr(b, "username"), *pw = jstr(b, "password");
+    int role = role_parse(jstr(b, "role"));
+    if (!name || !pw)
+        return err_set(err, MB_EINVAL, "username and password are required strings");
+    if (role < 0 || (json_object_get(b, "role") && !jstr(b, "role")))
+        return err_set(err, MB_EINVAL, "role: must be 'user' or 'admin'");
+    uint64_t id;
+    int rc = auth_user_add(name, pw, role, &id, err);
+    if (rc)
+        return rc;
+    return http_reply_json(req, 201, json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "username", name, "role",
+                                               role_name(role)));
+}
+
+static int h_users_list(mb_req *req, void *st, mb_err *err)
+{
+    (void)st, (void)err;
+    json_t *arr = json_array();
+    db_iter *it = db_iter_prefix("u/", 2);
+    while (db_iter_next(it)) {
+        size_t vl;
+        const char *v = db_iter_val(it, &vl);
+        json_t *u = json_loadb(v, vl, 0, NULL);
+        if (u) {
+            json_array_append_new(arr, user_public(u));
+            json_decref(u);
+        }
+    }
+    db_iter_free(it);
+    return http_reply_json(req, 200, arr);
+}
+
+/* PATCH /api/v1/admin/users/{name} {"password"?, "role"?} */
+static int h_users_patch(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    const char *name = http_req_param(req, "name");
+    json_t *b = http_req_json(req, err);
+    if (!b)
+        return err->code;
+    json_t *u;
+    if (user_get(name, &u))
+        return err_set(err, MB_ENOENT, "no user '%s'", name);
+    json_t *r = json_object_get(b, "role");
+    if (r) {
+        int role = role_parse(json_string_value(r));
+        if (!json_is_string(r) || role < 0) {
+            json_decref(u);
+            return err_set(err, MB_EINVAL, "role: must be 'user' or 'admin'");
+        }
+        json_object_set_new(u, "role", json_string(role_name(role)));
+        char key[128];
+        snprintf(key, sizeof key, "u/%.64s", name);
+        db_put_json(key, u, true);
+    }
+    json_decref(u);
+    const char *pw = jstr(b, "password");
+    if (pw) {
+        int rc = set_password(name, pw, err);
+        if (rc)
+            return rc;
+    }
+    hook_emit("admin.user_changed", json_pack("{s:s, s:s}", "username", name, "by", http_req_user(req)->name), NULL);
+    if (user_get(name, &u))
+        return err_set(err, MB_ENOENT, "no user '%s'", name);
+    json_t *out = user_public(u);
+    json_decref(u);
+    return http_reply_json(req, 200, out);
+}
+
+/* POST /api/v1/admin/users/{name}/tokens {"name"}: mbytectl token create --user */
+static int h_admin_token(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    json_t *u;
+    const char *name = http_req_param(req, "name");
+    if (user_get(name, &u))
+        return err_set(err, MB_ENOENT, "no user '%s'", name);
+    uint64_t uid = (uint64_t)json_integer_value(json_object_get(u, "id"));
+    json_decref(u);
+    return create_token(req, uid, err);
+}
+
+static int h_admin_tokens(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    json_t *u;
+    const char *name = http_req_param(req, "name");
+    if (user_get(name, &u))
+        return err_set(err, MB_ENOENT, "no user '%s'", name);
+    uint64_t uid = (uint64_t)json_integer_value(json_object_get(u, "id"));
+    json_decref(u);
+    return http_reply_json(req, 200, list_tokens(uid));
+}
+
+static int h_admin_token_delete(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    json_t *u;
+    const char *name = http_req_param(req, "name");
+    if (user_get(name, &u))
+        return err_set(err, MB_ENOENT, "no user '%s'", name);
+    uint64_t uid = (uint64_t)json_integer_value(json_object_get(u, "id"));
+    json_decref(u);
+    if (token_revoke(uid, http_req_param(req, "id")))
+        return err_set(err, MB_ENOENT, "no token with id %s", http_req_param(req, "id"));
+    return http_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
+}
+
+static const struct {
+    const char *method, *pattern;
+    int role;
+    mb_route_fn fn;
+} auth_routes[] = {
+    {"POST", "/api/v1/auth/login", MB_ROLE_NONE, h_login},
+    {"POST", "/api/v1/auth/logout", MB_ROLE_NONE, h_logout},
+    {"GET", "/api/v1/me", MB_ROLE_USER, h_me},
+    {"POST", "/api/v1/me/password", MB_ROLE_USER, h_passwd},
+    {"GET", "/api/v1/me/tokens", MB_ROLE_USER, h_tokens_list},
+    {"POST", "/api/v1/me/tokens", MB_ROLE_USER, h_tokens_create},
+    {"DELETE", "/api/v1/me/tokens/{id}", MB_ROLE_USER, h_tokens_delete},
+    {"GET", "/api/v1/admin/users", MB_ROLE_ADMIN, h_users_list},
+    {"POST", "/api/v1/admin/users", MB_ROLE_ADMIN, h_users_add},
+    {"PATCH", "/api/v1/admin/users/{name}", MB_ROLE_ADMIN, h_users_patch},
+    {"GET", "/api/v1/admin/users/{name}/tokens", MB_ROLE_ADMIN, h_admin_tokens},
+    {"POST", "/api/v1/admin/users/{name}/tokens", MB_ROLE_ADMIN, h_admin_token},
+    {"DELETE", "/api/v1/admin/users/{name}/tokens/{id}", MB_ROLE_ADMIN, h_admin_token_delete},
+};
+
+int auth_init(mb_err *err)
+{
+    for (size_t i = 0; i < sizeof auth_routes / sizeof auth_routes[0]; i++) {
+        int rc = http_route_add(NULL, auth_routes[i].method, auth_routes[i].pattern, auth_routes[i].role,
+                                auth_routes[i].fn, NULL, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+void auth_fini(void) {}

@@ -1,0 +1,544 @@
+/*
+ * cfg.c — configuration: YAML (libyaml) turned into JSON, checked, with every error naming
+ * file, line and reason. conf.d/mbyte.yaml configures the kernel; conf.d/<module>.yaml each
+ * module, checked against the module's config table. Environment variables MBYTE_LISTEN,
+ * MBYTE_DATA and MBYTE_MODULE_DIR override the file.
+ * Threads: loaded on the loop thread at start and on SIGHUP; a new kcfg replaces the old only
+ * when it is entirely valid, so a bad file never changes the running configuration.
+ */
+#include "kernel.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+kcfg *g_cfg;
+
+/* ------------------------------------------------------- YAML -> JSON --- */
+
+typedef struct {
+    yaml_parser_t p;
+    const char *name;
+    json_t *lines;
+    mb_err *err;
+} yctx;
+
+static int yerr(yctx *y, size_t line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int yerr(yctx *y, size_t line, const char *fmt, ...)
+{
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return err_set(y->err, MB_EINVAL, "%s:%zu: %s", y->name, line, msg);
+}
+
+static json_t *scalar_value(const yaml_event_t *ev)
+{
+    const char *v = (const char *)ev->data.scalar.value;
+    size_t n = ev->data.scalar.length;
+    if (ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return json_stringn(v, n);
+    if (n == 0 || !strcmp(v, "~") || !strcmp(v, "null"))
+        return json_null();
+    if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"))
+        return json_true();
+    if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off"))
+        return json_false();
+    char *end;
+    errno = 0;
+    long long ll = strtoll(v, &end, 10);
+    if (*v && !*end && errno == 0)
+        return json_integer(ll);
+    double d = strtod(v, &end);
+    if (*v && !*end && errno == 0 && strspn(v, "0123456789.-+eE") == n)
+        return json_real(d);
+    return json_stringn(v, n);
+}
+
+static int parse_node(yctx *y, yaml_event_t *ev, const char *path, json_t **out, int depth);
+
+static int next_event(yctx *y, yaml_event_t *ev)
+{
+    if (!yaml_parser_parse(&y->p, ev))
+        return yerr(y, y->p.problem_mark.line + 1, "%s", y->p.problem ? y->p.problem : "syntax error");
+    return 0;
+}
+
+static int parse_node(yctx *y, yaml_event_t *ev, const char *path, json_t **out, int depth)
+{
+    if (depth > 32)
+        return yerr(y, ev->start_mark.line + 1, "nesting is too deep");
+    if (ev->type == YAML_SCALAR_EVENT) {
+        *out = scalar_value(ev);
+        return 0;
+    }
+    if (ev->type == YAML_ALIAS_EVENT)
+        return yerr(y, ev->start_mark.line + 1, "aliases are not supported");
+    if (ev->type == YAML_SEQUENCE_START_EVENT) {
+        json_t *arr = json_array();
+        for (;;) {
+            yaml_event_t e;
+            if (next_event(y, &e)) {
+                json_decref(arr);
+                return MB_EINVAL;
+            }
+            if (e.type == YAML_SEQUENCE_END_EVENT) {
+                yaml_event_delete(&e);
+                break;
+            }
+            json_t *v = NULL;
+            int rc = parse_node(y, &e, path, &v, depth + 1);
+            yaml_event_delete(&e);
+            if (rc) {
+                json_decref(arr);
+                return rc;
+            }
+            json_array_append_new(arr, v);
+        }
+        *out = arr;
+        return 0;
+    }
+    if (ev->type == YAML_MAPPING_START_EVENT) {
+        json_t *obj = json_object();
+        for (;;) {
+            yaml_event_t k;
+            if (next_event(y, &k)) {
+                json_decref(obj);
+                return MB_EINVAL;
+            }
+            if (k.type == YAML_MAPPING_END_EVENT) {
+                yaml_event_delete(&k);
+                break;
+            }
+            if (k.type != YAML_SCALAR_EVENT) {
+                int rc = yerr(y, k.start_mark.line + 1, "a mapping key must be a plain name");
+                yaml_event_delete(&k);
+                json_decref(obj);
+                return rc;
+            }
+            char key[256];
+            snprintf(key, sizeof key, "%s", (const char *)k.data.scalar.value);
+            size_t kline = k.start_mark.line + 1;
+            yaml_event_delete(&k);
+            if (json_object_get(obj, key)) {
+                json_decref(obj);
+                return yerr(y, kline, "key '%s' appears twice", key);
+            }
+            char sub[512];
+            snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", key);
+            if (y->lines)
+                json_object_set_new(y->lines, sub, json_integer((json_int_t)kline));
+            yaml_event_t v;
+            if (next_event(y, &v)) {
+                json_decref(obj);
+                return MB_EINVAL;
+            }
+            json_t *val = NULL;
+            int rc = parse_node(y, &v, sub, &val, depth + 1);
+            yaml_event_delete(&v);
+            if (rc) {
+                json_decref(obj);
+                return rc;
+            }
+            json_object_set_new(obj, key, val);
+        }
+        *out = obj;
+        return 0;
+    }
+    return yerr(y, ev->start_mark.line + 1, "unexpected YAML construct");
+}
+
+int cfg_yaml_parse(const char *name, const char *text, size_t len, json_t **out, json_t **lines, mb_err *err)
+{
+    yctx y = {.name = name, .err = err, .lines = lines ? json_object() : NULL};
+    *out = NULL;
+    if (!utf8_valid(text, len)) {
+        json_decref(y.lines);
+        return err_set(err, MB_EINVAL, "%s:1: the file is not valid UTF-8", name);
+    }
+    yaml_parser_initialize(&y.p);
+    yaml_parser_set_input_string(&y.p, (const unsigned char *)text, len);
+    json_t *doc = NULL;
+    int rc = 0;
+    for (;;) {
+        yaml_event_t ev;
+        if ((rc = next_event(&y, &ev)))
+            break;
+        yaml_event_type_t t = ev.type;
+        if (t == YAML_STREAM_END_EVENT) {
+            yaml_event_delete(&ev);
+            break;
+        }
+        if (t == YAML_MAPPING_START_EVENT || t == YAML_SEQUENCE_START_EVENT || t == YAML_SCALAR_EVENT) {
+            if (doc) {
+                yaml_event_delete(&ev);
+                rc = yerr(&y, ev.start_mark.line + 1, "only one YAML document is allowed");
+                break;
+            }
+            if (t != YAML_MAPPING_START_EVENT && !(t == YAML_SCALAR_EVENT && ev.data.scalar.length == 0)) {
+                size_t line = ev.start_mark.line + 1;
+                yaml_event_delete(&ev);
+                rc = yerr(&y, line, "the top level must be a mapping of keys");
+                break;
+            }
+            rc = parse_node(&y, &ev, "", &doc, 0);
+            yaml_event_delete(&ev);
+            if (rc)
+                break;
+            continue;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&y.p);
+    if (rc) {
+        json_decref(doc);
+        json_decref(y.lines);
+        return rc;
+    }
+    if (!doc || json_is_null(doc)) {
+        json_decref(doc);
+        doc = json_object();
+    }
+    *out = doc;
+    if (lines)
+        *lines = y.lines;
+    return 0;
+}
+
+int cfg_yaml_load(const char *path, json_t **out, json_t **lines, mb_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_set(err, errno == ENOENT ? MB_ENOENT : MB_EIO, "%s:0: cannot open: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (cap - n < 4096) {
+            cap = cap ? cap * 2 : 8192;
+            if (cap > (4u << 20)) {
+                free(buf);
+                fclose(f);
+                return err_set(err, MB_ETOOBIG, "%s:0: the file is larger than 4 MiB", path);
+            }
+            buf = xrealloc(buf, cap);
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0)
+            break;
+    }
+    fclose(f);
+    int rc = cfg_yaml_parse(path, buf ? buf : "", n, out, lines, err);
+    free(buf);
+    return rc;
+}
+
+/* ------------------------------------------------------- checked access --- */
+
+static size_t line_of(const json_t *lines, const char *key)
+{
+    json_t *l = lines ? json_object_get(lines, key) : NULL;
+    return l ? (size_t)json_integer_value(l) : 1;
+}
+
+static int want_int(const char *file, const json_t *root, const json_t *lines, const char *key, int64_t min,
+                    int64_t max, int64_t *out, mb_err *err)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v)
+        return 0;
+    if (!json_is_integer(v))
+        return err_set(err, MB_EINVAL, "%s:%zu: %s must be a whole number", file, line_of(lines, key), key);
+    int64_t x = json_integer_value(v);
+    if (x < min || x > max)
+        return err_set(err, MB_EINVAL, "%s:%zu: %s must be between %lld and %lld", file, line_of(lines, key), key,
+                       (long long)min, (long long)max);
+    *out = x;
+    return 0;
+}
+
+static int want_str(const char *file, const json_t *root, const json_t *lines, const char *key, char **out,
+                    mb_err *err)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v)
+        return 0;
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return err_set(err, MB_EINVAL, "%s:%zu: %s must be a non-empty string", file, line_of(lines, key), key);
+    free(*out);
+    *out = xstrdup(json_string_value(v));
+    return 0;
+}
+
+static int parse_listen(const char *where, const char *s, char **host, int *port, mb_err *err)
+{
+    const char *colon = strrchr(s, ':');
+    uint64_t p;
+    if (!colon || colon == s || !parse_u64(colon + 1, &p) || p > 65535)
+        return err_set(err, MB_EINVAL, "%s: listen must be host:port, got '%s'", where, s);
+    free(*host);
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (h[0] == '[' && hl > 2 && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    *host = xmalloc(hl + 1);
+    memcpy(*host, h, hl);
+    (*host)[hl] = 0;
+    *port = (int)p;
+    return 0;
+}
+
+static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "web_dir", "lua_dir", "http_threads",
+                                          "workers", "max_body", "token_ttl", "login_max_failures",
+                                          "login_window", "log_level", "modules", NULL};
+
+void cfg_free(kcfg *c)
+{
+    if (!c)
+        return;
+    free(c->config_dir);
+    free(c->listen_host);
+    free(c->data_dir);
+    free(c->module_dir);
+    free(c->web_dir);
+    free(c->lua_dir);
+    if (c->modules_enabled)
+        for (char **m = c->modules_enabled; *m; m++)
+            free(*m);
+    free(c->modules_enabled);
+    json_decref(c->raw);
+    memset(c, 0, sizeof *c);
+}
+
+int cfg_load(const char *dir, kcfg *c, mb_err *err)
+{
+    memset(c, 0, sizeof *c);
+    c->config_dir = xstrdup(dir);
+    c->listen_host = xstrdup("127.0.0.1");
+    c->listen_port = 8080;
+    c->data_dir = xstrdup("var");
+    c->module_dir = xstrdup("build/modules");
+    c->web_dir = xstrdup("web");
+    c->lua_dir = xstrdup("scripts/lua");
+    c->http_threads = 4;
+    c->workers = 2;
+    c->max_body = 1 << 20;
+    c->token_ttl = 7 * 24 * 3600;
+    c->login_max_failures = 5;
+    c->login_window = 300;
+    c->log_level = LOG_INFO;
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/mbyte.yaml", dir);
+    json_t *root = NULL, *lines = NULL;
+    int rc = cfg_yaml_load(path, &root, &lines, err);
+    if (rc == MB_ENOENT) {
+        root = json_object();
+        lines = json_object();
+        rc = 0;
+    }
+    if (rc)
+        goto fail;
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val)
+    {
+        bool known = false;
+        for (const char *const *k = kernel_keys; *k; k++)
+            known |= !strcmp(*k, key);
+        if (!known) {
+            rc = err_set(err, MB_EINVAL, "%s:%zu: unknown key '%s'", path, line_of(lines, key), key);
+            goto fail;
+        }
+    }
+    json_t *l = json_object_get(root, "listen");
+    if (l) {
+        if (!json_is_string(l)) {
+            rc = err_set(err, MB_EINVAL, "%s:%zu: listen must be host:port", path, line_of(lines, "listen"));
+            goto fail;
+        }
+        char where[4200];
+        snprintf(where, sizeof where, "%s:%zu", path, line_of(lines, "listen"));
+        if ((rc = parse_listen(where, json_string_value(l), &c->listen_host, &c->listen_port, err)))
+            goto fail;
+    }
+    int64_t v;
+    if ((rc = want_str(path, root, lines, "data_dir", &c->data_dir, err)) ||
+        (rc = want_str(path, root, lines, "module_dir", &c->module_dir, err)) ||
+        (rc = want_str(path, root, lines, "web_dir", &c->web_dir, err)) ||
+        (rc = want_str(path, root, lines, "lua_dir", &c->lua_dir, err)))
+        goto fail;
+    v = c->http_threads;
+    if ((rc = want_int(path, root, lines, "http_threads", 1, 256, &v, err)))
+        goto fail;
+    c->http_threads = (int)v;
+    v = c->workers;
+    if ((rc = want_int(path, root, lines, "workers", 1, 256, &v, err)))
+        goto fail;
+    c->workers = (int)v;
+    if ((rc = want_int(path, root, lines, "max_body", 1024, 64 << 20, &c->max_body, err)) ||
+        (rc = want_int(path, root, lines, "token_ttl", 60, 365LL * 24 * 3600, &c->token_ttl, err)))
+        goto fail;
+    v = c->login_max_failures;
+    if ((rc = want_int(path, root, lines, "login_max_failures", 1, 1000, &v, err)))
+        goto fail;
+    c->login_max_failures = (int)v;
+    v = c->login_window;
+    if ((rc = want_int(path, root, lines, "login_window", 1, 86400, &v, err)))
+        goto fail;
+    c->login_window = (int)v;
+    json_t *ll = json_object_get(root, "log_level");
+    if (ll) {
+        const char *names[] = {"debug", "info", "warn", "error"};
+        int found = -1;
+        for (int i = 0; i < 4; i++)
+            if (json_is_string(ll) && !strcmp(json_string_value(ll), names[i]))
+                found = i;
+        if (found < 0) {
+            rc = err_set(err, MB_EINVAL, "%s:%zu: log_level must be debug, info, warn or error", path,
+                         line_of(lines, "log_level"));
+            goto fail;
+        }
+        c->log_level = found;
+    }
+    json_t *mods = json_object_get(root, "modules");
+    size_t nm = 0;
+    if (mods) {
+        if (!json_is_object(mods)) {
+            rc = err_set(err, MB_EINVAL, "%s:%zu: modules must map module names to true or false", path,
+                         line_of(lines, "modules"));
+            goto fail;
+        }
+        nm = json_object_size(mods);
+    }
+    c->modules_enabled = xcalloc(nm + 1, sizeof(char *));
+    size_t i = 0;
+    if (mods)
+        json_object_foreach(mods, key, val)
+        {
+            char kp[300];
+            snprintf(kp, sizeof kp, "modules.%s", key);
+            if (!json_is_boolean(val)) {
+                rc = err_set(err, MB_EINVAL, "%s:%zu: modules.%s must be true or false", path, line_of(lines, kp),
+                             key);
+                goto fail;
+            }
+            if (strspn(key, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(key) || strlen(key) > 64) {
+                rc = err_set(err, MB_EINVAL, "%s:%zu: '%s' is not a module name (a-z, 0-9, _)", path,
+                             line_of(lines, kp), key);
+                goto fail;
+            }
+            if (json_is_true(val))
+                c->modules_enabled[i++] = xstrdup(key);
+        }
+
+    /* Environment overrides (the contract of issue 2). */
+    const char *e;
+    if ((e = getenv("MBYTE_LISTEN")) && *e && (rc = parse_listen("MBYTE_LISTEN", e, &c->listen_host,
+                                                                   &c->listen_port, err)))
+        goto fail;
+    if ((e = getenv("MBYTE_DATA")) && *e) {
+        free(c->data_dir);
+        c->data_dir = xstrdup(e);
+    }
+    if ((e = getenv("MBYTE_MODULE_DIR")) && *e) {
+        free(c->module_dir);
+        c->module_dir = xstrdup(e);
+    }
+    if ((e = getenv("MBYTE_WEB_DIR")) && *e) {
+        free(c->web_dir);
+        c->web_dir = xstrdup(e);
+    }
+    if ((e = getenv("MBYTE_LUA_DIR")) && *e) {
+        free(c->lua_dir);
+        c->lua_dir = xstrdup(e);
+    }
+    c->raw = root;
+    json_decref(lines);
+    return 0;
+fail:
+    json_decref(root);
+    json_decref(lines);
+    cfg_free(c);
+    return rc;
+}
+
+/* ------------------------------------------------------- module config --- */
+
+int cfg_module(const char *file, const json_t *yaml, const json_t *lines, const mb_config_key *keys, json_t **out,
+               mb_err *err)
+{
+    json_t *res = json_object();
+    const char *key;
+    json_t *val;
+    if (yaml)
+        json_object_foreach((json_t *)yaml, key, val)
+        {
+            const mb_config_key *k = keys;
+            while (k && k->name && strcmp(k->name, key))
+                k++;
+            if (!k || !k->name) {
+                json_decref(res);
+                return err_set(err, MB_EINVAL, "%s:%zu: unknown key '%s'", file, line_of(lines, key), key);
+            }
+        }
+    for (const mb_config_key *k = keys; k && k->name; k++) {
+        json_t *v = yaml ? json_object_get(yaml, k->name) : NULL;
+        json_t *owned = NULL;
+        if (!v && k->default_value) {
+            mb_err e2;
+            json_t *doc = NULL;
+            char text[1200];
+            snprintf(text, sizeof text, "v: %s\n", k->default_value);
+            if (cfg_yaml_parse("default", text, strlen(text), &doc, NULL, &e2) == 0) {
+                owned = json_incref(json_object_get(doc, "v"));
+                json_decref(doc);
+            }
+            v = owned;
+        }
+        if (!v)
+            continue;
+        size_t line = line_of(lines, k->name);
+        bool ok = true;
+        const char *want = "";
+        switch (k->type) {
+        case MB_CFG_STRING:
+            ok = json_is_string(v);
+            want = "a string";
+            break;
+        case MB_CFG_INT:
+            ok = json_is_integer(v);
+            want = "a whole number";
+            if (ok && (k->min || k->max) &&
+                (json_integer_value(v) < k->min || json_integer_value(v) > k->max)) {
+                json_decref(owned);
+                json_decref(res);
+                return err_set(err, MB_EINVAL, "%s:%zu: %s must be between %lld and %lld", file, line, k->name,
+                               (long long)k->min, (long long)k->max);
+            }
+            break;
+        case MB_CFG_BOOL:
+            ok = json_is_boolean(v);
+            want = "true or false";
+            break;
+        case MB_CFG_LIST:
+            ok = json_is_array(v);
+            want = "a list";
+            break;
+        }
+        if (!ok) {
+            json_decref(owned);
+            json_decref(res);
+            return err_set(err, MB_EINVAL, "%s:%zu: %s must be %s", file, line, k->name, want);
+        }
+        json_object_set(res, k->name, v);
+        json_decref(owned);
+    }
+    *out = res;
+    return 0;
+}

@@ -1,0 +1,258 @@
+/*
+ * db.c — the metadata store: one LevelDB database, every table a key prefix
+ * (docs/storage.md lists them). A change that must be atomic is one WriteBatch; a change a
+ * client is told succeeded is written with sync=true first.
+ * Threads: any. LevelDB is thread-safe for reads and writes; the id counters are guarded
+ * by one mutex so an id is never handed out twice, even across restarts.
+ */
+#include "kernel.h"
+#include <leveldb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static leveldb_t *db;
+static leveldb_options_t *opts;
+static leveldb_readoptions_t *ropts;
+static leveldb_writeoptions_t *wsync, *wasync;
+static leveldb_cache_t *cache;
+static leveldb_filterpolicy_t *bloom;
+static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct db_batch {
+    leveldb_writebatch_t *wb;
+};
+
+struct db_iter {
+    leveldb_iterator_t *it;
+    char *prefix;
+    size_t plen;
+    bool started;
+};
+
+int db_open(const char *dir, mb_err *err)
+{
+    char *e = NULL;
+    opts = leveldb_options_create();
+    leveldb_options_set_create_if_missing(opts, 1);
+    cache = leveldb_cache_create_lru(32u << 20);
+    leveldb_options_set_cache(opts, cache);
+    bloom = leveldb_filterpolicy_create_bloom(10);
+    leveldb_options_set_filter_policy(opts, bloom);
+    leveldb_options_set_compression(opts, leveldb_snappy_compression);
+    db = leveldb_open(opts, dir, &e);
+    if (e) {
+        err_set(err, MB_EIO, "cannot open the metadata database %s: %s", dir, e);
+        leveldb_free(e);
+        db_close();
+        return MB_EIO;
+    }
+    ropts = leveldb_readoptions_create();
+    wsync = leveldb_writeoptions_create();
+    leveldb_writeoptions_set_sync(wsync, 1);
+    wasync = leveldb_writeoptions_create();
+    leveldb_writeoptions_set_sync(wasync, 0);
+    return 0;
+}
+
+void db_close(void)
+{
+    if (db)
+        leveldb_close(db);
+    db = NULL;
+    if (ropts)
+        leveldb_readoptions_destroy(ropts);
+    if (wsync)
+        leveldb_writeoptions_destroy(wsync);
+    if (wasync)
+        leveldb_writeoptions_destroy(wasync);
+    if (opts)
+        leveldb_options_destroy(opts);
+    if (cache)
+        leveldb_cache_destroy(cache);
+    if (bloom)
+        leveldb_filterpolicy_destroy(bloom);
+    ropts = NULL;
+    wsync = wasync = NULL;
+    opts = NULL;
+    cache = NULL;
+    bloom = NULL;
+}
+
+int db_get(const char *key, size_t klen, char **val, size_t *vlen)
+{
+    char *e = NULL;
+    size_t n = 0;
+    char *v = leveldb_get(db, ropts, key, klen, &n, &e);
+    if (e) {
+        log_error("leveldb get: %s", e);
+        leveldb_free(e);
+        return MB_EIO;
+    }
+    if (!v)
+        return MB_ENOENT;
+    /* Copy into our allocator so callers free() without knowing about leveldb_free. */
+    char *out = xmalloc(n + 1);
+    memcpy(out, v, n);
+    out[n] = 0;
+    leveldb_free(v);
+    *val = out;
+    if (vlen)
+        *vlen = n;
+    return 0;
+}
+
+int db_put(const char *key, size_t klen, const void *val, size_t vlen, bool sync)
+{
+    char *e = NULL;
+    leveldb_put(db, sync ? wsync : wasync, key, klen, val, vlen, &e);
+    if (e) {
+        log_error("leveldb put: %s", e);
+        leveldb_free(e);
+        return MB_EIO;
+    }
+    return 0;
+}
+
+int db_del(const char *key, size_t klen, bool sync)
+{
+    char *e = NULL;
+    leveldb_delete(db, sync ? wsync : wasync, key, klen, &e);
+    if (e) {
+        log_error("leveldb delete: %s", e);
+        leveldb_free(e);
+        return MB_EIO;
+    }
+    return 0;
+}
+
+int db_get_json(const char *key, json_t **out)
+{
+    char *v;
+    size_t n;
+    int rc = db_get(key, strlen(key), &v, &n);
+    if (rc)
+        return rc;
+    json_error_t je;
+    *out = json_loadb(v, n, 0, &je);
+    free(v);
+    if (!*out) {
+        log_error("corrupt JSON value at %s: %s", key, je.text);
+        return MB_EIO;
+    }
+    return 0;
+}
+
+int db_put_json(const char *key, const json_t *val, bool sync)
+{
+    char *s = json_dumps(val, JSON_COMPACT);
+    if (!s)
+        return MB_ENOMEM;
+    int rc = db_put(key, strlen(key), s, strlen(s), sync);
+    free(s);
+    return rc;
+}
+
+db_batch *db_batch_new(void)
+{
+    db_batch *b = xmalloc(sizeof *b);
+    b->wb = leveldb_writebatch_create();
+    return b;
+}
+
+void db_batch_put(db_batch *b, const char *key, size_t klen, const void *val, size_t vlen)
+{
+    leveldb_writebatch_put(b->wb, key, klen, val, vlen);
+}
+
+void db_batch_put_json(db_batch *b, const char *key, const json_t *val)
+{
+    char *s = json_dumps(val, JSON_COMPACT);
+    if (!s)
+        abort();
+    leveldb_writebatch_put(b->wb, key, strlen(key), s, strlen(s));
+    free(s);
+}
+
+void db_batch_del(db_batch *b, const char *key, size_t klen) { leveldb_writebatch_delete(b->wb, key, klen); }
+
+void db_batch_free(db_batch *b)
+{
+    if (!b)
+        return;
+    leveldb_writebatch_destroy(b->wb);
+    free(b);
+}
+
+int db_batch_commit(db_batch *b, bool sync)
+{
+    char *e = NULL;
+    leveldb_write(db, sync ? wsync : wasync, b->wb, &e);
+    db_batch_free(b);
+    if (e) {
+        log_error("leveldb write: %s", e);
+        leveldb_free(e);
+        return MB_EIO;
+    }
+    return 0;
+}
+
+db_iter *db_iter_prefix(const char *prefix, size_t plen)
+{
+    db_iter *it = xcalloc(1, sizeof *it);
+    it->it = leveldb_create_iterator(db, ropts);
+    it->prefix = xmalloc(plen + 1);
+    memcpy(it->prefix, prefix, plen);
+    it->prefix[plen] = 0;
+    it->plen = plen;
+    return it;
+}
+
+bool db_iter_next(db_iter *it)
+{
+    if (!it->started) {
+        leveldb_iter_seek(it->it, it->prefix, it->plen);
+        it->started = true;
+    } else
+        leveldb_iter_next(it->it);
+    if (!leveldb_iter_valid(it->it))
+        return false;
+    size_t kl;
+    const char *k = leveldb_iter_key(it->it, &kl);
+    return kl >= it->plen && memcmp(k, it->prefix, it->plen) == 0;
+}
+
+const char *db_iter_key(db_iter *it, size_t *klen) { return leveldb_iter_key(it->it, klen); }
+const char *db_iter_val(db_iter *it, size_t *vlen) { return leveldb_iter_value(it->it, vlen); }
+
+void db_iter_free(db_iter *it)
+{
+    if (!it)
+        return;
+    leveldb_iter_destroy(it->it);
+    free(it->prefix);
+    free(it);
+}
+
+void key_u64(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
+
+/* Ids come from "n/<name>" counters, persisted with sync before the id is handed out:
+ * an id seen by anyone is never reused after a crash. */
+uint64_t db_next_id(const char *name)
+{
+    char key[128];
+    snprintf(key, sizeof key, "n/%s", name);
+    pthread_mutex_lock(&id_lock);
+    uint64_t v = 0;
+    char *s;
+    if (db_get(key, strlen(key), &s, NULL) == 0) {
+        parse_u64(s, &v);
+        free(s);
+    }
+    v++;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+    db_put(key, strlen(key), buf, strlen(buf), true);
+    pthread_mutex_unlock(&id_lock);
+    return v;
+}

@@ -1,0 +1,1038 @@
+/*
+ * http.c — the HTTP door: libmicrohttpd on its internal epoll thread pool, a route table
+ * shared by the kernel and the modules, problem+json errors, streamed bodies both ways,
+ * server-sent events, the static web page, and the local admin socket for mbytectl.
+ *
+ * Threads: every callback here runs on a libmicrohttpd thread. The route table is read
+ * under a rwlock by those threads and changed (module load, unload, reload) by the loop
+ * thread under the write lock. A call into a module is counted (modmgr_enter) while the
+ * read lock is held, so a module seen by a request cannot be closed under it; a reload
+ * swaps the owner of a route under the write lock, so no request ever sees "no route".
+ *
+ * Paths are routed from the RAW request URI: each segment is percent-decoded on its own,
+ * and a segment that decodes to '.', '..', or contains '/' or NUL is refused before any
+ * handler runs. No handler ever sees an encoded slash or a traversal segment.
+ */
+#include "kernel.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#define MAX_SEGS 64
+#define MAX_HEADER_BYTES (16 * 1024)
+
+struct http_route {
+    char *method;
+    char *pattern;
+    char *segs[MAX_SEGS];
+    int nsegs;
+    bool rest; /* last segment is {name*} */
+    int role;
+    mb_module *owner;
+    mb_route_fn fn;
+    void *state;
+    const http_stream_ops *stream;
+};
+
+typedef struct hdr {
+    struct hdr *next;
+    const char *name, *value;
+} hdr;
+
+struct mb_req {
+    struct MHD_Connection *conn;
+    arena *a;
+    const char *method;
+    const char *raw_uri;
+    const char *path; /* decoded, segments joined by '/' */
+    const char *segs[MAX_SEGS];
+    int nsegs;
+    const char *pnames[MAX_SEGS], *pvals[MAX_SEGS];
+    int nparams;
+    bool local; /* came through the admin socket */
+    bool started;
+    bool have_user;
+    mb_user user;
+    char ip[64];
+    /* buffered body */
+    char *body;
+    size_t blen, bcap;
+    json_t *json;
+    /* streaming route */
+    const http_stream_ops *stream;
+    void *sctx;
+    bool stream_done;
+    /* answer */
+    struct MHD_Response *resp;
+    int status;
+    hdr *headers;
+    bool replied;
+    mb_err early; /* error found before the body was read */
+    bool failed_early;
+    int64_t t0;
+};
+
+static struct MHD_Daemon *daemon_tcp, *daemon_local;
+static pthread_rwlock_t routes_lock = PTHREAD_RWLOCK_INITIALIZER;
+static http_route **routes;
+static size_t nroutes;
+static atomic_int in_flight;
+static char *local_sock_path;
+
+/* ------------------------------------------------------------ routes --- */
+
+static http_route *route_new(const char *method, const char *pattern, int role, mb_err *err)
+{
+    if (pattern[0] != '/')
+        return err_set(err, MB_EINVAL, "route pattern '%s' must start with '/'", pattern), NULL;
+    http_route *r = xcalloc(1, sizeof *r);
+    r->method = xstrdup(method);
+    r->pattern = xstrdup(pattern);
+    r->role = role;
+    char *copy = xstrdup(pattern + 1), *save = NULL;
+    for (char *t = strtok_r(copy, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
+        if (r->nsegs == MAX_SEGS || r->rest) {
+            free(copy);
+            free(r->method);
+            free(r->pattern);
+            for (int i = 0; i < r->nsegs; i++)
+                free(r->segs[i]);
+            free(r);
+            return err_set(err, MB_EINVAL, "route pattern '%s' is malformed", pattern), NULL;
+        }
+        size_t n = strlen(t);
+        if (n > 3 && t[0] == '{' && t[n - 2] == '*' && t[n - 1] == '}')
+            r->rest = true;
+        r->segs[r->nsegs++] = xstrdup(t);
+    }
+    free(copy);
+    return r;
+}
+
+static void route_free(http_route *r)
+{
+    free(r->method);
+    free(r->pattern);
+    for (int i = 0; i < r->nsegs; i++)
+        free(r->segs[i]);
+    free(r);
+}
+
+static int route_insert(http_route *r, mb_err *err)
+{
+    pthread_rwlock_wrlock(&routes_lock);
+    for (size_t i = 0; i < nroutes; i++)
+        if (!strcmp(routes[i]->method, r->method) && !strcmp(routes[i]->pattern, r->pattern)) {
+            pthread_rwlock_unlock(&routes_lock);
+            int rc = err_set(err, MB_EEXIST, "route %s %s is already registered by %s", r->method, r->pattern,
+                             routes[i]->owner ? modmgr_name(routes[i]->owner) : "the kernel");
+            route_free(r);
+            return rc;
+        }
+    routes = xrealloc(routes, (nroutes + 1) * sizeof *routes);
+    routes[nroutes++] = r;
+    pthread_rwlock_unlock(&routes_lock);
+    return 0;
+}
+
+int http_route_add(mb_module *owner, const char *method, const char *pattern, int role, mb_route_fn fn, void *state,
+                   mb_err *err)
+{
+    http_route *r = route_new(method, pattern, role, err);
+    if (!r)
+        return err->code;
+    r->owner = owner;
+    r->fn = fn;
+    r->state = state;
+    return route_insert(r, err);
+}
+
+int http_stream_route_add(const char *method, const char *pattern, int role, const http_stream_ops *ops, mb_err *err)
+{
+    http_route *r = route_new(method, pattern, role, err);
+    if (!r)
+        return err->code;
+    r->stream = ops;
+    return route_insert(r, err);
+}
+
+void http_routes_remove(mb_module *owner)
+{
+    pthread_rwlock_wrlock(&routes_lock);
+    size_t j = 0;
+    for (size_t i = 0; i < nroutes; i++) {
+        if (routes[i]->owner == owner)
+            route_free(routes[i]);
+        else
+            routes[j++] = routes[i];
+    }
+    nroutes = j;
+    pthread_rwlock_unlock(&routes_lock);
+}
+
+void http_routes_swap(mb_module *from, mb_module *to, void *new_state)
+{
+    pthread_rwlock_wrlock(&routes_lock);
+    for (size_t i = 0; i < nroutes; i++)
+        if (routes[i]->owner == from) {
+            routes[i]->owner = to;
+            routes[i]->state = new_state;
+        }
+    pthread_rwlock_unlock(&routes_lock);
+}
+
+/* Segment match score: more literal segments win over parameters; no match is -1. */
+static int route_match(const http_route *r, mb_req *req, bool bind)
+{
+    int n = r->rest ? r->nsegs - 1 : r->nsegs;
+    if (r->rest ? req->nsegs < n : req->nsegs != n)
+        return -1;
+    int score = 0;
+    for (int i = 0; i < n; i++) {
+        const char *p = r->segs[i];
+        if (p[0] == '{')
+            continue;
+        if (strcmp(p, req->segs[i]))
+            return -1;
+        score++;
+    }
+    if (!bind)
+        return score;
+    req->nparams = 0;
+    for (int i = 0; i < n; i++) {
+        const char *p = r->segs[i];
+        if (p[0] != '{')
+            continue;
+        req->pnames[req->nparams] = arena_strndup(req->a, p + 1, strlen(p) - 2);
+        req->pvals[req->nparams++] = req->segs[i];
+    }
+    if (r->rest) {
+        const char *p = r->segs[r->nsegs - 1];
+        size_t total = 1;
+        for (int i = n; i < req->nsegs; i++)
+            total += strlen(req->segs[i]) + 1;
+        char *joined = arena_alloc(req->a, total), *w = joined;
+        for (int i = n; i < req->nsegs; i++) {
+            size_t l = strlen(req->segs[i]);
+            if (i > n)
+                *w++ = '/';
+            memcpy(w, req->segs[i], l);
+            w += l;
+        }
+        *w = 0;
+        req->pnames[req->nparams] = arena_strndup(req->a, p + 1, strlen(p) - 3);
+        req->pvals[req->nparams++] = joined;
+    }
+    return score;
+}
+
+/* Find the best route; on success the returned route is valid while routes_lock is held
+ * (the caller holds the read lock). *method_mismatch tells 405 from 404. */
+static http_route *route_find(mb_req *req, bool *method_mismatch)
+{
+    http_route *best = NULL;
+    int best_score = -1;
+    *method_mismatch = false;
+    for (size_t i = 0; i < nroutes; i++) {
+        int s = route_match(routes[i], req, false);
+        if (s < 0)
+            continue;
+        if (strcmp(routes[i]->method, req->method) &&
+            !(!strcmp(req->method, "HEAD") && !strcmp(routes[i]->method, "GET"))) {
+            *method_mismatch = true;
+            continue;
+        }
+        /* Exact method beats HEAD->GET fallback at equal score. */
+        if (s > best_score || (s == best_score && best && strcmp(best->method, req->method) &&
+                               !strcmp(routes[i]->method, req->method))) {
+            best = routes[i];
+            best_score = s;
+        }
+    }
+    if (best)
+        route_match(best, req, true);
+    return best;
+}
+
+/* -------------------------------------------------------- path parsing --- */
+
+static int hexv(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decode one segment; refuses malformed escapes, NUL, '/', invalid UTF-8, '.' and '..'. */
+static int decode_segment(arena *a, const char *s, size_t n, const char **out, mb_err *err)
+{
+    char *d = arena_alloc(a, n + 1);
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int hi = i + 1 < n ? hexv((unsigned char)s[i + 1]) : -1;
+            int lo = i + 2 < n ? hexv((unsigned char)s[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return err_set(err, MB_EINVAL, "the path has a malformed percent escape");
+            d[j++] = (char)(hi << 4 | lo);
+            i += 2;
+            continue;
+        }
+        d[j++] = s[i];
+    }
+    d[j] = 0;
+    if (memchr(d, 0, j))
+        return err_set(err, MB_EINVAL, "a path segment may not contain NUL");
+    if (memchr(d, '/', j))
+        return err_set(err, MB_EINVAL, "a path segment may not contain an encoded '/'");
+    if (!strcmp(d, ".") || !strcmp(d, ".."))
+        return err_set(err, MB_EINVAL, "a path may not contain '.' or '..' segments");
+    if (!utf8_valid(d, j))
+        return err_set(err, MB_EINVAL, "the path is not valid UTF-8");
+    *out = d;
+    return 0;
+}
+
+static int parse_path(mb_req *req, mb_err *err)
+{
+    const char *u = req->raw_uri;
+    size_t plen = strcspn(u, "?#");
+    if (plen == 0 || u[0] != '/')
+        return err_set(err, MB_EINVAL, "the request target must be an absolute path");
+    const char *p = u + 1, *end = u + plen;
+    size_t joined_len = 1;
+    while (p < end) {
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        const char *segend = slash ? slash : end;
+        if (segend > p) {
+            if (req->nsegs == MAX_SEGS)
+                return err_set(err, MB_EINVAL, "the path is nested too deeply");
+            int rc = decode_segment(req->a, p, (size_t)(segend - p), &req->segs[req->nsegs], err);
+            if (rc)
+                return rc;
+            joined_len += strlen(req->segs[req->nsegs]) + 1;
+            req->nsegs++;
+        }
+        p = slash ? slash + 1 : end;
+    }
+    char *path = arena_alloc(req->a, joined_len + 1), *w = path;
+    *w++ = '/';
+    for (int i = 0; i < req->nsegs; i++) {
+        size_t l = strlen(req->segs[i]);
+        memcpy(w, req->segs[i], l);
+        w += l;
+        if (i + 1 < req->nsegs)
+            *w++ = '/';
+    }
+    *w = 0;
+    req->path = path;
+    return 0;
+}
+
+/* ----------------------------------------------------------- answers --- */
+
+static void set_response(mb_req *req, int status, struct MHD_Response *resp)
+{
+    if (req->resp)
+        MHD_destroy_response(req->resp);
+    req->resp = resp;
+    req->status = status;
+    req->replied = true;
+}
+
+int http_reply_bytes(mb_req *req, int status, const char *ctype, const void *data, size_t len)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY);
+    if (ctype)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    set_response(req, status, r);
+    return 0;
+}
+
+int http_reply_json(mb_req *req, int status, json_t *body)
+{
+    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!s)
+        s = xstrdup("null");
+    size_t n = strlen(s);
+    struct MHD_Response *r = MHD_create_response_from_buffer(n, s, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    set_response(req, status, r);
+    return 0;
+}
+
+int http_reply_error(mb_req *req, const mb_err *err)
+{
+    int code = err && err->code ? err->code : MB_EINTERNAL;
+    int status = err_http_status(code);
+    json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title", err_title(code), "status",
+                          status, "detail", err && err->msg[0] ? err->msg : err_title(code), "code",
+                          err_name(code));
+    char *s = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/problem+json");
+    /* Headers a handler added (e.g. WWW-Authenticate) stay; nothing else leaks. */
+    set_response(req, status, r);
+    log_msg(status >= 500 ? LOG_ERROR : LOG_INFO, "http", "%s %s -> %d %s: %s", req->method,
+            req->path ? req->path : "(unparsed)", status, err_name(code), err && err->msg[0] ? err->msg : "");
+    return 0;
+}
+
+void http_reply_header(mb_req *req, const char *name, const char *value)
+{
+    hdr *h = arena_alloc(req->a, sizeof *h);
+    h->name = arena_strdup(req->a, name);
+    h->value = arena_strdup(req->a, value);
+    h->next = req->headers;
+    req->headers = h;
+}
+
+typedef struct {
+    http_reader_fn read;
+    void *cls;
+    void (*free_cls)(void *);
+} stream_cb;
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    stream_cb *s = cls;
+    ssize_t n = s->read(s->cls, pos, buf, max);
+    if (n == -1)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    return n;
+}
+
+static void stream_free(void *cls)
+{
+    stream_cb *s = cls;
+    if (s->free_cls)
+        s->free_cls(s->cls);
+    free(s);
+}
+
+int http_reply_stream(mb_req *req, int status, const char *ctype, uint64_t size, http_reader_fn read, void *cls,
+                      void (*free_cls)(void *))
+{
+    stream_cb *s = xmalloc(sizeof *s);
+    s->read = read;
+    s->cls = cls;
+    s->free_cls = free_cls;
+    struct MHD_Response *r = MHD_create_response_from_callback(size, 64 * 1024, stream_reader, s, stream_free);
+    if (ctype)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    set_response(req, status, r);
+    return 0;
+}
+
+/* ------------------------------------------------------ server-sent events --- */
+
+typedef struct sse {
+    struct sse *next;
+    uint64_t uid;
+    struct MHD_Connection *conn;
+    char *buf;
+    size_t len, cap, off;
+    bool suspended, closed;
+} sse;
+
+static pthread_mutex_t sse_lock = PTHREAD_MUTEX_INITIALIZER;
+static sse *sse_list;
+static struct event *sse_keepalive;
+
+static void sse_append(sse *s, const char *data, size_t n)
+{
+    if (s->len - s->off + n > (1u << 20)) { /* a stuck client: drop it rather than grow */
+        s->closed = true;
+        return;
+    }
+    if (s->off && s->off == s->len)
+        s->off = s->len = 0;
+    if (s->len + n > s->cap) {
+        s->cap = (s->len + n) * 2;
+        s->buf = xrealloc(s->buf, s->cap);
+    }
+    memcpy(s->buf + s->len, data, n);
+    s->len += n;
+}
+
+static void sse_wake(sse *s)
+{
+    if (s->suspended) {
+        s->suspended = false;
+        MHD_resume_connection(s->conn);
+    }
+}
+
+static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    sse *s = cls;
+    pthread_mutex_lock(&sse_lock);
+    if (s->len > s->off) {
+        size_t n = s->len - s->off;
+        if (n > max)
+            n = max;
+        memcpy(buf, s->buf + s->off, n);
+        s->off += n;
+        pthread_mutex_unlock(&sse_lock);
+        return (ssize_t)n;
+    }
+    if (s->closed) {
+        pthread_mutex_unlock(&sse_lock);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    /* Nothing to send: park the connection until a publisher or the keepalive wakes it. */
+    s->suspended = true;
+    MHD_suspend_connection(s->conn);
+    pthread_mutex_unlock(&sse_lock);
+    return 0;
+}
+
+static void sse_free(void *cls)
+{
+    sse *s = cls;
+    pthread_mutex_lock(&sse_lock);
+    for (sse **pp = &sse_list; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    pthread_mutex_unlock(&sse_lock);
+    free(s->buf);
+    free(s);
+}
+
+int http_reply_sse(mb_req *req, uint64_t uid)
+{
+    sse *s = xcalloc(1, sizeof *s);
+    s->uid = uid;
+    s->conn = req->conn;
+    sse_append(s, ": connected\nretry: 3000\n\n", 26);
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_reader, s, sse_free);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    pthread_mutex_lock(&sse_lock);
+    s->next = sse_list;
+    sse_list = s;
+    pthread_mutex_unlock(&sse_lock);
+    set_response(req, 200, r);
+    return 0;
+}
+
+void http_sse_publish(uint64_t uid, const char *frame, size_t len)
+{
+    pthread_mutex_lock(&sse_lock);
+    for (sse *s = sse_list; s; s = s->next)
+        if (s->uid == uid && !s->closed) {
+            sse_append(s, frame, len);
+            sse_wake(s);
+        }
+    pthread_mutex_unlock(&sse_lock);
+}
+
+static void sse_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    pthread_mutex_lock(&sse_lock);
+    for (sse *s = sse_list; s; s = s->next) {
+        sse_append(s, ": keepalive\n\n", 13);
+        sse_wake(s);
+    }
+    pthread_mutex_unlock(&sse_lock);
+}
+
+static void sse_close_all(void)
+{
+    pthread_mutex_lock(&sse_lock);
+    for (sse *s = sse_list; s; s = s->next) {
+        s->closed = true;
+        sse_wake(s);
+    }
+    pthread_mutex_unlock(&sse_lock);
+}
+
+/* ------------------------------------------------------- request access --- */
+
+const char *http_req_method(mb_req *req) { return req->method; }
+const char *http_req_path(mb_req *req) { return req->path; }
+bool http_req_local(mb_req *req) { return req->local; }
+arena *http_req_arena(mb_req *req) { return req->a; }
+void *http_req_alloc(mb_req *req, size_t n) { return arena_alloc(req->a, n); }
+const char *http_req_client_ip(mb_req *req) { return req->ip; }
+const mb_user *http_req_user(mb_req *req) { return req->have_user ? &req->user : NULL; }
+
+const char *http_req_param(mb_req *req, const char *name)
+{
+    for (int i = 0; i < req->nparams; i++)
+        if (!strcmp(req->pnames[i], name))
+            return req->pvals[i];
+    return NULL;
+}
+
+const char *http_req_query(mb_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_req_header(mb_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_req_cookie(mb_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_COOKIE_KIND, name);
+}
+
+json_t *http_req_json(mb_req *req, mb_err *err)
+{
+    if (req->json)
+        return req->json;
+    if (!req->blen) {
+        err_set(err, MB_EINVAL, "a JSON object body is required");
+        return NULL;
+    }
+    if (!utf8_valid(req->body, req->blen)) {
+        err_set(err, MB_EINVAL, "the body is not valid UTF-8");
+        return NULL;
+    }
+    json_error_t je;
+    json_t *j = json_loadb(req->body, req->blen, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        err_set(err, MB_EINVAL, "malformed JSON at line %d column %d: %s", je.line, je.column, je.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        err_set(err, MB_EINVAL, "the body must be a JSON object");
+        return NULL;
+    }
+    req->json = j;
+    return j;
+}
+
+/* ------------------------------------------------------------ static files --- */
+
+static const char *mime_of(const char *path)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {{".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
+                 {".mjs", "text/javascript; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
+                 {".svg", "image/svg+xml"}, {".png", "image/png"}, {".ico", "image/x-icon"},
+                 {".json", "application/json"}, {".txt", "text/plain; charset=utf-8"}};
+    const char *dot = strrchr(path, '.');
+    if (dot)
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+            if (!strcmp(dot, types[i].ext))
+                return types[i].type;
+    return "application/octet-stream";
+}
+
+static bool serve_static(mb_req *req)
+{
+    if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD"))
+        return false;
+    if (req->nsegs > 0 && !strcmp(req->segs[0], "api"))
+        return false;
+    char file[4096];
+    const char *rel = req->nsegs ? req->path + 1 : "index.html";
+    /* Single-page app: /s/{token} and unknown deep links get index.html (segments were
+     * already checked for traversal by parse_path). */
+    int n = snprintf(file, sizeof file, "%s/%s", g_cfg->web_dir, rel);
+    if (n < 0 || (size_t)n >= sizeof file)
+        return false;
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0) {
+        if (strchr(rel, '.') && req->nsegs && strcmp(req->segs[0], "s"))
+            return false;
+        snprintf(file, sizeof file, "%s/index.html", g_cfg->web_dir);
+        fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) != 0) {
+            if (fd >= 0)
+                close(fd);
+            return false;
+        }
+    }
+    struct MHD_Response *r = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, mime_of(file));
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'");
+    set_response(req, 200, r);
+    return true;
+}
+
+/* ------------------------------------------------------------ dispatch --- */
+
+static enum MHD_Result header_size_cb(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    size_t *total = cls;
+    *total += strlen(key) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+static enum MHD_Result queue(mb_req *req)
+{
+    if (!req->replied) {
+        mb_err e;
+        err_set(&e, MB_EINTERNAL, "the handler for %s %s gave no answer", req->method, req->path);
+        http_reply_error(req, &e);
+    }
+    for (hdr *h = req->headers; h; h = h->next)
+        MHD_add_response_header(req->resp, h->name, h->value);
+    enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned)req->status, req->resp);
+    MHD_destroy_response(req->resp);
+    req->resp = NULL;
+    return rc;
+}
+
+static enum MHD_Result fail_now(mb_req *req, const mb_err *err)
+{
+    http_reply_error(req, err);
+    return queue(req);
+}
+
+/* Resolve the caller for a route of the given least role. */
+static int authorize(mb_req *req, int role, mb_err *err)
+{
+    if (req->local) {
+        req->have_user = true;
+        req->user = (mb_user){.size = sizeof(mb_user), .id = 0, .name = "local-admin", .role = MB_ROLE_ADMIN};
+        return 0;
+    }
+    int rc = auth_request(req, &req->user, err);
+    if (rc == 0)
+        req->have_user = true;
+    if (role == MB_ROLE_NONE)
+        return 0; /* public: a bad or missing credential just means anonymous */
+    if (rc)
+        return rc;
+    if (req->user.role < role)
+        return err_set(err, MB_EPERM, "this call needs the %s role", role == MB_ROLE_ADMIN ? "admin" : "user");
+    return 0;
+}
+
+static void call_handler(mb_req *req, mb_err *err)
+{
+    bool mismatch;
+    pthread_rwlock_rdlock(&routes_lock);
+    http_route *r = route_find(req, &mismatch);
+    if (!r || r->stream) {
+        pthread_rwlock_unlock(&routes_lock);
+        err_set(err, MB_EBUSY, "the route went away while the request was read; try again");
+        http_reply_error(req, err);
+        return;
+    }
+    mb_module *owner = r->owner;
+    mb_route_fn fn = r->fn;
+    void *state = r->state;
+    modmgr_enter(owner); /* under the read lock: the owner cannot be drained past us */
+    pthread_rwlock_unlock(&routes_lock);
+    int rc = fn(req, state, err);
+    modmgr_leave(owner);
+    if (rc < 0) {
+        if (!err->code)
+            err_set(err, rc, "%s", err_title(rc));
+        http_reply_error(req, err);
+    }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)cls, (void)url, (void)version;
+    mb_req *req = *con_cls;
+    mb_err err = {0};
+    if (!req->started) {
+        req->started = true;
+        req->conn = conn;
+        req->method = arena_strdup(req->a, method);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (req->local || !ci || !ci->client_addr)
+            snprintf(req->ip, sizeof req->ip, "local");
+        else if (ci->client_addr->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, req->ip, sizeof req->ip);
+        else if (ci->client_addr->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, req->ip, sizeof req->ip);
+        else
+            snprintf(req->ip, sizeof req->ip, "local");
+        size_t hbytes = 0;
+        MHD_get_connection_values(conn, MHD_HEADER_KIND, header_size_cb, &hbytes);
+        if (hbytes > MAX_HEADER_BYTES) {
+            err_set(&err, MB_ETOOBIG, "the request headers are larger than %d bytes", MAX_HEADER_BYTES);
+            err.code = MB_ETOOBIG;
+            http_reply_error(req, &err);
+            req->status = 431;
+            return queue(req);
+        }
+        if (parse_path(req, &err))
+            return fail_now(req, &err);
+        bool mismatch;
+        pthread_rwlock_rdlock(&routes_lock);
+        http_route *r = route_find(req, &mismatch);
+        int role = r ? r->role : 0;
+        const http_stream_ops *stream = r ? r->stream : NULL;
+        pthread_rwlock_unlock(&routes_lock);
+        if (!r) {
+            if (serve_static(req))
+                return queue(req);
+            if (mismatch)
+                err_set(&err, MB_EMETHOD, "%s is not allowed on %s", req->method, req->path);
+            else
+                err_set(&err, MB_ENOENT, "no such endpoint: %s", req->path);
+            return fail_now(req, &err);
+        }
+        if (authorize(req, role, &err)) {
+            if (err.code == MB_EAUTH)
+                http_reply_header(req, "WWW-Authenticate", "Bearer realm=\"mbyte\"");
+            return fail_now(req, &err);
+        }
+        if (stream) {
+            req->stream = stream;
+            if (stream->begin(req, &req->sctx, &err)) {
+                req->stream_done = true;
+                if (stream->abort)
+                    stream->abort(req, req->sctx);
+                req->sctx = NULL;
+                return fail_now(req, &err);
+            }
+            if (req->replied) { /* answered from headers alone (e.g. 304, HEAD) */
+                req->stream_done = true;
+                return queue(req);
+            }
+            return MHD_YES;
+        }
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        uint64_t len;
+        if (cl && parse_u64(cl, &len) && len > (uint64_t)g_cfg->max_body) {
+            err_set(&err, MB_ETOOBIG, "the body is larger than %lld bytes", (long long)g_cfg->max_body);
+            return fail_now(req, &err);
+        }
+        return MHD_YES;
+    }
+
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (req->failed_early || req->replied)
+            return MHD_YES; /* drain; the answer is already decided */
+        if (req->stream) {
+            if (req->stream->data(req, req->sctx, upload_data, n, &err)) {
+                req->early = err;
+                req->failed_early = true;
+            }
+            return MHD_YES;
+        }
+        if (req->blen + n > (size_t)g_cfg->max_body) {
+            err_set(&req->early, MB_ETOOBIG, "the body is larger than %lld bytes", (long long)g_cfg->max_body);
+            req->failed_early = true;
+            return MHD_YES;
+        }
+        if (req->blen + n > req->bcap) {
+            req->bcap = (req->blen + n) * 2;
+            req->body = xrealloc(req->body, req->bcap);
+        }
+        memcpy(req->body + req->blen, upload_data, n);
+        req->blen += n;
+        return MHD_YES;
+    }
+
+    /* The body is complete. */
+    if (req->stream) {
+        req->stream_done = true;
+        if (req->failed_early) {
+            if (req->stream->abort)
+                req->stream->abort(req, req->sctx);
+            return fail_now(req, &req->early);
+        }
+        if (req->stream->end(req, req->sctx, &err)) {
+            if (!req->replied || req->status < 400)
+                http_reply_error(req, &err);
+        }
+        return queue(req);
+    }
+    if (req->failed_early)
+        return fail_now(req, &req->early);
+    if (req->replied)
+        return queue(req);
+    call_handler(req, &err);
+    return queue(req);
+}
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)conn;
+    mb_req *req = xcalloc(1, sizeof *req);
+    req->a = arena_new();
+    req->raw_uri = arena_strdup(req->a, uri);
+    req->local = cls == &daemon_local;
+    req->t0 = now_mono_ms();
+    atomic_fetch_add(&in_flight, 1);
+    return req;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls, (void)conn;
+    mb_req *req = *con_cls;
+    if (!req)
+        return;
+    if (req->stream && !req->stream_done && req->stream->abort)
+        req->stream->abort(req, req->sctx);
+    if (req->resp)
+        MHD_destroy_response(req->resp);
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->started)
+        log_msg(LOG_DEBUG, "http", "%s %s ended early (%d)", req->method, req->path ? req->path : "", (int)toe);
+    json_decref(req->json);
+    free(req->body);
+    arena_free(req->a);
+    free(req);
+    *con_cls = NULL;
+    atomic_fetch_sub(&in_flight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    log_vmsg(LOG_DEBUG, "mhd", fmt, ap);
+}
+
+static int local_socket(const char *path, mb_err *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return err_set(err, MB_EINVAL, "the admin socket path %s is too long", path);
+    strcpy(sa.sun_path, path);
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return err_set(err, MB_EIO, "socket: %s", strerror(errno));
+    mode_t old = umask(0177); /* the socket file is the credential: owner only */
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    umask(old);
+    if (rc || listen(fd, 64)) {
+        close(fd);
+        return err_set(err, MB_EIO, "cannot listen on %s: %s", path, strerror(errno));
+    }
+    return fd;
+}
+
+int http_start(mb_err *err)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t sl;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (inet_pton(AF_INET, g_cfg->listen_host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)g_cfg->listen_port);
+        sl = sizeof *s4;
+    } else if (inet_pton(AF_INET6, g_cfg->listen_host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)g_cfg->listen_port);
+        sl = sizeof *s6;
+        flags |= MHD_USE_IPv6;
+    } else if (!strcmp(g_cfg->listen_host, "localhost")) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)g_cfg->listen_port);
+        s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sl = sizeof *s4;
+    } else
+        return err_set(err, MB_EINVAL, "listen host '%s' must be an IP address", g_cfg->listen_host);
+    (void)sl;
+    daemon_tcp = MHD_start_daemon(
+        flags, (uint16_t)g_cfg->listen_port, NULL, NULL, on_request, &daemon_tcp, MHD_OPTION_SOCK_ADDR, &ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)g_cfg->http_threads, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(256 * 1024), MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_URI_LOG_CALLBACK, on_uri, &daemon_tcp,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    if (!daemon_tcp)
+        return err_set(err, MB_EIO, "cannot listen on %s:%d (in use, or not an address of this machine)",
+                       g_cfg->listen_host, g_cfg->listen_port);
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/mbyte.sock", g_cfg->data_dir);
+    int fd = local_socket(path, err);
+    if (fd < 0) {
+        MHD_stop_daemon(daemon_tcp);
+        daemon_tcp = NULL;
+        return err->code;
+    }
+    local_sock_path = xstrdup(path);
+    daemon_local = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL, on_request,
+        &daemon_local, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_URI_LOG_CALLBACK, on_uri, &daemon_local,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_END);
+    if (!daemon_local) {
+        close(fd);
+        MHD_stop_daemon(daemon_tcp);
+        daemon_tcp = NULL;
+        return err_set(err, MB_EIO, "cannot serve the admin socket %s", path);
+    }
+    sse_keepalive = event_new(main_loop(), -1, EV_PERSIST, sse_tick, NULL);
+    struct timeval tv = {15, 0};
+    event_add(sse_keepalive, &tv);
+    return 0;
+}
+
+void http_stop(void)
+{
+    if (sse_keepalive) {
+        event_free(sse_keepalive);
+        sse_keepalive = NULL;
+    }
+    if (daemon_tcp)
+        MHD_quiesce_daemon(daemon_tcp); /* no new connections; requests in flight go on */
+    sse_close_all();
+    /* Let requests in flight finish (bounded), then stop. */
+    for (int i = 0; i < 300 && atomic_load(&in_flight) > 0; i++) {
+        sse_close_all();
+        usleep(100 * 1000);
+    }
+    if (daemon_tcp)
+        MHD_stop_daemon(daemon_tcp);
+    if (daemon_local)
+        MHD_stop_daemon(daemon_local);
+    daemon_tcp = daemon_local = NULL;
+    if (local_sock_path) {
+        unlink(local_sock_path);
+        free(local_sock_path);
+        local_sock_path = NULL;
+    }
+    pthread_rwlock_wrlock(&routes_lock);
+    for (size_t i = 0; i < nroutes; i++)
+        route_free(routes[i]);
+    free(routes);
+    routes = NULL;
+    nroutes = 0;
+    pthread_rwlock_unlock(&routes_lock);
+}

@@ -1,0 +1,267 @@
+/*
+ * kernel/kernel.h — interfaces between the kernel's own files.
+ *
+ * Each kernel file is one subsystem with one prefix (Lua's lstring.c -> luaS_ idea):
+ *   log.c log_*   util.c (arena_*, str_*, json helpers)   err.c err_*
+ *   cfg.c cfg_*   db.c db_*   http.c http_*   auth.c auth_*   hook.c hook_*
+ *   task.c task_*   notify.c notify_*   modmgr.c modmgr_*   luas.c luas_*
+ *   api.c (fills mb_api)   main.c (mbyted: loop, signals, start and stop)
+ * Modules never see this header; they get abi/mbyte.h and the mb_api table.
+ */
+#ifndef MBYTE_KERNEL_H
+#define MBYTE_KERNEL_H
+
+#include "../abi/mbyte.h"
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#define MBYTE_VERSION "0.1.0"
+
+/* ------------------------------------------------------------------ log.c --- */
+enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
+void log_init(int min_level);
+void log_msg(int level, const char *who, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void log_vmsg(int level, const char *who, const char *fmt, va_list ap);
+#define log_debug(...) log_msg(LOG_DEBUG, "kernel", __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, "kernel", __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, "kernel", __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, "kernel", __VA_ARGS__)
+
+/* ------------------------------------------------------------------ err.c --- */
+int err_set(mb_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int err_http_status(int code);
+int err_ftp_reply(int code);
+const char *err_title(int code);
+const char *err_name(int code);
+
+/* ----------------------------------------------------------------- util.c --- */
+/* A request arena: blocks freed in one go (nginx pools). Not thread-safe: one owner. */
+typedef struct arena arena;
+arena *arena_new(void);
+void *arena_alloc(arena *a, size_t n);
+char *arena_strdup(arena *a, const char *s);
+char *arena_strndup(arena *a, const char *s, size_t n);
+char *arena_printf(arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void arena_free(arena *a);
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t m);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+
+bool utf8_valid(const char *s, size_t n);
+void hex_encode(const uint8_t *in, size_t n, char *out); /* out has 2n+1 bytes */
+int hex_decode(const char *in, uint8_t *out, size_t n);  /* 0 if exactly 2n hex digits */
+/* Random id text of `bytes` random bytes as lower hex (out has 2*bytes+1). */
+void random_hex(char *out, size_t bytes);
+int64_t now_wall(void);    /* seconds, shifted by MBYTE_CLOCK_OFFSET when set */
+int64_t now_mono_ms(void); /* monotonic milliseconds */
+int mkdir_p(const char *path, mode_t mode);
+/* Parse a decimal u64 with no sign, no spaces, no overflow. */
+bool parse_u64(const char *s, uint64_t *out);
+
+/* ------------------------------------------------------------------ cfg.c --- */
+/* The kernel configuration (conf.d/mbyte.yaml, then environment overrides). */
+typedef struct kcfg {
+    char *config_dir;
+    char *listen_host;
+    int listen_port;
+    char *data_dir;
+    char *module_dir;
+    char *web_dir;
+    char *lua_dir;
+    int http_threads;
+    int workers;
+    int64_t max_body;        /* bytes for JSON bodies */
+    int64_t token_ttl;       /* seconds a login token lives */
+    int login_max_failures;  /* per window, per user and per IP */
+    int login_window;        /* seconds */
+    int log_level;
+    char **modules_enabled;  /* NULL-terminated */
+    json_t *raw;             /* the whole mbyte.yaml as JSON */
+} kcfg;
+
+/* Convert one YAML file into JSON. On error err->msg is "file:line: reason". If `lines`
+ * is not NULL it receives an object mapping dotted key paths ("http.threads") to the
+ * line they stand on, so later checks can name the line too. */
+int cfg_yaml_load(const char *path, json_t **out, json_t **lines, mb_err *err);
+/* Same, from memory (unit tests); `name` is used in messages. */
+int cfg_yaml_parse(const char *name, const char *text, size_t len, json_t **out, json_t **lines, mb_err *err);
+/* Load conf.d/mbyte.yaml from dir plus environment overrides into *cfg. */
+int cfg_load(const char *dir, kcfg *cfg, mb_err *err);
+void cfg_free(kcfg *cfg);
+/* Validate a module's YAML (may be NULL: all defaults) against its key table; the result
+ * has every key with its default filled in. `file` names the file in messages. */
+int cfg_module(const char *file, const json_t *yaml, const json_t *lines, const mb_config_key *keys, json_t **out,
+               mb_err *err);
+
+extern kcfg *g_cfg; /* set by main.c; replaced only on the loop thread (SIGHUP) */
+
+/* ------------------------------------------------------------------- db.c --- */
+/* The metadata store: one LevelDB. Thread-safe (LevelDB is). Values returned are malloc'd. */
+typedef struct db_batch db_batch;
+typedef struct db_iter db_iter;
+int db_open(const char *dir, mb_err *err);
+void db_close(void);
+int db_get(const char *key, size_t klen, char **val, size_t *vlen);   /* 0, MB_ENOENT, MB_EIO */
+int db_put(const char *key, size_t klen, const void *val, size_t vlen, bool sync);
+int db_del(const char *key, size_t klen, bool sync);
+/* JSON values: stored as compact JSON text. */
+int db_get_json(const char *key, json_t **out);
+int db_put_json(const char *key, const json_t *val, bool sync);
+db_batch *db_batch_new(void);
+void db_batch_put(db_batch *b, const char *key, size_t klen, const void *val, size_t vlen);
+void db_batch_put_json(db_batch *b, const char *key, const json_t *val);
+void db_batch_del(db_batch *b, const char *key, size_t klen);
+int db_batch_commit(db_batch *b, bool sync); /* frees b */
+void db_batch_free(db_batch *b);
+db_iter *db_iter_prefix(const char *prefix, size_t plen);
+bool db_iter_next(db_iter *it); /* advance; false at end of prefix (first call positions) */
+const char *db_iter_key(db_iter *it, size_t *klen);
+const char *db_iter_val(db_iter *it, size_t *vlen);
+void db_iter_free(db_iter *it);
+/* A persistent counter ("n/<name>"), thread-safe, never returns the same value twice. */
+uint64_t db_next_id(const char *name);
+/* Key encoding: big-endian u64 as 16 hex digits so keys sort numerically. */
+void key_u64(char out[17], uint64_t v);
+
+/* ----------------------------------------------------------------- http.c --- */
+/* The kernel side of mb_req. Route handlers (kernel and module) see it via mb_api. */
+typedef struct http_route http_route;
+int http_start(mb_err *err);
+void http_stop(void); /* waits for requests in flight */
+/* Register a route owned by `owner` (NULL for the kernel). */
+int http_route_add(mb_module *owner, const char *method, const char *pattern, int role,
+                   mb_route_fn fn, void *state, mb_err *err);
+/* Streaming-body routes (uploads). begin runs once headers are in (may refuse), data for
+ * each body piece, end once the body is complete and must reply. ctx is per request. */
+typedef struct http_stream_ops {
+    int (*begin)(mb_req *req, void **ctx, mb_err *err);
+    int (*data)(mb_req *req, void *ctx, const char *buf, size_t len, mb_err *err);
+    int (*end)(mb_req *req, void *ctx, mb_err *err);
+    void (*abort)(mb_req *req, void *ctx); /* client went away or an error was answered */
+} http_stream_ops;
+int http_stream_route_add(const char *method, const char *pattern, int role, const http_stream_ops *ops, mb_err *err);
+/* Remove all routes of `owner`. */
+void http_routes_remove(mb_module *owner);
+/* Swap every route owned by `from` to `to` (reload). Atomic with respect to requests. */
+void http_routes_swap(mb_module *from, mb_module *to, void *new_state);
+
+/* Request accessors used by mb_api and kernel handlers. */
+const char *http_req_method(mb_req *req);
+const char *http_req_path(mb_req *req);
+const char *http_req_param(mb_req *req, const char *name);
+const char *http_req_query(mb_req *req, const char *name);
+const char *http_req_header(mb_req *req, const char *name);
+const char *http_req_cookie(mb_req *req, const char *name);
+const mb_user *http_req_user(mb_req *req);
+const char *http_req_client_ip(mb_req *req);
+json_t *http_req_json(mb_req *req, mb_err *err);
+void *http_req_alloc(mb_req *req, size_t n);
+arena *http_req_arena(mb_req *req);
+int http_reply_json(mb_req *req, int status, json_t *body);
+int http_reply_error(mb_req *req, const mb_err *err);
+int http_reply_bytes(mb_req *req, int status, const char *ctype, const void *data, size_t len);
+void http_reply_header(mb_req *req, const char *name, const char *value);
+/* A streamed answer: size may be MHD_SIZE_UNKNOWN (-1); read returns bytes written,
+ * 0 for "nothing yet" is not allowed, -1 for end of stream, -2 for error. */
+typedef ssize_t (*http_reader_fn)(void *cls, uint64_t pos, char *buf, size_t max);
+int http_reply_stream(mb_req *req, int status, const char *ctype, uint64_t size,
+                      http_reader_fn read, void *cls, void (*free_cls)(void *));
+/* Server-sent events: the request becomes a long-lived stream for user `uid`. */
+int http_reply_sse(mb_req *req, uint64_t uid);
+/* Send one SSE frame ("event: x\ndata: {...}\n\n") to every live stream of `uid`. */
+void http_sse_publish(uint64_t uid, const char *frame, size_t len);
+/* True when the request came through the local admin socket (mbytectl). */
+bool http_req_local(mb_req *req);
+
+/* ----------------------------------------------------------------- auth.c --- */
+int auth_init(mb_err *err);
+void auth_fini(void);
+/* Resolve the caller from Authorization: Bearer or the session cookie (with the CSRF
+ * header for unsafe methods). 0 with *user filled (name owned by the arena), MB_EAUTH. */
+int auth_request(mb_req *req, mb_user *user, mb_err *err);
+/* Create a user; role MB_ROLE_USER or MB_ROLE_ADMIN. */
+int auth_user_add(const char *name, const char *password, int role, uint64_t *id, mb_err *err);
+/* On first start: create "admin" with MBYTE_ADMIN_PASSWORD or a generated password
+ * (printed once). */
+int auth_bootstrap(mb_err *err);
+/* Pure pieces, exposed for unit tests: names, password hashes (argon2id, 128-byte
+ * buffer), and the SHA-256 under which a token is stored. */
+bool auth_valid_username(const char *name);
+int auth_password_hash(const char *pw, char out[128], mb_err *err);
+bool auth_password_verify(const char *hash, const char *pw);
+void auth_token_hash(const char *token, char out[65]);
+/* Look up a user by id; fills name into buf. */
+int auth_user_name(uint64_t id, char *buf, size_t n);
+
+/* ----------------------------------------------------------------- hook.c --- */
+int hook_init(struct event_base *base, mb_err *err);
+void hook_fini(void);
+int hook_add(mb_module *owner, const mb_hook *h, void *state, mb_err *err);
+void hook_remove(mb_module *owner);
+void hook_swap(mb_module *from, mb_module *to, void *new_state);
+int hook_filter(const char *event, json_t *payload, mb_err *err);
+/* Put the event into the outbox as part of batch b (committed by the caller); steals
+ * payload. Call hook_kick() after the batch is committed. */
+void hook_emit_batch(db_batch *b, const char *event, json_t *payload);
+int hook_emit(const char *event, json_t *payload, mb_err *err);
+void hook_kick(void); /* thread-safe: wake the dispatcher */
+
+/* ----------------------------------------------------------------- task.c --- */
+int task_init(struct event_base *base, int workers, mb_err *err);
+void task_fini(void);
+int task_type_add(mb_module *owner, const mb_task_type *t, void *state, mb_err *err);
+void task_types_remove(mb_module *owner);
+void task_types_swap(mb_module *from, mb_module *to, void *new_state);
+int task_submit(const char *type, uint64_t owner, json_t *args, uint64_t *id, mb_err *err);
+bool task_progress(mb_task *t, int percent, const char *message);
+void task_result(mb_task *t, json_t *result);
+uint64_t task_id(mb_task *t);
+uint64_t task_owner(mb_task *t);
+
+/* --------------------------------------------------------------- notify.c --- */
+/* Per-user event stream: notifications and task updates. Thread-safe. */
+int notify_init(mb_err *err);
+void notify_fini(void);
+int notify_user(uint64_t uid, const char *kind, const char *title, const char *body);
+/* Publish an event (already JSON text with its "type") to a user's live streams only. */
+void notify_publish(uint64_t uid, const char *event, json_t *data); /* steals data */
+
+/* --------------------------------------------------------------- modmgr.c --- */
+typedef enum { MOD_ACTIVE = 1, MOD_DRAINING = 2, MOD_COLD = 3 } mod_state;
+int modmgr_init(struct event_base *base, mb_err *err);
+void modmgr_fini(void);
+int modmgr_load(const char *name, mb_err *err);
+int modmgr_unload(const char *name, mb_err *err);
+int modmgr_reload(const char *name, mb_err *err);
+json_t *modmgr_list(void); /* [{"name","version","state",...}] new reference */
+/* Count a call into a module (enter before, leave after). owner NULL is the kernel. */
+void modmgr_enter(mb_module *m);
+void modmgr_leave(mb_module *m);
+const char *modmgr_name(mb_module *m);
+
+/* ----------------------------------------------------------------- luas.c --- */
+int luas_init(const char *script_dir, mb_err *err);
+void luas_fini(void);
+int luas_call(const char *script, const char *fn, const json_t *arg, json_t **result, mb_err *err);
+/* Run source text (unit tests and mbytectl lua check). */
+int luas_run_string(const char *name, const char *src, const char *fn, const json_t *arg,
+                    json_t **result, mb_err *err);
+
+/* ------------------------------------------------------------------ api.c --- */
+const mb_api *api_table(void);
+/* Routes the kernel itself serves (health, admin modules, tasks, events, ...). */
+int api_routes_init(mb_err *err);
+
+/* ----------------------------------------------------------------- loop.c --- */
+void loop_init(struct event_base *base);
+void loop_fini(void); /* runs what is still queued */
+void loop_drain(void);
+struct event_base *main_loop(void);
+/* Run fn(arg) on the loop thread (thread-safe); used to hand work to the owning thread. */
+void main_call(void (*fn)(void *), void *arg);
+
+#endif

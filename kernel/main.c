@@ -1,0 +1,156 @@
+/*
+ * main.c — mbyted: parse the command line, load conf.d, open the data directory, start
+ * every kernel subsystem, load the enabled modules, serve, and stop gracefully.
+ *
+ * Threads: this file owns the libevent loop on the main thread. Signals arrive as loop
+ * events: SIGTERM/SIGINT stop (requests in flight finish, the database is closed cleanly,
+ * exit 0); SIGHUP re-reads conf.d and keeps the running configuration if the new one is bad.
+ * Other threads hand work to the loop with main_call().
+ */
+#include "kernel.h"
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+#include <curl/curl.h>
+
+static struct event_base *base;
+static kcfg *old_cfgs[64];
+static int n_old_cfgs;
+
+static void on_stop(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what, (void)arg;
+    log_info("signal %d: stopping", (int)sig);
+    event_base_loopbreak(base);
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig, (void)what, (void)arg;
+    kcfg *c = xcalloc(1, sizeof *c);
+    mb_err err = {0};
+    if (cfg_load(g_cfg->config_dir, c, &err)) {
+        log_error("configuration not reloaded, the running one stays: %s", err.msg);
+        free(c);
+        return;
+    }
+    /* Listen address, data and module directories need a restart; keep the running ones. */
+    if (strcmp(c->listen_host, g_cfg->listen_host) || c->listen_port != g_cfg->listen_port ||
+        strcmp(c->data_dir, g_cfg->data_dir))
+        log_warn("listen address and data directory changes take effect at the next start");
+    free(c->listen_host);
+    c->listen_host = xstrdup(g_cfg->listen_host);
+    c->listen_port = g_cfg->listen_port;
+    free(c->data_dir);
+    c->data_dir = xstrdup(g_cfg->data_dir);
+    /* Readers on other threads may still hold the old pointer: keep it until exit. */
+    if (n_old_cfgs < 64)
+        old_cfgs[n_old_cfgs++] = g_cfg;
+    g_cfg = c;
+    log_init(g_cfg->log_level);
+    log_info("configuration reloaded from %s", g_cfg->config_dir);
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: mbyted [--config DIR] [--version]\n"
+                    "environment: MBYTE_LISTEN host:port, MBYTE_DATA dir, MBYTE_MODULE_DIR dir,\n"
+                    "             MBYTE_ADMIN_PASSWORD (first start only)\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_dir = "conf.d";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            config_dir = argv[++i];
+        else if (!strncmp(argv[i], "--config=", 9))
+            config_dir = argv[i] + 9;
+        else if (!strcmp(argv[i], "--version")) {
+            printf("mbyted %s (ABI %d.%d)\n", MBYTE_VERSION, MB_ABI_MAJOR, MB_ABI_MINOR);
+            return 0;
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN);
+    if (sodium_init() < 0) {
+        fprintf(stderr, "mbyted: libsodium failed to initialise\n");
+        return 1;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    evthread_use_pthreads();
+
+    mb_err err = {0};
+    g_cfg = xcalloc(1, sizeof *g_cfg);
+    if (cfg_load(config_dir, g_cfg, &err)) {
+        fprintf(stderr, "mbyted: bad configuration: %s\n", err.msg);
+        free(g_cfg);
+        return 2;
+    }
+    log_init(g_cfg->log_level);
+    int status = 1;
+    char path[4096];
+    if (mkdir_p(g_cfg->data_dir, 0700)) {
+        log_error("cannot create the data directory %s", g_cfg->data_dir);
+        goto out_cfg;
+    }
+    snprintf(path, sizeof path, "%s/meta", g_cfg->data_dir);
+    if (db_open(path, &err)) {
+        log_error("%s", err.msg);
+        goto out_cfg;
+    }
+    base = event_base_new();
+    loop_init(base);
+    struct event *ev_term = evsignal_new(base, SIGTERM, on_stop, NULL);
+    struct event *ev_int = evsignal_new(base, SIGINT, on_stop, NULL);
+    struct event *ev_hup = evsignal_new(base, SIGHUP, on_hup, NULL);
+    event_add(ev_term, NULL);
+    event_add(ev_int, NULL);
+    event_add(ev_hup, NULL);
+
+    if (notify_init(&err) || hook_init(base, &err) || task_init(base, g_cfg->workers, &err) || auth_init(&err) ||
+        luas_init(g_cfg->lua_dir, &err) || api_routes_init(&err) || modmgr_init(base, &err) ||
+        auth_bootstrap(&err) || http_start(&err)) {
+        log_error("start failed: %s", err.msg);
+        goto out_stop;
+    }
+    if (g_cfg->modules_enabled)
+        for (char **m = g_cfg->modules_enabled; *m; m++)
+            if (modmgr_load(*m, &err))
+                log_error("module %s not loaded: %s", *m, err.msg);
+    printf("MByte %s is running at http://%s:%d/\n", MBYTE_VERSION,
+           strchr(g_cfg->listen_host, ':') ? "[::1]" : g_cfg->listen_host, g_cfg->listen_port);
+    log_info("serving on %s:%d, data in %s", g_cfg->listen_host, g_cfg->listen_port, g_cfg->data_dir);
+    event_base_dispatch(base);
+    status = 0;
+out_stop:
+    http_stop();
+    modmgr_fini();
+    task_fini();
+    hook_fini();
+    luas_fini();
+    auth_fini();
+    notify_fini();
+    loop_fini(); /* run what was handed over during the stop */
+    event_free(ev_term);
+    event_free(ev_int);
+    event_free(ev_hup);
+    event_base_free(base);
+    db_close();
+    log_info("stopped");
+out_cfg:
+    for (int i = 0; i < n_old_cfgs; i++) {
+        cfg_free(old_cfgs[i]);
+        free(old_cfgs[i]);
+    }
+    cfg_free(g_cfg);
+    free(g_cfg);
+    curl_global_cleanup();
+    return status;
+}

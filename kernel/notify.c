@@ -1,0 +1,119 @@
+/*
+ * notify.c — each user's notifications and live event stream.
+ * A notification is stored ("nt/<uid>/<seq>") and pushed to the user's open
+ * /api/v1/events streams as an SSE frame; task updates are pushed only (the task itself is
+ * the durable record). Threads: any; storage is LevelDB, streams are http.c's (locked).
+ */
+#include "kernel.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Atomic uint64_t nseq;
+
+void notify_publish(uint64_t uid, const char *event, json_t *data)
+{
+    char *s = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    if (!s)
+        return;
+    size_t n = strlen(s) + strlen(event) + 32;
+    char *frame = xmalloc(n);
+    int len = snprintf(frame, n, "event: %s\ndata: %s\n\n", event, s);
+    http_sse_publish(uid, frame, (size_t)len);
+    free(frame);
+    free(s);
+}
+
+int notify_user(uint64_t uid, const char *kind, const char *title, const char *body)
+{
+    uint64_t seq = atomic_fetch_add(&nseq, 1);
+    char key[64], u16[17], s16[17];
+    key_u64(u16, uid);
+    key_u64(s16, seq);
+    snprintf(key, sizeof key, "nt/%s/%s", u16, s16);
+    json_t *n = json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:b}", "v", 1, "id", s16, "kind", kind ? kind : "info",
+                          "title", title ? title : "", "body", body ? body : "", "time", (json_int_t)now_wall(),
+                          "read", 0);
+    int rc = db_put_json(key, n, true);
+    json_object_del(n, "v");
+    notify_publish(uid, "notification", n);
+    return rc;
+}
+
+/* GET /api/v1/events — text/event-stream of the caller's notifications and tasks. */
+static int h_events(mb_req *req, void *st, mb_err *err)
+{
+    (void)st, (void)err;
+    return http_reply_sse(req, http_req_user(req)->id);
+}
+
+/* GET /api/v1/notifications — the newest 100, newest first. */
+static int h_list(mb_req *req, void *st, mb_err *err)
+{
+    (void)st, (void)err;
+    char prefix[40], u16[17];
+    key_u64(u16, http_req_user(req)->id);
+    snprintf(prefix, sizeof prefix, "nt/%s/", u16);
+    json_t *all = json_array();
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (db_iter_next(it)) {
+        size_t vl;
+        const char *v = db_iter_val(it, &vl);
+        json_t *n = json_loadb(v, vl, 0, NULL);
+        if (n) {
+            json_object_del(n, "v");
+            json_array_insert_new(all, 0, n);
+            if (json_array_size(all) > 100)
+                json_array_remove(all, 100);
+        }
+    }
+    db_iter_free(it);
+    return http_reply_json(req, 200, all);
+}
+
+/* DELETE /api/v1/notifications — clear the caller's list. */
+static int h_clear(mb_req *req, void *st, mb_err *err)
+{
+    (void)st, (void)err;
+    char prefix[40], u16[17];
+    key_u64(u16, http_req_user(req)->id);
+    snprintf(prefix, sizeof prefix, "nt/%s/", u16);
+    db_batch *b = db_batch_new();
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        db_batch_del(b, k, kl);
+    }
+    db_iter_free(it);
+    db_batch_commit(b, true);
+    return http_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
+}
+
+int notify_init(mb_err *err)
+{
+    uint64_t last = 0;
+    db_iter *it = db_iter_prefix("nt/", 3);
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        if (kl == 3 + 16 + 1 + 16) {
+            char hex[17] = {0};
+            memcpy(hex, k + 20, 16);
+            uint64_t v = strtoull(hex, NULL, 16);
+            if (v > last)
+                last = v;
+        }
+    }
+    db_iter_free(it);
+    atomic_store(&nseq, last + 1);
+    int rc;
+    if ((rc = http_route_add(NULL, "GET", "/api/v1/events", MB_ROLE_USER, h_events, NULL, err)) ||
+        (rc = http_route_add(NULL, "GET", "/api/v1/notifications", MB_ROLE_USER, h_list, NULL, err)) ||
+        (rc = http_route_add(NULL, "DELETE", "/api/v1/notifications", MB_ROLE_USER, h_clear, NULL, err)))
+        return rc;
+    return 0;
+}
+
+void notify_fini(void) {}

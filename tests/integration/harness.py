@@ -1,0 +1,232 @@
+"""The one helper every integration test uses: a real mbyted on a free port with a
+temporary data directory, and small real HTTP clients (http.client) to talk to it.
+
+Environment (set by tests/meson.build): MBYTED, MBYTECTL, MBYTE_MODULE_DIR, MBYTE_SOURCE_ROOT.
+When the daemon stops, the test asserts it exited 0: under AddressSanitizer a leak or a
+memory error at any point makes the exit status non-zero, so every integration test is
+also a sanitizer test.
+"""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+SRC = os.environ.get("MBYTE_SOURCE_ROOT", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+MBYTED = os.environ.get("MBYTED", os.path.join(SRC, "build", "mbyted"))
+MBYTECTL = os.environ.get("MBYTECTL", os.path.join(SRC, "build", "tools", "mbytectl"))
+MODULE_DIR = os.environ.get("MBYTE_MODULE_DIR", os.path.join(SRC, "build", "modules"))
+ADMIN_PASSWORD = "admin-password-1"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        return "<%d %r>" % (self.status, self.body[:300])
+
+
+class Server:
+    """A real mbyted. conf: dict of extra kernel YAML lines; modules: {name: bool}."""
+
+    def __init__(self, modules=None, conf=None, module_conf=None, env=None, data_dir=None):
+        self.tmp = tempfile.mkdtemp(prefix="mbyte-test-")
+        self.data = data_dir or os.path.join(self.tmp, "data")
+        self.confdir = os.path.join(self.tmp, "conf.d")
+        os.makedirs(self.confdir)
+        self.port = free_port()
+        self.modules = modules or {}
+        self.conf = conf or {}
+        self.module_conf = module_conf or {}
+        self.extra_env = env or {}
+        self.proc = None
+        self.log_path = os.path.join(self.tmp, "mbyted.log")
+        self.write_config()
+
+    def write_config(self):
+        lines = ["log_level: debug"]
+        for k, v in self.conf.items():
+            lines.append("%s: %s" % (k, v))
+        if self.modules:
+            lines.append("modules:")
+            for name, on in self.modules.items():
+                lines.append("  %s: %s" % (name, "true" if on else "false"))
+        with open(os.path.join(self.confdir, "mbyte.yaml"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        for name, text in self.module_conf.items():
+            with open(os.path.join(self.confdir, name + ".yaml"), "w") as f:
+                f.write(text)
+
+    def env(self):
+        e = dict(os.environ)
+        e.update({
+            "MBYTE_LISTEN": "127.0.0.1:%d" % self.port,
+            "MBYTE_DATA": self.data,
+            "MBYTE_MODULE_DIR": MODULE_DIR,
+            "MBYTE_WEB_DIR": os.path.join(SRC, "web"),
+            "MBYTE_LUA_DIR": os.path.join(SRC, "scripts", "lua"),
+            "MBYTE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=23",
+            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=24",
+        })
+        e.update(self.extra_env)
+        return e
+
+    def start(self, wait=True):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([MBYTED, "--config", self.confdir], env=self.env(),
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("mbyted exited with %s:\n%s" % (self.proc.returncode, self.read_log()))
+            try:
+                r = self.request("GET", "/api/v1/health")
+                if r.status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("mbyted did not become ready:\n" + self.read_log())
+
+    def read_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self, expect_rc=0):
+        """SIGTERM, wait, and check the exit status (sanitizer findings make it non-zero)."""
+        if not self.proc:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("mbyted did not stop within 60 s:\n" + self.read_log()[-5000:])
+        self.proc = None
+        self.log.close()
+        if expect_rc is not None and rc != expect_rc:
+            raise AssertionError("mbyted exited %s (want %s):\n%s" % (rc, expect_rc, self.read_log()[-20000:]))
+        return rc
+
+    def kill(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+            self.log.close()
+
+    def cleanup(self):
+        if self.proc:
+            self.kill()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- clients ----
+    def conn(self, timeout=60):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, token=None, headers=None, timeout=60):
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = "Bearer " + token
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        c = self.conn(timeout)
+        try:
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            data = r.read()
+            return Response(r.status, r.getheaders(), data)
+        finally:
+            c.close()
+
+    def login(self, username="admin", password=ADMIN_PASSWORD):
+        r = self.request("POST", "/api/v1/auth/login", {"username": username, "password": password})
+        if r.status != 200:
+            raise AssertionError("login %s failed: %r" % (username, r))
+        return r.json()["token"]
+
+    def add_user(self, username, password="user-password-1", role="user", admin_token=None):
+        tok = admin_token or self.login()
+        r = self.request("POST", "/api/v1/admin/users",
+                         {"username": username, "password": password, "role": role}, token=tok)
+        if r.status != 201:
+            raise AssertionError("add user %s failed: %r" % (username, r))
+        return self.login(username, password)
+
+    def ctl(self, *args, input=None, env=None):
+        e = dict(os.environ)
+        e["MBYTE_DATA"] = self.data
+        e.update(env or {})
+        return subprocess.run([MBYTECTL] + list(args), input=input, capture_output=True, text=True, env=e,
+                              timeout=120)
+
+
+class ServerTest(unittest.TestCase):
+    """A test case with one fresh server per test (self.srv) unless the class says otherwise."""
+    modules = None
+    conf = None
+    module_conf = None
+
+    def setUp(self):
+        self.srv = Server(modules=self.modules, conf=self.conf, module_conf=self.module_conf)
+        self.srv.start()
+        self.admin = self.srv.login()
+
+    def tearDown(self):
+        try:
+            if self.srv.proc:
+                self.srv.stop()
+        finally:
+            self.srv.cleanup()
+
+    def assertProblem(self, r, status, contains=None):
+        self.assertEqual(r.status, status, r)
+        self.assertEqual(r.header("Content-Type"), "application/problem+json", r)
+        p = r.json()
+        self.assertEqual(p["status"], status)
+        self.assertTrue(p.get("title"))
+        self.assertTrue(p.get("detail"))
+        if contains:
+            self.assertIn(contains, p["detail"])
+        return p
+
+
+def main():
+    unittest.main(verbosity=2)

@@ -1,0 +1,73 @@
+/* Unit tests: password and token handling (kernel/auth.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include "../../kernel/kernel.h"
+
+static void test_password_hash_is_argon2id_and_verifies(void **s)
+{
+    (void)s;
+    char hash[128];
+    mb_err err = {0};
+    assert_int_equal(auth_password_hash("correct horse", hash, &err), 0);
+    assert_true(strncmp(hash, "$argon2id$", 10) == 0);
+    assert_true(auth_password_verify(hash, "correct horse"));
+    assert_false(auth_password_verify(hash, "correct hors"));
+    assert_false(auth_password_verify(hash, ""));
+    char hash2[128];
+    assert_int_equal(auth_password_hash("correct horse", hash2, &err), 0);
+    assert_string_not_equal(hash, hash2); /* salted */
+}
+
+static void test_short_and_huge_passwords_are_refused(void **s)
+{
+    (void)s;
+    char hash[128], big[2000];
+    mb_err err = {0};
+    assert_int_equal(auth_password_hash("short", hash, &err), MB_EINVAL);
+    assert_non_null(strstr(err.msg, "at least 8"));
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    assert_int_equal(auth_password_hash(big, hash, &err), MB_EINVAL);
+}
+
+static void test_token_hash_is_sha256_hex(void **s)
+{
+    (void)s;
+    char h[65];
+    auth_token_hash("abc", h);
+    assert_string_equal(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    char h2[65];
+    auth_token_hash("abd", h2);
+    assert_string_not_equal(h, h2);
+}
+
+static void test_usernames(void **s)
+{
+    (void)s;
+    assert_true(auth_valid_username("alice"));
+    assert_true(auth_valid_username("bob.smith-2"));
+    assert_false(auth_valid_username(""));
+    assert_false(auth_valid_username("Alice"));
+    assert_false(auth_valid_username("../etc"));
+    assert_false(auth_valid_username(".hidden"));
+    assert_false(auth_valid_username("a b"));
+    assert_false(auth_valid_username("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")); /* 65 */
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_password_hash_is_argon2id_and_verifies),
+        cmocka_unit_test(test_short_and_huge_passwords_are_refused),
+        cmocka_unit_test(test_token_hash_is_sha256_hex),
+        cmocka_unit_test(test_usernames),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

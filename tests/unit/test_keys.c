@@ -1,0 +1,144 @@
+/* Unit tests: key encoding, ids and the metadata store primitives (kernel/db.c, util.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../../kernel/kernel.h"
+
+static char dir[64];
+
+static int setup(void **s)
+{
+    (void)s;
+    snprintf(dir, sizeof dir, "/tmp/mbkeysXXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    mb_err err;
+    return db_open(dir, &err);
+}
+
+static int teardown(void **s)
+{
+    (void)s;
+    db_close();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd);
+}
+
+static void test_u64_keys_sort_numerically(void **s)
+{
+    (void)s;
+    char a[17], b[17], c[17];
+    key_u64(a, 9);
+    key_u64(b, 10);
+    key_u64(c, 0xffffffffffffffffULL);
+    assert_true(strcmp(a, b) < 0);
+    assert_true(strcmp(b, c) < 0);
+    assert_string_equal(b, "000000000000000a");
+}
+
+static void test_prefix_iteration_stays_inside_the_prefix(void **s)
+{
+    (void)s;
+    db_put("x/1", 3, "a", 1, false);
+    db_put("x/2", 3, "b", 1, false);
+    db_put("y/1", 3, "c", 1, false);
+    db_put("x", 1, "d", 1, false);
+    db_iter *it = db_iter_prefix("x/", 2);
+    int n = 0;
+    while (db_iter_next(it))
+        n++;
+    db_iter_free(it);
+    assert_int_equal(n, 2);
+}
+
+static void test_batch_is_atomic_and_json_roundtrips(void **s)
+{
+    (void)s;
+    db_batch *b = db_batch_new();
+    json_t *v = json_pack("{s:i, s:s}", "v", 1, "name", "über");
+    db_batch_put_json(b, "j/1", v);
+    db_batch_del(b, "x/1", 3);
+    assert_int_equal(db_batch_commit(b, true), 0);
+    json_t *got;
+    assert_int_equal(db_get_json("j/1", &got), 0);
+    assert_true(json_equal(v, got));
+    json_decref(v);
+    json_decref(got);
+    char *val;
+    assert_int_equal(db_get("x/1", 3, &val, NULL), MB_ENOENT);
+}
+
+static void test_ids_never_repeat_across_reopen(void **s)
+{
+    (void)s;
+    uint64_t a = db_next_id("t"), b = db_next_id("t");
+    assert_true(b == a + 1);
+    db_close();
+    mb_err err;
+    assert_int_equal(db_open(dir, &err), 0);
+    assert_true(db_next_id("t") == b + 1);
+}
+
+static void test_hex_and_utf8(void **s)
+{
+    (void)s;
+    uint8_t in[3] = {0x00, 0xab, 0xff}, out[3];
+    char hex[7];
+    hex_encode(in, 3, hex);
+    assert_string_equal(hex, "00abff");
+    assert_int_equal(hex_decode(hex, out, 3), 0);
+    assert_memory_equal(in, out, 3);
+    assert_int_not_equal(hex_decode("00abf", out, 3), 0);
+    assert_int_not_equal(hex_decode("00abfg", out, 3), 0);
+    assert_true(utf8_valid("caf\xc3\xa9", 5));
+    assert_false(utf8_valid("\xc0\xaf", 2));         /* overlong '/' */
+    assert_false(utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    assert_false(utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
+    assert_false(utf8_valid("\xe2\x82", 2));         /* truncated */
+}
+
+static void test_parse_u64_rejects_junk_and_overflow(void **s)
+{
+    (void)s;
+    uint64_t v;
+    assert_true(parse_u64("18446744073709551615", &v));
+    assert_true(v == UINT64_MAX);
+    assert_false(parse_u64("18446744073709551616", &v));
+    assert_false(parse_u64("-1", &v));
+    assert_false(parse_u64(" 1", &v));
+    assert_false(parse_u64("", &v));
+}
+
+static void test_arena_alignment_and_big_blocks(void **s)
+{
+    (void)s;
+    arena *a = arena_new();
+    for (int i = 1; i < 100; i++) {
+        void *p = arena_alloc(a, (size_t)i * 7);
+        assert_int_equal((uintptr_t)p % sizeof(max_align_t), 0);
+        memset(p, 0xaa, (size_t)i * 7);
+    }
+    void *big = arena_alloc(a, 1 << 20);
+    memset(big, 1, 1 << 20);
+    assert_string_equal(arena_printf(a, "%d-%s", 42, "x"), "42-x");
+    arena_free(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_u64_keys_sort_numerically),
+        cmocka_unit_test(test_prefix_iteration_stays_inside_the_prefix),
+        cmocka_unit_test(test_batch_is_atomic_and_json_roundtrips),
+        cmocka_unit_test(test_ids_never_repeat_across_reopen),
+        cmocka_unit_test(test_hex_and_utf8),
+        cmocka_unit_test(test_parse_u64_rejects_junk_and_overflow),
+        cmocka_unit_test(test_arena_alignment_and_big_blocks),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

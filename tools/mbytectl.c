@@ -1,0 +1,394 @@
+/*
+ * tools/mbytectl.c — the admin command line. It speaks the same HTTP API as every other
+ * client, through the daemon's local admin socket (<data>/mbyte.sock, owner-only, so being
+ * able to open it is the credential), or through MBYTE_URL + MBYTE_TOKEN to a remote server.
+ * Each command is one row of the `commands` table at the bottom of this file.
+ */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+typedef struct {
+    char *data;
+    size_t len;
+} buf;
+
+static const char *sock_path, *base_url, *token;
+static bool raw_json;
+
+static size_t on_body(char *p, size_t s, size_t n, void *ud)
+{
+    buf *b = ud;
+    size_t k = s * n;
+    char *d = realloc(b->data, b->len + k + 1);
+    if (!d)
+        return 0;
+    b->data = d;
+    memcpy(b->data + b->len, p, k);
+    b->len += k;
+    b->data[b->len] = 0;
+    return k;
+}
+
+static char *escape_seg(const char *s)
+{
+    CURL *c = curl_easy_init();
+    char *e = curl_easy_escape(c, s, 0);
+    char *out = strdup(e);
+    curl_free(e);
+    curl_easy_cleanup(c);
+    return out;
+}
+
+/* Perform one call; prints the answer; returns the process exit status. */
+static int call(const char *method, const char *path, json_t *body, json_t **out)
+{
+    CURL *c = curl_easy_init();
+    char url[4096];
+    snprintf(url, sizeof url, "%s%s", base_url ? base_url : "http://localhost", path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    if (!base_url)
+        curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock_path);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    struct curl_slist *h = NULL;
+    char auth[300];
+    if (base_url && token) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        h = curl_slist_append(h, auth);
+    }
+    char *payload = NULL;
+    if (body) {
+        payload = json_dumps(body, JSON_COMPACT);
+        h = curl_slist_append(h, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload);
+    } else if (strcmp(method, "GET"))
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    buf b = {0};
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    free(payload);
+    json_decref(body);
+    if (rc != CURLE_OK) {
+        fprintf(stderr, "mbytectl: cannot reach mbyted (%s): %s\n", base_url ? base_url : sock_path,
+                curl_easy_strerror(rc));
+        free(b.data);
+        return 3;
+    }
+    json_t *j = b.data ? json_loads(b.data, 0, NULL) : NULL;
+    if (status >= 400) {
+        const char *detail = j ? json_string_value(json_object_get(j, "detail")) : NULL;
+        fprintf(stderr, "mbytectl: %ld %s\n", status, detail ? detail : (b.data ? b.data : ""));
+        json_decref(j);
+        free(b.data);
+        return 1;
+    }
+    if (out)
+        *out = j;
+    else {
+        if (j) {
+            char *s = json_dumps(j, JSON_INDENT(2));
+            puts(s);
+            free(s);
+        } else if (b.data)
+            fputs(b.data, stdout);
+        json_decref(j);
+    }
+    free(b.data);
+    return 0;
+}
+
+static char *read_password(const char *prompt)
+{
+    const char *env = getenv("MBYTE_PASSWORD");
+    if (env)
+        return strdup(env);
+    static char line[1100];
+    struct termios old, noecho;
+    bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+    if (tty) {
+        fprintf(stderr, "%s", prompt);
+        noecho = old;
+        noecho.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSANOW, &noecho);
+    }
+    char *r = fgets(line, sizeof line, stdin);
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSANOW, &old);
+        fprintf(stderr, "\n");
+    }
+    if (!r)
+        return NULL;
+    line[strcspn(line, "\r\n")] = 0;
+    return strdup(line);
+}
+
+static int print_table(json_t *arr, const char *const *cols)
+{
+    size_t i;
+    json_t *row;
+    for (const char *const *c = cols; *c; c++)
+        printf("%-20s", *c);
+    printf("\n");
+    json_array_foreach(arr, i, row)
+    {
+        for (const char *const *c = cols; *c; c++) {
+            json_t *v = json_object_get(row, *c);
+            char *s = v ? (json_is_string(v) ? strdup(json_string_value(v)) : json_dumps(v, JSON_ENCODE_ANY))
+                        : strdup("-");
+            printf("%-20s", s);
+            free(s);
+        }
+        printf("\n");
+    }
+    json_decref(arr);
+    return 0;
+}
+
+static int listing(const char *path, const char *const *cols)
+{
+    json_t *j = NULL;
+    int rc = call("GET", path, NULL, raw_json ? NULL : &j);
+    if (rc || raw_json)
+        return rc;
+    json_t *arr = json_is_array(j) ? j : json_incref(json_object_get(j, "items"));
+    if (arr != j)
+        json_decref(j);
+    return print_table(arr ? arr : json_array(), cols);
+}
+
+/* ----------------------------------------------------------- commands --- */
+
+static int c_user_add(int argc, char **argv)
+{
+    if (argc < 1)
+        return -1;
+    const char *role = "user";
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--role"))
+            role = argv[i + 1];
+    char *pw = read_password("password: ");
+    if (!pw)
+        return -1;
+    int rc = call("POST", "/api/v1/admin/users",
+                  json_pack("{s:s, s:s, s:s}", "username", argv[0], "password", pw, "role", role), NULL);
+    free(pw);
+    return rc;
+}
+
+static int c_user_list(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    static const char *const cols[] = {"id", "username", "role", NULL};
+    return listing("/api/v1/admin/users", cols);
+}
+
+static int c_user_passwd(int argc, char **argv)
+{
+    if (argc < 1)
+        return -1;
+    char *pw = read_password("new password: ");
+    if (!pw)
+        return -1;
+    char path[512];
+    char *e = escape_seg(argv[0]);
+    snprintf(path, sizeof path, "/api/v1/admin/users/%s", e);
+    free(e);
+    int rc = call("PATCH", path, json_pack("{s:s}", "password", pw), NULL);
+    free(pw);
+    return rc;
+}
+
+static int c_token_create(int argc, char **argv)
+{
+    const char *user = NULL, *name = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--user") && i + 1 < argc)
+            user = argv[++i];
+        else if (!name)
+            name = argv[i];
+    }
+    if (!user || !name)
+        return -1;
+    char path[512];
+    char *e = escape_seg(user);
+    snprintf(path, sizeof path, "/api/v1/admin/users/%s/tokens", e);
+    free(e);
+    return call("POST", path, json_pack("{s:s}", "name", name), NULL);
+}
+
+static int c_token_list(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[0], "--user"))
+        return -1;
+    char path[512];
+    char *e = escape_seg(argv[1]);
+    snprintf(path, sizeof path, "/api/v1/admin/users/%s/tokens", e);
+    free(e);
+    static const char *const cols[] = {"id", "name", "created", "expires", NULL};
+    return listing(path, cols);
+}
+
+static int c_token_revoke(int argc, char **argv)
+{
+    if (argc < 3 || strcmp(argv[1], "--user"))
+        return -1;
+    char path[512];
+    char *u = escape_seg(argv[2]), *t = escape_seg(argv[0]);
+    snprintf(path, sizeof path, "/api/v1/admin/users/%s/tokens/%s", u, t);
+    free(u);
+    free(t);
+    return call("DELETE", path, NULL, NULL);
+}
+
+static int c_module_list(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    static const char *const cols[] = {"name", "version", "state", "enabled", NULL};
+    return listing("/api/v1/admin/modules", cols);
+}
+
+static int module_action(int argc, char **argv, const char *action)
+{
+    if (argc < 1)
+        return -1;
+    char path[512];
+    char *e = escape_seg(argv[0]);
+    snprintf(path, sizeof path, "/api/v1/admin/modules/%s/%s", e, action);
+    free(e);
+    return call("POST", path, NULL, NULL);
+}
+
+static int c_module_load(int argc, char **argv) { return module_action(argc, argv, "load"); }
+static int c_module_unload(int argc, char **argv) { return module_action(argc, argv, "unload"); }
+static int c_module_reload(int argc, char **argv) { return module_action(argc, argv, "reload"); }
+
+static int c_task_list(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    static const char *const cols[] = {"id", "type", "state", "progress", "attempts", NULL};
+    return listing("/api/v1/admin/tasks", cols);
+}
+
+static int c_task_cancel(int argc, char **argv)
+{
+    if (argc < 1)
+        return -1;
+    char path[256];
+    snprintf(path, sizeof path, "/api/v1/tasks/%s/cancel", argv[0]);
+    return call("POST", path, NULL, NULL);
+}
+
+static int c_status(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    return call("GET", "/api/v1/admin/status", NULL, NULL);
+}
+
+static int c_fsck(int argc, char **argv)
+{
+    bool repair = argc > 0 && !strcmp(argv[0], "--repair");
+    json_t *j = NULL;
+    int rc = call("POST", repair ? "/api/v1/admin/fsck?repair=true" : "/api/v1/admin/fsck", NULL, &j);
+    if (rc)
+        return rc;
+    char *s = json_dumps(j, JSON_INDENT(2));
+    puts(s);
+    free(s);
+    json_t *problems = json_object_get(j, "problems");
+    bool clean = json_is_array(problems) && json_array_size(problems) == 0;
+    bool unrepaired = json_integer_value(json_object_get(j, "unrepaired")) > 0;
+    json_decref(j);
+    return clean ? 0 : (repair && !unrepaired ? 0 : 1);
+}
+
+typedef struct {
+    const char *group, *verb;
+    int (*fn)(int, char **);
+    const char *usage;
+} command;
+
+static const command commands[] = {
+    {"user", "add", c_user_add, "user add NAME [--role user|admin]   (password from stdin or MBYTE_PASSWORD)"},
+    {"user", "list", c_user_list, "user list"},
+    {"user", "passwd", c_user_passwd, "user passwd NAME   (password from stdin or MBYTE_PASSWORD)"},
+    {"token", "create", c_token_create, "token create NAME --user USER   (prints the token once)"},
+    {"token", "list", c_token_list, "token list --user USER"},
+    {"token", "revoke", c_token_revoke, "token revoke ID --user USER"},
+    {"module", "list", c_module_list, "module list"},
+    {"module", "load", c_module_load, "module load NAME"},
+    {"module", "unload", c_module_unload, "module unload NAME"},
+    {"module", "reload", c_module_reload, "module reload NAME"},
+    {"task", "list", c_task_list, "task list"},
+    {"task", "cancel", c_task_cancel, "task cancel ID"},
+    {"status", NULL, c_status, "status"},
+    {"fsck", NULL, c_fsck, "fsck [--repair]"},
+};
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: mbytectl [--data DIR | --url URL] [--json] COMMAND\n"
+                    "  talks to mbyted through DIR/mbyte.sock (default $MBYTE_DATA or ./var),\n"
+                    "  or to URL with the token in MBYTE_TOKEN\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(stderr, "  %s\n", commands[i].usage);
+}
+
+int main(int argc, char **argv)
+{
+    const char *data = getenv("MBYTE_DATA") ? getenv("MBYTE_DATA") : "var";
+    base_url = getenv("MBYTE_URL");
+    token = getenv("MBYTE_TOKEN");
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--data") && i + 1 < argc)
+            data = argv[++i];
+        else if (!strcmp(argv[i], "--url") && i + 1 < argc)
+            base_url = argv[++i];
+        else if (!strcmp(argv[i], "--json"))
+            raw_json = true;
+        else {
+            usage();
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage();
+        return 2;
+    }
+    char sp[4096];
+    snprintf(sp, sizeof sp, "%s/mbyte.sock", data);
+    sock_path = sp;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = -1;
+    bool found = false;
+    for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++) {
+        const command *c = &commands[k];
+        if (strcmp(argv[i], c->group))
+            continue;
+        if (c->verb && (i + 1 >= argc || strcmp(argv[i + 1], c->verb)))
+            continue;
+        int skip = c->verb ? 2 : 1;
+        found = true;
+        rc = c->fn(argc - i - skip, argv + i + skip);
+        if (rc < 0)
+            fprintf(stderr, "usage: mbytectl %s\n", c->usage);
+        break;
+    }
+    curl_global_cleanup();
+    if (!found) {
+        usage();
+        return 2;
+    }
+    return rc < 0 ? 2 : rc;
+}
