@@ -33,6 +33,18 @@ def free_port():
     return port
 
 
+def recv_until(sock, marker, timeout=20):
+    """Read from a raw socket until `marker` appears or the peer closes; returns what came."""
+    sock.settimeout(timeout)
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status

@@ -1,0 +1,136 @@
+"""Auth against a real mbyted: API tokens, browser sessions with CSRF, throttling, logout,
+password change, expiry, and that no credential is stored in the clear."""
+import glob
+import os
+
+from harness import ADMIN_PASSWORD, Server, ServerTest, main
+import unittest
+
+
+class TokenTest(ServerTest):
+    def test_named_token_works_is_listed_without_secret_and_revokes(self):
+        bob = self.srv.add_user("bob", "bob-password", admin_token=self.admin)
+        r = self.srv.request("POST", "/api/v1/me/tokens", {"name": "laptop", "expires_days": 30}, token=bob)
+        self.assertEqual(r.status, 201)
+        t = r.json()
+        self.assertTrue(t["token"].startswith("mbt_"))
+        self.assertEqual(self.srv.request("GET", "/api/v1/me", token=t["token"]).json()["username"], "bob")
+        lst = self.srv.request("GET", "/api/v1/me/tokens", token=bob)
+        self.assertEqual([x["name"] for x in lst.json()], ["laptop"])
+        self.assertNotIn(t["token"].encode(), lst.body)
+        r = self.srv.request("DELETE", "/api/v1/me/tokens/" + t["id"], token=bob)
+        self.assertEqual(r.status, 200)
+        self.assertProblem(self.srv.request("GET", "/api/v1/me", token=t["token"]), 401)
+        self.assertProblem(self.srv.request("DELETE", "/api/v1/me/tokens/" + t["id"], token=bob), 404)
+
+    def test_one_user_cannot_revoke_another_users_token(self):
+        bob = self.srv.add_user("bob", "bob-password", admin_token=self.admin)
+        eve = self.srv.add_user("eve", "eve-password", admin_token=self.admin)
+        t = self.srv.request("POST", "/api/v1/me/tokens", {"name": "x"}, token=bob).json()
+        self.assertProblem(self.srv.request("DELETE", "/api/v1/me/tokens/" + t["id"], token=eve), 404)
+        self.assertEqual(self.srv.request("GET", "/api/v1/me", token=t["token"]).status, 200)
+
+    def test_bad_token_requests(self):
+        bob = self.srv.add_user("bob", "bob-password", admin_token=self.admin)
+        for body in [{}, {"name": ""}, {"name": "x" * 101}, {"name": "ok", "expires_days": 0},
+                     {"name": "ok", "expires_days": "7"}]:
+            self.assertProblem(self.srv.request("POST", "/api/v1/me/tokens", body, token=bob), 400)
+        self.assertEqual(self.srv.request("GET", "/api/v1/me/tokens", token=bob).json(), [])
+
+    def test_logout_revokes_the_login_token(self):
+        tok = self.srv.login()
+        self.assertEqual(self.srv.request("POST", "/api/v1/auth/logout", token=tok).status, 200)
+        self.assertProblem(self.srv.request("GET", "/api/v1/me", token=tok), 401)
+
+    def test_password_change_needs_the_old_password(self):
+        bob = self.srv.add_user("bob", "bob-password", admin_token=self.admin)
+        r = self.srv.request("POST", "/api/v1/me/password", {"old": "wrong-one", "new": "bob-password-2"}, token=bob)
+        self.assertProblem(r, 403)
+        r = self.srv.request("POST", "/api/v1/me/password", {"old": "bob-password", "new": "bob-password-2"},
+                             token=bob)
+        self.assertEqual(r.status, 200)
+        self.srv.login("bob", "bob-password-2")
+
+    def test_no_credential_is_stored_in_the_clear(self):
+        bob = self.srv.add_user("bob", "bob-secret-password", admin_token=self.admin)
+        api = self.srv.request("POST", "/api/v1/me/tokens", {"name": "x"}, token=bob).json()["token"]
+        self.srv.stop()
+        blob = b""
+        for f in glob.glob(os.path.join(self.srv.data, "meta", "*")):
+            with open(f, "rb") as fh:
+                blob += fh.read()
+        self.assertIn(b"argon2id", blob)  # the database was read for real
+        for secret in [bob, api, "bob-secret-password"]:
+            self.assertNotIn(secret.encode(), blob)
+        self.assertNotIn(b"bob-secret-password", self.srv.read_log().encode())
+        self.srv.start()
+
+
+class SessionTest(ServerTest):
+    def session(self):
+        c = self.srv.conn()
+        c.request("POST", "/api/v1/auth/login", body=b'{"username":"admin","password":"%s","session":true}'
+                  % ADMIN_PASSWORD.encode(), headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        self.assertEqual(r.status, 200, body)
+        cookie = r.getheader("Set-Cookie")
+        self.assertIn("HttpOnly", cookie)
+        self.assertIn("SameSite=Strict", cookie)
+        import json
+        j = json.loads(body)
+        self.assertNotIn("token", j)  # scripts never see the session secret
+        return cookie.split(";")[0], j["csrf"]
+
+    def test_cookie_session_needs_csrf_for_unsafe_methods(self):
+        cookie, csrf = self.session()
+        r = self.srv.request("GET", "/api/v1/me", headers={"Cookie": cookie})
+        self.assertEqual(r.json()["username"], "admin")
+        r = self.srv.request("POST", "/api/v1/me/tokens", {"name": "x"}, headers={"Cookie": cookie})
+        self.assertProblem(r, 403, "CSRF")
+        r = self.srv.request("POST", "/api/v1/me/tokens", {"name": "x"},
+                             headers={"Cookie": cookie, "X-CSRF-Token": "0" * 32})
+        self.assertProblem(r, 403, "CSRF")
+        r = self.srv.request("POST", "/api/v1/me/tokens", {"name": "x"},
+                             headers={"Cookie": cookie, "X-CSRF-Token": csrf})
+        self.assertEqual(r.status, 201)
+        r = self.srv.request("POST", "/api/v1/auth/logout", headers={"Cookie": cookie, "X-CSRF-Token": csrf})
+        self.assertEqual(r.status, 200)
+        self.assertProblem(self.srv.request("GET", "/api/v1/me", headers={"Cookie": cookie}), 401)
+
+
+class ThrottleTest(ServerTest):
+    conf = {"login_max_failures": 3, "login_window": 60}
+
+    def test_repeated_failures_are_throttled_even_with_the_right_password(self):
+        for _ in range(3):
+            r = self.srv.request("POST", "/api/v1/auth/login", {"username": "admin", "password": "wrong-pass"})
+            self.assertEqual(r.status, 401)
+        r = self.srv.request("POST", "/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
+        self.assertProblem(r, 429)
+        self.assertTrue(r.header("Retry-After"))
+        # Another user from the same address is throttled too (per-IP limit).
+        r = self.srv.request("POST", "/api/v1/auth/login", {"username": "nobody", "password": "x-x-x-x-x"})
+        self.assertProblem(r, 429)
+
+
+class ExpiryTest(unittest.TestCase):
+    def test_login_tokens_expire(self):
+        srv = Server(conf={"token_ttl": 60})
+        try:
+            srv.start()
+            tok = srv.login()
+            self.assertEqual(srv.request("GET", "/api/v1/me", token=tok).status, 200)
+            srv.stop()
+            srv.extra_env["MBYTE_CLOCK_OFFSET"] = "120"
+            srv.start()
+            r = srv.request("GET", "/api/v1/me", token=tok)
+            self.assertEqual(r.status, 401)
+            srv.stop()
+        finally:
+            srv.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""The kernel contract of issue 2 against a real mbyted: health, login, roles, bad input,
+configuration errors, SIGHUP, graceful stop and restart."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+from harness import ADMIN_PASSWORD, MBYTED, Server, ServerTest, main, recv_until
+
+
+class ContractTest(ServerTest):
+    def test_health_needs_no_auth_and_lists_modules(self):
+        r = self.srv.request("GET", "/api/v1/health")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("Content-Type"), "application/json")
+        h = r.json()
+        self.assertEqual(h["status"], "ok")
+        self.assertTrue(h["version"])
+        self.assertIsInstance(h["modules"], list)
+
+    def test_login_returns_a_token_that_opens_me(self):
+        r = self.srv.request("POST", "/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
+        self.assertEqual(r.status, 200)
+        tok = r.json()["token"]
+        me = self.srv.request("GET", "/api/v1/me", token=tok)
+        self.assertEqual(me.status, 200)
+        self.assertEqual(me.json()["username"], "admin")
+        self.assertEqual(me.json()["role"], "admin")
+
+    def test_wrong_password_is_401_problem(self):
+        r = self.srv.request("POST", "/api/v1/auth/login", {"username": "admin", "password": "nope-nope"})
+        self.assertProblem(r, 401)
+        r = self.srv.request("POST", "/api/v1/auth/login", {"username": "ghost", "password": "nope-nope"})
+        self.assertProblem(r, 401)
+
+    def test_admin_creates_users_and_a_user_cannot(self):
+        r = self.srv.request("POST", "/api/v1/admin/users",
+                             {"username": "alice", "password": "alice-pass-1", "role": "user"}, token=self.admin)
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(r.json()["username"], "alice")
+        alice = self.srv.login("alice", "alice-pass-1")
+        me = self.srv.request("GET", "/api/v1/me", token=alice).json()
+        self.assertEqual(me["role"], "user")
+        r = self.srv.request("POST", "/api/v1/admin/users",
+                             {"username": "mallory", "password": "mallory-pass", "role": "admin"}, token=alice)
+        self.assertProblem(r, 403)
+        r = self.srv.request("GET", "/api/v1/admin/users", token=alice)
+        self.assertProblem(r, 403)
+        names = [u["username"] for u in self.srv.request("GET", "/api/v1/admin/users", token=self.admin).json()]
+        self.assertEqual(sorted(names), ["admin", "alice"])
+        r = self.srv.request("POST", "/api/v1/admin/users",
+                             {"username": "alice", "password": "another-pass", "role": "user"}, token=self.admin)
+        self.assertProblem(r, 409)
+
+    def test_bad_user_fields_are_refused_with_the_field_named(self):
+        for body, word in [({"username": "Bad Name", "password": "long-enough"}, "username"),
+                           ({"username": "bob", "password": "short"}, "password"),
+                           ({"username": "bob", "password": "long-enough", "role": "root"}, "role"),
+                           ({"username": "bob"}, "password")]:
+            r = self.srv.request("POST", "/api/v1/admin/users", body, token=self.admin)
+            self.assertProblem(r, 400, word)
+
+    def test_tasks_and_events_routes_need_auth(self):
+        for path in ["/api/v1/tasks", "/api/v1/events", "/api/v1/me", "/api/v1/admin/modules"]:
+            r = self.srv.request("GET", path)
+            self.assertProblem(r, 401)
+            self.assertIn("Bearer", r.header("WWW-Authenticate") or "")
+
+    def test_event_stream_is_text_event_stream(self):
+        c = self.srv.conn(timeout=5)
+        c.request("GET", "/api/v1/events", headers={"Authorization": "Bearer " + self.admin})
+        r = c.getresponse()
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.getheader("Content-Type").startswith("text/event-stream"))
+        first = r.readline()
+        self.assertTrue(first.startswith(b":"), first)
+        c.close()
+
+
+class BadInputTest(ServerTest):
+    def users(self):
+        return self.srv.request("GET", "/api/v1/admin/users", token=self.admin).json()
+
+    def test_bad_input_gets_4xx_problem_and_changes_nothing(self):
+        before = self.users()
+        t = self.admin
+        cases = [
+            ("POST", "/api/v1/admin/users", b"{not json", {"Content-Type": "application/json"}, 400, "malformed"),
+            ("POST", "/api/v1/admin/users", b"[1,2]", {}, 400, "object"),
+            ("POST", "/api/v1/admin/users", b'{"username":"\xff\xfe","password":"x"}', {}, 400, "UTF-8"),
+            ("POST", "/api/v1/admin/users", b'{"username":"a","username":"b"}', {}, 400, None),
+            ("GET", "/api/v1/no/such/route", None, {}, 404, None),
+            ("DELETE", "/api/v1/health", None, {}, 405, None),
+            ("GET", "/api/v1/%ff%fe", None, {}, 400, "UTF-8"),
+            ("GET", "/api/v1/a%2fb", None, {}, 400, "/"),
+            ("GET", "/api/v1/%2e%2e/health", None, {}, 400, ".."),
+            ("GET", "/api/v1/a%00b", None, {}, 400, "NUL"),
+            ("GET", "/api/v1/%zz", None, {}, 400, "escape"),
+        ]
+        for method, path, body, headers, status, word in cases:
+            r = self.srv.request(method, path, body=body, token=t, headers=headers)
+            self.assertProblem(r, status, word)
+        self.assertEqual(self.users(), before)
+        self.assertIn("-> 400", self.srv.read_log())  # refusals are logged
+
+    def test_oversized_body_is_413_before_it_is_sent(self):
+        # The length is announced; the server answers without waiting for the body.
+        s = socket.create_connection(("127.0.0.1", self.srv.port))
+        s.sendall(b"POST /api/v1/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (self.admin.encode(), 2 << 20))
+        data = recv_until(s, b"}")
+        s.close()
+        self.assertTrue(data.startswith(b"HTTP/1.1 413"), data[:200])
+        self.assertIn(b"application/problem+json", data)
+
+    def test_oversized_chunked_body_is_413(self):
+        c = self.srv.conn()
+        def gen():
+            for _ in range(40):
+                yield b"a" * 65536
+        # Unknown length: the server reads past the limit, discards, then answers 413.
+        c.request("POST", "/api/v1/admin/users", body=gen(), encode_chunked=True,
+                  headers={"Authorization": "Bearer " + self.admin, "Transfer-Encoding": "chunked"})
+        r = c.getresponse()
+        self.assertEqual(r.status, 413)
+        self.assertEqual(r.getheader("Content-Type"), "application/problem+json")
+        c.close()
+
+    def test_oversized_headers_are_refused(self):
+        r = self.srv.request("GET", "/api/v1/health", headers={"X-Big": "a" * 20000})
+        self.assertEqual(r.status, 431, r)
+        self.assertEqual(r.header("Content-Type"), "application/problem+json")
+
+    def test_wrong_and_missing_credentials(self):
+        for h in [{}, {"Authorization": "Bearer mbt_" + "0" * 64}, {"Authorization": "Basic YWRtaW46eA=="},
+                  {"Authorization": "Bearer "}]:
+            r = self.srv.request("GET", "/api/v1/me", headers=h)
+            self.assertProblem(r, 401)
+
+
+class ConfigTest(unittest.TestCase):
+    def run_with_config(self, text):
+        srv = Server()
+        with open(os.path.join(srv.confdir, "mbyte.yaml"), "w") as f:
+            f.write(text)
+        try:
+            p = subprocess.run([MBYTED, "--config", srv.confdir], env=srv.env(), capture_output=True, text=True,
+                               timeout=30)
+            return p
+        finally:
+            srv.cleanup()
+
+    def test_bad_configuration_is_refused_with_file_and_line(self):
+        p = self.run_with_config("log_level: info\nworkers: 2\nworkers_typo: 3\n")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("mbyte.yaml:3: unknown key 'workers_typo'", p.stderr)
+        p = self.run_with_config("log_level: info\nworkers: [1,\n")
+        self.assertEqual(p.returncode, 2)
+        self.assertRegex(p.stderr, r"mbyte\.yaml:\d+: ")
+        p = self.run_with_config("http_threads: 0\n")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("mbyte.yaml:1: http_threads must be between 1 and 256", p.stderr)
+
+    def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(self):
+        srv = Server()
+        try:
+            srv.start()
+            with open(os.path.join(srv.confdir, "mbyte.yaml"), "w") as f:
+                f.write("log_level: loud\n")
+            srv.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            self.assertEqual(srv.request("GET", "/api/v1/health").status, 200)
+            self.assertIn("configuration not reloaded", srv.read_log())
+            self.assertIn("mbyte.yaml:1: log_level must be", srv.read_log())
+            with open(os.path.join(srv.confdir, "mbyte.yaml"), "w") as f:
+                f.write("log_level: debug\nlogin_max_failures: 2\n")
+            srv.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            self.assertIn("configuration reloaded", srv.read_log())
+            # The new limit is in force: the third failure in a row is throttled.
+            codes = [srv.request("POST", "/api/v1/auth/login", {"username": "admin", "password": "wrong-pass"}).status
+                     for _ in range(3)]
+            self.assertEqual(codes, [401, 401, 429])
+            srv.stop()
+        finally:
+            srv.cleanup()
+
+
+class LifecycleTest(unittest.TestCase):
+    def test_restart_keeps_users_and_tokens(self):
+        srv = Server()
+        try:
+            srv.start()
+            admin = srv.login()
+            bob = srv.add_user("bob", "bob-password", admin_token=admin)
+            api = srv.request("POST", "/api/v1/me/tokens", {"name": "ci"}, token=bob).json()["token"]
+            srv.stop()
+            srv.start()
+            self.assertEqual(srv.request("GET", "/api/v1/me", token=bob).json()["username"], "bob")
+            self.assertEqual(srv.request("GET", "/api/v1/me", token=api).json()["username"], "bob")
+            self.assertEqual(srv.login("bob", "bob-password")[:4], "mbt_")
+            srv.stop()
+        finally:
+            srv.cleanup()
+
+    def test_sigterm_lets_a_request_in_flight_finish(self):
+        srv = Server()
+        try:
+            srv.start()
+            body = json.dumps({"username": "admin", "password": ADMIN_PASSWORD}).encode()
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+            time.sleep(0.3)
+            srv.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            self.assertIsNone(srv.proc.poll(), "mbyted quit with a request in flight")
+            s.sendall(body[10:])
+            data = recv_until(s, b"\r\n\r\n")
+            s.close()
+            self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:200])
+            self.assertEqual(srv.proc.wait(timeout=30), 0)
+            srv.proc = None
+            srv.log.close()
+            self.assertIn("stopped", srv.read_log())
+        finally:
+            srv.cleanup()
+
+    def test_first_start_prints_a_generated_admin_password_once(self):
+        srv = Server(env={"MBYTE_ADMIN_PASSWORD": ""})
+        try:
+            srv.start()
+            log = srv.read_log()
+            line = [l for l in log.splitlines() if "created user 'admin' with password" in l]
+            self.assertEqual(len(line), 1, log)
+            pw = line[0].split("with password ")[1].split()[0]
+            self.assertEqual(srv.login("admin", pw)[:4], "mbt_")
+            srv.stop()
+            srv.start()
+            self.assertEqual(srv.read_log().count("created user 'admin'"), 1)
+            srv.stop()
+        finally:
+            srv.cleanup()
+
+
+class CtlTest(ServerTest):
+    def test_mbytectl_users_tokens_and_status(self):
+        p = self.srv.ctl("user", "add", "carol", "--role", "user", input="carol-password\n")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = self.srv.ctl("user", "list")
+        self.assertIn("carol", p.stdout)
+        self.assertEqual(self.srv.login("carol", "carol-password")[:4], "mbt_")
+        p = self.srv.ctl("user", "passwd", "carol", env={"MBYTE_PASSWORD": "carol-password-2"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.srv.request("POST", "/api/v1/auth/login",
+                                          {"username": "carol", "password": "carol-password"}).status, 401)
+        self.srv.login("carol", "carol-password-2")
+        p = self.srv.ctl("--json", "token", "create", "backup", "--user", "carol")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        tok = json.loads(p.stdout)
+        self.assertEqual(self.srv.request("GET", "/api/v1/me", token=tok["token"]).json()["username"], "carol")
+        p = self.srv.ctl("token", "list", "--user", "carol")
+        self.assertIn("backup", p.stdout)
+        self.assertNotIn(tok["token"], p.stdout)
+        p = self.srv.ctl("token", "revoke", tok["id"], "--user", "carol")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.srv.request("GET", "/api/v1/me", token=tok["token"]).status, 401)
+        p = self.srv.ctl("status")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["status"], "ok")
+        p = self.srv.ctl("user", "add", "Bad Name", input="whatever-pass\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("username", p.stderr)
+
+    def test_mbytectl_without_the_socket_says_so(self):
+        p = self.srv.ctl("--data", "/nonexistent", "status")
+        self.assertEqual(p.returncode, 3)
+        self.assertIn("cannot reach mbyted", p.stderr)
+
+
+if __name__ == "__main__":
+    main()
