@@ -374,13 +374,12 @@ int http_reply_json(mb_req *req, int status, json_t *body)
     return 0;
 }
 
-int http_reply_error(mb_req *req, const mb_err *err)
+/* A problem+json answer with an explicit status (431 has no MB_E* code of its own). */
+static int reply_problem(mb_req *req, int status, int code, const char *detail)
 {
-    int code = err && err->code ? err->code : MB_EINTERNAL;
-    int status = err_http_status(code);
-    json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title", err_title(code), "status",
-                          status, "detail", err && err->msg[0] ? err->msg : err_title(code), "code",
-                          err_name(code));
+    json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title",
+                          status == 431 ? "Request header fields too large" : err_title(code), "status", status,
+                          "detail", detail && *detail ? detail : err_title(code), "code", err_name(code));
     char *s = json_dumps(p, JSON_COMPACT);
     json_decref(p);
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
@@ -388,8 +387,14 @@ int http_reply_error(mb_req *req, const mb_err *err)
     /* Headers a handler added (e.g. WWW-Authenticate) stay; nothing else leaks. */
     set_response(req, status, r);
     log_msg(status >= 500 ? LOG_ERROR : LOG_INFO, "http", "%s %s -> %d %s: %s", req->method,
-            req->path ? req->path : "(unparsed)", status, err_name(code), err && err->msg[0] ? err->msg : "");
+            req->path ? req->path : "(unparsed)", status, err_name(code), detail ? detail : "");
     return 0;
+}
+
+int http_reply_error(mb_req *req, const mb_err *err)
+{
+    int code = err && err->code ? err->code : MB_EINTERNAL;
+    return reply_problem(req, err_http_status(code), code, err && err->msg[0] ? err->msg : NULL);
 }
 
 void http_reply_header(mb_req *req, const char *name, const char *value)
@@ -786,9 +791,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         MHD_get_connection_values(conn, MHD_HEADER_KIND, header_size_cb, &hbytes);
         if (hbytes > MAX_HEADER_BYTES) {
             err_set(&err, MB_ETOOBIG, "the request headers are larger than %d bytes", MAX_HEADER_BYTES);
-            err.code = MB_ETOOBIG;
-            http_reply_error(req, &err);
-            req->status = 431;
+            reply_problem(req, 431, MB_ETOOBIG, err.msg);
             return queue(req);
         }
         if (parse_path(req, &err))
