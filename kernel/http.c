@@ -26,7 +26,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
-#define MAX_SEGS 64
+#define MAX_SEGS 80 /* 64 folder levels plus the route's own segments */
 #define MAX_HEADER_BYTES (16 * 1024)
 
 struct http_route {
@@ -305,40 +305,46 @@ static int decode_segment(arena *a, const char *s, size_t n, const char **out, m
     return 0;
 }
 
-static int parse_path(mb_req *req, mb_err *err)
+int http_parse_target(arena *a, const char *raw, const char **segs, int max, int *nsegs, const char **out,
+                      mb_err *err)
 {
-    const char *u = req->raw_uri;
-    size_t plen = strcspn(u, "?#");
-    if (plen == 0 || u[0] != '/')
+    size_t plen = strcspn(raw, "?#");
+    *nsegs = 0;
+    if (plen == 0 || raw[0] != '/')
         return err_set(err, MB_EINVAL, "the request target must be an absolute path");
-    const char *p = u + 1, *end = u + plen;
+    const char *p = raw + 1, *end = raw + plen;
     size_t joined_len = 1;
     while (p < end) {
         const char *slash = memchr(p, '/', (size_t)(end - p));
         const char *segend = slash ? slash : end;
         if (segend > p) {
-            if (req->nsegs == MAX_SEGS)
+            if (*nsegs == max)
                 return err_set(err, MB_EINVAL, "the path is nested too deeply");
-            int rc = decode_segment(req->a, p, (size_t)(segend - p), &req->segs[req->nsegs], err);
+            int rc = decode_segment(a, p, (size_t)(segend - p), &segs[*nsegs], err);
             if (rc)
                 return rc;
-            joined_len += strlen(req->segs[req->nsegs]) + 1;
-            req->nsegs++;
+            joined_len += strlen(segs[*nsegs]) + 1;
+            (*nsegs)++;
         }
         p = slash ? slash + 1 : end;
     }
-    char *path = arena_alloc(req->a, joined_len + 1), *w = path;
+    char *path = arena_alloc(a, joined_len + 1), *w = path;
     *w++ = '/';
-    for (int i = 0; i < req->nsegs; i++) {
-        size_t l = strlen(req->segs[i]);
-        memcpy(w, req->segs[i], l);
+    for (int i = 0; i < *nsegs; i++) {
+        size_t l = strlen(segs[i]);
+        memcpy(w, segs[i], l);
         w += l;
-        if (i + 1 < req->nsegs)
+        if (i + 1 < *nsegs)
             *w++ = '/';
     }
     *w = 0;
-    req->path = path;
+    *out = path;
     return 0;
+}
+
+static int parse_path(mb_req *req, mb_err *err)
+{
+    return http_parse_target(req->a, req->raw_uri, req->segs, MAX_SEGS, &req->nsegs, &req->path, err);
 }
 
 /* ----------------------------------------------------------- answers --- */
@@ -920,6 +926,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&in_flight, 1);
 }
 
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
