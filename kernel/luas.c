@@ -131,10 +131,26 @@ static int sb_pcall(lua_State *L)
     return lua_gettop(L);
 }
 
+/* xpcall's message handler, wrapped: Lua calls a handler at the point of the error, and when
+ * the error came from the count hook, hooks are still switched off there, so a looping handler
+ * would never be stopped. Past the budget the handler is skipped and the error kept. */
+static int sb_msgh(lua_State *L)
+{
+    if (run_of(L)->over_budget)
+        return 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 static int sb_xpcall(lua_State *L)
 {
     int n = lua_gettop(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, sb_msgh, 1);
+    lua_replace(L, 2);
     lua_pushboolean(L, 1);
     lua_pushvalue(L, 1);
     lua_rotate(L, 3, 2); /* f, handler, true, f, args... */
