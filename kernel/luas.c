@@ -265,6 +265,51 @@ static int sb_json_object(lua_State *L)
     return 1;
 }
 
+/* Library functions do their loops in C, where the count hook never runs. The two whose work is
+ * not bounded by the memory they allocate are wrapped: string.rep of an empty string (the result
+ * is "" whatever n is) and table.move (charged one instruction per element moved). */
+static int sb_rep(lua_State *L)
+{
+    size_t l, lsep = 0;
+    luaL_checklstring(L, 1, &l);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &lsep);
+    if (n > 0 && l + lsep == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int sb_move(lua_State *L)
+{
+    lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
+    if (e >= f) {
+        run *r = run_of(L);
+        uint64_t count = (uint64_t)e - (uint64_t)f + 1;
+        if (count > r->step_limit - (r->steps < r->step_limit ? r->steps : r->step_limit)) {
+            r->over_budget = true;
+            return luaL_error(L, "instruction budget exceeded");
+        }
+        r->steps += count;
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* Replace table[name] with `fn`, which gets the original as its upvalue. */
+static void sb_wrap(lua_State *L, int table, const char *name, lua_CFunction fn)
+{
+    lua_getfield(L, table, name);
+    lua_pushcclosure(L, fn, 1);
+    lua_setfield(L, table, name);
+}
+
 static void sb_remove(lua_State *L, int table, const char *const *names)
 {
     for (; *names; names++) {
@@ -300,6 +345,10 @@ static void sb_open(lua_State *L)
     lua_getfield(L, g, LUA_STRLIBNAME);
     static const char *const string_out[] = {"dump", NULL};
     sb_remove(L, lua_gettop(L), string_out);
+    sb_wrap(L, lua_gettop(L), "rep", sb_rep);
+    lua_pop(L, 1);
+    lua_getfield(L, g, LUA_TABLIBNAME);
+    sb_wrap(L, lua_gettop(L), "move", sb_move);
     lua_pop(L, 1);
 
     /* os: only the clock, opened into a private table and copied field by field. */

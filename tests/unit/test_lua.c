@@ -343,6 +343,13 @@ static void test_an_endless_loop_stops_with_the_instruction_budget_error(void **
     run_fails("xpcall(function() error('x') end, function(e) while true do end end) return 1", MB_ECANCELED,
               "instruction budget");
     run_fails("local function r() return r() end return r()", MB_ECANCELED, "instruction budget");
+    /* Loops inside C library functions are bounded too. */
+    run_fails("return table.move({}, 1, 1e15, 1, {})", MB_ECANCELED, "instruction budget");
+    json_t *rep = run_ok("return {('').rep('', 1e15), ('ab'):rep(3, ','), #table.move({1, 2, 3}, 1, 3, 2)}", NULL);
+    json_t *want = json_pack("[s, s, i]", "", "ab,ab,ab", 4);
+    assert_true(json_equal(rep, want));
+    json_decref(rep);
+    json_decref(want);
     /* A script within budget still runs. */
     json_t *ok = run_ok("local n = 0 for i = 1, 1000 do n = n + i end return n", NULL);
     assert_int_equal(json_integer_value(ok), 500500);
