@@ -6,9 +6,10 @@
  * with `arg` converted from JSON to a Lua value and converts the first value it returns back to
  * JSON. api->lua_call points here, so every module reaches Lua through these few functions.
  *
- * Every call gets a fresh lua_State that is closed when the call returns. A state costs a few
- * tens of microseconds to build (see the report in tests/unit/test_lua.c), far less than the
- * I/O around a tagging decision, and it makes calls independent: nothing a script does (globals,
+ * Every call gets a fresh lua_State that is closed when the call returns. That costs about 30 us
+ * for an empty script and 90 us for tag_rules.lua (read, parsed, run; -O2, measured by
+ * test_report_the_cost_of_one_call), far less than the I/O around a tagging decision, and it makes
+ * calls independent: nothing a script does (globals,
  * metatables, string library changes) can leak into the next call, and no state is ever shared
  * between threads, so there is no pool to lock or reset.
  *
