@@ -254,6 +254,9 @@ int luas_call(const char *script, const char *fn, const json_t *arg, json_t **re
 /* Run source text (unit tests and mbytectl lua check). */
 int luas_run_string(const char *name, const char *src, const char *fn, const json_t *arg,
                     json_t **result, mb_err *err);
+/* Budgets for every later call: instructions and bytes (0 restores the default: 10 million
+ * instructions, 32 MiB). Thread-safe; luas_init also reads MBYTE_LUA_INSTRUCTIONS/MEMORY. */
+void luas_set_limits(uint64_t instructions, size_t memory);
 
 /* ------------------------------------------------------------------ api.c --- */
 const mb_api *api_table(void);
