@@ -371,8 +371,11 @@ static int copy_init(mb_module *m, mb_err *err)
     mb_err e = {0};
     int rc = m->desc->init(m, api_table(), m->config, &m->state, &e);
     if (rc) {
-        int code = e.code < 0 ? e.code : rc < 0 ? rc : MB_EINTERNAL;
-        return err_set(err, code, "module %s failed to start: %s", m->name, e.msg[0] ? e.msg : err_title(code));
+        /* A module that cannot start is a conflict with how things are (409), or bad
+         * configuration (400) if it says so; never a 500, the kernel is fine. */
+        int code = (e.code ? e.code : rc) == MB_EINVAL ? MB_EINVAL : MB_ECONFLICT;
+        return err_set(err, code, "module %s failed to start: %s", m->name,
+                       e.msg[0] ? e.msg : err_title(e.code ? e.code : rc));
     }
     m->inited = true;
     return 0;
