@@ -43,7 +43,7 @@
 
 #define MOD_LOADING 0
 #define DRAIN_TICK_MS 5
-#define JOB_WAIT_S 30
+#define JOB_WAIT_S 10
 #define SHUTDOWN_WAIT_MS 10000
 
 typedef struct job job;
@@ -543,16 +543,8 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
     log_msg(LOG_INFO, m->name, "%s copy drained and stopped", m->reloading ? "old" : "the");
     if (!m->reloading)
         emit("module.unloaded", m, false);
-    if (w) {
-        json_t *entry = NULL;
-        if (!m->reloading)
-            entry = entry_of(m);
-        else {
-            mb_module *now = find_live(m->name);
-            entry = now ? entry_of(now) : entry_of(m);
-        }
-        job_finish(w, 0, NULL, entry);
-    }
+    if (w)
+        job_finish(w, 0, NULL, entry_of(m));
     main_call(close_later, m); /* dlclose on a later turn: nothing of it is on the stack */
 }
 
@@ -622,11 +614,14 @@ static int do_reload(const char *name, job *j, mb_err *err)
     m->registered = true;
     old->registered = false;
     old->reloading = true;
-    old->waiter = j;
     log_msg(LOG_INFO, name, "reloaded: version %s now serves; draining the old copy (%s)",
             m->desc->version ? m->desc->version : "?", old->desc->version ? old->desc->version : "?");
     emit("module.loaded", m, true);
     drain_start(old);
+    /* The caller is answered now: the new copy serves. The old one drains on its own (a
+     * long task may keep it a while) and shows as "old_copies_draining" in the list. */
+    if (j)
+        job_finish(j, 0, NULL, entry_of(m));
     return 0;
 }
 
@@ -737,7 +732,14 @@ json_t *modmgr_list(void)
             if ((pass == 0) != live || json_object_get(seen, m->name))
                 continue;
             json_object_set_new(seen, m->name, json_true());
-            json_array_append_new(arr, entry_of(m));
+            json_t *e = entry_of(m);
+            int old = 0;
+            for (mb_module *o = mods; o; o = o->next)
+                if (o != m && !strcmp(o->name, m->name) && o->st == MOD_DRAINING)
+                    old++;
+            if (old && live)
+                json_object_set_new(e, "old_copies_draining", json_integer(old));
+            json_array_append_new(arr, e);
         }
     pthread_mutex_unlock(&mods_lock);
     DIR *d = g_cfg ? opendir(g_cfg->module_dir) : NULL;
@@ -788,7 +790,8 @@ static int h_list(mb_req *req, void *st, mb_err *err)
 }
 
 /* POST /api/v1/admin/modules/{name}/{load|unload|reload}: 200 with the module's entry once
- * the operation is complete (unload: COLD; reload: the old copy drained). A drain still
+ * the operation is complete (load: ACTIVE; unload: COLD, or 409 if fini refused; reload: the
+ * new copy serves, the old one drains in the background). An unload whose drain is still
  * going on after JOB_WAIT_S answers 202 with the entry showing "draining". */
 static int h_action(mb_req *req, const char *op, mb_err *err)
 {

@@ -491,12 +491,12 @@ int task_submit(const char *type, uint64_t owner, json_t *args, uint64_t *id, mb
         json_decref(rec);
         return err_set(err, rc, "could not record the task");
     }
+    publish(rec); /* before a worker can see it, so "queued" is always the first event */
+    json_decref(rec);
     pthread_mutex_lock(&q_lock);
     pending_add(tid, type, now_mono_ms());
     pthread_cond_broadcast(&q_cond);
     pthread_mutex_unlock(&q_lock);
-    publish(rec);
-    json_decref(rec);
     if (id)
         *id = tid;
     return 0;

@@ -113,7 +113,13 @@ class Basics(TaskTest):
         self.assertEqual(t["attempts"], 3)  # hello.count allows 3
         self.assertEqual(t["max_attempts"], 3)
         self.assertIn("fails attempt 3 of the first 5", t["error"])
-        r = self.srv.request("GET", "/api/v1/notifications", token=self.admin)
+        # The owner is told after the record is final: wait for it.
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            r = self.srv.request("GET", "/api/v1/notifications", token=self.admin)
+            if any(n["kind"] == "error" and "failed" in n["title"] for n in r.json()):
+                break
+            time.sleep(0.03)
         self.assertTrue(any(n["kind"] == "error" and "failed" in n["title"] for n in r.json()), r)
 
     def test_bad_task_arguments_are_refused(self):
@@ -135,6 +141,26 @@ class Basics(TaskTest):
         self.assertIn(tid, [t["id"] for t in self.srv.request("GET", "/api/v1/admin/tasks", token=self.admin).json()])
         self.assertProblem(self.get(999999), 404)
         self.assertProblem(self.srv.request("GET", "/api/v1/tasks/abc", token=self.admin), 404)
+
+    def test_a_task_running_during_a_reload_finishes_in_the_old_copy(self):
+        tid = self.submit(steps=20, step_ms=50)
+        self.wait(tid, lambda t: t["state"] == "running" and t["progress"] > 0)
+        r = self.srv.request("POST", "/api/v1/admin/modules/hello/reload", token=self.admin)
+        self.assertEqual(r.status, 200, r)  # answered once the new copy serves
+        mods = {m["name"]: m for m in self.srv.request("GET", "/api/v1/admin/modules", token=self.admin).json()}
+        self.assertEqual(mods["hello"]["state"], "active")
+        self.assertEqual(mods["hello"].get("old_copies_draining"), 1)
+        t = self.wait_final(tid)
+        self.assertEqual(t["state"], "done", t)
+        self.assertEqual(t["attempts"], 1)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            mods = {m["name"]: m for m in self.srv.request("GET", "/api/v1/admin/modules",
+                                                            token=self.admin).json()}
+            if "old_copies_draining" not in mods["hello"]:
+                break
+            time.sleep(0.05)
+        self.assertNotIn("old_copies_draining", mods["hello"])
 
     def test_my_tasks_are_listed_newest_first(self):
         a = self.submit(steps=1, step_ms=0)
