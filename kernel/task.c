@@ -132,6 +132,7 @@ static int rec_load(uint64_t id, json_t **out)
     int rc = db_get_json(key, out);
     if (rc == 0 && !json_is_object(*out)) {
         json_decref(*out);
+        *out = NULL;
         return MB_EIO;
     }
     return rc;
@@ -542,12 +543,8 @@ static int task_for_caller(mb_req *req, uint64_t *id, json_t **rec, mb_err *err)
     return 0;
 }
 
-/* The live progress of a running task is newer than its (throttled) record. */
-static json_t *task_view(json_t *rec)
-{
-    json_t *o = rec_public(rec);
-    return o;
-}
+/* What a client sees of a record (NULL stays NULL: a record that vanished under us). */
+static json_t *task_view(const json_t *rec) { return rec ? rec_public(rec) : json_object(); }
 
 /* GET /api/v1/tasks/{id} */
 static int h_get(mb_req *req, void *st, mb_err *err)
@@ -573,12 +570,14 @@ static int h_cancel(mb_req *req, void *st, mb_err *err)
     if (rc)
         return rc;
     json_decref(rec);
+    rec = NULL;
     pthread_mutex_lock(&q_lock);
     for (mb_task *t = running; t; t = t->next)
         if (t->id == id) {
             atomic_store(&t->cancel, true);
             pthread_mutex_unlock(&q_lock);
-            rec_load(id, &rec);
+            if (rec_load(id, &rec))
+                rec = NULL;
             json_t *o = task_view(rec);
             json_decref(rec);
             json_object_set_new(o, "cancel_requested", json_true());
@@ -587,7 +586,9 @@ static int h_cancel(mb_req *req, void *st, mb_err *err)
     for (size_t i = 0; i < npending; i++)
         if (pending[i].id == id) {
             pending_del(i);
-            if (rec_load(id, &rec) == 0) {
+            if (rec_load(id, &rec))
+                rec = NULL;
+            else {
                 json_object_set_new(rec, "state", json_string("cancelled"));
                 json_object_set_new(rec, "error", json_string("cancelled"));
                 json_object_set_new(rec, "updated", json_integer(now_wall()));
@@ -599,7 +600,8 @@ static int h_cancel(mb_req *req, void *st, mb_err *err)
             return http_reply_json(req, 200, o);
         }
     pthread_mutex_unlock(&q_lock);
-    rec_load(id, &rec);
+    if (rec_load(id, &rec))
+        rec = NULL;
     rc = err_set(err, MB_ECONFLICT, "task %llu has already ended (%s)", (unsigned long long)id, rec_str(rec, "state"));
     json_decref(rec);
     return rc;
