@@ -81,7 +81,8 @@ class AdminApi(ModuleTest):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["state"], "cold")
         self.assertProblem(self.srv.request("GET", "/api/v1/hello", token=self.admin), 404)
-        self.assertEqual(self.listing()["hello"]["state"], "available")
+        # Cold until dlclose on the next loop turn, then only the file is left: available.
+        self.assertIn(self.listing()["hello"]["state"], ("cold", "available"))
         self.assertProblem(self.act("hello", "unload"), 404, "not loaded")
         self.assertProblem(self.act("hello", "reload"), 404, "not loaded")
         r = self.act("hello", "load")
@@ -154,7 +155,9 @@ class AdminApi(ModuleTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(json.loads(r.stdout)["state"], "cold")
         r = self.srv.ctl("module", "list")
-        self.assertIn("available", [l for l in r.stdout.splitlines() if l.startswith("hello")][0])
+        line = [l for l in r.stdout.splitlines() if l.startswith("hello")][0]
+        self.assertTrue("available" in line or "cold" in line, line)
+        self.assertNotIn("active", line)
         r = self.srv.ctl("module", "load", "hello")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(json.loads(r.stdout)["state"], "active")
