@@ -146,8 +146,10 @@ typedef struct http_stream_ops {
 int http_stream_route_add(const char *method, const char *pattern, int role, const http_stream_ops *ops, mb_err *err);
 /* Remove all routes of `owner`. */
 void http_routes_remove(mb_module *owner);
-/* Swap every route owned by `from` to `to` (reload). Atomic with respect to requests. */
-void http_routes_swap(mb_module *from, mb_module *to, void *new_state);
+/* Reload: the routes of `from` become `table` (kernel-stride mb_route entries ended by a
+ * NULL method) owned by `to`, function pointers included, atomically with respect to
+ * requests. Changes nothing on error (a new route another owner already serves). */
+int http_routes_swap(mb_module *from, mb_module *to, const mb_route *table, void *new_state, mb_err *err);
 
 /* Request accessors used by mb_api and kernel handlers. */
 const char *http_req_method(mb_req *req);
@@ -206,7 +208,8 @@ int hook_init(struct event_base *base, mb_err *err);
 void hook_fini(void);
 int hook_add(mb_module *owner, const mb_hook *h, void *state, mb_err *err);
 void hook_remove(mb_module *owner);
-void hook_swap(mb_module *from, mb_module *to, void *new_state);
+/* Reload: the subscriptions of `from` become `table` (ended by a NULL event) owned by `to`. */
+int hook_swap(mb_module *from, mb_module *to, const mb_hook *table, void *new_state, mb_err *err);
 int hook_filter(const char *event, json_t *payload, mb_err *err);
 /* Put the event into the outbox as part of batch b (committed by the caller); steals
  * payload. Call hook_kick() after the batch is committed. */
@@ -219,12 +222,27 @@ int task_init(struct event_base *base, int workers, mb_err *err);
 void task_fini(void);
 int task_type_add(mb_module *owner, const mb_task_type *t, void *state, mb_err *err);
 void task_types_remove(mb_module *owner);
-void task_types_swap(mb_module *from, mb_module *to, void *new_state);
+/* Reload: the types of `from` become `table` (ended by a NULL name) owned by `to`. */
+int task_types_swap(mb_module *from, mb_module *to, const mb_task_type *table, void *new_state, mb_err *err);
 int task_submit(const char *type, uint64_t owner, json_t *args, uint64_t *id, mb_err *err);
 bool task_progress(mb_task *t, int percent, const char *message);
 void task_result(mb_task *t, json_t *result);
 uint64_t task_id(mb_task *t);
 uint64_t task_owner(mb_task *t);
+/* Stop the worker pool (idempotent): running runners see task_progress() return true and
+ * their tasks go back to the queue without spending an attempt. Called by modmgr_fini
+ * before modules are closed, and by task_fini. */
+void task_stop(void);
+/* Ask the running tasks of `owner` to stop and go back to the queue (module unload). */
+void task_preempt(mb_module *owner);
+/* Pure pieces, exposed for unit tests. The delay before retry number `attempt` (1 = after
+ * the first failure): base * 2^(attempt-1), capped at cap_ms, then jittered into
+ * [3/4 d, d] by `rnd`. */
+int64_t task_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint32_t rnd);
+enum { TASK_NEXT_DONE = 1, TASK_NEXT_RETRY = 2, TASK_NEXT_FAILED = 3, TASK_NEXT_CANCELLED = 4 };
+/* What happens after an attempt returned rc (0 = done), given whether cancel was asked,
+ * how many attempts have run and the most allowed. */
+int task_next_state(int rc, bool cancel_requested, int attempts, int max_attempts);
 
 /* --------------------------------------------------------------- notify.c --- */
 /* Per-user event stream: notifications and task updates. Thread-safe. */
