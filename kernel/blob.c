@@ -431,9 +431,31 @@ void blob_pending_drop(const char *hash)
     pthread_mutex_unlock(&pend_lock);
 }
 
+static pthread_mutex_t commit_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A failed write lets go of a chunk: when no other write holds it and no refcount record
+ * names it, nobody can reach it, so it goes now instead of waiting for the collector. */
+void blob_pending_drop_discard(const char *hash)
+{
+    pthread_mutex_lock(&commit_lock);
+    pthread_mutex_lock(&pend_lock);
+    pend *p = pfind(hash, false);
+    if (p && --p->count == 0) {
+        p->count = -1;
+        char key[80], *v = NULL;
+        snprintf(key, sizeof key, "c/%s", hash);
+        if (db_get(key, strlen(key), &v, NULL) == MB_ENOENT) {
+            mb_err e = {0};
+            blob_del(hash, &e);
+        }
+        free(v);
+    }
+    pthread_mutex_unlock(&pend_lock);
+    pthread_mutex_unlock(&commit_lock);
+}
+
 /* ----------------------------------------------------------- refcounts --- */
 
-static pthread_mutex_t commit_lock = PTHREAD_MUTEX_INITIALIZER;
 void blob_lock(void) { pthread_mutex_lock(&commit_lock); }
 void blob_unlock(void) { pthread_mutex_unlock(&commit_lock); }
 

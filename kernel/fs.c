@@ -545,7 +545,7 @@ int fs_walk(const mb_user *u, uint64_t sid, const char *path,
 static int list_cb(const char *rel, const json_t *e, void *ud)
 {
     json_t *o = json_deep_copy(e);
-    json_object_set_new(o, "path", json_string(rel));
+    json_object_set_new(o, "relpath", json_string(rel));
     json_array_append_new(ud, o);
     return 0;
 }
@@ -812,11 +812,18 @@ int fs_write_data(fs_writer *w, const void *data, size_t n, mb_err *err)
     return 0;
 }
 
-static void writer_free(fs_writer *w)
+/* On failure the chunks only this write produced are deleted again: a refused or broken
+ * upload leaves nothing behind (an interrupted process leaves orphans for the collector). */
+static void writer_free(fs_writer *w, bool failed)
 {
     size_t i;
     json_t *c;
-    json_array_foreach(w->chunks, i, c) blob_pending_drop(jstr(c, "h"));
+    json_array_foreach(w->chunks, i, c) {
+        if (failed)
+            blob_pending_drop_discard(jstr(c, "h"));
+        else
+            blob_pending_drop(jstr(c, "h"));
+    }
     json_decref(w->chunks);
     EVP_MD_CTX_free(w->md);
     free(w->buf);
@@ -827,7 +834,7 @@ static void writer_free(fs_writer *w)
 void fs_write_abort(fs_writer *w)
 {
     if (w)
-        writer_free(w);
+        writer_free(w, true);
 }
 
 /* Remove every version of file fid (refcounts down into refs, deletes into b). */
@@ -863,21 +870,13 @@ static void add_chunk_refs(blob_refs *refs, const json_t *chunks, int delta)
 int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
 {
     int rc = 0;
-    /* The tail: whatever is left is cut as the end of the input. */
-    while (w->len > w->start) {
-        size_t cut = chunker_cut(w->buf + w->start, w->len - w->start);
-        if ((rc = store_chunk(w, w->buf + w->start, cut, err))) {
-            writer_free(w);
-            return rc;
-        }
-        w->start += cut;
-    }
     if (w->expected >= 0 && w->total != (uint64_t)w->expected) {
         rc = err_set(err, MB_EINVAL, "the body ended after %llu of the %lld bytes announced",
                      (unsigned long long)w->total, (long long)w->expected);
-        writer_free(w);
+        writer_free(w, true);
         return rc;
     }
+    /* Verify before the tail is stored: a small body with a wrong digest touches no disk. */
     uint8_t md[32];
     unsigned mdl = 0;
     char sha[65];
@@ -886,8 +885,17 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     if (w->expect[0] && strcmp(w->expect, sha)) {
         rc = err_set(err, MB_EINVAL, "the body's SHA-256 is %s but the client announced %s; nothing was stored", sha,
                      w->expect);
-        writer_free(w);
+        writer_free(w, true);
         return rc;
+    }
+    /* The tail: whatever is left is cut as the end of the input. */
+    while (w->len > w->start) {
+        size_t cut = chunker_cut(w->buf + w->start, w->len - w->start);
+        if ((rc = store_chunk(w, w->buf + w->start, cut, err))) {
+            writer_free(w, true);
+            return rc;
+        }
+        w->start += cut;
     }
     const char *name;
     char *dir = parent_of(w->path, &name);
@@ -962,7 +970,7 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     json_decref(existing);
     free(ctype);
     free(dir);
-    writer_free(w);
+    writer_free(w, rc != 0);
     return rc;
 }
 

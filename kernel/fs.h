@@ -143,6 +143,8 @@ int blob_get(const char *hash, void *buf, size_t len, mb_err *err);
 /* Pending chunks: written or deduplicated by a write that has not committed yet. */
 void blob_pending_add(const char *hash);
 void blob_pending_drop(const char *hash);
+/* Drop as pending after a failed write, deleting the chunk if no one else holds or names it. */
+void blob_pending_drop_discard(const char *hash);
 /* The commit lock: held around every read-modify-write of refcounts together with the
  * namespace change that needs them, and by the collector. */
 void blob_lock(void);
