@@ -437,7 +437,8 @@ static int h_get(mb_req *req, void *st, mb_err *err)
     arena *a = http_req_arena(req);
     uint64_t size = (uint64_t)json_integer_value(json_object_get(info, "size"));
     int64_t mtime = json_integer_value(json_object_get(info, "mtime"));
-    const char *sha = json_string_value(json_object_get(info, "sha256"));
+    char sha[65];
+    snprintf(sha, sizeof sha, "%s", json_string_value(json_object_get(info, "sha256")));
     const char *ct = json_string_value(json_object_get(info, "ctype"));
     char etag[80], lm[64];
     snprintf(etag, sizeof etag, "\"%s\"", sha);
