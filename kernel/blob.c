@@ -215,7 +215,7 @@ static int local_list(void *st, int (*fn)(const char *, uint64_t, int64_t, void 
         while (!stop && (e2 = readdir(d2))) {
             if (!hex2(e2->d_name))
                 continue;
-            char p2[4300];
+            char p2[4500];
             snprintf(p2, sizeof p2, "%s/%s", p1, e2->d_name);
             DIR *d3 = opendir(p2);
             if (!d3)
@@ -224,7 +224,7 @@ static int local_list(void *st, int (*fn)(const char *, uint64_t, int64_t, void 
             while (!stop && (e3 = readdir(d3))) {
                 if (!valid_key(e3->d_name))
                     continue;
-                char p3[4400];
+                char p3[4800];
                 snprintf(p3, sizeof p3, "%s/%s", p2, e3->d_name);
                 struct stat sb;
                 if (stat(p3, &sb) == 0 && S_ISREG(sb.st_mode))
