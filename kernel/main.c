@@ -7,7 +7,7 @@
  * exit 0); SIGHUP re-reads conf.d and keeps the running configuration if the new one is bad.
  * Other threads hand work to the loop with main_call().
  */
-#include "kernel.h"
+#include "fs.h"
 #include <event2/thread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -115,6 +115,7 @@ int main(int argc, char **argv)
     event_add(ev_hup, NULL);
 
     if (notify_init(&err) || hook_init(base, &err) || task_init(base, g_cfg->workers, &err) || auth_init(&err) ||
+        fs_init(&err) ||
         luas_init(g_cfg->lua_dir, &err) || api_routes_init(&err) || modmgr_init(base, &err) ||
         auth_bootstrap(&err) || http_start(&err)) {
         log_error("start failed: %s", err.msg);
@@ -135,6 +136,7 @@ out_stop:
     task_fini();
     hook_fini();
     luas_fini();
+    fs_fini();
     auth_fini();
     notify_fini();
     loop_fini(); /* run what was handed over during the stop */

@@ -29,6 +29,7 @@
  * health); only the loop thread changes it. modmgr_enter/leave(NULL) is the kernel: free.
  */
 #include "kernel.h"
+#include "fs.h"
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -390,6 +391,9 @@ static void copy_fini(mb_module *m, bool reloading)
         log_msg(LOG_WARN, m->name, "fini refused during %s (ignored): %s", reloading ? "reload" : "a forced stop",
                 e.msg);
     m->inited = false;
+    /* A blob backend the module registered in init lives until its fini: only then can no
+     * call of this copy be reading through it. A newer copy's registration is left alone. */
+    blob_backend_unregister(m);
 }
 
 static void unregister_all(mb_module *m)
@@ -537,6 +541,7 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
             return;
         }
         m->inited = false;
+        blob_backend_unregister(m);
     } else
         copy_fini(m, m->reloading);
     set_state(m, MOD_COLD);
