@@ -48,4 +48,26 @@ int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, 
 ssize_t fs_read(fs_reader *r, uint64_t off, void *buf, size_t n, mb_err *err);
 void fs_close(fs_reader *r);
 
+/* ------------------------------------------------ tus and zip (branch tus) --- */
+
+/* Walk the subtree under the folder `path` ("" or "/" is the store's root) as user `u`,
+ * depth first, each folder's children in name order, a folder before what it holds. fn is
+ * called for every entry BELOW `path` (never for `path` itself) with:
+ *   relpath  the entry's path relative to `path`, '/'-separated, no leading or trailing '/';
+ *   entry    its listing object, borrowed, valid only during the call, with at least
+ *            "type": "file" | "folder", "size": integer bytes (files), "mtime": integer
+ *            Unix seconds (optional).
+ * A non-zero return from fn stops the walk and is returned as is. Errors: MB_ENOENT (no
+ * such store or folder, or the user cannot reach it), MB_ECONFLICT (`path` is a file).
+ * The walk reads a consistent-enough view: entries created during the walk may or may not
+ * be seen; an entry seen was valid when seen. Thread-safe; any thread. */
+int fs_walk(const mb_user *u, uint64_t sid, const char *path,
+            int (*fn)(const char *relpath, const json_t *entry, void *ud), void *ud, mb_err *err);
+
+/* kernel/zip.c: answer `req` with the folder subtree as a streamed application/zip
+ * (200, unknown length): stored entries, data descriptors, ZIP64 when needed, UTF-8 names.
+ * Reads each file through fs_open/fs_read while sending; never holds a file in memory.
+ * Returns 0 once the answer is queued, or a negative MB_E* (nothing queued) with err. */
+int zip_folder_reply(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
+
 #endif
