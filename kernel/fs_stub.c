@@ -50,6 +50,8 @@ static int resolve(const mb_user *u, uint64_t sid, const char *path, char *out, 
             return err_set(err, MB_EINVAL, "the path has an invalid name");
         p += l + (e ? 1 : 0);
     }
+    snprintf(out, n, "%s/%llu", root, (unsigned long long)sid);
+    mkdir_p(out, 0700); /* a user's store exists from the start */
     snprintf(out, n, "%s/%llu%s%s", root, (unsigned long long)sid, *path ? "/" : "", path);
     return 0;
 }
@@ -241,7 +243,6 @@ int fs_walk(const mb_user *u, uint64_t sid, const char *path,
     int rc = resolve(u, sid, path, p, sizeof p, err);
     if (rc)
         return rc;
-    mkdir_p(p[0] ? p : root, 0700); /* the stub's store root exists lazily */
     struct stat st;
     if (stat(p, &st))
         return err_set(err, MB_ENOENT, "no such folder");

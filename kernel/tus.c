@@ -623,7 +623,6 @@ static int patch_begin(mb_req *req, void **ctx, mb_err *err)
         return err_set(err, MB_EINVAL, "Upload-Offset must be a non-negative decimal number");
     }
     uint64_t cur = rec_u64(rec, "offset"), length = rec_u64(rec, "length");
-    expires_header(req, rec);
     if (off != cur) {
         set_u64_header(req, "Upload-Offset", cur);
         json_decref(rec);
