@@ -378,8 +378,8 @@ static int finalize(const mb_user *u, const char *id, json_t *rec, mb_err *err)
     bool created = false;
     if ((rc = fs_write_commit(w, &info, &created, err)))
         return rc;
-    /* The file is durable; now the upload is finished. A crash before the next line leaves a
-     * complete part and offset == length: the next PATCH simply commits the same bytes again. */
+    /* The file is durable; now the upload is finished. A crash before the next line leaves the
+     * old offset recorded: the client resends the tail and the same bytes are committed again. */
     json_object_set_new(rec, "done", json_true());
     if (info) {
         json_t *v = json_object_get(info, "version");
@@ -611,53 +611,53 @@ static int patch_begin(mb_req *req, void **ctx, mb_err *err)
     json_t *rec = NULL;
     if ((rc = load_owned(req, id, &rec, err)))
         return rc;
+    json_decref(rec); /* read again below, once the upload is ours */
     const char *ct = http_req_header(req, "Content-Type");
-    if (!ct || strncmp(ct, "application/offset+octet-stream", 31) || (ct[31] && ct[31] != ';' && ct[31] != ' ')) {
-        json_decref(rec);
+    if (!ct || strncmp(ct, "application/offset+octet-stream", 31) || (ct[31] && ct[31] != ';' && ct[31] != ' '))
         return err_set(err, MB_EUNSUPP, "a PATCH body must be Content-Type: application/offset+octet-stream");
-    }
     const char *os = http_req_header(req, "Upload-Offset");
     uint64_t off;
-    if (!os || !parse_u64(os, &off)) {
-        json_decref(rec);
+    if (!os || !parse_u64(os, &off))
         return err_set(err, MB_EINVAL, "Upload-Offset must be a non-negative decimal number");
+    patch *p = xcalloc(1, sizeof *p);
+    p->fd = -1;
+    snprintf(p->id, sizeof p->id, "%s", id);
+    const char *ck = http_req_header(req, "Upload-Checksum");
+    int algo = 0;
+    if (ck && (rc = tus_parse_checksum(ck, &algo, p->want, &p->wantlen, err))) {
+        free(p);
+        return rc;
     }
-    uint64_t cur = rec_u64(rec, "offset"), length = rec_u64(rec, "length");
+    if (!busy_take(id)) {
+        free(p);
+        return tus_problem(req, 423, "Locked", "another PATCH to this upload is in progress");
+    }
+    /* From here patch_free() releases the id. The record is read while we hold it, so the
+     * offset compared below is the one no other request can move. */
+    if (rec_get(id, &p->rec)) {
+        patch_free(p);
+        return err_set(err, MB_ENOENT, "no such upload");
+    }
+    uint64_t cur = rec_u64(p->rec, "offset"), length = rec_u64(p->rec, "length");
+    p->start = p->pos = cur;
+    p->length = length;
     if (off != cur) {
         set_u64_header(req, "Upload-Offset", cur);
-        json_decref(rec);
+        patch_free(p);
         return err_set(err, MB_ECONFLICT, "Upload-Offset is %llu but the upload has %llu bytes",
                        (unsigned long long)off, (unsigned long long)cur);
     }
     const char *cl = http_req_header(req, "Content-Length");
     uint64_t clen;
     if (cl && parse_u64(cl, &clen) && clen > length - cur) {
-        json_decref(rec);
+        patch_free(p);
         return err_set(err, MB_ETOOBIG, "the PATCH carries %llu bytes but only %llu remain of Upload-Length",
                        (unsigned long long)clen, (unsigned long long)(length - cur));
     }
-    patch *p = xcalloc(1, sizeof *p);
-    p->fd = -1;
-    p->rec = rec;
-    p->start = p->pos = cur;
-    p->length = length;
-    snprintf(p->id, sizeof p->id, "%s", id);
-    const char *ck = http_req_header(req, "Upload-Checksum");
-    int algo = 0;
-    if (ck && (rc = tus_parse_checksum(ck, &algo, p->want, &p->wantlen, err))) {
-        json_decref(rec);
-        free(p);
-        return rc;
-    }
-    if (!busy_take(id)) {
-        json_decref(rec);
-        free(p);
-        return tus_problem(req, 423, "Locked", "another PATCH to this upload is in progress");
-    }
-    /* From here patch_free() releases the id. */
-    if (json_is_true(json_object_get(rec, "done"))) {
+    if (json_is_true(json_object_get(p->rec, "done"))) {
         /* Finished already (the client lost our answer): report completion again. */
         set_u64_header(req, "Upload-Offset", cur);
+        expires_header(req, p->rec);
         patch_free(p);
         return http_reply_bytes(req, 204, NULL, NULL, 0);
     }
@@ -727,11 +727,21 @@ static int patch_end(mb_req *req, void *ctx, mb_err *err)
             return 0;
         }
     }
-    if ((rc = patch_persist(p, err))) {
-        patch_free(p);
-        return rc;
-    }
-    if (p->pos == p->length) {
+    if (p->pos < p->length) {
+        if ((rc = patch_persist(p, err))) {
+            patch_free(p);
+            return rc;
+        }
+    } else {
+        /* The last byte is in. The offset is recorded as complete only together with "done",
+         * after the commit: HEAD must never tell a client "all there" for a file that a crash
+         * kept from being committed. */
+        if (fdatasync(p->fd)) {
+            patch_free(p);
+            return err_set(err, MB_EIO, "cannot make the upload's bytes durable: %s", strerror(errno));
+        }
+        json_object_set_new(p->rec, "offset", json_integer((json_int_t)p->pos));
+        json_object_set_new(p->rec, "expires", json_integer((json_int_t)(now_wall() + expiry_seconds)));
         if ((rc = finalize(http_req_user(req), p->id, p->rec, err))) {
             patch_free(p);
             return rc;
@@ -750,8 +760,9 @@ static void patch_abort(mb_req *req, void *ctx)
     if (!p)
         return;
     mb_err err = {0};
-    /* The client went away: keep what arrived (resumable), unless it cannot be verified. */
-    if (p->failed || p->md) {
+    /* The client went away: keep what arrived (resumable), unless it cannot be verified, or
+     * it is everything (only a commit may record a complete offset: see patch_end). */
+    if (p->failed || p->md || p->pos == p->length) {
         if (ftruncate(p->fd, (off_t)p->start))
             log_msg(LOG_WARN, "tus", "upload %s: cannot drop a broken PATCH: %s", p->id, strerror(errno));
     } else if (patch_persist(p, &err))
