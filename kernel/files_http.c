@@ -18,15 +18,6 @@
 
 #define MAX_RANGES 32
 
-/* The folder zip comes from kernel/zip.c (branch tus). Until it is merged this weak stub
- * answers 501; the strong definition in zip.c replaces it. */
-__attribute__((weak)) int zip_folder_reply(mb_req *req, const mb_user *u, uint64_t sid, const char *path,
-                                           mb_err *err)
-{
-    (void)req, (void)u, (void)sid, (void)path;
-    return err_set(err, MB_EUNSUPP, "downloading a folder as a zip is not available in this build");
-}
-
 /* ------------------------------------------------------------ helpers --- */
 
 static int req_sid(mb_req *req, uint64_t *sid, mb_err *err)

@@ -289,4 +289,39 @@ struct event_base *main_loop(void);
 /* Run fn(arg) on the loop thread (thread-safe); used to hand work to the owning thread. */
 void main_call(void (*fn)(void *), void *arg);
 
+/* ------------------------------------------------------------ zip.c, tus.c --- */
+/* zip.c: a pull-driven zip writer (stored entries, data descriptors, ZIP64, UTF-8 names).
+ * List the entries, then call zip_stream_read until it returns 0. One owner at a time. */
+typedef struct zip_stream zip_stream;
+typedef struct zip_source {
+    /* Open the file listed under `key`; *size is the exact number of bytes read() will give. */
+    int (*open)(void *ud, const char *key, uint64_t *size, mb_err *err);
+    /* Sequential read of up to n bytes; > 0 bytes, 0 at end, negative MB_E* with err. */
+    ssize_t (*read)(void *ud, void *buf, size_t n, mb_err *err);
+    void (*close)(void *ud);
+} zip_source;
+zip_stream *zip_stream_new(const zip_source *src, void *ud);
+/* name: the name inside the archive ('\' becomes '_', folders get a trailing '/');
+ * key: what src->open receives (NULL: name). mtime in Unix seconds (<= 0: 1980). */
+void zip_stream_add(zip_stream *z, const char *name, const char *key, bool folder, int64_t mtime);
+size_t zip_stream_count(const zip_stream *z);
+/* Fill buf with up to max bytes of the archive: > 0 bytes, 0 at the end, negative on error. */
+ssize_t zip_stream_read(zip_stream *z, char *buf, size_t max, mb_err *err);
+void zip_stream_free(zip_stream *z);
+
+/* tus.c: tus 1.0 resumable uploads under /api/v1/uploads (after fs_init). */
+int tus_init(mb_err *err);
+void tus_fini(void);
+/* Pure pieces, exposed for unit tests. Upload-Metadata: "key b64,key2 b64,flag" into a JSON
+ * object of strings (a key without a value maps to ""); keys must be unique ASCII without
+ * spaces or commas, values valid base64 of UTF-8 text without NUL. */
+int tus_parse_metadata(const char *hdr, json_t **out, mb_err *err);
+/* Upload-Checksum: "<algo> <base64 digest>", algo sha1 or sha256; *algo is 1 or 256 and
+ * digest receives the decoded bytes (20 or 32); *dlen its length. */
+int tus_parse_checksum(const char *hdr, int *algo, uint8_t digest[32], size_t *dlen, mb_err *err);
+/* Upload id: exactly 32 lower-hex characters. */
+bool tus_valid_id(const char *id);
+/* RFC 9110 IMF-fixdate of t (out has at least 30 bytes). */
+void tus_http_date(int64_t t, char out[40]);
+
 #endif
