@@ -135,15 +135,9 @@ int fs_path_normalize(const char *in, size_t n, char **out, mb_err *err)
 
 /* ======================================================== small helpers === */
 
-static uint64_t new_id(void)
-{
-    uint64_t v = 0;
-    while (!v) {
-        randombytes_buf(&v, sizeof v);
-        v &= 0x7fffffffffffffffULL; /* fits a JSON integer */
-    }
-    return v;
-}
+/* File and folder ids: unique for the life of the database, small enough to be exact as
+ * JSON numbers in a browser (2^53), stable across renames. */
+static uint64_t new_id(void) { return db_alloc_id("entry"); }
 
 static void dkey(char *out, size_t n, uint64_t sid, uint64_t pid, const char *name)
 {
