@@ -251,7 +251,7 @@ static int store_access(const mb_user *u, uint64_t sid, json_t **rec, mb_err *er
 
 int fs_store_get(const mb_user *u, uint64_t sid, json_t **out, mb_err *err)
 {
-    json_t *s;
+    json_t *s = NULL;
     int rc = store_access(u, sid, &s, err);
     if (rc)
         return rc;
@@ -278,7 +278,7 @@ int fs_stores_list(const mb_user *u, json_t **out, mb_err *err)
             continue;
         char key[32];
         snprintf(key, sizeof key, "s/%.16s", k + kl - 16);
-        json_t *s;
+        json_t *s = NULL;
         if (db_get_json(key, &s) == 0) {
             json_array_append_new(arr, store_public(s));
             json_decref(s);
