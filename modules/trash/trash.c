@@ -232,22 +232,27 @@ static int t_purge(mb_task *task, const json_t *args, void *state, mb_err *err)
     return 0;
 }
 
+/* The timer: a purge right after load (once the kernel registered trash.purge, which it does
+ * only after init returns, so a refused submit is retried a second later), then one every
+ * purge_interval seconds. */
 static void *timer_main(void *arg)
 {
     trash *t = arg;
+    int64_t wait = 0;
     pthread_mutex_lock(&t->mu);
     while (!t->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += t->purge_interval;
-        pthread_cond_timedwait(&t->cv, &t->mu, &ts);
-        if (t->stop)
-            break;
+        if (wait) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait;
+            pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+            if (t->stop)
+                break;
+        }
         pthread_mutex_unlock(&t->mu);
         uint64_t id;
         mb_err e = {0};
-        if (t->api->task_submit("trash.purge", 0, json_object(), &id, &e))
-            t->api->log(t->self, 2, "could not queue the purge: %s", e.msg);
+        wait = t->api->task_submit("trash.purge", 0, json_object(), &id, &e) ? 1 : t->purge_interval;
         pthread_mutex_lock(&t->mu);
     }
     pthread_mutex_unlock(&t->mu);
@@ -272,10 +277,6 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     read_config(t, config);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
-    uint64_t id;
-    mb_err e = {0};
-    if (api->task_submit("trash.purge", 0, json_object(), &id, &e))
-        api->log(self, 2, "could not queue the purge: %s", e.msg);
     t->timer_on = pthread_create(&t->timer, NULL, timer_main, t) == 0;
     *state = t;
     return 0;
