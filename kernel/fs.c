@@ -231,6 +231,7 @@ void fs_store_create_batch(db_batch *b, uint64_t uid, const char *name, uint64_t
 /* The store record if u may reach it; another user's store is indistinguishable from none. */
 static int store_access(const mb_user *u, uint64_t sid, json_t **rec, mb_err *err)
 {
+    *rec = NULL;
     char key[32], a[17];
     key_u64(a, sid);
     snprintf(key, sizeof key, "s/%s", a);
@@ -1810,7 +1811,7 @@ void fs_fini(void)
 
 int fs_x_store_owner(const mb_user *u, uint64_t sid, uint64_t *owner, mb_err *err)
 {
-    json_t *s;
+    json_t *s = NULL;
     int rc = store_access(u, sid, &s, err);
     if (!rc) {
         *owner = (uint64_t)jint(s, "owner");
