@@ -231,7 +231,8 @@ void fs_store_create_batch(db_batch *b, uint64_t uid, const char *name, uint64_t
 /* The store record if u may reach it; another user's store is indistinguishable from none. */
 static int store_access(const mb_user *u, uint64_t sid, json_t **rec, mb_err *err)
 {
-    *rec = NULL;
+    if (rec)
+        *rec = NULL;
     char key[32], a[17];
     key_u64(a, sid);
     snprintf(key, sizeof key, "s/%s", a);
