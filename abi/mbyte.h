@@ -398,8 +398,13 @@ struct mb_api {
      * ready store. set: u must own sid. */
     int (*store_default_get)(uint64_t owner, uint64_t *sid, mb_err *err);
     int (*store_default_set)(const mb_user *u, uint64_t sid, mb_err *err);
-    /* A user by id: {"id","name","role":"user"|"admin"}. */
-    int (*user_get)(uint64_t uid, json_t **out, mb_err *err);
+    /* A user by id, or by name when name is not NULL: {"id","name","role":"user"|"admin"};
+     * MB_ENOENT if there is none. */
+    int (*user_get)(uint64_t uid, const char *name, json_t **out, mb_err *err);
+    /* Read a YAML file of the configuration directory (conf.d) as JSON (new reference):
+     * `file` is a plain file name ("store-template.yaml"); a '/' or ".." is refused.
+     * Errors name file:line. */
+    int (*conf_load)(const char *file, json_t **out, mb_err *err);
 };
 
 #ifdef __cplusplus

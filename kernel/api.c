@@ -191,6 +191,7 @@ static const mb_api table = {
     .store_default_get = stores_default_get,
     .store_default_set = stores_default_set,
     .user_get = stores_user_get,
+    .conf_load = stores_conf_load,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -630,17 +630,43 @@ void stores_list_decorate(const mb_user *u, json_t *arr)
 
 /* ================================================================ users === */
 
-int stores_user_get(uint64_t uid, json_t **out, mb_err *err)
+int stores_user_get(uint64_t uid, const char *name, json_t **out, mb_err *err)
 {
-    char name[256];
-    if (auth_user_name(uid, name, sizeof name))
-        return err_set(err, MB_ENOENT, "no user with id %llu", (unsigned long long)uid);
+    char nb[256];
+    if (!name) {
+        if (auth_user_name(uid, nb, sizeof nb))
+            return err_set(err, MB_ENOENT, "no user with id %llu", (unsigned long long)uid);
+        name = nb;
+    }
+    if (!auth_valid_username(name))
+        return err_set(err, MB_ENOENT, "no such user");
     char key[300];
     snprintf(key, sizeof key, "u/%s", name);
     json_t *u = NULL;
     if (db_get_json(key, &u))
-        return err_set(err, MB_ENOENT, "no user with id %llu", (unsigned long long)uid);
-    *out = json_pack("{s:I, s:s, s:O}", "id", (json_int_t)uid, "name", name, "role", json_object_get(u, "role"));
+        return err_set(err, MB_ENOENT, "no user '%s'", name);
+    *out = json_pack("{s:O, s:s, s:O}", "id", json_object_get(u, "id"), "name", name, "role",
+                     json_object_get(u, "role"));
     json_decref(u);
     return 0;
+}
+
+/* ========================================================= conf files === */
+
+int stores_conf_load(const char *file, json_t **out, mb_err *err)
+{
+    if (!file || !*file || strchr(file, '/') || strstr(file, ".."))
+        return err_set(err, MB_EINVAL, "a configuration file is named without '/' or '..'");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", g_cfg->config_dir, file);
+    json_t *lines = NULL;
+    int rc = cfg_yaml_load(path, out, &lines, err);
+    json_decref(lines);
+    size_t pl = strlen(path);
+    if (rc && err && !strncmp(err->msg, path, pl)) { /* name the file, not the server's directories */
+        char tail[256];
+        snprintf(tail, sizeof tail, "%s", err->msg + pl);
+        snprintf(err->msg, sizeof err->msg, "%s%s", file, tail);
+    }
+    return rc;
 }
