@@ -39,7 +39,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 2 /* 2: history (trash, versions, integrity), branch history */
+#define MB_ABI_MINOR 3 /* 2: history (trash, versions, integrity); 3: stores, settings, usage */
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -419,6 +419,54 @@ struct mb_api {
      * fails with MB_EINTEGRITY and `reason` in the sentence, so no door serves it. Synced. */
     int (*file_mark_damaged)(uint64_t sid, uint64_t file_id, uint64_t version, const char *reason, bool damaged,
                              mb_err *err);
+
+    /* ------------------------------------- minor 3: stores (branch stores) --- */
+    /* Store management for the multistore, taskmgr, storeconfig and quotas modules.
+     * A store is "provisioning" from store_create until store_ready: hidden from its owner
+     * (GET /api/v1/stores does not list it, every file call answers MB_ENOENT) but
+     * reachable by the system (u == NULL), which fills it. A store being deleted is
+     * hidden from everyone. JSON results are new references the caller json_decrefs. */
+
+    /* Create a store for user `owner` in the provisioning state with initial settings
+     * (borrowed object, may be NULL); synced. store.created is raised by store_ready. */
+    int (*store_create)(uint64_t owner, const char *name, const json_t *settings, uint64_t *sid, mb_err *err);
+    /* Make a provisioning store visible and raise store.created (same batch). Idempotent. */
+    int (*store_ready)(uint64_t sid, mb_err *err);
+    /* Rename (u must own it, or NULL for the system); raises store.renamed. */
+    int (*store_rename)(const mb_user *u, uint64_t sid, const char *name, mb_err *err);
+    /* Hide the store at once and take its usage off the owner's (one batch). u NULL may
+     * also begin deleting a provisioning store (a rollback) and may call it again on a
+     * store already being deleted (a resumed task). */
+    int (*store_delete_begin)(const mb_user *u, uint64_t sid, mb_err *err);
+    /* Remove up to max_keys entries and versions of a store being deleted, releasing their
+     * chunk references. Returns 1 while more is left, 0 when the store is gone (the last
+     * step removes the record and raises store.deleted; chunks nobody references any more
+     * are deleted then), negative on failure. Idempotent, so a task can resume it after a
+     * crash; *removed (may be NULL) receives how many keys this step removed. Blocks: call
+     * it from a task. */
+    int (*store_delete_step)(uint64_t sid, int max_keys, int64_t *removed, mb_err *err);
+    /* Every store of `owner` (0: of everyone), provisioning and deleting ones included,
+     * each with "state": "provisioning" | "ready" | "deleting" and "settings". */
+    int (*store_list_all)(uint64_t owner, json_t **out, mb_err *err);
+    /* Usage, kept by the kernel in the same batch as every change: {"bytes","files"} of
+     * the current versions of the files in store sid, or (sid == 0) in every ready store
+     * of user `owner`. Exact across crashes. No ownership check: the caller checks. */
+    int (*usage_get)(uint64_t sid, uint64_t owner, json_t **out, mb_err *err);
+    /* The store's settings object (kept in its record; {} if none) / replace it whole. No
+     * ownership check and no validation: storeconfig validates. */
+    int (*store_settings_get)(uint64_t sid, json_t **out, mb_err *err);
+    int (*store_settings_set)(uint64_t sid, const json_t *settings, mb_err *err);
+    /* The user's default store (the one the web page opens): the one set, else the oldest
+     * ready store. set: u must own sid. */
+    int (*store_default_get)(uint64_t owner, uint64_t *sid, mb_err *err);
+    int (*store_default_set)(const mb_user *u, uint64_t sid, mb_err *err);
+    /* A user by id, or by name when name is not NULL: {"id","name","role":"user"|"admin"};
+     * MB_ENOENT if there is none. */
+    int (*user_get)(uint64_t uid, const char *name, json_t **out, mb_err *err);
+    /* Read a YAML file of the configuration directory (conf.d) as JSON (new reference):
+     * `file` is a plain file name ("store-template.yaml"); a '/' or ".." is refused.
+     * Errors name file:line. */
+    int (*conf_load)(const char *file, json_t **out, mb_err *err);
 };
 
 #ifdef __cplusplus

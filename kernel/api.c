@@ -190,6 +190,20 @@ static const mb_api table = {
     .chunk_verify = history_chunk_verify,
     .chunk_files = history_chunk_files,
     .file_mark_damaged = history_mark_damaged,
+    /* minor 3: stores (kernel/stores.c) */
+    .store_create = stores_create,
+    .store_ready = stores_ready,
+    .store_rename = stores_rename,
+    .store_delete_begin = stores_delete_begin,
+    .store_delete_step = stores_delete_step,
+    .store_list_all = stores_list_all,
+    .usage_get = stores_usage_get,
+    .store_settings_get = stores_settings_get,
+    .store_settings_set = stores_settings_set,
+    .store_default_get = stores_default_get,
+    .store_default_set = stores_default_set,
+    .user_get = stores_user_get,
+    .conf_load = stores_conf_load,
 };
 
 const mb_api *api_table(void) { return &table; }

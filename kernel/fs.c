@@ -238,7 +238,8 @@ static int store_access(const mb_user *u, uint64_t sid, json_t **rec, mb_err *er
     snprintf(key, sizeof key, "s/%s", a);
     json_t *s = NULL;
     int rc = db_get_json(key, &s);
-    if (rc == MB_ENOENT || (rc == 0 && u && (uint64_t)jint(s, "owner") != u->id)) {
+    if (rc == MB_ENOENT || (rc == 0 && u && (uint64_t)jint(s, "owner") != u->id) ||
+        (rc == 0 && !stores_reachable(s, u))) { /* stores.c: provisioning or deleting */
         json_decref(s);
         return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
     }
@@ -282,11 +283,13 @@ int fs_stores_list(const mb_user *u, json_t **out, mb_err *err)
         snprintf(key, sizeof key, "s/%.16s", k + kl - 16);
         json_t *s = NULL;
         if (db_get_json(key, &s) == 0) {
-            json_array_append_new(arr, store_public(s));
+            if (stores_reachable(s, u))
+                json_array_append_new(arr, store_public(s));
             json_decref(s);
         }
     }
     db_iter_free(it);
+    stores_list_decorate(u, arr); /* marks the user's default store */
     *out = arr;
     return 0;
 }
@@ -652,6 +655,7 @@ struct fs_writer {
     EVP_MD_CTX *md;
     uint64_t total;
     int64_t expected;
+    int64_t existing; /* size of the file this write replaces (0 if new), for quotas */
     json_t *chunks; /* [{"h","n"}] in order; each one is pending in blob.c */
     uint8_t head[HEAD_BYTES];
     size_t headlen;
@@ -726,6 +730,7 @@ int fs_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t exp
         json_object_set_new(p, "size", json_integer(expected_size));
         json_object_set_new(p, "ctype", json_string(guess ? guess : "application/octet-stream"));
         json_object_set_new(p, "existing_size", json_integer(existing ? jint(existing, "size") : 0));
+        w->existing = existing ? jint(existing, "size") : 0;
         json_object_set_new(p, "exists", json_boolean(existing != NULL));
         rc = hook_filter("file.write", p, err);
         json_decref(p);
@@ -759,6 +764,7 @@ static int store_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
     json_t *fp = filter_payload(w);
     json_object_set_new(fp, "bytes", json_integer((json_int_t)(w->total)));
     json_object_set_new(fp, "size", json_integer(w->expected));
+    json_object_set_new(fp, "existing_size", json_integer(w->existing));
     int rc = hook_filter("file.write.chunk", fp, err);
     json_decref(fp);
     if (rc)
@@ -903,6 +909,7 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     bool is_new = true;
 
     blob_lock();
+    stores_usage_begin();
     uint64_t pid;
     rc = store_access(NULL, w->sid, NULL, err);
     if (!rc)
@@ -944,6 +951,8 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
                                   "owner", (json_int_t)w->owner, "path", w->path, "file_id", (json_int_t)fid, "size",
                                   (json_int_t)w->total, "sha256", sha, "version", (json_int_t)ver, "ctype", ctype,
                                   "user", (json_int_t)w->uid));
+        stores_usage_note(w->sid, (int64_t)w->total - (is_new ? 0 : jint(existing, "size")), is_new ? 1 : 0);
+        stores_usage_flush(b);
         rc = blob_refs_apply(refs, b, err);
         if (!rc) {
             rc = db_batch_commit(b, true);
@@ -1195,6 +1204,7 @@ static void delete_into(uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid
             db_batch_del(b, key, strlen(key));
             if (!is_folder(se)) {
                 drop_versions(sid, (uint64_t)jint(se, "id"), b, refs);
+                stores_usage_note(sid, -jint(se, "size"), -1);
                 hook_emit_batch(b, "file.deleted",
                                 json_pack("{s:I, s:I, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                           (json_int_t)owner, "path", full, "file_id", jint(se, "id"), "size",
@@ -1208,6 +1218,7 @@ static void delete_into(uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid
                                   "path", path, "user", (json_int_t)uid));
     } else {
         drop_versions(sid, (uint64_t)jint(e, "id"), b, refs);
+        stores_usage_note(sid, -jint(e, "size"), -1);
         hook_emit_batch(b, "file.deleted",
                         json_pack("{s:I, s:I, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", path, "file_id", jint(e, "id"), "size", jint(e, "size"),
@@ -1219,6 +1230,7 @@ static void delete_into(uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid
 
 static int commit_with_refs(db_batch *b, blob_refs *refs, mb_err *err, const char *what)
 {
+    stores_usage_flush(b);
     int rc = blob_refs_apply(refs, b, err);
     if (rc) {
         db_batch_free(b);
@@ -1263,6 +1275,7 @@ int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_er
         rc = 0;
     if (!rc && !handled) {
         blob_lock();
+        stores_usage_begin();
         uint64_t pid;
         rc = resolve(sid, np, &pid, &e, err);
         if (!rc && is_folder(e) && !(flags & FS_RECURSIVE)) {
@@ -1307,6 +1320,37 @@ static void xfer_free(xfer *x)
     json_decref(x->chain);
 }
 
+static int size_cb(uint64_t pid, const char *name, json_t *e, const char *rel, void *ud)
+{
+    (void)pid, (void)name, (void)rel;
+    if (!is_folder(e)) {
+        json_int_t *t = ud;
+        t[0] += jint(e, "size");
+        t[1]++;
+    }
+    return 0;
+}
+
+/* "size" and "files" the copy of `from` would add (0 if it does not resolve: the copy
+ * fails later with the reason). */
+static void copy_size(uint64_t sid, const char *from, json_t *p)
+{
+    json_int_t t[2] = {0, 0};
+    json_t *e = NULL;
+    mb_err ig = {0};
+    if (resolve(sid, from, NULL, &e, &ig) == 0 && e) {
+        if (is_folder(e))
+            walk_ids(sid, (uint64_t)jint(e, "id"), "", 0, size_cb, t);
+        else {
+            t[0] = jint(e, "size");
+            t[1] = 1;
+        }
+    }
+    json_decref(e);
+    json_object_set_new(p, "size", json_integer(t[0]));
+    json_object_set_new(p, "files", json_integer(t[1]));
+}
+
 static int xfer_prepare(const mb_user *u, uint64_t sid, const char *from, const char *to, const char *event,
                         xfer *x, mb_err *err)
 {
@@ -1330,6 +1374,8 @@ static int xfer_prepare(const mb_user *u, uint64_t sid, const char *from, const 
     json_t *p = op_payload(sid, x->owner, u);
     json_object_set_new(p, "from", json_string(x->from));
     json_object_set_new(p, "to", json_string(x->to));
+    if (!strcmp(event, "file.copy")) /* what the copy adds, for quotas and limits (stores.c) */
+        copy_size(sid, x->from, p);
     rc = hook_filter(event, p, err);
     json_decref(p);
     return rc;
@@ -1376,6 +1422,7 @@ int fs_move(const mb_user *u, uint64_t sid, const char *from, const char *to, in
     blob_refs *refs = blob_refs_new();
     json_t *moved = NULL;
     blob_lock();
+    stores_usage_begin();
     rc = xfer_resolve(sid, flags, b, &x, false, err);
     bool noop = !rc && x.dst && x.dst_pid == x.src_pid && !strcmp(x.to_name, last_name(x.from));
     if (!rc && !noop && is_folder(x.src)) {
@@ -1426,6 +1473,7 @@ static int copy_file_into(uint64_t sid, json_t *e, uint64_t uid, int64_t now, db
         return err_set(err, MB_EIO, "the current version of a file to copy is missing (run fsck)");
     uint64_t fid = new_id();
     add_chunk_refs(refs, json_object_get(ver, "chunks"), +1);
+    stores_usage_note(sid, jint(e, "size"), 1);
     json_object_set_new(ver, "author", json_integer((json_int_t)uid));
     json_object_set_new(ver, "time", json_integer(now));
     fkey(key, sizeof key, sid, fid, 1);
@@ -1455,6 +1503,7 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
     json_t *top = NULL;
     int64_t now = now_wall();
     blob_lock();
+    stores_usage_begin();
     rc = xfer_resolve(sid, flags, b, &x, true, err);
     if (!rc && x.dst && x.dst_pid == x.src_pid && !strcmp(x.to_name, last_name(x.from)))
         rc = err_set(err, MB_EEXIST, "a file cannot be copied onto itself");

@@ -327,4 +327,28 @@ bool tus_valid_id(const char *id);
 /* RFC 9110 IMF-fixdate of t (out has at least 30 bytes). */
 void tus_http_date(int64_t t, char out[40]);
 
+/* --------------------------------------------------------------- stores.c --- */
+/* Store states, settings, the default store and usage (issue 4; docs/storage.md "Stores").
+ * Usage notes are taken by fs.c under blob_lock: begin, note per change, flush into the
+ * change's batch just before it commits. Thread-safe otherwise. */
+int stores_init(mb_err *err);
+bool stores_reachable(const json_t *store_record, const mb_user *u);
+void stores_usage_begin(void);                                    /* under blob_lock */
+void stores_usage_note(uint64_t sid, int64_t bytes, int64_t files); /* under blob_lock */
+void stores_usage_flush(db_batch *b);                             /* under blob_lock */
+void stores_list_decorate(const mb_user *u, json_t *stores);
+int stores_usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err);
+int stores_create(uint64_t owner, const char *name, const json_t *settings, uint64_t *sid, mb_err *err);
+int stores_ready(uint64_t sid, mb_err *err);
+int stores_rename(const mb_user *u, uint64_t sid, const char *name, mb_err *err);
+int stores_delete_begin(const mb_user *u, uint64_t sid, mb_err *err);
+int stores_delete_step(uint64_t sid, int max_keys, int64_t *removed, mb_err *err);
+int stores_list_all(uint64_t owner, json_t **out, mb_err *err);
+int stores_settings_get(uint64_t sid, json_t **out, mb_err *err);
+int stores_settings_set(uint64_t sid, const json_t *settings, mb_err *err);
+int stores_default_get(uint64_t owner, uint64_t *sid, mb_err *err);
+int stores_default_set(const mb_user *u, uint64_t sid, mb_err *err);
+int stores_user_get(uint64_t uid, const char *name, json_t **out, mb_err *err);
+int stores_conf_load(const char *file, json_t **out, mb_err *err);
+
 #endif

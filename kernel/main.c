@@ -116,8 +116,8 @@ int main(int argc, char **argv)
     event_add(ev_hup, NULL);
 
     if (notify_init(&err) || hook_init(base, &err) || task_init(base, g_cfg->workers, &err) || auth_init(&err) ||
-        fs_init(&err) || tus_init(&err) || luas_init(g_cfg->lua_dir, &err) || api_routes_init(&err) ||
-        modmgr_init(base, &err) || auth_bootstrap(&err) || http_start(&err)) {
+        fs_init(&err) || stores_init(&err) || tus_init(&err) || luas_init(g_cfg->lua_dir, &err) ||
+        api_routes_init(&err) || modmgr_init(base, &err) || auth_bootstrap(&err) || http_start(&err)) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
     }

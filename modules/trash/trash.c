@@ -79,7 +79,7 @@ static int req_item(trash *t, mb_req *req, uint64_t *id, mb_err *err)
 static int h_list(mb_req *req, void *state, mb_err *err)
 {
     trash *t = state;
-    uint64_t sid;
+    uint64_t sid = 0;
     json_t *items;
     int rc = req_sid(t, req, &sid, err);
     if (rc || (rc = t->api->trash_list(t->api->req_user(req), sid, &items, err)))
@@ -154,7 +154,7 @@ static int h_purge(mb_req *req, void *state, mb_err *err)
 static int h_empty(mb_req *req, void *state, mb_err *err)
 {
     trash *t = state;
-    uint64_t sid;
+    uint64_t sid = 0;
     json_t *items;
     const mb_user *u = t->api->req_user(req);
     int rc = req_sid(t, req, &sid, err);

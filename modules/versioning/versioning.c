@@ -138,7 +138,7 @@ static int h_list(mb_req *req, void *state, mb_err *err)
 static int h_restore(mb_req *req, void *state, mb_err *err)
 {
     versioning *v = state;
-    uint64_t sid;
+    uint64_t sid = 0;
     int rc = req_sid(v, req, &sid, err);
     if (rc)
         return rc;

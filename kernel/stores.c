@@ -1,0 +1,672 @@
+/*
+ * stores.c — store management and usage accounting (issue 4), the kernel half of the
+ * multistore, taskmgr, storeconfig and quotas modules.
+ *
+ * What it adds to the file service (fs.c):
+ *   - Store states. A store record ("s/<sid16>") may carry "state": "provisioning" (made by
+ *     store_create, hidden from users and refusing them until store_ready) or "deleting"
+ *     (store_delete_begin: hidden from everyone; store_delete_step empties it a slice at a
+ *     time and finally removes the record). No "state" means ready. fs.c asks
+ *     stores_reachable() in its one access check, so every door obeys the state.
+ *   - Per-store settings ("settings" object in the store record), read and replaced whole
+ *     by modules (storeconfig validates them; versioning and trash read them).
+ *   - Usage, kept incrementally: "us/<sid16>" and "uu/<uid16>" hold {"v":1,"bytes","files"}.
+ *     fs.c notes the change of every operation (stores_usage_note) while it holds the
+ *     commit lock and flushes the notes into the same synced WriteBatch as the change
+ *     (stores_usage_flush), so usage is exact across kill -9: it is never recomputed,
+ *     except once by the migration below for data made before this file existed.
+ *   - The per-user default store ("sd/<uid16>" = sid as decimal text).
+ *
+ * Threads: any. The usage notes are one global list guarded by the commit lock
+ * (blob_lock): fs.c calls begin/note/flush only while holding it, and every function here
+ * that changes a store record or a usage record takes it too, so read-modify-writes of
+ * store records and usage never interleave.
+ */
+#include "fs.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NOTES_MAX 8
+
+typedef struct {
+    uint64_t sid;
+    int64_t bytes, files;
+} usage_note;
+
+/* Guarded by blob_lock (see the top of the file). */
+static usage_note notes[NOTES_MAX];
+static int n_notes;
+
+static void skey(char *out, size_t n, const char *prefix, uint64_t id)
+{
+    char a[17];
+    key_u64(a, id);
+    snprintf(out, n, "%s/%s", prefix, a);
+}
+
+static json_int_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
+
+/* ================================================================ states === */
+
+bool stores_reachable(const json_t *rec, const mb_user *u)
+{
+    const char *st = json_string_value(json_object_get(rec, "state"));
+    if (!st || !strcmp(st, "ready"))
+        return true;
+    /* The system (u == NULL: a module's background work) provisions the store. */
+    return !u && !strcmp(st, "provisioning");
+}
+
+/* ================================================================= usage === */
+
+void stores_usage_begin(void) { n_notes = 0; }
+
+void stores_usage_note(uint64_t sid, int64_t bytes, int64_t files)
+{
+    for (int i = 0; i < n_notes; i++)
+        if (notes[i].sid == sid) {
+            notes[i].bytes += bytes;
+            notes[i].files += files;
+            return;
+        }
+    if (n_notes == NOTES_MAX) {
+        log_error("usage: more than %d stores in one change; usage of store %llu not counted", NOTES_MAX,
+                  (unsigned long long)sid);
+        return;
+    }
+    notes[n_notes++] = (usage_note){sid, bytes, files};
+}
+
+static void usage_read(const char *key, int64_t *bytes, int64_t *files)
+{
+    json_t *u = NULL;
+    *bytes = *files = 0;
+    if (db_get_json(key, &u) == 0) {
+        *bytes = jint(u, "bytes");
+        *files = jint(u, "files");
+    }
+    json_decref(u);
+}
+
+static void usage_put(db_batch *b, const char *key, int64_t bytes, int64_t files)
+{
+    if (bytes < 0 || files < 0) {
+        log_error("usage %s would go below zero (%lld bytes, %lld files); clamped", key, (long long)bytes,
+                  (long long)files);
+        bytes = bytes < 0 ? 0 : bytes;
+        files = files < 0 ? 0 : files;
+    }
+    json_t *v = json_pack("{s:i, s:I, s:I}", "v", 1, "bytes", (json_int_t)bytes, "files", (json_int_t)files);
+    db_batch_put_json(b, key, v);
+    json_decref(v);
+}
+
+/* Add a delta to one usage record into b. Two deltas to one key in one batch would lose
+ * the first, so callers aggregate per key first. */
+static void usage_add(db_batch *b, const char *key, int64_t db, int64_t df)
+{
+    int64_t bytes, files;
+    usage_read(key, &bytes, &files);
+    usage_put(b, key, bytes + db, files + df);
+}
+
+void stores_usage_flush(db_batch *b)
+{
+    uint64_t owners[NOTES_MAX];
+    int64_t ob[NOTES_MAX], of[NOTES_MAX];
+    int no = 0;
+    char key[64];
+    for (int i = 0; i < n_notes; i++) {
+        if (!notes[i].bytes && !notes[i].files)
+            continue;
+        skey(key, sizeof key, "s", notes[i].sid);
+        json_t *s = NULL;
+        if (db_get_json(key, &s))
+            continue;
+        uint64_t owner = (uint64_t)jint(s, "owner");
+        json_decref(s);
+        skey(key, sizeof key, "us", notes[i].sid);
+        usage_add(b, key, notes[i].bytes, notes[i].files);
+        int j = 0;
+        while (j < no && owners[j] != owner)
+            j++;
+        if (j == no) {
+            owners[no] = owner;
+            ob[no] = of[no] = 0;
+            no++;
+        }
+        ob[j] += notes[i].bytes;
+        of[j] += notes[i].files;
+    }
+    for (int j = 0; j < no; j++) {
+        skey(key, sizeof key, "uu", owners[j]);
+        usage_add(b, key, ob[j], of[j]);
+    }
+    n_notes = 0;
+}
+
+int stores_usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err)
+{
+    char key[64];
+    int64_t bytes, files;
+    if (sid) {
+        skey(key, sizeof key, "s", sid);
+        json_t *s = NULL;
+        if (db_get_json(key, &s))
+            return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
+        json_decref(s);
+        skey(key, sizeof key, "us", sid);
+    } else
+        skey(key, sizeof key, "uu", owner);
+    usage_read(key, &bytes, &files);
+    *out = json_pack("{s:I, s:I}", "bytes", (json_int_t)bytes, "files", (json_int_t)files);
+    return 0;
+}
+
+/* Usage was introduced after the file service: a database without the marker gets its
+ * usage counted once from the directory entries (the only rescan there ever is). */
+static void usage_migrate(void)
+{
+    char *v = NULL;
+    if (db_get("n/usage_counted", 15, &v, NULL) == 0) {
+        free(v);
+        return;
+    }
+    json_t *per_store = json_object();
+    db_iter *it = db_iter_prefix("d/", 2);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *val = db_iter_val(it, &vl);
+        if (kl < 19)
+            continue;
+        json_t *e = json_loadb(val, vl, 0, NULL);
+        if (e && !strcmp(json_string_value(json_object_get(e, "type")) ?: "", "file")) {
+            char sid[17];
+            memcpy(sid, k + 2, 16);
+            sid[16] = 0;
+            json_t *c = json_object_get(per_store, sid);
+            if (!c) {
+                c = json_pack("[I, I]", (json_int_t)0, (json_int_t)0);
+                json_object_set_new(per_store, sid, c);
+            }
+            json_array_set_new(c, 0, json_integer(json_integer_value(json_array_get(c, 0)) + jint(e, "size")));
+            json_array_set_new(c, 1, json_integer(json_integer_value(json_array_get(c, 1)) + 1));
+        }
+        json_decref(e);
+    }
+    db_iter_free(it);
+    blob_lock();
+    db_batch *b = db_batch_new();
+    json_t *per_user = json_object();
+    const char *sid;
+    json_t *c;
+    json_object_foreach(per_store, sid, c) {
+        char key[64];
+        snprintf(key, sizeof key, "s/%s", sid);
+        json_t *s = NULL;
+        if (db_get_json(key, &s))
+            continue;
+        char ok[17];
+        key_u64(ok, (uint64_t)jint(s, "owner"));
+        json_decref(s);
+        snprintf(key, sizeof key, "us/%s", sid);
+        usage_put(b, key, json_integer_value(json_array_get(c, 0)), json_integer_value(json_array_get(c, 1)));
+        json_t *u = json_object_get(per_user, ok);
+        if (!u)
+            json_object_set_new(per_user, ok, json_deep_copy(c));
+        else
+            for (int i = 0; i < 2; i++)
+                json_array_set_new(u, (size_t)i,
+                                   json_integer(json_integer_value(json_array_get(u, (size_t)i)) +
+                                                json_integer_value(json_array_get(c, (size_t)i))));
+    }
+    json_object_foreach(per_user, sid, c) {
+        char key[64];
+        snprintf(key, sizeof key, "uu/%s", sid);
+        usage_put(b, key, json_integer_value(json_array_get(c, 0)), json_integer_value(json_array_get(c, 1)));
+    }
+    db_batch_put(b, "n/usage_counted", 15, "1", 1);
+    if (db_batch_commit(b, true))
+        log_error("usage: the first count could not be written");
+    blob_unlock();
+    json_decref(per_user);
+    json_decref(per_store);
+}
+
+int stores_init(mb_err *err)
+{
+    (void)err;
+    usage_migrate();
+    return 0;
+}
+
+/* ================================================================ stores === */
+
+static int store_read(uint64_t sid, json_t **rec, mb_err *err)
+{
+    char key[64];
+    skey(key, sizeof key, "s", sid);
+    int rc = db_get_json(key, rec);
+    if (rc == MB_ENOENT)
+        return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
+    if (rc)
+        return err_set(err, MB_EIO, "cannot read store %llu", (unsigned long long)sid);
+    return 0;
+}
+
+/* A store name: what a folder name may be (fs_name_normalize), at most 100 bytes. */
+static int store_name_check(const char *name, char out[FS_NAME_MAX + 1], mb_err *err)
+{
+    if (!name)
+        return err_set(err, MB_EINVAL, "name: must be a string");
+    mb_err e = {0};
+    if (fs_name_normalize(name, strlen(name), out, &e))
+        return err_set(err, MB_EINVAL, "name: %s", strncmp(e.msg, "name: ", 6) ? e.msg : e.msg + 6);
+    if (strlen(out) > 100)
+        return err_set(err, MB_EINVAL, "name: may be at most 100 bytes");
+    return 0;
+}
+
+int stores_create(uint64_t owner, const char *name, const json_t *settings, uint64_t *sid, mb_err *err)
+{
+    char nn[FS_NAME_MAX + 1];
+    int rc = store_name_check(name, nn, err);
+    if (rc)
+        return rc;
+    if (settings && !json_is_object(settings))
+        return err_set(err, MB_EINVAL, "settings: must be an object");
+    uint64_t id = db_next_id("store");
+    json_t *rec = json_pack("{s:i, s:I, s:I, s:s, s:I, s:s, s:s, s:O}", "v", 1, "id", (json_int_t)id, "owner",
+                            (json_int_t)owner, "name", nn, "created", (json_int_t)now_wall(), "backend", "local",
+                            "state", "provisioning", "settings", settings ? settings : json_object());
+    if (!settings)
+        json_decref(json_object_get(rec, "settings")); /* "O" took a second reference */
+    char key[64], a[17], o[17];
+    key_u64(a, id);
+    key_u64(o, owner);
+    db_batch *b = db_batch_new();
+    snprintf(key, sizeof key, "s/%s", a);
+    db_batch_put_json(b, key, rec);
+    snprintf(key, sizeof key, "so/%s/%s", o, a);
+    db_batch_put(b, key, strlen(key), "", 0);
+    json_decref(rec);
+    rc = db_batch_commit(b, true);
+    if (rc)
+        return err_set(err, rc, "the store could not be created");
+    *sid = id;
+    return 0;
+}
+
+int stores_ready(uint64_t sid, mb_err *err)
+{
+    blob_lock();
+    json_t *rec = NULL;
+    int rc = store_read(sid, &rec, err);
+    const char *st = rc ? NULL : json_string_value(json_object_get(rec, "state"));
+    if (!rc && st && strcmp(st, "provisioning"))
+        rc = err_set(err, MB_ECONFLICT, "store %llu is being deleted", (unsigned long long)sid);
+    if (!rc && st) {
+        json_object_del(rec, "state");
+        db_batch *b = db_batch_new();
+        char key[64];
+        skey(key, sizeof key, "s", sid);
+        db_batch_put_json(b, key, rec);
+        hook_emit_batch(b, "store.created",
+                        json_pack("{s:I, s:O, s:O}", "store", (json_int_t)sid, "owner", json_object_get(rec, "owner"),
+                                  "name", json_object_get(rec, "name")));
+        rc = db_batch_commit(b, true);
+        if (rc)
+            err_set(err, rc, "store %llu could not be marked ready", (unsigned long long)sid);
+    }
+    blob_unlock();
+    json_decref(rec);
+    if (!rc)
+        hook_kick();
+    return rc;
+}
+
+/* The record if u may change it: its owner (or the system), in a state u may reach. */
+static int store_for_change(const mb_user *u, uint64_t sid, json_t **rec, mb_err *err)
+{
+    int rc = store_read(sid, rec, err);
+    if (rc)
+        return rc;
+    if ((u && (uint64_t)jint(*rec, "owner") != u->id) || !stores_reachable(*rec, u)) {
+        json_decref(*rec);
+        *rec = NULL;
+        return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
+    }
+    return 0;
+}
+
+int stores_rename(const mb_user *u, uint64_t sid, const char *name, mb_err *err)
+{
+    char nn[FS_NAME_MAX + 1];
+    int rc = store_name_check(name, nn, err);
+    if (rc)
+        return rc;
+    json_t *rec = NULL;
+    blob_lock();
+    rc = store_for_change(u, sid, &rec, err);
+    if (!rc) {
+        json_t *old = json_incref(json_object_get(rec, "name"));
+        json_object_set_new(rec, "name", json_string(nn));
+        db_batch *b = db_batch_new();
+        char key[64];
+        skey(key, sizeof key, "s", sid);
+        db_batch_put_json(b, key, rec);
+        hook_emit_batch(b, "store.renamed",
+                        json_pack("{s:I, s:O, s:o, s:s, s:I}", "store", (json_int_t)sid, "owner",
+                                  json_object_get(rec, "owner"), "from", old, "to", nn, "user",
+                                  (json_int_t)(u ? u->id : 0)));
+        rc = db_batch_commit(b, true);
+        if (rc)
+            err_set(err, rc, "the store could not be renamed");
+    }
+    blob_unlock();
+    json_decref(rec);
+    if (!rc)
+        hook_kick();
+    return rc;
+}
+
+int stores_delete_begin(const mb_user *u, uint64_t sid, mb_err *err)
+{
+    json_t *rec = NULL;
+    blob_lock();
+    int rc = store_read(sid, &rec, err);
+    const char *st = rc ? NULL : json_string_value(json_object_get(rec, "state"));
+    if (!rc && st && !strcmp(st, "deleting") && !u) {
+        /* Resumed after a crash: already begun. */
+    } else if (!rc && ((u && (uint64_t)jint(rec, "owner") != u->id) || !stores_reachable(rec, u))) {
+        rc = err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
+    } else if (!rc) {
+        /* From here on the store's files no longer count: its usage leaves the owner's in
+         * the same batch that hides the store, so usage is exact at every step. */
+        db_batch *b = db_batch_new();
+        char key[64];
+        int64_t bytes, files;
+        skey(key, sizeof key, "us", sid);
+        usage_read(key, &bytes, &files);
+        db_batch_del(b, key, strlen(key));
+        skey(key, sizeof key, "uu", (uint64_t)jint(rec, "owner"));
+        usage_add(b, key, -bytes, -files);
+        json_object_set_new(rec, "state", json_string("deleting"));
+        skey(key, sizeof key, "s", sid);
+        db_batch_put_json(b, key, rec);
+        rc = db_batch_commit(b, true);
+        if (rc)
+            err_set(err, rc, "the store could not be marked for deletion");
+    }
+    blob_unlock();
+    json_decref(rec);
+    return rc;
+}
+
+/* Delete up to max keys of one prefix into b; version records give back their chunks. */
+static int delete_slice(const char *prefix, bool versions, int max, db_batch *b, blob_refs *refs)
+{
+    int n = 0;
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (n < max && db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        if (versions) {
+            const char *v = db_iter_val(it, &vl);
+            json_t *ver = json_loadb(v, vl, 0, NULL);
+            size_t i;
+            json_t *ch;
+            json_array_foreach(json_object_get(ver, "chunks"), i, ch)
+                blob_refs_add(refs, json_string_value(json_object_get(ch, "h")) ?: "", (uint64_t)jint(ch, "n"), -1);
+            json_decref(ver);
+        }
+        db_batch_del(b, k, kl);
+        n++;
+    }
+    db_iter_free(it);
+    return n;
+}
+
+int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
+{
+    if (max < 1)
+        max = 1;
+    json_t *rec = NULL;
+    blob_lock();
+    int rc = store_read(sid, &rec, err);
+    if (rc == MB_ENOENT) { /* finished by an earlier attempt */
+        blob_unlock();
+        if (removed)
+            *removed = 0;
+        return 0;
+    }
+    const char *st = rc ? NULL : json_string_value(json_object_get(rec, "state"));
+    if (!rc && (!st || strcmp(st, "deleting")))
+        rc = err_set(err, MB_ECONFLICT, "store %llu is not being deleted", (unsigned long long)sid);
+    int more = 0, n = 0;
+    if (!rc) {
+        char pf[64], pd[64], a[17];
+        key_u64(a, sid);
+        snprintf(pf, sizeof pf, "f/%s/", a);
+        snprintf(pd, sizeof pd, "d/%s/", a);
+        db_batch *b = db_batch_new();
+        blob_refs *refs = blob_refs_new();
+        n = delete_slice(pf, true, max, b, refs);
+        if (n < max)
+            n += delete_slice(pd, false, max - n, b, refs);
+        if (n == max) {
+            more = 1;
+        } else { /* the last slice: the record, the index, the default, the event */
+            char key[64], o[17];
+            uint64_t owner = (uint64_t)jint(rec, "owner");
+            key_u64(o, owner);
+            skey(key, sizeof key, "s", sid);
+            db_batch_del(b, key, strlen(key));
+            snprintf(key, sizeof key, "so/%s/%s", o, a);
+            db_batch_del(b, key, strlen(key));
+            skey(key, sizeof key, "us", sid);
+            db_batch_del(b, key, strlen(key));
+            skey(key, sizeof key, "sd", owner);
+            char *dv = NULL;
+            if (db_get(key, strlen(key), &dv, NULL) == 0 && strtoull(dv, NULL, 10) == sid)
+                db_batch_del(b, key, strlen(key));
+            free(dv);
+            hook_emit_batch(b, "store.deleted",
+                            json_pack("{s:I, s:I, s:O}", "store", (json_int_t)sid, "owner", (json_int_t)owner, "name",
+                                      json_object_get(rec, "name")));
+        }
+        rc = blob_refs_apply(refs, b, err);
+        if (!rc) {
+            rc = db_batch_commit(b, true);
+            if (rc)
+                err_set(err, rc, "deleting store %llu failed", (unsigned long long)sid);
+        } else
+            db_batch_free(b);
+        blob_refs_free(refs);
+    }
+    blob_unlock();
+    json_decref(rec);
+    if (rc)
+        return rc;
+    if (removed)
+        *removed = n;
+    if (!more) {
+        hook_kick();
+        /* Chunks nobody references any more are freed now, not after the grace: the
+         * pending marks of writes in flight keep their chunks safe (blob.c). */
+        mb_err e = {0};
+        blob_gc(0, &e);
+    }
+    return more;
+}
+
+int stores_list_all(uint64_t owner, json_t **out, mb_err *err)
+{
+    (void)err;
+    json_t *arr = json_array();
+    char prefix[32], o[17];
+    if (owner) {
+        key_u64(o, owner);
+        snprintf(prefix, sizeof prefix, "so/%s/", o);
+    } else
+        snprintf(prefix, sizeof prefix, "s/");
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        if (kl < 16)
+            continue;
+        char key[32];
+        snprintf(key, sizeof key, "s/%.16s", k + kl - 16);
+        json_t *s;
+        if (db_get_json(key, &s) == 0) {
+            json_object_del(s, "v");
+            if (!json_object_get(s, "state"))
+                json_object_set_new(s, "state", json_string("ready"));
+            json_array_append_new(arr, s);
+        }
+    }
+    db_iter_free(it);
+    *out = arr;
+    return 0;
+}
+
+/* ============================================================= settings === */
+
+int stores_settings_get(uint64_t sid, json_t **out, mb_err *err)
+{
+    json_t *rec = NULL;
+    int rc = store_read(sid, &rec, err);
+    if (rc)
+        return rc;
+    json_t *s = json_object_get(rec, "settings");
+    *out = json_is_object(s) ? json_deep_copy(s) : json_object();
+    json_decref(rec);
+    return 0;
+}
+
+int stores_settings_set(uint64_t sid, const json_t *settings, mb_err *err)
+{
+    if (!json_is_object(settings))
+        return err_set(err, MB_EINVAL, "settings: must be an object");
+    json_t *rec = NULL;
+    blob_lock();
+    int rc = store_read(sid, &rec, err);
+    if (!rc) {
+        json_object_set_new(rec, "settings", json_deep_copy(settings));
+        char key[64];
+        skey(key, sizeof key, "s", sid);
+        rc = db_put_json(key, rec, true);
+        if (rc)
+            err_set(err, rc, "the settings of store %llu could not be written", (unsigned long long)sid);
+    }
+    blob_unlock();
+    json_decref(rec);
+    return rc;
+}
+
+/* ====================================================== default store === */
+
+int stores_default_get(uint64_t owner, uint64_t *sid, mb_err *err)
+{
+    char key[64], *v = NULL;
+    skey(key, sizeof key, "sd", owner);
+    *sid = 0;
+    if (db_get(key, strlen(key), &v, NULL) == 0) {
+        uint64_t s = strtoull(v, NULL, 10);
+        free(v);
+        json_t *rec = NULL;
+        skey(key, sizeof key, "s", s);
+        if (db_get_json(key, &rec) == 0 && !json_object_get(rec, "state"))
+            *sid = s;
+        json_decref(rec);
+    }
+    if (*sid)
+        return 0;
+    /* None chosen (or it is gone): the oldest ready store, normally "Home". */
+    json_t *all;
+    stores_list_all(owner, &all, err);
+    size_t i;
+    json_t *s;
+    json_array_foreach(all, i, s) {
+        if (!strcmp(json_string_value(json_object_get(s, "state")), "ready")) {
+            *sid = (uint64_t)jint(s, "id");
+            break;
+        }
+    }
+    json_decref(all);
+    return *sid ? 0 : err_set(err, MB_ENOENT, "the user has no store");
+}
+
+int stores_default_set(const mb_user *u, uint64_t sid, mb_err *err)
+{
+    if (!u)
+        return err_set(err, MB_EINVAL, "a default store belongs to a user");
+    json_t *rec = NULL;
+    int rc = store_for_change(u, sid, &rec, err);
+    json_decref(rec);
+    if (rc)
+        return rc;
+    char key[64], v[24];
+    skey(key, sizeof key, "sd", u->id);
+    int n = snprintf(v, sizeof v, "%llu", (unsigned long long)sid);
+    rc = db_put(key, strlen(key), v, (size_t)n, true);
+    return rc ? err_set(err, rc, "the default store could not be saved") : 0;
+}
+
+void stores_list_decorate(const mb_user *u, json_t *arr)
+{
+    if (!u)
+        return;
+    uint64_t def = 0;
+    mb_err e = {0};
+    stores_default_get(u->id, &def, &e);
+    size_t i;
+    json_t *s;
+    json_array_foreach(arr, i, s) json_object_set_new(s, "default", json_boolean((uint64_t)jint(s, "id") == def));
+}
+
+/* ================================================================ users === */
+
+int stores_user_get(uint64_t uid, const char *name, json_t **out, mb_err *err)
+{
+    char nb[256];
+    if (!name) {
+        if (auth_user_name(uid, nb, sizeof nb))
+            return err_set(err, MB_ENOENT, "no user with id %llu", (unsigned long long)uid);
+        name = nb;
+    }
+    if (!auth_valid_username(name))
+        return err_set(err, MB_ENOENT, "no such user");
+    char key[300];
+    snprintf(key, sizeof key, "u/%s", name);
+    json_t *u = NULL;
+    if (db_get_json(key, &u))
+        return err_set(err, MB_ENOENT, "no user '%s'", name);
+    *out = json_pack("{s:O, s:s, s:O}", "id", json_object_get(u, "id"), "name", name, "role",
+                     json_object_get(u, "role"));
+    json_decref(u);
+    return 0;
+}
+
+/* ========================================================= conf files === */
+
+int stores_conf_load(const char *file, json_t **out, mb_err *err)
+{
+    if (!file || !*file || strchr(file, '/') || strstr(file, ".."))
+        return err_set(err, MB_EINVAL, "a configuration file is named without '/' or '..'");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", g_cfg->config_dir, file);
+    json_t *lines = NULL;
+    int rc = cfg_yaml_load(path, out, &lines, err);
+    json_decref(lines);
+    size_t pl = strlen(path);
+    if (rc && err && !strncmp(err->msg, path, pl)) { /* name the file, not the server's directories */
+        char tail[256];
+        snprintf(tail, sizeof tail, "%s", err->msg + pl);
+        snprintf(err->msg, sizeof err->msg, "%s%s", file, tail);
+    }
+    return rc;
+}

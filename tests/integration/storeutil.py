@@ -1,0 +1,79 @@
+"""Helpers shared by the store tests (test_taskmgr, test_multistore, test_storeconfig,
+test_quotas): create a store through taskmgr and wait for tasks."""
+import time
+
+FINAL = ("done", "failed", "cancelled")
+
+
+def wait_task(t, srv, tid, token, timeout=60):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        r = srv.request("GET", "/api/v1/tasks/%d" % tid, token=token)
+        t.assertEqual(r.status, 200, r)
+        last = r.json()
+        if last["state"] in FINAL:
+            return last
+        time.sleep(0.05)
+    t.fail("task %d did not finish: %r" % (tid, last))
+
+
+def create_store(t, srv, token, name):
+    r = srv.request("POST", "/api/v1/stores", {"name": name}, token=token)
+    t.assertEqual(r.status, 202, r)
+    body = r.json()
+    task = wait_task(t, srv, body["task"], token)
+    t.assertEqual(task["state"], "done", task)
+    return body["store"]
+
+
+def put(srv, token, sid, path, data, headers=None):
+    h = {"Content-Type": "application/octet-stream"}
+    h.update(headers or {})
+    return srv.request("PUT", "/api/v1/stores/%d/files/%s" % (sid, path), data, token=token, headers=h)
+
+
+def put_chunked(srv, token, sid, path, pieces):
+    c = srv.conn()
+    try:
+        c.putrequest("PUT", "/api/v1/stores/%d/files/%s" % (sid, path))
+        c.putheader("Authorization", "Bearer " + token)
+        c.putheader("Transfer-Encoding", "chunked")
+        c.endheaders()
+        for p in pieces:
+            c.send(b"%x\r\n%s\r\n" % (len(p), p))
+        c.send(b"0\r\n\r\n")
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def stores(srv, token):
+    r = srv.request("GET", "/api/v1/stores", token=token)
+    assert r.status == 200, r
+    return r.json()
+
+
+def home(srv, token):
+    return [s for s in stores(srv, token) if s["name"] == "Home"][0]["id"]
+
+
+def usage(srv, token):
+    r = srv.request("GET", "/api/v1/me/usage", token=token)
+    assert r.status == 200, r
+    return r.json()
+
+
+def listing(srv, token, sid):
+    r = srv.request("GET", "/api/v1/stores/%d/list?recursive=true" % sid, token=token)
+    assert r.status == 200, r
+    return r.json()["entries"]
+
+
+def fsck(srv, admin):
+    r = srv.request("POST", "/api/v1/admin/fsck", token=admin)
+    assert r.status == 200, r
+    return r.json()
+
+

@@ -1,0 +1,64 @@
+"""storeconfig: per-store settings with defaults from YAML, refused bad values naming the
+field, and the limits enforced on uploads (known and unknown length) and copies."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import ServerTest, main  # noqa: E402
+from storeutil import put, put_chunked, home  # noqa: E402
+
+
+class StoreConfig(ServerTest):
+    modules = {"storeconfig": True}
+    module_conf = {"storeconfig": "trash_retention_days: 12\nblocked_extensions: [exe]\n"}
+
+    def cfg(self, tok, sid, body=None):
+        if body is None:
+            return self.srv.request("GET", "/api/v1/stores/%d/config" % sid, token=tok)
+        return self.srv.request("PATCH", "/api/v1/stores/%d/config" % sid, body, token=tok)
+
+    def test_defaults_overrides_and_limits_on_every_way_in(self):
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        hid = home(self.srv, bob)
+        s = self.cfg(bob, hid).json()["settings"]
+        self.assertEqual((s["trash_retention_days"], s["blocked_extensions"], s["max_bytes"]), (12, ["exe"], 0))
+        self.assertProblem(put(self.srv, bob, hid, "setup.exe", b"MZ"), 415, "blocked_extensions")
+        r = self.cfg(bob, hid, {"max_file_size": 10, "max_files": 2, "versioning": {"enabled": True}})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["settings"]["versioning"]["enabled"], True)
+        self.assertEqual(sorted(r.json()["overridden"]), ["max_file_size", "max_files", "versioning"])
+        self.assertProblem(put(self.srv, bob, hid, "big.txt", b"x" * 11), 413, "max_file_size")
+        status, _ = put_chunked(self.srv, bob, hid, "big2.txt", [b"x" * 6, b"x" * 6])
+        self.assertEqual(status, 413)
+        self.assertEqual(put(self.srv, bob, hid, "a.txt", b"x" * 10).status, 201)
+        self.assertEqual(put(self.srv, bob, hid, "b.txt", b"x").status, 201)
+        self.assertProblem(put(self.srv, bob, hid, "c.txt", b"x"), 507, "max_files")
+        self.assertEqual(put(self.srv, bob, hid, "a.txt", b"y").status, 200)  # replacing is not a new file
+        r = self.srv.request("POST", "/api/v1/stores/%d/copy" % hid, {"from": "a.txt", "to": "d.txt"}, token=bob)
+        self.assertProblem(r, 507, "max_files")
+        r = self.cfg(bob, hid, {"max_files": None, "max_bytes": 11})
+        self.assertEqual(r.json()["settings"]["max_files"], 0)
+        self.assertProblem(put(self.srv, bob, hid, "e.txt", b"x" * 10), 507, "max_bytes")
+        r = self.srv.request("POST", "/api/v1/stores/%d/move" % hid, {"from": "a.txt", "to": "a.exe"}, token=bob)
+        self.assertProblem(r, 415)
+
+    def test_bad_values_are_refused_naming_the_field_and_change_nothing(self):
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        eve = self.srv.add_user("eve", admin_token=self.admin)
+        hid = home(self.srv, bob)
+        before = self.cfg(bob, hid).json()
+        bad = [({"max_bytes": -1}, "max_bytes"), ({"max_files": "3"}, "max_files"),
+               ({"blocked_extensions": [".exe"]}, "blocked_extensions"), ({"allowed_types": ["IMAGE"]}, "allowed_types"),
+               ({"versioning": {"max_versions": 0}}, "versioning.max_versions"), ({"versioning": 1}, "versioning"),
+               ({"trash_retention_days": 40000}, "trash_retention_days"), ({"colour": "red"}, "colour"),
+               ({"max_bytes": 5, "nope": None}, "nope"), ({}, "setting")]
+        for body, field in bad:
+            self.assertProblem(self.cfg(bob, hid, body), 400, field)
+        self.assertEqual(self.cfg(bob, hid).json(), before)
+        self.assertProblem(self.cfg(eve, hid), 404)
+        self.assertProblem(self.cfg(eve, hid, {"max_bytes": 1}), 404)
+        self.assertEqual(self.srv.request("GET", "/api/v1/stores/%d/config" % hid).status, 401)
+
+
+if __name__ == "__main__":
+    main()
