@@ -9,7 +9,7 @@
  * id, every version record and every chunk reference stays where it was, and nothing is
  * copied. "attach" puts the entry back (parents recreated, a taken name suffixed); "purge"
  * drops the subtree's entries and versions with their refcounts, as a delete would have.
- *   t/<sid16>/<tid16>   {"v":1,"id","store","owner","path","name","type","size","deleted",
+ *   tr/<sid16>/<tid16>  {"v":1,"id","store","owner","path","name","type","size","deleted",
  *                        "deleted_by","entry":<the directory entry as stored>}
  * Versions: f/<sid16>/<fid16>/<ver16> records already exist; fs_write_commit keeps the old
  * ones when a file.version.drop filter answers MB_HANDLED (the versioning module).
@@ -43,7 +43,7 @@ static void tkey(char *out, size_t n, uint64_t sid, uint64_t tid)
     char a[17], b[17];
     key_u64(a, sid);
     key_u64(b, tid);
-    snprintf(out, n, "t/%s/%s", a, b);
+    snprintf(out, n, "tr/%s/%s", a, b);
 }
 
 static void xkey(char *out, size_t n, uint64_t sid, uint64_t fid, uint64_t ver)
@@ -282,6 +282,7 @@ static void purge_file(uint64_t sid, uint64_t owner, const json_t *e, const char
     uint64_t fid = (uint64_t)jint(e, "id");
     fs_x_drop_versions(sid, fid, b, refs);
     marks_drop(sid, fid, b);
+    stores_usage_note(sid, -jint(e, "size"), -1); /* trashed bytes counted until now */
     hook_emit_batch(b, "file.deleted",
                     json_pack("{s:I, s:I, s:s, s:I, s:I, s:I, s:b}", "store", (json_int_t)sid, "owner",
                               (json_int_t)owner, "path", path, "file_id", (json_int_t)fid, "size", jint(e, "size"),
@@ -299,6 +300,7 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
     db_batch *b = db_batch_new();
     blob_refs *refs = blob_refs_new();
     blob_lock();
+    stores_usage_begin();
     rc = trash_get(sid, tid, &rec, err);
     if (!rc) {
         json_t *e = json_object_get(rec, "entry");
@@ -329,6 +331,7 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
                         json_pack("{s:I, s:I, s:s, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", path, "type", jstr(rec, "type"), "trash_id",
                                   (json_int_t)tid, "size", jint(rec, "size"), "user", (json_int_t)uid));
+        stores_usage_flush(b);
         rc = commit(b, refs, err, "the purge");
         b = NULL;
     }
@@ -351,9 +354,9 @@ int history_trash_list(const mb_user *u, uint64_t sid, json_t **out, mb_err *err
             return rc;
         char a[17];
         key_u64(a, sid);
-        snprintf(prefix, sizeof prefix, "t/%s/", a);
+        snprintf(prefix, sizeof prefix, "tr/%s/", a);
     } else
-        snprintf(prefix, sizeof prefix, "t/");
+        snprintf(prefix, sizeof prefix, "tr/");
     json_t *arr = json_array();
     db_iter *it = db_iter_prefix(prefix, strlen(prefix));
     while (db_iter_next(it)) {
@@ -373,7 +376,7 @@ int history_trash_list(const mb_user *u, uint64_t sid, json_t **out, mb_err *err
 
 void history_fsck_live(json_t *live)
 {
-    db_iter *it = db_iter_prefix("t/", 2);
+    db_iter *it = db_iter_prefix("tr/", 3);
     while (db_iter_next(it)) {
         size_t vl;
         const char *v = db_iter_val(it, &vl);
@@ -483,6 +486,7 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
     db_batch *b = db_batch_new();
     blob_refs *refs = blob_refs_new();
     blob_lock();
+    stores_usage_begin();
     rc = file_entry(sid, np, &pid, &e, err);
     char key[KEYMAX];
     uint64_t fid = 0;
@@ -527,6 +531,8 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
                                   jint(old, "size"), "sha256", jstr(old, "sha256"), "version", (json_int_t)nv,
                                   "ctype", jstr(ne, "ctype"), "user", (json_int_t)uid, "restored_from",
                                   (json_int_t)version));
+        stores_usage_note(sid, jint(old, "size") - jint(e, "size"), 0); /* usage counts current versions */
+        stores_usage_flush(b);
         rc = commit(b, refs, err, "the restore");
         b = NULL;
     }
@@ -559,6 +565,7 @@ int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uin
     db_batch *b = db_batch_new();
     blob_refs *refs = blob_refs_new();
     blob_lock();
+    stores_usage_begin();
     rc = file_entry(sid, np, &pid, &e, err);
     char key[KEYMAX];
     if (!rc && version == (uint64_t)jint(e, "version"))

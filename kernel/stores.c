@@ -456,6 +456,15 @@ int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
         n = delete_slice(pf, true, max, b, refs);
         if (n < max)
             n += delete_slice(pd, false, max - n, b, refs);
+        /* Trash records and damage marks of the store (kernel/history.c) hold no chunk
+         * references of their own: their entries and versions went with d/ and f/. */
+        char pt[64], px[64];
+        snprintf(pt, sizeof pt, "tr/%s/", a);
+        snprintf(px, sizeof px, "x/%s/", a);
+        if (n < max)
+            n += delete_slice(pt, false, max - n, b, refs);
+        if (n < max)
+            n += delete_slice(px, false, max - n, b, refs);
         if (n == max) {
             more = 1;
         } else { /* the last slice: the record, the index, the default, the event */

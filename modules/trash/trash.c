@@ -41,12 +41,20 @@ typedef struct trash {
     pthread_cond_t cv;
 } trash;
 
-/* The one place the retention of a store is read. Per-store settings come from the kernel's
- * store settings once the `stores` branch is merged; until then every store uses the YAML. */
+/* The one place the retention of a store is read: the store's own setting (kept by the
+ * kernel, edited through storeconfig) wins over this module's YAML default. */
 static int64_t store_retention_days(trash *t, uint64_t sid)
 {
-    (void)sid;
-    return t->retention_days;
+    int64_t days = t->retention_days;
+    json_t *s = NULL;
+    mb_err e;
+    if (t->api->store_settings_get(sid, &s, &e) == 0) {
+        json_t *d = json_object_get(s, "trash_retention_days");
+        if (json_is_integer(d) && json_integer_value(d) > 0)
+            days = json_integer_value(d);
+        json_decref(s);
+    }
+    return days;
 }
 
 static bool parse_id(const char *s, uint64_t *out)

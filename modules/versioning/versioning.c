@@ -34,11 +34,30 @@ typedef struct versioning {
 
 /* The one place a store's version limits are read. Per-store settings come from the
  * kernel's store settings once the `stores` branch is merged; until then the YAML. */
+/* The one place a store's versioning settings are read: the store's own settings (kept by
+ * the kernel, edited through storeconfig) win over this module's YAML defaults. */
+static json_t *store_versioning(versioning *v, uint64_t sid)
+{
+    json_t *s = NULL;
+    mb_err e;
+    if (v->api->store_settings_get(sid, &s, &e))
+        return NULL;
+    json_t *o = json_incref(json_object_get(s, "versioning"));
+    json_decref(s);
+    return json_is_object(o) ? o : (json_decref(o), NULL);
+}
+
 static void store_limits(versioning *v, uint64_t sid, size_t *max_count, int64_t *max_age)
 {
-    (void)sid;
     *max_count = (size_t)v->max_versions;
     *max_age = v->max_age_days * 86400;
+    json_t *o = store_versioning(v, sid);
+    json_t *c = json_object_get(o, "max_versions"), *a = json_object_get(o, "max_age_days");
+    if (json_is_integer(c) && json_integer_value(c) > 0)
+        *max_count = (size_t)json_integer_value(c);
+    if (json_is_integer(a) && json_integer_value(a) > 0)
+        *max_age = json_integer_value(a) * 86400;
+    json_decref(o);
 }
 
 static int req_sid(versioning *v, mb_req *req, uint64_t *sid, mb_err *err)
@@ -172,8 +191,14 @@ static int h_delete(mb_req *req, void *state, mb_err *err)
 /* file.version.drop: keep them. Runs under the kernel's commit lock: answer only. */
 static int f_keep(const char *event, json_t *p, void *state, mb_err *err)
 {
-    (void)event, (void)p;
+    (void)event;
     versioning *v = state;
+    /* A store whose settings switch versioning off drops old versions as if unloaded. */
+    json_t *o = store_versioning(v, (uint64_t)json_integer_value(json_object_get(p, "store")));
+    bool off = json_is_false(json_object_get(o, "enabled"));
+    json_decref(o);
+    if (off)
+        return 0;
     return v->api->err_set(err, MB_HANDLED, "kept by versioning");
 }
 
