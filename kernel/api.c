@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void api_log(mb_module *self, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void api_log(mb_module *self, int level, const char *fmt, ...)
 {
     va_list ap;
@@ -18,6 +19,7 @@ static void api_log(mb_module *self, int level, const char *fmt, ...)
     va_end(ap);
 }
 
+static int api_err_set(mb_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int api_err_set(mb_err *err, int code, const char *fmt, ...)
 {
     if (err) {

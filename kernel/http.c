@@ -26,7 +26,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
-#define MAX_SEGS 64
+#define MAX_SEGS 80 /* 64 folder levels plus the route's own segments */
 #define MAX_HEADER_BYTES (16 * 1024)
 
 struct http_route {
@@ -305,40 +305,46 @@ static int decode_segment(arena *a, const char *s, size_t n, const char **out, m
     return 0;
 }
 
-static int parse_path(mb_req *req, mb_err *err)
+int http_parse_target(arena *a, const char *raw, const char **segs, int max, int *nsegs, const char **out,
+                      mb_err *err)
 {
-    const char *u = req->raw_uri;
-    size_t plen = strcspn(u, "?#");
-    if (plen == 0 || u[0] != '/')
+    size_t plen = strcspn(raw, "?#");
+    *nsegs = 0;
+    if (plen == 0 || raw[0] != '/')
         return err_set(err, MB_EINVAL, "the request target must be an absolute path");
-    const char *p = u + 1, *end = u + plen;
+    const char *p = raw + 1, *end = raw + plen;
     size_t joined_len = 1;
     while (p < end) {
         const char *slash = memchr(p, '/', (size_t)(end - p));
         const char *segend = slash ? slash : end;
         if (segend > p) {
-            if (req->nsegs == MAX_SEGS)
+            if (*nsegs == max)
                 return err_set(err, MB_EINVAL, "the path is nested too deeply");
-            int rc = decode_segment(req->a, p, (size_t)(segend - p), &req->segs[req->nsegs], err);
+            int rc = decode_segment(a, p, (size_t)(segend - p), &segs[*nsegs], err);
             if (rc)
                 return rc;
-            joined_len += strlen(req->segs[req->nsegs]) + 1;
-            req->nsegs++;
+            joined_len += strlen(segs[*nsegs]) + 1;
+            (*nsegs)++;
         }
         p = slash ? slash + 1 : end;
     }
-    char *path = arena_alloc(req->a, joined_len + 1), *w = path;
+    char *path = arena_alloc(a, joined_len + 1), *w = path;
     *w++ = '/';
-    for (int i = 0; i < req->nsegs; i++) {
-        size_t l = strlen(req->segs[i]);
-        memcpy(w, req->segs[i], l);
+    for (int i = 0; i < *nsegs; i++) {
+        size_t l = strlen(segs[i]);
+        memcpy(w, segs[i], l);
         w += l;
-        if (i + 1 < req->nsegs)
+        if (i + 1 < *nsegs)
             *w++ = '/';
     }
     *w = 0;
-    req->path = path;
+    *out = path;
     return 0;
+}
+
+static int parse_path(mb_req *req, mb_err *err)
+{
+    return http_parse_target(req->a, req->raw_uri, req->segs, MAX_SEGS, &req->nsegs, &req->path, err);
 }
 
 /* ----------------------------------------------------------- answers --- */
@@ -374,13 +380,12 @@ int http_reply_json(mb_req *req, int status, json_t *body)
     return 0;
 }
 
-int http_reply_error(mb_req *req, const mb_err *err)
+/* A problem+json answer with an explicit status (431 has no MB_E* code of its own). */
+static int reply_problem(mb_req *req, int status, int code, const char *detail)
 {
-    int code = err && err->code ? err->code : MB_EINTERNAL;
-    int status = err_http_status(code);
-    json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title", err_title(code), "status",
-                          status, "detail", err && err->msg[0] ? err->msg : err_title(code), "code",
-                          err_name(code));
+    json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title",
+                          status == 431 ? "Request header fields too large" : err_title(code), "status", status,
+                          "detail", detail && *detail ? detail : err_title(code), "code", err_name(code));
     char *s = json_dumps(p, JSON_COMPACT);
     json_decref(p);
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
@@ -388,8 +393,14 @@ int http_reply_error(mb_req *req, const mb_err *err)
     /* Headers a handler added (e.g. WWW-Authenticate) stay; nothing else leaks. */
     set_response(req, status, r);
     log_msg(status >= 500 ? LOG_ERROR : LOG_INFO, "http", "%s %s -> %d %s: %s", req->method,
-            req->path ? req->path : "(unparsed)", status, err_name(code), err && err->msg[0] ? err->msg : "");
+            req->path ? req->path : "(unparsed)", status, err_name(code), detail ? detail : "");
     return 0;
+}
+
+int http_reply_error(mb_req *req, const mb_err *err)
+{
+    int code = err && err->code ? err->code : MB_EINTERNAL;
+    return reply_problem(req, err_http_status(code), code, err && err->msg[0] ? err->msg : NULL);
 }
 
 void http_reply_header(mb_req *req, const char *name, const char *value)
@@ -786,9 +797,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         MHD_get_connection_values(conn, MHD_HEADER_KIND, header_size_cb, &hbytes);
         if (hbytes > MAX_HEADER_BYTES) {
             err_set(&err, MB_ETOOBIG, "the request headers are larger than %d bytes", MAX_HEADER_BYTES);
-            err.code = MB_ETOOBIG;
-            http_reply_error(req, &err);
-            req->status = 431;
+            reply_problem(req, 431, MB_ETOOBIG, err.msg);
             return queue(req);
         }
         if (parse_path(req, &err))
@@ -917,6 +926,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&in_flight, 1);
 }
 
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;

@@ -23,7 +23,7 @@
 enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 void log_init(int min_level);
 void log_msg(int level, const char *who, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void log_vmsg(int level, const char *who, const char *fmt, va_list ap);
+void log_vmsg(int level, const char *who, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 #define log_debug(...) log_msg(LOG_DEBUG, "kernel", __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, "kernel", __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, "kernel", __VA_ARGS__)
@@ -174,6 +174,10 @@ int http_reply_stream(mb_req *req, int status, const char *ctype, uint64_t size,
 int http_reply_sse(mb_req *req, uint64_t uid);
 /* Send one SSE frame ("event: x\ndata: {...}\n\n") to every live stream of `uid`. */
 void http_sse_publish(uint64_t uid, const char *frame, size_t len);
+/* Split a raw request target into percent-decoded segments (at most max) and the joined
+ * path, refusing '.', '..', encoded '/', NUL, bad escapes and invalid UTF-8. Pure; fuzzed. */
+int http_parse_target(arena *a, const char *raw, const char **segs, int max, int *nsegs, const char **path,
+                      mb_err *err);
 /* True when the request came through the local admin socket (mbytectl). */
 bool http_req_local(mb_req *req);
 
@@ -250,6 +254,9 @@ int luas_call(const char *script, const char *fn, const json_t *arg, json_t **re
 /* Run source text (unit tests and mbytectl lua check). */
 int luas_run_string(const char *name, const char *src, const char *fn, const json_t *arg,
                     json_t **result, mb_err *err);
+/* Budgets for every later call: instructions and bytes (0 restores the default: 10 million
+ * instructions, 32 MiB). Thread-safe; luas_init also reads MBYTE_LUA_INSTRUCTIONS/MEMORY. */
+void luas_set_limits(uint64_t instructions, size_t memory);
 
 /* ------------------------------------------------------------------ api.c --- */
 const mb_api *api_table(void);

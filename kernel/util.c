@@ -67,9 +67,9 @@ arena *arena_new(void) { return xcalloc(1, sizeof(arena)); }
 
 void *arena_alloc(arena *a, size_t n)
 {
-    n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    n = (n + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
     if (n == 0)
-        n = sizeof(max_align_t);
+        n = _Alignof(max_align_t);
     struct block *b = a->head;
     if (!b || b->cap - b->used < n) {
         size_t cap = n > ARENA_BLOCK ? n : ARENA_BLOCK;

@@ -120,7 +120,7 @@ static void test_arena_alignment_and_big_blocks(void **s)
     arena *a = arena_new();
     for (int i = 1; i < 100; i++) {
         void *p = arena_alloc(a, (size_t)i * 7);
-        assert_int_equal((uintptr_t)p % sizeof(max_align_t), 0);
+        assert_int_equal((uintptr_t)p % _Alignof(max_align_t), 0);
         memset(p, 0xaa, (size_t)i * 7);
     }
     void *big = arena_alloc(a, 1 << 20);
