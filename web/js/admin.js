@@ -262,7 +262,7 @@ export class AdminView {
                 h('thead', h('tr', h('th', { scope: 'col' }, 'File'), h('th', { scope: 'col' }, 'Problem'), h('th.col-mtime', { scope: 'col' }, 'Found'))),
                 h('tbody', list.map(f => h('tr', h('td', [f.store, f.path].filter(x => x !== undefined).join(': ')),
                     h('td', f.problem || f.kind || f.reason || (f.chunk ? 'chunk ' + f.chunk : '')),
-                    h('td.col-mtime', formatTime(f.time ?? f.found))))))))
+                    h('td.col-mtime', formatTime(f.time ?? f.found)))))))
                 : h('div.empty', icon('check'), h('p.empty-title', 'No problems found')));
     }
 }

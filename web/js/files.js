@@ -33,7 +33,7 @@ export function normalizeEntries(data, base) {
 }
 
 export async function listFolder(sid, path) {
-    const data = await api('GET', `${S(sid)}/list/${encodePath(path)}`);
+    const data = await api('GET', path ? `${S(sid)}/list/${encodePath(path)}` : `${S(sid)}/list`);
     return normalizeEntries(data, path);
 }
 
@@ -375,7 +375,7 @@ export class FilesView {
 
     download(entries) {
         for (const e of entries) {
-            const a = h('a', { href: fileUrl(state.sid, e.path), download: e.type === 'folder' ? e.name + '.zip' : e.name, hidden: true });
+            const a = h('a', { href: fileUrl(state.sid, e.path) + '?download=true', download: e.type === 'folder' ? e.name + '.zip' : e.name, hidden: true });
             document.body.append(a);
             a.click();
             a.remove();
@@ -481,7 +481,7 @@ export class FilesView {
                     h('div.muted', [formatBytes(v.size), v.author].filter(Boolean).join(' · '))),
                 h('div.version-actions',
                     h('a.btn.small', {
-                        href: fileUrl(state.sid, e.path) + '?version=' + encodeURIComponent(v.version),
+                        href: fileUrl(state.sid, e.path) + '?download=true&version=' + encodeURIComponent(v.version),
                         download: e.name, 'aria-label': `Download version ${v.version}`,
                     }, icon('download'), h('span.label', 'Download')),
                     current ? null : restore),
