@@ -326,6 +326,7 @@ describe('phone width', () => {
         assert.ok(await p.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1));
         await p.getByRole('button', { name: 'Menu' }).click();
         await p.getByRole('link', { name: 'Files' }).waitFor({ state: 'visible' });
+        await p.waitForFunction(() => document.querySelector('.sidenav').getBoundingClientRect().left >= 0);
         await p.screenshot({ path: join(ART, 'phone-menu.png') });
         await ctx.close();
     });

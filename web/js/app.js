@@ -233,7 +233,10 @@ class Shell {
         if (!partEnabled('greeting')) return;
         try {
             const g = await api('GET', '/hello');
-            this.greeting.textContent = ' · ' + Object.entries(g || {}).map(([k, v]) => `${k}, ${v}`).join(' ');
+            // The example module says hello: show its greeting (and to whom), nothing else.
+            const text = typeof g === 'string' ? g : g?.greeting ? g.greeting + (g.user ? ', ' + g.user : '')
+                : Object.values(g || {}).find(v => typeof v === 'string') || '';
+            this.greeting.textContent = text ? ' · ' + text : '';
         } catch { this.greeting.textContent = ''; }
     }
 
