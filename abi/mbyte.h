@@ -39,7 +39,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 0
+#define MB_ABI_MINOR 1
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -177,6 +177,46 @@ typedef struct mb_module_desc {
 #define MB_MODULE_SYMBOL "mb_module_descriptor"
 #define MB_MODULE_EXPORT __attribute__((visibility("default"))) const mb_module_desc mb_module_descriptor
 
+/* ------------------------------------------------------ files (minor 1) --- */
+
+/* A blob backend stores chunks: immutable byte strings named by the lower-hex SHA-256 of
+ * their content (64 chars). The kernel's local backend keeps them under <data>/chunks; a
+ * module (S3, WebDAV, encryption, replication) registers its own with
+ * api->blob_backend_register. The kernel verifies every chunk it reads against its name,
+ * so a backend need not. All functions are called from any thread, concurrently, and may
+ * block (they run on HTTP workers and task workers, never on the loop thread). */
+typedef struct mb_blob_backend {
+    size_t size;
+    const char *name; /* "local", "s3", ... */
+    /* Store len bytes under key durably before returning 0 (a crash after 0 must not lose
+     * them). `data` is borrowed. A key that exists may be overwritten with equal bytes. */
+    int (*put)(void *state, const char *key, const void *data, size_t len, mb_err *err);
+    /* Read up to len bytes at off into buf; returns the bytes read (0 past the end), or
+     * MB_ENOENT / another negative code with err filled. */
+    int64_t (*get)(void *state, const char *key, uint64_t off, void *buf, size_t len, mb_err *err);
+    /* 1 if key exists, 0 if not, negative on failure. */
+    int (*has)(void *state, const char *key, mb_err *err);
+    /* Remove key; a missing key is success. */
+    int (*del)(void *state, const char *key, mb_err *err);
+    /* Optional (NULL if the backend cannot list): call fn for every key with its size and
+     * modification time (Unix seconds) until fn returns non-zero. Used by fsck and the
+     * collector to find orphans. Pointers passed to fn are borrowed for the call. */
+    int (*list)(void *state, int (*fn)(const char *key, uint64_t size, int64_t mtime, void *ud), void *ud,
+                mb_err *err);
+} mb_blob_backend;
+
+/* Open files. A reader or writer belongs to one thread at a time; close or finish it on
+ * any thread. */
+typedef struct mb_file_reader mb_file_reader;
+typedef struct mb_file_writer mb_file_writer;
+
+enum {
+    MB_FS_PARENTS = 1 << 0,      /* create missing parent folders */
+    MB_FS_NO_OVERWRITE = 1 << 1, /* write: refuse if the path exists (MB_EEXIST) */
+    MB_FS_RECURSIVE = 1 << 2,    /* delete: a folder with everything in it */
+    MB_FS_OVERWRITE = 1 << 3,    /* move/copy: replace an existing file at the destination */
+};
+
 /* -------------------------------------------------------------- the API --- */
 
 struct mb_api {
@@ -257,6 +297,66 @@ struct mb_api {
     /* --- time --- */
     /* Wall clock in seconds; tests may shift it (MBYTE_CLOCK_OFFSET) so retention is testable. */
     int64_t (*now)(void);
+
+    /* ------------------------------------------------ minor 1: files --- */
+    /* Ownership rules for every call below (SQLite style):
+     *  - `u` is the user on whose behalf the call acts; it may reach only the stores it owns
+     *    (admins too: the admin role is not a way into other people's files). Another user's
+     *    store answers MB_ENOENT, exactly like a store that does not exist. u == NULL acts
+     *    as the system (a module's background work) and reaches every store.
+     *  - Paths are '/'-separated inside the store ("" or "/" is the root); every name is
+     *    checked and NFC-normalised as the HTTP API does; refusals are MB_EINVAL with the
+     *    rule in err.
+     *  - JSON results are NEW references the caller must json_decref; `info` objects have
+     *    "path","name","type" ("file"|"folder"),"size","mtime","sha256","version","ctype",
+     *    "created","created_by","updated","updated_by".
+     *  - Filters (file.write, file.write.chunk, file.delete, file.move, file.copy,
+     *    folder.create) run inside these calls, and events are raised by them: a module
+     *    calling them is subject to quotas and seen by observers like any door. */
+
+    /* Register a blob backend owned by `self`; it becomes the one new chunks are written to
+     * and read from (the kernel's local backend otherwise). `b` and `state` must stay valid
+     * until the module is unloaded; the kernel drops the registration then. */
+    int (*blob_backend_register)(mb_module *self, const mb_blob_backend *b, void *state, mb_err *err);
+
+    /* Stores: *out is a new array of the stores `u` owns / one store `u` may reach. */
+    int (*store_list)(const mb_user *u, json_t **out, mb_err *err);
+    int (*store_get)(const mb_user *u, uint64_t sid, json_t **out, mb_err *err);
+
+    /* Metadata of one file or folder (*info new reference). */
+    int (*file_stat)(const mb_user *u, uint64_t sid, const char *path, json_t **info, mb_err *err);
+    /* {"path","entries":[info...]} of a folder; recursive adds the whole subtree (each
+     * entry then carries its "path" relative to the folder). */
+    int (*folder_list)(const mb_user *u, uint64_t sid, const char *path, bool recursive, json_t **out,
+                       mb_err *err);
+
+    /* Read a file: version 0 is the current one. *r is owned by the caller until
+     * file_close; *info (may be NULL if not wanted) is a new reference. file_read returns
+     * the bytes read at off (fewer than n is normal; 0 at the end) or a negative code;
+     * a chunk whose bytes do not match its hash is never returned (MB_EINTEGRITY). */
+    int (*file_open)(const mb_user *u, uint64_t sid, const char *path, uint64_t version, mb_file_reader **r,
+                     json_t **info, mb_err *err);
+    int64_t (*file_read)(mb_file_reader *r, uint64_t off, void *buf, size_t n, mb_err *err);
+    void (*file_close)(mb_file_reader *r);
+
+    /* Write a file as a stream: begin (filters run with expected_size, -1 when unknown),
+     * data any number of times, then exactly one of commit or abort. expect_sha256 (64
+     * lower-hex) or NULL is verified at commit; a mismatch stores nothing. commit frees w
+     * in every case and on success gives the file's info (new reference) and whether it
+     * was created (else replaced). Nothing is visible to readers before commit returns 0. */
+    int (*file_write_begin)(const mb_user *u, uint64_t sid, const char *path, int64_t expected_size,
+                            const char *expect_sha256, int flags, mb_file_writer **w, mb_err *err);
+    int (*file_write_data)(mb_file_writer *w, const void *buf, size_t n, mb_err *err);
+    int (*file_write_commit)(mb_file_writer *w, json_t **info, bool *created, mb_err *err);
+    void (*file_write_abort)(mb_file_writer *w);
+
+    /* Namespace changes, each one atomic and durable when it returns 0. info may be NULL. */
+    int (*folder_create)(const mb_user *u, uint64_t sid, const char *path, int flags, json_t **info, mb_err *err);
+    int (*file_move)(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, json_t **info,
+                     mb_err *err);
+    int (*file_copy)(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, json_t **info,
+                     mb_err *err);
+    int (*file_delete)(const mb_user *u, uint64_t sid, const char *path, int flags, mb_err *err);
 };
 
 #ifdef __cplusplus

@@ -5,7 +5,7 @@
  * Threads: the table is immutable after start; each entry is as thread-safe as the
  * subsystem it calls (all are).
  */
-#include "kernel.h"
+#include "fs.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +103,32 @@ static int kv_scan(mb_module *self, const char *prefix, int (*fn)(const char *, 
 static int reply_error(mb_req *req, const mb_err *err) { return http_reply_error(req, err); }
 static int64_t api_now(void) { return now_wall(); }
 
+/* Files (minor 1): the ABI's opaque reader/writer are fs.c's own. */
+static int file_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, mb_file_reader **r,
+                     json_t **info, mb_err *err)
+{
+    return fs_open(u, sid, path, version, (fs_reader **)r, info, err);
+}
+static int64_t file_read(mb_file_reader *r, uint64_t off, void *buf, size_t n, mb_err *err)
+{
+    return fs_read((fs_reader *)r, off, buf, n, err);
+}
+static void file_close(mb_file_reader *r) { fs_close((fs_reader *)r); }
+static int file_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t expected_size,
+                            const char *expect_sha256, int flags, mb_file_writer **w, mb_err *err)
+{
+    return fs_write_begin(u, sid, path, expected_size, expect_sha256, flags, (fs_writer **)w, err);
+}
+static int file_write_data(mb_file_writer *w, const void *buf, size_t n, mb_err *err)
+{
+    return fs_write_data((fs_writer *)w, buf, n, err);
+}
+static int file_write_commit(mb_file_writer *w, json_t **info, bool *created, mb_err *err)
+{
+    return fs_write_commit((fs_writer *)w, info, created, err);
+}
+static void file_write_abort(mb_file_writer *w) { fs_write_abort((fs_writer *)w); }
+
 static const mb_api table = {
     .size = sizeof(mb_api),
     .abi_major = MB_ABI_MAJOR,
@@ -136,6 +162,22 @@ static const mb_api table = {
     .kv_scan = kv_scan,
     .lua_call = luas_call,
     .now = api_now,
+    .blob_backend_register = blob_backend_register,
+    .store_list = fs_stores_list,
+    .store_get = fs_store_get,
+    .file_stat = fs_stat,
+    .folder_list = fs_list,
+    .file_open = file_open,
+    .file_read = file_read,
+    .file_close = file_close,
+    .file_write_begin = file_write_begin,
+    .file_write_data = file_write_data,
+    .file_write_commit = file_write_commit,
+    .file_write_abort = file_write_abort,
+    .folder_create = fs_mkdir,
+    .file_move = fs_move,
+    .file_copy = fs_copy,
+    .file_delete = fs_delete,
 };
 
 const mb_api *api_table(void) { return &table; }

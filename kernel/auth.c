@@ -10,7 +10,7 @@
  * Keys (docs/storage.md): u/<name>, ui/<id>, t/<sha256(token)>, ut/<uid>/<token id>.
  * Threads: any HTTP worker. The throttle table is guarded by its own mutex.
  */
-#include "kernel.h"
+#include "fs.h"
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +184,7 @@ int auth_user_add(const char *name, const char *password, int role, uint64_t *id
     db_batch_put(b, key, strlen(key), name, strlen(name));
     hook_emit_batch(b, "user.created",
                     json_pack("{s:I, s:s, s:s}", "user_id", (json_int_t)uid, "username", name, "role", role_name(role)));
+    fs_store_create_batch(b, uid, "Home", NULL); /* the default store comes with the account, atomically */
     json_decref(u);
     rc = db_batch_commit(b, true);
     pthread_mutex_unlock(&add_lock);

@@ -48,4 +48,125 @@ int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, 
 ssize_t fs_read(fs_reader *r, uint64_t off, void *buf, size_t n, mb_err *err);
 void fs_close(fs_reader *r);
 
+/* ------------------------------------------------ tus and zip (branch tus) --- */
+
+/* Walk the subtree under the folder `path` ("" or "/" is the store's root) as user `u`,
+ * depth first, each folder's children in name order, a folder before what it holds. fn is
+ * called for every entry BELOW `path` (never for `path` itself) with:
+ *   relpath  the entry's path relative to `path`, '/'-separated, no leading or trailing '/';
+ *   entry    its listing object, borrowed, valid only during the call, with at least
+ *            "type": "file" | "folder", "size": integer bytes (files), "mtime": integer
+ *            Unix seconds (optional).
+ * A non-zero return from fn stops the walk and is returned as is. Errors: MB_ENOENT (no
+ * such store or folder, or the user cannot reach it), MB_ECONFLICT (`path` is a file).
+ * The walk reads a consistent-enough view: entries created during the walk may or may not
+ * be seen; an entry seen was valid when seen. Thread-safe; any thread. */
+int fs_walk(const mb_user *u, uint64_t sid, const char *path,
+            int (*fn)(const char *relpath, const json_t *entry, void *ud), void *ud, mb_err *err);
+
+/* kernel/zip.c: answer `req` with the folder subtree as a streamed application/zip
+ * (200, unknown length): stored entries, data descriptors, ZIP64 when needed, UTF-8 names.
+ * Reads each file through fs_open/fs_read while sending; never holds a file in memory.
+ * Returns 0 once the answer is queued, or a negative MB_E* (nothing queued) with err. */
+int zip_folder_reply(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
+
+/* --------------------------------------------------- files (branch files) --- */
+
+/* More flags (same values as MB_FS_* in abi/mbyte.h). */
+enum {
+    FS_RECURSIVE = 1 << 2, /* delete: a folder with everything in it */
+    FS_OVERWRITE = 1 << 3, /* move/copy: replace an existing file at the destination */
+};
+
+#define FS_NAME_MAX 255   /* bytes of one name after NFC */
+#define FS_PATH_MAX 4096  /* bytes of a whole path */
+#define FS_DEPTH_MAX 64   /* levels of a path */
+
+/* Names and paths (pure; unit-tested). A name is NFC-normalised UTF-8 without '/', NUL or
+ * control characters, not '.' or '..', 1..255 bytes. fs_name_normalize writes the NFC form
+ * of in[0..n) into out (at least FS_NAME_MAX+1 bytes); on refusal err says which rule
+ * ("name: may not be '..'"). fs_path_normalize splits on '/', ignores empty segments,
+ * normalises each name and returns "a/b/c" ("" is the root), malloc'd in *out. */
+int fs_name_normalize(const char *in, size_t n, char *out, mb_err *err);
+int fs_path_normalize(const char *in, size_t n, char **out, mb_err *err);
+
+/* Stores. fs_store_create_batch puts a new store record (and its owner index and the
+ * store.created event) into b; the caller commits. */
+void fs_store_create_batch(db_batch *b, uint64_t uid, const char *name, uint64_t *sid);
+/* The stores `u` owns: a new JSON array of {"id","name","owner","created",...}. */
+int fs_stores_list(const mb_user *u, json_t **out, mb_err *err);
+/* One store `u` may reach (its owner); another user's store is MB_ENOENT. New reference. */
+int fs_store_get(const mb_user *u, uint64_t sid, json_t **out, mb_err *err);
+
+/* Metadata of one entry (file or folder; "" is the root folder), new reference. */
+int fs_stat(const mb_user *u, uint64_t sid, const char *path, json_t **info, mb_err *err);
+/* {"path","entries":[...]} of a folder; recursive adds every entry below with its "path". */
+int fs_list(const mb_user *u, uint64_t sid, const char *path, bool recursive, json_t **out, mb_err *err);
+/* Create a folder (FS_PARENTS creates missing parents). Exists -> MB_EEXIST. */
+int fs_mkdir(const mb_user *u, uint64_t sid, const char *path, int flags, json_t **info, mb_err *err);
+/* Move or rename a file or a folder with its subtree, atomically (one batch). A folder into
+ * itself -> MB_ECONFLICT; an existing destination -> MB_EEXIST unless FS_OVERWRITE (files). */
+int fs_move(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, json_t **info,
+            mb_err *err);
+/* Copy a file or a folder subtree; chunks are shared (refcounts up), no byte is copied. */
+int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, json_t **info,
+            mb_err *err);
+/* Delete a file, or a folder (not empty -> MB_ECONFLICT unless FS_RECURSIVE). */
+int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_err *err);
+/* Safe overwrite (If-Match): the commit fails with MB_EPRECOND unless the file exists and
+ * its current content hash is sha256 (64 lower-hex); checked under the commit lock. */
+void fs_write_if_match(fs_writer *w, const char *sha256);
+/* Check (and with repair, fix what is safe) chunks, refcounts and entries. New reference:
+ * {"chunks_checked","files_checked","problems":[...],"repaired","unrepaired",...}. */
+int fs_fsck(bool repair, json_t **report, mb_err *err);
+
+/* ------------------------------------------------------------- chunker.c --- */
+#define CHUNK_MIN (256u * 1024)
+#define CHUNK_AVG (1024u * 1024)
+#define CHUNK_MAX (4u * 1024 * 1024)
+/* Length of the next chunk at p. Call with n >= CHUNK_MAX, or with what is left at the end
+ * of the input; returns n when n <= CHUNK_MIN (0 only for n == 0). Pure, thread-safe. */
+size_t chunker_cut(const uint8_t *p, size_t n);
+
+/* ---------------------------------------------------------------- blob.c --- */
+/* The chunk store: the active mb_blob_backend (the local one under <data>/chunks unless a
+ * module registered another), chunk refcounts ("c/<sha256>") and the garbage collector.
+ * Keys are 64 lower-hex SHA-256 digests. Thread-safe. */
+int blob_init(mb_err *err);
+void blob_fini(void);
+/* Store a chunk durably unless it is already there (dedup). The caller has marked hash as
+ * pending (blob_pending_add) so the collector leaves it alone until the commit. */
+int blob_put(const char *hash, const void *data, size_t len, mb_err *err);
+/* Read the whole chunk into buf (len bytes) and verify its hash: MB_EINTEGRITY if the bytes
+ * are not what the name says, MB_ENOENT if it is missing. */
+int blob_get(const char *hash, void *buf, size_t len, mb_err *err);
+/* Pending chunks: written or deduplicated by a write that has not committed yet. */
+void blob_pending_add(const char *hash);
+void blob_pending_drop(const char *hash);
+/* Drop as pending after a failed write, deleting the chunk if no one else holds or names it. */
+void blob_pending_drop_discard(const char *hash);
+/* The commit lock: held around every read-modify-write of refcounts together with the
+ * namespace change that needs them, and by the collector. */
+void blob_lock(void);
+void blob_unlock(void);
+/* Refcount deltas gathered for one commit; applied into a batch under blob_lock. */
+typedef struct blob_refs blob_refs;
+blob_refs *blob_refs_new(void);
+void blob_refs_add(blob_refs *r, const char *hash, uint64_t size, int delta);
+int blob_refs_apply(blob_refs *r, db_batch *b, mb_err *err); /* under blob_lock */
+void blob_refs_free(blob_refs *r);
+/* Collect chunks unreferenced for longer than grace seconds and orphans older than it.
+ * Returns how many chunks were deleted. */
+int blob_gc(int64_t grace, mb_err *err);
+int64_t blob_gc_grace(void);
+/* Visit every stored chunk (fsck). */
+int blob_list(int (*fn)(const char *hash, uint64_t size, int64_t mtime, void *ud), void *ud, mb_err *err);
+bool blob_has(const char *hash);
+int blob_del(const char *hash, mb_err *err);
+int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err);
+void blob_backend_unregister(mb_module *owner);
+
+/* ---------------------------------------------------------- files_http.c --- */
+int files_routes_init(mb_err *err);
+
 #endif

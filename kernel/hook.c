@@ -77,15 +77,50 @@ void hook_remove(mb_module *owner)
     pthread_rwlock_unlock(&subs_lock);
 }
 
-void hook_swap(mb_module *from, mb_module *to, void *new_state)
+/* Reload: replace the subscriptions of `from` by `table` (kernel-stride entries, ended by
+ * a NULL event) owned by `to`, in one write-locked step. A subscription with the same
+ * event, kind and priority keeps its place in the order. Nothing changes on error. */
+int hook_swap(mb_module *from, mb_module *to, const mb_hook *table, void *new_state, mb_err *err)
 {
+    size_t n = 0;
+    while (table && table[n].event)
+        n++;
+    for (size_t i = 0; i < n; i++) {
+        const mb_hook *h = &table[i];
+        if (!*h->event || (h->kind == MB_HOOK_FILTER ? !h->filter : h->kind == MB_HOOK_OBSERVER ? !h->observer : true))
+            return err_set(err, MB_EINVAL, "hook on %s: kind and function do not match", h->event);
+        if (h->kind == MB_HOOK_FILTER && !strcmp(h->event, "*"))
+            return err_set(err, MB_EINVAL, "a filter must name its event; '*' is for observers");
+    }
     pthread_rwlock_wrlock(&subs_lock);
-    for (size_t i = 0; i < nsubs; i++)
-        if (subs[i].owner == from) {
-            subs[i].owner = to;
-            subs[i].state = new_state;
+    size_t old_n = nsubs;
+    subs = xrealloc(subs, (nsubs + n + 1) * sizeof *subs);
+    for (size_t i = 0; i < n; i++) {
+        const mb_hook *h = &table[i];
+        uint64_t seq = 0;
+        for (size_t j = 0; j < old_n && !seq; j++)
+            if (subs[j].owner == from && subs[j].event && subs[j].kind == h->kind &&
+                subs[j].priority == h->priority && !strcmp(subs[j].event, h->event)) {
+                seq = subs[j].seq;
+                free(subs[j].event);
+                subs[j].event = NULL; /* taken over; dropped below */
+            }
+        subs[nsubs++] = (sub){.owner = to, .event = xstrdup(h->event), .kind = h->kind, .priority = h->priority,
+                              .seq = seq ? seq : ++sub_seq, .filter = h->filter, .observer = h->observer,
+                              .state = new_state};
+    }
+    size_t k = 0;
+    for (size_t j = 0; j < nsubs; j++) {
+        if (j < old_n && subs[j].owner == from) {
+            free(subs[j].event);
+            continue;
         }
+        subs[k++] = subs[j];
+    }
+    nsubs = k;
+    qsort(subs, nsubs, sizeof *subs, sub_cmp);
     pthread_rwlock_unlock(&subs_lock);
+    return 0;
 }
 
 /* Snapshot the matching subscriptions with their modules entered. */

@@ -178,15 +178,73 @@ void http_routes_remove(mb_module *owner)
     pthread_rwlock_unlock(&routes_lock);
 }
 
-void http_routes_swap(mb_module *from, mb_module *to, void *new_state)
+/* Reload: make the routes of `to` exactly `table` (kernel-stride entries, ended by a NULL
+ * method), replacing those of `from` in one write-locked step. A route in both keeps its
+ * slot and is re-pointed (fn, state, role, owner); one only `from` had goes; one only the
+ * table has is added. No request ever sees "no route" for a route both copies serve, and
+ * none is handed a function of the old copy once this returns. Nothing changes on error. */
+int http_routes_swap(mb_module *from, mb_module *to, const mb_route *table, void *new_state, mb_err *err)
 {
+    size_t n = 0;
+    while (table && table[n].method)
+        n++;
+    http_route **fresh = xcalloc(n + 1, sizeof *fresh);
+    for (size_t i = 0; i < n; i++) {
+        fresh[i] = route_new(table[i].method, table[i].pattern ? table[i].pattern : "", table[i].role, err);
+        if (!fresh[i]) {
+            for (size_t k = 0; k < i; k++)
+                route_free(fresh[k]);
+            free(fresh);
+            return err->code;
+        }
+        fresh[i]->owner = to;
+        fresh[i]->fn = table[i].fn;
+        fresh[i]->state = new_state;
+    }
     pthread_rwlock_wrlock(&routes_lock);
-    for (size_t i = 0; i < nroutes; i++)
-        if (routes[i]->owner == from) {
-            routes[i]->owner = to;
-            routes[i]->state = new_state;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < nroutes; j++)
+            if (routes[j]->owner != from && !strcmp(routes[j]->method, fresh[i]->method) &&
+                !strcmp(routes[j]->pattern, fresh[i]->pattern)) {
+                pthread_rwlock_unlock(&routes_lock);
+                int rc = err_set(err, MB_EEXIST, "route %s %s is already registered by %s", fresh[i]->method,
+                                 fresh[i]->pattern, routes[j]->owner ? modmgr_name(routes[j]->owner) : "the kernel");
+                for (size_t k = 0; k < n; k++)
+                    route_free(fresh[k]);
+                free(fresh);
+                return rc;
+            }
+    size_t keep = 0;
+    for (size_t j = 0; j < nroutes; j++) {
+        http_route *r = routes[j];
+        if (r->owner != from) {
+            routes[keep++] = r;
+            continue;
+        }
+        size_t i = 0;
+        while (i < n && (!fresh[i] || strcmp(fresh[i]->method, r->method) || strcmp(fresh[i]->pattern, r->pattern)))
+            i++;
+        if (i == n) {
+            route_free(r);
+            continue;
+        }
+        r->owner = to;
+        r->fn = fresh[i]->fn;
+        r->state = new_state;
+        r->role = fresh[i]->role;
+        route_free(fresh[i]);
+        fresh[i] = NULL;
+        routes[keep++] = r;
+    }
+    nroutes = keep;
+    for (size_t i = 0; i < n; i++)
+        if (fresh[i]) {
+            routes = xrealloc(routes, (nroutes + 1) * sizeof *routes);
+            routes[nroutes++] = fresh[i];
         }
     pthread_rwlock_unlock(&routes_lock);
+    free(fresh);
+    return 0;
 }
 
 /* Segment match score: more literal segments win over parameters; no match is -1. */

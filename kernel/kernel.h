@@ -146,8 +146,10 @@ typedef struct http_stream_ops {
 int http_stream_route_add(const char *method, const char *pattern, int role, const http_stream_ops *ops, mb_err *err);
 /* Remove all routes of `owner`. */
 void http_routes_remove(mb_module *owner);
-/* Swap every route owned by `from` to `to` (reload). Atomic with respect to requests. */
-void http_routes_swap(mb_module *from, mb_module *to, void *new_state);
+/* Reload: the routes of `from` become `table` (kernel-stride mb_route entries ended by a
+ * NULL method) owned by `to`, function pointers included, atomically with respect to
+ * requests. Changes nothing on error (a new route another owner already serves). */
+int http_routes_swap(mb_module *from, mb_module *to, const mb_route *table, void *new_state, mb_err *err);
 
 /* Request accessors used by mb_api and kernel handlers. */
 const char *http_req_method(mb_req *req);
@@ -206,7 +208,8 @@ int hook_init(struct event_base *base, mb_err *err);
 void hook_fini(void);
 int hook_add(mb_module *owner, const mb_hook *h, void *state, mb_err *err);
 void hook_remove(mb_module *owner);
-void hook_swap(mb_module *from, mb_module *to, void *new_state);
+/* Reload: the subscriptions of `from` become `table` (ended by a NULL event) owned by `to`. */
+int hook_swap(mb_module *from, mb_module *to, const mb_hook *table, void *new_state, mb_err *err);
 int hook_filter(const char *event, json_t *payload, mb_err *err);
 /* Put the event into the outbox as part of batch b (committed by the caller); steals
  * payload. Call hook_kick() after the batch is committed. */
@@ -219,12 +222,27 @@ int task_init(struct event_base *base, int workers, mb_err *err);
 void task_fini(void);
 int task_type_add(mb_module *owner, const mb_task_type *t, void *state, mb_err *err);
 void task_types_remove(mb_module *owner);
-void task_types_swap(mb_module *from, mb_module *to, void *new_state);
+/* Reload: the types of `from` become `table` (ended by a NULL name) owned by `to`. */
+int task_types_swap(mb_module *from, mb_module *to, const mb_task_type *table, void *new_state, mb_err *err);
 int task_submit(const char *type, uint64_t owner, json_t *args, uint64_t *id, mb_err *err);
 bool task_progress(mb_task *t, int percent, const char *message);
 void task_result(mb_task *t, json_t *result);
 uint64_t task_id(mb_task *t);
 uint64_t task_owner(mb_task *t);
+/* Stop the worker pool (idempotent): running runners see task_progress() return true and
+ * their tasks go back to the queue without spending an attempt. Called by modmgr_fini
+ * before modules are closed, and by task_fini. */
+void task_stop(void);
+/* Ask the running tasks of `owner` to stop and go back to the queue (module unload). */
+void task_preempt(mb_module *owner);
+/* Pure pieces, exposed for unit tests. The delay before retry number `attempt` (1 = after
+ * the first failure): base * 2^(attempt-1), capped at cap_ms, then jittered into
+ * [3/4 d, d] by `rnd`. */
+int64_t task_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint32_t rnd);
+enum { TASK_NEXT_DONE = 1, TASK_NEXT_RETRY = 2, TASK_NEXT_FAILED = 3, TASK_NEXT_CANCELLED = 4 };
+/* What happens after an attempt returned rc (0 = done), given whether cancel was asked,
+ * how many attempts have run and the most allowed. */
+int task_next_state(int rc, bool cancel_requested, int attempts, int max_attempts);
 
 /* --------------------------------------------------------------- notify.c --- */
 /* Per-user event stream: notifications and task updates. Thread-safe. */
@@ -270,5 +288,40 @@ void loop_drain(void);
 struct event_base *main_loop(void);
 /* Run fn(arg) on the loop thread (thread-safe); used to hand work to the owning thread. */
 void main_call(void (*fn)(void *), void *arg);
+
+/* ------------------------------------------------------------ zip.c, tus.c --- */
+/* zip.c: a pull-driven zip writer (stored entries, data descriptors, ZIP64, UTF-8 names).
+ * List the entries, then call zip_stream_read until it returns 0. One owner at a time. */
+typedef struct zip_stream zip_stream;
+typedef struct zip_source {
+    /* Open the file listed under `key`; *size is the exact number of bytes read() will give. */
+    int (*open)(void *ud, const char *key, uint64_t *size, mb_err *err);
+    /* Sequential read of up to n bytes; > 0 bytes, 0 at end, negative MB_E* with err. */
+    ssize_t (*read)(void *ud, void *buf, size_t n, mb_err *err);
+    void (*close)(void *ud);
+} zip_source;
+zip_stream *zip_stream_new(const zip_source *src, void *ud);
+/* name: the name inside the archive ('\' becomes '_', folders get a trailing '/');
+ * key: what src->open receives (NULL: name). mtime in Unix seconds (<= 0: 1980). */
+void zip_stream_add(zip_stream *z, const char *name, const char *key, bool folder, int64_t mtime);
+size_t zip_stream_count(const zip_stream *z);
+/* Fill buf with up to max bytes of the archive: > 0 bytes, 0 at the end, negative on error. */
+ssize_t zip_stream_read(zip_stream *z, char *buf, size_t max, mb_err *err);
+void zip_stream_free(zip_stream *z);
+
+/* tus.c: tus 1.0 resumable uploads under /api/v1/uploads (after fs_init). */
+int tus_init(mb_err *err);
+void tus_fini(void);
+/* Pure pieces, exposed for unit tests. Upload-Metadata: "key b64,key2 b64,flag" into a JSON
+ * object of strings (a key without a value maps to ""); keys must be unique ASCII without
+ * spaces or commas, values valid base64 of UTF-8 text without NUL. */
+int tus_parse_metadata(const char *hdr, json_t **out, mb_err *err);
+/* Upload-Checksum: "<algo> <base64 digest>", algo sha1 or sha256; *algo is 1 or 256 and
+ * digest receives the decoded bytes (20 or 32); *dlen its length. */
+int tus_parse_checksum(const char *hdr, int *algo, uint8_t digest[32], size_t *dlen, mb_err *err);
+/* Upload id: exactly 32 lower-hex characters. */
+bool tus_valid_id(const char *id);
+/* RFC 9110 IMF-fixdate of t (out has at least 30 bytes). */
+void tus_http_date(int64_t t, char out[40]);
 
 #endif

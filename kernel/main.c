@@ -8,6 +8,7 @@
  * Other threads hand work to the loop with main_call().
  */
 #include "kernel.h"
+#include "fs.h"
 #include <event2/thread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -115,8 +116,8 @@ int main(int argc, char **argv)
     event_add(ev_hup, NULL);
 
     if (notify_init(&err) || hook_init(base, &err) || task_init(base, g_cfg->workers, &err) || auth_init(&err) ||
-        luas_init(g_cfg->lua_dir, &err) || api_routes_init(&err) || modmgr_init(base, &err) ||
-        auth_bootstrap(&err) || http_start(&err)) {
+        fs_init(&err) || tus_init(&err) || luas_init(g_cfg->lua_dir, &err) || api_routes_init(&err) ||
+        modmgr_init(base, &err) || auth_bootstrap(&err) || http_start(&err)) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
     }
@@ -131,10 +132,13 @@ int main(int argc, char **argv)
     status = 0;
 out_stop:
     http_stop();
+    tus_fini();
+    fs_fini();
     modmgr_fini();
     task_fini();
     hook_fini();
     luas_fini();
+    fs_fini();
     auth_fini();
     notify_fini();
     loop_fini(); /* run what was handed over during the stop */

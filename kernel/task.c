@@ -1,24 +1,782 @@
 /*
- * task.c — STUB: the persistent task queue (to be written; see issue 2).
+ * task.c — the persistent task queue (DESIGN.md "Tasks").
+ *
+ * A task is a record in LevelDB (k/<id16>, JSON, see docs/storage.md) plus two index keys:
+ * kq/<id16> while it is not finished (queued or running) and ko/<owner16>/<id16> for the
+ * owner's list. The record is the truth; the queue in memory (`pending`) is rebuilt from kq/
+ * at start. A task found "running" at start belongs to a process that died mid-task: its
+ * attempt was already counted when it started, so it simply goes back to "queued".
+ *
+ * A pool of g_cfg->workers threads takes the earliest due task whose type is registered,
+ * counts the call into the type's module (modmgr_enter, taken under the type table's read
+ * lock, so an unloading module is drained of its running tasks), runs it, and records the
+ * outcome: done, a retry with exponential backoff (task_backoff_ms), failed after
+ * max_attempts, or cancelled. Tasks of a type nobody registers stay queued until a module
+ * registers it again. Progress is pushed to the owner's event stream on every call and
+ * written to the record at most every PROGRESS_WRITE_MS.
+ *
+ * Threads: workers, HTTP threads (routes, task_submit from module handlers), the loop
+ * thread (type registration by modmgr). `q_lock` protects pending/running/stopping; the
+ * type table has its own rwlock; lock order is q_lock then types_lock. A task's record is
+ * written only by whoever holds the task: its worker while running, or a caller holding
+ * q_lock while it is queued (cancel).
  */
 #include "kernel.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
-int task_init(struct event_base *base, int workers, mb_err *err) { (void)base, (void)workers, (void)err; return 0; }
-void task_fini(void) {}
+#define DEFAULT_MAX_ATTEMPTS 5
+#define PROGRESS_WRITE_MS 250
+#define LIST_USER_MAX 200
+#define LIST_ADMIN_MAX 1000
+
+typedef struct ttype {
+    char *name;
+    mb_module *owner;
+    mb_task_fn run;
+    void *state;
+    int max_attempts;
+} ttype;
+
+typedef struct pend {
+    uint64_t id;
+    char *type;
+    int64_t due_ms; /* monotonic */
+} pend;
+
+struct mb_task {
+    struct mb_task *next;
+    uint64_t id, owner;
+    char type[128];
+    mb_module *module;
+    json_t *rec; /* owned by the worker thread while the task runs */
+    atomic_bool cancel, preempt;
+    int64_t last_write_ms;
+};
+
+static pthread_rwlock_t types_lock = PTHREAD_RWLOCK_INITIALIZER;
+static ttype *types;
+static size_t ntypes;
+
+static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cond;
+static pend *pending;
+static size_t npending, cap_pending;
+static mb_task *running;
+static atomic_bool stopping;
+static bool started;
+static pthread_t *threads;
+static int nthreads;
+static int64_t backoff_base_ms = 1000;
+
+/* ------------------------------------------------------------ pure logic --- */
+
+int64_t task_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint32_t rnd)
+{
+    if (attempt < 1)
+        attempt = 1;
+    if (base_ms < 1)
+        base_ms = 1;
+    int64_t d = base_ms;
+    for (int i = 1; i < attempt && d < cap_ms; i++)
+        d *= 2; /* stops doubling at the cap, so it never overflows */
+    if (d > cap_ms)
+        d = cap_ms;
+    /* Jitter spreads retries of tasks that failed together (a backend outage) apart. */
+    int64_t span = d / 4;
+    return d - span + (span ? (int64_t)(rnd % (uint64_t)(span + 1)) : 0);
+}
+
+int task_next_state(int rc, bool cancel_requested, int attempts, int max_attempts)
+{
+    if (rc == 0)
+        return TASK_NEXT_DONE;
+    if (rc == MB_ECANCELED || cancel_requested)
+        return TASK_NEXT_CANCELLED;
+    if (attempts < max_attempts)
+        return TASK_NEXT_RETRY;
+    return TASK_NEXT_FAILED;
+}
+
+/* --------------------------------------------------------------- records --- */
+
+static void key_task(char out[24], uint64_t id)
+{
+    char k16[17];
+    key_u64(k16, id);
+    snprintf(out, 24, "k/%s", k16);
+}
+
+static void key_queue(char out[24], uint64_t id)
+{
+    char k16[17];
+    key_u64(k16, id);
+    snprintf(out, 24, "kq/%s", k16);
+}
+
+static void key_owner(char out[48], uint64_t owner, uint64_t id)
+{
+    char o16[17], k16[17];
+    key_u64(o16, owner);
+    key_u64(k16, id);
+    snprintf(out, 48, "ko/%s/%s", o16, k16);
+}
+
+static int rec_load(uint64_t id, json_t **out)
+{
+    char key[24];
+    key_task(key, id);
+    int rc = db_get_json(key, out);
+    if (rc == 0 && !json_is_object(*out)) {
+        json_decref(*out);
+        *out = NULL;
+        return MB_EIO;
+    }
+    return rc;
+}
+
+static const char *rec_str(const json_t *rec, const char *k)
+{
+    const char *s = json_string_value(json_object_get(rec, k));
+    return s ? s : "";
+}
+
+static int rec_int(const json_t *rec, const char *k) { return (int)json_integer_value(json_object_get(rec, k)); }
+
+/* The record as clients see it (without the format version). New reference. */
+static json_t *rec_public(const json_t *rec)
+{
+    json_t *o = json_deep_copy(rec);
+    json_object_del(o, "v");
+    return o;
+}
+
+static void publish(const json_t *rec)
+{
+    uint64_t owner = (uint64_t)json_integer_value(json_object_get(rec, "owner"));
+    if (!owner)
+        return; /* system tasks have no event stream */
+    notify_publish(owner, "task",
+                   json_pack("{s:O, s:O, s:O, s:O, s:O}", "id", json_object_get(rec, "id"), "type",
+                             json_object_get(rec, "type"), "state", json_object_get(rec, "state"), "progress",
+                             json_object_get(rec, "progress"), "message", json_object_get(rec, "message")));
+}
+
+/* Write a finished task: record, index removal and the task.finished event in one synced
+ * batch, then tell the owner. */
+static void finish_record(json_t *rec)
+{
+    uint64_t id = (uint64_t)json_integer_value(json_object_get(rec, "id"));
+    uint64_t owner = (uint64_t)json_integer_value(json_object_get(rec, "owner"));
+    char key[24];
+    db_batch *b = db_batch_new();
+    key_task(key, id);
+    db_batch_put_json(b, key, rec);
+    key_queue(key, id);
+    db_batch_del(b, key, strlen(key));
+    hook_emit_batch(b, "task.finished",
+                    json_pack("{s:I, s:s, s:I, s:s, s:O}", "id", (json_int_t)id, "type", rec_str(rec, "type"), "owner",
+                              (json_int_t)owner, "state", rec_str(rec, "state"), "error",
+                              json_object_get(rec, "error")));
+    if (db_batch_commit(b, true))
+        log_error("task %llu: could not record its end", (unsigned long long)id);
+    hook_kick();
+    publish(rec);
+    const char *state = rec_str(rec, "state");
+    if (owner && (!strcmp(state, "done") || !strcmp(state, "failed"))) {
+        char title[200], body[400];
+        bool ok = !strcmp(state, "done");
+        snprintf(title, sizeof title, "Task %s %s", rec_str(rec, "type"), ok ? "finished" : "failed");
+        if (ok)
+            snprintf(body, sizeof body, "Task %llu is done.", (unsigned long long)id);
+        else
+            snprintf(body, sizeof body, "Task %llu failed: %s", (unsigned long long)id, rec_str(rec, "error"));
+        notify_user(owner, ok ? "success" : "error", title, body);
+    }
+}
+
+/* ------------------------------------------------------------- the queue --- */
+
+static void pending_add(uint64_t id, const char *type, int64_t due_ms)
+{
+    if (npending == cap_pending) {
+        cap_pending = cap_pending ? cap_pending * 2 : 64;
+        pending = xrealloc(pending, cap_pending * sizeof *pending);
+    }
+    pending[npending++] = (pend){.id = id, .type = xstrdup(type), .due_ms = due_ms};
+}
+
+static void pending_del(size_t i)
+{
+    free(pending[i].type);
+    pending[i] = pending[--npending];
+}
+
+static ttype *type_find(const char *name)
+{
+    for (size_t i = 0; i < ntypes; i++)
+        if (!strcmp(types[i].name, name))
+            return &types[i];
+    return NULL;
+}
+
+static void wake_workers(void)
+{
+    pthread_mutex_lock(&q_lock);
+    pthread_cond_broadcast(&q_cond);
+    pthread_mutex_unlock(&q_lock);
+}
+
+static void run_one(mb_task *t, const ttype *ty)
+{
+    json_t *rec = NULL;
+    if (rec_load(t->id, &rec) || strcmp(rec_str(rec, "state"), "queued")) {
+        json_decref(rec);
+        return;
+    }
+    t->owner = (uint64_t)json_integer_value(json_object_get(rec, "owner"));
+    int attempts = rec_int(rec, "attempts") + 1;
+    int max = rec_int(rec, "max_attempts");
+    if (max < 1)
+        max = DEFAULT_MAX_ATTEMPTS;
+    json_object_set_new(rec, "attempts", json_integer(attempts));
+    json_object_set_new(rec, "state", json_string("running"));
+    json_object_set_new(rec, "updated", json_integer(now_wall()));
+    char key[24];
+    key_task(key, t->id);
+    db_put_json(key, rec, false); /* a crash now finds it "running" and queues it again */
+    t->rec = rec;
+    t->last_write_ms = now_mono_ms();
+    publish(rec);
+    log_msg(LOG_DEBUG, "task", "task %llu (%s) attempt %d of %d", (unsigned long long)t->id, t->type, attempts, max);
+
+    mb_err e = {0};
+    int rc = ty->run(t, json_object_get(rec, "args"), ty->state, &e);
+    if (rc > 0)
+        rc = MB_EINTERNAL; /* a runner must return 0 or a negative code */
+    if (rc && !e.code)
+        err_set(&e, rc, "%s", err_title(rc));
+
+    json_object_set_new(rec, "updated", json_integer(now_wall()));
+    if (rc && (atomic_load(&t->preempt) || atomic_load(&stopping)) && !atomic_load(&t->cancel)) {
+        /* Stopped by the kernel (shutdown, module unload), not by its own failure: this
+         * attempt does not count, and the task waits for its type to come back. */
+        json_object_set_new(rec, "attempts", json_integer(attempts - 1));
+        json_object_set_new(rec, "state", json_string("queued"));
+        json_object_set_new(rec, "message", json_string("interrupted; will resume"));
+        db_put_json(key, rec, true);
+        publish(rec);
+        pthread_mutex_lock(&q_lock);
+        pending_add(t->id, t->type, now_mono_ms());
+        pthread_mutex_unlock(&q_lock);
+        return;
+    }
+    switch (task_next_state(rc, atomic_load(&t->cancel), attempts, max)) {
+    case TASK_NEXT_DONE:
+        json_object_set_new(rec, "state", json_string("done"));
+        json_object_set_new(rec, "progress", json_integer(100));
+        json_object_set_new(rec, "error", json_null());
+        finish_record(rec);
+        break;
+    case TASK_NEXT_CANCELLED:
+        json_object_set_new(rec, "state", json_string("cancelled"));
+        json_object_set_new(rec, "error", json_string(rc == MB_ECANCELED || !e.msg[0] ? "cancelled" : e.msg));
+        finish_record(rec);
+        break;
+    case TASK_NEXT_RETRY: {
+        int64_t delay = task_backoff_ms(attempts, backoff_base_ms, backoff_base_ms * 300, (uint32_t)random());
+        json_object_set_new(rec, "state", json_string("queued"));
+        json_object_set_new(rec, "error", json_string(e.msg));
+        json_object_set_new(rec, "next_run", json_integer(now_wall() + (delay + 999) / 1000));
+        db_put_json(key, rec, true);
+        publish(rec);
+        log_msg(LOG_INFO, "task", "task %llu (%s) attempt %d failed, retry in %lld ms: %s",
+                (unsigned long long)t->id, t->type, attempts, (long long)delay, e.msg);
+        pthread_mutex_lock(&q_lock);
+        pending_add(t->id, t->type, now_mono_ms() + delay);
+        pthread_cond_broadcast(&q_cond);
+        pthread_mutex_unlock(&q_lock);
+        break;
+    }
+    default:
+        json_object_set_new(rec, "state", json_string("failed"));
+        json_object_set_new(rec, "error", json_string(e.msg));
+        log_msg(LOG_WARN, "task", "task %llu (%s) failed after %d attempts: %s", (unsigned long long)t->id, t->type,
+                attempts, e.msg);
+        finish_record(rec);
+        break;
+    }
+}
+
+static void *worker(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&q_lock);
+    while (!atomic_load(&stopping)) {
+        int64_t now = now_mono_ms(), wake = now + 60000;
+        ssize_t pick = -1;
+        ttype chosen = {0};
+        pthread_rwlock_rdlock(&types_lock);
+        for (size_t i = 0; i < npending; i++) {
+            if (!type_find(pending[i].type))
+                continue; /* its module is not loaded: it waits */
+            if (pending[i].due_ms > now) {
+                if (pending[i].due_ms < wake)
+                    wake = pending[i].due_ms;
+                continue;
+            }
+            if (pick < 0 || pending[i].due_ms < pending[pick].due_ms ||
+                (pending[i].due_ms == pending[pick].due_ms && pending[i].id < pending[pick].id))
+                pick = (ssize_t)i;
+        }
+        if (pick >= 0) {
+            chosen = *type_find(pending[pick].type);
+            modmgr_enter(chosen.owner); /* under the read lock: an unload drains us */
+        }
+        pthread_rwlock_unlock(&types_lock);
+        if (pick < 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t ms = wake - now;
+            ts.tv_sec += ms / 1000;
+            ts.tv_nsec += (ms % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&q_cond, &q_lock, &ts);
+            continue;
+        }
+        mb_task *t = xcalloc(1, sizeof *t);
+        t->id = pending[pick].id;
+        snprintf(t->type, sizeof t->type, "%s", pending[pick].type);
+        t->module = chosen.owner;
+        pending_del((size_t)pick);
+        t->next = running;
+        running = t;
+        pthread_mutex_unlock(&q_lock);
+
+        run_one(t, &chosen);
+        modmgr_leave(chosen.owner);
+
+        pthread_mutex_lock(&q_lock);
+        for (mb_task **pp = &running; *pp; pp = &(*pp)->next)
+            if (*pp == t) {
+                *pp = t->next;
+                break;
+            }
+        json_decref(t->rec);
+        free(t);
+    }
+    pthread_mutex_unlock(&q_lock);
+    return NULL;
+}
+
+/* ----------------------------------------------------------- the ABI side --- */
+
 int task_type_add(mb_module *owner, const mb_task_type *t, void *state, mb_err *err)
 {
-    (void)owner, (void)t, (void)state;
-    return err_set(err, MB_EUNSUPP, "tasks are not implemented yet");
+    if (!t->name || !*t->name || !t->run)
+        return err_set(err, MB_EINVAL, "a task type needs a name and a runner");
+    if (strlen(t->name) >= 120)
+        return err_set(err, MB_EINVAL, "task type name '%.40s...' is too long", t->name);
+    pthread_rwlock_wrlock(&types_lock);
+    ttype *have = type_find(t->name);
+    if (have) {
+        const char *by = have->owner ? modmgr_name(have->owner) : "the kernel";
+        int rc = err_set(err, MB_EEXIST, "task type %s is already registered by %s", t->name, by);
+        pthread_rwlock_unlock(&types_lock);
+        return rc;
+    }
+    types = xrealloc(types, (ntypes + 1) * sizeof *types);
+    types[ntypes++] = (ttype){.name = xstrdup(t->name), .owner = owner, .run = t->run, .state = state,
+                              .max_attempts = t->max_attempts > 0 ? t->max_attempts : DEFAULT_MAX_ATTEMPTS};
+    pthread_rwlock_unlock(&types_lock);
+    wake_workers(); /* tasks of this type may have waited for it */
+    return 0;
 }
-void task_types_remove(mb_module *owner) { (void)owner; }
-void task_types_swap(mb_module *from, mb_module *to, void *new_state) { (void)from, (void)to, (void)new_state; }
+
+void task_types_remove(mb_module *owner)
+{
+    pthread_rwlock_wrlock(&types_lock);
+    size_t j = 0;
+    for (size_t i = 0; i < ntypes; i++) {
+        if (types[i].owner == owner)
+            free(types[i].name);
+        else
+            types[j++] = types[i];
+    }
+    ntypes = j;
+    pthread_rwlock_unlock(&types_lock);
+}
+
+int task_types_swap(mb_module *from, mb_module *to, const mb_task_type *table, void *new_state, mb_err *err)
+{
+    size_t n = 0;
+    while (table && table[n].name)
+        n++;
+    pthread_rwlock_wrlock(&types_lock);
+    for (size_t i = 0; i < n; i++) {
+        ttype *have = type_find(table[i].name);
+        if (!table[i].run || (have && have->owner != from)) {
+            int rc = !table[i].run ? err_set(err, MB_EINVAL, "task type %s has no runner", table[i].name)
+                                   : err_set(err, MB_EEXIST, "task type %s is already registered by %s",
+                                             table[i].name, have->owner ? modmgr_name(have->owner) : "the kernel");
+            pthread_rwlock_unlock(&types_lock);
+            return rc;
+        }
+    }
+    size_t j = 0;
+    for (size_t i = 0; i < ntypes; i++) {
+        if (types[i].owner == from)
+            free(types[i].name);
+        else
+            types[j++] = types[i];
+    }
+    ntypes = j;
+    types = xrealloc(types, (ntypes + n + 1) * sizeof *types);
+    for (size_t i = 0; i < n; i++)
+        types[ntypes++] =
+            (ttype){.name = xstrdup(table[i].name), .owner = to, .run = table[i].run, .state = new_state,
+                    .max_attempts = table[i].max_attempts > 0 ? table[i].max_attempts : DEFAULT_MAX_ATTEMPTS};
+    pthread_rwlock_unlock(&types_lock);
+    wake_workers();
+    return 0;
+}
+
+void task_preempt(mb_module *owner)
+{
+    pthread_mutex_lock(&q_lock);
+    for (mb_task *t = running; t; t = t->next)
+        if (t->module == owner)
+            atomic_store(&t->preempt, true);
+    pthread_mutex_unlock(&q_lock);
+}
+
 int task_submit(const char *type, uint64_t owner, json_t *args, uint64_t *id, mb_err *err)
 {
-    (void)type, (void)owner, (void)id;
-    json_decref(args);
-    return err_set(err, MB_EUNSUPP, "tasks are not implemented yet");
+    if (!args)
+        args = json_object();
+    if (!json_is_object(args)) {
+        json_decref(args);
+        return err_set(err, MB_EINVAL, "task arguments must be a JSON object");
+    }
+    pthread_rwlock_rdlock(&types_lock);
+    ttype *ty = type ? type_find(type) : NULL;
+    int max = ty ? ty->max_attempts : 0;
+    pthread_rwlock_unlock(&types_lock);
+    if (!ty) {
+        json_decref(args);
+        return err_set(err, MB_EINVAL, "no task type '%s' is registered", type ? type : "(null)");
+    }
+    uint64_t tid = db_next_id("task");
+    int64_t now = now_wall();
+    json_t *rec = json_pack("{s:i, s:I, s:s, s:I, s:s, s:i, s:s, s:i, s:i, s:o, s:n, s:n, s:I, s:I, s:I}", "v", 1,
+                            "id", (json_int_t)tid, "type", type, "owner", (json_int_t)owner, "state", "queued",
+                            "progress", 0, "message", "", "attempts", 0, "max_attempts", max, "args", args, "result",
+                            "error", "created", (json_int_t)now, "updated", (json_int_t)now, "next_run",
+                            (json_int_t)now);
+    char key[48];
+    db_batch *b = db_batch_new();
+    key_task(key, tid);
+    db_batch_put_json(b, key, rec);
+    key_queue(key, tid);
+    db_batch_put(b, key, strlen(key), "", 0);
+    key_owner(key, owner, tid);
+    db_batch_put(b, key, strlen(key), "", 0);
+    int rc = db_batch_commit(b, true);
+    if (rc) {
+        json_decref(rec);
+        return err_set(err, rc, "could not record the task");
+    }
+    publish(rec); /* before a worker can see it, so "queued" is always the first event */
+    json_decref(rec);
+    pthread_mutex_lock(&q_lock);
+    pending_add(tid, type, now_mono_ms());
+    pthread_cond_broadcast(&q_cond);
+    pthread_mutex_unlock(&q_lock);
+    if (id)
+        *id = tid;
+    return 0;
 }
-bool task_progress(mb_task *t, int percent, const char *message) { (void)t, (void)percent, (void)message; return false; }
-void task_result(mb_task *t, json_t *result) { (void)t; json_decref(result); }
-uint64_t task_id(mb_task *t) { (void)t; return 0; }
-uint64_t task_owner(mb_task *t) { (void)t; return 0; }
+
+bool task_progress(mb_task *t, int percent, const char *message)
+{
+    if (percent < 0)
+        percent = 0;
+    if (percent > 100)
+        percent = 100;
+    json_object_set_new(t->rec, "progress", json_integer(percent));
+    json_object_set_new(t->rec, "message", json_string(message && utf8_valid(message, strlen(message)) ? message : ""));
+    int64_t now = now_mono_ms();
+    if (percent == 100 || now - t->last_write_ms >= PROGRESS_WRITE_MS) {
+        json_object_set_new(t->rec, "updated", json_integer(now_wall()));
+        char key[24];
+        key_task(key, t->id);
+        db_put_json(key, t->rec, false);
+        t->last_write_ms = now;
+    }
+    publish(t->rec);
+    return atomic_load(&t->cancel) || atomic_load(&t->preempt) || atomic_load(&stopping);
+}
+
+void task_result(mb_task *t, json_t *result) { json_object_set_new(t->rec, "result", result ? result : json_null()); }
+uint64_t task_id(mb_task *t) { return t->id; }
+uint64_t task_owner(mb_task *t) { return t->owner; }
+
+/* ----------------------------------------------------------------- routes --- */
+
+/* Load task {id} if the caller may see it; others get the same 404 as a missing task. */
+static int task_for_caller(mb_req *req, uint64_t *id, json_t **rec, mb_err *err)
+{
+    const char *s = http_req_param(req, "id");
+    const mb_user *u = http_req_user(req);
+    if (!s || !parse_u64(s, id) || rec_load(*id, rec))
+        return err_set(err, MB_ENOENT, "no task %s", s ? s : "");
+    if (u->role != MB_ROLE_ADMIN && (uint64_t)json_integer_value(json_object_get(*rec, "owner")) != u->id) {
+        json_decref(*rec);
+        return err_set(err, MB_ENOENT, "no task %s", s);
+    }
+    return 0;
+}
+
+/* What a client sees of a record (NULL stays NULL: a record that vanished under us). */
+static json_t *task_view(const json_t *rec) { return rec ? rec_public(rec) : json_object(); }
+
+/* GET /api/v1/tasks/{id} */
+static int h_get(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    uint64_t id;
+    json_t *rec;
+    int rc = task_for_caller(req, &id, &rec, err);
+    if (rc)
+        return rc;
+    json_t *o = task_view(rec);
+    json_decref(rec);
+    return http_reply_json(req, 200, o);
+}
+
+/* POST /api/v1/tasks/{id}/cancel — queued: cancelled at once; running: the runner is told. */
+static int h_cancel(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    uint64_t id;
+    json_t *rec;
+    int rc = task_for_caller(req, &id, &rec, err);
+    if (rc)
+        return rc;
+    json_decref(rec);
+    rec = NULL;
+    pthread_mutex_lock(&q_lock);
+    for (mb_task *t = running; t; t = t->next)
+        if (t->id == id) {
+            atomic_store(&t->cancel, true);
+            pthread_mutex_unlock(&q_lock);
+            if (rec_load(id, &rec))
+                rec = NULL;
+            json_t *o = task_view(rec);
+            json_decref(rec);
+            json_object_set_new(o, "cancel_requested", json_true());
+            return http_reply_json(req, 200, o);
+        }
+    for (size_t i = 0; i < npending; i++)
+        if (pending[i].id == id) {
+            pending_del(i);
+            if (rec_load(id, &rec))
+                rec = NULL;
+            else {
+                json_object_set_new(rec, "state", json_string("cancelled"));
+                json_object_set_new(rec, "error", json_string("cancelled"));
+                json_object_set_new(rec, "updated", json_integer(now_wall()));
+                finish_record(rec);
+            }
+            pthread_mutex_unlock(&q_lock);
+            json_t *o = task_view(rec);
+            json_decref(rec);
+            return http_reply_json(req, 200, o);
+        }
+    pthread_mutex_unlock(&q_lock);
+    if (rec_load(id, &rec))
+        rec = NULL;
+    rc = err_set(err, MB_ECONFLICT, "task %llu has already ended (%s)", (unsigned long long)id, rec_str(rec, "state"));
+    json_decref(rec);
+    return rc;
+}
+
+static json_t *list_ids(const char *prefix, size_t max)
+{
+    /* Keys sort by id, so the newest are last: keep a ring of the last `max`. */
+    uint64_t *ids = xmalloc(max * sizeof *ids);
+    size_t n = 0;
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        if (kl < 16)
+            continue;
+        char hex[17];
+        memcpy(hex, k + kl - 16, 16);
+        hex[16] = 0;
+        ids[n % max] = strtoull(hex, NULL, 16);
+        n++;
+    }
+    db_iter_free(it);
+    json_t *arr = json_array();
+    size_t have = n < max ? n : max;
+    for (size_t i = 0; i < have; i++) {
+        uint64_t id = ids[(n - 1 - i) % max];
+        json_t *rec;
+        if (rec_load(id, &rec) == 0) {
+            json_array_append_new(arr, rec_public(rec));
+            json_decref(rec);
+        }
+    }
+    free(ids);
+    return arr;
+}
+
+/* GET /api/v1/tasks — the caller's own, newest first. */
+static int h_list(mb_req *req, void *st, mb_err *err)
+{
+    (void)st, (void)err;
+    char prefix[40], o16[17];
+    key_u64(o16, http_req_user(req)->id);
+    snprintf(prefix, sizeof prefix, "ko/%s/", o16);
+    return http_reply_json(req, 200, list_ids(prefix, LIST_USER_MAX));
+}
+
+/* GET /api/v1/admin/tasks — everyone's, newest first. */
+static int h_admin_list(mb_req *req, void *st, mb_err *err)
+{
+    (void)st, (void)err;
+    return http_reply_json(req, 200, list_ids("k/", LIST_ADMIN_MAX));
+}
+
+/* ------------------------------------------------------------ start, stop --- */
+
+/* Rebuild the queue from kq/: running tasks belong to a process that died. */
+static void recover(void)
+{
+    db_iter *it = db_iter_prefix("kq/", 3);
+    db_batch *b = db_batch_new();
+    int requeued = 0, resumed = 0;
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        if (kl != 19)
+            continue;
+        char hex[17];
+        memcpy(hex, k + 3, 16);
+        hex[16] = 0;
+        uint64_t id = strtoull(hex, NULL, 16);
+        json_t *rec;
+        if (rec_load(id, &rec)) {
+            db_batch_del(b, k, kl); /* an index entry without its record */
+            continue;
+        }
+        const char *state = rec_str(rec, "state");
+        if (!strcmp(state, "running")) {
+            int attempts = rec_int(rec, "attempts"), max = rec_int(rec, "max_attempts");
+            if (max > 0 && attempts >= max) {
+                json_object_set_new(rec, "state", json_string("failed"));
+                json_object_set_new(rec, "error",
+                                    json_string("the server stopped while this task ran, and no attempts are left"));
+                finish_record(rec);
+                json_decref(rec);
+                continue;
+            }
+            json_object_set_new(rec, "state", json_string("queued"));
+            json_object_set_new(rec, "message", json_string("interrupted by a restart; will resume"));
+            json_object_set_new(rec, "updated", json_integer(now_wall()));
+            char key[24];
+            key_task(key, id);
+            db_batch_put_json(b, key, rec);
+            requeued++;
+        } else if (strcmp(state, "queued")) {
+            db_batch_del(b, k, kl); /* finished: it left the queue */
+            json_decref(rec);
+            continue;
+        }
+        int64_t wait_s = json_integer_value(json_object_get(rec, "next_run")) - now_wall();
+        pending_add(id, rec_str(rec, "type"), now_mono_ms() + (wait_s > 0 ? wait_s * 1000 : 0));
+        resumed++;
+        json_decref(rec);
+    }
+    db_iter_free(it);
+    db_batch_commit(b, true);
+    if (resumed)
+        log_info("tasks: %d waiting in the queue (%d were interrupted by a restart)", resumed, requeued);
+}
+
+int task_init(struct event_base *base, int workers, mb_err *err)
+{
+    (void)base;
+    const char *e = getenv("MBYTE_TASK_BACKOFF_MS");
+    uint64_t v;
+    if (e && parse_u64(e, &v) && v > 0 && v <= 3600000)
+        backoff_base_ms = (int64_t)v;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    srandom((unsigned)now_mono_ms());
+    atomic_store(&stopping, false);
+    recover();
+    int rc;
+    if ((rc = http_route_add(NULL, "GET", "/api/v1/tasks", MB_ROLE_USER, h_list, NULL, err)) ||
+        (rc = http_route_add(NULL, "GET", "/api/v1/tasks/{id}", MB_ROLE_USER, h_get, NULL, err)) ||
+        (rc = http_route_add(NULL, "POST", "/api/v1/tasks/{id}/cancel", MB_ROLE_USER, h_cancel, NULL, err)) ||
+        (rc = http_route_add(NULL, "GET", "/api/v1/admin/tasks", MB_ROLE_ADMIN, h_admin_list, NULL, err)))
+        return rc;
+    nthreads = workers > 0 ? workers : 1;
+    threads = xcalloc((size_t)nthreads, sizeof *threads);
+    for (int i = 0; i < nthreads; i++)
+        if (pthread_create(&threads[i], NULL, worker, NULL)) {
+            nthreads = i;
+            return err_set(err, MB_EINTERNAL, "cannot start task worker %d: %s", i, strerror(errno));
+        }
+    started = true;
+    return 0;
+}
+
+void task_stop(void)
+{
+    if (!started)
+        return;
+    pthread_mutex_lock(&q_lock);
+    atomic_store(&stopping, true);
+    for (mb_task *t = running; t; t = t->next)
+        atomic_store(&t->preempt, true);
+    pthread_cond_broadcast(&q_cond);
+    pthread_mutex_unlock(&q_lock);
+    for (int i = 0; i < nthreads; i++)
+        pthread_join(threads[i], NULL);
+    free(threads);
+    threads = NULL;
+    nthreads = 0;
+    started = false;
+}
+
+void task_fini(void)
+{
+    task_stop();
+    pthread_mutex_lock(&q_lock);
+    while (npending)
+        pending_del(npending - 1);
+    free(pending);
+    pending = NULL;
+    cap_pending = 0;
+    pthread_mutex_unlock(&q_lock);
+    pthread_rwlock_wrlock(&types_lock);
+    for (size_t i = 0; i < ntypes; i++)
+        free(types[i].name);
+    free(types);
+    types = NULL;
+    ntypes = 0;
+    pthread_rwlock_unlock(&types_lock);
+}

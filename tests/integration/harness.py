@@ -25,6 +25,16 @@ MODULE_DIR = os.environ.get("MBYTE_MODULE_DIR", os.path.join(SRC, "build", "modu
 ADMIN_PASSWORD = "admin-password-1"
 
 
+def kernel_abi():
+    """The ABI version abi/mbyte.h declares, as "major.minor" (what modules are built with)."""
+    import re
+    with open(os.path.join(SRC, "abi", "mbyte.h")) as f:
+        text = f.read()
+    major = re.search(r"#define MB_ABI_MAJOR (\d+)", text).group(1)
+    minor = re.search(r"#define MB_ABI_MINOR (\d+)", text).group(1)
+    return "%s.%s" % (major, minor)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

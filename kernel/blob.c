@@ -1,0 +1,707 @@
+/*
+ * blob.c — the chunk store: the blob-backend interface, the kernel's local filesystem
+ * backend, chunk refcounts and the garbage collector (DESIGN.md: Storage).
+ *
+ * Chunks are immutable and named by the SHA-256 of their bytes. The local backend keeps
+ * them at <data>/chunks/ab/cd/<sha256>, each written as a temp file in <data>/chunks/tmp,
+ * fsync'd, renamed into place, and the directory fsync'd, so a chunk that exists is whole.
+ * A module may register another backend (S3, WebDAV, encryption); the last registered is
+ * the active one, and unloading it falls back to the local one.
+ *
+ * Refcounts live in LevelDB as c/<sha256> -> {"v":1,"refs","size","zero_since"} and change
+ * only in the same synced batch as the namespace change that needs them (fs.c), under the
+ * one commit lock below: refcount read-modify-write and the collector never interleave.
+ *
+ * Collector and writers: a write marks each chunk it produced (written or deduplicated) as
+ * pending until it commits or aborts. The collector deletes a chunk only when, under the
+ * pending lock, it is not pending; a writer marks a chunk pending (under the same lock)
+ * BEFORE it checks whether the chunk exists. So either the collector deleted it first and
+ * the writer stores it again, or the writer got there first and the collector skips it.
+ *
+ * Threads: any. backend_lock (rwlock) guards the active backend; pend_lock the pending
+ * table; commit_lock the refcounts with the namespace. Lock order: commit -> pend.
+ * The collector runs on its own thread (blob_init starts it; MBYTE_GC_INTERVAL seconds).
+ */
+#include "fs.h"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ backends --- */
+
+typedef struct backend {
+    const mb_blob_backend *ops;
+    void *state;
+    mb_module *owner;
+} backend;
+
+static pthread_rwlock_t backend_lock = PTHREAD_RWLOCK_INITIALIZER;
+static backend active;
+static mb_blob_backend local_ops;
+static char *chunk_dir;
+
+static bool valid_key(const char *k)
+{
+    if (strlen(k) != 64)
+        return false;
+    for (int i = 0; i < 64; i++)
+        if (!((k[i] >= '0' && k[i] <= '9') || (k[i] >= 'a' && k[i] <= 'f')))
+            return false;
+    return true;
+}
+
+static void local_path(const char *key, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%.2s/%.2s/%s", chunk_dir, key, key + 2, key);
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Create chunks/ab/cd if missing; a new directory entry is made durable in its parent. */
+static int local_mkdirs(const char *key, mb_err *err)
+{
+    char d1[4200], d2[4300];
+    snprintf(d1, sizeof d1, "%s/%.2s", chunk_dir, key);
+    snprintf(d2, sizeof d2, "%s/%.2s", d1, key + 2);
+    struct stat st;
+    if (stat(d2, &st) == 0)
+        return 0;
+    if (mkdir(d1, 0700) == 0)
+        fsync_dir(chunk_dir);
+    else if (errno != EEXIST)
+        return err_set(err, MB_EIO, "cannot create the chunk folder %s: %s", d1, strerror(errno));
+    if (mkdir(d2, 0700) == 0)
+        fsync_dir(d1);
+    else if (errno != EEXIST)
+        return err_set(err, MB_EIO, "cannot create the chunk folder %s: %s", d2, strerror(errno));
+    return 0;
+}
+
+static int local_put(void *st, const char *key, const void *data, size_t len, mb_err *err)
+{
+    (void)st;
+    if (!valid_key(key))
+        return err_set(err, MB_EINVAL, "a chunk key must be 64 lower-hex characters");
+    int rc = local_mkdirs(key, err);
+    if (rc)
+        return rc;
+    char tmp[4200], final[4200], rnd[17];
+    random_hex(rnd, 8);
+    snprintf(tmp, sizeof tmp, "%s/tmp/%s.%s", chunk_dir, key, rnd);
+    local_path(key, final, sizeof final);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return err_set(err, MB_EIO, "cannot create a chunk file: %s", strerror(errno));
+    const char *p = data;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            return err_set(err, e == ENOSPC ? MB_EQUOTA : MB_EIO, "cannot write a chunk: %s",
+                           strerror(e ? e : EIO));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) || close(fd)) {
+        int e = errno;
+        unlink(tmp);
+        return err_set(err, MB_EIO, "cannot make a chunk durable: %s", strerror(e));
+    }
+    if (rename(tmp, final)) {
+        int e = errno;
+        unlink(tmp);
+        return err_set(err, MB_EIO, "cannot move a chunk into place: %s", strerror(e));
+    }
+    /* The rename is durable only once the directory is. */
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/%.2s/%.2s", chunk_dir, key, key + 2);
+    if (fsync_dir(dir))
+        return err_set(err, MB_EIO, "cannot sync the chunk folder: %s", strerror(errno));
+    return 0;
+}
+
+static int64_t local_get(void *st, const char *key, uint64_t off, void *buf, size_t len, mb_err *err)
+{
+    (void)st;
+    if (!valid_key(key))
+        return err_set(err, MB_EINVAL, "a chunk key must be 64 lower-hex characters");
+    char path[4200];
+    local_path(key, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(err, errno == ENOENT ? MB_ENOENT : MB_EIO, "chunk %.12s… cannot be opened: %s", key,
+                       strerror(errno));
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            return err_set(err, MB_EIO, "chunk %.12s… cannot be read: %s", key, strerror(e));
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    return (int64_t)got;
+}
+
+static int local_has(void *st, const char *key, mb_err *err)
+{
+    (void)st, (void)err;
+    if (!valid_key(key))
+        return 0;
+    char path[4200];
+    local_path(key, path, sizeof path);
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static int local_del(void *st, const char *key, mb_err *err)
+{
+    (void)st;
+    if (!valid_key(key))
+        return err_set(err, MB_EINVAL, "a chunk key must be 64 lower-hex characters");
+    char path[4200];
+    local_path(key, path, sizeof path);
+    if (unlink(path) && errno != ENOENT)
+        return err_set(err, MB_EIO, "cannot delete chunk %.12s…: %s", key, strerror(errno));
+    return 0;
+}
+
+static bool hex2(const char *s) { return strlen(s) == 2 && strspn(s, "0123456789abcdef") == 2; }
+
+static int local_list(void *st, int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
+{
+    (void)st, (void)err;
+    DIR *d1 = opendir(chunk_dir);
+    if (!d1)
+        return 0;
+    struct dirent *e1;
+    int stop = 0;
+    while (!stop && (e1 = readdir(d1))) {
+        if (!hex2(e1->d_name))
+            continue;
+        char p1[4200];
+        snprintf(p1, sizeof p1, "%s/%s", chunk_dir, e1->d_name);
+        DIR *d2 = opendir(p1);
+        if (!d2)
+            continue;
+        struct dirent *e2;
+        while (!stop && (e2 = readdir(d2))) {
+            if (!hex2(e2->d_name))
+                continue;
+            char p2[4500];
+            snprintf(p2, sizeof p2, "%s/%s", p1, e2->d_name);
+            DIR *d3 = opendir(p2);
+            if (!d3)
+                continue;
+            struct dirent *e3;
+            while (!stop && (e3 = readdir(d3))) {
+                if (!valid_key(e3->d_name))
+                    continue;
+                char p3[4800];
+                snprintf(p3, sizeof p3, "%s/%s", p2, e3->d_name);
+                struct stat sb;
+                if (stat(p3, &sb) == 0 && S_ISREG(sb.st_mode))
+                    stop = fn(e3->d_name, (uint64_t)sb.st_size, (int64_t)sb.st_mtime, ud);
+            }
+            closedir(d3);
+        }
+        closedir(d2);
+    }
+    closedir(d1);
+    return stop;
+}
+
+static mb_blob_backend local_ops = {
+    .size = sizeof(mb_blob_backend),
+    .name = "local",
+    .put = local_put,
+    .get = local_get,
+    .has = local_has,
+    .del = local_del,
+    .list = local_list,
+};
+
+/* Take a reference on the active backend for one call. */
+static backend be_enter(void)
+{
+    pthread_rwlock_rdlock(&backend_lock);
+    backend b = active;
+    modmgr_enter(b.owner);
+    pthread_rwlock_unlock(&backend_lock);
+    return b;
+}
+
+static void be_leave(backend b) { modmgr_leave(b.owner); }
+
+int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err)
+{
+    if (!b || b->size < offsetof(mb_blob_backend, list) || !b->put || !b->get || !b->has || !b->del || !b->name)
+        return err_set(err, MB_EINVAL, "a blob backend needs a name and put, get, has and del");
+    pthread_rwlock_wrlock(&backend_lock);
+    active = (backend){.ops = b, .state = state, .owner = owner};
+    pthread_rwlock_unlock(&backend_lock);
+    log_info("chunks are now stored through the '%s' backend", b->name);
+    return 0;
+}
+
+void blob_backend_unregister(mb_module *owner)
+{
+    pthread_rwlock_wrlock(&backend_lock);
+    if (owner && active.owner == owner)
+        active = (backend){.ops = &local_ops};
+    pthread_rwlock_unlock(&backend_lock);
+}
+
+/* ------------------------------------------------------------- chunks --- */
+
+int blob_put(const char *hash, const void *data, size_t len, mb_err *err)
+{
+    backend b = be_enter();
+    mb_err e = {0};
+    int rc = b.ops->has(b.state, hash, &e);
+    if (rc == 0)
+        rc = b.ops->put(b.state, hash, data, len, &e);
+    else if (rc == 1)
+        rc = 0; /* dedup: the same bytes are already stored */
+    be_leave(b);
+    if (rc < 0) {
+        if (err)
+            *err = e.code ? e : (mb_err){.code = rc};
+        if (err && !err->msg[0])
+            err_set(err, rc, "the chunk store refused a chunk");
+    }
+    return rc < 0 ? rc : 0;
+}
+
+int blob_get(const char *hash, void *buf, size_t len, mb_err *err)
+{
+    backend b = be_enter();
+    mb_err e = {0};
+    int64_t n = b.ops->get(b.state, hash, 0, buf, len, &e);
+    be_leave(b);
+    if (n < 0) {
+        if (err)
+            *err = e;
+        return e.code ? e.code : (int)n;
+    }
+    uint8_t md[32];
+    char hex[65];
+    unsigned mdlen = 0;
+    EVP_Digest(buf, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
+    hex_encode(md, 32, hex);
+    if ((size_t)n != len || strcmp(hex, hash)) {
+        log_error("chunk %s failed verification (%lld of %zu bytes, hash %s)", hash, (long long)n, len, hex);
+        return err_set(err, MB_EINTEGRITY, "stored chunk %.12s… failed verification; its bytes are not served",
+                       hash);
+    }
+    return 0;
+}
+
+bool blob_has(const char *hash)
+{
+    backend b = be_enter();
+    mb_err e = {0};
+    int rc = b.ops->has(b.state, hash, &e);
+    be_leave(b);
+    return rc == 1;
+}
+
+int blob_del(const char *hash, mb_err *err)
+{
+    backend b = be_enter();
+    int rc = b.ops->del(b.state, hash, err);
+    be_leave(b);
+    return rc;
+}
+
+int blob_list(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
+{
+    backend b = be_enter();
+    int rc = b.ops->list ? b.ops->list(b.state, fn, ud, err) : 0;
+    be_leave(b);
+    return rc;
+}
+
+/* ------------------------------------------------------------ pending --- */
+
+/* Open addressing on the first 64 bits of the hash (already uniform); entries are hash +
+ * count. The table grows by doubling; deleted slots are tombstones dropped on growth. */
+typedef struct pend {
+    char hash[65];
+    int count; /* 0 empty, -1 tombstone */
+} pend;
+
+static pthread_mutex_t pend_lock = PTHREAD_MUTEX_INITIALIZER;
+static pend *ptab;
+static size_t pcap, pused;
+
+static uint64_t phash(const char *h)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 16 && h[i]; i++)
+        v = v * 16 + (uint64_t)(h[i] <= '9' ? h[i] - '0' : h[i] - 'a' + 10);
+    return v;
+}
+
+static pend *pfind(const char *h, bool create)
+{
+    if (create && (pused + 1) * 2 > pcap) {
+        size_t ncap = pcap ? pcap * 2 : 256;
+        pend *nt = xcalloc(ncap, sizeof *nt);
+        for (size_t i = 0; i < pcap; i++)
+            if (ptab[i].count > 0) {
+                size_t j = (size_t)phash(ptab[i].hash) & (ncap - 1);
+                while (nt[j].count)
+                    j = (j + 1) & (ncap - 1);
+                nt[j] = ptab[i];
+            }
+        free(ptab);
+        ptab = nt;
+        pcap = ncap;
+        pused = 0;
+        for (size_t i = 0; i < pcap; i++)
+            pused += ptab[i].count > 0;
+    }
+    if (!pcap)
+        return NULL;
+    size_t j = (size_t)phash(h) & (pcap - 1);
+    pend *tomb = NULL;
+    for (size_t n = 0; n < pcap; n++, j = (j + 1) & (pcap - 1)) {
+        if (ptab[j].count == 0)
+            break;
+        if (ptab[j].count < 0) {
+            if (!tomb)
+                tomb = &ptab[j];
+            continue;
+        }
+        if (!strcmp(ptab[j].hash, h))
+            return &ptab[j];
+    }
+    if (!create)
+        return NULL;
+    pend *p = tomb ? tomb : &ptab[j];
+    if (p->count == 0)
+        pused++;
+    snprintf(p->hash, sizeof p->hash, "%s", h);
+    p->count = 0;
+    return p;
+}
+
+void blob_pending_add(const char *hash)
+{
+    pthread_mutex_lock(&pend_lock);
+    pend *p = pfind(hash, true);
+    p->count++;
+    pthread_mutex_unlock(&pend_lock);
+}
+
+void blob_pending_drop(const char *hash)
+{
+    pthread_mutex_lock(&pend_lock);
+    pend *p = pfind(hash, false);
+    if (p && --p->count == 0)
+        p->count = -1;
+    pthread_mutex_unlock(&pend_lock);
+}
+
+static pthread_mutex_t commit_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A failed write lets go of a chunk: when no other write holds it and no refcount record
+ * names it, nobody can reach it, so it goes now instead of waiting for the collector. */
+void blob_pending_drop_discard(const char *hash)
+{
+    pthread_mutex_lock(&commit_lock);
+    pthread_mutex_lock(&pend_lock);
+    pend *p = pfind(hash, false);
+    if (p && --p->count == 0) {
+        p->count = -1;
+        char key[80], *v = NULL;
+        snprintf(key, sizeof key, "c/%s", hash);
+        if (db_get(key, strlen(key), &v, NULL) == MB_ENOENT) {
+            mb_err e = {0};
+            blob_del(hash, &e);
+        }
+        free(v);
+    }
+    pthread_mutex_unlock(&pend_lock);
+    pthread_mutex_unlock(&commit_lock);
+}
+
+/* ----------------------------------------------------------- refcounts --- */
+
+void blob_lock(void) { pthread_mutex_lock(&commit_lock); }
+void blob_unlock(void) { pthread_mutex_unlock(&commit_lock); }
+
+struct blob_refs {
+    json_t *map; /* hash -> [delta, size] */
+};
+
+blob_refs *blob_refs_new(void)
+{
+    blob_refs *r = xmalloc(sizeof *r);
+    r->map = json_object();
+    return r;
+}
+
+void blob_refs_add(blob_refs *r, const char *hash, uint64_t size, int delta)
+{
+    json_t *e = json_object_get(r->map, hash);
+    if (!e) {
+        json_object_set_new(r->map, hash, json_pack("[i, I]", 0, (json_int_t)size));
+        e = json_object_get(r->map, hash);
+    }
+    json_array_set_new(e, 0, json_integer(json_integer_value(json_array_get(e, 0)) + delta));
+}
+
+void blob_refs_free(blob_refs *r)
+{
+    if (!r)
+        return;
+    json_decref(r->map);
+    free(r);
+}
+
+int blob_refs_apply(blob_refs *r, db_batch *b, mb_err *err)
+{
+    const char *hash;
+    json_t *e;
+    int64_t now = now_wall();
+    json_object_foreach(r->map, hash, e) {
+        json_int_t delta = json_integer_value(json_array_get(e, 0));
+        if (delta == 0)
+            continue;
+        char key[80];
+        snprintf(key, sizeof key, "c/%s", hash);
+        json_t *rec = NULL;
+        int rc = db_get_json(key, &rec);
+        if (rc && rc != MB_ENOENT)
+            return err_set(err, MB_EIO, "cannot read the refcount of chunk %.12s…", hash);
+        json_int_t refs = rec ? json_integer_value(json_object_get(rec, "refs")) : 0;
+        json_int_t size = rec ? json_integer_value(json_object_get(rec, "size"))
+                              : json_integer_value(json_array_get(e, 1));
+        json_int_t zs = rec ? json_integer_value(json_object_get(rec, "zero_since")) : 0;
+        json_decref(rec);
+        refs += delta;
+        if (refs < 0) {
+            log_error("refcount of chunk %s would drop below zero; clamped (fsck will check)", hash);
+            refs = 0;
+        }
+        if (refs == 0 && (delta < 0 || !zs))
+            zs = now;
+        if (refs > 0)
+            zs = 0;
+        json_t *nrec = json_pack("{s:i, s:I, s:I, s:I}", "v", 1, "refs", refs, "size", size, "zero_since", zs);
+        db_batch_put_json(b, key, nrec);
+        json_decref(nrec);
+    }
+    return 0;
+}
+
+/* ----------------------------------------------------------- collector --- */
+
+static int64_t gc_grace = 3600, gc_interval = 600;
+static pthread_t gc_thread;
+static bool gc_running, gc_stop;
+static pthread_mutex_t gc_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gc_cv = PTHREAD_COND_INITIALIZER;
+
+int64_t blob_gc_grace(void) { return gc_grace; }
+
+typedef struct {
+    int64_t cutoff;
+    json_t *orphans; /* array of hashes */
+} orphan_scan;
+
+static int orphan_cb(const char *hash, uint64_t size, int64_t mtime, void *ud)
+{
+    (void)size;
+    orphan_scan *o = ud;
+    if (mtime > o->cutoff)
+        return 0;
+    char key[80];
+    snprintf(key, sizeof key, "c/%s", hash);
+    char *v;
+    if (db_get(key, strlen(key), &v, NULL) == 0) {
+        free(v);
+        return 0;
+    }
+    json_array_append_new(o->orphans, json_string(hash));
+    return 0;
+}
+
+int blob_gc(int64_t grace, mb_err *err)
+{
+    int64_t cutoff = now_wall() - grace;
+    int deleted = 0;
+    /* 1. Records at zero for longer than the grace: collect the candidates first (no lock
+     * held during the scan), then re-check each one under the locks. */
+    json_t *cand = json_array();
+    db_iter *it = db_iter_prefix("c/", 2);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *v = db_iter_val(it, &vl);
+        json_t *rec = json_loadb(v, vl, 0, NULL);
+        if (rec && json_integer_value(json_object_get(rec, "refs")) == 0 &&
+            json_integer_value(json_object_get(rec, "zero_since")) <= cutoff && kl == 66)
+            json_array_append_new(cand, json_stringn(k + 2, 64));
+        json_decref(rec);
+    }
+    db_iter_free(it);
+    size_t i;
+    json_t *h;
+    json_array_foreach(cand, i, h) {
+        const char *hash = json_string_value(h);
+        char key[80];
+        snprintf(key, sizeof key, "c/%s", hash);
+        blob_lock();
+        json_t *rec = NULL;
+        if (db_get_json(key, &rec) == 0 && json_integer_value(json_object_get(rec, "refs")) == 0 &&
+            json_integer_value(json_object_get(rec, "zero_since")) <= cutoff) {
+            pthread_mutex_lock(&pend_lock);
+            if (!pfind(hash, false)) {
+                mb_err e = {0};
+                if (blob_del(hash, &e) == 0) {
+                    db_del(key, strlen(key), true);
+                    deleted++;
+                } else
+                    log_warn("collector: %s", e.msg);
+            }
+            pthread_mutex_unlock(&pend_lock);
+        }
+        json_decref(rec);
+        blob_unlock();
+    }
+    json_decref(cand);
+    /* 2. Orphans: chunk files no record names (an upload that never committed). */
+    orphan_scan o = {.cutoff = cutoff, .orphans = json_array()};
+    blob_list(orphan_cb, &o, err);
+    json_array_foreach(o.orphans, i, h) {
+        const char *hash = json_string_value(h);
+        char key[80];
+        snprintf(key, sizeof key, "c/%s", hash);
+        blob_lock();
+        pthread_mutex_lock(&pend_lock);
+        char *v = NULL;
+        if (!pfind(hash, false) && db_get(key, strlen(key), &v, NULL) == MB_ENOENT) {
+            mb_err e = {0};
+            if (blob_del(hash, &e) == 0)
+                deleted++;
+        }
+        free(v);
+        pthread_mutex_unlock(&pend_lock);
+        blob_unlock();
+    }
+    json_decref(o.orphans);
+    if (deleted)
+        log_info("collector: deleted %d unreferenced chunks", deleted);
+    return deleted;
+}
+
+static void *gc_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&gc_mu);
+    while (!gc_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += gc_interval;
+        pthread_cond_timedwait(&gc_cv, &gc_mu, &ts);
+        if (gc_stop)
+            break;
+        pthread_mutex_unlock(&gc_mu);
+        mb_err e = {0};
+        blob_gc(gc_grace, &e);
+        pthread_mutex_lock(&gc_mu);
+    }
+    pthread_mutex_unlock(&gc_mu);
+    return NULL;
+}
+
+static int64_t env_secs(const char *name, int64_t def)
+{
+    const char *s = getenv(name);
+    uint64_t v;
+    if (s && parse_u64(s, &v) && v < (1ULL << 40))
+        return (int64_t)v;
+    if (s)
+        log_warn("%s=%s is not a number of seconds; using %lld", name, s, (long long)def);
+    return def;
+}
+
+int blob_init(mb_err *err)
+{
+    gc_grace = env_secs("MBYTE_GC_GRACE", 3600);
+    gc_interval = env_secs("MBYTE_GC_INTERVAL", 600);
+    if (gc_interval < 1)
+        gc_interval = 1;
+    size_t n = strlen(g_cfg->data_dir) + 16;
+    chunk_dir = xmalloc(n);
+    snprintf(chunk_dir, n, "%s/chunks", g_cfg->data_dir);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s/tmp", chunk_dir);
+    if (mkdir_p(tmp, 0700))
+        return err_set(err, MB_EIO, "cannot create the chunk folder %s", tmp);
+    /* Temp files are leftovers of writes a crash interrupted: never referenced. */
+    DIR *d = opendir(tmp);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.') {
+                char p[4500];
+                snprintf(p, sizeof p, "%s/%s", tmp, e->d_name);
+                unlink(p);
+            }
+        closedir(d);
+    }
+    active = (backend){.ops = &local_ops};
+    gc_stop = false;
+    if (pthread_create(&gc_thread, NULL, gc_main, NULL))
+        return err_set(err, MB_EIO, "cannot start the chunk collector");
+    gc_running = true;
+    return 0;
+}
+
+void blob_fini(void)
+{
+    if (gc_running) {
+        pthread_mutex_lock(&gc_mu);
+        gc_stop = true;
+        pthread_cond_signal(&gc_cv);
+        pthread_mutex_unlock(&gc_mu);
+        pthread_join(gc_thread, NULL);
+        gc_running = false;
+    }
+    free(chunk_dir);
+    chunk_dir = NULL;
+    free(ptab);
+    ptab = NULL;
+    pcap = pused = 0;
+}

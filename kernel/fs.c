@@ -1,0 +1,1800 @@
+/*
+ * fs.c — the file service (DESIGN.md: Storage; issue 3): stores, the namespace, file
+ * versions made of content-defined chunks, the write pipeline, reads, move/copy/delete and
+ * fsck. Every door (HTTP, tus, FTP, modules through mb_api) goes through these calls, so
+ * names, filters (quotas, limits) and events apply the same everywhere.
+ *
+ * Layout (docs/storage.md "## Files"):
+ *   s/<sid16>                      store record
+ *   so/<uid16>/<sid16>             the owner's index of stores
+ *   d/<sid16>/<pid16>/<name>       a directory entry: <name> inside folder <pid> (root = 0)
+ *   f/<sid16>/<fid16>/<ver16>      a file version: size, sha256, ordered chunk list
+ *   c/<sha256>                     chunk refcount (blob.c)
+ * Folders and files have random 63-bit ids, and entries are keyed by their parent's id, not
+ * its path: listing a folder is one prefix scan, and moving or renaming a folder of any size
+ * is one delete plus one put in one batch — its subtree follows because it hangs off the id.
+ * A file id is stable across renames and moves (the versioning module keys on it).
+ *
+ * Write order (DESIGN.md): chunks are written durably while the body streams in (blob.c);
+ * then one synced batch commits the version, the refcounts, the directory entry and the
+ * outbox event; only then does the caller reply. A crash before the batch leaves the old
+ * file and some orphan chunks (collected after the grace); after it, the new file.
+ *
+ * Threads: any (HTTP workers, task workers). Every namespace change is a read-modify-write
+ * done under blob_lock() (the one commit lock, which also guards refcounts), so concurrent
+ * writers of one path serialise at commit time and the last commit wins cleanly; bodies are
+ * streamed and chunks written without any lock. Reads take no lock: each LevelDB read is
+ * consistent and entries point only at committed versions. libmagic is not thread-safe, so
+ * its one cookie sits behind magic_lock.
+ */
+#include "fs.h"
+#include <magic.h>
+#include <openssl/evp.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unicode/unorm2.h>
+#include <unicode/ustring.h>
+
+#define HEAD_BYTES 8192
+#define WBUF_CAP (2 * CHUNK_MAX)
+
+static magic_t magic_cookie;
+static pthread_mutex_t magic_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ============================================================== names === */
+
+int fs_name_normalize(const char *in, size_t n, char *out, mb_err *err)
+{
+    if (n == 0)
+        return err_set(err, MB_EINVAL, "name: may not be empty");
+    if (memchr(in, 0, n))
+        return err_set(err, MB_EINVAL, "name: may not contain NUL");
+    if (memchr(in, '/', n))
+        return err_set(err, MB_EINVAL, "name: may not contain '/'");
+    if (n > 4 * FS_NAME_MAX) /* NFC never shrinks text by more than this; don't normalise a novel */
+        return err_set(err, MB_EINVAL, "name: may be at most %d bytes", FS_NAME_MAX);
+    if (!utf8_valid(in, n))
+        return err_set(err, MB_EINVAL, "name: is not valid UTF-8");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c < 0x20 || c == 0x7f || (c == 0xc2 && i + 1 < n && (unsigned char)in[i + 1] < 0xa0))
+            return err_set(err, MB_EINVAL, "name: may not contain control characters");
+    }
+    /* NFC through ICU: UTF-8 -> UTF-16, quick check, normalise only when needed. */
+    UErrorCode ue = U_ZERO_ERROR;
+    const UNormalizer2 *nfc = unorm2_getNFCInstance(&ue);
+    UChar src[4 * FS_NAME_MAX + 1], dst[8 * FS_NAME_MAX + 1];
+    int32_t slen = 0;
+    u_strFromUTF8(src, (int32_t)(sizeof src / sizeof src[0]), &slen, in, (int32_t)n, &ue);
+    if (U_FAILURE(ue))
+        return err_set(err, MB_EINVAL, "name: is not valid UTF-8");
+    const UChar *res = src;
+    int32_t rlen = slen;
+    if (!unorm2_isNormalized(nfc, src, slen, &ue)) {
+        ue = U_ZERO_ERROR;
+        rlen = unorm2_normalize(nfc, src, slen, dst, (int32_t)(sizeof dst / sizeof dst[0]), &ue);
+        if (U_FAILURE(ue))
+            return err_set(err, MB_EINVAL, "name: may be at most %d bytes", FS_NAME_MAX);
+        res = dst;
+    }
+    ue = U_ZERO_ERROR;
+    int32_t olen = 0;
+    u_strToUTF8(out, FS_NAME_MAX + 1, &olen, res, rlen, &ue);
+    if (U_FAILURE(ue) || ue == U_STRING_NOT_TERMINATED_WARNING || olen > FS_NAME_MAX)
+        return err_set(err, MB_EINVAL, "name: may be at most %d bytes", FS_NAME_MAX);
+    out[olen] = 0;
+    if (!strcmp(out, "."))
+        return err_set(err, MB_EINVAL, "name: may not be '.'");
+    if (!strcmp(out, ".."))
+        return err_set(err, MB_EINVAL, "name: may not be '..'");
+    return 0;
+}
+
+int fs_path_normalize(const char *in, size_t n, char **out, mb_err *err)
+{
+    if (n > FS_PATH_MAX)
+        return err_set(err, MB_EINVAL, "path: may be at most %d bytes", FS_PATH_MAX);
+    if (memchr(in, 0, n))
+        return err_set(err, MB_EINVAL, "path: may not contain NUL");
+    char *res = xmalloc(FS_PATH_MAX + FS_NAME_MAX + 2);
+    size_t len = 0;
+    int depth = 0;
+    const char *p = in, *end = in + n;
+    while (p < end) {
+        const char *s = memchr(p, '/', (size_t)(end - p));
+        const char *e = s ? s : end;
+        if (e > p) {
+            char name[FS_NAME_MAX + 1];
+            int rc = fs_name_normalize(p, (size_t)(e - p), name, err);
+            if (rc) {
+                free(res);
+                return rc;
+            }
+            if (++depth > FS_DEPTH_MAX) {
+                free(res);
+                return err_set(err, MB_EINVAL, "path: may have at most %d levels", FS_DEPTH_MAX);
+            }
+            size_t l = strlen(name);
+            if (len + l + 1 > FS_PATH_MAX) {
+                free(res);
+                return err_set(err, MB_EINVAL, "path: may be at most %d bytes", FS_PATH_MAX);
+            }
+            if (len)
+                res[len++] = '/';
+            memcpy(res + len, name, l);
+            len += l;
+        }
+        p = s ? s + 1 : end;
+    }
+    res[len] = 0;
+    *out = res;
+    return 0;
+}
+
+/* ======================================================== small helpers === */
+
+static uint64_t new_id(void)
+{
+    uint64_t v = 0;
+    while (!v) {
+        randombytes_buf(&v, sizeof v);
+        v &= 0x7fffffffffffffffULL; /* fits a JSON integer */
+    }
+    return v;
+}
+
+static void dkey(char *out, size_t n, uint64_t sid, uint64_t pid, const char *name)
+{
+    char a[17], b[17];
+    key_u64(a, sid);
+    key_u64(b, pid);
+    snprintf(out, n, "d/%s/%s/%s", a, b, name);
+}
+
+static void fkey(char *out, size_t n, uint64_t sid, uint64_t fid, uint64_t ver)
+{
+    char a[17], b[17], c[17];
+    key_u64(a, sid);
+    key_u64(b, fid);
+    key_u64(c, ver);
+    snprintf(out, n, "f/%s/%s/%s", a, b, c);
+}
+
+#define KEYMAX (2 * FS_NAME_MAX + 64)
+
+static json_int_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
+static const char *jstr(const json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "";
+}
+static bool is_folder(const json_t *e) { return !strcmp(jstr(e, "type"), "folder"); }
+
+static const char *last_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+static char *join(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *r = xmalloc(la + lb + 2);
+    memcpy(r, a, la);
+    size_t o = la;
+    if (la && lb)
+        r[o++] = '/';
+    memcpy(r + o, b, lb);
+    r[o + lb] = 0;
+    return r;
+}
+
+/* The public form of an entry: the stored record plus where it is, without "v". */
+static json_t *public_info(const json_t *e, const char *path)
+{
+    json_t *o = json_deep_copy(e);
+    json_object_del(o, "v");
+    json_object_set_new(o, "path", json_string(path));
+    json_object_set_new(o, "name", json_string(last_name(path)));
+    return o;
+}
+
+static json_t *root_info(void)
+{
+    return json_pack("{s:s, s:s, s:s, s:i}", "path", "", "name", "", "type", "folder", "id", 0);
+}
+
+/* ============================================================= stores === */
+
+static json_t *store_public(const json_t *s)
+{
+    json_t *o = json_deep_copy(s);
+    json_object_del(o, "v");
+    return o;
+}
+
+void fs_store_create_batch(db_batch *b, uint64_t uid, const char *name, uint64_t *sid)
+{
+    uint64_t id = db_next_id("store");
+    json_t *rec = json_pack("{s:i, s:I, s:I, s:s, s:I, s:s}", "v", 1, "id", (json_int_t)id, "owner", (json_int_t)uid,
+                            "name", name, "created", (json_int_t)now_wall(), "backend", "local");
+    char key[64], a[17], o[17];
+    key_u64(a, id);
+    key_u64(o, uid);
+    snprintf(key, sizeof key, "s/%s", a);
+    db_batch_put_json(b, key, rec);
+    snprintf(key, sizeof key, "so/%s/%s", o, a);
+    db_batch_put(b, key, strlen(key), "", 0);
+    hook_emit_batch(b, "store.created",
+                    json_pack("{s:I, s:I, s:s}", "store", (json_int_t)id, "owner", (json_int_t)uid, "name", name));
+    json_decref(rec);
+    if (sid)
+        *sid = id;
+}
+
+/* The store record if u may reach it; another user's store is indistinguishable from none. */
+static int store_access(const mb_user *u, uint64_t sid, json_t **rec, mb_err *err)
+{
+    char key[32], a[17];
+    key_u64(a, sid);
+    snprintf(key, sizeof key, "s/%s", a);
+    json_t *s = NULL;
+    int rc = db_get_json(key, &s);
+    if (rc == MB_ENOENT || (rc == 0 && u && (uint64_t)jint(s, "owner") != u->id)) {
+        json_decref(s);
+        return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
+    }
+    if (rc)
+        return err_set(err, MB_EIO, "cannot read store %llu", (unsigned long long)sid);
+    if (rec)
+        *rec = s;
+    else
+        json_decref(s);
+    return 0;
+}
+
+int fs_store_get(const mb_user *u, uint64_t sid, json_t **out, mb_err *err)
+{
+    json_t *s;
+    int rc = store_access(u, sid, &s, err);
+    if (rc)
+        return rc;
+    *out = store_public(s);
+    json_decref(s);
+    return 0;
+}
+
+int fs_stores_list(const mb_user *u, json_t **out, mb_err *err)
+{
+    (void)err;
+    json_t *arr = json_array();
+    char prefix[32], o[17];
+    if (u) {
+        key_u64(o, u->id);
+        snprintf(prefix, sizeof prefix, "so/%s/", o);
+    } else
+        snprintf(prefix, sizeof prefix, "s/");
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        if (kl < 16)
+            continue;
+        char key[32];
+        snprintf(key, sizeof key, "s/%.16s", k + kl - 16);
+        json_t *s;
+        if (db_get_json(key, &s) == 0) {
+            json_array_append_new(arr, store_public(s));
+            json_decref(s);
+        }
+    }
+    db_iter_free(it);
+    *out = arr;
+    return 0;
+}
+
+/* ========================================================== namespace === */
+
+/* Read the entry `name` in folder pid; MB_ENOENT if absent. */
+static int entry_get(uint64_t sid, uint64_t pid, const char *name, json_t **e)
+{
+    char key[KEYMAX];
+    dkey(key, sizeof key, sid, pid, name);
+    return db_get_json(key, e);
+}
+
+/* Resolve a normalised path to its entry. For the root, *e is NULL and *id 0. *pid is the
+ * parent folder's id. */
+static int resolve(uint64_t sid, const char *path, uint64_t *pid, json_t **e, mb_err *err)
+{
+    *e = NULL;
+    if (pid)
+        *pid = 0;
+    if (!*path)
+        return 0;
+    uint64_t cur = 0;
+    const char *p = path;
+    for (;;) {
+        const char *s = strchr(p, '/');
+        size_t l = s ? (size_t)(s - p) : strlen(p);
+        char name[FS_NAME_MAX + 1];
+        memcpy(name, p, l);
+        name[l] = 0;
+        json_t *ent = NULL;
+        int rc = entry_get(sid, cur, name, &ent);
+        if (rc == MB_ENOENT)
+            return err_set(err, MB_ENOENT, "'%.*s' does not exist", (int)(p - path + l), path);
+        if (rc)
+            return err_set(err, MB_EIO, "cannot read the folder entry for '%s'", path);
+        if (!s) {
+            if (pid)
+                *pid = cur;
+            *e = ent;
+            return 0;
+        }
+        if (!is_folder(ent)) {
+            json_decref(ent);
+            return err_set(err, MB_ECONFLICT, "'%.*s' is a file, not a folder", (int)(p - path + l), path);
+        }
+        cur = (uint64_t)jint(ent, "id");
+        json_decref(ent);
+        p = s + 1;
+    }
+}
+
+/* Split "a/b/c" into "a/b" (malloc'd) and "c" (points into path). */
+static char *parent_of(const char *path, const char **name)
+{
+    const char *s = strrchr(path, '/');
+    *name = s ? s + 1 : path;
+    return s ? strndup(path, (size_t)(s - path)) : xstrdup("");
+}
+
+static json_t *folder_record(uint64_t id, uint64_t uid, int64_t now)
+{
+    return json_pack("{s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "v", 1, "type", "folder", "id", (json_int_t)id,
+                     "mtime", (json_int_t)now, "created", (json_int_t)now, "created_by", (json_int_t)uid, "updated",
+                     (json_int_t)now, "updated_by", (json_int_t)uid);
+}
+
+/* Resolve the folder `dir` for a change, under the commit lock. With create, missing
+ * folders are added to b (with folder.created events); a missing one otherwise is
+ * MB_ECONFLICT ("the parent folder does not exist"). *ids (optional) receives the chain of
+ * folder ids from the root down, for the "into itself" check. */
+static int folder_for_change(uint64_t sid, uint64_t owner, const char *dir, bool create, uint64_t uid,
+                             db_batch *b, uint64_t *out_id, json_t *ids, int *created, mb_err *err)
+{
+    uint64_t cur = 0;
+    if (ids)
+        json_array_append_new(ids, json_integer(0));
+    if (!*dir) {
+        *out_id = 0;
+        return 0;
+    }
+    bool creating = false;
+    const char *p = dir;
+    for (;;) {
+        const char *s = strchr(p, '/');
+        size_t l = s ? (size_t)(s - p) : strlen(p);
+        char name[FS_NAME_MAX + 1];
+        memcpy(name, p, l);
+        name[l] = 0;
+        json_t *ent = NULL;
+        int rc = creating ? MB_ENOENT : entry_get(sid, cur, name, &ent);
+        if (rc == MB_ENOENT) {
+            if (!create)
+                return err_set(err, MB_ECONFLICT, "the folder '%.*s' does not exist (create it, or use parents)",
+                               (int)(p - dir + l), dir);
+            creating = true;
+            uint64_t id = new_id();
+            int64_t now = now_wall();
+            json_t *rec = folder_record(id, uid, now);
+            char key[KEYMAX];
+            dkey(key, sizeof key, sid, cur, name);
+            db_batch_put_json(b, key, rec);
+            json_decref(rec);
+            char *sub = strndup(dir, (size_t)(p - dir + l));
+            hook_emit_batch(b, "folder.created",
+                            json_pack("{s:I, s:I, s:s, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner,
+                                      "path", sub, "user", (json_int_t)uid));
+            free(sub);
+            if (created)
+                (*created)++;
+            cur = id;
+        } else if (rc) {
+            return err_set(err, MB_EIO, "cannot read the folder entry for '%s'", dir);
+        } else {
+            if (!is_folder(ent)) {
+                json_decref(ent);
+                return err_set(err, MB_ECONFLICT, "'%.*s' is a file, not a folder", (int)(p - dir + l), dir);
+            }
+            cur = (uint64_t)jint(ent, "id");
+            json_decref(ent);
+        }
+        if (ids)
+            json_array_append_new(ids, json_integer((json_int_t)cur));
+        if (!s)
+            break;
+        p = s + 1;
+    }
+    *out_id = cur;
+    return 0;
+}
+
+/* Children of folder pid in key (name) order: an array of [name, entry]. */
+static json_t *children(uint64_t sid, uint64_t pid)
+{
+    char prefix[64], a[17], b[17];
+    key_u64(a, sid);
+    key_u64(b, pid);
+    snprintf(prefix, sizeof prefix, "d/%s/%s/", a, b);
+    size_t pl = strlen(prefix);
+    json_t *arr = json_array();
+    db_iter *it = db_iter_prefix(prefix, pl);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *v = db_iter_val(it, &vl);
+        json_t *e = json_loadb(v, vl, 0, NULL);
+        if (!e)
+            continue;
+        json_array_append_new(arr, json_pack("[s#, o]", k + pl, (int)(kl - pl), e));
+    }
+    db_iter_free(it);
+    return arr;
+}
+
+/* Depth-first walk below folder id; fn(pid, name, entry, relpath, ud). */
+typedef int (*walk_fn)(uint64_t pid, const char *name, json_t *e, const char *rel, void *ud);
+
+static int walk_ids(uint64_t sid, uint64_t id, const char *rel, int depth, walk_fn fn, void *ud)
+{
+    if (depth > 4 * FS_DEPTH_MAX)
+        return MB_EINTERNAL; /* a cycle would be a bug; never loop forever */
+    json_t *kids = children(sid, id);
+    size_t i;
+    json_t *kv;
+    int rc = 0;
+    json_array_foreach(kids, i, kv) {
+        const char *name = json_string_value(json_array_get(kv, 0));
+        json_t *e = json_array_get(kv, 1);
+        char *r = join(rel, name);
+        rc = fn(id, name, e, r, ud);
+        if (!rc && is_folder(e))
+            rc = walk_ids(sid, (uint64_t)jint(e, "id"), r, depth + 1, fn, ud);
+        free(r);
+        if (rc)
+            break;
+    }
+    json_decref(kids);
+    return rc;
+}
+
+int fs_stat(const mb_user *u, uint64_t sid, const char *path, json_t **info, mb_err *err)
+{
+    int rc = store_access(u, sid, NULL, err);
+    if (rc)
+        return rc;
+    char *np;
+    if ((rc = fs_path_normalize(path, strlen(path), &np, err)))
+        return rc;
+    json_t *e;
+    rc = resolve(sid, np, NULL, &e, err);
+    if (!rc)
+        *info = e ? public_info(e, np) : root_info();
+    json_decref(e);
+    free(np);
+    return rc;
+}
+
+typedef struct {
+    int (*fn)(const char *, const json_t *, void *);
+    void *ud;
+    const char *base;
+} pub_walk;
+
+static int pub_walk_cb(uint64_t pid, const char *name, json_t *e, const char *rel, void *ud)
+{
+    (void)pid, (void)name;
+    pub_walk *w = ud;
+    char *full = join(w->base, rel);
+    json_t *info = public_info(e, full);
+    free(full);
+    int rc = w->fn(rel, info, w->ud);
+    json_decref(info);
+    return rc;
+}
+
+/* Resolve a folder (the root included) for reading. */
+static int folder_id(uint64_t sid, const char *np, uint64_t *id, mb_err *err)
+{
+    json_t *e;
+    int rc = resolve(sid, np, NULL, &e, err);
+    if (rc)
+        return rc;
+    if (e && !is_folder(e)) {
+        json_decref(e);
+        return err_set(err, MB_ECONFLICT, "'%s' is a file, not a folder", np);
+    }
+    *id = e ? (uint64_t)jint(e, "id") : 0;
+    json_decref(e);
+    return 0;
+}
+
+int fs_walk(const mb_user *u, uint64_t sid, const char *path,
+            int (*fn)(const char *relpath, const json_t *entry, void *ud), void *ud, mb_err *err)
+{
+    int rc = store_access(u, sid, NULL, err);
+    if (rc)
+        return rc;
+    char *np;
+    if ((rc = fs_path_normalize(path, strlen(path), &np, err)))
+        return rc;
+    uint64_t id;
+    rc = folder_id(sid, np, &id, err);
+    if (!rc) {
+        pub_walk w = {fn, ud, np};
+        rc = walk_ids(sid, id, "", 0, pub_walk_cb, &w);
+    }
+    free(np);
+    return rc;
+}
+
+static int list_cb(const char *rel, const json_t *e, void *ud)
+{
+    json_t *o = json_deep_copy(e);
+    json_object_set_new(o, "relpath", json_string(rel));
+    json_array_append_new(ud, o);
+    return 0;
+}
+
+int fs_list(const mb_user *u, uint64_t sid, const char *path, bool recursive, json_t **out, mb_err *err)
+{
+    int rc = store_access(u, sid, NULL, err);
+    if (rc)
+        return rc;
+    char *np;
+    if ((rc = fs_path_normalize(path, strlen(path), &np, err)))
+        return rc;
+    uint64_t id;
+    if ((rc = folder_id(sid, np, &id, err))) {
+        free(np);
+        return rc;
+    }
+    json_t *entries = json_array();
+    if (recursive) {
+        pub_walk w = {list_cb, entries, np};
+        rc = walk_ids(sid, id, "", 0, pub_walk_cb, &w);
+    } else {
+        json_t *kids = children(sid, id);
+        size_t i;
+        json_t *kv;
+        json_array_foreach(kids, i, kv) {
+            char *full = join(np, json_string_value(json_array_get(kv, 0)));
+            json_array_append_new(entries, public_info(json_array_get(kv, 1), full));
+            free(full);
+        }
+        json_decref(kids);
+    }
+    *out = json_pack("{s:s, s:o}", "path", np, "entries", entries);
+    free(np);
+    return rc;
+}
+
+/* ======================================================== content type === */
+
+static const struct {
+    const char *ext, *type;
+} ext_types[] = {
+    {"txt", "text/plain"}, {"md", "text/markdown"}, {"csv", "text/csv"}, {"html", "text/html"},
+    {"htm", "text/html"}, {"css", "text/css"}, {"js", "text/javascript"}, {"mjs", "text/javascript"},
+    {"json", "application/json"}, {"xml", "application/xml"}, {"svg", "image/svg+xml"}, {"png", "image/png"},
+    {"jpg", "image/jpeg"}, {"jpeg", "image/jpeg"}, {"gif", "image/gif"}, {"webp", "image/webp"},
+    {"avif", "image/avif"}, {"bmp", "image/bmp"}, {"ico", "image/x-icon"}, {"tif", "image/tiff"},
+    {"tiff", "image/tiff"}, {"heic", "image/heic"}, {"pdf", "application/pdf"}, {"zip", "application/zip"},
+    {"gz", "application/gzip"}, {"tar", "application/x-tar"}, {"7z", "application/x-7z-compressed"},
+    {"mp3", "audio/mpeg"}, {"ogg", "audio/ogg"}, {"wav", "audio/wav"}, {"flac", "audio/flac"},
+    {"mp4", "video/mp4"}, {"webm", "video/webm"}, {"mkv", "video/x-matroska"}, {"mov", "video/quicktime"},
+    {"doc", "application/msword"},
+    {"docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"},
+    {"xls", "application/vnd.ms-excel"},
+    {"xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+    {"pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation"},
+    {"odt", "application/vnd.oasis.opendocument.text"}, {"epub", "application/epub+zip"},
+    {"wasm", "application/wasm"}, {"yaml", "application/yaml"}, {"yml", "application/yaml"},
+    {"c", "text/x-c"}, {"h", "text/x-c"}, {"py", "text/x-python"}, {"sh", "application/x-sh"},
+};
+
+static const char *ext_type(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name)
+        return NULL;
+    for (size_t i = 0; i < sizeof ext_types / sizeof ext_types[0]; i++)
+        if (!strcasecmp(dot + 1, ext_types[i].ext))
+            return ext_types[i].type;
+    return NULL;
+}
+
+static bool textish(const char *t)
+{
+    return !strncmp(t, "text/", 5) || !strcmp(t, "application/json") || !strcmp(t, "application/xml") ||
+           !strcmp(t, "image/svg+xml") || !strcmp(t, "application/yaml") || !strcmp(t, "application/x-sh");
+}
+
+/* libmagic on the first bytes; the extension decides when magic only knows "some bytes" or
+ * "some text" (CSS and JavaScript look like plain text to it). */
+static char *detect_ctype(const char *name, const uint8_t *head, size_t n)
+{
+    const char *ext = ext_type(name);
+    char m[128] = "";
+    if (magic_cookie && n) {
+        pthread_mutex_lock(&magic_lock);
+        const char *r = magic_buffer(magic_cookie, head, n);
+        if (r)
+            snprintf(m, sizeof m, "%s", r);
+        pthread_mutex_unlock(&magic_lock);
+    }
+    if (!m[0] || !strcmp(m, "application/octet-stream") || strstr(m, "x-empty"))
+        return xstrdup(ext ? ext : "application/octet-stream");
+    if (!strcmp(m, "text/plain") && ext && textish(ext))
+        return xstrdup(ext);
+    return xstrdup(m);
+}
+
+/* ============================================================ writing === */
+
+struct fs_writer {
+    uint64_t sid, owner, uid;
+    char *path; /* normalised */
+    int flags;
+    char expect[65], if_match[65];
+    uint8_t *buf;
+    size_t start, len; /* unconsumed bytes are buf[start .. len) */
+    EVP_MD_CTX *md;
+    uint64_t total;
+    int64_t expected;
+    json_t *chunks; /* [{"h","n"}] in order; each one is pending in blob.c */
+    uint8_t head[HEAD_BYTES];
+    size_t headlen;
+};
+
+static json_t *filter_payload(const fs_writer *w)
+{
+    return json_pack("{s:I, s:I, s:s, s:I}", "store", (json_int_t)w->sid, "owner", (json_int_t)w->owner, "path",
+                     w->path, "user", (json_int_t)w->uid);
+}
+
+int fs_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t expected_size,
+                   const char *expect_sha256, int flags, fs_writer **out, mb_err *err)
+{
+    *out = NULL;
+    json_t *store;
+    int rc = store_access(u, sid, &store, err);
+    if (rc)
+        return rc;
+    uint64_t owner = (uint64_t)jint(store, "owner");
+    json_decref(store);
+    char *np;
+    if ((rc = fs_path_normalize(path, strlen(path), &np, err)))
+        return rc;
+    if (!*np) {
+        free(np);
+        return err_set(err, MB_EINVAL, "path: the root folder is not a file");
+    }
+    if (expect_sha256 && (strlen(expect_sha256) != 64 || strspn(expect_sha256, "0123456789abcdef") != 64)) {
+        free(np);
+        return err_set(err, MB_EINVAL, "the expected SHA-256 must be 64 lower-case hex digits");
+    }
+    /* Early checks, so a doomed upload is refused before its body is read; commit checks
+     * again under the lock. */
+    const char *name;
+    char *dir = parent_of(np, &name);
+    uint64_t pid = 0;
+    json_t *pe = NULL, *existing = NULL;
+    if (*dir) {
+        rc = resolve(sid, dir, NULL, &pe, err);
+        if (rc == MB_ENOENT && (flags & FS_PARENTS))
+            rc = 0;
+        else if (rc == MB_ENOENT)
+            rc = err_set(err, MB_ECONFLICT, "the folder '%s' does not exist (create it, or use parents=true)", dir);
+        else if (!rc && !is_folder(pe))
+            rc = err_set(err, MB_ECONFLICT, "'%s' is a file, not a folder", dir);
+        if (pe)
+            pid = (uint64_t)jint(pe, "id");
+    }
+    if (!rc && (pe || !*dir) && entry_get(sid, pid, name, &existing) == 0) {
+        if (is_folder(existing))
+            rc = err_set(err, MB_ECONFLICT, "'%s' is a folder", np);
+        else if (flags & FS_NO_OVERWRITE)
+            rc = err_set(err, MB_EEXIST, "'%s' already exists", np);
+    }
+    json_decref(pe);
+    free(dir);
+    fs_writer *w = NULL;
+    if (!rc) {
+        w = xcalloc(1, sizeof *w);
+        w->sid = sid;
+        w->owner = owner;
+        w->uid = u ? u->id : 0;
+        w->path = np;
+        np = NULL;
+        w->flags = flags;
+        w->expected = expected_size;
+        if (expect_sha256)
+            memcpy(w->expect, expect_sha256, 65);
+        json_t *p = filter_payload(w);
+        const char *guess = ext_type(name);
+        json_object_set_new(p, "size", json_integer(expected_size));
+        json_object_set_new(p, "ctype", json_string(guess ? guess : "application/octet-stream"));
+        json_object_set_new(p, "existing_size", json_integer(existing ? jint(existing, "size") : 0));
+        json_object_set_new(p, "exists", json_boolean(existing != NULL));
+        rc = hook_filter("file.write", p, err);
+        json_decref(p);
+    }
+    json_decref(existing);
+    free(np);
+    if (rc) {
+        if (w) {
+            free(w->path);
+            free(w);
+        }
+        return rc;
+    }
+    w->buf = xmalloc(WBUF_CAP);
+    w->md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(w->md, EVP_sha256(), NULL);
+    w->chunks = json_array();
+    *out = w;
+    return 0;
+}
+
+void fs_write_if_match(fs_writer *w, const char *sha256)
+{
+    if (w && sha256)
+        snprintf(w->if_match, sizeof w->if_match, "%s", sha256);
+}
+
+/* Cut, hash and store one chunk of n bytes at p. */
+static int store_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
+{
+    json_t *fp = filter_payload(w);
+    json_object_set_new(fp, "bytes", json_integer((json_int_t)(w->total)));
+    json_object_set_new(fp, "size", json_integer(w->expected));
+    int rc = hook_filter("file.write.chunk", fp, err);
+    json_decref(fp);
+    if (rc)
+        return rc;
+    uint8_t md[32];
+    unsigned mdl = 0;
+    char hex[65];
+    EVP_Digest(p, n, md, &mdl, EVP_sha256(), NULL);
+    hex_encode(md, 32, hex);
+    /* Pending first, then store: see blob.c on why this order beats the collector. */
+    blob_pending_add(hex);
+    json_array_append_new(w->chunks, json_pack("{s:s, s:I}", "h", hex, "n", (json_int_t)n));
+    return blob_put(hex, p, n, err);
+}
+
+int fs_write_data(fs_writer *w, const void *data, size_t n, mb_err *err)
+{
+    const uint8_t *p = data;
+    if (w->expected >= 0 && w->total + n > (uint64_t)w->expected)
+        return err_set(err, MB_EINVAL, "the body is longer than the %lld bytes announced", (long long)w->expected);
+    EVP_DigestUpdate(w->md, p, n);
+    if (w->headlen < HEAD_BYTES) {
+        size_t k = n < HEAD_BYTES - w->headlen ? n : HEAD_BYTES - w->headlen;
+        memcpy(w->head + w->headlen, p, k);
+        w->headlen += k;
+    }
+    w->total += n;
+    while (n) {
+        if (w->len == WBUF_CAP) { /* compact: keep the unconsumed tail at the front */
+            memmove(w->buf, w->buf + w->start, w->len - w->start);
+            w->len -= w->start;
+            w->start = 0;
+        }
+        size_t k = WBUF_CAP - w->len < n ? WBUF_CAP - w->len : n;
+        memcpy(w->buf + w->len, p, k);
+        w->len += k;
+        p += k;
+        n -= k;
+        while (w->len - w->start >= CHUNK_MAX) {
+            size_t cut = chunker_cut(w->buf + w->start, w->len - w->start);
+            int rc = store_chunk(w, w->buf + w->start, cut, err);
+            if (rc)
+                return rc;
+            w->start += cut;
+        }
+    }
+    return 0;
+}
+
+/* On failure the chunks only this write produced are deleted again: a refused or broken
+ * upload leaves nothing behind (an interrupted process leaves orphans for the collector). */
+static void writer_free(fs_writer *w, bool failed)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(w->chunks, i, c) {
+        if (failed)
+            blob_pending_drop_discard(jstr(c, "h"));
+        else
+            blob_pending_drop(jstr(c, "h"));
+    }
+    json_decref(w->chunks);
+    EVP_MD_CTX_free(w->md);
+    free(w->buf);
+    free(w->path);
+    free(w);
+}
+
+void fs_write_abort(fs_writer *w)
+{
+    if (w)
+        writer_free(w, true);
+}
+
+/* Remove every version of file fid (refcounts down into refs, deletes into b). */
+static void drop_versions(uint64_t sid, uint64_t fid, db_batch *b, blob_refs *refs)
+{
+    char prefix[64], a[17], c[17];
+    key_u64(a, sid);
+    key_u64(c, fid);
+    snprintf(prefix, sizeof prefix, "f/%s/%s/", a, c);
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *v = db_iter_val(it, &vl);
+        json_t *ver = json_loadb(v, vl, 0, NULL);
+        size_t i;
+        json_t *ch;
+        json_array_foreach(json_object_get(ver, "chunks"), i, ch)
+            blob_refs_add(refs, jstr(ch, "h"), (uint64_t)jint(ch, "n"), -1);
+        json_decref(ver);
+        db_batch_del(b, k, kl);
+    }
+    db_iter_free(it);
+}
+
+static void add_chunk_refs(blob_refs *refs, const json_t *chunks, int delta)
+{
+    size_t i;
+    json_t *ch;
+    json_array_foreach(chunks, i, ch) blob_refs_add(refs, jstr(ch, "h"), (uint64_t)jint(ch, "n"), delta);
+}
+
+int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
+{
+    int rc = 0;
+    if (w->expected >= 0 && w->total != (uint64_t)w->expected) {
+        rc = err_set(err, MB_EINVAL, "the body ended after %llu of the %lld bytes announced",
+                     (unsigned long long)w->total, (long long)w->expected);
+        writer_free(w, true);
+        return rc;
+    }
+    /* Verify before the tail is stored: a small body with a wrong digest touches no disk. */
+    uint8_t md[32];
+    unsigned mdl = 0;
+    char sha[65];
+    EVP_DigestFinal_ex(w->md, md, &mdl);
+    hex_encode(md, 32, sha);
+    if (w->expect[0] && strcmp(w->expect, sha)) {
+        rc = err_set(err, MB_EINVAL, "the body's SHA-256 is %s but the client announced %s; nothing was stored", sha,
+                     w->expect);
+        writer_free(w, true);
+        return rc;
+    }
+    /* The tail: whatever is left is cut as the end of the input. */
+    while (w->len > w->start) {
+        size_t cut = chunker_cut(w->buf + w->start, w->len - w->start);
+        if ((rc = store_chunk(w, w->buf + w->start, cut, err))) {
+            writer_free(w, true);
+            return rc;
+        }
+        w->start += cut;
+    }
+    const char *name;
+    char *dir = parent_of(w->path, &name);
+    char *ctype = detect_ctype(name, w->head, w->headlen);
+    int64_t now = now_wall();
+    db_batch *b = db_batch_new();
+    blob_refs *refs = blob_refs_new();
+    json_t *existing = NULL, *entry = NULL;
+    bool is_new = true;
+
+    blob_lock();
+    uint64_t pid;
+    rc = store_access(NULL, w->sid, NULL, err);
+    if (!rc)
+        rc = folder_for_change(w->sid, w->owner, dir, w->flags & FS_PARENTS, w->uid, b, &pid, NULL, NULL, err);
+    if (!rc && entry_get(w->sid, pid, name, &existing) == 0) {
+        if (is_folder(existing))
+            rc = err_set(err, MB_ECONFLICT, "'%s' is a folder", w->path);
+        else if (w->flags & FS_NO_OVERWRITE)
+            rc = err_set(err, MB_EEXIST, "'%s' already exists", w->path);
+        is_new = false;
+    }
+    if (!rc && w->if_match[0] && (is_new || strcmp(jstr(existing, "sha256"), w->if_match)))
+        rc = err_set(err, MB_EPRECOND, "'%s' changed since it was read (If-Match does not match)", w->path);
+    if (!rc) {
+        uint64_t fid = is_new ? new_id() : (uint64_t)jint(existing, "id");
+        uint64_t ver = is_new ? 1 : (uint64_t)jint(existing, "version") + 1;
+        /* Only the newest version is kept for now (no retention policy yet): the old ones
+         * go in this same batch, with their refcounts. */
+        if (!is_new)
+            drop_versions(w->sid, fid, b, refs);
+        add_chunk_refs(refs, w->chunks, +1);
+        json_t *vrec = json_pack("{s:i, s:I, s:s, s:O, s:I, s:I, s:s}", "v", 1, "size", (json_int_t)w->total,
+                                 "sha256", sha, "chunks", w->chunks, "author", (json_int_t)w->uid, "time",
+                                 (json_int_t)now, "ctype", ctype);
+        char key[KEYMAX];
+        fkey(key, sizeof key, w->sid, fid, ver);
+        db_batch_put_json(b, key, vrec);
+        json_decref(vrec);
+        entry = json_pack("{s:i, s:s, s:I, s:I, s:I, s:s, s:I, s:s, s:I, s:I, s:I, s:I}", "v", 1, "type", "file",
+                          "id", (json_int_t)fid, "size", (json_int_t)w->total, "mtime", (json_int_t)now, "sha256",
+                          sha, "version", (json_int_t)ver, "ctype", ctype, "created",
+                          (json_int_t)(is_new ? now : jint(existing, "created")), "created_by",
+                          (json_int_t)(is_new ? w->uid : (uint64_t)jint(existing, "created_by")), "updated",
+                          (json_int_t)now, "updated_by", (json_int_t)w->uid);
+        dkey(key, sizeof key, w->sid, pid, name);
+        db_batch_put_json(b, key, entry);
+        hook_emit_batch(b, is_new ? "file.created" : "file.updated",
+                        json_pack("{s:I, s:I, s:s, s:I, s:I, s:s, s:I, s:s, s:I}", "store", (json_int_t)w->sid,
+                                  "owner", (json_int_t)w->owner, "path", w->path, "file_id", (json_int_t)fid, "size",
+                                  (json_int_t)w->total, "sha256", sha, "version", (json_int_t)ver, "ctype", ctype,
+                                  "user", (json_int_t)w->uid));
+        rc = blob_refs_apply(refs, b, err);
+        if (!rc) {
+            rc = db_batch_commit(b, true);
+            b = NULL;
+            if (rc)
+                err_set(err, rc, "the new version of '%s' could not be committed", w->path);
+        }
+    }
+    blob_unlock();
+    db_batch_free(b);
+    blob_refs_free(refs);
+    if (!rc) {
+        hook_kick();
+        if (info)
+            *info = public_info(entry, w->path);
+        if (created)
+            *created = is_new;
+    }
+    json_decref(entry);
+    json_decref(existing);
+    free(ctype);
+    free(dir);
+    writer_free(w, rc != 0);
+    return rc;
+}
+
+/* ============================================================ reading === */
+
+struct fs_reader {
+    uint64_t size;
+    size_t n;
+    char (*hash)[65];
+    uint64_t *off; /* start of each chunk; off[n] == size */
+    uint8_t *cache;
+    size_t cached; /* index of the chunk in cache, or SIZE_MAX */
+};
+
+int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, fs_reader **out, json_t **info,
+            mb_err *err)
+{
+    *out = NULL;
+    int rc = store_access(u, sid, NULL, err);
+    if (rc)
+        return rc;
+    char *np;
+    if ((rc = fs_path_normalize(path, strlen(path), &np, err)))
+        return rc;
+    json_t *e = NULL, *ver = NULL;
+    rc = resolve(sid, np, NULL, &e, err);
+    if (!rc && (!e || is_folder(e)))
+        rc = err_set(err, MB_ECONFLICT, "'%s' is a folder, not a file", np);
+    if (!rc) {
+        char key[KEYMAX];
+        fkey(key, sizeof key, sid, (uint64_t)jint(e, "id"), version ? version : (uint64_t)jint(e, "version"));
+        int g = db_get_json(key, &ver);
+        if (g == MB_ENOENT)
+            rc = err_set(err, MB_ENOENT, "'%s' has no version %llu", np, (unsigned long long)version);
+        else if (g)
+            rc = err_set(err, MB_EIO, "cannot read the version record of '%s'", np);
+    }
+    if (!rc) {
+        json_t *chunks = json_object_get(ver, "chunks");
+        fs_reader *r = xcalloc(1, sizeof *r);
+        r->n = json_array_size(chunks);
+        r->hash = xcalloc(r->n + 1, sizeof *r->hash);
+        r->off = xcalloc(r->n + 1, sizeof *r->off);
+        r->cached = SIZE_MAX;
+        uint64_t o = 0;
+        for (size_t i = 0; i < r->n; i++) {
+            json_t *c = json_array_get(chunks, i);
+            snprintf(r->hash[i], 65, "%s", jstr(c, "h"));
+            r->off[i] = o;
+            o += (uint64_t)jint(c, "n");
+        }
+        r->off[r->n] = o;
+        r->size = o;
+        *out = r;
+        if (info) {
+            *info = public_info(e, np);
+            if (version) { /* an older version: its own size and hash */
+                json_object_set(*info, "size", json_object_get(ver, "size"));
+                json_object_set(*info, "sha256", json_object_get(ver, "sha256"));
+                json_object_set_new(*info, "version", json_integer((json_int_t)version));
+            }
+        }
+    }
+    json_decref(e);
+    json_decref(ver);
+    free(np);
+    return rc;
+}
+
+ssize_t fs_read(fs_reader *r, uint64_t off, void *buf, size_t n, mb_err *err)
+{
+    if (off >= r->size || n == 0)
+        return 0;
+    /* Binary search the chunk holding off. */
+    size_t lo = 0, hi = r->n;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (r->off[mid] <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    size_t clen = (size_t)(r->off[lo + 1] - r->off[lo]);
+    if (r->cached != lo) {
+        if (!r->cache)
+            r->cache = xmalloc(CHUNK_MAX);
+        r->cached = SIZE_MAX;
+        int rc = blob_get(r->hash[lo], r->cache, clen, err);
+        if (rc)
+            return rc;
+        r->cached = lo;
+    }
+    size_t in = (size_t)(off - r->off[lo]);
+    size_t k = clen - in < n ? clen - in : n;
+    memcpy(buf, r->cache + in, k);
+    return (ssize_t)k;
+}
+
+void fs_close(fs_reader *r)
+{
+    if (!r)
+        return;
+    free(r->hash);
+    free(r->off);
+    free(r->cache);
+    free(r);
+}
+
+/* ===================================================== namespace changes === */
+
+static json_t *op_payload(uint64_t sid, uint64_t owner, const mb_user *u)
+{
+    return json_pack("{s:I, s:I, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner, "user",
+                     (json_int_t)(u ? u->id : 0));
+}
+
+int fs_mkdir(const mb_user *u, uint64_t sid, const char *path, int flags, json_t **info, mb_err *err)
+{
+    json_t *store;
+    int rc = store_access(u, sid, &store, err);
+    if (rc)
+        return rc;
+    uint64_t owner = (uint64_t)jint(store, "owner");
+    json_decref(store);
+    char *np;
+    if ((rc = fs_path_normalize(path, strlen(path), &np, err)))
+        return rc;
+    if (!*np) {
+        free(np);
+        return err_set(err, MB_EEXIST, "the root folder always exists");
+    }
+    json_t *p = op_payload(sid, owner, u);
+    json_object_set_new(p, "path", json_string(np));
+    rc = hook_filter("folder.create", p, err);
+    json_decref(p);
+    const char *name;
+    char *dir = parent_of(np, &name);
+    db_batch *b = db_batch_new();
+    json_t *rec = NULL;
+    if (!rc) {
+        uint64_t uid = u ? u->id : 0, pid;
+        blob_lock();
+        rc = folder_for_change(sid, owner, dir, flags & FS_PARENTS, uid, b, &pid, NULL, NULL, err);
+        json_t *ex = NULL;
+        if (!rc && entry_get(sid, pid, name, &ex) == 0)
+            rc = err_set(err, MB_EEXIST, "'%s' already exists", np);
+        json_decref(ex);
+        if (!rc) {
+            rec = folder_record(new_id(), uid, now_wall());
+            char key[KEYMAX];
+            dkey(key, sizeof key, sid, pid, name);
+            db_batch_put_json(b, key, rec);
+            hook_emit_batch(b, "folder.created",
+                            json_pack("{s:I, s:I, s:s, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner,
+                                      "path", np, "user", (json_int_t)uid));
+            rc = db_batch_commit(b, true);
+            b = NULL;
+            if (rc)
+                err_set(err, rc, "the folder '%s' could not be created", np);
+        }
+        blob_unlock();
+    }
+    db_batch_free(b);
+    if (!rc) {
+        hook_kick();
+        if (info)
+            *info = public_info(rec, np);
+    }
+    json_decref(rec);
+    free(dir);
+    free(np);
+    return rc;
+}
+
+/* Everything below a folder, gathered for delete/copy: [[pid, name, entry, rel]...]. */
+static int gather_cb(uint64_t pid, const char *name, json_t *e, const char *rel, void *ud)
+{
+    json_array_append_new(ud, json_pack("[I, s, O, s]", (json_int_t)pid, name, e, rel));
+    return 0;
+}
+
+static int subtree_depth(const json_t *sub)
+{
+    int max = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(sub, i, t) {
+        const char *rel = json_string_value(json_array_get(t, 3));
+        int d = 1;
+        for (const char *c = rel; *c; c++)
+            d += *c == '/';
+        if (d > max)
+            max = d;
+    }
+    return max;
+}
+
+static int path_depth(const char *p)
+{
+    if (!*p)
+        return 0;
+    int d = 1;
+    for (; *p; p++)
+        d += *p == '/';
+    return d;
+}
+
+/* Delete an entry (and, for a folder, everything below it) into b. */
+static void delete_into(uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid, const char *name, json_t *e,
+                        const char *path, db_batch *b, blob_refs *refs)
+{
+    char key[KEYMAX];
+    if (is_folder(e)) {
+        json_t *sub = json_array();
+        walk_ids(sid, (uint64_t)jint(e, "id"), "", 0, gather_cb, sub);
+        size_t i;
+        json_t *t;
+        json_array_foreach(sub, i, t) {
+            json_t *se = json_array_get(t, 2);
+            char *full = join(path, json_string_value(json_array_get(t, 3)));
+            dkey(key, sizeof key, sid, (uint64_t)json_integer_value(json_array_get(t, 0)),
+                 json_string_value(json_array_get(t, 1)));
+            db_batch_del(b, key, strlen(key));
+            if (!is_folder(se)) {
+                drop_versions(sid, (uint64_t)jint(se, "id"), b, refs);
+                hook_emit_batch(b, "file.deleted",
+                                json_pack("{s:I, s:I, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
+                                          (json_int_t)owner, "path", full, "file_id", jint(se, "id"), "size",
+                                          jint(se, "size"), "user", (json_int_t)uid));
+            }
+            free(full);
+        }
+        json_decref(sub);
+        hook_emit_batch(b, "folder.deleted",
+                        json_pack("{s:I, s:I, s:s, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner,
+                                  "path", path, "user", (json_int_t)uid));
+    } else {
+        drop_versions(sid, (uint64_t)jint(e, "id"), b, refs);
+        hook_emit_batch(b, "file.deleted",
+                        json_pack("{s:I, s:I, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
+                                  (json_int_t)owner, "path", path, "file_id", jint(e, "id"), "size", jint(e, "size"),
+                                  "user", (json_int_t)uid));
+    }
+    dkey(key, sizeof key, sid, pid, name);
+    db_batch_del(b, key, strlen(key));
+}
+
+static int commit_with_refs(db_batch *b, blob_refs *refs, mb_err *err, const char *what)
+{
+    int rc = blob_refs_apply(refs, b, err);
+    if (rc) {
+        db_batch_free(b);
+        return rc;
+    }
+    rc = db_batch_commit(b, true);
+    if (rc)
+        return err_set(err, rc, "%s could not be committed", what);
+    return 0;
+}
+
+int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_err *err)
+{
+    json_t *store;
+    int rc = store_access(u, sid, &store, err);
+    if (rc)
+        return rc;
+    uint64_t owner = (uint64_t)jint(store, "owner");
+    json_decref(store);
+    char *np;
+    if ((rc = fs_path_normalize(path, strlen(path), &np, err)))
+        return rc;
+    if (!*np) {
+        free(np);
+        return err_set(err, MB_EINVAL, "path: the root folder cannot be deleted");
+    }
+    json_t *e = NULL;
+    if ((rc = resolve(sid, np, NULL, &e, err))) {
+        free(np);
+        return rc;
+    }
+    json_t *p = op_payload(sid, owner, u);
+    json_object_set_new(p, "path", json_string(np));
+    json_object_set_new(p, "type", json_string(jstr(e, "type")));
+    json_object_set_new(p, "recursive", json_boolean(flags & FS_RECURSIVE));
+    json_decref(e);
+    e = NULL;
+    rc = hook_filter("file.delete", p, err);
+    json_decref(p);
+    if (!rc) {
+        blob_lock();
+        uint64_t pid;
+        rc = resolve(sid, np, &pid, &e, err);
+        if (!rc && is_folder(e) && !(flags & FS_RECURSIVE)) {
+            json_t *kids = children(sid, (uint64_t)jint(e, "id"));
+            if (json_array_size(kids))
+                rc = err_set(err, MB_ECONFLICT, "the folder '%s' is not empty (delete it with recursive=true)", np);
+            json_decref(kids);
+        }
+        if (!rc) {
+            db_batch *b = db_batch_new();
+            blob_refs *refs = blob_refs_new();
+            delete_into(sid, owner, u ? u->id : 0, pid, last_name(np), e, np, b, refs);
+            rc = commit_with_refs(b, refs, err, "the delete");
+            blob_refs_free(refs);
+        }
+        blob_unlock();
+        json_decref(e);
+    }
+    if (!rc)
+        hook_kick();
+    free(np);
+    return rc;
+}
+
+/* Shared by move and copy: normalise both paths, run the filter, and under the lock find
+ * the source, the destination folder and what is at the destination. */
+typedef struct {
+    char *from, *to;
+    const char *to_name;
+    char *to_dir;
+    uint64_t owner, uid, src_pid, dst_pid;
+    json_t *src, *dst, *chain;
+} xfer;
+
+static void xfer_free(xfer *x)
+{
+    free(x->from);
+    free(x->to);
+    free(x->to_dir);
+    json_decref(x->src);
+    json_decref(x->dst);
+    json_decref(x->chain);
+}
+
+static int xfer_prepare(const mb_user *u, uint64_t sid, const char *from, const char *to, const char *event,
+                        xfer *x, mb_err *err)
+{
+    memset(x, 0, sizeof *x);
+    json_t *store;
+    int rc = store_access(u, sid, &store, err);
+    if (rc)
+        return rc;
+    x->owner = (uint64_t)jint(store, "owner");
+    x->uid = u ? u->id : 0;
+    json_decref(store);
+    if ((rc = fs_path_normalize(from, strlen(from), &x->from, err)))
+        return rc;
+    if ((rc = fs_path_normalize(to, strlen(to), &x->to, err)))
+        return rc;
+    if (!*x->from)
+        return err_set(err, MB_EINVAL, "from: the root folder cannot be moved or copied");
+    if (!*x->to)
+        return err_set(err, MB_EEXIST, "to: the root folder already exists");
+    x->to_dir = parent_of(x->to, &x->to_name);
+    json_t *p = op_payload(sid, x->owner, u);
+    json_object_set_new(p, "from", json_string(x->from));
+    json_object_set_new(p, "to", json_string(x->to));
+    rc = hook_filter(event, p, err);
+    json_decref(p);
+    return rc;
+}
+
+/* Under the lock: resolve source and destination, refuse what cannot be done. */
+static int xfer_resolve(uint64_t sid, int flags, db_batch *b, xfer *x, bool copy, mb_err *err)
+{
+    int rc = resolve(sid, x->from, &x->src_pid, &x->src, err);
+    if (rc)
+        return rc;
+    x->chain = json_array();
+    if ((rc = folder_for_change(sid, x->owner, x->to_dir, flags & FS_PARENTS, x->uid, b, &x->dst_pid, x->chain,
+                                NULL, err)))
+        return rc;
+    if (is_folder(x->src)) {
+        json_int_t id = jint(x->src, "id");
+        size_t i;
+        json_t *c;
+        json_array_foreach(x->chain, i, c) if (json_integer_value(c) == id)
+            return err_set(err, MB_ECONFLICT, "cannot %s the folder '%s' into itself", copy ? "copy" : "move",
+                           x->from);
+    }
+    if (entry_get(sid, x->dst_pid, x->to_name, &x->dst) == 0) {
+        if (!copy && x->dst_pid == x->src_pid && !strcmp(x->to_name, last_name(x->from)))
+            return 0; /* onto itself: nothing to do */
+        if (!(flags & FS_OVERWRITE))
+            return err_set(err, MB_EEXIST, "'%s' already exists", x->to);
+        if (is_folder(x->dst) || is_folder(x->src))
+            return err_set(err, MB_ECONFLICT, "'%s' exists and only a file may replace a file", x->to);
+    }
+    return 0;
+}
+
+int fs_move(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, json_t **info, mb_err *err)
+{
+    xfer x;
+    int rc = xfer_prepare(u, sid, from, to, "file.move", &x, err);
+    if (rc) {
+        xfer_free(&x);
+        return rc;
+    }
+    db_batch *b = db_batch_new();
+    blob_refs *refs = blob_refs_new();
+    json_t *moved = NULL;
+    blob_lock();
+    rc = xfer_resolve(sid, flags, b, &x, false, err);
+    bool noop = !rc && x.dst && x.dst_pid == x.src_pid && !strcmp(x.to_name, last_name(x.from));
+    if (!rc && !noop && is_folder(x.src)) {
+        json_t *sub = json_array();
+        walk_ids(sid, (uint64_t)jint(x.src, "id"), "", 0, gather_cb, sub);
+        if (path_depth(x.to) + subtree_depth(sub) > FS_DEPTH_MAX)
+            rc = err_set(err, MB_EINVAL, "path: the move would nest deeper than %d levels", FS_DEPTH_MAX);
+        json_decref(sub);
+    }
+    if (!rc && !noop) {
+        char key[KEYMAX];
+        if (x.dst) /* replacing a file: it goes, with its versions */
+            delete_into(sid, x.owner, x.uid, x.dst_pid, x.to_name, x.dst, x.to, b, refs);
+        dkey(key, sizeof key, sid, x.src_pid, last_name(x.from));
+        db_batch_del(b, key, strlen(key));
+        dkey(key, sizeof key, sid, x.dst_pid, x.to_name);
+        db_batch_put_json(b, key, x.src);
+        hook_emit_batch(b, is_folder(x.src) ? "folder.moved" : "file.moved",
+                        json_pack("{s:I, s:I, s:s, s:s, s:s, s:I, s:I}", "store", (json_int_t)sid, "owner",
+                                  (json_int_t)x.owner, "from", x.from, "to", x.to, "type", jstr(x.src, "type"), "id",
+                                  jint(x.src, "id"), "user", (json_int_t)x.uid));
+        rc = commit_with_refs(b, refs, err, "the move");
+        b = NULL;
+    }
+    if (!rc)
+        moved = json_incref(x.src);
+    blob_unlock();
+    db_batch_free(b);
+    blob_refs_free(refs);
+    if (!rc) {
+        hook_kick();
+        if (info)
+            *info = public_info(moved, x.to);
+    }
+    json_decref(moved);
+    xfer_free(&x);
+    return rc;
+}
+
+/* A copy of file entry e as a new file (new id, version 1) sharing its chunks. */
+static int copy_file_into(uint64_t sid, json_t *e, uint64_t uid, int64_t now, db_batch *b, blob_refs *refs,
+                          json_t **out, mb_err *err)
+{
+    char key[KEYMAX];
+    fkey(key, sizeof key, sid, (uint64_t)jint(e, "id"), (uint64_t)jint(e, "version"));
+    json_t *ver;
+    if (db_get_json(key, &ver))
+        return err_set(err, MB_EIO, "the current version of a file to copy is missing (run fsck)");
+    uint64_t fid = new_id();
+    add_chunk_refs(refs, json_object_get(ver, "chunks"), +1);
+    json_object_set_new(ver, "author", json_integer((json_int_t)uid));
+    json_object_set_new(ver, "time", json_integer(now));
+    fkey(key, sizeof key, sid, fid, 1);
+    db_batch_put_json(b, key, ver);
+    json_decref(ver);
+    json_t *ne = json_deep_copy(e);
+    json_object_set_new(ne, "id", json_integer((json_int_t)fid));
+    json_object_set_new(ne, "version", json_integer(1));
+    json_object_set_new(ne, "created", json_integer(now));
+    json_object_set_new(ne, "created_by", json_integer((json_int_t)uid));
+    json_object_set_new(ne, "updated", json_integer(now));
+    json_object_set_new(ne, "updated_by", json_integer((json_int_t)uid));
+    *out = ne;
+    return 0;
+}
+
+int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, json_t **info, mb_err *err)
+{
+    xfer x;
+    int rc = xfer_prepare(u, sid, from, to, "file.copy", &x, err);
+    if (rc) {
+        xfer_free(&x);
+        return rc;
+    }
+    db_batch *b = db_batch_new();
+    blob_refs *refs = blob_refs_new();
+    json_t *top = NULL;
+    int64_t now = now_wall();
+    blob_lock();
+    rc = xfer_resolve(sid, flags, b, &x, true, err);
+    if (!rc && x.dst && x.dst_pid == x.src_pid && !strcmp(x.to_name, last_name(x.from)))
+        rc = err_set(err, MB_EEXIST, "a file cannot be copied onto itself");
+    if (!rc && x.dst)
+        delete_into(sid, x.owner, x.uid, x.dst_pid, x.to_name, x.dst, x.to, b, refs);
+    char key[KEYMAX];
+    if (!rc && !is_folder(x.src)) {
+        rc = copy_file_into(sid, x.src, x.uid, now, b, refs, &top, err);
+    } else if (!rc) {
+        json_t *sub = json_array();
+        walk_ids(sid, (uint64_t)jint(x.src, "id"), "", 0, gather_cb, sub);
+        if (path_depth(x.to) + subtree_depth(sub) > FS_DEPTH_MAX)
+            rc = err_set(err, MB_EINVAL, "path: the copy would nest deeper than %d levels", FS_DEPTH_MAX);
+        /* New ids for every folder; children follow their parent's new id. */
+        json_t *idmap = json_object();
+        uint64_t nid = new_id();
+        char ks[17];
+        key_u64(ks, (uint64_t)jint(x.src, "id"));
+        json_object_set_new(idmap, ks, json_integer((json_int_t)nid));
+        top = folder_record(nid, x.uid, now);
+        size_t i;
+        json_t *t;
+        json_array_foreach(sub, i, t) {
+            if (rc)
+                break;
+            json_t *se = json_array_get(t, 2), *ne = NULL;
+            key_u64(ks, (uint64_t)json_integer_value(json_array_get(t, 0)));
+            uint64_t npid = (uint64_t)json_integer_value(json_object_get(idmap, ks));
+            if (is_folder(se)) {
+                uint64_t fid = new_id();
+                key_u64(ks, (uint64_t)jint(se, "id"));
+                json_object_set_new(idmap, ks, json_integer((json_int_t)fid));
+                ne = folder_record(fid, x.uid, now);
+            } else if ((rc = copy_file_into(sid, se, x.uid, now, b, refs, &ne, err)))
+                break;
+            dkey(key, sizeof key, sid, npid, json_string_value(json_array_get(t, 1)));
+            db_batch_put_json(b, key, ne);
+            json_decref(ne);
+        }
+        json_decref(idmap);
+        json_decref(sub);
+    }
+    if (!rc) {
+        dkey(key, sizeof key, sid, x.dst_pid, x.to_name);
+        db_batch_put_json(b, key, top);
+        hook_emit_batch(b, is_folder(x.src) ? "folder.copied" : "file.copied",
+                        json_pack("{s:I, s:I, s:s, s:s, s:s, s:I, s:I}", "store", (json_int_t)sid, "owner",
+                                  (json_int_t)x.owner, "from", x.from, "to", x.to, "type", jstr(x.src, "type"), "id",
+                                  jint(top, "id"), "user", (json_int_t)x.uid));
+        rc = commit_with_refs(b, refs, err, "the copy");
+        b = NULL;
+    }
+    blob_unlock();
+    db_batch_free(b);
+    blob_refs_free(refs);
+    if (!rc) {
+        hook_kick();
+        if (info)
+            *info = public_info(top, x.to);
+    }
+    json_decref(top);
+    xfer_free(&x);
+    return rc;
+}
+
+/* =============================================================== fsck === */
+
+typedef struct {
+    json_t *problems;
+    int repaired;
+    int64_t cutoff;
+    json_t *counts; /* hash -> [refs, size] expected from the version records */
+    json_int_t orphans_recent, chunks_stored;
+} fsck_ctx;
+
+static void problem(fsck_ctx *c, const char *kind, bool repaired, json_t *extra, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void problem(fsck_ctx *c, const char *kind, bool repaired, json_t *extra, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *p = extra ? extra : json_object();
+    json_object_set_new(p, "kind", json_string(kind));
+    json_object_set_new(p, "detail", json_string(msg));
+    json_object_set_new(p, "repaired", json_boolean(repaired));
+    json_array_append_new(c->problems, p);
+    if (repaired)
+        c->repaired++;
+}
+
+static int fsck_blob_cb(const char *hash, uint64_t size, int64_t mtime, void *ud)
+{
+    (void)size;
+    fsck_ctx *c = ud;
+    c->chunks_stored++;
+    if (json_object_get(c->counts, hash))
+        return 0;
+    char key[80];
+    snprintf(key, sizeof key, "c/%s", hash);
+    char *v;
+    if (db_get(key, strlen(key), &v, NULL) == 0) {
+        free(v);
+        return 0; /* unreferenced but recorded: the collector's business */
+    }
+    if (mtime > c->cutoff)
+        c->orphans_recent++; /* maybe an upload in flight or just interrupted */
+    else
+        problem(c, "orphan", false, json_pack("{s:s}", "chunk", hash),
+                "chunk %s is stored but no file or refcount names it", hash);
+    return 0;
+}
+
+int fs_fsck(bool repair, json_t **report, mb_err *err)
+{
+    (void)err;
+    fsck_ctx c = {.problems = json_array(), .cutoff = now_wall() - blob_gc_grace(), .counts = json_object()};
+    json_int_t files = 0, chunks_checked = 0, versions = 0;
+    db_batch *fix = db_batch_new();
+    blob_lock();
+    /* 1. Entries -> the version each names. */
+    json_t *live = json_object();
+    db_iter *it = db_iter_prefix("d/", 2);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *v = db_iter_val(it, &vl);
+        json_t *e = json_loadb(v, vl, 0, NULL);
+        if (!e || kl < 36) {
+            problem(&c, "bad_entry", false, NULL, "entry %.*s is not readable", (int)kl, k);
+            json_decref(e);
+            continue;
+        }
+        if (!is_folder(e)) {
+            files++;
+            char sid[17], fk[KEYMAX];
+            memcpy(sid, k + 2, 16);
+            sid[16] = 0;
+            uint64_t s = strtoull(sid, NULL, 16);
+            fkey(fk, sizeof fk, s, (uint64_t)jint(e, "id"), (uint64_t)jint(e, "version"));
+            char *vv;
+            if (db_get(fk, strlen(fk), &vv, NULL) == 0) {
+                free(vv);
+                json_object_set_new(live, fk, json_true());
+            } else
+                problem(&c, "dangling_entry", false, json_pack("{s:s#}", "key", k, (int)kl),
+                        "entry %.*s names a version that does not exist", (int)kl, k);
+        }
+        json_decref(e);
+    }
+    db_iter_free(it);
+    /* 2. Versions -> the chunks they hold. A version no entry names is kept only while a
+     * retention policy says so; there is none yet, so it is a leak. */
+    it = db_iter_prefix("f/", 2);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *v = db_iter_val(it, &vl);
+        versions++;
+        char *key = strndup(k, kl);
+        json_t *ver = json_loadb(v, vl, 0, NULL);
+        if (!json_object_get(live, key)) {
+            if (repair)
+                db_batch_del(fix, k, kl);
+            problem(&c, "unreferenced_version", repair, json_pack("{s:s}", "key", key),
+                    "version %s is not the current version of any file", key);
+            if (repair) {
+                free(key);
+                json_decref(ver);
+                continue;
+            }
+        }
+        free(key);
+        size_t i;
+        json_t *ch;
+        json_array_foreach(json_object_get(ver, "chunks"), i, ch) {
+            const char *h = jstr(ch, "h");
+            json_t *cnt = json_object_get(c.counts, h);
+            if (!cnt)
+                json_object_set_new(c.counts, h, json_pack("[i, I]", 1, jint(ch, "n")));
+            else
+                json_array_set_new(cnt, 0, json_integer(json_integer_value(json_array_get(cnt, 0)) + 1));
+        }
+        json_decref(ver);
+    }
+    db_iter_free(it);
+    json_decref(live);
+    /* 3. Every referenced chunk exists and has its hash. */
+    const char *h;
+    json_t *cnt;
+    uint8_t *buf = xmalloc(CHUNK_MAX);
+    json_object_foreach(c.counts, h, cnt) {
+        chunks_checked++;
+        size_t n = (size_t)json_integer_value(json_array_get(cnt, 1));
+        mb_err e = {0};
+        int rc = n <= CHUNK_MAX ? blob_get(h, buf, n, &e) : MB_EINTEGRITY;
+        if (rc == MB_ENOENT)
+            problem(&c, "missing_chunk", false, json_pack("{s:s}", "chunk", h), "chunk %s is referenced but missing",
+                    h);
+        else if (rc)
+            problem(&c, "corrupt_chunk", false, json_pack("{s:s}", "chunk", h),
+                    "chunk %s does not hold the bytes its name promises: %s", h, e.msg);
+    }
+    free(buf);
+    /* 4. Refcounts match the references. */
+    it = db_iter_prefix("c/", 2);
+    json_t *seen = json_object();
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *v = db_iter_val(it, &vl);
+        if (kl != 66)
+            continue;
+        char hash[65];
+        memcpy(hash, k + 2, 64);
+        hash[64] = 0;
+        json_object_set_new(seen, hash, json_true());
+        json_t *rec = json_loadb(v, vl, 0, NULL);
+        json_int_t refs = jint(rec, "refs");
+        json_t *want = json_object_get(c.counts, hash);
+        json_int_t n = want ? json_integer_value(json_array_get(want, 0)) : 0;
+        if (refs != n) {
+            if (repair) {
+                json_t *nr = json_pack("{s:i, s:I, s:I, s:I}", "v", 1, "refs", n, "size", jint(rec, "size"),
+                                       "zero_since", n ? 0 : now_wall());
+                db_batch_put_json(fix, k, nr);
+                json_decref(nr);
+            }
+            problem(&c, "refcount", repair, json_pack("{s:s, s:I, s:I}", "chunk", hash, "recorded", refs, "actual", n),
+                    "chunk %s has refcount %lld but %lld references", hash, (long long)refs, (long long)n);
+        } else if (refs == 0 && !blob_has(hash)) {
+            if (repair)
+                db_batch_del(fix, k, kl);
+            problem(&c, "stale_refcount", repair, json_pack("{s:s}", "chunk", hash),
+                    "chunk %s has a refcount record but no bytes", hash);
+        }
+        json_decref(rec);
+    }
+    db_iter_free(it);
+    json_object_foreach(c.counts, h, cnt) {
+        if (json_object_get(seen, h))
+            continue;
+        json_int_t n = json_integer_value(json_array_get(cnt, 0));
+        if (repair) {
+            char key[80];
+            snprintf(key, sizeof key, "c/%s", h);
+            json_t *nr = json_pack("{s:i, s:I, s:O, s:i}", "v", 1, "refs", n, "size", json_array_get(cnt, 1),
+                                   "zero_since", 0);
+            db_batch_put_json(fix, key, nr);
+            json_decref(nr);
+        }
+        problem(&c, "refcount", repair, json_pack("{s:s, s:i, s:I}", "chunk", h, "recorded", 0, "actual", n),
+                "chunk %s has %lld references but no refcount record", h, (long long)n);
+    }
+    json_decref(seen);
+    /* 5. Orphans: stored chunks nothing names. */
+    blob_list(fsck_blob_cb, &c, NULL);
+    int frc = db_batch_commit(fix, true);
+    blob_unlock();
+    if (frc)
+        log_error("fsck: the repairs could not be written");
+    if (repair) {
+        /* The collector deletes orphans and zero-ref chunks older than the grace. */
+        mb_err e = {0};
+        blob_gc(blob_gc_grace(), &e);
+        size_t i;
+        json_t *p;
+        json_array_foreach(c.problems, i, p) {
+            if (!strcmp(jstr(p, "kind"), "orphan") && !blob_has(jstr(p, "chunk"))) {
+                json_object_set_new(p, "repaired", json_true());
+                c.repaired++;
+            }
+        }
+    }
+    int unrepaired = 0;
+    size_t i;
+    json_t *p;
+    json_array_foreach(c.problems, i, p) unrepaired += !json_is_true(json_object_get(p, "repaired"));
+    *report = json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:i, s:i, s:b}", "chunks_checked", chunks_checked,
+                        "files_checked", files, "versions_checked", versions, "chunks_stored", c.chunks_stored,
+                        "orphans_recent", c.orphans_recent, "problems", c.problems, "repaired", c.repaired,
+                        "unrepaired", unrepaired, "repair", repair);
+    json_decref(c.counts);
+    if (json_array_size(json_object_get(*report, "problems")))
+        log_warn("fsck: %zu problems, %d repaired", json_array_size(json_object_get(*report, "problems")),
+                 c.repaired);
+    return 0;
+}
+
+/* ============================================================== start === */
+
+/* Accounts made before the file service existed get their default store now. */
+static void ensure_default_stores(void)
+{
+    db_iter *it = db_iter_prefix("ui/", 3);
+    db_batch *b = NULL;
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        if (kl != 19)
+            continue;
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "so/%.16s/", k + 3);
+        db_iter *s = db_iter_prefix(prefix, strlen(prefix));
+        bool has = db_iter_next(s);
+        db_iter_free(s);
+        if (has)
+            continue;
+        char hex[17];
+        memcpy(hex, k + 3, 16);
+        hex[16] = 0;
+        if (!b)
+            b = db_batch_new();
+        fs_store_create_batch(b, strtoull(hex, NULL, 16), "Home", NULL);
+    }
+    db_iter_free(it);
+    if (b && db_batch_commit(b, true) == 0)
+        hook_kick();
+}
+
+int fs_init(mb_err *err)
+{
+    int rc = blob_init(err);
+    if (rc)
+        return rc;
+    magic_cookie = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR);
+    if (magic_cookie && magic_load(magic_cookie, NULL)) {
+        log_warn("libmagic could not load its database (%s); content types come from extensions",
+                 magic_error(magic_cookie));
+        magic_close(magic_cookie);
+        magic_cookie = NULL;
+    }
+    ensure_default_stores();
+    return files_routes_init(err);
+}
+
+void fs_fini(void)
+{
+    blob_fini();
+    if (magic_cookie)
+        magic_close(magic_cookie);
+    magic_cookie = NULL;
+}

@@ -1,0 +1,344 @@
+"""The file service through real clients: curl uploads and downloads (ranges, resume),
+Python's http.client (chunked upload, conditionals), folders, move, copy, delete, content
+types, the default store, fsck (also through mbytectl), a damaged chunk, and a restart."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Server, ServerTest, main  # noqa: E402
+
+BIG = 6 * 1024 * 1024 + 12345  # several chunks
+
+
+def rnd(n, seed=1):
+    out = bytearray()
+    h = hashlib.sha256(str(seed).encode()).digest()
+    while len(out) < n:
+        h = hashlib.sha256(h).digest()
+        out += h * 64  # cheap, still content-defined-chunkable
+    return bytes(out[:n])
+
+
+class FilesTest(ServerTest):
+    def setUp(self):
+        super().setUp()
+        self.tok = self.srv.add_user("alice", admin_token=self.admin)
+        r = self.srv.request("GET", "/api/v1/stores", token=self.tok)
+        self.assertEqual(r.status, 200, r)
+        self.sid = r.json()[0]["id"]
+        self.tmp = tempfile.mkdtemp(dir=self.srv.tmp)
+
+    # ---- helpers ----
+    def url(self, path):
+        return "http://127.0.0.1:%d/api/v1/stores/%s/files/%s" % (self.srv.port, self.sid, path)
+
+    def curl(self, *args):
+        return subprocess.run(["curl", "-sS", "-H", "Authorization: Bearer " + self.tok] + list(args),
+                              capture_output=True, timeout=120)
+
+    def put(self, path, data, headers=None, query=""):
+        return self.srv.request("PUT", "/api/v1/stores/%s/files/%s%s" % (self.sid, path, query), body=data,
+                                token=self.tok, headers=headers)
+
+    def get(self, path, headers=None):
+        return self.srv.request("GET", "/api/v1/stores/%s/files/%s" % (self.sid, path), token=self.tok,
+                                headers=headers)
+
+    def post(self, what, body):
+        return self.srv.request("POST", "/api/v1/stores/%s/%s" % (self.sid, what), body, token=self.tok)
+
+    def names(self, path=""):
+        r = self.srv.request("GET", "/api/v1/stores/%s/list%s" % (self.sid, "/" + path if path else ""),
+                             token=self.tok)
+        self.assertEqual(r.status, 200, r)
+        return sorted(e["name"] for e in r.json()["entries"])
+
+    def chunk_files(self):
+        out = []
+        for root, dirs, files in os.walk(os.path.join(self.srv.data, "chunks")):
+            if os.path.basename(root) == "tmp":
+                continue
+            out += [os.path.join(root, f) for f in files]
+        return out
+
+    def fsck(self):
+        r = self.srv.request("POST", "/api/v1/admin/fsck", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        return r.json()
+
+    # ---- tests ----
+    def test_a_new_user_gets_a_default_store_named_home(self):
+        r = self.srv.request("GET", "/api/v1/stores", token=self.tok)
+        stores = r.json()
+        self.assertEqual(len(stores), 1)
+        self.assertEqual(stores[0]["name"], "Home")
+        self.assertEqual(self.names(), [])
+
+    def test_curl_upload_and_download_are_byte_identical(self):
+        data = rnd(BIG)
+        src = os.path.join(self.tmp, "src.bin")
+        open(src, "wb").write(data)
+        p = self.curl("-T", src, "-w", "%{http_code}", "-o", os.path.join(self.tmp, "resp"),
+                      self.url("docs/big.bin?parents=true"))
+        self.assertEqual(p.stdout, b"201", p)
+        info = json.load(open(os.path.join(self.tmp, "resp")))
+        self.assertEqual(info["size"], len(data))
+        self.assertEqual(info["sha256"], hashlib.sha256(data).hexdigest())
+        self.assertEqual(info["path"], "docs/big.bin")
+        dst = os.path.join(self.tmp, "dst.bin")
+        p = self.curl("-o", dst, "-w", "%{http_code}", self.url("docs/big.bin"))
+        self.assertEqual(p.stdout, b"200")
+        self.assertEqual(open(dst, "rb").read(), data)
+        self.assertGreaterEqual(len(self.chunk_files()), 3)
+
+    def test_curl_ranges_single_multiple_and_unsatisfiable(self):
+        data = rnd(BIG, 2)
+        self.assertEqual(self.put("r.bin", data).status, 201)
+        p = self.curl("-r", "1000-1999", "-D", "-", "-o", os.path.join(self.tmp, "part"), self.url("r.bin"))
+        self.assertIn(b"206", p.stdout.split(b"\r\n")[0])
+        self.assertIn(b"Content-Range: bytes 1000-1999/%d" % len(data), p.stdout)
+        self.assertEqual(open(os.path.join(self.tmp, "part"), "rb").read(), data[1000:2000])
+        # a range that crosses a chunk boundary and the suffix form
+        r = self.get("r.bin", {"Range": "bytes=%d-%d" % (BIG - 5000000, BIG - 100)})
+        self.assertEqual(r.status, 206)
+        self.assertEqual(r.body, data[BIG - 5000000:BIG - 99])
+        r = self.get("r.bin", {"Range": "bytes=-10"})
+        self.assertEqual(r.body, data[-10:])
+        # multiple ranges: multipart/byteranges
+        p = self.curl("-r", "0-9,5000000-5000009", "-D", os.path.join(self.tmp, "h"), "-o",
+                      os.path.join(self.tmp, "mp"), self.url("r.bin"))
+        hdrs = open(os.path.join(self.tmp, "h"), "rb").read().decode()
+        self.assertIn("206", hdrs.split("\r\n")[0])
+        self.assertIn("multipart/byteranges; boundary=", hdrs)
+        body = open(os.path.join(self.tmp, "mp"), "rb").read()
+        self.assertIn(b"Content-Range: bytes 0-9/%d\r\n\r\n" % BIG + data[0:10], body)
+        self.assertIn(b"Content-Range: bytes 5000000-5000009/%d\r\n\r\n" % BIG + data[5000000:5000010], body)
+        # unsatisfiable
+        r = self.get("r.bin", {"Range": "bytes=%d-" % (BIG + 1)})
+        self.assertProblem(r, 416)
+        self.assertEqual(r.header("Content-Range"), "bytes */%d" % BIG)
+
+    def test_curl_resumes_an_interrupted_download(self):
+        data = rnd(BIG, 3)
+        self.assertEqual(self.put("resume.bin", data).status, 201)
+        out = os.path.join(self.tmp, "partial")
+        open(out, "wb").write(data[:1234567])  # what an interrupted transfer left
+        p = self.curl("-C", "-", "-o", out, self.url("resume.bin"))
+        self.assertEqual(p.returncode, 0, p)
+        self.assertEqual(open(out, "rb").read(), data)
+
+    def test_python_chunked_upload_and_replace_gives_200_with_new_content(self):
+        parts = [rnd(100000, i) for i in range(30)]
+        c = self.srv.conn()
+        c.request("PUT", "/api/v1/stores/%s/files/chunked.bin" % self.sid, body=iter(parts),
+                  headers={"Authorization": "Bearer " + self.tok}, encode_chunked=True)
+        r = c.getresponse()
+        info = json.loads(r.read())
+        c.close()
+        self.assertEqual(r.status, 201, info)
+        whole = b"".join(parts)
+        self.assertEqual(info["size"], len(whole))
+        self.assertEqual(self.get("chunked.bin").body, whole)
+        r = self.put("chunked.bin", b"new content")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["version"], 2)
+        self.assertEqual(self.get("chunked.bin").body, b"new content")
+        self.assertEqual(self.fsck()["problems"], [])
+
+    def test_etag_if_none_match_if_modified_since_and_if_range(self):
+        data = rnd(300000, 4)
+        self.put("c.bin", data)
+        r = self.get("c.bin")
+        etag = r.header("ETag")
+        self.assertEqual(etag, '"%s"' % hashlib.sha256(data).hexdigest())
+        self.assertEqual(r.header("Accept-Ranges"), "bytes")
+        self.assertEqual(r.header("X-Content-Type-Options"), "nosniff")
+        lm = r.header("Last-Modified")
+        self.assertEqual(self.get("c.bin", {"If-None-Match": etag}).status, 304)
+        self.assertEqual(self.get("c.bin", {"If-None-Match": '"other"'}).status, 200)
+        self.assertEqual(self.get("c.bin", {"If-Modified-Since": lm}).status, 304)
+        r = self.get("c.bin", {"Range": "bytes=0-9", "If-Range": etag})
+        self.assertEqual((r.status, r.body), (206, data[:10]))
+        r = self.get("c.bin", {"Range": "bytes=0-9", "If-Range": '"stale"'})
+        self.assertEqual((r.status, r.body), (200, data))
+        r = self.get("c.bin", {"Range": "bytes=0-9", "If-Range": lm})
+        self.assertEqual(r.status, 206)
+        r = self.srv.request("HEAD", "/api/v1/stores/%s/files/c.bin" % self.sid, token=self.tok)
+        self.assertEqual((r.status, r.body, r.header("Content-Length")), (200, b"", str(len(data))))
+
+    def test_if_none_match_star_and_if_match_make_overwrites_safe(self):
+        self.assertEqual(self.put("s.txt", b"one", {"If-None-Match": "*"}).status, 201)
+        self.assertProblem(self.put("s.txt", b"two", {"If-None-Match": "*"}), 412)
+        etag = self.get("s.txt").header("ETag")
+        self.assertProblem(self.put("s.txt", b"two", {"If-Match": '"%s"' % ("0" * 64)}), 412)
+        self.assertEqual(self.put("s.txt", b"two", {"If-Match": etag}).status, 200)
+        self.assertEqual(self.get("s.txt").body, b"two")
+
+    def test_folders_list_and_recursive_list(self):
+        self.assertEqual(self.post("folders", {"path": "a"}).status, 201)
+        self.assertProblem(self.post("folders", {"path": "a"}), 409)
+        self.assertProblem(self.post("folders", {"path": "x/y"}), 409)
+        self.assertEqual(self.post("folders", {"path": "x/y", "parents": True}).status, 201)
+        self.put("a/f1.txt", b"hello")
+        self.put("x/y/f2.txt", b"world")
+        self.assertEqual(self.names(), ["a", "x"])
+        self.assertEqual(self.names("a"), ["f1.txt"])
+        r = self.srv.request("GET", "/api/v1/stores/%s/list?recursive=true" % self.sid, token=self.tok)
+        rel = sorted(e["relpath"] for e in r.json()["entries"])
+        self.assertEqual(rel, ["a", "a/f1.txt", "x", "x/y", "x/y/f2.txt"])
+        e = [e for e in r.json()["entries"] if e["relpath"] == "a/f1.txt"][0]
+        for k in ("name", "type", "size", "mtime", "ctype", "sha256", "version", "created_by"):
+            self.assertIn(k, e)
+
+    def test_missing_parent_is_409_unless_parents_true(self):
+        self.assertProblem(self.put("no/such/f.txt", b"x"), 409, "does not exist")
+        self.assertEqual(self.put("no/such/f.txt", b"x", query="?parents=true").status, 201)
+        self.assertEqual(self.names("no"), ["such"])
+
+    def test_move_and_rename_of_a_file_and_a_folder_subtree(self):
+        self.put("d/sub/deep.txt", b"deep", query="?parents=true")
+        self.put("d/top.txt", b"top")
+        r = self.post("move", {"from": "d/top.txt", "to": "d/renamed.txt"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.names("d"), ["renamed.txt", "sub"])
+        r = self.post("move", {"from": "d", "to": "moved/d2"})
+        self.assertProblem(r, 409)
+        self.post("folders", {"path": "moved"})
+        self.assertEqual(self.post("move", {"from": "d", "to": "moved/d2"}).status, 200)
+        self.assertEqual(self.names(), ["moved"])
+        self.assertEqual(self.get("moved/d2/sub/deep.txt").body, b"deep")
+        self.assertProblem(self.post("move", {"from": "moved", "to": "moved/d2/inside"}), 409, "into itself")
+        self.put("other.txt", b"o")
+        self.assertProblem(self.post("move", {"from": "other.txt", "to": "moved/d2/renamed.txt"}), 409)
+        r = self.post("move", {"from": "other.txt", "to": "moved/d2/renamed.txt", "overwrite": True})
+        self.assertEqual(r.status, 200)
+        self.assertEqual(self.get("moved/d2/renamed.txt").body, b"o")
+        self.assertEqual(self.fsck()["problems"], [])
+
+    def test_copy_shares_chunks_and_the_chunk_dir_does_not_grow(self):
+        data = rnd(BIG, 5)
+        self.put("orig.bin", data)
+        self.put("f/inner.bin", rnd(500000, 6), query="?parents=true")
+        before = sorted(self.chunk_files())
+        r = self.post("copy", {"from": "orig.bin", "to": "copy.bin"})
+        self.assertEqual(r.status, 201, r)
+        r = self.post("copy", {"from": "f", "to": "g"})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(sorted(self.chunk_files()), before)
+        self.assertEqual(self.get("copy.bin").body, data)
+        self.assertEqual(self.get("g/inner.bin").body, rnd(500000, 6))
+        # the original can go; the copy keeps the chunks alive
+        self.assertEqual(self.srv.request("DELETE", "/api/v1/stores/%s/files/orig.bin" % self.sid,
+                                          token=self.tok).status, 204)
+        self.assertEqual(self.get("copy.bin").body, data)
+        self.assertEqual(self.fsck()["problems"], [])
+
+    def test_delete_file_and_folder_recursive_only_when_asked(self):
+        self.put("k/a.txt", b"a", query="?parents=true")
+        self.put("k/b/c.txt", b"c", query="?parents=true")
+        d = lambda p, q="": self.srv.request("DELETE", "/api/v1/stores/%s/files/%s%s" % (self.sid, p, q),
+                                             token=self.tok)
+        self.assertProblem(d("k"), 409, "not empty")
+        self.assertEqual(d("k/a.txt").status, 204)
+        self.assertProblem(self.get("k/a.txt"), 404)
+        self.assertEqual(d("k", "?recursive=true").status, 204)
+        self.assertEqual(self.names(), [])
+        report = self.fsck()
+        self.assertEqual(report["problems"], [])
+
+    def test_unreferenced_chunks_are_collected_after_the_grace(self):
+        srv = Server(env={"MBYTE_GC_GRACE": "0"})
+        srv.start()
+        try:
+            tok = srv.add_user("bob")
+            sid = srv.request("GET", "/api/v1/stores", token=tok).json()[0]["id"]
+            srv.request("PUT", "/api/v1/stores/%s/files/x.bin" % sid, body=rnd(400000, 9), token=tok)
+            chunks = os.path.join(srv.data, "chunks")
+            count = lambda: sum(len(f) for r, d, f in os.walk(chunks) if not r.endswith("tmp"))
+            self.assertEqual(count(), 1)
+            srv.request("DELETE", "/api/v1/stores/%s/files/x.bin" % sid, token=tok)
+            self.assertEqual(count(), 1)  # the collector, not the delete, removes bytes
+            p = srv.ctl("fsck", "--repair")
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertEqual(count(), 0)
+        finally:
+            srv.stop()
+            srv.cleanup()
+
+    def test_client_digest_mismatch_stores_nothing(self):
+        data = rnd(5000000, 7)
+        before = sorted(self.chunk_files())
+        good = hashlib.sha256(data).hexdigest()
+        bad = hashlib.sha256(b"something else").hexdigest()
+        self.assertProblem(self.put("d.bin", data, {"X-Checksum-Sha256": bad}), 400, "SHA-256")
+        import base64
+        b64 = base64.b64encode(hashlib.sha256(b"x").digest()).decode()
+        self.assertProblem(self.put("d.bin", data, {"Content-Digest": "sha-256=:%s:" % b64}), 400)
+        self.assertProblem(self.put("d.bin", data, {"Digest": "SHA-256=%s" % b64}), 400)
+        self.assertEqual(self.names(), [])
+        self.assertEqual(sorted(self.chunk_files()), before)
+        r = self.put("d.bin", data, {"X-Checksum-Sha256": good})
+        self.assertEqual(r.status, 201)
+        b64 = base64.b64encode(hashlib.sha256(b"tiny").digest()).decode()
+        self.assertEqual(self.put("t.txt", b"tiny", {"Content-Digest": "sha-256=:%s:" % b64}).status, 201)
+
+    def test_content_type_from_magic_then_extension(self):
+        png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 64
+        self.assertEqual(self.put("pic.dat", png).json()["ctype"], "image/png")
+        self.assertEqual(self.put("style.css", b"body { color: red; }\n").json()["ctype"], "text/css")
+        self.assertEqual(self.put("notes.txt", b"just words\n").json()["ctype"], "text/plain")
+        self.assertEqual(self.put("blob", rnd(1000, 8)).json()["ctype"], "application/octet-stream")
+        r = self.get("pic.dat")
+        self.assertEqual(r.header("Content-Type"), "image/png")
+        self.assertTrue(r.header("Content-Disposition").startswith("inline"))
+        page = self.put("page.html", b"<html><script>alert(1)</script></html>")
+        r = self.get("page.html")
+        self.assertTrue(r.header("Content-Disposition").startswith("attachment"), r.headers)
+        self.assertEqual(self.put("caf%C3%A9%20%22q%22.txt", b"x").status, 201)
+        r = self.srv.request("GET", "/api/v1/stores/%s/files/caf%%C3%%A9%%20%%22q%%22.txt?download=1" % self.sid,
+                             token=self.tok)
+        cd = r.header("Content-Disposition")
+        self.assertTrue(cd.startswith("attachment"), cd)
+        self.assertIn("filename*=UTF-8''caf%C3%A9%20%22q%22.txt", cd)
+        self.assertIn('filename="caf__ _q_.txt"', cd)
+
+    def test_fsck_is_clean_through_mbytectl_and_a_flipped_byte_is_caught(self):
+        data = b"precious bytes " * 1000
+        self.put("p.txt", data)
+        self.put("q/r.bin", rnd(BIG, 10), query="?parents=true")
+        p = self.srv.ctl("fsck")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(json.loads(p.stdout)["problems"], [])
+        # one chunk holds the small file: its name is the file's hash
+        h = hashlib.sha256(data).hexdigest()
+        path = os.path.join(self.srv.data, "chunks", h[:2], h[2:4], h)
+        with open(path, "r+b") as f:
+            f.seek(100)
+            b = f.read(1)
+            f.seek(100)
+            f.write(bytes([b[0] ^ 1]))
+        r = self.get("p.txt")
+        self.assertProblem(r, 500)
+        self.assertNotIn(data[:50], r.body)
+        p = self.srv.ctl("fsck")
+        self.assertEqual(p.returncode, 1, p.stdout)
+        kinds = [x["kind"] for x in json.loads(p.stdout)["problems"]]
+        self.assertEqual(kinds, ["corrupt_chunk"])
+
+    def test_a_store_and_its_files_survive_a_restart(self):
+        data = rnd(BIG, 11)
+        self.put("keep/me.bin", data, query="?parents=true")
+        self.srv.stop()
+        self.srv.start()
+        self.tok = self.srv.login("alice", "user-password-1")
+        self.assertEqual(self.names("keep"), ["me.bin"])
+        self.assertEqual(self.get("keep/me.bin").body, data)
+        self.assertEqual(self.fsck()["problems"], [])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Hostile requests against the file service: traversal, encoded slashes, NUL, overlong and
+invalid names, other people's stores, missing or wrong tokens. Each gets the right 4xx as
+problem+json, and nothing is read or changed (the store listing and the chunk folder are
+compared before and after)."""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import ServerTest, main  # noqa: E402
+
+
+class FilesAttacksTest(ServerTest):
+    def setUp(self):
+        super().setUp()
+        self.alice = self.srv.add_user("alice", admin_token=self.admin)
+        self.bob = self.srv.add_user("bob", admin_token=self.admin)
+        self.sid = self.srv.request("GET", "/api/v1/stores", token=self.alice).json()[0]["id"]
+        self.bob_sid = self.srv.request("GET", "/api/v1/stores", token=self.bob).json()[0]["id"]
+        self.assertNotEqual(self.sid, self.bob_sid)
+        r = self.srv.request("PUT", "/api/v1/stores/%s/files/secret/plan.txt?parents=true" % self.sid,
+                             body=b"the secret plan", token=self.alice)
+        self.assertEqual(r.status, 201, r)
+
+    def snapshot(self):
+        r = self.srv.request("GET", "/api/v1/stores/%s/list?recursive=true" % self.sid, token=self.alice)
+        self.assertEqual(r.status, 200)
+        entries = sorted((e["relpath"], e.get("sha256")) for e in r.json()["entries"])
+        chunks = sorted(f for root, d, fs in os.walk(os.path.join(self.srv.data, "chunks")) for f in fs)
+        return entries, chunks
+
+    def raw(self, method, target, token=None, body=None, headers=None):
+        """http.client sends the target exactly as written: no client-side normalisation."""
+        return self.srv.request(method, target, body=body, token=token, headers=headers)
+
+    def check_refused(self, cases, status, token=None):
+        before = self.snapshot()
+        for method, target, body in cases:
+            r = self.raw(method, target, token=token, body=body)
+            p = self.assertProblem(r, status)
+            self.assertNotIn(b"the secret plan", r.body)
+            self.assertTrue(p["detail"], (method, target))
+        self.assertEqual(self.snapshot(), before)
+
+    def test_traversal_and_encoded_segments_are_refused_with_400(self):
+        base = "/api/v1/stores/%s/files/" % self.sid
+        cases = []
+        for bad in ["../etc/passwd", "secret/../../x", "%2e%2e/x", "%2E%2E", "secret/%2e%2e/%2e%2e/x",
+                    "secret%2fplan.txt", "a%2F..%2Fb", "a%00b", "secret/plan.txt%00.png", "%ff%fe",
+                    "a%c0%afb", "%", "a%zz", "./x", "secret/./plan.txt"]:
+            cases.append(("GET", base + bad, None))
+            cases.append(("PUT", base + bad, b"overwrite"))
+            cases.append(("DELETE", base + bad + "?recursive=true", None))
+        self.check_refused(cases, 400, token=self.alice)
+
+    def test_overlong_names_and_paths_are_refused_with_the_rule(self):
+        base = "/api/v1/stores/%s/files/" % self.sid
+        before = self.snapshot()
+        r = self.raw("PUT", base + "a" * 256, token=self.alice, body=b"x")
+        self.assertProblem(r, 400, "at most 255 bytes")
+        r = self.raw("PUT", base + "/".join(["d"] * 65) + "?parents=true", token=self.alice, body=b"x")
+        self.assertProblem(r, 400)
+        r = self.raw("PUT", base + "ctl%01name", token=self.alice, body=b"x")
+        self.assertProblem(r, 400, "control characters")
+        self.assertEqual(self.snapshot(), before)
+        self.assertEqual(self.raw("PUT", base + "a" * 255, token=self.alice, body=b"x").status, 201)
+
+    def test_json_bodies_cannot_smuggle_bad_paths(self):
+        api = "/api/v1/stores/%s/" % self.sid
+        cases = [
+            ("POST", api + "folders", {"path": "a/../b"}),
+            ("POST", api + "folders", {"path": "a\u0000b"}),
+            ("POST", api + "folders", {"path": ".."}),
+            ("POST", api + "folders", {"path": 7}),
+            ("POST", api + "move", {"from": "secret/plan.txt", "to": "../plan.txt"}),
+            ("POST", api + "move", {"from": "secret/../secret", "to": "x"}),
+            ("POST", api + "copy", {"from": "secret/plan.txt", "to": "x/\u0000"}),
+            ("POST", api + "copy", {"from": "secret", "to": "a" * 256}),
+        ]
+        self.check_refused(cases, 400, token=self.alice)
+
+    def test_another_users_store_is_404_for_everyone_including_admins(self):
+        cases = [
+            ("GET", "/api/v1/stores/%s/files/secret/plan.txt" % self.sid, None),
+            ("HEAD", "/api/v1/stores/%s/files/secret/plan.txt" % self.sid, None),
+            ("GET", "/api/v1/stores/%s/list" % self.sid, None),
+            ("GET", "/api/v1/stores/%s/list/secret?recursive=true" % self.sid, None),
+            ("PUT", "/api/v1/stores/%s/files/secret/plan.txt" % self.sid, b"defaced"),
+            ("DELETE", "/api/v1/stores/%s/files/secret?recursive=true" % self.sid, None),
+            ("POST", "/api/v1/stores/%s/folders" % self.sid, {"path": "mine"}),
+            ("POST", "/api/v1/stores/%s/move" % self.sid, {"from": "secret", "to": "gone"}),
+            ("POST", "/api/v1/stores/%s/copy" % self.sid, {"from": "secret", "to": "copied"}),
+            ("GET", "/api/v1/stores/999999/files/x", None),
+            ("GET", "/api/v1/stores/notanumber/list", None),
+        ]
+        for tok in (self.bob, self.admin):
+            before = self.snapshot()
+            for method, target, body in cases:
+                r = self.raw(method, target, token=tok, body=body)
+                if method == "HEAD":
+                    self.assertEqual(r.status, 404)
+                else:
+                    self.assertProblem(r, 404)
+                    self.assertIn("no such store", r.json()["detail"])
+            self.assertEqual(self.snapshot(), before)
+        stores = self.srv.request("GET", "/api/v1/stores", token=self.bob).json()
+        self.assertEqual([s["id"] for s in stores], [self.bob_sid])
+
+    def test_no_token_and_a_wrong_token_are_401(self):
+        cases = [
+            ("GET", "/api/v1/stores", None),
+            ("GET", "/api/v1/stores/%s/files/secret/plan.txt" % self.sid, None),
+            ("PUT", "/api/v1/stores/%s/files/secret/plan.txt" % self.sid, b"defaced"),
+            ("DELETE", "/api/v1/stores/%s/files/secret?recursive=true" % self.sid, None),
+            ("POST", "/api/v1/stores/%s/move" % self.sid, {"from": "secret", "to": "gone"}),
+            ("POST", "/api/v1/admin/fsck?repair=true", None),
+        ]
+        self.check_refused(cases, 401, token=None)
+        self.check_refused(cases, 401, token="mbt_" + "0" * 64)
+
+    def test_fsck_is_for_admins_only(self):
+        r = self.raw("POST", "/api/v1/admin/fsck", token=self.alice)
+        self.assertProblem(r, 403)
+
+
+if __name__ == "__main__":
+    main()

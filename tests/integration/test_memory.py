@@ -1,0 +1,153 @@
+"""A 2 GiB upload and download keep mbyted's resident memory under 64 MiB.
+
+The bytes are generated on the fly and compared by SHA-256, so the test holds no file in
+memory either. mbyted's VmRSS is sampled from /proc/<pid>/status while the transfers run,
+and VmHWM (the kernel's own peak) is read at the end. The peak is reset (clear_refs 5) after
+the login that setUp does: an argon2id password check uses 64 MiB on purpose (libsodium's
+interactive limit) and is not what this test measures.
+
+Which binary: MBYTED_PLAIN (tests/meson.build builds the same sources without sanitizers),
+because AddressSanitizer's shadow memory and quarantine would measure ASan, not MByte.
+Without it (a run outside meson) the normal MBYTED is used.
+"""
+import hashlib
+import os
+import random
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import ServerTest, main  # noqa: E402
+
+harness.MBYTED = os.environ.get("MBYTED_PLAIN") or harness.MBYTED
+
+SIZE = 2 << 30
+LIMIT = 64 << 20
+BLOCK = 1 << 20
+
+
+class Source:
+    """SIZE bytes in BLOCK pieces: 16 random blocks, each piece stamped with its index so
+    no two pieces are equal (the chunk store cannot dedupe the test into nothing)."""
+
+    def __init__(self, seed):
+        r = random.Random(seed)
+        self.blocks = [r.randbytes(BLOCK) for _ in range(16)]
+        self.sha = hashlib.sha256()
+
+    def __iter__(self):
+        for i in range(SIZE // BLOCK):
+            b = self.blocks[i % 16]
+            piece = i.to_bytes(8, "little") + b[8:]
+            self.sha.update(piece)
+            yield piece
+
+
+class Sampler(threading.Thread):
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0, threading.Event()
+
+    def rss(self, field="VmRSS"):
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                self.peak = max(self.peak, self.rss())
+            except OSError:
+                return
+            time.sleep(0.02)
+
+
+class MemoryTest(ServerTest):
+    def store(self):
+        r = self.srv.request("GET", "/api/v1/stores", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        return r.json()[0]["id"]
+
+    def download_sha(self, path):
+        c = self.srv.conn(timeout=300)
+        try:
+            c.request("GET", path, headers={"Authorization": "Bearer " + self.admin})
+            r = c.getresponse()
+            self.assertEqual(r.status, 200)
+            h, n = hashlib.sha256(), 0
+            while True:
+                piece = r.read(BLOCK)
+                if not piece:
+                    break
+                h.update(piece)
+                n += len(piece)
+            return n, h.hexdigest()
+        finally:
+            c.close()
+
+    def measure(self, upload):
+        """Run upload(sid) -> (path, sha) then download it; return the peak resident bytes."""
+        sid = self.store()
+        pid = self.srv.proc.pid
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")  # reset VmHWM: the login's argon2id buffer is not part of this test
+        sampler = Sampler(pid)
+        self.assertLess(sampler.rss("VmHWM"), LIMIT)
+        sampler.start()
+        try:
+            name, sha = upload(sid)
+            n, got = self.download_sha("/api/v1/stores/%s/files/%s" % (sid, name))
+            self.assertEqual(n, SIZE)
+            self.assertEqual(got, sha)
+        finally:
+            sampler.stop.set()
+            sampler.join()
+        hwm = sampler.rss("VmHWM")
+        peak = max(sampler.peak, hwm)
+        print("mbyted peak resident memory: %.1f MiB (sampled %.1f MiB, VmHWM %.1f MiB)" %
+              (peak / 2**20, sampler.peak / 2**20, hwm / 2**20))
+        return peak
+
+    def send(self, method, path, body, headers):
+        c = self.srv.conn(timeout=300)
+        try:
+            h = {"Authorization": "Bearer " + self.admin}
+            h.update(headers)
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            return r.status, r.getheaders(), r.read()
+        finally:
+            c.close()
+
+    def test_2gib_put_upload_and_download_stay_under_64mib_resident(self):
+        def put(sid):
+            src = Source(7)
+            status, _, body = self.send("PUT", "/api/v1/stores/%s/files/big.bin" % sid, iter(src),
+                                        {"Content-Length": str(SIZE), "Content-Type": "application/octet-stream"})
+            self.assertIn(status, (200, 201), body)
+            return "big.bin", src.sha.hexdigest()
+        self.assertLess(self.measure(put), LIMIT)
+
+    def test_2gib_tus_upload_and_download_stay_under_64mib_resident(self):
+        def tus(sid):
+            import base64
+            meta = "store %s,path %s" % (base64.b64encode(str(sid).encode()).decode(),
+                                         base64.b64encode(b"/tus.bin").decode())
+            status, hdrs, body = self.send("POST", "/api/v1/uploads", b"", {
+                "Tus-Resumable": "1.0.0", "Upload-Length": str(SIZE), "Upload-Metadata": meta})
+            self.assertEqual(status, 201, body)
+            loc = dict((k.lower(), v) for k, v in hdrs)["location"]
+            src = Source(8)
+            status, _, body = self.send("PATCH", loc, iter(src), {
+                "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Length": str(SIZE),
+                "Content-Type": "application/offset+octet-stream"})
+            self.assertEqual(status, 204, body)
+            return "tus.bin", src.sha.hexdigest()
+        self.assertLess(self.measure(tus), LIMIT)
+
+if __name__ == "__main__":
+    main()
