@@ -177,6 +177,33 @@ if (caps.files) describe('files', () => {
         assert.equal(dl.suggestedFilename(), 'big.bin');
     });
 
+    if (caps.tus) scenario('an upload survives a broken connection and resumes where it stopped', async () => {
+        const data = randomBytes(24 * 1024 * 1024);
+        const p = join(tmp, 'resume.bin');
+        writeFileSync(p, data);
+        await cdp.send('Network.emulateNetworkConditions',
+            { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 6 * 1024 * 1024 });
+        await page.locator('.files-view input[type=file]:not([webkitdirectory])').setInputFiles(p);
+        const bar = page.getByRole('progressbar', { name: 'resume.bin' });
+        await page.waitForFunction(() => Number(document.querySelector('.upload-item [role=progressbar]')
+            ?.getAttribute('aria-valuenow')) > 40, null, { timeout: 60000 });
+        await cdp.send('Network.emulateNetworkConditions',
+            { offline: true, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+        await page.locator('.upload-status', { hasText: 'Connection lost' }).waitFor();
+        await cdp.send('Network.emulateNetworkConditions',
+            { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+        await page.waitForFunction(() =>
+            document.querySelector('.upload-item [role=progressbar]')?.getAttribute('aria-valuenow') === '100', null, { timeout: 120000 });
+        assert.equal(await bar.getAttribute('aria-valuenow'), '100');
+        await row('resume.bin').waitFor();
+        const [dl] = await Promise.all([page.waitForEvent('download'), rowAction('resume.bin', 'Download')]);
+        assert.equal(sha256(readFileSync(await dl.path())), sha256(data));
+        await page.locator('.uploads').getByRole('button', { name: 'Clear' }).click();
+        await rowAction('resume.bin', 'Delete');
+        await page.getByRole('dialog').locator('button.danger').click();
+        await row('resume.bin').waitFor({ state: 'detached' });
+    });
+
     scenario('the file list', async () => {
         await shot('files');
     });
