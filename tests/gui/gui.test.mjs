@@ -204,8 +204,14 @@ if (caps.files) describe('files', () => {
         await row('resume.bin').waitFor({ state: 'detached' });
     });
 
-    scenario('the file list', async () => {
+    scenario("the file list, and a file's details in the side panel", async () => {
         await shot('files');
+        await row('big.bin').getByRole('button', { name: 'big.bin', exact: true }).click();
+        const panel = page.getByRole('complementary', { name: 'Details' });
+        await panel.getByText('20,971,520 bytes', { exact: false }).waitFor();
+        await shot('details');
+        await page.keyboard.press('Escape');
+        await panel.waitFor({ state: 'hidden' });
     });
 
     scenario('rename', async () => {

@@ -56,6 +56,9 @@ export class FilesView {
         this.fileInput.addEventListener('change', () => this.pickerChosen(this.fileInput));
         this.dirInput.addEventListener('change', () => this.pickerChosen(this.dirInput));
         this.panel = h('aside.panel', { 'aria-label': 'Details', hidden: true });
+        this.panel.addEventListener('keydown', ev => {
+            if (ev.key === 'Escape' && !document.querySelector('dialog[open], .menu')) this.closePanel(true);
+        });
         this.setupDrop();
         this.offs = [
             on('files', ({ sid, path } = {}) => {
@@ -392,10 +395,13 @@ export class FilesView {
         this.panel.querySelector('.panel-close')?.focus();
     }
 
-    closePanel() {
+    closePanel(refocus) {
+        const was = this.panelEntry;
         this.panelEntry = null;
         this.panel.hidden = true;
         document.body.classList.remove('panel-open');
+        // Back to the row the panel was opened from, so keyboard users keep their place.
+        if (refocus && was) this.el.querySelector(`tr[data-path="${CSS.escape(was.path)}"] .name-link`)?.focus();
     }
 
     renderPanel() {
@@ -418,7 +424,6 @@ export class FilesView {
                 h('h2.panel-title', { title: e.path }, e.name),
                 button('Close details', 'close', () => this.closePanel(), { cls: 'icon-btn panel-close', iconOnly: true })),
             tabs, body);
-        this.panel.addEventListener('keydown', ev => { if (ev.key === 'Escape') this.closePanel(); }, { once: true });
         applyParts(this.panel);
         if (this.panelTab === 'versions') this.renderVersions(e, body);
         else this.renderDetails(e, body);

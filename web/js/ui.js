@@ -176,6 +176,9 @@ export function toast(message, kind = 'info', opts = {}) {
     const close = button('Dismiss', 'close', () => t.remove(), { cls: 'icon-btn', iconOnly: true });
     t.append(close);
     toastHost.append(t);
+    // Three at most: older news makes way (task progress toasts stay).
+    const plain = [...toastHost.querySelectorAll('.toast:not(.toast-task)')];
+    plain.slice(0, Math.max(0, plain.length - 3)).forEach(x => x.remove());
     setTimeout(() => t.remove(), opts.timeout || (kind === 'error' ? 10000 : 5000));
     return t;
 }

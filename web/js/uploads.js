@@ -160,7 +160,7 @@ export class Uploads {
                         button('Clear', null, () => this.clearFinished(), { cls: 'small' }),
                     button(this.collapsed ? 'Expand' : 'Collapse', this.collapsed ? 'chevronDown' : 'chevron',
                         () => { this.collapsed = !this.collapsed; this.render(); }, { cls: 'icon-btn', iconOnly: true }))),
-            bar(pct, 'Overall upload progress', failed && !active ? 'failed' : ''),
+            bar(pct, 'Overall upload progress', active ? '' : failed ? 'failed' : 'done'),
             list);
     }
 
