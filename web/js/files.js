@@ -432,11 +432,11 @@ export class FilesView {
     renderDetails(e, body) {
         const r = e.raw || {};
         const rows = [
-            ['Type', e.type === 'folder' ? 'Folder' : r.content_type || r.mime || 'File'],
+            ['Type', e.type === 'folder' ? 'Folder' : r.ctype || r.content_type || r.mime || 'File'],
             ['Size', e.size != null ? `${formatBytes(e.size)} (${Number(e.size).toLocaleString()} bytes)` : '—'],
             ['Modified', formatTime(e.mtime)],
             ['Location', '/' + (parentOf(e.path) || '')],
-            r.created_by || r.updated_by ? ['Changed by', r.updated_by || r.created_by] : null,
+            typeof (r.updated_by ?? r.created_by) === 'string' ? ['Changed by', r.updated_by ?? r.created_by] : null,
             r.version ? ['Version', String(r.version)] : null,
             r.sha256 ? ['SHA-256', h('code.hash', r.sha256)] : null,
         ].filter(Boolean);
