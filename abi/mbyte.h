@@ -39,7 +39,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 1
+#define MB_ABI_MINOR 2 /* 2: history (trash, versions, integrity), branch history */
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -69,6 +69,16 @@ enum {
     MB_EMETHOD = -20,    /* method not allowed: 405 / 502 */
     MB_EINTERNAL = -21,  /* a bug: 500 / 451 */
 };
+
+/* Not an error: a filter returns MB_HANDLED (a positive code) to say "I took this operation
+ * over, consider it done". Only the operations documented to accept it do (minor 2):
+ *   file.delete        the trash moved the entry away; fs_delete answers success and deletes nothing.
+ *   file.version.drop  the versioning module keeps the previous version of a file being
+ *                      overwritten; the kernel keeps it instead of dropping it. This filter runs
+ *                      under the kernel's commit lock: it must only look at the payload and answer,
+ *                      never call a file function.
+ * Everywhere else a positive return from a filter is a refusal like any other. */
+enum { MB_HANDLED = 1 };
 
 /* An error a person will read: a code and one sentence. Filled by api->err_set. */
 typedef struct mb_err {
@@ -357,6 +367,58 @@ struct mb_api {
     int (*file_copy)(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, json_t **info,
                      mb_err *err);
     int (*file_delete)(const mb_user *u, uint64_t sid, const char *path, int flags, mb_err *err);
+
+    /* ------------------------------ minor 2: history (trash, versions, integrity) --- */
+    /* Same ownership rules as the file calls above (u NULL is the system; another user's
+     * store is MB_ENOENT; JSON results are new references). Each change is one synced batch
+     * under the kernel's commit lock, with its event in the same batch. */
+
+    /* Trash. detach moves the entry at `path` (a folder with its whole subtree; a non-empty
+     * folder needs MB_FS_RECURSIVE) out of the namespace into a trash record of store sid,
+     * keeping every version and chunk reference; `by` is the user recorded as having deleted
+     * it. *id receives the record id. Emits file.trashed. No filter runs (the trash calls it
+     * from its file.delete filter). */
+    int (*trash_detach)(const mb_user *u, uint64_t sid, const char *path, int flags, uint64_t by, uint64_t *id,
+                        mb_err *err);
+    /* Put record `id` back at its original path, creating missing parent folders; if the path
+     * is taken the entry gets a free " (restored)" / " (restored N)" name. *path (may be NULL)
+     * receives where it went, malloc'd: the caller free()s it. Emits file.restored. */
+    int (*trash_attach)(const mb_user *u, uint64_t sid, uint64_t id, char **path, mb_err *err);
+    /* Drop record `id` for good: its versions' chunk references go down (the collector frees
+     * the bytes). Emits file.deleted for each file and file.purged. */
+    int (*trash_purge)(const mb_user *u, uint64_t sid, uint64_t id, mb_err *err);
+    /* The trash records of store sid, oldest first: [{"id","store","path","name","type",
+     * "size","deleted","deleted_by"}]. With u NULL and sid 0: every store's records. */
+    int (*trash_list)(const mb_user *u, uint64_t sid, json_t **out, mb_err *err);
+
+    /* Versions of the file at path, oldest first: [{"version","size","sha256","author",
+     * "time","current"}]. */
+    int (*version_list)(const mb_user *u, uint64_t sid, const char *path, json_t **out, mb_err *err);
+    /* Make a copy of `version` the newest version (history kept; chunks shared, no byte
+     * copied). *info (may be NULL) is the file's new info. Emits file.updated with
+     * "restored_from". */
+    int (*version_restore)(const mb_user *u, uint64_t sid, const char *path, uint64_t version, json_t **info,
+                           mb_err *err);
+    /* Delete one version that is not the current one (MB_ECONFLICT for the current one);
+     * its chunk references go down in the same batch. Emits file.version.deleted. */
+    int (*version_delete)(const mb_user *u, uint64_t sid, const char *path, uint64_t version, mb_err *err);
+
+    /* Integrity. chunk_list calls fn for every chunk some version references (refcount > 0)
+     * in hash order, starting after `after` (NULL or "" for the first), until fn returns
+     * non-zero; `hash` is borrowed for the call. Any thread; reads a consistent snapshot. */
+    int (*chunk_list)(const char *after, int (*fn)(const char *hash, uint64_t size, void *ud), void *ud,
+                      mb_err *err);
+    /* Re-read chunk `hash` from the active backend and re-hash it: 0 if whole, MB_EINTEGRITY
+     * if its bytes differ from its name, MB_ENOENT if the backend lost it. Blocks on I/O. */
+    int (*chunk_verify)(const char *hash, mb_err *err);
+    /* Every file version referencing `hash` (a scan of the version records): new array of
+     * {"store","owner","file_id","version","current","path"} ("path" is null when the file is
+     * in the trash, then "trash_id" is set). */
+    int (*chunk_files)(const char *hash, json_t **out, mb_err *err);
+    /* Mark (damaged true) or unmark one version of a file: while marked, opening that version
+     * fails with MB_EINTEGRITY and `reason` in the sentence, so no door serves it. Synced. */
+    int (*file_mark_damaged)(uint64_t sid, uint64_t file_id, uint64_t version, const char *reason, bool damaged,
+                             mb_err *err);
 };
 
 #ifdef __cplusplus

@@ -178,6 +178,18 @@ static const mb_api table = {
     .file_move = fs_move,
     .file_copy = fs_copy,
     .file_delete = fs_delete,
+    /* minor 2: history (kernel/history.c) */
+    .trash_detach = history_detach,
+    .trash_attach = history_attach,
+    .trash_purge = history_purge,
+    .trash_list = history_trash_list,
+    .version_list = history_versions,
+    .version_restore = history_version_restore,
+    .version_delete = history_version_delete,
+    .chunk_list = history_chunk_list,
+    .chunk_verify = history_chunk_verify,
+    .chunk_files = history_chunk_files,
+    .file_mark_damaged = history_mark_damaged,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -322,7 +322,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->listen_host = xstrdup("127.0.0.1");
     c->listen_port = 8080;
     c->data_dir = xstrdup("var");
-    c->module_dir = xstrdup("build/modules");
+    c->module_dir = xstrdup("build-release/modules");
     c->web_dir = xstrdup("web");
     c->lua_dir = xstrdup("scripts/lua");
     c->http_threads = 4;

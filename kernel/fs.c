@@ -135,15 +135,9 @@ int fs_path_normalize(const char *in, size_t n, char **out, mb_err *err)
 
 /* ======================================================== small helpers === */
 
-static uint64_t new_id(void)
-{
-    uint64_t v = 0;
-    while (!v) {
-        randombytes_buf(&v, sizeof v);
-        v &= 0x7fffffffffffffffULL; /* fits a JSON integer */
-    }
-    return v;
-}
+/* File and folder ids: unique for the life of the database, small enough to be exact as
+ * JSON numbers in a browser (2^53), stable across renames. */
+static uint64_t new_id(void) { return db_alloc_id("entry"); }
 
 static void dkey(char *out, size_t n, uint64_t sid, uint64_t pid, const char *name)
 {
@@ -257,7 +251,7 @@ static int store_access(const mb_user *u, uint64_t sid, json_t **rec, mb_err *er
 
 int fs_store_get(const mb_user *u, uint64_t sid, json_t **out, mb_err *err)
 {
-    json_t *s;
+    json_t *s = NULL;
     int rc = store_access(u, sid, &s, err);
     if (rc)
         return rc;
@@ -284,7 +278,7 @@ int fs_stores_list(const mb_user *u, json_t **out, mb_err *err)
             continue;
         char key[32];
         snprintf(key, sizeof key, "s/%.16s", k + kl - 16);
-        json_t *s;
+        json_t *s = NULL;
         if (db_get_json(key, &s) == 0) {
             json_array_append_new(arr, store_public(s));
             json_decref(s);
@@ -925,7 +919,7 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
         uint64_t ver = is_new ? 1 : (uint64_t)jint(existing, "version") + 1;
         /* Only the newest version is kept for now (no retention policy yet): the old ones
          * go in this same batch, with their refcounts. */
-        if (!is_new)
+        if (!is_new && !history_keep_versions(w->sid, w->owner, fid, w->path))
             drop_versions(w->sid, fid, b, refs);
         add_chunk_refs(refs, w->chunks, +1);
         json_t *vrec = json_pack("{s:i, s:I, s:s, s:O, s:I, s:I, s:s}", "v", 1, "size", (json_int_t)w->total,
@@ -1007,6 +1001,9 @@ int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, 
             rc = err_set(err, MB_ENOENT, "'%s' has no version %llu", np, (unsigned long long)version);
         else if (g)
             rc = err_set(err, MB_EIO, "cannot read the version record of '%s'", np);
+        else
+            rc = history_damaged(sid, (uint64_t)jint(e, "id"), version ? version : (uint64_t)jint(e, "version"), np,
+                                 err);
     }
     if (!rc) {
         json_t *chunks = json_object_get(ver, "chunks");
@@ -1259,7 +1256,10 @@ int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_er
     e = NULL;
     rc = hook_filter("file.delete", p, err);
     json_decref(p);
-    if (!rc) {
+    bool handled = rc == MB_HANDLED; /* the trash took it over (history.c) */
+    if (handled)
+        rc = 0;
+    if (!rc && !handled) {
         blob_lock();
         uint64_t pid;
         rc = resolve(sid, np, &pid, &e, err);
@@ -1598,6 +1598,7 @@ int fs_fsck(bool repair, json_t **report, mb_err *err)
             char *vv;
             if (db_get(fk, strlen(fk), &vv, NULL) == 0) {
                 free(vv);
+                fk[strlen(fk) - 16] = 0; /* every version of a live file is live (history.c) */
                 json_object_set_new(live, fk, json_true());
             } else
                 problem(&c, "dangling_entry", false, json_pack("{s:s#}", "key", k, (int)kl),
@@ -1606,6 +1607,7 @@ int fs_fsck(bool repair, json_t **report, mb_err *err)
         json_decref(e);
     }
     db_iter_free(it);
+    history_fsck_live(live);
     /* 2. Versions -> the chunks they hold. A version no entry names is kept only while a
      * retention policy says so; there is none yet, so it is a leak. */
     it = db_iter_prefix("f/", 2);
@@ -1616,11 +1618,14 @@ int fs_fsck(bool repair, json_t **report, mb_err *err)
         versions++;
         char *key = strndup(k, kl);
         json_t *ver = json_loadb(v, vl, 0, NULL);
-        if (!json_object_get(live, key)) {
+        char *fprefix = strndup(k, kl > 16 ? kl - 16 : kl);
+        bool is_live = json_object_get(live, fprefix) != NULL;
+        free(fprefix);
+        if (!is_live) {
             if (repair)
                 db_batch_del(fix, k, kl);
             problem(&c, "unreferenced_version", repair, json_pack("{s:s}", "key", key),
-                    "version %s is not the current version of any file", key);
+                    "version %s belongs to no file in the namespace or the trash", key);
             if (repair) {
                 free(key);
                 json_decref(ver);
@@ -1798,3 +1803,36 @@ void fs_fini(void)
         magic_close(magic_cookie);
     magic_cookie = NULL;
 }
+
+/* ============================================ for history.c (branch history) === */
+/* Thin non-static doors onto the namespace internals above, so kernel/history.c (trash,
+ * versions, integrity) works on the same layout without fs.c growing its logic. */
+
+int fs_x_store_owner(const mb_user *u, uint64_t sid, uint64_t *owner, mb_err *err)
+{
+    json_t *s;
+    int rc = store_access(u, sid, &s, err);
+    if (!rc) {
+        *owner = (uint64_t)jint(s, "owner");
+        json_decref(s);
+    }
+    return rc;
+}
+
+int fs_x_resolve(uint64_t sid, const char *np, uint64_t *pid, json_t **e, mb_err *err)
+{
+    return resolve(sid, np, pid, e, err);
+}
+
+int fs_x_folder_for_change(uint64_t sid, uint64_t owner, const char *dir, uint64_t uid, db_batch *b,
+                           uint64_t *out_id, mb_err *err)
+{
+    return folder_for_change(sid, owner, dir, true, uid, b, out_id, NULL, NULL, err);
+}
+
+int fs_x_entry_get(uint64_t sid, uint64_t pid, const char *name, json_t **e) { return entry_get(sid, pid, name, e); }
+json_t *fs_x_children(uint64_t sid, uint64_t pid) { return children(sid, pid); }
+void fs_x_drop_versions(uint64_t sid, uint64_t fid, db_batch *b, blob_refs *refs) { drop_versions(sid, fid, b, refs); }
+json_t *fs_x_public_info(const json_t *e, const char *path) { return public_info(e, path); }
+void fs_x_dkey(char *out, size_t n, uint64_t sid, uint64_t pid, const char *name) { dkey(out, n, sid, pid, name); }
+void fs_x_fkey(char *out, size_t n, uint64_t sid, uint64_t fid, uint64_t ver) { fkey(out, n, sid, fid, ver); }

@@ -169,4 +169,41 @@ void blob_backend_unregister(mb_module *owner);
 /* ---------------------------------------------------------- files_http.c --- */
 int files_routes_init(mb_err *err);
 
+/* ------------------------------------------------- history.c (branch history) --- */
+/* Trash, versions and integrity (issue 5). history_* are the kernel primitives behind the
+ * minor-2 mb_api calls (abi/mbyte.h documents each); fs.c consults three of them:
+ *   history_keep_versions  at overwrite: runs the file.version.drop filters; true when a
+ *                          module (versioning) answered MB_HANDLED. Called under blob_lock.
+ *   history_damaged        at open: MB_EINTEGRITY with a sentence if the version is marked.
+ *   history_fsck_live      fsck: adds the "f/<sid>/<fid>/" prefixes of trashed files.
+ * The fs_x_* doors (end of fs.c) give history.c the namespace internals it needs. */
+bool history_keep_versions(uint64_t sid, uint64_t owner, uint64_t fid, const char *path);
+int history_damaged(uint64_t sid, uint64_t fid, uint64_t ver, const char *path, mb_err *err);
+void history_fsck_live(json_t *live);
+int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, uint64_t by, uint64_t *id,
+                   mb_err *err);
+int history_attach(const mb_user *u, uint64_t sid, uint64_t id, char **path, mb_err *err);
+int history_purge(const mb_user *u, uint64_t sid, uint64_t id, mb_err *err);
+int history_trash_list(const mb_user *u, uint64_t sid, json_t **out, mb_err *err);
+int history_versions(const mb_user *u, uint64_t sid, const char *path, json_t **out, mb_err *err);
+int history_version_restore(const mb_user *u, uint64_t sid, const char *path, uint64_t version, json_t **info,
+                            mb_err *err);
+int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uint64_t version, mb_err *err);
+int history_chunk_list(const char *after, int (*fn)(const char *hash, uint64_t size, void *ud), void *ud,
+                       mb_err *err);
+int history_chunk_verify(const char *hash, mb_err *err);
+int history_chunk_files(const char *hash, json_t **out, mb_err *err);
+int history_mark_damaged(uint64_t sid, uint64_t fid, uint64_t ver, const char *reason, bool damaged, mb_err *err);
+
+int fs_x_store_owner(const mb_user *u, uint64_t sid, uint64_t *owner, mb_err *err);
+int fs_x_resolve(uint64_t sid, const char *np, uint64_t *pid, json_t **e, mb_err *err);
+int fs_x_folder_for_change(uint64_t sid, uint64_t owner, const char *dir, uint64_t uid, db_batch *b,
+                           uint64_t *out_id, mb_err *err);
+int fs_x_entry_get(uint64_t sid, uint64_t pid, const char *name, json_t **e);
+json_t *fs_x_children(uint64_t sid, uint64_t pid);
+void fs_x_drop_versions(uint64_t sid, uint64_t fid, db_batch *b, blob_refs *refs);
+json_t *fs_x_public_info(const json_t *e, const char *path);
+void fs_x_dkey(char *out, size_t n, uint64_t sid, uint64_t pid, const char *name);
+void fs_x_fkey(char *out, size_t n, uint64_t sid, uint64_t fid, uint64_t ver);
+
 #endif

@@ -124,6 +124,9 @@ const char *db_iter_val(db_iter *it, size_t *vlen);
 void db_iter_free(db_iter *it);
 /* A persistent counter ("n/<name>"), thread-safe, never returns the same value twice. */
 uint64_t db_next_id(const char *name);
+/* The same, for ids handed out often: reserved in synced blocks, so most calls cost no I/O.
+ * Unused ids of a block are skipped after a crash, never reused. */
+uint64_t db_alloc_id(const char *name);
 /* Key encoding: big-endian u64 as 16 hex digits so keys sort numerically. */
 void key_u64(char out[17], uint64_t v);
 

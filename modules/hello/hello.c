@@ -77,7 +77,7 @@ static int h_submit(mb_req *req, void *state, mb_err *err)
     json_t *body = h->api->req_json(req, err);
     if (!body)
         return err->code;
-    int steps, step_ms, fail_first, rc;
+    int steps = 0, step_ms = 0, fail_first = 0, rc;
     if ((rc = int_arg(h, body, "steps", 5, 1, 1000, &steps, err)) ||
         (rc = int_arg(h, body, "step_ms", 100, 0, 10000, &step_ms, err)) ||
         (rc = int_arg(h, body, "fail_first", 0, 0, 100, &fail_first, err)))

@@ -84,6 +84,23 @@ static void test_ids_never_repeat_across_reopen(void **s)
     assert_true(db_next_id("t") == b + 1);
 }
 
+static void test_block_ids_are_unique_small_and_survive_reopen(void **s)
+{
+    (void)s;
+    uint64_t first = db_alloc_id("e"), last = first;
+    for (int i = 0; i < 3000; i++) { /* crosses several reserved blocks */
+        uint64_t v = db_alloc_id("e");
+        assert_true(v == last + 1);
+        last = v;
+    }
+    db_close(); /* as after a crash: the rest of the block is skipped, never reused */
+    mb_err err;
+    assert_int_equal(db_open(dir, &err), 0);
+    uint64_t after = db_alloc_id("e");
+    assert_true(after > last);
+    assert_true(after < (1ULL << 53));
+}
+
 static void test_hex_and_utf8(void **s)
 {
     (void)s;
@@ -136,6 +153,7 @@ int main(void)
         cmocka_unit_test(test_prefix_iteration_stays_inside_the_prefix),
         cmocka_unit_test(test_batch_is_atomic_and_json_roundtrips),
         cmocka_unit_test(test_ids_never_repeat_across_reopen),
+        cmocka_unit_test(test_block_ids_are_unique_small_and_survive_reopen),
         cmocka_unit_test(test_hex_and_utf8),
         cmocka_unit_test(test_parse_u64_rejects_junk_and_overflow),
         cmocka_unit_test(test_arena_alignment_and_big_blocks),

@@ -1,0 +1,349 @@
+/*
+ * modules/trash — deleting moves files and folders to the store's trash (issue 5).
+ *
+ * How every door goes through it: the kernel's fs_delete (HTTP DELETE, FTP DELE/RMD, the
+ * web page, other modules) runs the file.delete filters before it deletes. This module's
+ * filter runs last (priority 1000, after quotas and policies had their say), moves the
+ * entry out of the namespace with api->trash_detach (one synced batch: the directory entry
+ * goes, a trash record with the entry, its original path, who and when comes in; versions
+ * and chunk references stay) and answers MB_HANDLED, so fs_delete reports success without
+ * deleting. Unloaded, the filter is gone and deletes are permanent again.
+ *
+ *   config   retention_days (30), purge_interval (seconds between purge runs, 3600)
+ *   routes   GET    /api/v1/stores/{sid}/trash                list, oldest first
+ *            POST   /api/v1/stores/{sid}/trash/{id}/restore   back to the original path or a
+ *                                                             suffixed name (reported)
+ *            DELETE /api/v1/stores/{sid}/trash/{id}           delete permanently
+ *            DELETE /api/v1/stores/{sid}/trash                empty the trash
+ *   hooks    filter file.delete (priority 1000)
+ *   tasks    trash.purge: purge every item older than its store's retention; submitted at
+ *            init (so a restart with a moved clock purges at once) and every purge_interval
+ *            seconds by a small timer thread this copy owns (stopped in fini).
+ *
+ * Threads: handlers on HTTP workers, the filter on the deleting thread, the runner on the
+ * pool, the timer on its own thread; shared state is the immutable config plus the timer's
+ * mutex/condvar.
+ */
+#include "mbyte.h"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct trash {
+    mb_module *self;
+    const mb_api *api;
+    int64_t retention_days, purge_interval;
+    pthread_t timer;
+    bool timer_on, stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} trash;
+
+/* The one place the retention of a store is read. Per-store settings come from the kernel's
+ * store settings once the `stores` branch is merged; until then every store uses the YAML. */
+static int64_t store_retention_days(trash *t, uint64_t sid)
+{
+    (void)sid;
+    return t->retention_days;
+}
+
+static bool parse_id(const char *s, uint64_t *out)
+{
+    if (!s || !*s || strlen(s) > 19 || strspn(s, "0123456789") != strlen(s))
+        return false;
+    *out = strtoull(s, NULL, 10);
+    return *out > 0;
+}
+
+static int req_sid(trash *t, mb_req *req, uint64_t *sid, mb_err *err)
+{
+    const char *s = t->api->req_param(req, "sid");
+    if (!parse_id(s, sid))
+        return t->api->err_set(err, MB_ENOENT, "no such store: %s", s ? s : "");
+    return 0;
+}
+
+static int req_item(trash *t, mb_req *req, uint64_t *id, mb_err *err)
+{
+    const char *s = t->api->req_param(req, "id");
+    if (!parse_id(s, id))
+        return t->api->err_set(err, MB_EINVAL, "id: a trash item id is a whole number from 1");
+    return 0;
+}
+
+/* ------------------------------------------------------------------ routes --- */
+
+/* GET /api/v1/stores/{sid}/trash */
+static int h_list(mb_req *req, void *state, mb_err *err)
+{
+    trash *t = state;
+    uint64_t sid;
+    json_t *items;
+    int rc = req_sid(t, req, &sid, err);
+    if (rc || (rc = t->api->trash_list(t->api->req_user(req), sid, &items, err)))
+        return rc;
+    int64_t keep = store_retention_days(t, sid) * 86400;
+    size_t i;
+    json_t *it;
+    json_int_t total = 0;
+    json_array_foreach(items, i, it) {
+        json_object_set_new(it, "expires",
+                            json_integer(json_integer_value(json_object_get(it, "deleted")) + keep));
+        total += json_integer_value(json_object_get(it, "size"));
+    }
+    return t->api->reply_json(req, 200,
+                              json_pack("{s:o, s:I, s:I, s:b}", "items", items, "retention_days",
+                                        (json_int_t)store_retention_days(t, sid), "size", total,
+                                        "counts_toward_quota", 1));
+}
+
+/* The original path of item id (the answer reports it next to where it went). */
+static int item_path(trash *t, const mb_user *u, uint64_t sid, uint64_t id, char **path, mb_err *err)
+{
+    json_t *items;
+    int rc = t->api->trash_list(u, sid, &items, err);
+    if (rc)
+        return rc;
+    size_t i;
+    json_t *it;
+    *path = NULL;
+    json_array_foreach(items, i, it) if ((uint64_t)json_integer_value(json_object_get(it, "id")) == id)
+        *path = strdup(json_string_value(json_object_get(it, "path")));
+    json_decref(items);
+    if (!*path)
+        return t->api->err_set(err, MB_ENOENT, "no such item in the trash: %llu", (unsigned long long)id);
+    return 0;
+}
+
+/* POST /api/v1/stores/{sid}/trash/{id}/restore -> {"path","original","renamed"} */
+static int h_restore(mb_req *req, void *state, mb_err *err)
+{
+    trash *t = state;
+    uint64_t sid, id;
+    int rc = req_sid(t, req, &sid, err);
+    if (rc || (rc = req_item(t, req, &id, err)))
+        return rc;
+    const mb_user *u = t->api->req_user(req);
+    char *orig = NULL, *path = NULL;
+    if ((rc = item_path(t, u, sid, id, &orig, err)))
+        return rc;
+    if ((rc = t->api->trash_attach(u, sid, id, &path, err))) {
+        free(orig);
+        return rc;
+    }
+    json_t *body = json_pack("{s:s, s:s, s:b}", "path", path, "original", orig, "renamed", strcmp(path, orig) != 0);
+    free(orig);
+    free(path);
+    return t->api->reply_json(req, 200, body);
+}
+
+/* DELETE /api/v1/stores/{sid}/trash/{id} */
+static int h_purge(mb_req *req, void *state, mb_err *err)
+{
+    trash *t = state;
+    uint64_t sid, id;
+    int rc = req_sid(t, req, &sid, err);
+    if (rc || (rc = req_item(t, req, &id, err)) || (rc = t->api->trash_purge(t->api->req_user(req), sid, id, err)))
+        return rc;
+    return t->api->reply_bytes(req, 204, NULL, "", 0);
+}
+
+/* DELETE /api/v1/stores/{sid}/trash -> {"purged": n} */
+static int h_empty(mb_req *req, void *state, mb_err *err)
+{
+    trash *t = state;
+    uint64_t sid;
+    json_t *items;
+    const mb_user *u = t->api->req_user(req);
+    int rc = req_sid(t, req, &sid, err);
+    if (rc || (rc = t->api->trash_list(u, sid, &items, err)))
+        return rc;
+    size_t i;
+    json_t *it;
+    int n = 0;
+    json_array_foreach(items, i, it) {
+        mb_err e = {0};
+        int r = t->api->trash_purge(u, sid, (uint64_t)json_integer_value(json_object_get(it, "id")), &e);
+        if (r == 0)
+            n++;
+        else if (r != MB_ENOENT) { /* gone already: someone else purged it meanwhile */
+            json_decref(items);
+            *err = e;
+            return r;
+        }
+    }
+    json_decref(items);
+    return t->api->reply_json(req, 200, json_pack("{s:i}", "purged", n));
+}
+
+/* ------------------------------------------------------------------- hooks --- */
+
+/* file.delete: move to the trash instead. Runs on the deleting thread, before the kernel
+ * takes its commit lock (trash_detach takes it). */
+static int f_delete(const char *event, json_t *p, void *state, mb_err *err)
+{
+    (void)event;
+    trash *t = state;
+    uint64_t sid = (uint64_t)json_integer_value(json_object_get(p, "store"));
+    const char *path = json_string_value(json_object_get(p, "path"));
+    int flags = json_is_true(json_object_get(p, "recursive")) ? MB_FS_RECURSIVE : 0;
+    uint64_t id;
+    int rc = t->api->trash_detach(NULL, sid, path ? path : "", flags,
+                                  (uint64_t)json_integer_value(json_object_get(p, "user")), &id, err);
+    if (rc)
+        return rc;
+    return t->api->err_set(err, MB_HANDLED, "moved to the trash (item %llu)", (unsigned long long)id);
+}
+
+/* ------------------------------------------------------------------- tasks --- */
+
+/* trash.purge: every item past its store's retention goes for good. */
+static int t_purge(mb_task *task, const json_t *args, void *state, mb_err *err)
+{
+    (void)args;
+    trash *t = state;
+    json_t *items;
+    int rc = t->api->trash_list(NULL, 0, &items, err);
+    if (rc)
+        return rc;
+    int64_t now = t->api->now();
+    int n = 0;
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        uint64_t sid = (uint64_t)json_integer_value(json_object_get(it, "store"));
+        int64_t deleted = json_integer_value(json_object_get(it, "deleted"));
+        if (now - deleted < store_retention_days(t, sid) * 86400)
+            continue;
+        mb_err e = {0};
+        if (t->api->trash_purge(NULL, sid, (uint64_t)json_integer_value(json_object_get(it, "id")), &e) == 0)
+            n++;
+        else if (e.code != MB_ENOENT)
+            t->api->log(t->self, 2, "purge of trash item failed: %s", e.msg);
+        if (t->api->task_progress(task, (int)(i * 100 / json_array_size(items)), "purging"))
+            break;
+    }
+    json_decref(items);
+    if (n)
+        t->api->log(t->self, 1, "purged %d trash items past their retention", n);
+    t->api->task_result(task, json_pack("{s:i}", "purged", n));
+    return 0;
+}
+
+/* The timer: a purge right after load (once the kernel registered trash.purge, which it does
+ * only after init returns, so a refused submit is retried a second later), then one every
+ * purge_interval seconds. */
+static void *timer_main(void *arg)
+{
+    trash *t = arg;
+    int64_t wait = 0;
+    pthread_mutex_lock(&t->mu);
+    while (!t->stop) {
+        if (wait) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait;
+            pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+            if (t->stop)
+                break;
+        }
+        pthread_mutex_unlock(&t->mu);
+        uint64_t id;
+        mb_err e = {0};
+        wait = t->api->task_submit("trash.purge", 0, json_object(), &id, &e) ? 1 : t->purge_interval;
+        pthread_mutex_lock(&t->mu);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+/* ---------------------------------------------------------- init and fini --- */
+
+static void read_config(trash *t, const json_t *config)
+{
+    t->retention_days = json_integer_value(json_object_get(config, "retention_days"));
+    t->purge_interval = json_integer_value(json_object_get(config, "purge_interval"));
+}
+
+static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)
+{
+    trash *t = calloc(1, sizeof *t);
+    if (!t)
+        return api->err_set(err, MB_ENOMEM, "out of memory");
+    t->self = self;
+    t->api = api;
+    read_config(t, config);
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    t->timer_on = pthread_create(&t->timer, NULL, timer_main, t) == 0;
+    *state = t;
+    return 0;
+}
+
+static int fini(void *state, bool reloading, mb_err *err)
+{
+    (void)reloading, (void)err;
+    trash *t = state;
+    if (t->timer_on) {
+        pthread_mutex_lock(&t->mu);
+        t->stop = true;
+        pthread_cond_signal(&t->cv);
+        pthread_mutex_unlock(&t->mu);
+        pthread_join(t->timer, NULL);
+    }
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
+    free(t);
+    return 0;
+}
+
+static int reconfigure(void *state, const json_t *config, mb_err *err)
+{
+    (void)err;
+    read_config(state, config);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ tables --- */
+
+static const mb_config_key config_keys[] = {
+    {sizeof(mb_config_key), "retention_days", MB_CFG_INT, "30", 1, 36500},
+    {sizeof(mb_config_key), "purge_interval", MB_CFG_INT, "3600", 1, 604800},
+    {0},
+};
+
+static const mb_route routes[] = {
+    {sizeof(mb_route), "GET", "/api/v1/stores/{sid}/trash", MB_ROLE_USER, h_list},
+    {sizeof(mb_route), "DELETE", "/api/v1/stores/{sid}/trash", MB_ROLE_USER, h_empty},
+    {sizeof(mb_route), "POST", "/api/v1/stores/{sid}/trash/{id}/restore", MB_ROLE_USER, h_restore},
+    {sizeof(mb_route), "DELETE", "/api/v1/stores/{sid}/trash/{id}", MB_ROLE_USER, h_purge},
+    {0},
+};
+
+static const mb_hook hooks[] = {
+    {sizeof(mb_hook), "file.delete", MB_HOOK_FILTER, 1000, f_delete, NULL},
+    {0},
+};
+
+static const mb_task_type tasks[] = {
+    {sizeof(mb_task_type), "trash.purge", t_purge, 3},
+    {0},
+};
+
+MB_MODULE_EXPORT = {
+    .size = sizeof(mb_module_desc),
+    .abi_major = MB_ABI_MAJOR,
+    .abi_minor = 2, /* trash_* calls */
+    .name = "trash",
+    .version = "1.0.0",
+    .description = "Deleting moves files and folders to the store's trash; restore, purge, retention",
+    .config = config_keys,
+    .routes = routes,
+    .hooks = hooks,
+    .tasks = tasks,
+    .init = init,
+    .fini = fini,
+    .reconfigure = reconfigure,
+};
