@@ -240,6 +240,7 @@ if (caps.files) describe('files', () => {
         await page.locator('.files-view input[type=file]:not([webkitdirectory])')
             .setInputFiles(['a.txt', 'b.txt', 'c.txt'].map(n => join(tmp, n)));
         for (const n of ['a.txt', 'b.txt', 'c.txt']) await row('Projects/' + n).waitFor();
+        await page.locator('.uploads').getByRole('button', { name: 'Clear' }).click();
         await page.getByRole('checkbox', { name: 'Select a.txt' }).click();
         await page.getByRole('checkbox', { name: 'Select c.txt' }).click({ modifiers: ['Shift'] });
         const bar = page.getByRole('toolbar', { name: 'Selected items' });

@@ -257,11 +257,12 @@ export class AdminView {
         }, { cls: 'primary' });
         clear(this.body,
             h('div.section-head', h('h2', 'Integrity'), scrub),
-            data?.scrub ? h('p.muted', `Last scrub: ${formatTime(data.scrub.finished ?? data.scrub.time)} · ${data.scrub.state ?? ''}`) : null,
+            data?.scrub ? h('p.muted', data.scrub.running ? `A scrub is running: ${data.scrub.chunks_checked ?? 0} chunks checked so far.`
+                : `Last scrub: ${formatTime(data.scrub.finished)} · ${data.scrub.chunks_checked ?? 0} chunks, ${formatBytes(data.scrub.bytes_checked)} checked · ${data.scrub.problems ?? 0} problems`) : null,
             list.length ? h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Integrity findings' },
                 h('thead', h('tr', h('th', { scope: 'col' }, 'File'), h('th', { scope: 'col' }, 'Problem'), h('th.col-mtime', { scope: 'col' }, 'Found'))),
-                h('tbody', list.map(f => h('tr', h('td', [f.store, f.path].filter(x => x !== undefined).join(': ')),
-                    h('td', f.problem || f.kind || f.reason || (f.chunk ? 'chunk ' + f.chunk : '')),
+                h('tbody', list.map(f => h('tr', h('td', (f.files || [f]).map(x => `store ${x.store}: /${x.path}${x.version ? ' (v' + x.version + ')' : ''}`).join(', ')),
+                    h('td', h('span.badge.state-failed', f.kind || 'problem'), ' ', f.detail || f.reason || (f.chunk ? 'chunk ' + f.chunk : '')),
                     h('td.col-mtime', formatTime(f.time ?? f.found)))))))
                 : h('div.empty', icon('check'), h('p.empty-title', 'No problems found')));
     }

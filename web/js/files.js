@@ -458,11 +458,13 @@ export class FilesView {
             return;
         }
         if (!list.length) { clear(body, h('p.muted', 'This file has no earlier versions.')); return; }
-        const newest = list.reduce((a, v) => (toDate(v.time) > toDate(a.time) ? v : a), list[0]);
+        const hasFlag = list.some(v => 'current' in v);
+        const newest = list.reduce((a, v) => (Number(v.version) > Number(a.version) ? v : a), list[0]);
         const ul = h('ul.versions');
-        for (const v of list) {
+        // Newest first: what a person looks for is usually the last few versions.
+        for (const v of [...list].sort((a, b) => Number(b.version) - Number(a.version))) {
             const msg = h('p.field-error', { role: 'alert', hidden: true });
-            const current = v === newest || v.current;
+            const current = hasFlag ? v.current === true : v === newest;
             const restore = button('Restore', 'restore', async () => {
                 msg.hidden = true;
                 restore.disabled = true;
@@ -480,16 +482,25 @@ export class FilesView {
                 }
             }, { cls: 'small' });
             restore.setAttribute('aria-label', `Restore version ${v.version} of ${formatTime(v.time)}`);
+            const delBtn = button(`Delete version ${v.version}`, 'trash', async () => {
+                if (!await confirmDialog('Delete version', `Delete version ${v.version} of “${e.name}” for good?`, 'Delete', true)) return;
+                try {
+                    await api('DELETE', `${S(state.sid)}/versions/${encodePath(e.path)}?version=${encodeURIComponent(v.version)}`);
+                    this.renderVersions(e, body);
+                } catch (err) { msg.textContent = err.message; msg.hidden = false; }
+            }, { cls: 'icon-btn', iconOnly: true });
             ul.append(h('li.version' + (current ? '.current' : ''), { dataset: { version: String(v.version) } },
                 h('div.version-main',
                     h('strong', formatTime(v.time)), current ? h('span.badge', 'current') : null,
-                    h('div.muted', [formatBytes(v.size), v.author].filter(Boolean).join(' · '))),
+                    h('div.muted', [`v${v.version}`, formatBytes(v.size), v.author_name ?? (typeof v.author === 'string' ? v.author : null),
+                        v.restored_from ? `restored from v${v.restored_from}` : null].filter(Boolean).join(' · '))),
                 h('div.version-actions',
                     h('a.btn.small', {
-                        href: fileUrl(state.sid, e.path) + '?download=true&version=' + encodeURIComponent(v.version),
+                        href: `/api/v1${S(state.sid)}/versions/${encodePath(e.path)}?version=${encodeURIComponent(v.version)}`,
                         download: e.name, 'aria-label': `Download version ${v.version}`,
                     }, icon('download'), h('span.label', 'Download')),
-                    current ? null : restore),
+                    current ? null : restore,
+                    current ? null : delBtn),
                 msg));
         }
         clear(body, ul);
@@ -581,14 +592,14 @@ export class TrashView {
                     h('span', { title: path }, path))),
                 h('td.col-size', formatBytes(it.size)),
                 h('td.col-mtime', formatTime(it.deleted ?? it.time ?? it.deleted_at)),
-                h('td.col-by', it.by || it.deleted_by || ''),
+                h('td.col-by', it.expires ? formatTime(it.expires) : ''),
                 h('td.col-actions', h('div.row-actions', restore, del))));
             const err = this.rowErrors.get(String(it.id));
             if (err) tbody.append(h('tr.row-error', h('td', { colspan: '5', role: 'alert' }, icon('alert'), err)));
         }
         clear(this.el, head, h('p.muted.note', quotaNote), h('div.table-wrap', h('table.files.trash', { 'aria-label': 'Deleted items' },
             h('thead', h('tr', h('th', { scope: 'col' }, 'Original location'), h('th.col-size', { scope: 'col' }, 'Size'),
-                h('th.col-mtime', { scope: 'col' }, 'Deleted'), h('th.col-by', { scope: 'col' }, 'By'),
+                h('th.col-mtime', { scope: 'col' }, 'Deleted'), h('th.col-by', { scope: 'col' }, 'Purged'),
                 h('th.col-actions', { scope: 'col' }, h('span.sr-only', 'Actions')))),
             tbody)));
         void sid;
@@ -597,8 +608,8 @@ export class TrashView {
     async restore(it) {
         try {
             const r = await api('POST', `${S(state.sid)}/trash/${encodeURIComponent(it.id)}/restore`);
-            const where = r?.path || r?.restored_to || it.path;
-            toast(`Restored to /${where}.`, 'success');
+            const where = r?.path || it.path;
+            toast(r?.renamed ? `Restored as /${where} (the original name was taken).` : `Restored to /${where}.`, 'success');
             emit('usage');
             this.show(state.sid);
         } catch (e) {

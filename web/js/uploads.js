@@ -57,6 +57,7 @@ export class Uploads {
         }
         for (const e of entries) this.items.push(new Item(e.file, store, e.path));
         this.el.hidden = false;
+        this.collapsed = false;
         this.pump();
         this.render();
         if (!this.timer) this.timer = setInterval(() => this.render(), 500);
@@ -72,6 +73,12 @@ export class Uploads {
             clearInterval(this.timer);
             this.timer = null;
             this.samples = [];
+            // All went well: fold the list away so it does not cover the files; a failure stays open.
+            if (!this.items.some(i => i.state === 'failed')) {
+                setTimeout(() => {
+                    if (!this.timer && !this.items.some(i => i.state === 'failed')) { this.collapsed = true; this.render(); }
+                }, 2500);
+            }
         }
     }
 
