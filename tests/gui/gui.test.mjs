@@ -1,0 +1,377 @@
+// tests/gui/gui.test.mjs — MByte's web page in a real browser (Debian's chromium, headless,
+// driven by playwright-core) against a real mbyted started by tests/integration/test_gui.py.
+//
+// Env: MBYTE_URL, MBYTE_ADMIN_USER, MBYTE_ADMIN_PASSWORD, MBYTE_ARTIFACTS (screenshots go there).
+// Each scenario is what a person does and sees: the assertions read the page (rows, progress bars,
+// messages) and the bytes a download hands back. Scenarios for modules this server does not have
+// are not registered at all; the run prints which ones ran.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PARTS } from '../../web/js/modules.js';
+
+const URL = process.env.MBYTE_URL;
+const USER = process.env.MBYTE_ADMIN_USER || 'admin';
+const PASS = process.env.MBYTE_ADMIN_PASSWORD;
+const ART = process.env.MBYTE_ARTIFACTS || join(tmpdir(), 'mbyte-gui-artifacts');
+assert.ok(URL && PASS, 'MBYTE_URL and MBYTE_ADMIN_PASSWORD must be set (tests/integration/test_gui.py does)');
+mkdirSync(ART, { recursive: true });
+
+const sha256 = buf => createHash('sha256').update(buf).digest('hex');
+const tmp = mkdtempSync(join(tmpdir(), 'mbyte-gui-'));
+
+// ------------------------------------------------------------ what the server has ---
+// Asked before the scenarios are registered, so only what the server supports is tested.
+async function probe() {
+    const health = await (await fetch(URL + '/api/v1/health')).json();
+    const active = new Set(health.modules.filter(m => m.state === 'active').map(m => m.name));
+    const login = await fetch(URL + '/api/v1/auth/login', {
+        method: 'POST', body: JSON.stringify({ username: USER, password: PASS }),
+    });
+    const { token } = await login.json();
+    const auth = { Authorization: 'Bearer ' + token };
+    const status = async (method, path) => (await fetch(URL + path, { method, headers: auth })).status;
+    const caps = {
+        token, active,
+        files: (await status('GET', '/api/v1/stores')) === 200,
+        tus: (await status('OPTIONS', '/api/v1/uploads')) < 300,
+        moduleAdmin: (await status('GET', '/api/v1/admin/modules')) === 200,
+        partOn: part => PARTS[part].every(m => active.has(m)),
+    };
+    return caps;
+}
+const caps = await probe();
+const ran = [];
+console.log('# server capabilities:', JSON.stringify({ files: caps.files, tus: caps.tus, moduleAdmin: caps.moduleAdmin, modules: [...caps.active] }));
+
+let browser, context, page, cdp;
+
+async function shot(name) {
+    await page.screenshot({ path: join(ART, name + '.png') });
+}
+
+async function launch() {
+    return chromium.launch({
+        executablePath: '/usr/bin/chromium',
+        args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+            '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+        // playwright gives every launch a fresh temporary --user-data-dir of its own.
+    });
+}
+
+// A row of the file table by its store path.
+const row = path => page.locator(`table.files tbody tr[data-path="${path}"]`);
+
+async function rowAction(path, label) {
+    await row(path).getByRole('button', { name: 'Actions for ' + path.split('/').pop() }).click();
+    await page.getByRole('menuitem', { name: label }).click();
+}
+
+async function signIn(p, user, pass) {
+    await p.goto(URL + '/');
+    await p.getByLabel('Username').fill(user);
+    await p.getByLabel('Password').fill(pass);
+    await p.getByRole('button', { name: 'Sign in' }).click();
+}
+
+async function goFiles() {
+    await page.getByRole('link', { name: 'Files' }).click();
+    await page.locator('.files-view').waitFor();
+}
+
+before(async () => {
+    browser = await launch();
+    context = await browser.newContext({ viewport: { width: 1366, height: 860 }, acceptDownloads: true });
+    context.setDefaultTimeout(15000);
+    page = await context.newPage();
+    page.on('pageerror', e => console.log('# page error:', e.message));
+    cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+});
+
+after(async () => {
+    await browser?.close();
+    rmSync(tmp, { recursive: true, force: true });
+    console.log('# scenarios that ran: ' + ran.join(', '));
+});
+
+function scenario(name, fn) {
+    test(name, async () => { await fn(); ran.push(name); });
+}
+
+describe('signing in', () => {
+    scenario('a wrong password shows the reason under the form', async () => {
+        await page.goto(URL + '/');
+        await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+        await shot('login');
+        await signIn(page, USER, 'not-the-password');
+        const err = page.locator('#login-error');
+        await err.waitFor({ state: 'visible' });
+        assert.match(await err.textContent(), /do not match/);
+        await shot('login-error');
+    });
+
+    scenario('the administrator signs in and sees the store page', async () => {
+        await signIn(page, USER, PASS);
+        await page.getByRole('navigation', { name: 'Main' }).waitFor();
+        await page.getByRole('button', { name: /^Account: / }).waitFor();
+        assert.equal(await page.getByRole('link', { name: 'Administration' }).count(), 1);
+    });
+});
+
+if (caps.files) describe('files', () => {
+    const big = randomBytes(20 * 1024 * 1024);
+    const bigPath = join(tmp, 'big.bin');
+    writeFileSync(bigPath, big);
+
+    scenario('new folder', async () => {
+        await goFiles();
+        await page.getByRole('button', { name: 'New folder' }).click();
+        await page.getByRole('dialog').getByLabel('Folder name').fill('Projects');
+        await page.getByRole('dialog').getByRole('button', { name: 'Create' }).click();
+        await row('Projects').waitFor();
+        assert.equal(await row('Projects').getAttribute('data-type'), 'folder');
+    });
+
+    scenario('a folder name the server refuses shows its reason under the field', async () => {
+        await page.getByRole('button', { name: 'New folder' }).click();
+        const dlg = page.getByRole('dialog');
+        await dlg.getByLabel('Folder name').fill('Projects'); // exists
+        await dlg.getByRole('button', { name: 'Create' }).click();
+        await dlg.locator('.field-error').waitFor();
+        assert.ok((await dlg.locator('.field-error').textContent()).length > 5);
+        await page.keyboard.press('Escape');
+        await dlg.waitFor({ state: 'detached' });
+    });
+
+    scenario('upload a 20 MiB file: the progress reaches 100% and the file is listed', async () => {
+        // Slow the upload down so the page can be seen (and photographed) while it runs.
+        await cdp.send('Network.emulateNetworkConditions',
+            { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 6 * 1024 * 1024 });
+        await page.locator('.files-view input[type=file]:not([webkitdirectory])').setInputFiles(bigPath);
+        const overall = page.getByRole('progressbar', { name: 'Overall upload progress' });
+        await overall.waitFor();
+        await page.waitForFunction(() => {
+            const v = Number(document.querySelector('.uploads .progress')?.getAttribute('aria-valuenow'));
+            return v > 5 && v < 100;
+        });
+        await shot('upload-in-progress');
+        await cdp.send('Network.emulateNetworkConditions',
+            { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+        await page.waitForFunction(() =>
+            document.querySelector('.uploads .progress')?.getAttribute('aria-valuenow') === '100', null, { timeout: 120000 });
+        await row('big.bin').waitFor();
+        assert.match(await row('big.bin').locator('.col-size').textContent(), /20\.0 MB|20 MB/);
+        await page.locator('.uploads').getByRole('button', { name: 'Clear' }).click();
+    });
+
+    scenario('download it: the bytes are the ones uploaded', async () => {
+        const [dl] = await Promise.all([page.waitForEvent('download'), rowAction('big.bin', 'Download')]);
+        const got = readFileSync(await dl.path());
+        assert.equal(got.length, big.length);
+        assert.equal(sha256(got), sha256(big));
+        assert.equal(dl.suggestedFilename(), 'big.bin');
+    });
+
+    if (caps.tus) scenario('an upload survives a broken connection and resumes where it stopped', async () => {
+        const data = randomBytes(24 * 1024 * 1024);
+        const p = join(tmp, 'resume.bin');
+        writeFileSync(p, data);
+        await cdp.send('Network.emulateNetworkConditions',
+            { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 6 * 1024 * 1024 });
+        await page.locator('.files-view input[type=file]:not([webkitdirectory])').setInputFiles(p);
+        const bar = page.getByRole('progressbar', { name: 'resume.bin' });
+        await page.waitForFunction(() => Number(document.querySelector('.upload-item [role=progressbar]')
+            ?.getAttribute('aria-valuenow')) > 40, null, { timeout: 60000 });
+        await cdp.send('Network.emulateNetworkConditions',
+            { offline: true, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+        await page.locator('.upload-status', { hasText: 'Connection lost' }).waitFor();
+        await cdp.send('Network.emulateNetworkConditions',
+            { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+        await page.waitForFunction(() =>
+            document.querySelector('.upload-item [role=progressbar]')?.getAttribute('aria-valuenow') === '100', null, { timeout: 120000 });
+        assert.equal(await bar.getAttribute('aria-valuenow'), '100');
+        await row('resume.bin').waitFor();
+        const [dl] = await Promise.all([page.waitForEvent('download'), rowAction('resume.bin', 'Download')]);
+        assert.equal(sha256(readFileSync(await dl.path())), sha256(data));
+        await page.locator('.uploads').getByRole('button', { name: 'Clear' }).click();
+        await rowAction('resume.bin', 'Delete');
+        await page.getByRole('dialog').locator('button.danger').click();
+        await row('resume.bin').waitFor({ state: 'detached' });
+    });
+
+    scenario("the file list, and a file's details in the side panel", async () => {
+        await shot('files');
+        await row('big.bin').getByRole('button', { name: 'big.bin', exact: true }).click();
+        const panel = page.getByRole('complementary', { name: 'Details' });
+        await panel.getByText('20,971,520 bytes', { exact: false }).waitFor();
+        await shot('details');
+        await page.keyboard.press('Escape');
+        await panel.waitFor({ state: 'hidden' });
+    });
+
+    scenario('rename', async () => {
+        await rowAction('big.bin', 'Rename…');
+        const input = page.getByRole('dialog').getByLabel('New name');
+        await input.fill('renamed.bin');
+        await page.getByRole('dialog').getByRole('button', { name: 'Rename' }).click();
+        await row('renamed.bin').waitFor();
+        assert.equal(await row('big.bin').count(), 0);
+    });
+
+    scenario('move into a folder chosen in the folder dialog', async () => {
+        await rowAction('renamed.bin', 'Move…');
+        const dlg = page.getByRole('dialog');
+        await dlg.getByRole('button', { name: 'Projects' }).click();
+        await dlg.locator('[aria-current=location]', { hasText: 'Projects' }).waitFor();
+        await dlg.getByRole('button', { name: 'Move here' }).click();
+        await row('renamed.bin').waitFor({ state: 'detached' });
+        await row('Projects').getByRole('link', { name: 'Projects' }).click();
+        await row('Projects/renamed.bin').waitFor();
+        await page.getByRole('navigation', { name: 'Folder path' }).locator('[aria-current=page]', { hasText: 'Projects' }).waitFor();
+    });
+
+    scenario('select several with shift-click and delete them', async () => {
+        for (const n of ['a.txt', 'b.txt', 'c.txt']) writeFileSync(join(tmp, n), 'file ' + n);
+        await page.locator('.files-view input[type=file]:not([webkitdirectory])')
+            .setInputFiles(['a.txt', 'b.txt', 'c.txt'].map(n => join(tmp, n)));
+        for (const n of ['a.txt', 'b.txt', 'c.txt']) await row('Projects/' + n).waitFor();
+        await page.locator('.uploads').getByRole('button', { name: 'Clear' }).click();
+        await page.getByRole('checkbox', { name: 'Select a.txt' }).click();
+        await page.getByRole('checkbox', { name: 'Select c.txt' }).click({ modifiers: ['Shift'] });
+        const bar = page.getByRole('toolbar', { name: 'Selected items' });
+        assert.match(await bar.locator('.sel-count').textContent(), /^3 selected/);
+        await bar.getByRole('button', { name: 'Delete' }).click();
+        await page.getByRole('dialog').locator('button.danger').click();
+        for (const n of ['a.txt', 'b.txt', 'c.txt']) await row('Projects/' + n).waitFor({ state: 'detached' });
+        assert.equal(await row('Projects/renamed.bin').count(), 1);
+    });
+
+    scenario('delete a file', async () => {
+        await rowAction('Projects/renamed.bin', 'Delete');
+        await page.getByRole('dialog').locator('button.danger').click();
+        await row('Projects/renamed.bin').waitFor({ state: 'detached' });
+        await page.getByText('This folder is empty').waitFor();
+    });
+
+    if (caps.partOn('trash')) scenario('restore the deleted file from the trash', async () => {
+        await page.getByRole('link', { name: 'Trash' }).click();
+        const r = page.locator('.trash-view tr[data-path="Projects/renamed.bin"]');
+        await r.waitFor();
+        await shot('trash');
+        await r.getByRole('button', { name: /^Restore/ }).click();
+        await r.waitFor({ state: 'detached' });
+        await goFiles();
+        await row('Projects').getByRole('link').click();
+        await row('Projects/renamed.bin').waitFor();
+    });
+
+    if (caps.partOn('versions')) scenario('restore an older version from the versions panel', async () => {
+        const put = async body => {
+            const sid = (await (await fetch(URL + '/api/v1/stores', { headers: { Authorization: 'Bearer ' + caps.token } })).json())[0].id;
+            const r = await fetch(`${URL}/api/v1/stores/${sid}/files/notes.txt`, {
+                method: 'PUT', body, headers: { Authorization: 'Bearer ' + caps.token },
+            });
+            assert.ok(r.status === 200 || r.status === 201, 'PUT answered ' + r.status);
+        };
+        await put('version one');
+        await put('version two');
+        await goFiles();
+        await rowAction('notes.txt', 'Versions');
+        const panel = page.getByRole('complementary', { name: 'Details' });
+        const older = panel.locator('li.version:not(.current)').first();
+        await older.waitFor();
+        await shot('versions');
+        await older.getByRole('button', { name: /^Restore/ }).click();
+        await page.locator('.toast-success', { hasText: 'Restored' }).waitFor();
+        const [dl] = await Promise.all([page.waitForEvent('download'), rowAction('notes.txt', 'Download')]);
+        assert.equal(readFileSync(await dl.path(), 'utf8'), 'version one');
+    });
+});
+
+if (caps.moduleAdmin) describe('administration', () => {
+    // The part to watch: the first one in this list whose modules are loaded. trash is the
+    // real thing; greeting (the hello example module) stands in while trash does not exist.
+    const part = ['trash', 'greeting'].find(p => caps.partOn(p));
+    const moduleName = part && PARTS[part][0];
+
+    scenario('the admin pages', async () => {
+        await page.getByRole('link', { name: 'Administration' }).click();
+        await page.getByRole('heading', { name: 'Users' }).waitFor();
+        await page.locator('tr[data-user="admin"]').waitFor();
+        await shot('admin-users');
+        await page.getByRole('link', { name: 'Modules' }).click();
+        await page.locator('tr[data-module]').first().waitFor();
+        await shot('admin-modules');
+    });
+
+    if (part) scenario(`switching the ${moduleName} module off hides its part of the page, on shows it again`, async () => {
+        const el = page.locator(`[data-part="${part}"]`).first();
+        await el.waitFor({ state: 'visible' });
+        const sw = page.locator(`tr[data-module="${moduleName}"] [role=switch]`);
+        assert.equal(await sw.getAttribute('aria-checked'), 'true');
+        await sw.click();
+        await page.locator(`tr[data-module="${moduleName}"][data-state]:not([data-state="active"])`).waitFor();
+        await el.waitFor({ state: 'hidden' });
+        await page.locator(`tr[data-module="${moduleName}"] [role=switch]`).click();
+        await page.locator(`tr[data-module="${moduleName}"][data-state="active"]`).waitFor();
+        await el.waitFor({ state: 'visible' });
+    });
+
+    scenario('adding a user with a bad name shows the reason under the field', async () => {
+        await page.getByRole('link', { name: 'Users' }).click();
+        await page.getByRole('button', { name: 'Add user' }).click();
+        const dlg = page.getByRole('dialog');
+        await dlg.getByLabel('Username').fill('Bad Name!');
+        await dlg.getByLabel('Password').fill('long-enough-1');
+        await dlg.getByRole('button', { name: 'Add user' }).click();
+        await dlg.locator('.field-error').waitFor();
+        await dlg.getByLabel('Username').fill('carol');
+        await dlg.getByRole('button', { name: 'Add user' }).click();
+        await dlg.waitFor({ state: 'detached' });
+        await page.locator('tr[data-user="carol"]').waitFor();
+    });
+});
+
+if (caps.partOn('store-create')) describe('stores', () => {
+    scenario('create a store and see its task complete', async () => {
+        await page.getByRole('button', { name: 'Switch store' }).click();
+        await page.getByRole('menuitem', { name: 'New store…' }).click();
+        await page.getByRole('dialog').getByLabel('Store name').fill('Photos');
+        await page.getByRole('dialog').getByRole('button', { name: 'Create store' }).click();
+        await page.locator('.toast-success', { hasText: 'Photos' }).waitFor({ timeout: 60000 });
+        await page.getByRole('button', { name: 'Switch store' }).locator('.store-name', { hasText: 'Photos' }).waitFor();
+    });
+});
+
+describe('phone width', () => {
+    scenario('the pages fit a phone screen', async () => {
+        const ctx = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, hasTouch: true });
+        const p = await ctx.newPage();
+        await signIn(p, USER, PASS);
+        await p.getByRole('button', { name: 'Menu' }).waitFor();
+        await p.locator('.files-view, .empty').first().waitFor();
+        await p.screenshot({ path: join(ART, 'phone-files.png') });
+        // Nothing may stick out sideways.
+        assert.ok(await p.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1));
+        await p.getByRole('button', { name: 'Menu' }).click();
+        await p.getByRole('link', { name: 'Files' }).waitFor({ state: 'visible' });
+        await p.waitForFunction(() => document.querySelector('.sidenav').getBoundingClientRect().left >= 0);
+        await p.screenshot({ path: join(ART, 'phone-menu.png') });
+        await ctx.close();
+    });
+});
+
+describe('signing out', () => {
+    scenario('sign out returns to the sign-in screen and the session is gone', async () => {
+        await page.getByRole('button', { name: /^Account: / }).click();
+        await page.getByRole('menuitem', { name: 'Sign out' }).click();
+        await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+        const r = await page.evaluate(async () => (await fetch('/api/v1/me')).status);
+        assert.equal(r, 401);
+    });
+});

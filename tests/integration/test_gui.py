@@ -1,0 +1,56 @@
+"""Browser tests of the web page (tests/gui/gui.test.mjs): a real mbyted with every module that
+was built, driven by Debian's chromium through playwright-core (installed by tests/setup/gui.sh).
+
+This wrapper starts the server, hands the node test its URL, the admin credentials and the
+artifacts directory (screenshots), and stops the server asserting exit 0, so the browser session
+also runs under the sanitizers.
+"""
+import os
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+
+GUI_DIR = os.path.join(harness.SRC, "tests", "gui")
+ARTIFACTS = os.environ.get("MBYTE_ARTIFACTS", os.path.join(os.getcwd(), "artifacts"))
+
+
+def built_modules():
+    """Every module .so in the module directory: the page is tested with all of them loaded."""
+    try:
+        return sorted(f[:-3] for f in os.listdir(harness.MODULE_DIR) if f.endswith(".so"))
+    except OSError:
+        return []
+
+
+class GuiTest(unittest.TestCase):
+    def test_web_page_scenarios_in_a_real_browser(self):
+        if not os.path.isdir(os.path.join(GUI_DIR, "node_modules", "playwright-core")) \
+                or not os.path.exists("/usr/bin/chromium"):
+            self.fail("browser test dependencies missing: run tests/setup/gui.sh")
+        srv = harness.Server(modules={m: True for m in built_modules()})
+        try:
+            srv.start()
+            os.makedirs(ARTIFACTS, exist_ok=True)
+            env = dict(os.environ)
+            env.update({
+                "MBYTE_URL": "http://127.0.0.1:%d" % srv.port,
+                "MBYTE_ADMIN_USER": "admin",
+                "MBYTE_ADMIN_PASSWORD": harness.ADMIN_PASSWORD,
+                "MBYTE_ARTIFACTS": ARTIFACTS,
+            })
+            p = subprocess.run(["node", "--test", "--test-concurrency=1", "gui.test.mjs"], cwd=GUI_DIR, env=env,
+                               capture_output=True, text=True, timeout=540)
+            sys.stdout.write(p.stdout)
+            sys.stderr.write(p.stderr)
+            self.assertEqual(p.returncode, 0, "browser tests failed (see above); server log tail:\n" +
+                             srv.read_log()[-3000:])
+            srv.stop()
+        finally:
+            srv.cleanup()
+
+
+if __name__ == "__main__":
+    harness.main()

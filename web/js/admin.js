@@ -1,0 +1,269 @@
+/*
+ * web/js/admin.js — the administrator's view: users (add, change role, reset password), quotas
+ * per role and per user, the modules with on/off and reload, the task queue with cancel, and the
+ * integrity findings. Every refusal appears on the row or field that caused it.
+ *
+ * After a module is switched, the page re-reads /api/v1/health (refreshModules) so every part
+ * that belongs to that module appears or disappears at once.
+ */
+import { api } from './api.js';
+import { h, icon, button, clear, dialog, field, toast, formatTime, formatBytes } from './ui.js';
+import { on } from './state.js';
+import { applyParts, partEnabled } from './modules.js';
+
+const TABS = [
+    { id: 'users', label: 'Users', icon: 'users' },
+    { id: 'quotas', label: 'Quotas', icon: 'pie', part: 'admin-quotas' },
+    { id: 'modules', label: 'Modules', icon: 'puzzle' },
+    { id: 'tasks', label: 'Tasks', icon: 'tasks' },
+    { id: 'integrity', label: 'Integrity', icon: 'shield', part: 'integrity' },
+];
+
+export class AdminView {
+    constructor({ refreshModules }) {
+        this.refreshModules = refreshModules;
+        this.tab = 'users';
+        this.el = h('section.view.admin-view', { 'aria-label': 'Administration' });
+        this.body = h('div.admin-body');
+        this.rowErrors = new Map();
+        on('task', () => { if (this.tab === 'tasks' && this.el.isConnected) this.show('tasks', true); });
+    }
+
+    async show(tab, quiet) {
+        const t = TABS.find(x => x.id === tab && (!x.part || partEnabled(x.part))) ? tab : 'users';
+        if (t !== this.tab) this.rowErrors.clear();
+        this.tab = t;
+        const nav = h('nav.tabs.admin-tabs', { 'aria-label': 'Administration sections' },
+            TABS.map(x => h('a.tab', {
+                href: '#/admin/' + x.id, 'aria-current': x.id === t ? 'page' : null,
+                dataset: x.part ? { part: x.part } : undefined,
+            }, icon(x.icon), x.label)));
+        clear(this.el, h('div.view-head', h('h1.view-title', icon('shield'), 'Administration')), nav, this.body);
+        applyParts(this.el);
+        if (!quiet) clear(this.body, h('p.muted', 'Loading…'));
+        try {
+            await this[t]();
+        } catch (e) {
+            clear(this.body, h('div.empty.error-state', { role: 'alert' }, icon('alert'), h('p', e.message),
+                button('Try again', 'refresh', () => this.show(t))));
+        }
+    }
+
+    errRow(key, cols) {
+        const m = this.rowErrors.get(key);
+        return m ? h('tr.row-error', h('td', { colspan: String(cols), role: 'alert' }, icon('alert'), m)) : null;
+    }
+
+    /* ------------------------------------------------------------ users --- */
+    async users() {
+        const list = await api('GET', '/admin/users');
+        const tbody = h('tbody');
+        for (const u of list) {
+            const role = h('select', { 'aria-label': 'Role of ' + u.username },
+                ['user', 'admin'].map(r => h('option', { value: r, selected: u.role === r }, r)));
+            role.addEventListener('change', async () => {
+                try {
+                    await api('PATCH', '/admin/users/' + encodeURIComponent(u.username), { role: role.value });
+                    this.rowErrors.delete(u.username);
+                    toast(`${u.username} is now ${role.value === 'admin' ? 'an administrator' : 'a user'}.`, 'success');
+                } catch (e) {
+                    this.rowErrors.set(u.username, 'Could not change the role: ' + e.message);
+                }
+                this.show('users', true);
+            });
+            tbody.append(h('tr', { dataset: { user: u.username } },
+                h('td', h('span.avatar.small', u.username.slice(0, 1).toUpperCase()), u.username),
+                h('td', role), h('td.col-mtime', formatTime(u.created)),
+                h('td.col-actions', button('Reset password', null, () => this.resetPassword(u.username), { cls: 'small' }))));
+            const er = this.errRow(u.username, 4);
+            if (er) tbody.append(er);
+        }
+        clear(this.body,
+            h('div.section-head', h('h2', 'Users'), button('Add user', 'plus', () => this.addUser(), { cls: 'primary' })),
+            h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Users' },
+                h('thead', h('tr', h('th', { scope: 'col' }, 'Username'), h('th', { scope: 'col' }, 'Role'),
+                    h('th.col-mtime', { scope: 'col' }, 'Created'), h('th.col-actions', { scope: 'col' }, h('span.sr-only', 'Actions')))),
+                tbody)));
+    }
+
+    async addUser() {
+        const name = h('input', { type: 'text', name: 'username', autocomplete: 'off', autocapitalize: 'none' });
+        const pass = h('input', { type: 'password', name: 'password', autocomplete: 'new-password' });
+        const role = h('select', { name: 'role' }, h('option', { value: 'user' }, 'user'), h('option', { value: 'admin' }, 'admin'));
+        await dialog({
+            title: 'Add user',
+            body: [field('Username', name, 'Lower-case letters, digits, dot, dash and underscore.'),
+                field('Password', pass, 'At least 8 characters.'), field('Role', role)],
+            actions: [{ label: 'Cancel' }, { label: 'Add user', primary: true, value: 'ok' }],
+            onSubmit: async () => {
+                try {
+                    await api('POST', '/admin/users', { username: name.value.trim(), password: pass.value, role: role.value });
+                } catch (e) {
+                    throw Object.assign(e, { field: e.field || (/password/i.test(e.message) ? 'password' : 'username') });
+                }
+                toast(`User ${name.value.trim()} added.`, 'success');
+                this.show('users', true);
+            },
+        });
+    }
+
+    async resetPassword(username) {
+        const pass = h('input', { type: 'password', name: 'password', autocomplete: 'new-password' });
+        await dialog({
+            title: 'Reset password of ' + username, body: field('New password', pass, 'At least 8 characters.'),
+            actions: [{ label: 'Cancel' }, { label: 'Set password', primary: true, value: 'ok' }],
+            onSubmit: async () => {
+                try { await api('PATCH', '/admin/users/' + encodeURIComponent(username), { password: pass.value }); }
+                catch (e) { throw Object.assign(e, { field: 'password' }); }
+                toast(`The password of ${username} was changed.`, 'success');
+            },
+        });
+    }
+
+    /* ----------------------------------------------------------- quotas --- */
+    async quotas() {
+        let current = null;
+        try { current = await api('GET', '/admin/quotas'); } catch { /* listing is optional */ }
+        const gib = b => (b ? +(b / 2 ** 30).toFixed(3) : '');
+        const quotaForm = (label, path, value) => {
+            const input = h('input', { type: 'number', min: '0', step: 'any', name: 'gib', value: String(gib(value)), 'aria-label': label + ' in GiB' });
+            const msg = h('p.field-error', { role: 'alert', hidden: true });
+            const f = h('form.inline-form', h('label', label), input, h('span.muted', 'GiB'),
+                h('button.btn.small', { type: 'submit' }, 'Save'), msg);
+            f.addEventListener('submit', async ev => {
+                ev.preventDefault();
+                msg.hidden = true;
+                try {
+                    await api('PUT', path(), { bytes: Math.round(Number(input.value) * 2 ** 30) });
+                    toast(`${label}: ${formatBytes(Math.round(Number(input.value) * 2 ** 30))}.`, 'success');
+                } catch (e) { msg.textContent = e.message; msg.hidden = false; }
+            });
+            return f;
+        };
+        const roles = current?.roles || {};
+        const user = h('input', { type: 'text', name: 'username', 'aria-label': 'Username', placeholder: 'username' });
+        const userForm = quotaForm('Quota for user', () => '/admin/quotas/users/' + encodeURIComponent(user.value.trim()));
+        userForm.insertBefore(user, userForm.children[1]);
+        clear(this.body,
+            h('div.section-head', h('h2', 'Quotas')),
+            h('p.muted', 'A role quota applies to every user with that role; a user quota overrides it. 0 means no limit.'),
+            h('div.card', h('h3', 'Roles'),
+                quotaForm('Role user', () => '/admin/quotas/roles/user', roles.user?.bytes ?? roles.user),
+                quotaForm('Role admin', () => '/admin/quotas/roles/admin', roles.admin?.bytes ?? roles.admin)),
+            h('div.card', h('h3', 'Per user'), userForm));
+    }
+
+    /* ---------------------------------------------------------- modules --- */
+    async modules() {
+        let list, managed = true;
+        try {
+            list = await api('GET', '/admin/modules');
+            list = Array.isArray(list) ? list : list?.modules || [];
+        } catch (e) {
+            if (e.status !== 404 && e.status !== 405) throw e;
+            managed = false;
+            list = (await (await fetch('/api/v1/health', { cache: 'no-store' })).json()).modules || [];
+        }
+        const tbody = h('tbody');
+        for (const m of list) {
+            const active = m.state === 'active';
+            const sw = h('button.switch', {
+                type: 'button', role: 'switch', 'aria-checked': String(active), disabled: !managed || m.state === 'draining',
+                'aria-label': `Module ${m.name} ${active ? 'on' : 'off'}`,
+            }, h('span.knob'));
+            sw.addEventListener('click', () => this.moduleAction(m.name, active ? 'unload' : 'load', sw));
+            const reload = button('Reload', 'refresh', () => this.moduleAction(m.name, 'reload'), { cls: 'small' });
+            reload.setAttribute('aria-label', 'Reload module ' + m.name);
+            reload.disabled = !managed || !active;
+            tbody.append(h('tr', { dataset: { module: m.name, state: m.state } },
+                h('td', h('strong', m.name), m.description ? h('div.muted.small', m.description) : null),
+                h('td.col-size', m.version || ''),
+                h('td', h('span.badge.state-' + m.state, m.state)),
+                h('td.col-actions', h('div.row-actions', sw, reload))));
+            const er = this.errRow('m:' + m.name, 4);
+            if (er) tbody.append(er);
+        }
+        clear(this.body,
+            h('div.section-head', h('h2', 'Modules'), button('Refresh', 'refresh', () => this.show('modules'), { cls: 'small' })),
+            managed ? h('p.muted', 'Switching a module takes effect at once, without a restart. Parts of the page that belong to a module that is off are hidden.')
+                : h('p.form-error', { role: 'alert' }, 'This server does not offer module management over the API yet; the list shows what is loaded.'),
+            h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Modules' },
+                h('thead', h('tr', h('th', { scope: 'col' }, 'Module'), h('th.col-size', { scope: 'col' }, 'Version'),
+                    h('th', { scope: 'col' }, 'State'), h('th.col-actions', { scope: 'col' }, 'On / off'))),
+                tbody)));
+    }
+
+    async moduleAction(name, action, sw) {
+        if (sw) sw.disabled = true;
+        try {
+            await api('POST', `/admin/modules/${encodeURIComponent(name)}/${action}`);
+            this.rowErrors.delete('m:' + name);
+            toast(`Module ${name} ${action === 'load' ? 'switched on' : action === 'unload' ? 'switched off' : 'reloaded'}.`, 'success');
+        } catch (e) {
+            this.rowErrors.set('m:' + name, `Could not ${action} ${name}: ${e.message}`);
+        }
+        await this.refreshModules();
+        await this.show('modules', true);
+        this.el.querySelector(`tr[data-module="${CSS.escape(name)}"] .switch`)?.focus();
+    }
+
+    /* ------------------------------------------------------------ tasks --- */
+    async tasks() {
+        const data = await api('GET', '/admin/tasks');
+        const list = Array.isArray(data) ? data : data?.tasks || [];
+        const tbody = h('tbody');
+        for (const t of list) {
+            const live = t.state === 'queued' || t.state === 'running';
+            const pct = Math.round(t.progress ?? (t.state === 'done' ? 100 : 0));
+            const cancel = live ? button('Cancel', null, async () => {
+                try {
+                    await api('POST', `/tasks/${encodeURIComponent(t.id)}/cancel`);
+                    this.rowErrors.delete('t:' + t.id);
+                } catch (e) { this.rowErrors.set('t:' + t.id, 'Could not cancel: ' + e.message); }
+                this.show('tasks', true);
+            }, { cls: 'small' }) : null;
+            cancel?.setAttribute('aria-label', `Cancel task ${t.id}`);
+            tbody.append(h('tr', { dataset: { task: String(t.id), state: t.state } },
+                h('td', h('strong', t.type), h('div.muted.small', String(t.id))),
+                h('td', t.owner ?? t.user ?? ''),
+                h('td', h('span.badge.state-' + t.state, t.state),
+                    t.error || t.message ? h('div.muted.small', t.error || t.message) : null),
+                h('td', h('div.progress', { role: 'progressbar', 'aria-label': `Task ${t.id}`, 'aria-valuenow': String(pct), 'aria-valuemin': '0', 'aria-valuemax': '100' },
+                    h('div.progress-fill', { style: `width:${pct}%` }))),
+                h('td.col-mtime', formatTime(t.updated ?? t.created)),
+                h('td.col-actions', cancel)));
+            const er = this.errRow('t:' + t.id, 6);
+            if (er) tbody.append(er);
+        }
+        clear(this.body,
+            h('div.section-head', h('h2', 'Tasks'), button('Refresh', 'refresh', () => this.show('tasks'), { cls: 'small' })),
+            list.length ? h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Tasks' },
+                h('thead', h('tr', h('th', { scope: 'col' }, 'Task'), h('th', { scope: 'col' }, 'Owner'), h('th', { scope: 'col' }, 'State'),
+                    h('th', { scope: 'col' }, 'Progress'), h('th.col-mtime', { scope: 'col' }, 'Updated'),
+                    h('th.col-actions', { scope: 'col' }, h('span.sr-only', 'Actions')))),
+                tbody)) : h('div.empty', icon('tasks'), h('p.empty-title', 'No tasks')));
+    }
+
+    /* -------------------------------------------------------- integrity --- */
+    async integrity() {
+        const data = await api('GET', '/admin/integrity');
+        const list = Array.isArray(data) ? data : data?.findings || [];
+        const scrub = button('Start a scrub', 'shield', async () => {
+            try {
+                const r = await api('POST', '/admin/integrity/scrub');
+                const { watchTask } = await import('./app.js');
+                watchTask(r.task, 'Integrity scrub', 'The integrity scrub finished.', () => this.el.isConnected && this.show('integrity', true));
+            } catch (e) { toast('Could not start a scrub: ' + e.message, 'error'); }
+        }, { cls: 'primary' });
+        clear(this.body,
+            h('div.section-head', h('h2', 'Integrity'), scrub),
+            data?.scrub ? h('p.muted', data.scrub.running ? `A scrub is running: ${data.scrub.chunks_checked ?? 0} chunks checked so far.`
+                : `Last scrub: ${formatTime(data.scrub.finished)} · ${data.scrub.chunks_checked ?? 0} chunks, ${formatBytes(data.scrub.bytes_checked)} checked · ${data.scrub.problems ?? 0} problems`) : null,
+            list.length ? h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Integrity findings' },
+                h('thead', h('tr', h('th', { scope: 'col' }, 'File'), h('th', { scope: 'col' }, 'Problem'), h('th.col-mtime', { scope: 'col' }, 'Found'))),
+                h('tbody', list.map(f => h('tr', h('td', (f.files || [f]).map(x => `store ${x.store}: /${x.path}${x.version ? ' (v' + x.version + ')' : ''}`).join(', ')),
+                    h('td', h('span.badge.state-failed', f.kind || 'problem'), ' ', f.detail || f.reason || (f.chunk ? 'chunk ' + f.chunk : '')),
+                    h('td.col-mtime', formatTime(f.time ?? f.found)))))))
+                : h('div.empty', icon('check'), h('p.empty-title', 'No problems found')));
+    }
+}
