@@ -101,6 +101,10 @@ class Server:
                 lines.append("  %s: %s" % (name, "true" if on else "false"))
         with open(os.path.join(self.confdir, "mbyte.yaml"), "w") as f:
             f.write("\n".join(lines) + "\n")
+        # Data files the shipped configuration refers to (not module settings: each test
+        # states the module settings it relies on) come along, as on a real install.
+        for data in ["store-template.yaml"]:
+            shutil.copy(os.path.join(SRC, "conf.d", data), os.path.join(self.confdir, data))
         for name, text in self.module_conf.items():
             with open(os.path.join(self.confdir, name + ".yaml"), "w") as f:
                 f.write(text)
