@@ -178,6 +178,11 @@ static const mb_api table = {
     .file_move = fs_move,
     .file_copy = fs_copy,
     .file_delete = fs_delete,
+    /* minor 2 (branch sharing) */
+    .reply_file = share_reply_file,
+    .req_body = share_req_body,
+    .user_find = share_user_find,
+    .user_name = auth_user_name,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -838,6 +838,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)cls, (void)url, (void)version;
     mb_req *req = *con_cls;
     mb_err err = {0};
+    share_ip_set(req->started ? req->ip : NULL); /* events emitted while serving carry "ip" */
     if (!req->started) {
         req->started = true;
         req->conn = conn;
@@ -851,6 +852,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, req->ip, sizeof req->ip);
         else
             snprintf(req->ip, sizeof req->ip, "local");
+        share_ip_set(req->ip);
         size_t hbytes = 0;
         MHD_get_connection_values(conn, MHD_HEADER_KIND, header_size_cb, &hbytes);
         if (hbytes > MAX_HEADER_BYTES) {
@@ -1103,4 +1105,11 @@ void http_stop(void)
     routes = NULL;
     nroutes = 0;
     pthread_rwlock_unlock(&routes_lock);
+}
+
+/* Issue 8 (share.c, mb_api req_body): the buffered body of a module route. */
+const char *http_req_body(mb_req *req, size_t *len)
+{
+    *len = req->blen;
+    return req->blen ? req->body : NULL;
 }

@@ -289,4 +289,19 @@ struct event_base *main_loop(void);
 /* Run fn(arg) on the loop thread (thread-safe); used to hand work to the owning thread. */
 void main_call(void (*fn)(void *), void *arg);
 
+/* ---------------------------------------------------------------- share.c --- */
+/* Issue 8 (ABI 1.2). The client address of the request this thread serves: http.c sets
+ * it, hook_emit_batch adds it as "ip" to payloads that lack one. */
+void share_ip_set(const char *ip);
+const char *share_ip(void); /* NULL off HTTP threads */
+int share_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
+int share_req_body(mb_req *req, const void **data, size_t *len);
+int share_user_find(const char *name, uint64_t *id, mb_err *err);
+/* http.c: the buffered body of a (non-streamed) request, NULL when none. */
+const char *http_req_body(mb_req *req, size_t *len);
+/* auth.c: the id of a user by name; 0 or MB_ENOENT. */
+int auth_user_id(const char *name, uint64_t *id);
+/* files_http.c: answer with a file download (or a folder's zip) as GET .../files/{path}. */
+int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
+
 #endif
