@@ -357,7 +357,7 @@ static int store_of(webhooks *w, mb_req *req, uint64_t *sid, mb_err *err)
     if (!s || !*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 19)
         return w->api->err_set(err, MB_ENOENT, "no such store: %s", s ? s : "");
     *sid = strtoull(s, NULL, 10);
-    json_t *st;
+    json_t *st = NULL;
     int rc = w->api->store_get(w->api->req_user(req), *sid, &st, err);
     json_decref(st);
     return rc;
