@@ -35,12 +35,52 @@
 #define SHARING_VERSION "1.0.0"
 #define TOKEN_BYTES 32
 
+#define THROTTLE_SLOTS 256
+#define THROTTLE_MAX 10      /* wrong passwords per link ... */
+#define THROTTLE_WINDOW 600  /* ... per this many seconds, then 429 */
+
+/* Failed password guesses per link, in memory (a restart forgets them, which is fine for
+ * a rate limit). Each guess costs an argon2id verification, so the limit also caps the
+ * memory and CPU an attacker can make the server spend on one link. */
+typedef struct guess {
+    char id[17];
+    int64_t start;
+    int count;
+} guess;
+
 typedef struct sharing {
     mb_module *self;
     const mb_api *api;
-    pthread_mutex_t lock; /* download counting */
+    pthread_mutex_t lock; /* download counting and the guess table */
     char base_url[256];   /* prefix of the "url" answered at creation ("" = relative) */
+    guess guesses[THROTTLE_SLOTS];
 } sharing;
+
+/* Returns true when the link has had too many wrong passwords lately; `failed` records one. */
+static bool throttled(sharing *s, const char *id, bool failed)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = id; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    int64_t now = s->api->now();
+    pthread_mutex_lock(&s->lock);
+    guess *g = &s->guesses[h % THROTTLE_SLOTS];
+    if (strcmp(g->id, id) || now - g->start >= THROTTLE_WINDOW) {
+        if (!failed) {
+            bool busy = !strcmp(g->id, id) && now - g->start < THROTTLE_WINDOW && g->count >= THROTTLE_MAX;
+            pthread_mutex_unlock(&s->lock);
+            return busy;
+        }
+        snprintf(g->id, sizeof g->id, "%s", id);
+        g->start = now;
+        g->count = 0;
+    }
+    if (failed)
+        g->count++;
+    bool over = g->count >= THROTTLE_MAX;
+    pthread_mutex_unlock(&s->lock);
+    return over && !failed;
+}
 
 enum { P_LIST = 1, P_READ = 2, P_ZIP = 4, P_UPLOAD = 8, P_OVERWRITE = 16 };
 
@@ -510,7 +550,13 @@ static int resolve_link(sharing *s, mb_req *req, json_t **out, mb_err *err)
             api->reply_header(req, "WWW-Authenticate", "X-Share-Password");
             return api->err_set(err, MB_EAUTH, "this link needs a password (X-Share-Password header or form field)");
         }
+        if (throttled(s, idz, false)) {
+            json_decref(r);
+            api->reply_header(req, "Retry-After", "600");
+            return api->err_set(err, MB_ETHROTTLE, "too many wrong passwords for this link; try again later");
+        }
         if (crypto_pwhash_str_verify(hash, pw, strlen(pw))) {
+            throttled(s, idz, true);
             json_decref(r);
             api->hook_emit("share.password_failed",
                            json_pack("{s:s, s:I, s:I, s:s}", "share", idz, "store", (json_int_t)jint(r, "store"),
@@ -612,8 +658,13 @@ static int serve_read(sharing *s, mb_req *req, json_t *r, mb_err *err)
             return rc;
         json_t *l = listing(out, jstr(r, "path"), rel ? rel : "");
         json_decref(out);
-        json_object_set_new(l, "share", share_public(r));
-        json_object_del(json_object_get(l, "share"), "downloads");
+        /* What a visitor may know about the share: not the owner's store nor where the
+         * folder sits in it. */
+        const char *root = jstr(r, "path"), *slash = strrchr(root, '/');
+        json_object_set_new(l, "share",
+                            json_pack("{s:s, s:s, s:s, s:I}", "name", slash ? slash + 1 : root, "permission",
+                                      jstr(r, "permission"), "target", jstr(r, "target"), "expires",
+                                      (json_int_t)jint(r, "expires")));
         emit_access(s, req, r, "list", full);
         return api->reply_json(req, 200, l);
     }

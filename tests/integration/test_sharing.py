@@ -76,6 +76,16 @@ class SharingTest(ServerTest):
         self.assertEqual(r.status, 200, r)
         self.assertProblem(self.pub(s2["token"]), 404)
 
+    def test_guessing_a_link_password_is_throttled(self):
+        s = self.share({"path": "docs", "type": "link", "permission": "view", "password": "right one"})
+        for i in range(10):
+            self.assertProblem(self.pub(s["token"], headers={"X-Share-Password": "guess %d" % i}), 401)
+        r = self.pub(s["token"], headers={"X-Share-Password": "right one"})
+        self.assertProblem(r, 429, "too many")
+        # Another link is not affected.
+        s2 = self.share({"path": "docs", "type": "link", "permission": "view", "password": "other"})
+        self.assertEqual(self.pub(s2["token"], headers={"X-Share-Password": "other"}).status, 200)
+
     def test_upload_only_link_cannot_list_or_read(self):
         s = self.share({"path": "docs", "type": "link", "permission": "upload"})
         tok = s["token"]
@@ -139,6 +149,8 @@ class SharingTest(ServerTest):
         r = self.pub(tok)
         self.assertEqual(r.status, 200, r)
         self.assertNotIn("private", r.body.decode())
+        self.assertEqual(r.json()["share"], {"name": "docs", "permission": "download", "target": "folder",
+                                             "expires": 0})
         for bad in ("..", "../private/secret.txt", "%2e%2e/private/secret.txt", "sub/..%2f..%2fprivate",
                     "..%2fprivate%2fsecret.txt", "sub/../../private/secret.txt"):
             c = self.srv.conn()
