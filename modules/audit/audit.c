@@ -16,7 +16,8 @@
  * either both (the event is delivered again) or neither.
  *
  * Threads: the observer (loop thread) is the only writer; routes (HTTP workers) only read.
- * The head is re-read from kv on every event, so a reloaded copy continues the chain.
+ * The head is kept in the state and written to kv with every entry; a reloaded copy reads it
+ * in init, which runs on the loop thread after the old copy's last observer call.
  */
 #include "mbyte.h"
 #include <sodium.h>
@@ -28,11 +29,21 @@
 #define AUDIT_VERSION "1.0.0"
 #define PRUNE_EVERY 256
 
+#define NAME_CACHE 64
+
 typedef struct audit {
     mb_module *self;
     const mb_api *api;
     int64_t retention_days; /* 0 keeps everything */
     int since_prune;
+    /* Loop thread only (the observer). The head mirrors kv "head": init reads it, and a
+     * reloaded copy's init runs on the loop thread after the old copy's last observer call. */
+    uint64_t head_seq;
+    char head_hash[65];
+    struct {
+        json_int_t id;
+        char name[72];
+    } names[NAME_CACHE]; /* user id -> name: names never change, ids are never reused */
 } audit;
 
 static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
@@ -147,18 +158,24 @@ static void actor(audit *a, const json_t *p, const char *event, json_int_t *uid,
         snprintf(name, n, "%s", jstr(p, "by"));
     else if (!strncmp(event, "auth.", 5) && jstr(p, "username"))
         snprintf(name, n, "%s", jstr(p, "username"));
-    else if (*uid > 0)
-        a->api->user_name((uint64_t)*uid, name, n);
+    else if (*uid > 0) {
+        size_t slot = (size_t)*uid % NAME_CACHE;
+        if (a->names[slot].id != *uid) {
+            a->names[slot].id = 0;
+            if (a->api->user_name((uint64_t)*uid, a->names[slot].name, sizeof a->names[slot].name) == 0)
+                a->names[slot].id = *uid;
+        }
+        if (a->names[slot].id == *uid)
+            snprintf(name, n, "%s", a->names[slot].name);
+    }
 }
 
 static void o_all(const char *event, const json_t *payload, void *state)
 {
     audit *a = state;
-    json_t *head = kv_json(a, "head");
-    uint64_t seq = head ? (uint64_t)jint(head, "seq") + 1 : 1;
+    uint64_t seq = a->head_seq + 1;
     char prev[65];
-    snprintf(prev, sizeof prev, "%s", head && jstr(head, "hash") ? jstr(head, "hash") : "");
-    json_decref(head);
+    snprintf(prev, sizeof prev, "%s", a->head_hash);
     if (seq == 1) {
         json_t *anchor = json_pack("{s:i, s:I}", "v", 1, "first", (json_int_t)1);
         kv_put_json(a, "anchor", anchor);
@@ -200,6 +217,8 @@ static void o_all(const char *event, const json_t *payload, void *state)
     json_t *h = json_pack("{s:i, s:I, s:s}", "v", 1, "seq", (json_int_t)seq, "hash", hash);
     kv_put_json(a, "head", h);
     json_decref(h);
+    a->head_seq = seq;
+    snprintf(a->head_hash, sizeof a->head_hash, "%s", hash);
     if (++a->since_prune >= PRUNE_EVERY) {
         a->since_prune = 0;
         prune(a);
@@ -513,6 +532,12 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     a->self = self;
     a->api = api;
     a->retention_days = json_integer_value(json_object_get(config, "retention_days"));
+    json_t *head = kv_json(a, "head");
+    if (head) {
+        a->head_seq = (uint64_t)jint(head, "seq");
+        snprintf(a->head_hash, sizeof a->head_hash, "%s", jstr(head, "hash") ? jstr(head, "hash") : "");
+        json_decref(head);
+    }
     *state = a;
     prune(a);
     return 0;

@@ -119,6 +119,22 @@ class AuditTest(ServerTest):
         self.assertEqual(r.json()["first_bad"]["seq"], e["seq"])
         self.assertIn("edited", r.json()["first_bad"]["reason"])
 
+    def test_the_chain_continues_across_a_reload_and_a_restart(self):
+        self.srv.request("PUT", "/api/v1/stores/%s/files/r1.txt" % self.sid, body=b"x", token=self.alice)
+        self.wait_for("?action=file.created&path=r1.txt")
+        r = self.srv.request("POST", "/api/v1/admin/modules/audit/reload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.srv.request("PUT", "/api/v1/stores/%s/files/r2.txt" % self.sid, body=b"x", token=self.alice)
+        self.wait_for("?action=file.created&path=r2.txt")
+        self.srv.stop()
+        self.srv.start()
+        self.srv.request("PUT", "/api/v1/stores/%s/files/r3.txt" % self.sid, body=b"x", token=self.alice)
+        self.wait_for("?action=file.created&path=r3.txt")
+        r = self.srv.request("GET", "/api/v1/admin/audit/verify", token=self.admin)
+        self.assertTrue(r.json()["ok"], r)
+        seqs = [e["seq"] for e in self.search().json()["entries"]]
+        self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
+
     def test_renumbering_an_entry_is_detected(self):
         for i in range(3):
             self.srv.request("PUT", "/api/v1/stores/%s/files/g%d.txt" % (self.sid, i), body=b"x", token=self.alice)
