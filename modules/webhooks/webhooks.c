@@ -2,6 +2,9 @@
  * modules/webhooks — POST a signed JSON message to URLs that users register for the events
  * of their stores (issue 8).
  *
+ * A hook belongs to one store and hears that store's events; "store.created" (a new store
+ * has no hooks yet) goes to the hooks of the new store's owner that ask for it.
+ *
  * Durability: an observer ("*", loop thread) turns each matching event into a delivery
  * record and a "webhooks.deliver" task. The task queue is persistent and retries with
  * exponential backoff, so deliveries survive restarts and kill -9 (at least once: a
@@ -345,7 +348,17 @@ static void o_all(const char *event, const json_t *payload, void *state)
     json_object_del(p, "_event_time");
     match_ctx m = {w, event, p};
     mb_err e;
-    w->api->kv_scan(w->self, prefix, match_fn, &m, &e);
+    if (!strcmp(event, "store.created")) {
+        /* A new store has no hooks yet: its owner's hooks (on any store) that ask for
+         * store.created hear about it. */
+        json_t *owner = json_object_get(payload, "owner");
+        if (json_is_integer(owner)) {
+            hex16(s16, (uint64_t)json_integer_value(owner));
+            snprintf(prefix, sizeof prefix, "ho/%s/", s16);
+            w->api->kv_scan(w->self, prefix, match_fn, &m, &e);
+        }
+    } else
+        w->api->kv_scan(w->self, prefix, match_fn, &m, &e);
     json_decref(p);
 }
 
@@ -446,6 +459,12 @@ static int h_create(mb_req *req, void *state, mb_err *err)
     }
     hex16(s16, sid);
     snprintf(key, sizeof key, "hs/%s/%s", s16, id);
+    if ((rc = api->kv_put(w->self, key, "", 0, true, err))) {
+        json_decref(h);
+        return rc;
+    }
+    hex16(s16, api->req_user(req)->id); /* the owner's hooks: they also hear store.created */
+    snprintf(key, sizeof key, "ho/%s/%s", s16, id);
     if ((rc = api->kv_put(w->self, key, "", 0, true, err))) {
         json_decref(h);
         return rc;
@@ -579,6 +598,9 @@ static int h_delete(mb_req *req, void *state, mb_err *err)
     }
     hex16(s16, sid);
     snprintf(key, sizeof key, "hs/%s/%s", s16, jstr(h, "id"));
+    w->api->kv_del(w->self, key, true, err);
+    hex16(s16, (uint64_t)jint(h, "owner"));
+    snprintf(key, sizeof key, "ho/%s/%s", s16, jstr(h, "id"));
     w->api->kv_del(w->self, key, true, err);
     /* Its delivery log goes too; queued attempts find no hook and end. */
     snprintf(key, sizeof key, "d/%s/", jstr(h, "id"));

@@ -152,5 +152,38 @@ class AuditTest(ServerTest):
         self.assertEqual(r.json()["first_bad"]["seq"], e["seq"])
 
 
+class AuditRetentionTest(ServerTest):
+    modules = {"audit": True}
+    module_conf = {"audit": "retention_days: 1\n"}
+
+    def test_entries_past_the_retention_are_removed_and_the_rest_still_verifies(self):
+        alice = self.srv.add_user("alice", admin_token=self.admin)
+        sid = self.srv.request("GET", "/api/v1/stores", token=alice).json()[0]["id"]
+        self.srv.request("PUT", "/api/v1/stores/%s/files/old.txt" % sid, body=b"x", token=alice)
+        deadline = time.time() + 20
+        while time.time() < deadline and not self.srv.request(
+                "GET", "/api/v1/admin/audit?path=old.txt", token=self.admin).json()["entries"]:
+            time.sleep(0.05)
+        before = self.srv.request("GET", "/api/v1/admin/audit", token=self.admin).json()["entries"]
+        self.assertTrue(before)
+        # Two days later: the start prunes everything older than one day.
+        self.srv.stop()
+        self.srv.extra_env["MBYTE_CLOCK_OFFSET"] = str(2 * 86400)
+        self.srv.start()
+        admin = self.srv.login()
+        self.srv.request("PUT", "/api/v1/stores/%s/files/new.txt" % sid, body=b"x",
+                         token=self.srv.login("alice", "user-password-1"))
+        deadline = time.time() + 20
+        while time.time() < deadline and not self.srv.request(
+                "GET", "/api/v1/admin/audit?path=new.txt", token=admin).json()["entries"]:
+            time.sleep(0.05)
+        after = self.srv.request("GET", "/api/v1/admin/audit", token=admin).json()["entries"]
+        self.assertEqual([e for e in after if e["path"] == "old.txt"], [])
+        self.assertIn("new.txt", [e["path"] for e in after])
+        self.assertGreater(after[0]["seq"], before[-1]["seq"])  # numbering continues
+        r = self.srv.request("GET", "/api/v1/admin/audit/verify", token=admin)
+        self.assertTrue(r.json()["ok"], r)
+
+
 if __name__ == "__main__":
     main()
