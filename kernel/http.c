@@ -450,8 +450,10 @@ static int reply_problem(mb_req *req, int status, int code, const char *detail)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/problem+json");
     /* Headers a handler added (e.g. WWW-Authenticate) stay; nothing else leaks. */
     set_response(req, status, r);
+    char redacted[512];
     log_msg(status >= 500 ? LOG_ERROR : LOG_INFO, "http", "%s %s -> %d %s: %s", req->method,
-            req->path ? req->path : "(unparsed)", status, err_name(code), detail ? detail : "");
+            req->path ? share_redact(req->path, redacted, sizeof redacted) : "(unparsed)", status, err_name(code),
+            detail ? detail : "");
     return 0;
 }
 
@@ -976,8 +978,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         req->stream->abort(req, req->sctx);
     if (req->resp)
         MHD_destroy_response(req->resp);
+    char redacted[512];
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->started)
-        log_msg(LOG_DEBUG, "http", "%s %s ended early (%d)", req->method, req->path ? req->path : "", (int)toe);
+        log_msg(LOG_DEBUG, "http", "%s %s ended early (%d)", req->method,
+                req->path ? share_redact(req->path, redacted, sizeof redacted) : "", (int)toe);
     json_decref(req->json);
     free(req->body);
     arena_free(req->a);

@@ -297,6 +297,9 @@ const char *share_ip(void); /* NULL off HTTP threads */
 int share_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
 int share_req_body(mb_req *req, const void **data, size_t *len);
 int share_user_find(const char *name, uint64_t *id, mb_err *err);
+/* The path as it may be logged: a link token (/api/v1/public/<token>, /s/<token>) becomes
+ * "***". Returns path itself or buf. */
+const char *share_redact(const char *path, char *buf, size_t n);
 /* http.c: the buffered body of a (non-streamed) request, NULL when none. */
 const char *http_req_body(mb_req *req, size_t *len);
 /* auth.c: the id of a user by name; 0 or MB_ENOENT. */

@@ -46,6 +46,8 @@ class SharingTest(ServerTest):
         tok = s["token"]
         self.assertProblem(self.pub(tok), 401, "password")
         self.assertProblem(self.pub(tok, headers={"X-Share-Password": "wrong"}), 401, "wrong password")
+        self.assertNotIn(tok, self.srv.read_log())  # refusals are logged, the token never
+        self.assertIn("/api/v1/public/***", self.srv.read_log())
         r = self.pub(tok, headers={"X-Share-Password": "correct horse"})
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.body, b"the quarterly report\n")
