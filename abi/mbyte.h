@@ -39,7 +39,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 3 /* 2: history (trash, versions, integrity); 3: stores, settings, usage */
+#define MB_ABI_MINOR 4 /* 2: history; 3: stores, settings, usage; 4: sharing (reply_file, req_body, user_find, user_name) */
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -467,6 +467,22 @@ struct mb_api {
      * `file` is a plain file name ("store-template.yaml"); a '/' or ".." is refused.
      * Errors name file:line. */
     int (*conf_load)(const char *file, json_t **out, mb_err *err);
+
+    /* ---------------------------------------------- minor 4: sharing (branch sharing) --- */
+    /* Answer `req` with the file at `path` exactly as GET /api/v1/stores/{sid}/files/{path}
+     * does (Range, If-Range, ETag, conditionals, HEAD, Content-Disposition; ?download=1 forces
+     * an attachment), or, when `path` is a folder, with the subtree as a streamed zip (501 in
+     * builds without kernel/zip.c). `u` as for the file calls (NULL = the system: the module
+     * must have checked that the caller may reach `path`). Returns 0 once the answer is
+     * queued, or a negative code with err filled and nothing sent. HTTP worker thread. */
+    int (*reply_file)(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
+    /* The raw request body (module routes buffer it, capped like JSON bodies): *data is owned
+     * by the request (NULL with *len 0 when there was none). Returns 0. */
+    int (*req_body)(mb_req *req, const void **data, size_t *len);
+    /* Users: the id of the user called `name` (MB_ENOENT when none), and the name of user
+     * `id` copied into buf (MB_ENOENT when none). Thread-safe. */
+    int (*user_find)(const char *name, uint64_t *id, mb_err *err);
+    int (*user_name)(uint64_t id, char *buf, size_t n);
 };
 
 #ifdef __cplusplus

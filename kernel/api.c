@@ -204,6 +204,11 @@ static const mb_api table = {
     .store_default_set = stores_default_set,
     .user_get = stores_user_get,
     .conf_load = stores_conf_load,
+    /* minor 4: sharing (kernel/share.c) */
+    .reply_file = share_reply_file,
+    .req_body = share_req_body,
+    .user_find = share_user_find,
+    .user_name = auth_user_name,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -709,3 +709,14 @@ int auth_init(mb_err *err)
 }
 
 void auth_fini(void) {}
+
+/* Issue 8 (mb_api user_find): a user's id by name. */
+int auth_user_id(const char *name, uint64_t *id)
+{
+    json_t *u;
+    if (user_get(name, &u))
+        return MB_ENOENT;
+    *id = (uint64_t)json_integer_value(json_object_get(u, "id"));
+    json_decref(u);
+    return 0;
+}

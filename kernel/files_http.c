@@ -413,8 +413,13 @@ static int h_get(mb_req *req, void *st, mb_err *err)
     int rc = req_sid(req, &sid, err);
     if (rc)
         return rc;
-    const mb_user *u = http_req_user(req);
-    const char *path = req_path(req);
+    return files_reply_get(req, http_req_user(req), sid, req_path(req), err);
+}
+
+/* The download answer, shared with mb_api reply_file (the sharing module serves links). */
+int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err)
+{
+    int rc;
     json_t *info = NULL;
     if ((rc = fs_stat(u, sid, path, &info, err)))
         return rc;

@@ -169,6 +169,8 @@ void hook_emit_batch(db_batch *b, const char *event, json_t *payload)
     char key[32], k16[17];
     key_u64(k16, seq);
     snprintf(key, sizeof key, "o/%s", k16);
+    if (payload && !json_object_get(payload, "ip") && share_ip()) /* the client, for the audit log */
+        json_object_set_new(payload, "ip", json_string(share_ip()));
     json_t *rec = json_pack("{s:i, s:I, s:s, s:I, s:o}", "v", 1, "seq", (json_int_t)seq, "event", event, "time",
                             (json_int_t)now_wall(), "payload", payload ? payload : json_object());
     db_batch_put_json(b, key, rec);

@@ -450,8 +450,10 @@ static int reply_problem(mb_req *req, int status, int code, const char *detail)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/problem+json");
     /* Headers a handler added (e.g. WWW-Authenticate) stay; nothing else leaks. */
     set_response(req, status, r);
+    char redacted[512];
     log_msg(status >= 500 ? LOG_ERROR : LOG_INFO, "http", "%s %s -> %d %s: %s", req->method,
-            req->path ? req->path : "(unparsed)", status, err_name(code), detail ? detail : "");
+            req->path ? share_redact(req->path, redacted, sizeof redacted) : "(unparsed)", status, err_name(code),
+            detail ? detail : "");
     return 0;
 }
 
@@ -838,6 +840,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)cls, (void)url, (void)version;
     mb_req *req = *con_cls;
     mb_err err = {0};
+    share_ip_set(req->started ? req->ip : NULL); /* events emitted while serving carry "ip" */
     if (!req->started) {
         req->started = true;
         req->conn = conn;
@@ -851,6 +854,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, req->ip, sizeof req->ip);
         else
             snprintf(req->ip, sizeof req->ip, "local");
+        share_ip_set(req->ip);
         size_t hbytes = 0;
         MHD_get_connection_values(conn, MHD_HEADER_KIND, header_size_cb, &hbytes);
         if (hbytes > MAX_HEADER_BYTES) {
@@ -974,8 +978,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         req->stream->abort(req, req->sctx);
     if (req->resp)
         MHD_destroy_response(req->resp);
+    char redacted[512];
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->started)
-        log_msg(LOG_DEBUG, "http", "%s %s ended early (%d)", req->method, req->path ? req->path : "", (int)toe);
+        log_msg(LOG_DEBUG, "http", "%s %s ended early (%d)", req->method,
+                req->path ? share_redact(req->path, redacted, sizeof redacted) : "", (int)toe);
     json_decref(req->json);
     free(req->body);
     arena_free(req->a);
@@ -1103,4 +1109,11 @@ void http_stop(void)
     routes = NULL;
     nroutes = 0;
     pthread_rwlock_unlock(&routes_lock);
+}
+
+/* Issue 8 (share.c, mb_api req_body): the buffered body of a module route. */
+const char *http_req_body(mb_req *req, size_t *len)
+{
+    *len = req->blen;
+    return req->blen ? req->body : NULL;
 }

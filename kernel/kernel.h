@@ -351,4 +351,22 @@ int stores_default_set(const mb_user *u, uint64_t sid, mb_err *err);
 int stores_user_get(uint64_t uid, const char *name, json_t **out, mb_err *err);
 int stores_conf_load(const char *file, json_t **out, mb_err *err);
 
+/* ---------------------------------------------------------------- share.c --- */
+/* Issue 8 (ABI 1.2). The client address of the request this thread serves: http.c sets
+ * it, hook_emit_batch adds it as "ip" to payloads that lack one. */
+void share_ip_set(const char *ip);
+const char *share_ip(void); /* NULL off HTTP threads */
+int share_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
+int share_req_body(mb_req *req, const void **data, size_t *len);
+int share_user_find(const char *name, uint64_t *id, mb_err *err);
+/* The path as it may be logged: a link token (/api/v1/public/<token>, /s/<token>) becomes
+ * "***". Returns path itself or buf. */
+const char *share_redact(const char *path, char *buf, size_t n);
+/* http.c: the buffered body of a (non-streamed) request, NULL when none. */
+const char *http_req_body(mb_req *req, size_t *len);
+/* auth.c: the id of a user by name; 0 or MB_ENOENT. */
+int auth_user_id(const char *name, uint64_t *id);
+/* files_http.c: answer with a file download (or a folder's zip) as GET .../files/{path}. */
+int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
+
 #endif

@@ -53,6 +53,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     g_cfg = c;
     log_init(g_cfg->log_level);
     log_info("configuration reloaded from %s", g_cfg->config_dir);
+    hook_emit("config.reloaded", json_pack("{s:s}", "dir", g_cfg->config_dir), NULL);
 }
 
 static void usage(void)

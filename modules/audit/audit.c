@@ -1,0 +1,595 @@
+/*
+ * modules/audit — the activity log (issue 8): every event on the hook bus (logins, failed
+ * logins, tokens, shares and every access through them, admin actions, module loads,
+ * config reloads, every file change) becomes one append-only entry: who, what, when, from
+ * which address, result.
+ *
+ * Tamper evidence: entry n carries prev = hash(n-1) and hash = SHA-256(prev "\n" body),
+ * body being the entry without "hash" as compact JSON with sorted keys. `head` holds the
+ * last seq and hash; `anchor` the first seq kept (retention removes from the front only).
+ * GET /api/v1/admin/audit/verify (mbytectl audit verify) walks the chain and names the
+ * first entry whose hash, link or sequence number does not hold.
+ *
+ * Cost: the observer runs on the loop thread after the change was committed and answered,
+ * so uploads never wait for it. Its writes are not synced on their own: the dispatcher's
+ * later outbox deletion is written after them in the same LevelDB log, so a crash loses
+ * either both (the event is delivered again) or neither.
+ *
+ * Threads: the observer (loop thread) is the only writer; routes (HTTP workers) only read.
+ * The head is kept in the state and written to kv with every entry; a reloaded copy reads it
+ * in init, which runs on the loop thread after the old copy's last observer call.
+ */
+#include "mbyte.h"
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define AUDIT_VERSION "1.0.0"
+#define PRUNE_EVERY 256
+
+#define NAME_CACHE 64
+
+typedef struct audit {
+    mb_module *self;
+    const mb_api *api;
+    int64_t retention_days; /* 0 keeps everything */
+    int since_prune;
+    /* Loop thread only (the observer). The head mirrors kv "head": init reads it, and a
+     * reloaded copy's init runs on the loop thread after the old copy's last observer call. */
+    uint64_t head_seq;
+    char head_hash[65];
+    struct {
+        json_int_t id;
+        char name[72];
+    } names[NAME_CACHE]; /* user id -> name: names never change, ids are never reused */
+} audit;
+
+static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
+static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
+static void hex16(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
+
+/* hash = SHA-256(prev "\n" canonical body), lower hex. */
+static void entry_hash(const json_t *e, char out[65])
+{
+    json_t *body = json_deep_copy(e);
+    json_object_del(body, "hash");
+    char *txt = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(body);
+    const char *prev = jstr(e, "prev");
+    crypto_hash_sha256_state st;
+    unsigned char h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, (const unsigned char *)(prev ? prev : ""), prev ? strlen(prev) : 0);
+    crypto_hash_sha256_update(&st, (const unsigned char *)"\n", 1);
+    crypto_hash_sha256_update(&st, (const unsigned char *)txt, strlen(txt));
+    crypto_hash_sha256_final(&st, h);
+    sodium_bin2hex(out, 65, h, sizeof h);
+    free(txt);
+}
+
+static json_t *kv_json(audit *a, const char *key)
+{
+    char *v;
+    size_t n;
+    mb_err e;
+    if (a->api->kv_get(a->self, key, &v, &n, &e))
+        return NULL;
+    json_t *j = json_loadb(v, n, 0, NULL);
+    free(v);
+    return j;
+}
+
+static void kv_put_json(audit *a, const char *key, const json_t *j)
+{
+    char *t = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    mb_err e;
+    if (a->api->kv_put(a->self, key, t, strlen(t), false, &e))
+        a->api->log(a->self, 3, "could not write %s: %s", key, e.msg);
+    free(t);
+}
+
+/* ------------------------------------------------------------ retention --- */
+
+typedef struct prune_ctx {
+    audit *a;
+    int64_t cutoff;
+    uint64_t first_kept;
+    int deleted;
+    char (*keys)[32];
+    int nkeys;
+} prune_ctx;
+
+static int prune_fn(const char *key, const void *v, size_t len, void *ud)
+{
+    prune_ctx *p = ud;
+    json_t *e = json_loadb(v, len, 0, NULL);
+    int64_t t = e ? jint(e, "time") : 0;
+    uint64_t seq = e ? (uint64_t)jint(e, "seq") : 0;
+    json_decref(e);
+    if (t >= p->cutoff || p->nkeys == 1024) {
+        p->first_kept = seq;
+        return 1;
+    }
+    snprintf(p->keys[p->nkeys++], 32, "%s", key);
+    return 0;
+}
+
+/* Remove entries older than the retention from the front; the anchor moves with them. */
+static void prune(audit *a)
+{
+    if (a->retention_days <= 0)
+        return;
+    char(*keys)[32] = malloc(1024 * 32);
+    if (!keys)
+        return;
+    prune_ctx p = {a, a->api->now() - a->retention_days * 86400, 0, 0, keys, 0};
+    mb_err e;
+    a->api->kv_scan(a->self, "e/", prune_fn, &p, &e);
+    if (p.nkeys) {
+        json_t *anchor = json_pack("{s:i, s:I}", "v", 1, "first", (json_int_t)p.first_kept);
+        if (!p.first_kept) { /* everything went: the next entry starts the log */
+            json_t *head = kv_json(a, "head");
+            json_object_set_new(anchor, "first", json_integer(head ? jint(head, "seq") + 1 : 1));
+            json_decref(head);
+        }
+        kv_put_json(a, "anchor", anchor); /* first: a crash mid-way leaves extra entries, never a gap */
+        json_decref(anchor);
+        for (int i = 0; i < p.nkeys; i++)
+            a->api->kv_del(a->self, keys[i], false, &e);
+        a->api->log(a->self, 1, "retention: removed %d entries older than %lld days", p.nkeys,
+                    (long long)a->retention_days);
+    }
+    free(keys);
+}
+
+/* ------------------------------------------------------------- observer --- */
+
+/* Who acted: a user id and name from whatever the event names. */
+static void actor(audit *a, const json_t *p, const char *event, json_int_t *uid, char *name, size_t n)
+{
+    json_t *u = json_object_get(p, "user");
+    *uid = json_is_integer(u) ? json_integer_value(u) : jint(p, "user_id");
+    name[0] = 0;
+    if (json_is_string(u))
+        snprintf(name, n, "%s", json_string_value(u));
+    else if (jstr(p, "by"))
+        snprintf(name, n, "%s", jstr(p, "by"));
+    else if (!strncmp(event, "auth.", 5) && jstr(p, "username"))
+        snprintf(name, n, "%s", jstr(p, "username"));
+    else if (*uid > 0) {
+        size_t slot = (size_t)*uid % NAME_CACHE;
+        if (a->names[slot].id != *uid) {
+            a->names[slot].id = 0;
+            if (a->api->user_name((uint64_t)*uid, a->names[slot].name, sizeof a->names[slot].name) == 0)
+                a->names[slot].id = *uid;
+        }
+        if (a->names[slot].id == *uid)
+            snprintf(name, n, "%s", a->names[slot].name);
+    }
+}
+
+static void o_all(const char *event, const json_t *payload, void *state)
+{
+    audit *a = state;
+    uint64_t seq = a->head_seq + 1;
+    char prev[65];
+    snprintf(prev, sizeof prev, "%s", a->head_hash);
+    if (seq == 1) {
+        json_t *anchor = json_pack("{s:i, s:I}", "v", 1, "first", (json_int_t)1);
+        kv_put_json(a, "anchor", anchor);
+        json_decref(anchor);
+    }
+    json_int_t uid;
+    char name[128];
+    actor(a, payload, event, &uid, name, sizeof name);
+    json_t *detail = json_deep_copy(payload);
+    json_object_del(detail, "_event_time");
+    json_object_del(detail, "ip");
+    const char *path = jstr(payload, "path") ? jstr(payload, "path") : jstr(payload, "from");
+    bool failed = strstr(event, "failed") || (jstr(payload, "result") && !strcmp(jstr(payload, "result"), "failed")) ||
+                  (!strcmp(event, "task.finished") && jstr(payload, "state") &&
+                   strcmp(jstr(payload, "state"), "done"));
+    int64_t t = json_is_integer(json_object_get(payload, "_event_time")) ? jint(payload, "_event_time")
+                                                                          : a->api->now();
+    json_t *e = json_pack("{s:i, s:I, s:I, s:s, s:s, s:I, s:s, s:s, s:s, s:o, s:s}", "v", 1, "seq",
+                          (json_int_t)seq, "time", (json_int_t)t, "action", event, "user", name, "user_id", uid, "ip",
+                          jstr(payload, "ip") ? jstr(payload, "ip") : "", "path", path ? path : "", "result",
+                          failed ? "failed" : "ok", "detail", detail, "prev", prev);
+    json_t *store = json_object_get(payload, "store");
+    if (json_is_integer(store))
+        json_object_set_new(e, "store", json_integer(json_integer_value(store)));
+    char hash[65], key[64], s16[17];
+    entry_hash(e, hash);
+    json_object_set_new(e, "hash", json_string(hash));
+    hex16(s16, seq);
+    snprintf(key, sizeof key, "e/%s", s16);
+    kv_put_json(a, key, e);
+    if (json_is_integer(store)) {
+        char st16[17];
+        hex16(st16, (uint64_t)json_integer_value(store));
+        snprintf(key, sizeof key, "s/%s/%s", st16, s16);
+        mb_err err;
+        a->api->kv_put(a->self, key, "", 0, false, &err);
+    }
+    json_decref(e);
+    json_t *h = json_pack("{s:i, s:I, s:s}", "v", 1, "seq", (json_int_t)seq, "hash", hash);
+    kv_put_json(a, "head", h);
+    json_decref(h);
+    a->head_seq = seq;
+    snprintf(a->head_hash, sizeof a->head_hash, "%s", hash);
+    if (++a->since_prune >= PRUNE_EVERY) {
+        a->since_prune = 0;
+        prune(a);
+    }
+}
+
+/* --------------------------------------------------------------- verify --- */
+
+typedef struct verify_ctx {
+    audit *a;
+    uint64_t expect; /* next seq */
+    char prev[65];
+    bool first;
+    uint64_t n;
+    json_t *bad; /* {"seq","key","reason"} */
+} verify_ctx;
+
+static int verify_fn(const char *key, const void *v, size_t len, void *ud)
+{
+    verify_ctx *c = ud;
+    json_t *e = json_loadb(v, len, 0, NULL);
+    uint64_t kseq = strtoull(key + 2, NULL, 16);
+    const char *why = NULL;
+    char h[65];
+    if (!e || !json_is_object(e))
+        why = "the entry is not a JSON object";
+    else if ((uint64_t)jint(e, "seq") != kseq)
+        why = "the entry's sequence number does not match its key";
+    else if (kseq != c->expect)
+        why = "entries are missing before this one";
+    else if (!c->first && (!jstr(e, "prev") || strcmp(jstr(e, "prev"), c->prev)))
+        why = "its link to the previous entry does not match";
+    else {
+        entry_hash(e, h);
+        if (!jstr(e, "hash") || strcmp(jstr(e, "hash"), h))
+            why = "its content does not match its hash (edited)";
+    }
+    if (why) {
+        c->bad = json_pack("{s:I, s:s, s:s}", "seq", (json_int_t)kseq, "key", key, "reason", why);
+        json_decref(e);
+        return 1;
+    }
+    snprintf(c->prev, sizeof c->prev, "%s", jstr(e, "hash"));
+    c->first = false;
+    c->expect = kseq + 1;
+    c->n++;
+    json_decref(e);
+    return 0;
+}
+
+/* GET /api/v1/admin/audit/verify */
+static int h_verify(mb_req *req, void *state, mb_err *err)
+{
+    audit *a = state;
+    json_t *anchor = kv_json(a, "anchor"), *head = kv_json(a, "head");
+    verify_ctx c = {a, anchor ? (uint64_t)jint(anchor, "first") : 1, "", true, 0, NULL};
+    a->api->kv_scan(a->self, "e/", verify_fn, &c, err);
+    if (!c.bad && head && (c.expect != (uint64_t)jint(head, "seq") + 1 || strcmp(c.prev, jstr(head, "hash"))))
+        c.bad = json_pack("{s:I, s:s, s:s}", "seq", (json_int_t)c.expect, "key", "head", "reason",
+                          "the log ends before its recorded head (entries were removed from the end)");
+    json_decref(anchor);
+    json_decref(head);
+    json_t *out;
+    if (c.bad) {
+        out = json_pack("{s:b, s:I, s:o}", "ok", 0, "verified", (json_int_t)c.n, "first_bad", c.bad);
+        a->api->log(a->self, 2, "audit chain verification failed at entry %lld",
+                    (long long)jint(c.bad, "seq"));
+    } else
+        out = json_pack("{s:b, s:I, s:s}", "ok", 1, "verified", (json_int_t)c.n, "head", c.prev);
+    return a->api->reply_json(req, 200, out);
+}
+
+/* ---------------------------------------------------------------- search --- */
+
+static bool parse_time(const char *s, int64_t *out)
+{
+    if (!s || !*s)
+        return false;
+    if (strspn(s, "0123456789") == strlen(s)) {
+        *out = strtoll(s, NULL, 10);
+        return true;
+    }
+    struct tm tm = {0};
+    const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end) {
+        memset(&tm, 0, sizeof tm);
+        end = strptime(s, "%Y-%m-%d", &tm);
+    }
+    if (!end || (*end && strcmp(end, "Z")))
+        return false;
+    *out = (int64_t)timegm(&tm);
+    return true;
+}
+
+typedef struct search_ctx {
+    const char *user, *action, *path;
+    int64_t from, to;
+    size_t limit;
+    json_t *out;
+} search_ctx;
+
+static int search_fn(const char *key, const void *v, size_t len, void *ud)
+{
+    (void)key;
+    search_ctx *c = ud;
+    json_t *e = json_loadb(v, len, 0, NULL);
+    if (!e)
+        return 0;
+    bool ok = true;
+    if (c->user) {
+        char id[32];
+        snprintf(id, sizeof id, "%lld", (long long)jint(e, "user_id"));
+        ok = !strcmp(c->user, jstr(e, "user") ? jstr(e, "user") : "") || !strcmp(c->user, id);
+    }
+    if (ok && c->action) {
+        size_t n = strlen(c->action);
+        const char *act = jstr(e, "action") ? jstr(e, "action") : "";
+        ok = n && (c->action[n - 1] == '*' || c->action[n - 1] == '.') ? !strncmp(act, c->action, n - (c->action[n - 1] == '*'))
+                                                                        : !strcmp(act, c->action);
+    }
+    if (ok && c->path)
+        ok = jstr(e, "path") && !strncmp(jstr(e, "path"), c->path, strlen(c->path));
+    if (ok && c->from && jint(e, "time") < c->from)
+        ok = false;
+    if (ok && c->to && jint(e, "time") > c->to)
+        ok = false;
+    if (ok)
+        json_array_append(c->out, e);
+    json_decref(e);
+    return json_array_size(c->out) >= c->limit;
+}
+
+/* One CSV field: quoted, quotes doubled, and a leading =+-@ defused for spreadsheets. */
+static void csv_field(char **buf, size_t *len, size_t *cap, const char *s, bool last)
+{
+    size_t need = 2 * strlen(s) + 8;
+    if (*len + need >= *cap) {
+        *cap = (*len + need) * 2;
+        *buf = realloc(*buf, *cap);
+        if (!*buf)
+            abort();
+    }
+    char *w = *buf + *len;
+    *w++ = '"';
+    if (strchr("=+-@\t\r", *s) && *s)
+        *w++ = '\'';
+    for (; *s; s++) {
+        if (*s == '"')
+            *w++ = '"';
+        *w++ = *s;
+    }
+    *w++ = '"';
+    *w++ = last ? '\n' : ',';
+    *len = (size_t)(w - *buf);
+}
+
+static int reply_entries(audit *a, mb_req *req, json_t *arr, mb_err *err)
+{
+    (void)err;
+    const char *fmt = a->api->req_query(req, "format");
+    if (!fmt || !strcmp(fmt, "json"))
+        return a->api->reply_json(req, 200, json_pack("{s:o}", "entries", arr));
+    size_t len = 0, cap = 4096, i;
+    char *buf = malloc(cap);
+    json_t *e;
+    if (!buf)
+        abort();
+    if (!strcmp(fmt, "csv")) {
+        const char *hdr = "seq,time,action,user,ip,store,path,result,hash\n";
+        memcpy(buf, hdr, strlen(hdr));
+        len = strlen(hdr);
+        json_array_foreach(arr, i, e)
+        {
+            char seq[24], t[32], st[24];
+            time_t tt = (time_t)jint(e, "time");
+            struct tm tm;
+            gmtime_r(&tt, &tm);
+            strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
+            snprintf(seq, sizeof seq, "%lld", (long long)jint(e, "seq"));
+            snprintf(st, sizeof st, "%lld", (long long)jint(e, "store"));
+            const char *f[] = {seq, t, jstr(e, "action"), jstr(e, "user"), jstr(e, "ip"),
+                               json_object_get(e, "store") ? st : "", jstr(e, "path"), jstr(e, "result"),
+                               jstr(e, "hash")};
+            for (int k = 0; k < 9; k++)
+                csv_field(&buf, &len, &cap, f[k] ? f[k] : "", k == 8);
+        }
+        json_decref(arr);
+        int rc = a->api->reply_bytes(req, 200, "text/csv; charset=utf-8", buf, len);
+        free(buf);
+        return rc;
+    }
+    if (strcmp(fmt, "jsonl")) {
+        free(buf);
+        json_decref(arr);
+        return a->api->err_set(err, MB_EINVAL, "format: must be json, jsonl or csv");
+    }
+    json_array_foreach(arr, i, e)
+    {
+        char *line = json_dumps(e, JSON_COMPACT | JSON_SORT_KEYS);
+        size_t n = strlen(line);
+        if (len + n + 2 >= cap) {
+            cap = (len + n + 2) * 2;
+            buf = realloc(buf, cap);
+            if (!buf)
+                abort();
+        }
+        memcpy(buf + len, line, n);
+        len += n;
+        buf[len++] = '\n';
+        free(line);
+    }
+    json_decref(arr);
+    int rc = a->api->reply_bytes(req, 200, "application/jsonl", buf, len);
+    free(buf);
+    return rc;
+}
+
+static int limit_arg(audit *a, mb_req *req, size_t def, size_t *out, mb_err *err)
+{
+    const char *l = a->api->req_query(req, "limit");
+    *out = def;
+    if (!l)
+        return 0;
+    if (!*l || strspn(l, "0123456789") != strlen(l) || strlen(l) > 6 || atol(l) < 1)
+        return a->api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to 999999");
+    *out = (size_t)atol(l);
+    return 0;
+}
+
+/* GET /api/v1/admin/audit?user=&action=&from=&to=&path=&format=&limit= */
+static int h_search(mb_req *req, void *state, mb_err *err)
+{
+    audit *a = state;
+    const mb_api *api = a->api;
+    search_ctx c = {api->req_query(req, "user"), api->req_query(req, "action"), api->req_query(req, "path"),
+                    0, 0, 0, NULL};
+    const char *from = api->req_query(req, "from"), *to = api->req_query(req, "to"), *fmt = api->req_query(req, "format");
+    if (from && !parse_time(from, &c.from))
+        return api->err_set(err, MB_EINVAL, "from: Unix seconds or a UTC time like 2026-12-01T10:00:00Z");
+    if (to && !parse_time(to, &c.to))
+        return api->err_set(err, MB_EINVAL, "to: Unix seconds or a UTC time like 2026-12-01T10:00:00Z");
+    if (fmt && strcmp(fmt, "json") && strcmp(fmt, "jsonl") && strcmp(fmt, "csv"))
+        return api->err_set(err, MB_EINVAL, "format: must be json, jsonl or csv");
+    int rc;
+    if ((rc = limit_arg(a, req, 100000, &c.limit, err)))
+        return rc;
+    c.out = json_array();
+    api->kv_scan(a->self, "e/", search_fn, &c, err);
+    return reply_entries(a, req, c.out, err);
+}
+
+typedef struct store_ctx {
+    audit *a;
+    json_t *out;
+} store_ctx;
+
+static int store_fn(const char *key, const void *v, size_t len, void *ud)
+{
+    (void)v, (void)len;
+    store_ctx *c = ud;
+    const char *seq = strrchr(key, '/');
+    char k[64];
+    snprintf(k, sizeof k, "e/%s", seq ? seq + 1 : "");
+    json_t *e = kv_json(c->a, k);
+    if (e) {
+        json_object_del(e, "prev");
+        json_array_append_new(c->out, e);
+    }
+    return 0;
+}
+
+/* GET /api/v1/stores/{sid}/activity?limit=: the newest first, owner only. */
+static int h_activity(mb_req *req, void *state, mb_err *err)
+{
+    audit *a = state;
+    const mb_api *api = a->api;
+    const char *s = api->req_param(req, "sid");
+    if (!s || !*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 19)
+        return api->err_set(err, MB_ENOENT, "no such store: %s", s ? s : "");
+    uint64_t sid = strtoull(s, NULL, 10);
+    json_t *store;
+    int rc;
+    if ((rc = api->store_get(api->req_user(req), sid, &store, err)))
+        return rc;
+    json_decref(store);
+    size_t limit;
+    if ((rc = limit_arg(a, req, 100, &limit, err)))
+        return rc;
+    char prefix[32], s16[17];
+    hex16(s16, sid);
+    snprintf(prefix, sizeof prefix, "s/%s/", s16);
+    store_ctx c = {a, json_array()};
+    api->kv_scan(a->self, prefix, store_fn, &c, err);
+    json_t *out = json_array();
+    size_t n = json_array_size(c.out);
+    for (size_t i = 0; i < n && i < limit; i++)
+        json_array_append(out, json_array_get(c.out, n - 1 - i));
+    json_decref(c.out);
+    return api->reply_json(req, 200, json_pack("{s:o}", "entries", out));
+}
+
+/* ---------------------------------------------------------- init and fini --- */
+
+static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)
+{
+    if (sodium_init() < 0)
+        return api->err_set(err, MB_EINTERNAL, "libsodium could not start");
+    audit *a = calloc(1, sizeof *a);
+    if (!a)
+        return api->err_set(err, MB_ENOMEM, "out of memory");
+    a->self = self;
+    a->api = api;
+    a->retention_days = json_integer_value(json_object_get(config, "retention_days"));
+    json_t *head = kv_json(a, "head");
+    if (head) {
+        a->head_seq = (uint64_t)jint(head, "seq");
+        snprintf(a->head_hash, sizeof a->head_hash, "%s", jstr(head, "hash") ? jstr(head, "hash") : "");
+        json_decref(head);
+    }
+    *state = a;
+    prune(a);
+    return 0;
+}
+
+static int fini(void *state, bool reloading, mb_err *err)
+{
+    (void)reloading, (void)err;
+    free(state);
+    return 0;
+}
+
+static int reconfigure(void *state, const json_t *config, mb_err *err)
+{
+    (void)err;
+    audit *a = state;
+    a->retention_days = json_integer_value(json_object_get(config, "retention_days"));
+    return 0;
+}
+
+/* ------------------------------------------------------------------ tables --- */
+
+static const mb_config_key config_keys[] = {
+    {sizeof(mb_config_key), "retention_days", MB_CFG_INT, "0", 0, 36500},
+    {0},
+};
+
+static const mb_route routes[] = {
+    {sizeof(mb_route), "GET", "/api/v1/admin/audit", MB_ROLE_ADMIN, h_search},
+    {sizeof(mb_route), "GET", "/api/v1/admin/audit/verify", MB_ROLE_ADMIN, h_verify},
+    {sizeof(mb_route), "GET", "/api/v1/stores/{sid}/activity", MB_ROLE_USER, h_activity},
+    {0},
+};
+
+static const mb_hook hooks[] = {
+    {sizeof(mb_hook), "*", MB_HOOK_OBSERVER, 1000, NULL, o_all},
+    {0},
+};
+
+MB_MODULE_EXPORT = {
+    .size = sizeof(mb_module_desc),
+    .abi_major = MB_ABI_MAJOR,
+    .abi_minor = 2,
+    .name = "audit",
+    .version = AUDIT_VERSION,
+    .description = "Append-only, hash-chained activity log of every security-relevant action and file change",
+    .depends = NULL,
+    .config = config_keys,
+    .routes = routes,
+    .hooks = hooks,
+    .tasks = NULL,
+    .init = init,
+    .fini = fini,
+    .reconfigure = reconfigure,
+};

@@ -1,0 +1,189 @@
+"""The audit module: logins, failed logins, token and share creation, accesses through a
+link, admin actions, module loads, config reloads and file changes land in a hash-chained
+log with the client address; users see their own store's activity; admins search and
+export it; `mbytectl audit verify` passes, and editing one stored entry on disk makes it
+fail and name that entry."""
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import ServerTest, main  # noqa: E402
+
+LDB_EDIT = os.environ.get("MBYTE_LDB_EDIT", os.path.join(os.path.dirname(__file__), "..", "..", "build", "tests",
+                                                         "ldb_edit"))
+
+
+class AuditTest(ServerTest):
+    modules = {"audit": True, "sharing": True}
+
+    def setUp(self):
+        super().setUp()
+        self.alice = self.srv.add_user("alice", admin_token=self.admin)
+        self.bob = self.srv.add_user("bob", admin_token=self.admin)
+        self.sid = self.srv.request("GET", "/api/v1/stores", token=self.alice).json()[0]["id"]
+
+    def search(self, query="", token=None):
+        r = self.srv.request("GET", "/api/v1/admin/audit" + query, token=token or self.admin)
+        self.assertEqual(r.status, 200, r)
+        return r
+
+    def wait_for(self, query, n=1):
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            e = self.search(query).json()["entries"]
+            if len(e) >= n:
+                return e
+            time.sleep(0.05)
+        self.fail("no %d audit entries for %s: %s" % (n, query, self.search().body[-2000:]))
+
+    def test_security_actions_and_file_changes_are_logged_with_who_where_and_result(self):
+        r = self.srv.request("POST", "/api/v1/auth/login", {"username": "alice", "password": "wrong"})
+        self.assertEqual(r.status, 401)
+        r = self.srv.request("PUT", "/api/v1/stores/%s/files/notes.txt" % self.sid, body=b"hello", token=self.alice)
+        self.assertEqual(r.status, 201, r)
+        r = self.srv.request("POST", "/api/v1/me/tokens", {"name": "ci"}, token=self.alice)
+        self.assertEqual(r.status, 201, r)
+        r = self.srv.request("POST", "/api/v1/stores/%s/shares" % self.sid,
+                             {"path": "notes.txt", "type": "link", "permission": "view"}, token=self.alice)
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(self.srv.request("GET", "/api/v1/public/" + r.json()["token"]).body, b"hello")
+        self.srv.request("POST", "/api/v1/admin/modules/sharing/unload", token=self.admin)
+        self.srv.proc.send_signal(signal.SIGHUP)
+
+        failed = self.wait_for("?action=auth.login_failed")[0]
+        self.assertEqual((failed["user"], failed["result"], failed["ip"]), ("alice", "failed", "127.0.0.1"))
+        up = self.wait_for("?action=file.created&user=alice")[0]
+        self.assertEqual((up["path"], up["store"], up["ip"], up["result"]), ("notes.txt", self.sid, "127.0.0.1", "ok"))
+        tok = self.wait_for("?action=token.created")[0]
+        self.assertEqual((tok["user"], tok["ip"]), ("alice", "127.0.0.1"))
+        self.assertNotIn("token", json.dumps(tok["detail"]).replace('"token.created"', ""))
+        self.wait_for("?action=share.created")
+        acc = self.wait_for("?action=share.accessed")[0]
+        self.assertEqual((acc["path"], acc["detail"]["action"]), ("notes.txt", "download"))
+        self.wait_for("?action=module.unloaded")
+        self.wait_for("?action=config.reloaded")
+        self.wait_for("?action=auth.")  # a prefix search
+        self.assertEqual(self.search("?action=nothing.like.this").json()["entries"], [])
+        self.assertEqual(self.search("?path=notes&action=file.created").json()["entries"][0]["path"], "notes.txt")
+        self.assertEqual(self.search("?to=1000").json()["entries"], [])
+        self.assertGreater(len(self.search("?from=2020-01-01").json()["entries"]), 5)
+
+        # Exports: JSON lines and CSV.
+        r = self.search("?format=jsonl&action=file.created")
+        lines = [json.loads(x) for x in r.body.decode().splitlines()]
+        self.assertEqual([x["path"] for x in lines], ["notes.txt"])
+        r = self.search("?format=csv&user=alice")
+        rows = list(csv.DictReader(io.StringIO(r.body.decode())))
+        self.assertIn("file.created", [x["action"] for x in rows])
+        self.assertProblem(self.srv.request("GET", "/api/v1/admin/audit?format=xml", token=self.admin), 400)
+        self.assertProblem(self.srv.request("GET", "/api/v1/admin/audit?from=yesterday", token=self.admin), 400)
+        # Only admins search; users see their own store's activity and nobody else's.
+        self.assertProblem(self.srv.request("GET", "/api/v1/admin/audit", token=self.alice), 403)
+        r = self.srv.request("GET", "/api/v1/stores/%s/activity" % self.sid, token=self.alice)
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("file.created", [e["action"] for e in r.json()["entries"]])
+        self.assertProblem(self.srv.request("GET", "/api/v1/stores/%s/activity" % self.sid, token=self.bob), 404)
+
+        # The chain verifies.
+        p = self.srv.ctl("audit", "verify")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("audit chain ok", p.stdout)
+
+    def test_editing_one_stored_entry_makes_verification_fail_and_name_it(self):
+        for i in range(3):
+            r = self.srv.request("PUT", "/api/v1/stores/%s/files/f%d.txt" % (self.sid, i), body=b"x",
+                                 token=self.alice)
+            self.assertEqual(r.status, 201, r)
+        e = self.wait_for("?action=file.created&path=f1.txt")[0]
+        self.wait_for("?action=file.created&path=f2.txt")
+        r = self.srv.request("GET", "/api/v1/admin/audit/verify", token=self.admin)
+        self.assertTrue(r.json()["ok"], r)
+        self.srv.stop()
+        # Rewrite who made the change, straight in LevelDB, as someone with disk access could.
+        key = "m/audit/e/%016x" % e["seq"]
+        p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta"), key, '"f1.txt"', '"f9.txt"'],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.srv.start()
+        p = self.srv.ctl("audit", "verify")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("entry %d " % e["seq"], p.stdout)
+        r = self.srv.request("GET", "/api/v1/admin/audit/verify", token=self.admin)
+        self.assertFalse(r.json()["ok"])
+        self.assertEqual(r.json()["first_bad"]["seq"], e["seq"])
+        self.assertIn("edited", r.json()["first_bad"]["reason"])
+
+    def test_the_chain_continues_across_a_reload_and_a_restart(self):
+        self.srv.request("PUT", "/api/v1/stores/%s/files/r1.txt" % self.sid, body=b"x", token=self.alice)
+        self.wait_for("?action=file.created&path=r1.txt")
+        r = self.srv.request("POST", "/api/v1/admin/modules/audit/reload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.srv.request("PUT", "/api/v1/stores/%s/files/r2.txt" % self.sid, body=b"x", token=self.alice)
+        self.wait_for("?action=file.created&path=r2.txt")
+        self.srv.stop()
+        self.srv.start()
+        self.srv.request("PUT", "/api/v1/stores/%s/files/r3.txt" % self.sid, body=b"x", token=self.alice)
+        self.wait_for("?action=file.created&path=r3.txt")
+        r = self.srv.request("GET", "/api/v1/admin/audit/verify", token=self.admin)
+        self.assertTrue(r.json()["ok"], r)
+        seqs = [e["seq"] for e in self.search().json()["entries"]]
+        self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
+
+    def test_renumbering_an_entry_is_detected(self):
+        for i in range(3):
+            self.srv.request("PUT", "/api/v1/stores/%s/files/g%d.txt" % (self.sid, i), body=b"x", token=self.alice)
+        e = self.wait_for("?action=file.created&path=g1.txt")[0]
+        self.wait_for("?action=file.created&path=g2.txt")
+        self.srv.stop()
+        # Give the entry another sequence number than its place in the log.
+        key = "m/audit/e/%016x" % e["seq"]
+        p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta"), key, '"seq":%d' % e["seq"],
+                            '"seq":%d' % (e["seq"] + 100)], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.srv.start()
+        r = self.srv.request("GET", "/api/v1/admin/audit/verify", token=self.admin)
+        self.assertFalse(r.json()["ok"], r)
+        self.assertEqual(r.json()["first_bad"]["seq"], e["seq"])
+
+
+class AuditRetentionTest(ServerTest):
+    modules = {"audit": True}
+    module_conf = {"audit": "retention_days: 1\n"}
+
+    def test_entries_past_the_retention_are_removed_and_the_rest_still_verifies(self):
+        alice = self.srv.add_user("alice", admin_token=self.admin)
+        sid = self.srv.request("GET", "/api/v1/stores", token=alice).json()[0]["id"]
+        self.srv.request("PUT", "/api/v1/stores/%s/files/old.txt" % sid, body=b"x", token=alice)
+        deadline = time.time() + 20
+        while time.time() < deadline and not self.srv.request(
+                "GET", "/api/v1/admin/audit?path=old.txt", token=self.admin).json()["entries"]:
+            time.sleep(0.05)
+        before = self.srv.request("GET", "/api/v1/admin/audit", token=self.admin).json()["entries"]
+        self.assertTrue(before)
+        # Two days later: the start prunes everything older than one day.
+        self.srv.stop()
+        self.srv.extra_env["MBYTE_CLOCK_OFFSET"] = str(2 * 86400)
+        self.srv.start()
+        admin = self.srv.login()
+        self.srv.request("PUT", "/api/v1/stores/%s/files/new.txt" % sid, body=b"x",
+                         token=self.srv.login("alice", "user-password-1"))
+        deadline = time.time() + 20
+        while time.time() < deadline and not self.srv.request(
+                "GET", "/api/v1/admin/audit?path=new.txt", token=admin).json()["entries"]:
+            time.sleep(0.05)
+        after = self.srv.request("GET", "/api/v1/admin/audit", token=admin).json()["entries"]
+        self.assertEqual([e for e in after if e["path"] == "old.txt"], [])
+        self.assertIn("new.txt", [e["path"] for e in after])
+        self.assertGreater(after[0]["seq"], before[-1]["seq"])  # numbering continues
+        r = self.srv.request("GET", "/api/v1/admin/audit/verify", token=admin)
+        self.assertTrue(r.json()["ok"], r)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The sharing module through real clients (http.client and curl): links with passwords,
+expiry, download limits and revocation; an upload-only drop box; user shares and the
+shared-with-me view; nobody else reaches a share; paths cannot leave the shared folder."""
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import ServerTest, main  # noqa: E402
+
+
+class SharingTest(ServerTest):
+    modules = {"sharing": True}
+
+    def setUp(self):
+        super().setUp()
+        self.alice = self.srv.add_user("alice", admin_token=self.admin)
+        self.bob = self.srv.add_user("bob", admin_token=self.admin)
+        self.carol = self.srv.add_user("carol", admin_token=self.admin)
+        self.sid = self.srv.request("GET", "/api/v1/stores", token=self.alice).json()[0]["id"]
+        self.put("docs/report.txt", b"the quarterly report\n")
+        self.put("docs/sub/deep.txt", b"deep file\n")
+        self.put("private/secret.txt", b"not shared\n")
+
+    def put(self, path, data, token=None):
+        r = self.srv.request("PUT", "/api/v1/stores/%s/files/%s?parents=true" % (self.sid, path), body=data,
+                             token=token or self.alice)
+        self.assertIn(r.status, (200, 201), r)
+
+    def share(self, body, token=None, status=201):
+        r = self.srv.request("POST", "/api/v1/stores/%s/shares" % self.sid, body, token=token or self.alice)
+        self.assertEqual(r.status, status, r)
+        return r.json()
+
+    def pub(self, token, path="", method="GET", headers=None, body=None):
+        return self.srv.request(method, "/api/v1/public/%s%s" % (token, "/" + path if path else ""), body=body,
+                                headers=headers)
+
+    def test_link_with_password_and_expiry_wrong_right_expired_revoked(self):
+        s = self.share({"path": "docs/report.txt", "type": "link", "permission": "download",
+                        "password": "correct horse", "expires": int(time.time()) + 3600})
+        self.assertGreaterEqual(len(s["token"]), 43)  # 256 random bits, base64url
+        self.assertTrue(s["url"].endswith("/s/" + s["token"]))
+        self.assertTrue(s["has_password"])
+        tok = s["token"]
+        self.assertProblem(self.pub(tok), 401, "password")
+        self.assertProblem(self.pub(tok, headers={"X-Share-Password": "wrong"}), 401, "wrong password")
+        self.assertNotIn(tok, self.srv.read_log())  # refusals are logged, the token never
+        self.assertIn("/api/v1/public/***", self.srv.read_log())
+        r = self.pub(tok, headers={"X-Share-Password": "correct horse"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, b"the quarterly report\n")
+        # The web page's form posts the password as a field, never in the URL.
+        r = self.pub(tok, method="POST", body=b"password=correct+horse",
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, b"the quarterly report\n")
+        # Range through curl.
+        p = subprocess.run(["curl", "-sS", "-i", "-H", "X-Share-Password: correct horse", "-r", "4-12",
+                            "http://127.0.0.1:%d/api/v1/public/%s" % (self.srv.port, tok)],
+                           capture_output=True, timeout=60)
+        self.assertIn(b"206", p.stdout.split(b"\r\n")[0])
+        self.assertTrue(p.stdout.endswith(b"quarterly"), p.stdout[-40:])
+        # Two hours later (the server's clock moved) the link has expired.
+        self.srv.stop()
+        self.srv.extra_env["MBYTE_CLOCK_OFFSET"] = "7200"
+        self.srv.start()
+        self.assertProblem(self.pub(tok, headers={"X-Share-Password": "correct horse"}), 410, "expired")
+        # A fresh link works until its owner revokes it, then stops at once.
+        alice = self.srv.login("alice", "user-password-1")
+        r = self.srv.request("POST", "/api/v1/stores/%s/shares" % self.sid,
+                             {"path": "docs/report.txt", "type": "link", "permission": "view"}, token=alice)
+        self.assertEqual(r.status, 201, r)
+        s2 = r.json()
+        self.assertEqual(self.pub(s2["token"]).status, 200)
+        r = self.srv.request("DELETE", "/api/v1/shares/%s" % s2["id"], token=alice)
+        self.assertEqual(r.status, 200, r)
+        self.assertProblem(self.pub(s2["token"]), 404)
+
+    def test_guessing_a_link_password_is_throttled(self):
+        s = self.share({"path": "docs", "type": "link", "permission": "view", "password": "right one"})
+        for i in range(10):
+            self.assertProblem(self.pub(s["token"], headers={"X-Share-Password": "guess %d" % i}), 401)
+        r = self.pub(s["token"], headers={"X-Share-Password": "right one"})
+        self.assertProblem(r, 429, "too many")
+        # Another link is not affected.
+        s2 = self.share({"path": "docs", "type": "link", "permission": "view", "password": "other"})
+        self.assertEqual(self.pub(s2["token"], headers={"X-Share-Password": "other"}).status, 200)
+
+    def test_upload_only_link_cannot_list_or_read(self):
+        s = self.share({"path": "docs", "type": "link", "permission": "upload"})
+        tok = s["token"]
+        r = self.pub(tok, "from-a-stranger.txt", method="PUT", body=b"dropped in")
+        self.assertEqual(r.status, 201, r)
+        self.assertProblem(self.pub(tok), 403, "uploads")
+        self.assertProblem(self.pub(tok, "report.txt"), 403)
+        self.assertProblem(self.pub(tok, "from-a-stranger.txt"), 403)
+        self.assertProblem(self.pub(tok, "sub"), 403)
+        # A drop box never overwrites what is there.
+        self.assertProblem(self.pub(tok, "report.txt", method="PUT", body=b"overwrite"), 409)
+        r = self.srv.request("GET", "/api/v1/stores/%s/files/docs/report.txt" % self.sid, token=self.alice)
+        self.assertEqual(r.body, b"the quarterly report\n")
+        r = self.srv.request("GET", "/api/v1/stores/%s/files/docs/from-a-stranger.txt" % self.sid,
+                             token=self.alice)
+        self.assertEqual(r.body, b"dropped in")
+
+    def test_another_user_cannot_reach_a_private_share(self):
+        s = self.share({"path": "docs", "type": "user", "permission": "view", "user": "bob"})
+        self.assertIsNone(s["token"])
+        # bob sees it and reads through it.
+        r = self.srv.request("GET", "/api/v1/shared-with-me", token=self.bob)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([x["id"] for x in r.json()["shares"]], [s["id"]])
+        self.assertEqual(r.json()["shares"][0]["owner"], "alice")
+        r = self.srv.request("GET", "/api/v1/shared/%s" % s["id"], token=self.bob)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(sorted(e["name"] for e in r.json()["entries"]), ["report.txt", "sub"])
+        r = self.srv.request("GET", "/api/v1/shared/%s/sub/deep.txt" % s["id"], token=self.bob)
+        self.assertEqual(r.body, b"deep file\n")
+        # view is read-only.
+        r = self.srv.request("PUT", "/api/v1/shared/%s/new.txt" % s["id"], body=b"x", token=self.bob)
+        self.assertProblem(r, 403)
+        # carol reaches nothing of it, and cannot list or revoke alice's shares.
+        for path in ("/api/v1/shared/%s" % s["id"], "/api/v1/shared/%s/report.txt" % s["id"]):
+            self.assertProblem(self.srv.request("GET", path, token=self.carol), 404)
+        self.assertEqual(self.srv.request("GET", "/api/v1/shared-with-me", token=self.carol).json()["shares"], [])
+        self.assertProblem(self.srv.request("GET", "/api/v1/stores/%s/shares" % self.sid, token=self.carol), 404)
+        self.assertProblem(self.srv.request("DELETE", "/api/v1/shares/%s" % s["id"], token=self.carol), 404)
+        self.share({"path": "docs", "type": "link", "permission": "view"}, token=self.carol, status=404)
+        # Without credentials the user share is not reachable at all.
+        self.assertEqual(self.srv.request("GET", "/api/v1/shared/%s" % s["id"]).status, 401)
+        # alice lists her shares; after she revokes, bob loses access at once.
+        r = self.srv.request("GET", "/api/v1/stores/%s/shares" % self.sid, token=self.alice)
+        self.assertEqual([x["id"] for x in r.json()["shares"]], [s["id"]])
+        self.assertNotIn("token_sha256", r.body.decode())
+        self.srv.request("DELETE", "/api/v1/shares/%s" % s["id"], token=self.alice)
+        self.assertProblem(self.srv.request("GET", "/api/v1/shared/%s" % s["id"], token=self.bob), 404)
+
+    def test_edit_share_lets_the_grantee_upload_into_the_owners_folder(self):
+        s = self.share({"path": "docs", "type": "user", "permission": "edit", "user": "bob"})
+        r = self.srv.request("PUT", "/api/v1/shared/%s/sub/from-bob.txt" % s["id"], body=b"bob wrote", token=self.bob)
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(r.json()["path"], "sub/from-bob.txt")
+        r = self.srv.request("GET", "/api/v1/stores/%s/files/docs/sub/from-bob.txt" % self.sid, token=self.alice)
+        self.assertEqual(r.body, b"bob wrote")
+
+    def test_a_folder_link_cannot_reach_outside_its_folder(self):
+        s = self.share({"path": "docs", "type": "link", "permission": "download"})
+        tok = s["token"]
+        r = self.pub(tok)
+        self.assertEqual(r.status, 200, r)
+        self.assertNotIn("private", r.body.decode())
+        self.assertEqual(r.json()["share"], {"name": "docs", "permission": "download", "target": "folder",
+                                             "expires": 0})
+        for bad in ("..", "../private/secret.txt", "%2e%2e/private/secret.txt", "sub/..%2f..%2fprivate",
+                    "..%2fprivate%2fsecret.txt", "sub/../../private/secret.txt"):
+            c = self.srv.conn()
+            c.request("GET", "/api/v1/public/%s/%s" % (tok, bad))
+            r = c.getresponse()
+            body = r.read()
+            c.close()
+            self.assertIn(r.status, (400, 404), (bad, r.status, body))
+            self.assertNotIn(b"not shared", body)
+        self.assertProblem(self.pub(tok, "secret.txt"), 404)
+        # A file link reaches only that file.
+        f = self.share({"path": "docs/report.txt", "type": "link", "permission": "view"})
+        self.assertProblem(self.pub(f["token"], "sub/deep.txt"), 404)
+        # Unknown and malformed tokens look the same.
+        self.assertProblem(self.pub("A" * 43), 404)
+        self.assertProblem(self.pub("short"), 404)
+        # The folder as a zip, holding exactly the shared folder's files.
+        r = self.srv.request("GET", "/api/v1/public/%s?zip=1" % tok)
+        self.assertEqual(r.status, 200, r)
+        import io
+        import zipfile
+        names = zipfile.ZipFile(io.BytesIO(r.body)).namelist()
+        self.assertTrue(names, names)
+        self.assertFalse([n for n in names if n.startswith("/") or ".." in n.split("/")], names)
+
+    def test_download_limit_and_bad_requests(self):
+        s = self.share({"path": "docs/report.txt", "type": "link", "permission": "download", "max_downloads": 2})
+        self.assertEqual(self.pub(s["token"]).status, 200)
+        self.assertEqual(self.pub(s["token"]).status, 200)
+        self.assertProblem(self.pub(s["token"]), 410, "limit")
+        for body, why in (({"path": "docs", "type": "link", "permission": "own"}, "permission"),
+                          ({"path": "docs", "type": "group", "permission": "view"}, "type"),
+                          ({"path": "docs", "type": "user", "permission": "view", "user": "nobody"}, "user"),
+                          ({"path": "docs", "type": "user", "permission": "view", "user": "alice"}, "user"),
+                          ({"path": "docs/report.txt", "type": "link", "permission": "upload"}, "folder"),
+                          ({"path": "docs", "type": "link", "permission": "view", "expires": 1}, "expires"),
+                          ({"path": "docs", "type": "link", "permission": "view", "password": ""}, "password")):
+            r = self.srv.request("POST", "/api/v1/stores/%s/shares" % self.sid, body, token=self.alice)
+            self.assertProblem(r, 400, why)
+        r = self.srv.request("POST", "/api/v1/stores/%s/shares" % self.sid,
+                             {"path": "nope", "type": "link", "permission": "view"}, token=self.alice)
+        self.assertProblem(r, 404)
+        self.assertEqual(self.srv.request("GET", "/api/v1/stores/%s/shares" % self.sid).status, 401)
+
+    def test_unloading_the_module_takes_links_down_and_reloading_brings_them_back(self):
+        s = self.share({"path": "docs", "type": "link", "permission": "view"})
+        r = self.srv.request("POST", "/api/v1/admin/modules/sharing/unload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.pub(s["token"]).status, 404)
+        r = self.srv.request("POST", "/api/v1/admin/modules/sharing/load", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.pub(s["token"]).status, 200)
+
+
+if __name__ == "__main__":
+    main()
