@@ -374,6 +374,7 @@ ssize_t zip_stream_read(zip_stream *z, char *buf, size_t max, mb_err *err)
 
 typedef struct zsrc {
     mb_user user;
+    bool system; /* act as the system (u NULL): a module already checked access */
     char *uname;
     uint64_t sid;
     char *base; /* folder path in the store, no leading or trailing '/' ("" for the root) */
@@ -389,7 +390,7 @@ static int zsrc_open(void *ud, const char *relpath, uint64_t *size, mb_err *err)
     if (asprintf(&p, "/%s%s%s", s->base, *s->base ? "/" : "", relpath) < 0)
         return err_set(err, MB_ENOMEM, "out of memory");
     json_t *info = NULL;
-    int rc = fs_open(&s->user, s->sid, p, 0, &s->r, &info, err);
+    int rc = fs_open(s->system ? NULL : &s->user, s->sid, p, 0, &s->r, &info, err);
     free(p);
     if (rc)
         return rc;
@@ -487,8 +488,11 @@ int zip_folder_reply(mb_req *req, const mb_user *u, uint64_t sid, const char *pa
 {
     zsrc *s = xcalloc(1, sizeof *s);
     /* The reader outlives the handler: keep our own copies of what it needs. */
-    s->uname = xstrdup(u->name ? u->name : "");
-    s->user = *u;
+    /* u NULL is the system (a share link checked by its module): keep acting as it. */
+    s->system = u == NULL;
+    s->uname = xstrdup(u && u->name ? u->name : "");
+    if (u)
+        s->user = *u;
     s->user.name = s->uname;
     s->sid = sid;
     while (*path == '/')
