@@ -178,6 +178,9 @@ static const mb_api table = {
     .file_move = fs_move,
     .file_copy = fs_copy,
     .file_delete = fs_delete,
+    /* minor 2 (ftp branch) */
+    .event_base = evapi_event_base, .data_dir = evapi_data_dir, .auth_password = auth_password,
+    .user_find = auth_user_find, .err_ftp_reply = evapi_err_ftp_reply, .run_blocking = evapi_run_blocking,
 };
 
 const mb_api *api_table(void) { return &table; }
