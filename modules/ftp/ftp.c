@@ -100,6 +100,7 @@ struct sess {
     uint64_t copy_off, copy_end; /* resume: old bytes still to copy into wr */
     mb_file_reader *old;
     struct event *pump;
+    struct evbuffer *listing; /* LIST/NLST/MLSD output waiting for the data connection */
     uint64_t xbytes;
     struct ev_token_bucket_cfg *rate;
 };
@@ -130,6 +131,7 @@ static void reply(sess *s, int code, const char *fmt, ...) __attribute__((format
 static void sess_close(sess *s);
 static void xfer_end(sess *s, int code, const char *msg);
 static void data_run(sess *s);
+static void ctl_read_cb(struct bufferevent *bev, void *arg);
 
 /* ------------------------------------------------------------ replies --- */
 
@@ -363,6 +365,10 @@ static void xfer_end(sess *s, int code, const char *msg)
         s->pump = NULL;
     }
     data_close(s);
+    if (s->listing) {
+        evbuffer_free(s->listing);
+        s->listing = NULL;
+    }
     if (s->rd) {
         f->api->file_close(s->rd);
         s->rd = NULL;
@@ -565,6 +571,8 @@ static void data_begin(sess *s, struct evbuffer *listing)
         s->data = bufferevent_socket_new(f->base, s->data_fd, BEV_OPT_CLOSE_ON_FREE);
     }
     if (!s->data) {
+        if (listing)
+            evbuffer_free(listing);
         xfer_end(s, 425, "Cannot open the data connection");
         return;
     }
@@ -573,8 +581,10 @@ static void data_begin(sess *s, struct evbuffer *listing)
         bufferevent_openssl_set_allow_dirty_shutdown(s->data, 1);
     if (f->bandwidth > 0 && s->rate)
         bufferevent_set_rate_limit(s->data, s->rate);
-    if (listing)
+    if (listing) {
         evbuffer_add_buffer(bufferevent_get_output(s->data), listing);
+        evbuffer_free(listing);
+    }
     bufferevent_setcb(s->data, NULL, NULL, data_event_cb, s);
     if (s->prot_p)
         bufferevent_enable(s->data, EV_READ | EV_WRITE); /* drives the handshake */
@@ -629,10 +639,12 @@ static void port_connected_cb(evutil_socket_t fd, short what, void *arg)
     data_begin(s, pending_listing(s));
 }
 
-/* The listing waits in the session until the data connection exists. */
+/* The listing waits in the session until the data connection exists; the caller owns it. */
 static struct evbuffer *pending_listing(sess *s)
 {
-    return s->xkind == X_LIST ? (struct evbuffer *)s->rd : NULL; /* see start_xfer */
+    struct evbuffer *b = s->listing;
+    s->listing = NULL;
+    return b;
 }
 
 /* Open a passive listener on the control connection's local address, in the range. */
@@ -674,8 +686,7 @@ static void start_xfer(sess *s, int kind, struct evbuffer *listing, const char *
     }
     s->xkind = kind;
     s->xbytes = 0;
-    if (listing)
-        s->rd = (mb_file_reader *)listing; /* parked until the connection exists */
+    s->listing = listing; /* parked until the connection exists */
     reply(s, 150, "Opening %s mode data connection for %s", s->prot_p ? "TLS" : "BINARY", what);
     if (s->have_port) {
         int fd = socket(s->port_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -683,10 +694,6 @@ static void start_xfer(sess *s, int kind, struct evbuffer *listing, const char *
         if (fd < 0 || (connect(fd, (struct sockaddr *)&s->port_addr, al) && errno != EINPROGRESS)) {
             if (fd >= 0)
                 close(fd);
-            if (listing) {
-                s->rd = NULL;
-                evbuffer_free(listing);
-            }
             xfer_end(s, 425, "Cannot connect to the address given in PORT/EPRT");
             return;
         }
@@ -698,15 +705,6 @@ static void start_xfer(sess *s, int kind, struct evbuffer *listing, const char *
     }
     if (s->data_fd >= 0)
         data_begin(s, pending_listing(s));
-}
-
-/* data_begin took the listing out of the bufferevent's way: restore the reader slot. */
-static void list_taken(sess *s)
-{
-    if (s->xkind == X_LIST && s->rd) {
-        evbuffer_free((struct evbuffer *)s->rd);
-        s->rd = NULL;
-    }
 }
 
 static void cmd_list(sess *s, const char *arg, int kind)
@@ -907,8 +905,12 @@ static void login_done(void *arg)
     }
     sodium_memzero(j, sizeof *j);
     free(j);
-    if (s->quitting)
+    if (s->quitting) {
         bufferevent_disable(s->ctl, EV_READ);
+    } else {
+        bufferevent_enable(s->ctl, EV_READ);
+        ctl_read_cb(s->ctl, s); /* commands the client pipelined behind PASS */
+    }
 }
 
 static void cmd_pass(sess *s, const char *arg)
@@ -982,6 +984,7 @@ static void ctl_read_cb(struct bufferevent *bev, void *arg);
 static void ctl_event_cb(struct bufferevent *bev, short what, void *arg);
 static void ctl_write_cb(struct bufferevent *bev, void *arg);
 static void tls_upgraded(sess *s);
+static void ctl_read_cb(struct bufferevent *bev, void *arg);
 
 static void mlst(sess *s, const char *arg)
 {
@@ -1441,8 +1444,6 @@ static void sess_close(sess *s)
         xfer_end(s, 0, "");
     else
         data_close(s);
-    if (s->xkind == X_NONE && s->rd) /* a parked listing */
-        list_taken(s);
     if (s->ctl) {
         bufferevent_free(s->ctl);
         s->ctl = NULL;
