@@ -132,6 +132,7 @@ static void sess_close(sess *s);
 static void xfer_end(sess *s, int code, const char *msg);
 static void data_run(sess *s);
 static void ctl_read_cb(struct bufferevent *bev, void *arg);
+static void quit_check(sess *s);
 
 /* ------------------------------------------------------------ replies --- */
 
@@ -551,6 +552,7 @@ static void data_run(sess *s)
     } else if (s->xkind == X_STOR) {
         bufferevent_setwatermark(s->data, EV_READ, 0, OUTBUF_HIGH);
         if (s->old) {
+            bufferevent_disable(s->data, EV_READ); /* the TLS handshake had it on */
             s->pump = event_new(s->srv->base, -1, 0, pump_cb, s);
             event_active(s->pump, 0, 0);
         } else {
@@ -907,6 +909,7 @@ static void login_done(void *arg)
     free(j);
     if (s->quitting) {
         bufferevent_disable(s->ctl, EV_READ);
+        quit_check(s);
     } else {
         bufferevent_enable(s->ctl, EV_READ);
         ctl_read_cb(s->ctl, s); /* commands the client pipelined behind PASS */
@@ -1468,6 +1471,26 @@ static void sess_close(sess *s)
     free(s);
 }
 
+/* Everything written to the control connection has left, including the encrypted bytes
+ * an AUTH TLS filter holds in the plain bufferevent under it. */
+static bool ctl_flushed(sess *s)
+{
+    struct bufferevent *u = bufferevent_get_underlying(s->ctl);
+    return evbuffer_get_length(bufferevent_get_output(s->ctl)) == 0 &&
+           (!u || evbuffer_get_length(bufferevent_get_output(u)) == 0);
+}
+
+/* Close a quitting session once its last reply is out; re-check shortly otherwise. */
+static void quit_check(sess *s)
+{
+    if (ctl_flushed(s)) {
+        sess_close(s);
+        return;
+    }
+    struct timeval tv = {0, 20000};
+    evtimer_add(s->idle, &tv);
+}
+
 static void ctl_read_cb(struct bufferevent *bev, void *arg)
 {
     sess *s = arg;
@@ -1493,16 +1516,16 @@ static void ctl_read_cb(struct bufferevent *bev, void *arg)
     }
     if (s->quitting) {
         bufferevent_disable(s->ctl, EV_READ);
-        if (evbuffer_get_length(bufferevent_get_output(s->ctl)) == 0)
-            sess_close(s);
+        quit_check(s);
     }
 }
 
 static void ctl_write_cb(struct bufferevent *bev, void *arg)
 {
+    (void)bev;
     sess *s = arg;
-    if (s->quitting && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        sess_close(s);
+    if (s->quitting)
+        quit_check(s);
 }
 
 static void ctl_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -1521,13 +1544,16 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
         idle_reset(s);
         return;
     }
+    if (s->quitting) {
+        quit_check(s);
+        return;
+    }
     reply(s, 421, "Idle timeout; closing the connection");
     if (s->xkind != X_NONE)
         xfer_end(s, 0, "");
     s->quitting = true;
     bufferevent_disable(s->ctl, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(s->ctl)) == 0)
-        sess_close(s);
+    quit_check(s);
 }
 
 /* After AUTH TLS the filter bufferevent needs the session's callbacks. */
@@ -1880,12 +1906,12 @@ static int fini(void *state, bool reloading, mb_err *err)
 
 static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "listen", MB_CFG_STRING, "127.0.0.1:2121", 0, 0},
-    {sizeof(mb_config_key), "implicit_listen", MB_CFG_STRING, "", 0, 0},
+    {sizeof(mb_config_key), "implicit_listen", MB_CFG_STRING, "\"\"", 0, 0},
     {sizeof(mb_config_key), "pasv_min", MB_CFG_INT, "50000", 1024, 65535},
     {sizeof(mb_config_key), "pasv_max", MB_CFG_INT, "50100", 1024, 65535},
-    {sizeof(mb_config_key), "pasv_address", MB_CFG_STRING, "", 0, 0},
-    {sizeof(mb_config_key), "tls_cert", MB_CFG_STRING, "", 0, 0},
-    {sizeof(mb_config_key), "tls_key", MB_CFG_STRING, "", 0, 0},
+    {sizeof(mb_config_key), "pasv_address", MB_CFG_STRING, "\"\"", 0, 0},
+    {sizeof(mb_config_key), "tls_cert", MB_CFG_STRING, "\"\"", 0, 0},
+    {sizeof(mb_config_key), "tls_key", MB_CFG_STRING, "\"\"", 0, 0},
     {sizeof(mb_config_key), "require_tls", MB_CFG_BOOL, "true", 0, 0},
     {sizeof(mb_config_key), "require_tls_reuse", MB_CFG_BOOL, "true", 0, 0},
     {sizeof(mb_config_key), "max_sessions", MB_CFG_INT, "256", 1, 100000},
