@@ -89,6 +89,7 @@ struct sess {
     bool have_port;
     int data_fd;
     struct bufferevent *data;
+    struct bufferevent *linger; /* a finished download's connection, closed once the client closes */
     /* transfer */
     int xkind;
     bool xstarted, xeof;
@@ -332,6 +333,46 @@ static int build_list(sess *s, const char *arg, int kind, struct evbuffer *b, mb
 
 /* ------------------------------------------------------ data connection --- */
 
+static void linger_free(sess *s)
+{
+    if (s->linger) {
+        bufferevent_free(s->linger);
+        s->linger = NULL;
+    }
+}
+
+static void linger_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+}
+
+static void linger_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev, (void)what;
+    linger_free(arg);
+}
+
+/* A download is complete: end our side (close_notify, FIN) and close only once the client
+ * has closed too, so unread bytes on our side never turn the close into a reset that
+ * could cut the last bytes of the file. */
+static void data_linger(sess *s)
+{
+    linger_free(s);
+    struct bufferevent *b = s->data;
+    s->data = NULL;
+    SSL *ssl = bufferevent_openssl_get_ssl(b);
+    if (ssl)
+        SSL_shutdown(ssl);
+    shutdown(bufferevent_getfd(b), SHUT_WR);
+    bufferevent_setcb(b, linger_read_cb, NULL, linger_event_cb, s);
+    struct timeval tv = {10, 0};
+    bufferevent_set_timeouts(b, &tv, NULL);
+    bufferevent_disable(b, EV_WRITE);
+    bufferevent_enable(b, EV_READ);
+    s->linger = b;
+}
+
 static void data_close(sess *s)
 {
     if (s->pasv) {
@@ -430,8 +471,10 @@ static void retr_fill(sess *s)
         if (n == 0)
             s->xeof = true;
     }
-    if (s->xeof && evbuffer_get_length(out) == 0)
+    if (s->xeof && evbuffer_get_length(out) == 0) {
+        data_linger(s);
         xfer_end(s, 226, "Transfer complete");
+    }
 }
 
 /* STOR: hand what arrived to the writer. */
@@ -475,8 +518,10 @@ static void data_write_cb(struct bufferevent *bev, void *arg)
     idle_reset(s);
     if (s->xkind == X_RETR)
         retr_fill(s);
-    else if (s->xkind == X_LIST && evbuffer_get_length(bufferevent_get_output(s->data)) == 0)
+    else if (s->xkind == X_LIST && evbuffer_get_length(bufferevent_get_output(s->data)) == 0) {
+        data_linger(s);
         xfer_end(s, 226, "Transfer complete");
+    }
 }
 
 static void data_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -1447,6 +1492,7 @@ static void sess_close(sess *s)
         xfer_end(s, 0, "");
     else
         data_close(s);
+    linger_free(s);
     if (s->ctl) {
         bufferevent_free(s->ctl);
         s->ctl = NULL;
