@@ -34,12 +34,14 @@
 #include <stdarg.h>
 #include <jansson.h>
 
+struct event_base; /* libevent's, for api->event_base (minor 2) */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 4 /* 2: history; 3: stores, settings, usage; 4: sharing (reply_file, req_body, user_find, user_name) */
+#define MB_ABI_MINOR 5 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs */
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -483,6 +485,30 @@ struct mb_api {
      * `id` copied into buf (MB_ENOENT when none). Thread-safe. */
     int (*user_find)(const char *name, uint64_t *id, mb_err *err);
     int (*user_name)(uint64_t id, char *buf, size_t n);
+
+    /* ------------------------------- minor 5: event-driven modules (ftp branch) --- */
+    /* The kernel's libevent base. Touch it only from the loop thread (init, fini, observers
+     * and the module's own event callbacks run there); the module links libevent itself.
+     * Every event the module adds must be freed by its fini. */
+    struct event_base *(*event_base)(void);
+    /* The data directory (absolute or as configured); borrowed, valid while the server runs.
+     * A module keeps its files under <data_dir>/m/<module>/. */
+    const char *(*data_dir)(void);
+    /* Check an account password with the kernel's login throttling (per IP and per user,
+     * like POST /api/v1/auth/login): 0 with *out filled (out->name points into namebuf),
+     * MB_EAUTH for a wrong name or password, MB_ETHROTTLE while locked out. Blocks for the
+     * argon2id verification (tens of ms): call it through run_blocking, never on the loop. */
+    int (*auth_password)(const char *username, const char *password, const char *client_ip, mb_user *out,
+                         char *namebuf, size_t namelen, mb_err *err);
+    /* Look up an account by name without a password (for app passwords the module checks
+     * itself): 0 with *out filled (name in namebuf) or MB_ENOENT. */
+    int (*user_lookup)(const char *username, mb_user *out, char *namebuf, size_t namelen, mb_err *err);
+    /* The FTP reply code for an MB_E* code, from the kernel's one error table. */
+    int (*err_ftp_reply)(int code);
+    /* Run work(arg) on a worker thread, then done(arg) on the loop thread. The module counts
+     * as busy (it is not unloaded) until done has returned. arg is the module's; the kernel
+     * only passes it along. */
+    int (*run_blocking)(mb_module *self, void (*work)(void *arg), void (*done)(void *arg), void *arg, mb_err *err);
 };
 
 #ifdef __cplusplus

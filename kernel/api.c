@@ -209,6 +209,10 @@ static const mb_api table = {
     .req_body = share_req_body,
     .user_find = share_user_find,
     .user_name = auth_user_name,
+    /* minor 5: event loop and other doors (kernel/evapi.c, kernel/auth.c) */
+    /* minor 2 (ftp branch) */
+    .event_base = evapi_event_base, .data_dir = evapi_data_dir, .auth_password = auth_password,
+    .user_lookup = auth_user_find, .err_ftp_reply = evapi_err_ftp_reply, .run_blocking = evapi_run_blocking,
 };
 
 const mb_api *api_table(void) { return &table; }

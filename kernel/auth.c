@@ -366,28 +366,16 @@ static int h_login(mb_req *req, void *st, mb_err *err)
     const char *name = jstr(b, "username"), *pw = jstr(b, "password");
     if (!name || !pw)
         return err_set(err, MB_EINVAL, "username and password are required strings");
-    char ipkey[96], ukey[96];
-    snprintf(ipkey, sizeof ipkey, "ip:%s", http_req_client_ip(req));
-    snprintf(ukey, sizeof ukey, "user:%.64s", name);
-    if (throttled(ipkey) || throttled(ukey)) {
+    mb_user who;
+    char namebuf[80];
+    int rc = auth_password(name, pw, http_req_client_ip(req), &who, namebuf, sizeof namebuf, err);
+    if (rc == MB_ETHROTTLE)
         http_reply_header(req, "Retry-After", "60");
-        log_msg(LOG_WARN, "auth", "login throttled for %s from %s", name, http_req_client_ip(req));
-        return err_set(err, MB_ETHROTTLE, "too many failed logins; wait and try again");
-    }
     json_t *u = NULL;
-    bool ok = auth_valid_username(name) && user_get(name, &u) == 0;
-    const char *hash = ok ? jstr(u, "hash") : NULL;
-    ok = ok && hash && crypto_pwhash_str_verify(hash, pw, strlen(pw)) == 0;
-    if (!ok) {
-        json_decref(u);
-        throttle_fail(ipkey);
-        throttle_fail(ukey);
-        hook_emit("auth.login_failed",
-                  json_pack("{s:s, s:s}", "username", name, "ip", http_req_client_ip(req)), NULL);
-        log_msg(LOG_INFO, "auth", "failed login for %s from %s", name, http_req_client_ip(req));
-        return err_set(err, MB_EAUTH, "wrong username or password");
-    }
-    throttle_clear(ukey);
+    if (rc == 0 && user_get(namebuf, &u))
+        rc = err_set(err, MB_EAUTH, "wrong username or password");
+    if (rc)
+        return rc;
     uint64_t uid = (uint64_t)json_integer_value(json_object_get(u, "id"));
     bool session = json_is_true(json_object_get(b, "session"));
     char token[80], csrf[33];
@@ -717,6 +705,60 @@ int auth_user_id(const char *name, uint64_t *id)
     if (user_get(name, &u))
         return MB_ENOENT;
     *id = (uint64_t)json_integer_value(json_object_get(u, "id"));
+    json_decref(u);
+    return 0;
+}
+
+/* ---------------------------------------------- other doors (ABI minor 5) --- */
+
+/* Fill *out from the stored user record (name copied into namebuf). */
+static int user_fill(json_t *u, mb_user *out, char *namebuf, size_t n)
+{
+    snprintf(namebuf, n, "%s", jstr(u, "name") ? jstr(u, "name") : "");
+    out->size = sizeof *out;
+    out->id = (uint64_t)json_integer_value(json_object_get(u, "id"));
+    out->name = namebuf;
+    out->role = role_parse(json_string_value(json_object_get(u, "role")));
+    return 0;
+}
+
+int auth_user_find(const char *name, mb_user *out, char *namebuf, size_t n, mb_err *err)
+{
+    json_t *u;
+    if (!name || user_get(name, &u))
+        return err_set(err, MB_ENOENT, "no such user");
+    user_fill(u, out, namebuf, n);
+    json_decref(u);
+    return 0;
+}
+
+/* The HTTP login's check for FTP and other doors: same hashes, same throttle windows. */
+int auth_password(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
+                  mb_err *err)
+{
+    char ipkey[96], ukey[96];
+    snprintf(ipkey, sizeof ipkey, "ip:%s", ip ? ip : "");
+    snprintf(ukey, sizeof ukey, "user:%.64s", name ? name : "");
+    if (!name || !pw)
+        return err_set(err, MB_EAUTH, "wrong username or password");
+    if (throttled(ipkey) || throttled(ukey)) {
+        log_msg(LOG_WARN, "auth", "login throttled for %s from %s", name, ip);
+        return err_set(err, MB_ETHROTTLE, "too many failed logins; wait and try again");
+    }
+    json_t *u = NULL;
+    bool ok = user_get(name, &u) == 0;
+    const char *hash = ok ? jstr(u, "hash") : NULL;
+    ok = ok && hash && crypto_pwhash_str_verify(hash, pw, strlen(pw)) == 0;
+    if (!ok) {
+        json_decref(u);
+        throttle_fail(ipkey);
+        throttle_fail(ukey);
+        hook_emit("auth.login_failed", json_pack("{s:s, s:s}", "username", name, "ip", ip ? ip : ""), NULL);
+        log_msg(LOG_INFO, "auth", "failed login for %s from %s", name, ip);
+        return err_set(err, MB_EAUTH, "wrong username or password");
+    }
+    throttle_clear(ukey);
+    user_fill(u, out, namebuf, n);
     json_decref(u);
     return 0;
 }

@@ -369,4 +369,15 @@ int auth_user_id(const char *name, uint64_t *id);
 /* files_http.c: answer with a file download (or a folder's zip) as GET .../files/{path}. */
 int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
 
+/* ---------------------------------------------- evapi.c, auth.c (ABI minor 2) --- */
+/* auth.c: the password check and user lookup behind api->auth_password / api->user_find. */
+int auth_password(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
+                  mb_err *err);
+int auth_user_find(const char *name, mb_user *out, char *namebuf, size_t n, mb_err *err);
+/* evapi.c: the loop and worker entries of mb_api for event-driven modules (ftp). */
+struct event_base *evapi_event_base(void);
+const char *evapi_data_dir(void);
+int evapi_err_ftp_reply(int code);
+int evapi_run_blocking(mb_module *self, void (*work)(void *), void (*done)(void *), void *arg, mb_err *err);
+
 #endif

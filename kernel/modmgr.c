@@ -902,6 +902,9 @@ void modmgr_fini(void)
             pick->waiter = NULL;
         }
         copy_fini(pick, pick->reloading);
+        /* The loop has stopped: run once more so what the module's fini handed to libevent
+         * (bufferevent finalizers, deferred callbacks) runs while its code is still mapped. */
+        event_base_loop(base, EVLOOP_NONBLOCK);
         if (pick->st != MOD_COLD)
             log_msg(LOG_INFO, pick->name, "stopped");
         list_del(pick);

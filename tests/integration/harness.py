@@ -118,7 +118,7 @@ class Server:
             "MBYTE_WEB_DIR": os.path.join(SRC, "web"),
             "MBYTE_LUA_DIR": os.path.join(SRC, "scripts", "lua"),
             "MBYTE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=23",
+            "ASAN_OPTIONS": os.environ.get("MBYTE_TEST_ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=23"),
             "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=24",
         })
         e.update(self.extra_env)

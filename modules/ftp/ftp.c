@@ -1,0 +1,2018 @@
+/*
+ * modules/ftp — an FTP/FTPS server on the kernel's libevent loop (no thread per session).
+ *
+ * Doors: RFC 959 core, RFC 2389 FEAT/OPTS (UTF8), RFC 2428 EPSV/EPRT (IPv6), RFC 3659
+ * MLSD/MLST/SIZE/MDTM/REST STREAM, RFC 4217 explicit FTPS (AUTH TLS, PBSZ, PROT P, TLS on
+ * the data channel with session reuse required by default) and an optional implicit-TLS
+ * port. docs/ftp.md lists every command and reply.
+ *
+ * The tree a user sees: "/" lists their stores as folders (by store name); "/<store>/..."
+ * is the store. Every file operation goes through the mb_api file calls, so quotas, trash,
+ * versioning and every other filter apply exactly as over HTTP; a refusal's MB_E* code is
+ * turned into the FTP reply by the kernel's one error table (api->err_ftp_reply).
+ *
+ * Threads and blocking: everything runs on the loop thread — control and data connections
+ * are bufferevents (OpenSSL bufferevents for TLS). File bytes move in bounded slices
+ * (at most SLICE bytes read or written per callback, at most OUTBUF_HIGH queued per data
+ * connection), so one transfer never holds the loop for long and sessions interleave.
+ * The only long blocking call, the argon2id password check, runs on a worker through
+ * api->run_blocking and answers back on the loop.
+ *
+ * Lifetime: the module's state owns the listeners, the TLS context and every session;
+ * fini closes them all (sessions get 421). A session with a password check in flight is
+ * only marked dead and freed when the check comes back (the kernel keeps the module
+ * loaded until then). Nothing lives in static variables, so a reload's two copies are
+ * independent (listeners use SO_REUSEPORT so the new copy can bind before the old closes).
+ *
+ * Keys (docs/storage.md): m/ftp/pw/<uid 16 hex>/<id> = {"v":1,"id","name","hash","created"}
+ * — per-user FTP app passwords, argon2id-hashed.
+ */
+#include "mbyte.h"
+#include "ftp_util.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <ctype.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FTP_VERSION "1.0.0"
+#define SLICE (256 * 1024)
+#define OUTBUF_HIGH (1024 * 1024)
+#define LINE_MAX_BYTES 8192
+#define MAX_LOCKS 256
+
+typedef struct ftp_srv ftp_srv;
+typedef struct sess sess;
+
+enum { X_NONE, X_RETR, X_STOR, X_LIST };
+
+struct sess {
+    ftp_srv *srv;
+    sess *next;
+    struct bufferevent *ctl;
+    struct event *idle;
+    struct sockaddr_storage peer, local;
+    char ip[64];
+    bool loopback, tls, implicit, dead, quitting;
+    int jobs; /* password checks in flight */
+    /* login */
+    char uname[128], namebuf[128];
+    mb_user user;
+    bool logged_in;
+    int failures;
+    /* state */
+    char cwd[FTPU_PATH_MAX + 1];
+    char rnfr[FTPU_PATH_MAX + 1];
+    bool prot_p, pbsz, utf8;
+    uint64_t rest;
+    /* data connection */
+    struct evconnlistener *pasv;
+    struct event *connecting;
+    struct sockaddr_storage port_addr;
+    bool have_port;
+    int data_fd;
+    struct bufferevent *data;
+    struct bufferevent *linger; /* a finished download's connection, closed once the client closes */
+    /* transfer */
+    int xkind;
+    bool xstarted, xeof;
+    char *deferred_what; /* a resumed upload waits for its old bytes before the 150 reply */
+    mb_file_reader *rd;
+    uint64_t roff, rsize;
+    mb_file_writer *wr;
+    uint64_t sid;
+    char xpath[FTPU_PATH_MAX + 1];
+    uint64_t copy_off, copy_end; /* resume: old bytes still to copy into wr */
+    mb_file_reader *old;
+    struct event *pump;
+    struct evbuffer *listing; /* LIST/NLST/MLSD output waiting for the data connection */
+    uint64_t xbytes;
+    struct ev_token_bucket_cfg *rate;
+};
+
+typedef struct lockslot {
+    char key[160];
+    int failures;
+    int64_t until, window;
+} lockslot;
+
+struct ftp_srv {
+    mb_module *self;
+    const mb_api *api;
+    struct event_base *base;
+    struct evconnlistener *lst, *ilst;
+    SSL_CTX *ctx;
+    sess *sessions;
+    int nsessions;
+    char listen[256], implicit_listen[256], pasv_address[64];
+    int pasv_min, pasv_max, pasv_next;
+    bool require_tls, require_reuse;
+    int max_sessions, per_user, per_ip, idle_timeout, max_failures, lockout;
+    int64_t bandwidth;
+    lockslot locks[MAX_LOCKS];
+};
+
+static void reply(sess *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void sess_close(sess *s);
+static void xfer_end(sess *s, int code, const char *msg);
+static void data_run(sess *s);
+static void start_xfer(sess *s, int kind, struct evbuffer *listing, const char *what);
+static void ctl_read_cb(struct bufferevent *bev, void *arg);
+static void quit_check(sess *s);
+
+/* ------------------------------------------------------------ replies --- */
+
+static void reply(sess *s, int code, const char *fmt, ...)
+{
+    if (!s->ctl)
+        return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    for (char *p = buf; *p; p++) /* a reply is one line: names with CR/LF cannot forge more */
+        if (*p == '\r' || *p == '\n')
+            *p = ' ';
+    evbuffer_add_printf(bufferevent_get_output(s->ctl), "%d %s\r\n", code, buf);
+}
+
+/* The kernel's reply for a failed call, with its sentence. */
+static void reply_err(sess *s, const mb_err *e)
+{
+    reply(s, s->srv->api->err_ftp_reply(e->code), "%s", e->msg[0] ? e->msg : "failed");
+}
+
+static void idle_reset(sess *s)
+{
+    struct timeval tv = {s->srv->idle_timeout, 0};
+    evtimer_add(s->idle, &tv);
+}
+
+/* ------------------------------------------------------------ lockout --- */
+
+static lockslot *lock_get(ftp_srv *f, const char *key, bool create)
+{
+    lockslot *old = &f->locks[0];
+    for (int i = 0; i < MAX_LOCKS; i++) {
+        if (!strcmp(f->locks[i].key, key))
+            return &f->locks[i];
+        if (f->locks[i].window < old->window)
+            old = &f->locks[i];
+    }
+    if (!create)
+        return NULL;
+    memset(old, 0, sizeof *old);
+    snprintf(old->key, sizeof old->key, "%s", key);
+    old->window = time(NULL);
+    return old;
+}
+
+static int64_t locked_for(ftp_srv *f, const char *key)
+{
+    lockslot *l = lock_get(f, key, false);
+    int64_t now = time(NULL);
+    return l && l->until > now ? l->until - now : 0;
+}
+
+static void lock_fail(ftp_srv *f, const char *key)
+{
+    lockslot *l = lock_get(f, key, true);
+    int64_t now = time(NULL);
+    if (now - l->window > f->lockout) {
+        l->failures = 0;
+        l->window = now;
+    }
+    if (++l->failures >= f->max_failures)
+        l->until = now + f->lockout;
+}
+
+/* ------------------------------------------------------ path and stores --- */
+
+/* Resolve arg to (store id, path inside it). *sid 0 with *rest "" is the root; a store
+ * name that is not the user's answers MB_ENOENT like any missing name. */
+static int resolve(sess *s, const char *arg, char *vpath, uint64_t *sid, const char **rest, mb_err *e)
+{
+    const mb_api *api = s->srv->api;
+    if (ftpu_path(s->cwd, arg, vpath, FTPU_PATH_MAX + 1))
+        return api->err_set(e, MB_EINVAL, "path too long");
+    char store[1024];
+    if (ftpu_split(vpath, store, sizeof store, rest))
+        return api->err_set(e, MB_EINVAL, "path too long");
+    *sid = 0;
+    if (!store[0])
+        return 0;
+    json_t *arr;
+    int rc = api->store_list(&s->user, &arr, e);
+    if (rc)
+        return rc;
+    size_t i;
+    json_t *st;
+    json_array_foreach(arr, i, st)
+    {
+        const char *n = json_string_value(json_object_get(st, "name"));
+        if (n && !strcmp(n, store)) {
+            *sid = (uint64_t)json_integer_value(json_object_get(st, "id"));
+            break;
+        }
+    }
+    json_decref(arr);
+    if (!*sid)
+        return api->err_set(e, MB_ENOENT, "no such file or folder");
+    return 0;
+}
+
+static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
+
+/* ------------------------------------------------------------ listings --- */
+
+static void fmt_time(int64_t t, char *buf, size_t n, bool mlsx)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    if (mlsx)
+        strftime(buf, n, "%Y%m%d%H%M%S", &tm);
+    else if (time(NULL) - t > 180 * 86400 || t > time(NULL) + 86400)
+        strftime(buf, n, "%b %e  %Y", &tm);
+    else
+        strftime(buf, n, "%b %e %H:%M", &tm);
+}
+
+/* One entry in the format each listing command uses. */
+static void list_line(struct evbuffer *b, int kind, const char *name, bool folder, int64_t size, int64_t mtime,
+                      const char *owner)
+{
+    if (!ftpu_name_ok(name))
+        return;
+    char tb[32];
+    if (kind == 'N') {
+        evbuffer_add_printf(b, "%s\r\n", name);
+    } else if (kind == 'M' || kind == 'T') {
+        fmt_time(mtime, tb, sizeof tb, true);
+        evbuffer_add_printf(b, "%stype=%s;%ssize=%lld;modify=%s;perm=%s; %s\r\n", kind == 'T' ? " " : "",
+                            folder ? "dir" : "file", "", (long long)size, tb, folder ? "elcmfpd" : "adfrw", name);
+    } else {
+        fmt_time(mtime, tb, sizeof tb, false);
+        evbuffer_add_printf(b, "%s 1 %-8s %-8s %12lld %s %s\r\n", folder ? "drwxr-xr-x" : "-rw-r--r--", owner,
+                            owner, (long long)size, tb, name);
+    }
+}
+
+/* Fill b with the listing of arg (a folder, or one file). kind 'L' LIST, 'N' NLST, 'M' MLSD. */
+static int build_list(sess *s, const char *arg, int kind, struct evbuffer *b, mb_err *e)
+{
+    const mb_api *api = s->srv->api;
+    char vpath[FTPU_PATH_MAX + 1];
+    const char *rest;
+    uint64_t sid;
+    /* ls-style options ("-la") that clients send are ignored, not taken as a name. */
+    while (arg && arg[0] == '-') {
+        const char *sp = strchr(arg, ' ');
+        arg = sp ? sp + 1 : "";
+    }
+    int rc = resolve(s, arg, vpath, &sid, &rest, e);
+    if (rc)
+        return rc;
+    if (!sid) {
+        json_t *arr;
+        if ((rc = api->store_list(&s->user, &arr, e)))
+            return rc;
+        size_t i;
+        json_t *st;
+        json_array_foreach(arr, i, st)
+            list_line(b, kind, json_string_value(json_object_get(st, "name")), true, 0, jint(st, "created"),
+                      s->user.name);
+        json_decref(arr);
+        return 0;
+    }
+    json_t *info;
+    if ((rc = api->file_stat(&s->user, sid, rest, &info, e)))
+        return rc;
+    bool folder = !strcmp(json_string_value(json_object_get(info, "type")) ?: "", "folder");
+    if (!folder) {
+        if (kind == 'M') {
+            json_decref(info);
+            return api->err_set(e, MB_EINVAL, "MLSD lists folders; use MLST for a file");
+        }
+        list_line(b, kind, kind == 'N' ? arg : json_string_value(json_object_get(info, "name")), false,
+                  jint(info, "size"), jint(info, "mtime"), s->user.name);
+        json_decref(info);
+        return 0;
+    }
+    json_decref(info);
+    json_t *out;
+    if ((rc = api->folder_list(&s->user, sid, rest, false, &out, e)))
+        return rc;
+    size_t i;
+    json_t *en;
+    json_array_foreach(json_object_get(out, "entries"), i, en)
+    {
+        const char *t = json_string_value(json_object_get(en, "type"));
+        list_line(b, kind, json_string_value(json_object_get(en, "name")), t && !strcmp(t, "folder"),
+                  jint(en, "size"), jint(en, "mtime"), s->user.name);
+    }
+    json_decref(out);
+    return 0;
+}
+
+/* ------------------------------------------------------ data connection --- */
+
+static void linger_free(sess *s)
+{
+    if (s->linger) {
+        bufferevent_free(s->linger);
+        s->linger = NULL;
+    }
+}
+
+static void linger_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+}
+
+static void linger_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev, (void)what;
+    linger_free(arg);
+}
+
+/* A download is complete: end our side (close_notify, FIN) and close only once the client
+ * has closed too, so unread bytes on our side never turn the close into a reset that
+ * could cut the last bytes of the file. */
+static void data_linger(sess *s)
+{
+    linger_free(s);
+    struct bufferevent *b = s->data;
+    s->data = NULL;
+    s->data_fd = -1; /* the lingering bufferevent owns the socket now */
+    SSL *ssl = bufferevent_openssl_get_ssl(b);
+    if (ssl)
+        SSL_shutdown(ssl);
+    shutdown(bufferevent_getfd(b), SHUT_WR);
+    bufferevent_setcb(b, linger_read_cb, NULL, linger_event_cb, s);
+    struct timeval tv = {10, 0};
+    bufferevent_set_timeouts(b, &tv, NULL);
+    bufferevent_disable(b, EV_WRITE);
+    bufferevent_enable(b, EV_READ);
+    s->linger = b;
+}
+
+static void data_close(sess *s)
+{
+    if (s->pasv) {
+        evconnlistener_free(s->pasv);
+        s->pasv = NULL;
+    }
+    if (s->connecting) {
+        evutil_socket_t fd = event_get_fd(s->connecting);
+        event_free(s->connecting);
+        s->connecting = NULL;
+        evutil_closesocket(fd);
+    }
+    if (s->data) {
+        SSL *ssl = bufferevent_openssl_get_ssl(s->data);
+        if (ssl) /* a close_notify, so the client sees a clean end of the stream */
+            SSL_shutdown(ssl);
+        bufferevent_free(s->data);
+        s->data = NULL;
+    } else if (s->data_fd >= 0) {
+        evutil_closesocket(s->data_fd);
+    }
+    s->data_fd = -1;
+    s->have_port = false;
+}
+
+/* End the transfer: close the data connection and the file handles, answer once. */
+static void xfer_end(sess *s, int code, const char *msg)
+{
+    ftp_srv *f = s->srv;
+    if (s->pump) {
+        event_free(s->pump);
+        s->pump = NULL;
+    }
+    data_close(s);
+    if (s->listing) {
+        evbuffer_free(s->listing);
+        s->listing = NULL;
+    }
+    if (s->rd) {
+        f->api->file_close(s->rd);
+        s->rd = NULL;
+    }
+    if (s->old) {
+        f->api->file_close(s->old);
+        s->old = NULL;
+    }
+    if (s->wr) {
+        if (code == 226) {
+            mb_err e = {0};
+            mb_file_writer *w = s->wr;
+            s->wr = NULL;
+            if (f->api->file_write_commit(w, NULL, NULL, &e)) {
+                s->xkind = X_NONE;
+                reply_err(s, &e);
+                return;
+            }
+        } else {
+            f->api->file_write_abort(s->wr);
+            s->wr = NULL;
+        }
+    }
+    s->xkind = X_NONE;
+    s->xstarted = s->xeof = false;
+    free(s->deferred_what);
+    s->deferred_what = NULL;
+    s->rest = 0;
+    if (code)
+        reply(s, code, "%s", msg);
+}
+
+static void xfer_fail(sess *s, const mb_err *e)
+{
+    xfer_end(s, s->srv->api->err_ftp_reply(e->code), e->msg);
+}
+
+/* RETR: keep at most OUTBUF_HIGH queued; read SLICE at a time. */
+static void retr_fill(sess *s)
+{
+    const mb_api *api = s->srv->api;
+    struct evbuffer *out = bufferevent_get_output(s->data);
+    int slices = 0;
+    while (!s->xeof && evbuffer_get_length(out) < OUTBUF_HIGH && slices++ < 4) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(out, SLICE, &v, 1) < 1)
+            break;
+        mb_err e = {0};
+        int64_t n = api->file_read(s->rd, s->roff, v.iov_base, v.iov_len < SLICE ? v.iov_len : SLICE, &e);
+        if (n < 0) {
+            v.iov_len = 0;
+            evbuffer_commit_space(out, &v, 1);
+            xfer_fail(s, &e);
+            return;
+        }
+        v.iov_len = (size_t)n;
+        evbuffer_commit_space(out, &v, 1);
+        s->roff += (uint64_t)n;
+        s->xbytes += (uint64_t)n;
+        if (n == 0)
+            s->xeof = true;
+    }
+    if (s->xeof && evbuffer_get_length(out) == 0) {
+        data_linger(s);
+        xfer_end(s, 226, "Transfer complete");
+    }
+}
+
+/* STOR: hand what arrived to the writer. */
+static int stor_drain(sess *s)
+{
+    const mb_api *api = s->srv->api;
+    struct evbuffer *in = bufferevent_get_input(s->data);
+    while (evbuffer_get_length(in)) {
+        struct evbuffer_iovec v[8];
+        int n = evbuffer_peek(in, -1, NULL, v, 8);
+        if (n > 8)
+            n = 8;
+        size_t used = 0;
+        for (int i = 0; i < n; i++) {
+            mb_err e = {0};
+            if (api->file_write_data(s->wr, v[i].iov_base, v[i].iov_len, &e)) {
+                xfer_fail(s, &e);
+                return -1;
+            }
+            used += v[i].iov_len;
+        }
+        evbuffer_drain(in, used);
+        s->xbytes += used;
+    }
+    return 0;
+}
+
+static void data_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    sess *s = arg;
+    idle_reset(s);
+    if (s->xkind == X_STOR && s->wr)
+        stor_drain(s);
+}
+
+static void data_write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    sess *s = arg;
+    idle_reset(s);
+    if (s->xkind == X_RETR)
+        retr_fill(s);
+    else if (s->xkind == X_LIST && evbuffer_get_length(bufferevent_get_output(s->data)) == 0) {
+        data_linger(s);
+        xfer_end(s, 226, "Transfer complete");
+    }
+}
+
+static void data_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    sess *s = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        if (ssl && s->srv->require_reuse && !SSL_session_reused(ssl)) {
+            xfer_end(s, 522, "TLS session of the data connection must reuse the control connection's session");
+            return;
+        }
+        data_run(s);
+        return;
+    }
+    if (what & BEV_EVENT_EOF && s->xkind == X_STOR && s->wr) {
+        if (stor_drain(s) == 0)
+            xfer_end(s, 226, "Transfer complete");
+        return;
+    }
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        xfer_end(s, 426, "Data connection closed; transfer aborted");
+}
+
+/* Resume an upload: copy the old file's first copy_end bytes into the writer, one slice
+ * per loop turn, then start reading the client's bytes. */
+static void pump_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    sess *s = arg;
+    const mb_api *api = s->srv->api;
+    char *buf = malloc(SLICE);
+    if (!buf) {
+        xfer_end(s, 451, "out of memory");
+        return;
+    }
+    mb_err e = {0};
+    uint64_t want = s->copy_end - s->copy_off;
+    if (want > SLICE)
+        want = SLICE;
+    int64_t n = api->file_read(s->old, s->copy_off, buf, (size_t)want, &e);
+    if (n <= 0 || api->file_write_data(s->wr, buf, (size_t)n, &e)) {
+        free(buf);
+        if (n == 0)
+            api->err_set(&e, MB_EIO, "the file changed while resuming");
+        xfer_fail(s, &e);
+        return;
+    }
+    free(buf);
+    s->copy_off += (uint64_t)n;
+    if (s->copy_off < s->copy_end) {
+        event_active(s->pump, 0, 0);
+        return;
+    }
+    api->file_close(s->old);
+    s->old = NULL;
+    event_free(s->pump);
+    s->pump = NULL;
+    /* The old bytes are in: only now does the client hear 150 and send the rest, so no
+     * client byte is read (or must be held back) while the copy runs. */
+    char *label = s->deferred_what;
+    s->deferred_what = NULL;
+    start_xfer(s, X_STOR, NULL, label ? label : "upload");
+    free(label);
+}
+
+/* Both the command and the connection are there: move bytes. */
+static void data_run(sess *s)
+{
+    s->xstarted = true;
+    bufferevent_setcb(s->data, data_read_cb, data_write_cb, data_event_cb, s);
+    if (s->xkind == X_RETR) {
+        bufferevent_setwatermark(s->data, EV_WRITE, OUTBUF_HIGH / 2, 0);
+        bufferevent_enable(s->data, EV_WRITE);
+        bufferevent_disable(s->data, EV_READ);
+        retr_fill(s);
+    } else if (s->xkind == X_LIST) {
+        bufferevent_enable(s->data, EV_WRITE);
+        if (evbuffer_get_length(bufferevent_get_output(s->data)) == 0)
+            xfer_end(s, 226, "Transfer complete");
+    } else if (s->xkind == X_STOR) {
+        bufferevent_setwatermark(s->data, EV_READ, 0, OUTBUF_HIGH);
+        bufferevent_enable(s->data, EV_READ);
+    }
+}
+
+/* The socket is connected: wrap it (TLS when PROT P) and run or wait for the handshake. */
+static void data_begin(sess *s, struct evbuffer *listing)
+{
+    ftp_srv *f = s->srv;
+    if (s->prot_p) {
+        SSL *ssl = SSL_new(f->ctx);
+        /* No TLS 1.3 session tickets on data connections: an uploading client never reads
+         * them, and a socket closed with unread bytes sends a reset that destroys the last
+         * bytes of the upload in flight. Resumption uses the control connection's tickets. */
+        if (ssl)
+            SSL_set_num_tickets(ssl, 0);
+        s->data = bufferevent_openssl_socket_new(f->base, s->data_fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                 BEV_OPT_CLOSE_ON_FREE);
+    } else {
+        s->data = bufferevent_socket_new(f->base, s->data_fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (!s->data) {
+        if (listing)
+            evbuffer_free(listing);
+        xfer_end(s, 425, "Cannot open the data connection");
+        return;
+    }
+    s->data_fd = -1; /* owned by the bufferevent now */
+    /* A download may end without the client's close_notify; an upload may not: without it a
+     * reset or a cut connection would look like the end of the file and be committed. */
+    if (s->prot_p && s->xkind != X_STOR)
+        bufferevent_openssl_set_allow_dirty_shutdown(s->data, 1);
+    if (f->bandwidth > 0 && s->rate)
+        bufferevent_set_rate_limit(s->data, s->rate);
+    if (listing) {
+        evbuffer_add_buffer(bufferevent_get_output(s->data), listing);
+        evbuffer_free(listing);
+    }
+    bufferevent_setcb(s->data, NULL, NULL, data_event_cb, s);
+    if (s->prot_p)
+        bufferevent_enable(s->data, EV_READ | EV_WRITE); /* drives the handshake */
+    else
+        data_run(s);
+}
+
+static bool same_host(const struct sockaddr *a, const struct sockaddr *b)
+{
+    if (a->sa_family != b->sa_family)
+        return false;
+    if (a->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr, 16);
+}
+
+static struct evbuffer *pending_listing(sess *s);
+
+static void pasv_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+{
+    (void)l, (void)len;
+    sess *s = arg;
+    /* Only the client itself may connect: no stealing of another user's data. */
+    if (!same_host(sa, (struct sockaddr *)&s->peer)) {
+        evutil_closesocket(fd);
+        return;
+    }
+    evconnlistener_free(s->pasv);
+    s->pasv = NULL;
+    if (s->data_fd >= 0)
+        evutil_closesocket(s->data_fd);
+    s->data_fd = fd;
+    evutil_make_socket_nonblocking(fd);
+    if (s->xkind != X_NONE && !s->xstarted && !s->data)
+        data_begin(s, pending_listing(s));
+}
+
+static void port_connected_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    sess *s = arg;
+    event_free(s->connecting);
+    s->connecting = NULL;
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) || soerr) {
+        evutil_closesocket(fd);
+        xfer_end(s, 425, "Cannot connect to the address given in PORT/EPRT");
+        return;
+    }
+    s->data_fd = fd;
+    data_begin(s, pending_listing(s));
+}
+
+/* The listing waits in the session until the data connection exists; the caller owns it. */
+static struct evbuffer *pending_listing(sess *s)
+{
+    struct evbuffer *b = s->listing;
+    s->listing = NULL;
+    return b;
+}
+
+/* Open a passive listener on the control connection's local address, in the range. */
+static int pasv_open(sess *s, int *port)
+{
+    ftp_srv *f = s->srv;
+    data_close(s);
+    int span = f->pasv_max - f->pasv_min + 1;
+    for (int i = 0; i < span; i++) {
+        int p = f->pasv_min + (f->pasv_next++ % span);
+        struct sockaddr_storage a = s->local;
+        if (a.ss_family == AF_INET)
+            ((struct sockaddr_in *)&a)->sin_port = htons((uint16_t)p);
+        else
+            ((struct sockaddr_in6 *)&a)->sin6_port = htons((uint16_t)p);
+        s->pasv = evconnlistener_new_bind(f->base, pasv_accept_cb, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                          1, (struct sockaddr *)&a,
+                                          a.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                                 : sizeof(struct sockaddr_in6));
+        if (s->pasv) {
+            *port = p;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------ transfers --- */
+
+/* Start RETR/STOR/APPE/STOU/LIST once the file side is ready; the connection may follow. */
+static void start_xfer(sess *s, int kind, struct evbuffer *listing, const char *what)
+{
+    if (kind == X_STOR && s->old && !s->pump) {
+        /* A resumed upload: copy the old bytes first (pump_cb, a slice per loop turn), then
+         * come back here to open the transfer. */
+        free(s->deferred_what);
+        s->deferred_what = strdup(what);
+        s->xkind = kind; /* so a disconnect during the copy cleans up the transfer */
+        s->pump = event_new(s->srv->base, -1, 0, pump_cb, s);
+        event_active(s->pump, 0, 0);
+        return;
+    }
+    if (!s->pasv && s->data_fd < 0 && !s->have_port) {
+        if (listing)
+            evbuffer_free(listing);
+        xfer_end(s, 0, "");
+        reply(s, 425, "Use PORT, EPRT, PASV or EPSV first");
+        return;
+    }
+    s->xkind = kind;
+    s->xbytes = 0;
+    s->listing = listing; /* parked until the connection exists */
+    reply(s, 150, "Opening %s mode data connection for %s", s->prot_p ? "TLS" : "BINARY", what);
+    if (s->have_port) {
+        int fd = socket(s->port_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        socklen_t al = s->port_addr.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+        if (fd < 0 || (connect(fd, (struct sockaddr *)&s->port_addr, al) && errno != EINPROGRESS)) {
+            if (fd >= 0)
+                close(fd);
+            xfer_end(s, 425, "Cannot connect to the address given in PORT/EPRT");
+            return;
+        }
+        s->have_port = false;
+        s->connecting = event_new(s->srv->base, fd, EV_WRITE, port_connected_cb, s);
+        struct timeval tv = {30, 0};
+        event_add(s->connecting, &tv);
+        return;
+    }
+    if (s->data_fd >= 0)
+        data_begin(s, pending_listing(s));
+}
+
+static void cmd_list(sess *s, const char *arg, int kind)
+{
+    mb_err e = {0};
+    struct evbuffer *b = evbuffer_new();
+    int rc = build_list(s, arg, kind, b, &e);
+    if (rc) {
+        evbuffer_free(b);
+        reply_err(s, &e);
+        return;
+    }
+    start_xfer(s, X_LIST, b, "file list");
+}
+
+static void cmd_retr(sess *s, const char *arg)
+{
+    const mb_api *api = s->srv->api;
+    mb_err e = {0};
+    char vp[FTPU_PATH_MAX + 1];
+    const char *rest;
+    uint64_t sid;
+    if (resolve(s, arg, vp, &sid, &rest, &e) == 0 && (!sid || !*rest))
+        api->err_set(&e, MB_EPERM, "%s is a folder", vp);
+    json_t *info = NULL;
+    if (e.code || api->file_open(&s->user, sid, rest, 0, &s->rd, &info, &e)) {
+        s->rest = 0;
+        reply_err(s, &e);
+        return;
+    }
+    s->rsize = (uint64_t)jint(info, "size");
+    json_decref(info);
+    if (s->rest > s->rsize) {
+        api->file_close(s->rd);
+        s->rd = NULL;
+        s->rest = 0;
+        reply(s, api->err_ftp_reply(MB_ERANGE), "REST offset is past the end of the file");
+        return;
+    }
+    s->roff = s->rest;
+    char what[FTPU_PATH_MAX + 64];
+    snprintf(what, sizeof what, "%s (%llu bytes)", vp, (unsigned long long)s->rsize);
+    start_xfer(s, X_RETR, NULL, what);
+}
+
+/* STOR, APPE, STOU: a new version through the kernel's writer; with an offset, the old
+ * bytes up to it are copied in first (REST+STOR, APPE). */
+static void cmd_stor(sess *s, const char *arg, int mode)
+{
+    const mb_api *api = s->srv->api;
+    mb_err e = {0};
+    char vp[FTPU_PATH_MAX + 1], uniq[FTPU_PATH_MAX + 1];
+    const char *rest;
+    uint64_t sid;
+    if (mode == 'U') {
+        unsigned char r[6];
+        randombytes_buf(r, sizeof r);
+        snprintf(uniq, sizeof uniq, "%s%sftp-%02x%02x%02x%02x%02x%02x", arg && *arg ? arg : "",
+                 arg && *arg ? "." : "", r[0], r[1], r[2], r[3], r[4], r[5]);
+        arg = uniq;
+    }
+    if (resolve(s, arg, vp, &sid, &rest, &e) == 0 && (!sid || !*rest))
+        api->err_set(&e, MB_EPERM, "cannot write a file at %s", vp);
+    uint64_t off = s->rest;
+    s->rest = 0;
+    if (!e.code && (mode == 'A' || off > 0)) {
+        json_t *info = NULL;
+        int rc = api->file_open(&s->user, sid, rest, 0, &s->old, &info, &e);
+        if (rc == MB_ENOENT && (mode == 'A' || off == 0)) {
+            e.code = 0;
+        } else if (rc == 0) {
+            uint64_t size = (uint64_t)jint(info, "size");
+            if (mode == 'A')
+                off = size;
+            if (off > size)
+                api->err_set(&e, MB_ERANGE, "REST offset %llu is past the end of the file (%llu bytes)",
+                             (unsigned long long)off, (unsigned long long)size);
+            json_decref(info);
+        }
+        if (off == 0 && s->old) {
+            api->file_close(s->old);
+            s->old = NULL;
+        }
+    }
+    if (!e.code)
+        api->file_write_begin(&s->user, sid, rest, -1, NULL, mode == 'U' ? MB_FS_NO_OVERWRITE : 0, &s->wr, &e);
+    if (e.code) {
+        if (s->old) {
+            api->file_close(s->old);
+            s->old = NULL;
+        }
+        reply_err(s, &e);
+        return;
+    }
+    s->copy_off = 0;
+    s->copy_end = off;
+    snprintf(uniq, sizeof uniq, "%s", vp);
+    start_xfer(s, X_STOR, NULL, uniq);
+    if (mode == 'U' && s->xkind == X_STOR)
+        reply(s, 250, "FILE: %s", uniq); /* informational; clients read the 150 line too */
+}
+
+/* ------------------------------------------------------------- logins --- */
+
+typedef struct login_job {
+    sess *s;
+    char name[128], pw[512], ip[64];
+    mb_user user;
+    char namebuf[128];
+    mb_err err;
+    int rc;
+    const mb_api *api;
+    mb_module *self;
+} login_job;
+
+typedef struct pwscan {
+    const char *pw;
+    bool ok;
+} pwscan;
+
+static int pw_match(const char *key, const void *v, size_t len, void *ud)
+{
+    (void)key;
+    pwscan *p = ud;
+    json_t *o = json_loadb(v, len, 0, NULL);
+    const char *h = json_string_value(json_object_get(o, "hash"));
+    if (h && crypto_pwhash_str_verify(h, p->pw, strlen(p->pw)) == 0)
+        p->ok = true;
+    json_decref(o);
+    return p->ok;
+}
+
+/* Worker thread: app passwords first (the module's own), then the account password with
+ * the kernel's throttling. Touches only the job. */
+static void login_work(void *arg)
+{
+    login_job *j = arg;
+    if (j->api->user_lookup(j->name, &j->user, j->namebuf, sizeof j->namebuf, &j->err) == 0) {
+        char prefix[40];
+        snprintf(prefix, sizeof prefix, "pw/%016llx/", (unsigned long long)j->user.id);
+        pwscan p = {j->pw, false};
+        mb_err e;
+        j->api->kv_scan(j->self, prefix, pw_match, &p, &e);
+        if (p.ok) {
+            j->rc = 0;
+            return;
+        }
+    }
+    j->rc = j->api->auth_password(j->name, j->pw, j->ip, &j->user, j->namebuf, sizeof j->namebuf, &j->err);
+}
+
+static int count_user(ftp_srv *f, uint64_t uid)
+{
+    int n = 0;
+    for (sess *o = f->sessions; o; o = o->next)
+        if (o->logged_in && o->user.id == uid && !o->dead)
+            n++;
+    return n;
+}
+
+/* Loop thread: the answer. */
+static void login_done(void *arg)
+{
+    login_job *j = arg;
+    sess *s = j->s;
+    ftp_srv *f = s->srv;
+    s->jobs--;
+    if (s->dead) {
+        sodium_memzero(j, sizeof *j);
+        free(j);
+        if (!s->jobs)
+            sess_close(s);
+        return;
+    }
+    char lk[160];
+    snprintf(lk, sizeof lk, "u:%s", j->name);
+    if (j->rc) {
+        lock_fail(f, lk);
+        snprintf(lk, sizeof lk, "i:%s", s->ip);
+        lock_fail(f, lk);
+        if (j->rc == MB_ETHROTTLE) {
+            reply(s, f->api->err_ftp_reply(MB_ETHROTTLE), "Too many failed logins; try again later");
+            s->quitting = true;
+        } else {
+            reply(s, 530, "Login incorrect");
+        }
+        f->api->log(f->self, 1, "failed login for %s from %s", j->name, s->ip);
+    } else if (f->per_user > 0 && count_user(f, j->user.id) >= f->per_user) {
+        reply(s, 421, "Too many sessions for this user");
+        s->quitting = true;
+    } else {
+        s->user = j->user;
+        snprintf(s->namebuf, sizeof s->namebuf, "%s", j->namebuf);
+        s->user.name = s->namebuf;
+        s->logged_in = true;
+        strcpy(s->cwd, "/");
+        reply(s, 230, "Logged in; your stores are the folders in /");
+    }
+    sodium_memzero(j, sizeof *j);
+    free(j);
+    if (s->quitting) {
+        bufferevent_disable(s->ctl, EV_READ);
+        quit_check(s);
+    } else {
+        bufferevent_enable(s->ctl, EV_READ);
+        ctl_read_cb(s->ctl, s); /* commands the client pipelined behind PASS */
+    }
+}
+
+static void cmd_pass(sess *s, const char *arg)
+{
+    ftp_srv *f = s->srv;
+    if (s->logged_in) {
+        reply(s, 230, "Already logged in");
+        return;
+    }
+    if (!s->uname[0]) {
+        reply(s, 503, "Send USER first");
+        return;
+    }
+    char lk1[160], lk2[160];
+    snprintf(lk1, sizeof lk1, "u:%s", s->uname);
+    snprintf(lk2, sizeof lk2, "i:%s", s->ip);
+    if (locked_for(f, lk1) || locked_for(f, lk2)) {
+        reply(s, 421, "Too many failed logins; try again later");
+        s->quitting = true;
+        bufferevent_disable(s->ctl, EV_READ);
+        return;
+    }
+    login_job *j = calloc(1, sizeof *j);
+    j->s = s;
+    j->api = f->api;
+    j->self = f->self;
+    snprintf(j->name, sizeof j->name, "%s", s->uname);
+    snprintf(j->pw, sizeof j->pw, "%s", arg ? arg : "");
+    snprintf(j->ip, sizeof j->ip, "%s", s->ip);
+    mb_err e = {0};
+    if (f->api->run_blocking(f->self, login_work, login_done, j, &e)) {
+        free(j);
+        reply_err(s, &e);
+        return;
+    }
+    s->jobs++;
+    s->uname[0] = 0;
+    bufferevent_disable(s->ctl, EV_READ); /* one command at a time until the answer */
+}
+
+/* ------------------------------------------------------------- commands --- */
+
+static const char *const feat_lines[] = {"AUTH TLS", "PBSZ", "PROT", "UTF8", "EPRT", "EPSV", "MDTM", "SIZE",
+                                         "REST STREAM", "MLST type*;size*;modify*;perm*;", "TVFS", NULL};
+
+static void reply_feat(sess *s)
+{
+    struct evbuffer *o = bufferevent_get_output(s->ctl);
+    evbuffer_add_printf(o, "211-Features:\r\n");
+    for (int i = 0; feat_lines[i]; i++)
+        evbuffer_add_printf(o, " %s\r\n", feat_lines[i]);
+    evbuffer_add_printf(o, "211 End\r\n");
+}
+
+static void tls_upgrade(sess *s)
+{
+    ftp_srv *f = s->srv;
+    SSL *ssl = SSL_new(f->ctx);
+    struct bufferevent *b = bufferevent_openssl_filter_new(f->base, s->ctl, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                           BEV_OPT_CLOSE_ON_FREE);
+    if (!b) {
+        SSL_free(ssl);
+        s->quitting = true;
+        return;
+    }
+    s->ctl = b;
+    s->tls = true;
+}
+
+static void ctl_read_cb(struct bufferevent *bev, void *arg);
+static void ctl_event_cb(struct bufferevent *bev, short what, void *arg);
+static void ctl_write_cb(struct bufferevent *bev, void *arg);
+static void tls_upgraded(sess *s);
+static void ctl_read_cb(struct bufferevent *bev, void *arg);
+
+static void mlst(sess *s, const char *arg)
+{
+    mb_err e = {0};
+    char vp[FTPU_PATH_MAX + 1];
+    const char *rest;
+    uint64_t sid;
+    const mb_api *api = s->srv->api;
+    if (resolve(s, arg, vp, &sid, &rest, &e)) {
+        reply_err(s, &e);
+        return;
+    }
+    struct evbuffer *o = bufferevent_get_output(s->ctl);
+    struct evbuffer *b = evbuffer_new();
+    if (!sid || !*rest) {
+        list_line(b, 'T', vp, true, 0, api->now(), s->user.name);
+    } else {
+        json_t *info;
+        if (api->file_stat(&s->user, sid, rest, &info, &e)) {
+            evbuffer_free(b);
+            reply_err(s, &e);
+            return;
+        }
+        const char *t = json_string_value(json_object_get(info, "type"));
+        list_line(b, 'T', vp, t && !strcmp(t, "folder"), jint(info, "size"), jint(info, "mtime"), s->user.name);
+        json_decref(info);
+    }
+    evbuffer_add_printf(o, "250-Listing %s\r\n", vp);
+    evbuffer_add_buffer(o, b);
+    evbuffer_add_printf(o, "250 End\r\n");
+    evbuffer_free(b);
+}
+
+static void cmd_port(sess *s, const char *cmd, const char *arg)
+{
+    char ip[64];
+    int port, fam = 1;
+    bool ok = !strcmp(cmd, "PORT") ? ftpu_parse_port(arg, ip, sizeof ip, &port) == 0
+                                    : ftpu_parse_eprt(arg, &fam, ip, sizeof ip, &port) == 0;
+    if (!ok) {
+        reply(s, 501, "Syntax error in the %s argument", cmd);
+        return;
+    }
+    struct sockaddr_storage a;
+    memset(&a, 0, sizeof a);
+    if (fam == 1) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&a;
+        in->sin_family = AF_INET;
+        inet_pton(AF_INET, ip, &in->sin_addr);
+        in->sin_port = htons((uint16_t)port);
+    } else {
+        struct sockaddr_in6 *in = (struct sockaddr_in6 *)&a;
+        in->sin6_family = AF_INET6;
+        inet_pton(AF_INET6, ip, &in->sin6_addr);
+        in->sin6_port = htons((uint16_t)port);
+    }
+    /* Bounce attacks: data goes only to the client's own address, never to a privileged
+     * port (RFC 2577). */
+    if (!same_host((struct sockaddr *)&a, (struct sockaddr *)&s->peer) || port < 1024) {
+        reply(s, 500, "Illegal %s: data connections go only to your own address and a port >= 1024", cmd);
+        return;
+    }
+    data_close(s);
+    s->port_addr = a;
+    s->have_port = true;
+    reply(s, 200, "%s command successful", cmd);
+}
+
+static void cmd_pasv(sess *s, bool extended)
+{
+    if (!extended && s->local.ss_family != AF_INET) {
+        reply(s, 425, "PASV is IPv4 only; use EPSV");
+        return;
+    }
+    int port;
+    if (pasv_open(s, &port)) {
+        reply(s, 425, "No free passive port; try again");
+        return;
+    }
+    if (extended) {
+        reply(s, 229, "Entering Extended Passive Mode (|||%d|)", port);
+        return;
+    }
+    char ip[64];
+    if (s->srv->pasv_address[0])
+        snprintf(ip, sizeof ip, "%s", s->srv->pasv_address);
+    else
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&s->local)->sin_addr, ip, sizeof ip);
+    for (char *p = ip; *p; p++)
+        if (*p == '.')
+            *p = ',';
+    reply(s, 227, "Entering Passive Mode (%s,%d,%d)", ip, port / 256, port % 256);
+}
+
+/* Commands that name a path and change or read metadata. */
+static void cmd_path(sess *s, const char *cmd, const char *arg)
+{
+    const mb_api *api = s->srv->api;
+    mb_err e = {0};
+    char vp[FTPU_PATH_MAX + 1];
+    const char *rest;
+    uint64_t sid;
+    if (!arg || !*arg) {
+        reply(s, 501, "%s needs a path", cmd);
+        return;
+    }
+    if (resolve(s, arg, vp, &sid, &rest, &e)) {
+        reply_err(s, &e);
+        return;
+    }
+    bool top = !sid || !*rest; /* "/" or a store itself */
+    if (!strcmp(cmd, "CWD")) {
+        json_t *info = NULL;
+        if (!top && api->file_stat(&s->user, sid, rest, &info, &e)) {
+            reply_err(s, &e);
+            return;
+        }
+        bool folder = top || !strcmp(json_string_value(json_object_get(info, "type")) ?: "", "folder");
+        json_decref(info);
+        if (!folder) {
+            reply(s, 550, "%s is not a folder", vp);
+            return;
+        }
+        snprintf(s->cwd, sizeof s->cwd, "%s", vp);
+        reply(s, 250, "Directory changed to %s", vp);
+    } else if (!strcmp(cmd, "SIZE") || !strcmp(cmd, "MDTM")) {
+        json_t *info = NULL;
+        if (top || api->file_stat(&s->user, sid, rest, &info, &e)) {
+            if (top)
+                api->err_set(&e, MB_ENOENT, "%s is a folder", vp);
+            reply_err(s, &e);
+            return;
+        }
+        if (strcmp(json_string_value(json_object_get(info, "type")) ?: "", "file")) {
+            reply(s, 550, "%s is not a file", vp);
+        } else if (cmd[0] == 'S') {
+            reply(s, 213, "%lld", (long long)jint(info, "size"));
+        } else {
+            char tb[32];
+            fmt_time(jint(info, "mtime"), tb, sizeof tb, true);
+            reply(s, 213, "%s", tb);
+        }
+        json_decref(info);
+    } else if (!strcmp(cmd, "DELE") || !strcmp(cmd, "RMD")) {
+        if (top) {
+            reply(s, 550, "Stores are deleted in the web page, not over FTP");
+            return;
+        }
+        json_t *info = NULL;
+        if (api->file_stat(&s->user, sid, rest, &info, &e)) {
+            reply_err(s, &e);
+            return;
+        }
+        bool folder = !strcmp(json_string_value(json_object_get(info, "type")) ?: "", "folder");
+        json_decref(info);
+        if (folder != (cmd[0] == 'R')) {
+            reply(s, 550, "%s is %s", vp, folder ? "a folder; use RMD" : "a file; use DELE");
+            return;
+        }
+        if (folder) {
+            json_t *l = NULL;
+            if (api->folder_list(&s->user, sid, rest, false, &l, &e)) {
+                reply_err(s, &e);
+                return;
+            }
+            size_t n = json_array_size(json_object_get(l, "entries"));
+            json_decref(l);
+            if (n) {
+                reply(s, 550, "Folder %s is not empty", vp);
+                return;
+            }
+        }
+        if (api->file_delete(&s->user, sid, rest, 0, &e))
+            reply_err(s, &e);
+        else
+            reply(s, 250, "%s deleted", vp);
+    } else if (!strcmp(cmd, "MKD")) {
+        if (top) {
+            reply(s, 550, "Stores are created in the web page, not over FTP");
+            return;
+        }
+        if (api->folder_create(&s->user, sid, rest, 0, NULL, &e)) {
+            reply_err(s, &e);
+            return;
+        }
+        char q[FTPU_PATH_MAX * 2 + 4];
+        size_t o = 0;
+        for (const char *p = vp; *p && o + 3 < sizeof q; p++) { /* RFC 959: "" doubles a quote */
+            if (*p == '"')
+                q[o++] = '"';
+            q[o++] = *p;
+        }
+        q[o] = 0;
+        reply(s, 257, "\"%s\" created", q);
+    } else if (!strcmp(cmd, "RNFR")) {
+        json_t *info = NULL;
+        if (top || api->file_stat(&s->user, sid, rest, &info, &e)) {
+            if (top)
+                api->err_set(&e, MB_EPERM, "stores are renamed in the web page");
+            reply_err(s, &e);
+            return;
+        }
+        json_decref(info);
+        snprintf(s->rnfr, sizeof s->rnfr, "%s", vp);
+        reply(s, 350, "Ready for RNTO");
+    } else if (!strcmp(cmd, "RNTO")) {
+        if (!s->rnfr[0]) {
+            reply(s, 503, "Send RNFR first");
+            return;
+        }
+        char from[FTPU_PATH_MAX + 1];
+        const char *frest;
+        uint64_t fsid;
+        snprintf(from, sizeof from, "%s", s->rnfr);
+        s->rnfr[0] = 0;
+        if (resolve(s, from, vp, &fsid, &frest, &e)) {
+            reply_err(s, &e);
+            return;
+        }
+        char fromrest[FTPU_PATH_MAX + 1];
+        snprintf(fromrest, sizeof fromrest, "%s", frest);
+        if (resolve(s, arg, vp, &sid, &rest, &e)) {
+            reply_err(s, &e);
+            return;
+        }
+        if (!sid || !*rest || sid != fsid) {
+            reply(s, 553, "Renames stay inside one store");
+            return;
+        }
+        if (api->file_move(&s->user, sid, fromrest, rest, 0, NULL, &e))
+            reply_err(s, &e);
+        else
+            reply(s, 250, "Renamed");
+    }
+}
+
+static void cmd_stat(sess *s, const char *arg)
+{
+    struct evbuffer *o = bufferevent_get_output(s->ctl);
+    if (arg && *arg && s->logged_in) {
+        mb_err e = {0};
+        struct evbuffer *b = evbuffer_new();
+        if (build_list(s, arg, 'L', b, &e)) {
+            evbuffer_free(b);
+            reply_err(s, &e);
+            return;
+        }
+        evbuffer_add_printf(o, "213-Status of %s:\r\n", arg);
+        evbuffer_add_buffer(o, b);
+        evbuffer_add_printf(o, "213 End of status\r\n");
+        evbuffer_free(b);
+        return;
+    }
+    evbuffer_add_printf(o, "211-MByte FTP server status:\r\n Connected from %s\r\n %s\r\n TLS %s, data %s\r\n",
+                        s->ip, s->logged_in ? s->user.name : "Not logged in", s->tls ? "on" : "off",
+                        s->prot_p ? "private" : "clear");
+    if (s->xkind != X_NONE)
+        evbuffer_add_printf(o, " Transfer in progress: %llu bytes\r\n", (unsigned long long)s->xbytes);
+    evbuffer_add_printf(o, "211 End of status\r\n");
+}
+
+static bool tls_needed(sess *s) { return s->srv->require_tls && !s->tls && !s->loopback; }
+
+static void dispatch(sess *s, char *line)
+{
+    ftp_srv *f = s->srv;
+    char *arg = strchr(line, ' ');
+    if (arg)
+        *arg++ = 0;
+    char cmd[8];
+    size_t cl = strlen(line);
+    if (cl == 0 || cl > 4) {
+        reply(s, 500, "Unknown command");
+        return;
+    }
+    for (size_t i = 0; i <= cl; i++)
+        cmd[i] = (char)(line[i] >= 'a' && line[i] <= 'z' ? line[i] - 32 : line[i]);
+#define IS(x) (!strcmp(cmd, x))
+    if (s->xkind != X_NONE) { /* while a transfer runs only these make sense */
+        if (IS("ABOR")) {
+            xfer_end(s, 426, "Transfer aborted");
+            reply(s, 226, "ABOR successful");
+        } else if (IS("STAT")) {
+            cmd_stat(s, NULL);
+        } else if (IS("NOOP")) {
+            reply(s, 200, "NOOP ok");
+        } else if (IS("QUIT")) {
+            xfer_end(s, 426, "Transfer aborted");
+            reply(s, 221, "Goodbye");
+            s->quitting = true;
+        } else {
+            reply(s, 450, "A transfer is in progress; wait or send ABOR");
+        }
+        return;
+    }
+    /* Commands allowed before login. */
+    if (IS("USER")) {
+        if (s->logged_in) {
+            reply(s, 530, "Already logged in; REIN first to change user");
+        } else if (tls_needed(s)) {
+            reply(s, 530, "TLS is required: send AUTH TLS first");
+        } else if (!arg || !*arg || strlen(arg) > 64) {
+            reply(s, 501, "USER needs a user name");
+        } else {
+            snprintf(s->uname, sizeof s->uname, "%s", arg);
+            reply(s, 331, "Password required for %s", s->uname);
+        }
+    } else if (IS("PASS")) {
+        if (tls_needed(s))
+            reply(s, 530, "TLS is required: send AUTH TLS first");
+        else
+            cmd_pass(s, arg);
+    } else if (IS("AUTH")) {
+        if (s->tls) {
+            reply(s, 503, "TLS is already on");
+        } else if (arg && (!strcasecmp(arg, "TLS") || !strcasecmp(arg, "SSL") || !strcasecmp(arg, "TLS-C"))) {
+            reply(s, 234, "AUTH TLS successful");
+            tls_upgrade(s);
+            if (s->tls)
+                tls_upgraded(s);
+        } else {
+            reply(s, 504, "Only AUTH TLS is supported");
+        }
+    } else if (IS("PBSZ")) {
+        if (!s->tls)
+            reply(s, 503, "PBSZ needs a TLS control connection");
+        else {
+            s->pbsz = true;
+            reply(s, 200, "PBSZ=0");
+        }
+    } else if (IS("PROT")) {
+        if (!s->tls)
+            reply(s, 503, "PROT needs a TLS control connection");
+        else if (arg && (!strcasecmp(arg, "P") || !strcasecmp(arg, "C"))) {
+            bool p = toupper((unsigned char)arg[0]) == 'P';
+            if (!p && f->require_tls && !s->loopback) {
+                reply(s, 534, "Clear data connections are not allowed");
+                return;
+            }
+            s->prot_p = p;
+            reply(s, 200, "Protection level set to %s", p ? "Private" : "Clear");
+        } else
+            reply(s, 504, "PROT P or PROT C only");
+    } else if (IS("FEAT")) {
+        reply_feat(s);
+    } else if (IS("OPTS")) {
+        if (arg && (!strcasecmp(arg, "UTF8 ON") || !strcasecmp(arg, "UTF-8 ON"))) {
+            s->utf8 = true;
+            reply(s, 200, "UTF8 mode on");
+        } else if (arg && !strncasecmp(arg, "MLST", 4)) {
+            reply(s, 200, "MLST OPTS type;size;modify;perm;");
+        } else
+            reply(s, 501, "Option not understood");
+    } else if (IS("SYST")) {
+        reply(s, 215, "UNIX Type: L8");
+    } else if (IS("NOOP")) {
+        reply(s, 200, "NOOP ok");
+    } else if (IS("QUIT")) {
+        reply(s, 221, "Goodbye");
+        s->quitting = true;
+    } else if (IS("HELP")) {
+        struct evbuffer *o = bufferevent_get_output(s->ctl);
+        evbuffer_add_printf(o, "214-Commands:\r\n ABOR ACCT ALLO APPE AUTH CDUP CWD DELE EPRT EPSV FEAT HELP LIST "
+                               "MDTM MKD MLSD MLST MODE NLST NOOP OPTS PASS PASV PBSZ PORT PROT PWD QUIT REIN "
+                               "REST RETR RMD RNFR RNTO SITE SIZE STAT STOR STOU STRU SYST TYPE USER XCUP XCWD "
+                               "XMKD XPWD XRMD\r\n214 Help OK\r\n");
+    } else if (IS("STAT") && !s->logged_in) {
+        cmd_stat(s, NULL);
+    } else if (!s->logged_in) {
+        reply(s, 530, "Please log in with USER and PASS");
+    } else if (IS("REIN")) {
+        data_close(s);
+        s->logged_in = false;
+        s->uname[0] = s->rnfr[0] = 0;
+        s->rest = 0;
+        reply(s, 220, "Ready for a new user");
+    } else if (IS("ACCT")) {
+        reply(s, 202, "ACCT not needed");
+    } else if (IS("ALLO")) {
+        reply(s, 202, "ALLO not needed");
+    } else if (IS("PWD") || IS("XPWD")) {
+        reply(s, 257, "\"%s\" is the current directory", s->cwd);
+    } else if (IS("CWD") || IS("XCWD")) {
+        cmd_path(s, "CWD", arg);
+    } else if (IS("CDUP") || IS("XCUP")) {
+        cmd_path(s, "CWD", "..");
+    } else if (IS("TYPE")) {
+        if (arg && (toupper((unsigned char)arg[0]) == 'I' || toupper((unsigned char)arg[0]) == 'A' ||
+                    toupper((unsigned char)arg[0]) == 'L'))
+            reply(s, 200, "Type set to %c", toupper((unsigned char)arg[0]));
+        else
+            reply(s, 504, "TYPE I or A only");
+    } else if (IS("MODE")) {
+        reply(s, arg && toupper((unsigned char)arg[0]) == 'S' ? 200 : 504, "Mode S only");
+    } else if (IS("STRU")) {
+        reply(s, arg && toupper((unsigned char)arg[0]) == 'F' ? 200 : 504, "Structure F only");
+    } else if (IS("PORT") || IS("EPRT")) {
+        cmd_port(s, cmd, arg);
+    } else if (IS("PASV")) {
+        cmd_pasv(s, false);
+    } else if (IS("EPSV")) {
+        if (arg && !strcasecmp(arg, "ALL"))
+            reply(s, 200, "EPSV ALL ok");
+        else
+            cmd_pasv(s, true);
+    } else if (IS("REST")) {
+        char *end;
+        unsigned long long v = arg ? strtoull(arg, &end, 10) : 0;
+        if (!arg || !*arg || *end || arg[0] == '-') {
+            reply(s, 501, "REST needs a byte offset");
+        } else {
+            s->rest = v;
+            reply(s, 350, "Restarting at %llu; send RETR or STOR", v);
+        }
+    } else if (IS("RETR")) {
+        cmd_retr(s, arg);
+    } else if (IS("STOR")) {
+        cmd_stor(s, arg, 'S');
+    } else if (IS("APPE")) {
+        cmd_stor(s, arg, 'A');
+    } else if (IS("STOU")) {
+        cmd_stor(s, arg, 'U');
+    } else if (IS("LIST")) {
+        cmd_list(s, arg, 'L');
+    } else if (IS("NLST")) {
+        cmd_list(s, arg, 'N');
+    } else if (IS("MLSD")) {
+        cmd_list(s, arg, 'M');
+    } else if (IS("MLST")) {
+        mlst(s, arg);
+    } else if (IS("MKD") || IS("XMKD")) {
+        cmd_path(s, "MKD", arg);
+    } else if (IS("RMD") || IS("XRMD")) {
+        cmd_path(s, "RMD", arg);
+    } else if (IS("DELE") || IS("SIZE") || IS("MDTM") || IS("RNFR") || IS("RNTO")) {
+        cmd_path(s, cmd, arg);
+    } else if (IS("STAT")) {
+        cmd_stat(s, arg);
+    } else if (IS("ABOR")) {
+        reply(s, 225, "No transfer to abort");
+    } else if (IS("SITE")) {
+        reply(s, arg && !strncasecmp(arg, "HELP", 4) ? 214 : 504, "SITE commands: HELP");
+    } else {
+        reply(s, 502, "Command not implemented");
+    }
+    if (!IS("RNFR"))
+        s->rnfr[0] = 0; /* RNTO must follow RNFR directly */
+#undef IS
+}
+
+/* ------------------------------------------------------------- sessions --- */
+
+static void sess_close(sess *s)
+{
+    ftp_srv *f = s->srv;
+    if (s->xkind != X_NONE)
+        xfer_end(s, 0, "");
+    else
+        data_close(s);
+    linger_free(s);
+    if (s->ctl) {
+        bufferevent_free(s->ctl);
+        s->ctl = NULL;
+    }
+    if (s->idle) {
+        event_free(s->idle);
+        s->idle = NULL;
+    }
+    if (!s->dead) {
+        for (sess **pp = &f->sessions; *pp; pp = &(*pp)->next)
+            if (*pp == s) {
+                *pp = s->next;
+                break;
+            }
+        f->nsessions--;
+        s->dead = true;
+    }
+    if (s->jobs) /* login_done frees it */
+        return;
+    if (s->rate)
+        ev_token_bucket_cfg_free(s->rate);
+    free(s);
+}
+
+/* Everything written to the control connection has left, including the encrypted bytes
+ * an AUTH TLS filter holds in the plain bufferevent under it. */
+static bool ctl_flushed(sess *s)
+{
+    struct bufferevent *u = bufferevent_get_underlying(s->ctl);
+    return evbuffer_get_length(bufferevent_get_output(s->ctl)) == 0 &&
+           (!u || evbuffer_get_length(bufferevent_get_output(u)) == 0);
+}
+
+/* Close a quitting session once its last reply is out; re-check shortly otherwise. */
+static void quit_check(sess *s)
+{
+    if (ctl_flushed(s)) {
+        sess_close(s);
+        return;
+    }
+    struct timeval tv = {0, 20000};
+    evtimer_add(s->idle, &tv);
+}
+
+static void ctl_read_cb(struct bufferevent *bev, void *arg)
+{
+    sess *s = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    idle_reset(s);
+    while (!s->quitting && !s->jobs && bev == s->ctl) {
+        size_t n;
+        char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
+        if (!line)
+            break;
+        int l = ftpu_clean_line(line, n);
+        if (l < 0)
+            reply(s, 501, "NUL bytes are not allowed in commands");
+        else if (l > 0)
+            dispatch(s, line);
+        free(line);
+        if (bev != s->ctl) /* AUTH TLS swapped the connection: the rest arrives encrypted */
+            break;
+    }
+    if (bev == s->ctl && evbuffer_get_length(in) > LINE_MAX_BYTES) {
+        reply(s, 500, "Command line too long");
+        s->quitting = true;
+    }
+    if (s->quitting) {
+        bufferevent_disable(s->ctl, EV_READ);
+        quit_check(s);
+    }
+}
+
+static void ctl_write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    sess *s = arg;
+    if (s->quitting)
+        quit_check(s);
+}
+
+static void ctl_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    sess *s = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        sess_close(s);
+}
+
+static void idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    sess *s = arg;
+    if (s->jobs) {
+        idle_reset(s);
+        return;
+    }
+    if (s->quitting) {
+        quit_check(s);
+        return;
+    }
+    reply(s, 421, "Idle timeout; closing the connection");
+    if (s->xkind != X_NONE)
+        xfer_end(s, 0, "");
+    s->quitting = true;
+    bufferevent_disable(s->ctl, EV_READ);
+    quit_check(s);
+}
+
+/* After AUTH TLS the filter bufferevent needs the session's callbacks. */
+static void ctl_setup(sess *s)
+{
+    bufferevent_setcb(s->ctl, ctl_read_cb, ctl_write_cb, ctl_event_cb, s);
+    bufferevent_enable(s->ctl, EV_READ | EV_WRITE);
+}
+
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+{
+    ftp_srv *f = arg;
+    char ip[64] = "";
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, ip, sizeof ip);
+    else
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof ip);
+    int per_ip = 0;
+    for (sess *o = f->sessions; o; o = o->next)
+        per_ip += !strcmp(o->ip, ip);
+    if (f->nsessions >= f->max_sessions || (f->per_ip > 0 && per_ip >= f->per_ip)) {
+        static const char msg[] = "421 Too many connections; try again later\r\n";
+        if (send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+            /* the client is gone already; nothing to tell it */
+        }
+        evutil_closesocket(fd);
+        return;
+    }
+    sess *s = calloc(1, sizeof *s);
+    if (!s) {
+        evutil_closesocket(fd);
+        return;
+    }
+    s->srv = f;
+    s->data_fd = -1;
+    memcpy(&s->peer, sa, (size_t)len < sizeof s->peer ? (size_t)len : sizeof s->peer);
+    socklen_t ll = sizeof s->local;
+    getsockname(fd, (struct sockaddr *)&s->local, &ll);
+    snprintf(s->ip, sizeof s->ip, "%s", ip);
+    s->loopback = is_loopback(sa);
+    strcpy(s->cwd, "/");
+    s->implicit = l == f->ilst;
+    if (s->implicit) {
+        s->ctl = bufferevent_openssl_socket_new(f->base, fd, SSL_new(f->ctx), BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        s->tls = true;
+    } else {
+        s->ctl = bufferevent_socket_new(f->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (!s->ctl) {
+        evutil_closesocket(fd);
+        free(s);
+        return;
+    }
+    if (f->bandwidth > 0)
+        s->rate = ev_token_bucket_cfg_new((size_t)f->bandwidth, (size_t)f->bandwidth, (size_t)f->bandwidth,
+                                          (size_t)f->bandwidth, NULL);
+    s->idle = evtimer_new(f->base, idle_cb, s);
+    s->next = f->sessions;
+    f->sessions = s;
+    f->nsessions++;
+    ctl_setup(s);
+    idle_reset(s);
+    reply(s, 220, "MByte FTP server ready");
+}
+
+/* Called from dispatch's AUTH branch: the filter replaced s->ctl. */
+static void tls_upgraded(sess *s) { ctl_setup(s); }
+
+/* ------------------------------------------------------------------ TLS --- */
+
+static int write_pem(const char *path, int (*fn)(FILE *, void *), void *obj)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    FILE *fp = fdopen(fd, "w");
+    if (!fp) {
+        close(fd);
+        return -1;
+    }
+    int ok = fn(fp, obj);
+    return fclose(fp) == 0 && ok ? 0 : -1;
+}
+static int pem_key(FILE *fp, void *k) { return PEM_write_PrivateKey(fp, k, NULL, NULL, 0, NULL, NULL); }
+static int pem_cert(FILE *fp, void *x) { return PEM_write_X509(fp, x); }
+
+/* A self-signed P-256 certificate for the first start without a configured one. */
+static int tls_generate(const char *cert, const char *key)
+{
+    EVP_PKEY *pk = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    int rc = -1;
+    if (pk && x) {
+        unsigned char serial[8];
+        randombytes_buf(serial, sizeof serial);
+        serial[0] &= 0x7f;
+        BIGNUM *bn = BN_bin2bn(serial, sizeof serial, NULL);
+        BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x));
+        BN_free(bn);
+        X509_set_version(x, 2);
+        X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+        X509_gmtime_adj(X509_getm_notAfter(x), 10L * 365 * 86400);
+        X509_set_pubkey(x, pk);
+        X509_NAME *n = X509_get_subject_name(x);
+        X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"MByte FTP", -1, -1, 0);
+        X509_set_issuer_name(x, n);
+        if (X509_sign(x, pk, EVP_sha256()) > 0 && write_pem(key, pem_key, pk) == 0 &&
+            write_pem(cert, pem_cert, x) == 0)
+            rc = 0;
+    }
+    X509_free(x);
+    EVP_PKEY_free(pk);
+    return rc;
+}
+
+static int tls_setup(ftp_srv *f, const char *cert, const char *key, mb_err *e)
+{
+    const mb_api *api = f->api;
+    char c[1024], k[1024];
+    if (!cert[0]) {
+        char dir[900];
+        snprintf(dir, sizeof dir, "%s/m", api->data_dir());
+        mkdir(dir, 0700);
+        snprintf(dir, sizeof dir, "%s/m/ftp", api->data_dir());
+        mkdir(dir, 0700);
+        snprintf(c, sizeof c, "%s/cert.pem", dir);
+        snprintf(k, sizeof k, "%s/key.pem", dir);
+        if (access(c, R_OK) || access(k, R_OK)) {
+            if (tls_generate(c, k))
+                return api->err_set(e, MB_EIO, "could not create a self-signed certificate in %s", dir);
+            api->log(f->self, 1, "created a self-signed TLS certificate in %s", dir);
+        }
+        cert = c;
+        key = k;
+    }
+    f->ctx = SSL_CTX_new(TLS_server_method());
+    if (!f->ctx)
+        return api->err_set(e, MB_ENOMEM, "could not create the TLS context");
+    SSL_CTX_set_min_proto_version(f->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(f->ctx, SSL_OP_NO_RENEGOTIATION);
+    static const unsigned char sid_ctx[] = "mbyte-ftp";
+    SSL_CTX_set_session_id_context(f->ctx, sid_ctx, sizeof sid_ctx - 1);
+    SSL_CTX_set_session_cache_mode(f->ctx, SSL_SESS_CACHE_SERVER);
+    if (SSL_CTX_use_certificate_chain_file(f->ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(f->ctx, key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(f->ctx) != 1) {
+        ERR_clear_error();
+        return api->err_set(e, MB_EINVAL, "cannot use the TLS certificate %s with key %s", cert, key);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------- app passwords --- */
+
+static int h_pw_create(mb_req *req, void *state, mb_err *err)
+{
+    ftp_srv *f = state;
+    const mb_api *api = f->api;
+    json_t *b = api->req_json(req, err);
+    if (!b)
+        return err->code;
+    const char *name = json_string_value(json_object_get(b, "name"));
+    if (!name || !*name || strlen(name) > 64)
+        return api->err_set(err, MB_EINVAL, "name must be a string of 1 to 64 characters");
+    const mb_user *u = api->req_user(req);
+    static const char alpha[] = "abcdefghijkmnpqrstuvwxyz23456789";
+    char pw[25], id[17], hash[crypto_pwhash_STRBYTES];
+    unsigned char r[24], rid[8];
+    randombytes_buf(r, sizeof r);
+    randombytes_buf(rid, sizeof rid);
+    for (int i = 0; i < 24; i++)
+        pw[i] = alpha[r[i] & 31];
+    pw[24] = 0;
+    for (int i = 0; i < 8; i++)
+        snprintf(id + 2 * i, 3, "%02x", rid[i]);
+    if (crypto_pwhash_str(hash, pw, strlen(pw), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                          crypto_pwhash_MEMLIMIT_INTERACTIVE))
+        return api->err_set(err, MB_ENOMEM, "could not hash the password");
+    int64_t now = api->now();
+    json_t *rec = json_pack("{s:i, s:s, s:s, s:s, s:I}", "v", 1, "id", id, "name", name, "hash", hash, "created",
+                            (json_int_t)now);
+    char *txt = json_dumps(rec, JSON_COMPACT);
+    json_decref(rec);
+    char key[64];
+    snprintf(key, sizeof key, "pw/%016llx/%s", (unsigned long long)u->id, id);
+    int rc = api->kv_put(f->self, key, txt, strlen(txt), true, err);
+    free(txt);
+    if (rc)
+        return rc;
+    json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", id, "name", name, "username", u->name, "password", pw,
+                            "created", (json_int_t)now);
+    sodium_memzero(pw, sizeof pw);
+    return api->reply_json(req, 201, out);
+}
+
+static int pw_list_one(const char *key, const void *v, size_t len, void *ud)
+{
+    (void)key;
+    json_t *o = json_loadb(v, len, 0, NULL);
+    if (o)
+        json_array_append_new(ud, json_pack("{s:O, s:O, s:O}", "id", json_object_get(o, "id"), "name",
+                                            json_object_get(o, "name"), "created", json_object_get(o, "created")));
+    json_decref(o);
+    return 0;
+}
+
+static int h_pw_list(mb_req *req, void *state, mb_err *err)
+{
+    ftp_srv *f = state;
+    char prefix[40];
+    snprintf(prefix, sizeof prefix, "pw/%016llx/", (unsigned long long)f->api->req_user(req)->id);
+    json_t *arr = json_array();
+    int rc = f->api->kv_scan(f->self, prefix, pw_list_one, arr, err);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    return f->api->reply_json(req, 200, arr);
+}
+
+static int h_pw_delete(mb_req *req, void *state, mb_err *err)
+{
+    ftp_srv *f = state;
+    const mb_api *api = f->api;
+    const char *id = api->req_param(req, "id");
+    if (!id || strlen(id) != 16 || strspn(id, "0123456789abcdef") != 16)
+        return api->err_set(err, MB_ENOENT, "no such FTP password");
+    char key[64], *v;
+    size_t len;
+    snprintf(key, sizeof key, "pw/%016llx/%s", (unsigned long long)api->req_user(req)->id, id);
+    if (api->kv_get(f->self, key, &v, &len, err))
+        return api->err_set(err, MB_ENOENT, "no such FTP password");
+    free(v);
+    int rc = api->kv_del(f->self, key, true, err);
+    if (rc)
+        return rc;
+    return api->reply_bytes(req, 204, NULL, "", 0);
+}
+
+/* --------------------------------------------------------- init and fini --- */
+
+static const char *cstr(const json_t *c, const char *k)
+{
+    const char *v = json_string_value(json_object_get(c, k));
+    return v ? v : "";
+}
+
+static struct evconnlistener *listen_on(ftp_srv *f, const char *addr, mb_err *e)
+{
+    struct sockaddr_storage a;
+    int al = sizeof a;
+    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&a, &al)) {
+        f->api->err_set(e, MB_EINVAL, "cannot parse the listen address '%s' (host:port or [v6]:port)", addr);
+        return NULL;
+    }
+    /* REUSEABLE_PORT: on reload the new copy binds while the old one still listens. */
+    struct evconnlistener *l = evconnlistener_new_bind(
+        f->base, accept_cb, f, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
+                                   LEV_OPT_REUSEABLE_PORT,
+        128, (struct sockaddr *)&a, al);
+    if (!l)
+        f->api->err_set(e, MB_EIO, "cannot listen on %s: %s", addr, strerror(errno));
+    return l;
+}
+
+static void srv_free(ftp_srv *f)
+{
+    while (f->sessions) {
+        sess *s = f->sessions;
+        reply(s, 421, "Service shutting down");
+        if (s->ctl) /* a last best-effort flush of the 421 */
+            bufferevent_flush(s->ctl, EV_WRITE, BEV_FLUSH);
+        sess_close(s);
+    }
+    if (f->lst)
+        evconnlistener_free(f->lst);
+    if (f->ilst)
+        evconnlistener_free(f->ilst);
+    if (f->ctx)
+        SSL_CTX_free(f->ctx);
+    free(f);
+}
+
+static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)
+{
+    if (sodium_init() < 0)
+        return api->err_set(err, MB_EINTERNAL, "libsodium failed to initialise");
+    ftp_srv *f = calloc(1, sizeof *f);
+    if (!f)
+        return api->err_set(err, MB_ENOMEM, "out of memory");
+    f->self = self;
+    f->api = api;
+    f->base = api->event_base();
+    const char *env = getenv("MBYTE_FTP_LISTEN");
+    snprintf(f->listen, sizeof f->listen, "%s", env && *env ? env : cstr(config, "listen"));
+    env = getenv("MBYTE_FTP_IMPLICIT_LISTEN");
+    snprintf(f->implicit_listen, sizeof f->implicit_listen, "%s", env ? env : cstr(config, "implicit_listen"));
+    snprintf(f->pasv_address, sizeof f->pasv_address, "%s", cstr(config, "pasv_address"));
+    env = getenv("MBYTE_FTP_PASV_PORTS"); /* "min-max": tests pick a range of their own */
+    if (!env || sscanf(env, "%d-%d", &f->pasv_min, &f->pasv_max) != 2) {
+        f->pasv_min = (int)jint(config, "pasv_min");
+        f->pasv_max = (int)jint(config, "pasv_max");
+    }
+    if (f->pasv_max < f->pasv_min) {
+        free(f);
+        return api->err_set(err, MB_EINVAL, "pasv_max must not be below pasv_min");
+    }
+    f->require_tls = json_is_true(json_object_get(config, "require_tls"));
+    f->require_reuse = json_is_true(json_object_get(config, "require_tls_reuse"));
+    f->max_sessions = (int)jint(config, "max_sessions");
+    f->per_user = (int)jint(config, "max_sessions_per_user");
+    f->per_ip = (int)jint(config, "max_sessions_per_ip");
+    f->idle_timeout = (int)jint(config, "idle_timeout");
+    f->max_failures = (int)jint(config, "max_login_failures");
+    f->lockout = (int)jint(config, "lockout_seconds");
+    f->bandwidth = jint(config, "bandwidth_limit");
+    int rc = tls_setup(f, cstr(config, "tls_cert"), cstr(config, "tls_key"), err);
+    if (rc) {
+        srv_free(f);
+        return rc;
+    }
+    if (!(f->lst = listen_on(f, f->listen, err)) ||
+        (f->implicit_listen[0] && !(f->ilst = listen_on(f, f->implicit_listen, err)))) {
+        srv_free(f);
+        return err->code;
+    }
+    *state = f;
+    api->log(self, 1, "listening on %s%s%s, passive ports %d-%d, TLS %s", f->listen,
+             f->ilst ? ", implicit TLS on " : "", f->ilst ? f->implicit_listen : "", f->pasv_min, f->pasv_max,
+             f->require_tls ? "required (except loopback)" : "optional");
+    return 0;
+}
+
+static int fini(void *state, bool reloading, mb_err *err)
+{
+    (void)reloading, (void)err;
+    srv_free(state);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ tables --- */
+
+static const mb_config_key config_keys[] = {
+    {sizeof(mb_config_key), "listen", MB_CFG_STRING, "127.0.0.1:2121", 0, 0},
+    {sizeof(mb_config_key), "implicit_listen", MB_CFG_STRING, "\"\"", 0, 0},
+    {sizeof(mb_config_key), "pasv_min", MB_CFG_INT, "50000", 1024, 65535},
+    {sizeof(mb_config_key), "pasv_max", MB_CFG_INT, "50100", 1024, 65535},
+    {sizeof(mb_config_key), "pasv_address", MB_CFG_STRING, "\"\"", 0, 0},
+    {sizeof(mb_config_key), "tls_cert", MB_CFG_STRING, "\"\"", 0, 0},
+    {sizeof(mb_config_key), "tls_key", MB_CFG_STRING, "\"\"", 0, 0},
+    {sizeof(mb_config_key), "require_tls", MB_CFG_BOOL, "true", 0, 0},
+    {sizeof(mb_config_key), "require_tls_reuse", MB_CFG_BOOL, "true", 0, 0},
+    {sizeof(mb_config_key), "max_sessions", MB_CFG_INT, "256", 1, 100000},
+    {sizeof(mb_config_key), "max_sessions_per_user", MB_CFG_INT, "32", 0, 100000},
+    {sizeof(mb_config_key), "max_sessions_per_ip", MB_CFG_INT, "64", 0, 100000},
+    {sizeof(mb_config_key), "idle_timeout", MB_CFG_INT, "300", 1, 86400},
+    {sizeof(mb_config_key), "max_login_failures", MB_CFG_INT, "5", 1, 1000},
+    {sizeof(mb_config_key), "lockout_seconds", MB_CFG_INT, "60", 1, 86400},
+    {sizeof(mb_config_key), "bandwidth_limit", MB_CFG_INT, "0", 0, 0},
+    {0},
+};
+
+static const mb_route routes[] = {
+    {sizeof(mb_route), "POST", "/api/v1/ftp/passwords", MB_ROLE_USER, h_pw_create},
+    {sizeof(mb_route), "GET", "/api/v1/ftp/passwords", MB_ROLE_USER, h_pw_list},
+    {sizeof(mb_route), "DELETE", "/api/v1/ftp/passwords/{id}", MB_ROLE_USER, h_pw_delete},
+    {0},
+};
+
+MB_MODULE_EXPORT = {
+    .size = sizeof(mb_module_desc),
+    .abi_major = MB_ABI_MAJOR,
+    .abi_minor = 2,
+    .name = "ftp",
+    .version = FTP_VERSION,
+    .description = "FTP and FTPS access to stores",
+    .depends = NULL,
+    .config = config_keys,
+    .routes = routes,
+    .hooks = NULL,
+    .tasks = NULL,
+    .init = init,
+    .fini = fini,
+    .reconfigure = NULL,
+};

@@ -1,0 +1,8 @@
+#!/bin/sh
+# tests/setup/ftp.sh — the FTP tests' client (lftp); curl and Python's ftplib are already
+# present. Idempotent and quick when lftp is installed.
+set -e
+command -v lftp >/dev/null 2>&1 && exit 0
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq lftp >/dev/null
