@@ -214,5 +214,30 @@ class TrashPurgeTest(ServerTest):
         self.assertEqual(paths, ["young.txt"])
 
 
+class TrashUsageTest(ServerTest):
+    modules = {"trash": True, "versioning": True, "quotas": True}
+
+    def usage(self, c):
+        r = c.req("GET", "usage")
+        self.assertEqual(r.status, 200, r)
+        return r.json()["bytes"], r.json()["files"]
+
+    def test_trashed_bytes_count_until_purged_and_a_version_restore_keeps_usage_exact(self):
+        c = Client(self.srv, self.srv.add_user("alice", admin_token=self.admin))
+        c.put("a.bin", rnd(1000, 1))
+        c.put("b.bin", rnd(300, 2))
+        self.assertEqual(self.usage(c), (1300, 2))
+        self.assertIn(c.req("DELETE", "files/a.bin").status, (200, 204))
+        self.assertEqual(self.usage(c), (1300, 2))  # in the trash: still counted
+        tid = c.trash()["items"][0]["id"]
+        self.assertIn(c.req("DELETE", "trash/%s" % tid).status, (200, 204))
+        self.assertEqual(self.usage(c), (300, 1))  # purged: gone from usage too
+        c.put("b.bin", rnd(700, 3))  # version 2
+        self.assertEqual(self.usage(c), (700, 1))
+        r = c.req("POST", "versions/b.bin", {"restore": 1})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.usage(c), (300, 1))  # usage follows the current version
+
+
 if __name__ == "__main__":
     main()
