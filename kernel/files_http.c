@@ -427,8 +427,13 @@ int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *pat
     json_decref(info);
     if (folder)
         return zip_folder_reply(req, u, sid, path, err);
+    /* ?version=V serves an older version (kept by the versioning module) the same way. */
+    uint64_t version = 0;
+    const char *vq = http_req_query(req, "version");
+    if (vq && (!parse_u64(vq, &version) || version == 0))
+        return err_set(err, MB_EINVAL, "version: must be a whole number from 1");
     fs_reader *r;
-    if ((rc = fs_open(u, sid, path, 0, &r, &info, err)))
+    if ((rc = fs_open(u, sid, path, version, &r, &info, err)))
         return rc;
     arena *a = http_req_arena(req);
     uint64_t size = (uint64_t)json_integer_value(json_object_get(info, "size"));

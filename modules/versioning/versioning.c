@@ -8,7 +8,7 @@
  * the filter is gone and overwrites drop the old versions again; versions already kept stay
  * until the file is deleted.
  *
- *   config   max_versions (100), max_age_days (365), max_download_mb (256)
+ *   config   max_versions (100), max_age_days (365)
  *   routes   GET    /api/v1/stores/{sid}/versions/{path}            the versions, oldest first
  *            GET    /api/v1/stores/{sid}/versions/{path}?version=V  that version's bytes
  *            POST   /api/v1/stores/{sid}/versions/{path} {"restore": V}
@@ -29,7 +29,7 @@
 typedef struct versioning {
     mb_module *self;
     const mb_api *api;
-    int64_t max_versions, max_age_days, max_download_mb;
+    int64_t max_versions, max_age_days;
 } versioning;
 
 /* The one place a store's version limits are read. Per-store settings come from the
@@ -83,54 +83,14 @@ static const char *req_path(versioning *v, mb_req *req)
 
 /* ------------------------------------------------------------------ routes --- */
 
-/* One version's bytes. The ABI has no streamed reply for modules yet, so the version is read
- * whole (capped at max_download_mb); the current version streams from the files route. */
+/* One version's bytes, streamed by the kernel's file reply (Range, ETag and the rest, never
+ * held in memory): the request's own ?version=V selects the version there. */
 static int download(versioning *v, mb_req *req, uint64_t sid, uint64_t ver, mb_err *err)
 {
-    mb_file_reader *r;
-    json_t *info;
-    int rc = v->api->file_open(v->api->req_user(req), sid, req_path(v, req), ver, &r, &info, err);
-    if (rc)
-        return rc;
-    uint64_t size = (uint64_t)json_integer_value(json_object_get(info, "size"));
-    if (size > (uint64_t)v->max_download_mb * 1024 * 1024) {
-        v->api->file_close(r);
-        json_decref(info);
-        return v->api->err_set(err, MB_ETOOBIG, "version %llu is %llu bytes; older versions download up to %lld MiB "
-                               "(restore it to download it whole)", (unsigned long long)ver,
-                               (unsigned long long)size, (long long)v->max_download_mb);
-    }
-    char *buf = v->api->req_alloc(req, size ? size : 1);
-    uint64_t off = 0;
-    while (off < size) {
-        int64_t n = v->api->file_read(r, off, buf + off, size - off, err);
-        if (n < 0) {
-            v->api->file_close(r);
-            json_decref(info);
-            return (int)n;
-        }
-        if (n == 0)
-            break;
-        off += (uint64_t)n;
-    }
-    v->api->file_close(r);
-    char etag[80], cd[600], vh[32];
-    snprintf(etag, sizeof etag, "\"%s\"", json_string_value(json_object_get(info, "sha256")));
+    char vh[32];
     snprintf(vh, sizeof vh, "%llu", (unsigned long long)ver);
-    const char *name = json_string_value(json_object_get(info, "name"));
-    /* RFC 6266 with RFC 5987 encoding: the name may hold anything but '/'. */
-    size_t o = (size_t)snprintf(cd, sizeof cd, "attachment; filename*=UTF-8''");
-    for (const unsigned char *p = (const unsigned char *)(name ? name : "file"); *p && o + 4 < sizeof cd; p++)
-        o += (size_t)((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-                              strchr("-._~", *p)
-                          ? snprintf(cd + o, sizeof cd - o, "%c", *p)
-                          : snprintf(cd + o, sizeof cd - o, "%%%02X", *p));
-    v->api->reply_header(req, "ETag", etag);
     v->api->reply_header(req, "X-MByte-Version", vh);
-    v->api->reply_header(req, "Content-Disposition", cd);
-    v->api->reply_header(req, "X-Content-Type-Options", "nosniff");
-    json_decref(info);
-    return v->api->reply_bytes(req, 200, "application/octet-stream", buf, (size_t)off);
+    return v->api->reply_file(req, v->api->req_user(req), sid, req_path(v, req), err);
 }
 
 /* GET /api/v1/stores/{sid}/versions/{path}[?version=V] */
@@ -262,7 +222,6 @@ static void read_config(versioning *v, const json_t *c)
 {
     v->max_versions = json_integer_value(json_object_get(c, "max_versions"));
     v->max_age_days = json_integer_value(json_object_get(c, "max_age_days"));
-    v->max_download_mb = json_integer_value(json_object_get(c, "max_download_mb"));
 }
 
 static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)
@@ -296,7 +255,6 @@ static int reconfigure(void *state, const json_t *config, mb_err *err)
 static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "max_versions", MB_CFG_INT, "100", 1, 100000},
     {sizeof(mb_config_key), "max_age_days", MB_CFG_INT, "365", 1, 36500},
-    {sizeof(mb_config_key), "max_download_mb", MB_CFG_INT, "256", 1, 65536},
     {0},
 };
 
@@ -321,7 +279,7 @@ static const mb_task_type tasks[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 2, /* version_* calls */
+    .abi_minor = 4, /* version_* calls; reply_file streams old versions */
     .name = "versioning",
     .version = "1.0.0",
     .description = "Every overwrite keeps the previous version; list, download, restore, delete, thinning",

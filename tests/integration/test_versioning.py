@@ -32,8 +32,9 @@ class VersioningTest(ServerTest):
         self.tok = self.srv.add_user("alice", admin_token=self.admin)
         self.sid = self.srv.request("GET", "/api/v1/stores", token=self.tok).json()[0]["id"]
 
-    def req(self, method, path, body=None, token=None):
-        return self.srv.request(method, "/api/v1/stores/%s/%s" % (self.sid, path), body, token=token or self.tok)
+    def req(self, method, path, body=None, token=None, headers=None):
+        return self.srv.request(method, "/api/v1/stores/%s/%s" % (self.sid, path), body, token=token or self.tok,
+                                headers=headers)
 
     def put(self, path, data):
         r = self.req("PUT", "files/" + path, data)
@@ -110,8 +111,13 @@ class VersioningTest(ServerTest):
         self.assertLessEqual(grown, 8 * MiB)  # at most two of the largest chunks
         self.assertGreater(grown, 0)
         self.assertEqual(len(self.versions("big.bin")), 2)
-        r = self.req("GET", "versions/big.bin?version=1")  # over max_download_mb? no: 100 < 256
+        r = self.req("GET", "versions/big.bin?version=1")  # streamed, not held in memory
         self.assertEqual(hashlib.sha256(r.body).hexdigest(), self.versions("big.bin")[0]["sha256"])
+        self.assertEqual(r.header("X-MByte-Version"), "1")
+        # An old version answers ranges like any file.
+        r = self.req("GET", "versions/big.bin?version=1", headers={"Range": "bytes=10-19"})
+        self.assertEqual(r.status, 206, r)
+        self.assertEqual(len(r.body), 10)
 
     def test_unloading_versioning_makes_overwrites_drop_old_versions_again(self):
         self.put("a.txt", b"1")
