@@ -287,7 +287,7 @@ if (caps.files) describe('files', () => {
         await older.waitFor();
         await shot('versions');
         await older.getByRole('button', { name: /^Restore/ }).click();
-        await page.locator('.toast-success', { hasText: 'Restored' }).waitFor();
+        await page.locator('.toast-success', { hasText: 'Restored the version' }).waitFor();
         const [dl] = await Promise.all([page.waitForEvent('download'), rowAction('notes.txt', 'Download')]);
         assert.equal(readFileSync(await dl.path(), 'utf8'), 'version one');
     });
