@@ -85,6 +85,7 @@ static pthread_rwlock_t routes_lock = PTHREAD_RWLOCK_INITIALIZER;
 static http_route **routes;
 static size_t nroutes;
 static atomic_int in_flight;
+static atomic_bool stopping; /* set by http_stop: new requests are refused with 503 */
 static char *local_sock_path;
 
 /* ------------------------------------------------------------ routes --- */
@@ -862,6 +863,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             reply_problem(req, 431, MB_ETOOBIG, err.msg);
             return queue(req);
         }
+        if (atomic_load(&stopping)) {
+            err_set(&err, MB_EBUSY, "the server is stopping; try again in a moment");
+            http_reply_header(req, "Connection", "close");
+            http_reply_header(req, "Retry-After", "5");
+            return fail_now(req, &err);
+        }
         if (parse_path(req, &err))
             return fail_now(req, &err);
         bool mismatch;
@@ -1084,8 +1091,10 @@ void http_stop(void)
         event_free(sse_keepalive);
         sse_keepalive = NULL;
     }
-    if (daemon_tcp)
-        MHD_quiesce_daemon(daemon_tcp); /* no new connections; requests in flight go on */
+    /* Requests in flight go on; new ones get 503. (MHD_quiesce_daemon would stop accepting,
+     * but with an epoll thread pool it can abort the process in libmicrohttpd 0.9.75 when a
+     * worker has taken its listen socket out of epoll: seen in CI.) */
+    atomic_store(&stopping, true);
     sse_close_all();
     /* Let requests in flight finish (bounded), then stop. */
     for (int i = 0; i < 300 && atomic_load(&in_flight) > 0; i++) {

@@ -217,6 +217,10 @@ class LifecycleTest(unittest.TestCase):
             srv.proc.send_signal(signal.SIGTERM)
             time.sleep(0.5)
             self.assertIsNone(srv.proc.poll(), "mbyted quit with a request in flight")
+            # While it drains, a new request is told to come back later, not left hanging.
+            r = srv.request("GET", "/api/v1/health", timeout=10)
+            self.assertEqual(r.status, 503, r)
+            self.assertEqual(r.header("Content-Type"), "application/problem+json")
             s.sendall(body[10:])
             data = recv_until(s, b"\r\n\r\n")
             s.close()
