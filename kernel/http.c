@@ -1050,11 +1050,11 @@ int http_start(mb_err *err)
         return err_set(err, MB_EINVAL, "listen host '%s' must be an IP address", g_cfg->listen_host);
     (void)sl;
     daemon_tcp = MHD_start_daemon(
-        flags, (uint16_t)g_cfg->listen_port, NULL, NULL, on_request, &daemon_tcp, MHD_OPTION_SOCK_ADDR, &ss,
+        flags, (uint16_t)g_cfg->listen_port, NULL, NULL, on_request, &daemon_tcp, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)g_cfg->http_threads, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(256 * 1024), MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_URI_LOG_CALLBACK, on_uri, &daemon_tcp,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (!daemon_tcp)
         return err_set(err, MB_EIO, "cannot listen on %s:%d (in use, or not an address of this machine)",
                        g_cfg->listen_host, g_cfg->listen_port);
@@ -1070,8 +1070,8 @@ int http_start(mb_err *err)
     local_sock_path = xstrdup(path);
     daemon_local = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL, on_request,
-        &daemon_local, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_URI_LOG_CALLBACK, on_uri, &daemon_local,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        &daemon_local, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, &daemon_local, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_END);
     if (!daemon_local) {
         close(fd);
