@@ -118,14 +118,20 @@ int main(int argc, char **argv)
 
     if (notify_init(&err) || hook_init(base, &err) || task_init(base, g_cfg->workers, &err) || auth_init(&err) ||
         fs_init(&err) || stores_init(&err) || tus_init(&err) || luas_init(g_cfg->lua_dir, &err) ||
-        api_routes_init(&err) || modmgr_init(base, &err) || auth_bootstrap(&err) || http_start(&err)) {
+        api_routes_init(&err) || modmgr_init(base, &err) || auth_bootstrap(&err)) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
     }
+    /* Enabled modules load before the first request is served, so no client ever sees a
+     * started server without its modules (health, their routes, their listeners). */
     if (g_cfg->modules_enabled)
         for (char **m = g_cfg->modules_enabled; *m; m++)
             if (modmgr_load(*m, &err))
                 log_error("module %s not loaded: %s", *m, err.msg);
+    if (http_start(&err)) {
+        log_error("start failed: %s", err.msg);
+        goto out_stop;
+    }
     printf("MByte %s is running at http://%s:%d/\n", MBYTE_VERSION,
            strchr(g_cfg->listen_host, ':') ? "[::1]" : g_cfg->listen_host, g_cfg->listen_port);
     log_info("serving on %s:%d, data in %s", g_cfg->listen_host, g_cfg->listen_port, g_cfg->data_dir);

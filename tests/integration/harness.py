@@ -35,12 +35,21 @@ def kernel_abi():
     return "%s.%s" % (major, minor)
 
 
+_handed_out = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port nothing listens on now, never one this process handed out before: the kernel
+    readily gives the same ephemeral port twice, and a test often asks for two (HTTP, FTP)."""
+    for _ in range(100):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise AssertionError("no free port found")
 
 
 def recv_until(sock, marker, timeout=20):

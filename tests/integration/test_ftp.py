@@ -1,6 +1,7 @@
 """FTP/FTPS module (modules/ftp) against a real mbyted with real clients: curl, lftp and
 Python's ftplib. Each test gets its own daemon, FTP port and passive port range."""
 import ftplib
+import time
 import hashlib
 import io
 import os
@@ -331,6 +332,60 @@ class TestFtpAppPasswords(FtpTest):
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", self.ftp_port), timeout=5).recv(10) or (_ for _ in ()).throw(
                 ConnectionRefusedError())
+
+
+class TestFtpListeners(unittest.TestCase):
+    """IPv6, the implicit-TLS port and the idle timeout, each on a server of its own."""
+
+    def server(self, env, conf=""):
+        port = harness.free_port()
+        base = random.randrange(20000, 60000, 100)
+        e = {"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % port, "MBYTE_FTP_PASV_PORTS": "%d-%d" % (base, base + 99)}
+        e.update(env)
+        srv = harness.Server(modules={"ftp": True}, env=e, module_conf={"ftp": conf} if conf else None)
+        self.addCleanup(srv.cleanup)
+        srv.start()
+        return srv, port
+
+    def test_ipv6_listener_with_epsv_transfers_a_file(self):
+        port = harness.free_port()
+        srv, _ = self.server({"MBYTE_FTP_LISTEN": "[::1]:%d" % port})
+        data = os.urandom(200000)
+        f = ftplib.FTP(timeout=30)
+        f.af = socket.AF_INET6
+        f.connect("::1", port)
+        f.login(*ADMIN)
+        f.storbinary("STOR /Home/v6.bin", io.BytesIO(data))  # ftplib uses EPSV on IPv6
+        got = io.BytesIO()
+        f.retrbinary("RETR /Home/v6.bin", got.write)
+        f.quit()
+        self.assertEqual(got.getvalue(), data)
+        srv.stop()
+
+    def test_implicit_tls_port_speaks_tls_from_the_first_byte(self):
+        iport = harness.free_port()
+        srv, _ = self.server({"MBYTE_FTP_IMPLICIT_LISTEN": "127.0.0.1:%d" % iport})
+        raw = socket.create_connection(("127.0.0.1", iport), timeout=10)
+        tls = tls_ctx().wrap_socket(raw, server_hostname="127.0.0.1")
+        greeting = tls.recv(200)
+        self.assertTrue(greeting.startswith(b"220"), greeting)
+        tls.sendall(b"USER admin\r\n")
+        self.assertTrue(tls.recv(200).startswith(b"331"))
+        tls.sendall(b"PASS %s\r\n" % harness.ADMIN_PASSWORD.encode())
+        self.assertTrue(tls.recv(200).startswith(b"230"))
+        tls.close()
+        srv.stop()
+
+    def test_an_idle_session_is_closed_with_421(self):
+        srv, port = self.server({}, "idle_timeout: 1\n")
+        f = ftplib.FTP(timeout=30)
+        f.connect("127.0.0.1", port)
+        f.login(*ADMIN)
+        time.sleep(2.5)
+        line = f.sock.recv(200)
+        self.assertTrue(line.startswith(b"421"), line)
+        f.close()
+        srv.stop()
 
 
 if __name__ == "__main__":
