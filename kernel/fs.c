@@ -1228,10 +1228,10 @@ static void delete_into(uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid
     db_batch_del(b, key, strlen(key));
 }
 
-static int commit_with_refs(db_batch *b, blob_refs *refs, mb_err *err, const char *what)
+int fs_commit(db_batch *b, blob_refs *refs, mb_err *err, const char *what)
 {
     stores_usage_flush(b);
-    int rc = blob_refs_apply(refs, b, err);
+    int rc = refs ? blob_refs_apply(refs, b, err) : 0;
     if (rc) {
         db_batch_free(b);
         return rc;
@@ -1288,7 +1288,7 @@ int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_er
             db_batch *b = db_batch_new();
             blob_refs *refs = blob_refs_new();
             delete_into(sid, owner, u ? u->id : 0, pid, last_name(np), e, np, b, refs);
-            rc = commit_with_refs(b, refs, err, "the delete");
+            rc = fs_commit(b, refs, err, "the delete");
             blob_refs_free(refs);
         }
         blob_unlock();
@@ -1444,7 +1444,7 @@ int fs_move(const mb_user *u, uint64_t sid, const char *from, const char *to, in
                         json_pack("{s:I, s:I, s:s, s:s, s:s, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)x.owner, "from", x.from, "to", x.to, "type", jstr(x.src, "type"), "id",
                                   jint(x.src, "id"), "user", (json_int_t)x.uid));
-        rc = commit_with_refs(b, refs, err, "the move");
+        rc = fs_commit(b, refs, err, "the move");
         b = NULL;
     }
     if (!rc)
@@ -1553,7 +1553,7 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
                         json_pack("{s:I, s:I, s:s, s:s, s:s, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)x.owner, "from", x.from, "to", x.to, "type", jstr(x.src, "type"), "id",
                                   jint(top, "id"), "user", (json_int_t)x.uid));
-        rc = commit_with_refs(b, refs, err, "the copy");
+        rc = fs_commit(b, refs, err, "the copy");
         b = NULL;
     }
     blob_unlock();

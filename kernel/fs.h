@@ -155,6 +155,10 @@ blob_refs *blob_refs_new(void);
 void blob_refs_add(blob_refs *r, const char *hash, uint64_t size, int delta);
 int blob_refs_apply(blob_refs *r, db_batch *b, mb_err *err); /* under blob_lock */
 void blob_refs_free(blob_refs *r);
+/* Commit one namespace change under blob_lock: the usage notes taken since stores_usage_begin,
+ * the refcount deltas (refs may be NULL), then one synced write. Frees b in every case; `what`
+ * names the change in the error sentence ("the purge could not be committed"). */
+int fs_commit(db_batch *b, blob_refs *refs, mb_err *err, const char *what);
 /* Collect chunks unreferenced for longer than grace seconds and orphans older than it.
  * Returns how many chunks were deleted. */
 int blob_gc(int64_t grace, mb_err *err);

@@ -106,17 +106,6 @@ static void marks_drop(uint64_t sid, uint64_t fid, db_batch *b)
     db_iter_free(it);
 }
 
-static int commit(db_batch *b, blob_refs *refs, mb_err *err, const char *what)
-{
-    int rc = refs ? blob_refs_apply(refs, b, err) : 0;
-    if (rc) {
-        db_batch_free(b);
-        return rc;
-    }
-    rc = db_batch_commit(b, true);
-    return rc ? err_set(err, rc, "%s could not be committed", what) : 0;
-}
-
 /* Normalise a path that must name something below the root. */
 static int norm(const char *path, char **np, mb_err *err)
 {
@@ -144,6 +133,7 @@ int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, 
     json_t *e = NULL;
     uint64_t pid = 0, tid = 0;
     blob_lock();
+    stores_usage_begin(); /* fs_commit flushes notes: start from none */
     rc = fs_x_resolve(sid, np, &pid, &e, err);
     int64_t size = 0;
     if (!rc && is_folder(e)) {
@@ -176,7 +166,7 @@ int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, 
                         json_pack("{s:I, s:I, s:s, s:s, s:I, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", np, "type", jstr(e, "type"), "trash_id", (json_int_t)tid,
                                   "file_id", jint(e, "id"), "size", (json_int_t)size, "user", (json_int_t)by));
-        rc = commit(b, NULL, err, "moving to the trash");
+        rc = fs_commit(b, NULL, err, "moving to the trash");
     }
     blob_unlock();
     json_decref(e);
@@ -225,6 +215,7 @@ int history_attach(const mb_user *u, uint64_t sid, uint64_t tid, char **out_path
     char *dir = NULL, *final = NULL;
     db_batch *b = db_batch_new();
     blob_lock();
+    stores_usage_begin(); /* fs_commit flushes notes: start from none */
     rc = trash_get(sid, tid, &rec, err);
     uint64_t pid = 0;
     const char *name = NULL;
@@ -256,7 +247,7 @@ int history_attach(const mb_user *u, uint64_t sid, uint64_t tid, char **out_path
                                   (json_int_t)owner, "path", final, "from", jstr(rec, "path"), "type",
                                   jstr(rec, "type"), "trash_id", (json_int_t)tid, "user",
                                   (json_int_t)(u ? u->id : 0)));
-        rc = commit(b, NULL, err, "the restore");
+        rc = fs_commit(b, NULL, err, "the restore");
         b = NULL;
     }
     blob_unlock();
@@ -331,8 +322,7 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
                         json_pack("{s:I, s:I, s:s, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", path, "type", jstr(rec, "type"), "trash_id",
                                   (json_int_t)tid, "size", jint(rec, "size"), "user", (json_int_t)uid));
-        stores_usage_flush(b);
-        rc = commit(b, refs, err, "the purge");
+        rc = fs_commit(b, refs, err, "the purge");
         b = NULL;
     }
     blob_unlock();
@@ -532,8 +522,7 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
                                   "ctype", jstr(ne, "ctype"), "user", (json_int_t)uid, "restored_from",
                                   (json_int_t)version));
         stores_usage_note(sid, jint(old, "size") - jint(e, "size"), 0); /* usage counts current versions */
-        stores_usage_flush(b);
-        rc = commit(b, refs, err, "the restore");
+        rc = fs_commit(b, refs, err, "the restore");
         b = NULL;
     }
     blob_unlock();
@@ -592,7 +581,7 @@ int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uin
                                   (json_int_t)owner, "path", np, "file_id", jint(e, "id"), "version",
                                   (json_int_t)version, "size", jint(old, "size"), "user",
                                   (json_int_t)(u ? u->id : 0)));
-        rc = commit(b, refs, err, "deleting the version");
+        rc = fs_commit(b, refs, err, "deleting the version");
         b = NULL;
     }
     blob_unlock();
