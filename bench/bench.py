@@ -115,7 +115,7 @@ class MByte:
         conf = os.path.join(work, "mbyte-conf")
         os.makedirs(conf, exist_ok=True)
         with open(os.path.join(conf, "mbyte.yaml"), "w") as f:
-            f.write("log_level: warn\nhttp_threads: %d\n" % max(4, os.cpu_count() or 2))
+            f.write("log_level: warn\n" + ("http_threads: %s\n" % os.environ["BENCH_HTTP_THREADS"] if os.environ.get("BENCH_HTTP_THREADS") else ""))
         env = dict(os.environ, MBYTE_LISTEN="127.0.0.1:%d" % self.port, MBYTE_DATA=self.data,
                    MBYTE_ADMIN_PASSWORD=PASSWORD, MBYTE_WEB_DIR=os.path.join(ROOT, "web"),
                    MBYTE_MODULE_DIR=os.path.join(ROOT, "build-release", "modules"))

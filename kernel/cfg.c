@@ -295,7 +295,7 @@ static int parse_listen(const char *where, const char *s, char **host, int *port
 
 static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "web_dir", "lua_dir", "http_threads",
                                           "workers", "max_body", "token_ttl", "login_max_failures",
-                                          "login_window", "log_level", "modules", NULL};
+                                          "login_window", "log_level", "modules", "chunk_inline_max", NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -325,7 +325,8 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->module_dir = xstrdup("build-release/modules");
     c->web_dir = xstrdup("web");
     c->lua_dir = xstrdup("scripts/lua");
-    c->http_threads = 4;
+    c->http_threads = 16;
+    c->chunk_inline_max = 32768;
     c->workers = 2;
     c->max_body = 1 << 20;
     c->token_ttl = 7 * 24 * 3600;
@@ -377,6 +378,8 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     if ((rc = want_int(path, root, lines, "http_threads", 1, 256, &v, err)))
         goto fail;
     c->http_threads = (int)v;
+    if ((rc = want_int(path, root, lines, "chunk_inline_max", 0, CHUNK_INLINE_LIMIT, &c->chunk_inline_max, err)))
+        goto fail;
     v = c->workers;
     if ((rc = want_int(path, root, lines, "workers", 1, 256, &v, err)))
         goto fail;

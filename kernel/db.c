@@ -2,14 +2,30 @@
  * db.c — the metadata store: one LevelDB database, every table a key prefix
  * (docs/storage.md lists them). A change that must be atomic is one WriteBatch; a change a
  * client is told succeeded is written with sync=true first.
+ * Group commit (db_batch_commit_grouped + db_sync_through): a writer that must read, modify
+ * and write under a lock (fs.c's commit lock) writes its batch unsynced while it holds the
+ * lock, so the next holder reads its result, and makes it durable after releasing the lock.
+ * One synced write makes every earlier write in LevelDB's log durable, so the writers that
+ * arrive while one fsync runs share the next one: under load a group of commits costs one
+ * fsync instead of one each, and nobody holds the commit lock across an fsync.
+ * LevelDB closes a full log file WITHOUT syncing it when it switches to a new one (its
+ * memtable is then flushed to a synced table in the background); a synced write only syncs
+ * the current log. So the barrier also fdatasyncs every older *.log still present: a record
+ * is then durable in the current log, in an older log, or in a synced table.
+ *
  * Threads: any. LevelDB is thread-safe for reads and writes; the id counters are guarded
- * by one mutex so an id is never handed out twice, even across restarts.
+ * by one mutex so an id is never handed out twice, even across restarts. sync_mu guards the
+ * barrier's state (one leader syncs at a time; the others wait on sync_cv).
  */
 #include "kernel.h"
+#include <dirent.h>
+#include <fcntl.h>
 #include <leveldb/c.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static leveldb_t *db;
 static leveldb_options_t *opts;
@@ -18,6 +34,15 @@ static leveldb_writeoptions_t *wsync, *wasync;
 static leveldb_cache_t *cache;
 static leveldb_filterpolicy_t *bloom;
 static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *db_dir;
+
+/* Group commit: write_seq counts grouped writes that have returned; synced_seq is the
+ * highest of them known durable. */
+static _Atomic uint64_t write_seq;
+static uint64_t synced_seq;
+static bool syncing;
+static pthread_mutex_t sync_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sync_cv = PTHREAD_COND_INITIALIZER;
 #define ID_BLOCK 1024
 static struct {
     char name[32];
@@ -46,6 +71,8 @@ int db_open(const char *dir, mb_err *err)
     leveldb_options_set_filter_policy(opts, bloom);
     leveldb_options_set_compression(opts, leveldb_snappy_compression);
     db = leveldb_open(opts, dir, &e);
+    free(db_dir);
+    db_dir = xstrdup(dir);
     if (e) {
         err_set(err, MB_EIO, "cannot open the metadata database %s: %s", dir, e);
         leveldb_free(e);
@@ -66,6 +93,8 @@ void db_close(void)
     if (db)
         leveldb_close(db);
     db = NULL;
+    free(db_dir);
+    db_dir = NULL;
     if (ropts)
         leveldb_readoptions_destroy(ropts);
     if (wsync)
@@ -201,6 +230,91 @@ int db_batch_commit(db_batch *b, bool sync)
         return MB_EIO;
     }
     return 0;
+}
+
+int db_batch_commit_grouped(db_batch *b, uint64_t *seq)
+{
+    int rc = db_batch_commit(b, false);
+    *seq = rc ? 0 : atomic_fetch_add(&write_seq, 1) + 1;
+    return rc;
+}
+
+/* fdatasync the log files LevelDB has switched away from (all but the newest). */
+static int sync_old_logs(void)
+{
+    DIR *d = opendir(db_dir);
+    if (!d)
+        return -1;
+    unsigned long long nums[64], top = 0;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        unsigned long long v;
+        char tail[8];
+        if (sscanf(de->d_name, "%llu.%7s", &v, tail) == 2 && !strcmp(tail, "log")) {
+            if (n < sizeof nums / sizeof nums[0])
+                nums[n++] = v;
+            if (v > top)
+                top = v;
+        }
+    }
+    closedir(d);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (nums[i] == top)
+            continue;
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%06llu.log", db_dir, nums[i]);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* already flushed to a synced table and deleted */
+        if (fdatasync(fd))
+            rc = -1;
+        close(fd);
+    }
+    return rc;
+}
+
+static int sync_now(void)
+{
+    char *e = NULL;
+    leveldb_writebatch_t *wb = leveldb_writebatch_create(); /* empty: one synced log record */
+    leveldb_write(db, wsync, wb, &e);
+    leveldb_writebatch_destroy(wb);
+    if (e) {
+        log_error("leveldb sync: %s", e);
+        leveldb_free(e);
+        return -1;
+    }
+    return sync_old_logs();
+}
+
+void db_sync_through(uint64_t seq)
+{
+    pthread_mutex_lock(&sync_mu);
+    while (synced_seq < seq) {
+        if (syncing) {
+            pthread_cond_wait(&sync_cv, &sync_mu);
+            continue;
+        }
+        syncing = true;
+        uint64_t target = atomic_load(&write_seq); /* every write counted here has returned */
+        pthread_mutex_unlock(&sync_mu);
+        int rc = sync_now();
+        pthread_mutex_lock(&sync_mu);
+        syncing = false;
+        pthread_cond_broadcast(&sync_cv);
+        if (rc) {
+            /* The change is visible and may not be durable, and nobody has been answered
+             * yet: stopping here is the only way no client is told it succeeded (PostgreSQL
+             * panics on a failed fsync for the same reason). */
+            log_error("the metadata database could not be synced; stopping to keep acknowledged writes honest");
+            abort();
+        }
+        if (target > synced_seq)
+            synced_seq = target;
+    }
+    pthread_mutex_unlock(&sync_mu);
 }
 
 db_iter *db_iter_prefix(const char *prefix, size_t plen)

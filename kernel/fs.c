@@ -10,14 +10,15 @@
  *   d/<sid16>/<pid16>/<name>       a directory entry: <name> inside folder <pid> (root = 0)
  *   f/<sid16>/<fid16>/<ver16>      a file version: size, sha256, ordered chunk list
  *   c/<sha256>                     chunk refcount (blob.c)
- * Folders and files have random 63-bit ids, and entries are keyed by their parent's id, not
- * its path: listing a folder is one prefix scan, and moving or renaming a folder of any size
+ * Folders and files have ids from reserved blocks (db_alloc_id); entries are keyed by their
+ * parent's id, not its path: listing a folder is one prefix scan, and moving or renaming a folder of any size
  * is one delete plus one put in one batch — its subtree follows because it hangs off the id.
  * A file id is stable across renames and moves (the versioning module keys on it).
  *
- * Write order (DESIGN.md): chunks are written durably while the body streams in (blob.c);
- * then one synced batch commits the version, the refcounts, the directory entry and the
- * outbox event; only then does the caller reply. A crash before the batch leaves the old
+ * Write order (DESIGN.md): chunks are written durably while the body streams in (blob.c;
+ * small ones ride in the commit batch instead); then one batch commits the version, the
+ * refcounts, the directory entry and the outbox event, and is durable by group commit when
+ * blob_unlock returns (blob_commit, db.c); only then does the caller reply. A crash before the batch leaves the old
  * file and some orphan chunks (collected after the grace); after it, the new file.
  *
  * Threads: any (HTTP workers, task workers). Every namespace change is a read-modify-write
@@ -25,7 +26,7 @@
  * writers of one path serialise at commit time and the last commit wins cleanly; bodies are
  * streamed and chunks written without any lock. Reads take no lock: each LevelDB read is
  * consistent and entries point only at committed versions. libmagic is not thread-safe, so
- * its one cookie sits behind magic_lock.
+ * each thread has its own cookie (detect_ctype).
  */
 #include "fs.h"
 #include <magic.h>
@@ -40,8 +41,8 @@
 #define HEAD_BYTES 8192
 #define WBUF_CAP (2 * CHUNK_MAX)
 
-static magic_t magic_cookie;
-static pthread_mutex_t magic_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t magic_key; /* each thread's libmagic cookie, closed when it exits */
+static bool magic_ok;
 
 /* ============================================================== names === */
 
@@ -617,29 +618,47 @@ static const char *ext_type(const char *name)
     return NULL;
 }
 
-static bool textish(const char *t)
+static void magic_free(void *cookie)
 {
-    return !strncmp(t, "text/", 5) || !strcmp(t, "application/json") || !strcmp(t, "application/xml") ||
-           !strcmp(t, "image/svg+xml") || !strcmp(t, "application/yaml") || !strcmp(t, "application/x-sh");
+    if (cookie)
+        magic_close(cookie);
 }
 
-/* libmagic on the first bytes; the extension decides when magic only knows "some bytes" or
- * "some text" (CSS and JavaScript look like plain text to it). */
+/* The cheap evidence first (sniff.c): a format signature, then the extension, then "is it
+ * text"; libmagic, exhaustive and slow (0.2 to 1.5 ms a call), only for binary content that
+ * none of them names. Each thread keeps its own libmagic cookie (libmagic is not
+ * thread-safe, and one shared cookie behind a lock would serialise uploads). */
 static char *detect_ctype(const char *name, const uint8_t *head, size_t n)
 {
     const char *ext = ext_type(name);
+    bool container;
+    const char *sig = sniff_type(head, n, &container);
+    if (sig && !(container && ext))
+        return xstrdup(sig);
+    if (ext || sig)
+        return xstrdup(ext ? ext : sig);
+    if (n == 0)
+        return xstrdup("application/octet-stream");
+    if (sniff_is_text(head, n))
+        return xstrdup("text/plain");
     char m[128] = "";
-    if (magic_cookie && n) {
-        pthread_mutex_lock(&magic_lock);
-        const char *r = magic_buffer(magic_cookie, head, n);
+    magic_t cookie = magic_ok ? pthread_getspecific(magic_key) : NULL;
+    if (magic_ok && !cookie) {
+        cookie = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR);
+        if (cookie && magic_load(cookie, NULL)) {
+            magic_close(cookie);
+            cookie = NULL;
+        }
+        if (cookie)
+            pthread_setspecific(magic_key, cookie);
+    }
+    if (cookie) {
+        const char *r = magic_buffer(cookie, head, n);
         if (r)
             snprintf(m, sizeof m, "%s", r);
-        pthread_mutex_unlock(&magic_lock);
     }
-    if (!m[0] || !strcmp(m, "application/octet-stream") || strstr(m, "x-empty"))
-        return xstrdup(ext ? ext : "application/octet-stream");
-    if (!strcmp(m, "text/plain") && ext && textish(ext))
-        return xstrdup(ext);
+    if (!m[0] || strstr(m, "x-empty"))
+        return xstrdup("application/octet-stream");
     return xstrdup(m);
 }
 
@@ -651,12 +670,13 @@ struct fs_writer {
     int flags;
     char expect[65], if_match[65];
     uint8_t *buf;
-    size_t start, len; /* unconsumed bytes are buf[start .. len) */
+    size_t start, len, cap; /* unconsumed bytes are buf[start .. len); cap <= WBUF_CAP */
     EVP_MD_CTX *md;
     uint64_t total;
     int64_t expected;
     int64_t existing; /* size of the file this write replaces (0 if new), for quotas */
     json_t *chunks; /* [{"h","n"}] in order; each one is pending in blob.c */
+    db_batch *inl;  /* the inline chunks' puts: becomes the commit batch (blob.c) */
     uint8_t head[HEAD_BYTES];
     size_t headlen;
 };
@@ -744,7 +764,8 @@ int fs_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t exp
         }
         return rc;
     }
-    w->buf = xmalloc(WBUF_CAP);
+    w->cap = 64 * 1024; /* grows to WBUF_CAP only for bodies that need it */
+    w->buf = xmalloc(w->cap);
     w->md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(w->md, EVP_sha256(), NULL);
     w->chunks = json_array();
@@ -775,8 +796,16 @@ static int store_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
     EVP_Digest(p, n, md, &mdl, EVP_sha256(), NULL);
     hex_encode(md, 32, hex);
     /* Pending first, then store: see blob.c on why this order beats the collector. */
+    char fast[33];
+    blob_fastsum(p, n, fast);
     blob_pending_add(hex);
-    json_array_append_new(w->chunks, json_pack("{s:s, s:I}", "h", hex, "n", (json_int_t)n));
+    json_array_append_new(w->chunks, json_pack("{s:s, s:I, s:s}", "h", hex, "n", (json_int_t)n, "x", fast));
+    if (n <= blob_inline_max()) {
+        if (!w->inl)
+            w->inl = db_batch_new();
+        blob_put_inline(w->inl, hex, p, n);
+        return 0;
+    }
     return blob_put(hex, p, n, err);
 }
 
@@ -793,12 +822,15 @@ int fs_write_data(fs_writer *w, const void *data, size_t n, mb_err *err)
     }
     w->total += n;
     while (n) {
-        if (w->len == WBUF_CAP) { /* compact: keep the unconsumed tail at the front */
+        if (w->len == w->cap && w->cap < WBUF_CAP) {
+            w->cap = w->cap * 2 < WBUF_CAP ? w->cap * 2 : WBUF_CAP;
+            w->buf = xrealloc(w->buf, w->cap);
+        } else if (w->len == w->cap) { /* compact: keep the unconsumed tail at the front */
             memmove(w->buf, w->buf + w->start, w->len - w->start);
             w->len -= w->start;
             w->start = 0;
         }
-        size_t k = WBUF_CAP - w->len < n ? WBUF_CAP - w->len : n;
+        size_t k = w->cap - w->len < n ? w->cap - w->len : n;
         memcpy(w->buf + w->len, p, k);
         w->len += k;
         p += k;
@@ -827,6 +859,7 @@ static void writer_free(fs_writer *w, bool failed)
             blob_pending_drop(jstr(c, "h"));
     }
     json_decref(w->chunks);
+    db_batch_free(w->inl);
     EVP_MD_CTX_free(w->md);
     free(w->buf);
     free(w->path);
@@ -903,7 +936,8 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     char *dir = parent_of(w->path, &name);
     char *ctype = detect_ctype(name, w->head, w->headlen);
     int64_t now = now_wall();
-    db_batch *b = db_batch_new();
+    db_batch *b = w->inl ? w->inl : db_batch_new(); /* the inline chunks go in with their version */
+    w->inl = NULL;
     blob_refs *refs = blob_refs_new();
     json_t *existing = NULL, *entry = NULL;
     bool is_new = true;
@@ -955,7 +989,7 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
         stores_usage_flush(b);
         rc = blob_refs_apply(refs, b, err);
         if (!rc) {
-            rc = db_batch_commit(b, true);
+            rc = blob_commit(b);
             b = NULL;
             if (rc)
                 err_set(err, rc, "the new version of '%s' could not be committed", w->path);
@@ -985,7 +1019,8 @@ struct fs_reader {
     uint64_t size;
     size_t n;
     char (*hash)[65];
-    uint64_t *off; /* start of each chunk; off[n] == size */
+    char (*fast)[33]; /* XXH3-128 per chunk, "" in versions written before it was recorded */
+    uint64_t *off;    /* start of each chunk; off[n] == size */
     uint8_t *cache;
     size_t cached; /* index of the chunk in cache, or SIZE_MAX */
 };
@@ -1021,12 +1056,14 @@ int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, 
         fs_reader *r = xcalloc(1, sizeof *r);
         r->n = json_array_size(chunks);
         r->hash = xcalloc(r->n + 1, sizeof *r->hash);
+        r->fast = xcalloc(r->n + 1, sizeof *r->fast);
         r->off = xcalloc(r->n + 1, sizeof *r->off);
         r->cached = SIZE_MAX;
         uint64_t o = 0;
         for (size_t i = 0; i < r->n; i++) {
             json_t *c = json_array_get(chunks, i);
             snprintf(r->hash[i], 65, "%s", jstr(c, "h"));
+            snprintf(r->fast[i], 33, "%s", jstr(c, "x"));
             r->off[i] = o;
             o += (uint64_t)jint(c, "n");
         }
@@ -1066,7 +1103,7 @@ ssize_t fs_read(fs_reader *r, uint64_t off, void *buf, size_t n, mb_err *err)
         if (!r->cache)
             r->cache = xmalloc(CHUNK_MAX);
         r->cached = SIZE_MAX;
-        int rc = blob_get(r->hash[lo], r->cache, clen, err);
+        int rc = blob_read(r->hash[lo], r->fast[lo], r->cache, clen, err);
         if (rc)
             return rc;
         r->cached = lo;
@@ -1082,6 +1119,7 @@ void fs_close(fs_reader *r)
     if (!r)
         return;
     free(r->hash);
+    free(r->fast);
     free(r->off);
     free(r->cache);
     free(r);
@@ -1134,7 +1172,7 @@ int fs_mkdir(const mb_user *u, uint64_t sid, const char *path, int flags, json_t
             hook_emit_batch(b, "folder.created",
                             json_pack("{s:I, s:I, s:s, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner,
                                       "path", np, "user", (json_int_t)uid));
-            rc = db_batch_commit(b, true);
+            rc = blob_commit(b);
             b = NULL;
             if (rc)
                 err_set(err, rc, "the folder '%s' could not be created", np);
@@ -1236,7 +1274,7 @@ int fs_commit(db_batch *b, blob_refs *refs, mb_err *err, const char *what)
         db_batch_free(b);
         return rc;
     }
-    rc = db_batch_commit(b, true);
+    rc = blob_commit(b);
     if (rc)
         return err_set(err, rc, "%s could not be committed", what);
     return 0;
@@ -1619,6 +1657,16 @@ static int fsck_blob_cb(const char *hash, uint64_t size, int64_t mtime, void *ud
     return 0;
 }
 
+/* The chunk hash at the end of key k ("<prefix><sha256 hex>"), or false for another shape. */
+static bool key_hash(const char *k, size_t kl, size_t prefix, char out[65])
+{
+    if (kl != prefix + 64)
+        return false;
+    memcpy(out, k + prefix, 64);
+    out[64] = 0;
+    return true;
+}
+
 int fs_fsck(bool repair, json_t **report, mb_err *err)
 {
     (void)err;
@@ -1722,11 +1770,9 @@ int fs_fsck(bool repair, json_t **report, mb_err *err)
         size_t kl, vl;
         const char *k = db_iter_key(it, &kl);
         const char *v = db_iter_val(it, &vl);
-        if (kl != 66)
-            continue;
         char hash[65];
-        memcpy(hash, k + 2, 64);
-        hash[64] = 0;
+        if (!key_hash(k, kl, 2, hash))
+            continue;
         json_object_set_new(seen, hash, json_true());
         json_t *rec = json_loadb(v, vl, 0, NULL);
         json_int_t refs = jint(rec, "refs");
@@ -1765,9 +1811,26 @@ int fs_fsck(bool repair, json_t **report, mb_err *err)
         problem(&c, "refcount", repair, json_pack("{s:s, s:i, s:I}", "chunk", h, "recorded", 0, "actual", n),
                 "chunk %s has %lld references but no refcount record", h, (long long)n);
     }
-    json_decref(seen);
-    /* 5. Orphans: stored chunks nothing names. */
+    /* 5. Orphans: stored chunks nothing names. An inline chunk (blob.c) comes and goes in the
+     * same batch as its refcount record, so one without a record is repaired at once. */
     blob_list(fsck_blob_cb, &c, NULL);
+    it = db_iter_prefix("ci/", 3);
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        char hash[65];
+        if (!key_hash(k, kl, 3, hash))
+            continue;
+        c.chunks_stored++;
+        if (json_object_get(seen, hash))
+            continue;
+        if (repair)
+            db_batch_del(fix, k, kl);
+        problem(&c, "inline_orphan", repair, json_pack("{s:s}", "chunk", hash), "inline chunk %s has no refcount record",
+                hash);
+    }
+    db_iter_free(it);
+    json_decref(seen);
     int frc = db_batch_commit(fix, true);
     blob_unlock();
     if (frc)
@@ -1836,13 +1899,16 @@ int fs_init(mb_err *err)
     int rc = blob_init(err);
     if (rc)
         return rc;
-    magic_cookie = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR);
-    if (magic_cookie && magic_load(magic_cookie, NULL)) {
-        log_warn("libmagic could not load its database (%s); content types come from extensions",
-                 magic_error(magic_cookie));
-        magic_close(magic_cookie);
-        magic_cookie = NULL;
-    }
+    /* One cookie here to learn whether libmagic's database loads at all. */
+    magic_t probe = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR);
+    magic_ok = probe && magic_load(probe, NULL) == 0;
+    if (!magic_ok)
+        log_warn("libmagic could not load its database (%s); content types come from signatures and extensions",
+                 probe ? magic_error(probe) : "out of memory");
+    if (probe)
+        magic_close(probe);
+    if (magic_ok && pthread_key_create(&magic_key, magic_free))
+        magic_ok = false;
     ensure_default_stores();
     return files_routes_init(err);
 }
@@ -1850,9 +1916,12 @@ int fs_init(mb_err *err)
 void fs_fini(void)
 {
     blob_fini();
-    if (magic_cookie)
-        magic_close(magic_cookie);
-    magic_cookie = NULL;
+    if (magic_ok) { /* the other threads closed theirs as they exited */
+        magic_free(pthread_getspecific(magic_key));
+        pthread_setspecific(magic_key, NULL);
+        pthread_key_delete(magic_key);
+        magic_ok = false;
+    }
 }
 
 /* ============================================ for history.c (branch history) === */

@@ -140,6 +140,11 @@ int blob_put(const char *hash, const void *data, size_t len, mb_err *err);
 /* Read the whole chunk into buf (len bytes) and verify its hash: MB_EINTEGRITY if the bytes
  * are not what the name says, MB_ENOENT if it is missing. */
 int blob_get(const char *hash, void *buf, size_t len, mb_err *err);
+/* The same, checked against `fastsum` (blob_fastsum of the bytes, recorded when the chunk was
+ * written) instead of re-hashing with SHA-256; NULL or "" falls back to SHA-256. */
+int blob_read(const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err);
+/* XXH3-128 of the bytes as 32 lower-hex characters. */
+void blob_fastsum(const void *data, size_t len, char out[33]);
 /* Pending chunks: written or deduplicated by a write that has not committed yet. */
 void blob_pending_add(const char *hash);
 void blob_pending_drop(const char *hash);
@@ -148,7 +153,12 @@ void blob_pending_drop_discard(const char *hash);
 /* The commit lock: held around every read-modify-write of refcounts together with the
  * namespace change that needs them, and by the collector. */
 void blob_lock(void);
+/* Releases the commit lock, then returns only once every blob_commit this thread made under
+ * it is durable (group commit, db.c): reply to a client after blob_unlock, never before. */
 void blob_unlock(void);
+/* Commit a batch made under blob_lock (frees b): visible at once to the next lock holder,
+ * durable when blob_unlock returns. 0 or MB_EIO. */
+int blob_commit(db_batch *b);
 /* Refcount deltas gathered for one commit; applied into a batch under blob_lock. */
 typedef struct blob_refs blob_refs;
 blob_refs *blob_refs_new(void);
@@ -156,7 +166,7 @@ void blob_refs_add(blob_refs *r, const char *hash, uint64_t size, int delta);
 int blob_refs_apply(blob_refs *r, db_batch *b, mb_err *err); /* under blob_lock */
 void blob_refs_free(blob_refs *r);
 /* Commit one namespace change under blob_lock: the usage notes taken since stores_usage_begin,
- * the refcount deltas (refs may be NULL), then one synced write. Frees b in every case; `what`
+ * the refcount deltas (refs may be NULL), then blob_commit (durable at blob_unlock). Frees b in every case; `what`
  * names the change in the error sentence ("the purge could not be committed"). */
 int fs_commit(db_batch *b, blob_refs *refs, mb_err *err, const char *what);
 /* Collect chunks unreferenced for longer than grace seconds and orphans older than it.
@@ -165,7 +175,11 @@ int blob_gc(int64_t grace, mb_err *err);
 int64_t blob_gc_grace(void);
 /* Visit every stored chunk (fsck). */
 int blob_list(int (*fn)(const char *hash, uint64_t size, int64_t mtime, void *ud), void *ud, mb_err *err);
-bool blob_has(const char *hash);
+bool blob_has(const char *hash); /* stored inline or in the active backend */
+/* Inline chunks (blob.c): chunks of at most blob_inline_max() bytes are stored by putting
+ * them into the batch that commits their first reference, instead of blob_put. */
+size_t blob_inline_max(void);
+void blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len);
 int blob_del(const char *hash, mb_err *err);
 int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err);
 void blob_backend_unregister(mb_module *owner);

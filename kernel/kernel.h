@@ -64,6 +64,7 @@ bool parse_u64(const char *s, uint64_t *out);
 
 /* ------------------------------------------------------------------ cfg.c --- */
 /* The kernel configuration (conf.d/mbyte.yaml, then environment overrides). */
+#define CHUNK_INLINE_LIMIT (256 * 1024) /* the largest chunk_inline_max (= the smallest cut chunk) */
 typedef struct kcfg {
     char *config_dir;
     char *listen_host;
@@ -73,6 +74,7 @@ typedef struct kcfg {
     char *web_dir;
     char *lua_dir;
     int http_threads;
+    int64_t chunk_inline_max; /* chunks up to this size live in LevelDB (blob.c); 0 = none */
     int workers;
     int64_t max_body;        /* bytes for JSON bodies */
     int64_t token_ttl;       /* seconds a login token lives */
@@ -116,6 +118,11 @@ void db_batch_put(db_batch *b, const char *key, size_t klen, const void *val, si
 void db_batch_put_json(db_batch *b, const char *key, const json_t *val);
 void db_batch_del(db_batch *b, const char *key, size_t klen);
 int db_batch_commit(db_batch *b, bool sync); /* frees b */
+/* Group commit (see db.c): write b unsynced (visible at once, frees b) and get its ticket;
+ * db_sync_through(ticket) returns once it is durable, sharing one fsync with every writer
+ * that arrived meanwhile. A failed sync aborts the process before anyone is answered. */
+int db_batch_commit_grouped(db_batch *b, uint64_t *seq);
+void db_sync_through(uint64_t seq);
 void db_batch_free(db_batch *b);
 db_iter *db_iter_prefix(const char *prefix, size_t plen);
 bool db_iter_next(db_iter *it); /* advance; false at end of prefix (first call positions) */
@@ -381,3 +388,11 @@ int evapi_err_ftp_reply(int code);
 int evapi_run_blocking(mb_module *self, void (*work)(void *), void (*done)(void *), void *arg, mb_err *err);
 
 #endif
+
+/* ---------------------------------------------------------------- sniff.c --- */
+/* Content type from a file's first bytes by fixed signatures (WHATWG MIME Sniffing and a few
+ * more), or NULL; *container is set for generic containers (zip, OLE) whose extension names
+ * the content better. A static string. */
+const char *sniff_type(const uint8_t *p, size_t n, bool *container);
+/* True when the bytes hold no binary data byte (WHATWG), i.e. look like text; false if n == 0. */
+bool sniff_is_text(const uint8_t *p, size_t n);

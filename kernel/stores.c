@@ -228,7 +228,7 @@ static void usage_migrate(void)
         usage_put(b, key, json_integer_value(json_array_get(c, 0)), json_integer_value(json_array_get(c, 1)));
     }
     db_batch_put(b, "n/usage_counted", 15, "1", 1);
-    if (db_batch_commit(b, true))
+    if (blob_commit(b))
         log_error("usage: the first count could not be written");
     blob_unlock();
     json_decref(per_user);
@@ -316,7 +316,7 @@ int stores_ready(uint64_t sid, mb_err *err)
         hook_emit_batch(b, "store.created",
                         json_pack("{s:I, s:O, s:O}", "store", (json_int_t)sid, "owner", json_object_get(rec, "owner"),
                                   "name", json_object_get(rec, "name")));
-        rc = db_batch_commit(b, true);
+        rc = blob_commit(b);
         if (rc)
             err_set(err, rc, "store %llu could not be marked ready", (unsigned long long)sid);
     }
@@ -361,7 +361,7 @@ int stores_rename(const mb_user *u, uint64_t sid, const char *name, mb_err *err)
                         json_pack("{s:I, s:O, s:o, s:s, s:I}", "store", (json_int_t)sid, "owner",
                                   json_object_get(rec, "owner"), "from", old, "to", nn, "user",
                                   (json_int_t)(u ? u->id : 0)));
-        rc = db_batch_commit(b, true);
+        rc = blob_commit(b);
         if (rc)
             err_set(err, rc, "the store could not be renamed");
     }
@@ -396,7 +396,7 @@ int stores_delete_begin(const mb_user *u, uint64_t sid, mb_err *err)
         json_object_set_new(rec, "state", json_string("deleting"));
         skey(key, sizeof key, "s", sid);
         db_batch_put_json(b, key, rec);
-        rc = db_batch_commit(b, true);
+        rc = blob_commit(b);
         if (rc)
             err_set(err, rc, "the store could not be marked for deletion");
     }
@@ -488,7 +488,7 @@ int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
         }
         rc = blob_refs_apply(refs, b, err);
         if (!rc) {
-            rc = db_batch_commit(b, true);
+            rc = blob_commit(b);
             if (rc)
                 err_set(err, rc, "deleting store %llu failed", (unsigned long long)sid);
         } else

@@ -53,7 +53,7 @@ class IntegrityTest(ServerTest):
         return r.json()
 
     def test_a_flipped_byte_is_found_by_the_scrub_refused_on_download_reported_by_fsck_and_listed(self):
-        bad, good = b"precious bytes " * 1000, b"healthy " * 500
+        bad, good = b"precious bytes " * 3000, b"healthy " * 500  # bad: over 32 KiB, a chunk file
         self.assertEqual(self.req("PUT", "files/docs/bad.txt?parents=true", bad).status, 201)
         self.assertEqual(self.req("PUT", "files/good.txt", good).status, 201)
         sha = hashlib.sha256(bad).hexdigest()  # one small chunk: its name is the file's hash
@@ -105,8 +105,8 @@ class IntegrityTest(ServerTest):
         self.assertEqual(kinds, sorted([("corrupt", later), ("missing", first[0])]))
 
     def test_overwriting_a_damaged_file_gives_a_healthy_new_version(self):
-        self.assertEqual(self.req("PUT", "files/a.txt", b"first " * 100).status, 201)
-        self.flip(hashlib.sha256(b"first " * 100).hexdigest())
+        self.assertEqual(self.req("PUT", "files/a.txt", b"first " * 6000).status, 201)
+        self.flip(hashlib.sha256(b"first " * 6000).hexdigest())
         self.scrub()
         self.assertProblem(self.req("GET", "files/a.txt"), 500)
         self.assertEqual(self.req("PUT", "files/a.txt", b"second").status, 200)
