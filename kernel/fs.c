@@ -25,11 +25,9 @@
  * done under blob_lock() (the one commit lock, which also guards refcounts), so concurrent
  * writers of one path serialise at commit time and the last commit wins cleanly; bodies are
  * streamed and chunks written without any lock. Reads take no lock: each LevelDB read is
- * consistent and entries point only at committed versions. libmagic is not thread-safe, so
- * each thread has its own cookie (detect_ctype).
+ * consistent and entries point only at committed versions. Content types: ctype.c.
  */
 #include "fs.h"
-#include <magic.h>
 #include <openssl/evp.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -41,8 +39,6 @@
 #define HEAD_BYTES 8192
 #define WBUF_CAP (2 * CHUNK_MAX)
 
-static pthread_key_t magic_key; /* each thread's libmagic cookie, closed when it exits */
-static bool magic_ok;
 
 /* ============================================================== names === */
 
@@ -583,85 +579,6 @@ int fs_list(const mb_user *u, uint64_t sid, const char *path, bool recursive, js
     return rc;
 }
 
-/* ======================================================== content type === */
-
-static const struct {
-    const char *ext, *type;
-} ext_types[] = {
-    {"txt", "text/plain"}, {"md", "text/markdown"}, {"csv", "text/csv"}, {"html", "text/html"},
-    {"htm", "text/html"}, {"css", "text/css"}, {"js", "text/javascript"}, {"mjs", "text/javascript"},
-    {"json", "application/json"}, {"xml", "application/xml"}, {"svg", "image/svg+xml"}, {"png", "image/png"},
-    {"jpg", "image/jpeg"}, {"jpeg", "image/jpeg"}, {"gif", "image/gif"}, {"webp", "image/webp"},
-    {"avif", "image/avif"}, {"bmp", "image/bmp"}, {"ico", "image/x-icon"}, {"tif", "image/tiff"},
-    {"tiff", "image/tiff"}, {"heic", "image/heic"}, {"pdf", "application/pdf"}, {"zip", "application/zip"},
-    {"gz", "application/gzip"}, {"tar", "application/x-tar"}, {"7z", "application/x-7z-compressed"},
-    {"mp3", "audio/mpeg"}, {"ogg", "audio/ogg"}, {"wav", "audio/wav"}, {"flac", "audio/flac"},
-    {"mp4", "video/mp4"}, {"webm", "video/webm"}, {"mkv", "video/x-matroska"}, {"mov", "video/quicktime"},
-    {"doc", "application/msword"},
-    {"docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"},
-    {"xls", "application/vnd.ms-excel"},
-    {"xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
-    {"pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation"},
-    {"odt", "application/vnd.oasis.opendocument.text"}, {"epub", "application/epub+zip"},
-    {"wasm", "application/wasm"}, {"yaml", "application/yaml"}, {"yml", "application/yaml"},
-    {"c", "text/x-c"}, {"h", "text/x-c"}, {"py", "text/x-python"}, {"sh", "application/x-sh"},
-};
-
-static const char *ext_type(const char *name)
-{
-    const char *dot = strrchr(name, '.');
-    if (!dot || dot == name)
-        return NULL;
-    for (size_t i = 0; i < sizeof ext_types / sizeof ext_types[0]; i++)
-        if (!strcasecmp(dot + 1, ext_types[i].ext))
-            return ext_types[i].type;
-    return NULL;
-}
-
-static void magic_free(void *cookie)
-{
-    if (cookie)
-        magic_close(cookie);
-}
-
-/* The cheap evidence first (sniff.c): a format signature, then the extension, then "is it
- * text"; libmagic, exhaustive and slow (0.2 to 1.5 ms a call), only for binary content that
- * none of them names. Each thread keeps its own libmagic cookie (libmagic is not
- * thread-safe, and one shared cookie behind a lock would serialise uploads). */
-static char *detect_ctype(const char *name, const uint8_t *head, size_t n)
-{
-    const char *ext = ext_type(name);
-    bool container;
-    const char *sig = sniff_type(head, n, &container);
-    if (sig && !(container && ext))
-        return xstrdup(sig);
-    if (ext || sig)
-        return xstrdup(ext ? ext : sig);
-    if (n == 0)
-        return xstrdup("application/octet-stream");
-    if (sniff_is_text(head, n))
-        return xstrdup("text/plain");
-    char m[128] = "";
-    magic_t cookie = magic_ok ? pthread_getspecific(magic_key) : NULL;
-    if (magic_ok && !cookie) {
-        cookie = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR);
-        if (cookie && magic_load(cookie, NULL)) {
-            magic_close(cookie);
-            cookie = NULL;
-        }
-        if (cookie)
-            pthread_setspecific(magic_key, cookie);
-    }
-    if (cookie) {
-        const char *r = magic_buffer(cookie, head, n);
-        if (r)
-            snprintf(m, sizeof m, "%s", r);
-    }
-    if (!m[0] || strstr(m, "x-empty"))
-        return xstrdup("application/octet-stream");
-    return xstrdup(m);
-}
-
 /* ============================================================ writing === */
 
 struct fs_writer {
@@ -746,7 +663,7 @@ int fs_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t exp
         if (expect_sha256)
             memcpy(w->expect, expect_sha256, 65);
         json_t *p = filter_payload(w);
-        const char *guess = ext_type(name);
+        const char *guess = ctype_by_name(name);
         json_object_set_new(p, "size", json_integer(expected_size));
         json_object_set_new(p, "ctype", json_string(guess ? guess : "application/octet-stream"));
         json_object_set_new(p, "existing_size", json_integer(existing ? jint(existing, "size") : 0));
@@ -934,7 +851,8 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     }
     const char *name;
     char *dir = parent_of(w->path, &name);
-    char *ctype = detect_ctype(name, w->head, w->headlen);
+    bool deep;
+    char *ctype = ctype_detect(name, w->head, w->headlen, &deep);
     int64_t now = now_wall();
     db_batch *b = w->inl ? w->inl : db_batch_new(); /* the inline chunks go in with their version */
     w->inl = NULL;
@@ -957,9 +875,10 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     }
     if (!rc && w->if_match[0] && (is_new || strcmp(jstr(existing, "sha256"), w->if_match)))
         rc = err_set(err, MB_EPRECOND, "'%s' changed since it was read (If-Match does not match)", w->path);
+    uint64_t fid = 0, ver = 0;
     if (!rc) {
-        uint64_t fid = is_new ? new_id() : (uint64_t)jint(existing, "id");
-        uint64_t ver = is_new ? 1 : (uint64_t)jint(existing, "version") + 1;
+        fid = is_new ? new_id() : (uint64_t)jint(existing, "id");
+        ver = is_new ? 1 : (uint64_t)jint(existing, "version") + 1;
         /* Only the newest version is kept for now (no retention policy yet): the old ones
          * go in this same batch, with their refcounts. */
         if (!is_new && !history_keep_versions(w->sid, w->owner, fid, w->path))
@@ -1000,6 +919,8 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     blob_refs_free(refs);
     if (!rc) {
         hook_kick();
+        if (deep)
+            ctype_refine_later(w->sid, fid, ver, pid, name, w->head, w->headlen);
         if (info)
             *info = public_info(entry, w->path);
         if (created)
@@ -1011,6 +932,32 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     free(dir);
     writer_free(w, rc != 0);
     return rc;
+}
+
+void fs_set_ctype(uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name, const char *ctype)
+{
+    char key[KEYMAX];
+    json_t *v = NULL, *e = NULL;
+    db_batch *b = db_batch_new();
+    blob_lock();
+    fkey(key, sizeof key, sid, fid, ver);
+    if (db_get_json(key, &v) == 0) {
+        json_object_set_new(v, "ctype", json_string(ctype));
+        db_batch_put_json(b, key, v);
+        if (entry_get(sid, pid, name, &e) == 0 && jint(e, "id") == (json_int_t)fid &&
+            jint(e, "version") == (json_int_t)ver) {
+            json_object_set_new(e, "ctype", json_string(ctype));
+            dkey(key, sizeof key, sid, pid, name);
+            db_batch_put_json(b, key, e);
+        }
+        if (blob_commit(b))
+            log_warn("the content type of file %llu could not be recorded", (unsigned long long)fid);
+        b = NULL;
+    }
+    blob_unlock();
+    db_batch_free(b);
+    json_decref(v);
+    json_decref(e);
 }
 
 /* ============================================================ reading === */
@@ -1899,29 +1846,16 @@ int fs_init(mb_err *err)
     int rc = blob_init(err);
     if (rc)
         return rc;
-    /* One cookie here to learn whether libmagic's database loads at all. */
-    magic_t probe = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR);
-    magic_ok = probe && magic_load(probe, NULL) == 0;
-    if (!magic_ok)
-        log_warn("libmagic could not load its database (%s); content types come from signatures and extensions",
-                 probe ? magic_error(probe) : "out of memory");
-    if (probe)
-        magic_close(probe);
-    if (magic_ok && pthread_key_create(&magic_key, magic_free))
-        magic_ok = false;
+    if ((rc = ctype_init(err)))
+        return rc;
     ensure_default_stores();
     return files_routes_init(err);
 }
 
 void fs_fini(void)
 {
+    ctype_fini(); /* first: its thread records types through blob_lock */
     blob_fini();
-    if (magic_ok) { /* the other threads closed theirs as they exited */
-        magic_free(pthread_getspecific(magic_key));
-        pthread_setspecific(magic_key, NULL);
-        pthread_key_delete(magic_key);
-        magic_ok = false;
-    }
 }
 
 /* ============================================ for history.c (branch history) === */

@@ -40,6 +40,21 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err);
 /* Drop an unfinished write; nothing becomes visible. Frees w. NULL is fine. */
 void fs_write_abort(fs_writer *w);
 
+/* Record a content type found after the commit (ctype.c) on version `ver` of file `fid`, and on
+ * its directory entry <pid>/<name> if that still shows this version. Any thread. */
+void fs_set_ctype(uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name, const char *ctype);
+
+/* ---------------------------------------------------------------- ctype.c --- */
+/* Content types (ctype.c). ctype_detect decides from signature, extension and text at once
+ * (a new string) and sets *deep when only libmagic could say more: then pass the same head to
+ * ctype_refine_later after the commit, which records libmagic's answer in the background. */
+int ctype_init(mb_err *err);
+void ctype_fini(void);
+const char *ctype_by_name(const char *name); /* by extension, or NULL; a static string */
+char *ctype_detect(const char *name, const uint8_t *head, size_t n, bool *deep);
+void ctype_refine_later(uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name,
+                        const uint8_t *head, size_t n);
+
 /* Open a file (version 0 = current) for reading; *info as above. */
 int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, fs_reader **r, json_t **info,
             mb_err *err);

@@ -1,13 +1,13 @@
 /*
- * sniff.c — fast content-type detection from a file's first bytes (fs.c's detect_ctype).
+ * sniff.c — fast content-type detection from a file's first bytes (ctype.c's ctype_detect).
  *
  * libmagic runs thousands of tests on every buffer: about 0.2 ms for 4 KiB of binary and
  * over 1 ms for 4 KiB of text on this project's machines, which is more than the whole rest
  * of a small upload. So the common cases are decided here first, by the fixed signatures of
  * the WHATWG MIME Sniffing standard (images, audio, video, fonts, archives) plus a few more
  * formats a file store meets daily (PDF, 7z, xz, zstd, SQLite, ELF, tar), and by its
- * "binary data byte" rule for text; fs.c consults libmagic only for binary content that no
- * signature and no extension names. HTML and XML are deliberately not sniffed: a stored
+ * "binary data byte" rule for text; ctype.c consults libmagic, in the background, only for
+ * binary content that no signature and no extension names. HTML and XML are deliberately not sniffed: a stored
  * file is served with the type decided here, and text/html from content would let an upload
  * run script on MByte's origin (the extension decides, and downloads carry nosniff).
  *
