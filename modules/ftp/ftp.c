@@ -38,6 +38,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -652,6 +653,14 @@ static void data_begin(sess *s, struct evbuffer *listing)
         data_run(s);
 }
 
+/* Replies and small files go out at once: with Nagle, a 226 written while the 150 is still
+ * unacknowledged waits for the client's delayed ACK (40 ms per transfer on Linux). */
+static void sock_nodelay(evutil_socket_t fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 static bool same_host(const struct sockaddr *a, const struct sockaddr *b)
 {
     if (a->sa_family != b->sa_family)
@@ -678,6 +687,7 @@ static void pasv_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct 
         evutil_closesocket(s->data_fd);
     s->data_fd = fd;
     evutil_make_socket_nonblocking(fd);
+    sock_nodelay(fd);
     if (s->xkind != X_NONE && !s->xstarted && !s->data)
         data_begin(s, pending_listing(s));
 }
@@ -696,6 +706,7 @@ static void port_connected_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     s->data_fd = fd;
+    sock_nodelay(fd);
     data_begin(s, pending_listing(s));
 }
 
@@ -720,8 +731,12 @@ static int pasv_open(sess *s, int *port)
             ((struct sockaddr_in *)&a)->sin_port = htons((uint16_t)p);
         else
             ((struct sockaddr_in6 *)&a)->sin6_port = htons((uint16_t)p);
-        s->pasv = evconnlistener_new_bind(f->base, pasv_accept_cb, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                          1, (struct sockaddr *)&a,
+        /* REUSEABLE: a download's data connection ends with our FIN first, which leaves its
+         * port in TIME_WAIT for a minute; without SO_REUSEADDR a busy session would run
+         * out of passive ports after one range's worth of small files. */
+        s->pasv = evconnlistener_new_bind(f->base, pasv_accept_cb, s,
+                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE, 1,
+                                          (struct sockaddr *)&a,
                                           a.ss_family == AF_INET ? sizeof(struct sockaddr_in)
                                                                  : sizeof(struct sockaddr_in6));
         if (s->pasv) {
@@ -1666,6 +1681,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     s->srv = f;
     s->data_fd = -1;
+    sock_nodelay(fd);
     memcpy(&s->peer, sa, (size_t)len < sizeof s->peer ? (size_t)len : sizeof s->peer);
     socklen_t ll = sizeof s->local;
     getsockname(fd, (struct sockaddr *)&s->local, &ll);
