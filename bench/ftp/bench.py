@@ -125,8 +125,8 @@ class MByteFtp:
     user = ("admin", PASSWORD)
 
     def __init__(self, work):
-        self.port = free_port()
-        self.ftp_port = free_port()
+        self.http_port = free_port()
+        self.port = free_port()  # FTP
         data = os.path.join(work, "mbyte-data")
         conf = os.path.join(work, "mbyte-conf")
         os.makedirs(conf, exist_ok=True)
@@ -134,15 +134,14 @@ class MByteFtp:
             f.write("log_level: warn\nmodules:\n  ftp: true\n")
         with open(os.path.join(conf, "ftp.yaml"), "w") as f:
             f.write("max_sessions_per_user: 0\nmax_sessions_per_ip: 0\n")
-        env = dict(os.environ, MBYTE_LISTEN="127.0.0.1:%d" % self.port, MBYTE_DATA=data,
+        env = dict(os.environ, MBYTE_LISTEN="127.0.0.1:%d" % self.http_port, MBYTE_DATA=data,
                    MBYTE_ADMIN_PASSWORD=PASSWORD, MBYTE_WEB_DIR=os.path.join(ROOT, "web"),
                    MBYTE_MODULE_DIR=os.path.join(os.path.dirname(MBYTED), "modules"),
-                   MBYTE_FTP_LISTEN="127.0.0.1:%d" % self.ftp_port, MBYTE_FTP_PASV_PORTS="%d-%d" % pasv_range())
+                   MBYTE_FTP_LISTEN="127.0.0.1:%d" % self.port, MBYTE_FTP_PASV_PORTS="%d-%d" % pasv_range())
         self.log = open(os.path.join(work, "mbyted.log"), "w")
         self.proc = subprocess.Popen([MBYTED, "--config", conf], env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_port(self.port, self.proc, "mbyted")
-        wait_port(self.ftp_port, self.proc, "mbyted's FTP module")
-        self.port = self.ftp_port
+        wait_port(self.http_port, self.proc, "mbyted")
+        wait_port(self.port, self.proc, "mbyted's FTP module")
 
     def url(self, name):
         return "ftp://127.0.0.1:%d/Home/%s" % (self.port, name)
