@@ -2129,13 +2129,37 @@ static struct evconnlistener *listen_on(ftp_srv *f, const char *addr, mb_err *e)
     return l;
 }
 
+/* The last words of a session closed by fini: the session is freed before the loop turns
+ * again, so what its control connection holds is written to the socket now (best effort,
+ * never blocking; a socket bufferevent has no flush of its own). */
+static void ctl_flush_now(sess *s)
+{
+    struct bufferevent *b = s->ctl;
+    SSL *ssl = bufferevent_openssl_get_ssl(b);
+    struct bufferevent *u = bufferevent_get_underlying(b);
+    if (ssl && !u) { /* implicit TLS: the SSL object writes to the socket itself */
+        struct evbuffer *o = bufferevent_get_output(b);
+        size_t n = evbuffer_get_length(o);
+        if (n && SSL_write(ssl, evbuffer_pullup(o, -1), (int)n) <= 0)
+            ERR_clear_error();
+        return;
+    }
+    if (u) { /* AUTH TLS: encrypt into the socket bufferevent under the filter */
+        bufferevent_flush(b, EV_WRITE, BEV_FLUSH);
+        b = u;
+    }
+    struct evbuffer *o = bufferevent_get_output(b);
+    evbuffer_unfreeze(o, 1); /* the bufferevent keeps the front for itself; it is freed next */
+    evbuffer_write(o, bufferevent_getfd(b));
+}
+
 static void srv_free(ftp_srv *f)
 {
     while (f->sessions) {
         sess *s = f->sessions;
-        reply(s, 421, "Service shutting down");
-        if (s->ctl) /* a last best-effort flush of the 421 */
-            bufferevent_flush(s->ctl, EV_WRITE, BEV_FLUSH);
+        reply(s, 421, "Service shutting down; reconnect");
+        if (s->ctl)
+            ctl_flush_now(s);
         sess_close(s);
     }
     if (f->lst)
