@@ -11,17 +11,23 @@
  * versioning and every other filter apply exactly as over HTTP; a refusal's MB_E* code is
  * turned into the FTP reply by the kernel's one error table (api->err_ftp_reply).
  *
- * Threads and blocking: everything runs on the loop thread — control and data connections
- * are bufferevents (OpenSSL bufferevents for TLS). File bytes move in bounded slices
- * (at most SLICE bytes read or written per callback, at most OUTBUF_HIGH queued per data
- * connection), so one transfer never holds the loop for long and sessions interleave.
- * The only long blocking call, the argon2id password check, runs on a worker through
- * api->run_blocking and answers back on the loop.
+ * Threads and blocking: sessions live on the loop thread — control and data connections
+ * are bufferevents (OpenSSL bufferevents for TLS). Nothing that blocks runs there: file
+ * bytes (reading and verifying chunks, chunking, hashing, writing and fsyncing them, the
+ * commit) and the argon2id password check run on workers through api->run_blocking and
+ * answer back on the loop. A transfer has at most one I/O job in flight (an iojob, up to
+ * IO_JOB bytes); while it runs, the loop keeps the network side moving (sending what the
+ * previous job read, or reading what the next job will write), so disk and network work
+ * overlap. Memory per transfer is bounded: OUTBUF_HIGH queued for sending plus one job,
+ * or INBUF_HIGH received plus one job. A job owns the reader/writer it was given while it
+ * runs; a transfer that ends meanwhile (ABOR, a cut connection, fini) orphans the job,
+ * and the job's done callback closes what it held (the kernel keeps the module loaded
+ * until then).
  *
  * Lifetime: the module's state owns the listeners, the TLS context and every session;
- * fini closes them all (sessions get 421). A session with a password check in flight is
- * only marked dead and freed when the check comes back (the kernel keeps the module
- * loaded until then). Nothing lives in static variables, so a reload's two copies are
+ * fini closes them all (sessions get 421). A session with a password check or an I/O job
+ * in flight is only marked dead and freed when the job comes back (the kernel keeps the
+ * module loaded until then). Nothing lives in static variables, so a reload's two copies are
  * independent (listeners use SO_REUSEPORT so the new copy can bind before the old closes).
  *
  * Keys (docs/storage.md): m/ftp/pw/<uid 16 hex>/<id> = {"v":1,"id","name","hash","created"}
@@ -38,11 +44,13 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,13 +61,16 @@
 #include <unistd.h>
 
 #define FTP_VERSION "1.0.0"
-#define SLICE (256 * 1024)
-#define OUTBUF_HIGH (1024 * 1024)
+#define SLICE (256 * 1024)              /* one read() from a file, one socket read or write */
+#define IO_JOB (1024 * 1024)            /* bytes one worker job reads or writes */
+#define OUTBUF_HIGH (2 * 1024 * 1024)   /* RETR: queued for sending before the next job starts */
+#define INBUF_HIGH (2 * 1024 * 1024)    /* STOR: received while a job writes, before reading pauses */
 #define LINE_MAX_BYTES 8192
 #define MAX_LOCKS 256
 
 typedef struct ftp_srv ftp_srv;
 typedef struct sess sess;
+typedef struct iojob iojob;
 
 enum { X_NONE, X_RETR, X_STOR, X_LIST };
 
@@ -71,7 +82,8 @@ struct sess {
     struct sockaddr_storage peer, local;
     char ip[64];
     bool loopback, tls, implicit, dead, quitting;
-    int jobs; /* password checks in flight */
+    int jobs;   /* password checks in flight */
+    int iojobs; /* I/O jobs in flight (0 or 1), orphaned ones included */
     /* login */
     char uname[128], namebuf[128];
     mb_user user;
@@ -92,7 +104,7 @@ struct sess {
     struct bufferevent *linger; /* a finished download's connection, closed once the client closes */
     /* transfer */
     int xkind;
-    bool xstarted, xeof;
+    bool xstarted, xeof, in_eof; /* in_eof: an upload's data connection has ended */
     char *deferred_what; /* a resumed upload waits for its old bytes before the 150 reply */
     mb_file_reader *rd;
     uint64_t roff, rsize;
@@ -101,7 +113,10 @@ struct sess {
     char xpath[FTPU_PATH_MAX + 1];
     uint64_t copy_off, copy_end; /* resume: old bytes still to copy into wr */
     mb_file_reader *old;
-    struct event *pump;
+    iojob *io;              /* the transfer's job in flight or waiting for a worker */
+    struct event *rdev;     /* a plain upload's socket, read without the bufferevent ... */
+    struct evbuffer *inbuf; /* ... into this */
+    struct event *io_retry; /* a job the kernel had no worker for is tried again */
     struct evbuffer *listing; /* LIST/NLST/MLSD output waiting for the data connection */
     uint64_t xbytes;
     struct ev_token_bucket_cfg *rate;
@@ -133,6 +148,7 @@ static void reply(sess *s, int code, const char *fmt, ...) __attribute__((format
 static void sess_close(sess *s);
 static void xfer_end(sess *s, int code, const char *msg);
 static void data_run(sess *s);
+static void io_detach(sess *s);
 static void start_xfer(sess *s, int kind, struct evbuffer *listing, const char *what);
 static void ctl_read_cb(struct bufferevent *bev, void *arg);
 static void quit_check(sess *s);
@@ -388,6 +404,14 @@ static void data_close(sess *s)
         s->connecting = NULL;
         evutil_closesocket(fd);
     }
+    if (s->rdev) {
+        event_free(s->rdev);
+        s->rdev = NULL;
+    }
+    if (s->inbuf) {
+        evbuffer_free(s->inbuf);
+        s->inbuf = NULL;
+    }
     if (s->data) {
         SSL *ssl = bufferevent_openssl_get_ssl(s->data);
         if (ssl) /* a close_notify, so the client sees a clean end of the stream */
@@ -405,10 +429,7 @@ static void data_close(sess *s)
 static void xfer_end(sess *s, int code, const char *msg)
 {
     ftp_srv *f = s->srv;
-    if (s->pump) {
-        event_free(s->pump);
-        s->pump = NULL;
-    }
+    io_detach(s);
     data_close(s);
     if (s->listing) {
         evbuffer_free(s->listing);
@@ -438,7 +459,7 @@ static void xfer_end(sess *s, int code, const char *msg)
         }
     }
     s->xkind = X_NONE;
-    s->xstarted = s->xeof = false;
+    s->xstarted = s->xeof = s->in_eof = false;
     free(s->deferred_what);
     s->deferred_what = NULL;
     s->rest = 0;
@@ -451,60 +472,278 @@ static void xfer_fail(sess *s, const mb_err *e)
     xfer_end(s, s->srv->api->err_ftp_reply(e->code), e->msg);
 }
 
-/* RETR: keep at most OUTBUF_HIGH queued; read SLICE at a time. */
+/* ------------------------------------------------------------ I/O jobs --- */
+
+struct iojob {
+    sess *s;
+    const mb_api *api;
+    int kind;                     /* X_RETR read, X_STOR write (and commit), 'C' copy old bytes */
+    atomic_bool orphan;           /* the transfer ended while the job ran: done only cleans up */
+    bool commit, committed, waiting;
+    mb_file_reader *rd;           /* lent by the session (s->rd, or s->old for a copy) */
+    mb_file_writer *wr;           /* lent by the session (s->wr) */
+    uint64_t off, end;            /* RETR, copy: the byte range to read */
+    struct evbuffer *buf;         /* RETR: bytes read; STOR: bytes to write */
+    size_t moved;
+    int rc;
+    mb_err e;
+};
+
+/* Worker thread: touches only the job (and the reader/writer lent to it). */
+static void io_work(void *arg)
+{
+    iojob *j = arg;
+    const mb_api *api = j->api;
+    if (j->kind == X_RETR) {
+        while (!j->rc && j->off < j->end && evbuffer_get_length(j->buf) < IO_JOB && !atomic_load(&j->orphan)) {
+            struct evbuffer_iovec v;
+            if (evbuffer_reserve_space(j->buf, SLICE, &v, 1) < 1) {
+                j->rc = api->err_set(&j->e, MB_ENOMEM, "out of memory");
+                break;
+            }
+            uint64_t want = j->end - j->off < v.iov_len ? j->end - j->off : v.iov_len;
+            int64_t n = api->file_read(j->rd, j->off, v.iov_base, (size_t)want, &j->e);
+            v.iov_len = n > 0 ? (size_t)n : 0;
+            evbuffer_commit_space(j->buf, &v, 1);
+            if (n < 0)
+                j->rc = (int)n;
+            else if (n == 0)
+                j->end = j->off; /* the file is shorter than it said: it ends here */
+            j->off += v.iov_len;
+            j->moved += v.iov_len;
+        }
+        return;
+    }
+    if (j->kind == 'C') { /* a resumed upload's old bytes, into the new version */
+        char *tmp = malloc(SLICE);
+        if (!tmp)
+            j->rc = api->err_set(&j->e, MB_ENOMEM, "out of memory");
+        while (!j->rc && j->off < j->end && !atomic_load(&j->orphan)) {
+            uint64_t want = j->end - j->off < SLICE ? j->end - j->off : SLICE;
+            int64_t n = api->file_read(j->rd, j->off, tmp, (size_t)want, &j->e);
+            if (n == 0)
+                j->rc = api->err_set(&j->e, MB_EIO, "the file changed while resuming");
+            else if (n < 0)
+                j->rc = (int)n;
+            else if ((j->rc = api->file_write_data(j->wr, tmp, (size_t)n, &j->e)) == 0)
+                j->off += (uint64_t)n;
+        }
+        free(tmp);
+        return;
+    }
+    /* One call for the whole job: socket reads leave many small pieces, and each call into
+     * the writer has a cost of its own; one copy of at most IO_JOB bytes is cheaper. */
+    size_t len = evbuffer_get_length(j->buf);
+    if (len) {
+        unsigned char *p = evbuffer_pullup(j->buf, -1);
+        j->rc = p ? api->file_write_data(j->wr, p, len, &j->e) : api->err_set(&j->e, MB_ENOMEM, "out of memory");
+        j->moved = len;
+    }
+    if (!j->rc && j->commit) {
+        j->committed = true; /* commit frees the writer whatever it answers */
+        j->rc = api->file_write_commit(j->wr, NULL, NULL, &j->e);
+    }
+}
+
+static void retr_fill(sess *s);
+static void stor_kick(sess *s);
+
+static void io_free(iojob *j)
+{
+    evbuffer_free(j->buf);
+    free(j);
+}
+
+/* Loop thread: the job is back. */
+static void io_done(void *arg)
+{
+    iojob *j = arg;
+    sess *s = j->s;
+    s->iojobs--;
+    if (atomic_load(&j->orphan)) {
+        if (j->rd)
+            j->api->file_close(j->rd);
+        if (j->wr && !j->committed)
+            j->api->file_write_abort(j->wr);
+        io_free(j);
+        if (s->dead)
+            sess_close(s); /* frees it once nothing else is in flight */
+        return;
+    }
+    s->io = NULL;
+    s->xbytes += j->moved;
+    if (j->committed)
+        s->wr = NULL;
+    if (j->rc) {
+        mb_err e = j->e;
+        io_free(j);
+        xfer_fail(s, &e);
+        return;
+    }
+    if (j->kind == X_RETR) {
+        evbuffer_add_buffer(bufferevent_get_output(s->data), j->buf);
+        s->roff = j->off;
+        s->xeof = j->off >= j->end;
+        io_free(j);
+        retr_fill(s);
+    } else if (j->kind == 'C') {
+        io_free(j);
+        s->copy_off = s->copy_end;
+        s->srv->api->file_close(s->old);
+        s->old = NULL;
+        /* The old bytes are in: only now does the client hear 150 and send the rest, so no
+         * client byte is read (or must be held back) while the copy runs. */
+        char *label = s->deferred_what;
+        s->deferred_what = NULL;
+        start_xfer(s, X_STOR, NULL, label ? label : "upload");
+        free(label);
+    } else if (j->committed) {
+        io_free(j);
+        xfer_end(s, 226, "Transfer complete");
+    } else {
+        io_free(j);
+        stor_kick(s);
+    }
+}
+
+/* Hand the job to a worker; without a free one, try again shortly (the job waits in s->io). */
+static void io_start(sess *s, iojob *j)
+{
+    mb_err e = {0};
+    s->io = j;
+    j->waiting = s->srv->api->run_blocking(s->srv->self, io_work, io_done, j, &e) != 0;
+    if (j->waiting) {
+        struct timeval tv = {0, 5000};
+        evtimer_add(s->io_retry, &tv);
+        return;
+    }
+    s->iojobs++;
+}
+
+static void io_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    sess *s = arg;
+    if (s->io && s->io->waiting)
+        io_start(s, s->io);
+}
+
+static iojob *io_new(sess *s, int kind, mb_file_reader *rd, mb_file_writer *wr)
+{
+    iojob *j = calloc(1, sizeof *j);
+    if (j && !(j->buf = evbuffer_new())) {
+        free(j);
+        j = NULL;
+    }
+    if (!j) {
+        xfer_end(s, 451, "out of memory");
+        return NULL;
+    }
+    j->s = s;
+    j->api = s->srv->api;
+    j->kind = kind;
+    atomic_init(&j->orphan, false);
+    j->rd = rd;
+    j->wr = wr;
+    return j;
+}
+
+/* The transfer ends: a waiting job is dropped, a running one is orphaned and takes the
+ * reader/writer it was lent with it (its done callback closes them). */
+static void io_detach(sess *s)
+{
+    iojob *j = s->io;
+    if (!j)
+        return;
+    s->io = NULL;
+    evtimer_del(s->io_retry);
+    if (j->waiting) {
+        io_free(j);
+        return;
+    }
+    if (j->rd == s->rd)
+        s->rd = NULL;
+    if (j->rd == s->old)
+        s->old = NULL;
+    if (j->wr == s->wr)
+        s->wr = NULL;
+    atomic_store(&j->orphan, true);
+}
+
+/* RETR: a job reads (and the kernel verifies) the next IO_JOB bytes while the loop sends
+ * what is queued; a new job starts once less than OUTBUF_HIGH waits to be sent. */
 static void retr_fill(sess *s)
 {
-    const mb_api *api = s->srv->api;
     struct evbuffer *out = bufferevent_get_output(s->data);
-    int slices = 0;
-    while (!s->xeof && evbuffer_get_length(out) < OUTBUF_HIGH && slices++ < 4) {
-        struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(out, SLICE, &v, 1) < 1)
-            break;
-        mb_err e = {0};
-        int64_t n = api->file_read(s->rd, s->roff, v.iov_base, v.iov_len < SLICE ? v.iov_len : SLICE, &e);
-        if (n < 0) {
-            v.iov_len = 0;
-            evbuffer_commit_space(out, &v, 1);
-            xfer_fail(s, &e);
+    if (!s->io && !s->xeof && evbuffer_get_length(out) < OUTBUF_HIGH) {
+        iojob *j = io_new(s, X_RETR, s->rd, NULL);
+        if (!j)
             return;
-        }
-        v.iov_len = (size_t)n;
-        evbuffer_commit_space(out, &v, 1);
-        s->roff += (uint64_t)n;
-        s->xbytes += (uint64_t)n;
-        if (n == 0)
-            s->xeof = true;
+        j->off = s->roff;
+        j->end = s->rsize;
+        io_start(s, j);
+        return;
     }
-    if (s->xeof && evbuffer_get_length(out) == 0) {
+    if (!s->io && s->xeof && evbuffer_get_length(out) == 0) {
         data_linger(s);
         xfer_end(s, 226, "Transfer complete");
     }
 }
 
-/* STOR: hand what arrived to the writer. */
-static int stor_drain(sess *s)
+/* STOR: hand what arrived to a job once there is a slice of it or the upload has ended;
+ * the job that takes the last bytes also commits (durable before the 226). */
+static void stor_kick(sess *s)
 {
-    const mb_api *api = s->srv->api;
-    struct evbuffer *in = bufferevent_get_input(s->data);
-    while (evbuffer_get_length(in)) {
-        struct evbuffer_iovec v[8];
-        int n = evbuffer_peek(in, -1, NULL, v, 8);
-        if (n > 8)
-            n = 8;
-        size_t used = 0;
-        for (int i = 0; i < n; i++) {
-            mb_err e = {0};
-            if (api->file_write_data(s->wr, v[i].iov_base, v[i].iov_len, &e)) {
-                xfer_fail(s, &e);
-                return -1;
-            }
-            used += v[i].iov_len;
+    if (s->io || s->xkind != X_STOR || !s->wr || !s->data)
+        return;
+    struct evbuffer *in = s->rdev ? s->inbuf : bufferevent_get_input(s->data);
+    if (!s->in_eof && evbuffer_get_length(in) < SLICE)
+        return;
+    iojob *j = io_new(s, X_STOR, NULL, s->wr);
+    if (!j)
+        return;
+    evbuffer_remove_buffer(in, j->buf, IO_JOB);
+    j->commit = s->in_eof && evbuffer_get_length(in) == 0;
+    if (s->rdev && !s->in_eof)
+        event_add(s->rdev, NULL); /* room again, if stor_recv_cb had paused */
+    io_start(s, j);
+}
+
+/* A plain upload's bytes, read straight from the socket: libevent 2.1's bufferevents read
+ * at most 4 KiB per loop turn (a turn and three system calls per 4 KiB); this reads up
+ * to SLICE at once. Reading pauses at INBUF_HIGH until a job takes the bytes. */
+static void stor_recv_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    sess *s = arg;
+    idle_reset(s);
+    for (int i = 0; i < 4 && evbuffer_get_length(s->inbuf) < INBUF_HIGH; i++) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(s->inbuf, SLICE, &v, 1) < 1) {
+            xfer_end(s, 451, "out of memory");
+            return;
         }
-        evbuffer_drain(in, used);
-        s->xbytes += used;
+        size_t room = v.iov_len;
+        ssize_t n = recv(fd, v.iov_base, room, 0);
+        v.iov_len = n > 0 ? (size_t)n : 0;
+        evbuffer_commit_space(s->inbuf, &v, 1);
+        if (n == 0) {
+            s->in_eof = true;
+            event_del(s->rdev);
+            break;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                break;
+            xfer_end(s, 426, "Data connection closed; transfer aborted");
+            return;
+        }
+        if ((size_t)n < room) /* the socket is empty for now */
+            break;
     }
-    return 0;
+    if (evbuffer_get_length(s->inbuf) >= INBUF_HIGH)
+        event_del(s->rdev);
+    stor_kick(s);
 }
 
 static void data_read_cb(struct bufferevent *bev, void *arg)
@@ -512,8 +751,7 @@ static void data_read_cb(struct bufferevent *bev, void *arg)
     (void)bev;
     sess *s = arg;
     idle_reset(s);
-    if (s->xkind == X_STOR && s->wr)
-        stor_drain(s);
+    stor_kick(s);
 }
 
 static void data_write_cb(struct bufferevent *bev, void *arg)
@@ -542,54 +780,12 @@ static void data_event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_EOF && s->xkind == X_STOR && s->wr) {
-        if (stor_drain(s) == 0)
-            xfer_end(s, 226, "Transfer complete");
+        s->in_eof = true;
+        stor_kick(s);
         return;
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
         xfer_end(s, 426, "Data connection closed; transfer aborted");
-}
-
-/* Resume an upload: copy the old file's first copy_end bytes into the writer, one slice
- * per loop turn, then start reading the client's bytes. */
-static void pump_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    sess *s = arg;
-    const mb_api *api = s->srv->api;
-    char *buf = malloc(SLICE);
-    if (!buf) {
-        xfer_end(s, 451, "out of memory");
-        return;
-    }
-    mb_err e = {0};
-    uint64_t want = s->copy_end - s->copy_off;
-    if (want > SLICE)
-        want = SLICE;
-    int64_t n = api->file_read(s->old, s->copy_off, buf, (size_t)want, &e);
-    if (n <= 0 || api->file_write_data(s->wr, buf, (size_t)n, &e)) {
-        free(buf);
-        if (n == 0)
-            api->err_set(&e, MB_EIO, "the file changed while resuming");
-        xfer_fail(s, &e);
-        return;
-    }
-    free(buf);
-    s->copy_off += (uint64_t)n;
-    if (s->copy_off < s->copy_end) {
-        event_active(s->pump, 0, 0);
-        return;
-    }
-    api->file_close(s->old);
-    s->old = NULL;
-    event_free(s->pump);
-    s->pump = NULL;
-    /* The old bytes are in: only now does the client hear 150 and send the rest, so no
-     * client byte is read (or must be held back) while the copy runs. */
-    char *label = s->deferred_what;
-    s->deferred_what = NULL;
-    start_xfer(s, X_STOR, NULL, label ? label : "upload");
-    free(label);
 }
 
 /* Both the command and the connection are there: move bytes. */
@@ -606,8 +802,20 @@ static void data_run(sess *s)
         bufferevent_enable(s->data, EV_WRITE);
         if (evbuffer_get_length(bufferevent_get_output(s->data)) == 0)
             xfer_end(s, 226, "Transfer complete");
+    } else if (s->xkind == X_STOR && !s->prot_p && !s->rate) {
+        /* TLS and the bandwidth cap need the bufferevent; a plain upload reads directly. */
+        s->inbuf = evbuffer_new();
+        s->rdev = s->inbuf ? event_new(s->srv->base, bufferevent_getfd(s->data), EV_READ | EV_PERSIST,
+                                       stor_recv_cb, s)
+                           : NULL;
+        if (!s->rdev) {
+            xfer_end(s, 451, "out of memory");
+            return;
+        }
+        bufferevent_disable(s->data, EV_READ);
+        event_add(s->rdev, NULL);
     } else if (s->xkind == X_STOR) {
-        bufferevent_setwatermark(s->data, EV_READ, 0, OUTBUF_HIGH);
+        bufferevent_setwatermark(s->data, EV_READ, 0, INBUF_HIGH);
         bufferevent_enable(s->data, EV_READ);
     }
 }
@@ -639,6 +847,10 @@ static void data_begin(sess *s, struct evbuffer *listing)
      * reset or a cut connection would look like the end of the file and be committed. */
     if (s->prot_p && s->xkind != X_STOR)
         bufferevent_openssl_set_allow_dirty_shutdown(s->data, 1);
+    /* libevent moves at most 16 KiB per read or write callback by default: a loop turn per
+     * 16 KiB. A slice per turn keeps bulk transfers cheap and still bounded. */
+    bufferevent_set_max_single_read(s->data, SLICE);
+    bufferevent_set_max_single_write(s->data, SLICE);
     if (f->bandwidth > 0 && s->rate)
         bufferevent_set_rate_limit(s->data, s->rate);
     if (listing) {
@@ -650,6 +862,14 @@ static void data_begin(sess *s, struct evbuffer *listing)
         bufferevent_enable(s->data, EV_READ | EV_WRITE); /* drives the handshake */
     else
         data_run(s);
+}
+
+/* Replies and small files go out at once: with Nagle, a 226 written while the 150 is still
+ * unacknowledged waits for the client's delayed ACK (40 ms per transfer on Linux). */
+static void sock_nodelay(evutil_socket_t fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 static bool same_host(const struct sockaddr *a, const struct sockaddr *b)
@@ -678,7 +898,8 @@ static void pasv_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct 
         evutil_closesocket(s->data_fd);
     s->data_fd = fd;
     evutil_make_socket_nonblocking(fd);
-    if (s->xkind != X_NONE && !s->xstarted && !s->data)
+    sock_nodelay(fd);
+    if (s->xkind != X_NONE && !s->xstarted && !s->data && !s->io) /* not while a resume copies */
         data_begin(s, pending_listing(s));
 }
 
@@ -696,6 +917,7 @@ static void port_connected_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     s->data_fd = fd;
+    sock_nodelay(fd);
     data_begin(s, pending_listing(s));
 }
 
@@ -720,8 +942,12 @@ static int pasv_open(sess *s, int *port)
             ((struct sockaddr_in *)&a)->sin_port = htons((uint16_t)p);
         else
             ((struct sockaddr_in6 *)&a)->sin6_port = htons((uint16_t)p);
-        s->pasv = evconnlistener_new_bind(f->base, pasv_accept_cb, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                          1, (struct sockaddr *)&a,
+        /* REUSEABLE: a download's data connection ends with our FIN first, which leaves its
+         * port in TIME_WAIT for a minute; without SO_REUSEADDR a busy session would run
+         * out of passive ports after one range's worth of small files. */
+        s->pasv = evconnlistener_new_bind(f->base, pasv_accept_cb, s,
+                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE, 1,
+                                          (struct sockaddr *)&a,
                                           a.ss_family == AF_INET ? sizeof(struct sockaddr_in)
                                                                  : sizeof(struct sockaddr_in6));
         if (s->pasv) {
@@ -737,14 +963,18 @@ static int pasv_open(sess *s, int *port)
 /* Start RETR/STOR/APPE/STOU/LIST once the file side is ready; the connection may follow. */
 static void start_xfer(sess *s, int kind, struct evbuffer *listing, const char *what)
 {
-    if (kind == X_STOR && s->old && !s->pump) {
-        /* A resumed upload: copy the old bytes first (pump_cb, a slice per loop turn), then
-         * come back here to open the transfer. */
+    if (kind == X_STOR && s->old && !s->io) {
+        /* A resumed upload: a job copies the old bytes first, then io_done comes back here
+         * to open the transfer. */
         free(s->deferred_what);
         s->deferred_what = strdup(what);
         s->xkind = kind; /* so a disconnect during the copy cleans up the transfer */
-        s->pump = event_new(s->srv->base, -1, 0, pump_cb, s);
-        event_active(s->pump, 0, 0);
+        iojob *j = io_new(s, 'C', s->old, s->wr);
+        if (!j)
+            return;
+        j->off = s->copy_off;
+        j->end = s->copy_end;
+        io_start(s, j);
         return;
     }
     if (!s->pasv && s->data_fd < 0 && !s->have_port) {
@@ -945,8 +1175,7 @@ static void login_done(void *arg)
     if (s->dead) {
         sodium_memzero(j, sizeof *j);
         free(j);
-        if (!s->jobs)
-            sess_close(s);
+        sess_close(s); /* frees it once nothing else is in flight */
         return;
     }
     char lk[160];
@@ -1533,8 +1762,10 @@ static void sess_close(sess *s)
         f->nsessions--;
         s->dead = true;
     }
-    if (s->jobs) /* login_done frees it */
+    if (s->jobs || s->iojobs) /* login_done or io_done frees it */
         return;
+    if (s->io_retry)
+        event_free(s->io_retry);
     if (s->rate)
         ev_token_bucket_cfg_free(s->rate);
     free(s);
@@ -1666,6 +1897,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     s->srv = f;
     s->data_fd = -1;
+    sock_nodelay(fd);
     memcpy(&s->peer, sa, (size_t)len < sizeof s->peer ? (size_t)len : sizeof s->peer);
     socklen_t ll = sizeof s->local;
     getsockname(fd, (struct sockaddr *)&s->local, &ll);
@@ -1689,6 +1921,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         s->rate = ev_token_bucket_cfg_new((size_t)f->bandwidth, (size_t)f->bandwidth, (size_t)f->bandwidth,
                                           (size_t)f->bandwidth, NULL);
     s->idle = evtimer_new(f->base, idle_cb, s);
+    s->io_retry = evtimer_new(f->base, io_retry_cb, s);
     s->next = f->sessions;
     f->sessions = s;
     f->nsessions++;
@@ -1896,13 +2129,37 @@ static struct evconnlistener *listen_on(ftp_srv *f, const char *addr, mb_err *e)
     return l;
 }
 
+/* The last words of a session closed by fini: the session is freed before the loop turns
+ * again, so what its control connection holds is written to the socket now (best effort,
+ * never blocking; a socket bufferevent has no flush of its own). */
+static void ctl_flush_now(sess *s)
+{
+    struct bufferevent *b = s->ctl;
+    SSL *ssl = bufferevent_openssl_get_ssl(b);
+    struct bufferevent *u = bufferevent_get_underlying(b);
+    if (ssl && !u) { /* implicit TLS: the SSL object writes to the socket itself */
+        struct evbuffer *o = bufferevent_get_output(b);
+        size_t n = evbuffer_get_length(o);
+        if (n && SSL_write(ssl, evbuffer_pullup(o, -1), (int)n) <= 0)
+            ERR_clear_error();
+        return;
+    }
+    if (u) { /* AUTH TLS: encrypt into the socket bufferevent under the filter */
+        bufferevent_flush(b, EV_WRITE, BEV_FLUSH);
+        b = u;
+    }
+    struct evbuffer *o = bufferevent_get_output(b);
+    evbuffer_unfreeze(o, 1); /* the bufferevent keeps the front for itself; it is freed next */
+    evbuffer_write(o, bufferevent_getfd(b));
+}
+
 static void srv_free(ftp_srv *f)
 {
     while (f->sessions) {
         sess *s = f->sessions;
-        reply(s, 421, "Service shutting down");
-        if (s->ctl) /* a last best-effort flush of the 421 */
-            bufferevent_flush(s->ctl, EV_WRITE, BEV_FLUSH);
+        reply(s, 421, "Service shutting down; reconnect");
+        if (s->ctl)
+            ctl_flush_now(s);
         sess_close(s);
     }
     if (f->lst)

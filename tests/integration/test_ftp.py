@@ -334,6 +334,98 @@ class TestFtpAppPasswords(FtpTest):
                 ConnectionRefusedError())
 
 
+class TestFtpTransfersEndingEarly(FtpTest):
+    def test_an_upload_cut_midway_stores_nothing_and_the_server_keeps_serving(self):
+        body = os.urandom(6 * 1024 * 1024)
+        f = self.ftp()
+        conn = f.transfercmd("STOR /Home/cut.bin")
+        conn.sendall(body[:3 * 1024 * 1024])
+        # A reset, not a clean end: the server must not take it for the end of the file.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.close()
+        with self.assertRaises(ftplib.Error) as cm:
+            f.voidresp()
+        self.assertTrue(str(cm.exception).startswith("426"), cm.exception)
+        self.assertEqual(self.http_get("cut.bin").status, 404)
+        # A session that disappears in the middle of an upload stores nothing either.
+        g = self.ftp()
+        conn = g.transfercmd("STOR /Home/gone.bin")
+        conn.sendall(body[:2 * 1024 * 1024])
+        g.close()
+        # The server ends the session and with it the data connection, leaving no file.
+        conn.settimeout(20)
+        try:
+            self.assertEqual(conn.recv(1), b"")
+        except ConnectionResetError:
+            pass
+        conn.close()
+        # A download stopped with ABOR: 426 for the transfer, then 226 for the ABOR.
+        self.srv.request("PUT", "/api/v1/stores/1/files/big.bin", body=body, token=self.admin)
+        conn = f.transfercmd("RETR /Home/big.bin")
+        self.assertEqual(len(conn.recv(65536)) > 0, True)
+        f.putcmd("ABOR")
+        with self.assertRaises(ftplib.error_temp) as cm:
+            f.getresp()
+        self.assertTrue(str(cm.exception).startswith("426"), cm.exception)
+        self.assertTrue(f.getresp().startswith("226"))
+        conn.close()
+        # The same session, and the server, go on working.
+        out = io.BytesIO()
+        f.retrbinary("RETR /Home/big.bin", out.write)
+        self.assertEqual(out.getvalue(), body)
+        f.quit()
+        self.assertEqual(self.http_get("gone.bin").status, 404)
+
+
+class TestFtpBandwidthCap(FtpTest):
+    LIMIT = 256 * 1024
+    module_conf = {"ftp": "bandwidth_limit: %d\n" % LIMIT}
+
+    def test_transfers_are_held_to_the_bandwidth_limit_and_arrive_intact(self):
+        # The cap is a token bucket holding one second of bytes: N bytes need at least
+        # (N - LIMIT) / LIMIT seconds after the first bucket.
+        body = os.urandom(640 * 1024)
+        self.srv.request("PUT", "/api/v1/stores/1/files/capped.bin", body=body, token=self.admin)
+        f = self.ftp()
+        out = io.BytesIO()
+        t0 = time.monotonic()
+        f.retrbinary("RETR /Home/capped.bin", out.write)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(out.getvalue(), body)
+        self.assertGreaterEqual(elapsed, (len(body) - self.LIMIT) / self.LIMIT)
+        up = body[:384 * 1024]
+        t0 = time.monotonic()
+        f.storbinary("STOR /Home/capped-up.bin", io.BytesIO(up))
+        elapsed = time.monotonic() - t0
+        self.assertGreaterEqual(elapsed, (len(up) - self.LIMIT) / self.LIMIT)
+        self.assertEqual(self.http_get("capped-up.bin").body, up)
+        f.quit()
+
+
+def non_loopback_ipv4():
+    """An IPv4 address of this machine that is not loopback, or None."""
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("198.51.100.1", 9))  # TEST-NET-2: no packet is sent, only a route chosen
+        ip = s.getsockname()[0]
+        s.close()
+        if not ip.startswith("127."):
+            return ip
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    for line in out.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            ip = parts[parts.index("inet") + 1].split("/")[0]
+            if not ip.startswith("127."):
+                return ip
+    return None
+
+
 class TestFtpListeners(unittest.TestCase):
     """IPv6, the implicit-TLS port and the idle timeout, each on a server of its own."""
 
@@ -374,6 +466,75 @@ class TestFtpListeners(unittest.TestCase):
         tls.sendall(b"PASS %s\r\n" % harness.ADMIN_PASSWORD.encode())
         self.assertTrue(tls.recv(200).startswith(b"230"))
         tls.close()
+        srv.stop()
+
+    def test_tls_is_required_for_logins_from_a_non_loopback_address(self):
+        ip = non_loopback_ipv4()
+        if not ip:
+            self.skipTest("this machine has no non-loopback IPv4 address to connect from")
+        port = harness.free_port()
+        srv, _ = self.server({"MBYTE_FTP_LISTEN": "0.0.0.0:%d" % port})
+        f = ftplib.FTP(timeout=30)
+        f.connect(ip, port)
+        for cmd in ("USER admin", "PASS " + harness.ADMIN_PASSWORD):
+            with self.assertRaises(ftplib.error_perm) as cm:
+                f.sendcmd(cmd)
+            self.assertRegex(str(cm.exception), r"^53[04] .*TLS")
+        with self.assertRaises(ftplib.error_perm):
+            f.nlst("/")  # not logged in
+        f.close()
+        g = ReusingFTP_TLS(context=tls_ctx(), timeout=30)
+        g.connect(ip, port)
+        g.auth()
+        g.login(*ADMIN)
+        with self.assertRaises(ftplib.error_perm) as cm:
+            g.prot_c()  # clear data is refused off loopback too
+        self.assertTrue(str(cm.exception).startswith("534"), cm.exception)
+        g.prot_p()
+        g.storbinary("STOR /Home/remote.txt", io.BytesIO(b"over tls from afar"))
+        self.assertEqual(g.nlst("/Home"), ["remote.txt"])
+        g.quit()
+        # The same server on loopback takes a plain login.
+        h = ftplib.FTP(timeout=30)
+        h.connect("127.0.0.1", port)
+        h.login(*ADMIN)
+        out = io.BytesIO()
+        h.retrbinary("RETR /Home/remote.txt", out.write)
+        self.assertEqual(out.getvalue(), b"over tls from afar")
+        h.quit()
+        srv.stop()
+
+    def test_reload_closes_the_old_copys_sessions_with_421(self):
+        srv, port = self.server({})
+        admin = srv.login()
+        f = ftplib.FTP(timeout=30)
+        f.connect("127.0.0.1", port)
+        f.login(*ADMIN)
+        f.storbinary("STOR /Home/kept.txt", io.BytesIO(b"kept"))
+        t = ReusingFTP_TLS(context=tls_ctx(), timeout=30)  # AUTH TLS: the 421 is encrypted
+        t.connect("127.0.0.1", port)
+        t.auth()
+        t.login(*ADMIN)
+        r = srv.request("POST", "/api/v1/admin/modules/ftp/reload", token=admin)
+        self.assertIn(r.status, (200, 202), r)
+        # The old copy's fini says goodbye on every open session, then closes it.
+        for c in (f, t):
+            got = harness.recv_until(c.sock, b"\r\n", timeout=20)
+            self.assertTrue(got.startswith(b"421 "), got)
+            try:
+                rest = harness.recv_until(c.sock, b"never", timeout=20)
+            except (ssl.SSLError, ConnectionResetError):
+                rest = b""  # a TLS connection may end without close_notify
+            self.assertEqual(rest, b"")
+            c.close()
+        # The new copy serves new sessions, on the same port, with the same files.
+        g = ftplib.FTP(timeout=30)
+        g.connect("127.0.0.1", port)
+        g.login(*ADMIN)
+        out = io.BytesIO()
+        g.retrbinary("RETR /Home/kept.txt", out.write)
+        self.assertEqual(out.getvalue(), b"kept")
+        g.quit()
         srv.stop()
 
     def test_an_idle_session_is_closed_with_421(self):
