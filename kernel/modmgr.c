@@ -888,8 +888,12 @@ void modmgr_fini(void)
             break;
         if (pick->registered)
             unregister_all(pick);
-        for (int i = 0; atomic_load(&pick->busy) > 0 && i < SHUTDOWN_WAIT_MS; i++)
+        /* A call in flight may finish through the loop (a worker job's completion is queued
+         * with loop_call), so run what is queued while waiting. */
+        for (int i = 0; atomic_load(&pick->busy) > 0 && i < SHUTDOWN_WAIT_MS; i++) {
+            loop_drain();
             usleep(1000);
+        }
         if (atomic_load(&pick->busy) > 0) {
             log_msg(LOG_ERROR, pick->name, "calls still in flight at shutdown; left mapped");
             list_del(pick);
