@@ -10,7 +10,7 @@ uploaded into MByte before timing starts.
 
 Measures (the same client for both servers):
   download  curl -o /dev/null of a BENCH_SIZE_MB file, BENCH_RUNS runs, median
-  upload    curl -T of the same file, BENCH_UPLOAD_RUNS runs, median
+  upload    curl -T of a file of the same size, new bytes each run (MByte deduplicates), BENCH_UPLOAD_RUNS runs, median
   small     BENCH_SMALL_COUNT uploads of 4 KiB from 16 threads, each with one keep-alive
             http.client connection
 Prints a table of throughputs and MByte/nginx ratios, with the goals of issue 3.
@@ -201,11 +201,17 @@ def main():
     ng = mb = None
     try:
         ng, mb = Nginx(work), MByte(work)
-        src = os.path.join(work, "big.bin")
-        with open(src, "wb") as f:
-            block = os.urandom(1 << 20)
-            for i in range(SIZE_MB):
-                f.write(i.to_bytes(8, "little") + block[8:])
+        block = os.urandom(1 << 20)
+
+        def make_file(path, salt):
+            """SIZE_MB MiB, no two MiB alike, and unlike any file made with another salt: MByte
+            deduplicates chunks, so every upload run must send bytes it has never seen."""
+            with open(path, "wb") as f:
+                for i in range(SIZE_MB):
+                    f.write((salt * SIZE_MB + i).to_bytes(8, "little") + block[8:])
+            return path
+
+        src = make_file(os.path.join(work, "big.bin"), 0)
         shutil.copyfile(src, os.path.join(ng.root, "big.bin"))
         auth = ["-H", "Authorization: Bearer " + mb.token]
         mb_file = "http://127.0.0.1:%d/api/v1/stores/%s/files/big.bin" % (mb.port, mb.sid)
@@ -222,9 +228,11 @@ def main():
 
         un, um = [], []
         for i in range(UPLOAD_RUNS):
-            un.append(curl_time(["-T", src, "http://127.0.0.1:%d/dav/up%d.bin" % (ng.port, i)]))
-            um.append(curl_time(auth + ["-T", src, "http://127.0.0.1:%d/api/v1/stores/%s/files/up%d.bin"
+            up = make_file(os.path.join(work, "up.bin"), i + 1)
+            un.append(curl_time(["-T", up, "http://127.0.0.1:%d/dav/up%d.bin" % (ng.port, i)]))
+            um.append(curl_time(auth + ["-T", up, "http://127.0.0.1:%d/api/v1/stores/%s/files/up%d.bin"
                                         % (mb.port, mb.sid, i)]))
+            os.unlink(up)
         results.append(("upload %d MiB" % SIZE_MB, "MiB/s", SIZE_MB / statistics.median(un),
                         SIZE_MB / statistics.median(um), 0.7))
 

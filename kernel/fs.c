@@ -594,6 +594,19 @@ struct fs_writer {
     int64_t existing; /* size of the file this write replaces (0 if new), for quotas */
     json_t *chunks; /* [{"h","n"}] in order; each one is pending in blob.c */
     db_batch *inl;  /* the inline chunks' puts: becomes the commit batch (blob.c) */
+    /* The store thread of a big upload (started at its first chunk file): cut chunks queue
+     * here and are hashed, written and synced there while the next bytes arrive and are cut
+     * on the caller's thread. st_mu guards the queue and st_rc; `chunks` belongs to the
+     * store thread while it runs and to the caller once st_finish returned or st_drain saw
+     * it idle. */
+    pthread_t st;
+    pthread_mutex_t st_mu;
+    pthread_cond_t st_cv;
+    struct cjob *q_head, *q_tail;
+    int q_len;
+    bool st_on, st_stop, st_abandon, st_busy;
+    int st_rc;
+    mb_err st_err;
     uint8_t head[HEAD_BYTES];
     size_t headlen;
 };
@@ -696,7 +709,102 @@ void fs_write_if_match(fs_writer *w, const char *sha256)
         snprintf(w->if_match, sizeof w->if_match, "%s", sha256);
 }
 
-/* Cut, hash and store one chunk of n bytes at p. */
+/* Hash and store one chunk of n bytes at p (the store thread's work for chunk files; the
+ * caller's for inline chunks, which go into the commit batch). */
+static int put_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
+{
+    uint8_t md[32];
+    unsigned mdl = 0;
+    char hex[65], fast[33];
+    EVP_Digest(p, n, md, &mdl, EVP_sha256(), NULL);
+    hex_encode(md, 32, hex);
+    blob_fastsum(p, n, fast);
+    /* Pending first, then store: see blob.c on why this order beats the collector. */
+    blob_pending_add(hex);
+    json_array_append_new(w->chunks, json_pack("{s:s, s:I, s:s}", "h", hex, "n", (json_int_t)n, "x", fast));
+    if (n <= blob_inline_max()) {
+        if (!w->inl)
+            w->inl = db_batch_new();
+        blob_put_inline(w->inl, hex, p, n);
+        return 0;
+    }
+    return blob_put(hex, p, n, err);
+}
+
+typedef struct cjob {
+    struct cjob *next;
+    size_t n;
+    uint8_t data[];
+} cjob;
+
+#define ST_QUEUE 2 /* chunks cut and waiting: at most 2 x 4 MiB more memory per upload */
+
+static void *store_main(void *arg)
+{
+    fs_writer *w = arg;
+    pthread_mutex_lock(&w->st_mu);
+    for (;;) {
+        while (!w->q_head && !w->st_stop)
+            pthread_cond_wait(&w->st_cv, &w->st_mu);
+        cjob *j = w->q_head;
+        if (!j)
+            break;
+        w->q_head = j->next;
+        if (!w->q_head)
+            w->q_tail = NULL;
+        w->q_len--;
+        w->st_busy = true;
+        bool skip = w->st_rc || w->st_abandon;
+        pthread_mutex_unlock(&w->st_mu);
+        mb_err e = {0};
+        int rc = skip ? 0 : put_chunk(w, j->data, j->n, &e);
+        free(j);
+        pthread_mutex_lock(&w->st_mu);
+        w->st_busy = false;
+        if (rc && !w->st_rc) {
+            w->st_rc = rc;
+            w->st_err = e;
+        }
+        pthread_cond_broadcast(&w->st_cv);
+    }
+    pthread_mutex_unlock(&w->st_mu);
+    return NULL;
+}
+
+/* Wait until the store thread has stored everything queued; its first error, or 0. */
+static int st_drain(fs_writer *w, mb_err *err)
+{
+    if (!w->st_on)
+        return 0;
+    pthread_mutex_lock(&w->st_mu);
+    while ((w->q_head || w->st_busy) && !w->st_rc)
+        pthread_cond_wait(&w->st_cv, &w->st_mu);
+    int rc = w->st_rc;
+    if (rc && err)
+        *err = w->st_err;
+    pthread_mutex_unlock(&w->st_mu);
+    return rc;
+}
+
+/* Stop the store thread: after storing what is queued, or (abandon) dropping it. */
+static void st_finish(fs_writer *w, bool abandon)
+{
+    if (!w->st_on)
+        return;
+    pthread_mutex_lock(&w->st_mu);
+    w->st_stop = true;
+    w->st_abandon = abandon;
+    pthread_cond_broadcast(&w->st_cv);
+    pthread_mutex_unlock(&w->st_mu);
+    pthread_join(w->st, NULL);
+    w->st_on = false;
+    pthread_mutex_destroy(&w->st_mu);
+    pthread_cond_destroy(&w->st_cv);
+}
+
+/* One chunk cut from the body: the filters see it here, on the caller's thread; a chunk
+ * file is then stored by the store thread (a copy of the bytes is queued), an inline one at
+ * once. An error of the store thread is returned by a later call (or the commit). */
 static int store_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
 {
     json_t *fp = filter_payload(w);
@@ -707,23 +815,42 @@ static int store_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
     json_decref(fp);
     if (rc)
         return rc;
-    uint8_t md[32];
-    unsigned mdl = 0;
-    char hex[65];
-    EVP_Digest(p, n, md, &mdl, EVP_sha256(), NULL);
-    hex_encode(md, 32, hex);
-    /* Pending first, then store: see blob.c on why this order beats the collector. */
-    char fast[33];
-    blob_fastsum(p, n, fast);
-    blob_pending_add(hex);
-    json_array_append_new(w->chunks, json_pack("{s:s, s:I, s:s}", "h", hex, "n", (json_int_t)n, "x", fast));
-    if (n <= blob_inline_max()) {
-        if (!w->inl)
-            w->inl = db_batch_new();
-        blob_put_inline(w->inl, hex, p, n);
-        return 0;
+    if (n <= blob_inline_max()) /* after the chunks before it: their order is the file's */
+        return (rc = st_drain(w, err)) ? rc : put_chunk(w, p, n, err);
+    if (!w->st_on) {
+        pthread_mutex_init(&w->st_mu, NULL);
+        pthread_cond_init(&w->st_cv, NULL);
+        w->st_stop = w->st_abandon = w->st_busy = false;
+        if (pthread_create(&w->st, NULL, store_main, w)) {
+            pthread_mutex_destroy(&w->st_mu);
+            pthread_cond_destroy(&w->st_cv);
+            return put_chunk(w, p, n, err); /* no thread: store it here */
+        }
+        w->st_on = true;
     }
-    return blob_put(hex, p, n, err);
+    cjob *j = xmalloc(sizeof *j + n);
+    j->next = NULL;
+    j->n = n;
+    memcpy(j->data, p, n);
+    pthread_mutex_lock(&w->st_mu);
+    while (w->q_len >= ST_QUEUE && !w->st_rc)
+        pthread_cond_wait(&w->st_cv, &w->st_mu);
+    rc = w->st_rc;
+    if (rc) {
+        if (err)
+            *err = w->st_err;
+        free(j);
+    } else {
+        if (w->q_tail)
+            w->q_tail->next = j;
+        else
+            w->q_head = j;
+        w->q_tail = j;
+        w->q_len++;
+        pthread_cond_broadcast(&w->st_cv);
+    }
+    pthread_mutex_unlock(&w->st_mu);
+    return rc;
 }
 
 int fs_write_data(fs_writer *w, const void *data, size_t n, mb_err *err)
@@ -767,6 +894,7 @@ int fs_write_data(fs_writer *w, const void *data, size_t n, mb_err *err)
  * upload leaves nothing behind (an interrupted process leaves orphans for the collector). */
 static void writer_free(fs_writer *w, bool failed)
 {
+    st_finish(w, true); /* a commit has finished it already; an abort drops what is queued */
     size_t i;
     json_t *c;
     json_array_foreach(w->chunks, i, c) {
@@ -848,6 +976,14 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
             return rc;
         }
         w->start += cut;
+    }
+    st_finish(w, false);
+    if (w->st_rc) {
+        rc = w->st_rc;
+        if (err)
+            *err = w->st_err;
+        writer_free(w, true);
+        return rc;
     }
     const char *name;
     char *dir = parent_of(w->path, &name);

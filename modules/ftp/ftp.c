@@ -531,13 +531,20 @@ static void io_work(void *arg)
         free(tmp);
         return;
     }
-    /* One call for the whole job: socket reads leave many small pieces, and each call into
-     * the writer has a cost of its own; one copy of at most IO_JOB bytes is cheaper. */
-    size_t len = evbuffer_get_length(j->buf);
-    if (len) {
-        unsigned char *p = evbuffer_pullup(j->buf, -1);
-        j->rc = p ? api->file_write_data(j->wr, p, len, &j->e) : api->err_set(&j->e, MB_ENOMEM, "out of memory");
-        j->moved = len;
+    /* The received pieces go to the writer as they lie in the buffer (up to SLICE each, as
+     * stor_recv_cb read them): no copy into one block first. */
+    struct evbuffer_iovec v[16];
+    while (!j->rc && evbuffer_get_length(j->buf)) {
+        int nv = evbuffer_peek(j->buf, -1, NULL, v, 16);
+        if (nv > 16)
+            nv = 16;
+        size_t took = 0;
+        for (int i = 0; i < nv && !j->rc; i++) {
+            j->rc = api->file_write_data(j->wr, v[i].iov_base, v[i].iov_len, &j->e);
+            took += v[i].iov_len;
+        }
+        evbuffer_drain(j->buf, took);
+        j->moved += took;
     }
     if (!j->rc && j->commit) {
         j->committed = true; /* commit frees the writer whatever it answers */
