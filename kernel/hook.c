@@ -50,6 +50,7 @@ static size_t nsubs;
 static uint64_t sub_seq;
 static _Atomic uint64_t outbox_seq;
 static struct event *ev_dispatch, *ev_full;
+static atomic_bool kick_due; /* a turn is due: further kicks need not wake the loop */
 
 #define MAX_CALL 64
 #define DISPATCH_BATCH 256
@@ -57,6 +58,8 @@ static struct event *ev_dispatch, *ev_full;
 #define GAP_TTL_MS 1000
 #define FULL_SCAN_MS 1000
 #define BATCH_KEYMAX 1024
+#define TURN_GAP_MS 5  /* in a burst, at most one turn per this many ms */
+#define BURST_TURNS 8  /* this many quick turns in a row start a burst */
 
 /* The dispatcher's reading position (see the top of the file). Loop thread only. */
 static struct {
@@ -68,6 +71,9 @@ static struct {
     size_t ngap;
     uint64_t resume; /* a turn cut short at DISPATCH_BATCH goes on from here */
     bool resuming, full_owed;
+    int64_t last_turn; /* now_mono_ms() when the last turn ran */
+    int quick;         /* turns in a row that ran within TURN_GAP_MS of the one before */
+    bool burst;        /* events arrive faster than turns pay off: one turn per TURN_GAP_MS */
 } rd;
 
 /* The ABI's mb_batch: the current turn's write, open while observers and flushes run. */
@@ -265,7 +271,8 @@ int hook_emit(const char *event, json_t *payload, mb_err *err)
 
 void hook_kick(void)
 {
-    if (ev_dispatch)
+    /* One wake-up per turn: a turn that is due already reads everything committed so far. */
+    if (ev_dispatch && !atomic_exchange(&kick_due, true))
         event_active(ev_dispatch, EV_READ, 0);
 }
 
@@ -365,6 +372,16 @@ static void dispatch(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     int64_t now = now_mono_ms();
+    if (arg != &ev_full && rd.burst && !rd.resuming && now - rd.last_turn < TURN_GAP_MS) {
+        /* Uploads keep coming: let a few more events gather for this turn (kick_due stays
+         * set, so their kicks do not wake the loop meanwhile). */
+        struct timeval tv = {0, (suseconds_t)(TURN_GAP_MS - (now - rd.last_turn)) * 1000};
+        event_add(ev_dispatch, &tv);
+        return;
+    }
+    atomic_store(&kick_due, false);
+    rd.quick = now - rd.last_turn < TURN_GAP_MS ? rd.quick + 1 : 0;
+    rd.last_turn = now;
     bool full = arg == &ev_full || rd.full_owed;
     rd.full_owed = false;
     uint64_t from = position_start(full, now), last = 0;
@@ -393,6 +410,8 @@ static void dispatch(evutil_socket_t fd, short what, void *arg)
     }
     db_iter_free(it);
     bool more = done == DISPATCH_BATCH;
+    /* A burst starts after BURST_TURNS quick turns and lasts while turns gather events. */
+    rd.burst = rd.burst ? done > 1 : rd.quick >= BURST_TURNS;
     rd.resuming = more;
     rd.resume = last + 1;
     for (size_t i = 0; i < turn.n; i++)
@@ -493,6 +512,7 @@ void hook_fini(void)
     turn.subs = NULL;
     turn.n = turn.cap = 0;
     memset(&rd, 0, sizeof rd);
+    atomic_store(&kick_due, false);
     pthread_rwlock_wrlock(&subs_lock);
     for (size_t i = 0; i < nsubs; i++)
         free(subs[i].event);
