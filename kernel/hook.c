@@ -452,7 +452,8 @@ static int batch_key(mb_batch *b, mb_module *self, const char *key, char out[BAT
         return err_set(err, MB_EINVAL, "a batch can be used only by the observer or flush call it was passed to");
     int n = snprintf(out, BATCH_KEYMAX, "m/%s/%s", modmgr_name(self), key ? key : "");
     if (n < 0 || n >= BATCH_KEYMAX)
-        return err_set(err, MB_ETOOBIG, "a key in a batch is limited to %d bytes", BATCH_KEYMAX - 100);
+        return err_set(err, MB_ETOOBIG, "a key in a batch is limited to %d bytes with the module's namespace",
+                       BATCH_KEYMAX - 1);
     return n;
 }
 
