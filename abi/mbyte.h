@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 5 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs */
+#define MB_ABI_MINOR 6 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers */
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -127,6 +127,26 @@ typedef int (*mb_filter_fn)(const char *event, json_t *payload, void *state, mb_
  * event (the kernel's outbox survives crashes). It must not block. */
 typedef void (*mb_observer_fn)(const char *event, const json_t *payload, void *state);
 
+/* Minor 6: batched observers. The dispatcher delivers the outbox in turns (up to a few
+ * hundred events each, on the loop thread) and ends every turn with ONE LevelDB write that
+ * deletes the delivered outbox entries. A batched observer puts its own writes into that
+ * same write (api->batch_put / batch_del), so they land atomically with the deletion of the
+ * events they answer: after a crash either both are there or neither is (then the events
+ * come again), and an observer that records each event once stays exactly-once. It also
+ * costs one write per turn instead of one per event. The handle is valid only during the
+ * call it is passed to; writes in it are invisible to kv_get/kv_scan until `done`. */
+typedef struct mb_batch mb_batch;
+typedef void (*mb_batch_observer_fn)(const char *event, const json_t *payload, mb_batch *b, void *state);
+/* Called once per turn, after the last event of the turn this subscription saw and before
+ * the turn's write: put what summarises the turn (a head, a counter) once, not per event. */
+typedef void (*mb_flush_fn)(mb_batch *b, void *state);
+/* Called once per turn after the turn's write: status 0 means it is in LevelDB's log, ordered
+ * before anything written later (unsynced: an OS crash may lose it together with the outbox
+ * deletions, and the events come again); a negative status means nothing of the turn was
+ * written and its events will be delivered again, so state kept in memory for the turn must
+ * be rolled back. Work that must follow the write (starting deliveries, pruning) goes here. */
+typedef void (*mb_done_fn)(int status, void *state);
+
 enum { MB_HOOK_FILTER = 1, MB_HOOK_OBSERVER = 2 };
 
 typedef struct mb_hook {
@@ -136,6 +156,12 @@ typedef struct mb_hook {
     int priority;      /* lower runs first; equal priorities run in load order */
     mb_filter_fn filter;
     mb_observer_fn observer;
+    /* minor 6 (observers only, all optional): an observer sets observer OR observer_batch;
+     * flush and done are called once per turn in which the subscription saw an event (once
+     * per distinct (flush, done, state) of a module, however many hooks share them). */
+    mb_batch_observer_fn observer_batch;
+    mb_flush_fn flush;
+    mb_done_fn done;
 } mb_hook;
 
 /* A task runner runs on the worker pool. Return 0 when done, MB_EAGAIN (or any negative
@@ -509,6 +535,14 @@ struct mb_api {
      * as busy (it is not unloaded) until done has returned. arg is the module's; the kernel
      * only passes it along. */
     int (*run_blocking)(mb_module *self, void (*work)(void *arg), void (*done)(void *arg), void *arg, mb_err *err);
+
+    /* ------------------------------- minor 6: batched observers (audit2 branch) --- */
+    /* Add a put / a delete of the module's key (namespaced "m/<module>/<key>" like kv_put) to
+     * the dispatcher turn's write `b` (see mb_batch_observer_fn). Loop thread, only while the
+     * observer_batch or flush call that was given `b` runs; MB_EINVAL otherwise. `value` is
+     * copied. Later puts of the same key in one turn win. */
+    int (*batch_put)(mb_batch *b, mb_module *self, const char *key, const void *value, size_t len, mb_err *err);
+    int (*batch_del)(mb_batch *b, mb_module *self, const char *key, mb_err *err);
 };
 
 #ifdef __cplusplus

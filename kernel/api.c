@@ -213,6 +213,8 @@ static const mb_api table = {
     /* minor 2 (ftp branch) */
     .event_base = evapi_event_base, .data_dir = evapi_data_dir, .auth_password = auth_password,
     .user_lookup = auth_user_find, .err_ftp_reply = evapi_err_ftp_reply, .run_blocking = evapi_run_blocking,
+    /* minor 6: batched observers (kernel/hook.c) */
+    .batch_put = hook_batch_put, .batch_del = hook_batch_del,
 };
 
 const mb_api *api_table(void) { return &table; }

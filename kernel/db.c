@@ -55,8 +55,8 @@ struct db_batch {
 
 struct db_iter {
     leveldb_iterator_t *it;
-    char *prefix;
-    size_t plen;
+    char *prefix, *start; /* start: where the first db_iter_next seeks, if not the prefix */
+    size_t plen, slen;
     bool started;
 };
 
@@ -328,10 +328,22 @@ db_iter *db_iter_prefix(const char *prefix, size_t plen)
     return it;
 }
 
+void db_iter_seek(db_iter *it, const char *key, size_t klen)
+{
+    free(it->start);
+    it->start = xmalloc(klen + 1);
+    memcpy(it->start, key, klen);
+    it->slen = klen;
+    it->started = false;
+}
+
 bool db_iter_next(db_iter *it)
 {
     if (!it->started) {
-        leveldb_iter_seek(it->it, it->prefix, it->plen);
+        if (it->start)
+            leveldb_iter_seek(it->it, it->start, it->slen);
+        else
+            leveldb_iter_seek(it->it, it->prefix, it->plen);
         it->started = true;
     } else
         leveldb_iter_next(it->it);
@@ -351,6 +363,7 @@ void db_iter_free(db_iter *it)
         return;
     leveldb_iter_destroy(it->it);
     free(it->prefix);
+    free(it->start);
     free(it);
 }
 

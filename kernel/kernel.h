@@ -126,6 +126,9 @@ void db_sync_through(uint64_t seq);
 void db_batch_free(db_batch *b);
 db_iter *db_iter_prefix(const char *prefix, size_t plen);
 bool db_iter_next(db_iter *it); /* advance; false at end of prefix (first call positions) */
+/* Make the next db_iter_next start at the first key >= key (a key inside the prefix)
+ * instead of at the prefix: a reader that knows where it stopped skips what lies before. */
+void db_iter_seek(db_iter *it, const char *key, size_t klen);
 const char *db_iter_key(db_iter *it, size_t *klen);
 const char *db_iter_val(db_iter *it, size_t *vlen);
 void db_iter_free(db_iter *it);
@@ -226,6 +229,9 @@ int hook_filter(const char *event, json_t *payload, mb_err *err);
 void hook_emit_batch(db_batch *b, const char *event, json_t *payload);
 int hook_emit(const char *event, json_t *payload, mb_err *err);
 void hook_kick(void); /* thread-safe: wake the dispatcher */
+/* api->batch_put / batch_del (minor 6): writes into the dispatcher turn's batch. */
+int hook_batch_put(mb_batch *b, mb_module *self, const char *key, const void *value, size_t len, mb_err *err);
+int hook_batch_del(mb_batch *b, mb_module *self, const char *key, mb_err *err);
 
 /* ----------------------------------------------------------------- task.c --- */
 int task_init(struct event_base *base, int workers, mb_err *err);

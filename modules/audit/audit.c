@@ -10,14 +10,18 @@
  * GET /api/v1/admin/audit/verify (mbytectl audit verify) walks the chain and names the
  * first entry whose hash, link or sequence number does not hold.
  *
- * Cost: the observer runs on the loop thread after the change was committed and answered,
- * so uploads never wait for it. Its writes are not synced on their own: the dispatcher's
- * later outbox deletion is written after them in the same LevelDB log, so a crash loses
- * either both (the event is delivered again) or neither.
+ * Cost: a batched observer (ABI minor 6) on the loop thread, after the change was committed
+ * and answered, so uploads never wait for it. Its entries go into the dispatcher turn's
+ * write, the same LevelDB write that deletes the outbox entries they record: a crash keeps
+ * both or neither (then the events come again and get the same sequence numbers), so no
+ * entry is lost and none is written twice. The head is put once per turn (flush), and a turn
+ * costs one write however many events it carries (bench/audit, docs/performance.md).
  *
- * Threads: the observer (loop thread) is the only writer; routes (HTTP workers) only read.
- * The head is kept in the state and written to kv with every entry; a reloaded copy reads it
- * in init, which runs on the loop thread after the old copy's last observer call.
+ * Threads: the observer, flush and done (loop thread) are the only writers; routes (HTTP
+ * workers) only read. The head is kept in the state: `head_*` runs ahead during a turn,
+ * `kept_*` is what the last written turn left in kv, and done() moves one to the other
+ * (forward when the turn was written, back when it was not). A reloaded copy reads the head
+ * in init, which runs on the loop thread after the old copy's last done().
  */
 #include "mbyte.h"
 #include <sodium.h>
@@ -26,7 +30,7 @@
 #include <string.h>
 #include <time.h>
 
-#define AUDIT_VERSION "1.0.0"
+#define AUDIT_VERSION "1.1.0"
 #define PRUNE_EVERY 256
 
 #define NAME_CACHE 64
@@ -36,10 +40,10 @@ typedef struct audit {
     const mb_api *api;
     int64_t retention_days; /* 0 keeps everything */
     int since_prune;
-    /* Loop thread only (the observer). The head mirrors kv "head": init reads it, and a
-     * reloaded copy's init runs on the loop thread after the old copy's last observer call. */
-    uint64_t head_seq;
-    char head_hash[65];
+    /* Loop thread only (observer, flush, done): see the top of the file. */
+    uint64_t head_seq, kept_seq;
+    char head_hash[65], kept_hash[65];
+    int turn_entries; /* entries added in the current turn */
     struct {
         json_int_t id;
         char name[72];
@@ -50,13 +54,11 @@ static const char *jstr(const json_t *o, const char *k) { return json_string_val
 static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
 static void hex16(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
 
-/* hash = SHA-256(prev "\n" canonical body), lower hex. */
-static void entry_hash(const json_t *e, char out[65])
+/* hash = SHA-256(prev "\n" canonical body), lower hex; `e` is the entry without "hash".
+ * Returns the canonical body (malloc'd) when `body` is not NULL. */
+static void entry_hash(const json_t *e, char out[65], char **body)
 {
-    json_t *body = json_deep_copy(e);
-    json_object_del(body, "hash");
-    char *txt = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(body);
+    char *txt = json_dumps(e, JSON_COMPACT | JSON_SORT_KEYS);
     const char *prev = jstr(e, "prev");
     crypto_hash_sha256_state st;
     unsigned char h[crypto_hash_sha256_BYTES];
@@ -66,7 +68,10 @@ static void entry_hash(const json_t *e, char out[65])
     crypto_hash_sha256_update(&st, (const unsigned char *)txt, strlen(txt));
     crypto_hash_sha256_final(&st, h);
     sodium_bin2hex(out, 65, h, sizeof h);
-    free(txt);
+    if (body)
+        *body = txt;
+    else
+        free(txt);
 }
 
 static json_t *kv_json(audit *a, const char *key)
@@ -81,11 +86,12 @@ static json_t *kv_json(audit *a, const char *key)
     return j;
 }
 
-static void kv_put_json(audit *a, const char *key, const json_t *j)
+/* Write j under key: into the turn's batch b, or straight to kv when b is NULL. */
+static void put_json(audit *a, mb_batch *b, const char *key, const json_t *j)
 {
     char *t = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     mb_err e;
-    if (a->api->kv_put(a->self, key, t, strlen(t), false, &e))
+    if (b ? a->api->batch_put(b, a->self, key, t, strlen(t), &e) : a->api->kv_put(a->self, key, t, strlen(t), false, &e))
         a->api->log(a->self, 3, "could not write %s: %s", key, e.msg);
     free(t);
 }
@@ -128,13 +134,10 @@ static void prune(audit *a)
     mb_err e;
     a->api->kv_scan(a->self, "e/", prune_fn, &p, &e);
     if (p.nkeys) {
-        json_t *anchor = json_pack("{s:i, s:I}", "v", 1, "first", (json_int_t)p.first_kept);
-        if (!p.first_kept) { /* everything went: the next entry starts the log */
-            json_t *head = kv_json(a, "head");
-            json_object_set_new(anchor, "first", json_integer(head ? jint(head, "seq") + 1 : 1));
-            json_decref(head);
-        }
-        kv_put_json(a, "anchor", anchor); /* first: a crash mid-way leaves extra entries, never a gap */
+        /* Everything went: the next entry starts the log (prune runs when kv holds the head). */
+        uint64_t first = p.first_kept ? p.first_kept : a->kept_seq + 1;
+        json_t *anchor = json_pack("{s:i, s:I}", "v", 1, "first", (json_int_t)first);
+        put_json(a, NULL, "anchor", anchor); /* first: a crash mid-way leaves extra entries, never a gap */
         json_decref(anchor);
         for (int i = 0; i < p.nkeys; i++)
             a->api->kv_del(a->self, keys[i], false, &e);
@@ -170,21 +173,19 @@ static void actor(audit *a, const json_t *p, const char *event, json_int_t *uid,
     }
 }
 
-static void o_all(const char *event, const json_t *payload, void *state)
+static void o_all(const char *event, const json_t *payload, mb_batch *b, void *state)
 {
     audit *a = state;
     uint64_t seq = a->head_seq + 1;
-    char prev[65];
-    snprintf(prev, sizeof prev, "%s", a->head_hash);
     if (seq == 1) {
         json_t *anchor = json_pack("{s:i, s:I}", "v", 1, "first", (json_int_t)1);
-        kv_put_json(a, "anchor", anchor);
+        put_json(a, b, "anchor", anchor);
         json_decref(anchor);
     }
     json_int_t uid;
     char name[128];
     actor(a, payload, event, &uid, name, sizeof name);
-    json_t *detail = json_deep_copy(payload);
+    json_t *detail = json_copy((json_t *)payload); /* shallow: only top-level keys are dropped */
     json_object_del(detail, "_event_time");
     json_object_del(detail, "ip");
     const char *path = jstr(payload, "path") ? jstr(payload, "path") : jstr(payload, "from");
@@ -196,30 +197,67 @@ static void o_all(const char *event, const json_t *payload, void *state)
     json_t *e = json_pack("{s:i, s:I, s:I, s:s, s:s, s:I, s:s, s:s, s:s, s:o, s:s}", "v", 1, "seq",
                           (json_int_t)seq, "time", (json_int_t)t, "action", event, "user", name, "user_id", uid, "ip",
                           jstr(payload, "ip") ? jstr(payload, "ip") : "", "path", path ? path : "", "result",
-                          failed ? "failed" : "ok", "detail", detail, "prev", prev);
+                          failed ? "failed" : "ok", "detail", detail, "prev", a->head_hash);
     json_t *store = json_object_get(payload, "store");
     if (json_is_integer(store))
         json_object_set_new(e, "store", json_integer(json_integer_value(store)));
-    char hash[65], key[64], s16[17];
-    entry_hash(e, hash);
-    json_object_set_new(e, "hash", json_string(hash));
+    char hash[65], key[64], s16[17], *body;
+    entry_hash(e, hash, &body);
+    json_decref(e);
+    /* Stored: the hashed body with "hash" in front (key order is not part of the format:
+     * verify re-encodes with sorted keys), which spares a second encoding per entry. */
+    size_t blen = strlen(body);
+    char *stored = malloc(blen + 80);
+    if (!stored)
+        abort();
+    int n = snprintf(stored, blen + 80, "{\"hash\":\"%s\",%s", hash, body + 1);
+    free(body);
     hex16(s16, seq);
     snprintf(key, sizeof key, "e/%s", s16);
-    kv_put_json(a, key, e);
+    mb_err err;
+    if (a->api->batch_put(b, a->self, key, stored, (size_t)n, &err))
+        a->api->log(a->self, 3, "could not write %s: %s", key, err.msg);
+    free(stored);
     if (json_is_integer(store)) {
         char st16[17];
         hex16(st16, (uint64_t)json_integer_value(store));
         snprintf(key, sizeof key, "s/%s/%s", st16, s16);
-        mb_err err;
-        a->api->kv_put(a->self, key, "", 0, false, &err);
+        a->api->batch_put(b, a->self, key, "", 0, &err);
     }
-    json_decref(e);
-    json_t *h = json_pack("{s:i, s:I, s:s}", "v", 1, "seq", (json_int_t)seq, "hash", hash);
-    kv_put_json(a, "head", h);
-    json_decref(h);
     a->head_seq = seq;
     snprintf(a->head_hash, sizeof a->head_hash, "%s", hash);
-    if (++a->since_prune >= PRUNE_EVERY) {
+    a->turn_entries++;
+}
+
+/* End of a turn, before its write: the head once, not per entry. */
+static void o_flush(mb_batch *b, void *state)
+{
+    audit *a = state;
+    if (!a->turn_entries)
+        return;
+    json_t *h = json_pack("{s:i, s:I, s:s}", "v", 1, "seq", (json_int_t)a->head_seq, "hash", a->head_hash);
+    put_json(a, b, "head", h);
+    json_decref(h);
+}
+
+/* After the turn's write: keep the head it wrote, or go back to the last one written (the
+ * turn's events come again and get the same numbers). */
+static void o_done(int status, void *state)
+{
+    audit *a = state;
+    if (status) {
+        a->head_seq = a->kept_seq;
+        snprintf(a->head_hash, sizeof a->head_hash, "%s", a->kept_hash);
+        a->api->log(a->self, 2, "the last %d entries were not written; their events will be recorded again",
+                    a->turn_entries);
+        a->turn_entries = 0;
+        return;
+    }
+    a->kept_seq = a->head_seq;
+    snprintf(a->kept_hash, sizeof a->kept_hash, "%s", a->head_hash);
+    a->since_prune += a->turn_entries;
+    a->turn_entries = 0;
+    if (a->since_prune >= PRUNE_EVERY) {
         a->since_prune = 0;
         prune(a);
     }
@@ -242,7 +280,7 @@ static int verify_fn(const char *key, const void *v, size_t len, void *ud)
     json_t *e = json_loadb(v, len, 0, NULL);
     uint64_t kseq = strtoull(key + 2, NULL, 16);
     const char *why = NULL;
-    char h[65];
+    char h[65], stored[65] = "";
     if (!e || !json_is_object(e))
         why = "the entry is not a JSON object";
     else if ((uint64_t)jint(e, "seq") != kseq)
@@ -252,8 +290,10 @@ static int verify_fn(const char *key, const void *v, size_t len, void *ud)
     else if (!c->first && (!jstr(e, "prev") || strcmp(jstr(e, "prev"), c->prev)))
         why = "its link to the previous entry does not match";
     else {
-        entry_hash(e, h);
-        if (!jstr(e, "hash") || strcmp(jstr(e, "hash"), h))
+        snprintf(stored, sizeof stored, "%s", jstr(e, "hash") ? jstr(e, "hash") : "");
+        json_object_del(e, "hash");
+        entry_hash(e, h, NULL);
+        if (strcmp(stored, h))
             why = "its content does not match its hash (edited)";
     }
     if (why) {
@@ -261,7 +301,7 @@ static int verify_fn(const char *key, const void *v, size_t len, void *ud)
         json_decref(e);
         return 1;
     }
-    snprintf(c->prev, sizeof c->prev, "%s", jstr(e, "hash"));
+    snprintf(c->prev, sizeof c->prev, "%s", stored);
     c->first = false;
     c->expect = kseq + 1;
     c->n++;
@@ -534,8 +574,9 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     a->retention_days = json_integer_value(json_object_get(config, "retention_days"));
     json_t *head = kv_json(a, "head");
     if (head) {
-        a->head_seq = (uint64_t)jint(head, "seq");
+        a->head_seq = a->kept_seq = (uint64_t)jint(head, "seq");
         snprintf(a->head_hash, sizeof a->head_hash, "%s", jstr(head, "hash") ? jstr(head, "hash") : "");
+        snprintf(a->kept_hash, sizeof a->kept_hash, "%s", a->head_hash);
         json_decref(head);
     }
     *state = a;
@@ -573,14 +614,14 @@ static const mb_route routes[] = {
 };
 
 static const mb_hook hooks[] = {
-    {sizeof(mb_hook), "*", MB_HOOK_OBSERVER, 1000, NULL, o_all},
+    {sizeof(mb_hook), "*", MB_HOOK_OBSERVER, 1000, NULL, NULL, o_all, o_flush, o_done},
     {0},
 };
 
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 2,
+    .abi_minor = 6, /* batched observers */
     .name = "audit",
     .version = AUDIT_VERSION,
     .description = "Append-only, hash-chained activity log of every security-relevant action and file change",

@@ -1,7 +1,11 @@
 /* Unit tests: the hook bus (kernel/hook.c) — filter order and refusal, and observers fed
- * from the durable outbox, including entries a crash left behind. The kernel itself owns
- * these subscriptions (owner NULL), so modmgr_enter/leave(NULL) must be free and work
- * without a module manager. */
+ * from the durable outbox, including entries a crash left behind. The dispatcher's turns
+ * (ABI minor 6): batched observers write in the same LevelDB write that deletes the outbox
+ * entries they saw (never before, never after), flush and done run once per turn, and the
+ * reading position misses nothing (events committed out of order, a number given up as a
+ * gap, long backlogs, bursts of quick turns). The kernel itself owns these subscriptions
+ * (owner NULL), so modmgr_enter/leave(NULL) must be free and work without a module manager,
+ * and module keys land under "m/kernel/". */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "../../kernel/kernel.h"
 
 static char dir[64];
@@ -17,6 +22,13 @@ static char trace[64];
 static int observed;
 static char last_event[64];
 static json_int_t last_n;
+/* What the batched observers and their flush and done saw. */
+static int flushes, dones, last_status;
+static size_t outbox_at_flush, outbox_at_done;
+static bool head_at_flush, head_at_done;
+static mb_batch *kept_batch;
+static json_int_t seen[1024];
+static size_t nseen;
 
 static int setup(void **s)
 {
@@ -29,7 +41,10 @@ static int setup(void **s)
         return -1;
     base = event_base_new();
     trace[0] = 0;
-    observed = 0;
+    observed = flushes = dones = 0;
+    last_status = 1;
+    nseen = 0;
+    kept_batch = NULL;
     return hook_init(base, &err);
 }
 
@@ -62,6 +77,8 @@ static void o_count(const char *e, const json_t *p, void *st)
     observed++;
     snprintf(last_event, sizeof last_event, "%s", e);
     last_n = json_integer_value(json_object_get(p, "n"));
+    if (nseen < 1024)
+        seen[nseen++] = last_n;
 }
 
 static void add(const char *event, int kind, int prio, mb_filter_fn f, mb_observer_fn o)
@@ -166,6 +183,216 @@ static void test_an_event_left_in_the_outbox_is_delivered_after_a_restart(void *
     assert_int_equal(last_n, 43);
 }
 
+static bool has_key(const char *key)
+{
+    char *v;
+    size_t n;
+    if (db_get(key, strlen(key), &v, &n))
+        return false;
+    free(v);
+    return true;
+}
+
+static void ob_record(const char *e, const json_t *p, mb_batch *b, void *st)
+{
+    (void)e, (void)st;
+    observed++;
+    kept_batch = b;
+    json_int_t n = json_integer_value(json_object_get(p, "n"));
+    if (nseen < 1024)
+        seen[nseen++] = n;
+    char key[32];
+    snprintf(key, sizeof key, "seen/%lld", (long long)n);
+    mb_err err;
+    assert_int_equal(hook_batch_put(b, NULL, key, "1", 1, &err), 0);
+}
+
+static void fl_head(mb_batch *b, void *st)
+{
+    (void)st;
+    flushes++;
+    outbox_at_flush = outbox_size();
+    head_at_flush = has_key("m/kernel/head");
+    char v[16];
+    int n = snprintf(v, sizeof v, "%d", observed);
+    mb_err err;
+    assert_int_equal(hook_batch_put(b, NULL, "head", v, (size_t)n, &err), 0);
+}
+
+static void dn_check(int status, void *st)
+{
+    (void)st;
+    dones++;
+    last_status = status;
+    outbox_at_done = outbox_size();
+    head_at_done = has_key("m/kernel/head");
+}
+
+static void add_batched(const char *event, mb_batch_observer_fn ob, mb_flush_fn fl, mb_done_fn dn)
+{
+    mb_hook h = {sizeof h, event, MB_HOOK_OBSERVER, 0, NULL, NULL, ob, fl, dn};
+    mb_err err;
+    assert_int_equal(hook_add(NULL, &h, NULL, &err), 0);
+}
+
+static void emit(const char *event, int n)
+{
+    mb_err err;
+    assert_int_equal(hook_emit(event, json_pack("{s:i}", "n", n), &err), 0);
+}
+
+/* Run the loop until the outbox is empty (a turn may wait for a timer). */
+static void drain(void)
+{
+    for (int i = 0; i < 1000 && outbox_size(); i++)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_int_equal(outbox_size(), 0);
+}
+
+static void test_batched_writes_land_in_the_same_write_as_the_outbox_deletion(void **s)
+{
+    (void)s;
+    add_batched("x.done", ob_record, fl_head, dn_check);
+    emit("x.done", 1);
+    emit("x.done", 2);
+    emit("x.done", 3);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    assert_int_equal(observed, 3);
+    /* Before the write: the outbox entries are all still there and nothing of the
+     * observer's is visible yet. */
+    assert_int_equal(flushes, 1);
+    assert_int_equal(outbox_at_flush, 3);
+    assert_false(head_at_flush);
+    /* After it: both at once. */
+    assert_int_equal(dones, 1);
+    assert_int_equal(last_status, 0);
+    assert_int_equal(outbox_at_done, 0);
+    assert_true(head_at_done);
+    assert_true(has_key("m/kernel/seen/1") && has_key("m/kernel/seen/2") && has_key("m/kernel/seen/3"));
+    char *v;
+    size_t n;
+    assert_int_equal(db_get("m/kernel/head", 13, &v, &n), 0);
+    assert_memory_equal(v, "3", 1); /* the flush wrote it once, after the last event */
+    free(v);
+}
+
+static void test_a_batch_is_refused_outside_the_call_it_was_given_to(void **s)
+{
+    (void)s;
+    add_batched("x.done", ob_record, NULL, NULL);
+    emit("x.done", 1);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    assert_non_null(kept_batch);
+    mb_err err = {0};
+    assert_int_equal(hook_batch_put(kept_batch, NULL, "late", "1", 1, &err), MB_EINVAL);
+    assert_int_equal(hook_batch_del(kept_batch, NULL, "seen/1", &err), MB_EINVAL);
+    assert_true(err.msg[0]);
+    assert_false(has_key("m/kernel/late"));
+    assert_true(has_key("m/kernel/seen/1"));
+}
+
+static void test_flush_and_done_run_once_per_turn_for_several_hooks_of_one_module(void **s)
+{
+    (void)s;
+    add_batched("x.a", ob_record, fl_head, dn_check);
+    add_batched("x.b", ob_record, fl_head, dn_check);
+    emit("x.a", 1);
+    emit("x.b", 2);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    assert_int_equal(observed, 2);
+    assert_int_equal(flushes, 1);
+    assert_int_equal(dones, 1);
+    /* A turn that none of its events reach calls neither. */
+    emit("x.other", 3);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    assert_int_equal(outbox_size(), 0);
+    assert_int_equal(flushes, 1);
+    assert_int_equal(dones, 1);
+}
+
+static void test_an_observer_needs_exactly_one_function(void **s)
+{
+    (void)s;
+    mb_err err;
+    mb_hook none = {sizeof none, "x.a", MB_HOOK_OBSERVER, 0, NULL, NULL, NULL, fl_head, NULL};
+    assert_int_equal(hook_add(NULL, &none, NULL, &err), MB_EINVAL);
+    mb_hook both = {sizeof both, "x.a", MB_HOOK_OBSERVER, 0, NULL, o_count, ob_record, NULL, NULL};
+    assert_int_equal(hook_add(NULL, &both, NULL, &err), MB_EINVAL);
+}
+
+static void test_events_committed_out_of_order_are_delivered_at_once(void **s)
+{
+    (void)s;
+    add("x.done", MB_HOOK_OBSERVER, 0, NULL, o_count);
+    /* Two operations take their numbers in one order and commit in the other. */
+    db_batch *first = db_batch_new(), *second = db_batch_new();
+    hook_emit_batch(first, "x.done", json_pack("{s:i}", "n", 1));
+    hook_emit_batch(second, "x.done", json_pack("{s:i}", "n", 2));
+    assert_int_equal(db_batch_commit(second, true), 0);
+    hook_kick();
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    assert_int_equal(observed, 1);
+    assert_int_equal(db_batch_commit(first, true), 0);
+    hook_kick();
+    event_base_loop(base, EVLOOP_NONBLOCK); /* no waiting for the full scan */
+    assert_int_equal(observed, 2);
+    assert_int_equal(seen[1], 1);
+    assert_int_equal(outbox_size(), 0);
+}
+
+static void test_a_number_given_up_as_a_gap_is_still_delivered_by_the_full_scan(void **s)
+{
+    (void)s;
+    add("x.done", MB_HOOK_OBSERVER, 0, NULL, o_count);
+    emit("x.done", 0); /* the first turn after a start scans everything anyway */
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    db_batch *slow = db_batch_new();
+    hook_emit_batch(slow, "x.done", json_pack("{s:i}", "n", 1));
+    emit("x.done", 2);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    assert_int_equal(observed, 2);
+    /* The slow commit takes longer than the dispatcher waits for a gap: the full scan
+     * after the last turn gives the number up... */
+    usleep(1200 * 1000);
+    event_base_loop(base, EVLOOP_ONCE);
+    /* ...and the commit lands only now: the full scan that follows finds it. */
+    assert_int_equal(db_batch_commit(slow, true), 0);
+    hook_kick();
+    drain();
+    assert_int_equal(observed, 3);
+    assert_int_equal(seen[2], 1);
+}
+
+static void test_a_long_backlog_and_a_burst_of_quick_turns_arrive_complete_and_in_order(void **s)
+{
+    (void)s;
+    add_batched("x.done", ob_record, fl_head, dn_check);
+    /* A backlog longer than one turn takes. */
+    for (int i = 0; i < 600; i++) {
+        db_batch *b = db_batch_new();
+        hook_emit_batch(b, "x.done", json_pack("{s:i}", "n", i));
+        assert_int_equal(db_batch_commit(b, false), 0);
+    }
+    hook_kick();
+    drain();
+    assert_true(dones >= 3);
+    /* Then one event per turn, quickly, as uploads raise them: once turns come fast the
+     * dispatcher lets events gather for a few ms; none may be left behind. */
+    for (int i = 600; i < 700; i++) {
+        db_batch *b = db_batch_new();
+        hook_emit_batch(b, "x.done", json_pack("{s:i}", "n", i));
+        assert_int_equal(db_batch_commit(b, false), 0);
+        hook_kick();
+        event_base_loop(base, EVLOOP_NONBLOCK);
+    }
+    drain();
+    assert_int_equal(observed, 700);
+    assert_int_equal(nseen, 700);
+    for (size_t i = 0; i < nseen; i++)
+        assert_int_equal(seen[i], (json_int_t)i);
+    assert_int_equal(last_status, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -175,6 +402,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_observers_are_fed_from_the_outbox_and_it_empties, setup, teardown),
         cmocka_unit_test_setup_teardown(test_an_event_left_in_the_outbox_is_delivered_after_a_restart, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_batched_writes_land_in_the_same_write_as_the_outbox_deletion, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_batch_is_refused_outside_the_call_it_was_given_to, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flush_and_done_run_once_per_turn_for_several_hooks_of_one_module, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_an_observer_needs_exactly_one_function, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_committed_out_of_order_are_delivered_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_number_given_up_as_a_gap_is_still_delivered_by_the_full_scan, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_long_backlog_and_a_burst_of_quick_turns_arrive_complete_and_in_order,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
