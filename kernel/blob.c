@@ -548,13 +548,18 @@ void blob_pending_drop_discard(const char *hash)
 /* The group-commit ticket this thread owes a sync for (blob_commit, then blob_unlock). */
 static _Thread_local uint64_t owed;
 
-void blob_lock(void) { pthread_mutex_lock(&commit_lock); }
+void blob_lock(void)
+{
+    db_committer(+1);
+    pthread_mutex_lock(&commit_lock);
+}
 
 void blob_unlock(void)
 {
     uint64_t seq = owed;
     owed = 0;
     pthread_mutex_unlock(&commit_lock);
+    db_committer(-1);
     if (seq)
         db_sync_through(seq);
 }

@@ -13,11 +13,12 @@
  * conservative octet-stream in place.
  *
  * Threads: ctype_detect and ctype_by_name are pure, any thread. Any thread queues jobs under
- * q_lock; one thread, at the lowest CPU priority, takes them and is the only user of the
+ * q_lock; one thread, under SCHED_IDLE (it runs only when a CPU would otherwise idle), takes them and is the only user of the
  * libmagic cookie (libmagic is not thread-safe).
  */
 #include "fs.h"
 #include <magic.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,7 +130,10 @@ static bool runnable(const char *t)
 static void *refine_main(void *arg)
 {
     (void)arg;
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19); /* uploads first */
+    /* Only when a CPU would otherwise idle (SCHED_IDLE, below nice 19): uploads first. */
+    struct sched_param sp = {0};
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp))
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
     magic_t cookie = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR);
     if (cookie && magic_load(cookie, NULL)) {
         log_warn("libmagic could not load its database (%s); unnamed binary files stay application/octet-stream",
