@@ -607,6 +607,8 @@ struct fs_writer {
     bool st_on, st_stop, st_abandon, st_busy;
     int st_rc;
     mb_err st_err;
+    uint8_t *spare[3]; /* up to SPARE_MAX chunk buffers for reuse (buf_take) */
+    int nspare;
     uint8_t head[HEAD_BYTES];
     size_t headlen;
 };
@@ -731,13 +733,37 @@ static int put_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
     return blob_put(hex, p, n, err);
 }
 
+#define ST_QUEUE 2            /* chunks cut and waiting */
+#define SPARE_MAX (ST_QUEUE + 1) /* so at most 3 chunk buffers of 4 MiB per upload */
+
 typedef struct cjob {
     struct cjob *next;
     size_t n;
-    uint8_t data[];
+    uint8_t *data; /* blob_buf_alloc: aligned for the local backend's O_DIRECT writes */
 } cjob;
 
-#define ST_QUEUE 2 /* chunks cut and waiting: at most 2 x 4 MiB more memory per upload */
+/* Chunk buffers (CHUNK_MAX each) are kept for the writer's next chunks: mapping and faulting
+ * in fresh pages for every chunk cost more than hashing it. Under st_mu. */
+static uint8_t *buf_take(fs_writer *w)
+{
+    pthread_mutex_lock(&w->st_mu);
+    uint8_t *p = w->nspare ? w->spare[--w->nspare] : NULL;
+    pthread_mutex_unlock(&w->st_mu);
+    return p ? p : blob_buf_alloc(CHUNK_MAX);
+}
+
+static void cjob_free(fs_writer *w, cjob *j)
+{
+    pthread_mutex_lock(&w->st_mu);
+    if (w->nspare < SPARE_MAX) {
+        w->spare[w->nspare++] = j->data;
+        j->data = NULL;
+    }
+    pthread_mutex_unlock(&w->st_mu);
+    blob_buf_free(j->data, CHUNK_MAX);
+    free(j);
+}
+
 
 static void *store_main(void *arg)
 {
@@ -758,7 +784,7 @@ static void *store_main(void *arg)
         pthread_mutex_unlock(&w->st_mu);
         mb_err e = {0};
         int rc = skip ? 0 : put_chunk(w, j->data, j->n, &e);
-        free(j);
+        cjob_free(w, j);
         pthread_mutex_lock(&w->st_mu);
         w->st_busy = false;
         if (rc && !w->st_rc) {
@@ -798,6 +824,8 @@ static void st_finish(fs_writer *w, bool abandon)
     pthread_mutex_unlock(&w->st_mu);
     pthread_join(w->st, NULL);
     w->st_on = false;
+    while (w->nspare)
+        blob_buf_free(w->spare[--w->nspare], CHUNK_MAX);
     pthread_mutex_destroy(&w->st_mu);
     pthread_cond_destroy(&w->st_cv);
 }
@@ -828,9 +856,10 @@ static int store_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
         }
         w->st_on = true;
     }
-    cjob *j = xmalloc(sizeof *j + n);
+    cjob *j = xmalloc(sizeof *j);
     j->next = NULL;
     j->n = n;
+    j->data = buf_take(w);
     memcpy(j->data, p, n);
     pthread_mutex_lock(&w->st_mu);
     while (w->q_len >= ST_QUEUE && !w->st_rc)
@@ -839,18 +868,19 @@ static int store_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
     if (rc) {
         if (err)
             *err = w->st_err;
-        free(j);
-    } else {
-        if (w->q_tail)
-            w->q_tail->next = j;
-        else
-            w->q_head = j;
-        w->q_tail = j;
-        w->q_len++;
-        pthread_cond_broadcast(&w->st_cv);
+        pthread_mutex_unlock(&w->st_mu);
+        cjob_free(w, j);
+        return rc;
     }
+    if (w->q_tail)
+        w->q_tail->next = j;
+    else
+        w->q_head = j;
+    w->q_tail = j;
+    w->q_len++;
+    pthread_cond_broadcast(&w->st_cv);
     pthread_mutex_unlock(&w->st_mu);
-    return rc;
+    return 0;
 }
 
 int fs_write_data(fs_writer *w, const void *data, size_t n, mb_err *err)

@@ -194,6 +194,11 @@ bool blob_has(const char *hash); /* stored inline or in the active backend */
 /* Inline chunks (blob.c): chunks of at most blob_inline_max() bytes are stored by putting
  * them into the batch that commits their first reference, instead of blob_put. */
 size_t blob_inline_max(void);
+/* A chunk handed to blob_put at this alignment (and at least this long) is written with
+ * O_DIRECT by the local backend: allocate chunk buffers with blob_buf_alloc. */
+#define BLOB_ALIGN 4096
+void *blob_buf_alloc(size_t n); /* aligned to BLOB_ALIGN; give it back with blob_buf_free */
+void blob_buf_free(void *p, size_t n);
 void blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len);
 int blob_del(const char *hash, mb_err *err);
 int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err);
