@@ -248,6 +248,8 @@ int db_batch_commit(db_batch *b, bool sync)
     return 0;
 }
 
+uint64_t db_grouped_writes(void) { return atomic_load(&write_seq); }
+
 int db_batch_commit_grouped(db_batch *b, uint64_t *seq)
 {
     int rc = db_batch_commit(b, false);

@@ -1070,6 +1070,8 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
                                   "owner", (json_int_t)w->owner, "path", w->path, "file_id", (json_int_t)fid, "size",
                                   (json_int_t)w->total, "sha256", sha, "version", (json_int_t)ver, "ctype", ctype,
                                   "user", (json_int_t)w->uid));
+        if (deep) /* libmagic names it later, when the server is idle (ctype.c) */
+            ctype_mark(b, w->sid, fid, ver, pid, name);
         stores_usage_note(w->sid, (int64_t)w->total - (is_new ? 0 : jint(existing, "size")), is_new ? 1 : 0);
         stores_usage_flush(b);
         rc = blob_refs_apply(refs, b, err);
@@ -1086,7 +1088,7 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     if (!rc) {
         hook_kick();
         if (deep)
-            ctype_refine_later(w->sid, fid, ver, pid, name, w->head, w->headlen);
+            ctype_kick();
         if (info)
             *info = public_info(entry, w->path);
         if (created)
@@ -1100,14 +1102,16 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     return rc;
 }
 
-void fs_set_ctype(uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name, const char *ctype)
+void fs_ctype_done(const char *marker, uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name,
+                   const char *ctype)
 {
     char key[KEYMAX];
     json_t *v = NULL, *e = NULL;
     db_batch *b = db_batch_new();
+    db_batch_del(b, marker, strlen(marker));
     blob_lock();
     fkey(key, sizeof key, sid, fid, ver);
-    if (db_get_json(key, &v) == 0) {
+    if (ctype && db_get_json(key, &v) == 0) {
         json_object_set_new(v, "ctype", json_string(ctype));
         db_batch_put_json(b, key, v);
         if (entry_get(sid, pid, name, &e) == 0 && jint(e, "id") == (json_int_t)fid &&
@@ -1116,14 +1120,36 @@ void fs_set_ctype(uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const 
             dkey(key, sizeof key, sid, pid, name);
             db_batch_put_json(b, key, e);
         }
-        if (blob_commit(b))
-            log_warn("the content type of file %llu could not be recorded", (unsigned long long)fid);
-        b = NULL;
     }
+    if (blob_commit(b))
+        log_warn("the content type of file %llu could not be recorded", (unsigned long long)fid);
     blob_unlock();
-    db_batch_free(b);
     json_decref(v);
     json_decref(e);
+}
+
+int fs_version_head(uint64_t sid, uint64_t fid, uint64_t ver, uint8_t *buf, size_t cap, size_t *n)
+{
+    char key[KEYMAX];
+    json_t *v = NULL;
+    fkey(key, sizeof key, sid, fid, ver);
+    int rc = db_get_json(key, &v);
+    *n = 0;
+    if (rc)
+        return rc;
+    json_t *c = json_array_get(json_object_get(v, "chunks"), 0);
+    size_t len = c ? (size_t)jint(c, "n") : 0;
+    if (c && len) {
+        uint8_t *tmp = xmalloc(len);
+        rc = blob_read(jstr(c, "h"), jstr(c, "x"), tmp, len, NULL);
+        if (!rc) {
+            *n = len < cap ? len : cap;
+            memcpy(buf, tmp, *n);
+        }
+        free(tmp);
+    }
+    json_decref(v);
+    return rc;
 }
 
 /* ============================================================ reading === */

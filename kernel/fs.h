@@ -40,20 +40,25 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err);
 /* Drop an unfinished write; nothing becomes visible. Frees w. NULL is fine. */
 void fs_write_abort(fs_writer *w);
 
-/* Record a content type found after the commit (ctype.c) on version `ver` of file `fid`, and on
- * its directory entry <pid>/<name> if that still shows this version. Any thread. */
-void fs_set_ctype(uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name, const char *ctype);
+/* ctype.c's background naming, done: delete its marker key and, when ctype is not NULL, record
+ * it on version `ver` of file `fid` and on its directory entry <pid>/<name> if that still shows
+ * this version. Any thread. */
+void fs_ctype_done(const char *marker, uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name,
+                   const char *ctype);
+/* The first bytes (at most cap, from the first chunk, verified) of a stored version. */
+int fs_version_head(uint64_t sid, uint64_t fid, uint64_t ver, uint8_t *buf, size_t cap, size_t *n);
 
 /* ---------------------------------------------------------------- ctype.c --- */
 /* Content types (ctype.c). ctype_detect decides from signature, extension and text at once
- * (a new string) and sets *deep when only libmagic could say more: then pass the same head to
- * ctype_refine_later after the commit, which records libmagic's answer in the background. */
+ * (a new string) and sets *deep when only libmagic could say more: the commit then puts
+ * ctype_mark's marker into its batch and calls ctype_kick after it; libmagic's answer is
+ * recorded later, when no file changes are being committed (docs/storage.md). */
 int ctype_init(mb_err *err);
 void ctype_fini(void);
 const char *ctype_by_name(const char *name); /* by extension, or NULL; a static string */
 char *ctype_detect(const char *name, const uint8_t *head, size_t n, bool *deep);
-void ctype_refine_later(uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name,
-                        const uint8_t *head, size_t n);
+void ctype_mark(db_batch *b, uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name);
+void ctype_kick(void);
 
 /* Open a file (version 0 = current) for reading; *info as above. */
 int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, fs_reader **r, json_t **info,

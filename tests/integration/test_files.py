@@ -382,6 +382,11 @@ class FilesTest(ServerTest):
             time.sleep(0.05)
         self.assertEqual(entry["ctype"], "application/x-java-applet")
         self.assertEqual(self.get("Thing").header("Content-Type"), "application/x-java-applet")
+        self.srv.stop()  # the marker that asked for libmagic is gone with the answer
+        p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta"), "--keys", "cm/"], capture_output=True,
+                           text=True)
+        self.assertEqual((p.returncode, p.stdout), (0, ""), p.stderr)
+        self.srv.start()
         self.assertEqual(self.put("style.css", b"body { color: red; }\n").json()["ctype"], "text/css")
         self.assertEqual(self.put("notes.txt", b"just words\n").json()["ctype"], "text/plain")
         self.assertEqual(self.put("blob", rnd(1000, 8)).json()["ctype"], "application/octet-stream")
