@@ -20,8 +20,9 @@
  * reference; one documented as "steals" takes the caller's reference.
  *
  * Threads: route handlers run on libmicrohttpd worker threads; filters run on the thread
- * that performs the operation (an HTTP worker, the loop thread for FTP, a task worker);
- * observers run on the event-loop thread and must not block (hand slow work to a task);
+ * that performs the operation (an HTTP worker, an FTP transfer's worker job or the loop
+ * thread for other FTP commands, a task worker); observers run on the event-loop thread and
+ * must not block (hand slow work to a task);
  * task runners run on the worker pool. Every function in mb_api is thread-safe unless
  * its comment says otherwise.
  */
