@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 6 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers */
+#define MB_ABI_MINOR 7 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers; 7: zero-copy reads */
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -544,6 +544,16 @@ struct mb_api {
      * copied. Later puts of the same key in one turn win. */
     int (*batch_put)(mb_batch *b, mb_module *self, const char *key, const void *value, size_t len, mb_err *err);
     int (*batch_del)(mb_batch *b, mb_module *self, const char *key, mb_err *err);
+
+    /* ------------------------------------------------- minor 7: zero-copy reads --- */
+    /* For sendfile: the stored chunk file that holds byte `off` of r's version, verified
+     * against its checksum before this returns (like file_read), as a new read-only
+     * descriptor *fd that the caller closes, with *fd_off the position of `off` in it and
+     * *len the bytes from there to the chunk's end (take less near the end of a range). The
+     * chunk file is immutable, so the bytes stay what was verified. MB_EUNSUPP when the bytes
+     * are not in a local chunk file (small chunks kept in the metadata database, a module's
+     * backend): use file_read for those. Same threads as file_read. */
+    int (*file_read_fd)(mb_file_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *len, mb_err *err);
 };
 
 #ifdef __cplusplus

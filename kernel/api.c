@@ -114,6 +114,10 @@ static int64_t file_read(mb_file_reader *r, uint64_t off, void *buf, size_t n, m
     return fs_read((fs_reader *)r, off, buf, n, err);
 }
 static void file_close(mb_file_reader *r) { fs_close((fs_reader *)r); }
+static int file_read_fd(mb_file_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *len, mb_err *err)
+{
+    return fs_read_fd((fs_reader *)r, off, fd, fd_off, len, err);
+}
 static int file_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t expected_size,
                             const char *expect_sha256, int flags, mb_file_writer **w, mb_err *err)
 {
@@ -215,6 +219,7 @@ static const mb_api table = {
     .user_lookup = auth_user_find, .err_ftp_reply = evapi_err_ftp_reply, .run_blocking = evapi_run_blocking,
     /* minor 6: batched observers (kernel/hook.c) */
     .batch_put = hook_batch_put, .batch_del = hook_batch_del,
+    .file_read_fd = file_read_fd,
 };
 
 const mb_api *api_table(void) { return &table; }

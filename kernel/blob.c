@@ -456,6 +456,28 @@ int blob_read(const char *hash, const char *fastsum, void *buf, size_t len, mb_e
 
 int blob_get(const char *hash, void *buf, size_t len, mb_err *err) { return blob_read(hash, NULL, buf, len, err); }
 
+int blob_local_fd(const char *hash, size_t len, int *fd)
+{
+    *fd = -1;
+    if (len <= CHUNK_INLINE_LIMIT && inline_has(hash))
+        return -1;
+    pthread_rwlock_rdlock(&backend_lock);
+    bool local = active.ops == &local_ops;
+    pthread_rwlock_unlock(&backend_lock);
+    if (!local || !valid_key(hash))
+        return -1;
+    char path[4200];
+    local_path(hash, path, sizeof path);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (f >= 0 && (fstat(f, &sb) || (uint64_t)sb.st_size != len)) {
+        close(f);
+        f = -1;
+    }
+    *fd = f;
+    return f < 0 ? -1 : 0;
+}
+
 bool blob_has(const char *hash)
 {
     if (inline_has(hash))

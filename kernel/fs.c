@@ -1224,12 +1224,11 @@ int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, 
     return rc;
 }
 
-ssize_t fs_read(fs_reader *r, uint64_t off, void *buf, size_t n, mb_err *err)
+/* The chunk holding byte off, loaded into r->cache and verified: its index, or a negative
+ * MB_E* (err set). off < r->size. */
+static ssize_t load_chunk(fs_reader *r, uint64_t off, mb_err *err)
 {
-    if (off >= r->size || n == 0)
-        return 0;
-    /* Binary search the chunk holding off. */
-    size_t lo = 0, hi = r->n;
+    size_t lo = 0, hi = r->n; /* binary search the chunk holding off */
     while (hi - lo > 1) {
         size_t mid = (lo + hi) / 2;
         if (r->off[mid] <= off)
@@ -1237,20 +1236,45 @@ ssize_t fs_read(fs_reader *r, uint64_t off, void *buf, size_t n, mb_err *err)
         else
             hi = mid;
     }
-    size_t clen = (size_t)(r->off[lo + 1] - r->off[lo]);
     if (r->cached != lo) {
         if (!r->cache)
             r->cache = xmalloc(CHUNK_MAX);
         r->cached = SIZE_MAX;
-        int rc = blob_read(r->hash[lo], r->fast[lo], r->cache, clen, err);
+        int rc = blob_read(r->hash[lo], r->fast[lo], r->cache, (size_t)(r->off[lo + 1] - r->off[lo]), err);
         if (rc)
             return rc;
         r->cached = lo;
     }
-    size_t in = (size_t)(off - r->off[lo]);
+    return (ssize_t)lo;
+}
+
+ssize_t fs_read(fs_reader *r, uint64_t off, void *buf, size_t n, mb_err *err)
+{
+    if (off >= r->size || n == 0)
+        return 0;
+    ssize_t i = load_chunk(r, off, err);
+    if (i < 0)
+        return i;
+    size_t clen = (size_t)(r->off[i + 1] - r->off[i]), in = (size_t)(off - r->off[i]);
     size_t k = clen - in < n ? clen - in : n;
     memcpy(buf, r->cache + in, k);
     return (ssize_t)k;
+}
+
+int fs_read_fd(fs_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *len, mb_err *err)
+{
+    *fd = -1;
+    if (off >= r->size)
+        return err_set(err, MB_ERANGE, "offset %llu is past the end", (unsigned long long)off);
+    ssize_t i = load_chunk(r, off, err); /* verified now, so the descriptor's bytes are good */
+    if (i < 0)
+        return (int)i;
+    int rc = blob_local_fd(r->hash[i], (size_t)(r->off[i + 1] - r->off[i]), fd);
+    if (rc)
+        return err_set(err, MB_EUNSUPP, "chunk %.12s… is not a local file; read it instead", r->hash[i]);
+    *fd_off = off - r->off[i];
+    *len = r->off[i + 1] - off;
+    return 0;
 }
 
 void fs_close(fs_reader *r)

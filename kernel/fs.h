@@ -67,6 +67,10 @@ int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, 
  * whose bytes do not match its hash is never returned (MB_EINTEGRITY). */
 ssize_t fs_read(fs_reader *r, uint64_t off, void *buf, size_t n, mb_err *err);
 void fs_close(fs_reader *r);
+/* Zero-copy reads: the local chunk file holding byte off, verified first, as a new read-only
+ * descriptor (the caller closes it) with the offset of off in it and the bytes from there to
+ * the chunk's end. MB_EUNSUPP when the chunk is inline or in a module's backend. */
+int fs_read_fd(fs_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *len, mb_err *err);
 
 /* ------------------------------------------------ tus and zip (branch tus) --- */
 
@@ -204,6 +208,9 @@ size_t blob_inline_max(void);
 #define BLOB_ALIGN 4096
 void *blob_buf_alloc(size_t n); /* aligned to BLOB_ALIGN; give it back with blob_buf_free */
 void blob_buf_free(void *p, size_t n);
+/* A read-only descriptor on chunk `hash` (len bytes) in the kernel's local backend: 0, or -1
+ * when it is inline, another backend is active, or the file is not there whole. */
+int blob_local_fd(const char *hash, size_t len, int *fd);
 void blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len);
 int blob_del(const char *hash, mb_err *err);
 int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err);

@@ -53,6 +53,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -64,6 +65,7 @@
 #define SLICE (256 * 1024)              /* one read() from a file, one socket read or write */
 #define IO_JOB (1024 * 1024)            /* bytes one worker job reads or writes */
 #define OUTBUF_HIGH (2 * 1024 * 1024)   /* RETR: queued for sending before the next job starts */
+#define SENDFILE_AHEAD (32 * 1024 * 1024) /* the same when what is queued is chunk files */
 #define INBUF_HIGH (2 * 1024 * 1024)    /* STOR: received while a job writes, before reading pauses */
 #define LINE_MAX_BYTES 8192
 #define MAX_LOCKS 256
@@ -474,12 +476,21 @@ static void xfer_fail(sess *s, const mb_err *e)
 
 /* ------------------------------------------------------------ I/O jobs --- */
 
+#define MAX_SEGS 8 /* chunk files one RETR job hands over for sendfile */
+typedef struct {
+    int fd;
+    uint64_t off, len;
+} fileseg;
+
 struct iojob {
     sess *s;
     const mb_api *api;
     int kind;                     /* X_RETR read, X_STOR write (and commit), 'C' copy old bytes */
     atomic_bool orphan;           /* the transfer ended while the job ran: done only cleans up */
     bool commit, committed, waiting;
+    bool sendfile;                /* RETR on a plain data connection, kernel with file_read_fd */
+    fileseg seg[MAX_SEGS];        /* RETR: verified chunk files to send, in order */
+    int nseg;
     mb_file_reader *rd;           /* lent by the session (s->rd, or s->old for a copy) */
     mb_file_writer *wr;           /* lent by the session (s->wr) */
     uint64_t off, end;            /* RETR, copy: the byte range to read */
@@ -496,6 +507,31 @@ static void io_work(void *arg)
     const mb_api *api = j->api;
     if (j->kind == X_RETR) {
         while (!j->rc && j->off < j->end && evbuffer_get_length(j->buf) < IO_JOB && !atomic_load(&j->orphan)) {
+            /* The verified chunk files themselves, for sendfile: io_done adds them to the
+             * socket's buffer on the loop (a buffer that drains to a socket is what makes
+             * libevent use sendfile). A job sends files or copied bytes, never both. */
+            if (j->sendfile && evbuffer_get_length(j->buf) == 0) {
+                if (j->nseg == MAX_SEGS)
+                    break;
+                int fd;
+                uint64_t fd_off, len;
+                mb_err e = {0};
+                if (api->file_read_fd(j->rd, j->off, &fd, &fd_off, &len, &e) == 0) {
+                    if (len > j->end - j->off)
+                        len = j->end - j->off;
+                    j->seg[j->nseg++] = (fileseg){fd, fd_off, len};
+                    j->off += len;
+                    j->moved += len;
+                    continue;
+                }
+                if (e.code != MB_EUNSUPP) {
+                    j->rc = e.code;
+                    j->e = e;
+                    break;
+                }
+                if (j->nseg) /* the next job copies this one (an inline chunk, another backend) */
+                    break;
+            }
             struct evbuffer_iovec v;
             if (evbuffer_reserve_space(j->buf, SLICE, &v, 1) < 1) {
                 j->rc = api->err_set(&j->e, MB_ENOMEM, "out of memory");
@@ -557,6 +593,9 @@ static void stor_kick(sess *s);
 
 static void io_free(iojob *j)
 {
+    for (int i = 0; i < j->nseg; i++)
+        if (j->seg[i].fd >= 0)
+            close(j->seg[i].fd);
     evbuffer_free(j->buf);
     free(j);
 }
@@ -588,7 +627,19 @@ static void io_done(void *arg)
         return;
     }
     if (j->kind == X_RETR) {
-        evbuffer_add_buffer(bufferevent_get_output(s->data), j->buf);
+        struct evbuffer *out = bufferevent_get_output(s->data);
+        for (int i = 0; i < j->nseg; i++) {
+            int fd = j->seg[i].fd;
+            j->seg[i].fd = -1;
+            if (evbuffer_add_file(out, fd, (ev_off_t)j->seg[i].off, (ev_off_t)j->seg[i].len)) { /* takes fd */
+                mb_err e = {0};
+                j->api->err_set(&e, MB_ENOMEM, "out of memory");
+                io_free(j);
+                xfer_fail(s, &e);
+                return;
+            }
+        }
+        evbuffer_add_buffer(out, j->buf);
         s->roff = j->off;
         s->xeof = j->off >= j->end;
         io_free(j);
@@ -677,15 +728,28 @@ static void io_detach(sess *s)
     atomic_store(&j->orphan, true);
 }
 
-/* RETR: a job reads (and the kernel verifies) the next IO_JOB bytes while the loop sends
- * what is queued; a new job starts once less than OUTBUF_HIGH waits to be sent. */
+/* TLS encrypts in user space, and a bandwidth cap meters what is written: both need the
+ * bytes in our buffers. Otherwise RETR sends the chunk files with sendfile (ABI minor 7). */
+static bool retr_sendfile(const sess *s)
+{
+    const mb_api *api = s->srv->api;
+    return !s->prot_p && !s->rate && api->size > offsetof(mb_api, file_read_fd) && api->file_read_fd;
+}
+
+/* How much RETR keeps queued for sending: copied bytes cost memory, file segments do not, and
+ * sendfile drains them faster than a job verifies the next ones. */
+static size_t retr_ahead(const sess *s) { return retr_sendfile(s) ? SENDFILE_AHEAD : OUTBUF_HIGH; }
+
+/* RETR: a job reads (and the kernel verifies) the next bytes while the loop sends what is
+ * queued; a new job starts once less than retr_ahead waits to be sent. */
 static void retr_fill(sess *s)
 {
     struct evbuffer *out = bufferevent_get_output(s->data);
-    if (!s->io && !s->xeof && evbuffer_get_length(out) < OUTBUF_HIGH) {
+    if (!s->io && !s->xeof && evbuffer_get_length(out) < retr_ahead(s)) {
         iojob *j = io_new(s, X_RETR, s->rd, NULL);
         if (!j)
             return;
+        j->sendfile = retr_sendfile(s);
         j->off = s->roff;
         j->end = s->rsize;
         io_start(s, j);
@@ -801,7 +865,7 @@ static void data_run(sess *s)
     s->xstarted = true;
     bufferevent_setcb(s->data, data_read_cb, data_write_cb, data_event_cb, s);
     if (s->xkind == X_RETR) {
-        bufferevent_setwatermark(s->data, EV_WRITE, OUTBUF_HIGH / 2, 0);
+        bufferevent_setwatermark(s->data, EV_WRITE, retr_ahead(s) / 2, 0);
         bufferevent_enable(s->data, EV_WRITE);
         bufferevent_disable(s->data, EV_READ);
         retr_fill(s);

@@ -129,6 +129,39 @@ class TestFtpClients(FtpTest):
         self.curl("--ssl-reqd", "-k", "-C", "-", "-T", up, self.url + "/Home/u.bin")
         self.assertEqual(self.http_get("u.bin").body, data)
 
+    def test_plain_retr_sends_chunk_files_whole_from_any_offset_and_never_a_damaged_one(self):
+        # Several chunk files and a small last piece (kept in the metadata database): plain RETR
+        # sends the files with sendfile and copies only the small piece.
+        data = os.urandom(5 * 1024 * 1024 + 1234)
+        self.assertEqual(self.srv.request("PUT", "/api/v1/stores/1/files/z.bin", body=data, token=self.admin).status,
+                         201)
+        f = self.ftp()
+        for rest in (0, 1, 700001, len(data) - 10):
+            got = io.BytesIO()
+            f.retrbinary("RETR /Home/z.bin", got.write, rest=rest)
+            self.assertEqual(got.getvalue(), data[rest:], rest)
+        # Damage one byte of the second chunk file: the download stops before that chunk.
+        files = sorted((os.path.getsize(os.path.join(r, n)), os.path.join(r, n))
+                       for r, _, ns in os.walk(os.path.join(self.srv.data, "chunks")) if not r.endswith("tmp") for n in ns)
+        self.assertGreaterEqual(len(files), 2)
+        chunks = {}
+        for size, path in files:
+            with open(path, "rb") as fh:
+                chunks[data.find(fh.read(4096))] = path
+        second = chunks[sorted(chunks)[1]]
+        with open(second, "r+b") as fh:
+            fh.seek(5000)
+            b = fh.read(1)
+            fh.seek(5000)
+            fh.write(bytes([b[0] ^ 0xff]))
+        got = io.BytesIO()
+        with self.assertRaises(ftplib.error_temp) as cm:
+            f.retrbinary("RETR /Home/z.bin", got.write)
+        self.assertTrue(str(cm.exception).startswith("451"), cm.exception)
+        self.assertLessEqual(len(got.getvalue()), sorted(chunks)[1])
+        self.assertEqual(got.getvalue(), data[:len(got.getvalue())])
+        f.quit()
+
     def test_lftp_mirrors_a_tree_up_and_down_and_resumes(self):
         tree = {"a.txt": b"alpha\n", "sub/b.bin": os.urandom(300000), "sub/deeper/c.txt": b"c" * 5000,
                 "\u00e9t\u00e9/\u65e5\u672c.txt": "unicode \u2713".encode()}
