@@ -127,10 +127,12 @@ static int local_put(void *st, const char *key, const void *data, size_t len, mb
      * buffer and length: the aligned body goes direct, the tail through the page cache. A
      * file system without O_DIRECT (tmpfs) or an unaligned buffer takes the ordinary way. */
     bool direct = ((uintptr_t)data % BLOB_ALIGN) == 0 && len >= BLOB_ALIGN;
-    int fd = direct ? open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600) : -1;
-    if (fd < 0) {
+    int fd = -1;
+    if (direct && (fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600)) < 0 && errno != EINVAL)
+        return err_set(err, MB_EIO, "cannot create a chunk file: %s", strerror(errno));
+    if (fd < 0) { /* not asked for, or EINVAL: this file system has no O_DIRECT (tmpfs) */
         direct = false;
-        if (errno == EEXIST || (fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
+        if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
             return err_set(err, MB_EIO, "cannot create a chunk file: %s", strerror(errno));
     }
     const char *p = data;
@@ -150,6 +152,13 @@ static int local_put(void *st, const char *key, const void *data, size_t len, mb
         ssize_t w = write(fd, p, want);
         if (w < 0 && errno == EINTR)
             continue;
+        if (w < 0 && errno == EINVAL && direct) { /* opened with O_DIRECT, yet refuses it (FUSE) */
+            int fl = fcntl(fd, F_GETFL);
+            if (fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_DIRECT) == 0) {
+                direct = false;
+                continue;
+            }
+        }
         if (w <= 0) {
             int e = errno;
             close(fd);
