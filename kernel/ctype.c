@@ -61,6 +61,7 @@ const char *ctype_by_name(const char *name)
 }
 
 #define IDLE_MS 50   /* no file change committed for this long: the server is idle */
+static int idle_ms = IDLE_MS; /* MBYTE_CTYPE_IDLE_MS overrides it (tests hold naming back) */
 #define HEAD_MAX 8192 /* bytes libmagic looks at */
 #define MARK "cm/"   /* cm/<sid16>/<fid16>/<ver16> -> {"v":1,"pid","name"} (docs/storage.md) */
 
@@ -194,7 +195,7 @@ static void *refine_main(void *arg)
         }
         /* Wait for a quiet moment: no file change committed for IDLE_MS. */
         uint64_t before = db_grouped_writes();
-        if (nap(IDLE_MS))
+        if (nap(idle_ms))
             break;
         if (db_grouped_writes() != before)
             continue;
@@ -213,6 +214,9 @@ static void *refine_main(void *arg)
 
 int ctype_init(mb_err *err)
 {
+    const char *e = getenv("MBYTE_CTYPE_IDLE_MS");
+    uint64_t v;
+    idle_ms = e && parse_u64(e, &v) && v <= 3600000 ? (int)v : IDLE_MS;
     q_stop = false;
     if (pthread_create(&q_thread, NULL, refine_main, NULL))
         return err_set(err, MB_EIO, "cannot start the content-type thread");

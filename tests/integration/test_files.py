@@ -404,6 +404,26 @@ class FilesTest(ServerTest):
         self.assertIn("filename*=UTF-8''caf%C3%A9%20%22q%22.txt", cd)
         self.assertIn('filename="caf__ _q_.txt"', cd)
 
+    def test_a_content_type_left_to_name_survives_a_restart(self):
+        # Naming waits for an idle minute here, so the server stops before it happens.
+        self.srv.stop()
+        self.srv.extra_env["MBYTE_CTYPE_IDLE_MS"] = "60000"
+        self.srv.start()
+        klass = b"\xca\xfe\xba\xbe\x00\x00\x00\x34" + b"\x00" * 64
+        self.assertEqual(self.put("Later", klass).json()["ctype"], "application/octet-stream")
+        self.srv.stop()
+        p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta"), "--keys", "cm/"], capture_output=True,
+                           text=True)
+        self.assertEqual(len(p.stdout.split()), 1, p.stdout)  # the marker is durable
+        del self.srv.extra_env["MBYTE_CTYPE_IDLE_MS"]
+        self.srv.start()
+        for _ in range(200):
+            r = self.get("Later")
+            if r.header("Content-Type") != "application/octet-stream":
+                break
+            time.sleep(0.05)
+        self.assertEqual((r.status, r.header("Content-Type"), r.body), (200, "application/x-java-applet", klass))
+
     def test_fsck_is_clean_through_mbytectl_and_a_flipped_byte_is_caught(self):
         data = b"precious bytes " * 3000  # over chunk_inline_max: one chunk file
         self.put("p.txt", data)
