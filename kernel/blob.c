@@ -9,21 +9,24 @@
  * the active one, and unloading it falls back to the local one.
  *
  * Small chunks (at most chunk_inline_max bytes, mbyte.yaml; 32 KiB by default) live in
- * LevelDB itself as ci/<sha256>, put into the same synced batch as the version that uses
+ * LevelDB itself as ci/<sha256>, put into the same batch as the version that uses
  * them (blob_put_inline): a small file then costs one group-committed write instead of a
  * file create, two fsyncs and a rename. Only the last piece of a file can be that small
  * (the chunker never cuts below 256 KiB), so big files are untouched. Reads look in LevelDB
  * first for any chunk that could be inline, whatever the active backend; the collector
  * deletes both forms.
  *
- * Reads verify every chunk before a byte of it is served. Versions written since ABI 1.5 also
- * record each chunk's XXH3-128 ("x", blob_fastsum), which is checked instead of re-hashing
- * with SHA-256: it finds the same bit rot and torn writes at about 30 times the speed (btrfs
- * offers xxhash64 data checksums for the same reason); the SHA-256 name stays the identity
- * and the integrity scrub (blob_get) still re-hashes with it.
+ * Chunk files are written with O_DIRECT from aligned buffers when the file system allows it
+ * (local_put): written once and synced at once, they gain nothing from the page cache.
+ *
+ * Reads verify every chunk before a byte of it is served. Version records carry each chunk's
+ * XXH3-128 ("x", blob_fastsum), which is checked instead of re-hashing with SHA-256: it finds
+ * the same bit rot and torn writes at about 30 times the speed (btrfs offers xxhash64 data
+ * checksums for the same reason). Records older than "x" are checked with SHA-256; the
+ * SHA-256 name stays the identity and the integrity scrub (blob_get) still re-hashes with it.
  *
  * Refcounts live in LevelDB as c/<sha256> -> {"v":1,"refs","size","zero_since"} and change
- * only in the same synced batch as the namespace change that needs them (fs.c), under the
+ * only in the same batch as the namespace change that needs them (fs.c), under the
  * one commit lock below: refcount read-modify-write and the collector never interleave.
  *
  * Collector and writers: a write marks each chunk it produced (written or deduplicated) as

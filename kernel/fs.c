@@ -18,10 +18,13 @@
  * Write order (DESIGN.md): chunks are written durably while the body streams in (blob.c;
  * small ones ride in the commit batch instead); then one batch commits the version, the
  * refcounts, the directory entry and the outbox event, and is durable by group commit when
- * blob_unlock returns (blob_commit, db.c); only then does the caller reply. A crash before the batch leaves the old
- * file and some orphan chunks (collected after the grace); after it, the new file.
+ * blob_unlock returns (blob_commit, db.c); only then does the caller reply. A crash before
+ * the batch leaves the old file and some orphan chunks (collected after the grace); after
+ * it, the new file.
  *
- * Threads: any (HTTP workers, task workers). Every namespace change is a read-modify-write
+ * Threads: any (HTTP workers, task workers, FTP jobs). A big upload also has a store thread
+ * of its own (store_main) that hashes, writes and syncs its chunk files in order while the
+ * caller cuts the next ones; fs_writer says which fields each side owns. Every namespace change is a read-modify-write
  * done under blob_lock() (the one commit lock, which also guards refcounts), so concurrent
  * writers of one path serialise at commit time and the last commit wins cleanly; bodies are
  * streamed and chunks written without any lock. Reads take no lock: each LevelDB read is
