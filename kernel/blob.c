@@ -673,6 +673,16 @@ void blob_refs_add(blob_refs *r, const char *hash, uint64_t size, int delta)
     json_array_set_new(e, 0, json_integer(json_integer_value(json_array_get(e, 0)) + delta));
 }
 
+void blob_refs_add_chunks(blob_refs *r, const json_t *chunks, int delta)
+{
+    size_t i;
+    json_t *ch;
+    json_array_foreach(chunks, i, ch) {
+        const char *h = json_string_value(json_object_get(ch, "h"));
+        blob_refs_add(r, h ? h : "", (uint64_t)json_integer_value(json_object_get(ch, "n")), delta);
+    }
+}
+
 void blob_refs_free(blob_refs *r)
 {
     if (!r)

@@ -266,6 +266,17 @@ void db_batch_put_json(db_batch *b, const char *key, const json_t *val)
 
 void db_batch_del(db_batch *b, const char *key, size_t klen) { leveldb_writebatch_delete(b->wb, key, klen); }
 
+void db_batch_del_prefix(db_batch *b, const char *prefix)
+{
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        db_batch_del(b, k, kl);
+    }
+    db_iter_free(it);
+}
+
 void db_batch_free(db_batch *b)
 {
     if (!b)

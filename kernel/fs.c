@@ -263,34 +263,26 @@ int fs_store_get(const mb_user *u, uint64_t sid, json_t **out, mb_err *err)
     return 0;
 }
 
+typedef struct {
+    const mb_user *u;
+    json_t *arr;
+} list_ctx;
+
+static void list_store_cb(json_t *s, void *ud)
+{
+    list_ctx *c = ud;
+    if (stores_reachable(s, c->u))
+        json_array_append_new(c->arr, store_public(s));
+    json_decref(s);
+}
+
 int fs_stores_list(const mb_user *u, json_t **out, mb_err *err)
 {
     (void)err;
-    json_t *arr = json_array();
-    char prefix[32], o[17];
-    if (u) {
-        key_u64(o, u->id);
-        snprintf(prefix, sizeof prefix, "so/%s/", o);
-    } else
-        snprintf(prefix, sizeof prefix, "s/");
-    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
-    while (db_iter_next(it)) {
-        size_t kl;
-        const char *k = db_iter_key(it, &kl);
-        if (kl < 16)
-            continue;
-        char key[32];
-        snprintf(key, sizeof key, "s/%.16s", k + kl - 16);
-        json_t *s = NULL;
-        if (db_get_json(key, &s) == 0) {
-            if (stores_reachable(s, u))
-                json_array_append_new(arr, store_public(s));
-            json_decref(s);
-        }
-    }
-    db_iter_free(it);
-    stores_list_decorate(u, arr); /* marks the user's default store */
-    *out = arr;
+    list_ctx c = {u, json_array()};
+    stores_each(u ? u->id : 0, list_store_cb, &c);
+    stores_list_decorate(u, c.arr); /* marks the user's default store */
+    *out = c.arr;
     return 0;
 }
 
@@ -963,21 +955,11 @@ static void drop_versions(uint64_t sid, uint64_t fid, db_batch *b, blob_refs *re
         const char *k = db_iter_key(it, &kl);
         const char *v = db_iter_val(it, &vl);
         json_t *ver = json_loadb(v, vl, 0, NULL);
-        size_t i;
-        json_t *ch;
-        json_array_foreach(json_object_get(ver, "chunks"), i, ch)
-            blob_refs_add(refs, jstr(ch, "h"), (uint64_t)jint(ch, "n"), -1);
+        blob_refs_add_chunks(refs, json_object_get(ver, "chunks"), -1);
         json_decref(ver);
         db_batch_del(b, k, kl);
     }
     db_iter_free(it);
-}
-
-static void add_chunk_refs(blob_refs *refs, const json_t *chunks, int delta)
-{
-    size_t i;
-    json_t *ch;
-    json_array_foreach(chunks, i, ch) blob_refs_add(refs, jstr(ch, "h"), (uint64_t)jint(ch, "n"), delta);
 }
 
 int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
@@ -1023,14 +1005,12 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     bool deep;
     char *ctype = ctype_detect(name, w->head, w->headlen, &deep);
     int64_t now = now_wall();
-    db_batch *b = w->inl ? w->inl : db_batch_new(); /* the inline chunks go in with their version */
-    w->inl = NULL;
-    blob_refs *refs = blob_refs_new();
     json_t *existing = NULL, *entry = NULL;
     bool is_new = true;
-
-    blob_lock();
-    stores_usage_begin();
+    fs_change c;
+    fs_change_begin(&c, w->inl); /* the inline chunks go in with their version */
+    w->inl = NULL;
+    db_batch *b = c.b;
     uint64_t pid;
     rc = store_access(NULL, w->sid, NULL, err);
     if (!rc)
@@ -1051,8 +1031,8 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
         /* Only the newest version is kept for now (no retention policy yet): the old ones
          * go in this same batch, with their refcounts. */
         if (!is_new && !history_keep_versions(w->sid, w->owner, fid, w->path))
-            drop_versions(w->sid, fid, b, refs);
-        add_chunk_refs(refs, w->chunks, +1);
+            drop_versions(w->sid, fid, b, c.refs);
+        blob_refs_add_chunks(c.refs, w->chunks, +1);
         json_t *vrec = json_pack("{s:i, s:I, s:s, s:O, s:I, s:I, s:s}", "v", 1, "size", (json_int_t)w->total,
                                  "sha256", sha, "chunks", w->chunks, "author", (json_int_t)w->uid, "time",
                                  (json_int_t)now, "ctype", ctype);
@@ -1076,20 +1056,11 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
         if (deep) /* libmagic names it later, when the server is idle (ctype.c) */
             ctype_mark(b, w->sid, fid, ver, pid, name);
         stores_usage_note(w->sid, (int64_t)w->total - (is_new ? 0 : jint(existing, "size")), is_new ? 1 : 0);
-        stores_usage_flush(b);
-        rc = blob_refs_apply(refs, b, err);
-        if (!rc) {
-            rc = blob_commit(b);
-            b = NULL;
-            if (rc)
-                err_set(err, rc, "the new version of '%s' could not be committed", w->path);
-        }
     }
-    blob_unlock();
-    db_batch_free(b);
-    blob_refs_free(refs);
+    char what[512];
+    snprintf(what, sizeof what, "the new version of '%s'", w->path);
+    rc = fs_change_end(&c, rc, err, what);
     if (!rc) {
-        hook_kick();
         if (deep)
             ctype_kick();
         if (info)
@@ -1110,23 +1081,23 @@ void fs_ctype_done(const char *marker, uint64_t sid, uint64_t fid, uint64_t ver,
 {
     char key[KEYMAX];
     json_t *v = NULL, *e = NULL;
-    db_batch *b = db_batch_new();
-    db_batch_del(b, marker, strlen(marker));
-    blob_lock();
+    fs_change c;
+    fs_change_begin(&c, NULL);
+    db_batch_del(c.b, marker, strlen(marker));
     fkey(key, sizeof key, sid, fid, ver);
     if (ctype && db_get_json(key, &v) == 0) {
         json_object_set_new(v, "ctype", json_string(ctype));
-        db_batch_put_json(b, key, v);
+        db_batch_put_json(c.b, key, v);
         if (entry_get(sid, pid, name, &e) == 0 && jint(e, "id") == (json_int_t)fid &&
             jint(e, "version") == (json_int_t)ver) {
             json_object_set_new(e, "ctype", json_string(ctype));
             dkey(key, sizeof key, sid, pid, name);
-            db_batch_put_json(b, key, e);
+            db_batch_put_json(c.b, key, e);
         }
     }
-    if (blob_commit(b))
-        log_warn("the content type of file %llu could not be recorded", (unsigned long long)fid);
-    blob_unlock();
+    mb_err err = {0};
+    if (fs_change_end(&c, 0, &err, "the content type"))
+        log_warn("file %llu: %s", (unsigned long long)fid, err.msg);
     json_decref(v);
     json_decref(e);
 }
@@ -1320,11 +1291,12 @@ int fs_mkdir(const mb_user *u, uint64_t sid, const char *path, int flags, json_t
     json_decref(p);
     const char *name;
     char *dir = parent_of(np, &name);
-    db_batch *b = db_batch_new();
     json_t *rec = NULL;
     if (!rc) {
         uint64_t uid = u ? u->id : 0, pid;
-        blob_lock();
+        fs_change c;
+        fs_change_begin(&c, NULL);
+        db_batch *b = c.b;
         rc = folder_for_change(sid, owner, dir, flags & FS_PARENTS, uid, b, &pid, NULL, NULL, err);
         json_t *ex = NULL;
         if (!rc && entry_get(sid, pid, name, &ex) == 0)
@@ -1338,19 +1310,13 @@ int fs_mkdir(const mb_user *u, uint64_t sid, const char *path, int flags, json_t
             hook_emit_batch(b, "folder.created",
                             json_pack("{s:I, s:I, s:s, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner,
                                       "path", np, "user", (json_int_t)uid));
-            rc = blob_commit(b);
-            b = NULL;
-            if (rc)
-                err_set(err, rc, "the folder '%s' could not be created", np);
         }
-        blob_unlock();
+        char what[512];
+        snprintf(what, sizeof what, "the new folder '%s'", np);
+        rc = fs_change_end(&c, rc, err, what);
     }
-    db_batch_free(b);
-    if (!rc) {
-        hook_kick();
-        if (info)
-            *info = public_info(rec, np);
-    }
+    if (!rc && info)
+        *info = public_info(rec, np);
     json_decref(rec);
     free(dir);
     free(np);
@@ -1432,18 +1398,34 @@ static void delete_into(uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid
     db_batch_del(b, key, strlen(key));
 }
 
-int fs_commit(db_batch *b, blob_refs *refs, mb_err *err, const char *what)
+void fs_change_begin(fs_change *c, db_batch *b)
 {
-    stores_usage_flush(b);
-    int rc = refs ? blob_refs_apply(refs, b, err) : 0;
-    if (rc) {
-        db_batch_free(b);
-        return rc;
+    c->b = b ? b : db_batch_new();
+    c->refs = blob_refs_new();
+    blob_lock();
+    stores_usage_begin();
+}
+
+int fs_change_end(fs_change *c, int rc, mb_err *err, const char *what)
+{
+    if (!rc && what) {
+        stores_usage_flush(c->b);
+        rc = blob_refs_apply(c->refs, c->b, err);
+        if (!rc) {
+            rc = blob_commit(c->b); /* frees the batch */
+            c->b = NULL;
+            if (rc)
+                err_set(err, rc, "%s could not be committed", what);
+        }
     }
-    rc = blob_commit(b);
-    if (rc)
-        return err_set(err, rc, "%s could not be committed", what);
-    return 0;
+    blob_unlock();
+    db_batch_free(c->b);
+    blob_refs_free(c->refs);
+    c->b = NULL;
+    c->refs = NULL;
+    if (!rc)
+        hook_kick();
+    return rc;
 }
 
 int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_err *err)
@@ -1478,8 +1460,8 @@ int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_er
     if (handled)
         rc = 0;
     if (!rc && !handled) {
-        blob_lock();
-        stores_usage_begin();
+        fs_change c;
+        fs_change_begin(&c, NULL);
         uint64_t pid;
         rc = resolve(sid, np, &pid, &e, err);
         if (!rc && is_folder(e) && !(flags & FS_RECURSIVE)) {
@@ -1488,18 +1470,11 @@ int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_er
                 rc = err_set(err, MB_ECONFLICT, "the folder '%s' is not empty (delete it with recursive=true)", np);
             json_decref(kids);
         }
-        if (!rc) {
-            db_batch *b = db_batch_new();
-            blob_refs *refs = blob_refs_new();
-            delete_into(sid, owner, u ? u->id : 0, pid, last_name(np), e, np, b, refs);
-            rc = fs_commit(b, refs, err, "the delete");
-            blob_refs_free(refs);
-        }
-        blob_unlock();
+        if (!rc)
+            delete_into(sid, owner, u ? u->id : 0, pid, last_name(np), e, np, c.b, c.refs);
+        rc = fs_change_end(&c, rc, err, "the delete");
         json_decref(e);
     }
-    if (!rc)
-        hook_kick();
     free(np);
     return rc;
 }
@@ -1622,12 +1597,9 @@ int fs_move(const mb_user *u, uint64_t sid, const char *from, const char *to, in
         xfer_free(&x);
         return rc;
     }
-    db_batch *b = db_batch_new();
-    blob_refs *refs = blob_refs_new();
-    json_t *moved = NULL;
-    blob_lock();
-    stores_usage_begin();
-    rc = xfer_resolve(sid, flags, b, &x, false, err);
+    fs_change c;
+    fs_change_begin(&c, NULL);
+    rc = xfer_resolve(sid, flags, c.b, &x, false, err);
     bool noop = !rc && x.dst && x.dst_pid == x.src_pid && !strcmp(x.to_name, last_name(x.from));
     if (!rc && !noop && is_folder(x.src)) {
         json_t *sub = json_array();
@@ -1639,29 +1611,19 @@ int fs_move(const mb_user *u, uint64_t sid, const char *from, const char *to, in
     if (!rc && !noop) {
         char key[KEYMAX];
         if (x.dst) /* replacing a file: it goes, with its versions */
-            delete_into(sid, x.owner, x.uid, x.dst_pid, x.to_name, x.dst, x.to, b, refs);
+            delete_into(sid, x.owner, x.uid, x.dst_pid, x.to_name, x.dst, x.to, c.b, c.refs);
         dkey(key, sizeof key, sid, x.src_pid, last_name(x.from));
-        db_batch_del(b, key, strlen(key));
+        db_batch_del(c.b, key, strlen(key));
         dkey(key, sizeof key, sid, x.dst_pid, x.to_name);
-        db_batch_put_json(b, key, x.src);
-        hook_emit_batch(b, is_folder(x.src) ? "folder.moved" : "file.moved",
+        db_batch_put_json(c.b, key, x.src);
+        hook_emit_batch(c.b, is_folder(x.src) ? "folder.moved" : "file.moved",
                         json_pack("{s:I, s:I, s:s, s:s, s:s, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)x.owner, "from", x.from, "to", x.to, "type", jstr(x.src, "type"), "id",
                                   jint(x.src, "id"), "user", (json_int_t)x.uid));
-        rc = fs_commit(b, refs, err, "the move");
-        b = NULL;
     }
-    if (!rc)
-        moved = json_incref(x.src);
-    blob_unlock();
-    db_batch_free(b);
-    blob_refs_free(refs);
-    if (!rc) {
-        hook_kick();
-        if (info)
-            *info = public_info(moved, x.to);
-    }
-    json_decref(moved);
+    rc = fs_change_end(&c, rc, err, noop ? NULL : "the move");
+    if (!rc && info)
+        *info = public_info(x.src, x.to);
     xfer_free(&x);
     return rc;
 }
@@ -1676,7 +1638,7 @@ static int copy_file_into(uint64_t sid, json_t *e, uint64_t uid, int64_t now, db
     if (db_get_json(key, &ver))
         return err_set(err, MB_EIO, "the current version of a file to copy is missing (run fsck)");
     uint64_t fid = new_id();
-    add_chunk_refs(refs, json_object_get(ver, "chunks"), +1);
+    blob_refs_add_chunks(refs, json_object_get(ver, "chunks"), +1);
     stores_usage_note(sid, jint(e, "size"), 1);
     json_object_set_new(ver, "author", json_integer((json_int_t)uid));
     json_object_set_new(ver, "time", json_integer(now));
@@ -1702,12 +1664,12 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
         xfer_free(&x);
         return rc;
     }
-    db_batch *b = db_batch_new();
-    blob_refs *refs = blob_refs_new();
     json_t *top = NULL;
     int64_t now = now_wall();
-    blob_lock();
-    stores_usage_begin();
+    fs_change c;
+    fs_change_begin(&c, NULL);
+    db_batch *b = c.b;
+    blob_refs *refs = c.refs;
     rc = xfer_resolve(sid, flags, b, &x, true, err);
     if (!rc && x.dst && x.dst_pid == x.src_pid && !strcmp(x.to_name, last_name(x.from)))
         rc = err_set(err, MB_EEXIST, "a file cannot be copied onto itself");
@@ -1757,17 +1719,10 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
                         json_pack("{s:I, s:I, s:s, s:s, s:s, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)x.owner, "from", x.from, "to", x.to, "type", jstr(x.src, "type"), "id",
                                   jint(top, "id"), "user", (json_int_t)x.uid));
-        rc = fs_commit(b, refs, err, "the copy");
-        b = NULL;
     }
-    blob_unlock();
-    db_batch_free(b);
-    blob_refs_free(refs);
-    if (!rc) {
-        hook_kick();
-        if (info)
-            *info = public_info(top, x.to);
-    }
+    rc = fs_change_end(&c, rc, err, "the copy");
+    if (!rc && info)
+        *info = public_info(top, x.to);
     json_decref(top);
     xfer_free(&x);
     return rc;

@@ -187,12 +187,23 @@ int blob_commit(db_batch *b);
 typedef struct blob_refs blob_refs;
 blob_refs *blob_refs_new(void);
 void blob_refs_add(blob_refs *r, const char *hash, uint64_t size, int delta);
+/* The same for every chunk of a version record's "chunks" list ([{"h","n"}...]). */
+void blob_refs_add_chunks(blob_refs *r, const json_t *chunks, int delta);
 int blob_refs_apply(blob_refs *r, db_batch *b, mb_err *err); /* under blob_lock */
 void blob_refs_free(blob_refs *r);
-/* Commit one namespace change under blob_lock: the usage notes taken since stores_usage_begin,
- * the refcount deltas (refs may be NULL), then blob_commit (durable at blob_unlock). Frees b in every case; `what`
- * names the change in the error sentence ("the purge could not be committed"). */
-int fs_commit(db_batch *b, blob_refs *refs, mb_err *err, const char *what);
+/* One namespace change, made the same way by every change in fs.c and history.c.
+ * fs_change_begin takes the commit lock, starts the usage notes from none and hands out a
+ * batch (b, or a new one) and empty refcount deltas. fs_change_end commits them when rc is 0
+ * and `what` names the change (NULL: nothing to commit): the usage notes, the refcounts, one
+ * blob_commit ("<what> could not be committed" on failure). Then it releases the lock, which
+ * returns once the change is durable (group commit), frees the batch and deltas and, on
+ * success, wakes the observers. Returns rc or the commit's error. Reply after it, never before. */
+typedef struct fs_change {
+    db_batch *b;
+    blob_refs *refs;
+} fs_change;
+void fs_change_begin(fs_change *c, db_batch *b);
+int fs_change_end(fs_change *c, int rc, mb_err *err, const char *what);
 /* Collect chunks unreferenced for longer than grace seconds and orphans older than it.
  * Returns how many chunks were deleted. */
 int blob_gc(int64_t grace, mb_err *err);

@@ -97,13 +97,7 @@ static void marks_drop(uint64_t sid, uint64_t fid, db_batch *b)
     key_u64(a, sid);
     key_u64(c, fid);
     snprintf(prefix, sizeof prefix, "x/%s/%s/", a, c);
-    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
-    while (db_iter_next(it)) {
-        size_t kl;
-        const char *k = db_iter_key(it, &kl);
-        db_batch_del(b, k, kl);
-    }
-    db_iter_free(it);
+    db_batch_del_prefix(b, prefix);
 }
 
 /* Normalise a path that must name something below the root. */
@@ -132,8 +126,8 @@ int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, 
         return rc;
     json_t *e = NULL;
     uint64_t pid = 0, tid = 0;
-    blob_lock();
-    stores_usage_begin(); /* fs_commit flushes notes: start from none */
+    fs_change c;
+    fs_change_begin(&c, NULL);
     rc = fs_x_resolve(sid, np, &pid, &e, err);
     int64_t size = 0;
     if (!rc && is_folder(e)) {
@@ -151,7 +145,7 @@ int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, 
         tid = db_next_id("trash");
         int64_t now = now_wall();
         const char *name = strrchr(np, '/') ? strrchr(np, '/') + 1 : np;
-        db_batch *b = db_batch_new();
+        db_batch *b = c.b;
         char key[KEYMAX];
         fs_x_dkey(key, sizeof key, sid, pid, name);
         db_batch_del(b, key, strlen(key));
@@ -166,16 +160,12 @@ int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, 
                         json_pack("{s:I, s:I, s:s, s:s, s:I, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", np, "type", jstr(e, "type"), "trash_id", (json_int_t)tid,
                                   "file_id", jint(e, "id"), "size", (json_int_t)size, "user", (json_int_t)by));
-        rc = fs_commit(b, NULL, err, "moving to the trash");
     }
-    blob_unlock();
+    rc = fs_change_end(&c, rc, err, "moving to the trash");
     json_decref(e);
     free(np);
-    if (!rc) {
-        hook_kick();
-        if (id)
-            *id = tid;
-    }
+    if (!rc && id)
+        *id = tid;
     return rc;
 }
 
@@ -213,9 +203,9 @@ int history_attach(const mb_user *u, uint64_t sid, uint64_t tid, char **out_path
         return rc;
     json_t *rec = NULL;
     char *dir = NULL, *final = NULL;
-    db_batch *b = db_batch_new();
-    blob_lock();
-    stores_usage_begin(); /* fs_commit flushes notes: start from none */
+    fs_change c;
+    fs_change_begin(&c, NULL);
+    db_batch *b = c.b;
     rc = trash_get(sid, tid, &rec, err);
     uint64_t pid = 0;
     const char *name = NULL;
@@ -247,21 +237,14 @@ int history_attach(const mb_user *u, uint64_t sid, uint64_t tid, char **out_path
                                   (json_int_t)owner, "path", final, "from", jstr(rec, "path"), "type",
                                   jstr(rec, "type"), "trash_id", (json_int_t)tid, "user",
                                   (json_int_t)(u ? u->id : 0)));
-        rc = fs_commit(b, NULL, err, "the restore");
-        b = NULL;
     }
-    blob_unlock();
-    db_batch_free(b);
+    rc = fs_change_end(&c, rc, err, "the restore");
     free(cand);
     free(dir);
     json_decref(rec);
-    if (!rc) {
-        hook_kick();
-        if (out_path)
-            *out_path = final;
-        else
-            free(final);
-    } else
+    if (!rc && out_path)
+        *out_path = final;
+    else
         free(final);
     return rc;
 }
@@ -288,10 +271,10 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
         return rc;
     uint64_t uid = u ? u->id : 0;
     json_t *rec = NULL;
-    db_batch *b = db_batch_new();
-    blob_refs *refs = blob_refs_new();
-    blob_lock();
-    stores_usage_begin();
+    fs_change c;
+    fs_change_begin(&c, NULL);
+    db_batch *b = c.b;
+    blob_refs *refs = c.refs;
     rc = trash_get(sid, tid, &rec, err);
     if (!rc) {
         json_t *e = json_object_get(rec, "entry");
@@ -322,15 +305,9 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
                         json_pack("{s:I, s:I, s:s, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", path, "type", jstr(rec, "type"), "trash_id",
                                   (json_int_t)tid, "size", jint(rec, "size"), "user", (json_int_t)uid));
-        rc = fs_commit(b, refs, err, "the purge");
-        b = NULL;
     }
-    blob_unlock();
-    db_batch_free(b);
-    blob_refs_free(refs);
+    rc = fs_change_end(&c, rc, err, "the purge");
     json_decref(rec);
-    if (!rc)
-        hook_kick();
     return rc;
 }
 
@@ -473,10 +450,10 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
         return rc;
     uint64_t uid = u ? u->id : 0, pid = 0;
     json_t *e = NULL, *old = NULL, *ne = NULL;
-    db_batch *b = db_batch_new();
-    blob_refs *refs = blob_refs_new();
-    blob_lock();
-    stores_usage_begin();
+    fs_change c;
+    fs_change_begin(&c, NULL);
+    db_batch *b = c.b;
+    blob_refs *refs = c.refs;
     rc = file_entry(sid, np, &pid, &e, err);
     char key[KEYMAX];
     uint64_t fid = 0;
@@ -496,10 +473,7 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
         json_object_set_new(rec, "author", json_integer((json_int_t)uid));
         json_object_set_new(rec, "time", json_integer(now));
         json_object_set_new(rec, "restored_from", json_integer((json_int_t)version));
-        size_t i;
-        json_t *ch;
-        json_array_foreach(json_object_get(rec, "chunks"), i, ch)
-            blob_refs_add(refs, jstr(ch, "h"), (uint64_t)jint(ch, "n"), +1);
+        blob_refs_add_chunks(refs, json_object_get(rec, "chunks"), +1);
         fs_x_fkey(key, sizeof key, sid, fid, nv);
         db_batch_put_json(b, key, rec);
         json_decref(rec);
@@ -522,17 +496,10 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
                                   "ctype", jstr(ne, "ctype"), "user", (json_int_t)uid, "restored_from",
                                   (json_int_t)version));
         stores_usage_note(sid, jint(old, "size") - jint(e, "size"), 0); /* usage counts current versions */
-        rc = fs_commit(b, refs, err, "the restore");
-        b = NULL;
     }
-    blob_unlock();
-    db_batch_free(b);
-    blob_refs_free(refs);
-    if (!rc) {
-        hook_kick();
-        if (info)
-            *info = fs_x_public_info(ne, np);
-    }
+    rc = fs_change_end(&c, rc, err, "the restore");
+    if (!rc && info)
+        *info = fs_x_public_info(ne, np);
     json_decref(ne);
     json_decref(old);
     json_decref(e);
@@ -551,10 +518,10 @@ int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uin
         return rc;
     json_t *e = NULL, *old = NULL;
     uint64_t pid;
-    db_batch *b = db_batch_new();
-    blob_refs *refs = blob_refs_new();
-    blob_lock();
-    stores_usage_begin();
+    fs_change c;
+    fs_change_begin(&c, NULL);
+    db_batch *b = c.b;
+    blob_refs *refs = c.refs;
     rc = file_entry(sid, np, &pid, &e, err);
     char key[KEYMAX];
     if (!rc && version == (uint64_t)jint(e, "version"))
@@ -570,10 +537,7 @@ int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uin
     }
     if (!rc) {
         db_batch_del(b, key, strlen(key));
-        size_t i;
-        json_t *ch;
-        json_array_foreach(json_object_get(old, "chunks"), i, ch)
-            blob_refs_add(refs, jstr(ch, "h"), (uint64_t)jint(ch, "n"), -1);
+        blob_refs_add_chunks(refs, json_object_get(old, "chunks"), -1);
         xkey(key, sizeof key, sid, (uint64_t)jint(e, "id"), version);
         db_batch_del(b, key, strlen(key));
         hook_emit_batch(b, "file.version.deleted",
@@ -581,17 +545,11 @@ int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uin
                                   (json_int_t)owner, "path", np, "file_id", jint(e, "id"), "version",
                                   (json_int_t)version, "size", jint(old, "size"), "user",
                                   (json_int_t)(u ? u->id : 0)));
-        rc = fs_commit(b, refs, err, "deleting the version");
-        b = NULL;
     }
-    blob_unlock();
-    db_batch_free(b);
-    blob_refs_free(refs);
+    rc = fs_change_end(&c, rc, err, "deleting the version");
     json_decref(old);
     json_decref(e);
     free(np);
-    if (!rc)
-        hook_kick();
     return rc;
 }
 

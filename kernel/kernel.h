@@ -117,6 +117,7 @@ db_batch *db_batch_new(void);
 void db_batch_put(db_batch *b, const char *key, size_t klen, const void *val, size_t vlen);
 void db_batch_put_json(db_batch *b, const char *key, const json_t *val);
 void db_batch_del(db_batch *b, const char *key, size_t klen);
+void db_batch_del_prefix(db_batch *b, const char *prefix); /* every key with the prefix, as it is now */
 int db_batch_commit(db_batch *b, bool sync); /* frees b */
 /* Group commit (see db.c): write b unsynced (visible at once, frees b) and get its ticket;
  * db_sync_through(ticket) returns once it is durable, sharing one fsync with every writer
@@ -348,6 +349,8 @@ void tus_http_date(int64_t t, char out[40]);
  * change's batch just before it commits. Thread-safe otherwise. */
 int stores_init(mb_err *err);
 bool stores_reachable(const json_t *store_record, const mb_user *u);
+/* Every store record of `owner` (0: every store), in id order; fn takes the reference. */
+void stores_each(uint64_t owner, void (*fn)(json_t *rec, void *ud), void *ud);
 void stores_usage_begin(void);                                    /* under blob_lock */
 void stores_usage_note(uint64_t sid, int64_t bytes, int64_t files); /* under blob_lock */
 void stores_usage_flush(db_batch *b);                             /* under blob_lock */

@@ -80,13 +80,7 @@ static int h_clear(mb_req *req, void *st, mb_err *err)
     key_u64(u16, http_req_user(req)->id);
     snprintf(prefix, sizeof prefix, "nt/%s/", u16);
     db_batch *b = db_batch_new();
-    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
-    while (db_iter_next(it)) {
-        size_t kl;
-        const char *k = db_iter_key(it, &kl);
-        db_batch_del(b, k, kl);
-    }
-    db_iter_free(it);
+    db_batch_del_prefix(b, prefix);
     db_batch_commit(b, true);
     return http_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
 }

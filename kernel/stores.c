@@ -301,7 +301,8 @@ int stores_create(uint64_t owner, const char *name, const json_t *settings, uint
 
 int stores_ready(uint64_t sid, mb_err *err)
 {
-    blob_lock();
+    fs_change c;
+    fs_change_begin(&c, NULL);
     json_t *rec = NULL;
     int rc = store_read(sid, &rec, err);
     const char *st = rc ? NULL : json_string_value(json_object_get(rec, "state"));
@@ -309,21 +310,15 @@ int stores_ready(uint64_t sid, mb_err *err)
         rc = err_set(err, MB_ECONFLICT, "store %llu is being deleted", (unsigned long long)sid);
     if (!rc && st) {
         json_object_del(rec, "state");
-        db_batch *b = db_batch_new();
         char key[64];
         skey(key, sizeof key, "s", sid);
-        db_batch_put_json(b, key, rec);
-        hook_emit_batch(b, "store.created",
+        db_batch_put_json(c.b, key, rec);
+        hook_emit_batch(c.b, "store.created",
                         json_pack("{s:I, s:O, s:O}", "store", (json_int_t)sid, "owner", json_object_get(rec, "owner"),
                                   "name", json_object_get(rec, "name")));
-        rc = blob_commit(b);
-        if (rc)
-            err_set(err, rc, "store %llu could not be marked ready", (unsigned long long)sid);
     }
-    blob_unlock();
+    rc = fs_change_end(&c, rc, err, st ? "marking the store ready" : NULL);
     json_decref(rec);
-    if (!rc)
-        hook_kick();
     return rc;
 }
 
@@ -348,34 +343,31 @@ int stores_rename(const mb_user *u, uint64_t sid, const char *name, mb_err *err)
     if (rc)
         return rc;
     json_t *rec = NULL;
-    blob_lock();
+    fs_change c;
+    fs_change_begin(&c, NULL);
     rc = store_for_change(u, sid, &rec, err);
     if (!rc) {
         json_t *old = json_incref(json_object_get(rec, "name"));
         json_object_set_new(rec, "name", json_string(nn));
-        db_batch *b = db_batch_new();
         char key[64];
         skey(key, sizeof key, "s", sid);
-        db_batch_put_json(b, key, rec);
-        hook_emit_batch(b, "store.renamed",
+        db_batch_put_json(c.b, key, rec);
+        hook_emit_batch(c.b, "store.renamed",
                         json_pack("{s:I, s:O, s:o, s:s, s:I}", "store", (json_int_t)sid, "owner",
                                   json_object_get(rec, "owner"), "from", old, "to", nn, "user",
                                   (json_int_t)(u ? u->id : 0)));
-        rc = blob_commit(b);
-        if (rc)
-            err_set(err, rc, "the store could not be renamed");
     }
-    blob_unlock();
+    rc = fs_change_end(&c, rc, err, "the new name");
     json_decref(rec);
-    if (!rc)
-        hook_kick();
     return rc;
 }
 
 int stores_delete_begin(const mb_user *u, uint64_t sid, mb_err *err)
 {
     json_t *rec = NULL;
-    blob_lock();
+    fs_change c;
+    fs_change_begin(&c, NULL);
+    const char *what = NULL;
     int rc = store_read(sid, &rec, err);
     const char *st = rc ? NULL : json_string_value(json_object_get(rec, "state"));
     if (!rc && st && !strcmp(st, "deleting") && !u) {
@@ -385,7 +377,7 @@ int stores_delete_begin(const mb_user *u, uint64_t sid, mb_err *err)
     } else if (!rc) {
         /* From here on the store's files no longer count: its usage leaves the owner's in
          * the same batch that hides the store, so usage is exact at every step. */
-        db_batch *b = db_batch_new();
+        db_batch *b = c.b;
         char key[64];
         int64_t bytes, files;
         skey(key, sizeof key, "us", sid);
@@ -396,11 +388,9 @@ int stores_delete_begin(const mb_user *u, uint64_t sid, mb_err *err)
         json_object_set_new(rec, "state", json_string("deleting"));
         skey(key, sizeof key, "s", sid);
         db_batch_put_json(b, key, rec);
-        rc = blob_commit(b);
-        if (rc)
-            err_set(err, rc, "the store could not be marked for deletion");
+        what = "marking the store for deletion";
     }
-    blob_unlock();
+    rc = fs_change_end(&c, rc, err, what);
     json_decref(rec);
     return rc;
 }
@@ -416,10 +406,7 @@ static int delete_slice(const char *prefix, bool versions, int max, db_batch *b,
         if (versions) {
             const char *v = db_iter_val(it, &vl);
             json_t *ver = json_loadb(v, vl, 0, NULL);
-            size_t i;
-            json_t *ch;
-            json_array_foreach(json_object_get(ver, "chunks"), i, ch)
-                blob_refs_add(refs, json_string_value(json_object_get(ch, "h")) ?: "", (uint64_t)jint(ch, "n"), -1);
+            blob_refs_add_chunks(refs, json_object_get(ver, "chunks"), -1);
             json_decref(ver);
         }
         db_batch_del(b, k, kl);
@@ -434,10 +421,11 @@ int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
     if (max < 1)
         max = 1;
     json_t *rec = NULL;
-    blob_lock();
+    fs_change c;
+    fs_change_begin(&c, NULL);
     int rc = store_read(sid, &rec, err);
     if (rc == MB_ENOENT) { /* finished by an earlier attempt */
-        blob_unlock();
+        fs_change_end(&c, 0, err, NULL);
         if (removed)
             *removed = 0;
         return 0;
@@ -451,8 +439,8 @@ int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
         key_u64(a, sid);
         snprintf(pf, sizeof pf, "f/%s/", a);
         snprintf(pd, sizeof pd, "d/%s/", a);
-        db_batch *b = db_batch_new();
-        blob_refs *refs = blob_refs_new();
+        db_batch *b = c.b;
+        blob_refs *refs = c.refs;
         n = delete_slice(pf, true, max, b, refs);
         if (n < max)
             n += delete_slice(pd, false, max - n, b, refs);
@@ -486,23 +474,14 @@ int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
                             json_pack("{s:I, s:I, s:O}", "store", (json_int_t)sid, "owner", (json_int_t)owner, "name",
                                       json_object_get(rec, "name")));
         }
-        rc = blob_refs_apply(refs, b, err);
-        if (!rc) {
-            rc = blob_commit(b);
-            if (rc)
-                err_set(err, rc, "deleting store %llu failed", (unsigned long long)sid);
-        } else
-            db_batch_free(b);
-        blob_refs_free(refs);
     }
-    blob_unlock();
+    rc = fs_change_end(&c, rc, err, "deleting the store's files");
     json_decref(rec);
     if (rc)
         return rc;
     if (removed)
         *removed = n;
     if (!more) {
-        hook_kick();
         /* Chunks nobody references any more are freed now, not after the grace: the
          * pending marks of writes in flight keep their chunks safe (blob.c). */
         mb_err e = {0};
@@ -511,10 +490,8 @@ int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
     return more;
 }
 
-int stores_list_all(uint64_t owner, json_t **out, mb_err *err)
+void stores_each(uint64_t owner, void (*fn)(json_t *rec, void *ud), void *ud)
 {
-    (void)err;
-    json_t *arr = json_array();
     char prefix[32], o[17];
     if (owner) {
         key_u64(o, owner);
@@ -530,14 +507,25 @@ int stores_list_all(uint64_t owner, json_t **out, mb_err *err)
         char key[32];
         snprintf(key, sizeof key, "s/%.16s", k + kl - 16);
         json_t *s;
-        if (db_get_json(key, &s) == 0) {
-            json_object_del(s, "v");
-            if (!json_object_get(s, "state"))
-                json_object_set_new(s, "state", json_string("ready"));
-            json_array_append_new(arr, s);
-        }
+        if (db_get_json(key, &s) == 0)
+            fn(s, ud);
     }
     db_iter_free(it);
+}
+
+static void all_cb(json_t *s, void *arr)
+{
+    json_object_del(s, "v");
+    if (!json_object_get(s, "state"))
+        json_object_set_new(s, "state", json_string("ready"));
+    json_array_append_new(arr, s);
+}
+
+int stores_list_all(uint64_t owner, json_t **out, mb_err *err)
+{
+    (void)err;
+    json_t *arr = json_array();
+    stores_each(owner, all_cb, arr);
     *out = arr;
     return 0;
 }

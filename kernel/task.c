@@ -399,9 +399,9 @@ int task_type_add(mb_module *owner, const mb_task_type *t, void *state, mb_err *
     return 0;
 }
 
-void task_types_remove(mb_module *owner)
+/* Drop owner's task types; types_lock held for writing. */
+static void types_drop(mb_module *owner)
 {
-    pthread_rwlock_wrlock(&types_lock);
     size_t j = 0;
     for (size_t i = 0; i < ntypes; i++) {
         if (types[i].owner == owner)
@@ -410,6 +410,12 @@ void task_types_remove(mb_module *owner)
             types[j++] = types[i];
     }
     ntypes = j;
+}
+
+void task_types_remove(mb_module *owner)
+{
+    pthread_rwlock_wrlock(&types_lock);
+    types_drop(owner);
     pthread_rwlock_unlock(&types_lock);
 }
 
@@ -429,14 +435,7 @@ int task_types_swap(mb_module *from, mb_module *to, const mb_task_type *table, v
             return rc;
         }
     }
-    size_t j = 0;
-    for (size_t i = 0; i < ntypes; i++) {
-        if (types[i].owner == from)
-            free(types[i].name);
-        else
-            types[j++] = types[i];
-    }
-    ntypes = j;
+    types_drop(from);
     types = xrealloc(types, (ntypes + n + 1) * sizeof *types);
     for (size_t i = 0; i < n; i++)
         types[ntypes++] =
