@@ -295,7 +295,8 @@ static int parse_listen(const char *where, const char *s, char **host, int *port
 
 static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "web_dir", "lua_dir", "http_threads",
                                           "workers", "max_body", "token_ttl", "login_max_failures",
-                                          "login_window", "log_level", "modules", "chunk_inline_max", NULL};
+                                          "login_window", "log_level", "modules", "chunk_inline_max", "db_write_buffer",
+                                          NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -327,6 +328,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->lua_dir = xstrdup("scripts/lua");
     c->http_threads = 16;
     c->chunk_inline_max = 32768;
+    c->db_write_buffer = DB_WRITE_BUFFER;
     c->workers = 2;
     c->max_body = 1 << 20;
     c->token_ttl = 7 * 24 * 3600;
@@ -379,6 +381,8 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
         goto fail;
     c->http_threads = (int)v;
     if ((rc = want_int(path, root, lines, "chunk_inline_max", 0, CHUNK_INLINE_LIMIT, &c->chunk_inline_max, err)))
+        goto fail;
+    if ((rc = want_int(path, root, lines, "db_write_buffer", 1 << 20, 1 << 30, &c->db_write_buffer, err)))
         goto fail;
     v = c->workers;
     if ((rc = want_int(path, root, lines, "workers", 1, 256, &v, err)))

@@ -67,7 +67,12 @@ static int idle_ms = IDLE_MS; /* MBYTE_CTYPE_IDLE_MS overrides it (tests hold na
 
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;
-static bool q_stop, q_running, q_kicked;
+static bool q_stop, q_running;
+/* Set by every upload that leaves a marker; cleared by the thread before a pass. Atomic so
+ * that an upload finding it already set takes no lock and wakes nobody: the thread is then
+ * waiting for a quiet moment and needs no signal (a signal per upload was a context switch
+ * per upload, and woke it into a pass in the middle of a burst). */
+static atomic_bool q_kicked;
 static pthread_t q_thread;
 
 char *ctype_detect(const char *name, const uint8_t *head, size_t n, bool *deep)
@@ -100,8 +105,10 @@ void ctype_mark(db_batch *b, uint64_t sid, uint64_t fid, uint64_t ver, uint64_t 
 
 void ctype_kick(void)
 {
+    if (atomic_load(&q_kicked))
+        return;
     pthread_mutex_lock(&q_lock);
-    q_kicked = true;
+    atomic_store(&q_kicked, true);
     pthread_cond_signal(&q_cv);
     pthread_mutex_unlock(&q_lock);
 }
@@ -117,7 +124,7 @@ static bool runnable(const char *t)
     return false;
 }
 
-/* Sleep up to ms unless stopped; true when stopping. Called with q_lock held. */
+/* Sleep up to ms unless stopped or signalled; true when stopping. Called with q_lock held. */
 static bool nap(int ms)
 {
     struct timespec ts;
@@ -128,6 +135,18 @@ static bool nap(int ms)
     if (!q_stop)
         pthread_cond_timedwait(&q_cv, &q_lock, &ts);
     return q_stop;
+}
+
+/* True once idle_ms have passed without a file change committed (a signal does not cut the
+ * wait short); false when a change came, or when stopping. Called with q_lock held. */
+static bool quiet_for(int ms)
+{
+    uint64_t before = db_grouped_writes();
+    int64_t until = now_mono_ms() + ms;
+    for (int64_t now = now_mono_ms(); now < until; now = now_mono_ms())
+        if (nap((int)(until - now)))
+            return false;
+    return db_grouped_writes() == before;
 }
 
 /* Name the marked versions, oldest store and file first, while nothing else is written;
@@ -187,24 +206,21 @@ static void *refine_main(void *arg)
         cookie = NULL;
     }
     pthread_mutex_lock(&q_lock);
-    q_kicked = true; /* markers left by a previous run */
+    atomic_store(&q_kicked, true); /* markers left by a previous run */
     while (!q_stop) {
-        if (!q_kicked) {
+        if (!atomic_load(&q_kicked)) {
             nap(10000);
             continue;
         }
-        /* Wait for a quiet moment: no file change committed for IDLE_MS. */
-        uint64_t before = db_grouped_writes();
-        if (nap(idle_ms))
-            break;
-        if (db_grouped_writes() != before)
+        /* Wait for a quiet moment: no file change committed for idle_ms. */
+        if (!quiet_for(idle_ms))
             continue;
-        q_kicked = false;
+        atomic_store(&q_kicked, false);
         pthread_mutex_unlock(&q_lock);
         int done = refine_pass(cookie);
         pthread_mutex_lock(&q_lock);
         if (done) /* it may have been interrupted, or more came meanwhile: look again */
-            q_kicked = true;
+            atomic_store(&q_kicked, true);
     }
     pthread_mutex_unlock(&q_lock);
     if (cookie)

@@ -64,6 +64,7 @@ bool parse_u64(const char *s, uint64_t *out);
 
 /* ------------------------------------------------------------------ cfg.c --- */
 /* The kernel configuration (conf.d/mbyte.yaml, then environment overrides). */
+#define DB_WRITE_BUFFER (32 << 20) /* db_write_buffer's default (db.c) */
 #define CHUNK_INLINE_LIMIT (256 * 1024) /* the largest chunk_inline_max (= the smallest cut chunk) */
 typedef struct kcfg {
     char *config_dir;
@@ -75,6 +76,7 @@ typedef struct kcfg {
     char *lua_dir;
     int http_threads;
     int64_t chunk_inline_max; /* chunks up to this size live in LevelDB (blob.c); 0 = none */
+    int64_t db_write_buffer;  /* bytes of LevelDB memtable before it is written out as a table */
     int workers;
     int64_t max_body;        /* bytes for JSON bodies */
     int64_t token_ttl;       /* seconds a login token lives */
@@ -227,8 +229,9 @@ void hook_remove(mb_module *owner);
 /* Reload: the subscriptions of `from` become `table` (ended by a NULL event) owned by `to`. */
 int hook_swap(mb_module *from, mb_module *to, const mb_hook *table, void *new_state, mb_err *err);
 int hook_filter(const char *event, json_t *payload, mb_err *err);
-/* Put the event into the outbox as part of batch b (committed by the caller); steals
- * payload. Call hook_kick() after the batch is committed. */
+bool hook_observed(const char *event); /* an observer subscribes to event (or to "*") */
+/* Put the event into the outbox as part of batch b (committed by the caller), unless no
+ * observer subscribes to it; steals payload. Call hook_kick() after the batch is committed. */
 void hook_emit_batch(db_batch *b, const char *event, json_t *payload);
 int hook_emit(const char *event, json_t *payload, mb_err *err);
 void hook_kick(void); /* thread-safe: wake the dispatcher */

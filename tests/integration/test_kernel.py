@@ -116,6 +116,29 @@ class BadInputTest(ServerTest):
         self.assertTrue(data.startswith(b"HTTP/1.1 413"), data[:200])
         self.assertIn(b"application/problem+json", data)
 
+    def test_answers_decided_from_the_headers_keep_the_connection(self):
+        # A page's assets, a 404, a 401 and a refused small upload are answered on the same
+        # connection, so a browser or an API client does not reconnect after each; a big
+        # refused body still closes it (test above), because it is never read.
+        c = self.srv.conn()
+        sock = None
+        for method, path, body, headers, status in [
+            ("GET", "/", None, {}, 200),
+            ("GET", "/api/v1/no-such-call", None, {}, 404),
+            ("GET", "/api/v1/me", None, {}, 401),
+            ("PUT", "/api/v1/stores/1/files/x.bin", b"x" * 4096, {"Authorization": "Bearer mbt_bad"}, 401),
+            ("GET", "/api/v1/health", None, {}, 200),
+        ]:
+            c.request(method, path, body=body, headers=headers)
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, status, path)
+            self.assertNotEqual((r.getheader("Connection") or "").lower(), "close", path)
+            if sock is None:
+                sock = c.sock
+            self.assertIs(c.sock, sock, "%s %s made the client reconnect" % (method, path))
+        c.close()
+
     def test_oversized_chunked_body_is_413(self):
         c = self.srv.conn()
         def gen():
@@ -162,6 +185,9 @@ class ConfigTest(unittest.TestCase):
         p = self.run_with_config("http_threads: 0\n")
         self.assertEqual(p.returncode, 2)
         self.assertIn("mbyte.yaml:1: http_threads must be between 1 and 256", p.stderr)
+        p = self.run_with_config("log_level: info\ndb_write_buffer: 4096\n")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("mbyte.yaml:2: db_write_buffer must be between 1048576 and 1073741824", p.stderr)
 
     def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(self):
         srv = Server()

@@ -157,7 +157,8 @@ static void test_observers_are_fed_from_the_outbox_and_it_empties(void **s)
 static void test_an_event_left_in_the_outbox_is_delivered_after_a_restart(void **s)
 {
     (void)s;
-    /* Commit an event but "crash" before the loop ran: nothing delivered yet. */
+    /* Commit an observed event but "crash" before the loop ran: nothing delivered yet. */
+    add("x.done", MB_HOOK_OBSERVER, 0, NULL, o_count);
     db_batch *b = db_batch_new();
     hook_emit_batch(b, "x.done", json_pack("{s:i}", "n", 42));
     assert_int_equal(db_batch_commit(b, true), 0);
@@ -181,6 +182,29 @@ static void test_an_event_left_in_the_outbox_is_delivered_after_a_restart(void *
     event_base_loop(base, EVLOOP_NONBLOCK);
     assert_int_equal(observed, 2);
     assert_int_equal(last_n, 43);
+}
+
+static void test_an_event_nobody_observes_leaves_no_outbox_entry(void **s)
+{
+    (void)s;
+    mb_err err;
+    add("x.seen", MB_HOOK_OBSERVER, 0, NULL, o_count);
+    add("y.unseen", MB_HOOK_FILTER, 0, f_a, NULL); /* a filter is not an observer */
+    assert_false(hook_observed("y.unseen"));
+    assert_true(hook_observed("x.seen"));
+    assert_int_equal(hook_emit("y.unseen", json_pack("{s:i}", "n", 1), &err), 0);
+    db_batch *b = db_batch_new();
+    hook_emit_batch(b, "y.unseen", json_pack("{s:i}", "n", 2));
+    hook_emit_batch(b, "x.seen", json_pack("{s:i}", "n", 3));
+    assert_int_equal(db_batch_commit(b, true), 0);
+    assert_int_equal(outbox_size(), 1); /* only the observed one */
+    hook_kick();
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    assert_int_equal(observed, 1);
+    assert_int_equal(last_n, 3);
+    assert_int_equal(outbox_size(), 0);
+    add("*", MB_HOOK_OBSERVER, 0, NULL, o_count); /* "*" observes every event */
+    assert_true(hook_observed("y.unseen"));
 }
 
 static bool has_key(const char *key)
@@ -400,6 +424,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_first_refusal_stops_the_chain_and_its_error_comes_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_filter_cannot_listen_to_every_event, setup, teardown),
         cmocka_unit_test_setup_teardown(test_observers_are_fed_from_the_outbox_and_it_empties, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_an_event_nobody_observes_leaves_no_outbox_entry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_an_event_left_in_the_outbox_is_delivered_after_a_restart, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_batched_writes_land_in_the_same_write_as_the_outbox_deletion, setup,
