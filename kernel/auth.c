@@ -116,14 +116,18 @@ void auth_token_hash(const char *token, char out[65])
     hex_encode(h, sizeof h, out);
 }
 
-static int user_get(const char *name, json_t **out)
+static int user_read(const char *name, json_t **out, bool shared)
 {
     char key[128];
     if (!auth_valid_username(name))
         return MB_ENOENT; /* also keeps the key from being truncated into another name */
     snprintf(key, sizeof key, "u/%.64s", name);
-    return db_get_json(key, out);
+    return shared ? db_get_json_shared(key, out) : db_get_json(key, out);
 }
+
+static int user_get(const char *name, json_t **out) { return user_read(name, out, false); }
+/* Shared from the decoded-record cache (db.c): the caller only reads it. */
+static int user_get_shared(const char *name, json_t **out) { return user_read(name, out, true); }
 
 int auth_user_name(uint64_t id, char *buf, size_t n)
 {
@@ -256,8 +260,8 @@ static int token_resolve(arena *a, const char *token, mb_user *user, json_t **to
     char h[65], key[80];
     auth_token_hash(token, h);
     snprintf(key, sizeof key, "t/%s", h);
-    json_t *t;
-    if (db_get_json(key, &t))
+    json_t *t; /* shared from the decoded-record cache: only read (a revocation deletes the key) */
+    if (db_get_json_shared(key, &t))
         return MB_EAUTH;
     int64_t exp = json_integer_value(json_object_get(t, "expires"));
     if (exp && exp < now_wall()) {
@@ -267,7 +271,7 @@ static int token_resolve(arena *a, const char *token, mb_user *user, json_t **to
     uint64_t uid = (uint64_t)json_integer_value(json_object_get(t, "uid"));
     char name[128];
     json_t *u = NULL;
-    if (auth_user_name(uid, name, sizeof name) || user_get(name, &u)) {
+    if (auth_user_name(uid, name, sizeof name) || user_get_shared(name, &u)) {
         json_decref(t);
         return MB_EAUTH;
     }

@@ -13,9 +13,19 @@
  * the current log. So the barrier also fdatasyncs every older *.log still present: a record
  * is then durable in the current log, in an older log, or in a synced table.
  *
+ * Decoded records (db_get_json_shared): the hot records of every request (token, user,
+ * store, folders on a path, usage counters) are parsed JSON kept in a small cache, so a
+ * small upload stops parsing the same ten records again. It is coherent by construction:
+ * every write goes through this file, and a write drops the keys it wrote once LevelDB has
+ * applied it. A reader that missed takes the slot's generation before it reads LevelDB and
+ * fills the slot only if no write to a key of that slot came meanwhile, so an old value
+ * read before a write can never be put back after it.
+ *
  * Threads: any. LevelDB is thread-safe for reads and writes; the id counters are guarded
  * by one mutex so an id is never handed out twice, even across restarts. sync_mu guards the
- * barrier's state (one leader syncs at a time; the others wait on sync_cv).
+ * barrier's state (one leader syncs at a time; the others wait on sync_cv). Each cache
+ * slot is guarded by its shard's mutex; cached json_t values are never changed once cached
+ * (jansson's reference counts are atomic), so readers share them.
  */
 #include "kernel.h"
 #include <dirent.h>
@@ -76,6 +86,90 @@ struct db_iter {
     size_t plen, slen;
     bool started;
 };
+
+/* ------------------------------------------------------ decoded records --- */
+
+#define JC_SLOTS 4096   /* direct-mapped by key hash */
+#define JC_SHARDS 64
+#define JC_VALUE_MAX 2048 /* bigger records (a version's chunk list) are not worth keeping */
+static struct jc_slot {
+    uint64_t hash, gen;
+    char *key;
+    json_t *val;
+} jc[JC_SLOTS];
+static pthread_mutex_t jc_lock[JC_SHARDS];
+static pthread_once_t jc_once = PTHREAD_ONCE_INIT;
+
+static void jc_init(void)
+{
+    for (int i = 0; i < JC_SHARDS; i++)
+        pthread_mutex_init(&jc_lock[i], NULL);
+}
+
+static uint64_t jc_hash(const char *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)k[i]) * 1099511628211ull;
+    return h;
+}
+
+static void jc_slot_clear(struct jc_slot *s)
+{
+    free(s->key);
+    json_decref(s->val);
+    s->key = NULL;
+    s->val = NULL;
+}
+
+/* A write to key has been applied: a cached copy of it is gone, and a reader that missed
+ * before the write cannot fill the slot with what it read. */
+static void jc_drop(const char *key, size_t klen)
+{
+    uint64_t h = jc_hash(key, klen);
+    size_t i = h & (JC_SLOTS - 1);
+    pthread_mutex_t *m = &jc_lock[i % JC_SHARDS];
+    pthread_once(&jc_once, jc_init);
+    pthread_mutex_lock(m);
+    jc[i].gen++;
+    if (jc[i].key && jc[i].hash == h && strlen(jc[i].key) == klen && !memcmp(jc[i].key, key, klen))
+        jc_slot_clear(&jc[i]);
+    pthread_mutex_unlock(m);
+}
+
+static void jc_drop_put(void *st, const char *k, size_t kl, const char *v, size_t vl)
+{
+    (void)st, (void)v, (void)vl;
+    jc_drop(k, kl);
+}
+
+static void jc_drop_del(void *st, const char *k, size_t kl)
+{
+    (void)st;
+    jc_drop(k, kl);
+}
+
+static void jc_clear_all(void)
+{
+    pthread_once(&jc_once, jc_init);
+    for (size_t i = 0; i < JC_SLOTS; i++) {
+        pthread_mutex_lock(&jc_lock[i % JC_SHARDS]);
+        jc[i].gen++;
+        jc_slot_clear(&jc[i]);
+        pthread_mutex_unlock(&jc_lock[i % JC_SHARDS]);
+    }
+}
+
+static int parse_json(const char *key, const char *v, size_t n, json_t **out)
+{
+    json_error_t je;
+    *out = json_loadb(v, n, 0, &je);
+    if (!*out) {
+        log_error("corrupt JSON value at %s: %s", key, je.text);
+        return MB_EIO;
+    }
+    return 0;
+}
 
 /* LevelDB creating a file in its folder is how a log switch shows: an inotify watch tells
  * the barrier whether it must look for older logs at all (a readdir per fsync was 7 % of the
@@ -146,6 +240,7 @@ int db_open(const char *dir, mb_err *err)
 
 void db_close(void)
 {
+    jc_clear_all();
     memset(id_blocks, 0, sizeof id_blocks); /* a reopened database reserves afresh */
     if (db)
         leveldb_close(db);
@@ -201,6 +296,7 @@ int db_put(const char *key, size_t klen, const void *val, size_t vlen, bool sync
 {
     char *e = NULL;
     leveldb_put(db, sync ? wsync : wasync, key, klen, val, vlen, &e);
+    jc_drop(key, klen);
     if (e) {
         log_error("leveldb put: %s", e);
         leveldb_free(e);
@@ -213,11 +309,47 @@ int db_del(const char *key, size_t klen, bool sync)
 {
     char *e = NULL;
     leveldb_delete(db, sync ? wsync : wasync, key, klen, &e);
+    jc_drop(key, klen);
     if (e) {
         log_error("leveldb delete: %s", e);
         leveldb_free(e);
         return MB_EIO;
     }
+    return 0;
+}
+
+int db_get_json_shared(const char *key, json_t **out)
+{
+    size_t klen = strlen(key);
+    uint64_t h = jc_hash(key, klen);
+    size_t i = h & (JC_SLOTS - 1);
+    pthread_mutex_t *m = &jc_lock[i % JC_SHARDS];
+    pthread_once(&jc_once, jc_init);
+    pthread_mutex_lock(m);
+    if (jc[i].key && jc[i].hash == h && !strcmp(jc[i].key, key)) {
+        *out = json_incref(jc[i].val);
+        pthread_mutex_unlock(m);
+        return 0;
+    }
+    uint64_t gen = jc[i].gen;
+    pthread_mutex_unlock(m);
+    char *v;
+    size_t n;
+    int rc = db_get(key, klen, &v, &n);
+    if (rc)
+        return rc;
+    rc = parse_json(key, v, n, out);
+    free(v);
+    if (rc || n > JC_VALUE_MAX)
+        return rc;
+    pthread_mutex_lock(m);
+    if (jc[i].gen == gen) {
+        jc_slot_clear(&jc[i]);
+        jc[i].hash = h;
+        jc[i].key = xstrdup(key);
+        jc[i].val = json_incref(*out);
+    }
+    pthread_mutex_unlock(m);
     return 0;
 }
 
@@ -228,14 +360,9 @@ int db_get_json(const char *key, json_t **out)
     int rc = db_get(key, strlen(key), &v, &n);
     if (rc)
         return rc;
-    json_error_t je;
-    *out = json_loadb(v, n, 0, &je);
+    rc = parse_json(key, v, n, out);
     free(v);
-    if (!*out) {
-        log_error("corrupt JSON value at %s: %s", key, je.text);
-        return MB_EIO;
-    }
-    return 0;
+    return rc;
 }
 
 int db_put_json(const char *key, const json_t *val, bool sync)
@@ -294,6 +421,7 @@ int db_batch_commit(db_batch *b, bool sync)
 {
     char *e = NULL;
     leveldb_write(db, sync ? wsync : wasync, b->wb, &e);
+    leveldb_writebatch_iterate(b->wb, NULL, jc_drop_put, jc_drop_del); /* even on error: it may be in part */
     db_batch_free(b);
     if (e) {
         log_error("leveldb write: %s", e);

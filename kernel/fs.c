@@ -237,7 +237,7 @@ static int store_access(const mb_user *u, uint64_t sid, json_t **rec, mb_err *er
     key_u64(a, sid);
     snprintf(key, sizeof key, "s/%s", a);
     json_t *s = NULL;
-    int rc = db_get_json(key, &s);
+    int rc = db_get_json_shared(key, &s); /* *rec is shared: callers only read it */
     if (rc == MB_ENOENT || (rc == 0 && u && (uint64_t)jint(s, "owner") != u->id) ||
         (rc == 0 && !stores_reachable(s, u))) { /* stores.c: provisioning or deleting */
         json_decref(s);
@@ -296,6 +296,15 @@ static int entry_get(uint64_t sid, uint64_t pid, const char *name, json_t **e)
     return db_get_json(key, e);
 }
 
+/* The same, shared from the decoded-record cache (db.c): for the folders along a path,
+ * which are only looked at. */
+static int folder_get(uint64_t sid, uint64_t pid, const char *name, json_t **e)
+{
+    char key[KEYMAX];
+    dkey(key, sizeof key, sid, pid, name);
+    return db_get_json_shared(key, e);
+}
+
 /* Resolve a normalised path to its entry. For the root, *e is NULL and *id 0. *pid is the
  * parent folder's id. */
 static int resolve(uint64_t sid, const char *path, uint64_t *pid, json_t **e, mb_err *err)
@@ -314,7 +323,7 @@ static int resolve(uint64_t sid, const char *path, uint64_t *pid, json_t **e, mb
         memcpy(name, p, l);
         name[l] = 0;
         json_t *ent = NULL;
-        int rc = entry_get(sid, cur, name, &ent);
+        int rc = s ? folder_get(sid, cur, name, &ent) : entry_get(sid, cur, name, &ent);
         if (rc == MB_ENOENT)
             return err_set(err, MB_ENOENT, "'%.*s' does not exist", (int)(p - path + l), path);
         if (rc)
@@ -373,7 +382,7 @@ static int folder_for_change(uint64_t sid, uint64_t owner, const char *dir, bool
         memcpy(name, p, l);
         name[l] = 0;
         json_t *ent = NULL;
-        int rc = creating ? MB_ENOENT : entry_get(sid, cur, name, &ent);
+        int rc = creating ? MB_ENOENT : folder_get(sid, cur, name, &ent);
         if (rc == MB_ENOENT) {
             if (!create)
                 return err_set(err, MB_ECONFLICT, "the folder '%.*s' does not exist (create it, or use parents)",

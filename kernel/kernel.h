@@ -114,6 +114,9 @@ int db_put(const char *key, size_t klen, const void *val, size_t vlen, bool sync
 int db_del(const char *key, size_t klen, bool sync);
 /* JSON values: stored as compact JSON text. */
 int db_get_json(const char *key, json_t **out);
+/* The same record from the decoded-record cache: *out is a new reference to a value other
+ * threads share, which the caller must only read (and json_decref). Any thread. */
+int db_get_json_shared(const char *key, json_t **out);
 int db_put_json(const char *key, const json_t *val, bool sync);
 db_batch *db_batch_new(void);
 void db_batch_put(db_batch *b, const char *key, size_t klen, const void *val, size_t vlen);

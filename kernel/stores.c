@@ -82,7 +82,7 @@ static void usage_read(const char *key, int64_t *bytes, int64_t *files)
 {
     json_t *u = NULL;
     *bytes = *files = 0;
-    if (db_get_json(key, &u) == 0) {
+    if (db_get_json_shared(key, &u) == 0) {
         *bytes = jint(u, "bytes");
         *files = jint(u, "files");
     }
@@ -122,7 +122,7 @@ void stores_usage_flush(db_batch *b)
             continue;
         skey(key, sizeof key, "s", notes[i].sid);
         json_t *s = NULL;
-        if (db_get_json(key, &s))
+        if (db_get_json_shared(key, &s))
             continue;
         uint64_t owner = (uint64_t)jint(s, "owner");
         json_decref(s);

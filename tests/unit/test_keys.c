@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,12 +147,104 @@ static void test_arena_alignment_and_big_blocks(void **s)
     arena_free(a);
 }
 
+static json_int_t shared_n(const char *key)
+{
+    json_t *v;
+    if (db_get_json_shared(key, &v))
+        return -1;
+    json_int_t n = json_integer_value(json_object_get(v, "n"));
+    json_decref(v);
+    return n;
+}
+
+static void put_n(const char *key, json_int_t n, int how)
+{
+    json_t *v = json_pack("{s:I}", "n", n);
+    if (how == 0) {
+        assert_int_equal(db_put_json(key, v, false), 0);
+    } else {
+        db_batch *b = db_batch_new();
+        db_batch_put_json(b, key, v);
+        uint64_t seq;
+        assert_int_equal(how == 1 ? db_batch_commit(b, true) : db_batch_commit_grouped(b, &seq), 0);
+    }
+    json_decref(v);
+}
+
+static void test_shared_records_follow_every_kind_of_write(void **s)
+{
+    (void)s;
+    assert_int_equal(shared_n("c/1"), -1);
+    put_n("c/1", 1, 0);
+    assert_int_equal(shared_n("c/1"), 1);
+    assert_int_equal(shared_n("c/1"), 1); /* now from the cache */
+    put_n("c/1", 2, 0);                   /* db_put */
+    assert_int_equal(shared_n("c/1"), 2);
+    put_n("c/1", 3, 1);                   /* a synced batch */
+    assert_int_equal(shared_n("c/1"), 3);
+    put_n("c/1", 4, 2);                   /* a grouped batch */
+    assert_int_equal(shared_n("c/1"), 4);
+    db_batch *b = db_batch_new();
+    db_batch_del(b, "c/1", 3);
+    assert_int_equal(db_batch_commit(b, false), 0);
+    assert_int_equal(shared_n("c/1"), -1);
+    put_n("c/1", 5, 0);
+    assert_int_equal(shared_n("c/1"), 5);
+    assert_int_equal(db_del("c/1", 3, false), 0);
+    assert_int_equal(shared_n("c/1"), -1);
+}
+
+typedef struct {
+    int stop;
+    int backwards;
+    json_int_t seen;
+} reader_ctx;
+
+static void *reader_main(void *arg)
+{
+    reader_ctx *c = arg;
+    json_int_t last = -1;
+    while (!__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
+        json_int_t n = shared_n("c/race");
+        if (n < last)
+            c->backwards++;
+        if (n > last)
+            last = n;
+    }
+    c->seen = last;
+    return NULL;
+}
+
+/* A reader that missed the cache and read LevelDB just before a write must not put that
+ * older value back after the write dropped it: values a reader sees never go backwards,
+ * and the last write is what everyone reads in the end. */
+static void test_shared_records_never_go_back_under_concurrent_writes(void **s)
+{
+    (void)s;
+    put_n("c/race", 0, 0);
+    reader_ctx ctx[3] = {{0}};
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, reader_main, &ctx[i]), 0);
+    for (json_int_t n = 1; n <= 3000; n++)
+        put_n("c/race", n, n % 3);
+    for (int i = 0; i < 3; i++)
+        __atomic_store_n(&ctx[i].stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(ctx[i].backwards, 0);
+    }
+    assert_int_equal(shared_n("c/race"), 3000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_u64_keys_sort_numerically),
         cmocka_unit_test(test_prefix_iteration_stays_inside_the_prefix),
         cmocka_unit_test(test_batch_is_atomic_and_json_roundtrips),
+        cmocka_unit_test(test_shared_records_follow_every_kind_of_write),
+        cmocka_unit_test(test_shared_records_never_go_back_under_concurrent_writes),
         cmocka_unit_test(test_ids_never_repeat_across_reopen),
         cmocka_unit_test(test_block_ids_are_unique_small_and_survive_reopen),
         cmocka_unit_test(test_hex_and_utf8),
