@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 7 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers; 7: zero-copy reads */
+#define MB_ABI_MINOR 8 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers; 7: zero-copy reads; 8: cached password checks */
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -554,6 +554,14 @@ struct mb_api {
      * are not in a local chunk file (small chunks kept in the metadata database, a module's
      * backend): use file_read for those. Same threads as file_read. */
     int (*file_read_fd)(mb_file_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *len, mb_err *err);
+
+    /* --------------------------------------------- minor 8: cached password checks --- */
+    /* True if `password` matches `hash` (a libsodium crypto_pwhash_str string, argon2id). A
+     * match is remembered for login_cache_ttl seconds (mbyte.yaml), so a client that logs in
+     * for every transfer pays argon2id once, not each time; a mismatch is never remembered,
+     * and a new hash (a changed password) is a new entry. The kernel keeps only a keyed hash
+     * of (hash, password). Neither string is kept. Any thread; it may take ~70 ms on a miss. */
+    bool (*password_check)(const char *hash, const char *password);
 };
 
 #ifdef __cplusplus

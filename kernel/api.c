@@ -220,6 +220,8 @@ static const mb_api table = {
     /* minor 6: batched observers (kernel/hook.c) */
     .batch_put = hook_batch_put, .batch_del = hook_batch_del,
     .file_read_fd = file_read_fd,
+    /* minor 8 (kernel/auth.c) */
+    .password_check = auth_password_check,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -154,11 +154,6 @@ int auth_password_hash(const char *pw, char out[128], mb_err *err)
     return 0;
 }
 
-bool auth_password_verify(const char *hash, const char *pw)
-{
-    return hash && crypto_pwhash_str_verify(hash, pw, strlen(pw)) == 0;
-}
-
 int auth_user_add(const char *name, const char *password, int role, uint64_t *id, mb_err *err)
 {
     static pthread_mutex_t add_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -736,6 +731,63 @@ int auth_user_find(const char *name, mb_user *out, char *namebuf, size_t n, mb_e
     return 0;
 }
 
+/* Verified logins. argon2id costs about 70 ms of CPU and 64 MiB on purpose; an FTP client
+ * logs in for every transfer (curl, scripts), so each of those paid it, which was most of
+ * the cost of a small RETR. A password that verified is remembered for login_cache_ttl
+ * seconds as a keyed BLAKE2b of (stored hash, password) under a key drawn at start
+ * and never stored: a change of password (a new stored hash) or of the key (a restart)
+ * forgets it, a failed attempt is never remembered, and the throttle still applies first.
+ * SFTPGo's password caching does the same. What it gives up: someone who can read mbyted's
+ * memory can test guesses against a fast hash for the users who logged in lately. */
+#define PWCACHE_SLOTS 256
+static struct {
+    uint8_t mac[crypto_generichash_BYTES];
+    int64_t until;
+} pwcache[PWCACHE_SLOTS];
+static uint8_t pwcache_key[crypto_generichash_KEYBYTES];
+static pthread_mutex_t pwcache_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t pwcache_once = PTHREAD_ONCE_INIT;
+
+static void pwcache_init(void) { randombytes_buf(pwcache_key, sizeof pwcache_key); }
+
+static size_t pwcache_mac(const char *hash, const char *pw, uint8_t mac[crypto_generichash_BYTES])
+{
+    pthread_once(&pwcache_once, pwcache_init);
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, pwcache_key, sizeof pwcache_key, crypto_generichash_BYTES);
+    crypto_generichash_update(&st, (const uint8_t *)hash, strlen(hash) + 1);
+    crypto_generichash_update(&st, (const uint8_t *)pw, strlen(pw));
+    crypto_generichash_final(&st, mac, crypto_generichash_BYTES);
+    return ((size_t)mac[0] << 8 | mac[1]) % PWCACHE_SLOTS;
+}
+
+bool auth_password_check(const char *hash, const char *pw)
+{
+    if (!hash || !pw)
+        return false;
+    int64_t ttl = g_cfg ? g_cfg->login_cache_ttl : 0;
+    uint8_t mac[crypto_generichash_BYTES];
+    size_t i = 0;
+    if (ttl > 0) {
+        i = pwcache_mac(hash, pw, mac);
+        pthread_mutex_lock(&pwcache_lock);
+        bool hit = pwcache[i].until > now_mono_ms() && sodium_memcmp(pwcache[i].mac, mac, sizeof mac) == 0;
+        pthread_mutex_unlock(&pwcache_lock);
+        if (hit)
+            return true;
+    }
+    if (crypto_pwhash_str_verify(hash, pw, strlen(pw)) != 0)
+        return false;
+    if (ttl > 0) {
+        pthread_mutex_lock(&pwcache_lock);
+        memcpy(pwcache[i].mac, mac, sizeof mac);
+        pwcache[i].until = now_mono_ms() + ttl * 1000;
+        pthread_mutex_unlock(&pwcache_lock);
+        sodium_memzero(mac, sizeof mac);
+    }
+    return true;
+}
+
 /* The HTTP login's check for FTP and other doors: same hashes, same throttle windows. */
 int auth_password(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
                   mb_err *err)
@@ -752,7 +804,7 @@ int auth_password(const char *name, const char *pw, const char *ip, mb_user *out
     json_t *u = NULL;
     bool ok = user_get(name, &u) == 0;
     const char *hash = ok ? jstr(u, "hash") : NULL;
-    ok = ok && hash && crypto_pwhash_str_verify(hash, pw, strlen(pw)) == 0;
+    ok = ok && hash && auth_password_check(hash, pw);
     if (!ok) {
         json_decref(u);
         throttle_fail(ipkey);

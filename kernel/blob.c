@@ -429,6 +429,119 @@ void blob_fastsum(const void *data, size_t len, char out[33])
     hex_encode(c.digest, sizeof c.digest, out);
 }
 
+/* ------------------------------------------------- verified while cached --- */
+
+/* A chunk file read and verified stays trusted while its pages stay in the page cache: the
+ * bytes a later sendfile takes from there are the ones that were checked, and only the disk
+ * below can rot. So a chunk file verified in the last TRUST_MS, still the same file
+ * (device, inode, size, change time), whose pages are all resident (mincore), is handed out
+ * without reading it again; if any page was dropped, the next read verifies it from the
+ * disk. This is how ZFS trusts its ARC. It is what lets a RETR of a warm file cost what
+ * vsftpd's sendfile costs (docs/performance.md). What it does not see: a page dropped and
+ * read back by another process (a backup reading the data directory) in between; TRUST_MS
+ * bounds that. */
+#define TRUST_SLOTS 8192
+#define TRUST_MS (10 * 60 * 1000)
+static struct trust {
+    char hash[65];
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec ctime;
+    int64_t at;
+} trusted[TRUST_SLOTS];
+static pthread_mutex_t trust_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct trust *trust_slot(const char *hash)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 12 && hash[i]; i++)
+        v = v << 4 | (uint64_t)(hash[i] <= '9' ? hash[i] - '0' : hash[i] - 'a' + 10);
+    return &trusted[v % TRUST_SLOTS];
+}
+
+static bool same_file(const struct trust *t, const char *hash, const struct stat *sb)
+{
+    return !strcmp(t->hash, hash) && t->dev == sb->st_dev && t->ino == sb->st_ino && t->size == sb->st_size &&
+           t->ctime.tv_sec == sb->st_ctim.tv_sec && t->ctime.tv_nsec == sb->st_ctim.tv_nsec;
+}
+
+static void trust_note(const char *hash, const struct stat *sb)
+{
+    pthread_mutex_lock(&trust_lock);
+    struct trust *t = trust_slot(hash);
+    snprintf(t->hash, sizeof t->hash, "%s", hash);
+    t->dev = sb->st_dev;
+    t->ino = sb->st_ino;
+    t->size = sb->st_size;
+    t->ctime = sb->st_ctim;
+    t->at = now_mono_ms();
+    pthread_mutex_unlock(&trust_lock);
+}
+
+static void trust_drop(const char *hash)
+{
+    pthread_mutex_lock(&trust_lock);
+    struct trust *t = trust_slot(hash);
+    if (!strcmp(t->hash, hash))
+        t->hash[0] = 0;
+    pthread_mutex_unlock(&trust_lock);
+}
+
+static bool trust_holds(const char *hash, const struct stat *sb)
+{
+    pthread_mutex_lock(&trust_lock);
+    const struct trust *t = trust_slot(hash);
+    bool ok = same_file(t, hash, sb) && now_mono_ms() - t->at < TRUST_MS;
+    pthread_mutex_unlock(&trust_lock);
+    return ok;
+}
+
+/* Every page of the first len bytes of fd is in the page cache. */
+static bool resident(int fd, size_t len)
+{
+    static long pg;
+    if (!pg)
+        pg = sysconf(_SC_PAGESIZE);
+    size_t pages = (len + (size_t)pg - 1) / (size_t)pg;
+    unsigned char vec[CHUNK_MAX / 4096 + 1];
+    if (!len || pages > sizeof vec)
+        return false;
+    void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return false;
+    bool all = mincore(p, len, vec) == 0;
+    for (size_t i = 0; all && i < pages; i++)
+        all = vec[i] & 1;
+    munmap(p, len);
+    return all;
+}
+
+/* Check n bytes read for chunk `hash` (len expected) against fastsum, or SHA-256 without one. */
+static int verify(const char *hash, const char *fastsum, const void *buf, size_t n, size_t len, mb_err *err)
+{
+    char got[65];
+    bool ok;
+    if (fastsum && *fastsum) {
+        blob_fastsum(buf, n, got);
+        ok = !strcmp(got, fastsum);
+    } else {
+        uint8_t md[32];
+        unsigned mdlen = 0;
+        EVP_Digest(buf, n, md, &mdlen, EVP_sha256(), NULL);
+        hex_encode(md, 32, got);
+        ok = !strcmp(got, hash);
+    }
+    if (n != len || !ok) {
+        trust_drop(hash);
+        log_error("chunk %s failed verification (%zu of %zu bytes, %s %s)", hash, n, len,
+                  fastsum && *fastsum ? "XXH3-128" : "SHA-256", got);
+        return err_set(err, MB_EINTEGRITY, "stored chunk %.12s… failed verification; its bytes are not served",
+                       hash);
+    }
+    return 0;
+}
+
 int blob_read(const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err)
 {
     mb_err e = {0};
@@ -445,49 +558,52 @@ int blob_read(const char *hash, const char *fastsum, void *buf, size_t len, mb_e
             *err = e;
         return e.code ? e.code : (int)n;
     }
-    char got[65];
-    bool ok;
-    if (fastsum && *fastsum) {
-        blob_fastsum(buf, (size_t)n, got);
-        ok = !strcmp(got, fastsum);
-    } else {
-        uint8_t md[32];
-        unsigned mdlen = 0;
-        EVP_Digest(buf, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
-        hex_encode(md, 32, got);
-        ok = !strcmp(got, hash);
-    }
-    if ((size_t)n != len || !ok) {
-        log_error("chunk %s failed verification (%lld of %zu bytes, %s %s)", hash, (long long)n, len,
-                  fastsum && *fastsum ? "XXH3-128" : "SHA-256", got);
-        return err_set(err, MB_EINTEGRITY, "stored chunk %.12s… failed verification; its bytes are not served",
-                       hash);
-    }
-    return 0;
+    return verify(hash, fastsum, buf, (size_t)n, len, err);
 }
 
 int blob_get(const char *hash, void *buf, size_t len, mb_err *err) { return blob_read(hash, NULL, buf, len, err); }
 
-int blob_local_fd(const char *hash, size_t len, int *fd)
+int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, int *fd, bool *filled, mb_err *err)
 {
     *fd = -1;
+    *filled = false;
     if (len <= CHUNK_INLINE_LIMIT && inline_has(hash))
-        return -1;
+        return 1;
     pthread_rwlock_rdlock(&backend_lock);
     bool local = active.ops == &local_ops;
     pthread_rwlock_unlock(&backend_lock);
     if (!local || !valid_key(hash))
-        return -1;
+        return 1;
     char path[4200];
     local_path(hash, path, sizeof path);
     int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return err_set(err, errno == ENOENT ? MB_ENOENT : MB_EIO, "chunk %.12s… cannot be opened: %s", hash,
+                       strerror(errno));
     struct stat sb;
-    if (f >= 0 && (fstat(f, &sb) || (uint64_t)sb.st_size != len)) {
-        close(f);
-        f = -1;
+    if (fstat(f, &sb) == 0 && (uint64_t)sb.st_size == len && trust_holds(hash, &sb) && resident(f, len)) {
+        *fd = f;
+        return 0;
     }
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(f, (char *)buf + got, len - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    int rc = verify(hash, fastsum, buf, got, len, err);
+    if (rc) {
+        close(f);
+        return rc;
+    }
+    *filled = true;
+    if (fstat(f, &sb) == 0)
+        trust_note(hash, &sb);
     *fd = f;
-    return f < 0 ? -1 : 0;
+    return 0;
 }
 
 bool blob_has(const char *hash)

@@ -296,7 +296,7 @@ static int parse_listen(const char *where, const char *s, char **host, int *port
 static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "web_dir", "lua_dir", "http_threads",
                                           "workers", "max_body", "token_ttl", "login_max_failures",
                                           "login_window", "log_level", "modules", "chunk_inline_max", "db_write_buffer",
-                                          NULL};
+                                          "login_cache_ttl", NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -332,6 +332,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->workers = 2;
     c->max_body = 1 << 20;
     c->token_ttl = 7 * 24 * 3600;
+    c->login_cache_ttl = 600;
     c->login_max_failures = 5;
     c->login_window = 300;
     c->log_level = LOG_INFO;
@@ -389,7 +390,8 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
         goto fail;
     c->workers = (int)v;
     if ((rc = want_int(path, root, lines, "max_body", 1024, 64 << 20, &c->max_body, err)) ||
-        (rc = want_int(path, root, lines, "token_ttl", 60, 365LL * 24 * 3600, &c->token_ttl, err)))
+        (rc = want_int(path, root, lines, "token_ttl", 60, 365LL * 24 * 3600, &c->token_ttl, err)) ||
+        (rc = want_int(path, root, lines, "login_cache_ttl", 0, 86400, &c->login_cache_ttl, err)))
         goto fail;
     v = c->login_max_failures;
     if ((rc = want_int(path, root, lines, "login_max_failures", 1, 1000, &v, err)))

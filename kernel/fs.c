@@ -1209,9 +1209,10 @@ int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, 
 
 /* The chunk holding byte off, loaded into r->cache and verified: its index, or a negative
  * MB_E* (err set). off < r->size. */
-static ssize_t load_chunk(fs_reader *r, uint64_t off, mb_err *err)
+/* The index of the chunk holding offset off (binary search). */
+static size_t chunk_at(const fs_reader *r, uint64_t off)
 {
-    size_t lo = 0, hi = r->n; /* binary search the chunk holding off */
+    size_t lo = 0, hi = r->n;
     while (hi - lo > 1) {
         size_t mid = (lo + hi) / 2;
         if (r->off[mid] <= off)
@@ -1219,6 +1220,12 @@ static ssize_t load_chunk(fs_reader *r, uint64_t off, mb_err *err)
         else
             hi = mid;
     }
+    return lo;
+}
+
+static ssize_t load_chunk(fs_reader *r, uint64_t off, mb_err *err)
+{
+    size_t lo = chunk_at(r, off);
     if (r->cached != lo) {
         if (!r->cache)
             r->cache = xmalloc(CHUNK_MAX);
@@ -1249,12 +1256,19 @@ int fs_read_fd(fs_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *
     *fd = -1;
     if (off >= r->size)
         return err_set(err, MB_ERANGE, "offset %llu is past the end", (unsigned long long)off);
-    ssize_t i = load_chunk(r, off, err); /* verified now, so the descriptor's bytes are good */
-    if (i < 0)
-        return (int)i;
-    int rc = blob_local_fd(r->hash[i], (size_t)(r->off[i + 1] - r->off[i]), fd);
-    if (rc)
+    size_t i = chunk_at(r, off);
+    if (!r->cache)
+        r->cache = xmalloc(CHUNK_MAX);
+    if (r->cached == i)
+        r->cached = SIZE_MAX; /* the buffer may be overwritten below */
+    bool filled;
+    int rc = blob_read_fd(r->hash[i], r->fast[i], r->cache, (size_t)(r->off[i + 1] - r->off[i]), fd, &filled, err);
+    if (rc < 0)
+        return rc;
+    if (rc > 0)
         return err_set(err, MB_EUNSUPP, "chunk %.12s… is not a local file; read it instead", r->hash[i]);
+    if (filled)
+        r->cached = i;
     *fd_off = off - r->off[i];
     *len = r->off[i + 1] - off;
     return 0;

@@ -219,9 +219,13 @@ size_t blob_inline_max(void);
 #define BLOB_ALIGN 4096
 void *blob_buf_alloc(size_t n); /* aligned to BLOB_ALIGN; give it back with blob_buf_free */
 void blob_buf_free(void *p, size_t n);
-/* A read-only descriptor on chunk `hash` (len bytes) in the kernel's local backend: 0, or -1
- * when it is inline, another backend is active, or the file is not there whole. */
-int blob_local_fd(const char *hash, size_t len, int *fd);
+/* A read-only descriptor on chunk `hash` (len bytes) in the kernel's local backend, its bytes
+ * verified: 0 with *fd (the caller closes it); 1 when the chunk is not a local file (inline,
+ * or another backend is active: read it with blob_read); a negative MB_E* code when it is
+ * missing or fails verification. A chunk file verified before and still in the page cache
+ * is not read again (blob.c, "verified while cached"); otherwise it is read into buf (len
+ * bytes) to be checked, and *filled says buf now holds the chunk. Any thread. */
+int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, int *fd, bool *filled, mb_err *err);
 void blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len);
 int blob_del(const char *hash, mb_err *err);
 int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err);

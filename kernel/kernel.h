@@ -80,6 +80,7 @@ typedef struct kcfg {
     int workers;
     int64_t max_body;        /* bytes for JSON bodies */
     int64_t token_ttl;       /* seconds a login token lives */
+    int64_t login_cache_ttl; /* seconds a verified password is remembered (auth.c); 0 = never */
     int login_max_failures;  /* per window, per user and per IP */
     int login_window;        /* seconds */
     int log_level;
@@ -219,7 +220,9 @@ int auth_bootstrap(mb_err *err);
  * buffer), and the SHA-256 under which a token is stored. */
 bool auth_valid_username(const char *name);
 int auth_password_hash(const char *pw, char out[128], mb_err *err);
-bool auth_password_verify(const char *hash, const char *pw);
+/* pw against an argon2id hash; a match is remembered for login_cache_ttl seconds (auth.c).
+ * Any thread. */
+bool auth_password_check(const char *hash, const char *pw);
 void auth_token_hash(const char *token, char out[65]);
 /* Look up a user by id; fills name into buf. */
 int auth_user_name(uint64_t id, char *buf, size_t n);

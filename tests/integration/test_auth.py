@@ -44,12 +44,18 @@ class TokenTest(ServerTest):
 
     def test_password_change_needs_the_old_password(self):
         bob = self.srv.add_user("bob", "bob-password", admin_token=self.admin)
+        self.srv.login("bob", "bob-password")
+        self.srv.login("bob", "bob-password")  # the second one from the login cache
         r = self.srv.request("POST", "/api/v1/me/password", {"old": "wrong-one", "new": "bob-password-2"}, token=bob)
         self.assertProblem(r, 403)
         r = self.srv.request("POST", "/api/v1/me/password", {"old": "bob-password", "new": "bob-password-2"},
                              token=bob)
         self.assertEqual(r.status, 200)
         self.srv.login("bob", "bob-password-2")
+        # The old password had just logged in (and was remembered by the login cache): it
+        # no longer opens anything, over HTTP or FTP-style password checks alike.
+        r = self.srv.request("POST", "/api/v1/auth/login", {"username": "bob", "password": "bob-password"})
+        self.assertProblem(r, 401)
 
     def test_no_credential_is_stored_in_the_clear(self):
         bob = self.srv.add_user("bob", "bob-secret-password", admin_token=self.admin)

@@ -15,12 +15,36 @@ static void test_password_hash_is_argon2id_and_verifies(void **s)
     mb_err err = {0};
     assert_int_equal(auth_password_hash("correct horse", hash, &err), 0);
     assert_true(strncmp(hash, "$argon2id$", 10) == 0);
-    assert_true(auth_password_verify(hash, "correct horse"));
-    assert_false(auth_password_verify(hash, "correct hors"));
-    assert_false(auth_password_verify(hash, ""));
+    assert_true(auth_password_check(hash, "correct horse"));
+    assert_false(auth_password_check(hash, "correct hors"));
+    assert_false(auth_password_check(hash, ""));
     char hash2[128];
     assert_int_equal(auth_password_hash("correct horse", hash2, &err), 0);
     assert_string_not_equal(hash, hash2); /* salted */
+}
+
+/* With the login cache on, a remembered match changes nothing a caller can observe: a wrong
+ * password is still refused right after a right one, and the match belongs to that one hash
+ * (a changed password is a new hash, with a new salt). */
+static void test_remembered_passwords_stay_bound_to_their_hash(void **s)
+{
+    (void)s;
+    kcfg cfg = {.login_cache_ttl = 600};
+    kcfg *saved = g_cfg;
+    g_cfg = &cfg;
+    char a[128], b[128];
+    mb_err err = {0};
+    assert_int_equal(auth_password_hash("first password", a, &err), 0);
+    assert_int_equal(auth_password_hash("second password", b, &err), 0);
+    for (int i = 0; i < 3; i++) { /* a miss, then hits */
+        assert_true(auth_password_check(a, "first password"));
+        assert_false(auth_password_check(a, "first passwor"));
+        assert_false(auth_password_check(a, "second password"));
+        assert_false(auth_password_check(b, "first password"));
+        assert_true(auth_password_check(b, "second password"));
+    }
+    assert_false(auth_password_check(NULL, "first password"));
+    g_cfg = saved;
 }
 
 static void test_short_and_huge_passwords_are_refused(void **s)
@@ -65,6 +89,7 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_password_hash_is_argon2id_and_verifies),
+        cmocka_unit_test(test_remembered_passwords_stay_bound_to_their_hash),
         cmocka_unit_test(test_short_and_huge_passwords_are_refused),
         cmocka_unit_test(test_token_hash_is_sha256_hex),
         cmocka_unit_test(test_usernames),
