@@ -1431,6 +1431,9 @@ void fs_change_begin(fs_change *c, db_batch *b)
 
 int fs_change_end(fs_change *c, int rc, mb_err *err, const char *what)
 {
+    /* A change whose events nobody observes (no outbox entry) has no turn to start: waking
+     * the loop for nothing was a context switch per small upload. */
+    bool kick = db_batch_has_events(c->b);
     if (!rc && what) {
         stores_usage_flush(c->b);
         rc = blob_refs_apply(c->refs, c->b, err);
@@ -1446,7 +1449,7 @@ int fs_change_end(fs_change *c, int rc, mb_err *err, const char *what)
     blob_refs_free(c->refs);
     c->b = NULL;
     c->refs = NULL;
-    if (!rc)
+    if (!rc && kick)
         hook_kick();
     return rc;
 }

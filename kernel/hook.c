@@ -264,6 +264,7 @@ void hook_emit_batch(db_batch *b, const char *event, json_t *payload)
         json_decref(payload);
         return;
     }
+    db_batch_note_events(b);
     uint64_t seq = atomic_fetch_add(&outbox_seq, 1);
     char key[32];
     outbox_key(key, seq);
