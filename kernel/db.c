@@ -37,7 +37,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <linux/futex.h>
 #include <stdint.h>
 #include <sys/inotify.h>
@@ -67,7 +66,13 @@ static _Atomic int committers; /* threads on their way to a grouped write (db_co
  * uploads/s with 200-500 us here; the wait ends as soon as nobody is in the section. */
 #define COMMIT_DELAY_US 300
 
-void db_committer(int delta) { atomic_fetch_add(&committers, delta); }
+static atomic_bool leader_waits; /* a sync leader sleeps until committers reaches 0 */
+
+void db_committer(int delta)
+{
+    if (atomic_fetch_add(&committers, delta) + delta == 0 && atomic_load(&leader_waits))
+        syscall(SYS_futex, &committers, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
 
 static int64_t mono_us(void)
 {
@@ -531,9 +536,16 @@ void db_sync_through(uint64_t seq)
         }
         /* Others are about to write: let them, so this sync covers them too (PostgreSQL's
          * commit_delay), but never wait long. */
-        int64_t until = mono_us() + COMMIT_DELAY_US;
-        while (atomic_load(&committers) > 0 && mono_us() < until)
-            sched_yield();
+        int64_t until = mono_us() + COMMIT_DELAY_US, now;
+        int c;
+        while ((c = atomic_load(&committers)) > 0 && (now = mono_us()) < until) {
+            /* Sleep, not spin: on two cores a spinning leader took the CPU the writers it
+             * waits for needed. The last writer out wakes it (db_committer). */
+            struct timespec ts = {0, (long)(until - now) * 1000};
+            atomic_store(&leader_waits, true);
+            syscall(SYS_futex, &committers, FUTEX_WAIT_PRIVATE, c, &ts, NULL, 0);
+            atomic_store(&leader_waits, false);
+        }
         uint64_t target = atomic_load(&write_seq); /* every write counted here has returned */
         if (sync_now()) {
             /* The change is visible and may not be durable, and nobody has been answered

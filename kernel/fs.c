@@ -593,6 +593,11 @@ struct fs_writer {
     uint8_t *buf;
     size_t start, len, cap; /* unconsumed bytes are buf[start .. len); cap <= WBUF_CAP */
     EVP_MD_CTX *md;
+    /* While the body is no longer than the smallest chunk it will be ONE chunk, whose SHA-256
+     * is the file's: md is fed only once the body grows past that (a small upload then
+     * hashes its bytes once, not twice), and whole_sha is that one digest. */
+    bool md_lazy;
+    char whole_sha[65];
     uint64_t total;
     int64_t expected;
     int64_t existing; /* size of the file this write replaces (0 if new), for quotas */
@@ -681,15 +686,17 @@ int fs_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t exp
         w->expected = expected_size;
         if (expect_sha256)
             memcpy(w->expect, expect_sha256, 65);
-        json_t *p = filter_payload(w);
-        const char *guess = ctype_by_name(name);
-        json_object_set_new(p, "size", json_integer(expected_size));
-        json_object_set_new(p, "ctype", json_string(guess ? guess : "application/octet-stream"));
-        json_object_set_new(p, "existing_size", json_integer(existing ? jint(existing, "size") : 0));
         w->existing = existing ? jint(existing, "size") : 0;
-        json_object_set_new(p, "exists", json_boolean(existing != NULL));
-        rc = hook_filter("file.write", p, err);
-        json_decref(p);
+        if (hook_subscribed("file.write", MB_HOOK_FILTER)) {
+            json_t *p = filter_payload(w);
+            const char *guess = ctype_by_name(name);
+            json_object_set_new(p, "size", json_integer(expected_size));
+            json_object_set_new(p, "ctype", json_string(guess ? guess : "application/octet-stream"));
+            json_object_set_new(p, "existing_size", json_integer(w->existing));
+            json_object_set_new(p, "exists", json_boolean(existing != NULL));
+            rc = hook_filter("file.write", p, err);
+            json_decref(p);
+        }
     }
     json_decref(existing);
     free(np);
@@ -704,6 +711,7 @@ int fs_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t exp
     w->buf = xmalloc(w->cap);
     w->md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(w->md, EVP_sha256(), NULL);
+    w->md_lazy = true;
     w->chunks = json_array();
     *out = w;
     return 0;
@@ -719,11 +727,15 @@ void fs_write_if_match(fs_writer *w, const char *sha256)
  * caller's for inline chunks, which go into the commit batch). */
 static int put_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
 {
-    uint8_t md[32];
-    unsigned mdl = 0;
     char hex[65], fast[33];
-    EVP_Digest(p, n, md, &mdl, EVP_sha256(), NULL);
-    hex_encode(md, 32, hex);
+    if (w->whole_sha[0] && n == w->total) { /* the whole file is this chunk: already hashed */
+        memcpy(hex, w->whole_sha, sizeof hex);
+    } else {
+        uint8_t md[32];
+        unsigned mdl = 0;
+        EVP_Digest(p, n, md, &mdl, EVP_sha256(), NULL);
+        hex_encode(md, 32, hex);
+    }
     blob_fastsum(p, n, fast);
     /* Pending first, then store: see blob.c on why this order beats the collector. */
     blob_pending_add(hex);
@@ -839,14 +851,17 @@ static void st_finish(fs_writer *w, bool abandon)
  * once. An error of the store thread is returned by a later call (or the commit). */
 static int store_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
 {
-    json_t *fp = filter_payload(w);
-    json_object_set_new(fp, "bytes", json_integer((json_int_t)(w->total)));
-    json_object_set_new(fp, "size", json_integer(w->expected));
-    json_object_set_new(fp, "existing_size", json_integer(w->existing));
-    int rc = hook_filter("file.write.chunk", fp, err);
-    json_decref(fp);
-    if (rc)
-        return rc;
+    int rc = 0;
+    if (hook_subscribed("file.write.chunk", MB_HOOK_FILTER)) { /* no payload to build for nobody */
+        json_t *fp = filter_payload(w);
+        json_object_set_new(fp, "bytes", json_integer((json_int_t)(w->total)));
+        json_object_set_new(fp, "size", json_integer(w->expected));
+        json_object_set_new(fp, "existing_size", json_integer(w->existing));
+        rc = hook_filter("file.write.chunk", fp, err);
+        json_decref(fp);
+        if (rc)
+            return rc;
+    }
     if (n <= blob_inline_max()) /* after the chunks before it: their order is the file's */
         return (rc = st_drain(w, err)) ? rc : put_chunk(w, p, n, err);
     if (!w->st_on) {
@@ -892,7 +907,13 @@ int fs_write_data(fs_writer *w, const void *data, size_t n, mb_err *err)
     const uint8_t *p = data;
     if (w->expected >= 0 && w->total + n > (uint64_t)w->expected)
         return err_set(err, MB_EINVAL, "the body is longer than the %lld bytes announced", (long long)w->expected);
-    EVP_DigestUpdate(w->md, p, n);
+    if (w->md_lazy && w->total + n > CHUNK_MIN) {
+        /* Nothing is cut before CHUNK_MAX bytes wait, so buf still holds every byte so far. */
+        EVP_DigestUpdate(w->md, w->buf, w->len);
+        w->md_lazy = false;
+    }
+    if (!w->md_lazy)
+        EVP_DigestUpdate(w->md, p, n);
     if (w->headlen < HEAD_BYTES) {
         size_t k = n < HEAD_BYTES - w->headlen ? n : HEAD_BYTES - w->headlen;
         memcpy(w->head + w->headlen, p, k);
@@ -984,8 +1005,14 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     uint8_t md[32];
     unsigned mdl = 0;
     char sha[65];
-    EVP_DigestFinal_ex(w->md, md, &mdl);
-    hex_encode(md, 32, sha);
+    if (w->md_lazy) {
+        EVP_Digest(w->buf, w->len, md, &mdl, EVP_sha256(), NULL);
+        hex_encode(md, 32, sha);
+        memcpy(w->whole_sha, sha, sizeof sha); /* the one chunk's name too (put_chunk) */
+    } else {
+        EVP_DigestFinal_ex(w->md, md, &mdl);
+        hex_encode(md, 32, sha);
+    }
     if (w->expect[0] && strcmp(w->expect, sha)) {
         rc = err_set(err, MB_EINVAL, "the body's SHA-256 is %s but the client announced %s; nothing was stored", sha,
                      w->expect);

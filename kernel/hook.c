@@ -248,15 +248,17 @@ static void outbox_key(char key[32], uint64_t seq)
     snprintf(key, 32, "o/%s", k16);
 }
 
-bool hook_observed(const char *event)
+bool hook_subscribed(const char *event, int kind)
 {
     bool any = false;
     pthread_rwlock_rdlock(&subs_lock);
     for (size_t i = 0; i < nsubs && !any; i++)
-        any = subs[i].kind == MB_HOOK_OBSERVER && (!strcmp(subs[i].event, event) || !strcmp(subs[i].event, "*"));
+        any = subs[i].kind == kind && (!strcmp(subs[i].event, event) || !strcmp(subs[i].event, "*"));
     pthread_rwlock_unlock(&subs_lock);
     return any;
 }
+
+bool hook_observed(const char *event) { return hook_subscribed(event, MB_HOOK_OBSERVER); }
 
 void hook_emit_batch(db_batch *b, const char *event, json_t *payload)
 {

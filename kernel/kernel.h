@@ -237,7 +237,8 @@ void hook_remove(mb_module *owner);
 /* Reload: the subscriptions of `from` become `table` (ended by a NULL event) owned by `to`. */
 int hook_swap(mb_module *from, mb_module *to, const mb_hook *table, void *new_state, mb_err *err);
 int hook_filter(const char *event, json_t *payload, mb_err *err);
-bool hook_observed(const char *event); /* an observer subscribes to event (or to "*") */
+bool hook_subscribed(const char *event, int kind); /* a hook of that kind subscribes to event (or "*") */
+bool hook_observed(const char *event);             /* an observer subscribes to event (or to "*") */
 /* Put the event into the outbox as part of batch b (committed by the caller), unless no
  * observer subscribes to it; steals payload. Call hook_kick() after the batch is committed. */
 void hook_emit_batch(db_batch *b, const char *event, json_t *payload);

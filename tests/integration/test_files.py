@@ -115,6 +115,28 @@ class FilesTest(ServerTest):
         self.srv.start()
         self.assertEqual(self.get("limit.bin").body, small["limit.bin"])
 
+    def test_sha256_is_right_on_both_sides_of_the_smallest_chunk(self):
+        # Up to the smallest chunk (256 KiB) a file is one chunk and its bytes are hashed
+        # once; one byte more and the file's own digest is kept from the start. Both sides,
+        # sent whole and in small pieces (chunked), must report and store the real SHA-256.
+        for size in (262143, 262144, 262145, 600000):
+            data = rnd(size, size % 97)
+            want = hashlib.sha256(data).hexdigest()
+            r = self.put("edge-%d.bin" % size, data)
+            self.assertIn(r.status, (200, 201))
+            self.assertEqual(r.json()["sha256"], want, size)
+            c = self.srv.conn()
+            c.request("PUT", "/api/v1/stores/%s/files/edge-c-%d.bin" % (self.sid, size),
+                      body=(data[i:i + 7000] for i in range(0, size, 7000)), encode_chunked=True,
+                      headers={"Authorization": "Bearer " + self.tok, "Transfer-Encoding": "chunked"})
+            r2 = c.getresponse()
+            self.assertEqual(json.loads(r2.read())["sha256"], want, size)
+            c.close()
+            for name in ("edge-%d.bin" % size, "edge-c-%d.bin" % size):
+                g = self.get(name)
+                self.assertEqual((g.status, g.body), (200, data), name)
+        self.assertEqual(self.fsck()["problems"], [])
+
     def test_a_damaged_inline_chunk_is_refused_and_reported_by_fsck(self):
         data = b"precious little words " * 100
         self.assertEqual(self.put("small.txt", data).status, 201)
