@@ -5,13 +5,18 @@
  * Group commit (db_batch_commit_grouped + db_sync_through): a writer that must read, modify
  * and write under a lock (fs.c's commit lock) writes its batch unsynced while it holds the
  * lock, so the next holder reads its result, and makes it durable after releasing the lock.
- * One synced write makes every earlier write in LevelDB's log durable, so the writers that
- * arrive while one fsync runs share the next one: under load a group of commits costs one
- * fsync instead of one each, and nobody holds the commit lock across an fsync.
+ * One fdatasync of LevelDB's log makes every earlier write in it durable, so the writers
+ * that arrive while one fsync runs share the next one: under load a group of commits costs
+ * one fsync instead of one each, and nobody holds the commit lock across an fsync. The
+ * barrier syncs its own descriptor on the newest log rather than making a synced LevelDB
+ * write, because LevelDB queues every writer behind the one that syncs (a commit holding
+ * the commit lock then waited out the fsync).
  * LevelDB closes a full log file WITHOUT syncing it when it switches to a new one (its
- * memtable is then flushed to a synced table in the background); a synced write only syncs
- * the current log. So the barrier also fdatasyncs every older *.log still present: a record
- * is then durable in the current log, in an older log, or in a synced table.
+ * memtable is then flushed to a synced table in the background). So after a switch the
+ * barrier also fdatasyncs every older *.log still present, and the folder for the new
+ * name: a record is then durable in the current log, in an older log, or in a synced table.
+ * A write that landed in a new log was made after the log was created, so the inotify
+ * event of its creation is queued before the barrier looks: it never syncs a stale log.
  *
  * Decoded records (db_get_json_shared): the hot records of every request (token, user,
  * store, folders on a path, usage counters) are parsed JSON kept in a small cache, so a
@@ -186,6 +191,12 @@ static int parse_json(const char *key, const char *v, size_t n, json_t **out)
  * the barrier whether it must look for older logs at all (a readdir per fsync was 7 % of the
  * CPU of sequential small uploads). Without inotify, or after its queue overflowed, it looks
  * every time. */
+/* Our own descriptor on LevelDB's newest log file: fdatasync on it makes every record
+ * LevelDB has written there durable (a grouped write has returned, so its record was
+ * handed to the kernel: LevelDB flushes each record as it appends it). */
+static int cur_log = -1;
+static unsigned long long cur_log_num;
+
 static int log_watch = -1;
 static bool logs_maybe_old = true; /* one scan after open */
 
@@ -261,6 +272,10 @@ void db_close(void)
     if (log_watch >= 0)
         close(log_watch);
     log_watch = -1;
+    if (cur_log >= 0)
+        close(cur_log);
+    cur_log = -1;
+    cur_log_num = 0;
     if (ropts)
         leveldb_readoptions_destroy(ropts);
     if (wsync)
@@ -455,11 +470,10 @@ int db_batch_commit_grouped(db_batch *b, uint64_t *seq)
     return rc;
 }
 
-/* fdatasync the log files LevelDB has switched away from (all but the newest). */
-static int sync_old_logs(void)
+/* After a log switch: take the newest log, fdatasync the older ones still present (LevelDB
+ * closes a full log without syncing it), and sync the folder once for the new name. */
+static int follow_logs(void)
 {
-    if (!log_switched())
-        return 0;
     DIR *d = opendir(db_dir);
     if (!d)
         return -1;
@@ -477,11 +491,31 @@ static int sync_old_logs(void)
         }
     }
     closedir(d);
+    if (!n)
+        return -1;
+    char path[4200];
     int rc = 0;
+    if (cur_log < 0 || top != cur_log_num) {
+        snprintf(path, sizeof path, "%s/%06llu.log", db_dir, top);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return -1;
+        if (cur_log >= 0) {
+            if (fdatasync(cur_log)) /* what the old one got before the switch */
+                rc = -1;
+            close(cur_log);
+        }
+        cur_log = fd;
+        cur_log_num = top;
+        int dfd = open(db_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd))
+            rc = -1;
+        if (dfd >= 0)
+            close(dfd);
+    }
     for (size_t i = 0; i < n; i++) {
         if (nums[i] == top)
             continue;
-        char path[4200];
         snprintf(path, sizeof path, "%s/%06llu.log", db_dir, nums[i]);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
@@ -490,24 +524,22 @@ static int sync_old_logs(void)
             rc = -1;
         close(fd);
     }
-    if (rc == 0 && n > 0)
+    if (rc == 0)
         logs_maybe_old = n > 1; /* older logs remain until LevelDB has flushed them: look again */
     return rc;
 }
 
+/* Make every grouped write that has returned durable. Not a synced LevelDB write: LevelDB
+ * queues writers behind the one that syncs, so a commit (holding the commit lock) waited for
+ * the fsync of the group before it; and the empty record it appended cost a write(). */
 static int sync_now(void)
 {
-    char *e = NULL;
-    leveldb_writebatch_t *wb = leveldb_writebatch_create(); /* empty: one synced log record */
-    leveldb_write(db, wsync, wb, &e);
-    leveldb_writebatch_destroy(wb);
-    if (e) {
-        log_error("leveldb sync: %s", e);
-        leveldb_free(e);
+    if (log_switched() && follow_logs())
         return -1;
-    }
-    return sync_old_logs();
+    return cur_log >= 0 && fdatasync(cur_log) == 0 ? 0 : -1;
 }
+
+unsigned long long db_synced_log(void) { return cur_log < 0 ? 0 : cur_log_num; }
 
 static void gen_wait(uint32_t seen)
 {

@@ -132,8 +132,10 @@ int db_batch_commit(db_batch *b, bool sync); /* frees b */
  * that arrived meanwhile. A failed sync aborts the process before anyone is answered. */
 int db_batch_commit_grouped(db_batch *b, uint64_t *seq);
 void db_sync_through(uint64_t seq);
-void db_committer(int delta);
-uint64_t db_grouped_writes(void); /* how many grouped writes so far: file changes are being made if it moves */ /* +1 before taking a commit lock, -1 after its release */
+void db_committer(int delta);     /* +1 before taking a commit lock, -1 after its release */
+uint64_t db_grouped_writes(void); /* how many grouped writes so far: file changes are being made if it moves */
+/* The number of the LevelDB log the sync barrier syncs (0 before its first sync); tests. */
+unsigned long long db_synced_log(void);
 void db_batch_free(db_batch *b);
 db_iter *db_iter_prefix(const char *prefix, size_t plen);
 bool db_iter_next(db_iter *it); /* advance; false at end of prefix (first call positions) */

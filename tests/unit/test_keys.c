@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,6 +238,57 @@ static void test_shared_records_never_go_back_under_concurrent_writes(void **s)
     assert_int_equal(shared_n("c/race"), 3000);
 }
 
+/* The sync barrier fdatasyncs its own descriptor on LevelDB's newest log: after writes that
+ * make LevelDB switch logs many times (a 1 MiB memtable), it must always be syncing the
+ * newest *.log in the folder, or acknowledged writes would sit unsynced in a log it no
+ * longer looks at. Every write is still there after a reopen. */
+static void test_the_sync_barrier_follows_log_switches(void **s)
+{
+    (void)s;
+    db_close();
+    kcfg cfg = {.db_write_buffer = 1 << 20};
+    kcfg *saved = g_cfg;
+    g_cfg = &cfg;
+    mb_err err;
+    assert_int_equal(db_open(dir, &err), 0);
+    char val[8192];
+    memset(val, 'v', sizeof val);
+    unsigned long long first = 0;
+    for (int i = 0; i < 2000; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "g/%05d", i);
+        db_batch *b = db_batch_new();
+        db_batch_put(b, key, strlen(key), val, sizeof val);
+        uint64_t seq;
+        assert_int_equal(db_batch_commit_grouped(b, &seq), 0);
+        db_sync_through(seq);
+        if (!first)
+            first = db_synced_log();
+        if (i % 100 == 99) { /* the newest log in the folder is the one being synced */
+            unsigned long long top = 0, v;
+            char tail[8];
+            DIR *d = opendir(dir);
+            for (struct dirent *de; (de = readdir(d));)
+                if (sscanf(de->d_name, "%llu.%7s", &v, tail) == 2 && !strcmp(tail, "log") && v > top)
+                    top = v;
+            closedir(d);
+            assert_int_equal(db_synced_log(), top);
+        }
+    }
+    assert_true(db_synced_log() > first); /* LevelDB did switch logs, several times */
+    db_close();
+    g_cfg = saved;
+    assert_int_equal(db_open(dir, &err), 0);
+    for (int i = 0; i < 2000; i += 37) {
+        char key[32], *v;
+        size_t n;
+        snprintf(key, sizeof key, "g/%05d", i);
+        assert_int_equal(db_get(key, strlen(key), &v, &n), 0);
+        assert_int_equal(n, sizeof val);
+        free(v);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -245,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_batch_is_atomic_and_json_roundtrips),
         cmocka_unit_test(test_shared_records_follow_every_kind_of_write),
         cmocka_unit_test(test_shared_records_never_go_back_under_concurrent_writes),
+        cmocka_unit_test(test_the_sync_barrier_follows_log_switches),
         cmocka_unit_test(test_ids_never_repeat_across_reopen),
         cmocka_unit_test(test_block_ids_are_unique_small_and_survive_reopen),
         cmocka_unit_test(test_hex_and_utf8),
