@@ -19,7 +19,9 @@
  * Chunk files are written with O_DIRECT from aligned buffers when the file system allows it
  * (local_put): written once and synced at once, they gain nothing from the page cache.
  *
- * Reads verify every chunk before a byte of it is served. Version records carry each chunk's
+ * Reads verify every chunk before a byte of it is served (a chunk file verified lately and
+ * still wholly in the page cache is trusted for sendfile: "verified while cached" below).
+ * Version records carry each chunk's
  * XXH3-128 ("x", blob_fastsum), which is checked instead of re-hashing with SHA-256: it finds
  * the same bit rot and torn writes at about 30 times the speed (btrfs offers xxhash64 data
  * checksums for the same reason). Records older than "x" are checked with SHA-256; the
@@ -36,7 +38,8 @@
  * the writer stores it again, or the writer got there first and the collector skips it.
  *
  * Threads: any. backend_lock (rwlock) guards the active backend; pend_lock the pending
- * table; commit_lock the refcounts with the namespace. Lock order: commit -> pend.
+ * table; commit_lock the refcounts with the namespace; trust_lock the verified-while-cached
+ * table. Lock order: commit -> pend.
  * The collector runs on its own thread (blob_init starts it; MBYTE_GC_INTERVAL seconds).
  */
 #include "fs.h"
@@ -196,6 +199,23 @@ static int local_put(void *st, const char *key, const void *data, size_t len, mb
     return 0;
 }
 
+/* Up to len bytes of chunk file fd from off (fewer at its end); MB_EIO on a read error. */
+static int64_t read_at(int fd, void *buf, size_t len, uint64_t off, const char *key, mb_err *err)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return err_set(err, MB_EIO, "chunk %.12s… cannot be read: %s", key, strerror(errno));
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (int64_t)got;
+}
+
 static int64_t local_get(void *st, const char *key, uint64_t off, void *buf, size_t len, mb_err *err)
 {
     (void)st;
@@ -207,22 +227,9 @@ static int64_t local_get(void *st, const char *key, uint64_t off, void *buf, siz
     if (fd < 0)
         return err_set(err, errno == ENOENT ? MB_ENOENT : MB_EIO, "chunk %.12s… cannot be opened: %s", key,
                        strerror(errno));
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = errno;
-            close(fd);
-            return err_set(err, MB_EIO, "chunk %.12s… cannot be read: %s", key, strerror(e));
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
+    int64_t got = read_at(fd, buf, len, off, key, err);
     close(fd);
-    return (int64_t)got;
+    return got;
 }
 
 static int local_has(void *st, const char *key, mb_err *err)
@@ -585,16 +592,8 @@ int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, i
         *fd = f;
         return 0;
     }
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = pread(f, (char *)buf + got, len - got, (off_t)got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    int rc = verify(hash, fastsum, buf, got, len, err);
+    int64_t got = read_at(f, buf, len, 0, hash, err);
+    int rc = got < 0 ? (int)got : verify(hash, fastsum, buf, (size_t)got, len, err);
     if (rc) {
         close(f);
         return rc;
