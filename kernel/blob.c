@@ -593,6 +593,24 @@ int blob_read(const char *hash, const char *fastsum, void *buf, size_t len, mb_e
 
 int blob_get(const char *hash, void *buf, size_t len, mb_err *err) { return blob_read(hash, NULL, buf, len, err); }
 
+void blob_prefetch(const char *hash, size_t len)
+{
+    if (len <= blob_inline_max() || !valid_key(hash))
+        return;
+    pthread_rwlock_rdlock(&backend_lock);
+    bool local = active.ops == &local_ops;
+    pthread_rwlock_unlock(&backend_lock);
+    if (!local)
+        return;
+    char path[4200];
+    local_path(hash, path, sizeof path);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return;
+    posix_fadvise(f, 0, (off_t)len, POSIX_FADV_WILLNEED); /* starts the read, does not wait */
+    close(f);
+}
+
 int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, int *fd, bool *filled, mb_err *err)
 {
     *fd = -1;

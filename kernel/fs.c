@@ -1171,8 +1171,23 @@ struct fs_reader {
     char (*fast)[33]; /* XXH3-128 per chunk, "" in versions written before it was recorded */
     uint64_t *off;    /* start of each chunk; off[n] == size */
     uint8_t *cache;
-    size_t cached; /* index of the chunk in cache, or SIZE_MAX */
+    size_t cached;     /* index of the chunk in cache, or SIZE_MAX */
+    size_t prefetched; /* chunks below this index were handed to blob_prefetch */
 };
+
+#define PREFETCH_AHEAD 4 /* chunks (about 4 MiB) read ahead of the one being served */
+
+/* Chunk i is being read: start reading the next few from the disk meanwhile. Each chunk is
+ * its own file, so the kernel's readahead stops at the end of every one of them; without
+ * this a download after an upload (O_DIRECT: nothing cached) waited for each chunk in turn. */
+static void read_ahead(fs_reader *r, size_t i)
+{
+    size_t j = r->prefetched > i + 1 ? r->prefetched : i + 1;
+    for (; j <= i + PREFETCH_AHEAD && j < r->n; j++)
+        blob_prefetch(r->hash[j], (size_t)(r->off[j + 1] - r->off[j]));
+    if (j > r->prefetched)
+        r->prefetched = j;
+}
 
 int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, fs_reader **out, json_t **info,
             mb_err *err)
@@ -1257,6 +1272,7 @@ static ssize_t load_chunk(fs_reader *r, uint64_t off, mb_err *err)
         if (!r->cache)
             r->cache = xmalloc(CHUNK_MAX);
         r->cached = SIZE_MAX;
+        read_ahead(r, lo);
         int rc = blob_read(r->hash[lo], r->fast[lo], r->cache, (size_t)(r->off[lo + 1] - r->off[lo]), err);
         if (rc)
             return rc;
@@ -1289,6 +1305,7 @@ int fs_read_fd(fs_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *
     if (r->cached == i)
         r->cached = SIZE_MAX; /* the buffer may be overwritten below */
     bool filled;
+    read_ahead(r, i);
     int rc = blob_read_fd(r->hash[i], r->fast[i], r->cache, (size_t)(r->off[i + 1] - r->off[i]), fd, &filled, err);
     if (rc < 0)
         return rc;

@@ -226,6 +226,10 @@ void blob_buf_free(void *p, size_t n);
  * is not read again (blob.c, "verified while cached"); otherwise it is read into buf (len
  * bytes) to be checked, and *filled says buf now holds the chunk. Any thread. */
 int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, int *fd, bool *filled, mb_err *err);
+/* Ask the local backend to start reading chunk `hash` (len bytes) into the page cache, without
+ * waiting: a reader going through a file's chunks in order calls it for the next few, so a
+ * cold file streams at the disk's speed instead of one chunk-sized read at a time. */
+void blob_prefetch(const char *hash, size_t len);
 void blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len);
 int blob_del(const char *hash, mb_err *err);
 int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err);
