@@ -115,7 +115,7 @@ class MByte:
         conf = os.path.join(work, "mbyte-conf")
         os.makedirs(conf, exist_ok=True)
         with open(os.path.join(conf, "mbyte.yaml"), "w") as f:
-            f.write("log_level: warn\n" + ("http_threads: %s\n" % os.environ["BENCH_HTTP_THREADS"] if os.environ.get("BENCH_HTTP_THREADS") else ""))
+            f.write("log_level: info\n" + ("http_threads: %s\n" % os.environ["BENCH_HTTP_THREADS"] if os.environ.get("BENCH_HTTP_THREADS") else ""))
         env = dict(os.environ, MBYTE_LISTEN="127.0.0.1:%d" % self.port, MBYTE_DATA=self.data,
                    MBYTE_ADMIN_PASSWORD=PASSWORD, MBYTE_WEB_DIR=os.path.join(ROOT, "web"),
                    MBYTE_MODULE_DIR=os.path.join(ROOT, "build-release", "modules"))
@@ -260,6 +260,13 @@ def main():
         print("raw seconds: nginx download %s, MByte download %s, nginx upload %s, MByte upload %s" % (
             ["%.3f" % x for x in dn], ["%.3f" % x for x in dm], ["%.3f" % x for x in un], ["%.3f" % x for x in um]))
         print("first (untimed) download: nginx %.3f s, MByte %.3f s" % warm)
+    except BaseException:
+        # A failed request: show what the server said before the work dir goes away.
+        log = os.path.join(work, "mbyted.log")
+        if os.path.exists(log):
+            with open(log, errors="replace") as f:
+                sys.stderr.write("--- end of mbyted.log ---\n" + f.read()[-4000:])
+        raise
     finally:
         for s in (mb, ng):
             if s:
