@@ -216,17 +216,26 @@ static int64_t read_at(int fd, void *buf, size_t len, uint64_t off, const char *
     return (int64_t)got;
 }
 
-static int64_t local_get(void *st, const char *key, uint64_t off, void *buf, size_t len, mb_err *err)
+/* A read-only descriptor on the chunk file of key, or MB_ENOENT / MB_EIO with a sentence. */
+static int chunk_open(const char *key, mb_err *err)
 {
-    (void)st;
-    if (!valid_key(key))
-        return err_set(err, MB_EINVAL, "a chunk key must be 64 lower-hex characters");
     char path[4200];
     local_path(key, path, sizeof path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return err_set(err, errno == ENOENT ? MB_ENOENT : MB_EIO, "chunk %.12s… cannot be opened: %s", key,
                        strerror(errno));
+    return fd;
+}
+
+static int64_t local_get(void *st, const char *key, uint64_t off, void *buf, size_t len, mb_err *err)
+{
+    (void)st;
+    if (!valid_key(key))
+        return err_set(err, MB_EINVAL, "a chunk key must be 64 lower-hex characters");
+    int fd = chunk_open(key, err);
+    if (fd < 0)
+        return fd;
     int64_t got = read_at(fd, buf, len, off, key, err);
     close(fd);
     return got;
@@ -593,18 +602,20 @@ int blob_read(const char *hash, const char *fastsum, void *buf, size_t len, mb_e
 
 int blob_get(const char *hash, void *buf, size_t len, mb_err *err) { return blob_read(hash, NULL, buf, len, err); }
 
-void blob_prefetch(const char *hash, size_t len)
+/* The kernel's own local backend is the active one (not a module's). */
+static bool local_active(void)
 {
-    if (len <= blob_inline_max() || !valid_key(hash))
-        return;
     pthread_rwlock_rdlock(&backend_lock);
     bool local = active.ops == &local_ops;
     pthread_rwlock_unlock(&backend_lock);
-    if (!local)
+    return local;
+}
+
+void blob_prefetch(const char *hash, size_t len)
+{
+    if (len <= blob_inline_max() || !valid_key(hash) || !local_active())
         return;
-    char path[4200];
-    local_path(hash, path, sizeof path);
-    int f = open(path, O_RDONLY | O_CLOEXEC);
+    int f = chunk_open(hash, NULL);
     if (f < 0)
         return;
     posix_fadvise(f, 0, (off_t)len, POSIX_FADV_WILLNEED); /* starts the read, does not wait */
@@ -615,19 +626,11 @@ int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, i
 {
     *fd = -1;
     *filled = false;
-    if (len <= CHUNK_INLINE_LIMIT && inline_has(hash))
+    if ((len <= CHUNK_INLINE_LIMIT && inline_has(hash)) || !valid_key(hash) || !local_active())
         return 1;
-    pthread_rwlock_rdlock(&backend_lock);
-    bool local = active.ops == &local_ops;
-    pthread_rwlock_unlock(&backend_lock);
-    if (!local || !valid_key(hash))
-        return 1;
-    char path[4200];
-    local_path(hash, path, sizeof path);
-    int f = open(path, O_RDONLY | O_CLOEXEC);
+    int f = chunk_open(hash, err);
     if (f < 0)
-        return err_set(err, errno == ENOENT ? MB_ENOENT : MB_EIO, "chunk %.12s… cannot be opened: %s", hash,
-                       strerror(errno));
+        return f;
     struct stat sb;
     if (fstat(f, &sb) == 0 && (uint64_t)sb.st_size == len && trust_holds(hash, &sb) && resident(f, len)) {
         *fd = f;
