@@ -456,59 +456,94 @@ void blob_fastsum(const void *data, size_t len, char out[33])
  * vsftpd's sendfile costs (docs/performance.md). What it does not see: a page dropped and
  * read back by another process (a backup reading the data directory) in between; TRUST_MS
  * bounds that. */
-#define TRUST_SLOTS 8192
+#define TRUST_SETS 4096 /* x TRUST_WAYS entries: about 19 GiB of 1.2 MiB chunks */
+#define TRUST_WAYS 4
 #define TRUST_MS (10 * 60 * 1000)
-static struct trust {
-    char hash[65];
+/* Set-associative, so that the chunks of one large file do not evict each other: with one
+ * slot per hash, a 1 GiB file's ~900 chunks collided in ~100 slots, and those ~100 chunks
+ * were read and hashed again on every RETR. */
+struct trust {
+    uint8_t hash[32];
     dev_t dev;
     ino_t ino;
     off_t size;
     struct timespec ctime;
-    int64_t at;
-} trusted[TRUST_SLOTS];
+    int64_t at; /* 0: empty */
+};
+static struct trust trusted[TRUST_SETS][TRUST_WAYS];
 static pthread_mutex_t trust_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static struct trust *trust_slot(const char *hash)
+/* The set the chunk belongs in; false for a name that is not a SHA-256 in hex. */
+static bool trust_set(const char *hash, uint8_t md[32], struct trust **set)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < 12 && hash[i]; i++)
-        v = v << 4 | (uint64_t)(hash[i] <= '9' ? hash[i] - '0' : hash[i] - 'a' + 10);
-    return &trusted[v % TRUST_SLOTS];
+    if (hex_decode(hash, md, 32))
+        return false;
+    *set = trusted[(md[0] | (unsigned)md[1] << 8) % TRUST_SETS];
+    return true;
 }
 
-static bool same_file(const struct trust *t, const char *hash, const struct stat *sb)
+/* The live entry for md in set, or NULL. Called with trust_lock held. */
+static struct trust *trust_find(struct trust *set, const uint8_t md[32], int64_t now)
 {
-    return !strcmp(t->hash, hash) && t->dev == sb->st_dev && t->ino == sb->st_ino && t->size == sb->st_size &&
+    for (int w = 0; w < TRUST_WAYS; w++)
+        if (set[w].at && now - set[w].at < TRUST_MS && !memcmp(set[w].hash, md, 32))
+            return &set[w];
+    return NULL;
+}
+
+static bool same_file(const struct trust *t, const struct stat *sb)
+{
+    return t->dev == sb->st_dev && t->ino == sb->st_ino && t->size == sb->st_size &&
            t->ctime.tv_sec == sb->st_ctim.tv_sec && t->ctime.tv_nsec == sb->st_ctim.tv_nsec;
 }
 
 static void trust_note(const char *hash, const struct stat *sb)
 {
+    uint8_t md[32];
+    struct trust *set;
+    if (!trust_set(hash, md, &set))
+        return;
+    int64_t now = now_mono_ms();
     pthread_mutex_lock(&trust_lock);
-    struct trust *t = trust_slot(hash);
-    snprintf(t->hash, sizeof t->hash, "%s", hash);
+    struct trust *t = trust_find(set, md, now);
+    if (!t) { /* else an empty way, or the one verified longest ago */
+        t = &set[0];
+        for (int w = 1; w < TRUST_WAYS; w++)
+            if (set[w].at < t->at)
+                t = &set[w];
+    }
+    memcpy(t->hash, md, 32);
     t->dev = sb->st_dev;
     t->ino = sb->st_ino;
     t->size = sb->st_size;
     t->ctime = sb->st_ctim;
-    t->at = now_mono_ms();
+    t->at = now;
     pthread_mutex_unlock(&trust_lock);
 }
 
 static void trust_drop(const char *hash)
 {
+    uint8_t md[32];
+    struct trust *set;
+    if (!trust_set(hash, md, &set))
+        return;
     pthread_mutex_lock(&trust_lock);
-    struct trust *t = trust_slot(hash);
-    if (!strcmp(t->hash, hash))
-        t->hash[0] = 0;
+    struct trust *t = trust_find(set, md, now_mono_ms());
+    if (t)
+        t->at = 0;
     pthread_mutex_unlock(&trust_lock);
 }
 
+/* sb is the file the chunk was verified in; without sb, only that the chunk was. */
 static bool trust_holds(const char *hash, const struct stat *sb)
 {
+    uint8_t md[32];
+    struct trust *set;
+    if (!trust_set(hash, md, &set))
+        return false;
     pthread_mutex_lock(&trust_lock);
-    const struct trust *t = trust_slot(hash);
-    bool ok = same_file(t, hash, sb) && now_mono_ms() - t->at < TRUST_MS;
+    const struct trust *t = trust_find(set, md, now_mono_ms());
+    bool ok = t && (!sb || same_file(t, sb));
     pthread_mutex_unlock(&trust_lock);
     return ok;
 }
@@ -615,6 +650,8 @@ void blob_prefetch(const char *hash, size_t len)
 {
     if (len <= blob_inline_max() || !valid_key(hash) || !local_active())
         return;
+    if (trust_holds(hash, NULL))
+        return; /* verified a moment ago, most likely still cached: no three system calls */
     int f = chunk_open(hash, NULL);
     if (f < 0)
         return;

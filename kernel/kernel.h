@@ -411,6 +411,7 @@ struct event_base *evapi_event_base(void);
 const char *evapi_data_dir(void);
 int evapi_err_ftp_reply(int code);
 int evapi_run_blocking(mb_module *self, void (*work)(void *), void (*done)(void *), void *arg, mb_err *err);
+void evapi_fini(void); /* after modmgr_fini: ends run_blocking's idle workers */
 
 #endif
 
