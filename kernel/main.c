@@ -10,7 +10,9 @@
 #include "kernel.h"
 #include "fs.h"
 #include <event2/thread.h>
+#include <errno.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +65,21 @@ static void usage(void)
                     "             MBYTE_ADMIN_PASSWORD (first start only)\n");
 }
 
+/* Every connection, every chunk file queued for sendfile (up to ~24 per FTP download) and
+ * LevelDB's tables hold a descriptor, and the soft limit is often 1024: raise it to the hard
+ * limit, as nginx (worker_rlimit_nofile) and Go's runtime do. Everything here waits with
+ * epoll or poll, never select, so descriptors above 1023 are fine. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t want = rl.rlim_max;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl))
+        log_warn("cannot raise the open-files limit to %llu: %s", (unsigned long long)want, strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
     const char *config_dir = "conf.d";
@@ -96,6 +113,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init(g_cfg->log_level);
+    raise_fd_limit();
     int status = 1;
     char path[4096];
     if (mkdir_p(g_cfg->data_dir, 0700)) {

@@ -18,6 +18,10 @@ Measures:
   RETR      curl -o /dev/null of a BENCH_SIZE_MB file, BENCH_RUNS runs alternating, median,
             after one untimed read from each (MByte writes chunks with O_DIRECT, so its copy
             is not in the page cache after the upload; vsftpd's is)
+  RETR on one CPU
+            the same with both servers and curl pinned to CPU 0 (taskset), BENCH_PINNED_RUNS
+            runs alternating, median: the CPU time per transfer, without two-CPU scheduling
+            noise (informational, no goal)
   STOR      curl -T of a fresh BENCH_SIZE_MB file, BENCH_UPLOAD_RUNS runs alternating, median
   small     BENCH_SMALL_COUNT STORs of 4 KiB, then RETRs of them, from BENCH_THREADS ftplib
             sessions (logged in before the clock starts; one PASV data connection per file),
@@ -25,7 +29,7 @@ Measures:
 Durability differs: MByte answers 226 to a STOR only after the bytes and the metadata are
 fsynced; vsftpd never fsyncs.
 
-Environment: BENCH_SIZE_MB (1024), BENCH_RUNS (9), BENCH_UPLOAD_RUNS (3), BENCH_SMALL_COUNT
+Environment: BENCH_SIZE_MB (1024), BENCH_RUNS (15), BENCH_PINNED_RUNS (7), BENCH_UPLOAD_RUNS (5), BENCH_SMALL_COUNT
 (1000), BENCH_THREADS (8), BENCH_DIR (a temp dir under /tmp, kept when given),
 MBYTED (build-release/mbyted), VSFTPD (vsftpd on PATH or /usr/sbin/vsftpd).
 """
@@ -46,8 +50,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench import ROOT, PASSWORD, free_port, wait_port  # noqa: E402
 
 SIZE_MB = int(os.environ.get("BENCH_SIZE_MB", "1024"))
-RUNS = int(os.environ.get("BENCH_RUNS", "9"))
-UPLOAD_RUNS = int(os.environ.get("BENCH_UPLOAD_RUNS", "3"))
+RUNS = int(os.environ.get("BENCH_RUNS", "15"))
+PINNED_RUNS = int(os.environ.get("BENCH_PINNED_RUNS", "7"))
+UPLOAD_RUNS = int(os.environ.get("BENCH_UPLOAD_RUNS", "5"))
 SMALL_COUNT = int(os.environ.get("BENCH_SMALL_COUNT", "1000"))
 THREADS = int(os.environ.get("BENCH_THREADS", "8"))
 MBYTED = os.environ.get("MBYTED", os.path.join(ROOT, "build-release", "mbyted"))
@@ -217,9 +222,14 @@ def small_files(srv, bodies, threads, prefix):
     return rates
 
 
-def curl_ftp(srv, args, expect):
+def pin(pid, cpus):
+    """Every thread of process pid (and what it forks later) runs on cpus only."""
+    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, stdout=subprocess.DEVNULL)
+
+
+def curl_ftp(srv, args, expect, pre=()):
     """curl's seconds for one transfer, checking that every byte went through."""
-    out = subprocess.run(["curl", "-sS", "--fail", "-w", "%{time_total} %{size_download} %{size_upload}",
+    out = subprocess.run(list(pre) + ["curl", "-sS", "--fail", "-w", "%{time_total} %{size_download} %{size_upload}",
                           "-o", "/dev/null"] + srv.curl_auth() + args, capture_output=True, text=True)
     if out.returncode:
         sys.exit("curl %s failed against %s: %s" % (args, srv.name, out.stderr.strip()))
@@ -277,6 +287,25 @@ def main():
                         SIZE_MB / statistics.median(rm), 0.9))
         raw["RETR"] = (rv, rm)
         raw["first RETR (untimed)"] = ([warm[0]], [warm[1]])
+
+        # The same RETRs with the server and curl on one CPU: the time is then the CPU both
+        # spend per GiB, without the scheduler's noise of two CPUs (which of the two runs
+        # the sender, and whether curl shares its CPU). Not a goal: it shows the cost.
+        if os.cpu_count() > 1:
+            every = "0-%d" % (os.cpu_count() - 1)
+            pv, pm = [], []
+            try:
+                pin(vs.proc.pid, "0")
+                pin(mb.proc.pid, "0")
+                for _ in range(PINNED_RUNS):
+                    pv.append(curl_ftp(vs, [vs.url("big.bin")], size, ("taskset", "-c", "0")))
+                    pm.append(curl_ftp(mb, [mb.url("big.bin")], size, ("taskset", "-c", "0")))
+            finally:
+                pin(vs.proc.pid, every)
+                pin(mb.proc.pid, every)
+            results.append(("RETR %d MiB, server and client on one CPU" % SIZE_MB, "MiB/s",
+                            SIZE_MB / statistics.median(pv), SIZE_MB / statistics.median(pm), None))
+            raw["RETR on one CPU"] = (pv, pm)
 
         sv, sm = [], []
         for i in range(UPLOAD_RUNS):

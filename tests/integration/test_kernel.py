@@ -2,6 +2,7 @@
 configuration errors, SIGHUP, graceful stop and restart."""
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -255,6 +256,25 @@ class LifecycleTest(unittest.TestCase):
             srv.proc = None
             srv.log.close()
             self.assertIn("stopped", srv.read_log())
+        finally:
+            srv.cleanup()
+
+    def test_the_open_files_limit_is_raised_to_the_hard_limit(self):
+        # Started with a soft limit of 256 (chunk files queued for sendfile, connections and
+        # LevelDB's tables would run out of it), mbyted runs with its hard limit.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.assertGreater(hard, 256)
+        srv = Server()
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+            try:
+                srv.start()
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            with open("/proc/%d/limits" % srv.proc.pid) as f:
+                line = [l for l in f if l.startswith("Max open files")][0].split()
+            self.assertEqual((line[3], line[4]), (str(hard), str(hard)), line)
+            self.assertEqual(srv.request("GET", "/api/v1/health").status, 200)
         finally:
             srv.cleanup()
 
