@@ -47,6 +47,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -468,7 +469,8 @@ struct trust {
     ino_t ino;
     off_t size;
     struct timespec ctime;
-    int64_t at; /* 0: empty */
+    int64_t at;   /* verified then; 0: empty */
+    int64_t seen; /* last found wholly in the page cache */
 };
 static struct trust trusted[TRUST_SETS][TRUST_WAYS];
 static pthread_mutex_t trust_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -517,7 +519,7 @@ static void trust_note(const char *hash, const struct stat *sb)
     t->ino = sb->st_ino;
     t->size = sb->st_size;
     t->ctime = sb->st_ctim;
-    t->at = now;
+    t->at = t->seen = now;
     pthread_mutex_unlock(&trust_lock);
 }
 
@@ -534,16 +536,25 @@ static void trust_drop(const char *hash)
     pthread_mutex_unlock(&trust_lock);
 }
 
-/* sb is the file the chunk was verified in; without sb, only that the chunk was. */
+#define SEEN_MS 5000 /* a chunk found wholly cached this recently is not read ahead */
+
+/* With sb, a file the caller found wholly in the page cache: the chunk was verified in this
+ * very file (and the entry notes that it was seen cached now). Without sb: the chunk was
+ * seen wholly cached in the last SEEN_MS, so reading it ahead would only cost system calls.
+ * Pages go out of the cache after being idle for a while (LRU, DAMON), not seconds after a
+ * read; if they did, the reader reads the chunk in itself (blob_read_fd). */
 static bool trust_holds(const char *hash, const struct stat *sb)
 {
     uint8_t md[32];
     struct trust *set;
     if (!trust_set(hash, md, &set))
         return false;
+    int64_t now = now_mono_ms();
     pthread_mutex_lock(&trust_lock);
-    const struct trust *t = trust_find(set, md, now_mono_ms());
-    bool ok = t && (!sb || same_file(t, sb));
+    struct trust *t = trust_find(set, md, now);
+    bool ok = t && (sb ? same_file(t, sb) : now - t->seen < SEEN_MS);
+    if (ok && sb)
+        t->seen = now;
     pthread_mutex_unlock(&trust_lock);
     return ok;
 }
@@ -646,17 +657,86 @@ static bool local_active(void)
     return local;
 }
 
+/* ------------------------------------------------------------ read-ahead --- */
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
+
+/* Read the first len bytes of fd into the page cache in large folios. read() and
+ * fadvise(WILLNEED) of a 1 MiB chunk file fill the page cache with 4 KiB pages (the kernel
+ * grows its folios only along a long sequential read); a fault in a mapping marked
+ * MADV_HUGEPAGE reads up to 2 MiB folios. sendfile then moves a few folios per chunk instead
+ * of ~300 pages. Waits for the disk. False if it could not (THP off, an old kernel, an I/O
+ * error: the read that follows reports that). */
+static bool cache_large(int fd, size_t len)
+{
+    if (!len)
+        return false;
+    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        return false;
+    bool ok = madvise(m, len, MADV_HUGEPAGE) == 0 && madvise(m, len, MADV_POPULATE_READ) == 0;
+    munmap(m, len);
+    return ok;
+}
+
+/* Threads that read in the chunks readers will want next (blob_prefetch), so that disk reads
+ * overlap with serving the current chunk. A hint: when the queue is full it is dropped. */
+#define PREFETCH_THREADS 2
+#define PREFETCH_QUEUE 64
+static struct {
+    char hash[65];
+    size_t len;
+} pq[PREFETCH_QUEUE];
+static size_t pq_head, pq_n;
+static bool pq_stop;
+static int pq_threads;
+static pthread_t pq_thread[PREFETCH_THREADS];
+static pthread_mutex_t pq_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pq_cv = PTHREAD_COND_INITIALIZER;
+
+static void *prefetch_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&pq_mu);
+    for (;;) {
+        while (!pq_n && !pq_stop)
+            pthread_cond_wait(&pq_cv, &pq_mu);
+        if (pq_stop)
+            break;
+        char hash[65];
+        size_t len = pq[pq_head].len;
+        memcpy(hash, pq[pq_head].hash, sizeof hash);
+        pq_head = (pq_head + 1) % PREFETCH_QUEUE;
+        pq_n--;
+        pthread_mutex_unlock(&pq_mu);
+        int f = chunk_open(hash, NULL);
+        if (f >= 0) {
+            if (!resident(f, len) && !cache_large(f, len))
+                posix_fadvise(f, 0, (off_t)len, POSIX_FADV_WILLNEED);
+            close(f);
+        }
+        pthread_mutex_lock(&pq_mu);
+    }
+    pthread_mutex_unlock(&pq_mu);
+    return NULL;
+}
+
 void blob_prefetch(const char *hash, size_t len)
 {
     if (len <= blob_inline_max() || !valid_key(hash) || !local_active())
         return;
     if (trust_holds(hash, NULL))
-        return; /* verified a moment ago, most likely still cached: no three system calls */
-    int f = chunk_open(hash, NULL);
-    if (f < 0)
-        return;
-    posix_fadvise(f, 0, (off_t)len, POSIX_FADV_WILLNEED); /* starts the read, does not wait */
-    close(f);
+        return; /* seen cached a moment ago */
+    pthread_mutex_lock(&pq_mu);
+    if (pq_threads && pq_n < PREFETCH_QUEUE) {
+        size_t at = (pq_head + pq_n++) % PREFETCH_QUEUE;
+        memcpy(pq[at].hash, hash, 65);
+        pq[at].len = len;
+        pthread_cond_signal(&pq_cv);
+    }
+    pthread_mutex_unlock(&pq_mu);
 }
 
 int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, int *fd, bool *filled, mb_err *err)
@@ -669,10 +749,13 @@ int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, i
     if (f < 0)
         return f;
     struct stat sb;
-    if (fstat(f, &sb) == 0 && (uint64_t)sb.st_size == len && trust_holds(hash, &sb) && resident(f, len)) {
+    bool cached = resident(f, len);
+    if (cached && fstat(f, &sb) == 0 && (uint64_t)sb.st_size == len && trust_holds(hash, &sb)) {
         *fd = f;
         return 0;
     }
+    if (!cached)
+        cache_large(f, len); /* what sendfile will take next, in large folios */
     int64_t got = read_at(f, buf, len, 0, hash, err);
     int rc = got < 0 ? (int)got : verify(hash, fastsum, buf, (size_t)got, len, err);
     if (rc) {
@@ -1091,6 +1174,11 @@ int blob_init(mb_err *err)
     if (pthread_create(&gc_thread, NULL, gc_main, NULL))
         return err_set(err, MB_EIO, "cannot start the chunk collector");
     gc_running = true;
+    pq_stop = false;
+    pq_head = pq_n = 0;
+    for (pq_threads = 0; pq_threads < PREFETCH_THREADS; pq_threads++)
+        if (pthread_create(&pq_thread[pq_threads], NULL, prefetch_main, NULL))
+            break; /* fewer threads, or none: blob_prefetch then does nothing */
     return 0;
 }
 
@@ -1104,6 +1192,14 @@ void blob_fini(void)
         pthread_join(gc_thread, NULL);
         gc_running = false;
     }
+    pthread_mutex_lock(&pq_mu);
+    pq_stop = true;
+    pthread_cond_broadcast(&pq_cv);
+    int n = pq_threads;
+    pq_threads = 0;
+    pthread_mutex_unlock(&pq_mu);
+    for (int i = 0; i < n; i++)
+        pthread_join(pq_thread[i], NULL);
     free(chunk_dir);
     chunk_dir = NULL;
     free(ptab);
