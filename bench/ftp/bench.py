@@ -25,12 +25,13 @@ Measures:
   STOR      curl -T of a fresh BENCH_SIZE_MB file, BENCH_UPLOAD_RUNS runs alternating, median
   small     BENCH_SMALL_COUNT STORs of 4 KiB, then RETRs of them, from BENCH_THREADS ftplib
             sessions (logged in before the clock starts; one PASV data connection per file),
-            and the same STORs from one session (latency per file, no overlap)
+            BENCH_SMALL_ROUNDS rounds alternating the servers (fresh bodies each), median;
+            and the same STORs from one session once (latency per file, no overlap)
 Durability differs: MByte answers 226 to a STOR only after the bytes and the metadata are
 fsynced; vsftpd never fsyncs.
 
-Environment: BENCH_SIZE_MB (1024), BENCH_RUNS (15), BENCH_PINNED_RUNS (7), BENCH_UPLOAD_RUNS (5), BENCH_SMALL_COUNT
-(1000), BENCH_THREADS (8), BENCH_DIR (a temp dir under /tmp, kept when given),
+Environment: BENCH_SIZE_MB (1024), BENCH_RUNS (25), BENCH_PINNED_RUNS (7), BENCH_UPLOAD_RUNS (5),
+BENCH_SMALL_COUNT (1000), BENCH_SMALL_ROUNDS (3), BENCH_THREADS (8), BENCH_DIR (a temp dir under /tmp, kept when given),
 MBYTED (build-release/mbyted), VSFTPD (vsftpd on PATH or /usr/sbin/vsftpd).
 """
 import ftplib
@@ -50,9 +51,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench import ROOT, PASSWORD, free_port, wait_port  # noqa: E402
 
 SIZE_MB = int(os.environ.get("BENCH_SIZE_MB", "1024"))
-RUNS = int(os.environ.get("BENCH_RUNS", "15"))
+RUNS = int(os.environ.get("BENCH_RUNS", "25"))
 PINNED_RUNS = int(os.environ.get("BENCH_PINNED_RUNS", "7"))
 UPLOAD_RUNS = int(os.environ.get("BENCH_UPLOAD_RUNS", "5"))
+SMALL_ROUNDS = int(os.environ.get("BENCH_SMALL_ROUNDS", "3"))
 SMALL_COUNT = int(os.environ.get("BENCH_SMALL_COUNT", "1000"))
 THREADS = int(os.environ.get("BENCH_THREADS", "8"))
 MBYTED = os.environ.get("MBYTED", os.path.join(ROOT, "build-release", "mbyted"))
@@ -222,6 +224,10 @@ def small_files(srv, bodies, threads, prefix):
     return rates
 
 
+def rates(xs):
+    return " ".join("%.0f" % x for x in xs)
+
+
 def pin(pid, cpus):
     """Every thread of process pid (and what it forks later) runs on cpus only."""
     subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, stdout=subprocess.DEVNULL)
@@ -315,13 +321,21 @@ def main():
                         SIZE_MB / statistics.median(sm), 0.9))
         raw["STOR"] = (sv, sm)
 
-        bodies = [os.urandom(4096) for _ in range(SMALL_COUNT)]
-        os.sync()  # no dirty pages of the 1 GiB STORs being written back under the next test
-        v_stor, v_retr = small_files(vs, bodies, THREADS, "s")
-        os.sync()
-        m_stor, m_retr = small_files(mb, bodies, THREADS, "s")
-        results.append(("%d x 4 KiB STOR, %d sessions" % (SMALL_COUNT, THREADS), "files/s", v_stor, m_stor, 1.0))
-        results.append(("%d x 4 KiB RETR, %d sessions" % (SMALL_COUNT, THREADS), "files/s", v_retr, m_retr, 1.0))
+        # Small files: SMALL_ROUNDS rounds alternating the servers, each with fresh bodies
+        # (the same for both), median of the rates.
+        small = {"vs": ([], []), "mb": ([], [])}
+        for r in range(SMALL_ROUNDS):
+            bodies = [os.urandom(4096) for _ in range(SMALL_COUNT)]
+            for key, srv in (("vs", vs), ("mb", mb)):
+                os.sync()  # no dirty pages of earlier tests being written back under this one
+                st, rt = small_files(srv, bodies, THREADS, "s%d_" % r)
+                small[key][0].append(st)
+                small[key][1].append(rt)
+        for i, op in enumerate(("STOR", "RETR")):
+            results.append(("%d x 4 KiB %s, %d sessions" % (SMALL_COUNT, op, THREADS), "files/s",
+                            statistics.median(small["vs"][i]), statistics.median(small["mb"][i]), 1.0))
+        small_raw = "raw small files/s: STOR vsftpd %s, MByte %s; RETR vsftpd %s, MByte %s" % (
+            rates(small["vs"][0]), rates(small["mb"][0]), rates(small["vs"][1]), rates(small["mb"][1]))
         one = [os.urandom(4096) for _ in range(SMALL_COUNT)]
         v1, _ = small_files(vs, one, 1, "o")
         m1, _ = small_files(mb, one, 1, "o")
@@ -338,6 +352,7 @@ def main():
         for k, (v, m) in raw.items():
             print("raw %s seconds: vsftpd %s, MByte %s" % (k, " ".join("%.3f" % x for x in v),
                                                          " ".join("%.3f" % x for x in m)))
+        print(small_raw)
         print("load after: %s" % " ".join("%.2f" % x for x in os.getloadavg()))
     finally:
         for s in (mb, vs):
