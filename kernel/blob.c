@@ -669,9 +669,11 @@ static bool local_active(void)
  * MADV_HUGEPAGE reads up to 2 MiB folios. sendfile then moves a few folios per chunk instead
  * of ~300 pages. Waits for the disk. False if it could not (THP off, an old kernel, an I/O
  * error: the read that follows reports that). */
+static bool large_folios; /* chunk_large_folios, decided at blob_init */
+
 static bool cache_large(int fd, size_t len)
 {
-    if (!len)
+    if (!len || !large_folios)
         return false;
     void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED)
@@ -679,6 +681,32 @@ static bool cache_large(int fd, size_t len)
     bool ok = madvise(m, len, MADV_HUGEPAGE) == 0 && madvise(m, len, MADV_POPULATE_READ) == 0;
     munmap(m, len);
     return ok;
+}
+
+/* The hypervisor takes free memory back (virtio-balloon free page reporting, feature bit 5):
+ * then the first touch of memory the guest freed a while ago costs a host fault per page, and
+ * large folios are made from exactly such free 2 MiB blocks. Measured on such a VM: the first
+ * download after an upload took 1.7-1.9 s per GiB with large folios, 0.75-0.95 s without. */
+static bool free_page_reporting(void)
+{
+    const char *dir = "/sys/bus/virtio/drivers/virtio_balloon";
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    bool on = false;
+    struct dirent *e;
+    while (!on && (e = readdir(d)))
+        if (!strncmp(e->d_name, "virtio", 6)) {
+            char p[512], bits[160] = "";
+            snprintf(p, sizeof p, "%s/%s/features", dir, e->d_name);
+            FILE *f = fopen(p, "r");
+            if (f) {
+                on = fgets(bits, sizeof bits, f) && strlen(bits) > 5 && bits[5] == '1';
+                fclose(f);
+            }
+        }
+    closedir(d);
+    return on;
 }
 
 /* Threads that read in the chunks readers will want next (blob_prefetch), so that disk reads
@@ -1174,6 +1202,10 @@ int blob_init(mb_err *err)
     if (pthread_create(&gc_thread, NULL, gc_main, NULL))
         return err_set(err, MB_EIO, "cannot start the chunk collector");
     gc_running = true;
+    large_folios = g_cfg->chunk_large_folios > 0 || (g_cfg->chunk_large_folios < 0 && !free_page_reporting());
+    if (g_cfg->chunk_large_folios < 0)
+        log_info("chunks are read into the page cache in %s (chunk_large_folios: auto%s)",
+                 large_folios ? "large folios" : "4 KiB pages", large_folios ? "" : "; the hypervisor takes free memory back");
     pq_stop = false;
     pq_head = pq_n = 0;
     for (pq_threads = 0; pq_threads < PREFETCH_THREADS; pq_threads++)

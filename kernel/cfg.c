@@ -296,7 +296,7 @@ static int parse_listen(const char *where, const char *s, char **host, int *port
 static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "web_dir", "lua_dir", "http_threads",
                                           "workers", "max_body", "token_ttl", "login_max_failures",
                                           "login_window", "log_level", "modules", "chunk_inline_max", "db_write_buffer",
-                                          "login_cache_ttl", NULL};
+                                          "login_cache_ttl", "chunk_large_folios", NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -329,6 +329,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->http_threads = 16;
     c->chunk_inline_max = 32768;
     c->db_write_buffer = DB_WRITE_BUFFER;
+    c->chunk_large_folios = -1;
     c->workers = 2;
     c->max_body = 1 << 20;
     c->token_ttl = 7 * 24 * 3600;
@@ -401,6 +402,14 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     if ((rc = want_int(path, root, lines, "login_window", 1, 86400, &v, err)))
         goto fail;
     c->login_window = (int)v;
+    json_t *lf = json_object_get(root, "chunk_large_folios");
+    if (lf && json_is_boolean(lf))
+        c->chunk_large_folios = json_is_true(lf);
+    else if (lf && !(json_is_string(lf) && !strcmp(json_string_value(lf), "auto"))) {
+        rc = err_set(err, MB_EINVAL, "%s:%zu: chunk_large_folios must be true, false or auto", path,
+                     line_of(lines, "chunk_large_folios"));
+        goto fail;
+    }
     json_t *ll = json_object_get(root, "log_level");
     if (ll) {
         const char *names[] = {"debug", "info", "warn", "error"};

@@ -77,6 +77,7 @@ typedef struct kcfg {
     int http_threads;
     int64_t chunk_inline_max; /* chunks up to this size live in LevelDB (blob.c); 0 = none */
     int64_t db_write_buffer;  /* bytes of LevelDB memtable before it is written out as a table */
+    int chunk_large_folios;   /* read chunks in as large folios (blob.c): 1 yes, 0 no, -1 auto */
     int workers;
     int64_t max_body;        /* bytes for JSON bodies */
     int64_t token_ttl;       /* seconds a login token lives */

@@ -58,7 +58,7 @@ class FtpTest(harness.ServerTest):
             for m in self.extra_modules:
                 shutil.copy(os.path.join(TEST_MODULE_DIR, m + ".so"), self.moddir)
             env["MBYTE_MODULE_DIR"] = self.moddir
-        self.srv = harness.Server(modules=modules, env=env, module_conf=self.module_conf)
+        self.srv = harness.Server(modules=modules, env=env, conf=self.conf, module_conf=self.module_conf)
         self.srv.start()
         self.admin = self.srv.login()
         self.tmp = tempfile.mkdtemp(prefix="mbyte-ftp-client-")
@@ -251,6 +251,31 @@ class TestFtpClients(FtpTest):
         f.rmd("d1")
         self.assertEqual(self.srv.request("GET", "/api/v1/stores/1/files/d1", token=self.admin).status, 404)
         f.quit()
+
+
+class TestFtpLargeFolios(FtpTest):
+    """Chunks read into the page cache as large folios (kernel/blob.c, cache_large) by the
+    read-ahead threads and by a sendfile reader. `auto` turns that off on VMs whose hypervisor
+    takes free memory back, as on the CI machine, so these tests ask for it."""
+    conf = {"chunk_large_folios": "true"}
+
+    test_plain_retr_sends_chunk_files_whole_from_any_offset_and_never_a_damaged_one = \
+        TestFtpClients.test_plain_retr_sends_chunk_files_whole_from_any_offset_and_never_a_damaged_one
+
+    def test_a_file_read_in_cold_comes_back_whole_over_http_and_ftp(self):
+        data = os.urandom(9 * 1024 * 1024 + 77)
+        self.assertEqual(self.srv.request("PUT", "/api/v1/stores/1/files/c.bin", body=data, token=self.admin).status,
+                         201)
+        # Right after the upload nothing is cached (O_DIRECT): the HTTP download goes through
+        # the read-ahead threads, the RETR after it through sendfile of what they read in.
+        r = self.srv.request("GET", "/api/v1/stores/1/files/c.bin", token=self.admin)
+        self.assertEqual((r.status, hashlib.sha256(r.body).hexdigest()), (200, hashlib.sha256(data).hexdigest()))
+        for _ in range(2):
+            got = io.BytesIO()
+            f = self.ftp()
+            f.retrbinary("RETR /Home/c.bin", got.write)
+            f.quit()
+            self.assertEqual(hashlib.sha256(got.getvalue()).hexdigest(), hashlib.sha256(data).hexdigest())
 
 
 class TestFtpRefusals(FtpTest):

@@ -189,6 +189,9 @@ class ConfigTest(unittest.TestCase):
         p = self.run_with_config("log_level: info\ndb_write_buffer: 4096\n")
         self.assertEqual(p.returncode, 2)
         self.assertIn("mbyte.yaml:2: db_write_buffer must be between 1048576 and 1073741824", p.stderr)
+        p = self.run_with_config("log_level: info\nchunk_large_folios: sometimes\n")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("mbyte.yaml:2: chunk_large_folios must be true, false or auto", p.stderr)
 
     def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(self):
         srv = Server()
