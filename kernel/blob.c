@@ -39,8 +39,9 @@
  *
  * Threads: any. backend_lock (rwlock) guards the active backend; pend_lock the pending
  * table; commit_lock the refcounts with the namespace; trust_lock the verified-while-cached
- * table. Lock order: commit -> pend.
- * The collector runs on its own thread (blob_init starts it; MBYTE_GC_INTERVAL seconds).
+ * table; pq_mu the read-ahead queue. Lock order: commit -> pend.
+ * The collector runs on its own thread (blob_init starts it; MBYTE_GC_INTERVAL seconds), and
+ * two read-ahead threads read in the chunks readers will want next (blob_prefetch).
  */
 #include "fs.h"
 #include <dirent.h>
@@ -663,14 +664,15 @@ static bool local_active(void)
 #define MADV_POPULATE_READ 22 /* Linux 5.14 */
 #endif
 
+static bool large_folios; /* chunk_large_folios, decided at blob_init */
+
 /* Read the first len bytes of fd into the page cache in large folios. read() and
  * fadvise(WILLNEED) of a 1 MiB chunk file fill the page cache with 4 KiB pages (the kernel
  * grows its folios only along a long sequential read); a fault in a mapping marked
  * MADV_HUGEPAGE reads up to 2 MiB folios. sendfile then moves a few folios per chunk instead
- * of ~300 pages. Waits for the disk. False if it could not (THP off, an old kernel, an I/O
- * error: the read that follows reports that). */
-static bool large_folios; /* chunk_large_folios, decided at blob_init */
-
+ * of ~300 pages. Waits for the disk. Nothing reads the mapping itself: MADV_POPULATE_READ
+ * reports an I/O error where a touch would raise SIGBUS. False if it could not (turned off,
+ * THP off, an old kernel, an I/O error: the read that follows reports that). */
 static bool cache_large(int fd, size_t len)
 {
     if (!len || !large_folios)
