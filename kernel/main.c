@@ -65,7 +65,7 @@ static void usage(void)
                     "             MBYTE_ADMIN_PASSWORD (first start only)\n");
 }
 
-/* Every connection, every chunk file queued for sendfile (up to ~24 per FTP download) and
+/* Every connection, every chunk file queued for sendfile (up to ~35 per FTP download) and
  * LevelDB's tables hold a descriptor, and the soft limit is often 1024: raise it to the hard
  * limit, as nginx (worker_rlimit_nofile) and Go's runtime do. Everything here waits with
  * epoll or poll, never select, so descriptors above 1023 are fine. */

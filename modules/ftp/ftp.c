@@ -65,7 +65,7 @@
 #define SLICE (256 * 1024)              /* one read() from a file, one socket read or write */
 #define IO_JOB (1024 * 1024)            /* bytes one worker job reads or writes */
 #define OUTBUF_HIGH (2 * 1024 * 1024)   /* RETR: queued for sending before the next job starts */
-#define SENDFILE_AHEAD (16 * 1024 * 1024) /* the same when what is queued is chunk files */
+#define SENDFILE_AHEAD (32 * 1024 * 1024) /* the same when what is queued is chunk files */
 #define INBUF_HIGH (2 * 1024 * 1024)    /* STOR: received while a job writes, before reading pauses */
 #define LINE_MAX_BYTES 8192
 #define MAX_LOCKS 256
@@ -476,7 +476,9 @@ static void xfer_fail(sess *s, const mb_err *e)
 
 /* ------------------------------------------------------------ I/O jobs --- */
 
-#define MAX_SEGS 16 /* chunk files one RETR job hands over for sendfile (a job, two wakeups) */
+/* Chunk files one RETR job hands over for sendfile. 16 saved a few wakeups per GiB but made a
+ * cold RETR (read from the disk) 25 % slower: the loop waited for a bigger first batch. */
+#define MAX_SEGS 8
 typedef struct {
     int fd;
     uint64_t off, len;
