@@ -21,10 +21,11 @@
  * Decoded records (db_get_json_shared): the hot records of every request (token, user,
  * store, folders on a path, usage counters) are parsed JSON kept in a small cache, so a
  * small upload stops parsing the same ten records again. It is coherent by construction:
- * every write goes through this file, and a write drops the keys it wrote once LevelDB has
- * applied it. A reader that missed takes the slot's generation before it reads LevelDB and
- * fills the slot only if no write to a key of that slot came meanwhile, so an old value
- * read before a write can never be put back after it.
+ * every write goes through this file, and a write marks the slots of the keys it writes
+ * before LevelDB applies it and again after (jc_mark): each mark drops the cached copy. A
+ * reader that missed takes the slot's generation before it reads LevelDB and fills the slot
+ * only if no mark came meanwhile and no write is between its marks, so an old value read
+ * before a write can never be put back during or after it.
  *
  * Threads: any. LevelDB is thread-safe for reads and writes; the id counters are guarded
  * by one mutex so an id is never handed out twice, even across restarts. The sync barrier
@@ -110,6 +111,7 @@ struct db_iter {
 #define JC_VALUE_MAX 2048 /* bigger records (a version's chunk list) are not worth keeping */
 static struct jc_slot {
     uint64_t hash, gen;
+    uint32_t writing; /* writes to a key of this slot between their two jc_mark calls */
     char *key;
     json_t *val;
 } jc[JC_SLOTS];
@@ -138,9 +140,12 @@ static void jc_slot_clear(struct jc_slot *s)
     s->val = NULL;
 }
 
-/* A write to key has been applied: a cached copy of it is gone, and a reader that missed
- * before the write cannot fill the slot with what it read. */
-static void jc_drop(const char *key, size_t klen)
+/* Around every write to key: before it (begin) and after LevelDB applied it (end). Both drop
+ * a cached copy and move the slot's generation; between them no reader may fill the slot.
+ * Without the mark before, a reader that read the old value from LevelDB just before the
+ * write could fill the slot after another reader had already seen the new value and filled
+ * it, and the cache went backwards until the write's drop (test_keys catches this). */
+static void jc_mark(const char *key, size_t klen, bool begin)
 {
     uint64_t h = jc_hash(key, klen);
     size_t i = h & (JC_SLOTS - 1);
@@ -148,22 +153,23 @@ static void jc_drop(const char *key, size_t klen)
     pthread_once(&jc_once, jc_init);
     pthread_mutex_lock(m);
     jc[i].gen++;
+    if (begin)
+        jc[i].writing++;
+    else if (jc[i].writing)
+        jc[i].writing--;
     if (jc[i].key && jc[i].hash == h && strlen(jc[i].key) == klen && !memcmp(jc[i].key, key, klen))
         jc_slot_clear(&jc[i]);
     pthread_mutex_unlock(m);
 }
 
-static void jc_drop_put(void *st, const char *k, size_t kl, const char *v, size_t vl)
+/* leveldb_writebatch_iterate callbacks; st points to the begin flag. */
+static void jc_mark_put(void *st, const char *k, size_t kl, const char *v, size_t vl)
 {
-    (void)st, (void)v, (void)vl;
-    jc_drop(k, kl);
+    (void)v, (void)vl;
+    jc_mark(k, kl, *(const bool *)st);
 }
 
-static void jc_drop_del(void *st, const char *k, size_t kl)
-{
-    (void)st;
-    jc_drop(k, kl);
-}
+static void jc_mark_del(void *st, const char *k, size_t kl) { jc_mark(k, kl, *(const bool *)st); }
 
 static void jc_clear_all(void)
 {
@@ -321,8 +327,9 @@ int db_get(const char *key, size_t klen, char **val, size_t *vlen)
 int db_put(const char *key, size_t klen, const void *val, size_t vlen, bool sync)
 {
     char *e = NULL;
+    jc_mark(key, klen, true);
     leveldb_put(db, sync ? wsync : wasync, key, klen, val, vlen, &e);
-    jc_drop(key, klen);
+    jc_mark(key, klen, false);
     if (e) {
         log_error("leveldb put: %s", e);
         leveldb_free(e);
@@ -334,8 +341,9 @@ int db_put(const char *key, size_t klen, const void *val, size_t vlen, bool sync
 int db_del(const char *key, size_t klen, bool sync)
 {
     char *e = NULL;
+    jc_mark(key, klen, true);
     leveldb_delete(db, sync ? wsync : wasync, key, klen, &e);
-    jc_drop(key, klen);
+    jc_mark(key, klen, false);
     if (e) {
         log_error("leveldb delete: %s", e);
         leveldb_free(e);
@@ -369,7 +377,7 @@ int db_get_json_shared(const char *key, json_t **out)
     if (rc || n > JC_VALUE_MAX)
         return rc;
     pthread_mutex_lock(m);
-    if (jc[i].gen == gen) {
+    if (jc[i].gen == gen && !jc[i].writing) {
         jc_slot_clear(&jc[i]);
         jc[i].hash = h;
         jc[i].key = xstrdup(key);
@@ -450,8 +458,10 @@ void db_batch_free(db_batch *b)
 int db_batch_commit(db_batch *b, bool sync)
 {
     char *e = NULL;
+    bool begin = true, end = false;
+    leveldb_writebatch_iterate(b->wb, &begin, jc_mark_put, jc_mark_del);
     leveldb_write(db, sync ? wsync : wasync, b->wb, &e);
-    leveldb_writebatch_iterate(b->wb, NULL, jc_drop_put, jc_drop_del); /* even on error: it may be in part */
+    leveldb_writebatch_iterate(b->wb, &end, jc_mark_put, jc_mark_del); /* even on error: it may be in part */
     db_batch_free(b);
     if (e) {
         log_error("leveldb write: %s", e);
