@@ -1249,8 +1249,6 @@ int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, 
     return rc;
 }
 
-/* The chunk holding byte off, loaded into r->cache and verified: its index, or a negative
- * MB_E* (err set). off < r->size. */
 /* The index of the chunk holding offset off (binary search). */
 static size_t chunk_at(const fs_reader *r, uint64_t off)
 {
@@ -1265,6 +1263,8 @@ static size_t chunk_at(const fs_reader *r, uint64_t off)
     return lo;
 }
 
+/* The chunk holding byte off, loaded into r->cache and verified: its index, or a negative
+ * MB_E* (err set). off < r->size. */
 static ssize_t load_chunk(fs_reader *r, uint64_t off, mb_err *err)
 {
     size_t lo = chunk_at(r, off);

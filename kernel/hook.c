@@ -8,11 +8,13 @@
  * change still reaches every observer (at least once). An event nobody observes when it is
  * emitted gets no entry at all: an observer sees the changes made after it subscribed, and
  * a server without observers pays nothing for its events (about a tenth of the CPU of a
- * small upload went to writing, reading back and deleting entries nobody read). The dispatcher works in turns of up
- * to DISPATCH_BATCH entries; a turn ends with ONE LevelDB write that deletes the entries its
- * observers saw, and batched observers (ABI minor 6) put their own writes into that same
- * write, so what they record lands atomically with the deletion (exactly once per event for
- * them, one write per turn instead of one per event).
+ * small upload went to writing, reading back and deleting entries nobody read).
+ *
+ * The dispatcher works in turns of up to DISPATCH_BATCH entries; a turn ends with ONE
+ * LevelDB write that deletes the entries its observers saw, and batched observers (ABI
+ * minor 6) put their own writes into that same write, so what they record lands atomically
+ * with the deletion (exactly once per event for them, one write per turn instead of one
+ * per event).
  *
  * Where a turn starts reading: deleted outbox entries stay in LevelDB as tombstones until a
  * compaction drops them, and a seek to "o/" walks over every one of them; with one turn per
@@ -260,12 +262,9 @@ bool hook_subscribed(const char *event, int kind)
 
 bool hook_observed(const char *event) { return hook_subscribed(event, MB_HOOK_OBSERVER); }
 
-void hook_emit_batch(db_batch *b, const char *event, json_t *payload)
+/* The outbox entry itself, once an observer was found. */
+static void outbox_put(db_batch *b, const char *event, json_t *payload)
 {
-    if (!hook_observed(event)) { /* nobody to deliver it to: no outbox entry, no turn */
-        json_decref(payload);
-        return;
-    }
     db_batch_note_events(b);
     uint64_t seq = atomic_fetch_add(&outbox_seq, 1);
     char key[32];
@@ -278,6 +277,14 @@ void hook_emit_batch(db_batch *b, const char *event, json_t *payload)
     json_decref(rec);
 }
 
+void hook_emit_batch(db_batch *b, const char *event, json_t *payload)
+{
+    if (hook_observed(event))
+        outbox_put(b, event, payload);
+    else
+        json_decref(payload); /* nobody to deliver it to: no outbox entry, no turn */
+}
+
 int hook_emit(const char *event, json_t *payload, mb_err *err)
 {
     if (!hook_observed(event)) {
@@ -285,7 +292,7 @@ int hook_emit(const char *event, json_t *payload, mb_err *err)
         return 0;
     }
     db_batch *b = db_batch_new();
-    hook_emit_batch(b, event, payload);
+    outbox_put(b, event, payload);
     int rc = db_batch_commit(b, true);
     if (rc)
         return err_set(err, rc, "could not record event %s", event);

@@ -113,13 +113,12 @@ static void sha256_hex(const char *s, char out[65])
 
 /* A link password against its argon2id hash: the kernel's cached check (ABI minor 8) when
  * it has one, so a browser fetching the files of a protected link pays argon2id once. */
-static bool password_ok_with(const mb_api *api, const char *hash, const char *pw)
+static bool password_ok(const mb_api *api, const char *hash, const char *pw)
 {
     if (api->size > offsetof(mb_api, password_check) && api->password_check)
         return api->password_check(hash, pw);
     return crypto_pwhash_str_verify(hash, pw, strlen(pw)) == 0;
 }
-#define password_ok(hash, pw) password_ok_with(api, hash, pw)
 
 /* ------------------------------------------------------------- records --- */
 
@@ -565,7 +564,7 @@ static int resolve_link(sharing *s, mb_req *req, json_t **out, mb_err *err)
             api->reply_header(req, "Retry-After", "600");
             return api->err_set(err, MB_ETHROTTLE, "too many wrong passwords for this link; try again later");
         }
-        if (!password_ok(hash, pw)) {
+        if (!password_ok(api, hash, pw)) {
             throttled(s, idz, true);
             api->hook_emit("share.password_failed",
                            json_pack("{s:s, s:I, s:I, s:s}", "share", idz, "store", (json_int_t)jint(r, "store"),
