@@ -11,24 +11,28 @@ uploaded into MByte before timing starts.
 Measures (the same client for both servers):
   download  curl -o /dev/null of a BENCH_SIZE_MB file, BENCH_RUNS runs, median
   upload    curl -T of a file of the same size, new bytes each run (MByte deduplicates), BENCH_UPLOAD_RUNS runs, median
-  small     BENCH_SMALL_COUNT uploads of 4 KiB from 16 threads, each with one keep-alive
-            http.client connection
+  small     BENCH_SMALL_COUNT uploads of 4 KiB through one curl process in parallel mode
+            (libcurl's multi interface, BENCH_THREADS transfers at a time over keep-alive
+            connections), in BENCH_SMALL_ROUNDS rounds with fresh bodies each, median
+Fairness: which server goes first alternates run by run (and round by round), the order is
+printed; `sync` runs before every timed upload and nothing else is dropped; the client's own CPU
+time is printed per test, so a client-bound test shows itself.
 Prints a table of throughputs and MByte/nginx ratios, with the goals of issue 3.
 
 Environment: BENCH_SIZE_MB (1024), BENCH_RUNS (5), BENCH_UPLOAD_RUNS (3),
-BENCH_SMALL_COUNT (10000), BENCH_THREADS (16), BENCH_DIR (a temp dir under /tmp),
+BENCH_SMALL_COUNT (10000), BENCH_SMALL_ROUNDS (3), BENCH_THREADS (16), BENCH_DIR (a temp dir under /tmp),
 MBYTED (build-release/mbyted), NGINX (nginx on PATH or /usr/sbin/nginx).
 """
 import http.client
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -36,6 +40,7 @@ SIZE_MB = int(os.environ.get("BENCH_SIZE_MB", "1024"))
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 UPLOAD_RUNS = int(os.environ.get("BENCH_UPLOAD_RUNS", "3"))
 SMALL_COUNT = int(os.environ.get("BENCH_SMALL_COUNT", "10000"))
+SMALL_ROUNDS = int(os.environ.get("BENCH_SMALL_ROUNDS", "3"))
 THREADS = int(os.environ.get("BENCH_THREADS", "16"))
 MBYTED = os.environ.get("MBYTED", os.path.join(ROOT, "build-release", "mbyted"))
 NGINX = os.environ.get("NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
@@ -139,55 +144,94 @@ class MByte:
         self.log.close()
 
 
-def curl_time(args):
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class Cpu:
+    """The client's CPU seconds (curl processes) per server and test, printed under the table."""
+
+    def __init__(self):
+        self.spent = {}
+
+    def add(self, test, server, seconds):
+        self.spent.setdefault(test, {}).setdefault(server, 0.0)
+        self.spent[test][server] += seconds
+
+
+CPU = Cpu()
+
+
+def curl_time(args, test=None, server=None):
+    before = children_cpu()
     out = subprocess.run(["curl", "-sS", "--fail", "-w", "%{time_total}", "-o", "/dev/null"] + args,
                          capture_output=True, text=True, check=True)
+    if test:
+        CPU.add(test, server, children_cpu() - before)
     return float(out.stdout.strip())
 
 
-def small_uploads(port, path_of, headers, count, threads):
-    """count PUTs of 4 KiB from `threads` threads, each on one keep-alive connection."""
-    errors = []
-    per = count // threads
+def orders(n):
+    """Which server goes first in run i: nginx in even runs, MByte in odd ones."""
+    return [("nginx", "MByte") if i % 2 == 0 else ("MByte", "nginx") for i in range(n)]
 
-    def worker(t):
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        body = os.urandom(4096 - 8)
-        try:
-            for i in range(per):
-                c.request("PUT", path_of(t, i), body=i.to_bytes(8, "little") + body, headers=headers)
-                r = c.getresponse()
-                r.read()
-                if r.status not in (200, 201, 204):
-                    errors.append(r.status)
-                    return
-        except OSError as e:
-            errors.append(str(e))
-        finally:
-            c.close()
 
-    ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+def small_bodies(folder, count, salt):
+    """count files of 4 KiB, each unlike any other made in this run (MByte deduplicates)."""
+    os.makedirs(folder, exist_ok=True)
+    block = os.urandom(4096 - 16)
+    paths = []
+    for i in range(count):
+        p = os.path.join(folder, "f%05d" % i)
+        with open(p, "wb") as f:
+            f.write(salt.to_bytes(8, "little") + i.to_bytes(8, "little") + block)
+        paths.append(p)
+    return paths
+
+
+def small_uploads(url_of, headers, bodies, test, server):
+    """One curl in parallel mode (the multi interface: THREADS transfers at a time, keep-alive
+    connections reused) PUTs every body; returns files/s. A C client, so the server is measured,
+    not a Python client's GIL."""
+    cfg = os.path.join(os.path.dirname(bodies[0]), "curl.cfg")
+    with open(cfg, "w") as f:
+        for h in headers:
+            f.write('header = "%s"\n' % h)
+        for i, b in enumerate(bodies):
+            f.write('upload-file = "%s"\nurl = "%s"\noutput = "/dev/null"\n' % (b, url_of(i)))
+    before = children_cpu()
     t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    out = subprocess.run(["curl", "-sS", "--parallel", "--parallel-max", str(THREADS),
+                          "-w", "%{http_code}\n", "-K", cfg], capture_output=True, text=True)
     dt = time.perf_counter() - t0
-    if errors:
-        sys.exit("small uploads failed: %r" % errors[:5])
-    return per * threads / dt
+    CPU.add(test, server, children_cpu() - before)
+    codes = out.stdout.split()
+    bad = [c for c in codes if c not in ("200", "201", "204")]
+    if out.returncode != 0 or bad or len(codes) != len(bodies):
+        sys.exit("small uploads to %s failed: curl exit %d, %d answers, not 2xx: %r; %s"
+                 % (server, out.returncode, len(codes), bad[:5], out.stderr[-500:]))
+    return len(bodies) / dt
 
 
 def machine():
-    mem = 0
+    """CPU model, kernel, file system of the work dir, memory and the clients: ratios differ
+    between machines (an Intel and an AMD guest gave different ones for the same code)."""
+    mem, cpu = 0, "?"
     with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("MemTotal:"):
                 mem = int(line.split()[1]) // 1024
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    fs = subprocess.run(["df", "--output=fstype", tempfile.gettempdir()], capture_output=True, text=True).stdout.split()[-1]
     nginx_v = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()
     curl_v = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    return "nproc %d, RAM %d MiB; %s; %s; Python %s" % (os.cpu_count(), mem, nginx_v, " ".join(curl_v.split()[:2]),
-                                                       sys.version.split()[0])
+    return "%s, nproc %d, RAM %d MiB; Linux %s; %s on the work dir; %s; %s; Python %s" % (
+        cpu, os.cpu_count(), mem, os.uname().release, fs, nginx_v, " ".join(curl_v.split()[:2]), sys.version.split()[0])
 
 
 def main():
@@ -217,38 +261,59 @@ def main():
         mb_file = "http://127.0.0.1:%d/api/v1/stores/%s/files/big.bin" % (mb.port, mb.sid)
         curl_time(auth + ["-T", src, mb_file])
         results = []
+        ng_file = "http://127.0.0.1:%d/big.bin" % ng.port
+        order_log = []
 
         # download: one untimed read of each first, so both start warm (nginx's copy was just
         # written through the page cache; MByte's chunks with O_DIRECT, so not cached), then
-        # alternate the servers
-        warm = (curl_time(["http://127.0.0.1:%d/big.bin" % ng.port]), curl_time(auth + [mb_file]))
+        # the servers alternate, each run starting with the other one
+        warm = (curl_time([ng_file]), curl_time(auth + [mb_file]))
         dn, dm = [], []
-        for _ in range(RUNS):
-            dn.append(curl_time(["http://127.0.0.1:%d/big.bin" % ng.port]))
-            dm.append(curl_time(auth + [mb_file]))
+        fetch = {"nginx": lambda: dn.append(curl_time([ng_file], "download", "nginx")),
+                 "MByte": lambda: dm.append(curl_time(auth + [mb_file], "download", "MByte"))}
+        for first, second in orders(RUNS):
+            fetch[first]()
+            fetch[second]()
+        order_log.append("download: " + ", ".join("%s first" % o[0] for o in orders(RUNS)))
         results.append(("download %d MiB" % SIZE_MB, "MiB/s", SIZE_MB / statistics.median(dn),
                         SIZE_MB / statistics.median(dm), 0.9))
 
+        # upload: `sync` before every timed upload, so neither server pays for the other's (or
+        # the test file's) writeback; the first server alternates
         un, um = [], []
-        for i in range(UPLOAD_RUNS):
+        for i, (first, second) in enumerate(orders(UPLOAD_RUNS)):
             up = make_file(os.path.join(work, "up.bin"), i + 1)
-            un.append(curl_time(["-T", up, "http://127.0.0.1:%d/dav/up%d.bin" % (ng.port, i)]))
-            um.append(curl_time(auth + ["-T", up, "http://127.0.0.1:%d/api/v1/stores/%s/files/up%d.bin"
-                                        % (mb.port, mb.sid, i)]))
+            put = {"nginx": lambda: un.append(curl_time(["-T", up, "http://127.0.0.1:%d/dav/up%d.bin" % (ng.port, i)],
+                                                        "upload", "nginx")),
+                   "MByte": lambda: um.append(curl_time(auth + ["-T", up, "http://127.0.0.1:%d/api/v1/stores/%s/files/up%d.bin"
+                                                                % (mb.port, mb.sid, i)], "upload", "MByte"))}
+            for server in (first, second):
+                os.sync()
+                put[server]()
             os.unlink(up)
+        order_log.append("upload: " + ", ".join("%s first" % o[0] for o in orders(UPLOAD_RUNS)))
         results.append(("upload %d MiB" % SIZE_MB, "MiB/s", SIZE_MB / statistics.median(un),
                         SIZE_MB / statistics.median(um), 0.7))
 
-        # Each server starts the small uploads with no dirty pages of an earlier test still being
-        # written back: nginx's 1 GiB PUTs leave gigabytes in the page cache, and that writeback
-        # would otherwise fall on whoever runs next (MByte's fsyncs wait behind it, nginx's
-        # writes do not), which decided the ratio more than either server did.
-        os.sync()
-        rn = small_uploads(ng.port, lambda t, i: "/dav/small/t%02d/f%05d" % (t, i), {}, SMALL_COUNT, THREADS)
-        os.sync()
-        rm = small_uploads(mb.port, lambda t, i: "/api/v1/stores/%s/files/small/t%02d/f%05d?parents=true"
-                           % (mb.sid, t, i), {"Authorization": "Bearer " + mb.token}, SMALL_COUNT, THREADS)
-        results.append(("%d x 4 KiB uploads" % SMALL_COUNT, "files/s", rn, rm, 1.0))
+        # small uploads: rounds with fresh bodies, alternating which server goes first; each
+        # starts after a `sync`, with no writeback of an earlier test pending
+        rn, rm = [], []
+        small_url = {"nginx": lambda r: lambda i: "http://127.0.0.1:%d/dav/small/r%d/f%05d" % (ng.port, r, i),
+                     "MByte": lambda r: lambda i: "http://127.0.0.1:%d/api/v1/stores/%s/files/small/r%d/f%05d?parents=true"
+                     % (mb.port, mb.sid, r, i)}
+        small_hdr = {"nginx": [], "MByte": ["Authorization: Bearer " + mb.token]}
+        small_out = {"nginx": rn, "MByte": rm}
+        for r, (first, second) in enumerate(orders(SMALL_ROUNDS)):
+            for server in (first, second):
+                bodies = small_bodies(os.path.join(work, "small-%s-%d" % (server, r)), SMALL_COUNT,
+                                      1000 + 2 * r + (server == "MByte"))
+                os.sync()
+                small_out[server].append(small_uploads(small_url[server](r), small_hdr[server], bodies,
+                                                       "small", server))
+                shutil.rmtree(os.path.dirname(bodies[0]))
+        order_log.append("small: " + ", ".join("%s first" % o[0] for o in orders(SMALL_ROUNDS)))
+        results.append(("%d x 4 KiB uploads" % SMALL_COUNT, "files/s", statistics.median(rn),
+                        statistics.median(rm), 1.0))
 
         print("")
         print("| test | unit | nginx | MByte | MByte/nginx | goal | met |")
@@ -257,8 +322,18 @@ def main():
             print("| %s | %s | %.1f | %.1f | %.2f | >= %.1f | %s |" % (name, unit, n, m, m / n, goal,
                                                                      "yes" if m / n >= goal else "NO"))
         print("")
+        print("nginx never fsyncs an upload; MByte makes every acknowledged upload durable (fsync of its chunks")
+        print("and a synced LevelDB commit) before it answers. MByte's warm downloads take its verified-while-cached")
+        print("path (a chunk file verified in the last ten minutes and wholly in the page cache is sent without")
+        print("being read and hashed again); its first read of a chunk checks the chunk's hash.")
+        print("")
+        print("order: " + "; ".join(order_log))
+        print("client CPU seconds (curl, all runs of a test): " + "; ".join(
+            "%s nginx %.2f, MByte %.2f" % (t, CPU.spent[t].get("nginx", 0), CPU.spent[t].get("MByte", 0))
+            for t in ("download", "upload", "small")))
         print("raw seconds: nginx download %s, MByte download %s, nginx upload %s, MByte upload %s" % (
             ["%.3f" % x for x in dn], ["%.3f" % x for x in dm], ["%.3f" % x for x in un], ["%.3f" % x for x in um]))
+        print("small uploads, files/s per round: nginx %s, MByte %s" % (["%.0f" % x for x in rn], ["%.0f" % x for x in rm]))
         print("first (untimed) download: nginx %.3f s, MByte %.3f s" % warm)
     except BaseException:
         # A failed request: show what the server said before the work dir goes away.
