@@ -12,6 +12,7 @@
 #include <event2/thread.h>
 #include <errno.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 static void usage(void)
 {
     fprintf(stderr, "usage: mbyted [--config DIR] [--version]\n"
+                    "  DIR defaults to $MBYTE_CONFIG, else " MBYTE_CONFIG_DIR "\n"
                     "environment: MBYTE_LISTEN host:port, MBYTE_DATA dir, MBYTE_MODULE_DIR dir,\n"
                     "             MBYTE_ADMIN_PASSWORD (first start only)\n");
 }
@@ -82,7 +84,8 @@ static void raise_fd_limit(void)
 
 int main(int argc, char **argv)
 {
-    const char *config_dir = "conf.d";
+    /* --config, else $MBYTE_CONFIG, else the installed configuration (meson.build). */
+    const char *config_dir = getenv("MBYTE_CONFIG") && *getenv("MBYTE_CONFIG") ? getenv("MBYTE_CONFIG") : MBYTE_CONFIG_DIR;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc)
             config_dir = argv[++i];
@@ -105,6 +108,11 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     evthread_use_pthreads();
 
+    struct stat cst;
+    if (stat(config_dir, &cst) || !S_ISDIR(cst.st_mode)) {
+        fprintf(stderr, "mbyted: no configuration directory %s (give --config DIR or set MBYTE_CONFIG)\n", config_dir);
+        return 2;
+    }
     mb_err err = {0};
     g_cfg = xcalloc(1, sizeof *g_cfg);
     if (cfg_load(config_dir, g_cfg, &err)) {

@@ -363,7 +363,7 @@ static const command commands[] = {
 static void usage(void)
 {
     fprintf(stderr, "usage: mbytectl [--data DIR | --url URL] [--json] COMMAND\n"
-                    "  talks to mbyted through DIR/mbyte.sock (default $MBYTE_DATA or ./var),\n"
+                    "  talks to mbyted through DIR/mbyte.sock (default $MBYTE_DATA or " MBYTE_STATE_DIR "),\n"
                     "  or to URL with the token in MBYTE_TOKEN\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(stderr, "  %s\n", commands[i].usage);
@@ -371,7 +371,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    const char *data = getenv("MBYTE_DATA") ? getenv("MBYTE_DATA") : "var";
+    const char *data = getenv("MBYTE_DATA") ? getenv("MBYTE_DATA") : MBYTE_STATE_DIR; /* the installed data dir */
     base_url = getenv("MBYTE_URL");
     token = getenv("MBYTE_TOKEN");
     int i = 1;
