@@ -315,29 +315,26 @@ int auth_request(mb_req *req, mb_user *user, mb_err *err)
     return 0;
 }
 
-int auth_bootstrap(mb_err *err)
+int auth_bootstrap(char generated[33], mb_err *err)
 {
+    generated[0] = '\0';
     db_iter *it = db_iter_prefix("u/", 2);
     bool any = db_iter_next(it);
     db_iter_free(it);
     if (any)
         return 0;
     const char *pw = getenv("MBYTE_ADMIN_PASSWORD");
-    char gen[33];
     if (!pw || !*pw) {
-        random_hex(gen, 16);
-        pw = gen;
+        random_hex(generated, 16);
+        pw = generated;
     }
     int rc = auth_user_add("admin", pw, MB_ROLE_ADMIN, NULL, err);
-    if (rc)
+    if (rc) {
+        sodium_memzero(generated, 33);
         return rc;
-    if (pw == gen)
-        printf("First start: created user 'admin' with password %s (shown once; change it with "
-               "'mbytectl user passwd admin')\n",
-               gen);
-    else
+    }
+    if (pw != generated)
         printf("First start: created user 'admin' with the password from MBYTE_ADMIN_PASSWORD\n");
-    sodium_memzero(gen, sizeof gen);
     return 0;
 }
 

@@ -220,7 +220,9 @@ int auth_request(mb_req *req, mb_user *user, mb_err *err);
 int auth_user_add(const char *name, const char *password, int role, uint64_t *id, mb_err *err);
 /* On first start: create "admin" with MBYTE_ADMIN_PASSWORD or a generated password
  * (printed once). */
-int auth_bootstrap(mb_err *err);
+/* On the first start, creates `admin` with $MBYTE_ADMIN_PASSWORD or a generated password, which it
+ * leaves in `generated` (else ""): the caller shows it once and wipes it. */
+int auth_bootstrap(char generated[33], mb_err *err);
 /* Pure pieces, exposed for unit tests: names, password hashes (argon2id, 128-byte
  * buffer), and the SHA-256 under which a token is stored. */
 bool auth_valid_username(const char *name);

@@ -82,6 +82,30 @@ static void raise_fd_limit(void)
         log_warn("cannot raise the open-files limit to %llu: %s", (unsigned long long)want, strerror(errno));
 }
 
+/* The generated admin password, once, where a person starting MByte for the first time cannot miss
+ * it (stdout, so a service manager's journal keeps it; never the log). */
+static void first_start_box(const char *url, const char *pw)
+{
+    char lines[5][400];
+    snprintf(lines[0], sizeof lines[0], "MByte is ready at %s", url);
+    snprintf(lines[1], sizeof lines[1], "First start: log in as 'admin' with the password");
+    snprintf(lines[2], sizeof lines[2], "    %s", pw);
+    snprintf(lines[3], sizeof lines[3], "It is shown only this once. Change it with");
+    snprintf(lines[4], sizeof lines[4], "    mbytectl user passwd admin");
+    size_t w = 0;
+    for (int i = 0; i < 5; i++)
+        w = strlen(lines[i]) > w ? strlen(lines[i]) : w;
+    char bar[408];
+    memset(bar, '=', w + 4);
+    bar[w + 4] = '\0';
+    printf("\n+%s+\n", bar);
+    for (int i = 0; i < 5; i++)
+        printf("|  %-*s  |\n", (int)w, lines[i]);
+    printf("+%s+\n\n", bar);
+    fflush(stdout);
+    sodium_memzero(lines, sizeof lines);
+}
+
 int main(int argc, char **argv)
 {
     /* --config, else $MBYTE_CONFIG, else the installed configuration (meson.build). */
@@ -142,9 +166,10 @@ int main(int argc, char **argv)
     event_add(ev_int, NULL);
     event_add(ev_hup, NULL);
 
+    char admin_pw[33];
     if (notify_init(&err) || hook_init(base, &err) || task_init(base, g_cfg->workers, &err) || auth_init(&err) ||
         fs_init(&err) || stores_init(&err) || tus_init(&err) || luas_init(g_cfg->lua_dir, &err) ||
-        api_routes_init(&err) || modmgr_init(base, &err) || auth_bootstrap(&err)) {
+        api_routes_init(&err) || modmgr_init(base, &err) || auth_bootstrap(admin_pw, &err)) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
     }
@@ -158,8 +183,13 @@ int main(int argc, char **argv)
         log_error("start failed: %s", err.msg);
         goto out_stop;
     }
-    printf("MByte %s is running at http://%s:%d/\n", MBYTE_VERSION,
-           strchr(g_cfg->listen_host, ':') ? "[::1]" : g_cfg->listen_host, g_cfg->listen_port);
+    char url[300];
+    snprintf(url, sizeof url, strchr(g_cfg->listen_host, ':') ? "http://[%s]:%d/" : "http://%s:%d/",
+             g_cfg->listen_host, g_cfg->listen_port);
+    printf("MByte %s is running at %s\n", MBYTE_VERSION, url);
+    if (admin_pw[0])
+        first_start_box(url, admin_pw);
+    sodium_memzero(admin_pw, sizeof admin_pw);
     log_info("serving on %s:%d, data in %s", g_cfg->listen_host, g_cfg->listen_port, g_cfg->data_dir);
     event_base_dispatch(base);
     status = 0;

@@ -6,6 +6,8 @@ import os
 import re
 import shutil
 import sys
+import time
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import ADMIN_PASSWORD, MODULE_DIR, SRC, Server, ServerTest, free_port, main  # noqa: E402
@@ -82,6 +84,36 @@ class ShippedDefaults(ServerTest):
             self.assertIn("Home", ftp.nlst())
         finally:
             ftp.close()
+
+
+class FirstStart(unittest.TestCase):
+    def test_the_generated_admin_password_is_shown_once_in_a_box_with_the_url_and_it_logs_in(self):
+        srv = Server(env={"MBYTE_ADMIN_PASSWORD": ""})
+        try:
+            srv.start(wait=False)
+            deadline = time.time() + 60
+            while "+\n\n" not in srv.read_log() and time.time() < deadline and srv.proc.poll() is None:
+                time.sleep(0.05)
+            srv.wait_ready()
+            out = srv.read_log()
+            box = re.search(r"\n\+=+\+\n((?:\|.*\|\n)+)\+=+\+\n", out)
+            self.assertTrue(box, out)
+            text = box.group(1)
+            self.assertIn("http://127.0.0.1:%d/" % srv.port, text)
+            self.assertIn("mbytectl user passwd admin", text)
+            pw = re.search(r"password\s*\|\n\|\s+([0-9a-f]{32})\s+\|", text)
+            self.assertTrue(pw, text)
+            pw = pw.group(1)
+            self.assertEqual(out.count(pw), 1, "the password is printed more than once")
+            token = srv.login("admin", pw)
+            self.assertTrue(token)
+            srv.stop()
+            srv.start()
+            self.assertEqual(srv.read_log().count("First start"), 1, "the box came again on a second start")
+            srv.login("admin", pw)
+            srv.stop()
+        finally:
+            srv.cleanup()
 
 
 if __name__ == "__main__":
