@@ -1068,7 +1068,44 @@ static int orphan_cb(const char *hash, uint64_t size, int64_t mtime, void *ud)
     return 0;
 }
 
+/* Holds (an online backup, backup.c) keep the collector from deleting anything: a chunk that a
+ * backup's snapshot still references may lose its last reference meanwhile. blob_gc_hold waits
+ * out a collection under way, so none overlaps a hold. */
+static int gc_holds;
+static bool gc_collecting;
+static pthread_mutex_t gc_hold_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gc_hold_cv = PTHREAD_COND_INITIALIZER;
+
+void blob_gc_hold(int delta)
+{
+    pthread_mutex_lock(&gc_hold_mu);
+    gc_holds += delta;
+    while (delta > 0 && gc_collecting)
+        pthread_cond_wait(&gc_hold_cv, &gc_hold_mu);
+    pthread_mutex_unlock(&gc_hold_mu);
+}
+
+static int gc_collect(int64_t grace, mb_err *err);
+
 int blob_gc(int64_t grace, mb_err *err)
+{
+    pthread_mutex_lock(&gc_hold_mu);
+    if (gc_holds > 0) {
+        pthread_mutex_unlock(&gc_hold_mu);
+        log_msg(LOG_DEBUG, "blob", "collector skipped: a backup holds it");
+        return 0;
+    }
+    gc_collecting = true;
+    pthread_mutex_unlock(&gc_hold_mu);
+    int rc = gc_collect(grace, err);
+    pthread_mutex_lock(&gc_hold_mu);
+    gc_collecting = false;
+    pthread_cond_broadcast(&gc_hold_cv);
+    pthread_mutex_unlock(&gc_hold_mu);
+    return rc;
+}
+
+static int gc_collect(int64_t grace, mb_err *err)
 {
     int64_t cutoff = now_wall() - grace;
     int deleted = 0;

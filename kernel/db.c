@@ -710,3 +710,74 @@ uint64_t db_alloc_id(const char *name)
     pthread_mutex_unlock(&id_lock);
     return id;
 }
+
+/* ------------------------------------------------------ snapshot copy --- */
+
+/* A point-in-time copy for online backups (backup.c): a LevelDB snapshot read from start to end
+ * and written into a new database at `dir` in batches of about 4 MiB, while writers go on. The
+ * copy is compacted on close; its files are synced by the caller. */
+int db_snapshot_copy(const char *dir, int (*each)(const char *k, size_t kl, const char *v, size_t vl, void *ud),
+                     void *ud, uint64_t *keys, mb_err *err)
+{
+    char *e = NULL;
+    leveldb_options_t *o = leveldb_options_create();
+    leveldb_options_set_create_if_missing(o, 1);
+    leveldb_options_set_error_if_exists(o, 1);
+    leveldb_options_set_compression(o, leveldb_snappy_compression);
+    leveldb_options_set_filter_policy(o, bloom);
+    leveldb_t *out = leveldb_open(o, dir, &e);
+    if (!out) {
+        int rc = err_set(err, MB_EIO, "cannot create the backup database %s: %s", dir, e);
+        leveldb_free(e);
+        leveldb_options_destroy(o);
+        return rc;
+    }
+    const leveldb_snapshot_t *snap = leveldb_create_snapshot(db);
+    leveldb_readoptions_t *ro = leveldb_readoptions_create();
+    leveldb_readoptions_set_snapshot(ro, snap);
+    leveldb_readoptions_set_fill_cache(ro, 0);
+    leveldb_iterator_t *it = leveldb_create_iterator(db, ro);
+    leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+    leveldb_writebatch_t *wb = leveldb_writebatch_create();
+    size_t pending = 0;
+    uint64_t n = 0;
+    int rc = 0;
+    for (leveldb_iter_seek_to_first(it); leveldb_iter_valid(it) && !rc; leveldb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = leveldb_iter_key(it, &kl), *v = leveldb_iter_value(it, &vl);
+        leveldb_writebatch_put(wb, k, kl, v, vl);
+        n++;
+        pending += kl + vl;
+        if (each)
+            rc = each(k, kl, v, vl, ud);
+        if (pending >= (4u << 20) && !rc) {
+            leveldb_write(out, wo, wb, &e);
+            leveldb_writebatch_clear(wb);
+            pending = 0;
+        }
+        if (e)
+            rc = err_set(err, MB_EIO, "cannot write the backup database %s: %s", dir, e);
+    }
+    if (!rc && !e) {
+        leveldb_iter_get_error(it, &e);
+        if (!e) {
+            leveldb_writeoptions_set_sync(wo, 1);
+            leveldb_write(out, wo, wb, &e);
+        }
+        if (e)
+            rc = err_set(err, MB_EIO, "cannot copy the database into %s: %s", dir, e);
+    }
+    if (!rc)
+        leveldb_compact_range(out, NULL, 0, NULL, 0);
+    leveldb_free(e);
+    leveldb_writebatch_destroy(wb);
+    leveldb_writeoptions_destroy(wo);
+    leveldb_iter_destroy(it);
+    leveldb_readoptions_destroy(ro);
+    leveldb_release_snapshot(db, snap);
+    leveldb_close(out);
+    leveldb_options_destroy(o);
+    if (keys)
+        *keys = n;
+    return rc;
+}

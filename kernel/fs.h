@@ -208,6 +208,10 @@ int fs_change_end(fs_change *c, int rc, mb_err *err, const char *what);
  * Returns how many chunks were deleted. */
 int blob_gc(int64_t grace, mb_err *err);
 int64_t blob_gc_grace(void);
+/* +1: the collector deletes nothing until the matching -1 (waits out a collection under way). */
+void blob_gc_hold(int delta);
+/* backup.c: the kernel.backup task type and POST /api/v1/admin/backup (docs/operations.md). */
+int backup_init(mb_err *err);
 /* Visit every stored chunk (fsck). */
 int blob_list(int (*fn)(const char *hash, uint64_t size, int64_t mtime, void *ud), void *ud, mb_err *err);
 bool blob_has(const char *hash); /* stored inline or in the active backend */

@@ -147,6 +147,11 @@ const char *db_iter_key(db_iter *it, size_t *klen);
 const char *db_iter_val(db_iter *it, size_t *vlen);
 void db_iter_free(db_iter *it);
 /* A persistent counter ("n/<name>"), thread-safe, never returns the same value twice. */
+/* Copies the database as it is at one instant into a new LevelDB at `dir` (which must not exist),
+ * calling each(key, value) on the way (a non-zero return stops with that code; err is the
+ * callback's to fill); *keys gets the count. For online backups; any thread but the loop's. */
+int db_snapshot_copy(const char *dir, int (*each)(const char *k, size_t kl, const char *v, size_t vl, void *ud),
+                     void *ud, uint64_t *keys, mb_err *err);
 uint64_t db_next_id(const char *name);
 /* The same, for ids handed out often: reserved in synced blocks, so most calls cost no I/O.
  * Unused ids of a block are skipped after a crash, never reused. */

@@ -4,6 +4,7 @@
  * able to open it is the credential), or through MBYTE_URL + MBYTE_TOKEN to a remote server.
  * Each command is one row of the `commands` table at the bottom of this file.
  */
+#include "backup_offline.h"
 #include <curl/curl.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -312,6 +313,81 @@ static int c_fsck(int argc, char **argv)
     return clean ? 0 : (repair && !unrepaired ? 0 : 1);
 }
 
+/* backup DIR: the server copies one point in time into DIR (a task); follow its progress. */
+static int c_backup(int argc, char **argv)
+{
+    if (argc != 1)
+        return -1;
+    json_t *j = NULL;
+    int rc = call("POST", "/api/v1/admin/backup", json_pack("{s:s}", "dir", argv[0]), &j);
+    if (rc)
+        return rc;
+    json_int_t id = json_integer_value(json_object_get(j, "task"));
+    json_decref(j);
+    char path[128], last[512] = "";
+    snprintf(path, sizeof path, "/api/v1/tasks/%lld", (long long)id);
+    for (;;) {
+        if ((rc = call("GET", path, NULL, &j)))
+            return rc;
+        const char *state = json_string_value(json_object_get(j, "state"));
+        const char *msg = json_string_value(json_object_get(j, "message"));
+        char line[512];
+        snprintf(line, sizeof line, "backup: %lld%% %s", (long long)json_integer_value(json_object_get(j, "progress")),
+                 msg ? msg : "");
+        if (strcmp(line, last) && !raw_json)
+            fprintf(stderr, "%s\n", line);
+        snprintf(last, sizeof last, "%s", line);
+        if (state && (!strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled"))) {
+            bool done = !strcmp(state, "done");
+            json_t *res = json_object_get(j, done ? "result" : "error");
+            if (done && !raw_json)
+                printf("backup %s into %s: %lld keys, %lld chunks, %lld copied (%lld bytes) in %.1f s\n",
+                       json_string_value(json_object_get(res, "name")), argv[0],
+                       (long long)json_integer_value(json_object_get(res, "keys")),
+                       (long long)json_integer_value(json_object_get(res, "chunks")),
+                       (long long)json_integer_value(json_object_get(res, "copied")),
+                       (long long)json_integer_value(json_object_get(res, "copied_bytes")),
+                       json_number_value(json_object_get(res, "seconds")));
+            else if (done) {
+                char *s = json_dumps(res, JSON_INDENT(2));
+                puts(s);
+                free(s);
+            } else
+                fprintf(stderr, "mbytectl: the backup %s: %s\n", state,
+                        json_is_string(res) ? json_string_value(res) : "(no reason given)");
+            json_decref(j);
+            return done ? 0 : 1;
+        }
+        json_decref(j);
+        usleep(200 * 1000);
+    }
+}
+
+static int c_backup_verify(int argc, char **argv)
+{
+    if (argc == 1)
+        return backup_verify(argv[0], NULL);
+    if (argc == 3 && !strcmp(argv[1], "--snapshot"))
+        return backup_verify(argv[0], argv[2]);
+    return -1;
+}
+
+static int c_restore(int argc, char **argv)
+{
+    const char *data = NULL, *snap = NULL;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--data"))
+            data = argv[i + 1];
+        else if (!strcmp(argv[i], "--snapshot"))
+            snap = argv[i + 1];
+        else
+            return -1;
+    }
+    if (argc < 3 || argc % 2 == 0 || !data)
+        return -1;
+    return backup_restore(argv[0], snap, data);
+}
+
 /* audit verify: the audit module walks its hash chain; exit 1 and name the first bad entry. */
 static int c_audit_verify(int argc, char **argv)
 {
@@ -357,6 +433,9 @@ static const command commands[] = {
     {"task", "cancel", c_task_cancel, "task cancel ID"},
     {"status", NULL, c_status, "status"},
     {"fsck", NULL, c_fsck, "fsck [--repair]"},
+    {"backup", "verify", c_backup_verify, "backup verify DIR [--snapshot NAME]   (no server needed; exit 1 names damage)"},
+    {"backup", NULL, c_backup, "backup DIR   (the running server copies one point in time into DIR, incrementally)"},
+    {"restore", NULL, c_restore, "restore DIR --data NEWDIR [--snapshot NAME]   (no server needed; NEWDIR must be new)"},
     {"audit", "verify", c_audit_verify, "audit verify   (checks the audit log's hash chain; exit 1 names the first bad entry)"},
 };
 
