@@ -1,5 +1,6 @@
 """FTP/FTPS module (modules/ftp) against a real mbyted with real clients: curl, lftp and
 Python's ftplib. Each test gets its own daemon, FTP port and passive port range."""
+import errno
 import ftplib
 import time
 import hashlib
@@ -17,9 +18,9 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
+import storeutil  # noqa: E402
 
 ADMIN = ("admin", harness.ADMIN_PASSWORD)
-TEST_MODULE_DIR = os.environ.get("MBYTE_TEST_MODULE_DIR", "")
 
 
 class ReusingFTP_TLS(ftplib.FTP_TLS):
@@ -33,6 +34,21 @@ class ReusingFTP_TLS(ftplib.FTP_TLS):
         return conn, size
 
 
+def read_to_close(sock, timeout=60):
+    """Everything the server sends on `sock` until it closes the connection (a reset counts
+    as a close only after the bytes before it were read). Fails if it stays open."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
 def tls_ctx():
     c = ssl.create_default_context()
     c.check_hostname = False
@@ -41,23 +57,15 @@ def tls_ctx():
 
 
 class FtpTest(harness.ServerTest):
-    extra_modules = {}
+    more_modules = {}  # real modules besides ftp, e.g. {"quotas": True}
 
     def setUp(self):
         self.ftp_port = harness.free_port()
         base = random.randrange(20000, 60000, 100)
-        self.moddir = None
         env = {"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % self.ftp_port,
                "MBYTE_FTP_PASV_PORTS": "%d-%d" % (base, base + 99)}
         modules = {"ftp": True}
-        modules.update(self.extra_modules)
-        if self.extra_modules:
-            # Test-only modules live in their own build folder: gather a module dir for this run.
-            self.moddir = tempfile.mkdtemp(prefix="mbyte-ftp-mods-")
-            shutil.copy(os.path.join(harness.MODULE_DIR, "ftp.so"), self.moddir)
-            for m in self.extra_modules:
-                shutil.copy(os.path.join(TEST_MODULE_DIR, m + ".so"), self.moddir)
-            env["MBYTE_MODULE_DIR"] = self.moddir
+        modules.update(self.more_modules)
         self.srv = harness.Server(modules=modules, env=env, conf=self.conf, module_conf=self.module_conf)
         self.srv.start()
         self.admin = self.srv.login()
@@ -69,8 +77,6 @@ class FtpTest(harness.ServerTest):
             super().tearDown()
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
-            if self.moddir:
-                shutil.rmtree(self.moddir, ignore_errors=True)
 
     # ---- helpers ----
     def ftp(self, user=ADMIN, tls=False):
@@ -92,6 +98,18 @@ class FtpTest(harness.ServerTest):
 
     def http_get(self, path, token=None):
         return self.srv.request("GET", "/api/v1/stores/1/files/" + path, token=token or self.admin)
+
+    def stor_raw(self, f, cmd, data):
+        """Upload `data` with `cmd` and return the final reply (ftplib raises for 4xx/5xx). Unlike
+        storbinary, a server that refuses midway and closes the data connection while the
+        client still sends is not an error of the client's: the reply is what counts."""
+        conn = f.transfercmd(cmd)
+        try:
+            conn.sendall(data)
+        except OSError:
+            pass
+        conn.close()
+        return f.voidresp()
 
     def write(self, name, data):
         p = os.path.join(self.tmp, name)
@@ -278,22 +296,53 @@ class TestFtpLargeFolios(FtpTest):
             self.assertEqual(hashlib.sha256(got.getvalue()).hexdigest(), hashlib.sha256(data).hexdigest())
 
 
-class TestFtpRefusals(FtpTest):
-    extra_modules = {"ftpdeny": True}
+class TestFtpQuota(FtpTest):
+    """The real quotas module (modules/quotas) behind the FTP door: its refusal reaches the
+    client as 552 through the kernel's error table, and nothing of the refused upload lands."""
+    more_modules = {"quotas": True}
+    QUOTA = 1000000
 
-    def test_quota_refusal_is_552_and_permission_refusal_is_550(self):
-        f = self.ftp()
-        with self.assertRaises(ftplib.error_perm) as cm:
-            f.storbinary("STOR /Home/over-quota.bin", io.BytesIO(b"z" * 100000))
-        self.assertTrue(str(cm.exception).startswith("552"), cm.exception)
-        self.assertEqual(self.http_get("over-quota.bin").status, 404)
-        f.storbinary("STOR /Home/protected.txt", io.BytesIO(b"keep"))
-        with self.assertRaises(ftplib.error_perm) as cm:
-            f.delete("/Home/protected.txt")
-        self.assertTrue(str(cm.exception).startswith("550"), cm.exception)
-        self.assertEqual(self.http_get("protected.txt").body, b"keep")
+    def setUp(self):
+        super().setUp()
+        self.bob = self.srv.add_user("bob", admin_token=self.admin)
+        r = self.srv.request("PUT", "/api/v1/admin/quotas/users/bob", {"bytes": self.QUOTA}, token=self.admin)
+        self.assertEqual(r.status, 200, r)
+
+    def bob_get(self, name):
+        hid = storeutil.home(self.srv, self.bob)
+        return self.srv.request("GET", "/api/v1/stores/%d/files/%s" % (hid, name), token=self.bob)
+
+    def usage(self):
+        return self.srv.request("GET", "/api/v1/me/usage", token=self.bob).json()["bytes"]
+
+    def test_stor_and_appe_over_quota_are_552_and_store_nothing(self):
+        f = self.ftp(user=("bob", "user-password-1"))
+        first = os.urandom(600000)
+        f.storbinary("STOR /Home/fits.bin", io.BytesIO(first))
+        self.assertEqual(self.bob_get("fits.bin").body, first)
+        self.assertEqual(self.usage(), 600000)
+        # Whole body sent, refused at the end; a body refused while it is still arriving (the
+        # server closes the data connection on the client); and APPE growing a file past it.
+        for cmd, body in [("STOR /Home/over.bin", os.urandom(400001)),
+                          ("STOR /Home/big.bin", os.urandom(3 * 1024 * 1024)),
+                          ("APPE /Home/fits.bin", os.urandom(400001))]:
+            with self.assertRaises(ftplib.error_perm) as cm:
+                self.stor_raw(f, cmd, body)
+            self.assertRegex(str(cm.exception), r"^552 quota exceeded: the quota of user bob is 1000000 bytes", cmd)
+            self.assertEqual(self.usage(), 600000, cmd)
+        self.assertEqual(self.bob_get("over.bin").status, 404)
+        self.assertEqual(self.bob_get("big.bin").status, 404)
+        self.assertEqual(self.bob_get("fits.bin").body, first)
+        self.assertEqual(sorted(f.nlst("/Home")), ["fits.bin"])
+        # The same session goes on, and what fits is stored: exactly up to the quota.
+        more = os.urandom(400000)
+        f.storbinary("APPE /Home/fits.bin", io.BytesIO(more))
+        self.assertEqual(self.bob_get("fits.bin").body, first + more)
+        self.assertEqual(self.usage(), self.QUOTA)
         f.quit()
 
+
+class TestFtpRefusals(FtpTest):
     def test_bad_commands_and_path_traversal_change_nothing(self):
         self.srv.add_user("bob", admin_token=self.admin)
         f = self.ftp()
@@ -312,6 +361,11 @@ class TestFtpRefusals(FtpTest):
             self.assertTrue(str(cm.exception).startswith("550"), (p, cm.exception))
         with self.assertRaises(ftplib.error_perm):
             f.mkd("/NewStore")
+        # Refusals by permission are 550 and change nothing: a store is not deleted over FTP.
+        with self.assertRaises(ftplib.error_perm) as cm:
+            f.delete("/Home")
+        self.assertTrue(str(cm.exception).startswith("550 Stores are deleted in the web page"), cm.exception)
+        self.assertEqual(f.nlst("/"), ["Home"])
         with self.assertRaises(ftplib.error_perm):
             f.rename("/Home", "/Other")
         f.quit()
@@ -377,19 +431,21 @@ class TestFtpAppPasswords(FtpTest):
     def test_module_unloads_and_reloads_with_sessions_open(self):
         f = self.ftp()
         r = self.srv.request("POST", "/api/v1/admin/modules/ftp/reload", token=self.admin)
-        self.assertIn(r.status, (200, 202), r)
+        self.assertEqual(r.status, 200, r)
+        # The old copy's fini says goodbye on the session it had, then closes it.
+        self.assertEqual(read_to_close(f.sock), b"421 Service shutting down; reconnect\r\n")
+        f.close()
+        # The new copy serves new sessions on the same port.
         g = self.ftp()
         self.assertEqual(g.nlst("/"), ["Home"])
-        g.quit()
-        try:
-            f.close()
-        except OSError:
-            pass
         r = self.srv.request("POST", "/api/v1/admin/modules/ftp/unload", token=self.admin)
-        self.assertIn(r.status, (200, 202), r)
-        with self.assertRaises(OSError):
-            socket.create_connection(("127.0.0.1", self.ftp_port), timeout=5).recv(10) or (_ for _ in ()).throw(
-                ConnectionRefusedError())
+        self.assertEqual(r.status, 200, r)  # 200: cold, its fini has run
+        self.assertEqual(read_to_close(g.sock), b"421 Service shutting down; reconnect\r\n")
+        g.close()
+        # Nothing listens on the port any more: a refusal, not a connection that hangs.
+        with self.assertRaises(ConnectionRefusedError) as cm:
+            socket.create_connection(("127.0.0.1", self.ftp_port), timeout=30).close()
+        self.assertEqual(cm.exception.errno, errno.ECONNREFUSED)
 
 
 class TestFtpTransfersEndingEarly(FtpTest):
