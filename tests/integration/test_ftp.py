@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import random
+import re
 import shutil
 import socket
 import ssl
@@ -268,6 +269,104 @@ class TestFtpClients(FtpTest):
         f.cwd("..")
         f.rmd("d1")
         self.assertEqual(self.srv.request("GET", "/api/v1/stores/1/files/d1", token=self.admin).status, 404)
+        f.quit()
+
+
+class TestFtpCommands(FtpTest):
+    """STOU, REST+STOR, TYPE A and the 553/554/450 replies docs/ftp.md promises."""
+
+    def test_stou_names_the_new_file_in_its_150_reply_and_never_overwrites(self):
+        f = self.ftp()
+        f.cwd("/Home")
+        names = []
+        for body in (b"first unique", b"second unique"):
+            host, port = f.makepasv()
+            conn = socket.create_connection((host, port), timeout=30)
+            line = f.sendcmd("STOU")  # RFC 1123 4.1.2.9: the name is in the 150 line, "150 FILE: name"
+            m = re.match(r"^150 FILE: (/Home/[^/\s]+)$", line)
+            self.assertTrue(m, line)
+            conn.sendall(body)
+            conn.close()
+            self.assertTrue(f.voidresp().startswith("226"))
+            # The reply stream is in step: the next command gets its own answer.
+            self.assertEqual(f.sendcmd("NOOP"), "200 NOOP ok")
+            names.append(m.group(1))
+            got = io.BytesIO()
+            f.retrbinary("RETR " + m.group(1), got.write)
+            self.assertEqual(got.getvalue(), body)
+        self.assertNotEqual(names[0], names[1])
+        self.assertEqual(sorted(f.nlst("/Home")), sorted(n.rsplit("/", 1)[1] for n in names))
+        f.quit()
+
+    def test_rest_stor_resumes_an_upload_from_the_size_the_server_has(self):
+        data = os.urandom(3 * 1024 * 1024 + 12345)  # the old part spans several chunks
+        f = self.ftp()
+        f.storbinary("STOR /Home/resume.bin", io.BytesIO(data[:1500001]))
+        have = f.size("/Home/resume.bin")
+        self.assertEqual(have, 1500001)
+        self.assertTrue(f.storbinary("STOR /Home/resume.bin", io.BytesIO(data[have:]), rest=have).startswith("226"))
+        self.assertEqual(self.http_get("resume.bin").body, data)
+        self.assertEqual(f.size("/Home/resume.bin"), len(data))
+        # An offset past the end is 554 (range) and changes nothing, for STOR and RETR.
+        for cmd in ("STOR", "RETR"):
+            self.assertTrue(f.sendcmd("REST %d" % (len(data) + 1)).startswith("350"))
+            with self.assertRaises(ftplib.error_perm) as cm:
+                f.sendcmd(cmd + " /Home/resume.bin")
+            self.assertTrue(str(cm.exception).startswith("554 REST offset"), cm.exception)
+        self.assertEqual(self.http_get("resume.bin").body, data)
+        f.quit()
+
+    def test_type_a_is_accepted_and_transfers_byte_for_byte(self):
+        f = self.ftp()
+        self.assertEqual(f.sendcmd("TYPE A"), "200 Type set to A")
+        # ftplib's ASCII upload sends each line with CRLF: the store keeps what came.
+        f.storlines("STOR /Home/lines.txt", io.BytesIO(b"one\ntwo\n"))
+        self.assertEqual(self.http_get("lines.txt").body, b"one\r\ntwo\r\n")
+        lines = []
+        f.retrlines("RETR /Home/lines.txt", lines.append)
+        self.assertEqual(lines, ["one", "two"])
+        # Whatever the bytes (bare LF, bare CR, binary), TYPE A moves them unchanged both ways.
+        odd = b"unix\nmac\rdos\r\n\x00\xff" + os.urandom(5000)
+        self.assertTrue(self.stor_raw(f, "STOR /Home/odd.bin", odd).startswith("226"))
+        self.assertEqual(self.http_get("odd.bin").body, odd)
+        got = io.BytesIO()
+        self.assertEqual(f.sendcmd("TYPE A"), "200 Type set to A")  # retrbinary switched to I
+        conn = f.transfercmd("RETR /Home/odd.bin")
+        got = read_to_close(conn)
+        conn.close()
+        self.assertTrue(f.voidresp().startswith("226"))
+        self.assertEqual(got, odd)
+        for bad in ("TYPE E", "TYPE X"):
+            with self.assertRaises(ftplib.error_perm) as cm:
+                f.sendcmd(bad)
+            self.assertTrue(str(cm.exception).startswith("504"), cm.exception)
+        f.quit()
+
+    def test_rnto_onto_an_existing_file_is_553_and_changes_nothing(self):
+        f = self.ftp()
+        f.storbinary("STOR /Home/a.txt", io.BytesIO(b"a"))
+        f.storbinary("STOR /Home/b.txt", io.BytesIO(b"b"))
+        with self.assertRaises(ftplib.error_perm) as cm:
+            f.rename("/Home/a.txt", "/Home/b.txt")
+        self.assertRegex(str(cm.exception), r"^553 .*already exists", cm.exception)
+        with self.assertRaises(ftplib.error_perm) as cm:
+            f.rename("/Home/a.txt", "/")
+        self.assertTrue(str(cm.exception).startswith("553 Renames stay inside one store"), cm.exception)
+        self.assertEqual((self.http_get("a.txt").body, self.http_get("b.txt").body), (b"a", b"b"))
+        f.quit()
+
+    def test_a_command_during_a_transfer_is_450_and_the_transfer_goes_on(self):
+        f = self.ftp()
+        conn = f.transfercmd("STOR /Home/busy.bin")
+        conn.sendall(b"first half ")
+        with self.assertRaises(ftplib.error_temp) as cm:
+            f.sendcmd("DELE /Home/busy.bin")
+        self.assertEqual(str(cm.exception), "450 A transfer is in progress; wait or send ABOR")
+        self.assertEqual(f.sendcmd("NOOP"), "200 NOOP ok")
+        conn.sendall(b"second half")
+        conn.close()
+        self.assertTrue(f.voidresp().startswith("226"))
+        self.assertEqual(self.http_get("busy.bin").body, b"first half second half")
         f.quit()
 
 
