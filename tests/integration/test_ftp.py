@@ -370,6 +370,76 @@ class TestFtpCommands(FtpTest):
         f.quit()
 
 
+class TestFtpSessionLimits(FtpTest):
+    """max_sessions_per_user and max_sessions, filled with logged-in sessions (docs/ftp.md, Limits)."""
+    module_conf = {"ftp": "max_sessions: 3\nmax_sessions_per_user: 2\n"}
+
+    def closed_by_server(self, f):
+        """QUIT and wait until the server has closed (and so counted out) the session."""
+        f.putcmd("QUIT")
+        self.assertEqual(read_to_close(f.sock), b"221 Goodbye\r\n")
+        f.close()
+
+    def test_a_users_sessions_past_max_sessions_per_user_are_refused_with_421(self):
+        self.srv.add_user("bob", admin_token=self.admin)
+        a1, a2 = self.ftp(), self.ftp()
+        extra = ftplib.FTP(timeout=30)
+        extra.connect("127.0.0.1", self.ftp_port)
+        with self.assertRaises(ftplib.error_temp) as cm:
+            extra.login(*ADMIN)
+        self.assertEqual(str(cm.exception), "421 Too many sessions for this user")
+        self.assertEqual(read_to_close(extra.sock), b"")  # and the connection is closed
+        extra.close()
+        # Another user is not counted against admin; admin's two sessions still work.
+        b = self.ftp(user=("bob", "user-password-1"))
+        self.assertEqual(b.nlst("/Home"), [])
+        self.assertEqual(a1.nlst("/"), ["Home"])
+        self.closed_by_server(b)
+        # A session that ends frees its place.
+        self.closed_by_server(a2)
+        a3 = self.ftp()
+        self.assertEqual(a3.nlst("/"), ["Home"])
+        a1.quit()
+        a3.quit()
+
+    def test_connections_past_max_sessions_are_refused_with_421(self):
+        self.srv.add_user("bob", admin_token=self.admin)
+        held = [self.ftp(), self.ftp(), self.ftp(user=("bob", "user-password-1"))]
+        extra = socket.create_connection(("127.0.0.1", self.ftp_port), timeout=30)
+        self.assertEqual(read_to_close(extra), b"421 Too many connections; try again later\r\n")
+        extra.close()
+        for f in held:
+            self.assertEqual(f.sendcmd("NOOP"), "200 NOOP ok")
+        self.closed_by_server(held.pop())
+        f = self.ftp(user=("bob", "user-password-1"))
+        self.assertEqual(f.nlst("/"), ["Home"])
+        for g in held + [f]:
+            g.quit()
+
+
+class TestFtpReloadDuringTransfer(FtpTest):
+    def test_an_upload_cut_by_reload_or_unload_stores_nothing_and_gets_421_not_226(self):
+        body = os.urandom(4 * 1024 * 1024)
+        for op in ("reload", "unload"):
+            f = self.ftp()
+            conn = f.transfercmd("STOR /Home/%s.bin" % op)
+            conn.sendall(body[:2 * 1024 * 1024])  # half of it; the client has not ended the upload
+            self.assertIn("\n Transfer in progress: ", f.sendcmd("STAT"))  # the server is in it
+            r = self.srv.request("POST", "/api/v1/admin/modules/ftp/" + op, token=self.admin)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(read_to_close(f.sock), b"421 Service shutting down; reconnect\r\n", op)
+            f.close()
+            # The server closed the data connection too (an end or a reset, not a timeout).
+            self.assertEqual(read_to_close(conn), b"", op)
+            conn.close()
+            self.assertEqual(self.http_get("%s.bin" % op).status, 404, op)
+        r = self.srv.request("POST", "/api/v1/admin/modules/ftp/load", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        f = self.ftp()
+        self.assertEqual(f.nlst("/Home"), [])
+        f.quit()
+
+
 class TestFtpLargeFolios(FtpTest):
     """Chunks read into the page cache as large folios (kernel/blob.c, cache_large) by the
     read-ahead threads and by a sendfile reader. `auto` turns that off on VMs whose hypervisor
