@@ -440,6 +440,76 @@ class TestFtpReloadDuringTransfer(FtpTest):
         f.quit()
 
 
+class TestFtpCrash(FtpTest):
+    UPLOADERS = 8
+    ACKED_BEFORE_KILL = 16
+
+    def test_sigkill_during_8_concurrent_uploads_keeps_every_226_and_leaves_no_partial_file(self):
+        sent = {}       # name -> the bytes its upload sends (recorded before the STOR)
+        acked = set()   # names whose STOR got its 226
+        lock = threading.Lock()
+        enough = threading.Event()
+        killed = threading.Event()
+        errors = []
+
+        def uploader(i):
+            rnd = random.Random(i)
+            try:
+                f = self.ftp()
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append("uploader %d could not log in: %r" % (i, e))
+                return
+            n = 0
+            while not killed.is_set():
+                name = "u%d-%03d.bin" % (i, n)
+                body = rnd.randbytes(rnd.randrange(200000, 3 * 1024 * 1024))
+                with lock:
+                    sent[name] = body
+                try:
+                    reply = f.storbinary("STOR /Home/" + name, io.BytesIO(body))
+                except Exception as e:  # noqa: BLE001 - the kill ends every session
+                    if not killed.is_set():
+                        errors.append("%s before the kill: %r" % (name, e))
+                    break
+                if reply.startswith("226"):
+                    with lock:
+                        acked.add(name)
+                        if len(acked) >= self.ACKED_BEFORE_KILL:
+                            enough.set()
+                n += 1
+            f.close()
+
+        threads = [threading.Thread(target=uploader, args=(i,)) for i in range(self.UPLOADERS)]
+        for t in threads:
+            t.start()
+        self.assertTrue(enough.wait(300), "no %d uploads acknowledged: %r" % (self.ACKED_BEFORE_KILL, errors))
+        with lock:  # the acknowledged set is what the clients knew at the moment of the kill
+            killed.set()
+            self.srv.kill()  # SIGKILL: no fini, no flush, uploads in flight everywhere
+            acked_at_kill = set(acked)
+        for t in threads:
+            t.join(120)
+        self.assertEqual(errors, [])
+        self.srv.start()
+        self.assertGreaterEqual(len(acked_at_kill), self.ACKED_BEFORE_KILL)
+        in_flight = set(sent) - acked_at_kill
+        self.assertGreater(len(in_flight), 0)
+        for name in sorted(acked_at_kill):
+            r = self.http_get(name)
+            self.assertEqual(r.status, 200, name)
+            self.assertEqual(hashlib.sha256(r.body).hexdigest(), hashlib.sha256(sent[name]).hexdigest(), name)
+        for name in sorted(in_flight):  # absent or whole, never partial
+            r = self.http_get(name)
+            self.assertIn(r.status, (200, 404), name)
+            if r.status == 200:
+                self.assertEqual(hashlib.sha256(r.body).hexdigest(), hashlib.sha256(sent[name]).hexdigest(), name)
+        f = self.ftp()
+        listed = set(f.nlst("/Home"))
+        f.quit()
+        self.assertLessEqual(acked_at_kill, listed)
+        self.assertLessEqual(listed, set(sent))
+
+
 class TestFtpLargeFolios(FtpTest):
     """Chunks read into the page cache as large folios (kernel/blob.c, cache_large) by the
     read-ahead threads and by a sendfile reader. `auto` turns that off on VMs whose hypervisor
