@@ -730,6 +730,36 @@ class TestFtpTransfersEndingEarly(FtpTest):
         self.assertEqual(self.http_get("gone.bin").status, 404)
 
 
+    def test_a_tls_upload_ended_without_close_notify_or_by_abor_stores_nothing(self):
+        body = os.urandom(3 * 1024 * 1024)
+        t = self.ftp(tls=True)
+        # The TCP connection ends cleanly but TLS does not (no close_notify): a truncation
+        # attack looks like this, so it is not the end of the file.
+        conn = t.transfercmd("STOR /Home/dirty.bin")
+        conn.sendall(body[:1024 * 1024 + 7])
+        conn.shutdown(socket.SHUT_WR)  # SSLSocket.shutdown drops TLS and sends a TCP FIN, no close_notify
+        with self.assertRaises(ftplib.error_temp) as cm:
+            t.voidresp()
+        self.assertTrue(str(cm.exception).startswith("426"), cm.exception)
+        conn.close()
+        # ABOR in the middle of an upload: 426 for the transfer, 226 for the ABOR.
+        conn = t.transfercmd("STOR /Home/aborted.bin")
+        conn.sendall(body[:1024 * 1024 + 7])
+        t.putcmd("ABOR")
+        with self.assertRaises(ftplib.error_temp) as cm:
+            t.getresp()
+        self.assertTrue(str(cm.exception).startswith("426"), cm.exception)
+        self.assertEqual(t.getresp(), "226 ABOR successful")
+        conn.close()
+        self.assertEqual(self.http_get("dirty.bin").status, 404)
+        self.assertEqual(self.http_get("aborted.bin").status, 404)
+        # The same session stores a whole upload (ended with close_notify) afterwards.
+        self.assertTrue(t.storbinary("STOR /Home/whole.bin", io.BytesIO(body)).startswith("226"))
+        self.assertEqual(self.http_get("whole.bin").body, body)
+        self.assertEqual(t.nlst("/Home"), ["whole.bin"])
+        t.quit()
+
+
 class TestFtpBandwidthCap(FtpTest):
     LIMIT = 256 * 1024
     module_conf = {"ftp": "bandwidth_limit: %d\n" % LIMIT}
