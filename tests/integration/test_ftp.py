@@ -405,8 +405,14 @@ class TestFtpSessionLimits(FtpTest):
     def test_connections_past_max_sessions_are_refused_with_421(self):
         self.srv.add_user("bob", admin_token=self.admin)
         held = [self.ftp(), self.ftp(), self.ftp(user=("bob", "user-password-1"))]
-        extra = socket.create_connection(("127.0.0.1", self.ftp_port), timeout=30)
-        self.assertEqual(read_to_close(extra), b"421 Too many connections; try again later\r\n")
+        # Refused at the greeting today ("connections in all"); a cap applied at login instead
+        # would refuse the same way, so the test holds either way: no fourth session.
+        extra = ftplib.FTP(timeout=30)
+        with self.assertRaises(ftplib.error_temp) as cm:
+            extra.connect("127.0.0.1", self.ftp_port)
+            extra.login("bob", "user-password-1")
+        self.assertEqual(str(cm.exception), "421 Too many connections; try again later")
+        self.assertEqual(read_to_close(extra.sock), b"")
         extra.close()
         for f in held:
             self.assertEqual(f.sendcmd("NOOP"), "200 NOOP ok")
@@ -899,7 +905,7 @@ class TestFtpListeners(unittest.TestCase):
         t.auth()
         t.login(*ADMIN)
         r = srv.request("POST", "/api/v1/admin/modules/ftp/reload", token=admin)
-        self.assertIn(r.status, (200, 202), r)
+        self.assertEqual(r.status, 200, r)
         # The old copy's fini says goodbye on every open session, then closes it.
         for c in (f, t):
             got = harness.recv_until(c.sock, b"\r\n", timeout=20)
