@@ -275,7 +275,7 @@ class TestFtpClients(FtpTest):
 class TestFtpCommands(FtpTest):
     """STOU, REST+STOR, TYPE A and the 553/554/450 replies docs/ftp.md promises."""
 
-    def test_stou_names_the_new_file_in_its_150_reply_and_never_overwrites(self):
+    def test_stou_names_the_new_file_in_its_150_reply_and_each_is_a_new_file(self):
         f = self.ftp()
         f.cwd("/Home")
         names = []
@@ -296,6 +296,8 @@ class TestFtpCommands(FtpTest):
             self.assertEqual(got.getvalue(), body)
         self.assertNotEqual(names[0], names[1])
         self.assertEqual(sorted(f.nlst("/Home")), sorted(n.rsplit("/", 1)[1] for n in names))
+        for name, body in zip(names, (b"first unique", b"second unique")):  # the second replaced nothing
+            self.assertEqual(self.http_get(name[len("/Home/"):]).body, body)
         f.quit()
 
     def test_rest_stor_resumes_an_upload_from_the_size_the_server_has(self):
