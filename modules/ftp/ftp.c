@@ -1060,7 +1060,10 @@ static void start_xfer(sess *s, int kind, struct evbuffer *listing, const char *
     s->xkind = kind;
     s->xbytes = 0;
     s->listing = listing; /* parked until the connection exists */
-    reply(s, 150, "Opening %s mode data connection for %s", s->prot_p ? "TLS" : "BINARY", what);
+    if (!strncmp(what, "FILE: ", 6)) /* STOU: RFC 1123 4.1.2.9 names the file in the 150 line itself */
+        reply(s, 150, "%s", what);
+    else
+        reply(s, 150, "Opening %s mode data connection for %s", s->prot_p ? "TLS" : "BINARY", what);
     if (s->have_port) {
         int fd = socket(s->port_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         socklen_t al = s->port_addr.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
@@ -1174,10 +1177,10 @@ static void cmd_stor(sess *s, const char *arg, int mode)
     }
     s->copy_off = 0;
     s->copy_end = off;
-    snprintf(uniq, sizeof uniq, "%s", vp);
-    start_xfer(s, X_STOR, NULL, uniq);
-    if (mode == 'U' && s->xkind == X_STOR)
-        reply(s, 250, "FILE: %s", uniq); /* informational; clients read the 150 line too */
+    /* No other reply between the 150 and the 226: a client takes the first 2xx as the end. */
+    char label[FTPU_PATH_MAX + 8];
+    snprintf(label, sizeof label, "%s%s", mode == 'U' ? "FILE: " : "", vp);
+    start_xfer(s, X_STOR, NULL, label);
 }
 
 /* ------------------------------------------------------------- logins --- */
