@@ -186,12 +186,17 @@ static int copy_chunk(const char *dir, const bchunk *c, bool *copied, mb_err *er
 
 /* ----------------------------------------------------------- the task --- */
 
-static int run_backup(mb_task *t, const json_t *args, void *state, mb_err *err)
+/* A task's progress, or nothing when the backup runs before the server serves (format.c). */
+static bool progress(mb_task *t, int percent, const char *msg)
 {
-    (void)state;
-    const char *dir = json_string_value(json_object_get(args, "dir"));
-    if (!dir || strlen(dir) > 3000)
-        return err_set(err, MB_EINVAL, "the backup task has no directory, or one too long");
+    return t ? task_progress(t, percent, msg) : false;
+}
+
+int backup_take(const char *dir, mb_task *t, json_t **out, mb_err *err)
+{
+    *out = NULL;
+    if (!dir || dir[0] != '/' || strlen(dir) > 3000)
+        return err_set(err, MB_EINVAL, "a backup needs an absolute directory of at most 3000 bytes");
     bool idle = false;
     if (!atomic_compare_exchange_strong(&running, &idle, true))
         return err_set(err, MB_EBUSY, "another backup is running");
@@ -222,7 +227,7 @@ static int run_backup(mb_task *t, const json_t *args, void *state, mb_err *err)
     bscan scan = {.err = err};
     uint64_t keys = 0, copied = 0, copied_bytes = 0, files = 0, file_bytes = 0;
     json_t *hashes = json_object();
-    task_progress(t, 0, "copying the metadata at one point in time");
+    progress(t, 0, "copying the metadata at one point in time");
     snprintf(path, sizeof path, "%s/meta", part);
     int rc = db_snapshot_copy(path, note_key, &scan, &keys, err);
     if (!rc) {
@@ -245,7 +250,7 @@ static int run_backup(mb_task *t, const json_t *args, void *state, mb_err *err)
             char msg[128];
             snprintf(msg, sizeof msg, "chunk %zu of %zu (%llu copied, the rest already in the backup)", i + 1, scan.n,
                      (unsigned long long)copied);
-            if (task_progress(t, (int)(5 + 90 * i / (scan.n ? scan.n : 1)), msg))
+            if (progress(t, (int)(5 + 90 * i / (scan.n ? scan.n : 1)), msg))
                 rc = err_set(err, MB_ECANCELED, "the backup was cancelled");
         }
     }
@@ -303,7 +308,7 @@ static int run_backup(mb_task *t, const json_t *args, void *state, mb_err *err)
         json_decref(result);
     } else {
         json_object_del(result, "files");
-        task_result(t, result);
+        *out = result;
         log_info("backup %s into %s: %llu keys, %llu chunks (%llu copied, %llu bytes)", name, dir,
                  (unsigned long long)keys, (unsigned long long)files, (unsigned long long)copied,
                  (unsigned long long)copied_bytes);
@@ -311,6 +316,16 @@ static int run_backup(mb_task *t, const json_t *args, void *state, mb_err *err)
     json_decref(hashes);
     free(scan.v);
     atomic_store(&running, false);
+    return rc;
+}
+
+static int run_backup(mb_task *t, const json_t *args, void *state, mb_err *err)
+{
+    (void)state;
+    json_t *result;
+    int rc = backup_take(json_string_value(json_object_get(args, "dir")), t, &result, err);
+    if (!rc)
+        task_result(t, result);
     return rc;
 }
 

@@ -2085,11 +2085,9 @@ static void ensure_default_stores(void)
         hook_kick();
 }
 
-int fs_init(mb_err *err)
+int fs_init(mb_err *err) /* after blob_init (main.c opens the chunk store with the database) */
 {
-    int rc = blob_init(err);
-    if (rc)
-        return rc;
+    int rc;
     if ((rc = ctype_init(err)))
         return rc;
     ensure_default_stores();

@@ -212,6 +212,15 @@ int64_t blob_gc_grace(void);
 void blob_gc_hold(int delta);
 /* backup.c: the kernel.backup task type and POST /api/v1/admin/backup (docs/operations.md). */
 int backup_init(mb_err *err);
+/* One backup into `dir` (absolute) now, on this thread; `t` (may be NULL) gets the progress. On
+ * success *out is the result object (the caller owns it). MB_EBUSY while another runs. */
+int backup_take(const char *dir, mb_task *t, json_t **out, mb_err *err);
+/* format.c: the data format this mbyted writes, and the check at start (after db_open and
+ * blob_init, before anything else): 0 ready; FORMAT_NEWER (refused) or FORMAT_OLDER (a migration
+ * needs --backup DIR or --no-backup), which are also mbyted's exit statuses; or a negative MB_E*. */
+#define MBYTE_FORMAT 1
+enum { FORMAT_NEWER = 4, FORMAT_OLDER = 5 };
+int format_check(const char *backup_dir, bool no_backup, mb_err *err);
 /* Visit every stored chunk (fsck). */
 int blob_list(int (*fn)(const char *hash, uint64_t size, int64_t mtime, void *ud), void *ud, mb_err *err);
 bool blob_has(const char *hash); /* stored inline or in the active backend */

@@ -61,7 +61,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: mbyted [--config DIR] [--version]\n"
+    fprintf(stderr, "usage: mbyted [--config DIR] [--backup DIR | --no-backup] [--version]\n"
                     "  DIR defaults to $MBYTE_CONFIG, else " MBYTE_CONFIG_DIR "\n"
                     "environment: MBYTE_LISTEN host:port, MBYTE_DATA dir, MBYTE_MODULE_DIR dir,\n"
                     "             MBYTE_ADMIN_PASSWORD (first start only)\n");
@@ -110,9 +110,15 @@ int main(int argc, char **argv)
 {
     /* --config, else $MBYTE_CONFIG, else the installed configuration (meson.build). */
     const char *config_dir = getenv("MBYTE_CONFIG") && *getenv("MBYTE_CONFIG") ? getenv("MBYTE_CONFIG") : MBYTE_CONFIG_DIR;
+    const char *backup_dir = NULL; /* --backup DIR: before a data format migration */
+    bool no_backup = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc)
             config_dir = argv[++i];
+        else if (!strcmp(argv[i], "--backup") && i + 1 < argc)
+            backup_dir = argv[++i];
+        else if (!strcmp(argv[i], "--no-backup"))
+            no_backup = true;
         else if (!strncmp(argv[i], "--config=", 9))
             config_dir = argv[i] + 9;
         else if (!strcmp(argv[i], "--version")) {
@@ -155,6 +161,17 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/meta", g_cfg->data_dir);
     if (db_open(path, &err)) {
         log_error("%s", err.msg);
+        goto out_cfg;
+    }
+    /* The chunk store opens with the database: a format migration may take a backup first. */
+    int frc = blob_init(&err);
+    if (!frc && (frc = format_check(backup_dir, no_backup, &err)) != 0)
+        blob_fini();
+    if (frc) {
+        log_error("%s", err.msg);
+        fprintf(stderr, "mbyted: %s\n", err.msg);
+        db_close();
+        status = frc > 0 ? frc : 1;
         goto out_cfg;
     }
     base = event_base_new();

@@ -281,22 +281,6 @@ class LifecycleTest(unittest.TestCase):
         finally:
             srv.cleanup()
 
-    def test_first_start_prints_a_generated_admin_password_once(self):
-        srv = Server(env={"MBYTE_ADMIN_PASSWORD": ""})
-        try:
-            srv.start()
-            log = srv.read_log()
-            line = [l for l in log.splitlines() if "created user 'admin' with password" in l]
-            self.assertEqual(len(line), 1, log)
-            pw = line[0].split("with password ")[1].split()[0]
-            self.assertEqual(srv.login("admin", pw)[:4], "mbt_")
-            srv.stop()
-            srv.start()
-            self.assertEqual(srv.read_log().count("created user 'admin'"), 1)
-            srv.stop()
-        finally:
-            srv.cleanup()
-
 
 class CtlTest(ServerTest):
     def test_mbytectl_users_tokens_and_status(self):

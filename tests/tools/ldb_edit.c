@@ -5,6 +5,8 @@
  *
  *   ldb_edit DBDIR KEY FIND REPLACE   replace the first FIND in KEY's value with REPLACE
  *   ldb_edit DBDIR --keys PREFIX      print every key with PREFIX, one a line
+ *   ldb_edit DBDIR --get KEY          print KEY's value
+ *   ldb_edit DBDIR --del KEY          delete KEY (test_format makes an older data directory this way)
  * Exit 0 on success, 1 when the key or the text is not there, 2 on usage or open errors.
  */
 #include <leveldb/c.h>
@@ -14,8 +16,9 @@
 
 int main(int argc, char **argv)
 {
-    if (argc != 5 && !(argc == 4 && !strcmp(argv[2], "--keys"))) {
-        fprintf(stderr, "usage: ldb_edit DBDIR KEY FIND REPLACE | ldb_edit DBDIR --keys PREFIX\n");
+    if (argc != 5 && !(argc == 4 && (!strcmp(argv[2], "--keys") || !strcmp(argv[2], "--get") ||
+                                     !strcmp(argv[2], "--del")))) {
+        fprintf(stderr, "usage: ldb_edit DBDIR KEY FIND REPLACE | ldb_edit DBDIR --keys PREFIX|--get KEY|--del KEY\n");
         return 2;
     }
     char *err = NULL;
@@ -26,7 +29,22 @@ int main(int argc, char **argv)
         return 2;
     }
     int rc = 0;
-    if (argc == 4) {
+    if (argc == 4 && strcmp(argv[2], "--keys")) {
+        size_t vl;
+        leveldb_readoptions_t *ro = leveldb_readoptions_create();
+        leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+        leveldb_writeoptions_set_sync(wo, 1);
+        char *v = leveldb_get(db, ro, argv[3], strlen(argv[3]), &vl, &err);
+        if (!v)
+            rc = 1;
+        else if (!strcmp(argv[2], "--get"))
+            printf("%.*s\n", (int)vl, v);
+        else
+            leveldb_delete(db, wo, argv[3], strlen(argv[3]), &err);
+        leveldb_free(v);
+        leveldb_writeoptions_destroy(wo);
+        leveldb_readoptions_destroy(ro);
+    } else if (argc == 4) {
         leveldb_readoptions_t *ro = leveldb_readoptions_create();
         leveldb_iterator_t *it = leveldb_create_iterator(db, ro);
         size_t pl = strlen(argv[3]);
