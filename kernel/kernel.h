@@ -295,6 +295,18 @@ void notify_publish(uint64_t uid, const char *event, json_t *data); /* steals da
 
 /* --------------------------------------------------------------- modmgr.c --- */
 typedef enum { MOD_ACTIVE = 1, MOD_DRAINING = 2, MOD_COLD = 3 } mod_state;
+/* reload.c: SIGHUP and POST /api/v1/admin/config/reload|check (docs/operations.md). */
+int reload_init(mb_err *err);
+void reload_on_signal(void); /* loop thread */
+void reload_fini(void);      /* at exit: frees the replaced configurations */
+/* New settings for the active modules (reload.c; loop thread): each whose <name>.yaml reads
+ * differently gets them through its reconfigure call, or is reloaded from the same .so when it has
+ * none; a file that does not validate is refused and the module keeps its settings. Appends one
+ * {"module","action":"unchanged"|"reconfigured"|"reloaded"|"refused","detail"} per module to
+ * report; returns how many were refused. */
+int modmgr_reconfigure(json_t *report);
+/* The same check without applying anything (any thread): actions "unchanged", "changed", "refused". */
+int modmgr_check_config(json_t *report);
 int modmgr_init(struct event_base *base, mb_err *err);
 void modmgr_fini(void);
 int modmgr_load(const char *name, mb_err *err);

@@ -21,8 +21,6 @@
 #include <curl/curl.h>
 
 static struct event_base *base;
-static kcfg *old_cfgs[64];
-static int n_old_cfgs;
 
 static void on_stop(evutil_socket_t sig, short what, void *arg)
 {
@@ -34,29 +32,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig, (void)what, (void)arg;
-    kcfg *c = xcalloc(1, sizeof *c);
-    mb_err err = {0};
-    if (cfg_load(g_cfg->config_dir, c, &err)) {
-        log_error("configuration not reloaded, the running one stays: %s", err.msg);
-        free(c);
-        return;
-    }
-    /* Listen address, data and module directories need a restart; keep the running ones. */
-    if (strcmp(c->listen_host, g_cfg->listen_host) || c->listen_port != g_cfg->listen_port ||
-        strcmp(c->data_dir, g_cfg->data_dir))
-        log_warn("listen address and data directory changes take effect at the next start");
-    free(c->listen_host);
-    c->listen_host = xstrdup(g_cfg->listen_host);
-    c->listen_port = g_cfg->listen_port;
-    free(c->data_dir);
-    c->data_dir = xstrdup(g_cfg->data_dir);
-    /* Readers on other threads may still hold the old pointer: keep it until exit. */
-    if (n_old_cfgs < 64)
-        old_cfgs[n_old_cfgs++] = g_cfg;
-    g_cfg = c;
-    log_init(g_cfg->log_level);
-    log_info("configuration reloaded from %s", g_cfg->config_dir);
-    hook_emit("config.reloaded", json_pack("{s:s}", "dir", g_cfg->config_dir), NULL);
+    reload_on_signal();
 }
 
 static void usage(void)
@@ -186,7 +162,7 @@ int main(int argc, char **argv)
     char admin_pw[33];
     if (notify_init(&err) || hook_init(base, &err) || task_init(base, g_cfg->workers, &err) || auth_init(&err) ||
         fs_init(&err) || stores_init(&err) || tus_init(&err) || luas_init(g_cfg->lua_dir, &err) ||
-        api_routes_init(&err) || backup_init(&err) || modmgr_init(base, &err) || auth_bootstrap(admin_pw, &err)) {
+        api_routes_init(&err) || backup_init(&err) || reload_init(&err) || modmgr_init(base, &err) || auth_bootstrap(admin_pw, &err)) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
     }
@@ -230,10 +206,7 @@ out_stop:
     db_close();
     log_info("stopped");
 out_cfg:
-    for (int i = 0; i < n_old_cfgs; i++) {
-        cfg_free(old_cfgs[i]);
-        free(old_cfgs[i]);
-    }
+    reload_fini();
     cfg_free(g_cfg);
     free(g_cfg);
     curl_global_cleanup();

@@ -259,6 +259,30 @@ static void copy_free(mb_module *m)
     free(m);
 }
 
+/* <config_dir>/<name>.yaml validated against a module's config keys, defaults filled in (*out is
+ * the caller's). A missing or empty file means every default. */
+static int module_config(const char *name, const mb_config_key *keys, json_t **out, mb_err *err)
+{
+    char yaml_path[4200];
+    snprintf(yaml_path, sizeof yaml_path, "%s/%s.yaml", g_cfg->config_dir, name);
+    json_t *yaml = NULL, *lines = NULL;
+    if (access(yaml_path, F_OK) == 0 && cfg_yaml_load(yaml_path, &yaml, &lines, err))
+        return err->code ? err->code : MB_EINVAL;
+    if (yaml && json_is_null(yaml)) { /* an empty file: all defaults */
+        json_decref(yaml);
+        yaml = NULL;
+    }
+    if (yaml && !json_is_object(yaml)) {
+        json_decref(yaml);
+        json_decref(lines);
+        return err_set(err, MB_EINVAL, "%s: the module configuration must be a mapping of keys", yaml_path);
+    }
+    int rc = cfg_module(yaml_path, yaml, lines, keys, out, err);
+    json_decref(yaml);
+    json_decref(lines);
+    return rc;
+}
+
 /* Open, check and configure a copy of `name` (not registered, not initialised). `self`
  * is the copy being replaced on reload (it does not count as a missing dependency). */
 static mb_module *copy_open(const char *name, mb_err *err)
@@ -341,25 +365,7 @@ static mb_module *copy_open(const char *name, mb_err *err)
                     r->method, r->pattern ? r->pattern : "(none)");
             goto fail;
         }
-    char yaml_path[4200];
-    snprintf(yaml_path, sizeof yaml_path, "%s/%s.yaml", g_cfg->config_dir, name);
-    json_t *yaml = NULL, *lines = NULL;
-    if (access(yaml_path, F_OK) == 0 && cfg_yaml_load(yaml_path, &yaml, &lines, err))
-        goto fail;
-    if (yaml && json_is_null(yaml)) { /* an empty file: all defaults */
-        json_decref(yaml);
-        yaml = NULL;
-    }
-    if (yaml && !json_is_object(yaml)) {
-        json_decref(yaml);
-        json_decref(lines);
-        err_set(err, MB_EINVAL, "%s: the module configuration must be a mapping of keys", yaml_path);
-        goto fail;
-    }
-    int rc = cfg_module(yaml_path, yaml, lines, m->config_keys, &m->config, err);
-    json_decref(yaml);
-    json_decref(lines);
-    if (rc)
+    if (module_config(name, m->config_keys, &m->config, err))
         goto fail;
     return m;
 fail:
@@ -628,6 +634,90 @@ static int do_reload(const char *name, job *j, mb_err *err)
     if (j)
         job_finish(j, 0, NULL, entry_of(m));
     return 0;
+}
+
+/* ---------------------------------------------------- new settings --- */
+
+static int (*reconfigure_of(const mb_module *m))(void *, const json_t *, mb_err *)
+{
+    const mb_module_desc *d = m->desc;
+    return d->size >= offsetof(mb_module_desc, reconfigure) + sizeof d->reconfigure ? d->reconfigure : NULL;
+}
+
+static json_t *outcome(const char *name, const char *action, const char *detail)
+{
+    return json_pack("{s:s,s:s,s:s}", "module", name, "action", action, "detail", detail ? detail : "");
+}
+
+int modmgr_reconfigure(json_t *report)
+{
+    char names[64][72];
+    int n = 0, refused = 0;
+    for (mb_module *m = mods; m && n < 64; m = m->next)
+        if (m->st == MOD_ACTIVE)
+            snprintf(names[n++], sizeof names[0], "%s", m->name);
+    for (int i = 0; i < n; i++) {
+        mb_module *m = find_live(names[i]);
+        if (!m || m->st != MOD_ACTIVE)
+            continue;
+        mb_err e = {0};
+        json_t *conf = NULL;
+        if (module_config(m->name, m->config_keys, &conf, &e)) {
+            log_msg(LOG_ERROR, m->name, "new settings refused, the running ones stay: %s", e.msg);
+            json_array_append_new(report, outcome(m->name, "refused", e.msg));
+            refused++;
+            continue;
+        }
+        if (json_equal(conf, m->config)) {
+            json_decref(conf);
+            json_array_append_new(report, outcome(m->name, "unchanged", NULL));
+            continue;
+        }
+        int (*fn)(void *, const json_t *, mb_err *) = reconfigure_of(m);
+        int rc;
+        if (fn) {
+            modmgr_enter(m);
+            rc = fn(m->state, conf, &e);
+            modmgr_leave(m);
+            if (!rc) {
+                json_decref(m->config);
+                m->config = conf;
+                conf = NULL;
+            }
+        } else
+            rc = do_reload(m->name, NULL, &e); /* reads the new file; requests in flight finish on the old copy */
+        json_decref(conf);
+        if (rc) {
+            log_msg(LOG_ERROR, names[i], "new settings refused, the running ones stay: %s", e.msg);
+            json_array_append_new(report, outcome(names[i], "refused", e.msg));
+            refused++;
+        } else {
+            log_msg(LOG_INFO, names[i], "new settings applied (%s)", fn ? "reconfigured" : "reloaded");
+            json_array_append_new(report, outcome(names[i], fn ? "reconfigured" : "reloaded", NULL));
+        }
+    }
+    return refused;
+}
+
+int modmgr_check_config(json_t *report)
+{
+    int bad = 0;
+    pthread_mutex_lock(&mods_lock);
+    for (mb_module *m = mods; m; m = m->next) {
+        if (m->st != MOD_ACTIVE)
+            continue;
+        mb_err e = {0};
+        json_t *conf = NULL;
+        if (module_config(m->name, m->config_keys, &conf, &e)) {
+            json_array_append_new(report, outcome(m->name, "refused", e.msg));
+            bad++;
+        } else
+            json_array_append_new(report, outcome(m->name, json_equal(conf, m->config) ? "unchanged" : "changed",
+                                                  NULL));
+        json_decref(conf);
+    }
+    pthread_mutex_unlock(&mods_lock);
+    return bad;
 }
 
 /* ---------------------------------------------------- public entry points --- */

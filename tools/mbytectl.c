@@ -313,6 +313,48 @@ static int c_fsck(int argc, char **argv)
     return clean ? 0 : (repair && !unrepaired ? 0 : 1);
 }
 
+/* config reload | config check: one line per module, "<name>: <action>[: reason]"; exit 1 when
+ * anything was refused. */
+static int config_call(const char *path)
+{
+    json_t *j = NULL;
+    int rc = call("POST", path, NULL, &j);
+    if (rc)
+        return rc;
+    if (raw_json) {
+        char *s = json_dumps(j, JSON_INDENT(2));
+        puts(s);
+        free(s);
+    } else {
+        printf("kernel: %s\n", json_string_value(json_object_get(j, "kernel")));
+        size_t i;
+        json_t *m;
+        json_array_foreach(json_object_get(j, "modules"), i, m)
+        {
+            const char *detail = json_string_value(json_object_get(m, "detail"));
+            printf("%s: %s%s%s\n", json_string_value(json_object_get(m, "module")),
+                   json_string_value(json_object_get(m, "action")), detail && *detail ? ": " : "",
+                   detail ? detail : "");
+        }
+    }
+    bool ok = json_object_get(j, "ok") ? json_is_true(json_object_get(j, "ok"))
+                                       : json_integer_value(json_object_get(j, "refused")) == 0;
+    json_decref(j);
+    return ok ? 0 : 1;
+}
+
+static int c_config_reload(int argc, char **argv)
+{
+    (void)argv;
+    return argc ? -1 : config_call("/api/v1/admin/config/reload");
+}
+
+static int c_config_check(int argc, char **argv)
+{
+    (void)argv;
+    return argc ? -1 : config_call("/api/v1/admin/config/check");
+}
+
 /* backup DIR: the server copies one point in time into DIR (a task); follow its progress. */
 static int c_backup(int argc, char **argv)
 {
@@ -433,6 +475,8 @@ static const command commands[] = {
     {"task", "cancel", c_task_cancel, "task cancel ID"},
     {"status", NULL, c_status, "status"},
     {"fsck", NULL, c_fsck, "fsck [--repair]"},
+    {"config", "reload", c_config_reload, "config reload   (re-read conf.d now, as SIGHUP does; exit 1 if a file was refused)"},
+    {"config", "check", c_config_check, "config check   (validate conf.d without applying it; exit 1 names the problems)"},
     {"backup", "verify", c_backup_verify, "backup verify DIR [--snapshot NAME]   (no server needed; exit 1 names damage)"},
     {"backup", NULL, c_backup, "backup DIR   (the running server copies one point in time into DIR, incrementally)"},
     {"restore", NULL, c_restore, "restore DIR --data NEWDIR [--snapshot NAME]   (no server needed; NEWDIR must be new)"},
