@@ -157,5 +157,33 @@ class FilesAttacksTest(ServerTest):
         self.assertEqual(r.status, 201, r)
         self.assertEqual(self.raw("GET", base + "/files/" + quote(zwnj), token=self.alice).body, b"ok")
 
+    def test_a_name_made_before_the_bidi_rule_stays_readable_writable_and_movable(self):
+        """The bidi/BOM rule is for new names: an entry that already has one (made by an older
+        version) is read, overwritten, moved and renamed away as usual; it just cannot be made again."""
+        import subprocess
+        from urllib.parse import quote
+        ldb_edit = os.environ.get("MBYTE_LDB_EDIT", "")
+        base = "/api/v1/stores/%s" % self.sid
+        r = self.raw("PUT", base + "/files/old.txt", token=self.alice, body=b"from before")
+        self.assertEqual(r.status, 201, r)
+        self.srv.stop()
+        meta = os.path.join(self.srv.data, "meta")
+        keys = subprocess.run([ldb_edit, meta, "--keys", "d/"], capture_output=True, check=True).stdout.split(b"\n")
+        key = [k for k in keys if k.endswith(b"/old.txt")][0]
+        legacy = "old\u202etxt.exe"
+        subprocess.run([ldb_edit, meta, "--rename", key, key[:-len(b"old.txt")] + legacy.encode()], check=True)
+        self.srv.start()
+        url = base + "/files/" + quote(legacy)
+        self.assertEqual(self.raw("GET", url, token=self.alice).body, b"from before")
+        self.assertEqual(self.raw("PUT", url, token=self.alice, body=b"updated").status, 200)
+        r = self.raw("POST", base + "/move", token=self.alice,
+                     body={"from": legacy, "to": "archive/" + legacy, "parents": True})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.raw("GET", base + "/files/archive/" + quote(legacy), token=self.alice).body, b"updated")
+        r = self.raw("POST", base + "/move", token=self.alice, body={"from": "archive/" + legacy, "to": "clean.exe"})
+        self.assertEqual(r.status, 200, r)
+        r = self.raw("POST", base + "/move", token=self.alice, body={"from": "clean.exe", "to": legacy})
+        self.assertProblem(r, 400, "U+202E")
+
 if __name__ == "__main__":
     main()

@@ -5,6 +5,8 @@
  *
  *   ldb_edit DBDIR KEY FIND REPLACE   replace the first FIND in KEY's value with REPLACE
  *   ldb_edit DBDIR --keys PREFIX      print every key with PREFIX, one a line
+ *   ldb_edit DBDIR --rename KEY NEW   move KEY's value to the key NEW (one synced batch), as an
+ *                                     entry made under older rules would be (test_files_attacks)
  * Exit 0 on success, 1 when the key or the text is not there, 2 on usage or open errors.
  */
 #include <leveldb/c.h>
@@ -15,7 +17,8 @@
 int main(int argc, char **argv)
 {
     if (argc != 5 && !(argc == 4 && !strcmp(argv[2], "--keys"))) {
-        fprintf(stderr, "usage: ldb_edit DBDIR KEY FIND REPLACE | ldb_edit DBDIR --keys PREFIX\n");
+        fprintf(stderr, "usage: ldb_edit DBDIR KEY FIND REPLACE | ldb_edit DBDIR --keys PREFIX | "
+                        "ldb_edit DBDIR --rename KEY NEW\n");
         return 2;
     }
     char *err = NULL;
@@ -26,7 +29,30 @@ int main(int argc, char **argv)
         return 2;
     }
     int rc = 0;
-    if (argc == 4) {
+    if (argc == 5 && !strcmp(argv[2], "--rename")) {
+        leveldb_readoptions_t *ro = leveldb_readoptions_create();
+        size_t vl;
+        char *v = leveldb_get(db, ro, argv[3], strlen(argv[3]), &vl, &err);
+        leveldb_readoptions_destroy(ro);
+        if (!v) {
+            fprintf(stderr, "ldb_edit: no such key\n");
+            rc = 1;
+        } else {
+            leveldb_writebatch_t *b = leveldb_writebatch_create();
+            leveldb_writebatch_delete(b, argv[3], strlen(argv[3]));
+            leveldb_writebatch_put(b, argv[4], strlen(argv[4]), v, vl);
+            leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+            leveldb_writeoptions_set_sync(wo, 1);
+            leveldb_write(db, wo, b, &err);
+            leveldb_writeoptions_destroy(wo);
+            leveldb_writebatch_destroy(b);
+            free(v);
+            if (err) {
+                fprintf(stderr, "ldb_edit: %s\n", err);
+                rc = 2;
+            }
+        }
+    } else if (argc == 4) {
         leveldb_readoptions_t *ro = leveldb_readoptions_create();
         leveldb_iterator_t *it = leveldb_create_iterator(db, ro);
         size_t pl = strlen(argv[3]);
