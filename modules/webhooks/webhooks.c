@@ -19,7 +19,8 @@
  * deny list (loopback, private, link-local... by default; `allow` exempts ranges, for
  * tests) is enforced on the address curl actually connects to (CURLOPT_OPENSOCKETFUNCTION),
  * after DNS resolution, so a name that resolves (or re-resolves) to a denied address is
- * refused.
+ * refused. A hook whose host already is or resolves to one is refused when it is created or
+ * changed (check_host), instead of failing six attempts per event and being switched off.
  *
  * Threads: the observer on the loop thread; routes on HTTP workers; runners on the worker
  * pool. `lock` serialises read-modify-write of hook records (failure counts).
