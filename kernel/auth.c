@@ -584,7 +584,25 @@ static int h_users_list(mb_req *req, void *st, mb_err *err)
     return http_reply_json(req, 200, arr);
 }
 
-/* PATCH /api/v1/admin/users/{name} {"password"?, "role"?} */
+/* How many accounts have the admin role. */
+static int admins_count(void)
+{
+    int n = 0;
+    db_iter *it = db_iter_prefix("u/", 2);
+    while (db_iter_next(it)) {
+        size_t vl;
+        const char *v = db_iter_val(it, &vl);
+        json_t *u = json_loadb(v, vl, 0, NULL);
+        n += u && role_parse(jstr(u, "role")) == MB_ROLE_ADMIN;
+        json_decref(u);
+    }
+    db_iter_free(it);
+    return n;
+}
+
+/* PATCH /api/v1/admin/users/{name} {"password"?, "role"?}: everything is checked before anything
+ * changes, and both land in one write, so a refused request changes nothing. The last
+ * administrator keeps the role: without one nobody could administer the server. */
 static int h_users_patch(mb_req *req, void *st, mb_err *err)
 {
     (void)st;
@@ -592,34 +610,45 @@ static int h_users_patch(mb_req *req, void *st, mb_err *err)
     json_t *b = http_req_json(req, err);
     if (!b)
         return err->code;
+    const char *k;
+    json_t *v;
+    json_object_foreach(b, k, v) if (strcmp(k, "role") && strcmp(k, "password"))
+        return err_set(err, MB_EINVAL, "%s: unknown field (role and password can be changed)", k);
+    json_t *r = json_object_get(b, "role"), *p = json_object_get(b, "password");
+    if (!r && !p)
+        return err_set(err, MB_EINVAL, "role or password: give at least one");
+    int role = r ? role_parse(json_string_value(r)) : -1;
+    if (r && (!json_is_string(r) || role < 0))
+        return err_set(err, MB_EINVAL, "role: must be 'user' or 'admin'");
+    if (p && !json_is_string(p))
+        return err_set(err, MB_EINVAL, "password: must be a string");
     json_t *u;
     if (user_get(name, &u))
         return err_set(err, MB_ENOENT, "no user '%s'", name);
-    json_t *r = json_object_get(b, "role");
-    if (r) {
-        int role = role_parse(json_string_value(r));
-        if (!json_is_string(r) || role < 0) {
-            json_decref(u);
-            return err_set(err, MB_EINVAL, "role: must be 'user' or 'admin'");
-        }
-        json_object_set_new(u, "role", json_string(role_name(role)));
+    char hash[crypto_pwhash_STRBYTES];
+    int rc = p ? auth_password_hash(json_string_value(p), hash, err) : 0;
+    if (!rc && r && role != MB_ROLE_ADMIN && role_parse(jstr(u, "role")) == MB_ROLE_ADMIN && admins_count() <= 1)
+        rc = err_set(err, MB_ECONFLICT, "role: '%s' is the last administrator", name);
+    if (!rc) {
+        if (r)
+            json_object_set_new(u, "role", json_string(role_name(role)));
+        if (p)
+            json_object_set_new(u, "hash", json_string(hash));
         char key[128];
         snprintf(key, sizeof key, "u/%.64s", name);
-        db_put_json(key, u, true);
+        if (db_put_json(key, u, true))
+            rc = err_set(err, MB_EIO, "could not store the change to '%s'", name);
+    }
+    sodium_memzero(hash, sizeof hash);
+    if (!rc) {
+        hook_emit("admin.user_changed", json_pack("{s:s, s:s}", "username", name, "by", http_req_user(req)->name),
+                  NULL);
+        json_t *out = user_public(u);
+        json_decref(u);
+        return http_reply_json(req, 200, out);
     }
     json_decref(u);
-    const char *pw = jstr(b, "password");
-    if (pw) {
-        int rc = set_password(name, pw, err);
-        if (rc)
-            return rc;
-    }
-    hook_emit("admin.user_changed", json_pack("{s:s, s:s}", "username", name, "by", http_req_user(req)->name), NULL);
-    if (user_get(name, &u))
-        return err_set(err, MB_ENOENT, "no user '%s'", name);
-    json_t *out = user_public(u);
-    json_decref(u);
-    return http_reply_json(req, 200, out);
+    return rc;
 }
 
 /* POST /api/v1/admin/users/{name}/tokens {"name"}: mbytectl token create --user */

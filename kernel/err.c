@@ -10,7 +10,7 @@ static const struct {
     const char *name, *title;
 } table[] = {
     {MB_OK, 200, 200, "ok", "OK"},
-    {MB_EINVAL, 400, 501, "invalid", "Bad request"},
+    {MB_EINVAL, 400, 553, "invalid", "Bad request"}, /* FTP: what the kernel refuses as invalid is a name or path */
     {MB_EAUTH, 401, 530, "unauthenticated", "Authentication required"},
     {MB_EPERM, 403, 550, "forbidden", "Forbidden"},
     {MB_ENOENT, 404, 550, "not_found", "Not found"},

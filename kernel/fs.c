@@ -92,6 +92,56 @@ int fs_name_normalize(const char *in, size_t n, char *out, mb_err *err)
     return 0;
 }
 
+/* Formatting characters refused in new names: each can make a name show as something it is not
+ * (bidi embeddings, overrides and isolates reorder what follows; a BOM is invisible; the
+ * separators break a name across lines; U+206A..F are deprecated). Zero-width (non-)joiners and
+ * spaces and the bidi marks are not here: Persian, Indic scripts, emoji sequences and Thai need
+ * them, they cannot reorder text, and the web page marks them visibly. */
+static const struct {
+    uint32_t lo, hi;
+    const char *what;
+} fs_refused_chars[] = {
+    {0x2028, 0x2028, "LINE SEPARATOR"},
+    {0x2029, 0x2029, "PARAGRAPH SEPARATOR"},
+    {0x202A, 0x202A, "LEFT-TO-RIGHT EMBEDDING"},
+    {0x202B, 0x202B, "RIGHT-TO-LEFT EMBEDDING"},
+    {0x202C, 0x202C, "POP DIRECTIONAL FORMATTING"},
+    {0x202D, 0x202D, "LEFT-TO-RIGHT OVERRIDE"},
+    {0x202E, 0x202E, "RIGHT-TO-LEFT OVERRIDE"},
+    {0x2066, 0x2066, "LEFT-TO-RIGHT ISOLATE"},
+    {0x2067, 0x2067, "RIGHT-TO-LEFT ISOLATE"},
+    {0x2068, 0x2068, "FIRST STRONG ISOLATE"},
+    {0x2069, 0x2069, "POP DIRECTIONAL ISOLATE"},
+    {0x206A, 0x206F, "a deprecated format character"},
+    {0xFEFF, 0xFEFF, "ZERO WIDTH NO-BREAK SPACE (byte order mark)"},
+    {0xFFF9, 0xFFFB, "an interlinear annotation character"},
+};
+
+int fs_name_creatable(const char *name, mb_err *err)
+{
+    const unsigned char *p = (const unsigned char *)name;
+    while (*p) {
+        uint32_t cp = *p;
+        int len = 1;
+        if (cp >= 0xf0)
+            cp &= 0x07, len = 4;
+        else if (cp >= 0xe0)
+            cp &= 0x0f, len = 3;
+        else if (cp >= 0xc0)
+            cp &= 0x1f, len = 2;
+        for (int i = 1; i < len && (p[i] & 0xc0) == 0x80; i++)
+            cp = cp << 6 | (p[i] & 0x3f);
+        for (size_t i = 0; i < sizeof fs_refused_chars / sizeof fs_refused_chars[0]; i++)
+            if (cp >= fs_refused_chars[i].lo && cp <= fs_refused_chars[i].hi)
+                return err_set(err, MB_EINVAL,
+                               "name: may not contain U+%04X %s: it can make the name show as something it is not",
+                               (unsigned)cp, fs_refused_chars[i].what);
+        for (int i = 0; i < len && *p; i++)
+            p++;
+    }
+    return 0;
+}
+
 int fs_path_normalize(const char *in, size_t n, char **out, mb_err *err)
 {
     if (n > FS_PATH_MAX)
@@ -350,6 +400,34 @@ static char *parent_of(const char *path, const char **name)
     const char *s = strrchr(path, '/');
     *name = s ? s + 1 : path;
     return s ? strndup(path, (size_t)(s - path)) : xstrdup("");
+}
+
+/* The names a change would create must pass fs_name_creatable: `name` (NULL: none) and each
+ * name of `missing_dir` (NULL: the parent exists), a folder that parents=true would make.
+ * Checked before the change, so a refused name costs no upload; entries made before the rule
+ * keep their names and stay reachable, movable and writable. */
+static int creatable(const char *missing_dir, const char *name, mb_err *err)
+{
+    if (name && fs_name_creatable(name, err))
+        return MB_EINVAL;
+    if (!missing_dir)
+        return 0;
+    char *copy = xstrdup(missing_dir);
+    int rc = 0;
+    for (char *save = NULL, *seg = strtok_r(copy, "/", &save); seg && !rc; seg = strtok_r(NULL, "/", &save))
+        rc = fs_name_creatable(seg, err);
+    free(copy);
+    return rc;
+}
+
+/* The folder `dir` if it does not exist yet, else NULL (for creatable). */
+static const char *missing(uint64_t sid, const char *dir)
+{
+    json_t *e = NULL;
+    mb_err scratch = {0};
+    int rc = *dir ? resolve(sid, dir, NULL, &e, &scratch) : 0;
+    json_decref(e);
+    return rc == MB_ENOENT ? dir : NULL;
 }
 
 static json_t *folder_record(uint64_t id, uint64_t uid, int64_t now)
@@ -672,6 +750,8 @@ int fs_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t exp
         else if (flags & FS_NO_OVERWRITE)
             rc = err_set(err, MB_EEXIST, "'%s' already exists", np);
     }
+    if (!rc && !existing)
+        rc = creatable(*dir && !pe ? dir : NULL, name, err);
     json_decref(pe);
     free(dir);
     fs_writer *w = NULL;
@@ -1352,12 +1432,14 @@ int fs_mkdir(const mb_user *u, uint64_t sid, const char *path, int flags, json_t
         free(np);
         return err_set(err, MB_EEXIST, "the root folder always exists");
     }
-    json_t *p = op_payload(sid, owner, u);
-    json_object_set_new(p, "path", json_string(np));
-    rc = hook_filter("folder.create", p, err);
-    json_decref(p);
     const char *name;
     char *dir = parent_of(np, &name);
+    if (!(rc = creatable(missing(sid, dir), name, err))) {
+        json_t *p = op_payload(sid, owner, u);
+        json_object_set_new(p, "path", json_string(np));
+        rc = hook_filter("folder.create", p, err);
+        json_decref(p);
+    }
     json_t *rec = NULL;
     if (!rc) {
         uint64_t uid = u ? u->id : 0, pid;
@@ -1620,6 +1702,9 @@ static int xfer_prepare(const mb_user *u, uint64_t sid, const char *from, const 
     if (!*x->to)
         return err_set(err, MB_EEXIST, "to: the root folder already exists");
     x->to_dir = parent_of(x->to, &x->to_name);
+    /* A name carried over unchanged is not a new name (moving an entry made before the rule). */
+    if ((rc = creatable(missing(sid, x->to_dir), strcmp(x->to_name, last_name(x->from)) ? x->to_name : NULL, err)))
+        return rc;
     json_t *p = op_payload(sid, x->owner, u);
     json_object_set_new(p, "from", json_string(x->from));
     json_object_set_new(p, "to", json_string(x->to));

@@ -113,6 +113,11 @@ enum {
  * normalises each name and returns "a/b/c" ("" is the root), malloc'd in *out. */
 int fs_name_normalize(const char *in, size_t n, char *out, mb_err *err);
 int fs_path_normalize(const char *in, size_t n, char **out, mb_err *err);
+/* May a new entry (file, folder, store) get this NFC name? Refuses the formatting characters
+ * that can make a name show as something it is not (bidi embeddings, overrides and isolates,
+ * the BOM, line and paragraph separators) with "name: may not contain U+202E ...". Checked
+ * only where a name is created, so entries made before the rule stay reachable. Pure. */
+int fs_name_creatable(const char *name, mb_err *err);
 
 /* Stores. fs_store_create_batch puts a new store record (and its owner index and the
  * store.created event) into b; the caller commits. */

@@ -256,13 +256,14 @@ static int store_read(uint64_t sid, json_t **rec, mb_err *err)
     return 0;
 }
 
-/* A store name: what a folder name may be (fs_name_normalize), at most 100 bytes. */
+/* A store name: what a new folder's name may be (fs_name_normalize, fs_name_creatable), at most
+ * 100 bytes. */
 static int store_name_check(const char *name, char out[FS_NAME_MAX + 1], mb_err *err)
 {
     if (!name)
         return err_set(err, MB_EINVAL, "name: must be a string");
     mb_err e = {0};
-    if (fs_name_normalize(name, strlen(name), out, &e))
+    if (fs_name_normalize(name, strlen(name), out, &e) || fs_name_creatable(out, &e))
         return err_set(err, MB_EINVAL, "name: %s", strncmp(e.msg, "name: ", 6) ? e.msg : e.msg + 6);
     if (strlen(out) > 100)
         return err_set(err, MB_EINVAL, "name: may be at most 100 bytes");

@@ -263,11 +263,12 @@ static void busy_give(const char *id)
 
 static void tus_headers(mb_req *req) { http_reply_header(req, "Tus-Resumable", TUS_VERSION); }
 
-/* problem+json with a status the MB_E* table does not have (423, 460). */
-static int tus_problem(mb_req *req, int status, const char *title, const char *detail)
+/* problem+json with a status the MB_E* table does not have (423, 460); `code` as every problem
+ * carries one (docs/api.md "Conventions"). */
+static int tus_problem(mb_req *req, int status, const char *title, const char *code, const char *detail)
 {
-    json_t *p = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title", title, "status", status, "detail",
-                          detail);
+    json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title", title, "status", status,
+                          "detail", detail, "code", code);
     char *s = json_dumps(p, JSON_COMPACT);
     json_decref(p);
     http_reply_bytes(req, status, "application/problem+json", s, strlen(s));
@@ -555,7 +556,8 @@ static int h_delete(mb_req *req, void *state, mb_err *err)
         return rc;
     json_decref(rec);
     if (!busy_take(id))
-        return tus_problem(req, 423, "Locked", "the upload is receiving data; try again when that PATCH ended");
+        return tus_problem(req, 423, "Locked", "locked",
+                           "the upload is receiving data; try again when that PATCH ended");
     rec_remove(id);
     busy_give(id);
     log_msg(LOG_INFO, "tus", "upload %s terminated", id);
@@ -630,7 +632,7 @@ static int patch_begin(mb_req *req, void **ctx, mb_err *err)
     }
     if (!busy_take(id)) {
         free(p);
-        return tus_problem(req, 423, "Locked", "another PATCH to this upload is in progress");
+        return tus_problem(req, 423, "Locked", "locked", "another PATCH to this upload is in progress");
     }
     /* From here patch_free() releases the id. The record is read while we hold it, so the
      * offset compared below is the one no other request can move. */
@@ -721,7 +723,7 @@ static int patch_end(mb_req *req, void *ctx, mb_err *err)
             if (ftruncate(p->fd, (off_t)p->start))
                 log_msg(LOG_WARN, "tus", "upload %s: cannot drop a failed PATCH: %s", p->id, strerror(errno));
             set_u64_header(req, "Upload-Offset", p->start);
-            tus_problem(req, 460, "Checksum Mismatch",
+            tus_problem(req, 460, "Checksum Mismatch", "checksum_mismatch",
                         "the PATCH body does not match Upload-Checksum; its bytes were discarded");
             patch_free(p);
             return 0;

@@ -19,7 +19,8 @@
  * deny list (loopback, private, link-local... by default; `allow` exempts ranges, for
  * tests) is enforced on the address curl actually connects to (CURLOPT_OPENSOCKETFUNCTION),
  * after DNS resolution, so a name that resolves (or re-resolves) to a denied address is
- * refused.
+ * refused. A hook whose host already is or resolves to one is refused when it is created or
+ * changed (check_host), instead of failing six attempts per event and being switched off.
  *
  * Threads: the observer on the loop thread; routes on HTTP workers; runners on the worker
  * pool. `lock` serialises read-modify-write of hook records (failure counts).
@@ -28,6 +29,7 @@
 #include "cidr.h"
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -110,17 +112,22 @@ typedef struct conn_ctx {
     char addr[64];
 } conn_ctx;
 
+/* Is sa in the deny list and not exempted by allow? Writes its text form into addr. */
+static bool denied(const webhooks *w, const struct sockaddr *sa, char *addr, size_t n)
+{
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, (socklen_t)n);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, (socklen_t)n);
+    return cidr_match_any(w->deny, w->ndeny, sa) && !cidr_match_any(w->allow, w->nallow, sa);
+}
+
 /* Called by curl with the resolved address it is about to connect to. */
 static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
 {
     conn_ctx *c = ud;
     (void)purpose;
-    const struct sockaddr *sa = &a->addr;
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->addr, sizeof c->addr);
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->addr, sizeof c->addr);
-    if (cidr_match_any(c->w->deny, c->w->ndeny, sa) && !cidr_match_any(c->w->allow, c->w->nallow, sa)) {
+    if (denied(c->w, &a->addr, c->addr, sizeof c->addr)) {
         c->denied = true;
         return CURL_SOCKET_BAD;
     }
@@ -391,6 +398,36 @@ static int hook_of(webhooks *w, mb_req *req, uint64_t *sid, json_t **out, mb_err
     return 0;
 }
 
+/* A hook whose host is, or resolves to, a denied address would only fail its six attempts and
+ * be switched off: refuse it when it is created or changed. Every address the name has now
+ * counts (curl may try any of them). A name that does not resolve now is accepted, as DNS may
+ * come back; delivery checks the address it connects to anyway (open_socket), so a name that
+ * re-resolves to a denied address later is still refused there. Runs on an HTTP worker, where
+ * a DNS lookup may block. */
+static int check_host(webhooks *w, const char *host, mb_err *err)
+{
+    char h[256];
+    size_t n = strlen(host);
+    if (n >= sizeof h)
+        return w->api->err_set(err, MB_EINVAL, "url: the host name is too long");
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') /* an IPv6 literal comes bracketed */
+        host++, n -= 2;
+    memcpy(h, host, n);
+    h[n] = 0;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(h, NULL, &hints, &res))
+        return 0;
+    int rc = 0;
+    for (struct addrinfo *a = res; a && !rc; a = a->ai_next) {
+        char addr[64] = "";
+        if (denied(w, a->ai_addr, addr, sizeof addr))
+            rc = w->api->err_set(err, MB_EINVAL, "url: %s is the address %s, which is in the webhooks deny list", h,
+                                 addr);
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
 static int check_url(webhooks *w, const char *url, mb_err *err)
 {
     if (!url || strlen(url) > 2048)
@@ -403,13 +440,15 @@ static int check_url(webhooks *w, const char *url, mb_err *err)
     if (!bad && strcmp(scheme, "http") && strcmp(scheme, "https"))
         bad = 2;
     curl_free(scheme);
-    curl_free(host);
     curl_url_cleanup(u);
     if (bad == 2)
-        return w->api->err_set(err, MB_EINVAL, "url: only http and https are allowed");
-    if (bad)
-        return w->api->err_set(err, MB_EINVAL, "url: not a valid URL");
-    return 0;
+        bad = w->api->err_set(err, MB_EINVAL, "url: only http and https are allowed");
+    else if (bad)
+        bad = w->api->err_set(err, MB_EINVAL, "url: not a valid URL");
+    else
+        bad = check_host(w, host, err);
+    curl_free(host);
+    return bad;
 }
 
 static int check_events(webhooks *w, json_t *ev, mb_err *err)

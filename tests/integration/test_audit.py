@@ -96,6 +96,25 @@ class AuditTest(ServerTest):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("audit chain ok", p.stdout)
 
+    def test_csv_export_defuses_formulas_so_a_spreadsheet_shows_text(self):
+        """A file name is the user's text: in the CSV export a leading = + - @ gets a ' so a
+        spreadsheet opening the export shows it instead of running it; quotes stay quoted."""
+        from urllib.parse import quote
+        names = ['=HYPERLINK("evil.example","click")', "+SUM(1;2)", "-2+3", "@cmd", "plain \"q\".txt"]
+        for n in names:
+            r = self.srv.request("PUT", "/api/v1/stores/%s/files/%s" % (self.sid, quote(n, safe="")), body=b"x",
+                                 token=self.alice)
+            self.assertEqual(r.status, 201, r)
+        self.wait_for("?action=file.created&user=alice", len(names))
+        r = self.search("?format=csv&action=file.created&user=alice")
+        self.assertTrue(r.header("Content-Type").startswith("text/csv"), r)
+        paths = sorted(row["path"] for row in csv.DictReader(io.StringIO(r.body.decode())))
+        self.assertEqual(paths, sorted(["'" + n for n in names[:4]] + [names[4]]))
+        # Every field is quoted, so no cell starts with a formula character outside quotes either.
+        for line in r.body.decode().splitlines()[1:]:
+            self.assertTrue(line.startswith('"'), line)
+            self.assertNotRegex(line, r'(^|,)"?[=+@-]')
+
     def test_editing_one_stored_entry_makes_verification_fail_and_name_it(self):
         for i in range(3):
             r = self.srv.request("PUT", "/api/v1/stores/%s/files/f%d.txt" % (self.sid, i), body=b"x",

@@ -138,5 +138,55 @@ class ExpiryTest(unittest.TestCase):
             srv.cleanup()
 
 
+class AdminUsersAndStatusTest(ServerTest):
+    def test_patch_user_changes_role_and_password_and_refuses_bad_input_whole(self):
+        alice = self.srv.add_user("alice", "alice-password", admin_token=self.admin)
+        patch = lambda body, token=self.admin, name="alice": self.srv.request(  # noqa: E731
+            "PATCH", "/api/v1/admin/users/" + name, body, token=token)
+        self.assertProblem(self.srv.request("GET", "/api/v1/admin/users", token=alice), 403)
+        self.assertProblem(patch({"role": "admin"}, token=alice), 403)
+        r = patch({"role": "admin"})
+        self.assertEqual((r.status, r.json()["username"], r.json()["role"]), (200, "alice", "admin"), r)
+        # The role counts at once, for the tokens alice already holds.
+        self.assertEqual(self.srv.request("GET", "/api/v1/admin/users", token=alice).status, 200)
+        r = patch({"password": "alice-new-password"})
+        self.assertEqual(r.status, 200, r)
+        self.assertProblem(self.srv.request("POST", "/api/v1/auth/login",
+                                            {"username": "alice", "password": "alice-password"}), 401)
+        r = self.srv.request("POST", "/api/v1/auth/login", {"username": "alice", "password": "alice-new-password"})
+        self.assertEqual(r.status, 200, r)
+        # Bad input changes nothing, not even the valid half of it.
+        for body, field in [({"role": "root"}, "role"), ({"role": 1}, "role"), ({"password": "short"}, "password"),
+                            ({"password": 12345678}, "password"), ({"role": "user", "password": "x"}, "password"),
+                            ({"rolle": "user"}, "rolle"), ({}, "role")]:
+            self.assertProblem(patch(body), 400, field)
+        users = {u["username"]: u["role"] for u in self.srv.request("GET", "/api/v1/admin/users",
+                                                                    token=self.admin).json()}
+        self.assertEqual(users, {"admin": "admin", "alice": "admin"})
+        self.assertEqual(self.srv.request("POST", "/api/v1/auth/login",
+                                          {"username": "alice", "password": "alice-new-password"}).status, 200)
+        self.assertProblem(patch({"role": "user"}, name="nobody"), 404)
+        # Demoted: the admin routes close for her tokens at once.
+        self.assertEqual(patch({"role": "user"}).json()["role"], "user")
+        self.assertProblem(self.srv.request("GET", "/api/v1/admin/users", token=alice), 403)
+        # The last administrator cannot be demoted: nobody could administer the server any more.
+        self.assertProblem(patch({"role": "user"}, name="admin"), 409, "last administrator")
+        self.assertEqual(self.srv.request("GET", "/api/v1/admin/users", token=self.admin).status, 200)
+
+    def test_admin_status_reports_version_abi_listen_data_and_modules_to_admins_only(self):
+        r = self.srv.request("GET", "/api/v1/admin/status", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        st = r.json()
+        health = self.srv.request("GET", "/api/v1/health").json()
+        self.assertEqual((st["status"], st["version"]), ("ok", health["version"]))
+        self.assertEqual(sorted(st["abi"]), ["major", "minor"])
+        self.assertTrue(all(isinstance(v, int) and v >= 0 for v in st["abi"].values()), st)
+        self.assertEqual(os.path.realpath(st["data_dir"]), os.path.realpath(self.srv.data))
+        self.assertEqual(st["listen"], "127.0.0.1")
+        self.assertEqual([m["name"] for m in st["modules"]], [m["name"] for m in health["modules"]])
+        bob = self.srv.add_user("bob", "bob-password", admin_token=self.admin)
+        self.assertProblem(self.srv.request("GET", "/api/v1/admin/status", token=bob), 403)
+        self.assertProblem(self.srv.request("GET", "/api/v1/admin/status"), 401)
+
 if __name__ == "__main__":
     main()

@@ -123,5 +123,67 @@ class FilesAttacksTest(ServerTest):
         self.assertProblem(r, 403)
 
 
+    def test_names_that_can_show_as_something_else_are_refused_when_created(self):
+        """invoice<RLO>gpj.exe shows as "invoiceexe.jpg": bidi overrides, embeddings, isolates and
+        the BOM are refused at every door that creates a name, with the character named."""
+        from base64 import b64encode
+        from urllib.parse import quote
+        base = "/api/v1/stores/%s" % self.sid
+        rlo = "invoice\u202egpj.exe"
+        before = self.snapshot()
+        cases = [
+            ("PUT", base + "/files/" + quote(rlo), b"MZ", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+            ("PUT", base + "/files/" + quote("\ufeffnotes.txt"), b"x", "U+FEFF"),
+            ("PUT", base + "/files/" + quote("new\u2067dir/a.txt") + "?parents=true", b"x",
+             "U+2067 RIGHT-TO-LEFT ISOLATE"),
+            ("POST", base + "/folders", {"path": "a\u202db"}, "U+202D"),
+            ("POST", base + "/folders", {"path": "x\u202a/y", "parents": True}, "U+202A"),
+            ("POST", base + "/move", {"from": "secret/plan.txt", "to": "secret/" + rlo}, "U+202E"),
+            ("POST", base + "/copy", {"from": "secret", "to": "s\u2069"}, "U+2069"),
+        ]
+        for method, target, body, rule in cases:
+            r = self.raw(method, target, token=self.alice, body=body)
+            self.assertProblem(r, 400, rule)
+            self.assertIn("name: may not contain", r.json()["detail"])
+        meta = "store %s,path %s" % (b64encode(str(self.sid).encode()).decode(),
+                                     b64encode(("/" + rlo).encode()).decode())
+        r = self.raw("POST", "/api/v1/uploads", token=self.alice,
+                     headers={"Tus-Resumable": "1.0.0", "Upload-Length": "5", "Upload-Metadata": meta})
+        self.assertProblem(r, 400, "U+202E")
+        self.assertEqual(self.snapshot(), before)
+        # Zero-width joiners stay allowed (Persian, Indic scripts, emoji sequences need them).
+        zwnj = "\u0645\u06cc\u200c\u0631\u0648\u0645.txt"
+        r = self.raw("PUT", base + "/files/" + quote(zwnj), token=self.alice, body=b"ok")
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(self.raw("GET", base + "/files/" + quote(zwnj), token=self.alice).body, b"ok")
+
+    def test_a_name_made_before_the_bidi_rule_stays_readable_writable_and_movable(self):
+        """The bidi/BOM rule is for new names: an entry that already has one (made by an older
+        version) is read, overwritten, moved and renamed away as usual; it just cannot be made again."""
+        import subprocess
+        from urllib.parse import quote
+        ldb_edit = os.environ.get("MBYTE_LDB_EDIT", "")
+        base = "/api/v1/stores/%s" % self.sid
+        r = self.raw("PUT", base + "/files/old.txt", token=self.alice, body=b"from before")
+        self.assertEqual(r.status, 201, r)
+        self.srv.stop()
+        meta = os.path.join(self.srv.data, "meta")
+        keys = subprocess.run([ldb_edit, meta, "--keys", "d/"], capture_output=True, check=True).stdout.split(b"\n")
+        key = [k for k in keys if k.endswith(b"/old.txt")][0]
+        legacy = "old\u202etxt.exe"
+        subprocess.run([ldb_edit, meta, "--rename", key, key[:-len(b"old.txt")] + legacy.encode()], check=True)
+        self.srv.start()
+        url = base + "/files/" + quote(legacy)
+        self.assertEqual(self.raw("GET", url, token=self.alice).body, b"from before")
+        self.assertEqual(self.raw("PUT", url, token=self.alice, body=b"updated").status, 200)
+        r = self.raw("POST", base + "/move", token=self.alice,
+                     body={"from": legacy, "to": "archive/" + legacy, "parents": True})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.raw("GET", base + "/files/archive/" + quote(legacy), token=self.alice).body, b"updated")
+        r = self.raw("POST", base + "/move", token=self.alice, body={"from": "archive/" + legacy, "to": "clean.exe"})
+        self.assertEqual(r.status, 200, r)
+        r = self.raw("POST", base + "/move", token=self.alice, body={"from": "clean.exe", "to": legacy})
+        self.assertProblem(r, 400, "U+202E")
+
 if __name__ == "__main__":
     main()

@@ -271,6 +271,19 @@ class TestFtpClients(FtpTest):
         self.assertEqual(self.srv.request("GET", "/api/v1/stores/1/files/d1", token=self.admin).status, 404)
         f.quit()
 
+    def test_names_with_bidi_overrides_or_a_bom_are_refused_with_553(self):
+        """The kernel's name check for new names (docs/api.md "Names") answers FTP with 553."""
+        f = self.ftp()
+        f.storbinary("STOR /Home/plan.txt", io.BytesIO(b"x"))
+        for cmd in [lambda: f.storbinary("STOR /Home/invoice\u202egpj.exe", io.BytesIO(b"MZ")),
+                    lambda: f.mkd("/Home/\ufeffdocs"),
+                    lambda: f.rename("/Home/plan.txt", "/Home/plan\u2066.txt")]:
+            with self.assertRaises(ftplib.error_perm) as cm:
+                cmd()
+            self.assertRegex(str(cm.exception), r"^553 .*name: may not contain U\+")
+        self.assertEqual(f.nlst("/Home"), ["plan.txt"])
+        f.quit()
+
 
 class TestFtpCommands(FtpTest):
     """STOU, REST+STOR, TYPE A and the 553/554/450 replies docs/ftp.md promises."""

@@ -78,5 +78,14 @@ class MultiStore(ServerTest):
         self.assertEqual(self.srv.request("GET", "/api/v1/stores/%d/list" % sid, token=bob).status, 200)
 
 
+    def test_a_store_name_with_a_bidi_override_is_refused_on_create_and_rename(self):
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        r = self.srv.request("POST", "/api/v1/stores", {"name": "Work\u202eskoob"}, token=bob)
+        self.assertProblem(r, 400, "U+202E RIGHT-TO-LEFT OVERRIDE")
+        sid = create_store(self, self.srv, bob, "Work")
+        r = self.srv.request("PATCH", "/api/v1/stores/%d" % sid, {"name": "\ufeffWork"}, token=bob)
+        self.assertProblem(r, 400, "U+FEFF")
+        self.assertEqual(sorted(s["name"] for s in stores(self.srv, bob)), ["Home", "Work"])
+
 if __name__ == "__main__":
     main()

@@ -60,5 +60,51 @@ class StoreConfig(ServerTest):
         self.assertEqual(self.srv.request("GET", "/api/v1/stores/%d/config" % hid).status, 401)
 
 
+    def test_allowed_types_admit_only_those_types_on_every_upload_path(self):
+        """allowed_types ["image/*", "application/pdf"]: images and PDFs land, anything else is 415
+        naming the setting, before any byte is stored, with a known or unknown length and via tus;
+        the store keeps only what was admitted."""
+        from base64 import b64encode
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        hid = home(self.srv, bob)
+        r = self.cfg(bob, hid, {"allowed_types": ["image/*", "application/pdf"]})
+        self.assertEqual((r.status, r.json()["settings"]["allowed_types"]), (200, ["image/*", "application/pdf"]), r)
+        self.assertEqual(put(self.srv, bob, hid, "photo.png", b"\x89PNG\r\n\x1a\n").status, 201)
+        self.assertEqual(put(self.srv, bob, hid, "scan.JPG", b"\xff\xd8\xff").status, 201)
+        self.assertEqual(put(self.srv, bob, hid, "paper.pdf", b"%PDF-1.4").status, 201)
+        self.assertProblem(put(self.srv, bob, hid, "notes.txt", b"text"), 415, "allowed_types: text/plain")
+        self.assertProblem(put(self.srv, bob, hid, "noext", b"x"), 415, "allowed_types")
+        status, body = put_chunked(self.srv, bob, hid, "song.mp3", [b"ID3", b"x" * 10])
+        self.assertEqual(status, 415, body)
+        meta = "store %s,path %s" % (b64encode(str(hid).encode()).decode(), b64encode(b"/page.html").decode())
+        r = self.srv.request("POST", "/api/v1/uploads", token=bob,
+                             headers={"Tus-Resumable": "1.0.0", "Upload-Length": "4", "Upload-Metadata": meta})
+        self.assertProblem(r, 415, "allowed_types: text/html")
+        names = sorted(e["name"] for e in self.srv.request("GET", "/api/v1/stores/%d/list" % hid,
+                                                           token=bob).json()["entries"])
+        self.assertEqual(names, ["paper.pdf", "photo.png", "scan.JPG"])
+        # Switched off again (null = the default, no list): any type lands.
+        self.assertEqual(self.cfg(bob, hid, {"allowed_types": None}).json()["settings"]["allowed_types"], [])
+        self.assertEqual(put(self.srv, bob, hid, "notes.txt", b"text").status, 201)
+
+    def test_blocked_types_refuse_those_types_and_win_over_allowed_types(self):
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        hid = home(self.srv, bob)
+        r = self.cfg(bob, hid, {"blocked_types": ["image/svg+xml", "text/*"]})
+        self.assertEqual(r.status, 200, r)
+        self.assertProblem(put(self.srv, bob, hid, "logo.svg", b"<svg/>"), 415, "blocked_types: image/svg+xml")
+        self.assertProblem(put(self.srv, bob, hid, "LOGO.SVG", b"<svg/>"), 415, "blocked_types")
+        self.assertProblem(put(self.srv, bob, hid, "readme.txt", b"hi"), 415, "blocked_types: text/plain")
+        self.assertProblem(put(self.srv, bob, hid, "index.html", b"<p>"), 415, "blocked_types: text/html")
+        self.assertEqual(put(self.srv, bob, hid, "logo.png", b"\x89PNG").status, 201)
+        # Both lists: blocked wins for a type both name.
+        r = self.cfg(bob, hid, {"allowed_types": ["image/*"], "blocked_types": ["image/svg+xml"]})
+        self.assertEqual(r.status, 200, r)
+        self.assertProblem(put(self.srv, bob, hid, "logo.svg", b"<svg/>"), 415, "blocked_types")
+        self.assertEqual(put(self.srv, bob, hid, "logo.gif", b"GIF89a").status, 201)
+        names = sorted(e["name"] for e in self.srv.request("GET", "/api/v1/stores/%d/list" % hid,
+                                                           token=bob).json()["entries"])
+        self.assertEqual(names, ["logo.gif", "logo.png"])
+
 if __name__ == "__main__":
     main()

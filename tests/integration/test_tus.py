@@ -191,6 +191,7 @@ class TusTest(TusBase):
         r = self.patch(loc, 0, b"hello", extra={"Upload-Checksum": "sha256 " + bad})
         self.assertEqual(r.status, 460, r)
         self.assertEqual(r.header("Content-Type"), "application/problem+json")
+        self.assertEqual((r.json()["status"], r.json()["code"]), (460, "checksum_mismatch"))  # like every problem
         self.assertEqual(self.head(loc).header("Upload-Offset"), "0")
         r = self.patch(loc, 0, b"hello", extra={"Upload-Checksum": "sha1 " + good})
         self.assertEqual((r.status, r.header("Upload-Offset")), (204, "5"))

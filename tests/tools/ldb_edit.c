@@ -5,8 +5,13 @@
  *
  *   ldb_edit DBDIR KEY FIND REPLACE   replace the first FIND in KEY's value with REPLACE
  *   ldb_edit DBDIR --keys PREFIX      print every key with PREFIX, one a line
+<<<<<<< HEAD
  *   ldb_edit DBDIR --get KEY          print KEY's value
  *   ldb_edit DBDIR --del KEY          delete KEY (test_format makes an older data directory this way)
+=======
+ *   ldb_edit DBDIR --rename KEY NEW   move KEY's value to the key NEW (one synced batch), as an
+ *                                     entry made under older rules would be (test_files_attacks)
+>>>>>>> smaller
  * Exit 0 on success, 1 when the key or the text is not there, 2 on usage or open errors.
  */
 #include <leveldb/c.h>
@@ -16,9 +21,15 @@
 
 int main(int argc, char **argv)
 {
+<<<<<<< HEAD
     if (argc != 5 && !(argc == 4 && (!strcmp(argv[2], "--keys") || !strcmp(argv[2], "--get") ||
                                      !strcmp(argv[2], "--del")))) {
         fprintf(stderr, "usage: ldb_edit DBDIR KEY FIND REPLACE | ldb_edit DBDIR --keys PREFIX|--get KEY|--del KEY\n");
+=======
+    if (argc != 5 && !(argc == 4 && !strcmp(argv[2], "--keys"))) {
+        fprintf(stderr, "usage: ldb_edit DBDIR KEY FIND REPLACE | ldb_edit DBDIR --keys PREFIX | "
+                        "ldb_edit DBDIR --rename KEY NEW\n");
+>>>>>>> smaller
         return 2;
     }
     char *err = NULL;
@@ -44,6 +55,29 @@ int main(int argc, char **argv)
         leveldb_free(v);
         leveldb_writeoptions_destroy(wo);
         leveldb_readoptions_destroy(ro);
+    } else if (argc == 5 && !strcmp(argv[2], "--rename")) {
+        leveldb_readoptions_t *ro = leveldb_readoptions_create();
+        size_t vl;
+        char *v = leveldb_get(db, ro, argv[3], strlen(argv[3]), &vl, &err);
+        leveldb_readoptions_destroy(ro);
+        if (!v) {
+            fprintf(stderr, "ldb_edit: no such key\n");
+            rc = 1;
+        } else {
+            leveldb_writebatch_t *b = leveldb_writebatch_create();
+            leveldb_writebatch_delete(b, argv[3], strlen(argv[3]));
+            leveldb_writebatch_put(b, argv[4], strlen(argv[4]), v, vl);
+            leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+            leveldb_writeoptions_set_sync(wo, 1);
+            leveldb_write(db, wo, b, &err);
+            leveldb_writeoptions_destroy(wo);
+            leveldb_writebatch_destroy(b);
+            free(v);
+            if (err) {
+                fprintf(stderr, "ldb_edit: %s\n", err);
+                rc = 2;
+            }
+        }
     } else if (argc == 4) {
         leveldb_readoptions_t *ro = leveldb_readoptions_create();
         leveldb_iterator_t *it = leveldb_create_iterator(db, ro);

@@ -109,6 +109,56 @@ static void test_paths_are_split_normalised_and_bounded(void **s)
     free(longp);
 }
 
+/* Formatting characters that can make a name show as something it is not ("invoice<RLO>gpj.exe"
+ * shows as "invoiceexe.jpg") are refused when a name is created; each refusal names the
+ * character. Zero-width joiners, non-joiners and spaces and the bidi marks stay allowed: scripts
+ * (Persian, Indic, emoji sequences, Thai) need them, they cannot reorder text, and the web page
+ * shows them with a visible marker. */
+static void creatable_refused(const char *name, const char *what)
+{
+    mb_err err = {0};
+    assert_int_equal(fs_name_creatable(name, &err), MB_EINVAL);
+    assert_int_equal(err.code, MB_EINVAL);
+    if (!strstr(err.msg, what))
+        fail_msg("'%s' does not mention '%s'", err.msg, what);
+}
+
+static void test_bidi_controls_and_bom_are_refused_at_creation_by_name(void **s)
+{
+    (void)s;
+    creatable_refused("invoice\xe2\x80\xaegpj.exe", "U+202E RIGHT-TO-LEFT OVERRIDE");
+    creatable_refused("\xe2\x80\xadx", "U+202D LEFT-TO-RIGHT OVERRIDE");
+    creatable_refused("a\xe2\x80\xaa" "b", "U+202A LEFT-TO-RIGHT EMBEDDING");
+    creatable_refused("a\xe2\x80\xab" "b", "U+202B RIGHT-TO-LEFT EMBEDDING");
+    creatable_refused("a\xe2\x80\xac", "U+202C POP DIRECTIONAL FORMATTING");
+    creatable_refused("a\xe2\x81\xa6" "b", "U+2066 LEFT-TO-RIGHT ISOLATE");
+    creatable_refused("a\xe2\x81\xa7" "b", "U+2067 RIGHT-TO-LEFT ISOLATE");
+    creatable_refused("a\xe2\x81\xa8" "b", "U+2068 FIRST STRONG ISOLATE");
+    creatable_refused("a\xe2\x81\xa9" "b", "U+2069 POP DIRECTIONAL ISOLATE");
+    creatable_refused("\xef\xbb\xbfreport.txt", "U+FEFF");
+    creatable_refused("a\xe2\x80\xa8" "b", "U+2028 LINE SEPARATOR");
+    creatable_refused("a\xe2\x80\xa9" "b", "U+2029 PARAGRAPH SEPARATOR");
+    creatable_refused("a\xe2\x81\xaa" "b", "U+206A");
+    creatable_refused("x\xe2\x80\xae", "name: may not contain");
+}
+
+static void test_joiners_marks_and_ordinary_names_may_be_created(void **s)
+{
+    (void)s;
+    mb_err err = {0};
+    const char *ok[] = {
+        "report.txt",
+        "\xd9\x85\xdb\x8c\xe2\x80\x8c\xd8\xb1\xd9\x88\xd9\x85", /* Persian "mi-ravam": ZWNJ */
+        "\xe0\xa4\x95\xe0\xa5\x8d\xe2\x80\x8d\xe0\xa4\xb7",               /* Devanagari with ZWJ */
+        "\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7.png", /* family emoji */
+        "a\xe2\x80\x8b" "b",                                                 /* ZWSP (Thai word breaks) */
+        "\xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d\xe2\x80\x8e.txt",       /* Hebrew + LRM */
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (fs_name_creatable(ok[i], &err))
+            fail_msg("'%s' refused: %s", ok[i], err.msg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -117,6 +167,8 @@ int main(void)
         cmocka_unit_test(test_decomposed_names_are_normalised_to_nfc),
         cmocka_unit_test(test_a_name_that_is_too_long_only_before_nfc_is_accepted),
         cmocka_unit_test(test_paths_are_split_normalised_and_bounded),
+        cmocka_unit_test(test_bidi_controls_and_bom_are_refused_at_creation_by_name),
+        cmocka_unit_test(test_joiners_marks_and_ordinary_names_may_be_created),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

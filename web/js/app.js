@@ -8,7 +8,7 @@
  * GET /api/v1/health, read at start and whenever the admin view toggles a module.
  */
 import { api, setCsrf, csrfToken, setUnauthorizedHandler, ApiError } from './api.js';
-import { h, icon, button, clear, dialog, field, openMenu, toast, formatBytes, formatTime } from './ui.js';
+import { h, icon, button, clear, dialog, field, openMenu, toast, formatBytes, formatTime, fileName } from './ui.js';
 import { state, on, emit, currentStore, isAdmin } from './state.js';
 import { setModules, applyParts, partEnabled } from './modules.js';
 import { FilesView, TrashView } from './files.js';
@@ -192,7 +192,7 @@ class Shell {
 
     renderStoreBtn() {
         const s = currentStore();
-        clear(this.storeBtn, icon('store'), h('span.store-name', s ? s.name : 'No store'), icon('chevronDown'));
+        clear(this.storeBtn, icon('store'), s ? fileName(s.name, 'bdi.fname.store-name') : h('span.store-name', 'No store'), icon('chevronDown'));
         this.nav.querySelector('.version').textContent = state.version ? 'MByte ' + state.version : '';
     }
 

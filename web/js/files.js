@@ -8,7 +8,7 @@
  * runs in the background. Paths are store paths without a leading '/' ("" is the root).
  */
 import { api, fileUrl, encodePath } from './api.js';
-import { h, icon, button, clear, dialog, confirmDialog, field, openMenu, toast, formatBytes, formatTime, fileIcon, toDate } from './ui.js';
+import { h, icon, button, clear, dialog, confirmDialog, field, openMenu, toast, formatBytes, formatTime, fileIcon, toDate, fileName } from './ui.js';
 import { state, emit, on, currentStore } from './state.js';
 import { partEnabled, applyParts } from './modules.js';
 import { filesFromDrop } from './uploads.js';
@@ -121,8 +121,8 @@ export class FilesView {
         const parts = state.path ? state.path.split('/') : [];
         const rootName = store?.name || 'Files';
         const link = (label, p, current) => h('li', current
-            ? h('span', { 'aria-current': 'page' }, label)
-            : h('a', { href: '#/files/' + encodeURIComponent(state.sid) + '/' + encodePath(p) }, label));
+            ? h('span', { 'aria-current': 'page' }, fileName(label))
+            : h('a', { href: '#/files/' + encodeURIComponent(state.sid) + '/' + encodePath(p) }, fileName(label)));
         crumbs.append(link(rootName, '', !parts.length));
         parts.forEach((name, i) => crumbs.append(link(name, parts.slice(0, i + 1).join('/'), i === parts.length - 1)));
 
@@ -218,8 +218,8 @@ export class FilesView {
             this.el.querySelector(`input[aria-label="${CSS.escape('Select ' + e.name)}"]`)?.focus();
         });
         const nameBtn = e.type === 'folder'
-            ? h('a.name-link', { href: '#/files/' + encodeURIComponent(state.sid) + '/' + encodePath(e.path) }, e.name)
-            : h('button.name-link', { type: 'button', onclick: () => this.openPanel(e, 'details') }, e.name);
+            ? h('a.name-link', { href: '#/files/' + encodeURIComponent(state.sid) + '/' + encodePath(e.path) }, fileName(e.name))
+            : h('button.name-link', { type: 'button', onclick: () => this.openPanel(e, 'details') }, fileName(e.name));
         const more = button('Actions for ' + e.name, 'more', ev => openMenu(ev.currentTarget, [
             e.type === 'file' ? { label: 'Download', icon: 'download', action: () => this.download([e]) }
                 : { label: 'Download as zip', icon: 'download', action: () => this.download([e]) },
@@ -421,7 +421,7 @@ export class FilesView {
         const body = h('div.panel-body', { role: 'tabpanel' });
         clear(this.panel,
             h('div.panel-head', h('span.file-icon.big.' + fileIcon(e), icon(fileIcon(e))),
-                h('h2.panel-title', { title: e.path }, e.name),
+                h('h2.panel-title', { title: e.path }, fileName(e.name)),
                 button('Close details', 'close', () => this.closePanel(), { cls: 'icon-btn panel-close', iconOnly: true })),
             tabs, body);
         applyParts(this.panel);
@@ -534,7 +534,7 @@ export function chooseFolder(sid, start, title, exclude = []) {
                 list.append(h('li', h('button.chooser-item', {
                     type: 'button', disabled: blocked, onclick: () => show(f.path),
                     title: blocked ? 'A folder cannot move into itself' : null,
-                }, icon('folder'), h('span', f.name), icon('chevron'))));
+                }, icon('folder'), fileName(f.name, 'bdi'), icon('chevron'))));
             }
         } catch (e) {
             status.textContent = e.message;
@@ -589,7 +589,7 @@ export class TrashView {
             del.setAttribute('aria-label', 'Delete ' + path + ' permanently');
             tbody.append(h('tr', { dataset: { id: String(it.id), path } },
                 h('td.col-name', h('div.name-cell', h('span.file-icon' + (it.type === 'folder' ? '.folder' : ''), icon(it.type === 'folder' ? 'folder' : 'file')),
-                    h('span', { title: path }, path))),
+                    Object.assign(fileName(path), { title: path }))),
                 h('td.col-size', formatBytes(it.size)),
                 h('td.col-mtime', formatTime(it.deleted ?? it.time ?? it.deleted_at)),
                 h('td.col-by', it.expires ? formatTime(it.expires) : ''),

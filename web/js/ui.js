@@ -37,6 +37,43 @@ function append(el, children) {
     }
 }
 
+/* Characters that show nothing (or only move text around) and so can make a name look like
+ * another: zero-width spaces and joiners, bidi marks and controls, the BOM, fillers. The server
+ * refuses the bidi controls and the BOM in new names (docs/storage.md "Names"); the others are
+ * legitimate in some scripts, and names made before the rule may still hold any of them. */
+const INVISIBLE = /[\u00AD\u034F\u061C\u115F\u1160\u17B4\u17B5\u180E\u200B-\u200F\u2028-\u202E\u2060-\u206F\u3164\uFEFF\uFFA0\uFFF9-\uFFFB]/u;
+const INVISIBLE_NAMES = {
+    0x00AD: 'SOFT HYPHEN', 0x061C: 'ARABIC LETTER MARK', 0x200B: 'ZERO WIDTH SPACE', 0x200C: 'ZERO WIDTH NON-JOINER',
+    0x200D: 'ZERO WIDTH JOINER', 0x200E: 'LEFT-TO-RIGHT MARK', 0x200F: 'RIGHT-TO-LEFT MARK', 0x202A: 'LEFT-TO-RIGHT EMBEDDING',
+    0x202B: 'RIGHT-TO-LEFT EMBEDDING', 0x202C: 'POP DIRECTIONAL FORMATTING', 0x202D: 'LEFT-TO-RIGHT OVERRIDE',
+    0x202E: 'RIGHT-TO-LEFT OVERRIDE', 0x2060: 'WORD JOINER', 0x2066: 'LEFT-TO-RIGHT ISOLATE', 0x2067: 'RIGHT-TO-LEFT ISOLATE',
+    0x2068: 'FIRST STRONG ISOLATE', 0x2069: 'POP DIRECTIONAL ISOLATE', 0xFEFF: 'ZERO WIDTH NO-BREAK SPACE (BOM)',
+};
+// A joiner or non-joiner between two visible non-ASCII characters is doing its job (Persian, Indic
+// scripts, emoji sequences such as the family emoji): left alone. Anywhere else (next to ASCII, at
+// either end, beside another invisible character) it can only disguise a name: marked.
+const visibleNonAscii = c => c !== undefined && c > '\u007f' && !INVISIBLE.test(c);
+const joining = (cs, i) => (cs[i] === '\u200C' || cs[i] === '\u200D') && visibleNonAscii(cs[i - 1]) && visibleNonAscii(cs[i + 1]);
+
+/* A file or folder name as the page shows it: a <bdi> (its direction is its own, so a right-to-left
+ * name cannot reorder what stands around it, and nothing outside reorders it), each invisible
+ * character replaced by a visible marker that says what it is (title and text). */
+export function fileName(name, tag = 'bdi.fname') {
+    const el = h(tag);
+    const cs = [...String(name)];
+    let run = '';
+    cs.forEach((c, i) => {
+        if (!INVISIBLE.test(c) || joining(cs, i)) { run += c; return; }
+        if (run) el.append(run);
+        run = '';
+        const cp = c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0');
+        const what = 'U+' + cp + (INVISIBLE_NAMES[c.codePointAt(0)] ? ' ' + INVISIBLE_NAMES[c.codePointAt(0)] : '');
+        el.append(h('span.invisible-char', { title: what, 'aria-label': what }, cp));
+    });
+    if (run) el.append(run);
+    return el;
+}
+
 export function clear(el, ...children) {
     el.replaceChildren();
     append(el, children);

@@ -3,7 +3,7 @@
  * speed and time left, cancel per file or all, and the reason when a file fails (the server's
  * sentence, on that file's row). Files go through tus.js (resumable) two at a time.
  */
-import { h, icon, button, formatBytes, formatDuration, clear } from './ui.js';
+import { h, icon, button, formatBytes, formatDuration, clear, fileName } from './ui.js';
 import { Upload } from './tus.js';
 import { api, ApiError } from './api.js';
 
@@ -180,7 +180,7 @@ export class Uploads {
         return h('li.upload-item.' + it.state, { dataset: { path: it.path } },
             icon(it.state === 'done' ? 'check' : it.state === 'failed' ? 'alert' : 'file'),
             h('div.upload-body',
-                h('div.upload-name', { title: it.path }, it.path),
+                h('div.upload-name', { title: it.path }, fileName(it.path)),
                 bar(pct, it.path, it.state),
                 h('div.upload-status' + (it.state === 'failed' ? '.error' : ''),
                     { role: it.state === 'failed' ? 'alert' : null }, status)),
