@@ -5,13 +5,10 @@
  *
  *   ldb_edit DBDIR KEY FIND REPLACE   replace the first FIND in KEY's value with REPLACE
  *   ldb_edit DBDIR --keys PREFIX      print every key with PREFIX, one a line
-<<<<<<< HEAD
  *   ldb_edit DBDIR --get KEY          print KEY's value
  *   ldb_edit DBDIR --del KEY          delete KEY (test_format makes an older data directory this way)
-=======
  *   ldb_edit DBDIR --rename KEY NEW   move KEY's value to the key NEW (one synced batch), as an
  *                                     entry made under older rules would be (test_files_attacks)
->>>>>>> smaller
  * Exit 0 on success, 1 when the key or the text is not there, 2 on usage or open errors.
  */
 #include <leveldb/c.h>
@@ -21,15 +18,10 @@
 
 int main(int argc, char **argv)
 {
-<<<<<<< HEAD
     if (argc != 5 && !(argc == 4 && (!strcmp(argv[2], "--keys") || !strcmp(argv[2], "--get") ||
                                      !strcmp(argv[2], "--del")))) {
-        fprintf(stderr, "usage: ldb_edit DBDIR KEY FIND REPLACE | ldb_edit DBDIR --keys PREFIX|--get KEY|--del KEY\n");
-=======
-    if (argc != 5 && !(argc == 4 && !strcmp(argv[2], "--keys"))) {
-        fprintf(stderr, "usage: ldb_edit DBDIR KEY FIND REPLACE | ldb_edit DBDIR --keys PREFIX | "
+        fprintf(stderr, "usage: ldb_edit DBDIR KEY FIND REPLACE | ldb_edit DBDIR --keys PREFIX|--get KEY|--del KEY | "
                         "ldb_edit DBDIR --rename KEY NEW\n");
->>>>>>> smaller
         return 2;
     }
     char *err = NULL;
