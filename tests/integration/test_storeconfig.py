@@ -1,11 +1,13 @@
 """storeconfig: per-store settings with defaults from YAML, refused bad values naming the
-field, and the limits enforced on uploads (known and unknown length) and copies."""
+field, and the limits enforced on uploads (known and unknown length) and copies; the Home store
+gets the store template like every store made later."""
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import ServerTest, main  # noqa: E402
-from storeutil import put, put_chunked, home  # noqa: E402
+from storeutil import put, put_chunked, home, create_store, listing  # noqa: E402
 
 
 class StoreConfig(ServerTest):
@@ -61,6 +63,28 @@ class StoreConfig(ServerTest):
         self.assertProblem(self.cfg(eve, hid, {"max_bytes": 1}), 404)
         self.assertEqual(self.srv.request("GET", "/api/v1/stores/%d/config" % hid).status, 401)
 
+
+
+class HomeTemplate(ServerTest):
+    modules = {"taskmgr": True, "storeconfig": True}
+    module_conf = {"store-template": "folders: [Documents, Photos/Holidays]\nsettings: {trash_retention_days: 9}\n"}
+
+    def test_the_home_store_gets_the_template_like_a_store_made_later(self):
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        hid = home(self.srv, bob)
+        work = create_store(self, self.srv, bob, "Work")
+        want = sorted(e["relpath"] for e in listing(self.srv, bob, work))
+        self.assertEqual(want, ["Documents", "Photos", "Photos/Holidays"])
+        deadline = time.time() + 60  # laid out by a task queued when the account was made
+        while time.time() < deadline:
+            got = sorted(e["relpath"] for e in listing(self.srv, bob, hid))
+            if got == want:
+                break
+            time.sleep(0.05)
+        self.assertEqual(got, want)
+        for sid in (hid, work):
+            s = self.srv.request("GET", "/api/v1/stores/%d/config" % sid, token=bob).json()["settings"]
+            self.assertEqual(s["trash_retention_days"], 9)
 
 if __name__ == "__main__":
     main()
