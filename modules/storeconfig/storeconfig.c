@@ -307,7 +307,9 @@ static int limit_check(sc *s, const json_t *e, uint64_t sid, json_int_t add_byte
     json_t *u = NULL;
     if (s->api->usage_get(sid, 0, &u, err))
         return 0;
-    json_int_t bytes = json_integer_value(json_object_get(u, "bytes"));
+    /* max_bytes limits what the store holds now (current files and its trash); old versions
+     * are the user quota's to count and prune (quotas), else they would block saving. */
+    json_int_t bytes = json_integer_value(json_object_get(u, "bytes")) - json_integer_value(json_object_get(u, "versions"));
     json_int_t files = json_integer_value(json_object_get(u, "files"));
     json_decref(u);
     if (mb > 0 && bytes + add_bytes > mb)

@@ -65,6 +65,21 @@ class StoreConfig(ServerTest):
 
 
 
+class StoreLimitWithVersions(ServerTest):
+    modules = {"storeconfig": True, "versioning": True}
+
+    def test_max_bytes_limits_current_files_and_old_versions_never_block_saving(self):
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        hid = home(self.srv, bob)
+        r = self.srv.request("PATCH", "/api/v1/stores/%d/config" % hid, {"max_bytes": 5000}, token=bob)
+        self.assertEqual(r.status, 200, r)
+        for i in range(4):  # old versions pile up (the user quota and retention are theirs)
+            self.assertIn(put(self.srv, bob, hid, "doc.txt", bytes([65 + i]) * 3000).status, (200, 201))
+        self.assertEqual(len(self.srv.request("GET", "/api/v1/stores/%d/versions/doc.txt" % hid,
+                                              token=bob).json()), 4)
+        self.assertProblem(put(self.srv, bob, hid, "more.txt", b"x" * 2001), 507, "max_bytes")
+        self.assertEqual(put(self.srv, bob, hid, "more.txt", b"x" * 2000).status, 201)
+
 class HomeTemplate(ServerTest):
     modules = {"taskmgr": True, "storeconfig": True}
     module_conf = {"store-template": "folders: [Documents, Photos/Holidays]\nsettings: {trash_retention_days: 9}\n"}
