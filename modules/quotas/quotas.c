@@ -14,8 +14,11 @@
  *            crossing) and a refusal raises quota.exceeded once until usage drops again;
  *            both notify the user.
  *            queue quotas.prune when a change left usage above the quota.
- *   tasks    quotas.prune {user}: oldest old versions go until usage fits the quota
- *   config   default_bytes (-1: unlimited), warn_percent (list, default [80, 95])
+ *   tasks    quotas.prune {user}: oldest old versions go until usage fits the quota and
+ *            old versions fit their share of it
+ *   config   default_bytes (-1: unlimited), warn_percent (list, default [80, 95]),
+ *            versions_max_percent (50: old versions may use half the room the quota leaves
+ *            beside current files and the trash, as in Nextcloud's versions app)
  *
  * The quota of a user: their own override (kv "user/<name>"), else their role's default
  * (kv "role/<role>"), else default_bytes. Usage is the kernel's (api->usage_get: current
@@ -42,6 +45,8 @@ typedef struct qs {
     json_int_t default_bytes;
     int warn[8];
     int n_warn;
+    int versions_pct;            /* old versions may use this share of the room current files leave */
+    pthread_mutex_t prune_lock;  /* one pruning at a time, so two cannot both free the same need */
 } qs;
 
 static int kv_int(qs *q, const char *key, json_int_t *out)
@@ -212,7 +217,8 @@ static void old_versions_free(old_version *v, size_t n)
     free(v);
 }
 
-/* Delete old versions oldest first until `need` bytes are freed; the bytes freed. */
+/* Delete old versions oldest first until `need` bytes are freed; the bytes freed. Called
+ * with prune_lock held. */
 static json_int_t prune(qs *q, old_version *v, size_t n, json_int_t need)
 {
     json_int_t freed = 0;
@@ -237,6 +243,11 @@ static int make_room(qs *q, uint64_t owner, json_int_t quota, const char *src, j
     json_decref(u);
     if (used + add <= quota)
         return 0;
+    pthread_mutex_lock(&q->prune_lock);
+    u = usage_of(q, 0, owner); /* again: a pruning that held the lock may have made room */
+    used = json_integer_value(json_object_get(u, "bytes"));
+    versions = json_integer_value(json_object_get(u, "versions"));
+    json_decref(u);
     size_t n = 0;
     json_int_t prunable = 0;
     old_version *v = NULL;
@@ -256,10 +267,26 @@ static int make_room(qs *q, uint64_t owner, json_int_t quota, const char *src, j
         pthread_mutex_unlock(&q->lock);
         if (first)
             announce(q, "quota.exceeded", "error", owner, used, quota, quota ? (int)(used * 100 / quota) : 100);
-    } else
+    } else if (used + add > quota)
         prune(q, v, n, used + add - quota);
+    pthread_mutex_unlock(&q->prune_lock);
     old_versions_free(v, n);
     return rc;
+}
+
+/* How many bytes old versions may use: versions_pct of the room the quota leaves beside
+ * current files and the trash (Nextcloud's versions app keeps them within half of the free
+ * space). Unlimited without a quota. */
+static json_int_t versions_allowed(qs *q, json_int_t quota, const json_t *usage)
+{
+    if (quota < 0)
+        return INT64_MAX;
+    json_int_t kept = json_integer_value(json_object_get(usage, "bytes")) -
+                      json_integer_value(json_object_get(usage, "versions"));
+    pthread_mutex_lock(&q->lock);
+    int pct = q->versions_pct;
+    pthread_mutex_unlock(&q->lock);
+    return quota > kept ? (quota - kept) * pct / 100 : 0;
 }
 
 /* After a change: the level now, announced when it went up; remembered either way, so
@@ -276,10 +303,11 @@ static void recheck(qs *q, uint64_t uid)
     json_t *u = usage_of(q, 0, uid);
     json_int_t used = json_integer_value(json_object_get(u, "bytes"));
     json_int_t versions = json_integer_value(json_object_get(u, "versions"));
+    json_int_t allowed = versions_allowed(q, quota, u);
     json_decref(u);
     mb_err e = {0};
     uint64_t tid;
-    if (used > quota && versions > 0 && /* the loop thread: the pruning runs as a task */
+    if ((used > quota || versions > allowed) && versions > 0 && /* the loop thread: pruning is a task */
         q->api->task_submit("quotas.prune", 0, json_pack("{s:I}", "user", (json_int_t)uid), &tid, &e))
         q->api->log(q->self, 2, "could not queue the pruning of old versions: %s", e.msg);
     int pct = quota ? (int)(used * 100 / quota) : (used ? 100 : 0);
@@ -337,27 +365,34 @@ static int f_quota(const char *event, json_t *p, void *state, mb_err *err)
 }
 
 /* quotas.prune {user}: after a change left usage above the quota (a write whose replaced
- * version was kept, a restore), the oldest old versions go until it fits again. */
+ * version was kept, a restore) or old versions above their share (versions_allowed), the
+ * oldest old versions go until both hold again. */
 static int t_prune(mb_task *task, const json_t *args, void *state, mb_err *err)
 {
-    (void)task, (void)err;
+    (void)err;
     qs *q = state;
     uint64_t owner = (uint64_t)json_integer_value(json_object_get(args, "user"));
     char src[300];
     const char *name = NULL;
     json_t *user = NULL;
-    json_int_t quota = quota_of(q, owner, &name, src, sizeof src, &user);
+    json_int_t quota = quota_of(q, owner, &name, src, sizeof src, &user), freed = 0;
     json_decref(user);
+    if (quota < 0)
+        return 0;
+    pthread_mutex_lock(&q->prune_lock);
     json_t *u = usage_of(q, 0, owner);
     json_int_t used = json_integer_value(json_object_get(u, "bytes"));
+    json_int_t over = json_integer_value(json_object_get(u, "versions")) - versions_allowed(q, quota, u);
     json_decref(u);
-    if (quota < 0 || used <= quota)
-        return 0;
-    size_t n = 0;
-    json_int_t total = 0;
-    old_version *v = old_versions(q, owner, &n, &total);
-    json_int_t freed = prune(q, v, n, used - quota);
-    old_versions_free(v, n);
+    json_int_t need = used - quota > over ? used - quota : over;
+    if (need > 0) {
+        size_t n = 0;
+        json_int_t total = 0;
+        old_version *v = old_versions(q, owner, &n, &total);
+        freed = prune(q, v, n, need);
+        old_versions_free(v, n);
+    }
+    pthread_mutex_unlock(&q->prune_lock);
     q->api->task_result(task, json_pack("{s:I}", "freed", freed));
     return 0;
 }
@@ -515,6 +550,7 @@ static int config_apply(qs *q, const json_t *c, mb_err *err)
         warn[n++] = (int)json_integer_value(x);
     }
     pthread_mutex_lock(&q->lock);
+    q->versions_pct = (int)json_integer_value(json_object_get(c, "versions_max_percent"));
     q->default_bytes = json_integer_value(json_object_get(c, "default_bytes"));
     memcpy(q->warn, warn, sizeof warn);
     q->n_warn = n;
@@ -530,8 +566,10 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     q->self = self;
     q->api = api;
     pthread_mutex_init(&q->lock, NULL);
+    pthread_mutex_init(&q->prune_lock, NULL);
     int rc = config_apply(q, config, err);
     if (rc) {
+        pthread_mutex_destroy(&q->prune_lock);
         pthread_mutex_destroy(&q->lock);
         free(q);
         return rc;
@@ -544,6 +582,7 @@ static int fini(void *state, bool reloading, mb_err *err)
 {
     (void)reloading, (void)err;
     qs *q = state;
+    pthread_mutex_destroy(&q->prune_lock);
     pthread_mutex_destroy(&q->lock);
     free(q);
     return 0;
@@ -556,6 +595,7 @@ static int reconfigure(void *state, const json_t *config, mb_err *err) { return 
 static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "default_bytes", MB_CFG_INT, "-1", -1, INT64_MAX},
     {sizeof(mb_config_key), "warn_percent", MB_CFG_LIST, "[80, 95]", 0, 0},
+    {sizeof(mb_config_key), "versions_max_percent", MB_CFG_INT, "50", 1, 100},
     {0},
 };
 

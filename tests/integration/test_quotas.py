@@ -213,6 +213,7 @@ class Quotas(ServerTest):
 
 class QuotasWithVersions(ServerTest):
     modules = {"quotas": True, "versioning": True}
+    module_conf = {"quotas": "versions_max_percent: 100\n"}  # only the quota bounds old versions here
 
     def test_old_versions_count_and_are_pruned_oldest_first_within_the_quota(self):
         bob = self.srv.add_user("bob", admin_token=self.admin)
@@ -261,6 +262,33 @@ class QuotasWithVersions(ServerTest):
         self.assertEqual(self.srv.request("DELETE", base + "versions/film.bin?version=9", token=bob).status, 204)
         u = usage(self.srv, bob)
         self.assertEqual((u["bytes"], u["versions"]), (1900000, 0))
+
+
+class VersionsShareOfTheRoom(ServerTest):
+    modules = {"quotas": True, "versioning": True}
+    module_conf = {"quotas": "versions_max_percent: 50\n"}
+
+    def test_old_versions_are_thinned_oldest_first_to_half_the_room_left(self):
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        r = self.srv.request("PUT", "/api/v1/admin/quotas/users/bob", {"bytes": 10000000}, token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        hid = home(self.srv, bob)
+        contents = [os.urandom(2000000) for _ in range(5)]
+        for data in contents:
+            self.assertIn(put(self.srv, bob, hid, "doc.bin", data).status, (200, 201))
+        # Room left beside the current 2 MB: 8 MB, half of it for old versions: two of them,
+        # the newest. The pruning runs as a task after each change: wait for what it reports.
+        url = "/api/v1/stores/%d/versions/doc.bin" % hid
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            vs = [v["version"] for v in self.srv.request("GET", url, token=bob).json()]
+            if vs == [3, 4, 5]:
+                break
+            time.sleep(0.05)
+        self.assertEqual(vs, [3, 4, 5])
+        u = usage(self.srv, bob)
+        self.assertEqual((u["bytes"], u["current"], u["versions"]), (6000000, 2000000, 4000000))
+        self.assertEqual(self.srv.request("GET", url + "?version=3", token=bob).body, contents[2])
 
 if __name__ == "__main__":
     main()
