@@ -1052,24 +1052,45 @@ void fs_write_abort(fs_writer *w)
         writer_free(w, true);
 }
 
-/* Remove every version of file fid (refcounts down into refs, deletes into b). */
-static void drop_versions(uint64_t sid, uint64_t fid, db_batch *b, blob_refs *refs)
+/* Remove every version of file fid (refcounts down into refs, deletes into b). The old
+ * versions (all but `current`) leave usage here; the caller notes the current one's. */
+static void drop_versions(uint64_t sid, uint64_t fid, uint64_t current, db_batch *b, blob_refs *refs)
 {
     char prefix[64], a[17], c[17];
     key_u64(a, sid);
     key_u64(c, fid);
     snprintf(prefix, sizeof prefix, "f/%s/%s/", a, c);
-    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    size_t pl = strlen(prefix);
+    db_iter *it = db_iter_prefix(prefix, pl);
     while (db_iter_next(it)) {
         size_t kl, vl;
         const char *k = db_iter_key(it, &kl);
         const char *v = db_iter_val(it, &vl);
         json_t *ver = json_loadb(v, vl, 0, NULL);
         blob_refs_add_chunks(refs, json_object_get(ver, "chunks"), -1);
+        char hex[17] = "";
+        if (kl == pl + 16)
+            memcpy(hex, k + pl, 16);
+        if (strtoull(hex, NULL, 16) != current)
+            stores_usage_note_versions(sid, -jint(ver, "size"));
         json_decref(ver);
         db_batch_del(b, k, kl);
     }
     db_iter_free(it);
+}
+
+/* Remove one version record of file fid (an overwrite that keeps no history drops the version
+ * it replaces; older ones kept while versioning was on stay until deleted or thinned). */
+static void drop_version(uint64_t sid, uint64_t fid, uint64_t ver, db_batch *b, blob_refs *refs)
+{
+    char key[KEYMAX];
+    json_t *rec = NULL;
+    fkey(key, sizeof key, sid, fid, ver);
+    if (db_get_json(key, &rec))
+        return;
+    blob_refs_add_chunks(refs, json_object_get(rec, "chunks"), -1);
+    json_decref(rec);
+    db_batch_del(b, key, strlen(key));
 }
 
 int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
@@ -1144,10 +1165,15 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     if (!rc) {
         fid = is_new ? new_id() : (uint64_t)jint(existing, "id");
         ver = is_new ? 1 : (uint64_t)jint(existing, "version") + 1;
-        /* Only the newest version is kept for now (no retention policy yet): the old ones
-         * go in this same batch, with their refcounts. */
-        if (!is_new && !history_keep_versions(w->sid, w->owner, fid, w->path))
-            drop_versions(w->sid, fid, b, c.refs);
+        /* The version replaced becomes an old version (counted in usage) when a module keeps
+         * it (versioning), else it goes in this same batch with its refcounts. Versions kept
+         * before (versioning since switched off) stay either way: only the user or retention
+         * removes them. */
+        bool keep = !is_new && history_keep_versions(w->sid, w->owner, fid, w->path);
+        if (keep)
+            stores_usage_note_versions(w->sid, jint(existing, "size"));
+        else if (!is_new)
+            drop_version(w->sid, fid, (uint64_t)jint(existing, "version"), b, c.refs);
         blob_refs_add_chunks(c.refs, w->chunks, +1);
         json_t *vrec = json_pack("{s:i, s:I, s:s, s:O, s:I, s:I, s:s}", "v", 1, "size", (json_int_t)w->total,
                                  "sha256", sha, "chunks", w->chunks, "author", (json_int_t)w->uid, "time",
@@ -1522,7 +1548,7 @@ static void delete_into(uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid
                  json_string_value(json_array_get(t, 1)));
             db_batch_del(b, key, strlen(key));
             if (!is_folder(se)) {
-                drop_versions(sid, (uint64_t)jint(se, "id"), b, refs);
+                drop_versions(sid, (uint64_t)jint(se, "id"), (uint64_t)jint(se, "version"), b, refs);
                 stores_usage_note(sid, -jint(se, "size"), -1);
                 hook_emit_batch(b, "file.deleted",
                                 json_pack("{s:I, s:I, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
@@ -1536,7 +1562,7 @@ static void delete_into(uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid
                         json_pack("{s:I, s:I, s:s, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner,
                                   "path", path, "user", (json_int_t)uid));
     } else {
-        drop_versions(sid, (uint64_t)jint(e, "id"), b, refs);
+        drop_versions(sid, (uint64_t)jint(e, "id"), (uint64_t)jint(e, "version"), b, refs);
         stores_usage_note(sid, -jint(e, "size"), -1);
         hook_emit_batch(b, "file.deleted",
                         json_pack("{s:I, s:I, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
@@ -2213,7 +2239,10 @@ int fs_x_folder_for_change(uint64_t sid, uint64_t owner, const char *dir, uint64
 
 int fs_x_entry_get(uint64_t sid, uint64_t pid, const char *name, json_t **e) { return entry_get(sid, pid, name, e); }
 json_t *fs_x_children(uint64_t sid, uint64_t pid) { return children(sid, pid); }
-void fs_x_drop_versions(uint64_t sid, uint64_t fid, db_batch *b, blob_refs *refs) { drop_versions(sid, fid, b, refs); }
+void fs_x_drop_versions(uint64_t sid, uint64_t fid, uint64_t current, db_batch *b, blob_refs *refs)
+{
+    drop_versions(sid, fid, current, b, refs);
+}
 json_t *fs_x_public_info(const json_t *e, const char *path) { return public_info(e, path); }
 void fs_x_dkey(char *out, size_t n, uint64_t sid, uint64_t pid, const char *name) { dkey(out, n, sid, pid, name); }
 void fs_x_fkey(char *out, size_t n, uint64_t sid, uint64_t fid, uint64_t ver) { fkey(out, n, sid, fid, ver); }

@@ -288,7 +288,7 @@ int fs_x_folder_for_change(uint64_t sid, uint64_t owner, const char *dir, uint64
                            uint64_t *out_id, mb_err *err);
 int fs_x_entry_get(uint64_t sid, uint64_t pid, const char *name, json_t **e);
 json_t *fs_x_children(uint64_t sid, uint64_t pid);
-void fs_x_drop_versions(uint64_t sid, uint64_t fid, db_batch *b, blob_refs *refs);
+void fs_x_drop_versions(uint64_t sid, uint64_t fid, uint64_t current, db_batch *b, blob_refs *refs);
 json_t *fs_x_public_info(const json_t *e, const char *path);
 void fs_x_dkey(char *out, size_t n, uint64_t sid, uint64_t pid, const char *name);
 void fs_x_fkey(char *out, size_t n, uint64_t sid, uint64_t fid, uint64_t ver);

@@ -18,7 +18,8 @@
  * makes fs_open refuse that version with MB_EINTEGRITY.
  *
  * Usage and quotas (docs/storage.md): trashed bytes still count until purged, so detach and
- * attach change no usage; purge and version_delete are where bytes leave.
+ * attach only move bytes into and out of usage's trash part; old versions count too (their
+ * own part); purge and version_delete are where bytes leave.
  *
  * Threads: any (HTTP workers, task workers, filters on the deleting thread). Every change
  * is a read-modify-write under blob_lock(); reads take no lock.
@@ -156,6 +157,7 @@ int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, 
         tkey(key, sizeof key, sid, tid);
         db_batch_put_json(b, key, rec);
         json_decref(rec);
+        stores_usage_note_trash(sid, size);
         hook_emit_batch(b, "file.trashed",
                         json_pack("{s:I, s:I, s:s, s:s, s:I, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", np, "type", jstr(e, "type"), "trash_id", (json_int_t)tid,
@@ -232,6 +234,7 @@ int history_attach(const mb_user *u, uint64_t sid, uint64_t tid, char **out_path
         db_batch_put_json(b, key, json_object_get(rec, "entry"));
         tkey(key, sizeof key, sid, tid);
         db_batch_del(b, key, strlen(key));
+        stores_usage_note_trash(sid, -jint(rec, "size"));
         hook_emit_batch(b, "file.restored",
                         json_pack("{s:I, s:I, s:s, s:s, s:s, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", final, "from", jstr(rec, "path"), "type",
@@ -254,9 +257,10 @@ static void purge_file(uint64_t sid, uint64_t owner, const json_t *e, const char
                        blob_refs *refs)
 {
     uint64_t fid = (uint64_t)jint(e, "id");
-    fs_x_drop_versions(sid, fid, b, refs);
+    fs_x_drop_versions(sid, fid, (uint64_t)jint(e, "version"), b, refs);
     marks_drop(sid, fid, b);
     stores_usage_note(sid, -jint(e, "size"), -1); /* trashed bytes counted until now */
+    stores_usage_note_trash(sid, -jint(e, "size"));
     hook_emit_batch(b, "file.deleted",
                     json_pack("{s:I, s:I, s:s, s:I, s:I, s:I, s:b}", "store", (json_int_t)sid, "owner",
                               (json_int_t)owner, "path", path, "file_id", (json_int_t)fid, "size", jint(e, "size"),
@@ -495,7 +499,9 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
                                   jint(old, "size"), "sha256", jstr(old, "sha256"), "version", (json_int_t)nv,
                                   "ctype", jstr(ne, "ctype"), "user", (json_int_t)uid, "restored_from",
                                   (json_int_t)version));
-        stores_usage_note(sid, jint(old, "size") - jint(e, "size"), 0); /* usage counts current versions */
+        /* The restored copy is a new current version; the one it replaces becomes old. */
+        stores_usage_note(sid, jint(old, "size") - jint(e, "size"), 0);
+        stores_usage_note_versions(sid, jint(e, "size"));
     }
     rc = fs_change_end(&c, rc, err, "the restore");
     if (!rc && info)
@@ -538,6 +544,7 @@ int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uin
     if (!rc) {
         db_batch_del(b, key, strlen(key));
         blob_refs_add_chunks(refs, json_object_get(old, "chunks"), -1);
+        stores_usage_note_versions(sid, -jint(old, "size"));
         xkey(key, sizeof key, sid, (uint64_t)jint(e, "id"), version);
         db_batch_del(b, key, strlen(key));
         hook_emit_batch(b, "file.version.deleted",

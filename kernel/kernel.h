@@ -387,6 +387,10 @@ bool stores_reachable(const json_t *store_record, const mb_user *u);
 void stores_each(uint64_t owner, void (*fn)(json_t *rec, void *ud), void *ud);
 void stores_usage_begin(void);                                    /* under blob_lock */
 void stores_usage_note(uint64_t sid, int64_t bytes, int64_t files); /* under blob_lock */
+/* Old versions kept (+) or dropped (-): they count in bytes and in the versions part. */
+void stores_usage_note_versions(uint64_t sid, int64_t bytes);       /* under blob_lock */
+/* Bytes moved into (+) or out of (-) the trash: only the trash part changes. */
+void stores_usage_note_trash(uint64_t sid, int64_t bytes);          /* under blob_lock */
 void stores_usage_flush(db_batch *b);                             /* under blob_lock */
 void stores_list_decorate(const mb_user *u, json_t *stores);
 int stores_usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err);

@@ -29,9 +29,16 @@
 
 #define NOTES_MAX 8
 
+/* One usage record's counters (docs/storage.md "Stores, settings and usage"): bytes is
+ * everything the owner keeps (current versions, trashed files, old versions), versions and
+ * trash are the parts of it that are old versions and trashed current versions. */
+typedef struct {
+    int64_t bytes, files, versions, trash;
+} usage_t;
+
 typedef struct {
     uint64_t sid;
-    int64_t bytes, files;
+    usage_t d;
 } usage_note;
 
 /* Guarded by blob_lock (see the top of the file). */
@@ -60,14 +67,21 @@ bool stores_reachable(const json_t *rec, const mb_user *u)
 
 /* ================================================================= usage === */
 
+static void usage_sum(usage_t *a, const usage_t *d)
+{
+    a->bytes += d->bytes;
+    a->files += d->files;
+    a->versions += d->versions;
+    a->trash += d->trash;
+}
+
 void stores_usage_begin(void) { n_notes = 0; }
 
-void stores_usage_note(uint64_t sid, int64_t bytes, int64_t files)
+static void note(uint64_t sid, usage_t d)
 {
     for (int i = 0; i < n_notes; i++)
         if (notes[i].sid == sid) {
-            notes[i].bytes += bytes;
-            notes[i].files += files;
+            usage_sum(&notes[i].d, &d);
             return;
         }
     if (n_notes == NOTES_MAX) {
@@ -75,50 +89,62 @@ void stores_usage_note(uint64_t sid, int64_t bytes, int64_t files)
                   (unsigned long long)sid);
         return;
     }
-    notes[n_notes++] = (usage_note){sid, bytes, files};
+    notes[n_notes++] = (usage_note){sid, d};
 }
 
-static void usage_read(const char *key, int64_t *bytes, int64_t *files)
+void stores_usage_note(uint64_t sid, int64_t bytes, int64_t files) { note(sid, (usage_t){bytes, files, 0, 0}); }
+
+void stores_usage_note_versions(uint64_t sid, int64_t bytes) { note(sid, (usage_t){bytes, 0, bytes, 0}); }
+
+void stores_usage_note_trash(uint64_t sid, int64_t bytes) { note(sid, (usage_t){0, 0, 0, bytes}); }
+
+/* Format 1 records ({"v":1,"bytes","files"}) read with no versions and no trash part: the
+ * migration below counts both once (usage_migrate_v2). */
+static void usage_read(const char *key, usage_t *out)
 {
     json_t *u = NULL;
-    *bytes = *files = 0;
-    if (db_get_json_shared(key, &u) == 0) {
-        *bytes = jint(u, "bytes");
-        *files = jint(u, "files");
-    }
+    *out = (usage_t){0};
+    if (db_get_json_shared(key, &u) == 0)
+        *out = (usage_t){jint(u, "bytes"), jint(u, "files"), jint(u, "versions"), jint(u, "trash")};
     json_decref(u);
 }
 
-static void usage_put(db_batch *b, const char *key, int64_t bytes, int64_t files)
+static void usage_put(db_batch *b, const char *key, usage_t u)
 {
-    if (bytes < 0 || files < 0) {
-        log_error("usage %s would go below zero (%lld bytes, %lld files); clamped", key, (long long)bytes,
-                  (long long)files);
-        bytes = bytes < 0 ? 0 : bytes;
-        files = files < 0 ? 0 : files;
+    if (u.bytes < 0 || u.files < 0 || u.versions < 0 || u.trash < 0) {
+        log_error("usage %s would go below zero (%lld bytes, %lld files, %lld in versions, %lld in the trash); "
+                  "clamped",
+                  key, (long long)u.bytes, (long long)u.files, (long long)u.versions, (long long)u.trash);
+        u.bytes = u.bytes < 0 ? 0 : u.bytes;
+        u.files = u.files < 0 ? 0 : u.files;
+        u.versions = u.versions < 0 ? 0 : u.versions;
+        u.trash = u.trash < 0 ? 0 : u.trash;
     }
-    json_t *v = json_pack("{s:i, s:I, s:I}", "v", 1, "bytes", (json_int_t)bytes, "files", (json_int_t)files);
+    json_t *v = json_pack("{s:i, s:I, s:I, s:I, s:I}", "v", 2, "bytes", (json_int_t)u.bytes, "files",
+                          (json_int_t)u.files, "versions", (json_int_t)u.versions, "trash", (json_int_t)u.trash);
     db_batch_put_json(b, key, v);
     json_decref(v);
 }
 
 /* Add a delta to one usage record into b. Two deltas to one key in one batch would lose
  * the first, so callers aggregate per key first. */
-static void usage_add(db_batch *b, const char *key, int64_t db, int64_t df)
+static void usage_add(db_batch *b, const char *key, const usage_t *d)
 {
-    int64_t bytes, files;
-    usage_read(key, &bytes, &files);
-    usage_put(b, key, bytes + db, files + df);
+    usage_t u;
+    usage_read(key, &u);
+    usage_sum(&u, d);
+    usage_put(b, key, u);
 }
 
 void stores_usage_flush(db_batch *b)
 {
     uint64_t owners[NOTES_MAX];
-    int64_t ob[NOTES_MAX], of[NOTES_MAX];
+    usage_t od[NOTES_MAX];
     int no = 0;
     char key[64];
     for (int i = 0; i < n_notes; i++) {
-        if (!notes[i].bytes && !notes[i].files)
+        const usage_t *d = &notes[i].d;
+        if (!d->bytes && !d->files && !d->versions && !d->trash)
             continue;
         skey(key, sizeof key, "s", notes[i].sid);
         json_t *s = NULL;
@@ -127,21 +153,19 @@ void stores_usage_flush(db_batch *b)
         uint64_t owner = (uint64_t)jint(s, "owner");
         json_decref(s);
         skey(key, sizeof key, "us", notes[i].sid);
-        usage_add(b, key, notes[i].bytes, notes[i].files);
+        usage_add(b, key, d);
         int j = 0;
         while (j < no && owners[j] != owner)
             j++;
         if (j == no) {
             owners[no] = owner;
-            ob[no] = of[no] = 0;
-            no++;
+            od[no++] = (usage_t){0};
         }
-        ob[j] += notes[i].bytes;
-        of[j] += notes[i].files;
+        usage_sum(&od[j], d);
     }
     for (int j = 0; j < no; j++) {
         skey(key, sizeof key, "uu", owners[j]);
-        usage_add(b, key, ob[j], of[j]);
+        usage_add(b, key, &od[j]);
     }
     n_notes = 0;
 }
@@ -149,7 +173,7 @@ void stores_usage_flush(db_batch *b)
 int stores_usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err)
 {
     char key[64];
-    int64_t bytes, files;
+    usage_t u;
     if (sid) {
         skey(key, sizeof key, "s", sid);
         json_t *s = NULL;
@@ -159,44 +183,30 @@ int stores_usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err)
         skey(key, sizeof key, "us", sid);
     } else
         skey(key, sizeof key, "uu", owner);
-    usage_read(key, &bytes, &files);
-    *out = json_pack("{s:I, s:I}", "bytes", (json_int_t)bytes, "files", (json_int_t)files);
+    usage_read(key, &u);
+    *out = json_pack("{s:I, s:I, s:I, s:I, s:I}", "bytes", (json_int_t)u.bytes, "files", (json_int_t)u.files,
+                     "current", (json_int_t)(u.bytes - u.versions - u.trash), "versions", (json_int_t)u.versions,
+                     "trash", (json_int_t)u.trash);
     return 0;
 }
 
-/* Usage was introduced after the file service: a database without the marker gets its
- * usage counted once from the directory entries (the only rescan there ever is). */
-static void usage_migrate(void)
+/* Counts per store for the migrations below: sid16 -> [bytes, files, versions, trash]. */
+static void count(json_t *per_store, const char *k_sid, int field, int64_t delta)
 {
-    char *v = NULL;
-    if (db_get("n/usage_counted", 15, &v, NULL) == 0) {
-        free(v);
-        return;
-    }
-    json_t *per_store = json_object();
-    db_iter *it = db_iter_prefix("d/", 2);
-    while (db_iter_next(it)) {
-        size_t kl, vl;
-        const char *k = db_iter_key(it, &kl);
-        const char *val = db_iter_val(it, &vl);
-        if (kl < 19)
-            continue;
-        json_t *e = json_loadb(val, vl, 0, NULL);
-        if (e && !strcmp(json_string_value(json_object_get(e, "type")) ?: "", "file")) {
-            char sid[17];
-            memcpy(sid, k + 2, 16);
-            sid[16] = 0;
-            json_t *c = json_object_get(per_store, sid);
-            if (!c) {
-                c = json_pack("[I, I]", (json_int_t)0, (json_int_t)0);
-                json_object_set_new(per_store, sid, c);
-            }
-            json_array_set_new(c, 0, json_integer(json_integer_value(json_array_get(c, 0)) + jint(e, "size")));
-            json_array_set_new(c, 1, json_integer(json_integer_value(json_array_get(c, 1)) + 1));
-        }
-        json_decref(e);
-    }
-    db_iter_free(it);
+    char sid[17];
+    memcpy(sid, k_sid, 16);
+    sid[16] = 0;
+    json_t *c = json_object_get(per_store, sid);
+    if (!c)
+        json_object_set_new(per_store, sid, c = json_pack("[I, I, I, I]", (json_int_t)0, (json_int_t)0,
+                                                          (json_int_t)0, (json_int_t)0));
+    json_array_set_new(c, (size_t)field, json_integer(json_integer_value(json_array_get(c, (size_t)field)) + delta));
+}
+
+/* Add what a migration counted to the usage records of the stores (deleting ones left their
+ * owner's usage already) and of their owners, with the marker, in one batch. */
+static void counted_apply(json_t *per_store, const char *marker, const char *value, const char *what)
+{
     blob_lock();
     db_batch *b = db_batch_new();
     json_t *per_user = json_object();
@@ -208,37 +218,131 @@ static void usage_migrate(void)
         json_t *s = NULL;
         if (db_get_json(key, &s))
             continue;
-        char ok[17];
-        key_u64(ok, (uint64_t)jint(s, "owner"));
+        const char *st = json_string_value(json_object_get(s, "state"));
+        bool deleting = st && !strcmp(st, "deleting");
+        char owner[17];
+        key_u64(owner, (uint64_t)jint(s, "owner"));
         json_decref(s);
+        if (deleting)
+            continue;
         snprintf(key, sizeof key, "us/%s", sid);
-        usage_put(b, key, json_integer_value(json_array_get(c, 0)), json_integer_value(json_array_get(c, 1)));
-        json_t *u = json_object_get(per_user, ok);
-        if (!u)
-            json_object_set_new(per_user, ok, json_deep_copy(c));
-        else
-            for (int i = 0; i < 2; i++)
-                json_array_set_new(u, (size_t)i,
-                                   json_integer(json_integer_value(json_array_get(u, (size_t)i)) +
-                                                json_integer_value(json_array_get(c, (size_t)i))));
+        usage_t d = {0};
+        int64_t *f[] = {&d.bytes, &d.files, &d.versions, &d.trash};
+        for (size_t i = 0; i < 4; i++) {
+            *f[i] = json_integer_value(json_array_get(c, i));
+            count(per_user, owner, (int)i, *f[i]);
+        }
+        usage_add(b, key, &d);
     }
     json_object_foreach(per_user, sid, c) {
         char key[64];
         snprintf(key, sizeof key, "uu/%s", sid);
-        usage_put(b, key, json_integer_value(json_array_get(c, 0)), json_integer_value(json_array_get(c, 1)));
+        usage_add(b, key, &(usage_t){json_integer_value(json_array_get(c, 0)), json_integer_value(json_array_get(c, 1)),
+                                    json_integer_value(json_array_get(c, 2)), json_integer_value(json_array_get(c, 3))});
     }
-    db_batch_put(b, "n/usage_counted", 15, "1", 1);
+    db_batch_put(b, marker, strlen(marker), value, strlen(value));
     if (blob_commit(b))
-        log_error("usage: the first count could not be written");
+        log_error("usage: %s could not be written", what);
     blob_unlock();
     json_decref(per_user);
+}
+
+/* The format the usage records were counted in: "n/usage_format" (2 since old versions
+ * count), else 1 once the first count was made ("n/usage_counted"), else 0. */
+static int usage_format(void)
+{
+    char *v = NULL;
+    int f = 0;
+    if (db_get("n/usage_format", 14, &v, NULL) == 0)
+        f = atoi(v);
+    else if (db_get("n/usage_counted", 15, &v, NULL) == 0)
+        f = 1;
+    free(v);
+    return f;
+}
+
+/* fn(key, key length, record, ud) for every record under prefix (records that do not parse
+ * are passed as NULL). */
+static void each_record(const char *prefix, void (*fn)(const char *, size_t, json_t *, void *), void *ud)
+{
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *val = db_iter_val(it, &vl);
+        json_t *rec = json_loadb(val, vl, 0, NULL);
+        fn(k, kl, rec, ud);
+        json_decref(rec);
+    }
+    db_iter_free(it);
+}
+
+static void count_entry(const char *k, size_t kl, json_t *e, void *per_store)
+{
+    if (kl >= 19 && e && !strcmp(json_string_value(json_object_get(e, "type")) ?: "", "file")) {
+        count(per_store, k + 2, 0, jint(e, "size"));
+        count(per_store, k + 2, 1, 1);
+    }
+}
+
+/* Usage was introduced after the file service: a database without the marker gets its
+ * usage counted once from the directory entries (the only rescan there ever is). */
+static void usage_migrate(void)
+{
+    if (usage_format() >= 1)
+        return;
+    json_t *per_store = json_object();
+    each_record("d/", count_entry, per_store);
+    counted_apply(per_store, "n/usage_counted", "1", "the first count");
     json_decref(per_store);
+}
+
+typedef struct {
+    json_t *per_store;
+    char group[34]; /* "<sid16>/<fid16>" of the record before */
+    int64_t prev_size;
+} version_count;
+
+/* f/ records come in key order, a file's versions by rising number: each one followed by
+ * another of the same file is not the newest, so it is an old version. */
+static void count_version(const char *k, size_t kl, json_t *rec, void *ud)
+{
+    version_count *vc = ud;
+    if (kl != 52)
+        return;
+    if (!memcmp(vc->group, k + 2, 33)) {
+        count(vc->per_store, k + 2, 0, vc->prev_size);
+        count(vc->per_store, k + 2, 2, vc->prev_size);
+    }
+    memcpy(vc->group, k + 2, 33);
+    vc->prev_size = jint(rec, "size");
+}
+
+static void count_trash(const char *k, size_t kl, json_t *rec, void *per_store)
+{
+    if (kl >= 19)
+        count(per_store, k + 3, 3, jint(rec, "size"));
+}
+
+/* Usage format 2 counts old versions and names the trash's part: a database counted in
+ * format 1 gets both counted once (f/ records: every version of a file but its newest is an
+ * old one, as writes and restores always add the next number; tr/ records: their size). */
+static void usage_migrate_v2(void)
+{
+    if (usage_format() >= 2)
+        return;
+    version_count vc = {.per_store = json_object()};
+    each_record("f/", count_version, &vc);
+    each_record("tr/", count_trash, vc.per_store);
+    counted_apply(vc.per_store, "n/usage_format", "2", "the count of old versions and the trash");
+    json_decref(vc.per_store);
 }
 
 int stores_init(mb_err *err)
 {
     (void)err;
     usage_migrate();
+    usage_migrate_v2();
     return 0;
 }
 
@@ -380,12 +484,13 @@ int stores_delete_begin(const mb_user *u, uint64_t sid, mb_err *err)
          * the same batch that hides the store, so usage is exact at every step. */
         db_batch *b = c.b;
         char key[64];
-        int64_t bytes, files;
+        usage_t was;
         skey(key, sizeof key, "us", sid);
-        usage_read(key, &bytes, &files);
+        usage_read(key, &was);
         db_batch_del(b, key, strlen(key));
         skey(key, sizeof key, "uu", (uint64_t)jint(rec, "owner"));
-        usage_add(b, key, -bytes, -files);
+        was = (usage_t){-was.bytes, -was.files, -was.versions, -was.trash};
+        usage_add(b, key, &was);
         json_object_set_new(rec, "state", json_string("deleting"));
         skey(key, sizeof key, "s", sid);
         db_batch_put_json(b, key, rec);

@@ -7,14 +7,22 @@
  *            GET|PUT /api/v1/admin/quotas/roles/{role}       {"bytes": n | null}
  *   hooks    filters on file.write (refused before any byte when the length is known),
  *            file.write.chunk (stopped as soon as the bytes so far cross it) and file.copy:
- *            507 naming the limit. Observers on file.created/updated/deleted/copied
+ *            507 naming the limit, unless deleting the user's oldest old versions makes room
+ *            (then they go first, oldest first; a write that cannot fit even without any of
+ *            them deletes nothing). Observers on file.created/updated/deleted/copied
  *            raise quota.warning at each configured level crossed upwards (once per
  *            crossing) and a refusal raises quota.exceeded once until usage drops again;
  *            both notify the user.
- *   config   default_bytes (-1: unlimited), warn_percent (list, default [80, 95])
+ *            queue quotas.prune when a change left usage above the quota.
+ *   tasks    quotas.prune {user}: oldest old versions go until usage fits the quota and
+ *            old versions fit their share of it
+ *   config   default_bytes (-1: unlimited), warn_percent (list, default [80, 95]),
+ *            versions_max_percent (50: old versions may use half the room the quota leaves
+ *            beside current files and the trash, as in Nextcloud's versions app)
  *
  * The quota of a user: their own override (kv "user/<name>"), else their role's default
- * (kv "role/<role>"), else default_bytes. Usage is the kernel's (api->usage_get), kept in
+ * (kv "role/<role>"), else default_bytes. Usage is the kernel's (api->usage_get: current
+ * versions, old versions and the trash, each also as its own part), kept in
  * the same batch as each change, so it is exact after a crash and right again the moment
  * this module is loaded after being off. Per-store limits are storeconfig's max_bytes.
  * Kv "lvl/<uid>" keeps the highest level announced (index into warn_percent + 1; 99 after
@@ -37,6 +45,8 @@ typedef struct qs {
     json_int_t default_bytes;
     int warn[8];
     int n_warn;
+    int versions_pct;            /* old versions may use this share of the room current files leave */
+    pthread_mutex_t prune_lock;  /* one pruning at a time, so two cannot both free the same need */
 } qs;
 
 static int kv_int(qs *q, const char *key, json_int_t *out)
@@ -90,7 +100,7 @@ static json_t *usage_of(qs *q, uint64_t sid, uint64_t uid)
     json_t *u = NULL;
     mb_err e = {0};
     if (q->api->usage_get(sid, uid, &u, &e))
-        u = json_pack("{s:i, s:i}", "bytes", 0, "files", 0);
+        u = json_pack("{s:i, s:i, s:i, s:i, s:i}", "bytes", 0, "files", 0, "current", 0, "versions", 0, "trash", 0);
     return u;
 }
 
@@ -132,6 +142,153 @@ static void announce(qs *q, const char *event, const char *kind, uint64_t uid, j
                       &e);
 }
 
+/* ---------------------------------------------------------------- pruning --- */
+
+/* One old version (not the current one) of a file of the user, by age. */
+typedef struct old_version {
+    json_int_t time, size;
+    uint64_t sid, version;
+    char *path;
+} old_version;
+
+static int oldest_first(const void *a, const void *b)
+{
+    const old_version *x = a, *y = b;
+    if (x->time != y->time)
+        return x->time < y->time ? -1 : 1;
+    return x->version < y->version ? -1 : x->version > y->version;
+}
+
+/* Every old version of the files in the user's ready stores, oldest first; *total their
+ * bytes. Walks the namespace: run only when a write needs the room (usage says versions
+ * exist and the quota is reached). Old versions of trashed files are not reachable here:
+ * they go with the purge. */
+static old_version *old_versions(qs *q, uint64_t owner, size_t *n, json_int_t *total)
+{
+    json_t *stores = NULL;
+    mb_err e = {0};
+    old_version *v = NULL;
+    size_t cap = 0;
+    *n = 0;
+    *total = 0;
+    if (q->api->store_list_all(owner, &stores, &e))
+        return NULL;
+    size_t i, j, k;
+    json_t *s, *f, *ver;
+    json_array_foreach(stores, i, s) {
+        const char *st = json_string_value(json_object_get(s, "state"));
+        if (st && strcmp(st, "ready"))
+            continue;
+        uint64_t sid = (uint64_t)json_integer_value(json_object_get(s, "id"));
+        json_t *tree = NULL;
+        if (q->api->folder_list(NULL, sid, "", true, &tree, &e))
+            continue;
+        json_array_foreach(json_object_get(tree, "entries"), j, f) {
+            const char *path = json_string_value(json_object_get(f, "path"));
+            json_t *vl = NULL;
+            if (!path || strcmp(json_string_value(json_object_get(f, "type")) ?: "", "file") ||
+                q->api->version_list(NULL, sid, path, &vl, &e))
+                continue;
+            json_array_foreach(vl, k, ver) {
+                if (json_is_true(json_object_get(ver, "current")))
+                    continue;
+                if (*n == cap && !(v = realloc(v, (cap = cap ? 2 * cap : 16) * sizeof *v)))
+                    abort();
+                v[(*n)++] = (old_version){json_integer_value(json_object_get(ver, "time")),
+                                          json_integer_value(json_object_get(ver, "size")), sid,
+                                          (uint64_t)json_integer_value(json_object_get(ver, "version")),
+                                          strdup(path)};
+                *total += json_integer_value(json_object_get(ver, "size"));
+            }
+            json_decref(vl);
+        }
+        json_decref(tree);
+    }
+    json_decref(stores);
+    if (*n)
+        qsort(v, *n, sizeof *v, oldest_first);
+    return v;
+}
+
+static void old_versions_free(old_version *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i].path);
+    free(v);
+}
+
+/* Delete old versions oldest first until `need` bytes are freed; the bytes freed. Called
+ * with prune_lock held. */
+static json_int_t prune(qs *q, old_version *v, size_t n, json_int_t need)
+{
+    json_int_t freed = 0;
+    for (size_t i = 0; i < n && freed < need; i++) {
+        mb_err e = {0};
+        if (q->api->version_delete(NULL, v[i].sid, v[i].path, v[i].version, &e) == 0)
+            freed += v[i].size;
+    }
+    return freed;
+}
+
+/* Room for `add` more bytes of user `owner` (`replaced`: bytes of the version a write
+ * replaces, which becomes an old version and so can go too). Old versions are pruned
+ * first, oldest first, and only when the write fits with them gone; otherwise nothing is
+ * pruned and MB_EQUOTA is the answer. */
+static int make_room(qs *q, uint64_t owner, json_int_t quota, const char *src, json_int_t add, json_int_t replaced,
+                     mb_err *err)
+{
+    json_t *u = usage_of(q, 0, owner);
+    json_int_t used = json_integer_value(json_object_get(u, "bytes"));
+    json_int_t versions = json_integer_value(json_object_get(u, "versions"));
+    json_decref(u);
+    if (used + add <= quota)
+        return 0;
+    pthread_mutex_lock(&q->prune_lock);
+    u = usage_of(q, 0, owner); /* again: a pruning that held the lock may have made room */
+    used = json_integer_value(json_object_get(u, "bytes"));
+    versions = json_integer_value(json_object_get(u, "versions"));
+    json_decref(u);
+    size_t n = 0;
+    json_int_t prunable = 0;
+    old_version *v = NULL;
+    /* Cheap first: usage says how much could be pruned at most; walk only if it may do. */
+    if (versions > 0 && used - versions - replaced + add <= quota)
+        v = old_versions(q, owner, &n, &prunable);
+    int rc = 0;
+    if (used - prunable - replaced + add > quota) {
+        rc = q->api->err_set(err, MB_EQUOTA,
+                             "quota exceeded: %s is %lld bytes; %lld are used (%lld by old versions) and this needs "
+                             "%lld more",
+                             src, (long long)quota, (long long)used, (long long)versions, (long long)add);
+        pthread_mutex_lock(&q->lock);
+        bool first = level_get(q, owner) != LEVEL_EXCEEDED;
+        if (first)
+            level_set(q, owner, LEVEL_EXCEEDED);
+        pthread_mutex_unlock(&q->lock);
+        if (first)
+            announce(q, "quota.exceeded", "error", owner, used, quota, quota ? (int)(used * 100 / quota) : 100);
+    } else if (used + add > quota)
+        prune(q, v, n, used + add - quota);
+    pthread_mutex_unlock(&q->prune_lock);
+    old_versions_free(v, n);
+    return rc;
+}
+
+/* How many bytes old versions may use: versions_pct of the room the quota leaves beside
+ * current files and the trash (Nextcloud's versions app keeps them within half of the free
+ * space). Unlimited without a quota. */
+static json_int_t versions_allowed(qs *q, json_int_t quota, const json_t *usage)
+{
+    if (quota < 0)
+        return INT64_MAX;
+    json_int_t kept = json_integer_value(json_object_get(usage, "bytes")) -
+                      json_integer_value(json_object_get(usage, "versions"));
+    pthread_mutex_lock(&q->lock);
+    int pct = q->versions_pct;
+    pthread_mutex_unlock(&q->lock);
+    return quota > kept ? (quota - kept) * pct / 100 : 0;
+}
+
 /* After a change: the level now, announced when it went up; remembered either way, so
  * falling below a level and crossing it again announces again. */
 static void recheck(qs *q, uint64_t uid)
@@ -145,7 +302,14 @@ static void recheck(qs *q, uint64_t uid)
         return;
     json_t *u = usage_of(q, 0, uid);
     json_int_t used = json_integer_value(json_object_get(u, "bytes"));
+    json_int_t versions = json_integer_value(json_object_get(u, "versions"));
+    json_int_t allowed = versions_allowed(q, quota, u);
     json_decref(u);
+    mb_err e = {0};
+    uint64_t tid;
+    if ((used > quota || versions > allowed) && versions > 0 && /* the loop thread: pruning is a task */
+        q->api->task_submit("quotas.prune", 0, json_pack("{s:I}", "user", (json_int_t)uid), &tid, &e))
+        q->api->log(q->self, 2, "could not queue the pruning of old versions: %s", e.msg);
     int pct = quota ? (int)(used * 100 / quota) : (used ? 100 : 0);
     pthread_mutex_lock(&q->lock);
     int lvl = 0;
@@ -173,48 +337,64 @@ static void o_change(const char *event, const json_t *p, void *state)
 
 /* ---------------------------------------------------------------- filters --- */
 
+/* file.write (length known), file.write.chunk (so far) and file.copy. The bytes a write
+ * replaces may be kept as an old version, so the room asked for is the whole new size; the
+ * replaced bytes only count as prunable. */
 static int f_quota(const char *event, json_t *p, void *state, mb_err *err)
 {
     qs *q = state;
     uint64_t owner = (uint64_t)json_integer_value(json_object_get(p, "owner"));
-    json_int_t add;
-    json_int_t existing = json_integer_value(json_object_get(p, "existing_size"));
+    json_int_t add, replaced = json_integer_value(json_object_get(p, "existing_size"));
     if (!strcmp(event, "file.write")) {
-        json_int_t size = json_integer_value(json_object_get(p, "size"));
-        if (size < 0)
-            return 0; /* unknown length: checked chunk by chunk */
-        add = size - existing;
-    } else if (!strcmp(event, "file.write.chunk"))
-        add = json_integer_value(json_object_get(p, "bytes")) - existing;
-    else
         add = json_integer_value(json_object_get(p, "size"));
+        if (add < 0)
+            return 0; /* unknown length: checked chunk by chunk */
+    } else if (!strcmp(event, "file.write.chunk"))
+        add = json_integer_value(json_object_get(p, "bytes"));
+    else
+        add = json_integer_value(json_object_get(p, "size")), replaced = 0;
     if (add <= 0)
         return 0;
     char src[300];
     const char *name = NULL;
     json_t *user = NULL;
     json_int_t quota = quota_of(q, owner, &name, src, sizeof src, &user);
-    if (quota < 0) {
-        json_decref(user);
-        return 0;
-    }
-    json_t *u = usage_of(q, 0, owner);
-    json_int_t used = json_integer_value(json_object_get(u, "bytes"));
-    json_decref(u);
-    int rc = 0;
-    if (used + add > quota) {
-        rc = q->api->err_set(err, MB_EQUOTA, "quota exceeded: %s is %lld bytes; %lld are used and this needs %lld more",
-                             src, (long long)quota, (long long)used, (long long)add);
-        pthread_mutex_lock(&q->lock);
-        bool first = level_get(q, owner) != LEVEL_EXCEEDED;
-        if (first)
-            level_set(q, owner, LEVEL_EXCEEDED);
-        pthread_mutex_unlock(&q->lock);
-        if (first)
-            announce(q, "quota.exceeded", "error", owner, used, quota, quota ? (int)(used * 100 / quota) : 100);
-    }
+    int rc = quota < 0 ? 0 : make_room(q, owner, quota, src, add, replaced, err);
     json_decref(user);
     return rc;
+}
+
+/* quotas.prune {user}: after a change left usage above the quota (a write whose replaced
+ * version was kept, a restore) or old versions above their share (versions_allowed), the
+ * oldest old versions go until both hold again. */
+static int t_prune(mb_task *task, const json_t *args, void *state, mb_err *err)
+{
+    (void)err;
+    qs *q = state;
+    uint64_t owner = (uint64_t)json_integer_value(json_object_get(args, "user"));
+    char src[300];
+    const char *name = NULL;
+    json_t *user = NULL;
+    json_int_t quota = quota_of(q, owner, &name, src, sizeof src, &user), freed = 0;
+    json_decref(user);
+    if (quota < 0)
+        return 0;
+    pthread_mutex_lock(&q->prune_lock);
+    json_t *u = usage_of(q, 0, owner);
+    json_int_t used = json_integer_value(json_object_get(u, "bytes"));
+    json_int_t over = json_integer_value(json_object_get(u, "versions")) - versions_allowed(q, quota, u);
+    json_decref(u);
+    json_int_t need = used - quota > over ? used - quota : over;
+    if (need > 0) {
+        size_t n = 0;
+        json_int_t total = 0;
+        old_version *v = old_versions(q, owner, &n, &total);
+        freed = prune(q, v, n, need);
+        old_versions_free(v, n);
+    }
+    pthread_mutex_unlock(&q->prune_lock);
+    q->api->task_result(task, json_pack("{s:I}", "freed", freed));
+    return 0;
 }
 
 /* ------------------------------------------------------------------ routes --- */
@@ -370,6 +550,7 @@ static int config_apply(qs *q, const json_t *c, mb_err *err)
         warn[n++] = (int)json_integer_value(x);
     }
     pthread_mutex_lock(&q->lock);
+    q->versions_pct = (int)json_integer_value(json_object_get(c, "versions_max_percent"));
     q->default_bytes = json_integer_value(json_object_get(c, "default_bytes"));
     memcpy(q->warn, warn, sizeof warn);
     q->n_warn = n;
@@ -385,8 +566,10 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     q->self = self;
     q->api = api;
     pthread_mutex_init(&q->lock, NULL);
+    pthread_mutex_init(&q->prune_lock, NULL);
     int rc = config_apply(q, config, err);
     if (rc) {
+        pthread_mutex_destroy(&q->prune_lock);
         pthread_mutex_destroy(&q->lock);
         free(q);
         return rc;
@@ -399,6 +582,7 @@ static int fini(void *state, bool reloading, mb_err *err)
 {
     (void)reloading, (void)err;
     qs *q = state;
+    pthread_mutex_destroy(&q->prune_lock);
     pthread_mutex_destroy(&q->lock);
     free(q);
     return 0;
@@ -411,6 +595,7 @@ static int reconfigure(void *state, const json_t *config, mb_err *err) { return 
 static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "default_bytes", MB_CFG_INT, "-1", -1, INT64_MAX},
     {sizeof(mb_config_key), "warn_percent", MB_CFG_LIST, "[80, 95]", 0, 0},
+    {sizeof(mb_config_key), "versions_max_percent", MB_CFG_INT, "50", 1, 100},
     {0},
 };
 
@@ -434,6 +619,12 @@ static const mb_hook hooks[] = {
     {sizeof(mb_hook), "file.copied", MB_HOOK_OBSERVER, 100, NULL, o_change},
     {sizeof(mb_hook), "folder.copied", MB_HOOK_OBSERVER, 100, NULL, o_change},
     {sizeof(mb_hook), "store.deleted", MB_HOOK_OBSERVER, 100, NULL, o_change},
+    {sizeof(mb_hook), "file.restored", MB_HOOK_OBSERVER, 100, NULL, o_change},
+    {0},
+};
+
+static const mb_task_type tasks[] = {
+    {sizeof(mb_task_type), "quotas.prune", t_prune, 3},
     {0},
 };
 
@@ -442,11 +633,12 @@ MB_MODULE_EXPORT = {
     .abi_major = MB_ABI_MAJOR,
     .abi_minor = MB_ABI_MINOR,
     .name = "quotas",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .description = "Quotas per user and per role, usage, and warnings as notifications and events",
     .config = config_keys,
     .routes = routes,
     .hooks = hooks,
+    .tasks = tasks,
     .init = init,
     .fini = fini,
     .reconfigure = reconfigure,

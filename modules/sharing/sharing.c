@@ -24,6 +24,7 @@
  * write of a share's download count; everything else is read from kv per request.
  */
 #include "mbyte.h"
+#include <errno.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -508,12 +509,91 @@ static const char *form_field(sharing *s, mb_req *req, const char *name)
     return NULL;
 }
 
-/* Expiry and download limit: a share past them answers 410 from now on. */
-static int check_live(sharing *s, const json_t *r, mb_err *err)
+/* ------------------------------------------------------- download counting --- */
+
+#define FETCHERS_MAX 16 /* "fetched_by" keeps the newest ones */
+
+/* Whether a request sends the resource's first byte, and so counts as a download (the rule
+ * in docs/api.md): a GET (or form POST) without Range, with a Range the download code may
+ * answer with the whole file (If-Range, another unit, bad syntax, more than 32 ranges), or
+ * with a range that covers byte 0 of the `size` bytes. Seeks and resumed transfers (ranges
+ * that all start later) and HEAD do not count. */
+static bool fetches_start(sharing *s, mb_req *req, json_int_t size)
+{
+    const mb_api *api = s->api;
+    if (!strcmp(api->req_method(req), "HEAD"))
+        return false;
+    const char *h = api->req_header(req, "Range");
+    if (!h || api->req_header(req, "If-Range"))
+        return true;
+    h += strspn(h, " ");
+    if (strncasecmp(h, "bytes=", 6))
+        return true;
+    h += 6;
+    int specs = 0;
+    while (*(h += strspn(h, " \t,"))) {
+        if (++specs > 32)
+            return true;
+        char *end;
+        bool has_first = *h >= '0' && *h <= '9', has_last;
+        errno = 0;
+        unsigned long long first = has_first ? strtoull(h, &end, 10) : 0, last = 0;
+        if (has_first)
+            h = end;
+        if (*h++ != '-')
+            return true;
+        if ((has_last = *h >= '0' && *h <= '9'))
+            last = strtoull(h, &end, 10), h = end;
+        h += strspn(h, " \t");
+        if (errno || (*h && *h != ',') || (!has_first && !has_last) || (has_first && has_last && last < first))
+            return true;
+        if (has_first ? first == 0 : last >= (unsigned long long)size) /* a suffix as long as the file */
+            return true;
+    }
+    return !specs;
+}
+
+/* Who fetched: the grantee of a user share, the client's address for a link; kept as a
+ * hash with the share id, never the address itself. */
+static void fetcher_of(sharing *s, mb_req *req, const json_t *r, char out[17])
+{
+    char who[200], h[65];
+    const mb_user *u = s->api->req_user(req);
+    if (u)
+        snprintf(who, sizeof who, "%s/user/%llu", jstr(r, "id"), (unsigned long long)u->id);
+    else
+        snprintf(who, sizeof who, "%s/ip/%s", jstr(r, "id"), s->api->req_client_ip(req) ?: "");
+    sha256_hex(who, h);
+    memcpy(out, h, 16);
+    out[16] = 0;
+}
+
+/* A share at its download limit still answers a fetch that does not start at byte 0 (a
+ * seek, a resumed transfer) to someone whose download was counted: the last allowed
+ * download must be able to finish and seek. Everyone else gets 410. */
+static bool continues_a_download(sharing *s, mb_req *req, const json_t *r)
+{
+    if (!req || fetches_start(s, req, INT64_MAX))
+        return false;
+    char me[17];
+    fetcher_of(s, req, r, me);
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(r, "fetched_by"), i, f) {
+        if (!strcmp(json_string_value(f) ?: "", me))
+            return true;
+    }
+    return false;
+}
+
+/* Expiry and download limit: a share past them answers 410 from now on (see
+ * continues_a_download for the one exception). req may be NULL: no exception. */
+static int check_live(sharing *s, mb_req *req, const json_t *r, mb_err *err)
 {
     if (jint(r, "expires") && s->api->now() >= jint(r, "expires"))
         return s->api->err_set(err, MB_EGONE, "this share has expired");
-    if (jint(r, "max_downloads") && jint(r, "downloads") >= jint(r, "max_downloads"))
+    if (jint(r, "max_downloads") && jint(r, "downloads") >= jint(r, "max_downloads") &&
+        !continues_a_download(s, req, r))
         return s->api->err_set(err, MB_EGONE, "this share has reached its download limit");
     return 0;
 }
@@ -545,7 +625,7 @@ static int resolve_link(sharing *s, mb_req *req, json_t **out, mb_err *err)
     int rc;
     if ((rc = share_load(s, idz, &r, err)))
         return api->err_set(err, MB_ENOENT, "no such link (it may have been revoked)");
-    if ((rc = check_live(s, r, err))) {
+    if ((rc = check_live(s, req, r, err))) {
         json_decref(r);
         return rc;
     }
@@ -590,7 +670,7 @@ static int resolve_user(sharing *s, mb_req *req, json_t **out, mb_err *err)
         json_decref(r);
         return s->api->err_set(err, MB_ENOENT, "no such share");
     }
-    if ((rc = check_live(s, r, err))) {
+    if ((rc = check_live(s, req, r, err))) {
         json_decref(r);
         return rc;
     }
@@ -599,14 +679,25 @@ static int resolve_user(sharing *s, mb_req *req, json_t **out, mb_err *err)
 }
 
 /* Count one download against the limit, under the lock so two requests cannot both take
- * the last one. */
-static int count_download(sharing *s, const char *id, mb_err *err)
+ * the last one, and remember who fetched (continues_a_download). */
+static int count_download(sharing *s, mb_req *req, const char *id, mb_err *err)
 {
     pthread_mutex_lock(&s->lock);
     json_t *r = NULL;
     int rc = share_load(s, id, &r, err);
-    if (!rc && !(rc = check_live(s, r, err))) {
+    if (!rc && !(rc = check_live(s, NULL, r, err))) {
         json_object_set_new(r, "downloads", json_integer(jint(r, "downloads") + 1));
+        if (jint(r, "max_downloads")) {
+            char me[17];
+            fetcher_of(s, req, r, me);
+            json_t *f = json_object_get(r, "fetched_by");
+            if (!json_is_array(f))
+                json_object_set_new(r, "fetched_by", f = json_array());
+            json_array_append_new(f, json_string(me));
+            while (json_array_size(f) > FETCHERS_MAX)
+                json_array_remove(f, 0);
+            json_object_set_new(r, "v", json_integer(2));
+        }
         rc = share_save(s, r, err);
     }
     json_decref(r);
@@ -659,6 +750,7 @@ static int serve_read(sharing *s, mb_req *req, json_t *r, mb_err *err)
     if ((rc = api->file_stat(NULL, sid, full, &info, err)))
         return rc == MB_EINVAL ? rc : api->err_set(err, MB_ENOENT, "no such file in this share");
     bool folder = !strcmp(jstr(info, "type"), "folder");
+    json_int_t size = jint(info, "size");
     json_decref(info);
     const char *zip = api->req_query(req, "zip");
     if (folder && !(zip && (!strcmp(zip, "1") || !strcmp(zip, "true")))) {
@@ -679,7 +771,9 @@ static int serve_read(sharing *s, mb_req *req, json_t *r, mb_err *err)
     }
     if (folder && !(bits & P_ZIP))
         return api->err_set(err, MB_EPERM, "this share does not allow downloading a folder");
-    if ((rc = count_download(s, jstr(r, "id"), err)))
+    /* A zip's bytes are made on the fly: any fetch of it counts (but HEAD). */
+    if ((folder ? strcmp(api->req_method(req), "HEAD") != 0 : fetches_start(s, req, size)) &&
+        (rc = count_download(s, req, jstr(r, "id"), err)))
         return rc;
     emit_access(s, req, r, folder ? "zip" : "download", full);
     return api->reply_file(req, NULL, sid, full, err);

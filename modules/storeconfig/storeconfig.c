@@ -3,7 +3,9 @@
  * door (HTTP PUT, tus, FTP, modules) through the files core's filters.
  *
  *   routes   GET   /api/v1/stores/{sid}/config   the effective settings (store overrides
- *                                                over the defaults) and which are overridden
+ *                                                over the defaults; versioning as the
+ *                                                versioning module applies it) and which
+ *                                                are overridden
  *            PATCH /api/v1/stores/{sid}/config   {"key": value | null, ...}; null returns a
  *                                                key to its default; a bad value is 400
  *                                                naming the field and the rule, and changes
@@ -158,6 +160,23 @@ static json_t *effective(sc *s, const json_t *stored)
     return e;
 }
 
+/* What the store really does with versions: the versioning module decides (loaded, and the
+ * store not switched off), so ask it the way the kernel does at an overwrite: its
+ * file.version.drop filter answers MB_HANDLED (keep) and names the limits it applies. */
+static void effective_versioning(sc *s, uint64_t sid, json_t *ver)
+{
+    json_t *probe = json_pack("{s:I, s:I, s:I, s:s}", "store", (json_int_t)sid, "owner", (json_int_t)0, "file_id",
+                              (json_int_t)0, "path", "");
+    mb_err e = {0};
+    bool keeps = s->api->hook_filter("file.version.drop", probe, &e) == MB_HANDLED;
+    json_object_set_new(ver, "enabled", json_boolean(keeps));
+    if (keeps)
+        for (const char *const *k = (const char *const[]){"max_versions", "max_age_days", NULL}; *k; k++)
+            if (json_is_integer(json_object_get(probe, *k)))
+                json_object_set(ver, *k, json_object_get(probe, *k));
+    json_decref(probe);
+}
+
 /* ------------------------------------------------------------------ routes --- */
 
 static int req_store(sc *s, mb_req *req, uint64_t *sid, mb_err *err)
@@ -179,6 +198,7 @@ static int reply_config(sc *s, mb_req *req, uint64_t sid, mb_err *err)
     if (rc)
         return rc;
     json_t *e = effective(s, stored), *over = json_array();
+    effective_versioning(s, sid, json_object_get(e, "versioning"));
     const char *k;
     json_t *v;
     json_object_foreach(stored, k, v) if (json_object_get(e, k)) json_array_append_new(over, json_string(k));
@@ -287,7 +307,9 @@ static int limit_check(sc *s, const json_t *e, uint64_t sid, json_int_t add_byte
     json_t *u = NULL;
     if (s->api->usage_get(sid, 0, &u, err))
         return 0;
-    json_int_t bytes = json_integer_value(json_object_get(u, "bytes"));
+    /* max_bytes limits what the store holds now (current files and its trash); old versions
+     * are the user quota's to count and prune (quotas), else they would block saving. */
+    json_int_t bytes = json_integer_value(json_object_get(u, "bytes")) - json_integer_value(json_object_get(u, "versions"));
     json_int_t files = json_integer_value(json_object_get(u, "files"));
     json_decref(u);
     if (mb > 0 && bytes + add_bytes > mb)

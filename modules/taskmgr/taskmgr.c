@@ -8,6 +8,8 @@
  *            reports progress. Any failure rolls everything back (the store is deleted
  *            through the kernel's store_delete_* calls) and the task fails with the
  *            reason; the owner is notified either way.
+ *            taskmgr.home {user} (a system task, queued by the user.created observer):
+ *            the same template into the Home store made with every account.
  *   config   template, max_concurrent, max_pending_per_user, max_stores_per_user,
  *            store_quota_bytes, step_delay_ms (conf.d/taskmgr.yaml)
  *
@@ -181,30 +183,31 @@ static int fail(tm_state *t, mb_task *task, uint64_t sid, const char *name, int 
     return t->api->err_set(err, code, "%s; the store was rolled back", reason);
 }
 
-static int provision(tm_state *t, mb_task *task, uint64_t sid, const char *name, mb_err *err)
+/* The template's folders and settings, and the store quota, into store sid. Each part is
+ * idempotent (a folder that exists is fine; settings the store has win), so a resumed
+ * task repeats it safely. 0, MB_ECANCELED, or another code with `reason` written. */
+static int apply_template(tm_state *t, mb_task *task, uint64_t sid, char *reason, size_t rn)
 {
     const mb_api *api = t->api;
-    uint64_t owner = api->task_owner(task);
-    char tpl[256], reason[1024];
+    char tpl[256];
     pthread_mutex_lock(&t->lock);
     snprintf(tpl, sizeof tpl, "%s", t->template);
     json_int_t quota = t->quota;
     pthread_mutex_unlock(&t->lock);
 
     if (step(t, task, 10, "layout: reading the template"))
-        return api->err_set(err, MB_ECANCELED, "cancelled");
+        return MB_ECANCELED;
     json_t *tp = NULL;
     mb_err e = {0};
     if (api->conf_load(tpl, &tp, &e)) {
-        snprintf(reason, sizeof reason, "the store template '%s' cannot be read (%s)", tpl, e.msg);
-        return fail(t, task, sid, name, MB_EIO, reason, err);
+        snprintf(reason, rn, "the store template '%s' cannot be read (%s)", tpl, e.msg);
+        return MB_EIO;
     }
     json_t *folders = json_object_get(tp, "folders"), *settings = json_object_get(tp, "settings");
     if ((folders && !json_is_array(folders)) || (settings && !json_is_object(settings))) {
         json_decref(tp);
-        snprintf(reason, sizeof reason, "the store template '%s' is not valid: folders must be a list and "
-                 "settings a map", tpl);
-        return fail(t, task, sid, name, MB_EINVAL, reason, err);
+        snprintf(reason, rn, "the store template '%s' is not valid: folders must be a list and settings a map", tpl);
+        return MB_EINVAL;
     }
     size_t n = json_array_size(folders), i;
     for (i = 0; i < n; i++) {
@@ -213,19 +216,19 @@ static int provision(tm_state *t, mb_task *task, uint64_t sid, const char *name,
         snprintf(msg, sizeof msg, "folders: %s", f ? f : "?");
         if (step(t, task, 20 + (int)(40 * (i + 1) / n), msg)) {
             json_decref(tp);
-            return api->err_set(err, MB_ECANCELED, "cancelled");
+            return MB_ECANCELED;
         }
         int rc = f ? api->folder_create(NULL, sid, f, MB_FS_PARENTS, NULL, &e) : MB_EINVAL;
         if (rc && rc != MB_EEXIST) { /* exists: a resumed task made it already */
-            snprintf(reason, sizeof reason, "the template folder '%s' could not be created (%s)", f ? f : "?",
+            snprintf(reason, rn, "the template folder '%s' could not be created (%s)", f ? f : "?",
                      f ? e.msg : "not a string");
             json_decref(tp);
-            return fail(t, task, sid, name, rc, reason, err);
+            return rc;
         }
     }
     if (step(t, task, 70, "settings")) {
         json_decref(tp);
-        return api->err_set(err, MB_ECANCELED, "cancelled");
+        return MB_ECANCELED;
     }
     json_t *cur = NULL;
     if (api->store_settings_get(sid, &cur, &e) == 0) {
@@ -234,7 +237,7 @@ static int provision(tm_state *t, mb_task *task, uint64_t sid, const char *name,
         if (step(t, task, 85, "quota")) {
             json_decref(cur);
             json_decref(tp);
-            return api->err_set(err, MB_ECANCELED, "cancelled");
+            return MB_ECANCELED;
         }
         if (quota > 0 && !json_object_get(cur, "max_bytes"))
             json_object_set_new(cur, "max_bytes", json_integer(quota));
@@ -242,6 +245,20 @@ static int provision(tm_state *t, mb_task *task, uint64_t sid, const char *name,
     }
     json_decref(cur);
     json_decref(tp);
+    return 0;
+}
+
+static int provision(tm_state *t, mb_task *task, uint64_t sid, const char *name, mb_err *err)
+{
+    const mb_api *api = t->api;
+    uint64_t owner = api->task_owner(task);
+    char reason[1024];
+    mb_err e = {0};
+    int rc = apply_template(t, task, sid, reason, sizeof reason);
+    if (rc == MB_ECANCELED)
+        return api->err_set(err, MB_ECANCELED, "cancelled");
+    if (rc)
+        return fail(t, task, sid, name, rc, reason, err);
     if (step(t, task, 95, "ready"))
         return api->err_set(err, MB_ECANCELED, "cancelled");
     if (api->store_ready(sid, &e)) {
@@ -256,6 +273,46 @@ static int provision(tm_state *t, mb_task *task, uint64_t sid, const char *name,
     snprintf(body, sizeof body, "The store '%s' is ready.", name);
     api->notify(owner, "success", "Store created", body);
     return 0;
+}
+
+/* taskmgr.home {user}: the Home store the kernel makes with every account (in the batch
+ * that creates the user, before any module could take part) gets the template like every
+ * store made later. A system task (owner 0): the user sees no task for it. */
+static int t_home(mb_task *task, const json_t *args, void *state, mb_err *err)
+{
+    tm_state *t = state;
+    uint64_t uid = (uint64_t)json_integer_value(json_object_get(args, "user")), sid = 0;
+    json_t *all = NULL;
+    if (t->api->store_list_all(uid, &all, err))
+        return err->code;
+    size_t i;
+    json_t *s;
+    json_array_foreach(all, i, s) { /* the oldest store named Home: the one made with the account */
+        const char *st = json_string_value(json_object_get(s, "state"));
+        if (!sid && !strcmp(json_string_value(json_object_get(s, "name")) ?: "", "Home") && (!st || !strcmp(st, "ready")))
+            sid = (uint64_t)json_integer_value(json_object_get(s, "id"));
+    }
+    json_decref(all);
+    if (!sid)
+        return 0; /* renamed or deleted since: nothing to lay out */
+    char reason[1024];
+    int rc = apply_template(t, task, sid, reason, sizeof reason);
+    if (rc)
+        return t->api->err_set(err, rc, "the Home store of user %llu did not get the template: %s",
+                               (unsigned long long)uid, rc == MB_ECANCELED ? "cancelled" : reason);
+    t->api->task_result(task, json_pack("{s:I}", "store", (json_int_t)sid));
+    return 0;
+}
+
+/* user.created: lay out the new user's Home store on the pool, never on the loop thread. */
+static void o_user_created(const char *event, const json_t *p, void *state)
+{
+    (void)event;
+    tm_state *t = state;
+    uint64_t id;
+    mb_err e = {0};
+    if (t->api->task_submit("taskmgr.home", 0, json_pack("{s:O}", "user", json_object_get(p, "user_id")), &id, &e))
+        t->api->log(t->self, 2, "could not queue the Home store's template: %s", e.msg);
 }
 
 static int t_provision(mb_task *task, const json_t *args, void *state, mb_err *err)
@@ -386,6 +443,12 @@ static const mb_route routes[] = {
  * crash mid-attempt still re-runs it (the kernel re-queues running tasks at start). */
 static const mb_task_type tasks[] = {
     {sizeof(mb_task_type), "taskmgr.provision", t_provision, 1},
+    {sizeof(mb_task_type), "taskmgr.home", t_home, 3},
+    {0},
+};
+
+static const mb_hook hooks[] = {
+    {sizeof(mb_hook), "user.created", MB_HOOK_OBSERVER, 100, NULL, o_user_created},
     {0},
 };
 
@@ -398,6 +461,7 @@ MB_MODULE_EXPORT = {
     .description = "Creates stores in the background: template folders, settings, quota, then ready",
     .config = config_keys,
     .routes = routes,
+    .hooks = hooks,
     .tasks = tasks,
     .init = init,
     .fini = fini,

@@ -5,8 +5,9 @@
  * the old versions of a file being overwritten; this module's filter answers MB_HANDLED, so
  * the kernel keeps them (in the same batch as the new version; chunks the versions share
  * are shared, so a small edit of a large file costs only the chunks that changed). Unloaded,
- * the filter is gone and overwrites drop the old versions again; versions already kept stay
- * until the file is deleted.
+ * or switched off for a store (settings versioning.enabled false), no new version is kept;
+ * versions already kept stay until the user deletes them, the file is deleted, or
+ * retention thins them.
  *
  *   config   max_versions (100), max_age_days (365)
  *   routes   GET    /api/v1/stores/{sid}/versions/{path}            the versions, oldest first
@@ -32,8 +33,6 @@ typedef struct versioning {
     int64_t max_versions, max_age_days;
 } versioning;
 
-/* The one place a store's version limits are read. Per-store settings come from the
- * kernel's store settings once the `stores` branch is merged; until then the YAML. */
 /* The one place a store's versioning settings are read: the store's own settings (kept by
  * the kernel, edited through storeconfig) win over this module's YAML defaults. */
 static json_t *store_versioning(versioning *v, uint64_t sid)
@@ -148,17 +147,27 @@ static int h_delete(mb_req *req, void *state, mb_err *err)
 
 /* ------------------------------------------------------------------- hooks --- */
 
-/* file.version.drop: keep them. Runs under the kernel's commit lock: answer only. */
+/* file.version.drop: keep the version being replaced. Runs under the kernel's commit lock:
+ * answer only. The answer also writes the store's effective limits into the payload
+ * ("max_versions", "max_age_days"), so storeconfig can show what this module applies by
+ * asking the same filter (a probe with no file). */
 static int f_keep(const char *event, json_t *p, void *state, mb_err *err)
 {
     (void)event;
     versioning *v = state;
-    /* A store whose settings switch versioning off drops old versions as if unloaded. */
-    json_t *o = store_versioning(v, (uint64_t)json_integer_value(json_object_get(p, "store")));
+    uint64_t sid = (uint64_t)json_integer_value(json_object_get(p, "store"));
+    /* A store whose settings switch versioning off keeps no new versions (as if unloaded);
+     * the kernel still keeps the ones kept before. */
+    json_t *o = store_versioning(v, sid);
     bool off = json_is_false(json_object_get(o, "enabled"));
     json_decref(o);
     if (off)
         return 0;
+    size_t max_count;
+    int64_t max_age;
+    store_limits(v, sid, &max_count, &max_age);
+    json_object_set_new(p, "max_versions", json_integer((json_int_t)max_count));
+    json_object_set_new(p, "max_age_days", json_integer(max_age / 86400));
     return v->api->err_set(err, MB_HANDLED, "kept by versioning");
 }
 

@@ -1,10 +1,14 @@
 """The sharing module through real clients (http.client and curl): links with passwords,
 expiry, download limits and revocation; an upload-only drop box; user shares and the
-shared-with-me view; nobody else reaches a share; paths cannot leave the shared folder."""
+shared-with-me view; nobody else reaches a share; paths cannot leave the shared folder; a
+folder zip holds exactly the shared files; Range requests count one download per fetch from
+byte 0."""
+import io
 import os
 import subprocess
 import sys
 import time
+import zipfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import ServerTest, main  # noqa: E402
@@ -137,13 +141,20 @@ class SharingTest(ServerTest):
         self.srv.request("DELETE", "/api/v1/shares/%s" % s["id"], token=self.alice)
         self.assertProblem(self.srv.request("GET", "/api/v1/shared/%s" % s["id"], token=self.bob), 404)
 
-    def test_edit_share_lets_the_grantee_upload_into_the_owners_folder(self):
+    def test_edit_share_lets_the_grantee_upload_into_the_owners_folder_and_overwrite(self):
         s = self.share({"path": "docs", "type": "user", "permission": "edit", "user": "bob"})
         r = self.srv.request("PUT", "/api/v1/shared/%s/sub/from-bob.txt" % s["id"], body=b"bob wrote", token=self.bob)
         self.assertEqual(r.status, 201, r)
         self.assertEqual(r.json()["path"], "sub/from-bob.txt")
         r = self.srv.request("GET", "/api/v1/stores/%s/files/docs/sub/from-bob.txt" % self.sid, token=self.alice)
         self.assertEqual(r.body, b"bob wrote")
+        # edit overwrites the owner's file; the owner and the grantee read the new bytes.
+        r = self.srv.request("PUT", "/api/v1/shared/%s/report.txt" % s["id"], body=b"edited by bob", token=self.bob)
+        self.assertEqual(r.status, 200, r)
+        r = self.srv.request("GET", "/api/v1/stores/%s/files/docs/report.txt" % self.sid, token=self.alice)
+        self.assertEqual(r.body, b"edited by bob")
+        self.assertEqual(self.srv.request("GET", "/api/v1/shared/%s/report.txt" % s["id"], token=self.bob).body,
+                         b"edited by bob")
 
     def test_a_folder_link_cannot_reach_outside_its_folder(self):
         s = self.share({"path": "docs", "type": "link", "permission": "download"})
@@ -169,14 +180,19 @@ class SharingTest(ServerTest):
         # Unknown and malformed tokens look the same.
         self.assertProblem(self.pub("A" * 43), 404)
         self.assertProblem(self.pub("short"), 404)
-        # The folder as a zip, holding exactly the shared folder's files.
+        # The folder as a zip, holding exactly the shared folder's files with their bytes, and
+        # nothing of the private folder.
         r = self.srv.request("GET", "/api/v1/public/%s?zip=1" % tok)
         self.assertEqual(r.status, 200, r)
-        import io
-        import zipfile
-        names = zipfile.ZipFile(io.BytesIO(r.body)).namelist()
-        self.assertTrue(names, names)
-        self.assertFalse([n for n in names if n.startswith("/") or ".." in n.split("/")], names)
+        z = zipfile.ZipFile(io.BytesIO(r.body))
+        self.assertEqual(sorted(z.namelist()), ["docs/", "docs/report.txt", "docs/sub/", "docs/sub/deep.txt"])
+        files = {n: z.read(n) for n in z.namelist() if not n.endswith("/")}
+        self.assertEqual(files, {"docs/report.txt": b"the quarterly report\n", "docs/sub/deep.txt": b"deep file\n"})
+        self.assertNotIn(b"not shared", r.body)
+        # A view link lists and reads but may not zip (docs/api.md "Sharing").
+        v = self.share({"path": "docs", "type": "link", "permission": "view"})
+        self.assertEqual(self.pub(v["token"], "sub/deep.txt").body, b"deep file\n")
+        self.assertProblem(self.srv.request("GET", "/api/v1/public/%s?zip=1" % v["token"]), 403, "folder")
 
     def test_download_limit_and_bad_requests(self):
         s = self.share({"path": "docs/report.txt", "type": "link", "permission": "download", "max_downloads": 2})
@@ -196,6 +212,41 @@ class SharingTest(ServerTest):
                              {"path": "nope", "type": "link", "permission": "view"}, token=self.alice)
         self.assertProblem(r, 404)
         self.assertEqual(self.srv.request("GET", "/api/v1/stores/%s/shares" % self.sid).status, 401)
+
+    def test_range_requests_count_one_download_per_fetch_from_the_first_byte(self):
+        data = os.urandom(200000)
+        self.put("film.mp4", data)
+        s = self.share({"path": "film.mp4", "type": "link", "permission": "download", "max_downloads": 2})
+        tok = s["token"]
+
+        def get(rng=None):
+            return self.pub(tok, headers={"Range": rng} if rng else None)
+
+        def downloads():
+            r = self.srv.request("GET", "/api/v1/stores/%s/shares" % self.sid, token=self.alice)
+            return [x for x in r.json()["shares"] if x["id"] == s["id"]][0]["downloads"]
+
+        r = get("bytes=0-")  # a player's first request: the one download
+        self.assertEqual((r.status, r.body), (206, data))
+        for rng, want in (("bytes=150000-", data[150000:]), ("bytes=70000-70999", data[70000:71000]),
+                          ("bytes=-5000", data[-5000:]), ("bytes=199999-", data[-1:])):  # seeks
+            r = get(rng)
+            self.assertEqual((r.status, r.body), (206, want), rng)
+        self.assertEqual(downloads(), 1)
+        self.assertEqual(self.pub(tok, method="HEAD").status, 200)
+        self.assertEqual(downloads(), 1)
+        r = get()  # a whole fetch: the second and last download
+        self.assertEqual((r.status, r.body), (200, data))
+        self.assertEqual(downloads(), 2)
+        r = get("bytes=100000-100009")  # the last download may still seek
+        self.assertEqual((r.status, r.body), (206, data[100000:100010]))
+        self.assertEqual(downloads(), 2)
+        # Anything that would send byte 0 again is past the limit.
+        for rng in (None, "bytes=0-0", "bytes=-200000", "bytes=5-9,0-1", "bytes=abc"):
+            self.assertProblem(get(rng), 410, "limit")
+        r = self.pub(tok, headers={"Range": "bytes=10-19", "If-Range": '"stale"'})  # would be whole
+        self.assertProblem(r, 410, "limit")
+        self.assertEqual(downloads(), 2)
 
     def test_unloading_the_module_takes_links_down_and_reloading_brings_them_back(self):
         s = self.share({"path": "docs", "type": "link", "permission": "view"})

@@ -1,11 +1,13 @@
 """storeconfig: per-store settings with defaults from YAML, refused bad values naming the
-field, and the limits enforced on uploads (known and unknown length) and copies."""
+field, and the limits enforced on uploads (known and unknown length) and copies; the Home store
+gets the store template like every store made later."""
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import ServerTest, main  # noqa: E402
-from storeutil import put, put_chunked, home  # noqa: E402
+from storeutil import put, put_chunked, home, create_store, listing  # noqa: E402
 
 
 class StoreConfig(ServerTest):
@@ -25,7 +27,9 @@ class StoreConfig(ServerTest):
         self.assertProblem(put(self.srv, bob, hid, "setup.exe", b"MZ"), 415, "blocked_extensions")
         r = self.cfg(bob, hid, {"max_file_size": 10, "max_files": 2, "versioning": {"enabled": True}})
         self.assertEqual(r.status, 200, r)
-        self.assertEqual(r.json()["settings"]["versioning"]["enabled"], True)
+        # Asked for, but no versioning module is loaded here: the store keeps no versions,
+        # and the config shows what is applied (test_versioning checks it with the module).
+        self.assertEqual(r.json()["settings"]["versioning"]["enabled"], False)
         self.assertEqual(sorted(r.json()["overridden"]), ["max_file_size", "max_files", "versioning"])
         self.assertProblem(put(self.srv, bob, hid, "big.txt", b"x" * 11), 413, "max_file_size")
         status, _ = put_chunked(self.srv, bob, hid, "big2.txt", [b"x" * 6, b"x" * 6])
@@ -105,6 +109,45 @@ class StoreConfig(ServerTest):
         names = sorted(e["name"] for e in self.srv.request("GET", "/api/v1/stores/%d/list" % hid,
                                                            token=bob).json()["entries"])
         self.assertEqual(names, ["logo.gif", "logo.png"])
+
+
+class StoreLimitWithVersions(ServerTest):
+    modules = {"storeconfig": True, "versioning": True}
+
+    def test_max_bytes_limits_current_files_and_old_versions_never_block_saving(self):
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        hid = home(self.srv, bob)
+        r = self.srv.request("PATCH", "/api/v1/stores/%d/config" % hid, {"max_bytes": 5000}, token=bob)
+        self.assertEqual(r.status, 200, r)
+        for i in range(4):  # old versions pile up (the user quota and retention are theirs)
+            self.assertIn(put(self.srv, bob, hid, "doc.txt", bytes([65 + i]) * 3000).status, (200, 201))
+        self.assertEqual(len(self.srv.request("GET", "/api/v1/stores/%d/versions/doc.txt" % hid,
+                                              token=bob).json()), 4)
+        self.assertProblem(put(self.srv, bob, hid, "more.txt", b"x" * 2001), 507, "max_bytes")
+        self.assertEqual(put(self.srv, bob, hid, "more.txt", b"x" * 2000).status, 201)
+
+
+class HomeTemplate(ServerTest):
+    modules = {"taskmgr": True, "storeconfig": True}
+    module_conf = {"store-template": "folders: [Documents, Photos/Holidays]\nsettings: {trash_retention_days: 9}\n"}
+
+    def test_the_home_store_gets_the_template_like_a_store_made_later(self):
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        hid = home(self.srv, bob)
+        work = create_store(self, self.srv, bob, "Work")
+        want = sorted(e["relpath"] for e in listing(self.srv, bob, work))
+        self.assertEqual(want, ["Documents", "Photos", "Photos/Holidays"])
+        deadline = time.time() + 60  # laid out by a task queued when the account was made
+        while time.time() < deadline:
+            got = sorted(e["relpath"] for e in listing(self.srv, bob, hid))
+            if got == want:
+                break
+            time.sleep(0.05)
+        self.assertEqual(got, want)
+        for sid in (hid, work):
+            s = self.srv.request("GET", "/api/v1/stores/%d/config" % sid, token=bob).json()["settings"]
+            self.assertEqual(s["trash_retention_days"], 9)
+
 
 if __name__ == "__main__":
     main()

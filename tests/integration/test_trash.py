@@ -11,6 +11,9 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Server, ServerTest, main  # noqa: E402
 
+LDB_EDIT = os.environ.get("MBYTE_LDB_EDIT", os.path.join(os.path.dirname(__file__), "..", "..", "build", "tests",
+                                                         "ldb_edit"))
+
 DAY = 86400
 
 
@@ -220,23 +223,65 @@ class TrashUsageTest(ServerTest):
     def usage(self, c):
         r = c.req("GET", "usage")
         self.assertEqual(r.status, 200, r)
-        return r.json()["bytes"], r.json()["files"]
+        u = r.json()
+        me = self.srv.request("GET", "/api/v1/me/usage", token=c.tok).json()
+        parts = ("bytes", "files", "current", "versions", "trash")
+        self.assertEqual([me[k] for k in parts], [u.get(k) for k in parts])  # one store: the same
+        return tuple(u.get(k) for k in parts)
 
-    def test_trashed_bytes_count_until_purged_and_a_version_restore_keeps_usage_exact(self):
+    def test_trashed_bytes_and_old_versions_count_until_they_are_gone_each_in_its_part(self):
         c = Client(self.srv, self.srv.add_user("alice", admin_token=self.admin))
         c.put("a.bin", rnd(1000, 1))
         c.put("b.bin", rnd(300, 2))
-        self.assertEqual(self.usage(c), (1300, 2))
+        self.assertEqual(self.usage(c), (1300, 2, 1300, 0, 0))
         self.assertIn(c.req("DELETE", "files/a.bin").status, (200, 204))
-        self.assertEqual(self.usage(c), (1300, 2))  # in the trash: still counted
+        self.assertEqual(self.usage(c), (1300, 2, 300, 0, 1000))  # in the trash: still counted
+        tid = c.trash()["items"][0]["id"]
+        self.assertEqual(c.req("POST", "trash/%s/restore" % tid).status, 200)
+        self.assertEqual(self.usage(c), (1300, 2, 1300, 0, 0))
+        self.assertIn(c.req("DELETE", "files/a.bin").status, (200, 204))
         tid = c.trash()["items"][0]["id"]
         self.assertIn(c.req("DELETE", "trash/%s" % tid).status, (200, 204))
-        self.assertEqual(self.usage(c), (300, 1))  # purged: gone from usage too
-        c.put("b.bin", rnd(700, 3))  # version 2
-        self.assertEqual(self.usage(c), (700, 1))
-        r = c.req("POST", "versions/b.bin", {"restore": 1})
+        self.assertEqual(self.usage(c), (300, 1, 300, 0, 0))  # purged: gone from usage too
+        c.put("b.bin", rnd(700, 3))  # version 2; version 1 is kept and counts
+        self.assertEqual(self.usage(c), (1000, 1, 700, 300, 0))
+        r = c.req("POST", "versions/b.bin", {"restore": 1})  # version 3, a copy of 1
         self.assertEqual(r.status, 200, r)
-        self.assertEqual(self.usage(c), (300, 1))  # usage follows the current version
+        self.assertEqual(self.usage(c), (1300, 1, 300, 1000, 0))
+        # A trashed file keeps its old versions counted until the purge.
+        self.assertIn(c.req("DELETE", "files/b.bin").status, (200, 204))
+        self.assertEqual(self.usage(c), (1300, 1, 0, 1000, 300))
+        self.assertIn(c.req("DELETE", "trash").status, (200, 204))
+        self.assertEqual(self.usage(c), (0, 0, 0, 0, 0))
+
+    def test_usage_counted_before_versions_counted_is_completed_once_at_start(self):
+        c = Client(self.srv, self.srv.add_user("alice", admin_token=self.admin))
+        c.put("b.bin", rnd(300, 2))
+        c.put("b.bin", rnd(700, 3))
+        c.put("t.bin", rnd(50, 4))
+        self.assertIn(c.req("DELETE", "files/t.bin").status, (200, 204))
+        now = self.usage(c)
+        self.assertEqual(now, (1050, 2, 700, 300, 50))
+        # Make the database what a server before usage format 2 left: records without the
+        # versions and trash parts (and bytes without old versions), format marker 1.
+        self.srv.kill()
+        meta = os.path.join(self.srv.data, "meta")
+        v2 = '{"v":2,"bytes":1050,"files":2,"versions":300,"trash":50}'
+        v1 = '{"v":1,"bytes":750,"files":2}'
+        edited = 0
+        for prefix in ("us/", "uu/"):
+            keys = subprocess.run([LDB_EDIT, meta, "--keys", prefix], capture_output=True, text=True).stdout.split()
+            for k in keys:
+                edited += subprocess.run([LDB_EDIT, meta, k, v2, v1], capture_output=True).returncode == 0
+        self.assertEqual(edited, 2)
+        self.assertEqual(subprocess.run([LDB_EDIT, meta, "n/usage_format", "2", "1"]).returncode, 0)
+        self.srv.start()
+        c.tok = self.srv.login("alice", "user-password-1")
+        self.assertEqual(self.usage(c), now)
+        self.srv.kill()  # counted once: a second start adds nothing
+        self.srv.start()
+        c.tok = self.srv.login("alice", "user-password-1")
+        self.assertEqual(self.usage(c), now)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The versioning module through real clients: overwrites keep versions, list, download any
 version, restore (the newest becomes a copy, history kept), delete one, a 1-byte change to a
-100 MiB file costs only a few MiB of chunks, unloading restores drop-on-overwrite, bad input
-and other users' stores."""
+100 MiB file costs only a few MiB of chunks, unloading or switching versioning off stops new
+versions but keeps the old ones, bad input and other users' stores."""
 import hashlib
 import os
 import random
@@ -102,6 +102,8 @@ class VersioningTest(ServerTest):
                 "-T", path, url]
         self.assertIn(subprocess.run(curl, capture_output=True, text=True, timeout=600).stdout, ("200", "201"))
         before = chunk_bytes(self.srv)
+        around = slice(50 * MiB + 100, 50 * MiB + 151)  # holds the byte that changes
+        old_bytes = bytes(data[around])
         data[50 * MiB + 123] ^= 0x01
         with open(path, "wb") as f:
             f.write(data)
@@ -114,17 +116,21 @@ class VersioningTest(ServerTest):
         r = self.req("GET", "versions/big.bin?version=1")  # streamed, not held in memory
         self.assertEqual(hashlib.sha256(r.body).hexdigest(), self.versions("big.bin")[0]["sha256"])
         self.assertEqual(r.header("X-MByte-Version"), "1")
-        # An old version answers ranges like any file.
-        r = self.req("GET", "versions/big.bin?version=1", headers={"Range": "bytes=10-19"})
+        # An old version answers ranges like any file, with its own bytes (not the current's).
+        r = self.req("GET", "versions/big.bin?version=1",
+                     headers={"Range": "bytes=%d-%d" % (around.start, around.stop - 1)})
         self.assertEqual(r.status, 206, r)
-        self.assertEqual(len(r.body), 10)
+        self.assertEqual(r.body, old_bytes)
+        self.assertNotEqual(r.body, bytes(data[around]))
+        r = self.req("GET", "versions/big.bin?version=2", headers={"Range": "bytes=%d-" % around.start})
+        self.assertEqual(r.body, bytes(data[around.start:]))
 
-    def test_unloading_versioning_makes_overwrites_drop_old_versions_again(self):
+    def test_unloading_versioning_stops_new_versions_but_keeps_the_old_ones(self):
         self.put("a.txt", b"1")
         self.put("a.txt", b"2")
         r = self.srv.request("POST", "/api/v1/admin/modules/versioning/unload", token=self.admin)
         self.assertIn(r.status, (200, 202), r)
-        self.put("a.txt", b"3")
+        self.put("a.txt", b"3")  # version 2 is replaced and not kept; version 1 stays
         self.assertEqual(self.req("GET", "versions/a.txt").status, 404)
         r = self.srv.request("POST", "/api/v1/admin/modules/versioning/load", token=self.admin)
         self.assertIn(r.status, (200, 201, 202), r)
@@ -133,7 +139,8 @@ class VersioningTest(ServerTest):
             if r.status == 200:
                 break
             time.sleep(0.05)
-        self.assertEqual([v["version"] for v in r.json()], [3])
+        self.assertEqual([v["version"] for v in r.json()], [1, 3])
+        self.assertEqual(self.req("GET", "versions/a.txt?version=1").body, b"1")
         r = self.srv.request("POST", "/api/v1/admin/fsck", token=self.admin).json()
         self.assertEqual(r["problems"], [])
 
@@ -169,6 +176,50 @@ class VersioningTest(ServerTest):
         self.assertProblem(self.req("GET", "versions/mine.txt", token=self.admin), 404)  # admins too
         self.assertEqual(len(self.versions("mine.txt")), 2)
 
+
+
+class VersioningSwitchedOff(ServerTest):
+    modules = {"versioning": True, "storeconfig": True}
+
+    def test_switching_versioning_off_keeps_the_history_and_the_config_shows_what_is_applied(self):
+        tok = self.srv.add_user("alice", admin_token=self.admin)
+        sid = self.srv.request("GET", "/api/v1/stores", token=tok).json()[0]["id"]
+        base = "/api/v1/stores/%d/" % sid
+
+        def config(body=None):
+            r = self.srv.request("PATCH" if body else "GET", base + "config", body, token=tok)
+            self.assertEqual(r.status, 200, r)
+            return r.json()["settings"]["versioning"]
+
+        def put(data):
+            r = self.srv.request("PUT", base + "files/f.txt", data, token=tok)
+            self.assertIn(r.status, (200, 201), r)
+
+        def versions():
+            r = self.srv.request("GET", base + "versions/f.txt", token=tok)
+            self.assertEqual(r.status, 200, r)
+            return [v["version"] for v in r.json()]
+
+        # The versioning module keeps versions of this store, with its own YAML limits.
+        v = config()
+        self.assertEqual((v["enabled"], v["max_versions"], v["max_age_days"]), (True, 100, 365))
+        for i in (1, 2, 3):
+            put(b"v%d" % i)
+        self.assertEqual(config({"versioning": {"enabled": False}})["enabled"], False)
+        put(b"v4")  # no new version (3 is replaced), and 1 and 2 stay
+        self.assertEqual(versions(), [1, 2, 4])
+        for n in (1, 2):
+            self.assertEqual(self.srv.request("GET", base + "versions/f.txt?version=%d" % n, token=tok).body,
+                             b"v%d" % n)
+        self.assertEqual(self.srv.request("GET", base + "files/f.txt", token=tok).body, b"v4")
+        v = config({"versioning": {"enabled": True, "max_versions": 7}})
+        self.assertEqual((v["enabled"], v["max_versions"]), (True, 7))
+        put(b"v5")
+        self.assertEqual(versions(), [1, 2, 4, 5])
+        # Unloaded, the module keeps nothing, and the config says so.
+        r = self.srv.request("POST", "/api/v1/admin/modules/versioning/unload", token=self.admin)
+        self.assertIn(r.status, (200, 202), r)
+        self.assertEqual(config()["enabled"], False)
 
 if __name__ == "__main__":
     main()
