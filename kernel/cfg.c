@@ -296,7 +296,7 @@ static int parse_listen(const char *where, const char *s, char **host, int *port
 static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "web_dir", "lua_dir", "http_threads",
                                           "workers", "max_body", "token_ttl", "login_max_failures",
                                           "login_window", "log_level", "modules", "chunk_inline_max", "db_write_buffer",
-                                          "login_cache_ttl", "chunk_large_folios", NULL};
+                                          "login_cache_ttl", "chunk_large_folios", "task_retention_days", NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -336,6 +336,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->login_cache_ttl = 600;
     c->login_max_failures = 5;
     c->login_window = 300;
+    c->task_retention_days = 30;
     c->log_level = LOG_INFO;
 
     char path[4096];
@@ -402,6 +403,10 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     if ((rc = want_int(path, root, lines, "login_window", 1, 86400, &v, err)))
         goto fail;
     c->login_window = (int)v;
+    v = c->task_retention_days;
+    if ((rc = want_int(path, root, lines, "task_retention_days", 1, 36500, &v, err)))
+        goto fail;
+    c->task_retention_days = (int)v;
     json_t *lf = json_object_get(root, "chunk_large_folios");
     if (lf && json_is_boolean(lf))
         c->chunk_large_folios = json_is_true(lf);

@@ -84,6 +84,7 @@ typedef struct kcfg {
     int64_t login_cache_ttl; /* seconds a verified password is remembered (auth.c); 0 = never */
     int login_max_failures;  /* per window, per user and per IP */
     int login_window;        /* seconds */
+    int task_retention_days; /* finished tasks older than this are removed (task.c) */
     int log_level;
     char **modules_enabled;  /* NULL-terminated */
     json_t *raw;             /* the whole mbyte.yaml as JSON */

@@ -30,8 +30,8 @@
 
 #define DEFAULT_MAX_ATTEMPTS 5
 #define PROGRESS_WRITE_MS 250
-#define LIST_USER_MAX 200
-#define LIST_ADMIN_MAX 1000
+#define LIST_DEFAULT 100 /* a page of a task list */
+#define LIST_MAX 1000
 
 typedef struct ttype {
     char *name;
@@ -606,9 +606,11 @@ static int h_cancel(mb_req *req, void *st, mb_err *err)
     return rc;
 }
 
-static json_t *list_ids(const char *prefix, size_t max)
+/* The newest `max` tasks under prefix with an id below `before` (0: no bound), newest first.
+ * Keys sort by id, so the newest are last: keep a ring of the last `max`. *more says whether
+ * older ones remain (the next page). */
+static json_t *list_ids(const char *prefix, size_t max, uint64_t before, bool *more)
 {
-    /* Keys sort by id, so the newest are last: keep a ring of the last `max`. */
     uint64_t *ids = xmalloc(max * sizeof *ids);
     size_t n = 0;
     db_iter *it = db_iter_prefix(prefix, strlen(prefix));
@@ -620,12 +622,16 @@ static json_t *list_ids(const char *prefix, size_t max)
         char hex[17];
         memcpy(hex, k + kl - 16, 16);
         hex[16] = 0;
-        ids[n % max] = strtoull(hex, NULL, 16);
+        uint64_t id = strtoull(hex, NULL, 16);
+        if (before && id >= before)
+            break;
+        ids[n % max] = id;
         n++;
     }
     db_iter_free(it);
     json_t *arr = json_array();
     size_t have = n < max ? n : max;
+    *more = n > max;
     for (size_t i = 0; i < have; i++) {
         uint64_t id = ids[(n - 1 - i) % max];
         json_t *rec;
@@ -638,21 +644,97 @@ static json_t *list_ids(const char *prefix, size_t max)
     return arr;
 }
 
+/* A page of a task list: ?limit=N (1-1000, default 100) newest first, ?before=ID for the next
+ * page, which a Link header names (rel="next") while older tasks remain. */
+static int list_page(mb_req *req, const char *route, const char *prefix, mb_err *err)
+{
+    uint64_t limit = LIST_DEFAULT, before = 0;
+    const char *l = http_req_query(req, "limit"), *b = http_req_query(req, "before");
+    if (l && (!parse_u64(l, &limit) || limit < 1 || limit > LIST_MAX))
+        return err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", LIST_MAX);
+    if (b && (!parse_u64(b, &before) || before < 1))
+        return err_set(err, MB_EINVAL, "before: a task id");
+    bool more;
+    json_t *arr = list_ids(prefix, (size_t)limit, before, &more);
+    size_t n = json_array_size(arr);
+    if (more && n) {
+        char link[200];
+        snprintf(link, sizeof link, "<%s?before=%lld&limit=%llu>; rel=\"next\"", route,
+                 (long long)json_integer_value(json_object_get(json_array_get(arr, n - 1), "id")),
+                 (unsigned long long)limit);
+        http_reply_header(req, "Link", link);
+    }
+    return http_reply_json(req, 200, arr);
+}
+
 /* GET /api/v1/tasks — the caller's own, newest first. */
 static int h_list(mb_req *req, void *st, mb_err *err)
 {
-    (void)st, (void)err;
+    (void)st;
     char prefix[40], o16[17];
     key_u64(o16, http_req_user(req)->id);
     snprintf(prefix, sizeof prefix, "ko/%s/", o16);
-    return http_reply_json(req, 200, list_ids(prefix, LIST_USER_MAX));
+    return list_page(req, "/api/v1/tasks", prefix, err);
 }
 
 /* GET /api/v1/admin/tasks — everyone's, newest first. */
 static int h_admin_list(mb_req *req, void *st, mb_err *err)
 {
-    (void)st, (void)err;
-    return http_reply_json(req, 200, list_ids("k/", LIST_ADMIN_MAX));
+    (void)st;
+    return list_page(req, "/api/v1/admin/tasks", "k/", err);
+}
+
+/* ---------------------------------------------------------------- retention --- */
+
+/* Finished tasks (done, failed, cancelled) last updated more than task_retention_days ago go:
+ * their record and their owner's index entry. At start and then hourly, on a run_blocking
+ * worker (a scan of every task must not hold the loop). */
+static struct event *prune_ev;
+
+static void prune_work(void *arg)
+{
+    (void)arg;
+    int64_t cutoff = now_wall() - (int64_t)g_cfg->task_retention_days * 86400;
+    db_iter *it = db_iter_prefix("k/", 2);
+    db_batch *b = db_batch_new();
+    int n = 0, pending = 0;
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
+        json_t *rec = json_loadb(v, vl, 0, NULL);
+        const char *state = rec_str(rec, "state");
+        if (rec && (!strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled")) &&
+            json_integer_value(json_object_get(rec, "updated")) < cutoff) {
+            char ko[48];
+            key_owner(ko, (uint64_t)json_integer_value(json_object_get(rec, "owner")),
+                      (uint64_t)json_integer_value(json_object_get(rec, "id")));
+            db_batch_del(b, k, kl);
+            db_batch_del(b, ko, strlen(ko));
+            n++;
+            if (++pending == 512) {
+                db_batch_commit(b, false);
+                b = db_batch_new();
+                pending = 0;
+            }
+        }
+        json_decref(rec);
+    }
+    db_iter_free(it);
+    db_batch_commit(b, false);
+    if (n)
+        log_info("tasks: %d finished tasks older than %d days removed", n, g_cfg->task_retention_days);
+}
+
+static void prune_done(void *arg) { (void)arg; }
+
+static void prune_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    mb_err e = {0};
+    if (evapi_run_blocking(NULL, prune_work, prune_done, NULL, &e))
+        log_warn("tasks: the retention sweep could not start: %s", e.msg);
+    struct timeval tv = {3600, 0};
+    evtimer_add(prune_ev, &tv);
 }
 
 /* ------------------------------------------------------------ start, stop --- */
@@ -713,7 +795,6 @@ static void recover(void)
 
 int task_init(struct event_base *base, int workers, mb_err *err)
 {
-    (void)base;
     const char *e = getenv("MBYTE_TASK_BACKOFF_MS");
     uint64_t v;
     if (e && parse_u64(e, &v) && v > 0 && v <= 3600000)
@@ -726,6 +807,11 @@ int task_init(struct event_base *base, int workers, mb_err *err)
     srandom((unsigned)now_mono_ms());
     atomic_store(&stopping, false);
     recover();
+    if (base) { /* the first sweep on the loop's first turn, then hourly */
+        prune_ev = evtimer_new(base, prune_tick, NULL);
+        struct timeval tv = {0, 0};
+        evtimer_add(prune_ev, &tv);
+    }
     int rc;
     if ((rc = http_route_add(NULL, "GET", "/api/v1/tasks", MB_ROLE_USER, h_list, NULL, err)) ||
         (rc = http_route_add(NULL, "GET", "/api/v1/tasks/{id}", MB_ROLE_USER, h_get, NULL, err)) ||
@@ -764,6 +850,10 @@ void task_stop(void)
 void task_fini(void)
 {
     task_stop();
+    if (prune_ev) {
+        event_free(prune_ev);
+        prune_ev = NULL;
+    }
     pthread_mutex_lock(&q_lock);
     while (npending)
         pending_del(npending - 1);
