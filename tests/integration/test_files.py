@@ -10,7 +10,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Server, ServerTest, main  # noqa: E402
+from harness import Server, ServerTest, main, missing_prerequisite  # noqa: E402
 
 LDB_EDIT = os.environ.get("MBYTE_LDB_EDIT", os.path.join(os.path.dirname(__file__), "..", "..", "build", "tests",
                                                          "ldb_edit"))
@@ -452,7 +452,8 @@ class FilesTest(ServerTest):
         mnt = tempfile.mkdtemp(dir=self.srv.tmp)
         p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt], capture_output=True, text=True)
         if p.returncode:
-            self.skipTest("cannot mount a tmpfs here: " + (p.stderr.strip() or "not root"))
+            missing_prerequisite(self, "cannot mount a tmpfs here (the test must run as root): "
+                                 + (p.stderr.strip() or "mount failed"))
         self.addCleanup(subprocess.run, ["umount", "-l", mnt])
         srv = Server(data_dir=os.path.join(mnt, "data"))
         self.addCleanup(srv.cleanup)
