@@ -111,16 +111,21 @@ class TusTest(TusBase):
         loc = url[url.index("/api/v1/uploads/"):]
 
         # The bytes that reached the server before the kill are kept (resumable): wait until
-        # the server noticed the dead connection and recorded them.
-        offset = 0
-        deadline = time.time() + 20
-        while time.time() < deadline:
+        # the server noticed the dead connection, recorded them and let go of the upload. An
+        # empty PATCH at the recorded offset says which: 423 while the dead PATCH still holds
+        # it (or 409 if the offset moved since the HEAD), 204 once it is free.
+        offset, deadline = 0, time.time() + 60
+        while True:
             r = self.head(loc)
             self.assertEqual(r.status, 200, r)
             offset = int(r.header("Upload-Offset"))
-            if offset > 0:
+            probe = self.patch(loc, offset, b"")
+            if probe.status == 204 and offset > 0:
                 break
-            time.sleep(0.1)
+            self.assertIn(probe.status, (204, 409, 423), probe)
+            self.assertLess(time.time(), deadline, "the server never let go of the killed client's upload")
+            time.sleep(0.05)
+        self.assertEqual(int(probe.header("Upload-Offset")), offset)
         self.assertGreater(offset, 0)
         self.assertLess(offset, size)
         self.assertEqual(int(r.header("Upload-Length")), size)
@@ -132,6 +137,7 @@ class TusTest(TusBase):
         out, _ = p.communicate(timeout=300)
         self.assertEqual(p.returncode, 0, out)
         self.assertIn("done " + url, out)
+        self.assertNotIn("refused ", out)  # the resume never met an error answer
         first_progress = [int(l.split()[1]) for l in out.splitlines() if l.startswith("progress ")]
         self.assertTrue(first_progress and first_progress[0] > offset - 1, out)
 
