@@ -162,6 +162,31 @@ class Server:
         except OSError:
             return ""
 
+    def log_mark(self):
+        """Where the log ends now: wait_log(text, since=mark) looks only at what comes later."""
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def wait_log(self, text, since=0, timeout=60):
+        """Wait until `text` appears in the log after byte `since`, and return that part of the
+        log. The deadline is generous: it only ends a wait for something really stuck, and
+        a daemon that exits meanwhile ends it at once."""
+        deadline = time.time() + timeout
+        while True:
+            with open(self.log_path, "rb") as f:
+                f.seek(since)
+                tail = f.read().decode("utf-8", "replace")
+            if text in tail:
+                return tail
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError("mbyted exited (%s) before logging %r:\n%s" % (self.proc.returncode, text,
+                                                                                   tail[-5000:]))
+            if time.time() > deadline:
+                raise AssertionError("mbyted did not log %r within %d s:\n%s" % (text, timeout, tail[-5000:]))
+            time.sleep(0.02)
+
     def stop(self, expect_rc=0):
         """SIGTERM, wait, and check the exit status (sanitizer findings make it non-zero)."""
         if not self.proc:
