@@ -32,7 +32,7 @@ class TaskTest(ServerTest):
     def get(self, tid, token=None):
         return self.srv.request("GET", "/api/v1/tasks/%d" % tid, token=token or self.admin)
 
-    def wait(self, tid, pred, token=None, timeout=30):
+    def wait(self, tid, pred, token=None, timeout=60):
         deadline = time.time() + timeout
         t = None
         while time.time() < deadline:
@@ -44,7 +44,7 @@ class TaskTest(ServerTest):
             time.sleep(0.03)
         self.fail("task %d never reached the expected state; last: %r" % (tid, t))
 
-    def wait_final(self, tid, token=None, timeout=30):
+    def wait_final(self, tid, token=None, timeout=60):
         return self.wait(tid, lambda t: t["state"] in FINAL, token, timeout)
 
 
@@ -143,24 +143,28 @@ class Basics(TaskTest):
         self.assertProblem(self.srv.request("GET", "/api/v1/tasks/abc", token=self.admin), 404)
 
     def test_a_task_running_during_a_reload_finishes_in_the_old_copy(self):
-        tid = self.submit(steps=20, step_ms=50)
+        # 10 s of counting: the checks below hold whenever they run, and only a stall of
+        # that long could end the task before the first of them.
+        tid = self.submit(steps=200, step_ms=50)
         self.wait(tid, lambda t: t["state"] == "running" and t["progress"] > 0)
         r = self.srv.request("POST", "/api/v1/admin/modules/hello/reload", token=self.admin)
         self.assertEqual(r.status, 200, r)  # answered once the new copy serves
-        mods = {m["name"]: m for m in self.srv.request("GET", "/api/v1/admin/modules", token=self.admin).json()}
-        self.assertEqual(mods["hello"]["state"], "active")
-        self.assertEqual(mods["hello"].get("old_copies_draining"), 1)
-        t = self.wait_final(tid)
+
+        def hello():
+            return {m["name"]: m for m in self.srv.request("GET", "/api/v1/admin/modules",
+                                                           token=self.admin).json()}["hello"]
+        # While the task runs, the old copy drains; once it ended, the old copy goes.
+        mod, t = hello(), self.get(tid).json()
+        self.assertEqual(mod["state"], "active")
+        self.assertEqual(t["state"], "running", "the task ended before the first check: %r" % t)
+        self.assertEqual(mod.get("old_copies_draining"), 1, mod)
+        t = self.wait_final(tid, timeout=120)
         self.assertEqual(t["state"], "done", t)
         self.assertEqual(t["attempts"], 1)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            mods = {m["name"]: m for m in self.srv.request("GET", "/api/v1/admin/modules",
-                                                            token=self.admin).json()}
-            if "old_copies_draining" not in mods["hello"]:
-                break
+        deadline = time.time() + 60
+        while "old_copies_draining" in hello():
+            self.assertLess(time.time(), deadline, "the old copy never went after its task ended")
             time.sleep(0.05)
-        self.assertNotIn("old_copies_draining", mods["hello"])
 
     def test_my_tasks_are_listed_newest_first(self):
         a = self.submit(steps=1, step_ms=0)
