@@ -61,6 +61,20 @@ class FilesTest(ServerTest):
         self.assertEqual(r.status, 200, r)
         return sorted(e["name"] for e in r.json()["entries"])
 
+    def wait_named(self, name, timeout=120):
+        """The content type of `name` once the background naming (libmagic on a SCHED_IDLE
+        thread, which a busy CPU can starve for long) changed it from octet-stream. The
+        deadline only ends a wait for something really stuck."""
+        deadline = time.time() + timeout
+        while True:
+            r = self.srv.request("GET", "/api/v1/stores/%s/list" % self.sid, token=self.tok)
+            self.assertEqual(r.status, 200, r)
+            entry = [e for e in r.json()["entries"] if e["name"] == name][0]
+            if entry["ctype"] != "application/octet-stream":
+                return entry["ctype"]
+            self.assertLess(time.time(), deadline, "%s was never named: %r" % (name, entry))
+            time.sleep(0.05)
+
     def chunk_files(self):
         out = []
         for root, dirs, files in os.walk(os.path.join(self.srv.data, "chunks")):
@@ -396,13 +410,7 @@ class FilesTest(ServerTest):
         # file is not in sniff.c's table): octet-stream at first, then libmagic's answer
         self.assertEqual(self.put("Thing", b"\xca\xfe\xba\xbe\x00\x00\x00\x34" + b"\x00" * 64).json()["ctype"],
                          "application/octet-stream")
-        for _ in range(200):
-            entry = [e for e in self.srv.request("GET", "/api/v1/stores/%s/list" % self.sid, token=self.tok).json()[
-                "entries"] if e["name"] == "Thing"][0]
-            if entry["ctype"] != "application/octet-stream":
-                break
-            time.sleep(0.05)
-        self.assertEqual(entry["ctype"], "application/x-java-applet")
+        self.assertEqual(self.wait_named("Thing"), "application/x-java-applet")
         self.assertEqual(self.get("Thing").header("Content-Type"), "application/x-java-applet")
         self.srv.stop()  # the marker that asked for libmagic is gone with the answer
         p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta"), "--keys", "cm/"], capture_output=True,
@@ -439,11 +447,8 @@ class FilesTest(ServerTest):
         self.assertEqual(len(p.stdout.split()), 1, p.stdout)  # the marker is durable
         del self.srv.extra_env["MBYTE_CTYPE_IDLE_MS"]
         self.srv.start()
-        for _ in range(200):
-            r = self.get("Later")
-            if r.header("Content-Type") != "application/octet-stream":
-                break
-            time.sleep(0.05)
+        self.assertEqual(self.wait_named("Later"), "application/x-java-applet")
+        r = self.get("Later")
         self.assertEqual((r.status, r.header("Content-Type"), r.body), (200, "application/x-java-applet", klass))
 
     def test_chunk_files_are_written_and_read_back_with_the_data_dir_on_tmpfs(self):
