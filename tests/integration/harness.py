@@ -288,6 +288,59 @@ class ServerTest(unittest.TestCase):
         return p
 
 
+class HeldRequest:
+    """A request whose body goes out in two parts over a raw socket, so the test decides when
+    the server gets the rest: two requests held at once are concurrent for sure. The first
+    `split` bytes of the body are sent in two sends, each waited on until the server read it,
+    so the server has also acted on the headers (checks done, locks taken) on return."""
+
+    def __init__(self, test, srv, method, path, body, split, headers):
+        self.body, self.split = body, split
+        self.sock = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+        head = "%s %s HTTP/1.1\r\nHost: mbyte\r\nContent-Length: %d\r\n" % (method, path, len(body))
+        head += "".join("%s: %s\r\n" % kv for kv in headers.items()) + "\r\n"
+        self.sock.sendall(head.encode() + body[:split - 1])
+        wait_read_by_server(test, srv.port, self.sock)
+        self.sock.sendall(body[split - 1:split])
+        wait_read_by_server(test, srv.port, self.sock)
+
+    def finish(self):
+        """Send the rest of the body and return the answer (a Response)."""
+        self.sock.sendall(self.body[self.split:])
+        return self.answer()
+
+    def answer(self):
+        r = http.client.HTTPResponse(self.sock)
+        r.begin()
+        body = r.read()
+        self.sock.close()
+        return Response(r.status, r.getheaders(), body)
+
+    def cut(self):
+        """The client goes away mid-body."""
+        self.sock.close()
+
+
+def wait_read_by_server(test, server_port, sock, timeout=60):
+    """Wait until the server has read everything the client sent on `sock` (the server end's
+    receive queue in /proc/net/tcp is empty): what was sent is in the server's hands then."""
+    client_port = sock.getsockname()[1]
+    deadline = time.time() + timeout
+    while True:
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                local, remote, queues = fields[1], fields[2], fields[4]
+                if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+                    if int(queues.split(":")[1], 16) == 0:
+                        return
+                    break
+            else:
+                return  # the server closed its end: it read all it will
+        test.assertLess(time.time(), deadline, "the server never read what was sent")
+        time.sleep(0.01)
+
+
 def missing_prerequisite(test, reason):
     """A test that cannot run on this machine: a failure under CI (CI=true), where every test
     must run, and a skip that says why elsewhere. Never a quiet skip."""

@@ -10,7 +10,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Server, ServerTest, main, missing_prerequisite  # noqa: E402
+from harness import HeldRequest, Server, ServerTest, main, missing_prerequisite  # noqa: E402
 
 LDB_EDIT = os.environ.get("MBYTE_LDB_EDIT", os.path.join(os.path.dirname(__file__), "..", "..", "build", "tests",
                                                          "ldb_edit"))
@@ -502,6 +502,36 @@ class FilesTest(ServerTest):
         self.assertEqual(self.names("keep"), ["me.bin"])
         self.assertEqual(self.get("keep/me.bin").body, data)
         self.assertEqual(self.fsck()["problems"], [])
+
+
+# ---- issue 28: promises of docs/api.md that no test checked (concurrent requests) ----------
+class ConcurrentWritesTest(ServerTest):
+    def setUp(self):
+        super().setUp()
+        self.tok = self.srv.add_user("alice", admin_token=self.admin)
+        self.sid = self.srv.request("GET", "/api/v1/stores", token=self.tok).json()[0]["id"]
+
+    put, get = FilesTest.put, FilesTest.get
+
+    def test_if_match_is_checked_again_at_commit_so_one_of_two_concurrent_puts_gets_412(self):
+        old = rnd(200000, 1)
+        self.assertEqual(self.put("doc.bin", old).status, 201)
+        etag = '"%s"' % hashlib.sha256(old).hexdigest()
+        a, b = rnd(300000, 2), rnd(300000, 3)
+        path = "/api/v1/stores/%s/files/doc.bin" % self.sid
+        h = {"Authorization": "Bearer " + self.tok, "If-Match": etag, "Content-Type": "application/octet-stream"}
+        # Both PUTs passed the If-Match check at their start (the file is still the old one
+        # for both) before either commits.
+        first = HeldRequest(self, self.srv, "PUT", path, a, 65536, h)
+        second = HeldRequest(self, self.srv, "PUT", path, b, 65536, h)
+        won = first.finish()
+        lost = second.finish()
+        self.assertEqual(won.status, 200, won)
+        self.assertProblem(lost, 412, "If-Match")
+        r = self.get("doc.bin")
+        self.assertEqual((r.status, hashlib.sha256(r.body).hexdigest()), (200, hashlib.sha256(a).hexdigest()))
+        self.assertEqual(r.header("ETag"), '"%s"' % hashlib.sha256(a).hexdigest())
+        self.assertEqual(self.srv.request("POST", "/api/v1/admin/fsck", token=self.admin).json()["problems"], [])
 
 
 if __name__ == "__main__":

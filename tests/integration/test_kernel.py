@@ -9,7 +9,7 @@ import subprocess
 import time
 import unittest
 
-from harness import ADMIN_PASSWORD, MBYTED, Server, ServerTest, main, recv_until
+from harness import ADMIN_PASSWORD, MBYTED, Server, ServerTest, main, recv_until, wait_read_by_server
 
 
 class ContractTest(ServerTest):
@@ -220,22 +220,6 @@ class ConfigTest(unittest.TestCase):
             srv.cleanup()
 
 
-def wait_read_by_server(test, server_port, client_port, timeout=60):
-    """Wait until the server has read everything a client sent on its connection (its end's
-    receive queue in /proc/net/tcp is empty): the request is in the server's hands then."""
-    deadline = time.time() + timeout
-    while True:
-        with open("/proc/net/tcp") as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                local, remote, queues = fields[1], fields[2], fields[4]
-                if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
-                    if int(queues.split(":")[1], 16) == 0:
-                        return
-        test.assertLess(time.time(), deadline, "the server never read the request")
-        time.sleep(0.01)
-
-
 class LifecycleTest(unittest.TestCase):
     def test_restart_keeps_users_and_tokens(self):
         srv = Server()
@@ -261,7 +245,7 @@ class LifecycleTest(unittest.TestCase):
             s = socket.create_connection(("127.0.0.1", srv.port))
             s.sendall(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
-            wait_read_by_server(self, srv.port, s.getsockname()[1])
+            wait_read_by_server(self, srv.port, s)
             mark = srv.log_mark()
             srv.proc.send_signal(signal.SIGTERM)
             srv.wait_log("stopping", since=mark)
