@@ -237,5 +237,37 @@ class Restarts(TaskTest):
         self.assertEqual(t["attempts"], 1)
 
 
+# ---- issue 28: a crash in a task's last attempt ------------------------------------------
+class CrashRerun(TaskTest):
+    def kill_while_running(self, tid):
+        t = self.wait(tid, lambda t: t["state"] == "running" and t["progress"] > 0)
+        self.srv.kill()
+        self.assertLess(t["progress"], 100, t)
+        self.srv.start()
+
+    def test_a_crash_in_the_last_attempt_gets_one_more_run_and_a_second_one_fails_the_task(self):
+        # hello.count has 3 attempts: three crashes use them up, yet the task that lost its
+        # last attempt to a crash runs once more (it may finish or undo what it started).
+        tid = self.submit(steps=200, step_ms=20)
+        for _ in range(3):
+            self.kill_while_running(tid)
+        t = self.wait(tid, lambda t: t["state"] == "running" and t["progress"] > 0)
+        self.assertEqual(t["attempts"], 3, t)
+        # A crash in that extra run fails it: a task that brings the server down every time
+        # is not run forever.
+        self.kill_while_running(tid)
+        t = self.wait_final(tid)
+        self.assertEqual(t["state"], "failed", t)
+        self.assertIn("no attempts are left", t["error"])
+
+    def test_the_extra_run_after_a_crash_in_the_last_attempt_completes_the_task(self):
+        tid = self.submit(steps=100, step_ms=20)
+        for _ in range(3):
+            self.kill_while_running(tid)
+        t = self.wait_final(tid, timeout=120)
+        self.assertEqual(t["state"], "done", t)
+        self.assertEqual(t["result"], {"counted": 100})
+
+
 if __name__ == "__main__":
     main()
