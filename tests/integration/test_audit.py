@@ -160,7 +160,7 @@ class AuditTest(ServerTest):
         acked, lock, stop, killed, unexpected = [], threading.Lock(), threading.Event(), threading.Event(), []
 
         def client(n):
-            c = self.srv.conn(timeout=10)
+            c = self.srv.conn(timeout=60)
             for i in range(100000):
                 if stop.is_set():
                     return
@@ -197,7 +197,7 @@ class AuditTest(ServerTest):
         self.assertGreaterEqual(len(acked), 150)
         self.srv.start()
         self.admin = self.srv.login()
-        deadline = time.time() + 30
+        deadline = time.time() + 60
         while True:
             logged = [e["path"] for e in self.search("?action=file.created&path=k").json()["entries"]]
             if set(acked) <= set(logged) or time.time() > deadline:

@@ -83,7 +83,7 @@ class CrashTest(ServerTest):
                     ledger.unexpected.append("%s: answered %d" % (path, status))
 
     def put(self, token, sid, path, data):
-        c = self.srv.conn(timeout=30)
+        c = self.srv.conn(timeout=120)
         try:
             c.request("PUT", "/api/v1/stores/%s/files%s?parents=true" % (sid, path), body=data,
                       headers={"Authorization": "Bearer " + token, "Content-Type": "application/octet-stream"})
@@ -94,7 +94,7 @@ class CrashTest(ServerTest):
             c.close()
 
     def tus_upload(self, token, sid, path, data):
-        c = self.srv.conn(timeout=30)
+        c = self.srv.conn(timeout=120)
         try:
             meta = "store %s,path %s,parents %s" % (base64.b64encode(str(sid).encode()).decode(),
                                                     base64.b64encode(path.encode()).decode(),

@@ -23,7 +23,7 @@ class Provisioning(ServerTest):
         frames, ready = [], threading.Event()
 
         def listen():
-            c = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=30)
+            c = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=60)
             c.request("GET", "/api/v1/events", headers={"Authorization": "Bearer " + bob})
             r = c.getresponse()
             ready.set()
@@ -46,7 +46,7 @@ class Provisioning(ServerTest):
 
         th = threading.Thread(target=listen)
         th.start()
-        self.assertTrue(ready.wait(10))
+        self.assertTrue(ready.wait(60))
         made = []
         for name in ("Work", "Music", "Archive"):
             r = self.srv.request("POST", "/api/v1/stores", {"name": name}, token=bob)
@@ -56,7 +56,7 @@ class Provisioning(ServerTest):
             t = wait_task(self, self.srv, m["task"], bob)
             self.assertEqual(t["state"], "done", t)
             self.assertEqual(t["progress"], 100)
-        th.join(30)
+        th.join(60)
         self.assertFalse(th.is_alive(), "the event stream never brought the three tasks' ends")
         names = {s["name"]: s for s in stores(self.srv, bob)}
         self.assertEqual(set(names), {"Home", "Work", "Music", "Archive"})

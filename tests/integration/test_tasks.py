@@ -54,7 +54,7 @@ class Basics(TaskTest):
         ready = threading.Event()
 
         def listen():
-            c = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=20)
+            c = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=60)
             c.request("GET", "/api/v1/events", headers={"Authorization": "Bearer " + self.admin})
             r = c.getresponse()
             assert r.status == 200
@@ -78,10 +78,11 @@ class Basics(TaskTest):
 
         th = threading.Thread(target=listen)
         th.start()
-        self.assertTrue(ready.wait(10))
+        self.assertTrue(ready.wait(60))
         tid = self.submit(steps=5, step_ms=30)
         t = self.wait_final(tid)
-        th.join(20)
+        th.join(60)
+        self.assertFalse(th.is_alive(), "the event stream never brought the notification")
         self.assertEqual(t["state"], "done")
         self.assertEqual(t["progress"], 100)
         self.assertEqual(t["attempts"], 1)
@@ -114,7 +115,7 @@ class Basics(TaskTest):
         self.assertEqual(t["max_attempts"], 3)
         self.assertIn("fails attempt 3 of the first 5", t["error"])
         # The owner is told after the record is final: wait for it.
-        deadline = time.time() + 10
+        deadline = time.time() + 60
         while time.time() < deadline:
             r = self.srv.request("GET", "/api/v1/notifications", token=self.admin)
             if any(n["kind"] == "error" and "failed" in n["title"] for n in r.json()):
