@@ -26,6 +26,8 @@
  * reader that missed takes the slot's generation before it reads LevelDB and fills the slot
  * only if no mark came meanwhile and no write is between its marks, so an old value read
  * before a write can never be put back during or after it.
+ * db_test_hook (NULL in the server) lets tests/unit/test_keys.c stop a writer and a reader at
+ * the points between these steps, so it proves that order deterministically.
  *
  * Threads: any. LevelDB is thread-safe for reads and writes; the id counters are guarded
  * by one mutex so an id is never handed out twice, even across restarts. The sync barrier
@@ -170,6 +172,15 @@ static void jc_mark_put(void *st, const char *k, size_t kl, const char *v, size_
 }
 
 static void jc_mark_del(void *st, const char *k, size_t kl) { jc_mark(k, kl, *(const bool *)st); }
+
+void (*_Atomic db_test_hook)(int point);
+
+static inline void test_point(int point)
+{
+    void (*f)(int) = atomic_load_explicit(&db_test_hook, memory_order_relaxed);
+    if (f)
+        f(point);
+}
 
 static void jc_clear_all(void)
 {
@@ -328,7 +339,9 @@ int db_put(const char *key, size_t klen, const void *val, size_t vlen, bool sync
 {
     char *e = NULL;
     jc_mark(key, klen, true);
+    test_point(DB_TP_WRITE_BEFORE_APPLY);
     leveldb_put(db, sync ? wsync : wasync, key, klen, val, vlen, &e);
+    test_point(DB_TP_WRITE_AFTER_APPLY);
     jc_mark(key, klen, false);
     if (e) {
         log_error("leveldb put: %s", e);
@@ -342,7 +355,9 @@ int db_del(const char *key, size_t klen, bool sync)
 {
     char *e = NULL;
     jc_mark(key, klen, true);
+    test_point(DB_TP_WRITE_BEFORE_APPLY);
     leveldb_delete(db, sync ? wsync : wasync, key, klen, &e);
+    test_point(DB_TP_WRITE_AFTER_APPLY);
     jc_mark(key, klen, false);
     if (e) {
         log_error("leveldb delete: %s", e);
@@ -376,6 +391,7 @@ int db_get_json_shared(const char *key, json_t **out)
     free(v);
     if (rc || n > JC_VALUE_MAX)
         return rc;
+    test_point(DB_TP_READ_BEFORE_FILL);
     pthread_mutex_lock(m);
     if (jc[i].gen == gen && !jc[i].writing) {
         jc_slot_clear(&jc[i]);
@@ -460,7 +476,9 @@ int db_batch_commit(db_batch *b, bool sync)
     char *e = NULL;
     bool begin = true, end = false;
     leveldb_writebatch_iterate(b->wb, &begin, jc_mark_put, jc_mark_del);
+    test_point(DB_TP_WRITE_BEFORE_APPLY);
     leveldb_write(db, sync ? wsync : wasync, b->wb, &e);
+    test_point(DB_TP_WRITE_AFTER_APPLY);
     leveldb_writebatch_iterate(b->wb, &end, jc_mark_put, jc_mark_del); /* even on error: it may be in part */
     db_batch_free(b);
     if (e) {

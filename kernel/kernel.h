@@ -121,6 +121,11 @@ int db_get_json(const char *key, json_t **out);
  * threads share, which the caller must only read (and json_decref). Any thread. */
 int db_get_json_shared(const char *key, json_t **out);
 int db_put_json(const char *key, const json_t *val, bool sync);
+/* Test hook (tests/unit/test_keys.c): when set, called at these points of a write and of a
+ * cache-filling read, so a test can pause one thread there and force an interleaving. NULL
+ * (a no-op) unless a test sets it; never set in the server. */
+enum { DB_TP_WRITE_BEFORE_APPLY, DB_TP_WRITE_AFTER_APPLY, DB_TP_READ_BEFORE_FILL };
+extern void (*_Atomic db_test_hook)(int point);
 db_batch *db_batch_new(void);
 void db_batch_put(db_batch *b, const char *key, size_t klen, const void *val, size_t vlen);
 void db_batch_put_json(db_batch *b, const char *key, const json_t *val);

@@ -762,7 +762,14 @@ static void recover(void)
         const char *state = rec_str(rec, "state");
         if (!strcmp(state, "running")) {
             int attempts = rec_int(rec, "attempts"), max = rec_int(rec, "max_attempts");
-            if (max > 0 && attempts >= max) {
+            bool rerun = json_is_true(json_object_get(rec, "crash_rerun"));
+            if (max > 0 && attempts >= max && !rerun) {
+                /* Its last attempt was cut short: it still gets one run to finish or undo what
+                 * it started (at-least-once: taskmgr resumes or rolls back a half-made store).
+                 * Only once: a task that brings the server down every time then fails. */
+                json_object_set_new(rec, "crash_rerun", json_true());
+                json_object_set_new(rec, "attempts", json_integer(max - 1));
+            } else if (max > 0 && attempts >= max) {
                 json_object_set_new(rec, "state", json_string("failed"));
                 json_object_set_new(rec, "error",
                                     json_string("the server stopped while this task ran, and no attempts are left"));

@@ -162,6 +162,31 @@ class Server:
         except OSError:
             return ""
 
+    def log_mark(self):
+        """Where the log ends now: wait_log(text, since=mark) looks only at what comes later."""
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def wait_log(self, text, since=0, timeout=60):
+        """Wait until `text` appears in the log after byte `since`, and return that part of the
+        log. The deadline is generous: it only ends a wait for something really stuck, and
+        a daemon that exits meanwhile ends it at once."""
+        deadline = time.time() + timeout
+        while True:
+            with open(self.log_path, "rb") as f:
+                f.seek(since)
+                tail = f.read().decode("utf-8", "replace")
+            if text in tail:
+                return tail
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError("mbyted exited (%s) before logging %r:\n%s" % (self.proc.returncode, text,
+                                                                                   tail[-5000:]))
+            if time.time() > deadline:
+                raise AssertionError("mbyted did not log %r within %d s:\n%s" % (text, timeout, tail[-5000:]))
+            time.sleep(0.02)
+
     def stop(self, expect_rc=0):
         """SIGTERM, wait, and check the exit status (sanitizer findings make it non-zero)."""
         if not self.proc:
@@ -261,6 +286,111 @@ class ServerTest(unittest.TestCase):
         if contains:
             self.assertIn(contains, p["detail"])
         return p
+
+
+class HeldRequest:
+    """A request whose body goes out in two parts over a raw socket, so the test decides when
+    the server gets the rest: two requests held at once are concurrent for sure. The first
+    `split` bytes of the body are sent in two sends, each waited on until the server read it,
+    so the server has also acted on the headers (checks done, locks taken) on return."""
+
+    def __init__(self, test, srv, method, path, body, split, headers):
+        self.body, self.split = body, split
+        self.sock = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+        head = "%s %s HTTP/1.1\r\nHost: mbyte\r\nContent-Length: %d\r\n" % (method, path, len(body))
+        head += "".join("%s: %s\r\n" % kv for kv in headers.items()) + "\r\n"
+        self.sock.sendall(head.encode() + body[:split - 1])
+        wait_read_by_server(test, srv.port, self.sock)
+        self.sock.sendall(body[split - 1:split])
+        wait_read_by_server(test, srv.port, self.sock)
+
+    def finish(self):
+        """Send the rest of the body and return the answer (a Response)."""
+        self.sock.sendall(self.body[self.split:])
+        return self.answer()
+
+    def answer(self):
+        r = http.client.HTTPResponse(self.sock)
+        r.begin()
+        body = r.read()
+        self.sock.close()
+        return Response(r.status, r.getheaders(), body)
+
+    def cut(self):
+        """The client goes away mid-body."""
+        self.sock.close()
+
+
+def wait_read_by_server(test, server_port, sock, timeout=60):
+    """Wait until the server has read everything the client sent on `sock` (the server end's
+    receive queue in /proc/net/tcp is empty): what was sent is in the server's hands then."""
+    client_port = sock.getsockname()[1]
+    deadline = time.time() + timeout
+    while True:
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                local, remote, queues = fields[1], fields[2], fields[4]
+                if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+                    if int(queues.split(":")[1], 16) == 0:
+                        return
+                    break
+            else:
+                return  # the server closed its end: it read all it will
+        test.assertLess(time.time(), deadline, "the server never read what was sent")
+        time.sleep(0.01)
+
+
+def missing_prerequisite(test, reason):
+    """A test that cannot run on this machine: a failure under CI (CI=true), where every test
+    must run, and a skip that says why elsewhere. Never a quiet skip."""
+    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        test.fail("cannot run under CI: " + reason)
+    test.skipTest(reason)
+
+
+class PrivateNetwork:
+    """`with PrivateNetwork() as ip:` moves the calling thread into a network namespace of its
+    own (loopback up, plus a veth pair whose one end has `ip`, an address that is not loopback,
+    or that address on lo where veth is missing), so a client can reach a server from a
+    non-loopback address on any machine where the test is root. Servers started inside run in
+    it; on leaving, the thread goes back to its namespace (the new one goes when its last
+    process does). Raises OSError with the reason when it cannot be made."""
+    ADDR = "10.77.0.1"
+    CLONE_NEWNET = 0x40000000
+
+    def __enter__(self):
+        import ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.old = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        if self.libc.unshare(self.CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            os.close(self.old)
+            raise OSError(err, "unshare(CLONE_NEWNET): %s" % os.strerror(err))
+        try:
+            self.ip("link", "set", "lo", "up")
+            dev = "lo"
+            if subprocess.run(["ip", "link", "add", "mbv0", "type", "veth", "peer", "name", "mbv1"],
+                              capture_output=True).returncode == 0:
+                dev = "mbv0"
+                self.ip("link", "set", "mbv0", "up")
+                self.ip("link", "set", "mbv1", "up")
+            self.ip("addr", "add", self.ADDR + "/24", "dev", dev)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self.ADDR
+
+    @staticmethod
+    def ip(*args):
+        p = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+        if p.returncode:
+            raise OSError("ip %s: %s" % (" ".join(args), p.stderr.strip()))
+
+    def __exit__(self, *exc):
+        if self.libc.setns(self.old, self.CLONE_NEWNET) != 0:
+            raise OSError("setns back to the first network namespace failed")
+        os.close(self.old)
 
 
 def main():

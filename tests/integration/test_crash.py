@@ -5,13 +5,16 @@ directory, and prove that
   - no partial file is visible: a path holds exactly one whole content that some client
     sent to it (the last acknowledged one or the one in flight), or does not exist if no
     upload to it was ever acknowledged,
-  - `mbytectl fsck` finds nothing.
+  - `mbytectl fsck` finds nothing,
+  - no upload failed for another reason: every answer is 2xx, and the only errors are
+    broken connections after the kill.
 The kill comes at three different moments (after a few, after several dozen and after
 over a hundred acknowledged uploads), each round on the data the previous one left.
 Uploads go through PUT (12 clients) and tus (4 clients); sizes vary from 0 bytes to 24 MiB.
 """
 import base64
 import hashlib
+import http.client
 import os
 import random
 import sys
@@ -38,6 +41,8 @@ class Ledger:
         self.acked = {}      # path -> sha256 of the last 2xx upload
         self.pending = {}    # path -> set of sha256 sent but not (yet) acknowledged
         self.count = 0
+        self.killed = threading.Event()  # set just before the SIGKILL
+        self.unexpected = []  # failures the kill cannot explain: any non-2xx, any error before it
 
     def start(self, path, sha):
         with self.lock:
@@ -64,28 +69,32 @@ class CrashTest(ServerTest):
             sha = hashlib.sha256(data).hexdigest()
             ledger.start(path, sha)
             try:
-                ok = self.tus_upload(token, sid, path, data) if use_tus else self.put(token, sid, path, data)
-            except OSError:
+                status = self.tus_upload(token, sid, path, data) if use_tus else self.put(token, sid, path, data)
+            except Exception as e:  # noqa: BLE001 - anything but a dead connection after the kill is a failure
+                if not (ledger.killed.is_set() and isinstance(e, (OSError, http.client.HTTPException))):
+                    with ledger.lock:
+                        ledger.unexpected.append("%s: %r before the kill" % (path, e))
                 return  # the server died under us: this upload stays pending
-            if ok:
+            if 200 <= status < 300:
                 ledger.ack(path, sha)
             else:
                 with ledger.lock:
                     ledger.pending[path].discard(sha)
+                    ledger.unexpected.append("%s: answered %d" % (path, status))
 
     def put(self, token, sid, path, data):
-        c = self.srv.conn(timeout=30)
+        c = self.srv.conn(timeout=120)
         try:
             c.request("PUT", "/api/v1/stores/%s/files%s?parents=true" % (sid, path), body=data,
                       headers={"Authorization": "Bearer " + token, "Content-Type": "application/octet-stream"})
             r = c.getresponse()
             r.read()
-            return 200 <= r.status < 300
+            return r.status
         finally:
             c.close()
 
     def tus_upload(self, token, sid, path, data):
-        c = self.srv.conn(timeout=30)
+        c = self.srv.conn(timeout=120)
         try:
             meta = "store %s,path %s,parents %s" % (base64.b64encode(str(sid).encode()).decode(),
                                                     base64.b64encode(path.encode()).decode(),
@@ -95,16 +104,14 @@ class CrashTest(ServerTest):
                       headers=dict(h, **{"Upload-Length": str(len(data)), "Upload-Metadata": meta}))
             r = c.getresponse()
             r.read()
-            if r.status != 201:
-                return False
+            if r.status != 201 or not data:
+                return r.status
             loc = r.getheader("Location")
-            if not data:
-                return True
             c.request("PATCH", loc, body=data, headers=dict(h, **{
                 "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}))
             r = c.getresponse()
             r.read()
-            return r.status == 204
+            return r.status
         finally:
             c.close()
 
@@ -145,10 +152,14 @@ class CrashTest(ServerTest):
             while ledger.count - base < kill_after and time.time() < deadline:
                 time.sleep(0.005)
             self.assertGreaterEqual(ledger.count - base, kill_after, "the clients made no progress")
+            ledger.killed.set()
             self.srv.kill()  # SIGKILL in the middle of the uploads
             stop.set()
             for t in threads:
                 t.join(60)
+                self.assertFalse(t.is_alive(), "a client is stuck 60 s after the kill")
+            self.assertEqual(ledger.unexpected, [], "uploads failed for a reason other than the kill")
+            ledger.killed.clear()
             in_flight = sum(len(v) for v in ledger.pending.values())
             print("round %d: killed after %d acknowledged uploads, %d in flight"
                   % (rnd, ledger.count - base, in_flight))

@@ -872,9 +872,17 @@ class TestFtpListeners(unittest.TestCase):
         srv.stop()
 
     def test_tls_is_required_for_logins_from_a_non_loopback_address(self):
-        ip = non_loopback_ipv4()
-        if not ip:
-            self.skipTest("this machine has no non-loopback IPv4 address to connect from")
+        # In a network namespace of the test's own with a non-loopback address, so it runs on
+        # any machine where it is root; else from this machine's own non-loopback address.
+        net = harness.PrivateNetwork()
+        try:
+            ip = net.__enter__()
+            self.addCleanup(net.__exit__)
+        except OSError as e:
+            ip = non_loopback_ipv4()
+            if not ip:
+                harness.missing_prerequisite(self, "no network namespace (%s) and no non-loopback IPv4 address "
+                                             "to connect from" % e)
         port = harness.free_port()
         srv, _ = self.server({"MBYTE_FTP_LISTEN": "0.0.0.0:%d" % port})
         f = ftplib.FTP(timeout=30)

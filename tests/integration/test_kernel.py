@@ -9,7 +9,7 @@ import subprocess
 import time
 import unittest
 
-from harness import ADMIN_PASSWORD, MBYTED, Server, ServerTest, main, recv_until
+from harness import ADMIN_PASSWORD, MBYTED, Server, ServerTest, main, recv_until, wait_read_by_server
 
 
 class ContractTest(ServerTest):
@@ -199,16 +199,18 @@ class ConfigTest(unittest.TestCase):
             srv.start()
             with open(os.path.join(srv.confdir, "mbyte.yaml"), "w") as f:
                 f.write("log_level: loud\n")
+            mark = srv.log_mark()
             srv.proc.send_signal(signal.SIGHUP)
-            time.sleep(0.5)
+            # The daemon says what it did with the signal: wait for that line, not for a time.
+            log = srv.wait_log("configuration not reloaded", since=mark)
+            self.assertIn("mbyte.yaml:1: log_level must be", log)
+            self.assertNotIn("configuration reloaded", log)
             self.assertEqual(srv.request("GET", "/api/v1/health").status, 200)
-            self.assertIn("configuration not reloaded", srv.read_log())
-            self.assertIn("mbyte.yaml:1: log_level must be", srv.read_log())
             with open(os.path.join(srv.confdir, "mbyte.yaml"), "w") as f:
                 f.write("log_level: debug\nlogin_max_failures: 2\n")
+            mark = srv.log_mark()
             srv.proc.send_signal(signal.SIGHUP)
-            time.sleep(0.5)
-            self.assertIn("configuration reloaded", srv.read_log())
+            self.assertNotIn("not reloaded", srv.wait_log("configuration reloaded", since=mark))
             # The new limit is in force: the third failure in a row is throttled.
             codes = [srv.request("POST", "/api/v1/auth/login", {"username": "admin", "password": "wrong-pass"}).status
                      for _ in range(3)]
@@ -243,13 +245,22 @@ class LifecycleTest(unittest.TestCase):
             s = socket.create_connection(("127.0.0.1", srv.port))
             s.sendall(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
-            time.sleep(0.3)
+            wait_read_by_server(self, srv.port, s)
+            mark = srv.log_mark()
             srv.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.5)
+            srv.wait_log("stopping", since=mark)
+            # While it drains, a new request is told to come back later, not left hanging
+            # (until the loop has stopped, health still answers 200).
+            deadline = time.time() + 60
+            while True:
+                self.assertIsNone(srv.proc.poll(), "mbyted quit with a request in flight")
+                r = srv.request("GET", "/api/v1/health", timeout=10)
+                if r.status == 503:
+                    break
+                self.assertEqual(r.status, 200, r)
+                self.assertLess(time.time(), deadline, "health never answered 503 while draining")
+                time.sleep(0.02)
             self.assertIsNone(srv.proc.poll(), "mbyted quit with a request in flight")
-            # While it drains, a new request is told to come back later, not left hanging.
-            r = srv.request("GET", "/api/v1/health", timeout=10)
-            self.assertEqual(r.status, 503, r)
             self.assertEqual(r.header("Content-Type"), "application/problem+json")
             s.sendall(body[10:])
             data = recv_until(s, b"\r\n\r\n")

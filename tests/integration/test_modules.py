@@ -127,7 +127,7 @@ class AdminApi(ModuleTest):
         self.wait_observed(3)
 
     def wait_observed(self, n):
-        deadline = time.time() + 10
+        deadline = time.time() + 60
         while time.time() < deadline:
             got = self.srv.request("GET", "/api/v1/hello", token=self.admin).json()["observed"]
             if got >= n:
@@ -273,19 +273,29 @@ class ReloadUnderLoad(ModuleTest):
         versions = []
         try:
             for n in range(20):
+                # Paced by the traffic, not the clock: each reload comes after the clients
+                # were served another 32 requests (the deadline only catches a real stall).
+                base, deadline = sum(served), time.time() + 60
+                while sum(served) < base + 32:
+                    self.assertEqual(failures, [])
+                    self.assertLess(time.time(), deadline, "the clients were served nothing for 60 s")
+                    time.sleep(0.005)
                 put_module(self.moddir, "hello", v2=(n % 2 == 0))
                 r = self.act("hello", "reload")
                 self.assertEqual(r.status, 200, r)
                 versions.append(r.json()["version"])
-                # Spread the 20 reloads over about 10 s of traffic.
-                time.sleep(max(0, started + (n + 1) * 0.5 - time.time()))
+            base, deadline = sum(served), time.time() + 60
+            while sum(served) < base + 32:  # and the last copy serves too
+                self.assertLess(time.time(), deadline, "the clients were served nothing for 60 s")
+                time.sleep(0.005)
         finally:
             stop.set()
             for t in threads:
-                t.join()
+                t.join(60)
+        self.assertFalse(any(t.is_alive() for t in threads), "a client is stuck")
         self.assertEqual(failures, [])
         self.assertEqual(versions[:2], ["2.0.0", "1.0.0"])
-        self.assertGreater(sum(served), 200)
+        self.assertGreaterEqual(sum(served), 21 * 32)
         self.assertEqual(self.listing()["hello"]["state"], "active")
         print("reload under load: %d requests served, 0 failed, 20 reloads in %.1f s"
               % (sum(served), time.time() - started))

@@ -14,7 +14,7 @@ import time
 import zipfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SRC, ServerTest, main  # noqa: E402
+from harness import SRC, HeldRequest, ServerTest, main  # noqa: E402
 
 NODE_DIR = os.path.join(SRC, "tests", "node")
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -65,6 +65,28 @@ class TusBase(ServerTest):
     def download(self, path, token=None):
         return self.srv.request("GET", "/api/v1/stores/%s/files%s" % (self.sid, path), token=token or self.admin)
 
+    def wait_released(self, loc, timeout=60):
+        """The upload's offset once no PATCH holds it any more. An empty PATCH at the recorded
+        offset says whether one does: 423 while a (dead) PATCH still holds the upload, 409 if
+        the offset moved since the HEAD, 204 once it is free."""
+        deadline = time.time() + timeout
+        while True:
+            r = self.head(loc)
+            self.assertEqual(r.status, 200, r)
+            offset = int(r.header("Upload-Offset"))
+            probe = self.patch(loc, offset, b"")
+            if probe.status == 204:
+                self.assertEqual(int(probe.header("Upload-Offset")), offset)
+                return offset
+            self.assertIn(probe.status, (409, 423), probe)
+            self.assertLess(time.time(), deadline, "the server never let go of the upload")
+            time.sleep(0.05)
+
+    def held_patch(self, loc, offset, data, split, extra=None):
+        h = dict(TUS, **{"Upload-Offset": str(offset), "Content-Type": OCTETS, "Authorization": "Bearer " + self.admin})
+        h.update(extra or {})
+        return HeldRequest(self, self.srv, "PATCH", loc, data, split, h)
+
 
 
 class TusTest(TusBase):
@@ -111,17 +133,10 @@ class TusTest(TusBase):
         loc = url[url.index("/api/v1/uploads/"):]
 
         # The bytes that reached the server before the kill are kept (resumable): wait until
-        # the server noticed the dead connection and recorded them.
-        offset = 0
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            r = self.head(loc)
-            self.assertEqual(r.status, 200, r)
-            offset = int(r.header("Upload-Offset"))
-            if offset > 0:
-                break
-            time.sleep(0.1)
+        # the server noticed the dead connection, recorded them and let go of the upload.
+        offset = self.wait_released(loc)
         self.assertGreater(offset, 0)
+        r = self.head(loc)
         self.assertLess(offset, size)
         self.assertEqual(int(r.header("Upload-Length")), size)
         self.assertEqual(r.header("Cache-Control"), "no-store")
@@ -132,6 +147,7 @@ class TusTest(TusBase):
         out, _ = p.communicate(timeout=300)
         self.assertEqual(p.returncode, 0, out)
         self.assertIn("done " + url, out)
+        self.assertNotIn("refused ", out)  # the resume never met an error answer
         first_progress = [int(l.split()[1]) for l in out.splitlines() if l.startswith("progress ")]
         self.assertTrue(first_progress and first_progress[0] > offset - 1, out)
 
@@ -301,7 +317,7 @@ class TusTest(TusBase):
         self.srv.start()
         self.assertIn(self.head(loc).status, (404, 410))
         self.assertIn(self.patch(loc, 3, b"def").status, (404, 410))
-        deadline = time.time() + 10
+        deadline = time.time() + 60
         while os.listdir(os.path.join(self.srv.data, "uploads")) and time.time() < deadline:
             time.sleep(0.1)
         self.assertEqual(os.listdir(os.path.join(self.srv.data, "uploads")), [])
@@ -327,6 +343,38 @@ class FolderZipTest(TusBase):
         for path, data in files.items():
             self.assertEqual(z.read(path[1:]), data, path)
         self.assertIn("album/sub/", z.namelist())
+
+
+# ---- issue 28: promises of docs/api.md that no test checked (concurrent and cut PATCHes) ----
+class TusConcurrencyTest(TusBase):
+    def test_a_second_patch_while_one_is_receiving_gets_423_and_changes_nothing(self):
+        data = os.urandom(300000)
+        loc = self.created(len(data), "/busy.bin")
+        first = self.held_patch(loc, 0, data, 100000)  # the server is writing its bytes now
+        second = self.patch(loc, 0, data)
+        p = self.assertProblem(second, 423)
+        self.assertEqual(p["title"], "Locked")
+        r = first.finish()
+        self.assertEqual((r.status, r.header("Upload-Offset")), (204, str(len(data))), r)
+        got = self.download("/busy.bin")
+        self.assertEqual((got.status, got.body == data), (200, True))
+
+    def test_a_checksum_patch_cut_midway_keeps_none_of_its_bytes(self):
+        data = os.urandom(400000)
+        loc = self.created(len(data), "/sum.bin")
+        self.assertEqual(self.patch(loc, 0, data[:100000]).status, 204)  # 100000 bytes kept
+        rest = data[100000:]
+        digest = base64.b64encode(hashlib.sha256(rest).digest()).decode()
+        cut = self.held_patch(loc, 100000, rest, 150000, {"Upload-Checksum": "sha256 " + digest})
+        cut.cut()  # 150000 bytes reached the server, unverifiable without the rest
+        self.assertEqual(self.wait_released(loc), 100000)
+        self.assertEqual(os.path.getsize(os.path.join(self.srv.data, "uploads", loc.rsplit("/", 1)[1] + ".part")),
+                         100000)
+        # ... and the upload goes on from there.
+        r = self.patch(loc, 100000, rest, extra={"Upload-Checksum": "sha256 " + digest})
+        self.assertEqual(r.status, 204, r)
+        got = self.download("/sum.bin")
+        self.assertEqual((got.status, hashlib.sha256(got.body).digest()), (200, hashlib.sha256(data).digest()))
 
 
 if __name__ == "__main__":

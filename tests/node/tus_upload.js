@@ -9,6 +9,8 @@
 //   url <upload url>    as soon as the server created (or resumed) the upload
 //   progress <bytes>    bytes handed to the socket so far
 //   done <upload url>   the server acknowledged the last byte
+//   retry <message>     a request failed without an answer (connection error): retried
+//   refused <status>    a request got an error answer: not retried, "error" follows
 //   error <message>     the upload failed (exit status 1)
 'use strict';
 const fs = require('fs');
@@ -25,9 +27,16 @@ const upload = new tus.Upload(fs.createReadStream(file), {
   chunkSize: Number(process.env.TUS_CHUNK_SIZE || 0) || Infinity,
   metadata: JSON.parse(metaJson),
   headers: { Authorization: 'Bearer ' + token },
-  // A PATCH of the previous (killed) process may still be finishing on the server: the
-  // client then sees 423 or 409 and retries after a HEAD, as tus clients do.
+  // Retry only what a broken connection gives (no HTTP answer at all). Any answer that is
+  // an error (a 5xx, a 423 because another PATCH still holds the upload, a 409) ends the
+  // upload with "error": the test waits until the server released the upload before it
+  // resumes, so such an answer is a server bug, never something to retry away.
   retryDelays: [100, 300, 1000, 2000, 3000],
+  onShouldRetry(err) {
+    const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
+    process.stdout.write((status ? 'refused ' + status : 'retry ' + String(err).replace(/\n/g, ' ')) + '\n');
+    return status === 0;
+  },
   storeFingerprintForResuming: false,
   onUploadUrlAvailable() { process.stdout.write('url ' + upload.url + '\n'); },
   onProgress(sent) {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "../../kernel/kernel.h"
 
 static char dir[64];
@@ -216,10 +217,136 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* A pauser stops one thread at chosen points of db.c (db_test_hook) until the test lets it
+ * go, so the test decides the interleaving instead of the scheduler. */
+typedef struct {
+    unsigned mask; /* 1 << DB_TP_* where this thread stops */
+    int at;        /* the point it waits at now, or -1 */
+    int go;        /* releases granted and not yet used */
+    bool done;     /* its thread has finished its call */
+} pauser;
+static pthread_mutex_t tp_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tp_cond = PTHREAD_COND_INITIALIZER;
+static __thread pauser *tp_self;
+
+static void tp_hook(int point)
+{
+    pauser *p = tp_self;
+    if (!p || !(p->mask & (1u << point)))
+        return;
+    pthread_mutex_lock(&tp_lock);
+    p->at = point;
+    pthread_cond_broadcast(&tp_cond);
+    while (!p->go)
+        pthread_cond_wait(&tp_cond, &tp_lock);
+    p->go--;
+    p->at = -1;
+    pthread_mutex_unlock(&tp_lock);
+}
+
+/* Wait until p's thread stops at point: false if it finished its call without stopping
+ * there (or 30 s went by: only a real hang). The caller lets every thread go before it
+ * asserts, so a failure never leaves a thread stopped. */
+static bool tp_wait_at(pauser *p, int point)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 30;
+    pthread_mutex_lock(&tp_lock);
+    int rc = 0;
+    while (p->at != point && !p->done && rc == 0)
+        rc = pthread_cond_timedwait(&tp_cond, &tp_lock, &dl);
+    bool ok = p->at == point;
+    pthread_mutex_unlock(&tp_lock);
+    return ok;
+}
+
+static void tp_done(pauser *p)
+{
+    pthread_mutex_lock(&tp_lock);
+    p->done = true;
+    pthread_cond_broadcast(&tp_cond);
+    pthread_mutex_unlock(&tp_lock);
+}
+
+static void tp_release(pauser *p)
+{
+    pthread_mutex_lock(&tp_lock);
+    p->go++;
+    pthread_cond_broadcast(&tp_cond);
+    pthread_mutex_unlock(&tp_lock);
+}
+
+typedef struct {
+    pauser p;
+    int how;          /* writer: put_n's kind of write */
+    json_int_t value; /* writer: what it writes; reader: what it read */
+} racer;
+
+static void *race_writer(void *arg)
+{
+    racer *r = arg;
+    tp_self = &r->p;
+    put_n("c/race", r->value, r->how);
+    tp_done(&r->p);
+    return NULL;
+}
+
+static void *race_reader(void *arg)
+{
+    racer *r = arg;
+    tp_self = &r->p;
+    r->value = shared_n("c/race");
+    tp_done(&r->p);
+    return NULL;
+}
+
 /* A reader that missed the cache and read LevelDB just before a write must not put that
- * older value back after the write dropped it: values a reader sees never go backwards,
- * and the last write is what everyone reads in the end. */
+ * older value back once another reader has seen the new one: values never go backwards.
+ * The interleaving is forced, so the test fails every time the cache lets it happen:
+ *   writer W is stopped just before LevelDB applies its write;
+ *   reader A misses, reads the old value and is stopped just before it fills the slot;
+ *   W applies and is stopped before its end mark; the main thread reads the new value;
+ *   A is let go (it may fill the slot only if nothing told it a write came);
+ *   the main thread must still read the new value. Then W finishes.
+ * Without the mark before LevelDB applies, A fills the slot with the old value; without
+ * "no fill while a write is between its marks", the main thread's read fills the slot
+ * during the write and A, whose generation is still current, puts the old value back. */
 static void test_shared_records_never_go_back_under_concurrent_writes(void **s)
+{
+    (void)s;
+    for (int how = 0; how < 3; how++) {
+        put_n("c/race", 10 * how, 0); /* not cached now: the write dropped it */
+        db_test_hook = tp_hook;
+        racer w = {.p = {.mask = 1u << DB_TP_WRITE_BEFORE_APPLY | 1u << DB_TP_WRITE_AFTER_APPLY, .at = -1},
+                   .how = how, .value = 10 * how + 1};
+        racer a = {.p = {.mask = 1u << DB_TP_READ_BEFORE_FILL, .at = -1}};
+        pthread_t tw, ta;
+        assert_int_equal(pthread_create(&tw, NULL, race_writer, &w), 0);
+        bool w_before = tp_wait_at(&w.p, DB_TP_WRITE_BEFORE_APPLY);
+        assert_int_equal(pthread_create(&ta, NULL, race_reader, &a), 0);
+        bool a_before = tp_wait_at(&a.p, DB_TP_READ_BEFORE_FILL);
+        tp_release(&w.p);
+        bool w_after = tp_wait_at(&w.p, DB_TP_WRITE_AFTER_APPLY);
+        json_int_t seen = shared_n("c/race"); /* the write is applied: the new value */
+        tp_release(&a.p);
+        pthread_join(ta, NULL);
+        json_int_t again = shared_n("c/race"), twice = shared_n("c/race");
+        tp_release(&w.p); /* let W finish before any assert can end the test */
+        pthread_join(tw, NULL);
+        db_test_hook = NULL;
+        assert_true(w_before && a_before && w_after); /* the interleaving did happen */
+        assert_int_equal(seen, 10 * how + 1);
+        assert_int_equal(a.value, 10 * how); /* A read before the write: the old value is its answer */
+        assert_int_equal(again, 10 * how + 1); /* ... but never anyone's once the new one was seen */
+        assert_int_equal(twice, 10 * how + 1);
+        assert_int_equal(shared_n("c/race"), 10 * how + 1);
+    }
+}
+
+/* The same under free-running threads: many writes, readers never see a value go back,
+ * and the last write is what everyone reads in the end. */
+static void test_shared_records_never_go_back_under_many_writes(void **s)
 {
     (void)s;
     put_n("c/race", 0, 0);
@@ -297,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_batch_is_atomic_and_json_roundtrips),
         cmocka_unit_test(test_shared_records_follow_every_kind_of_write),
         cmocka_unit_test(test_shared_records_never_go_back_under_concurrent_writes),
+        cmocka_unit_test(test_shared_records_never_go_back_under_many_writes),
         cmocka_unit_test(test_the_sync_barrier_follows_log_switches),
         cmocka_unit_test(test_ids_never_repeat_across_reopen),
         cmocka_unit_test(test_block_ids_are_unique_small_and_survive_reopen),
