@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -853,6 +854,27 @@ static void call_handler(mb_req *req, mb_err *err)
     }
 }
 
+static conn_rec *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Every TCP connection is known to the flood guard (conn.c) from accept to close. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ad = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        *socket_context = fd ? conn_opened(fd->connect_fd, ad ? ad->client_addr : NULL) : NULL;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conn_closed(*socket_context);
+        *socket_context = NULL;
+    }
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -881,6 +903,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             err_set(&err, MB_ETOOBIG, "the request headers are larger than %d bytes", MAX_HEADER_BYTES);
             reply_problem(req, 431, MB_ETOOBIG, err.msg);
             return queue(req);
+        }
+        conn_rec *cr = req->local ? NULL : conn_of(conn);
+        if (conn_headers(cr)) {
+            err_set(&err, MB_EBUSY, "this address has %d connections open already (the server's limit); "
+                    "close some or try again in a moment", conn_limit_per_ip());
+            http_reply_header(req, "Connection", "close");
+            http_reply_header(req, "Retry-After", "2");
+            return fail_now(req, &err);
         }
         if (atomic_load(&stopping)) {
             err_set(&err, MB_EBUSY, "the server is stopping; try again in a moment");
@@ -999,10 +1029,12 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    (void)cls, (void)conn;
+    (void)cls;
     mb_req *req = *con_cls;
     if (!req)
         return;
+    if (!req->local)
+        conn_request_done(conn_of(conn));
     if (req->stream && !req->stream_done && req->stream->abort)
         req->stream->abort(req, req->sctx);
     if (req->resp)
@@ -1071,6 +1103,17 @@ int http_start(mb_err *err)
     } else
         return err_set(err, MB_EINVAL, "listen host '%s' must be an IP address", g_cfg->listen_host);
     (void)sl;
+    /* libmicrohttpd's hard connection limit, below the descriptors this process may open
+     * (LevelDB, chunk files and FTP need some too). conn.c keeps headroom below it. */
+    unsigned max_conns = (unsigned)g_cfg->http_max_connections;
+    struct rlimit rl;
+    if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)max_conns + 512) {
+        unsigned fit = rl.rlim_cur > 576 ? (unsigned)(rl.rlim_cur - 512) : 64;
+        log_msg(LOG_WARN, "http", "http_max_connections %u does not fit the open-files limit %llu: using %u",
+                max_conns, (unsigned long long)rl.rlim_cur, fit);
+        max_conns = fit;
+    }
+    conn_start((int)max_conns, g_cfg->http_max_connections_per_ip, g_cfg->http_header_timeout);
     /* The connection pool holds a request's headers and its read buffer, and libmicrohttpd
      * clears all of it for every request on a kept-alive connection: at 256 KiB that memset
      * was 4 % of the CPU of small uploads. 64 KiB leaves about 32 KiB for headers and large
@@ -1080,10 +1123,13 @@ int http_start(mb_err *err)
         mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)g_cfg->http_threads, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_URI_LOG_CALLBACK, on_uri, &daemon_tcp,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
-    if (!daemon_tcp)
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_LIMIT, max_conns,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    if (!daemon_tcp) {
+        conn_stop();
         return err_set(err, MB_EIO, "cannot listen on %s:%d (in use, or not an address of this machine)",
                        g_cfg->listen_host, g_cfg->listen_port);
+    }
 
     char path[4096];
     snprintf(path, sizeof path, "%s/mbyte.sock", g_cfg->data_dir);
@@ -1091,6 +1137,7 @@ int http_start(mb_err *err)
     if (fd < 0) {
         MHD_stop_daemon(daemon_tcp);
         daemon_tcp = NULL;
+        conn_stop();
         return err->code;
     }
     local_sock_path = xstrdup(path);
@@ -1103,6 +1150,7 @@ int http_start(mb_err *err)
         close(fd);
         MHD_stop_daemon(daemon_tcp);
         daemon_tcp = NULL;
+        conn_stop();
         return err_set(err, MB_EIO, "cannot serve the admin socket %s", path);
     }
     sse_keepalive = event_new(main_loop(), -1, EV_PERSIST, sse_tick, NULL);
@@ -1127,6 +1175,7 @@ void http_stop(void)
         sse_close_all();
         usleep(100 * 1000);
     }
+    conn_stop(); /* no sweep while libmicrohttpd closes the connections */
     if (daemon_tcp)
         MHD_stop_daemon(daemon_tcp);
     if (daemon_local)

@@ -84,6 +84,9 @@ typedef struct kcfg {
     int64_t login_cache_ttl; /* seconds a verified password is remembered (auth.c); 0 = never */
     int login_max_failures;  /* per window, per user and per IP */
     int login_window;        /* seconds */
+    int http_max_connections;        /* open HTTP connections in all; 0 = libmicrohttpd's default */
+    int http_max_connections_per_ip; /* per client address; 0 = no cap */
+    int http_header_timeout;         /* seconds to deliver a request's headers (does not restart) */
     int log_level;
     char **modules_enabled;  /* NULL-terminated */
     json_t *raw;             /* the whole mbyte.yaml as JSON */
@@ -153,6 +156,19 @@ uint64_t db_next_id(const char *name);
 uint64_t db_alloc_id(const char *name);
 /* Key encoding: big-endian u64 as 16 hex digits so keys sort numerically. */
 void key_u64(char out[17], uint64_t v);
+
+/* ----------------------------------------------------------------- conn.c --- */
+/* The HTTP door's guard against connection floods (see conn.c). All but conn_start/stop are
+ * called on libmicrohttpd's threads; conn_start/stop on the loop thread. */
+typedef struct conn_rec conn_rec;
+struct sockaddr;
+void conn_start(int max, int per_ip, int header_timeout_s); /* 0 = no cap */
+void conn_stop(void);
+conn_rec *conn_opened(int fd, const struct sockaddr *client); /* owned by conn.c until conn_closed */
+void conn_closed(conn_rec *r);
+bool conn_headers(conn_rec *r);       /* a request's headers arrived; true: over its address's cap */
+void conn_request_done(conn_rec *r); /* the header deadline starts again for the next request */
+int conn_limit_per_ip(void);
 
 /* ----------------------------------------------------------------- http.c --- */
 /* The kernel side of mb_req. Route handlers (kernel and module) see it via mb_api. */
