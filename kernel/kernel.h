@@ -84,6 +84,8 @@ typedef struct kcfg {
     int64_t login_cache_ttl; /* seconds a verified password is remembered (auth.c); 0 = never */
     int login_max_failures;  /* per window, per user and per IP */
     int login_window;        /* seconds */
+    int login_max_failures_per_ip;  /* per window, per client address across accounts */
+    int login_account_slow_after;   /* failures per window per account before it is slowed */
     int http_max_connections;        /* open HTTP connections in all; 0 = libmicrohttpd's default */
     int http_max_connections_per_ip; /* per client address; 0 = no cap */
     int http_header_timeout;         /* seconds to deliver a request's headers (does not restart) */
@@ -423,6 +425,15 @@ int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *pat
 int auth_password(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
                   mb_err *err);
 int auth_user_find(const char *name, mb_user *out, char *namebuf, size_t n, mb_err *err);
+/* auth.c: api->login_wait, the login throttle's verdict (seconds to wait, err filled). */
+int64_t auth_login_wait(const char *name, const char *ip, mb_err *err);
+
+/* -------------------------------------------------------- throttle.c (ABI minor 9) --- */
+/* api->throttle_*: named failure throttles, kernel-owned, valid until exit (throttle.c). */
+mb_throttle *throttle_get(const char *name, int max, int window_s, int slow_s);
+int64_t throttle_wait(mb_throttle *t, const char *key);
+int64_t throttle_fail(mb_throttle *t, const char *key);
+void throttle_clear(mb_throttle *t, const char *key);
 /* evapi.c: the loop and worker entries of mb_api for event-driven modules (ftp). */
 struct event_base *evapi_event_base(void);
 const char *evapi_data_dir(void);
