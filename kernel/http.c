@@ -14,6 +14,8 @@
  * handler runs. No handler ever sees an encoded slash or a traversal segment.
  */
 #include "kernel.h"
+#include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
@@ -321,6 +323,83 @@ static http_route *route_find(mb_req *req, bool *method_mismatch)
     if (best)
         route_match(best, req, true);
     return best;
+}
+
+/* ------------------------------------------------- routes of modules not loaded --- */
+/* A request for a route of a module that is not loaded was a bare "no such endpoint". The
+ * module's descriptor is data (its route table), so the first such 404 reads the tables of
+ * the modules in module_dir once (dlopen, read, dlclose; no init runs) and remembers which
+ * patterns belong to which module. The answer then names the module. */
+typedef struct hint {
+    http_route *route; /* route_new'd, owner NULL; only its pattern is used */
+    char module[65];
+} hint;
+
+static pthread_once_t hints_once = PTHREAD_ONCE_INIT;
+static hint *hints;
+static size_t nhints;
+
+static void hints_read(const char *dir, const char *file)
+{
+    char path[4096], name[65];
+    size_t fl = strlen(file);
+    if (fl < 4 || fl - 3 >= sizeof name || strcmp(file + fl - 3, ".so"))
+        return;
+    snprintf(name, sizeof name, "%.*s", (int)(fl - 3), file);
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    void *dl = dlopen(path, RTLD_LAZY | RTLD_LOCAL);
+    if (!dl)
+        return;
+    const mb_module_desc *d = dlsym(dl, MB_MODULE_SYMBOL);
+    if (d && d->size >= offsetof(mb_module_desc, routes) + sizeof d->routes && d->abi_major == MB_ABI_MAJOR &&
+        d->routes && d->routes->size >= offsetof(mb_route, pattern) + sizeof(char *) && d->routes->size <= 4096) {
+        size_t stride = d->routes->size;
+        for (size_t i = 0; i < 1024; i++) {
+            const mb_route *r = (const mb_route *)((const char *)d->routes + i * stride);
+            if (!r->size || !r->method || !r->pattern)
+                break;
+            mb_err e = {0};
+            http_route *hr = route_new(r->method, r->pattern, MB_ROLE_NONE, &e);
+            if (!hr)
+                continue;
+            hints = xrealloc(hints, (nhints + 1) * sizeof *hints);
+            hints[nhints].route = hr;
+            snprintf(hints[nhints++].module, sizeof hints->module, "%s", name);
+        }
+    }
+    dlclose(dl);
+}
+
+static void hints_build(void)
+{
+    DIR *d = opendir(g_cfg->module_dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        hints_read(g_cfg->module_dir, de->d_name);
+    closedir(d);
+}
+
+/* The module (not loaded, or it would have matched) whose route the path is, or NULL. */
+static const char *module_of_path(mb_req *req)
+{
+    if (req->nsegs < 3 || strcmp(req->segs[0], "api") || strcmp(req->segs[1], "v1"))
+        return NULL;
+    pthread_once(&hints_once, hints_build);
+    for (size_t i = 0; i < nhints; i++)
+        if (route_match(hints[i].route, req, false) >= 0)
+            return hints[i].module;
+    return NULL;
+}
+
+static void hints_free(void)
+{
+    for (size_t i = 0; i < nhints; i++)
+        route_free(hints[i].route);
+    free(hints);
+    hints = NULL;
+    nhints = 0;
 }
 
 /* -------------------------------------------------------- path parsing --- */
@@ -675,6 +754,31 @@ const char *http_req_cookie(mb_req *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_COOKIE_KIND, name);
 }
 
+/* A sentence for a person in place of jansson's text, which names library options
+ * ("\u0000 is not allowed without JSON_ALLOW_NUL") and parser internals. */
+static const char *json_problem(const json_error_t *je)
+{
+    switch (json_error_code(je)) {
+    case json_error_null_character:
+    case json_error_null_byte_in_key:
+        return "a string contains the character \\u0000 (NUL), which is not allowed";
+    case json_error_duplicate_key:
+        return "an object has the same key twice";
+    case json_error_premature_end_of_input:
+        return "the JSON ends before its value is complete";
+    case json_error_end_of_input_expected:
+        return "there is more after the JSON value";
+    case json_error_invalid_utf8:
+        return "the JSON is not valid UTF-8";
+    case json_error_numeric_overflow:
+        return "a number is too large";
+    case json_error_stack_overflow:
+        return "the JSON is nested too deeply";
+    default:
+        return "the body is not well-formed JSON";
+    }
+}
+
 json_t *http_req_json(mb_req *req, mb_err *err)
 {
     if (req->json)
@@ -690,7 +794,7 @@ json_t *http_req_json(mb_req *req, mb_err *err)
     json_error_t je;
     json_t *j = json_loadb(req->body, req->blen, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
-        err_set(err, MB_EINVAL, "malformed JSON at line %d column %d: %s", je.line, je.column, je.text);
+        err_set(err, MB_EINVAL, "malformed JSON at line %d column %d: %s", je.line, je.column, json_problem(&je));
         return NULL;
     }
     if (!json_is_object(j)) {
@@ -777,8 +881,13 @@ static enum MHD_Result queue(mb_req *req)
         err_set(&e, MB_EINTERNAL, "the handler for %s %s gave no answer", req->method, req->path);
         http_reply_error(req, &e);
     }
-    for (hdr *h = req->headers; h; h = h->next)
+    for (hdr *h = req->headers; h; h = h->next) {
+        /* A handler names the file before it knows the answer; an error must not carry the
+         * name, or `curl -OJ` saves the problem text under the file's name (a 416, a 412). */
+        if (req->status >= 400 && !strcasecmp(h->name, "Content-Disposition"))
+            continue;
         MHD_add_response_header(req->resp, h->name, h->value);
+    }
     enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned)req->status, req->resp);
     MHD_destroy_response(req->resp);
     req->resp = NULL;
@@ -929,8 +1038,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r) {
             if (serve_static(req))
                 return answer_early(req);
+            const char *mod = mismatch ? NULL : module_of_path(req);
             if (mismatch)
                 err_set(&err, MB_EMETHOD, "%s is not allowed on %s", req->method, req->path);
+            else if (mod)
+                err_set(&err, MB_ENOENT, "the %s module is not loaded, so %s is not served here (an administrator "
+                        "can load it: mbytectl module load %s)", mod, req->path, mod);
             else
                 err_set(&err, MB_ENOENT, "no such endpoint: %s", req->path);
             return fail_now(req, &err);
@@ -1186,6 +1299,7 @@ void http_stop(void)
         free(local_sock_path);
         local_sock_path = NULL;
     }
+    hints_free();
     pthread_rwlock_wrlock(&routes_lock);
     for (size_t i = 0; i < nroutes; i++)
         route_free(routes[i]);

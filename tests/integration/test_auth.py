@@ -170,6 +170,15 @@ class LockoutOfOthersTest(ServerTest):
         self.assertLessEqual(wait, 300)
         self.assertIn("try again in %d s" % wait, r.json()["detail"])
 
+    def test_malformed_json_is_explained_without_library_option_names(self):
+        for body, says in [(b'{"username": "a\\u0000b", "password": "x"}', "\\u0000 (NUL)"),
+                           (b'{"username": "a", "username": "b"}', "same key twice"),
+                           (b'{"username": "a"', "ends before"), (b'{} []', "more after")]:
+            r = self.srv.request("POST", "/api/v1/auth/login", body, headers={"Content-Type": "application/json"})
+            p = self.assertProblem(r, 400, says)
+            self.assertNotIn("JSON_", p["detail"])
+            self.assertNotIn("near", p["detail"])
+
     def test_the_login_answer_that_carries_a_token_is_not_cached(self):
         r = self.srv.request("POST", "/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
         self.assertEqual(r.status, 200)
