@@ -12,6 +12,10 @@
  * Paths are routed from the RAW request URI: each segment is percent-decoded on its own,
  * and a segment that decodes to '.', '..', or contains '/' or NUL is refused before any
  * handler runs. No handler ever sees an encoded slash or a traversal segment.
+ *
+ * Every TCP connection is also known to conn.c (header deadline, per-address and global
+ * caps against slowloris floods) from accept to close. A 404 under /api/v1 that a module not
+ * loaded would serve names that module (its route table is read from module_dir once).
  */
 #include "kernel.h"
 #include <dirent.h>
