@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import time
 
 from harness import ADMIN_PASSWORD, Response, Server, ServerTest, free_port, main
 import unittest
@@ -145,6 +146,28 @@ class ThrottleTest(ServerTest):
         r = login_from(self.srv, ATTACKER, "admin", ADMIN_PASSWORD)
         self.assertProblem(r, 429, "from your address")
         self.assertEqual(login_from(self.srv, OWNER, "admin", ADMIN_PASSWORD).status, 200)
+
+
+class AccountSlowedNotLockedTest(ServerTest):
+    conf = {"login_account_slow_after": 3, "login_window": 300}
+
+    def test_an_account_guessed_from_many_addresses_is_slowed_never_locked(self):
+        self.srv.add_user("alice", "alice-password", admin_token=self.admin)
+        for i in range(3):  # three guessers, one guess each: none is locked on its own
+            self.assertEqual(login_from(self.srv, "127.0.0.%d" % (10 + i), "alice", "guess").status, 401)
+        r = login_from(self.srv, "127.0.0.20", "alice", "guess")
+        if r.status == 429:  # within a second of the last failure: slowed, for a second
+            self.assertEqual(r.header("Retry-After"), "1")
+            self.assertIn("slowed", r.json()["detail"])
+        # The owner gets in once the second is over, while the window (300 s) still runs.
+        deadline = time.monotonic() + 30
+        while True:
+            r = login_from(self.srv, OWNER, "alice", "alice-password")
+            if r.status != 429 or time.monotonic() > deadline:
+                break
+            self.assertEqual(r.header("Retry-After"), "1", r)
+            time.sleep(0.2)
+        self.assertEqual(r.status, 200, r)
 
 
 class LockoutOfOthersTest(ServerTest):
