@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 8 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers; 7: zero-copy reads; 8: cached password checks */
+#define MB_ABI_MINOR 9 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers; 7: zero-copy reads; 8: cached password checks; 9: throttles */
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -94,6 +94,7 @@ typedef struct mb_err {
 typedef struct mb_module mb_module; /* the kernel's handle for one loaded module */
 typedef struct mb_req mb_req;       /* one HTTP request, valid until the handler returns */
 typedef struct mb_task mb_task;     /* one running task, valid until its runner returns */
+typedef struct mb_throttle mb_throttle; /* a named failure throttle, valid until the server ends */
 
 enum { MB_ROLE_NONE = 0, MB_ROLE_USER = 1, MB_ROLE_ADMIN = 2 };
 
@@ -562,6 +563,33 @@ struct mb_api {
      * and a new hash (a changed password) is a new entry. The kernel keeps only a keyed hash
      * of (hash, password). Neither string is kept. Any thread; it may take ~70 ms on a miss. */
     bool (*password_check)(const char *hash, const char *password);
+
+    /* ---------------------------------------------------------- minor 9: throttles --- */
+    /* The kernel's one failure throttle (the login throttle is built from it). A throttle
+     * counts failures per key (any string; longer than 159 bytes is cut) in a window of
+     * window_s seconds that starts at the key's first failure. Once a key has `max` failures
+     * in its window it must wait: until the window ends (slow_s 0: a lock), or slow_s seconds
+     * after each further failure (slow_s > 0: slowed, never locked; for things many addresses
+     * share, such as an account or a link). Combine keys, e.g. (link, address) as a lock and
+     * the link alone as slowed, so an attacker locks out only himself.
+     * throttle_get: the throttle called `name` (namespace it: "<module>.<what>"), created on
+     * first use and updated to these limits on each call. The kernel owns it; the pointer
+     * stays valid until the server ends, across the module's unload and reload (counts
+     * survive a reload). Memory is bounded (old keys are forgotten first). */
+    mb_throttle *(*throttle_get)(const char *name, int max, int window_s, int slow_s);
+    /* Seconds `key` must wait before it may try again (rounded up: use it as Retry-After),
+     * 0 when it may try now. Records nothing. */
+    int64_t (*throttle_wait)(mb_throttle *t, const char *key);
+    /* Record one failure for `key`; returns what throttle_wait would now. */
+    int64_t (*throttle_fail)(mb_throttle *t, const char *key);
+    /* Forget `key`'s failures (after a success, for the most specific key only). */
+    void (*throttle_clear)(mb_throttle *t, const char *key);
+    /* The login throttle auth_password applies (per account and address, per address, and
+     * per account slowed; limits in mbyte.yaml): seconds before `username` may try a password
+     * from `client_ip` (0: now), with err filled (MB_ETHROTTLE and a sentence naming the wait)
+     * when not 0. For a door that checks passwords of its own (FTP app passwords) before
+     * auth_password, which records the failures. Records nothing. Any thread, never blocks. */
+    int64_t (*login_wait)(const char *username, const char *client_ip, mb_err *err);
 };
 
 #ifdef __cplusplus

@@ -222,6 +222,12 @@ static const mb_api table = {
     .file_read_fd = file_read_fd,
     /* minor 8 (kernel/auth.c) */
     .password_check = auth_password_check,
+    /* minor 9: throttles (kernel/throttle.c, kernel/auth.c) */
+    .throttle_get = throttle_get,
+    .throttle_wait = throttle_wait,
+    .throttle_fail = throttle_fail,
+    .throttle_clear = throttle_clear,
+    .login_wait = auth_login_wait,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -20,70 +20,50 @@
 #define SESSION_COOKIE "mb_session"
 
 /* --------------------------------------------------------- throttling --- */
+/* A failed login counts in three throttles (throttle.c), so an attacker locks out only
+ * himself, never the account's owner elsewhere:
+ *  - (account, address): login_max_failures per login_window, then locked for the rest of it;
+ *  - address: login_max_failures_per_ip per window across accounts (password spraying);
+ *  - account: past login_account_slow_after failures from anywhere in the window, one try per
+ *    LOGIN_SLOW_S after each failure: slowed, never locked. */
+#define LOGIN_SLOW_S 1
 
 typedef struct {
-    char key[96];
-    int failures;
-    int64_t window_start;
-} throttle_slot;
+    mb_throttle *pair, *addr, *account;
+    char kpair[160], kaddr[80], kaccount[80];
+} login_throttle;
 
-static throttle_slot slots[1024];
-static pthread_mutex_t throttle_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static throttle_slot *slot_for(const char *key, bool create)
+/* Looked up on each login, so a SIGHUP's new limits apply at once. */
+static void login_throttle_for(login_throttle *t, const char *name, const char *ip)
 {
-    throttle_slot *oldest = &slots[0];
-    int64_t now = now_mono_ms() / 1000;
-    for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
-        if (!strcmp(slots[i].key, key))
-            return &slots[i];
-        if (slots[i].window_start < oldest->window_start)
-            oldest = &slots[i];
-    }
-    if (!create)
-        return NULL;
-    snprintf(oldest->key, sizeof oldest->key, "%s", key);
-    oldest->failures = 0;
-    oldest->window_start = now;
-    return oldest;
+    t->pair = throttle_get("login.account_address", g_cfg->login_max_failures, g_cfg->login_window, 0);
+    t->addr = throttle_get("login.address", g_cfg->login_max_failures_per_ip, g_cfg->login_window, 0);
+    t->account = throttle_get("login.account", g_cfg->login_account_slow_after, g_cfg->login_window, LOGIN_SLOW_S);
+    snprintf(t->kpair, sizeof t->kpair, "%.64s\n%s", name ? name : "", ip ? ip : "");
+    snprintf(t->kaddr, sizeof t->kaddr, "%s", ip ? ip : "");
+    snprintf(t->kaccount, sizeof t->kaccount, "%.64s", name ? name : "");
 }
 
-/* True when key has used up its failures in the current window. */
-static bool throttled(const char *key)
+static int64_t login_wait(const login_throttle *t, mb_err *err)
 {
-    pthread_mutex_lock(&throttle_lock);
-    throttle_slot *s = slot_for(key, false);
-    bool t = false;
-    if (s) {
-        if (now_mono_ms() / 1000 - s->window_start >= g_cfg->login_window) {
-            s->failures = 0;
-            s->window_start = now_mono_ms() / 1000;
-        }
-        t = s->failures >= g_cfg->login_max_failures;
-    }
-    pthread_mutex_unlock(&throttle_lock);
-    return t;
+    int64_t w;
+    if ((w = throttle_wait(t->pair, t->kpair)))
+        err_set(err, MB_ETHROTTLE, "too many failed logins for this account from your address; try again in %lld s",
+                (long long)w);
+    else if ((w = throttle_wait(t->addr, t->kaddr)))
+        err_set(err, MB_ETHROTTLE, "too many failed logins from your address; try again in %lld s", (long long)w);
+    else if ((w = throttle_wait(t->account, t->kaccount)))
+        err_set(err, MB_ETHROTTLE,
+                "this account is receiving many wrong passwords, so its logins are slowed; try again in %lld s",
+                (long long)w);
+    return w;
 }
 
-static void throttle_fail(const char *key)
+int64_t auth_login_wait(const char *name, const char *ip, mb_err *err)
 {
-    pthread_mutex_lock(&throttle_lock);
-    throttle_slot *s = slot_for(key, true);
-    if (now_mono_ms() / 1000 - s->window_start >= g_cfg->login_window) {
-        s->failures = 0;
-        s->window_start = now_mono_ms() / 1000;
-    }
-    s->failures++;
-    pthread_mutex_unlock(&throttle_lock);
-}
-
-static void throttle_clear(const char *key)
-{
-    pthread_mutex_lock(&throttle_lock);
-    throttle_slot *s = slot_for(key, false);
-    if (s)
-        s->failures = 0;
-    pthread_mutex_unlock(&throttle_lock);
+    login_throttle t;
+    login_throttle_for(&t, name, ip);
+    return login_wait(&t, err);
 }
 
 /* ------------------------------------------------------------ helpers --- */
@@ -352,6 +332,9 @@ static json_t *user_public(json_t *u)
                      "role", json_object_get(u, "role"), "created", json_object_get(u, "created"));
 }
 
+static int password_login(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
+                          int64_t *wait, mb_err *err);
+
 /* POST /api/v1/auth/login {"username","password","session"?} */
 static int h_login(mb_req *req, void *st, mb_err *err)
 {
@@ -364,9 +347,13 @@ static int h_login(mb_req *req, void *st, mb_err *err)
         return err_set(err, MB_EINVAL, "username and password are required strings");
     mb_user who;
     char namebuf[80];
-    int rc = auth_password(name, pw, http_req_client_ip(req), &who, namebuf, sizeof namebuf, err);
-    if (rc == MB_ETHROTTLE)
-        http_reply_header(req, "Retry-After", "60");
+    int64_t wait = 0;
+    int rc = password_login(name, pw, http_req_client_ip(req), &who, namebuf, sizeof namebuf, &wait, err);
+    if (rc == MB_ETHROTTLE) {
+        char ra[24];
+        snprintf(ra, sizeof ra, "%lld", (long long)wait);
+        http_reply_header(req, "Retry-After", ra);
+    }
     json_t *u = NULL;
     if (rc == 0 && user_get(namebuf, &u))
         rc = err_set(err, MB_EAUTH, "wrong username or password");
@@ -390,6 +377,7 @@ static int h_login(mb_req *req, void *st, mb_err *err)
         json_object_set_new(out, "csrf", json_string(csrf));
         json_object_del(out, "token"); /* the cookie carries it; scripts never see it */
     }
+    http_reply_header(req, "Cache-Control", "no-store"); /* a credential: no cache may keep it */
     hook_emit("auth.login", json_pack("{s:I, s:s, s:s}", "user_id", (json_int_t)uid, "username", name, "ip",
                                       http_req_client_ip(req)),
               NULL);
@@ -814,18 +802,17 @@ bool auth_password_check(const char *hash, const char *pw)
     return true;
 }
 
-/* The HTTP login's check for FTP and other doors: same hashes, same throttle windows. */
-int auth_password(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
-                  mb_err *err)
+/* The login's password check with the throttle; *wait is the throttle's wait (Retry-After). */
+static int password_login(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
+                          int64_t *wait, mb_err *err)
 {
-    char ipkey[96], ukey[96];
-    snprintf(ipkey, sizeof ipkey, "ip:%s", ip ? ip : "");
-    snprintf(ukey, sizeof ukey, "user:%.64s", name ? name : "");
     if (!name || !pw)
         return err_set(err, MB_EAUTH, "wrong username or password");
-    if (throttled(ipkey) || throttled(ukey)) {
-        log_msg(LOG_WARN, "auth", "login throttled for %s from %s", name, ip);
-        return err_set(err, MB_ETHROTTLE, "too many failed logins; wait and try again");
+    login_throttle t;
+    login_throttle_for(&t, name, ip);
+    if ((*wait = login_wait(&t, err))) {
+        log_msg(LOG_WARN, "auth", "login throttled for %s from %s: %s", name, ip, err->msg);
+        return MB_ETHROTTLE;
     }
     json_t *u = NULL;
     bool ok = user_get(name, &u) == 0;
@@ -833,14 +820,23 @@ int auth_password(const char *name, const char *pw, const char *ip, mb_user *out
     ok = ok && hash && auth_password_check(hash, pw);
     if (!ok) {
         json_decref(u);
-        throttle_fail(ipkey);
-        throttle_fail(ukey);
+        throttle_fail(t.pair, t.kpair);
+        throttle_fail(t.addr, t.kaddr);
+        throttle_fail(t.account, t.kaccount);
         hook_emit("auth.login_failed", json_pack("{s:s, s:s}", "username", name, "ip", ip ? ip : ""), NULL);
         log_msg(LOG_INFO, "auth", "failed login for %s from %s", name, ip);
         return err_set(err, MB_EAUTH, "wrong username or password");
     }
-    throttle_clear(ukey);
+    throttle_clear(t.pair, t.kpair);
     user_fill(u, out, namebuf, n);
     json_decref(u);
     return 0;
+}
+
+/* The HTTP login's check for FTP and other doors: same hashes, same throttles. */
+int auth_password(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
+                  mb_err *err)
+{
+    int64_t wait;
+    return password_login(name, pw, ip, out, namebuf, n, &wait, err);
 }

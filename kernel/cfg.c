@@ -293,10 +293,23 @@ static int parse_listen(const char *where, const char *s, char **host, int *port
     return 0;
 }
 
+/* want_int for an int field. */
+static int want_i32(const char *file, const json_t *root, const json_t *lines, const char *key, int min, int max,
+                    int *out, mb_err *err)
+{
+    int64_t v = *out;
+    int rc = want_int(file, root, lines, key, min, max, &v, err);
+    if (!rc)
+        *out = (int)v;
+    return rc;
+}
+
 static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "web_dir", "lua_dir", "http_threads",
                                           "workers", "max_body", "token_ttl", "login_max_failures",
                                           "login_window", "log_level", "modules", "chunk_inline_max", "db_write_buffer",
-                                          "login_cache_ttl", "chunk_large_folios", "task_retention_days", NULL};
+                                          "login_cache_ttl", "chunk_large_folios", "http_max_connections",
+                                          "http_max_connections_per_ip", "http_header_timeout", "login_max_failures_per_ip",
+                                          "login_account_slow_after", "task_retention_days", NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -337,6 +350,11 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->login_max_failures = 5;
     c->login_window = 300;
     c->task_retention_days = 30;
+    c->login_max_failures_per_ip = 20;
+    c->login_account_slow_after = 20;
+    c->http_max_connections = 4096;
+    c->http_max_connections_per_ip = 128;
+    c->http_header_timeout = 30;
     c->log_level = LOG_INFO;
 
     char path[4096];
@@ -407,6 +425,14 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     if ((rc = want_int(path, root, lines, "task_retention_days", 1, 36500, &v, err)))
         goto fail;
     c->task_retention_days = (int)v;
+    if ((rc = want_i32(path, root, lines, "login_max_failures_per_ip", 1, 100000, &c->login_max_failures_per_ip,
+                       err)) ||
+        (rc = want_i32(path, root, lines, "login_account_slow_after", 1, 100000, &c->login_account_slow_after, err)) ||
+        (rc = want_i32(path, root, lines, "http_max_connections", 64, 1 << 20, &c->http_max_connections, err)) ||
+        (rc = want_i32(path, root, lines, "http_max_connections_per_ip", 0, 1 << 20, &c->http_max_connections_per_ip,
+                       err)) ||
+        (rc = want_i32(path, root, lines, "http_header_timeout", 1, 3600, &c->http_header_timeout, err)))
+        goto fail;
     json_t *lf = json_object_get(root, "chunk_large_folios");
     if (lf && json_is_boolean(lf))
         c->chunk_large_folios = json_is_true(lf);

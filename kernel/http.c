@@ -12,14 +12,21 @@
  * Paths are routed from the RAW request URI: each segment is percent-decoded on its own,
  * and a segment that decodes to '.', '..', or contains '/' or NUL is refused before any
  * handler runs. No handler ever sees an encoded slash or a traversal segment.
+ *
+ * Every TCP connection is also known to conn.c (header deadline, per-address and global
+ * caps against slowloris floods) from accept to close. A 404 under /api/v1 that a module not
+ * loaded would serve names that module (its route table is read from module_dir once).
  */
 #include "kernel.h"
+#include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -320,6 +327,83 @@ static http_route *route_find(mb_req *req, bool *method_mismatch)
     if (best)
         route_match(best, req, true);
     return best;
+}
+
+/* ------------------------------------------------- routes of modules not loaded --- */
+/* A request for a route of a module that is not loaded was a bare "no such endpoint". The
+ * module's descriptor is data (its route table), so the first such 404 reads the tables of
+ * the modules in module_dir once (dlopen, read, dlclose; no init runs) and remembers which
+ * patterns belong to which module. The answer then names the module. */
+typedef struct hint {
+    http_route *route; /* route_new'd, owner NULL; only its pattern is used */
+    char module[65];
+} hint;
+
+static pthread_once_t hints_once = PTHREAD_ONCE_INIT;
+static hint *hints;
+static size_t nhints;
+
+static void hints_read(const char *dir, const char *file)
+{
+    char path[4096], name[65];
+    size_t fl = strlen(file);
+    if (fl < 4 || fl - 3 >= sizeof name || strcmp(file + fl - 3, ".so"))
+        return;
+    snprintf(name, sizeof name, "%.*s", (int)(fl - 3), file);
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    void *dl = dlopen(path, RTLD_LAZY | RTLD_LOCAL);
+    if (!dl)
+        return;
+    const mb_module_desc *d = dlsym(dl, MB_MODULE_SYMBOL);
+    if (d && d->size >= offsetof(mb_module_desc, routes) + sizeof d->routes && d->abi_major == MB_ABI_MAJOR &&
+        d->routes && d->routes->size >= offsetof(mb_route, pattern) + sizeof(char *) && d->routes->size <= 4096) {
+        size_t stride = d->routes->size;
+        for (size_t i = 0; i < 1024; i++) {
+            const mb_route *r = (const mb_route *)((const char *)d->routes + i * stride);
+            if (!r->size || !r->method || !r->pattern)
+                break;
+            mb_err e = {0};
+            http_route *hr = route_new(r->method, r->pattern, MB_ROLE_NONE, &e);
+            if (!hr)
+                continue;
+            hints = xrealloc(hints, (nhints + 1) * sizeof *hints);
+            hints[nhints].route = hr;
+            snprintf(hints[nhints++].module, sizeof hints->module, "%s", name);
+        }
+    }
+    dlclose(dl);
+}
+
+static void hints_build(void)
+{
+    DIR *d = opendir(g_cfg->module_dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        hints_read(g_cfg->module_dir, de->d_name);
+    closedir(d);
+}
+
+/* The module (not loaded, or it would have matched) whose route the path is, or NULL. */
+static const char *module_of_path(mb_req *req)
+{
+    if (req->nsegs < 3 || strcmp(req->segs[0], "api") || strcmp(req->segs[1], "v1"))
+        return NULL;
+    pthread_once(&hints_once, hints_build);
+    for (size_t i = 0; i < nhints; i++)
+        if (route_match(hints[i].route, req, false) >= 0)
+            return hints[i].module;
+    return NULL;
+}
+
+static void hints_free(void)
+{
+    for (size_t i = 0; i < nhints; i++)
+        route_free(hints[i].route);
+    free(hints);
+    hints = NULL;
+    nhints = 0;
 }
 
 /* -------------------------------------------------------- path parsing --- */
@@ -674,6 +758,31 @@ const char *http_req_cookie(mb_req *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_COOKIE_KIND, name);
 }
 
+/* A sentence for a person in place of jansson's text, which names library options
+ * ("\u0000 is not allowed without JSON_ALLOW_NUL") and parser internals. */
+static const char *json_problem(const json_error_t *je)
+{
+    switch (json_error_code(je)) {
+    case json_error_null_character:
+    case json_error_null_byte_in_key:
+        return "a string contains the character \\u0000 (NUL), which is not allowed";
+    case json_error_duplicate_key:
+        return "an object has the same key twice";
+    case json_error_premature_end_of_input:
+        return "the JSON ends before its value is complete";
+    case json_error_end_of_input_expected:
+        return "there is more after the JSON value";
+    case json_error_invalid_utf8:
+        return "the JSON is not valid UTF-8";
+    case json_error_numeric_overflow:
+        return "a number is too large";
+    case json_error_stack_overflow:
+        return "the JSON is nested too deeply";
+    default:
+        return "the body is not well-formed JSON";
+    }
+}
+
 json_t *http_req_json(mb_req *req, mb_err *err)
 {
     if (req->json)
@@ -689,7 +798,7 @@ json_t *http_req_json(mb_req *req, mb_err *err)
     json_error_t je;
     json_t *j = json_loadb(req->body, req->blen, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
-        err_set(err, MB_EINVAL, "malformed JSON at line %d column %d: %s", je.line, je.column, je.text);
+        err_set(err, MB_EINVAL, "malformed JSON at line %d column %d: %s", je.line, je.column, json_problem(&je));
         return NULL;
     }
     if (!json_is_object(j)) {
@@ -776,8 +885,13 @@ static enum MHD_Result queue(mb_req *req)
         err_set(&e, MB_EINTERNAL, "the handler for %s %s gave no answer", req->method, req->path);
         http_reply_error(req, &e);
     }
-    for (hdr *h = req->headers; h; h = h->next)
+    for (hdr *h = req->headers; h; h = h->next) {
+        /* A handler names the file before it knows the answer; an error must not carry the
+         * name, or `curl -OJ` saves the problem text under the file's name (a 416, a 412). */
+        if (req->status >= 400 && !strcasecmp(h->name, "Content-Disposition"))
+            continue;
         MHD_add_response_header(req->resp, h->name, h->value);
+    }
     enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned)req->status, req->resp);
     MHD_destroy_response(req->resp);
     req->resp = NULL;
@@ -853,6 +967,27 @@ static void call_handler(mb_req *req, mb_err *err)
     }
 }
 
+static conn_rec *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Every TCP connection is known to the flood guard (conn.c) from accept to close. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ad = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        *socket_context = fd ? conn_opened(fd->connect_fd, ad ? ad->client_addr : NULL) : NULL;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conn_closed(*socket_context);
+        *socket_context = NULL;
+    }
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -882,6 +1017,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             reply_problem(req, 431, MB_ETOOBIG, err.msg);
             return queue(req);
         }
+        conn_rec *cr = req->local ? NULL : conn_of(conn);
+        if (conn_headers(cr)) {
+            err_set(&err, MB_EBUSY, "this address has %d connections open already (the server's limit); "
+                    "close some or try again in a moment", conn_limit_per_ip());
+            http_reply_header(req, "Connection", "close");
+            http_reply_header(req, "Retry-After", "2");
+            return fail_now(req, &err);
+        }
         if (atomic_load(&stopping)) {
             err_set(&err, MB_EBUSY, "the server is stopping; try again in a moment");
             http_reply_header(req, "Connection", "close");
@@ -899,8 +1042,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r) {
             if (serve_static(req))
                 return answer_early(req);
+            const char *mod = mismatch ? NULL : module_of_path(req);
             if (mismatch)
                 err_set(&err, MB_EMETHOD, "%s is not allowed on %s", req->method, req->path);
+            else if (mod)
+                err_set(&err, MB_ENOENT, "the %s module is not loaded, so %s is not served here (an administrator "
+                        "can load it: mbytectl module load %s)", mod, req->path, mod);
             else
                 err_set(&err, MB_ENOENT, "no such endpoint: %s", req->path);
             return fail_now(req, &err);
@@ -999,10 +1146,12 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    (void)cls, (void)conn;
+    (void)cls;
     mb_req *req = *con_cls;
     if (!req)
         return;
+    if (!req->local)
+        conn_request_done(conn_of(conn));
     if (req->stream && !req->stream_done && req->stream->abort)
         req->stream->abort(req, req->sctx);
     if (req->resp)
@@ -1071,6 +1220,17 @@ int http_start(mb_err *err)
     } else
         return err_set(err, MB_EINVAL, "listen host '%s' must be an IP address", g_cfg->listen_host);
     (void)sl;
+    /* libmicrohttpd's hard connection limit, below the descriptors this process may open
+     * (LevelDB, chunk files and FTP need some too). conn.c keeps headroom below it. */
+    unsigned max_conns = (unsigned)g_cfg->http_max_connections;
+    struct rlimit rl;
+    if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)max_conns + 512) {
+        unsigned fit = rl.rlim_cur > 576 ? (unsigned)(rl.rlim_cur - 512) : 64;
+        log_msg(LOG_WARN, "http", "http_max_connections %u does not fit the open-files limit %llu: using %u",
+                max_conns, (unsigned long long)rl.rlim_cur, fit);
+        max_conns = fit;
+    }
+    conn_start((int)max_conns, g_cfg->http_max_connections_per_ip, g_cfg->http_header_timeout);
     /* The connection pool holds a request's headers and its read buffer, and libmicrohttpd
      * clears all of it for every request on a kept-alive connection: at 256 KiB that memset
      * was 4 % of the CPU of small uploads. 64 KiB leaves about 32 KiB for headers and large
@@ -1080,10 +1240,13 @@ int http_start(mb_err *err)
         mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)g_cfg->http_threads, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_URI_LOG_CALLBACK, on_uri, &daemon_tcp,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
-    if (!daemon_tcp)
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_LIMIT, max_conns,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    if (!daemon_tcp) {
+        conn_stop();
         return err_set(err, MB_EIO, "cannot listen on %s:%d (in use, or not an address of this machine)",
                        g_cfg->listen_host, g_cfg->listen_port);
+    }
 
     char path[4096];
     snprintf(path, sizeof path, "%s/mbyte.sock", g_cfg->data_dir);
@@ -1091,6 +1254,7 @@ int http_start(mb_err *err)
     if (fd < 0) {
         MHD_stop_daemon(daemon_tcp);
         daemon_tcp = NULL;
+        conn_stop();
         return err->code;
     }
     local_sock_path = xstrdup(path);
@@ -1103,6 +1267,7 @@ int http_start(mb_err *err)
         close(fd);
         MHD_stop_daemon(daemon_tcp);
         daemon_tcp = NULL;
+        conn_stop();
         return err_set(err, MB_EIO, "cannot serve the admin socket %s", path);
     }
     sse_keepalive = event_new(main_loop(), -1, EV_PERSIST, sse_tick, NULL);
@@ -1127,6 +1292,7 @@ void http_stop(void)
         sse_close_all();
         usleep(100 * 1000);
     }
+    conn_stop(); /* no sweep while libmicrohttpd closes the connections */
     if (daemon_tcp)
         MHD_stop_daemon(daemon_tcp);
     if (daemon_local)
@@ -1137,6 +1303,7 @@ void http_stop(void)
         free(local_sock_path);
         local_sock_path = NULL;
     }
+    hints_free();
     pthread_rwlock_wrlock(&routes_lock);
     for (size_t i = 0; i < nroutes; i++)
         route_free(routes[i]);

@@ -85,6 +85,11 @@ typedef struct kcfg {
     int login_max_failures;  /* per window, per user and per IP */
     int login_window;        /* seconds */
     int task_retention_days; /* finished tasks older than this are removed (task.c) */
+    int login_max_failures_per_ip;  /* per window, per client address across accounts */
+    int login_account_slow_after;   /* failures per window per account before it is slowed */
+    int http_max_connections;        /* open HTTP connections in all; 0 = libmicrohttpd's default */
+    int http_max_connections_per_ip; /* per client address; 0 = no cap */
+    int http_header_timeout;         /* seconds to deliver a request's headers (does not restart) */
     int log_level;
     char **modules_enabled;  /* NULL-terminated */
     json_t *raw;             /* the whole mbyte.yaml as JSON */
@@ -164,6 +169,19 @@ uint64_t db_next_id(const char *name);
 uint64_t db_alloc_id(const char *name);
 /* Key encoding: big-endian u64 as 16 hex digits so keys sort numerically. */
 void key_u64(char out[17], uint64_t v);
+
+/* ----------------------------------------------------------------- conn.c --- */
+/* The HTTP door's guard against connection floods (see conn.c). All but conn_start/stop are
+ * called on libmicrohttpd's threads; conn_start/stop on the loop thread. */
+typedef struct conn_rec conn_rec;
+struct sockaddr;
+void conn_start(int max, int per_ip, int header_timeout_s); /* 0 = no cap */
+void conn_stop(void);
+conn_rec *conn_opened(int fd, const struct sockaddr *client); /* owned by conn.c until conn_closed */
+void conn_closed(conn_rec *r);
+bool conn_headers(conn_rec *r);       /* a request's headers arrived; true: over its address's cap */
+void conn_request_done(conn_rec *r); /* the header deadline starts again for the next request */
+int conn_limit_per_ip(void);
 
 /* ----------------------------------------------------------------- http.c --- */
 /* The kernel side of mb_req. Route handlers (kernel and module) see it via mb_api. */
@@ -436,6 +454,15 @@ int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *pat
 int auth_password(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
                   mb_err *err);
 int auth_user_find(const char *name, mb_user *out, char *namebuf, size_t n, mb_err *err);
+/* auth.c: api->login_wait, the login throttle's verdict (seconds to wait, err filled). */
+int64_t auth_login_wait(const char *name, const char *ip, mb_err *err);
+
+/* -------------------------------------------------------- throttle.c (ABI minor 9) --- */
+/* api->throttle_*: named failure throttles, kernel-owned, valid until exit (throttle.c). */
+mb_throttle *throttle_get(const char *name, int max, int window_s, int slow_s);
+int64_t throttle_wait(mb_throttle *t, const char *key);
+int64_t throttle_fail(mb_throttle *t, const char *key);
+void throttle_clear(mb_throttle *t, const char *key);
 /* evapi.c: the loop and worker entries of mb_api for event-driven modules (ftp). */
 struct event_base *evapi_event_base(void);
 const char *evapi_data_dir(void);

@@ -436,9 +436,15 @@ static int h_create(mb_req *req, void *state, mb_err *err)
     const char *fname = json_string_value(json_object_get(meta, "filename"));
     const char *folder = json_string_value(json_object_get(meta, "folder"));
     uint64_t sid;
-    if (!store || !parse_u64(store, &sid)) {
+    if (!store) {
         json_decref(meta);
         return err_set(err, MB_EINVAL, "Upload-Metadata needs 'store' (the store id)");
+    }
+    if (!parse_u64(store, &sid)) {
+        rc = err_set(err, MB_EINVAL, "Upload-Metadata 'store' is invalid: a store id is a whole number, not '%.64s'",
+                     store);
+        json_decref(meta);
+        return rc;
     }
     char *full = NULL;
     if (path && *path)

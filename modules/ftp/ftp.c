@@ -68,7 +68,6 @@
 #define SENDFILE_AHEAD (32 * 1024 * 1024) /* the same when what is queued is chunk files */
 #define INBUF_HIGH (2 * 1024 * 1024)    /* STOR: received while a job writes, before reading pauses */
 #define LINE_MAX_BYTES 8192
-#define MAX_LOCKS 256
 
 typedef struct ftp_srv ftp_srv;
 typedef struct sess sess;
@@ -124,12 +123,6 @@ struct sess {
     struct ev_token_bucket_cfg *rate;
 };
 
-typedef struct lockslot {
-    char key[160];
-    int failures;
-    int64_t until, window;
-} lockslot;
-
 struct ftp_srv {
     mb_module *self;
     const mb_api *api;
@@ -143,7 +136,6 @@ struct ftp_srv {
     bool require_tls, require_reuse;
     int max_sessions, per_user, per_ip, idle_timeout, max_failures, lockout;
     int64_t bandwidth;
-    lockslot locks[MAX_LOCKS];
 };
 
 static void reply(sess *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -182,44 +174,6 @@ static void idle_reset(sess *s)
 {
     struct timeval tv = {s->srv->idle_timeout, 0};
     evtimer_add(s->idle, &tv);
-}
-
-/* ------------------------------------------------------------ lockout --- */
-
-static lockslot *lock_get(ftp_srv *f, const char *key, bool create)
-{
-    lockslot *old = &f->locks[0];
-    for (int i = 0; i < MAX_LOCKS; i++) {
-        if (!strcmp(f->locks[i].key, key))
-            return &f->locks[i];
-        if (f->locks[i].window < old->window)
-            old = &f->locks[i];
-    }
-    if (!create)
-        return NULL;
-    memset(old, 0, sizeof *old);
-    snprintf(old->key, sizeof old->key, "%s", key);
-    old->window = time(NULL);
-    return old;
-}
-
-static int64_t locked_for(ftp_srv *f, const char *key)
-{
-    lockslot *l = lock_get(f, key, false);
-    int64_t now = time(NULL);
-    return l && l->until > now ? l->until - now : 0;
-}
-
-static void lock_fail(ftp_srv *f, const char *key)
-{
-    lockslot *l = lock_get(f, key, true);
-    int64_t now = time(NULL);
-    if (now - l->window > f->lockout) {
-        l->failures = 0;
-        l->window = now;
-    }
-    if (++l->failures >= f->max_failures)
-        l->until = now + f->lockout;
 }
 
 /* ------------------------------------------------------ path and stores --- */
@@ -1258,14 +1212,11 @@ static void login_done(void *arg)
         sess_close(s); /* frees it once nothing else is in flight */
         return;
     }
-    char lk[160];
-    snprintf(lk, sizeof lk, "u:%s", j->name);
     if (j->rc) {
-        lock_fail(f, lk);
-        snprintf(lk, sizeof lk, "i:%s", s->ip);
-        lock_fail(f, lk);
+        /* auth_password counted the failure in the kernel's login throttle (per account and
+         * address, per address, per account slowed): one throttle for every door. */
         if (j->rc == MB_ETHROTTLE) {
-            reply(s, f->api->err_ftp_reply(MB_ETHROTTLE), "Too many failed logins; try again later");
+            reply_err(s, &j->err);
             s->quitting = true;
         } else {
             reply(s, 530, "Login incorrect");
@@ -1304,11 +1255,10 @@ static void cmd_pass(sess *s, const char *arg)
         reply(s, 503, "Send USER first");
         return;
     }
-    char lk1[160], lk2[160];
-    snprintf(lk1, sizeof lk1, "u:%s", s->uname);
-    snprintf(lk2, sizeof lk2, "i:%s", s->ip);
-    if (locked_for(f, lk1) || locked_for(f, lk2)) {
-        reply(s, 421, "Too many failed logins; try again later");
+    /* The kernel's login throttle, before app passwords are tried too (they are guesses). */
+    mb_err te = {0};
+    if (f->api->login_wait(s->uname, s->ip, &te)) {
+        reply_err(s, &te);
         s->quitting = true;
         bufferevent_disable(s->ctl, EV_READ);
         return;
@@ -2340,8 +2290,8 @@ static const mb_route routes[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 5, /* event_base, run_blocking, auth_password (file_read_fd, minor 7, and password_check, minor 8,
-                       only if present) */
+    .abi_minor = 9, /* event_base, run_blocking, auth_password, login_wait (minor 9) (file_read_fd, minor 7, and
+                       password_check, minor 8, only if present) */
     .name = "ftp",
     .version = FTP_VERSION,
     .description = "FTP and FTPS access to stores",

@@ -36,51 +36,54 @@
 #define SHARING_VERSION "1.0.0"
 #define TOKEN_BYTES 32
 
-#define THROTTLE_SLOTS 256
-#define THROTTLE_MAX 10      /* wrong passwords per link ... */
-#define THROTTLE_WINDOW 600  /* ... per this many seconds, then 429 */
-
-/* Failed password guesses per link, in memory (a restart forgets them, which is fine for
- * a rate limit). Each guess costs an argon2id verification, so the limit also caps the
- * memory and CPU an attacker can make the server spend on one link. */
-typedef struct guess {
-    char id[17];
-    int64_t start;
-    int count;
-} guess;
+/* Wrong link passwords count in the kernel's throttles (api->throttle_*), so a guesser locks
+ * out only himself: GUESS_MAX per link from one address per GUESS_WINDOW, then that address
+ * waits the window out; GUESS_MAX_ADDR per address across links; and a link guessed at from
+ * many addresses (past GUESS_SLOW_AFTER) is slowed to one try a second, never locked. Each
+ * guess costs an argon2id verification, so this also caps the CPU one link can be made to
+ * cost. The counts live in the kernel and survive a reload of the module. */
+#define GUESS_MAX 10
+#define GUESS_WINDOW 600
+#define GUESS_MAX_ADDR 50
+#define GUESS_SLOW_AFTER 50
 
 typedef struct sharing {
     mb_module *self;
     const mb_api *api;
-    pthread_mutex_t lock; /* download counting and the guess table */
+    pthread_mutex_t lock; /* download counting */
     char base_url[256];   /* prefix of the "url" answered at creation ("" = relative) */
-    guess guesses[THROTTLE_SLOTS];
+    mb_throttle *guess_pair, *guess_addr, *guess_link; /* kernel-owned, valid until exit */
 } sharing;
 
-/* Returns true when the link has had too many wrong passwords lately; `failed` records one. */
-static bool throttled(sharing *s, const char *id, bool failed)
+typedef struct guess_keys {
+    char pair[96], addr[64], link[17];
+} guess_keys;
+
+static void guess_keys_for(sharing *s, mb_req *req, const char *id, guess_keys *k)
 {
-    uint32_t h = 2166136261u;
-    for (const char *p = id; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    int64_t now = s->api->now();
-    pthread_mutex_lock(&s->lock);
-    guess *g = &s->guesses[h % THROTTLE_SLOTS];
-    if (strcmp(g->id, id) || now - g->start >= THROTTLE_WINDOW) {
-        if (!failed) {
-            bool busy = !strcmp(g->id, id) && now - g->start < THROTTLE_WINDOW && g->count >= THROTTLE_MAX;
-            pthread_mutex_unlock(&s->lock);
-            return busy;
-        }
-        snprintf(g->id, sizeof g->id, "%s", id);
-        g->start = now;
-        g->count = 0;
-    }
-    if (failed)
-        g->count++;
-    bool over = g->count >= THROTTLE_MAX;
-    pthread_mutex_unlock(&s->lock);
-    return over && !failed;
+    const char *ip = s->api->req_client_ip(req);
+    snprintf(k->pair, sizeof k->pair, "%s\n%s", id, ip ? ip : "");
+    snprintf(k->addr, sizeof k->addr, "%s", ip ? ip : "");
+    snprintf(k->link, sizeof k->link, "%s", id);
+}
+
+/* Seconds this address must wait before guessing this link's password again (0: now). */
+static int64_t guess_wait(sharing *s, const guess_keys *k)
+{
+    const mb_api *api = s->api;
+    int64_t w = api->throttle_wait(s->guess_pair, k->pair), w2;
+    if ((w2 = api->throttle_wait(s->guess_addr, k->addr)) > w)
+        w = w2;
+    if (!w)
+        w = api->throttle_wait(s->guess_link, k->link);
+    return w;
+}
+
+static void guess_failed(sharing *s, const guess_keys *k)
+{
+    s->api->throttle_fail(s->guess_pair, k->pair);
+    s->api->throttle_fail(s->guess_addr, k->addr);
+    s->api->throttle_fail(s->guess_link, k->link);
 }
 
 enum { P_LIST = 1, P_READ = 2, P_ZIP = 4, P_UPLOAD = 8, P_OVERWRITE = 16 };
@@ -639,13 +642,19 @@ static int resolve_link(sharing *s, mb_req *req, json_t **out, mb_err *err)
             api->reply_header(req, "WWW-Authenticate", "X-Share-Password");
             return api->err_set(err, MB_EAUTH, "this link needs a password (X-Share-Password header or form field)");
         }
-        if (throttled(s, idz, false)) {
+        guess_keys gk;
+        guess_keys_for(s, req, idz, &gk);
+        int64_t wait = guess_wait(s, &gk);
+        if (wait) {
             json_decref(r);
-            api->reply_header(req, "Retry-After", "600");
-            return api->err_set(err, MB_ETHROTTLE, "too many wrong passwords for this link; try again later");
+            char ra[24];
+            snprintf(ra, sizeof ra, "%lld", (long long)wait);
+            api->reply_header(req, "Retry-After", ra);
+            return api->err_set(err, MB_ETHROTTLE, "too many wrong passwords for this link; try again in %lld s",
+                                (long long)wait);
         }
         if (!password_ok(api, hash, pw)) {
-            throttled(s, idz, true);
+            guess_failed(s, &gk);
             api->hook_emit("share.password_failed",
                            json_pack("{s:s, s:I, s:I, s:s}", "share", idz, "store", (json_int_t)jint(r, "store"),
                                      "owner", (json_int_t)jint(r, "owner"), "result", "failed"),
@@ -654,6 +663,7 @@ static int resolve_link(sharing *s, mb_req *req, json_t **out, mb_err *err)
             api->reply_header(req, "WWW-Authenticate", "X-Share-Password");
             return api->err_set(err, MB_EAUTH, "wrong password for this link");
         }
+        api->throttle_clear(s->guess_pair, gk.pair);
     }
     *out = r;
     return 0;
@@ -877,6 +887,9 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     s->self = self;
     s->api = api;
     pthread_mutex_init(&s->lock, NULL);
+    s->guess_pair = api->throttle_get("sharing.link_address", GUESS_MAX, GUESS_WINDOW, 0);
+    s->guess_addr = api->throttle_get("sharing.address", GUESS_MAX_ADDR, GUESS_WINDOW, 0);
+    s->guess_link = api->throttle_get("sharing.link", GUESS_SLOW_AFTER, GUESS_WINDOW, 1);
     const char *bu = json_string_value(json_object_get(config, "base_url"));
     snprintf(s->base_url, sizeof s->base_url, "%s", bu ? bu : "");
     size_t n = strlen(s->base_url);
@@ -927,7 +940,7 @@ static const mb_route routes[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 4, /* reply_file, req_body, user_find, user_name */
+    .abi_minor = 9, /* reply_file, req_body, user_find, user_name; throttle_* (minor 9) */
     .name = "sharing",
     .version = SHARING_VERSION,
     .description = "Share files and folders with other users or through links",

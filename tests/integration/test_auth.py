@@ -1,9 +1,15 @@
 """Auth against a real mbyted: API tokens, browser sessions with CSRF, throttling, logout,
 password change, expiry, and that no credential is stored in the clear."""
+import ftplib
 import glob
+import http.client
+import json
 import os
+import random
+import re
+import time
 
-from harness import ADMIN_PASSWORD, Server, ServerTest, main
+from harness import ADMIN_PASSWORD, Response, Server, ServerTest, free_port, main
 import unittest
 
 
@@ -106,19 +112,147 @@ class SessionTest(ServerTest):
         self.assertProblem(self.srv.request("GET", "/api/v1/me", headers={"Cookie": cookie}), 401)
 
 
+def login_from(srv, address, username, password):
+    """POST /api/v1/auth/login from a given loopback address (127.0.0.x): the server sees it
+    as the client's address, as it would see another machine's."""
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60, source_address=(address, 0))
+    try:
+        c.request("POST", "/api/v1/auth/login", json.dumps({"username": username, "password": password}),
+                  {"Content-Type": "application/json"})
+        r = c.getresponse()
+        return Response(r.status, r.getheaders(), r.read())
+    finally:
+        c.close()
+
+
+ATTACKER, OWNER = "127.0.0.3", "127.0.0.4"
+
+
 class ThrottleTest(ServerTest):
-    conf = {"login_max_failures": 3, "login_window": 60}
+    conf = {"login_max_failures": 3, "login_window": 60, "login_max_failures_per_ip": 6}
 
     def test_repeated_failures_are_throttled_even_with_the_right_password(self):
         for _ in range(3):
             r = self.srv.request("POST", "/api/v1/auth/login", {"username": "admin", "password": "wrong-pass"})
             self.assertEqual(r.status, 401)
         r = self.srv.request("POST", "/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
-        self.assertProblem(r, 429)
+        self.assertProblem(r, 429, "from your address")
         self.assertTrue(r.header("Retry-After"))
-        # Another user from the same address is throttled too (per-IP limit).
-        r = self.srv.request("POST", "/api/v1/auth/login", {"username": "nobody", "password": "x-x-x-x-x"})
-        self.assertProblem(r, 429)
+
+    def test_an_address_spraying_many_accounts_is_throttled(self):
+        for i in range(6):
+            r = login_from(self.srv, ATTACKER, "user%d" % i, "wrong-pass")
+            self.assertEqual(r.status, 401, r)
+        r = login_from(self.srv, ATTACKER, "admin", ADMIN_PASSWORD)
+        self.assertProblem(r, 429, "from your address")
+        self.assertEqual(login_from(self.srv, OWNER, "admin", ADMIN_PASSWORD).status, 200)
+
+
+class AccountSlowedNotLockedTest(ServerTest):
+    conf = {"login_account_slow_after": 3, "login_window": 300}
+
+    def test_an_account_guessed_from_many_addresses_is_slowed_never_locked(self):
+        self.srv.add_user("alice", "alice-password", admin_token=self.admin)
+        for i in range(3):  # three guessers, one guess each: none is locked on its own
+            self.assertEqual(login_from(self.srv, "127.0.0.%d" % (10 + i), "alice", "guess").status, 401)
+        r = login_from(self.srv, "127.0.0.20", "alice", "guess")
+        if r.status == 429:  # within a second of the last failure: slowed, for a second
+            self.assertEqual(r.header("Retry-After"), "1")
+            self.assertIn("slowed", r.json()["detail"])
+        # The owner gets in once the second is over, while the window (300 s) still runs.
+        deadline = time.monotonic() + 30
+        while True:
+            r = login_from(self.srv, OWNER, "alice", "alice-password")
+            if r.status != 429 or time.monotonic() > deadline:
+                break
+            self.assertEqual(r.header("Retry-After"), "1", r)
+            time.sleep(0.2)
+        self.assertEqual(r.status, 200, r)
+
+
+class LockoutOfOthersTest(ServerTest):
+    """Issue 25: five wrong passwords for a user from any address locked that user out
+    everywhere, and Retry-After said 60 while the window was 300."""
+    conf = {"login_window": 300}
+
+    def test_a_password_flood_from_one_address_does_not_lock_the_owner_out_elsewhere(self):
+        self.srv.add_user("alice", "alice-password", admin_token=self.admin)
+        for _ in range(30):
+            r = login_from(self.srv, ATTACKER, "alice", "guess")
+            self.assertIn(r.status, (401, 429), r)
+        # alice from her own address gets in at once.
+        r = login_from(self.srv, OWNER, "alice", "alice-password")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["user"]["username"], "alice")
+        # The attacker's address is throttled for alice, even with the right password ...
+        r = login_from(self.srv, ATTACKER, "alice", "alice-password")
+        self.assertProblem(r, 429, "for this account from your address")
+        # ... and Retry-After is what is really left of the 300 s window (rounded up).
+        wait = int(r.header("Retry-After"))
+        self.assertGreater(wait, 240)
+        self.assertLessEqual(wait, 300)
+        self.assertIn("try again in %d s" % wait, r.json()["detail"])
+
+    def test_malformed_json_is_explained_without_library_option_names(self):
+        for body, says in [(b'{"username": "a\\u0000b", "password": "x"}', "\\u0000 (NUL)"),
+                           (b'{"username": "a", "username": "b"}', "same key twice"),
+                           (b'{"username": "a"', "ends before"), (b'{} []', "more after")]:
+            r = self.srv.request("POST", "/api/v1/auth/login", body, headers={"Content-Type": "application/json"})
+            p = self.assertProblem(r, 400, says)
+            self.assertNotIn("JSON_", p["detail"])
+            self.assertNotIn("near", p["detail"])
+
+    def test_the_login_answer_that_carries_a_token_is_not_cached(self):
+        r = self.srv.request("POST", "/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
+        self.assertEqual(r.status, 200)
+        self.assertIn("token", r.json())
+        self.assertEqual(r.header("Cache-Control"), "no-store")
+        r = self.srv.request("POST", "/api/v1/auth/login",
+                             {"username": "admin", "password": ADMIN_PASSWORD, "session": True})
+        self.assertEqual(r.header("Cache-Control"), "no-store")
+
+
+class FtpLockoutOfOthersTest(unittest.TestCase):
+    def setUp(self):
+        self.ftp_port = free_port()
+        base = random.randrange(20000, 60000, 100)
+        env = {"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % self.ftp_port,
+               "MBYTE_FTP_PASV_PORTS": "%d-%d" % (base, base + 99)}
+        self.srv = Server(modules={"ftp": True}, env=env, conf={"login_window": 300})
+        self.srv.start()
+        self.srv.add_user("alice", "alice-password")
+
+    def tearDown(self):
+        try:
+            self.srv.stop()
+        finally:
+            self.srv.cleanup()
+
+    def ftp_login(self, address, password):
+        f = ftplib.FTP(timeout=30, source_address=(address, 0))
+        f.connect("127.0.0.1", self.ftp_port)
+        try:
+            return f.login("alice", password)
+        except ftplib.Error as e:
+            return str(e)
+        finally:
+            f.close()
+
+    def test_an_ftp_password_flood_from_one_address_does_not_lock_the_owner_out_elsewhere(self):
+        for _ in range(8):
+            self.assertRegex(self.ftp_login(ATTACKER, "guess"), "^(530|421)")
+        self.assertTrue(self.ftp_login(OWNER, "alice-password").startswith("230"))
+        got = self.ftp_login(ATTACKER, "alice-password")
+        self.assertTrue(got.startswith("421"), got)
+        self.assertIn("from your address; try again in", got)
+        wait = int(re.search(r"try again in (\d+) s", got).group(1))
+        self.assertGreater(wait, 240)
+        self.assertLessEqual(wait, 300)
+        # The HTTP door shares the throttle: the attacker's address is throttled there too,
+        # alice's is not.
+        self.assertProblem = ServerTest.assertProblem.__get__(self)
+        self.assertProblem(login_from(self.srv, ATTACKER, "alice", "alice-password"), 429)
+        self.assertEqual(login_from(self.srv, OWNER, "alice", "alice-password").status, 200)
 
 
 class ExpiryTest(unittest.TestCase):

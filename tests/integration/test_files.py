@@ -230,6 +230,12 @@ class FilesTest(ServerTest):
         r = self.get("r.bin", {"Range": "bytes=%d-" % (BIG + 1)})
         self.assertProblem(r, 416)
         self.assertEqual(r.header("Content-Range"), "bytes */%d" % BIG)
+        # An error names no file: `curl -OJ` would save the problem text as r.bin (issue 25).
+        self.assertIsNone(r.header("Content-Disposition"), r.headers)
+        r = self.get("r.bin", {"If-Match": '"not-the-etag"'})
+        self.assertProblem(r, 412)
+        self.assertIsNone(r.header("Content-Disposition"), r.headers)
+        self.assertIn("attachment", self.get("r.bin", {"Range": "bytes=0-1"}).header("Content-Disposition"))
 
     def test_curl_resumes_an_interrupted_download(self):
         data = rnd(BIG, 3)

@@ -80,7 +80,8 @@ class AdminApi(ModuleTest):
         r = self.act("hello", "unload")
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["state"], "cold")
-        self.assertProblem(self.srv.request("GET", "/api/v1/hello", token=self.admin), 404)
+        self.assertProblem(self.srv.request("GET", "/api/v1/hello", token=self.admin), 404,
+                           "the hello module is not loaded")
         # Cold until dlclose on the next loop turn, then only the file is left: available.
         self.assertIn(self.listing()["hello"]["state"], ("cold", "available"))
         self.assertProblem(self.act("hello", "unload"), 404, "not loaded")
@@ -177,7 +178,23 @@ class NotEnabled(ModuleTest):
         m = self.listing()["hello"]
         self.assertEqual(m["state"], "available")
         self.assertFalse(m["enabled"])
-        self.assertProblem(self.srv.request("GET", "/api/v1/hello", token=self.admin), 404)
+        self.assertProblem(self.srv.request("GET", "/api/v1/hello", token=self.admin), 404,
+                           "the hello module is not loaded")
+        # A path no module serves is still a plain 404.
+        self.assertProblem(self.srv.request("GET", "/api/v1/nothing-here", token=self.admin), 404,
+                           "no such endpoint")
+
+
+class RoutesOfShippedModulesNotLoaded(ServerTest):
+    """Issue 25: /api/v1/shares/... with sharing not loaded answered a bare "no such endpoint"."""
+
+    def test_a_route_of_a_module_not_loaded_is_404_naming_the_module(self):
+        for method, path in [("DELETE", "/api/v1/shares/abc"), ("GET", "/api/v1/public/sometoken/a.txt"),
+                             ("GET", "/api/v1/shared-with-me")]:
+            r = self.srv.request(method, path, token=self.admin)
+            self.assertProblem(r, 404, "the sharing module is not loaded")
+        self.assertProblem(self.srv.request("GET", "/api/v1/no/such/thing", token=self.admin), 404,
+                           "no such endpoint")
 
 
 class BadConfig(ModuleTest):

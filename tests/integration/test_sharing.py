@@ -4,6 +4,7 @@ shared-with-me view; nobody else reaches a share; paths cannot leave the shared 
 folder zip holds exactly the shared files; Range requests count one download per fetch from
 byte 0."""
 import io
+import http.client
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 import zipfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import ServerTest, main  # noqa: E402
+from harness import Response, ServerTest, main  # noqa: E402
 
 
 class SharingTest(ServerTest):
@@ -91,6 +92,28 @@ class SharingTest(ServerTest):
         # Another link is not affected.
         s2 = self.share({"path": "docs", "type": "link", "permission": "view", "password": "other"})
         self.assertEqual(self.pub(s2["token"], headers={"X-Share-Password": "other"}).status, 200)
+
+    def test_a_link_password_flood_from_one_address_does_not_lock_the_link_for_others(self):
+        # Issue 25: ten wrong passwords locked a link for everyone.
+        s = self.share({"path": "docs", "type": "link", "permission": "view", "password": "right one"})
+
+        def pub_from(address, password):
+            c = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=60, source_address=(address, 0))
+            try:
+                c.request("GET", "/api/v1/public/" + s["token"], headers={"X-Share-Password": password})
+                r = c.getresponse()
+                return Response(r.status, r.getheaders(), r.read())
+            finally:
+                c.close()
+        for i in range(15):
+            self.assertIn(pub_from("127.0.0.3", "guess %d" % i).status, (401, 429))
+        self.assertEqual(pub_from("127.0.0.4", "right one").status, 200)
+        r = pub_from("127.0.0.3", "right one")
+        self.assertProblem(r, 429, "too many wrong passwords")
+        wait = int(r.header("Retry-After"))  # what is left of the 600 s window
+        self.assertGreater(wait, 540)
+        self.assertLessEqual(wait, 600)
+        self.assertIn("try again in %d s" % wait, r.json()["detail"])
 
     def test_upload_only_link_cannot_list_or_read(self):
         s = self.share({"path": "docs", "type": "link", "permission": "upload"})

@@ -286,7 +286,12 @@ class TusTest(TusBase):
         self.assertProblem(self.create(10, "/a/../../etc/passwd"), 400)
         self.assertProblem(self.create(10, "/f.bin", sid=987654), 404)
         self.assertProblem(self.srv.request("POST", "/api/v1/uploads", b"", token=self.admin, headers=dict(
-            TUS, **{"Upload-Length": "10", "Upload-Metadata": metadata(path="/f.bin")})), 400, "store")
+            TUS, **{"Upload-Length": "10", "Upload-Metadata": metadata(path="/f.bin")})), 400, "needs 'store'")
+        # A store that is there but not an id is invalid, not missing (issue 25).
+        p = self.assertProblem(self.srv.request("POST", "/api/v1/uploads", b"", token=self.admin, headers=dict(
+            TUS, **{"Upload-Length": "10", "Upload-Metadata": metadata(store="my-files", path="/f.bin")})), 400,
+            "'store' is invalid")
+        self.assertNotIn("needs", p["detail"])
         self.assertProblem(self.srv.request("POST", "/api/v1/uploads", b"", token=self.admin, headers=dict(
             TUS, **{"Upload-Length": "10", "Upload-Metadata": "store !!!"})), 400, "base64")
         self.assertProblem(self.srv.request("POST", "/api/v1/uploads", b"", token=self.admin, headers=dict(
