@@ -478,9 +478,11 @@ struct mb_api {
     /* Every store of `owner` (0: of everyone), provisioning and deleting ones included,
      * each with "state": "provisioning" | "ready" | "deleting" and "settings". */
     int (*store_list_all)(uint64_t owner, json_t **out, mb_err *err);
-    /* Usage, kept by the kernel in the same batch as every change: {"bytes","files"} of
-     * the current versions of the files in store sid, or (sid == 0) in every ready store
-     * of user `owner`. Exact across crashes. No ownership check: the caller checks. */
+    /* Usage, kept by the kernel in the same batch as every change, in store sid or (sid == 0)
+     * in every ready store of user `owner`: {"bytes","files","current","versions","trash"},
+     * `bytes` being everything stored (current versions, old versions and the trash) and the
+     * other three its parts (docs/api.md). Exact across crashes. No ownership check: the
+     * caller checks. The caller owns *out. */
     int (*usage_get)(uint64_t sid, uint64_t owner, json_t **out, mb_err *err);
     /* The store's settings object (kept in its record; {} if none) / replace it whole. No
      * ownership check and no validation: storeconfig validates. */
