@@ -69,6 +69,7 @@
 #define INBUF_HIGH (2 * 1024 * 1024)    /* STOR: received while a job writes, before reading pauses */
 #define LINE_MAX_BYTES 8192
 #define MAX_LOCKS 256
+#define QUIT_FLUSH 10 /* seconds a closing session waits for its last reply to leave */
 
 typedef struct ftp_srv ftp_srv;
 typedef struct sess sess;
@@ -85,6 +86,7 @@ struct sess {
     struct sockaddr_storage peer, local;
     char ip[64];
     bool loopback, tls, implicit, dead, quitting;
+    int64_t quit_by; /* quitting: closed at this time even if the last reply is still queued */
     int jobs;   /* password checks in flight */
     int iojobs; /* I/O jobs in flight (0 or 1), orphaned ones included */
     /* login */
@@ -1930,7 +1932,12 @@ static bool ctl_flushed(sess *s)
 /* Close a quitting session once its last reply is out; re-check shortly otherwise. */
 static void quit_check(sess *s)
 {
-    if (ctl_flushed(s)) {
+    /* A client that reads nothing (or never finishes its TLS handshake, so nothing can be
+     * written) does not keep its session: the last reply gets QUIT_FLUSH seconds. */
+    int64_t now = time(NULL);
+    if (!s->quit_by)
+        s->quit_by = now + QUIT_FLUSH;
+    if (ctl_flushed(s) || now >= s->quit_by) {
         sess_close(s);
         return;
     }

@@ -25,8 +25,10 @@ class FtpClientTest(harness.ServerTest):
 
     def setUp(self):
         self.ftp_port = harness.free_port()
+        self.implicit_port = harness.free_port()
         base = random.randrange(20000, 60000, 100)
         env = {"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % self.ftp_port,
+               "MBYTE_FTP_IMPLICIT_LISTEN": "127.0.0.1:%d" % self.implicit_port,
                "MBYTE_FTP_PASV_PORTS": "%d-%d" % (base, base + 99)}
         self.srv = harness.Server(modules={"ftp": True}, env=env, module_conf=self.module_conf)
         self.srv.start()
@@ -333,6 +335,12 @@ class TestLoginTimeout(FtpClientTest):
         self.assertIn(b"\r\n421 Login timeout", got)
         self.assertEqual(harness.recv_until(s, b"never", timeout=60), b"")  # closed
         s.close()
+        # On the implicit-TLS port a client that never finishes its handshake cannot read the
+        # 421: the connection is closed all the same (it was kept for good before).
+        t = socket.create_connection(("127.0.0.1", self.implicit_port), timeout=60)
+        t.sendall(b"\x16\x03\x01\x00\x10")  # the start of a ClientHello, and nothing more
+        self.assertEqual(harness.recv_until(t, b"never", timeout=60), b"")
+        t.close()
         # A session that logged in is not affected by the login deadline.
         f = self.ftp()
         deadline = time.time() + 2.5
