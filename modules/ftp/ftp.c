@@ -2076,27 +2076,47 @@ static void login_deadline(sess *s)
 
 static void ctl_flush_now(sess *s);
 
+typedef struct waiting {
+    sess *s;
+    int age; /* place in the session list counted from its newest end: larger is older */
+} waiting;
+
+static int waiting_cmp(const void *a, const void *b)
+{
+    const waiting *x = a, *y = b;
+    int c = strcmp(x->s->ip, y->s->ip);
+    return c ? c : (x->age > y->age) - (x->age < y->age);
+}
+
 /* Room for a new connection when the sessions in all (max_sessions) or those not logged in
  * (max_sessions_before_login) are at their limit: a session that has not logged in goes,
  * never one that has. The victim is the oldest such session of the address that holds the
  * most of them, so a flood from a few addresses evicts its own connections and not the one
- * of a user who is about to log in. false: nobody can go (every session is logged in or
- * checking a password). */
+ * of a user who is about to log in. Sorting by address keeps this O(n log n) however large
+ * the limits are set. false: nobody can go (every session is logged in or checking a
+ * password). */
 static bool evict_prelogin(ftp_srv *f)
 {
+    waiting *w = malloc(sizeof *w * (size_t)(f->nsessions > 0 ? f->nsessions : 1));
+    if (!w)
+        return false;
+    int n = 0, age = 0;
+    for (sess *o = f->sessions; o; o = o->next, age++)
+        if (!o->logged_in && !o->jobs && !o->dead && n < f->nsessions)
+            w[n++] = (waiting){o, age};
+    qsort(w, (size_t)n, sizeof *w, waiting_cmp);
     sess *victim = NULL;
     int most = 0;
-    for (sess *o = f->sessions; o; o = o->next) {
-        if (o->logged_in || o->jobs || o->dead)
-            continue;
-        int n = 0;
-        for (sess *p = f->sessions; p; p = p->next)
-            n += !p->logged_in && !p->jobs && !p->dead && !strcmp(p->ip, o->ip);
-        if (n >= most) { /* the list runs newest first: ">=" ends on the oldest */
-            most = n;
-            victim = o;
+    for (int i = 0, run = 1; i < n; i++, run++) {
+        if (i + 1 < n && !strcmp(w[i].s->ip, w[i + 1].s->ip))
+            continue; /* w[i] ends its address's run: the oldest of it, run long */
+        if (run > most) {
+            most = run;
+            victim = w[i].s;
         }
+        run = 0;
     }
+    free(w);
     if (!victim)
         return false;
     f->api->log(f->self, 1, "closing a connection from %s that had not logged in, to make room", victim->ip);
