@@ -68,6 +68,7 @@
 #define SENDFILE_AHEAD (32 * 1024 * 1024) /* the same when what is queued is chunk files */
 #define INBUF_HIGH (2 * 1024 * 1024)    /* STOR: received while a job writes, before reading pauses */
 #define LINE_MAX_BYTES 8192
+#define QUIT_FLUSH 10 /* seconds a closing session waits for its last reply to leave */
 
 typedef struct ftp_srv ftp_srv;
 typedef struct sess sess;
@@ -80,9 +81,11 @@ struct sess {
     sess *next;
     struct bufferevent *ctl;
     struct event *idle;
+    struct event *login_ev; /* the deadline for logging in (login_timeout) */
     struct sockaddr_storage peer, local;
     char ip[64];
     bool loopback, tls, implicit, dead, quitting;
+    int64_t quit_by; /* quitting: closed at this time even if the last reply is still queued */
     int jobs;   /* password checks in flight */
     int iojobs; /* I/O jobs in flight (0 or 1), orphaned ones included */
     /* login */
@@ -94,6 +97,7 @@ struct sess {
     char cwd[FTPU_PATH_MAX + 1];
     char rnfr[FTPU_PATH_MAX + 1];
     bool prot_p, pbsz, utf8;
+    bool lf_tail; /* a command with a bare LF was refused: the rest of its line is refused too */
     uint64_t rest;
     /* data connection */
     struct evconnlistener *pasv;
@@ -135,6 +139,7 @@ struct ftp_srv {
     int pasv_min, pasv_max, pasv_next;
     bool require_tls, require_reuse;
     int max_sessions, per_user, per_ip, idle_timeout, max_failures, lockout;
+    int max_prelogin, login_timeout; /* connections not logged in: how many, for how long */
     int64_t bandwidth;
 };
 
@@ -146,6 +151,7 @@ static void io_detach(sess *s);
 static void start_xfer(sess *s, int kind, struct evbuffer *listing, const char *what);
 static void ctl_read_cb(struct bufferevent *bev, void *arg);
 static void quit_check(sess *s);
+static void login_deadline(sess *s);
 
 /* ------------------------------------------------------------ replies --- */
 
@@ -847,6 +853,23 @@ static void data_run(sess *s)
     }
 }
 
+/* TLS handshakes and delayed ACKs: a client such as lftp (GnuTLS) writes its TLS 1.3
+ * ChangeCipherSpec and its Finished in two writes on a data socket with Nagle on, so the
+ * Finished waits until our ACK of the first; having just sent our own flight, our side is in
+ * "ping-pong" mode and delays that ACK by 40 ms: 40 ms per file, most of an FTPS transfer of a
+ * small file (strace of lftp: Finished written, the file's first record 41-58 ms later). Each
+ * time the handshake stops to wait for the client, and once it is done (an upload's first
+ * bytes follow the Finished the same way), ACK what the client sends at once. */
+static void tls_quickack_cb(const SSL *ssl, int where, int ret)
+{
+    (void)ret;
+    if (!(where & SSL_CB_ACCEPT_EXIT))
+        return;
+    int fd = SSL_get_fd(ssl), one = 1;
+    if (fd >= 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+}
+
 /* The socket is connected: wrap it (TLS when PROT P) and run or wait for the handshake. */
 static void data_begin(sess *s, struct evbuffer *listing)
 {
@@ -856,8 +879,10 @@ static void data_begin(sess *s, struct evbuffer *listing)
         /* No TLS 1.3 session tickets on data connections: an uploading client never reads
          * them, and a socket closed with unread bytes sends a reset that destroys the last
          * bytes of the upload in flight. Resumption uses the control connection's tickets. */
-        if (ssl)
+        if (ssl) {
             SSL_set_num_tickets(ssl, 0);
+            SSL_set_info_callback(ssl, tls_quickack_cb);
+        }
         s->data = bufferevent_openssl_socket_new(f->base, s->data_fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                  BEV_OPT_CLOSE_ON_FREE);
     } else {
@@ -1230,6 +1255,7 @@ static void login_done(void *arg)
         snprintf(s->namebuf, sizeof s->namebuf, "%s", j->namebuf);
         s->user.name = s->namebuf;
         s->logged_in = true;
+        evtimer_del(s->login_ev);
         strcpy(s->cwd, "/");
         reply(s, 230, "Logged in; your stores are the folders in /");
     }
@@ -1422,7 +1448,11 @@ static void cmd_path(sess *s, const char *cmd, const char *arg)
         return;
     }
     if (resolve(s, arg, vp, &sid, &rest, &e)) {
-        reply_err(s, &e);
+        char store[1024];
+        if (!strcmp(cmd, "MKD") && e.code == MB_ENOENT && !ftpu_split(vp, store, sizeof store, &rest) && !*rest)
+            reply(s, 550, "Stores are created through the web page or the API (POST /api/v1/stores), not over FTP");
+        else
+            reply_err(s, &e);
         return;
     }
     bool top = !sid || !*rest; /* "/" or a store itself */
@@ -1493,11 +1523,16 @@ static void cmd_path(sess *s, const char *cmd, const char *arg)
             reply(s, 250, "%s deleted", vp);
     } else if (!strcmp(cmd, "MKD")) {
         if (top) {
-            reply(s, 550, "Stores are created in the web page, not over FTP");
+            reply(s, 550, "%s exists; stores are created through the web page or the API", vp);
             return;
         }
         if (api->folder_create(&s->user, sid, rest, 0, NULL, &e)) {
-            reply_err(s, &e);
+            /* An existing name is 550, as vsftpd and ProFTPD answer: rclone (and others) take
+             * only 550 as "already there" and fail the sync on the kernel's 553. */
+            if (e.code == MB_EEXIST)
+                reply(s, 550, "%s", e.msg[0] ? e.msg : "already exists");
+            else
+                reply_err(s, &e);
             return;
         }
         char q[FTPU_PATH_MAX * 2 + 4];
@@ -1574,6 +1609,38 @@ static void cmd_stat(sess *s, const char *arg)
     if (s->xkind != X_NONE)
         evbuffer_add_printf(o, " Transfer in progress: %llu bytes\r\n", (unsigned long long)s->xbytes);
     evbuffer_add_printf(o, "211 End of status\r\n");
+}
+
+/* SITE CHMOD succeeds without changing anything: a store keeps no Unix permissions, and
+ * clients that mirror (lftp's mirror -R sends one per file) treat a refusal as an error. The
+ * path must exist, so a typo is still reported. */
+static void cmd_site(sess *s, const char *arg)
+{
+    if (arg && !strncasecmp(arg, "CHMOD ", 6)) {
+        const char *mode = arg + 6;
+        size_t ml = strspn(mode, "01234567");
+        if (ml == 0 || ml > 4 || mode[ml] != ' ' || !mode[ml + 1]) {
+            reply(s, 501, "SITE CHMOD needs an octal mode and a path");
+            return;
+        }
+        const mb_api *api = s->srv->api;
+        mb_err e = {0};
+        char vp[FTPU_PATH_MAX + 1];
+        const char *rest;
+        uint64_t sid;
+        json_t *info = NULL;
+        if (resolve(s, mode + ml + 1, vp, &sid, &rest, &e) || (sid && *rest && api->file_stat(&s->user, sid, rest,
+                                                                                               &info, &e))) {
+            reply_err(s, &e);
+            return;
+        }
+        json_decref(info);
+        reply(s, 200, "SITE CHMOD ok; stores keep no permissions, nothing changed");
+    } else if (arg && !strncasecmp(arg, "HELP", 4)) {
+        reply(s, 214, "SITE commands: CHMOD HELP");
+    } else {
+        reply(s, 504, "SITE commands: CHMOD HELP");
+    }
 }
 
 static bool tls_needed(sess *s) { return s->srv->require_tls && !s->tls && !s->loopback; }
@@ -1688,6 +1755,7 @@ static void dispatch(sess *s, char *line)
     } else if (IS("REIN")) {
         data_close(s);
         s->logged_in = false;
+        login_deadline(s);
         s->uname[0] = s->rnfr[0] = 0;
         s->rest = 0;
         reply(s, 220, "Ready for a new user");
@@ -1756,7 +1824,7 @@ static void dispatch(sess *s, char *line)
     } else if (IS("ABOR")) {
         reply(s, 225, "No transfer to abort");
     } else if (IS("SITE")) {
-        reply(s, arg && !strncasecmp(arg, "HELP", 4) ? 214 : 504, "SITE commands: HELP");
+        cmd_site(s, arg);
     } else {
         reply(s, 502, "Command not implemented");
     }
@@ -1782,6 +1850,10 @@ static void sess_close(sess *s)
     if (s->idle) {
         event_free(s->idle);
         s->idle = NULL;
+    }
+    if (s->login_ev) {
+        event_free(s->login_ev);
+        s->login_ev = NULL;
     }
     if (!s->dead) {
         for (sess **pp = &f->sessions; *pp; pp = &(*pp)->next)
@@ -1813,12 +1885,38 @@ static bool ctl_flushed(sess *s)
 /* Close a quitting session once its last reply is out; re-check shortly otherwise. */
 static void quit_check(sess *s)
 {
-    if (ctl_flushed(s)) {
+    /* A client that reads nothing (or never finishes its TLS handshake, so nothing can be
+     * written) does not keep its session: the last reply gets QUIT_FLUSH seconds. */
+    int64_t now = time(NULL);
+    if (!s->quit_by)
+        s->quit_by = now + QUIT_FLUSH;
+    if (ctl_flushed(s) || now >= s->quit_by) {
         sess_close(s);
         return;
     }
     struct timeval tv = {0, 20000};
     evtimer_add(s->idle, &tv);
+}
+
+enum { LINE_NONE, LINE_CRLF, LINE_BARE_LF };
+
+/* How the first line in the buffer ends: RFC 959 ends a command with CRLF and nothing else. */
+static int line_end(struct evbuffer *in)
+{
+    struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
+    if (lf.pos < 0)
+        return LINE_NONE;
+    char before = 0;
+    struct evbuffer_ptr p;
+    if (lf.pos > 0 && evbuffer_ptr_set(in, &p, (size_t)lf.pos - 1, EVBUFFER_PTR_SET) == 0)
+        evbuffer_copyout_from(in, &p, &before, 1);
+    return before == '\r' ? LINE_CRLF : LINE_BARE_LF;
+}
+
+static void refuse_line_break(sess *s)
+{
+    s->rnfr[0] = 0;
+    reply(s, 553, "Commands end with CRLF; names with a line break (CR or LF) are not allowed; nothing was done");
 }
 
 static void ctl_read_cb(struct bufferevent *bev, void *arg)
@@ -1827,15 +1925,32 @@ static void ctl_read_cb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     idle_reset(s);
     while (!s->quitting && !s->jobs && bev == s->ctl) {
+        int ends = line_end(in);
+        if (ends == LINE_NONE)
+            break;
+        if (ends == LINE_BARE_LF) {
+            /* A line break inside a command (a file named "a<LF>DELE x"): everything up to
+             * the CRLF is one refused command, whose pieces never run. Each piece gets its
+             * own 553, because a client such as lftp sends one LF-ended piece at a time and
+             * waits for a reply before it sends the next (the part after the LF). */
+            struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
+            evbuffer_drain(in, lf.pos + 1);
+            refuse_line_break(s);
+            s->lf_tail = true;
+            continue;
+        }
         size_t n;
-        char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
+        char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF_STRICT);
         if (!line)
             break;
         int l = ftpu_clean_line(line, n);
-        if (l < 0)
+        if (s->lf_tail || (l > 0 && memchr(line, '\r', (size_t)l)))
+            refuse_line_break(s); /* the last piece of a refused command, or a bare CR */
+        else if (l < 0)
             reply(s, 501, "NUL bytes are not allowed in commands");
         else if (l > 0)
             dispatch(s, line);
+        s->lf_tail = false;
         free(line);
         if (bev != s->ctl) /* AUTH TLS swapped the connection: the rest arrives encrypted */
             break;
@@ -1886,6 +2001,93 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
     quit_check(s);
 }
 
+/* A connection that has not logged in within login_timeout seconds is closed: connections
+ * that never log in must not hold session slots until the idle timeout. A password check
+ * in flight gets its answer first. */
+static void login_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    sess *s = arg;
+    if (s->logged_in || s->quitting)
+        return;
+    if (s->jobs) {
+        struct timeval tv = {1, 0};
+        evtimer_add(s->login_ev, &tv);
+        return;
+    }
+    reply(s, 421, "Login timeout: log in within %d seconds; closing the connection", s->srv->login_timeout);
+    s->quitting = true;
+    bufferevent_disable(s->ctl, EV_READ);
+    quit_check(s);
+}
+
+static void login_deadline(sess *s)
+{
+    struct timeval tv = {s->srv->login_timeout, 0};
+    evtimer_add(s->login_ev, &tv);
+}
+
+static void ctl_flush_now(sess *s);
+
+typedef struct waiting {
+    sess *s;
+    int age; /* place in the session list counted from its newest end: larger is older */
+} waiting;
+
+static int waiting_cmp(const void *a, const void *b)
+{
+    const waiting *x = a, *y = b;
+    int c = strcmp(x->s->ip, y->s->ip);
+    return c ? c : (x->age > y->age) - (x->age < y->age);
+}
+
+/* Room for a new connection when the sessions in all (max_sessions) or those not logged in
+ * (max_sessions_before_login) are at their limit: a session that has not logged in goes,
+ * never one that has. The victim is the oldest such session of the address that holds the
+ * most of them, so a flood from a few addresses evicts its own connections and not the one
+ * of a user who is about to log in. Sorting by address keeps this O(n log n) however large
+ * the limits are set. false: nobody can go (every session is logged in or checking a
+ * password). */
+static bool evict_prelogin(ftp_srv *f)
+{
+    waiting *w = malloc(sizeof *w * (size_t)(f->nsessions > 0 ? f->nsessions : 1));
+    if (!w)
+        return false;
+    int n = 0, age = 0;
+    for (sess *o = f->sessions; o; o = o->next, age++)
+        if (!o->logged_in && !o->jobs && !o->dead && n < f->nsessions)
+            w[n++] = (waiting){o, age};
+    qsort(w, (size_t)n, sizeof *w, waiting_cmp);
+    sess *victim = NULL;
+    int most = 0;
+    for (int i = 0, run = 1; i < n; i++, run++) {
+        if (i + 1 < n && !strcmp(w[i].s->ip, w[i + 1].s->ip))
+            continue; /* w[i] ends its address's run: the oldest of it, run long */
+        if (run > most) {
+            most = run;
+            victim = w[i].s;
+        }
+        run = 0;
+    }
+    free(w);
+    if (!victim)
+        return false;
+    f->api->log(f->self, 1, "closing a connection from %s that had not logged in, to make room", victim->ip);
+    reply(victim, 421, "Too many connections that have not logged in; closing this one");
+    if (victim->ctl)
+        ctl_flush_now(victim);
+    sess_close(victim);
+    return true;
+}
+
+static bool prelogin_full(ftp_srv *f)
+{
+    int n = 0;
+    for (sess *o = f->sessions; o; o = o->next)
+        n += !o->logged_in && !o->dead;
+    return n >= f->max_prelogin;
+}
+
 /* After AUTH TLS the filter bufferevent needs the session's callbacks. */
 static void ctl_setup(sess *s)
 {
@@ -1912,7 +2114,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     int per_ip = 0;
     for (sess *o = f->sessions; o; o = o->next)
         per_ip += !strcmp(o->ip, ip);
-    if (f->nsessions >= f->max_sessions || (f->per_ip > 0 && per_ip >= f->per_ip)) {
+    bool room = f->per_ip <= 0 || per_ip < f->per_ip;
+    if (room && (f->nsessions >= f->max_sessions || prelogin_full(f)))
+        room = evict_prelogin(f);
+    if (!room) {
         static const char msg[] = "421 Too many connections; try again later\r\n";
         if (send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
             /* the client is gone already; nothing to tell it */
@@ -1951,12 +2156,14 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         s->rate = ev_token_bucket_cfg_new((size_t)f->bandwidth, (size_t)f->bandwidth, (size_t)f->bandwidth,
                                           (size_t)f->bandwidth, NULL);
     s->idle = evtimer_new(f->base, idle_cb, s);
+    s->login_ev = evtimer_new(f->base, login_cb, s);
     s->io_retry = evtimer_new(f->base, io_retry_cb, s);
     s->next = f->sessions;
     f->sessions = s;
     f->nsessions++;
     ctl_setup(s);
     idle_reset(s);
+    login_deadline(s);
     reply(s, 220, "MByte FTP server ready");
 }
 
@@ -2231,6 +2438,8 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     f->per_user = (int)jint(config, "max_sessions_per_user");
     f->per_ip = (int)jint(config, "max_sessions_per_ip");
     f->idle_timeout = (int)jint(config, "idle_timeout");
+    f->max_prelogin = (int)jint(config, "max_sessions_before_login");
+    f->login_timeout = (int)jint(config, "login_timeout");
     f->max_failures = (int)jint(config, "max_login_failures");
     f->lockout = (int)jint(config, "lockout_seconds");
     f->bandwidth = jint(config, "bandwidth_limit");
@@ -2273,7 +2482,9 @@ static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "max_sessions", MB_CFG_INT, "256", 1, 100000},
     {sizeof(mb_config_key), "max_sessions_per_user", MB_CFG_INT, "32", 0, 100000},
     {sizeof(mb_config_key), "max_sessions_per_ip", MB_CFG_INT, "64", 0, 100000},
+    {sizeof(mb_config_key), "max_sessions_before_login", MB_CFG_INT, "64", 1, 100000},
     {sizeof(mb_config_key), "idle_timeout", MB_CFG_INT, "300", 1, 86400},
+    {sizeof(mb_config_key), "login_timeout", MB_CFG_INT, "30", 1, 86400},
     {sizeof(mb_config_key), "max_login_failures", MB_CFG_INT, "5", 1, 1000},
     {sizeof(mb_config_key), "lockout_seconds", MB_CFG_INT, "60", 1, 86400},
     {sizeof(mb_config_key), "bandwidth_limit", MB_CFG_INT, "0", 0, 0},

@@ -606,10 +606,14 @@ class TestFtpRefusals(FtpTest):
         self.srv.add_user("bob", admin_token=self.admin)
         f = self.ftp()
         self.assertTrue(f.sendcmd("NOOP").startswith("200"))
-        for bad in ["XYZZ", "TOOLONGCOMMAND", "SITE CHMOD 777 x"]:
+        for bad in ["XYZZ", "TOOLONGCOMMAND", "SITE FOO 777 x"]:
             with self.assertRaises(ftplib.Error) as cm:
                 f.sendcmd(bad)
             self.assertRegex(str(cm.exception), r"^50[0-4]")
+        # SITE CHMOD is a no-op success on a path that exists (docs/ftp.md), 550 on one that does not.
+        with self.assertRaises(ftplib.error_perm) as cm:
+            f.sendcmd("SITE CHMOD 777 x")
+        self.assertTrue(str(cm.exception).startswith("550"), cm.exception)
         f.cwd("/../../../..")
         self.assertEqual(f.pwd(), "/")
         self.assertEqual(f.nlst("/../.."), ["Home"])
