@@ -861,9 +861,12 @@ static bool serve_static(mb_req *req)
     struct MHD_Response *r = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, mime_of(file));
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    /* The page's scripts are files of its own: no inline script, no eval, no plugins, never
+     * framed (clickjacking). Styles may be set inline by the page's code. */
     MHD_add_response_header(r, "Content-Security-Policy",
-                            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'");
+                            "default-src 'self'; script-src 'self'; img-src 'self' data: blob:; "
+                            "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; "
+                            "form-action 'self'; frame-ancestors 'none'");
     set_response(req, 200, r);
     return true;
 }
@@ -876,6 +879,18 @@ static enum MHD_Result header_size_cb(void *cls, enum MHD_ValueKind kind, const 
     size_t *total = cls;
     *total += strlen(key) + (value ? strlen(value) : 0) + 4;
     return MHD_YES;
+}
+
+/* On every answer: no MIME sniffing, no Referer leaving the server (share links carry their
+ * token in the path), never framed. An answer that is not the web page (JSON, problems, files a
+ * user stored, which may be HTML) gets a policy under which nothing in it can run or load. */
+static void security_headers(struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    if (!MHD_get_response_header(r, "Content-Security-Policy"))
+        MHD_add_response_header(r, "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
 }
 
 static enum MHD_Result queue(mb_req *req)
@@ -892,6 +907,7 @@ static enum MHD_Result queue(mb_req *req)
             continue;
         MHD_add_response_header(req->resp, h->name, h->value);
     }
+    security_headers(req->resp);
     enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned)req->status, req->resp);
     MHD_destroy_response(req->resp);
     req->resp = NULL;
