@@ -319,6 +319,195 @@ if (caps.files) describe('files', () => {
     });
 });
 
+// ------------------------------------------------------------ API helpers for set-up ---
+// Set-up that is not what a scenario is about goes through the API (as another client would).
+async function apiAs(token, method, path, body) {
+    const r = await fetch(URL + '/api/v1' + path, {
+        method, body: body === undefined || typeof body === 'string' ? body : JSON.stringify(body),
+        headers: { Authorization: 'Bearer ' + token },
+    });
+    const text = await r.text();
+    let json = null;
+    try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+    return { status: r.status, json, text };
+}
+async function firstSid(token = caps.token) {
+    return (await apiAs(token, 'GET', '/stores')).json[0].id;
+}
+async function putFile(path, body, token = caps.token) {
+    const sid = await firstSid(token);
+    if (path.includes('/')) await apiAs(token, 'POST', `/stores/${sid}/folders`, { path: path.split('/').slice(0, -1).join('/'), parents: true });
+    const r = await apiAs(token, 'PUT', `/stores/${sid}/files/${path.split('/').map(encodeURIComponent).join('/')}`, body);
+    assert.ok(r.status === 200 || r.status === 201, `PUT ${path} answered ${r.status}`);
+}
+
+if (caps.files && caps.partOn('sharing')) describe('sharing', () => {
+    let link = '', visitor, vpage;
+    const inDays = d => new Date(Date.now() + d * 86400000).toISOString().slice(0, 10);
+
+    before(async () => {
+        await putFile('Shared/hello.txt', 'hello visitor');
+        await putFile('Shared/sub/deep.txt', 'deep down');
+        await putFile('Drop/readme.txt', 'the owner only');
+        visitor = await browser.newContext({ viewport: { width: 1100, height: 760 }, acceptDownloads: true });
+        visitor.setDefaultTimeout(15000);
+        vpage = await visitor.newPage();
+        vpage.on('pageerror', e => console.log('# visitor page error:', e.message));
+    });
+    after(async () => { await visitor?.close(); });
+
+    scenario('share a folder by link with a password and an expiry; the link is shown once and copies', async () => {
+        await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: URL });
+        await goFiles();
+        await page.reload(); // the folders were made through the API
+        await row('Shared').waitFor();
+        await rowAction('Shared', 'Share…');
+        const dlg = page.getByRole('dialog');
+        await dlg.getByLabel('Permission').selectOption('download');
+        await dlg.getByLabel('Password (optional)').fill('open-sesame');
+        await dlg.getByLabel('Expires (optional)').fill(inDays(30));
+        await shot('share-dialog');
+        await dlg.getByRole('button', { name: 'Create share' }).click();
+        const done = page.getByRole('dialog', { name: 'Link created' });
+        await done.waitFor();
+        link = await done.getByLabel('Link', { exact: true }).inputValue();
+        assert.match(link, new RegExp('^' + URL.replace(/[.]/g, '\\.') + '/s/[A-Za-z0-9_-]{20,}$'));
+        await done.getByRole('button', { name: 'Copy Link' }).click();
+        await page.locator('.toast-success', { hasText: 'Copied' }).waitFor();
+        assert.equal(await page.evaluate(() => navigator.clipboard.readText()), link);
+        await shot('share-link');
+        await done.getByRole('button', { name: 'Done' }).click();
+        await done.waitFor({ state: 'detached' });
+    });
+
+    scenario('a bad share request shows the server\'s reason under its field', async () => {
+        await rowAction('Shared', 'Share…');
+        const dlg = page.getByRole('dialog');
+        await dlg.getByLabel('Who').selectOption('user');
+        await dlg.getByLabel('User name').fill('nobody-of-that-name');
+        await dlg.getByRole('button', { name: 'Create share' }).click();
+        const err = dlg.locator('.field-error, .form-error:not([hidden])');
+        await err.first().waitFor();
+        assert.match(await err.first().textContent(), /nobody-of-that-name/);
+        await page.keyboard.press('Escape');
+        await dlg.waitFor({ state: 'detached' });
+    });
+
+    scenario('the visitor: password prompt, wrong password refused, listing, file and zip downloads', async () => {
+        await vpage.goto(link);
+        await vpage.getByText('This link is protected by a password.').waitFor();
+        await vpage.getByLabel('Password').fill('not-it');
+        await vpage.getByRole('button', { name: 'Open' }).click();
+        await vpage.locator('.form-error:not([hidden])', { hasText: /wrong password/ }).waitFor();
+        await vpage.getByLabel('Password').fill('open-sesame');
+        await vpage.getByRole('button', { name: 'Open' }).click();
+        await vpage.locator('tr[data-path="hello.txt"]').waitFor();
+        assert.equal(await vpage.locator('tr[data-path="sub"]').getAttribute('data-type'), 'folder');
+        assert.match(await vpage.locator('.breadcrumbs [aria-current=page]').textContent(), /^Shared$/);
+        await vpage.screenshot({ path: join(ART, 'share-visitor.png') });
+        // a file: the bytes the owner stored
+        const [dl] = await Promise.all([vpage.waitForEvent('download'),
+            vpage.getByRole('button', { name: 'Download hello.txt' }).click()]);
+        assert.equal(readFileSync(await dl.path(), 'utf8'), 'hello visitor');
+        assert.equal(dl.suggestedFilename(), 'hello.txt');
+        // a sub-folder, then the whole folder as a zip with both files in it
+        await vpage.locator('tr[data-path="sub"]').getByRole('button', { name: 'sub' }).click();
+        await vpage.locator('tr[data-path="sub/deep.txt"]').waitFor();
+        await vpage.locator('.breadcrumbs').getByRole('button', { name: 'Shared' }).click();
+        await vpage.locator('tr[data-path="hello.txt"]').waitFor();
+        const [zip] = await Promise.all([vpage.waitForEvent('download'),
+            vpage.getByRole('button', { name: 'Download all as zip' }).click()]);
+        const z = readFileSync(await zip.path());
+        assert.equal(z.subarray(0, 2).toString(), 'PK');
+        assert.ok(z.includes('hello.txt') && z.includes('sub/deep.txt'), 'the zip holds both files');
+    });
+
+    scenario('a file link with a download limit of one: the visitor gets the file once, then the reason it stopped', async () => {
+        await putFile('report.txt', 'quarterly numbers');
+        const sid = await firstSid();
+        const sh = await apiAs(caps.token, 'POST', `/stores/${sid}/shares`, { path: 'report.txt', type: 'link', permission: 'view', max_downloads: 1 });
+        assert.equal(sh.status, 201, sh.text);
+        await vpage.goto(URL + sh.json.url);
+        await vpage.locator('.share-file h2', { hasText: 'report.txt' }).waitFor();
+        assert.match(await vpage.locator('.share-file').textContent(), /17 B/);
+        const [dl] = await Promise.all([vpage.waitForEvent('download'), vpage.getByRole('button', { name: 'Download' }).click()]);
+        assert.equal(readFileSync(await dl.path(), 'utf8'), 'quarterly numbers');
+        assert.equal(dl.suggestedFilename(), 'report.txt');
+        await vpage.reload();
+        const gone = vpage.locator('[role=alert]');
+        await gone.waitFor();
+        assert.match(await gone.textContent(), /download|expired|limit/i);
+    });
+
+    scenario('an upload-only link is a drop box: the visitor sends a file, sees no listing, the owner gets it', async () => {
+        await rowAction('Drop', 'Share…');
+        const dlg = page.getByRole('dialog');
+        await dlg.getByLabel('Permission').selectOption('upload');
+        await dlg.getByRole('button', { name: 'Create share' }).click();
+        const done = page.getByRole('dialog', { name: 'Link created' });
+        const drop = await done.getByLabel('Link', { exact: true }).inputValue();
+        await done.getByRole('button', { name: 'Done' }).click();
+        await vpage.goto(drop);
+        await vpage.getByRole('heading', { name: 'Drop box' }).waitFor();
+        assert.equal(await vpage.getByText('readme.txt').count(), 0, 'a drop box lists nothing');
+        const f = join(tmp, 'from-visitor.txt');
+        writeFileSync(f, 'sent through the drop box');
+        await vpage.getByLabel('Files to upload').setInputFiles(f);
+        await vpage.getByRole('button', { name: 'Upload', exact: true }).click();
+        await vpage.locator('.drop-status li.ok', { hasText: 'from-visitor.txt — uploaded' }).waitFor();
+        // the same name again: a drop box never overwrites, and says so
+        await vpage.getByLabel('Files to upload').setInputFiles(f);
+        await vpage.getByRole('button', { name: 'Upload', exact: true }).click();
+        await vpage.locator('.drop-status li.field-error', { hasText: 'from-visitor.txt' }).waitFor();
+        await vpage.screenshot({ path: join(ART, 'share-dropbox.png') });
+        const sid = await firstSid();
+        const got = await apiAs(caps.token, 'GET', `/stores/${sid}/files/Drop/from-visitor.txt`);
+        assert.equal(got.text, 'sent through the drop box');
+    });
+
+    scenario('the Shares view lists the store\'s shares; revoking one stops its link at once', async () => {
+        await page.getByRole('link', { name: 'Shares' }).click();
+        const r = page.locator('table.shares tr[data-path="Shared"]');
+        await r.waitFor();
+        await page.locator('table.shares tr[data-path="Drop"]').waitFor();
+        assert.match(await r.textContent(), /password/);
+        assert.match(await r.textContent(), /download/);
+        assert.match(await r.textContent(), /until /);
+        await shot('shares');
+        await r.getByRole('button', { name: 'Revoke the share of Shared' }).click();
+        await r.waitFor({ state: 'detached' });
+        await vpage.goto(link);
+        const gone = vpage.locator('[role=alert]');
+        await gone.waitFor();
+        assert.ok((await gone.textContent()).length > 5);
+        assert.equal(await vpage.getByText('This link is protected by a password.').count(), 0);
+    });
+
+    scenario('shared with me: a user share from another user opens in the page', async () => {
+        const mk = await apiAs(caps.token, 'POST', '/admin/users', { username: 'sharer', password: 'sharer-pass-1', role: 'user' });
+        assert.ok(mk.status === 201 || mk.status === 409, 'creating the user answered ' + mk.status);
+        const login = await (await fetch(URL + '/api/v1/auth/login', {
+            method: 'POST', body: JSON.stringify({ username: 'sharer', password: 'sharer-pass-1' }),
+        })).json();
+        await putFile('Plans/plan.txt', 'the plan', login.token);
+        const sid = await firstSid(login.token);
+        const sh = await apiAs(login.token, 'POST', `/stores/${sid}/shares`, { path: 'Plans', type: 'user', permission: 'view', user: USER });
+        assert.equal(sh.status, 201, sh.text);
+        await page.reload();
+        await page.getByRole('link', { name: 'Shares' }).click();
+        await page.locator('.shared-list li', { hasText: 'Plans' }).waitFor();
+        assert.match(await page.locator('.shared-list li', { hasText: 'Plans' }).textContent(), /from sharer/);
+        await page.getByRole('button', { name: 'Open Plans' }).click();
+        const dlg = page.getByRole('dialog', { name: 'Shared with me' });
+        await dlg.locator('tr[data-path="plan.txt"]').waitFor();
+        const [dl] = await Promise.all([page.waitForEvent('download'),
+            dlg.getByRole('button', { name: 'Download plan.txt' }).click()]);
+        assert.equal(readFileSync(await dl.path(), 'utf8'), 'the plan');
+        await shot('shared-with-me');
+        await dlg.getByRole('button', { name: 'Close', exact: true }).first().click();
+    });
+});
+
 describe('names that could pass for others', () => {
     // A zero-width space is allowed in new names; the page must show it. A right-to-left override
     // is refused in new names (docs/storage.md "Names") but a name made before that rule may hold

@@ -13,6 +13,7 @@ import { state, on, emit, currentStore, isAdmin } from './state.js';
 import { setModules, applyParts, partEnabled } from './modules.js';
 import { FilesView, TrashView } from './files.js';
 import { AdminView } from './admin.js';
+import { SharesView, showPublic } from './shares.js';
 import { Uploads } from './uploads.js';
 import { resetCapabilities } from './tus.js';
 
@@ -120,6 +121,7 @@ class Shell {
         this.files = new FilesView({ uploads: this.uploads });
         this.trash = new TrashView();
         this.admin = new AdminView({ refreshModules });
+        this.shares = new SharesView();
         this.unread = 0;
         this.notifications = [];
         this.storeBtn = h('button.store-switch', { type: 'button', 'aria-haspopup': 'menu', 'aria-label': 'Switch store' });
@@ -149,6 +151,7 @@ class Shell {
             h('ul',
                 h('li', h('a', { href: '#/files', dataset: { nav: 'files' } }, icon('files'), 'Files')),
                 h('li', { dataset: { part: 'trash' } }, h('a', { href: '#/trash', dataset: { nav: 'trash' } }, icon('trash'), 'Trash')),
+                h('li', { dataset: { part: 'sharing' } }, h('a', { href: '#/shares', dataset: { nav: 'shares' } }, icon('users'), 'Shares')),
                 isAdmin() ? h('li', h('a', { href: '#/admin/users', dataset: { nav: 'admin' } }, icon('shield'), 'Administration')) : null),
             h('div.nav-foot', this.usage, h('p.server-line', h('span.version'), this.greeting)));
         this.nav.addEventListener('click', ev => { if (ev.target.closest('a')) this.toggleNav(false); });
@@ -264,6 +267,17 @@ class Shell {
             document.title = 'Trash · MByte';
             clear(this.main, this.trash.el);
             await this.trash.show(sid);
+            return;
+        }
+        if (view === 'shares' && partEnabled('sharing') && firstSid !== undefined) {
+            mark('shares');
+            this.files.closePanel();
+            const sid = rest[0] || state.sid || firstSid;
+            state.sid = String(sid);
+            this.renderStoreBtn();
+            document.title = 'Shares · MByte';
+            clear(this.main, this.shares.el);
+            await this.shares.show(sid);
             return;
         }
         mark('files');
@@ -508,5 +522,8 @@ async function start() {
 window.addEventListener('hashchange', () => shell?.route());
 window.addEventListener('offline', () => toast('You are offline. Uploads resume when the connection is back.', 'error'));
 
+// /s/{token} is a share link's page for visitors: no sign-in, nothing else of the page.
+const shareLink = /^\/s\/([^/]+)\/?$/.exec(location.pathname);
+if (shareLink) showPublic(root, decodeURIComponent(shareLink[1]));
 // A tab that has a CSRF token may still have its session cookie: try it; otherwise sign in.
-if (csrfToken()) start(); else showLogin();
+else if (csrfToken()) start(); else showLogin();

@@ -226,6 +226,7 @@ export class FilesView {
             { label: 'Rename…', icon: 'edit', action: () => this.rename(e) },
             { label: 'Move…', icon: 'move', action: () => this.move([e]) },
             { label: 'Details', icon: 'info', action: () => this.openPanel(e, 'details') },
+            partEnabled('sharing') ? { label: 'Share…', icon: 'users', action: () => import('./shares.js').then(m => m.shareDialog(state.sid, e)) } : null,
             e.type === 'file' && partEnabled('versions') ? { label: 'Versions', icon: 'history', action: () => this.openPanel(e, 'versions') } : null,
             { label: 'Delete', icon: 'trash', danger: true, action: () => this.remove([e]) },
         ]), { cls: 'icon-btn', iconOnly: true });

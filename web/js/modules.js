@@ -19,6 +19,7 @@ export const PARTS = {
     'settings':        ['storeconfig'],            // the store's settings dialog
     'integrity':       ['integrity'],              // admin: integrity findings
     'greeting':        ['hello'],                  // the server greeting in the About dialog
+    'sharing':         ['sharing'],                // "Share…", the Shares view, the /s/{token} page
 };
 
 /* Module name -> state, from the last health answer. */
