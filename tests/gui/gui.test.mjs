@@ -508,6 +508,111 @@ if (caps.files && caps.partOn('sharing')) describe('sharing', () => {
     });
 });
 
+if (caps.files && caps.partOn('activity')) describe('activity and audit', () => {
+    scenario("a store's activity lists what happened to its files, newest first", async () => {
+        await putFile('activity-probe.txt', 'seen in the activity');
+        await page.getByRole('link', { name: 'Activity' }).click();
+        const r = page.locator('table.entries tr[data-action="file.created"]', { hasText: 'activity-probe.txt' });
+        await r.waitFor();
+        assert.match(await r.textContent(), /admin/);
+        // newest first: the probe is above anything the earlier scenarios did
+        const seqs = await page.locator('table.entries tbody tr').evaluateAll(rs => rs.map(x => Number(x.dataset.seq)));
+        assert.deepEqual(seqs, [...seqs].sort((a, b) => b - a));
+        await shot('activity');
+    });
+
+    if (caps.moduleAdmin) scenario('the audit log: filter by action, check the chain, export exactly the selection as CSV', async () => {
+        await page.getByRole('link', { name: 'Administration' }).click();
+        await page.getByRole('link', { name: 'Audit log' }).click();
+        const form = page.getByRole('form', { name: 'Filter the audit log' });
+        await form.getByLabel('Action').fill('share.');
+        await form.getByRole('button', { name: 'Search' }).click();
+        await page.locator('table.entries tr[data-action="share.created"]').first().waitFor();
+        const actions = await page.locator('table.entries tbody tr').evaluateAll(rs => rs.map(x => x.dataset.action));
+        assert.ok(actions.length >= 2 && actions.every(a => a.startsWith('share.')), 'only share.* entries: ' + actions.join(' '));
+        assert.ok(actions.includes('share.password_failed'), 'the wrong link password is in the log');
+        await page.getByRole('button', { name: 'Check the chain' }).click();
+        await page.getByText(/Intact: \d+ entries verified/).waitFor();
+        await shot('audit');
+        const [dl] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Export CSV' }).click()]);
+        const lines = readFileSync(await dl.path(), 'utf8').trim().split(/\r?\n/);
+        assert.equal(lines[0], 'seq,time,action,user,ip,store,path,result,hash');
+        assert.equal(lines.length - 1, actions.length, 'the export holds what the page shows');
+        assert.ok(lines.slice(1).every(l => l.split(',')[2].replace(/"/g, '').startsWith('share.')), lines.join('\n'));
+    });
+});
+
+if (caps.files && caps.partOn('webhooks')) describe('webhooks', () => {
+    scenario('add a webhook: a denied URL is refused with the reason, the secret is shown once', async () => {
+        await page.getByRole('link', { name: 'Webhooks' }).click();
+        await page.getByRole('button', { name: 'Add webhook' }).click();
+        const dlg = page.getByRole('dialog', { name: 'Add webhook' });
+        await dlg.getByLabel('URL').fill('http://127.0.0.1:9/hook');
+        await dlg.getByLabel('Events').fill('file.created');
+        await dlg.getByRole('button', { name: 'Add webhook' }).click();
+        await dlg.locator('.field-error', { hasText: 'deny list' }).waitFor();
+        await dlg.getByLabel('URL').fill('https://hooks.invalid/mbyte');
+        await dlg.getByRole('button', { name: 'Add webhook' }).click();
+        const done = page.getByRole('dialog', { name: 'Webhook added' });
+        await done.waitFor();
+        const secret = await done.getByLabel('Secret', { exact: true }).inputValue();
+        assert.ok(secret.length >= 16, 'a secret: ' + secret);
+        await done.getByRole('button', { name: 'Done' }).click();
+        await page.locator('.hook', { hasText: 'https://hooks.invalid/mbyte' }).waitFor();
+        assert.equal(await page.getByText(secret).count(), 0, 'the secret is not shown again');
+    });
+
+    scenario('its delivery log shows each delivery and its attempts; redeliver adds a new one', async () => {
+        const sid = await firstSid();
+        const hooks = (await apiAs(caps.token, 'GET', `/stores/${sid}/webhooks`)).json.webhooks;
+        const hook = hooks.find(w => w.url === 'https://hooks.invalid/mbyte');
+        await putFile('hooked.txt', 'an event');
+        // wait for the server to have recorded the delivery (it is made when the event fires)
+        for (let i = 0; ; i++) {
+            const d = (await apiAs(caps.token, 'GET', `/stores/${sid}/webhooks/${hook.id}/deliveries`)).json.deliveries;
+            if (d.some(x => x.event === 'file.created')) break;
+            assert.ok(i < 300, 'no delivery recorded');
+            await new Promise(r => setTimeout(r, 100));
+        }
+        const card = page.locator(`.hook[data-hook="${hook.id}"]`);
+        await card.getByRole('button', { name: 'Deliveries' }).click();
+        const first = page.locator(`.hook[data-hook="${hook.id}"] tr[data-delivery]`).first();
+        await first.waitFor();
+        assert.match(await first.textContent(), /file\.created/);
+        assert.match(await first.textContent(), /attempt/);
+        await shot('webhooks');
+        await first.getByRole('button', { name: /^Redeliver/ }).click();
+        await page.locator('.toast-success', { hasText: 'Sent again' }).waitFor();
+        await page.locator(`.hook[data-hook="${hook.id}"] tr[data-delivery]`, { hasText: '(redelivery)' }).waitFor();
+    });
+});
+
+if (caps.partOn('ftp')) describe('ftp access', () => {
+    scenario('create an app password (shown once, with the connection details), then revoke it', async () => {
+        await page.getByRole('button', { name: /^Account: / }).click();
+        await page.getByRole('menuitem', { name: 'FTP access…' }).click();
+        const dlg = page.getByRole('dialog', { name: 'FTP access' });
+        assert.equal(await dlg.getByLabel('Host', { exact: true }).inputValue(), new globalThis.URL(URL).hostname);
+        assert.equal(await dlg.getByLabel('User name', { exact: true }).inputValue(), USER);
+        await dlg.getByRole('button', { name: 'Create app password' }).click();
+        await dlg.getByText('Name the device or program it is for.').waitFor();
+        await dlg.getByLabel('Name', { exact: true }).fill('laptop');
+        await dlg.getByRole('button', { name: 'Create app password' }).click();
+        const pw = await dlg.getByLabel('App password', { exact: true });
+        await pw.waitFor();
+        assert.ok((await pw.inputValue()).length >= 16);
+        await dlg.locator('ul.app-passwords li', { hasText: 'laptop' }).waitFor();
+        await shot('ftp-access');
+        const listed = (await apiAs(caps.token, 'GET', '/ftp/passwords')).json;
+        assert.ok(listed.some(p => p.name === 'laptop'));
+        await dlg.getByRole('button', { name: 'Revoke laptop' }).click();
+        await dlg.locator('ul.app-passwords li', { hasText: 'laptop' }).waitFor({ state: 'detached' });
+        assert.ok(!(await apiAs(caps.token, 'GET', '/ftp/passwords')).json.some(p => p.name === 'laptop'));
+        await dlg.getByRole('button', { name: 'Close', exact: true }).last().click();
+        await dlg.waitFor({ state: 'detached' });
+    });
+});
+
 describe('names that could pass for others', () => {
     // A zero-width space is allowed in new names; the page must show it. A right-to-left override
     // is refused in new names (docs/storage.md "Names") but a name made before that rule may hold

@@ -14,6 +14,9 @@ import { setModules, applyParts, partEnabled } from './modules.js';
 import { FilesView, TrashView } from './files.js';
 import { AdminView } from './admin.js';
 import { SharesView, showPublic } from './shares.js';
+import { ActivityView } from './activity.js';
+import { WebhooksView } from './webhooks.js';
+import { ftpAccess } from './ftp.js';
 import { Uploads } from './uploads.js';
 import { resetCapabilities } from './tus.js';
 
@@ -121,7 +124,13 @@ class Shell {
         this.files = new FilesView({ uploads: this.uploads });
         this.trash = new TrashView();
         this.admin = new AdminView({ refreshModules });
-        this.shares = new SharesView();
+        // Views of one store besides its files: hash name -> view, its part, its title.
+        this.storeViews = {
+            trash: { view: this.trash, part: 'trash', title: 'Trash' },
+            shares: { view: new SharesView(), part: 'sharing', title: 'Shares' },
+            activity: { view: new ActivityView(), part: 'activity', title: 'Activity' },
+            webhooks: { view: new WebhooksView(), part: 'webhooks', title: 'Webhooks' },
+        };
         this.unread = 0;
         this.notifications = [];
         this.storeBtn = h('button.store-switch', { type: 'button', 'aria-haspopup': 'menu', 'aria-label': 'Switch store' });
@@ -133,6 +142,7 @@ class Shell {
             h('span.avatar', state.user.username.slice(0, 1).toUpperCase()), h('span.user-name', state.user.username));
         userBtn.addEventListener('click', () => openMenu(userBtn, [
             { label: 'Change password…', icon: 'settings', action: () => changePassword() },
+            partEnabled('ftp') ? { label: 'FTP access…', icon: 'shield', action: () => ftpAccess() } : null,
             { label: 'About MByte', icon: 'info', action: () => about() },
             { label: 'Sign out', icon: 'logout', action: () => logout() },
         ]));
@@ -152,6 +162,8 @@ class Shell {
                 h('li', h('a', { href: '#/files', dataset: { nav: 'files' } }, icon('files'), 'Files')),
                 h('li', { dataset: { part: 'trash' } }, h('a', { href: '#/trash', dataset: { nav: 'trash' } }, icon('trash'), 'Trash')),
                 h('li', { dataset: { part: 'sharing' } }, h('a', { href: '#/shares', dataset: { nav: 'shares' } }, icon('users'), 'Shares')),
+                h('li', { dataset: { part: 'activity' } }, h('a', { href: '#/activity', dataset: { nav: 'activity' } }, icon('history'), 'Activity')),
+                h('li', { dataset: { part: 'webhooks' } }, h('a', { href: '#/webhooks', dataset: { nav: 'webhooks' } }, icon('refresh'), 'Webhooks')),
                 isAdmin() ? h('li', h('a', { href: '#/admin/users', dataset: { nav: 'admin' } }, icon('shield'), 'Administration')) : null),
             h('div.nav-foot', this.usage, h('p.server-line', h('span.version'), this.greeting)));
         this.nav.addEventListener('click', ev => { if (ev.target.closest('a')) this.toggleNav(false); });
@@ -258,26 +270,16 @@ class Shell {
             await this.admin.show(rest[0] || 'users');
             return;
         }
-        if (view === 'trash' && partEnabled('trash')) {
-            mark('trash');
+        const sv = this.storeViews[view];
+        if (sv && partEnabled(sv.part) && firstSid !== undefined) {
+            mark(view);
             this.files.closePanel();
             const sid = rest[0] || state.sid || firstSid;
             state.sid = String(sid);
             this.renderStoreBtn();
-            document.title = 'Trash · MByte';
-            clear(this.main, this.trash.el);
-            await this.trash.show(sid);
-            return;
-        }
-        if (view === 'shares' && partEnabled('sharing') && firstSid !== undefined) {
-            mark('shares');
-            this.files.closePanel();
-            const sid = rest[0] || state.sid || firstSid;
-            state.sid = String(sid);
-            this.renderStoreBtn();
-            document.title = 'Shares · MByte';
-            clear(this.main, this.shares.el);
-            await this.shares.show(sid);
+            document.title = sv.title + ' · MByte';
+            clear(this.main, sv.view.el);
+            await sv.view.show(sid);
             return;
         }
         mark('files');
