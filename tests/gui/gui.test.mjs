@@ -613,6 +613,75 @@ if (caps.partOn('ftp')) describe('ftp access', () => {
     });
 });
 
+if (caps.files && caps.partOn('settings')) describe('store settings and usage', () => {
+    scenario("store settings: a bad value is refused under its field; a file size limit refuses a bigger upload with the server's reason", async () => {
+        await goFiles();
+        await page.getByRole('button', { name: 'Store settings' }).click();
+        const dlg = page.getByRole('dialog', { name: /^Settings of/ });
+        const trash = dlg.getByLabel(/Keep deleted files in the trash for/);
+        await trash.fill('-1');
+        await dlg.getByRole('button', { name: 'Save' }).click();
+        await dlg.locator('.field-error').waitFor();
+        assert.equal(await trash.getAttribute('aria-invalid'), 'true', 'the error sits under the trash field');
+        await trash.fill('7');
+        await dlg.getByLabel(/Largest file/).fill('5');
+        await dlg.getByLabel(/Store size limit/).fill(String(1024 * 1024 * 1024));
+        await dlg.getByRole('button', { name: 'Save' }).click();
+        await page.locator('.toast-success', { hasText: 'Settings saved.' }).waitFor();
+        await dlg.waitFor({ state: 'detached' });
+        const f = join(tmp, 'too-big.txt');
+        writeFileSync(f, 'more than five bytes');
+        await page.locator('.files-view input[type=file]:not([webkitdirectory])').setInputFiles(f);
+        const err = page.locator('.upload-item', { hasText: 'too-big.txt' }).locator('.upload-status.error');
+        await err.waitFor();
+        assert.ok((await err.textContent()).length > 10, 'the reason: ' + await err.textContent());
+        assert.equal(await row('too-big.txt').count(), 0);
+        await page.locator('.uploads').getByRole('button', { name: 'Clear' }).click();
+        // reopened: the saved values, marked as this store's own, and the usage against the new limit
+        await page.getByRole('button', { name: 'Store settings' }).click();
+        assert.equal(await dlg.getByLabel(/Largest file/).inputValue(), '5');
+        assert.equal(await dlg.getByLabel(/Keep deleted files in the trash for/).inputValue(), '7');
+        const bar = dlg.getByRole('progressbar', { name: 'Store usage' });
+        await bar.waitFor();
+        assert.match(await bar.getAttribute('aria-valuetext'), / of 1\.0 GB /);
+        await shot('store-settings');
+        await dlg.getByLabel(/Largest file/).fill('0');
+        await dlg.getByLabel(/Store size limit/).fill('0');
+        await dlg.getByRole('button', { name: 'Save' }).click();
+        await dlg.waitFor({ state: 'detached' });
+    });
+
+    if (caps.partOn('usage') && caps.moduleAdmin) scenario('the usage meter: used against the quota as a bar, with its parts when the server reports them', async () => {
+        const q = await apiAs(caps.token, 'PUT', '/admin/quotas/users/' + USER, { bytes: 10 * 1024 * 1024 * 1024 });
+        assert.equal(q.status, 200, q.text);
+        try {
+            await page.reload();
+            const bar = page.getByRole('navigation', { name: 'Main' }).getByRole('progressbar', { name: 'Storage used' });
+            await bar.waitFor();
+            assert.match(await bar.getAttribute('aria-valuetext'), / of 10 GB /);
+            // The parts (current files, old versions, trash) as the usage answer gives them.
+            await page.route('**/api/v1/me/usage', route => route.fulfill({
+                json: { bytes: 3000, files: 2, current: 2000, versions: 600, trash: 400, quota_bytes: 10000 },
+            }));
+            await page.reload();
+            const nav = page.getByRole('navigation', { name: 'Main' });
+            await nav.getByText('2.9 KB of 9.8 KB used').waitFor();
+            assert.deepEqual(await nav.locator('ul.usage-parts li').allTextContents(),
+                ['files: 2.0 KB', 'old versions: 600 B', 'trash: 400 B']);
+            const w = await nav.locator('.usage-bar').evaluate(b => {
+                const total = b.getBoundingClientRect().width;
+                return ['current', 'versions', 'trash'].map(k => b.querySelector('.part-' + k).getBoundingClientRect().width / total);
+            });
+            assert.ok(Math.abs(w[0] - 0.2) < 0.03 && Math.abs(w[1] - 0.06) < 0.03 && Math.abs(w[2] - 0.04) < 0.03, JSON.stringify(w));
+            await page.locator('.nav-foot').screenshot({ path: join(ART, 'usage.png') });
+        } finally {
+            await page.unroute('**/api/v1/me/usage');
+            await apiAs(caps.token, 'PUT', '/admin/quotas/users/' + USER, { bytes: null });
+            await page.reload();
+        }
+    });
+});
+
 describe('names that could pass for others', () => {
     // A zero-width space is allowed in new names; the page must show it. A right-to-left override
     // is refused in new names (docs/storage.md "Names") but a name made before that rule may hold

@@ -11,7 +11,7 @@ import { api, setCsrf, csrfToken, setUnauthorizedHandler, ApiError } from './api
 import { h, icon, button, clear, dialog, field, openMenu, toast, formatBytes, formatTime, fileName } from './ui.js';
 import { state, on, emit, currentStore, isAdmin } from './state.js';
 import { setModules, applyParts, partEnabled } from './modules.js';
-import { FilesView, TrashView } from './files.js';
+import { FilesView, TrashView, usageBar } from './files.js';
 import { AdminView } from './admin.js';
 import { SharesView, showPublic } from './shares.js';
 import { ActivityView } from './activity.js';
@@ -229,16 +229,8 @@ class Shell {
         if (!partEnabled('usage')) return;
         try {
             const u = await api('GET', '/me/usage');
-            const used = u.bytes ?? u.used ?? 0, quota = u.quota_bytes ?? u.quota ?? 0;
-            const pct = quota ? Math.min(100, Math.round((used / quota) * 100)) : 0;
-            clear(this.usage,
-                h('div.usage-label', icon('pie'), h('span', quota ? `${formatBytes(used)} of ${formatBytes(quota)} used`
-                    : `${formatBytes(used)} used`)),
-                quota ? h('div.progress' + (pct >= 95 ? '.failed' : pct >= 80 ? '.warn' : ''), {
-                    role: 'progressbar', 'aria-label': 'Storage used', 'aria-valuenow': String(pct),
-                    'aria-valuemin': '0', 'aria-valuemax': '100',
-                }, h('div.progress-fill', { style: `width:${pct}%` })) : null,
-                u.files != null ? h('div.muted.small', `${u.files} files`) : null);
+            clear(this.usage, usageBar(u, 'Storage used'));
+            this.usage.querySelector('.usage-label')?.prepend(icon('pie'));
         } catch (e) {
             clear(this.usage, h('p.field-error', 'Usage: ' + e.message));
         }
