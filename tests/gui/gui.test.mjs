@@ -682,6 +682,42 @@ if (caps.files && caps.partOn('settings')) describe('store settings and usage', 
     });
 });
 
+if (caps.files && caps.partOn('usage') && caps.partOn('store-create') && caps.moduleAdmin) describe('notifications', () => {
+    scenario('the bell: a quota warning and a finished task arrive live, and the panel lists them', async () => {
+        await page.reload();
+        await page.getByRole('navigation', { name: 'Main' }).waitFor();
+        const used = (await apiAs(caps.token, 'GET', '/me/usage')).json.bytes;
+        // A quota the next small file takes past 80%: the quotas module warns the owner.
+        const q = await apiAs(caps.token, 'PUT', '/admin/quotas/users/' + USER, { bytes: Math.ceil(used / 0.85) });
+        assert.equal(q.status, 200, q.text);
+        try {
+            await putFile('tips-over.txt', 'a few more bytes');
+            for (let i = 0; ; i++) { // the server's own record first: the warning exists
+                const ns = (await apiAs(caps.token, 'GET', '/notifications')).json;
+                if (ns.some(n => n.title === 'Storage almost full')) break;
+                assert.ok(i < 300, 'no quota warning: ' + JSON.stringify(ns) + JSON.stringify((await apiAs(caps.token, 'GET', '/me/usage')).json));
+                await new Promise(r => setTimeout(r, 100));
+            }
+            await page.locator('.toast', { hasText: 'Storage almost full' }).waitFor();
+            await page.getByRole('button', { name: /^Notifications \(\d+ new\)$/ }).waitFor();
+            const st = await apiAs(caps.token, 'POST', '/stores', { name: 'Bell' });
+            assert.equal(st.status, 202, st.text);
+            await page.locator('.toast', { hasText: /finished|created/i }).first().waitFor({ timeout: 60000 });
+            await page.getByRole('button', { name: /^Notifications/ }).click();
+            const panel = page.locator('.notif-panel');
+            const warn = panel.locator('li.notif[data-kind="warning"]', { hasText: 'Storage almost full' });
+            await warn.waitFor();
+            assert.match(await warn.textContent(), /%|of/);
+            await panel.locator(`.notif-tasks li[data-task="${st.json.task}"][data-state="done"]`).waitFor();
+            await shot('notifications');
+            await page.getByRole('button', { name: 'Close notifications' }).click();
+            assert.equal(await page.getByRole('button', { name: 'Notifications', exact: true }).count(), 1, 'the badge is cleared once read');
+        } finally {
+            await apiAs(caps.token, 'PUT', '/admin/quotas/users/' + USER, { bytes: null });
+        }
+    });
+});
+
 describe('names that could pass for others', () => {
     // A zero-width space is allowed in new names; the page must show it. A right-to-left override
     // is refused in new names (docs/storage.md "Names") but a name made before that rule may hold

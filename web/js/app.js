@@ -301,19 +301,34 @@ class Shell {
         this.unread = 0;
         this.renderBadge();
         clear(this.notifPanel, h('p.muted.pad', 'Loading…'));
-        try {
-            const list = await api('GET', '/notifications');
-            this.notifications = Array.isArray(list) ? list : list?.items || [];
-        } catch (e) {
-            clear(this.notifPanel, h('p.form-error.pad', { role: 'alert' }, e.message));
+        const [nl, tl] = await Promise.allSettled([api('GET', '/notifications'), api('GET', '/tasks')]);
+        if (nl.status === 'rejected') {
+            clear(this.notifPanel, h('p.form-error.pad', { role: 'alert' }, nl.reason.message));
             return;
         }
+        this.notifications = Array.isArray(nl.value) ? nl.value : nl.value?.items || [];
+        // The caller's tasks (newest first): the panel shows the last few, finished or not.
+        this.recentTasks = tl.status === 'fulfilled' ? (Array.isArray(tl.value) ? tl.value : tl.value?.tasks || []) : [];
+        this.taskError = tl.status === 'rejected' ? tl.reason.message : null;
         this.renderNotifications();
         this.notifPanel.querySelector('button')?.focus();
     }
 
+    /* A task frame from the event stream: keep the panel's task list current. */
+    taskSeen(t) {
+        if (!t || t.id === undefined) return;
+        this.recentTasks = this.recentTasks || [];
+        const i = this.recentTasks.findIndex(x => String(x.id) === String(t.id));
+        if (i >= 0) this.recentTasks[i] = { ...this.recentTasks[i], ...t };
+        else this.recentTasks.unshift(t);
+        if (!this.notifPanel.hidden) this.renderNotifications();
+    }
+
     renderNotifications() {
-        const running = [...tasks.values()].filter(t => !t.done);
+        const KIND_ICON = { success: 'check', error: 'alert', warning: 'alert' };
+        const stateClass = st => (st === 'done' ? 'done' : st === 'failed' || st === 'cancelled' ? 'failed' : 'running');
+        // Finished, failed and running tasks; queued ones (waiting for a retry) would only crowd it.
+        const recent = (this.recentTasks || []).filter(t => t.state !== 'queued').slice(0, 5);
         clear(this.notifPanel,
             h('div.notif-head', h('h2', 'Notifications'),
                 button('Clear all', null, async () => {
@@ -321,13 +336,22 @@ class Shell {
                     catch (e) { toast('Could not clear the notifications: ' + e.message, 'error'); }
                 }, { cls: 'small' }),
                 button('Close notifications', 'close', () => { this.toggleNotifications(false); this.bell.focus(); }, { cls: 'icon-btn', iconOnly: true })),
-            running.length ? h('ul.notif-tasks', running.map(t => h('li', h('strong', t.label),
-                h('div.progress', { role: 'progressbar', 'aria-label': t.label, 'aria-valuenow': String(t.progress || 0), 'aria-valuemin': '0', 'aria-valuemax': '100' },
-                    h('div.progress-fill', { style: `width:${t.progress || 0}%` }))))) : null,
-            this.notifications.length ? h('ul.notif-list', this.notifications.map(n => h('li.notif.' + (n.kind || 'info').replace(/[^a-z_-]/gi, ''),
-                h('div.notif-title', n.title || n.kind), n.body ? h('div.notif-body', n.body) : null,
-                h('time.muted.small', formatTime(n.time)))))
-                : h('p.muted.pad', 'Nothing new.'));
+            h('section.notif-section', { 'aria-label': 'Alerts' },
+                this.notifications.length ? h('ul.notif-list', this.notifications.map(n => {
+                    const kind = (n.kind || 'info').replace(/[^a-z_-]/gi, '');
+                    return h('li.notif.' + kind, { dataset: { kind } },
+                        h('div.notif-title', icon(KIND_ICON[kind] || 'info'), h('span', n.title || n.kind)),
+                        n.body ? h('div.notif-body', n.body) : null, h('time.muted.small', formatTime(n.time)));
+                })) : h('p.muted.pad', 'Nothing new.')),
+            recent.length || this.taskError ? h('section.notif-section', { 'aria-label': 'Tasks' }, h('h3.notif-sub', 'Tasks'),
+                this.taskError ? h('p.form-error.pad', { role: 'alert' }, this.taskError) : null,
+                h('ul.notif-tasks', recent.map(t => h('li', { dataset: { task: String(t.id), state: t.state || '' } },
+                    h('div.notif-task-head', h('strong', t.type || 'task'), h('span.badge.state-' + stateClass(t.state), t.state || '')),
+                    t.state === 'running' || t.state === 'queued'
+                        ? h('div.progress', { role: 'progressbar', 'aria-label': (t.type || 'task') + ' progress', 'aria-valuenow': String(Math.round(t.progress || 0)), 'aria-valuemin': '0', 'aria-valuemax': '100' },
+                            h('div.progress-fill', { style: `width:${Math.round(t.progress || 0)}%` })) : null,
+                    t.error || t.message ? h('div.notif-body' + (t.state === 'failed' ? '.form-error' : ''), t.error || t.message) : null,
+                    h('time.muted.small', formatTime(t.updated || t.created)))))) : null);
     }
 
     renderBadge() {
@@ -355,6 +379,16 @@ function connectEvents() {
     events.addEventListener('task', ev => {
         try { taskUpdate(JSON.parse(ev.data)); } catch { /* ditto */ }
     });
+    // A frame whose "event:" line the browser could not read arrives as a plain message (the
+    // server's first frame after connecting did, see kernel/http.c http_reply_sse): tell the
+    // two kinds apart by their fields rather than lose it.
+    events.addEventListener('message', ev => {
+        try {
+            const d = JSON.parse(ev.data);
+            if (d && typeof d.title === 'string' && 'kind' in d) shell?.notify(d);
+            else if (d && d.id !== undefined && typeof d.state === 'string') taskUpdate(d);
+        } catch { /* ditto */ }
+    });
     events.addEventListener('error', async () => {
         // EventSource retries by itself; if it gave up, find out whether the session ended.
         if (events?.readyState === EventSource.CLOSED) {
@@ -366,6 +400,7 @@ function connectEvents() {
 /* ============================================================ tasks ======== */
 function taskUpdate(t) {
     emit('task', t);
+    shell?.taskSeen(t);
     const w = tasks.get(String(t.id));
     if (!w || w.done) return;
     w.progress = Math.round(t.progress ?? w.progress ?? 0);
