@@ -802,18 +802,24 @@ if (caps.moduleAdmin) describe('administration', () => {
         await shot('admin-modules');
     });
 
-    if (part) scenario(`switching the ${moduleName} module off hides its part of the page, on shows it again`, async () => {
-        const el = page.locator(`[data-part="${part}"]`).first();
-        await el.waitFor({ state: 'visible' });
-        const sw = page.locator(`tr[data-module="${moduleName}"] [role=switch]`);
-        assert.equal(await sw.getAttribute('aria-checked'), 'true');
-        await sw.click();
-        await page.locator(`tr[data-module="${moduleName}"][data-state]:not([data-state="active"])`).waitFor();
-        await el.waitFor({ state: 'hidden' });
-        await page.locator(`tr[data-module="${moduleName}"] [role=switch]`).click();
-        await page.locator(`tr[data-module="${moduleName}"][data-state="active"]`).waitFor();
-        await el.waitFor({ state: 'visible' });
-    });
+    // Each part is found by its data-part; its module is switched off in the Modules tab and back on.
+    const toggles = [[part, moduleName], ...['webhooks', 'sharing'].filter(p => caps.partOn(p)).map(p => [p, PARTS[p][0]])]
+        .filter(([p]) => p);
+    for (const [part, moduleName] of toggles) {
+        scenario(`switching the ${moduleName} module off hides its part of the page, on shows it again`, async () => {
+            await page.getByRole('link', { name: 'Modules' }).click();
+            const el = page.locator(`[data-part="${part}"]`).first();
+            await el.waitFor({ state: 'visible' });
+            const sw = page.locator(`tr[data-module="${moduleName}"] [role=switch]`);
+            assert.equal(await sw.getAttribute('aria-checked'), 'true');
+            await sw.click();
+            await page.locator(`tr[data-module="${moduleName}"][data-state]:not([data-state="active"])`).waitFor();
+            await el.waitFor({ state: 'hidden' });
+            await page.locator(`tr[data-module="${moduleName}"] [role=switch]`).click();
+            await page.locator(`tr[data-module="${moduleName}"][data-state="active"]`).waitFor();
+            await el.waitFor({ state: 'visible' });
+        });
+    }
 
     scenario('adding a user with a bad name shows the reason under the field', async () => {
         await page.getByRole('link', { name: 'Users' }).click();
