@@ -214,7 +214,11 @@ class Shell {
     storeMenu() {
         const items = state.stores.map(s => ({
             label: (String(s.id) === String(state.sid) ? '✓ ' : '') + s.name, icon: 'store',
-            action: () => { location.hash = '#/files/' + encodeURIComponent(s.id) + '/'; },
+            // Stay in the same view of the other store (its shares, activity, …), else its files.
+            action: () => {
+                const view = location.hash.replace(/^#\/?/, '').split('/')[0];
+                location.hash = '#/' + (this.storeViews[view] ? view : 'files') + '/' + encodeURIComponent(s.id) + '/';
+            },
         }));
         if (partEnabled('store-create')) items.push({ label: 'New store…', icon: 'plus', action: () => createStore() });
         if (partEnabled('store-manage') && currentStore()) {
