@@ -319,6 +319,405 @@ if (caps.files) describe('files', () => {
     });
 });
 
+// ------------------------------------------------------------ API helpers for set-up ---
+// Set-up that is not what a scenario is about goes through the API (as another client would).
+async function apiAs(token, method, path, body) {
+    const r = await fetch(URL + '/api/v1' + path, {
+        method, body: body === undefined || typeof body === 'string' ? body : JSON.stringify(body),
+        headers: { Authorization: 'Bearer ' + token },
+    });
+    const text = await r.text();
+    let json = null;
+    try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+    return { status: r.status, json, text };
+}
+async function firstSid(token = caps.token) {
+    return (await apiAs(token, 'GET', '/stores')).json[0].id;
+}
+async function putFile(path, body, token = caps.token) {
+    const sid = await firstSid(token);
+    if (path.includes('/')) await apiAs(token, 'POST', `/stores/${sid}/folders`, { path: path.split('/').slice(0, -1).join('/'), parents: true });
+    const r = await apiAs(token, 'PUT', `/stores/${sid}/files/${path.split('/').map(encodeURIComponent).join('/')}`, body);
+    assert.ok(r.status === 200 || r.status === 201, `PUT ${path} answered ${r.status}`);
+}
+
+if (caps.files && caps.partOn('sharing')) describe('sharing', () => {
+    let link = '', visitor, vpage;
+    const inDays = d => new Date(Date.now() + d * 86400000).toISOString().slice(0, 10);
+
+    before(async () => {
+        await putFile('Shared/hello.txt', 'hello visitor');
+        await putFile('Shared/sub/deep.txt', 'deep down');
+        await putFile('Drop/readme.txt', 'the owner only');
+        visitor = await browser.newContext({ viewport: { width: 1100, height: 760 }, acceptDownloads: true });
+        visitor.setDefaultTimeout(15000);
+        vpage = await visitor.newPage();
+        vpage.on('pageerror', e => console.log('# visitor page error:', e.message));
+    });
+    after(async () => { await visitor?.close(); });
+
+    scenario('share a folder by link with a password and an expiry; the link is shown once and copies', async () => {
+        await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: URL });
+        await goFiles();
+        await page.reload(); // the folders were made through the API
+        await row('Shared').waitFor();
+        await rowAction('Shared', 'Share…');
+        const dlg = page.getByRole('dialog');
+        await dlg.getByLabel('Permission').selectOption('download');
+        await dlg.getByLabel('Password (optional)').fill('open-sesame');
+        await dlg.getByLabel('Expires (optional)').fill(inDays(30));
+        await shot('share-dialog');
+        await dlg.getByRole('button', { name: 'Create share' }).click();
+        const done = page.getByRole('dialog', { name: 'Link created' });
+        await done.waitFor();
+        link = await done.getByLabel('Link', { exact: true }).inputValue();
+        assert.match(link, new RegExp('^' + URL.replace(/[.]/g, '\\.') + '/s/[A-Za-z0-9_-]{20,}$'));
+        await done.getByRole('button', { name: 'Copy Link' }).click();
+        await page.locator('.toast-success', { hasText: 'Copied' }).waitFor();
+        assert.equal(await page.evaluate(() => navigator.clipboard.readText()), link);
+        await shot('share-link');
+        await done.getByRole('button', { name: 'Done' }).click();
+        await done.waitFor({ state: 'detached' });
+    });
+
+    scenario('a bad share request shows the server\'s reason under its field', async () => {
+        await rowAction('Shared', 'Share…');
+        const dlg = page.getByRole('dialog');
+        await dlg.getByLabel('Who').selectOption('user');
+        await dlg.getByLabel('User name').fill('nobody-of-that-name');
+        await dlg.getByRole('button', { name: 'Create share' }).click();
+        const err = dlg.locator('.field-error, .form-error:not([hidden])');
+        await err.first().waitFor();
+        assert.match(await err.first().textContent(), /nobody-of-that-name/);
+        await page.keyboard.press('Escape');
+        await dlg.waitFor({ state: 'detached' });
+    });
+
+    scenario('the visitor: password prompt, wrong password refused, listing, file and zip downloads', async () => {
+        await vpage.goto(link);
+        await vpage.getByText('This link is protected by a password.').waitFor();
+        await vpage.getByLabel('Password').fill('not-it');
+        await vpage.getByRole('button', { name: 'Open' }).click();
+        await vpage.locator('.form-error:not([hidden])', { hasText: /wrong password/ }).waitFor();
+        await vpage.getByLabel('Password').fill('open-sesame');
+        await vpage.getByRole('button', { name: 'Open' }).click();
+        await vpage.locator('tr[data-path="hello.txt"]').waitFor();
+        assert.equal(await vpage.locator('tr[data-path="sub"]').getAttribute('data-type'), 'folder');
+        assert.match(await vpage.locator('.breadcrumbs [aria-current=page]').textContent(), /^Shared$/);
+        await vpage.screenshot({ path: join(ART, 'share-visitor.png') });
+        // a file: the bytes the owner stored
+        const [dl] = await Promise.all([vpage.waitForEvent('download'),
+            vpage.getByRole('button', { name: 'Download hello.txt' }).click()]);
+        assert.equal(readFileSync(await dl.path(), 'utf8'), 'hello visitor');
+        assert.equal(dl.suggestedFilename(), 'hello.txt');
+        // a sub-folder, then the whole folder as a zip with both files in it
+        await vpage.locator('tr[data-path="sub"]').getByRole('button', { name: 'sub' }).click();
+        await vpage.locator('tr[data-path="sub/deep.txt"]').waitFor();
+        await vpage.locator('.breadcrumbs').getByRole('button', { name: 'Shared' }).click();
+        await vpage.locator('tr[data-path="hello.txt"]').waitFor();
+        const [zip] = await Promise.all([vpage.waitForEvent('download'),
+            vpage.getByRole('button', { name: 'Download all as zip' }).click()]);
+        const z = readFileSync(await zip.path());
+        assert.equal(z.subarray(0, 2).toString(), 'PK');
+        assert.ok(z.includes('hello.txt') && z.includes('sub/deep.txt'), 'the zip holds both files');
+    });
+
+    scenario('a file link with a download limit of one: the visitor gets the file once, then the reason it stopped', async () => {
+        await putFile('report.txt', 'quarterly numbers');
+        const sid = await firstSid();
+        const sh = await apiAs(caps.token, 'POST', `/stores/${sid}/shares`, { path: 'report.txt', type: 'link', permission: 'view', max_downloads: 1 });
+        assert.equal(sh.status, 201, sh.text);
+        await vpage.goto(URL + sh.json.url);
+        await vpage.locator('.share-file h2', { hasText: 'report.txt' }).waitFor();
+        assert.match(await vpage.locator('.share-file').textContent(), /17 B/);
+        const [dl] = await Promise.all([vpage.waitForEvent('download'), vpage.getByRole('button', { name: 'Download' }).click()]);
+        assert.equal(readFileSync(await dl.path(), 'utf8'), 'quarterly numbers');
+        assert.equal(dl.suggestedFilename(), 'report.txt');
+        await vpage.reload();
+        const gone = vpage.locator('[role=alert]');
+        await gone.waitFor();
+        assert.match(await gone.textContent(), /download|expired|limit/i);
+    });
+
+    scenario('an upload-only link is a drop box: the visitor sends a file, sees no listing, the owner gets it', async () => {
+        await rowAction('Drop', 'Share…');
+        const dlg = page.getByRole('dialog');
+        await dlg.getByLabel('Permission').selectOption('upload');
+        await dlg.getByRole('button', { name: 'Create share' }).click();
+        const done = page.getByRole('dialog', { name: 'Link created' });
+        const drop = await done.getByLabel('Link', { exact: true }).inputValue();
+        await done.getByRole('button', { name: 'Done' }).click();
+        await vpage.goto(drop);
+        await vpage.getByRole('heading', { name: 'Drop box' }).waitFor();
+        assert.equal(await vpage.getByText('readme.txt').count(), 0, 'a drop box lists nothing');
+        const f = join(tmp, 'from-visitor.txt');
+        writeFileSync(f, 'sent through the drop box');
+        await vpage.getByLabel('Files to upload').setInputFiles(f);
+        await vpage.getByRole('button', { name: 'Upload', exact: true }).click();
+        await vpage.locator('.drop-status li.ok', { hasText: 'from-visitor.txt — uploaded' }).waitFor();
+        // the same name again: a drop box never overwrites, and says so
+        await vpage.getByLabel('Files to upload').setInputFiles(f);
+        await vpage.getByRole('button', { name: 'Upload', exact: true }).click();
+        await vpage.locator('.drop-status li.field-error', { hasText: 'from-visitor.txt' }).waitFor();
+        await vpage.screenshot({ path: join(ART, 'share-dropbox.png') });
+        const sid = await firstSid();
+        const got = await apiAs(caps.token, 'GET', `/stores/${sid}/files/Drop/from-visitor.txt`);
+        assert.equal(got.text, 'sent through the drop box');
+    });
+
+    scenario('the Shares view lists the store\'s shares; revoking one stops its link at once', async () => {
+        await page.getByRole('link', { name: 'Shares' }).click();
+        const r = page.locator('table.shares tr[data-path="Shared"]');
+        await r.waitFor();
+        await page.locator('table.shares tr[data-path="Drop"]').waitFor();
+        assert.match(await r.textContent(), /password/);
+        assert.match(await r.textContent(), /download/);
+        assert.match(await r.textContent(), /until /);
+        await shot('shares');
+        await r.getByRole('button', { name: 'Revoke the share of Shared' }).click();
+        await r.waitFor({ state: 'detached' });
+        await vpage.goto(link);
+        const gone = vpage.locator('[role=alert]');
+        await gone.waitFor();
+        assert.ok((await gone.textContent()).length > 5);
+        assert.equal(await vpage.getByText('This link is protected by a password.').count(), 0);
+    });
+
+    scenario('shared with me: a user share from another user opens in the page', async () => {
+        const mk = await apiAs(caps.token, 'POST', '/admin/users', { username: 'sharer', password: 'sharer-pass-1', role: 'user' });
+        assert.ok(mk.status === 201 || mk.status === 409, 'creating the user answered ' + mk.status);
+        const login = await (await fetch(URL + '/api/v1/auth/login', {
+            method: 'POST', body: JSON.stringify({ username: 'sharer', password: 'sharer-pass-1' }),
+        })).json();
+        await putFile('Plans/plan.txt', 'the plan', login.token);
+        const sid = await firstSid(login.token);
+        const sh = await apiAs(login.token, 'POST', `/stores/${sid}/shares`, { path: 'Plans', type: 'user', permission: 'view', user: USER });
+        assert.equal(sh.status, 201, sh.text);
+        await page.reload();
+        await page.getByRole('link', { name: 'Shares' }).click();
+        await page.locator('.shared-list li', { hasText: 'Plans' }).waitFor();
+        assert.match(await page.locator('.shared-list li', { hasText: 'Plans' }).textContent(), /from sharer/);
+        await page.getByRole('button', { name: 'Open Plans' }).click();
+        const dlg = page.getByRole('dialog', { name: 'Shared with me' });
+        await dlg.locator('tr[data-path="plan.txt"]').waitFor();
+        const [dl] = await Promise.all([page.waitForEvent('download'),
+            dlg.getByRole('button', { name: 'Download plan.txt' }).click()]);
+        assert.equal(readFileSync(await dl.path(), 'utf8'), 'the plan');
+        await shot('shared-with-me');
+        await dlg.getByRole('button', { name: 'Close', exact: true }).first().click();
+    });
+});
+
+if (caps.files && caps.partOn('activity')) describe('activity and audit', () => {
+    scenario("a store's activity lists what happened to its files, newest first", async () => {
+        await putFile('activity-probe.txt', 'seen in the activity');
+        await page.getByRole('link', { name: 'Activity' }).click();
+        const r = page.locator('table.entries tr[data-action="file.created"]', { hasText: 'activity-probe.txt' });
+        await r.waitFor();
+        assert.match(await r.textContent(), /admin/);
+        // newest first: the probe is above anything the earlier scenarios did
+        const seqs = await page.locator('table.entries tbody tr').evaluateAll(rs => rs.map(x => Number(x.dataset.seq)));
+        assert.deepEqual(seqs, [...seqs].sort((a, b) => b - a));
+        await shot('activity');
+    });
+
+    if (caps.moduleAdmin) scenario('the audit log: filter by action, check the chain, export exactly the selection as CSV', async () => {
+        await page.getByRole('link', { name: 'Administration' }).click();
+        await page.getByRole('link', { name: 'Audit log' }).click();
+        const form = page.getByRole('form', { name: 'Filter the audit log' });
+        await form.getByLabel('Action').fill('share.');
+        await form.getByRole('button', { name: 'Search' }).click();
+        await page.locator('table.entries tr[data-action="share.created"]').first().waitFor();
+        const actions = await page.locator('table.entries tbody tr').evaluateAll(rs => rs.map(x => x.dataset.action));
+        assert.ok(actions.length >= 2 && actions.every(a => a.startsWith('share.')), 'only share.* entries: ' + actions.join(' '));
+        assert.ok(actions.includes('share.password_failed'), 'the wrong link password is in the log');
+        await page.getByRole('button', { name: 'Check the chain' }).click();
+        await page.getByText(/Intact: \d+ entries verified/).waitFor();
+        await shot('audit');
+        const [dl] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Export CSV' }).click()]);
+        const lines = readFileSync(await dl.path(), 'utf8').trim().split(/\r?\n/);
+        assert.equal(lines[0], 'seq,time,action,user,ip,store,path,result,hash');
+        assert.equal(lines.length - 1, actions.length, 'the export holds what the page shows');
+        assert.ok(lines.slice(1).every(l => l.split(',')[2].replace(/"/g, '').startsWith('share.')), lines.join('\n'));
+    });
+});
+
+if (caps.files && caps.partOn('webhooks')) describe('webhooks', () => {
+    scenario('add a webhook: a denied URL is refused with the reason, the secret is shown once', async () => {
+        await page.getByRole('link', { name: 'Webhooks' }).click();
+        await page.getByRole('button', { name: 'Add webhook' }).click();
+        const dlg = page.getByRole('dialog', { name: 'Add webhook' });
+        await dlg.getByLabel('URL').fill('http://127.0.0.1:9/hook');
+        await dlg.getByLabel('Events').fill('file.created');
+        await dlg.getByRole('button', { name: 'Add webhook' }).click();
+        await dlg.locator('.field-error', { hasText: 'deny list' }).waitFor();
+        await dlg.getByLabel('URL').fill('https://hooks.invalid/mbyte');
+        await dlg.getByRole('button', { name: 'Add webhook' }).click();
+        const done = page.getByRole('dialog', { name: 'Webhook added' });
+        await done.waitFor();
+        const secret = await done.getByLabel('Secret', { exact: true }).inputValue();
+        assert.ok(secret.length >= 16, 'a secret: ' + secret);
+        await done.getByRole('button', { name: 'Done' }).click();
+        await page.locator('.hook', { hasText: 'https://hooks.invalid/mbyte' }).waitFor();
+        assert.equal(await page.getByText(secret).count(), 0, 'the secret is not shown again');
+    });
+
+    scenario('its delivery log shows each delivery and its attempts; redeliver adds a new one', async () => {
+        const sid = await firstSid();
+        const hooks = (await apiAs(caps.token, 'GET', `/stores/${sid}/webhooks`)).json.webhooks;
+        const hook = hooks.find(w => w.url === 'https://hooks.invalid/mbyte');
+        await putFile('hooked.txt', 'an event');
+        // wait for the server to have recorded the delivery (it is made when the event fires)
+        for (let i = 0; ; i++) {
+            const d = (await apiAs(caps.token, 'GET', `/stores/${sid}/webhooks/${hook.id}/deliveries`)).json.deliveries;
+            if (d.some(x => x.event === 'file.created')) break;
+            assert.ok(i < 300, 'no delivery recorded');
+            await new Promise(r => setTimeout(r, 100));
+        }
+        const card = page.locator(`.hook[data-hook="${hook.id}"]`);
+        await card.getByRole('button', { name: 'Deliveries' }).click();
+        const first = page.locator(`.hook[data-hook="${hook.id}"] tr[data-delivery]`).first();
+        await first.waitFor();
+        assert.match(await first.textContent(), /file\.created/);
+        assert.match(await first.textContent(), /attempt/);
+        await shot('webhooks');
+        await first.getByRole('button', { name: /^Redeliver/ }).click();
+        await page.locator('.toast-success', { hasText: 'Sent again' }).waitFor();
+        await page.locator(`.hook[data-hook="${hook.id}"] tr[data-delivery]`, { hasText: '(redelivery)' }).waitFor();
+    });
+});
+
+if (caps.partOn('ftp')) describe('ftp access', () => {
+    scenario('create an app password (shown once, with the connection details), then revoke it', async () => {
+        await page.getByRole('button', { name: /^Account: / }).click();
+        await page.getByRole('menuitem', { name: 'FTP access…' }).click();
+        const dlg = page.getByRole('dialog', { name: 'FTP access' });
+        assert.equal(await dlg.getByLabel('Host', { exact: true }).inputValue(), new globalThis.URL(URL).hostname);
+        assert.equal(await dlg.getByLabel('User name', { exact: true }).inputValue(), USER);
+        await dlg.getByRole('button', { name: 'Create app password' }).click();
+        await dlg.getByText('Name the device or program it is for.').waitFor();
+        await dlg.getByLabel('Name', { exact: true }).fill('laptop');
+        await dlg.getByRole('button', { name: 'Create app password' }).click();
+        const pw = await dlg.getByLabel('App password', { exact: true });
+        await pw.waitFor();
+        assert.ok((await pw.inputValue()).length >= 16);
+        await dlg.locator('ul.app-passwords li', { hasText: 'laptop' }).waitFor();
+        await shot('ftp-access');
+        const listed = (await apiAs(caps.token, 'GET', '/ftp/passwords')).json;
+        assert.ok(listed.some(p => p.name === 'laptop'));
+        await dlg.getByRole('button', { name: 'Revoke laptop' }).click();
+        await dlg.locator('ul.app-passwords li', { hasText: 'laptop' }).waitFor({ state: 'detached' });
+        assert.ok(!(await apiAs(caps.token, 'GET', '/ftp/passwords')).json.some(p => p.name === 'laptop'));
+        await dlg.getByRole('button', { name: 'Close', exact: true }).last().click();
+        await dlg.waitFor({ state: 'detached' });
+    });
+});
+
+if (caps.files && caps.partOn('settings')) describe('store settings and usage', () => {
+    scenario("store settings: a bad value is refused under its field; a file size limit refuses a bigger upload with the server's reason", async () => {
+        await goFiles();
+        await page.getByRole('button', { name: 'Store settings' }).click();
+        const dlg = page.getByRole('dialog', { name: /^Settings of/ });
+        const trash = dlg.getByLabel(/Keep deleted files in the trash for/);
+        await trash.fill('-1');
+        await dlg.getByRole('button', { name: 'Save' }).click();
+        await dlg.locator('.field-error').waitFor();
+        assert.equal(await trash.getAttribute('aria-invalid'), 'true', 'the error sits under the trash field');
+        await trash.fill('7');
+        await dlg.getByLabel(/Largest file/).fill('5');
+        await dlg.getByLabel(/Store size limit/).fill(String(1024 * 1024 * 1024));
+        await dlg.getByRole('button', { name: 'Save' }).click();
+        await page.locator('.toast-success', { hasText: 'Settings saved.' }).waitFor();
+        await dlg.waitFor({ state: 'detached' });
+        const f = join(tmp, 'too-big.txt');
+        writeFileSync(f, 'more than five bytes');
+        await page.locator('.files-view input[type=file]:not([webkitdirectory])').setInputFiles(f);
+        const err = page.locator('.upload-item', { hasText: 'too-big.txt' }).locator('.upload-status.error');
+        await err.waitFor();
+        assert.ok((await err.textContent()).length > 10, 'the reason: ' + await err.textContent());
+        assert.equal(await row('too-big.txt').count(), 0);
+        await page.locator('.uploads').getByRole('button', { name: 'Clear' }).click();
+        // reopened: the saved values, marked as this store's own, and the usage against the new limit
+        await page.getByRole('button', { name: 'Store settings' }).click();
+        assert.equal(await dlg.getByLabel(/Largest file/).inputValue(), '5');
+        assert.equal(await dlg.getByLabel(/Keep deleted files in the trash for/).inputValue(), '7');
+        const bar = dlg.getByRole('progressbar', { name: 'Store usage' });
+        await bar.waitFor();
+        assert.match(await bar.getAttribute('aria-valuetext'), / of 1\.0 GB /);
+        await shot('store-settings');
+        await dlg.getByLabel(/Largest file/).fill('0');
+        await dlg.getByLabel(/Store size limit/).fill('0');
+        await dlg.getByRole('button', { name: 'Save' }).click();
+        await dlg.waitFor({ state: 'detached' });
+    });
+
+    if (caps.partOn('usage') && caps.moduleAdmin) scenario('the usage meter: used against the quota as a bar, with its parts when the server reports them', async () => {
+        const q = await apiAs(caps.token, 'PUT', '/admin/quotas/users/' + USER, { bytes: 10 * 1024 * 1024 * 1024 });
+        assert.equal(q.status, 200, q.text);
+        try {
+            await page.reload();
+            const bar = page.getByRole('navigation', { name: 'Main' }).getByRole('progressbar', { name: 'Storage used' });
+            await bar.waitFor();
+            assert.match(await bar.getAttribute('aria-valuetext'), / of 10 GB /);
+            // The parts (current files, old versions, trash) as the usage answer gives them.
+            await page.route('**/api/v1/me/usage', route => route.fulfill({
+                json: { bytes: 3000, files: 2, current: 2000, versions: 600, trash: 400, quota_bytes: 10000 },
+            }));
+            await page.reload();
+            const nav = page.getByRole('navigation', { name: 'Main' });
+            await nav.getByText('2.9 KB of 9.8 KB used').waitFor();
+            assert.deepEqual(await nav.locator('ul.usage-parts li').allTextContents(),
+                ['files: 2.0 KB', 'old versions: 600 B', 'trash: 400 B']);
+            const w = await nav.locator('.usage-bar').evaluate(b => {
+                const total = b.getBoundingClientRect().width;
+                return ['current', 'versions', 'trash'].map(k => b.querySelector('.part-' + k).getBoundingClientRect().width / total);
+            });
+            assert.ok(Math.abs(w[0] - 0.2) < 0.03 && Math.abs(w[1] - 0.06) < 0.03 && Math.abs(w[2] - 0.04) < 0.03, JSON.stringify(w));
+            await page.locator('.nav-foot').screenshot({ path: join(ART, 'usage.png') });
+        } finally {
+            await page.unroute('**/api/v1/me/usage');
+            await apiAs(caps.token, 'PUT', '/admin/quotas/users/' + USER, { bytes: null });
+            await page.reload();
+        }
+    });
+});
+
+if (caps.files && caps.partOn('usage') && caps.partOn('store-create') && caps.moduleAdmin) describe('notifications', () => {
+    scenario('the bell: a quota warning and a finished task arrive live, and the panel lists them', async () => {
+        await page.reload();
+        await page.getByRole('navigation', { name: 'Main' }).waitFor();
+        const used = (await apiAs(caps.token, 'GET', '/me/usage')).json.bytes;
+        // A quota the next small file takes past 80%: the quotas module warns the owner.
+        const q = await apiAs(caps.token, 'PUT', '/admin/quotas/users/' + USER, { bytes: Math.ceil(used / 0.85) });
+        assert.equal(q.status, 200, q.text);
+        try {
+            await putFile('tips-over.txt', 'a few more bytes');
+            for (let i = 0; ; i++) { // the server's own record first: the warning exists
+                const ns = (await apiAs(caps.token, 'GET', '/notifications')).json;
+                if (ns.some(n => n.title === 'Storage almost full')) break;
+                assert.ok(i < 300, 'no quota warning: ' + JSON.stringify(ns) + JSON.stringify((await apiAs(caps.token, 'GET', '/me/usage')).json));
+                await new Promise(r => setTimeout(r, 100));
+            }
+            await page.locator('.toast', { hasText: 'Storage almost full' }).waitFor();
+            await page.getByRole('button', { name: /^Notifications \(\d+ new\)$/ }).waitFor();
+            const st = await apiAs(caps.token, 'POST', '/stores', { name: 'Bell' });
+            assert.equal(st.status, 202, st.text);
+            await page.locator('.toast', { hasText: /finished|created/i }).first().waitFor({ timeout: 60000 });
+            await page.getByRole('button', { name: /^Notifications/ }).click();
+            const panel = page.locator('.notif-panel');
+            const warn = panel.locator('li.notif[data-kind="warning"]', { hasText: 'Storage almost full' });
+            await warn.waitFor();
+            assert.match(await warn.textContent(), /%|of/);
+            await panel.locator(`.notif-tasks li[data-task="${st.json.task}"][data-state="done"]`).waitFor();
+            await shot('notifications');
+            await page.getByRole('button', { name: 'Close notifications' }).click();
+            assert.equal(await page.getByRole('button', { name: 'Notifications', exact: true }).count(), 1, 'the badge is cleared once read');
+        } finally {
+            await apiAs(caps.token, 'PUT', '/admin/quotas/users/' + USER, { bytes: null });
+        }
+    });
+});
+
 describe('names that could pass for others', () => {
     // A zero-width space is allowed in new names; the page must show it. A right-to-left override
     // is refused in new names (docs/storage.md "Names") but a name made before that rule may hold
@@ -403,18 +802,30 @@ if (caps.moduleAdmin) describe('administration', () => {
         await shot('admin-modules');
     });
 
-    if (part) scenario(`switching the ${moduleName} module off hides its part of the page, on shows it again`, async () => {
-        const el = page.locator(`[data-part="${part}"]`).first();
-        await el.waitFor({ state: 'visible' });
-        const sw = page.locator(`tr[data-module="${moduleName}"] [role=switch]`);
-        assert.equal(await sw.getAttribute('aria-checked'), 'true');
-        await sw.click();
-        await page.locator(`tr[data-module="${moduleName}"][data-state]:not([data-state="active"])`).waitFor();
-        await el.waitFor({ state: 'hidden' });
-        await page.locator(`tr[data-module="${moduleName}"] [role=switch]`).click();
-        await page.locator(`tr[data-module="${moduleName}"][data-state="active"]`).waitFor();
-        await el.waitFor({ state: 'visible' });
-    });
+    // Each part is found by its data-part; its module is switched off in the Modules tab and back on.
+    const toggles = [[part, moduleName], ...['webhooks', 'sharing'].filter(p => caps.partOn(p)).map(p => [p, PARTS[p][0]])]
+        .filter(([p]) => p);
+    for (const [part, moduleName] of toggles) {
+        scenario(`switching the ${moduleName} module off hides its part of the page, on shows it again`, async () => {
+            await page.getByRole('link', { name: 'Modules' }).click();
+            const el = page.locator(`[data-part="${part}"]`).first();
+            await el.waitFor({ state: 'visible' });
+            const sw = page.locator(`tr[data-module="${moduleName}"] [role=switch]`);
+            assert.equal(await sw.getAttribute('aria-checked'), 'true');
+            await sw.click();
+            await page.locator(`tr[data-module="${moduleName}"][data-state]:not([data-state="active"])`).waitFor();
+            await el.waitFor({ state: 'hidden' });
+            if (part === 'sharing') { // a link's page says sharing is off instead of failing somehow
+                const p = await context.newPage();
+                await p.goto(URL + '/s/' + 'x'.repeat(43));
+                await p.getByText('Sharing is not available on this server right now.').waitFor();
+                await p.close();
+            }
+            await page.locator(`tr[data-module="${moduleName}"] [role=switch]`).click();
+            await page.locator(`tr[data-module="${moduleName}"][data-state="active"]`).waitFor();
+            await el.waitFor({ state: 'visible' });
+        });
+    }
 
     scenario('adding a user with a bad name shows the reason under the field', async () => {
         await page.getByRole('link', { name: 'Users' }).click();

@@ -10,6 +10,7 @@ import { api } from './api.js';
 import { h, icon, button, clear, dialog, field, toast, formatTime, formatBytes } from './ui.js';
 import { on } from './state.js';
 import { applyParts, partEnabled } from './modules.js';
+import { auditTab } from './activity.js';
 
 const TABS = [
     { id: 'users', label: 'Users', icon: 'users' },
@@ -17,6 +18,7 @@ const TABS = [
     { id: 'modules', label: 'Modules', icon: 'puzzle' },
     { id: 'tasks', label: 'Tasks', icon: 'tasks' },
     { id: 'integrity', label: 'Integrity', icon: 'shield', part: 'integrity' },
+    { id: 'audit', label: 'Audit log', icon: 'history', part: 'activity' },
 ];
 
 export class AdminView {
@@ -53,6 +55,9 @@ export class AdminView {
         const m = this.rowErrors.get(key);
         return m ? h('tr.row-error', h('td', { colspan: String(cols), role: 'alert' }, icon('alert'), m)) : null;
     }
+
+    /* ------------------------------------------------------- audit log --- */
+    async audit() { await auditTab(this.body); }
 
     /* ------------------------------------------------------------ users --- */
     async users() {

@@ -11,8 +11,12 @@ import { api, setCsrf, csrfToken, setUnauthorizedHandler, ApiError } from './api
 import { h, icon, button, clear, dialog, field, openMenu, toast, formatBytes, formatTime, fileName } from './ui.js';
 import { state, on, emit, currentStore, isAdmin } from './state.js';
 import { setModules, applyParts, partEnabled } from './modules.js';
-import { FilesView, TrashView } from './files.js';
+import { FilesView, TrashView, usageBar } from './files.js';
 import { AdminView } from './admin.js';
+import { SharesView, showPublic } from './shares.js';
+import { ActivityView } from './activity.js';
+import { WebhooksView } from './webhooks.js';
+import { ftpAccess } from './ftp.js';
 import { Uploads } from './uploads.js';
 import { resetCapabilities } from './tus.js';
 
@@ -120,6 +124,13 @@ class Shell {
         this.files = new FilesView({ uploads: this.uploads });
         this.trash = new TrashView();
         this.admin = new AdminView({ refreshModules });
+        // Views of one store besides its files: hash name -> view, its part, its title.
+        this.storeViews = {
+            trash: { view: this.trash, part: 'trash', title: 'Trash' },
+            shares: { view: new SharesView(), part: 'sharing', title: 'Shares' },
+            activity: { view: new ActivityView(), part: 'activity', title: 'Activity' },
+            webhooks: { view: new WebhooksView(), part: 'webhooks', title: 'Webhooks' },
+        };
         this.unread = 0;
         this.notifications = [];
         this.storeBtn = h('button.store-switch', { type: 'button', 'aria-haspopup': 'menu', 'aria-label': 'Switch store' });
@@ -131,6 +142,7 @@ class Shell {
             h('span.avatar', state.user.username.slice(0, 1).toUpperCase()), h('span.user-name', state.user.username));
         userBtn.addEventListener('click', () => openMenu(userBtn, [
             { label: 'Change password…', icon: 'settings', action: () => changePassword() },
+            partEnabled('ftp') ? { label: 'FTP access…', icon: 'shield', action: () => ftpAccess() } : null,
             { label: 'About MByte', icon: 'info', action: () => about() },
             { label: 'Sign out', icon: 'logout', action: () => logout() },
         ]));
@@ -149,6 +161,9 @@ class Shell {
             h('ul',
                 h('li', h('a', { href: '#/files', dataset: { nav: 'files' } }, icon('files'), 'Files')),
                 h('li', { dataset: { part: 'trash' } }, h('a', { href: '#/trash', dataset: { nav: 'trash' } }, icon('trash'), 'Trash')),
+                h('li', { dataset: { part: 'sharing' } }, h('a', { href: '#/shares', dataset: { nav: 'shares' } }, icon('users'), 'Shares')),
+                h('li', { dataset: { part: 'activity' } }, h('a', { href: '#/activity', dataset: { nav: 'activity' } }, icon('history'), 'Activity')),
+                h('li', { dataset: { part: 'webhooks' } }, h('a', { href: '#/webhooks', dataset: { nav: 'webhooks' } }, icon('refresh'), 'Webhooks')),
                 isAdmin() ? h('li', h('a', { href: '#/admin/users', dataset: { nav: 'admin' } }, icon('shield'), 'Administration')) : null),
             h('div.nav-foot', this.usage, h('p.server-line', h('span.version'), this.greeting)));
         this.nav.addEventListener('click', ev => { if (ev.target.closest('a')) this.toggleNav(false); });
@@ -199,7 +214,11 @@ class Shell {
     storeMenu() {
         const items = state.stores.map(s => ({
             label: (String(s.id) === String(state.sid) ? '✓ ' : '') + s.name, icon: 'store',
-            action: () => { location.hash = '#/files/' + encodeURIComponent(s.id) + '/'; },
+            // Stay in the same view of the other store (its shares, activity, …), else its files.
+            action: () => {
+                const view = location.hash.replace(/^#\/?/, '').split('/')[0];
+                location.hash = '#/' + (this.storeViews[view] ? view : 'files') + '/' + encodeURIComponent(s.id) + '/';
+            },
         }));
         if (partEnabled('store-create')) items.push({ label: 'New store…', icon: 'plus', action: () => createStore() });
         if (partEnabled('store-manage') && currentStore()) {
@@ -214,16 +233,8 @@ class Shell {
         if (!partEnabled('usage')) return;
         try {
             const u = await api('GET', '/me/usage');
-            const used = u.bytes ?? u.used ?? 0, quota = u.quota_bytes ?? u.quota ?? 0;
-            const pct = quota ? Math.min(100, Math.round((used / quota) * 100)) : 0;
-            clear(this.usage,
-                h('div.usage-label', icon('pie'), h('span', quota ? `${formatBytes(used)} of ${formatBytes(quota)} used`
-                    : `${formatBytes(used)} used`)),
-                quota ? h('div.progress' + (pct >= 95 ? '.failed' : pct >= 80 ? '.warn' : ''), {
-                    role: 'progressbar', 'aria-label': 'Storage used', 'aria-valuenow': String(pct),
-                    'aria-valuemin': '0', 'aria-valuemax': '100',
-                }, h('div.progress-fill', { style: `width:${pct}%` })) : null,
-                u.files != null ? h('div.muted.small', `${u.files} files`) : null);
+            clear(this.usage, usageBar(u, 'Storage used'));
+            this.usage.querySelector('.usage-label')?.prepend(icon('pie'));
         } catch (e) {
             clear(this.usage, h('p.field-error', 'Usage: ' + e.message));
         }
@@ -255,15 +266,16 @@ class Shell {
             await this.admin.show(rest[0] || 'users');
             return;
         }
-        if (view === 'trash' && partEnabled('trash')) {
-            mark('trash');
+        const sv = this.storeViews[view];
+        if (sv && partEnabled(sv.part) && firstSid !== undefined) {
+            mark(view);
             this.files.closePanel();
             const sid = rest[0] || state.sid || firstSid;
             state.sid = String(sid);
             this.renderStoreBtn();
-            document.title = 'Trash · MByte';
-            clear(this.main, this.trash.el);
-            await this.trash.show(sid);
+            document.title = sv.title + ' · MByte';
+            clear(this.main, sv.view.el);
+            await sv.view.show(sid);
             return;
         }
         mark('files');
@@ -293,19 +305,34 @@ class Shell {
         this.unread = 0;
         this.renderBadge();
         clear(this.notifPanel, h('p.muted.pad', 'Loading…'));
-        try {
-            const list = await api('GET', '/notifications');
-            this.notifications = Array.isArray(list) ? list : list?.items || [];
-        } catch (e) {
-            clear(this.notifPanel, h('p.form-error.pad', { role: 'alert' }, e.message));
+        const [nl, tl] = await Promise.allSettled([api('GET', '/notifications'), api('GET', '/tasks')]);
+        if (nl.status === 'rejected') {
+            clear(this.notifPanel, h('p.form-error.pad', { role: 'alert' }, nl.reason.message));
             return;
         }
+        this.notifications = Array.isArray(nl.value) ? nl.value : nl.value?.items || [];
+        // The caller's tasks (newest first): the panel shows the last few, finished or not.
+        this.recentTasks = tl.status === 'fulfilled' ? (Array.isArray(tl.value) ? tl.value : tl.value?.tasks || []) : [];
+        this.taskError = tl.status === 'rejected' ? tl.reason.message : null;
         this.renderNotifications();
         this.notifPanel.querySelector('button')?.focus();
     }
 
+    /* A task frame from the event stream: keep the panel's task list current. */
+    taskSeen(t) {
+        if (!t || t.id === undefined) return;
+        this.recentTasks = this.recentTasks || [];
+        const i = this.recentTasks.findIndex(x => String(x.id) === String(t.id));
+        if (i >= 0) this.recentTasks[i] = { ...this.recentTasks[i], ...t };
+        else this.recentTasks.unshift(t);
+        if (!this.notifPanel.hidden) this.renderNotifications();
+    }
+
     renderNotifications() {
-        const running = [...tasks.values()].filter(t => !t.done);
+        const KIND_ICON = { success: 'check', error: 'alert', warning: 'alert' };
+        const stateClass = st => (st === 'done' ? 'done' : st === 'failed' || st === 'cancelled' ? 'failed' : 'running');
+        // Finished, failed and running tasks; queued ones (waiting for a retry) would only crowd it.
+        const recent = (this.recentTasks || []).filter(t => t.state !== 'queued').slice(0, 5);
         clear(this.notifPanel,
             h('div.notif-head', h('h2', 'Notifications'),
                 button('Clear all', null, async () => {
@@ -313,13 +340,22 @@ class Shell {
                     catch (e) { toast('Could not clear the notifications: ' + e.message, 'error'); }
                 }, { cls: 'small' }),
                 button('Close notifications', 'close', () => { this.toggleNotifications(false); this.bell.focus(); }, { cls: 'icon-btn', iconOnly: true })),
-            running.length ? h('ul.notif-tasks', running.map(t => h('li', h('strong', t.label),
-                h('div.progress', { role: 'progressbar', 'aria-label': t.label, 'aria-valuenow': String(t.progress || 0), 'aria-valuemin': '0', 'aria-valuemax': '100' },
-                    h('div.progress-fill', { style: `width:${t.progress || 0}%` }))))) : null,
-            this.notifications.length ? h('ul.notif-list', this.notifications.map(n => h('li.notif.' + (n.kind || 'info').replace(/[^a-z_-]/gi, ''),
-                h('div.notif-title', n.title || n.kind), n.body ? h('div.notif-body', n.body) : null,
-                h('time.muted.small', formatTime(n.time)))))
-                : h('p.muted.pad', 'Nothing new.'));
+            h('section.notif-section', { 'aria-label': 'Alerts' },
+                this.notifications.length ? h('ul.notif-list', this.notifications.map(n => {
+                    const kind = (n.kind || 'info').replace(/[^a-z_-]/gi, '');
+                    return h('li.notif.' + kind, { dataset: { kind } },
+                        h('div.notif-title', icon(KIND_ICON[kind] || 'info'), h('span', n.title || n.kind)),
+                        n.body ? h('div.notif-body', n.body) : null, h('time.muted.small', formatTime(n.time)));
+                })) : h('p.muted.pad', 'Nothing new.')),
+            recent.length || this.taskError ? h('section.notif-section', { 'aria-label': 'Tasks' }, h('h3.notif-sub', 'Tasks'),
+                this.taskError ? h('p.form-error.pad', { role: 'alert' }, this.taskError) : null,
+                h('ul.notif-tasks', recent.map(t => h('li', { dataset: { task: String(t.id), state: t.state || '' } },
+                    h('div.notif-task-head', h('strong', t.type || 'task'), h('span.badge.state-' + stateClass(t.state), t.state || '')),
+                    t.state === 'running' || t.state === 'queued'
+                        ? h('div.progress', { role: 'progressbar', 'aria-label': (t.type || 'task') + ' progress', 'aria-valuenow': String(Math.round(t.progress || 0)), 'aria-valuemin': '0', 'aria-valuemax': '100' },
+                            h('div.progress-fill', { style: `width:${Math.round(t.progress || 0)}%` })) : null,
+                    t.error || t.message ? h('div.notif-body' + (t.state === 'failed' ? '.form-error' : ''), t.error || t.message) : null,
+                    h('time.muted.small', formatTime(t.updated || t.created)))))) : null);
     }
 
     renderBadge() {
@@ -347,6 +383,16 @@ function connectEvents() {
     events.addEventListener('task', ev => {
         try { taskUpdate(JSON.parse(ev.data)); } catch { /* ditto */ }
     });
+    // A frame whose "event:" line the browser could not read arrives as a plain message (the
+    // server's first frame after connecting did, see kernel/http.c http_reply_sse): tell the
+    // two kinds apart by their fields rather than lose it.
+    events.addEventListener('message', ev => {
+        try {
+            const d = JSON.parse(ev.data);
+            if (d && typeof d.title === 'string' && 'kind' in d) shell?.notify(d);
+            else if (d && d.id !== undefined && typeof d.state === 'string') taskUpdate(d);
+        } catch { /* ditto */ }
+    });
     events.addEventListener('error', async () => {
         // EventSource retries by itself; if it gave up, find out whether the session ended.
         if (events?.readyState === EventSource.CLOSED) {
@@ -358,6 +404,7 @@ function connectEvents() {
 /* ============================================================ tasks ======== */
 function taskUpdate(t) {
     emit('task', t);
+    shell?.taskSeen(t);
     const w = tasks.get(String(t.id));
     if (!w || w.done) return;
     w.progress = Math.round(t.progress ?? w.progress ?? 0);
@@ -508,5 +555,8 @@ async function start() {
 window.addEventListener('hashchange', () => shell?.route());
 window.addEventListener('offline', () => toast('You are offline. Uploads resume when the connection is back.', 'error'));
 
+// /s/{token} is a share link's page for visitors: no sign-in, nothing else of the page.
+const shareLink = /^\/s\/([^/]+)\/?$/.exec(location.pathname);
+if (shareLink) showPublic(root, decodeURIComponent(shareLink[1]));
 // A tab that has a CSRF token may still have its session cookie: try it; otherwise sign in.
-if (csrfToken()) start(); else showLogin();
+else if (csrfToken()) start(); else showLogin();

@@ -226,6 +226,7 @@ export class FilesView {
             { label: 'Rename…', icon: 'edit', action: () => this.rename(e) },
             { label: 'Move…', icon: 'move', action: () => this.move([e]) },
             { label: 'Details', icon: 'info', action: () => this.openPanel(e, 'details') },
+            partEnabled('sharing') ? { label: 'Share…', icon: 'users', action: () => import('./shares.js').then(m => m.shareDialog(state.sid, e)) } : null,
             e.type === 'file' && partEnabled('versions') ? { label: 'Versions', icon: 'history', action: () => this.openPanel(e, 'versions') } : null,
             { label: 'Delete', icon: 'trash', danger: true, action: () => this.remove([e]) },
         ]), { cls: 'icon-btn', iconOnly: true });
@@ -644,9 +645,43 @@ export class TrashView {
 }
 
 /* ========================================================== store settings === */
-/* A form built from whatever GET .../config answers: booleans become switches, numbers number
- * fields, lists comma-separated text. Only changed fields are PATCHed; a refusal names the field
- * and appears under it. */
+/* GET .../config answers {"store","settings":{effective values},"overridden":[keys]}. The form
+ * has a labelled field per known setting (limits, file types, versioning, trash) and a generic
+ * one for any other; only changed settings are PATCHed ("versioning" as its whole object), and
+ * a refusal names the field and appears under it. Above: the store's usage against its limit. */
+const SETTINGS = {
+    max_bytes: { label: 'Store size limit (bytes)', hint: 'Current files and the trash; 0 = no limit.', bytes: true },
+    max_files: { label: 'Most files', hint: '0 = no limit.' },
+    max_file_size: { label: 'Largest file (bytes)', hint: '0 = no limit.', bytes: true },
+    allowed_extensions: { label: 'Only these extensions', hint: 'Comma-separated, without the dot; empty allows all.' },
+    blocked_extensions: { label: 'Never these extensions', hint: 'Comma-separated, without the dot.' },
+    allowed_types: { label: 'Only these types', hint: 'MIME types, image/* allowed; empty allows all.' },
+    blocked_types: { label: 'Never these types', hint: 'MIME types.' },
+    'versioning.enabled': { label: 'Keep old versions of files' },
+    'versioning.max_versions': { label: 'Versions kept per file', hint: '1 to 1000.' },
+    'versioning.max_age_days': { label: 'Keep versions for (days)', hint: '0 = no age limit.' },
+    trash_retention_days: { label: 'Keep deleted files in the trash for (days)', hint: '0 to 36500.' },
+};
+
+/* A usage bar: parts (current files, old versions, trash) as segments when the answer has them. */
+export function usageBar(u, label) {
+    const used = u.bytes ?? u.used ?? 0, quota = u.quota_bytes ?? u.quota ?? 0;
+    const pct = quota ? Math.min(100, Math.round((used / quota) * 100)) : 0;
+    const parts = ['current', 'versions', 'trash'].filter(k => typeof u[k] === 'number');
+    const names = { current: 'files', versions: 'old versions', trash: 'trash' };
+    const bar = quota ? h('div.progress.usage-bar' + (pct >= 95 ? '.failed' : pct >= 80 ? '.warn' : ''), {
+        role: 'progressbar', 'aria-label': label, 'aria-valuenow': String(pct), 'aria-valuemin': '0', 'aria-valuemax': '100',
+        'aria-valuetext': `${formatBytes(used)} of ${formatBytes(quota)} (${pct}%)`,
+    }, parts.length ? parts.map(k => h('div.progress-fill.part-' + k, {
+        style: `width:${Math.min(100, (u[k] / quota) * 100)}%`, title: `${names[k]}: ${formatBytes(u[k])}`,
+    })) : h('div.progress-fill', { style: `width:${pct}%` })) : null;
+    return h('div.usage-detail',
+        h('div.usage-label', h('span', quota ? `${formatBytes(used)} of ${formatBytes(quota)} used` : `${formatBytes(used)} used (no limit)`)),
+        bar,
+        parts.length ? h('ul.usage-parts', parts.map(k => h('li', { dataset: { part: k } }, h('span.swatch.part-' + k), `${names[k]}: ${formatBytes(u[k])}`))) : null,
+        u.files != null ? h('div.muted.small', `${u.files} files`) : null);
+}
+
 export async function storeSettings(sid) {
     let cfg;
     try {
@@ -655,33 +690,50 @@ export async function storeSettings(sid) {
         toast('Could not load the settings: ' + e.message, 'error');
         return;
     }
+    const settings = cfg?.settings ?? cfg ?? {};
+    const overridden = new Set(cfg?.overridden || []);
+    // Flatten one level ("versioning.enabled") so each value has its own input.
+    const flat = {};
+    for (const [k, v] of Object.entries(settings)) {
+        if (k === 'store') continue;
+        if (v && typeof v === 'object' && !Array.isArray(v)) for (const [k2, v2] of Object.entries(v)) flat[k + '.' + k2] = v2;
+        else flat[k] = v;
+    }
     const inputs = {};
-    const label = k => k.replace(/_/g, ' ').replace(/^./, c => c.toUpperCase());
-    const fields = Object.entries(cfg || {}).filter(([, v]) => v === null || typeof v !== 'object' || Array.isArray(v))
-        .map(([k, v]) => {
-            let input;
-            if (typeof v === 'boolean') {
-                input = h('input', { type: 'checkbox', name: k, checked: v });
-                const id = 'cfg-' + k;
-                input.id = id;
-                inputs[k] = input;
-                return h('div.field.check', input, h('label', { for: id }, label(k)));
-            }
-            if (typeof v === 'number') input = h('input', { type: 'number', name: k, value: String(v), min: '0' });
-            else if (Array.isArray(v)) input = h('input', { type: 'text', name: k, value: v.join(', '), placeholder: 'comma-separated' });
-            else input = h('input', { type: 'text', name: k, value: v ?? '' });
+    const label = k => SETTINGS[k]?.label || k.replace(/[._]/g, ' ').replace(/^./, c => c.toUpperCase());
+    const order = Object.keys(SETTINGS);
+    const rank = k => (order.includes(k) ? order.indexOf(k) : order.length);
+    const fields = Object.entries(flat).sort((a, b) => rank(a[0]) - rank(b[0])).map(([k, v]) => {
+        const mark = overridden.has(k.split('.')[0]) ? null : h('span.muted.small', ' (default)');
+        let input;
+        if (typeof v === 'boolean') {
+            input = h('input', { type: 'checkbox', name: k, checked: v });
+            input.id = 'cfg-' + k.replace('.', '-');
             inputs[k] = input;
-            return field(label(k), input);
-        });
+            return h('div.field.check', input, h('label', { for: input.id }, label(k), mark));
+        }
+        if (typeof v === 'number') input = h('input', { type: 'number', name: k, value: String(v), min: '0' });
+        else if (Array.isArray(v)) input = h('input', { type: 'text', name: k, value: v.join(', '), placeholder: 'comma-separated' });
+        else input = h('input', { type: 'text', name: k, value: v ?? '' });
+        inputs[k] = input;
+        const hint = [SETTINGS[k]?.hint, SETTINGS[k]?.bytes && v ? 'Now ' + formatBytes(v) + '.' : null].filter(Boolean).join(' ');
+        const f = field(label(k), input, hint || null);
+        if (mark) f.querySelector('label').append(mark);
+        return f;
+    });
+    const usage = h('div.store-usage', { dataset: { part: 'usage' } });
+    if (partEnabled('usage')) {
+        api('GET', `${S(sid)}/usage`).then(u => clear(usage, h('h3', 'Usage'), usageBar(u, 'Store usage')))
+            .catch(e => clear(usage, h('p.field-error', 'Usage: ' + e.message)));
+    } else usage.hidden = true;
     await dialog({
         title: `Settings of ${currentStore()?.name || 'this store'}`, wide: true,
-        body: h('div.settings-grid', fields.length ? fields : h('p.muted', 'This store has no settings.')),
+        body: [usage, h('div.settings-grid', fields.length ? fields : h('p.muted', 'This store has no settings.'))],
         actions: [{ label: 'Cancel' }, { label: 'Save', primary: true, value: 'ok' }],
-        onSubmit: async (_, dlg) => {
+        onSubmit: async () => {
             const patch = {};
-            for (const [k, orig] of Object.entries(cfg)) {
+            for (const [k, orig] of Object.entries(flat)) {
                 const input = inputs[k];
-                if (!input) continue;
                 let v;
                 if (typeof orig === 'boolean') v = input.checked;
                 else if (typeof orig === 'number') {
@@ -689,18 +741,22 @@ export async function storeSettings(sid) {
                     if (input.value === '' || !Number.isFinite(v)) throw Object.assign(new Error('Enter a number.'), { field: k });
                 } else if (Array.isArray(orig)) v = input.value.split(',').map(s => s.trim()).filter(Boolean);
                 else v = input.value;
-                if (JSON.stringify(v) !== JSON.stringify(orig)) patch[k] = v;
+                if (JSON.stringify(v) === JSON.stringify(orig)) continue;
+                const [top, sub] = k.split('.');
+                if (sub) patch[top] = { ...(patch[top] || settings[top]), [sub]: v };
+                else patch[top] = v;
             }
             if (!Object.keys(patch).length) return true;
             try {
                 await api('PATCH', `${S(sid)}/config`, patch);
             } catch (e) {
-                // The server names the field in `field`, or at least in its sentence.
-                const f = e.field || Object.keys(patch).find(k => e.message.includes(k));
+                // The server names the field in `field`, or at least at the start of its sentence.
+                const f = e.field || Object.keys(inputs).sort((a, b) => b.length - a.length)
+                    .find(k => e.message.includes(k) || e.message.includes(k.split('.').pop()) && Object.hasOwn(patch, k.split('.')[0]));
                 throw Object.assign(e, { field: f });
             }
             toast('Settings saved.', 'success');
-            void dlg;
+            emit('usage');
         },
     });
 }

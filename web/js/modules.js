@@ -19,6 +19,10 @@ export const PARTS = {
     'settings':        ['storeconfig'],            // the store's settings dialog
     'integrity':       ['integrity'],              // admin: integrity findings
     'greeting':        ['hello'],                  // the server greeting in the About dialog
+    'sharing':         ['sharing'],                // "Share…", the Shares view, the /s/{token} page
+    'activity':        ['audit'],                  // a store's Activity view; admin: the audit log
+    'webhooks':        ['webhooks'],               // a store's Webhooks view
+    'ftp':             ['ftp'],                    // "FTP access…" (app passwords) in the account menu
 };
 
 /* Module name -> state, from the last health answer. */
