@@ -680,7 +680,8 @@ int http_reply_sse(mb_req *req, uint64_t uid)
     sse *s = xcalloc(1, sizeof *s);
     s->uid = uid;
     s->conn = req->conn;
-    sse_append(s, ": connected\nretry: 3000\n\n", 26);
+    static const char hello[] = ": connected\nretry: 3000\n\n";
+    sse_append(s, hello, sizeof hello - 1); /* not its NUL: it would start the next event */
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_reader, s, sse_free);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");

@@ -790,6 +790,17 @@ static int serve_read(sharing *s, mb_req *req, json_t *r, mb_err *err)
 }
 
 /* PUT on a share: the raw body becomes the file (module bodies are capped like JSON ones). */
+/* The kernel's sentences name the path in the owner's store; a visitor is told in the share's
+ * own terms, which never show where the shared folder sits. */
+static int visitor_error(sharing *s, int rc, const char *rel, mb_err *err)
+{
+    if (rc == MB_EEXIST)
+        return s->api->err_set(err, rc, "'%s' is already in this shared folder and may not be replaced", rel);
+    if (rc == MB_ECONFLICT)
+        return s->api->err_set(err, rc, "'%s' cannot be stored here: a part of its path is a file", rel);
+    return rc;
+}
+
 static int serve_upload(sharing *s, mb_req *req, json_t *r, mb_err *err)
 {
     const mb_api *api = s->api;
@@ -808,15 +819,15 @@ static int serve_upload(sharing *s, mb_req *req, json_t *r, mb_err *err)
     mb_file_writer *w;
     int flags = MB_FS_PARENTS | ((bits & P_OVERWRITE) ? 0 : MB_FS_NO_OVERWRITE);
     if ((rc = api->file_write_begin(NULL, (uint64_t)jint(r, "store"), full, (int64_t)len, NULL, flags, &w, err)))
-        return rc;
+        return visitor_error(s, rc, rel, err);
     if (len && (rc = api->file_write_data(w, data, len, err))) {
         api->file_write_abort(w);
-        return rc;
+        return visitor_error(s, rc, rel, err);
     }
     json_t *info;
     bool created;
     if ((rc = api->file_write_commit(w, &info, &created, err)))
-        return rc;
+        return visitor_error(s, rc, rel, err);
     emit_access(s, req, r, "upload", full);
     const char *p = jstr(info, "path");
     size_t rl = strlen(jstr(r, "path"));

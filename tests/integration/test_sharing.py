@@ -124,8 +124,10 @@ class SharingTest(ServerTest):
         self.assertProblem(self.pub(tok, "report.txt"), 403)
         self.assertProblem(self.pub(tok, "from-a-stranger.txt"), 403)
         self.assertProblem(self.pub(tok, "sub"), 403)
-        # A drop box never overwrites what is there.
-        self.assertProblem(self.pub(tok, "report.txt", method="PUT", body=b"overwrite"), 409)
+        # A drop box never overwrites what is there, and its refusal never shows where the shared
+        # folder sits in the owner's store.
+        p = self.assertProblem(self.pub(tok, "report.txt", method="PUT", body=b"overwrite"), 409, "'report.txt'")
+        self.assertNotIn("docs", p["detail"])
         r = self.srv.request("GET", "/api/v1/stores/%s/files/docs/report.txt" % self.sid, token=self.alice)
         self.assertEqual(r.body, b"the quarterly report\n")
         r = self.srv.request("GET", "/api/v1/stores/%s/files/docs/from-a-stranger.txt" % self.sid,
