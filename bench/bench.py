@@ -214,9 +214,9 @@ def small_uploads(url_of, headers, bodies, test, server):
     return len(bodies) / dt
 
 
-def machine():
-    """CPU model, kernel, file system of the work dir, memory and the clients: ratios differ
-    between machines (an Intel and an AMD guest gave different ones for the same code)."""
+def host():
+    """CPU model, cores, memory, kernel and the file system of the work dir: ratios differ between
+    machines (an Intel and an AMD guest gave different ones for the same code). bench/ftp uses it too."""
     mem, cpu = 0, "?"
     with open("/proc/meminfo") as f:
         for line in f:
@@ -228,10 +228,13 @@ def machine():
                 cpu = line.split(":", 1)[1].strip()
                 break
     fs = subprocess.run(["df", "--output=fstype", tempfile.gettempdir()], capture_output=True, text=True).stdout.split()[-1]
+    return "%s, nproc %d, RAM %d MiB; Linux %s; %s on the work dir" % (cpu, os.cpu_count(), mem, os.uname().release, fs)
+
+
+def machine():
     nginx_v = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()
     curl_v = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    return "%s, nproc %d, RAM %d MiB; Linux %s; %s on the work dir; %s; %s; Python %s" % (
-        cpu, os.cpu_count(), mem, os.uname().release, fs, nginx_v, " ".join(curl_v.split()[:2]), sys.version.split()[0])
+    return "%s; %s; %s; Python %s" % (host(), nginx_v, " ".join(curl_v.split()[:2]), sys.version.split()[0])
 
 
 def main():

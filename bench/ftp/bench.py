@@ -58,7 +58,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench import ROOT, PASSWORD, free_port, wait_port  # noqa: E402
+from bench import ROOT, PASSWORD, free_port, host, wait_port  # noqa: E402
 
 SIZE_MB = int(os.environ.get("BENCH_SIZE_MB", "1024"))
 RUNS = int(os.environ.get("BENCH_RUNS", "25"))
@@ -327,16 +327,11 @@ def make_cert(work):
 
 
 def machine():
-    mem = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem = int(line.split()[1]) // 1024
     # vsftpd -v prints its version on file descriptor 0
     vs = subprocess.run(["sh", "-c", '"$0" -v 0>&1', VSFTPD], capture_output=True, text=True)
     curl_v = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    return "nproc %d, RAM %d MiB; %s; %s; Python %s; load %s" % (
-        os.cpu_count(), mem, (vs.stdout + vs.stderr).strip(), " ".join(curl_v.split()[:2]), sys.version.split()[0],
+    return "%s; %s; %s; Python %s; load %s" % (
+        host(), (vs.stdout + vs.stderr).strip(), " ".join(curl_v.split()[:2]), sys.version.split()[0],
         " ".join("%.2f" % x for x in os.getloadavg()))
 
 
