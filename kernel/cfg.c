@@ -309,7 +309,8 @@ static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "w
                                           "login_window", "log_level", "modules", "chunk_inline_max", "db_write_buffer",
                                           "login_cache_ttl", "chunk_large_folios", "http_max_connections",
                                           "http_max_connections_per_ip", "http_header_timeout", "login_max_failures_per_ip",
-                                          "login_account_slow_after", "task_retention_days", NULL};
+                                          "login_account_slow_after", "task_retention_days", "tls_cert", "tls_key",
+                                          "http_redirect_listen", "require_tls", NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -321,6 +322,9 @@ void cfg_free(kcfg *c)
     free(c->module_dir);
     free(c->web_dir);
     free(c->lua_dir);
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c->redirect_host);
     if (c->modules_enabled)
         for (char **m = c->modules_enabled; *m; m++)
             free(*m);
@@ -391,7 +395,31 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
         if ((rc = parse_listen(where, json_string_value(l), &c->listen_host, &c->listen_port, err)))
             goto fail;
     }
+    json_t *rl = json_object_get(root, "http_redirect_listen");
+    if (rl && !(json_is_string(rl) && !json_string_length(rl))) {
+        char where[4200];
+        snprintf(where, sizeof where, "%s:%zu", path, line_of(lines, "http_redirect_listen"));
+        if (!json_is_string(rl) ||
+            (rc = parse_listen(where, json_string_value(rl), &c->redirect_host, &c->redirect_port, err))) {
+            rc = rc ? rc : err_set(err, MB_EINVAL, "%s: http_redirect_listen must be host:port", where);
+            goto fail;
+        }
+    }
+    json_t *rt = json_object_get(root, "require_tls");
+    if (rt && !json_is_boolean(rt)) {
+        rc = err_set(err, MB_EINVAL, "%s:%zu: require_tls must be true or false", path, line_of(lines, "require_tls"));
+        goto fail;
+    }
+    c->require_tls = !rt || json_is_true(rt);
     int64_t v;
+    if ((rc = want_str(path, root, lines, "tls_cert", &c->tls_cert, err)) ||
+        (rc = want_str(path, root, lines, "tls_key", &c->tls_key, err)))
+        goto fail;
+    if (!c->tls_cert != !c->tls_key) {
+        rc = err_set(err, MB_EINVAL, "%s:%zu: tls_cert and tls_key go together", path,
+                     line_of(lines, c->tls_cert ? "tls_cert" : "tls_key"));
+        goto fail;
+    }
     if ((rc = want_str(path, root, lines, "data_dir", &c->data_dir, err)) ||
         (rc = want_str(path, root, lines, "module_dir", &c->module_dir, err)) ||
         (rc = want_str(path, root, lines, "web_dir", &c->web_dir, err)) ||

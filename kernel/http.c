@@ -88,7 +88,8 @@ struct mb_req {
     int64_t t0;
 };
 
-static struct MHD_Daemon *daemon_tcp, *daemon_local;
+static struct MHD_Daemon *daemon_tcp, *daemon_local, *daemon_redirect;
+static char *tls_pem[2]; /* tls_cert and tls_key, read at start: libmicrohttpd keeps pointers to them */
 static pthread_rwlock_t routes_lock = PTHREAD_RWLOCK_INITIALIZER;
 static http_route **routes;
 static size_t nroutes;
@@ -1212,6 +1213,114 @@ static int local_socket(const char *path, mb_err *err)
     return fd;
 }
 
+/* ------------------------------------------------------------- HTTPS --- */
+
+static bool loopback_host(const char *h)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, h, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, h, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return !strcmp(h, "localhost");
+}
+
+static char *read_pem(const char *path, mb_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        err_set(err, MB_EINVAL, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = xmalloc(1 << 20);
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    if (!n || !strstr(buf, "-----BEGIN ")) {
+        free(buf);
+        err_set(err, MB_EINVAL, "%s is not a PEM file", path);
+        return NULL;
+    }
+    return buf;
+}
+
+/* http_redirect_listen: every request on the plain port is sent to the same path over HTTPS on
+ * `listen` (308 keeps the method and body). The host comes from the Host header when it is a plain
+ * host name or address, else from `listen`. */
+static enum MHD_Result on_redirect(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                   const char *version, const char *upload_data, size_t *upload_data_size,
+                                   void **con_cls)
+{
+    (void)cls, (void)method, (void)version, (void)upload_data, (void)upload_data_size;
+    if (*con_cls) /* the whole request target, query included (redirect_uri) */
+        url = *con_cls;
+    const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    char h[256];
+    snprintf(h, sizeof h, "%s", host && *host ? host : g_cfg->listen_host);
+    if (h[0] == '[') {
+        char *close = strchr(h, ']');
+        if (close)
+            close[1] = '\0';
+    } else
+        h[strcspn(h, ":")] = '\0';
+    if (strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:") != strlen(h) || !h[0])
+        snprintf(h, sizeof h, "%s", g_cfg->listen_host);
+    size_t n = strlen(url) + strlen(h) + 32;
+    char *loc = xmalloc(n);
+    snprintf(loc, n, "https://%s:%d%s", h, g_cfg->listen_port, url[0] == '/' ? url : "/");
+    static const char body[] = "This server answers over HTTPS only.\n";
+    struct MHD_Response *r = MHD_create_response_from_buffer(sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, loc);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+    security_headers(r);
+    enum MHD_Result rc = MHD_queue_response(conn, 308, r);
+    MHD_destroy_response(r);
+    free(loc);
+    return rc;
+}
+
+static void *redirect_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls, (void)conn;
+    return uri && strlen(uri) < 8192 ? xstrdup(uri) : NULL;
+}
+
+static void redirect_done(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode tc)
+{
+    (void)cls, (void)conn, (void)tc;
+    free(*con_cls);
+    *con_cls = NULL;
+}
+
+static int redirect_start(mb_err *err)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    if (inet_pton(AF_INET, g_cfg->redirect_host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)g_cfg->redirect_port);
+    } else if (inet_pton(AF_INET6, g_cfg->redirect_host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)g_cfg->redirect_port);
+        flags |= MHD_USE_IPv6;
+    } else
+        return err_set(err, MB_EINVAL, "http_redirect_listen host '%s' must be an IP address", g_cfg->redirect_host);
+    daemon_redirect = MHD_start_daemon(flags, (uint16_t)g_cfg->redirect_port, NULL, NULL, on_redirect, NULL,
+                                       MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &ss,
+                                       MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT, 1024u,
+                                       MHD_OPTION_PER_IP_CONNECTION_LIMIT, 16u, MHD_OPTION_URI_LOG_CALLBACK,
+                                       redirect_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, redirect_done, NULL,
+                                       MHD_OPTION_END);
+    if (!daemon_redirect)
+        return err_set(err, MB_EIO, "cannot listen on %s:%d for the HTTPS redirect", g_cfg->redirect_host,
+                       g_cfg->redirect_port);
+    return 0;
+}
+
 int http_start(mb_err *err)
 {
     struct sockaddr_storage ss;
@@ -1237,6 +1346,26 @@ int http_start(mb_err *err)
     } else
         return err_set(err, MB_EINVAL, "listen host '%s' must be an IP address", g_cfg->listen_host);
     (void)sl;
+    /* HTTPS with tls_cert/tls_key; plain HTTP only on loopback unless require_tls is false (a TLS
+     * proxy in front of mbyted is then the only way in). */
+    struct MHD_OptionItem tls[4] = {{MHD_OPTION_END, 0, NULL}};
+    if (g_cfg->tls_cert) {
+        if (!(tls_pem[0] = read_pem(g_cfg->tls_cert, err)) || !(tls_pem[1] = read_pem(g_cfg->tls_key, err))) {
+            free(tls_pem[0]);
+            tls_pem[0] = NULL;
+            return err->code;
+        }
+        flags |= MHD_USE_TLS;
+        tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, tls_pem[0]};
+        tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, tls_pem[1]};
+        tls[2] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                         (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"};
+    } else if (g_cfg->require_tls && !loopback_host(g_cfg->listen_host))
+        return err_set(err, MB_EINVAL,
+                       "listen %s:%d is not a loopback address and would serve plain HTTP: set tls_cert and tls_key "
+                       "(docs/operations.md \"HTTPS\"), or require_tls: false when a TLS proxy in front is the only "
+                       "way in",
+                       g_cfg->listen_host, g_cfg->listen_port);
     /* libmicrohttpd's hard connection limit, below the descriptors this process may open
      * (LevelDB, chunk files and FTP need some too). conn.c keeps headroom below it. */
     unsigned max_conns = (unsigned)g_cfg->http_max_connections;
@@ -1258,11 +1387,19 @@ int http_start(mb_err *err)
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)g_cfg->http_threads, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_URI_LOG_CALLBACK, on_uri, &daemon_tcp,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_LIMIT, max_conns,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!daemon_tcp) {
         conn_stop();
-        return err_set(err, MB_EIO, "cannot listen on %s:%d (in use, or not an address of this machine)",
-                       g_cfg->listen_host, g_cfg->listen_port);
+        return err_set(err, MB_EIO, "cannot listen on %s:%d (in use, not an address of this machine, or %s)",
+                       g_cfg->listen_host, g_cfg->listen_port,
+                       g_cfg->tls_cert ? "tls_cert and tls_key do not form a certificate and its key" : "no TLS");
+    }
+    if (g_cfg->redirect_host && redirect_start(err)) {
+        MHD_stop_daemon(daemon_tcp);
+        daemon_tcp = NULL;
+        conn_stop();
+        return err->code;
     }
 
     char path[4096];
@@ -1295,6 +1432,10 @@ int http_start(mb_err *err)
 
 void http_stop(void)
 {
+    if (daemon_redirect) {
+        MHD_stop_daemon(daemon_redirect);
+        daemon_redirect = NULL;
+    }
     if (sse_keepalive) {
         event_free(sse_keepalive);
         sse_keepalive = NULL;
@@ -1315,6 +1456,10 @@ void http_stop(void)
     if (daemon_local)
         MHD_stop_daemon(daemon_local);
     daemon_tcp = daemon_local = NULL;
+    for (int i = 0; i < 2; i++) {
+        free(tls_pem[i]);
+        tls_pem[i] = NULL;
+    }
     if (local_sock_path) {
         unlink(local_sock_path);
         free(local_sock_path);

@@ -70,6 +70,10 @@ typedef struct kcfg {
     char *config_dir;
     char *listen_host;
     int listen_port;
+    char *tls_cert, *tls_key;  /* PEM files: HTTPS on `listen` (NULL: plain HTTP) */
+    char *redirect_host;       /* http_redirect_listen: plain HTTP that answers 308 to https (NULL: none) */
+    int redirect_port;
+    bool require_tls;          /* refuse plain HTTP on an address that is not loopback */
     char *data_dir;
     char *module_dir;
     char *web_dir;
