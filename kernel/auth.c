@@ -372,7 +372,7 @@ static int h_login(mb_req *req, void *st, mb_err *err)
     if (session) {
         char cookie[200];
         snprintf(cookie, sizeof cookie, SESSION_COOKIE "=%s; HttpOnly; SameSite=Strict; Path=/; Max-Age=%lld%s", token,
-                 (long long)g_cfg->token_ttl, g_cfg->tls_cert ? "; Secure" : ""); /* HTTPS: never sent in clear */
+                 (long long)g_cfg->token_ttl, http_req_secure(req) ? "; Secure" : ""); /* never sent in clear */
         http_reply_header(req, "Set-Cookie", cookie);
         json_object_set_new(out, "csrf", json_string(csrf));
         json_object_del(out, "token"); /* the cookie carries it; scripts never see it */

@@ -7,6 +7,7 @@
  * when it is entirely valid, so a bad file never changes the running configuration.
  */
 #include "kernel.h"
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,7 +311,7 @@ static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "w
                                           "login_cache_ttl", "chunk_large_folios", "http_max_connections",
                                           "http_max_connections_per_ip", "http_header_timeout", "login_max_failures_per_ip",
                                           "login_account_slow_after", "task_retention_days", "tls_cert", "tls_key",
-                                          "http_redirect_listen", "require_tls", NULL};
+                                          "http_redirect_listen", "require_tls", "trusted_proxies", NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -322,6 +323,10 @@ void cfg_free(kcfg *c)
     free(c->module_dir);
     free(c->web_dir);
     free(c->lua_dir);
+    if (c->trusted_proxies)
+        for (char **t = c->trusted_proxies; *t; t++)
+            free(*t);
+    free(c->trusted_proxies);
     free(c->tls_cert);
     free(c->tls_key);
     free(c->redirect_host);
@@ -492,6 +497,28 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
             goto fail;
         }
         nm = json_object_size(mods);
+    }
+    json_t *tp = json_object_get(root, "trusted_proxies");
+    if (tp && !json_is_null(tp)) {
+        if (!json_is_array(tp)) {
+            rc = err_set(err, MB_EINVAL, "%s:%zu: trusted_proxies must be a list of IP addresses", path,
+                         line_of(lines, "trusted_proxies"));
+            goto fail;
+        }
+        c->trusted_proxies = xcalloc(json_array_size(tp) + 1, sizeof(char *));
+        size_t k;
+        json_t *a;
+        json_array_foreach(tp, k, a)
+        {
+            unsigned char buf[16];
+            const char *ip = json_string_value(a);
+            if (!ip || (inet_pton(AF_INET, ip, buf) != 1 && inet_pton(AF_INET6, ip, buf) != 1)) {
+                rc = err_set(err, MB_EINVAL, "%s:%zu: trusted_proxies: '%s' is not an IP address", path,
+                             line_of(lines, "trusted_proxies"), ip ? ip : "(not a string)");
+                goto fail;
+            }
+            c->trusted_proxies[k] = xstrdup(ip);
+        }
     }
     c->modules_enabled = xcalloc(nm + 1, sizeof(char *));
     size_t i = 0;

@@ -69,6 +69,7 @@ struct mb_req {
     bool have_user;
     mb_user user;
     char ip[64];
+    bool secure; /* over TLS to mbyted, or to a trusted proxy that said X-Forwarded-Proto: https */
     /* buffered body */
     char *body;
     size_t blen, bcap;
@@ -735,6 +736,51 @@ bool http_req_local(mb_req *req) { return req->local; }
 arena *http_req_arena(mb_req *req) { return req->a; }
 void *http_req_alloc(mb_req *req, size_t n) { return arena_alloc(req->a, n); }
 const char *http_req_client_ip(mb_req *req) { return req->ip; }
+bool http_req_secure(mb_req *req) { return req->secure; }
+
+static bool trusted_proxy(const char *ip)
+{
+    if (g_cfg->trusted_proxies)
+        for (char **t = g_cfg->trusted_proxies; *t; t++)
+            if (!strcmp(*t, ip))
+                return true;
+    return false;
+}
+
+/* Behind a trusted proxy, the client is the rightmost X-Forwarded-For entry that is not itself a
+ * trusted proxy (entries further left were written by the client and prove nothing), and the
+ * proxy's X-Forwarded-Proto says whether the client used TLS. From any other peer both headers
+ * are ignored. */
+static void forwarded(mb_req *req)
+{
+    if (!trusted_proxy(req->ip))
+        return;
+    const char *proto = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Forwarded-Proto");
+    req->secure = req->secure || (proto && !strcasecmp(proto, "https"));
+    const char *xff = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Forwarded-For");
+    if (!xff || strlen(xff) > 2048)
+        return;
+    char list[2049], *parts[64], *save = NULL;
+    snprintf(list, sizeof list, "%s", xff);
+    int n = 0;
+    for (char *p = strtok_r(list, ",", &save); p && n < 64; p = strtok_r(NULL, ",", &save))
+        parts[n++] = p;
+    while (n-- > 0) {
+        char *e = parts[n];
+        while (*e == ' ' || *e == '\t')
+            e++;
+        size_t len = strlen(e);
+        while (len && (e[len - 1] == ' ' || e[len - 1] == '\t'))
+            e[--len] = '\0';
+        unsigned char buf[16];
+        if (len >= sizeof req->ip || (inet_pton(AF_INET, e, buf) != 1 && inet_pton(AF_INET6, e, buf) != 1))
+            return; /* not an address: keep the proxy's own peer */
+        if (!trusted_proxy(e)) {
+            memcpy(req->ip, e, len + 1);
+            return;
+        }
+    }
+}
 const mb_user *http_req_user(mb_req *req) { return req->have_user ? &req->user : NULL; }
 
 const char *http_req_param(mb_req *req, const char *name)
@@ -1027,6 +1073,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, req->ip, sizeof req->ip);
         else
             snprintf(req->ip, sizeof req->ip, "local");
+        req->secure = g_cfg->tls_cert != NULL && !req->local;
+        forwarded(req);
         share_ip_set(req->ip);
         size_t hbytes = 0;
         MHD_get_connection_values(conn, MHD_HEADER_KIND, header_size_cb, &hbytes);

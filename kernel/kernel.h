@@ -74,6 +74,7 @@ typedef struct kcfg {
     char *redirect_host;       /* http_redirect_listen: plain HTTP that answers 308 to https (NULL: none) */
     int redirect_port;
     bool require_tls;          /* refuse plain HTTP on an address that is not loopback */
+    char **trusted_proxies;    /* NULL or NULL-terminated: peers whose X-Forwarded-For/-Proto count */
     char *data_dir;
     char *module_dir;
     char *web_dir;
@@ -220,6 +221,7 @@ const char *http_req_header(mb_req *req, const char *name);
 const char *http_req_cookie(mb_req *req, const char *name);
 const mb_user *http_req_user(mb_req *req);
 const char *http_req_client_ip(mb_req *req);
+bool http_req_secure(mb_req *req); /* came over TLS, to mbyted or (trusted_proxies) to the proxy */
 json_t *http_req_json(mb_req *req, mb_err *err);
 void *http_req_alloc(mb_req *req, size_t n);
 arena *http_req_arena(mb_req *req);

@@ -120,5 +120,45 @@ class Https(unittest.TestCase):
             self.assertIn(reason, srv.read_log())
 
 
+class TrustedProxy(unittest.TestCase):
+    """Behind a proxy listed in trusted_proxies, the client is the rightmost untrusted
+    X-Forwarded-For entry (throttles, logs) and X-Forwarded-Proto: https makes the cookie Secure;
+    from any other peer both headers are ignored."""
+
+    def start(self, conf):
+        srv = Server(conf=conf)
+        self.addCleanup(srv.cleanup)
+        srv.start()
+        srv.add_user("alice", "alice-password-1")
+        return srv
+
+    def login(self, srv, password, xff, proto=None):
+        h = {"X-Forwarded-For": xff}
+        if proto:
+            h["X-Forwarded-Proto"] = proto
+        return srv.request("POST", "/api/v1/auth/login", {"username": "alice", "password": password,
+                                                           "session": True}, headers=h)
+
+    def test_a_trusted_proxy_names_the_client_and_an_untrusted_peer_cannot(self):
+        srv = self.start({"trusted_proxies": "[127.0.0.1]", "login_max_failures": 3})
+        for _ in range(3):  # the client may prepend anything: the proxy's own entry is the rightmost
+            self.assertEqual(self.login(srv, "wrong", "10.9.9.9, 203.0.113.9").status, 401)
+        self.assertEqual(self.login(srv, "alice-password-1", "203.0.113.9").status, 429)
+        r = self.login(srv, "alice-password-1", "198.51.100.7", proto="https")
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("; Secure", r.header("Set-Cookie"))
+        r = self.login(srv, "alice-password-1", "198.51.100.7")
+        self.assertNotIn("Secure", r.header("Set-Cookie"))
+        srv.stop()
+
+    def test_without_trusted_proxies_forwarded_headers_are_ignored(self):
+        srv = self.start({"login_max_failures": 3})
+        for i in range(3):
+            self.assertEqual(self.login(srv, "wrong", "203.0.113.%d" % i).status, 401)
+        r = self.login(srv, "alice-password-1", "198.51.100.7", proto="https")
+        self.assertEqual(r.status, 429, r)  # all came from 127.0.0.1, whatever they claimed
+        srv.stop()
+
+
 if __name__ == "__main__":
     main()
