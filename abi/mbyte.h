@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 9 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers; 7: zero-copy reads; 8: cached password checks; 9: throttles */
+#define MB_ABI_MINOR 10 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers; 7: zero-copy reads; 8: cached password checks; 9: throttles; 10: metrics (ops branch) */
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -592,7 +592,15 @@ struct mb_api {
      * when not 0. For a door that checks passwords of its own (FTP app passwords) before
      * auth_password, which records the failures. Records nothing. Any thread, never blocks. */
     int64_t (*login_wait)(const char *username, const char *client_ip, mb_err *err);
+
+    /* --- ops: metrics (issue 26), minor 10 --- */
+    /* Add delta to one of the kernel's metrics that a module feeds (GET /metrics, see
+     * docs/operations.md): MB_METRIC_FTP_SESSIONS is a gauge (+1 when a control connection
+     * opens, -1 when it closes); MB_METRIC_FTP_BYTES_IN/OUT count file bytes received and
+     * sent. A metric this kernel does not know is ignored. Lock-free, any thread. */
+    void (*metric_add)(int metric, int64_t delta);
 };
+enum { MB_METRIC_FTP_SESSIONS = 1, MB_METRIC_FTP_BYTES_IN = 2, MB_METRIC_FTP_BYTES_OUT = 3 };
 
 #ifdef __cplusplus
 }

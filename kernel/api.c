@@ -228,6 +228,7 @@ static const mb_api table = {
     .throttle_fail = throttle_fail,
     .throttle_clear = throttle_clear,
     .login_wait = auth_login_wait,
+    .metric_add = metrics_module_add,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -820,6 +820,7 @@ static int password_login(const char *name, const char *pw, const char *ip, mb_u
     ok = ok && hash && auth_password_check(hash, pw);
     if (!ok) {
         json_decref(u);
+        metrics_login_failed();
         throttle_fail(t.pair, t.kpair);
         throttle_fail(t.addr, t.kaddr);
         throttle_fail(t.account, t.kaccount);

@@ -311,7 +311,8 @@ static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "w
                                           "login_cache_ttl", "chunk_large_folios", "http_max_connections",
                                           "http_max_connections_per_ip", "http_header_timeout", "login_max_failures_per_ip",
                                           "login_account_slow_after", "task_retention_days", "tls_cert", "tls_key",
-                                          "http_redirect_listen", "require_tls", "trusted_proxies", NULL};
+                                          "http_redirect_listen", "require_tls", "trusted_proxies",
+                                          "metrics_listen", "access_log", "log_format", NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -474,6 +475,8 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
                      line_of(lines, "chunk_large_folios"));
         goto fail;
     }
+    if ((rc = metrics_cfg_check(path, root, lines, err)) || (rc = accesslog_cfg_check(path, root, lines, err)))
+        goto fail;
     json_t *ll = json_object_get(root, "log_level");
     if (ll) {
         const char *names[] = {"debug", "info", "warn", "error"};

@@ -490,6 +490,7 @@ int db_batch_commit(db_batch *b, bool sync)
 }
 
 uint64_t db_grouped_writes(void) { return atomic_load(&write_seq); }
+char *db_property(const char *name) { return db ? leveldb_property_value(db, name) : NULL; }
 
 int db_batch_commit_grouped(db_batch *b, uint64_t *seq)
 {
@@ -614,6 +615,7 @@ void db_sync_through(uint64_t seq)
             log_error("the metadata database could not be synced; stopping to keep acknowledged writes honest");
             abort();
         }
+        metrics_group_commit(target > atomic_load(&synced_seq) ? target - atomic_load(&synced_seq) : 0);
         if (target > atomic_load(&synced_seq)) /* only the leader writes it */
             atomic_store(&synced_seq, target);
         atomic_store(&syncing, false);

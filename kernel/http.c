@@ -87,6 +87,7 @@ struct mb_req {
     bool failed_early;
     bool held; /* answered from the headers of a bodiless request: queued in the last call */
     int64_t t0;
+    accesslog_rec rl; /* accesslog.c: request id, sizes, route (issue 26) */
 };
 
 static struct MHD_Daemon *daemon_tcp, *daemon_local, *daemon_redirect;
@@ -507,6 +508,7 @@ static void set_response(mb_req *req, int status, struct MHD_Response *resp)
 int http_reply_bytes(mb_req *req, int status, const char *ctype, const void *data, size_t len)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY);
+    req->rl.out = len;
     if (ctype)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     set_response(req, status, r);
@@ -521,6 +523,7 @@ int http_reply_json(mb_req *req, int status, json_t *body)
         s = xstrdup("null");
     size_t n = strlen(s);
     struct MHD_Response *r = MHD_create_response_from_buffer(n, s, MHD_RESPMEM_MUST_FREE);
+    req->rl.out = n;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     set_response(req, status, r);
     return 0;
@@ -532,9 +535,10 @@ static int reply_problem(mb_req *req, int status, int code, const char *detail)
     json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title",
                           status == 431 ? "Request header fields too large" : err_title(code), "status", status,
                           "detail", detail && *detail ? detail : err_title(code), "code", err_name(code));
+    accesslog_problem(p);
     char *s = json_dumps(p, JSON_COMPACT);
     json_decref(p);
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *r = MHD_create_response_from_buffer(req->rl.out = strlen(s), s, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/problem+json");
     /* Headers a handler added (e.g. WWW-Authenticate) stay; nothing else leaks. */
     set_response(req, status, r);
@@ -593,6 +597,7 @@ int http_reply_stream(mb_req *req, int status, const char *ctype, uint64_t size,
     s->cls = cls;
     s->free_cls = free_cls;
     struct MHD_Response *r = MHD_create_response_from_callback(size, 64 * 1024, stream_reader, s, stream_free);
+    req->rl.out = size == MHD_SIZE_UNKNOWN ? 0 : size;
     if (ctype)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     set_response(req, status, r);
@@ -907,6 +912,7 @@ static bool serve_static(mb_req *req)
         }
     }
     struct MHD_Response *r = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
+    req->rl.out = (uint64_t)st.st_size;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, mime_of(file));
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     /* The page's scripts are files of its own: no inline script, no eval, no plugins, never
@@ -1060,6 +1066,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     mb_req *req = *con_cls;
     mb_err err = {0};
     share_ip_set(req->started ? req->ip : NULL); /* events emitted while serving carry "ip" */
+    accesslog_enter(&req->rl, req, conn, url, version);
     if (!req->started) {
         req->started = true;
         req->conn = conn;
@@ -1104,6 +1111,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         http_route *r = route_find(req, &mismatch);
         int role = r ? r->role : 0;
         const http_stream_ops *stream = r ? r->stream : NULL;
+        accesslog_route(&req->rl, req, r ? r->pattern : NULL, stream != NULL);
         pthread_rwlock_unlock(&routes_lock);
         if (!r) {
             if (serve_static(req))
@@ -1150,6 +1158,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        req->rl.in += n;
         if (req->failed_early || req->replied || req->held)
             return MHD_YES; /* drain; the answer is already decided */
         if (req->stream) {
@@ -1226,6 +1235,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->started)
         log_msg(LOG_DEBUG, "http", "%s %s ended early (%d)", req->method,
                 req->path ? share_redact(req->path, redacted, sizeof redacted) : "", (int)toe);
+    accesslog_done(&req->rl, req, req->status, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK, (now_mono_ms() - req->t0) * 1000);
     json_decref(req->json);
     free(req->body);
     arena_free(req->a);

@@ -22,6 +22,11 @@
 /* ------------------------------------------------------------------ log.c --- */
 enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 void log_init(int min_level);
+/* ops (issue 26): the server log as JSON lines (log_format: json) instead of text, and the
+ * request id this thread serves, appended to its lines (accesslog.c sets it; NULL clears). */
+void log_set_json(bool on);
+void log_request_set(const char *id);
+const char *log_request_get(void);
 void log_msg(int level, const char *who, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void log_vmsg(int level, const char *who, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 #define log_debug(...) log_msg(LOG_DEBUG, "kernel", __VA_ARGS__)
@@ -476,7 +481,45 @@ int evapi_err_ftp_reply(int code);
 int evapi_run_blocking(mb_module *self, void (*work)(void *), void (*done)(void *), void *arg, mb_err *err);
 void evapi_fini(void); /* after modmgr_fini: ends run_blocking's idle workers */
 
+/* ------------------------------------------- metrics.c, accesslog.c (issue 26) --- */
+/* metrics.c: counters for GET /metrics and metrics_listen (docs/operations.md "Metrics").
+ * Every counting call is lock-free and any thread's. */
+enum { METRICS_HTTP = 0, METRICS_FTP = 1 };
+int metrics_init(mb_err *err); /* after api_routes_init: registers /metrics, starts metrics_listen */
+void metrics_fini(void);       /* after http_stop */
+int metrics_cfg_check(const char *file, const json_t *root, const json_t *lines, mb_err *err);
+void metrics_http_request(const char *route, const char *method, int status, int64_t usec, uint64_t in,
+                          uint64_t out);
+void metrics_bytes(int proto, uint64_t in, uint64_t out);
+void metrics_upload(int delta);
+void metrics_login_failed(void);
+void metrics_task_failed(void);
+void metrics_group_commit(uint64_t writes); /* db.c: writes one fsync made durable */
+void metrics_module_add(int metric, int64_t delta); /* api->metric_add */
+char *metrics_render(size_t *len);            /* the page, malloc'd */
+/* db.c: a LevelDB property ("leveldb.stats"), malloc'd, or NULL. */
+char *db_property(const char *name);
+
+/* accesslog.c: a request's id, sizes and route, kept in its mb_req by http.c. */
+struct MHD_Connection;
+typedef struct accesslog_rec {
+    char id[65];
+    bool begun, upload;
+    const char *route, *target, *version; /* in the request's arena */
+    int64_t start;                        /* wall clock, seconds */
+    uint64_t in, out;                     /* body bytes received; answer body bytes */
+} accesslog_rec;
+int accesslog_cfg_check(const char *file, const json_t *root, const json_t *lines, mb_err *err);
+void accesslog_configure(void); /* loop thread: at start and on reload (reopens access_log) */
+void accesslog_fini(void);
+void accesslog_enter(accesslog_rec *rl, mb_req *req, struct MHD_Connection *conn, const char *url,
+                     const char *version);
+void accesslog_route(accesslog_rec *rl, mb_req *req, const char *pattern, bool streamed);
+void accesslog_problem(json_t *problem);
+void accesslog_done(accesslog_rec *rl, mb_req *req, int status, bool completed, int64_t usec);
+
 #endif
+
 
 /* ---------------------------------------------------------------- sniff.c --- */
 /* Content type from a file's first bytes by fixed signatures (WHATWG MIME Sniffing and a few

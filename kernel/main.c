@@ -127,6 +127,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init(g_cfg->log_level);
+    accesslog_configure();
     raise_fd_limit();
     int status = 1;
     char path[4096];
@@ -162,7 +163,7 @@ int main(int argc, char **argv)
     char admin_pw[33];
     if (notify_init(&err) || hook_init(base, &err) || task_init(base, g_cfg->workers, &err) || auth_init(&err) ||
         fs_init(&err) || stores_init(&err) || tus_init(&err) || luas_init(g_cfg->lua_dir, &err) ||
-        api_routes_init(&err) || backup_init(&err) || reload_init(&err) || modmgr_init(base, &err) || auth_bootstrap(admin_pw, &err)) {
+        api_routes_init(&err) || metrics_init(&err) || backup_init(&err) || reload_init(&err) || modmgr_init(base, &err) || auth_bootstrap(admin_pw, &err)) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
     }
@@ -188,6 +189,8 @@ int main(int argc, char **argv)
     status = 0;
 out_stop:
     http_stop();
+    metrics_fini();
+    accesslog_fini();
     tus_fini();
     fs_fini();
     modmgr_fini();

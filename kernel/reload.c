@@ -53,6 +53,7 @@ static int reload_apply(json_t *report, mb_err *err)
     }
     g_cfg = c;
     log_init(g_cfg->log_level);
+    accesslog_configure();
     json_t *mods = json_array();
     int refused = modmgr_reconfigure(mods);
     json_object_set_new(report, "kernel", json_string("reloaded"));

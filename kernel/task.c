@@ -302,6 +302,7 @@ static void run_one(mb_task *t, const ttype *ty)
         break;
     }
     default:
+        metrics_task_failed();
         json_object_set_new(rec, "state", json_string("failed"));
         json_object_set_new(rec, "error", json_string(e.msg));
         log_msg(LOG_WARN, "task", "task %llu (%s) failed after %d attempts: %s", (unsigned long long)t->id, t->type,

@@ -580,6 +580,7 @@ static void io_done(void *arg)
     }
     s->io = NULL;
     s->xbytes += j->moved;
+    j->api->metric_add(j->kind == X_RETR ? MB_METRIC_FTP_BYTES_OUT : MB_METRIC_FTP_BYTES_IN, j->kind == 'C' ? 0 : (int64_t)j->moved);
     if (j->committed)
         s->wr = NULL;
     if (j->rc) {
@@ -1862,6 +1863,7 @@ static void sess_close(sess *s)
                 break;
             }
         f->nsessions--;
+        f->api->metric_add(MB_METRIC_FTP_SESSIONS, -1);
         s->dead = true;
     }
     if (s->jobs || s->iojobs) /* login_done or io_done frees it */
@@ -2161,6 +2163,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     s->next = f->sessions;
     f->sessions = s;
     f->nsessions++;
+    f->api->metric_add(MB_METRIC_FTP_SESSIONS, 1);
     ctl_setup(s);
     idle_reset(s);
     login_deadline(s);
@@ -2501,8 +2504,8 @@ static const mb_route routes[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 9, /* event_base, run_blocking, auth_password, login_wait (minor 9) (file_read_fd, minor 7, and
-                       password_check, minor 8, only if present) */
+    .abi_minor = 10, /* metric_add (minor 10); event_base, run_blocking, auth_password, login_wait (minor 9)
+                        (file_read_fd, minor 7, and password_check, minor 8, only if present) */
     .name = "ftp",
     .version = FTP_VERSION,
     .description = "FTP and FTPS access to stores",
