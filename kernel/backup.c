@@ -16,7 +16,8 @@
  *      chunks are written, everything is synced, and the snapshot's folder is renamed from
  *      DIR/snapshots/.<name>.partial to DIR/snapshots/<name>; DIR/latest names it.
  * A backup that fails or is cancelled leaves only a .partial folder (removed) and chunk files
- * that later runs reuse. `mbytectl backup verify` and `mbytectl restore` read this layout
+ * that later runs reuse. DIR/.lock (flock) keeps `mbytectl backup prune DIR` out meanwhile, so
+ * no chunk is deleted between this backup finding it present and listing it. `mbytectl backup verify` and `mbytectl restore` read this layout
  * without a server (tools/mbytectl.c).
  *
  * Threads: the route runs on an HTTP worker, the copy on a task worker. One backup at a time
@@ -109,7 +110,9 @@ static int rm_tree_cb(const char *path, const struct stat *st, int flag, struct 
 /* ----------------------------------------------------------- chunks --- */
 
 /* db_snapshot_copy's callback: referenced chunks (c/ sorts before ci/, so the list is complete
- * and sorted by hash when the inline ones come). */
+ * and sorted by hash when the inline ones come). A chunk nobody references any more (refs 0,
+ * waiting for the collector's grace) is left out with its record: its bytes are not copied, and
+ * a restored server must not find a refcount record without them. */
 static int note_key(const char *k, size_t kl, const char *v, size_t vl, void *ud)
 {
     bscan *s = ud;
@@ -119,7 +122,7 @@ static int note_key(const char *k, size_t kl, const char *v, size_t vl, void *ud
         json_int_t size = json_integer_value(json_object_get(j, "size"));
         json_decref(j);
         if (refs <= 0)
-            return 0;
+            return 1;
         if (s->n == s->cap) {
             s->cap = s->cap ? s->cap * 2 : 1024;
             s->v = xrealloc(s->v, s->cap * sizeof *s->v);
@@ -136,13 +139,14 @@ static int note_key(const char *k, size_t kl, const char *v, size_t vl, void *ud
             int cmp = memcmp(s->v[mid].hash, k + 3, 64);
             if (!cmp) {
                 s->v[mid].inline_ = true;
-                break;
+                return 0;
             }
             if (cmp < 0)
                 lo = mid + 1;
             else
                 hi = mid;
         }
+        return 1; /* an inline chunk nobody references */
     }
     return 0;
 }
@@ -218,9 +222,15 @@ int backup_take(const char *dir, mb_task *t, json_t **out, mb_err *err)
     }
     snprintf(part, sizeof part, "%s/.%s.partial", snaps, name);
     snprintf(path, sizeof path, "%s/chunks/tmp", dir);
-    if (mkdir_p(path, 0700) || mkdir_p(part, 0700)) {
+    int lock = mkdir_p(path, 0700) ? -1 : fio_lock(dir); /* a prune would delete chunks this backup counts on */
+    if (lock < 0 || mkdir_p(part, 0700)) {
+        int e = errno;
+        if (lock >= 0)
+            close(lock);
         atomic_store(&running, false);
-        return err_set(err, MB_EIO, "cannot create the backup folders in %s: %s", dir, strerror(errno));
+        if (e == EWOULDBLOCK)
+            return err_set(err, MB_EBUSY, "%s is being pruned (mbytectl backup prune); back up when that is done", dir);
+        return err_set(err, MB_EIO, "cannot create the backup folders in %s: %s", dir, strerror(e));
     }
 
     blob_gc_hold(+1);
@@ -315,6 +325,7 @@ int backup_take(const char *dir, mb_task *t, json_t **out, mb_err *err)
     }
     json_decref(hashes);
     free(scan.v);
+    close(lock);
     atomic_store(&running, false);
     return rc;
 }

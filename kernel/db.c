@@ -765,11 +765,13 @@ int db_snapshot_copy(const char *dir, int (*each)(const char *k, size_t kl, cons
     for (leveldb_iter_seek_to_first(it); leveldb_iter_valid(it) && !rc; leveldb_iter_next(it)) {
         size_t kl, vl;
         const char *k = leveldb_iter_key(it, &kl), *v = leveldb_iter_value(it, &vl);
+        if (each && (rc = each(k, kl, v, vl, ud)) > 0) {
+            rc = 0; /* the caller leaves this key out */
+            continue;
+        }
         leveldb_writebatch_put(wb, k, kl, v, vl);
         n++;
         pending += kl + vl;
-        if (each)
-            rc = each(k, kl, v, vl, ud);
         if (pending >= (4u << 20) && !rc) {
             leveldb_write(out, wo, wb, &e);
             leveldb_writebatch_clear(wb);

@@ -17,4 +17,7 @@ int fio_sha256_copy(const char *from, const char *to, char hex[65], unsigned lon
 /* Calls fn(path, rel) for every regular file below dir, rel being "<rel>/<name>/..."; a folder that
  * does not exist has no files; a non-zero return from fn stops the walk and is returned. */
 int fio_walk(const char *dir, const char *rel, int (*fn)(const char *path, const char *rel, void *ud), void *ud);
+/* An exclusive lock on a backup directory (DIR/.lock, flock): a backup into DIR and a prune of
+ * it never overlap. The descriptor to close when done, or -1 (errno EWOULDBLOCK: held). */
+int fio_lock(const char *dir);
 #endif

@@ -169,8 +169,8 @@ const char *db_iter_val(db_iter *it, size_t *vlen);
 void db_iter_free(db_iter *it);
 /* A persistent counter ("n/<name>"), thread-safe, never returns the same value twice. */
 /* Copies the database as it is at one instant into a new LevelDB at `dir` (which must not exist),
- * calling each(key, value) on the way (a non-zero return stops with that code; err is the
- * callback's to fill); *keys gets the count. For online backups; any thread but the loop's. */
+ * calling each(key, value) on the way (a negative return stops with that code, err being the
+ * callback's to fill; a positive one leaves that key out of the copy); *keys gets the count. For online backups; any thread but the loop's. */
 int db_snapshot_copy(const char *dir, int (*each)(const char *k, size_t kl, const char *v, size_t vl, void *ud),
                      void *ud, uint64_t *keys, mb_err *err);
 uint64_t db_next_id(const char *name);

@@ -9,6 +9,8 @@
  *   DIR/snapshots/<name>/files/m/       module files (<data>/m/)
  *   DIR/chunks/ab/cd/<sha256>           chunks, shared by every snapshot in DIR
  * Everything read is checked against its SHA-256, so a damaged backup is named, never restored.
+ * `backup prune DIR` removes old snapshots and the chunks no remaining snapshot lists, under
+ * DIR/.lock, which a running backup holds too.
  */
 #include "backup_offline.h"
 #include "fileio.h"
@@ -17,7 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <ftw.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct {
     const char *dir;
@@ -183,4 +188,145 @@ int backup_restore(const char *dir, const char *snapshot, const char *data)
                data, n, bytes, data);
     json_decref(b.manifest);
     return b.problems ? 1 : 0;
+}
+
+/* ------------------------------------------------------------- prune --- */
+
+typedef struct {
+    char (*v)[65];
+    size_t n, cap;
+} hashset;
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int by_hash(const void *a, const void *b) { return memcmp(a, b, 64); }
+
+/* Adds every hash of one snapshot's chunks.list; -1 when it cannot be read whole. */
+static int list_add(hashset *h, const char *snap)
+{
+    char path[4400], line[256];
+    snprintf(path, sizeof path, "%s/chunks.list", snap);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f)) {
+        char hash[65];
+        if (sscanf(line, "%64[0-9a-f]", hash) != 1 || strlen(hash) != 64) {
+            fclose(f);
+            errno = EINVAL;
+            return -1;
+        }
+        if (h->n == h->cap) {
+            h->cap = h->cap ? h->cap * 2 : 1024;
+            h->v = realloc(h->v, h->cap * sizeof *h->v);
+            if (!h->v)
+                abort();
+        }
+        memcpy(h->v[h->n++], hash, 65);
+    }
+    int bad = ferror(f);
+    fclose(f);
+    return bad ? -1 : 0;
+}
+
+typedef struct {
+    hashset *keep;
+    unsigned long long removed, bytes, kept;
+    int problems;
+} sweep;
+
+static int sweep_one(const char *path, const char *rel, void *ud)
+{
+    sweep *s = ud;
+    const char *name = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
+    bool tmp = !strncmp(rel, "/tmp/", 5); /* what a failed backup left half-written */
+    bool chunk = !tmp && strlen(name) == 64 && strspn(name, "0123456789abcdef") == 64;
+    if (!chunk && !tmp)
+        return 0; /* not ours: left alone */
+    if (chunk && bsearch(name, s->keep->v, s->keep->n, sizeof *s->keep->v, by_hash)) {
+        s->kept++;
+        return 0;
+    }
+    struct stat st;
+    if (!stat(path, &st) && !unlink(path)) {
+        s->removed += chunk;
+        s->bytes += chunk ? (unsigned long long)st.st_size : 0;
+    } else if (s->problems++ < 20)
+        fprintf(stderr, "%s: %s\n", path, strerror(errno));
+    return 0;
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path) ? -1 : 0;
+}
+
+int backup_prune(const char *dir, int keep_last)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/snapshots", dir);
+    DIR *d = opendir(path);
+    if (!d) {
+        fprintf(stderr, "mbytectl: %s is not a backup directory (no snapshots/): %s\n", dir, strerror(errno));
+        return 1;
+    }
+    int lock = fio_lock(dir);
+    if (lock < 0) {
+        fprintf(stderr, "mbytectl: a backup into %s is running (%s); prune when it is done\n", dir, strerror(errno));
+        closedir(d);
+        return 1;
+    }
+    char **names = NULL, **partial = NULL;
+    size_t n = 0, np = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (de->d_name[0] != '.') {
+            names = realloc(names, (n + 1) * sizeof *names);
+            names[n++] = strdup(de->d_name);
+        } else if (len > 8 && !strcmp(de->d_name + len - 8, ".partial")) {
+            partial = realloc(partial, (np + 1) * sizeof *partial);
+            partial[np++] = strdup(de->d_name);
+        }
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, by_name); /* names are UTC times: oldest first */
+    size_t drop = keep_last > 0 && n > (size_t)keep_last ? n - (size_t)keep_last : 0;
+    hashset keep = {0};
+    int rc = 0;
+    for (size_t i = drop; i < n && !rc; i++) {
+        snprintf(path, sizeof path, "%s/snapshots/%s", dir, names[i]);
+        if (list_add(&keep, path)) {
+            fprintf(stderr, "mbytectl: cannot read the chunk list of snapshot %s (%s): nothing pruned\n", names[i],
+                    strerror(errno));
+            rc = 1;
+        }
+    }
+    sweep s = {.keep = &keep};
+    if (!rc) {
+        /* Snapshots first, chunks after: a crash in between leaves only unlisted chunks, which
+         * the next prune removes. */
+        for (size_t i = 0; i < drop + np; i++) {
+            snprintf(path, sizeof path, "%s/snapshots/%s", dir, i < drop ? names[i] : partial[i - drop]);
+            if (nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS) && s.problems++ < 20)
+                fprintf(stderr, "%s: %s\n", path, strerror(errno));
+        }
+        snprintf(path, sizeof path, "%s/snapshots", dir);
+        fio_sync(path, true);
+        qsort(keep.v, keep.n, sizeof *keep.v, by_hash);
+        snprintf(path, sizeof path, "%s/chunks", dir);
+        fio_walk(path, "", sweep_one, &s);
+        printf("pruned %s: %zu snapshots removed, %zu kept; %llu chunks removed (%llu bytes), %llu kept\n", dir,
+               drop, n - drop, s.removed, s.bytes, s.kept);
+        rc = s.problems ? 1 : 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    for (size_t i = 0; i < np; i++)
+        free(partial[i]);
+    free(names);
+    free(partial);
+    free(keep.v);
+    close(lock);
+    return rc;
 }

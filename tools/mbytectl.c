@@ -414,6 +414,18 @@ static int c_backup_verify(int argc, char **argv)
     return -1;
 }
 
+/* backup prune DIR [--keep-last N]: forget old snapshots and delete unreferenced chunks. */
+static int c_backup_prune(int argc, char **argv)
+{
+    if (argc == 1)
+        return backup_prune(argv[0], 0);
+    char *end = NULL;
+    long keep = argc == 3 && !strcmp(argv[1], "--keep-last") ? strtol(argv[2], &end, 10) : 0;
+    if (keep >= 1 && keep <= 100000 && !*end)
+        return backup_prune(argv[0], (int)keep);
+    return -1;
+}
+
 static int c_restore(int argc, char **argv)
 {
     const char *data = NULL, *snap = NULL;
@@ -478,6 +490,9 @@ static const command commands[] = {
     {"config", "reload", c_config_reload, "config reload   (re-read conf.d now, as SIGHUP does; exit 1 if a file was refused)"},
     {"config", "check", c_config_check, "config check   (validate conf.d without applying it; exit 1 names the problems)"},
     {"backup", "verify", c_backup_verify, "backup verify DIR [--snapshot NAME]   (no server needed; exit 1 names damage)"},
+    {"backup", "prune", c_backup_prune,
+     "backup prune DIR [--keep-last N]   (no server needed: drops all but the newest N snapshots, then every chunk "
+     "none of those lists)"},
     {"backup", NULL, c_backup, "backup DIR   (the running server copies one point in time into DIR, incrementally)"},
     {"restore", NULL, c_restore, "restore DIR --data NEWDIR [--snapshot NAME]   (no server needed; NEWDIR must be new)"},
     {"audit", "verify", c_audit_verify, "audit verify   (checks the audit log's hash chain; exit 1 names the first bad entry)"},

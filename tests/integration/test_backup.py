@@ -53,6 +53,21 @@ class Backup(ServerTest):
         srv.start()
         return srv
 
+    def restore_and_start(self):
+        """Restores DIR's newest snapshot into a new directory, stops the server and starts one on
+        the restored data (fsck clean); returns it and its admin token."""
+        new = os.path.join(self.dir + "-restored")
+        self.addCleanup(shutil.rmtree, new, True)
+        r = self.srv.ctl("restore", self.dir, "--data", new)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.srv.stop()
+        srv = self.restored(new)
+        self.addCleanup(srv.cleanup)
+        admin = srv.login()
+        report = fsck(srv, admin)
+        self.assertEqual(report["problems"], [], report)
+        return srv, admin
+
     def test_a_backup_taken_while_8_clients_upload_restores_every_upload_acknowledged_before_it(self):
         before = {}
         for i in range(24):  # files of one inline chunk, one chunk file, and several chunk files
@@ -95,16 +110,8 @@ class Backup(ServerTest):
         self.assertEqual(verify.returncode, 0, verify.stderr)
         self.assertIn(" ok: ", verify.stdout)
 
-        new = os.path.join(self.dir + "-restored")
-        self.addCleanup(shutil.rmtree, new, True)
-        r = self.srv.ctl("restore", self.dir, "--data", new)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.srv.stop()
-        srv = self.restored(new)
+        srv, admin = self.restore_and_start()
         try:
-            admin = srv.login()
-            report = fsck(srv, admin)
-            self.assertEqual(report["problems"], [], report)
             for path, digest in before.items():
                 g = srv.request("GET", "/api/v1/stores/%d/files/%s" % (self.sid, path), token=admin)
                 self.assertEqual(g.status, 200, path)
@@ -170,6 +177,71 @@ class Backup(ServerTest):
         r = self.srv.ctl("restore", self.dir, "--data", new)
         self.assertEqual(r.returncode, 1, r.stdout)
         self.assertIn("incomplete", r.stderr)
+
+    def chunk_names(self, snap):
+        listed = read(os.path.join(self.dir, "snapshots", snap, "chunks.list")).split("\n")
+        return {x.split()[0] for x in listed if x}
+
+    def chunk_file(self, h):
+        return os.path.join(self.dir, "chunks", h[:2], h[2:4], h)
+
+    def test_prune_removes_the_chunks_only_a_forgotten_snapshot_listed(self):
+        keep, gone = body(11, 2 * 1024 * 1024), body(12, 2 * 1024 * 1024)
+        self.upload("keep.bin", keep)
+        self.upload("gone.bin", gone)
+        self.backup()
+        first = read(os.path.join(self.dir, "latest")).strip()
+        r = self.srv.request("DELETE", "/api/v1/stores/%d/files/gone.bin" % self.sid, token=self.admin)
+        self.assertIn(r.status, (200, 204), r)
+        self.backup()
+        second = read(os.path.join(self.dir, "latest")).strip()
+        unique = self.chunk_names(first) - self.chunk_names(second)
+        self.assertTrue(unique, "gone.bin had no chunk of its own")
+        self.assertTrue(self.chunk_names(second))
+        # A chunk file a failed backup left half-written goes too.
+        leftover = os.path.join(self.dir, "chunks", "tmp", "half-written")
+        with open(leftover, "wb") as f:
+            f.write(b"x" * 100)
+
+        # Without --keep-last both snapshots stay, and so does every chunk they list.
+        p = self.srv.ctl("backup", "prune", self.dir)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("0 snapshots removed, 2 kept; 0 chunks removed", p.stdout)
+        self.assertFalse(os.path.exists(leftover))
+        for h in unique:
+            self.assertTrue(os.path.exists(self.chunk_file(h)))
+
+        # A backup into DIR holds its lock: prune waits its turn rather than race it.
+        import fcntl
+        with open(os.path.join(self.dir, ".lock"), "a") as lk:
+            fcntl.flock(lk, fcntl.LOCK_EX)
+            p = self.srv.ctl("backup", "prune", self.dir, "--keep-last", "1")
+            self.assertEqual(p.returncode, 1, p.stdout)
+            self.assertIn("a backup into %s is running" % self.dir, p.stderr)
+        self.assertTrue(os.path.isdir(os.path.join(self.dir, "snapshots", first)))
+
+        p = self.srv.ctl("backup", "prune", self.dir, "--keep-last", "1")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("1 snapshots removed, 1 kept; %d chunks removed" % len(unique), p.stdout)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "snapshots", first)))
+        for h in unique:
+            self.assertFalse(os.path.exists(self.chunk_file(h)), h)
+        for h in self.chunk_names(second):
+            self.assertTrue(os.path.exists(self.chunk_file(h)), h)
+        v = self.srv.ctl("backup", "verify", self.dir)
+        self.assertEqual(v.returncode, 0, v.stderr)
+        self.assertEqual(self.srv.ctl("backup", "verify", self.dir, "--snapshot", first).returncode, 1)
+
+        srv, admin = self.restore_and_start()
+        try:
+            g = srv.request("GET", "/api/v1/stores/%d/files/keep.bin" % self.sid, token=admin)
+            self.assertEqual(sha(g.body), sha(keep))
+            self.assertEqual(srv.request("GET", "/api/v1/stores/%d/files/gone.bin" % self.sid, token=admin).status,
+                             404)
+            srv.stop()
+        finally:
+            srv.cleanup()
+        self.srv.start()
 
     def test_restore_refuses_a_directory_that_holds_data(self):
         self.upload("x.bin", b"x" * 5000)
