@@ -141,7 +141,7 @@ void accesslog_problem(json_t *problem)
 }
 
 /* Apache's escaping for quoted fields: '"', '\' and bytes outside printable ASCII as \xhh. */
-static size_t esc(char *out, size_t room, const char *s)
+size_t accesslog_quote(char *out, size_t room, const char *s)
 {
     size_t n = 0;
     for (; s && *s && n + 5 < room; s++) {
@@ -159,7 +159,7 @@ static size_t esc(char *out, size_t room, const char *s)
 
 /* The request target as it may be logged: share tokens redacted, and what a URL may not hold
  * as is (spaces, quotes, bytes past ASCII) percent-encoded again. */
-static void target_of(const char *url, char *out, size_t room)
+void accesslog_target(const char *url, char *out, size_t room)
 {
     char redacted[1024];
     const char *t = share_redact(url, redacted, sizeof redacted);
@@ -200,10 +200,10 @@ void accesslog_done(accesslog_rec *rl, mb_req *req, int status, bool completed, 
     }
     const mb_user *u = http_req_user(req);
     char line[6144], user[200], target[2048], ref[1024], ua[1024];
-    esc(user, sizeof user, u && u->name ? u->name : "-");
-    target_of(rl->target, target, sizeof target);
-    esc(ref, sizeof ref, http_req_header(req, "Referer") ? http_req_header(req, "Referer") : "-");
-    esc(ua, sizeof ua, http_req_header(req, "User-Agent") ? http_req_header(req, "User-Agent") : "-");
+    accesslog_quote(user, sizeof user, u && u->name ? u->name : "-");
+    accesslog_target(rl->target, target, sizeof target);
+    accesslog_quote(ref, sizeof ref, http_req_header(req, "Referer") ? http_req_header(req, "Referer") : "-");
+    accesslog_quote(ua, sizeof ua, http_req_header(req, "User-Agent") ? http_req_header(req, "User-Agent") : "-");
     struct tm tm;
     time_t t = (time_t)rl->start;
     gmtime_r(&t, &tm);

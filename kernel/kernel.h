@@ -517,6 +517,11 @@ void accesslog_enter(accesslog_rec *rl, mb_req *req, struct MHD_Connection *conn
 void accesslog_route(accesslog_rec *rl, mb_req *req, const char *pattern, bool streamed);
 void accesslog_problem(json_t *problem);
 void accesslog_done(accesslog_rec *rl, mb_req *req, int status, bool completed, int64_t usec);
+/* Pure pieces, fuzzed (tests/fuzz/fuzz_accesslog.c): a client's text for a quoted field ('"', '\'
+ * and bytes outside printable ASCII as \xhh), and a request target (share tokens redacted,
+ * spaces, quotes, '%', '\' and non-ASCII bytes percent-encoded). Both cut to fit room (>= 8). */
+size_t accesslog_quote(char *out, size_t room, const char *s);
+void accesslog_target(const char *url, char *out, size_t room);
 
 #endif
 

@@ -295,8 +295,9 @@ int backup_prune(const char *dir, int keep_last)
     hashset keep = {0};
     int rc = 0;
     for (size_t i = drop; i < n && !rc; i++) {
-        snprintf(path, sizeof path, "%s/snapshots/%s", dir, names[i]);
-        if (list_add(&keep, path)) {
+        char snap[4200];
+        snprintf(snap, sizeof snap, "%s/snapshots/%s", dir, names[i]);
+        if (list_add(&keep, snap)) {
             fprintf(stderr, "mbytectl: cannot read the chunk list of snapshot %s (%s): nothing pruned\n", names[i],
                     strerror(errno));
             rc = 1;
