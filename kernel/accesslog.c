@@ -96,9 +96,9 @@ static bool trusted(const char *ip)
 /* A client's id is taken only if it is short and plain: it goes into logs and headers. */
 static bool sane_id(const char *s)
 {
+    static const char ok[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:";
     size_t n = s ? strlen(s) : 0;
-    return n > 0 && n < sizeof((accesslog_rec *)0)->id && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                                                 "0123456789-_.:") == n;
+    return n > 0 && n < sizeof((accesslog_rec *)0)->id && strspn(s, ok) == n;
 }
 
 void accesslog_enter(accesslog_rec *rl, mb_req *req, struct MHD_Connection *conn, const char *url, const char *version)
@@ -110,10 +110,10 @@ void accesslog_enter(accesslog_rec *rl, mb_req *req, struct MHD_Connection *conn
         rl->version = arena_strdup(http_req_arena(req), version ? version : "HTTP/1.1");
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         char peer[NI_MAXHOST] = "";
-        if (ci && ci->client_addr && (ci->client_addr->sa_family == AF_INET || ci->client_addr->sa_family == AF_INET6))
-            getnameinfo(ci->client_addr,
-                        ci->client_addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6),
-                        peer, sizeof peer, NULL, 0, NI_NUMERICHOST);
+        const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+        if (sa && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6))
+            getnameinfo(sa, sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6), peer,
+                        sizeof peer, NULL, 0, NI_NUMERICHOST);
         const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
         if (peer[0] && trusted(peer) && sane_id(given))
             snprintf(rl->id, sizeof rl->id, "%s", given);
@@ -181,7 +181,7 @@ static const char *route_label(const accesslog_rec *rl, int status)
     return status < 400 ? "(web page)" : "(no route)";
 }
 
-void accesslog_done(accesslog_rec *rl, mb_req *req, int status, bool completed, int64_t usec)
+void accesslog_done(accesslog_rec *rl, mb_req *req, int status, bool completed, int64_t ms)
 {
     if (!rl->begun)
         return; /* libmicrohttpd answered it alone (a malformed request) */
@@ -193,7 +193,7 @@ void accesslog_done(accesslog_rec *rl, mb_req *req, int status, bool completed, 
     uint64_t out = rl->out;
     if (!strcmp(method, "HEAD") || status == 204 || status == 304 || status < 200)
         out = 0;
-    metrics_http_request(route_label(rl, status), method, status, usec, rl->in, completed ? out : 0);
+    metrics_http_request(route_label(rl, status), method, status, ms * 1000, rl->in, completed ? out : 0);
     if (log_fd < 0 || http_req_local(req)) {
         log_request_set(NULL);
         return;

@@ -1235,7 +1235,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->started)
         log_msg(LOG_DEBUG, "http", "%s %s ended early (%d)", req->method,
                 req->path ? share_redact(req->path, redacted, sizeof redacted) : "", (int)toe);
-    accesslog_done(&req->rl, req, req->status, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK, (now_mono_ms() - req->t0) * 1000);
+    accesslog_done(&req->rl, req, req->status, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK, now_mono_ms() - req->t0);
     json_decref(req->json);
     free(req->body);
     arena_free(req->a);

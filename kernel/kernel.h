@@ -516,7 +516,7 @@ void accesslog_enter(accesslog_rec *rl, mb_req *req, struct MHD_Connection *conn
                      const char *version);
 void accesslog_route(accesslog_rec *rl, mb_req *req, const char *pattern, bool streamed);
 void accesslog_problem(json_t *problem);
-void accesslog_done(accesslog_rec *rl, mb_req *req, int status, bool completed, int64_t usec);
+void accesslog_done(accesslog_rec *rl, mb_req *req, int status, bool completed, int64_t ms);
 /* Pure pieces, fuzzed (tests/fuzz/fuzz_accesslog.c): a client's text for a quoted field ('"', '\'
  * and bytes outside printable ASCII as \xhh), and a request target (share tokens redacted,
  * spaces, quotes, '%', '\' and non-ASCII bytes percent-encoded). Both cut to fit room (>= 8). */

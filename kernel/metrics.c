@@ -330,7 +330,8 @@ static void render_storage(FILE *f)
 {
     uint64_t n, total;
     chunk_scan(&n, &total);
-    head(f, "mbyte_chunks", "gauge", "Chunks in the chunk store (refcount records; in a big store recounted every 30 s).");
+    head(f, "mbyte_chunks", "gauge",
+         "Chunks in the chunk store (refcount records; in a big store recounted every 30 s).");
     fprintf(f, "mbyte_chunks %llu\n", (unsigned long long)n);
     head(f, "mbyte_chunk_bytes", "gauge", "Bytes of the chunks in the chunk store (before any backend layer).");
     fprintf(f, "mbyte_chunk_bytes %llu\n", (unsigned long long)total);

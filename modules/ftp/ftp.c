@@ -580,7 +580,8 @@ static void io_done(void *arg)
     }
     s->io = NULL;
     s->xbytes += j->moved;
-    j->api->metric_add(j->kind == X_RETR ? MB_METRIC_FTP_BYTES_OUT : MB_METRIC_FTP_BYTES_IN, j->kind == 'C' ? 0 : (int64_t)j->moved);
+    j->api->metric_add(j->kind == X_RETR ? MB_METRIC_FTP_BYTES_OUT : MB_METRIC_FTP_BYTES_IN,
+                       j->kind == 'C' ? 0 : (int64_t)j->moved);
     if (j->committed)
         s->wr = NULL;
     if (j->rc) {
