@@ -311,13 +311,9 @@ static void dl_add(dl *d, uint64_t off, uint64_t len, char *text)
     d->total += len;
 }
 
-typedef struct {
-    uint64_t first, last;
-} brange;
-
 /* Parse "bytes=..." into satisfiable ranges. Returns the count, 0 when none is satisfiable
  * (416), or -1 when the header is to be ignored (bad syntax, other unit, too many). */
-static int parse_ranges(const char *h, uint64_t size, brange *out)
+int parse_ranges(const char *h, uint64_t size, brange *out)
 {
     while (*h == ' ')
         h++;

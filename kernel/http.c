@@ -763,28 +763,7 @@ static void forwarded(mb_req *req)
     const char *proto = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Forwarded-Proto");
     req->secure = req->secure || (proto && !strcasecmp(proto, "https"));
     const char *xff = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Forwarded-For");
-    if (!xff || strlen(xff) > 2048)
-        return;
-    char list[2049], *parts[64], *save = NULL;
-    snprintf(list, sizeof list, "%s", xff);
-    int n = 0;
-    for (char *p = strtok_r(list, ",", &save); p && n < 64; p = strtok_r(NULL, ",", &save))
-        parts[n++] = p;
-    while (n-- > 0) {
-        char *e = parts[n];
-        while (*e == ' ' || *e == '\t')
-            e++;
-        size_t len = strlen(e);
-        while (len && (e[len - 1] == ' ' || e[len - 1] == '\t'))
-            e[--len] = '\0';
-        unsigned char buf[16];
-        if (len >= sizeof req->ip || (inet_pton(AF_INET, e, buf) != 1 && inet_pton(AF_INET6, e, buf) != 1))
-            return; /* not an address: keep the proxy's own peer */
-        if (!trusted_proxy(e)) {
-            memcpy(req->ip, e, len + 1);
-            return;
-        }
-    }
+    xff_client(xff, trusted_proxy, req->ip, sizeof req->ip);
 }
 const mb_user *http_req_user(mb_req *req) { return req->have_user ? &req->user : NULL; }
 
@@ -838,18 +817,23 @@ static const char *json_problem(const json_error_t *je)
 
 json_t *http_req_json(mb_req *req, mb_err *err)
 {
-    if (req->json)
-        return req->json;
-    if (!req->blen) {
+    if (!req->json)
+        req->json = http_json_body(req->body, req->blen, err);
+    return req->json;
+}
+
+json_t *http_json_body(const char *body, size_t blen, mb_err *err)
+{
+    if (!blen) {
         err_set(err, MB_EINVAL, "a JSON object body is required");
         return NULL;
     }
-    if (!utf8_valid(req->body, req->blen)) {
+    if (!utf8_valid(body, blen)) {
         err_set(err, MB_EINVAL, "the body is not valid UTF-8");
         return NULL;
     }
     json_error_t je;
-    json_t *j = json_loadb(req->body, req->blen, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb(body, blen, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
         err_set(err, MB_EINVAL, "malformed JSON at line %d column %d: %s", je.line, je.column, json_problem(&je));
         return NULL;
@@ -859,7 +843,6 @@ json_t *http_req_json(mb_req *req, mb_err *err)
         err_set(err, MB_EINVAL, "the body must be a JSON object");
         return NULL;
     }
-    req->json = j;
     return j;
 }
 

@@ -193,6 +193,15 @@ bool conn_headers(conn_rec *r);       /* a request's headers arrived; true: over
 void conn_request_done(conn_rec *r); /* the header deadline starts again for the next request */
 int conn_limit_per_ip(void);
 
+/* ------------------------------------------------------------------ xff.c --- */
+#define XFF_MAX 2048 /* a longer X-Forwarded-For is ignored */
+/* The client behind trusted proxies: the rightmost X-Forwarded-For entry that is not itself a
+ * trusted proxy (entries further left were written by the client and prove nothing), copied
+ * into out (n bytes). false (out untouched) when the header is longer than XFF_MAX, when an
+ * entry on the way from the right is not an IP address (or does not fit), or when every
+ * entry is trusted: the proxy's own address stands then. */
+bool xff_client(const char *xff, bool (*trusted)(const char *ip), char *out, size_t n);
+
 /* ----------------------------------------------------------------- http.c --- */
 /* The kernel side of mb_req. Route handlers (kernel and module) see it via mb_api. */
 typedef struct http_route http_route;
@@ -228,6 +237,9 @@ const mb_user *http_req_user(mb_req *req);
 const char *http_req_client_ip(mb_req *req);
 bool http_req_secure(mb_req *req); /* came over TLS, to mbyted or (trusted_proxies) to the proxy */
 json_t *http_req_json(mb_req *req, mb_err *err);
+/* The check behind http_req_json, for any body: valid UTF-8, well-formed JSON without duplicate
+ * keys, an object. A new reference, or NULL with err (MB_EINVAL and the reason). */
+json_t *http_json_body(const char *body, size_t len, mb_err *err);
 void *http_req_alloc(mb_req *req, size_t n);
 arena *http_req_arena(mb_req *req);
 int http_reply_json(mb_req *req, int status, json_t *body);
@@ -457,6 +469,12 @@ const char *share_redact(const char *path, char *buf, size_t n);
 const char *http_req_body(mb_req *req, size_t *len);
 /* auth.c: the id of a user by name; 0 or MB_ENOENT. */
 int auth_user_id(const char *name, uint64_t *id);
+/* files_http.c: a Range header's byte ranges (parse_ranges): the count (at most 32, each inside
+ * [0, size)), 0 when none is satisfiable (416), -1 when the header is to be ignored. */
+typedef struct {
+    uint64_t first, last;
+} brange;
+int parse_ranges(const char *h, uint64_t size, brange *out);
 /* files_http.c: answer with a file download (or a folder's zip) as GET .../files/{path}. */
 int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
 

@@ -1,7 +1,7 @@
 /*
  * modules/ftp/ftp_util.c — the pure parts of the FTP server: virtual path normalisation,
- * PORT/EPRT argument parsing and reply-line cleaning. No I/O, no kernel calls; compiled
- * into ftp.so and into tests/unit/test_ftp.c.
+ * PORT/EPRT argument parsing, command-line splitting and cleaning. No I/O, no kernel calls;
+ * compiled into ftp.so and into tests/fuzz/fuzz_ftp_line.c.
  * Threads: none of its own; every function is reentrant.
  */
 #include "ftp_util.h"
@@ -144,6 +144,19 @@ int ftpu_clean_line(char *line, size_t len)
     }
     line[o] = 0;
     return (int)o;
+}
+
+int ftpu_command(char *line, char cmd[8], char **arg)
+{
+    *arg = strchr(line, ' ');
+    if (*arg)
+        *(*arg)++ = 0;
+    size_t cl = strlen(line);
+    if (cl == 0 || cl > 4)
+        return -1;
+    for (size_t i = 0; i <= cl; i++)
+        cmd[i] = (char)(line[i] >= 'a' && line[i] <= 'z' ? line[i] - 32 : line[i]);
+    return 0;
 }
 
 bool ftpu_name_ok(const char *name)

@@ -20,6 +20,10 @@ int ftpu_split(const char *vpath, char *store, size_t n, const char **rest);
 int ftpu_parse_port(const char *arg, char *ip, size_t n, int *port);
 /* RFC 2428 "|1|1.2.3.4|5282|" / "|2|::1|5282|": family 1 or 2, the address text and port. */
 int ftpu_parse_eprt(const char *arg, int *family, char *ip, size_t n, int *port);
+/* Split a cleaned command line in place into the verb, upper-cased into cmd (NUL-ended), and
+ * its argument (*arg: after the first space, NULL without one). -1 when the verb is empty or
+ * longer than 4 bytes (no FTP verb is). */
+int ftpu_command(char *line, char cmd[8], char **arg);
 /* Drop Telnet IAC sequences in place; -1 if the line holds a NUL byte, else the new length. */
 int ftpu_clean_line(char *line, size_t len);
 /* Names that can be shown in a listing (no CR/LF). */

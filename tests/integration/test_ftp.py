@@ -671,6 +671,37 @@ class TestFtpRefusals(FtpTest):
         f.close()
 
 
+class TestFtpConnectionDetails(FtpTest):
+    """GET /api/v1/ftp: what a user types into an FTP client, from what the server listens on."""
+
+    def test_the_details_name_the_real_listener_and_a_client_logs_in_with_them(self):
+        self.assertEqual(self.srv.request("GET", "/api/v1/ftp").status, 401)
+        r = self.srv.request("GET", "/api/v1/ftp", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        d = r.json()
+        base = int(self.srv.extra_env["MBYTE_FTP_PASV_PORTS"].split("-")[0])
+        self.assertEqual(d["host"], "127.0.0.1")
+        self.assertEqual(d["port"], self.ftp_port)  # MBYTE_FTP_LISTEN, not the shipped 2121
+        self.assertEqual(d["username"], "admin")
+        self.assertEqual(d["tls"], "explicit")
+        self.assertIs(d["tls_required"], True)
+        self.assertIsNone(d["implicit_tls"])
+        self.assertEqual(d["passive_ports"], {"min": base, "max": base + 99})
+        self.assertIs(d["loopback_only"], True)
+        # Another user sees his own name; with the details alone, FTPS logs in and lists.
+        self.srv.add_user("carol", password="carol-password-1", admin_token=self.admin)
+        tok = self.srv.login("carol", "carol-password-1")
+        d = self.srv.request("GET", "/api/v1/ftp", token=tok).json()
+        self.assertEqual(d["username"], "carol")
+        f = ReusingFTP_TLS(context=tls_ctx(), timeout=30)
+        f.connect(d["host"], d["port"])
+        f.auth()
+        self.assertTrue(f.login(d["username"], "carol-password-1").startswith("230"))
+        f.prot_p()
+        self.assertIn("Home", f.nlst("/"))
+        f.quit()
+
+
 class TestFtpAppPasswords(FtpTest):
     def test_app_password_logs_in_until_deleted(self):
         r = self.srv.request("POST", "/api/v1/ftp/passwords", {"name": "laptop"}, token=self.admin)
@@ -873,6 +904,31 @@ class TestFtpListeners(unittest.TestCase):
         tls.sendall(b"PASS %s\r\n" % harness.ADMIN_PASSWORD.encode())
         self.assertTrue(tls.recv(200).startswith(b"230"))
         tls.close()
+        d = srv.request("GET", "/api/v1/ftp", token=srv.login()).json()
+        self.assertEqual(d["implicit_tls"], {"host": "127.0.0.1", "port": iport})
+        srv.stop()
+
+    def test_the_removed_lockout_keys_are_refused_by_config_check_and_at_start(self):
+        # Failed FTP logins count in the kernel's login throttle (test_wrong_password_repeated_
+        # is_locked_out); ftp.yaml's own max_login_failures/lockout_seconds did nothing, so a file
+        # that still sets them is refused with its file, line and key instead of being trusted.
+        port = harness.free_port()
+        srv = harness.Server(modules={"ftp": True}, env={"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % port},
+                             module_conf={"ftp": "idle_timeout: 60\n"})
+        self.addCleanup(srv.cleanup)
+        srv.start()
+        with open(os.path.join(srv.confdir, "ftp.yaml"), "w") as f:
+            f.write("idle_timeout: 60\nmax_login_failures: 3\nlockout_seconds: 600\n")
+        check = srv.ctl("config", "check")
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn("ftp.yaml:2: unknown key 'max_login_failures'", check.stdout)
+        # At the next start the module stays off, with the same reason in the log.
+        srv.stop()
+        srv.start()
+        logged = srv.wait_log("module ftp not loaded")
+        self.assertIn("ftp.yaml:2: unknown key 'max_login_failures'", logged)
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=10).close()
         srv.stop()
 
     def test_tls_is_required_for_logins_from_a_non_loopback_address(self):

@@ -3,8 +3,8 @@
  * buttons, and the account's app passwords: create one per device (the password is shown once),
  * list, revoke. Opened from the account menu.
  *
- * The API does not tell the page the FTP port or whether TLS is required (those are the ftp
- * module's settings, conf.d/ftp.yaml), so the page shows the shipped defaults and says so.
+ * The connection details come from GET /api/v1/ftp: what the server really listens on (its
+ * conf.d/ftp.yaml and overrides), never the shipped defaults.
  */
 import { api } from './api.js';
 import { h, icon, button, clear, dialog, field, toast, formatTime, fileName } from './ui.js';
@@ -50,18 +50,37 @@ export async function ftpAccess() {
             return h('li', { dataset: { id: p.id } }, icon('shield'), fileName(p.name), h('span.muted.small', 'created ' + formatTime(p.created)), revoke, err);
         })));
     }
-    const host = location.hostname;
+    const conn = h('div.ftp-connection', { 'aria-live': 'polite' }, h('p.muted', 'Loading…'));
+    api('GET', '/ftp').then(d => clear(conn, connection(d)))
+        .catch(e => clear(conn, h('p.form-error', { role: 'alert' }, 'Connection details unavailable: ' + e.message)));
     const body = h('div.ftp-access',
         h('h3', 'Connection'),
-        h('div.conn-grid',
-            copyField('Host', host, 'ftp-host'),
-            copyField('Port', '2121', 'ftp-port'),
-            copyField('User name', state.user?.username || '', 'ftp-user')),
-        h('p.muted.small', 'Encryption: explicit TLS (“FTP over TLS”, AUTH TLS) — required except from the server itself. ' +
-            'Port and TLS are the shipped defaults; your administrator may have changed them (conf.d/ftp.yaml).'),
+        conn,
         h('h3', 'App passwords'),
         h('p.muted', 'Give each device or program its own password instead of your account’s; revoke it on its own.'),
         h('div.inline-form', field('Name', name), add), addErr, created, list);
     load();
     await dialog({ title: 'FTP access', body, wide: true, actions: [{ label: 'Close', primary: true, value: 'ok' }], initialFocus: 'input[name=name]' });
+}
+
+/* The details a client needs, each with a copy button, and a sentence on encryption that says
+ * what the server enforces. */
+function connection(d) {
+    const tls = d.tls_required
+        ? 'Encryption: explicit TLS (“FTP over TLS”, AUTH TLS) is required, except from the server itself.'
+        : 'Encryption: explicit TLS (“FTP over TLS”, AUTH TLS) is offered; plain FTP is accepted too.';
+    const pasv = d.passive_ports.min + '–' + d.passive_ports.max;
+    return h('div',
+        h('div.conn-grid',
+            copyField('Host', d.host, 'ftp-host'),
+            copyField('Port', String(d.port), 'ftp-port'),
+            copyField('User name', d.username || state.user?.username || '', 'ftp-user'),
+            copyField('TLS', d.tls, 'ftp-tls'),
+            d.implicit_tls ? copyField('Implicit TLS port', String(d.implicit_tls.port), 'ftp-implicit-port') : null,
+            copyField('Passive ports', pasv, 'ftp-passive')),
+        h('p.muted.small', tls + (d.implicit_tls ? ' Clients that speak TLS from the first byte (“implicit FTPS”) use port ' + d.implicit_tls.port + '.' : '')),
+        d.loopback_only ? h('p.note', icon('alert'), 'The FTP server listens on this machine only (' + d.listen +
+            '): other computers cannot reach it until the administrator sets listen in conf.d/ftp.yaml.') : null,
+        h('p.muted.small', 'Log in with your account password or, better, an app password from below. ' +
+            'Data connections use passive ports ' + pasv + (d.passive_address ? ' at ' + d.passive_address : '') + '.'));
 }

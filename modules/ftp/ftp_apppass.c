@@ -1,0 +1,136 @@
+/*
+ * modules/ftp/ftp_apppass.c — per-user FTP app passwords: one per device or program, shown
+ * once at creation, revocable on its own. Routes POST/GET /api/v1/ftp/passwords and DELETE
+ * /api/v1/ftp/passwords/{id}; apppass_check for PASS.
+ *
+ * Keys (docs/storage.md): m/ftp/pw/<uid 16 hex>/<id> = {"v":1,"id","name","hash","created"},
+ * the password argon2id-hashed (libsodium). Kept apart because the kernel is getting app
+ * passwords of its own (every door); FTP switches to them once they exist, and this file goes.
+ *
+ * Threads: the routes run on HTTP workers, apppass_check on a login worker; all state is in
+ * the kernel's key-value store.
+ */
+#include "ftp.h"
+#include <sodium.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct pwscan {
+    const mb_api *api;
+    const char *pw;
+    bool ok;
+} pwscan;
+
+static int pw_match(const char *key, const void *v, size_t len, void *ud)
+{
+    (void)key;
+    pwscan *p = ud;
+    const mb_api *api = p->api;
+    json_t *o = json_loadb(v, len, 0, NULL);
+    const char *h = json_string_value(json_object_get(o, "hash"));
+    /* The kernel's cached check (ABI minor 8) when there is one: clients log in per transfer. */
+    bool cached = api->size > offsetof(mb_api, password_check) && api->password_check;
+    if (h && (cached ? api->password_check(h, p->pw) : crypto_pwhash_str_verify(h, p->pw, strlen(p->pw)) == 0))
+        p->ok = true;
+    json_decref(o);
+    return p->ok;
+}
+
+
+/* True if pw is one of the user's app passwords. Blocks (argon2id): call it on a worker. */
+bool apppass_check(const mb_api *api, mb_module *self, uint64_t uid, const char *pw)
+{
+    char prefix[40];
+    snprintf(prefix, sizeof prefix, "pw/%016llx/", (unsigned long long)uid);
+    pwscan p = {api, pw, false};
+    mb_err e;
+    api->kv_scan(self, prefix, pw_match, &p, &e);
+    return p.ok;
+}
+
+int apppass_create(mb_req *req, void *state, mb_err *err)
+{
+    ftp_srv *f = state;
+    const mb_api *api = f->api;
+    json_t *b = api->req_json(req, err);
+    if (!b)
+        return err->code;
+    const char *name = json_string_value(json_object_get(b, "name"));
+    if (!name || !*name || strlen(name) > 64)
+        return api->err_set(err, MB_EINVAL, "name must be a string of 1 to 64 characters");
+    const mb_user *u = api->req_user(req);
+    static const char alpha[] = "abcdefghijkmnpqrstuvwxyz23456789";
+    char pw[25], id[17], hash[crypto_pwhash_STRBYTES];
+    unsigned char r[24], rid[8];
+    randombytes_buf(r, sizeof r);
+    randombytes_buf(rid, sizeof rid);
+    for (int i = 0; i < 24; i++)
+        pw[i] = alpha[r[i] & 31];
+    pw[24] = 0;
+    for (int i = 0; i < 8; i++)
+        snprintf(id + 2 * i, 3, "%02x", rid[i]);
+    if (crypto_pwhash_str(hash, pw, strlen(pw), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                          crypto_pwhash_MEMLIMIT_INTERACTIVE))
+        return api->err_set(err, MB_ENOMEM, "could not hash the password");
+    int64_t now = api->now();
+    json_t *rec = json_pack("{s:i, s:s, s:s, s:s, s:I}", "v", 1, "id", id, "name", name, "hash", hash, "created",
+                            (json_int_t)now);
+    char *txt = json_dumps(rec, JSON_COMPACT);
+    json_decref(rec);
+    char key[64];
+    snprintf(key, sizeof key, "pw/%016llx/%s", (unsigned long long)u->id, id);
+    int rc = api->kv_put(f->self, key, txt, strlen(txt), true, err);
+    free(txt);
+    if (rc)
+        return rc;
+    json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", id, "name", name, "username", u->name, "password", pw,
+                            "created", (json_int_t)now);
+    sodium_memzero(pw, sizeof pw);
+    return api->reply_json(req, 201, out);
+}
+
+static int pw_list_one(const char *key, const void *v, size_t len, void *ud)
+{
+    (void)key;
+    json_t *o = json_loadb(v, len, 0, NULL);
+    if (o)
+        json_array_append_new(ud, json_pack("{s:O, s:O, s:O}", "id", json_object_get(o, "id"), "name",
+                                            json_object_get(o, "name"), "created", json_object_get(o, "created")));
+    json_decref(o);
+    return 0;
+}
+
+int apppass_list(mb_req *req, void *state, mb_err *err)
+{
+    ftp_srv *f = state;
+    char prefix[40];
+    snprintf(prefix, sizeof prefix, "pw/%016llx/", (unsigned long long)f->api->req_user(req)->id);
+    json_t *arr = json_array();
+    int rc = f->api->kv_scan(f->self, prefix, pw_list_one, arr, err);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    return f->api->reply_json(req, 200, arr);
+}
+
+int apppass_delete(mb_req *req, void *state, mb_err *err)
+{
+    ftp_srv *f = state;
+    const mb_api *api = f->api;
+    const char *id = api->req_param(req, "id");
+    if (!id || strlen(id) != 16 || strspn(id, "0123456789abcdef") != 16)
+        return api->err_set(err, MB_ENOENT, "no such FTP password");
+    char key[64], *v;
+    size_t len;
+    snprintf(key, sizeof key, "pw/%016llx/%s", (unsigned long long)api->req_user(req)->id, id);
+    if (api->kv_get(f->self, key, &v, &len, err))
+        return api->err_set(err, MB_ENOENT, "no such FTP password");
+    free(v);
+    int rc = api->kv_del(f->self, key, true, err);
+    if (rc)
+        return rc;
+    return api->reply_bytes(req, 204, NULL, "", 0);
+}
