@@ -582,6 +582,25 @@ if (caps.files && caps.partOn('activity')) describe('activity and audit', () => 
         assert.equal(lines[0], 'seq,time,action,user,ip,store,path,result,hash');
         assert.equal(lines.length - 1, actions.length, 'the export holds what the page shows');
         assert.ok(lines.slice(1).every(l => l.split(',')[2].replace(/"/g, '').startsWith('share.')), lines.join('\n'));
+        // Narrowed to one user: only that user's rows; and the JSON lines export holds the same.
+        await form.getByLabel('User').fill('sharer');
+        await form.getByRole('button', { name: 'Search' }).click();
+        await page.waitForFunction(() => {
+            const rs = [...document.querySelectorAll('table.entries tbody tr')];
+            return rs.length > 0 && rs.every(r => r.textContent.includes('sharer'));
+        });
+        const mine = await page.locator('table.entries tbody tr').evaluateAll(rs => rs.map(x => x.dataset.seq));
+        assert.ok(mine.length >= 1);
+        const [jl] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Export JSON lines' }).click()]);
+        const exported = readFileSync(await jl.path(), 'utf8').trim().split('\n').map(l => JSON.parse(l));
+        assert.deepEqual(exported.map(e => String(e.seq)), mine);
+        assert.ok(exported.every(e => e.user === 'sharer' && e.action.startsWith('share.')));
+        // From tomorrow on: nothing yet.
+        await form.getByLabel('From').fill(new Date(Date.now() + 2 * 86400000).toISOString().slice(0, 10));
+        await form.getByRole('button', { name: 'Search' }).click();
+        await page.getByText('No entry matches.').waitFor();
+        await form.getByLabel('From').fill('');
+        await form.getByLabel('User').fill('');
     });
 });
 
@@ -753,33 +772,43 @@ if (caps.files && caps.partOn('usage') && caps.partOn('store-create') && caps.mo
             assert.match(await warn.textContent(), /%|of/);
             await panel.locator(`.notif-tasks li[data-task="${st.json.task}"][data-state="done"]`).waitFor();
             await shot('notifications');
-            // Read one: it loses its mark, and the bell agrees with the server's count, here and
-            // after a reload (the server keeps it).
-            const unread = async () => Number(/\((\d+) new\)/.exec(await page.locator('button.bell').getAttribute('aria-label'))?.[1] || 0);
+            // Read one: it loses its mark, and the bell agrees with the server's count, here, in
+            // another browser (live, SSE) and after a reload. Background work of earlier scenarios
+            // (webhook deliveries giving up) may notify at any time, so the bell is compared with
+            // the server's count rather than with a fixed number.
             const serverUnread = async () => (await apiAs(caps.token, 'GET', '/notifications/unread')).json.unread;
-            const before = await serverUnread();
-            assert.ok(before >= 2, 'the warning and the task are both new: ' + before);
+            const bellMatches = async (p, what) => {
+                for (let i = 0; ; i++) {
+                    const want = await serverUnread();
+                    const label = await p.locator('button.bell').getAttribute('aria-label');
+                    if (label === (want ? `Notifications (${want} new)` : 'Notifications')) return want;
+                    assert.ok(i < 150, `${what}: the bell says "${label}", the server ${want} unread`);
+                    await new Promise(r => setTimeout(r, 100));
+                }
+            };
+            assert.ok(await serverUnread() >= 2, 'the warning and the task are both new');
             await warn.getByRole('button', { name: 'Mark read: Storage almost full' }).click();
             await warn.getByRole('button', { name: /^Mark read/ }).waitFor({ state: 'detached' });
             assert.ok((await apiAs(caps.token, 'GET', '/notifications')).json
                 .filter(n => n.title === 'Storage almost full').every(n => n.read), 'the server has it read');
-            const after = await serverUnread();
-            assert.ok(after >= 1, "the task notification is still new: " + after);
-            await page.getByRole('button', { name: `Notifications (${after} new)` }).waitFor();
-            // Another browser signed in as the same user hears it live (SSE), without reloading.
+            assert.ok(await bellMatches(page, 'after one') >= 1, 'the task notification is still new');
             const otherCtx = await browser.newContext({ viewport: { width: 1100, height: 760 } });
             const other = await otherCtx.newPage();
             await signIn(other, USER, PASS);
-            await other.getByRole('button', { name: `Notifications (${await serverUnread()} new)` }).waitFor();
+            await bellMatches(other, 'the other browser');
+            const shown = (await apiAs(caps.token, 'GET', '/notifications')).json.map(n => n.id);
             await page.getByRole('button', { name: 'Mark all read' }).click();
-            await other.getByRole('button', { name: 'Notifications', exact: true }).waitFor();
+            await page.getByRole('button', { name: 'Mark all read' }).waitFor({ state: 'detached' });
+            const after = (await apiAs(caps.token, 'GET', '/notifications')).json;
+            assert.ok(shown.every(id => after.find(n => n.id === id)?.read), 'every one marked is read on the server');
+            await bellMatches(other, 'the other browser after all');
             await otherCtx.close();
             await page.getByRole('button', { name: 'Close notifications' }).click();
-            assert.equal(await page.getByRole('button', { name: 'Notifications', exact: true }).count(), 1, 'the badge is cleared once read');
+            await bellMatches(page, 'after all');
             await page.reload();
             await page.getByRole('navigation', { name: 'Main' }).waitFor();
-            await page.locator('.notif-panel').waitFor({ state: 'hidden' });
-            assert.equal(await unread(), 0, 'still read after a reload');
+            await bellMatches(page, 'after a reload');
+            assert.ok((await apiAs(caps.token, 'GET', '/notifications')).json.filter(n => shown.includes(n.id)).every(n => n.read));
         } finally {
             await apiAs(caps.token, 'PUT', '/admin/quotas/users/' + USER, { bytes: null });
         }
