@@ -1,6 +1,6 @@
 /*
- * api.c — the mb_api table handed to every module, and the kernel's own small routes
- * (health, status). Every entry is a thin adapter onto a kernel subsystem, so the table is
+ * api.c — the mb_api table handed to every module (the kernel's own small routes, health
+ * and status, are in health.c). Every entry is a thin adapter onto a kernel subsystem, so the table is
  * the only place the ABI and the kernel's internal names meet.
  * Threads: the table is immutable after start; each entry is as thread-safe as the
  * subsystem it calls (all are).
@@ -232,31 +232,3 @@ static const mb_api table = {
 };
 
 const mb_api *api_table(void) { return &table; }
-
-/* GET /api/v1/health — public: liveness, version and the modules with their state. */
-static int h_health(mb_req *req, void *state, mb_err *err)
-{
-    (void)state, (void)err;
-    return http_reply_json(req, 200,
-                           json_pack("{s:s, s:s, s:o}", "status", "ok", "version", MBYTE_VERSION, "modules",
-                                     modmgr_list()));
-}
-
-/* GET /api/v1/admin/status — admin: what mbytectl status prints. */
-static int h_status(mb_req *req, void *state, mb_err *err)
-{
-    (void)state, (void)err;
-    return http_reply_json(req, 200,
-                           json_pack("{s:s, s:s, s:{s:i, s:i}, s:s, s:s, s:o}", "status", "ok", "version",
-                                     MBYTE_VERSION, "abi", "major", MB_ABI_MAJOR, "minor", MB_ABI_MINOR, "listen",
-                                     g_cfg->listen_host, "data_dir", g_cfg->data_dir, "modules", modmgr_list()));
-}
-
-int api_routes_init(mb_err *err)
-{
-    int rc;
-    if ((rc = http_route_add(NULL, "GET", "/api/v1/health", MB_ROLE_NONE, h_health, NULL, err)) ||
-        (rc = http_route_add(NULL, "GET", "/api/v1/admin/status", MB_ROLE_ADMIN, h_status, NULL, err)))
-        return rc;
-    return 0;
-}

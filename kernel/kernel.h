@@ -378,8 +378,10 @@ void luas_set_limits(uint64_t instructions, size_t memory);
 
 /* ------------------------------------------------------------------ api.c --- */
 const mb_api *api_table(void);
-/* Routes the kernel itself serves (health, admin modules, tasks, events, ...). */
-int api_routes_init(mb_err *err);
+
+/* --------------------------------------------------------------- health.c --- */
+/* GET /api/v1/health, /api/v1/features, /api/v1/admin/status. */
+int health_routes_init(mb_err *err);
 
 /* ----------------------------------------------------------------- loop.c --- */
 void loop_init(struct event_base *base);

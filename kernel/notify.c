@@ -2,7 +2,10 @@
  * notify.c — each user's notifications and live event stream.
  * A notification is stored ("nt/<uid>/<seq>") and pushed to the user's open
  * /api/v1/events streams as an SSE frame; task updates are pushed only (the task itself is
- * the durable record). Threads: any; storage is LevelDB, streams are http.c's (locked).
+ * the durable record). Marking read (one, or all) rewrites the stored records and pushes
+ * `event: unread` {"unread": n} to the user's streams, so every open page's bell agrees.
+ * Threads: any; storage is LevelDB, streams are http.c's (locked). Two marks racing on one
+ * record both write read=1, so no lock is needed.
  */
 #include "kernel.h"
 #include <stdio.h>
@@ -72,6 +75,79 @@ static int h_list(mb_req *req, void *st, mb_err *err)
     return http_reply_json(req, 200, all);
 }
 
+/* Count the caller's unread notifications and, when `mark` (an id, or "" for all), mark the
+ * matching unread ones read in one synced batch; *found tells whether `mark` named one. */
+static int nt_unread(uint64_t uid, const char *mark, bool *found, size_t *unread)
+{
+    char prefix[40], u16[17];
+    key_u64(u16, uid);
+    snprintf(prefix, sizeof prefix, "nt/%s/", u16);
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    db_batch *b = mark ? db_batch_new() : NULL;
+    size_t n = 0, changed = 0;
+    while (db_iter_next(it)) {
+        size_t vl, kl;
+        const char *v = db_iter_val(it, &vl), *k = db_iter_key(it, &kl);
+        json_t *nt = json_loadb(v, vl, 0, NULL);
+        if (!nt)
+            continue;
+        const char *id = json_string_value(json_object_get(nt, "id"));
+        bool hit = mark && (!*mark || (id && !strcmp(id, mark)));
+        if (hit && mark && *mark)
+            *found = true;
+        if (!json_is_true(json_object_get(nt, "read"))) {
+            if (hit) {
+                json_object_set_new(nt, "read", json_true());
+                char *txt = json_dumps(nt, JSON_COMPACT);
+                db_batch_put(b, k, kl, txt, strlen(txt));
+                free(txt);
+                changed++;
+            } else
+                n++;
+        }
+        json_decref(nt);
+    }
+    db_iter_free(it);
+    int rc = 0;
+    if (b) {
+        if (changed)
+            rc = db_batch_commit(b, true);
+        else
+            db_batch_free(b);
+    }
+    *unread = n;
+    return rc;
+}
+
+/* GET /api/v1/notifications/unread — {"unread": n}, the bell's number. */
+static int h_unread(mb_req *req, void *st, mb_err *err)
+{
+    (void)st, (void)err;
+    size_t n;
+    nt_unread(http_req_user(req)->id, NULL, NULL, &n);
+    return http_reply_json(req, 200, json_pack("{s:I}", "unread", (json_int_t)n));
+}
+
+/* POST /api/v1/notifications/read (all) and /api/v1/notifications/{id}/read (one): durable
+ * before the answer, then the new count goes to the user's open pages. */
+static int h_mark(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    const char *id = http_req_param(req, "id");
+    if (id && (strlen(id) != 16 || strspn(id, "0123456789abcdef") != 16))
+        return err_set(err, MB_ENOENT, "no such notification");
+    uint64_t uid = http_req_user(req)->id;
+    bool found = false;
+    size_t n;
+    int rc = nt_unread(uid, id ? id : "", &found, &n);
+    if (rc)
+        return err_set(err, rc, "the notifications could not be saved");
+    if (id && !found)
+        return err_set(err, MB_ENOENT, "no such notification");
+    notify_publish(uid, "unread", json_pack("{s:I}", "unread", (json_int_t)n));
+    return http_reply_json(req, 200, json_pack("{s:I}", "unread", (json_int_t)n));
+}
+
 /* DELETE /api/v1/notifications — clear the caller's list. */
 static int h_clear(mb_req *req, void *st, mb_err *err)
 {
@@ -105,7 +181,10 @@ int notify_init(mb_err *err)
     int rc;
     if ((rc = http_route_add(NULL, "GET", "/api/v1/events", MB_ROLE_USER, h_events, NULL, err)) ||
         (rc = http_route_add(NULL, "GET", "/api/v1/notifications", MB_ROLE_USER, h_list, NULL, err)) ||
-        (rc = http_route_add(NULL, "DELETE", "/api/v1/notifications", MB_ROLE_USER, h_clear, NULL, err)))
+        (rc = http_route_add(NULL, "DELETE", "/api/v1/notifications", MB_ROLE_USER, h_clear, NULL, err)) ||
+        (rc = http_route_add(NULL, "GET", "/api/v1/notifications/unread", MB_ROLE_USER, h_unread, NULL, err)) ||
+        (rc = http_route_add(NULL, "POST", "/api/v1/notifications/read", MB_ROLE_USER, h_mark, NULL, err)) ||
+        (rc = http_route_add(NULL, "POST", "/api/v1/notifications/{id}/read", MB_ROLE_USER, h_mark, NULL, err)))
         return rc;
     return 0;
 }

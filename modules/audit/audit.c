@@ -353,11 +353,65 @@ static bool parse_time(const char *s, int64_t *out)
     return true;
 }
 
+/* The newest `cap` of the entries seen, for answers newest first. kv_scan walks keys
+ * oldest first and cannot start anywhere but a prefix, so a page is the last `cap` matches
+ * before the cursor: a ring keeps them without moving any. */
+typedef struct ring {
+    json_t **e;
+    size_t cap, n, next; /* next: the slot the next push takes */
+    bool dropped;        /* an older match fell out: there is a next page */
+} ring;
+
+static void ring_push(ring *r, json_t *e)
+{
+    if (r->n == r->cap) {
+        json_decref(r->e[r->next]);
+        r->dropped = true;
+    } else
+        r->n++;
+    r->e[r->next] = e;
+    r->next = (r->next + 1) % r->cap;
+}
+
+/* {"entries": [newest first], "next": "<seq of the oldest>" while older matches exist, else
+ * null}. Frees the ring. */
+static json_t *ring_page(ring *r)
+{
+    json_t *out = json_array();
+    for (size_t i = 0; i < r->n; i++)
+        json_array_append_new(out, r->e[(r->next + r->cap - 1 - i) % r->cap]);
+    free(r->e);
+    json_t *last = json_array_get(out, json_array_size(out) - 1);
+    char cur[24];
+    snprintf(cur, sizeof cur, "%lld", (long long)json_integer_value(json_object_get(last, "seq")));
+    return json_pack("{s:o, s:o}", "entries", out, "next", r->dropped && last ? json_string(cur) : json_null());
+}
+
+/* ?before=<seq>: the cursor a page's "next" gives (0: from the newest). */
+static int before_arg(audit *a, mb_req *req, uint64_t *out, mb_err *err)
+{
+    const char *b = a->api->req_query(req, "before");
+    *out = 0;
+    if (!b)
+        return 0;
+    if (!*b || strspn(b, "0123456789") != strlen(b) || strlen(b) > 19)
+        return a->api->err_set(err, MB_EINVAL, "before: the \"next\" of the previous page (a whole number)");
+    *out = strtoull(b, NULL, 10);
+    return 0;
+}
+
+static void ring_init(ring *r, size_t cap)
+{
+    *r = (ring){calloc(cap, sizeof(json_t *)), cap, 0, 0, false};
+    if (!r->e)
+        abort();
+}
+
 typedef struct search_ctx {
     const char *user, *action, *path;
     int64_t from, to;
-    size_t limit;
-    json_t *out;
+    uint64_t before;
+    ring r;
 } search_ctx;
 
 static int search_fn(const char *key, const void *v, size_t len, void *ud)
@@ -367,6 +421,10 @@ static int search_fn(const char *key, const void *v, size_t len, void *ud)
     json_t *e = json_loadb(v, len, 0, NULL);
     if (!e)
         return 0;
+    if (c->before && (uint64_t)jint(e, "seq") >= c->before) {
+        json_decref(e);
+        return 1; /* keys are in seq order: nothing after this is older */
+    }
     bool ok = true;
     if (c->user) {
         char id[32];
@@ -386,9 +444,10 @@ static int search_fn(const char *key, const void *v, size_t len, void *ud)
     if (ok && c->to && jint(e, "time") > c->to)
         ok = false;
     if (ok)
-        json_array_append(c->out, e);
-    json_decref(e);
-    return json_array_size(c->out) >= c->limit;
+        ring_push(&c->r, e);
+    else
+        json_decref(e);
+    return 0;
 }
 
 /* One CSV field: quoted, quotes doubled, and a leading =+-@ defused for spreadsheets. */
@@ -415,12 +474,18 @@ static void csv_field(char **buf, size_t *len, size_t *cap, const char *s, bool 
     *len = (size_t)(w - *buf);
 }
 
-static int reply_entries(audit *a, mb_req *req, json_t *arr, mb_err *err)
+/* A page (ring_page) as JSON, or its entries as CSV or JSON lines (the cursor then goes in
+ * the X-Next-Before header). */
+static int reply_entries(audit *a, mb_req *req, json_t *page, mb_err *err)
 {
     (void)err;
     const char *fmt = a->api->req_query(req, "format");
     if (!fmt || !strcmp(fmt, "json"))
-        return a->api->reply_json(req, 200, json_pack("{s:o}", "entries", arr));
+        return a->api->reply_json(req, 200, page);
+    json_t *arr = json_incref(json_object_get(page, "entries"));
+    if (json_string_value(json_object_get(page, "next")))
+        a->api->reply_header(req, "X-Next-Before", json_string_value(json_object_get(page, "next")));
+    json_decref(page);
     size_t len = 0, cap = 4096, i;
     char *buf = malloc(cap);
     json_t *e;
@@ -488,13 +553,13 @@ static int limit_arg(audit *a, mb_req *req, size_t def, size_t *out, mb_err *err
     return 0;
 }
 
-/* GET /api/v1/admin/audit?user=&action=&from=&to=&path=&format=&limit= */
+/* GET /api/v1/admin/audit?user=&action=&from=&to=&path=&format=&limit=&before=: newest first. */
 static int h_search(mb_req *req, void *state, mb_err *err)
 {
     audit *a = state;
     const mb_api *api = a->api;
-    search_ctx c = {api->req_query(req, "user"), api->req_query(req, "action"), api->req_query(req, "path"),
-                    0, 0, 0, NULL};
+    search_ctx c = {api->req_query(req, "user"), api->req_query(req, "action"), api->req_query(req, "path"), 0, 0, 0,
+                    {0}};
     const char *from = api->req_query(req, "from"), *to = api->req_query(req, "to"), *fmt = api->req_query(req, "format");
     if (from && !parse_time(from, &c.from))
         return api->err_set(err, MB_EINVAL, "from: Unix seconds or a UTC time like 2026-12-01T10:00:00Z");
@@ -503,16 +568,18 @@ static int h_search(mb_req *req, void *state, mb_err *err)
     if (fmt && strcmp(fmt, "json") && strcmp(fmt, "jsonl") && strcmp(fmt, "csv"))
         return api->err_set(err, MB_EINVAL, "format: must be json, jsonl or csv");
     int rc;
-    if ((rc = limit_arg(a, req, 100000, &c.limit, err)))
+    size_t limit;
+    if ((rc = limit_arg(a, req, 100000, &limit, err)) || (rc = before_arg(a, req, &c.before, err)))
         return rc;
-    c.out = json_array();
+    ring_init(&c.r, limit);
     api->kv_scan(a->self, "e/", search_fn, &c, err);
-    return reply_entries(a, req, c.out, err);
+    return reply_entries(a, req, ring_page(&c.r), err);
 }
 
 typedef struct store_ctx {
     audit *a;
-    json_t *out;
+    uint64_t before;
+    ring r;
 } store_ctx;
 
 static int store_fn(const char *key, const void *v, size_t len, void *ud)
@@ -520,17 +587,19 @@ static int store_fn(const char *key, const void *v, size_t len, void *ud)
     (void)v, (void)len;
     store_ctx *c = ud;
     const char *seq = strrchr(key, '/');
+    if (c->before && seq && strtoull(seq + 1, NULL, 16) >= c->before)
+        return 1; /* "s/<store>/<seq>" keys are in seq order */
     char k[64];
     snprintf(k, sizeof k, "e/%s", seq ? seq + 1 : "");
     json_t *e = kv_json(c->a, k);
     if (e) {
         json_object_del(e, "prev");
-        json_array_append_new(c->out, e);
+        ring_push(&c->r, e);
     }
     return 0;
 }
 
-/* GET /api/v1/stores/{sid}/activity?limit=: the newest first, owner only. */
+/* GET /api/v1/stores/{sid}/activity?limit=&before=: the newest first, owner only. */
 static int h_activity(mb_req *req, void *state, mb_err *err)
 {
     audit *a = state;
@@ -545,19 +614,15 @@ static int h_activity(mb_req *req, void *state, mb_err *err)
         return rc;
     json_decref(store);
     size_t limit;
-    if ((rc = limit_arg(a, req, 100, &limit, err)))
+    store_ctx c = {a, 0, {0}};
+    if ((rc = limit_arg(a, req, 100, &limit, err)) || (rc = before_arg(a, req, &c.before, err)))
         return rc;
     char prefix[32], s16[17];
     hex16(s16, sid);
     snprintf(prefix, sizeof prefix, "s/%s/", s16);
-    store_ctx c = {a, json_array()};
+    ring_init(&c.r, limit);
     api->kv_scan(a->self, prefix, store_fn, &c, err);
-    json_t *out = json_array();
-    size_t n = json_array_size(c.out);
-    for (size_t i = 0; i < n && i < limit; i++)
-        json_array_append(out, json_array_get(c.out, n - 1 - i));
-    json_decref(c.out);
-    return api->reply_json(req, 200, json_pack("{s:o}", "entries", out));
+    return api->reply_json(req, 200, ring_page(&c.r));
 }
 
 /* ---------------------------------------------------------- init and fini --- */

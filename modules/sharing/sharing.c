@@ -601,8 +601,8 @@ static int check_live(sharing *s, mb_req *req, const json_t *r, mb_err *err)
     return 0;
 }
 
-/* The share behind a link token, checked: exists, live, password. */
-static int resolve_link(sharing *s, mb_req *req, json_t **out, mb_err *err)
+/* The share behind a link token, checked: exists and live (not yet the password). */
+static int link_lookup(sharing *s, mb_req *req, json_t **out, mb_err *err)
 {
     const mb_api *api = s->api;
     const char *token = api->req_param(req, "token");
@@ -632,38 +632,58 @@ static int resolve_link(sharing *s, mb_req *req, json_t **out, mb_err *err)
         json_decref(r);
         return rc;
     }
-    const char *hash = jstr(r, "password");
-    if (hash) {
-        const char *pw = api->req_header(req, "X-Share-Password");
-        if (!pw)
-            pw = form_field(s, req, "password");
-        if (!pw) {
-            json_decref(r);
-            api->reply_header(req, "WWW-Authenticate", "X-Share-Password");
-            return api->err_set(err, MB_EAUTH, "this link needs a password (X-Share-Password header or form field)");
-        }
-        guess_keys gk;
-        guess_keys_for(s, req, idz, &gk);
-        int64_t wait = guess_wait(s, &gk);
-        if (wait) {
-            json_decref(r);
-            char ra[24];
-            snprintf(ra, sizeof ra, "%lld", (long long)wait);
-            api->reply_header(req, "Retry-After", ra);
-            return api->err_set(err, MB_ETHROTTLE, "too many wrong passwords for this link; try again in %lld s",
-                                (long long)wait);
-        }
-        if (!password_ok(api, hash, pw)) {
-            guess_failed(s, &gk);
-            api->hook_emit("share.password_failed",
-                           json_pack("{s:s, s:I, s:I, s:s}", "share", idz, "store", (json_int_t)jint(r, "store"),
-                                     "owner", (json_int_t)jint(r, "owner"), "result", "failed"),
-                           NULL);
-            json_decref(r); /* after the event: it reads r */
-            api->reply_header(req, "WWW-Authenticate", "X-Share-Password");
-            return api->err_set(err, MB_EAUTH, "wrong password for this link");
-        }
-        api->throttle_clear(s->guess_pair, gk.pair);
+    *out = r;
+    return 0;
+}
+
+/* The link's password, when it has one: pw (NULL: none given) checked under the guess
+ * throttles; a wrong one is an event and a 401. */
+static int link_password(sharing *s, mb_req *req, const json_t *r, const char *pw, mb_err *err)
+{
+    const mb_api *api = s->api;
+    const char *hash = jstr(r, "password"), *idz = jstr(r, "id");
+    if (!hash)
+        return 0;
+    if (!pw) {
+        api->reply_header(req, "WWW-Authenticate", "X-Share-Password");
+        return api->err_set(err, MB_EAUTH, "this link needs a password (X-Share-Password header or form field)");
+    }
+    guess_keys gk;
+    guess_keys_for(s, req, idz, &gk);
+    int64_t wait = guess_wait(s, &gk);
+    if (wait) {
+        char ra[24];
+        snprintf(ra, sizeof ra, "%lld", (long long)wait);
+        api->reply_header(req, "Retry-After", ra);
+        return api->err_set(err, MB_ETHROTTLE, "too many wrong passwords for this link; try again in %lld s",
+                            (long long)wait);
+    }
+    if (!password_ok(api, hash, pw)) {
+        guess_failed(s, &gk);
+        api->hook_emit("share.password_failed",
+                       json_pack("{s:s, s:I, s:I, s:s}", "share", idz, "store", (json_int_t)jint(r, "store"), "owner",
+                                 (json_int_t)jint(r, "owner"), "result", "failed"),
+                       NULL);
+        api->reply_header(req, "WWW-Authenticate", "X-Share-Password");
+        return api->err_set(err, MB_EAUTH, "wrong password for this link");
+    }
+    api->throttle_clear(s->guess_pair, gk.pair);
+    return 0;
+}
+
+/* The share behind a link token, checked: exists, live, password. */
+static int resolve_link(sharing *s, mb_req *req, json_t **out, mb_err *err)
+{
+    json_t *r = NULL;
+    int rc = link_lookup(s, req, &r, err);
+    if (rc)
+        return rc;
+    const char *pw = s->api->req_header(req, "X-Share-Password");
+    if (!pw && jstr(r, "password"))
+        pw = form_field(s, req, "password");
+    if ((rc = link_password(s, req, r, pw, err))) {
+        json_decref(r);
+        return rc;
     }
     *out = r;
     return 0;
@@ -838,9 +858,59 @@ static int serve_upload(sharing *s, mb_req *req, json_t *r, mb_err *err)
     return api->reply_json(req, created ? 201 : 200, out);
 }
 
+/* GET /api/v1/public/{token}?info=1: what a visitor's page shows before anything is fetched
+ * (name, file or folder, size, expiry, whether a password is needed). It sends no file
+ * bytes, so it never counts as a download (and, under the public prefix, its token is redacted
+ * in the logs like any other). Without the password a protected link tells only
+ * that it needs one (and its expiry); with X-Share-Password it is checked like any fetch. */
+static int h_public_info(mb_req *req, void *state, mb_err *err)
+{
+    sharing *s = state;
+    const mb_api *api = s->api;
+    json_t *r = NULL;
+    int rc = link_lookup(s, req, &r, err);
+    if (rc)
+        return rc;
+    bool locked = jstr(r, "password") != NULL;
+    const char *pw = api->req_header(req, "X-Share-Password");
+    json_t *out = json_pack("{s:b, s:I}", "password", locked, "expires", (json_int_t)jint(r, "expires"));
+    if (locked && !pw) {
+        json_decref(r);
+        json_object_set_new(out, "locked", json_true());
+        return api->reply_json(req, 200, out);
+    }
+    if ((rc = link_password(s, req, r, pw, err))) {
+        json_decref(out);
+        json_decref(r);
+        return rc;
+    }
+    const char *root = jstr(r, "path"), *slash = strrchr(root, '/');
+    json_object_set_new(out, "locked", json_false());
+    json_object_set_new(out, "name", json_string(slash ? slash + 1 : root));
+    json_object_set_new(out, "type", json_string(jstr(r, "target")));
+    json_object_set_new(out, "permission", json_string(jstr(r, "permission")));
+    json_object_set_new(out, "size", json_null());
+    if (!strcmp(jstr(r, "target"), "file") && (perm_bits(jstr(r, "permission")) & P_READ)) {
+        json_t *st;
+        mb_err e2 = {0};
+        if (api->file_stat(NULL, (uint64_t)jint(r, "store"), root, &st, &e2) == 0) {
+            json_object_set_new(out, "size", json_integer(jint(st, "size")));
+            json_decref(st);
+        }
+    }
+    json_int_t max = jint(r, "max_downloads");
+    json_object_set_new(out, "downloads_left",
+                        max ? json_integer(max > jint(r, "downloads") ? max - jint(r, "downloads") : 0) : json_null());
+    json_decref(r);
+    return api->reply_json(req, 200, out);
+}
+
 static int h_public_get(mb_req *req, void *state, mb_err *err)
 {
     sharing *s = state;
+    const char *rel = s->api->req_param(req, "path"), *info = s->api->req_query(req, "info");
+    if (info && (!rel || !*rel) && !strcmp(s->api->req_method(req), "GET"))
+        return h_public_info(req, state, err);
     json_t *r = NULL;
     int rc = resolve_link(s, req, &r, err);
     if (rc)

@@ -311,7 +311,7 @@ class AdminUsersAndStatusTest(ServerTest):
         r = self.srv.request("GET", "/api/v1/admin/status", token=self.admin)
         self.assertEqual(r.status, 200, r)
         st = r.json()
-        health = self.srv.request("GET", "/api/v1/health").json()
+        health = self.srv.request("GET", "/api/v1/health", token=self.admin).json()
         self.assertEqual((st["status"], st["version"]), ("ok", health["version"]))
         self.assertEqual(sorted(st["abi"]), ["major", "minor"])
         self.assertTrue(all(isinstance(v, int) and v >= 0 for v in st["abi"].values()), st)

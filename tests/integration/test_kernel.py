@@ -13,11 +13,16 @@ from harness import ADMIN_PASSWORD, MBYTED, Server, ServerTest, main, recv_until
 
 
 class ContractTest(ServerTest):
-    def test_health_needs_no_auth_and_lists_modules(self):
+    def test_health_says_only_up_to_anyone_and_the_modules_only_to_admins(self):
         r = self.srv.request("GET", "/api/v1/health")
         self.assertEqual(r.status, 200)
         self.assertEqual(r.header("Content-Type"), "application/json")
-        h = r.json()
+        self.assertEqual(r.json(), {"status": "ok"})  # no version, no module names for strangers
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        for tok in (bob, "not-a-token"):  # a user, a bad credential: the same one word
+            r = self.srv.request("GET", "/api/v1/health", token=tok)
+            self.assertEqual((r.status, r.json()), (200, {"status": "ok"}), r)
+        h = self.srv.request("GET", "/api/v1/health", token=self.admin).json()
         self.assertEqual(h["status"], "ok")
         self.assertTrue(h["version"])
         self.assertIsInstance(h["modules"], list)
@@ -326,6 +331,23 @@ class CtlTest(ServerTest):
         p = self.srv.ctl("--data", "/nonexistent", "status")
         self.assertEqual(p.returncode, 3)
         self.assertIn("cannot reach mbyted", p.stderr)
+
+
+class FeaturesTest(ServerTest):
+    modules = {"trash": True, "sharing": True}
+
+    def test_features_tell_a_user_which_modules_are_on_without_versions(self):
+        self.assertProblem(self.srv.request("GET", "/api/v1/features"), 401)
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        r = self.srv.request("GET", "/api/v1/features", token=bob)
+        self.assertEqual(r.status, 200, r)
+        active = sorted(m["name"] for m in self.srv.request("GET", "/api/v1/admin/modules", token=self.admin).json()
+                        if m["state"] == "active")
+        self.assertEqual(r.json(), {"features": active})
+        self.assertEqual(active, ["sharing", "trash"])
+        r = self.srv.request("POST", "/api/v1/admin/modules/trash/unload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.srv.request("GET", "/api/v1/features", token=bob).json(), {"features": ["sharing"]})
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ class ModuleTest(ServerTest):
         return {m["name"]: m for m in r.json()}
 
     def health_modules(self):
-        r = self.srv.request("GET", "/api/v1/health")
+        r = self.srv.request("GET", "/api/v1/health", token=self.admin)
         self.assertEqual(r.status, 200, r)
         return sorted((m["name"], m["state"]) for m in r.json()["modules"])
 

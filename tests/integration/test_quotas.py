@@ -210,6 +210,21 @@ class Quotas(ServerTest):
         self.assertEqual(r.json(), {"username": "bob", "bytes": None})
 
 
+    def test_a_quota_of_zero_is_a_limit_and_no_quota_is_null(self):
+        """What the page's usage meter reads: 0 means nothing fits (a limit, shown as one), only
+        null is "no limit"; a role quota shows up for a user with no quota of their own."""
+        bob = self.srv.add_user("bob", admin_token=self.admin)
+        sid = home(self.srv, bob)
+        usage = lambda: self.srv.request("GET", "/api/v1/me/usage", token=bob).json()
+        self.assertIsNone(usage()["quota_bytes"])
+        self.set_quota("bob", 0)
+        self.assertEqual((usage()["quota_bytes"], usage()["quota_source"]), (0, "the quota of user bob"))
+        self.assertProblem(self.srv.request("PUT", "/api/v1/stores/%d/files/a.txt" % sid, body=b"x", token=bob), 507)
+        self.set_quota("bob", None)
+        r = self.srv.request("PUT", "/api/v1/admin/quotas/roles/user", {"bytes": 5000}, token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual((usage()["quota_bytes"], usage()["quota_source"]), (5000, "the quota of role user"))
+
 
 class QuotasWithVersions(ServerTest):
     modules = {"quotas": True, "versioning": True}

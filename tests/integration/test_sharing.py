@@ -238,6 +238,36 @@ class SharingTest(ServerTest):
         self.assertProblem(r, 404)
         self.assertEqual(self.srv.request("GET", "/api/v1/stores/%s/shares" % self.sid).status, 401)
 
+    def test_link_info_tells_name_size_expiry_and_password_without_counting_a_download(self):
+        expires = int(time.time()) + 3600
+        s = self.share({"path": "docs/report.txt", "type": "link", "permission": "download", "max_downloads": 1,
+                        "password": "correct horse", "expires": expires})
+        info = lambda headers=None: self.srv.request("GET", "/api/v1/public/%s?info=1" % s["token"], headers=headers)
+        # Without the password: only that one is needed, and until when the link works.
+        r = info()
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json(), {"password": True, "locked": True, "expires": expires})
+        self.assertProblem(info({"X-Share-Password": "wrong"}), 401, "wrong password")
+        pw = {"X-Share-Password": "correct horse"}
+        for _ in range(3):  # asked again and again: never a download
+            r = info(pw)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json(), {"password": True, "locked": False, "expires": expires, "name": "report.txt",
+                                        "type": "file", "permission": "download", "size": 21, "downloads_left": 1})
+        self.assertNotIn(s["token"], self.srv.read_log())  # redacted like every public path
+        listed = self.srv.request("GET", "/api/v1/stores/%s/shares" % self.sid, token=self.alice).json()["shares"]
+        self.assertEqual([x["downloads"] for x in listed if x["id"] == s["id"]], [0])
+        # The one download is still there to take, and after it the info says the link is spent.
+        r = self.pub(s["token"], headers=pw)
+        self.assertEqual((r.status, r.body), (200, b"the quarterly report\n"))
+        self.assertProblem(info(pw), 410, "limit")
+        # A folder drop box: a folder, no size, no password.
+        d = self.share({"path": "docs", "type": "link", "permission": "upload"})
+        r = self.srv.request("GET", "/api/v1/public/%s?info=1" % d["token"])
+        self.assertEqual(r.json(), {"password": False, "locked": False, "expires": 0, "name": "docs", "type": "folder",
+                                    "permission": "upload", "size": None, "downloads_left": None})
+        self.assertProblem(self.srv.request("GET", "/api/v1/public/%s?info=1" % ("x" * 43)), 404, "no such link")
+
     def test_range_requests_count_one_download_per_fetch_from_the_first_byte(self):
         data = os.urandom(200000)
         self.put("film.mp4", data)

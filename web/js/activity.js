@@ -3,26 +3,53 @@
  * and shares, newest first) and, for administrators, the audit log with filters (user, action or
  * action prefix, from/to dates, path prefix), the chain check, and an export as CSV or JSON lines
  * of exactly what the filters select (a plain GET link: the session cookie goes with it).
+ * Both read newest first, a page at a time: "Older entries" asks for the page before the last
+ * one shown (the answer's "next" cursor).
  */
 import { api } from './api.js';
 import { h, icon, button, clear, field, formatTime, fileName } from './ui.js';
 import { currentStore } from './state.js';
 
-/* One table of entries, shared by the store's activity and the audit log. */
-export function entriesTable(entries, label) {
-    const tbody = h('tbody');
-    for (const e of entries) {
-        tbody.append(h('tr', { dataset: { seq: String(e.seq), action: e.action } },
-            h('td.col-mtime', formatTime(e.time)),
-            h('td', h('code', e.action)),
-            h('td', e.user ? fileName(e.user) : h('span.muted', '—')),
-            h('td.col-path', e.path ? fileName(e.path) : h('span.muted', '—')),
-            h('td', h('span.badge' + (e.result === 'failed' ? '.state-failed' : '.state-done'), e.result || 'ok')),
-            h('td.muted.small', e.ip || '')));
-    }
-    return h('div.table-wrap', h('table.files.entries', { 'aria-label': label },
+const PAGE = 100;
+
+function entryRow(e) {
+    return h('tr', { dataset: { seq: String(e.seq), action: e.action } },
+        h('td.col-mtime', formatTime(e.time)),
+        h('td', h('code', e.action)),
+        h('td', e.user ? fileName(e.user) : h('span.muted', '—')),
+        h('td.col-path', e.path ? fileName(e.path) : h('span.muted', '—')),
+        h('td', h('span.badge' + (e.result === 'failed' ? '.state-failed' : '.state-done'), e.result || 'ok')),
+        h('td.muted.small', e.ip || ''));
+}
+
+/* One table of entries, shared by the store's activity and the audit log: the first page
+ * (newest first) and an "Older entries" button while the server has more (next(cursor) ->
+ * the next page {entries, next}). */
+export function entriesTable(page, label, next) {
+    const tbody = h('tbody', page.entries.map(entryRow));
+    const count = h('p.muted.small.entries-count');
+    const shown = () => { count.textContent = `${tbody.rows.length} entr${tbody.rows.length === 1 ? 'y' : 'ies'} shown`; };
+    const more = button('Older entries', 'chevronDown', async () => {
+        more.disabled = true;
+        try {
+            const p = await next(cursor);
+            tbody.append(...p.entries.map(entryRow));
+            cursor = p.next;
+        } catch (e) {
+            count.textContent = e.message;
+            more.disabled = false;
+            return;
+        }
+        more.disabled = false;
+        more.hidden = !cursor;
+        shown();
+    }, { cls: 'small' });
+    let cursor = page.next;
+    more.hidden = !cursor;
+    shown();
+    return h('div.entries-block', h('div.table-wrap', h('table.files.entries', { 'aria-label': label },
         h('thead', h('tr', ['When', 'Action', 'User', 'Path', 'Result', 'Address'].map(t => h('th', { scope: 'col' }, t)))),
-        tbody));
+        tbody)), h('div.entries-foot', count, more));
 }
 
 /* ========================================================= store activity === */
@@ -34,15 +61,15 @@ export class ActivityView {
         const head = h('div.view-head', h('h1.view-title', 'Activity of ', store ? fileName(store.name) : 'this store'),
             h('div.view-actions', button('Refresh', 'refresh', () => this.show(sid))));
         clear(this.el, head, h('p.muted.pad', 'Loading…'));
+        const page = before => api('GET', `/stores/${encodeURIComponent(sid)}/activity?limit=${PAGE}` + (before ? '&before=' + before : ''));
         let r;
         try {
-            r = await api('GET', `/stores/${encodeURIComponent(sid)}/activity?limit=200`);
+            r = await page();
         } catch (e) {
             clear(this.el, head, h('div.empty.error-state', { role: 'alert' }, icon('alert'), h('p', e.message)));
             return;
         }
-        const entries = r?.entries || [];
-        clear(this.el, head, entries.length ? entriesTable(entries, 'Activity of this store')
+        clear(this.el, head, r.entries.length ? entriesTable(r, 'Activity of this store', page)
             : h('div.empty', icon('history'), h('p.empty-title', 'Nothing has happened in this store yet')));
     }
 }
@@ -84,12 +111,10 @@ export async function auditTab(body, filters = {}) {
             h('a.btn', { href: '/api/v1/admin/audit?' + q('csv'), download: 'audit.csv' }, icon('download'), 'Export CSV'),
             h('a.btn', { href: '/api/v1/admin/audit?' + q('jsonl'), download: 'audit.jsonl' }, icon('download'), 'Export JSON lines'));
         clear(results, h('p.muted', 'Searching…'));
+        const page = before => api('GET', '/admin/audit?' + q() + `&limit=${PAGE}` + (before ? '&before=' + before : ''));
         try {
-            const r = await api('GET', '/admin/audit?' + q() + '&limit=1000');
-            const entries = (r?.entries || []).slice().reverse(); // the log answers oldest first: show the newest on top
-            clear(results, h('p.muted.small', `${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}` +
-                (entries.length >= 1000 ? ' (the oldest 1000 that match: narrow the filters, or export them all)' : '')),
-            entries.length ? entriesTable(entries, 'Audit log') : h('p.muted', 'No entry matches.'));
+            const r = await page();
+            clear(results, r.entries.length ? entriesTable(r, 'Audit log', page) : h('p.muted', 'No entry matches.'));
         } catch (e) {
             clear(results, h('p.form-error', { role: 'alert' }, e.message));
         }

@@ -3,12 +3,12 @@
  * per role and per user, the modules with on/off and reload, the task queue with cancel, and the
  * integrity findings. Every refusal appears on the row or field that caused it.
  *
- * After a module is switched, the page re-reads /api/v1/health (refreshModules) so every part
+ * After a module is switched, the page re-reads /api/v1/features (refreshModules) so every part
  * that belongs to that module appears or disappears at once.
  */
 import { api } from './api.js';
 import { h, icon, button, clear, dialog, field, toast, formatTime, formatBytes } from './ui.js';
-import { on } from './state.js';
+import { on, emit } from './state.js';
 import { applyParts, partEnabled } from './modules.js';
 import { auditTab } from './activity.js';
 
@@ -126,36 +126,48 @@ export class AdminView {
     }
 
     /* ----------------------------------------------------------- quotas --- */
+    /* An empty field is "no limit" (the server's null); 0 is a real quota that lets nothing
+     * in. Each form shows the value the server holds now. */
     async quotas() {
-        let current = null;
-        try { current = await api('GET', '/admin/quotas'); } catch { /* listing is optional */ }
-        const gib = b => (b ? +(b / 2 ** 30).toFixed(3) : '');
+        const get = async path => { try { return (await api('GET', path)).bytes; } catch { return null; } };
+        const [roleUser, roleAdmin] = await Promise.all([get('/admin/quotas/roles/user'), get('/admin/quotas/roles/admin')]);
+        const gib = b => (b === null || b === undefined ? '' : String(+(b / 2 ** 30).toFixed(3)));
         const quotaForm = (label, path, value) => {
-            const input = h('input', { type: 'number', min: '0', step: 'any', name: 'gib', value: String(gib(value)), 'aria-label': label + ' in GiB' });
+            const input = h('input', { type: 'number', min: '0', step: 'any', name: 'gib', value: gib(value), placeholder: 'no limit', 'aria-label': label + ' in GiB' });
             const msg = h('p.field-error', { role: 'alert', hidden: true });
             const f = h('form.inline-form', h('label', label), input, h('span.muted', 'GiB'),
                 h('button.btn.small', { type: 'submit' }, 'Save'), msg);
             f.addEventListener('submit', async ev => {
                 ev.preventDefault();
                 msg.hidden = true;
+                const bytes = input.value.trim() === '' ? null : Math.round(Number(input.value) * 2 ** 30);
                 try {
-                    await api('PUT', path(), { bytes: Math.round(Number(input.value) * 2 ** 30) });
-                    toast(`${label}: ${formatBytes(Math.round(Number(input.value) * 2 ** 30))}.`, 'success');
+                    await api('PUT', path(), { bytes });
+                    toast(`${label}: ${bytes === null ? 'no limit' : formatBytes(bytes)}.`, 'success');
+                    emit('usage'); // the meter in the side navigation, if it was the admin's own
                 } catch (e) { msg.textContent = e.message; msg.hidden = false; }
             });
-            return f;
+            return { form: f, input };
         };
-        const roles = current?.roles || {};
         const user = h('input', { type: 'text', name: 'username', 'aria-label': 'Username', placeholder: 'username' });
-        const userForm = quotaForm('Quota for user', () => '/admin/quotas/users/' + encodeURIComponent(user.value.trim()));
-        userForm.insertBefore(user, userForm.children[1]);
+        const userQ = quotaForm('Quota for user', () => '/admin/quotas/users/' + encodeURIComponent(user.value.trim()));
+        userQ.form.insertBefore(user, userQ.form.children[1]);
+        // The user's current quota once the name is typed, unless a value was typed meanwhile.
+        let typed = false;
+        userQ.input.addEventListener('input', () => { typed = true; });
+        user.addEventListener('change', async () => {
+            typed = false;
+            const name = user.value.trim();
+            const held = name ? await get('/admin/quotas/users/' + encodeURIComponent(name)) : null;
+            if (!typed && name === user.value.trim()) userQ.input.value = gib(held);
+        });
         clear(this.body,
             h('div.section-head', h('h2', 'Quotas')),
-            h('p.muted', 'A role quota applies to every user with that role; a user quota overrides it. 0 means no limit.'),
+            h('p.muted', 'A role quota applies to every user with that role; a user quota overrides it. Leave a field empty for no limit; 0 lets nothing in.'),
             h('div.card', h('h3', 'Roles'),
-                quotaForm('Role user', () => '/admin/quotas/roles/user', roles.user?.bytes ?? roles.user),
-                quotaForm('Role admin', () => '/admin/quotas/roles/admin', roles.admin?.bytes ?? roles.admin)),
-            h('div.card', h('h3', 'Per user'), userForm));
+                quotaForm('Role user', () => '/admin/quotas/roles/user', roleUser).form,
+                quotaForm('Role admin', () => '/admin/quotas/roles/admin', roleAdmin).form),
+            h('div.card', h('h3', 'Per user'), userQ.form));
     }
 
     /* ---------------------------------------------------------- modules --- */

@@ -5,12 +5,13 @@
  * (store creation) with their progress and outcome.
  *
  * Module-dependent parts carry data-part and are shown or hidden by modules.js from
- * GET /api/v1/health, read at start and whenever the admin view toggles a module.
+ * GET /api/v1/features, read at start and whenever the admin view toggles a module. Only an
+ * administrator's page reads the version and module states (GET /api/v1/health with the session).
  */
 import { api, setCsrf, csrfToken, setUnauthorizedHandler, ApiError } from './api.js';
 import { h, icon, button, clear, dialog, field, openMenu, toast, formatBytes, formatTime, fileName } from './ui.js';
 import { state, on, emit, currentStore, isAdmin } from './state.js';
-import { setModules, applyParts, partEnabled } from './modules.js';
+import { setFeatures, applyParts, partEnabled } from './modules.js';
 import { FilesView, TrashView, usageBar } from './files.js';
 import { AdminView } from './admin.js';
 import { SharesView, showPublic } from './shares.js';
@@ -25,16 +26,18 @@ let shell = null;      // the signed-in layout, built once per sign-in
 let events = null;     // the EventSource
 const tasks = new Map(); // task id -> {toast element, label, done}
 
-/* ============================================================ health ======= */
+/* ============================================================ features ===== */
 export async function refreshModules() {
     try {
-        const r = await fetch('/api/v1/health', { cache: 'no-store' });
-        const j = await r.json();
-        setModules(j.modules);
-        state.version = j.version || '';
-        state.health = j;
-    } catch {
-        toast('The server cannot be reached to read its modules.', 'error');
+        setFeatures((await api('GET', '/features'))?.features);
+        if (isAdmin()) { // the version and every module's state: for administrators only
+            const j = await api('GET', '/health');
+            state.version = j?.version || '';
+            state.health = j;
+        }
+    } catch (e) {
+        if (e.status === 401) return; // the handler showed the sign-in
+        toast('The server cannot be reached to read its features.', 'error');
     }
     resetCapabilities();
     applyParts();
@@ -302,8 +305,6 @@ class Shell {
         this.notifPanel.hidden = !open;
         this.bell.setAttribute('aria-expanded', String(open));
         if (!open) return;
-        this.unread = 0;
-        this.renderBadge();
         clear(this.notifPanel, h('p.muted.pad', 'Loading…'));
         const [nl, tl] = await Promise.allSettled([api('GET', '/notifications'), api('GET', '/tasks')]);
         if (nl.status === 'rejected') {
@@ -335,16 +336,18 @@ class Shell {
         const recent = (this.recentTasks || []).filter(t => t.state !== 'queued').slice(0, 5);
         clear(this.notifPanel,
             h('div.notif-head', h('h2', 'Notifications'),
+                this.notifications.some(n => !n.read) ? button('Mark all read', 'check', () => this.markRead(null), { cls: 'small' }) : null,
                 button('Clear all', null, async () => {
-                    try { await api('DELETE', '/notifications'); this.notifications = []; this.renderNotifications(); }
+                    try { await api('DELETE', '/notifications'); this.notifications = []; this.setUnread(0); this.renderNotifications(); }
                     catch (e) { toast('Could not clear the notifications: ' + e.message, 'error'); }
                 }, { cls: 'small' }),
                 button('Close notifications', 'close', () => { this.toggleNotifications(false); this.bell.focus(); }, { cls: 'icon-btn', iconOnly: true })),
             h('section.notif-section', { 'aria-label': 'Alerts' },
                 this.notifications.length ? h('ul.notif-list', this.notifications.map(n => {
                     const kind = (n.kind || 'info').replace(/[^a-z_-]/gi, '');
-                    return h('li.notif.' + kind, { dataset: { kind } },
-                        h('div.notif-title', icon(KIND_ICON[kind] || 'info'), h('span', n.title || n.kind)),
+                    const mark = n.read ? null : button('Mark read: ' + (n.title || n.kind), 'check', () => this.markRead(n.id), { cls: 'icon-btn small', iconOnly: true });
+                    return h('li.notif.' + kind + (n.read ? '' : '.unread'), { dataset: { kind, id: String(n.id) } },
+                        h('div.notif-title', icon(KIND_ICON[kind] || 'info'), h('span', n.title || n.kind), mark),
                         n.body ? h('div.notif-body', n.body) : null, h('time.muted.small', formatTime(n.time)));
                 })) : h('p.muted.pad', 'Nothing new.')),
             recent.length || this.taskError ? h('section.notif-section', { 'aria-label': 'Tasks' }, h('h3.notif-sub', 'Tasks'),
@@ -358,6 +361,26 @@ class Shell {
                     h('time.muted.small', formatTime(t.updated || t.created)))))) : null);
     }
 
+    /* Mark one notification (id) or all (null) read; the server's answer (and the `unread`
+     * frame it sends every open page) is the new count. */
+    async markRead(id) {
+        try {
+            const r = await api('POST', id ? `/notifications/${encodeURIComponent(id)}/read` : '/notifications/read');
+            for (const n of this.notifications) if (!id || String(n.id) === String(id)) n.read = true;
+            this.setUnread(r.unread);
+            this.renderNotifications();
+        } catch (e) { toast('Could not mark it read: ' + e.message, 'error'); }
+    }
+
+    async loadUnread() {
+        try { this.setUnread((await api('GET', '/notifications/unread')).unread); } catch { /* the bell stays as it is */ }
+    }
+
+    setUnread(n) {
+        this.unread = Number(n) || 0;
+        this.renderBadge();
+    }
+
     renderBadge() {
         const b = this.bell.querySelector('.count');
         b.hidden = !this.unread;
@@ -367,7 +390,8 @@ class Shell {
 
     notify(n) {
         this.notifications.unshift(n);
-        if (this.notifPanel.hidden) { this.unread++; this.renderBadge(); } else this.renderNotifications();
+        this.setUnread(this.unread + 1);
+        if (!this.notifPanel.hidden) this.renderNotifications();
         toast(n.body || '', n.kind?.includes('fail') || n.kind?.includes('error') || n.kind?.includes('mismatch') ? 'error' : 'info',
             { title: n.title || n.kind });
     }
@@ -383,6 +407,9 @@ function connectEvents() {
     events.addEventListener('task', ev => {
         try { taskUpdate(JSON.parse(ev.data)); } catch { /* ditto */ }
     });
+    events.addEventListener('unread', ev => { // marked read here or in another tab
+        try { shell?.setUnread(JSON.parse(ev.data).unread); } catch { /* ditto */ }
+    });
     // A frame whose "event:" line the browser could not read arrives as a plain message (the
     // server's first frame after connecting did, see kernel/http.c http_reply_sse): tell the
     // two kinds apart by their fields rather than lose it.
@@ -391,6 +418,7 @@ function connectEvents() {
             const d = JSON.parse(ev.data);
             if (d && typeof d.title === 'string' && 'kind' in d) shell?.notify(d);
             else if (d && d.id !== undefined && typeof d.state === 'string') taskUpdate(d);
+            else if (d && typeof d.unread === 'number' && Object.keys(d).length === 1) shell?.setUnread(d.unread);
         } catch { /* ditto */ }
     });
     events.addEventListener('error', async () => {
@@ -520,21 +548,21 @@ async function changePassword() {
 }
 
 async function about() {
-    const mods = state.health?.modules || [];
+    const mods = state.health?.modules || []; // read for administrators only
     await dialog({
         title: 'About MByte',
-        body: [h('p', `MByte ${state.version} — a self-hosted file storage server.`),
-            h('h3', 'Modules'),
-            h('ul.module-list', mods.map(m => h('li', h('span', m.name), h('span.badge.state-' + m.state, m.state))))],
+        body: [h('p', `MByte${state.version ? ' ' + state.version : ''} — a self-hosted file storage server.`),
+            mods.length ? h('h3', 'Modules') : null,
+            mods.length ? h('ul.module-list', mods.map(m => h('li', h('span', m.name), h('span.badge.state-' + m.state, m.state)))) : null],
         actions: [{ label: 'Close', primary: true, value: 'ok' }],
     });
 }
 
 /* ============================================================ start ======== */
 async function start() {
-    await refreshModules();
     try {
         if (!state.user) state.user = await api('GET', '/me');
+        await refreshModules();
         await loadStores();
     } catch (e) {
         if (e instanceof ApiError && e.status === 401) return; // the handler showed the login
@@ -548,6 +576,7 @@ async function start() {
     shell.renderStoreBtn();
     shell.loadUsage();
     shell.loadGreeting();
+    shell.loadUnread();
     connectEvents();
     await shell.route();
 }

@@ -665,18 +665,19 @@ const SETTINGS = {
 
 /* A usage bar: parts (current files, old versions, trash) as segments when the answer has them. */
 export function usageBar(u, label) {
-    const used = u.bytes ?? u.used ?? 0, quota = u.quota_bytes ?? u.quota ?? 0;
-    const pct = quota ? Math.min(100, Math.round((used / quota) * 100)) : 0;
+    // null (or absent) is "no limit"; 0 is a quota that lets nothing in, not "no limit".
+    const used = u.bytes ?? u.used ?? 0, limit = u.quota_bytes ?? u.quota ?? null;
+    const quota = limit !== null, pct = !quota ? 0 : limit > 0 ? Math.min(100, Math.round((used / limit) * 100)) : 100;
     const parts = ['current', 'versions', 'trash'].filter(k => typeof u[k] === 'number');
     const names = { current: 'files', versions: 'old versions', trash: 'trash' };
     const bar = quota ? h('div.progress.usage-bar' + (pct >= 95 ? '.failed' : pct >= 80 ? '.warn' : ''), {
         role: 'progressbar', 'aria-label': label, 'aria-valuenow': String(pct), 'aria-valuemin': '0', 'aria-valuemax': '100',
-        'aria-valuetext': `${formatBytes(used)} of ${formatBytes(quota)} (${pct}%)`,
+        'aria-valuetext': `${formatBytes(used)} of ${formatBytes(limit)} (${pct}%)`,
     }, parts.length ? parts.map(k => h('div.progress-fill.part-' + k, {
-        style: `width:${Math.min(100, (u[k] / quota) * 100)}%`, title: `${names[k]}: ${formatBytes(u[k])}`,
+        style: `width:${limit > 0 ? Math.min(100, (u[k] / limit) * 100) : 0}%`, title: `${names[k]}: ${formatBytes(u[k])}`,
     })) : h('div.progress-fill', { style: `width:${pct}%` })) : null;
     return h('div.usage-detail',
-        h('div.usage-label', h('span', quota ? `${formatBytes(used)} of ${formatBytes(quota)} used` : `${formatBytes(used)} used (no limit)`)),
+        h('div.usage-label', h('span', quota ? `${formatBytes(used)} of ${formatBytes(limit)} used` : `${formatBytes(used)} used (no limit)`)),
         bar,
         parts.length ? h('ul.usage-parts', parts.map(k => h('li', { dataset: { part: k } }, h('span.swatch.part-' + k), `${names[k]}: ${formatBytes(u[k])}`))) : null,
         u.files != null ? h('div.muted.small', `${u.files} files`) : null);

@@ -2,9 +2,10 @@
  * web/js/modules.js — which part of the page belongs to which server module.
  *
  * THE table below is the whole story: an element marked data-part="<part>" is shown only while
- * every module listed for that part is active (GET /api/v1/health -> modules[{name, state}]).
- * The page re-reads health at start and after every module toggle in the admin view, so switching
- * a module off hides its part at once. This file touches no DOM at import time, so the browser
+ * every module listed for that part is on (GET /api/v1/features -> {"features": [module names]},
+ * what any signed-in user may know; versions and states are for admins only).
+ * The page re-reads the features at start and after every module toggle in the admin view, so
+ * switching a module off hides its part at once. This file touches no DOM at import time, so the browser
  * tests import the same table to know what to look for.
  */
 
@@ -25,14 +26,14 @@ export const PARTS = {
     'ftp':             ['ftp'],                    // "FTP access…" (app passwords) in the account menu
 };
 
-/* Module name -> state, from the last health answer. */
-let states = new Map();
+/* The names of the modules that are on, from the last features answer. */
+let active = new Set();
 
-export function setModules(list) {
-    states = new Map((list || []).map(m => [m.name, m.state]));
+export function setFeatures(names) {
+    active = new Set(names || []);
 }
 
-export function moduleActive(name) { return states.get(name) === 'active'; }
+export function moduleActive(name) { return active.has(name); }
 
 export function partEnabled(part) {
     const needs = PARTS[part];

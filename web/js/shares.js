@@ -216,7 +216,37 @@ class Browser {
         return hd;
     }
 
+    /* A visitor's link: what it is first (name, size, expiry, password), then its contents. */
+    async start() {
+        this.info = true;
+        clear(this.host, h('p.muted.pad', 'Loading…'));
+        let resp;
+        try {
+            resp = await fetch(this.base + '?info=1', { headers: this.hdrs('GET'), cache: 'no-store' });
+        } catch {
+            return this.fail(new ApiError('The server cannot be reached. Check your network connection and try again.'));
+        }
+        if (resp.status === 401) return this.askPassword((await errorFrom(resp)).message);
+        if (!resp.ok) {
+            const e = await errorFrom(resp);
+            // The kernel's 404 for a route of a module that is off names the module.
+            if (resp.status === 404 && /sharing module is not loaded/.test(e.message)) {
+                return this.fail(new ApiError('Sharing is not available on this server right now.'));
+            }
+            return this.fail(resp.status === 410 ? new ApiError(e.message.replace(/^this share/, 'This link')) : resp.status === 404
+                ? new ApiError('This link does not exist (any more): it may have been revoked.') : e);
+        }
+        const i = await resp.json();
+        this.expires = i.expires;
+        if (i.locked) return this.askPassword('');
+        this.title = i.name || '';
+        document.title = (i.name || 'Shared') + ' · MByte';
+        if (i.type === 'file') return this.fileCard(i.name, i.size, null, i);
+        return this.open('');
+    }
+
     async open(rel) {
+        this.info = false;
         this.rel = rel;
         clear(this.host, h('p.muted.pad', 'Loading…'));
         const ctl = new AbortController();
@@ -263,7 +293,7 @@ class Browser {
             ev.preventDefault();
             if (!pw.value) { err.textContent = 'Type the password.'; err.hidden = false; pw.focus(); return; }
             this.password = pw.value;
-            this.open(this.rel || '');
+            if (this.info) this.start(); else this.open(this.rel || '');
         });
         clear(this.host, form);
         pw.focus();
@@ -320,13 +350,20 @@ class Browser {
             perm === 'edit' ? this.uploader(rel) : null);
     }
 
-    fileCard(name, size, blob) {
+    /* A shared file: its name, size, expiry and downloads left (info), and the Download button,
+     * the only thing that fetches (and counts) it. */
+    fileCard(name, size, blob, info = {}) {
         const dl = button('Download', 'download', () => {
             if (blob) saveBlob(blob, name);
             else this.download('', '?download=1');
         }, { cls: 'primary' });
+        const left = info.downloads_left;
         clear(this.host, h('div.card.share-file', h('span.file-icon.big.' + fileIcon({ name, type: 'file' }), icon(fileIcon({ name, type: 'file' }))),
-            h('h2', fileName(name)), h('p.muted', formatBytes(size)), dl));
+            h('h2', fileName(name)), h('p.muted.share-size', size == null ? '' : formatBytes(size)),
+            h('p.muted.small.share-expiry', info.expires ? 'This link works until ' + formatTime(info.expires) + '.' : 'This link does not expire.'),
+            left != null ? h('p.muted.small.share-left', left === 1 ? 'It can be downloaded once more.' : `It can be downloaded ${left} more times.`) : null,
+            info.password ? h('p.muted.small', icon('shield'), ' Protected by a password.') : null,
+            dl));
     }
 
     /* Upload files with PUT, one by one; a drop box never overwrites (409 says so). */
@@ -392,21 +429,13 @@ async function fetchSave(url, headers, name) {
     }
 }
 
-/* The page at /s/{token}: no sign-in, nothing of the signed-in page. */
+/* The page at /s/{token}: no sign-in, nothing of the signed-in page. It starts from the
+ * link's info (GET /api/v1/public/{token}?info=1), which never counts as a download. */
 export async function showPublic(root, token) {
     document.title = 'Shared with you · MByte';
     const host = h('div.share-browser');
     clear(root, h('main.public-share',
         h('header.public-head', h('span.brand', icon('files'), h('span', 'MByte')), h('span.muted', 'Shared with you')),
         host));
-    let active = false;
-    try {
-        const j = await (await fetch('/api/v1/health', { cache: 'no-store' })).json();
-        active = (j.modules || []).some(m => m.name === 'sharing' && m.state === 'active');
-    } catch { /* unreachable: said below */ }
-    if (!active) {
-        clear(host, h('div.empty.error-state', { role: 'alert' }, icon('alert'), h('p', 'Sharing is not available on this server right now.')));
-        return;
-    }
-    new Browser({ base: '/api/v1/public/' + encodeURIComponent(token), title: '', host }).open('');
+    new Browser({ base: '/api/v1/public/' + encodeURIComponent(token), title: '', host }).start();
 }
