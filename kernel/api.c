@@ -228,6 +228,9 @@ static const mb_api table = {
     .throttle_fail = throttle_fail,
     .throttle_clear = throttle_clear,
     .login_wait = auth_login_wait,
+    /* minor 10: app passwords (kernel/apppass.c), streamed request bodies (kernel/http.c) */
+    .apppass_check = apppass_check,
+    .req_body_sink = http_req_body_sink,
 };
 
 const mb_api *api_table(void) { return &table; }
