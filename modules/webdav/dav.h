@@ -92,6 +92,10 @@ typedef struct dav_if {
     dav_if_list l[DAV_IF_MAX];
 } dav_if;
 
+/* dav_parse.c: skip blanks; copy up to `close` into out (cut to n-1 bytes), returning the
+ * char after `close`, or NULL when there is none. */
+const char *dav_skip_ws(const char *s);
+const char *dav_read_until(const char *s, char close, char *out, size_t n);
 /* Parse an If header (RFC 4918 section 10.4). Pure; fuzzed. 0 or MB_EINVAL. */
 int dav_if_parse(const char *s, dav_if *out);
 /* Split an absolute or absolute-path URI into percent-decoded segments after "/dav/" and

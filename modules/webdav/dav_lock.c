@@ -9,7 +9,7 @@
  * needs the token of every lock covering what it changes, submitted in the If header
  * (423 Locked with lock-token-submitted otherwise); the If header itself must hold (412).
  *
- * dav_if_parse and dav_uri_path read outside bytes and are pure: tests/fuzz covers them.
+ * The If header and URI parsers are in dav_parse.c (pure, fuzzed by tests/fuzz/fuzz_dav.c).
  * Threads: HTTP workers; the lock list is guarded by dav_locks.mu.
  */
 #include "dav.h"
@@ -18,154 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-/* -------------------------------------------------------------- parsing --- */
-
-static const char *skip_ws(const char *s)
-{
-    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
-        s++;
-    return s;
-}
-
-/* Copy up to `close` into out (cut to n-1 bytes); returns the char after `close` or NULL. */
-static const char *read_until(const char *s, char close, char *out, size_t n)
-{
-    const char *e = strchr(s, close);
-    if (!e)
-        return NULL;
-    size_t l = (size_t)(e - s);
-    if (l >= n)
-        l = n - 1;
-    memcpy(out, s, l);
-    out[l] = 0;
-    return e + 1;
-}
-
-/* The header ended inside its last list. Some clients cut long If headers (litmus sends
- * about 200 bytes, so two lists of a lock token and a SHA-256 ETag lose their end): the cut
- * list is dropped, as one that cannot hold; it neither makes a request pass nor submits a
- * token. With no whole list left the header is malformed. */
-static int cut_off(dav_if *out)
-{
-    out->n--;
-    return out->n ? 0 : MB_EINVAL;
-}
-
-int dav_if_parse(const char *s, dav_if *out)
-{
-    out->n = 0;
-    char tag[512] = "";
-    bool tagged = false;
-    s = skip_ws(s);
-    if (!*s)
-        return MB_EINVAL;
-    while (*(s = skip_ws(s))) {
-        if (*s == '<') {
-            if (!(s = read_until(s + 1, '>', tag, sizeof tag)))
-                return MB_EINVAL;
-            tagged = true;
-            if (*skip_ws(s) != '(')
-                return MB_EINVAL;
-            continue;
-        }
-        if (*s != '(' || out->n == DAV_IF_MAX)
-            return MB_EINVAL;
-        dav_if_list *l = &out->l[out->n++];
-        snprintf(l->tag, sizeof l->tag, "%s", tagged ? tag : "");
-        l->n = 0;
-        s++;
-        for (;;) {
-            s = skip_ws(s);
-            if (!*s)
-                return cut_off(out);
-            if (*s == ')') {
-                s++;
-                break;
-            }
-            if (l->n == DAV_IF_MAX)
-                return MB_EINVAL;
-            dav_if_cond *c = &l->c[l->n];
-            c->not_ = false;
-            if (!strncasecmp(s, "Not", 3) && (s[3] == ' ' || s[3] == '\t' || s[3] == '<' || s[3] == '[')) {
-                c->not_ = true;
-                s = skip_ws(s + 3);
-            }
-            if (*s == '<') {
-                c->etag = false;
-                s = read_until(s + 1, '>', c->value, sizeof c->value);
-            } else if (*s == '[') {
-                c->etag = true;
-                s = read_until(s + 1, ']', c->value, sizeof c->value);
-            } else
-                return MB_EINVAL;
-            if (!s)
-                return cut_off(out);
-            l->n++;
-        }
-        if (l->n == 0)
-            return MB_EINVAL;
-    }
-    return 0;
-}
-
-static int hexv(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-int dav_uri_path(const char *uri, char *out, size_t n)
-{
-    const char *p = uri;
-    const char *scheme = strstr(uri, "://");
-    if (scheme) {
-        p = strchr(scheme + 3, '/');
-        if (!p)
-            return MB_ENOENT;
-    }
-    if (strncmp(p, "/dav", 4) || (p[4] && p[4] != '/' && p[4] != '?' && p[4] != '#'))
-        return MB_ENOENT;
-    p += 4;
-    size_t o = 0;
-    while (*p == '/')
-        p++;
-    while (*p && *p != '?' && *p != '#') {
-        size_t start = o;
-        while (*p && *p != '/' && *p != '?' && *p != '#') {
-            int c = (unsigned char)*p;
-            if (c == '%') {
-                int h = hexv(p[1]), l = h < 0 ? -1 : hexv(p[2]);
-                if (l < 0)
-                    return MB_EINVAL;
-                c = h * 16 + l;
-                p += 3;
-            } else
-                p++;
-            if (c == 0 || c == '/')
-                return MB_EINVAL;
-            if (o + 2 >= n)
-                return MB_EINVAL;
-            out[o++] = (char)c;
-        }
-        size_t seg = o - start;
-        if ((seg == 1 && out[start] == '.') || (seg == 2 && out[start] == '.' && out[start + 1] == '.'))
-            return MB_EINVAL;
-        while (*p == '/')
-            p++;
-        if (seg && *p && *p != '?' && *p != '#')
-            out[o++] = '/';
-    }
-    if (o && out[o - 1] == '/')
-        o--;
-    out[o] = 0;
-    return 0;
-}
 
 /* ---------------------------------------------------------------- table --- */
 
@@ -386,7 +238,7 @@ static int64_t timeout_of(dav_req *r)
     const char *h = r->api->req_header(r->req, "Timeout");
     int64_t v = 3600;
     if (h) {
-        h = skip_ws(h);
+        h = dav_skip_ws(h);
         if (!strncasecmp(h, "Second-", 7))
             v = strtoll(h + 7, NULL, 10);
         else if (!strncasecmp(h, "Infinite", 8))
@@ -514,7 +366,7 @@ int dav_unlock_handle(dav_req *r, mb_err *err)
 {
     const char *h = r->api->req_header(r->req, "Lock-Token");
     char tok[160];
-    if (!h || !read_until(skip_ws(h)[0] == '<' ? skip_ws(h) + 1 : "", '>', tok, sizeof tok))
+    if (!h || !dav_read_until(dav_skip_ws(h)[0] == '<' ? dav_skip_ws(h) + 1 : "", '>', tok, sizeof tok))
         return r->api->err_set(err, MB_EINVAL, "UNLOCK needs a Lock-Token header: <token>");
     dav_locks *t = &r->d->locks;
     int found = 0;
