@@ -45,7 +45,6 @@ typedef struct dav_req {
 /* Parse a request body (NULL or empty gives *doc NULL). MB_EINVAL for anything not
  * well-formed, namespace errors included; no DTD, entity or network is ever loaded. */
 int dav_xml_parse(const void *body, size_t len, void **doc, mb_err *err);
-void dav_xml_free(void *doc);
 int dav_propfind(dav_req *r, const void *body, size_t len, mb_err *err);
 int dav_proppatch(dav_req *r, const void *body, size_t len, mb_err *err);
 /* The owner element of a LOCK body as standalone XML (malloc'd, may be NULL), the scope
@@ -105,11 +104,12 @@ int dav_uri_path(const char *uri, char *out, size_t n);
 
 void dav_locks_init(dav_locks *t);
 void dav_locks_free(dav_locks *t);
-/* Answer the request when a change at `path` (and below when `deep`) is not allowed by the
- * locks (423, or 412 when the If header fails): returns 0 when allowed. `also_parent` checks
- * the parent's depth-infinity locks too (creating or removing a member changes the parent). */
+/* May the caller change `path` (and, when `deep`, everything below it)? The If header must
+ * hold (else MB_EPRECOND, 412) and every lock covering what changes (a depth-infinity lock
+ * of a parent covers a new member) must be the caller's with its token submitted in the If
+ * header; else the request is answered 423 here and DAV_REPLIED returned. 0 when allowed. */
 int dav_lock_check(dav_req *r, const char *path, bool deep, mb_err *err);
-/* The If header alone (412 when no list holds). etag_of gives a resource's current ETag. */
+/* The If header alone: 0 when absent or when one of its lists holds, else MB_EPRECOND. */
 int dav_if_check(dav_req *r, mb_err *err);
 int dav_lock_handle(dav_req *r, const void *body, size_t len, mb_err *err);
 int dav_unlock_handle(dav_req *r, mb_err *err);
@@ -127,6 +127,9 @@ struct dav_srv {
     int64_t lock_timeout_max;
     dav_locks locks;
 };
+/* RFC 4331 for this request's store: what it may still take (its max_bytes setting, else the
+ * disk's free space, whichever is less) and what it holds, in bytes. */
+void dav_quota(dav_req *r, int64_t *avail, int64_t *used);
 /* The ETag of a resource ("" when missing; folders have none). */
 void dav_etag_of(dav_req *r, const char *path, char out[72]);
 /* Join a store path and a child name into the request arena. */

@@ -24,8 +24,6 @@
 #include <strings.h>
 #include <time.h>
 
-void dav_quota(dav_req *r, int64_t *avail, int64_t *used);
-
 /* ---------------------------------------------------------------- parse --- */
 
 int dav_xml_parse(const void *body, size_t len, void **doc, mb_err *err)
@@ -53,8 +51,6 @@ int dav_xml_parse(const void *body, size_t len, void **doc, mb_err *err)
     *doc = d;
     return 0;
 }
-
-void dav_xml_free(void *doc) { xmlFreeDoc(doc); }
 
 static bool is_dav(xmlNodePtr n, const char *name)
 {

@@ -664,9 +664,7 @@ static int h_route(mb_req *req, void *state, mb_err *err)
     return dispatch(r, b, n, err);
 }
 
-/* RFC 4331: what the store may still take (its max_bytes setting, else the disk's free
- * space) and what it holds. */
-void dav_quota(dav_req *r, int64_t *avail, int64_t *used);
+/* RFC 4331 (dav.h). */
 void dav_quota(dav_req *r, int64_t *avail, int64_t *used)
 {
     const mb_api *api = r->api;
