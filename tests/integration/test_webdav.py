@@ -272,6 +272,103 @@ class TestProtocol(DavTest):
         self.assertEqual(r.json()["entries"], [])
 
 
+class TestQuirks(DavTest):
+    def test_windows_explorer_save_sequence(self):
+        """What Microsoft-WebDAV-MiniRedir sends when Explorer copies a file in: an empty PUT,
+        LOCK, the PUT of the bytes with the token, PROPPATCH of its Win32 times, UNLOCK."""
+        ua = {"User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045", "translate": "f"}
+        r = self.dav("PROPFIND", "/dav/Home", headers=dict(ua, Depth="0"))
+        self.assertEqual(r.status, 207)
+        self.assertIn(b"<D:href>/dav/Home/</D:href>", r.body)
+        self.assertEqual(self.dav("PUT", "/dav/Home/New%20Text%20Document.txt", b"", ua).status, 201)
+        lock = (b'<?xml version="1.0" encoding="utf-8" ?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+                b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner><D:href>DESKTOP\\alice</D:href>'
+                b'</D:owner></D:lockinfo>')
+        r = self.dav("LOCK", "/dav/Home/New%20Text%20Document.txt", lock, dict(ua, Timeout="Second-3600", Depth="0"))
+        self.assertEqual(r.status, 200, r)
+        token = r.header("Lock-Token").strip("<>")
+        data = b"saved from Explorer\r\n" * 100
+        self.assertEqual(self.dav("PUT", "/dav/Home/New%20Text%20Document.txt", data, ua).status, 423)
+        r = self.dav("PUT", "/dav/Home/New%20Text%20Document.txt", data, dict(ua, If="(<%s>)" % token))
+        self.assertEqual(r.status, 204, r)
+        times = (b'<?xml version="1.0" encoding="utf-8" ?><D:propertyupdate xmlns:D="DAV:" '
+                 b'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop>'
+                 b'<Z:Win32CreationTime>Thu, 03 Dec 2026 10:00:00 GMT</Z:Win32CreationTime>'
+                 b'<Z:Win32FileAttributes>00000020</Z:Win32FileAttributes></D:prop></D:set></D:propertyupdate>')
+        r = self.dav("PROPPATCH", "/dav/Home/New%20Text%20Document.txt", times, dict(ua, If="(<%s>)" % token))
+        self.assertEqual(r.status, 207)
+        self.assertIn(b"200 OK", r.body)
+        r = self.dav("UNLOCK", "/dav/Home/New%20Text%20Document.txt", headers=dict(ua, **{"Lock-Token": "<%s>" % token}))
+        self.assertEqual(r.status, 204)
+        r = self.dav("PROPFIND", "/dav/Home/New%20Text%20Document.txt", headers=dict(ua, Depth="0"))
+        self.assertIn(b"00000020</Z:Win32FileAttributes>", r.body)
+        self.assertIn(b"<D:getcontentlength>%d</D:getcontentlength>" % len(data), r.body)
+        self.assertEqual(self.dav("GET", "/dav/Home/New%20Text%20Document.txt").body, data)
+
+    def test_office_locks_a_new_document_and_another_writer_is_refused(self):
+        """Word: LOCK on a name that does not exist yet (an empty file appears), save with the
+        token in a tagged If list, refresh; a second program without the token gets 423."""
+        lock = (b'<?xml version="1.0" encoding="utf-8" ?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+                b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>alice</D:owner></D:lockinfo>')
+        ua = {"User-Agent": "Microsoft Office Word 2014"}
+        r = self.dav("LOCK", "/dav/Home/Report.docx", lock, dict(ua, Timeout="Second-180"))
+        self.assertEqual(r.status, 201, r)
+        token = r.header("Lock-Token").strip("<>")
+        self.assertIn(b"<D:timeout>Second-180</D:timeout>", r.body)
+        self.assertEqual(self.dav("GET", "/dav/Home/Report.docx").body, b"")
+        tagged = "<http://127.0.0.1:%d/dav/Home/Report.docx> (<%s>)" % (self.srv.port, token)
+        doc = os.urandom(20000)
+        self.assertEqual(self.dav("PUT", "/dav/Home/Report.docx", doc, dict(ua, If=tagged)).status, 204)
+        r = self.dav("LOCK", "/dav/Home/Report.docx", None, dict(ua, If="(<%s>)" % token, Timeout="Second-600"))
+        self.assertEqual(r.status, 200, r)
+        self.assertIn(b"Second-600", r.body)
+        other = basic("alice", self.app_password(self.tok, "phone")["password"])
+        self.assertEqual(self.dav("PUT", "/dav/Home/Report.docx", b"clobber", auth=other).status, 423)
+        self.assertEqual(self.dav("DELETE", "/dav/Home/Report.docx", auth=other).status, 423)
+        self.assertEqual(self.dav("GET", "/dav/Home/Report.docx").body, doc)
+
+
+class TestTls(ServerTest):
+    """With tls_cert and tls_key, /dav/ is served over TLS on the same port as the API."""
+
+    def setUp(self):
+        from test_https import make_cert
+        self.tmp = tempfile.mkdtemp(prefix="mbyte-davtls-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.cert, key = make_cert(self.tmp)
+        self.srv = Server(modules=MODULES, conf={"tls_cert": self.cert, "tls_key": key})
+        self.addCleanup(self.srv.cleanup)
+        self.srv.start(wait=False)
+
+    def tearDown(self):
+        self.srv.stop()
+
+    def curl(self, *args):
+        deadline = time.time() + 60
+        while True:
+            p = subprocess.run(["curl", "-sS", "--fail", "--cacert", self.cert] + list(args), capture_output=True)
+            if p.returncode == 0 or time.time() > deadline:
+                return p
+            time.sleep(0.1)
+
+    def test_put_and_get_over_https_with_an_app_password(self):
+        base = "https://127.0.0.1:%d" % self.srv.port
+        p = self.curl(base + "/api/v1/auth/login", "-H", "Content-Type: application/json",
+                      "-d", '{"username":"admin","password":"%s"}' % harness.ADMIN_PASSWORD)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        token = __import__("json").loads(p.stdout)["token"]
+        p = self.curl(base + "/api/v1/account/app-passwords", "-H", "Authorization: Bearer " + token,
+                      "-d", '{"name":"tls"}')
+        pw = __import__("json").loads(p.stdout)["password"]
+        src = os.path.join(self.tmp, "gpl.txt")
+        shutil.copyfile("/usr/share/common-licenses/GPL-3", src)
+        p = self.curl("-u", "admin:" + pw, "-T", src, base + "/dav/Home/gpl.txt")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = self.curl("-u", "admin:" + pw, base + "/dav/Home/gpl.txt")
+        with open(src, "rb") as f:
+            self.assertEqual(p.stdout, f.read())
+
+
 class TestReload(DavTest):
     def test_a_put_streaming_while_the_module_is_reloaded_and_unloaded_completes(self):
         data = os.urandom(2 << 20)
