@@ -262,7 +262,7 @@ typedef struct pf {
     dav_buf *b;
     int mode; /* 0 allprop, 1 propname, 2 prop */
     xmlNodePtr prop;
-    bool quota_done;
+    uint64_t quota_sid; /* the store qavail and qused are of (0: none yet); /dav/ lists several */
     int64_t qavail, qused;
 } pf;
 
@@ -271,6 +271,8 @@ static bool live_value(pf *p, const res *x, int i, dav_buf *b)
 {
     const json_t *in = x->info;
     char t[64];
+    if (x->dav_root && i != LP_DISPLAY && i != LP_RESTYPE)
+        return false; /* /dav/ itself is only a list of stores: no dates, locks or quota */
     switch (i) {
     case LP_CREATION: {
         time_t c = (time_t)json_integer_value(json_object_get(in, "created"));
@@ -327,26 +329,22 @@ static bool live_value(pf *p, const res *x, int i, dav_buf *b)
         dav_buf_str(b, x->folder ? "<D:resourcetype><D:collection/></D:resourcetype>" : "<D:resourcetype/>");
         return true;
     case LP_SUPLOCK:
-        if (x->dav_root)
-            return false;
         dav_buf_str(b, "<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope><D:locktype>"
                        "<D:write/></D:locktype></D:lockentry><D:lockentry><D:lockscope><D:shared/></D:lockscope>"
                        "<D:locktype><D:write/></D:locktype></D:lockentry></D:supportedlock>");
         return true;
     case LP_LOCKDISC:
-        if (x->dav_root)
-            return false;
         dav_buf_str(b, "<D:lockdiscovery>");
         dav_lockdiscovery(p->r, x->path, b);
         dav_buf_str(b, "</D:lockdiscovery>");
         return true;
     case LP_QAVAIL:
     case LP_QUSED:
-        if (!x->folder || x->dav_root)
+        if (!x->folder)
             return false;
-        if (!p->quota_done) {
+        if (p->quota_sid != p->r->sid) {
             dav_quota(p->r, &p->qavail, &p->qused);
-            p->quota_done = true;
+            p->quota_sid = p->r->sid;
         }
         if (i == LP_QAVAIL)
             dav_buf_fmt(b, "<D:quota-available-bytes>%lld</D:quota-available-bytes>", (long long)p->qavail);
