@@ -206,9 +206,12 @@ static int resolve_store(dav_req *r, const char *seg, uint64_t *sid, mb_err *err
     if (!found) {
         char *end = NULL;
         unsigned long long v = strtoull(seg, &end, 10);
-        if (*seg >= '1' && *seg <= '9' && end && !*end)
-            json_array_foreach(stores, i, s) if ((uint64_t)json_integer_value(json_object_get(s, "id")) == v)
-                found = v;
+        if (*seg >= '1' && *seg <= '9' && end && !*end) {
+            json_array_foreach(stores, i, s) {
+                if ((uint64_t)json_integer_value(json_object_get(s, "id")) == v)
+                    found = v;
+            }
+        }
     }
     json_decref(stores);
     if (!found || (r->scope.store && r->scope.store != found))
