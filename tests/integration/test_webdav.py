@@ -77,6 +77,21 @@ class TestAppPasswords(DavTest):
         self.assertEqual(r.status, 401)
         self.assertIn("Basic", r.header("WWW-Authenticate"))
 
+    def test_bad_app_password_requests_are_refused_and_change_nothing(self):
+        bob = self.srv.add_user("bob", "bob-password-11")
+        bob_sid = self.stores(bob)[0]["id"]
+        for body, status in [({"name": ""}, 400), ({"name": "x" * 101}, 400), ({"name": "a", "store": "Home"}, 400),
+                             ({"name": "a", "store": bob_sid}, 404), ({"name": "a", "read_only": "yes"}, 400)]:
+            self.assertProblem(self.srv.request("POST", "/api/v1/account/app-passwords", body, token=self.tok), status)
+        self.assertEqual(len(self.srv.request("GET", "/api/v1/account/app-passwords", token=self.tok).json()), 1)
+        self.assertProblem(self.srv.request("DELETE", "/api/v1/account/app-passwords/0123456789abcdef",
+                                            token=self.tok), 404)
+        # bob cannot revoke alice's, and does not see it
+        alice_id = self.srv.request("GET", "/api/v1/account/app-passwords", token=self.tok).json()[0]["id"]
+        self.assertProblem(self.srv.request("DELETE", "/api/v1/account/app-passwords/" + alice_id, token=bob), 404)
+        self.assertEqual(self.srv.request("GET", "/api/v1/account/app-passwords", token=bob).json(), [])
+        self.assertEqual(self.dav("PROPFIND", "/dav/", headers={"Depth": "0"}).status, 207)
+
     def test_account_password_is_refused_unless_the_setting_allows_it(self):
         r = self.dav("PROPFIND", "/dav/Home/", headers={"Depth": "0"}, auth=basic("alice", "alice-password-1"))
         self.assertEqual(r.status, 401)
