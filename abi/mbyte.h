@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 10 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers; 7: zero-copy reads; 8: cached password checks; 9: throttles; 10: metrics (ops branch) */
+#define MB_ABI_MINOR 10 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers; 7: zero-copy reads; 8: cached password checks; 9: throttles; 10: metrics, app passwords, streamed request bodies */
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -116,10 +116,18 @@ typedef int (*mb_route_fn)(mb_req *req, void *state, mb_err *err);
 
 typedef struct mb_route {
     size_t size;
-    const char *method;  /* "GET", "POST", ... */
-    const char *pattern; /* "/api/v1/hello/{name}"; a last segment "{path*}" takes the rest */
+    const char *method;  /* "GET", "POST", ... any token, e.g. "PROPFIND" */
+    const char *pattern; /* "/api/v1/hello/{name}"; a last segment "{path*}" takes the rest. Under
+                          * /api/, or (minor 10) under /dav/ */
     int role;            /* least role: MB_ROLE_NONE (public), MB_ROLE_USER, MB_ROLE_ADMIN */
     mb_route_fn fn;
+    /* minor 10 (webdav branch), optional: called as soon as the headers are in and the caller
+     * is authorized, before any of the body is read (same thread and rules as fn). It may
+     * answer at once with api->reply_* (the body is then dropped unread: a refused upload costs
+     * no bytes), take the body as a stream with api->req_body_sink (then the sink's end
+     * answers and fn is never called), or do neither and return 0: the body is buffered as
+     * usual and fn runs. A negative return answers with err. */
+    mb_route_fn begin;
 } mb_route;
 
 /* A filter runs synchronously before an operation; returning a negative code with `err`
@@ -256,6 +264,30 @@ enum {
     MB_FS_RECURSIVE = 1 << 2,    /* delete: a folder with everything in it */
     MB_FS_OVERWRITE = 1 << 3,    /* move/copy: replace an existing file at the destination */
 };
+
+/* ------------------------------------ minor 10: webdav branch (types of its calls) --- */
+
+/* What an app password may reach (api->apppass_check). */
+typedef struct mb_apppass_scope {
+    size_t size;
+    uint64_t store;  /* 0: every store of the user; else only this store */
+    bool read_only;  /* true: reading only (no write, move, copy, delete, folder creation) */
+    bool account;    /* true: it was the account password (allow_account), not an app password */
+    char id[17];     /* the app password's id ("" for the account password) */
+} mb_apppass_scope;
+
+/* A request body taken as a stream (api->req_body_sink, from a route's begin). Called on the
+ * request's HTTP worker thread, in order: data for each piece as it arrives (`buf` borrowed
+ * for the call; a negative return stops the upload: the rest is dropped and abort follows),
+ * then exactly one of end (the body is complete: it must answer with api->reply_*, or return
+ * a negative code with err filled) or abort (the client went away, or data failed: free ctx,
+ * store nothing). The module stays loaded until end or abort has returned. */
+typedef struct mb_body_sink {
+    size_t size;
+    int (*data)(mb_req *req, void *ctx, const void *buf, size_t n, mb_err *err);
+    int (*end)(mb_req *req, void *ctx, mb_err *err);
+    void (*abort)(mb_req *req, void *ctx);
+} mb_body_sink;
 
 /* -------------------------------------------------------------- the API --- */
 
@@ -599,6 +631,21 @@ struct mb_api {
      * opens, -1 when it closes); MB_METRIC_FTP_BYTES_IN/OUT count file bytes received and
      * sent. A metric this kernel does not know is ignored. Lock-free, any thread. */
     void (*metric_add)(int metric, int64_t delta);
+
+    /* --- webdav: app passwords, streamed request bodies (minor 10) --- */
+    /* Check `password` for `username` against the user's app passwords (POST
+     * /api/v1/account/app-passwords, and the FTP module's older ones, which reach everything),
+     * and, only when allow_account is true, against the account password. The kernel's login
+     * throttle applies first and counts a failure once (MB_ETHROTTLE with the wait in err while
+     * locked out). 0 with *out filled (out->name points into namebuf) and *scope saying what
+     * the password may reach; MB_EAUTH for a wrong name or password. Blocks for argon2id on a
+     * cache miss (password_check): HTTP worker or run_blocking, never the loop thread. */
+    int (*apppass_check)(const char *username, const char *password, const char *client_ip, bool allow_account,
+                         mb_user *out, char *namebuf, size_t namelen, mb_apppass_scope *scope, mb_err *err);
+    /* From a route's begin only: take the request body as a stream into `sink` (borrowed,
+     * must stay valid until end or abort) with the module's `ctx`. 0, or MB_EINVAL outside a
+     * begin call or after an answer was given. */
+    int (*req_body_sink)(mb_req *req, const mb_body_sink *sink, void *ctx, mb_err *err);
 };
 enum { MB_METRIC_FTP_SESSIONS = 1, MB_METRIC_FTP_BYTES_IN = 2, MB_METRIC_FTP_BYTES_OUT = 3 };
 

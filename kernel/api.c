@@ -229,6 +229,9 @@ static const mb_api table = {
     .throttle_clear = throttle_clear,
     .login_wait = auth_login_wait,
     .metric_add = metrics_module_add,
+    /* minor 10: app passwords (kernel/apppass.c), streamed request bodies (kernel/http.c) */
+    .apppass_check = apppass_check,
+    .req_body_sink = http_req_body_sink,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -802,6 +802,28 @@ bool auth_password_check(const char *hash, const char *pw)
     return true;
 }
 
+/* A wrong password from any door (the login, app passwords): counts in all three throttles
+ * and raises auth.login_failed. */
+void auth_login_failed(const char *name, const char *ip)
+{
+    login_throttle t;
+    login_throttle_for(&t, name, ip);
+    metrics_login_failed();
+    throttle_fail(t.pair, t.kpair);
+    throttle_fail(t.addr, t.kaddr);
+    throttle_fail(t.account, t.kaccount);
+    hook_emit("auth.login_failed", json_pack("{s:s, s:s}", "username", name, "ip", ip ? ip : ""), NULL);
+    log_msg(LOG_INFO, "auth", "failed login for %s from %s", name, ip);
+}
+
+/* A right one: forget the (account, address) failures only (auth.c's throttling note). */
+void auth_login_succeeded(const char *name, const char *ip)
+{
+    login_throttle t;
+    login_throttle_for(&t, name, ip);
+    throttle_clear(t.pair, t.kpair);
+}
+
 /* The login's password check with the throttle; *wait is the throttle's wait (Retry-After). */
 static int password_login(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
                           int64_t *wait, mb_err *err)
@@ -820,12 +842,7 @@ static int password_login(const char *name, const char *pw, const char *ip, mb_u
     ok = ok && hash && auth_password_check(hash, pw);
     if (!ok) {
         json_decref(u);
-        metrics_login_failed();
-        throttle_fail(t.pair, t.kpair);
-        throttle_fail(t.addr, t.kaddr);
-        throttle_fail(t.account, t.kaccount);
-        hook_emit("auth.login_failed", json_pack("{s:s, s:s}", "username", name, "ip", ip ? ip : ""), NULL);
-        log_msg(LOG_INFO, "auth", "failed login for %s from %s", name, ip);
+        auth_login_failed(name, ip);
         return err_set(err, MB_EAUTH, "wrong username or password");
     }
     throttle_clear(t.pair, t.kpair);

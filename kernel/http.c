@@ -45,6 +45,7 @@ struct http_route {
     int role;
     mb_module *owner;
     mb_route_fn fn;
+    mb_route_fn begin; /* minor 10: a module's look at the headers before the body */
     void *state;
     const http_stream_ops *stream;
 };
@@ -78,6 +79,10 @@ struct mb_req {
     const http_stream_ops *stream;
     void *sctx;
     bool stream_done;
+    /* a module's body sink (minor 10): set by api->req_body_sink during its route's begin */
+    const mb_body_sink *sink;
+    mb_module *sink_owner;
+    bool in_begin;
     /* answer */
     struct MHD_Response *resp;
     int status;
@@ -167,6 +172,18 @@ int http_route_add(mb_module *owner, const char *method, const char *pattern, in
     return route_insert(r, err);
 }
 
+int http_module_route_add(mb_module *owner, const mb_route *mr, void *state, mb_err *err)
+{
+    http_route *r = route_new(mr->method, mr->pattern, mr->role, err);
+    if (!r)
+        return err->code;
+    r->owner = owner;
+    r->fn = mr->fn;
+    r->begin = mr->begin;
+    r->state = state;
+    return route_insert(r, err);
+}
+
 int http_stream_route_add(const char *method, const char *pattern, int role, const http_stream_ops *ops, mb_err *err)
 {
     http_route *r = route_new(method, pattern, role, err);
@@ -211,6 +228,7 @@ int http_routes_swap(mb_module *from, mb_module *to, const mb_route *table, void
         }
         fresh[i]->owner = to;
         fresh[i]->fn = table[i].fn;
+        fresh[i]->begin = table[i].begin;
         fresh[i]->state = new_state;
     }
     pthread_rwlock_wrlock(&routes_lock);
@@ -242,6 +260,7 @@ int http_routes_swap(mb_module *from, mb_module *to, const mb_route *table, void
         }
         r->owner = to;
         r->fn = fresh[i]->fn;
+        r->begin = fresh[i]->begin;
         r->state = new_state;
         r->role = fresh[i]->role;
         route_free(fresh[i]);
@@ -1041,6 +1060,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     }
 }
 
+static enum MHD_Result route_begin(mb_req *req, mb_route_fn begin, mb_module *owner, void *state);
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -1095,6 +1116,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         int role = r ? r->role : 0;
         const http_stream_ops *stream = r ? r->stream : NULL;
         accesslog_route(&req->rl, req, r ? r->pattern : NULL, stream != NULL);
+        mb_route_fn begin = r ? r->begin : NULL;
+        mb_module *owner = r ? r->owner : NULL;
+        void *bstate = r ? r->state : NULL;
+        if (begin)
+            modmgr_enter(owner); /* under the read lock, as call_handler does */
         pthread_rwlock_unlock(&routes_lock);
         if (!r) {
             if (serve_static(req))
@@ -1110,10 +1136,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return fail_now(req, &err);
         }
         if (authorize(req, role, &err)) {
+            if (begin)
+                modmgr_leave(owner);
             if (err.code == MB_EAUTH)
                 http_reply_header(req, "WWW-Authenticate", "Bearer realm=\"mbyte\"");
             return fail_now(req, &err);
         }
+        if (begin)
+            return route_begin(req, begin, owner, bstate);
         if (stream) {
             req->stream = stream;
             if (stream->begin(req, &req->sctx, &err)) {
@@ -1188,6 +1218,70 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return queue(req);
     call_handler(req, &err);
     return queue(req);
+}
+
+/* ------------------------------------- a module's look at the headers (minor 10) --- */
+/* A route's begin runs before the body is read. It answers at once, takes the body as a
+ * stream (sink_ops forward to the module's mb_body_sink; the module stays entered until its
+ * end or abort returned), or leaves the body to be buffered for fn as usual. */
+static int sink_data(mb_req *req, void *ctx, const char *buf, size_t len, mb_err *err)
+{
+    return req->sink->data(req, ctx, buf, len, err);
+}
+
+static int sink_end(mb_req *req, void *ctx, mb_err *err)
+{
+    int rc = req->sink->end(req, ctx, err);
+    modmgr_leave(req->sink_owner);
+    return rc;
+}
+
+static void sink_abort(mb_req *req, void *ctx)
+{
+    if (req->sink->abort)
+        req->sink->abort(req, ctx);
+    modmgr_leave(req->sink_owner);
+}
+
+static const http_stream_ops sink_ops = {NULL, sink_data, sink_end, sink_abort};
+
+int http_req_body_sink(mb_req *req, const mb_body_sink *sink, void *ctx, mb_err *err)
+{
+    if (!req->in_begin || req->replied || req->sink || !sink || !sink->data || !sink->end)
+        return err_set(err, MB_EINVAL, "req_body_sink: only once, from a route's begin, before an answer");
+    req->sink = sink;
+    req->sctx = ctx;
+    return 0;
+}
+
+static enum MHD_Result route_begin(mb_req *req, mb_route_fn begin, mb_module *owner, void *state)
+{
+    mb_err err = {0};
+    req->in_begin = true;
+    int rc = begin(req, state, &err);
+    req->in_begin = false;
+    if (req->sink) {
+        req->sink_owner = owner; /* left by sink_end or sink_abort */
+        req->stream = &sink_ops;
+        if (rc < 0) {
+            req->stream_done = true;
+            sink_abort(req, req->sctx);
+            req->sctx = NULL;
+            if (!err.code)
+                err_set(&err, rc, "%s", err_title(rc));
+            return fail_now(req, &err);
+        }
+        return MHD_YES;
+    }
+    modmgr_leave(owner);
+    if (rc < 0) {
+        if (!err.code)
+            err_set(&err, rc, "%s", err_title(rc));
+        return fail_now(req, &err);
+    }
+    if (req->replied)
+        return answer_early(req);
+    return MHD_YES; /* buffered for fn */
 }
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)

@@ -219,6 +219,10 @@ typedef struct http_stream_ops {
     void (*abort)(mb_req *req, void *ctx); /* client went away or an error was answered */
 } http_stream_ops;
 int http_stream_route_add(const char *method, const char *pattern, int role, const http_stream_ops *ops, mb_err *err);
+/* A module's route (its begin too, minor 10), owned by `owner`. */
+int http_module_route_add(mb_module *owner, const mb_route *r, void *state, mb_err *err);
+/* api->req_body_sink (minor 10): from a route's begin, take the body as a stream. */
+int http_req_body_sink(mb_req *req, const mb_body_sink *sink, void *ctx, mb_err *err);
 /* Remove all routes of `owner`. */
 void http_routes_remove(mb_module *owner);
 /* Reload: the routes of `from` become `table` (kernel-stride mb_route entries ended by a
@@ -487,6 +491,17 @@ int auth_password(const char *name, const char *pw, const char *ip, mb_user *out
 int auth_user_find(const char *name, mb_user *out, char *namebuf, size_t n, mb_err *err);
 /* auth.c: api->login_wait, the login throttle's verdict (seconds to wait, err filled). */
 int64_t auth_login_wait(const char *name, const char *ip, mb_err *err);
+/* auth.c: record a wrong password of any door in the login throttle (and auth.login_failed),
+ * or clear the (account, address) count after a right one. */
+void auth_login_failed(const char *name, const char *ip);
+void auth_login_succeeded(const char *name, const char *ip);
+
+/* ------------------------------------------------ apppass.c (ABI minor 10, webdav) --- */
+/* App passwords: per-user secrets for doors that cannot do a browser login (WebDAV, FTP),
+ * each optionally limited to one store and to reading. */
+int apppass_init(mb_err *err);
+int apppass_check(const char *name, const char *pw, const char *ip, bool allow_account, mb_user *out, char *namebuf,
+                  size_t n, mb_apppass_scope *scope, mb_err *err);
 
 /* -------------------------------------------------------- throttle.c (ABI minor 9) --- */
 /* api->throttle_*: named failure throttles, kernel-owned, valid until exit (throttle.c). */

@@ -360,8 +360,9 @@ static mb_module *copy_open(const char *name, mb_err *err)
         !(m->config_keys = copy_table(d->config, sizeof(mb_config_key), "config", name, err)))
         goto fail;
     for (mb_route *r = m->routes; r->method; r++)
-        if (!r->pattern || !r->fn || strncmp(r->pattern, "/api/", 5)) {
-            err_set(err, MB_EINVAL, "module %s: route %s %s must have a handler and a pattern under /api/", name,
+        if (!r->pattern || !r->fn || (strncmp(r->pattern, "/api/", 5) && strncmp(r->pattern, "/dav/", 5))) {
+            err_set(err, MB_EINVAL, "module %s: route %s %s must have a handler and a pattern under /api/ or /dav/",
+                    name,
                     r->method, r->pattern ? r->pattern : "(none)");
             goto fail;
         }
@@ -414,7 +415,7 @@ static int register_all(mb_module *m, mb_err *err)
 {
     int rc = 0;
     for (mb_route *r = m->routes; r->method && !rc; r++)
-        rc = http_route_add(m, r->method, r->pattern, r->role, r->fn, m->state, err);
+        rc = http_module_route_add(m, r, m->state, err);
     for (mb_hook *h = m->hooks; h->event && !rc; h++)
         rc = hook_add(m, h, m->state, err);
     for (mb_task_type *t = m->tasks; t->name && !rc; t++)

@@ -1,0 +1,138 @@
+/*
+ * dav.h — what the three files of the webdav module share: the request context (dav_req),
+ * the XML side (dav_xml.c: request bodies parsed with libxml2, multistatus answers, dead
+ * properties) and the lock side (dav_lock.c: the lock table, the If header, Destination).
+ * Nothing here crosses the ABI; only webdav.c talks to the descriptor.
+ */
+#ifndef MB_DAV_H
+#define MB_DAV_H
+
+#include "../../abi/mbyte.h"
+#include <pthread.h>
+
+typedef struct dav_srv dav_srv;
+
+/* A growable byte buffer (answers are built in it, then copied by reply_bytes). */
+typedef struct dav_buf {
+    char *p;
+    size_t n, cap;
+} dav_buf;
+void dav_buf_add(dav_buf *b, const char *s, size_t n);
+void dav_buf_str(dav_buf *b, const char *s);
+void dav_buf_fmt(dav_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void dav_buf_xml(dav_buf *b, const char *s); /* escaped text */
+void dav_buf_href(dav_buf *b, const char *s); /* percent-encoded path, '/' kept */
+
+/* A check that answered the request itself (423): the handler returns it, as success. */
+#define DAV_REPLIED 1
+
+/* One request, after authentication and the store look-up. */
+typedef struct dav_req {
+    dav_srv *d;
+    const mb_api *api;
+    mb_req *req;
+    mb_user user;
+    char namebuf[128];
+    mb_apppass_scope scope;
+    /* the store: its id, and the first URL segment as the client wrote it (hrefs reuse it) */
+    uint64_t sid;
+    const char *store_seg;
+    const char *path; /* inside the store, "" for its root, no leading or trailing '/' */
+    bool root;        /* /dav/ itself: the list of stores */
+} dav_req;
+
+/* ------------------------------------------------------------ dav_xml.c --- */
+/* Parse a request body (NULL or empty gives *doc NULL). MB_EINVAL for anything not
+ * well-formed, namespace errors included; no DTD, entity or network is ever loaded. */
+int dav_xml_parse(const void *body, size_t len, void **doc, mb_err *err);
+int dav_propfind(dav_req *r, const void *body, size_t len, mb_err *err);
+int dav_proppatch(dav_req *r, const void *body, size_t len, mb_err *err);
+/* The owner element of a LOCK body as standalone XML (malloc'd, may be NULL), the scope
+ * (true = exclusive); MB_EINVAL for a body that is not a lockinfo. */
+int dav_xml_lockinfo(const void *body, size_t len, bool *exclusive, char **owner, mb_err *err);
+/* Dead properties follow their resource: copy or move every one at or under `from`, or
+ * drop them. */
+void dav_props_copy(dav_req *r, const char *from, const char *to, bool move);
+void dav_props_drop(dav_req *r, const char *path);
+/* href of `path` in this request's store ("/dav/<store>/<path>", '/' appended for folders). */
+void dav_href(dav_req *r, dav_buf *b, const char *path, bool folder);
+
+/* ----------------------------------------------------------- dav_lock.c --- */
+typedef struct dav_lock {
+    char token[64]; /* "opaquelocktoken:<uuid>" */
+    uint64_t sid, uid;
+    char *path;  /* locked resource, "" the store root */
+    char *owner; /* the client's owner XML, may be NULL */
+    bool exclusive;
+    bool infinite; /* Depth: infinity */
+    int64_t timeout_s, expires;
+    struct dav_lock *next;
+} dav_lock;
+
+typedef struct dav_locks {
+    pthread_mutex_t mu;
+    dav_lock *head;
+} dav_locks;
+
+/* One parsed If header: lists of conditions, each list optionally tagged with a resource. */
+#define DAV_IF_MAX 16
+typedef struct dav_if_cond {
+    bool not_;
+    bool etag; /* else a state token */
+    char value[160];
+} dav_if_cond;
+typedef struct dav_if_list {
+    char tag[512]; /* "" untagged: the request URI */
+    int n;
+    dav_if_cond c[DAV_IF_MAX];
+} dav_if_list;
+typedef struct dav_if {
+    int n;
+    dav_if_list l[DAV_IF_MAX];
+} dav_if;
+
+/* dav_parse.c: skip blanks; copy up to `close` into out (cut to n-1 bytes), returning the
+ * char after `close`, or NULL when there is none. */
+const char *dav_skip_ws(const char *s);
+const char *dav_read_until(const char *s, char close, char *out, size_t n);
+/* Parse an If header (RFC 4918 section 10.4). Pure; fuzzed. 0 or MB_EINVAL. */
+int dav_if_parse(const char *s, dav_if *out);
+/* Split an absolute or absolute-path URI into percent-decoded segments after "/dav/" and
+ * return the path joined by '/' in out (decoded; '.', '..', encoded '/', NUL refused).
+ * Pure; fuzzed. 0 or MB_EINVAL; MB_ENOENT when it is not under /dav/. */
+int dav_uri_path(const char *uri, char *out, size_t n);
+
+void dav_locks_init(dav_locks *t);
+void dav_locks_free(dav_locks *t);
+/* May the caller change `path` (and, when `deep`, everything below it)? The If header must
+ * hold (else MB_EPRECOND, 412) and every lock covering what changes (a depth-infinity lock
+ * of a parent covers a new member) must be the caller's with its token submitted in the If
+ * header; else the request is answered 423 here and DAV_REPLIED returned. 0 when allowed. */
+int dav_lock_check(dav_req *r, const char *path, bool deep, mb_err *err);
+/* The If header alone: 0 when absent or when one of its lists holds, else MB_EPRECOND. */
+int dav_if_check(dav_req *r, mb_err *err);
+int dav_lock_handle(dav_req *r, const void *body, size_t len, mb_err *err);
+int dav_unlock_handle(dav_req *r, mb_err *err);
+/* Drop every lock at or under `path` (DELETE, MOVE's source). */
+void dav_locks_drop(dav_req *r, const char *path);
+/* <D:lockdiscovery> content for `path` (locks on it or inherited from above). */
+void dav_lockdiscovery(dav_req *r, const char *path, dav_buf *b);
+
+/* ------------------------------------------------------------ webdav.c --- */
+struct dav_srv {
+    mb_module *self;
+    const mb_api *api;
+    bool allow_account_password;
+    bool keep_macos_metadata;
+    int64_t lock_timeout_max;
+    dav_locks locks;
+};
+/* RFC 4331 for this request's store: what it may still take (its max_bytes setting, else the
+ * disk's free space, whichever is less) and what it holds, in bytes. */
+void dav_quota(dav_req *r, int64_t *avail, int64_t *used);
+/* The ETag of a resource ("" when missing; folders have none). */
+void dav_etag_of(dav_req *r, const char *path, char out[72]);
+/* Join a store path and a child name into the request arena. */
+const char *dav_join(dav_req *r, const char *dir, const char *name);
+
+#endif

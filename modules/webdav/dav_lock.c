@@ -1,0 +1,398 @@
+/*
+ * dav_lock.c — WebDAV class 2: write locks (LOCK, UNLOCK, refresh), the If header
+ * (RFC 4918 section 10.4) and the Destination / tagged-list URI parser.
+ *
+ * Locks live in memory (a list under the table's mutex): they are advisory leases with a
+ * timeout that clients refresh, and a restart of mbyted ends them, as a restart of Apache
+ * with an in-memory lock database does. A lock belongs to the user who took it: another
+ * user can neither use its token nor see the resource anyway (stores are per user). A change
+ * needs the token of every lock covering what it changes, submitted in the If header
+ * (423 Locked with lock-token-submitted otherwise); the If header itself must hold (412).
+ *
+ * The If header and URI parsers are in dav_parse.c (pure, fuzzed by tests/fuzz/fuzz_dav.c).
+ * Threads: HTTP workers; the lock list is guarded by dav_locks.mu.
+ */
+#include "dav.h"
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---------------------------------------------------------------- table --- */
+
+void dav_locks_init(dav_locks *t)
+{
+    pthread_mutex_init(&t->mu, NULL);
+    t->head = NULL;
+}
+
+static void lock_free(dav_lock *l)
+{
+    free(l->path);
+    free(l->owner);
+    free(l);
+}
+
+void dav_locks_free(dav_locks *t)
+{
+    for (dav_lock *l = t->head, *n; l; l = n) {
+        n = l->next;
+        lock_free(l);
+    }
+    t->head = NULL;
+    pthread_mutex_destroy(&t->mu);
+}
+
+/* Under mu: drop what has expired. */
+static void expire(dav_locks *t, int64_t now)
+{
+    for (dav_lock **pp = &t->head; *pp;) {
+        if ((*pp)->expires <= now) {
+            dav_lock *l = *pp;
+            *pp = l->next;
+            lock_free(l);
+        } else
+            pp = &(*pp)->next;
+    }
+}
+
+/* Does lock l cover `path` of its store (the path itself, or below a depth-infinity lock)? */
+static bool covers(const dav_lock *l, const char *path)
+{
+    size_t n = strlen(l->path);
+    if (!strcmp(l->path, path))
+        return true;
+    if (!l->infinite)
+        return false;
+    return n == 0 ? *path != 0 : (!strncmp(path, l->path, n) && path[n] == '/');
+}
+
+/* Is `path` at or under lock l's path (a deep change reaches l)? */
+static bool under(const dav_lock *l, const char *path)
+{
+    size_t n = strlen(path);
+    return n == 0 || !strcmp(l->path, path) || (!strncmp(l->path, path, n) && l->path[n] == '/');
+}
+
+/* The store path a tagged list names; false when it is not in this request's store. */
+static bool tag_path(dav_req *r, const char *tag, char *out, size_t n)
+{
+    if (!*tag) {
+        snprintf(out, n, "%s", r->path);
+        return true;
+    }
+    if (dav_uri_path(tag, out, n))
+        return false;
+    char *slash = strchr(out, '/');
+    size_t sl = slash ? (size_t)(slash - out) : strlen(out);
+    if (!r->store_seg || strlen(r->store_seg) != sl || strncmp(out, r->store_seg, sl))
+        return false;
+    memmove(out, slash ? slash + 1 : out + sl, strlen(slash ? slash + 1 : out + sl) + 1);
+    return true;
+}
+
+int dav_if_check(dav_req *r, mb_err *err)
+{
+    const char *h = r->api->req_header(r->req, "If");
+    if (!h)
+        return 0;
+    dav_if *ifh = r->api->req_alloc(r->req, sizeof *ifh);
+    if (dav_if_parse(h, ifh))
+        return r->api->err_set(err, MB_EINVAL, "the If header is malformed");
+    dav_locks *t = &r->d->locks;
+    int64_t now = r->api->now();
+    char *path = r->api->req_alloc(r->req, 1024);
+    for (int i = 0; i < ifh->n; i++) {
+        dav_if_list *l = &ifh->l[i];
+        if (!tag_path(r, l->tag, path, 1024))
+            continue;
+        char etag[72];
+        etag[0] = 1; /* not fetched yet */
+        bool all = true;
+        for (int k = 0; k < l->n && all; k++) {
+            dav_if_cond *c = &l->c[k];
+            bool v = false;
+            if (c->etag) {
+                if (etag[0] == 1)
+                    dav_etag_of(r, path, etag);
+                v = etag[0] && !strcmp(c->value, etag);
+            } else {
+                pthread_mutex_lock(&t->mu);
+                expire(t, now);
+                for (dav_lock *x = t->head; x && !v; x = x->next)
+                    v = x->sid == r->sid && !strcmp(x->token, c->value) && covers(x, path);
+                pthread_mutex_unlock(&t->mu);
+            }
+            all = c->not_ ? !v : v;
+        }
+        if (all)
+            return 0;
+    }
+    return r->api->err_set(err, MB_EPRECOND, "the If header's conditions do not hold");
+}
+
+/* Was token `tok` submitted (a positive condition of the If header)? */
+static bool submitted(const dav_if *ifh, const char *tok)
+{
+    for (int i = 0; ifh && i < ifh->n; i++)
+        for (int k = 0; k < ifh->l[i].n; k++)
+            if (!ifh->l[i].c[k].not_ && !ifh->l[i].c[k].etag && !strcmp(ifh->l[i].c[k].value, tok))
+                return true;
+    return false;
+}
+
+int dav_lock_check(dav_req *r, const char *path, bool deep, mb_err *err)
+{
+    int rc = dav_if_check(r, err);
+    if (rc)
+        return rc;
+    const char *h = r->api->req_header(r->req, "If");
+    dav_if *ifh = NULL;
+    if (h) {
+        ifh = r->api->req_alloc(r->req, sizeof *ifh);
+        if (dav_if_parse(h, ifh))
+            ifh = NULL;
+    }
+    dav_locks *t = &r->d->locks;
+    char *blocked = NULL;
+    pthread_mutex_lock(&t->mu);
+    expire(t, r->api->now());
+    for (dav_lock *l = t->head; l && !blocked; l = l->next) {
+        if (l->sid != r->sid || !(covers(l, path) || (deep && under(l, path))))
+            continue;
+        if (l->uid != r->user.id || !submitted(ifh, l->token))
+            blocked = strdup(l->path);
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (!blocked)
+        return 0;
+    dav_buf b = {0};
+    dav_buf_str(&b, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\"><D:lock-token-submitted>"
+                    "<D:href>");
+    dav_href(r, &b, blocked, false);
+    dav_buf_str(&b, "</D:href></D:lock-token-submitted></D:error>\n");
+    free(blocked);
+    rc = r->api->reply_bytes(r->req, 423, "application/xml; charset=utf-8", b.p, b.n);
+    free(b.p);
+    return rc ? rc : DAV_REPLIED;
+}
+
+void dav_locks_drop(dav_req *r, const char *path)
+{
+    dav_locks *t = &r->d->locks;
+    pthread_mutex_lock(&t->mu);
+    for (dav_lock **pp = &t->head; *pp;) {
+        if ((*pp)->sid == r->sid && under(*pp, path)) {
+            dav_lock *l = *pp;
+            *pp = l->next;
+            lock_free(l);
+        } else
+            pp = &(*pp)->next;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* ---------------------------------------------------------- the answers --- */
+
+static void activelock(dav_req *r, const dav_lock *l, int64_t now, dav_buf *b)
+{
+    dav_buf_fmt(b, "<D:activelock><D:locktype><D:write/></D:locktype><D:lockscope><D:%s/></D:lockscope>"
+                   "<D:depth>%s</D:depth>",
+                l->exclusive ? "exclusive" : "shared", l->infinite ? "infinity" : "0");
+    if (l->owner)
+        dav_buf_str(b, l->owner);
+    dav_buf_fmt(b, "<D:timeout>Second-%lld</D:timeout><D:locktoken><D:href>", (long long)(l->expires - now));
+    dav_buf_xml(b, l->token);
+    dav_buf_str(b, "</D:href></D:locktoken><D:lockroot><D:href>");
+    dav_href(r, b, l->path, false);
+    dav_buf_str(b, "</D:href></D:lockroot></D:activelock>");
+}
+
+void dav_lockdiscovery(dav_req *r, const char *path, dav_buf *b)
+{
+    dav_locks *t = &r->d->locks;
+    int64_t now = r->api->now();
+    pthread_mutex_lock(&t->mu);
+    for (dav_lock *l = t->head; l; l = l->next)
+        if (l->sid == r->sid && l->expires > now && covers(l, path))
+            activelock(r, l, now, b);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static int reply_lock(dav_req *r, const dav_lock *l, int status)
+{
+    dav_buf b = {0};
+    dav_buf_str(&b, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:prop xmlns:D=\"DAV:\"><D:lockdiscovery>");
+    activelock(r, l, r->api->now(), &b);
+    dav_buf_str(&b, "</D:lockdiscovery></D:prop>\n");
+    int rc = r->api->reply_bytes(r->req, status, "application/xml; charset=utf-8", b.p, b.n);
+    free(b.p);
+    return rc;
+}
+
+/* "Second-N" / "Infinite" (the first of a list), clamped to lock_timeout_max. */
+static int64_t timeout_of(dav_req *r)
+{
+    int64_t max = r->d->lock_timeout_max > 0 ? r->d->lock_timeout_max : 86400;
+    const char *h = r->api->req_header(r->req, "Timeout");
+    int64_t v = 3600;
+    if (h) {
+        h = dav_skip_ws(h);
+        if (!strncasecmp(h, "Second-", 7))
+            v = strtoll(h + 7, NULL, 10);
+        else if (!strncasecmp(h, "Infinite", 8))
+            v = max;
+    }
+    return v < 1 ? 3600 : v > max ? max : v;
+}
+
+static int refresh(dav_req *r, mb_err *err)
+{
+    const char *h = r->api->req_header(r->req, "If");
+    dav_if *ifh = r->api->req_alloc(r->req, sizeof *ifh);
+    if (!h || dav_if_parse(h, ifh))
+        return r->api->err_set(err, MB_EINVAL, "a LOCK refresh needs the lock's token in an If header");
+    dav_locks *t = &r->d->locks;
+    int64_t now = r->api->now(), to = timeout_of(r);
+    dav_lock copy = {0};
+    bool found = false;
+    pthread_mutex_lock(&t->mu);
+    expire(t, now);
+    for (dav_lock *l = t->head; l && !found; l = l->next)
+        if (l->sid == r->sid && l->uid == r->user.id && covers(l, r->path) && submitted(ifh, l->token)) {
+            l->expires = now + to;
+            l->timeout_s = to;
+            copy = *l;
+            copy.path = strdup(l->path);
+            copy.owner = l->owner ? strdup(l->owner) : NULL;
+            found = true;
+        }
+    pthread_mutex_unlock(&t->mu);
+    if (!found)
+        return r->api->err_set(err, MB_EPRECOND, "no lock of yours with that token covers this resource");
+    int rc = reply_lock(r, &copy, 200);
+    free(copy.path);
+    free(copy.owner);
+    return rc;
+}
+
+int dav_lock_handle(dav_req *r, const void *body, size_t len, mb_err *err)
+{
+    const mb_api *api = r->api;
+    if (!len)
+        return refresh(r, err);
+    bool exclusive;
+    char *owner = NULL;
+    int rc = dav_xml_lockinfo(body, len, &exclusive, &owner, err);
+    if (rc)
+        return rc;
+    const char *depth = api->req_header(r->req, "Depth");
+    bool infinite = !depth || !strcasecmp(depth, "infinity");
+    if (depth && !infinite && strcmp(depth, "0")) {
+        free(owner);
+        return api->err_set(err, MB_EINVAL, "LOCK takes Depth 0 or infinity");
+    }
+    if ((rc = dav_if_check(r, err))) {
+        free(owner);
+        return rc;
+    }
+    /* An unmapped URL gets an empty file (RFC 4918 7.3): Office locks before it writes. */
+    json_t *info = NULL;
+    mb_err ig;
+    bool created = false;
+    if (api->file_stat(&r->user, r->sid, r->path, &info, &ig) == MB_ENOENT) {
+        mb_file_writer *w = NULL;
+        if ((rc = api->file_write_begin(&r->user, r->sid, r->path, 0, NULL, MB_FS_NO_OVERWRITE, &w, err)) ||
+            (rc = api->file_write_commit(w, NULL, NULL, err))) {
+            free(owner);
+            return rc;
+        }
+        created = true;
+    }
+    json_decref(info);
+    dav_lock *l = calloc(1, sizeof *l);
+    uint8_t u[16];
+    randombytes_buf(u, sizeof u);
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    snprintf(l->token, sizeof l->token,
+             "opaquelocktoken:%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2],
+             u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+    l->sid = r->sid;
+    l->uid = r->user.id;
+    l->path = strdup(r->path);
+    l->owner = owner;
+    l->exclusive = exclusive;
+    l->infinite = infinite;
+    l->timeout_s = timeout_of(r);
+    int64_t now = api->now();
+    l->expires = now + l->timeout_s;
+    dav_locks *t = &r->d->locks;
+    dav_lock copy = *l; /* answered from: once in the table, l is another thread's to free */
+    copy.path = strdup(l->path);
+    copy.owner = l->owner ? strdup(l->owner) : NULL;
+    bool conflict = false;
+    pthread_mutex_lock(&t->mu);
+    expire(t, now);
+    for (dav_lock *x = t->head; x && !conflict; x = x->next)
+        if (x->sid == l->sid && (covers(x, l->path) || (infinite && under(x, l->path))))
+            conflict = x->exclusive || exclusive;
+    if (!conflict) {
+        l->next = t->head;
+        t->head = l;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (conflict) {
+        lock_free(l);
+        free(copy.path);
+        free(copy.owner);
+        return r->api->reply_bytes(r->req, 423, "application/xml; charset=utf-8",
+                                   "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">"
+                                   "<D:no-conflicting-lock/></D:error>\n",
+                                   strlen("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">"
+                                          "<D:no-conflicting-lock/></D:error>\n"));
+    }
+    char hdr[80];
+    snprintf(hdr, sizeof hdr, "<%s>", copy.token);
+    api->reply_header(r->req, "Lock-Token", hdr);
+    rc = reply_lock(r, &copy, created ? 201 : 200);
+    free(copy.path);
+    free(copy.owner);
+    return rc;
+}
+
+int dav_unlock_handle(dav_req *r, mb_err *err)
+{
+    const char *h = r->api->req_header(r->req, "Lock-Token");
+    char tok[160];
+    if (!h || !dav_read_until(dav_skip_ws(h)[0] == '<' ? dav_skip_ws(h) + 1 : "", '>', tok, sizeof tok))
+        return r->api->err_set(err, MB_EINVAL, "UNLOCK needs a Lock-Token header: <token>");
+    dav_locks *t = &r->d->locks;
+    int found = 0;
+    pthread_mutex_lock(&t->mu);
+    expire(t, r->api->now());
+    for (dav_lock **pp = &t->head; *pp; pp = &(*pp)->next) {
+        dav_lock *l = *pp;
+        if (l->sid != r->sid || strcmp(l->token, tok) || !covers(l, r->path))
+            continue;
+        if (l->uid != r->user.id) {
+            found = -1;
+            break;
+        }
+        *pp = l->next;
+        lock_free(l);
+        found = 1;
+        break;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (found < 0)
+        return r->api->err_set(err, MB_EPERM, "that lock belongs to someone else");
+    if (!found)
+        return r->api->reply_bytes(r->req, 409, "application/xml; charset=utf-8",
+                                   "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">"
+                                   "<D:lock-token-matches-request-uri/></D:error>\n",
+                                   strlen("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">"
+                                          "<D:lock-token-matches-request-uri/></D:error>\n"));
+    return r->api->reply_bytes(r->req, 204, NULL, "", 0);
+}

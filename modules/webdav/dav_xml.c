@@ -1,0 +1,625 @@
+/*
+ * dav_xml.c — the XML side of the webdav module: request bodies parsed with libxml2
+ * (PROPFIND, PROPPATCH, LOCK), multistatus answers built as text, and dead properties.
+ *
+ * Parsing never loads a DTD, an external entity or anything from the network, and refuses
+ * a body that is not namespace-well-formed (400). Answers are written directly, with every
+ * DAV: element under the prefix D; a property of another namespace gets its own
+ * declaration on the element.
+ *
+ * Dead properties (PROPPATCH) are kept in the module's kv as one JSON object per resource,
+ * `p/<sid16>/<path>` (the store root: `p/<sid16>`), mapping "<namespace>\n<name>" to the
+ * property element serialised on its own (its namespace declarations copied in), so it is
+ * answered byte-for-byte as stored, mixed content and foreign namespaces included. They
+ * follow COPY and MOVE and go with DELETE (webdav.c calls dav_props_*).
+ *
+ * Threads: HTTP workers; libxml2 is initialised once by init (xmlInitParser).
+ */
+#include "dav.h"
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* ---------------------------------------------------------------- parse --- */
+
+int dav_xml_parse(const void *body, size_t len, void **doc, mb_err *err)
+{
+    *doc = NULL;
+    if (!body || !len)
+        return 0;
+    if (len > INT32_MAX)
+        return MB_ETOOBIG;
+    xmlParserCtxtPtr ctx = xmlNewParserCtxt();
+    if (!ctx)
+        return MB_ENOMEM;
+    xmlDocPtr d = xmlCtxtReadMemory(ctx, body, (int)len, NULL, NULL,
+                                    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+    bool ok = d && ctx->wellFormed && ctx->nsWellFormed && xmlDocGetRootElement(d);
+    xmlFreeParserCtxt(ctx);
+    if (!ok) {
+        xmlFreeDoc(d);
+        if (err) {
+            err->code = MB_EINVAL;
+            snprintf(err->msg, sizeof err->msg, "the request body is not well-formed XML");
+        }
+        return MB_EINVAL;
+    }
+    *doc = d;
+    return 0;
+}
+
+static bool is_dav(xmlNodePtr n, const char *name)
+{
+    return n && n->type == XML_ELEMENT_NODE && n->ns && n->ns->href && !strcmp((const char *)n->ns->href, "DAV:") &&
+           !strcmp((const char *)n->name, name);
+}
+
+static xmlNodePtr first_el(xmlNodePtr n)
+{
+    for (; n; n = n->next)
+        if (n->type == XML_ELEMENT_NODE)
+            return n;
+    return NULL;
+}
+
+static const char *ns_of(xmlNodePtr n) { return n->ns && n->ns->href ? (const char *)n->ns->href : ""; }
+
+/* The element on its own: a copy in a new document carries the namespace declarations it
+ * uses, so the text stands alone. malloc'd. */
+static char *standalone(xmlNodePtr n)
+{
+    xmlDocPtr d = xmlNewDoc((const xmlChar *)"1.0");
+    xmlNodePtr c = xmlDocCopyNode(n, d, 1);
+    xmlDocSetRootElement(d, c);
+    xmlReconciliateNs(d, c);
+    xmlBufferPtr b = xmlBufferCreate();
+    xmlNodeDump(b, d, c, 0, 0);
+    char *out = strdup((const char *)xmlBufferContent(b));
+    xmlBufferFree(b);
+    xmlFreeDoc(d);
+    return out;
+}
+
+int dav_xml_lockinfo(const void *body, size_t len, bool *exclusive, char **owner, mb_err *err)
+{
+    void *vd;
+    int rc = dav_xml_parse(body, len, &vd, err);
+    if (rc)
+        return rc;
+    xmlNodePtr root = xmlDocGetRootElement(vd);
+    *exclusive = true;
+    *owner = NULL;
+    if (!is_dav(root, "lockinfo")) {
+        xmlFreeDoc(vd);
+        err->code = MB_EINVAL;
+        snprintf(err->msg, sizeof err->msg, "a LOCK body must be a DAV:lockinfo");
+        return MB_EINVAL;
+    }
+    bool write = false;
+    for (xmlNodePtr c = first_el(root->children); c; c = first_el(c->next)) {
+        if (is_dav(c, "lockscope"))
+            *exclusive = !is_dav(first_el(c->children), "shared");
+        else if (is_dav(c, "locktype"))
+            write = is_dav(first_el(c->children), "write");
+        else if (is_dav(c, "owner"))
+            *owner = standalone(c);
+    }
+    xmlFreeDoc(vd);
+    if (!write) {
+        free(*owner);
+        *owner = NULL;
+        err->code = MB_EINVAL;
+        snprintf(err->msg, sizeof err->msg, "only write locks exist");
+        return MB_EINVAL;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------- dead properties --- */
+
+static void props_key(dav_req *r, const char *path, char *out, size_t n)
+{
+    if (*path)
+        snprintf(out, n, "p/%016llx/%s", (unsigned long long)r->sid, path);
+    else
+        snprintf(out, n, "p/%016llx", (unsigned long long)r->sid);
+}
+
+static json_t *props_load(dav_req *r, const char *path)
+{
+    size_t kn = strlen(path) + 40;
+    char *key = malloc(kn), *v = NULL;
+    size_t len;
+    mb_err e;
+    props_key(r, path, key, kn);
+    json_t *o = NULL;
+    if (r->api->kv_get(r->d->self, key, &v, &len, &e) == 0) {
+        o = json_loadb(v, len, 0, NULL);
+        free(v);
+    }
+    free(key);
+    return json_is_object(o) ? o : (json_decref(o), json_object());
+}
+
+static int props_store(dav_req *r, const char *path, json_t *o, mb_err *err)
+{
+    size_t kn = strlen(path) + 40;
+    char *key = malloc(kn);
+    props_key(r, path, key, kn);
+    int rc;
+    if (json_object_size(o) == 0)
+        rc = r->api->kv_del(r->d->self, key, true, err);
+    else {
+        char *txt = json_dumps(o, JSON_COMPACT);
+        rc = r->api->kv_put(r->d->self, key, txt, strlen(txt), true, err);
+        free(txt);
+    }
+    free(key);
+    return rc;
+}
+
+typedef struct {
+    json_t *keys, *vals;
+} collect_ud;
+
+static int collect(const char *key, const void *v, size_t len, void *ud)
+{
+    collect_ud *c = ud;
+    json_array_append_new(c->keys, json_string(key));
+    json_array_append_new(c->vals, json_stringn(v, len));
+    return 0;
+}
+
+/* Every props key at `path` and below: the exact key, then the subtree's prefix. */
+static void props_collect(dav_req *r, const char *path, collect_ud *c)
+{
+    size_t kn = strlen(path) + 40;
+    char *key = malloc(kn), *v = NULL;
+    size_t len;
+    mb_err e;
+    props_key(r, path, key, kn);
+    if (r->api->kv_get(r->d->self, key, &v, &len, &e) == 0) {
+        collect(key, v, len, c);
+        free(v);
+    }
+    size_t l = strlen(key);
+    key[l] = '/';
+    key[l + 1] = 0;
+    r->api->kv_scan(r->d->self, key, collect, c, &e);
+    free(key);
+}
+
+void dav_props_copy(dav_req *r, const char *from, const char *to, bool move)
+{
+    collect_ud c = {json_array(), json_array()};
+    props_collect(r, from, &c);
+    char base[64];
+    props_key(r, "", base, sizeof base);
+    size_t fl = strlen(base) + 1 + strlen(from); /* "p/<sid>/" + from */
+    size_t i;
+    json_t *k;
+    mb_err e;
+    json_array_foreach(c.keys, i, k) {
+        const char *old = json_string_value(k);
+        const char *rest = old + (strlen(old) >= fl ? fl : strlen(old));
+        size_t nn = strlen(base) + strlen(to) + strlen(rest) + 3;
+        char *nk = malloc(nn);
+        snprintf(nk, nn, "%s/%s%s", base, to, rest);
+        const char *v = json_string_value(json_array_get(c.vals, i));
+        r->api->kv_put(r->d->self, nk, v, strlen(v), true, &e);
+        if (move)
+            r->api->kv_del(r->d->self, old, true, &e);
+        free(nk);
+    }
+    json_decref(c.keys);
+    json_decref(c.vals);
+}
+
+void dav_props_drop(dav_req *r, const char *path)
+{
+    collect_ud c = {json_array(), json_array()};
+    props_collect(r, path, &c);
+    size_t i;
+    json_t *k;
+    mb_err e;
+    json_array_foreach(c.keys, i, k)
+        r->api->kv_del(r->d->self, json_string_value(k), true, &e);
+    json_decref(c.keys);
+    json_decref(c.vals);
+}
+
+/* ---------------------------------------------------------- live props --- */
+
+enum { LP_CREATION, LP_DISPLAY, LP_LENGTH, LP_TYPE, LP_ETAG, LP_MODIFIED, LP_RESTYPE, LP_SUPLOCK, LP_LOCKDISC,
+       LP_QAVAIL, LP_QUSED, LP_N };
+static const char *const live_names[LP_N] = {
+    "creationdate", "displayname", "getcontentlength", "getcontenttype", "getetag", "getlastmodified",
+    "resourcetype", "supportedlock", "lockdiscovery", "quota-available-bytes", "quota-used-bytes"};
+
+static int live_index(const char *ns, const char *name)
+{
+    if (strcmp(ns, "DAV:"))
+        return -1;
+    for (int i = 0; i < LP_N; i++)
+        if (!strcmp(live_names[i], name))
+            return i;
+    return -1;
+}
+
+/* One resource as PROPFIND sees it. */
+typedef struct res {
+    const char *path; /* in the store; NULL for /dav/ itself */
+    bool folder, store_root, dav_root;
+    const json_t *info; /* file_stat / folder_list entry, or a store */
+} res;
+
+typedef struct pf {
+    dav_req *r;
+    dav_buf *b;
+    int mode; /* 0 allprop, 1 propname, 2 prop */
+    xmlNodePtr prop;
+    uint64_t quota_sid; /* the store qavail and qused are of (0: none yet); /dav/ lists several */
+    int64_t qavail, qused;
+} pf;
+
+/* Write live property i's element (with value) into b; false when it does not apply. */
+static bool live_value(pf *p, const res *x, int i, dav_buf *b)
+{
+    const json_t *in = x->info;
+    char t[64];
+    if (x->dav_root && i != LP_DISPLAY && i != LP_RESTYPE)
+        return false; /* /dav/ itself is only a list of stores: no dates, locks or quota */
+    switch (i) {
+    case LP_CREATION: {
+        time_t c = (time_t)json_integer_value(json_object_get(in, "created"));
+        if (!c)
+            c = (time_t)json_integer_value(json_object_get(in, "mtime"));
+        struct tm tm;
+        gmtime_r(&c, &tm);
+        strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        dav_buf_fmt(b, "<D:creationdate>%s</D:creationdate>", t);
+        return true;
+    }
+    case LP_DISPLAY: {
+        const char *n = json_string_value(json_object_get(in, "name"));
+        if (!n)
+            return false;
+        dav_buf_str(b, "<D:displayname>");
+        dav_buf_xml(b, n);
+        dav_buf_str(b, "</D:displayname>");
+        return true;
+    }
+    case LP_LENGTH:
+        if (x->folder)
+            return false;
+        dav_buf_fmt(b, "<D:getcontentlength>%lld</D:getcontentlength>",
+                    (long long)json_integer_value(json_object_get(in, "size")));
+        return true;
+    case LP_TYPE: {
+        const char *ct = json_string_value(json_object_get(in, "ctype"));
+        if (x->folder)
+            return false;
+        dav_buf_str(b, "<D:getcontenttype>");
+        dav_buf_xml(b, ct && *ct ? ct : "application/octet-stream");
+        dav_buf_str(b, "</D:getcontenttype>");
+        return true;
+    }
+    case LP_ETAG: {
+        const char *sha = json_string_value(json_object_get(in, "sha256"));
+        if (x->folder || !sha)
+            return false;
+        dav_buf_fmt(b, "<D:getetag>\"%s\"</D:getetag>", sha);
+        return true;
+    }
+    case LP_MODIFIED: {
+        time_t m = (time_t)json_integer_value(json_object_get(in, "mtime"));
+        if (!m)
+            m = (time_t)json_integer_value(json_object_get(in, "created"));
+        struct tm tm;
+        gmtime_r(&m, &tm);
+        strftime(t, sizeof t, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        dav_buf_fmt(b, "<D:getlastmodified>%s</D:getlastmodified>", t);
+        return true;
+    }
+    case LP_RESTYPE:
+        dav_buf_str(b, x->folder ? "<D:resourcetype><D:collection/></D:resourcetype>" : "<D:resourcetype/>");
+        return true;
+    case LP_SUPLOCK:
+        dav_buf_str(b, "<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope><D:locktype>"
+                       "<D:write/></D:locktype></D:lockentry><D:lockentry><D:lockscope><D:shared/></D:lockscope>"
+                       "<D:locktype><D:write/></D:locktype></D:lockentry></D:supportedlock>");
+        return true;
+    case LP_LOCKDISC:
+        dav_buf_str(b, "<D:lockdiscovery>");
+        dav_lockdiscovery(p->r, x->path, b);
+        dav_buf_str(b, "</D:lockdiscovery>");
+        return true;
+    case LP_QAVAIL:
+    case LP_QUSED:
+        if (!x->folder)
+            return false;
+        if (p->quota_sid != p->r->sid) {
+            dav_quota(p->r, &p->qavail, &p->qused);
+            p->quota_sid = p->r->sid;
+        }
+        if (i == LP_QAVAIL)
+            dav_buf_fmt(b, "<D:quota-available-bytes>%lld</D:quota-available-bytes>", (long long)p->qavail);
+        else
+            dav_buf_fmt(b, "<D:quota-used-bytes>%lld</D:quota-used-bytes>", (long long)p->qused);
+        return true;
+    }
+    return false;
+}
+
+/* An empty element naming a property, with its namespace declared on it. */
+static void name_el(dav_buf *b, const char *ns, const char *name)
+{
+    if (!strcmp(ns, "DAV:")) {
+        dav_buf_fmt(b, "<D:%s/>", name);
+        return;
+    }
+    dav_buf_str(b, *ns ? "<R:" : "<");
+    dav_buf_str(b, name);
+    dav_buf_str(b, *ns ? " xmlns:R=\"" : " xmlns=\"");
+    dav_buf_xml(b, ns);
+    dav_buf_str(b, "\"/>");
+}
+
+static void propstat(dav_buf *b, const dav_buf *props, int status)
+{
+    static const char *const text[] = {[0] = "200 OK", [1] = "404 Not Found", [2] = "403 Forbidden",
+                                       [3] = "424 Failed Dependency"};
+    int t = status == 200 ? 0 : status == 404 ? 1 : status == 403 ? 2 : 3;
+    dav_buf_str(b, "<D:propstat><D:prop>");
+    dav_buf_add(b, props->p, props->n);
+    dav_buf_fmt(b, "</D:prop><D:status>HTTP/1.1 %s</D:status></D:propstat>", text[t]);
+}
+
+static void response(pf *p, const res *x)
+{
+    dav_req *r = p->r;
+    dav_buf *b = p->b;
+    dav_buf ok = {0}, missing = {0};
+    json_t *dead = x->dav_root ? json_object() : props_load(r, x->path);
+    dav_buf_str(b, "<D:response><D:href>");
+    if (x->dav_root)
+        dav_buf_str(b, "/dav/");
+    else
+        dav_href(r, b, x->path, x->folder);
+    dav_buf_str(b, "</D:href>");
+    const char *k;
+    json_t *v;
+    if (p->mode == 0 || p->mode == 1) {
+        for (int i = 0; i < LP_N; i++) {
+            if (i == LP_QAVAIL || i == LP_QUSED)
+                continue; /* RFC 4331: not in allprop */
+            dav_buf one = {0};
+            if (live_value(p, x, i, &one)) {
+                if (p->mode == 1)
+                    dav_buf_fmt(&ok, "<D:%s/>", live_names[i]);
+                else
+                    dav_buf_add(&ok, one.p, one.n);
+            }
+            free(one.p);
+        }
+        json_object_foreach(dead, k, v) {
+            if (p->mode == 1) {
+                const char *nl = strchr(k, '\n');
+                char *ns = strndup(k, nl ? (size_t)(nl - k) : 0);
+                name_el(&ok, ns, nl ? nl + 1 : k);
+                free(ns);
+            } else
+                dav_buf_str(&ok, json_string_value(v));
+        }
+    } else {
+        for (xmlNodePtr c = first_el(p->prop->children); c; c = first_el(c->next)) {
+            const char *ns = ns_of(c), *name = (const char *)c->name;
+            int li = live_index(ns, name);
+            if (li >= 0 && live_value(p, x, li, &ok))
+                continue;
+            size_t kl = strlen(ns) + strlen(name) + 2;
+            char *key = malloc(kl);
+            snprintf(key, kl, "%s\n%s", ns, name);
+            json_t *dv = json_object_get(dead, key);
+            free(key);
+            if (dv)
+                dav_buf_str(&ok, json_string_value(dv));
+            else
+                name_el(&missing, ns, name);
+        }
+    }
+    json_decref(dead);
+    if (ok.n || !missing.n)
+        propstat(b, &ok, 200);
+    if (missing.n)
+        propstat(b, &missing, 404);
+    dav_buf_str(b, "</D:response>\n");
+    free(ok.p);
+    free(missing.p);
+}
+
+static bool is_folder_info(const json_t *in) { return strcmp(json_string_value(json_object_get(in, "type")) ?: "", "file"); }
+
+int dav_propfind(dav_req *r, const void *body, size_t len, mb_err *err)
+{
+    const mb_api *api = r->api;
+    const char *depth = api->req_header(r->req, "Depth");
+    if (!depth || !strcasecmp(depth, "infinity"))
+        return api->reply_bytes(r->req, 403, "application/xml; charset=utf-8",
+                                "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">"
+                                "<D:propfind-finite-depth/></D:error>\n",
+                                strlen("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">"
+                                       "<D:propfind-finite-depth/></D:error>\n"));
+    bool one = !strcmp(depth, "1");
+    if (!one && strcmp(depth, "0"))
+        return api->err_set(err, MB_EINVAL, "Depth: 0, 1 or infinity");
+    void *vd = NULL;
+    int rc = dav_xml_parse(body, len, &vd, err);
+    if (rc)
+        return rc;
+    pf p = {.r = r, .mode = 0};
+    if (vd) {
+        xmlNodePtr root = xmlDocGetRootElement(vd);
+        xmlNodePtr c = is_dav(root, "propfind") ? first_el(root->children) : NULL;
+        if (!c && !is_dav(root, "propfind")) {
+            xmlFreeDoc(vd);
+            return api->err_set(err, MB_EINVAL, "a PROPFIND body must be a DAV:propfind");
+        }
+        if (is_dav(c, "propname"))
+            p.mode = 1;
+        else if (is_dav(c, "prop")) {
+            p.mode = 2;
+            p.prop = c;
+        } else if (c && !is_dav(c, "allprop")) {
+            xmlFreeDoc(vd);
+            return api->err_set(err, MB_EINVAL, "a DAV:propfind holds allprop, propname or prop");
+        }
+    }
+    dav_buf b = {0};
+    p.b = &b;
+    dav_buf_str(&b, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\">\n");
+    json_t *self = NULL, *list = NULL;
+    if (r->root) {
+        json_t *ri = json_pack("{s:s}", "name", "dav");
+        res x = {.path = NULL, .folder = true, .dav_root = true, .info = ri};
+        response(&p, &x);
+        json_decref(ri);
+        if (one && (rc = api->store_list(&r->user, &list, err)) == 0) {
+            size_t i;
+            json_t *s;
+            json_array_foreach(list, i, s) {
+                uint64_t id = (uint64_t)json_integer_value(json_object_get(s, "id"));
+                if (r->scope.store && id != r->scope.store)
+                    continue;
+                r->sid = id;
+                r->store_seg = json_string_value(json_object_get(s, "name"));
+                res y = {.path = "", .folder = true, .store_root = true, .info = s};
+                response(&p, &y);
+            }
+            r->sid = 0;
+            r->store_seg = NULL;
+        }
+    } else if ((rc = api->file_stat(&r->user, r->sid, r->path, &self, err)) == 0) {
+        if (!*r->path) { /* the store's root shows the store's name and dates */
+            json_t *st = NULL;
+            mb_err ig;
+            if (api->store_get(&r->user, r->sid, &st, &ig) == 0) {
+                json_object_set(self, "name", json_object_get(st, "name"));
+                if (!json_integer_value(json_object_get(self, "created")))
+                    json_object_set(self, "created", json_object_get(st, "created"));
+            }
+            json_decref(st);
+        }
+        bool folder = is_folder_info(self);
+        res x = {.path = r->path, .folder = folder, .store_root = !*r->path, .info = self};
+        response(&p, &x);
+        if (one && folder && (rc = api->folder_list(&r->user, r->sid, r->path, false, &list, err)) == 0) {
+            size_t i;
+            json_t *e;
+            json_array_foreach(json_object_get(list, "entries"), i, e) {
+                const char *name = json_string_value(json_object_get(e, "name"));
+                if (!name)
+                    continue;
+                if (!r->d->keep_macos_metadata && (!strncmp(name, "._", 2) || !strcmp(name, ".DS_Store")))
+                    continue;
+                res y = {.path = dav_join(r, r->path, name), .folder = is_folder_info(e), .info = e};
+                response(&p, &y);
+            }
+        }
+    }
+    json_decref(self);
+    json_decref(list);
+    xmlFreeDoc(vd);
+    if (rc) {
+        free(b.p);
+        return rc;
+    }
+    dav_buf_str(&b, "</D:multistatus>\n");
+    rc = api->reply_bytes(r->req, 207, "application/xml; charset=utf-8", b.p, b.n);
+    free(b.p);
+    return rc;
+}
+
+/* -------------------------------------------------------------- PROPPATCH --- */
+
+int dav_proppatch(dav_req *r, const void *body, size_t len, mb_err *err)
+{
+    const mb_api *api = r->api;
+    if (r->root)
+        return api->err_set(err, MB_EPERM, "/dav/ has no properties to change");
+    json_t *info = NULL;
+    int rc = api->file_stat(&r->user, r->sid, r->path, &info, err);
+    if (rc)
+        return rc;
+    bool folder = is_folder_info(info);
+    json_decref(info);
+    void *vd = NULL;
+    if ((rc = dav_xml_parse(body, len, &vd, err)))
+        return rc;
+    xmlNodePtr root = vd ? xmlDocGetRootElement(vd) : NULL;
+    if (!is_dav(root, "propertyupdate")) {
+        xmlFreeDoc(vd);
+        return api->err_set(err, MB_EINVAL, "a PROPPATCH body must be a DAV:propertyupdate");
+    }
+    if ((rc = dav_lock_check(r, r->path, false, err))) {
+        xmlFreeDoc(vd);
+        return rc;
+    }
+    /* All or nothing (RFC 4918 9.2): a protected property fails the whole request. */
+    json_t *dead = props_load(r, r->path);
+    dav_buf done = {0}, refused = {0};
+    for (xmlNodePtr op = first_el(root->children); op; op = first_el(op->next)) {
+        bool set = is_dav(op, "set");
+        if (!set && !is_dav(op, "remove"))
+            continue;
+        for (xmlNodePtr pr = first_el(op->children); pr; pr = first_el(pr->next)) {
+            if (!is_dav(pr, "prop"))
+                continue;
+            for (xmlNodePtr c = first_el(pr->children); c; c = first_el(c->next)) {
+                const char *ns = ns_of(c), *name = (const char *)c->name;
+                if (live_index(ns, name) >= 0) {
+                    name_el(&refused, ns, name);
+                    continue;
+                }
+                name_el(&done, ns, name);
+                size_t kl = strlen(ns) + strlen(name) + 2;
+                char *key = malloc(kl);
+                snprintf(key, kl, "%s\n%s", ns, name);
+                if (set) {
+                    char *txt = standalone(c);
+                    json_object_set_new(dead, key, json_string(txt));
+                    free(txt);
+                } else
+                    json_object_del(dead, key);
+                free(key);
+            }
+        }
+    }
+    xmlFreeDoc(vd);
+    if (!refused.n && (rc = props_store(r, r->path, dead, err))) {
+        json_decref(dead);
+        free(done.p);
+        return rc;
+    }
+    json_decref(dead);
+    dav_buf b = {0};
+    dav_buf_str(&b, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\">\n<D:response><D:href>");
+    dav_href(r, &b, r->path, folder);
+    dav_buf_str(&b, "</D:href>");
+    if (refused.n) {
+        propstat(&b, &refused, 403);
+        if (done.n)
+            propstat(&b, &done, 424);
+    } else
+        propstat(&b, &done, 200);
+    dav_buf_str(&b, "</D:response>\n</D:multistatus>\n");
+    rc = api->reply_bytes(r->req, 207, "application/xml; charset=utf-8", b.p, b.n);
+    free(b.p);
+    free(done.p);
+    free(refused.p);
+    return rc;
+}

@@ -1,0 +1,592 @@
+"""The webdav module (issue 24) against a real mbyted, with real WebDAV clients.
+
+litmus (the WebDAV conformance suite) runs in full; rclone syncs a real tree up and down over
+its webdav remote; cadaver runs a scripted session; curl and raw sockets check app passwords,
+scopes, path attacks, chunked and interrupted PUTs, the trash, and a SIGKILL during 8
+concurrent PUTs. The 2 GiB test runs the unsanitized mbyted (MBYTED_PLAIN) as test_memory does.
+"""
+import base64
+import hashlib
+import http.client
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import ServerTest, Server, main, missing_prerequisite  # noqa: E402
+
+MODULES = {"webdav": True, "trash": True}
+
+
+def basic(user, pw):
+    return "Basic " + base64.b64encode(("%s:%s" % (user, pw)).encode()).decode()
+
+
+class DavTest(ServerTest):
+    modules = MODULES
+
+    def setUp(self):
+        super().setUp()
+        self.tok = self.srv.add_user("alice", "alice-password-1")
+        self.pw = self.app_password(self.tok, "test")["password"]
+        self.auth = basic("alice", self.pw)
+
+    def app_password(self, token, name, **extra):
+        body = {"name": name}
+        body.update(extra)
+        r = self.srv.request("POST", "/api/v1/account/app-passwords", body, token=token)
+        self.assertEqual(r.status, 201, r)
+        return r.json()
+
+    def dav(self, method, path, body=None, headers=None, auth=None, timeout=120):
+        h = {"Authorization": auth or self.auth}
+        h.update(headers or {})
+        return self.srv.request(method, path, body=body, headers=h, timeout=timeout)
+
+    def stores(self, token):
+        return self.srv.request("GET", "/api/v1/stores", token=token).json()
+
+    def url(self):
+        return "http://127.0.0.1:%d/dav/Home/" % self.srv.port
+
+    def tool(self, name):
+        if not shutil.which(name):
+            missing_prerequisite(self, "%s is not installed (tests/setup/webdav.sh installs it)" % name)
+
+
+class TestAppPasswords(DavTest):
+    def test_app_password_is_shown_once_listed_without_secret_and_revoked(self):
+        r = self.srv.request("GET", "/api/v1/account/app-passwords", token=self.tok)
+        self.assertEqual(r.status, 200)
+        [entry] = r.json()
+        self.assertEqual(entry["name"], "test")
+        self.assertNotIn("password", entry)
+        self.assertNotIn("hash", entry)
+        self.assertEqual(self.dav("PROPFIND", "/dav/Home/", headers={"Depth": "0"}).status, 207)
+        r = self.srv.request("DELETE", "/api/v1/account/app-passwords/" + entry["id"], token=self.tok)
+        self.assertEqual(r.status, 204)
+        r = self.dav("PROPFIND", "/dav/Home/", headers={"Depth": "0"})
+        self.assertEqual(r.status, 401)
+        self.assertIn("Basic", r.header("WWW-Authenticate"))
+
+    def test_bad_app_password_requests_are_refused_and_change_nothing(self):
+        bob = self.srv.add_user("bob", "bob-password-11")
+        bob_sid = self.stores(bob)[0]["id"]
+        for body, status in [({"name": ""}, 400), ({"name": "x" * 101}, 400), ({"name": "a", "store": "Home"}, 400),
+                             ({"name": "a", "store": bob_sid}, 404), ({"name": "a", "read_only": "yes"}, 400)]:
+            self.assertProblem(self.srv.request("POST", "/api/v1/account/app-passwords", body, token=self.tok), status)
+        self.assertEqual(len(self.srv.request("GET", "/api/v1/account/app-passwords", token=self.tok).json()), 1)
+        self.assertProblem(self.srv.request("DELETE", "/api/v1/account/app-passwords/0123456789abcdef",
+                                            token=self.tok), 404)
+        # bob cannot revoke alice's, and does not see it
+        alice_id = self.srv.request("GET", "/api/v1/account/app-passwords", token=self.tok).json()[0]["id"]
+        self.assertProblem(self.srv.request("DELETE", "/api/v1/account/app-passwords/" + alice_id, token=bob), 404)
+        self.assertEqual(self.srv.request("GET", "/api/v1/account/app-passwords", token=bob).json(), [])
+        self.assertEqual(self.dav("PROPFIND", "/dav/", headers={"Depth": "0"}).status, 207)
+
+    def test_account_password_is_refused_unless_the_setting_allows_it(self):
+        r = self.dav("PROPFIND", "/dav/Home/", headers={"Depth": "0"}, auth=basic("alice", "alice-password-1"))
+        self.assertEqual(r.status, 401)
+        self.srv.stop()
+        self.srv.module_conf = {"webdav": "allow_account_password: true\n"}
+        self.srv.write_config()
+        self.srv.start()
+        r = self.dav("PROPFIND", "/dav/Home/", headers={"Depth": "0"}, auth=basic("alice", "alice-password-1"))
+        self.assertEqual(r.status, 207)
+
+    def test_wrong_passwords_hit_the_kernel_login_throttle(self):
+        statuses = [self.dav("PROPFIND", "/dav/Home/", headers={"Depth": "0"}, auth=basic("alice", "wrong%d" % i)).status
+                    for i in range(12)]
+        self.assertIn(429, statuses, statuses)
+        self.assertEqual(statuses[0], 401)
+        # the login door shares it: alice's right password from this address waits too
+        r = self.srv.request("POST", "/api/v1/auth/login", {"username": "alice", "password": "alice-password-1"})
+        self.assertEqual(r.status, 429, r)
+
+    def test_ftp_app_passwords_from_before_work_for_webdav_and_ftp_routes_stay(self):
+        self.srv.stop()
+        self.srv.modules = dict(MODULES, ftp=True)
+        self.srv.module_conf = {"ftp": "listen: 127.0.0.1:%d\n" % harness.free_port()}
+        self.srv.write_config()
+        self.srv.start()
+        tok = self.srv.login("alice", "alice-password-1")
+        r = self.srv.request("POST", "/api/v1/ftp/passwords", {"name": "old ftp"}, token=tok)
+        self.assertEqual(r.status, 201, r)
+        ftp_pw = r.json()["password"]
+        r = self.dav("PUT", "/dav/Home/f.txt", b"via ftp password", auth=basic("alice", ftp_pw))
+        self.assertEqual(r.status, 201, r)
+        listed = self.srv.request("GET", "/api/v1/account/app-passwords", token=tok).json()
+        self.assertIn("ftp", [e["source"] for e in listed])
+        self.assertEqual(len(self.srv.request("GET", "/api/v1/ftp/passwords", token=tok).json()), 1)
+        ftp_id = [e["id"] for e in listed if e["source"] == "ftp"][0]
+        r = self.srv.request("DELETE", "/api/v1/ftp/passwords/" + ftp_id, token=tok)
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(self.dav("GET", "/dav/Home/f.txt", auth=basic("alice", ftp_pw)).status, 401)
+
+
+class TestScopes(DavTest):
+    modules = dict(MODULES, taskmgr=True)  # POST /api/v1/stores
+    def test_read_only_app_password_reads_but_changes_nothing(self):
+        self.assertEqual(self.dav("PUT", "/dav/Home/a.txt", b"hello").status, 201)
+        self.assertEqual(self.dav("MKCOL", "/dav/Home/d").status, 201)
+        ro = basic("alice", self.app_password(self.tok, "ro", read_only=True)["password"])
+        self.assertEqual(self.dav("GET", "/dav/Home/a.txt", auth=ro).body, b"hello")
+        for method, path, headers in [("PUT", "/dav/Home/a.txt", {}), ("DELETE", "/dav/Home/a.txt", {}),
+                                      ("MKCOL", "/dav/Home/e", {}),
+                                      ("MOVE", "/dav/Home/a.txt", {"Destination": "/dav/Home/b.txt"}),
+                                      ("COPY", "/dav/Home/a.txt", {"Destination": "/dav/Home/b.txt"}),
+                                      ("PROPPATCH", "/dav/Home/a.txt", {}), ("LOCK", "/dav/Home/a.txt", {})]:
+            r = self.dav(method, path, b"x" if method in ("PUT", "PROPPATCH", "LOCK") else None, headers, auth=ro)
+            self.assertEqual(r.status, 403, (method, r))
+        self.assertEqual(self.dav("GET", "/dav/Home/a.txt").body, b"hello")
+        self.assertEqual(self.dav("GET", "/dav/Home/b.txt").status, 404)
+
+    def test_single_store_app_password_sees_only_that_store(self):
+        r = self.srv.request("POST", "/api/v1/stores", {"name": "Work"}, token=self.tok)
+        self.assertEqual(r.status, 202, r)
+        work = r.json()["store"]
+        deadline = time.time() + 60
+        while work not in [s["id"] for s in self.stores(self.tok)]:
+            self.assertLess(time.time(), deadline, "the store was never made")
+            time.sleep(0.05)
+        only = basic("alice", self.app_password(self.tok, "work only", store=work)["password"])
+        r = self.dav("PROPFIND", "/dav/", headers={"Depth": "1"}, auth=only)
+        self.assertEqual(r.status, 207)
+        self.assertIn(b"/dav/Work/", r.body)
+        self.assertNotIn(b"/dav/Home/", r.body)
+        self.assertEqual(self.dav("PUT", "/dav/Home/x", b"no", auth=only).status, 404)
+        self.assertEqual(self.dav("PUT", "/dav/Work/x", b"yes", auth=only).status, 201)
+        self.assertEqual(self.dav("GET", "/dav/%d/x" % work, auth=only).body, b"yes")
+
+    def test_other_users_stores_and_path_attacks_are_refused(self):
+        bob = self.srv.add_user("bob", "bob-password-11")
+        bob_sid = self.stores(bob)[0]["id"]
+        r = self.srv.request("PUT", "/api/v1/stores/%d/files/secret.txt" % bob_sid, b"bob's", token=bob)
+        self.assertIn(r.status, (200, 201), r)
+        for path in ["/dav/%d/secret.txt" % bob_sid, "/dav/%d/" % bob_sid]:
+            self.assertEqual(self.dav("GET", path).status, 404, path)
+            self.assertEqual(self.dav("PROPFIND", path, headers={"Depth": "1"}).status, 404, path)
+        r = self.dav("PROPFIND", "/dav/", headers={"Depth": "1"})
+        self.assertNotIn(b"secret", r.body)
+        self.assertEqual(len(re.findall(rb"<D:href>/dav/[^<]+</D:href>", r.body)), 1)  # only Home
+        self.assertEqual(self.dav("PUT", "/dav/Home/in.txt", b"mine").status, 201)
+        # traversal and encoded separators never reach a handler
+        for raw in ["/dav/Home/../%d/secret.txt" % bob_sid, "/dav/Home/%2e%2e/x", "/dav/Home%2F..%2Fx",
+                    "/dav/Home/a%2Fb", "/dav/Home/%00"]:
+            s = socket.create_connection(("127.0.0.1", self.srv.port))
+            s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nConnection: close\r\n\r\n"
+                       % (raw, self.auth)).encode())
+            status = int(s.recv(100).split()[1])
+            s.close()
+            self.assertIn(status, (400, 404), raw)
+        # a Destination that climbs out, or names another user's store
+        for dest in ["/dav/Home/../%d/stolen.txt" % bob_sid, "/dav/Home/%2e%2e/x", "/dav/%d/stolen.txt" % bob_sid,
+                     "http://elsewhere/dav/bob/x"]:
+            r = self.dav("COPY", "/dav/Home/in.txt", headers={"Destination": dest})
+            self.assertIn(r.status, (400, 502), (dest, r))
+        names = [e["name"] for e in self.srv.request("GET", "/api/v1/stores/%d/list" % bob_sid,
+                                                    token=bob).json()["entries"]]
+        self.assertIn("secret.txt", names)
+        self.assertNotIn("stolen.txt", names)
+        self.assertNotIn("x", names)
+
+
+class TestProtocol(DavTest):
+    def test_options_and_propfind_depths(self):
+        r = self.srv.request("OPTIONS", "/dav/Home/")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("DAV"), "1, 2")
+        self.assertIn("PROPFIND", r.header("Allow"))
+        r = self.dav("PROPFIND", "/dav/Home/", headers={"Depth": "infinity"})
+        self.assertEqual(r.status, 403)
+        self.assertIn(b"propfind-finite-depth", r.body)
+
+    def test_etag_last_modified_and_range_match_the_http_api(self):
+        data = os.urandom(100000)
+        r = self.dav("PUT", "/dav/Home/r.bin", data)
+        self.assertEqual(r.status, 201)
+        sid = self.stores(self.tok)[0]["id"]
+        api = self.srv.request("HEAD", "/api/v1/stores/%d/files/r.bin" % sid, token=self.tok)
+        dav = self.dav("GET", "/dav/Home/r.bin", headers={"Range": "bytes=10-19"})
+        self.assertEqual(dav.status, 206)
+        self.assertEqual(dav.body, data[10:20])
+        self.assertEqual(dav.header("ETag"), api.header("ETag"))
+        self.assertEqual(dav.header("ETag"), '"%s"' % hashlib.sha256(data).hexdigest())
+        self.assertEqual(dav.header("Last-Modified"), api.header("Last-Modified"))
+        r = self.dav("PROPFIND", "/dav/Home/r.bin", headers={"Depth": "0"})
+        self.assertIn(("<D:getetag>%s</D:getetag>" % api.header("ETag")).encode(), r.body)
+        self.assertIn(("<D:getlastmodified>%s</D:getlastmodified>" % api.header("Last-Modified")).encode(), r.body)
+
+    def test_quota_properties(self):
+        self.assertEqual(self.dav("PUT", "/dav/Home/q.bin", b"q" * 5000).status, 201)
+        body = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:quota-available-bytes/>'
+                b'<D:quota-used-bytes/></D:prop></D:propfind>')
+        r = self.dav("PROPFIND", "/dav/Home/", body, {"Depth": "0", "Content-Type": "application/xml"})
+        self.assertEqual(r.status, 207)
+        used = int(re.search(rb"<D:quota-used-bytes>(\d+)<", r.body).group(1))
+        avail = int(re.search(rb"<D:quota-available-bytes>(\d+)<", r.body).group(1))
+        self.assertGreaterEqual(used, 5000)
+        self.assertGreater(avail, 0)
+
+    def test_chunked_put_without_content_length_stores_every_byte(self):
+        data = os.urandom(3 * 1024 * 1024 + 17)
+        c = self.srv.conn()
+        c.putrequest("PUT", "/dav/Home/chunked.bin")
+        c.putheader("Authorization", self.auth)
+        c.putheader("Transfer-Encoding", "chunked")
+        c.endheaders()
+        for i in range(0, len(data), 65521):
+            piece = data[i:i + 65521]
+            c.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        c.send(b"0\r\n\r\n")
+        r = c.getresponse()
+        r.read()
+        c.close()
+        self.assertEqual(r.status, 201)
+        self.assertEqual(self.dav("GET", "/dav/Home/chunked.bin").body, data)
+
+    def test_macos_metadata_files_are_dropped_and_never_listed(self):
+        self.assertEqual(self.dav("PUT", "/dav/Home/._doc.txt", b"appledouble").status, 201)
+        self.assertEqual(self.dav("PUT", "/dav/Home/.DS_Store", b"finder").status, 201)
+        self.assertEqual(self.dav("GET", "/dav/Home/._doc.txt").status, 404)
+        r = self.dav("PROPFIND", "/dav/Home/", headers={"Depth": "1"})
+        self.assertNotIn(b"DS_Store", r.body)
+        sid = self.stores(self.tok)[0]["id"]
+        self.assertEqual(self.srv.request("GET", "/api/v1/stores/%d/list" % sid, token=self.tok).json()["entries"], [])
+
+    def test_delete_moves_to_the_trash_and_an_unauthenticated_put_sends_no_bytes_in(self):
+        self.assertEqual(self.dav("PUT", "/dav/Home/t.txt", b"trash me").status, 201)
+        self.assertEqual(self.dav("DELETE", "/dav/Home/t.txt").status, 204)
+        sid = self.stores(self.tok)[0]["id"]
+        trash = self.srv.request("GET", "/api/v1/stores/%d/trash" % sid, token=self.tok).json()["items"]
+        self.assertEqual([t["name"] for t in trash], ["t.txt"])
+        r = self.dav("PUT", "/dav/Home/u.txt", b"x" * 1000, auth=basic("alice", "nope"))
+        self.assertEqual(r.status, 401)
+
+    def test_interrupted_put_stores_nothing(self):
+        s = socket.create_connection(("127.0.0.1", self.srv.port))
+        s.sendall(("PUT /dav/Home/cut.bin HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\n"
+                   % (self.auth, 50 << 20)).encode())
+        s.sendall(os.urandom(8 << 20))
+        harness.wait_read_by_server(self, self.srv.port, s)
+        s.close()
+        deadline = time.time() + 30
+        while time.time() < deadline and "ended early" not in self.srv.read_log():
+            time.sleep(0.05)
+        self.assertEqual(self.dav("GET", "/dav/Home/cut.bin").status, 404)
+        sid = self.stores(self.tok)[0]["id"]
+        r = self.srv.request("GET", "/api/v1/stores/%d/list" % sid, token=self.tok)
+        self.assertEqual(r.json()["entries"], [])
+
+
+class TestQuirks(DavTest):
+    def test_windows_explorer_save_sequence(self):
+        """What Microsoft-WebDAV-MiniRedir sends when Explorer copies a file in: an empty PUT,
+        LOCK, the PUT of the bytes with the token, PROPPATCH of its Win32 times, UNLOCK."""
+        ua = {"User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045", "translate": "f"}
+        r = self.dav("PROPFIND", "/dav/Home", headers=dict(ua, Depth="0"))
+        self.assertEqual(r.status, 207)
+        self.assertIn(b"<D:href>/dav/Home/</D:href>", r.body)
+        self.assertEqual(self.dav("PUT", "/dav/Home/New%20Text%20Document.txt", b"", ua).status, 201)
+        lock = (b'<?xml version="1.0" encoding="utf-8" ?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+                b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner><D:href>DESKTOP\\alice</D:href>'
+                b'</D:owner></D:lockinfo>')
+        r = self.dav("LOCK", "/dav/Home/New%20Text%20Document.txt", lock, dict(ua, Timeout="Second-3600", Depth="0"))
+        self.assertEqual(r.status, 200, r)
+        token = r.header("Lock-Token").strip("<>")
+        data = b"saved from Explorer\r\n" * 100
+        self.assertEqual(self.dav("PUT", "/dav/Home/New%20Text%20Document.txt", data, ua).status, 423)
+        r = self.dav("PUT", "/dav/Home/New%20Text%20Document.txt", data, dict(ua, If="(<%s>)" % token))
+        self.assertEqual(r.status, 204, r)
+        times = (b'<?xml version="1.0" encoding="utf-8" ?><D:propertyupdate xmlns:D="DAV:" '
+                 b'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop>'
+                 b'<Z:Win32CreationTime>Thu, 03 Dec 2026 10:00:00 GMT</Z:Win32CreationTime>'
+                 b'<Z:Win32FileAttributes>00000020</Z:Win32FileAttributes></D:prop></D:set></D:propertyupdate>')
+        r = self.dav("PROPPATCH", "/dav/Home/New%20Text%20Document.txt", times, dict(ua, If="(<%s>)" % token))
+        self.assertEqual(r.status, 207)
+        self.assertIn(b"200 OK", r.body)
+        r = self.dav("UNLOCK", "/dav/Home/New%20Text%20Document.txt", headers=dict(ua, **{"Lock-Token": "<%s>" % token}))
+        self.assertEqual(r.status, 204)
+        r = self.dav("PROPFIND", "/dav/Home/New%20Text%20Document.txt", headers=dict(ua, Depth="0"))
+        self.assertIn(b"00000020</Z:Win32FileAttributes>", r.body)
+        self.assertIn(b"<D:getcontentlength>%d</D:getcontentlength>" % len(data), r.body)
+        self.assertEqual(self.dav("GET", "/dav/Home/New%20Text%20Document.txt").body, data)
+
+    def test_office_locks_a_new_document_and_another_writer_is_refused(self):
+        """Word: LOCK on a name that does not exist yet (an empty file appears), save with the
+        token in a tagged If list, refresh; a second program without the token gets 423."""
+        lock = (b'<?xml version="1.0" encoding="utf-8" ?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+                b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>alice</D:owner></D:lockinfo>')
+        ua = {"User-Agent": "Microsoft Office Word 2014"}
+        r = self.dav("LOCK", "/dav/Home/Report.docx", lock, dict(ua, Timeout="Second-180"))
+        self.assertEqual(r.status, 201, r)
+        token = r.header("Lock-Token").strip("<>")
+        self.assertIn(b"<D:timeout>Second-180</D:timeout>", r.body)
+        self.assertEqual(self.dav("GET", "/dav/Home/Report.docx").body, b"")
+        tagged = "<http://127.0.0.1:%d/dav/Home/Report.docx> (<%s>)" % (self.srv.port, token)
+        doc = os.urandom(20000)
+        self.assertEqual(self.dav("PUT", "/dav/Home/Report.docx", doc, dict(ua, If=tagged)).status, 204)
+        r = self.dav("LOCK", "/dav/Home/Report.docx", None, dict(ua, If="(<%s>)" % token, Timeout="Second-600"))
+        self.assertEqual(r.status, 200, r)
+        self.assertIn(b"Second-600", r.body)
+        other = basic("alice", self.app_password(self.tok, "phone")["password"])
+        self.assertEqual(self.dav("PUT", "/dav/Home/Report.docx", b"clobber", auth=other).status, 423)
+        self.assertEqual(self.dav("DELETE", "/dav/Home/Report.docx", auth=other).status, 423)
+        self.assertEqual(self.dav("GET", "/dav/Home/Report.docx").body, doc)
+
+
+class TestTls(ServerTest):
+    """With tls_cert and tls_key, /dav/ is served over TLS on the same port as the API."""
+
+    def setUp(self):
+        from test_https import make_cert
+        self.tmp = tempfile.mkdtemp(prefix="mbyte-davtls-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.cert, key = make_cert(self.tmp)
+        self.srv = Server(modules=MODULES, conf={"tls_cert": self.cert, "tls_key": key})
+        self.addCleanup(self.srv.cleanup)
+        self.srv.start(wait=False)
+
+    def tearDown(self):
+        self.srv.stop()
+
+    def curl(self, *args):
+        deadline = time.time() + 60
+        while True:
+            p = subprocess.run(["curl", "-sS", "--fail", "--cacert", self.cert] + list(args), capture_output=True)
+            if p.returncode == 0 or time.time() > deadline:
+                return p
+            time.sleep(0.1)
+
+    def test_put_and_get_over_https_with_an_app_password(self):
+        base = "https://127.0.0.1:%d" % self.srv.port
+        p = self.curl(base + "/api/v1/auth/login", "-H", "Content-Type: application/json",
+                      "-d", '{"username":"admin","password":"%s"}' % harness.ADMIN_PASSWORD)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        token = __import__("json").loads(p.stdout)["token"]
+        p = self.curl(base + "/api/v1/account/app-passwords", "-H", "Authorization: Bearer " + token,
+                      "-d", '{"name":"tls"}')
+        pw = __import__("json").loads(p.stdout)["password"]
+        src = os.path.join(self.tmp, "gpl.txt")
+        shutil.copyfile("/usr/share/common-licenses/GPL-3", src)
+        p = self.curl("-u", "admin:" + pw, "-T", src, base + "/dav/Home/gpl.txt")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = self.curl("-u", "admin:" + pw, base + "/dav/Home/gpl.txt")
+        with open(src, "rb") as f:
+            self.assertEqual(p.stdout, f.read())
+
+
+class TestReload(DavTest):
+    def test_a_put_streaming_while_the_module_is_reloaded_and_unloaded_completes(self):
+        data = os.urandom(2 << 20)
+        held = harness.HeldRequest(self, self.srv, "PUT", "/dav/Home/during.bin", data, 1 << 20,
+                                   {"Authorization": self.auth})
+        r = self.srv.request("POST", "/api/v1/admin/modules/webdav/reload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        answer = {}
+        t = threading.Thread(target=lambda: answer.setdefault(
+            "r", self.srv.request("POST", "/api/v1/admin/modules/webdav/unload", token=self.admin)))
+        t.start()
+        r = held.finish()  # the old copy's sink takes the rest: it stayed loaded for this request
+        self.assertEqual(r.status, 201, r)
+        t.join(120)
+        self.assertEqual(answer["r"].status, 200, answer["r"])
+        self.assertEqual(self.dav("GET", "/dav/Home/during.bin").status, 404)  # no route now
+        sid = self.stores(self.tok)[0]["id"]
+        got = self.srv.request("GET", "/api/v1/stores/%d/files/during.bin" % sid, token=self.tok)
+        self.assertEqual(got.body, data)
+
+
+class TestClients(DavTest):
+    def test_litmus_passes_in_full(self):
+        self.tool("litmus")
+        work = tempfile.mkdtemp()
+        try:
+            out = subprocess.run(["litmus", self.url(), "alice", self.pw], cwd=work, capture_output=True, text=True,
+                                 timeout=900, env=dict(os.environ, TESTS="basic copymove props locks http")).stdout
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(out)
+        summaries = dict(re.findall(r"summary for `(\w+)': of \d+ tests run: \d+ passed, (\d+) failed", out))
+        self.assertEqual(sorted(summaries), ["basic", "copymove", "http", "locks", "props"], out)
+        self.assertEqual(set(summaries.values()), {"0"}, out)
+        warnings = re.findall(r"WARNING: (.*)", out)
+        # The one warning: the fragment of "DELETE .../frag/#ment" is cut off before the
+        # request reaches a handler (libmicrohttpd), so the collection itself is deleted.
+        self.assertEqual(warnings, ["DELETE removed collection resource with Request-URI including fragment; unsafe"])
+
+    def test_rclone_syncs_a_real_tree_up_and_down_and_check_is_clean(self):
+        self.tool("rclone")
+        src, back = tempfile.mkdtemp(), tempfile.mkdtemp()
+        try:
+            docs = sorted(os.path.join(d, n) for d, _, ns in os.walk("/usr/share/doc") for n in ns
+                          if os.path.isfile(os.path.join(d, n)) and not os.path.islink(os.path.join(d, n)))[:300]
+            for i, p in enumerate(docs):
+                dst = os.path.join(src, "d%d" % (i % 7), "sub é %d" % (i % 3), "%d %s" % (i, os.path.basename(p)))
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copyfile(p, dst)
+            obscured = subprocess.run(["rclone", "obscure", self.pw], capture_output=True, text=True).stdout.strip()
+            env = dict(os.environ, RCLONE_CONFIG_MB_TYPE="webdav", RCLONE_CONFIG_MB_URL=self.url(),
+                       RCLONE_CONFIG_MB_VENDOR="other", RCLONE_CONFIG_MB_USER="alice", RCLONE_CONFIG_MB_PASS=obscured)
+            for args in (["sync", src, "mb:tree"], ["check", src, "mb:tree"], ["sync", "mb:tree", back],
+                         ["check", src, back]):
+                p = subprocess.run(["rclone"] + args, env=env, capture_output=True, text=True, timeout=900)
+                self.assertEqual(p.returncode, 0, (args, p.stderr[-3000:]))
+            # a change on one side shows up in check, then sync repairs it
+            first = next(os.path.join(d, n) for d, _, ns in os.walk(src) for n in ns)
+            with open(first, "ab") as f:
+                f.write(b"changed")
+            p = subprocess.run(["rclone", "check", src, "mb:tree"], env=env, capture_output=True, text=True)
+            self.assertNotEqual(p.returncode, 0)
+            subprocess.run(["rclone", "sync", src, "mb:tree"], env=env, check=True, capture_output=True)
+            p = subprocess.run(["rclone", "check", src, "mb:tree"], env=env, capture_output=True, text=True)
+            self.assertEqual(p.returncode, 0, p.stderr[-3000:])
+        finally:
+            shutil.rmtree(src, ignore_errors=True)
+            shutil.rmtree(back, ignore_errors=True)
+
+    def test_cadaver_scripted_session(self):
+        self.tool("cadaver")
+        home = tempfile.mkdtemp()
+        try:
+            with open(os.path.join(home, ".netrc"), "w") as f:
+                f.write("machine 127.0.0.1 login alice password %s\n" % self.pw)
+            os.chmod(os.path.join(home, ".netrc"), 0o600)
+            local = os.path.join(home, "report.txt")
+            with open("/usr/share/common-licenses/GPL-3", "rb") as f:
+                data = f.read()
+            with open(local, "wb") as f:
+                f.write(data)
+            script = ("mkcol docs\ncd docs\nput %s report.txt\ncopy report.txt copy.txt\nmove copy.txt moved.txt\n"
+                      "propset report.txt color blue\npropget report.txt color\nlock report.txt\nunlock report.txt\n"
+                      "ls\nget moved.txt %s\nrm report.txt\nls\nquit\n") % (local, os.path.join(home, "back.txt"))
+            p = subprocess.run(["cadaver", self.url()], input=script, capture_output=True, text=True, timeout=300,
+                               env=dict(os.environ, HOME=home))
+            print(p.stdout)
+            self.assertIn("blue", p.stdout)
+            self.assertNotIn("failed", p.stdout.lower())
+            with open(os.path.join(home, "back.txt"), "rb") as f:
+                self.assertEqual(f.read(), data)
+            self.assertEqual(self.dav("GET", "/dav/Home/docs/moved.txt").body, data)
+            self.assertEqual(self.dav("GET", "/dav/Home/docs/report.txt").status, 404)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+CLIENTS = 8
+
+
+class TestCrash(DavTest):
+    def test_sigkill_during_8_concurrent_puts_loses_no_acknowledged_file(self):
+        acked, lock, stop = {}, threading.Lock(), threading.Event()
+        unexpected = []
+
+        def client(n):
+            i = 0
+            while not stop.is_set():
+                data = os.urandom(random.randint(1, 300000))
+                path = "/dav/Home/c%d-%d.bin" % (n, i)
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=60)
+                    c.request("PUT", path, body=data, headers={"Authorization": self.auth})
+                    r = c.getresponse()
+                    r.read()
+                    c.close()
+                except (OSError, http.client.HTTPException):
+                    return  # the kill
+                if r.status == 201:
+                    with lock:
+                        acked[path] = hashlib.sha256(data).hexdigest()
+                elif not stop.is_set():
+                    unexpected.append((path, r.status))
+                i += 1
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        deadline = time.time() + 120
+        while len(acked) < 40 and time.time() < deadline:
+            time.sleep(0.01)
+        self.assertGreaterEqual(len(acked), 40, "the clients made no progress")
+        self.srv.kill()
+        stop.set()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(unexpected, [])
+        with lock:
+            want = dict(acked)
+        self.srv.start()
+        for path, sha in want.items():
+            r = self.dav("GET", path)
+            self.assertEqual(r.status, 200, path)
+            self.assertEqual(hashlib.sha256(r.body).hexdigest(), sha, path)
+
+
+class TestMemory(ServerTest):
+    """2 GiB PUT and GET over WebDAV with mbyted's peak resident memory under 64 MiB."""
+    modules = {"webdav": True}  # the only module built without sanitizers (tests/plain)
+
+    def setUp(self):
+        saved = harness.MBYTED, harness.MODULE_DIR
+        import test_memory  # its import points harness.MBYTED at MBYTED_PLAIN for good: put it back after
+        self.tm = test_memory
+        plain, plain_modules = os.environ.get("MBYTED_PLAIN"), os.environ.get("MBYTE_PLAIN_MODULE_DIR")
+        if not plain or not plain_modules:
+            self.fail("MBYTED_PLAIN and MBYTE_PLAIN_MODULE_DIR (tests/meson.build) name the unsanitized builds")
+        self.addCleanup(lambda: (setattr(harness, "MBYTED", saved[0]), setattr(harness, "MODULE_DIR", saved[1])))
+        harness.MBYTED, harness.MODULE_DIR = plain, plain_modules
+        super().setUp()
+
+    def test_2gib_put_and_get_stay_under_64mib_resident(self):
+        tm = self.tm
+        self.srv.add_user("alice", "alice-password-1")
+        tok = self.srv.login("alice", "alice-password-1")
+        r = self.srv.request("POST", "/api/v1/account/app-passwords", {"name": "big"}, token=tok)
+        auth = basic("alice", r.json()["password"])
+        self.srv.request("PROPFIND", "/dav/Home/", headers={"Authorization": auth, "Depth": "0"})  # argon2id once
+        pid = self.srv.proc.pid
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+        sampler = tm.Sampler(pid)
+        sampler.start()
+        try:
+            src = tm.Source(11)
+            c = self.srv.conn(timeout=600)
+            c.request("PUT", "/dav/Home/big.bin", body=iter(src),
+                      headers={"Authorization": auth, "Content-Length": str(tm.SIZE)})
+            r = c.getresponse()
+            r.read()
+            c.close()
+            self.assertEqual(r.status, 201)
+            c = self.srv.conn(timeout=600)
+            c.request("GET", "/dav/Home/big.bin", headers={"Authorization": auth})
+            r = c.getresponse()
+            self.assertEqual(r.status, 200)
+            h, n = hashlib.sha256(), 0
+            while True:
+                piece = r.read(tm.BLOCK)
+                if not piece:
+                    break
+                h.update(piece)
+                n += len(piece)
+            c.close()
+            self.assertEqual(n, tm.SIZE)
+            self.assertEqual(h.hexdigest(), src.sha.hexdigest())
+        finally:
+            sampler.stop.set()
+            sampler.join()
+        peak = max(sampler.peak, sampler.rss("VmHWM"))
+        print("mbyted peak resident memory over WebDAV: %.1f MiB" % (peak / 2**20))
+        self.assertLess(peak, tm.LIMIT)
+
+
+if __name__ == "__main__":
+    main()
