@@ -228,6 +228,9 @@ static const mb_api table = {
     .throttle_fail = throttle_fail,
     .throttle_clear = throttle_clear,
     .login_wait = auth_login_wait,
+    /* --- thumbs: listing decorators (kernel/listdeco.c) --- */
+    .listing_decorator_set = listdeco_set,
+    .module_dir = evapi_module_dir,
 };
 
 const mb_api *api_table(void) { return &table; }
