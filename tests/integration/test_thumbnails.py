@@ -91,7 +91,7 @@ class ThumbsTest(ThumbBase):
         self.module("unload")
         self.put("photo.jpg")
         self.module("load")
-        for n in ("alpha.png", "anim.gif", "doc.pdf", "notes.md"):
+        for n in ("alpha.png", "anim.gif", "doc.pdf", "notes.md", "photo.heic"):
             self.put(n)
         first = self.thumb("photo.jpg")
         self.assertEqual(first.status, 200)
@@ -133,13 +133,14 @@ class ThumbsTest(ThumbBase):
         rr, gg, bb = pixel(p, "webp", 128, 110)
         self.assertTrue(rr > 200 and gg < 60 and bb < 60, (rr, gg, bb))
         self.assertGreater(min(pixel(p, "webp", 128, 20)), 230)  # the page is white above
+        self.assertEqual(pixels(self.ready("photo.heic").body, "webp"), (256, 128))
         t = self.ready("notes.md", 1024)
         self.assertEqual(t.header("X-Thumbnail"), "ready")
         self.assertEqual(pixels(t.body, "webp"), (768, 1024))
         # the listing carries the state and a ThumbHash
         ls = self.srv.request("GET", "/api/v1/stores/%s/list" % self.sid, token=self.tok).json()["entries"]
         by = {e["name"]: e for e in ls}
-        for n in ("photo.jpg", "alpha.png", "anim.gif", "doc.pdf", "notes.md"):
+        for n in ("photo.jpg", "alpha.png", "anim.gif", "doc.pdf", "notes.md", "photo.heic"):
             self.assertEqual(by[n]["thumb"]["state"], "ready", by[n])
             self.assertGreaterEqual(len(by[n]["thumb"]["hash"]), 20, by[n])
 

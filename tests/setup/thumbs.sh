@@ -27,6 +27,8 @@ $im -size 4000x3000 gradient:navy-orange -fill white -draw "rectangle 0,0 800,60
 exiftool -q -overwrite_original -n -Orientation=6 photo.jpg
 # PNG with alpha: a half-transparent red disc on transparency, 300x200
 $im -size 300x200 xc:none -fill "rgba(255,0,0,0.5)" -draw "circle 150,100 150,20" alpha.png
+# HEIC (libheif through ImageMagick), 400x200
+$im -size 400x200 gradient:red-blue photo.heic
 # GIF, two frames of 120x80 (the first is blue)
 $im -size 120x80 xc:blue -size 120x80 xc:green -loop 0 anim.gif
 # a truncated JPEG: its first 20 kB
