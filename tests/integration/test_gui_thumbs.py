@@ -4,14 +4,13 @@ every built module. This wrapper makes real pictures (tests/setup/thumbs.sh), up
 until their thumbnails are made (so the listing carries ThumbHashes), runs the browser scenario
 and stops the server asserting exit 0, so the session also runs under the sanitizers."""
 import os
-import subprocess
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from test_gui import ARTIFACTS, GUI_DIR, built_modules  # noqa: E402
+from test_gui import GUI_DIR, built_modules, run_browser  # noqa: E402
 from test_thumbnails import make_files  # noqa: E402
 
 
@@ -39,15 +38,7 @@ class GuiThumbsTest(unittest.TestCase):
                                   headers={"Accept": "image/webp"}).header("X-Thumbnail") != "ready":
                     self.assertLess(time.time(), end, "no thumbnail for " + path)
                     time.sleep(0.3)
-            env = dict(os.environ)
-            env.update({"MBYTE_URL": "http://127.0.0.1:%d" % srv.port, "MBYTE_ADMIN_USER": "admin",
-                        "MBYTE_ADMIN_PASSWORD": harness.ADMIN_PASSWORD, "MBYTE_ARTIFACTS": ARTIFACTS})
-            p = subprocess.run(["node", "--test", "thumbs.test.mjs"], cwd=GUI_DIR, env=env, capture_output=True,
-                               text=True, timeout=300)
-            sys.stdout.write(p.stdout)
-            sys.stderr.write(p.stderr)
-            self.assertEqual(p.returncode, 0, "browser test failed (see above); server log tail:\n" +
-                             srv.read_log()[-3000:])
+            run_browser(self, srv, ["thumbs.test.mjs"], 300)
             srv.stop()
         finally:
             srv.cleanup()
