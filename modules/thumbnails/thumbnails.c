@@ -27,11 +27,12 @@
  *   rebuild          ""             set by POST .../rebuild: the worker queues every file.
  *
  * Threads: observers, flush and done on the loop thread (they only add to the turn's write
- * and wake the worker); routes and the listing decorator on HTTP workers; one worker thread
- * of this module's own drains the queue, runs mbyte-thumbd and evicts. fini stops it: it
- * kills the running child (so an unload never waits for a decode) and joins it. `mu` guards
- * stop, kick and child; `cache_mu` orders cache file removals (eviction, purge) against
- * moving new files in; cache_bytes is atomic.
+ * and wake the workers); routes and the listing decorator on HTTP workers; `workers` threads
+ * of this module's own drain the queue, each running one mbyte-thumbd at a time, and evict;
+ * a worker claims a queue key before it works on it, so no two make one file. fini stops them:
+ * it kills their running children (so an unload never waits for a decode) and joins them.
+ * `mu` guards stop, kick, each worker's child and claim; `cache_mu` orders cache file removals
+ * (eviction, purge) against moving new files in; cache_bytes and the counters are atomic.
  */
 #include "mbyte.h"
 #include "thumb_util.h"
@@ -78,6 +79,8 @@ typedef struct blob {
     size_t len;
 } blob;
 
+#define MAX_WORKERS 8
+
 typedef struct th {
     mb_module *self;
     const mb_api *api;
@@ -86,9 +89,16 @@ typedef struct th {
     blob ph[NCLASSES][NSIZES][2]; /* placeholders: class, size, [webp, jpeg]; read in init */
     atomic_llong cache_bytes;
     atomic_llong made, failed;
-    pthread_t worker;
-    bool worker_on, stop, kick;
-    pid_t child;
+    struct wk {
+        struct th *t;
+        int idx;
+        pthread_t id;
+        bool on;
+        pid_t child;   /* its running mbyte-thumbd, 0 when none (under mu) */
+        char *claim;   /* the queue key it works on, so no other worker takes it (under mu) */
+    } wk[MAX_WORKERS];
+    int nworkers;
+    bool stop, kick;
     pthread_mutex_t mu, cache_mu;
     pthread_cond_t cv;
 } th;
@@ -109,7 +119,7 @@ static void wake(th *t)
 {
     pthread_mutex_lock(&t->mu);
     t->kick = true;
-    pthread_cond_signal(&t->cv);
+    pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -148,7 +158,7 @@ static json_t *meta_get(th *t, const char *sha)
     return kv_json(t, key);
 }
 
-/* Queue one file (HTTP thread or worker). Coalesces with what is queued for that path. */
+/* Queue one file (HTTP thread or worker) unless it is queued already. */
 static void enqueue(th *t, uint64_t sid, const char *path, const char *sha, uint64_t fid)
 {
     size_t n = strlen(path) + 48;
@@ -156,9 +166,15 @@ static void enqueue(th *t, uint64_t sid, const char *path, const char *sha, uint
     if (!key)
         return;
     sfmt(key, n, "q/%llu/%s", (unsigned long long)sid, path);
-    json_t *v = json_pack("{s:s, s:I}", "sha", sha, "fid", (json_int_t)fid);
-    kv_put_json(t, key, v);
-    json_decref(v);
+    char *had = NULL;
+    size_t len;
+    mb_err e;
+    if (t->api->kv_get(t->self, key, &had, &len, &e)) { /* an event's entry (with the file id) stays */
+        json_t *v = json_pack("{s:s, s:I}", "sha", sha, "fid", (json_int_t)fid);
+        kv_put_json(t, key, v);
+        json_decref(v);
+    }
+    free(had);
     free(key);
     wake(t);
 }
@@ -270,9 +286,10 @@ static int evict(th *t)
 
 /* ------------------------------------------------------------ the worker --- */
 
-/* Copy the current version of sid:path to tmp/<sha>.in; *sha receives its content hash. */
-static int fetch(th *t, uint64_t sid, const char *path, char sha[65], char *in, size_t inlen, mb_err *err)
+/* Copy the current version of sid:path to tmp/<worker>-<sha>.in; *sha receives its content hash. */
+static int fetch(struct wk *w, uint64_t sid, const char *path, char sha[65], char *in, size_t inlen, mb_err *err)
 {
+    th *t = w->t;
     mb_file_reader *r;
     json_t *info;
     int rc = t->api->file_open(NULL, sid, path, 0, &r, &info, err);
@@ -285,7 +302,7 @@ static int fetch(th *t, uint64_t sid, const char *path, char sha[65], char *in, 
         t->api->file_close(r);
         return t->api->err_set(err, MB_ETOOBIG, "larger than max_input_mb");
     }
-    sfmt(in, inlen, "%s/%s.in", t->tmp, sha);
+    sfmt(in, inlen, "%s/%d-%s.in", t->tmp, w->idx, sha);
     int fd = open(in, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         t->api->file_close(r);
@@ -310,8 +327,9 @@ static int fetch(th *t, uint64_t sid, const char *path, char sha[65], char *in, 
 
 /* Run mbyte-thumbd on `in`; its JSON line lands in *out. Returns 0 when it ran to the end
  * (exit 0 or 1), else a sentence in err (killed by a limit, crashed, timed out). */
-static int run_helper(th *t, const char *in, const char *prefix, json_t **out, mb_err *err)
+static int run_helper(struct wk *w, const char *in, const char *prefix, json_t **out, mb_err *err)
 {
+    th *t = w->t;
     char outp[PATH_MAX + 8], mem[32], cfg[PATH_MAX + 16], tmpenv[PATH_MAX + 32], home[PATH_MAX + 8];
     sfmt(outp, sizeof outp, "%s.out", prefix);
     sfmt(mem, sizeof mem, "%lld", (long long)t->mem_mb);
@@ -346,7 +364,7 @@ static int run_helper(th *t, const char *in, const char *prefix, json_t **out, m
         execve(t->helper, argv, envp);
         _exit(127);
     }
-    t->child = pid > 0 ? pid : 0;
+    w->child = pid > 0 ? pid : 0;
     pthread_mutex_unlock(&t->mu);
     close(ofd);
     if (pid < 0)
@@ -356,8 +374,8 @@ static int run_helper(th *t, const char *in, const char *prefix, json_t **out, m
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) { /* a wall-clock limit on top of the CPU limit (a decoder asleep uses no CPU) */
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid || (w < 0 && errno != EINTR))
+        pid_t got = waitpid(pid, &status, WNOHANG);
+        if (got == pid || (got < 0 && errno != EINTR))
             break;
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (!timed_out && now.tv_sec - start.tv_sec >= t->timeout_s) {
@@ -368,7 +386,7 @@ static int run_helper(th *t, const char *in, const char *prefix, json_t **out, m
         nanosleep(&nap, NULL);
     }
     pthread_mutex_lock(&t->mu);
-    t->child = 0;
+    w->child = 0;
     bool stopping = t->stop;
     pthread_mutex_unlock(&t->mu);
     if (stopping)
@@ -425,11 +443,12 @@ static bool cached(th *t, const char *sha)
 
 /* Thumbnails for one queued file. Returns MB_ECANCELED when the module is stopping (the
  * entry stays queued for the next copy). */
-static int make_one(th *t, uint64_t sid, const char *path, uint64_t fid)
+static int make_one(struct wk *w, uint64_t sid, const char *path, uint64_t fid)
 {
+    th *t = w->t;
     char sha[65], in[PATH_MAX + 80];
     mb_err e = {0};
-    int rc = fetch(t, sid, path, sha, in, sizeof in, &e);
+    int rc = fetch(w, sid, path, sha, in, sizeof in, &e);
     if (rc == MB_ENOENT)
         return 0; /* gone or moved: a later event or request brings it back */
     json_t *meta = NULL;
@@ -441,9 +460,9 @@ static int make_one(th *t, uint64_t sid, const char *path, uint64_t fid)
         } else {
             json_decref(old);
             char prefix[PATH_MAX + 80];
-            sfmt(prefix, sizeof prefix, "%s/%s", t->tmp, sha);
+            sfmt(prefix, sizeof prefix, "%s/%d-%s", t->tmp, w->idx, sha);
             json_t *out = NULL;
-            rc = run_helper(t, in, prefix, &out, &e);
+            rc = run_helper(w, in, prefix, &out, &e);
             unlink(in);
             if (rc == MB_ECANCELED)
                 return rc;
@@ -547,21 +566,51 @@ static int drain_deletes(th *t)
     return n;
 }
 
-static int drain_queue(th *t)
+/* Take key for worker w unless another worker has it. */
+static bool claim(struct wk *w, const char *key)
 {
+    th *t = w->t;
+    pthread_mutex_lock(&t->mu);
+    bool free_ = true;
+    for (int i = 0; i < t->nworkers; i++)
+        if (t->wk[i].claim && !strcmp(t->wk[i].claim, key))
+            free_ = false;
+    if (free_)
+        w->claim = strdup(key);
+    pthread_mutex_unlock(&t->mu);
+    return free_ && w->claim;
+}
+
+static void unclaim(struct wk *w)
+{
+    pthread_mutex_lock(&w->t->mu);
+    free(w->claim);
+    w->claim = NULL;
+    pthread_mutex_unlock(&w->t->mu);
+}
+
+/* Returns how many files this worker made (or found gone). */
+static int drain_queue(struct wk *w)
+{
+    th *t = w->t;
     batch b = {0};
     mb_err e;
     t->api->kv_scan(t->self, "q/", collect, &b, &e);
-    int n = b.n;
+    int n = 0;
     for (int i = 0; i < b.n && !stopping(t); i++) {
+        if (!claim(w, b.v[i].key))
+            continue;
+        n++;
         char *slash = strchr(b.v[i].key + 2, '/');
         json_t *v = json_loads(b.v[i].val, 0, NULL);
         int rc = 0;
         if (slash)
-            rc = make_one(t, strtoull(b.v[i].key + 2, NULL, 10), slash + 1, (uint64_t)jint(v, "fid"));
+            rc = make_one(w, strtoull(b.v[i].key + 2, NULL, 10), slash + 1, (uint64_t)jint(v, "fid"));
         json_decref(v);
-        if (rc == MB_ECANCELED)
+        if (rc == MB_ECANCELED) {
+            unclaim(w);
             break;
+        }
         /* done: unqueue, unless an event queued newer content meanwhile */
         char *now = NULL;
         size_t len;
@@ -569,6 +618,7 @@ static int drain_queue(th *t)
             memcmp(now, b.v[i].val, len) == 0)
             t->api->kv_del(t->self, b.v[i].key, false, &e);
         free(now);
+        unclaim(w);
         evict(t);
     }
     batch_free(&b);
@@ -596,23 +646,32 @@ static void queue_everything(th *t)
     json_decref(stores);
 }
 
+/* A worker thread. Worker 0 also measures the cache at start, drops deleted files' thumbnails
+ * and queues a rebuild; all of them drain the queue, one file each at a time. */
 static void *worker_main(void *arg)
 {
-    th *t = arg;
-    cscan s = {0};
-    scan_cache(t, &s);
-    atomic_store(&t->cache_bytes, s.total);
-    free(s.v);
+    struct wk *w = arg;
+    th *t = w->t;
+    if (w->idx == 0) {
+        cscan s = {0};
+        scan_cache(t, &s);
+        atomic_store(&t->cache_bytes, s.total);
+        free(s.v);
+    }
     while (!stopping(t)) {
-        mb_err e;
-        char *v = NULL;
-        size_t n;
-        if (t->api->kv_get(t->self, "rebuild", &v, &n, &e) == 0) {
-            t->api->kv_del(t->self, "rebuild", false, &e);
-            queue_everything(t);
+        int did = 0;
+        if (w->idx == 0) {
+            mb_err e;
+            char *v = NULL;
+            size_t n;
+            if (t->api->kv_get(t->self, "rebuild", &v, &n, &e) == 0) {
+                t->api->kv_del(t->self, "rebuild", false, &e);
+                queue_everything(t);
+            }
+            free(v);
+            did += drain_deletes(t);
         }
-        free(v);
-        int did = drain_deletes(t) + drain_queue(t);
+        did += drain_queue(w);
         evict(t);
         if (did)
             continue;
@@ -1017,7 +1076,11 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         free_state(t);
         return rc;
     }
-    t->worker_on = pthread_create(&t->worker, NULL, worker_main, t) == 0;
+    t->nworkers = (int)jint(config, "workers");
+    for (int i = 0; i < t->nworkers; i++) {
+        t->wk[i] = (struct wk){.t = t, .idx = i};
+        t->wk[i].on = pthread_create(&t->wk[i].id, NULL, worker_main, &t->wk[i]) == 0;
+    }
     *state = t;
     return 0;
 }
@@ -1029,12 +1092,14 @@ static int fini(void *state, bool reloading, mb_err *err)
     t->api->listing_decorator_set(t->self, NULL, NULL, err);
     pthread_mutex_lock(&t->mu);
     t->stop = true;
-    if (t->child > 0)
-        kill(t->child, SIGKILL); /* the file stays queued; the next copy makes it */
-    pthread_cond_signal(&t->cv);
+    for (int i = 0; i < t->nworkers; i++)
+        if (t->wk[i].child > 0)
+            kill(t->wk[i].child, SIGKILL); /* the file stays queued; the next copy makes it */
+    pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
-    if (t->worker_on)
-        pthread_join(t->worker, NULL);
+    for (int i = 0; i < t->nworkers; i++)
+        if (t->wk[i].on)
+            pthread_join(t->wk[i].id, NULL);
     free_state(t);
     return 0;
 }
@@ -1056,6 +1121,7 @@ static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "worker_cpu_seconds", MB_CFG_INT, "20", 1, 600},
     {sizeof(mb_config_key), "worker_timeout_seconds", MB_CFG_INT, "60", 1, 3600},
     {sizeof(mb_config_key), "max_input_mb", MB_CFG_INT, "200", 1, 65536},
+    {sizeof(mb_config_key), "workers", MB_CFG_INT, "2", 1, MAX_WORKERS},
     {sizeof(mb_config_key), "helper", MB_CFG_STRING, "\"\"", 0, 0},
     {0},
 };
