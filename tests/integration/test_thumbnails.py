@@ -239,5 +239,36 @@ class CacheCapTest(ThumbBase):
         self.assertEqual(pixels(self.ready(names[0]).body, "webp"), (256, 192))  # made again
 
 
+class BrokenWorkerTest(ThumbBase):
+    """A worker that crashes or hangs (a stand-in for a decoder bug: the `helper` setting points at
+    a script that ends itself with SIGSEGV, or sleeps): only that process ends, the file gets the
+    placeholder with the reason, and the server keeps answering."""
+
+    def setUp(self):
+        self.script = os.path.join(tempfile.mkdtemp(prefix="mbyte-thumbd-"), "thumbd")
+        with open(self.script, "w") as f:
+            f.write("#!/bin/sh\n# $1 -m MB, then IN OUT\nif grep -q hang \"$3\"; then exec sleep 60; fi\n"
+                    "kill -SEGV $$\n")
+        os.chmod(self.script, 0o755)
+        self.module_conf = {"thumbnails": "helper: %s\nworker_timeout_seconds: 2\n" % self.script}
+        super().setUp()
+
+    def tearDown(self):
+        super().tearDown()
+        shutil.rmtree(os.path.dirname(self.script), ignore_errors=True)
+
+    def test_a_crash_or_a_hang_ends_only_the_worker(self):
+        self.put("crash.txt", data=b"crash me\n")
+        self.put("hang.txt", data=b"hang here\n")
+        for name, why in (("crash.txt", "signal 11"), ("hang.txt", "longer than 2s")):
+            r = self.ready(name)
+            self.assertEqual(r.header("X-Thumbnail-State"), "none", r)
+            self.assertIn(why, r.header("X-Thumbnail-Reason"))
+            self.assertEqual(pixels(r.body, "webp"), (256, 256))  # the text placeholder
+        self.assertEqual(self.srv.request("GET", "/api/v1/health").status, 200)
+        st = self.srv.request("GET", "/api/v1/admin/thumbnails", token=self.admin).json()
+        self.assertEqual(st["failed"], 2, st)
+
+
 if __name__ == "__main__":
     main()
