@@ -138,29 +138,36 @@ function thumbImg(sid, e, size, cls) {
 
 /* The small picture of a file row, or null (folders, module off, a type without one). */
 export function thumbCell(sid, e) {
-    if (!thumbsOn() || e.type !== 'file' || !e.raw?.thumb || e.raw.thumb.state === 'none') return null;
-    return thumbImg(sid, e, 64, '.thumb-small');
+    return hasThumb(e) ? thumbImg(sid, e, 64, '.thumb-small') : null;
+}
+
+/* Ready, or pending for a type that gets one (a pending archive keeps its icon). */
+function hasThumb(e) {
+    const t = e.raw?.thumb;
+    if (!thumbsOn() || e.type !== 'file' || !t || t.state === 'none') return false;
+    const ct = e.raw.ctype || '';
+    return t.state === 'ready' || /^(image\/|text\/|application\/pdf)/.test(ct) && ct !== 'image/svg+xml';
 }
 
 /* The preview at the top of the side panel: the 1024 px picture (images, PDF pages, text). */
 export function previewFor(sid, e) {
-    if (!thumbsOn() || e.type !== 'file' || !e.raw?.thumb || e.raw.thumb.state === 'none') return null;
+    if (!hasThumb(e)) return null;
     return h('figure.thumb-preview', thumbImg(sid, e, 1024, '.thumb-big'));
 }
 
-/* A folder where most files have thumbnails is shown as a grid: true when that fits. */
+/* A folder where most files are pictures with thumbnails is shown as a grid. */
 export function wantsGrid(entries) {
     if (!thumbsOn()) return false;
     const files = entries.filter(e => e.type === 'file');
-    const withThumb = files.filter(e => e.raw?.thumb && e.raw.thumb.state !== 'none');
-    return files.length >= 2 && withThumb.length * 3 >= files.length * 2;
+    const pictures = files.filter(e => hasThumb(e) && (e.raw.ctype || '').startsWith('image/'));
+    return files.length >= 2 && pictures.length * 3 >= files.length * 2;
 }
 
 /* The grid: one tile per entry; `open(e)` is what a click does (the panel, or the folder). */
 export function gridFor(sid, entries, open) {
     const grid = h('ul.thumb-grid', { 'aria-label': 'Folder contents as pictures' });
     for (const e of entries) {
-        const pic = e.type === 'file' && e.raw?.thumb && e.raw.thumb.state !== 'none'
+        const pic = hasThumb(e)
             ? thumbImg(sid, e, 256, '.thumb-tile') : h('span.thumb-tile.thumb-none', e.type === 'folder' ? '📁' : '📄');
         const b = h('button.thumb-item', { type: 'button', title: e.name, dataset: { path: e.path } }, pic,
             h('span.thumb-name', e.name));
