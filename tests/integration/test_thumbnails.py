@@ -4,6 +4,7 @@ with ImageMagick's convert), the placeholder first and the real thumbnail within
 WebP or JPEG by Accept, ETag/304, listings with "thumb", hostile files (a 100000 x 100000 PNG,
 a truncated JPEG, a PDF named .jpg) while the server keeps answering, deletion, the cache cap
 with LRU eviction and remaking, and reloads under load with no failed request."""
+import atexit
 import os
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ def make_files(test):
     if not os.path.exists(CONVERT) or not shutil.which("exiftool"):
         missing_prerequisite(test, "ImageMagick and exiftool are needed (tests/setup/thumbs.sh installs them)")
     d = tempfile.mkdtemp(prefix="mbyte-thumbs-")
+    atexit.register(shutil.rmtree, d, True)
     subprocess.run([os.path.join(SRC, "tests", "setup", "thumbs.sh"), "--make", d], check=True)
     FILES = d
     return d
