@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 10 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers; 7: zero-copy reads; 8: cached password checks; 9: throttles; 10: metrics, app passwords, streamed request bodies */
+#define MB_ABI_MINOR 10 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers; 7: zero-copy reads; 8: cached password checks; 9: throttles; 10: metrics, app passwords, streamed request bodies, listing decorators, module dir */
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -95,6 +95,10 @@ typedef struct mb_module mb_module; /* the kernel's handle for one loaded module
 typedef struct mb_req mb_req;       /* one HTTP request, valid until the handler returns */
 typedef struct mb_task mb_task;     /* one running task, valid until its runner returns */
 typedef struct mb_throttle mb_throttle; /* a named failure throttle, valid until the server ends */
+/* minor 10: a listing decorator adds fields to one entry (an info object, borrowed) of a
+ * folder listing of store sid. HTTP worker thread; it must not block for long (one kv_get per
+ * entry is fine). */
+typedef void (*mb_listing_fn)(uint64_t sid, json_t *entry, void *state);
 
 enum { MB_ROLE_NONE = 0, MB_ROLE_USER = 1, MB_ROLE_ADMIN = 2 };
 
@@ -646,6 +650,17 @@ struct mb_api {
      * must stay valid until end or abort) with the module's `ctx`. 0, or MB_EINVAL outside a
      * begin call or after an answer was given. */
     int (*req_body_sink)(mb_req *req, const mb_body_sink *sink, void *ctx, mb_err *err);
+
+    /* --- thumbs: listing decorators, the module directory (minor 10) --- */
+    /* Register fn (one per module; a reloaded copy's replaces the old copy's) to decorate the
+     * file entries of every folder listing the HTTP API answers (GET .../files/{path}?list),
+     * or with fn NULL remove this copy's own. Call it in init, and with NULL in fini: the
+     * removal returns once no call of fn is in flight, and fn is never called after it. */
+    int (*listing_decorator_set)(mb_module *self, mb_listing_fn fn, void *state, mb_err *err);
+    /* The module directory (module_dir in mbyte.yaml), where a module's helper programs and
+     * data files are installed beside its .so (the .so itself runs from a copy in modcache).
+     * Borrowed; copy it in init (a config reload may change it). Loop thread. */
+    const char *(*module_dir)(void);
 };
 enum { MB_METRIC_FTP_SESSIONS = 1, MB_METRIC_FTP_BYTES_IN = 2, MB_METRIC_FTP_BYTES_OUT = 3 };
 

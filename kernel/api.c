@@ -232,6 +232,9 @@ static const mb_api table = {
     /* minor 10: app passwords (kernel/apppass.c), streamed request bodies (kernel/http.c) */
     .apppass_check = apppass_check,
     .req_body_sink = http_req_body_sink,
+    /* --- thumbs: listing decorators (kernel/listdeco.c) --- */
+    .listing_decorator_set = listdeco_set,
+    .module_dir = evapi_module_dir,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -42,6 +42,8 @@ static bool worker_live[EVAPI_MAX_JOBS]; /* evapi_fini joins these */
 
 struct event_base *evapi_event_base(void) { return main_loop(); }
 const char *evapi_data_dir(void) { return g_cfg->data_dir; }
+/* thumbs branch (minor 10): where the modules' .so files are, for programs shipped beside them. */
+const char *evapi_module_dir(void) { return g_cfg->module_dir; }
 int evapi_err_ftp_reply(int code) { return err_ftp_reply(code); }
 
 /* On the loop: the module's callback, then the module may drain. */

@@ -512,9 +512,13 @@ void throttle_clear(mb_throttle *t, const char *key);
 /* evapi.c: the loop and worker entries of mb_api for event-driven modules (ftp). */
 struct event_base *evapi_event_base(void);
 const char *evapi_data_dir(void);
+const char *evapi_module_dir(void);
 int evapi_err_ftp_reply(int code);
 int evapi_run_blocking(mb_module *self, void (*work)(void *), void (*done)(void *), void *arg, mb_err *err);
 void evapi_fini(void); /* after modmgr_fini: ends run_blocking's idle workers */
+/* listdeco.c (thumbs branch, ABI minor 10): modules' listing decorators. */
+int listdeco_set(mb_module *self, mb_listing_fn fn, void *state, mb_err *err);
+void listdeco_apply(uint64_t sid, json_t *listing);
 
 /* ------------------------------------------- metrics.c, accesslog.c (issue 26) --- */
 /* metrics.c: counters for GET /metrics and metrics_listen (docs/operations.md "Metrics").

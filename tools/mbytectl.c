@@ -442,6 +442,13 @@ static int c_restore(int argc, char **argv)
     return backup_restore(argv[0], snap, data);
 }
 
+static void print_indented(const json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2));
+    puts(s);
+    free(s);
+}
+
 /* audit verify: the audit module walks its hash chain; exit 1 and name the first bad entry. */
 static int c_audit_verify(int argc, char **argv)
 {
@@ -452,11 +459,9 @@ static int c_audit_verify(int argc, char **argv)
         return rc;
     int ok = json_is_true(json_object_get(j, "ok"));
     json_t *bad = json_object_get(j, "first_bad");
-    if (raw_json) {
-        char *s = json_dumps(j, JSON_INDENT(2));
-        puts(s);
-        free(s);
-    } else if (ok)
+    if (raw_json)
+        print_indented(j);
+    else if (ok)
         printf("audit chain ok: %lld entries verified\n",
                (long long)json_integer_value(json_object_get(j, "verified")));
     else
@@ -465,6 +470,51 @@ static int c_audit_verify(int argc, char **argv)
     json_decref(j);
     return ok ? 0 : 1;
 }
+
+/* thumbnails status: the cache and the files that got no thumbnail, with the reason. */
+static int c_thumbs_status(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    json_t *j = NULL;
+    int rc = call("GET", "/api/v1/admin/thumbnails", NULL, &j);
+    if (rc)
+        return rc;
+    if (raw_json)
+        print_indented(j);
+    else {
+        printf("cache: %lld of %lld bytes; ready %lld, none %lld, queued %lld; made %lld, failed %lld since start\n",
+               (long long)json_integer_value(json_object_get(j, "cache_bytes")),
+               (long long)json_integer_value(json_object_get(j, "cache_max")),
+               (long long)json_integer_value(json_object_get(j, "ready")),
+               (long long)json_integer_value(json_object_get(j, "none")),
+               (long long)json_integer_value(json_object_get(j, "queued")),
+               (long long)json_integer_value(json_object_get(j, "made")),
+               (long long)json_integer_value(json_object_get(j, "failed")));
+        size_t i;
+        json_t *f;
+        json_array_foreach(json_object_get(j, "failures"), i, f)
+            printf("  %.16s  %-6s %s\n", json_string_value(json_object_get(f, "sha256")),
+                   json_string_value(json_object_get(f, "kind")), json_string_value(json_object_get(f, "reason")));
+    }
+    json_decref(j);
+    return 0;
+}
+
+static int thumbs_action(const char *verb)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/api/v1/admin/thumbnails/%s", verb);
+    json_t *j = NULL;
+    int rc = call("POST", path, NULL, &j);
+    if (!rc)
+        printf("%lld thumbnail files removed%s\n", (long long)json_integer_value(json_object_get(j, "removed")),
+               strcmp(verb, "rebuild") ? "" : "; every file is queued to be made again");
+    json_decref(j);
+    return rc;
+}
+
+static int c_thumbs_purge(int argc, char **argv) { return (void)argc, (void)argv, thumbs_action("purge"); }
+static int c_thumbs_rebuild(int argc, char **argv) { return (void)argc, (void)argv, thumbs_action("rebuild"); }
 
 typedef struct {
     const char *group, *verb;
@@ -496,6 +546,9 @@ static const command commands[] = {
     {"backup", NULL, c_backup, "backup DIR   (the running server copies one point in time into DIR, incrementally)"},
     {"restore", NULL, c_restore, "restore DIR --data NEWDIR [--snapshot NAME]   (no server needed; NEWDIR must be new)"},
     {"audit", "verify", c_audit_verify, "audit verify   (checks the audit log's hash chain; exit 1 names the first bad entry)"},
+    {"thumbnails", "status", c_thumbs_status, "thumbnails status   (cache use, and the files without one with the reason)"},
+    {"thumbnails", "purge", c_thumbs_purge, "thumbnails purge   (empty the thumbnail cache; they are made again when asked for)"},
+    {"thumbnails", "rebuild", c_thumbs_rebuild, "thumbnails rebuild   (empty the cache and queue every file)"},
 };
 
 static void usage(void)

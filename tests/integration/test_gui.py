@@ -25,6 +25,24 @@ def built_modules():
         return []
 
 
+def run_browser(test, srv, args, timeout):
+    """Run `node --test ARGS` in tests/gui against srv with the admin's credentials; the test fails
+    with the server log's tail when the browser scenarios do."""
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    env = dict(os.environ)
+    env.update({
+        "MBYTE_URL": "http://127.0.0.1:%d" % srv.port,
+        "MBYTE_ADMIN_USER": "admin",
+        "MBYTE_ADMIN_PASSWORD": harness.ADMIN_PASSWORD,
+        "MBYTE_ARTIFACTS": ARTIFACTS,
+    })
+    p = subprocess.run(["node", "--test"] + args, cwd=GUI_DIR, env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    sys.stdout.write(p.stdout)
+    sys.stderr.write(p.stderr)
+    test.assertEqual(p.returncode, 0, "browser tests failed (see above); server log tail:\n" + srv.read_log()[-3000:])
+
+
 class GuiTest(unittest.TestCase):
     def test_web_page_scenarios_in_a_real_browser(self):
         if not os.path.isdir(os.path.join(GUI_DIR, "node_modules", "playwright-core")) \
@@ -33,20 +51,7 @@ class GuiTest(unittest.TestCase):
         srv = harness.Server(modules={m: True for m in built_modules()})
         try:
             srv.start()
-            os.makedirs(ARTIFACTS, exist_ok=True)
-            env = dict(os.environ)
-            env.update({
-                "MBYTE_URL": "http://127.0.0.1:%d" % srv.port,
-                "MBYTE_ADMIN_USER": "admin",
-                "MBYTE_ADMIN_PASSWORD": harness.ADMIN_PASSWORD,
-                "MBYTE_ARTIFACTS": ARTIFACTS,
-            })
-            p = subprocess.run(["node", "--test", "--test-concurrency=1", "gui.test.mjs"], cwd=GUI_DIR, env=env,
-                               capture_output=True, text=True, timeout=540)
-            sys.stdout.write(p.stdout)
-            sys.stderr.write(p.stderr)
-            self.assertEqual(p.returncode, 0, "browser tests failed (see above); server log tail:\n" +
-                             srv.read_log()[-3000:])
+            run_browser(self, srv, ["--test-concurrency=1", "gui.test.mjs"], 540)
             srv.stop()
         finally:
             srv.cleanup()

@@ -12,6 +12,7 @@ import { h, icon, button, clear, dialog, confirmDialog, field, openMenu, toast, 
 import { state, emit, on, currentStore } from './state.js';
 import { partEnabled, applyParts } from './modules.js';
 import { filesFromDrop } from './uploads.js';
+import { thumbCell, previewFor, wantsGrid, gridFor } from './thumbs.js';
 
 const S = sid => `/stores/${encodeURIComponent(sid)}`;
 export const join = (a, b) => (a ? a + '/' + b : b);
@@ -136,6 +137,8 @@ export class FilesView {
             h('div.view-actions',
                 uploadBtn,
                 button('New folder', 'folderPlus', () => this.newFolder()),
+                wantsGrid(this.entries) ? button(this.list ? 'Grid view' : 'List view', this.list ? 'image' : 'files',
+                    () => { this.list = !this.list; this.render(); }, { dataset: { view: this.list ? 'list' : 'grid' } }) : null,
                 button('Store settings', 'settings', () => storeSettings(state.sid),
                     { cls: 'icon-btn', iconOnly: true, dataset: { part: 'settings' } })));
 
@@ -155,7 +158,9 @@ export class FilesView {
             body = h('div.empty', icon('folder'), h('p.empty-title', 'This folder is empty'),
                 h('p.muted', 'Drop files here, or use Upload.'));
         } else {
-            body = this.table();
+            body = wantsGrid(this.entries) && !this.list ? gridFor(state.sid, this.sorted(), e => e.type === 'folder'
+                ? (location.hash = '#/files/' + encodeURIComponent(state.sid) + '/' + encodePath(e.path))
+                : this.openPanel(e, 'details')) : this.table();
         }
         clear(this.el, head, selBar,
             h('div.table-wrap', { 'aria-busy': this.loading ? 'true' : 'false' }, body),
@@ -233,7 +238,7 @@ export class FilesView {
         more.setAttribute('aria-haspopup', 'menu');
         const tr = h('tr' + (this.selected.has(e.path) ? '.selected' : ''), { dataset: { path: e.path, type: e.type } },
             h('td.col-check', cb),
-            h('td.col-name', h('div.name-cell', h('span.file-icon.' + fileIcon(e), icon(fileIcon(e))), nameBtn)),
+            h('td.col-name', h('div.name-cell', thumbCell(state.sid, e) || h('span.file-icon.' + fileIcon(e), icon(fileIcon(e))), nameBtn)),
             h('td.col-size', e.type === 'folder' ? (e.size != null ? formatBytes(e.size) : '—') : formatBytes(e.size)),
             h('td.col-mtime', formatTime(e.mtime)),
             h('td.col-actions', h('div.row-actions', more)));
@@ -441,7 +446,7 @@ export class FilesView {
             r.version ? ['Version', String(r.version)] : null,
             r.sha256 ? ['SHA-256', h('code.hash', r.sha256)] : null,
         ].filter(Boolean);
-        clear(body, h('dl.details', rows.map(([k, v]) => [h('dt', k), h('dd', v)])),
+        clear(body, previewFor(state.sid, e), h('dl.details', rows.map(([k, v]) => [h('dt', k), h('dd', v)])),
             h('div.panel-actions',
                 button(e.type === 'folder' ? 'Download as zip' : 'Download', 'download', () => this.download([e])),
                 button('Rename', 'edit', () => this.rename(e)),
