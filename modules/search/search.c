@@ -348,9 +348,10 @@ static bool progress(writer *w)
             w->cancelled = true;
     }
     pthread_mutex_lock(&w->s->mu);
-    bool stop = w->s->stop;
+    if (w->s->stop) /* unload or shutdown: what is left of this entry is done by the next copy */
+        w->cancelled = true;
     pthread_mutex_unlock(&w->s->mu);
-    return stop || w->cancelled;
+    return w->cancelled;
 }
 
 /* Make the index of store sid agree with the namespace at path (see the top of the file). */
@@ -402,11 +403,8 @@ static int reconcile(writer *w, const char *path, mb_err *err)
                 break;
             if (strcmp(jstr(en, "type") ? jstr(en, "type") : "", "file"))
                 continue;
-            const char *rel = jstr(en, "path");
-            size_t n = strlen(path) + strlen(rel) + 2;
-            char *full = malloc(n);
-            snprintf(full, n, "%s%s%s", path, *path ? "/" : "", rel);
-            rc = index_file(w, full, en, err);
+            char *full = strdup(jstr(en, "path") ? jstr(en, "path") : ""); /* the full path; "relpath" is relative */
+            rc = full ? index_file(w, full, en, err) : api->err_set(err, MB_ENOMEM, "out of memory");
             if (seen)
                 seen[ns++] = full;
             else
@@ -526,13 +524,17 @@ static void *worker_main(void *arg)
             for (int j = 0; j < i && !dup; j++)
                 dup = q->items[j].sid == q->items[i].sid && !strcmp(q->items[j].path, q->items[i].path);
             int rc = dup ? 0 : apply(s, q->items[i].sid, q->items[i].path, NULL, &e);
-            if (rc && rc != MB_ECANCELED) {
+            if (rc == MB_ECANCELED)
+                break; /* stopping: the entry stays for the next copy */
+            if (rc == MB_EIO || rc == MB_EBUSY || rc == MB_ENOMEM || rc == MB_EAGAIN) {
                 s->api->log(s->self, 2, "indexing %s in store %llu failed (retried later): %s", q->items[i].path,
                             (unsigned long long)q->items[i].sid, e.msg);
-                break;
+                break; /* the index or the machine is in trouble: the same entry again in 2 s */
             }
-            if (!rc)
-                s->api->kv_del(s->self, q->items[i].key, false, &e);
+            if (rc) /* this entry can never apply (a path the kernel refuses): it must not stop the queue */
+                s->api->log(s->self, 2, "indexing %s in store %llu failed, dropped: %s", q->items[i].path,
+                            (unsigned long long)q->items[i].sid, e.msg);
+            s->api->kv_del(s->self, q->items[i].key, false, &e);
         }
         int n = q ? q->n : 0;
         for (int i = 0; q && i < q->n; i++)
@@ -732,7 +734,8 @@ static int h_search(mb_req *req, void *state, mb_err *err)
         rc = api->err_set(err, MB_ENOENT, "no such store: %s", sv);
     json_t *out = NULL;
     if (!rc) {
-        qsort(all, nall, sizeof *all, cmp_hit);
+        if (nall)
+            qsort(all, nall, sizeof *all, cmp_hit);
         json_t *arr = json_array();
         for (size_t k = offset; k < nall && k < offset + limit; k++)
             json_array_append_new(

@@ -25,31 +25,37 @@ def built_modules():
         return []
 
 
+def run_browser_test(test, modules, script, timeout=540):
+    """Start a server with `modules`, run tests/gui/<script> with node against it, assert it passed
+    and that the server stops with exit 0. test_gui_search.py uses it too."""
+    if not os.path.isdir(os.path.join(GUI_DIR, "node_modules", "playwright-core")) \
+            or not os.path.exists("/usr/bin/chromium"):
+        test.fail("browser test dependencies missing: run tests/setup/gui.sh")
+    srv = harness.Server(modules=modules)
+    try:
+        srv.start()
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        env = dict(os.environ)
+        env.update({
+            "MBYTE_URL": "http://127.0.0.1:%d" % srv.port,
+            "MBYTE_ADMIN_USER": "admin",
+            "MBYTE_ADMIN_PASSWORD": harness.ADMIN_PASSWORD,
+            "MBYTE_ARTIFACTS": ARTIFACTS,
+        })
+        p = subprocess.run(["node", "--test", "--test-concurrency=1", script], cwd=GUI_DIR, env=env,
+                           capture_output=True, text=True, timeout=timeout)
+        sys.stdout.write(p.stdout)
+        sys.stderr.write(p.stderr)
+        test.assertEqual(p.returncode, 0, "browser tests failed (see above); server log tail:\n" +
+                         srv.read_log()[-3000:])
+        srv.stop()
+    finally:
+        srv.cleanup()
+
+
 class GuiTest(unittest.TestCase):
     def test_web_page_scenarios_in_a_real_browser(self):
-        if not os.path.isdir(os.path.join(GUI_DIR, "node_modules", "playwright-core")) \
-                or not os.path.exists("/usr/bin/chromium"):
-            self.fail("browser test dependencies missing: run tests/setup/gui.sh")
-        srv = harness.Server(modules={m: True for m in built_modules()})
-        try:
-            srv.start()
-            os.makedirs(ARTIFACTS, exist_ok=True)
-            env = dict(os.environ)
-            env.update({
-                "MBYTE_URL": "http://127.0.0.1:%d" % srv.port,
-                "MBYTE_ADMIN_USER": "admin",
-                "MBYTE_ADMIN_PASSWORD": harness.ADMIN_PASSWORD,
-                "MBYTE_ARTIFACTS": ARTIFACTS,
-            })
-            p = subprocess.run(["node", "--test", "--test-concurrency=1", "gui.test.mjs"], cwd=GUI_DIR, env=env,
-                               capture_output=True, text=True, timeout=540)
-            sys.stdout.write(p.stdout)
-            sys.stderr.write(p.stderr)
-            self.assertEqual(p.returncode, 0, "browser tests failed (see above); server log tail:\n" +
-                             srv.read_log()[-3000:])
-            srv.stop()
-        finally:
-            srv.cleanup()
+        run_browser_test(self, {m: True for m in built_modules()}, "gui.test.mjs")
 
 
 if __name__ == "__main__":
