@@ -320,26 +320,40 @@ static void filters_bind(sqlite3_stmt *st, const sq_query *q)
         bind_text(st, p++, q->ins[i]);
 }
 
+char *si_snippet(si_db *db, const char *match, int64_t id)
+{
+    sqlite3_stmt *st = prep(db, "SELECT snippet(fts, -1, char(2), char(3), '…', 16) FROM fts"
+                                " WHERE fts MATCH ?1 AND rowid = ?2");
+    char *out = NULL;
+    if (!st)
+        return NULL;
+    bind_text(st, 1, match);
+    sqlite3_bind_int64(st, 2, id);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        out = strdup(col(st, 0));
+    sqlite3_finalize(st);
+    return out;
+}
+
 int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char *err, size_t errlen)
 {
     sq_buf b = {0};
     *hits = NULL, *n = 0;
+    /* matches first (FTS5 ranks them: bm25 is negative, lower is better; a name substring from
+     * the trigram table only counts 0), then the documents' rows and the filters */
     if (q->match) {
-        sq_buf_s(&b, "WITH f AS (SELECT rowid AS id, bm25(fts, " NAME_WEIGHT ", 1.0) AS r,"
-                 " snippet(fts, -1, char(2), char(3), '…', 16) AS s FROM fts WHERE fts MATCH ?1)");
-        if (q->trigram)
-            sq_buf_s(&b, ", t AS (SELECT rowid AS id FROM tri WHERE tri MATCH ?2)");
-        sq_buf_s(&b, " SELECT d.path, d.name, d.kind, d.size, d.mtime, coalesce(-f.r, 0.0), f.s FROM docs d"
-                 " LEFT JOIN f ON f.id = d.id WHERE (d.id IN (SELECT id FROM f)");
-        if (q->trigram)
-            sq_buf_s(&b, " OR d.id IN (SELECT id FROM t)");
-        sq_buf_s(&b, ")");
+        sq_buf_s(&b, "SELECT d.id, d.path, d.name, d.kind, d.size, d.mtime, -b.r FROM (SELECT rowid AS id, bm25(fts, "
+                     NAME_WEIGHT ", 1.0) AS r FROM fts WHERE fts MATCH ?1");
+        if (q->trigram) /* names holding the words as substrings, unless the words matched already */
+            sq_buf_s(&b, " UNION ALL SELECT rowid, 0.0 FROM tri WHERE tri MATCH ?2"
+                         " AND rowid NOT IN (SELECT rowid FROM fts WHERE fts MATCH ?1)");
+        sq_buf_s(&b, ") b JOIN docs d ON d.id = b.id WHERE 1");
     } else
-        sq_buf_s(&b, "SELECT d.path, d.name, d.kind, d.size, d.mtime, 0.0, NULL FROM docs d WHERE 1");
+        sq_buf_s(&b, "SELECT d.id, d.path, d.name, d.kind, d.size, d.mtime, 0.0 FROM docs d WHERE 1");
     if (q->exclude)
         sq_buf_s(&b, " AND d.id NOT IN (SELECT rowid FROM fts WHERE fts MATCH ?3)");
     filters_sql(&b, q);
-    sq_buf_s(&b, q->match ? " ORDER BY 6 DESC, d.mtime DESC, d.id LIMIT ?4" : " ORDER BY d.mtime DESC, d.id LIMIT ?4");
+    sq_buf_s(&b, " ORDER BY 7 DESC, d.mtime DESC, d.id LIMIT ?4");
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db->db, b.p, -1, &st, NULL);
     free(b.p);
@@ -356,24 +370,29 @@ int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char
     sqlite3_bind_int(st, 4, max);
     filters_bind(st, q);
     si_hit *h = calloc((size_t)(max > 0 ? max : 1), sizeof *h);
+    int64_t *ids = calloc((size_t)(max > 0 ? max : 1), sizeof *ids);
     int k = 0;
-    while (h && k < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        h[k].path = strdup(col(st, 0));
-        h[k].name = strdup(col(st, 1));
-        h[k].kind = strdup(col(st, 2));
-        h[k].size = sqlite3_column_int64(st, 3);
-        h[k].mtime = sqlite3_column_int64(st, 4);
-        h[k].score = sqlite3_column_double(st, 5);
-        h[k].snippet = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL : strdup(col(st, 6));
+    while (h && ids && k < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        ids[k] = sqlite3_column_int64(st, 0);
+        h[k].path = strdup(col(st, 1));
+        h[k].name = strdup(col(st, 2));
+        h[k].kind = strdup(col(st, 3));
+        h[k].size = sqlite3_column_int64(st, 4);
+        h[k].mtime = sqlite3_column_int64(st, 5);
+        h[k].score = sqlite3_column_double(st, 6);
         k++;
     }
-    if (h && k < max && rc != SQLITE_DONE) {
-        snprintf(err, errlen, "the search index failed: %s", sqlite3_errmsg(db->db));
+    if (!h || !ids || (k < max && rc != SQLITE_DONE)) {
+        snprintf(err, errlen, "the search index failed: %s", h && ids ? sqlite3_errmsg(db->db) : "out of memory");
         sqlite3_finalize(st);
         si_hits_free(h, k);
+        free(ids);
         return -1;
     }
     sqlite3_finalize(st);
+    for (int i = 0; i < k; i++)
+        h[i].id = ids[i];
+    free(ids);
     *hits = h, *n = k;
     return 0;
 }

@@ -736,6 +736,15 @@ static int h_search(mb_req *req, void *state, mb_err *err)
     if (!rc) {
         if (nall)
             qsort(all, nall, sizeof *all, cmp_hit);
+        for (size_t k = offset; q.match && k < nall && k < offset + limit; k++) {
+            if (all[k].h.score <= 0)
+                continue; /* a name substring or filters only: no text matched */
+            index_slot *x = slot_take(s, all[k].sid, err);
+            if (x) {
+                all[k].h.snippet = si_snippet(x->db, q.match, all[k].h.id);
+                slot_release(x);
+            }
+        }
         json_t *arr = json_array();
         for (size_t k = offset; k < nall && k < offset + limit; k++)
             json_array_append_new(

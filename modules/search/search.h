@@ -99,6 +99,7 @@ int si_counts(si_db *db, int64_t *ok, int64_t *failed, int64_t *skipped);
 int si_failures(si_db *db, int max, void (*fn)(const char *path, const char *reason, void *ud), void *ud);
 
 typedef struct si_hit {
+    int64_t id; /* the row, for si_snippet */
     char *path, *name, *kind, *snippet;
     int64_t size, mtime;
     double score; /* higher is better */
@@ -108,5 +109,9 @@ typedef struct si_hit {
  * *hits a malloc'd array (si_hits_free). -1 with err on a database failure. */
 int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char *err, size_t errlen);
 void si_hits_free(si_hit *hits, int n);
+/* The snippet of row id for the FTS5 expression `match` (NULL when none): FTS5 works it out
+ * from the row's text, so it is asked only for the hits shown, never for every match. Words
+ * matched are between the bytes 2 and 3; caller frees. */
+char *si_snippet(si_db *db, const char *match, int64_t id);
 
 #endif

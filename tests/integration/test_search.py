@@ -47,6 +47,19 @@ def make_documents(d):
     with open(os.path.join(d, "paper.pdf"), "wb") as f:
         subprocess.run(["groff", "-ms", "-Tpdf", "paper.ms"], check=True, stdout=f, cwd=d, timeout=120)
     out["paper.pdf"] = (read("paper.pdf"), "zeppelin")
+    with open(os.path.join(d, "book.md"), "w") as f:
+        f.write("---\ntitle: Sea stories\n---\n\n# Chapter one\n\nThe albatross followed the ship.\n")
+    run("pandoc", "book.md", "-o", "stories.epub")
+    out["stories.epub"] = (read("stories.epub"), "albatross")
+    with open(os.path.join(d, "slides.md"), "w") as f:
+        f.write("# Roadmap\n\n- ship the gazebo feature\n")
+    run("pandoc", "slides.md", "-o", "roadmap.pptx")
+    out["roadmap.pptx"] = (read("roadmap.pptx"), "gazebo")
+    with open(os.path.join(d, "stock.csv"), "w") as f:
+        f.write("item,count\ncardamom,7\n")
+    run("soffice", "--headless", "-env:UserInstallation=file://" + os.path.join(d, "lo-profile"),
+        "--convert-to", "ods", "stock.csv", "--outdir", d)
+    out["stock.ods"] = (read("stock.ods"), "cardamom")
     with open(os.path.join(d, "fruit.csv"), "w") as f:
         f.write("fruit,count\nkumquat,12\napple,3\n")
     run("soffice", "--headless", "-env:UserInstallation=file://" + os.path.join(d, "lo-profile"),
@@ -141,7 +154,9 @@ class SearchTest(ServerTest):
             self.assertEqual(hit["size"], len(data))
         kinds = {h["name"]: h["type"] for h in self.c.search("type:pdf OR type:document", limit=50).json()["hits"]}
         self.assertEqual(self.c.paths("type:pdf"), ["inbox/paper.pdf"])
-        self.assertEqual(self.c.paths("type:spreadsheet"), ["inbox/fruit.xlsx"])
+        self.assertEqual(self.c.paths("type:spreadsheet"), ["inbox/fruit.xlsx", "inbox/stock.ods"])
+        self.assertEqual(self.c.paths("type:presentation"), ["inbox/roadmap.pptx"])
+        self.assertEqual(self.c.paths("type:ebook"), ["inbox/stories.epub"])
         self.assertEqual(self.c.paths("type:email"), ["inbox/trip.eml"])
         self.assertEqual(self.c.paths("type:image"), ["inbox/photo.jpg"])
         self.assertEqual(self.c.paths("type:document"), ["inbox/minutes.docx", "inbox/notes.odt"], kinds)
@@ -291,6 +306,21 @@ class SearchTest(ServerTest):
         self.assertEqual(r.status, 200, r)
         self.expect("heron", ["kept.txt", "new.txt"])
         self.assertEqual(c.paths("egret"), [])
+
+    def test_size_and_text_limits(self):
+        self.srv.stop()
+        with open(os.path.join(self.srv.confdir, "search.yaml"), "w") as f:
+            f.write("max_file_mb: 1\nmax_text_kb: 16\n")
+        self.srv.start()
+        c = self.c = Client(self.srv, self.srv.login("alice", "user-password-1"))
+        c.put("huge.txt", b"capybara " * 200000)  # 1.7 MiB: over max_file_mb, indexed by name only
+        c.put("long.txt", b"ocelot " + b"filler " * 10000 + b"tapir")  # 70 KiB of text: the end is cut
+        self.expect("huge", ["huge.txt"])
+        self.expect("ocelot", ["long.txt"])
+        self.assertEqual(c.paths("capybara"), [])
+        self.assertEqual(c.paths("tapir"), [])
+        st = c.status()[c.sid]
+        self.assertEqual((st["indexed"], st["skipped"], st["failed"]), (2, 1, 0), st)
 
     def test_status_failures_rebuild_and_a_corrupt_index_at_start(self):
         c = self.c
