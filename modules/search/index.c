@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #define NAME_WEIGHT "10.0"
+#define SCHEMA_VERSION "1" /* PRAGMA user_version of a database this file made */
 
 struct si_db {
     sqlite3 *db;
@@ -30,8 +31,9 @@ static const char schema[] =
     "PRAGMA journal_mode=WAL;"
     "PRAGMA synchronous=FULL;"
     "CREATE TABLE IF NOT EXISTS docs(id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, name TEXT NOT NULL,"
-    " kind TEXT, ctype TEXT, size INTEGER, mtime INTEGER, sha256 TEXT, status TEXT, reason TEXT);"
-    "CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(name, body, tokenize='unicode61 remove_diacritics 2');"
+    " kind TEXT, ctype TEXT, size INTEGER, mtime INTEGER, sha256 TEXT, status TEXT, reason TEXT, tlen INTEGER);"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(name, body, tokenize='unicode61 remove_diacritics 2',"
+    " prefix='2 3');"
     "CREATE VIRTUAL TABLE IF NOT EXISTS tri USING fts5(name, tokenize='trigram');";
 
 static int open_one(const char *file, sqlite3 **out)
@@ -53,6 +55,21 @@ static int open_one(const char *file, sqlite3 **out)
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, "INSERT INTO fts(fts) VALUES('integrity-check')", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) { /* made by another version of this file: rebuilt like a damaged one */
+        sqlite3_stmt *st = NULL;
+        int have = -1, empty = 0;
+        if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+            have = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        if (sqlite3_prepare_v2(db, "SELECT NOT EXISTS (SELECT 1 FROM docs)", -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            empty = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        if (have == 0 && empty)
+            rc = sqlite3_exec(db, "PRAGMA user_version = " SCHEMA_VERSION, NULL, NULL, NULL);
+        else if (have != atoi(SCHEMA_VERSION))
+            rc = SQLITE_SCHEMA;
+    }
     if (rc != SQLITE_OK) {
         sqlite3_close(db);
         return rc;
@@ -172,8 +189,8 @@ int si_put(si_db *db, const si_doc *d)
     sqlite3_finalize(st);
     if (old && remove_id(db, old))
         return -1;
-    st = prep(db, "INSERT INTO docs(path, name, kind, ctype, size, mtime, sha256, status, reason)"
-                  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+    st = prep(db, "INSERT INTO docs(path, name, kind, ctype, size, mtime, sha256, status, reason, tlen)"
+                  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
     if (!st)
         return -1;
     bind_text(st, 1, d->path);
@@ -185,6 +202,7 @@ int si_put(si_db *db, const si_doc *d)
     bind_text(st, 7, d->sha256);
     bind_text(st, 8, d->status);
     bind_text(st, 9, d->reason);
+    sqlite3_bind_int64(st, 10, d->body ? (int64_t)strlen(d->body) : 0);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
     sqlite3_finalize(st);
     if (rc)
@@ -320,19 +338,133 @@ static void filters_bind(sqlite3_stmt *st, const sq_query *q)
         bind_text(st, p++, q->ins[i]);
 }
 
-char *si_snippet(si_db *db, const char *match, int64_t id)
+static bool word_byte(unsigned char c) { return (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') || c >= 0x80; }
+
+/* Does the word [w, w+n) match wanted word k (ASCII case folded; a prefix word may be longer)? */
+static bool word_is(const sq_query *q, int k, const char *w, size_t n)
 {
-    sqlite3_stmt *st = prep(db, "SELECT snippet(fts, -1, char(2), char(3), '…', 16) FROM fts"
-                                " WHERE fts MATCH ?1 AND rowid = ?2");
-    char *out = NULL;
+    size_t l = strlen(q->words[k]);
+    if (n < l || (n > l && !q->wprefix[k]))
+        return false;
+    for (size_t i = 0; i < l; i++) {
+        unsigned char c = (unsigned char)w[i];
+        if (c >= 'A' && c <= 'Z')
+            c |= 32;
+        if (c != (unsigned char)q->words[k][i])
+            return false;
+    }
+    return true;
+}
+
+static bool wanted(const sq_query *q, const char *w, size_t n)
+{
+    for (int k = 0; k < q->nwords; k++)
+        if (word_is(q, k, w, n))
+            return true;
+    return false;
+}
+
+/* A snippet of a long text, in time linear in the part read: FTS5's snippet() scores every window
+ * against every match, which a long text with thousands of matches (a prefix) turns into minutes.
+ * 16 words around the first wanted word of the first SNIPPET_SCAN bytes, the same markers. */
+#define SNIPPET_SCAN (1 << 20)
+static char *long_snippet(const sq_query *q, const char *t, size_t n)
+{
+    if (n > SNIPPET_SCAN)
+        n = SNIPPET_SCAN;
+    size_t starts[6] = {0}, first = 0, i = 0, seen = 0;
+    bool found = false;
+    while (i < n && !found) {
+        while (i < n && !word_byte((unsigned char)t[i]))
+            i++;
+        size_t st = i;
+        while (i < n && word_byte((unsigned char)t[i]))
+            i++;
+        if (i == st)
+            break;
+        starts[seen++ % 6] = st;
+        if (wanted(q, t + st, i - st))
+            found = true, first = starts[seen > 6 ? seen % 6 : 0];
+    }
+    if (!found)
+        first = 0;
+    sq_buf b = {0};
+    if (first)
+        sq_buf_s(&b, "…");
+    int words = 0;
+    for (i = first; i < n && words < 16;) {
+        size_t st = i;
+        while (i < n && !word_byte((unsigned char)t[i]))
+            i++;
+        sq_buf_add(&b, t + st, i - st);
+        st = i;
+        while (i < n && word_byte((unsigned char)t[i]))
+            i++;
+        if (i == st)
+            break;
+        bool m = wanted(q, t + st, i - st);
+        if (m)
+            sq_buf_s(&b, "\2");
+        sq_buf_add(&b, t + st, i - st);
+        if (m)
+            sq_buf_s(&b, "\3");
+        words++;
+    }
+    if (i < n)
+        sq_buf_s(&b, "…");
+    return b.p ? b.p : strdup("");
+}
+
+#define SHORT_TEXT 65536
+
+/* The ids of the hits whose text is short (or long) as "1,2,3", or NULL when none. */
+static char *id_list(const si_hit *hits, int n, bool longer)
+{
+    sq_buf b = {0};
+    for (int i = 0; i < n; i++) {
+        if ((hits[i].tlen > SHORT_TEXT) != longer)
+            continue;
+        char id[24];
+        snprintf(id, sizeof id, "%s%lld", b.n ? "," : "", (long long)hits[i].id);
+        sq_buf_s(&b, id);
+    }
+    return b.p;
+}
+
+static void take_snippets(si_db *db, const char *sql, const char *ids, const sq_query *q, si_hit *hits, int n,
+                          bool longer)
+{
+    if (!ids)
+        return;
+    sq_buf b = {0};
+    sq_buf_s(&b, sql);
+    sq_buf_s(&b, ids);
+    sq_buf_s(&b, ")");
+    sqlite3_stmt *st = prep(db, b.p);
+    free(b.p);
     if (!st)
-        return NULL;
-    bind_text(st, 1, match);
-    sqlite3_bind_int64(st, 2, id);
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-        out = strdup(col(st, 0));
+        return;
+    if (!longer)
+        bind_text(st, 1, q->match);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        for (int i = 0; i < n; i++)
+            if (hits[i].id == sqlite3_column_int64(st, 0) && !hits[i].snippet)
+                hits[i].snippet = longer ? long_snippet(q, col(st, 1), (size_t)sqlite3_column_bytes(st, 1))
+                                         : strdup(col(st, 1));
     sqlite3_finalize(st);
-    return out;
+}
+
+int si_snippets(si_db *db, const sq_query *q, si_hit *hits, int n)
+{
+    char *shorter = id_list(hits, n, false), *longer = id_list(hits, n, true);
+    /* short texts: FTS5's snippet (its tokenizer: case and diacritics folded like the index) */
+    take_snippets(db,
+                  "SELECT rowid, snippet(fts, -1, char(2), char(3), '…', 16) FROM fts WHERE fts MATCH ?1 AND rowid IN (",
+                  shorter, q, hits, n, false);
+    take_snippets(db, "SELECT rowid, body FROM fts WHERE rowid IN (", longer, q, hits, n, true);
+    free(shorter);
+    free(longer);
+    return 0;
 }
 
 int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char *err, size_t errlen)
@@ -342,14 +474,14 @@ int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char
     /* matches first (FTS5 ranks them: bm25 is negative, lower is better; a name substring from
      * the trigram table only counts 0), then the documents' rows and the filters */
     if (q->match) {
-        sq_buf_s(&b, "SELECT d.id, d.path, d.name, d.kind, d.size, d.mtime, -b.r FROM (SELECT rowid AS id, bm25(fts, "
+        sq_buf_s(&b, "SELECT d.id, d.path, d.name, d.kind, d.size, d.mtime, -b.r, d.tlen FROM (SELECT rowid AS id, bm25(fts, "
                      NAME_WEIGHT ", 1.0) AS r FROM fts WHERE fts MATCH ?1");
         if (q->trigram) /* names holding the words as substrings, unless the words matched already */
             sq_buf_s(&b, " UNION ALL SELECT rowid, 0.0 FROM tri WHERE tri MATCH ?2"
                          " AND rowid NOT IN (SELECT rowid FROM fts WHERE fts MATCH ?1)");
         sq_buf_s(&b, ") b JOIN docs d ON d.id = b.id WHERE 1");
     } else
-        sq_buf_s(&b, "SELECT d.id, d.path, d.name, d.kind, d.size, d.mtime, 0.0 FROM docs d WHERE 1");
+        sq_buf_s(&b, "SELECT d.id, d.path, d.name, d.kind, d.size, d.mtime, 0.0, d.tlen FROM docs d WHERE 1");
     if (q->exclude)
         sq_buf_s(&b, " AND d.id NOT IN (SELECT rowid FROM fts WHERE fts MATCH ?3)");
     filters_sql(&b, q);
@@ -380,6 +512,7 @@ int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char
         h[k].size = sqlite3_column_int64(st, 4);
         h[k].mtime = sqlite3_column_int64(st, 5);
         h[k].score = sqlite3_column_double(st, 6);
+        h[k].tlen = sqlite3_column_int64(st, 7);
         k++;
     }
     if (!h || !ids || (k < max && rc != SQLITE_DONE)) {

@@ -334,6 +334,28 @@ static int take_filter(sq_query *q, const char *s, size_t n, char *err, size_t e
     return rc;
 }
 
+static bool word_byte(unsigned char c) { return isalnum(c) || c >= 0x80; }
+
+/* The words of a wanted term, for snippets. */
+static void take_words(sq_query *q, const term *t)
+{
+    size_t i = 0;
+    while (i < t->n && q->nwords < 2 * SQ_MAX_TERMS) {
+        while (i < t->n && !word_byte((unsigned char)t->s[i]))
+            i++;
+        size_t st = i;
+        while (i < t->n && word_byte((unsigned char)t->s[i]))
+            i++;
+        if (i == st)
+            break;
+        char *w = dup_n(t->s + st, i - st);
+        for (char *c = w; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        q->wprefix[q->nwords] = t->prefix && i >= t->n;
+        q->words[q->nwords++] = w;
+    }
+}
+
 /* One term as FTS5 syntax. */
 static void term_fts(sq_buf *b, const term *t)
 {
@@ -429,6 +451,8 @@ int sq_parse(const char *qs, sq_query *q, char *err, size_t errlen)
         if (m.n)
             sq_buf_s(&m, " AND ");
         npos++;
+        for (int j = i; j < nt && (j == i || terms[j - 1].or_next); j++)
+            take_words(q, &terms[j]);
         bool group = terms[i].or_next;
         if (group) {
             simple = false;
@@ -478,5 +502,7 @@ void sq_free(sq_query *q)
         free(q->ins[i]);
     for (int i = 0; i < q->nstores; i++)
         free(q->stores[i]);
+    for (int i = 0; i < q->nwords; i++)
+        free(q->words[i]);
     memset(q, 0, sizeof *q);
 }

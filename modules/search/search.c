@@ -665,6 +665,30 @@ static bool store_named(const sq_query *q, const char *name)
     return false;
 }
 
+/* The snippets of the hits shown (text matches only), one statement per store. */
+static void show_snippets(search *s, const sq_query *q, hit *shown, size_t n)
+{
+    si_hit *batch = calloc(n + 1, sizeof *batch);
+    for (size_t i = 0; q->match && batch && i < n; i++) {
+        if (shown[i].h.score <= 0 || shown[i].h.snippet)
+            continue; /* a name substring or filters only: no text matched; or done with its store */
+        size_t k = 0;
+        for (size_t j = i; j < n; j++)
+            if (shown[j].sid == shown[i].sid && shown[j].h.score > 0)
+                batch[k++] = (si_hit){.id = shown[j].h.id, .tlen = shown[j].h.tlen};
+        mb_err e;
+        index_slot *x = slot_take(s, shown[i].sid, &e);
+        if (x) {
+            si_snippets(x->db, q, batch, (int)k);
+            slot_release(x);
+        }
+        for (size_t j = i, m = 0; j < n && m < k; j++)
+            if (shown[j].sid == shown[i].sid && shown[j].h.score > 0)
+                shown[j].h.snippet = batch[m].snippet ? batch[m].snippet : strdup(""), batch[m++].snippet = NULL;
+    }
+    free(batch);
+}
+
 /* GET /api/v1/search?q=&store=&limit=&cursor= */
 static int h_search(mb_req *req, void *state, mb_err *err)
 {
@@ -736,15 +760,8 @@ static int h_search(mb_req *req, void *state, mb_err *err)
     if (!rc) {
         if (nall)
             qsort(all, nall, sizeof *all, cmp_hit);
-        for (size_t k = offset; q.match && k < nall && k < offset + limit; k++) {
-            if (all[k].h.score <= 0)
-                continue; /* a name substring or filters only: no text matched */
-            index_slot *x = slot_take(s, all[k].sid, err);
-            if (x) {
-                all[k].h.snippet = si_snippet(x->db, q.match, all[k].h.id);
-                slot_release(x);
-            }
-        }
+        show_snippets(s, &q, all + (offset < nall ? offset : nall),
+                      offset < nall ? (nall - offset < limit ? nall - offset : limit) : 0);
         json_t *arr = json_array();
         for (size_t k = offset; k < nall && k < offset + limit; k++)
             json_array_append_new(

@@ -39,6 +39,11 @@ typedef struct sq_query {
     int nstores;
     int64_t size_min, size_max;   /* bytes, inclusive; -1 when not given */
     int64_t mod_min, mod_max;     /* Unix seconds, [min, max); -1 when not given */
+    /* the wanted words, ASCII lower-cased, for snippets of long texts (index.c): a phrase gives
+     * each of its words; `wprefix` marks the last word of a prefix term */
+    char *words[2 * SQ_MAX_TERMS];
+    bool wprefix[2 * SQ_MAX_TERMS];
+    int nwords;
 } sq_query;
 
 /* Parse `q` (any bytes, NUL-terminated). 0 with *out filled (free with sq_free), or -1 with a
@@ -99,7 +104,7 @@ int si_counts(si_db *db, int64_t *ok, int64_t *failed, int64_t *skipped);
 int si_failures(si_db *db, int max, void (*fn)(const char *path, const char *reason, void *ud), void *ud);
 
 typedef struct si_hit {
-    int64_t id; /* the row, for si_snippet */
+    int64_t id, tlen; /* the row and the length of its text, for si_snippets */
     char *path, *name, *kind, *snippet;
     int64_t size, mtime;
     double score; /* higher is better */
@@ -109,9 +114,10 @@ typedef struct si_hit {
  * *hits a malloc'd array (si_hits_free). -1 with err on a database failure. */
 int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char *err, size_t errlen);
 void si_hits_free(si_hit *hits, int n);
-/* The snippet of row id for the FTS5 expression `match` (NULL when none): FTS5 works it out
- * from the row's text, so it is asked only for the hits shown, never for every match. Words
- * matched are between the bytes 2 and 3; caller frees. */
-char *si_snippet(si_db *db, const char *match, int64_t id);
+/* The snippets of hits[0..n) (their `id`) for q: FTS5's snippet() for texts up to 64 KiB,
+ * a linear scan of our own for longer ones (snippet() is quadratic in the matches of a row).
+ * Asked only for the hits shown, never for every match. Matched words are between the bytes
+ * 2 and 3. */
+int si_snippets(si_db *db, const sq_query *q, si_hit *hits, int n);
 
 #endif

@@ -307,6 +307,22 @@ class SearchTest(ServerTest):
         self.expect("heron", ["kept.txt", "new.txt"])
         self.assertEqual(c.paths("egret"), [])
 
+    def test_snippets_of_long_texts(self):
+        # over 64 KiB of text the snippet comes from a linear scan (FTS5's is quadratic in the matches)
+        words = " ".join("w%d" % (i % 5000) for i in range(30000))
+        self.c.put("long.txt", ("Preface. " + words + " The zebra stripes end here.").encode())
+        self.c.put("short.txt", b"A zebra in a short text.")
+        self.expect("zebra", ["long.txt", "short.txt"])
+        hits = {h["path"]: h["snippet"] for h in self.c.search("zebra").json()["hits"]}
+        self.assertIn("The <mark>zebra</mark> stripes end here.", hits["long.txt"])
+        self.assertTrue(hits["long.txt"].startswith("…"), hits["long.txt"])
+        self.assertEqual(hits["short.txt"], "A <mark>zebra</mark> in a short text.")
+        hits = {h["path"]: h["snippet"] for h in self.c.search("w12*").json()["hits"]}
+        self.assertIn("<mark>w12</mark>", hits["long.txt"])  # thousands of matches, one answer
+        hits = self.c.search("ZEBRA Stripes").json()["hits"]
+        self.assertEqual([h["path"] for h in hits], ["long.txt"])
+        self.assertIn("The <mark>zebra</mark> <mark>stripes</mark> end", hits[0]["snippet"])  # case folded
+
     def test_size_and_text_limits(self):
         self.srv.stop()
         with open(os.path.join(self.srv.confdir, "search.yaml"), "w") as f:
