@@ -52,13 +52,18 @@ before(async () => {
 
 after(async () => { await browser?.close(); });
 
-test('typing in the search box shows the hit with its snippet; a click opens its folder with it selected', async () => {
-    await page.goto(URL + '/');
-    await page.getByLabel('Username').fill(USER);
-    await page.getByLabel('Password').fill(PASS);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    const box = page.getByRole('combobox', { name: 'Search files' });
+async function signIn(p) {
+    await p.goto(URL + '/');
+    await p.getByLabel('Username').fill(USER);
+    await p.getByLabel('Password').fill(PASS);
+    await p.getByRole('button', { name: 'Sign in' }).click();
+    const box = p.getByRole('combobox', { name: 'Search files' });
     await box.waitFor();
+    return box;
+}
+
+test('typing in the search box shows the hit with its snippet; a click opens its folder with it selected', async () => {
+    const box = await signIn(page);
     await box.pressSequentially('narw', { delay: 40 }); // results as you type: a prefix is enough...
     await box.pressSequentially('hal', { delay: 40 });   // ...and the last request wins
     const hit = page.locator('.search-hit[data-path="travel/notes/itinerary.txt"]');
@@ -79,4 +84,19 @@ test('typing in the search box shows the hit with its snippet; a click opens its
     assert.equal(await page.evaluate(() => decodeURIComponent(location.hash)), `#/files/${sid}/travel/notes`);
     assert.equal(await page.locator('.search-panel').isVisible(), false);
     await page.screenshot({ path: join(ART, 'search-opened.png') });
+});
+
+test('at phone width the search box fits the top bar and its results span the screen', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, hasTouch: true });
+    const p = await ctx.newPage();
+    const box = await signIn(p);
+    assert.ok(await p.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1), 'the top bar sticks out');
+    assert.ok(await p.getByRole('button', { name: /^Account: / }).isVisible());
+    await box.fill('narwhal');
+    const hit = p.locator('.search-hit[data-path="travel/notes/itinerary.txt"]');
+    await hit.waitFor();
+    const r = await p.locator('.search-panel').boundingBox();
+    assert.ok(r.x >= 0 && r.x + r.width <= 390, JSON.stringify(r));
+    await p.screenshot({ path: join(ART, 'search-phone.png') });
+    await ctx.close();
 });
