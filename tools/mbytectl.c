@@ -355,6 +355,47 @@ static int c_config_check(int argc, char **argv)
     return argc ? -1 : config_call("/api/v1/admin/config/check");
 }
 
+/* Follow task `id` until it ends, printing "<what>: N% message" on stderr when it changes.
+ * *out: the final task record (caller frees); returns 0 when the task is done, 1 otherwise. */
+static int follow_task(const char *what, json_int_t id, json_t **out)
+{
+    char path[128], last[512] = "";
+    snprintf(path, sizeof path, "/api/v1/tasks/%lld", (long long)id);
+    for (;;) {
+        json_t *j = NULL;
+        int rc = call("GET", path, NULL, &j);
+        if (rc)
+            return rc;
+        const char *state = json_string_value(json_object_get(j, "state"));
+        const char *msg = json_string_value(json_object_get(j, "message"));
+        char line[512];
+        snprintf(line, sizeof line, "%s: %lld%% %s", what, (long long)json_integer_value(json_object_get(j, "progress")),
+                 msg ? msg : "");
+        if (strcmp(line, last) && !raw_json)
+            fprintf(stderr, "%s\n", line);
+        snprintf(last, sizeof last, "%s", line);
+        if (state && (!strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled"))) {
+            *out = j;
+            if (strcmp(state, "done")) {
+                json_t *res = json_object_get(j, "error");
+                fprintf(stderr, "mbytectl: the %s %s: %s\n", what, state,
+                        json_is_string(res) ? json_string_value(res) : "(no reason given)");
+                return 1;
+            }
+            return 0;
+        }
+        json_decref(j);
+        usleep(200 * 1000);
+    }
+}
+
+static void print_json(const json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2));
+    puts(s);
+    free(s);
+}
+
 /* backup DIR: the server copies one point in time into DIR (a task); follow its progress. */
 static int c_backup(int argc, char **argv)
 {
@@ -366,43 +407,79 @@ static int c_backup(int argc, char **argv)
         return rc;
     json_int_t id = json_integer_value(json_object_get(j, "task"));
     json_decref(j);
-    char path[128], last[512] = "";
-    snprintf(path, sizeof path, "/api/v1/tasks/%lld", (long long)id);
-    for (;;) {
-        if ((rc = call("GET", path, NULL, &j)))
-            return rc;
-        const char *state = json_string_value(json_object_get(j, "state"));
-        const char *msg = json_string_value(json_object_get(j, "message"));
-        char line[512];
-        snprintf(line, sizeof line, "backup: %lld%% %s", (long long)json_integer_value(json_object_get(j, "progress")),
-                 msg ? msg : "");
-        if (strcmp(line, last) && !raw_json)
-            fprintf(stderr, "%s\n", line);
-        snprintf(last, sizeof last, "%s", line);
-        if (state && (!strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled"))) {
-            bool done = !strcmp(state, "done");
-            json_t *res = json_object_get(j, done ? "result" : "error");
-            if (done && !raw_json)
-                printf("backup %s into %s: %lld keys, %lld chunks, %lld copied (%lld bytes) in %.1f s\n",
-                       json_string_value(json_object_get(res, "name")), argv[0],
-                       (long long)json_integer_value(json_object_get(res, "keys")),
-                       (long long)json_integer_value(json_object_get(res, "chunks")),
-                       (long long)json_integer_value(json_object_get(res, "copied")),
-                       (long long)json_integer_value(json_object_get(res, "copied_bytes")),
-                       json_number_value(json_object_get(res, "seconds")));
-            else if (done) {
-                char *s = json_dumps(res, JSON_INDENT(2));
-                puts(s);
-                free(s);
-            } else
-                fprintf(stderr, "mbytectl: the backup %s: %s\n", state,
-                        json_is_string(res) ? json_string_value(res) : "(no reason given)");
-            json_decref(j);
-            return done ? 0 : 1;
+    j = NULL;
+    rc = follow_task("backup", id, &j);
+    json_t *res = json_object_get(j, "result");
+    if (!rc && !raw_json)
+        printf("backup %s into %s: %lld keys, %lld chunks, %lld copied (%lld bytes) in %.1f s\n",
+               json_string_value(json_object_get(res, "name")), argv[0],
+               (long long)json_integer_value(json_object_get(res, "keys")),
+               (long long)json_integer_value(json_object_get(res, "chunks")),
+               (long long)json_integer_value(json_object_get(res, "copied")),
+               (long long)json_integer_value(json_object_get(res, "copied_bytes")),
+               json_number_value(json_object_get(res, "seconds")));
+    else if (!rc)
+        print_json(res);
+    json_decref(j);
+    return rc;
+}
+
+/* search rebuild [STORE]: the search module rebuilds one store's index or all (a task). */
+static int c_search_rebuild(int argc, char **argv)
+{
+    if (argc > 1 || (argc == 1 && strspn(argv[0], "0123456789") != strlen(argv[0])))
+        return -1;
+    json_t *j = NULL;
+    int rc = call("POST", "/api/v1/admin/search/rebuild",
+                  argc ? json_pack("{s:I}", "store", (json_int_t)strtoll(argv[0], NULL, 10)) : json_object(), &j);
+    if (rc)
+        return rc;
+    json_int_t id = json_integer_value(json_object_get(j, "task"));
+    json_decref(j);
+    j = NULL;
+    rc = follow_task("search rebuild", id, &j);
+    if (!rc && !raw_json)
+        printf("search index rebuilt: %lld store(s)\n",
+               (long long)json_integer_value(json_object_get(json_object_get(j, "result"), "stores")));
+    else if (!rc)
+        print_json(json_object_get(j, "result"));
+    json_decref(j);
+    return rc;
+}
+
+/* search status: per store, documents indexed, queued and failed (with reasons). */
+static int c_search_status(int argc, char **argv)
+{
+    (void)argv;
+    if (argc)
+        return -1;
+    json_t *j = NULL;
+    int rc = call("GET", "/api/v1/search/status", NULL, &j);
+    if (rc)
+        return rc;
+    if (raw_json)
+        print_json(j);
+    else {
+        size_t i, k;
+        json_t *st, *f;
+        json_array_foreach(json_object_get(j, "stores"), i, st)
+        {
+            printf("store %lld %s: %lld indexed, %lld queued, %lld failed, %lld skipped\n",
+                   (long long)json_integer_value(json_object_get(st, "store")),
+                   json_string_value(json_object_get(st, "name")),
+                   (long long)json_integer_value(json_object_get(st, "indexed")),
+                   (long long)json_integer_value(json_object_get(st, "queued")),
+                   (long long)json_integer_value(json_object_get(st, "failed")),
+                   (long long)json_integer_value(json_object_get(st, "skipped")));
+            json_array_foreach(json_object_get(st, "failures"), k, f)
+            printf("  failed %s: %s\n", json_string_value(json_object_get(f, "path")),
+                   json_string_value(json_object_get(f, "reason")));
         }
-        json_decref(j);
-        usleep(200 * 1000);
+        if (json_is_true(json_object_get(j, "catching_up")))
+            printf("(still catching up with changes made while the module was not loaded)\n");
     }
+    json_decref(j);
+    return 0;
 }
 
 static int c_backup_verify(int argc, char **argv)
@@ -545,6 +622,8 @@ static const command commands[] = {
      "none of those lists)"},
     {"backup", NULL, c_backup, "backup DIR   (the running server copies one point in time into DIR, incrementally)"},
     {"restore", NULL, c_restore, "restore DIR --data NEWDIR [--snapshot NAME]   (no server needed; NEWDIR must be new)"},
+    {"search", "rebuild", c_search_rebuild, "search rebuild [STORE]   (rebuild one store's search index, or all; follows the task)"},
+    {"search", "status", c_search_status, "search status   (per store: indexed, queued, failed with reasons)"},
     {"audit", "verify", c_audit_verify, "audit verify   (checks the audit log's hash chain; exit 1 names the first bad entry)"},
     {"thumbnails", "status", c_thumbs_status, "thumbnails status   (cache use, and the files without one with the reason)"},
     {"thumbnails", "purge", c_thumbs_purge, "thumbnails purge   (empty the thumbnail cache; they are made again when asked for)"},

@@ -43,18 +43,24 @@ def run_browser(test, srv, args, timeout):
     test.assertEqual(p.returncode, 0, "browser tests failed (see above); server log tail:\n" + srv.read_log()[-3000:])
 
 
+def run_browser_test(test, modules, script, timeout=540):
+    """Start a server with `modules`, run tests/gui/<script> with node against it (run_browser),
+    and check that the server stops with exit 0. test_gui_search.py uses it too."""
+    if not os.path.isdir(os.path.join(GUI_DIR, "node_modules", "playwright-core")) \
+            or not os.path.exists("/usr/bin/chromium"):
+        test.fail("browser test dependencies missing: run tests/setup/gui.sh")
+    srv = harness.Server(modules=modules)
+    try:
+        srv.start()
+        run_browser(test, srv, ["--test-concurrency=1", script], timeout)
+        srv.stop()
+    finally:
+        srv.cleanup()
+
+
 class GuiTest(unittest.TestCase):
     def test_web_page_scenarios_in_a_real_browser(self):
-        if not os.path.isdir(os.path.join(GUI_DIR, "node_modules", "playwright-core")) \
-                or not os.path.exists("/usr/bin/chromium"):
-            self.fail("browser test dependencies missing: run tests/setup/gui.sh")
-        srv = harness.Server(modules={m: True for m in built_modules()})
-        try:
-            srv.start()
-            run_browser(self, srv, ["--test-concurrency=1", "gui.test.mjs"], 540)
-            srv.stop()
-        finally:
-            srv.cleanup()
+        run_browser_test(self, {m: True for m in built_modules()}, "gui.test.mjs")
 
 
 if __name__ == "__main__":

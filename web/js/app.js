@@ -20,6 +20,7 @@ import { WebhooksView } from './webhooks.js';
 import { ftpAccess } from './ftp.js';
 import { Uploads } from './uploads.js';
 import { resetCapabilities } from './tus.js';
+import { searchBox } from './search.js';
 
 const root = document.getElementById('app');
 let shell = null;      // the signed-in layout, built once per sign-in
@@ -152,10 +153,12 @@ class Shell {
         this.navToggle = button('Menu', 'menu', () => this.toggleNav(), { cls: 'icon-btn nav-toggle', iconOnly: true });
         this.navToggle.setAttribute('aria-expanded', 'false');
         this.navToggle.setAttribute('aria-controls', 'sidenav');
+        this.search = searchBox({ reveal: (sid, path) => this.reveal(sid, path) });
         this.header = h('header.topbar',
             this.navToggle,
             h('a.brand', { href: '#/files', 'aria-label': 'MByte home' }, logo(), h('span', 'MByte')),
             this.storeBtn,
+            this.search.el,
             h('div.spacer'),
             this.bell, userBtn);
         this.usage = h('div.usage', { dataset: { part: 'usage' }, 'aria-live': 'polite' });
@@ -196,6 +199,7 @@ class Shell {
 
     destroy() {
         this.offs.forEach(f => f());
+        this.search.destroy();
         this.files.destroy();
         document.removeEventListener('keydown', this.onKey);
         this.uploads.el.remove();
@@ -297,6 +301,17 @@ class Shell {
         document.title = (path ? path.split('/').pop() : currentStore()?.name || 'Files') + ' · MByte';
         await this.files.show(sid, path);
         if (switched) emit('usage');
+    }
+
+    /* A search hit: its folder, with the file selected and in view. */
+    async reveal(sid, path) {
+        const folder = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
+        const hash = '#/files/' + encodeURIComponent(sid) + '/' + folder.split('/').map(encodeURIComponent).join('/');
+        if (location.hash !== hash) history.pushState(null, '', hash);
+        await this.route();
+        this.files.selected = new Set([path]);
+        this.files.render();
+        this.files.el.querySelector(`tr[data-path="${CSS.escape(path)}"]`)?.scrollIntoView({ block: 'center' });
     }
 
     /* ---------------------------------------------------- notifications --- */

@@ -1,0 +1,1040 @@
+/*
+ * modules/search — full-text search over names and contents (issue 17, docs/search.md).
+ *
+ * How a change reaches the index, and why a crash loses nothing:
+ *   1. A batched observer (ABI minor 6) turns each file event into a queue entry
+ *      "q/<seq16>" = {"s": store, "p": path} put into the dispatcher turn's write, the same
+ *      LevelDB write that deletes the event from the outbox: after kill -9 either the event
+ *      comes again or its queue entry is there.
+ *   2. A worker thread this module owns drains the queue in key order. An entry means
+ *      "make the index agree with the namespace at this path": the path is looked up as the
+ *      system; a file is extracted (extract.c) and written to the store's SQLite index unless
+ *      its sha256 and mtime are what the index holds already; a folder is walked and
+ *      compared; a missing path is removed with everything under it. The entry is deleted
+ *      only after the SQLite commit returned (synchronous=FULL), so an entry that disappears
+ *      was applied. Entries are idempotent and need no order.
+ *   3. At start (and after a reload) the worker first reconciles every store from its root,
+ *      which catches up with what changed while the module was not loaded (an event nobody
+ *      observes is not recorded), drops the indexes of stores that are gone, and fills an
+ *      index that was missing or found corrupt (index.c moves a damaged file aside).
+ *
+ * Threads: observers and done on the loop thread (they only add to the batch and wake the
+ * worker); the worker thread; rebuild tasks on the pool; route handlers on HTTP workers.
+ * `mu` protects the table of open indexes and the worker's wake flag; each open index has
+ * its own mutex held around every SQLite call on it (extraction runs outside any lock).
+ * `seq` and `turn_items` belong to the loop thread.
+ */
+#include "mbyte.h"
+#include "search.h"
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SEARCH_VERSION "1.0.0"
+#define MAX_LIMIT 100
+#define MAX_OFFSET 10000
+#define BATCH_DOCS 32
+
+typedef struct index_slot {
+    uint64_t sid;
+    si_db *db; /* NULL until first used */
+    pthread_mutex_t mu;
+    struct index_slot *next;
+} index_slot;
+
+typedef struct search {
+    mb_module *self;
+    const mb_api *api;
+    _Atomic int64_t max_file_bytes, max_text_bytes, extract_seconds; /* reconfigure vs the worker */
+    char dir[1024];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    index_slot *slots;
+    pthread_t worker;
+    bool worker_on, stop, wake;
+    atomic_bool catching_up;
+    uint64_t seq;   /* loop thread */
+    int turn_items; /* loop thread */
+} search;
+
+static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
+static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ------------------------------------------------------------ indexes --- */
+
+static void index_file_name(search *s, uint64_t sid, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%llu.db", s->dir, (unsigned long long)sid);
+}
+
+/* The slot of store sid, its mutex held and its database open; NULL with err on failure.
+ * Release with slot_release. */
+static index_slot *slot_take(search *s, uint64_t sid, mb_err *err)
+{
+    pthread_mutex_lock(&s->mu);
+    index_slot *x = s->slots;
+    while (x && x->sid != sid)
+        x = x->next;
+    if (!x && (x = calloc(1, sizeof *x))) {
+        x->sid = sid;
+        pthread_mutex_init(&x->mu, NULL);
+        x->next = s->slots;
+        s->slots = x;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!x) {
+        s->api->err_set(err, MB_ENOMEM, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_lock(&x->mu);
+    if (!x->db) {
+        char file[1100], why[300];
+        bool rebuilt = false;
+        index_file_name(s, sid, file, sizeof file);
+        if (si_open(file, &x->db, &rebuilt, why, sizeof why)) {
+            pthread_mutex_unlock(&x->mu);
+            s->api->err_set(err, MB_EIO, "%s", why);
+            return NULL;
+        }
+        if (rebuilt)
+            s->api->log(s->self, 2, "the index of store %llu was damaged: kept aside as %s.corrupt, rebuilding it",
+                        (unsigned long long)sid, file);
+    }
+    return x;
+}
+
+static void slot_release(index_slot *x) { pthread_mutex_unlock(&x->mu); }
+
+/* Close and delete store sid's index (the store is gone, or a rebuild starts anew). */
+static void slot_drop(search *s, uint64_t sid)
+{
+    mb_err e;
+    index_slot *x = slot_take(s, sid, &e);
+    if (x) {
+        si_close(x->db);
+        x->db = NULL;
+    }
+    char file[1100], f[1200];
+    index_file_name(s, sid, file, sizeof file);
+    unlink(file);
+    snprintf(f, sizeof f, "%s-wal", file);
+    unlink(f);
+    snprintf(f, sizeof f, "%s-shm", file);
+    unlink(f);
+    if (x)
+        slot_release(x);
+}
+
+/* ----------------------------------------------------------- indexing --- */
+
+typedef struct pending {
+    char *path, *name, *ctype, *sha256, *text, *reason;
+    const char *kind, *status;
+    int64_t size, mtime;
+    bool remove;
+} pending;
+
+typedef struct writer {
+    search *s;
+    uint64_t sid;
+    pending docs[BATCH_DOCS];
+    int n;
+    int64_t done; /* files looked at, for progress */
+    mb_task *task;
+    int64_t total;
+    bool cancelled;
+} writer;
+
+static void pending_free(pending *p)
+{
+    free(p->path), free(p->name), free(p->ctype), free(p->sha256), free(p->text), free(p->reason);
+    memset(p, 0, sizeof *p);
+}
+
+/* Write what is pending in one transaction. */
+static int flush_docs(writer *w, mb_err *err)
+{
+    if (!w->n)
+        return 0;
+    index_slot *x = slot_take(w->s, w->sid, err);
+    int rc = x ? 0 : err->code;
+    if (x) {
+        rc = si_begin(x->db);
+        for (int i = 0; i < w->n && !rc; i++) {
+            pending *p = &w->docs[i];
+            if (p->remove)
+                rc = si_remove(x->db, p->path);
+            else {
+                si_doc d = {.path = p->path, .name = p->name, .kind = p->kind, .ctype = p->ctype, .sha256 = p->sha256,
+                            .size = p->size, .mtime = p->mtime, .body = p->text, .status = p->status,
+                            .reason = p->reason};
+                rc = si_put(x->db, &d);
+            }
+        }
+        if (!rc)
+            rc = si_commit(x->db);
+        else
+            si_rollback(x->db);
+        slot_release(x);
+        if (rc)
+            rc = w->s->api->err_set(err, MB_EIO, "writing the index of store %llu failed",
+                                    (unsigned long long)w->sid);
+    }
+    for (int i = 0; i < w->n; i++)
+        pending_free(&w->docs[i]);
+    w->n = 0;
+    return rc;
+}
+
+static pending *next_slot(writer *w, mb_err *err)
+{
+    if (w->n == BATCH_DOCS && flush_docs(w, err))
+        return NULL;
+    return &w->docs[w->n++];
+}
+
+static int queue_remove(writer *w, const char *path, mb_err *err)
+{
+    pending *p = next_slot(w, err);
+    if (!p)
+        return err->code;
+    p->path = strdup(path);
+    p->remove = true;
+    return 0;
+}
+
+static const char *last_name(const char *path)
+{
+    const char *sl = strrchr(path, '/');
+    return sl ? sl + 1 : path;
+}
+
+/* Read the file (at most max_file_bytes) and extract its text into p. Failures are recorded
+ * on the document (status failed, reason), never returned: one bad file never stops a queue. */
+static void extract_into(search *s, uint64_t sid, const char *path, pending *p)
+{
+    const mb_api *api = s->api;
+    mb_file_reader *r = NULL;
+    json_t *info = NULL;
+    mb_err e = {0};
+    p->status = "ok";
+    p->kind = sx_kind(p->name, p->ctype);
+    if (p->size > s->max_file_bytes) {
+        p->status = "skipped";
+        char why[160];
+        snprintf(why, sizeof why, "larger than %lld bytes: only the name is indexed", (long long)s->max_file_bytes);
+        p->reason = strdup(why);
+        return;
+    }
+    if (api->file_open(NULL, sid, path, 0, &r, &info, &e)) {
+        p->status = "failed";
+        p->reason = strdup(e.msg);
+        return;
+    }
+    /* the version opened is the one described: take its identity from the reader */
+    free(p->sha256);
+    p->sha256 = strdup(jstr(info, "sha256") ? jstr(info, "sha256") : "");
+    p->size = jint(info, "size");
+    p->mtime = jint(info, "mtime");
+    json_decref(info);
+    size_t want = (size_t)(p->size < s->max_file_bytes ? p->size : s->max_file_bytes), got = 0;
+    unsigned char *buf = malloc(want + 1);
+    while (buf && got < want) {
+        int64_t n = api->file_read(r, got, buf + got, want - got, &e);
+        if (n <= 0) {
+            if (n < 0) {
+                p->status = "failed";
+                p->reason = strdup(e.msg);
+            }
+            break;
+        }
+        got += (size_t)n;
+    }
+    api->file_close(r);
+    if (!buf) {
+        p->status = "failed";
+        p->reason = strdup("out of memory reading the file");
+        return;
+    }
+    if (!p->reason) {
+        sx_result x;
+        if (sx_extract(p->name, p->ctype, buf, got, (size_t)s->max_text_bytes, (double)s->extract_seconds, &x)) {
+            p->status = "failed";
+            p->reason = strdup(x.reason);
+        } else {
+            p->text = x.text;
+            if (*x.reason)
+                p->reason = strdup(x.reason); /* indexed, with a note (cut at the limit) */
+        }
+        p->kind = x.kind;
+    }
+    free(buf);
+}
+
+/* Index the file described by `info` (a listing entry or stat) at path, unless the index
+ * holds this version already. */
+static int index_file(writer *w, const char *path, const json_t *info, mb_err *err)
+{
+    search *s = w->s;
+    const char *sha = jstr(info, "sha256");
+    int64_t mtime = jint(info, "mtime");
+    char have[65] = "";
+    int64_t have_mtime = 0;
+    int found = 0;
+    index_slot *x = slot_take(s, w->sid, err);
+    if (!x)
+        return err->code;
+    found = si_get(x->db, path, have, &have_mtime);
+    slot_release(x);
+    if (found == 1 && sha && !strcmp(have, sha) && have_mtime == mtime)
+        return 0;
+    for (int i = 0; i < w->n; i++)
+        if (!w->docs[i].remove && !strcmp(w->docs[i].path, path))
+            return 0; /* already pending in this batch */
+    pending *p = next_slot(w, err);
+    if (!p)
+        return err->code;
+    p->path = strdup(path);
+    p->name = strdup(last_name(path));
+    p->ctype = strdup(jstr(info, "ctype") ? jstr(info, "ctype") : "");
+    p->sha256 = strdup(sha ? sha : "");
+    p->size = jint(info, "size");
+    p->mtime = mtime;
+    extract_into(s, w->sid, path, p);
+    return 0;
+}
+
+typedef struct known {
+    char **paths;
+    size_t n, cap;
+} known;
+
+static void known_add(const char *path, const char *sha, int64_t mtime, void *ud)
+{
+    (void)sha, (void)mtime;
+    known *k = ud;
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? k->cap * 2 : 64;
+        char **p = realloc(k->paths, cap * sizeof *p);
+        if (!p)
+            return;
+        k->paths = p, k->cap = cap;
+    }
+    k->paths[k->n++] = strdup(path);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static bool progress(writer *w)
+{
+    w->done++;
+    if (w->task && (w->done % 16) == 0) {
+        int pct = w->total ? (int)(w->done * 100 / w->total) : 0;
+        if (w->s->api->task_progress(w->task, pct > 99 ? 99 : pct, "indexing"))
+            w->cancelled = true;
+    }
+    pthread_mutex_lock(&w->s->mu);
+    if (w->s->stop) /* unload or shutdown: what is left of this entry is done by the next copy */
+        w->cancelled = true;
+    pthread_mutex_unlock(&w->s->mu);
+    return w->cancelled;
+}
+
+/* Make the index of store sid agree with the namespace at path (see the top of the file). */
+static int reconcile(writer *w, const char *path, mb_err *err)
+{
+    search *s = w->s;
+    const mb_api *api = s->api;
+    json_t *info = NULL, *st = NULL;
+    mb_err e = {0};
+    if (api->store_get(NULL, w->sid, &st, &e) == MB_ENOENT) {
+        slot_drop(s, w->sid); /* the store is gone (or being deleted): so is its index */
+        return 0;
+    }
+    json_decref(st);
+    int rc = api->file_stat(NULL, w->sid, path, &info, &e);
+    if (rc == MB_ENOENT)
+        return queue_remove(w, path, err);
+    if (rc) {
+        *err = e;
+        return rc;
+    }
+    known k = {0};
+    index_slot *x = slot_take(s, w->sid, err);
+    if (!x) {
+        json_decref(info);
+        return err->code;
+    }
+    si_paths(x->db, path, known_add, &k);
+    slot_release(x);
+    if (k.n)
+        qsort(k.paths, k.n, sizeof *k.paths, cmp_str);
+    json_t *listing = NULL;
+    if (!strcmp(jstr(info, "type") ? jstr(info, "type") : "", "file")) {
+        rc = index_file(w, path, info, err);
+        progress(w);
+        /* a folder that became a file: what was under it goes */
+        for (size_t i = 0; i < k.n && !rc; i++)
+            if (strcmp(k.paths[i], path))
+                rc = queue_remove(w, k.paths[i], err);
+    } else if (!(rc = api->folder_list(NULL, w->sid, path, true, &listing, &e))) {
+        json_t *entries = json_object_get(listing, "entries"), *en;
+        size_t i, nl = json_array_size(entries);
+        char **seen = calloc(nl + 1, sizeof *seen);
+        size_t ns = 0;
+        if (w->task && !w->total)
+            w->total = (int64_t)nl;
+        json_array_foreach(entries, i, en) {
+            if (rc || progress(w))
+                break;
+            if (strcmp(jstr(en, "type") ? jstr(en, "type") : "", "file"))
+                continue;
+            char *full = strdup(jstr(en, "path") ? jstr(en, "path") : ""); /* the full path; "relpath" is relative */
+            rc = full ? index_file(w, full, en, err) : api->err_set(err, MB_ENOMEM, "out of memory");
+            if (seen)
+                seen[ns++] = full;
+            else
+                free(full);
+        }
+        if (ns)
+            qsort(seen, ns, sizeof *seen, cmp_str);
+        /* indexed but not listed: removed, unless it appeared since the listing */
+        for (size_t j = 0; j < k.n && !rc && seen && !w->cancelled; j++) {
+            if (ns && bsearch(&k.paths[j], seen, ns, sizeof *seen, cmp_str))
+                continue;
+            json_t *now = NULL;
+            if (api->file_stat(NULL, w->sid, k.paths[j], &now, &e) == MB_ENOENT ||
+                (now && strcmp(jstr(now, "type") ? jstr(now, "type") : "", "file")))
+                rc = queue_remove(w, k.paths[j], err);
+            json_decref(now);
+        }
+        for (size_t j = 0; j < ns; j++)
+            free(seen[j]);
+        free(seen);
+        json_decref(listing);
+    } else
+        *err = e;
+    for (size_t i = 0; i < k.n; i++)
+        free(k.paths[i]);
+    free(k.paths);
+    json_decref(info);
+    return rc;
+}
+
+/* Reconcile path in store sid and write everything: the one entry point for the worker and
+ * for rebuild tasks. */
+static int apply(search *s, uint64_t sid, const char *path, mb_task *task, mb_err *err)
+{
+    writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return s->api->err_set(err, MB_ENOMEM, "out of memory");
+    w->s = s, w->sid = sid, w->task = task;
+    int rc = reconcile(w, path, err);
+    int frc = flush_docs(w, rc ? &(mb_err){0} : err);
+    if (!rc)
+        rc = frc;
+    if (!rc && w->cancelled)
+        rc = s->api->err_set(err, MB_ECANCELED, "cancelled");
+    free(w);
+    return rc;
+}
+
+/* -------------------------------------------------------------- worker --- */
+
+typedef struct qitem {
+    char key[40];
+    uint64_t sid;
+    char *path;
+} qitem;
+
+typedef struct qscan {
+    qitem items[256];
+    int n;
+} qscan;
+
+static int queue_fn(const char *key, const void *value, size_t len, void *ud)
+{
+    qscan *q = ud;
+    json_t *v = json_loadb(value, len, 0, NULL);
+    qitem *it = &q->items[q->n];
+    snprintf(it->key, sizeof it->key, "%s", key);
+    it->sid = (uint64_t)jint(v, "s");
+    it->path = strdup(jstr(v, "p") ? jstr(v, "p") : "");
+    json_decref(v);
+    q->n++;
+    return q->n == 256;
+}
+
+static bool stopping(search *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool st = s->stop;
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+/* Every store from its root; indexes of stores that no longer exist are deleted. */
+static void catch_up(search *s)
+{
+    json_t *stores = NULL;
+    mb_err e = {0};
+    if (s->api->store_list_all(0, &stores, &e)) {
+        s->api->log(s->self, 2, "cannot list the stores to catch up: %s", e.msg);
+        return;
+    }
+    size_t i;
+    json_t *st;
+    json_array_foreach(stores, i, st) {
+        const char *state = jstr(st, "state");
+        if (stopping(s) || (state && strcmp(state, "ready")))
+            continue;
+        uint64_t sid = (uint64_t)jint(st, "id");
+        if (apply(s, sid, "", NULL, &e) && e.code != MB_ECANCELED)
+            s->api->log(s->self, 2, "catching up store %llu failed: %s", (unsigned long long)sid, e.msg);
+    }
+    json_decref(stores);
+}
+
+static void *worker_main(void *arg)
+{
+    search *s = arg;
+    catch_up(s);
+    atomic_store(&s->catching_up, false);
+    while (!stopping(s)) {
+        qscan *q = calloc(1, sizeof *q);
+        mb_err e = {0};
+        if (q)
+            s->api->kv_scan(s->self, "q/", queue_fn, q, &e);
+        for (int i = 0; q && i < q->n && !stopping(s); i++) {
+            bool dup = false; /* the same path twice in one scan: one reconcile serves both */
+            for (int j = 0; j < i && !dup; j++)
+                dup = q->items[j].sid == q->items[i].sid && !strcmp(q->items[j].path, q->items[i].path);
+            int rc = dup ? 0 : apply(s, q->items[i].sid, q->items[i].path, NULL, &e);
+            if (rc == MB_ECANCELED)
+                break; /* stopping: the entry stays for the next copy */
+            if (rc == MB_EIO || rc == MB_EBUSY || rc == MB_ENOMEM || rc == MB_EAGAIN) {
+                s->api->log(s->self, 2, "indexing %s in store %llu failed (retried later): %s", q->items[i].path,
+                            (unsigned long long)q->items[i].sid, e.msg);
+                break; /* the index or the machine is in trouble: the same entry again in 2 s */
+            }
+            if (rc) /* this entry can never apply (a path the kernel refuses): it must not stop the queue */
+                s->api->log(s->self, 2, "indexing %s in store %llu failed, dropped: %s", q->items[i].path,
+                            (unsigned long long)q->items[i].sid, e.msg);
+            s->api->kv_del(s->self, q->items[i].key, false, &e);
+        }
+        int n = q ? q->n : 0;
+        for (int i = 0; q && i < q->n; i++)
+            free(q->items[i].path);
+        free(q);
+        pthread_mutex_lock(&s->mu);
+        if (!s->stop && !s->wake && n < 256) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 2;
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        }
+        s->wake = false;
+        pthread_mutex_unlock(&s->mu);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ observers --- */
+
+static void enqueue(search *s, mb_batch *b, uint64_t sid, const char *path)
+{
+    uint64_t t = now_us();
+    s->seq = t > s->seq ? t : s->seq + 1;
+    char key[40];
+    snprintf(key, sizeof key, "q/%016llx", (unsigned long long)s->seq);
+    json_t *v = json_pack("{s:I, s:s}", "s", (json_int_t)sid, "p", path ? path : "");
+    char *txt = json_dumps(v, JSON_COMPACT);
+    mb_err e;
+    if (txt && s->api->batch_put(b, s->self, key, txt, strlen(txt), &e))
+        s->api->log(s->self, 3, "cannot queue %s for indexing: %s", path ? path : "", e.msg);
+    free(txt);
+    json_decref(v);
+    s->turn_items++;
+}
+
+/* Every event that changes which files exist where or what they hold. */
+static void o_file(const char *event, const json_t *p, mb_batch *b, void *state)
+{
+    search *s = state;
+    uint64_t sid = (uint64_t)jint(p, "store");
+    if (!sid)
+        return;
+    if (!strcmp(event, "file.moved") || !strcmp(event, "folder.moved")) {
+        enqueue(s, b, sid, jstr(p, "from"));
+        enqueue(s, b, sid, jstr(p, "to"));
+    } else if (!strcmp(event, "file.copied") || !strcmp(event, "folder.copied"))
+        enqueue(s, b, sid, jstr(p, "to"));
+    else if (!strcmp(event, "store.deleted"))
+        enqueue(s, b, sid, "");
+    else if (!json_is_true(json_object_get(p, "from_trash"))) /* a purge: its path is the trash's */
+        enqueue(s, b, sid, jstr(p, "path"));
+}
+
+static void o_done(int status, void *state)
+{
+    search *s = state;
+    if (!status && s->turn_items) {
+        pthread_mutex_lock(&s->mu);
+        s->wake = true;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+    s->turn_items = 0;
+}
+
+/* -------------------------------------------------------------- routes --- */
+
+static bool parse_u64(const char *v, uint64_t max, uint64_t *out)
+{
+    if (!v || !*v || strlen(v) > 19 || strspn(v, "0123456789") != strlen(v))
+        return false;
+    *out = strtoull(v, NULL, 10);
+    return *out <= max;
+}
+
+/* A snippet for HTML: the text escaped, the markers 2 and 3 (index.c) as <mark>. */
+static json_t *snippet_json(const char *s)
+{
+    if (!s)
+        return json_string("");
+    size_t n = strlen(s), k = 0;
+    char *o = malloc(n * 7 + 1);
+    if (!o)
+        return json_string("");
+    for (size_t i = 0; i < n; i++) {
+        const char *rep = s[i] == '&' ? "&amp;" : s[i] == '<' ? "&lt;" : s[i] == '>' ? "&gt;" : s[i] == '"' ? "&quot;"
+                        : s[i] == '\'' ? "&#39;" : s[i] == 2 ? "<mark>" : s[i] == 3 ? "</mark>" : NULL;
+        if (rep) {
+            memcpy(o + k, rep, strlen(rep));
+            k += strlen(rep);
+        } else
+            o[k++] = s[i];
+    }
+    o[k] = 0;
+    json_t *j = json_stringn(o, k);
+    if (!j)
+        j = json_string("");
+    free(o);
+    return j;
+}
+
+typedef struct hit {
+    si_hit h;
+    uint64_t sid;
+    const char *store;
+} hit;
+
+static int cmp_hit(const void *a, const void *b)
+{
+    const hit *x = a, *y = b;
+    if (x->h.score != y->h.score)
+        return x->h.score < y->h.score ? 1 : -1;
+    if (x->h.mtime != y->h.mtime)
+        return x->h.mtime < y->h.mtime ? 1 : -1;
+    if (x->sid != y->sid)
+        return x->sid < y->sid ? -1 : 1;
+    return strcmp(x->h.path, y->h.path);
+}
+
+static bool store_named(const sq_query *q, const char *name)
+{
+    if (!q->nstores)
+        return true;
+    for (int i = 0; i < q->nstores; i++)
+        if (name && !strcasecmp(q->stores[i], name))
+            return true;
+    return false;
+}
+
+/* The snippets of the hits shown (text matches only), one statement per store. */
+static void show_snippets(search *s, const sq_query *q, hit *shown, size_t n)
+{
+    si_hit *batch = calloc(n + 1, sizeof *batch);
+    for (size_t i = 0; q->match && batch && i < n; i++) {
+        if (shown[i].h.score <= 0 || shown[i].h.snippet)
+            continue; /* a name substring or filters only: no text matched; or done with its store */
+        size_t k = 0;
+        for (size_t j = i; j < n; j++)
+            if (shown[j].sid == shown[i].sid && shown[j].h.score > 0)
+                batch[k++] = (si_hit){.id = shown[j].h.id, .tlen = shown[j].h.tlen};
+        mb_err e;
+        index_slot *x = slot_take(s, shown[i].sid, &e);
+        if (x) {
+            si_snippets(x->db, q, batch, (int)k);
+            slot_release(x);
+        }
+        for (size_t j = i, m = 0; j < n && m < k; j++)
+            if (shown[j].sid == shown[i].sid && shown[j].h.score > 0)
+                shown[j].h.snippet = batch[m].snippet ? batch[m].snippet : strdup(""), batch[m++].snippet = NULL;
+    }
+    free(batch);
+}
+
+/* GET /api/v1/search?q=&store=&limit=&cursor= */
+static int h_search(mb_req *req, void *state, mb_err *err)
+{
+    search *s = state;
+    const mb_api *api = s->api;
+    const char *qs = api->req_query(req, "q"), *sv = api->req_query(req, "store");
+    const char *lv = api->req_query(req, "limit"), *cv = api->req_query(req, "cursor");
+    uint64_t limit = 20, offset = 0, only = 0;
+    if (lv && !parse_u64(lv, MAX_LIMIT, &limit))
+        return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
+    if (!limit)
+        return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
+    if (cv && *cv && !parse_u64(cv, MAX_OFFSET, &offset))
+        return api->err_set(err, MB_EINVAL, "cursor: not a cursor this server gave (use \"next\" of the last answer)");
+    if (sv && *sv && (!parse_u64(sv, UINT64_MAX, &only) || !only))
+        return api->err_set(err, MB_ENOENT, "no such store: %s", sv);
+    if (!qs || !*qs)
+        return api->err_set(err, MB_EINVAL, "q: say what to search for, as in q=invoice type:pdf");
+    sq_query q;
+    char why[256];
+    if (sq_parse(qs, &q, why, sizeof why))
+        return api->err_set(err, MB_EINVAL, "q: %s", why);
+    json_t *stores = NULL;
+    int rc = api->store_list(api->req_user(req), &stores, err);
+    if (rc) {
+        sq_free(&q);
+        return rc;
+    }
+    hit *all = NULL;
+    size_t nall = 0;
+    bool found_only = false;
+    size_t i;
+    json_t *st;
+    int want = (int)(offset + limit + 1);
+    json_array_foreach(stores, i, st) {
+        uint64_t sid = (uint64_t)jint(st, "id");
+        if (only && sid != only)
+            continue;
+        found_only = true;
+        if (!store_named(&q, jstr(st, "name")))
+            continue;
+        index_slot *x = slot_take(s, sid, err);
+        if (!x) {
+            rc = err->code;
+            break;
+        }
+        si_hit *h = NULL;
+        int n = 0;
+        rc = si_search(x->db, &q, want, &h, &n, why, sizeof why);
+        slot_release(x);
+        if (rc) {
+            rc = api->err_set(err, MB_EIO, "%s", why);
+            break;
+        }
+        hit *grown = realloc(all, (nall + (size_t)n + 1) * sizeof *all);
+        if (!grown) {
+            si_hits_free(h, n);
+            rc = api->err_set(err, MB_ENOMEM, "out of memory");
+            break;
+        }
+        all = grown;
+        for (int k = 0; k < n; k++)
+            all[nall++] = (hit){h[k], sid, jstr(st, "name")};
+        free(h); /* the strings moved into all */
+    }
+    if (!rc && only && !found_only)
+        rc = api->err_set(err, MB_ENOENT, "no such store: %s", sv);
+    json_t *out = NULL;
+    if (!rc) {
+        if (nall)
+            qsort(all, nall, sizeof *all, cmp_hit);
+        show_snippets(s, &q, all + (offset < nall ? offset : nall),
+                      offset < nall ? (nall - offset < limit ? nall - offset : limit) : 0);
+        json_t *arr = json_array();
+        for (size_t k = offset; k < nall && k < offset + limit; k++)
+            json_array_append_new(
+                arr, json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:f, s:o}", "store", (json_int_t)all[k].sid,
+                               "store_name", all[k].store ? all[k].store : "", "path", all[k].h.path, "name",
+                               all[k].h.name, "type", all[k].h.kind, "size", (json_int_t)all[k].h.size, "modified",
+                               (json_int_t)all[k].h.mtime, "score", all[k].h.score, "snippet",
+                               snippet_json(all[k].h.snippet)));
+        char next[24];
+        snprintf(next, sizeof next, "%llu", (unsigned long long)(offset + limit));
+        out = json_pack("{s:o, s:s?}", "hits", arr, "next",
+                        nall > offset + limit && offset + limit <= MAX_OFFSET ? next : NULL);
+    }
+    for (size_t k = 0; k < nall; k++) {
+        si_hit *h = &all[k].h;
+        free(h->path), free(h->name), free(h->kind), free(h->snippet);
+    }
+    free(all);
+    json_decref(stores);
+    sq_free(&q);
+    return rc ? rc : api->reply_json(req, 200, out);
+}
+
+typedef struct qcount {
+    uint64_t sid;
+    int64_t n;
+} qcount;
+
+static int count_fn(const char *key, const void *value, size_t len, void *ud)
+{
+    (void)key;
+    qcount *c = ud;
+    json_t *v = json_loadb(value, len, 0, NULL);
+    if ((uint64_t)jint(v, "s") == c->sid)
+        c->n++;
+    json_decref(v);
+    return 0;
+}
+
+static void failure_fn(const char *path, const char *reason, void *ud)
+{
+    json_array_append_new(ud, json_pack("{s:s, s:s}", "path", path, "reason", reason));
+}
+
+/* GET /api/v1/search/status -> {"stores":[{"store","name","indexed","queued","failed","skipped","failures"}]} */
+static int h_status(mb_req *req, void *state, mb_err *err)
+{
+    search *s = state;
+    const mb_api *api = s->api;
+    const mb_user *u = api->req_user(req);
+    json_t *stores = NULL;
+    int rc = u->role == MB_ROLE_ADMIN ? api->store_list_all(0, &stores, err) : api->store_list(u, &stores, err);
+    if (rc)
+        return rc;
+    json_t *arr = json_array();
+    size_t i;
+    json_t *st;
+    json_array_foreach(stores, i, st) {
+        const char *state_ = jstr(st, "state");
+        if (state_ && strcmp(state_, "ready"))
+            continue;
+        uint64_t sid = (uint64_t)jint(st, "id");
+        int64_t ok = 0, failed = 0, skipped = 0;
+        json_t *fails = json_array();
+        index_slot *x = slot_take(s, sid, err);
+        if (!x) {
+            json_decref(fails);
+            json_decref(arr);
+            json_decref(stores);
+            return err->code;
+        }
+        si_counts(x->db, &ok, &failed, &skipped);
+        si_failures(x->db, 20, failure_fn, fails);
+        slot_release(x);
+        qcount c = {sid, 0};
+        mb_err e;
+        api->kv_scan(s->self, "q/", count_fn, &c, &e);
+        json_array_append_new(arr, json_pack("{s:I, s:s, s:I, s:I, s:I, s:I, s:o}", "store", (json_int_t)sid, "name",
+                                             jstr(st, "name") ? jstr(st, "name") : "", "indexed",
+                                             (json_int_t)(ok + skipped + failed), "queued", (json_int_t)c.n, "failed",
+                                             (json_int_t)failed, "skipped", (json_int_t)skipped, "failures", fails));
+    }
+    json_decref(stores);
+    return api->reply_json(req, 200,
+                           json_pack("{s:o, s:b}", "stores", arr, "catching_up", atomic_load(&s->catching_up)));
+}
+
+/* POST /api/v1/admin/search/rebuild {"store"?} -> 202 {"task"} */
+static int h_rebuild(mb_req *req, void *state, mb_err *err)
+{
+    search *s = state;
+    const mb_api *api = s->api;
+    json_t *body = NULL;
+    const void *raw;
+    size_t len = 0;
+    api->req_body(req, &raw, &len);
+    if (len && !(body = api->req_json(req, err)))
+        return err->code;
+    json_t *sv = json_object_get(body, "store");
+    json_t *args = json_object();
+    if (sv && !json_is_null(sv)) {
+        json_t *st = NULL;
+        if (!json_is_integer(sv) || json_integer_value(sv) <= 0 ||
+            api->store_get(NULL, (uint64_t)json_integer_value(sv), &st, err)) {
+            json_decref(args);
+            return api->err_set(err, MB_ENOENT, "store: no such store");
+        }
+        json_decref(st);
+        json_object_set(args, "store", sv);
+    }
+    uint64_t id = 0;
+    int rc = api->task_submit("search.rebuild", api->req_user(req)->id, args, &id, err);
+    if (rc)
+        return rc;
+    return api->reply_json(req, 202, json_pack("{s:I}", "task", (json_int_t)id));
+}
+
+/* --------------------------------------------------------------- tasks --- */
+
+/* search.rebuild {store?}: each index dropped and filled again from the namespace. */
+static int t_rebuild(mb_task *task, const json_t *args, void *state, mb_err *err)
+{
+    search *s = state;
+    const mb_api *api = s->api;
+    json_t *stores = NULL;
+    uint64_t only = (uint64_t)jint(args, "store");
+    int rc = api->store_list_all(0, &stores, err);
+    if (rc)
+        return rc;
+    size_t i;
+    json_t *st;
+    int done = 0;
+    json_array_foreach(stores, i, st) {
+        uint64_t sid = (uint64_t)jint(st, "id");
+        const char *state_ = jstr(st, "state");
+        if ((only && sid != only) || (state_ && strcmp(state_, "ready")))
+            continue;
+        slot_drop(s, sid);
+        if ((rc = apply(s, sid, "", task, err)))
+            break;
+        done++;
+    }
+    json_decref(stores);
+    if (rc)
+        return rc;
+    api->task_progress(task, 100, "done");
+    api->task_result(task, json_pack("{s:i}", "stores", done));
+    return 0;
+}
+
+/* ------------------------------------------------------- init and fini --- */
+
+static int read_config(search *s, const json_t *c)
+{
+    s->max_file_bytes = jint(c, "max_file_mb") * 1024 * 1024;
+    s->max_text_bytes = jint(c, "max_text_kb") * 1024;
+    s->extract_seconds = jint(c, "extract_seconds");
+    return 0;
+}
+
+static int last_key_fn(const char *key, const void *value, size_t len, void *ud)
+{
+    (void)value, (void)len;
+    uint64_t *seq = ud, v = strtoull(key + 2, NULL, 16);
+    if (v > *seq)
+        *seq = v;
+    return 0;
+}
+
+static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)
+{
+    search *s = calloc(1, sizeof *s);
+    if (!s)
+        return api->err_set(err, MB_ENOMEM, "out of memory");
+    s->self = self;
+    s->api = api;
+    read_config(s, config);
+    snprintf(s->dir, sizeof s->dir, "%s/m", api->data_dir());
+    mkdir(s->dir, 0700);
+    snprintf(s->dir, sizeof s->dir, "%s/m/search", api->data_dir());
+    if (mkdir(s->dir, 0700) && errno != EEXIST) {
+        int e = errno;
+        free(s);
+        return api->err_set(err, MB_EIO, "cannot make %s/m/search: %s", api->data_dir(), strerror(e));
+    }
+    sx_global_init();
+    api->kv_scan(self, "q/", last_key_fn, &s->seq, err);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    atomic_init(&s->catching_up, true);
+    s->worker_on = pthread_create(&s->worker, NULL, worker_main, s) == 0;
+    if (!s->worker_on) {
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+        free(s);
+        return api->err_set(err, MB_ENOMEM, "cannot start the indexing thread");
+    }
+    *state = s;
+    return 0;
+}
+
+static int fini(void *state, bool reloading, mb_err *err)
+{
+    (void)reloading, (void)err;
+    search *s = state;
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->worker, NULL); /* at most one file's extraction (extract_seconds) */
+    for (index_slot *x = s->slots, *nx; x; x = nx) {
+        nx = x->next;
+        si_close(x->db);
+        pthread_mutex_destroy(&x->mu);
+        free(x);
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+    return 0;
+}
+
+/* Limits only: the worker reads them between files. */
+static int reconfigure(void *state, const json_t *config, mb_err *err)
+{
+    (void)err;
+    search *s = state;
+    pthread_mutex_lock(&s->mu);
+    read_config(s, config);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ tables --- */
+
+static const mb_config_key config_keys[] = {
+    {sizeof(mb_config_key), "max_file_mb", MB_CFG_INT, "64", 1, 4096},
+    {sizeof(mb_config_key), "max_text_kb", MB_CFG_INT, "2048", 16, 65536},
+    {sizeof(mb_config_key), "extract_seconds", MB_CFG_INT, "10", 1, 600},
+    {0},
+};
+
+static const mb_route routes[] = {
+    {sizeof(mb_route), "GET", "/api/v1/search", MB_ROLE_USER, h_search},
+    {sizeof(mb_route), "GET", "/api/v1/search/status", MB_ROLE_USER, h_status},
+    {sizeof(mb_route), "POST", "/api/v1/admin/search/rebuild", MB_ROLE_ADMIN, h_rebuild},
+    {0},
+};
+
+#define OBSERVE(ev) {sizeof(mb_hook), ev, MB_HOOK_OBSERVER, 500, NULL, NULL, o_file, NULL, o_done}
+static const mb_hook hooks[] = {
+    OBSERVE("file.created"),  OBSERVE("file.updated"),  OBSERVE("file.deleted"),  OBSERVE("folder.deleted"),
+    OBSERVE("file.moved"),    OBSERVE("folder.moved"),  OBSERVE("file.copied"),   OBSERVE("folder.copied"),
+    OBSERVE("file.trashed"),  OBSERVE("file.restored"), OBSERVE("store.deleted"), {0},
+};
+
+static const mb_task_type tasks[] = {
+    {sizeof(mb_task_type), "search.rebuild", t_rebuild, 2},
+    {0},
+};
+
+MB_MODULE_EXPORT = {
+    .size = sizeof(mb_module_desc),
+    .abi_major = MB_ABI_MAJOR,
+    .abi_minor = 6, /* batched observers; data_dir (5); store_list_all (3) */
+    .name = "search",
+    .version = SEARCH_VERSION,
+    .description = "Full-text search over names and contents (SQLite FTS5), indexed live from file events",
+    .config = config_keys,
+    .routes = routes,
+    .hooks = hooks,
+    .tasks = tasks,
+    .init = init,
+    .fini = fini,
+    .reconfigure = reconfigure,
+};

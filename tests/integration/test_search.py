@@ -1,0 +1,443 @@
+"""The search module (issue 17) through a real mbyted: documents made by real tools (pandoc, groff,
+LibreOffice, ImageMagick + exiftool, Python's email package) are found by a word of their body
+with a snippet; the query language and every filter; garbage queries get 200 or a clear 400;
+trash, restore, rename and folder moves show in the hits; another user never sees a hit of a
+store he cannot read; unload/load catches up; kill -9 while 1,000 files are indexed converges;
+status, rebuild, and a corrupt index found at start."""
+import email.message
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Server, ServerTest, main, missing_prerequisite  # noqa: E402
+
+TOOLS = ["pandoc", "gropdf", "soffice", "convert", "exiftool"]
+
+
+def make_documents(d):
+    """{file name: (bytes, a word only its body holds)}, each made by the real tool."""
+    def run(*cmd, **kw):
+        subprocess.run(cmd, check=True, capture_output=True, cwd=d, timeout=180, **kw)
+
+    def read(name):
+        with open(os.path.join(d, name), "rb") as f:
+            return f.read()
+
+    out = {}
+    with open(os.path.join(d, "body.md"), "w") as f:
+        f.write("# Minutes\n\nThe committee discussed the marmalade budget at length.\n")
+    run("pandoc", "body.md", "-o", "minutes.docx")
+    out["minutes.docx"] = (read("minutes.docx"), "marmalade")
+    with open(os.path.join(d, "odt.md"), "w") as f:
+        f.write("Field notes: a quokka was seen near the river.\n")
+    run("pandoc", "odt.md", "-o", "notes.odt")
+    out["notes.odt"] = (read("notes.odt"), "quokka")
+    with open(os.path.join(d, "page.md"), "w") as f:
+        f.write("Welcome to the xylophone museum.\n")
+    run("pandoc", "page.md", "-s", "--metadata", "title=Museum", "-o", "page.html")
+    out["page.html"] = (read("page.html"), "xylophone")
+    with open(os.path.join(d, "paper.ms"), "w") as f:
+        f.write(".TL\nAirships\n.PP\nThe zeppelin crossed the ocean in three days.\n")
+    with open(os.path.join(d, "paper.pdf"), "wb") as f:
+        subprocess.run(["groff", "-ms", "-Tpdf", "paper.ms"], check=True, stdout=f, cwd=d, timeout=120)
+    out["paper.pdf"] = (read("paper.pdf"), "zeppelin")
+    with open(os.path.join(d, "book.md"), "w") as f:
+        f.write("---\ntitle: Sea stories\n---\n\n# Chapter one\n\nThe albatross followed the ship.\n")
+    run("pandoc", "book.md", "-o", "stories.epub")
+    out["stories.epub"] = (read("stories.epub"), "albatross")
+    with open(os.path.join(d, "slides.md"), "w") as f:
+        f.write("# Roadmap\n\n- ship the gazebo feature\n")
+    run("pandoc", "slides.md", "-o", "roadmap.pptx")
+    out["roadmap.pptx"] = (read("roadmap.pptx"), "gazebo")
+    with open(os.path.join(d, "stock.csv"), "w") as f:
+        f.write("item,count\ncardamom,7\n")
+    run("soffice", "--headless", "-env:UserInstallation=file://" + os.path.join(d, "lo-profile"),
+        "--convert-to", "ods", "stock.csv", "--outdir", d)
+    out["stock.ods"] = (read("stock.ods"), "cardamom")
+    with open(os.path.join(d, "fruit.csv"), "w") as f:
+        f.write("fruit,count\nkumquat,12\napple,3\n")
+    run("soffice", "--headless", "-env:UserInstallation=file://" + os.path.join(d, "lo-profile"),
+        "--convert-to", "xlsx", "fruit.csv", "--outdir", d)
+    out["fruit.xlsx"] = (read("fruit.xlsx"), "kumquat")
+    m = email.message.EmailMessage()
+    m["From"] = "Zoë <zoe@example.org>"
+    m["To"] = "team@example.org"
+    m["Subject"] = "Grüße from the outback"
+    m.set_content("We saw a wombat crossing the road.\n", charset="utf-8", cte="quoted-printable")
+    m.add_alternative("<p>We saw a <b>wombat</b> crossing the road.</p>", subtype="html", cte="base64")
+    out["trip.eml"] = (bytes(m), "wombat")
+    run("convert", "-size", "64x48", "gradient:blue-white", "photo.jpg")
+    run("exiftool", "-overwrite_original", "-Make=Hasselblad", "-Model=X2D", "-DateTimeOriginal=2026:05:04 10:11:12",
+        "-ImageDescription=lighthouse at dawn", "-GPSLatitude=48.8583", "-GPSLatitudeRef=N",
+        "-GPSLongitude=2.2945", "-GPSLongitudeRef=E", "photo.jpg")
+    out["photo.jpg"] = (read("photo.jpg"), "hasselblad")
+    out["utf16.txt"] = ("Ein Flügel aus Zürich\n".encode("utf-16"), "flügel")
+    out["latin1.txt"] = ("Café crème au gingembre\n".encode("latin-1"), "gingembre")
+    return out
+
+
+class Client:
+    def __init__(self, srv, tok):
+        self.srv, self.tok = srv, tok
+        self.sid = srv.request("GET", "/api/v1/stores", token=tok).json()[0]["id"]
+
+    def put(self, path, data, sid=None):
+        r = self.srv.request("PUT", "/api/v1/stores/%s/files/%s?parents=true" % (sid or self.sid, path), data,
+                             token=self.tok, headers={"Content-Type": "application/octet-stream"})
+        assert r.status in (200, 201), r
+        return r
+
+    def call(self, method, path, body=None):
+        return self.srv.request(method, "/api/v1/stores/%s/%s" % (self.sid, path), body, token=self.tok)
+
+    def search(self, q, **params):
+        params["q"] = q
+        return self.srv.request("GET", "/api/v1/search?" + urllib.parse.urlencode(params), token=self.tok)
+
+    def paths(self, q, **params):
+        r = self.search(q, **params)
+        assert r.status == 200, r
+        return sorted(h["path"] for h in r.json()["hits"])
+
+    def status(self):
+        r = self.srv.request("GET", "/api/v1/search/status", token=self.tok)
+        assert r.status == 200, r
+        return {s["store"]: s for s in r.json()["stores"]}
+
+
+class SearchTest(ServerTest):
+    modules = {"search": True, "trash": True}
+
+    def setUp(self):
+        super().setUp()
+        self.c = Client(self.srv, self.srv.add_user("alice", admin_token=self.admin))
+
+    def until(self, fn, what, timeout=60):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            last = fn()
+            if last:
+                return last
+            time.sleep(0.1)
+        self.fail("%s: not within %d s (last %r)" % (what, timeout, last))
+
+    def expect(self, q, paths, timeout=60, **params):
+        """Poll until the hits of q are exactly `paths` (indexing is asynchronous)."""
+        want = sorted(paths)
+        self.until(lambda: self.c.paths(q, **params) == want or None,
+                   "q=%r to give %r (gives %r)" % (q, want, self.c.paths(q, **params)), timeout)
+
+    def test_a_word_of_each_real_document_is_found_with_a_snippet(self):
+        missing = [t for t in TOOLS if not shutil.which(t)]
+        if missing:
+            missing_prerequisite(self, "tests/setup/search.sh installs %s" % ", ".join(missing))
+        d = tempfile.mkdtemp(prefix="search-docs-")
+        try:
+            docs = make_documents(d)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        for name, (data, _) in docs.items():
+            self.c.put("inbox/" + name, data)
+        for name, (data, word) in docs.items():
+            self.expect(word, ["inbox/" + name])
+            hit = self.c.search(word).json()["hits"][0]
+            self.assertIn("<mark>", hit["snippet"], hit)
+            self.assertIn(word.lower(), hit["snippet"].lower(), hit)
+            self.assertEqual(hit["name"], name)
+            self.assertEqual(hit["size"], len(data))
+        kinds = {h["name"]: h["type"] for h in self.c.search("type:pdf OR type:document", limit=50).json()["hits"]}
+        self.assertEqual(self.c.paths("type:pdf"), ["inbox/paper.pdf"])
+        self.assertEqual(self.c.paths("type:spreadsheet"), ["inbox/fruit.xlsx", "inbox/stock.ods"])
+        self.assertEqual(self.c.paths("type:presentation"), ["inbox/roadmap.pptx"])
+        self.assertEqual(self.c.paths("type:ebook"), ["inbox/stories.epub"])
+        self.assertEqual(self.c.paths("type:email"), ["inbox/trip.eml"])
+        self.assertEqual(self.c.paths("type:image"), ["inbox/photo.jpg"])
+        self.assertEqual(self.c.paths("type:document"), ["inbox/minutes.docx", "inbox/notes.odt"], kinds)
+        # EXIF: the camera, the description and the GPS position as coordinates
+        photo = self.c.search("lighthouse").json()["hits"][0]
+        self.assertEqual(photo["path"], "inbox/photo.jpg")
+        self.assertEqual(self.c.paths("x2d"), ["inbox/photo.jpg"])
+        self.assertEqual(self.c.paths('"48.858300"'), ["inbox/photo.jpg"])
+        # e-mail headers (an RFC 2047 subject) and the PDF title
+        self.assertEqual(self.c.paths("grüße outback"), ["inbox/trip.eml"])
+        self.assertEqual(self.c.paths("airships"), ["inbox/paper.pdf"])
+        self.assertEqual(self.c.paths("zürich"), ["inbox/utf16.txt"])
+
+    def test_query_language_and_every_filter(self):
+        c = self.c
+        c.put("a.txt", b"alpha beta gamma")
+        c.put("b.txt", b"alpha delta")
+        c.put("notes/c.md", b"gamma epsilon " + b"x" * 3000)
+        c.put("notes/deep/report-2026.txt", b"omega")
+        self.expect("alpha OR gamma OR omega", ["a.txt", "b.txt", "notes/c.md", "notes/deep/report-2026.txt"])
+        self.assertEqual(c.paths("alpha"), ["a.txt", "b.txt"])
+        self.assertEqual(c.paths("alpha gamma"), ["a.txt"])  # every word
+        self.assertEqual(c.paths('"alpha beta"'), ["a.txt"])  # phrase
+        self.assertEqual(c.paths('"beta alpha"'), [])
+        self.assertEqual(c.paths("eps*"), ["notes/c.md"])  # prefix
+        self.assertEqual(c.paths("alpha -delta"), ["a.txt"])  # exclusion
+        self.assertEqual(c.paths('alpha -"alpha delta"'), ["a.txt"])
+        self.assertEqual(c.paths("beta OR epsilon"), ["a.txt", "notes/c.md"])
+        self.assertEqual(c.paths("gamma beta OR omega"), ["a.txt"])  # gamma AND (beta OR omega)
+        self.assertEqual(c.paths("port"), ["notes/deep/report-2026.txt"])  # a substring of a name
+        self.assertEqual(c.paths("report"), ["notes/deep/report-2026.txt"])  # a word of a name
+        self.assertEqual(c.paths("type:md"), ["notes/c.md"])
+        self.assertEqual(c.paths("type:markdown gamma"), ["notes/c.md"])
+        self.assertEqual(c.paths("gamma type:txt"), ["a.txt"])
+        self.assertEqual(c.paths("in:/notes"), ["notes/c.md", "notes/deep/report-2026.txt"])
+        self.assertEqual(c.paths("in:notes/deep/"), ["notes/deep/report-2026.txt"])
+        self.assertEqual(c.paths("in:/not"), [])  # a folder, not a prefix of names
+        self.assertEqual(c.paths("size>2KB"), ["notes/c.md"])
+        self.assertEqual(c.paths("size<=5 alpha"), [])
+        self.assertEqual(c.paths("size<=11"), ["b.txt", "notes/deep/report-2026.txt"])
+        self.assertEqual(c.paths("alpha modified>2020-01-01"), ["a.txt", "b.txt"])
+        self.assertEqual(c.paths("alpha modified<2020-01-01"), [])
+        this_year = time.strftime("%Y", time.gmtime())
+        self.assertEqual(c.paths("alpha modified:" + this_year), ["a.txt", "b.txt"])
+        self.assertEqual(c.paths("alpha store:home"), ["a.txt", "b.txt"])
+        self.assertEqual(c.paths("alpha store:Elsewhere"), [])
+        self.assertEqual(c.paths("alpha", store=c.sid), ["a.txt", "b.txt"])
+        # paging by cursor: every hit once
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 1}
+            if cursor:
+                params["cursor"] = cursor
+            body = c.search("alpha OR gamma OR omega", **params).json()
+            seen += [h["path"] for h in body["hits"]]
+            cursor = body["next"]
+            if not cursor:
+                break
+        self.assertEqual(sorted(seen), ["a.txt", "b.txt", "notes/c.md", "notes/deep/report-2026.txt"])
+        # a name match ranks before a body match
+        c.put("gamma.txt", b"nothing here")
+        self.expect("gamma", ["a.txt", "gamma.txt", "notes/c.md"])
+        self.assertEqual(c.search("gamma").json()["hits"][0]["path"], "gamma.txt")
+        self.assertProblem(c.search("tag:x"), 400, "tag")
+        self.assertProblem(c.search("size>lots"), 400, "size")
+        self.assertProblem(c.search("modified>2026-13-01"), 400, "modified")
+        self.assertProblem(c.search("alpha", limit=0), 400, "limit")
+        self.assertProblem(c.search("alpha", cursor="x"), 400, "cursor")
+        self.assertProblem(c.search(""), 400)
+
+    def test_garbage_queries_get_results_or_a_clear_400(self):
+        self.c.put("x.txt", b"some words (with) punctuation - and \"quotes\" * stars")
+        self.expect("punctuation", ["x.txt"])
+        rnd = random.Random(17)
+        garbage = ["-", '"', "*", "(", ")", '"open quote', "a OR", "OR", "AND", "NOT", "NEAR(a b)", "name:x",
+                   "^start", "{a b}", "a:b", '"" "" ""', "-a -b", "- - -", "***words", "wo*rds", "\\", "'", ";",
+                   "a AND OR NOT b", "x" * 5000, "é" * 100, "\u202e", "in:", "store:", "type:", "size>", "modified>",
+                   "size>>1", "-\"", "\"-\"", "%", "100%", "NEAR", "a NEAR b", "col: x", "quotes\"\"", "1e308",
+                   "".join(chr(rnd.randrange(32, 127)) for _ in range(10 * 1024)),
+                   " ".join("".join(chr(rnd.randrange(33, 127)) for _ in range(5)) for _ in range(60))]
+        for q in garbage:
+            r = self.c.search(q)
+            self.assertIn(r.status, (200, 400), (q[:50], r))
+            if r.status == 400:
+                self.assertProblem(r, 400)
+        r = self.srv.request("GET", "/api/v1/search?q=%ff%fe", token=self.c.tok)
+        self.assertProblem(r, 400, "UTF-8")
+        self.assertEqual(self.c.paths('"with) punctuation'), ["x.txt"])
+        self.assertEqual(self.c.paths("punctuation -"), ["x.txt"])
+
+    def test_trash_restore_rename_and_folder_moves_show_in_hits(self):
+        c = self.c
+        c.put("work/plan.txt", b"the secret pineapple plan")
+        self.expect("pineapple", ["work/plan.txt"])
+        self.assertEqual(c.call("DELETE", "files/work/plan.txt").status, 204)
+        self.expect("pineapple", [])
+        items = c.call("GET", "trash").json()["items"]
+        r = c.call("POST", "trash/%d/restore" % items[0]["id"])
+        self.assertEqual(r.status, 200, r)
+        self.expect("pineapple", ["work/plan.txt"])
+        r = c.call("POST", "move", {"from": "work/plan.txt", "to": "work/final.txt"})
+        self.assertEqual(r.status, 200, r)
+        self.expect("pineapple", ["work/final.txt"])
+        r = c.call("POST", "move", {"from": "work", "to": "archive/2026", "parents": True})
+        self.assertEqual(r.status, 200, r)
+        self.expect("pineapple", ["archive/2026/final.txt"])
+        c.put("archive/2026/final.txt", b"now about mangoes")  # an overwrite: the new text replaces the old
+        self.expect("mangoes", ["archive/2026/final.txt"])
+        self.assertEqual(c.paths("pineapple"), [])
+        self.assertEqual(c.call("DELETE", "files/archive?recursive=true").status, 204)
+        self.expect("mangoes", [])
+        # purge from the trash: nothing comes back
+        for it in c.call("GET", "trash").json()["items"]:
+            self.assertEqual(c.call("DELETE", "trash/%d" % it["id"]).status, 204)
+        time.sleep(0.5)
+        self.assertEqual(c.paths("mangoes OR pineapple"), [])
+
+    def test_another_user_never_sees_a_hit_of_a_store_he_cannot_read(self):
+        bob = Client(self.srv, self.srv.add_user("bob", admin_token=self.admin))
+        self.c.put("diary.txt", b"alice writes about her walrus")
+        bob.put("list.txt", b"bob writes about his walrus")
+        self.expect("walrus", ["diary.txt"])
+        self.until(lambda: bob.paths("walrus") == ["list.txt"] or None, "bob's own hit")
+        self.assertEqual(bob.paths("walrus OR alice OR diary"), ["list.txt"])
+        self.assertProblem(bob.search("walrus", store=self.c.sid), 404)
+        admin = Client(self.srv, self.admin)
+        self.assertEqual(admin.paths("walrus"), [])  # the admin role is no way into files
+        st = bob.status()
+        self.assertEqual(list(st), [bob.sid])
+        r = self.srv.request("GET", "/api/v1/search?q=walrus")
+        self.assertEqual(r.status, 401, r)
+        self.assertProblem(self.srv.request("POST", "/api/v1/admin/search/rebuild", {}, token=bob.tok), 403)
+
+    def test_unload_removes_the_routes_and_load_catches_up(self):
+        c = self.c
+        c.put("keep.txt", b"heron")
+        c.put("gone.txt", b"heron egret")
+        self.expect("heron", ["gone.txt", "keep.txt"])
+        r = self.srv.request("POST", "/api/v1/admin/modules/search/unload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(c.search("heron").status, 404)
+        self.assertEqual(self.srv.request("GET", "/api/v1/search/status", token=c.tok).status, 404)
+        self.assertEqual(c.call("DELETE", "files/gone.txt").status, 204)
+        c.put("new.txt", b"heron pelican")
+        self.assertEqual(c.call("POST", "move", {"from": "keep.txt", "to": "kept.txt"}).status, 200)
+        r = self.srv.request("POST", "/api/v1/admin/modules/search/load", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.expect("heron", ["kept.txt", "new.txt"])
+        self.assertEqual(c.paths("egret"), [])
+
+    def test_snippets_of_long_texts(self):
+        # over 64 KiB of text the snippet comes from a linear scan (FTS5's is quadratic in the matches)
+        words = " ".join("w%d" % (i % 5000) for i in range(30000))
+        self.c.put("long.txt", ("Preface. " + words + " The zebra stripes end here.").encode())
+        self.c.put("short.txt", b"A zebra in a short text.")
+        self.expect("zebra", ["long.txt", "short.txt"])
+        hits = {h["path"]: h["snippet"] for h in self.c.search("zebra").json()["hits"]}
+        self.assertIn("The <mark>zebra</mark> stripes end here.", hits["long.txt"])
+        self.assertTrue(hits["long.txt"].startswith("…"), hits["long.txt"])
+        self.assertEqual(hits["short.txt"], "A <mark>zebra</mark> in a short text.")
+        hits = {h["path"]: h["snippet"] for h in self.c.search("w12*").json()["hits"]}
+        self.assertIn("<mark>w12</mark>", hits["long.txt"])  # thousands of matches, one answer
+        hits = self.c.search("ZEBRA Stripes").json()["hits"]
+        self.assertEqual([h["path"] for h in hits], ["long.txt"])
+        self.assertIn("The <mark>zebra</mark> <mark>stripes</mark> end", hits[0]["snippet"])  # case folded
+
+    def test_size_and_text_limits(self):
+        self.srv.stop()
+        with open(os.path.join(self.srv.confdir, "search.yaml"), "w") as f:
+            f.write("max_file_mb: 1\nmax_text_kb: 16\n")
+        self.srv.start()
+        c = self.c = Client(self.srv, self.srv.login("alice", "user-password-1"))
+        c.put("huge.txt", b"capybara " * 200000)  # 1.7 MiB: over max_file_mb, indexed by name only
+        c.put("long.txt", b"ocelot " + b"filler " * 10000 + b"tapir")  # 70 KiB of text: the end is cut
+        self.expect("huge", ["huge.txt"])
+        self.expect("ocelot", ["long.txt"])
+        self.assertEqual(c.paths("capybara"), [])
+        self.assertEqual(c.paths("tapir"), [])
+        st = c.status()[c.sid]
+        self.assertEqual((st["indexed"], st["skipped"], st["failed"]), (2, 1, 0), st)
+
+    def test_status_failures_rebuild_and_a_corrupt_index_at_start(self):
+        c = self.c
+        c.put("ok.txt", b"sturgeon")
+        c.put("broken.pdf", b"%PDF-1.7\nnot really a pdf sturgeon")
+        c.put("broken.docx", b"PK\x03\x04 not a zip")
+        self.until(lambda: c.status()[c.sid]["indexed"] == 3 or None, "three indexed")
+        st = c.status()[c.sid]
+        self.assertEqual(st["failed"], 2, st)
+        self.assertEqual(st["queued"], 0, st)
+        reasons = {f["path"]: f["reason"] for f in st["failures"]}
+        self.assertIn("PDF", reasons["broken.pdf"])
+        self.assertIn("zip", reasons["broken.docx"])
+        self.assertEqual(c.paths("broken"), ["broken.docx", "broken.pdf"])  # names are always indexed
+        self.assertEqual(c.paths("sturgeon"), ["ok.txt"])
+        r = self.srv.request("POST", "/api/v1/admin/search/rebuild", {"store": c.sid}, token=self.admin)
+        self.assertEqual(r.status, 202, r)
+        tid = r.json()["task"]
+        task = self.until(lambda: (lambda t: t if t["state"] in ("done", "failed") else None)(
+            self.srv.request("GET", "/api/v1/tasks/%d" % tid, token=self.admin).json()), "the rebuild")
+        self.assertEqual(task["state"], "done", task)
+        self.assertEqual(c.paths("sturgeon"), ["ok.txt"])
+        # the same through mbytectl (the admin socket: every store)
+        p = self.srv.ctl("search", "status")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("store %d Home: 3 indexed, 0 queued, 2 failed, 0 skipped" % c.sid, p.stdout)
+        self.assertIn("failed broken.pdf: not a readable PDF", p.stdout)
+        p = self.srv.ctl("search", "rebuild", str(c.sid))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("search index rebuilt: 1 store(s)", p.stdout)
+        self.assertEqual(c.paths("sturgeon"), ["ok.txt"])
+        self.assertEqual(self.srv.ctl("search", "rebuild", "x").returncode, 2)
+        self.assertProblem(self.srv.request("POST", "/api/v1/admin/search/rebuild", {"store": 999},
+                                            token=self.admin), 404)
+        # a damaged index file found at start: kept aside, rebuilt, searchable again
+        self.srv.stop()
+        db = os.path.join(self.srv.data, "m", "search", "%d.db" % c.sid)
+        for ext in ("-wal", "-shm"):
+            if os.path.exists(db + ext):
+                os.unlink(db + ext)
+        with open(db, "r+b") as f:
+            f.seek(100)
+            f.write(os.urandom(8192))
+        self.srv.start()
+        self.c = c = Client(self.srv, self.srv.login("alice", "user-password-1"))
+        self.expect("sturgeon", ["ok.txt"])
+        self.assertTrue(os.path.exists(db + ".corrupt"))
+        self.assertIn("was damaged", self.srv.read_log())
+
+    def all_paths(self, q):
+        seen, cursor = set(), None
+        while True:
+            params = {"limit": 100}
+            if cursor:
+                params["cursor"] = cursor
+            body = self.c.search(q, **params).json()
+            seen |= {h["path"] for h in body["hits"]}
+            cursor = body["next"]
+            if not cursor:
+                return seen
+
+    def restart(self, modules=None):
+        if modules:
+            self.srv.modules.update(modules)
+            self.srv.write_config()
+        self.srv.start()
+        self.c = Client(self.srv, self.srv.login("alice", "user-password-1"))
+
+    def test_kill_during_indexing_of_1000_files_converges(self):
+        c = self.c
+        # 1. kill -9 while the worker is half-way through 1,000 files it has to catch up with
+        self.assertEqual(self.srv.request("POST", "/api/v1/admin/modules/search/unload", token=self.admin).status, 200)
+        for i in range(1000):
+            c.put("bulk/f%04d.txt" % i, b"common lemur number%d" % i)
+        for i in range(0, 1000, 100):
+            self.assertEqual(c.call("DELETE", "files/bulk/f%04d.txt" % i).status, 204)
+        self.assertEqual(self.srv.request("POST", "/api/v1/admin/modules/search/load", token=self.admin).status, 200)
+        st = self.until(lambda: (lambda s: s["indexed"] > 0 and s)(c.status()[c.sid]), "indexing to start")
+        self.srv.kill()
+        self.assertLess(st["indexed"], 990, "the kill came after indexing had finished: %r" % st)
+        self.restart()
+        self.until(lambda: (lambda s: s["indexed"] == 990 and s["queued"] == 0 and s)(self.c.status()[self.c.sid]),
+                   "990 indexed, nothing queued", timeout=300)
+        want = {"bulk/f%04d.txt" % i for i in range(1000) if i % 100}
+        self.assertEqual(self.all_paths("lemur"), want)
+        # 2. kill -9 right after 200 uploads and 20 deletes answered: the queue entries made from their
+        # events survive it
+        for i in range(1000, 1200):
+            self.c.put("bulk/f%04d.txt" % i, b"common lemur number%d" % i)
+        for i in range(1, 21):
+            self.assertEqual(self.c.call("DELETE", "files/bulk/f%04d.txt" % i).status, 204)
+        self.srv.kill()
+        self.restart()
+        want |= {"bulk/f%04d.txt" % i for i in range(1000, 1200)}
+        want -= {"bulk/f%04d.txt" % i for i in range(1, 21)}
+        self.until(lambda: (lambda s: s["indexed"] == len(want) and s["queued"] == 0 and s)(
+            self.c.status()[self.c.sid]), "%d indexed, nothing queued" % len(want), timeout=300)
+        self.assertEqual(self.all_paths("lemur"), want)  # no file missing, no ghost
+        self.assertEqual(self.c.paths("number500"), [])
+        self.assertEqual(self.c.paths("number5"), [])
+        self.assertEqual(self.c.paths("number1199"), ["bulk/f1199.txt"])
+
+if __name__ == "__main__":
+    main()
