@@ -3,7 +3,7 @@
  *
  * `POST /api/v1/admin/backup {"dir"}` queues a kernel task ("kernel.backup") that copies one
  * point in time of the server into a backup directory while clients go on writing:
- *   1. the chunk collector is held (blob_gc_hold), so no chunk the point in time references is
+ *   1. the chunk collector is held (gc_hold), so no chunk the point in time references is
  *      deleted before it is copied;
  *   2. the metadata is copied from a LevelDB snapshot into a new database (db_snapshot_copy),
  *      noting on the way every referenced chunk (c/ records with refs > 0) and which of them
@@ -223,7 +223,7 @@ int backup_take(const char *dir, mb_task *t, json_t **out, mb_err *err)
         return err_set(err, MB_EIO, "cannot create the backup folders in %s: %s", dir, strerror(errno));
     }
 
-    blob_gc_hold(+1);
+    gc_hold(+1);
     bscan scan = {.err = err};
     uint64_t keys = 0, copied = 0, copied_bytes = 0, files = 0, file_bytes = 0;
     json_t *hashes = json_object();
@@ -254,7 +254,7 @@ int backup_take(const char *dir, mb_task *t, json_t **out, mb_err *err)
                 rc = err_set(err, MB_ECANCELED, "the backup was cancelled");
         }
     }
-    blob_gc_hold(-1);
+    gc_hold(-1);
 
     json_t *result = NULL;
     if (!rc) {

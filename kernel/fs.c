@@ -1034,7 +1034,7 @@ static void writer_free(fs_writer *w, bool failed)
     json_t *c;
     json_array_foreach(w->chunks, i, c) {
         if (failed)
-            blob_pending_drop_discard(jstr(c, "h"));
+            gc_discard(jstr(c, "h"));
         else
             blob_pending_drop(jstr(c, "h"));
     }
@@ -1054,7 +1054,7 @@ void fs_write_abort(fs_writer *w)
 
 /* Remove every version of file fid (refcounts down into refs, deletes into b). The old
  * versions (all but `current`) leave usage here; the caller notes the current one's. */
-static void drop_versions(uint64_t sid, uint64_t fid, uint64_t current, db_batch *b, blob_refs *refs)
+static void drop_versions(txn *t, uint64_t sid, uint64_t fid, uint64_t current)
 {
     char prefix[64], a[17], c[17];
     key_u64(a, sid);
@@ -1067,30 +1067,30 @@ static void drop_versions(uint64_t sid, uint64_t fid, uint64_t current, db_batch
         const char *k = db_iter_key(it, &kl);
         const char *v = db_iter_val(it, &vl);
         json_t *ver = json_loadb(v, vl, 0, NULL);
-        blob_refs_add_chunks(refs, json_object_get(ver, "chunks"), -1);
+        txn_ref_chunks(t, json_object_get(ver, "chunks"), -1);
         char hex[17] = "";
         if (kl == pl + 16)
             memcpy(hex, k + pl, 16);
         if (strtoull(hex, NULL, 16) != current)
-            stores_usage_note_versions(sid, -jint(ver, "size"));
+            txn_usage_versions(t, sid, -jint(ver, "size"));
         json_decref(ver);
-        db_batch_del(b, k, kl);
+        db_batch_del(t->b, k, kl);
     }
     db_iter_free(it);
 }
 
 /* Remove one version record of file fid (an overwrite that keeps no history drops the version
  * it replaces; older ones kept while versioning was on stay until deleted or thinned). */
-static void drop_version(uint64_t sid, uint64_t fid, uint64_t ver, db_batch *b, blob_refs *refs)
+static void drop_version(txn *t, uint64_t sid, uint64_t fid, uint64_t ver)
 {
     char key[KEYMAX];
     json_t *rec = NULL;
     fkey(key, sizeof key, sid, fid, ver);
     if (db_get_json(key, &rec))
         return;
-    blob_refs_add_chunks(refs, json_object_get(rec, "chunks"), -1);
+    txn_ref_chunks(t, json_object_get(rec, "chunks"), -1);
     json_decref(rec);
-    db_batch_del(b, key, strlen(key));
+    db_batch_del(t->b, key, strlen(key));
 }
 
 int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
@@ -1144,8 +1144,8 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     int64_t now = now_wall();
     json_t *existing = NULL, *entry = NULL;
     bool is_new = true;
-    fs_change c;
-    fs_change_begin(&c, w->inl); /* the inline chunks go in with their version */
+    txn c;
+    txn_begin(&c, w->inl); /* the inline chunks go in with their version */
     w->inl = NULL;
     db_batch *b = c.b;
     uint64_t pid;
@@ -1171,10 +1171,10 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
          * removes them. */
         bool keep = !is_new && history_keep_versions(w->sid, w->owner, fid, w->path);
         if (keep)
-            stores_usage_note_versions(w->sid, jint(existing, "size"));
+            txn_usage_versions(&c, w->sid, jint(existing, "size"));
         else if (!is_new)
-            drop_version(w->sid, fid, (uint64_t)jint(existing, "version"), b, c.refs);
-        blob_refs_add_chunks(c.refs, w->chunks, +1);
+            drop_version(&c, w->sid, fid, (uint64_t)jint(existing, "version"));
+        txn_ref_chunks(&c, w->chunks, +1);
         json_t *vrec = json_pack("{s:i, s:I, s:s, s:O, s:I, s:I, s:s}", "v", 1, "size", (json_int_t)w->total,
                                  "sha256", sha, "chunks", w->chunks, "author", (json_int_t)w->uid, "time",
                                  (json_int_t)now, "ctype", ctype);
@@ -1197,11 +1197,11 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
                                   "user", (json_int_t)w->uid));
         if (deep) /* libmagic names it later, when the server is idle (ctype.c) */
             ctype_mark(b, w->sid, fid, ver, pid, name);
-        stores_usage_note(w->sid, (int64_t)w->total - (is_new ? 0 : jint(existing, "size")), is_new ? 1 : 0);
+        txn_usage(&c, w->sid, (int64_t)w->total - (is_new ? 0 : jint(existing, "size")), is_new ? 1 : 0);
     }
     char what[512];
     snprintf(what, sizeof what, "the new version of '%s'", w->path);
-    rc = fs_change_end(&c, rc, err, what);
+    rc = txn_end(&c, rc, err, what);
     if (!rc) {
         if (deep)
             ctype_kick();
@@ -1223,8 +1223,8 @@ void fs_ctype_done(const char *marker, uint64_t sid, uint64_t fid, uint64_t ver,
 {
     char key[KEYMAX];
     json_t *v = NULL, *e = NULL;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     db_batch_del(c.b, marker, strlen(marker));
     fkey(key, sizeof key, sid, fid, ver);
     if (ctype && db_get_json(key, &v) == 0) {
@@ -1238,7 +1238,7 @@ void fs_ctype_done(const char *marker, uint64_t sid, uint64_t fid, uint64_t ver,
         }
     }
     mb_err err = {0};
-    if (fs_change_end(&c, 0, &err, "the content type"))
+    if (txn_end(&c, 0, &err, "the content type"))
         log_warn("file %llu: %s", (unsigned long long)fid, err.msg);
     json_decref(v);
     json_decref(e);
@@ -1469,8 +1469,8 @@ int fs_mkdir(const mb_user *u, uint64_t sid, const char *path, int flags, json_t
     json_t *rec = NULL;
     if (!rc) {
         uint64_t uid = u ? u->id : 0, pid;
-        fs_change c;
-        fs_change_begin(&c, NULL);
+        txn c;
+        txn_begin(&c, NULL);
         db_batch *b = c.b;
         rc = folder_for_change(sid, owner, dir, flags & FS_PARENTS, uid, b, &pid, NULL, NULL, err);
         json_t *ex = NULL;
@@ -1488,7 +1488,7 @@ int fs_mkdir(const mb_user *u, uint64_t sid, const char *path, int flags, json_t
         }
         char what[512];
         snprintf(what, sizeof what, "the new folder '%s'", np);
-        rc = fs_change_end(&c, rc, err, what);
+        rc = txn_end(&c, rc, err, what);
     }
     if (!rc && info)
         *info = public_info(rec, np);
@@ -1532,24 +1532,25 @@ static int path_depth(const char *p)
 }
 
 /* Delete an entry (and, for a folder, everything below it) into b. */
-static void delete_into(uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid, const char *name, json_t *e,
-                        const char *path, db_batch *b, blob_refs *refs)
+static void delete_into(txn *t, uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid, const char *name,
+                        json_t *e, const char *path)
 {
+    db_batch *b = t->b;
     char key[KEYMAX];
     if (is_folder(e)) {
         json_t *sub = json_array();
         walk_ids(sid, (uint64_t)jint(e, "id"), "", 0, gather_cb, sub);
         size_t i;
-        json_t *t;
-        json_array_foreach(sub, i, t) {
-            json_t *se = json_array_get(t, 2);
-            char *full = join(path, json_string_value(json_array_get(t, 3)));
-            dkey(key, sizeof key, sid, (uint64_t)json_integer_value(json_array_get(t, 0)),
-                 json_string_value(json_array_get(t, 1)));
+        json_t *it;
+        json_array_foreach(sub, i, it) {
+            json_t *se = json_array_get(it, 2);
+            char *full = join(path, json_string_value(json_array_get(it, 3)));
+            dkey(key, sizeof key, sid, (uint64_t)json_integer_value(json_array_get(it, 0)),
+                 json_string_value(json_array_get(it, 1)));
             db_batch_del(b, key, strlen(key));
             if (!is_folder(se)) {
-                drop_versions(sid, (uint64_t)jint(se, "id"), (uint64_t)jint(se, "version"), b, refs);
-                stores_usage_note(sid, -jint(se, "size"), -1);
+                drop_versions(t, sid, (uint64_t)jint(se, "id"), (uint64_t)jint(se, "version"));
+                txn_usage(t, sid, -jint(se, "size"), -1);
                 hook_emit_batch(b, "file.deleted",
                                 json_pack("{s:I, s:I, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                           (json_int_t)owner, "path", full, "file_id", jint(se, "id"), "size",
@@ -1562,8 +1563,8 @@ static void delete_into(uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid
                         json_pack("{s:I, s:I, s:s, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner,
                                   "path", path, "user", (json_int_t)uid));
     } else {
-        drop_versions(sid, (uint64_t)jint(e, "id"), (uint64_t)jint(e, "version"), b, refs);
-        stores_usage_note(sid, -jint(e, "size"), -1);
+        drop_versions(t, sid, (uint64_t)jint(e, "id"), (uint64_t)jint(e, "version"));
+        txn_usage(t, sid, -jint(e, "size"), -1);
         hook_emit_batch(b, "file.deleted",
                         json_pack("{s:I, s:I, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", path, "file_id", jint(e, "id"), "size", jint(e, "size"),
@@ -1571,39 +1572,6 @@ static void delete_into(uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid
     }
     dkey(key, sizeof key, sid, pid, name);
     db_batch_del(b, key, strlen(key));
-}
-
-void fs_change_begin(fs_change *c, db_batch *b)
-{
-    c->b = b ? b : db_batch_new();
-    c->refs = blob_refs_new();
-    blob_lock();
-    stores_usage_begin();
-}
-
-int fs_change_end(fs_change *c, int rc, mb_err *err, const char *what)
-{
-    /* A change whose events nobody observes (no outbox entry) has no turn to start: waking
-     * the loop for nothing was a context switch per small upload. */
-    bool kick = db_batch_has_events(c->b);
-    if (!rc && what) {
-        stores_usage_flush(c->b);
-        rc = blob_refs_apply(c->refs, c->b, err);
-        if (!rc) {
-            rc = blob_commit(c->b); /* frees the batch */
-            c->b = NULL;
-            if (rc)
-                err_set(err, rc, "%s could not be committed", what);
-        }
-    }
-    blob_unlock();
-    db_batch_free(c->b);
-    blob_refs_free(c->refs);
-    c->b = NULL;
-    c->refs = NULL;
-    if (!rc && kick)
-        hook_kick();
-    return rc;
 }
 
 int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_err *err)
@@ -1638,8 +1606,8 @@ int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_er
     if (handled)
         rc = 0;
     if (!rc && !handled) {
-        fs_change c;
-        fs_change_begin(&c, NULL);
+        txn c;
+        txn_begin(&c, NULL);
         uint64_t pid;
         rc = resolve(sid, np, &pid, &e, err);
         if (!rc && is_folder(e) && !(flags & FS_RECURSIVE)) {
@@ -1649,8 +1617,8 @@ int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_er
             json_decref(kids);
         }
         if (!rc)
-            delete_into(sid, owner, u ? u->id : 0, pid, last_name(np), e, np, c.b, c.refs);
-        rc = fs_change_end(&c, rc, err, "the delete");
+            delete_into(&c, sid, owner, u ? u->id : 0, pid, last_name(np), e, np);
+        rc = txn_end(&c, rc, err, "the delete");
         json_decref(e);
     }
     free(np);
@@ -1778,8 +1746,8 @@ int fs_move(const mb_user *u, uint64_t sid, const char *from, const char *to, in
         xfer_free(&x);
         return rc;
     }
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     rc = xfer_resolve(sid, flags, c.b, &x, false, err);
     bool noop = !rc && x.dst && x.dst_pid == x.src_pid && !strcmp(x.to_name, last_name(x.from));
     if (!rc && !noop && is_folder(x.src)) {
@@ -1792,7 +1760,7 @@ int fs_move(const mb_user *u, uint64_t sid, const char *from, const char *to, in
     if (!rc && !noop) {
         char key[KEYMAX];
         if (x.dst) /* replacing a file: it goes, with its versions */
-            delete_into(sid, x.owner, x.uid, x.dst_pid, x.to_name, x.dst, x.to, c.b, c.refs);
+            delete_into(&c, sid, x.owner, x.uid, x.dst_pid, x.to_name, x.dst, x.to);
         dkey(key, sizeof key, sid, x.src_pid, last_name(x.from));
         db_batch_del(c.b, key, strlen(key));
         dkey(key, sizeof key, sid, x.dst_pid, x.to_name);
@@ -1802,7 +1770,7 @@ int fs_move(const mb_user *u, uint64_t sid, const char *from, const char *to, in
                                   (json_int_t)x.owner, "from", x.from, "to", x.to, "type", jstr(x.src, "type"), "id",
                                   jint(x.src, "id"), "user", (json_int_t)x.uid));
     }
-    rc = fs_change_end(&c, rc, err, noop ? NULL : "the move");
+    rc = txn_end(&c, rc, err, noop ? NULL : "the move");
     if (!rc && info)
         *info = public_info(x.src, x.to);
     xfer_free(&x);
@@ -1810,17 +1778,17 @@ int fs_move(const mb_user *u, uint64_t sid, const char *from, const char *to, in
 }
 
 /* A copy of file entry e as a new file (new id, version 1) sharing its chunks. */
-static int copy_file_into(uint64_t sid, json_t *e, uint64_t uid, int64_t now, db_batch *b, blob_refs *refs,
-                          json_t **out, mb_err *err)
+static int copy_file_into(txn *t, uint64_t sid, json_t *e, uint64_t uid, int64_t now, json_t **out, mb_err *err)
 {
+    db_batch *b = t->b;
     char key[KEYMAX];
     fkey(key, sizeof key, sid, (uint64_t)jint(e, "id"), (uint64_t)jint(e, "version"));
     json_t *ver;
     if (db_get_json(key, &ver))
         return err_set(err, MB_EIO, "the current version of a file to copy is missing (run fsck)");
     uint64_t fid = new_id();
-    blob_refs_add_chunks(refs, json_object_get(ver, "chunks"), +1);
-    stores_usage_note(sid, jint(e, "size"), 1);
+    txn_ref_chunks(t, json_object_get(ver, "chunks"), +1);
+    txn_usage(t, sid, jint(e, "size"), 1);
     json_object_set_new(ver, "author", json_integer((json_int_t)uid));
     json_object_set_new(ver, "time", json_integer(now));
     fkey(key, sizeof key, sid, fid, 1);
@@ -1847,18 +1815,17 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
     }
     json_t *top = NULL;
     int64_t now = now_wall();
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     db_batch *b = c.b;
-    blob_refs *refs = c.refs;
     rc = xfer_resolve(sid, flags, b, &x, true, err);
     if (!rc && x.dst && x.dst_pid == x.src_pid && !strcmp(x.to_name, last_name(x.from)))
         rc = err_set(err, MB_EEXIST, "a file cannot be copied onto itself");
     if (!rc && x.dst)
-        delete_into(sid, x.owner, x.uid, x.dst_pid, x.to_name, x.dst, x.to, b, refs);
+        delete_into(&c, sid, x.owner, x.uid, x.dst_pid, x.to_name, x.dst, x.to);
     char key[KEYMAX];
     if (!rc && !is_folder(x.src)) {
-        rc = copy_file_into(sid, x.src, x.uid, now, b, refs, &top, err);
+        rc = copy_file_into(&c, sid, x.src, x.uid, now, &top, err);
     } else if (!rc) {
         json_t *sub = json_array();
         walk_ids(sid, (uint64_t)jint(x.src, "id"), "", 0, gather_cb, sub);
@@ -1884,7 +1851,7 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
                 key_u64(ks, (uint64_t)jint(se, "id"));
                 json_object_set_new(idmap, ks, json_integer((json_int_t)fid));
                 ne = folder_record(fid, x.uid, now);
-            } else if ((rc = copy_file_into(sid, se, x.uid, now, b, refs, &ne, err)))
+            } else if ((rc = copy_file_into(&c, sid, se, x.uid, now, &ne, err)))
                 break;
             dkey(key, sizeof key, sid, npid, json_string_value(json_array_get(t, 1)));
             db_batch_put_json(b, key, ne);
@@ -1901,7 +1868,7 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
                                   (json_int_t)x.owner, "from", x.from, "to", x.to, "type", jstr(x.src, "type"), "id",
                                   jint(top, "id"), "user", (json_int_t)x.uid));
     }
-    rc = fs_change_end(&c, rc, err, "the copy");
+    rc = txn_end(&c, rc, err, "the copy");
     if (!rc && info)
         *info = public_info(top, x.to);
     json_decref(top);
@@ -1972,10 +1939,10 @@ static bool key_hash(const char *k, size_t kl, size_t prefix, char out[65])
 int fs_fsck(bool repair, json_t **report, mb_err *err)
 {
     (void)err;
-    fsck_ctx c = {.problems = json_array(), .cutoff = now_wall() - blob_gc_grace(), .counts = json_object()};
+    fsck_ctx c = {.problems = json_array(), .cutoff = now_wall() - gc_grace_secs(), .counts = json_object()};
     json_int_t files = 0, chunks_checked = 0, versions = 0;
     db_batch *fix = db_batch_new();
-    blob_lock();
+    txn_lock();
     /* 1. Entries -> the version each names. */
     json_t *live = json_object();
     db_iter *it = db_iter_prefix("d/", 2);
@@ -2134,13 +2101,13 @@ int fs_fsck(bool repair, json_t **report, mb_err *err)
     db_iter_free(it);
     json_decref(seen);
     int frc = db_batch_commit(fix, true);
-    blob_unlock();
+    txn_unlock();
     if (frc)
         log_error("fsck: the repairs could not be written");
     if (repair) {
         /* The collector deletes orphans and zero-ref chunks older than the grace. */
         mb_err e = {0};
-        blob_gc(blob_gc_grace(), &e);
+        gc_run(gc_grace_secs(), &e);
         size_t i;
         json_t *p;
         json_array_foreach(c.problems, i, p) {
@@ -2207,7 +2174,8 @@ int fs_init(mb_err *err) /* after blob_init (main.c opens the chunk store with t
 
 void fs_fini(void)
 {
-    ctype_fini(); /* first: its thread records types through blob_lock */
+    ctype_fini(); /* first: its thread records types in transactions */
+    gc_fini();
     blob_fini();
 }
 
@@ -2239,9 +2207,9 @@ int fs_x_folder_for_change(uint64_t sid, uint64_t owner, const char *dir, uint64
 
 int fs_x_entry_get(uint64_t sid, uint64_t pid, const char *name, json_t **e) { return entry_get(sid, pid, name, e); }
 json_t *fs_x_children(uint64_t sid, uint64_t pid) { return children(sid, pid); }
-void fs_x_drop_versions(uint64_t sid, uint64_t fid, uint64_t current, db_batch *b, blob_refs *refs)
+void fs_x_drop_versions(txn *t, uint64_t sid, uint64_t fid, uint64_t current)
 {
-    drop_versions(sid, fid, current, b, refs);
+    drop_versions(t, sid, fid, current);
 }
 json_t *fs_x_public_info(const json_t *e, const char *path) { return public_info(e, path); }
 void fs_x_dkey(char *out, size_t n, uint64_t sid, uint64_t pid, const char *name) { dkey(out, n, sid, pid, name); }

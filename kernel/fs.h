@@ -12,6 +12,7 @@
 #define MBYTE_FS_H
 
 #include "kernel.h"
+#include "txn.h"
 
 enum {
     FS_PARENTS = 1 << 0,      /* create missing parent folders */
@@ -177,44 +178,26 @@ void blob_fastsum(const void *data, size_t len, char out[33]);
 /* Pending chunks: written or deduplicated by a write that has not committed yet. */
 void blob_pending_add(const char *hash);
 void blob_pending_drop(const char *hash);
-/* Drop as pending after a failed write, deleting the chunk if no one else holds or names it. */
+/* Drop as pending after a failed write, deleting the chunk if no one else holds or names it.
+ * Under the commit lock: call gc_discard. */
 void blob_pending_drop_discard(const char *hash);
-/* The commit lock: held around every read-modify-write of refcounts together with the
- * namespace change that needs them, and by the collector. */
-void blob_lock(void);
-/* Releases the commit lock, then returns only once every blob_commit this thread made under
- * it is durable (group commit, db.c): reply to a client after blob_unlock, never before. */
-void blob_unlock(void);
-/* Commit a batch made under blob_lock (frees b): visible at once to the next lock holder,
- * durable when blob_unlock returns. 0 or MB_EIO. */
-int blob_commit(db_batch *b);
-/* Refcount deltas gathered for one commit; applied into a batch under blob_lock. */
-typedef struct blob_refs blob_refs;
-blob_refs *blob_refs_new(void);
-void blob_refs_add(blob_refs *r, const char *hash, uint64_t size, int delta);
-/* The same for every chunk of a version record's "chunks" list ([{"h","n"}...]). */
-void blob_refs_add_chunks(blob_refs *r, const json_t *chunks, int delta);
-int blob_refs_apply(blob_refs *r, db_batch *b, mb_err *err); /* under blob_lock */
-void blob_refs_free(blob_refs *r);
-/* One namespace change, made the same way by every change in fs.c and history.c.
- * fs_change_begin takes the commit lock, starts the usage notes from none and hands out a
- * batch (b, or a new one) and empty refcount deltas. fs_change_end commits them when rc is 0
- * and `what` names the change (NULL: nothing to commit): the usage notes, the refcounts, one
- * blob_commit ("<what> could not be committed" on failure). Then it releases the lock, which
- * returns once the change is durable (group commit), frees the batch and deltas and, on
- * success, wakes the observers. Returns rc or the commit's error. Reply after it, never before. */
-typedef struct fs_change {
-    db_batch *b;
-    blob_refs *refs;
-} fs_change;
-void fs_change_begin(fs_change *c, db_batch *b);
-int fs_change_end(fs_change *c, int rc, mb_err *err, const char *what);
+/* The collector's delete: 0 deleted, 1 held pending by a write (kept), or a negative MB_E*. */
+int blob_del_unheld(const char *hash, mb_err *err);
+/* Delete the inline form (ci/<sha256>) of a chunk into b. */
+void blob_inline_del(db_batch *b, const char *hash);
+
+/* ------------------------------------------------------------------ gc.c --- */
+/* The chunk collector (gc.c): started after blob_init, stopped before blob_fini. */
+int gc_init(mb_err *err);
+void gc_fini(void);
 /* Collect chunks unreferenced for longer than grace seconds and orphans older than it.
  * Returns how many chunks were deleted. */
-int blob_gc(int64_t grace, mb_err *err);
-int64_t blob_gc_grace(void);
+int gc_run(int64_t grace, mb_err *err);
+int64_t gc_grace_secs(void);
 /* +1: the collector deletes nothing until the matching -1 (waits out a collection under way). */
-void blob_gc_hold(int delta);
+void gc_hold(int delta);
+/* A failed write drops chunk `hash` (blob_pending_drop_discard under the commit lock). */
+void gc_discard(const char *hash);
 /* backup.c: the kernel.backup task type and POST /api/v1/admin/backup (docs/operations.md). */
 int backup_init(mb_err *err);
 /* One backup into `dir` (absolute) now, on this thread; `t` (may be NULL) gets the progress. On
@@ -260,7 +243,7 @@ int files_routes_init(mb_err *err);
 /* Trash, versions and integrity (issue 5). history_* are the kernel primitives behind the
  * minor-2 mb_api calls (abi/mbyte.h documents each); fs.c consults three of them:
  *   history_keep_versions  at overwrite: runs the file.version.drop filters; true when a
- *                          module (versioning) answered MB_HANDLED. Called under blob_lock.
+ *                          module (versioning) answered MB_HANDLED. Called in the commit's transaction.
  *   history_damaged        at open: MB_EINTEGRITY with a sentence if the version is marked.
  *   history_fsck_live      fsck: adds the "f/<sid>/<fid>/" prefixes of trashed files.
  * The fs_x_* doors (end of fs.c) give history.c the namespace internals it needs. */
@@ -288,7 +271,7 @@ int fs_x_folder_for_change(uint64_t sid, uint64_t owner, const char *dir, uint64
                            uint64_t *out_id, mb_err *err);
 int fs_x_entry_get(uint64_t sid, uint64_t pid, const char *name, json_t **e);
 json_t *fs_x_children(uint64_t sid, uint64_t pid);
-void fs_x_drop_versions(uint64_t sid, uint64_t fid, uint64_t current, db_batch *b, blob_refs *refs);
+void fs_x_drop_versions(txn *t, uint64_t sid, uint64_t fid, uint64_t current);
 json_t *fs_x_public_info(const json_t *e, const char *path);
 void fs_x_dkey(char *out, size_t n, uint64_t sid, uint64_t pid, const char *name);
 void fs_x_fkey(char *out, size_t n, uint64_t sid, uint64_t fid, uint64_t ver);

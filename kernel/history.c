@@ -22,7 +22,7 @@
  * own part); purge and version_delete are where bytes leave.
  *
  * Threads: any (HTTP workers, task workers, filters on the deleting thread). Every change
- * is a read-modify-write under blob_lock(); reads take no lock.
+ * is a read-modify-write under the commit lock (txn.c); reads take no lock.
  */
 #include "fs.h"
 #include <stdio.h>
@@ -127,8 +127,8 @@ int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, 
         return rc;
     json_t *e = NULL;
     uint64_t pid = 0, tid = 0;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     rc = fs_x_resolve(sid, np, &pid, &e, err);
     int64_t size = 0;
     if (!rc && is_folder(e)) {
@@ -157,13 +157,13 @@ int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, 
         tkey(key, sizeof key, sid, tid);
         db_batch_put_json(b, key, rec);
         json_decref(rec);
-        stores_usage_note_trash(sid, size);
+        txn_usage_trash(&c, sid, size);
         hook_emit_batch(b, "file.trashed",
                         json_pack("{s:I, s:I, s:s, s:s, s:I, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", np, "type", jstr(e, "type"), "trash_id", (json_int_t)tid,
                                   "file_id", jint(e, "id"), "size", (json_int_t)size, "user", (json_int_t)by));
     }
-    rc = fs_change_end(&c, rc, err, "moving to the trash");
+    rc = txn_end(&c, rc, err, "moving to the trash");
     json_decref(e);
     free(np);
     if (!rc && id)
@@ -205,8 +205,8 @@ int history_attach(const mb_user *u, uint64_t sid, uint64_t tid, char **out_path
         return rc;
     json_t *rec = NULL;
     char *dir = NULL, *final = NULL;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     db_batch *b = c.b;
     rc = trash_get(sid, tid, &rec, err);
     uint64_t pid = 0;
@@ -234,14 +234,14 @@ int history_attach(const mb_user *u, uint64_t sid, uint64_t tid, char **out_path
         db_batch_put_json(b, key, json_object_get(rec, "entry"));
         tkey(key, sizeof key, sid, tid);
         db_batch_del(b, key, strlen(key));
-        stores_usage_note_trash(sid, -jint(rec, "size"));
+        txn_usage_trash(&c, sid, -jint(rec, "size"));
         hook_emit_batch(b, "file.restored",
                         json_pack("{s:I, s:I, s:s, s:s, s:s, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", final, "from", jstr(rec, "path"), "type",
                                   jstr(rec, "type"), "trash_id", (json_int_t)tid, "user",
                                   (json_int_t)(u ? u->id : 0)));
     }
-    rc = fs_change_end(&c, rc, err, "the restore");
+    rc = txn_end(&c, rc, err, "the restore");
     free(cand);
     free(dir);
     json_decref(rec);
@@ -253,14 +253,14 @@ int history_attach(const mb_user *u, uint64_t sid, uint64_t tid, char **out_path
 }
 
 /* Drop one file's versions, marks and announce it gone, into b. */
-static void purge_file(uint64_t sid, uint64_t owner, const json_t *e, const char *path, uint64_t uid, db_batch *b,
-                       blob_refs *refs)
+static void purge_file(txn *t, uint64_t sid, uint64_t owner, const json_t *e, const char *path, uint64_t uid)
 {
+    db_batch *b = t->b;
     uint64_t fid = (uint64_t)jint(e, "id");
-    fs_x_drop_versions(sid, fid, (uint64_t)jint(e, "version"), b, refs);
+    fs_x_drop_versions(t, sid, fid, (uint64_t)jint(e, "version"));
     marks_drop(sid, fid, b);
-    stores_usage_note(sid, -jint(e, "size"), -1); /* trashed bytes counted until now */
-    stores_usage_note_trash(sid, -jint(e, "size"));
+    txn_usage(t, sid, -jint(e, "size"), -1); /* trashed bytes counted until now */
+    txn_usage_trash(t, sid, -jint(e, "size"));
     hook_emit_batch(b, "file.deleted",
                     json_pack("{s:I, s:I, s:s, s:I, s:I, s:I, s:b}", "store", (json_int_t)sid, "owner",
                               (json_int_t)owner, "path", path, "file_id", (json_int_t)fid, "size", jint(e, "size"),
@@ -275,10 +275,9 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
         return rc;
     uint64_t uid = u ? u->id : 0;
     json_t *rec = NULL;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     db_batch *b = c.b;
-    blob_refs *refs = c.refs;
     rc = trash_get(sid, tid, &rec, err);
     if (!rc) {
         json_t *e = json_object_get(rec, "entry");
@@ -296,13 +295,13 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
                 db_batch_del(b, key, strlen(key));
                 if (!is_folder(se)) {
                     char *full = join(path, json_string_value(json_array_get(t, 3)));
-                    purge_file(sid, owner, se, full, uid, b, refs);
+                    purge_file(&c, sid, owner, se, full, uid);
                     free(full);
                 }
             }
             json_decref(sub);
         } else
-            purge_file(sid, owner, e, path, uid, b, refs);
+            purge_file(&c, sid, owner, e, path, uid);
         tkey(key, sizeof key, sid, tid);
         db_batch_del(b, key, strlen(key));
         hook_emit_batch(b, "file.purged",
@@ -310,7 +309,7 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
                                   (json_int_t)owner, "path", path, "type", jstr(rec, "type"), "trash_id",
                                   (json_int_t)tid, "size", jint(rec, "size"), "user", (json_int_t)uid));
     }
-    rc = fs_change_end(&c, rc, err, "the purge");
+    rc = txn_end(&c, rc, err, "the purge");
     json_decref(rec);
     return rc;
 }
@@ -454,10 +453,9 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
         return rc;
     uint64_t uid = u ? u->id : 0, pid = 0;
     json_t *e = NULL, *old = NULL, *ne = NULL;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     db_batch *b = c.b;
-    blob_refs *refs = c.refs;
     rc = file_entry(sid, np, &pid, &e, err);
     char key[KEYMAX];
     uint64_t fid = 0;
@@ -477,7 +475,7 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
         json_object_set_new(rec, "author", json_integer((json_int_t)uid));
         json_object_set_new(rec, "time", json_integer(now));
         json_object_set_new(rec, "restored_from", json_integer((json_int_t)version));
-        blob_refs_add_chunks(refs, json_object_get(rec, "chunks"), +1);
+        txn_ref_chunks(&c, json_object_get(rec, "chunks"), +1);
         fs_x_fkey(key, sizeof key, sid, fid, nv);
         db_batch_put_json(b, key, rec);
         json_decref(rec);
@@ -500,10 +498,10 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
                                   "ctype", jstr(ne, "ctype"), "user", (json_int_t)uid, "restored_from",
                                   (json_int_t)version));
         /* The restored copy is a new current version; the one it replaces becomes old. */
-        stores_usage_note(sid, jint(old, "size") - jint(e, "size"), 0);
-        stores_usage_note_versions(sid, jint(e, "size"));
+        txn_usage(&c, sid, jint(old, "size") - jint(e, "size"), 0);
+        txn_usage_versions(&c, sid, jint(e, "size"));
     }
-    rc = fs_change_end(&c, rc, err, "the restore");
+    rc = txn_end(&c, rc, err, "the restore");
     if (!rc && info)
         *info = fs_x_public_info(ne, np);
     json_decref(ne);
@@ -524,10 +522,9 @@ int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uin
         return rc;
     json_t *e = NULL, *old = NULL;
     uint64_t pid;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     db_batch *b = c.b;
-    blob_refs *refs = c.refs;
     rc = file_entry(sid, np, &pid, &e, err);
     char key[KEYMAX];
     if (!rc && version == (uint64_t)jint(e, "version"))
@@ -543,8 +540,8 @@ int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uin
     }
     if (!rc) {
         db_batch_del(b, key, strlen(key));
-        blob_refs_add_chunks(refs, json_object_get(old, "chunks"), -1);
-        stores_usage_note_versions(sid, -jint(old, "size"));
+        txn_ref_chunks(&c, json_object_get(old, "chunks"), -1);
+        txn_usage_versions(&c, sid, -jint(old, "size"));
         xkey(key, sizeof key, sid, (uint64_t)jint(e, "id"), version);
         db_batch_del(b, key, strlen(key));
         hook_emit_batch(b, "file.version.deleted",
@@ -553,7 +550,7 @@ int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uin
                                   (json_int_t)version, "size", jint(old, "size"), "user",
                                   (json_int_t)(u ? u->id : 0)));
     }
-    rc = fs_change_end(&c, rc, err, "deleting the version");
+    rc = txn_end(&c, rc, err, "deleting the version");
     json_decref(old);
     json_decref(e);
     free(np);

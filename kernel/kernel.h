@@ -409,19 +409,11 @@ void tus_http_date(int64_t t, char out[40]);
 
 /* --------------------------------------------------------------- stores.c --- */
 /* Store states, settings, the default store and usage (issue 4; docs/storage.md "Stores").
- * Usage notes are taken by fs.c under blob_lock: begin, note per change, flush into the
- * change's batch just before it commits. Thread-safe otherwise. */
+ * Usage deltas ride in each change's transaction (txn.h). Thread-safe. */
 int stores_init(mb_err *err);
 bool stores_reachable(const json_t *store_record, const mb_user *u);
 /* Every store record of `owner` (0: every store), in id order; fn takes the reference. */
 void stores_each(uint64_t owner, void (*fn)(json_t *rec, void *ud), void *ud);
-void stores_usage_begin(void);                                    /* under blob_lock */
-void stores_usage_note(uint64_t sid, int64_t bytes, int64_t files); /* under blob_lock */
-/* Old versions kept (+) or dropped (-): they count in bytes and in the versions part. */
-void stores_usage_note_versions(uint64_t sid, int64_t bytes);       /* under blob_lock */
-/* Bytes moved into (+) or out of (-) the trash: only the trash part changes. */
-void stores_usage_note_trash(uint64_t sid, int64_t bytes);          /* under blob_lock */
-void stores_usage_flush(db_batch *b);                             /* under blob_lock */
 void stores_list_decorate(const mb_user *u, json_t *stores);
 int stores_usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err);
 int stores_create(uint64_t owner, const char *name, const json_t *settings, uint64_t *sid, mb_err *err);

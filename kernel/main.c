@@ -141,8 +141,12 @@ int main(int argc, char **argv)
     }
     /* The chunk store opens with the database: a format migration may take a backup first. */
     int frc = blob_init(&err);
-    if (!frc && (frc = format_check(backup_dir, no_backup, &err)) != 0)
+    if (!frc)
+        frc = gc_init(&err);
+    if (!frc && (frc = format_check(backup_dir, no_backup, &err)) != 0) {
+        gc_fini();
         blob_fini();
+    }
     if (frc) {
         log_error("%s", err.msg);
         fprintf(stderr, "mbyted: %s\n", err.msg);
