@@ -19,7 +19,7 @@
  * that later runs reuse. `mbytectl backup verify` and `mbytectl restore` read this layout
  * without a server (tools/mbytectl.c).
  *
- * Threads: the route runs on an HTTP worker, the copy on a task worker. One backup at a time
+ * Threads: the request (POST /api/v1/admin/backup, files_http.c) runs on an HTTP worker, the copy on a task worker. One backup at a time
  * (the `running` flag).
  */
 #include "fs.h"
@@ -329,7 +329,7 @@ static int run_backup(mb_task *t, const json_t *args, void *state, mb_err *err)
     return rc;
 }
 
-/* ----------------------------------------------------------- the route --- */
+/* ------------------------------------------------------------ requests --- */
 
 /* A backup must not go into the data directory (it would back itself up) nor hold it. */
 static bool nested(const char *a, const char *b)
@@ -338,15 +338,10 @@ static bool nested(const char *a, const char *b)
     return !strncmp(a, b, n) && (a[n] == '/' || a[n] == '\0');
 }
 
-static int h_backup(mb_req *req, void *st, mb_err *err)
+int backup_request(const char *dir, uint64_t uid, uint64_t *task, char real[PATH_MAX], mb_err *err)
 {
-    (void)st;
-    json_t *b = http_req_json(req, err);
-    if (!b)
-        return MB_EINVAL;
-    const char *dir = json_string_value(json_object_get(b, "dir"));
     int rc = 0;
-    char real[PATH_MAX], data[PATH_MAX];
+    char data[PATH_MAX];
     if (!dir || dir[0] != '/')
         rc = err_set(err, MB_EINVAL, "give the backup directory as an absolute path in \"dir\"");
     else if (strlen(dir) > 3000)
@@ -360,20 +355,14 @@ static int h_backup(mb_req *req, void *st, mb_err *err)
                      real, data);
     else if (atomic_load(&running))
         rc = err_set(err, MB_EBUSY, "another backup is running");
-    uint64_t id = 0;
     if (!rc)
-        rc = task_submit("kernel.backup", http_req_user(req)->id, json_pack("{s:s}", "dir", real), &id, err);
-    if (rc)
-        return rc;
-    return http_reply_json(req, 202, json_pack("{s:I,s:s}", "task", (json_int_t)id, "dir", real));
+        rc = task_submit("kernel.backup", uid, json_pack("{s:s}", "dir", real), task, err);
+    return rc;
 }
 
 int backup_init(mb_err *err)
 {
     static const mb_task_type type = {.size = sizeof type, .name = "kernel.backup", .run = run_backup,
                                       .max_attempts = 1};
-    int rc = task_type_add(NULL, &type, NULL, err);
-    if (!rc)
-        rc = http_route_add(NULL, "POST", "/api/v1/admin/backup", MB_ROLE_ADMIN, h_backup, NULL, err);
-    return rc;
+    return task_type_add(NULL, &type, NULL, err);
 }

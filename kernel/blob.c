@@ -1,6 +1,7 @@
 /*
  * blob.c — the chunk store: the blob-backend interface, the kernel's local filesystem
- * backend, chunk refcounts and the garbage collector (DESIGN.md: Storage).
+ * backend, inline chunks, verified reads and the pending table (DESIGN.md: Storage). Chunk
+ * refcounts are written by each change's transaction (txn.c); the collector is gc.c.
  *
  * Chunks are immutable and named by the SHA-256 of their bytes. The local backend keeps
  * them at <data>/chunks/ab/cd/<sha256>, each written as a temp file in <data>/chunks/tmp,
@@ -28,8 +29,8 @@
  * SHA-256 name stays the identity and the integrity scrub (blob_get) still re-hashes with it.
  *
  * Refcounts live in LevelDB as c/<sha256> -> {"v":1,"refs","size","zero_since"} and change
- * only in the same batch as the namespace change that needs them (fs.c), under the
- * one commit lock below: refcount read-modify-write and the collector never interleave.
+ * only in the same batch as the namespace change that needs them (txn.c), under the
+ * one commit lock: refcount read-modify-write and the collector (gc.c) never interleave.
  *
  * Collector and writers: a write marks each chunk it produced (written or deduplicated) as
  * pending until it commits or aborts. The collector deletes a chunk only when, under the
@@ -38,10 +39,9 @@
  * the writer stores it again, or the writer got there first and the collector skips it.
  *
  * Threads: any. backend_lock (rwlock) guards the active backend; pend_lock the pending
- * table; commit_lock the refcounts with the namespace; trust_lock the verified-while-cached
- * table; pq_mu the read-ahead queue. Lock order: commit -> pend.
- * The collector runs on its own thread (blob_init starts it; MBYTE_GC_INTERVAL seconds), and
- * two read-ahead threads read in the chunks readers will want next (blob_prefetch).
+ * table; trust_lock the verified-while-cached table; pq_mu the read-ahead queue. Lock order:
+ * txn.c's commit lock -> pend (the collector and gc_discard hold the first around the second).
+ * Two read-ahead threads read in the chunks readers will want next (blob_prefetch).
  */
 #include "fs.h"
 #include <dirent.h>

@@ -13,6 +13,7 @@
 
 #include "kernel.h"
 #include "txn.h"
+#include "ns.h"
 
 enum {
     FS_PARENTS = 1 << 0,      /* create missing parent folders */
@@ -24,6 +25,16 @@ typedef struct fs_reader fs_reader;
 
 int fs_init(mb_err *err);
 void fs_fini(void);
+
+/* The opening every file operation shares (fs.c): may u (NULL: the system) reach store sid,
+ * who owns it, and `path` normalised (NULL: no path). On success op->path is malloc'd (NULL
+ * without a path) and fs_op_end frees it; on failure nothing needs freeing. */
+typedef struct fs_op {
+    uint64_t sid, owner, uid;
+    char *path;
+} fs_op;
+int fs_op_begin(fs_op *op, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
+void fs_op_end(fs_op *op);
 
 /* Begin writing `path` in store `sid` as user `u`. expected_size is the announced length or -1
  * when unknown (chunked); filters (quota, limits) run here with it, so a known-too-large upload
@@ -40,14 +51,6 @@ int fs_write_data(fs_writer *w, const void *buf, size_t n, mb_err *err);
 int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err);
 /* Drop an unfinished write; nothing becomes visible. Frees w. NULL is fine. */
 void fs_write_abort(fs_writer *w);
-
-/* ctype.c's background naming, done: delete its marker key and, when ctype is not NULL, record
- * it on version `ver` of file `fid` and on its directory entry <pid>/<name> if that still shows
- * this version. Any thread. */
-void fs_ctype_done(const char *marker, uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name,
-                   const char *ctype);
-/* The first bytes (at most cap, from the first chunk, verified) of a stored version. */
-int fs_version_head(uint64_t sid, uint64_t fid, uint64_t ver, uint8_t *buf, size_t cap, size_t *n);
 
 /* ---------------------------------------------------------------- ctype.c --- */
 /* Content types (ctype.c). ctype_detect decides from signature, extension and text at once
@@ -160,8 +163,8 @@ size_t chunker_cut(const uint8_t *p, size_t n);
 
 /* ---------------------------------------------------------------- blob.c --- */
 /* The chunk store: the active mb_blob_backend (the local one under <data>/chunks unless a
- * module registered another), chunk refcounts ("c/<sha256>") and the garbage collector.
- * Keys are 64 lower-hex SHA-256 digests. Thread-safe. */
+ * module registered another), inline chunks and the pending table. Refcounts ("c/<sha256>")
+ * are txn.c's, the collector gc.c's. Keys are 64 lower-hex SHA-256 digests. Thread-safe. */
 int blob_init(mb_err *err);
 void blob_fini(void);
 /* Store a chunk durably unless it is already there (dedup). The caller has marked hash as
@@ -200,6 +203,10 @@ void gc_hold(int delta);
 void gc_discard(const char *hash);
 /* backup.c: the kernel.backup task type and POST /api/v1/admin/backup (docs/operations.md). */
 int backup_init(mb_err *err);
+/* An administrator's backup request: dir checked (absolute, creatable, neither inside the data
+ * directory nor holding it, no backup running), resolved into real, and a kernel.backup task
+ * submitted for uid (*task its id). */
+int backup_request(const char *dir, uint64_t uid, uint64_t *task, char real[4096], mb_err *err);
 /* One backup into `dir` (absolute) now, on this thread; `t` (may be NULL) gets the progress. On
  * success *out is the result object (the caller owns it). MB_EBUSY while another runs. */
 int backup_take(const char *dir, mb_task *t, json_t **out, mb_err *err);
@@ -237,16 +244,16 @@ int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *stat
 void blob_backend_unregister(mb_module *owner);
 
 /* ---------------------------------------------------------- files_http.c --- */
-int files_routes_init(mb_err *err);
+extern const kroute files_routes[]; /* files_http.c */
 
 /* ------------------------------------------------- history.c (branch history) --- */
 /* Trash, versions and integrity (issue 5). history_* are the kernel primitives behind the
- * minor-2 mb_api calls (abi/mbyte.h documents each); fs.c consults three of them:
+ * minor-2 mb_api calls (abi/mbyte.h documents each); the file operations consult three:
  *   history_keep_versions  at overwrite: runs the file.version.drop filters; true when a
  *                          module (versioning) answered MB_HANDLED. Called in the commit's transaction.
  *   history_damaged        at open: MB_EINTEGRITY with a sentence if the version is marked.
  *   history_fsck_live      fsck: adds the "f/<sid>/<fid>/" prefixes of trashed files.
- * The fs_x_* doors (end of fs.c) give history.c the namespace internals it needs. */
+ * history.c works on the namespace through ns.h, like fs.c. */
 bool history_keep_versions(uint64_t sid, uint64_t owner, uint64_t fid, const char *path);
 int history_damaged(uint64_t sid, uint64_t fid, uint64_t ver, const char *path, mb_err *err);
 void history_fsck_live(json_t *live);
@@ -264,16 +271,5 @@ int history_chunk_list(const char *after, int (*fn)(const char *hash, uint64_t s
 int history_chunk_verify(const char *hash, mb_err *err);
 int history_chunk_files(const char *hash, json_t **out, mb_err *err);
 int history_mark_damaged(uint64_t sid, uint64_t fid, uint64_t ver, const char *reason, bool damaged, mb_err *err);
-
-int fs_x_store_owner(const mb_user *u, uint64_t sid, uint64_t *owner, mb_err *err);
-int fs_x_resolve(uint64_t sid, const char *np, uint64_t *pid, json_t **e, mb_err *err);
-int fs_x_folder_for_change(uint64_t sid, uint64_t owner, const char *dir, uint64_t uid, db_batch *b,
-                           uint64_t *out_id, mb_err *err);
-int fs_x_entry_get(uint64_t sid, uint64_t pid, const char *name, json_t **e);
-json_t *fs_x_children(uint64_t sid, uint64_t pid);
-void fs_x_drop_versions(txn *t, uint64_t sid, uint64_t fid, uint64_t current);
-json_t *fs_x_public_info(const json_t *e, const char *path);
-void fs_x_dkey(char *out, size_t n, uint64_t sid, uint64_t pid, const char *name);
-void fs_x_fkey(char *out, size_t n, uint64_t sid, uint64_t fid, uint64_t ver);
 
 #endif

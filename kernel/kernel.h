@@ -53,6 +53,10 @@ char *xstrdup(const char *s);
 
 bool utf8_valid(const char *s, size_t n);
 void hex_encode(const uint8_t *in, size_t n, char *out); /* out has 2n+1 bytes */
+/* Member k of object o as an integer (0 when absent or not one) and as a string ("" when
+ * absent or not one; borrowed from o). */
+json_int_t jint(const json_t *o, const char *k);
+const char *jstr(const json_t *o, const char *k);
 int hex_decode(const char *in, uint8_t *out, size_t n);  /* 0 if exactly 2n hex digits */
 /* Random id text of `bytes` random bytes as lower hex (out has 2*bytes+1). */
 void random_hex(char *out, size_t bytes);
@@ -207,6 +211,14 @@ typedef struct http_stream_ops {
 int http_stream_route_add(const char *method, const char *pattern, int role, const http_stream_ops *ops, mb_err *err);
 /* Remove all routes of `owner`. */
 void http_routes_remove(mb_module *owner);
+/* A kernel route table (like a module's mb_route array), ended by a {NULL} entry: a plain
+ * route (fn) or a streaming-body one (stream). main.c registers every table at start. */
+typedef struct kroute {
+    const char *method, *pattern;
+    int role;
+    mb_route_fn fn;
+    const http_stream_ops *stream;
+} kroute;
 /* Reload: the routes of `from` become `table` (kernel-stride mb_route entries ended by a
  * NULL method) owned by `to`, function pointers included, atomically with respect to
  * requests. Changes nothing on error (a new route another owner already serves). */
@@ -394,6 +406,7 @@ void zip_stream_free(zip_stream *z);
 
 /* tus.c: tus 1.0 resumable uploads under /api/v1/uploads (after fs_init). */
 int tus_init(mb_err *err);
+extern const kroute tus_routes[];
 void tus_fini(void);
 /* Pure pieces, exposed for unit tests. Upload-Metadata: "key b64,key2 b64,flag" into a JSON
  * object of strings (a key without a value maps to ""); keys must be unique ASCII without
@@ -411,7 +424,6 @@ void tus_http_date(int64_t t, char out[40]);
 /* Store states, settings, the default store and usage (issue 4; docs/storage.md "Stores").
  * Usage deltas ride in each change's transaction (txn.h). Thread-safe. */
 int stores_init(mb_err *err);
-bool stores_reachable(const json_t *store_record, const mb_user *u);
 /* Every store record of `owner` (0: every store), in id order; fn takes the reference. */
 void stores_each(uint64_t owner, void (*fn)(json_t *rec, void *ud), void *ud);
 void stores_list_decorate(const mb_user *u, json_t *stores);

@@ -2,12 +2,12 @@
  * stores.c — store management and usage accounting (issue 4), the kernel half of the
  * multistore, taskmgr, storeconfig and quotas modules.
  *
- * What it adds to the file service (fs.c):
+ * What it adds to the file service (fs.c, ns.c):
  *   - Store states. A store record ("s/<sid16>") may carry "state": "provisioning" (made by
  *     store_create, hidden from users and refusing them until store_ready) or "deleting"
  *     (store_delete_begin: hidden from everyone; store_delete_step empties it a slice at a
- *     time and finally removes the record). No "state" means ready. fs.c asks
- *     stores_reachable() in its one access check, so every door obeys the state.
+ *     time and finally removes the record). No "state" means ready. ns.c asks
+ *     ns_store_reachable() in its one access check, so every door obeys the state.
  *   - Per-store settings ("settings" object in the store record), read and replaced whole
  *     by modules (storeconfig validates them; versioning and trash read them).
  *   - Usage, kept incrementally: "us/<sid16>" and "uu/<uid16>" hold {"v":2,"bytes","files",...}.
@@ -34,18 +34,8 @@ static void skey(char *out, size_t n, const char *prefix, uint64_t id)
     snprintf(out, n, "%s/%s", prefix, a);
 }
 
-static json_int_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
-
 /* ================================================================ states === */
 
-bool stores_reachable(const json_t *rec, const mb_user *u)
-{
-    const char *st = json_string_value(json_object_get(rec, "state"));
-    if (!st || !strcmp(st, "ready"))
-        return true;
-    /* The system (u == NULL: a module's background work) provisions the store. */
-    return !u && !strcmp(st, "provisioning");
-}
 
 /* ================================================================= usage === */
 
@@ -313,7 +303,7 @@ static int store_for_change(const mb_user *u, uint64_t sid, json_t **rec, mb_err
     int rc = store_read(sid, rec, err);
     if (rc)
         return rc;
-    if ((u && (uint64_t)jint(*rec, "owner") != u->id) || !stores_reachable(*rec, u)) {
+    if ((u && (uint64_t)jint(*rec, "owner") != u->id) || !ns_store_reachable(*rec, u)) {
         json_decref(*rec);
         *rec = NULL;
         return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
@@ -357,7 +347,7 @@ int stores_delete_begin(const mb_user *u, uint64_t sid, mb_err *err)
     const char *st = rc ? NULL : json_string_value(json_object_get(rec, "state"));
     if (!rc && st && !strcmp(st, "deleting") && !u) {
         /* Resumed after a crash: already begun. */
-    } else if (!rc && ((u && (uint64_t)jint(rec, "owner") != u->id) || !stores_reachable(rec, u))) {
+    } else if (!rc && ((u && (uint64_t)jint(rec, "owner") != u->id) || !ns_store_reachable(rec, u))) {
         rc = err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
     } else if (!rc) {
         /* From here on the store's files no longer count: its usage leaves the owner's in

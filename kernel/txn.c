@@ -60,7 +60,7 @@ void txn_begin(txn *t, db_batch *b)
 
 /* ----------------------------------------------------------- refcounts --- */
 
-void txn_ref(txn *t, const char *hash, uint64_t size, int delta)
+static void ref(txn *t, const char *hash, uint64_t size, int delta)
 {
     json_t *e = json_object_get(t->refs, hash);
     if (!e) {
@@ -76,7 +76,7 @@ void txn_ref_chunks(txn *t, const json_t *chunks, int delta)
     json_t *ch;
     json_array_foreach(chunks, i, ch) {
         const char *h = json_string_value(json_object_get(ch, "h"));
-        txn_ref(t, h ? h : "", (uint64_t)json_integer_value(json_object_get(ch, "n")), delta);
+        ref(t, h ? h : "", (uint64_t)json_integer_value(json_object_get(ch, "n")), delta);
     }
 }
 

@@ -7,7 +7,7 @@
  *     txn t;
  *     txn_begin(&t, NULL);             // commit lock taken; t.b is the batch to fill
  *     ... read what the change needs, put and delete into t.b,
- *         txn_ref()/txn_ref_chunks() for chunk refcounts, txn_usage*() for usage ...
+ *         txn_ref_chunks() for chunk refcounts, txn_usage*() for usage ...
  *     rc = txn_end(&t, rc, err, "the move");   // commits (when rc is 0), unlocks, syncs
  *     reply only now: the change is durable
  *
@@ -37,7 +37,7 @@ typedef struct {
 
 typedef struct txn {
     db_batch *b;      /* the change: fill it between begin and end */
-    json_t *refs;     /* chunk hash -> [delta, size] (txn_ref) */
+    json_t *refs;     /* chunk hash -> [delta, size] (txn_ref_chunks) */
     uint64_t ticket;  /* the group commit this change waits for (db_sync_through) */
     int n_usage;
     struct {
@@ -56,9 +56,8 @@ void txn_begin(txn *t, db_batch *b);
  * Frees the batch and the deltas. Returns rc or the commit's error. Reply after it. */
 int txn_end(txn *t, int rc, mb_err *err, const char *what);
 
-/* Chunk refcount deltas (records c/<sha256>, docs/storage.md), applied at txn_end. */
-void txn_ref(txn *t, const char *hash, uint64_t size, int delta);
-/* The same for every chunk of a version record's "chunks" list ([{"h","n"}...]). */
+/* Chunk refcount deltas (records c/<sha256>, docs/storage.md), applied at txn_end: delta for
+ * every chunk of a version record's "chunks" list ([{"h","n"}...]). */
 void txn_ref_chunks(txn *t, const json_t *chunks, int delta);
 
 /* Usage deltas of store sid (and so of its owner), written at txn_end. */
