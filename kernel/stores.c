@@ -16,9 +16,9 @@
  *     never recomputed, except once by the migrations below for data made before it counted.
  *   - The per-user default store ("sd/<uid16>" = sid as decimal text).
  *
- * Threads: any. Every function here that changes a store record or a usage record does it
- * in a transaction (or under txn_lock), so read-modify-writes of store records and usage
- * never interleave with a change.
+ * Threads: any. Every function here that changes a store record, a usage record or a default
+ * store does it in a transaction (txn.c), so read-modify-writes of store records and usage
+ * never interleave with a change, and every one reaches the commit observer.
  */
 #include "fs.h"
 #include <stdio.h>
@@ -261,13 +261,14 @@ int stores_create(uint64_t owner, const char *name, const json_t *settings, uint
     char key[64], a[17], o[17];
     key_u64(a, id);
     key_u64(o, owner);
-    db_batch *b = db_batch_new();
+    txn t;
+    txn_begin(&t, NULL);
     snprintf(key, sizeof key, "s/%s", a);
-    db_batch_put_json(b, key, rec);
+    db_batch_put_json(t.b, key, rec);
     snprintf(key, sizeof key, "so/%s/%s", o, a);
-    db_batch_put(b, key, strlen(key), "", 0);
+    db_batch_put(t.b, key, strlen(key), "", 0);
     json_decref(rec);
-    rc = db_batch_commit(b, true);
+    rc = txn_end(&t, 0, err, "the new store");
     if (rc)
         return err_set(err, rc, "the store could not be created");
     *sid = id;
@@ -525,17 +526,17 @@ int stores_settings_set(uint64_t sid, const json_t *settings, mb_err *err)
     if (!json_is_object(settings))
         return err_set(err, MB_EINVAL, "settings: must be an object");
     json_t *rec = NULL;
-    txn_lock();
+    txn t;
+    txn_begin(&t, NULL);
     int rc = store_read(sid, &rec, err);
     if (!rc) {
         json_object_set_new(rec, "settings", json_deep_copy(settings));
         char key[64];
         skey(key, sizeof key, "s", sid);
-        rc = db_put_json(key, rec, true);
-        if (rc)
-            err_set(err, rc, "the settings of store %llu could not be written", (unsigned long long)sid);
+        db_batch_put_json(t.b, key, rec);
     }
-    txn_unlock();
+    if (txn_end(&t, rc, err, rc ? NULL : "the settings") && !rc)
+        rc = err_set(err, MB_EIO, "the settings of store %llu could not be written", (unsigned long long)sid);
     json_decref(rec);
     return rc;
 }
@@ -585,7 +586,10 @@ int stores_default_set(const mb_user *u, uint64_t sid, mb_err *err)
     char key[64], v[24];
     skey(key, sizeof key, "sd", u->id);
     int n = snprintf(v, sizeof v, "%llu", (unsigned long long)sid);
-    rc = db_put(key, strlen(key), v, (size_t)n, true);
+    txn t;
+    txn_begin(&t, NULL);
+    db_batch_put(t.b, key, strlen(key), v, (size_t)n);
+    rc = txn_end(&t, 0, err, "the default store");
     return rc ? err_set(err, rc, "the default store could not be saved") : 0;
 }
 

@@ -73,7 +73,7 @@ void txn_usage_read(const char *key, txn_usage_t *out);
 void txn_usage_add(db_batch *b, const char *key, const txn_usage_t *d);
 
 /* The commit lock alone, for work that reads and writes under it without a change of its own
- * (the collector, fsck's repairs, store settings). */
+ * (the collector, fsck and its repairs). */
 void txn_lock(void);
 void txn_unlock(void);
 
