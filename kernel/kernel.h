@@ -58,6 +58,10 @@ char *xstrdup(const char *s);
 
 bool utf8_valid(const char *s, size_t n);
 void hex_encode(const uint8_t *in, size_t n, char *out); /* out has 2n+1 bytes */
+/* Member k of object o as an integer (0 when absent or not one) and as a string ("" when
+ * absent or not one; borrowed from o). */
+json_int_t jint(const json_t *o, const char *k);
+const char *jstr(const json_t *o, const char *k);
 int hex_decode(const char *in, uint8_t *out, size_t n);  /* 0 if exactly 2n hex digits */
 /* Random id text of `bytes` random bytes as lower hex (out has 2*bytes+1). */
 void random_hex(char *out, size_t bytes);
@@ -225,6 +229,14 @@ int http_module_route_add(mb_module *owner, const mb_route *r, void *state, mb_e
 int http_req_body_sink(mb_req *req, const mb_body_sink *sink, void *ctx, mb_err *err);
 /* Remove all routes of `owner`. */
 void http_routes_remove(mb_module *owner);
+/* A kernel route table (like a module's mb_route array), ended by a {NULL} entry: a plain
+ * route (fn) or a streaming-body one (stream). main.c registers every table at start. */
+typedef struct kroute {
+    const char *method, *pattern;
+    int role;
+    mb_route_fn fn;
+    const http_stream_ops *stream;
+} kroute;
 /* Reload: the routes of `from` become `table` (kernel-stride mb_route entries ended by a
  * NULL method) owned by `to`, function pointers included, atomically with respect to
  * requests. Changes nothing on error (a new route another owner already serves). */
@@ -417,6 +429,7 @@ void zip_stream_free(zip_stream *z);
 
 /* tus.c: tus 1.0 resumable uploads under /api/v1/uploads (after fs_init). */
 int tus_init(mb_err *err);
+extern const kroute tus_routes[];
 void tus_fini(void);
 /* Pure pieces, exposed for unit tests. Upload-Metadata: "key b64,key2 b64,flag" into a JSON
  * object of strings (a key without a value maps to ""); keys must be unique ASCII without
@@ -432,19 +445,10 @@ void tus_http_date(int64_t t, char out[40]);
 
 /* --------------------------------------------------------------- stores.c --- */
 /* Store states, settings, the default store and usage (issue 4; docs/storage.md "Stores").
- * Usage notes are taken by fs.c under blob_lock: begin, note per change, flush into the
- * change's batch just before it commits. Thread-safe otherwise. */
+ * Usage deltas ride in each change's transaction (txn.h). Thread-safe. */
 int stores_init(mb_err *err);
-bool stores_reachable(const json_t *store_record, const mb_user *u);
 /* Every store record of `owner` (0: every store), in id order; fn takes the reference. */
 void stores_each(uint64_t owner, void (*fn)(json_t *rec, void *ud), void *ud);
-void stores_usage_begin(void);                                    /* under blob_lock */
-void stores_usage_note(uint64_t sid, int64_t bytes, int64_t files); /* under blob_lock */
-/* Old versions kept (+) or dropped (-): they count in bytes and in the versions part. */
-void stores_usage_note_versions(uint64_t sid, int64_t bytes);       /* under blob_lock */
-/* Bytes moved into (+) or out of (-) the trash: only the trash part changes. */
-void stores_usage_note_trash(uint64_t sid, int64_t bytes);          /* under blob_lock */
-void stores_usage_flush(db_batch *b);                             /* under blob_lock */
 void stores_list_decorate(const mb_user *u, json_t *stores);
 int stores_usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err);
 int stores_create(uint64_t owner, const char *name, const json_t *settings, uint64_t *sid, mb_err *err);

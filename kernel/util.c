@@ -254,3 +254,11 @@ bool parse_u64(const char *s, uint64_t *out)
     *out = v;
     return true;
 }
+
+json_int_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
+
+const char *jstr(const json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "";
+}
