@@ -539,7 +539,13 @@ void metrics_login_failed(void);
 void metrics_task_failed(void);
 void metrics_group_commit(uint64_t writes); /* db.c: writes one fsync made durable */
 void metrics_module_add(int metric, int64_t delta); /* api->metric_add */
-char *metrics_render(size_t *len);            /* the page, malloc'd */
+char *metrics_render(size_t *len);            /* metrics_http.c: the page, malloc'd */
+void metrics_render_counters(FILE *f);        /* the counters' part of the page */
+void metrics_head(FILE *f, const char *name, const char *type, const char *help);
+void metrics_label(FILE *f, const char *v);   /* a label value, escaped */
+void metrics_reset(void);
+struct sockaddr_storage;
+int metrics_parse_addr(const char *s, struct sockaddr_storage *ss); /* "ip:port", "[v6]:port" */
 /* db.c: a LevelDB property ("leveldb.stats"), malloc'd, or NULL. */
 char *db_property(const char *name);
 
@@ -552,7 +558,6 @@ typedef struct accesslog_rec {
     int64_t start;                        /* wall clock, seconds */
     uint64_t in, out;                     /* body bytes received; answer body bytes */
 } accesslog_rec;
-int accesslog_cfg_check(const char *file, const json_t *root, const json_t *lines, mb_err *err);
 void accesslog_configure(void); /* loop thread: at start and on reload (reopens access_log) */
 void accesslog_fini(void);
 void accesslog_enter(accesslog_rec *rl, mb_req *req, struct MHD_Connection *conn, const char *url,
