@@ -15,7 +15,7 @@ static void api_log(mb_module *self, int level, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    log_vmsg(level, self ? modmgr_name(self) : "module", fmt, ap);
+    log_vmsg(level, self ? modref_name(self) : "module", fmt, ap);
     va_end(ap);
 }
 
@@ -36,7 +36,7 @@ static int api_err_set(mb_err *err, int code, const char *fmt, ...)
  * module's keys. */
 static char *kv_key(mb_module *self, const char *key, size_t *n)
 {
-    const char *name = modmgr_name(self);
+    const char *name = modref_name(self);
     size_t len = 2 + strlen(name) + 1 + strlen(key);
     char *k = xmalloc(len + 1);
     snprintf(k, len + 1, "m/%s/%s", name, key);
