@@ -3,8 +3,10 @@
  *
  * Each kernel file is one subsystem with one prefix (Lua's lstring.c -> luaS_ idea):
  *   log.c log_*   util.c (arena_*, str_*, json helpers)   err.c err_*
- *   cfg.c cfg_*   db.c db_*   http.c http_*   auth.c auth_*   hook.c hook_*
- *   task.c task_*   notify.c notify_*   modmgr.c modmgr_*   luas.c luas_*
+ *   cfg.c cfg_*   db.c db_*   http*.c http_* (the door's files: http_int.h)   auth.c auth_*
+ *   hook.c hook_*   task.c task_*   timer.c timer_*   notify.c notify_*   luas.c luas_*
+ *   modmgr.c modmgr_* (load, unload, reload)   modref.c modref_* (the module handle and its
+ *   busy count, a leaf)   registry.c reg_* (owner-tagged tables: routes, hooks, task types, timers)
  *   api.c (fills mb_api)   main.c (mbyted: loop, signals, start and stop)
  * Modules never see this header; they get abi/mbyte.h and the mb_api table.
  */
@@ -386,6 +388,8 @@ void reg_clear(registry *r); /* drops every entry (at exit) */
 int reg_add(registry *r, const void *e, mb_err *err);
 /* Drop every entry of owner, under the write lock: no new lookup finds them. */
 void reg_remove_owner(registry *r, mb_module *owner);
+/* Drop the first entry matching key. */
+void reg_remove(registry *r, bool (*match)(const void *e, const void *key), const void *key);
 /* Reload: the entries of `from` become exactly fresh[0..n) (owned by the new copy) in one
  * write-locked step; an entry of `from` that is the same thing keeps its slot (retake).
  * The fresh entries are consumed, also on failure (MB_EEXIST: nothing changed). */
@@ -400,6 +404,15 @@ bool reg_get(registry *r, bool (*match)(const void *e, const void *key), const v
 size_t reg_collect(registry *r, bool (*match)(const void *e, const void *key), const void *key, void *out,
                    size_t max);
 void *reg_read(registry *r, void *(*fn)(const void *entries, size_t n, void *ud), void *ud);
+
+/* ---------------------------------------------------------------- timer.c --- */
+/* api->timer_add / timer_cancel (abi/mbyte.h). timer_remove_owner: modmgr, loop thread,
+ * before a copy's fini (unload and the old copy of a reload); a run in progress finishes
+ * and keeps the module busy until then. */
+int timer_add(mb_module *self, int64_t delay_ms, int64_t period_ms, mb_timer_fn fn, void *arg, mb_timer **out,
+              mb_err *err);
+void timer_cancel(mb_timer *timer);
+void timer_remove_owner(mb_module *owner);
 
 /* ----------------------------------------------------------------- luas.c --- */
 int luas_init(const char *script_dir, mb_err *err);
@@ -497,7 +510,6 @@ void share_ip_set(const char *ip);
 const char *share_ip(void); /* NULL off HTTP threads */
 int share_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
 int share_req_body(mb_req *req, const void **data, size_t *len);
-int share_user_find(const char *name, uint64_t *id, mb_err *err);
 /* The path as it may be logged: a link token (/api/v1/public/<token>, /s/<token>) becomes
  * "***". Returns path itself or buf. */
 const char *share_redact(const char *path, char *buf, size_t n);

@@ -396,6 +396,7 @@ static void copy_fini(modcopy *m, bool reloading)
 
 static void unregister_all(modcopy *m)
 {
+    timer_remove_owner(m->self); /* first: no timer starts a run while the rest goes */
     http_routes_remove(m->self);
     hook_remove(m->self);
     task_types_remove(m->self);
@@ -611,12 +612,14 @@ static int do_reload(const char *name, job *j, mb_err *err)
         /* The new copy may have been entered between a swap and its undo: drain it like
          * an old copy (its fini is told "reloading" and cannot refuse). */
         m->reloading = true;
+        timer_remove_owner(m->self);
         drain_start(m);
         return rc;
     }
     m->registered = true;
     old->registered = false;
     old->reloading = true;
+    timer_remove_owner(old->self); /* the new copy's init made its own */
     log_msg(LOG_INFO, name, "reloaded: version %s now serves; draining the old copy (%s)",
             m->desc->version ? m->desc->version : "?", old->desc->version ? old->desc->version : "?");
     emit("module.loaded", m, true);

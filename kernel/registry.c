@@ -115,6 +115,21 @@ void reg_remove_owner(registry *r, mb_module *owner)
     pthread_rwlock_unlock(&r->lock);
 }
 
+void reg_remove(registry *r, bool (*match)(const void *e, const void *key), const void *key)
+{
+    pthread_rwlock_wrlock(&r->lock);
+    for (size_t i = 0; i < r->n; i++) {
+        void *e = ENTRY(r, i);
+        if (match(e, key)) {
+            drop(r, e);
+            memmove(e, ENTRY(r, i + 1), (r->n - i - 1) * r->ops->size);
+            r->n--;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&r->lock);
+}
+
 int reg_swap_owner(registry *r, mb_module *from, void *fresh, size_t n, mb_err *err)
 {
     size_t sz = r->ops->size;

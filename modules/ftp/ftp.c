@@ -1201,7 +1201,7 @@ static int pw_match(const char *key, const void *v, size_t len, void *ud)
 static void login_work(void *arg)
 {
     login_job *j = arg;
-    if (j->api->user_lookup(j->name, &j->user, j->namebuf, sizeof j->namebuf, &j->err) == 0) {
+    if (j->api->user_lookup(0, j->name, &j->user, j->namebuf, sizeof j->namebuf, &j->err) == 0) {
         char prefix[40];
         snprintf(prefix, sizeof prefix, "pw/%016llx/", (unsigned long long)j->user.id);
         pwscan p = {j->api, j->pw, false};
@@ -1246,7 +1246,7 @@ static void login_done(void *arg)
         } else {
             reply(s, 530, "Login incorrect");
         }
-        f->api->log(f->self, 1, "failed login for %s from %s", j->name, s->ip);
+        f->api->log(f->self, MB_LOG_INFO, "failed login for %s from %s", j->name, s->ip);
     } else if (f->per_user > 0 && count_user(f, j->user.id) >= f->per_user) {
         reply(s, 421, "Too many sessions for this user");
         s->quitting = true;
@@ -2072,7 +2072,7 @@ static bool evict_prelogin(ftp_srv *f)
     free(w);
     if (!victim)
         return false;
-    f->api->log(f->self, 1, "closing a connection from %s that had not logged in, to make room", victim->ip);
+    f->api->log(f->self, MB_LOG_INFO, "closing a connection from %s that had not logged in, to make room", victim->ip);
     reply(victim, 421, "Too many connections that have not logged in; closing this one");
     if (victim->ctl)
         ctl_flush_now(victim);
@@ -2232,7 +2232,7 @@ static int tls_setup(ftp_srv *f, const char *cert, const char *key, mb_err *e)
         if (access(c, R_OK) || access(k, R_OK)) {
             if (tls_generate(c, k))
                 return api->err_set(e, MB_EIO, "could not create a self-signed certificate in %s", dir);
-            api->log(f->self, 1, "created a self-signed TLS certificate in %s", dir);
+            api->log(f->self, MB_LOG_INFO, "created a self-signed TLS certificate in %s", dir);
         }
         cert = c;
         key = k;
@@ -2454,7 +2454,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         return err->code;
     }
     *state = f;
-    api->log(self, 1, "listening on %s%s%s, passive ports %d-%d, TLS %s", f->listen,
+    api->log(self, MB_LOG_INFO, "listening on %s%s%s, passive ports %d-%d, TLS %s", f->listen,
              f->ilst ? ", implicit TLS on " : "", f->ilst ? f->implicit_listen : "", f->pasv_min, f->pasv_max,
              f->require_tls ? "required (except loopback)" : "optional");
     return 0;
@@ -2501,8 +2501,7 @@ static const mb_route routes[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 9, /* event_base, run_blocking, auth_password, login_wait (minor 9) (file_read_fd, minor 7, and
-                       password_check, minor 8, only if present) */
+    .abi_minor = 0,
     .name = "ftp",
     .version = FTP_VERSION,
     .description = "FTP and FTPS access to stores",
