@@ -521,7 +521,7 @@ int auth_user_id(const char *name, uint64_t *id);
 int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
 
 /* ---------------------------------------------- evapi.c, auth.c (ABI minor 2) --- */
-/* auth.c: the password check and user lookup behind api->auth_password / api->user_find. */
+/* auth.c: the password check and user lookup behind api->auth_password / api->user_lookup. */
 int auth_password(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
                   mb_err *err);
 int auth_user_find(const char *name, mb_user *out, char *namebuf, size_t n, mb_err *err);
