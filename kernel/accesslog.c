@@ -113,7 +113,7 @@ void accesslog_enter(accesslog_rec *rl, mb_req *req, struct MHD_Connection *conn
 
 void accesslog_route(accesslog_rec *rl, mb_req *req, const char *pattern, bool streamed)
 {
-    rl->route = pattern ? arena_strdup(http_req_arena(req), pattern) : NULL;
+    rl->route = pattern; /* in the request's arena (http_route_lookup copied it) */
     const char *m = http_req_method(req);
     rl->upload = streamed && strcmp(m, "GET") && strcmp(m, "HEAD");
     if (rl->upload)

@@ -326,12 +326,12 @@ static backend be_enter(void)
 {
     pthread_rwlock_rdlock(&backend_lock);
     backend b = active;
-    modmgr_enter(b.owner);
+    modref_enter(b.owner);
     pthread_rwlock_unlock(&backend_lock);
     return b;
 }
 
-static void be_leave(backend b) { modmgr_leave(b.owner); }
+static void be_leave(backend b) { modref_leave(b.owner); }
 
 int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err)
 {

@@ -3,8 +3,10 @@
  *
  * Each kernel file is one subsystem with one prefix (Lua's lstring.c -> luaS_ idea):
  *   log.c log_*   util.c (arena_*, str_*, json helpers)   err.c err_*
- *   cfg.c cfg_*   db.c db_*   http.c http_*   auth.c auth_*   hook.c hook_*
- *   task.c task_*   notify.c notify_*   modmgr.c modmgr_*   luas.c luas_*
+ *   cfg.c cfg_*   db.c db_*   http*.c http_* (the door's files: http_int.h)   auth.c auth_*
+ *   hook.c hook_*   task.c task_*   timer.c timer_*   notify.c notify_*   luas.c luas_*
+ *   modmgr.c modmgr_* (load, unload, reload)   modref.c modref_* (the module handle and its
+ *   busy count, a leaf)   registry.c reg_* (owner-tagged tables: routes, hooks, task types, timers)
  *   api.c (fills mb_api)   main.c (mbyted: loop, signals, start and stop)
  * Modules never see this header; they get abi/mbyte.h and the mb_api table.
  */
@@ -63,6 +65,7 @@ void hex_encode(const uint8_t *in, size_t n, char *out); /* out has 2n+1 bytes *
 json_int_t jint(const json_t *o, const char *k);
 const char *jstr(const json_t *o, const char *k);
 int hex_decode(const char *in, uint8_t *out, size_t n);  /* 0 if exactly 2n hex digits */
+int hex_digit(int c);                                   /* 0..15, or -1 for a non-hex character */
 /* Random id text of `bytes` random bytes as lower hex (out has 2*bytes+1). */
 void random_hex(char *out, size_t bytes);
 int64_t now_wall(void);    /* seconds, shifted by MBYTE_CLOCK_OFFSET when set */
@@ -376,10 +379,73 @@ int modmgr_load(const char *name, mb_err *err);
 int modmgr_unload(const char *name, mb_err *err);
 int modmgr_reload(const char *name, mb_err *err);
 json_t *modmgr_list(void); /* [{"name","version","state",...}] new reference */
-/* Count a call into a module (enter before, leave after). owner NULL is the kernel. */
-void modmgr_enter(mb_module *m);
-void modmgr_leave(mb_module *m);
-const char *modmgr_name(mb_module *m);
+
+/* --------------------------------------------------------------- modref.c --- */
+/* The handle of one loaded copy of a module and its busy count (a leaf: registries and
+ * modmgr both use it). modmgr makes one per copy and frees it once the copy is closed. */
+mb_module *modref_new(const char *name);
+void modref_free(mb_module *m);
+/* Count a call into a module (enter before, leave after). owner NULL is the kernel: free. */
+void modref_enter(mb_module *m);
+void modref_leave(mb_module *m);
+long modref_busy(const mb_module *m);
+const char *modref_name(const mb_module *m); /* "kernel" for NULL */
+
+/* ------------------------------------------------------------- registry.c --- */
+/* An owner-tagged table (routes, hooks, task types, timers). Entries are ops->size bytes
+ * and start with `mb_module *owner`. See registry.c for the locking pattern. */
+typedef struct reg_ops {
+    size_t size;
+    /* Two entries name the same thing: adding the second is MB_EEXIST (NULL: never). */
+    bool (*conflict)(const void *have, const void *fresh);
+    /* On a reload, the old entry `have` keeps its slot for the fresh entry (NULL: conflict). */
+    bool (*same)(const void *have, const void *fresh);
+    /* The kept slot takes over fresh (owner, function, state...) and frees fresh's rest. */
+    void (*retake)(void *have, void *fresh);
+    void (*drop)(void *e);                                 /* free what an entry owns (may be NULL) */
+    int (*order)(const void *a, const void *b);            /* qsort order kept after changes (may be NULL) */
+    void (*describe)(const void *e, char *buf, size_t n);  /* "route GET /api/v1/x", for messages */
+} reg_ops;
+typedef struct registry {
+    const reg_ops *ops;
+    pthread_rwlock_t lock;
+    char *v;
+    size_t n, cap;
+} registry;
+/* Every entry type names its owner first: REG_ENTRY(type) checks it at compile time. */
+#define REG_ENTRY(type) _Static_assert(offsetof(type, owner) == 0, #type " must start with its owner")
+#define REG_INIT(ops_) {.ops = (ops_), .lock = PTHREAD_RWLOCK_INITIALIZER}
+void reg_init(registry *r, const reg_ops *ops);
+void reg_clear(registry *r); /* drops every entry (at exit) */
+/* Add one entry (copied; on failure it is dropped). Loop thread or start-up. */
+int reg_add(registry *r, const void *e, mb_err *err);
+/* Drop every entry of owner, under the write lock: no new lookup finds them. */
+void reg_remove_owner(registry *r, mb_module *owner);
+/* Drop the first entry matching key. */
+void reg_remove(registry *r, bool (*match)(const void *e, const void *key), const void *key);
+/* Reload: the entries of `from` become exactly fresh[0..n) (owned by the new copy) in one
+ * write-locked step; an entry of `from` that is the same thing keeps its slot (retake).
+ * The fresh entries are consumed, also on failure (MB_EEXIST: nothing changed). */
+int reg_swap_owner(registry *r, mb_module *from, void *fresh, size_t n, mb_err *err);
+/* Lookups under the read lock. reg_get: the first entry matching key, copied to out (may be
+ * NULL), its owner entered when `enter` (the caller leaves after the call). reg_collect: up
+ * to max matching entries copied to out, each owner entered. In a copy, function and state
+ * pointers stay valid while the owner is entered; what the entry owns (its strings) may be
+ * freed as soon as the lock is released, so take those inside `match`. reg_read: run fn over the entries with the read lock
+ * held (fn enters the owner it will call). */
+bool reg_get(registry *r, bool (*match)(const void *e, const void *key), const void *key, void *out, bool enter);
+size_t reg_collect(registry *r, bool (*match)(const void *e, const void *key), const void *key, void *out,
+                   size_t max);
+void *reg_read(registry *r, void *(*fn)(const void *entries, size_t n, void *ud), void *ud);
+
+/* ---------------------------------------------------------------- timer.c --- */
+/* api->timer_add / timer_cancel (abi/mbyte.h). timer_remove_owner: modmgr, loop thread,
+ * before a copy's fini (unload and the old copy of a reload); a run in progress finishes
+ * and keeps the module busy until then. */
+int timer_add(mb_module *self, int64_t delay_ms, int64_t period_ms, mb_timer_fn fn, void *arg, mb_timer **out,
+              mb_err *err);
+void timer_cancel(mb_timer *timer);
+void timer_remove_owner(mb_module *owner);
 
 /* ----------------------------------------------------------------- luas.c --- */
 int luas_init(const char *script_dir, mb_err *err);
@@ -471,7 +537,6 @@ void share_ip_set(const char *ip);
 const char *share_ip(void); /* NULL off HTTP threads */
 int share_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
 int share_req_body(mb_req *req, const void **data, size_t *len);
-int share_user_find(const char *name, uint64_t *id, mb_err *err);
 /* The path as it may be logged: a link token (/api/v1/public/<token>, /s/<token>) becomes
  * "***". Returns path itself or buf. */
 const char *share_redact(const char *path, char *buf, size_t n);
@@ -489,7 +554,7 @@ int parse_ranges(const char *h, uint64_t size, brange *out);
 int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
 
 /* ---------------------------------------------- evapi.c, auth.c (ABI minor 2) --- */
-/* auth.c: the password check and user lookup behind api->auth_password / api->user_find. */
+/* auth.c: the password check and user lookup behind api->auth_password / api->user_lookup. */
 int auth_password(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
                   mb_err *err);
 int auth_user_find(const char *name, mb_user *out, char *namebuf, size_t n, mb_err *err);

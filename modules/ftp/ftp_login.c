@@ -31,7 +31,7 @@ typedef struct login_job {
 static void login_work(void *arg)
 {
     login_job *j = arg;
-    if (j->api->user_lookup(j->name, &j->user, j->namebuf, sizeof j->namebuf, &j->err) == 0 &&
+    if (j->api->user_lookup(0, j->name, &j->user, j->namebuf, sizeof j->namebuf, &j->err) == 0 &&
         apppass_check(j->api, j->self, j->user.id, j->pw)) {
         j->rc = 0;
         return;
@@ -70,7 +70,7 @@ static void login_done(void *arg)
         } else {
             reply(s, 530, "Login incorrect");
         }
-        f->api->log(f->self, 1, "failed login for %s from %s", j->name, s->ip);
+        f->api->log(f->self, MB_LOG_INFO, "failed login for %s from %s", j->name, s->ip);
     } else if (f->per_user > 0 && count_user(f, j->user.id) >= f->per_user) {
         reply(s, 421, "Too many sessions for this user");
         s->quitting = true;
