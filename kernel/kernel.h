@@ -527,7 +527,6 @@ int stores_settings_get(uint64_t sid, json_t **out, mb_err *err);
 int stores_settings_set(uint64_t sid, const json_t *settings, mb_err *err);
 int stores_default_get(uint64_t owner, uint64_t *sid, mb_err *err);
 int stores_default_set(const mb_user *u, uint64_t sid, mb_err *err);
-int stores_user_get(uint64_t uid, const char *name, json_t **out, mb_err *err);
 int stores_conf_load(const char *file, json_t **out, mb_err *err);
 
 /* ---------------------------------------------------------------- share.c --- */

@@ -605,29 +605,6 @@ void stores_list_decorate(const mb_user *u, json_t *arr)
     json_array_foreach(arr, i, s) json_object_set_new(s, "default", json_boolean((uint64_t)jint(s, "id") == def));
 }
 
-/* ================================================================ users === */
-
-int stores_user_get(uint64_t uid, const char *name, json_t **out, mb_err *err)
-{
-    char nb[256];
-    if (!name) {
-        if (auth_user_name(uid, nb, sizeof nb))
-            return err_set(err, MB_ENOENT, "no user with id %llu", (unsigned long long)uid);
-        name = nb;
-    }
-    if (!auth_valid_username(name))
-        return err_set(err, MB_ENOENT, "no such user");
-    char key[300];
-    snprintf(key, sizeof key, "u/%s", name);
-    json_t *u = NULL;
-    if (db_get_json(key, &u))
-        return err_set(err, MB_ENOENT, "no user '%s'", name);
-    *out = json_pack("{s:O, s:s, s:O}", "id", json_object_get(u, "id"), "name", name, "role",
-                     json_object_get(u, "role"));
-    json_decref(u);
-    return 0;
-}
-
 /* ========================================================= conf files === */
 
 int stores_conf_load(const char *file, json_t **out, mb_err *err)
