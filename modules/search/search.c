@@ -8,7 +8,8 @@
  *      comes again or its queue entry is there.
  *   2. A worker thread this module owns drains the queue in key order. An entry means
  *      "make the index agree with the namespace at this path": the path is looked up as the
- *      system; a file is extracted (extract.c) and written to the store's SQLite index unless
+ *      system; a file is extracted (plain text in this thread by extract.c, every other kind by
+ *      mbyte-extractd, a process per file with limits: run_extractor) and written to the store's SQLite index unless
  *      its sha256 and mtime are what the index holds already; a folder is walked and
  *      compared; a missing path is removed with everything under it. The entry is deleted
  *      only after the SQLite commit returned (synchronous=FULL), so an entry that disappears
@@ -20,14 +21,21 @@
  *
  * Threads: observers and done on the loop thread (they only add to the batch and wake the
  * worker); the worker thread; rebuild tasks on the pool; route handlers on HTTP workers.
- * `mu` protects the table of open indexes and the worker's wake flag; each open index has
+ * `mu` protects the table of open indexes, the worker's wake flag, `stop`, the extractor's path
+ * and the running extractors' pids (`kids`: fini kills them); each open index has
  * its own mutex held around every SQLite call on it (extraction runs outside any lock).
  * `seq` and `turn_items` belong to the loop thread.
  */
 #include "mbyte.h"
 #include "search.h"
+#include "spawn.h"
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +49,7 @@
 #define MAX_LIMIT 100
 #define MAX_OFFSET 10000
 #define BATCH_DOCS 32
+#define MAX_KIDS 8 /* extractors running at once: the worker and rebuild tasks (2 at a time) */
 
 typedef struct index_slot {
     uint64_t sid;
@@ -52,8 +61,14 @@ typedef struct index_slot {
 typedef struct search {
     mb_module *self;
     const mb_api *api;
-    _Atomic int64_t max_file_bytes, max_text_bytes, extract_seconds; /* reconfigure vs the worker */
-    char dir[1024];
+    _Atomic int64_t max_file_bytes, max_text_bytes, extract_seconds, extractor_mb; /* reconfigure vs the worker */
+    char dir[1024], tmp[1100];
+    char extractor[PATH_MAX]; /* mbyte-extractd (under mu: reconfigure may change it) */
+    struct kid {
+        bool busy; /* taken by a thread about to run an extractor (under mu) */
+        pid_t pid; /* its running extractor, 0 when none (under mu; fini kills it) */
+    } kids[MAX_KIDS];
+    atomic_uint tmp_seq;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     index_slot *slots;
@@ -63,6 +78,15 @@ typedef struct search {
     uint64_t seq;   /* loop thread */
     int turn_items; /* loop thread */
 } search;
+
+/* snprintf that may cut (reasons are for people; a cut path still says which file). */
+__attribute__((format(printf, 3, 4))) static void sfmt(char *out, size_t n, const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(out, n, f, ap);
+    va_end(ap);
+}
 
 static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
 static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
@@ -223,9 +247,113 @@ static const char *last_name(const char *path)
     return sl ? sl + 1 : path;
 }
 
-/* Read the file (at most max_file_bytes) and extract its text into p. Failures are recorded
- * on the document (status failed, reason), never returned: one bad file never stops a queue. */
-static void extract_into(search *s, uint64_t sid, const char *path, pending *p)
+/* Run mbyte-extractd on the bytes of one file (written to a temporary file under the data dir,
+ * never the store's own file: the extractor sees only what it must read). 0 with the text in
+ * *x, -1 with x->reason (a crash, a limit, the extractor's own error), or MB_ECANCELED when the
+ * module is stopping (the file is not recorded: the next copy extracts it). */
+static int run_extractor(search *s, const char *kind, const unsigned char *buf, size_t len, sx_result *x)
+{
+    memset(x, 0, sizeof *x);
+    x->kind = kind;
+    int64_t max_text = s->max_text_bytes, secs = s->extract_seconds, limit = secs + 5;
+    char prog[PATH_MAX], in[1200], out[1200], tflag[32], sflag[32], home[1200];
+    int k = 0;
+    pthread_mutex_lock(&s->mu);
+    snprintf(prog, sizeof prog, "%s", s->extractor);
+    while (k < MAX_KIDS && s->kids[k].busy)
+        k++;
+    if (k < MAX_KIDS)
+        s->kids[k].busy = true;
+    pthread_mutex_unlock(&s->mu);
+    if (k == MAX_KIDS) {
+        sfmt(x->reason, sizeof x->reason, "more than %d extractions at once", MAX_KIDS);
+        return -1;
+    }
+    unsigned n = atomic_fetch_add(&s->tmp_seq, 1);
+    snprintf(in, sizeof in, "%s/%u.in", s->tmp, n);
+    snprintf(out, sizeof out, "%s/%u.out", s->tmp, n);
+    snprintf(tflag, sizeof tflag, "%lld", (long long)max_text);
+    snprintf(sflag, sizeof sflag, "%lld", (long long)secs);
+    snprintf(home, sizeof home, "HOME=%s", s->tmp);
+    char *argv[] = {prog, "-t", tflag, "-s", sflag, (char *)kind, in, NULL};
+    char *envp[] = {home, "PATH=/usr/bin:/bin", NULL};
+    int rc = -1, ifd = open(in, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), ofd = -1;
+    if (ifd < 0 || write(ifd, buf, len) != (ssize_t)len)
+        sfmt(x->reason, sizeof x->reason, "cannot write %s: %s", in, strerror(errno));
+    else if ((ofd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+        sfmt(x->reason, sizeof x->reason, "cannot write %s: %s", out, strerror(errno));
+    if (ifd >= 0)
+        close(ifd);
+    sp_result r = {0};
+    if (ofd >= 0) {
+        /* the output is one JSON line and the text: a little over max_text */
+        sp_limits lim = {.cpu_s = limit, .wall_s = limit, .fsize = max_text + (64 << 10),
+                         .as_mb = s->extractor_mb, .nofile = 64};
+        int e = sp_run(prog, argv, envp, ofd, &lim, &(sp_owner){&s->mu, &s->stop, &s->kids[k].pid}, &r);
+        if (e)
+            sfmt(x->reason, sizeof x->reason, "cannot start the extractor %s: %s", prog, strerror(-e));
+        else if (r.stopped)
+            rc = MB_ECANCELED;
+        else if (r.timed_out)
+            sfmt(x->reason, sizeof x->reason, "extraction took longer than %lld s and was stopped",
+                     (long long)limit);
+        else if (r.signal == SIGXCPU)
+            sfmt(x->reason, sizeof x->reason, "extraction used more than %lld s of CPU and was stopped",
+                     (long long)limit);
+        else if (r.signal == SIGXFSZ)
+            sfmt(x->reason, sizeof x->reason, "the extractor wrote more than its output limit (signal %d)",
+                     r.signal);
+        else if (r.signal)
+            sfmt(x->reason, sizeof x->reason, "extractor crashed (signal %d: %s)", r.signal, strsignal(r.signal));
+        else if (r.code != 0 && r.code != 1)
+            sfmt(x->reason, sizeof x->reason, "the extractor failed (exit %d%s)", r.code,
+                     r.code == 127 ? ": mbyte-extractd missing" : "; out of memory?");
+        else
+            rc = 0;
+    }
+    if (rc == 0) { /* its answer: {"kind"[,"note"|"error"]}\n then the text */
+        size_t cap = (size_t)max_text + (64 << 10), got = 0;
+        char *o = malloc(cap + 1);
+        ssize_t m = 0;
+        while (o && got < cap && (m = pread(ofd, o + got, cap - got, (off_t)got)) > 0)
+            got += (size_t)m;
+        char *nl = o ? memchr(o, '\n', got) : NULL;
+        json_t *head = nl ? json_loadb(o, (size_t)(nl - o), 0, NULL) : NULL;
+        if (!head) {
+            sfmt(x->reason, sizeof x->reason, "the extractor gave no answer");
+            rc = -1;
+        } else if (jstr(head, "error")) {
+            sfmt(x->reason, sizeof x->reason, "%s", jstr(head, "error"));
+            rc = -1;
+        } else {
+            sfmt(x->reason, sizeof x->reason, "%s", jstr(head, "note") ? jstr(head, "note") : "");
+            size_t tl = got - (size_t)(nl + 1 - o);
+            if (tl > (size_t)max_text)
+                tl = (size_t)max_text;
+            if (tl && (x->text = malloc(tl + 1))) {
+                memcpy(x->text, nl + 1, tl);
+                x->text[tl] = 0;
+                x->len = tl;
+            }
+        }
+        json_decref(head);
+        free(o);
+    }
+    if (ofd >= 0)
+        close(ofd);
+    unlink(in);
+    unlink(out);
+    pthread_mutex_lock(&s->mu);
+    s->kids[k].busy = false;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* Read the file (at most max_file_bytes) and extract its text into p: plain text here, every
+ * other kind through mbyte-extractd. Failures are recorded on the document (status failed,
+ * reason), never returned: one bad file never stops a queue. Returns MB_ECANCELED only when
+ * the module is stopping (p must then not be written). */
+static int extract_into(search *s, uint64_t sid, const char *path, pending *p)
 {
     const mb_api *api = s->api;
     mb_file_reader *r = NULL;
@@ -238,12 +366,12 @@ static void extract_into(search *s, uint64_t sid, const char *path, pending *p)
         char why[160];
         snprintf(why, sizeof why, "larger than %lld bytes: only the name is indexed", (long long)s->max_file_bytes);
         p->reason = strdup(why);
-        return;
+        return 0;
     }
     if (api->file_open(NULL, sid, path, 0, &r, &info, &e)) {
         p->status = "failed";
         p->reason = strdup(e.msg);
-        return;
+        return 0;
     }
     /* the version opened is the one described: take its identity from the reader */
     free(p->sha256);
@@ -268,13 +396,23 @@ static void extract_into(search *s, uint64_t sid, const char *path, pending *p)
     if (!buf) {
         p->status = "failed";
         p->reason = strdup("out of memory reading the file");
-        return;
+        return 0;
     }
+    int rc = 0;
     if (!p->reason) {
         sx_result x;
-        if (sx_extract(p->name, p->ctype, buf, got, (size_t)s->max_text_bytes, (double)s->extract_seconds, &x)) {
+        const char *kind = sx_content_kind(buf, got, p->kind);
+        rc = sx_in_process(kind)
+                 ? sx_extract_text(kind, buf, got, (size_t)s->max_text_bytes, (double)s->extract_seconds, &x)
+                 : run_extractor(s, kind, buf, got, &x);
+        if (rc == MB_ECANCELED) {
+            free(buf);
+            return rc;
+        }
+        if (rc) {
             p->status = "failed";
             p->reason = strdup(x.reason);
+            rc = 0;
         } else {
             p->text = x.text;
             if (*x.reason)
@@ -283,6 +421,7 @@ static void extract_into(search *s, uint64_t sid, const char *path, pending *p)
         p->kind = x.kind;
     }
     free(buf);
+    return rc;
 }
 
 /* Index the file described by `info` (a listing entry or stat) at path, unless the index
@@ -314,7 +453,12 @@ static int index_file(writer *w, const char *path, const json_t *info, mb_err *e
     p->sha256 = strdup(sha ? sha : "");
     p->size = jint(info, "size");
     p->mtime = mtime;
-    extract_into(s, w->sid, path, p);
+    if (extract_into(s, w->sid, path, p) == MB_ECANCELED) { /* unloading: this file stays for the next copy */
+        pending_free(p);
+        w->n--;
+        w->cancelled = true;
+        return s->api->err_set(err, MB_ECANCELED, "cancelled");
+    }
     return 0;
 }
 
@@ -919,6 +1063,29 @@ static int read_config(search *s, const json_t *c)
     s->max_file_bytes = jint(c, "max_file_mb") * 1024 * 1024;
     s->max_text_bytes = jint(c, "max_text_kb") * 1024;
     s->extract_seconds = jint(c, "extract_seconds");
+    s->extractor_mb = jint(c, "extractor_memory_mb");
+    const char *x = jstr(c, "extractor");
+    if (x && *x)
+        snprintf(s->extractor, sizeof s->extractor, "%s", x);
+    else /* beside the modules (build dir and install dir alike) */
+        snprintf(s->extractor, sizeof s->extractor, "%s/mbyte-extractd", s->api->module_dir());
+    return 0;
+}
+
+/* <data>/m/search/tmp holds the bytes handed to a running extractor and its answer; what a
+ * crash of mbyted left there is removed at start. */
+static int make_tmp(search *s, mb_err *err)
+{
+    snprintf(s->tmp, sizeof s->tmp, "%s/tmp", s->dir);
+    if (mkdir(s->tmp, 0700) && errno != EEXIST)
+        return s->api->err_set(err, MB_EIO, "cannot make %s: %s", s->tmp, strerror(errno));
+    DIR *d = opendir(s->tmp);
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (de->d_name[0] != '.')
+            unlinkat(dirfd(d), de->d_name, 0);
+    if (d)
+        closedir(d);
     return 0;
 }
 
@@ -933,12 +1100,19 @@ static int last_key_fn(const char *key, const void *value, size_t len, void *ud)
 
 static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)
 {
+    if (api->abi_minor < 10)
+        return api->err_set(err, MB_EUNSUPP, "needs a kernel with module_dir (ABI 1.10)");
     search *s = calloc(1, sizeof *s);
     if (!s)
         return api->err_set(err, MB_ENOMEM, "out of memory");
     s->self = self;
     s->api = api;
     read_config(s, config);
+    if (access(s->extractor, X_OK)) {
+        int rc = api->err_set(err, MB_EIO, "the extractor %s is missing: %s", s->extractor, strerror(errno));
+        free(s);
+        return rc;
+    }
     snprintf(s->dir, sizeof s->dir, "%s/m", api->data_dir());
     mkdir(s->dir, 0700);
     snprintf(s->dir, sizeof s->dir, "%s/m/search", api->data_dir());
@@ -947,7 +1121,10 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         free(s);
         return api->err_set(err, MB_EIO, "cannot make %s/m/search: %s", api->data_dir(), strerror(e));
     }
-    sx_global_init();
+    if (make_tmp(s, err)) {
+        free(s);
+        return err->code;
+    }
     api->kv_scan(self, "q/", last_key_fn, &s->seq, err);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -969,9 +1146,12 @@ static int fini(void *state, bool reloading, mb_err *err)
     search *s = state;
     pthread_mutex_lock(&s->mu);
     s->stop = true;
+    for (int i = 0; i < MAX_KIDS; i++)
+        if (s->kids[i].pid > 0)
+            kill(s->kids[i].pid, SIGKILL); /* the file stays queued; the next copy extracts it */
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    pthread_join(s->worker, NULL); /* at most one file's extraction (extract_seconds) */
+    pthread_join(s->worker, NULL); /* an unload never waits for an extraction */
     for (index_slot *x = s->slots, *nx; x; x = nx) {
         nx = x->next;
         si_close(x->db);
@@ -1001,6 +1181,8 @@ static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "max_file_mb", MB_CFG_INT, "64", 1, 4096},
     {sizeof(mb_config_key), "max_text_kb", MB_CFG_INT, "2048", 16, 65536},
     {sizeof(mb_config_key), "extract_seconds", MB_CFG_INT, "10", 1, 600},
+    {sizeof(mb_config_key), "extractor_memory_mb", MB_CFG_INT, "1024", 128, 16384},
+    {sizeof(mb_config_key), "extractor", MB_CFG_STRING, "\"\"", 0, 0},
     {0},
 };
 
@@ -1026,7 +1208,7 @@ static const mb_task_type tasks[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 6, /* batched observers; data_dir (5); store_list_all (3) */
+    .abi_minor = 10, /* module_dir (10); batched observers (6); data_dir (5); store_list_all (3) */
     .name = "search",
     .version = SEARCH_VERSION,
     .description = "Full-text search over names and contents (SQLite FTS5), indexed live from file events",
