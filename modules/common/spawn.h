@@ -35,8 +35,22 @@ typedef struct sp_result {
     int code;       /* its exit status when it exited (127: the program is missing) */
 } sp_result;
 
-/* Run prog (argv, envp) with stdin from /dev/null, stdout into out_fd, stderr to /dev/null,
- * under the limits; wait for it. 0 with *r filled, or -errno when it could not be started. */
+/* Set the limits in the calling process (a child between fork and exec, or a forked worker):
+ * async-signal-safe; a limit of 0 is not set. */
+void sp_apply_limits(const sp_limits *l);
+
+/* Fork and exec prog (argv, envp) under the limits with stdin from in_fd (/dev/null when -1),
+ * stdout into out_fd, stderr to /dev/null; its pid goes to *o->pid. Returns the pid, 0 when the
+ * owner is stopping (nothing started), or -errno. */
+pid_t sp_start(const char *prog, char *const argv[], char *const envp[], int in_fd, int out_fd, const sp_limits *l,
+               const sp_owner *o);
+
+/* Wait for pid, SIGKILLing it once wall_s passed; then, when o is not NULL, clear *o->pid and
+ * tell whether the owner stopped meanwhile. */
+void sp_wait(pid_t pid, int64_t wall_s, const sp_owner *o, sp_result *r);
+
+/* sp_start + sp_wait with stdin from /dev/null. 0 with *r filled, or -errno when it could not
+ * be started. */
 int sp_run(const char *prog, char *const argv[], char *const envp[], int out_fd, const sp_limits *l,
            const sp_owner *o, sp_result *r);
 

@@ -1,17 +1,20 @@
 /*
  * modules/search/extractd.c — mbyte-extractd, the search module's text extractor (issue 17).
  *
- * The search module never runs a decoder library inside mbyted: for each PDF, office document,
- * EPUB, e-mail, HTML/XML file or photo it writes the bytes to a temporary file and starts this
- * program (modules/common/spawn.c), which prints the text and exits. A poppler crash, a zip
- * bomb or an endless loop in a parser therefore ends only this process; the module records
- * the reason on the file (status failed) and its queue goes on.
+ * The search module never runs a decoder library inside mbyted: each PDF, office document,
+ * EPUB, e-mail, HTML/XML file or photo is written to a temporary file and read by this program.
+ * The module starts it once (modules/common/spawn.c) as a server, `--serve DIR`, which loads the
+ * libraries and then forks one worker per file (a fork and _exit cost about 5 ms, a start of
+ * this program with poppler and glib about 60 ms); the worker prints the text and exits. A poppler crash, a
+ * zip bomb or an endless loop in a parser therefore ends only that worker; the server reports
+ * it and the module records the reason on the file (status failed) and goes on.
  *
- *   mbyte-extractd [-t MAX_TEXT_BYTES] [-s SECONDS] KIND FILE
+ *   mbyte-extractd --serve DIR                        requests on stdin (see serve())
+ *   mbyte-extractd [-t MAX_TEXT_BYTES] [-s SECONDS] KIND FILE    one file, by hand
  *
- * KIND is the module's (sx_kind, sx_content_kind). Output on stdout: one JSON line
- * {"kind"} (exit 0), {"kind","note"} when a limit cut the text (exit 0) or {"kind","error"}
- * (exit 1), then the text itself (UTF-8, at most MAX_TEXT_BYTES).
+ * KIND is the module's (sx_kind, sx_content_kind). A worker's output: one JSON line {"kind"}
+ * (exit 0), {"kind","note"} when a limit cut the text (exit 0) or {"kind","error"} (exit 1),
+ * then the text itself (UTF-8, at most MAX_TEXT_BYTES).
  *
  * Libraries: HTML with libxml2's HTML parser and XML with its XML parser (no network, no
  * entity expansion, no DTD loading); PDF with poppler-glib; DOCX, XLSX, PPTX, ODT, ODS, ODP
@@ -20,16 +23,21 @@
  * quoted-printable, nested multiparts at most 8 deep and 200 parts); image metadata (camera,
  * date, GPS as coordinates) with libexif.
  *
- * Limits, in layers: the parent sets RLIMIT_CPU, RLIMIT_AS (not in sanitizer builds),
- * RLIMIT_FSIZE (the output), RLIMIT_NOFILE and no core dumps, and kills this process after a
- * wall-clock limit; here the text stops at MAX_TEXT_BYTES, every zip entry is inflated to at
- * most 4 * MAX_TEXT_BYTES (a zip bomb inflates no further), and the SECONDS budget is checked
- * between pages, entries and MIME parts (what was read by then is indexed).
+ * Limits, in layers: the module starts the server with RLIMIT_AS (not in sanitizer builds),
+ * RLIMIT_NOFILE and no core dumps, and kills it when it stops answering; the server gives each
+ * worker RLIMIT_CPU, RLIMIT_FSIZE (its output) and RLIMIT_NOFILE and kills it after a
+ * wall-clock limit; the worker dies with the server (PR_SET_PDEATHSIG); the text stops at
+ * MAX_TEXT_BYTES, every zip entry is inflated to at most 4 * MAX_TEXT_BYTES (a zip bomb inflates
+ * no further), and the SECONDS budget is checked between pages, entries and MIME parts (what
+ * was read by then is indexed).
  *
- * Threads: one. No shared state.
+ * Threads: one per process (the server forks before any library work). No shared state.
  */
 #include "search.h"
+#include "spawn.h"
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <libexif/exif-data.h>
 #include <libxml/HTMLparser.h>
@@ -38,8 +46,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <signal.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zip.h>
 
 /* LeakSanitizer (sanitizer builds): glib and poppler keep process-lifetime caches that this
@@ -542,35 +554,46 @@ static int extract(sx_text *c, const char *kind, const unsigned char *data, size
     return -1;
 }
 
-int main(int argc, char **argv)
+/* Tests only (MBYTE_EXTRACTD_TEST=<dir>, passed on by the module from mbyted's environment): a
+ * file holding SEGFAULT-ME ends this process on SIGSEGV (the default action, as a decoder bug
+ * would in a release build), one holding HANG-ME writes its pid to <dir>/hangs and sleeps. */
+static void test_switch(const unsigned char *data, size_t len)
 {
-    size_t max_text = 2 << 20;
-    double seconds = 10;
-    int a = 1;
-    for (; a + 1 < argc && argv[a][0] == '-'; a += 2) {
-        if (!strcmp(argv[a], "-t"))
-            max_text = (size_t)strtoull(argv[a + 1], NULL, 10);
-        else if (!strcmp(argv[a], "-s"))
-            seconds = strtod(argv[a + 1], NULL);
-        else
-            break;
+    const char *dir = getenv("MBYTE_EXTRACTD_TEST");
+    if (!dir || !*dir)
+        return;
+    if (memmem(data, len, "SEGFAULT-ME", 11)) {
+        signal(SIGSEGV, SIG_DFL); /* past a sanitizer's handler */
+        raise(SIGSEGV);
     }
-    if (argc - a != 2) {
-        fprintf(stderr, "usage: mbyte-extractd [-t MAX_TEXT_BYTES] [-s SECONDS] KIND FILE\n");
-        return 2;
+    if (memmem(data, len, "HANG-ME", 7)) {
+        char p[PATH_MAX];
+        snprintf(p, sizeof p, "%s/hangs", dir);
+        FILE *f = fopen(p, "a");
+        if (f) {
+            fprintf(f, "%d\n", (int)getpid());
+            fclose(f);
+        }
+        for (;;)
+            pause();
     }
-    const char *kind = argv[a];
+}
+
+/* The text of one file on stdout (the format at the top). 0, or 1 when it is unreadable. */
+static int extract_file(const char *kind, const char *path, size_t max_text, double seconds)
+{
     size_t len = 0;
-    unsigned char *data = slurp(argv[a + 1], &len);
+    unsigned char *data = slurp(path, &len);
     char why[200] = "";
     sx_text c;
     sx_text_init(&c, max_text, seconds);
     int rc = -1;
-    xmlInitParser();
     if (!data)
         snprintf(why, sizeof why, "mbyte-extractd cannot read its input");
-    else
+    else {
+        test_switch(data, len);
         rc = extract(&c, kind, data, len, why, sizeof why);
+    }
     free(data);
     sx_result r = {0};
     sx_finish(&c, max_text, seconds, &r);
@@ -586,7 +609,88 @@ int main(int argc, char **argv)
         fwrite(r.text, 1, r.len, stdout);
     free(line);
     sx_free(&r);
-    xmlCleanupParser();
     fflush(stdout); /* before any exit-time check (LeakSanitizer) could end the process */
     return rc ? 1 : 0;
+}
+
+/* --serve DIR: one request per line on stdin, "<n> <kind> <max text bytes> <seconds>", for the
+ * file DIR/<n>.in; a worker forked per request (the libraries are loaded once, here, so a file
+ * costs a fork, not a program start) writes DIR/<n>.out under its own limits (CPU and wall clock
+ * seconds + 5, output size, open files; it dies with this process) and this process answers one
+ * line on stdout: "exit <code>", "signal <n>" or "timeout". This process itself never parses a
+ * file, so nothing a file does can reach the next one. */
+static int serve(const char *dir)
+{
+    char line[256];
+    pid_t self = getpid();
+    while (fgets(line, sizeof line, stdin)) {
+        unsigned n;
+        char kind[32];
+        unsigned long long max_text;
+        double secs;
+        if (sscanf(line, "%u %31s %llu %lf", &n, kind, &max_text, &secs) != 4 || secs < 0 || secs > 3600) {
+            printf("error bad request\n");
+            fflush(stdout);
+            continue;
+        }
+        char in[PATH_MAX], out[PATH_MAX];
+        snprintf(in, sizeof in, "%s/%u.in", dir, n);
+        snprintf(out, sizeof out, "%s/%u.out", dir, n);
+        int64_t limit = (int64_t)secs + 5;
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL); /* the module killed this server: its worker goes too */
+            if (getppid() != self)
+                _exit(1);
+            sp_apply_limits(&(sp_limits){.cpu_s = limit, .fsize = (int64_t)max_text + (64 << 10), .nofile = 64});
+            int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+            if (fd < 0 || dup2(fd, 1) < 0)
+                _exit(3);
+            close(fd);
+            int rc = extract_file(kind, in, (size_t)max_text, secs); /* its output is flushed */
+#ifdef __SANITIZE_ADDRESS__
+            exit(rc); /* LeakSanitizer checks the worker at exit */
+#else
+            _exit(rc); /* the libraries' exit handlers cost more than the extraction (~12 ms) */
+#endif
+        }
+        if (pid < 0)
+            printf("error fork: %s\n", strerror(errno));
+        else {
+            sp_result r;
+            sp_wait(pid, limit, NULL, &r);
+            if (r.timed_out)
+                printf("timeout\n");
+            else if (r.signal)
+                printf("signal %d\n", r.signal);
+            else
+                printf("exit %d\n", r.code);
+        }
+        fflush(stdout);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    xmlInitParser();
+    if (argc == 3 && !strcmp(argv[1], "--serve"))
+        return serve(argv[2]);
+    size_t max_text = 2 << 20;
+    double seconds = 10;
+    int a = 1;
+    for (; a + 1 < argc && argv[a][0] == '-'; a += 2) {
+        if (!strcmp(argv[a], "-t"))
+            max_text = (size_t)strtoull(argv[a + 1], NULL, 10);
+        else if (!strcmp(argv[a], "-s"))
+            seconds = strtod(argv[a + 1], NULL);
+        else
+            break;
+    }
+    if (argc - a != 2) {
+        fprintf(stderr, "usage: mbyte-extractd [-t MAX_TEXT_BYTES] [-s SECONDS] KIND FILE | mbyte-extractd --serve DIR\n");
+        return 2;
+    }
+    return extract_file(argv[a], argv[a + 1], max_text, seconds);
 }

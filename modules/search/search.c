@@ -9,8 +9,9 @@
  *   2. A worker thread this module owns drains the queue in key order. An entry means
  *      "make the index agree with the namespace at this path": the path is looked up as the
  *      system; a file is extracted (plain text in this thread by extract.c, every other kind by
- *      mbyte-extractd, a process per file with limits: run_extractor) and written to the store's SQLite index unless
- *      its sha256 and mtime are what the index holds already; a folder is walked and
+ *      mbyte-extractd, a server that forks a worker with limits per file: run_extractor) and
+ *      written to the store's SQLite index unless its sha256 and mtime are what the index
+ *      holds already; a folder is walked and
  *      compared; a missing path is removed with everything under it. The entry is deleted
  *      only after the SQLite commit returned (synchronous=FULL), so an entry that disappears
  *      was applied. Entries are idempotent and need no order.
@@ -22,20 +23,15 @@
  * Threads: observers and done on the loop thread (they only add to the batch and wake the
  * worker); the worker thread; rebuild tasks on the pool; route handlers on HTTP workers.
  * `mu` protects the table of open indexes, the worker's wake flag, `stop`, the extractor's path
- * and the running extractors' pids (`kids`: fini kills them); each open index has
- * its own mutex held around every SQLite call on it (extraction runs outside any lock).
+ * and the extractor servers' slots (`kids`: a thread takes a slot, busy, for one file and alone
+ * uses its pipes; fini kills every server pid); each open index has its own mutex held around
+ * every SQLite call on it (extraction runs outside any lock).
  * `seq` and `turn_items` belong to the loop thread.
  */
 #include "mbyte.h"
 #include "search.h"
-#include "spawn.h"
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <signal.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +45,6 @@
 #define MAX_LIMIT 100
 #define MAX_OFFSET 10000
 #define BATCH_DOCS 32
-#define MAX_KIDS 8 /* extractors running at once: the worker and rebuild tasks (2 at a time) */
 
 typedef struct index_slot {
     uint64_t sid;
@@ -61,14 +56,9 @@ typedef struct index_slot {
 typedef struct search {
     mb_module *self;
     const mb_api *api;
-    _Atomic int64_t max_file_bytes, max_text_bytes, extract_seconds, extractor_mb; /* reconfigure vs the worker */
-    char dir[1024], tmp[1100];
-    char extractor[PATH_MAX]; /* mbyte-extractd (under mu: reconfigure may change it) */
-    struct kid {
-        bool busy; /* taken by a thread about to run an extractor (under mu) */
-        pid_t pid; /* its running extractor, 0 when none (under mu; fini kills it) */
-    } kids[MAX_KIDS];
-    atomic_uint tmp_seq;
+    _Atomic int64_t max_file_bytes, max_text_bytes, extract_seconds; /* reconfigure vs the worker */
+    char dir[1024];
+    xr_pool xr; /* the mbyte-extractd servers (runx.c); guarded by mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     index_slot *slots;
@@ -78,15 +68,6 @@ typedef struct search {
     uint64_t seq;   /* loop thread */
     int turn_items; /* loop thread */
 } search;
-
-/* snprintf that may cut (reasons are for people; a cut path still says which file). */
-__attribute__((format(printf, 3, 4))) static void sfmt(char *out, size_t n, const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    vsnprintf(out, n, f, ap);
-    va_end(ap);
-}
 
 static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
 static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
@@ -247,108 +228,6 @@ static const char *last_name(const char *path)
     return sl ? sl + 1 : path;
 }
 
-/* Run mbyte-extractd on the bytes of one file (written to a temporary file under the data dir,
- * never the store's own file: the extractor sees only what it must read). 0 with the text in
- * *x, -1 with x->reason (a crash, a limit, the extractor's own error), or MB_ECANCELED when the
- * module is stopping (the file is not recorded: the next copy extracts it). */
-static int run_extractor(search *s, const char *kind, const unsigned char *buf, size_t len, sx_result *x)
-{
-    memset(x, 0, sizeof *x);
-    x->kind = kind;
-    int64_t max_text = s->max_text_bytes, secs = s->extract_seconds, limit = secs + 5;
-    char prog[PATH_MAX], in[1200], out[1200], tflag[32], sflag[32], home[1200];
-    int k = 0;
-    pthread_mutex_lock(&s->mu);
-    snprintf(prog, sizeof prog, "%s", s->extractor);
-    while (k < MAX_KIDS && s->kids[k].busy)
-        k++;
-    if (k < MAX_KIDS)
-        s->kids[k].busy = true;
-    pthread_mutex_unlock(&s->mu);
-    if (k == MAX_KIDS) {
-        sfmt(x->reason, sizeof x->reason, "more than %d extractions at once", MAX_KIDS);
-        return -1;
-    }
-    unsigned n = atomic_fetch_add(&s->tmp_seq, 1);
-    snprintf(in, sizeof in, "%s/%u.in", s->tmp, n);
-    snprintf(out, sizeof out, "%s/%u.out", s->tmp, n);
-    snprintf(tflag, sizeof tflag, "%lld", (long long)max_text);
-    snprintf(sflag, sizeof sflag, "%lld", (long long)secs);
-    snprintf(home, sizeof home, "HOME=%s", s->tmp);
-    char *argv[] = {prog, "-t", tflag, "-s", sflag, (char *)kind, in, NULL};
-    char *envp[] = {home, "PATH=/usr/bin:/bin", NULL};
-    int rc = -1, ifd = open(in, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), ofd = -1;
-    if (ifd < 0 || write(ifd, buf, len) != (ssize_t)len)
-        sfmt(x->reason, sizeof x->reason, "cannot write %s: %s", in, strerror(errno));
-    else if ((ofd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
-        sfmt(x->reason, sizeof x->reason, "cannot write %s: %s", out, strerror(errno));
-    if (ifd >= 0)
-        close(ifd);
-    sp_result r = {0};
-    if (ofd >= 0) {
-        /* the output is one JSON line and the text: a little over max_text */
-        sp_limits lim = {.cpu_s = limit, .wall_s = limit, .fsize = max_text + (64 << 10),
-                         .as_mb = s->extractor_mb, .nofile = 64};
-        int e = sp_run(prog, argv, envp, ofd, &lim, &(sp_owner){&s->mu, &s->stop, &s->kids[k].pid}, &r);
-        if (e)
-            sfmt(x->reason, sizeof x->reason, "cannot start the extractor %s: %s", prog, strerror(-e));
-        else if (r.stopped)
-            rc = MB_ECANCELED;
-        else if (r.timed_out)
-            sfmt(x->reason, sizeof x->reason, "extraction took longer than %lld s and was stopped",
-                     (long long)limit);
-        else if (r.signal == SIGXCPU)
-            sfmt(x->reason, sizeof x->reason, "extraction used more than %lld s of CPU and was stopped",
-                     (long long)limit);
-        else if (r.signal == SIGXFSZ)
-            sfmt(x->reason, sizeof x->reason, "the extractor wrote more than its output limit (signal %d)",
-                     r.signal);
-        else if (r.signal)
-            sfmt(x->reason, sizeof x->reason, "extractor crashed (signal %d: %s)", r.signal, strsignal(r.signal));
-        else if (r.code != 0 && r.code != 1)
-            sfmt(x->reason, sizeof x->reason, "the extractor failed (exit %d%s)", r.code,
-                     r.code == 127 ? ": mbyte-extractd missing" : "; out of memory?");
-        else
-            rc = 0;
-    }
-    if (rc == 0) { /* its answer: {"kind"[,"note"|"error"]}\n then the text */
-        size_t cap = (size_t)max_text + (64 << 10), got = 0;
-        char *o = malloc(cap + 1);
-        ssize_t m = 0;
-        while (o && got < cap && (m = pread(ofd, o + got, cap - got, (off_t)got)) > 0)
-            got += (size_t)m;
-        char *nl = o ? memchr(o, '\n', got) : NULL;
-        json_t *head = nl ? json_loadb(o, (size_t)(nl - o), 0, NULL) : NULL;
-        if (!head) {
-            sfmt(x->reason, sizeof x->reason, "the extractor gave no answer");
-            rc = -1;
-        } else if (jstr(head, "error")) {
-            sfmt(x->reason, sizeof x->reason, "%s", jstr(head, "error"));
-            rc = -1;
-        } else {
-            sfmt(x->reason, sizeof x->reason, "%s", jstr(head, "note") ? jstr(head, "note") : "");
-            size_t tl = got - (size_t)(nl + 1 - o);
-            if (tl > (size_t)max_text)
-                tl = (size_t)max_text;
-            if (tl && (x->text = malloc(tl + 1))) {
-                memcpy(x->text, nl + 1, tl);
-                x->text[tl] = 0;
-                x->len = tl;
-            }
-        }
-        json_decref(head);
-        free(o);
-    }
-    if (ofd >= 0)
-        close(ofd);
-    unlink(in);
-    unlink(out);
-    pthread_mutex_lock(&s->mu);
-    s->kids[k].busy = false;
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
 /* Read the file (at most max_file_bytes) and extract its text into p: plain text here, every
  * other kind through mbyte-extractd. Failures are recorded on the document (status failed,
  * reason), never returned: one bad file never stops a queue. Returns MB_ECANCELED only when
@@ -404,7 +283,7 @@ static int extract_into(search *s, uint64_t sid, const char *path, pending *p)
         const char *kind = sx_content_kind(buf, got, p->kind);
         rc = sx_in_process(kind)
                  ? sx_extract_text(kind, buf, got, (size_t)s->max_text_bytes, (double)s->extract_seconds, &x)
-                 : run_extractor(s, kind, buf, got, &x);
+                 : xr_extract(&s->xr, kind, buf, got, s->max_text_bytes, s->extract_seconds, &x);
         if (rc == MB_ECANCELED) {
             free(buf);
             return rc;
@@ -1063,29 +942,12 @@ static int read_config(search *s, const json_t *c)
     s->max_file_bytes = jint(c, "max_file_mb") * 1024 * 1024;
     s->max_text_bytes = jint(c, "max_text_kb") * 1024;
     s->extract_seconds = jint(c, "extract_seconds");
-    s->extractor_mb = jint(c, "extractor_memory_mb");
+    s->xr.as_mb = jint(c, "extractor_memory_mb");
     const char *x = jstr(c, "extractor");
     if (x && *x)
-        snprintf(s->extractor, sizeof s->extractor, "%s", x);
+        snprintf(s->xr.prog, sizeof s->xr.prog, "%s", x);
     else /* beside the modules (build dir and install dir alike) */
-        snprintf(s->extractor, sizeof s->extractor, "%s/mbyte-extractd", s->api->module_dir());
-    return 0;
-}
-
-/* <data>/m/search/tmp holds the bytes handed to a running extractor and its answer; what a
- * crash of mbyted left there is removed at start. */
-static int make_tmp(search *s, mb_err *err)
-{
-    snprintf(s->tmp, sizeof s->tmp, "%s/tmp", s->dir);
-    if (mkdir(s->tmp, 0700) && errno != EEXIST)
-        return s->api->err_set(err, MB_EIO, "cannot make %s: %s", s->tmp, strerror(errno));
-    DIR *d = opendir(s->tmp);
-    struct dirent *de;
-    while (d && (de = readdir(d)))
-        if (de->d_name[0] != '.')
-            unlinkat(dirfd(d), de->d_name, 0);
-    if (d)
-        closedir(d);
+        snprintf(s->xr.prog, sizeof s->xr.prog, "%s/mbyte-extractd", s->api->module_dir());
     return 0;
 }
 
@@ -1108,8 +970,8 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     s->self = self;
     s->api = api;
     read_config(s, config);
-    if (access(s->extractor, X_OK)) {
-        int rc = api->err_set(err, MB_EIO, "the extractor %s is missing: %s", s->extractor, strerror(errno));
+    if (access(s->xr.prog, X_OK)) {
+        int rc = api->err_set(err, MB_EIO, "the extractor %s is missing: %s", s->xr.prog, strerror(errno));
         free(s);
         return rc;
     }
@@ -1121,9 +983,11 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         free(s);
         return api->err_set(err, MB_EIO, "cannot make %s/m/search: %s", api->data_dir(), strerror(e));
     }
-    if (make_tmp(s, err)) {
+    char tmp[1100], why[1300];
+    snprintf(tmp, sizeof tmp, "%s/tmp", s->dir);
+    if (xr_init(&s->xr, &s->mu, &s->stop, tmp, why, sizeof why)) {
         free(s);
-        return err->code;
+        return api->err_set(err, MB_EIO, "%s", why);
     }
     api->kv_scan(self, "q/", last_key_fn, &s->seq, err);
     pthread_mutex_init(&s->mu, NULL);
@@ -1145,13 +1009,12 @@ static int fini(void *state, bool reloading, mb_err *err)
     (void)reloading, (void)err;
     search *s = state;
     pthread_mutex_lock(&s->mu);
-    s->stop = true;
-    for (int i = 0; i < MAX_KIDS; i++)
-        if (s->kids[i].pid > 0)
-            kill(s->kids[i].pid, SIGKILL); /* the file stays queued; the next copy extracts it */
+    s->stop = true; /* from here no extractor server starts (sp_start checks it under mu) */
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    xr_kill(&s->xr); /* the file being extracted stays queued for the next copy */
     pthread_join(s->worker, NULL); /* an unload never waits for an extraction */
+    xr_fini(&s->xr); /* the servers: reaped, their pipes closed */
     for (index_slot *x = s->slots, *nx; x; x = nx) {
         nx = x->next;
         si_close(x->db);

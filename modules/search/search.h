@@ -5,6 +5,7 @@
  *   extract.c  bounded text, plain-text decoding, kinds (pure; also in mbyte-extractd)
  *   extractd.c mbyte-extractd: PDF, office, EPUB, e-mail, HTML/XML, EXIF -> text, in its own
  *              process with limits (not part of the module)
+ *   runx.c     the module's side of mbyte-extractd: its servers, requests and answers
  *   index.c    one SQLite FTS5 database per store: schema, writes, the search query
  *   search.c   the module: observers, the durable queue and its worker, routes, tasks
  *
@@ -13,9 +14,13 @@
 #ifndef MBYTE_SEARCH_H
 #define MBYTE_SEARCH_H
 
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* ------------------------------------------------------------ query.c --- */
 
@@ -98,6 +103,38 @@ bool sx_in_process(const char *kind);
 int sx_extract_text(const char *kind, const unsigned char *data, size_t len, size_t max_text, double seconds,
                     sx_result *out);
 void sx_free(sx_result *r);
+
+/* --------------------------------------------------------------- runx.c --- */
+
+enum { XR_MAX = 8 }; /* extractions at once: the indexing worker and rebuild tasks (2 at a time) */
+
+typedef struct xr_kid {
+    bool busy;    /* taken by a thread extracting a file (under *mu) */
+    pid_t pid;    /* its mbyte-extractd --serve, 0 when none (under *mu) */
+    int to, from; /* the server's stdin and stdout (used by the thread that took the slot) */
+} xr_kid;
+
+typedef struct xr_pool {
+    pthread_mutex_t *mu; /* the module's */
+    const bool *stop;    /* the module's (under *mu) */
+    char prog[PATH_MAX]; /* mbyte-extractd (under *mu: reconfigure changes it) */
+    int64_t as_mb;       /* its address-space limit (under *mu) */
+    char tmp[1100];      /* <data>/m/search/tmp: each file's <n>.in and <n>.out */
+    xr_kid kids[XR_MAX];
+    atomic_uint seq;
+} xr_pool;
+
+/* Make and empty tmp; prog and as_mb are the caller's to set. -1 with why. */
+int xr_init(xr_pool *p, pthread_mutex_t *mu, const bool *stop, const char *tmp, char *why, size_t whylen);
+/* The text of one file of a decoder kind, through an extractor server (started when none runs).
+ * 0 with x filled, -1 with x->reason (a crash, a limit, the file unreadable), or MB_ECANCELED
+ * when *stop was set meanwhile (the file must not be recorded). Any thread. */
+int xr_extract(xr_pool *p, const char *kind, const unsigned char *buf, size_t len, int64_t max_text, int64_t secs,
+               sx_result *x);
+/* SIGKILL every server (fini, after setting *stop): a running extraction ends at once. */
+void xr_kill(xr_pool *p);
+/* Reap the servers and close their pipes, once no thread extracts any more. */
+void xr_fini(xr_pool *p);
 
 /* ------------------------------------------------------------ index.c --- */
 

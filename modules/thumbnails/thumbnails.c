@@ -35,6 +35,7 @@
  * (eviction, purge) against moving new files in; cache_bytes and the counters are atomic.
  */
 #include "mbyte.h"
+#include "sfmt.h"
 #include "spawn.h"
 #include "thumb_util.h"
 #include <dirent.h>
@@ -101,15 +102,6 @@ typedef struct th {
     pthread_mutex_t mu, cache_mu;
     pthread_cond_t cv;
 } th;
-
-/* snprintf that may cut: every path here is checked by open/stat, so a cut one just fails. */
-__attribute__((format(printf, 3, 4))) static void sfmt(char *out, size_t n, const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    vsnprintf(out, n, f, ap);
-    va_end(ap);
-}
 
 static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
 static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
