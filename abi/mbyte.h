@@ -14,6 +14,10 @@
  *     against minor N loads into any kernel with minor >= N.
  *   - Every struct that crosses the ABI starts with `size_t size` (sizeof as the module
  *     saw it), so a newer kernel can tell which fields an older module filled in.
+ * The change log of every version is in docs/modules.md ("ABI versions").
+ *
+ * mb_api is laid out by topic: lifecycle, config, storage, files, hooks, tasks and timers,
+ * HTTP, users and auth, logging and errors. Calls added by later minors go at its end.
  *
  * JSON values crossing the ABI are jansson `json_t`. Modules link libjansson themselves.
  * Reference rules are jansson's: a function documented as "borrows" does not take a
@@ -22,9 +26,8 @@
  * Threads: route handlers run on libmicrohttpd worker threads; filters run on the thread
  * that performs the operation (an HTTP worker, an FTP transfer's worker job or the loop
  * thread for other FTP commands, a task worker); observers run on the event-loop thread and
- * must not block (hand slow work to a task);
- * task runners run on the worker pool. Every function in mb_api is thread-safe unless
- * its comment says otherwise.
+ * must not block (hand slow work to a task); task runners and timer callbacks run on the
+ * worker pool. Every function in mb_api is thread-safe unless its comment says otherwise.
  */
 #ifndef MBYTE_ABI_H
 #define MBYTE_ABI_H
@@ -35,14 +38,20 @@
 #include <stdarg.h>
 #include <jansson.h>
 
-struct event_base; /* libevent's, for api->event_base (minor 2) */
+struct event_base; /* libevent's, for api->event_base */
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define MB_ABI_MAJOR 1
-#define MB_ABI_MINOR 10 /* 2: history; 3: stores, settings, usage; 4: sharing; 5: event loop, password check, data dir, FTP replies, blocking jobs; 6: batched observers; 7: zero-copy reads; 8: cached password checks; 9: throttles; 10: metrics, app passwords, streamed request bodies, listing decorators, module dir */
+#define MB_ABI_MAJOR 2
+#define MB_ABI_MINOR 0
+
+/* Log levels for api->log. */
+enum { MB_LOG_DEBUG = 0, MB_LOG_INFO = 1, MB_LOG_WARN = 2, MB_LOG_ERROR = 3 };
+
+/* Metrics a module feeds (api->metric_add). */
+enum { MB_METRIC_FTP_SESSIONS = 1, MB_METRIC_FTP_BYTES_IN = 2, MB_METRIC_FTP_BYTES_OUT = 3 };
 
 /* ---------------------------------------------------------------- errors --- */
 
@@ -74,7 +83,7 @@ enum {
 };
 
 /* Not an error: a filter returns MB_HANDLED (a positive code) to say "I took this operation
- * over, consider it done". Only the operations documented to accept it do (minor 2):
+ * over, consider it done". Only the operations documented to accept it do:
  *   file.delete        the trash moved the entry away; fs_delete answers success and deletes nothing.
  *   file.version.drop  the versioning module keeps the previous version of a file being
  *                      overwritten; the kernel keeps it instead of dropping it. This filter runs
@@ -95,10 +104,11 @@ typedef struct mb_module mb_module; /* the kernel's handle for one loaded module
 typedef struct mb_req mb_req;       /* one HTTP request, valid until the handler returns */
 typedef struct mb_task mb_task;     /* one running task, valid until its runner returns */
 typedef struct mb_throttle mb_throttle; /* a named failure throttle, valid until the server ends */
-/* minor 10: a listing decorator adds fields to one entry (an info object, borrowed) of a
+/* A listing decorator adds fields to one entry (an info object, borrowed) of a
  * folder listing of store sid. HTTP worker thread; it must not block for long (one kv_get per
  * entry is fine). */
 typedef void (*mb_listing_fn)(uint64_t sid, json_t *entry, void *state);
+typedef struct mb_timer mb_timer;       /* a module's timer, valid until it is cancelled or the module stops */
 
 enum { MB_ROLE_NONE = 0, MB_ROLE_USER = 1, MB_ROLE_ADMIN = 2 };
 
@@ -109,6 +119,17 @@ typedef struct mb_user {
     const char *name;
     int role; /* MB_ROLE_USER or MB_ROLE_ADMIN */
 } mb_user;
+
+/* Reading a member of a JSON object (a record, a payload, a body): NULL or 0 when the member
+ * is missing or of another type. Borrowed like json_object_get. */
+static inline const char *mb_jstr(const json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(o, key));
+}
+static inline int64_t mb_jint(const json_t *o, const char *key)
+{
+    return (int64_t)json_integer_value(json_object_get(o, key));
+}
 
 /* ---------------------------------------------------------- module tables --- */
 
@@ -122,10 +143,10 @@ typedef struct mb_route {
     size_t size;
     const char *method;  /* "GET", "POST", ... any token, e.g. "PROPFIND" */
     const char *pattern; /* "/api/v1/hello/{name}"; a last segment "{path*}" takes the rest. Under
-                          * /api/, or (minor 10) under /dav/ */
+                          * /api/ or /dav/ */
     int role;            /* least role: MB_ROLE_NONE (public), MB_ROLE_USER, MB_ROLE_ADMIN */
     mb_route_fn fn;
-    /* minor 10 (webdav branch), optional: called as soon as the headers are in and the caller
+    /* Optional: called as soon as the headers are in and the caller
      * is authorized, before any of the body is read (same thread and rules as fn). It may
      * answer at once with api->reply_* (the body is then dropped unread: a refused upload costs
      * no bytes), take the body as a stream with api->req_body_sink (then the sink's end
@@ -141,7 +162,7 @@ typedef int (*mb_filter_fn)(const char *event, json_t *payload, void *state, mb_
  * event (the kernel's outbox survives crashes). It must not block. */
 typedef void (*mb_observer_fn)(const char *event, const json_t *payload, void *state);
 
-/* Minor 6: batched observers. The dispatcher delivers the outbox in turns (up to a few
+/* Batched observers. The dispatcher delivers the outbox in turns (up to a few
  * hundred events each, on the loop thread) and ends every turn with ONE LevelDB write that
  * deletes the delivered outbox entries. A batched observer puts its own writes into that
  * same write (api->batch_put / batch_del), so they land atomically with the deletion of the
@@ -170,7 +191,7 @@ typedef struct mb_hook {
     int priority;      /* lower runs first; equal priorities run in load order */
     mb_filter_fn filter;
     mb_observer_fn observer;
-    /* minor 6 (observers only, all optional): an observer sets observer OR observer_batch;
+    /* Observers only, all optional: an observer sets observer OR observer_batch;
      * flush and done are called once per turn in which the subscription saw an event (once
      * per distinct (flush, done, state) of a module, however many hooks share them). */
     mb_batch_observer_fn observer_batch;
@@ -219,7 +240,8 @@ typedef struct mb_module_desc {
      * live only once init returned 0). `config` is the validated YAML as JSON, borrowed.
      * Set *state to the module's private state; it is passed to every callback. */
     int (*init)(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err);
-    /* fini: called once no call into the module is in flight. Returning a negative code
+    /* fini: called once no call into the module is in flight (its timers are cancelled
+     * before). Returning a negative code
      * refuses an unload (the module stays ACTIVE); on the reload path it is never refused. */
     int (*fini)(void *state, bool reloading, mb_err *err);
     /* reconfigure: optional; a new validated config while running. */
@@ -229,7 +251,7 @@ typedef struct mb_module_desc {
 #define MB_MODULE_SYMBOL "mb_module_descriptor"
 #define MB_MODULE_EXPORT __attribute__((visibility("default"))) const mb_module_desc mb_module_descriptor
 
-/* ------------------------------------------------------ files (minor 1) --- */
+/* ------------------------------------------------------------------ files --- */
 
 /* A blob backend stores chunks: immutable byte strings named by the lower-hex SHA-256 of
  * their content (64 chars). The kernel's local backend keeps them under <data>/chunks; a
@@ -269,7 +291,7 @@ enum {
     MB_FS_OVERWRITE = 1 << 3,    /* move/copy: replace an existing file at the destination */
 };
 
-/* ------------------------------------ minor 10: webdav branch (types of its calls) --- */
+/* ------------------------------- app passwords and streamed request bodies --- */
 
 /* What an app password may reach (api->apppass_check). */
 typedef struct mb_apppass_scope {
@@ -293,88 +315,66 @@ typedef struct mb_body_sink {
     void (*abort)(mb_req *req, void *ctx);
 } mb_body_sink;
 
+/* A timer callback (api->timer_add). Runs on a worker of the pool (it may block), never
+ * twice at once for one timer; the module counts as busy while it runs. */
+typedef void (*mb_timer_fn)(void *arg);
+
 /* -------------------------------------------------------------- the API --- */
 
 struct mb_api {
     size_t size;
     uint32_t abi_major, abi_minor;
 
-    /* --- errors and logging --- */
-    /* Fill err with a code and a printf-formatted sentence; returns code. */
-    int (*err_set)(mb_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-    /* Log a line prefixed with the module's name. level: 0 debug, 1 info, 2 warn, 3 error.
-     * Never pass secrets. */
-    void (*log)(mb_module *self, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+    /* ----------------------------------------------------------- lifecycle --- */
 
-    /* --- requests (HTTP worker thread, valid until the handler returns) --- */
-    const char *(*req_method)(mb_req *req);
-    const char *(*req_path)(mb_req *req);
-    /* A {name} from the route pattern, percent-decoded, or NULL. Owned by the request. */
-    const char *(*req_param)(mb_req *req, const char *name);
-    /* A query argument or a request header, or NULL. Owned by the request. */
-    const char *(*req_query)(mb_req *req, const char *name);
-    const char *(*req_header)(mb_req *req, const char *name);
-    /* The caller, or NULL on a public route without credentials. */
-    const mb_user *(*req_user)(mb_req *req);
-    const char *(*req_client_ip)(mb_req *req);
-    /* The body parsed as a JSON object (bodies are capped at 1 MiB for module routes).
-     * Returns a borrowed reference owned by the request, or NULL with err filled. */
-    json_t *(*req_json)(mb_req *req, mb_err *err);
-    /* Memory that lives until the request ends; never NULL (aborts on exhaustion). */
-    void *(*req_alloc)(mb_req *req, size_t n);
+    /* The kernel's libevent base. Touch it only from the loop thread (init, fini, observers
+     * and the module's own event callbacks run there); the module links libevent itself.
+     * Every event the module adds must be freed by its fini. */
+    struct event_base *(*event_base)(void);
 
-    /* Answer: JSON body (steals `body`), a problem (from err), or raw bytes (copied). */
-    int (*reply_json)(mb_req *req, int status, json_t *body);
-    int (*reply_error)(mb_req *req, const mb_err *err);
-    int (*reply_bytes)(mb_req *req, int status, const char *content_type, const void *data, size_t len);
-    /* Add a response header to the answer about to be sent (call before reply_*). */
-    void (*reply_header)(mb_req *req, const char *name, const char *value);
+    /* The data directory (absolute or as configured); borrowed, valid while the server runs.
+     * A module keeps its files under <data_dir>/m/<module>/. */
+    const char *(*data_dir)(void);
 
-    /* --- hook bus --- */
-    /* Run the filters of `event` on payload (borrowed). 0, or the first refusal. */
-    int (*hook_filter)(const char *event, json_t *payload, mb_err *err);
-    /* Record an event in the durable outbox (synced) and wake the observers. Steals payload. */
-    int (*hook_emit)(const char *event, json_t *payload, mb_err *err);
+    /* The module directory (module_dir in mbyte.yaml), where a module's helper programs and
+     * data files are installed beside its .so (the .so itself runs from a copy in modcache).
+     * Borrowed; copy it in init (a config reload may change it). Loop thread. */
+    const char *(*module_dir)(void);
 
-    /* --- tasks --- */
-    /* Queue a task of a registered type for `owner` (a user id, 0 for the system).
-     * Steals args. On success *id holds the task id. */
-    int (*task_submit)(const char *type, uint64_t owner, json_t *args, uint64_t *id, mb_err *err);
-    /* From a runner: report progress (0..100) and a short message; returns true if the
-     * task was cancelled and the runner should stop (returning MB_ECANCELED). */
-    bool (*task_progress)(mb_task *task, int percent, const char *message);
-    /* From a runner: set the result object shown to the user (steals). */
-    void (*task_result)(mb_task *task, json_t *result);
-    uint64_t (*task_id)(mb_task *task);
-    uint64_t (*task_owner)(mb_task *task);
+    /* Wall clock in seconds; tests may shift it (MBYTE_CLOCK_OFFSET) so retention is testable. */
+    int64_t (*now)(void);
 
-    /* --- notifications --- */
-    /* Send a notification to one user's event stream (and keep it in their list).
-     * kind: "info" | "success" | "warning" | "error". Borrowed strings. */
-    int (*notify)(uint64_t user, const char *kind, const char *title, const char *body);
+    /* -------------------------------------------------------------- config --- */
 
-    /* --- metadata storage: the kernel's LevelDB, under the module's own prefix --- */
+    /* Read a YAML file of the configuration directory (conf.d) as JSON (new reference):
+     * `file` is a plain file name ("store-template.yaml"); a '/' or ".." is refused.
+     * Errors name file:line. */
+    int (*conf_load)(const char *file, json_t **out, mb_err *err);
+
+    /* ------------------------------------------------------------- storage --- */
+
     /* Keys are namespaced by the kernel as "m/<module>/<key>" so modules cannot collide
      * with each other or with kernel tables. Values are owned by the caller (free()). */
     int (*kv_get)(mb_module *self, const char *key, char **value, size_t *len, mb_err *err);
     int (*kv_put)(mb_module *self, const char *key, const void *value, size_t len, bool sync, mb_err *err);
     int (*kv_del)(mb_module *self, const char *key, bool sync, mb_err *err);
+
     /* Calls fn for each key with the given prefix in key order until fn returns non-zero.
      * The key passed to fn is without the module namespace; both pointers are borrowed. */
     int (*kv_scan)(mb_module *self, const char *prefix,
                    int (*fn)(const char *key, const void *value, size_t len, void *ud), void *ud, mb_err *err);
 
-    /* --- Lua (sandboxed; scripts from scripts/lua/) --- */
-    /* Run `script` (a file name under scripts/lua/) calling its global function `fn` with
-     * `arg` converted to a Lua table; the returned value comes back as JSON (new reference
-     * in *result, may be NULL). Instruction and memory limits apply. */
-    int (*lua_call)(const char *script, const char *fn, const json_t *arg, json_t **result, mb_err *err);
+    /* kv_scan with each value parsed as JSON: fn gets the key (without the module namespace)
+     * and the value as a json_t, both borrowed for the call (json_incref to keep it). A
+     * value that is not JSON is skipped with a warning in the log. fn returns non-zero to
+     * stop. Replaces the scan + json_loadb loop:
+     *     static int one(const char *key, json_t *v, void *ud) { ...; return 0; }
+     *     api->kv_scan_json(self, "share/", one, &ctx, err); */
+    int (*kv_scan_json)(mb_module *self, const char *prefix, int (*fn)(const char *key, json_t *value, void *ud),
+                        void *ud, mb_err *err);
 
-    /* --- time --- */
-    /* Wall clock in seconds; tests may shift it (MBYTE_CLOCK_OFFSET) so retention is testable. */
-    int64_t (*now)(void);
+    /* --------------------------------------------------------------- files --- */
 
-    /* ------------------------------------------------ minor 1: files --- */
     /* Ownership rules for every call below (SQLite style):
      *  - `u` is the user on whose behalf the call acts; it may reach only the stores it owns
      *    (admins too: the admin role is not a way into other people's files). Another user's
@@ -389,7 +389,6 @@ struct mb_api {
      *  - Filters (file.write, file.write.chunk, file.delete, file.move, file.copy,
      *    folder.create) run inside these calls, and events are raised by them: a module
      *    calling them is subject to quotas and seen by observers like any door. */
-
     /* Register a blob backend owned by `self`; it becomes the one new chunks are written to
      * and read from (the kernel's local backend otherwise). `b` and `state` must stay valid
      * until the module is unloaded; the kernel drops the registration then. */
@@ -401,6 +400,7 @@ struct mb_api {
 
     /* Metadata of one file or folder (*info new reference). */
     int (*file_stat)(const mb_user *u, uint64_t sid, const char *path, json_t **info, mb_err *err);
+
     /* {"path","entries":[info...]} of a folder; recursive adds the whole subtree (each
      * entry then carries its "path" relative to the folder). */
     int (*folder_list)(const mb_user *u, uint64_t sid, const char *path, bool recursive, json_t **out,
@@ -413,6 +413,15 @@ struct mb_api {
     int (*file_open)(const mb_user *u, uint64_t sid, const char *path, uint64_t version, mb_file_reader **r,
                      json_t **info, mb_err *err);
     int64_t (*file_read)(mb_file_reader *r, uint64_t off, void *buf, size_t n, mb_err *err);
+
+    /* For sendfile: the stored chunk file that holds byte `off` of r's version, verified
+     * against its checksum before this returns (like file_read), as a new read-only
+     * descriptor *fd that the caller closes, with *fd_off the position of `off` in it and
+     * *len the bytes from there to the chunk's end (take less near the end of a range). The
+     * chunk file is immutable, so the bytes stay what was verified. MB_EUNSUPP when the bytes
+     * are not in a local chunk file (small chunks kept in the metadata database, a module's
+     * backend): use file_read for those. Same threads as file_read. */
+    int (*file_read_fd)(mb_file_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *len, mb_err *err);
     void (*file_close)(mb_file_reader *r);
 
     /* Write a file as a stream: begin (filters run with expected_size, -1 when unknown),
@@ -434,11 +443,25 @@ struct mb_api {
                      mb_err *err);
     int (*file_delete)(const mb_user *u, uint64_t sid, const char *path, int flags, mb_err *err);
 
-    /* ------------------------------ minor 2: history (trash, versions, integrity) --- */
+    /* Answer `req` with the file at `path` exactly as GET /api/v1/stores/{sid}/files/{path}
+     * does (Range, If-Range, ETag, conditionals, HEAD, Content-Disposition; ?download=1 forces
+     * an attachment), or, when `path` is a folder, with the subtree as a streamed zip (501 in
+     * builds without kernel/zip.c). `u` as for the file calls (NULL = the system: the module
+     * must have checked that the caller may reach `path`). Returns 0 once the answer is
+     * queued, or a negative code with err filled and nothing sent. HTTP worker thread. */
+    int (*reply_file)(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
+
+    /* Register fn (one per module; a reloaded copy's replaces the old copy's) to decorate the
+     * file entries of every folder listing the HTTP API answers (GET .../files/{path}?list),
+     * or with fn NULL remove this copy's own. Call it in init, and with NULL in fini: the
+     * removal returns once no call of fn is in flight, and fn is never called after it. */
+    int (*listing_decorator_set)(mb_module *self, mb_listing_fn fn, void *state, mb_err *err);
+
+    /* --------------------------------- history: trash, versions, integrity --- */
+
     /* Same ownership rules as the file calls above (u NULL is the system; another user's
      * store is MB_ENOENT; JSON results are new references). Each change is one synced batch
      * under the kernel's commit lock, with its event in the same batch. */
-
     /* Trash. detach moves the entry at `path` (a folder with its whole subtree; a non-empty
      * folder needs MB_FS_RECURSIVE) out of the namespace into a trash record of store sid,
      * keeping every version and chunk reference; `by` is the user recorded as having deleted
@@ -446,13 +469,16 @@ struct mb_api {
      * from its file.delete filter). */
     int (*trash_detach)(const mb_user *u, uint64_t sid, const char *path, int flags, uint64_t by, uint64_t *id,
                         mb_err *err);
+
     /* Put record `id` back at its original path, creating missing parent folders; if the path
      * is taken the entry gets a free " (restored)" / " (restored N)" name. *path (may be NULL)
      * receives where it went, malloc'd: the caller free()s it. Emits file.restored. */
     int (*trash_attach)(const mb_user *u, uint64_t sid, uint64_t id, char **path, mb_err *err);
+
     /* Drop record `id` for good: its versions' chunk references go down (the collector frees
      * the bytes). Emits file.deleted for each file and file.purged. */
     int (*trash_purge)(const mb_user *u, uint64_t sid, uint64_t id, mb_err *err);
+
     /* The trash records of store sid, oldest first: [{"id","store","path","name","type",
      * "size","deleted","deleted_by"}]. With u NULL and sid 0: every store's records. */
     int (*trash_list)(const mb_user *u, uint64_t sid, json_t **out, mb_err *err);
@@ -460,11 +486,13 @@ struct mb_api {
     /* Versions of the file at path, oldest first: [{"version","size","sha256","author",
      * "time","current"}]. */
     int (*version_list)(const mb_user *u, uint64_t sid, const char *path, json_t **out, mb_err *err);
+
     /* Make a copy of `version` the newest version (history kept; chunks shared, no byte
      * copied). *info (may be NULL) is the file's new info. Emits file.updated with
      * "restored_from". */
     int (*version_restore)(const mb_user *u, uint64_t sid, const char *path, uint64_t version, json_t **info,
                            mb_err *err);
+
     /* Delete one version that is not the current one (MB_ECONFLICT for the current one);
      * its chunk references go down in the same batch. Emits file.version.deleted. */
     int (*version_delete)(const mb_user *u, uint64_t sid, const char *path, uint64_t version, mb_err *err);
@@ -474,36 +502,43 @@ struct mb_api {
      * non-zero; `hash` is borrowed for the call. Any thread; reads a consistent snapshot. */
     int (*chunk_list)(const char *after, int (*fn)(const char *hash, uint64_t size, void *ud), void *ud,
                       mb_err *err);
+
     /* Re-read chunk `hash` from the active backend and re-hash it: 0 if whole, MB_EINTEGRITY
      * if its bytes differ from its name, MB_ENOENT if the backend lost it. Blocks on I/O. */
     int (*chunk_verify)(const char *hash, mb_err *err);
+
     /* Every file version referencing `hash` (a scan of the version records): new array of
      * {"store","owner","file_id","version","current","path"} ("path" is null when the file is
      * in the trash, then "trash_id" is set). */
     int (*chunk_files)(const char *hash, json_t **out, mb_err *err);
+
     /* Mark (damaged true) or unmark one version of a file: while marked, opening that version
      * fails with MB_EINTEGRITY and `reason` in the sentence, so no door serves it. Synced. */
     int (*file_mark_damaged)(uint64_t sid, uint64_t file_id, uint64_t version, const char *reason, bool damaged,
                              mb_err *err);
 
-    /* ------------------------------------- minor 3: stores (branch stores) --- */
+    /* -------------------------------------------------------------- stores --- */
+
     /* Store management for the multistore, taskmgr, storeconfig and quotas modules.
      * A store is "provisioning" from store_create until store_ready: hidden from its owner
      * (GET /api/v1/stores does not list it, every file call answers MB_ENOENT) but
      * reachable by the system (u == NULL), which fills it. A store being deleted is
      * hidden from everyone. JSON results are new references the caller json_decrefs. */
-
     /* Create a store for user `owner` in the provisioning state with initial settings
      * (borrowed object, may be NULL); synced. store.created is raised by store_ready. */
     int (*store_create)(uint64_t owner, const char *name, const json_t *settings, uint64_t *sid, mb_err *err);
+
     /* Make a provisioning store visible and raise store.created (same batch). Idempotent. */
     int (*store_ready)(uint64_t sid, mb_err *err);
+
     /* Rename (u must own it, or NULL for the system); raises store.renamed. */
     int (*store_rename)(const mb_user *u, uint64_t sid, const char *name, mb_err *err);
+
     /* Hide the store at once and take its usage off the owner's (one batch). u NULL may
      * also begin deleting a provisioning store (a rollback) and may call it again on a
      * store already being deleted (a resumed task). */
     int (*store_delete_begin)(const mb_user *u, uint64_t sid, mb_err *err);
+
     /* Remove up to max_keys entries and versions of a store being deleted, releasing their
      * chunk references. Returns 1 while more is left, 0 when the store is gone (the last
      * step removes the record and raises store.deleted; chunks nobody references any more
@@ -511,72 +546,36 @@ struct mb_api {
      * crash; *removed (may be NULL) receives how many keys this step removed. Blocks: call
      * it from a task. */
     int (*store_delete_step)(uint64_t sid, int max_keys, int64_t *removed, mb_err *err);
+
     /* Every store of `owner` (0: of everyone), provisioning and deleting ones included,
      * each with "state": "provisioning" | "ready" | "deleting" and "settings". */
     int (*store_list_all)(uint64_t owner, json_t **out, mb_err *err);
+
     /* Usage, kept by the kernel in the same batch as every change, in store sid or (sid == 0)
      * in every ready store of user `owner`: {"bytes","files","current","versions","trash"},
      * `bytes` being everything stored (current versions, old versions and the trash) and the
      * other three its parts (docs/api.md). Exact across crashes. No ownership check: the
      * caller checks. The caller owns *out. */
     int (*usage_get)(uint64_t sid, uint64_t owner, json_t **out, mb_err *err);
+
     /* The store's settings object (kept in its record; {} if none) / replace it whole. No
      * ownership check and no validation: storeconfig validates. */
     int (*store_settings_get)(uint64_t sid, json_t **out, mb_err *err);
     int (*store_settings_set)(uint64_t sid, const json_t *settings, mb_err *err);
+
     /* The user's default store (the one the web page opens): the one set, else the oldest
      * ready store. set: u must own sid. */
     int (*store_default_get)(uint64_t owner, uint64_t *sid, mb_err *err);
     int (*store_default_set)(const mb_user *u, uint64_t sid, mb_err *err);
-    /* A user by id, or by name when name is not NULL: {"id","name","role":"user"|"admin"};
-     * MB_ENOENT if there is none. */
-    int (*user_get)(uint64_t uid, const char *name, json_t **out, mb_err *err);
-    /* Read a YAML file of the configuration directory (conf.d) as JSON (new reference):
-     * `file` is a plain file name ("store-template.yaml"); a '/' or ".." is refused.
-     * Errors name file:line. */
-    int (*conf_load)(const char *file, json_t **out, mb_err *err);
 
-    /* ---------------------------------------------- minor 4: sharing (branch sharing) --- */
-    /* Answer `req` with the file at `path` exactly as GET /api/v1/stores/{sid}/files/{path}
-     * does (Range, If-Range, ETag, conditionals, HEAD, Content-Disposition; ?download=1 forces
-     * an attachment), or, when `path` is a folder, with the subtree as a streamed zip (501 in
-     * builds without kernel/zip.c). `u` as for the file calls (NULL = the system: the module
-     * must have checked that the caller may reach `path`). Returns 0 once the answer is
-     * queued, or a negative code with err filled and nothing sent. HTTP worker thread. */
-    int (*reply_file)(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
-    /* The raw request body (module routes buffer it, capped like JSON bodies): *data is owned
-     * by the request (NULL with *len 0 when there was none). Returns 0. */
-    int (*req_body)(mb_req *req, const void **data, size_t *len);
-    /* Users: the id of the user called `name` (MB_ENOENT when none), and the name of user
-     * `id` copied into buf (MB_ENOENT when none). Thread-safe. */
-    int (*user_find)(const char *name, uint64_t *id, mb_err *err);
-    int (*user_name)(uint64_t id, char *buf, size_t n);
+    /* --------------------------------------------------------------- hooks --- */
 
-    /* ------------------------------- minor 5: event-driven modules (ftp branch) --- */
-    /* The kernel's libevent base. Touch it only from the loop thread (init, fini, observers
-     * and the module's own event callbacks run there); the module links libevent itself.
-     * Every event the module adds must be freed by its fini. */
-    struct event_base *(*event_base)(void);
-    /* The data directory (absolute or as configured); borrowed, valid while the server runs.
-     * A module keeps its files under <data_dir>/m/<module>/. */
-    const char *(*data_dir)(void);
-    /* Check an account password with the kernel's login throttling (per IP and per user,
-     * like POST /api/v1/auth/login): 0 with *out filled (out->name points into namebuf),
-     * MB_EAUTH for a wrong name or password, MB_ETHROTTLE while locked out. Blocks for the
-     * argon2id verification (tens of ms): call it through run_blocking, never on the loop. */
-    int (*auth_password)(const char *username, const char *password, const char *client_ip, mb_user *out,
-                         char *namebuf, size_t namelen, mb_err *err);
-    /* Look up an account by name without a password (for app passwords the module checks
-     * itself): 0 with *out filled (name in namebuf) or MB_ENOENT. */
-    int (*user_lookup)(const char *username, mb_user *out, char *namebuf, size_t namelen, mb_err *err);
-    /* The FTP reply code for an MB_E* code, from the kernel's one error table. */
-    int (*err_ftp_reply)(int code);
-    /* Run work(arg) on a worker thread, then done(arg) on the loop thread. The module counts
-     * as busy (it is not unloaded) until done has returned. arg is the module's; the kernel
-     * only passes it along. */
-    int (*run_blocking)(mb_module *self, void (*work)(void *arg), void (*done)(void *arg), void *arg, mb_err *err);
+    /* Run the filters of `event` on payload (borrowed). 0, or the first refusal. */
+    int (*hook_filter)(const char *event, json_t *payload, mb_err *err);
 
-    /* ------------------------------- minor 6: batched observers (audit2 branch) --- */
+    /* Record an event in the durable outbox (synced) and wake the observers. Steals payload. */
+    int (*hook_emit)(const char *event, json_t *payload, mb_err *err);
+
     /* Add a put / a delete of the module's key (namespaced "m/<module>/<key>" like kv_put) to
      * the dispatcher turn's write `b` (see mb_batch_observer_fn). Loop thread, only while the
      * observer_batch or flush call that was given `b` runs; MB_EINVAL otherwise. `value` is
@@ -584,17 +583,94 @@ struct mb_api {
     int (*batch_put)(mb_batch *b, mb_module *self, const char *key, const void *value, size_t len, mb_err *err);
     int (*batch_del)(mb_batch *b, mb_module *self, const char *key, mb_err *err);
 
-    /* ------------------------------------------------- minor 7: zero-copy reads --- */
-    /* For sendfile: the stored chunk file that holds byte `off` of r's version, verified
-     * against its checksum before this returns (like file_read), as a new read-only
-     * descriptor *fd that the caller closes, with *fd_off the position of `off` in it and
-     * *len the bytes from there to the chunk's end (take less near the end of a range). The
-     * chunk file is immutable, so the bytes stay what was verified. MB_EUNSUPP when the bytes
-     * are not in a local chunk file (small chunks kept in the metadata database, a module's
-     * backend): use file_read for those. Same threads as file_read. */
-    int (*file_read_fd)(mb_file_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *len, mb_err *err);
+    /* ------------------------------------- tasks, timers and blocking work --- */
 
-    /* --------------------------------------------- minor 8: cached password checks --- */
+    /* Queue a task of a registered type for `owner` (a user id, 0 for the system).
+     * Steals args. On success *id holds the task id. */
+    int (*task_submit)(const char *type, uint64_t owner, json_t *args, uint64_t *id, mb_err *err);
+
+    /* From a runner: report progress (0..100) and a short message; returns true if the
+     * task was cancelled and the runner should stop (returning MB_ECANCELED). */
+    bool (*task_progress)(mb_task *task, int percent, const char *message);
+
+    /* From a runner: set the result object shown to the user (steals). */
+    void (*task_result)(mb_task *task, json_t *result);
+    uint64_t (*task_id)(mb_task *task);
+    uint64_t (*task_owner)(mb_task *task);
+
+    /* Run work(arg) on a worker thread, then done(arg) on the loop thread. The module counts
+     * as busy (it is not unloaded) until done has returned. arg is the module's; the kernel
+     * only passes it along. */
+    int (*run_blocking)(mb_module *self, void (*work)(void *arg), void (*done)(void *arg), void *arg, mb_err *err);
+
+    /* Run fn(arg) after delay_ms milliseconds, and then every period_ms milliseconds when
+     * period_ms > 0 (0: once). The timer belongs to `self`: the kernel cancels every timer
+     * of a module when it is unloaded or reloaded, before its fini is called, and waits for
+     * a run in progress. fn runs on a worker of the pool (it may block; a recurring timer's
+     * next run is counted from the end of the previous one, so runs never overlap). *timer
+     * (may be NULL) receives a handle for timer_cancel, valid until the timer is cancelled
+     * or, for a one-shot timer, has run. Any thread. */
+    int (*timer_add)(mb_module *self, int64_t delay_ms, int64_t period_ms, mb_timer_fn fn, void *arg,
+                     mb_timer **timer, mb_err *err);
+
+    /* Cancel a timer: it does not fire again. A run already in progress finishes (the module
+     * stays busy until then). Any thread, including the timer's own callback; NULL is a no-op. */
+    void (*timer_cancel)(mb_timer *timer);
+
+    /* ---------------------------------------------------------------- HTTP --- */
+
+    const char *(*req_method)(mb_req *req);
+    const char *(*req_path)(mb_req *req);
+
+    /* A {name} from the route pattern, percent-decoded, or NULL. Owned by the request. */
+    const char *(*req_param)(mb_req *req, const char *name);
+
+    /* A query argument or a request header, or NULL. Owned by the request. */
+    const char *(*req_query)(mb_req *req, const char *name);
+    const char *(*req_header)(mb_req *req, const char *name);
+
+    /* The caller, or NULL on a public route without credentials. */
+    const mb_user *(*req_user)(mb_req *req);
+    const char *(*req_client_ip)(mb_req *req);
+
+    /* The body parsed as a JSON object (bodies are capped at 1 MiB for module routes).
+     * Returns a borrowed reference owned by the request, or NULL with err filled. */
+    json_t *(*req_json)(mb_req *req, mb_err *err);
+
+    /* The raw request body (module routes buffer it, capped like JSON bodies): *data is owned
+     * by the request (NULL with *len 0 when there was none). Returns 0. */
+    int (*req_body)(mb_req *req, const void **data, size_t *len);
+
+    /* From a route's begin only: take the request body as a stream into `sink` (borrowed,
+     * must stay valid until end or abort) with the module's `ctx`. 0, or MB_EINVAL outside a
+     * begin call or after an answer was given. */
+    int (*req_body_sink)(mb_req *req, const mb_body_sink *sink, void *ctx, mb_err *err);
+
+    /* Memory that lives until the request ends; never NULL (aborts on exhaustion). */
+    void *(*req_alloc)(mb_req *req, size_t n);
+
+    /* Answer: JSON body (steals `body`), a problem (from err), or raw bytes (copied). */
+    int (*reply_json)(mb_req *req, int status, json_t *body);
+    int (*reply_error)(mb_req *req, const mb_err *err);
+    int (*reply_bytes)(mb_req *req, int status, const char *content_type, const void *data, size_t len);
+
+    /* Add a response header to the answer about to be sent (call before reply_*). */
+    void (*reply_header)(mb_req *req, const char *name, const char *value);
+
+    /* ------------------------------------------------------ users and auth --- */
+
+    /* One account: by name when `name` is not NULL, else by `id`. 0 with *out filled (its
+     * name copied into namebuf, out->name pointing there), or MB_ENOENT with err filled
+     * ("no user 'x'"). out may be NULL to test existence. Never blocks on a password hash. */
+    int (*user_lookup)(uint64_t id, const char *name, mb_user *out, char *namebuf, size_t namelen, mb_err *err);
+
+    /* Check an account password with the kernel's login throttling (per IP and per user,
+     * like POST /api/v1/auth/login): 0 with *out filled (out->name points into namebuf),
+     * MB_EAUTH for a wrong name or password, MB_ETHROTTLE while locked out. Blocks for the
+     * argon2id verification (tens of ms): call it through run_blocking, never on the loop. */
+    int (*auth_password)(const char *username, const char *password, const char *client_ip, mb_user *out,
+                         char *namebuf, size_t namelen, mb_err *err);
+
     /* True if `password` matches `hash` (a libsodium crypto_pwhash_str string, argon2id). A
      * match is remembered for login_cache_ttl seconds (mbyte.yaml), so a client that logs in
      * for every transfer pays argon2id once, not each time; a mismatch is never remembered,
@@ -602,7 +678,23 @@ struct mb_api {
      * of (hash, password). Neither string is kept. Any thread; it may take ~70 ms on a miss. */
     bool (*password_check)(const char *hash, const char *password);
 
-    /* ---------------------------------------------------------- minor 9: throttles --- */
+    /* The login throttle auth_password applies (per account and address, per address, and
+     * per account slowed; limits in mbyte.yaml): seconds before `username` may try a password
+     * from `client_ip` (0: now), with err filled (MB_ETHROTTLE and a sentence naming the wait)
+     * when not 0. For a door that checks passwords of its own (FTP app passwords) before
+     * auth_password, which records the failures. Records nothing. Any thread, never blocks. */
+    int64_t (*login_wait)(const char *username, const char *client_ip, mb_err *err);
+
+    /* Check `password` for `username` against the user's app passwords (POST
+     * /api/v1/account/app-passwords, and the FTP module's older ones, which reach everything),
+     * and, only when allow_account is true, against the account password. The kernel's login
+     * throttle applies first and counts a failure once (MB_ETHROTTLE with the wait in err while
+     * locked out). 0 with *out filled (out->name points into namebuf) and *scope saying what
+     * the password may reach; MB_EAUTH for a wrong name or password. Blocks for argon2id on a
+     * cache miss (password_check): HTTP worker or run_blocking, never the loop thread. */
+    int (*apppass_check)(const char *username, const char *password, const char *client_ip, bool allow_account,
+                         mb_user *out, char *namebuf, size_t namelen, mb_apppass_scope *scope, mb_err *err);
+
     /* The kernel's one failure throttle (the login throttle is built from it). A throttle
      * counts failures per key (any string; longer than 159 bytes is cut) in a window of
      * window_s seconds that starts at the key's first failure. Once a key has `max` failures
@@ -615,54 +707,46 @@ struct mb_api {
      * stays valid until the server ends, across the module's unload and reload (counts
      * survive a reload). Memory is bounded (old keys are forgotten first). */
     mb_throttle *(*throttle_get)(const char *name, int max, int window_s, int slow_s);
+
     /* Seconds `key` must wait before it may try again (rounded up: use it as Retry-After),
      * 0 when it may try now. Records nothing. */
     int64_t (*throttle_wait)(mb_throttle *t, const char *key);
+
     /* Record one failure for `key`; returns what throttle_wait would now. */
     int64_t (*throttle_fail)(mb_throttle *t, const char *key);
+
     /* Forget `key`'s failures (after a success, for the most specific key only). */
     void (*throttle_clear)(mb_throttle *t, const char *key);
-    /* The login throttle auth_password applies (per account and address, per address, and
-     * per account slowed; limits in mbyte.yaml): seconds before `username` may try a password
-     * from `client_ip` (0: now), with err filled (MB_ETHROTTLE and a sentence naming the wait)
-     * when not 0. For a door that checks passwords of its own (FTP app passwords) before
-     * auth_password, which records the failures. Records nothing. Any thread, never blocks. */
-    int64_t (*login_wait)(const char *username, const char *client_ip, mb_err *err);
 
-    /* --- ops: metrics (issue 26), minor 10 --- */
+    /* Send a notification to one user's event stream (and keep it in their list).
+     * kind: "info" | "success" | "warning" | "error". Borrowed strings. */
+    int (*notify)(uint64_t user, const char *kind, const char *title, const char *body);
+
+    /* ----------------------------------------------------------- scripting --- */
+
+    /* Run `script` (a file name under scripts/lua/) calling its global function `fn` with
+     * `arg` converted to a Lua table; the returned value comes back as JSON (new reference
+     * in *result, may be NULL). Instruction and memory limits apply. */
+    int (*lua_call)(const char *script, const char *fn, const json_t *arg, json_t **result, mb_err *err);
+
+    /* ----------------------------------------- logging, metrics and errors --- */
+
+    /* Log a line prefixed with the module's name at `level` (MB_LOG_DEBUG, MB_LOG_INFO,
+     * MB_LOG_WARN, MB_LOG_ERROR). Never pass secrets. */
+    void (*log)(mb_module *self, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
     /* Add delta to one of the kernel's metrics that a module feeds (GET /metrics, see
      * docs/operations.md): MB_METRIC_FTP_SESSIONS is a gauge (+1 when a control connection
      * opens, -1 when it closes); MB_METRIC_FTP_BYTES_IN/OUT count file bytes received and
      * sent. A metric this kernel does not know is ignored. Lock-free, any thread. */
     void (*metric_add)(int metric, int64_t delta);
 
-    /* --- webdav: app passwords, streamed request bodies (minor 10) --- */
-    /* Check `password` for `username` against the user's app passwords (POST
-     * /api/v1/account/app-passwords, and the FTP module's older ones, which reach everything),
-     * and, only when allow_account is true, against the account password. The kernel's login
-     * throttle applies first and counts a failure once (MB_ETHROTTLE with the wait in err while
-     * locked out). 0 with *out filled (out->name points into namebuf) and *scope saying what
-     * the password may reach; MB_EAUTH for a wrong name or password. Blocks for argon2id on a
-     * cache miss (password_check): HTTP worker or run_blocking, never the loop thread. */
-    int (*apppass_check)(const char *username, const char *password, const char *client_ip, bool allow_account,
-                         mb_user *out, char *namebuf, size_t namelen, mb_apppass_scope *scope, mb_err *err);
-    /* From a route's begin only: take the request body as a stream into `sink` (borrowed,
-     * must stay valid until end or abort) with the module's `ctx`. 0, or MB_EINVAL outside a
-     * begin call or after an answer was given. */
-    int (*req_body_sink)(mb_req *req, const mb_body_sink *sink, void *ctx, mb_err *err);
+    /* Fill err with a code and a printf-formatted sentence; returns code. */
+    int (*err_set)(mb_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-    /* --- thumbs: listing decorators, the module directory (minor 10) --- */
-    /* Register fn (one per module; a reloaded copy's replaces the old copy's) to decorate the
-     * file entries of every folder listing the HTTP API answers (GET .../files/{path}?list),
-     * or with fn NULL remove this copy's own. Call it in init, and with NULL in fini: the
-     * removal returns once no call of fn is in flight, and fn is never called after it. */
-    int (*listing_decorator_set)(mb_module *self, mb_listing_fn fn, void *state, mb_err *err);
-    /* The module directory (module_dir in mbyte.yaml), where a module's helper programs and
-     * data files are installed beside its .so (the .so itself runs from a copy in modcache).
-     * Borrowed; copy it in init (a config reload may change it). Loop thread. */
-    const char *(*module_dir)(void);
+    /* The FTP reply code for an MB_E* code, from the kernel's one error table. */
+    int (*err_ftp_reply)(int code);
 };
-enum { MB_METRIC_FTP_SESSIONS = 1, MB_METRIC_FTP_BYTES_IN = 2, MB_METRIC_FTP_BYTES_OUT = 3 };
 
 #ifdef __cplusplus
 }

@@ -33,19 +33,6 @@ static char *log_path;
 
 /* ------------------------------------------------------------ settings --- */
 
-int accesslog_cfg_check(const char *file, const json_t *root, const json_t *lines, mb_err *err)
-{
-    const json_t *a = json_object_get(root, "access_log");
-    if (a && !json_is_null(a) && !json_is_string(a))
-        return err_set(err, MB_EINVAL, "%s:%lld: access_log must be a file path", file,
-                       (long long)json_integer_value(json_object_get(lines, "access_log")));
-    const json_t *f = json_object_get(root, "log_format");
-    if (f && !(json_is_string(f) && (!strcmp(json_string_value(f), "text") || !strcmp(json_string_value(f), "json"))))
-        return err_set(err, MB_EINVAL, "%s:%lld: log_format must be text or json", file,
-                       (long long)json_integer_value(json_object_get(lines, "log_format")));
-    return 0;
-}
-
 /* At start and on every reload (loop thread): the server log's format, and the access log
  * (re)opened, so logrotate's rename-then-HUP starts a new file. A file that cannot be opened
  * keeps the old one and says why. */
@@ -126,7 +113,7 @@ void accesslog_enter(accesslog_rec *rl, mb_req *req, struct MHD_Connection *conn
 
 void accesslog_route(accesslog_rec *rl, mb_req *req, const char *pattern, bool streamed)
 {
-    rl->route = pattern ? arena_strdup(http_req_arena(req), pattern) : NULL;
+    rl->route = pattern; /* in the request's arena (http_route_lookup copied it) */
     const char *m = http_req_method(req);
     rl->upload = streamed && strcmp(m, "GET") && strcmp(m, "HEAD");
     if (rl->upload)

@@ -15,7 +15,7 @@ static void api_log(mb_module *self, int level, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    log_vmsg(level, self ? modmgr_name(self) : "module", fmt, ap);
+    log_vmsg(level, self ? modref_name(self) : "module", fmt, ap);
     va_end(ap);
 }
 
@@ -36,7 +36,7 @@ static int api_err_set(mb_err *err, int code, const char *fmt, ...)
  * module's keys. */
 static char *kv_key(mb_module *self, const char *key, size_t *n)
 {
-    const char *name = modmgr_name(self);
+    const char *name = modref_name(self);
     size_t len = 2 + strlen(name) + 1 + strlen(key);
     char *k = xmalloc(len + 1);
     snprintf(k, len + 1, "m/%s/%s", name, key);
@@ -100,10 +100,58 @@ static int kv_scan(mb_module *self, const char *prefix, int (*fn)(const char *, 
     return 0;
 }
 
+/* kv_scan with each value parsed: the loop every module wrote around json_loadb. */
+typedef struct scan_json {
+    mb_module *self;
+    int (*fn)(const char *key, json_t *value, void *ud);
+    void *ud;
+} scan_json;
+
+static int scan_json_one(const char *key, const void *value, size_t len, void *ud)
+{
+    scan_json *c = ud;
+    json_t *v = json_loadb(value, len, 0, NULL);
+    if (!v) {
+        log_msg(LOG_WARN, modref_name(c->self), "value of %s is not JSON; skipped", key);
+        return 0;
+    }
+    int stop = c->fn(key, v, c->ud);
+    json_decref(v);
+    return stop;
+}
+
+static int kv_scan_json(mb_module *self, const char *prefix, int (*fn)(const char *, json_t *, void *), void *ud,
+                        mb_err *err)
+{
+    scan_json c = {self, fn, ud};
+    return kv_scan(self, prefix, scan_json_one, &c, err);
+}
+
 static int reply_error(mb_req *req, const mb_err *err) { return http_reply_error(req, err); }
 static int64_t api_now(void) { return now_wall(); }
 
-/* Files (minor 1): the ABI's opaque reader/writer are fs.c's own. */
+/* The one user look-up: by name, else by id. */
+static int user_lookup(uint64_t id, const char *name, mb_user *out, char *namebuf, size_t namelen, mb_err *err)
+{
+    char byid[256], tmp[256];
+    mb_user u;
+    if (!name) {
+        if (auth_user_name(id, byid, sizeof byid))
+            return err_set(err, MB_ENOENT, "no user with id %llu", (unsigned long long)id);
+        name = byid;
+    }
+    if (!out || !namebuf || !namelen) { /* existence, or the caller wants no name */
+        namebuf = tmp;
+        namelen = sizeof tmp;
+    }
+    if (auth_user_find(name, out ? out : &u, namebuf, namelen, NULL))
+        return err_set(err, MB_ENOENT, "no user '%s'", name);
+    if (out && namebuf == tmp)
+        out->name = NULL; /* it pointed into tmp */
+    return 0;
+}
+
+/* Files: the ABI's opaque reader/writer are fs.c's own. */
 static int file_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, mb_file_reader **r,
                      json_t **info, mb_err *err)
 {
@@ -133,39 +181,33 @@ static int file_write_commit(mb_file_writer *w, json_t **info, bool *created, mb
 }
 static void file_write_abort(mb_file_writer *w) { fs_write_abort((fs_writer *)w); }
 
+/* Where the kernel's own constants stand for the ABI's they must be the same numbers: the
+ * adapters pass them through unchanged. */
+_Static_assert((int)LOG_DEBUG == (int)MB_LOG_DEBUG && (int)LOG_INFO == (int)MB_LOG_INFO &&
+                   (int)LOG_WARN == (int)MB_LOG_WARN && (int)LOG_ERROR == (int)MB_LOG_ERROR,
+               "kernel log levels mirror MB_LOG_*");
+_Static_assert((int)FS_PARENTS == (int)MB_FS_PARENTS && (int)FS_NO_OVERWRITE == (int)MB_FS_NO_OVERWRITE &&
+                   (int)FS_RECURSIVE == (int)MB_FS_RECURSIVE && (int)FS_OVERWRITE == (int)MB_FS_OVERWRITE,
+               "kernel file flags mirror MB_FS_*");
+
+/* Laid out like struct mb_api: by topic. */
 static const mb_api table = {
     .size = sizeof(mb_api),
     .abi_major = MB_ABI_MAJOR,
     .abi_minor = MB_ABI_MINOR,
-    .err_set = api_err_set,
-    .log = api_log,
-    .req_method = http_req_method,
-    .req_path = http_req_path,
-    .req_param = http_req_param,
-    .req_query = http_req_query,
-    .req_header = http_req_header,
-    .req_user = http_req_user,
-    .req_client_ip = http_req_client_ip,
-    .req_json = http_req_json,
-    .req_alloc = http_req_alloc,
-    .reply_json = http_reply_json,
-    .reply_error = reply_error,
-    .reply_bytes = http_reply_bytes,
-    .reply_header = http_reply_header,
-    .hook_filter = hook_filter,
-    .hook_emit = hook_emit,
-    .task_submit = task_submit,
-    .task_progress = task_progress,
-    .task_result = task_result,
-    .task_id = task_id,
-    .task_owner = task_owner,
-    .notify = notify_user,
+    /* lifecycle (kernel/evapi.c) */
+    .event_base = evapi_event_base,
+    .data_dir = evapi_data_dir,
+    .now = api_now,
+    /* config */
+    .conf_load = stores_conf_load,
+    /* storage: the module's own keys */
     .kv_get = kv_get,
     .kv_put = kv_put,
     .kv_del = kv_del,
     .kv_scan = kv_scan,
-    .lua_call = luas_call,
-    .now = api_now,
+    .kv_scan_json = kv_scan_json,
+    /* files (kernel/fs.c; reply_file through share.c) */
     .blob_backend_register = blob_backend_register,
     .store_list = fs_stores_list,
     .store_get = fs_store_get,
@@ -173,6 +215,7 @@ static const mb_api table = {
     .folder_list = fs_list,
     .file_open = file_open,
     .file_read = file_read,
+    .file_read_fd = file_read_fd,
     .file_close = file_close,
     .file_write_begin = file_write_begin,
     .file_write_data = file_write_data,
@@ -182,7 +225,8 @@ static const mb_api table = {
     .file_move = fs_move,
     .file_copy = fs_copy,
     .file_delete = fs_delete,
-    /* minor 2: history (kernel/history.c) */
+    .reply_file = share_reply_file,
+    /* history (kernel/history.c) */
     .trash_detach = history_detach,
     .trash_attach = history_attach,
     .trash_purge = history_purge,
@@ -194,7 +238,7 @@ static const mb_api table = {
     .chunk_verify = history_chunk_verify,
     .chunk_files = history_chunk_files,
     .file_mark_damaged = history_mark_damaged,
-    /* minor 3: stores (kernel/stores.c) */
+    /* stores (kernel/stores.c) */
     .store_create = stores_create,
     .store_ready = stores_ready,
     .store_rename = stores_rename,
@@ -206,33 +250,56 @@ static const mb_api table = {
     .store_settings_set = stores_settings_set,
     .store_default_get = stores_default_get,
     .store_default_set = stores_default_set,
-    .user_get = stores_user_get,
-    .conf_load = stores_conf_load,
-    /* minor 4: sharing (kernel/share.c) */
-    .reply_file = share_reply_file,
+    /* hooks (kernel/hook.c) */
+    .hook_filter = hook_filter,
+    .hook_emit = hook_emit,
+    .batch_put = hook_batch_put,
+    .batch_del = hook_batch_del,
+    /* tasks, timers, blocking work (kernel/task.c, kernel/timer.c, kernel/evapi.c) */
+    .task_submit = task_submit,
+    .task_progress = task_progress,
+    .task_result = task_result,
+    .task_id = task_id,
+    .task_owner = task_owner,
+    .run_blocking = evapi_run_blocking,
+    .timer_add = timer_add,
+    .timer_cancel = timer_cancel,
+    /* HTTP (kernel/http*.c) */
+    .req_method = http_req_method,
+    .req_path = http_req_path,
+    .req_param = http_req_param,
+    .req_query = http_req_query,
+    .req_header = http_req_header,
+    .req_user = http_req_user,
+    .req_client_ip = http_req_client_ip,
+    .req_json = http_req_json,
     .req_body = share_req_body,
-    .user_find = share_user_find,
-    .user_name = auth_user_name,
-    /* minor 5: event loop and other doors (kernel/evapi.c, kernel/auth.c) */
-    /* minor 2 (ftp branch) */
-    .event_base = evapi_event_base, .data_dir = evapi_data_dir, .auth_password = auth_password,
-    .user_lookup = auth_user_find, .err_ftp_reply = evapi_err_ftp_reply, .run_blocking = evapi_run_blocking,
-    /* minor 6: batched observers (kernel/hook.c) */
-    .batch_put = hook_batch_put, .batch_del = hook_batch_del,
-    .file_read_fd = file_read_fd,
-    /* minor 8 (kernel/auth.c) */
+    .req_alloc = http_req_alloc,
+    .reply_json = http_reply_json,
+    .reply_error = reply_error,
+    .reply_bytes = http_reply_bytes,
+    .reply_header = http_reply_header,
+    /* users and auth (kernel/auth.c, kernel/throttle.c, kernel/notify.c) */
+    .user_lookup = user_lookup,
+    .auth_password = auth_password,
     .password_check = auth_password_check,
-    /* minor 9: throttles (kernel/throttle.c, kernel/auth.c) */
+    .login_wait = auth_login_wait,
     .throttle_get = throttle_get,
     .throttle_wait = throttle_wait,
     .throttle_fail = throttle_fail,
     .throttle_clear = throttle_clear,
-    .login_wait = auth_login_wait,
+    .notify = notify_user,
+    /* scripting (kernel/luas.c) */
+    .lua_call = luas_call,
+    /* logging and errors */
+    .log = api_log,
+    .err_set = api_err_set,
+    .err_ftp_reply = evapi_err_ftp_reply,
     .metric_add = metrics_module_add,
-    /* minor 10: app passwords (kernel/apppass.c), streamed request bodies (kernel/http.c) */
+    /* app passwords (kernel/apppass.c), streamed request bodies (kernel/http.c), listing
+     * decorators (kernel/listdeco.c), metrics (kernel/metrics.c) */
     .apppass_check = apppass_check,
     .req_body_sink = http_req_body_sink,
-    /* --- thumbs: listing decorators (kernel/listdeco.c) --- */
     .listing_decorator_set = listdeco_set,
     .module_dir = evapi_module_dir,
 };

@@ -68,16 +68,6 @@ int64_t auth_login_wait(const char *name, const char *ip, mb_err *err)
 
 /* ------------------------------------------------------------ helpers --- */
 
-bool auth_valid_username(const char *n)
-{
-    size_t len = strlen(n);
-    if (len < 1 || len > 64)
-        return false;
-    if (!((n[0] >= 'a' && n[0] <= 'z') || (n[0] >= '0' && n[0] <= '9')))
-        return false;
-    return strspn(n, "abcdefghijklmnopqrstuvwxyz0123456789._-") == len;
-}
-
 static const char *role_name(int role) { return role == MB_ROLE_ADMIN ? "admin" : "user"; }
 
 static int role_parse(const char *s)
@@ -108,19 +98,6 @@ static int user_read(const char *name, json_t **out, bool shared)
 static int user_get(const char *name, json_t **out) { return user_read(name, out, false); }
 /* Shared from the decoded-record cache (db.c): the caller only reads it. */
 static int user_get_shared(const char *name, json_t **out) { return user_read(name, out, true); }
-
-int auth_user_name(uint64_t id, char *buf, size_t n)
-{
-    char key[32], k16[17];
-    key_u64(k16, id);
-    snprintf(key, sizeof key, "ui/%s", k16);
-    char *v;
-    if (db_get(key, strlen(key), &v, NULL))
-        return MB_ENOENT;
-    snprintf(buf, n, "%s", v);
-    free(v);
-    return 0;
-}
 
 int auth_password_hash(const char *pw, char out[128], mb_err *err)
 {
@@ -320,7 +297,7 @@ int auth_bootstrap(char generated[33], mb_err *err)
 
 /* ------------------------------------------------------------- routes --- */
 
-static const char *jstr(json_t *o, const char *k)
+static const char *jstr_or_null(json_t *o, const char *k)
 {
     json_t *v = json_object_get(o, k);
     return json_is_string(v) ? json_string_value(v) : NULL;
@@ -342,7 +319,7 @@ static int h_login(mb_req *req, void *st, mb_err *err)
     json_t *b = http_req_json(req, err);
     if (!b)
         return err->code;
-    const char *name = jstr(b, "username"), *pw = jstr(b, "password");
+    const char *name = jstr_or_null(b, "username"), *pw = jstr_or_null(b, "password");
     if (!name || !pw)
         return err_set(err, MB_EINVAL, "username and password are required strings");
     mb_user who;
@@ -398,7 +375,7 @@ static int h_logout(mb_req *req, void *st, mb_err *err)
         snprintf(key, sizeof key, "t/%s", hh);
         json_t *t;
         if (db_get_json(key, &t) == 0) {
-            token_revoke((uint64_t)json_integer_value(json_object_get(t, "uid")), jstr(t, "id"));
+            token_revoke((uint64_t)json_integer_value(json_object_get(t, "uid")), jstr_or_null(t, "id"));
             json_decref(t);
         }
     }
@@ -446,14 +423,14 @@ static int h_passwd(mb_req *req, void *st, mb_err *err)
     json_t *b = http_req_json(req, err);
     if (!b)
         return err->code;
-    const char *old = jstr(b, "old"), *nw = jstr(b, "new");
+    const char *old = jstr_or_null(b, "old"), *nw = jstr_or_null(b, "new");
     if (!old || !nw)
         return err_set(err, MB_EINVAL, "old and new are required strings");
     const mb_user *me = http_req_user(req);
     json_t *u;
     if (user_get(me->name, &u))
         return err_set(err, MB_ENOENT, "your account no longer exists");
-    bool ok = crypto_pwhash_str_verify(jstr(u, "hash"), old, strlen(old)) == 0;
+    bool ok = crypto_pwhash_str_verify(jstr_or_null(u, "hash"), old, strlen(old)) == 0;
     json_decref(u);
     if (!ok)
         return err_set(err, MB_EPERM, "old: the current password is wrong");
@@ -476,7 +453,7 @@ static json_t *list_tokens(uint64_t uid)
         json_t *t;
         if (db_get_json(key, &t))
             continue;
-        if (!strcmp(jstr(t, "kind") ? jstr(t, "kind") : "", "api"))
+        if (!strcmp(jstr_or_null(t, "kind") ? jstr_or_null(t, "kind") : "", "api"))
             json_array_append_new(arr, json_pack("{s:O, s:O, s:O, s:O}", "id", json_object_get(t, "id"), "name",
                                                  json_object_get(t, "name"), "created", json_object_get(t, "created"),
                                                  "expires", json_object_get(t, "expires")));
@@ -491,7 +468,7 @@ static int create_token(mb_req *req, uint64_t uid, mb_err *err)
     json_t *b = http_req_json(req, err);
     if (!b)
         return err->code;
-    const char *name = jstr(b, "name");
+    const char *name = jstr_or_null(b, "name");
     if (!name || !*name || strlen(name) > 100 || !utf8_valid(name, strlen(name)))
         return err_set(err, MB_EINVAL, "name: a token needs a name of 1 to 100 characters");
     json_t *d = json_object_get(b, "expires_days");
@@ -540,11 +517,11 @@ static int h_users_add(mb_req *req, void *st, mb_err *err)
     json_t *b = http_req_json(req, err);
     if (!b)
         return err->code;
-    const char *name = jstr(b, "username"), *pw = jstr(b, "password");
-    int role = role_parse(jstr(b, "role"));
+    const char *name = jstr_or_null(b, "username"), *pw = jstr_or_null(b, "password");
+    int role = role_parse(jstr_or_null(b, "role"));
     if (!name || !pw)
         return err_set(err, MB_EINVAL, "username and password are required strings");
-    if (role < 0 || (json_object_get(b, "role") && !jstr(b, "role")))
+    if (role < 0 || (json_object_get(b, "role") && !jstr_or_null(b, "role")))
         return err_set(err, MB_EINVAL, "role: must be 'user' or 'admin'");
     uint64_t id;
     int rc = auth_user_add(name, pw, role, &id, err);
@@ -581,7 +558,7 @@ static int admins_count(void)
         size_t vl;
         const char *v = db_iter_val(it, &vl);
         json_t *u = json_loadb(v, vl, 0, NULL);
-        n += u && role_parse(jstr(u, "role")) == MB_ROLE_ADMIN;
+        n += u && role_parse(jstr_or_null(u, "role")) == MB_ROLE_ADMIN;
         json_decref(u);
     }
     db_iter_free(it);
@@ -615,7 +592,7 @@ static int h_users_patch(mb_req *req, void *st, mb_err *err)
         return err_set(err, MB_ENOENT, "no user '%s'", name);
     char hash[crypto_pwhash_STRBYTES];
     int rc = p ? auth_password_hash(json_string_value(p), hash, err) : 0;
-    if (!rc && r && role != MB_ROLE_ADMIN && role_parse(jstr(u, "role")) == MB_ROLE_ADMIN && admins_count() <= 1)
+    if (!rc && r && role != MB_ROLE_ADMIN && role_parse(jstr_or_null(u, "role")) == MB_ROLE_ADMIN && admins_count() <= 1)
         rc = err_set(err, MB_ECONFLICT, "role: '%s' is the last administrator", name);
     if (!rc) {
         if (r)
@@ -727,7 +704,7 @@ int auth_user_id(const char *name, uint64_t *id)
 /* Fill *out from the stored user record (name copied into namebuf). */
 static int user_fill(json_t *u, mb_user *out, char *namebuf, size_t n)
 {
-    snprintf(namebuf, n, "%s", jstr(u, "name") ? jstr(u, "name") : "");
+    snprintf(namebuf, n, "%s", jstr_or_null(u, "name") ? jstr_or_null(u, "name") : "");
     out->size = sizeof *out;
     out->id = (uint64_t)json_integer_value(json_object_get(u, "id"));
     out->name = namebuf;
@@ -838,7 +815,7 @@ static int password_login(const char *name, const char *pw, const char *ip, mb_u
     }
     json_t *u = NULL;
     bool ok = user_get(name, &u) == 0;
-    const char *hash = ok ? jstr(u, "hash") : NULL;
+    const char *hash = ok ? jstr_or_null(u, "hash") : NULL;
     ok = ok && hash && auth_password_check(hash, pw);
     if (!ok) {
         json_decref(u);

@@ -3,7 +3,7 @@
  *
  * `POST /api/v1/admin/backup {"dir"}` queues a kernel task ("kernel.backup") that copies one
  * point in time of the server into a backup directory while clients go on writing:
- *   1. the chunk collector is held (blob_gc_hold), so no chunk the point in time references is
+ *   1. the chunk collector is held (gc_hold), so no chunk the point in time references is
  *      deleted before it is copied;
  *   2. the metadata is copied from a LevelDB snapshot into a new database (db_snapshot_copy),
  *      noting on the way every referenced chunk (c/ records with refs > 0) and which of them
@@ -20,7 +20,7 @@
  * no chunk is deleted between this backup finding it present and listing it. `mbytectl backup verify` and `mbytectl restore` read this layout
  * without a server (tools/mbytectl.c).
  *
- * Threads: the route runs on an HTTP worker, the copy on a task worker. One backup at a time
+ * Threads: the request (POST /api/v1/admin/backup, files_http.c) runs on an HTTP worker, the copy on a task worker. One backup at a time
  * (the `running` flag).
  */
 #include "fs.h"
@@ -233,7 +233,7 @@ int backup_take(const char *dir, mb_task *t, json_t **out, mb_err *err)
         return err_set(err, MB_EIO, "cannot create the backup folders in %s: %s", dir, strerror(e));
     }
 
-    blob_gc_hold(+1);
+    gc_hold(+1);
     bscan scan = {.err = err};
     uint64_t keys = 0, copied = 0, copied_bytes = 0, files = 0, file_bytes = 0;
     json_t *hashes = json_object();
@@ -264,7 +264,7 @@ int backup_take(const char *dir, mb_task *t, json_t **out, mb_err *err)
                 rc = err_set(err, MB_ECANCELED, "the backup was cancelled");
         }
     }
-    blob_gc_hold(-1);
+    gc_hold(-1);
 
     json_t *result = NULL;
     if (!rc) {
@@ -340,7 +340,7 @@ static int run_backup(mb_task *t, const json_t *args, void *state, mb_err *err)
     return rc;
 }
 
-/* ----------------------------------------------------------- the route --- */
+/* ------------------------------------------------------------ requests --- */
 
 /* A backup must not go into the data directory (it would back itself up) nor hold it. */
 static bool nested(const char *a, const char *b)
@@ -349,15 +349,10 @@ static bool nested(const char *a, const char *b)
     return !strncmp(a, b, n) && (a[n] == '/' || a[n] == '\0');
 }
 
-static int h_backup(mb_req *req, void *st, mb_err *err)
+int backup_request(const char *dir, uint64_t uid, uint64_t *task, char real[PATH_MAX], mb_err *err)
 {
-    (void)st;
-    json_t *b = http_req_json(req, err);
-    if (!b)
-        return MB_EINVAL;
-    const char *dir = json_string_value(json_object_get(b, "dir"));
     int rc = 0;
-    char real[PATH_MAX], data[PATH_MAX];
+    char data[PATH_MAX];
     if (!dir || dir[0] != '/')
         rc = err_set(err, MB_EINVAL, "give the backup directory as an absolute path in \"dir\"");
     else if (strlen(dir) > 3000)
@@ -371,20 +366,14 @@ static int h_backup(mb_req *req, void *st, mb_err *err)
                      real, data);
     else if (atomic_load(&running))
         rc = err_set(err, MB_EBUSY, "another backup is running");
-    uint64_t id = 0;
     if (!rc)
-        rc = task_submit("kernel.backup", http_req_user(req)->id, json_pack("{s:s}", "dir", real), &id, err);
-    if (rc)
-        return rc;
-    return http_reply_json(req, 202, json_pack("{s:I,s:s}", "task", (json_int_t)id, "dir", real));
+        rc = task_submit("kernel.backup", uid, json_pack("{s:s}", "dir", real), task, err);
+    return rc;
 }
 
 int backup_init(mb_err *err)
 {
     static const mb_task_type type = {.size = sizeof type, .name = "kernel.backup", .run = run_backup,
                                       .max_attempts = 1};
-    int rc = task_type_add(NULL, &type, NULL, err);
-    if (!rc)
-        rc = http_route_add(NULL, "POST", "/api/v1/admin/backup", MB_ROLE_ADMIN, h_backup, NULL, err);
-    return rc;
+    return task_type_add(NULL, &type, NULL, err);
 }

@@ -1,6 +1,7 @@
 /*
  * blob.c — the chunk store: the blob-backend interface, the kernel's local filesystem
- * backend, chunk refcounts and the garbage collector (DESIGN.md: Storage).
+ * backend, inline chunks, verified reads and the pending table (DESIGN.md: Storage). Chunk
+ * refcounts are written by each change's transaction (txn.c); the collector is gc.c.
  *
  * Chunks are immutable and named by the SHA-256 of their bytes. The local backend keeps
  * them at <data>/chunks/ab/cd/<sha256>, each written as a temp file in <data>/chunks/tmp,
@@ -28,8 +29,8 @@
  * SHA-256 name stays the identity and the integrity scrub (blob_get) still re-hashes with it.
  *
  * Refcounts live in LevelDB as c/<sha256> -> {"v":1,"refs","size","zero_since"} and change
- * only in the same batch as the namespace change that needs them (fs.c), under the
- * one commit lock below: refcount read-modify-write and the collector never interleave.
+ * only in the same batch as the namespace change that needs them (txn.c), under the
+ * one commit lock: refcount read-modify-write and the collector (gc.c) never interleave.
  *
  * Collector and writers: a write marks each chunk it produced (written or deduplicated) as
  * pending until it commits or aborts. The collector deletes a chunk only when, under the
@@ -38,10 +39,9 @@
  * the writer stores it again, or the writer got there first and the collector skips it.
  *
  * Threads: any. backend_lock (rwlock) guards the active backend; pend_lock the pending
- * table; commit_lock the refcounts with the namespace; trust_lock the verified-while-cached
- * table; pq_mu the read-ahead queue. Lock order: commit -> pend.
- * The collector runs on its own thread (blob_init starts it; MBYTE_GC_INTERVAL seconds), and
- * two read-ahead threads read in the chunks readers will want next (blob_prefetch).
+ * table; trust_lock the verified-while-cached table; pq_mu the read-ahead queue. Lock order:
+ * txn.c's commit lock -> pend (the collector and gc_discard hold the first around the second).
+ * Two read-ahead threads read in the chunks readers will want next (blob_prefetch).
  */
 #include "fs.h"
 #include <dirent.h>
@@ -326,12 +326,12 @@ static backend be_enter(void)
 {
     pthread_rwlock_rdlock(&backend_lock);
     backend b = active;
-    modmgr_enter(b.owner);
+    modref_enter(b.owner);
     pthread_rwlock_unlock(&backend_lock);
     return b;
 }
 
-static void be_leave(backend b) { modmgr_leave(b.owner); }
+static void be_leave(backend b) { modref_leave(b.owner); }
 
 int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err)
 {
@@ -908,13 +908,11 @@ void blob_pending_drop(const char *hash)
     pthread_mutex_unlock(&pend_lock);
 }
 
-static pthread_mutex_t commit_lock = PTHREAD_MUTEX_INITIALIZER;
-
 /* A failed write lets go of a chunk: when no other write holds it and no refcount record
- * names it, nobody can reach it, so it goes now instead of waiting for the collector. */
+ * names it, nobody can reach it, so it goes now instead of waiting for the collector. The
+ * caller holds the commit lock (gc_discard). */
 void blob_pending_drop_discard(const char *hash)
 {
-    pthread_mutex_lock(&commit_lock);
     pthread_mutex_lock(&pend_lock);
     pend *p = pfind(hash, false);
     if (p && --p->count == 0) {
@@ -928,295 +926,30 @@ void blob_pending_drop_discard(const char *hash)
         free(v);
     }
     pthread_mutex_unlock(&pend_lock);
-    pthread_mutex_unlock(&commit_lock);
 }
 
-/* ----------------------------------------------------------- refcounts --- */
 
-/* The group-commit ticket this thread owes a sync for (blob_commit, then blob_unlock). */
-static _Thread_local uint64_t owed;
-
-void blob_lock(void)
+/* The collector's delete (gc.c, under the commit lock): the pending check and the delete under
+ * the pending lock, so a writer that marks the chunk pending meanwhile waits for the delete and
+ * then stores it again. 0 deleted, 1 held by a write, or a negative MB_E* (err set). */
+int blob_del_unheld(const char *hash, mb_err *err)
 {
-    db_committer(+1);
-    pthread_mutex_lock(&commit_lock);
-}
-
-void blob_unlock(void)
-{
-    uint64_t seq = owed;
-    owed = 0;
-    pthread_mutex_unlock(&commit_lock);
-    db_committer(-1);
-    if (seq)
-        db_sync_through(seq);
-}
-
-int blob_commit(db_batch *b)
-{
-    uint64_t seq;
-    int rc = db_batch_commit_grouped(b, &seq);
-    if (!rc && seq > owed)
-        owed = seq;
+    pthread_mutex_lock(&pend_lock);
+    int rc = pfind(hash, false) ? 1 : blob_del(hash, err);
+    pthread_mutex_unlock(&pend_lock);
     return rc;
 }
 
-struct blob_refs {
-    json_t *map; /* hash -> [delta, size] */
-};
-
-blob_refs *blob_refs_new(void)
+void blob_inline_del(db_batch *b, const char *hash)
 {
-    blob_refs *r = xmalloc(sizeof *r);
-    r->map = json_object();
-    return r;
-}
-
-void blob_refs_add(blob_refs *r, const char *hash, uint64_t size, int delta)
-{
-    json_t *e = json_object_get(r->map, hash);
-    if (!e) {
-        json_object_set_new(r->map, hash, json_pack("[i, I]", 0, (json_int_t)size));
-        e = json_object_get(r->map, hash);
-    }
-    json_array_set_new(e, 0, json_integer(json_integer_value(json_array_get(e, 0)) + delta));
-}
-
-void blob_refs_add_chunks(blob_refs *r, const json_t *chunks, int delta)
-{
-    size_t i;
-    json_t *ch;
-    json_array_foreach(chunks, i, ch) {
-        const char *h = json_string_value(json_object_get(ch, "h"));
-        blob_refs_add(r, h ? h : "", (uint64_t)json_integer_value(json_object_get(ch, "n")), delta);
-    }
-}
-
-void blob_refs_free(blob_refs *r)
-{
-    if (!r)
-        return;
-    json_decref(r->map);
-    free(r);
-}
-
-int blob_refs_apply(blob_refs *r, db_batch *b, mb_err *err)
-{
-    const char *hash;
-    json_t *e;
-    int64_t now = now_wall();
-    json_object_foreach(r->map, hash, e) {
-        json_int_t delta = json_integer_value(json_array_get(e, 0));
-        if (delta == 0)
-            continue;
-        char key[80];
-        snprintf(key, sizeof key, "c/%s", hash);
-        json_t *rec = NULL;
-        int rc = db_get_json(key, &rec);
-        if (rc && rc != MB_ENOENT)
-            return err_set(err, MB_EIO, "cannot read the refcount of chunk %.12s…", hash);
-        json_int_t refs = rec ? json_integer_value(json_object_get(rec, "refs")) : 0;
-        json_int_t size = rec ? json_integer_value(json_object_get(rec, "size"))
-                              : json_integer_value(json_array_get(e, 1));
-        json_int_t zs = rec ? json_integer_value(json_object_get(rec, "zero_since")) : 0;
-        json_decref(rec);
-        refs += delta;
-        if (refs < 0) {
-            log_error("refcount of chunk %s would drop below zero; clamped (fsck will check)", hash);
-            refs = 0;
-        }
-        if (refs == 0 && (delta < 0 || !zs))
-            zs = now;
-        if (refs > 0)
-            zs = 0;
-        json_t *nrec = json_pack("{s:i, s:I, s:I, s:I}", "v", 1, "refs", refs, "size", size, "zero_since", zs);
-        db_batch_put_json(b, key, nrec);
-        json_decref(nrec);
-    }
-    return 0;
-}
-
-/* ----------------------------------------------------------- collector --- */
-
-static int64_t gc_grace = 3600, gc_interval = 600;
-static pthread_t gc_thread;
-static bool gc_running, gc_stop;
-static pthread_mutex_t gc_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t gc_cv = PTHREAD_COND_INITIALIZER;
-
-int64_t blob_gc_grace(void) { return gc_grace; }
-
-typedef struct {
-    int64_t cutoff;
-    json_t *orphans; /* array of hashes */
-} orphan_scan;
-
-static int orphan_cb(const char *hash, uint64_t size, int64_t mtime, void *ud)
-{
-    (void)size;
-    orphan_scan *o = ud;
-    if (mtime > o->cutoff)
-        return 0;
-    char key[80];
-    snprintf(key, sizeof key, "c/%s", hash);
-    char *v;
-    if (db_get(key, strlen(key), &v, NULL) == 0) {
-        free(v);
-        return 0;
-    }
-    json_array_append_new(o->orphans, json_string(hash));
-    return 0;
-}
-
-/* Holds (an online backup, backup.c) keep the collector from deleting anything: a chunk that a
- * backup's snapshot still references may lose its last reference meanwhile. blob_gc_hold waits
- * out a collection under way, so none overlaps a hold. */
-static int gc_holds;
-static bool gc_collecting;
-static pthread_mutex_t gc_hold_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t gc_hold_cv = PTHREAD_COND_INITIALIZER;
-
-void blob_gc_hold(int delta)
-{
-    pthread_mutex_lock(&gc_hold_mu);
-    gc_holds += delta;
-    while (delta > 0 && gc_collecting)
-        pthread_cond_wait(&gc_hold_cv, &gc_hold_mu);
-    pthread_mutex_unlock(&gc_hold_mu);
-}
-
-static int gc_collect(int64_t grace, mb_err *err);
-
-int blob_gc(int64_t grace, mb_err *err)
-{
-    pthread_mutex_lock(&gc_hold_mu);
-    if (gc_holds > 0) {
-        pthread_mutex_unlock(&gc_hold_mu);
-        log_msg(LOG_DEBUG, "blob", "collector skipped: a backup holds it");
-        return 0;
-    }
-    gc_collecting = true;
-    pthread_mutex_unlock(&gc_hold_mu);
-    int rc = gc_collect(grace, err);
-    pthread_mutex_lock(&gc_hold_mu);
-    gc_collecting = false;
-    pthread_cond_broadcast(&gc_hold_cv);
-    pthread_mutex_unlock(&gc_hold_mu);
-    return rc;
-}
-
-static int gc_collect(int64_t grace, mb_err *err)
-{
-    int64_t cutoff = now_wall() - grace;
-    int deleted = 0;
-    /* 1. Records at zero for longer than the grace: collect the candidates first (no lock
-     * held during the scan), then re-check each one under the locks. */
-    json_t *cand = json_array();
-    db_iter *it = db_iter_prefix("c/", 2);
-    while (db_iter_next(it)) {
-        size_t kl, vl;
-        const char *k = db_iter_key(it, &kl);
-        const char *v = db_iter_val(it, &vl);
-        json_t *rec = json_loadb(v, vl, 0, NULL);
-        if (rec && json_integer_value(json_object_get(rec, "refs")) == 0 &&
-            json_integer_value(json_object_get(rec, "zero_since")) <= cutoff && kl == 66)
-            json_array_append_new(cand, json_stringn(k + 2, 64));
-        json_decref(rec);
-    }
-    db_iter_free(it);
-    size_t i;
-    json_t *h;
-    json_array_foreach(cand, i, h) {
-        const char *hash = json_string_value(h);
-        char key[80];
-        snprintf(key, sizeof key, "c/%s", hash);
-        blob_lock();
-        json_t *rec = NULL;
-        if (db_get_json(key, &rec) == 0 && json_integer_value(json_object_get(rec, "refs")) == 0 &&
-            json_integer_value(json_object_get(rec, "zero_since")) <= cutoff) {
-            pthread_mutex_lock(&pend_lock);
-            if (!pfind(hash, false)) {
-                mb_err e = {0};
-                if (blob_del(hash, &e) == 0) {
-                    char ik[72];
-                    inline_key(ik, hash);
-                    db_batch *b = db_batch_new();
-                    db_batch_del(b, key, strlen(key));
-                    db_batch_del(b, ik, strlen(ik));
-                    db_batch_commit(b, true);
-                    deleted++;
-                } else
-                    log_warn("collector: %s", e.msg);
-            }
-            pthread_mutex_unlock(&pend_lock);
-        }
-        json_decref(rec);
-        blob_unlock();
-    }
-    json_decref(cand);
-    /* 2. Orphans: chunk files no record names (an upload that never committed). */
-    orphan_scan o = {.cutoff = cutoff, .orphans = json_array()};
-    blob_list(orphan_cb, &o, err);
-    json_array_foreach(o.orphans, i, h) {
-        const char *hash = json_string_value(h);
-        char key[80];
-        snprintf(key, sizeof key, "c/%s", hash);
-        blob_lock();
-        pthread_mutex_lock(&pend_lock);
-        char *v = NULL;
-        if (!pfind(hash, false) && db_get(key, strlen(key), &v, NULL) == MB_ENOENT) {
-            mb_err e = {0};
-            if (blob_del(hash, &e) == 0)
-                deleted++;
-        }
-        free(v);
-        pthread_mutex_unlock(&pend_lock);
-        blob_unlock();
-    }
-    json_decref(o.orphans);
-    if (deleted)
-        log_info("collector: deleted %d unreferenced chunks", deleted);
-    return deleted;
-}
-
-static void *gc_main(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&gc_mu);
-    while (!gc_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += gc_interval;
-        pthread_cond_timedwait(&gc_cv, &gc_mu, &ts);
-        if (gc_stop)
-            break;
-        pthread_mutex_unlock(&gc_mu);
-        mb_err e = {0};
-        blob_gc(gc_grace, &e);
-        pthread_mutex_lock(&gc_mu);
-    }
-    pthread_mutex_unlock(&gc_mu);
-    return NULL;
-}
-
-static int64_t env_secs(const char *name, int64_t def)
-{
-    const char *s = getenv(name);
-    uint64_t v;
-    if (s && parse_u64(s, &v) && v < (1ULL << 40))
-        return (int64_t)v;
-    if (s)
-        log_warn("%s=%s is not a number of seconds; using %lld", name, s, (long long)def);
-    return def;
+    char ik[72];
+    inline_key(ik, hash);
+    db_batch_del(b, ik, strlen(ik));
 }
 
 int blob_init(mb_err *err)
 {
-    gc_grace = env_secs("MBYTE_GC_GRACE", 3600);
-    gc_interval = env_secs("MBYTE_GC_INTERVAL", 600);
     inline_max = (size_t)g_cfg->chunk_inline_max;
-    if (gc_interval < 1)
-        gc_interval = 1;
     size_t n = strlen(g_cfg->data_dir) + 16;
     chunk_dir = xmalloc(n);
     snprintf(chunk_dir, n, "%s/chunks", g_cfg->data_dir);
@@ -1237,10 +970,6 @@ int blob_init(mb_err *err)
         closedir(d);
     }
     active = (backend){.ops = &local_ops};
-    gc_stop = false;
-    if (pthread_create(&gc_thread, NULL, gc_main, NULL))
-        return err_set(err, MB_EIO, "cannot start the chunk collector");
-    gc_running = true;
     large_folios = g_cfg->chunk_large_folios > 0 || (g_cfg->chunk_large_folios < 0 && !free_page_reporting());
     if (g_cfg->chunk_large_folios < 0)
         log_info("chunks are read into the page cache in %s (chunk_large_folios: auto%s)",
@@ -1255,14 +984,6 @@ int blob_init(mb_err *err)
 
 void blob_fini(void)
 {
-    if (gc_running) {
-        pthread_mutex_lock(&gc_mu);
-        gc_stop = true;
-        pthread_cond_signal(&gc_cv);
-        pthread_mutex_unlock(&gc_mu);
-        pthread_join(gc_thread, NULL);
-        gc_running = false;
-    }
     pthread_mutex_lock(&pq_mu);
     pq_stop = true;
     pthread_cond_broadcast(&pq_cv);

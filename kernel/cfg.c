@@ -339,6 +339,20 @@ void cfg_free(kcfg *c)
     memset(c, 0, sizeof *c);
 }
 
+/* access_log and log_format (accesslog.c applies them). */
+static int logs_check(const char *file, const json_t *root, const json_t *lines, mb_err *err)
+{
+    const json_t *a = json_object_get(root, "access_log");
+    if (a && !json_is_null(a) && !json_is_string(a))
+        return err_set(err, MB_EINVAL, "%s:%lld: access_log must be a file path", file,
+                       (long long)json_integer_value(json_object_get(lines, "access_log")));
+    const json_t *f = json_object_get(root, "log_format");
+    if (f && !(json_is_string(f) && (!strcmp(json_string_value(f), "text") || !strcmp(json_string_value(f), "json"))))
+        return err_set(err, MB_EINVAL, "%s:%lld: log_format must be text or json", file,
+                       (long long)json_integer_value(json_object_get(lines, "log_format")));
+    return 0;
+}
+
 int cfg_load(const char *dir, kcfg *c, mb_err *err)
 {
     memset(c, 0, sizeof *c);
@@ -475,7 +489,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
                      line_of(lines, "chunk_large_folios"));
         goto fail;
     }
-    if ((rc = metrics_cfg_check(path, root, lines, err)) || (rc = accesslog_cfg_check(path, root, lines, err)))
+    if ((rc = metrics_cfg_check(path, root, lines, err)) || (rc = logs_check(path, root, lines, err)))
         goto fail;
     json_t *ll = json_object_get(root, "log_level");
     if (ll) {

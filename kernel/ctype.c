@@ -1,13 +1,13 @@
 /*
  * ctype.c — the content type of every stored file version (docs/api.md, GET files).
  *
- * At commit, fs.c asks ctype_detect, which decides from cheap evidence only: a format
+ * At commit, fs_write.c asks ctype_detect, which decides from cheap evidence only: a format
  * signature in the first bytes (sniff.c), then the name's extension, then "is it text". That
  * names nearly every real file in microseconds. What is left — binary bytes that no
  * signature and no extension name — starts as application/octet-stream, and the commit puts
  * a marker (cm/<sid>/<fid>/<ver>) into its own batch. A background thread names those
  * versions with libmagic when the server is idle (no file change committed for IDLE_MS),
- * records the answer and deletes the marker in one write (fs_ctype_done). libmagic runs
+ * records the answer and deletes the marker in one transaction (record_type). libmagic runs
  * thousands of tests: 0.2 ms for 4 KiB of binary, over 1 ms for text, more than the whole
  * rest of a small upload; done during a burst of uploads it cost a fifth of their rate even
  * at the lowest CPU priority. Markers are durable, so nothing is skipped across a restart.
@@ -149,6 +149,60 @@ static bool quiet_for(int ms)
     return db_grouped_writes() == before;
 }
 
+/* libmagic's answer, recorded: the marker deleted and, when ctype is not NULL, the type put on
+ * version ver of file fid and on its directory entry <pid>/<name> if that still shows this
+ * version. One transaction. */
+static void record_type(const char *marker, uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name,
+                        const char *ctype)
+{
+    char key[NS_KEYMAX];
+    json_t *v = NULL, *e = NULL;
+    txn c;
+    txn_begin(&c, NULL);
+    db_batch_del(c.b, marker, strlen(marker));
+    ns_fkey(key, sizeof key, sid, fid, ver);
+    if (ctype && db_get_json(key, &v) == 0) {
+        json_object_set_new(v, "ctype", json_string(ctype));
+        db_batch_put_json(c.b, key, v);
+        if (ns_entry_get(sid, pid, name, &e) == 0 && jint(e, "id") == (json_int_t)fid &&
+            jint(e, "version") == (json_int_t)ver) {
+            json_object_set_new(e, "ctype", json_string(ctype));
+            ns_dkey(key, sizeof key, sid, pid, name);
+            db_batch_put_json(c.b, key, e);
+        }
+    }
+    mb_err err = {0};
+    if (txn_end(&c, 0, &err, "the content type"))
+        log_warn("file %llu: %s", (unsigned long long)fid, err.msg);
+    json_decref(v);
+    json_decref(e);
+}
+
+/* The first bytes (at most cap, from the first chunk, verified) of a stored version. */
+static int version_head(uint64_t sid, uint64_t fid, uint64_t ver, uint8_t *buf, size_t cap, size_t *n)
+{
+    char key[NS_KEYMAX];
+    json_t *v = NULL;
+    ns_fkey(key, sizeof key, sid, fid, ver);
+    int rc = db_get_json(key, &v);
+    *n = 0;
+    if (rc)
+        return rc;
+    json_t *c = json_array_get(json_object_get(v, "chunks"), 0);
+    size_t len = c ? (size_t)jint(c, "n") : 0;
+    if (c && len) {
+        uint8_t *tmp = xmalloc(len);
+        rc = blob_read(jstr(c, "h"), jstr(c, "x"), tmp, len, NULL);
+        if (!rc) {
+            *n = len < cap ? len : cap;
+            memcpy(buf, tmp, *n);
+        }
+        free(tmp);
+    }
+    json_decref(v);
+    return rc;
+}
+
 /* Name the marked versions, oldest store and file first, while nothing else is written;
  * how many were done. */
 static int refine_pass(magic_t cookie)
@@ -175,11 +229,11 @@ static int refine_pass(magic_t cookie)
         uint64_t pid = (uint64_t)json_integer_value(json_object_get(rec, "pid"));
         size_t n = 0;
         const char *t = NULL;
-        if (name && cookie && fs_version_head(sid, fid, ver, head, sizeof head, &n) == 0 && n)
+        if (name && cookie && version_head(sid, fid, ver, head, sizeof head, &n) == 0 && n)
             t = magic_buffer(cookie, head, n);
         if (t && (!strcmp(t, "application/octet-stream") || strstr(t, "x-empty") || runnable(t)))
             t = NULL;
-        fs_ctype_done(key, sid, fid, ver, pid, name ? name : "", t);
+        record_type(key, sid, fid, ver, pid, name ? name : "", t);
         json_decref(rec);
         done++;
         /* Our own write moved the counter once; anything more is someone else's upload. */

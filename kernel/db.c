@@ -3,7 +3,7 @@
  * (docs/storage.md lists them). A change that must be atomic is one WriteBatch; a change a
  * client is told succeeded is written with sync=true first.
  * Group commit (db_batch_commit_grouped + db_sync_through): a writer that must read, modify
- * and write under a lock (fs.c's commit lock) writes its batch unsynced while it holds the
+ * and write under a lock (txn.c's commit lock) writes its batch unsynced while it holds the
  * lock, so the next holder reads its result, and makes it durable after releasing the lock.
  * One fdatasync of LevelDB's log makes every earlier write in it durable, so the writers
  * that arrive while one fsync runs share the next one: under load a group of commits costs

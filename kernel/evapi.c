@@ -51,7 +51,7 @@ static void job_done(void *p)
 {
     job *j = p;
     j->done(j->arg);
-    modmgr_leave(j->self);
+    modref_leave(j->self);
     free(j);
 }
 
@@ -115,7 +115,7 @@ int evapi_run_blocking(mb_module *self, void (*work)(void *), void (*done)(void 
     }
     job *j = xmalloc(sizeof *j);
     *j = (job){self, work, done, arg, NULL};
-    modmgr_enter(self);
+    modref_enter(self);
     pthread_mutex_lock(&pool_mu);
     *queue_tail = j;
     queue_tail = &j->next;
@@ -125,7 +125,7 @@ int evapi_run_blocking(mb_module *self, void (*work)(void *), void (*done)(void 
         queue_tail = &queue_head;
         queued = 0;
         pthread_mutex_unlock(&pool_mu);
-        modmgr_leave(self);
+        modref_leave(self);
         atomic_fetch_sub(&running, 1);
         free(j);
         return err_set(err, MB_EBUSY, "could not start a worker thread");

@@ -636,26 +636,33 @@ static int h_fsck(mb_req *req, void *st, mb_err *err)
     return rc ? rc : http_reply_json(req, 200, report);
 }
 
-int files_routes_init(mb_err *err)
+/* POST /api/v1/admin/backup {"dir"}: 202 with the task (backup.c does the work). */
+static int h_backup(mb_req *req, void *st, mb_err *err)
 {
-    static const struct {
-        const char *method, *pattern;
-        int role;
-        mb_route_fn fn;
-    } routes[] = {
-        {"GET", "/api/v1/stores", MB_ROLE_USER, h_stores},
-        {"GET", "/api/v1/stores/{sid}/files/{path*}", MB_ROLE_USER, h_get},
-        {"DELETE", "/api/v1/stores/{sid}/files/{path*}", MB_ROLE_USER, h_delete},
-        {"GET", "/api/v1/stores/{sid}/list", MB_ROLE_USER, h_list},
-        {"GET", "/api/v1/stores/{sid}/list/{path*}", MB_ROLE_USER, h_list},
-        {"POST", "/api/v1/stores/{sid}/folders", MB_ROLE_USER, h_mkdir},
-        {"POST", "/api/v1/stores/{sid}/move", MB_ROLE_USER, h_move},
-        {"POST", "/api/v1/stores/{sid}/copy", MB_ROLE_USER, h_copy},
-        {"POST", "/api/v1/admin/fsck", MB_ROLE_ADMIN, h_fsck},
-    };
-    int rc;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if ((rc = http_route_add(NULL, routes[i].method, routes[i].pattern, routes[i].role, routes[i].fn, NULL, err)))
-            return rc;
-    return http_stream_route_add("PUT", "/api/v1/stores/{sid}/files/{path*}", MB_ROLE_USER, &put_ops, err);
+    (void)st;
+    json_t *b = http_req_json(req, err);
+    if (!b)
+        return MB_EINVAL;
+    char real[4096];
+    uint64_t id = 0;
+    int rc = backup_request(json_string_value(json_object_get(b, "dir")), http_req_user(req)->id, &id, real, err);
+    if (rc)
+        return rc;
+    return http_reply_json(req, 202, json_pack("{s:I,s:s}", "task", (json_int_t)id, "dir", real));
 }
+
+/* The file service's routes (main.c registers them). */
+const kroute files_routes[] = {
+    {"GET", "/api/v1/stores", MB_ROLE_USER, h_stores, NULL},
+    {"GET", "/api/v1/stores/{sid}/files/{path*}", MB_ROLE_USER, h_get, NULL},
+    {"DELETE", "/api/v1/stores/{sid}/files/{path*}", MB_ROLE_USER, h_delete, NULL},
+    {"GET", "/api/v1/stores/{sid}/list", MB_ROLE_USER, h_list, NULL},
+    {"GET", "/api/v1/stores/{sid}/list/{path*}", MB_ROLE_USER, h_list, NULL},
+    {"POST", "/api/v1/stores/{sid}/folders", MB_ROLE_USER, h_mkdir, NULL},
+    {"POST", "/api/v1/stores/{sid}/move", MB_ROLE_USER, h_move, NULL},
+    {"POST", "/api/v1/stores/{sid}/copy", MB_ROLE_USER, h_copy, NULL},
+    {"POST", "/api/v1/admin/fsck", MB_ROLE_ADMIN, h_fsck, NULL},
+    {"POST", "/api/v1/admin/backup", MB_ROLE_ADMIN, h_backup, NULL},
+    {"PUT", "/api/v1/stores/{sid}/files/{path*}", MB_ROLE_USER, NULL, &put_ops},
+    {NULL, NULL, 0, NULL, NULL},
+};

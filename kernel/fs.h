@@ -12,6 +12,8 @@
 #define MBYTE_FS_H
 
 #include "kernel.h"
+#include "txn.h"
+#include "ns.h"
 
 enum {
     FS_PARENTS = 1 << 0,      /* create missing parent folders */
@@ -23,6 +25,16 @@ typedef struct fs_reader fs_reader;
 
 int fs_init(mb_err *err);
 void fs_fini(void);
+
+/* The opening every file operation shares (fs.c): may u (NULL: the system) reach store sid,
+ * who owns it, and `path` normalised (NULL: no path). On success op->path is malloc'd (NULL
+ * without a path) and fs_op_end frees it; on failure nothing needs freeing. */
+typedef struct fs_op {
+    uint64_t sid, owner, uid;
+    char *path;
+} fs_op;
+int fs_op_begin(fs_op *op, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
+void fs_op_end(fs_op *op);
 
 /* Begin writing `path` in store `sid` as user `u`. expected_size is the announced length or -1
  * when unknown (chunked); filters (quota, limits) run here with it, so a known-too-large upload
@@ -39,14 +51,6 @@ int fs_write_data(fs_writer *w, const void *buf, size_t n, mb_err *err);
 int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err);
 /* Drop an unfinished write; nothing becomes visible. Frees w. NULL is fine. */
 void fs_write_abort(fs_writer *w);
-
-/* ctype.c's background naming, done: delete its marker key and, when ctype is not NULL, record
- * it on version `ver` of file `fid` and on its directory entry <pid>/<name> if that still shows
- * this version. Any thread. */
-void fs_ctype_done(const char *marker, uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name,
-                   const char *ctype);
-/* The first bytes (at most cap, from the first chunk, verified) of a stored version. */
-int fs_version_head(uint64_t sid, uint64_t fid, uint64_t ver, uint8_t *buf, size_t cap, size_t *n);
 
 /* ---------------------------------------------------------------- ctype.c --- */
 /* Content types (ctype.c). ctype_detect decides from signature, extension and text at once
@@ -159,8 +163,8 @@ size_t chunker_cut(const uint8_t *p, size_t n);
 
 /* ---------------------------------------------------------------- blob.c --- */
 /* The chunk store: the active mb_blob_backend (the local one under <data>/chunks unless a
- * module registered another), chunk refcounts ("c/<sha256>") and the garbage collector.
- * Keys are 64 lower-hex SHA-256 digests. Thread-safe. */
+ * module registered another), inline chunks and the pending table. Refcounts ("c/<sha256>")
+ * are txn.c's, the collector gc.c's. Keys are 64 lower-hex SHA-256 digests. Thread-safe. */
 int blob_init(mb_err *err);
 void blob_fini(void);
 /* Store a chunk durably unless it is already there (dedup). The caller has marked hash as
@@ -177,46 +181,32 @@ void blob_fastsum(const void *data, size_t len, char out[33]);
 /* Pending chunks: written or deduplicated by a write that has not committed yet. */
 void blob_pending_add(const char *hash);
 void blob_pending_drop(const char *hash);
-/* Drop as pending after a failed write, deleting the chunk if no one else holds or names it. */
+/* Drop as pending after a failed write, deleting the chunk if no one else holds or names it.
+ * Under the commit lock: call gc_discard. */
 void blob_pending_drop_discard(const char *hash);
-/* The commit lock: held around every read-modify-write of refcounts together with the
- * namespace change that needs them, and by the collector. */
-void blob_lock(void);
-/* Releases the commit lock, then returns only once every blob_commit this thread made under
- * it is durable (group commit, db.c): reply to a client after blob_unlock, never before. */
-void blob_unlock(void);
-/* Commit a batch made under blob_lock (frees b): visible at once to the next lock holder,
- * durable when blob_unlock returns. 0 or MB_EIO. */
-int blob_commit(db_batch *b);
-/* Refcount deltas gathered for one commit; applied into a batch under blob_lock. */
-typedef struct blob_refs blob_refs;
-blob_refs *blob_refs_new(void);
-void blob_refs_add(blob_refs *r, const char *hash, uint64_t size, int delta);
-/* The same for every chunk of a version record's "chunks" list ([{"h","n"}...]). */
-void blob_refs_add_chunks(blob_refs *r, const json_t *chunks, int delta);
-int blob_refs_apply(blob_refs *r, db_batch *b, mb_err *err); /* under blob_lock */
-void blob_refs_free(blob_refs *r);
-/* One namespace change, made the same way by every change in fs.c and history.c.
- * fs_change_begin takes the commit lock, starts the usage notes from none and hands out a
- * batch (b, or a new one) and empty refcount deltas. fs_change_end commits them when rc is 0
- * and `what` names the change (NULL: nothing to commit): the usage notes, the refcounts, one
- * blob_commit ("<what> could not be committed" on failure). Then it releases the lock, which
- * returns once the change is durable (group commit), frees the batch and deltas and, on
- * success, wakes the observers. Returns rc or the commit's error. Reply after it, never before. */
-typedef struct fs_change {
-    db_batch *b;
-    blob_refs *refs;
-} fs_change;
-void fs_change_begin(fs_change *c, db_batch *b);
-int fs_change_end(fs_change *c, int rc, mb_err *err, const char *what);
+/* The collector's delete: 0 deleted, 1 held pending by a write (kept), or a negative MB_E*. */
+int blob_del_unheld(const char *hash, mb_err *err);
+/* Delete the inline form (ci/<sha256>) of a chunk into b. */
+void blob_inline_del(db_batch *b, const char *hash);
+
+/* ------------------------------------------------------------------ gc.c --- */
+/* The chunk collector (gc.c): started after blob_init, stopped before blob_fini. */
+int gc_init(mb_err *err);
+void gc_fini(void);
 /* Collect chunks unreferenced for longer than grace seconds and orphans older than it.
  * Returns how many chunks were deleted. */
-int blob_gc(int64_t grace, mb_err *err);
-int64_t blob_gc_grace(void);
+int gc_run(int64_t grace, mb_err *err);
+int64_t gc_grace_secs(void);
 /* +1: the collector deletes nothing until the matching -1 (waits out a collection under way). */
-void blob_gc_hold(int delta);
+void gc_hold(int delta);
+/* A failed write drops chunk `hash` (blob_pending_drop_discard under the commit lock). */
+void gc_discard(const char *hash);
 /* backup.c: the kernel.backup task type and POST /api/v1/admin/backup (docs/operations.md). */
 int backup_init(mb_err *err);
+/* An administrator's backup request: dir checked (absolute, creatable, neither inside the data
+ * directory nor holding it, no backup running), resolved into real, and a kernel.backup task
+ * submitted for uid (*task its id). */
+int backup_request(const char *dir, uint64_t uid, uint64_t *task, char real[4096], mb_err *err);
 /* One backup into `dir` (absolute) now, on this thread; `t` (may be NULL) gets the progress. On
  * success *out is the result object (the caller owns it). MB_EBUSY while another runs. */
 int backup_take(const char *dir, mb_task *t, json_t **out, mb_err *err);
@@ -254,16 +244,16 @@ int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *stat
 void blob_backend_unregister(mb_module *owner);
 
 /* ---------------------------------------------------------- files_http.c --- */
-int files_routes_init(mb_err *err);
+extern const kroute files_routes[]; /* files_http.c */
 
 /* ------------------------------------------------- history.c (branch history) --- */
 /* Trash, versions and integrity (issue 5). history_* are the kernel primitives behind the
- * minor-2 mb_api calls (abi/mbyte.h documents each); fs.c consults three of them:
+ * minor-2 mb_api calls (abi/mbyte.h documents each); the file operations consult three:
  *   history_keep_versions  at overwrite: runs the file.version.drop filters; true when a
- *                          module (versioning) answered MB_HANDLED. Called under blob_lock.
+ *                          module (versioning) answered MB_HANDLED. Called in the commit's transaction.
  *   history_damaged        at open: MB_EINTEGRITY with a sentence if the version is marked.
  *   history_fsck_live      fsck: adds the "f/<sid>/<fid>/" prefixes of trashed files.
- * The fs_x_* doors (end of fs.c) give history.c the namespace internals it needs. */
+ * history.c works on the namespace through ns.h, like fs.c. */
 bool history_keep_versions(uint64_t sid, uint64_t owner, uint64_t fid, const char *path);
 int history_damaged(uint64_t sid, uint64_t fid, uint64_t ver, const char *path, mb_err *err);
 void history_fsck_live(json_t *live);
@@ -281,16 +271,5 @@ int history_chunk_list(const char *after, int (*fn)(const char *hash, uint64_t s
 int history_chunk_verify(const char *hash, mb_err *err);
 int history_chunk_files(const char *hash, json_t **out, mb_err *err);
 int history_mark_damaged(uint64_t sid, uint64_t fid, uint64_t ver, const char *reason, bool damaged, mb_err *err);
-
-int fs_x_store_owner(const mb_user *u, uint64_t sid, uint64_t *owner, mb_err *err);
-int fs_x_resolve(uint64_t sid, const char *np, uint64_t *pid, json_t **e, mb_err *err);
-int fs_x_folder_for_change(uint64_t sid, uint64_t owner, const char *dir, uint64_t uid, db_batch *b,
-                           uint64_t *out_id, mb_err *err);
-int fs_x_entry_get(uint64_t sid, uint64_t pid, const char *name, json_t **e);
-json_t *fs_x_children(uint64_t sid, uint64_t pid);
-void fs_x_drop_versions(uint64_t sid, uint64_t fid, uint64_t current, db_batch *b, blob_refs *refs);
-json_t *fs_x_public_info(const json_t *e, const char *path);
-void fs_x_dkey(char *out, size_t n, uint64_t sid, uint64_t pid, const char *name);
-void fs_x_fkey(char *out, size_t n, uint64_t sid, uint64_t fid, uint64_t ver);
 
 #endif

@@ -4,7 +4,7 @@
  * schedules, findings); this file holds only what must touch the metadata layout, so every
  * change stays one synced batch under the commit lock like every other namespace change.
  *
- * Trash: an entry hangs off its parent folder's id (fs.c), so "detach" is one directory
+ * Trash: an entry hangs off its parent folder's id (ns.c), so "detach" is one directory
  * entry deleted and one trash record put: a folder's subtree keeps hanging off the folder's
  * id, every version record and every chunk reference stays where it was, and nothing is
  * copied. "attach" puts the entry back (parents recreated, a taken name suffixed); "purge"
@@ -22,22 +22,12 @@
  * own part); purge and version_delete are where bytes leave.
  *
  * Threads: any (HTTP workers, task workers, filters on the deleting thread). Every change
- * is a read-modify-write under blob_lock(); reads take no lock.
+ * is a read-modify-write under the commit lock (txn.c); reads take no lock.
  */
 #include "fs.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define KEYMAX (2 * FS_NAME_MAX + 64)
-
-static json_int_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
-static const char *jstr(const json_t *o, const char *k)
-{
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "";
-}
-static bool is_folder(const json_t *e) { return !strcmp(jstr(e, "type"), "folder"); }
 
 static void tkey(char *out, size_t n, uint64_t sid, uint64_t tid)
 {
@@ -54,41 +44,6 @@ static void xkey(char *out, size_t n, uint64_t sid, uint64_t fid, uint64_t ver)
     key_u64(b, fid);
     key_u64(c, ver);
     snprintf(out, n, "x/%s/%s/%s", a, b, c);
-}
-
-static char *parent_dup(const char *path, const char **name)
-{
-    const char *s = strrchr(path, '/');
-    *name = s ? s + 1 : path;
-    return s ? strndup(path, (size_t)(s - path)) : xstrdup("");
-}
-
-static char *join(const char *a, const char *b)
-{
-    char *r;
-    if (asprintf(&r, "%s%s%s", a, *a && *b ? "/" : "", b) < 0)
-        abort();
-    return r;
-}
-
-/* Everything below folder id: [[pid, name, entry, rel], ...], a folder before its children. */
-static void subtree(uint64_t sid, uint64_t id, const char *rel, int depth, json_t *acc)
-{
-    if (depth > 4 * FS_DEPTH_MAX)
-        return;
-    json_t *kids = fs_x_children(sid, id);
-    size_t i;
-    json_t *kv;
-    json_array_foreach(kids, i, kv) {
-        const char *name = json_string_value(json_array_get(kv, 0));
-        json_t *e = json_array_get(kv, 1);
-        char *r = join(rel, name);
-        json_array_append_new(acc, json_pack("[I, s, O, s]", (json_int_t)id, name, e, r));
-        if (is_folder(e))
-            subtree(sid, (uint64_t)jint(e, "id"), r, depth + 1, acc);
-        free(r);
-    }
-    json_decref(kids);
 }
 
 /* Drop every damaged mark of file fid into b. */
@@ -118,22 +73,22 @@ static int norm(const char *path, char **np, mb_err *err)
 int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, uint64_t by, uint64_t *id,
                    mb_err *err)
 {
-    uint64_t owner;
-    int rc = fs_x_store_owner(u, sid, &owner, err);
+    fs_op op;
+    int rc = fs_op_begin(&op, u, sid, NULL, err);
     if (rc)
         return rc;
+    uint64_t owner = op.owner;
     char *np;
     if ((rc = norm(path, &np, err)))
         return rc;
     json_t *e = NULL;
     uint64_t pid = 0, tid = 0;
-    fs_change c;
-    fs_change_begin(&c, NULL);
-    rc = fs_x_resolve(sid, np, &pid, &e, err);
+    txn c;
+    txn_begin(&c, NULL);
+    rc = ns_resolve(sid, np, &pid, &e, err);
     int64_t size = 0;
-    if (!rc && is_folder(e)) {
-        json_t *sub = json_array();
-        subtree(sid, (uint64_t)jint(e, "id"), "", 0, sub);
+    if (!rc && ns_is_folder(e)) {
+        json_t *sub = ns_subtree(sid, (uint64_t)jint(e, "id"));
         if (json_array_size(sub) && !(flags & FS_RECURSIVE))
             rc = err_set(err, MB_ECONFLICT, "the folder '%s' is not empty (delete it with recursive=true)", np);
         size_t i;
@@ -147,8 +102,8 @@ int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, 
         int64_t now = now_wall();
         const char *name = strrchr(np, '/') ? strrchr(np, '/') + 1 : np;
         db_batch *b = c.b;
-        char key[KEYMAX];
-        fs_x_dkey(key, sizeof key, sid, pid, name);
+        char key[NS_KEYMAX];
+        ns_dkey(key, sizeof key, sid, pid, name);
         db_batch_del(b, key, strlen(key));
         json_t *rec = json_pack("{s:i, s:I, s:I, s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:O}", "v", 1, "id",
                                 (json_int_t)tid, "store", (json_int_t)sid, "owner", (json_int_t)owner, "path", np,
@@ -157,13 +112,13 @@ int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, 
         tkey(key, sizeof key, sid, tid);
         db_batch_put_json(b, key, rec);
         json_decref(rec);
-        stores_usage_note_trash(sid, size);
+        txn_usage_trash(&c, sid, size);
         hook_emit_batch(b, "file.trashed",
                         json_pack("{s:I, s:I, s:s, s:s, s:I, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", np, "type", jstr(e, "type"), "trash_id", (json_int_t)tid,
                                   "file_id", jint(e, "id"), "size", (json_int_t)size, "user", (json_int_t)by));
     }
-    rc = fs_change_end(&c, rc, err, "moving to the trash");
+    rc = txn_end(&c, rc, err, "moving to the trash");
     json_decref(e);
     free(np);
     if (!rc && id)
@@ -199,27 +154,28 @@ static char *suffixed(const char *name, bool folder, int n)
 
 int history_attach(const mb_user *u, uint64_t sid, uint64_t tid, char **out_path, mb_err *err)
 {
-    uint64_t owner;
-    int rc = fs_x_store_owner(u, sid, &owner, err);
+    fs_op op;
+    int rc = fs_op_begin(&op, u, sid, NULL, err);
     if (rc)
         return rc;
+    uint64_t owner = op.owner;
     json_t *rec = NULL;
     char *dir = NULL, *final = NULL;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     db_batch *b = c.b;
     rc = trash_get(sid, tid, &rec, err);
     uint64_t pid = 0;
     const char *name = NULL;
     if (!rc) {
-        dir = parent_dup(jstr(rec, "path"), &name);
-        rc = fs_x_folder_for_change(sid, owner, dir, u ? u->id : 0, b, &pid, err);
+        dir = ns_parent_of(jstr(rec, "path"), &name);
+        rc = ns_folder_for_change(sid, owner, dir, true, u ? u->id : 0, b, &pid, NULL, NULL, err);
     }
     char *cand = NULL;
     for (int n = 0; !rc && n < 1000; n++) {
-        cand = n ? suffixed(name, is_folder(json_object_get(rec, "entry")), n) : xstrdup(name);
+        cand = n ? suffixed(name, ns_is_folder(json_object_get(rec, "entry")), n) : xstrdup(name);
         json_t *ex = NULL;
-        if (strlen(cand) <= FS_NAME_MAX && fs_x_entry_get(sid, pid, cand, &ex) == MB_ENOENT)
+        if (strlen(cand) <= FS_NAME_MAX && ns_entry_get(sid, pid, cand, &ex) == MB_ENOENT)
             break;
         json_decref(ex);
         free(cand);
@@ -228,20 +184,20 @@ int history_attach(const mb_user *u, uint64_t sid, uint64_t tid, char **out_path
     if (!rc && !cand)
         rc = err_set(err, MB_EEXIST, "no free name to restore '%s' to", jstr(rec, "path"));
     if (!rc) {
-        final = join(dir, cand);
-        char key[KEYMAX];
-        fs_x_dkey(key, sizeof key, sid, pid, cand);
+        final = ns_join(dir, cand);
+        char key[NS_KEYMAX];
+        ns_dkey(key, sizeof key, sid, pid, cand);
         db_batch_put_json(b, key, json_object_get(rec, "entry"));
         tkey(key, sizeof key, sid, tid);
         db_batch_del(b, key, strlen(key));
-        stores_usage_note_trash(sid, -jint(rec, "size"));
+        txn_usage_trash(&c, sid, -jint(rec, "size"));
         hook_emit_batch(b, "file.restored",
                         json_pack("{s:I, s:I, s:s, s:s, s:s, s:I, s:I}", "store", (json_int_t)sid, "owner",
                                   (json_int_t)owner, "path", final, "from", jstr(rec, "path"), "type",
                                   jstr(rec, "type"), "trash_id", (json_int_t)tid, "user",
                                   (json_int_t)(u ? u->id : 0)));
     }
-    rc = fs_change_end(&c, rc, err, "the restore");
+    rc = txn_end(&c, rc, err, "the restore");
     free(cand);
     free(dir);
     json_decref(rec);
@@ -253,14 +209,14 @@ int history_attach(const mb_user *u, uint64_t sid, uint64_t tid, char **out_path
 }
 
 /* Drop one file's versions, marks and announce it gone, into b. */
-static void purge_file(uint64_t sid, uint64_t owner, const json_t *e, const char *path, uint64_t uid, db_batch *b,
-                       blob_refs *refs)
+static void purge_file(txn *t, uint64_t sid, uint64_t owner, const json_t *e, const char *path, uint64_t uid)
 {
+    db_batch *b = t->b;
     uint64_t fid = (uint64_t)jint(e, "id");
-    fs_x_drop_versions(sid, fid, (uint64_t)jint(e, "version"), b, refs);
+    ns_drop_versions(t, sid, fid, (uint64_t)jint(e, "version"));
     marks_drop(sid, fid, b);
-    stores_usage_note(sid, -jint(e, "size"), -1); /* trashed bytes counted until now */
-    stores_usage_note_trash(sid, -jint(e, "size"));
+    txn_usage(t, sid, -jint(e, "size"), -1); /* trashed bytes counted until now */
+    txn_usage_trash(t, sid, -jint(e, "size"));
     hook_emit_batch(b, "file.deleted",
                     json_pack("{s:I, s:I, s:s, s:I, s:I, s:I, s:b}", "store", (json_int_t)sid, "owner",
                               (json_int_t)owner, "path", path, "file_id", (json_int_t)fid, "size", jint(e, "size"),
@@ -269,40 +225,39 @@ static void purge_file(uint64_t sid, uint64_t owner, const json_t *e, const char
 
 int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
 {
-    uint64_t owner;
-    int rc = fs_x_store_owner(u, sid, &owner, err);
+    fs_op op;
+    int rc = fs_op_begin(&op, u, sid, NULL, err);
     if (rc)
         return rc;
+    uint64_t owner = op.owner;
     uint64_t uid = u ? u->id : 0;
     json_t *rec = NULL;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     db_batch *b = c.b;
-    blob_refs *refs = c.refs;
     rc = trash_get(sid, tid, &rec, err);
     if (!rc) {
         json_t *e = json_object_get(rec, "entry");
         const char *path = jstr(rec, "path");
-        char key[KEYMAX];
-        if (is_folder(e)) {
-            json_t *sub = json_array();
-            subtree(sid, (uint64_t)jint(e, "id"), "", 0, sub);
+        char key[NS_KEYMAX];
+        if (ns_is_folder(e)) {
+            json_t *sub = ns_subtree(sid, (uint64_t)jint(e, "id"));
             size_t i;
             json_t *t;
             json_array_foreach(sub, i, t) {
                 json_t *se = json_array_get(t, 2);
-                fs_x_dkey(key, sizeof key, sid, (uint64_t)json_integer_value(json_array_get(t, 0)),
+                ns_dkey(key, sizeof key, sid, (uint64_t)json_integer_value(json_array_get(t, 0)),
                           json_string_value(json_array_get(t, 1)));
                 db_batch_del(b, key, strlen(key));
-                if (!is_folder(se)) {
-                    char *full = join(path, json_string_value(json_array_get(t, 3)));
-                    purge_file(sid, owner, se, full, uid, b, refs);
+                if (!ns_is_folder(se)) {
+                    char *full = ns_join(path, json_string_value(json_array_get(t, 3)));
+                    purge_file(&c, sid, owner, se, full, uid);
                     free(full);
                 }
             }
             json_decref(sub);
         } else
-            purge_file(sid, owner, e, path, uid, b, refs);
+            purge_file(&c, sid, owner, e, path, uid);
         tkey(key, sizeof key, sid, tid);
         db_batch_del(b, key, strlen(key));
         hook_emit_batch(b, "file.purged",
@@ -310,7 +265,7 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
                                   (json_int_t)owner, "path", path, "type", jstr(rec, "type"), "trash_id",
                                   (json_int_t)tid, "size", jint(rec, "size"), "user", (json_int_t)uid));
     }
-    rc = fs_change_end(&c, rc, err, "the purge");
+    rc = txn_end(&c, rc, err, "the purge");
     json_decref(rec);
     return rc;
 }
@@ -319,8 +274,8 @@ int history_trash_list(const mb_user *u, uint64_t sid, json_t **out, mb_err *err
 {
     char prefix[32];
     if (u || sid) {
-        uint64_t owner;
-        int rc = fs_x_store_owner(u, sid, &owner, err);
+        fs_op op;
+        int rc = fs_op_begin(&op, u, sid, NULL, err);
         if (rc)
             return rc;
         char a[17];
@@ -353,9 +308,9 @@ void history_fsck_live(json_t *live)
         const char *v = db_iter_val(it, &vl);
         json_t *rec = json_loadb(v, vl, 0, NULL);
         json_t *e = json_object_get(rec, "entry");
-        if (e && !is_folder(e)) {
-            char key[KEYMAX];
-            fs_x_fkey(key, sizeof key, (uint64_t)jint(rec, "store"), (uint64_t)jint(e, "id"), 0);
+        if (e && !ns_is_folder(e)) {
+            char key[NS_KEYMAX];
+            ns_fkey(key, sizeof key, (uint64_t)jint(rec, "store"), (uint64_t)jint(e, "id"), 0);
             key[strlen(key) - 16] = 0;
             json_object_set_new(live, key, json_true());
         }
@@ -378,8 +333,8 @@ bool history_keep_versions(uint64_t sid, uint64_t owner, uint64_t fid, const cha
 /* Resolve a file for a version call: its entry and its parent id. */
 static int file_entry(uint64_t sid, const char *np, uint64_t *pid, json_t **e, mb_err *err)
 {
-    int rc = fs_x_resolve(sid, np, pid, e, err);
-    if (!rc && is_folder(*e)) {
+    int rc = ns_resolve(sid, np, pid, e, err);
+    if (!rc && ns_is_folder(*e)) {
         json_decref(*e);
         *e = NULL;
         return err_set(err, MB_ECONFLICT, "'%s' is a folder; only files have versions", np);
@@ -389,8 +344,8 @@ static int file_entry(uint64_t sid, const char *np, uint64_t *pid, json_t **e, m
 
 int history_versions(const mb_user *u, uint64_t sid, const char *path, json_t **out, mb_err *err)
 {
-    uint64_t owner;
-    int rc = fs_x_store_owner(u, sid, &owner, err);
+    fs_op op;
+    int rc = fs_op_begin(&op, u, sid, NULL, err);
     if (rc)
         return rc;
     char *np;
@@ -402,8 +357,8 @@ int history_versions(const mb_user *u, uint64_t sid, const char *path, json_t **
         free(np);
         return rc;
     }
-    char prefix[KEYMAX];
-    fs_x_fkey(prefix, sizeof prefix, sid, (uint64_t)jint(e, "id"), 0);
+    char prefix[NS_KEYMAX];
+    ns_fkey(prefix, sizeof prefix, sid, (uint64_t)jint(e, "id"), 0);
     size_t pl = strlen(prefix) - 16;
     json_t *arr = json_array();
     db_iter *it = db_iter_prefix(prefix, pl);
@@ -443,10 +398,11 @@ int history_versions(const mb_user *u, uint64_t sid, const char *path, json_t **
 int history_version_restore(const mb_user *u, uint64_t sid, const char *path, uint64_t version, json_t **info,
                             mb_err *err)
 {
-    uint64_t owner;
-    int rc = fs_x_store_owner(u, sid, &owner, err);
+    fs_op op;
+    int rc = fs_op_begin(&op, u, sid, NULL, err);
     if (rc)
         return rc;
+    uint64_t owner = op.owner;
     if (!version)
         return err_set(err, MB_EINVAL, "restore: the version must be a whole number from 1");
     char *np;
@@ -454,16 +410,15 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
         return rc;
     uint64_t uid = u ? u->id : 0, pid = 0;
     json_t *e = NULL, *old = NULL, *ne = NULL;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     db_batch *b = c.b;
-    blob_refs *refs = c.refs;
     rc = file_entry(sid, np, &pid, &e, err);
-    char key[KEYMAX];
+    char key[NS_KEYMAX];
     uint64_t fid = 0;
     if (!rc) {
         fid = (uint64_t)jint(e, "id");
-        fs_x_fkey(key, sizeof key, sid, fid, version);
+        ns_fkey(key, sizeof key, sid, fid, version);
         int g = db_get_json(key, &old);
         if (g == MB_ENOENT)
             rc = err_set(err, MB_ENOENT, "'%s' has no version %llu", np, (unsigned long long)version);
@@ -477,8 +432,8 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
         json_object_set_new(rec, "author", json_integer((json_int_t)uid));
         json_object_set_new(rec, "time", json_integer(now));
         json_object_set_new(rec, "restored_from", json_integer((json_int_t)version));
-        blob_refs_add_chunks(refs, json_object_get(rec, "chunks"), +1);
-        fs_x_fkey(key, sizeof key, sid, fid, nv);
+        txn_ref_chunks(&c, json_object_get(rec, "chunks"), +1);
+        ns_fkey(key, sizeof key, sid, fid, nv);
         db_batch_put_json(b, key, rec);
         json_decref(rec);
         ne = json_deep_copy(e);
@@ -491,7 +446,7 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
         json_object_set_new(ne, "updated", json_integer(now));
         json_object_set_new(ne, "updated_by", json_integer((json_int_t)uid));
         const char *name = strrchr(np, '/') ? strrchr(np, '/') + 1 : np;
-        fs_x_dkey(key, sizeof key, sid, pid, name);
+        ns_dkey(key, sizeof key, sid, pid, name);
         db_batch_put_json(b, key, ne);
         hook_emit_batch(b, "file.updated",
                         json_pack("{s:I, s:I, s:s, s:I, s:I, s:s, s:I, s:s, s:I, s:I}", "store", (json_int_t)sid,
@@ -500,12 +455,12 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
                                   "ctype", jstr(ne, "ctype"), "user", (json_int_t)uid, "restored_from",
                                   (json_int_t)version));
         /* The restored copy is a new current version; the one it replaces becomes old. */
-        stores_usage_note(sid, jint(old, "size") - jint(e, "size"), 0);
-        stores_usage_note_versions(sid, jint(e, "size"));
+        txn_usage(&c, sid, jint(old, "size") - jint(e, "size"), 0);
+        txn_usage_versions(&c, sid, jint(e, "size"));
     }
-    rc = fs_change_end(&c, rc, err, "the restore");
+    rc = txn_end(&c, rc, err, "the restore");
     if (!rc && info)
-        *info = fs_x_public_info(ne, np);
+        *info = ns_public_info(ne, np);
     json_decref(ne);
     json_decref(old);
     json_decref(e);
@@ -515,26 +470,26 @@ int history_version_restore(const mb_user *u, uint64_t sid, const char *path, ui
 
 int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uint64_t version, mb_err *err)
 {
-    uint64_t owner;
-    int rc = fs_x_store_owner(u, sid, &owner, err);
+    fs_op op;
+    int rc = fs_op_begin(&op, u, sid, NULL, err);
     if (rc)
         return rc;
+    uint64_t owner = op.owner;
     char *np;
     if ((rc = norm(path, &np, err)))
         return rc;
     json_t *e = NULL, *old = NULL;
     uint64_t pid;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     db_batch *b = c.b;
-    blob_refs *refs = c.refs;
     rc = file_entry(sid, np, &pid, &e, err);
-    char key[KEYMAX];
+    char key[NS_KEYMAX];
     if (!rc && version == (uint64_t)jint(e, "version"))
         rc = err_set(err, MB_ECONFLICT, "version %llu is the current version of '%s'; restore another one first",
                      (unsigned long long)version, np);
     if (!rc) {
-        fs_x_fkey(key, sizeof key, sid, (uint64_t)jint(e, "id"), version);
+        ns_fkey(key, sizeof key, sid, (uint64_t)jint(e, "id"), version);
         int g = db_get_json(key, &old);
         if (g == MB_ENOENT)
             rc = err_set(err, MB_ENOENT, "'%s' has no version %llu", np, (unsigned long long)version);
@@ -543,8 +498,8 @@ int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uin
     }
     if (!rc) {
         db_batch_del(b, key, strlen(key));
-        blob_refs_add_chunks(refs, json_object_get(old, "chunks"), -1);
-        stores_usage_note_versions(sid, -jint(old, "size"));
+        txn_ref_chunks(&c, json_object_get(old, "chunks"), -1);
+        txn_usage_versions(&c, sid, -jint(old, "size"));
         xkey(key, sizeof key, sid, (uint64_t)jint(e, "id"), version);
         db_batch_del(b, key, strlen(key));
         hook_emit_batch(b, "file.version.deleted",
@@ -553,7 +508,7 @@ int history_version_delete(const mb_user *u, uint64_t sid, const char *path, uin
                                   (json_int_t)version, "size", jint(old, "size"), "user",
                                   (json_int_t)(u ? u->id : 0)));
     }
-    rc = fs_change_end(&c, rc, err, "deleting the version");
+    rc = txn_end(&c, rc, err, "deleting the version");
     json_decref(old);
     json_decref(e);
     free(np);
@@ -625,15 +580,14 @@ static int where_cmp(const void *a, const void *b)
 /* Where every file of store sid is: the namespace, then the trash. Sorted by file id. */
 static where *locate_all(uint64_t sid, size_t *n)
 {
-    json_t *sub = json_array();
-    subtree(sid, 0, "", 0, sub);
+    json_t *sub = ns_subtree(sid, 0);
     size_t cap = json_array_size(sub) + 16, k = 0;
     where *w = xcalloc(cap, sizeof *w);
     size_t i;
     json_t *t;
     json_array_foreach(sub, i, t) {
         json_t *e = json_array_get(t, 2);
-        if (!is_folder(e))
+        if (!ns_is_folder(e))
             w[k++] = (where){(uint64_t)jint(e, "id"), xstrdup(json_string_value(json_array_get(t, 3))), 0};
     }
     json_decref(sub);
@@ -648,16 +602,13 @@ static where *locate_all(uint64_t sid, size_t *n)
             if (db_get_json(key, &rec))
                 continue;
             json_t *e = json_object_get(rec, "entry");
-            json_t *files = json_array();
-            if (is_folder(e))
-                subtree(sid, (uint64_t)jint(e, "id"), "", 0, files);
-            else
-                json_array_append_new(files, json_pack("[i, s, O, s]", 0, "", e, ""));
+            json_t *files = ns_is_folder(e) ? ns_subtree(sid, (uint64_t)jint(e, "id"))
+                                            : json_pack("[[i, s, O, s]]", 0, "", e, "");
             size_t j;
             json_t *f;
             json_array_foreach(files, j, f) {
                 json_t *fe = json_array_get(f, 2);
-                if (is_folder(fe))
+                if (ns_is_folder(fe))
                     continue;
                 if (k == cap)
                     w = xrealloc(w, (cap *= 2) * sizeof *w);
@@ -703,15 +654,15 @@ int history_chunk_files(const char *hash, json_t **out, mb_err *err)
             w = locate_all(sid, &nw);
             cur_sid = sid;
         }
-        uint64_t owner = 0;
-        fs_x_store_owner(NULL, sid, &owner, NULL);
+        fs_op sop;
+        uint64_t owner = fs_op_begin(&sop, NULL, sid, NULL, NULL) == 0 ? sop.owner : 0;
         where key = {.fid = fid}, *at = bsearch(&key, w, nw, sizeof *w, where_cmp);
         json_t *o = json_pack("{s:I, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner, "file_id",
                               (json_int_t)fid, "version", (json_int_t)ver);
         bool current = false;
         if (at && at->path) {
             json_t *e = NULL;
-            if (fs_x_resolve(sid, at->path, NULL, &e, NULL) == 0 && e)
+            if (ns_resolve(sid, at->path, NULL, &e, NULL) == 0 && e)
                 current = (uint64_t)jint(e, "version") == ver;
             json_decref(e);
             json_object_set_new(o, "path", json_string(at->path));

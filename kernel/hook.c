@@ -26,9 +26,9 @@
  * GAP_TTL_MS whose commit was merely slow) still waits at most that long.
  *
  * Threads: subscriptions are read under a rwlock by any thread and changed by the loop
- * thread (module load/unload/reload). Calls into modules are counted with modmgr_enter/
- * modmgr_leave, taken while the read lock is held, so a draining module is never called
- * after its count reached zero. The dispatcher, its reading position and the turn's batch
+ * thread (module load/unload/reload), in an owner-tagged registry (registry.c). Calls into
+ * modules are counted with modref_enter/modref_leave, taken while the read lock is held,
+ * so a draining module is never called after its count reached zero. The dispatcher, its reading position and the turn's batch
  * belong to the loop thread.
  */
 #include "kernel.h"
@@ -49,10 +49,7 @@ typedef struct sub {
     void *state;
 } sub;
 
-static pthread_rwlock_t subs_lock = PTHREAD_RWLOCK_INITIALIZER;
-static sub *subs;
-static size_t nsubs;
-static uint64_t sub_seq;
+static uint64_t sub_seq; /* loop thread: registration order among equal priorities */
 static _Atomic uint64_t outbox_seq;
 static struct event *ev_dispatch, *ev_full;
 static atomic_bool kick_due; /* a turn is due: further kicks need not wake the loop */
@@ -111,6 +108,32 @@ static int sub_cmp(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+/* On a reload, a subscription with the same event, kind and priority keeps its place in
+ * the order (its seq). */
+static bool sub_same(const void *have, const void *fresh)
+{
+    const sub *x = have, *y = fresh;
+    return x->kind == y->kind && x->priority == y->priority && !strcmp(x->event, y->event);
+}
+
+static void sub_drop(void *e) { free(((sub *)e)->event); }
+
+static void sub_retake(void *have, void *fresh)
+{
+    sub *x = have, *y = fresh;
+    uint64_t seq = x->seq;
+    sub_drop(x);
+    *x = *y;
+    x->seq = seq;
+}
+
+static void sub_describe(const void *e, char *buf, size_t n) { snprintf(buf, n, "hook on %s", ((const sub *)e)->event); }
+
+REG_ENTRY(sub);
+static const reg_ops sub_ops = {.size = sizeof(sub), .same = sub_same, .retake = sub_retake, .drop = sub_drop,
+                                .order = sub_cmp, .describe = sub_describe};
+static registry subs = REG_INIT(&sub_ops);
+
 /* h is a kernel-stride entry (modmgr copied the module's table), so the minor-6 fields read
  * as NULL for a module built before them. */
 static int hook_check(const mb_hook *h, mb_err *err)
@@ -139,27 +162,11 @@ int hook_add(mb_module *owner, const mb_hook *h, void *state, mb_err *err)
     int rc = hook_check(h, err);
     if (rc)
         return rc;
-    pthread_rwlock_wrlock(&subs_lock);
-    subs = xrealloc(subs, (nsubs + 1) * sizeof *subs);
-    subs[nsubs++] = sub_of(owner, h, state, ++sub_seq);
-    qsort(subs, nsubs, sizeof *subs, sub_cmp);
-    pthread_rwlock_unlock(&subs_lock);
-    return 0;
+    sub s = sub_of(owner, h, state, ++sub_seq);
+    return reg_add(&subs, &s, err);
 }
 
-void hook_remove(mb_module *owner)
-{
-    pthread_rwlock_wrlock(&subs_lock);
-    size_t j = 0;
-    for (size_t i = 0; i < nsubs; i++) {
-        if (subs[i].owner == owner)
-            free(subs[i].event);
-        else
-            subs[j++] = subs[i];
-    }
-    nsubs = j;
-    pthread_rwlock_unlock(&subs_lock);
-}
+void hook_remove(mb_module *owner) { reg_remove_owner(&subs, owner); }
 
 /* Reload: replace the subscriptions of `from` by `table` (kernel-stride entries, ended by
  * a NULL event) owned by `to`, in one write-locked step. A subscription with the same
@@ -174,50 +181,33 @@ int hook_swap(mb_module *from, mb_module *to, const mb_hook *table, void *new_st
         if (rc)
             return rc;
     }
-    pthread_rwlock_wrlock(&subs_lock);
-    size_t old_n = nsubs;
-    subs = xrealloc(subs, (nsubs + n + 1) * sizeof *subs);
-    for (size_t i = 0; i < n; i++) {
-        const mb_hook *h = &table[i];
-        uint64_t seq = 0;
-        for (size_t j = 0; j < old_n && !seq; j++)
-            if (subs[j].owner == from && subs[j].event && subs[j].kind == h->kind &&
-                subs[j].priority == h->priority && !strcmp(subs[j].event, h->event)) {
-                seq = subs[j].seq;
-                free(subs[j].event);
-                subs[j].event = NULL; /* taken over; dropped below */
-            }
-        subs[nsubs++] = sub_of(to, h, new_state, seq ? seq : ++sub_seq);
-    }
-    size_t k = 0;
-    for (size_t j = 0; j < nsubs; j++) {
-        if (j < old_n && subs[j].owner == from) {
-            free(subs[j].event);
-            continue;
-        }
-        subs[k++] = subs[j];
-    }
-    nsubs = k;
-    qsort(subs, nsubs, sizeof *subs, sub_cmp);
-    pthread_rwlock_unlock(&subs_lock);
-    return 0;
+    sub *fresh = xcalloc(n + 1, sizeof *fresh);
+    for (size_t i = 0; i < n; i++)
+        fresh[i] = sub_of(to, &table[i], new_state, ++sub_seq);
+    int rc = reg_swap_owner(&subs, from, fresh, n, err);
+    free(fresh);
+    return rc;
 }
 
-/* Snapshot the matching subscriptions with their modules entered. */
+typedef struct sub_key {
+    const char *event;
+    int kind;
+} sub_key;
+
+static bool sub_matches(const void *e, const void *key)
+{
+    const sub *s = e;
+    const sub_key *k = key;
+    return s->kind == k->kind && (!strcmp(s->event, k->event) || !strcmp(s->event, "*"));
+}
+
+/* Snapshot the matching subscriptions with their modules entered. The copies' event
+ * strings are not theirs (a reload may free them): cleared. */
 static size_t collect(const char *event, int kind, sub *out)
 {
-    size_t n = 0;
-    pthread_rwlock_rdlock(&subs_lock);
-    for (size_t i = 0; i < nsubs && n < MAX_CALL; i++) {
-        if (subs[i].kind != kind)
-            continue;
-        if (strcmp(subs[i].event, event) && strcmp(subs[i].event, "*"))
-            continue;
-        modmgr_enter(subs[i].owner);
-        out[n] = subs[i];
-        out[n++].event = NULL; /* not owned by the snapshot */
-    }
-    pthread_rwlock_unlock(&subs_lock);
+    size_t n = reg_collect(&subs, sub_matches, &(sub_key){event, kind}, out, MAX_CALL);
+    for (size_t i = 0; i < n; i++)
+        out[i].event = NULL;
     return n;
 }
 
@@ -232,13 +222,13 @@ int hook_filter(const char *event, json_t *payload, mb_err *err)
             rc = list[i].filter(event, payload, list[i].state, &e);
             if (rc) {
                 if (!e.code)
-                    err_set(&e, rc, "refused by %s", list[i].owner ? modmgr_name(list[i].owner) : "the kernel");
+                    err_set(&e, rc, "refused by %s", list[i].owner ? modref_name(list[i].owner) : "the kernel");
                 if (err)
                     *err = e;
                 rc = e.code;
             }
         }
-        modmgr_leave(list[i].owner);
+        modref_leave(list[i].owner);
     }
     return rc;
 }
@@ -252,12 +242,7 @@ static void outbox_key(char key[32], uint64_t seq)
 
 bool hook_subscribed(const char *event, int kind)
 {
-    bool any = false;
-    pthread_rwlock_rdlock(&subs_lock);
-    for (size_t i = 0; i < nsubs && !any; i++)
-        any = subs[i].kind == kind && (!strcmp(subs[i].event, event) || !strcmp(subs[i].event, "*"));
-    pthread_rwlock_unlock(&subs_lock);
-    return any;
+    return reg_get(&subs, sub_matches, &(sub_key){event, kind}, NULL, false);
 }
 
 bool hook_observed(const char *event) { return hook_subscribed(event, MB_HOOK_OBSERVER); }
@@ -369,7 +354,7 @@ static void turn_note(const sub *s)
         turn.cap = turn.cap ? 2 * turn.cap : 8;
         turn.subs = xrealloc(turn.subs, turn.cap * sizeof *turn.subs);
     }
-    modmgr_enter(s->owner); /* its count is already up for the observer call: it cannot drain */
+    modref_enter(s->owner); /* its count is already up for the observer call: it cannot drain */
     turn.subs[turn.n++] = (turn_sub){s->owner, s->state, s->flush, s->done};
 }
 
@@ -392,7 +377,7 @@ static void deliver(const char *k, size_t kl, const char *v, size_t vl)
             list[i].observer_batch(event, payload, &turn.b, list[i].state);
         else
             list[i].observer(event, payload, list[i].state);
-        modmgr_leave(list[i].owner);
+        modref_leave(list[i].owner);
     }
     json_decref(rec);
 }
@@ -465,7 +450,7 @@ static void dispatch(evutil_socket_t fd, short what, void *arg)
     for (size_t i = 0; i < turn.n; i++) {
         if (turn.subs[i].done)
             turn.subs[i].done(rc, turn.subs[i].state);
-        modmgr_leave(turn.subs[i].owner);
+        modref_leave(turn.subs[i].owner);
     }
     turn.n = 0;
     if (more)
@@ -481,7 +466,7 @@ static int batch_key(mb_batch *b, mb_module *self, const char *key, char out[BAT
 {
     if (b != &turn.b || !b->open || !pthread_equal(pthread_self(), turn.thread))
         return err_set(err, MB_EINVAL, "a batch can be used only by the observer or flush call it was passed to");
-    int n = snprintf(out, BATCH_KEYMAX, "m/%s/%s", modmgr_name(self), key ? key : "");
+    int n = snprintf(out, BATCH_KEYMAX, "m/%s/%s", modref_name(self), key ? key : "");
     if (n < 0 || n >= BATCH_KEYMAX)
         return err_set(err, MB_ETOOBIG, "a key in a batch is limited to %d bytes with the module's namespace",
                        BATCH_KEYMAX - 1);
@@ -545,11 +530,5 @@ void hook_fini(void)
     turn.n = turn.cap = 0;
     memset(&rd, 0, sizeof rd);
     atomic_store(&kick_due, false);
-    pthread_rwlock_wrlock(&subs_lock);
-    for (size_t i = 0; i < nsubs; i++)
-        free(subs[i].event);
-    free(subs);
-    subs = NULL;
-    nsubs = 0;
-    pthread_rwlock_unlock(&subs_lock);
+    reg_clear(&subs);
 }

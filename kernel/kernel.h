@@ -3,8 +3,10 @@
  *
  * Each kernel file is one subsystem with one prefix (Lua's lstring.c -> luaS_ idea):
  *   log.c log_*   util.c (arena_*, str_*, json helpers)   err.c err_*
- *   cfg.c cfg_*   db.c db_*   http.c http_*   auth.c auth_*   hook.c hook_*
- *   task.c task_*   notify.c notify_*   modmgr.c modmgr_*   luas.c luas_*
+ *   cfg.c cfg_*   db.c db_*   http*.c http_* (the door's files: http_int.h)   auth.c auth_*
+ *   hook.c hook_*   task.c task_*   timer.c timer_*   notify.c notify_*   luas.c luas_*
+ *   modmgr.c modmgr_* (load, unload, reload)   modref.c modref_* (the module handle and its
+ *   busy count, a leaf)   registry.c reg_* (owner-tagged tables: routes, hooks, task types, timers)
  *   api.c (fills mb_api)   main.c (mbyted: loop, signals, start and stop)
  * Modules never see this header; they get abi/mbyte.h and the mb_api table.
  */
@@ -58,7 +60,12 @@ char *xstrdup(const char *s);
 
 bool utf8_valid(const char *s, size_t n);
 void hex_encode(const uint8_t *in, size_t n, char *out); /* out has 2n+1 bytes */
+/* Member k of object o as an integer (0 when absent or not one) and as a string ("" when
+ * absent or not one; borrowed from o). */
+json_int_t jint(const json_t *o, const char *k);
+const char *jstr(const json_t *o, const char *k);
 int hex_decode(const char *in, uint8_t *out, size_t n);  /* 0 if exactly 2n hex digits */
+int hex_digit(int c);                                   /* 0..15, or -1 for a non-hex character */
 /* Random id text of `bytes` random bytes as lower hex (out has 2*bytes+1). */
 void random_hex(char *out, size_t bytes);
 int64_t now_wall(void);    /* seconds, shifted by MBYTE_CLOCK_OFFSET when set */
@@ -225,6 +232,14 @@ int http_module_route_add(mb_module *owner, const mb_route *r, void *state, mb_e
 int http_req_body_sink(mb_req *req, const mb_body_sink *sink, void *ctx, mb_err *err);
 /* Remove all routes of `owner`. */
 void http_routes_remove(mb_module *owner);
+/* A kernel route table (like a module's mb_route array), ended by a {NULL} entry: a plain
+ * route (fn) or a streaming-body one (stream). main.c registers every table at start. */
+typedef struct kroute {
+    const char *method, *pattern;
+    int role;
+    mb_route_fn fn;
+    const http_stream_ops *stream;
+} kroute;
 /* Reload: the routes of `from` become `table` (kernel-stride mb_route entries ended by a
  * NULL method) owned by `to`, function pointers included, atomically with respect to
  * requests. Changes nothing on error (a new route another owner already serves). */
@@ -364,10 +379,73 @@ int modmgr_load(const char *name, mb_err *err);
 int modmgr_unload(const char *name, mb_err *err);
 int modmgr_reload(const char *name, mb_err *err);
 json_t *modmgr_list(void); /* [{"name","version","state",...}] new reference */
-/* Count a call into a module (enter before, leave after). owner NULL is the kernel. */
-void modmgr_enter(mb_module *m);
-void modmgr_leave(mb_module *m);
-const char *modmgr_name(mb_module *m);
+
+/* --------------------------------------------------------------- modref.c --- */
+/* The handle of one loaded copy of a module and its busy count (a leaf: registries and
+ * modmgr both use it). modmgr makes one per copy and frees it once the copy is closed. */
+mb_module *modref_new(const char *name);
+void modref_free(mb_module *m);
+/* Count a call into a module (enter before, leave after). owner NULL is the kernel: free. */
+void modref_enter(mb_module *m);
+void modref_leave(mb_module *m);
+long modref_busy(const mb_module *m);
+const char *modref_name(const mb_module *m); /* "kernel" for NULL */
+
+/* ------------------------------------------------------------- registry.c --- */
+/* An owner-tagged table (routes, hooks, task types, timers). Entries are ops->size bytes
+ * and start with `mb_module *owner`. See registry.c for the locking pattern. */
+typedef struct reg_ops {
+    size_t size;
+    /* Two entries name the same thing: adding the second is MB_EEXIST (NULL: never). */
+    bool (*conflict)(const void *have, const void *fresh);
+    /* On a reload, the old entry `have` keeps its slot for the fresh entry (NULL: conflict). */
+    bool (*same)(const void *have, const void *fresh);
+    /* The kept slot takes over fresh (owner, function, state...) and frees fresh's rest. */
+    void (*retake)(void *have, void *fresh);
+    void (*drop)(void *e);                                 /* free what an entry owns (may be NULL) */
+    int (*order)(const void *a, const void *b);            /* qsort order kept after changes (may be NULL) */
+    void (*describe)(const void *e, char *buf, size_t n);  /* "route GET /api/v1/x", for messages */
+} reg_ops;
+typedef struct registry {
+    const reg_ops *ops;
+    pthread_rwlock_t lock;
+    char *v;
+    size_t n, cap;
+} registry;
+/* Every entry type names its owner first: REG_ENTRY(type) checks it at compile time. */
+#define REG_ENTRY(type) _Static_assert(offsetof(type, owner) == 0, #type " must start with its owner")
+#define REG_INIT(ops_) {.ops = (ops_), .lock = PTHREAD_RWLOCK_INITIALIZER}
+void reg_init(registry *r, const reg_ops *ops);
+void reg_clear(registry *r); /* drops every entry (at exit) */
+/* Add one entry (copied; on failure it is dropped). Loop thread or start-up. */
+int reg_add(registry *r, const void *e, mb_err *err);
+/* Drop every entry of owner, under the write lock: no new lookup finds them. */
+void reg_remove_owner(registry *r, mb_module *owner);
+/* Drop the first entry matching key. */
+void reg_remove(registry *r, bool (*match)(const void *e, const void *key), const void *key);
+/* Reload: the entries of `from` become exactly fresh[0..n) (owned by the new copy) in one
+ * write-locked step; an entry of `from` that is the same thing keeps its slot (retake).
+ * The fresh entries are consumed, also on failure (MB_EEXIST: nothing changed). */
+int reg_swap_owner(registry *r, mb_module *from, void *fresh, size_t n, mb_err *err);
+/* Lookups under the read lock. reg_get: the first entry matching key, copied to out (may be
+ * NULL), its owner entered when `enter` (the caller leaves after the call). reg_collect: up
+ * to max matching entries copied to out, each owner entered. In a copy, function and state
+ * pointers stay valid while the owner is entered; what the entry owns (its strings) may be
+ * freed as soon as the lock is released, so take those inside `match`. reg_read: run fn over the entries with the read lock
+ * held (fn enters the owner it will call). */
+bool reg_get(registry *r, bool (*match)(const void *e, const void *key), const void *key, void *out, bool enter);
+size_t reg_collect(registry *r, bool (*match)(const void *e, const void *key), const void *key, void *out,
+                   size_t max);
+void *reg_read(registry *r, void *(*fn)(const void *entries, size_t n, void *ud), void *ud);
+
+/* ---------------------------------------------------------------- timer.c --- */
+/* api->timer_add / timer_cancel (abi/mbyte.h). timer_remove_owner: modmgr, loop thread,
+ * before a copy's fini (unload and the old copy of a reload); a run in progress finishes
+ * and keeps the module busy until then. */
+int timer_add(mb_module *self, int64_t delay_ms, int64_t period_ms, mb_timer_fn fn, void *arg, mb_timer **out,
+              mb_err *err);
+void timer_cancel(mb_timer *timer);
+void timer_remove_owner(mb_module *owner);
 
 /* ----------------------------------------------------------------- luas.c --- */
 int luas_init(const char *script_dir, mb_err *err);
@@ -417,6 +495,7 @@ void zip_stream_free(zip_stream *z);
 
 /* tus.c: tus 1.0 resumable uploads under /api/v1/uploads (after fs_init). */
 int tus_init(mb_err *err);
+extern const kroute tus_routes[];
 void tus_fini(void);
 /* Pure pieces, exposed for unit tests. Upload-Metadata: "key b64,key2 b64,flag" into a JSON
  * object of strings (a key without a value maps to ""); keys must be unique ASCII without
@@ -432,19 +511,10 @@ void tus_http_date(int64_t t, char out[40]);
 
 /* --------------------------------------------------------------- stores.c --- */
 /* Store states, settings, the default store and usage (issue 4; docs/storage.md "Stores").
- * Usage notes are taken by fs.c under blob_lock: begin, note per change, flush into the
- * change's batch just before it commits. Thread-safe otherwise. */
+ * Usage deltas ride in each change's transaction (txn.h). Thread-safe. */
 int stores_init(mb_err *err);
-bool stores_reachable(const json_t *store_record, const mb_user *u);
 /* Every store record of `owner` (0: every store), in id order; fn takes the reference. */
 void stores_each(uint64_t owner, void (*fn)(json_t *rec, void *ud), void *ud);
-void stores_usage_begin(void);                                    /* under blob_lock */
-void stores_usage_note(uint64_t sid, int64_t bytes, int64_t files); /* under blob_lock */
-/* Old versions kept (+) or dropped (-): they count in bytes and in the versions part. */
-void stores_usage_note_versions(uint64_t sid, int64_t bytes);       /* under blob_lock */
-/* Bytes moved into (+) or out of (-) the trash: only the trash part changes. */
-void stores_usage_note_trash(uint64_t sid, int64_t bytes);          /* under blob_lock */
-void stores_usage_flush(db_batch *b);                             /* under blob_lock */
 void stores_list_decorate(const mb_user *u, json_t *stores);
 int stores_usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err);
 int stores_create(uint64_t owner, const char *name, const json_t *settings, uint64_t *sid, mb_err *err);
@@ -467,7 +537,6 @@ void share_ip_set(const char *ip);
 const char *share_ip(void); /* NULL off HTTP threads */
 int share_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
 int share_req_body(mb_req *req, const void **data, size_t *len);
-int share_user_find(const char *name, uint64_t *id, mb_err *err);
 /* The path as it may be logged: a link token (/api/v1/public/<token>, /s/<token>) becomes
  * "***". Returns path itself or buf. */
 const char *share_redact(const char *path, char *buf, size_t n);
@@ -485,7 +554,7 @@ int parse_ranges(const char *h, uint64_t size, brange *out);
 int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
 
 /* ---------------------------------------------- evapi.c, auth.c (ABI minor 2) --- */
-/* auth.c: the password check and user lookup behind api->auth_password / api->user_find. */
+/* auth.c: the password check and user lookup behind api->auth_password / api->user_lookup. */
 int auth_password(const char *name, const char *pw, const char *ip, mb_user *out, char *namebuf, size_t n,
                   mb_err *err);
 int auth_user_find(const char *name, mb_user *out, char *namebuf, size_t n, mb_err *err);
@@ -535,7 +604,13 @@ void metrics_login_failed(void);
 void metrics_task_failed(void);
 void metrics_group_commit(uint64_t writes); /* db.c: writes one fsync made durable */
 void metrics_module_add(int metric, int64_t delta); /* api->metric_add */
-char *metrics_render(size_t *len);            /* the page, malloc'd */
+char *metrics_render(size_t *len);            /* metrics_http.c: the page, malloc'd */
+void metrics_render_counters(FILE *f);        /* the counters' part of the page */
+void metrics_head(FILE *f, const char *name, const char *type, const char *help);
+void metrics_label(FILE *f, const char *v);   /* a label value, escaped */
+void metrics_reset(void);
+struct sockaddr_storage;
+int metrics_parse_addr(const char *s, struct sockaddr_storage *ss); /* "ip:port", "[v6]:port" */
 /* db.c: a LevelDB property ("leveldb.stats"), malloc'd, or NULL. */
 char *db_property(const char *name);
 
@@ -548,7 +623,6 @@ typedef struct accesslog_rec {
     int64_t start;                        /* wall clock, seconds */
     uint64_t in, out;                     /* body bytes received; answer body bytes */
 } accesslog_rec;
-int accesslog_cfg_check(const char *file, const json_t *root, const json_t *lines, mb_err *err);
 void accesslog_configure(void); /* loop thread: at start and on reload (reopens access_log) */
 void accesslog_fini(void);
 void accesslog_enter(accesslog_rec *rl, mb_req *req, struct MHD_Connection *conn, const char *url,

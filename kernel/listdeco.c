@@ -9,7 +9,7 @@
  *
  * Threads: apply runs on HTTP workers and holds the read lock for the whole call into the
  * module, so a clear (write lock, from fini) returns only once no call is in flight; after
- * it the module is never called again. Calls are counted with modmgr_enter too.
+ * it the module is never called again. Calls are counted with modref_enter too.
  */
 #include "kernel.h"
 #include <pthread.h>
@@ -31,11 +31,11 @@ int listdeco_set(mb_module *self, mb_listing_fn fn, void *state, mb_err *err)
 {
     if (!self)
         return err_set(err, MB_EINVAL, "a listing decorator belongs to a module");
-    const char *name = modmgr_name(self);
+    const char *name = modref_name(self);
     pthread_rwlock_wrlock(&lock);
     int at = -1;
     for (int i = 0; i < ndecos; i++)
-        if (strcmp(modmgr_name(decos[i].owner), name) == 0)
+        if (strcmp(modref_name(decos[i].owner), name) == 0)
             at = i;
     if (!fn) { /* clear: only this copy's own registration */
         if (at >= 0 && decos[at].owner == self)
@@ -61,11 +61,11 @@ void listdeco_apply(uint64_t sid, json_t *listing)
         return;
     pthread_rwlock_rdlock(&lock);
     for (int i = 0; i < ndecos; i++) {
-        modmgr_enter(decos[i].owner);
+        modref_enter(decos[i].owner);
         size_t k;
         json_t *e;
         json_array_foreach(entries, k, e) decos[i].fn(sid, e, decos[i].state);
-        modmgr_leave(decos[i].owner);
+        modref_leave(decos[i].owner);
     }
     pthread_rwlock_unlock(&lock);
 }

@@ -82,6 +82,18 @@ static void first_start_box(const char *url, const char *pw)
     sodium_memzero(lines, sizeof lines);
 }
 
+/* Every kernel route table: registered here, in one place, like a module's descriptor. */
+static int routes_add(const kroute *t, mb_err *err)
+{
+    for (; t->method; t++) {
+        int rc = t->stream ? http_stream_route_add(t->method, t->pattern, t->role, t->stream, err)
+                           : http_route_add(NULL, t->method, t->pattern, t->role, t->fn, NULL, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     /* --config, else $MBYTE_CONFIG, else the installed configuration (meson.build). */
@@ -142,8 +154,12 @@ int main(int argc, char **argv)
     }
     /* The chunk store opens with the database: a format migration may take a backup first. */
     int frc = blob_init(&err);
-    if (!frc && (frc = format_check(backup_dir, no_backup, &err)) != 0)
+    if (!frc)
+        frc = gc_init(&err);
+    if (!frc && (frc = format_check(backup_dir, no_backup, &err)) != 0) {
+        gc_fini();
         blob_fini();
+    }
     if (frc) {
         log_error("%s", err.msg);
         fprintf(stderr, "mbyted: %s\n", err.msg);
@@ -163,8 +179,10 @@ int main(int argc, char **argv)
     char admin_pw[33];
     if (notify_init(&err) || hook_init(base, &err) || task_init(base, g_cfg->workers, &err) || auth_init(&err) ||
         apppass_init(&err) ||
-        fs_init(&err) || stores_init(&err) || tus_init(&err) || luas_init(g_cfg->lua_dir, &err) ||
-        health_routes_init(&err) || metrics_init(&err) || backup_init(&err) || reload_init(&err) || modmgr_init(base, &err) || auth_bootstrap(admin_pw, &err)) {
+        fs_init(&err) || routes_add(files_routes, &err) || stores_init(&err) || tus_init(&err) ||
+        routes_add(tus_routes, &err) || luas_init(g_cfg->lua_dir, &err) ||
+        health_routes_init(&err) || metrics_init(&err) || backup_init(&err) || reload_init(&err) || modmgr_init(base, &err) ||
+        auth_bootstrap(admin_pw, &err)) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
     }

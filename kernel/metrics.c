@@ -1,6 +1,9 @@
 /*
- * metrics.c — the server's numbers in the Prometheus text exposition format (GET /metrics,
- * docs/operations.md "Metrics").
+ * metrics.c — the server's counters for the Prometheus page (GET /metrics, docs/operations.md
+ * "Metrics"); metrics_http.c adds the gauges it pulls from their owners and serves the page.
+ *
+ * This file is in the base layer (docs/architecture.md): db.c, task.c and the doors bump its
+ * counters, so it calls nothing above it.
  *
  * Counters live here as atomics and are bumped on the request path with no lock: a request
  * ends (accesslog.c) by adding itself to one series of (route pattern, method, status), whose
@@ -8,34 +11,17 @@
  * an insert-only open-addressing table: a new one is published with one compare-and-swap and
  * never removed, so readers need no lock either. A table that is three quarters full sends
  * new combinations to one "other" series: a client cannot grow it without bound (routes are
- * patterns, methods outside the known list are "OTHER").
+ * patterns, methods outside the known list are "OTHER"). Modules report through api->metric_add.
  *
- * Gauges are pulled from their owners when a scraper asks: module states (modmgr_list), the
- * task queue (kq/ keys), the chunk store (c/ refcount records: a scan, so one that took
- * longer than SCAN_CHEAP_MS is reused for CHUNK_SCAN_S seconds), LevelDB's size (its files) and compaction
- * statistics (its "leveldb.stats" property). Modules report through api->metric_add.
- *
- * The page is served at /metrics to admins through the main HTTP door, and without
- * credentials on metrics_listen (mbyte.yaml) by a small libmicrohttpd daemon of its own,
- * meant for a loopback or otherwise private address that only the scraper reaches.
- *
- * Threads: counters from any thread; rendering on the HTTP thread of the scrape. The chunk
- * scan's cache is under chunk_mu.
+ * Threads: counters from any thread; rendering on the HTTP thread of the scrape.
  */
 #include "kernel.h"
-#include <dirent.h>
-#include <microhttpd.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <arpa/inet.h>
 
 #define TABLE_SIZE 1024
-#define CHUNK_SCAN_S 30
-#define SCAN_CHEAP_MS 50
-#define CTYPE "text/plain; version=0.0.4; charset=utf-8"
 
 /* Request latency buckets, seconds (in microseconds to compare with integers). */
 static const double lat_le[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
@@ -60,12 +46,6 @@ static _Atomic uint64_t bytes[2][2]; /* [http, ftp][in, out] */
 static _Atomic int64_t uploads, ftp_sessions;
 static _Atomic uint64_t login_failures, task_failures;
 static _Atomic uint64_t gc_count, gc_sum, gc_bucket[NGC + 1];
-
-static pthread_mutex_t chunk_mu = PTHREAD_MUTEX_INITIALIZER;
-static int64_t chunk_at = -1, chunk_took;
-static uint64_t chunk_n, chunk_bytes;
-
-static struct MHD_Daemon *scrape_daemon;
 
 /* ------------------------------------------------------------ counting --- */
 
@@ -160,7 +140,7 @@ void metrics_module_add(int metric, int64_t delta)
 /* ----------------------------------------------------------- rendering --- */
 
 /* A label value: backslash, double quote and newline escaped (the exposition format). */
-static void label(FILE *f, const char *v)
+void metrics_label(FILE *f, const char *v)
 {
     for (; *v; v++) {
         if (*v == '\\' || *v == '"')
@@ -172,7 +152,7 @@ static void label(FILE *f, const char *v)
     }
 }
 
-static void head(FILE *f, const char *name, const char *type, const char *help)
+void metrics_head(FILE *f, const char *name, const char *type, const char *help)
 {
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -198,14 +178,14 @@ static void render_http(FILE *f)
     if (atomic_load(&other.count))
         list[n++] = &other;
     qsort(list, n, sizeof list[0], by_route);
-    head(f, "mbyte_http_requests_total", "counter", "HTTP requests answered, by route pattern, method and status.");
+    metrics_head(f, "mbyte_http_requests_total", "counter", "HTTP requests answered, by route pattern, method and status.");
     for (size_t i = 0; i < n; i++) {
         fputs("mbyte_http_requests_total{route=\"", f);
-        label(f, list[i]->route);
+        metrics_label(f, list[i]->route);
         fprintf(f, "\",method=\"%s\",status=\"%d\"} %llu\n", list[i]->method, list[i]->status,
                 (unsigned long long)atomic_load(&list[i]->count));
     }
-    head(f, "mbyte_http_request_duration_seconds", "histogram",
+    metrics_head(f, "mbyte_http_request_duration_seconds", "histogram",
          "Time from a request's first byte to its answer's last, by route pattern and method.");
     for (size_t i = 0; i < n;) {
         size_t j = i;
@@ -220,17 +200,17 @@ static void render_http(FILE *f)
         for (size_t k = 0; k <= NLAT; k++) {
             cum += k < NLAT ? b[k] : 0;
             fputs("mbyte_http_request_duration_seconds_bucket{route=\"", f);
-            label(f, list[i]->route);
+            metrics_label(f, list[i]->route);
             if (k < NLAT)
                 fprintf(f, "\",method=\"%s\",le=\"%g\"} %llu\n", list[i]->method, lat_le[k], (unsigned long long)cum);
             else
                 fprintf(f, "\",method=\"%s\",le=\"+Inf\"} %llu\n", list[i]->method, (unsigned long long)count);
         }
         fputs("mbyte_http_request_duration_seconds_sum{route=\"", f);
-        label(f, list[i]->route);
+        metrics_label(f, list[i]->route);
         fprintf(f, "\",method=\"%s\"} %.6f\n", list[i]->method, (double)sum / 1e6);
         fputs("mbyte_http_request_duration_seconds_count{route=\"", f);
-        label(f, list[i]->route);
+        metrics_label(f, list[i]->route);
         fprintf(f, "\",method=\"%s\"} %llu\n", list[i]->method, (unsigned long long)count);
         i = j;
     }
@@ -239,131 +219,32 @@ static void render_http(FILE *f)
 static void render_traffic(FILE *f)
 {
     static const char *proto[] = {"http", "ftp"};
-    head(f, "mbyte_received_bytes_total", "counter", "Body bytes received from clients, by protocol.");
+    metrics_head(f, "mbyte_received_bytes_total", "counter", "Body bytes received from clients, by protocol.");
     for (int p = 0; p < 2; p++)
         fprintf(f, "mbyte_received_bytes_total{protocol=\"%s\"} %llu\n", proto[p],
                 (unsigned long long)atomic_load(&bytes[p][0]));
-    head(f, "mbyte_sent_bytes_total", "counter", "Body bytes sent to clients, by protocol.");
+    metrics_head(f, "mbyte_sent_bytes_total", "counter", "Body bytes sent to clients, by protocol.");
     for (int p = 0; p < 2; p++)
         fprintf(f, "mbyte_sent_bytes_total{protocol=\"%s\"} %llu\n", proto[p],
                 (unsigned long long)atomic_load(&bytes[p][1]));
-    head(f, "mbyte_http_uploads_in_flight", "gauge", "HTTP uploads whose body is being received now.");
+    metrics_head(f, "mbyte_http_uploads_in_flight", "gauge", "HTTP uploads whose body is being received now.");
     fprintf(f, "mbyte_http_uploads_in_flight %lld\n", (long long)atomic_load(&uploads));
-    head(f, "mbyte_ftp_sessions", "gauge", "FTP control connections open now.");
+    metrics_head(f, "mbyte_ftp_sessions", "gauge", "FTP control connections open now.");
     fprintf(f, "mbyte_ftp_sessions %lld\n", (long long)atomic_load(&ftp_sessions));
-    head(f, "mbyte_login_failures_total", "counter", "Failed password logins, every door (HTTP, FTP).");
+    metrics_head(f, "mbyte_login_failures_total", "counter", "Failed password logins, every door (HTTP, FTP).");
     fprintf(f, "mbyte_login_failures_total %llu\n", (unsigned long long)atomic_load(&login_failures));
 }
 
-static void render_tasks_modules(FILE *f)
+/* The counters' part of the page: build info, requests, traffic, failures, group commits. */
+void metrics_render_counters(FILE *f)
 {
-    uint64_t depth = 0;
-    db_iter *it = db_iter_prefix("kq/", 3);
-    while (db_iter_next(it))
-        depth++;
-    db_iter_free(it);
-    head(f, "mbyte_task_queue_depth", "gauge", "Tasks not finished yet (queued or running).");
-    fprintf(f, "mbyte_task_queue_depth %llu\n", (unsigned long long)depth);
-    head(f, "mbyte_task_failures_total", "counter", "Tasks that failed for good (every attempt spent).");
+    metrics_head(f, "mbyte_build_info", "gauge", "The running version, always 1.");
+    fprintf(f, "mbyte_build_info{version=\"%s\",abi=\"%d.%d\"} 1\n", MBYTE_VERSION, MB_ABI_MAJOR, MB_ABI_MINOR);
+    render_http(f);
+    render_traffic(f);
+    metrics_head(f, "mbyte_task_failures_total", "counter", "Tasks that failed for good (every attempt spent).");
     fprintf(f, "mbyte_task_failures_total %llu\n", (unsigned long long)atomic_load(&task_failures));
-    json_t *mods = modmgr_list();
-    head(f, "mbyte_module_state", "gauge", "1 for each module's current state (active, draining, cold, available).");
-    size_t i;
-    json_t *m;
-    json_array_foreach(mods, i, m)
-    {
-        const char *name = json_string_value(json_object_get(m, "name"));
-        const char *state = json_string_value(json_object_get(m, "state"));
-        if (!name || !state)
-            continue;
-        fputs("mbyte_module_state{module=\"", f);
-        label(f, name);
-        fputs("\",state=\"", f);
-        label(f, state);
-        fputs("\"} 1\n", f);
-    }
-    json_decref(mods);
-}
-
-static void chunk_scan(uint64_t *n, uint64_t *total)
-{
-    pthread_mutex_lock(&chunk_mu);
-    int64_t now = now_mono_ms();
-    if (chunk_at < 0 || chunk_took < SCAN_CHEAP_MS || now - chunk_at > CHUNK_SCAN_S * 1000) {
-        chunk_n = chunk_bytes = 0;
-        db_iter *it = db_iter_prefix("c/", 2);
-        while (db_iter_next(it)) {
-            size_t vl;
-            const char *v = db_iter_val(it, &vl);
-            json_t *rec = json_loadb(v, vl, 0, NULL);
-            chunk_n++;
-            chunk_bytes += (uint64_t)json_integer_value(json_object_get(rec, "size"));
-            json_decref(rec);
-        }
-        db_iter_free(it);
-        chunk_at = now;
-        chunk_took = now_mono_ms() - now;
-    }
-    *n = chunk_n;
-    *total = chunk_bytes;
-    pthread_mutex_unlock(&chunk_mu);
-}
-
-static uint64_t dir_bytes(const char *dir)
-{
-    uint64_t sum = 0;
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char p[4352];
-    struct stat st;
-    while (d && (de = readdir(d)))
-        if (snprintf(p, sizeof p, "%s/%s", dir, de->d_name) < (int)sizeof p && !stat(p, &st) && S_ISREG(st.st_mode))
-            sum += (uint64_t)st.st_size;
-    if (d)
-        closedir(d);
-    return sum;
-}
-
-/* LevelDB's "leveldb.stats": per level, files, size (MB), compaction time (s), read and
- * written (MB). Its C API counts no compactions, so their time and volume stand for them. */
-static void render_storage(FILE *f)
-{
-    uint64_t n, total;
-    chunk_scan(&n, &total);
-    head(f, "mbyte_chunks", "gauge",
-         "Chunks in the chunk store (refcount records; in a big store recounted every 30 s).");
-    fprintf(f, "mbyte_chunks %llu\n", (unsigned long long)n);
-    head(f, "mbyte_chunk_bytes", "gauge", "Bytes of the chunks in the chunk store (before any backend layer).");
-    fprintf(f, "mbyte_chunk_bytes %llu\n", (unsigned long long)total);
-    char meta[4200];
-    snprintf(meta, sizeof meta, "%s/meta", g_cfg->data_dir);
-    head(f, "mbyte_leveldb_size_bytes", "gauge", "Bytes of the metadata database's files.");
-    fprintf(f, "mbyte_leveldb_size_bytes %llu\n", (unsigned long long)dir_bytes(meta));
-    char *stats = db_property("leveldb.stats");
-    static const char *names[] = {"mbyte_leveldb_files", "mbyte_leveldb_compaction_seconds_total",
-                                  "mbyte_leveldb_compaction_read_bytes_total",
-                                  "mbyte_leveldb_compaction_written_bytes_total"};
-    static const char *types[] = {"gauge", "counter", "counter", "counter"};
-    static const char *helps[] = {"Table files per LevelDB level.", "Time LevelDB spent compacting into each level.",
-                                  "Bytes LevelDB read compacting into each level.",
-                                  "Bytes LevelDB wrote compacting into each level."};
-    int level[8];
-    double val[8][4];
-    int nl = 0;
-    for (char *line = stats ? strchr(stats, '\n') : NULL; line && nl < 8; line = strchr(line + 1, '\n')) {
-        double files, mb, sec, rd, wr;
-        if (sscanf(line + 1, " %d %lf %lf %lf %lf %lf", &level[nl], &files, &mb, &sec, &rd, &wr) == 6) {
-            val[nl][0] = files, val[nl][1] = sec, val[nl][2] = rd * 1048576, val[nl][3] = wr * 1048576;
-            nl++;
-        }
-    }
-    free(stats);
-    for (int k = 0; k < 4; k++) {
-        head(f, names[k], types[k], helps[k]);
-        for (int i = 0; i < nl; i++)
-            fprintf(f, "%s{level=\"%d\"} %.0f\n", names[k], level[i], val[i][k]);
-    }
-    head(f, "mbyte_group_commit_writes", "histogram", "Writes made durable by one fsync of the group commit.");
+    metrics_head(f, "mbyte_group_commit_writes", "histogram", "Writes made durable by one fsync of the group commit.");
     uint64_t cum = 0;
     for (size_t i = 0; i < NGC; i++) {
         cum += atomic_load(&gc_bucket[i]);
@@ -376,75 +257,16 @@ static void render_storage(FILE *f)
     fprintf(f, "mbyte_group_commit_writes_count %llu\n", (unsigned long long)cum);
 }
 
-/* The whole page, malloc'd (the caller frees). */
-char *metrics_render(size_t *len)
+/* At shutdown: forget every series. */
+void metrics_reset(void)
 {
-    char *buf = NULL;
-    FILE *f = open_memstream(&buf, len);
-    if (!f)
-        return NULL;
-    head(f, "mbyte_build_info", "gauge", "The running version, always 1.");
-    fprintf(f, "mbyte_build_info{version=\"%s\",abi=\"%d.%d\"} 1\n", MBYTE_VERSION, MB_ABI_MAJOR, MB_ABI_MINOR);
-    render_http(f);
-    render_traffic(f);
-    render_tasks_modules(f);
-    render_storage(f);
-    fclose(f);
-    return buf;
-}
-
-/* --------------------------------------------------------------- doors --- */
-
-/* GET /metrics (admin): the same page through the API door. */
-static int h_metrics(mb_req *req, void *st, mb_err *err)
-{
-    (void)st;
-    size_t n;
-    char *page = metrics_render(&n);
-    if (!page)
-        return err_set(err, MB_ENOMEM, "the metrics page could not be built");
-    http_reply_bytes(req, 200, CTYPE, page, n);
-    free(page);
-    return 0;
-}
-
-static enum MHD_Result on_scrape(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                 const char *version, const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
-{
-    (void)cls, (void)version, (void)upload_data, (void)con_cls;
-    if (*upload_data_size) {
-        *upload_data_size = 0;
-        return MHD_YES;
-    }
-    struct MHD_Response *r;
-    int status = 200;
-    if (strcmp(url, "/metrics")) {
-        static const char nf[] = "not found: this address serves /metrics only\n";
-        r = MHD_create_response_from_buffer(sizeof nf - 1, (void *)nf, MHD_RESPMEM_PERSISTENT);
-        status = 404;
-    } else if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
-        static const char na[] = "only GET\n";
-        r = MHD_create_response_from_buffer(sizeof na - 1, (void *)na, MHD_RESPMEM_PERSISTENT);
-        MHD_add_response_header(r, "Allow", "GET, HEAD");
-        status = 405;
-    } else {
-        size_t n;
-        char *page = metrics_render(&n);
-        if (!page)
-            return MHD_NO;
-        r = MHD_create_response_from_buffer(n, page, MHD_RESPMEM_MUST_FREE);
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, CTYPE);
-    }
-    if (status != 200)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
-    enum MHD_Result rc = MHD_queue_response(conn, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return rc;
+    for (size_t i = 0; i < TABLE_SIZE; i++)
+        free(atomic_exchange(&table[i], NULL));
+    atomic_store(&nseries, 0);
 }
 
 /* "host:port" or "[v6]:port" into a socket address; 0 or MB_EINVAL. */
-static int parse_addr(const char *s, struct sockaddr_storage *ss)
+int metrics_parse_addr(const char *s, struct sockaddr_storage *ss)
 {
     char host[128];
     const char *colon = strrchr(s, ':');
@@ -477,39 +299,8 @@ int metrics_cfg_check(const char *file, const json_t *root, const json_t *lines,
     const json_t *v = json_object_get(root, "metrics_listen");
     struct sockaddr_storage ss;
     if (v && !json_is_null(v) && !(json_is_string(v) && !json_string_length(v)) &&
-        (!json_is_string(v) || parse_addr(json_string_value(v), &ss)))
+        (!json_is_string(v) || metrics_parse_addr(json_string_value(v), &ss)))
         return err_set(err, MB_EINVAL, "%s:%lld: metrics_listen must be ip:port (e.g. 127.0.0.1:9464)", file,
                        (long long)json_integer_value(json_object_get(lines, "metrics_listen")));
     return 0;
-}
-
-int metrics_init(mb_err *err)
-{
-    if (http_route_add(NULL, "GET", "/metrics", MB_ROLE_ADMIN, h_metrics, NULL, err))
-        return err->code;
-    const char *where = json_string_value(json_object_get(g_cfg->raw, "metrics_listen"));
-    struct sockaddr_storage ss;
-    if (!where || !*where)
-        return 0;
-    if (parse_addr(where, &ss))
-        return err_set(err, MB_EINVAL, "metrics_listen '%s' is not ip:port", where);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    scrape_daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_scrape, NULL, MHD_OPTION_SOCK_ADDR, &ss,
-                                     MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT, 64u,
-                                     MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
-    if (!scrape_daemon)
-        return err_set(err, MB_EIO, "cannot listen on metrics_listen %s (in use, or not an address of this machine)",
-                       where);
-    log_info("metrics without credentials on http://%s/metrics", where);
-    return 0;
-}
-
-void metrics_fini(void)
-{
-    if (scrape_daemon)
-        MHD_stop_daemon(scrape_daemon);
-    scrape_daemon = NULL;
-    for (size_t i = 0; i < TABLE_SIZE; i++)
-        free(atomic_exchange(&table[i], NULL));
-    atomic_store(&nseries, 0);
 }

@@ -2,7 +2,8 @@
  * modmgr.c — the module manager: load, unload and reload <name>.so modules while the
  * server runs (DESIGN.md "Modules", STYLE.md "Hot unload").
  *
- * One loaded copy of a module is an `mb_module` (the handle every registration carries).
+ * One loaded copy of a module is a `modcopy`; its `self` (an mb_module, modref.c) is the
+ * handle every registration carries and the module is given.
  * A copy moves LOADING -> ACTIVE -> DRAINING -> COLD:
  *   load    copy <module_dir>/<name>.so to <data_dir>/modcache/<name>-<sha256 prefix>-<n>.so
  *           (a fresh file name per copy, so dlopen can never hand back an old mapping), dlopen,
@@ -26,7 +27,8 @@
  * while holding the read lock of the table they found the module in (http.c, hook.c,
  * task.c), so once a copy's registrations are removed under the write lock, its count only
  * goes down. `mods_lock` guards the list of copies for readers on other threads (list,
- * health); only the loop thread changes it. modmgr_enter/leave(NULL) is the kernel: free.
+ * health); only the loop thread changes it. The count itself lives in modref.c, a leaf, so
+ * the registries count calls without calling back into this file.
  */
 #include "kernel.h"
 #include "fs.h"
@@ -48,9 +50,11 @@
 #define SHUTDOWN_WAIT_MS 10000
 
 typedef struct job job;
+typedef struct modcopy modcopy;
 
-struct mb_module {
-    struct mb_module *next;
+struct modcopy {
+    struct modcopy *next;
+    mb_module *self; /* the handle and its busy count (modref.c) */
     char *name;
     char *file; /* the modcache copy that is mapped */
     void *dl;
@@ -64,11 +68,13 @@ struct mb_module {
     json_t *config;
     void *state;
     _Atomic int st;
-    atomic_long busy;
     bool registered, reloading, inited;
     struct event *drain_ev;
     job *waiter;
 };
+
+/* What an administrator asks of a module: travels as this value from the route to the loop. */
+typedef enum { MOD_OP_LOAD, MOD_OP_UNLOAD, MOD_OP_RELOAD } mod_op;
 
 /* An operation handed from an HTTP thread to the loop; both sides hold a reference. */
 struct job {
@@ -76,7 +82,7 @@ struct job {
     pthread_cond_t cv;
     int refs;
     bool done;
-    char op[8];
+    mod_op op;
     char name[72];
     int rc;
     mb_err err;
@@ -84,30 +90,14 @@ struct job {
 };
 
 static pthread_mutex_t mods_lock = PTHREAD_MUTEX_INITIALIZER;
-static mb_module *mods;
+static modcopy *mods;
 static struct event_base *base;
 static pthread_t loop_thread;
 static bool have_loop;
 static unsigned copy_seq;
 
 static void job_unref(job *j);
-static void drain_start(mb_module *m);
-
-/* ---------------------------------------------------------- busy count --- */
-
-void modmgr_enter(mb_module *m)
-{
-    if (m)
-        atomic_fetch_add_explicit(&m->busy, 1, memory_order_acquire);
-}
-
-void modmgr_leave(mb_module *m)
-{
-    if (m)
-        atomic_fetch_sub_explicit(&m->busy, 1, memory_order_release);
-}
-
-const char *modmgr_name(mb_module *m) { return m ? m->name : "kernel"; }
+static void drain_start(modcopy *m);
 
 /* ------------------------------------------------------------- helpers --- */
 
@@ -141,9 +131,9 @@ static bool enabled_in_config(const char *name)
 }
 
 /* The copy that answers for `name`: LOADING or ACTIVE. Loop thread (or mods_lock held). */
-static mb_module *find_live(const char *name)
+static modcopy *find_live(const char *name)
 {
-    for (mb_module *m = mods; m; m = m->next)
+    for (modcopy *m = mods; m; m = m->next)
         if (!strcmp(m->name, name) && (m->st == MOD_ACTIVE || m->st == MOD_LOADING))
             return m;
     return NULL;
@@ -172,7 +162,7 @@ static void *copy_table(const void *table, size_t kernel_size, const char *what,
     return out;
 }
 
-static json_t *entry_of(const mb_module *m)
+static json_t *entry_of(const modcopy *m)
 {
     json_t *deps = json_array();
     if (m->desc->depends)
@@ -240,7 +230,7 @@ static int copy_file(const char *from, const char *to, mb_err *err)
     return rc;
 }
 
-static void copy_free(mb_module *m)
+static void copy_free(modcopy *m)
 {
     if (m->drain_ev)
         event_free(m->drain_ev);
@@ -256,6 +246,7 @@ static void copy_free(mb_module *m)
     free(m->config_keys);
     json_decref(m->config);
     free(m->name);
+    modref_free(m->self);
     free(m);
 }
 
@@ -285,7 +276,7 @@ static int module_config(const char *name, const mb_config_key *keys, json_t **o
 
 /* Open, check and configure a copy of `name` (not registered, not initialised). `self`
  * is the copy being replaced on reload (it does not count as a missing dependency). */
-static mb_module *copy_open(const char *name, mb_err *err)
+static modcopy *copy_open(const char *name, mb_err *err)
 {
     char src[4200], dst[4200], hex[65];
     snprintf(src, sizeof src, "%s/%s.so", g_cfg->module_dir, name);
@@ -307,8 +298,9 @@ static mb_module *copy_open(const char *name, mb_err *err)
     snprintf(dst, sizeof dst, "%s/modcache/%s-%.16s-%u.so", g_cfg->data_dir, name, hex, ++copy_seq);
     if (copy_file(src, dst, err))
         return NULL;
-    mb_module *m = xcalloc(1, sizeof *m);
+    modcopy *m = xcalloc(1, sizeof *m);
     m->name = xstrdup(name);
+    m->self = modref_new(name);
     m->file = xstrdup(dst);
     m->st = MOD_LOADING;
     m->dl = dlopen(dst, RTLD_NOW | RTLD_LOCAL);
@@ -348,7 +340,7 @@ static mb_module *copy_open(const char *name, mb_err *err)
     }
     if (d->depends)
         for (const char *const *dep = d->depends; *dep; dep++) {
-            mb_module *o = find_live(*dep);
+            modcopy *o = find_live(*dep);
             if (!o || o->st != MOD_ACTIVE) {
                 err_set(err, MB_ECONFLICT, "module %s needs module %s, which is not loaded", name, *dep);
                 goto fail;
@@ -374,10 +366,10 @@ fail:
     return NULL;
 }
 
-static int copy_init(mb_module *m, mb_err *err)
+static int copy_init(modcopy *m, mb_err *err)
 {
     mb_err e = {0};
-    int rc = m->desc->init(m, api_table(), m->config, &m->state, &e);
+    int rc = m->desc->init(m->self, api_table(), m->config, &m->state, &e);
     if (rc) {
         /* A module that cannot start is a conflict with how things are (409), or bad
          * configuration (400) if it says so; never a 500, the kernel is fine. */
@@ -389,7 +381,7 @@ static int copy_init(mb_module *m, mb_err *err)
     return 0;
 }
 
-static void copy_fini(mb_module *m, bool reloading)
+static void copy_fini(modcopy *m, bool reloading)
 {
     if (!m->inited || !m->desc->fini)
         return;
@@ -400,26 +392,27 @@ static void copy_fini(mb_module *m, bool reloading)
     m->inited = false;
     /* A blob backend the module registered in init lives until its fini: only then can no
      * call of this copy be reading through it. A newer copy's registration is left alone. */
-    blob_backend_unregister(m);
+    blob_backend_unregister(m->self);
 }
 
-static void unregister_all(mb_module *m)
+static void unregister_all(modcopy *m)
 {
-    http_routes_remove(m);
-    hook_remove(m);
-    task_types_remove(m);
+    timer_remove_owner(m->self); /* first: no timer starts a run while the rest goes */
+    http_routes_remove(m->self);
+    hook_remove(m->self);
+    task_types_remove(m->self);
     m->registered = false;
 }
 
-static int register_all(mb_module *m, mb_err *err)
+static int register_all(modcopy *m, mb_err *err)
 {
     int rc = 0;
     for (mb_route *r = m->routes; r->method && !rc; r++)
-        rc = http_module_route_add(m, r, m->state, err);
+        rc = http_module_route_add(m->self, r, m->state, err);
     for (mb_hook *h = m->hooks; h->event && !rc; h++)
-        rc = hook_add(m, h, m->state, err);
+        rc = hook_add(m->self, h, m->state, err);
     for (mb_task_type *t = m->tasks; t->name && !rc; t++)
-        rc = task_type_add(m, t, m->state, err);
+        rc = task_type_add(m->self, t, m->state, err);
     if (rc) {
         unregister_all(m);
         char why[256];
@@ -430,7 +423,7 @@ static int register_all(mb_module *m, mb_err *err)
     return 0;
 }
 
-static void list_add(mb_module *m)
+static void list_add(modcopy *m)
 {
     pthread_mutex_lock(&mods_lock);
     m->next = mods;
@@ -438,10 +431,10 @@ static void list_add(mb_module *m)
     pthread_mutex_unlock(&mods_lock);
 }
 
-static void list_del(mb_module *m)
+static void list_del(modcopy *m)
 {
     pthread_mutex_lock(&mods_lock);
-    for (mb_module **pp = &mods; *pp; pp = &(*pp)->next)
+    for (modcopy **pp = &mods; *pp; pp = &(*pp)->next)
         if (*pp == m) {
             *pp = m->next;
             break;
@@ -449,14 +442,14 @@ static void list_del(mb_module *m)
     pthread_mutex_unlock(&mods_lock);
 }
 
-static void set_state(mb_module *m, int st)
+static void set_state(modcopy *m, int st)
 {
     pthread_mutex_lock(&mods_lock); /* readers of the list see one state or the other */
     m->st = st;
     pthread_mutex_unlock(&mods_lock);
 }
 
-static void emit(const char *event, const mb_module *m, bool reloaded)
+static void emit(const char *event, const modcopy *m, bool reloaded)
 {
     mb_err e = {0};
     json_t *p = json_pack("{s:s, s:s}", "name", m->name, "version", m->desc->version ? m->desc->version : "");
@@ -474,7 +467,7 @@ static int do_load(const char *name, json_t **entry, mb_err *err)
         return err_set(err, MB_EINVAL, "'%.64s' is not a module name (a-z, 0-9 and _)", name);
     if (find_live(name))
         return err_set(err, MB_EEXIST, "module %s is already loaded", name);
-    mb_module *m = copy_open(name, err);
+    modcopy *m = copy_open(name, err);
     if (!m)
         return err->code;
     list_add(m); /* visible as "loading" from here on, and its name serves kv and logs */
@@ -511,7 +504,7 @@ static void job_finish(job *j, int rc, const mb_err *err, json_t *entry)
 
 static void close_later(void *arg)
 {
-    mb_module *m = arg;
+    modcopy *m = arg;
     list_del(m);
     log_msg(LOG_DEBUG, m->name, "closed %s", m->file);
     copy_free(m);
@@ -521,8 +514,8 @@ static void close_later(void *arg)
 static void drain_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
-    mb_module *m = arg;
-    if (atomic_load(&m->busy) > 0) {
+    modcopy *m = arg;
+    if (modref_busy(m->self) > 0) {
         struct timeval tv = {0, DRAIN_TICK_MS * 1000};
         evtimer_add(m->drain_ev, &tv);
         return;
@@ -548,7 +541,7 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
             return;
         }
         m->inited = false;
-        blob_backend_unregister(m);
+        blob_backend_unregister(m->self);
     } else
         copy_fini(m, m->reloading);
     set_state(m, MOD_COLD);
@@ -560,7 +553,7 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
     main_call(close_later, m); /* dlclose on a later turn: nothing of it is on the stack */
 }
 
-static void drain_start(mb_module *m)
+static void drain_start(modcopy *m)
 {
     set_state(m, MOD_DRAINING);
     if (!m->drain_ev)
@@ -571,30 +564,30 @@ static void drain_start(mb_module *m)
 
 static int do_unload(const char *name, job *j, mb_err *err)
 {
-    mb_module *m = valid_name(name) ? find_live(name) : NULL;
+    modcopy *m = valid_name(name) ? find_live(name) : NULL;
     if (!m)
         return err_set(err, MB_ENOENT, "module %.64s is not loaded", name);
-    for (mb_module *o = mods; o; o = o->next)
+    for (modcopy *o = mods; o; o = o->next)
         if (o != m && (o->st == MOD_ACTIVE || o->st == MOD_LOADING) && o->desc->depends)
             for (const char *const *d = o->desc->depends; *d; d++)
                 if (!strcmp(*d, name))
                     return err_set(err, MB_ECONFLICT, "module %s is needed by module %s; unload %s first", name,
                                    o->name, o->name);
     unregister_all(m);
-    task_preempt(m); /* its running tasks go back to the queue and wait for it */
+    task_preempt(m->self); /* its running tasks go back to the queue and wait for it */
     m->reloading = false;
     m->waiter = j;
-    log_msg(LOG_INFO, name, "unloading: no new calls; draining %ld in flight", (long)atomic_load(&m->busy));
+    log_msg(LOG_INFO, name, "unloading: no new calls; draining %ld in flight", (long)modref_busy(m->self));
     drain_start(m);
     return 0;
 }
 
 static int do_reload(const char *name, job *j, mb_err *err)
 {
-    mb_module *old = valid_name(name) ? find_live(name) : NULL;
+    modcopy *old = valid_name(name) ? find_live(name) : NULL;
     if (!old || old->st != MOD_ACTIVE)
         return err_set(err, MB_ENOENT, "module %.64s is not loaded", name);
-    mb_module *m = copy_open(name, err);
+    modcopy *m = copy_open(name, err);
     if (!m)
         return err->code;
     list_add(m);
@@ -607,25 +600,27 @@ static int do_reload(const char *name, job *j, mb_err *err)
     }
     set_state(m, MOD_ACTIVE);
     set_state(old, MOD_DRAINING); /* find_live now finds the new copy */
-    if ((rc = http_routes_swap(old, m, m->routes, m->state, err)) ||
-        (rc = hook_swap(old, m, m->hooks, m->state, err)) ||
-        (rc = task_types_swap(old, m, m->tasks, m->state, err))) {
+    if ((rc = http_routes_swap(old->self, m->self, m->routes, m->state, err)) ||
+        (rc = hook_swap(old->self, m->self, m->hooks, m->state, err)) ||
+        (rc = task_types_swap(old->self, m->self, m->tasks, m->state, err))) {
         mb_err ig = {0};
         /* Put everything back on the old copy (these cannot fail: its own tables). */
-        http_routes_swap(m, old, old->routes, old->state, &ig);
-        hook_swap(m, old, old->hooks, old->state, &ig);
-        task_types_swap(m, old, old->tasks, old->state, &ig);
+        http_routes_swap(m->self, old->self, old->routes, old->state, &ig);
+        hook_swap(m->self, old->self, old->hooks, old->state, &ig);
+        task_types_swap(m->self, old->self, old->tasks, old->state, &ig);
         set_state(old, MOD_ACTIVE);
         log_msg(LOG_ERROR, name, "reload failed, the running copy stays: %s", err->msg);
         /* The new copy may have been entered between a swap and its undo: drain it like
          * an old copy (its fini is told "reloading" and cannot refuse). */
         m->reloading = true;
+        timer_remove_owner(m->self);
         drain_start(m);
         return rc;
     }
     m->registered = true;
     old->registered = false;
     old->reloading = true;
+    timer_remove_owner(old->self); /* the new copy's init made its own */
     log_msg(LOG_INFO, name, "reloaded: version %s now serves; draining the old copy (%s)",
             m->desc->version ? m->desc->version : "?", old->desc->version ? old->desc->version : "?");
     emit("module.loaded", m, true);
@@ -639,7 +634,7 @@ static int do_reload(const char *name, job *j, mb_err *err)
 
 /* ---------------------------------------------------- new settings --- */
 
-static int (*reconfigure_of(const mb_module *m))(void *, const json_t *, mb_err *)
+static int (*reconfigure_of(const modcopy *m))(void *, const json_t *, mb_err *)
 {
     const mb_module_desc *d = m->desc;
     return d->size >= offsetof(mb_module_desc, reconfigure) + sizeof d->reconfigure ? d->reconfigure : NULL;
@@ -654,11 +649,11 @@ int modmgr_reconfigure(json_t *report)
 {
     char names[64][72];
     int n = 0, refused = 0;
-    for (mb_module *m = mods; m && n < 64; m = m->next)
+    for (modcopy *m = mods; m && n < 64; m = m->next)
         if (m->st == MOD_ACTIVE)
             snprintf(names[n++], sizeof names[0], "%s", m->name);
     for (int i = 0; i < n; i++) {
-        mb_module *m = find_live(names[i]);
+        modcopy *m = find_live(names[i]);
         if (!m || m->st != MOD_ACTIVE)
             continue;
         mb_err e = {0};
@@ -677,9 +672,9 @@ int modmgr_reconfigure(json_t *report)
         int (*fn)(void *, const json_t *, mb_err *) = reconfigure_of(m);
         int rc;
         if (fn) {
-            modmgr_enter(m);
+            modref_enter(m->self);
             rc = fn(m->state, conf, &e);
-            modmgr_leave(m);
+            modref_leave(m->self);
             if (!rc) {
                 json_decref(m->config);
                 m->config = conf;
@@ -704,7 +699,7 @@ int modmgr_check_config(json_t *report)
 {
     int bad = 0;
     pthread_mutex_lock(&mods_lock);
-    for (mb_module *m = mods; m; m = m->next) {
+    for (modcopy *m = mods; m; m = m->next) {
         if (m->st != MOD_ACTIVE)
             continue;
         mb_err e = {0};
@@ -744,19 +739,26 @@ static void job_run(void *arg)
     mb_err e = {0};
     json_t *entry = NULL;
     int rc;
-    if (!strcmp(j->op, "load")) {
+    switch (j->op) {
+    case MOD_OP_LOAD:
         rc = do_load(j->name, &entry, &e);
         job_finish(j, rc, &e, entry);
         return;
+    case MOD_OP_UNLOAD:
+        rc = do_unload(j->name, j, &e);
+        break;
+    case MOD_OP_RELOAD:
+    default:
+        rc = do_reload(j->name, j, &e);
+        break;
     }
-    rc = !strcmp(j->op, "unload") ? do_unload(j->name, j, &e) : do_reload(j->name, j, &e);
     if (rc) /* otherwise the drain finishes the job */
         job_finish(j, rc, &e, NULL);
 }
 
 /* Run op on the loop and wait up to JOB_WAIT_S. Returns 0 with *entry, MB_EBUSY when the
  * drain is still going on (*entry then shows "draining"), or the operation's error. */
-static int job_call(const char *op, const char *name, json_t **entry, mb_err *err)
+static int job_call(mod_op op, const char *name, json_t **entry, mb_err *err)
 {
     job *j = xcalloc(1, sizeof *j);
     pthread_mutex_init(&j->mu, NULL);
@@ -766,7 +768,7 @@ static int job_call(const char *op, const char *name, json_t **entry, mb_err *er
     pthread_cond_init(&j->cv, &ca);
     pthread_condattr_destroy(&ca);
     j->refs = 2;
-    snprintf(j->op, sizeof j->op, "%s", op);
+    j->op = op;
     snprintf(j->name, sizeof j->name, "%.64s", name);
     main_call(job_run, j);
     struct timespec ts;
@@ -796,14 +798,14 @@ int modmgr_load(const char *name, mb_err *err)
 {
     if (on_loop())
         return do_load(name, NULL, err);
-    return job_call("load", name, NULL, err);
+    return job_call(MOD_OP_LOAD, name, NULL, err);
 }
 
 int modmgr_unload(const char *name, mb_err *err)
 {
     if (on_loop())
         return do_unload(name, NULL, err); /* completes on later loop turns */
-    int rc = job_call("unload", name, NULL, err);
+    int rc = job_call(MOD_OP_UNLOAD, name, NULL, err);
     return rc == MB_EBUSY ? 0 : rc;
 }
 
@@ -811,7 +813,7 @@ int modmgr_reload(const char *name, mb_err *err)
 {
     if (on_loop())
         return do_reload(name, NULL, err);
-    int rc = job_call("reload", name, NULL, err);
+    int rc = job_call(MOD_OP_RELOAD, name, NULL, err);
     return rc == MB_EBUSY ? 0 : rc;
 }
 
@@ -823,14 +825,14 @@ json_t *modmgr_list(void)
     /* Newest copy first in the list: the first one seen per name is the one that answers,
      * unless an older copy is still live (never both live). */
     for (int pass = 0; pass < 2; pass++)
-        for (mb_module *m = mods; m; m = m->next) {
+        for (modcopy *m = mods; m; m = m->next) {
             bool live = m->st == MOD_ACTIVE || m->st == MOD_LOADING;
             if ((pass == 0) != live || json_object_get(seen, m->name))
                 continue;
             json_object_set_new(seen, m->name, json_true());
             json_t *e = entry_of(m);
             int old = 0;
-            for (mb_module *o = mods; o; o = o->next)
+            for (modcopy *o = mods; o; o = o->next)
                 if (o != m && !strcmp(o->name, m->name) && o->st == MOD_DRAINING)
                     old++;
             if (old && live)
@@ -889,7 +891,7 @@ static int h_list(mb_req *req, void *st, mb_err *err)
  * the operation is complete (load: ACTIVE; unload: COLD, or 409 if fini refused; reload: the
  * new copy serves, the old one drains in the background). An unload whose drain is still
  * going on after JOB_WAIT_S answers 202 with the entry showing "draining". */
-static int h_action(mb_req *req, const char *op, mb_err *err)
+static int h_action(mb_req *req, mod_op op, mb_err *err)
 {
     const char *name = http_req_param(req, "name");
     if (!name || !valid_name(name))
@@ -912,9 +914,9 @@ static int h_action(mb_req *req, const char *op, mb_err *err)
     return http_reply_json(req, 200, entry);
 }
 
-static int h_load(mb_req *req, void *st, mb_err *err) { return (void)st, h_action(req, "load", err); }
-static int h_unload(mb_req *req, void *st, mb_err *err) { return (void)st, h_action(req, "unload", err); }
-static int h_reload(mb_req *req, void *st, mb_err *err) { return (void)st, h_action(req, "reload", err); }
+static int h_load(mb_req *req, void *st, mb_err *err) { return (void)st, h_action(req, MOD_OP_LOAD, err); }
+static int h_unload(mb_req *req, void *st, mb_err *err) { return (void)st, h_action(req, MOD_OP_UNLOAD, err); }
+static int h_reload(mb_req *req, void *st, mb_err *err) { return (void)st, h_action(req, MOD_OP_RELOAD, err); }
 
 /* ------------------------------------------------------------ start, stop --- */
 
@@ -960,10 +962,10 @@ void modmgr_fini(void)
     task_stop();
     loop_drain(); /* close_later calls already queued */
     for (;;) {
-        mb_module *pick = NULL;
-        for (mb_module *m = mods; m; m = m->next) {
+        modcopy *pick = NULL;
+        for (modcopy *m = mods; m; m = m->next) {
             bool needed = false;
-            for (mb_module *o = mods; o && !needed; o = o->next)
+            for (modcopy *o = mods; o && !needed; o = o->next)
                 if (o != m && o->st != MOD_COLD && o->desc->depends)
                     for (const char *const *d = o->desc->depends; *d; d++)
                         if (!strcmp(*d, m->name) && strcmp(o->name, m->name))
@@ -981,11 +983,11 @@ void modmgr_fini(void)
             unregister_all(pick);
         /* A call in flight may finish through the loop (a worker job's completion is queued
          * with loop_call), so run what is queued while waiting. */
-        for (int i = 0; atomic_load(&pick->busy) > 0 && i < SHUTDOWN_WAIT_MS; i++) {
+        for (int i = 0; modref_busy(pick->self) > 0 && i < SHUTDOWN_WAIT_MS; i++) {
             loop_drain();
             usleep(1000);
         }
-        if (atomic_load(&pick->busy) > 0) {
+        if (modref_busy(pick->self) > 0) {
             log_msg(LOG_ERROR, pick->name, "calls still in flight at shutdown; left mapped");
             list_del(pick);
             continue; /* leak it rather than unmap code that runs */

@@ -2,7 +2,7 @@
  * share.c — kernel support for the sharing, audit and webhooks modules (issue 8, ABI 1.2):
  *   - the client address of the HTTP request a thread is serving, so every event emitted
  *     while serving it carries "ip" (hook_emit_batch adds it; the audit log needs it);
- *   - the mb_api adapters appended in minor 2 (reply_file, req_body, user_find, user_name);
+ *   - the mb_api adapters reply_file and req_body;
  *   - share_redact: link tokens are secrets, so logged paths show them as "***".
  *
  * Threads: share_ip_set/share_ip use a thread-local copy; libmicrohttpd keeps one
@@ -27,13 +27,6 @@ int share_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *pa
 int share_req_body(mb_req *req, const void **data, size_t *len)
 {
     *data = http_req_body(req, len);
-    return 0;
-}
-
-int share_user_find(const char *name, uint64_t *id, mb_err *err)
-{
-    if (!name || auth_user_id(name, id))
-        return err_set(err, MB_ENOENT, "no user '%s'", name ? name : "");
     return 0;
 }
 

@@ -2,48 +2,30 @@
  * stores.c — store management and usage accounting (issue 4), the kernel half of the
  * multistore, taskmgr, storeconfig and quotas modules.
  *
- * What it adds to the file service (fs.c):
+ * What it adds to the file service (fs.c, ns.c):
  *   - Store states. A store record ("s/<sid16>") may carry "state": "provisioning" (made by
  *     store_create, hidden from users and refusing them until store_ready) or "deleting"
  *     (store_delete_begin: hidden from everyone; store_delete_step empties it a slice at a
- *     time and finally removes the record). No "state" means ready. fs.c asks
- *     stores_reachable() in its one access check, so every door obeys the state.
+ *     time and finally removes the record). No "state" means ready. ns.c asks
+ *     ns_store_reachable() in its one access check, so every door obeys the state.
  *   - Per-store settings ("settings" object in the store record), read and replaced whole
  *     by modules (storeconfig validates them; versioning and trash read them).
- *   - Usage, kept incrementally: "us/<sid16>" and "uu/<uid16>" hold {"v":1,"bytes","files"}.
- *     fs.c notes the change of every operation (stores_usage_note) while it holds the
- *     commit lock and flushes the notes into the same synced WriteBatch as the change
- *     (stores_usage_flush), so usage is exact across kill -9: it is never recomputed,
- *     except once by the migration below for data made before this file existed.
+ *   - Usage, kept incrementally: "us/<sid16>" and "uu/<uid16>" hold {"v":2,"bytes","files",...}.
+ *     Every change notes its usage delta in its transaction (txn_usage, txn.c), which writes
+ *     it into the same synced batch as the change, so usage is exact across kill -9: it is
+ *     never recomputed, except once by the migrations below for data made before it counted.
  *   - The per-user default store ("sd/<uid16>" = sid as decimal text).
  *
- * Threads: any. The usage notes are one global list guarded by the commit lock
- * (blob_lock): fs.c calls begin/note/flush only while holding it, and every function here
- * that changes a store record or a usage record takes it too, so read-modify-writes of
- * store records and usage never interleave.
+ * Threads: any. Every function here that changes a store record, a usage record or a default
+ * store does it in a transaction (txn.c), so read-modify-writes of store records and usage
+ * never interleave with a change, and every one reaches the commit observer.
  */
 #include "fs.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define NOTES_MAX 8
-
-/* One usage record's counters (docs/storage.md "Stores, settings and usage"): bytes is
- * everything the owner keeps (current versions, trashed files, old versions), versions and
- * trash are the parts of it that are old versions and trashed current versions. */
-typedef struct {
-    int64_t bytes, files, versions, trash;
-} usage_t;
-
-typedef struct {
-    uint64_t sid;
-    usage_t d;
-} usage_note;
-
-/* Guarded by blob_lock (see the top of the file). */
-static usage_note notes[NOTES_MAX];
-static int n_notes;
+typedef txn_usage_t usage_t;
 
 static void skey(char *out, size_t n, const char *prefix, uint64_t id)
 {
@@ -52,123 +34,10 @@ static void skey(char *out, size_t n, const char *prefix, uint64_t id)
     snprintf(out, n, "%s/%s", prefix, a);
 }
 
-static json_int_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
-
 /* ================================================================ states === */
 
-bool stores_reachable(const json_t *rec, const mb_user *u)
-{
-    const char *st = json_string_value(json_object_get(rec, "state"));
-    if (!st || !strcmp(st, "ready"))
-        return true;
-    /* The system (u == NULL: a module's background work) provisions the store. */
-    return !u && !strcmp(st, "provisioning");
-}
 
 /* ================================================================= usage === */
-
-static void usage_sum(usage_t *a, const usage_t *d)
-{
-    a->bytes += d->bytes;
-    a->files += d->files;
-    a->versions += d->versions;
-    a->trash += d->trash;
-}
-
-void stores_usage_begin(void) { n_notes = 0; }
-
-static void note(uint64_t sid, usage_t d)
-{
-    for (int i = 0; i < n_notes; i++)
-        if (notes[i].sid == sid) {
-            usage_sum(&notes[i].d, &d);
-            return;
-        }
-    if (n_notes == NOTES_MAX) {
-        log_error("usage: more than %d stores in one change; usage of store %llu not counted", NOTES_MAX,
-                  (unsigned long long)sid);
-        return;
-    }
-    notes[n_notes++] = (usage_note){sid, d};
-}
-
-void stores_usage_note(uint64_t sid, int64_t bytes, int64_t files) { note(sid, (usage_t){bytes, files, 0, 0}); }
-
-void stores_usage_note_versions(uint64_t sid, int64_t bytes) { note(sid, (usage_t){bytes, 0, bytes, 0}); }
-
-void stores_usage_note_trash(uint64_t sid, int64_t bytes) { note(sid, (usage_t){0, 0, 0, bytes}); }
-
-/* Format 1 records ({"v":1,"bytes","files"}) read with no versions and no trash part: the
- * migration below counts both once (usage_migrate_v2). */
-static void usage_read(const char *key, usage_t *out)
-{
-    json_t *u = NULL;
-    *out = (usage_t){0};
-    if (db_get_json_shared(key, &u) == 0)
-        *out = (usage_t){jint(u, "bytes"), jint(u, "files"), jint(u, "versions"), jint(u, "trash")};
-    json_decref(u);
-}
-
-static void usage_put(db_batch *b, const char *key, usage_t u)
-{
-    if (u.bytes < 0 || u.files < 0 || u.versions < 0 || u.trash < 0) {
-        log_error("usage %s would go below zero (%lld bytes, %lld files, %lld in versions, %lld in the trash); "
-                  "clamped",
-                  key, (long long)u.bytes, (long long)u.files, (long long)u.versions, (long long)u.trash);
-        u.bytes = u.bytes < 0 ? 0 : u.bytes;
-        u.files = u.files < 0 ? 0 : u.files;
-        u.versions = u.versions < 0 ? 0 : u.versions;
-        u.trash = u.trash < 0 ? 0 : u.trash;
-    }
-    json_t *v = json_pack("{s:i, s:I, s:I, s:I, s:I}", "v", 2, "bytes", (json_int_t)u.bytes, "files",
-                          (json_int_t)u.files, "versions", (json_int_t)u.versions, "trash", (json_int_t)u.trash);
-    db_batch_put_json(b, key, v);
-    json_decref(v);
-}
-
-/* Add a delta to one usage record into b. Two deltas to one key in one batch would lose
- * the first, so callers aggregate per key first. */
-static void usage_add(db_batch *b, const char *key, const usage_t *d)
-{
-    usage_t u;
-    usage_read(key, &u);
-    usage_sum(&u, d);
-    usage_put(b, key, u);
-}
-
-void stores_usage_flush(db_batch *b)
-{
-    uint64_t owners[NOTES_MAX];
-    usage_t od[NOTES_MAX];
-    int no = 0;
-    char key[64];
-    for (int i = 0; i < n_notes; i++) {
-        const usage_t *d = &notes[i].d;
-        if (!d->bytes && !d->files && !d->versions && !d->trash)
-            continue;
-        skey(key, sizeof key, "s", notes[i].sid);
-        json_t *s = NULL;
-        if (db_get_json_shared(key, &s))
-            continue;
-        uint64_t owner = (uint64_t)jint(s, "owner");
-        json_decref(s);
-        skey(key, sizeof key, "us", notes[i].sid);
-        usage_add(b, key, d);
-        int j = 0;
-        while (j < no && owners[j] != owner)
-            j++;
-        if (j == no) {
-            owners[no] = owner;
-            od[no++] = (usage_t){0};
-        }
-        usage_sum(&od[j], d);
-    }
-    for (int j = 0; j < no; j++) {
-        skey(key, sizeof key, "uu", owners[j]);
-        usage_add(b, key, &od[j]);
-    }
-    n_notes = 0;
-}
 
 int stores_usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err)
 {
@@ -183,7 +52,7 @@ int stores_usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err)
         skey(key, sizeof key, "us", sid);
     } else
         skey(key, sizeof key, "uu", owner);
-    usage_read(key, &u);
+    txn_usage_read(key, &u);
     *out = json_pack("{s:I, s:I, s:I, s:I, s:I}", "bytes", (json_int_t)u.bytes, "files", (json_int_t)u.files,
                      "current", (json_int_t)(u.bytes - u.versions - u.trash), "versions", (json_int_t)u.versions,
                      "trash", (json_int_t)u.trash);
@@ -207,8 +76,9 @@ static void count(json_t *per_store, const char *k_sid, int field, int64_t delta
  * owner's usage already) and of their owners, with the marker, in one batch. */
 static void counted_apply(json_t *per_store, const char *marker, const char *value, const char *what)
 {
-    blob_lock();
-    db_batch *b = db_batch_new();
+    txn t;
+    txn_begin(&t, NULL);
+    db_batch *b = t.b;
     json_t *per_user = json_object();
     const char *sid;
     json_t *c;
@@ -232,18 +102,18 @@ static void counted_apply(json_t *per_store, const char *marker, const char *val
             *f[i] = json_integer_value(json_array_get(c, i));
             count(per_user, owner, (int)i, *f[i]);
         }
-        usage_add(b, key, &d);
+        txn_usage_add(b, key, &d);
     }
     json_object_foreach(per_user, sid, c) {
         char key[64];
         snprintf(key, sizeof key, "uu/%s", sid);
-        usage_add(b, key, &(usage_t){json_integer_value(json_array_get(c, 0)), json_integer_value(json_array_get(c, 1)),
+        txn_usage_add(b, key, &(usage_t){json_integer_value(json_array_get(c, 0)), json_integer_value(json_array_get(c, 1)),
                                     json_integer_value(json_array_get(c, 2)), json_integer_value(json_array_get(c, 3))});
     }
     db_batch_put(b, marker, strlen(marker), value, strlen(value));
-    if (blob_commit(b))
+    mb_err e = {0};
+    if (txn_end(&t, 0, &e, what))
         log_error("usage: %s could not be written", what);
-    blob_unlock();
     json_decref(per_user);
 }
 
@@ -391,13 +261,14 @@ int stores_create(uint64_t owner, const char *name, const json_t *settings, uint
     char key[64], a[17], o[17];
     key_u64(a, id);
     key_u64(o, owner);
-    db_batch *b = db_batch_new();
+    txn t;
+    txn_begin(&t, NULL);
     snprintf(key, sizeof key, "s/%s", a);
-    db_batch_put_json(b, key, rec);
+    db_batch_put_json(t.b, key, rec);
     snprintf(key, sizeof key, "so/%s/%s", o, a);
-    db_batch_put(b, key, strlen(key), "", 0);
+    db_batch_put(t.b, key, strlen(key), "", 0);
     json_decref(rec);
-    rc = db_batch_commit(b, true);
+    rc = txn_end(&t, 0, err, "the new store");
     if (rc)
         return err_set(err, rc, "the store could not be created");
     *sid = id;
@@ -406,8 +277,8 @@ int stores_create(uint64_t owner, const char *name, const json_t *settings, uint
 
 int stores_ready(uint64_t sid, mb_err *err)
 {
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     json_t *rec = NULL;
     int rc = store_read(sid, &rec, err);
     const char *st = rc ? NULL : json_string_value(json_object_get(rec, "state"));
@@ -422,7 +293,7 @@ int stores_ready(uint64_t sid, mb_err *err)
                         json_pack("{s:I, s:O, s:O}", "store", (json_int_t)sid, "owner", json_object_get(rec, "owner"),
                                   "name", json_object_get(rec, "name")));
     }
-    rc = fs_change_end(&c, rc, err, st ? "marking the store ready" : NULL);
+    rc = txn_end(&c, rc, err, st ? "marking the store ready" : NULL);
     json_decref(rec);
     return rc;
 }
@@ -433,7 +304,7 @@ static int store_for_change(const mb_user *u, uint64_t sid, json_t **rec, mb_err
     int rc = store_read(sid, rec, err);
     if (rc)
         return rc;
-    if ((u && (uint64_t)jint(*rec, "owner") != u->id) || !stores_reachable(*rec, u)) {
+    if ((u && (uint64_t)jint(*rec, "owner") != u->id) || !ns_store_reachable(*rec, u)) {
         json_decref(*rec);
         *rec = NULL;
         return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
@@ -448,8 +319,8 @@ int stores_rename(const mb_user *u, uint64_t sid, const char *name, mb_err *err)
     if (rc)
         return rc;
     json_t *rec = NULL;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     rc = store_for_change(u, sid, &rec, err);
     if (!rc) {
         json_t *old = json_incref(json_object_get(rec, "name"));
@@ -462,7 +333,7 @@ int stores_rename(const mb_user *u, uint64_t sid, const char *name, mb_err *err)
                                   json_object_get(rec, "owner"), "from", old, "to", nn, "user",
                                   (json_int_t)(u ? u->id : 0)));
     }
-    rc = fs_change_end(&c, rc, err, "the new name");
+    rc = txn_end(&c, rc, err, "the new name");
     json_decref(rec);
     return rc;
 }
@@ -470,14 +341,14 @@ int stores_rename(const mb_user *u, uint64_t sid, const char *name, mb_err *err)
 int stores_delete_begin(const mb_user *u, uint64_t sid, mb_err *err)
 {
     json_t *rec = NULL;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     const char *what = NULL;
     int rc = store_read(sid, &rec, err);
     const char *st = rc ? NULL : json_string_value(json_object_get(rec, "state"));
     if (!rc && st && !strcmp(st, "deleting") && !u) {
         /* Resumed after a crash: already begun. */
-    } else if (!rc && ((u && (uint64_t)jint(rec, "owner") != u->id) || !stores_reachable(rec, u))) {
+    } else if (!rc && ((u && (uint64_t)jint(rec, "owner") != u->id) || !ns_store_reachable(rec, u))) {
         rc = err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
     } else if (!rc) {
         /* From here on the store's files no longer count: its usage leaves the owner's in
@@ -486,24 +357,25 @@ int stores_delete_begin(const mb_user *u, uint64_t sid, mb_err *err)
         char key[64];
         usage_t was;
         skey(key, sizeof key, "us", sid);
-        usage_read(key, &was);
+        txn_usage_read(key, &was);
         db_batch_del(b, key, strlen(key));
         skey(key, sizeof key, "uu", (uint64_t)jint(rec, "owner"));
         was = (usage_t){-was.bytes, -was.files, -was.versions, -was.trash};
-        usage_add(b, key, &was);
+        txn_usage_add(b, key, &was);
         json_object_set_new(rec, "state", json_string("deleting"));
         skey(key, sizeof key, "s", sid);
         db_batch_put_json(b, key, rec);
         what = "marking the store for deletion";
     }
-    rc = fs_change_end(&c, rc, err, what);
+    rc = txn_end(&c, rc, err, what);
     json_decref(rec);
     return rc;
 }
 
 /* Delete up to max keys of one prefix into b; version records give back their chunks. */
-static int delete_slice(const char *prefix, bool versions, int max, db_batch *b, blob_refs *refs)
+static int delete_slice(txn *t, const char *prefix, bool versions, int max)
 {
+    db_batch *b = t->b;
     int n = 0;
     db_iter *it = db_iter_prefix(prefix, strlen(prefix));
     while (n < max && db_iter_next(it)) {
@@ -512,7 +384,7 @@ static int delete_slice(const char *prefix, bool versions, int max, db_batch *b,
         if (versions) {
             const char *v = db_iter_val(it, &vl);
             json_t *ver = json_loadb(v, vl, 0, NULL);
-            blob_refs_add_chunks(refs, json_object_get(ver, "chunks"), -1);
+            txn_ref_chunks(t, json_object_get(ver, "chunks"), -1);
             json_decref(ver);
         }
         db_batch_del(b, k, kl);
@@ -527,11 +399,11 @@ int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
     if (max < 1)
         max = 1;
     json_t *rec = NULL;
-    fs_change c;
-    fs_change_begin(&c, NULL);
+    txn c;
+    txn_begin(&c, NULL);
     int rc = store_read(sid, &rec, err);
     if (rc == MB_ENOENT) { /* finished by an earlier attempt */
-        fs_change_end(&c, 0, err, NULL);
+        txn_end(&c, 0, err, NULL);
         if (removed)
             *removed = 0;
         return 0;
@@ -546,19 +418,18 @@ int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
         snprintf(pf, sizeof pf, "f/%s/", a);
         snprintf(pd, sizeof pd, "d/%s/", a);
         db_batch *b = c.b;
-        blob_refs *refs = c.refs;
-        n = delete_slice(pf, true, max, b, refs);
+        n = delete_slice(&c, pf, true, max);
         if (n < max)
-            n += delete_slice(pd, false, max - n, b, refs);
+            n += delete_slice(&c, pd, false, max - n);
         /* Trash records and damage marks of the store (kernel/history.c) hold no chunk
          * references of their own: their entries and versions went with d/ and f/. */
         char pt[64], px[64];
         snprintf(pt, sizeof pt, "tr/%s/", a);
         snprintf(px, sizeof px, "x/%s/", a);
         if (n < max)
-            n += delete_slice(pt, false, max - n, b, refs);
+            n += delete_slice(&c, pt, false, max - n);
         if (n < max)
-            n += delete_slice(px, false, max - n, b, refs);
+            n += delete_slice(&c, px, false, max - n);
         if (n == max) {
             more = 1;
         } else { /* the last slice: the record, the index, the default, the event */
@@ -581,7 +452,7 @@ int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
                                       json_object_get(rec, "name")));
         }
     }
-    rc = fs_change_end(&c, rc, err, "deleting the store's files");
+    rc = txn_end(&c, rc, err, "deleting the store's files");
     json_decref(rec);
     if (rc)
         return rc;
@@ -591,7 +462,7 @@ int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
         /* Chunks nobody references any more are freed now, not after the grace: the
          * pending marks of writes in flight keep their chunks safe (blob.c). */
         mb_err e = {0};
-        blob_gc(0, &e);
+        gc_run(0, &e);
     }
     return more;
 }
@@ -655,17 +526,17 @@ int stores_settings_set(uint64_t sid, const json_t *settings, mb_err *err)
     if (!json_is_object(settings))
         return err_set(err, MB_EINVAL, "settings: must be an object");
     json_t *rec = NULL;
-    blob_lock();
+    txn t;
+    txn_begin(&t, NULL);
     int rc = store_read(sid, &rec, err);
     if (!rc) {
         json_object_set_new(rec, "settings", json_deep_copy(settings));
         char key[64];
         skey(key, sizeof key, "s", sid);
-        rc = db_put_json(key, rec, true);
-        if (rc)
-            err_set(err, rc, "the settings of store %llu could not be written", (unsigned long long)sid);
+        db_batch_put_json(t.b, key, rec);
     }
-    blob_unlock();
+    if (txn_end(&t, rc, err, rc ? NULL : "the settings") && !rc)
+        rc = err_set(err, MB_EIO, "the settings of store %llu could not be written", (unsigned long long)sid);
     json_decref(rec);
     return rc;
 }
@@ -715,7 +586,10 @@ int stores_default_set(const mb_user *u, uint64_t sid, mb_err *err)
     char key[64], v[24];
     skey(key, sizeof key, "sd", u->id);
     int n = snprintf(v, sizeof v, "%llu", (unsigned long long)sid);
-    rc = db_put(key, strlen(key), v, (size_t)n, true);
+    txn t;
+    txn_begin(&t, NULL);
+    db_batch_put(t.b, key, strlen(key), v, (size_t)n);
+    rc = txn_end(&t, 0, err, "the default store");
     return rc ? err_set(err, rc, "the default store could not be saved") : 0;
 }
 

@@ -8,7 +8,7 @@
  * attempt was already counted when it started, so it simply goes back to "queued".
  *
  * A pool of g_cfg->workers threads takes the earliest due task whose type is registered,
- * counts the call into the type's module (modmgr_enter, taken under the type table's read
+ * counts the call into the type's module (modref_enter, taken under the type table's read
  * lock, so an unloading module is drained of its running tasks), runs it, and records the
  * outcome: done, a retry with exponential backoff (task_backoff_ms), failed after
  * max_attempts, or cancelled. Tasks of a type nobody registers stay queued until a module
@@ -17,7 +17,8 @@
  *
  * Threads: workers, HTTP threads (routes, task_submit from module handlers), the loop
  * thread (type registration by modmgr). `q_lock` protects pending/running/stopping; the
- * type table has its own rwlock; lock order is q_lock then types_lock. A task's record is
+ * type table is an owner-tagged registry (registry.c) with its own rwlock; lock order is
+ * q_lock then the type table's. A task's record is
  * written only by whoever holds the task: its worker while running, or a caller holding
  * q_lock while it is queued (cancel).
  */
@@ -34,8 +35,8 @@
 #define LIST_MAX 1000
 
 typedef struct ttype {
+    mb_module *owner; /* first: the registry's tag */
     char *name;
-    mb_module *owner;
     mb_task_fn run;
     void *state;
     int max_attempts;
@@ -57,9 +58,24 @@ struct mb_task {
     int64_t last_write_ms;
 };
 
-static pthread_rwlock_t types_lock = PTHREAD_RWLOCK_INITIALIZER;
-static ttype *types;
-static size_t ntypes;
+static bool type_named(const void *have, const void *fresh)
+{
+    return !strcmp(((const ttype *)have)->name, ((const ttype *)fresh)->name);
+}
+static void type_drop(void *e) { free(((ttype *)e)->name); }
+static void type_retake(void *have, void *fresh)
+{
+    type_drop(have);
+    *(ttype *)have = *(ttype *)fresh;
+}
+static void type_describe(const void *e, char *buf, size_t n)
+{
+    snprintf(buf, n, "task type %s", ((const ttype *)e)->name);
+}
+REG_ENTRY(ttype);
+static const reg_ops type_ops = {.size = sizeof(ttype), .conflict = type_named, .same = type_named,
+                                 .retake = type_retake, .drop = type_drop, .describe = type_describe};
+static registry types = REG_INIT(&type_ops); /* owner-tagged (registry.c) */
 
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cond;
@@ -215,11 +231,44 @@ static void pending_del(size_t i)
     pending[i] = pending[--npending];
 }
 
-static ttype *type_find(const char *name)
+/* Read lock of `types` held (inside reg_read). */
+static const ttype *type_find(const ttype *v, size_t n, const char *name)
 {
-    for (size_t i = 0; i < ntypes; i++)
-        if (!strcmp(types[i].name, name))
-            return &types[i];
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i].name, name))
+            return &v[i];
+    return NULL;
+}
+
+static bool type_is(const void *e, const void *name) { return !strcmp(((const ttype *)e)->name, name); }
+
+/* The worker's pick, under the type table's read lock (q_lock held): the earliest due task
+ * whose type is registered, its module entered so that an unload drains it. */
+typedef struct pick_ctx {
+    int64_t now, wake;
+    ssize_t pick;
+    ttype chosen;
+} pick_ctx;
+
+static void *pick_due(const void *entries, size_t n, void *ud)
+{
+    pick_ctx *c = ud;
+    for (size_t i = 0; i < npending; i++) {
+        if (!type_find(entries, n, pending[i].type))
+            continue; /* its module is not loaded: it waits */
+        if (pending[i].due_ms > c->now) {
+            if (pending[i].due_ms < c->wake)
+                c->wake = pending[i].due_ms;
+            continue;
+        }
+        if (c->pick < 0 || pending[i].due_ms < pending[c->pick].due_ms ||
+            (pending[i].due_ms == pending[c->pick].due_ms && pending[i].id < pending[c->pick].id))
+            c->pick = (ssize_t)i;
+    }
+    if (c->pick >= 0) {
+        c->chosen = *type_find(entries, n, pending[c->pick].type);
+        modref_enter(c->chosen.owner);
+    }
     return NULL;
 }
 
@@ -317,27 +366,12 @@ static void *worker(void *arg)
     (void)arg;
     pthread_mutex_lock(&q_lock);
     while (!atomic_load(&stopping)) {
-        int64_t now = now_mono_ms(), wake = now + 60000;
-        ssize_t pick = -1;
-        ttype chosen = {0};
-        pthread_rwlock_rdlock(&types_lock);
-        for (size_t i = 0; i < npending; i++) {
-            if (!type_find(pending[i].type))
-                continue; /* its module is not loaded: it waits */
-            if (pending[i].due_ms > now) {
-                if (pending[i].due_ms < wake)
-                    wake = pending[i].due_ms;
-                continue;
-            }
-            if (pick < 0 || pending[i].due_ms < pending[pick].due_ms ||
-                (pending[i].due_ms == pending[pick].due_ms && pending[i].id < pending[pick].id))
-                pick = (ssize_t)i;
-        }
-        if (pick >= 0) {
-            chosen = *type_find(pending[pick].type);
-            modmgr_enter(chosen.owner); /* under the read lock: an unload drains us */
-        }
-        pthread_rwlock_unlock(&types_lock);
+        pick_ctx c = {.now = now_mono_ms(), .pick = -1};
+        c.wake = c.now + 60000;
+        reg_read(&types, pick_due, &c);
+        ssize_t pick = c.pick;
+        int64_t now = c.now, wake = c.wake;
+        ttype chosen = c.chosen;
         if (pick < 0) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -361,7 +395,7 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&q_lock);
 
         run_one(t, &chosen);
-        modmgr_leave(chosen.owner);
+        modref_leave(chosen.owner);
 
         pthread_mutex_lock(&q_lock);
         for (mb_task **pp = &running; *pp; pp = &(*pp)->next)
@@ -378,73 +412,43 @@ static void *worker(void *arg)
 
 /* ----------------------------------------------------------- the ABI side --- */
 
+static ttype type_of(mb_module *owner, const mb_task_type *t, void *state)
+{
+    return (ttype){.name = xstrdup(t->name), .owner = owner, .run = t->run, .state = state,
+                   .max_attempts = t->max_attempts > 0 ? t->max_attempts : DEFAULT_MAX_ATTEMPTS};
+}
+
 int task_type_add(mb_module *owner, const mb_task_type *t, void *state, mb_err *err)
 {
     if (!t->name || !*t->name || !t->run)
         return err_set(err, MB_EINVAL, "a task type needs a name and a runner");
     if (strlen(t->name) >= 120)
         return err_set(err, MB_EINVAL, "task type name '%.40s...' is too long", t->name);
-    pthread_rwlock_wrlock(&types_lock);
-    ttype *have = type_find(t->name);
-    if (have) {
-        const char *by = have->owner ? modmgr_name(have->owner) : "the kernel";
-        int rc = err_set(err, MB_EEXIST, "task type %s is already registered by %s", t->name, by);
-        pthread_rwlock_unlock(&types_lock);
-        return rc;
-    }
-    types = xrealloc(types, (ntypes + 1) * sizeof *types);
-    types[ntypes++] = (ttype){.name = xstrdup(t->name), .owner = owner, .run = t->run, .state = state,
-                              .max_attempts = t->max_attempts > 0 ? t->max_attempts : DEFAULT_MAX_ATTEMPTS};
-    pthread_rwlock_unlock(&types_lock);
-    wake_workers(); /* tasks of this type may have waited for it */
-    return 0;
+    ttype ty = type_of(owner, t, state);
+    int rc = reg_add(&types, &ty, err);
+    if (!rc)
+        wake_workers(); /* tasks of this type may have waited for it */
+    return rc;
 }
 
-/* Drop owner's task types; types_lock held for writing. */
-static void types_drop(mb_module *owner)
-{
-    size_t j = 0;
-    for (size_t i = 0; i < ntypes; i++) {
-        if (types[i].owner == owner)
-            free(types[i].name);
-        else
-            types[j++] = types[i];
-    }
-    ntypes = j;
-}
-
-void task_types_remove(mb_module *owner)
-{
-    pthread_rwlock_wrlock(&types_lock);
-    types_drop(owner);
-    pthread_rwlock_unlock(&types_lock);
-}
+void task_types_remove(mb_module *owner) { reg_remove_owner(&types, owner); }
 
 int task_types_swap(mb_module *from, mb_module *to, const mb_task_type *table, void *new_state, mb_err *err)
 {
     size_t n = 0;
     while (table && table[n].name)
         n++;
-    pthread_rwlock_wrlock(&types_lock);
-    for (size_t i = 0; i < n; i++) {
-        ttype *have = type_find(table[i].name);
-        if (!table[i].run || (have && have->owner != from)) {
-            int rc = !table[i].run ? err_set(err, MB_EINVAL, "task type %s has no runner", table[i].name)
-                                   : err_set(err, MB_EEXIST, "task type %s is already registered by %s",
-                                             table[i].name, have->owner ? modmgr_name(have->owner) : "the kernel");
-            pthread_rwlock_unlock(&types_lock);
-            return rc;
-        }
-    }
-    types_drop(from);
-    types = xrealloc(types, (ntypes + n + 1) * sizeof *types);
     for (size_t i = 0; i < n; i++)
-        types[ntypes++] =
-            (ttype){.name = xstrdup(table[i].name), .owner = to, .run = table[i].run, .state = new_state,
-                    .max_attempts = table[i].max_attempts > 0 ? table[i].max_attempts : DEFAULT_MAX_ATTEMPTS};
-    pthread_rwlock_unlock(&types_lock);
-    wake_workers();
-    return 0;
+        if (!table[i].run)
+            return err_set(err, MB_EINVAL, "task type %s has no runner", table[i].name);
+    ttype *fresh = xcalloc(n + 1, sizeof *fresh);
+    for (size_t i = 0; i < n; i++)
+        fresh[i] = type_of(to, &table[i], new_state);
+    int rc = reg_swap_owner(&types, from, fresh, n, err);
+    free(fresh);
+    if (!rc)
+        wake_workers();
+    return rc;
 }
 
 void task_preempt(mb_module *owner)
@@ -464,11 +468,8 @@ int task_submit(const char *type, uint64_t owner, json_t *args, uint64_t *id, mb
         json_decref(args);
         return err_set(err, MB_EINVAL, "task arguments must be a JSON object");
     }
-    pthread_rwlock_rdlock(&types_lock);
-    ttype *ty = type ? type_find(type) : NULL;
-    int max = ty ? ty->max_attempts : 0;
-    pthread_rwlock_unlock(&types_lock);
-    if (!ty) {
+    ttype ty;
+    if (!type || !reg_get(&types, type_is, type, &ty, false)) {
         json_decref(args);
         return err_set(err, MB_EINVAL, "no task type '%s' is registered", type ? type : "(null)");
     }
@@ -476,7 +477,7 @@ int task_submit(const char *type, uint64_t owner, json_t *args, uint64_t *id, mb
     int64_t now = now_wall();
     json_t *rec = json_pack("{s:i, s:I, s:s, s:I, s:s, s:i, s:s, s:i, s:i, s:o, s:n, s:n, s:I, s:I, s:I}", "v", 1,
                             "id", (json_int_t)tid, "type", type, "owner", (json_int_t)owner, "state", "queued",
-                            "progress", 0, "message", "", "attempts", 0, "max_attempts", max, "args", args, "result",
+                            "progress", 0, "message", "", "attempts", 0, "max_attempts", ty.max_attempts, "args", args, "result",
                             "error", "created", (json_int_t)now, "updated", (json_int_t)now, "next_run",
                             (json_int_t)now);
     char key[48];
@@ -869,11 +870,5 @@ void task_fini(void)
     pending = NULL;
     cap_pending = 0;
     pthread_mutex_unlock(&q_lock);
-    pthread_rwlock_wrlock(&types_lock);
-    for (size_t i = 0; i < ntypes; i++)
-        free(types[i].name);
-    free(types);
-    types = NULL;
-    ntypes = 0;
-    pthread_rwlock_unlock(&types_lock);
+    reg_clear(&types);
 }

@@ -877,6 +877,17 @@ static int64_t env_int(const char *name, int64_t def, int64_t min, int64_t max, 
     return (int64_t)v;
 }
 
+/* tus's routes (main.c registers them). */
+const kroute tus_routes[] = {
+    {"OPTIONS", "/api/v1/uploads", MB_ROLE_NONE, h_options, NULL},
+    {"POST", "/api/v1/uploads", MB_ROLE_USER, h_create, NULL},
+    {"HEAD", "/api/v1/uploads/{id}", MB_ROLE_USER, h_head, NULL},
+    {"DELETE", "/api/v1/uploads/{id}", MB_ROLE_USER, h_delete, NULL},
+    {"OPTIONS", "/api/v1/uploads/{id}", MB_ROLE_NONE, h_options, NULL},
+    {"PATCH", "/api/v1/uploads/{id}", MB_ROLE_USER, NULL, &patch_ops},
+    {NULL, NULL, 0, NULL, NULL},
+};
+
 int tus_init(mb_err *err)
 {
     int rc = 0;
@@ -894,13 +905,6 @@ int tus_init(mb_err *err)
         return err_set(err, MB_ENOMEM, "out of memory");
     if (mkdir_p(upload_dir, 0700))
         return err_set(err, MB_EIO, "cannot create %s: %s", upload_dir, strerror(errno));
-    if ((rc = http_route_add(NULL, "OPTIONS", "/api/v1/uploads", MB_ROLE_NONE, h_options, NULL, err)) ||
-        (rc = http_route_add(NULL, "POST", "/api/v1/uploads", MB_ROLE_USER, h_create, NULL, err)) ||
-        (rc = http_route_add(NULL, "HEAD", "/api/v1/uploads/{id}", MB_ROLE_USER, h_head, NULL, err)) ||
-        (rc = http_route_add(NULL, "DELETE", "/api/v1/uploads/{id}", MB_ROLE_USER, h_delete, NULL, err)) ||
-        (rc = http_route_add(NULL, "OPTIONS", "/api/v1/uploads/{id}", MB_ROLE_NONE, h_options, NULL, err)) ||
-        (rc = http_stream_route_add("PATCH", "/api/v1/uploads/{id}", MB_ROLE_USER, &patch_ops, err)))
-        return rc;
     sweeper_stop = false;
     if (pthread_create(&sweeper, NULL, sweep_main, NULL))
         return err_set(err, MB_EIO, "cannot start the upload expiry sweep");

@@ -167,7 +167,7 @@ void hex_encode(const uint8_t *in, size_t n, char *out)
     out[2 * n] = 0;
 }
 
-static int hexval(char c)
+int hex_digit(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -183,7 +183,7 @@ int hex_decode(const char *in, uint8_t *out, size_t n)
     if (strlen(in) != 2 * n)
         return -1;
     for (size_t i = 0; i < n; i++) {
-        int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+        int hi = hex_digit(in[2 * i]), lo = hex_digit(in[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i] = (uint8_t)(hi << 4 | lo);
@@ -253,4 +253,12 @@ bool parse_u64(const char *s, uint64_t *out)
     }
     *out = v;
     return true;
+}
+
+json_int_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
+
+const char *jstr(const json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "";
 }

@@ -50,8 +50,6 @@ typedef struct audit {
     } names[NAME_CACHE]; /* user id -> name: names never change, ids are never reused */
 } audit;
 
-static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
-static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
 static void hex16(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
 
 /* hash = SHA-256(prev "\n" canonical body), lower hex; `e` is the entry without "hash".
@@ -59,7 +57,7 @@ static void hex16(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsi
 static void entry_hash(const json_t *e, char out[65], char **body)
 {
     char *txt = json_dumps(e, JSON_COMPACT | JSON_SORT_KEYS);
-    const char *prev = jstr(e, "prev");
+    const char *prev = mb_jstr(e, "prev");
     crypto_hash_sha256_state st;
     unsigned char h[crypto_hash_sha256_BYTES];
     crypto_hash_sha256_init(&st);
@@ -92,7 +90,7 @@ static void put_json(audit *a, mb_batch *b, const char *key, const json_t *j)
     char *t = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     mb_err e;
     if (b ? a->api->batch_put(b, a->self, key, t, strlen(t), &e) : a->api->kv_put(a->self, key, t, strlen(t), false, &e))
-        a->api->log(a->self, 3, "could not write %s: %s", key, e.msg);
+        a->api->log(a->self, MB_LOG_ERROR, "could not write %s: %s", key, e.msg);
     free(t);
 }
 
@@ -111,8 +109,8 @@ static int prune_fn(const char *key, const void *v, size_t len, void *ud)
 {
     prune_ctx *p = ud;
     json_t *e = json_loadb(v, len, 0, NULL);
-    int64_t t = e ? jint(e, "time") : 0;
-    uint64_t seq = e ? (uint64_t)jint(e, "seq") : 0;
+    int64_t t = e ? mb_jint(e, "time") : 0;
+    uint64_t seq = e ? (uint64_t)mb_jint(e, "seq") : 0;
     json_decref(e);
     if (t >= p->cutoff || p->nkeys == 1024) {
         p->first_kept = seq;
@@ -141,7 +139,7 @@ static void prune(audit *a)
         json_decref(anchor);
         for (int i = 0; i < p.nkeys; i++)
             a->api->kv_del(a->self, keys[i], false, &e);
-        a->api->log(a->self, 1, "retention: removed %d entries older than %lld days", p.nkeys,
+        a->api->log(a->self, MB_LOG_INFO, "retention: removed %d entries older than %lld days", p.nkeys,
                     (long long)a->retention_days);
     }
     free(keys);
@@ -153,19 +151,21 @@ static void prune(audit *a)
 static void actor(audit *a, const json_t *p, const char *event, json_int_t *uid, char *name, size_t n)
 {
     json_t *u = json_object_get(p, "user");
-    *uid = json_is_integer(u) ? json_integer_value(u) : jint(p, "user_id");
+    *uid = json_is_integer(u) ? json_integer_value(u) : mb_jint(p, "user_id");
     name[0] = 0;
     if (json_is_string(u))
         snprintf(name, n, "%s", json_string_value(u));
-    else if (jstr(p, "by"))
-        snprintf(name, n, "%s", jstr(p, "by"));
-    else if (!strncmp(event, "auth.", 5) && jstr(p, "username"))
-        snprintf(name, n, "%s", jstr(p, "username"));
+    else if (mb_jstr(p, "by"))
+        snprintf(name, n, "%s", mb_jstr(p, "by"));
+    else if (!strncmp(event, "auth.", 5) && mb_jstr(p, "username"))
+        snprintf(name, n, "%s", mb_jstr(p, "username"));
     else if (*uid > 0) {
         size_t slot = (size_t)*uid % NAME_CACHE;
         if (a->names[slot].id != *uid) {
             a->names[slot].id = 0;
-            if (a->api->user_name((uint64_t)*uid, a->names[slot].name, sizeof a->names[slot].name) == 0)
+            mb_user who;
+            if (a->api->user_lookup((uint64_t)*uid, NULL, &who, a->names[slot].name, sizeof a->names[slot].name,
+                                    NULL) == 0)
                 a->names[slot].id = *uid;
         }
         if (a->names[slot].id == *uid)
@@ -188,15 +188,15 @@ static void o_all(const char *event, const json_t *payload, mb_batch *b, void *s
     json_t *detail = json_copy((json_t *)payload); /* shallow: only top-level keys are dropped */
     json_object_del(detail, "_event_time");
     json_object_del(detail, "ip");
-    const char *path = jstr(payload, "path") ? jstr(payload, "path") : jstr(payload, "from");
-    bool failed = strstr(event, "failed") || (jstr(payload, "result") && !strcmp(jstr(payload, "result"), "failed")) ||
-                  (!strcmp(event, "task.finished") && jstr(payload, "state") &&
-                   strcmp(jstr(payload, "state"), "done"));
-    int64_t t = json_is_integer(json_object_get(payload, "_event_time")) ? jint(payload, "_event_time")
+    const char *path = mb_jstr(payload, "path") ? mb_jstr(payload, "path") : mb_jstr(payload, "from");
+    bool failed = strstr(event, "failed") || (mb_jstr(payload, "result") && !strcmp(mb_jstr(payload, "result"), "failed")) ||
+                  (!strcmp(event, "task.finished") && mb_jstr(payload, "state") &&
+                   strcmp(mb_jstr(payload, "state"), "done"));
+    int64_t t = json_is_integer(json_object_get(payload, "_event_time")) ? mb_jint(payload, "_event_time")
                                                                           : a->api->now();
     json_t *e = json_pack("{s:i, s:I, s:I, s:s, s:s, s:I, s:s, s:s, s:s, s:o, s:s}", "v", 1, "seq",
                           (json_int_t)seq, "time", (json_int_t)t, "action", event, "user", name, "user_id", uid, "ip",
-                          jstr(payload, "ip") ? jstr(payload, "ip") : "", "path", path ? path : "", "result",
+                          mb_jstr(payload, "ip") ? mb_jstr(payload, "ip") : "", "path", path ? path : "", "result",
                           failed ? "failed" : "ok", "detail", detail, "prev", a->head_hash);
     json_t *store = json_object_get(payload, "store");
     if (json_is_integer(store))
@@ -216,7 +216,7 @@ static void o_all(const char *event, const json_t *payload, mb_batch *b, void *s
     snprintf(key, sizeof key, "e/%s", s16);
     mb_err err;
     if (a->api->batch_put(b, a->self, key, stored, (size_t)n, &err))
-        a->api->log(a->self, 3, "could not write %s: %s", key, err.msg);
+        a->api->log(a->self, MB_LOG_ERROR, "could not write %s: %s", key, err.msg);
     free(stored);
     if (json_is_integer(store)) {
         char st16[17];
@@ -248,7 +248,7 @@ static void o_done(int status, void *state)
     if (status) {
         a->head_seq = a->kept_seq;
         snprintf(a->head_hash, sizeof a->head_hash, "%s", a->kept_hash);
-        a->api->log(a->self, 2, "the last %d entries were not written; their events will be recorded again",
+        a->api->log(a->self, MB_LOG_WARN, "the last %d entries were not written; their events will be recorded again",
                     a->turn_entries);
         a->turn_entries = 0;
         return;
@@ -283,14 +283,14 @@ static int verify_fn(const char *key, const void *v, size_t len, void *ud)
     char h[65], stored[65] = "";
     if (!e || !json_is_object(e))
         why = "the entry is not a JSON object";
-    else if ((uint64_t)jint(e, "seq") != kseq)
+    else if ((uint64_t)mb_jint(e, "seq") != kseq)
         why = "the entry's sequence number does not match its key";
     else if (kseq != c->expect)
         why = "entries are missing before this one";
-    else if (!c->first && (!jstr(e, "prev") || strcmp(jstr(e, "prev"), c->prev)))
+    else if (!c->first && (!mb_jstr(e, "prev") || strcmp(mb_jstr(e, "prev"), c->prev)))
         why = "its link to the previous entry does not match";
     else {
-        snprintf(stored, sizeof stored, "%s", jstr(e, "hash") ? jstr(e, "hash") : "");
+        snprintf(stored, sizeof stored, "%s", mb_jstr(e, "hash") ? mb_jstr(e, "hash") : "");
         json_object_del(e, "hash");
         entry_hash(e, h, NULL);
         if (strcmp(stored, h))
@@ -314,9 +314,9 @@ static int h_verify(mb_req *req, void *state, mb_err *err)
 {
     audit *a = state;
     json_t *anchor = kv_json(a, "anchor"), *head = kv_json(a, "head");
-    verify_ctx c = {a, anchor ? (uint64_t)jint(anchor, "first") : 1, "", true, 0, NULL};
+    verify_ctx c = {a, anchor ? (uint64_t)mb_jint(anchor, "first") : 1, "", true, 0, NULL};
     a->api->kv_scan(a->self, "e/", verify_fn, &c, err);
-    if (!c.bad && head && (c.expect != (uint64_t)jint(head, "seq") + 1 || strcmp(c.prev, jstr(head, "hash"))))
+    if (!c.bad && head && (c.expect != (uint64_t)mb_jint(head, "seq") + 1 || strcmp(c.prev, mb_jstr(head, "hash"))))
         c.bad = json_pack("{s:I, s:s, s:s}", "seq", (json_int_t)c.expect, "key", "head", "reason",
                           "the log ends before its recorded head (entries were removed from the end)");
     json_decref(anchor);
@@ -324,8 +324,8 @@ static int h_verify(mb_req *req, void *state, mb_err *err)
     json_t *out;
     if (c.bad) {
         out = json_pack("{s:b, s:I, s:o}", "ok", 0, "verified", (json_int_t)c.n, "first_bad", c.bad);
-        a->api->log(a->self, 2, "audit chain verification failed at entry %lld",
-                    (long long)jint(c.bad, "seq"));
+        a->api->log(a->self, MB_LOG_WARN, "audit chain verification failed at entry %lld",
+                    (long long)mb_jint(c.bad, "seq"));
     } else
         out = json_pack("{s:b, s:I, s:s}", "ok", 1, "verified", (json_int_t)c.n, "head", c.prev);
     return a->api->reply_json(req, 200, out);
@@ -414,39 +414,32 @@ typedef struct search_ctx {
     ring r;
 } search_ctx;
 
-static int search_fn(const char *key, const void *v, size_t len, void *ud)
+static int search_fn(const char *key, json_t *e, void *ud)
 {
     (void)key;
     search_ctx *c = ud;
-    json_t *e = json_loadb(v, len, 0, NULL);
-    if (!e)
-        return 0;
-    if (c->before && (uint64_t)jint(e, "seq") >= c->before) {
-        json_decref(e);
+    if (c->before && (uint64_t)mb_jint(e, "seq") >= c->before)
         return 1; /* keys are in seq order: nothing after this is older */
-    }
     bool ok = true;
     if (c->user) {
         char id[32];
-        snprintf(id, sizeof id, "%lld", (long long)jint(e, "user_id"));
-        ok = !strcmp(c->user, jstr(e, "user") ? jstr(e, "user") : "") || !strcmp(c->user, id);
+        snprintf(id, sizeof id, "%lld", (long long)mb_jint(e, "user_id"));
+        ok = !strcmp(c->user, mb_jstr(e, "user") ? mb_jstr(e, "user") : "") || !strcmp(c->user, id);
     }
     if (ok && c->action) {
         size_t n = strlen(c->action);
-        const char *act = jstr(e, "action") ? jstr(e, "action") : "";
+        const char *act = mb_jstr(e, "action") ? mb_jstr(e, "action") : "";
         ok = n && (c->action[n - 1] == '*' || c->action[n - 1] == '.') ? !strncmp(act, c->action, n - (c->action[n - 1] == '*'))
                                                                         : !strcmp(act, c->action);
     }
     if (ok && c->path)
-        ok = jstr(e, "path") && !strncmp(jstr(e, "path"), c->path, strlen(c->path));
-    if (ok && c->from && jint(e, "time") < c->from)
+        ok = mb_jstr(e, "path") && !strncmp(mb_jstr(e, "path"), c->path, strlen(c->path));
+    if (ok && c->from && mb_jint(e, "time") < c->from)
         ok = false;
-    if (ok && c->to && jint(e, "time") > c->to)
+    if (ok && c->to && mb_jint(e, "time") > c->to)
         ok = false;
     if (ok)
-        ring_push(&c->r, e);
-    else
-        json_decref(e);
+        ring_push(&c->r, json_incref(e));
     return 0;
 }
 
@@ -498,15 +491,15 @@ static int reply_entries(audit *a, mb_req *req, json_t *page, mb_err *err)
         json_array_foreach(arr, i, e)
         {
             char seq[24], t[32], st[24];
-            time_t tt = (time_t)jint(e, "time");
+            time_t tt = (time_t)mb_jint(e, "time");
             struct tm tm;
             gmtime_r(&tt, &tm);
             strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
-            snprintf(seq, sizeof seq, "%lld", (long long)jint(e, "seq"));
-            snprintf(st, sizeof st, "%lld", (long long)jint(e, "store"));
-            const char *f[] = {seq, t, jstr(e, "action"), jstr(e, "user"), jstr(e, "ip"),
-                               json_object_get(e, "store") ? st : "", jstr(e, "path"), jstr(e, "result"),
-                               jstr(e, "hash")};
+            snprintf(seq, sizeof seq, "%lld", (long long)mb_jint(e, "seq"));
+            snprintf(st, sizeof st, "%lld", (long long)mb_jint(e, "store"));
+            const char *f[] = {seq, t, mb_jstr(e, "action"), mb_jstr(e, "user"), mb_jstr(e, "ip"),
+                               json_object_get(e, "store") ? st : "", mb_jstr(e, "path"), mb_jstr(e, "result"),
+                               mb_jstr(e, "hash")};
             for (int k = 0; k < 9; k++)
                 csv_field(&buf, &len, &cap, f[k] ? f[k] : "", k == 8);
         }
@@ -572,7 +565,7 @@ static int h_search(mb_req *req, void *state, mb_err *err)
     if ((rc = limit_arg(a, req, 100000, &limit, err)) || (rc = before_arg(a, req, &c.before, err)))
         return rc;
     ring_init(&c.r, limit);
-    api->kv_scan(a->self, "e/", search_fn, &c, err);
+    api->kv_scan_json(a->self, "e/", search_fn, &c, err);
     return reply_entries(a, req, ring_page(&c.r), err);
 }
 
@@ -639,8 +632,8 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     a->retention_days = json_integer_value(json_object_get(config, "retention_days"));
     json_t *head = kv_json(a, "head");
     if (head) {
-        a->head_seq = a->kept_seq = (uint64_t)jint(head, "seq");
-        snprintf(a->head_hash, sizeof a->head_hash, "%s", jstr(head, "hash") ? jstr(head, "hash") : "");
+        a->head_seq = a->kept_seq = (uint64_t)mb_jint(head, "seq");
+        snprintf(a->head_hash, sizeof a->head_hash, "%s", mb_jstr(head, "hash") ? mb_jstr(head, "hash") : "");
         snprintf(a->kept_hash, sizeof a->kept_hash, "%s", a->head_hash);
         json_decref(head);
     }
@@ -686,7 +679,7 @@ static const mb_hook hooks[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 6, /* batched observers */
+    .abi_minor = 0,
     .name = "audit",
     .version = AUDIT_VERSION,
     .description = "Append-only, hash-chained activity log of every security-relevant action and file change",

@@ -197,7 +197,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         return err->code;
     }
     *state = f;
-    api->log(self, 1, "listening on %s%s%s, passive ports %d-%d, TLS %s", f->listen,
+    api->log(self, MB_LOG_INFO, "listening on %s%s%s, passive ports %d-%d, TLS %s", f->listen,
              f->ilst ? ", implicit TLS on " : "", f->ilst ? f->implicit_listen : "", f->pasv_min, f->pasv_max,
              f->require_tls ? "required (except loopback)" : "optional");
     return 0;
@@ -243,8 +243,7 @@ static const mb_route routes[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 10, /* metric_add (minor 10); event_base, run_blocking, auth_password, login_wait (minor 9)
-                        (file_read_fd, minor 7, and password_check, minor 8, only if present) */
+    .abi_minor = MB_ABI_MINOR,
     .name = "ftp",
     .version = FTP_VERSION,
     .description = "FTP and FTPS access to stores",

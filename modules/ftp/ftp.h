@@ -178,7 +178,6 @@ void io_stor_recv_cb(evutil_socket_t fd, short what, void *arg);
 int tls_setup(ftp_srv *f, const char *cert, const char *key, mb_err *e);
 
 /* ftp_apppass.c */
-bool apppass_check(const mb_api *api, mb_module *self, uint64_t uid, const char *pw);
 int apppass_create(mb_req *req, void *state, mb_err *err);
 int apppass_list(mb_req *req, void *state, mb_err *err);
 int apppass_delete(mb_req *req, void *state, mb_err *err);

@@ -1,14 +1,15 @@
 /*
  * modules/ftp/ftp_apppass.c — per-user FTP app passwords: one per device or program, shown
  * once at creation, revocable on its own. Routes POST/GET /api/v1/ftp/passwords and DELETE
- * /api/v1/ftp/passwords/{id}; apppass_check for PASS.
+ * /api/v1/ftp/passwords/{id}. The kernel's api->apppass_check reads these records too
+ * (kernel/apppass.c), which is how PASS checks them (ftp_login.c).
  *
  * Keys (docs/storage.md): m/ftp/pw/<uid 16 hex>/<id> = {"v":1,"id","name","hash","created"},
- * the password argon2id-hashed (libsodium). Kept apart because the kernel is getting app
- * passwords of its own (every door); FTP switches to them once they exist, and this file goes.
+ * the password argon2id-hashed (libsodium). The kernel's own app passwords
+ * (/api/v1/account/app-passwords, every door, with optional store and read-only limits) are
+ * the way forward; these routes stay so existing clients and passwords keep working.
  *
- * Threads: the routes run on HTTP workers, apppass_check on a login worker; all state is in
- * the kernel's key-value store.
+ * Threads: the routes run on HTTP workers; all state is in the kernel's key-value store.
  */
 #include "ftp.h"
 #include <sodium.h>
@@ -16,39 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct pwscan {
-    const mb_api *api;
-    const char *pw;
-    bool ok;
-} pwscan;
-
-static int pw_match(const char *key, const void *v, size_t len, void *ud)
-{
-    (void)key;
-    pwscan *p = ud;
-    const mb_api *api = p->api;
-    json_t *o = json_loadb(v, len, 0, NULL);
-    const char *h = json_string_value(json_object_get(o, "hash"));
-    /* The kernel's cached check (ABI minor 8) when there is one: clients log in per transfer. */
-    bool cached = api->size > offsetof(mb_api, password_check) && api->password_check;
-    if (h && (cached ? api->password_check(h, p->pw) : crypto_pwhash_str_verify(h, p->pw, strlen(p->pw)) == 0))
-        p->ok = true;
-    json_decref(o);
-    return p->ok;
-}
-
-
-/* True if pw is one of the user's app passwords. Blocks (argon2id): call it on a worker. */
-bool apppass_check(const mb_api *api, mb_module *self, uint64_t uid, const char *pw)
-{
-    char prefix[40];
-    snprintf(prefix, sizeof prefix, "pw/%016llx/", (unsigned long long)uid);
-    pwscan p = {api, pw, false};
-    mb_err e;
-    api->kv_scan(self, prefix, pw_match, &p, &e);
-    return p.ok;
-}
 
 int apppass_create(mb_req *req, void *state, mb_err *err)
 {

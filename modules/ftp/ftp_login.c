@@ -1,7 +1,8 @@
 /*
- * modules/ftp/ftp_login.c — PASS: the password check and its answer. The check (app
- * passwords, then the account password through the kernel's auth_password) runs on a worker
- * because argon2id takes tens of milliseconds; the session reads no further command until
+ * modules/ftp/ftp_login.c — PASS: the password check and its answer. The check (the kernel's
+ * app passwords — those made here under /api/v1/ftp/passwords and those of
+ * /api/v1/account/app-passwords — then the account password: api->apppass_check) runs on a
+ * worker because argon2id takes tens of milliseconds; the session reads no further command until
  * the answer is back. Failed logins count in the kernel's login throttle (per account and
  * address, per address, per account slowed; mbyte.yaml login_*), the same one as HTTP logins:
  * the module keeps no failure counts of its own.
@@ -26,17 +27,20 @@ typedef struct login_job {
     mb_module *self;
 } login_job;
 
-/* Worker thread: app passwords first (the module's own), then the account password with
- * the kernel's throttling. Touches only the job. */
+/* Worker thread: the kernel's app passwords, then the account password, under its login
+ * throttle. An app password limited to one store or to reading is refused here: FTP sessions
+ * see every store of the user and may write, so such a password would reach more than it
+ * says. Touches only the job. */
 static void login_work(void *arg)
 {
     login_job *j = arg;
-    if (j->api->user_lookup(j->name, &j->user, j->namebuf, sizeof j->namebuf, &j->err) == 0 &&
-        apppass_check(j->api, j->self, j->user.id, j->pw)) {
-        j->rc = 0;
-        return;
-    }
-    j->rc = j->api->auth_password(j->name, j->pw, j->ip, &j->user, j->namebuf, sizeof j->namebuf, &j->err);
+    mb_apppass_scope scope = {.size = sizeof scope};
+    j->rc = j->api->apppass_check(j->name, j->pw, j->ip, true, &j->user, j->namebuf, sizeof j->namebuf, &scope,
+                                  &j->err);
+    if (!j->rc && (scope.store || scope.read_only))
+        j->rc = j->api->err_set(&j->err, MB_EPERM,
+                                "this app password is limited to %s; FTP takes only app passwords with full access",
+                                scope.store ? "one store" : "reading");
 }
 
 static int count_user(ftp_srv *f, uint64_t uid)
@@ -67,10 +71,12 @@ static void login_done(void *arg)
         if (j->rc == MB_ETHROTTLE) {
             reply_err(s, &j->err);
             s->quitting = true;
+        } else if (j->rc == MB_EPERM) {
+            reply(s, 530, "%s", j->err.msg);
         } else {
             reply(s, 530, "Login incorrect");
         }
-        f->api->log(f->self, 1, "failed login for %s from %s", j->name, s->ip);
+        f->api->log(f->self, MB_LOG_INFO, "failed login for %s from %s", j->name, s->ip);
     } else if (f->per_user > 0 && count_user(f, j->user.id) >= f->per_user) {
         reply(s, 421, "Too many sessions for this user");
         s->quitting = true;

@@ -319,7 +319,7 @@ static bool evict_prelogin(ftp_srv *f)
     free(w);
     if (!victim)
         return false;
-    f->api->log(f->self, 1, "closing a connection from %s that had not logged in, to make room", victim->ip);
+    f->api->log(f->self, MB_LOG_INFO, "closing a connection from %s that had not logged in, to make room", victim->ip);
     reply(victim, 421, "Too many connections that have not logged in; closing this one");
     if (victim->ctl)
         sess_flush_now(victim);

@@ -77,7 +77,7 @@ int tls_setup(ftp_srv *f, const char *cert, const char *key, mb_err *e)
         if (access(c, R_OK) || access(k, R_OK)) {
             if (tls_generate(c, k))
                 return api->err_set(e, MB_EIO, "could not create a self-signed certificate in %s", dir);
-            api->log(f->self, 1, "created a self-signed TLS certificate in %s", dir);
+            api->log(f->self, MB_LOG_INFO, "created a self-signed TLS certificate in %s", dir);
         }
         cert = c;
         key = k;

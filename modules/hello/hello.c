@@ -132,7 +132,7 @@ static void o_ping(const char *event, const json_t *payload, void *state)
     int n = snprintf(buf, sizeof buf, "%ld", atomic_fetch_add(&h->observed, 1) + 1);
     mb_err e;
     if (h->api->kv_put(h->self, "observed", buf, (size_t)n, false, &e))
-        h->api->log(h->self, 2, "could not save the count: %s", e.msg);
+        h->api->log(h->self, MB_LOG_WARN, "could not save the count: %s", e.msg);
 }
 
 /* ------------------------------------------------------------------- tasks --- */
@@ -196,7 +196,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         free(val);
     }
     *state = h;
-    api->log(self, 1, "version %s ready, greeting '%s'", HELLO_VERSION, h->greeting);
+    api->log(self, MB_LOG_INFO, "version %s ready, greeting '%s'", HELLO_VERSION, h->greeting);
     return 0;
 }
 

@@ -21,11 +21,11 @@
  *            GET  /api/v1/admin/integrity       -> {"findings":[...], "scrub":{...}}
  *   tasks    integrity.scrub
  *
- * Threads: handlers on HTTP workers, the runner on the pool, a timer thread owned by this
- * copy (stopped in fini). `running` keeps two scrubs from sharing the cursor.
+ * Threads: handlers on HTTP workers, the runner and the timer (api->timer_add, every
+ * interval_hours; the kernel cancels it on unload and reload) on the pool. `running` keeps
+ * two scrubs from sharing the cursor.
  */
 #include "mbyte.h"
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,10 +39,6 @@ typedef struct integ {
     const mb_api *api;
     int64_t rate_mb_s, interval_hours;
     atomic_bool running;
-    pthread_t timer;
-    bool timer_on, stop;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
 } integ;
 
 static int64_t mono_ms(void)
@@ -69,7 +65,7 @@ static void kv_put_json(integ *g, const char *key, const json_t *j, bool sync)
     char *s = json_dumps(j, JSON_COMPACT);
     mb_err e = {0};
     if (s && g->api->kv_put(g->self, key, s, strlen(s), sync, &e))
-        g->api->log(g->self, 2, "could not save %s: %s", key, e.msg);
+        g->api->log(g->self, MB_LOG_WARN, "could not save %s: %s", key, e.msg);
     free(s);
 }
 
@@ -86,12 +82,10 @@ static int h_scrub(mb_req *req, void *state, mb_err *err)
     return g->api->reply_json(req, 202, json_pack("{s:I}", "task", (json_int_t)id));
 }
 
-static int collect_finding(const char *key, const void *val, size_t len, void *ud)
+static int collect_finding(const char *key, json_t *j, void *ud)
 {
     (void)key;
-    json_t *j = json_loadb(val, len, 0, NULL);
-    if (j)
-        json_array_append_new(ud, j);
+    json_array_append(ud, j);
     return 0;
 }
 
@@ -100,7 +94,7 @@ static int h_findings(mb_req *req, void *state, mb_err *err)
 {
     integ *g = state;
     json_t *f = json_array();
-    g->api->kv_scan(g->self, "finding/", collect_finding, f, err);
+    g->api->kv_scan_json(g->self, "finding/", collect_finding, f, err);
     json_t *s = kv_json(g, "scrub");
     if (!s)
         s = json_object();
@@ -183,7 +177,7 @@ static void found(integ *g, const char *hash, int code, const char *why, uint64_
                      json_array_size(files));
             g->api->notify(starter, "error", "Integrity scrub found damage", body);
         }
-        g->api->log(g->self, 3, "chunk %s is %s (%zu file versions affected)", hash, kind, json_array_size(files));
+        g->api->log(g->self, MB_LOG_ERROR, "chunk %s is %s (%zu file versions affected)", hash, kind, json_array_size(files));
     }
     json_decref(prev);
     json_decref(rec);
@@ -303,33 +297,20 @@ static int t_scrub(mb_task *task, const json_t *args, void *state, mb_err *err)
     return rc;
 }
 
-static void *timer_main(void *arg)
+/* Every interval_hours: queue a scrub. */
+static void tick(void *arg)
 {
     integ *g = arg;
-    pthread_mutex_lock(&g->mu);
-    while (!g->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += g->interval_hours * 3600;
-        pthread_cond_timedwait(&g->cv, &g->mu, &ts);
-        if (g->stop)
-            break;
-        pthread_mutex_unlock(&g->mu);
-        uint64_t id;
-        mb_err e = {0};
-        if (g->api->task_submit("integrity.scrub", 0, json_object(), &id, &e))
-            g->api->log(g->self, 2, "could not queue the scrub: %s", e.msg);
-        pthread_mutex_lock(&g->mu);
-    }
-    pthread_mutex_unlock(&g->mu);
-    return NULL;
+    uint64_t id;
+    mb_err e = {0};
+    if (g->api->task_submit("integrity.scrub", 0, json_object(), &id, &e))
+        g->api->log(g->self, MB_LOG_WARN, "could not queue the scrub: %s", e.msg);
 }
 
 /* ---------------------------------------------------------- init and fini --- */
 
 static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)
 {
-    (void)err;
     integ *g = calloc(1, sizeof *g);
     if (!g)
         return api->err_set(err, MB_ENOMEM, "out of memory");
@@ -337,10 +318,11 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     g->api = api;
     g->rate_mb_s = json_integer_value(json_object_get(config, "rate_mb_s"));
     g->interval_hours = json_integer_value(json_object_get(config, "interval_hours"));
-    pthread_mutex_init(&g->mu, NULL);
-    pthread_cond_init(&g->cv, NULL);
-    if (g->interval_hours > 0)
-        g->timer_on = pthread_create(&g->timer, NULL, timer_main, g) == 0;
+    int64_t period = g->interval_hours * 3600 * 1000;
+    if (period > 0 && api->timer_add(self, period, period, tick, g, NULL, err)) {
+        free(g);
+        return err->code;
+    }
     *state = g;
     return 0;
 }
@@ -348,17 +330,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
 static int fini(void *state, bool reloading, mb_err *err)
 {
     (void)reloading, (void)err;
-    integ *g = state;
-    if (g->timer_on) {
-        pthread_mutex_lock(&g->mu);
-        g->stop = true;
-        pthread_cond_signal(&g->cv);
-        pthread_mutex_unlock(&g->mu);
-        pthread_join(g->timer, NULL);
-    }
-    pthread_mutex_destroy(&g->mu);
-    pthread_cond_destroy(&g->cv);
-    free(g);
+    free(state); /* the kernel cancelled the timer before calling fini */
     return 0;
 }
 
@@ -384,7 +356,7 @@ static const mb_task_type tasks[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 2, /* chunk_* and file_mark_damaged */
+    .abi_minor = 0,
     .name = "integrity",
     .version = "1.0.0",
     .description = "Background scrub: re-hash every chunk, mark damaged files, report findings",

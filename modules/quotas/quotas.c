@@ -67,15 +67,18 @@ static json_int_t quota_of(qs *q, uint64_t uid, const char **name_out, char *src
     json_t *u = NULL;
     mb_err e = {0};
     json_int_t b;
-    char key[300];
+    char key[300], nb[256];
+    mb_user mu;
     *user = NULL;
-    if (q->api->user_get(uid, NULL, &u, &e)) {
+    if (q->api->user_lookup(uid, NULL, &mu, nb, sizeof nb, &e)) {
         snprintf(src, srcn, "default");
         pthread_mutex_lock(&q->lock);
         b = q->default_bytes;
         pthread_mutex_unlock(&q->lock);
         return b;
     }
+    u = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)mu.id, "name", nb, "role",
+                  mu.role == MB_ROLE_ADMIN ? "admin" : "user");
     *user = u;
     *name_out = json_string_value(json_object_get(u, "name"));
     snprintf(key, sizeof key, "user/%s", *name_out);
@@ -309,7 +312,7 @@ static void recheck(qs *q, uint64_t uid)
     uint64_t tid;
     if ((used > quota || versions > allowed) && versions > 0 && /* the loop thread: pruning is a task */
         q->api->task_submit("quotas.prune", 0, json_pack("{s:I}", "user", (json_int_t)uid), &tid, &e))
-        q->api->log(q->self, 2, "could not queue the pruning of old versions: %s", e.msg);
+        q->api->log(q->self, MB_LOG_WARN, "could not queue the pruning of old versions: %s", e.msg);
     int pct = quota ? (int)(used * 100 / quota) : (used ? 100 : 0);
     pthread_mutex_lock(&q->lock);
     int lvl = 0;
@@ -489,11 +492,10 @@ static int h_user(mb_req *req, void *state, mb_err *err)
 {
     qs *q = state;
     const char *name = q->api->req_param(req, "username");
-    json_t *u = NULL, *v = NULL;
-    int rc = q->api->user_get(0, name ? name : "", &u, err);
+    json_t *v = NULL;
+    int rc = q->api->user_lookup(0, name ? name : "", NULL, NULL, 0, err);
     if (rc)
         return rc;
-    json_decref(u);
     char key[300];
     snprintf(key, sizeof key, "user/%s", name);
     if (!strcmp(q->api->req_method(req), "PUT")) {

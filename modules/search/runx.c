@@ -25,8 +25,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
-
 int xr_init(xr_pool *s, pthread_mutex_t *mu, const bool *stop, const char *tmp, char *why, size_t whylen)
 {
     s->mu = mu;
@@ -227,11 +225,11 @@ int xr_extract(xr_pool *s, const char *kind, const unsigned char *buf, size_t le
         if (!head) {
             sfmt(x->reason, sizeof x->reason, "the extractor gave no answer");
             rc = -1;
-        } else if (jstr(head, "error")) {
-            sfmt(x->reason, sizeof x->reason, "%s", jstr(head, "error"));
+        } else if (mb_jstr(head, "error")) {
+            sfmt(x->reason, sizeof x->reason, "%s", mb_jstr(head, "error"));
             rc = -1;
         } else {
-            sfmt(x->reason, sizeof x->reason, "%s", jstr(head, "note") ? jstr(head, "note") : "");
+            sfmt(x->reason, sizeof x->reason, "%s", mb_jstr(head, "note") ? mb_jstr(head, "note") : "");
             size_t tl = got - (size_t)(nl + 1 - o);
             if (tl > (size_t)max_text)
                 tl = (size_t)max_text;

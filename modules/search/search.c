@@ -116,7 +116,7 @@ static index_slot *slot_take(search *s, uint64_t sid, mb_err *err)
             return NULL;
         }
         if (rebuilt)
-            s->api->log(s->self, 2, "the index of store %llu was damaged: kept aside as %s.corrupt, rebuilding it",
+            s->api->log(s->self, MB_LOG_WARN, "the index of store %llu was damaged: kept aside as %s.corrupt, rebuilding it",
                         (unsigned long long)sid, file);
     }
     return x;
@@ -516,7 +516,7 @@ static void catch_up(search *s)
     json_t *stores = NULL;
     mb_err e = {0};
     if (s->api->store_list_all(0, &stores, &e)) {
-        s->api->log(s->self, 2, "cannot list the stores to catch up: %s", e.msg);
+        s->api->log(s->self, MB_LOG_WARN, "cannot list the stores to catch up: %s", e.msg);
         return;
     }
     size_t i;
@@ -527,7 +527,7 @@ static void catch_up(search *s)
             continue;
         uint64_t sid = (uint64_t)jint(st, "id");
         if (apply(s, sid, "", NULL, &e) && e.code != MB_ECANCELED)
-            s->api->log(s->self, 2, "catching up store %llu failed: %s", (unsigned long long)sid, e.msg);
+            s->api->log(s->self, MB_LOG_WARN, "catching up store %llu failed: %s", (unsigned long long)sid, e.msg);
     }
     json_decref(stores);
 }
@@ -550,12 +550,12 @@ static void *worker_main(void *arg)
             if (rc == MB_ECANCELED)
                 break; /* stopping: the entry stays for the next copy */
             if (rc == MB_EIO || rc == MB_EBUSY || rc == MB_ENOMEM || rc == MB_EAGAIN) {
-                s->api->log(s->self, 2, "indexing %s in store %llu failed (retried later): %s", q->items[i].path,
+                s->api->log(s->self, MB_LOG_WARN, "indexing %s in store %llu failed (retried later): %s", q->items[i].path,
                             (unsigned long long)q->items[i].sid, e.msg);
                 break; /* the index or the machine is in trouble: the same entry again in 2 s */
             }
             if (rc) /* this entry can never apply (a path the kernel refuses): it must not stop the queue */
-                s->api->log(s->self, 2, "indexing %s in store %llu failed, dropped: %s", q->items[i].path,
+                s->api->log(s->self, MB_LOG_WARN, "indexing %s in store %llu failed, dropped: %s", q->items[i].path,
                             (unsigned long long)q->items[i].sid, e.msg);
             s->api->kv_del(s->self, q->items[i].key, false, &e);
         }
@@ -588,7 +588,7 @@ static void enqueue(search *s, mb_batch *b, uint64_t sid, const char *path)
     char *txt = json_dumps(v, JSON_COMPACT);
     mb_err e;
     if (txt && s->api->batch_put(b, s->self, key, txt, strlen(txt), &e))
-        s->api->log(s->self, 3, "cannot queue %s for indexing: %s", path ? path : "", e.msg);
+        s->api->log(s->self, MB_LOG_ERROR, "cannot queue %s for indexing: %s", path ? path : "", e.msg);
     free(txt);
     json_decref(v);
     s->turn_items++;
@@ -962,8 +962,6 @@ static int last_key_fn(const char *key, const void *value, size_t len, void *ud)
 
 static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)
 {
-    if (api->abi_minor < 10)
-        return api->err_set(err, MB_EUNSUPP, "needs a kernel with module_dir (ABI 1.10)");
     search *s = calloc(1, sizeof *s);
     if (!s)
         return api->err_set(err, MB_ENOMEM, "out of memory");
@@ -1071,7 +1069,7 @@ static const mb_task_type tasks[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 10, /* module_dir (10); batched observers (6); data_dir (5); store_list_all (3) */
+    .abi_minor = MB_ABI_MINOR,
     .name = "search",
     .version = SEARCH_VERSION,
     .description = "Full-text search over names and contents (SQLite FTS5), indexed live from file events",

@@ -103,8 +103,6 @@ static int perm_bits(const char *p)
     return -1;
 }
 
-static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
-static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
 
 static void hex16(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
 
@@ -145,7 +143,7 @@ static int share_load(sharing *s, const char *id, json_t **out, mb_err *err)
 static int share_save(sharing *s, const json_t *rec, mb_err *err)
 {
     char key[64];
-    snprintf(key, sizeof key, "s/%s", jstr(rec, "id"));
+    snprintf(key, sizeof key, "s/%s", mb_jstr(rec, "id"));
     char *txt = json_dumps(rec, JSON_COMPACT);
     int rc = s->api->kv_put(s->self, key, txt, strlen(txt), true, err);
     free(txt);
@@ -157,17 +155,17 @@ static int kv_mark(sharing *s, const char *key, mb_err *err) { return s->api->kv
 /* What owners and grantees see: never the token hash nor the password hash. */
 static json_t *share_public(const json_t *r)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:b, s:I}", "id", jstr(r, "id"), "type",
-                          jstr(r, "type"), "permission", jstr(r, "permission"), "store", (json_int_t)jint(r, "store"),
-                          "path", jstr(r, "path"), "target", jstr(r, "target"), "expires",
-                          (json_int_t)jint(r, "expires"), "max_downloads", (json_int_t)jint(r, "max_downloads"),
-                          "downloads", (json_int_t)jint(r, "downloads"), "has_password",
-                          json_object_get(r, "password") != NULL, "created", (json_int_t)jint(r, "created"));
-    if (jstr(r, "user_name"))
-        json_object_set_new(o, "user", json_string(jstr(r, "user_name")));
-    if (!strcmp(jstr(r, "type"), "user")) {
+    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:b, s:I}", "id", mb_jstr(r, "id"), "type",
+                          mb_jstr(r, "type"), "permission", mb_jstr(r, "permission"), "store", (json_int_t)mb_jint(r, "store"),
+                          "path", mb_jstr(r, "path"), "target", mb_jstr(r, "target"), "expires",
+                          (json_int_t)mb_jint(r, "expires"), "max_downloads", (json_int_t)mb_jint(r, "max_downloads"),
+                          "downloads", (json_int_t)mb_jint(r, "downloads"), "has_password",
+                          json_object_get(r, "password") != NULL, "created", (json_int_t)mb_jint(r, "created"));
+    if (mb_jstr(r, "user_name"))
+        json_object_set_new(o, "user", json_string(mb_jstr(r, "user_name")));
+    if (!strcmp(mb_jstr(r, "type"), "user")) {
         char url[64];
-        snprintf(url, sizeof url, "/api/v1/shared/%s", jstr(r, "id"));
+        snprintf(url, sizeof url, "/api/v1/shared/%s", mb_jstr(r, "id"));
         json_object_set_new(o, "url", json_string(url));
     }
     return o;
@@ -222,7 +220,7 @@ static int h_create(mb_req *req, void *state, mb_err *err)
     json_t *b = api->req_json(req, err);
     if (!b)
         return err->code;
-    const char *path = jstr(b, "path"), *type = jstr(b, "type"), *perm = jstr(b, "permission");
+    const char *path = mb_jstr(b, "path"), *type = mb_jstr(b, "type"), *perm = mb_jstr(b, "permission");
     if (!path)
         return api->err_set(err, MB_EINVAL, "path: a string is required");
     if (!type || (strcmp(type, "link") && strcmp(type, "user")))
@@ -246,17 +244,20 @@ static int h_create(mb_req *req, void *state, mb_err *err)
     uint64_t grantee = 0;
     const char *gname = NULL;
     if (!strcmp(type, "user")) {
-        gname = jstr(b, "user");
+        gname = mb_jstr(b, "user");
         if (!gname)
             return api->err_set(err, MB_EINVAL, "user: the name of the user to share with is required");
-        if (api->user_find(gname, &grantee, err))
+        mb_user gu;
+        char gbuf[128];
+        if (api->user_lookup(0, gname, &gu, gbuf, sizeof gbuf, err))
             return api->err_set(err, MB_EINVAL, "user: no user '%s'", gname);
+        grantee = gu.id;
         if (grantee == u->id)
             return api->err_set(err, MB_EINVAL, "user: sharing with yourself is not needed");
     }
     if ((rc = api->file_stat(u, sid, path, &info, err)))
         return rc;
-    const char *target = jstr(info, "type");
+    const char *target = mb_jstr(info, "type");
     if ((bits & P_UPLOAD) && strcmp(target, "folder")) {
         json_decref(info);
         return api->err_set(err, MB_EINVAL, "permission: upload and edit need a folder");
@@ -267,7 +268,7 @@ static int h_create(mb_req *req, void *state, mb_err *err)
     sodium_bin2hex(id, sizeof id, rnd, 8);
     json_t *rec = json_pack("{s:i, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:I, s:I, s:I, s:I}", "v", 1, "id", id, "type",
                             type, "permission", perm, "store", (json_int_t)sid, "owner", (json_int_t)u->id, "path",
-                            jstr(info, "path"), "target", target, "expires", (json_int_t)expires, "max_downloads",
+                            mb_jstr(info, "path"), "target", target, "expires", (json_int_t)expires, "max_downloads",
                             (json_int_t)(md ? json_integer_value(md) : 0), "downloads", (json_int_t)0, "created",
                             (json_int_t)api->now());
     json_decref(info);
@@ -314,7 +315,7 @@ static int h_create(mb_req *req, void *state, mb_err *err)
         return rc;
     }
     json_t *ev = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:I}", "share", id, "type", type, "permission", perm,
-                           "store", (json_int_t)sid, "owner", (json_int_t)u->id, "path", jstr(rec, "path"), "user",
+                           "store", (json_int_t)sid, "owner", (json_int_t)u->id, "path", mb_jstr(rec, "path"), "user",
                            (json_int_t)u->id);
     if (gname)
         json_object_set_new(ev, "grantee", json_string(gname));
@@ -380,15 +381,15 @@ static int h_delete(mb_req *req, void *state, mb_err *err)
     int rc;
     if ((rc = share_load(s, api->req_param(req, "id"), &r, err)))
         return rc;
-    if ((uint64_t)jint(r, "owner") != api->req_user(req)->id) {
+    if ((uint64_t)mb_jint(r, "owner") != api->req_user(req)->id) {
         json_decref(r);
         return api->err_set(err, MB_ENOENT, "no such share");
     }
     char key[96], s16[17], g16[17];
-    const char *id = jstr(r, "id");
+    const char *id = mb_jstr(r, "id");
     /* The token index first: the link stops working with this write. */
-    if (jstr(r, "token_sha256")) {
-        snprintf(key, sizeof key, "t/%s", jstr(r, "token_sha256"));
+    if (mb_jstr(r, "token_sha256")) {
+        snprintf(key, sizeof key, "t/%s", mb_jstr(r, "token_sha256"));
         if ((rc = api->kv_del(s->self, key, true, err))) {
             json_decref(r);
             return rc;
@@ -399,17 +400,17 @@ static int h_delete(mb_req *req, void *state, mb_err *err)
         json_decref(r);
         return rc;
     }
-    hex16(s16, (uint64_t)jint(r, "store"));
+    hex16(s16, (uint64_t)mb_jint(r, "store"));
     snprintf(key, sizeof key, "o/%s/%s", s16, id);
     api->kv_del(s->self, key, true, err);
-    if (jint(r, "user")) {
-        hex16(g16, (uint64_t)jint(r, "user"));
+    if (mb_jint(r, "user")) {
+        hex16(g16, (uint64_t)mb_jint(r, "user"));
         snprintf(key, sizeof key, "g/%s/%s", g16, id);
         api->kv_del(s->self, key, true, err);
     }
     api->hook_emit("share.revoked",
-                   json_pack("{s:s, s:I, s:I, s:s, s:I}", "share", id, "store", (json_int_t)jint(r, "store"), "owner",
-                             (json_int_t)jint(r, "owner"), "path", jstr(r, "path"), "user",
+                   json_pack("{s:s, s:I, s:I, s:s, s:I}", "share", id, "store", (json_int_t)mb_jint(r, "store"), "owner",
+                             (json_int_t)mb_jint(r, "owner"), "path", mb_jstr(r, "path"), "user",
                              (json_int_t)api->req_user(req)->id),
                    NULL);
     json_decref(r);
@@ -434,12 +435,13 @@ static int h_with_me(mb_req *req, void *state, mb_err *err)
         char name[128] = "";
         json_t *r = NULL;
         mb_err e2;
-        if (share_load(s, jstr(e, "id"), &r, &e2) == 0) {
-            if (s->api->user_name((uint64_t)jint(r, "owner"), name, sizeof name) == 0)
+        if (share_load(s, mb_jstr(e, "id"), &r, &e2) == 0) {
+            mb_user ou;
+            if (s->api->user_lookup((uint64_t)mb_jint(r, "owner"), NULL, &ou, name, sizeof name, NULL) == 0)
                 json_object_set_new(e, "owner", json_string(name));
             json_decref(r);
         }
-        json_object_set_new(e, "expired", json_boolean(jint(e, "expires") && jint(e, "expires") <= now));
+        json_object_set_new(e, "expired", json_boolean(mb_jint(e, "expires") && mb_jint(e, "expires") <= now));
         json_object_del(e, "user");
     }
     return s->api->reply_json(req, 200, json_pack("{s:o}", "shares", c.arr));
@@ -563,9 +565,9 @@ static void fetcher_of(sharing *s, mb_req *req, const json_t *r, char out[17])
     char who[200], h[65];
     const mb_user *u = s->api->req_user(req);
     if (u)
-        snprintf(who, sizeof who, "%s/user/%llu", jstr(r, "id"), (unsigned long long)u->id);
+        snprintf(who, sizeof who, "%s/user/%llu", mb_jstr(r, "id"), (unsigned long long)u->id);
     else
-        snprintf(who, sizeof who, "%s/ip/%s", jstr(r, "id"), s->api->req_client_ip(req) ?: "");
+        snprintf(who, sizeof who, "%s/ip/%s", mb_jstr(r, "id"), s->api->req_client_ip(req) ?: "");
     sha256_hex(who, h);
     memcpy(out, h, 16);
     out[16] = 0;
@@ -593,9 +595,9 @@ static bool continues_a_download(sharing *s, mb_req *req, const json_t *r)
  * continues_a_download for the one exception). req may be NULL: no exception. */
 static int check_live(sharing *s, mb_req *req, const json_t *r, mb_err *err)
 {
-    if (jint(r, "expires") && s->api->now() >= jint(r, "expires"))
+    if (mb_jint(r, "expires") && s->api->now() >= mb_jint(r, "expires"))
         return s->api->err_set(err, MB_EGONE, "this share has expired");
-    if (jint(r, "max_downloads") && jint(r, "downloads") >= jint(r, "max_downloads") &&
+    if (mb_jint(r, "max_downloads") && mb_jint(r, "downloads") >= mb_jint(r, "max_downloads") &&
         !continues_a_download(s, req, r))
         return s->api->err_set(err, MB_EGONE, "this share has reached its download limit");
     return 0;
@@ -641,7 +643,7 @@ static int link_lookup(sharing *s, mb_req *req, json_t **out, mb_err *err)
 static int link_password(sharing *s, mb_req *req, const json_t *r, const char *pw, mb_err *err)
 {
     const mb_api *api = s->api;
-    const char *hash = jstr(r, "password"), *idz = jstr(r, "id");
+    const char *hash = mb_jstr(r, "password"), *idz = mb_jstr(r, "id");
     if (!hash)
         return 0;
     if (!pw) {
@@ -661,8 +663,8 @@ static int link_password(sharing *s, mb_req *req, const json_t *r, const char *p
     if (!password_ok(api, hash, pw)) {
         guess_failed(s, &gk);
         api->hook_emit("share.password_failed",
-                       json_pack("{s:s, s:I, s:I, s:s}", "share", idz, "store", (json_int_t)jint(r, "store"), "owner",
-                                 (json_int_t)jint(r, "owner"), "result", "failed"),
+                       json_pack("{s:s, s:I, s:I, s:s}", "share", idz, "store", (json_int_t)mb_jint(r, "store"), "owner",
+                                 (json_int_t)mb_jint(r, "owner"), "result", "failed"),
                        NULL);
         api->reply_header(req, "WWW-Authenticate", "X-Share-Password");
         return api->err_set(err, MB_EAUTH, "wrong password for this link");
@@ -679,7 +681,7 @@ static int resolve_link(sharing *s, mb_req *req, json_t **out, mb_err *err)
     if (rc)
         return rc;
     const char *pw = s->api->req_header(req, "X-Share-Password");
-    if (!pw && jstr(r, "password"))
+    if (!pw && mb_jstr(r, "password"))
         pw = form_field(s, req, "password");
     if ((rc = link_password(s, req, r, pw, err))) {
         json_decref(r);
@@ -696,7 +698,7 @@ static int resolve_user(sharing *s, mb_req *req, json_t **out, mb_err *err)
     int rc;
     if ((rc = share_load(s, s->api->req_param(req, "id"), &r, err)))
         return rc;
-    if (strcmp(jstr(r, "type"), "user") || (uint64_t)jint(r, "user") != s->api->req_user(req)->id) {
+    if (strcmp(mb_jstr(r, "type"), "user") || (uint64_t)mb_jint(r, "user") != s->api->req_user(req)->id) {
         json_decref(r);
         return s->api->err_set(err, MB_ENOENT, "no such share");
     }
@@ -716,8 +718,8 @@ static int count_download(sharing *s, mb_req *req, const char *id, mb_err *err)
     json_t *r = NULL;
     int rc = share_load(s, id, &r, err);
     if (!rc && !(rc = check_live(s, NULL, r, err))) {
-        json_object_set_new(r, "downloads", json_integer(jint(r, "downloads") + 1));
-        if (jint(r, "max_downloads")) {
+        json_object_set_new(r, "downloads", json_integer(mb_jint(r, "downloads") + 1));
+        if (mb_jint(r, "max_downloads")) {
             char me[17];
             fetcher_of(s, req, r, me);
             json_t *f = json_object_get(r, "fetched_by");
@@ -738,8 +740,8 @@ static int count_download(sharing *s, mb_req *req, const char *id, mb_err *err)
 static void emit_access(sharing *s, mb_req *req, const json_t *r, const char *action, const char *path)
 {
     const mb_user *u = s->api->req_user(req);
-    json_t *p = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s}", "share", jstr(r, "id"), "via", jstr(r, "type"), "store",
-                          (json_int_t)jint(r, "store"), "owner", (json_int_t)jint(r, "owner"), "action", action,
+    json_t *p = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s}", "share", mb_jstr(r, "id"), "via", mb_jstr(r, "type"), "store",
+                          (json_int_t)mb_jint(r, "store"), "owner", (json_int_t)mb_jint(r, "owner"), "action", action,
                           "path", path);
     if (u)
         json_object_set_new(p, "user", json_integer((json_int_t)u->id));
@@ -753,13 +755,13 @@ static json_t *listing(const json_t *full, const char *root, const char *rel)
     size_t i, rl = strlen(root);
     json_array_foreach(json_object_get(full, "entries"), i, e)
     {
-        const char *p = jstr(e, "path");
+        const char *p = mb_jstr(e, "path");
         if (rl)
             p += strlen(p) > rl ? rl + 1 : strlen(p);
         json_array_append_new(entries,
-                              json_pack("{s:s, s:s, s:s, s:I, s:I}", "name", jstr(e, "name"), "path", p, "type",
-                                        jstr(e, "type"), "size", (json_int_t)jint(e, "size"), "mtime",
-                                        (json_int_t)jint(e, "mtime")));
+                              json_pack("{s:s, s:s, s:s, s:I, s:I}", "name", mb_jstr(e, "name"), "path", p, "type",
+                                        mb_jstr(e, "type"), "size", (json_int_t)mb_jint(e, "size"), "mtime",
+                                        (json_int_t)mb_jint(e, "mtime")));
     }
     return json_pack("{s:s, s:o}", "path", rel, "entries", entries);
 }
@@ -768,34 +770,34 @@ static json_t *listing(const json_t *full, const char *root, const char *rel)
 static int serve_read(sharing *s, mb_req *req, json_t *r, mb_err *err)
 {
     const mb_api *api = s->api;
-    int bits = perm_bits(jstr(r, "permission")), rc;
+    int bits = perm_bits(mb_jstr(r, "permission")), rc;
     const char *rel = api->req_param(req, "path");
     char *full;
-    if ((rc = join_path(s, req, jstr(r, "path"), rel, &full, err)))
+    if ((rc = join_path(s, req, mb_jstr(r, "path"), rel, &full, err)))
         return rc;
     if (!(bits & (P_LIST | P_READ)))
         return api->err_set(err, MB_EPERM, "this share only accepts uploads");
-    uint64_t sid = (uint64_t)jint(r, "store");
+    uint64_t sid = (uint64_t)mb_jint(r, "store");
     json_t *info;
     if ((rc = api->file_stat(NULL, sid, full, &info, err)))
         return rc == MB_EINVAL ? rc : api->err_set(err, MB_ENOENT, "no such file in this share");
-    bool folder = !strcmp(jstr(info, "type"), "folder");
-    json_int_t size = jint(info, "size");
+    bool folder = !strcmp(mb_jstr(info, "type"), "folder");
+    json_int_t size = mb_jint(info, "size");
     json_decref(info);
     const char *zip = api->req_query(req, "zip");
     if (folder && !(zip && (!strcmp(zip, "1") || !strcmp(zip, "true")))) {
         json_t *out;
         if ((rc = api->folder_list(NULL, sid, full, false, &out, err)))
             return rc;
-        json_t *l = listing(out, jstr(r, "path"), rel ? rel : "");
+        json_t *l = listing(out, mb_jstr(r, "path"), rel ? rel : "");
         json_decref(out);
         /* What a visitor may know about the share: not the owner's store nor where the
          * folder sits in it. */
-        const char *root = jstr(r, "path"), *slash = strrchr(root, '/');
+        const char *root = mb_jstr(r, "path"), *slash = strrchr(root, '/');
         json_object_set_new(l, "share",
                             json_pack("{s:s, s:s, s:s, s:I}", "name", slash ? slash + 1 : root, "permission",
-                                      jstr(r, "permission"), "target", jstr(r, "target"), "expires",
-                                      (json_int_t)jint(r, "expires")));
+                                      mb_jstr(r, "permission"), "target", mb_jstr(r, "target"), "expires",
+                                      (json_int_t)mb_jint(r, "expires")));
         emit_access(s, req, r, "list", full);
         return api->reply_json(req, 200, l);
     }
@@ -803,7 +805,7 @@ static int serve_read(sharing *s, mb_req *req, json_t *r, mb_err *err)
         return api->err_set(err, MB_EPERM, "this share does not allow downloading a folder");
     /* A zip's bytes are made on the fly: any fetch of it counts (but HEAD). */
     if ((folder ? strcmp(api->req_method(req), "HEAD") != 0 : fetches_start(s, req, size)) &&
-        (rc = count_download(s, req, jstr(r, "id"), err)))
+        (rc = count_download(s, req, mb_jstr(r, "id"), err)))
         return rc;
     emit_access(s, req, r, folder ? "zip" : "download", full);
     return api->reply_file(req, NULL, sid, full, err);
@@ -824,21 +826,21 @@ static int visitor_error(sharing *s, int rc, const char *rel, mb_err *err)
 static int serve_upload(sharing *s, mb_req *req, json_t *r, mb_err *err)
 {
     const mb_api *api = s->api;
-    int bits = perm_bits(jstr(r, "permission")), rc;
+    int bits = perm_bits(mb_jstr(r, "permission")), rc;
     if (!(bits & P_UPLOAD))
         return api->err_set(err, MB_EPERM, "this share does not allow uploads");
     const char *rel = api->req_param(req, "path");
     if (!rel || !*rel)
         return api->err_set(err, MB_EINVAL, "name the file to upload after the share in the URL");
     char *full;
-    if ((rc = join_path(s, req, jstr(r, "path"), rel, &full, err)))
+    if ((rc = join_path(s, req, mb_jstr(r, "path"), rel, &full, err)))
         return rc;
     const void *data;
     size_t len;
     api->req_body(req, &data, &len);
     mb_file_writer *w;
     int flags = MB_FS_PARENTS | ((bits & P_OVERWRITE) ? 0 : MB_FS_NO_OVERWRITE);
-    if ((rc = api->file_write_begin(NULL, (uint64_t)jint(r, "store"), full, (int64_t)len, NULL, flags, &w, err)))
+    if ((rc = api->file_write_begin(NULL, (uint64_t)mb_jint(r, "store"), full, (int64_t)len, NULL, flags, &w, err)))
         return visitor_error(s, rc, rel, err);
     if (len && (rc = api->file_write_data(w, data, len, err))) {
         api->file_write_abort(w);
@@ -849,11 +851,11 @@ static int serve_upload(sharing *s, mb_req *req, json_t *r, mb_err *err)
     if ((rc = api->file_write_commit(w, &info, &created, err)))
         return visitor_error(s, rc, rel, err);
     emit_access(s, req, r, "upload", full);
-    const char *p = jstr(info, "path");
-    size_t rl = strlen(jstr(r, "path"));
-    json_t *out = json_pack("{s:s, s:s, s:I, s:s}", "name", jstr(info, "name"), "path",
-                            rl ? p + (strlen(p) > rl ? rl + 1 : strlen(p)) : p, "size", (json_int_t)jint(info, "size"),
-                            "sha256", jstr(info, "sha256"));
+    const char *p = mb_jstr(info, "path");
+    size_t rl = strlen(mb_jstr(r, "path"));
+    json_t *out = json_pack("{s:s, s:s, s:I, s:s}", "name", mb_jstr(info, "name"), "path",
+                            rl ? p + (strlen(p) > rl ? rl + 1 : strlen(p)) : p, "size", (json_int_t)mb_jint(info, "size"),
+                            "sha256", mb_jstr(info, "sha256"));
     json_decref(info);
     return api->reply_json(req, created ? 201 : 200, out);
 }
@@ -871,9 +873,9 @@ static int h_public_info(mb_req *req, void *state, mb_err *err)
     int rc = link_lookup(s, req, &r, err);
     if (rc)
         return rc;
-    bool locked = jstr(r, "password") != NULL;
+    bool locked = mb_jstr(r, "password") != NULL;
     const char *pw = api->req_header(req, "X-Share-Password");
-    json_t *out = json_pack("{s:b, s:I}", "password", locked, "expires", (json_int_t)jint(r, "expires"));
+    json_t *out = json_pack("{s:b, s:I}", "password", locked, "expires", (json_int_t)mb_jint(r, "expires"));
     if (locked && !pw) {
         json_decref(r);
         json_object_set_new(out, "locked", json_true());
@@ -884,23 +886,23 @@ static int h_public_info(mb_req *req, void *state, mb_err *err)
         json_decref(r);
         return rc;
     }
-    const char *root = jstr(r, "path"), *slash = strrchr(root, '/');
+    const char *root = mb_jstr(r, "path"), *slash = strrchr(root, '/');
     json_object_set_new(out, "locked", json_false());
     json_object_set_new(out, "name", json_string(slash ? slash + 1 : root));
-    json_object_set_new(out, "type", json_string(jstr(r, "target")));
-    json_object_set_new(out, "permission", json_string(jstr(r, "permission")));
+    json_object_set_new(out, "type", json_string(mb_jstr(r, "target")));
+    json_object_set_new(out, "permission", json_string(mb_jstr(r, "permission")));
     json_object_set_new(out, "size", json_null());
-    if (!strcmp(jstr(r, "target"), "file") && (perm_bits(jstr(r, "permission")) & P_READ)) {
+    if (!strcmp(mb_jstr(r, "target"), "file") && (perm_bits(mb_jstr(r, "permission")) & P_READ)) {
         json_t *st;
         mb_err e2 = {0};
-        if (api->file_stat(NULL, (uint64_t)jint(r, "store"), root, &st, &e2) == 0) {
-            json_object_set_new(out, "size", json_integer(jint(st, "size")));
+        if (api->file_stat(NULL, (uint64_t)mb_jint(r, "store"), root, &st, &e2) == 0) {
+            json_object_set_new(out, "size", json_integer(mb_jint(st, "size")));
             json_decref(st);
         }
     }
-    json_int_t max = jint(r, "max_downloads");
+    json_int_t max = mb_jint(r, "max_downloads");
     json_object_set_new(out, "downloads_left",
-                        max ? json_integer(max > jint(r, "downloads") ? max - jint(r, "downloads") : 0) : json_null());
+                        max ? json_integer(max > mb_jint(r, "downloads") ? max - mb_jint(r, "downloads") : 0) : json_null());
     json_decref(r);
     return api->reply_json(req, 200, out);
 }
@@ -1021,7 +1023,7 @@ static const mb_route routes[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 9, /* reply_file, req_body, user_find, user_name; throttle_* (minor 9) */
+    .abi_minor = 0,
     .name = "sharing",
     .version = SHARING_VERSION,
     .description = "Share files and folders with other users or through links",

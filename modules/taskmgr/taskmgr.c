@@ -59,14 +59,12 @@ typedef struct {
     int n;
 } pend_count;
 
-static int count_pending(const char *key, const void *val, size_t len, void *ud)
+static int count_pending(const char *key, json_t *v, void *ud)
 {
     (void)key;
     pend_count *pc = ud;
-    json_t *v = json_loadb(val, len, 0, NULL);
-    if ((uint64_t)json_integer_value(json_object_get(v, "owner")) == pc->owner)
+    if ((uint64_t)mb_jint(v, "owner") == pc->owner)
         pc->n++;
-    json_decref(v);
     return 0;
 }
 
@@ -100,7 +98,7 @@ static int h_create(mb_req *req, void *state, mb_err *err)
                             "you have %d stores and at most %d are allowed (taskmgr.max_stores_per_user)", have,
                             max_stores);
     pend_count pc = {u->id, 0};
-    api->kv_scan(t->self, "p/", count_pending, &pc, err);
+    api->kv_scan_json(t->self, "p/", count_pending, &pc, err);
     if (pc.n >= max_pending)
         return api->err_set(err, MB_ETHROTTLE,
                             "%d of your stores are still being created; at most %d may wait at once "
@@ -312,7 +310,7 @@ static void o_user_created(const char *event, const json_t *p, void *state)
     uint64_t id;
     mb_err e = {0};
     if (t->api->task_submit("taskmgr.home", 0, json_pack("{s:O}", "user", json_object_get(p, "user_id")), &id, &e))
-        t->api->log(t->self, 2, "could not queue the Home store's template: %s", e.msg);
+        t->api->log(t->self, MB_LOG_WARN, "could not queue the Home store's template: %s", e.msg);
 }
 
 static int t_provision(mb_task *task, const json_t *args, void *state, mb_err *err)

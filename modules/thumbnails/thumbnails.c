@@ -138,7 +138,7 @@ static void kv_put_json(th *t, const char *key, json_t *j)
     char *s = json_dumps(j, JSON_COMPACT);
     mb_err e;
     if (s && t->api->kv_put(t->self, key, s, strlen(s), false, &e))
-        t->api->log(t->self, 2, "cannot record %s: %s", key, e.msg);
+        t->api->log(t->self, MB_LOG_WARN, "cannot record %s: %s", key, e.msg);
     free(s);
 }
 
@@ -270,7 +270,7 @@ static int evict(th *t)
     pthread_mutex_unlock(&t->cache_mu);
     free(s.v);
     if (gone)
-        t->api->log(t->self, 1, "cache past %lld bytes: %d least recently used thumbnails removed",
+        t->api->log(t->self, MB_LOG_INFO, "cache past %lld bytes: %d least recently used thumbnails removed",
                     (long long)t->cache_max, gone);
     return gone;
 }
@@ -425,7 +425,7 @@ static int make_one(struct wk *w, uint64_t sid, const char *path, uint64_t fid)
                                  "time", (json_int_t)t->api->now());
                 if (!out || strcmp(jstr(out, "kind"), "none") != 0) { /* a kind without thumbnails is no failure */
                     atomic_fetch_add(&t->failed, 1);
-                    t->api->log(t->self, 2, "no thumbnail for store %llu %s: %s", (unsigned long long)sid, path, why);
+                    t->api->log(t->self, MB_LOG_WARN, "no thumbnail for store %llu %s: %s", (unsigned long long)sid, path, why);
                 }
             }
             json_decref(out);
@@ -878,7 +878,7 @@ static int h_purge(mb_req *req, void *state, mb_err *err)
     (void)err;
     th *t = state;
     int n = purge_all(t);
-    t->api->log(t->self, 1, "cache purged: %d files", n);
+    t->api->log(t->self, MB_LOG_INFO, "cache purged: %d files", n);
     return t->api->reply_json(req, 200, json_pack("{s:i}", "removed", n));
 }
 
@@ -1007,8 +1007,6 @@ static void free_state(th *t)
 
 static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)
 {
-    if (api->abi_minor < 10)
-        return api->err_set(err, MB_EUNSUPP, "needs a kernel with listing decorators (ABI 1.10)");
     th *t = calloc(1, sizeof *t);
     if (!t)
         return api->err_set(err, MB_ENOMEM, "out of memory");
@@ -1092,7 +1090,7 @@ static const mb_hook hooks[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 10, /* listing_decorator_set */
+    .abi_minor = MB_ABI_MINOR,
     .name = "thumbnails",
     .version = "1.0.0",
     .description = "Thumbnails and previews made in a sandboxed worker process; placeholders until ready",

@@ -16,16 +16,16 @@
  *            DELETE /api/v1/stores/{sid}/trash/{id}           delete permanently
  *            DELETE /api/v1/stores/{sid}/trash                empty the trash
  *   hooks    filter file.delete (priority 1000)
- *   tasks    trash.purge: purge every item older than its store's retention; submitted at
- *            init (so a restart with a moved clock purges at once) and every purge_interval
- *            seconds by a small timer thread this copy owns (stopped in fini).
+ *   tasks    trash.purge: purge every item older than its store's retention; submitted
+ *            right after load (so a restart with a moved clock purges at once) and every
+ *            purge_interval seconds by a kernel timer this copy owns (api->timer_add: the
+ *            kernel cancels it on unload and reload).
  *
- * Threads: handlers on HTTP workers, the filter on the deleting thread, the runner on the
- * pool, the timer on its own thread; shared state is the immutable config plus the timer's
- * mutex/condvar.
+ * Threads: handlers on HTTP workers, the filter on the deleting thread, the runner and the
+ * timer on the pool; reconfigure on the loop. Shared state is the config (two integers,
+ * read as they are) and the timer handle, which only init and reconfigure change.
  */
 #include "mbyte.h"
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,10 +35,7 @@ typedef struct trash {
     mb_module *self;
     const mb_api *api;
     int64_t retention_days, purge_interval;
-    pthread_t timer;
-    bool timer_on, stop;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    mb_timer *timer;
 } trash;
 
 /* The one place the retention of a store is read: the store's own setting (kept by the
@@ -229,42 +226,34 @@ static int t_purge(mb_task *task, const json_t *args, void *state, mb_err *err)
         if (t->api->trash_purge(NULL, sid, (uint64_t)json_integer_value(json_object_get(it, "id")), &e) == 0)
             n++;
         else if (e.code != MB_ENOENT)
-            t->api->log(t->self, 2, "purge of trash item failed: %s", e.msg);
+            t->api->log(t->self, MB_LOG_WARN, "purge of trash item failed: %s", e.msg);
         if (t->api->task_progress(task, (int)(i * 100 / json_array_size(items)), "purging"))
             break;
     }
     json_decref(items);
     if (n)
-        t->api->log(t->self, 1, "purged %d trash items past their retention", n);
+        t->api->log(t->self, MB_LOG_INFO, "purged %d trash items past their retention", n);
     t->api->task_result(task, json_pack("{s:i}", "purged", n));
     return 0;
 }
 
-/* The timer: a purge right after load (once the kernel registered trash.purge, which it does
- * only after init returns, so a refused submit is retried a second later), then one every
- * purge_interval seconds. */
-static void *timer_main(void *arg)
+/* The timer: a purge right after load (the kernel arms timers once init returned and the
+ * tables are registered), then one every purge_interval seconds; a refused submit is
+ * retried a second later. */
+static void tick(void *arg)
 {
     trash *t = arg;
-    int64_t wait = 0;
-    pthread_mutex_lock(&t->mu);
-    while (!t->stop) {
-        if (wait) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += wait;
-            pthread_cond_timedwait(&t->cv, &t->mu, &ts);
-            if (t->stop)
-                break;
-        }
-        pthread_mutex_unlock(&t->mu);
-        uint64_t id;
-        mb_err e = {0};
-        wait = t->api->task_submit("trash.purge", 0, json_object(), &id, &e) ? 1 : t->purge_interval;
-        pthread_mutex_lock(&t->mu);
-    }
-    pthread_mutex_unlock(&t->mu);
-    return NULL;
+    uint64_t id;
+    mb_err e = {0};
+    if (t->api->task_submit("trash.purge", 0, json_object(), &id, &e))
+        t->api->timer_add(t->self, 1000, 0, tick, t, NULL, &e);
+}
+
+static int timer_start(trash *t, mb_err *err)
+{
+    t->api->timer_cancel(t->timer);
+    t->timer = NULL;
+    return t->api->timer_add(t->self, 0, t->purge_interval * 1000, tick, t, &t->timer, err);
 }
 
 /* ---------------------------------------------------------- init and fini --- */
@@ -283,9 +272,11 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     t->self = self;
     t->api = api;
     read_config(t, config);
-    pthread_mutex_init(&t->mu, NULL);
-    pthread_cond_init(&t->cv, NULL);
-    t->timer_on = pthread_create(&t->timer, NULL, timer_main, t) == 0;
+    int rc = timer_start(t, err);
+    if (rc) {
+        free(t);
+        return rc;
+    }
     *state = t;
     return 0;
 }
@@ -293,25 +284,16 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
 static int fini(void *state, bool reloading, mb_err *err)
 {
     (void)reloading, (void)err;
-    trash *t = state;
-    if (t->timer_on) {
-        pthread_mutex_lock(&t->mu);
-        t->stop = true;
-        pthread_cond_signal(&t->cv);
-        pthread_mutex_unlock(&t->mu);
-        pthread_join(t->timer, NULL);
-    }
-    pthread_mutex_destroy(&t->mu);
-    pthread_cond_destroy(&t->cv);
-    free(t);
+    free(state); /* the kernel cancelled the timer before calling fini */
     return 0;
 }
 
 static int reconfigure(void *state, const json_t *config, mb_err *err)
 {
-    (void)err;
-    read_config(state, config);
-    return 0;
+    trash *t = state;
+    int64_t interval = t->purge_interval;
+    read_config(t, config);
+    return t->purge_interval == interval ? 0 : timer_start(t, err); /* the new period */
 }
 
 /* ------------------------------------------------------------------ tables --- */
@@ -343,7 +325,7 @@ static const mb_task_type tasks[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 3, /* trash_* calls; store_settings_get */
+    .abi_minor = 0,
     .name = "trash",
     .version = "1.0.0",
     .description = "Deleting moves files and folders to the store's trash; restore, purge, retention",

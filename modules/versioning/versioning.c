@@ -182,7 +182,7 @@ static void o_updated(const char *event, const json_t *p, void *state)
                             json_pack("{s:O, s:O}", "store", json_object_get(p, "store"), "path",
                                       json_object_get(p, "path")),
                             &id, &e))
-        v->api->log(v->self, 2, "could not queue the thinning: %s", e.msg);
+        v->api->log(v->self, MB_LOG_WARN, "could not queue the thinning: %s", e.msg);
 }
 
 /* ------------------------------------------------------------------- tasks --- */
@@ -288,7 +288,7 @@ static const mb_task_type tasks[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 4, /* version_* calls; reply_file streams old versions */
+    .abi_minor = 0,
     .name = "versioning",
     .version = "1.0.0",
     .description = "Every overwrite keeps the previous version; list, download, restore, delete, thinning",

@@ -703,8 +703,6 @@ static void read_config(dav_srv *d, const json_t *c)
 
 static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)
 {
-    if (api->abi_minor < 10 || api->size <= offsetof(mb_api, req_body_sink))
-        return api->err_set(err, MB_EUNSUPP, "webdav needs a kernel with ABI 1.10 (app passwords, streamed bodies)");
     if (sodium_init() < 0)
         return api->err_set(err, MB_EINTERNAL, "libsodium failed to start");
     xmlInitParser(); /* once, before HTTP workers parse in parallel */
@@ -755,7 +753,7 @@ static const mb_route routes[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 10, /* apppass_check, req_body_sink, mb_route.begin */
+    .abi_minor = MB_ABI_MINOR,
     .name = "webdav",
     .version = "1.0.0",
     .description = "WebDAV (RFC 4918 class 1 and 2, RFC 4331 quotas) at /dav/<store>/: mount a store in any file manager",

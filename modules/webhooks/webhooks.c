@@ -51,8 +51,6 @@ typedef struct webhooks {
     int disable_after;
 } webhooks;
 
-static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
-static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
 static void hex16(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
 
 static bool valid_id(const char *s) { return s && strlen(s) == 16 && strspn(s, "0123456789abcdef") == 16; }
@@ -201,20 +199,20 @@ static void hook_failed(webhooks *w, const char *hid, bool ok)
     pthread_mutex_lock(&w->lock);
     json_t *h = hook_load(w, hid);
     if (h) {
-        int64_t f = ok ? 0 : jint(h, "failures") + 1;
+        int64_t f = ok ? 0 : mb_jint(h, "failures") + 1;
         bool was = json_is_true(json_object_get(h, "active"));
         json_object_set_new(h, "failures", json_integer(f));
         if (!ok && was && f >= w->disable_after) {
             json_object_set_new(h, "active", json_false());
             char body[512];
             snprintf(body, sizeof body, "The webhook to %s failed %lld deliveries in a row and was switched off.",
-                     jstr(h, "url"), (long long)f);
-            w->api->notify((uint64_t)jint(h, "owner"), "error", "Webhook disabled", body);
+                     mb_jstr(h, "url"), (long long)f);
+            w->api->notify((uint64_t)mb_jint(h, "owner"), "error", "Webhook disabled", body);
             w->api->hook_emit("webhook.disabled",
-                              json_pack("{s:s, s:I, s:I, s:s}", "hook", hid, "store", (json_int_t)jint(h, "store"),
-                                        "owner", (json_int_t)jint(h, "owner"), "url", jstr(h, "url")),
+                              json_pack("{s:s, s:I, s:I, s:s}", "hook", hid, "store", (json_int_t)mb_jint(h, "store"),
+                                        "owner", (json_int_t)mb_jint(h, "owner"), "url", mb_jstr(h, "url")),
                               NULL);
-            w->api->log(w->self, 2, "hook %s disabled after %lld failed deliveries", hid, (long long)f);
+            w->api->log(w->self, MB_LOG_WARN, "hook %s disabled after %lld failed deliveries", hid, (long long)f);
         }
         mb_err e;
         char key[32];
@@ -230,7 +228,7 @@ static int t_deliver(mb_task *task, const json_t *args, void *state, mb_err *err
 {
     (void)task;
     webhooks *w = state;
-    const char *hid = jstr(args, "hook"), *did = jstr(args, "delivery");
+    const char *hid = mb_jstr(args, "hook"), *did = mb_jstr(args, "delivery");
     json_t *h = hook_load(w, hid);
     char key[64];
     snprintf(key, sizeof key, "d/%s/%s", hid ? hid : "", did ? did : "");
@@ -247,14 +245,14 @@ static int t_deliver(mb_task *task, const json_t *args, void *state, mb_err *err
         json_decref(d);
         return 0;
     }
-    json_t *msg = json_pack("{s:s, s:s, s:I, s:s, s:I, s:O}", "id", did, "event", jstr(d, "event"), "time",
-                            (json_int_t)jint(d, "created"), "hook", hid, "store", (json_int_t)jint(h, "store"), "data",
+    json_t *msg = json_pack("{s:s, s:s, s:I, s:s, s:I, s:O}", "id", did, "event", mb_jstr(d, "event"), "time",
+                            (json_int_t)mb_jint(d, "created"), "hook", hid, "store", (json_int_t)mb_jint(h, "store"), "data",
                             json_object_get(d, "payload"));
     char *body = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     char errbuf[256];
     int64_t t0 = w->api->now();
-    long status = post(w, jstr(h, "url"), body, jstr(d, "event"), did, jstr(h, "secret"), errbuf, sizeof errbuf);
+    long status = post(w, mb_jstr(h, "url"), body, mb_jstr(d, "event"), did, mb_jstr(h, "secret"), errbuf, sizeof errbuf);
     free(body);
     bool ok = status >= 200 && status <= 299;
     json_t *attempts = json_object_get(d, "attempts");
@@ -286,21 +284,21 @@ static int enqueue(webhooks *w, const json_t *h, const char *event, json_t *payl
                    char did[17], mb_err *err)
 {
     new_id(did);
-    json_t *d = json_pack("{s:i, s:s, s:s, s:s, s:O, s:I, s:s, s:[]}", "v", 1, "id", did, "hook", jstr(h, "id"),
+    json_t *d = json_pack("{s:i, s:s, s:s, s:s, s:O, s:I, s:s, s:[]}", "v", 1, "id", did, "hook", mb_jstr(h, "id"),
                           "event", event, "payload", payload, "created", (json_int_t)w->api->now(), "state",
                           "pending", "attempts");
     if (redelivery_of)
         json_object_set_new(d, "redelivery_of", json_string(redelivery_of));
     char key[64];
-    snprintf(key, sizeof key, "d/%s/%s", jstr(h, "id"), did);
+    snprintf(key, sizeof key, "d/%s/%s", mb_jstr(h, "id"), did);
     /* Not synced alone: task_submit syncs right after, and LevelDB keeps write order. */
     int rc = kv_put_json(w, key, d, false, err);
     json_decref(d);
     if (rc)
         return rc;
     uint64_t tid;
-    return w->api->task_submit("webhooks.deliver", (uint64_t)jint(h, "owner"),
-                               json_pack("{s:s, s:s}", "hook", jstr(h, "id"), "delivery", did), &tid, err);
+    return w->api->task_submit("webhooks.deliver", (uint64_t)mb_jint(h, "owner"),
+                               json_pack("{s:s, s:s}", "hook", mb_jstr(h, "id"), "delivery", did), &tid, err);
 }
 
 static bool event_matches(const json_t *events, const char *event)
@@ -335,7 +333,7 @@ static int match_fn(const char *key, const void *v, size_t len, void *ud)
         char did[17];
         mb_err e;
         if (enqueue(m->w, h, m->event, m->payload, NULL, did, &e))
-            m->w->api->log(m->w->self, 3, "could not queue a delivery for hook %s: %s", jstr(h, "id"), e.msg);
+            m->w->api->log(m->w->self, MB_LOG_ERROR, "could not queue a delivery for hook %s: %s", mb_jstr(h, "id"), e.msg);
     }
     json_decref(h);
     return 0;
@@ -390,7 +388,7 @@ static int hook_of(webhooks *w, mb_req *req, uint64_t *sid, json_t **out, mb_err
     if (rc)
         return rc;
     json_t *h = hook_load(w, w->api->req_param(req, "id"));
-    if (!h || (uint64_t)jint(h, "store") != *sid) {
+    if (!h || (uint64_t)mb_jint(h, "store") != *sid) {
         json_decref(h);
         return w->api->err_set(err, MB_ENOENT, "no such webhook");
     }
@@ -479,7 +477,7 @@ static int h_create(mb_req *req, void *state, mb_err *err)
     json_t *b = api->req_json(req, err);
     if (!b)
         return err->code;
-    const char *url = jstr(b, "url");
+    const char *url = mb_jstr(b, "url");
     json_t *events = json_object_get(b, "events");
     if ((rc = check_url(w, url, err)) || (rc = check_events(w, events, err)))
         return rc;
@@ -576,7 +574,7 @@ static int h_patch(mb_req *req, void *state, mb_err *err)
     if (rc)
         return rc;
     json_t *a = json_object_get(b, "active"), *ev = json_object_get(b, "events");
-    const char *url = jstr(b, "url");
+    const char *url = mb_jstr(b, "url");
     if ((a && !json_is_boolean(a) && (rc = w->api->err_set(err, MB_EINVAL, "active: true or false"))) ||
         (json_object_get(b, "url") && (rc = check_url(w, url, err))) || (ev && (rc = check_events(w, ev, err)))) {
         json_decref(h);
@@ -596,7 +594,7 @@ static int h_patch(mb_req *req, void *state, mb_err *err)
         if (ev)
             json_object_set(h, "events", ev);
         char key[32];
-        snprintf(key, sizeof key, "h/%s", jstr(h, "id"));
+        snprintf(key, sizeof key, "h/%s", mb_jstr(h, "id"));
         rc = kv_put_json(w, key, h, true, err);
     }
     pthread_mutex_unlock(&w->lock);
@@ -630,19 +628,19 @@ static int h_delete(mb_req *req, void *state, mb_err *err)
     if (rc)
         return rc;
     char key[64], s16[17];
-    snprintf(key, sizeof key, "h/%s", jstr(h, "id"));
+    snprintf(key, sizeof key, "h/%s", mb_jstr(h, "id"));
     if ((rc = w->api->kv_del(w->self, key, true, err))) {
         json_decref(h);
         return rc;
     }
     hex16(s16, sid);
-    snprintf(key, sizeof key, "hs/%s/%s", s16, jstr(h, "id"));
+    snprintf(key, sizeof key, "hs/%s/%s", s16, mb_jstr(h, "id"));
     w->api->kv_del(w->self, key, true, err);
-    hex16(s16, (uint64_t)jint(h, "owner"));
-    snprintf(key, sizeof key, "ho/%s/%s", s16, jstr(h, "id"));
+    hex16(s16, (uint64_t)mb_jint(h, "owner"));
+    snprintf(key, sizeof key, "ho/%s/%s", s16, mb_jstr(h, "id"));
     w->api->kv_del(w->self, key, true, err);
     /* Its delivery log goes too; queued attempts find no hook and end. */
-    snprintf(key, sizeof key, "d/%s/", jstr(h, "id"));
+    snprintf(key, sizeof key, "d/%s/", mb_jstr(h, "id"));
     del_ctx *d = malloc(sizeof *d);
     if (d) {
         do {
@@ -658,14 +656,11 @@ static int h_delete(mb_req *req, void *state, mb_err *err)
     return w->api->reply_json(req, 200, json_pack("{s:b}", "ok", 1));
 }
 
-static int dlist_fn(const char *key, const void *v, size_t len, void *ud)
+static int dlist_fn(const char *key, json_t *d, void *ud)
 {
     (void)key;
-    json_t *d = json_loadb(v, len, 0, NULL);
-    if (d) {
-        json_object_del(d, "v");
-        json_array_append_new(ud, d);
-    }
+    json_object_del(d, "v");
+    json_array_append(ud, d);
     return 0;
 }
 
@@ -679,10 +674,10 @@ static int h_deliveries(mb_req *req, void *state, mb_err *err)
     if (rc)
         return rc;
     char prefix[40];
-    snprintf(prefix, sizeof prefix, "d/%s/", jstr(h, "id"));
+    snprintf(prefix, sizeof prefix, "d/%s/", mb_jstr(h, "id"));
     json_decref(h);
     json_t *all = json_array(), *out = json_array();
-    w->api->kv_scan(w->self, prefix, dlist_fn, all, err);
+    w->api->kv_scan_json(w->self, prefix, dlist_fn, all, err);
     for (size_t i = json_array_size(all); i > 0 && json_array_size(out) < 200; i--)
         json_array_append(out, json_array_get(all, i - 1));
     json_decref(all);
@@ -700,13 +695,13 @@ static int h_redeliver(mb_req *req, void *state, mb_err *err)
         return rc;
     const char *did = w->api->req_param(req, "did");
     char key[64], nid[17];
-    snprintf(key, sizeof key, "d/%s/%s", jstr(h, "id"), valid_id(did) ? did : "");
+    snprintf(key, sizeof key, "d/%s/%s", mb_jstr(h, "id"), valid_id(did) ? did : "");
     json_t *d = valid_id(did) ? kv_json(w, key) : NULL;
     if (!d) {
         json_decref(h);
         return w->api->err_set(err, MB_ENOENT, "no such delivery");
     }
-    rc = enqueue(w, h, jstr(d, "event"), json_object_get(d, "payload"), did, nid, err);
+    rc = enqueue(w, h, mb_jstr(d, "event"), json_object_get(d, "payload"), did, nid, err);
     json_decref(d);
     json_decref(h);
     if (rc)
@@ -823,7 +818,7 @@ static const mb_task_type tasks[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 1,
+    .abi_minor = 0,
     .name = "webhooks",
     .version = WEBHOOKS_VERSION,
     .description = "Signed HTTP callbacks for the events of a store, from a durable queue with retries",

@@ -722,6 +722,32 @@ class TestFtpAppPasswords(FtpTest):
         self.assertProblem(self.srv.request("DELETE", "/api/v1/ftp/passwords/nothex", token=self.admin), 404)
         self.assertEqual(self.srv.request("GET", "/api/v1/ftp/passwords").status, 401)
 
+    def test_account_app_password_logs_in_and_a_limited_one_is_refused(self):
+        # The kernel's app passwords (every door) work for FTP; one limited to a store or to
+        # reading is refused with 530 and the reason, since an FTP session reaches every store
+        # and may write.
+        r = self.srv.request("POST", "/api/v1/account/app-passwords", {"name": "nas"}, token=self.admin)
+        self.assertEqual(r.status, 201, r)
+        full = r.json()["password"]
+        f = self.ftp(user=("admin", full))
+        self.assertEqual(f.nlst("/"), ["Home"])
+        f.quit()
+        sid = self.srv.request("GET", "/api/v1/stores", token=self.admin).json()[0]["id"]
+        for limit in ({"read_only": True}, {"store": sid}):
+            r = self.srv.request("POST", "/api/v1/account/app-passwords", dict(name="limited", **limit),
+                                 token=self.admin)
+            self.assertEqual(r.status, 201, r)
+            with self.assertRaises(ftplib.error_perm) as cm:
+                self.ftp(user=("admin", r.json()["password"]))
+            self.assertIn("530", str(cm.exception))
+            self.assertIn("full access", str(cm.exception))
+        r = self.srv.request("GET", "/api/v1/account/app-passwords", token=self.admin).json()
+        nas = [p for p in r if p["name"] == "nas"][0]
+        self.assertEqual(self.srv.request("DELETE", "/api/v1/account/app-passwords/" + nas["id"],
+                                          token=self.admin).status, 204)
+        with self.assertRaises(ftplib.error_perm):
+            self.ftp(user=("admin", full))
+
     def test_module_unloads_and_reloads_with_sessions_open(self):
         f = self.ftp()
         r = self.srv.request("POST", "/api/v1/admin/modules/ftp/reload", token=self.admin)

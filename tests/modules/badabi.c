@@ -1,4 +1,4 @@
-/* tests/modules/badabi — a module built for ABI major 2: the kernel (1.x) must refuse it
+/* tests/modules/badabi — a module built for the next ABI major: the kernel must refuse it
  * with a sentence naming both versions, and keep serving. Test-only; never installed. */
 #include "mbyte.h"
 

@@ -4,7 +4,7 @@
  * entries they saw (never before, never after), flush and done run once per turn, and the
  * reading position misses nothing (events committed out of order, a number given up as a
  * gap, long backlogs, bursts of quick turns). The kernel itself owns these subscriptions
- * (owner NULL), so modmgr_enter/leave(NULL) must be free and work without a module manager,
+ * (owner NULL), so modref_enter/leave(NULL) must be free and work without a module manager,
  * and module keys land under "m/kernel/". */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -149,9 +149,9 @@ static void test_observers_are_fed_from_the_outbox_and_it_empties(void **s)
     assert_string_equal(last_event, "x.done");
     assert_int_equal(last_n, 7);
     assert_int_equal(outbox_size(), 0);
-    modmgr_enter(NULL); /* the kernel's own calls cost nothing and need no manager */
-    modmgr_leave(NULL);
-    assert_string_equal(modmgr_name(NULL), "kernel");
+    modref_enter(NULL); /* the kernel's own calls cost nothing and need no manager */
+    modref_leave(NULL);
+    assert_string_equal(modref_name(NULL), "kernel");
 }
 
 static void test_an_event_left_in_the_outbox_is_delivered_after_a_restart(void **s)

@@ -1,0 +1,176 @@
+/*
+ * fs_read.c — reading a file version (fs.h: fs_open/fs_read/fs_read_fd/fs_close): the chunk
+ * list of a version, each chunk read and verified before a byte of it is served (blob.c), the
+ * next few read ahead, and zero-copy descriptors for sendfile.
+ *
+ * Threads: a reader belongs to one thread at a time; opening takes no lock (an entry names
+ * only committed versions, and a version's chunks stay referenced while it exists).
+ */
+#include "fs.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fs_reader {
+    uint64_t size;
+    size_t n;
+    char (*hash)[65];
+    char (*fast)[33]; /* XXH3-128 per chunk, "" in versions written before it was recorded */
+    uint64_t *off;    /* start of each chunk; off[n] == size */
+    uint8_t *cache;
+    size_t cached;     /* index of the chunk in cache, or SIZE_MAX */
+    size_t prefetched; /* chunks below this index were handed to blob_prefetch */
+};
+
+#define PREFETCH_AHEAD 4 /* chunks (about 4 MiB) read ahead of the one being served */
+
+/* Chunk i is being read: start reading the next few from the disk meanwhile. Each chunk is
+ * its own file, so the kernel's readahead stops at the end of every one of them; without
+ * this a download after an upload (O_DIRECT: nothing cached) waited for each chunk in turn. */
+static void read_ahead(fs_reader *r, size_t i)
+{
+    size_t j = r->prefetched > i + 1 ? r->prefetched : i + 1;
+    for (; j <= i + PREFETCH_AHEAD && j < r->n; j++)
+        blob_prefetch(r->hash[j], (size_t)(r->off[j + 1] - r->off[j]));
+    if (j > r->prefetched)
+        r->prefetched = j;
+}
+
+int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, fs_reader **out, json_t **info,
+            mb_err *err)
+{
+    *out = NULL;
+    fs_op op;
+    int rc = fs_op_begin(&op, u, sid, path, err);
+    if (rc)
+        return rc;
+    char *np = op.path;
+    json_t *e = NULL, *ver = NULL;
+    rc = ns_resolve(sid, np, NULL, &e, err);
+    if (!rc && (!e || ns_is_folder(e)))
+        rc = err_set(err, MB_ECONFLICT, "'%s' is a folder, not a file", np);
+    if (!rc) {
+        char key[NS_KEYMAX];
+        ns_fkey(key, sizeof key, sid, (uint64_t)jint(e, "id"), version ? version : (uint64_t)jint(e, "version"));
+        int g = db_get_json(key, &ver);
+        if (g == MB_ENOENT)
+            rc = err_set(err, MB_ENOENT, "'%s' has no version %llu", np, (unsigned long long)version);
+        else if (g)
+            rc = err_set(err, MB_EIO, "cannot read the version record of '%s'", np);
+        else
+            rc = history_damaged(sid, (uint64_t)jint(e, "id"), version ? version : (uint64_t)jint(e, "version"), np,
+                                 err);
+    }
+    if (!rc) {
+        json_t *chunks = json_object_get(ver, "chunks");
+        fs_reader *r = xcalloc(1, sizeof *r);
+        r->n = json_array_size(chunks);
+        r->hash = xcalloc(r->n + 1, sizeof *r->hash);
+        r->fast = xcalloc(r->n + 1, sizeof *r->fast);
+        r->off = xcalloc(r->n + 1, sizeof *r->off);
+        r->cached = SIZE_MAX;
+        uint64_t o = 0;
+        for (size_t i = 0; i < r->n; i++) {
+            json_t *c = json_array_get(chunks, i);
+            snprintf(r->hash[i], 65, "%s", jstr(c, "h"));
+            snprintf(r->fast[i], 33, "%s", jstr(c, "x"));
+            r->off[i] = o;
+            o += (uint64_t)jint(c, "n");
+        }
+        r->off[r->n] = o;
+        r->size = o;
+        *out = r;
+        if (info) {
+            *info = ns_public_info(e, np);
+            if (version) { /* an older version: its own size and hash */
+                json_object_set(*info, "size", json_object_get(ver, "size"));
+                json_object_set(*info, "sha256", json_object_get(ver, "sha256"));
+                json_object_set_new(*info, "version", json_integer((json_int_t)version));
+            }
+        }
+    }
+    json_decref(e);
+    json_decref(ver);
+    fs_op_end(&op);
+    return rc;
+}
+
+/* The index of the chunk holding offset off (binary search). */
+static size_t chunk_at(const fs_reader *r, uint64_t off)
+{
+    size_t lo = 0, hi = r->n;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (r->off[mid] <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The chunk holding byte off, loaded into r->cache and verified: its index, or a negative
+ * MB_E* (err set). off < r->size. */
+static ssize_t load_chunk(fs_reader *r, uint64_t off, mb_err *err)
+{
+    size_t lo = chunk_at(r, off);
+    if (r->cached != lo) {
+        if (!r->cache)
+            r->cache = xmalloc(CHUNK_MAX);
+        r->cached = SIZE_MAX;
+        read_ahead(r, lo);
+        int rc = blob_read(r->hash[lo], r->fast[lo], r->cache, (size_t)(r->off[lo + 1] - r->off[lo]), err);
+        if (rc)
+            return rc;
+        r->cached = lo;
+    }
+    return (ssize_t)lo;
+}
+
+ssize_t fs_read(fs_reader *r, uint64_t off, void *buf, size_t n, mb_err *err)
+{
+    if (off >= r->size || n == 0)
+        return 0;
+    ssize_t i = load_chunk(r, off, err);
+    if (i < 0)
+        return i;
+    size_t clen = (size_t)(r->off[i + 1] - r->off[i]), in = (size_t)(off - r->off[i]);
+    size_t k = clen - in < n ? clen - in : n;
+    memcpy(buf, r->cache + in, k);
+    return (ssize_t)k;
+}
+
+int fs_read_fd(fs_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *len, mb_err *err)
+{
+    *fd = -1;
+    if (off >= r->size)
+        return err_set(err, MB_ERANGE, "offset %llu is past the end", (unsigned long long)off);
+    size_t i = chunk_at(r, off);
+    if (!r->cache)
+        r->cache = xmalloc(CHUNK_MAX);
+    if (r->cached == i)
+        r->cached = SIZE_MAX; /* the buffer may be overwritten below */
+    bool filled;
+    read_ahead(r, i);
+    int rc = blob_read_fd(r->hash[i], r->fast[i], r->cache, (size_t)(r->off[i + 1] - r->off[i]), fd, &filled, err);
+    if (rc < 0)
+        return rc;
+    if (rc > 0)
+        return err_set(err, MB_EUNSUPP, "chunk %.12s… is not a local file; read it instead", r->hash[i]);
+    if (filled)
+        r->cached = i;
+    *fd_off = off - r->off[i];
+    *len = r->off[i + 1] - off;
+    return 0;
+}
+
+void fs_close(fs_reader *r)
+{
+    if (!r)
+        return;
+    free(r->hash);
+    free(r->fast);
+    free(r->off);
+    free(r->cache);
+    free(r);
+}

@@ -1,0 +1,535 @@
+/*
+ * fs_write.c — the write pipeline (fs.h: fs_write_begin/data/commit/abort): every door's
+ * upload (HTTP PUT, tus, FTP STOR, modules) becomes a file version here.
+ *
+ * Write order (DESIGN.md): chunks are cut (chunker.c) and written durably while the body
+ * streams in (blob.c; small ones ride in the commit batch instead); then one transaction
+ * (txn.c) commits the version, the refcounts, the directory entry, the usage and the outbox
+ * event, durable by group commit when txn_end returns; only then does the caller reply. A
+ * crash before the commit leaves the old file and some orphan chunks (collected after the
+ * grace, gc.c); after it, the new file. Filters (file.write, file.write.chunk: quotas,
+ * limits) run at begin with the announced length and at every chunk.
+ *
+ * Threads: a writer belongs to one caller thread at a time. A big upload also has a store
+ * thread of its own (store_main) that hashes, writes and syncs its chunk files in order while
+ * the caller cuts the next ones; fs_writer says which fields each side owns. Nothing is locked
+ * while the body streams; the commit takes the commit lock (txn_begin).
+ */
+#include "fs.h"
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HEAD_BYTES 8192
+#define WBUF_CAP (2 * CHUNK_MAX)
+
+struct fs_writer {
+    uint64_t sid, owner, uid;
+    char *path; /* normalised */
+    int flags;
+    char expect[65], if_match[65];
+    uint8_t *buf;
+    size_t start, len, cap; /* unconsumed bytes are buf[start .. len); cap <= WBUF_CAP */
+    EVP_MD_CTX *md;
+    /* While the body is no longer than the smallest chunk it will be ONE chunk, whose SHA-256
+     * is the file's: md is fed only once the body grows past that (a small upload then
+     * hashes its bytes once, not twice), and whole_sha is that one digest. */
+    bool md_lazy;
+    char whole_sha[65];
+    uint64_t total;
+    int64_t expected;
+    int64_t existing; /* size of the file this write replaces (0 if new), for quotas */
+    json_t *chunks; /* [{"h","n"}] in order; each one is pending in blob.c */
+    db_batch *inl;  /* the inline chunks' puts: becomes the commit batch (blob.c) */
+    /* The store thread of a big upload (started at its first chunk file): cut chunks queue
+     * here and are hashed, written and synced there while the next bytes arrive and are cut
+     * on the caller's thread. st_mu guards the queue and st_rc; `chunks` belongs to the
+     * store thread while it runs and to the caller once st_finish returned or st_drain saw
+     * it idle. */
+    pthread_t st;
+    pthread_mutex_t st_mu;
+    pthread_cond_t st_cv;
+    struct cjob *q_head, *q_tail;
+    int q_len;
+    bool st_on, st_stop, st_abandon, st_busy;
+    int st_rc;
+    mb_err st_err;
+    uint8_t *spare[3]; /* up to SPARE_MAX chunk buffers for reuse (buf_take) */
+    int nspare;
+    uint8_t head[HEAD_BYTES];
+    size_t headlen;
+};
+
+static json_t *filter_payload(const fs_writer *w)
+{
+    return json_pack("{s:I, s:I, s:s, s:I}", "store", (json_int_t)w->sid, "owner", (json_int_t)w->owner, "path",
+                     w->path, "user", (json_int_t)w->uid);
+}
+
+int fs_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t expected_size,
+                   const char *expect_sha256, int flags, fs_writer **out, mb_err *err)
+{
+    *out = NULL;
+    fs_op op;
+    int rc = fs_op_begin(&op, u, sid, path, err);
+    if (rc)
+        return rc;
+    uint64_t owner = op.owner;
+    char *np = op.path;
+    if (!*np) {
+        free(np);
+        return err_set(err, MB_EINVAL, "path: the root folder is not a file");
+    }
+    if (expect_sha256 && (strlen(expect_sha256) != 64 || strspn(expect_sha256, "0123456789abcdef") != 64)) {
+        free(np);
+        return err_set(err, MB_EINVAL, "the expected SHA-256 must be 64 lower-case hex digits");
+    }
+    /* Early checks, so a doomed upload is refused before its body is read; commit checks
+     * again under the lock. */
+    const char *name;
+    char *dir = ns_parent_of(np, &name);
+    uint64_t pid = 0;
+    json_t *pe = NULL, *existing = NULL;
+    if (*dir) {
+        rc = ns_resolve(sid, dir, NULL, &pe, err);
+        if (rc == MB_ENOENT && (flags & FS_PARENTS))
+            rc = 0;
+        else if (rc == MB_ENOENT)
+            rc = err_set(err, MB_ECONFLICT, "the folder '%s' does not exist (create it, or use parents=true)", dir);
+        else if (!rc && !ns_is_folder(pe))
+            rc = err_set(err, MB_ECONFLICT, "'%s' is a file, not a folder", dir);
+        if (pe)
+            pid = (uint64_t)jint(pe, "id");
+    }
+    if (!rc && (pe || !*dir) && ns_entry_get(sid, pid, name, &existing) == 0) {
+        if (ns_is_folder(existing))
+            rc = err_set(err, MB_ECONFLICT, "'%s' is a folder", np);
+        else if (flags & FS_NO_OVERWRITE)
+            rc = err_set(err, MB_EEXIST, "'%s' already exists", np);
+    }
+    if (!rc && !existing)
+        rc = ns_creatable(*dir && !pe ? dir : NULL, name, err);
+    json_decref(pe);
+    free(dir);
+    fs_writer *w = NULL;
+    if (!rc) {
+        w = xcalloc(1, sizeof *w);
+        w->sid = sid;
+        w->owner = owner;
+        w->uid = u ? u->id : 0;
+        w->path = np;
+        np = NULL;
+        w->flags = flags;
+        w->expected = expected_size;
+        if (expect_sha256)
+            memcpy(w->expect, expect_sha256, 65);
+        w->existing = existing ? jint(existing, "size") : 0;
+        if (hook_subscribed("file.write", MB_HOOK_FILTER)) {
+            json_t *p = filter_payload(w);
+            const char *guess = ctype_by_name(name);
+            json_object_set_new(p, "size", json_integer(expected_size));
+            json_object_set_new(p, "ctype", json_string(guess ? guess : "application/octet-stream"));
+            json_object_set_new(p, "existing_size", json_integer(w->existing));
+            json_object_set_new(p, "exists", json_boolean(existing != NULL));
+            rc = hook_filter("file.write", p, err);
+            json_decref(p);
+        }
+    }
+    json_decref(existing);
+    free(np);
+    if (rc) {
+        if (w) {
+            free(w->path);
+            free(w);
+        }
+        return rc;
+    }
+    w->cap = 64 * 1024; /* grows to WBUF_CAP only for bodies that need it */
+    w->buf = xmalloc(w->cap);
+    w->md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(w->md, EVP_sha256(), NULL);
+    w->md_lazy = true;
+    w->chunks = json_array();
+    *out = w;
+    return 0;
+}
+
+void fs_write_if_match(fs_writer *w, const char *sha256)
+{
+    if (w && sha256)
+        snprintf(w->if_match, sizeof w->if_match, "%s", sha256);
+}
+
+/* Hash and store one chunk of n bytes at p (the store thread's work for chunk files; the
+ * caller's for inline chunks, which go into the commit batch). */
+static int put_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
+{
+    char hex[65], fast[33];
+    if (w->whole_sha[0] && n == w->total) { /* the whole file is this chunk: already hashed */
+        memcpy(hex, w->whole_sha, sizeof hex);
+    } else {
+        uint8_t md[32];
+        unsigned mdl = 0;
+        EVP_Digest(p, n, md, &mdl, EVP_sha256(), NULL);
+        hex_encode(md, 32, hex);
+    }
+    blob_fastsum(p, n, fast);
+    /* Pending first, then store: see blob.c on why this order beats the collector. */
+    blob_pending_add(hex);
+    json_array_append_new(w->chunks, json_pack("{s:s, s:I, s:s}", "h", hex, "n", (json_int_t)n, "x", fast));
+    if (n <= blob_inline_max()) {
+        if (!w->inl)
+            w->inl = db_batch_new();
+        blob_put_inline(w->inl, hex, p, n);
+        return 0;
+    }
+    return blob_put(hex, p, n, err);
+}
+
+#define ST_QUEUE 2            /* chunks cut and waiting */
+#define SPARE_MAX (ST_QUEUE + 1) /* so at most 3 chunk buffers of 4 MiB per upload */
+
+typedef struct cjob {
+    struct cjob *next;
+    size_t n;
+    uint8_t *data; /* blob_buf_alloc: aligned for the local backend's O_DIRECT writes */
+} cjob;
+
+/* Chunk buffers (CHUNK_MAX each) are kept for the writer's next chunks: mapping and faulting
+ * in fresh pages for every chunk cost more than hashing it. Under st_mu. */
+static uint8_t *buf_take(fs_writer *w)
+{
+    pthread_mutex_lock(&w->st_mu);
+    uint8_t *p = w->nspare ? w->spare[--w->nspare] : NULL;
+    pthread_mutex_unlock(&w->st_mu);
+    return p ? p : blob_buf_alloc(CHUNK_MAX);
+}
+
+static void cjob_free(fs_writer *w, cjob *j)
+{
+    pthread_mutex_lock(&w->st_mu);
+    if (w->nspare < SPARE_MAX) {
+        w->spare[w->nspare++] = j->data;
+        j->data = NULL;
+    }
+    pthread_mutex_unlock(&w->st_mu);
+    blob_buf_free(j->data, CHUNK_MAX);
+    free(j);
+}
+
+static void *store_main(void *arg)
+{
+    fs_writer *w = arg;
+    pthread_mutex_lock(&w->st_mu);
+    for (;;) {
+        while (!w->q_head && !w->st_stop)
+            pthread_cond_wait(&w->st_cv, &w->st_mu);
+        cjob *j = w->q_head;
+        if (!j)
+            break;
+        w->q_head = j->next;
+        if (!w->q_head)
+            w->q_tail = NULL;
+        w->q_len--;
+        w->st_busy = true;
+        bool skip = w->st_rc || w->st_abandon;
+        pthread_mutex_unlock(&w->st_mu);
+        mb_err e = {0};
+        int rc = skip ? 0 : put_chunk(w, j->data, j->n, &e);
+        cjob_free(w, j);
+        pthread_mutex_lock(&w->st_mu);
+        w->st_busy = false;
+        if (rc && !w->st_rc) {
+            w->st_rc = rc;
+            w->st_err = e;
+        }
+        pthread_cond_broadcast(&w->st_cv);
+    }
+    pthread_mutex_unlock(&w->st_mu);
+    return NULL;
+}
+
+/* Wait until the store thread has stored everything queued; its first error, or 0. */
+static int st_drain(fs_writer *w, mb_err *err)
+{
+    if (!w->st_on)
+        return 0;
+    pthread_mutex_lock(&w->st_mu);
+    while ((w->q_head || w->st_busy) && !w->st_rc)
+        pthread_cond_wait(&w->st_cv, &w->st_mu);
+    int rc = w->st_rc;
+    if (rc && err)
+        *err = w->st_err;
+    pthread_mutex_unlock(&w->st_mu);
+    return rc;
+}
+
+/* Stop the store thread: after storing what is queued, or (abandon) dropping it. */
+static void st_finish(fs_writer *w, bool abandon)
+{
+    if (!w->st_on)
+        return;
+    pthread_mutex_lock(&w->st_mu);
+    w->st_stop = true;
+    w->st_abandon = abandon;
+    pthread_cond_broadcast(&w->st_cv);
+    pthread_mutex_unlock(&w->st_mu);
+    pthread_join(w->st, NULL);
+    w->st_on = false;
+    while (w->nspare)
+        blob_buf_free(w->spare[--w->nspare], CHUNK_MAX);
+    pthread_mutex_destroy(&w->st_mu);
+    pthread_cond_destroy(&w->st_cv);
+}
+
+/* One chunk cut from the body: the filters see it here, on the caller's thread; a chunk
+ * file is then stored by the store thread (a copy of the bytes is queued), an inline one at
+ * once. An error of the store thread is returned by a later call (or the commit). */
+static int store_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
+{
+    int rc = 0;
+    if (hook_subscribed("file.write.chunk", MB_HOOK_FILTER)) { /* no payload to build for nobody */
+        json_t *fp = filter_payload(w);
+        json_object_set_new(fp, "bytes", json_integer((json_int_t)(w->total)));
+        json_object_set_new(fp, "size", json_integer(w->expected));
+        json_object_set_new(fp, "existing_size", json_integer(w->existing));
+        rc = hook_filter("file.write.chunk", fp, err);
+        json_decref(fp);
+        if (rc)
+            return rc;
+    }
+    if (n <= blob_inline_max()) /* after the chunks before it: their order is the file's */
+        return (rc = st_drain(w, err)) ? rc : put_chunk(w, p, n, err);
+    if (!w->st_on) {
+        pthread_mutex_init(&w->st_mu, NULL);
+        pthread_cond_init(&w->st_cv, NULL);
+        w->st_stop = w->st_abandon = w->st_busy = false;
+        if (pthread_create(&w->st, NULL, store_main, w)) {
+            pthread_mutex_destroy(&w->st_mu);
+            pthread_cond_destroy(&w->st_cv);
+            return put_chunk(w, p, n, err); /* no thread: store it here */
+        }
+        w->st_on = true;
+    }
+    cjob *j = xmalloc(sizeof *j);
+    j->next = NULL;
+    j->n = n;
+    j->data = buf_take(w);
+    memcpy(j->data, p, n);
+    pthread_mutex_lock(&w->st_mu);
+    while (w->q_len >= ST_QUEUE && !w->st_rc)
+        pthread_cond_wait(&w->st_cv, &w->st_mu);
+    rc = w->st_rc;
+    if (rc) {
+        if (err)
+            *err = w->st_err;
+        pthread_mutex_unlock(&w->st_mu);
+        cjob_free(w, j);
+        return rc;
+    }
+    if (w->q_tail)
+        w->q_tail->next = j;
+    else
+        w->q_head = j;
+    w->q_tail = j;
+    w->q_len++;
+    pthread_cond_broadcast(&w->st_cv);
+    pthread_mutex_unlock(&w->st_mu);
+    return 0;
+}
+
+int fs_write_data(fs_writer *w, const void *data, size_t n, mb_err *err)
+{
+    const uint8_t *p = data;
+    if (w->expected >= 0 && w->total + n > (uint64_t)w->expected)
+        return err_set(err, MB_EINVAL, "the body is longer than the %lld bytes announced", (long long)w->expected);
+    if (w->md_lazy && w->total + n > CHUNK_MIN) {
+        /* Nothing is cut before CHUNK_MAX bytes wait, so buf still holds every byte so far. */
+        EVP_DigestUpdate(w->md, w->buf, w->len);
+        w->md_lazy = false;
+    }
+    if (!w->md_lazy)
+        EVP_DigestUpdate(w->md, p, n);
+    if (w->headlen < HEAD_BYTES) {
+        size_t k = n < HEAD_BYTES - w->headlen ? n : HEAD_BYTES - w->headlen;
+        memcpy(w->head + w->headlen, p, k);
+        w->headlen += k;
+    }
+    w->total += n;
+    while (n) {
+        if (w->len == w->cap && w->cap < WBUF_CAP) {
+            w->cap = w->cap * 2 < WBUF_CAP ? w->cap * 2 : WBUF_CAP;
+            w->buf = xrealloc(w->buf, w->cap);
+        } else if (w->len == w->cap) { /* compact: keep the unconsumed tail at the front */
+            memmove(w->buf, w->buf + w->start, w->len - w->start);
+            w->len -= w->start;
+            w->start = 0;
+        }
+        size_t k = w->cap - w->len < n ? w->cap - w->len : n;
+        memcpy(w->buf + w->len, p, k);
+        w->len += k;
+        p += k;
+        n -= k;
+        while (w->len - w->start >= CHUNK_MAX) {
+            size_t cut = chunker_cut(w->buf + w->start, w->len - w->start);
+            int rc = store_chunk(w, w->buf + w->start, cut, err);
+            if (rc)
+                return rc;
+            w->start += cut;
+        }
+    }
+    return 0;
+}
+
+/* On failure the chunks only this write produced are deleted again: a refused or broken
+ * upload leaves nothing behind (an interrupted process leaves orphans for the collector). */
+static void writer_free(fs_writer *w, bool failed)
+{
+    st_finish(w, true); /* a commit has finished it already; an abort drops what is queued */
+    size_t i;
+    json_t *c;
+    json_array_foreach(w->chunks, i, c) {
+        if (failed)
+            gc_discard(jstr(c, "h"));
+        else
+            blob_pending_drop(jstr(c, "h"));
+    }
+    json_decref(w->chunks);
+    db_batch_free(w->inl);
+    EVP_MD_CTX_free(w->md);
+    free(w->buf);
+    free(w->path);
+    free(w);
+}
+
+void fs_write_abort(fs_writer *w)
+{
+    if (w)
+        writer_free(w, true);
+}
+
+int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
+{
+    int rc = 0;
+    if (w->expected >= 0 && w->total != (uint64_t)w->expected) {
+        rc = err_set(err, MB_EINVAL, "the body ended after %llu of the %lld bytes announced",
+                     (unsigned long long)w->total, (long long)w->expected);
+        writer_free(w, true);
+        return rc;
+    }
+    /* Verify before the tail is stored: a small body with a wrong digest touches no disk. */
+    uint8_t md[32];
+    unsigned mdl = 0;
+    char sha[65];
+    if (w->md_lazy) {
+        EVP_Digest(w->buf, w->len, md, &mdl, EVP_sha256(), NULL);
+        hex_encode(md, 32, sha);
+        memcpy(w->whole_sha, sha, sizeof sha); /* the one chunk's name too (put_chunk) */
+    } else {
+        EVP_DigestFinal_ex(w->md, md, &mdl);
+        hex_encode(md, 32, sha);
+    }
+    if (w->expect[0] && strcmp(w->expect, sha)) {
+        rc = err_set(err, MB_EINVAL, "the body's SHA-256 is %s but the client announced %s; nothing was stored", sha,
+                     w->expect);
+        writer_free(w, true);
+        return rc;
+    }
+    /* The tail: whatever is left is cut as the end of the input. */
+    while (w->len > w->start) {
+        size_t cut = chunker_cut(w->buf + w->start, w->len - w->start);
+        if ((rc = store_chunk(w, w->buf + w->start, cut, err))) {
+            writer_free(w, true);
+            return rc;
+        }
+        w->start += cut;
+    }
+    st_finish(w, false);
+    if (w->st_rc) {
+        rc = w->st_rc;
+        if (err)
+            *err = w->st_err;
+        writer_free(w, true);
+        return rc;
+    }
+    const char *name;
+    char *dir = ns_parent_of(w->path, &name);
+    bool deep;
+    char *ctype = ctype_detect(name, w->head, w->headlen, &deep);
+    int64_t now = now_wall();
+    json_t *existing = NULL, *entry = NULL;
+    bool is_new = true;
+    txn c;
+    txn_begin(&c, w->inl); /* the inline chunks go in with their version */
+    w->inl = NULL;
+    db_batch *b = c.b;
+    uint64_t pid;
+    rc = ns_store_access(NULL, w->sid, NULL, err);
+    if (!rc)
+        rc = ns_folder_for_change(w->sid, w->owner, dir, w->flags & FS_PARENTS, w->uid, b, &pid, NULL, NULL, err);
+    if (!rc && ns_entry_get(w->sid, pid, name, &existing) == 0) {
+        if (ns_is_folder(existing))
+            rc = err_set(err, MB_ECONFLICT, "'%s' is a folder", w->path);
+        else if (w->flags & FS_NO_OVERWRITE)
+            rc = err_set(err, MB_EEXIST, "'%s' already exists", w->path);
+        is_new = false;
+    }
+    if (!rc && w->if_match[0] && (is_new || strcmp(jstr(existing, "sha256"), w->if_match)))
+        rc = err_set(err, MB_EPRECOND, "'%s' changed since it was read (If-Match does not match)", w->path);
+    uint64_t fid = 0, ver = 0;
+    if (!rc) {
+        fid = is_new ? ns_new_id() : (uint64_t)jint(existing, "id");
+        ver = is_new ? 1 : (uint64_t)jint(existing, "version") + 1;
+        /* The version replaced becomes an old version (counted in usage) when a module keeps
+         * it (versioning), else it goes in this same batch with its refcounts. Versions kept
+         * before (versioning since switched off) stay either way: only the user or retention
+         * removes them. */
+        bool keep = !is_new && history_keep_versions(w->sid, w->owner, fid, w->path);
+        if (keep)
+            txn_usage_versions(&c, w->sid, jint(existing, "size"));
+        else if (!is_new)
+            ns_drop_version(&c, w->sid, fid, (uint64_t)jint(existing, "version"));
+        txn_ref_chunks(&c, w->chunks, +1);
+        json_t *vrec = json_pack("{s:i, s:I, s:s, s:O, s:I, s:I, s:s}", "v", 1, "size", (json_int_t)w->total,
+                                 "sha256", sha, "chunks", w->chunks, "author", (json_int_t)w->uid, "time",
+                                 (json_int_t)now, "ctype", ctype);
+        char key[NS_KEYMAX];
+        ns_fkey(key, sizeof key, w->sid, fid, ver);
+        db_batch_put_json(b, key, vrec);
+        json_decref(vrec);
+        entry = json_pack("{s:i, s:s, s:I, s:I, s:I, s:s, s:I, s:s, s:I, s:I, s:I, s:I}", "v", 1, "type", "file",
+                          "id", (json_int_t)fid, "size", (json_int_t)w->total, "mtime", (json_int_t)now, "sha256",
+                          sha, "version", (json_int_t)ver, "ctype", ctype, "created",
+                          (json_int_t)(is_new ? now : jint(existing, "created")), "created_by",
+                          (json_int_t)(is_new ? w->uid : (uint64_t)jint(existing, "created_by")), "updated",
+                          (json_int_t)now, "updated_by", (json_int_t)w->uid);
+        ns_dkey(key, sizeof key, w->sid, pid, name);
+        db_batch_put_json(b, key, entry);
+        hook_emit_batch(b, is_new ? "file.created" : "file.updated",
+                        json_pack("{s:I, s:I, s:s, s:I, s:I, s:s, s:I, s:s, s:I}", "store", (json_int_t)w->sid,
+                                  "owner", (json_int_t)w->owner, "path", w->path, "file_id", (json_int_t)fid, "size",
+                                  (json_int_t)w->total, "sha256", sha, "version", (json_int_t)ver, "ctype", ctype,
+                                  "user", (json_int_t)w->uid));
+        if (deep) /* libmagic names it later, when the server is idle (ctype.c) */
+            ctype_mark(b, w->sid, fid, ver, pid, name);
+        txn_usage(&c, w->sid, (int64_t)w->total - (is_new ? 0 : jint(existing, "size")), is_new ? 1 : 0);
+    }
+    char what[512];
+    snprintf(what, sizeof what, "the new version of '%s'", w->path);
+    rc = txn_end(&c, rc, err, what);
+    if (!rc) {
+        if (deep)
+            ctype_kick();
+        if (info)
+            *info = ns_public_info(entry, w->path);
+        if (created)
+            *created = is_new;
+    }
+    json_decref(entry);
+    json_decref(existing);
+    free(ctype);
+    free(dir);
+    writer_free(w, rc != 0);
+    return rc;
+}

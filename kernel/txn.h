@@ -1,0 +1,88 @@
+/*
+ * kernel/txn.h — one durable change of the namespace (docs/architecture.md "Layers": txn).
+ *
+ * Every change of the namespace (fs.c and its files, history.c, stores.c, tus.c through the
+ * write pipeline) is one transaction:
+ *
+ *     txn t;
+ *     txn_begin(&t, NULL);             // commit lock taken; t.b is the batch to fill
+ *     ... read what the change needs, put and delete into t.b,
+ *         txn_ref_chunks() for chunk refcounts, txn_usage*() for usage ...
+ *     rc = txn_end(&t, rc, err, "the move");   // commits (when rc is 0), unlocks, syncs
+ *     reply only now: the change is durable
+ *
+ * txn_end adds the usage and refcount deltas to the batch, hands the batch to the commit
+ * observer (the one place a committed batch is handed on, e.g. to a replica: txn_observe),
+ * writes it as part of a group commit (db.c), releases the lock, waits for the group's sync
+ * (the transaction's own sync ticket, not a thread-local) and kicks the outbox when the batch
+ * carries events. The deltas live in the transaction (on the caller's stack), never in statics.
+ *
+ * Threads: any. The commit lock serialises every read-modify-write of the namespace, of
+ * refcounts and of usage records; it is held from txn_begin to txn_end (or txn_lock to
+ * txn_unlock). Lock order: commit -> blob's pending lock.
+ */
+#ifndef MBYTE_TXN_H
+#define MBYTE_TXN_H
+
+#include "kernel.h"
+
+/* One usage record's counters (docs/storage.md "Stores, settings and usage"): bytes is
+ * everything the owner keeps (current versions, trashed files, old versions), versions and
+ * trash are the parts of it that are old versions and trashed current versions. */
+typedef struct {
+    int64_t bytes, files, versions, trash;
+} txn_usage_t;
+
+#define TXN_USAGE_MAX 8 /* stores one change may touch (a change touches one today) */
+
+typedef struct txn {
+    db_batch *b;      /* the change: fill it between begin and end */
+    json_t *refs;     /* chunk hash -> [delta, size] (txn_ref_chunks) */
+    uint64_t ticket;  /* the group commit this change waits for (db_sync_through) */
+    int n_usage;
+    struct {
+        uint64_t sid;
+        txn_usage_t d;
+    } usage[TXN_USAGE_MAX];
+} txn;
+
+/* Take the commit lock and start a change: t->b is b (its puts join the change: the write
+ * pipeline's inline chunks) or a new batch. */
+void txn_begin(txn *t, db_batch *b);
+/* End the change started by txn_begin. When rc is 0 and `what` names the change (NULL: there
+ * is nothing to commit), the usage and refcount deltas go into the batch, the observer sees
+ * it and it is written ("<what> could not be committed" on failure). Then the lock is released
+ * and, once the write is durable (group commit), the outbox woken if the batch holds events.
+ * Frees the batch and the deltas. Returns rc or the commit's error. Reply after it. */
+int txn_end(txn *t, int rc, mb_err *err, const char *what);
+
+/* Chunk refcount deltas (records c/<sha256>, docs/storage.md), applied at txn_end: delta for
+ * every chunk of a version record's "chunks" list ([{"h","n"}...]). */
+void txn_ref_chunks(txn *t, const json_t *chunks, int delta);
+
+/* Usage deltas of store sid (and so of its owner), written at txn_end. */
+void txn_usage(txn *t, uint64_t sid, int64_t bytes, int64_t files);
+/* Old versions kept (+) or dropped (-): they count in bytes and in the versions part. */
+void txn_usage_versions(txn *t, uint64_t sid, int64_t bytes);
+/* Bytes moved into (+) or out of (-) the trash: only the trash part changes. */
+void txn_usage_trash(txn *t, uint64_t sid, int64_t bytes);
+/* A usage record ("us/<sid16>" or "uu/<uid16>"): read (format 1 reads with no versions and
+ * trash part), and add a delta into b. Two deltas to one key in one batch would lose the
+ * first: aggregate per key first. For stores.c's count and its migrations. */
+void txn_usage_read(const char *key, txn_usage_t *out);
+void txn_usage_add(db_batch *b, const char *key, const txn_usage_t *d);
+
+/* The commit lock alone, for work that reads and writes under it without a change of its own
+ * (the collector, fsck and its repairs). */
+void txn_lock(void);
+void txn_unlock(void);
+
+/* The one place a committed change is handed on (the cluster's replication will hook here;
+ * nothing registers it yet). fn sees every change's final batch, in commit order, under the
+ * commit lock, before the local write: it must not block for long and must not take the
+ * commit lock. A non-zero return refuses the change (nothing is written; the caller's error
+ * says the change could not be committed). One observer; NULL removes it. */
+typedef int (*txn_observer_fn)(const db_batch *b, void *ud);
+void txn_observe(txn_observer_fn fn, void *ud);
+
+#endif
