@@ -1,58 +1,42 @@
 /*
- * modules/search/extract.c — the text of one file, for the index (issue 17).
+ * modules/search/extract.c — the decoder-free part of text extraction (issue 17), compiled
+ * into both the module and mbyte-extractd (extractd.c).
  *
- * Libraries (docs/search.md): plain text, Markdown, CSV, source code and JSON are decoded
- * here (UTF-8, UTF-16 with a BOM, otherwise Latin-1); HTML with libxml2's HTML parser and
- * XML with its XML parser (no network, no entity expansion, no DTD loading); PDF with
- * poppler-glib; DOCX, XLSX, PPTX, ODT, ODS, ODP and EPUB are zip files read with libzip
- * whose XML parts go through libxml2; e-mail (.eml) through a small MIME walk of our own
- * (headers, text/plain and text/html parts, base64 and quoted-printable, nested multiparts
- * at most 8 deep and 200 parts); image metadata (camera, date, GPS as coordinates) with libexif.
+ * Here: the bounded text buffer every extractor writes into (control characters as spaces,
+ * white space folded, cut at a limit without splitting a character); decoding plain text
+ * (UTF-8 with or without a BOM, UTF-16 LE/BE with a BOM, otherwise Latin-1); a file's kind from
+ * its name, content type and first bytes; and the in-process extraction of the kinds that need
+ * no decoder library (text, Markdown, CSV, JSON, source code). That code is simple, linear and
+ * bounded (one pass over at most max_file_mb bytes, at most max_text_kb out), so it runs inside
+ * mbyted; everything that needs poppler, libzip, libxml2 or libexif runs in mbyte-extractd,
+ * a separate process with limits (docs/search.md).
  *
- * Limits: the caller hands at most max_bytes of a file; text stops at max_text bytes; every
- * zip entry is read to at most 4 * max_text bytes (a zip bomb inflates no further); the time
- * budget is checked between pages, entries and MIME parts, so one slow page or part is the
- * most that runs past it.
- *
- * Pure apart from the libraries: no globals but their one-time init, any thread.
+ * Pure: no globals, any thread.
  */
 #include "search.h"
-#include <ctype.h>
-#include <libexif/exif-data.h>
-#include <libxml/HTMLparser.h>
-#include <libxml/parser.h>
-#include <poppler.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <zip.h>
 
-typedef struct ctx {
-    char *p;
-    size_t n, cap, max;
-    double deadline;
-    bool full, late;
-} ctx;
-
-static double now_s(void)
+double sx_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static bool out_of_time(ctx *c)
+bool sx_out_of_time(sx_text *c)
 {
-    if (now_s() > c->deadline)
+    if (sx_now() > c->deadline)
         c->late = true;
     return c->late || c->full;
 }
 
 /* Append UTF-8 text, control characters (including the snippet markers 2 and 3) as spaces,
  * runs of white space as one. Stops at c->max, never cutting a character in two. */
-static void put(ctx *c, const char *s, size_t n)
+void sx_put(sx_text *c, const char *s, size_t n)
 {
     for (size_t i = 0; i < n && !c->full; i++) {
         unsigned char ch = (unsigned char)s[i];
@@ -82,7 +66,7 @@ static void put(ctx *c, const char *s, size_t n)
     if (c->p)
         c->p[c->n] = 0;
 }
-static void puts_(ctx *c, const char *s) { put(c, s, strlen(s)); }
+void sx_puts(sx_text *c, const char *s) { sx_put(c, s, strlen(s)); }
 
 /* ------------------------------------------------------------- text --- */
 
@@ -104,7 +88,7 @@ static bool valid_utf8(const unsigned char *s, size_t n)
     return true;
 }
 
-static void put_cp(ctx *c, unsigned cp)
+static void put_cp(sx_text *c, unsigned cp)
 {
     char b[4];
     size_t n;
@@ -117,11 +101,11 @@ static void put_cp(ctx *c, unsigned cp)
     else
         b[0] = (char)(0xF0 | cp >> 18), b[1] = (char)(0x80 | (cp >> 12 & 0x3F)), b[2] = (char)(0x80 | (cp >> 6 & 0x3F)),
         b[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
-    put(c, b, n);
+    sx_put(c, b, n);
 }
 
 /* Decode text: UTF-8 (BOM or not), UTF-16 LE/BE with a BOM, otherwise Latin-1. */
-static void put_text(ctx *c, const unsigned char *s, size_t n)
+void sx_put_text(sx_text *c, const unsigned char *s, size_t n)
 {
     if (n >= 2 && ((s[0] == 0xFF && s[1] == 0xFE) || (s[0] == 0xFE && s[1] == 0xFF))) {
         bool le = s[0] == 0xFF;
@@ -151,7 +135,7 @@ static void put_text(ctx *c, const unsigned char *s, size_t n)
         break;
     }
     if (valid_utf8(s, n)) {
-        put(c, (const char *)s, n);
+        sx_put(c, (const char *)s, n);
         return;
     }
     for (size_t i = 0; i < n && !c->full; i++)
@@ -159,462 +143,11 @@ static void put_text(ctx *c, const unsigned char *s, size_t n)
 }
 
 /* Text files hold no NUL in their first 8 KiB (UTF-16 is recognised by its BOM first). */
-static bool looks_text(const unsigned char *s, size_t n)
+bool sx_looks_text(const unsigned char *s, size_t n)
 {
     if (n >= 2 && ((s[0] == 0xFF && s[1] == 0xFE) || (s[0] == 0xFE && s[1] == 0xFF)))
         return true;
     return memchr(s, 0, n < 8192 ? n : 8192) == NULL;
-}
-
-/* ------------------------------------------------------------ XML/HTML --- */
-
-static bool block_element(const char *name)
-{
-    static const char *const blocks[] = {"p", "br", "div", "li", "tr", "td", "th", "h1", "h2", "h3", "h4", "h5",
-                                         "h6", "title", "row", "c", "t", "si", "tab", "sp", "s", "a:p", "h", NULL};
-    const char *colon = strchr(name, ':');
-    if (colon)
-        name = colon + 1;
-    for (int i = 0; blocks[i]; i++)
-        if (!strcasecmp(name, blocks[i]))
-            return true;
-    return false;
-}
-
-static void walk(ctx *c, xmlNode *n, int depth)
-{
-    for (; n && !c->full && depth < 256; n = n->next) {
-        if (n->type == XML_TEXT_NODE || n->type == XML_CDATA_SECTION_NODE) {
-            if (n->content)
-                puts_(c, (const char *)n->content);
-        } else if (n->type == XML_ELEMENT_NODE) {
-            const char *name = (const char *)n->name;
-            if (!strcasecmp(name, "script") || !strcasecmp(name, "style"))
-                continue;
-            walk(c, n->children, depth + 1);
-            /* words of neighbouring cells, paragraphs and runs must not run together */
-            puts_(c, block_element(name) ? "\n" : "");
-            if (!strcasecmp(name, "t") || !strcasecmp(name, "v") || !strcasecmp(name, "span"))
-                puts_(c, " ");
-        }
-    }
-}
-
-static const int xml_opts = XML_PARSE_NONET | XML_PARSE_RECOVER | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
-                            XML_PARSE_NOBLANKS | XML_PARSE_NOCDATA;
-
-static int put_xml(ctx *c, const char *data, size_t n, bool html)
-{
-    if (n > (size_t)INT32_MAX)
-        return -1;
-    xmlDoc *doc = html ? htmlReadMemory(data, (int)n, NULL, NULL,
-                                        HTML_PARSE_NONET | HTML_PARSE_RECOVER | HTML_PARSE_NOERROR |
-                                            HTML_PARSE_NOWARNING | HTML_PARSE_NOBLANKS)
-                       : xmlReadMemory(data, (int)n, NULL, NULL, xml_opts);
-    if (!doc)
-        return -1;
-    walk(c, xmlDocGetRootElement(doc), 0);
-    xmlFreeDoc(doc);
-    puts_(c, "\n");
-    return 0;
-}
-
-/* ------------------------------------------------------------------ zip --- */
-
-static int zip_entry(ctx *c, zip_t *z, zip_int64_t i, bool html)
-{
-    zip_stat_t st;
-    if (zip_stat_index(z, (zip_uint64_t)i, 0, &st) || !(st.valid & ZIP_STAT_SIZE))
-        return -1;
-    size_t cap = c->max * 4 + 1024;
-    size_t want = st.size < cap ? (size_t)st.size : cap;
-    zip_file_t *f = zip_fopen_index(z, (zip_uint64_t)i, 0);
-    if (!f)
-        return -1;
-    char *buf = malloc(want + 1);
-    zip_int64_t got = buf ? zip_fread(f, buf, want) : -1;
-    zip_fclose(f);
-    int rc = -1;
-    if (got >= 0)
-        rc = put_xml(c, buf, (size_t)got, html);
-    free(buf);
-    return rc;
-}
-
-static bool name_matches(const char *name, const char *prefix, const char *suffix)
-{
-    size_t n = strlen(name), p = strlen(prefix), s = strlen(suffix);
-    return n >= p + s && !strncmp(name, prefix, p) && !strcmp(name + n - s, suffix);
-}
-
-/* Office Open XML, OpenDocument and EPUB: the parts that hold the text. */
-static int put_zip(ctx *c, const unsigned char *data, size_t n, const char *kind, char *why, size_t whylen)
-{
-    zip_error_t ze;
-    zip_error_init(&ze);
-    zip_source_t *src = zip_source_buffer_create(data, n, 0, &ze);
-    zip_t *z = src ? zip_open_from_source(src, ZIP_RDONLY, &ze) : NULL;
-    if (!z) {
-        snprintf(why, whylen, "not a readable zip file: %s", zip_error_strerror(&ze));
-        if (src)
-            zip_source_free(src);
-        zip_error_fini(&ze);
-        return -1;
-    }
-    zip_error_fini(&ze);
-    zip_int64_t count = zip_get_num_entries(z, 0);
-    int parts = 0;
-    for (int pass = 0; pass < 2; pass++) /* shared strings and text first, then the rest */
-        for (zip_int64_t i = 0; i < count && !out_of_time(c); i++) {
-            const char *e = zip_get_name(z, (zip_uint64_t)i, 0);
-            if (!e)
-                continue;
-            bool html = false, take = false;
-            if (pass == 0)
-                take = !strcmp(e, "word/document.xml") || !strcmp(e, "xl/sharedStrings.xml") ||
-                       !strcmp(e, "content.xml") || !strcmp(e, "meta.xml") || !strcmp(e, "docProps/core.xml");
-            else {
-                take = name_matches(e, "ppt/slides/slide", ".xml") || name_matches(e, "xl/worksheets/sheet", ".xml") ||
-                       name_matches(e, "word/header", ".xml") || name_matches(e, "word/footer", ".xml") ||
-                       name_matches(e, "word/footnotes", ".xml");
-                if (!strcmp(kind, "ebook") &&
-                    (name_matches(e, "", ".xhtml") || name_matches(e, "", ".html") || name_matches(e, "", ".htm")))
-                    take = html = true;
-            }
-            if (take && zip_entry(c, z, i, html) == 0)
-                parts++;
-        }
-    zip_discard(z);
-    if (!parts) {
-        snprintf(why, whylen, "no text part found in the %s", kind);
-        return -1;
-    }
-    return 0;
-}
-
-/* ------------------------------------------------------------------ pdf --- */
-
-static int put_pdf(ctx *c, const unsigned char *data, size_t n, char *why, size_t whylen)
-{
-    GBytes *bytes = g_bytes_new_static(data, n);
-    GError *ge = NULL;
-    PopplerDocument *doc = poppler_document_new_from_bytes(bytes, NULL, &ge);
-    if (!doc) {
-        snprintf(why, whylen, "not a readable PDF: %s", ge ? ge->message : "unknown error");
-        if (ge)
-            g_error_free(ge);
-        g_bytes_unref(bytes);
-        return -1;
-    }
-    gchar *title = poppler_document_get_title(doc);
-    if (title) {
-        puts_(c, title);
-        puts_(c, "\n");
-        g_free(title);
-    }
-    int pages = poppler_document_get_n_pages(doc);
-    for (int i = 0; i < pages && !out_of_time(c); i++) {
-        PopplerPage *pg = poppler_document_get_page(doc, i);
-        if (!pg)
-            continue;
-        gchar *t = poppler_page_get_text(pg);
-        if (t) {
-            puts_(c, t);
-            puts_(c, "\n");
-            g_free(t);
-        }
-        g_object_unref(pg);
-    }
-    g_object_unref(doc);
-    g_bytes_unref(bytes);
-    return 0;
-}
-
-/* ----------------------------------------------------------------- EXIF --- */
-
-static void exif_tag(ctx *c, ExifData *ed, ExifIfd ifd, ExifTag tag, const char *label)
-{
-    ExifEntry *e = exif_content_get_entry(ed->ifd[ifd], tag);
-    char v[256];
-    if (!e || !exif_entry_get_value(e, v, sizeof v) || !*v)
-        return;
-    puts_(c, label);
-    puts_(c, v);
-    puts_(c, "\n");
-}
-
-/* GPS degrees, minutes, seconds as a signed decimal. */
-static bool gps_coord(ExifData *ed, ExifTag tag, ExifTag ref, double *out)
-{
-    ExifEntry *e = exif_content_get_entry(ed->ifd[EXIF_IFD_GPS], tag);
-    if (!e || e->format != EXIF_FORMAT_RATIONAL || e->components < 3)
-        return false;
-    ExifByteOrder o = exif_data_get_byte_order(ed);
-    double v = 0, div = 1;
-    for (int i = 0; i < 3; i++, div *= 60) {
-        ExifRational r = exif_get_rational(e->data + 8 * i, o);
-        if (!r.denominator)
-            return false;
-        v += (double)r.numerator / r.denominator / div;
-    }
-    ExifEntry *re = exif_content_get_entry(ed->ifd[EXIF_IFD_GPS], ref);
-    if (re && re->data && re->size && (re->data[0] == 'S' || re->data[0] == 'W'))
-        v = -v;
-    *out = v;
-    return true;
-}
-
-static int put_exif(ctx *c, const unsigned char *data, size_t n, char *why, size_t whylen)
-{
-    ExifData *ed = exif_data_new_from_data(data, (unsigned int)(n > 0xFFFFFFFFu ? 0xFFFFFFFFu : n));
-    if (!ed) {
-        snprintf(why, whylen, "no EXIF data");
-        return 0;
-    }
-    exif_tag(c, ed, EXIF_IFD_0, EXIF_TAG_MAKE, "Camera: ");
-    exif_tag(c, ed, EXIF_IFD_0, EXIF_TAG_MODEL, "Model: ");
-    exif_tag(c, ed, EXIF_IFD_EXIF, EXIF_TAG_DATE_TIME_ORIGINAL, "Taken: ");
-    exif_tag(c, ed, EXIF_IFD_0, EXIF_TAG_IMAGE_DESCRIPTION, "Description: ");
-    exif_tag(c, ed, EXIF_IFD_0, EXIF_TAG_ARTIST, "Artist: ");
-    exif_tag(c, ed, EXIF_IFD_EXIF, EXIF_TAG_USER_COMMENT, "Comment: ");
-    double lat, lon;
-    if (gps_coord(ed, (ExifTag)EXIF_TAG_GPS_LATITUDE, (ExifTag)EXIF_TAG_GPS_LATITUDE_REF, &lat) &&
-        gps_coord(ed, (ExifTag)EXIF_TAG_GPS_LONGITUDE, (ExifTag)EXIF_TAG_GPS_LONGITUDE_REF, &lon)) {
-        char b[96];
-        snprintf(b, sizeof b, "GPS: %.6f, %.6f\n", lat, lon);
-        puts_(c, b);
-    }
-    exif_data_unref(ed);
-    return 0;
-}
-
-/* ----------------------------------------------------------------- e-mail --- */
-
-static int unhex(int ch)
-{
-    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-/* Decode base64 (skipping anything outside the alphabet) or quoted-printable into a new buffer. */
-static unsigned char *decode_cte(const char *s, size_t n, const char *cte, size_t *outn)
-{
-    unsigned char *o = malloc(n + 1);
-    size_t k = 0;
-    if (!o)
-        return NULL;
-    if (cte && !strncasecmp(cte, "base64", 6)) {
-        unsigned acc = 0;
-        int bits = 0;
-        for (size_t i = 0; i < n; i++) {
-            const char *al = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            const char *p = s[i] ? strchr(al, s[i]) : NULL;
-            if (!p)
-                continue;
-            acc = acc << 6 | (unsigned)(p - al);
-            if ((bits += 6) >= 8) {
-                bits -= 8;
-                o[k++] = (unsigned char)(acc >> bits);
-            }
-        }
-    } else if (cte && !strncasecmp(cte, "quoted-printable", 16)) {
-        for (size_t i = 0; i < n; i++) {
-            if (s[i] == '=' && i + 1 < n && (s[i + 1] == '\n' || s[i + 1] == '\r')) {
-                i += s[i + 1] == '\r' && i + 2 < n && s[i + 2] == '\n' ? 2 : 1;
-            } else if (s[i] == '=' && i + 2 < n && unhex(s[i + 1]) >= 0 && unhex(s[i + 2]) >= 0) {
-                o[k++] = (unsigned char)(unhex(s[i + 1]) << 4 | unhex(s[i + 2]));
-                i += 2;
-            } else
-                o[k++] = (unsigned char)s[i];
-        }
-    } else {
-        memcpy(o, s, n);
-        k = n;
-    }
-    *outn = k;
-    return o;
-}
-
-/* The value of header `name` in the header block [h, h+n) (first occurrence, unfolded
- * into out), or false. */
-static bool header(const char *h, size_t n, const char *name, char *out, size_t outn)
-{
-    size_t ln = strlen(name);
-    for (size_t i = 0; i < n;) {
-        const char *eol = memchr(h + i, '\n', n - i);
-        size_t len = eol ? (size_t)(eol - (h + i)) : n - i;
-        if (len > ln && !strncasecmp(h + i, name, ln) && h[i + ln] == ':') {
-            size_t k = 0, j = i + ln + 1;
-            while (j < n && k + 1 < outn) {
-                if (h[j] == '\r' || h[j] == '\n') {
-                    size_t nx = h[j] == '\r' && j + 1 < n && h[j + 1] == '\n' ? j + 2 : j + 1;
-                    if (nx < n && (h[nx] == ' ' || h[nx] == '\t')) { /* folded */
-                        j = nx;
-                        continue;
-                    }
-                    break;
-                }
-                out[k++] = h[j++];
-            }
-            out[k] = 0;
-            char *p = out;
-            while (*p == ' ' || *p == '\t')
-                p++;
-            memmove(out, p, strlen(p) + 1);
-            return true;
-        }
-        i += len + 1;
-    }
-    return false;
-}
-
-/* A parameter of a header value: boundary="x" or charset=utf-8. */
-static bool param(const char *v, const char *name, char *out, size_t outn)
-{
-    size_t ln = strlen(name);
-    for (const char *p = v; (p = strcasestr(p, name)); p += ln) {
-        if (p != v && p[-1] != ';' && p[-1] != ' ' && p[-1] != '\t')
-            continue;
-        const char *q = p + ln;
-        while (*q == ' ')
-            q++;
-        if (*q != '=')
-            continue;
-        q++;
-        while (*q == ' ')
-            q++;
-        size_t k = 0;
-        if (*q == '"') {
-            q++;
-            while (*q && *q != '"' && k + 1 < outn)
-                out[k++] = *q++;
-        } else
-            while (*q && *q != ';' && *q != ' ' && *q != '\t' && *q != '\r' && k + 1 < outn)
-                out[k++] = *q++;
-        out[k] = 0;
-        return k > 0;
-    }
-    return false;
-}
-
-/* "=?charset?B|Q?text?=" words of a header (RFC 2047), decoded as UTF-8 or Latin-1. */
-static void put_header_value(ctx *c, const char *v)
-{
-    while (*v) {
-        const char *s = strstr(v, "=?");
-        if (!s) {
-            puts_(c, v);
-            return;
-        }
-        put(c, v, (size_t)(s - v));
-        const char *q1 = strchr(s + 2, '?');
-        const char *q2 = q1 ? strchr(q1 + 1, '?') : NULL;
-        const char *e = q2 ? strstr(q2 + 1, "?=") : NULL;
-        if (!e || q2 != q1 + 2) {
-            put(c, s, 2);
-            v = s + 2;
-            continue;
-        }
-        char enc = (char)toupper((unsigned char)q1[1]);
-        size_t n = (size_t)(e - (q2 + 1)), dn = 0;
-        char *tmp = malloc(n + 1);
-        if (tmp) {
-            memcpy(tmp, q2 + 1, n);
-            tmp[n] = 0;
-            if (enc == 'Q')
-                for (char *p = tmp; *p; p++)
-                    if (*p == '_')
-                        *p = ' ';
-            unsigned char *d = decode_cte(tmp, n, enc == 'B' ? "base64" : "quoted-printable", &dn);
-            if (d)
-                put_text(c, d, dn);
-            free(d);
-            free(tmp);
-        }
-        v = e + 2;
-    }
-}
-
-static void put_entity(ctx *c, const char *s, size_t n, int depth, int *parts, bool top);
-static void put_mime(ctx *c, const char *s, size_t n, const char *boundary, int depth, int *parts);
-
-/* One MIME entity: headers, then a body by its type. */
-static void put_entity(ctx *c, const char *s, size_t n, int depth, int *parts, bool top)
-{
-    if (depth > 8 || ++*parts > 200 || out_of_time(c))
-        return;
-    size_t hl = 0; /* the header block ends at the first empty line */
-    const char *body = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == '\n' && (i + 1 < n && (s[i + 1] == '\n' || (s[i + 1] == '\r' && i + 2 < n && s[i + 2] == '\n')))) {
-            hl = i + 1;
-            body = s + i + 1 + (s[i + 1] == '\r' ? 2 : 1);
-            break;
-        }
-    if (n && (s[0] == '\n' || (s[0] == '\r' && n > 1 && s[1] == '\n'))) /* no headers at all */
-        hl = 0, body = s + (s[0] == '\r' ? 2 : 1);
-    if (!body)
-        hl = n, body = s + n;
-    size_t bl = (size_t)(s + n - body);
-    char v[1024], ct[1024] = "text/plain", cte[64] = "", cs[64] = "";
-    if (top)
-        for (const char *const *h = (const char *const[]){"From", "To", "Cc", "Date", "Subject", NULL}; *h; h++)
-            if (header(s, hl, *h, v, sizeof v)) {
-                puts_(c, *h);
-                puts_(c, ": ");
-                put_header_value(c, v);
-                puts_(c, "\n");
-            }
-    if (header(s, hl, "Content-Type", v, sizeof v))
-        snprintf(ct, sizeof ct, "%s", v);
-    header(s, hl, "Content-Transfer-Encoding", cte, sizeof cte);
-    param(ct, "charset", cs, sizeof cs);
-    if (!strncasecmp(ct, "multipart/", 10)) {
-        char b[200];
-        if (param(ct, "boundary", b, sizeof b))
-            put_mime(c, body, bl, b, depth + 1, parts);
-        return;
-    }
-    if (!strncasecmp(ct, "message/rfc822", 14)) {
-        put_entity(c, body, bl, depth + 1, parts, true);
-        return;
-    }
-    bool html = !strncasecmp(ct, "text/html", 9);
-    if (strncasecmp(ct, "text/", 5))
-        return; /* attachments: their names are in the headers we skip; bytes are not text */
-    size_t dn = 0;
-    unsigned char *d = decode_cte(body, bl, cte, &dn);
-    if (!d)
-        return;
-    if (html)
-        put_xml(c, (const char *)d, dn, true);
-    else
-        put_text(c, d, dn);
-    puts_(c, "\n");
-    free(d);
-}
-
-/* The parts of a multipart body, between lines starting with "--boundary". */
-static void put_mime(ctx *c, const char *s, size_t n, const char *boundary, int depth, int *parts)
-{
-    char delim[204];
-    size_t bl = (size_t)snprintf(delim, sizeof delim, "--%s", boundary);
-    if (bl >= sizeof delim)
-        return;
-    const char *part = NULL, *line = s;
-    while (line < s + n && !out_of_time(c)) {
-        const char *nl = memchr(line, '\n', (size_t)(s + n - line));
-        const char *next = nl ? nl + 1 : s + n;
-        if ((size_t)(s + n - line) >= bl && !memcmp(line, delim, bl)) {
-            if (part)
-                put_entity(c, part, (size_t)(line - part), depth, parts, false);
-            if ((size_t)(s + n - line) >= bl + 2 && line[bl] == '-' && line[bl + 1] == '-')
-                return; /* the closing delimiter */
-            part = next;
-        }
-        line = next;
-    }
-    if (part && part < s + n)
-        put_entity(c, part, (size_t)(s + n - part), depth, parts, false);
 }
 
 /* ------------------------------------------------------------------ kinds --- */
@@ -666,7 +199,7 @@ const char *sx_kind(const char *name, const char *ctype)
 }
 
 /* Content wins over a wrong extension for the formats with a signature. */
-static const char *content_kind(const unsigned char *d, size_t n, const char *kind)
+const char *sx_content_kind(const unsigned char *d, size_t n, const char *kind)
 {
     if (n >= 5 && !memcmp(d, "%PDF-", 5))
         return "pdf";
@@ -678,50 +211,47 @@ static const char *content_kind(const unsigned char *d, size_t n, const char *ki
     return kind;
 }
 
-void sx_global_init(void)
+/* Kinds whose text comes from a decoder library, in mbyte-extractd; the rest is read here. */
+bool sx_in_process(const char *kind)
 {
-    xmlInitParser();
+    static const char *const outside[] = {"pdf", "document", "spreadsheet", "presentation", "ebook",
+                                          "image", "email", "html", "xml", NULL};
+    for (int i = 0; outside[i]; i++)
+        if (!strcmp(kind, outside[i]))
+            return false;
+    return true;
 }
 
-int sx_extract(const char *name, const char *ctype, const unsigned char *data, size_t len, size_t max_text,
-               double seconds, sx_result *out)
+void sx_finish(sx_text *c, size_t max_text, double seconds, sx_result *out)
 {
-    memset(out, 0, sizeof *out);
-    ctx c = {.max = max_text < 64 ? 64 : max_text, .deadline = now_s() + seconds};
-    const char *kind = content_kind(data, len, sx_kind(name, ctype));
-    out->kind = kind;
-    int rc = 0;
-    char why[200] = "";
-    if (!strcmp(kind, "pdf"))
-        rc = put_pdf(&c, data, len, why, sizeof why);
-    else if (!strcmp(kind, "document") || !strcmp(kind, "spreadsheet") || !strcmp(kind, "presentation") ||
-             !strcmp(kind, "ebook"))
-        rc = put_zip(&c, data, len, kind, why, sizeof why);
-    else if (!strcmp(kind, "image"))
-        rc = put_exif(&c, data, len, why, sizeof why);
-    else if (!strcmp(kind, "email")) {
-        int parts = 0;
-        put_entity(&c, (const char *)data, len, 0, &parts, true);
-    } else if (!strcmp(kind, "html") || !strcmp(kind, "xml")) {
-        if (put_xml(&c, (const char *)data, len, !strcmp(kind, "html")) && looks_text(data, len))
-            put_text(&c, data, len); /* not well-formed enough even to recover: index it as text */
-    } else if (strcmp(kind, "archive") && looks_text(data, len)) {
-        put_text(&c, data, len);
-        if (!strcmp(kind, "other"))
-            out->kind = kind = "text";
-    }
-    if (rc) {
-        snprintf(out->reason, sizeof out->reason, "%s", why);
-        free(c.p);
-        return -1;
-    }
-    if (c.late)
+    if (c->late)
         snprintf(out->reason, sizeof out->reason, "stopped after %.0f s: the text indexed is what was read by then",
                  seconds);
-    else if (c.full)
+    else if (c->full)
         snprintf(out->reason, sizeof out->reason, "text longer than %zu bytes: the rest is not indexed", max_text);
-    out->text = c.p;
-    out->len = c.n;
+    out->text = c->p;
+    out->len = c->n;
+    c->p = NULL;
+}
+
+void sx_text_init(sx_text *c, size_t max_text, double seconds)
+{
+    *c = (sx_text){.max = max_text < 64 ? 64 : max_text, .deadline = sx_now() + seconds};
+}
+
+int sx_extract_text(const char *kind, const unsigned char *data, size_t len, size_t max_text, double seconds,
+                    sx_result *out)
+{
+    memset(out, 0, sizeof *out);
+    sx_text c;
+    sx_text_init(&c, max_text, seconds);
+    out->kind = kind;
+    if (strcmp(kind, "archive") && sx_looks_text(data, len)) {
+        sx_put_text(&c, data, len);
+        if (!strcmp(kind, "other"))
+            out->kind = "text";
+    }
+    sx_finish(&c, max_text, seconds, out);
     return 0;
 }
 

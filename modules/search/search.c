@@ -8,8 +8,10 @@
  *      comes again or its queue entry is there.
  *   2. A worker thread this module owns drains the queue in key order. An entry means
  *      "make the index agree with the namespace at this path": the path is looked up as the
- *      system; a file is extracted (extract.c) and written to the store's SQLite index unless
- *      its sha256 and mtime are what the index holds already; a folder is walked and
+ *      system; a file is extracted (plain text in this thread by extract.c, every other kind by
+ *      mbyte-extractd, a server that forks a worker with limits per file: run_extractor) and
+ *      written to the store's SQLite index unless its sha256 and mtime are what the index
+ *      holds already; a folder is walked and
  *      compared; a missing path is removed with everything under it. The entry is deleted
  *      only after the SQLite commit returned (synchronous=FULL), so an entry that disappears
  *      was applied. Entries are idempotent and need no order.
@@ -20,8 +22,10 @@
  *
  * Threads: observers and done on the loop thread (they only add to the batch and wake the
  * worker); the worker thread; rebuild tasks on the pool; route handlers on HTTP workers.
- * `mu` protects the table of open indexes and the worker's wake flag; each open index has
- * its own mutex held around every SQLite call on it (extraction runs outside any lock).
+ * `mu` protects the table of open indexes, the worker's wake flag, `stop`, the extractor's path
+ * and the extractor servers' slots (`kids`: a thread takes a slot, busy, for one file and alone
+ * uses its pipes; fini kills every server pid); each open index has its own mutex held around
+ * every SQLite call on it (extraction runs outside any lock).
  * `seq` and `turn_items` belong to the loop thread.
  */
 #include "mbyte.h"
@@ -54,6 +58,7 @@ typedef struct search {
     const mb_api *api;
     _Atomic int64_t max_file_bytes, max_text_bytes, extract_seconds; /* reconfigure vs the worker */
     char dir[1024];
+    xr_pool xr; /* the mbyte-extractd servers (runx.c); guarded by mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     index_slot *slots;
@@ -223,9 +228,11 @@ static const char *last_name(const char *path)
     return sl ? sl + 1 : path;
 }
 
-/* Read the file (at most max_file_bytes) and extract its text into p. Failures are recorded
- * on the document (status failed, reason), never returned: one bad file never stops a queue. */
-static void extract_into(search *s, uint64_t sid, const char *path, pending *p)
+/* Read the file (at most max_file_bytes) and extract its text into p: plain text here, every
+ * other kind through mbyte-extractd. Failures are recorded on the document (status failed,
+ * reason), never returned: one bad file never stops a queue. Returns MB_ECANCELED only when
+ * the module is stopping (p must then not be written). */
+static int extract_into(search *s, uint64_t sid, const char *path, pending *p)
 {
     const mb_api *api = s->api;
     mb_file_reader *r = NULL;
@@ -238,12 +245,12 @@ static void extract_into(search *s, uint64_t sid, const char *path, pending *p)
         char why[160];
         snprintf(why, sizeof why, "larger than %lld bytes: only the name is indexed", (long long)s->max_file_bytes);
         p->reason = strdup(why);
-        return;
+        return 0;
     }
     if (api->file_open(NULL, sid, path, 0, &r, &info, &e)) {
         p->status = "failed";
         p->reason = strdup(e.msg);
-        return;
+        return 0;
     }
     /* the version opened is the one described: take its identity from the reader */
     free(p->sha256);
@@ -268,13 +275,23 @@ static void extract_into(search *s, uint64_t sid, const char *path, pending *p)
     if (!buf) {
         p->status = "failed";
         p->reason = strdup("out of memory reading the file");
-        return;
+        return 0;
     }
+    int rc = 0;
     if (!p->reason) {
         sx_result x;
-        if (sx_extract(p->name, p->ctype, buf, got, (size_t)s->max_text_bytes, (double)s->extract_seconds, &x)) {
+        const char *kind = sx_content_kind(buf, got, p->kind);
+        rc = sx_in_process(kind)
+                 ? sx_extract_text(kind, buf, got, (size_t)s->max_text_bytes, (double)s->extract_seconds, &x)
+                 : xr_extract(&s->xr, kind, buf, got, s->max_text_bytes, s->extract_seconds, &x);
+        if (rc == MB_ECANCELED) {
+            free(buf);
+            return rc;
+        }
+        if (rc) {
             p->status = "failed";
             p->reason = strdup(x.reason);
+            rc = 0;
         } else {
             p->text = x.text;
             if (*x.reason)
@@ -283,6 +300,7 @@ static void extract_into(search *s, uint64_t sid, const char *path, pending *p)
         p->kind = x.kind;
     }
     free(buf);
+    return rc;
 }
 
 /* Index the file described by `info` (a listing entry or stat) at path, unless the index
@@ -314,7 +332,12 @@ static int index_file(writer *w, const char *path, const json_t *info, mb_err *e
     p->sha256 = strdup(sha ? sha : "");
     p->size = jint(info, "size");
     p->mtime = mtime;
-    extract_into(s, w->sid, path, p);
+    if (extract_into(s, w->sid, path, p) == MB_ECANCELED) { /* unloading: this file stays for the next copy */
+        pending_free(p);
+        w->n--;
+        w->cancelled = true;
+        return s->api->err_set(err, MB_ECANCELED, "cancelled");
+    }
     return 0;
 }
 
@@ -919,6 +942,12 @@ static int read_config(search *s, const json_t *c)
     s->max_file_bytes = jint(c, "max_file_mb") * 1024 * 1024;
     s->max_text_bytes = jint(c, "max_text_kb") * 1024;
     s->extract_seconds = jint(c, "extract_seconds");
+    s->xr.as_mb = jint(c, "extractor_memory_mb");
+    const char *x = jstr(c, "extractor");
+    if (x && *x)
+        snprintf(s->xr.prog, sizeof s->xr.prog, "%s", x);
+    else /* beside the modules (build dir and install dir alike) */
+        snprintf(s->xr.prog, sizeof s->xr.prog, "%s/mbyte-extractd", s->api->module_dir());
     return 0;
 }
 
@@ -939,6 +968,11 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     s->self = self;
     s->api = api;
     read_config(s, config);
+    if (access(s->xr.prog, X_OK)) {
+        int rc = api->err_set(err, MB_EIO, "the extractor %s is missing: %s", s->xr.prog, strerror(errno));
+        free(s);
+        return rc;
+    }
     snprintf(s->dir, sizeof s->dir, "%s/m", api->data_dir());
     mkdir(s->dir, 0700);
     snprintf(s->dir, sizeof s->dir, "%s/m/search", api->data_dir());
@@ -947,7 +981,12 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         free(s);
         return api->err_set(err, MB_EIO, "cannot make %s/m/search: %s", api->data_dir(), strerror(e));
     }
-    sx_global_init();
+    char tmp[1100], why[1300];
+    snprintf(tmp, sizeof tmp, "%s/tmp", s->dir);
+    if (xr_init(&s->xr, &s->mu, &s->stop, tmp, why, sizeof why)) {
+        free(s);
+        return api->err_set(err, MB_EIO, "%s", why);
+    }
     api->kv_scan(self, "q/", last_key_fn, &s->seq, err);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -968,10 +1007,12 @@ static int fini(void *state, bool reloading, mb_err *err)
     (void)reloading, (void)err;
     search *s = state;
     pthread_mutex_lock(&s->mu);
-    s->stop = true;
+    s->stop = true; /* from here no extractor server starts (sp_start checks it under mu) */
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    pthread_join(s->worker, NULL); /* at most one file's extraction (extract_seconds) */
+    xr_kill(&s->xr); /* the file being extracted stays queued for the next copy */
+    pthread_join(s->worker, NULL); /* an unload never waits for an extraction */
+    xr_fini(&s->xr); /* the servers: reaped, their pipes closed */
     for (index_slot *x = s->slots, *nx; x; x = nx) {
         nx = x->next;
         si_close(x->db);
@@ -1001,6 +1042,8 @@ static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "max_file_mb", MB_CFG_INT, "64", 1, 4096},
     {sizeof(mb_config_key), "max_text_kb", MB_CFG_INT, "2048", 16, 65536},
     {sizeof(mb_config_key), "extract_seconds", MB_CFG_INT, "10", 1, 600},
+    {sizeof(mb_config_key), "extractor_memory_mb", MB_CFG_INT, "1024", 128, 16384},
+    {sizeof(mb_config_key), "extractor", MB_CFG_STRING, "\"\"", 0, 0},
     {0},
 };
 

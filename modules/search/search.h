@@ -2,7 +2,10 @@
  * modules/search/search.h — what the parts of the search module share (issue 17).
  *
  *   query.c    the query language -> a safe FTS5 MATCH expression and filters (pure)
- *   extract.c  bytes of one file -> plain text, with size and time limits (pure, libraries)
+ *   extract.c  bounded text, plain-text decoding, kinds (pure; also in mbyte-extractd)
+ *   extractd.c mbyte-extractd: PDF, office, EPUB, e-mail, HTML/XML, EXIF -> text, in its own
+ *              process with limits (not part of the module)
+ *   runx.c     the module's side of mbyte-extractd: its servers, requests and answers
  *   index.c    one SQLite FTS5 database per store: schema, writes, the search query
  *   search.c   the module: observers, the durable queue and its worker, routes, tasks
  *
@@ -11,9 +14,13 @@
 #ifndef MBYTE_SEARCH_H
 #define MBYTE_SEARCH_H
 
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* ------------------------------------------------------------ query.c --- */
 
@@ -61,15 +68,73 @@ typedef struct sx_result {
     char reason[200]; /* why extraction failed or stopped short; "" when it did not */
 } sx_result;
 
+/* The text being extracted: at most `max` bytes, until `deadline` (sx_now seconds). */
+typedef struct sx_text {
+    char *p;
+    size_t n, cap, max;
+    double deadline;
+    bool full, late; /* stopped by the size limit, by the time limit */
+} sx_text;
+
+void sx_text_init(sx_text *c, size_t max_text, double seconds);
+double sx_now(void);
+/* True (and c->late set) once the deadline passed, or when the text is full. */
+bool sx_out_of_time(sx_text *c);
+/* Append UTF-8 text: control characters as spaces, runs of white space as one; stops at
+ * c->max without cutting a character in two. */
+void sx_put(sx_text *c, const char *s, size_t n);
+void sx_puts(sx_text *c, const char *s);
+/* Decode and append text: UTF-8 (BOM or not), UTF-16 LE/BE with a BOM, otherwise Latin-1. */
+void sx_put_text(sx_text *c, const unsigned char *s, size_t n);
+/* No NUL in the first 8 KiB (or a UTF-16 BOM). */
+bool sx_looks_text(const unsigned char *s, size_t n);
+/* Move the text into out, with a note when it was cut by a limit. */
+void sx_finish(sx_text *c, size_t max_text, double seconds, sx_result *out);
+
 /* The kind of a file from its name and content type (no bytes needed). */
 const char *sx_kind(const char *name, const char *ctype);
-/* Extract the text of one file held in memory. Returns 0 (text may still be NULL: nothing
- * to extract), or -1 with out->reason set. Stops at max_text bytes of text and after
- * `seconds` of work (checked between pages, parts and entries). Any thread. */
-int sx_extract(const char *name, const char *ctype, const unsigned char *data, size_t len, size_t max_text,
-               double seconds, sx_result *out);
+/* Content wins over a wrong extension for the formats with a signature. */
+const char *sx_content_kind(const unsigned char *d, size_t n, const char *kind);
+/* True for the kinds read inside mbyted (no decoder library: text, Markdown, CSV, JSON,
+ * code, other); false for those mbyte-extractd reads (PDF, office, EPUB, e-mail, HTML, XML,
+ * images). */
+bool sx_in_process(const char *kind);
+/* The text of an in-process kind held in memory. Returns 0; text may be NULL (binary). */
+int sx_extract_text(const char *kind, const unsigned char *data, size_t len, size_t max_text, double seconds,
+                    sx_result *out);
 void sx_free(sx_result *r);
-void sx_global_init(void);
+
+/* --------------------------------------------------------------- runx.c --- */
+
+enum { XR_MAX = 8 }; /* extractions at once: the indexing worker and rebuild tasks (2 at a time) */
+
+typedef struct xr_kid {
+    bool busy;    /* taken by a thread extracting a file (under *mu) */
+    pid_t pid;    /* its mbyte-extractd --serve, 0 when none (under *mu) */
+    int to, from; /* the server's stdin and stdout (used by the thread that took the slot) */
+} xr_kid;
+
+typedef struct xr_pool {
+    pthread_mutex_t *mu; /* the module's */
+    const bool *stop;    /* the module's (under *mu) */
+    char prog[PATH_MAX]; /* mbyte-extractd (under *mu: reconfigure changes it) */
+    int64_t as_mb;       /* its address-space limit (under *mu) */
+    char tmp[1100];      /* <data>/m/search/tmp: each file's <n>.in and <n>.out */
+    xr_kid kids[XR_MAX];
+    atomic_uint seq;
+} xr_pool;
+
+/* Make and empty tmp; prog and as_mb are the caller's to set. -1 with why. */
+int xr_init(xr_pool *p, pthread_mutex_t *mu, const bool *stop, const char *tmp, char *why, size_t whylen);
+/* The text of one file of a decoder kind, through an extractor server (started when none runs).
+ * 0 with x filled, -1 with x->reason (a crash, a limit, the file unreadable), or MB_ECANCELED
+ * when *stop was set meanwhile (the file must not be recorded). Any thread. */
+int xr_extract(xr_pool *p, const char *kind, const unsigned char *buf, size_t len, int64_t max_text, int64_t secs,
+               sx_result *x);
+/* SIGKILL every server (fini, after setting *stop): a running extraction ends at once. */
+void xr_kill(xr_pool *p);
+/* Reap the servers and close their pipes, once no thread extracts any more. */
+void xr_fini(xr_pool *p);
 
 /* ------------------------------------------------------------ index.c --- */
 

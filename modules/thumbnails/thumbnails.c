@@ -3,9 +3,9 @@
  * they are ready (issue 18, docs/thumbnails.md).
  *
  * Nothing is decoded inside mbyted. Each file goes to mbyte-thumbd (thumbd.c), a worker
- * process started per file with CPU, file-size and address-space limits, ImageMagick's
- * resource limits and a coder policy this module writes (only the coders it uses, every
- * delegate off). A bomb, a bad file or a crash ends that process only: the file gets state
+ * process started per file (modules/common/spawn.c, shared with search) with CPU, file-size
+ * and address-space limits, ImageMagick's resource limits and a coder policy this module
+ * writes (only the coders it uses, every delegate off). A bomb, a bad file or a crash ends that process only: the file gets state
  * "none", the reason is kept and shown (admin status, X-Thumbnail-Reason), and the server
  * goes on answering.
  *
@@ -35,6 +35,8 @@
  * (eviction, purge) against moving new files in; cache_bytes and the counters are atomic.
  */
 #include "mbyte.h"
+#include "sfmt.h"
+#include "spawn.h"
 #include "thumb_util.h"
 #include <dirent.h>
 #include <errno.h>
@@ -46,9 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -102,15 +102,6 @@ typedef struct th {
     pthread_mutex_t mu, cache_mu;
     pthread_cond_t cv;
 } th;
-
-/* snprintf that may cut: every path here is checked by open/stat, so a cut one just fails. */
-__attribute__((format(printf, 3, 4))) static void sfmt(char *out, size_t n, const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    vsnprintf(out, n, f, ap);
-    va_end(ap);
-}
 
 static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
 static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
@@ -341,65 +332,21 @@ static int run_helper(struct wk *w, const char *in, const char *prefix, json_t *
     int ofd = open(outp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (ofd < 0)
         return t->api->err_set(err, MB_EIO, "cannot write %s: %s", outp, strerror(errno));
-    pthread_mutex_lock(&t->mu);
-    if (t->stop) {
-        pthread_mutex_unlock(&t->mu);
-        close(ofd);
-        return t->api->err_set(err, MB_ECANCELED, "stopping");
-    }
-    pid_t pid = fork();
-    if (pid == 0) { /* only async-signal-safe calls until exec */
-        struct rlimit cpu = {(rlim_t)t->cpu_s, (rlim_t)t->cpu_s + 1}, fsz = {64 << 20, 64 << 20}, core = {0, 0},
-                      nofile = {64, 64};
-        setrlimit(RLIMIT_CPU, &cpu);
-        setrlimit(RLIMIT_FSIZE, &fsz);
-        setrlimit(RLIMIT_CORE, &core);
-        setrlimit(RLIMIT_NOFILE, &nofile);
-        dup2(ofd, 1);
-        int nul = open("/dev/null", O_RDWR);
-        if (nul >= 0) {
-            dup2(nul, 0);
-            dup2(nul, 2);
-        }
-        execve(t->helper, argv, envp);
-        _exit(127);
-    }
-    w->child = pid > 0 ? pid : 0;
-    pthread_mutex_unlock(&t->mu);
+    sp_limits lim = {.cpu_s = t->cpu_s, .wall_s = t->timeout_s, .fsize = 64 << 20, .nofile = 64};
+    sp_result r;
+    int rc = sp_run(t->helper, argv, envp, ofd, &lim, &(sp_owner){&t->mu, &t->stop, &w->child}, &r);
     close(ofd);
-    if (pid < 0)
-        return t->api->err_set(err, MB_EIO, "cannot start %s: %s", t->helper, strerror(errno));
-    int status = 0;
-    bool timed_out = false;
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) { /* a wall-clock limit on top of the CPU limit (a decoder asleep uses no CPU) */
-        pid_t got = waitpid(pid, &status, WNOHANG);
-        if (got == pid || (got < 0 && errno != EINTR))
-            break;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (!timed_out && now.tv_sec - start.tv_sec >= t->timeout_s) {
-            kill(pid, SIGKILL);
-            timed_out = true;
-        }
-        struct timespec nap = {0, 5 * 1000 * 1000};
-        nanosleep(&nap, NULL);
-    }
-    pthread_mutex_lock(&t->mu);
-    w->child = 0;
-    bool stopping = t->stop;
-    pthread_mutex_unlock(&t->mu);
-    if (stopping)
+    if (rc)
+        return t->api->err_set(err, MB_EIO, "cannot start %s: %s", t->helper, strerror(-rc));
+    if (r.stopped)
         return t->api->err_set(err, MB_ECANCELED, "stopping");
-    if (timed_out)
+    if (r.timed_out)
         return t->api->err_set(err, MB_EBUSY, "the decoder took longer than %llds and was stopped",
                                (long long)t->timeout_s);
-    if (WIFSIGNALED(status)) {
-        int sig = WTERMSIG(status);
-        return t->api->err_set(err, MB_EINTERNAL, "the decoder ended on signal %d (%s)%s", sig, strsignal(sig),
-                               sig == SIGXCPU ? ": CPU time limit" : sig == SIGXFSZ ? ": file size limit" : "");
-    }
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (r.signal)
+        return t->api->err_set(err, MB_EINTERNAL, "the decoder ended on signal %d (%s)%s", r.signal,
+                               strsignal(r.signal), sp_signal_note(r.signal));
+    int code = r.code;
     *out = json_load_file(outp, 0, NULL);
     unlink(outp);
     if ((code != 0 && code != 1) || !*out) {

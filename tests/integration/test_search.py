@@ -3,7 +3,10 @@ LibreOffice, ImageMagick + exiftool, Python's email package) are found by a word
 with a snippet; the query language and every filter; garbage queries get 200 or a clear 400;
 trash, restore, rename and folder moves show in the hits; another user never sees a hit of a
 store he cannot read; unload/load catches up; kill -9 while 1,000 files are indexed converges;
-status, rebuild, and a corrupt index found at start."""
+status, rebuild, and a corrupt index found at start. Extraction runs in mbyte-extractd, a process per
+file with limits: an extractor that crashes or hangs fails only its file (the server answers, the
+name is found, the reason is in the status, the queue goes on), and a zip bomb DOCX is stopped by
+the limits."""
 import email.message
 import os
 import random
@@ -13,6 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import zipfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Server, ServerTest, main, missing_prerequisite  # noqa: E402
@@ -111,7 +115,7 @@ class Client:
         return {s["store"]: s for s in r.json()["stores"]}
 
 
-class SearchTest(ServerTest):
+class SearchBase(ServerTest):
     modules = {"search": True, "trash": True}
 
     def setUp(self):
@@ -134,6 +138,9 @@ class SearchTest(ServerTest):
         self.until(lambda: self.c.paths(q, **params) == want or None,
                    "q=%r to give %r (gives %r)" % (q, want, self.c.paths(q, **params)), timeout)
 
+
+
+class SearchTest(SearchBase):
     def test_a_word_of_each_real_document_is_found_with_a_snippet(self):
         missing = [t for t in TOOLS if not shutil.which(t)]
         if missing:
@@ -438,6 +445,127 @@ class SearchTest(ServerTest):
         self.assertEqual(self.c.paths("number500"), [])
         self.assertEqual(self.c.paths("number5"), [])
         self.assertEqual(self.c.paths("number1199"), ["bulk/f1199.txt"])
+
+def zip_bomb_docx():
+    """A 3 MB DOCX whose word/document.xml inflates to 2 GiB: "okapi", 2 GiB of "bomb ", "gnu"."""
+    out = tempfile.TemporaryFile()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/'
+                   'package/2006/content-types"/>')
+        with z.open("word/document.xml", "w", force_zip64=True) as f:
+            f.write(b'<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/'
+                    b'2006/main"><w:body><w:p><w:r><w:t>okapi ')
+            chunk = b"bomb " * (1 << 18)
+            for _ in range(1640):
+                f.write(chunk)
+            f.write(b"gnu</w:t></w:r></w:p></w:body></w:document>")
+    out.seek(0)
+    data = out.read()
+    out.close()
+    return data
+
+
+class ExtractorLimitsTest(SearchBase):
+    """mbyte-extractd as shipped: a zip bomb inflates no further than the limits allow."""
+
+    def test_a_zip_bomb_docx_is_stopped_by_the_limits(self):
+        bomb = zip_bomb_docx()
+        self.assertLess(len(bomb), 8 << 20)
+        self.c.put("bomb.docx", bomb)
+        self.c.put("after.docx", make_docx("the aardvark came after the bomb"))
+        self.expect("aardvark", ["after.docx"])
+        self.expect("okapi", ["bomb.docx"])  # the start of its text is indexed...
+        self.assertEqual(self.c.paths("gnu"), [])  # ...2 GiB later, its end is not
+        st = self.c.status()[self.c.sid]
+        self.assertEqual((st["indexed"], st["failed"], st["queued"]), (2, 0, 0), st)
+        self.assertEqual(self.srv.request("GET", "/api/v1/health").status, 200)
+
+
+def make_docx(text):
+    """A minimal DOCX holding `text` (the parts a word processor needs to open it)."""
+    out = tempfile.TemporaryFile()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/'
+                   'package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/></Types>')
+        z.writestr("word/document.xml", '<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/'
+                   'wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>%s</w:t></w:r></w:p></w:body>'
+                   '</w:document>' % text)
+    out.seek(0)
+    data = out.read()
+    out.close()
+    return data
+
+
+class BrokenExtractorTest(SearchBase):
+    """An extractor that crashes or hangs (a stand-in for a decoder bug: mbyte-extractd's test
+    switch MBYTE_EXTRACTD_TEST makes the worker for a file holding SEGFAULT-ME end on SIGSEGV and
+    one for a file holding HANG-ME sleep): only that worker ends, the file is indexed by name with
+    status failed and the reason, the files queued after it are indexed, and the server keeps
+    answering."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mbyte-extractd-")
+        self.srv = Server(modules=self.modules, module_conf={"search": "extract_seconds: 1\n"},
+                          env={"MBYTE_EXTRACTD_TEST": self.dir})
+        self.srv.start()
+        self.admin = self.srv.login()
+        self.c = Client(self.srv, self.srv.add_user("alice", admin_token=self.admin))
+
+    def tearDown(self):
+        super().tearDown()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_a_crash_or_a_hang_fails_only_that_file(self):
+        c = self.c
+        c.put("crash.html", b"<html><body><p>SEGFAULT-ME cassowary</p></body></html>")
+        c.put("hang.html", b"<html><body><p>HANG-ME dugong</p></body></html>")
+        c.put("after.html", b"<html><body><p>the toucan came after</p></body></html>")
+        c.put("after.docx", make_docx("the narwhal came after"))
+        c.put("after.txt", b"the pangolin came after")
+        # while the extractor hangs, the server answers
+        self.until(lambda: c.status()[c.sid]["failed"] >= 1 or None, "the crash recorded")
+        self.assertEqual(self.srv.request("GET", "/api/v1/health").status, 200)
+        self.expect("toucan", ["after.html"])
+        self.expect("narwhal", ["after.docx"])
+        self.expect("pangolin", ["after.txt"])
+        st = self.until(lambda: (lambda s: s["queued"] == 0 and s["indexed"] == 5 and s)(c.status()[c.sid]),
+                        "five indexed, nothing queued")
+        self.assertEqual(st["failed"], 2, st)
+        reasons = {f["path"]: f["reason"] for f in st["failures"]}
+        self.assertIn("extractor crashed (signal 11", reasons["crash.html"])
+        self.assertIn("extraction took longer than 6 s", reasons["hang.html"])
+        self.assertEqual(c.paths("crash"), ["crash.html"])  # names are always indexed
+        self.assertEqual(c.paths("hang"), ["hang.html"])
+        self.assertEqual(c.paths("cassowary OR dugong"), [])
+        self.assertEqual(self.srv.request("GET", "/api/v1/health").status, 200)
+        # unloading while an extractor hangs kills it: the unload does not wait the 605 s of its limit
+        with open(os.path.join(self.srv.confdir, "search.yaml"), "w") as f:
+            f.write("extract_seconds: 600\n")
+        r = self.srv.request("POST", "/api/v1/admin/config/reload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        c.put("later.html", b"<p>HANG-ME again</p>")
+        pid = int(self.until(lambda: self.hangs()[1:2], "the hanging extractor to start")[0])
+        r = self.srv.request("POST", "/api/v1/admin/modules/search/unload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.until(lambda: not alive(pid) or None, "the hanging extractor to be gone")
+
+    def hangs(self):
+        """The pids of the hanging extractors so far (each writes itself down)."""
+        try:
+            with open(os.path.join(self.dir, "hangs")) as f:
+                return f.read().split()
+        except FileNotFoundError:
+            return []
+
+
+def alive(pid):
+    """True while pid runs (a zombie waiting for its reaper does not count)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
 
 if __name__ == "__main__":
     main()
