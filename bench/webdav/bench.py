@@ -64,6 +64,7 @@ class Apache:
         run_as = ""
         if os.getuid() == 0:  # httpd will not serve as root: the files belong to www-data
             run_as = "User www-data\nGroup www-data\n"
+            os.chmod(work, 0o711)  # mkdtemp made it 0700: www-data must pass through to reach dav/
             shutil.chown(root, "www-data", "www-data")
             shutil.chown(self.dav, "www-data", "www-data")
         mods = ["mpm_event", "authz_core", "authn_core", "authn_file", "auth_basic", "authz_user", "dav", "dav_fs",
