@@ -1,0 +1,353 @@
+"""The discord module against tests/tools/fakediscord.py, a local stand-in that follows Discord's
+HTTP API v10 for the routes the module uses (Discord cannot be reached from here): channel
+backups with threads and attachments, incremental runs, kill -9 in the middle of a run, Discord's
+rate limits (buckets, 429 bursts, the global limit), expired signed attachment URLs, edits and
+deletions, notifications, and Ed25519-signed interactions signed with a real key."""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from harness import Server, ServerTest, main, missing_prerequisite  # noqa: E402
+from storeutil import wait_task  # noqa: E402
+from fakediscord import FakeDiscord  # noqa: E402
+
+try:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives import serialization
+except ImportError:  # tests/setup/discord.sh installs python3-cryptography
+    Ed25519PrivateKey = None
+
+CH = "800000000000000001"
+THREAD_ACTIVE = "800000000000000002"
+THREAD_ARCHIVED = "800000000000000003"
+APP = "700000000000000001"
+DISCORD_USER = "100000000000000042"
+
+
+class DiscordBase(ServerTest):
+    extra_modules = {}
+
+    def setUp(self):
+        if Ed25519PrivateKey is None:
+            missing_prerequisite(self, "python3-cryptography (tests/setup/discord.sh) signs the interactions")
+        self.fake = FakeDiscord()
+        self.key = Ed25519PrivateKey.generate()
+        pk = self.key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+        conf = ("bot_token: %s\npublic_key: %s\napi_base: %s\ncdn_hosts: [\"127.0.0.1\"]\npoll_interval: 0\n"
+                "notify_channel: \"%s\"\nnotify_events: [\"discord.backup.failed\", \"task.failed\"]\n"
+                % (self.fake.token, pk, self.fake.api_base, CH))
+        mods = {"discord": True}
+        mods.update(self.extra_modules)
+        self.srv = Server(modules=mods, module_conf={"discord": conf}, env={"MBYTE_TASK_BACKOFF_MS": "50"})
+        self.srv.start()
+        self.admin = self.srv.login()
+        self.tok = self.srv.add_user("dana")
+        self.sid = self.srv.request("GET", "/api/v1/stores", token=self.tok).json()[0]["id"]
+        self.fake.add_channel(CH)
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.fake.close()
+
+    # ---- helpers ----
+    def connect(self, channel=CH, folder="discord", token=None, sid=None):
+        r = self.srv.request("POST", "/api/v1/discord/backups",
+                             {"channel": channel, "store": sid or self.sid, "folder": folder}, token=token or self.tok)
+        self.assertEqual(r.status, 201, r)
+        return r.json()["id"]
+
+    def run_backup(self, bid, want="done"):
+        """Run now and wait for the run; a run skipped because one was going on is asked again."""
+        deadline = time.time() + 300
+        while True:
+            r = self.srv.request("POST", "/api/v1/discord/backups/%s/run" % bid, token=self.tok)
+            self.assertEqual(r.status, 202, r)
+            task = wait_task(self, self.srv, r.json()["task"], self.tok, timeout=300)
+            if not (task.get("result") or {}).get("skipped"):
+                self.assertEqual(task["state"], want, task)
+                return task
+            self.assertLess(time.time(), deadline, "the backup never ran")
+            time.sleep(0.2)
+
+    def files(self, folder="discord"):
+        r = self.srv.request("GET", "/api/v1/stores/%d/list/%s?recursive=true" % (self.sid, folder), token=self.tok)
+        self.assertEqual(r.status, 200, r)
+        return [e["relpath"] for e in r.json()["entries"] if e["type"] == "file"]
+
+    def read(self, path):
+        r = self.srv.request("GET", "/api/v1/stores/%d/files/%s" % (self.sid, path), token=self.tok)
+        self.assertEqual(r.status, 200, (path, r))
+        return r.body
+
+    def lines(self, folder="discord"):
+        """Every JSON line of every day file: {channel dir: [records]}."""
+        out = {}
+        for rel in sorted(self.files(folder)):
+            if rel.endswith(".jsonl"):
+                d = rel.rsplit("/", 1)[0]
+                for ln in self.read(folder + "/" + rel).decode().splitlines():
+                    out.setdefault(d, []).append(json.loads(ln))
+        return out
+
+    def message_ids(self, folder="discord"):
+        ids = []
+        for recs in self.lines(folder).values():
+            ids += [r["id"] for r in recs if r["kind"] == "message"]
+        return ids
+
+    def expected_ids(self, *channels):
+        return sorted(i for c in channels for i in self.fake.messages[c])
+
+    def fill(self, channel, n, every=20, tag="m"):
+        """n messages, one with an attachment every `every`; returns {attachment id: bytes}."""
+        blobs = {}
+        for i in range(n):
+            atts = []
+            if every and i % every == every - 1:
+                data = os.urandom(1000 + (i * 7919) % 200000)
+                atts = [("photo %s-%d.bin" % (tag, i), data, "application/octet-stream")]
+            mid = self.fake.add_message(channel, "%s %d: **hello** from the test" % (tag, i), atts)
+            for a in self.fake.messages[channel][mid]["attachments"]:
+                blobs[(mid, a["filename"])] = self.fake.blobs[a["id"]]
+        return blobs
+
+    def assert_attachments(self, blobs, folder="discord"):
+        for (mid, name), data in blobs.items():
+            got = self.read("%s/attachments/%s-%s" % (folder, mid, name.replace(" ", "%20")))
+            self.assertEqual(got, data, "attachment %s-%s differs" % (mid, name))
+
+
+class Backups(DiscordBase):
+    def test_1000_messages_and_50_attachments_in_a_channel_and_threads_then_only_200_new_ones(self):
+        self.fake.add_channel(THREAD_ACTIVE, parent=CH, name="active thread")
+        self.fake.add_channel(THREAD_ARCHIVED, parent=CH, name="old thread", archived=True)
+        blobs = self.fill(CH, 800, tag="c")
+        blobs.update(self.fill(THREAD_ACTIVE, 100, tag="a"))
+        blobs.update(self.fill(THREAD_ARCHIVED, 100, tag="z"))
+        self.assertEqual(len(blobs), 50)
+        bid = self.connect()
+        task = self.run_backup(bid)
+        self.assertEqual(task["result"]["messages"], 1000, task)
+        self.assertEqual(task["result"]["threads"], 2, task)
+        ids = self.message_ids()
+        self.assertEqual(sorted(ids), self.expected_ids(CH, THREAD_ACTIVE, THREAD_ARCHIVED))
+        self.assert_attachments(blobs)
+        days = [f for f in self.files() if f.startswith(CH + "/") and f.count("/") == 1 and f.endswith(".jsonl")]
+        self.assertGreaterEqual(len(days), 3, days)  # 800 messages 5 minutes apart: three days at least
+        for f in days:  # each day file holds that day's messages only, and its .md renders them
+            recs = [json.loads(x) for x in self.read("discord/" + f).decode().splitlines()]
+            self.assertTrue(all(r["timestamp"].startswith(f.split("/")[-1][:10]) for r in recs))
+            md = self.read("discord/" + f[:-6] + ".md").decode()
+            self.assertIn(recs[-1]["id"], md)
+            self.assertIn("**hello**", md)
+        thread_files = [f for f in self.files() if "/threads/%s/" % THREAD_ARCHIVED in f]
+        self.assertTrue(thread_files, self.files())
+        # 200 more: only those are added.
+        new = self.fill(CH, 150, tag="c2")
+        new.update(self.fill(THREAD_ACTIVE, 50, tag="a2"))
+        task = self.run_backup(bid)
+        self.assertEqual(task["result"]["messages"], 200, task)
+        ids = self.message_ids()
+        self.assertEqual(len(ids), len(set(ids)), "a message is stored twice")
+        self.assertEqual(sorted(ids), self.expected_ids(CH, THREAD_ACTIVE, THREAD_ARCHIVED))
+        self.assert_attachments(new)
+        r = self.srv.request("GET", "/api/v1/discord/backups", token=self.tok)
+        b = r.json()["backups"][0]
+        self.assertEqual((b["state"], b["messages"], b["threads"], b["last_error"]), ("ok", 1200, 2, None), b)
+        self.assertEqual(self.fake.violations, 0, "a request was sent that Discord's headers said to hold back")
+
+    def test_kill_9_in_the_middle_of_a_run_loses_and_doubles_nothing(self):
+        blobs = self.fill(CH, 700, every=35)
+        bid = self.connect()
+        self.fake.delay = 0.08
+        r = self.srv.request("POST", "/api/v1/discord/backups/%s/run" % bid, token=self.tok)
+        self.assertEqual(r.status, 202, r)
+        deadline = time.time() + 120
+        while self.fake.message_pages < 4:
+            self.assertLess(time.time(), deadline, "the run did not get going")
+            time.sleep(0.01)
+        self.srv.kill()
+        # 700 messages take 8 page reads (the last one empty): the run was cut short.
+        self.assertLess(self.fake.message_pages, 8, "the run had finished before the kill: nothing tested")
+        self.fake.delay = 0
+        self.srv.start()
+        self.run_backup(bid)
+        ids = self.message_ids()
+        self.assertEqual(len(ids), len(set(ids)), "a message is stored twice after the kill")
+        self.assertEqual(sorted(ids), self.expected_ids(CH))
+        self.assert_attachments(blobs)
+
+    def test_a_burst_of_429s_is_waited_out_as_told_and_the_run_finishes(self):
+        self.fill(CH, 450, every=0)
+        bid = self.connect()
+        self.fake.burst(3, retry_after=0.4, global_=False)
+        self.fake.burst(3, retry_after=0.3, global_=True)
+        self.run_backup(bid)
+        self.assertEqual(sorted(self.message_ids()), self.expected_ids(CH))
+        self.assertGreaterEqual(self.fake.served_429, 6)
+        self.assertEqual(self.fake.violations, 0, "a request came before the retry_after Discord gave")
+        self.assertIn("waiting", self.srv.read_log())
+
+    def test_a_tight_bucket_and_global_limit_are_kept_without_a_single_refusal(self):
+        self.fake.bucket_limit, self.fake.global_limit = 2, 10
+        self.fill(CH, 600, every=0)
+        self.run_backup(self.connect())
+        self.assertEqual(sorted(self.message_ids()), self.expected_ids(CH))
+        self.assertEqual((self.fake.violations, self.fake.served_429), (0, 0))
+
+    def test_an_expired_attachment_url_is_fetched_again_through_a_fresh_message_read(self):
+        blobs = self.fill(CH, 9, every=3)
+        self.fake.list_urls_expired = True
+        self.run_backup(self.connect())
+        self.assert_attachments(blobs)
+        self.assertGreaterEqual(self.fake.expired_refusals, 3)
+        self.assertGreaterEqual(self.fake.single_reads, 3)
+
+    def test_edits_and_deletions_seen_later_are_recorded_not_overwritten(self):
+        self.fill(CH, 30, every=0)
+        bid = self.connect()
+        self.run_backup(bid)
+        ids = sorted(self.fake.messages[CH], key=int)
+        self.fake.edit_message(CH, ids[5], "edited text")
+        self.fake.delete_message(CH, ids[7])
+        self.run_backup(bid)
+        recs = [r for rs in self.lines().values() for r in rs]
+        original = [r for r in recs if r["id"] == ids[5] and r["kind"] == "message"]
+        self.assertEqual(len(original), 1)
+        self.assertIn("m 5:", original[0]["content"])  # the first text is kept
+        edits = [r for r in recs if r["id"] == ids[5] and r["kind"] == "edit"]
+        self.assertEqual([e["content"] for e in edits], ["edited text"])
+        self.assertEqual(len([r for r in recs if r["id"] == ids[7] and r["kind"] == "delete"]), 1)
+        self.assertEqual(len([r for r in recs if r["id"] == ids[7] and r["kind"] == "message"]), 1)
+        self.run_backup(bid)  # seen once, recorded once
+        recs = [r for rs in self.lines().values() for r in rs]
+        self.assertEqual(len([r for r in recs if r["kind"] != "message"]), 2)
+
+    def test_a_user_connects_only_their_own_stores_and_sees_only_their_own_backups(self):
+        other = self.srv.add_user("eve")
+        r = self.srv.request("POST", "/api/v1/discord/backups", {"channel": CH, "store": self.sid, "folder": "x"},
+                             token=other)
+        self.assertProblem(r, 404)
+        bid = self.connect()
+        for method, path in [("GET", ""), ("POST", "/run"), ("DELETE", "")]:
+            r = self.srv.request(method, "/api/v1/discord/backups/%s%s" % (bid, path), token=other)
+            self.assertProblem(r, 404)
+        self.assertEqual(self.srv.request("GET", "/api/v1/discord/backups", token=other).json()["backups"], [])
+        r = self.srv.request("POST", "/api/v1/discord/backups", {"channel": "12ab", "store": self.sid}, token=self.tok)
+        self.assertProblem(r, 400)
+        r = self.srv.request("POST", "/api/v1/discord/backups", {"channel": "999", "store": self.sid}, token=self.tok)
+        self.assertProblem(r, 400, "cannot read channel")
+        r = self.srv.request("DELETE", "/api/v1/discord/backups/%s" % bid, token=self.tok)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.srv.request("GET", "/api/v1/discord/backups", token=self.tok).json()["backups"], [])
+
+
+class Notifications(DiscordBase):
+    def test_a_failed_backup_is_posted_by_the_bot_and_to_the_users_webhook(self):
+        self.fake.add_channel("800000000000000009", name="doomed")
+        bid = self.connect(channel="800000000000000009")
+        r = self.srv.request("PUT", "/api/v1/discord/notifications",
+                             {"webhook_url": "http://169.254.169.254/latest", "events": ["discord.backup.failed"]},
+                             token=self.tok)
+        self.assertProblem(r, 400)
+        hook = self.fake.api_base + "/webhooks/600000000000000001/hooktoken"
+        r = self.srv.request("PUT", "/api/v1/discord/notifications",
+                             {"webhook_url": hook, "events": ["discord.backup.failed"]}, token=self.tok)
+        self.assertEqual(r.status, 200, r)
+        with self.fake.lock:
+            del self.fake.channels["800000000000000009"]
+        self.run_backup(bid, want="failed")
+        deadline = time.time() + 60
+        while not (self.fake.created and self.fake.webhook_posts):
+            self.assertLess(time.time(), deadline, (self.fake.created, self.fake.webhook_posts))
+            time.sleep(0.05)
+        ch, body = self.fake.created[0]
+        self.assertEqual(ch, CH)
+        self.assertIn("800000000000000009", body["content"])
+        self.assertEqual(body["allowed_mentions"], {"parse": []})
+        self.assertEqual(self.fake.webhook_posts[0][:2], ("600000000000000001", "hooktoken"))
+        b = self.srv.request("GET", "/api/v1/discord/backups/%s" % bid, token=self.tok).json()
+        self.assertEqual(b["state"], "error")
+        self.assertIn("cannot read channel", b["last_error"])
+
+
+class Interactions(DiscordBase):
+    extra_modules = {"quotas": True}
+
+    def post(self, body, key=None, ts=None, sig=None):
+        raw = json.dumps(body).encode()
+        ts = ts or str(int(time.time()))
+        if sig is None:
+            sig = (key or self.key).sign(ts.encode() + raw).hex()
+        h = {"Content-Type": "application/json", "X-Signature-Timestamp": ts}
+        if sig:
+            h["X-Signature-Ed25519"] = sig
+        return self.srv.request("POST", "/api/v1/discord/interactions", raw, headers=h)
+
+    def command(self, sub, token="interactiontoken1"):
+        return {"type": 2, "id": "500000000000000001", "application_id": APP, "token": token,
+                "member": {"user": {"id": DISCORD_USER, "username": "dana"}},
+                "data": {"name": "mbyte", "type": 1, "options": [sub]}}
+
+    def test_forged_or_missing_signatures_are_refused_and_a_ping_is_answered(self):
+        ping = {"type": 1, "id": "1", "application_id": APP}
+        self.assertProblem(self.post(ping, key=Ed25519PrivateKey.generate()), 401)
+        self.assertProblem(self.post(ping, sig=""), 401)
+        good = self.post(ping)
+        self.assertEqual((good.status, good.json()), (200, {"type": 1}))
+        # A body changed after signing, and an old signed request replayed.
+        raw = json.dumps(ping).encode()
+        ts = str(int(time.time()))
+        sig = self.key.sign(ts.encode() + raw).hex()
+        r = self.srv.request("POST", "/api/v1/discord/interactions", raw.replace(b"1", b"2", 1),
+                             headers={"X-Signature-Ed25519": sig, "X-Signature-Timestamp": ts})
+        self.assertProblem(r, 401)
+        self.assertProblem(self.post(ping, ts=str(int(time.time()) - 3600)), 401)
+
+    def test_mbyte_usage_answers_with_the_users_real_usage(self):
+        r = self.post(self.command({"type": 1, "name": "usage"}))
+        self.assertEqual(r.json()["type"], 4)  # not linked yet: told how to link
+        self.assertIn("not linked", r.json()["data"]["content"])
+        r = self.srv.request("PUT", "/api/v1/discord/link", {"discord_user": DISCORD_USER}, token=self.tok)
+        self.assertEqual(r.status, 200, r)
+        other = self.srv.add_user("eve")
+        r = self.srv.request("PUT", "/api/v1/discord/link", {"discord_user": DISCORD_USER}, token=other)
+        self.assertProblem(r, 409)
+        data = os.urandom(123457)
+        r = self.srv.request("PUT", "/api/v1/stores/%d/files/a.bin" % self.sid, data, token=self.tok,
+                             headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(r.status, 201, r)
+        usage = self.srv.request("GET", "/api/v1/me/usage", token=self.tok).json()
+        r = self.post(self.command({"type": 1, "name": "usage"}, token="usagetoken"))
+        self.assertEqual((r.status, r.json()), (200, {"type": 5, "data": {"flags": 64}}))
+        deadline = time.time() + 30
+        while not [p for p in self.fake.webhook_posts if p[1] == "usagetoken"]:
+            self.assertLess(time.time(), deadline, "no follow-up message")
+            time.sleep(0.05)
+        post = [p for p in self.fake.webhook_posts if p[1] == "usagetoken"][0]
+        self.assertEqual(post[0], APP)
+        self.assertIn("(%d bytes)" % usage["bytes"], post[2]["content"])
+        self.assertIn("in %d files" % usage["files"], post[2]["content"])
+        self.assertEqual(post[2]["flags"], 64)
+
+    def test_mbyte_backup_now_runs_the_linked_users_backups(self):
+        self.fill(CH, 12, every=0)
+        bid = self.connect()
+        self.srv.request("PUT", "/api/v1/discord/link", {"discord_user": DISCORD_USER}, token=self.tok)
+        r = self.post(self.command({"type": 2, "name": "backup", "options": [{"type": 1, "name": "now"}]},
+                                   token="backuptoken"))
+        self.assertEqual(r.json()["type"], 5)
+        deadline = time.time() + 60
+        while self.srv.request("GET", "/api/v1/discord/backups/%s" % bid, token=self.tok).json()["messages"] != 12:
+            self.assertLess(time.time(), deadline, "the backup did not run")
+            time.sleep(0.1)
+        self.assertEqual(sorted(self.message_ids()), self.expected_ids(CH))
+
+
+if __name__ == "__main__":
+    main()
