@@ -17,6 +17,7 @@ import { AdminView } from './admin.js';
 import { SharesView, showPublic } from './shares.js';
 import { ActivityView } from './activity.js';
 import { WebhooksView } from './webhooks.js';
+import { DiscordView } from './discord.js';
 import { ftpAccess } from './ftp.js';
 import { Uploads } from './uploads.js';
 import { resetCapabilities } from './tus.js';
@@ -134,6 +135,7 @@ class Shell {
             shares: { view: new SharesView(), part: 'sharing', title: 'Shares' },
             activity: { view: new ActivityView(), part: 'activity', title: 'Activity' },
             webhooks: { view: new WebhooksView(), part: 'webhooks', title: 'Webhooks' },
+            discord: { view: new DiscordView(), part: 'discord', title: 'Discord' },
         };
         this.unread = 0;
         this.notifications = [];
@@ -170,6 +172,7 @@ class Shell {
                 h('li', { dataset: { part: 'sharing' } }, h('a', { href: '#/shares', dataset: { nav: 'shares' } }, icon('users'), 'Shares')),
                 h('li', { dataset: { part: 'activity' } }, h('a', { href: '#/activity', dataset: { nav: 'activity' } }, icon('history'), 'Activity')),
                 h('li', { dataset: { part: 'webhooks' } }, h('a', { href: '#/webhooks', dataset: { nav: 'webhooks' } }, icon('refresh'), 'Webhooks')),
+                h('li', { dataset: { part: 'discord' } }, h('a', { href: '#/discord', dataset: { nav: 'discord' } }, icon('history'), 'Discord')),
                 isAdmin() ? h('li', h('a', { href: '#/admin/users', dataset: { nav: 'admin' } }, icon('shield'), 'Administration')) : null),
             h('div.nav-foot', this.usage, h('p.server-line', h('span.version'), this.greeting)));
         this.nav.addEventListener('click', ev => { if (ev.target.closest('a')) this.toggleNav(false); });
