@@ -5,6 +5,7 @@ rate limits (buckets, 429 bursts, the global limit), expired signed attachment U
 deletions, notifications, and Ed25519-signed interactions signed with a real key."""
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -20,6 +21,7 @@ try:
 except ImportError:  # tests/setup/discord.sh installs python3-cryptography
     Ed25519PrivateKey = None
 
+LDB_EDIT = os.environ.get("MBYTE_LDB_EDIT", "")
 CH = "800000000000000001"
 THREAD_ACTIVE = "800000000000000002"
 THREAD_ARCHIVED = "800000000000000003"
@@ -181,6 +183,29 @@ class Backups(DiscordBase):
         self.assertEqual(len(ids), len(set(ids)), "a message is stored twice after the kill")
         self.assertEqual(sorted(ids), self.expected_ids(CH))
         self.assert_attachments(blobs)
+
+    def test_day_files_written_but_cursor_not_yet_saved_are_not_doubled(self):
+        """The state a kill -9 between step 2 (day files) and step 3 (cursor) leaves, made exactly:
+        the cursor is put back 130 messages while the files hold all 250 (docs/discord.md)."""
+        self.fill(CH, 250, every=50)
+        bid = self.connect()
+        self.run_backup(bid)
+        ids = sorted(self.fake.messages[CH], key=int)
+        self.srv.stop()
+        key = "m/discord/c/%s/%s" % (bid, CH)
+        p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta"), key, '"last":"%s"' % ids[-1],
+                            '"last":"%s"' % ids[119]], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.srv.start()
+        task = self.run_backup(bid)
+        self.assertEqual(task["result"]["messages"], 130, task)  # read again, and found in the files
+        got = self.message_ids()
+        self.assertEqual(len(got), len(set(got)), "a message is stored twice")
+        self.assertEqual(sorted(got), self.expected_ids(CH))
+        for f in self.files():
+            if f.endswith(".md"):
+                self.assertEqual(self.read("discord/" + f).decode().count("`%s`" % ids[200]), 0 if ids[200] not in
+                                 self.read("discord/" + f[:-3] + ".jsonl").decode() else 1)
 
     def test_a_burst_of_429s_is_waited_out_as_told_and_the_run_finishes(self):
         self.fill(CH, 450, every=0)
