@@ -206,9 +206,15 @@ static char *fresh_url(run *r, const char *cid, const char *mid, const char *aid
     return url;
 }
 
+/* Download one attachment into attachments/. 0 with its path in rel, or 0 with rel empty and
+ * the reason in *missing when it cannot be had any more (deleted since, refused for good, a
+ * host outside cdn_hosts): the message is kept without it rather than stopping the backup at
+ * this page forever. Transient failures (Discord away, rate limits, a full quota) fail the run,
+ * which is tried again. */
 static int save_attachment(run *r, const char *cid, const char *mid, const json_t *a, char *rel, size_t reln,
-                           mb_err *err)
+                           char *missing, size_t mn, mb_err *err)
 {
+    *missing = 0;
     char name[256], path[1024];
     safe_name(name, sizeof name, mid, mb_jstr(a, "filename"));
     snprintf(rel, reln, "attachments/%s", name);
@@ -244,8 +250,12 @@ static int save_attachment(run *r, const char *cid, const char *mid, const json_
     free(url);
     if (!rc)
         r->attachments++;
-    else if (rc != MB_EAGAIN && rc != MB_EBUSY)
-        r->api->log(r->d->self, MB_LOG_WARN, "backup %s: attachment of message %s: %s", r->bid, mid, err->msg);
+    else if (rc == MB_EGONE || rc == MB_ENOENT || rc == MB_EPERM || rc == MB_EINVAL) {
+        r->api->log(r->d->self, MB_LOG_WARN, "backup %s: attachment of message %s left out: %s", r->bid, mid, err->msg);
+        snprintf(missing, mn, "%s", err->msg);
+        rel[0] = 0;
+        rc = 0;
+    }
     return rc;
 }
 
@@ -293,8 +303,13 @@ static void render_md(buf *md, const char *title, const char *up, const buf *jl)
             size_t i;
             json_t *a;
             json_array_foreach(json_object_get(j, "attachments"), i, a)
-                buf_addf(md, "- [%s](%s%s)\n", mb_jstr(a, "filename") ? mb_jstr(a, "filename") : "file", up,
-                         mb_jstr(a, "path") ? mb_jstr(a, "path") : "");
+            {
+                const char *fn = mb_jstr(a, "filename") ? mb_jstr(a, "filename") : "file";
+                if (mb_jstr(a, "path"))
+                    buf_addf(md, "- [%s](%s%s)\n", fn, up, mb_jstr(a, "path"));
+                else
+                    buf_addf(md, "- %s *(not saved: %s)*\n", fn, mb_jstr(a, "missing") ? mb_jstr(a, "missing") : "?");
+            }
             if (json_array_size(json_object_get(j, "attachments")))
                 buf_add(md, "\n", 1);
         } else if (kind && !strcmp(kind, "edit")) {
@@ -452,12 +467,15 @@ static int write_page(run *r, const char *cid, const char *dir, const char *up, 
         json_t *a;
         json_array_foreach(json_object_get(msgs[i], "attachments"), k, a)
         {
-            char rel[300];
-            if ((rc = save_attachment(r, cid, mid, a, rel, sizeof rel, err)))
+            char rel[300], missing[256];
+            if ((rc = save_attachment(r, cid, mid, a, rel, sizeof rel, missing, sizeof missing, err)))
                 break;
-            json_array_append_new(atts, json_pack("{s:s?, s:s?, s:I, s:s?, s:s}", "id", mb_jstr(a, "id"), "filename",
-                                                  mb_jstr(a, "filename"), "size", (json_int_t)mb_jint(a, "size"),
-                                                  "content_type", mb_jstr(a, "content_type"), "path", rel));
+            json_t *o = json_pack("{s:s?, s:s?, s:I, s:s?}", "id", mb_jstr(a, "id"), "filename", mb_jstr(a, "filename"),
+                                  "size", (json_int_t)mb_jint(a, "size"), "content_type", mb_jstr(a, "content_type"));
+            json_object_set_new(o, "path", rel[0] ? json_string(rel) : json_null());
+            if (missing[0])
+                json_object_set_new(o, "missing", json_string(missing));
+            json_array_append_new(atts, o);
         }
         if (rc) {
             json_decref(atts);

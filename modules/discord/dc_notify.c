@@ -65,13 +65,24 @@ static bool describe(const char *event, const json_t *p, char *name, size_t nn, 
     return true;
 }
 
-static void submit(dc *d, uint64_t owner, const char *name, const char *text, const char *key, const char *dest)
+/* The task names its destination ("admin", or "user" with the user's id), never the URL:
+ * a webhook URL holds a token, which then stays out of the task queue and its records. */
+static void submit(dc *d, uint64_t owner, const char *name, const char *text, const char *to)
 {
     uint64_t tid;
     mb_err e;
-    if (d->api->task_submit("discord.notify", owner, json_pack("{s:s, s:s, s:s}", "event", name, "text", text, key, dest),
+    if (d->api->task_submit("discord.notify", owner,
+                            json_pack("{s:s, s:s, s:s, s:I}", "event", name, "text", text, "to", to, "user",
+                                      (json_int_t)owner),
                             &tid, &e))
         d->api->log(d->self, MB_LOG_ERROR, "could not queue a Discord notification: %s", e.msg);
+}
+
+static json_t *user_settings(dc *d, uint64_t who)
+{
+    char key[40];
+    snprintf(key, sizeof key, "n/%016llx", (unsigned long long)who);
+    return dc_kv_json(d, key);
 }
 
 void dc_notify_observe(const char *event, const json_t *payload, void *state)
@@ -82,43 +93,48 @@ void dc_notify_observe(const char *event, const json_t *payload, void *state)
     if (!describe(event, payload, name, sizeof name, text, sizeof text, &who))
         return;
     pthread_mutex_lock(&d->cfg_lock);
-    bool admin = listed(d->notify_events, name);
-    char *hook = admin && d->notify_webhook && *d->notify_webhook ? strdup(d->notify_webhook) : NULL;
-    char *chan = admin && !hook && d->notify_channel && *d->notify_channel ? strdup(d->notify_channel) : NULL;
+    bool admin = listed(d->notify_events, name) && ((d->notify_webhook && *d->notify_webhook) ||
+                                                    (d->notify_channel && *d->notify_channel));
     pthread_mutex_unlock(&d->cfg_lock);
-    if (hook)
-        submit(d, 0, name, text, "webhook", hook);
-    if (chan)
-        submit(d, 0, name, text, "channel", chan);
-    free(hook);
-    free(chan);
+    if (admin)
+        submit(d, 0, name, text, "admin");
     if (who) {
-        char key[40];
-        snprintf(key, sizeof key, "n/%016llx", (unsigned long long)who);
-        json_t *n = dc_kv_json(d, key);
+        json_t *n = user_settings(d, who);
         if (n && mb_jstr(n, "webhook_url") && listed(json_object_get(n, "events"), name))
-            submit(d, who, name, text, "webhook", mb_jstr(n, "webhook_url"));
+            submit(d, who, name, text, "user");
         json_decref(n);
     }
 }
 
-/* discord.notify {"event","text","webhook"|"channel"}: one attempt. */
+/* discord.notify {"event","text","to":"admin"|"user","user"}: one attempt, to where the
+ * destination points now (a changed setting applies to messages still queued). */
 int dc_notify_send(mb_task *task, const json_t *args, void *state, mb_err *err)
 {
     (void)task;
     dc *d = state;
+    const char *to = mb_jstr(args, "to");
+    char *url = NULL, path[96] = "";
+    if (to && !strcmp(to, "user")) {
+        json_t *n = user_settings(d, (uint64_t)mb_jint(args, "user"));
+        if (mb_jstr(n, "webhook_url"))
+            url = strdup(mb_jstr(n, "webhook_url"));
+        json_decref(n);
+    } else if (to && !strcmp(to, "admin")) {
+        pthread_mutex_lock(&d->cfg_lock);
+        if (d->notify_webhook && *d->notify_webhook)
+            url = strdup(d->notify_webhook);
+        else if (d->notify_channel && *d->notify_channel)
+            snprintf(path, sizeof path, "/channels/%.24s/messages", d->notify_channel);
+        pthread_mutex_unlock(&d->cfg_lock);
+    }
+    if (!url && !path[0])
+        return 0; /* the destination was removed meanwhile: nothing to send */
     json_t *msg = json_pack("{s:s, s:{s:[]}}", "content", mb_jstr(args, "text") ? mb_jstr(args, "text") : "",
                             "allowed_mentions", "parse");
     long st = 0;
-    int rc;
-    if (mb_jstr(args, "webhook"))
-        rc = dc_rest_url(d, mb_jstr(args, "webhook"), msg, &st, err);
-    else {
-        char path[96];
-        snprintf(path, sizeof path, "/channels/%.24s/messages", mb_jstr(args, "channel") ? mb_jstr(args, "channel") : "0");
-        rc = dc_rest(d, "POST", path, msg, &st, NULL, err);
-    }
+    int rc = url ? dc_rest_url(d, url, msg, &st, err) : dc_rest(d, "POST", path, msg, &st, NULL, err);
     json_decref(msg);
+    free(url);
     if (!rc && (st < 200 || st > 299))
         rc = d->api->err_set(err, MB_EAGAIN, "Discord answered %ld to a notification", st);
     return rc;

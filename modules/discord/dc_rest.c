@@ -119,29 +119,44 @@ static size_t on_header(char *p, size_t s, size_t n, void *ud)
     return k;
 }
 
+/* Append src to the string in dst (of n bytes), cutting what does not fit. */
+static void append(char *dst, size_t n, const char *src, size_t len)
+{
+    size_t have = strnlen(dst, n - 1), k = len < n - 1 - have ? len : n - 1 - have;
+    memcpy(dst + have, src, k);
+    dst[have + k] = 0;
+}
+
 /* The route of a path: "GET /channels/{id}/messages 123": method, shape (every id replaced),
  * top-level resource (the first id; for webhooks the id and token). */
 static void route_of(const char *method, const char *path, char *out, size_t n)
 {
     char shape[160] = "", top[80] = "";
-    size_t sl = 0;
     const char *p = path;
     int seg = 0;
-    while (*p == '/' && sl + 1 < sizeof shape) {
+    while (*p == '/') {
         p++;
         size_t l = strcspn(p, "/?");
-        char part[80];
-        snprintf(part, sizeof part, "%.*s", (int)(l < 79 ? l : 79), p);
-        bool id = dc_snowflake(part) || (seg == 2 && !strncmp(shape, "/webhooks/", 10));
-        if (id && (!top[0] || seg == 2))
-            snprintf(top + strlen(top), sizeof top - strlen(top), "%s%s", top[0] ? "/" : "", part);
-        sl += (size_t)snprintf(shape + sl, sizeof shape - sl, "/%s", id ? "{id}" : part);
-        if (sl >= sizeof shape)
-            sl = sizeof shape - 1;
+        char part[80] = "";
+        append(part, sizeof part, p, l);
+        bool webhook_token = seg == 2 && !strncmp(shape, "/webhooks/", 10);
+        bool id = dc_snowflake(part) || webhook_token;
+        if (id && (!top[0] || webhook_token)) {
+            if (top[0])
+                append(top, sizeof top, "/", 1);
+            append(top, sizeof top, part, strlen(part));
+        }
+        append(shape, sizeof shape, "/", 1);
+        append(shape, sizeof shape, id ? "{id}" : part, id ? 4 : strlen(part));
         p += l;
         seg++;
     }
-    snprintf(out, n, "%s %s %s", method, shape, top);
+    out[0] = 0;
+    append(out, n, method, strlen(method));
+    append(out, n, " ", 1);
+    append(out, n, shape, strlen(shape));
+    append(out, n, " ", 1);
+    append(out, n, top, strlen(top));
 }
 
 static dc_bucket *bucket_for(dc *d, const char *route)
@@ -259,8 +274,13 @@ static CURL *easy(dc *d, const char *url, char *cerr)
 static int call(dc *d, const char *method, const char *url, const char *route_path, const json_t *body, bool token,
                 long *status, json_t **out, mb_err *err)
 {
-    char route[96], auth[600];
+    char route[96], auth[600], label[96];
     route_of(method, route_path, route, sizeof route);
+    /* What logs and errors name: the method and path shape, never the ids after it (a
+     * webhook's or an interaction's token is one of them). */
+    snprintf(label, sizeof label, "%s", route);
+    if (strrchr(label, ' ') > strchr(label, ' '))
+        *strrchr(label, ' ') = 0;
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     int64_t waited = 0;
     int rc = 0;
@@ -308,14 +328,14 @@ static int call(dc *d, const char *method, const char *url, const char *route_pa
         curl_slist_free_all(h);
         memset(auth, 0, sizeof auth);
         if (cr != CURLE_OK) {
-            rc = d->api->err_set(err, MB_EIO, "Discord could not be reached (%s %s): %s", method, route_path,
+            rc = d->api->err_set(err, MB_EIO, "Discord could not be reached (%s): %s", label,
                                  r.too_big ? "the answer is larger than 16 MiB" : *cerr ? cerr : curl_easy_strerror(cr));
             free(r.buf);
             break;
         }
         int64_t wait = learn(d, route, st, &r);
         if (st == 429 && attempt < 20) {
-            d->api->log(d->self, MB_LOG_INFO, "429 on %s: waiting %lld ms as Discord asks", route, (long long)wait);
+            d->api->log(d->self, MB_LOG_INFO, "429 on %s: waiting %lld ms as Discord asks", label, (long long)wait);
             free(r.buf);
             continue; /* reserve() now waits for the bucket or the global limit */
         }

@@ -227,11 +227,18 @@ class Backups(DiscordBase):
 
     def test_an_expired_attachment_url_is_fetched_again_through_a_fresh_message_read(self):
         blobs = self.fill(CH, 9, every=3)
+        gone = self.fake.add_message(CH, "its file was removed from Discord", [("gone.txt", b"x" * 10, "text/plain")])
+        del self.fake.blobs[self.fake.messages[CH][gone]["attachments"][0]["id"]]
         self.fake.list_urls_expired = True
         self.run_backup(self.connect())
         self.assert_attachments(blobs)
         self.assertGreaterEqual(self.fake.expired_refusals, 3)
         self.assertGreaterEqual(self.fake.single_reads, 3)
+        # An attachment that cannot be had any more is recorded as missing; the backup goes on.
+        rec = [r for rs in self.lines().values() for r in rs if r["id"] == gone][0]
+        self.assertIsNone(rec["attachments"][0]["path"])
+        self.assertIn("expired", rec["attachments"][0]["missing"])
+        self.assertEqual(sorted(self.message_ids()), self.expected_ids(CH))
 
     def test_edits_and_deletions_seen_later_are_recorded_not_overwritten(self):
         self.fill(CH, 30, every=0)
