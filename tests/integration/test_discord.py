@@ -31,6 +31,7 @@ DISCORD_USER = "100000000000000042"
 
 class DiscordBase(ServerTest):
     extra_modules = {}
+    extra_conf = {}
 
     def setUp(self):
         if Ed25519PrivateKey is None:
@@ -43,7 +44,9 @@ class DiscordBase(ServerTest):
                 % (self.fake.token, pk, self.fake.api_base, CH))
         mods = {"discord": True}
         mods.update(self.extra_modules)
-        self.srv = Server(modules=mods, module_conf={"discord": conf}, env={"MBYTE_TASK_BACKOFF_MS": "50"})
+        module_conf = {"discord": conf}
+        module_conf.update(self.extra_conf)
+        self.srv = Server(modules=mods, module_conf=module_conf, env={"MBYTE_TASK_BACKOFF_MS": "50"})
         self.srv.start()
         self.admin = self.srv.login()
         self.tok = self.srv.add_user("dana")
@@ -225,6 +228,17 @@ class Backups(DiscordBase):
         self.assertEqual(sorted(self.message_ids()), self.expected_ids(CH))
         self.assertEqual((self.fake.violations, self.fake.served_429), (0, 0))
 
+    def test_eighty_threads_read_at_once_stay_under_the_global_limit(self):
+        """Each thread is its own bucket (its channel id is the top-level resource), so only the
+        global limit (50 a second at the stand-in, as at Discord) holds the module back."""
+        for i in range(80):
+            tid = str(810000000000000000 + i)
+            self.fake.add_channel(tid, parent=CH, name="t%d" % i, archived=i % 2 == 0)
+            self.fake.add_message(tid, "in thread %d" % i)
+        task = self.run_backup(self.connect())
+        self.assertEqual((task["result"]["threads"], task["result"]["messages"]), (80, 80), task)
+        self.assertEqual((self.fake.violations, self.fake.served_429), (0, 0))
+
     def test_an_expired_attachment_url_is_fetched_again_through_a_fresh_message_read(self):
         blobs = self.fill(CH, 9, every=3)
         gone = self.fake.add_message(CH, "its file was removed from Discord", [("gone.txt", b"x" * 10, "text/plain")])
@@ -306,6 +320,30 @@ class Notifications(DiscordBase):
         b = self.srv.request("GET", "/api/v1/discord/backups/%s" % bid, token=self.tok).json()
         self.assertEqual(b["state"], "error")
         self.assertIn("cannot read channel", b["last_error"])
+
+
+class QuotaNotifications(DiscordBase):
+    extra_modules = {"quotas": True}
+    extra_conf = {"quotas": "warn_percent: [80, 90]\n"}
+
+    def test_quota_above_90_percent_is_posted_and_below_it_is_not(self):
+        r = self.srv.request("PUT", "/api/v1/admin/quotas/users/dana", {"bytes": 100000}, token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        hook = self.fake.api_base + "/webhooks/600000000000000002/quotatoken"
+        r = self.srv.request("PUT", "/api/v1/discord/notifications", {"webhook_url": hook, "events": ["quota.warning"]},
+                             token=self.tok)
+        self.assertEqual(r.status, 200, r)
+        put = lambda name, n: self.srv.request("PUT", "/api/v1/stores/%d/files/%s" % (self.sid, name), b"q" * n,
+                                               token=self.tok, headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(put("a.bin", 85000).status, 201)  # 85 %: quota.warning (level 80), not posted
+        self.assertEqual(put("b.bin", 8000).status, 201)  # 93 %: quota.warning (level 90), posted
+        deadline = time.time() + 60
+        while not [p for p in self.fake.webhook_posts if p[1] == "quotatoken"]:
+            self.assertLess(time.time(), deadline, "no quota notification")
+            time.sleep(0.05)
+        # The 85 % event came first (the outbox keeps order): had it been posted, it would be here.
+        posts = [p for p in self.fake.webhook_posts if p[1] == "quotatoken"]
+        self.assertEqual([("93000 of 100000 bytes" in p[2]["content"]) for p in posts], [True], posts)
 
 
 class Interactions(DiscordBase):
