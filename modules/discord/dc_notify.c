@@ -51,8 +51,9 @@ static bool describe(const char *event, const json_t *p, char *name, size_t nn, 
                  (long long)mb_jint(p, "percent"), (long long)mb_jint(p, "bytes"), (long long)mb_jint(p, "quota_bytes"));
     } else if (!strcmp(event, "integrity.mismatch")) {
         snprintf(name, nn, "%s", event);
-        snprintf(text, tn, "MByte: integrity damage found: chunk %.16s... failed verification (%s)",
-                 mb_jstr(p, "hash") ? mb_jstr(p, "hash") : "?", mb_jstr(p, "reason") ? mb_jstr(p, "reason") : "mismatch");
+        snprintf(text, tn, "MByte: integrity damage found: chunk %.16s... (%s): %s",
+                 mb_jstr(p, "chunk") ? mb_jstr(p, "chunk") : "?", mb_jstr(p, "kind") ? mb_jstr(p, "kind") : "damaged",
+                 mb_jstr(p, "detail") ? mb_jstr(p, "detail") : "it failed verification");
     } else if (!strcmp(event, "share.accessed")) {
         snprintf(name, nn, "%s", event);
         snprintf(text, tn, "MByte: share link %s used (%s) for %s", mb_jstr(p, "share") ? mb_jstr(p, "share") : "?",

@@ -417,7 +417,21 @@ typedef struct followup {
     dc *d;
     dc_ix ix;
     uint64_t user;
+    struct followup *next;
 } followup;
+
+/* A follow-up waits on a one-shot timer; if the module stops first, the kernel cancels the timer
+ * and fini frees what was left on this list. */
+static void followup_unlist(dc *d, followup *f)
+{
+    pthread_mutex_lock(&d->run_lock);
+    for (followup **p = &d->followups; *p; p = &(*p)->next)
+        if (*p == f) {
+            *p = f->next;
+            break;
+        }
+    pthread_mutex_unlock(&d->run_lock);
+}
 
 static void human(char *out, size_t n, double v)
 {
@@ -479,6 +493,7 @@ static void send_followup(void *arg)
     if (dc_rest_url(d, url, msg, &st, &e) || st < 200 || st > 299)
         d->api->log(d->self, MB_LOG_WARN, "interaction follow-up failed (HTTP %ld): %s", st, e.msg);
     json_decref(msg);
+    followup_unlist(d, f);
     sodium_memzero(f, sizeof *f);
     free(f);
 }
@@ -546,7 +561,12 @@ static int h_interactions(mb_req *req, void *state, mb_err *err)
     }
     /* Deferred (type 5) now, well within Discord's 3 s; the answer follows as a follow-up
      * message once this reply has left (the timer runs on the pool). */
+    pthread_mutex_lock(&d->run_lock);
+    f->next = d->followups;
+    d->followups = f;
+    pthread_mutex_unlock(&d->run_lock);
     if (api->timer_add(d->self, 100, 0, send_followup, f, NULL, err)) {
+        followup_unlist(d, f);
         free(f);
         return err->code;
     }
@@ -630,6 +650,12 @@ static int configure(dc *d, const json_t *c, mb_err *err)
 
 static void free_state(dc *d)
 {
+    while (d->followups) {
+        followup *f = d->followups;
+        d->followups = f->next;
+        sodium_memzero(f, sizeof *f);
+        free(f);
+    }
     if (d->token)
         sodium_memzero(d->token, strlen(d->token));
     free(d->token);

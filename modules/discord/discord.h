@@ -48,6 +48,7 @@ typedef struct dc {
     /* backups running now (ids), under run_lock: one run per backup at a time */
     pthread_mutex_t run_lock;
     json_t *running;
+    struct followup *followups; /* interaction answers not sent yet (under run_lock): fini frees them */
     pthread_mutex_t cfg_lock;
 } dc;
 
