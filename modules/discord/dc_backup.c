@@ -33,8 +33,8 @@
  * Expired attachment URLs: an attachment whose signed URL is refused (403/404/410) is read
  * again through GET /channels/{id}/messages/{message}, which hands out a fresh URL.
  *
- * Threads: a task runner on the worker pool; d->running (under run_lock) keeps one run per
- * backup at a time.
+ * Threads: a task runner on the worker pool; run_claim keeps one run per backup at a time, also
+ * across a reload of the module.
  */
 #include "discord.h"
 #include "dc_interact.h"
@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PAGE 100
 #define MAX_DAY_FILE (256u << 20)
@@ -722,16 +723,59 @@ static int threads_of(run *r, const char *cid, const char *guild, json_t *out, m
     return 0;
 }
 
+/* This process, as "<pid>.<start time in clock ticks>" (/proc/self/stat): the same in every
+ * copy of the module (a reload runs the new copy beside the old one's last run), different in
+ * the next process, even with the same pid. */
+static void process_id(char *out, size_t n)
+{
+    char buf[1024] = "";
+    FILE *f = fopen("/proc/self/stat", "r");
+    size_t k = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[k] = 0;
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces: fields count from its end */
+    unsigned long long start = 0;
+    for (int field = 2; p && *p && field < 22; p++)
+        if (*p == ' ' && ++field == 22)
+            start = strtoull(p + 1, NULL, 10);
+    snprintf(out, n, "%ld.%llu", (long)getpid(), start);
+}
+
+/* One run per backup at a time, across reloads: kv "r/<backup>" names the process whose run
+ * holds it. A marker left by a process that died (kill -9) names another process and is
+ * ignored. run_lock orders claims within one copy of the module; two copies (during a reload)
+ * could only race in the instant both start the same backup. */
 static bool run_claim(dc *d, const char *bid, bool take)
 {
+    char key[40], me[64];
+    snprintf(key, sizeof key, "r/%s", bid);
+    process_id(me, sizeof me);
+    mb_err e;
     pthread_mutex_lock(&d->run_lock);
-    bool busy = json_object_get(d->running, bid) != NULL;
-    if (take && !busy)
-        json_object_set_new(d->running, bid, json_true());
+    json_t *m = dc_kv_json(d, key);
+    bool busy = m && mb_jstr(m, "process") && !strcmp(mb_jstr(m, "process"), me);
+    json_decref(m);
+    if (take && !busy) {
+        json_t *v = json_pack("{s:i, s:s}", "v", 1, "process", me);
+        dc_kv_put_json(d, key, v, false, &e);
+        json_decref(v);
+    }
     if (!take)
-        json_object_del(d->running, bid);
+        d->api->kv_del(d->self, key, false, &e);
     pthread_mutex_unlock(&d->run_lock);
     return !busy;
+}
+
+bool dc_backup_running(dc *d, const char *bid)
+{
+    char key[40], me[64];
+    snprintf(key, sizeof key, "r/%s", bid);
+    process_id(me, sizeof me);
+    json_t *m = dc_kv_json(d, key);
+    bool busy = m && mb_jstr(m, "process") && !strcmp(mb_jstr(m, "process"), me);
+    json_decref(m);
+    return busy;
 }
 
 int dc_backup_run(mb_task *task, const json_t *args, void *state, mb_err *err)
@@ -792,6 +836,8 @@ int dc_backup_run(mb_task *task, const json_t *args, void *state, mb_err *err)
     json_decref(rec);
     rec = dc_kv_json(d, key);
     if (rec) {
+        /* One notification per outage, not one per attempt or poll: only when it was fine before. */
+        bool was_failing = mb_jstr(rec, "state") && !strcmp(mb_jstr(rec, "state"), "error");
         json_object_set_new(rec, "last_run", json_integer(api->now()));
         json_object_set_new(rec, "state", json_string(rc ? "error" : "ok"));
         json_object_set_new(rec, "last_error", rc ? json_string(err->msg) : json_null());
@@ -801,7 +847,7 @@ int dc_backup_run(mb_task *task, const json_t *args, void *state, mb_err *err)
             json_object_set_new(rec, "last_message", json_string(r->last_message));
         mb_err e;
         dc_kv_put_json(d, key, rec, true, &e);
-        if (rc && rc != MB_ECANCELED)
+        if (rc && rc != MB_ECANCELED && !was_failing)
             api->hook_emit("discord.backup.failed",
                            json_pack("{s:s, s:I, s:I, s:s, s:s}", "backup", bid, "owner", (json_int_t)mb_jint(rec, "owner"),
                                      "store", (json_int_t)r->sid, "channel", cid, "error", err->msg),

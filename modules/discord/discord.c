@@ -28,7 +28,7 @@
  * Threads: routes on HTTP workers (creating a backup reads the channel from Discord there:
  * a worker may block, the loop never does), the observer on the loop, runners and timers on
  * the pool. cfg_lock guards the config strings; rl_lock the rate limits (dc_rest.c);
- * run_lock the set of running backups.
+ * run_lock orders run claims (dc_backup.c) and link changes.
  */
 #include "discord.h"
 #include "dc_interact.h"
@@ -579,9 +579,7 @@ static int poll_fn(const char *key, json_t *b, void *ud)
 {
     (void)key;
     dc *d = ud;
-    pthread_mutex_lock(&d->run_lock);
-    bool busy = json_object_get(d->running, mb_jstr(b, "id")) != NULL;
-    pthread_mutex_unlock(&d->run_lock);
+    bool busy = mb_jstr(b, "id") && dc_backup_running(d, mb_jstr(b, "id"));
     uint64_t tid;
     mb_err e;
     if (!busy && mb_jstr(b, "id"))
@@ -665,7 +663,6 @@ static void free_state(dc *d)
     json_decref(d->cdn_hosts);
     json_decref(d->guilds);
     json_decref(d->notify_events);
-    json_decref(d->running);
     pthread_mutex_destroy(&d->cfg_lock);
     pthread_mutex_destroy(&d->rl_lock);
     pthread_mutex_destroy(&d->run_lock);
@@ -693,7 +690,6 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     pthread_mutex_init(&d->cfg_lock, NULL);
     pthread_mutex_init(&d->rl_lock, NULL);
     pthread_mutex_init(&d->run_lock, NULL);
-    d->running = json_object();
     int rc = configure(d, config, err);
     if (!rc)
         rc = start_timer(d, err);

@@ -45,9 +45,8 @@ typedef struct dc {
     dc_bucket buckets[DC_BUCKETS];
     int64_t global_until_ms, next_slot_ms;
     int64_t invalid_window_ms, invalid_count;
-    /* backups running now (ids), under run_lock: one run per backup at a time */
+    /* orders run claims (dc_backup.c) and link changes; guards followups */
     pthread_mutex_t run_lock;
-    json_t *running;
     struct followup *followups; /* interaction answers not sent yet (under run_lock): fini frees them */
     pthread_mutex_t cfg_lock;
 } dc;
@@ -78,6 +77,9 @@ int dc_rest_download(dc *d, const char *url, mb_file_writer *w, int64_t *bytes, 
 
 /* The task "discord.backup" {"backup": id}. */
 int dc_backup_run(mb_task *task, const json_t *args, void *state, mb_err *err);
+
+/* True while a run of backup `bid` goes on in this process (any copy of the module). */
+bool dc_backup_running(dc *d, const char *bid);
 
 /* kv helpers shared by the files */
 json_t *dc_kv_json(dc *d, const char *key);

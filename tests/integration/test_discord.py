@@ -210,6 +210,29 @@ class Backups(DiscordBase):
                 self.assertEqual(self.read("discord/" + f).decode().count("`%s`" % ids[200]), 0 if ids[200] not in
                                  self.read("discord/" + f[:-3] + ".jsonl").decode() else 1)
 
+    def test_a_reload_during_a_run_neither_breaks_it_nor_starts_a_second_one(self):
+        self.fill(CH, 500, every=0)
+        bid = self.connect()
+        r = self.srv.request("POST", "/api/v1/discord/backups/%s/run" % bid, token=self.tok)
+        first = r.json()["task"]
+        deadline = time.time() + 120
+        while self.fake.message_pages < 2:
+            self.assertLess(time.time(), deadline, "the run did not get going")
+            time.sleep(0.01)
+        self.fake.gate.clear()  # the run now waits inside a request to Discord
+        r = self.srv.request("POST", "/api/v1/admin/modules/discord/reload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        # The new copy sees the old copy's run going on and does not start a second one beside it.
+        r = self.srv.request("POST", "/api/v1/discord/backups/%s/run" % bid, token=self.tok)
+        second = wait_task(self, self.srv, r.json()["task"], self.tok, timeout=120)
+        self.assertTrue((second.get("result") or {}).get("skipped"), second)
+        self.fake.gate.set()
+        task = wait_task(self, self.srv, first, self.tok, timeout=300)
+        self.assertEqual(task["state"], "done", task)
+        self.assertEqual(task["result"]["messages"], 500, task)
+        got = self.message_ids()
+        self.assertEqual(sorted(got), self.expected_ids(CH))
+
     def test_a_burst_of_429s_is_waited_out_as_told_and_the_run_finishes(self):
         self.fill(CH, 450, every=0)
         bid = self.connect()
@@ -312,7 +335,14 @@ class Notifications(DiscordBase):
         while not (self.fake.created and self.fake.webhook_posts):
             self.assertLess(time.time(), deadline, (self.fake.created, self.fake.webhook_posts))
             time.sleep(0.05)
-        ch, body = self.fake.created[0]
+        # The task tried 3 times; the outage is told once (and the failed task once).
+        told = [b for c, b in self.fake.created if "the backup of channel" in b["content"]]
+        self.assertEqual(len(told), 1, self.fake.created)
+        deadline = time.time() + 60
+        while not [b for c, b in self.fake.created if "(discord.backup) failed" in b["content"]]:
+            self.assertLess(time.time(), deadline, self.fake.created)
+            time.sleep(0.05)
+        ch, body = [(c, b) for c, b in self.fake.created if "the backup of channel" in b["content"]][0]
         self.assertEqual(ch, CH)
         self.assertIn("800000000000000009", body["content"])
         self.assertEqual(body["allowed_mentions"], {"parse": []})

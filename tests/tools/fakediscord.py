@@ -55,6 +55,8 @@ class FakeDiscord:
         self.bucket_limit, self.bucket_window, self.global_limit = bucket_limit, bucket_window, global_limit
         self.attachment_ttl = attachment_ttl
         self.delay = delay  # seconds added to every API answer (to kill a run in its middle)
+        self.gate = threading.Event()  # API requests wait while it is clear (a run held in its middle)
+        self.gate.set()
         self.secret = os.urandom(32)
         self.lock = threading.Lock()
         self.channels = {}
@@ -96,6 +98,7 @@ class FakeDiscord:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
+        self.gate.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -246,6 +249,7 @@ class FakeDiscord:
             return self._send(h, 404, {"message": "404: Not Found", "code": 0})
         if self.delay:
             time.sleep(self.delay)
+        self.gate.wait(120)
         is_webhook = u.path.startswith("/api/v10/webhooks/")
         if not is_webhook and h.headers.get("Authorization") != "Bot " + self.token:
             return self._send(h, 401, {"message": "401: Unauthorized", "code": 0})
