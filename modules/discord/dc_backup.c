@@ -60,28 +60,6 @@ typedef struct run {
     char last_message[24];
 } run;
 
-json_t *dc_kv_json(dc *d, const char *key)
-{
-    char *v;
-    size_t n;
-    mb_err e;
-    if (d->api->kv_get(d->self, key, &v, &n, &e))
-        return NULL;
-    json_t *j = json_loadb(v, n, 0, NULL);
-    free(v);
-    return j;
-}
-
-int dc_kv_put_json(dc *d, const char *key, const json_t *j, bool sync, mb_err *err)
-{
-    char *t = json_dumps(j, JSON_COMPACT);
-    if (!t)
-        return d->api->err_set(err, MB_ENOMEM, "out of memory");
-    int rc = d->api->kv_put(d->self, key, t, strlen(t), sync, err);
-    free(t);
-    return rc;
-}
-
 static uint64_t snow(const char *s) { return dc_snowflake(s) ? strtoull(s, NULL, 10) : 0; }
 
 static void join(char *out, size_t n, const char *folder, const char *rest)
@@ -742,6 +720,17 @@ static void process_id(char *out, size_t n)
     snprintf(out, n, "%ld.%llu", (long)getpid(), start);
 }
 
+bool dc_backup_running(dc *d, const char *bid)
+{
+    char key[40], me[64];
+    snprintf(key, sizeof key, "r/%s", bid);
+    process_id(me, sizeof me);
+    json_t *m = dc_kv_json(d, key);
+    bool busy = m && mb_jstr(m, "process") && !strcmp(mb_jstr(m, "process"), me);
+    json_decref(m);
+    return busy;
+}
+
 /* One run per backup at a time, across reloads: kv "r/<backup>" names the process whose run
  * holds it. A marker left by a process that died (kill -9) names another process and is
  * ignored. run_lock orders claims within one copy of the module; two copies (during a reload)
@@ -753,9 +742,7 @@ static bool run_claim(dc *d, const char *bid, bool take)
     process_id(me, sizeof me);
     mb_err e;
     pthread_mutex_lock(&d->run_lock);
-    json_t *m = dc_kv_json(d, key);
-    bool busy = m && mb_jstr(m, "process") && !strcmp(mb_jstr(m, "process"), me);
-    json_decref(m);
+    bool busy = dc_backup_running(d, bid);
     if (take && !busy) {
         json_t *v = json_pack("{s:i, s:s}", "v", 1, "process", me);
         dc_kv_put_json(d, key, v, false, &e);
@@ -765,17 +752,6 @@ static bool run_claim(dc *d, const char *bid, bool take)
         d->api->kv_del(d->self, key, false, &e);
     pthread_mutex_unlock(&d->run_lock);
     return !busy;
-}
-
-bool dc_backup_running(dc *d, const char *bid)
-{
-    char key[40], me[64];
-    snprintf(key, sizeof key, "r/%s", bid);
-    process_id(me, sizeof me);
-    json_t *m = dc_kv_json(d, key);
-    bool busy = m && mb_jstr(m, "process") && !strcmp(mb_jstr(m, "process"), me);
-    json_decref(m);
-    return busy;
 }
 
 int dc_backup_run(mb_task *task, const json_t *args, void *state, mb_err *err)

@@ -39,6 +39,29 @@
 #include <string.h>
 #include <time.h>
 
+/* The module's kv values are JSON (docs/storage.md "discord"); shared by every file of the module. */
+json_t *dc_kv_json(dc *d, const char *key)
+{
+    char *v;
+    size_t n;
+    mb_err e;
+    if (d->api->kv_get(d->self, key, &v, &n, &e))
+        return NULL;
+    json_t *j = json_loadb(v, n, 0, NULL);
+    free(v);
+    return j;
+}
+
+int dc_kv_put_json(dc *d, const char *key, const json_t *j, bool sync, mb_err *err)
+{
+    char *t = json_dumps(j, JSON_COMPACT);
+    if (!t)
+        return d->api->err_set(err, MB_ENOMEM, "out of memory");
+    int rc = d->api->kv_put(d->self, key, t, strlen(t), sync, err);
+    free(t);
+    return rc;
+}
+
 static void hex16(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
 static bool valid_id(const char *s) { return s && strlen(s) == 16 && strspn(s, "0123456789abcdef") == 16; }
 
@@ -442,6 +465,61 @@ static void human(char *out, size_t n, double v)
     snprintf(out, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
 }
 
+/* True if every word of `words` (spaces between) is in `name`, ignoring ASCII case. */
+static bool all_words_in(const char *name, const char *words)
+{
+    char w[64];
+    for (const char *p = words; *p;) {
+        while (*p == ' ')
+            p++;
+        size_t l = strcspn(p, " ");
+        if (!l)
+            break;
+        snprintf(w, sizeof w, "%.*s", (int)(l < 63 ? l : 63), p);
+        if (!strcasestr(name, w))
+            return false;
+        p += l;
+    }
+    return true;
+}
+
+/* /mbyte search: file and folder NAMES in the linked user's stores (the search module's
+ * full-text index has no call another module can use yet; docs/discord.md). At most 10. */
+static void search_names(followup *f, char *text, size_t n)
+{
+    dc *d = f->d;
+    mb_user u;
+    char uname[128];
+    mb_err e = {0};
+    json_t *stores = NULL;
+    if (d->api->user_lookup(f->user, NULL, &u, uname, sizeof uname, &e) || d->api->store_list(&u, &stores, &e)) {
+        snprintf(text, n, "Search failed: %s", e.msg);
+        return;
+    }
+    size_t len = (size_t)snprintf(text, n, "Names with \"%s\":", f->ix.words), found = 0, i;
+    json_t *s;
+    json_array_foreach(stores, i, s)
+    {
+        json_t *list = NULL;
+        if (found >= 10 || d->api->folder_list(&u, (uint64_t)mb_jint(s, "id"), "", true, &list, &e))
+            continue;
+        size_t k;
+        json_t *ent;
+        json_array_foreach(json_object_get(list, "entries"), k, ent)
+        {
+            const char *name = mb_jstr(ent, "name"), *path = mb_jstr(ent, "path");
+            if (found < 10 && name && path && all_words_in(name, f->ix.words) && len < n) {
+                len += (size_t)snprintf(text + len, n - len, "\n- %s: %s", mb_jstr(s, "name"), path);
+                found++;
+            }
+        }
+        json_decref(list);
+    }
+    json_decref(stores);
+    if (!found)
+        snprintf(text, n, "No file or folder name has \"%s\".", f->ix.words);
+}
+
 static void answer_text(followup *f, char *text, size_t n)
 {
     dc *d = f->d;
@@ -472,7 +550,7 @@ static void answer_text(followup *f, char *text, size_t n)
         snprintf(text, n, started ? "Started %zu backup%s." : "You have no Discord backups yet.", started,
                  started == 1 ? "" : "s");
     } else if (f->ix.command == DC_CMD_SEARCH)
-        snprintf(text, n, "Search from Discord is not available on this server yet; use the web page.");
+        search_names(f, text, n);
     else
         snprintf(text, n, "Unknown command. Try /mbyte usage or /mbyte backup now.");
 }

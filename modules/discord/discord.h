@@ -51,6 +51,12 @@ typedef struct dc {
     pthread_mutex_t cfg_lock;
 } dc;
 
+/* ------------------------------------------------------------- discord.c --- */
+
+/* The JSON value of a kv key of the module (new reference), or NULL. / Store one. */
+json_t *dc_kv_json(dc *d, const char *key);
+int dc_kv_put_json(dc *d, const char *key, const json_t *j, bool sync, mb_err *err);
+
 /* ------------------------------------------------------------- dc_rest.c --- */
 
 int64_t dc_now_ms(void);
@@ -81,9 +87,6 @@ int dc_backup_run(mb_task *task, const json_t *args, void *state, mb_err *err);
 /* True while a run of backup `bid` goes on in this process (any copy of the module). */
 bool dc_backup_running(dc *d, const char *bid);
 
-/* kv helpers shared by the files */
-json_t *dc_kv_json(dc *d, const char *key);
-int dc_kv_put_json(dc *d, const char *key, const json_t *j, bool sync, mb_err *err);
 
 /* ----------------------------------------------------------- dc_notify.c --- */
 

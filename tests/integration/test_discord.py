@@ -435,6 +435,31 @@ class Interactions(DiscordBase):
         self.assertIn("in %d files" % usage["files"], post[2]["content"])
         self.assertEqual(post[2]["flags"], 64)
 
+    def wait_followup(self, token):
+        deadline = time.time() + 30
+        while not [p for p in self.fake.webhook_posts if p[1] == token]:
+            self.assertLess(time.time(), deadline, "no follow-up message")
+            time.sleep(0.05)
+        return [p for p in self.fake.webhook_posts if p[1] == token][0][2]["content"]
+
+    def test_mbyte_search_lists_matching_names_of_the_users_files_only(self):
+        self.srv.request("PUT", "/api/v1/discord/link", {"discord_user": DISCORD_USER}, token=self.tok)
+        for path in ["trips/Holiday-Photo 1.jpg", "trips/notes.txt", "holiday/plan.txt"]:
+            r = self.srv.request("PUT", "/api/v1/stores/%d/files/%s?parents=true" % (self.sid, path.replace(" ", "%20")), b"x",
+                                 token=self.tok, headers={"Content-Type": "application/octet-stream"})
+            self.assertIn(r.status, (200, 201), r)
+        other = self.srv.add_user("eve")
+        osid = self.srv.request("GET", "/api/v1/stores", token=other).json()[0]["id"]
+        self.srv.request("PUT", "/api/v1/stores/%d/files/holiday%%20photo%%20secret.jpg" % osid, b"x", token=other,
+                         headers={"Content-Type": "application/octet-stream"})
+        sub = {"type": 1, "name": "search", "options": [{"type": 3, "name": "words", "value": "holiday photo"}]}
+        r = self.post(self.command(sub, token="searchtoken"))
+        self.assertEqual(r.json()["type"], 5)
+        text = self.wait_followup("searchtoken")
+        self.assertIn("trips/Holiday-Photo 1.jpg", text)
+        self.assertNotIn("plan.txt", text)
+        self.assertNotIn("secret", text)  # another user's file
+
     def test_mbyte_backup_now_runs_the_linked_users_backups(self):
         self.fill(CH, 12, every=0)
         bid = self.connect()
