@@ -32,6 +32,7 @@ DISCORD_USER = "100000000000000042"
 class DiscordBase(ServerTest):
     extra_modules = {}
     extra_conf = {}
+    poll_interval = 0
 
     def setUp(self):
         if Ed25519PrivateKey is None:
@@ -39,9 +40,9 @@ class DiscordBase(ServerTest):
         self.fake = FakeDiscord()
         self.key = Ed25519PrivateKey.generate()
         pk = self.key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
-        conf = ("bot_token: %s\npublic_key: %s\napi_base: %s\ncdn_hosts: [\"127.0.0.1\"]\npoll_interval: 0\n"
+        conf = ("bot_token: %s\npublic_key: %s\napi_base: %s\ncdn_hosts: [\"127.0.0.1\"]\npoll_interval: %d\n"
                 "notify_channel: \"%s\"\nnotify_events: [\"discord.backup.failed\", \"task.failed\"]\n"
-                % (self.fake.token, pk, self.fake.api_base, CH))
+                % (self.fake.token, pk, self.fake.api_base, self.poll_interval, CH))
         mods = {"discord": True}
         mods.update(self.extra_modules)
         module_conf = {"discord": conf}
@@ -314,6 +315,24 @@ class Backups(DiscordBase):
         r = self.srv.request("DELETE", "/api/v1/discord/backups/%s" % bid, token=self.tok)
         self.assertEqual(r.status, 200, r)
         self.assertEqual(self.srv.request("GET", "/api/v1/discord/backups", token=self.tok).json()["backups"], [])
+
+
+class Polling(DiscordBase):
+    poll_interval = 1
+
+    def test_new_messages_are_backed_up_every_poll_interval_without_asking(self):
+        self.fill(CH, 5, every=0)
+        bid = self.connect()
+        deadline = time.time() + 60
+        while sorted(self.message_ids()) != self.expected_ids(CH):
+            self.assertLess(time.time(), deadline, "the timer never ran the backup")
+            time.sleep(0.2)
+        self.fill(CH, 3, every=0, tag="later")
+        while sorted(self.message_ids()) != self.expected_ids(CH):
+            self.assertLess(time.time(), deadline + 60, "the timer did not pick up the new messages")
+            time.sleep(0.2)
+        b = self.srv.request("GET", "/api/v1/discord/backups/%s" % bid, token=self.tok).json()
+        self.assertEqual((b["state"], b["messages"]), ("ok", 8), b)
 
 
 class Notifications(DiscordBase):
