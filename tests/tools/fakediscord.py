@@ -24,7 +24,7 @@ causes none). `burst(n, retry_after, global_)` answers the next n API requests w
 Discord does under load. The bot token is checked (401 otherwise). The CDN is not rate
 limited (it is another host at Discord).
 
-Run alone: python3 fakediscord.py PORT (a channel with a few messages is created)."""
+Run alone: python3 fakediscord.py (on a free port, which it prints; a channel with a few messages)."""
 import hashlib
 import hmac
 import json
@@ -44,8 +44,7 @@ def snowflake(ms, seq):
 
 
 def iso(ms):
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00",
-                                                                                                       "+00:00")
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
 
 
 class FakeDiscord:
@@ -353,7 +352,6 @@ class FakeDiscord:
 
 
 if __name__ == "__main__":
-    import sys
     fake = FakeDiscord()
     fake.add_channel("800000000000000001")
     for i in range(5):
