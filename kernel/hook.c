@@ -29,7 +29,8 @@
  * thread (module load/unload/reload), in an owner-tagged registry (registry.c). Calls into
  * modules are counted with modref_enter/modref_leave, taken while the read lock is held,
  * so a draining module is never called after its count reached zero. The dispatcher, its reading position and the turn's batch
- * belong to the loop thread.
+ * belong to the loop thread. The client address an event carries (hook_ip_set) is
+ * thread-local.
  */
 #include "kernel.h"
 #include <stdio.h>
@@ -240,6 +241,14 @@ static void outbox_key(char key[32], uint64_t seq)
     snprintf(key, 32, "o/%s", k16);
 }
 
+/* The client address of the HTTP request this thread serves, which every event emitted while
+ * serving it carries as "ip" (the audit log needs it). Thread-local: libmicrohttpd keeps one
+ * connection on one thread while a callback runs, and other threads (loop, workers) never set
+ * it, so the events they emit carry no address. */
+static _Thread_local char tls_ip[64];
+
+void hook_ip_set(const char *ip) { snprintf(tls_ip, sizeof tls_ip, "%s", ip ? ip : ""); }
+
 bool hook_subscribed(const char *event, int kind)
 {
     return reg_get(&subs, sub_matches, &(sub_key){event, kind}, NULL, false);
@@ -254,8 +263,8 @@ static void outbox_put(db_batch *b, const char *event, json_t *payload)
     uint64_t seq = atomic_fetch_add(&outbox_seq, 1);
     char key[32];
     outbox_key(key, seq);
-    if (payload && !json_object_get(payload, "ip") && share_ip()) /* the client, for the audit log */
-        json_object_set_new(payload, "ip", json_string(share_ip()));
+    if (payload && !json_object_get(payload, "ip") && tls_ip[0]) /* the client, for the audit log */
+        json_object_set_new(payload, "ip", json_string(tls_ip));
     json_t *rec = json_pack("{s:i, s:I, s:s, s:I, s:o}", "v", 1, "seq", (json_int_t)seq, "event", event, "time",
                             (json_int_t)now_wall(), "payload", payload ? payload : json_object());
     db_batch_put_json(b, key, rec);

@@ -320,6 +320,9 @@ bool hook_observed(const char *event);             /* an observer subscribes to 
 void hook_emit_batch(db_batch *b, const char *event, json_t *payload);
 int hook_emit(const char *event, json_t *payload, mb_err *err);
 void hook_kick(void); /* thread-safe: wake the dispatcher */
+/* The client address of the HTTP request this thread serves (http.c sets it; NULL or "" on
+ * leaving): events emitted meanwhile without an "ip" get it. */
+void hook_ip_set(const char *ip);
 /* api->batch_put / batch_del (minor 6): writes into the dispatcher turn's batch. */
 int hook_batch_put(mb_batch *b, mb_module *self, const char *key, const void *value, size_t len, mb_err *err);
 int hook_batch_del(mb_batch *b, mb_module *self, const char *key, mb_err *err);
@@ -529,16 +532,7 @@ int stores_default_get(uint64_t owner, uint64_t *sid, mb_err *err);
 int stores_default_set(const mb_user *u, uint64_t sid, mb_err *err);
 int stores_conf_load(const char *file, json_t **out, mb_err *err);
 
-/* ---------------------------------------------------------------- share.c --- */
-/* Issue 8 (ABI 1.2). The client address of the request this thread serves: http.c sets
- * it, hook_emit_batch adds it as "ip" to payloads that lack one. */
-void share_ip_set(const char *ip);
-const char *share_ip(void); /* NULL off HTTP threads */
-int share_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
-int share_req_body(mb_req *req, const void **data, size_t *len);
-/* The path as it may be logged: a link token (/api/v1/public/<token>, /s/<token>) becomes
- * "***". Returns path itself or buf. */
-const char *share_redact(const char *path, char *buf, size_t n);
+/* ------------------------------------------------- HTTP helpers of the ABI --- */
 /* http.c: the buffered body of a (non-streamed) request, NULL when none. */
 const char *http_req_body(mb_req *req, size_t *len);
 /* auth.c: the id of a user by name; 0 or MB_ENOENT. */
@@ -634,6 +628,9 @@ void accesslog_done(accesslog_rec *rl, mb_req *req, int status, bool completed, 
  * spaces, quotes, '%', '\' and non-ASCII bytes percent-encoded). Both cut to fit room (>= 8). */
 size_t accesslog_quote(char *out, size_t room, const char *s);
 void accesslog_target(const char *url, char *out, size_t room);
+/* The path as it may be logged: a link token (/api/v1/public/<token>, /s/<token>) becomes
+ * "***". Returns path itself or buf. */
+const char *accesslog_redact(const char *path, char *buf, size_t n);
 
 #endif
 

@@ -24,7 +24,7 @@ LAYERS = [
     ("namespace", ["ns.c"]),
     ("files", ["fs.c", "fs_write.c", "fs_read.c", "fsck.c", "history.c", "stores.c", "ctype.c", "backup.c",
                "format.c"]),
-    ("doors", ["http.c", "http_route.c", "http_target.c", "http_reply.c", "http_sse.c", "http_server.c", "conn.c", "throttle.c", "auth.c", "files_http.c", "tus.c", "zip.c", "share.c",
+    ("doors", ["http.c", "http_route.c", "http_target.c", "http_reply.c", "http_sse.c", "http_server.c", "conn.c", "throttle.c", "auth.c", "files_http.c", "tus.c", "zip.c",
                "notify.c", "luas.c", "api.c", "evapi.c", "modmgr.c", "reload.c",
                "accesslog.c", "apppass.c", "health.c", "listdeco.c", "metrics_http.c"]),
 ]
@@ -34,7 +34,6 @@ LAYERS = [
 _KABI_ROUTES = "issue 15, open: task.c's and notify's HTTP routes move into tables main.c registers"
 _POOL = "issue 15, open: the blocking worker pool (evapi_run_blocking) moves down into the bus layer"
 PENDING = {
-    ("hook.c", "share_ip"): "issue 15, open: share.c (a grab bag) is dissolved into the files that own each piece",
     ("task.c", "evapi_run_blocking"): _POOL,
     ("timer.c", "evapi_run_blocking"): _POOL,
     ("task.c", "http_reply_header"): _KABI_ROUTES,
