@@ -264,13 +264,13 @@ static const mb_api table = {
     .hook_emit = hook_emit,
     .batch_put = hook_batch_put,
     .batch_del = hook_batch_del,
-    /* tasks, timers, blocking work (kernel/task.c, kernel/timer.c, kernel/evapi.c) */
+    /* tasks, timers, blocking work (kernel/task.c, kernel/timer.c, kernel/pool.c) */
     .task_submit = task_submit,
     .task_progress = task_progress,
     .task_result = task_result,
     .task_id = task_id,
     .task_owner = task_owner,
-    .run_blocking = evapi_run_blocking,
+    .run_blocking = pool_run,
     .timer_add = timer_add,
     .timer_cancel = timer_cancel,
     /* HTTP (kernel/http*.c) */

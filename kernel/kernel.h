@@ -4,7 +4,7 @@
  * Each kernel file is one subsystem with one prefix (Lua's lstring.c -> luaS_ idea):
  *   log.c log_*   util.c (arena_*, str_*, json helpers)   err.c err_*
  *   cfg.c cfg_*   db.c db_*   http*.c http_* (the door's files: http_int.h)   auth.c auth_*
- *   hook.c hook_*   task.c task_*   timer.c timer_*   notify.c notify_*   luas.c luas_*
+ *   hook.c hook_*   task.c task_*   timer.c timer_*   pool.c pool_*   notify.c notify_*   luas.c luas_*
  *   modmgr.c modmgr_* (load, unload, reload)   modref.c modref_* (the module handle and its
  *   busy count, a leaf)   registry.c reg_* (owner-tagged tables: routes, hooks, task types, timers)
  *   api.c (fills mb_api)   main.c (mbyted: loop, signals, start and stop)
@@ -327,6 +327,12 @@ void hook_ip_set(const char *ip);
 int hook_batch_put(mb_batch *b, mb_module *self, const char *key, const void *value, size_t len, mb_err *err);
 int hook_batch_del(mb_batch *b, mb_module *self, const char *key, mb_err *err);
 
+/* ----------------------------------------------------------------- pool.c --- */
+/* api->run_blocking: work(arg) on a pool thread, then done(arg) on the loop; self (NULL:
+ * the kernel) is counted busy until done returned. MB_EBUSY when POOL_MAX_JOBS are in flight. */
+int pool_run(mb_module *self, void (*work)(void *), void (*done)(void *), void *arg, mb_err *err);
+void pool_fini(void); /* after modmgr_fini: ends the idle workers */
+
 /* ----------------------------------------------------------------- task.c --- */
 int task_init(struct event_base *base, int workers, mb_err *err);
 void task_fini(void);
@@ -576,8 +582,6 @@ struct event_base *evapi_event_base(void);
 const char *evapi_data_dir(void);
 const char *evapi_module_dir(void);
 int evapi_err_ftp_reply(int code);
-int evapi_run_blocking(mb_module *self, void (*work)(void *), void (*done)(void *), void *arg, mb_err *err);
-void evapi_fini(void); /* after modmgr_fini: ends run_blocking's idle workers */
 /* listdeco.c (thumbs branch, ABI minor 10): modules' listing decorators. */
 int listdeco_set(mb_module *self, mb_listing_fn fn, void *state, mb_err *err);
 void listdeco_apply(uint64_t sid, json_t *listing);

@@ -213,7 +213,7 @@ out_stop:
     tus_fini();
     fs_fini();
     modmgr_fini();
-    evapi_fini();
+    pool_fini();
     task_fini();
     hook_fini();
     luas_fini();

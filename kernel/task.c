@@ -733,7 +733,7 @@ static void prune_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;
     mb_err e = {0};
-    if (evapi_run_blocking(NULL, prune_work, prune_done, NULL, &e))
+    if (pool_run(NULL, prune_work, prune_done, NULL, &e))
         log_warn("tasks: the retention sweep could not start: %s", e.msg);
     struct timeval tv = {3600, 0};
     evtimer_add(prune_ev, &tv);
