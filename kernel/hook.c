@@ -25,6 +25,12 @@
  * within FULL_SCAN_MS (a timer), so an entry the fast path could miss (a gap dropped after
  * GAP_TTL_MS whose commit was merely slow) still waits at most that long.
  *
+ * Beside those, the kernel's own live listeners (hook_listen, hook_tell): told at once on the
+ * emitting thread, never stored, for what only matters while it happens (a task's progress,
+ * pushed to its owner's open pages by notify.c), where an outbox entry per step would cost a
+ * LevelDB write and arrive late. They are how a lower layer (task.c) reaches a higher one
+ * (notify.c) without calling it.
+ *
  * Threads: subscriptions are read under a rwlock by any thread and changed by the loop
  * thread (module load/unload/reload), in an owner-tagged registry (registry.c). Calls into
  * modules are counted with modref_enter/modref_leave, taken while the read lock is held,
@@ -37,11 +43,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A kernel listener's kind (hook_listen): beside MB_HOOK_FILTER and MB_HOOK_OBSERVER, never
+ * a module's. */
+#define HOOK_LIVE 0
+
 typedef struct sub {
     mb_module *owner;
     char *event;
     int kind, priority;
     uint64_t seq;
+    hook_live_fn live;
     mb_filter_fn filter;
     mb_observer_fn observer;
     mb_batch_observer_fn observer_batch;
@@ -232,6 +243,22 @@ int hook_filter(const char *event, json_t *payload, mb_err *err)
         modref_leave(list[i].owner);
     }
     return rc;
+}
+
+int hook_listen(const char *event, hook_live_fn fn, void *state, mb_err *err)
+{
+    if (!event || !*event || !fn)
+        return err_set(err, MB_EINVAL, "a listener needs an event name and a function");
+    sub s = {.event = xstrdup(event), .kind = HOOK_LIVE, .seq = ++sub_seq, .live = fn, .state = state};
+    return reg_add(&subs, &s, err);
+}
+
+void hook_tell(const char *event, const json_t *payload)
+{
+    sub list[MAX_CALL];
+    size_t n = collect(event, HOOK_LIVE, list);
+    for (size_t i = 0; i < n; i++)
+        list[i].live(event, payload, list[i].state); /* the kernel's: no module to leave */
 }
 
 static void outbox_key(char key[32], uint64_t seq)

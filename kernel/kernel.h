@@ -313,6 +313,12 @@ void hook_remove(mb_module *owner);
 /* Reload: the subscriptions of `from` become `table` (ended by a NULL event) owned by `to`. */
 int hook_swap(mb_module *from, mb_module *to, const mb_hook *table, void *new_state, mb_err *err);
 int hook_filter(const char *event, json_t *payload, mb_err *err);
+/* The kernel's live listeners: hook_tell calls every listener of event (or "*") at once, on
+ * the caller's thread; nothing is stored, nothing survives a crash (use the outbox for
+ * that). For a lower layer's news that a higher one shows (task.c -> notify.c). */
+typedef void (*hook_live_fn)(const char *event, const json_t *payload, void *state);
+int hook_listen(const char *event, hook_live_fn fn, void *state, mb_err *err);
+void hook_tell(const char *event, const json_t *payload);
 bool hook_subscribed(const char *event, int kind); /* a hook of that kind subscribes to event (or "*") */
 bool hook_observed(const char *event);             /* an observer subscribes to event (or to "*") */
 /* Put the event into the outbox as part of batch b (committed by the caller), unless no
@@ -345,6 +351,15 @@ bool task_progress(mb_task *t, int percent, const char *message);
 void task_result(mb_task *t, json_t *result);
 uint64_t task_id(mb_task *t);
 uint64_t task_owner(mb_task *t);
+/* What a client sees of task id (its record without the format version): 0 or MB_ENOENT. */
+int task_get(uint64_t id, json_t **view);
+/* Cancel task id: a queued one at once, a running one by telling its runner (the view then
+ * has "cancel_requested": true); MB_ECONFLICT when it has already ended. */
+int task_cancel(uint64_t id, json_t **view, mb_err *err);
+/* A page of tasks, newest first: owner's (NULL: everyone's), at most max, ids below before
+ * (0: no bound); *more when older ones remain. New reference. */
+json_t *task_list(const uint64_t *owner, size_t max, uint64_t before, bool *more);
+extern const kroute task_routes[]; /* task_http.c */
 /* Stop the worker pool (idempotent): running runners see task_progress() return true and
  * their tasks go back to the queue without spending an attempt. Called by modmgr_fini
  * before modules are closed, and by task_fini. */
@@ -367,6 +382,7 @@ void notify_fini(void);
 int notify_user(uint64_t uid, const char *kind, const char *title, const char *body);
 /* Publish an event (already JSON text with its "type") to a user's live streams only. */
 void notify_publish(uint64_t uid, const char *event, json_t *data); /* steals data */
+extern const kroute notify_routes[];
 
 /* --------------------------------------------------------------- modmgr.c --- */
 typedef enum { MOD_ACTIVE = 1, MOD_DRAINING = 2, MOD_COLD = 3 } mod_state;
