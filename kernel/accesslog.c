@@ -144,12 +144,28 @@ size_t accesslog_quote(char *out, size_t room, const char *s)
     return n;
 }
 
+/* The path as it may be logged: a link token is a secret, so /api/v1/public/<token>/... and
+ * /s/<token>/... show it as "***". Returns path itself or buf. */
+const char *accesslog_redact(const char *path, char *buf, size_t n)
+{
+    static const char *const prefixes[] = {"/api/v1/public/", "/s/"};
+    for (size_t i = 0; path && i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        size_t pl = strlen(prefixes[i]);
+        if (!strncmp(path, prefixes[i], pl)) {
+            const char *rest = strchr(path + pl, '/');
+            snprintf(buf, n, "%s***%s", prefixes[i], rest ? rest : "");
+            return buf;
+        }
+    }
+    return path;
+}
+
 /* The request target as it may be logged: share tokens redacted, and what a URL may not hold
  * as is (spaces, quotes, bytes past ASCII) percent-encoded again. */
 void accesslog_target(const char *url, char *out, size_t room)
 {
     char redacted[1024];
-    const char *t = share_redact(url, redacted, sizeof redacted);
+    const char *t = accesslog_redact(url, redacted, sizeof redacted);
     size_t n = 0;
     for (; *t && n + 4 < room; t++) {
         unsigned char c = (unsigned char)*t;

@@ -127,6 +127,15 @@ static int kv_scan_json(mb_module *self, const char *prefix, int (*fn)(const cha
     return kv_scan(self, prefix, scan_json_one, &c, err);
 }
 
+static int reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err)
+{
+    return files_reply_get(req, u, sid, path ? path : "", err);
+}
+static int req_body(mb_req *req, const void **data, size_t *len)
+{
+    *data = http_req_body(req, len);
+    return 0;
+}
 static int reply_error(mb_req *req, const mb_err *err) { return http_reply_error(req, err); }
 static int64_t api_now(void) { return now_wall(); }
 
@@ -207,7 +216,7 @@ static const mb_api table = {
     .kv_del = kv_del,
     .kv_scan = kv_scan,
     .kv_scan_json = kv_scan_json,
-    /* files (kernel/fs.c; reply_file through share.c) */
+    /* files (kernel/fs.c; reply_file through files_http.c) */
     .blob_backend_register = blob_backend_register,
     .store_list = fs_stores_list,
     .store_get = fs_store_get,
@@ -225,7 +234,7 @@ static const mb_api table = {
     .file_move = fs_move,
     .file_copy = fs_copy,
     .file_delete = fs_delete,
-    .reply_file = share_reply_file,
+    .reply_file = reply_file,
     /* history (kernel/history.c) */
     .trash_detach = history_detach,
     .trash_attach = history_attach,
@@ -255,13 +264,13 @@ static const mb_api table = {
     .hook_emit = hook_emit,
     .batch_put = hook_batch_put,
     .batch_del = hook_batch_del,
-    /* tasks, timers, blocking work (kernel/task.c, kernel/timer.c, kernel/evapi.c) */
+    /* tasks, timers, blocking work (kernel/task.c, kernel/timer.c, kernel/pool.c) */
     .task_submit = task_submit,
     .task_progress = task_progress,
     .task_result = task_result,
     .task_id = task_id,
     .task_owner = task_owner,
-    .run_blocking = evapi_run_blocking,
+    .run_blocking = pool_run,
     .timer_add = timer_add,
     .timer_cancel = timer_cancel,
     /* HTTP (kernel/http*.c) */
@@ -273,7 +282,7 @@ static const mb_api table = {
     .req_user = http_req_user,
     .req_client_ip = http_req_client_ip,
     .req_json = http_req_json,
-    .req_body = share_req_body,
+    .req_body = req_body,
     .req_alloc = http_req_alloc,
     .reply_json = http_reply_json,
     .reply_error = reply_error,

@@ -131,7 +131,11 @@ int auth_user_add(const char *name, const char *password, int role, uint64_t *id
     uint64_t uid = db_next_id("user");
     json_t *u = json_pack("{s:i, s:I, s:s, s:s, s:s, s:I}", "v", 1, "id", (json_int_t)uid, "name", name, "role",
                           role_name(role), "hash", hash, "created", (json_int_t)now_wall());
-    db_batch *b = db_batch_new();
+    /* One transaction, like every store creation: the commit observer sees the new store, and
+     * txn_end wakes the outbox for user.created and store.created once it is durable. */
+    txn t;
+    txn_begin(&t, NULL);
+    db_batch *b = t.b;
     char key[128], k16[17];
     snprintf(key, sizeof key, "u/%.64s", name);
     db_batch_put_json(b, key, u);
@@ -142,12 +146,11 @@ int auth_user_add(const char *name, const char *password, int role, uint64_t *id
                     json_pack("{s:I, s:s, s:s}", "user_id", (json_int_t)uid, "username", name, "role", role_name(role)));
     fs_store_create_batch(b, uid, "Home", NULL); /* the default store comes with the account, atomically */
     json_decref(u);
-    rc = db_batch_commit(b, true);
+    rc = txn_end(&t, 0, err, "the new user");
     pthread_mutex_unlock(&add_lock);
     sodium_memzero(hash, sizeof hash);
     if (rc)
-        return err_set(err, rc, "could not store the new user");
-    hook_kick();
+        return rc;
     if (id)
         *id = uid;
     log_info("user %s created with role %s", name, role_name(role));

@@ -25,22 +25,34 @@
  * within FULL_SCAN_MS (a timer), so an entry the fast path could miss (a gap dropped after
  * GAP_TTL_MS whose commit was merely slow) still waits at most that long.
  *
+ * Beside those, the kernel's own live listeners (hook_listen, hook_tell): told at once on the
+ * emitting thread, never stored, for what only matters while it happens (a task's progress,
+ * pushed to its owner's open pages by notify.c), where an outbox entry per step would cost a
+ * LevelDB write and arrive late. They are how a lower layer (task.c) reaches a higher one
+ * (notify.c) without calling it.
+ *
  * Threads: subscriptions are read under a rwlock by any thread and changed by the loop
  * thread (module load/unload/reload), in an owner-tagged registry (registry.c). Calls into
  * modules are counted with modref_enter/modref_leave, taken while the read lock is held,
  * so a draining module is never called after its count reached zero. The dispatcher, its reading position and the turn's batch
- * belong to the loop thread.
+ * belong to the loop thread. The client address an event carries (hook_ip_set) is
+ * thread-local.
  */
 #include "kernel.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* A kernel listener's kind (hook_listen): beside MB_HOOK_FILTER and MB_HOOK_OBSERVER, never
+ * a module's. */
+#define HOOK_LIVE 0
+
 typedef struct sub {
     mb_module *owner;
     char *event;
     int kind, priority;
     uint64_t seq;
+    hook_live_fn live;
     mb_filter_fn filter;
     mb_observer_fn observer;
     mb_batch_observer_fn observer_batch;
@@ -233,12 +245,36 @@ int hook_filter(const char *event, json_t *payload, mb_err *err)
     return rc;
 }
 
+int hook_listen(const char *event, hook_live_fn fn, void *state, mb_err *err)
+{
+    if (!event || !*event || !fn)
+        return err_set(err, MB_EINVAL, "a listener needs an event name and a function");
+    sub s = {.event = xstrdup(event), .kind = HOOK_LIVE, .seq = ++sub_seq, .live = fn, .state = state};
+    return reg_add(&subs, &s, err);
+}
+
+void hook_tell(const char *event, const json_t *payload)
+{
+    sub list[MAX_CALL];
+    size_t n = collect(event, HOOK_LIVE, list);
+    for (size_t i = 0; i < n; i++)
+        list[i].live(event, payload, list[i].state); /* the kernel's: no module to leave */
+}
+
 static void outbox_key(char key[32], uint64_t seq)
 {
     char k16[17];
     key_u64(k16, seq);
     snprintf(key, 32, "o/%s", k16);
 }
+
+/* The client address of the HTTP request this thread serves, which every event emitted while
+ * serving it carries as "ip" (the audit log needs it). Thread-local: libmicrohttpd keeps one
+ * connection on one thread while a callback runs, and other threads (loop, workers) never set
+ * it, so the events they emit carry no address. */
+static _Thread_local char tls_ip[64];
+
+void hook_ip_set(const char *ip) { snprintf(tls_ip, sizeof tls_ip, "%s", ip ? ip : ""); }
 
 bool hook_subscribed(const char *event, int kind)
 {
@@ -254,8 +290,8 @@ static void outbox_put(db_batch *b, const char *event, json_t *payload)
     uint64_t seq = atomic_fetch_add(&outbox_seq, 1);
     char key[32];
     outbox_key(key, seq);
-    if (payload && !json_object_get(payload, "ip") && share_ip()) /* the client, for the audit log */
-        json_object_set_new(payload, "ip", json_string(share_ip()));
+    if (payload && !json_object_get(payload, "ip") && tls_ip[0]) /* the client, for the audit log */
+        json_object_set_new(payload, "ip", json_string(tls_ip));
     json_t *rec = json_pack("{s:i, s:I, s:s, s:I, s:o}", "v", 1, "seq", (json_int_t)seq, "event", event, "time",
                             (json_int_t)now_wall(), "payload", payload ? payload : json_object());
     db_batch_put_json(b, key, rec);

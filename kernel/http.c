@@ -319,7 +319,7 @@ enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, const ch
     (void)cls;
     mb_req *req = *con_cls;
     mb_err err = {0};
-    share_ip_set(req->started ? req->ip : NULL); /* events emitted while serving carry "ip" */
+    hook_ip_set(req->started ? req->ip : NULL); /* events emitted while serving carry "ip" */
     accesslog_enter(&req->rl, req, conn, url, version);
     if (!req->started) {
         req->started = true;
@@ -336,7 +336,7 @@ enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, const ch
             snprintf(req->ip, sizeof req->ip, "local");
         req->secure = g_cfg->tls_cert != NULL && !req->local;
         forwarded(req);
-        share_ip_set(req->ip);
+        hook_ip_set(req->ip);
         size_t hbytes = 0;
         MHD_get_connection_values(conn, MHD_HEADER_KIND, header_size_cb, &hbytes);
         if (hbytes > MAX_HEADER_BYTES) {
@@ -565,7 +565,7 @@ void http_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, e
     char redacted[512];
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->started)
         log_msg(LOG_DEBUG, "http", "%s %s ended early (%d)", req->method,
-                req->path ? share_redact(req->path, redacted, sizeof redacted) : "", (int)toe);
+                req->path ? accesslog_redact(req->path, redacted, sizeof redacted) : "", (int)toe);
     accesslog_done(&req->rl, req, req->status, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK, now_mono_ms() - req->t0);
     json_decref(req->json);
     free(req->body);

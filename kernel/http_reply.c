@@ -60,7 +60,7 @@ int http_reply_problem(mb_req *req, int status, int code, const char *detail)
     http_set_response(req, status, r);
     char redacted[512];
     log_msg(status >= 500 ? LOG_ERROR : LOG_INFO, "http", "%s %s -> %d %s: %s", req->method,
-            req->path ? share_redact(req->path, redacted, sizeof redacted) : "(unparsed)", status, err_name(code),
+            req->path ? accesslog_redact(req->path, redacted, sizeof redacted) : "(unparsed)", status, err_name(code),
             detail ? detail : "");
     return 0;
 }

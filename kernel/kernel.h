@@ -4,7 +4,7 @@
  * Each kernel file is one subsystem with one prefix (Lua's lstring.c -> luaS_ idea):
  *   log.c log_*   util.c (arena_*, str_*, json helpers)   err.c err_*
  *   cfg.c cfg_*   db.c db_*   http*.c http_* (the door's files: http_int.h)   auth.c auth_*
- *   hook.c hook_*   task.c task_*   timer.c timer_*   notify.c notify_*   luas.c luas_*
+ *   hook.c hook_*   task.c task_*   timer.c timer_*   pool.c pool_*   notify.c notify_*   luas.c luas_*
  *   modmgr.c modmgr_* (load, unload, reload)   modref.c modref_* (the module handle and its
  *   busy count, a leaf)   registry.c reg_* (owner-tagged tables: routes, hooks, task types, timers)
  *   api.c (fills mb_api)   main.c (mbyted: loop, signals, start and stop)
@@ -313,6 +313,12 @@ void hook_remove(mb_module *owner);
 /* Reload: the subscriptions of `from` become `table` (ended by a NULL event) owned by `to`. */
 int hook_swap(mb_module *from, mb_module *to, const mb_hook *table, void *new_state, mb_err *err);
 int hook_filter(const char *event, json_t *payload, mb_err *err);
+/* The kernel's live listeners: hook_tell calls every listener of event (or "*") at once, on
+ * the caller's thread; nothing is stored, nothing survives a crash (use the outbox for
+ * that). For a lower layer's news that a higher one shows (task.c -> notify.c). */
+typedef void (*hook_live_fn)(const char *event, const json_t *payload, void *state);
+int hook_listen(const char *event, hook_live_fn fn, void *state, mb_err *err);
+void hook_tell(const char *event, const json_t *payload);
 bool hook_subscribed(const char *event, int kind); /* a hook of that kind subscribes to event (or "*") */
 bool hook_observed(const char *event);             /* an observer subscribes to event (or to "*") */
 /* Put the event into the outbox as part of batch b (committed by the caller), unless no
@@ -320,9 +326,18 @@ bool hook_observed(const char *event);             /* an observer subscribes to 
 void hook_emit_batch(db_batch *b, const char *event, json_t *payload);
 int hook_emit(const char *event, json_t *payload, mb_err *err);
 void hook_kick(void); /* thread-safe: wake the dispatcher */
+/* The client address of the HTTP request this thread serves (http.c sets it; NULL or "" on
+ * leaving): events emitted meanwhile without an "ip" get it. */
+void hook_ip_set(const char *ip);
 /* api->batch_put / batch_del (minor 6): writes into the dispatcher turn's batch. */
 int hook_batch_put(mb_batch *b, mb_module *self, const char *key, const void *value, size_t len, mb_err *err);
 int hook_batch_del(mb_batch *b, mb_module *self, const char *key, mb_err *err);
+
+/* ----------------------------------------------------------------- pool.c --- */
+/* api->run_blocking: work(arg) on a pool thread, then done(arg) on the loop; self (NULL:
+ * the kernel) is counted busy until done returned. MB_EBUSY when POOL_MAX_JOBS are in flight. */
+int pool_run(mb_module *self, void (*work)(void *), void (*done)(void *), void *arg, mb_err *err);
+void pool_fini(void); /* after modmgr_fini: ends the idle workers */
 
 /* ----------------------------------------------------------------- task.c --- */
 int task_init(struct event_base *base, int workers, mb_err *err);
@@ -336,6 +351,15 @@ bool task_progress(mb_task *t, int percent, const char *message);
 void task_result(mb_task *t, json_t *result);
 uint64_t task_id(mb_task *t);
 uint64_t task_owner(mb_task *t);
+/* What a client sees of task id (its record without the format version): 0 or MB_ENOENT. */
+int task_get(uint64_t id, json_t **view);
+/* Cancel task id: a queued one at once, a running one by telling its runner (the view then
+ * has "cancel_requested": true); MB_ECONFLICT when it has already ended. */
+int task_cancel(uint64_t id, json_t **view, mb_err *err);
+/* A page of tasks, newest first: owner's (NULL: everyone's), at most max, ids below before
+ * (0: no bound); *more when older ones remain. New reference. */
+json_t *task_list(const uint64_t *owner, size_t max, uint64_t before, bool *more);
+extern const kroute task_routes[]; /* task_http.c */
 /* Stop the worker pool (idempotent): running runners see task_progress() return true and
  * their tasks go back to the queue without spending an attempt. Called by modmgr_fini
  * before modules are closed, and by task_fini. */
@@ -358,6 +382,7 @@ void notify_fini(void);
 int notify_user(uint64_t uid, const char *kind, const char *title, const char *body);
 /* Publish an event (already JSON text with its "type") to a user's live streams only. */
 void notify_publish(uint64_t uid, const char *event, json_t *data); /* steals data */
+extern const kroute notify_routes[];
 
 /* --------------------------------------------------------------- modmgr.c --- */
 typedef enum { MOD_ACTIVE = 1, MOD_DRAINING = 2, MOD_COLD = 3 } mod_state;
@@ -529,16 +554,7 @@ int stores_default_get(uint64_t owner, uint64_t *sid, mb_err *err);
 int stores_default_set(const mb_user *u, uint64_t sid, mb_err *err);
 int stores_conf_load(const char *file, json_t **out, mb_err *err);
 
-/* ---------------------------------------------------------------- share.c --- */
-/* Issue 8 (ABI 1.2). The client address of the request this thread serves: http.c sets
- * it, hook_emit_batch adds it as "ip" to payloads that lack one. */
-void share_ip_set(const char *ip);
-const char *share_ip(void); /* NULL off HTTP threads */
-int share_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
-int share_req_body(mb_req *req, const void **data, size_t *len);
-/* The path as it may be logged: a link token (/api/v1/public/<token>, /s/<token>) becomes
- * "***". Returns path itself or buf. */
-const char *share_redact(const char *path, char *buf, size_t n);
+/* ------------------------------------------------- HTTP helpers of the ABI --- */
 /* http.c: the buffered body of a (non-streamed) request, NULL when none. */
 const char *http_req_body(mb_req *req, size_t *len);
 /* auth.c: the id of a user by name; 0 or MB_ENOENT. */
@@ -582,8 +598,6 @@ struct event_base *evapi_event_base(void);
 const char *evapi_data_dir(void);
 const char *evapi_module_dir(void);
 int evapi_err_ftp_reply(int code);
-int evapi_run_blocking(mb_module *self, void (*work)(void *), void (*done)(void *), void *arg, mb_err *err);
-void evapi_fini(void); /* after modmgr_fini: ends run_blocking's idle workers */
 /* listdeco.c (thumbs branch, ABI minor 10): modules' listing decorators. */
 int listdeco_set(mb_module *self, mb_listing_fn fn, void *state, mb_err *err);
 void listdeco_apply(uint64_t sid, json_t *listing);
@@ -634,6 +648,9 @@ void accesslog_done(accesslog_rec *rl, mb_req *req, int status, bool completed, 
  * spaces, quotes, '%', '\' and non-ASCII bytes percent-encoded). Both cut to fit room (>= 8). */
 size_t accesslog_quote(char *out, size_t room, const char *s);
 void accesslog_target(const char *url, char *out, size_t room);
+/* The path as it may be logged: a link token (/api/v1/public/<token>, /s/<token>) becomes
+ * "***". Returns path itself or buf. */
+const char *accesslog_redact(const char *path, char *buf, size_t n);
 
 #endif
 

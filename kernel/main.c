@@ -177,7 +177,8 @@ int main(int argc, char **argv)
     event_add(ev_hup, NULL);
 
     char admin_pw[33];
-    if (notify_init(&err) || hook_init(base, &err) || task_init(base, g_cfg->workers, &err) || auth_init(&err) ||
+    if (notify_init(&err) || routes_add(notify_routes, &err) || hook_init(base, &err) ||
+        task_init(base, g_cfg->workers, &err) || routes_add(task_routes, &err) || auth_init(&err) ||
         apppass_init(&err) ||
         fs_init(&err) || routes_add(files_routes, &err) || stores_init(&err) || tus_init(&err) ||
         routes_add(tus_routes, &err) || luas_init(g_cfg->lua_dir, &err) ||
@@ -213,7 +214,7 @@ out_stop:
     tus_fini();
     fs_fini();
     modmgr_fini();
-    evapi_fini();
+    pool_fini();
     task_fini();
     hook_fini();
     luas_fini();

@@ -2,7 +2,9 @@
  * notify.c — each user's notifications and live event stream.
  * A notification is stored ("nt/<uid>/<seq>") and pushed to the user's open
  * /api/v1/events streams as an SSE frame; task updates are pushed only (the task itself is
- * the durable record). Marking read (one, or all) rewrites the stored records and pushes
+ * the durable record): notify listens to task.c's "task.update" on the hook bus (task.c,
+ * a lower layer, never calls here), and a task that ends done or failed becomes a
+ * notification. main.c registers notify_routes. Marking read (one, or all) rewrites the stored records and pushes
  * `event: unread` {"unread": n} to the user's streams, so every open page's bell agrees.
  * Threads: any; storage is LevelDB, streams are http.c's (locked). Two marks racing on one
  * record both write read=1, so no lock is needed.
@@ -42,6 +44,34 @@ int notify_user(uint64_t uid, const char *kind, const char *title, const char *b
     json_object_del(n, "v");
     notify_publish(uid, "notification", n);
     return rc;
+}
+
+/* hook_listen("task.update"): the task's new state to its owner's pages; an end (done or
+ * failed) also as a notification. System tasks (owner 0) have no event stream. */
+static void on_task(const char *event, const json_t *p, void *state)
+{
+    (void)event, (void)state;
+    uint64_t owner = (uint64_t)json_integer_value(json_object_get(p, "owner"));
+    if (!owner)
+        return;
+    notify_publish(owner, "task",
+                   json_pack("{s:O, s:O, s:O, s:O, s:O}", "id", json_object_get(p, "id"), "type",
+                             json_object_get(p, "type"), "state", json_object_get(p, "state"), "progress",
+                             json_object_get(p, "progress"), "message", json_object_get(p, "message")));
+    const char *st = json_string_value(json_object_get(p, "state"));
+    const char *type = json_string_value(json_object_get(p, "type"));
+    const char *error = json_string_value(json_object_get(p, "error"));
+    if (!st || (strcmp(st, "done") && strcmp(st, "failed")))
+        return;
+    bool ok = !strcmp(st, "done");
+    unsigned long long id = (unsigned long long)json_integer_value(json_object_get(p, "id"));
+    char title[200], body[400];
+    snprintf(title, sizeof title, "Task %s %s", type ? type : "", ok ? "finished" : "failed");
+    if (ok)
+        snprintf(body, sizeof body, "Task %llu is done.", id);
+    else
+        snprintf(body, sizeof body, "Task %llu failed: %s", id, error ? error : "");
+    notify_user(owner, ok ? "success" : "error", title, body);
 }
 
 /* GET /api/v1/events — text/event-stream of the caller's notifications and tasks. */
@@ -178,15 +208,17 @@ int notify_init(mb_err *err)
     }
     db_iter_free(it);
     atomic_store(&nseq, last + 1);
-    int rc;
-    if ((rc = http_route_add(NULL, "GET", "/api/v1/events", MB_ROLE_USER, h_events, NULL, err)) ||
-        (rc = http_route_add(NULL, "GET", "/api/v1/notifications", MB_ROLE_USER, h_list, NULL, err)) ||
-        (rc = http_route_add(NULL, "DELETE", "/api/v1/notifications", MB_ROLE_USER, h_clear, NULL, err)) ||
-        (rc = http_route_add(NULL, "GET", "/api/v1/notifications/unread", MB_ROLE_USER, h_unread, NULL, err)) ||
-        (rc = http_route_add(NULL, "POST", "/api/v1/notifications/read", MB_ROLE_USER, h_mark, NULL, err)) ||
-        (rc = http_route_add(NULL, "POST", "/api/v1/notifications/{id}/read", MB_ROLE_USER, h_mark, NULL, err)))
-        return rc;
-    return 0;
+    return hook_listen("task.update", on_task, NULL, err);
 }
+
+const kroute notify_routes[] = {
+    {"GET", "/api/v1/events", MB_ROLE_USER, h_events, NULL},
+    {"GET", "/api/v1/notifications", MB_ROLE_USER, h_list, NULL},
+    {"DELETE", "/api/v1/notifications", MB_ROLE_USER, h_clear, NULL},
+    {"GET", "/api/v1/notifications/unread", MB_ROLE_USER, h_unread, NULL},
+    {"POST", "/api/v1/notifications/read", MB_ROLE_USER, h_mark, NULL},
+    {"POST", "/api/v1/notifications/{id}/read", MB_ROLE_USER, h_mark, NULL},
+    {NULL},
+};
 
 void notify_fini(void) {}

@@ -12,10 +12,12 @@
  * lock, so an unloading module is drained of its running tasks), runs it, and records the
  * outcome: done, a retry with exponential backoff (task_backoff_ms), failed after
  * max_attempts, or cancelled. Tasks of a type nobody registers stay queued until a module
- * registers it again. Progress is pushed to the owner's event stream on every call and
- * written to the record at most every PROGRESS_WRITE_MS.
+ * registers it again. Every change of state and progress is told on the hook bus
+ * ("task.update", hook_tell; notify.c pushes it to the owner's event stream and turns an end
+ * into a notification) and written to the record at most every PROGRESS_WRITE_MS. The HTTP
+ * side (GET /api/v1/tasks...) is task_http.c's, over task_get, task_list and task_cancel.
  *
- * Threads: workers, HTTP threads (routes, task_submit from module handlers), the loop
+ * Threads: workers, HTTP threads (task_http.c, task_submit from module handlers), the loop
  * thread (type registration by modmgr). `q_lock` protects pending/running/stopping; the
  * type table is an owner-tagged registry (registry.c) with its own rwlock; lock order is
  * q_lock then the type table's. A task's record is
@@ -31,8 +33,6 @@
 
 #define DEFAULT_MAX_ATTEMPTS 5
 #define PROGRESS_WRITE_MS 250
-#define LIST_DEFAULT 100 /* a page of a task list */
-#define LIST_MAX 1000
 
 typedef struct ttype {
     mb_module *owner; /* first: the registry's tag */
@@ -170,19 +170,20 @@ static json_t *rec_public(const json_t *rec)
     return o;
 }
 
+/* Tell the bus what the task is doing now: notify.c listens (hook_listen) and pushes it to the
+ * owner's open pages, and turns a task's end into a notification. */
 static void publish(const json_t *rec)
 {
-    uint64_t owner = (uint64_t)json_integer_value(json_object_get(rec, "owner"));
-    if (!owner)
-        return; /* system tasks have no event stream */
-    notify_publish(owner, "task",
-                   json_pack("{s:O, s:O, s:O, s:O, s:O}", "id", json_object_get(rec, "id"), "type",
-                             json_object_get(rec, "type"), "state", json_object_get(rec, "state"), "progress",
-                             json_object_get(rec, "progress"), "message", json_object_get(rec, "message")));
+    json_t *p = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O}", "id", json_object_get(rec, "id"), "owner",
+                          json_object_get(rec, "owner"), "type", json_object_get(rec, "type"), "state",
+                          json_object_get(rec, "state"), "progress", json_object_get(rec, "progress"), "message",
+                          json_object_get(rec, "message"), "error", json_object_get(rec, "error"));
+    hook_tell("task.update", p);
+    json_decref(p);
 }
 
 /* Write a finished task: record, index removal and the task.finished event in one synced
- * batch, then tell the owner. */
+ * batch, then tell the bus (its owner hears of it through notify.c). */
 static void finish_record(json_t *rec)
 {
     uint64_t id = (uint64_t)json_integer_value(json_object_get(rec, "id"));
@@ -201,17 +202,6 @@ static void finish_record(json_t *rec)
         log_error("task %llu: could not record its end", (unsigned long long)id);
     hook_kick();
     publish(rec);
-    const char *state = rec_str(rec, "state");
-    if (owner && (!strcmp(state, "done") || !strcmp(state, "failed"))) {
-        char title[200], body[400];
-        bool ok = !strcmp(state, "done");
-        snprintf(title, sizeof title, "Task %s %s", rec_str(rec, "type"), ok ? "finished" : "failed");
-        if (ok)
-            snprintf(body, sizeof body, "Task %llu is done.", (unsigned long long)id);
-        else
-            snprintf(body, sizeof body, "Task %llu failed: %s", (unsigned long long)id, rec_str(rec, "error"));
-        notify_user(owner, ok ? "success" : "error", title, body);
-    }
 }
 
 /* ------------------------------------------------------------- the queue --- */
@@ -528,82 +518,59 @@ void task_result(mb_task *t, json_t *result) { json_object_set_new(t->rec, "resu
 uint64_t task_id(mb_task *t) { return t->id; }
 uint64_t task_owner(mb_task *t) { return t->owner; }
 
-/* ----------------------------------------------------------------- routes --- */
+/* ------------------------------------------------------------ reading, cancel --- */
 
-/* Load task {id} if the caller may see it; others get the same 404 as a missing task. */
-static int task_for_caller(mb_req *req, uint64_t *id, json_t **rec, mb_err *err)
+int task_get(uint64_t id, json_t **view)
 {
-    const char *s = http_req_param(req, "id");
-    const mb_user *u = http_req_user(req);
-    if (!s || !parse_u64(s, id) || rec_load(*id, rec))
-        return err_set(err, MB_ENOENT, "no task %s", s ? s : "");
-    if (u->role != MB_ROLE_ADMIN && (uint64_t)json_integer_value(json_object_get(*rec, "owner")) != u->id) {
-        json_decref(*rec);
-        return err_set(err, MB_ENOENT, "no task %s", s);
-    }
+    json_t *rec;
+    int rc = rec_load(id, &rec);
+    if (rc)
+        return rc;
+    *view = rec_public(rec);
+    json_decref(rec);
     return 0;
 }
 
-/* What a client sees of a record (NULL stays NULL: a record that vanished under us). */
-static json_t *task_view(const json_t *rec) { return rec ? rec_public(rec) : json_object(); }
-
-/* GET /api/v1/tasks/{id} */
-static int h_get(mb_req *req, void *st, mb_err *err)
+/* The record as the caller of a cancel sees it; a record that vanished under us reads {}. */
+static json_t *view_or_empty(uint64_t id)
 {
-    (void)st;
-    uint64_t id;
-    json_t *rec;
-    int rc = task_for_caller(req, &id, &rec, err);
-    if (rc)
-        return rc;
-    json_t *o = task_view(rec);
-    json_decref(rec);
-    return http_reply_json(req, 200, o);
+    json_t *v;
+    return task_get(id, &v) ? json_object() : v;
 }
 
-/* POST /api/v1/tasks/{id}/cancel — queued: cancelled at once; running: the runner is told. */
-static int h_cancel(mb_req *req, void *st, mb_err *err)
+int task_cancel(uint64_t id, json_t **view, mb_err *err)
 {
-    (void)st;
-    uint64_t id;
-    json_t *rec;
-    int rc = task_for_caller(req, &id, &rec, err);
-    if (rc)
-        return rc;
-    json_decref(rec);
-    rec = NULL;
     pthread_mutex_lock(&q_lock);
     for (mb_task *t = running; t; t = t->next)
         if (t->id == id) {
             atomic_store(&t->cancel, true);
             pthread_mutex_unlock(&q_lock);
-            if (rec_load(id, &rec))
-                rec = NULL;
-            json_t *o = task_view(rec);
-            json_decref(rec);
-            json_object_set_new(o, "cancel_requested", json_true());
-            return http_reply_json(req, 200, o);
+            *view = view_or_empty(id);
+            json_object_set_new(*view, "cancel_requested", json_true());
+            return 0;
         }
     for (size_t i = 0; i < npending; i++)
         if (pending[i].id == id) {
             pending_del(i);
-            if (rec_load(id, &rec))
-                rec = NULL;
-            else {
+            json_t *rec;
+            if (rec_load(id, &rec) == 0) {
                 json_object_set_new(rec, "state", json_string("cancelled"));
                 json_object_set_new(rec, "error", json_string("cancelled"));
                 json_object_set_new(rec, "updated", json_integer(now_wall()));
                 finish_record(rec);
-            }
+                *view = rec_public(rec);
+                json_decref(rec);
+            } else
+                *view = json_object();
             pthread_mutex_unlock(&q_lock);
-            json_t *o = task_view(rec);
-            json_decref(rec);
-            return http_reply_json(req, 200, o);
+            return 0;
         }
     pthread_mutex_unlock(&q_lock);
+    json_t *rec = NULL;
     if (rec_load(id, &rec))
         rec = NULL;
-    rc = err_set(err, MB_ECONFLICT, "task %llu has already ended (%s)", (unsigned long long)id, rec_str(rec, "state"));
+    *view = NULL;
+    int rc = err_set(err, MB_ECONFLICT, "task %llu has already ended (%s)", (unsigned long long)id, rec_str(rec, "state"));
     json_decref(rec);
     return rc;
 }
@@ -611,8 +578,13 @@ static int h_cancel(mb_req *req, void *st, mb_err *err)
 /* The newest `max` tasks under prefix with an id below `before` (0: no bound), newest first.
  * Keys sort by id, so the newest are last: keep a ring of the last `max`. *more says whether
  * older ones remain (the next page). */
-static json_t *list_ids(const char *prefix, size_t max, uint64_t before, bool *more)
+json_t *task_list(const uint64_t *owner, size_t max, uint64_t before, bool *more)
 {
+    char prefix[40] = "k/", o16[17];
+    if (owner) {
+        key_u64(o16, *owner);
+        snprintf(prefix, sizeof prefix, "ko/%s/", o16);
+    }
     uint64_t *ids = xmalloc(max * sizeof *ids);
     size_t n = 0;
     db_iter *it = db_iter_prefix(prefix, strlen(prefix));
@@ -635,55 +607,12 @@ static json_t *list_ids(const char *prefix, size_t max, uint64_t before, bool *m
     size_t have = n < max ? n : max;
     *more = n > max;
     for (size_t i = 0; i < have; i++) {
-        uint64_t id = ids[(n - 1 - i) % max];
-        json_t *rec;
-        if (rec_load(id, &rec) == 0) {
-            json_array_append_new(arr, rec_public(rec));
-            json_decref(rec);
-        }
+        json_t *v;
+        if (task_get(ids[(n - 1 - i) % max], &v) == 0)
+            json_array_append_new(arr, v);
     }
     free(ids);
     return arr;
-}
-
-/* A page of a task list: ?limit=N (1-1000, default 100) newest first, ?before=ID for the next
- * page, which a Link header names (rel="next") while older tasks remain. */
-static int list_page(mb_req *req, const char *route, const char *prefix, mb_err *err)
-{
-    uint64_t limit = LIST_DEFAULT, before = 0;
-    const char *l = http_req_query(req, "limit"), *b = http_req_query(req, "before");
-    if (l && (!parse_u64(l, &limit) || limit < 1 || limit > LIST_MAX))
-        return err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", LIST_MAX);
-    if (b && (!parse_u64(b, &before) || before < 1))
-        return err_set(err, MB_EINVAL, "before: a task id");
-    bool more;
-    json_t *arr = list_ids(prefix, (size_t)limit, before, &more);
-    size_t n = json_array_size(arr);
-    if (more && n) {
-        char link[200];
-        snprintf(link, sizeof link, "<%s?before=%lld&limit=%llu>; rel=\"next\"", route,
-                 (long long)json_integer_value(json_object_get(json_array_get(arr, n - 1), "id")),
-                 (unsigned long long)limit);
-        http_reply_header(req, "Link", link);
-    }
-    return http_reply_json(req, 200, arr);
-}
-
-/* GET /api/v1/tasks — the caller's own, newest first. */
-static int h_list(mb_req *req, void *st, mb_err *err)
-{
-    (void)st;
-    char prefix[40], o16[17];
-    key_u64(o16, http_req_user(req)->id);
-    snprintf(prefix, sizeof prefix, "ko/%s/", o16);
-    return list_page(req, "/api/v1/tasks", prefix, err);
-}
-
-/* GET /api/v1/admin/tasks — everyone's, newest first. */
-static int h_admin_list(mb_req *req, void *st, mb_err *err)
-{
-    (void)st;
-    return list_page(req, "/api/v1/admin/tasks", "k/", err);
 }
 
 /* ---------------------------------------------------------------- retention --- */
@@ -733,7 +662,7 @@ static void prune_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;
     mb_err e = {0};
-    if (evapi_run_blocking(NULL, prune_work, prune_done, NULL, &e))
+    if (pool_run(NULL, prune_work, prune_done, NULL, &e))
         log_warn("tasks: the retention sweep could not start: %s", e.msg);
     struct timeval tv = {3600, 0};
     evtimer_add(prune_ev, &tv);
@@ -821,12 +750,6 @@ int task_init(struct event_base *base, int workers, mb_err *err)
         struct timeval tv = {0, 0};
         evtimer_add(prune_ev, &tv);
     }
-    int rc;
-    if ((rc = http_route_add(NULL, "GET", "/api/v1/tasks", MB_ROLE_USER, h_list, NULL, err)) ||
-        (rc = http_route_add(NULL, "GET", "/api/v1/tasks/{id}", MB_ROLE_USER, h_get, NULL, err)) ||
-        (rc = http_route_add(NULL, "POST", "/api/v1/tasks/{id}/cancel", MB_ROLE_USER, h_cancel, NULL, err)) ||
-        (rc = http_route_add(NULL, "GET", "/api/v1/admin/tasks", MB_ROLE_ADMIN, h_admin_list, NULL, err)))
-        return rc;
     nthreads = workers > 0 ? workers : 1;
     threads = xcalloc((size_t)nthreads, sizeof *threads);
     for (int i = 0; i < nthreads; i++)

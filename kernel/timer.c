@@ -6,7 +6,7 @@
  * Each timer is an entry of an owner-tagged registry (registry.c), so modmgr removes a
  * module's timers with the rest of its registrations (timer_remove_owner) before its fini,
  * and the module never sees a callback after that. A timer's libevent event lives on the
- * loop; when it fires, the callback is handed to the blocking pool (evapi_run_blocking),
+ * loop; when it fires, the callback is handed to the blocking pool (pool.c),
  * which counts the module busy until it returned: a draining module waits for a run in
  * progress, and a recurring timer is re-armed only after its run ended (runs never
  * overlap; the period counts from the end of a run).
@@ -109,7 +109,7 @@ static void fire(evutil_socket_t fd, short what, void *arg)
     }
     mb_err e = {0};
     t->running = true;
-    if (evapi_run_blocking(t->owner, work, done, t, &e)) {
+    if (pool_run(t->owner, work, done, t, &e)) {
         /* The pool is full: try again in a second rather than lose the run. */
         t->running = false;
         log_msg(LOG_WARN, modref_name(t->owner), "timer delayed: %s", e.msg);

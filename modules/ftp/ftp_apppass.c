@@ -2,7 +2,8 @@
  * modules/ftp/ftp_apppass.c — per-user FTP app passwords: one per device or program, shown
  * once at creation, revocable on its own. Routes POST/GET /api/v1/ftp/passwords and DELETE
  * /api/v1/ftp/passwords/{id}. The kernel's api->apppass_check reads these records too
- * (kernel/apppass.c), which is how PASS checks them (ftp_login.c).
+ * (kernel/apppass.c), which is how PASS checks them (ftp_login.c): the module has no check
+ * of its own, and lists its records through the kernel's JSON scan (api->kv_scan_json).
  *
  * Keys (docs/storage.md): m/ftp/pw/<uid 16 hex>/<id> = {"v":1,"id","name","hash","created"},
  * the password argon2id-hashed (libsodium). The kernel's own app passwords
@@ -59,14 +60,11 @@ int apppass_create(mb_req *req, void *state, mb_err *err)
     return api->reply_json(req, 201, out);
 }
 
-static int pw_list_one(const char *key, const void *v, size_t len, void *ud)
+static int pw_list_one(const char *key, json_t *o, void *ud)
 {
     (void)key;
-    json_t *o = json_loadb(v, len, 0, NULL);
-    if (o)
-        json_array_append_new(ud, json_pack("{s:O, s:O, s:O}", "id", json_object_get(o, "id"), "name",
-                                            json_object_get(o, "name"), "created", json_object_get(o, "created")));
-    json_decref(o);
+    json_array_append_new(ud, json_pack("{s:O, s:O, s:O}", "id", json_object_get(o, "id"), "name",
+                                        json_object_get(o, "name"), "created", json_object_get(o, "created")));
     return 0;
 }
 
@@ -76,7 +74,7 @@ int apppass_list(mb_req *req, void *state, mb_err *err)
     char prefix[40];
     snprintf(prefix, sizeof prefix, "pw/%016llx/", (unsigned long long)f->api->req_user(req)->id);
     json_t *arr = json_array();
-    int rc = f->api->kv_scan(f->self, prefix, pw_list_one, arr, err);
+    int rc = f->api->kv_scan_json(f->self, prefix, pw_list_one, arr, err);
     if (rc) {
         json_decref(arr);
         return rc;

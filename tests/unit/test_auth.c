@@ -1,4 +1,6 @@
-/* Unit tests: password and token handling (kernel/auth.c). */
+/* Unit tests: password and token handling (kernel/auth.c), and a new account's first store
+ * made in one transaction like every other store (the commit observer sees it, and a refused
+ * commit leaves neither the account nor its store). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,7 +8,9 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include "../../kernel/kernel.h"
+#include "../../kernel/txn.h"
 
 static void test_password_hash_is_argon2id_and_verifies(void **s)
 {
@@ -83,6 +87,60 @@ static void test_usernames(void **s)
     assert_false(auth_valid_username("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")); /* 65 */
 }
 
+static int commits, refuse;
+
+static int count_commit(const db_batch *b, void *ud)
+{
+    (void)b, (void)ud;
+    commits++;
+    return refuse ? MB_EIO : 0;
+}
+
+static bool key_exists(const char *key)
+{
+    char *v;
+    size_t n;
+    if (db_get(key, strlen(key), &v, &n))
+        return false;
+    free(v);
+    return true;
+}
+
+static size_t keys_under(const char *prefix)
+{
+    size_t n = 0;
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (db_iter_next(it))
+        n++;
+    db_iter_free(it);
+    return n;
+}
+
+static void test_a_new_account_and_its_store_are_one_transaction(void **s)
+{
+    (void)s;
+    char dir[64] = "/tmp/mbauthXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    mb_err err = {0};
+    assert_int_equal(db_open(dir, &err), 0);
+    txn_observe(count_commit, NULL);
+    uint64_t id = 0;
+    assert_int_equal(auth_user_add("alice", "a long password", MB_ROLE_USER, &id, &err), 0);
+    assert_int_equal(commits, 1); /* the observer saw the change: it went through txn_end */
+    assert_true(key_exists("u/alice"));
+    assert_int_equal(keys_under("s/"), 1); /* her Home store */
+    refuse = 1;
+    assert_int_not_equal(auth_user_add("bob", "a long password", MB_ROLE_USER, &id, &err), 0);
+    assert_int_equal(commits, 2);
+    assert_false(key_exists("u/bob")); /* refused: no account, no store */
+    assert_int_equal(keys_under("s/"), 1);
+    txn_observe(NULL, NULL);
+    db_close();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -93,6 +151,7 @@ int main(void)
         cmocka_unit_test(test_short_and_huge_passwords_are_refused),
         cmocka_unit_test(test_token_hash_is_sha256_hex),
         cmocka_unit_test(test_usernames),
+        cmocka_unit_test(test_a_new_account_and_its_store_are_one_transaction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,8 @@
  * reading position misses nothing (events committed out of order, a number given up as a
  * gap, long backlogs, bursts of quick turns). The kernel itself owns these subscriptions
  * (owner NULL), so modref_enter/leave(NULL) must be free and work without a module manager,
- * and module keys land under "m/kernel/". */
+ * and module keys land under "m/kernel/". The kernel's live listeners (hook_listen,
+ * hook_tell) are told at once and leave nothing behind. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -205,6 +206,41 @@ static void test_an_event_nobody_observes_leaves_no_outbox_entry(void **s)
     assert_int_equal(outbox_size(), 0);
     add("*", MB_HOOK_OBSERVER, 0, NULL, o_count); /* "*" observes every event */
     assert_true(hook_observed("y.unseen"));
+}
+
+static void l_count(const char *e, const json_t *p, void *st)
+{
+    (*(int *)st)++;
+    snprintf(last_event, sizeof last_event, "%s", e);
+    last_n = json_integer_value(json_object_get(p, "n"));
+}
+
+/* The kernel's live listeners (task.c tells notify.c this way): called at once on the
+ * telling thread, nothing stored, and invisible to modules' observers and filters. */
+static void test_a_listener_is_told_at_once_and_nothing_is_stored(void **s)
+{
+    (void)s;
+    mb_err err;
+    int told = 0, star = 0;
+    add("task.update", MB_HOOK_OBSERVER, 0, NULL, o_count);
+    add("task.update", MB_HOOK_FILTER, 0, f_a, NULL);
+    assert_int_equal(hook_listen("task.update", l_count, &told, &err), 0);
+    assert_int_equal(hook_listen("*", l_count, &star, &err), 0);
+    assert_int_not_equal(hook_listen("", l_count, &told, &err), 0);
+    json_t *p = json_pack("{s:i}", "n", 7);
+    hook_tell("task.update", p);
+    json_decref(p);
+    assert_int_equal(told, 1);
+    assert_int_equal(star, 1);
+    assert_string_equal(last_event, "task.update");
+    assert_int_equal(last_n, 7);
+    hook_tell("other", NULL);
+    assert_int_equal(told, 1);
+    assert_int_equal(star, 2);
+    assert_int_equal(outbox_size(), 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    assert_int_equal(observed, 0);
+    assert_string_equal(trace, "");
 }
 
 static bool has_key(const char *key)
@@ -425,6 +461,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_filter_cannot_listen_to_every_event, setup, teardown),
         cmocka_unit_test_setup_teardown(test_observers_are_fed_from_the_outbox_and_it_empties, setup, teardown),
         cmocka_unit_test_setup_teardown(test_an_event_nobody_observes_leaves_no_outbox_entry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_listener_is_told_at_once_and_nothing_is_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_an_event_left_in_the_outbox_is_delivered_after_a_restart, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_batched_writes_land_in_the_same_write_as_the_outbox_deletion, setup,
