@@ -3,7 +3,8 @@
  *
  * It shows every kind of thing a module can plug in, each listed in a table at the bottom
  * of this file (the descriptor is data; STYLE.md):
- *   config   `greeting` (string, default "hello"), from conf.d/hello.yaml
+ *   config   `greeting` (string, default "hello"), from conf.d/hello.yaml; like any string
+ *            value it may be a secret reference (env:, file:, vault:), resolved by the kernel
  *   routes   GET  /api/v1/hello        the greeting, the caller, the version and how many
  *                                      hello.ping events the observer has seen
  *            POST /api/v1/hello/tasks  queue a "hello.count" task {steps, step_ms, fail_first}
@@ -196,7 +197,8 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         free(val);
     }
     *state = h;
-    api->log(self, MB_LOG_INFO, "version %s ready, greeting '%s'", HELLO_VERSION, h->greeting);
+    /* The greeting may come from a secret reference (vault:...): never logged. */
+    api->log(self, MB_LOG_INFO, "version %s ready", HELLO_VERSION);
     return 0;
 }
 
