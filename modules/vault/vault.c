@@ -60,8 +60,8 @@ static int kv_split(const mb_api *api, const char *rest, kvref *k, mb_err *err)
     return 0;
 }
 
-/* A call with the token; a 403 means the token is gone (expired, revoked): log in once more
- * and try again. net held. */
+/* A call with the token. A 403 is a dead token (expired, revoked: log in once more and try
+ * again) or a policy that does not allow the path (answered as it is). net held. */
 static int authed_call(vault *v, const char *method, const char *path, const json_t *body, vresp *r, mb_err *err)
 {
     for (int attempt = 0;; attempt++) {
@@ -71,7 +71,11 @@ static int authed_call(vault *v, const char *method, const char *path, const jso
         vault_call(v, method, path, v->token, body, r);
         if (r->status != 403 || attempt == 1)
             return 0;
-        v->api->log(v->self, MB_LOG_WARN, "Vault refused the token (403); logging in again");
+        mb_err e = {0};
+        int alive = vault_token_alive(v, &e);
+        if (alive != 0)
+            return 0; /* the token is fine (a policy said no), or Vault cannot say: keep it */
+        v->api->log(v->self, MB_LOG_WARN, "Vault no longer accepts the token; logging in again");
         json_decref(r->body);
         vault_drop_token(v);
     }
@@ -185,11 +189,13 @@ static bool cache_put(vault *v, const char *ref, const char *value, int64_t vers
 
 /* ---------------------------------------------------- outages and backoff --- */
 
-/* After a call: a Vault that cannot answer (MB_EBUSY) starts or continues an outage (backoff);
- * any other outcome ends one. net held. */
+/* After the timer's work: a failure starts or continues an outage (doubling backoff up to
+ * retry_max, one line when it starts: a warning for a sealed or unreachable Vault, an error for a
+ * refused login); a success ends one. Provider calls report only MB_EBUSY and success here: a
+ * missing key is the caller's error, not an outage. net held. */
 static void note_outcome(vault *v, int rc, const mb_err *e)
 {
-    if (rc == MB_EBUSY) {
+    if (rc) {
         v->backoff_ms = v->backoff_ms ? v->backoff_ms * 2 : 1000;
         if (v->backoff_ms > v->retry_max_s * 1000)
             v->backoff_ms = v->retry_max_s * 1000;
@@ -200,8 +206,8 @@ static void note_outcome(vault *v, int rc, const mb_err *e)
             for (vcache *c = v->cache; c; c = c->next)
                 n++;
             pthread_mutex_unlock(&v->cache_mu);
-            v->api->log(v->self, MB_LOG_WARN, "%s; the %d cached value(s) keep serving, retrying with backoff", e->msg,
-                        n);
+            v->api->log(v->self, rc == MB_EBUSY ? MB_LOG_WARN : MB_LOG_ERROR,
+                        "%s; the %d cached value(s) keep serving, retrying with backoff", e->msg, n);
         } else
             v->api->log(v->self, MB_LOG_DEBUG, "still failing (%s); next try in %lld ms", e->msg,
                         (long long)v->backoff_ms);
@@ -212,6 +218,13 @@ static void note_outcome(vault *v, int rc, const mb_err *e)
         v->retry_at = 0;
         v->api->log(v->self, MB_LOG_INFO, "Vault at %s answers again", v->addr);
     }
+}
+
+/* A provider call's outcome: only reachability counts (see note_outcome). */
+static void note_call(vault *v, int rc, const mb_err *e)
+{
+    if (rc == 0 || rc == MB_EBUSY)
+        note_outcome(v, rc, e);
 }
 
 /* Re-read every cached value that is not pinned to a version. net held. Returns how many
@@ -234,16 +247,14 @@ static int refresh_all(vault *v, mb_err *err)
             continue;
         mb_err e = {0};
         int64_t cur = kv_current_version(v, &k, &e);
-        if (!cur) {
-            rc = e.code ? e.code : MB_EBUSY;
+        if (!cur && e.code == MB_EBUSY) {
+            rc = MB_EBUSY;
             *err = e;
-            if (rc != MB_EBUSY) { /* deleted, or no longer allowed: keep the cached value, say so */
-                v->api->log(v->self, MB_LOG_WARN, "%s; the cached value keeps serving", e.msg);
-                rc = 0;
-            }
             continue;
         }
-        if (cur == vers[i])
+        /* Unchanged; or the metadata cannot be read (a policy that allows only data/): read the
+         * value itself and compare. */
+        if (cur && cur == vers[i])
             continue;
         char *value = NULL;
         int64_t ver = 0;
@@ -280,7 +291,7 @@ static int p_get(void *ctx, const char *rest, char **value, mb_err *err)
     pthread_mutex_lock(&v->net);
     int64_t ver = 0;
     rc = kv_fetch(v, &k, value, &ver, err);
-    note_outcome(v, rc, err);
+    note_call(v, rc, err);
     pthread_mutex_unlock(&v->net);
     if (!rc)
         cache_put(v, rest, *value, ver);
@@ -292,7 +303,7 @@ static int p_refresh(void *ctx, mb_err *err)
     vault *v = ctx;
     pthread_mutex_lock(&v->net);
     int rc = refresh_all(v, err);
-    note_outcome(v, rc < 0 ? rc : 0, err);
+    note_call(v, rc < 0 ? rc : 0, err);
     if (rc >= 0)
         v->next_refresh = vault_now_ms() + v->refresh_s * 1000;
     pthread_mutex_unlock(&v->net);
@@ -320,7 +331,7 @@ static int transit(vault *v, const char *op, const char *name, json_t *body, jso
     int rc = authed_call(v, "POST", path, body, &r, err);
     if (!rc && r.status != 200 && r.status != 204)
         rc = answer_error(v, &r, what, err);
-    note_outcome(v, rc, err);
+    note_call(v, rc, err);
     pthread_mutex_unlock(&v->net);
     if (body) { /* it may hold a key in base64: blank it before it is freed */
         const char *pt = json_string_value(json_object_get(body, "plaintext"));
@@ -462,8 +473,6 @@ static void tick(void *arg)
                 v->next_refresh = now + v->refresh_s * 1000;
             }
         }
-        if (rc && rc != MB_EBUSY)
-            v->api->log(v->self, MB_LOG_ERROR, "%s", e.msg);
         note_outcome(v, rc, &e);
     }
     pthread_mutex_unlock(&v->net);

@@ -87,6 +87,11 @@ int vault_login(vault *v, mb_err *err);
  * net held. */
 int vault_renew_if_due(vault *v, mb_err *err);
 
+/* Is the held token still good (auth/token/lookup-self)? 1 yes, 0 no, negative: Vault cannot
+ * answer. A 403 elsewhere is either a dead token or a policy that does not allow the path:
+ * this tells them apart. net held. */
+int vault_token_alive(vault *v, mb_err *err);
+
 /* Forget the token (a 403 said it is no good); net held. */
 void vault_drop_token(vault *v);
 

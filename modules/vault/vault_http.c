@@ -222,6 +222,17 @@ static int token_check(vault *v, const char *token, mb_err *err)
     return rc;
 }
 
+int vault_token_alive(vault *v, mb_err *err)
+{
+    if (!v->token[0])
+        return 0;
+    char tok[VAULT_TOKEN_MAX];
+    memcpy(tok, v->token, sizeof tok);
+    int rc = token_check(v, tok, err);
+    sodium_memzero(tok, sizeof tok);
+    return rc;
+}
+
 /* Read an owner-only file through the kernel's file: references (the same mode check). */
 static int read_file(vault *v, const char *path, char *out, size_t n, mb_err *err)
 {
