@@ -548,9 +548,9 @@ static int wrap_provider(const char *keyref, pentry *p, const char **name, bool 
 
 #define WRAP_CALL(keyref, builtin_expr, fn, ...)                                                                      \
     do {                                                                                                              \
-        pentry p;                                                                                                     \
-        const char *name;                                                                                             \
-        bool builtin;                                                                                                 \
+        pentry p = {0};                                                                                               \
+        const char *name = NULL;                                                                                      \
+        bool builtin = false;                                                                                         \
         int rc_ = wrap_provider(keyref, &p, &name, &builtin, err);                                                    \
         if (rc_)                                                                                                      \
             return rc_;                                                                                               \

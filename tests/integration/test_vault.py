@@ -231,11 +231,16 @@ class VaultTest(unittest.TestCase):
     # ------------------------------------------------------------------------------------
     def test_env_and_file_references(self):
         ev = self.value("env")
-        srv = self.server({"hello": True}, {"hello": "greeting: env:MBYTE_TEST_GREETING\n"},
-                          env={"MBYTE_TEST_GREETING": ev})
+        access_log = os.path.join(self.tmp, "access.log")
+        srv = Server(modules={"hello": True}, module_conf={"hello": "greeting: env:MBYTE_TEST_GREETING\n"},
+                     conf={"access_log": "env:MBYTE_TEST_ACCESS_LOG"},
+                     env={"MBYTE_TEST_GREETING": ev, "MBYTE_TEST_ACCESS_LOG": access_log})
+        self.addCleanup(srv.cleanup)
         srv.start()
         admin = srv.login()
         self.assertEqual(self.greeting(srv, admin), ev)
+        # mbyte.yaml takes references too: the access log is where the environment says.
+        poll("the access log", lambda: os.path.exists(access_log) and "/api/v1/hello" in open(access_log).read())
 
         # A file anyone may read is refused, with the reason and the fix; the value never shows.
         fv1 = self.value("file")
