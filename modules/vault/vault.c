@@ -600,7 +600,8 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     v->next_refresh = vault_now_ms() + v->refresh_s * 1000;
     pthread_mutex_lock(&v->net);
     mb_err e = {0};
-    rc = vault_login(v, &e);
+    /* Unreachable: no login attempt to wait for as well (init runs on the loop); the timer retries. */
+    rc = r.status ? vault_login(v, &e) : api->err_set(&e, MB_EBUSY, "%s", r.why);
     if (rc == MB_EBUSY)
         note_outcome(v, rc, &e);
     pthread_mutex_unlock(&v->net);
