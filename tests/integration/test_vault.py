@@ -229,6 +229,33 @@ class VaultTest(unittest.TestCase):
             self.assertNotIn(v, srv.read_log(), "a secret value shows in the server's output")
 
     # ------------------------------------------------------------------------------------
+    def test_vault_certificate_is_checked_against_ca_file(self):
+        fv = FakeVault(self.tmp, tls=True)
+        self.addCleanup(fv.stop)
+        fv.kv_put("mbyte", {"greeting": self.value("tls")})
+        token_file = os.path.join(self.tmp, "token")
+        write_private(token_file, fv.root + "\n")
+        # No ca_file: the system's CAs do not know fakevault's certificate, so nothing is read.
+        srv = self.server({"vault": True, "hello": True},
+                          {"vault": "address: %s\nauth:\n  method: token\n  token_file: %s\n" % (fv.addr, token_file),
+                           "hello": "greeting: vault:secret/mbyte#greeting\n"})
+        srv.start()
+        admin = srv.login()
+        r = srv.request("GET", "/api/v1/hello", token=admin)
+        self.assertEqual(r.status, 404, r)  # hello could not load without its greeting
+        log = srv.wait_log("hello not loaded")
+        self.assertRegex(log, r"(?i)certificate")
+        # With the CA: the same Vault is trusted.
+        with open(os.path.join(srv.confdir, "vault.yaml"), "a") as f:
+            f.write("ca_file: %s\n" % fv.ca)
+        r = srv.ctl("config", "reload")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = srv.ctl("module", "load", "hello")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(self.greeting(srv, admin), self.values[-1])
+        self.assert_no_values(srv, admin)
+
+    # ------------------------------------------------------------------------------------
     def test_env_and_file_references(self):
         ev = self.value("env")
         access_log = os.path.join(self.tmp, "access.log")
