@@ -444,6 +444,7 @@ static void unregister_all(modcopy *m)
     http_routes_remove(m->self);
     hook_remove(m->self);
     task_types_remove(m->self);
+    secret_remove_owner(m->self); /* its secret and key-wrap providers: no new call once draining */
     m->registered = false;
 }
 

@@ -367,7 +367,19 @@ class VaultTest(unittest.TestCase):
         self.assertIn("sealed", r.stdout + r.stderr)
         self.assertEqual(self.greeting(srv, admin), g2)
         fv.control("unseal")
-        self.assert_no_values(srv, admin, r.stdout + r.stderr)
+        out = r.stdout + r.stderr
+
+        # The vault module unloaded: hello keeps the value it has; a refresh says why it cannot.
+        r = srv.ctl("module", "unload", "vault")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = srv.ctl("secrets", "refresh")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("hello: refused", r.stdout)
+        self.assertIn("no provider for 'vault:'", r.stdout)
+        self.assertEqual(self.greeting(srv, admin), g2)
+        r2 = srv.request("POST", "/api/v1/admin/keys/check", {"keyref": "transit:mbyte-store"}, token=admin)
+        self.assertEqual(r2.status, 404, r2)
+        self.assert_no_values(srv, admin, out + r.stdout + r.stderr)
 
 
 if __name__ == "__main__":
