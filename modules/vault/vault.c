@@ -17,7 +17,8 @@
  *
  * Threads: provider calls come from the loop (module loads and reconfigures: answered from the
  * cache; only a first read goes to Vault), HTTP threads and workers; the timer from a worker.
- * vault.h says which lock guards what.
+ * libcurl never runs on the loop thread: a first read asked for there, and init's first contact,
+ * run on a helper thread that the loop waits for (off_loop). vault.h says which lock guards what.
  */
 #include "vault.h"
 #include <sodium.h>
@@ -279,6 +280,55 @@ static int refresh_all(vault *v, mb_err *err)
 
 /* ---------------------------------------------------------- the providers --- */
 
+/* Network work asked for on the loop thread (a module load resolving a reference, this
+ * module's init) runs on a helper thread: libcurl never runs on the loop. The loop waits for
+ * it, at most about `timeout` seconds; cached values never come here. */
+typedef struct {
+    vault *v;
+    int (*fn)(void *arg, mb_err *err);
+    void *arg;
+    int rc;
+    mb_err err;
+} offload;
+
+static void *offload_run(void *p)
+{
+    offload *o = p;
+    o->rc = o->fn(o->arg, &o->err);
+    return NULL;
+}
+
+static int off_loop(vault *v, int (*fn)(void *arg, mb_err *err), void *arg, mb_err *err)
+{
+    if (!pthread_equal(pthread_self(), v->loop_thread))
+        return fn(arg, err);
+    offload o = {v, fn, arg, 0, {0}};
+    pthread_t t;
+    if (pthread_create(&t, NULL, offload_run, &o))
+        return v->api->err_set(err, MB_ENOMEM, "cannot start a thread to reach Vault");
+    pthread_join(t, NULL);
+    if (o.rc)
+        *err = o.err;
+    return o.rc;
+}
+
+typedef struct {
+    vault *v;
+    const kvref *k;
+    char *value;
+    int64_t version;
+} fetch_job;
+
+static int fetch_locked(void *arg, mb_err *err)
+{
+    fetch_job *f = arg;
+    pthread_mutex_lock(&f->v->net);
+    int rc = kv_fetch(f->v, f->k, &f->value, &f->version, err);
+    note_call(f->v, rc, err);
+    pthread_mutex_unlock(&f->v->net);
+    return rc;
+}
+
 static int p_get(void *ctx, const char *rest, char **value, mb_err *err)
 {
     vault *v = ctx;
@@ -288,13 +338,13 @@ static int p_get(void *ctx, const char *rest, char **value, mb_err *err)
         return rc;
     if ((*value = cache_get(v, rest)))
         return 0;
-    pthread_mutex_lock(&v->net);
-    int64_t ver = 0;
-    rc = kv_fetch(v, &k, value, &ver, err);
-    note_call(v, rc, err);
-    pthread_mutex_unlock(&v->net);
-    if (!rc)
-        cache_put(v, rest, *value, ver);
+    fetch_job f = {v, &k, NULL, 0};
+    rc = off_loop(v, fetch_locked, &f, err);
+    if (!rc) {
+        cache_put(v, rest, f.value, f.version);
+        *value = f.value;
+    } else
+        free(f.value);
     return rc;
 }
 
@@ -560,6 +610,29 @@ static int settings(vault *v, const json_t *config, mb_err *err)
     return 0;
 }
 
+/* The first contact: sys/health says what we talk to (a 503, sealed, is not fatal: the timer
+ * retries), then a login. Unreachable: no login to wait for as well. */
+static int start(void *arg, mb_err *err)
+{
+    vault *v = arg;
+    vresp r;
+    vault_call(v, "GET", "sys/health?standbyok=true", NULL, NULL, &r);
+    json_t *b = r.body;
+    if (r.status)
+        v->api->log(v->self, r.status == 200 ? MB_LOG_INFO : MB_LOG_WARN, "Vault %s at %s: %s, %s (health %ld)",
+                    json_string_value(json_object_get(b, "version")) ? json_string_value(json_object_get(b, "version"))
+                                                                    : "?",
+                    v->addr, json_is_true(json_object_get(b, "sealed")) ? "sealed" : "unsealed",
+                    json_is_true(json_object_get(b, "initialized")) ? "initialized" : "not initialized", r.status);
+    json_decref(b);
+    pthread_mutex_lock(&v->net);
+    int rc = r.status ? vault_login(v, err) : v->api->err_set(err, MB_EBUSY, "%s", r.why);
+    if (rc == MB_EBUSY)
+        note_outcome(v, rc, err);
+    pthread_mutex_unlock(&v->net);
+    return rc;
+}
+
 static void vault_free(vault *v)
 {
     for (vcache *c = v->cache, *n; c; c = n) {
@@ -586,25 +659,10 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         vault_free(v);
         return rc;
     }
-    /* sys/health says what we talk to; its 503 (sealed) is not fatal: the timer retries. */
-    vresp r;
-    vault_call(v, "GET", "sys/health?standbyok=true", NULL, NULL, &r);
-    json_t *b = r.body;
-    if (r.status)
-        api->log(self, r.status == 200 ? MB_LOG_INFO : MB_LOG_WARN, "Vault %s at %s: %s, %s (health %ld)",
-                 json_string_value(json_object_get(b, "version")) ? json_string_value(json_object_get(b, "version"))
-                                                                 : "?",
-                 v->addr, json_is_true(json_object_get(b, "sealed")) ? "sealed" : "unsealed",
-                 json_is_true(json_object_get(b, "initialized")) ? "initialized" : "not initialized", r.status);
-    json_decref(b);
+    v->loop_thread = pthread_self(); /* init runs on the loop */
     v->next_refresh = vault_now_ms() + v->refresh_s * 1000;
-    pthread_mutex_lock(&v->net);
     mb_err e = {0};
-    /* Unreachable: no login attempt to wait for as well (init runs on the loop); the timer retries. */
-    rc = r.status ? vault_login(v, &e) : api->err_set(&e, MB_EBUSY, "%s", r.why);
-    if (rc == MB_EBUSY)
-        note_outcome(v, rc, &e);
-    pthread_mutex_unlock(&v->net);
+    rc = off_loop(v, start, v, &e);
     if (rc && rc != MB_EBUSY) {
         *err = e;
         vault_free(v);

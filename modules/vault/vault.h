@@ -56,6 +56,7 @@ typedef struct vault {
     pthread_mutex_t cache_mu;
     vcache *cache;
     mb_timer *timer;
+    pthread_t loop_thread; /* where init ran: network work asked for there moves to a helper thread */
 } vault;
 
 /* An answer from Vault: the status and the parsed body (NULL when it was not JSON), or
