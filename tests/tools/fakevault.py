@@ -27,7 +27,7 @@ library has no AES-GCM), which keeps what matters here: opaque, versioned, tampe
 
 Test control (not Vault's API, no token): POST /_control/seal, /_control/unseal,
 /_control/revoke-tokens (every token but root dies: the next renewal is refused),
-GET /_control/stats (counts of logins, renewals, unwraps, requests).
+GET /_control/stats (counts of logins, renewals, unwraps, requests; live_tokens: unexpired non-root tokens).
 
 Usage: fakevault.py --port N --root-token T [--cert F --key F]   (prints "ready" when serving)
 """
@@ -202,7 +202,9 @@ class Handler(BaseHTTPRequestHandler):
             st.tokens = {st.root: st.tokens[st.root]}
         elif what != "stats":
             raise VaultError(404)
-        return dict(st.stats, sealed=st.sealed)
+        now = time.monotonic()
+        live = sum(1 for t, v in st.tokens.items() if t != st.root and (v["expires"] is None or v["expires"] > now))
+        return dict(st.stats, sealed=st.sealed, live_tokens=live)
 
     # --------------------------------------------------------------- api ---
     def api(self, method, p, query, body, tok):
