@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 2
-#define MB_ABI_MINOR 0
+#define MB_ABI_MINOR 1
 
 /* Log levels for api->log. */
 enum { MB_LOG_DEBUG = 0, MB_LOG_INFO = 1, MB_LOG_WARN = 2, MB_LOG_ERROR = 3 };
@@ -213,7 +213,7 @@ typedef struct mb_task_type {
 
 /* A config key with its default. The kernel validates the module's YAML against this
  * table before init: unknown keys and wrong types are refused with file:line. */
-enum { MB_CFG_STRING = 1, MB_CFG_INT = 2, MB_CFG_BOOL = 3, MB_CFG_LIST = 4 };
+enum { MB_CFG_STRING = 1, MB_CFG_INT = 2, MB_CFG_BOOL = 3, MB_CFG_LIST = 4, MB_CFG_MAP = 5 /* ABI 2.1 */ };
 
 typedef struct mb_config_key {
     size_t size;
@@ -318,6 +318,30 @@ typedef struct mb_body_sink {
 /* A timer callback (api->timer_add). Runs on a worker of the pool (it may block), never
  * twice at once for one timer; the module counts as busy while it runs. */
 typedef void (*mb_timer_fn)(void *arg);
+
+/* --- vault (2.1): a secret provider (api->secret_provider_set). get resolves the part of a
+ * reference after "<scheme>:" to a value (malloc'd, NUL-terminated; the kernel frees it),
+ * or fails with err naming the reference only. It is called wherever references are
+ * resolved (module loads and reconfigures on the loop thread, api->secret_get on any
+ * thread): it must answer from memory when it can and block only for a first read.
+ * refresh (may be NULL) re-reads every value now (blocking; an HTTP or worker thread) and
+ * returns 1 when one changed, 0 when none did, or a negative code. */
+typedef struct mb_secret_ops {
+    size_t size;
+    int (*get)(void *ctx, const char *rest, char **value, mb_err *err);
+    int (*refresh)(void *ctx, mb_err *err);
+} mb_secret_ops;
+
+/* A key-wrap provider (api->keywrap_provider_set): `name` is the part of the key reference
+ * after "<scheme>:". Same contracts as api->key_wrap and its neighbours. May block. */
+typedef struct mb_keywrap_ops {
+    size_t size;
+    int (*wrap)(void *ctx, const char *name, const uint8_t *key, size_t n, char **wrapped, mb_err *err);
+    int (*unwrap)(void *ctx, const char *name, const char *wrapped, uint8_t *key, size_t n, mb_err *err);
+    int (*rewrap)(void *ctx, const char *name, const char *wrapped, char **rewrapped, mb_err *err);
+    int (*datakey)(void *ctx, const char *name, uint8_t *key, size_t n, char **wrapped, mb_err *err);
+    int (*rotate)(void *ctx, const char *name, mb_err *err);
+} mb_keywrap_ops;
 
 /* -------------------------------------------------------------- the API --- */
 
@@ -746,6 +770,45 @@ struct mb_api {
 
     /* The FTP reply code for an MB_E* code, from the kernel's one error table. */
     int (*err_ftp_reply)(int code);
+
+    /* --- vault (2.1): secret references and key wrapping (kernel/secret.c) --- */
+
+    /* Register (ops not NULL) or remove (ops NULL; only the owner's) the secret provider for
+     * references "<scheme>:<rest>" in any configuration value (docs/security.md). ops and ctx
+     * stay the module's; the kernel counts the module busy while it calls them and drops the
+     * registration when the module is unloaded. Loop thread (init, fini). */
+    int (*secret_provider_set)(mb_module *self, const char *scheme, const struct mb_secret_ops *ops, void *ctx,
+                               mb_err *err);
+
+    /* Resolve one reference ("env:NAME", "file:/path", "vault:secret/app#key@3", ...): 0 with
+     * *value (NUL-terminated, the caller frees it, best with sodium_memzero first), or a
+     * negative code with err naming the reference, never a value. The read is recorded
+     * (the "secret.read" event: module and reference). May block on a provider's first read:
+     * a worker thread, an HTTP thread or init, not an observer. */
+    int (*secret_get)(mb_module *self, const char *ref, char **value, mb_err *err);
+
+    /* A provider says cached values changed (a new KV version): the kernel re-resolves every
+     * module's configuration on the loop and calls reconfigure where it differs. Any thread. */
+    void (*secrets_changed)(void);
+
+    /* Register (ops not NULL) or remove (NULL) the key-wrap provider for key references
+     * "<scheme>:<name>" (the vault module's "transit"; "file" is built in). Loop thread. */
+    int (*keywrap_provider_set)(mb_module *self, const char *scheme, const struct mb_keywrap_ops *ops, void *ctx,
+                                mb_err *err);
+
+    /* Key wrapping for data keys (external storage, docs/modules.md "Secrets and key wrapping").
+     * keyref is "file:/path/master.key" or "transit:<key name>". wrapped strings are printable
+     * (safe in JSON and kv) and the caller frees them. key_wrap: n bytes of key -> *wrapped.
+     * key_unwrap: *wrapped -> exactly n bytes into key (MB_EINVAL if the length differs).
+     * key_rewrap: the same key under the newest version of keyref's key, never in the clear
+     * outside the provider where it can. key_datakey: a fresh random key of n bytes and its
+     * wrapped form. key_rotate: a new version of keyref's key (older versions still unwrap).
+     * Any thread but the loop (they may block on the network): worker, HTTP or task thread. */
+    int (*key_wrap)(const char *keyref, const uint8_t *key, size_t n, char **wrapped, mb_err *err);
+    int (*key_unwrap)(const char *keyref, const char *wrapped, uint8_t *key, size_t n, mb_err *err);
+    int (*key_rewrap)(const char *keyref, const char *wrapped, char **rewrapped, mb_err *err);
+    int (*key_datakey)(const char *keyref, uint8_t *key, size_t n, char **wrapped, mb_err *err);
+    int (*key_rotate)(const char *keyref, mb_err *err);
 };
 
 #ifdef __cplusplus

@@ -311,6 +311,16 @@ static const mb_api table = {
     .req_body_sink = http_req_body_sink,
     .listing_decorator_set = listdeco_set,
     .module_dir = evapi_module_dir,
+    /* --- vault (2.1): secret references and key wrapping (kernel/secret.c) --- */
+    .secret_provider_set = secret_provider_set,
+    .secret_get = secret_api_get,
+    .secrets_changed = secrets_changed,
+    .keywrap_provider_set = keywrap_provider_set,
+    .key_wrap = key_wrap,
+    .key_unwrap = key_unwrap,
+    .key_rewrap = key_rewrap,
+    .key_datakey = key_datakey,
+    .key_rotate = key_rotate,
 };
 
 const mb_api *api_table(void) { return &table; }

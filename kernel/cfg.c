@@ -2,7 +2,8 @@
  * cfg.c — configuration: YAML (libyaml) turned into JSON, checked, with every error naming
  * file, line and reason. conf.d/mbyte.yaml configures the kernel; conf.d/<module>.yaml each
  * module, checked against the module's config table. Environment variables MBYTE_LISTEN,
- * MBYTE_DATA and MBYTE_MODULE_DIR override the file.
+ * MBYTE_DATA and MBYTE_MODULE_DIR override the file. A value may be a secret reference
+ * (env:NAME, file:/path; secret.c): mbyte.yaml's are resolved here, a module file's by modmgr.
  * Threads: loaded on the loop thread at start and on SIGHUP; a new kcfg replaces the old only
  * when it is entirely valid, so a bad file never changes the running configuration.
  */
@@ -312,7 +313,7 @@ static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "w
                                           "http_max_connections_per_ip", "http_header_timeout", "login_max_failures_per_ip",
                                           "login_account_slow_after", "task_retention_days", "tls_cert", "tls_key",
                                           "http_redirect_listen", "require_tls", "trusted_proxies",
-                                          "metrics_listen", "access_log", "log_format", NULL};
+                                          "metrics_listen", "access_log", "log_format", "secrets_refresh", NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -371,6 +372,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->max_body = 1 << 20;
     c->token_ttl = 7 * 24 * 3600;
     c->login_cache_ttl = 600;
+    c->secrets_refresh = 300;
     c->login_max_failures = 5;
     c->login_window = 300;
     c->task_retention_days = 30;
@@ -390,7 +392,8 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
         lines = json_object();
         rc = 0;
     }
-    if (rc)
+    /* References (env:, file:) become values first: every check below sees values only. */
+    if (rc || (rc = secret_resolve_tree("kernel", path, root, lines, NULL, NULL, err)))
         goto fail;
     const char *key;
     json_t *val;
@@ -459,7 +462,8 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->workers = (int)v;
     if ((rc = want_int(path, root, lines, "max_body", 1024, 64 << 20, &c->max_body, err)) ||
         (rc = want_int(path, root, lines, "token_ttl", 60, 365LL * 24 * 3600, &c->token_ttl, err)) ||
-        (rc = want_int(path, root, lines, "login_cache_ttl", 0, 86400, &c->login_cache_ttl, err)))
+        (rc = want_int(path, root, lines, "login_cache_ttl", 0, 86400, &c->login_cache_ttl, err)) ||
+        (rc = want_int(path, root, lines, "secrets_refresh", 0, 86400, &c->secrets_refresh, err)))
         goto fail;
     v = c->login_max_failures;
     if ((rc = want_int(path, root, lines, "login_max_failures", 1, 1000, &v, err)))
@@ -650,6 +654,10 @@ int cfg_module(const char *file, const json_t *yaml, const json_t *lines, const 
         case MB_CFG_LIST:
             ok = json_is_array(v);
             want = "a list";
+            break;
+        case MB_CFG_MAP:
+            ok = json_is_object(v);
+            want = "a mapping of keys";
             break;
         }
         if (!ok) {

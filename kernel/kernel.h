@@ -108,6 +108,7 @@ typedef struct kcfg {
     int http_max_connections_per_ip; /* per client address; 0 = no cap */
     int http_header_timeout;         /* seconds to deliver a request's headers (does not restart) */
     int log_level;
+    int64_t secrets_refresh; /* seconds between re-reads of secret references, 0: never */
     char **modules_enabled;  /* NULL-terminated */
     json_t *raw;             /* the whole mbyte.yaml as JSON */
 } kcfg;
@@ -127,6 +128,56 @@ int cfg_module(const char *file, const json_t *yaml, const json_t *lines, const 
                mb_err *err);
 
 extern kcfg *g_cfg; /* set by main.c; replaced only on the loop thread (SIGHUP) */
+
+/* --------------------------------------------------------------- secret.c --- */
+/* Secret references in configuration values and key wrapping (docs/security.md). */
+typedef struct secret_ref {
+    char scheme[32];
+    char rest[1024]; /* everything after "<scheme>:" */
+    char path[1024]; /* vault: <mount>/<path> before '#' */
+    char key[256];   /* vault: the key after '#' */
+    int64_t version; /* vault: after '@', 0 for the newest */
+} secret_ref;
+/* Check one reference's syntax (env:NAME, file:/abs, vault:<mount>/<path>#<key>[@n], other
+ * schemes: any non-empty rest). Errors name the reference. Pure: the fuzz target's entry. */
+int secret_ref_parse(const char *s, secret_ref *out, mb_err *err);
+/* True when s is a reference: a built-in scheme (env, file, vault) or a registered one. */
+bool secret_is_ref(const char *s);
+/* Resolve one reference for reader `who` (a module's name, "kernel"): *value is the caller's
+ * (free with secret_free). The read is noted (the observer hears first reads and changes). */
+int secret_resolve(const char *who, const char *ref, char **value, mb_err *err);
+/* Swap every reference in doc for its value. refs (may be NULL) gets one {"key","ref",
+ * "resolves"[,"error"]} per reference; *count (may be NULL) how many were resolved. On error
+ * err is "file:line: key: ref: reason". */
+int secret_resolve_tree(const char *who, const char *file, json_t *doc, const json_t *lines, json_t *refs,
+                        int *count, mb_err *err);
+void secret_free(char *value);
+/* An owner-only regular file read whole (NUL-terminated); `what` names it in errors. */
+int secret_read_private(const char *path, const char *what, size_t max, char **out, size_t *n, mb_err *err);
+/* Ask every provider to re-read its values now (blocking): how many providers saw a change,
+ * or a negative code (err filled) when one failed. HTTP or worker thread. */
+int secret_refresh_providers(mb_err *err);
+/* Set by secret_http.c: on_read hears (who, ref) of first reads and changed values; on_change
+ * runs when a provider calls api->secrets_changed. */
+void secret_set_callbacks(void (*on_read)(const char *who, const char *ref), void (*on_change)(void));
+void secret_remove_owner(mb_module *owner); /* modmgr: a copy's fini is done */
+void secret_fini(void);
+/* The mb_api entries (abi/mbyte.h, 2.1). */
+int secret_provider_set(mb_module *self, const char *scheme, const mb_secret_ops *ops, void *ctx, mb_err *err);
+int keywrap_provider_set(mb_module *self, const char *scheme, const mb_keywrap_ops *ops, void *ctx, mb_err *err);
+int secret_api_get(mb_module *self, const char *ref, char **value, mb_err *err);
+void secrets_changed(void);
+int key_wrap(const char *keyref, const uint8_t *key, size_t n, char **wrapped, mb_err *err);
+int key_unwrap(const char *keyref, const char *wrapped, uint8_t *key, size_t n, mb_err *err);
+int key_rewrap(const char *keyref, const char *wrapped, char **rewrapped, mb_err *err);
+int key_datakey(const char *keyref, uint8_t *key, size_t n, char **wrapped, mb_err *err);
+int key_rotate(const char *keyref, mb_err *err);
+
+/* ---------------------------------------------------------- secret_http.c --- */
+/* POST /api/v1/admin/secrets/refresh, the kernel's refresh timer (mbyte.yaml secrets_refresh)
+ * and the secret.read event. */
+int secret_http_init(struct event_base *base, mb_err *err);
+void secret_http_fini(void); /* after modmgr_fini */
 
 /* ------------------------------------------------------------------- db.c --- */
 /* The metadata store: one LevelDB. Thread-safe (LevelDB is). Values returned are malloc'd. */
@@ -404,6 +455,12 @@ int modmgr_load(const char *name, mb_err *err);
 int modmgr_unload(const char *name, mb_err *err);
 int modmgr_reload(const char *name, mb_err *err);
 json_t *modmgr_list(void); /* [{"name","version","state",...}] new reference */
+/* Order the modules to start so that a module using a provider module's references
+ * (vault:) comes after it (main.c, before loading). */
+void modmgr_order(char **names);
+/* Re-resolve the secret references of every module whose file holds some; reconfigure (or
+ * reload) where the resolved settings changed. Loop thread. Returns how many were refused. */
+int modmgr_secrets_apply(json_t *report);
 
 /* --------------------------------------------------------------- modref.c --- */
 /* The handle of one loaded copy of a module and its busy count (a leaf: registries and

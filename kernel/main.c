@@ -183,12 +183,14 @@ int main(int argc, char **argv)
         fs_init(&err) || routes_add(files_routes, &err) || stores_init(&err) || tus_init(&err) ||
         routes_add(tus_routes, &err) || luas_init(g_cfg->lua_dir, &err) ||
         health_routes_init(&err) || metrics_init(&err) || backup_init(&err) || reload_init(&err) || modmgr_init(base, &err) ||
+        secret_http_init(base, &err) ||
         auth_bootstrap(admin_pw, &err)) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
     }
     /* Enabled modules load before the first request is served, so no client ever sees a
      * started server without its modules (health, their routes, their listeners). */
+    modmgr_order(g_cfg->modules_enabled); /* providers (vault) before the modules using them */
     if (g_cfg->modules_enabled)
         for (char **m = g_cfg->modules_enabled; *m; m++)
             if (modmgr_load(*m, &err))
@@ -214,6 +216,7 @@ out_stop:
     tus_fini();
     fs_fini();
     modmgr_fini();
+    secret_http_fini();
     pool_fini();
     task_fini();
     hook_fini();

@@ -251,12 +251,16 @@ static void copy_free(modcopy *m)
 }
 
 /* <config_dir>/<name>.yaml validated against a module's config keys, defaults filled in (*out is
- * the caller's). A missing or empty file means every default. */
-static int module_config(const char *name, const mb_config_key *keys, json_t **out, mb_err *err)
+ * the caller's). A missing or empty file means every default. Secret references become values
+ * first (secret.c): refs (may be NULL) lists them, *nrefs (may be NULL) counts them. */
+static int module_config(const char *name, const mb_config_key *keys, json_t **out, json_t *refs, int *nrefs,
+                         mb_err *err)
 {
     char yaml_path[4200];
     snprintf(yaml_path, sizeof yaml_path, "%s/%s.yaml", g_cfg->config_dir, name);
     json_t *yaml = NULL, *lines = NULL;
+    if (nrefs)
+        *nrefs = 0;
     if (access(yaml_path, F_OK) == 0 && cfg_yaml_load(yaml_path, &yaml, &lines, err))
         return err->code ? err->code : MB_EINVAL;
     if (yaml && json_is_null(yaml)) { /* an empty file: all defaults */
@@ -268,10 +272,48 @@ static int module_config(const char *name, const mb_config_key *keys, json_t **o
         json_decref(lines);
         return err_set(err, MB_EINVAL, "%s: the module configuration must be a mapping of keys", yaml_path);
     }
-    int rc = cfg_module(yaml_path, yaml, lines, keys, out, err);
+    int rc = secret_resolve_tree(name, yaml_path, yaml, lines, refs, nrefs, err);
+    if (!rc)
+        rc = cfg_module(yaml_path, yaml, lines, keys, out, err);
     json_decref(yaml);
     json_decref(lines);
     return rc;
+}
+
+/* Start order: a module whose file holds a reference to a scheme that an enabled module of
+ * that name provides (vault:) loads after it. Stable; names is NULL-terminated. */
+void modmgr_order(char **names)
+{
+    size_t n = 0;
+    while (names && names[n])
+        n++;
+    bool *late = xcalloc(n + 1, sizeof(bool));
+    for (size_t i = 0; i < n; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s.yaml", g_cfg->config_dir, names[i]);
+        json_t *doc = NULL;
+        mb_err e = {0};
+        if (cfg_yaml_load(path, &doc, NULL, &e))
+            continue;
+        char *text = json_dumps(doc, JSON_COMPACT);
+        for (size_t k = 0; k < n && text; k++) {
+            char pat[80];
+            snprintf(pat, sizeof pat, "\"%s:", names[k]); /* a string value starting "<module>:" */
+            if (k != i && strstr(text, pat) && secret_is_ref(strstr(text, pat) + 1))
+                late[i] = true;
+        }
+        free(text);
+        json_decref(doc);
+    }
+    char **sorted = xcalloc(n + 1, sizeof(char *));
+    size_t j = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < n; i++)
+            if (late[i] == (pass == 1))
+                sorted[j++] = names[i];
+    memcpy(names, sorted, n * sizeof(char *));
+    free(sorted);
+    free(late);
 }
 
 /* Open, check and configure a copy of `name` (not registered, not initialised). `self`
@@ -358,7 +400,7 @@ static modcopy *copy_open(const char *name, mb_err *err)
                     r->method, r->pattern ? r->pattern : "(none)");
             goto fail;
         }
-    if (module_config(name, m->config_keys, &m->config, err))
+    if (module_config(name, m->config_keys, &m->config, NULL, NULL, err))
         goto fail;
     return m;
 fail:
@@ -393,6 +435,7 @@ static void copy_fini(modcopy *m, bool reloading)
     /* A blob backend the module registered in init lives until its fini: only then can no
      * call of this copy be reading through it. A newer copy's registration is left alone. */
     blob_backend_unregister(m->self);
+    secret_remove_owner(m->self); /* the same for secret and key-wrap providers */
 }
 
 static void unregister_all(modcopy *m)
@@ -401,6 +444,7 @@ static void unregister_all(modcopy *m)
     http_routes_remove(m->self);
     hook_remove(m->self);
     task_types_remove(m->self);
+    secret_remove_owner(m->self); /* its secret and key-wrap providers: no new call once draining */
     m->registered = false;
 }
 
@@ -542,6 +586,7 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
         }
         m->inited = false;
         blob_backend_unregister(m->self);
+        secret_remove_owner(m->self);
     } else
         copy_fini(m, m->reloading);
     set_state(m, MOD_COLD);
@@ -645,7 +690,8 @@ static json_t *outcome(const char *name, const char *action, const char *detail)
     return json_pack("{s:s,s:s,s:s}", "module", name, "action", action, "detail", detail ? detail : "");
 }
 
-int modmgr_reconfigure(json_t *report)
+/* Re-read and apply; refs_only: only modules whose file holds secret references (a refresh). */
+static int reconfigure_where(json_t *report, bool refs_only)
 {
     char names[64][72];
     int n = 0, refused = 0;
@@ -658,10 +704,15 @@ int modmgr_reconfigure(json_t *report)
             continue;
         mb_err e = {0};
         json_t *conf = NULL;
-        if (module_config(m->name, m->config_keys, &conf, &e)) {
+        int nrefs = 0;
+        if (module_config(m->name, m->config_keys, &conf, NULL, &nrefs, &e)) {
             log_msg(LOG_ERROR, m->name, "new settings refused, the running ones stay: %s", e.msg);
             json_array_append_new(report, outcome(m->name, "refused", e.msg));
             refused++;
+            continue;
+        }
+        if (refs_only && !nrefs) {
+            json_decref(conf);
             continue;
         }
         if (json_equal(conf, m->config)) {
@@ -695,6 +746,9 @@ int modmgr_reconfigure(json_t *report)
     return refused;
 }
 
+int modmgr_reconfigure(json_t *report) { return reconfigure_where(report, false); }
+int modmgr_secrets_apply(json_t *report) { return reconfigure_where(report, true); }
+
 int modmgr_check_config(json_t *report)
 {
     int bad = 0;
@@ -703,13 +757,14 @@ int modmgr_check_config(json_t *report)
         if (m->st != MOD_ACTIVE)
             continue;
         mb_err e = {0};
-        json_t *conf = NULL;
-        if (module_config(m->name, m->config_keys, &conf, &e)) {
-            json_array_append_new(report, outcome(m->name, "refused", e.msg));
+        json_t *conf = NULL, *refs = json_array(), *o;
+        if (module_config(m->name, m->config_keys, &conf, refs, NULL, &e)) {
+            o = outcome(m->name, "refused", e.msg);
             bad++;
         } else
-            json_array_append_new(report, outcome(m->name, json_equal(conf, m->config) ? "unchanged" : "changed",
-                                                  NULL));
+            o = outcome(m->name, json_equal(conf, m->config) ? "unchanged" : "changed", NULL);
+        json_object_set_new(o, "secrets", refs); /* names only: {key, ref, resolves[, error]} */
+        json_array_append_new(report, o);
         json_decref(conf);
     }
     pthread_mutex_unlock(&mods_lock);

@@ -313,8 +313,32 @@ static int c_fsck(int argc, char **argv)
     return clean ? 0 : (repair && !unrepaired ? 0 : 1);
 }
 
-/* config reload | config check: one line per module, "<name>: <action>[: reason]"; exit 1 when
- * anything was refused. */
+/* One line per module, "<name>: <action>[: reason]", and under it its secret references by
+ * name (never a value): "  <key>: <ref>: resolves". */
+static void print_outcomes(const json_t *mods)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(mods, i, m)
+    {
+        const char *detail = json_string_value(json_object_get(m, "detail"));
+        printf("%s: %s%s%s\n", json_string_value(json_object_get(m, "module")),
+               json_string_value(json_object_get(m, "action")), detail && *detail ? ": " : "", detail ? detail : "");
+        size_t k;
+        json_t *r;
+        json_array_foreach(json_object_get(m, "secrets"), k, r)
+        {
+            const char *why = json_string_value(json_object_get(r, "error"));
+            printf("  %s: %s: %s%s%s\n", json_string_value(json_object_get(r, "key")),
+                   json_string_value(json_object_get(r, "ref")),
+                   json_is_true(json_object_get(r, "resolves")) ? "resolves" : "does not resolve", why ? ": " : "",
+                   why ? why : "");
+        }
+    }
+}
+
+/* config reload | config check | secrets refresh: the outcome per module; exit 1 when anything
+ * was refused. */
 static int config_call(const char *path)
 {
     json_t *j = NULL;
@@ -326,16 +350,12 @@ static int config_call(const char *path)
         puts(s);
         free(s);
     } else {
-        printf("kernel: %s\n", json_string_value(json_object_get(j, "kernel")));
-        size_t i;
-        json_t *m;
-        json_array_foreach(json_object_get(j, "modules"), i, m)
-        {
-            const char *detail = json_string_value(json_object_get(m, "detail"));
-            printf("%s: %s%s%s\n", json_string_value(json_object_get(m, "module")),
-                   json_string_value(json_object_get(m, "action")), detail && *detail ? ": " : "",
-                   detail ? detail : "");
-        }
+        if (json_object_get(j, "kernel"))
+            printf("kernel: %s\n", json_string_value(json_object_get(j, "kernel")));
+        if (json_object_get(j, "providers_changed"))
+            printf("providers with new values: %lld\n",
+                   (long long)json_integer_value(json_object_get(j, "providers_changed")));
+        print_outcomes(json_object_get(j, "modules"));
     }
     bool ok = json_object_get(j, "ok") ? json_is_true(json_object_get(j, "ok"))
                                        : json_integer_value(json_object_get(j, "refused")) == 0;
@@ -353,6 +373,14 @@ static int c_config_check(int argc, char **argv)
 {
     (void)argv;
     return argc ? -1 : config_call("/api/v1/admin/config/check");
+}
+
+/* secrets refresh: the providers read every reference again now; modules whose settings
+ * changed get them. */
+static int c_secrets_refresh(int argc, char **argv)
+{
+    (void)argv;
+    return argc ? -1 : config_call("/api/v1/admin/secrets/refresh");
 }
 
 /* Follow task `id` until it ends, printing "<what>: N% message" on stderr when it changes.
@@ -616,6 +644,8 @@ static const command commands[] = {
     {"fsck", NULL, c_fsck, "fsck [--repair]"},
     {"config", "reload", c_config_reload, "config reload   (re-read conf.d now, as SIGHUP does; exit 1 if a file was refused)"},
     {"config", "check", c_config_check, "config check   (validate conf.d without applying it; exit 1 names the problems)"},
+    {"secrets", "refresh", c_secrets_refresh,
+     "secrets refresh   (read every secret reference again now; modules whose values changed get them)"},
     {"backup", "verify", c_backup_verify, "backup verify DIR [--snapshot NAME]   (no server needed; exit 1 names damage)"},
     {"backup", "prune", c_backup_prune,
      "backup prune DIR [--keep-last N]   (no server needed: drops all but the newest N snapshots, then every chunk "

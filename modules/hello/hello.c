@@ -3,7 +3,8 @@
  *
  * It shows every kind of thing a module can plug in, each listed in a table at the bottom
  * of this file (the descriptor is data; STYLE.md):
- *   config   `greeting` (string, default "hello"), from conf.d/hello.yaml
+ *   config   `greeting` (string, default "hello"), from conf.d/hello.yaml; like any string
+ *            value it may be a secret reference (env:, file:, vault:), resolved by the kernel
  *   routes   GET  /api/v1/hello        the greeting, the caller, the version and how many
  *                                      hello.ping events the observer has seen
  *            POST /api/v1/hello/tasks  queue a "hello.count" task {steps, step_ms, fail_first}
@@ -24,6 +25,7 @@
  *     loop thread and must not block.
  */
 #include "mbyte.h"
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +40,7 @@
 typedef struct hello {
     mb_module *self;
     const mb_api *api;
+    pthread_mutex_t mu; /* guards greeting: reconfigure (loop) writes it while routes read it */
     char greeting[128];
     atomic_long observed; /* hello.ping events seen, mirrored to kv "observed" */
 } hello;
@@ -50,8 +53,12 @@ static int h_hello(mb_req *req, void *state, mb_err *err)
     (void)err;
     hello *h = state;
     const mb_user *u = h->api->req_user(req);
+    char greeting[sizeof h->greeting];
+    pthread_mutex_lock(&h->mu);
+    memcpy(greeting, h->greeting, sizeof greeting);
+    pthread_mutex_unlock(&h->mu);
     return h->api->reply_json(req, 200,
-                              json_pack("{s:s, s:s, s:s, s:I}", "greeting", h->greeting, "user", u ? u->name : "",
+                              json_pack("{s:s, s:s, s:s, s:I}", "greeting", greeting, "user", u ? u->name : "",
                                         "module_version", HELLO_VERSION, "observed",
                                         (json_int_t)atomic_load(&h->observed)));
 }
@@ -186,6 +193,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         return api->err_set(err, MB_ENOMEM, "out of memory");
     h->self = self;
     h->api = api;
+    pthread_mutex_init(&h->mu, NULL);
     /* The kernel validated the config against config_keys and filled in defaults. */
     snprintf(h->greeting, sizeof h->greeting, "%s", json_string_value(json_object_get(config, "greeting")));
     char *val;
@@ -196,7 +204,8 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         free(val);
     }
     *state = h;
-    api->log(self, MB_LOG_INFO, "version %s ready, greeting '%s'", HELLO_VERSION, h->greeting);
+    /* The greeting may come from a secret reference (vault:...): never logged. */
+    api->log(self, MB_LOG_INFO, "version %s ready", HELLO_VERSION);
     return 0;
 }
 
@@ -204,7 +213,9 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
 static int fini(void *state, bool reloading, mb_err *err)
 {
     (void)reloading, (void)err;
-    free(state);
+    hello *h = state;
+    pthread_mutex_destroy(&h->mu);
+    free(h);
     return 0;
 }
 
@@ -212,7 +223,9 @@ static int reconfigure(void *state, const json_t *config, mb_err *err)
 {
     (void)err;
     hello *h = state;
+    pthread_mutex_lock(&h->mu);
     snprintf(h->greeting, sizeof h->greeting, "%s", json_string_value(json_object_get(config, "greeting")));
+    pthread_mutex_unlock(&h->mu);
     return 0;
 }
 
