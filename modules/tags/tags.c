@@ -371,9 +371,7 @@ static int filter(mb_req *req, uint64_t sid, json_t *listing, void *state, mb_er
 }
 
 typedef struct match_ctx {
-    tag_filter f;
-    json_t *paths; /* asked for (object path -> true), or NULL for every tagged path */
-    json_t *out;
+    json_t *by_path; /* path -> tags, entries outside the trash */
 } match_ctx;
 
 static int match_one(const char *key, json_t *v, void *ud)
@@ -381,48 +379,57 @@ static int match_one(const char *key, json_t *v, void *ud)
     (void)key;
     match_ctx *m = ud;
     const char *path = mb_jstr(v, "path");
-    if (!path || json_object_get(v, "trash") || (m->paths && !json_object_get(m->paths, path)))
-        return 0;
-    if (tagx_match(&m->f, json_object_get(v, "tags")))
-        json_array_append_new(m->out, json_string(path));
+    if (path && !json_object_get(v, "trash"))
+        json_object_set(m->by_path, path, json_object_get(v, "tags"));
     return 0;
 }
 
-/* "tags.match" {"store","tags":["a","-b"],"any":[...],"paths"?:[...]} -> {"paths":[...]} */
+/* "tags.match" {"store","tags":["a","-b"],"any"?:[...],"paths"?:[...]} -> {"paths":[...]}: of the
+ * paths given (an untagged one has no tags), or else of every tagged entry, those the filter keeps. */
 static int s_match(const json_t *arg, json_t **out, void *state, mb_err *err)
 {
     tags *t = state;
-    match_ctx m = {.out = json_array()};
+    tag_filter f = {0};
     static const char *const keys[] = {"tags", "any"};
     for (int k = 0; k < 2; k++) {
         size_t i;
         json_t *v;
         json_array_foreach(json_object_get(arg, keys[k]), i, v) {
             char why[128];
-            if (tagx_filter_add(&m.f, json_string_value(v), k == 1, why, sizeof why)) {
-                tagx_filter_free(&m.f);
-                json_decref(m.out);
-                return t->api->err_set(err, MB_EINVAL, "tag:%.64s: %s", json_string_value(v), why);
+            if (tagx_filter_add(&f, json_string_value(v), k == 1, why, sizeof why)) {
+                tagx_filter_free(&f);
+                return t->api->err_set(err, MB_EINVAL, "tag:%.64s: %s", json_string_value(v) ?: "", why);
             }
         }
     }
-    json_t *given = json_object_get(arg, "paths");
-    if (json_is_array(given)) {
-        m.paths = json_object();
-        size_t i;
-        json_t *v;
-        json_array_foreach(given, i, v) if (json_is_string(v)) json_object_set(m.paths, strip(json_string_value(v)), json_true());
-    }
+    match_ctx m = {json_object()};
     char prefix[64];
     snprintf(prefix, sizeof prefix, "e/%016llx/", (unsigned long long)mb_jint(arg, "store"));
     int rc = t->api->kv_scan_json(t->self, prefix, match_one, &m, err);
-    tagx_filter_free(&m.f);
-    json_decref(m.paths);
+    json_t *res = json_array(), *none = json_array();
+    if (!rc) {
+        json_t *given = json_object_get(arg, "paths");
+        size_t i;
+        json_t *v;
+        const char *path;
+        if (json_is_array(given)) {
+            json_array_foreach(given, i, v) {
+                path = strip(json_string_value(v));
+                json_t *names = json_object_get(m.by_path, path);
+                if (json_is_string(v) && tagx_match(&f, names ? names : none))
+                    json_array_append(res, v);
+            }
+        } else
+            json_object_foreach(m.by_path, path, v) if (tagx_match(&f, v)) json_array_append_new(res, json_string(path));
+    }
+    tagx_filter_free(&f);
+    json_decref(m.by_path);
+    json_decref(none);
     if (rc) {
-        json_decref(m.out);
+        json_decref(res);
         return rc;
     }
-    *out = json_pack("{s:o}", "paths", m.out);
+    *out = json_pack("{s:o}", "paths", res);
     return 0;
 }
 

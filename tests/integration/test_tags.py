@@ -9,12 +9,15 @@ import io
 import json
 import os
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
-from harness import ServerTest, main  # noqa: E402
+from harness import ServerTest, main, missing_prerequisite  # noqa: E402
 
 
 def poll(fn, timeout=60, what="condition"):
@@ -153,7 +156,7 @@ end
 """
 
 
-class RulesTest(ServerTest):
+class RulesBase(ServerTest):
     modules = {"tags": True, "ftp": True}
 
     def setUp(self):
@@ -177,6 +180,8 @@ class RulesTest(ServerTest):
         f.storbinary("STOR /Home/" + path, io.BytesIO(data))
         f.quit()
 
+
+class RulesTest(RulesBase):
     def test_rule_tags_http_and_ftp_uploads_alike_and_suggests(self):
         self.assertEqual(self.rule("basics", HEAD_RULE).status, 201)
         self.c.put("a/bill.txt", b"This invoice is due.")
@@ -276,6 +281,61 @@ class RulesTest(ServerTest):
         self.assertEqual(real, dry)
         after = {"many/" + e["name"]: sorted(e["tags"]) for e in self.c.listing("many") if e["tags"]}
         self.assertEqual(after, dry)
+
+
+LUA = os.path.join(harness.SRC, "scripts", "lua")
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class SearchRulesTest(RulesBase):
+    """Rules that need the search module's extracted text: a word in a PDF (made by groff), the
+    camera of a JPEG (ImageMagick + exiftool); HTTP and FTP uploads get the same tags; search's
+    tag: filter answers from the tags."""
+    modules = {"tags": True, "search": True, "ftp": True}
+
+    def setUp(self):
+        for tool in ("groff", "convert", "exiftool"):
+            if not shutil.which(tool):
+                missing_prerequisite(self, tool + " is not installed (tests/setup/search.sh)")
+        self.tmp = tempfile.mkdtemp(prefix="mbyte-tags-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        run = lambda *cmd, **kw: subprocess.run(cmd, check=True, capture_output=True, cwd=self.tmp, timeout=180, **kw)
+        with open(os.path.join(self.tmp, "bill.ms"), "w") as f:
+            f.write(".TL\nStatement\n.PP\nThis Invoice is payable within thirty days.\n")
+        with open(os.path.join(self.tmp, "bill.pdf"), "wb") as f:
+            subprocess.run(["groff", "-ms", "-Tpdf", "bill.ms"], check=True, stdout=f, cwd=self.tmp, timeout=120)
+        run("convert", "-size", "64x48", "gradient:blue-white", "photo.jpg")
+        run("exiftool", "-overwrite_original", "-Make=Hasselblad", "-Model=X2D",
+            "-DateTimeOriginal=2026:05:04 10:11:12", "photo.jpg")
+        self.pdf, self.jpg = read(os.path.join(self.tmp, "bill.pdf")), read(os.path.join(self.tmp, "photo.jpg"))
+        self.assertNotIn(b"Invoice", self.pdf)  # the word is only in the compressed text stream
+        super().setUp()
+
+    def test_pdf_by_a_word_and_jpeg_by_camera_over_http_and_ftp(self):
+        for name in ("invoices", "photos", "exif_date"):
+            self.assertEqual(self.rule(name, read(os.path.join(LUA, name + ".lua"))).status, 201)
+        self.c.put("in/bill.pdf", self.pdf)
+        self.c.put("in/photo.jpg", self.jpg)
+        self.ftp_put("bill.pdf", self.pdf)
+        self.ftp_put("photo.jpg", self.jpg)
+        want_photo = ["photo", "camera:X2D", "taken:2026", "taken:2026-05"]
+        for path, want in [("in/bill.pdf", ["invoice"]), ("bill.pdf", ["invoice"]),
+                           ("in/photo.jpg", want_photo), ("photo.jpg", want_photo)]:
+            poll(lambda: sorted(self.c.tags_of(path)) == sorted(want), timeout=120, what="%s tagged %s" % (path, want))
+        r = self.srv.request("GET", "/api/v1/search?q=tag:invoice", token=self.c.tok)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(sorted(h["path"] for h in r.json()["hits"]), ["bill.pdf", "in/bill.pdf"])
+        r = self.srv.request("GET", "/api/v1/search?q=tag:-invoice%20tag:-photo", token=self.c.tok)
+        self.assertEqual(r.json()["hits"], [])
+        r = self.srv.request("GET", "/api/v1/search?q=hasselblad%20tag:camera:X2D", token=self.c.tok)
+        self.assertEqual(sorted(h["path"] for h in r.json()["hits"]), ["in/photo.jpg", "photo.jpg"])
+        # the rule test call sees the text too
+        r = self.c.req("POST", "rules/invoices/test", {"path": "in/bill.pdf"}).json()
+        self.assertEqual([(a["tag"], a["reason"]) for a in r["apply"]], [("invoice", "the text says 'invoice'")])
 
 
 if __name__ == "__main__":
