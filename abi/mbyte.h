@@ -778,7 +778,7 @@ struct mb_api {
 
     /* lua_call with the script's source text given (`name` names it in errors, "x.lua"), for
      * rules kept in a module's kv rather than scripts/lua/. Same sandbox and budgets, plus the
-     * wall-clock limit every call has (MBYTE_LUA_SECONDS, 2 s by default). */
+     * wall-clock limit every call has (MBYTE_LUA_SECONDS, 5 s by default). */
     int (*lua_run)(const char *name, const char *src, const char *fn, const json_t *arg, json_t **result,
                    mb_err *err);
 

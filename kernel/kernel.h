@@ -595,8 +595,9 @@ int modsvc_set(mb_module *self, const char *name, mb_service_fn fn, void *state,
 int modsvc_call(const char *name, const json_t *arg, json_t **out, mb_err *err);
 /* http.c (tags branch): every value of a query argument, a new array. */
 json_t *http_req_query_all(mb_req *req, const char *name);
-/* luas.c (tags branch): compile only. */
+/* luas.c (tags branch): compile only; the wall-clock limit of one call (0: the default, 5 s). */
 int luas_check(const char *name, const char *src, mb_err *err);
+void luas_set_time_limit(uint64_t ms);
 
 /* ------------------------------------------- metrics.c, accesslog.c (issue 26) --- */
 /* metrics.c: counters for GET /metrics and metrics_listen (docs/operations.md "Metrics").

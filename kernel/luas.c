@@ -20,7 +20,7 @@
  * budget is spent and again every 1000 instructions after, so a script cannot outlive it by
  * catching the error — pcall/xpcall are wrapped to re-raise it) and a memory budget (a lua_Alloc
  * that refuses growth past the limit; memory errors are re-raised through pcall too). A third
- * limit is wall-clock time (2 s, MBYTE_LUA_SECONDS; checked by the same hook against a monotonic
+ * limit is wall-clock time (5 s, MBYTE_LUA_SECONDS; checked by the same hook against a monotonic
  * deadline), so a script slowed by a busy machine still ends in bounded time. __gc
  * metamethods are refused by setmetatable, so no script code can run from the collector or from
  * lua_close, outside the protected call.
@@ -48,7 +48,7 @@
 #define LUAS_MAX_SCRIPT (1u << 20) /* a rule script larger than this is a mistake */
 #define LUAS_MAX_DEPTH 64          /* nesting of JSON <-> Lua values */
 #define LUAS_HOOK_EVERY 1000       /* instructions between two budget checks */
-#define LUAS_DEFAULT_MS 2000       /* wall-clock limit of one call */
+#define LUAS_DEFAULT_MS 5000       /* wall-clock limit of one call */
 
 static char *script_dir;
 static _Atomic uint64_t max_instructions = LUAS_DEFAULT_INSTRUCTIONS;
@@ -722,6 +722,11 @@ void luas_set_limits(uint64_t instructions, size_t memory)
     atomic_store(&max_memory, memory ? memory : LUAS_DEFAULT_MEMORY);
 }
 
+void luas_set_time_limit(uint64_t ms)
+{
+    atomic_store(&max_ms, ms ? ms : LUAS_DEFAULT_MS);
+}
+
 int luas_init(const char *dir, mb_err *err)
 {
     if (!dir || !*dir)
@@ -739,7 +744,7 @@ int luas_init(const char *dir, mb_err *err)
     uint64_t secs = 0;
     if ((e = getenv("MBYTE_LUA_SECONDS")) && *e && (!parse_u64(e, &secs) || secs > 3600))
         return err_set(err, MB_EINVAL, "MBYTE_LUA_SECONDS must be a whole number of seconds up to 3600");
-    atomic_store(&max_ms, secs ? secs * 1000 : LUAS_DEFAULT_MS);
+    luas_set_time_limit(secs * 1000);
     struct stat st;
     if (stat(dir, &st) || !S_ISDIR(st.st_mode))
         log_warn("lua: script directory %s does not exist; scripts cannot run until it does", dir);

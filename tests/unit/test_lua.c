@@ -384,6 +384,41 @@ static void test_the_default_memory_budget_stops_a_bomb_too(void **s)
               "(limit 33554432 bytes)");
 }
 
+static int reset_time(void **s)
+{
+    (void)s;
+    luas_set_limits(0, 0);
+    luas_set_time_limit(0);
+    return 0;
+}
+
+/* A script with an instruction budget too large to matter still ends: the wall clock stops it,
+ * and pcall cannot catch that either (issue 19). */
+static void test_a_long_loop_stops_at_the_wall_clock_limit(void **s)
+{
+    (void)s;
+    luas_set_limits(1000000000000ULL, 0);
+    luas_set_time_limit(200);
+    run_fails("while true do end", MB_ECANCELED, "script t.lua exceeded its time limit (200 ms)");
+    run_fails("while true do pcall(function() while true do end end) end", MB_ECANCELED, "time limit");
+    json_t *ok = run_ok("local n = 0 for i = 1, 1000 do n = n + i end return n", NULL);
+    assert_int_equal(json_integer_value(ok), 500500);
+    json_decref(ok);
+}
+
+/* luas_check compiles without running: a syntax error names the line, code that would fail
+ * when run is accepted. */
+static void test_check_compiles_without_running(void **s)
+{
+    (void)s;
+    mb_err err = {0};
+    assert_int_equal(luas_check("r.lua", "function rule(f)\n  return {apply = {\"x\"}\nend\n", &err), MB_EINVAL);
+    assert_non_null(strstr(err.msg, "r.lua:3:"));
+    assert_int_equal(luas_check("r.lua", "error('never run') while true do end", &err), 0);
+    assert_int_equal(luas_check("r.lua", "\x1bLua", &err), MB_EINVAL); /* bytecode is refused */
+    assert_int_equal(luas_check("../r.lua", "return 1", &err), MB_EINVAL);
+}
+
 /* ---------------------------------------------------------------- errors --- */
 
 static void test_syntax_errors_name_script_and_line(void **s)
@@ -499,6 +534,8 @@ int main(void)
         cmocka_unit_test(test_the_default_budget_stops_a_loop_too),
         cmocka_unit_test_teardown(test_a_memory_bomb_stops_with_the_out_of_memory_error, reset_limits),
         cmocka_unit_test(test_the_default_memory_budget_stops_a_bomb_too),
+        cmocka_unit_test_teardown(test_a_long_loop_stops_at_the_wall_clock_limit, reset_time),
+        cmocka_unit_test(test_check_compiles_without_running),
         cmocka_unit_test(test_syntax_errors_name_script_and_line),
         cmocka_unit_test(test_runtime_errors_name_script_and_line),
         cmocka_unit_test_teardown(test_many_threads_calling_at_once_get_their_own_answers, reset_limits),
