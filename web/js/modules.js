@@ -24,6 +24,7 @@ export const PARTS = {
     'activity':        ['audit'],                  // a store's Activity view; admin: the audit log
     'webhooks':        ['webhooks'],               // a store's Webhooks view
     'ftp':             ['ftp'],                    // "FTP access…" (app passwords) in the account menu
+    'tags':            ['tags'],                   // tag chips, the tag filter, "Tags…", the tags & rules dialog
 };
 
 /* The names of the modules that are on, from the last features answer. */
