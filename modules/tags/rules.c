@@ -20,6 +20,7 @@
 #include <string.h>
 
 #define RULE_NAME_MAX 60
+#define RULES_MAX 64 /* rules of one store */
 
 static bool rule_name_ok(const char *s)
 {
@@ -182,7 +183,10 @@ static void stats(tags *t, uint64_t sid, const char *rule, const mb_err *fail, s
         json_object_set_new(s, "last_error_at", json_integer(t->api->now()));
     }
     mb_err e;
-    tg_put(t, key, s, &e);
+    char *txt = json_dumps(s, JSON_COMPACT);
+    if (txt) /* counts: not synced, a crash may lose the last few */
+        t->api->kv_put(t->self, key, txt, strlen(txt), false, &e);
+    free(txt);
     pthread_mutex_unlock(&t->mu);
     json_decref(s);
 }
@@ -280,16 +284,21 @@ static void suggest_keep(tags *t, uint64_t sid, const json_t *info, const json_t
 int rules_file(tags *t, uint64_t sid, const char *path, const char *only_rule, const char *only_src, bool dry,
                json_t **result, mb_err *err)
 {
-    json_t *info = NULL;
-    json_t *file = file_table(t, sid, path, &info, err);
-    if (!file)
-        return err->code;
-    json_t *apply = json_array(), *suggest = json_array(), *errors = json_array();
     store_rules sr = {0};
     if (!only_rule)
         store_rules_load(t, sid, &sr);
     size_t ng = only_rule ? 1 : json_array_size(t->global_rules);
     size_t total = ng + (only_rule ? 0 : json_array_size(sr.names));
+    json_t *info = NULL, *file = NULL;
+    if (!total || !(file = file_table(t, sid, path, &info, err))) { /* no rule: the file is not even read */
+        json_decref(sr.names);
+        json_decref(sr.srcs);
+        if (!total && result)
+            *result = json_pack("{s:s, s:[], s:[], s:[]}", "path", path + strspn(path, "/"), "apply", "suggest",
+                                "errors");
+        return total ? err->code : 0;
+    }
+    json_t *apply = json_array(), *suggest = json_array(), *errors = json_array();
     for (size_t i = 0; i < total; i++) {
         bool global = i < ng && !only_src;
         const char *rule = only_rule ? only_rule
@@ -478,6 +487,17 @@ int rules_h_put(mb_req *req, void *state, mb_err *err)
     }
     char key[128];
     rkey(key, sizeof key, "r", sid, name);
+    json_t *old = tg_get(t, key);
+    if (!old) { /* a new rule: every upload runs them all, so a store keeps a bounded number */
+        store_rules sr;
+        store_rules_load(t, sid, &sr);
+        size_t n = json_array_size(sr.names);
+        json_decref(sr.names);
+        json_decref(sr.srcs);
+        if (n >= RULES_MAX)
+            return t->api->err_set(err, MB_ETOOBIG, "a store has at most %d rules", RULES_MAX);
+    }
+    json_decref(old);
     json_t *r = json_pack("{s:s, s:I}", "src", src, "updated", (json_int_t)t->api->now());
     rc = tg_put(t, key, r, err);
     json_decref(r);

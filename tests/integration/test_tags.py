@@ -158,6 +158,7 @@ end
 
 class RulesBase(ServerTest):
     modules = {"tags": True, "ftp": True}
+    module_conf = {}
 
     def setUp(self):
         self.ftp_port = harness.free_port()
@@ -165,7 +166,7 @@ class RulesBase(ServerTest):
         self.env = {"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % self.ftp_port,
                     "MBYTE_FTP_PASV_PORTS": "%d-%d" % (base, base + 99), "MBYTE_LUA_SECONDS": "5",
                     "MBYTE_LUA_MEMORY": str(4 << 20)}
-        self.srv = harness.Server(modules=self.modules, env=self.env)
+        self.srv = harness.Server(modules=self.modules, env=self.env, module_conf=self.module_conf)
         self.srv.start()
         self.admin = self.srv.login()
         self.c = Client(self.srv, self.srv.add_user("alice", admin_token=self.admin))
@@ -281,9 +282,41 @@ class RulesTest(RulesBase):
         self.assertEqual(real, dry)
         after = {"many/" + e["name"]: sorted(e["tags"]) for e in self.c.listing("many") if e["tags"]}
         self.assertEqual(after, dry)
+        # cancel: a slower rule over the same files, stopped; it stops between two files
+        slow = b"function rule(f) local n = 0 for i = 1, 300000 do n = n + i end return {apply = {'slow'}} end"
+        self.assertEqual(self.rule("slow", slow).status, 201)
+        tid = self.c.req("POST", "rules/run", {"path": "many", "dry_run": False}).json()["task"]
+        self.assertEqual(self.srv.request("POST", "/api/v1/tasks/%d/cancel" % tid, token=self.c.tok).status, 200)
+        t = poll(lambda: (lambda x: x if x.get("state") in ("done", "failed", "cancelled") else None)(
+            self.srv.request("GET", "/api/v1/tasks/%d" % tid, token=self.c.tok).json()), timeout=600)
+        self.assertEqual(t["state"], "cancelled", t)
+        slow_tagged = sum("slow" in e["tags"] for e in self.c.listing("many"))
+        self.assertLess(slow_tagged, 1000)
 
 
 LUA = os.path.join(harness.SRC, "scripts", "lua")
+
+
+class GlobalRulesTest(RulesBase):
+    """Global rules: scripts/lua/ files named in conf.d/tags.yaml run for every store and user."""
+    module_conf = {"tags": "global_rules: [source_code.lua, by_path.lua]\n"}
+
+    def test_global_rules_run_for_every_store(self):
+        bob = Client(self.srv, self.srv.add_user("bob", admin_token=self.admin))
+        self.c.put("Projects/apollo/run.py", b"print('hi')\n")
+        bob.put("taxes/2026/tool", b"#!/usr/bin/env python3\nprint(1)\n")
+        poll(lambda: self.c.tags_of("Projects/apollo/run.py") == ["code", "lang:python", "project:apollo"],
+             what="alice's file tagged by the global rules")
+        poll(lambda: bob.tags_of("taxes/2026/tool") == ["code", "lang:python", "taxes"],
+             what="bob's file tagged by its #! line and its folder")
+        rules = {r["name"]: r for r in self.c.req("GET", "rules").json()}
+        self.assertEqual({n: r["scope"] for n, r in rules.items()}, {"source_code.lua": "global", "by_path.lua": "global"})
+        self.assertTrue(all(r["runs"] >= 2 and r["errors"] == 0 for r in rules.values()), rules)
+        r = bob.req("POST", "rules/source_code.lua/test", {"path": "taxes/2026/tool"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([a["tag"] for a in r.json()["apply"]], ["code", "lang:python"])
+        # a global rule cannot be replaced or deleted through a store
+        self.assertEqual(self.c.req("DELETE", "rules/source_code.lua").status, 400)
 
 
 def read(path):
