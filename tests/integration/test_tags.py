@@ -70,6 +70,25 @@ class ManualTagsTest(ServerTest):
         super().setUp()
         self.c = Client(self.srv, self.srv.add_user("alice", admin_token=self.admin))
 
+    def test_unload_and_load_again(self):
+        """Switched off, listings carry no tags and ignore ?tag=; switched on, the tags are back
+        (they live in the module's keyspace) and a rename made meanwhile kept them."""
+        c = self.c
+        c.put("u/x.txt", b"x")
+        c.put("u/y.txt", b"y")
+        c.tag("u/x.txt", ["keep"])
+        r = self.srv.ctl("module", "unload", "tags")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        entries = c.listing("u", "?tag=keep")
+        self.assertEqual(sorted(e["name"] for e in entries), ["x.txt", "y.txt"])
+        self.assertTrue(all("tags" not in e for e in entries))
+        self.assertEqual(c.req("GET", "tags").status, 404)
+        self.assertEqual(c.req("POST", "move", {"from": "u/x.txt", "to": "u/z.txt"}).status, 200)
+        r = self.srv.ctl("module", "load", "tags")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(c.names("u", "?tag=keep"), ["z.txt"])
+        self.assertEqual(c.tags_of("u/z.txt"), ["keep"])
+
     def test_tags_follow_rename_move_trash_restore_and_go_with_purge(self):
         c = self.c
         c.put("docs/a.txt", b"alpha")
