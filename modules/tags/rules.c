@@ -109,11 +109,12 @@ static json_t *file_table(tags *t, uint64_t sid, const char *path, json_t **info
                           json_object_get(info, "ctype") ? json_object_get(info, "ctype") : json_string(""),
                           "modified", json_object_get(info, "mtime"), "version", json_object_get(info, "version"),
                           "sha256", json_object_get(info, "sha256"), "store", (json_int_t)sid);
-    if (t->head_bytes > 0) {
-        unsigned char *buf = malloc((size_t)t->head_bytes);
+    int64_t head = atomic_load(&t->head_bytes), text_max = atomic_load(&t->text_max);
+    if (head > 0) {
+        unsigned char *buf = malloc((size_t)head);
         size_t got = 0;
-        while (got < (size_t)t->head_bytes) {
-            int64_t n = t->api->file_read(r, got, buf + got, (size_t)t->head_bytes - got, err);
+        while (got < (size_t)head) {
+            int64_t n = t->api->file_read(r, got, buf + got, (size_t)head - got, err);
             if (n <= 0)
                 break;
             got += (size_t)n;
@@ -125,8 +126,8 @@ static json_t *file_table(tags *t, uint64_t sid, const char *path, json_t **info
     json_t *sx = NULL;
     mb_err e;
     json_t *q = json_pack("{s:I, s:s, s:I}", "store", (json_int_t)sid, "path", mb_jstr(info, "path"), "max",
-                          (json_int_t)t->text_max);
-    if (t->text_max > 0 && t->api->service_call("search.text", q, &sx, &e) == 0 && mb_jstr(sx, "text") &&
+                          (json_int_t)text_max);
+    if (text_max > 0 && t->api->service_call("search.text", q, &sx, &e) == 0 && mb_jstr(sx, "text") &&
         (!mb_jstr(sx, "sha256") || !strcmp(mb_jstr(sx, "sha256"), mb_jstr(info, "sha256") ?: ""))) {
         json_object_set(f, "text", json_object_get(sx, "text"));
         json_t *ex = exif_of(mb_jstr(sx, "text"));
@@ -287,10 +288,12 @@ int rules_file(tags *t, uint64_t sid, const char *path, const char *only_rule, c
     store_rules sr = {0};
     if (!only_rule)
         store_rules_load(t, sid, &sr);
-    size_t ng = only_rule ? 1 : json_array_size(t->global_rules);
+    json_t *globals = tg_globals(t);
+    size_t ng = only_rule ? 1 : json_array_size(globals);
     size_t total = ng + (only_rule ? 0 : json_array_size(sr.names));
     json_t *info = NULL, *file = NULL;
     if (!total || !(file = file_table(t, sid, path, &info, err))) { /* no rule: the file is not even read */
+        json_decref(globals);
         json_decref(sr.names);
         json_decref(sr.srcs);
         if (!total && result)
@@ -302,7 +305,7 @@ int rules_file(tags *t, uint64_t sid, const char *path, const char *only_rule, c
     for (size_t i = 0; i < total; i++) {
         bool global = i < ng && !only_src;
         const char *rule = only_rule ? only_rule
-                           : i < ng  ? json_string_value(json_array_get(t->global_rules, i))
+                           : i < ng  ? json_string_value(json_array_get(globals, i))
                                      : json_string_value(json_array_get(sr.names, i - ng));
         const char *src = only_rule ? only_src : i < ng ? NULL : json_string_value(json_array_get(sr.srcs, i - ng));
         if (!rule)
@@ -338,6 +341,7 @@ int rules_file(tags *t, uint64_t sid, const char *path, const char *only_rule, c
     json_decref(apply);
     json_decref(suggest);
     json_decref(errors);
+    json_decref(globals);
     json_decref(sr.names);
     json_decref(sr.srcs);
     json_decref(file);
@@ -404,11 +408,13 @@ int rules_h_list(mb_req *req, void *state, mb_err *err)
     list_ctx c = {t, json_array(), sid};
     size_t i;
     json_t *g;
-    json_array_foreach(t->global_rules, i, g) {
+    json_t *globals = tg_globals(t);
+    json_array_foreach(globals, i, g) {
         json_t *o = rule_stats(t, 0, json_string_value(g));
         json_object_set_new(o, "scope", json_string("global"));
         json_array_append_new(c.out, o);
     }
+    json_decref(globals);
     char prefix[40];
     snprintf(prefix, sizeof prefix, "r/%016llx/", (unsigned long long)sid);
     if ((rc = t->api->kv_scan_json(t->self, prefix, list_one, &c, err))) {
@@ -549,7 +555,9 @@ int rules_h_test(mb_req *req, void *state, mb_err *err)
     bool global = false;
     size_t i;
     json_t *g;
-    json_array_foreach(t->global_rules, i, g) global |= name && !strcmp(json_string_value(g), name);
+    json_t *globals = tg_globals(t);
+    json_array_foreach(globals, i, g) global |= name && !strcmp(json_string_value(g), name);
+    json_decref(globals);
     if (!global && (rc = req_rule_rec(t, req, &sid, &name, &r, err)))
         return rc;
     rc = rules_file(t, sid, path, name, global ? NULL : mb_jstr(r, "src"), true, &res, err);

@@ -28,7 +28,8 @@
  * Threads: handlers, the decorator, the filter and the service run on HTTP workers; the observer
  * on the loop thread (it only adds to the turn's write); the queue drain and the run task on the
  * pool (the kernel never runs one timer twice at once). `mu` serialises every read-modify-write
- * of a record; the config is read in init and reconfigure (loop thread) and read as it is.
+ * of a record and the swap of the global rules list (reconfigure, loop thread; readers take a
+ * reference with tg_globals); the two size limits are atomics.
  */
 #include "tags.h"
 #include <stdio.h>
@@ -573,14 +574,23 @@ static void drain(void *arg)
 
 static void read_config(tags *t, const json_t *config)
 {
-    t->text_max = mb_jint(config, "text_max");
-    t->head_bytes = mb_jint(config, "head_bytes");
-    json_decref(t->global_rules);
-    t->global_rules = json_incref(json_object_get(config, "global_rules"));
-    if (!json_is_array(t->global_rules)) {
-        json_decref(t->global_rules);
-        t->global_rules = json_array();
-    }
+    atomic_store(&t->text_max, mb_jint(config, "text_max"));
+    atomic_store(&t->head_bytes, mb_jint(config, "head_bytes"));
+    json_t *g = json_object_get(config, "global_rules");
+    g = json_is_array(g) ? json_deep_copy(g) : json_array();
+    pthread_mutex_lock(&t->mu); /* readers take their own reference under mu (tg_globals) */
+    json_t *old = t->global_rules;
+    t->global_rules = g;
+    pthread_mutex_unlock(&t->mu);
+    json_decref(old);
+}
+
+json_t *tg_globals(tags *t)
+{
+    pthread_mutex_lock(&t->mu);
+    json_t *g = json_incref(t->global_rules);
+    pthread_mutex_unlock(&t->mu);
+    return g;
 }
 
 static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)

@@ -29,9 +29,9 @@ typedef struct tags {
     pthread_mutex_t mu;
     mb_timer *timer;
     _Atomic uint64_t seq;
-    int64_t text_max;     /* bytes of extracted text a rule sees */
-    int64_t head_bytes;   /* bytes of the file's start a rule sees */
-    json_t *global_rules; /* the names of scripts/lua/ rules to run (config) */
+    _Atomic int64_t text_max;   /* bytes of extracted text a rule sees */
+    _Atomic int64_t head_bytes; /* bytes of the file's start a rule sees */
+    json_t *global_rules;       /* the names of scripts/lua/ rules to run (config); swapped under mu */
 } tags;
 
 /* tagexpr.c: the filter (?tag=a&tag=-b&any=c&any=d). Lowercased names; all of `want` and none
@@ -54,6 +54,8 @@ int tg_put(tags *t, const char *key, const json_t *v, mb_err *err);
 int tg_change(tags *t, uint64_t sid, uint64_t id, const char *path, const char *type, const json_t *add,
               const json_t *remove, json_t **out, mb_err *err);
 int tg_req_sid(tags *t, mb_req *req, uint64_t *sid, mb_err *err);
+/* The global rules' names now: a new reference (reconfigure may swap the list meanwhile). */
+json_t *tg_globals(tags *t);
 
 /* rules.c */
 int rules_init(tags *t, mb_err *err);
