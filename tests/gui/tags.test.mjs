@@ -105,6 +105,16 @@ test('chips, filters, tagging several files, a suggestion and a rule in a real b
     assert.deepEqual(await tagsOf('box/c.txt'), ['green', 'Urgent']);
     assert.deepEqual(await tagsOf('box/b.txt'), ['red', 'blue']);
 
+    // the details panel: remove one tag, add another
+    await page.locator('tr[data-path="box/c.txt"] .name-link').click();
+    await page.getByRole('button', { name: 'Remove tag green' }).click();
+    await until(async () => JSON.stringify(await tagsOf('box/c.txt')) === JSON.stringify(['Urgent']), 'green removed');
+    await page.getByLabel('Add a tag to c.txt').fill('later');
+    await page.getByLabel('Add a tag to c.txt').press('Enter');
+    await until(async () => JSON.stringify(await tagsOf('box/c.txt')) === JSON.stringify(['Urgent', 'later']), 'later added');
+    await page.locator('tr[data-path="box/c.txt"] .tag-chip[data-tag="later"]').waitFor();
+    await page.getByRole('button', { name: 'Close details' }).click();
+
     // the suggestion, accepted in the dialog
     await page.getByRole('button', { name: 'Tags & rules' }).click();
     const sug = page.locator('.tag-suggestion[data-path="box/report.txt"]');
@@ -130,5 +140,5 @@ test('chips, filters, tagging several files, a suggestion and a rule in a real b
     await page.getByRole('button', { name: 'Dry run on /box' }).click();
     await page.locator('.rule-output', { hasText: 'Dry run: 4 files, 4 with tags.' }).waitFor();
     await page.screenshot({ path: join(ART, 'tags-rules.png') });
-    assert.deepEqual(await tagsOf('box/c.txt'), ['green', 'Urgent']); // the dry run changed nothing
+    assert.deepEqual(await tagsOf('box/c.txt'), ['Urgent', 'later']); // the dry run changed nothing
 });
