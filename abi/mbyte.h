@@ -108,6 +108,16 @@ typedef struct mb_throttle mb_throttle; /* a named failure throttle, valid until
  * folder listing of store sid. HTTP worker thread; it must not block for long (one kv_get per
  * entry is fine). */
 typedef void (*mb_listing_fn)(uint64_t sid, json_t *entry, void *state);
+/* A listing filter (ABI 2.1, tags branch) may remove entries from a folder listing of store sid
+ * the HTTP API is about to answer (`listing` is {"path","entries":[info...]}, borrowed and
+ * changeable), reading its own query arguments from req (api->req_query_all). 0, or a negative
+ * code with err filled to answer with that problem (a malformed filter: MB_EINVAL). HTTP worker. */
+typedef int (*mb_listing_filter_fn)(mb_req *req, uint64_t sid, json_t *listing, void *state, mb_err *err);
+/* A module service (ABI 2.1, tags branch): a named function one module offers to others without
+ * linking them together (the search module offers a file's extracted text, tags offers which
+ * entries carry which tags). `arg` is borrowed; *out a new reference (may stay NULL). Any thread;
+ * it must not block for long. */
+typedef int (*mb_service_fn)(const json_t *arg, json_t **out, void *state, mb_err *err);
 typedef struct mb_timer mb_timer;       /* a module's timer, valid until it is cancelled or the module stops */
 
 enum { MB_ROLE_NONE = 0, MB_ROLE_USER = 1, MB_ROLE_ADMIN = 2 };
@@ -809,6 +819,33 @@ struct mb_api {
     int (*key_rewrap)(const char *keyref, const char *wrapped, char **rewrapped, mb_err *err);
     int (*key_datakey)(const char *keyref, uint8_t *key, size_t n, char **wrapped, mb_err *err);
     int (*key_rotate)(const char *keyref, mb_err *err);
+    /* --- tags (2.1): listing filters, repeated query arguments, module services, Lua rule text --- */
+
+    /* Register fn (one per module, replaced by a reloaded copy's; fn NULL removes this copy's,
+     * returning once no call is in flight) to filter the entries of every folder listing the HTTP
+     * API answers, before the decorators run. Call it in init, and with NULL in fini. */
+    int (*listing_filter_set)(mb_module *self, mb_listing_filter_fn fn, void *state, mb_err *err);
+
+    /* Every value of query argument `name` in order (?tag=a&tag=b): a new array of strings, empty
+     * when there is none. The caller json_decrefs it. */
+    json_t *(*req_query_all)(mb_req *req, const char *name);
+
+    /* Offer fn under `name` ("<module>.<what>"; one owner per name, a reloaded copy's replaces the
+     * old copy's; fn NULL withdraws this copy's, returning once no call is in flight). Call it in
+     * init, and with NULL in fini. */
+    int (*service_set)(mb_module *self, const char *name, mb_service_fn fn, void *state, mb_err *err);
+
+    /* Call the service `name`: MB_ENOENT ("no service x") when no loaded module offers it. */
+    int (*service_call)(const char *name, const json_t *arg, json_t **out, mb_err *err);
+
+    /* lua_call with the script's source text given (`name` names it in errors, "x.lua"), for
+     * rules kept in a module's kv rather than scripts/lua/. Same sandbox and budgets, plus the
+     * wall-clock limit every call has (MBYTE_LUA_SECONDS, 5 s by default). */
+    int (*lua_run)(const char *name, const char *src, const char *fn, const json_t *arg, json_t **result,
+                   mb_err *err);
+
+    /* Compile `src` without running it: 0, or MB_EINVAL with "name:LINE: message" in err. */
+    int (*lua_check)(const char *name, const char *src, mb_err *err);
 };
 
 #ifdef __cplusplus

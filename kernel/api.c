@@ -321,6 +321,14 @@ static const mb_api table = {
     .key_rewrap = key_rewrap,
     .key_datakey = key_datakey,
     .key_rotate = key_rotate,
+    /* tags branch (2.1): listing filters (kernel/listdeco.c), repeated query arguments
+     * (kernel/http.c), module services (kernel/modsvc.c), Lua rule text (kernel/luas.c) */
+    .listing_filter_set = listdeco_filter_set,
+    .req_query_all = http_req_query_all,
+    .service_set = modsvc_set,
+    .service_call = modsvc_call,
+    .lua_run = luas_run_string,
+    .lua_check = luas_check,
 };
 
 const mb_api *api_table(void) { return &table; }

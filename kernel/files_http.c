@@ -557,6 +557,10 @@ static int h_list(mb_req *req, void *st, mb_err *err)
     json_t *out;
     if ((rc = fs_list(http_req_user(req), sid, req_path(req), query_true(req, "recursive"), &out, err)))
         return rc;
+    if ((rc = listdeco_filter(req, sid, out, err))) { /* e.g. ?tag= (kernel/listdeco.c) */
+        json_decref(out);
+        return rc;
+    }
     listdeco_apply(sid, out); /* modules' fields, e.g. "thumb" (kernel/listdeco.c) */
     return http_reply_json(req, 200, out);
 }

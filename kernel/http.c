@@ -85,6 +85,27 @@ const char *http_req_query(mb_req *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+typedef struct {
+    const char *name;
+    json_t *out;
+} query_all;
+
+static enum MHD_Result query_one(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    query_all *q = cls;
+    if (key && !strcmp(key, q->name))
+        json_array_append_new(q->out, json_string(value ? value : ""));
+    return MHD_YES;
+}
+
+json_t *http_req_query_all(mb_req *req, const char *name)
+{
+    query_all q = {name, json_array()};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_one, &q);
+    return q.out;
+}
+
 const char *http_req_header(mb_req *req, const char *name)
 {
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);

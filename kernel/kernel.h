@@ -658,6 +658,17 @@ int evapi_err_ftp_reply(int code);
 /* listdeco.c (thumbs branch, ABI minor 10): modules' listing decorators. */
 int listdeco_set(mb_module *self, mb_listing_fn fn, void *state, mb_err *err);
 void listdeco_apply(uint64_t sid, json_t *listing);
+/* listdeco.c (tags branch, ABI 2.1): listing filters, run by the listing before decorators. */
+int listdeco_filter_set(mb_module *self, mb_listing_filter_fn fn, void *state, mb_err *err);
+int listdeco_filter(mb_req *req, uint64_t sid, json_t *listing, mb_err *err);
+/* modsvc.c (tags branch, ABI 2.1): named services modules offer each other. */
+int modsvc_set(mb_module *self, const char *name, mb_service_fn fn, void *state, mb_err *err);
+int modsvc_call(const char *name, const json_t *arg, json_t **out, mb_err *err);
+/* http.c (tags branch): every value of a query argument, a new array. */
+json_t *http_req_query_all(mb_req *req, const char *name);
+/* luas.c (tags branch): compile only; the wall-clock limit of one call (0: the default, 5 s). */
+int luas_check(const char *name, const char *src, mb_err *err);
+void luas_set_time_limit(uint64_t ms);
 
 /* ------------------------------------------- metrics.c, accesslog.c (issue 26) --- */
 /* metrics.c: counters for GET /metrics and metrics_listen (docs/operations.md "Metrics").

@@ -19,7 +19,9 @@
  * Two budgets bound every call: an instruction count (a count hook that raises an error once the
  * budget is spent and again every 1000 instructions after, so a script cannot outlive it by
  * catching the error — pcall/xpcall are wrapped to re-raise it) and a memory budget (a lua_Alloc
- * that refuses growth past the limit; memory errors are re-raised through pcall too). __gc
+ * that refuses growth past the limit; memory errors are re-raised through pcall too). A third
+ * limit is wall-clock time (5 s, MBYTE_LUA_SECONDS; checked by the same hook against a monotonic
+ * deadline), so a script slowed by a busy machine still ends in bounded time. __gc
  * metamethods are refused by setmetatable, so no script code can run from the collector or from
  * lua_close, outside the protected call.
  *
@@ -39,16 +41,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define LUAS_DEFAULT_INSTRUCTIONS 10000000ULL
 #define LUAS_DEFAULT_MEMORY (32u << 20)
 #define LUAS_MAX_SCRIPT (1u << 20) /* a rule script larger than this is a mistake */
 #define LUAS_MAX_DEPTH 64          /* nesting of JSON <-> Lua values */
 #define LUAS_HOOK_EVERY 1000       /* instructions between two budget checks */
+#define LUAS_DEFAULT_MS 5000       /* wall-clock limit of one call */
 
 static char *script_dir;
 static _Atomic uint64_t max_instructions = LUAS_DEFAULT_INSTRUCTIONS;
 static _Atomic size_t max_memory = LUAS_DEFAULT_MEMORY;
+static _Atomic uint64_t max_ms = LUAS_DEFAULT_MS;
 
 /* The sentinel `json.null`: its address is unique in the process, so a light userdata
  * pointing at it cannot be confused with anything a script builds. */
@@ -61,7 +66,9 @@ static const char json_object_key = 0;
 typedef struct run {
     size_t mem_used, mem_limit;
     uint64_t steps, step_limit;
-    bool over_budget; /* the hook fired past the instruction budget */
+    uint64_t deadline_ns; /* CLOCK_MONOTONIC */
+    bool over_budget; /* the hook fired past the instruction budget or the deadline */
+    bool over_time;   /* ... the deadline */
     bool no_function; /* the script does not define `fn` */
     const char *name, *fn;
     const char *src;
@@ -98,12 +105,21 @@ static void *luas_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
+static uint64_t luas_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void luas_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     run *r = run_of(L);
     r->steps += LUAS_HOOK_EVERY;
-    if (r->steps > r->step_limit) {
+    if (!r->over_budget && luas_mono_ns() > r->deadline_ns)
+        r->over_time = true;
+    if (r->steps > r->step_limit || r->over_time) {
         r->over_budget = true;
         lua_pushliteral(L, "instruction budget exceeded");
         lua_error(L);
@@ -629,7 +645,8 @@ static int luas_exec(const char *name, const char *src, size_t srclen, const cha
              .fn = fn,
              .src = src,
              .srclen = srclen,
-             .arg = arg};
+             .arg = arg,
+             .deadline_ns = luas_mono_ns() + atomic_load(&max_ms) * 1000000u};
     lua_State *L = lua_newstate(luas_alloc, &r);
     if (!L)
         return err_set(err, MB_ENOMEM, "script %s ran out of memory (limit %zu bytes)", name, r.mem_limit);
@@ -642,6 +659,9 @@ static int luas_exec(const char *name, const char *src, size_t srclen, const cha
     int rc = 0;
     if (status == LUA_ERRMEM) {
         rc = err_set(err, MB_ENOMEM, "script %s ran out of memory (limit %zu bytes)", name, r.mem_limit);
+    } else if (r.over_time) {
+        rc = err_set(err, MB_ECANCELED, "script %s exceeded its time limit (%llu ms)", name,
+                     (unsigned long long)atomic_load(&max_ms));
     } else if (r.over_budget) {
         rc = err_set(err, MB_ECANCELED, "script %s exceeded its instruction budget (%llu instructions)", name,
                      (unsigned long long)r.step_limit);
@@ -702,6 +722,11 @@ void luas_set_limits(uint64_t instructions, size_t memory)
     atomic_store(&max_memory, memory ? memory : LUAS_DEFAULT_MEMORY);
 }
 
+void luas_set_time_limit(uint64_t ms)
+{
+    atomic_store(&max_ms, ms ? ms : LUAS_DEFAULT_MS);
+}
+
 int luas_init(const char *dir, mb_err *err)
 {
     if (!dir || !*dir)
@@ -716,6 +741,10 @@ int luas_init(const char *dir, mb_err *err)
     if ((e = getenv("MBYTE_LUA_MEMORY")) && *e && (!parse_u64(e, &mem) || (mem && mem < 65536)))
         return err_set(err, MB_EINVAL, "MBYTE_LUA_MEMORY must be a number of bytes of at least 65536");
     luas_set_limits(ins, (size_t)mem);
+    uint64_t secs = 0;
+    if ((e = getenv("MBYTE_LUA_SECONDS")) && *e && (!parse_u64(e, &secs) || secs > 3600))
+        return err_set(err, MB_EINVAL, "MBYTE_LUA_SECONDS must be a whole number of seconds up to 3600");
+    luas_set_time_limit(secs * 1000);
     struct stat st;
     if (stat(dir, &st) || !S_ISDIR(st.st_mode))
         log_warn("lua: script directory %s does not exist; scripts cannot run until it does", dir);
@@ -767,4 +796,31 @@ int luas_run_string(const char *name, const char *src, const char *fn, const jso
     if (!src)
         return err_set(err, MB_EINVAL, "no source text for %s", name);
     return luas_exec(name, src, strlen(src), fn, arg, result, err);
+}
+
+/* Compile only: a rule's syntax is checked when it is stored (a 422 with its line). */
+int luas_check(const char *name, const char *src, mb_err *err)
+{
+    int rc = luas_check_args(name, NULL, NULL, NULL, err);
+    if (rc)
+        return rc;
+    if (!src)
+        return err_set(err, MB_EINVAL, "no source text for %s", name);
+    run r = {.mem_limit = atomic_load(&max_memory), .name = name};
+    lua_State *L = lua_newstate(luas_alloc, &r);
+    if (!L)
+        return err_set(err, MB_ENOMEM, "script %s ran out of memory (limit %zu bytes)", name, r.mem_limit);
+    lua_atpanic(L, luas_panic);
+    char chunkname[300];
+    snprintf(chunkname, sizeof chunkname, "@%s", name);
+    int status = luaL_loadbufferx(L, src, strlen(src), chunkname, "t");
+    if (status == LUA_ERRMEM)
+        rc = err_set(err, MB_ENOMEM, "script %s ran out of memory (limit %zu bytes)", name, r.mem_limit);
+    else if (status != LUA_OK) {
+        char text[256];
+        luas_error_text(L, text, sizeof text);
+        rc = err_set(err, MB_EINVAL, "%s", text);
+    }
+    lua_close(L);
+    return rc;
 }

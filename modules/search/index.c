@@ -295,6 +295,31 @@ int si_failures(si_db *db, int max, void (*fn)(const char *path, const char *rea
     return 0;
 }
 
+int si_text(si_db *db, const char *path, size_t max, char **text, char sha[65])
+{
+    sqlite3_stmt *st = prep(db, "SELECT f.body, d.sha256 FROM docs d JOIN fts f ON f.rowid = d.id"
+                                " WHERE d.path = ?1 AND d.status = 'ok'");
+    if (!st)
+        return -1;
+    bind_text(st, 1, path);
+    int rc = 0;
+    *text = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *b = col(st, 0);
+        size_t n = strlen(b);
+        if (n > max) { /* cut at a character boundary */
+            n = max;
+            while (n && ((unsigned char)b[n] & 0xC0) == 0x80)
+                n--;
+        }
+        *text = strndup(b, n);
+        snprintf(sha, 65, "%s", col(st, 1));
+        rc = *text ? 1 : -1;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ search --- */
 
 /* The WHERE of the filters; parameters from ?10 on (?1 match, ?2 trigram, ?3 exclude). */

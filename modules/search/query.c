@@ -239,6 +239,19 @@ static void narrow(int64_t *min, int64_t *max, int64_t lo, int64_t hi)
         *max = hi;
 }
 
+/* tag:x (every one must be there) or tag:-x (must not): kept as given, the tags module reads the
+ * names (tagfilt.c). 1 taken, -1 refused. */
+static int take_tag(sq_query *q, char **v, char *err, size_t errlen)
+{
+    if (!**v || !strcmp(*v, "-"))
+        return fail(err, errlen, "tag: needs a tag name, as in tag:invoice or tag:-paid");
+    if (q->ntags == SQ_MAX_FILTERS)
+        return fail(err, errlen, "too many tag: filters (at most %d)", SQ_MAX_FILTERS);
+    q->tags[q->ntags++] = *v;
+    *v = NULL;
+    return 1;
+}
+
 /* A filter token: 1 taken, 0 not a filter, -1 refused (err filled). */
 static int take_filter(sq_query *q, const char *s, size_t n, char *err, size_t errlen)
 {
@@ -260,7 +273,7 @@ static int take_filter(sq_query *q, const char *s, size_t n, char *err, size_t e
         char *v = filter_value(rest + 1, rn - 1);
         int rc = 1;
         if (k == 3)
-            rc = fail(err, errlen, "tag: filters need the tags module, which this server does not have yet");
+            rc = take_tag(q, &v, err, errlen);
         else if (!*v && k != 1)
             rc = fail(err, errlen, "%s: needs a value, as in %s", keys[k], k == 0 ? "type:pdf" : "store:Home");
         else if (k == 0) {
@@ -483,7 +496,7 @@ int sq_parse(const char *qs, sq_query *q, char *err, size_t errlen)
         q->trigram = tri.p;
     else
         free(tri.p);
-    if (!q->match && !q->ntypes && !q->nins && !q->nstores && q->size_min < 0 && q->size_max < 0 &&
+    if (!q->match && !q->ntypes && !q->nins && !q->nstores && !q->ntags && q->size_min < 0 && q->size_max < 0 &&
         q->mod_min < 0 && q->mod_max < 0) {
         sq_free(q);
         return fail(err, errlen, "the query has no word or filter to search for");
@@ -502,6 +515,8 @@ void sq_free(sq_query *q)
         free(q->ins[i]);
     for (int i = 0; i < q->nstores; i++)
         free(q->stores[i]);
+    for (int i = 0; i < q->ntags; i++)
+        free(q->tags[i]);
     for (int i = 0; i < q->nwords; i++)
         free(q->words[i]);
     memset(q, 0, sizeof *q);

@@ -170,6 +170,44 @@ static void pending_free(pending *p)
     memset(p, 0, sizeof *p);
 }
 
+/* search.extracted {"store","path","sha256"} for each document just written with text, so the
+ * tags module runs its rules again with file.text (issue 19). The event waits in the durable
+ * outbox like every event; a lost one only means a rule did not see the text. */
+static void announce_text(writer *w)
+{
+    for (int i = 0; i < w->n; i++) {
+        pending *p = &w->docs[i];
+        mb_err e;
+        if (!p->remove && p->text && *p->text && p->status && !strcmp(p->status, "ok"))
+            w->s->api->hook_emit("search.extracted",
+                                 json_pack("{s:I, s:s, s:s?}", "store", (json_int_t)w->sid, "path", p->path, "sha256",
+                                           p->sha256),
+                                 &e);
+    }
+}
+
+/* The service "search.text" {"store","path","max"} -> {"text","sha256"} (ABI 2.1 module services):
+ * a file's extracted text for the tags module's rules. MB_ENOENT when there is none (yet). */
+static int s_text(const json_t *arg, json_t **out, void *state, mb_err *err)
+{
+    search *s = state;
+    int64_t max = jint(arg, "max");
+    const char *path = jstr(arg, "path");
+    if (!path || max <= 0)
+        return s->api->err_set(err, MB_EINVAL, "search.text takes {\"store\",\"path\",\"max\"}");
+    index_slot *x = slot_take(s, (uint64_t)jint(arg, "store"), err);
+    if (!x)
+        return err->code;
+    char *text = NULL, sha[65] = "";
+    int rc = si_text(x->db, path + strspn(path, "/"), (size_t)max, &text, sha);
+    slot_release(x);
+    if (rc <= 0)
+        return s->api->err_set(err, rc ? MB_EIO : MB_ENOENT, "no extracted text for %s", path);
+    *out = json_pack("{s:s, s:s}", "text", text, "sha256", sha);
+    free(text);
+    return *out ? 0 : s->api->err_set(err, MB_EINVAL, "the text of %s is not UTF-8", path);
+}
+
 /* Write what is pending in one transaction. */
 static int flush_docs(writer *w, mb_err *err)
 {
@@ -195,6 +233,8 @@ static int flush_docs(writer *w, mb_err *err)
         else
             si_rollback(x->db);
         slot_release(x);
+        if (!rc)
+            announce_text(w);
         if (rc)
             rc = w->s->api->err_set(err, MB_EIO, "writing the index of store %llu failed",
                                     (unsigned long long)w->sid);
@@ -745,7 +785,8 @@ static int h_search(mb_req *req, void *state, mb_err *err)
     bool found_only = false;
     size_t i;
     json_t *st;
-    int want = (int)(offset + limit + 1);
+    /* tag: filters drop hits after the index answered (tagfilt.c): take all a page may reach */
+    int want = q.ntags ? MAX_OFFSET + MAX_LIMIT + 1 : (int)(offset + limit + 1);
     json_array_foreach(stores, i, st) {
         uint64_t sid = (uint64_t)jint(st, "id");
         if (only && sid != only)
@@ -764,6 +805,11 @@ static int h_search(mb_req *req, void *state, mb_err *err)
         slot_release(x);
         if (rc) {
             rc = api->err_set(err, MB_EIO, "%s", why);
+            break;
+        }
+        if ((rc = tf_apply(api, sid, &q, h, &n, why, sizeof why))) {
+            si_hits_free(h, n);
+            rc = api->err_set(err, rc, "q: %s", why);
             break;
         }
         hit *grown = realloc(all, (nall + (size_t)n + 1) * sizeof *all);
@@ -998,6 +1044,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         free(s);
         return api->err_set(err, MB_ENOMEM, "cannot start the indexing thread");
     }
+    api->service_set(self, "search.text", s_text, s, err); /* a name nobody else offers */
     *state = s;
     return 0;
 }
@@ -1006,6 +1053,8 @@ static int fini(void *state, bool reloading, mb_err *err)
 {
     (void)reloading, (void)err;
     search *s = state;
+    mb_err e;
+    s->api->service_set(s->self, "search.text", NULL, NULL, &e); /* waits for calls in flight */
     pthread_mutex_lock(&s->mu);
     s->stop = true; /* from here no extractor server starts (sp_start checks it under mu) */
     pthread_cond_signal(&s->cv);

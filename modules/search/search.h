@@ -44,6 +44,8 @@ typedef struct sq_query {
     int nins;
     char *stores[SQ_MAX_FILTERS]; /* store:name (any of them) */
     int nstores;
+    char *tags[SQ_MAX_FILTERS];   /* tag:x (all of them) and tag:-x (none), applied by tagfilt.c */
+    int ntags;
     int64_t size_min, size_max;   /* bytes, inclusive; -1 when not given */
     int64_t mod_min, mod_max;     /* Unix seconds, [min, max); -1 when not given */
     /* the wanted words, ASCII lower-cased, for snippets of long texts (index.c): a phrase gives
@@ -167,6 +169,10 @@ int si_paths(si_db *db, const char *prefix, void (*fn)(const char *path, const c
 int si_counts(si_db *db, int64_t *ok, int64_t *failed, int64_t *skipped);
 /* Up to `max` failures as "path: reason" into a JSON-free callback. */
 int si_failures(si_db *db, int max, void (*fn)(const char *path, const char *reason, void *ud), void *ud);
+/* The extracted text of `path` (at most max bytes, malloc'd into *text) and the sha256 it was
+ * extracted from; 1 when the document has text, 0 when not, -1 on a database failure. */
+int si_text(si_db *db, const char *path, size_t max, char **text, char sha[65]);
+
 
 typedef struct si_hit {
     int64_t id, tlen; /* the row and the length of its text, for si_snippets */
@@ -184,5 +190,13 @@ void si_hits_free(si_hit *hits, int n);
  * Asked only for the hits shown, never for every match. Matched words are between the bytes
  * 2 and 3. */
 int si_snippets(si_db *db, const sq_query *q, si_hit *hits, int n);
+
+/* ----------------------------------------------------------- tagfilt.c --- */
+
+/* Keep only the hits of store sid that the tags module's "tags.match" service says carry the
+ * query's tag: filters; hits dropped are freed and *n lowered. 0, or a negative MB_E* code with
+ * err filled (MB_EUNSUPP when the tags module is not loaded). */
+struct mb_api;
+int tf_apply(const struct mb_api *api, uint64_t sid, const sq_query *q, si_hit *h, int *n, char *err, size_t errlen);
 
 #endif

@@ -211,6 +211,50 @@ static void test_tag_rules_tag_by_content_type_extension_and_size(void **s)
     expect_tags("backup.tar.gz", 150LL << 20, NULL, "[\"archive\", \"large\"]");
 }
 
+/* The example tagging rules of scripts/lua/ (docs/rules.md): rule(file) on a file table as the tags
+ * module builds it, compared as JSON. */
+static void expect_rule(const char *script, const char *file_json, const char *want_json)
+{
+    json_t *file = json_loads(file_json, 0, NULL), *want = json_loads(want_json, 0, NULL), *out = NULL;
+    assert_non_null(file);
+    assert_non_null(want);
+    mb_err err = {0};
+    int rc = luas_call(script, "rule", file, &out, &err);
+    if (rc)
+        fail_msg("%s failed (%d): %s", script, rc, err.msg);
+    if (!json_equal(out, want)) {
+        char *got = json_dumps(out, JSON_COMPACT);
+        fail_msg("%s on %s: got %s, want %s", script, file_json, got, want_json);
+    }
+    json_decref(file), json_decref(want), json_decref(out);
+}
+
+static void test_example_tagging_rules(void **s)
+{
+    (void)s;
+    expect_rule("invoices.lua", "{\"name\":\"a.pdf\",\"text\":\"Your INVOICE no. 4\"}",
+                "{\"apply\":[{\"tag\":\"invoice\",\"reason\":\"the text says 'invoice'\"}]}");
+    expect_rule("invoices.lua", "{\"name\":\"Rechnung-2026.pdf\"}",
+                "{\"suggest\":[{\"tag\":\"invoice\",\"reason\":\"the name says 'rechnung'\"}]}");
+    expect_rule("invoices.lua", "{\"name\":\"cat.jpg\",\"text\":\"meow\"}", "[]");
+    expect_rule("photos.lua", "{\"name\":\"p.jpg\",\"exif\":{\"make\":\"Hasselblad\",\"model\":\"X2D\"}}",
+                "{\"apply\":[{\"tag\":\"photo\",\"reason\":\"it has camera EXIF data\"},"
+                "{\"tag\":\"camera:X2D\",\"reason\":\"EXIF Model\"}]}");
+    expect_rule("exif_date.lua", "{\"exif\":{\"date\":\"2026:05:04 10:11:12\"}}",
+                "{\"apply\":[{\"tag\":\"taken:2026\",\"reason\":\"EXIF date 2026:05:04 10:11:12\"},"
+                "{\"tag\":\"taken:2026-05\"}]}");
+    expect_rule("screenshots.lua", "{\"name\":\"Screenshot 2026-01-02.png\",\"extension\":\"png\",\"head\":\".PNG\"}",
+                "{\"apply\":[{\"tag\":\"screenshot\",\"reason\":\"named like a screenshot\"}]}");
+    expect_rule("screenshots.lua", "{\"name\":\"holiday.png\",\"extension\":\"png\",\"head\":\".PNG\"}", "[]");
+    expect_rule("source_code.lua", "{\"name\":\"x.rs\",\"extension\":\"rs\",\"head\":\"fn main\"}",
+                "{\"apply\":[\"code\",{\"tag\":\"lang:rust\",\"reason\":\"extension or #! line\"}]}");
+    expect_rule("by_path.lua", "{\"path\":\"Projects/apollo/Taxes/x.pdf\"}",
+                "{\"apply\":[{\"tag\":\"taxes\",\"reason\":\"in a taxes folder\"},{\"tag\":\"project:apollo\"}]}");
+    expect_rule("words.lua", "{\"text\":\"Your itinerary and the rental agreement\"}",
+                "{\"suggest\":[{\"tag\":\"contract\",\"reason\":\"mentions 'agreement'\"},"
+                "{\"tag\":\"travel\",\"reason\":\"mentions 'itinerary'\"}]}");
+}
+
 static void test_missing_script_and_missing_function_are_not_found(void **s)
 {
     (void)s;
@@ -384,6 +428,41 @@ static void test_the_default_memory_budget_stops_a_bomb_too(void **s)
               "(limit 33554432 bytes)");
 }
 
+static int reset_time(void **s)
+{
+    (void)s;
+    luas_set_limits(0, 0);
+    luas_set_time_limit(0);
+    return 0;
+}
+
+/* A script with an instruction budget too large to matter still ends: the wall clock stops it,
+ * and pcall cannot catch that either (issue 19). */
+static void test_a_long_loop_stops_at_the_wall_clock_limit(void **s)
+{
+    (void)s;
+    luas_set_limits(1000000000000ULL, 0);
+    luas_set_time_limit(200);
+    run_fails("while true do end", MB_ECANCELED, "script t.lua exceeded its time limit (200 ms)");
+    run_fails("while true do pcall(function() while true do end end) end", MB_ECANCELED, "time limit");
+    json_t *ok = run_ok("local n = 0 for i = 1, 1000 do n = n + i end return n", NULL);
+    assert_int_equal(json_integer_value(ok), 500500);
+    json_decref(ok);
+}
+
+/* luas_check compiles without running: a syntax error names the line, code that would fail
+ * when run is accepted. */
+static void test_check_compiles_without_running(void **s)
+{
+    (void)s;
+    mb_err err = {0};
+    assert_int_equal(luas_check("r.lua", "function rule(f)\n  return {apply = {\"x\"}\nend\n", &err), MB_EINVAL);
+    assert_non_null(strstr(err.msg, "r.lua:3:"));
+    assert_int_equal(luas_check("r.lua", "error('never run') while true do end", &err), 0);
+    assert_int_equal(luas_check("r.lua", "\x1bLua", &err), MB_EINVAL); /* bytecode is refused */
+    assert_int_equal(luas_check("../r.lua", "return 1", &err), MB_EINVAL);
+}
+
 /* ---------------------------------------------------------------- errors --- */
 
 static void test_syntax_errors_name_script_and_line(void **s)
@@ -489,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_nil_return_gives_no_result),
         cmocka_unit_test(test_cycles_and_deep_nesting_are_refused),
         cmocka_unit_test(test_tag_rules_tag_by_content_type_extension_and_size),
+        cmocka_unit_test(test_example_tagging_rules),
         cmocka_unit_test(test_missing_script_and_missing_function_are_not_found),
         cmocka_unit_test(test_bad_script_names_are_refused_with_a_sentence),
         cmocka_unit_test(test_forbidden_libraries_and_functions_are_absent),
@@ -499,6 +579,8 @@ int main(void)
         cmocka_unit_test(test_the_default_budget_stops_a_loop_too),
         cmocka_unit_test_teardown(test_a_memory_bomb_stops_with_the_out_of_memory_error, reset_limits),
         cmocka_unit_test(test_the_default_memory_budget_stops_a_bomb_too),
+        cmocka_unit_test_teardown(test_a_long_loop_stops_at_the_wall_clock_limit, reset_time),
+        cmocka_unit_test(test_check_compiles_without_running),
         cmocka_unit_test(test_syntax_errors_name_script_and_line),
         cmocka_unit_test(test_runtime_errors_name_script_and_line),
         cmocka_unit_test_teardown(test_many_threads_calling_at_once_get_their_own_answers, reset_limits),

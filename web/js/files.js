@@ -13,6 +13,7 @@ import { state, emit, on, currentStore } from './state.js';
 import { partEnabled, applyParts } from './modules.js';
 import { filesFromDrop } from './uploads.js';
 import { thumbCell, previewFor, wantsGrid, gridFor } from './thumbs.js';
+import { tagQuery, tagChips, tagBar, tagSelected, tagEditor } from './tags.js';
 
 const S = sid => `/stores/${encodeURIComponent(sid)}`;
 export const join = (a, b) => (a ? a + '/' + b : b);
@@ -33,8 +34,8 @@ export function normalizeEntries(data, base) {
     });
 }
 
-export async function listFolder(sid, path) {
-    const data = await api('GET', path ? `${S(sid)}/list/${encodePath(path)}` : `${S(sid)}/list`);
+export async function listFolder(sid, path, query = '') {
+    const data = await api('GET', (path ? `${S(sid)}/list/${encodePath(path)}` : `${S(sid)}/list`) + query);
     return normalizeEntries(data, path);
 }
 
@@ -89,7 +90,7 @@ export class FilesView {
         this.loading = true;
         this.render();
         try {
-            const entries = await listFolder(sid, path);
+            const entries = await listFolder(sid, path, tagQuery()); // ?tag= (web/js/tags.js)
             if (sid !== state.sid || path !== state.path) return; // navigated away meanwhile
             this.entries = entries;
             this.error = null;
@@ -140,13 +141,15 @@ export class FilesView {
                 wantsGrid(this.entries) ? button(this.list ? 'Grid view' : 'List view', this.list ? 'image' : 'files',
                     () => { this.list = !this.list; this.render(); }, { dataset: { view: this.list ? 'list' : 'grid' } }) : null,
                 button('Store settings', 'settings', () => storeSettings(state.sid),
-                    { cls: 'icon-btn', iconOnly: true, dataset: { part: 'settings' } })));
+                    { cls: 'icon-btn', iconOnly: true, dataset: { part: 'settings' } })),
+            tagBar(state.sid, state.path, () => this.load()));
 
         const n = this.selected.size;
         const selBar = h('div.selection-bar', { hidden: !n, role: 'toolbar', 'aria-label': 'Selected items' },
             h('span.sel-count', `${n} selected`),
             button('Download', 'download', () => this.download([...this.selectedEntries()])),
             button('Move', 'move', () => this.move([...this.selectedEntries()])),
+            button('Tags…', 'edit', () => tagSelected(state.sid, [...this.selectedEntries()], () => this.load()), { dataset: { part: 'tags' } }),
             button('Delete', 'trash', () => this.remove([...this.selectedEntries()]), { cls: 'danger-text' }),
             button('Clear selection', 'close', () => { this.selected.clear(); this.render(); }, { cls: 'icon-btn', iconOnly: true }));
 
@@ -238,7 +241,7 @@ export class FilesView {
         more.setAttribute('aria-haspopup', 'menu');
         const tr = h('tr' + (this.selected.has(e.path) ? '.selected' : ''), { dataset: { path: e.path, type: e.type } },
             h('td.col-check', cb),
-            h('td.col-name', h('div.name-cell', thumbCell(state.sid, e) || h('span.file-icon.' + fileIcon(e), icon(fileIcon(e))), nameBtn)),
+            h('td.col-name', h('div.name-cell', thumbCell(state.sid, e) || h('span.file-icon.' + fileIcon(e), icon(fileIcon(e))), nameBtn, tagChips(e, () => this.load()))),
             h('td.col-size', e.type === 'folder' ? (e.size != null ? formatBytes(e.size) : '—') : formatBytes(e.size)),
             h('td.col-mtime', formatTime(e.mtime)),
             h('td.col-actions', h('div.row-actions', more)));
@@ -445,6 +448,7 @@ export class FilesView {
             typeof (r.updated_by ?? r.created_by) === 'string' ? ['Changed by', r.updated_by ?? r.created_by] : null,
             r.version ? ['Version', String(r.version)] : null,
             r.sha256 ? ['SHA-256', h('code.hash', r.sha256)] : null,
+            partEnabled('tags') ? ['Tags', tagEditor(state.sid, e, () => this.load())] : null,
         ].filter(Boolean);
         clear(body, previewFor(state.sid, e), h('dl.details', rows.map(([k, v]) => [h('dt', k), h('dd', v)])),
             h('div.panel-actions',

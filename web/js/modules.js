@@ -25,6 +25,7 @@ export const PARTS = {
     'webhooks':        ['webhooks'],               // a store's Webhooks view
     'ftp':             ['ftp'],                    // "FTP access…" (app passwords) in the account menu
     'discord':         ['discord'],                // a store's Discord view (backups, link, notifications)
+    'tags':            ['tags'],                   // tag chips, the tag filter, "Tags…", the tags & rules dialog
 };
 
 /* The names of the modules that are on, from the last features answer. */

@@ -1,0 +1,19 @@
+"""Tags in the web page in a real browser (tests/gui/tags.test.mjs): a real mbyted with the tags
+module, driven by Debian's chromium through playwright-core (tests/setup/gui.sh), the same setup as
+test_gui.py. The server stops with exit 0, so the session also runs under the sanitizers."""
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from test_gui import run_browser_test  # noqa: E402
+
+
+class GuiTagsTest(unittest.TestCase):
+    def test_tags_in_a_real_browser(self):
+        run_browser_test(self, {"tags": True}, "tags.test.mjs", timeout=300)
+
+
+if __name__ == "__main__":
+    harness.main()
