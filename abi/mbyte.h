@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 2
-#define MB_ABI_MINOR 0
+#define MB_ABI_MINOR 1
 
 /* Log levels for api->log. */
 enum { MB_LOG_DEBUG = 0, MB_LOG_INFO = 1, MB_LOG_WARN = 2, MB_LOG_ERROR = 3 };
@@ -214,6 +214,9 @@ typedef struct mb_task_type {
 /* A config key with its default. The kernel validates the module's YAML against this
  * table before init: unknown keys and wrong types are refused with file:line. */
 enum { MB_CFG_STRING = 1, MB_CFG_INT = 2, MB_CFG_BOOL = 3, MB_CFG_LIST = 4 };
+/* ABI 2.1 (ext): a map of names to objects (conf.d/s3.yaml's `backends`); the module checks
+ * its members itself. Kernels before 2.1 pass it through unchecked too. */
+enum { MB_CFG_MAP = 5 };
 
 typedef struct mb_config_key {
     size_t size;
@@ -277,6 +280,9 @@ typedef struct mb_blob_backend {
      * collector to find orphans. Pointers passed to fn are borrowed for the call. */
     int (*list)(void *state, int (*fn)(const char *key, uint64_t size, int64_t mtime, void *ud), void *ud,
                 mb_err *err);
+    /* ABI 2.1 (ext), optional: 1 with *size and *mtime (Unix seconds) filled if key exists,
+     * 0 if not, negative on failure. A backend without it is asked `has`. */
+    int (*stat)(void *state, const char *key, uint64_t *size, int64_t *mtime, mb_err *err);
 } mb_blob_backend;
 
 /* Open files. A reader or writer belongs to one thread at a time; close or finish it on
@@ -746,6 +752,26 @@ struct mb_api {
 
     /* The FTP reply code for an MB_E* code, from the kernel's one error table. */
     int (*err_ftp_reply)(int code);
+
+    /* --- ext (2.1): named blob backends and store placement (docs/storage.md "Backends") --- */
+
+    /* Register backend `name` (1-32 of [a-z0-9_-]; "local" is the kernel's own disk) served by
+     * `b` with `state`, owned by `self`. Stores placed on it ({"backend": name} at store
+     * creation) keep their chunks there. b->size must cover `list`; put, get, has and del are
+     * required. MB_EEXIST if another module holds the name; a reloaded copy of the same module
+     * takes its old copy's names over. `b`, `state` and `name`'s characters are copied / must
+     * stay valid until the module's fini returned: the kernel removes the module's backends
+     * then, and calls into them in flight finish first (the module stays busy). While a backend
+     * is missing, every read and write of a store placed on it is refused with MB_EBUSY (503);
+     * nothing is lost, and it works again once a module registers the name. Loop thread (init). */
+    int (*backend_register)(mb_module *self, const char *name, const mb_blob_backend *b, void *state, mb_err *err);
+
+    /* The placement of store sid, {"backend": name, "encrypt": bool} (new reference in *out),
+     * {"backend": "local", "encrypt": false} for a store made without one. No ownership
+     * check. A placement is given at creation as store_create's settings member "placement"
+     * (validated there: an unknown backend is MB_EINVAL) and kept in the store record, apart
+     * from the settings. Any thread. */
+    int (*store_placement_get)(uint64_t sid, json_t **out, mb_err *err);
 };
 
 #ifdef __cplusplus

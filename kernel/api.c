@@ -302,6 +302,9 @@ static const mb_api table = {
     .req_body_sink = http_req_body_sink,
     .listing_decorator_set = listdeco_set,
     .module_dir = evapi_module_dir,
+    /* ext (2.1): named blob backends and store placement (kernel/backend.c) */
+    .backend_register = backend_register,
+    .store_placement_get = backend_placement_get,
 };
 
 const mb_api *api_table(void) { return &table; }

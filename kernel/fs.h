@@ -242,6 +242,50 @@ void blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len
 int blob_del(const char *hash, mb_err *err);
 int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err);
 void blob_backend_unregister(mb_module *owner);
+/* The same for a chunk of store sid: put to / read from the backend its placement names
+ * (backend.c). MB_EBUSY when that backend is not loaded. */
+/* Visit every chunk of the kernel's own (active) backend only, as blob_list does. */
+int blob_list_local(int (*fn)(const char *hash, uint64_t size, int64_t mtime, void *ud), void *ud, mb_err *err);
+int blob_put_store(uint64_t sid, const char *hash, const void *data, size_t len, mb_err *err);
+int blob_read_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err);
+/* blob_read_fd for a chunk of store sid: 1 (read it with blob_read_store) when the store is not
+ * on the local disk. */
+int blob_read_fd_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, int *fd,
+                       bool *filled, mb_err *err);
+
+/* ------------------------------------------------------------- backend.c --- */
+/* Named blob backends that modules register, and which one a store's placement names
+ * (issue 21). "local" is blob.c's own and never in the table. Thread-safe. */
+#define BACKEND_NAME_MAX 32
+typedef struct backend_ref {
+    mb_module *owner; /* entered: backend_leave when done */
+    mb_blob_backend ops;
+    void *state;
+    char name[BACKEND_NAME_MAX + 1];
+} backend_ref;
+bool backend_name_ok(const char *name);
+int backend_register(mb_module *owner, const char *name, const mb_blob_backend *b, void *state, mb_err *err);
+void backend_remove_owner(mb_module *owner);
+/* Look a backend up by name and enter its owner: 0, or MB_EBUSY (not registered). */
+int backend_enter(const char *name, backend_ref *out, mb_err *err);
+void backend_leave(backend_ref *r);
+/* Every registered backend, each entered (leave each), at most max. */
+size_t backend_enter_all(backend_ref *out, size_t max);
+/* The backend of store sid's placement: 1 for "local" (nothing entered), 0 with *out entered,
+ * or a negative MB_E* (MB_EBUSY: its module is not loaded). */
+int backend_for_store(uint64_t sid, backend_ref *out, mb_err *err);
+bool backend_store_local(uint64_t sid);
+/* Check a placement object given at store creation: 0, or MB_EINVAL / MB_EUNSUPP with a sentence. */
+int backend_placement_check(const json_t *p, mb_err *err);
+/* {"backend","encrypt"} of p (NULL: local, not encrypted), a new reference. */
+json_t *backend_placement_norm(const json_t *p);
+int backend_placement_get(uint64_t sid, json_t **out, mb_err *err);
+/* GET /api/v1/admin/backends' rows: [{"name","type","state","objects","bytes","queued","stores"}],
+ * local first; listing every backend (blocking: HTTP worker). New reference. */
+json_t *backend_status(void);
+void backend_fini(void);
+/* backend_http.c: the route table of GET /api/v1/admin/backends (main.c registers it). */
+extern const kroute backend_routes[];
 
 /* ---------------------------------------------------------- files_http.c --- */
 extern const kroute files_routes[]; /* files_http.c */
