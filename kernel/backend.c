@@ -20,10 +20,16 @@
  * the sid -> backend cache below never needs invalidating: a deleted store's sid is never
  * given out again (stores.c counts ids up).
  *
- * Threads: any. The registry's rwlock guards the table; cache_mu the placement cache.
+ * Stores that encrypt ({"encrypt": true}, external backends only) carry their data key wrapped
+ * by the master key in the placement ("key"); the cache keeps the unwrapped subkeys (crypt.c)
+ * and the encrypting stores are listed for the collector, fsck and the scrub (backend_enc_stores).
+ *
+ * Threads: any. The registry's rwlock guards the table; cache_mu the placement cache; enc_mu
+ * the list of encrypting stores.
  * Calls db.c and registry.c/modref.c only (layer "blob", docs/architecture.md).
  */
 #include "fs.h"
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +103,7 @@ void backend_remove_owner(mb_module *owner)
 int backend_enter(const char *name, backend_ref *out, mb_err *err)
 {
     bentry e;
+    memset(out, 0, sizeof *out);
     if (!reg_get(&backends, by_name, name, &e, true))
         return err_set(err, MB_EBUSY, "backend '%s' is not available (its module is not loaded or does not declare it)",
                        name);
@@ -112,6 +119,8 @@ void backend_leave(backend_ref *r)
     if (r->owner)
         modref_leave(r->owner);
     r->owner = NULL;
+    if (r->encrypt)
+        sodium_memzero(r->nk, sizeof r->nk + sizeof r->ck);
 }
 
 static bool any(const void *e, const void *key)
@@ -125,6 +134,7 @@ size_t backend_enter_all(backend_ref *out, size_t max)
     bentry *v = xcalloc(max ? max : 1, sizeof *v);
     size_t n = reg_collect(&backends, any, NULL, v, max);
     for (size_t i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
         out[i].owner = v[i].owner;
         out[i].ops = v[i].ops;
         out[i].state = v[i].state;
@@ -137,11 +147,21 @@ size_t backend_enter_all(backend_ref *out, size_t max)
 /* ------------------------------------------------------------ placement --- */
 
 #define CACHE_SLOTS 1024
-static struct {
+typedef struct placed {
     uint64_t sid; /* 0: empty */
     char name[BACKEND_NAME_MAX + 1];
-} cache[CACHE_SLOTS];
+    bool encrypt;
+    uint8_t nk[CRYPT_KEY], ck[CRYPT_KEY];
+} placed;
+static placed cache[CACHE_SLOTS];
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* The encrypting stores (backend name and keys), read from the store records on first use
+ * and again after backend_enc_changed. Under enc_mu. */
+static placed *encs;
+static size_t nencs;
+static bool encs_loaded;
+static pthread_mutex_t enc_mu = PTHREAD_MUTEX_INITIALIZER;
 
 int backend_placement_check(const json_t *p, mb_err *err)
 {
@@ -162,9 +182,13 @@ int backend_placement_check(const json_t *p, mb_err *err)
     json_t *enc = json_object_get(p, "encrypt");
     if (enc && !json_is_boolean(enc))
         return err_set(err, MB_EINVAL, "placement.encrypt: must be true or false");
-    if (json_is_true(enc))
-        return err_set(err, MB_EUNSUPP, "placement.encrypt: encryption is not available on this server yet");
     const char *name = json_string_value(b);
+    if (json_is_true(enc) && !strcmp(name, "local"))
+        return err_set(err, MB_EUNSUPP, "placement.encrypt: encryption is for external backends; the local "
+                                        "disk is this server's own");
+    mb_err ke = {0};
+    if (json_is_true(enc) && !crypt_available(&ke))
+        return err_set(err, MB_EUNSUPP, "placement.encrypt: this server has no master key (%s)", ke.msg);
     if (strcmp(name, "local") && !reg_get(&backends, by_name, name, NULL, false))
         return err_set(err, MB_EINVAL, "placement.backend: no backend '%s' is declared (see GET /api/v1/admin/backends)",
                        name);
@@ -177,14 +201,52 @@ json_t *backend_placement_norm(const json_t *p)
                      "encrypt", p ? json_is_true(json_object_get(p, "encrypt")) : 0);
 }
 
-/* The backend name of store sid from its record ("local" without a placement). */
-static int store_backend_name(uint64_t sid, char out[BACKEND_NAME_MAX + 1], mb_err *err)
+int backend_placement_make(const json_t *p, json_t **out, mb_err *err)
+{
+    json_t *o = backend_placement_norm(p);
+    if (json_is_true(json_object_get(o, "encrypt"))) {
+        uint8_t dk[CRYPT_KEY];
+        char wrapped[256];
+        randombytes_buf(dk, sizeof dk);
+        int rc = crypt_key_wrap(dk, wrapped, sizeof wrapped, err);
+        sodium_memzero(dk, sizeof dk);
+        if (rc) {
+            json_decref(o);
+            return rc;
+        }
+        json_object_set_new(o, "key", json_string(wrapped));
+    }
+    *out = o;
+    return 0;
+}
+
+/* A store's placement from its record (p: the "placement" member or NULL) into *pl. */
+static int placed_from(uint64_t sid, const json_t *p, placed *pl, mb_err *err)
+{
+    memset(pl, 0, sizeof *pl);
+    pl->sid = sid;
+    const char *name = json_string_value(json_object_get(p, "backend"));
+    snprintf(pl->name, sizeof pl->name, "%s", name && backend_name_ok(name) ? name : "local");
+    if (!json_is_true(json_object_get(p, "encrypt")))
+        return 0;
+    uint8_t dk[CRYPT_KEY];
+    int rc = crypt_key_unwrap(json_string_value(json_object_get(p, "key")), dk, err);
+    if (rc)
+        return rc;
+    pl->encrypt = true;
+    crypt_subkeys(dk, pl->nk, pl->ck);
+    sodium_memzero(dk, sizeof dk);
+    return 0;
+}
+
+/* Store sid's placement from the cache or its record ("local" without one). */
+static int store_placed(uint64_t sid, placed *out, mb_err *err)
 {
     size_t slot = (size_t)(sid % CACHE_SLOTS);
     pthread_mutex_lock(&cache_mu);
     bool hit = cache[slot].sid == sid;
     if (hit)
-        memcpy(out, cache[slot].name, BACKEND_NAME_MAX + 1);
+        *out = cache[slot];
     pthread_mutex_unlock(&cache_mu);
     if (hit)
         return 0;
@@ -196,25 +258,104 @@ static int store_backend_name(uint64_t sid, char out[BACKEND_NAME_MAX + 1], mb_e
     if (rc)
         return err_set(err, rc == MB_ENOENT ? MB_ENOENT : MB_EIO, "the record of store %llu cannot be read",
                        (unsigned long long)sid);
-    const char *name = json_string_value(json_object_get(json_object_get(rec, "placement"), "backend"));
-    snprintf(out, BACKEND_NAME_MAX + 1, "%s", name && backend_name_ok(name) ? name : "local");
+    rc = placed_from(sid, json_object_get(rec, "placement"), out, err);
     json_decref(rec);
+    if (rc)
+        return rc;
     pthread_mutex_lock(&cache_mu);
-    cache[slot].sid = sid;
-    memcpy(cache[slot].name, out, BACKEND_NAME_MAX + 1);
+    cache[slot] = *out;
     pthread_mutex_unlock(&cache_mu);
     return 0;
+}
+
+static int store_backend_name(uint64_t sid, char out[BACKEND_NAME_MAX + 1], mb_err *err)
+{
+    placed pl;
+    int rc = store_placed(sid, &pl, err);
+    if (!rc)
+        memcpy(out, pl.name, BACKEND_NAME_MAX + 1);
+    sodium_memzero(&pl, sizeof pl);
+    return rc;
+}
+
+void backend_enc_changed(void)
+{
+    pthread_mutex_lock(&enc_mu);
+    encs_loaded = false;
+    pthread_mutex_unlock(&enc_mu);
+}
+
+static void encs_load(void)
+{
+    sodium_free(encs);
+    encs = NULL;
+    nencs = 0;
+    size_t cap = 0;
+    db_iter *it = db_iter_prefix("s/", 2);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *v = db_iter_val(it, &vl);
+        json_t *rec = json_loadb(v, vl, 0, NULL);
+        json_t *p = json_object_get(rec, "placement");
+        if (json_is_true(json_object_get(p, "encrypt"))) {
+            if (nencs == cap) {
+                placed *n = sodium_malloc((cap = cap ? cap * 2 : 16) * sizeof *n);
+                if (!n)
+                    abort(); /* as xmalloc */
+                if (encs)
+                    memcpy(n, encs, nencs * sizeof *n);
+                sodium_free(encs);
+                encs = n;
+            }
+            mb_err e = {0};
+            uint64_t sid = (uint64_t)json_integer_value(json_object_get(rec, "id"));
+            if (placed_from(sid, p, &encs[nencs], &e) == 0)
+                nencs++;
+            else
+                log_warn("store %.*s: %s", (int)kl, k, e.msg);
+        }
+        json_decref(rec);
+    }
+    db_iter_free(it);
+    encs_loaded = true;
+}
+
+size_t backend_enc_stores(backend_ref *out, size_t max)
+{
+    size_t got = 0;
+    pthread_mutex_lock(&enc_mu);
+    if (!encs_loaded)
+        encs_load();
+    for (size_t i = 0; i < nencs && got < max; i++) {
+        mb_err e = {0};
+        if (backend_enter(encs[i].name, &out[got], &e))
+            continue; /* its backend is not loaded: nothing to reach */
+        out[got].encrypt = true;
+        memcpy(out[got].nk, encs[i].nk, CRYPT_KEY);
+        memcpy(out[got].ck, encs[i].ck, CRYPT_KEY);
+        got++;
+    }
+    pthread_mutex_unlock(&enc_mu);
+    return got;
 }
 
 int backend_for_store(uint64_t sid, backend_ref *out, mb_err *err)
 {
     memset(out, 0, sizeof *out);
-    int rc = store_backend_name(sid, out->name, err);
+    placed pl;
+    int rc = store_placed(sid, &pl, err);
     if (rc)
         return rc;
-    if (!strcmp(out->name, "local"))
+    if (!strcmp(pl.name, "local"))
         return 1;
-    return backend_enter(out->name, out, err);
+    if ((rc = backend_enter(pl.name, out, err)) == 0 && pl.encrypt) {
+        out->encrypt = true;
+        memcpy(out->nk, pl.nk, CRYPT_KEY);
+        memcpy(out->ck, pl.ck, CRYPT_KEY);
+    }
+    sodium_memzero(&pl, sizeof pl);
+    return rc;
 }
 
 bool backend_store_local(uint64_t sid)
@@ -304,6 +445,13 @@ void backend_fini(void)
 {
     reg_clear(&backends);
     pthread_mutex_lock(&cache_mu);
-    memset(cache, 0, sizeof cache);
+    sodium_memzero(cache, sizeof cache);
     pthread_mutex_unlock(&cache_mu);
+    pthread_mutex_lock(&enc_mu);
+    sodium_free(encs);
+    encs = NULL;
+    nencs = 0;
+    encs_loaded = false;
+    pthread_mutex_unlock(&enc_mu);
+    crypt_fini();
 }

@@ -643,16 +643,65 @@ static int verify(const char *hash, const char *fastsum, const void *buf, size_t
 
 #define NAMED_MAX 64
 
+/* Get chunk hash (len bytes) from backend r: plain, or its encrypted object decrypted and
+ * authenticated (crypt.c). The bytes read, or a negative MB_E* with err set. */
+static int64_t ref_get(backend_ref *r, const char *hash, void *buf, size_t len, mb_err *err)
+{
+    if (!r->encrypt)
+        return r->ops.get(r->state, hash, 0, buf, len, err);
+    char name[CRYPT_NAME];
+    if (crypt_name(r->nk, hash, name))
+        return err_set(err, MB_EINVAL, "a chunk key must be 64 lower-hex characters");
+    size_t olen = crypt_sealed_size(len);
+    uint8_t *obj = blob_buf_alloc(olen);
+    int64_t n = r->ops.get(r->state, name, 0, obj, olen, err);
+    if (n >= 0) {
+        int rc = crypt_open(r->ck, hash, obj, (size_t)n, buf, len, err);
+        n = rc ? rc : (int64_t)len;
+    }
+    blob_buf_free(obj, olen);
+    return n;
+}
+
+/* Put chunk hash to backend r, sealed first when its store encrypts. */
+static int ref_put(backend_ref *r, const char *hash, const void *data, size_t len, mb_err *err)
+{
+    if (!r->encrypt)
+        return put_via(&r->ops, r->state, hash, data, len, err);
+    char name[CRYPT_NAME];
+    if (crypt_name(r->nk, hash, name))
+        return err_set(err, MB_EINVAL, "a chunk key must be 64 lower-hex characters");
+    size_t olen = crypt_sealed_size(len);
+    uint8_t *obj = blob_buf_alloc(olen);
+    int rc = crypt_seal(r->ck, hash, data, len, obj) ? err_set(err, MB_EINVAL, "an empty chunk cannot be sealed")
+                                                     : put_via(&r->ops, r->state, name, obj, olen, err);
+    blob_buf_free(obj, olen);
+    return rc;
+}
+
+/* The object name of hash on backend r (itself, or its encrypted name). */
+static const char *ref_name(const backend_ref *r, const char *hash, char name[CRYPT_NAME])
+{
+    return !r->encrypt ? hash : crypt_name(r->nk, hash, name) ? NULL : name;
+}
+
+/* Every named backend, then every encrypting store's view of its backend, each entered. */
+static size_t enter_named(backend_ref *r, size_t max)
+{
+    size_t n = backend_enter_all(r, max);
+    return n + backend_enc_stores(r + n, max - n);
+}
+
 /* Read chunk hash from whichever named backend has it: bytes read, or MB_ENOENT. */
 static int64_t named_get(const char *hash, void *buf, size_t len, mb_err *err)
 {
     backend_ref r[NAMED_MAX];
-    size_t n = backend_enter_all(r, NAMED_MAX);
+    size_t n = enter_named(r, NAMED_MAX);
     int64_t got = MB_ENOENT;
     for (size_t i = 0; i < n; i++) {
         if (got == MB_ENOENT) {
             mb_err e = {0};
-            got = r[i].ops.get(r[i].state, hash, 0, buf, len, &e);
+            got = ref_get(&r[i], hash, buf, len, &e);
             if (got < 0 && got != MB_ENOENT && err)
                 *err = e;
         }
@@ -673,7 +722,7 @@ int blob_put_store(uint64_t sid, const char *hash, const void *data, size_t len,
         return rc;
     /* Acknowledged = durable: the backend's put returns once the bytes are durable there
      * (an S3 PUT answered 200), before the version naming the chunk commits. */
-    rc = put_via(&r.ops, r.state, hash, data, len, err);
+    rc = ref_put(&r, hash, data, len, err);
     backend_leave(&r);
     return rc;
 }
@@ -691,7 +740,7 @@ int blob_read_store(uint64_t sid, const char *hash, const char *fastsum, void *b
     if (n == MB_EIO)
         err_set(&e, MB_EIO, "the record of chunk %.12s… cannot be read", hash);
     else if (n == MB_ENOENT)
-        n = r.ops.get(r.state, hash, 0, buf, len, &e);
+        n = ref_get(&r, hash, buf, len, &e);
     backend_leave(&r);
     if (n == MB_ENOENT) /* a chunk shared from a store placed elsewhere: wherever it is */
         return blob_read(hash, fastsum, buf, len, err);
@@ -899,10 +948,12 @@ bool blob_has(const char *hash)
     int rc = b.ops->has(b.state, hash, &e);
     be_leave(b);
     backend_ref r[NAMED_MAX];
-    size_t n = backend_enter_all(r, NAMED_MAX);
+    size_t n = enter_named(r, NAMED_MAX);
     for (size_t i = 0; i < n; i++) {
-        if (rc != 1)
-            rc = r[i].ops.has(r[i].state, hash, &e);
+        char name[CRYPT_NAME];
+        const char *k = ref_name(&r[i], hash, name);
+        if (rc != 1 && k)
+            rc = r[i].ops.has(r[i].state, k, &e);
         backend_leave(&r[i]);
     }
     return rc == 1;
@@ -914,10 +965,12 @@ int blob_del(const char *hash, mb_err *err)
     int rc = b.ops->del(b.state, hash, err);
     be_leave(b);
     backend_ref r[NAMED_MAX];
-    size_t n = backend_enter_all(r, NAMED_MAX);
+    size_t n = enter_named(r, NAMED_MAX);
     for (size_t i = 0; i < n; i++) {
         mb_err e = {0};
-        int d = r[i].ops.del(r[i].state, hash, &e);
+        char name[CRYPT_NAME];
+        const char *k = ref_name(&r[i], hash, name);
+        int d = k ? r[i].ops.del(r[i].state, k, &e) : 0;
         if (d < 0 && !rc) {
             rc = d;
             if (err)

@@ -257,7 +257,8 @@ int stores_create(uint64_t owner, const char *name, const json_t *settings, uint
     json_t *place = settings ? json_object_get(settings, "placement") : NULL;
     if (place && (rc = backend_placement_check(place, err)))
         return rc;
-    place = backend_placement_norm(place);
+    if ((rc = backend_placement_make(place, &place, err)))
+        return rc;
     json_t *st = settings ? json_deep_copy(settings) : json_object();
     json_object_del(st, "placement");
     uint64_t id = db_next_id("store");
@@ -278,6 +279,7 @@ int stores_create(uint64_t owner, const char *name, const json_t *settings, uint
     rc = txn_end(&t, 0, err, "the new store");
     if (rc)
         return err_set(err, rc, "the store could not be created");
+    backend_enc_changed(); /* the collector must reach an encrypting store's objects */
     *sid = id;
     return 0;
 }
