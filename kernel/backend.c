@@ -26,7 +26,7 @@
  *
  * Threads: any. The registry's rwlock guards the table; cache_mu the placement cache; enc_mu
  * the list of encrypting stores.
- * Calls db.c and registry.c/modref.c only (layer "blob", docs/architecture.md).
+ * Calls db.c, registry.c/modref.c, crypt.c and blob.c (its own layer, "blob"; docs/architecture.md).
  */
 #include "fs.h"
 #include <sodium.h>
@@ -230,9 +230,11 @@ static int placed_from(uint64_t sid, const json_t *p, placed *pl, mb_err *err)
     if (!json_is_true(json_object_get(p, "encrypt")))
         return 0;
     uint8_t dk[CRYPT_KEY];
-    int rc = crypt_key_unwrap(json_string_value(json_object_get(p, "key")), dk, err);
-    if (rc)
-        return rc;
+    mb_err ue = {0};
+    if (crypt_key_unwrap(json_string_value(json_object_get(p, "key")), dk, &ue))
+        /* the server's key, not the request, is at fault: unavailable until it is given */
+        return err_set(err, MB_EBUSY, "store %llu is encrypted and its data key cannot be unwrapped: %s",
+                       (unsigned long long)sid, ue.msg);
     pl->encrypt = true;
     crypt_subkeys(dk, pl->nk, pl->ck);
     sodium_memzero(dk, sizeof dk);

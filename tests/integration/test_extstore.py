@@ -433,6 +433,8 @@ class S3EncryptedTest(S3Test):
                              token=self.user)
         self.assertProblem(r, 415, "external backends")
         # A server started without the key refuses new encrypted stores and cannot read old ones.
+        kept = os.urandom(300000)
+        self.assertEqual(put(self.srv, self.user, sid, "kept.bin", kept).status, 201)
         self.srv.stop()
         self.srv.extra_env.pop("MBYTE_MASTER_KEY")
         self.srv.start()
@@ -442,6 +444,8 @@ class S3EncryptedTest(S3Test):
                                                                                      "encrypt": True}},
                              token=self.user)
         self.assertProblem(r, 415, "master key")
+        r = self.srv.request("GET", self.file_url(sid, "kept.bin"), token=self.user)
+        self.assertProblem(r, 503, "cannot be unwrapped")
 
     test_store_on_s3_reads_back_whole_and_ranges_and_the_collector_empties_the_bucket = None
     test_an_orphan_object_is_found_by_listing_and_collected = None
