@@ -324,8 +324,10 @@ static bool xml_text(const char *v, size_t n, char *out, size_t outlen)
     } ents[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
     size_t o = 0;
     for (size_t i = 0; i < n;) {
-        if (o + 1 >= outlen)
+        if (o + 1 >= outlen) {
+            out[0] = 0; /* never a half-decoded, unterminated value */
             return false;
+        }
         char c = v[i];
         size_t used = 1;
         if (c == '&')
