@@ -287,6 +287,9 @@ typedef struct mb_blob_backend {
      * collector to find orphans. Pointers passed to fn are borrowed for the call. */
     int (*list)(void *state, int (*fn)(const char *key, uint64_t size, int64_t mtime, void *ud), void *ud,
                 mb_err *err);
+    /* ABI 2.1 (ext), optional: 1 with *size and *mtime (Unix seconds) filled if key exists,
+     * 0 if not, negative on failure. A backend without it is asked `has`. */
+    int (*stat)(void *state, const char *key, uint64_t *size, int64_t *mtime, mb_err *err);
 } mb_blob_backend;
 
 /* Open files. A reader or writer belongs to one thread at a time; close or finish it on
@@ -846,6 +849,26 @@ struct mb_api {
 
     /* Compile `src` without running it: 0, or MB_EINVAL with "name:LINE: message" in err. */
     int (*lua_check)(const char *name, const char *src, mb_err *err);
+
+    /* --- ext (2.1): named blob backends and store placement (docs/storage.md "Backends") --- */
+
+    /* Register backend `name` (1-32 of [a-z0-9_-]; "local" is the kernel's own disk) served by
+     * `b` with `state`, owned by `self`. Stores placed on it ({"backend": name} at store
+     * creation) keep their chunks there. b->size must cover `list`; put, get, has and del are
+     * required. MB_EEXIST if another module holds the name; a reloaded copy of the same module
+     * takes its old copy's names over. `b`, `state` and `name`'s characters are copied / must
+     * stay valid until the module's fini returned: the kernel removes the module's backends
+     * then, and calls into them in flight finish first (the module stays busy). While a backend
+     * is missing, every read and write of a store placed on it is refused with MB_EBUSY (503);
+     * nothing is lost, and it works again once a module registers the name. Loop thread (init). */
+    int (*backend_register)(mb_module *self, const char *name, const mb_blob_backend *b, void *state, mb_err *err);
+
+    /* The placement of store sid, {"backend": name, "encrypt": bool} (new reference in *out),
+     * {"backend": "local", "encrypt": false} for a store made without one. No ownership
+     * check. A placement is given at creation as store_create's settings member "placement"
+     * (validated there: an unknown backend is MB_EINVAL) and kept in the store record, apart
+     * from the settings. Any thread. */
+    int (*store_placement_get)(uint64_t sid, json_t **out, mb_err *err);
 };
 
 #ifdef __cplusplus

@@ -329,6 +329,9 @@ static const mb_api table = {
     .service_call = modsvc_call,
     .lua_run = luas_run_string,
     .lua_check = luas_check,
+    /* ext (2.1): named blob backends and store placement (kernel/backend.c) */
+    .backend_register = backend_register,
+    .store_placement_get = backend_placement_get,
 };
 
 const mb_api *api_table(void) { return &table; }

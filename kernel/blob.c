@@ -7,7 +7,9 @@
  * them at <data>/chunks/ab/cd/<sha256>, each written as a temp file in <data>/chunks/tmp,
  * fsync'd, renamed into place, and the directory fsync'd, so a chunk that exists is whole.
  * A module may register another backend (S3, WebDAV, encryption); the last registered is
- * the active one, and unloading it falls back to the local one.
+ * the active one, and unloading it falls back to the local one. Modules may also register
+ * named backends (backend.c) that stores are placed on: blob_*_store put and read a store's
+ * chunks there; has, del and list reach every backend.
  *
  * Small chunks (at most chunk_inline_max bytes, mbyte.yaml; 32 KiB by default) live in
  * LevelDB itself as ci/<sha256>, put into the same batch as the version that uses
@@ -350,6 +352,7 @@ void blob_backend_unregister(mb_module *owner)
     if (owner && active.owner == owner)
         active = (backend){.ops = &local_ops};
     pthread_rwlock_unlock(&backend_lock);
+    backend_remove_owner(owner); /* and its named backends (backend.c) */
 }
 
 /* ------------------------------------------------------ inline chunks --- */
@@ -421,16 +424,16 @@ static bool inline_has(const char *hash)
 
 /* ------------------------------------------------------------- chunks --- */
 
-int blob_put(const char *hash, const void *data, size_t len, mb_err *err)
+/* Put through one backend unless it has the chunk already (dedup). */
+static int put_via(const mb_blob_backend *ops, void *state, const char *hash, const void *data, size_t len,
+                   mb_err *err)
 {
-    backend b = be_enter();
     mb_err e = {0};
-    int rc = b.ops->has(b.state, hash, &e);
+    int rc = ops->has(state, hash, &e);
     if (rc == 0)
-        rc = b.ops->put(b.state, hash, data, len, &e);
+        rc = ops->put(state, hash, data, len, &e);
     else if (rc == 1)
         rc = 0; /* dedup: the same bytes are already stored */
-    be_leave(b);
     if (rc < 0) {
         if (err)
             *err = e.code ? e : (mb_err){.code = rc};
@@ -438,6 +441,14 @@ int blob_put(const char *hash, const void *data, size_t len, mb_err *err)
             err_set(err, rc, "the chunk store refused a chunk");
     }
     return rc < 0 ? rc : 0;
+}
+
+int blob_put(const char *hash, const void *data, size_t len, mb_err *err)
+{
+    backend b = be_enter();
+    int rc = put_via(b.ops, b.state, hash, data, len, err);
+    be_leave(b);
+    return rc;
 }
 
 void blob_fastsum(const void *data, size_t len, char out[33])
@@ -628,6 +639,119 @@ static int verify(const char *hash, const char *fastsum, const void *buf, size_t
     return 0;
 }
 
+/* ------------------------------------------ named backends (backend.c) --- */
+
+#define NAMED_MAX 64
+
+/* Get chunk hash (len bytes) from backend r: plain, or its encrypted object decrypted and
+ * authenticated (crypt.c). The bytes read, or a negative MB_E* with err set. */
+static int64_t ref_get(backend_ref *r, const char *hash, void *buf, size_t len, mb_err *err)
+{
+    if (!r->encrypt)
+        return r->ops.get(r->state, hash, 0, buf, len, err);
+    char name[CRYPT_NAME];
+    if (crypt_name(r->nk, hash, name))
+        return err_set(err, MB_EINVAL, "a chunk key must be 64 lower-hex characters");
+    size_t olen = crypt_sealed_size(len);
+    uint8_t *obj = blob_buf_alloc(olen);
+    int64_t n = r->ops.get(r->state, name, 0, obj, olen, err);
+    if (n >= 0) {
+        int rc = crypt_open(r->ck, hash, obj, (size_t)n, buf, len, err);
+        n = rc ? rc : (int64_t)len;
+    }
+    blob_buf_free(obj, olen);
+    return n;
+}
+
+/* Put chunk hash to backend r, sealed first when its store encrypts. */
+static int ref_put(backend_ref *r, const char *hash, const void *data, size_t len, mb_err *err)
+{
+    if (!r->encrypt)
+        return put_via(&r->ops, r->state, hash, data, len, err);
+    char name[CRYPT_NAME];
+    if (crypt_name(r->nk, hash, name))
+        return err_set(err, MB_EINVAL, "a chunk key must be 64 lower-hex characters");
+    size_t olen = crypt_sealed_size(len);
+    uint8_t *obj = blob_buf_alloc(olen);
+    int rc = crypt_seal(r->ck, hash, data, len, obj) ? err_set(err, MB_EINVAL, "an empty chunk cannot be sealed")
+                                                     : put_via(&r->ops, r->state, name, obj, olen, err);
+    blob_buf_free(obj, olen);
+    return rc;
+}
+
+/* The object name of hash on backend r (itself, or its encrypted name). */
+static const char *ref_name(const backend_ref *r, const char *hash, char name[CRYPT_NAME])
+{
+    return !r->encrypt ? hash : crypt_name(r->nk, hash, name) ? NULL : name;
+}
+
+/* Every named backend, then every encrypting store's view of its backend, each entered. */
+static size_t enter_named(backend_ref *r, size_t max)
+{
+    size_t n = backend_enter_all(r, max);
+    return n + backend_enc_stores(r + n, max - n);
+}
+
+/* Read chunk hash from whichever named backend has it: bytes read, or MB_ENOENT. */
+static int64_t named_get(const char *hash, void *buf, size_t len, mb_err *err)
+{
+    backend_ref r[NAMED_MAX];
+    size_t n = enter_named(r, NAMED_MAX);
+    int64_t got = MB_ENOENT;
+    for (size_t i = 0; i < n; i++) {
+        if (got == MB_ENOENT) {
+            mb_err e = {0};
+            got = ref_get(&r[i], hash, buf, len, &e);
+            if (got < 0 && got != MB_ENOENT && err)
+                *err = e;
+        }
+        backend_leave(&r[i]);
+    }
+    if (got == MB_ENOENT)
+        err_set(err, MB_ENOENT, "chunk %.12s… is in no backend", hash);
+    return got;
+}
+
+int blob_put_store(uint64_t sid, const char *hash, const void *data, size_t len, mb_err *err)
+{
+    backend_ref r;
+    int rc = backend_for_store(sid, &r, err);
+    if (rc == 1)
+        return blob_put(hash, data, len, err);
+    if (rc)
+        return rc;
+    /* Acknowledged = durable: the backend's put returns once the bytes are durable there
+     * (an S3 PUT answered 200), before the version naming the chunk commits. */
+    rc = ref_put(&r, hash, data, len, err);
+    backend_leave(&r);
+    return rc;
+}
+
+int blob_read_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err)
+{
+    backend_ref r;
+    int rc = backend_for_store(sid, &r, err);
+    if (rc == 1)
+        return blob_read(hash, fastsum, buf, len, err);
+    if (rc)
+        return rc;
+    mb_err e = {0};
+    int64_t n = inline_get(hash, buf, len); /* small chunks never reach a backend */
+    if (n == MB_EIO)
+        err_set(&e, MB_EIO, "the record of chunk %.12s… cannot be read", hash);
+    else if (n == MB_ENOENT)
+        n = ref_get(&r, hash, buf, len, &e);
+    backend_leave(&r);
+    if (n == MB_ENOENT) /* a chunk shared from a store placed elsewhere: wherever it is */
+        return blob_read(hash, fastsum, buf, len, err);
+    if (n < 0) {
+        if (err)
+            *err = e.code ? e : (mb_err){.code = (int)n};
+        return e.code ? e.code : (int)n;
+    }
+    return verify(hash, fastsum, buf, (size_t)n, len, err);
+}
+
 int blob_read(const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err)
 {
     mb_err e = {0};
@@ -638,6 +762,8 @@ int blob_read(const char *hash, const char *fastsum, void *buf, size_t len, mb_e
         backend b = be_enter();
         n = b.ops->get(b.state, hash, 0, buf, len, &e);
         be_leave(b);
+        if (n == MB_ENOENT) /* no store named: a chunk of a store placed elsewhere (fsck, backup) */
+            n = named_get(hash, buf, len, &e);
     }
     if (n < 0) {
         if (err)
@@ -799,6 +925,20 @@ int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, i
     return 0;
 }
 
+int blob_read_fd_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, int *fd,
+                       bool *filled, mb_err *err)
+{
+    if (!backend_store_local(sid)) {
+        *fd = -1;
+        *filled = false;
+        return 1;
+    }
+    return blob_read_fd(hash, fastsum, buf, len, fd, filled, err);
+}
+
+/* has / del / list reach the local backend and every named one: a chunk may be in several
+ * (stores on different backends share its refcount record), and the collector, fsck and
+ * the integrity scrub know only its hash. */
 bool blob_has(const char *hash)
 {
     if (inline_has(hash))
@@ -807,6 +947,15 @@ bool blob_has(const char *hash)
     mb_err e = {0};
     int rc = b.ops->has(b.state, hash, &e);
     be_leave(b);
+    backend_ref r[NAMED_MAX];
+    size_t n = enter_named(r, NAMED_MAX);
+    for (size_t i = 0; i < n; i++) {
+        char name[CRYPT_NAME];
+        const char *k = ref_name(&r[i], hash, name);
+        if (rc != 1 && k)
+            rc = r[i].ops.has(r[i].state, k, &e);
+        backend_leave(&r[i]);
+    }
     return rc == 1;
 }
 
@@ -815,14 +964,43 @@ int blob_del(const char *hash, mb_err *err)
     backend b = be_enter();
     int rc = b.ops->del(b.state, hash, err);
     be_leave(b);
+    backend_ref r[NAMED_MAX];
+    size_t n = enter_named(r, NAMED_MAX);
+    for (size_t i = 0; i < n; i++) {
+        mb_err e = {0};
+        char name[CRYPT_NAME];
+        const char *k = ref_name(&r[i], hash, name);
+        int d = k ? r[i].ops.del(r[i].state, k, &e) : 0;
+        if (d < 0 && !rc) {
+            rc = d;
+            if (err)
+                *err = e;
+        }
+        backend_leave(&r[i]);
+    }
+    return rc;
+}
+
+int blob_list_local(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
+{
+    backend b = be_enter();
+    int rc = b.ops->list ? b.ops->list(b.state, fn, ud, err) : 0;
+    be_leave(b);
     return rc;
 }
 
 int blob_list(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
 {
-    backend b = be_enter();
-    int rc = b.ops->list ? b.ops->list(b.state, fn, ud, err) : 0;
-    be_leave(b);
+    int rc = blob_list_local(fn, ud, err);
+    backend_ref r[NAMED_MAX];
+    size_t n = backend_enter_all(r, NAMED_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (rc >= 0 && r[i].ops.list) {
+            int l = r[i].ops.list(r[i].state, fn, ud, err);
+            rc = l < 0 ? l : rc;
+        }
+        backend_leave(&r[i]);
+    }
     return rc;
 }
 
@@ -997,4 +1175,5 @@ void blob_fini(void)
     free(ptab);
     ptab = NULL;
     pcap = pused = 0;
+    backend_fini();
 }

@@ -242,6 +242,91 @@ void blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len
 int blob_del(const char *hash, mb_err *err);
 int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err);
 void blob_backend_unregister(mb_module *owner);
+/* The same for a chunk of store sid: put to / read from the backend its placement names
+ * (backend.c). MB_EBUSY when that backend is not loaded. */
+/* Visit every chunk of the kernel's own (active) backend only, as blob_list does. */
+int blob_list_local(int (*fn)(const char *hash, uint64_t size, int64_t mtime, void *ud), void *ud, mb_err *err);
+int blob_put_store(uint64_t sid, const char *hash, const void *data, size_t len, mb_err *err);
+int blob_read_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err);
+/* blob_read_fd for a chunk of store sid: 1 (read it with blob_read_store) when the store is not
+ * on the local disk. */
+int blob_read_fd_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, int *fd,
+                       bool *filled, mb_err *err);
+
+/* ------------------------------------------------------------- backend.c --- */
+/* Named blob backends that modules register, and which one a store's placement names
+ * (issue 21). "local" is blob.c's own and never in the table. Thread-safe. */
+#define BACKEND_NAME_MAX 32
+#define CRYPT_KEY 32
+typedef struct backend_ref {
+    mb_module *owner; /* entered: backend_leave when done */
+    mb_blob_backend ops;
+    void *state;
+    char name[BACKEND_NAME_MAX + 1];
+    bool encrypt;           /* the store's placement encrypts (crypt.c): */
+    uint8_t nk[CRYPT_KEY];  /* its object-name key */
+    uint8_t ck[CRYPT_KEY];  /* its content key */
+} backend_ref;
+bool backend_name_ok(const char *name);
+int backend_register(mb_module *owner, const char *name, const mb_blob_backend *b, void *state, mb_err *err);
+void backend_remove_owner(mb_module *owner);
+/* Look a backend up by name and enter its owner: 0, or MB_EBUSY (not registered). */
+int backend_enter(const char *name, backend_ref *out, mb_err *err);
+void backend_leave(backend_ref *r);
+/* Every registered backend, each entered (leave each), at most max. */
+size_t backend_enter_all(backend_ref *out, size_t max);
+/* The backend of store sid's placement: 1 for "local" (nothing entered), 0 with *out entered,
+ * or a negative MB_E* (MB_EBUSY: its module is not loaded). */
+int backend_for_store(uint64_t sid, backend_ref *out, mb_err *err);
+bool backend_store_local(uint64_t sid);
+/* Check a placement object given at store creation: 0, or MB_EINVAL / MB_EUNSUPP with a sentence. */
+int backend_placement_check(const json_t *p, mb_err *err);
+/* {"backend","encrypt"} of p (NULL: local, not encrypted), a new reference. */
+json_t *backend_placement_norm(const json_t *p);
+/* The placement record of a new store from a checked p (NULL: local): normalised, and with
+ * "key" (a new data key wrapped by the master key) when it encrypts. *out: new reference. */
+int backend_placement_make(const json_t *p, json_t **out, mb_err *err);
+/* A store record with an encrypting placement was written: the encrypted stores are read anew. */
+void backend_enc_changed(void);
+/* Every encrypting store's backend name and keys (for the collector, fsck and the scrub, which
+ * know a chunk only by its hash), at most max; 0 when there are none. */
+size_t backend_enc_stores(backend_ref *out, size_t max);
+int backend_placement_get(uint64_t sid, json_t **out, mb_err *err);
+/* ---------------------------------------------------------------- crypt.c --- */
+/* Chunk encryption for external backends (docs/crypto.md). CRYPT_KEY (32) byte keys. */
+#define CRYPT_BLOCK 65536
+#define CRYPT_HDR 20  /* "MBE1" + 16-byte nonce prefix */
+#define CRYPT_NAME 67 /* "e/" + 64 hex + NUL */
+/* Read a key source ("file:/path": 64 hex, owner-only) into out, with its 16-hex key id. */
+int crypt_key_load(const char *source, uint8_t out[CRYPT_KEY], char kid[17], mb_err *err);
+/* The master key (MBYTE_MASTER_KEY) is there and readable; else false with err set. */
+bool crypt_available(mb_err *err);
+/* Wrap / unwrap a data key with the master key: the two calls a key provider replaces. */
+int crypt_key_wrap(const uint8_t dk[CRYPT_KEY], char *out, size_t n, mb_err *err);
+int crypt_key_unwrap(const char *wrapped, uint8_t dk[CRYPT_KEY], mb_err *err);
+/* The same with a given key (mbyte-decrypt): wrapped strings are "v1:<kid>:<hex>". */
+int crypt_wrap_with(const uint8_t key[CRYPT_KEY], const char *kid, const uint8_t dk[CRYPT_KEY], char *out, size_t n);
+int crypt_unwrap_with(const uint8_t key[CRYPT_KEY], const char *kid, const char *wrapped, uint8_t dk[CRYPT_KEY],
+                      mb_err *err);
+void crypt_subkeys(const uint8_t dk[CRYPT_KEY], uint8_t nk[CRYPT_KEY], uint8_t ck[CRYPT_KEY]);
+/* The object name of chunk `hash` (64 hex) under name key nk; -1 for a bad hash. */
+int crypt_name(const uint8_t nk[CRYPT_KEY], const char *hash, char out[CRYPT_NAME]);
+size_t crypt_sealed_size(size_t len);
+/* The plaintext length of an object of objlen bytes, or -1 if none has that size. */
+int64_t crypt_plain_size(uint64_t objlen);
+/* Encrypt chunk `hash` (len > 0 bytes) into out (crypt_sealed_size(len) bytes). */
+int crypt_seal(const uint8_t ck[CRYPT_KEY], const char *hash, const void *in, size_t len, uint8_t *out);
+/* Decrypt and authenticate every block into out (len bytes): 0, or MB_EINTEGRITY (out wiped). */
+int crypt_open(const uint8_t ck[CRYPT_KEY], const char *hash, const uint8_t *obj, size_t objlen, uint8_t *out,
+               size_t len, mb_err *err);
+void crypt_fini(void);
+
+/* GET /api/v1/admin/backends' rows: [{"name","type","state","objects","bytes","queued","stores"}],
+ * local first; listing every backend (blocking: HTTP worker). New reference. */
+json_t *backend_status(void);
+void backend_fini(void);
+/* backend_http.c: the route table of GET /api/v1/admin/backends (main.c registers it). */
+extern const kroute backend_routes[];
 
 /* ---------------------------------------------------------- files_http.c --- */
 extern const kroute files_routes[]; /* files_http.c */

@@ -12,6 +12,7 @@
 #include <string.h>
 
 struct fs_reader {
+    uint64_t sid; /* whose placement says which backend holds the chunks (backend.c) */
     uint64_t size;
     size_t n;
     char (*hash)[65];
@@ -64,6 +65,7 @@ int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, 
     if (!rc) {
         json_t *chunks = json_object_get(ver, "chunks");
         fs_reader *r = xcalloc(1, sizeof *r);
+        r->sid = sid;
         r->n = json_array_size(chunks);
         r->hash = xcalloc(r->n + 1, sizeof *r->hash);
         r->fast = xcalloc(r->n + 1, sizeof *r->fast);
@@ -119,7 +121,7 @@ static ssize_t load_chunk(fs_reader *r, uint64_t off, mb_err *err)
             r->cache = xmalloc(CHUNK_MAX);
         r->cached = SIZE_MAX;
         read_ahead(r, lo);
-        int rc = blob_read(r->hash[lo], r->fast[lo], r->cache, (size_t)(r->off[lo + 1] - r->off[lo]), err);
+        int rc = blob_read_store(r->sid, r->hash[lo], r->fast[lo], r->cache, (size_t)(r->off[lo + 1] - r->off[lo]), err);
         if (rc)
             return rc;
         r->cached = lo;
@@ -152,7 +154,7 @@ int fs_read_fd(fs_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *
         r->cached = SIZE_MAX; /* the buffer may be overwritten below */
     bool filled;
     read_ahead(r, i);
-    int rc = blob_read_fd(r->hash[i], r->fast[i], r->cache, (size_t)(r->off[i + 1] - r->off[i]), fd, &filled, err);
+    int rc = blob_read_fd_store(r->sid, r->hash[i], r->fast[i], r->cache, (size_t)(r->off[i + 1] - r->off[i]), fd, &filled, err);
     if (rc < 0)
         return rc;
     if (rc > 0)

@@ -184,7 +184,7 @@ static int put_chunk(fs_writer *w, const uint8_t *p, size_t n, mb_err *err)
         blob_put_inline(w->inl, hex, p, n);
         return 0;
     }
-    return blob_put(hex, p, n, err);
+    return blob_put_store(w->sid, hex, p, n, err); /* to the store's backend (backend.c) */
 }
 
 #define ST_QUEUE 2            /* chunks cut and waiting */

@@ -180,7 +180,7 @@ int main(int argc, char **argv)
     if (notify_init(&err) || routes_add(notify_routes, &err) || hook_init(base, &err) ||
         task_init(base, g_cfg->workers, &err) || routes_add(task_routes, &err) || auth_init(&err) ||
         apppass_init(&err) ||
-        fs_init(&err) || routes_add(files_routes, &err) || stores_init(&err) || tus_init(&err) ||
+        fs_init(&err) || routes_add(files_routes, &err) || routes_add(backend_routes, &err) || stores_init(&err) || tus_init(&err) ||
         routes_add(tus_routes, &err) || luas_init(g_cfg->lua_dir, &err) ||
         health_routes_init(&err) || metrics_init(&err) || backup_init(&err) || reload_init(&err) || modmgr_init(base, &err) ||
         secret_http_init(base, &err) ||

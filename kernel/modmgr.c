@@ -413,6 +413,7 @@ static int copy_init(modcopy *m, mb_err *err)
     mb_err e = {0};
     int rc = m->desc->init(m->self, api_table(), m->config, &m->state, &e);
     if (rc) {
+        blob_backend_unregister(m->self); /* backends init registered before it failed */
         /* A module that cannot start is a conflict with how things are (409), or bad
          * configuration (400) if it says so; never a 500, the kernel is fine. */
         int code = (e.code ? e.code : rc) == MB_EINVAL ? MB_EINVAL : MB_ECONFLICT;

@@ -252,12 +252,20 @@ int stores_create(uint64_t owner, const char *name, const json_t *settings, uint
         return rc;
     if (settings && !json_is_object(settings))
         return err_set(err, MB_EINVAL, "settings: must be an object");
+    /* The placement (issue 21, backend.c) is kept beside the settings, which modules replace
+     * whole: a store's chunks must never lose the backend that holds them. */
+    json_t *place = settings ? json_object_get(settings, "placement") : NULL;
+    if (place && (rc = backend_placement_check(place, err)))
+        return rc;
+    if ((rc = backend_placement_make(place, &place, err)))
+        return rc;
+    json_t *st = settings ? json_deep_copy(settings) : json_object();
+    json_object_del(st, "placement");
     uint64_t id = db_next_id("store");
-    json_t *rec = json_pack("{s:i, s:I, s:I, s:s, s:I, s:s, s:s, s:O}", "v", 1, "id", (json_int_t)id, "owner",
-                            (json_int_t)owner, "name", nn, "created", (json_int_t)now_wall(), "backend", "local",
-                            "state", "provisioning", "settings", settings ? settings : json_object());
-    if (!settings)
-        json_decref(json_object_get(rec, "settings")); /* "O" took a second reference */
+    json_t *rec = json_pack("{s:i, s:I, s:I, s:s, s:I, s:s, s:s, s:o, s:o}", "v", 1, "id", (json_int_t)id, "owner",
+                            (json_int_t)owner, "name", nn, "created", (json_int_t)now_wall(), "backend",
+                            json_string_value(json_object_get(place, "backend")), "state", "provisioning", "settings",
+                            st, "placement", place);
     char key[64], a[17], o[17];
     key_u64(a, id);
     key_u64(o, owner);
@@ -271,6 +279,7 @@ int stores_create(uint64_t owner, const char *name, const json_t *settings, uint
     rc = txn_end(&t, 0, err, "the new store");
     if (rc)
         return err_set(err, rc, "the store could not be created");
+    backend_enc_changed(); /* the collector must reach an encrypting store's objects */
     *sid = id;
     return 0;
 }

@@ -203,8 +203,12 @@ static int reply_config(sc *s, mb_req *req, uint64_t sid, mb_err *err)
     json_t *v;
     json_object_foreach(stored, k, v) if (json_object_get(e, k)) json_array_append_new(over, json_string(k));
     json_decref(stored);
-    return s->api->reply_json(req, 200, json_pack("{s:I, s:o, s:o}", "store", (json_int_t)sid, "settings", e,
-                                                  "overridden", over));
+    json_t *out = json_pack("{s:I, s:o, s:o}", "store", (json_int_t)sid, "settings", e, "overridden", over);
+    json_t *place = NULL; /* where the chunks live (issue 21), kept by the kernel */
+    mb_err pe = {0};
+    if (s->api->abi_minor >= 1 && s->api->store_placement_get(sid, &place, &pe) == 0)
+        json_object_set_new(out, "placement", place);
+    return s->api->reply_json(req, 200, out);
 }
 
 /* GET /api/v1/stores/{sid}/config */
@@ -229,6 +233,9 @@ static int h_patch(mb_req *req, void *state, mb_err *err)
         return err->code;
     if (!json_object_size(body))
         return s->api->err_set(err, MB_EINVAL, "the body must name at least one setting");
+    if (json_object_get(body, "placement"))
+        return s->api->err_set(err, MB_EUNSUPP, "placement: moving a store to other backends (a live migration) "
+                                                "is not available yet; it is chosen when the store is created");
     const char *k;
     json_t *v;
     json_object_foreach(body, k, v) {

@@ -105,7 +105,12 @@ static int h_create(mb_req *req, void *state, mb_err *err)
                             "(taskmgr.max_pending_per_user)",
                             pc.n, max_pending);
     uint64_t sid, task;
-    if ((rc = api->store_create(u->id, json_string_value(nv), NULL, &sid, err)))
+    /* Where the store's chunks live (issue 21): the kernel checks it and keeps it. */
+    json_t *place = json_object_get(body, "placement");
+    json_t *settings = place && api->abi_minor >= 1 ? json_pack("{s:O}", "placement", place) : NULL;
+    rc = api->store_create(u->id, json_string_value(nv), settings, &sid, err);
+    json_decref(settings);
+    if (rc)
         return rc;
     rc = api->task_submit("taskmgr.provision", u->id,
                           json_pack("{s:I, s:O}", "store", (json_int_t)sid, "name", nv), &task, err);

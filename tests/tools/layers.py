@@ -19,14 +19,14 @@ LAYERS = [
               "modref.c", "registry.c", "secret.c"]),
     ("db", ["db.c", "auth_users.c"]),
     ("bus", ["hook.c", "task.c", "timer.c", "pool.c"]),
-    ("blob", ["blob.c"]),
+    ("blob", ["blob.c", "backend.c", "crypt.c"]),
     ("txn", ["txn.c", "gc.c"]),
     ("namespace", ["ns.c"]),
     ("files", ["fs.c", "fs_write.c", "fs_read.c", "fsck.c", "history.c", "stores.c", "ctype.c", "backup.c",
                "format.c"]),
     ("doors", ["http.c", "http_route.c", "http_target.c", "http_reply.c", "http_sse.c", "http_server.c", "conn.c", "throttle.c", "auth.c", "files_http.c", "tus.c", "zip.c", "task_http.c",
                "notify.c", "luas.c", "api.c", "evapi.c", "modmgr.c", "reload.c",
-               "accesslog.c", "apppass.c", "health.c", "listdeco.c", "metrics_http.c", "secret_http.c", "modsvc.c"]),
+               "accesslog.c", "apppass.c", "health.c", "listdeco.c", "metrics_http.c", "secret_http.c", "modsvc.c", "backend_http.c"]),
 ]
 
 # Calls that cross a layer upward, each with its reason, for a change in flight. Empty: every

@@ -1,0 +1,459 @@
+/*
+ * backend.c — named blob backends and store placement (issue 21; docs/storage.md "Backends").
+ *
+ * A module (s3, and later webdav, rclone) registers backends by name (api->backend_register),
+ * as many as its conf.d file declares: "s3a", "archive"... The kernel's own disk is the
+ * backend "local" and is not in this table: blob.c serves it (its "active" backend). A store
+ * says where its chunks live with its placement, {"backend": name, "encrypt": bool}, given
+ * at creation and kept in the store record ("s/<sid16>" member "placement", docs/storage.md);
+ * blob.c asks backend_for_store which backend a chunk of a store goes to or comes from.
+ *
+ * The table is an owner-tagged registry (registry.c): a module's backends go when its fini
+ * has returned (blob_backend_unregister calls backend_remove_owner), and a lookup enters the
+ * owner's busy count before the lock is released, so a call in flight keeps the module loaded
+ * until it returns (drain). A store whose backend is missing (its module unloaded, or not yet
+ * loaded at start) is refused, not redirected: every read and write of it answers MB_EBUSY
+ * until a module registers the name again. Writing it elsewhere would scatter a store's
+ * chunks over backends nobody chose.
+ *
+ * Placement is fixed at creation (a change is issue 21's live migration, not built yet), so
+ * the sid -> backend cache below never needs invalidating: a deleted store's sid is never
+ * given out again (stores.c counts ids up).
+ *
+ * Stores that encrypt ({"encrypt": true}, external backends only) carry their data key wrapped
+ * by the master key in the placement ("key"); the cache keeps the unwrapped subkeys (crypt.c)
+ * and the encrypting stores are listed for the collector, fsck and the scrub (backend_enc_stores).
+ *
+ * Threads: any. The registry's rwlock guards the table; cache_mu the placement cache; enc_mu
+ * the list of encrypting stores.
+ * Calls db.c, registry.c/modref.c, crypt.c and blob.c (its own layer, "blob"; docs/architecture.md).
+ */
+#include "fs.h"
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct bentry {
+    mb_module *owner;
+    char name[BACKEND_NAME_MAX + 1];
+    mb_blob_backend ops; /* copied: the module's table may be shorter than ours (older ABI) */
+    void *state;
+} bentry;
+REG_ENTRY(bentry);
+
+static bool be_conflict(const void *have, const void *fresh)
+{
+    return !strcmp(((const bentry *)have)->name, ((const bentry *)fresh)->name);
+}
+
+static void be_describe(const void *e, char *buf, size_t n) { snprintf(buf, n, "backend '%s'", ((const bentry *)e)->name); }
+
+static const reg_ops be_ops = {.size = sizeof(bentry), .conflict = be_conflict, .describe = be_describe};
+static registry backends = REG_INIT(&be_ops);
+
+bool backend_name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n < 1 || n > BACKEND_NAME_MAX)
+        return false;
+    return strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
+static bool by_name(const void *e, const void *key) { return !strcmp(((const bentry *)e)->name, key); }
+
+/* A reload: the fresh copy of module X registers names its old copy still holds. */
+static bool held_by_other_copy(const void *e, const void *key)
+{
+    const bentry *b = e;
+    const bentry *f = key;
+    return !strcmp(b->name, f->name) && b->owner != f->owner &&
+           !strcmp(modref_name(b->owner), modref_name(f->owner));
+}
+
+int backend_register(mb_module *owner, const char *name, const mb_blob_backend *b, void *state, mb_err *err)
+{
+    if (!backend_name_ok(name) || !strcmp(name, "local"))
+        return err_set(err, MB_EINVAL, "a backend name is 1-%d of a-z, 0-9, '_' and '-', and not 'local'",
+                       BACKEND_NAME_MAX);
+    if (!b || b->size < offsetof(mb_blob_backend, list) + sizeof b->list || !b->put || !b->get || !b->has ||
+        !b->del)
+        return err_set(err, MB_EINVAL, "backend '%s' needs put, get, has and del", name);
+    bentry e = {.owner = owner, .state = state};
+    snprintf(e.name, sizeof e.name, "%s", name);
+    memcpy(&e.ops, b, b->size < sizeof e.ops ? b->size : sizeof e.ops);
+    e.ops.size = sizeof e.ops;
+    if (b->size < offsetof(mb_blob_backend, stat) + sizeof b->stat)
+        e.ops.stat = NULL;
+    reg_remove(&backends, held_by_other_copy, &e); /* the old copy's calls in flight still hold it */
+    int rc = reg_add(&backends, &e, err);
+    if (!rc)
+        log_info("backend '%s' (%s) is available", name, b->name ? b->name : modref_name(owner));
+    return rc;
+}
+
+void backend_remove_owner(mb_module *owner)
+{
+    if (owner)
+        reg_remove_owner(&backends, owner);
+}
+
+/* ------------------------------------------------------------- lookups --- */
+
+int backend_enter(const char *name, backend_ref *out, mb_err *err)
+{
+    bentry e;
+    memset(out, 0, sizeof *out);
+    if (!reg_get(&backends, by_name, name, &e, true))
+        return err_set(err, MB_EBUSY, "backend '%s' is not available (its module is not loaded or does not declare it)",
+                       name);
+    out->owner = e.owner;
+    out->ops = e.ops;
+    out->state = e.state;
+    snprintf(out->name, sizeof out->name, "%s", e.name);
+    return 0;
+}
+
+void backend_leave(backend_ref *r)
+{
+    if (r->owner)
+        modref_leave(r->owner);
+    r->owner = NULL;
+    if (r->encrypt)
+        sodium_memzero(r->nk, sizeof r->nk + sizeof r->ck);
+}
+
+static bool any(const void *e, const void *key)
+{
+    (void)e, (void)key;
+    return true;
+}
+
+size_t backend_enter_all(backend_ref *out, size_t max)
+{
+    bentry *v = xcalloc(max ? max : 1, sizeof *v);
+    size_t n = reg_collect(&backends, any, NULL, v, max);
+    for (size_t i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        out[i].owner = v[i].owner;
+        out[i].ops = v[i].ops;
+        out[i].state = v[i].state;
+        snprintf(out[i].name, sizeof out[i].name, "%s", v[i].name);
+    }
+    free(v);
+    return n;
+}
+
+/* ------------------------------------------------------------ placement --- */
+
+#define CACHE_SLOTS 1024
+typedef struct placed {
+    uint64_t sid; /* 0: empty */
+    char name[BACKEND_NAME_MAX + 1];
+    bool encrypt;
+    uint8_t nk[CRYPT_KEY], ck[CRYPT_KEY];
+} placed;
+static placed cache[CACHE_SLOTS];
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* The encrypting stores (backend name and keys), read from the store records on first use
+ * and again after backend_enc_changed. Under enc_mu. */
+static placed *encs;
+static size_t nencs;
+static bool encs_loaded;
+static pthread_mutex_t enc_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int backend_placement_check(const json_t *p, mb_err *err)
+{
+    if (!json_is_object(p))
+        return err_set(err, MB_EINVAL, "placement: must be an object such as {\"backend\": \"local\"}");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)p, k, v) {
+        if (strcmp(k, "backend") && strcmp(k, "encrypt"))
+            return err_set(err, MB_EINVAL,
+                           "placement.%s: unknown member (this server knows \"backend\" and \"encrypt\"; "
+                           "copies and erasure sets are not built yet)",
+                           k);
+    }
+    json_t *b = json_object_get(p, "backend");
+    if (!json_is_string(b) || !backend_name_ok(json_string_value(b)))
+        return err_set(err, MB_EINVAL, "placement.backend: must be the name of a backend, e.g. \"local\"");
+    json_t *enc = json_object_get(p, "encrypt");
+    if (enc && !json_is_boolean(enc))
+        return err_set(err, MB_EINVAL, "placement.encrypt: must be true or false");
+    const char *name = json_string_value(b);
+    if (json_is_true(enc) && !strcmp(name, "local"))
+        return err_set(err, MB_EUNSUPP, "placement.encrypt: encryption is for external backends; the local "
+                                        "disk is this server's own");
+    mb_err ke = {0};
+    if (json_is_true(enc) && !crypt_available(&ke))
+        return err_set(err, MB_EUNSUPP, "placement.encrypt: this server has no master key (%s)", ke.msg);
+    if (strcmp(name, "local") && !reg_get(&backends, by_name, name, NULL, false))
+        return err_set(err, MB_EINVAL, "placement.backend: no backend '%s' is declared (see GET /api/v1/admin/backends)",
+                       name);
+    return 0;
+}
+
+json_t *backend_placement_norm(const json_t *p)
+{
+    return json_pack("{s:s, s:b}", "backend", p ? json_string_value(json_object_get(p, "backend")) : "local",
+                     "encrypt", p ? json_is_true(json_object_get(p, "encrypt")) : 0);
+}
+
+int backend_placement_make(const json_t *p, json_t **out, mb_err *err)
+{
+    json_t *o = backend_placement_norm(p);
+    if (json_is_true(json_object_get(o, "encrypt"))) {
+        uint8_t dk[CRYPT_KEY];
+        char wrapped[256];
+        randombytes_buf(dk, sizeof dk);
+        int rc = crypt_key_wrap(dk, wrapped, sizeof wrapped, err);
+        sodium_memzero(dk, sizeof dk);
+        if (rc) {
+            json_decref(o);
+            return rc;
+        }
+        json_object_set_new(o, "key", json_string(wrapped));
+    }
+    *out = o;
+    return 0;
+}
+
+/* A store's placement from its record (p: the "placement" member or NULL) into *pl. */
+static int placed_from(uint64_t sid, const json_t *p, placed *pl, mb_err *err)
+{
+    memset(pl, 0, sizeof *pl);
+    pl->sid = sid;
+    const char *name = json_string_value(json_object_get(p, "backend"));
+    snprintf(pl->name, sizeof pl->name, "%s", name && backend_name_ok(name) ? name : "local");
+    if (!json_is_true(json_object_get(p, "encrypt")))
+        return 0;
+    uint8_t dk[CRYPT_KEY];
+    mb_err ue = {0};
+    if (crypt_key_unwrap(json_string_value(json_object_get(p, "key")), dk, &ue))
+        /* the server's key, not the request, is at fault: unavailable until it is given */
+        return err_set(err, MB_EBUSY, "store %llu is encrypted and its data key cannot be unwrapped: %s",
+                       (unsigned long long)sid, ue.msg);
+    pl->encrypt = true;
+    crypt_subkeys(dk, pl->nk, pl->ck);
+    sodium_memzero(dk, sizeof dk);
+    return 0;
+}
+
+/* Store sid's placement from the cache or its record ("local" without one). */
+static int store_placed(uint64_t sid, placed *out, mb_err *err)
+{
+    size_t slot = (size_t)(sid % CACHE_SLOTS);
+    pthread_mutex_lock(&cache_mu);
+    bool hit = cache[slot].sid == sid;
+    if (hit)
+        *out = cache[slot];
+    pthread_mutex_unlock(&cache_mu);
+    if (hit)
+        return 0;
+    char key[32], a[17];
+    key_u64(a, sid);
+    snprintf(key, sizeof key, "s/%s", a);
+    json_t *rec = NULL;
+    int rc = db_get_json(key, &rec);
+    if (rc)
+        return err_set(err, rc == MB_ENOENT ? MB_ENOENT : MB_EIO, "the record of store %llu cannot be read",
+                       (unsigned long long)sid);
+    rc = placed_from(sid, json_object_get(rec, "placement"), out, err);
+    json_decref(rec);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&cache_mu);
+    cache[slot] = *out;
+    pthread_mutex_unlock(&cache_mu);
+    return 0;
+}
+
+static int store_backend_name(uint64_t sid, char out[BACKEND_NAME_MAX + 1], mb_err *err)
+{
+    placed pl;
+    int rc = store_placed(sid, &pl, err);
+    if (!rc)
+        memcpy(out, pl.name, BACKEND_NAME_MAX + 1);
+    sodium_memzero(&pl, sizeof pl);
+    return rc;
+}
+
+void backend_enc_changed(void)
+{
+    pthread_mutex_lock(&enc_mu);
+    encs_loaded = false;
+    pthread_mutex_unlock(&enc_mu);
+}
+
+static void encs_load(void)
+{
+    sodium_free(encs);
+    encs = NULL;
+    nencs = 0;
+    size_t cap = 0;
+    db_iter *it = db_iter_prefix("s/", 2);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *v = db_iter_val(it, &vl);
+        json_t *rec = json_loadb(v, vl, 0, NULL);
+        json_t *p = json_object_get(rec, "placement");
+        if (json_is_true(json_object_get(p, "encrypt"))) {
+            if (nencs == cap) {
+                placed *n = sodium_malloc((cap = cap ? cap * 2 : 16) * sizeof *n);
+                if (!n)
+                    abort(); /* as xmalloc */
+                if (encs)
+                    memcpy(n, encs, nencs * sizeof *n);
+                sodium_free(encs);
+                encs = n;
+            }
+            mb_err e = {0};
+            uint64_t sid = (uint64_t)json_integer_value(json_object_get(rec, "id"));
+            if (placed_from(sid, p, &encs[nencs], &e) == 0)
+                nencs++;
+            else
+                log_warn("store %.*s: %s", (int)kl, k, e.msg);
+        }
+        json_decref(rec);
+    }
+    db_iter_free(it);
+    encs_loaded = true;
+}
+
+size_t backend_enc_stores(backend_ref *out, size_t max)
+{
+    size_t got = 0;
+    pthread_mutex_lock(&enc_mu);
+    if (!encs_loaded)
+        encs_load();
+    for (size_t i = 0; i < nencs && got < max; i++) {
+        mb_err e = {0};
+        if (backend_enter(encs[i].name, &out[got], &e))
+            continue; /* its backend is not loaded: nothing to reach */
+        out[got].encrypt = true;
+        memcpy(out[got].nk, encs[i].nk, CRYPT_KEY);
+        memcpy(out[got].ck, encs[i].ck, CRYPT_KEY);
+        got++;
+    }
+    pthread_mutex_unlock(&enc_mu);
+    return got;
+}
+
+int backend_for_store(uint64_t sid, backend_ref *out, mb_err *err)
+{
+    memset(out, 0, sizeof *out);
+    placed pl;
+    int rc = store_placed(sid, &pl, err);
+    if (rc)
+        return rc;
+    if (!strcmp(pl.name, "local"))
+        return 1;
+    if ((rc = backend_enter(pl.name, out, err)) == 0 && pl.encrypt) {
+        out->encrypt = true;
+        memcpy(out->nk, pl.nk, CRYPT_KEY);
+        memcpy(out->ck, pl.ck, CRYPT_KEY);
+    }
+    sodium_memzero(&pl, sizeof pl);
+    return rc;
+}
+
+bool backend_store_local(uint64_t sid)
+{
+    char name[BACKEND_NAME_MAX + 1];
+    mb_err e = {0};
+    return store_backend_name(sid, name, &e) != 0 || !strcmp(name, "local");
+}
+
+int backend_placement_get(uint64_t sid, json_t **out, mb_err *err)
+{
+    char key[32], a[17];
+    key_u64(a, sid);
+    snprintf(key, sizeof key, "s/%s", a);
+    json_t *rec = NULL;
+    if (db_get_json(key, &rec))
+        return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
+    *out = backend_placement_norm(json_object_get(rec, "placement"));
+    json_decref(rec);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- status --- */
+
+typedef struct tally {
+    json_int_t objects, bytes;
+} tally;
+
+static int count_one(const char *key, uint64_t size, int64_t mtime, void *ud)
+{
+    (void)key, (void)mtime;
+    tally *t = ud;
+    t->objects++;
+    t->bytes += (json_int_t)size;
+    return 0;
+}
+
+static json_t *status_row(const char *name, const char *type, bool up, const tally *t, json_int_t stores)
+{
+    return json_pack("{s:s, s:s?, s:s, s:o, s:o, s:i, s:I}", "name", name, "type", type, "state", up ? "up" : "down",
+                     "objects", up ? json_integer(t->objects) : json_null(), "bytes",
+                     up ? json_integer(t->bytes) : json_null(), "queued", 0, "stores", stores);
+}
+
+json_t *backend_status(void)
+{
+    /* How many stores each backend holds, from the store records. */
+    json_t *per = json_object();
+    db_iter *it = db_iter_prefix("s/", 2);
+    while (db_iter_next(it)) {
+        size_t vl;
+        const char *v = db_iter_val(it, &vl);
+        json_t *rec = json_loadb(v, vl, 0, NULL);
+        const char *n = json_string_value(json_object_get(json_object_get(rec, "placement"), "backend"));
+        n = n && backend_name_ok(n) ? n : "local";
+        json_object_set_new(per, n, json_integer(json_integer_value(json_object_get(per, n)) + 1));
+        json_decref(rec);
+    }
+    db_iter_free(it);
+    json_t *out = json_array();
+    tally t = {0};
+    mb_err e = {0};
+    bool up = blob_list_local(count_one, &t, &e) >= 0;
+    json_array_append_new(out, status_row("local", "local", up, &t, json_integer_value(json_object_get(per, "local"))));
+    json_object_del(per, "local");
+    backend_ref r[64];
+    size_t n = backend_enter_all(r, 64);
+    for (size_t i = 0; i < n; i++) {
+        tally bt = {0};
+        mb_err be = {0};
+        bool ok = r[i].ops.list ? r[i].ops.list(r[i].state, count_one, &bt, &be) >= 0 : false;
+        json_array_append_new(out, status_row(r[i].name, r[i].ops.name, ok, &bt,
+                                              json_integer_value(json_object_get(per, r[i].name))));
+        json_object_del(per, r[i].name);
+        backend_leave(&r[i]);
+    }
+    const char *k;
+    json_t *cnt;
+    json_object_foreach(per, k, cnt) { /* named by stores, registered by no loaded module */
+        json_array_append_new(out, status_row(k, NULL, false, &t, json_integer_value(cnt)));
+    }
+    json_decref(per);
+    return out;
+}
+
+void backend_fini(void)
+{
+    reg_clear(&backends);
+    pthread_mutex_lock(&cache_mu);
+    sodium_memzero(cache, sizeof cache);
+    pthread_mutex_unlock(&cache_mu);
+    pthread_mutex_lock(&enc_mu);
+    sodium_free(encs);
+    encs = NULL;
+    nencs = 0;
+    encs_loaded = false;
+    pthread_mutex_unlock(&enc_mu);
+    crypt_fini();
+}

@@ -1,0 +1,472 @@
+#!/usr/bin/env python3
+"""External storage (issue 21): stores placed on an S3 backend (modules/s3) against a real
+s3rver (npm, installed by tests/setup/s3.sh), which checks every request's SigV4 signature
+with its default credentials. What a user sees: bytes read back (whole and ranges), objects in
+s3rver's directory and none in the local chunk store, fsck, the collector, errors (never a
+false success) when the service dies mid-upload, and 503 while the backend's module is away."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import MBYTECTL, SRC, Server, ServerTest, free_port, missing_prerequisite, main  # noqa: E402
+from storeutil import fsck, put, wait_task  # noqa: E402
+
+S3RVER = os.path.join(SRC, "tests", "s3rver", "node_modules", "s3rver", "bin", "s3rver.js")
+BUCKET = "mbyte-chunks"
+DECRYPT = os.path.join(os.path.dirname(MBYTECTL), "mbyte-decrypt")
+MARKER = b"MBYTE-PLAINTEXT-MARKER "
+
+
+class S3rver:
+    """A real s3rver on a free loopback port with its own directory; kill() and start() again
+    keep the directory, as a service that crashed and came back."""
+
+    def __init__(self, test, service_endpoint=None):
+        if not os.path.exists(S3RVER) or not shutil.which("node"):
+            missing_prerequisite(test, "s3rver is not installed (tests/setup/s3.sh)")
+        self.dir = tempfile.mkdtemp(prefix="mbyte-s3rver-")
+        self.port = free_port()
+        self.service_endpoint = service_endpoint
+        self.proc = None
+        self.log = open(os.path.join(self.dir, "..", os.path.basename(self.dir) + ".log"), "ab")
+
+    def start(self):
+        args = ["node", S3RVER, "-d", self.dir, "-a", "127.0.0.1", "-p", str(self.port),
+                "--configure-bucket", BUCKET]
+        if self.service_endpoint:
+            args += ["--service-endpoint", self.service_endpoint]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        import socket
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                assert self.proc.poll() is None, "s3rver exited with %s" % self.proc.returncode
+                time.sleep(0.05)
+        raise AssertionError("s3rver did not listen")
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def objects(self):
+        """Names of the objects in the bucket (s3rver keeps each as <key>._S3rver_object)."""
+        out, top = [], os.path.join(self.dir, BUCKET)
+        for root, _, files in os.walk(top):
+            for f in files:
+                if f.endswith("._S3rver_object"):
+                    out.append(os.path.relpath(os.path.join(root, f), top)[: -len("._S3rver_object")])
+        return sorted(out)
+
+    def cleanup(self):
+        self.kill()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def s3_conf(s3, path_style=True, endpoint=None, retries=4):
+    return """backends:
+  s3a:
+    endpoint: %s
+    region: us-east-1
+    bucket: %s
+    access_key: S3RVER
+    secret_key: S3RVER
+    path_style: %s
+    prefix: "c/"
+retries: %d
+retry_base_ms: 50
+timeout_ms: 20000
+""" % (endpoint or "http://127.0.0.1:%d" % s3.port, BUCKET, "true" if path_style else "false", retries)
+
+
+def local_chunk_files(srv):
+    n = 0
+    for root, dirs, files in os.walk(os.path.join(srv.data, "chunks")):
+        if os.path.basename(root) == "tmp":
+            continue
+        n += sum(1 for f in files if len(f) == 64)
+    return n
+
+
+def make_store(t, srv, token, name, placement):
+    r = srv.request("POST", "/api/v1/stores", {"name": name, "placement": placement}, token=token)
+    t.assertEqual(r.status, 202, r)
+    task = wait_task(t, srv, r.json()["task"], token)
+    t.assertEqual(task["state"], "done", task)
+    return r.json()["store"]
+
+
+MODULES = {"taskmgr": True, "storeconfig": True, "multistore": True, "s3": True}
+
+
+class S3Test(ServerTest):
+    path_style = True
+    service_endpoint = None
+
+    def setUp(self):
+        self.s3 = S3rver(self, self.service_endpoint).start()
+        endpoint = None if self.path_style else "http://s3.localhost:%d" % self.s3.port
+        self.module_conf = {"s3": s3_conf(self.s3, self.path_style, endpoint)}
+        self.modules = MODULES
+        self.srv = Server(modules=self.modules, module_conf=self.module_conf,
+                          env=dict({"MBYTE_GC_GRACE": "0"}, **self.extra_env()))
+        self.srv.start()
+        self.admin = self.srv.login()
+        self.user = self.srv.add_user("ann", admin_token=self.admin)
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.s3.cleanup()
+
+    def extra_env(self):
+        return {}
+
+    def file_url(self, sid, path):
+        return "/api/v1/stores/%d/files/%s" % (sid, path)
+
+    def round_trip(self):
+        sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "s3a"})
+        r = self.srv.request("GET", "/api/v1/stores/%d/config" % sid, token=self.user)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["placement"], {"backend": "s3a", "encrypt": False})
+        data = os.urandom(3 * 1024 * 1024 + 12345)  # several chunks, none small enough to be inline
+        self.assertEqual(put(self.srv, self.user, sid, "big.bin", data).status, 201)
+        r = self.srv.request("GET", self.file_url(sid, "big.bin"), token=self.user)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, data)
+        r = self.srv.request("GET", self.file_url(sid, "big.bin"), token=self.user,
+                             headers={"Range": "bytes=1048570-2097160"})
+        self.assertEqual(r.status, 206, r)
+        self.assertEqual(r.body, data[1048570:2097161])
+        objs = self.s3.objects()
+        self.assertGreaterEqual(len(objs), 2, objs)
+        self.assertTrue(all(o.startswith("c/") and len(o) == 66 for o in objs), objs)  # the prefix, then the hash
+        self.assertEqual(local_chunk_files(self.srv), 0, "a chunk of the s3 store landed on the local disk")
+        report = fsck(self.srv, self.admin)
+        self.assertEqual(report["problems"], [], report)
+        return sid, data
+
+    def test_store_on_s3_reads_back_whole_and_ranges_and_the_collector_empties_the_bucket(self):
+        sid, _ = self.round_trip()
+        self.assertEqual(self.srv.request("DELETE", self.file_url(sid, "big.bin"), token=self.user).status, 204)
+        r = self.srv.request("POST", "/api/v1/admin/fsck?repair=1", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        deadline = time.time() + 60
+        while self.s3.objects() and time.time() < deadline:
+            self.srv.request("POST", "/api/v1/admin/fsck?repair=1", token=self.admin)
+            time.sleep(0.2)
+        self.assertEqual(self.s3.objects(), [])
+        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
+
+    def test_admin_backends_lists_local_and_s3_with_their_objects_and_a_missing_one_down(self):
+        sid, data = self.round_trip()
+        self.assertProblem(self.srv.request("GET", "/api/v1/admin/backends", token=self.user), 403)
+        r = self.srv.request("GET", "/api/v1/admin/backends", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        rows = {b["name"]: b for b in r.json()}
+        self.assertEqual(rows["local"]["type"], "local")
+        self.assertEqual(rows["local"]["state"], "up")
+        s3a = rows["s3a"]
+        self.assertEqual((s3a["type"], s3a["state"], s3a["queued"], s3a["stores"]), ("s3", "up", 0, 1))
+        self.assertEqual(s3a["objects"], len(self.s3.objects()))
+        stored = sum(os.path.getsize(os.path.join(self.s3.dir, BUCKET, o + "._S3rver_object"))
+                     for o in self.s3.objects())
+        self.assertEqual(s3a["bytes"], stored)
+        self.assertGreaterEqual(stored, len(data) - 32768)  # all but an inline tail is on s3
+        self.s3.kill()
+        r = self.srv.request("GET", "/api/v1/admin/backends", token=self.admin)
+        self.assertEqual({b["name"]: b["state"] for b in r.json()}["s3a"], "down")
+        self.s3.start()
+        self.assertEqual(self.srv.request("POST", "/api/v1/admin/modules/s3/unload", token=self.admin).status, 200)
+        r = self.srv.request("GET", "/api/v1/admin/backends", token=self.admin)
+        row = {b["name"]: b for b in r.json()}["s3a"]
+        self.assertEqual((row["type"], row["state"], row["stores"]), (None, "down", 1))
+
+    def test_an_orphan_object_is_found_by_listing_and_collected(self):
+        sid, data = self.round_trip()
+        # An object no refcount names (an upload that never committed) appears in fsck's listing.
+        orphan = "0" * 64
+        if not shutil.which("rclone"):
+            missing_prerequisite(self, "rclone is not installed (tests/setup/webdav.sh)")
+        env = dict(os.environ, RCLONE_CONFIG_T_TYPE="s3", RCLONE_CONFIG_T_PROVIDER="Other",
+                   RCLONE_CONFIG_T_ENDPOINT="http://127.0.0.1:%d" % self.s3.port,
+                   RCLONE_CONFIG_T_ACCESS_KEY_ID="S3RVER", RCLONE_CONFIG_T_SECRET_ACCESS_KEY="S3RVER",
+                   RCLONE_CONFIG_T_FORCE_PATH_STYLE="true")
+        env.pop("AWS_CA_BUNDLE", None)  # the AWS SDK in rclone would load it even for plain http
+        r = subprocess.run(["rclone", "rcat", "t:%s/c/%s" % (BUCKET, orphan)], input=b"orphan bytes", env=env,
+                           capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("c/" + orphan, self.s3.objects())
+        report = fsck(self.srv, self.admin)
+        kinds = [p["kind"] for p in report["problems"]]
+        self.assertIn("c/" + orphan, ["c/" + p.get("chunk", "") for p in report["problems"]], report)
+        self.assertEqual(set(kinds), {"orphan"})
+        self.srv.request("POST", "/api/v1/admin/fsck?repair=1", token=self.admin)
+        self.assertNotIn("c/" + orphan, self.s3.objects())
+        r = self.srv.request("GET", self.file_url(sid, "big.bin"), token=self.user)
+        self.assertEqual(r.body, data)
+
+    def test_placement_on_an_unknown_backend_or_encrypted_is_refused_with_a_reason(self):
+        r = self.srv.request("POST", "/api/v1/stores", {"name": "X", "placement": {"backend": "nope"}},
+                             token=self.user)
+        self.assertProblem(r, 400, "no backend 'nope'")
+        r = self.srv.request("POST", "/api/v1/stores", {"name": "X", "placement": {"backend": "s3a", "x": 1}},
+                             token=self.user)
+        self.assertProblem(r, 400, "placement.x")
+        r = self.srv.request("POST", "/api/v1/stores", {"name": "X", "placement": {"copies": 2}}, token=self.user)
+        self.assertProblem(r, 400)
+        r = self.srv.request("POST", "/api/v1/stores", {"name": "X", "placement": {"backend": "s3a", "encrypt": True}},
+                             token=self.user)
+        self.assertProblem(r, 415, "master key")  # this server was started without one
+        sid = make_store(self, self.srv, self.user, "Plain", {"backend": "local"})
+        r = self.srv.request("PATCH", "/api/v1/stores/%d/config" % sid, {"placement": {"backend": "s3a"}},
+                             token=self.user)
+        self.assertProblem(r, 415, "placement")
+        r = self.srv.request("GET", "/api/v1/stores/%d/config" % sid, token=self.user)
+        self.assertEqual(r.json()["placement"], {"backend": "local", "encrypt": False})
+
+    def test_unloading_s3_refuses_its_stores_with_503_until_it_is_loaded_again(self):
+        sid, data = self.round_trip()
+        r = self.srv.request("POST", "/api/v1/admin/modules/s3/unload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        r = self.srv.request("GET", self.file_url(sid, "big.bin"), token=self.user)
+        self.assertProblem(r, 503, "s3a")
+        r = put(self.srv, self.user, sid, "new.bin", os.urandom(100000))
+        self.assertEqual(r.status, 503, r)
+        r = self.srv.request("POST", "/api/v1/admin/modules/s3/load", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        r = self.srv.request("GET", self.file_url(sid, "big.bin"), token=self.user)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, data)
+        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
+
+    def test_s3rver_killed_during_8_uploads_acknowledges_nothing_it_lost(self):
+        sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "s3a"})
+        blobs = {"f%d.bin" % i: os.urandom(6 * 1024 * 1024 + i) for i in range(8)}
+        results = {}
+
+        def upload(name):
+            try:
+                results[name] = put(self.srv, self.user, sid, name, blobs[name]).status
+            except OSError as e:
+                results[name] = repr(e)
+
+        threads = [threading.Thread(target=upload, args=(n,)) for n in blobs]
+        for th in threads:
+            th.start()
+        deadline = time.time() + 60
+        while len(self.s3.objects()) < 3 and time.time() < deadline:
+            time.sleep(0.01)
+        self.s3.kill()
+        for th in threads:
+            th.join(120)
+        acked = [n for n, st in results.items() if st == 201]
+        failed = [n for n, st in results.items() if st != 201]
+        self.assertTrue(failed, "no upload failed although s3rver died: %r" % results)
+        for n in failed:
+            self.assertIn(results[n], (500, 503), results)
+        self.s3.start()
+        for n in acked:
+            r = self.srv.request("GET", self.file_url(sid, n), token=self.user)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.body, blobs[n], n)
+        for n in failed:  # nothing of a failed upload is visible
+            self.assertEqual(self.srv.request("GET", self.file_url(sid, n), token=self.user).status, 404)
+        # Chunks a failed upload had put stay behind as orphans (the delete could not reach the
+        # dead service); they are the only problems, and the collector takes them.
+        report = fsck(self.srv, self.admin)
+        self.assertEqual({p["kind"] for p in report["problems"]} - {"orphan"}, set(), report)
+        r = self.srv.request("POST", "/api/v1/admin/fsck?repair=1", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
+
+
+class S3EncryptedTest(S3Test):
+    """Stores with {"encrypt": true}: what reaches s3rver is ciphertext under keyed names, and
+    tools/mbyte-decrypt recovers a file from the objects, the key file and its manifest."""
+
+    def extra_env(self):
+        self.keyfile = os.path.join(self.s3.dir + "-master.key")
+        with open(self.keyfile, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        os.chmod(self.keyfile, 0o600)
+        return {"MBYTE_MASTER_KEY": "file:" + self.keyfile}
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            if os.path.exists(self.keyfile):
+                os.unlink(self.keyfile)
+
+    def object_bytes(self):
+        top = os.path.join(self.s3.dir, BUCKET)
+        out = {}
+        for o in self.s3.objects():
+            with open(os.path.join(top, o + "._S3rver_object"), "rb") as f:
+                out[o] = f.read()
+        return out
+
+    def test_every_object_is_ciphertext_and_mbyte_decrypt_gives_the_file_back(self):
+        sid = make_store(self, self.srv, self.user, "Secret", {"backend": "s3a", "encrypt": True})
+        twin = make_store(self, self.srv, self.user, "Twin", {"backend": "s3a", "encrypt": True})
+        r = self.srv.request("GET", "/api/v1/stores/%d/config" % sid, token=self.user)
+        self.assertEqual(r.json()["placement"], {"backend": "s3a", "encrypt": True})
+        # Text a backend could recognise, several chunks of it, and a tail small enough to stay inline.
+        data = (MARKER * 200000)[: 3 * 1024 * 1024] + os.urandom(2 * 1024 * 1024) + MARKER * 10
+        for s in (sid, twin):
+            self.assertEqual(put(self.srv, self.user, s, "doc.txt", data).status, 201)
+        r = self.srv.request("GET", self.file_url(sid, "doc.txt"), token=self.user)
+        self.assertEqual(r.body, data)
+        r = self.srv.request("GET", self.file_url(sid, "doc.txt"), token=self.user,
+                             headers={"Range": "bytes=3000000-3200000"})
+        self.assertEqual((r.status, r.body), (206, data[3000000:3200001]))
+        objs = self.object_bytes()
+        self.assertGreaterEqual(len(objs), 4, list(objs))
+        for name, body in objs.items():
+            self.assertTrue(name.startswith("c/e/"), name)
+            self.assertNotIn(MARKER[:12], body, name)
+            self.assertEqual(body[:4], b"MBE1", name)
+        # The same file in two stores: no object name in common (the backend cannot tell them equal).
+        twin_names = set(self.s3.objects())
+        r = self.srv.request("GET", "/api/v1/stores/%d/manifest/doc.txt" % sid, token=self.user)
+        plain_on_backend = 2 * sum(c["n"] for c in r.json()["chunks"] if "i" not in c)
+        self.assertEqual(len(twin_names), 2 * sum(1 for c in r.json()["chunks"] if "i" not in c))
+        stored = sum(len(b) for b in objs.values())
+        self.assertLess(stored, plain_on_backend * 1.01, "encryption grew the data by 1 % or more")
+        self.assertGreater(stored, plain_on_backend)
+        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
+        # Recovery with no server: the manifest, a copy of the bucket made by a real S3 client, the key.
+        r = self.srv.request("GET", "/api/v1/stores/%d/manifest/doc.txt" % sid, token=self.user)
+        self.assertEqual(r.status, 200, r)
+        manifest = r.json()
+        self.assertTrue(manifest["placement"]["key"].startswith("v1:"))
+        work = tempfile.mkdtemp(prefix="mbyte-decrypt-")
+        try:
+            mf = os.path.join(work, "manifest.json")
+            with open(mf, "wb") as f:
+                f.write(r.body)
+            copy = os.path.join(work, "objects")
+            env = dict(os.environ, RCLONE_CONFIG_T_TYPE="s3", RCLONE_CONFIG_T_PROVIDER="Other",
+                       RCLONE_CONFIG_T_ENDPOINT="http://127.0.0.1:%d" % self.s3.port,
+                       RCLONE_CONFIG_T_ACCESS_KEY_ID="S3RVER", RCLONE_CONFIG_T_SECRET_ACCESS_KEY="S3RVER",
+                       RCLONE_CONFIG_T_FORCE_PATH_STYLE="true")
+            env.pop("AWS_CA_BUNDLE", None)
+            if not shutil.which("rclone"):
+                missing_prerequisite(self, "rclone is not installed (tests/setup/webdav.sh)")
+            # --fast-list: s3rver answers rclone's per-folder (delimiter) listings with nothing
+            cp = subprocess.run(["rclone", "copy", "--fast-list", "t:" + BUCKET, copy], env=env, capture_output=True)
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.srv.stop()
+            out = os.path.join(work, "doc.txt")
+            run = subprocess.run([DECRYPT, "--key", self.keyfile, "--manifest", mf, "--objects", copy,
+                                  "--prefix", "c/", "--out", out], capture_output=True, text=True)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            with open(out, "rb") as f:
+                self.assertEqual(f.read(), data)
+            os.unlink(out)
+            # A wrong key is named as such.
+            wrong = os.path.join(work, "wrong.key")
+            with open(wrong, "w") as f:
+                f.write(os.urandom(32).hex())
+            os.chmod(wrong, 0o600)
+            run = subprocess.run([DECRYPT, "--key", wrong, "--manifest", mf, "--objects", copy, "--prefix", "c/",
+                                  "--out", out], capture_output=True, text=True)
+            self.assertEqual(run.returncode, 1)
+            self.assertIn("wrapped with master key", run.stderr)
+            # One flipped byte in each object (the copy holds both stores' objects, and which are
+            # this file's only the keys tell): a clear error and no output, never wrong bytes.
+            for victim in os.listdir(os.path.join(copy, "c", "e")):
+                with open(os.path.join(copy, "c", "e", victim), "r+b") as f:
+                    body = bytearray(f.read())
+                    body[len(body) // 2] ^= 0x01
+                    f.seek(0)
+                    f.write(bytes(body))
+            run = subprocess.run([DECRYPT, "--key", self.keyfile, "--manifest", mf, "--objects", copy,
+                                  "--prefix", "c/", "--out", out], capture_output=True, text=True)
+            self.assertEqual(run.returncode, 1, run.stderr)
+            self.assertIn("failed authentication", run.stderr)
+            self.assertFalse(os.path.exists(out) or os.path.exists(out + ".partial"))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def test_a_corrupted_object_is_an_error_through_the_server_never_wrong_bytes(self):
+        sid = make_store(self, self.srv, self.user, "Secret", {"backend": "s3a", "encrypt": True})
+        data = os.urandom(1024 * 1024)
+        self.assertEqual(put(self.srv, self.user, sid, "one.bin", data).status, 201)
+        top = os.path.join(self.s3.dir, BUCKET)
+        for o in self.s3.objects():
+            p = os.path.join(top, o + "._S3rver_object")
+            with open(p, "r+b") as f:
+                f.seek(100)
+                b = f.read(1)
+                f.seek(100)
+                f.write(bytes([b[0] ^ 0x80]))
+        r = self.srv.request("GET", self.file_url(sid, "one.bin"), token=self.user)
+        self.assertNotEqual(r.status, 200)
+        self.assertNotIn(data[:4096], r.body)
+        kinds = {p["kind"] for p in fsck(self.srv, self.admin)["problems"]}
+        self.assertEqual(kinds, {"corrupt_chunk"})
+
+    def test_the_collector_deletes_encrypted_objects_and_encryption_needs_the_master_key(self):
+        sid = make_store(self, self.srv, self.user, "Secret", {"backend": "s3a", "encrypt": True})
+        self.assertEqual(put(self.srv, self.user, sid, "x.bin", os.urandom(2 * 1024 * 1024)).status, 201)
+        self.assertTrue(self.s3.objects())
+        self.assertEqual(self.srv.request("DELETE", self.file_url(sid, "x.bin"), token=self.user).status, 204)
+        self.srv.request("POST", "/api/v1/admin/fsck?repair=1", token=self.admin)
+        self.assertEqual(self.s3.objects(), [])
+        r = self.srv.request("POST", "/api/v1/stores", {"name": "L", "placement": {"backend": "local",
+                                                                                    "encrypt": True}},
+                             token=self.user)
+        self.assertProblem(r, 415, "external backends")
+        # A server started without the key refuses new encrypted stores and cannot read old ones.
+        kept = os.urandom(300000)
+        self.assertEqual(put(self.srv, self.user, sid, "kept.bin", kept).status, 201)
+        self.srv.stop()
+        self.srv.extra_env.pop("MBYTE_MASTER_KEY")
+        self.srv.start()
+        self.admin = self.srv.login()
+        self.user = self.srv.login("ann", "user-password-1")
+        r = self.srv.request("POST", "/api/v1/stores", {"name": "S2", "placement": {"backend": "s3a",
+                                                                                     "encrypt": True}},
+                             token=self.user)
+        self.assertProblem(r, 415, "master key")
+        r = self.srv.request("GET", self.file_url(sid, "kept.bin"), token=self.user)
+        self.assertProblem(r, 503, "cannot be unwrapped")
+
+    test_store_on_s3_reads_back_whole_and_ranges_and_the_collector_empties_the_bucket = None
+    test_an_orphan_object_is_found_by_listing_and_collected = None
+    test_unloading_s3_refuses_its_stores_with_503_until_it_is_loaded_again = None
+    test_s3rver_killed_during_8_uploads_acknowledges_nothing_it_lost = None
+    test_placement_on_an_unknown_backend_or_encrypted_is_refused_with_a_reason = None
+    test_admin_backends_lists_local_and_s3_with_their_objects_and_a_missing_one_down = None
+
+
+class S3VirtualHostTest(S3Test):
+    """The same through virtual-host addressing: <bucket>.s3.localhost:<port> (curl maps any
+    *.localhost name to the loopback address)."""
+    path_style = False
+    service_endpoint = "localhost"
+
+    test_an_orphan_object_is_found_by_listing_and_collected = None
+    test_unloading_s3_refuses_its_stores_with_503_until_it_is_loaded_again = None
+    test_s3rver_killed_during_8_uploads_acknowledges_nothing_it_lost = None
+    test_placement_on_an_unknown_backend_or_encrypted_is_refused_with_a_reason = None
+    test_admin_backends_lists_local_and_s3_with_their_objects_and_a_missing_one_down = None
+
+
+if __name__ == "__main__":
+    main()
