@@ -657,6 +657,8 @@ static int h_begin(mb_req *req, void *state, mb_err *err)
 static int h_route(mb_req *req, void *state, mb_err *err)
 {
     dav_srv *d = state;
+    if (!strcmp(d->api->req_method(req), "OPTIONS"))
+        return do_options(d->api, req);
     dav_req *r;
     int rc = prepare(d, req, &r, err);
     if (rc)
@@ -747,6 +749,9 @@ static const mb_route routes[] = {
     DAV_ROUTE("OPTIONS"), DAV_ROUTE("GET"),      DAV_ROUTE("HEAD"),      DAV_ROUTE("PUT"),
     DAV_ROUTE("DELETE"),  DAV_ROUTE("MKCOL"),    DAV_ROUTE("COPY"),      DAV_ROUTE("MOVE"),
     DAV_ROUTE("PROPFIND"), DAV_ROUTE("PROPPATCH"), DAV_ROUTE("LOCK"),    DAV_ROUTE("UNLOCK"),
+    /* Windows' mini-redirector probes the server's root with OPTIONS before it maps a drive
+     * (and /dav itself is /dav/{path*} with an empty path): answer it like /dav/'s. */
+    {sizeof(mb_route), "OPTIONS", "/", MB_ROLE_NONE, h_route, h_begin},
     {0},
 };
 

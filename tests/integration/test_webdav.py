@@ -205,9 +205,18 @@ class TestProtocol(DavTest):
         self.assertEqual(r.status, 200)
         self.assertEqual(r.header("DAV"), "1, 2")
         self.assertIn("PROPFIND", r.header("Allow"))
-        r = self.dav("PROPFIND", "/dav/Home/", headers={"Depth": "infinity"})
-        self.assertEqual(r.status, 403)
-        self.assertIn(b"propfind-finite-depth", r.body)
+
+    def test_options_on_the_server_root_and_on_dav_without_slash(self):
+        # Windows' mini-redirector probes / and /dav before it maps a drive, without credentials.
+        for path in ("/", "/dav", "/dav/"):
+            r = self.srv.request("OPTIONS", path)
+            self.assertEqual(r.status, 200, path)
+            self.assertEqual(r.header("DAV"), "1, 2", path)
+            self.assertEqual(r.header("MS-Author-Via"), "DAV", path)
+            self.assertIn("PROPFIND", r.header("Allow"), path)
+        page = self.srv.request("GET", "/")  # the web page is still served at /
+        self.assertEqual(page.status, 200)
+        self.assertIn(b"<html", page.body.lower())
 
     def test_etag_last_modified_and_range_match_the_http_api(self):
         data = os.urandom(100000)
