@@ -103,6 +103,8 @@ int dav_if_parse(const char *s, dav_if *out);
 int dav_uri_path(const char *uri, char *out, size_t n);
 
 void dav_locks_init(dav_locks *t);
+/* Load the saved locks (kv `l/<token>`) not yet expired into d->locks; init calls it. */
+void dav_locks_load(dav_srv *d);
 void dav_locks_free(dav_locks *t);
 /* May the caller change `path` (and, when `deep`, everything below it)? The If header must
  * hold (else MB_EPRECOND, 412) and every lock covering what changes (a depth-infinity lock

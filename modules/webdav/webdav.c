@@ -715,6 +715,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     d->api = api;
     read_config(d, config);
     dav_locks_init(&d->locks);
+    dav_locks_load(d);
     *state = d;
     return 0;
 }

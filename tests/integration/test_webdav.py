@@ -352,6 +352,44 @@ class TestQuirks(DavTest):
         self.assertEqual(self.dav("GET", "/dav/Home/Report.docx").body, doc)
 
 
+class TestLockPersistence(DavTest):
+    LOCK = (b'<?xml version="1.0" encoding="utf-8" ?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+            b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>alice-laptop</D:owner></D:lockinfo>')
+
+    def test_a_lock_survives_a_restart_and_a_module_reload_and_an_expired_one_does_not(self):
+        self.assertEqual(self.dav("PUT", "/dav/Home/held.odt", b"v1").status, 201)
+        self.assertEqual(self.dav("PUT", "/dav/Home/brief.odt", b"v1").status, 201)
+        r = self.dav("LOCK", "/dav/Home/held.odt", self.LOCK, {"Timeout": "Second-3600", "Depth": "0"})
+        self.assertEqual(r.status, 200, r)
+        token = r.header("Lock-Token").strip("<>")
+        r = self.dav("LOCK", "/dav/Home/brief.odt", self.LOCK, {"Timeout": "Second-2", "Depth": "0"})
+        self.assertEqual(r.status, 200, r)
+        brief_deadline = time.time() + 2
+        self.srv.stop()
+        self.srv.start()
+        admin = self.srv.login()
+        for round_ in ("restart", "reload"):
+            self.assertEqual(self.dav("PUT", "/dav/Home/held.odt", b"clobber").status, 423, round_)
+            r = self.dav("PROPFIND", "/dav/Home/held.odt", None, {"Depth": "0"})
+            self.assertIn(token.encode(), r.body, round_)
+            self.assertIn(b"alice-laptop", r.body, round_)
+            r = self.srv.request("POST", "/api/v1/admin/modules/webdav/reload", token=admin)
+            self.assertEqual(r.status, 200, r)
+        ok = self.dav("PUT", "/dav/Home/held.odt", b"v2", {"If": "(<%s>)" % token})
+        self.assertEqual(ok.status, 204, ok)
+        while time.time() <= brief_deadline + 1:
+            time.sleep(0.2)
+        self.srv.stop()
+        self.srv.start()
+        self.assertEqual(self.dav("PUT", "/dav/Home/brief.odt", b"v2").status, 204)  # its lock expired
+        r = self.dav("UNLOCK", "/dav/Home/held.odt", None, {"Lock-Token": "<%s>" % token})
+        self.assertEqual(r.status, 204, r)
+        self.srv.stop()
+        self.srv.start()
+        self.assertEqual(self.dav("PUT", "/dav/Home/held.odt", b"v3").status, 204)  # unlocked for good
+        self.assertEqual(self.dav("GET", "/dav/Home/held.odt").body, b"v3")
+
+
 class TestTls(ServerTest):
     """With tls_cert and tls_key, /dav/ is served over TLS on the same port as the API."""
 
