@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 2
-#define MB_ABI_MINOR 0
+#define MB_ABI_MINOR 1
 
 /* Log levels for api->log. */
 enum { MB_LOG_DEBUG = 0, MB_LOG_INFO = 1, MB_LOG_WARN = 2, MB_LOG_ERROR = 3 };
@@ -746,6 +746,19 @@ struct mb_api {
 
     /* The FTP reply code for an MB_E* code, from the kernel's one error table. */
     int (*err_ftp_reply)(int code);
+
+    /* --- dav (2.1): answers streamed by a module --- */
+    /* Answer `req` with a body of unknown length (chunked) that `read` produces after the
+     * handler has returned: read fills buf with 1..max bytes and returns how many, 0 at the
+     * end, or a negative MB_E* code to cut the answer short (the client sees a broken
+     * transfer). read runs on HTTP worker threads, one call at a time; it must not touch
+     * `req` (it is gone by then). free_ctx (may be NULL) runs exactly once, when the answer
+     * ends or the client leaves. The module `self` stays busy (not unloaded) until free_ctx
+     * has returned. Headers set with reply_header before this call are sent. 0, or a negative
+     * code with err filled (then nothing was sent and free_ctx was not called). */
+    int (*reply_stream)(mb_module *self, mb_req *req, int status, const char *content_type,
+                        int64_t (*read)(void *ctx, char *buf, size_t max), void *ctx, void (*free_ctx)(void *ctx),
+                        mb_err *err);
 };
 
 #ifdef __cplusplus

@@ -127,6 +127,7 @@ struct dav_srv {
     bool allow_account_password;
     bool keep_macos_metadata;
     int64_t lock_timeout_max;
+    int64_t propfind_infinity_max; /* Depth: infinity answers up to this many resources (0: never) */
     dav_locks locks;
 };
 /* RFC 4331 for this request's store: what it may still take (its max_bytes setting, else the

@@ -701,6 +701,7 @@ static void read_config(dav_srv *d, const json_t *c)
     d->allow_account_password = json_is_true(json_object_get(c, "allow_account_password"));
     d->keep_macos_metadata = json_is_true(json_object_get(c, "keep_macos_metadata"));
     d->lock_timeout_max = json_integer_value(json_object_get(c, "lock_timeout_max"));
+    d->propfind_infinity_max = json_integer_value(json_object_get(c, "propfind_infinity_max"));
 }
 
 static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)
@@ -742,6 +743,7 @@ static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "allow_account_password", MB_CFG_BOOL, "false", 0, 0},
     {sizeof(mb_config_key), "keep_macos_metadata", MB_CFG_BOOL, "false", 0, 0},
     {sizeof(mb_config_key), "lock_timeout_max", MB_CFG_INT, "86400", 60, 604800},
+    {sizeof(mb_config_key), "propfind_infinity_max", MB_CFG_INT, "100000", 0, 100000000},
     {0},
 };
 

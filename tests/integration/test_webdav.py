@@ -218,6 +218,47 @@ class TestProtocol(DavTest):
         self.assertEqual(page.status, 200)
         self.assertIn(b"<html", page.body.lower())
 
+    def hrefs(self, body):
+        import xml.etree.ElementTree as ET
+        root = ET.fromstring(body)  # the streamed multistatus is one well-formed document
+        return sorted(h.text for h in root.iter("{DAV:}href") if h.text)
+
+    def test_propfind_depth_infinity_and_without_depth_walks_the_whole_tree(self):
+        for col in ("/dav/Home/a/", "/dav/Home/a/b/", "/dav/Home/a/b/c/", "/dav/Home/z/"):
+            self.assertEqual(self.dav("MKCOL", col).status, 201, col)
+        for f in ("a/one.txt", "a/b/two.txt", "a/b/c/three.txt", "top.txt"):
+            self.assertEqual(self.dav("PUT", "/dav/Home/" + f, f.encode()).status, 201, f)
+        patch = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x"><D:set><D:prop>'
+                 b'<Z:colour>deep-blue</Z:colour></D:prop></D:set></D:propertyupdate>')
+        self.assertEqual(self.dav("PROPPATCH", "/dav/Home/a/b/c/three.txt", patch).status, 207)
+        want = ["/dav/Home/", "/dav/Home/a/", "/dav/Home/a/b/", "/dav/Home/a/b/c/", "/dav/Home/a/b/c/three.txt",
+                "/dav/Home/a/b/two.txt", "/dav/Home/a/one.txt", "/dav/Home/top.txt", "/dav/Home/z/"]
+        for headers in ({"Depth": "infinity"}, {}):
+            r = self.dav("PROPFIND", "/dav/Home/", None, headers)
+            self.assertEqual(r.status, 207, (headers, r))
+            self.assertEqual(r.header("Transfer-Encoding"), "chunked")  # streamed, not built whole
+            self.assertEqual(self.hrefs(r.body), want)
+            self.assertIn(b"deep-blue", r.body)  # dead properties of deep members come along
+        r = self.dav("PROPFIND", "/dav/Home/a/b/", None, {"Depth": "infinity"})
+        self.assertEqual(self.hrefs(r.body), ["/dav/Home/a/b/", "/dav/Home/a/b/c/", "/dav/Home/a/b/c/three.txt",
+                                              "/dav/Home/a/b/two.txt"])
+        r = self.dav("PROPFIND", "/dav/Home/a/", None, {"Depth": "1"})
+        self.assertEqual(self.hrefs(r.body), ["/dav/Home/a/", "/dav/Home/a/b/", "/dav/Home/a/one.txt"])
+        r = self.dav("PROPFIND", "/dav/", None, {"Depth": "infinity"})
+        self.assertEqual(r.status, 207)
+        self.assertIn("/dav/Home/a/b/c/three.txt", self.hrefs(r.body))
+        self.assertEqual(self.dav("PROPFIND", "/dav/Home/nope/", None, {}).status, 404)
+
+    def test_a_thousand_member_folder_streams_every_member_once(self):
+        self.assertEqual(self.dav("MKCOL", "/dav/Home/many/").status, 201)
+        for i in range(1000):
+            self.assertEqual(self.dav("PUT", "/dav/Home/many/f%04d.txt" % i, b"x").status, 201)
+        r = self.dav("PROPFIND", "/dav/Home/many/", None, {"Depth": "1"})
+        self.assertEqual(r.status, 207)
+        got = self.hrefs(r.body)
+        self.assertEqual(got, ["/dav/Home/many/"] + ["/dav/Home/many/f%04d.txt" % i for i in range(1000)])
+        self.assertEqual(r.body.count(b"<D:getcontentlength>1</D:getcontentlength>"), 1000)
+
     def test_etag_last_modified_and_range_match_the_http_api(self):
         data = os.urandom(100000)
         r = self.dav("PUT", "/dav/Home/r.bin", data)
@@ -350,6 +391,24 @@ class TestQuirks(DavTest):
         self.assertEqual(self.dav("PUT", "/dav/Home/Report.docx", b"clobber", auth=other).status, 423)
         self.assertEqual(self.dav("DELETE", "/dav/Home/Report.docx", auth=other).status, 423)
         self.assertEqual(self.dav("GET", "/dav/Home/Report.docx").body, doc)
+
+
+class TestDepthCap(DavTest):
+    module_conf = {"webdav": "propfind_infinity_max: 3\n"}
+
+    def test_depth_infinity_above_the_cap_is_refused_with_the_rfc_precondition(self):
+        self.assertEqual(self.dav("MKCOL", "/dav/Home/small/").status, 201)
+        self.assertEqual(self.dav("PUT", "/dav/Home/small/a.txt", b"a").status, 201)
+        for i in range(4):
+            self.assertEqual(self.dav("PUT", "/dav/Home/f%d.txt" % i, b"f").status, 201)
+        for headers in ({"Depth": "infinity"}, {}):
+            r = self.dav("PROPFIND", "/dav/Home/", None, headers)
+            self.assertEqual(r.status, 403, headers)
+            self.assertIn(b"<D:propfind-finite-depth/>", r.body)
+        r = self.dav("PROPFIND", "/dav/Home/small/", None, {"Depth": "infinity"})
+        self.assertEqual(r.status, 207)  # 1 member: under the cap
+        self.assertIn(b"/dav/Home/small/a.txt", r.body)
+        self.assertEqual(self.dav("PROPFIND", "/dav/Home/", None, {"Depth": "1"}).status, 207)
 
 
 class TestLockPersistence(DavTest):
