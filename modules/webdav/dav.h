@@ -50,9 +50,9 @@ int dav_proppatch(dav_req *r, const void *body, size_t len, mb_err *err);
 /* The owner element of a LOCK body as standalone XML (malloc'd, may be NULL), the scope
  * (true = exclusive); MB_EINVAL for a body that is not a lockinfo. */
 int dav_xml_lockinfo(const void *body, size_t len, bool *exclusive, char **owner, mb_err *err);
-/* Dead properties follow their resource: copy or move every one at or under `from`, or
- * drop them. */
-void dav_props_copy(dav_req *r, const char *from, const char *to, bool move);
+/* Dead properties follow their resource: copy or move every one at or under `from` (of r's
+ * store) to `to` of store to_sid, or drop them. */
+void dav_props_copy(dav_req *r, const char *from, uint64_t to_sid, const char *to, bool move);
 void dav_props_drop(dav_req *r, const char *path);
 /* href of `path` in this request's store ("/dav/<store>/<path>", '/' appended for folders). */
 void dav_href(dav_req *r, dav_buf *b, const char *path, bool folder);
@@ -119,6 +119,12 @@ int dav_unlock_handle(dav_req *r, mb_err *err);
 void dav_locks_drop(dav_req *r, const char *path);
 /* <D:lockdiscovery> content for `path` (locks on it or inherited from above). */
 void dav_lockdiscovery(dav_req *r, const char *path, dav_buf *b);
+
+/* ----------------------------------------------------------- dav_copy.c --- */
+/* Copy r->path (a file, or a folder with everything under it) to `to` of the caller's other
+ * store dsid through the kernel's read and write paths (webdav.c's COPY and MOVE do the
+ * checks, the Overwrite, dead properties and, for MOVE, the source's deletion). */
+int dav_copy_across(dav_req *r, uint64_t dsid, const char *to, bool folder, mb_err *err);
 
 /* ------------------------------------------------------------ webdav.c --- */
 struct dav_srv {

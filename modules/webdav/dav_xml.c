@@ -197,22 +197,26 @@ static void props_collect(dav_req *r, const char *path, collect_ud *c)
     free(key);
 }
 
-void dav_props_copy(dav_req *r, const char *from, const char *to, bool move)
+void dav_props_copy(dav_req *r, const char *from, uint64_t to_sid, const char *to, bool move)
 {
     collect_ud c = {json_array(), json_array()};
     props_collect(r, from, &c);
-    char base[64];
+    char base[64], tbase[64];
     props_key(r, "", base, sizeof base);
-    size_t fl = strlen(base) + 1 + strlen(from); /* "p/<sid>/" + from */
+    snprintf(tbase, sizeof tbase, "p/%016llx", (unsigned long long)to_sid);
+    size_t fl = strlen(base) + (*from ? 1 + strlen(from) : 0); /* "p/<sid>/" + from; a root: "p/<sid>" */
     size_t i;
     json_t *k;
     mb_err e;
     json_array_foreach(c.keys, i, k) {
         const char *old = json_string_value(k);
         const char *rest = old + (strlen(old) >= fl ? fl : strlen(old));
-        size_t nn = strlen(base) + strlen(to) + strlen(rest) + 3;
+        size_t nn = strlen(tbase) + strlen(to) + strlen(rest) + 3;
         char *nk = malloc(nn);
-        snprintf(nk, nn, "%s/%s%s", base, to, rest);
+        if (*to)
+            snprintf(nk, nn, "%s/%s%s", tbase, to, rest);
+        else /* a store's root: its own key, its members' below */
+            snprintf(nk, nn, "%s%s", tbase, rest);
         const char *v = json_string_value(json_array_get(c.vals, i));
         r->api->kv_put(r->d->self, nk, v, strlen(v), true, &e);
         if (move)

@@ -500,12 +500,12 @@ static int do_copymove(dav_req *r, bool move, mb_err *err)
         *slash = 0;
     uint64_t dsid = 0;
     mb_err ig;
-    if (!*dp || resolve_store(r, dp, &dsid, &ig) || dsid != r->sid)
-        return reply_status(r, 502, NULL); /* COPY/MOVE between stores: the client copies (RFC 4918 9.8.5) */
+    if (!*dp || resolve_store(r, dp, &dsid, &ig))
+        return reply_status(r, 502, NULL); /* not a store of the caller's: unreachable (RFC 4918 9.8.5) */
     size_t tl = strlen(to);
     if (tl && to[tl - 1] == '/')
         ((char *)to)[tl - 1] = 0;
-    if (!*to || !strcmp(to, r->path))
+    if (!*to || (dsid == r->sid && !strcmp(to, r->path)))
         return api->err_set(err, MB_EPERM, "the destination is the source or the store's root");
     const char *ow = api->req_header(r->req, "Overwrite");
     bool overwrite = !ow || (ow[0] != 'F' && ow[0] != 'f');
@@ -519,33 +519,45 @@ static int do_copymove(dav_req *r, bool move, mb_err *err)
     if ((rc = stat_type(r, r->path, &sfolder, err)))
         return rc;
     size_t sl = strlen(r->path);
-    if (sfolder && (!*r->path || (!strncmp(to, r->path, sl) && to[sl] == '/')))
+    if (dsid == r->sid && sfolder && (!*r->path || (!strncmp(to, r->path, sl) && to[sl] == '/')))
         return api->err_set(err, MB_EPERM, "a collection cannot go into itself");
-    bool exists = stat_type(r, to, &dfolder, &ig) == 0;
+    dav_req dr = *r; /* the destination's side: locks and dead properties are per store */
+    dr.sid = dsid;
+    dr.store_seg = dp;
+    dr.path = to;
+    bool exists = stat_type(&dr, to, &dfolder, &ig) == 0;
     if (exists && !overwrite)
         return api->err_set(err, MB_EPRECOND, "'%s' exists and Overwrite is F", to);
     if ((rc = dav_if_check(r, err)))
         return rc;
     if (move && (rc = dav_lock_check(r, r->path, true, err)))
         return rc;
-    if ((rc = dav_lock_check(r, to, true, err)))
+    if ((rc = dav_lock_check(&dr, to, true, err)))
         return rc;
     if (exists) {
-        if ((rc = api->file_delete(&r->user, r->sid, to, MB_FS_RECURSIVE, err)))
+        if ((rc = api->file_delete(&r->user, dsid, to, MB_FS_RECURSIVE, err)))
             return rc;
-        dav_props_drop(r, to);
-        dav_locks_drop(r, to);
+        dav_props_drop(&dr, to);
+        dav_locks_drop(&dr, to);
     }
     if (shallow && sfolder)
-        rc = api->folder_create(&r->user, r->sid, to, 0, NULL, err);
+        rc = api->folder_create(&r->user, dsid, to, 0, NULL, err);
+    else if (dsid != r->sid)
+        rc = dav_copy_across(r, dsid, to, sfolder, err);
     else if (move)
         rc = api->file_move(&r->user, r->sid, r->path, to, 0, NULL, err);
     else
         rc = api->file_copy(&r->user, r->sid, r->path, to, 0, NULL, err);
     if (rc)
         return rc;
+    bool renamed = move && dsid == r->sid;
     if (!(shallow && sfolder))
-        dav_props_copy(r, r->path, to, move);
+        dav_props_copy(r, r->path, dsid, to, renamed);
+    if (move && !renamed) { /* across stores: everything is copied, the source goes now */
+        if ((rc = api->file_delete(&r->user, r->sid, r->path, MB_FS_RECURSIVE, err)))
+            return rc;
+        dav_props_drop(r, r->path);
+    }
     if (move)
         dav_locks_drop(r, r->path);
     return reply_status(r, exists ? 204 : 201, NULL);

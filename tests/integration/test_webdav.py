@@ -393,6 +393,55 @@ class TestQuirks(DavTest):
         self.assertEqual(self.dav("GET", "/dav/Home/Report.docx").body, doc)
 
 
+class TestAcrossStores(DavTest):
+    modules = dict(MODULES, taskmgr=True)
+
+    def test_copy_and_move_between_two_stores_of_the_user(self):
+        import storeutil
+        storeutil.create_store(self, self.srv, self.tok, "Work")
+        data = os.urandom(300000)
+        self.assertEqual(self.dav("PUT", "/dav/Home/report.bin", data).status, 201)
+        patch = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x"><D:set><D:prop>'
+                 b'<Z:tag>quarterly</Z:tag></D:prop></D:set></D:propertyupdate>')
+        self.assertEqual(self.dav("PROPPATCH", "/dav/Home/report.bin", patch).status, 207)
+        dest = "http://127.0.0.1:%d/dav/Work/report.bin" % self.srv.port
+        r = self.dav("COPY", "/dav/Home/report.bin", headers={"Destination": dest})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(self.dav("GET", "/dav/Work/report.bin").body, data)
+        self.assertEqual(self.dav("GET", "/dav/Home/report.bin").body, data)  # COPY keeps the source
+        r = self.dav("PROPFIND", "/dav/Work/report.bin", None, {"Depth": "0"})
+        self.assertIn(b"quarterly", r.body)  # dead properties follow
+        r = self.dav("COPY", "/dav/Home/report.bin", headers={"Destination": dest, "Overwrite": "F"})
+        self.assertEqual(r.status, 412)
+        self.assertEqual(self.dav("PUT", "/dav/Home/report.bin", b"v2").status, 204)
+        r = self.dav("COPY", "/dav/Home/report.bin", headers={"Destination": dest, "Overwrite": "T"})
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(self.dav("GET", "/dav/Work/report.bin").body, b"v2")
+        # a tree moves whole: parents first, every byte, and the source goes
+        files = {"tree/a.txt": b"a" * 10, "tree/sub/b.bin": os.urandom(70000), "tree/sub/deeper/c.txt": b"c",
+                 "tree/empty/": None}
+        for col in ("tree/", "tree/sub/", "tree/sub/deeper/", "tree/empty/"):
+            self.assertEqual(self.dav("MKCOL", "/dav/Home/" + col).status, 201)
+        for name, body in files.items():
+            if body is not None:
+                self.assertEqual(self.dav("PUT", "/dav/Home/" + name, body).status, 201)
+        r = self.dav("MOVE", "/dav/Home/tree/",
+                     headers={"Destination": "http://127.0.0.1:%d/dav/Work/moved/" % self.srv.port})
+        self.assertEqual(r.status, 201, r)
+        for name, body in files.items():
+            moved = "/dav/Work/moved/" + name[len("tree/"):]
+            if body is None:
+                self.assertEqual(self.dav("PROPFIND", moved, None, {"Depth": "0"}).status, 207, moved)
+            else:
+                self.assertEqual(self.dav("GET", moved).body, body, moved)
+        self.assertEqual(self.dav("PROPFIND", "/dav/Home/tree/", None, {"Depth": "0"}).status, 404)
+        # Depth 0 COPY of a folder across: the folder alone
+        r = self.dav("COPY", "/dav/Work/moved/", headers={"Depth": "0", "Destination": "/dav/Home/shell/"})
+        self.assertEqual(r.status, 201, r)
+        r = self.dav("PROPFIND", "/dav/Home/shell/", None, {"Depth": "1"})
+        self.assertEqual(r.body.count(b"<D:response>"), 1)
+
+
 class TestDepthCap(DavTest):
     module_conf = {"webdav": "propfind_infinity_max: 3\n"}
 
