@@ -108,6 +108,11 @@ typedef struct mb_throttle mb_throttle; /* a named failure throttle, valid until
  * folder listing of store sid. HTTP worker thread; it must not block for long (one kv_get per
  * entry is fine). */
 typedef void (*mb_listing_fn)(uint64_t sid, json_t *entry, void *state);
+
+/* A grants provider (dav branch, ABI 2.1; the sharing module): *out a new array of what is
+ * shared with user `uid` and still usable, each {"id","store","owner","path","target":
+ * "file"|"folder","permission","expires"}. Any thread; it must not block for long. */
+typedef int (*mb_grants_fn)(void *state, uint64_t uid, json_t **out, mb_err *err);
 typedef struct mb_timer mb_timer;       /* a module's timer, valid until it is cancelled or the module stops */
 
 enum { MB_ROLE_NONE = 0, MB_ROLE_USER = 1, MB_ROLE_ADMIN = 2 };
@@ -747,7 +752,7 @@ struct mb_api {
     /* The FTP reply code for an MB_E* code, from the kernel's one error table. */
     int (*err_ftp_reply)(int code);
 
-    /* --- dav (2.1): answers streamed by a module --- */
+    /* --- dav (2.1): answers streamed by a module; what is shared with a user --- */
     /* Answer `req` with a body of unknown length (chunked) that `read` produces after the
      * handler has returned: read fills buf with 1..max bytes and returns how many, 0 at the
      * end, or a negative MB_E* code to cut the answer short (the client sees a broken
@@ -759,6 +764,13 @@ struct mb_api {
     int (*reply_stream)(mb_module *self, mb_req *req, int status, const char *content_type,
                         int64_t (*read)(void *ctx, char *buf, size_t max), void *ctx, void (*free_ctx)(void *ctx),
                         mb_err *err);
+
+    /* What other users share with `uid` (dav branch): the registered provider's answer (a new
+     * array, see mb_grants_fn), an empty array when no module provides it. A module registers
+     * itself with grants_provider_set in init and clears it with fn NULL in fini; the clear
+     * returns once no call of fn is in flight. Any thread. */
+    int (*grants_provider_set)(mb_module *self, mb_grants_fn fn, void *state, mb_err *err);
+    int (*grants_list)(uint64_t uid, json_t **out, mb_err *err);
 };
 
 #ifdef __cplusplus

@@ -341,6 +341,9 @@ static const mb_api table = {
     .module_dir = evapi_module_dir,
     /* dav (2.1): streamed answers (kernel/http_reply.c) */
     .reply_stream = api_reply_stream,
+    /* dav (2.1): what is shared with a user (kernel/grants.c) */
+    .grants_provider_set = grants_provider_set,
+    .grants_list = grants_list,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -587,6 +587,9 @@ void evapi_fini(void); /* after modmgr_fini: ends run_blocking's idle workers */
 /* listdeco.c (thumbs branch, ABI minor 10): modules' listing decorators. */
 int listdeco_set(mb_module *self, mb_listing_fn fn, void *state, mb_err *err);
 void listdeco_apply(uint64_t sid, json_t *listing);
+/* grants.c (dav branch, ABI 2.1): what is shared with a user, from the module providing it. */
+int grants_provider_set(mb_module *self, mb_grants_fn fn, void *state, mb_err *err);
+int grants_list(uint64_t uid, json_t **out, mb_err *err);
 
 /* ------------------------------------------- metrics.c, accesslog.c (issue 26) --- */
 /* metrics.c: counters for GET /metrics and metrics_listen (docs/operations.md "Metrics").

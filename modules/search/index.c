@@ -485,6 +485,8 @@ int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char
     if (q->exclude)
         sq_buf_s(&b, " AND d.id NOT IN (SELECT rowid FROM fts WHERE fts MATCH ?3)");
     filters_sql(&b, q);
+    if (q->within) /* a share: its file, or its folder's subtree */
+        sq_buf_s(&b, " AND (d.path = ?5 OR (d.path >= ?5 || '/' AND d.path < ?5 || '0'))");
     sq_buf_s(&b, " ORDER BY 7 DESC, d.mtime DESC, d.id LIMIT ?4");
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db->db, b.p, -1, &st, NULL);
@@ -500,6 +502,8 @@ int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char
     if (q->exclude)
         bind_text(st, 3, q->exclude);
     sqlite3_bind_int(st, 4, max);
+    if (q->within)
+        bind_text(st, 5, q->within);
     filters_bind(st, q);
     si_hit *h = calloc((size_t)(max > 0 ? max : 1), sizeof *h);
     int64_t *ids = calloc((size_t)(max > 0 ? max : 1), sizeof *ids);

@@ -664,7 +664,83 @@ typedef struct hit {
     si_hit h;
     uint64_t sid;
     const char *store;
+    const char *share; /* the share it was found through, NULL in the caller's own store */
 } hit;
+
+static bool store_named(const sq_query *q, const char *name);
+
+/* The hits so far of one search, over every store it reaches. */
+typedef struct hits {
+    hit *v;
+    size_t n;
+} hits;
+
+/* Search one store's index (the whole store, or q->within of it) and add its hits. */
+static int search_store(search *s, const sq_query *q, uint64_t sid, const char *store, const char *share, int want,
+                        hits *all, mb_err *err)
+{
+    char why[256];
+    index_slot *x = slot_take(s, sid, err);
+    if (!x)
+        return err->code;
+    si_hit *h = NULL;
+    int n = 0;
+    int rc = si_search(x->db, q, want, &h, &n, why, sizeof why);
+    slot_release(x);
+    if (rc)
+        return s->api->err_set(err, MB_EIO, "%s", why);
+    hit *grown = realloc(all->v, (all->n + (size_t)n + 1) * sizeof *all->v);
+    if (!grown) {
+        si_hits_free(h, n);
+        return s->api->err_set(err, MB_ENOMEM, "out of memory");
+    }
+    all->v = grown;
+    for (int k = 0; k < n; k++) {
+        bool dup = false; /* two shares of one store can overlap (a folder and a file in it) */
+        for (size_t j = 0; share && j < all->n && !dup; j++)
+            dup = all->v[j].sid == sid && !strcmp(all->v[j].h.path, h[k].path);
+        if (dup) {
+            free(h[k].path), free(h[k].name), free(h[k].kind), free(h[k].snippet);
+            continue;
+        }
+        all->v[all->n++] = (hit){h[k], sid, store, share};
+    }
+    free(h); /* the strings moved into all */
+    return 0;
+}
+
+/* What other users share with the caller and it may list (api->grants_list, answered by the
+ * sharing module): each share's store searched within the shared path. in: names folders of
+ * the caller's own stores, so a query with in: searches no share. */
+static int search_shares(search *s, mb_req *req, sq_query *q, uint64_t only, int want, hits *all, json_t *keep,
+                         mb_err *err)
+{
+    const mb_api *api = s->api;
+    if (q->nins || api->size <= offsetof(mb_api, grants_list) || !api->grants_list)
+        return 0;
+    json_t *grants = NULL;
+    int rc = api->grants_list(api->req_user(req)->id, &grants, err);
+    size_t i;
+    json_t *g;
+    json_array_foreach(grants, i, g) {
+        uint64_t sid = (uint64_t)jint(g, "store");
+        if (rc || (only && sid != only))
+            continue;
+        json_t *st = NULL;
+        mb_err e;
+        if (api->store_get(NULL, sid, &st, &e))
+            continue; /* the store went meanwhile */
+        json_array_append_new(keep, st); /* its name and the share's id outlive this loop */
+        json_array_append(keep, g);
+        if (!store_named(q, jstr(st, "name")))
+            continue;
+        q->within = jstr(g, "path") && *jstr(g, "path") ? jstr(g, "path") : NULL; /* "": the whole store */
+        rc = search_store(s, q, sid, jstr(st, "name"), jstr(g, "id"), want, all, err);
+        q->within = NULL;
+    }
+    json_decref(grants);
+    return rc;
+}
 
 static int cmp_hit(const void *a, const void *b)
 {
@@ -740,8 +816,8 @@ static int h_search(mb_req *req, void *state, mb_err *err)
         sq_free(&q);
         return rc;
     }
-    hit *all = NULL;
-    size_t nall = 0;
+    hits found = {0};
+    json_t *keep = json_array();
     bool found_only = false;
     size_t i;
     json_t *st;
@@ -753,32 +829,16 @@ static int h_search(mb_req *req, void *state, mb_err *err)
         found_only = true;
         if (!store_named(&q, jstr(st, "name")))
             continue;
-        index_slot *x = slot_take(s, sid, err);
-        if (!x) {
-            rc = err->code;
+        if ((rc = search_store(s, &q, sid, jstr(st, "name"), NULL, want, &found, err)))
             break;
-        }
-        si_hit *h = NULL;
-        int n = 0;
-        rc = si_search(x->db, &q, want, &h, &n, why, sizeof why);
-        slot_release(x);
-        if (rc) {
-            rc = api->err_set(err, MB_EIO, "%s", why);
-            break;
-        }
-        hit *grown = realloc(all, (nall + (size_t)n + 1) * sizeof *all);
-        if (!grown) {
-            si_hits_free(h, n);
-            rc = api->err_set(err, MB_ENOMEM, "out of memory");
-            break;
-        }
-        all = grown;
-        for (int k = 0; k < n; k++)
-            all[nall++] = (hit){h[k], sid, jstr(st, "name")};
-        free(h); /* the strings moved into all */
     }
-    if (!rc && only && !found_only)
+    size_t own = found.n;
+    if (!rc)
+        rc = search_shares(s, req, &q, only, want, &found, keep, err);
+    if (!rc && only && !found_only && found.n == own)
         rc = api->err_set(err, MB_ENOENT, "no such store: %s", sv);
+    hit *all = found.v;
+    size_t nall = found.n;
     json_t *out = NULL;
     if (!rc) {
         if (nall)
@@ -788,11 +848,11 @@ static int h_search(mb_req *req, void *state, mb_err *err)
         json_t *arr = json_array();
         for (size_t k = offset; k < nall && k < offset + limit; k++)
             json_array_append_new(
-                arr, json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:f, s:o}", "store", (json_int_t)all[k].sid,
+                arr, json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:f, s:o, s:s?}", "store", (json_int_t)all[k].sid,
                                "store_name", all[k].store ? all[k].store : "", "path", all[k].h.path, "name",
                                all[k].h.name, "type", all[k].h.kind, "size", (json_int_t)all[k].h.size, "modified",
                                (json_int_t)all[k].h.mtime, "score", all[k].h.score, "snippet",
-                               snippet_json(all[k].h.snippet)));
+                               snippet_json(all[k].h.snippet), "share", all[k].share));
         char next[24];
         snprintf(next, sizeof next, "%llu", (unsigned long long)(offset + limit));
         out = json_pack("{s:o, s:s?}", "hits", arr, "next",
@@ -803,6 +863,7 @@ static int h_search(mb_req *req, void *state, mb_err *err)
         free(h->path), free(h->name), free(h->kind), free(h->snippet);
     }
     free(all);
+    json_decref(keep);
     json_decref(stores);
     sq_free(&q);
     return rc ? rc : api->reply_json(req, 200, out);

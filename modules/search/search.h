@@ -51,6 +51,9 @@ typedef struct sq_query {
     char *words[2 * SQ_MAX_TERMS];
     bool wprefix[2 * SQ_MAX_TERMS];
     int nwords;
+    /* not from the query text: search.c sets it to a share's path (the file, or the folder
+     * and everything under it) when it searches a store shared with the caller; borrowed */
+    const char *within;
 } sq_query;
 
 /* Parse `q` (any bytes, NUL-terminated). 0 with *out filled (free with sq_free), or -1 with a

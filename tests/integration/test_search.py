@@ -465,6 +465,49 @@ def zip_bomb_docx():
     return data
 
 
+class SharedSearchTest(SearchBase):
+    modules = {"search": True, "trash": True, "sharing": True}
+
+    def share(self, path, user="bob", permission="view"):
+        r = self.srv.request("POST", "/api/v1/stores/%s/shares" % self.c.sid,
+                             {"type": "user", "user": user, "path": path, "permission": permission}, token=self.c.tok)
+        self.assertEqual(r.status, 201, r)
+        return r.json()["id"]
+
+    def test_a_grantee_finds_shared_files_loses_them_on_revoke_and_never_sees_unshared_ones(self):
+        bob = Client(self.srv, self.srv.add_user("bob", admin_token=self.admin))
+        self.c.put("Projects/plan.txt", b"the narwhal migration plan")
+        self.c.put("Projects/deep/notes.txt", b"narwhal sightings log")
+        self.c.put("Private/diary.txt", b"my narwhal dream")
+        self.c.put("single.txt", b"a lone narwhal")
+        self.c.put("other.txt", b"another narwhal")
+        self.expect("narwhal", ["Private/diary.txt", "Projects/deep/notes.txt", "Projects/plan.txt", "other.txt",
+                                "single.txt"])
+        self.assertEqual(bob.paths("narwhal"), [])
+        folder = self.share("Projects")
+        single = self.share("single.txt")
+        self.until(lambda: bob.paths("narwhal") == ["Projects/deep/notes.txt", "Projects/plan.txt", "single.txt"]
+                   or None, "bob finds what alice shared with him")
+        hits = {h["path"]: h for h in bob.search("narwhal").json()["hits"]}
+        self.assertEqual(hits["Projects/plan.txt"]["share"], folder)
+        self.assertEqual(hits["single.txt"]["share"], single)
+        self.assertEqual(hits["Projects/plan.txt"]["store"], self.c.sid)
+        self.assertIn("narwhal", hits["Projects/plan.txt"]["snippet"].lower() if isinstance(
+            hits["Projects/plan.txt"]["snippet"], str) else str(hits["Projects/plan.txt"]["snippet"]).lower())
+        self.assertEqual(bob.paths("dream OR diary OR another"), [])  # never the unshared ones
+        self.assertEqual(bob.paths("narwhal", store=self.c.sid), ["Projects/deep/notes.txt", "Projects/plan.txt",
+                                                                 "single.txt"])
+        r = self.srv.request("DELETE", "/api/v1/shares/%s" % folder, token=self.c.tok)
+        self.assertIn(r.status, (200, 204), r)
+        self.assertEqual(bob.paths("narwhal"), ["single.txt"])  # revoked: gone at once
+        r = self.srv.request("DELETE", "/api/v1/shares/%s" % single, token=self.c.tok)
+        self.assertIn(r.status, (200, 204), r)
+        self.assertEqual(bob.paths("narwhal"), [])
+        # an upload-only drop box lists nothing, so nothing of it is found
+        self.share("Projects", permission="upload")
+        self.assertEqual(bob.paths("narwhal"), [])
+
+
 class ExtractorLimitsTest(SearchBase):
     """mbyte-extractd as shipped: a zip bomb inflates no further than the limits allow."""
 
