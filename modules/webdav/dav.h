@@ -135,6 +135,13 @@ struct dav_srv {
     int64_t lock_timeout_max;
     int64_t propfind_infinity_max; /* Depth: infinity answers up to this many resources (0: never) */
     dav_locks locks;
+    /* The store a (user, first URL segment) named last time, so a request costs one store_get
+     * instead of listing every store of the user; checked by name on every use. */
+    pthread_mutex_t memo_mu;
+    struct {
+        uint64_t uid, sid;
+        char name[96];
+    } memo[64];
 };
 /* RFC 4331 for this request's store: what it may still take (its max_bytes setting, else the
  * disk's free space, whichever is less) and what it holds, in bytes. */

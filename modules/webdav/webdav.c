@@ -186,9 +186,54 @@ static int authenticate(dav_srv *d, mb_req *req, dav_req *r, mb_err *err)
     return rc;
 }
 
+static size_t memo_slot(uint64_t uid, const char *seg)
+{
+    uint64_t h = uid * 0x9E3779B97F4A7C15ull;
+    for (const unsigned char *p = (const unsigned char *)seg; *p; p++)
+        h = (h ^ *p) * 0x100000001B3ull;
+    return (size_t)(h % 64);
+}
+
+/* The store this user's segment named before, if it still has that name (one store_get). */
+static uint64_t memo_get(dav_req *r, const char *seg)
+{
+    dav_srv *d = r->d;
+    size_t i = memo_slot(r->user.id, seg);
+    uint64_t sid = 0;
+    pthread_mutex_lock(&d->memo_mu);
+    if (d->memo[i].sid && d->memo[i].uid == r->user.id && !strcmp(d->memo[i].name, seg))
+        sid = d->memo[i].sid;
+    pthread_mutex_unlock(&d->memo_mu);
+    json_t *st = NULL;
+    mb_err ig;
+    if (sid && (r->api->store_get(&r->user, sid, &st, &ig) ||
+                strcmp(json_string_value(json_object_get(st, "name")) ?: "", seg)))
+        sid = 0; /* gone, or renamed: the full look-up decides */
+    json_decref(st);
+    return sid;
+}
+
+static void memo_put(dav_req *r, const char *seg, uint64_t sid)
+{
+    dav_srv *d = r->d;
+    if (strlen(seg) >= sizeof d->memo[0].name)
+        return;
+    size_t i = memo_slot(r->user.id, seg);
+    pthread_mutex_lock(&d->memo_mu);
+    d->memo[i].uid = r->user.id;
+    d->memo[i].sid = sid;
+    snprintf(d->memo[i].name, sizeof d->memo[i].name, "%s", seg);
+    pthread_mutex_unlock(&d->memo_mu);
+}
+
 /* Find the store named by the first segment (its name, else its id) among the caller's. */
 static int resolve_store(dav_req *r, const char *seg, uint64_t *sid, mb_err *err)
 {
+    uint64_t known = memo_get(r, seg);
+    if (known && (!r->scope.store || r->scope.store == known)) {
+        *sid = known;
+        return 0;
+    }
     json_t *stores = NULL;
     int rc = r->api->store_list(&r->user, &stores, err);
     if (rc)
@@ -200,6 +245,7 @@ static int resolve_store(dav_req *r, const char *seg, uint64_t *sid, mb_err *err
         const char *name = json_string_value(json_object_get(s, "name"));
         if (name && !strcmp(name, seg)) {
             found = (uint64_t)json_integer_value(json_object_get(s, "id"));
+            memo_put(r, seg, found);
             break;
         }
     }
@@ -729,6 +775,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     read_config(d, config);
     dav_locks_init(&d->locks);
     dav_locks_load(d);
+    pthread_mutex_init(&d->memo_mu, NULL);
     *state = d;
     return 0;
 }
@@ -738,6 +785,7 @@ static int fini(void *state, bool reloading, mb_err *err)
     (void)reloading, (void)err;
     dav_srv *d = state;
     dav_locks_free(&d->locks);
+    pthread_mutex_destroy(&d->memo_mu);
     free(d);
     return 0;
 }
