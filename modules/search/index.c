@@ -270,7 +270,7 @@ int si_paths(si_db *db, const char *prefix, void (*fn)(const char *path, const c
 
 int si_counts(si_db *db, int64_t *ok, int64_t *failed, int64_t *skipped)
 {
-    sqlite3_stmt *st = prep(db, "SELECT status, count(*) FROM docs GROUP BY status");
+    sqlite3_stmt *st = prep(db, "SELECT status, count(*) FROM docs WHERE kind != 'folder' GROUP BY status"); /* files */
     if (!st)
         return -1;
     *ok = *failed = *skipped = 0;
@@ -318,6 +318,8 @@ static void filters_sql(sq_buf *b, const sq_query *q)
         }
         sq_buf_s(b, ")");
     }
+    if (q->size_min >= 0 || q->size_max >= 0) /* a folder has no size of its own */
+        sq_buf_s(b, " AND d.kind != 'folder'");
     if (q->size_min >= 0)
         snprintf(t, sizeof t, " AND d.size >= %lld", (long long)q->size_min), sq_buf_s(b, t);
     if (q->size_max >= 0)

@@ -341,6 +341,40 @@ static int index_file(writer *w, const char *path, const json_t *info, mb_err *e
     return 0;
 }
 
+/* A folder is a document too (issue 17: folders are hits): its name, kind "folder", no
+ * body, no hash. Written again only when its mtime changed. The store's root is not one. */
+static int index_folder(writer *w, const char *path, const json_t *info, mb_err *err)
+{
+    if (!*path)
+        return 0;
+    int64_t mtime = jint(info, "mtime") ? jint(info, "mtime") : jint(info, "created");
+    char have[65] = "";
+    int64_t have_mtime = 0;
+    index_slot *x = slot_take(w->s, w->sid, err);
+    if (!x)
+        return err->code;
+    int found = si_get(x->db, path, have, &have_mtime);
+    slot_release(x);
+    if (found == 1 && !*have && have_mtime == mtime)
+        return 0;
+    for (int i = 0; i < w->n; i++)
+        if (!w->docs[i].remove && !strcmp(w->docs[i].path, path))
+            return 0;
+    pending *p = next_slot(w, err);
+    if (!p)
+        return err->code;
+    p->path = strdup(path);
+    p->name = strdup(last_name(path));
+    p->ctype = strdup("");
+    p->sha256 = strdup("");
+    p->kind = "folder";
+    p->status = "ok";
+    p->mtime = mtime;
+    return 0;
+}
+
+static bool is_file(const json_t *info) { return !strcmp(jstr(info, "type") ? jstr(info, "type") : "", "file"); }
+
 typedef struct known {
     char **paths;
     size_t n, cap;
@@ -407,14 +441,15 @@ static int reconcile(writer *w, const char *path, mb_err *err)
     if (k.n)
         qsort(k.paths, k.n, sizeof *k.paths, cmp_str);
     json_t *listing = NULL;
-    if (!strcmp(jstr(info, "type") ? jstr(info, "type") : "", "file")) {
+    if (is_file(info)) {
         rc = index_file(w, path, info, err);
         progress(w);
         /* a folder that became a file: what was under it goes */
         for (size_t i = 0; i < k.n && !rc; i++)
             if (strcmp(k.paths[i], path))
                 rc = queue_remove(w, k.paths[i], err);
-    } else if (!(rc = api->folder_list(NULL, w->sid, path, true, &listing, &e))) {
+    } else if (!(rc = index_folder(w, path, info, err)) &&
+               !(rc = api->folder_list(NULL, w->sid, path, true, &listing, &e))) {
         json_t *entries = json_object_get(listing, "entries"), *en;
         size_t i, nl = json_array_size(entries);
         char **seen = calloc(nl + 1, sizeof *seen);
@@ -424,10 +459,10 @@ static int reconcile(writer *w, const char *path, mb_err *err)
         json_array_foreach(entries, i, en) {
             if (rc || progress(w))
                 break;
-            if (strcmp(jstr(en, "type") ? jstr(en, "type") : "", "file"))
-                continue;
             char *full = strdup(jstr(en, "path") ? jstr(en, "path") : ""); /* the full path; "relpath" is relative */
-            rc = full ? index_file(w, full, en, err) : api->err_set(err, MB_ENOMEM, "out of memory");
+            rc = !full                ? api->err_set(err, MB_ENOMEM, "out of memory")
+                 : is_file(en) ? index_file(w, full, en, err)
+                                      : index_folder(w, full, en, err);
             if (seen)
                 seen[ns++] = full;
             else
@@ -440,8 +475,7 @@ static int reconcile(writer *w, const char *path, mb_err *err)
             if (ns && bsearch(&k.paths[j], seen, ns, sizeof *seen, cmp_str))
                 continue;
             json_t *now = NULL;
-            if (api->file_stat(NULL, w->sid, k.paths[j], &now, &e) == MB_ENOENT ||
-                (now && strcmp(jstr(now, "type") ? jstr(now, "type") : "", "file")))
+            if (api->file_stat(NULL, w->sid, k.paths[j], &now, &e) == MB_ENOENT)
                 rc = queue_remove(w, k.paths[j], err);
             json_decref(now);
         }
@@ -1119,7 +1153,8 @@ static const mb_route routes[] = {
 static const mb_hook hooks[] = {
     OBSERVE("file.created"),  OBSERVE("file.updated"),  OBSERVE("file.deleted"),  OBSERVE("folder.deleted"),
     OBSERVE("file.moved"),    OBSERVE("folder.moved"),  OBSERVE("file.copied"),   OBSERVE("folder.copied"),
-    OBSERVE("file.trashed"),  OBSERVE("file.restored"), OBSERVE("store.deleted"), {0},
+    OBSERVE("file.trashed"),  OBSERVE("file.restored"), OBSERVE("store.deleted"), OBSERVE("folder.created"),
+    {0},
 };
 
 static const mb_task_type tasks[] = {
