@@ -442,6 +442,28 @@ class TestAcrossStores(DavTest):
         self.assertEqual(r.body.count(b"<D:response>"), 1)
 
 
+class TestStoreNames(DavTest):
+    modules = dict(MODULES, taskmgr=True, multistore=True)
+
+    def test_a_renamed_or_swapped_store_name_is_seen_at_once(self):
+        import storeutil
+        work = storeutil.create_store(self, self.srv, self.tok, "Work")
+        home = self.stores(self.tok)[0]["id"] if self.stores(self.tok)[0]["name"] == "Home" else \
+            [s["id"] for s in self.stores(self.tok) if s["name"] == "Home"][0]
+        self.assertEqual(self.dav("PUT", "/dav/Home/h.txt", b"home").status, 201)  # Home -> its id is remembered
+        self.assertEqual(self.dav("PUT", "/dav/Work/w.txt", b"work").status, 201)
+        for sid, name in ((home, "Tmp"), (work, "Home"), (home, "Work")):  # swap the two names
+            r = self.srv.request("PATCH", "/api/v1/stores/%d" % sid, {"name": name}, token=self.tok)
+            self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.dav("GET", "/dav/Home/w.txt").body, b"work")  # the name now names the other store
+        self.assertEqual(self.dav("GET", "/dav/Work/h.txt").body, b"home")
+        self.assertEqual(self.dav("GET", "/dav/Home/h.txt").status, 404)
+        self.assertEqual(self.dav("PUT", "/dav/Home/after.txt", b"x").status, 201)
+        names = [e["name"] for e in self.srv.request("GET", "/api/v1/stores/%d/list" % work, token=self.tok)
+                 .json()["entries"]]
+        self.assertIn("after.txt", names)
+
+
 class TestDepthCap(DavTest):
     module_conf = {"webdav": "propfind_infinity_max: 3\n"}
 
