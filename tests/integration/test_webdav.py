@@ -582,6 +582,37 @@ class TestReload(DavTest):
         self.assertEqual(got.body, data)
 
 
+class TestStreamUnload(DavTest):
+    def test_a_propfind_streaming_while_the_module_is_unloaded_completes(self):
+        self.assertEqual(self.dav("MKCOL", "/dav/Home/big/").status, 201)
+        for i in range(400):
+            self.assertEqual(self.dav("PUT", "/dav/Home/big/file-%03d.txt" % i, b"x").status, 201)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # the server blocks on a slow reader
+        s.connect(("127.0.0.1", self.srv.port))
+        s.sendall(("PROPFIND /dav/Home/big/ HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nDepth: 1\r\n"
+                   "Connection: close\r\n\r\n" % self.auth).encode())
+        first = s.recv(1024)
+        self.assertIn(b" 207 ", first.split(b"\r\n")[0])
+        answer = {}
+        t = threading.Thread(target=lambda: answer.setdefault(
+            "r", self.srv.request("POST", "/api/v1/admin/modules/webdav/unload", token=self.admin)))
+        t.start()
+        raw = first
+        while True:  # the module stays loaded for the stream: every byte arrives
+            b = s.recv(65536)
+            if not b:
+                break
+            raw += b
+        s.close()
+        t.join(120)
+        self.assertEqual(answer["r"].status, 200, answer["r"])
+        body = raw.split(b"\r\n\r\n", 1)[1]
+        text = b"".join(body.split(b"\r\n")[1::2])  # the chunks' data, without their sizes
+        self.assertTrue(text.rstrip().endswith(b"</D:multistatus>"), text[-200:])
+        self.assertEqual(text.count(b"<D:response>"), 401)
+
+
 class TestClients(DavTest):
     def test_litmus_passes_in_full(self):
         self.tool("litmus")
