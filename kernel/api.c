@@ -200,6 +200,43 @@ _Static_assert((int)FS_PARENTS == (int)MB_FS_PARENTS && (int)FS_NO_OVERWRITE == 
                "kernel file flags mirror MB_FS_*");
 
 /* Laid out like struct mb_api: by topic. */
+/* dav (2.1): a module's streamed answer. The module stays entered until the stream is freed,
+ * so its code and ctx outlive the handler for as long as libmicrohttpd pulls bytes. */
+typedef struct {
+    mb_module *self;
+    int64_t (*read)(void *, char *, size_t);
+    void *ctx;
+    void (*free_ctx)(void *);
+} mod_stream;
+
+static ssize_t mod_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    mod_stream *s = cls;
+    int64_t n = s->read(s->ctx, buf, max);
+    return n > 0 ? (ssize_t)(n > (int64_t)max ? (int64_t)max : n) : n == 0 ? -1 : -2;
+}
+
+static void mod_stream_free(void *cls)
+{
+    mod_stream *s = cls;
+    if (s->free_ctx)
+        s->free_ctx(s->ctx);
+    modref_leave(s->self);
+    free(s);
+}
+
+static int api_reply_stream(mb_module *self, mb_req *req, int status, const char *ctype,
+                            int64_t (*read)(void *, char *, size_t), void *ctx, void (*free_ctx)(void *), mb_err *err)
+{
+    if (!read || status < 200 || status > 599)
+        return err_set(err, MB_EINVAL, "reply_stream needs a reader and an HTTP status");
+    mod_stream *s = xmalloc(sizeof *s);
+    *s = (mod_stream){self, read, ctx, free_ctx};
+    modref_enter(self);
+    return http_reply_stream(req, status, ctype, (uint64_t)-1, mod_stream_read, s, mod_stream_free);
+}
+
 static const mb_api table = {
     .size = sizeof(mb_api),
     .abi_major = MB_ABI_MAJOR,
@@ -332,6 +369,11 @@ static const mb_api table = {
     /* ext (2.1): named blob backends and store placement (kernel/backend.c) */
     .backend_register = backend_register,
     .store_placement_get = backend_placement_get,
+    /* dav (2.1): streamed answers (kernel/http_reply.c) */
+    .reply_stream = api_reply_stream,
+    /* dav (2.1): what is shared with a user (kernel/grants.c) */
+    .grants_provider_set = grants_provider_set,
+    .grants_list = grants_list,
 };
 
 const mb_api *api_table(void) { return &table; }

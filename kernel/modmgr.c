@@ -394,7 +394,9 @@ static modcopy *copy_open(const char *name, mb_err *err)
         !(m->config_keys = copy_table(d->config, sizeof(mb_config_key), "config", name, err)))
         goto fail;
     for (mb_route *r = m->routes; r->method; r++)
-        if (!r->pattern || !r->fn || (strncmp(r->pattern, "/api/", 5) && strncmp(r->pattern, "/dav/", 5))) {
+        if (!r->pattern || !r->fn || (strncmp(r->pattern, "/api/", 5) && strncmp(r->pattern, "/dav/", 5) &&
+                                      (strcmp(r->pattern, "/") || strcmp(r->method, "OPTIONS")))) {
+            /* OPTIONS / is WebDAV's: Windows' mini-redirector probes the root before mapping */
             err_set(err, MB_EINVAL, "module %s: route %s %s must have a handler and a pattern under /api/ or /dav/",
                     name,
                     r->method, r->pattern ? r->pattern : "(none)");

@@ -38,6 +38,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <iconv.h>
 #include <jansson.h>
 #include <libexif/exif-data.h>
 #include <libxml/HTMLparser.h>
@@ -392,7 +393,37 @@ static bool param(const char *v, const char *name, char *out, size_t outn)
     return false;
 }
 
-/* "=?charset?B|Q?text?=" words of a header (RFC 2047), decoded as UTF-8 or Latin-1. */
+/* Bytes in the MIME charset `cs` (ISO-8859-x, Windows-125x, KOI8-R, Shift_JIS, ... anything
+ * glibc's iconv knows) as UTF-8 into the text. No charset, UTF-8 or US-ASCII, or one iconv does
+ * not know: sx_put_text's guess (UTF-8, UTF-16 with a BOM, else Latin-1). A byte the charset
+ * does not map becomes U+FFFD and the rest goes on. */
+static void put_charset(sx_text *c, const unsigned char *d, size_t n, const char *cs)
+{
+    iconv_t cd = (iconv_t)-1;
+    if (cs && *cs && strcasecmp(cs, "utf-8") && strcasecmp(cs, "utf8") && strcasecmp(cs, "us-ascii"))
+        cd = iconv_open("UTF-8", cs);
+    if (cd == (iconv_t)-1) {
+        sx_put_text(c, d, n);
+        return;
+    }
+    char out[4096];
+    char *in = (char *)d;
+    size_t left = n;
+    while (left && !c->full) {
+        char *o = out;
+        size_t room = sizeof out;
+        size_t r = iconv(cd, &in, &left, &o, &room);
+        sx_put(c, out, (size_t)(o - out));
+        if (r == (size_t)-1 && errno != E2BIG) { /* EILSEQ or EINVAL (cut at the end): skip a byte */
+            sx_puts(c, "\xEF\xBF\xBD");
+            in++, left--;
+            iconv(cd, NULL, NULL, NULL, NULL);
+        }
+    }
+    iconv_close(cd);
+}
+
+/* "=?charset?B|Q?text?=" words of a header (RFC 2047), decoded from their charset. */
 static void put_header_value(sx_text *c, const char *v)
 {
     while (*v) {
@@ -421,8 +452,13 @@ static void put_header_value(sx_text *c, const char *v)
                     if (*p == '_')
                         *p = ' ';
             unsigned char *d = decode_cte(tmp, n, enc == 'B' ? "base64" : "quoted-printable", &dn);
+            char cs[64];
+            snprintf(cs, sizeof cs, "%.*s", (int)(q1 - (s + 2)), s + 2);
+            char *star = strchr(cs, '*'); /* RFC 2231: "charset*language" */
+            if (star)
+                *star = 0;
             if (d)
-                sx_put_text(c, d, dn);
+                put_charset(c, d, dn, cs);
             free(d);
             free(tmp);
         }
@@ -481,10 +517,16 @@ static void put_entity(sx_text *c, const char *s, size_t n, int depth, int *part
     unsigned char *d = decode_cte(body, bl, cte, &dn);
     if (!d)
         return;
-    if (html)
+    if (html && *cs) { /* the part's charset, not a guess: UTF-8 first, then the HTML parser */
+        sx_text u;
+        sx_text_init(&u, c->max, 3600);
+        put_charset(&u, d, dn, cs);
+        put_xml(c, u.p ? u.p : "", u.n, true);
+        free(u.p);
+    } else if (html)
         put_xml(c, (const char *)d, dn, true);
     else
-        sx_put_text(c, d, dn);
+        put_charset(c, d, dn, cs);
     sx_puts(c, "\n");
     free(d);
 }

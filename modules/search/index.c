@@ -270,7 +270,7 @@ int si_paths(si_db *db, const char *prefix, void (*fn)(const char *path, const c
 
 int si_counts(si_db *db, int64_t *ok, int64_t *failed, int64_t *skipped)
 {
-    sqlite3_stmt *st = prep(db, "SELECT status, count(*) FROM docs GROUP BY status");
+    sqlite3_stmt *st = prep(db, "SELECT status, count(*) FROM docs WHERE kind != 'folder' GROUP BY status"); /* files */
     if (!st)
         return -1;
     *ok = *failed = *skipped = 0;
@@ -343,6 +343,8 @@ static void filters_sql(sq_buf *b, const sq_query *q)
         }
         sq_buf_s(b, ")");
     }
+    if (q->size_min >= 0 || q->size_max >= 0) /* a folder has no size of its own */
+        sq_buf_s(b, " AND d.kind != 'folder'");
     if (q->size_min >= 0)
         snprintf(t, sizeof t, " AND d.size >= %lld", (long long)q->size_min), sq_buf_s(b, t);
     if (q->size_max >= 0)
@@ -510,6 +512,8 @@ int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char
     if (q->exclude)
         sq_buf_s(&b, " AND d.id NOT IN (SELECT rowid FROM fts WHERE fts MATCH ?3)");
     filters_sql(&b, q);
+    if (q->within) /* a share: its file, or its folder's subtree */
+        sq_buf_s(&b, " AND (d.path = ?5 OR (d.path >= ?5 || '/' AND d.path < ?5 || '0'))");
     sq_buf_s(&b, " ORDER BY 7 DESC, d.mtime DESC, d.id LIMIT ?4");
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db->db, b.p, -1, &st, NULL);
@@ -525,6 +529,8 @@ int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char
     if (q->exclude)
         bind_text(st, 3, q->exclude);
     sqlite3_bind_int(st, 4, max);
+    if (q->within)
+        bind_text(st, 5, q->within);
     filters_bind(st, q);
     si_hit *h = calloc((size_t)(max > 0 ? max : 1), sizeof *h);
     int64_t *ids = calloc((size_t)(max > 0 ? max : 1), sizeof *ids);

@@ -42,32 +42,7 @@
 #include <unistd.h>
 
 #define SEARCH_VERSION "1.0.0"
-#define MAX_LIMIT 100
-#define MAX_OFFSET 10000
 #define BATCH_DOCS 32
-
-typedef struct index_slot {
-    uint64_t sid;
-    si_db *db; /* NULL until first used */
-    pthread_mutex_t mu;
-    struct index_slot *next;
-} index_slot;
-
-typedef struct search {
-    mb_module *self;
-    const mb_api *api;
-    _Atomic int64_t max_file_bytes, max_text_bytes, extract_seconds; /* reconfigure vs the worker */
-    char dir[1024];
-    xr_pool xr; /* the mbyte-extractd servers (runx.c); guarded by mu */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    index_slot *slots;
-    pthread_t worker;
-    bool worker_on, stop, wake;
-    atomic_bool catching_up;
-    uint64_t seq;   /* loop thread */
-    int turn_items; /* loop thread */
-} search;
 
 static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
 static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
@@ -88,7 +63,7 @@ static void index_file_name(search *s, uint64_t sid, char *out, size_t n)
 
 /* The slot of store sid, its mutex held and its database open; NULL with err on failure.
  * Release with slot_release. */
-static index_slot *slot_take(search *s, uint64_t sid, mb_err *err)
+index_slot *slot_take(search *s, uint64_t sid, mb_err *err)
 {
     pthread_mutex_lock(&s->mu);
     index_slot *x = s->slots;
@@ -122,7 +97,7 @@ static index_slot *slot_take(search *s, uint64_t sid, mb_err *err)
     return x;
 }
 
-static void slot_release(index_slot *x) { pthread_mutex_unlock(&x->mu); }
+void slot_release(index_slot *x) { pthread_mutex_unlock(&x->mu); }
 
 /* Close and delete store sid's index (the store is gone, or a rebuild starts anew). */
 static void slot_drop(search *s, uint64_t sid)
@@ -381,6 +356,40 @@ static int index_file(writer *w, const char *path, const json_t *info, mb_err *e
     return 0;
 }
 
+/* A folder is a document too (issue 17: folders are hits): its name, kind "folder", no
+ * body, no hash. Written again only when its mtime changed. The store's root is not one. */
+static int index_folder(writer *w, const char *path, const json_t *info, mb_err *err)
+{
+    if (!*path)
+        return 0;
+    int64_t mtime = jint(info, "mtime") ? jint(info, "mtime") : jint(info, "created");
+    char have[65] = "";
+    int64_t have_mtime = 0;
+    index_slot *x = slot_take(w->s, w->sid, err);
+    if (!x)
+        return err->code;
+    int found = si_get(x->db, path, have, &have_mtime);
+    slot_release(x);
+    if (found == 1 && !*have && have_mtime == mtime)
+        return 0;
+    for (int i = 0; i < w->n; i++)
+        if (!w->docs[i].remove && !strcmp(w->docs[i].path, path))
+            return 0;
+    pending *p = next_slot(w, err);
+    if (!p)
+        return err->code;
+    p->path = strdup(path);
+    p->name = strdup(last_name(path));
+    p->ctype = strdup("");
+    p->sha256 = strdup("");
+    p->kind = "folder";
+    p->status = "ok";
+    p->mtime = mtime;
+    return 0;
+}
+
+static bool is_file(const json_t *info) { return !strcmp(jstr(info, "type") ? jstr(info, "type") : "", "file"); }
+
 typedef struct known {
     char **paths;
     size_t n, cap;
@@ -447,14 +456,15 @@ static int reconcile(writer *w, const char *path, mb_err *err)
     if (k.n)
         qsort(k.paths, k.n, sizeof *k.paths, cmp_str);
     json_t *listing = NULL;
-    if (!strcmp(jstr(info, "type") ? jstr(info, "type") : "", "file")) {
+    if (is_file(info)) {
         rc = index_file(w, path, info, err);
         progress(w);
         /* a folder that became a file: what was under it goes */
         for (size_t i = 0; i < k.n && !rc; i++)
             if (strcmp(k.paths[i], path))
                 rc = queue_remove(w, k.paths[i], err);
-    } else if (!(rc = api->folder_list(NULL, w->sid, path, true, &listing, &e))) {
+    } else if (!(rc = index_folder(w, path, info, err)) &&
+               !(rc = api->folder_list(NULL, w->sid, path, true, &listing, &e))) {
         json_t *entries = json_object_get(listing, "entries"), *en;
         size_t i, nl = json_array_size(entries);
         char **seen = calloc(nl + 1, sizeof *seen);
@@ -464,10 +474,10 @@ static int reconcile(writer *w, const char *path, mb_err *err)
         json_array_foreach(entries, i, en) {
             if (rc || progress(w))
                 break;
-            if (strcmp(jstr(en, "type") ? jstr(en, "type") : "", "file"))
-                continue;
             char *full = strdup(jstr(en, "path") ? jstr(en, "path") : ""); /* the full path; "relpath" is relative */
-            rc = full ? index_file(w, full, en, err) : api->err_set(err, MB_ENOMEM, "out of memory");
+            rc = !full                ? api->err_set(err, MB_ENOMEM, "out of memory")
+                 : is_file(en) ? index_file(w, full, en, err)
+                                      : index_folder(w, full, en, err);
             if (seen)
                 seen[ns++] = full;
             else
@@ -480,8 +490,7 @@ static int reconcile(writer *w, const char *path, mb_err *err)
             if (ns && bsearch(&k.paths[j], seen, ns, sizeof *seen, cmp_str))
                 continue;
             json_t *now = NULL;
-            if (api->file_stat(NULL, w->sid, k.paths[j], &now, &e) == MB_ENOENT ||
-                (now && strcmp(jstr(now, "type") ? jstr(now, "type") : "", "file")))
+            if (api->file_stat(NULL, w->sid, k.paths[j], &now, &e) == MB_ENOENT)
                 rc = queue_remove(w, k.paths[j], err);
             json_decref(now);
         }
@@ -665,194 +674,7 @@ static void o_done(int status, void *state)
 }
 
 /* -------------------------------------------------------------- routes --- */
-
-static bool parse_u64(const char *v, uint64_t max, uint64_t *out)
-{
-    if (!v || !*v || strlen(v) > 19 || strspn(v, "0123456789") != strlen(v))
-        return false;
-    *out = strtoull(v, NULL, 10);
-    return *out <= max;
-}
-
-/* A snippet for HTML: the text escaped, the markers 2 and 3 (index.c) as <mark>. */
-static json_t *snippet_json(const char *s)
-{
-    if (!s)
-        return json_string("");
-    size_t n = strlen(s), k = 0;
-    char *o = malloc(n * 7 + 1);
-    if (!o)
-        return json_string("");
-    for (size_t i = 0; i < n; i++) {
-        const char *rep = s[i] == '&' ? "&amp;" : s[i] == '<' ? "&lt;" : s[i] == '>' ? "&gt;" : s[i] == '"' ? "&quot;"
-                        : s[i] == '\'' ? "&#39;" : s[i] == 2 ? "<mark>" : s[i] == 3 ? "</mark>" : NULL;
-        if (rep) {
-            memcpy(o + k, rep, strlen(rep));
-            k += strlen(rep);
-        } else
-            o[k++] = s[i];
-    }
-    o[k] = 0;
-    json_t *j = json_stringn(o, k);
-    if (!j)
-        j = json_string("");
-    free(o);
-    return j;
-}
-
-typedef struct hit {
-    si_hit h;
-    uint64_t sid;
-    const char *store;
-} hit;
-
-static int cmp_hit(const void *a, const void *b)
-{
-    const hit *x = a, *y = b;
-    if (x->h.score != y->h.score)
-        return x->h.score < y->h.score ? 1 : -1;
-    if (x->h.mtime != y->h.mtime)
-        return x->h.mtime < y->h.mtime ? 1 : -1;
-    if (x->sid != y->sid)
-        return x->sid < y->sid ? -1 : 1;
-    return strcmp(x->h.path, y->h.path);
-}
-
-static bool store_named(const sq_query *q, const char *name)
-{
-    if (!q->nstores)
-        return true;
-    for (int i = 0; i < q->nstores; i++)
-        if (name && !strcasecmp(q->stores[i], name))
-            return true;
-    return false;
-}
-
-/* The snippets of the hits shown (text matches only), one statement per store. */
-static void show_snippets(search *s, const sq_query *q, hit *shown, size_t n)
-{
-    si_hit *batch = calloc(n + 1, sizeof *batch);
-    for (size_t i = 0; q->match && batch && i < n; i++) {
-        if (shown[i].h.score <= 0 || shown[i].h.snippet)
-            continue; /* a name substring or filters only: no text matched; or done with its store */
-        size_t k = 0;
-        for (size_t j = i; j < n; j++)
-            if (shown[j].sid == shown[i].sid && shown[j].h.score > 0)
-                batch[k++] = (si_hit){.id = shown[j].h.id, .tlen = shown[j].h.tlen};
-        mb_err e;
-        index_slot *x = slot_take(s, shown[i].sid, &e);
-        if (x) {
-            si_snippets(x->db, q, batch, (int)k);
-            slot_release(x);
-        }
-        for (size_t j = i, m = 0; j < n && m < k; j++)
-            if (shown[j].sid == shown[i].sid && shown[j].h.score > 0)
-                shown[j].h.snippet = batch[m].snippet ? batch[m].snippet : strdup(""), batch[m++].snippet = NULL;
-    }
-    free(batch);
-}
-
-/* GET /api/v1/search?q=&store=&limit=&cursor= */
-static int h_search(mb_req *req, void *state, mb_err *err)
-{
-    search *s = state;
-    const mb_api *api = s->api;
-    const char *qs = api->req_query(req, "q"), *sv = api->req_query(req, "store");
-    const char *lv = api->req_query(req, "limit"), *cv = api->req_query(req, "cursor");
-    uint64_t limit = 20, offset = 0, only = 0;
-    if (lv && !parse_u64(lv, MAX_LIMIT, &limit))
-        return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
-    if (!limit)
-        return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
-    if (cv && *cv && !parse_u64(cv, MAX_OFFSET, &offset))
-        return api->err_set(err, MB_EINVAL, "cursor: not a cursor this server gave (use \"next\" of the last answer)");
-    if (sv && *sv && (!parse_u64(sv, UINT64_MAX, &only) || !only))
-        return api->err_set(err, MB_ENOENT, "no such store: %s", sv);
-    if (!qs || !*qs)
-        return api->err_set(err, MB_EINVAL, "q: say what to search for, as in q=invoice type:pdf");
-    sq_query q;
-    char why[256];
-    if (sq_parse(qs, &q, why, sizeof why))
-        return api->err_set(err, MB_EINVAL, "q: %s", why);
-    json_t *stores = NULL;
-    int rc = api->store_list(api->req_user(req), &stores, err);
-    if (rc) {
-        sq_free(&q);
-        return rc;
-    }
-    hit *all = NULL;
-    size_t nall = 0;
-    bool found_only = false;
-    size_t i;
-    json_t *st;
-    /* tag: filters drop hits after the index answered (tagfilt.c): take all a page may reach */
-    int want = q.ntags ? MAX_OFFSET + MAX_LIMIT + 1 : (int)(offset + limit + 1);
-    json_array_foreach(stores, i, st) {
-        uint64_t sid = (uint64_t)jint(st, "id");
-        if (only && sid != only)
-            continue;
-        found_only = true;
-        if (!store_named(&q, jstr(st, "name")))
-            continue;
-        index_slot *x = slot_take(s, sid, err);
-        if (!x) {
-            rc = err->code;
-            break;
-        }
-        si_hit *h = NULL;
-        int n = 0;
-        rc = si_search(x->db, &q, want, &h, &n, why, sizeof why);
-        slot_release(x);
-        if (rc) {
-            rc = api->err_set(err, MB_EIO, "%s", why);
-            break;
-        }
-        if ((rc = tf_apply(api, sid, &q, h, &n, why, sizeof why))) {
-            si_hits_free(h, n);
-            rc = api->err_set(err, rc, "q: %s", why);
-            break;
-        }
-        hit *grown = realloc(all, (nall + (size_t)n + 1) * sizeof *all);
-        if (!grown) {
-            si_hits_free(h, n);
-            rc = api->err_set(err, MB_ENOMEM, "out of memory");
-            break;
-        }
-        all = grown;
-        for (int k = 0; k < n; k++)
-            all[nall++] = (hit){h[k], sid, jstr(st, "name")};
-        free(h); /* the strings moved into all */
-    }
-    if (!rc && only && !found_only)
-        rc = api->err_set(err, MB_ENOENT, "no such store: %s", sv);
-    json_t *out = NULL;
-    if (!rc) {
-        if (nall)
-            qsort(all, nall, sizeof *all, cmp_hit);
-        show_snippets(s, &q, all + (offset < nall ? offset : nall),
-                      offset < nall ? (nall - offset < limit ? nall - offset : limit) : 0);
-        json_t *arr = json_array();
-        for (size_t k = offset; k < nall && k < offset + limit; k++)
-            json_array_append_new(
-                arr, json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:f, s:o}", "store", (json_int_t)all[k].sid,
-                               "store_name", all[k].store ? all[k].store : "", "path", all[k].h.path, "name",
-                               all[k].h.name, "type", all[k].h.kind, "size", (json_int_t)all[k].h.size, "modified",
-                               (json_int_t)all[k].h.mtime, "score", all[k].h.score, "snippet",
-                               snippet_json(all[k].h.snippet)));
-        char next[24];
-        snprintf(next, sizeof next, "%llu", (unsigned long long)(offset + limit));
-        out = json_pack("{s:o, s:s?}", "hits", arr, "next",
-                        nall > offset + limit && offset + limit <= MAX_OFFSET ? next : NULL);
-    }
-    for (size_t k = 0; k < nall; k++) {
-        si_hit *h = &all[k].h;
-        free(h->path), free(h->name), free(h->kind), free(h->snippet);
-    }
-    free(all);
-    json_decref(stores);
-    sq_free(&q);
-    return rc ? rc : api->reply_json(req, 200, out);
-}
+/* GET /api/v1/search is find.c's (sf_search). */
 
 typedef struct qcount {
     uint64_t sid;
@@ -1097,7 +919,7 @@ static const mb_config_key config_keys[] = {
 };
 
 static const mb_route routes[] = {
-    {sizeof(mb_route), "GET", "/api/v1/search", MB_ROLE_USER, h_search},
+    {sizeof(mb_route), "GET", "/api/v1/search", MB_ROLE_USER, sf_search},
     {sizeof(mb_route), "GET", "/api/v1/search/status", MB_ROLE_USER, h_status},
     {sizeof(mb_route), "POST", "/api/v1/admin/search/rebuild", MB_ROLE_ADMIN, h_rebuild},
     {0},
@@ -1107,7 +929,8 @@ static const mb_route routes[] = {
 static const mb_hook hooks[] = {
     OBSERVE("file.created"),  OBSERVE("file.updated"),  OBSERVE("file.deleted"),  OBSERVE("folder.deleted"),
     OBSERVE("file.moved"),    OBSERVE("folder.moved"),  OBSERVE("file.copied"),   OBSERVE("folder.copied"),
-    OBSERVE("file.trashed"),  OBSERVE("file.restored"), OBSERVE("store.deleted"), {0},
+    OBSERVE("file.trashed"),  OBSERVE("file.restored"), OBSERVE("store.deleted"), OBSERVE("folder.created"),
+    {0},
 };
 
 static const mb_task_type tasks[] = {

@@ -8,6 +8,7 @@
  *   runx.c     the module's side of mbyte-extractd: its servers, requests and answers
  *   index.c    one SQLite FTS5 database per store: schema, writes, the search query
  *   search.c   the module: observers, the durable queue and its worker, routes, tasks
+ *   find.c     the module: answering a search (every store the caller reaches, shares too)
  *
  * Nothing here is shared state; each part says which threads call it.
  */
@@ -53,6 +54,9 @@ typedef struct sq_query {
     char *words[2 * SQ_MAX_TERMS];
     bool wprefix[2 * SQ_MAX_TERMS];
     int nwords;
+    /* not from the query text: search.c sets it to a share's path (the file, or the folder
+     * and everything under it) when it searches a store shared with the caller; borrowed */
+    const char *within;
 } sq_query;
 
 /* Parse `q` (any bytes, NUL-terminated). 0 with *out filled (free with sq_free), or -1 with a
@@ -198,5 +202,42 @@ int si_snippets(si_db *db, const sq_query *q, si_hit *hits, int n);
  * err filled (MB_EUNSUPP when the tags module is not loaded). */
 struct mb_api;
 int tf_apply(const struct mb_api *api, uint64_t sid, const sq_query *q, si_hit *h, int *n, char *err, size_t errlen);
+
+/* ------------------------------------------------------------ search.c --- */
+/* The module's state and its open indexes (search.c's top comment says what protects what);
+ * find.c answers searches with them. Only for the module's files, which include mbyte.h first
+ * (mbyte-extractd and the fuzz targets do not). */
+#ifdef MBYTE_ABI_H
+typedef struct index_slot {
+    uint64_t sid;
+    si_db *db; /* NULL until first used */
+    pthread_mutex_t mu;
+    struct index_slot *next;
+} index_slot;
+
+typedef struct search {
+    mb_module *self;
+    const mb_api *api;
+    _Atomic int64_t max_file_bytes, max_text_bytes, extract_seconds; /* reconfigure vs the worker */
+    char dir[1024];
+    xr_pool xr; /* the mbyte-extractd servers (runx.c); guarded by mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    index_slot *slots;
+    pthread_t worker;
+    bool worker_on, stop, wake;
+    atomic_bool catching_up;
+    uint64_t seq;   /* loop thread */
+    int turn_items; /* loop thread */
+} search;
+/* The index of store sid, opened on first use, with its mutex held; slot_release unlocks it.
+ * NULL with err when it cannot be opened. */
+index_slot *slot_take(search *s, uint64_t sid, mb_err *err);
+void slot_release(index_slot *x);
+
+/* -------------------------------------------------------------- find.c --- */
+/* GET /api/v1/search?q=&store=&limit=&cursor= (state: the module's search). */
+int sf_search(mb_req *req, void *state, mb_err *err);
+#endif
 
 #endif

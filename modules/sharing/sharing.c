@@ -447,6 +447,51 @@ static int h_with_me(mb_req *req, void *state, mb_err *err)
     return s->api->reply_json(req, 200, json_pack("{s:o}", "shares", c.arr));
 }
 
+/* What is shared with uid and usable now, for other modules (api->grants_list: the search
+ * module searches a grantee's shares). A share that only takes uploads lists nothing. */
+typedef struct grants_ud {
+    sharing *s;
+    json_t *arr;
+    size_t skip;
+} grants_ud;
+
+static int check_live(sharing *s, mb_req *req, const json_t *r, mb_err *err);
+
+static int grant_one(const char *key, const void *v, size_t len, void *ud)
+{
+    (void)v, (void)len;
+    grants_ud *g = ud;
+    json_t *r = NULL;
+    mb_err e;
+    if (strlen(key) <= g->skip || share_load(g->s, key + g->skip, &r, &e))
+        return 0;
+    if (!strcmp(mb_jstr(r, "type"), "user") && (perm_bits(mb_jstr(r, "permission")) & P_LIST) &&
+        check_live(g->s, NULL, r, &e) == 0)
+        json_array_append_new(
+            g->arr, json_pack("{s:s, s:I, s:I, s:s, s:s, s:s, s:I}", "id", mb_jstr(r, "id"), "store",
+                              (json_int_t)mb_jint(r, "store"), "owner", (json_int_t)mb_jint(r, "owner"), "path",
+                              mb_jstr(r, "path"), "target", mb_jstr(r, "target"), "permission",
+                              mb_jstr(r, "permission"), "expires", (json_int_t)mb_jint(r, "expires")));
+    json_decref(r);
+    return 0;
+}
+
+static int grants_of(void *state, uint64_t uid, json_t **out, mb_err *err)
+{
+    sharing *s = state;
+    char prefix[32], u16[17];
+    hex16(u16, uid);
+    snprintf(prefix, sizeof prefix, "g/%s/", u16);
+    grants_ud g = {s, json_array(), strlen(prefix)};
+    int rc = s->api->kv_scan(s->self, prefix, grant_one, &g, err);
+    if (rc) {
+        json_decref(g.arr);
+        return rc;
+    }
+    *out = g.arr;
+    return 0;
+}
+
 /* ------------------------------------------------ access through a share --- */
 
 /* The share's path joined with a request path that must stay inside it. */
@@ -978,14 +1023,22 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     size_t n = strlen(s->base_url);
     while (n && s->base_url[n - 1] == '/')
         s->base_url[--n] = 0;
+    if (api->size > offsetof(mb_api, grants_provider_set) && api->grants_provider_set &&
+        api->grants_provider_set(self, grants_of, s, err)) {
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        return err->code;
+    }
     *state = s;
     return 0;
 }
 
 static int fini(void *state, bool reloading, mb_err *err)
 {
-    (void)reloading, (void)err;
+    (void)reloading;
     sharing *s = state;
+    if (s->api->size > offsetof(mb_api, grants_provider_set) && s->api->grants_provider_set)
+        s->api->grants_provider_set(s->self, NULL, NULL, err); /* returns once no call is in flight */
     pthread_mutex_destroy(&s->lock);
     free(s);
     return 0;

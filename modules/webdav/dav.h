@@ -50,9 +50,9 @@ int dav_proppatch(dav_req *r, const void *body, size_t len, mb_err *err);
 /* The owner element of a LOCK body as standalone XML (malloc'd, may be NULL), the scope
  * (true = exclusive); MB_EINVAL for a body that is not a lockinfo. */
 int dav_xml_lockinfo(const void *body, size_t len, bool *exclusive, char **owner, mb_err *err);
-/* Dead properties follow their resource: copy or move every one at or under `from`, or
- * drop them. */
-void dav_props_copy(dav_req *r, const char *from, const char *to, bool move);
+/* Dead properties follow their resource: copy or move every one at or under `from` (of r's
+ * store) to `to` of store to_sid, or drop them. */
+void dav_props_copy(dav_req *r, const char *from, uint64_t to_sid, const char *to, bool move);
 void dav_props_drop(dav_req *r, const char *path);
 /* href of `path` in this request's store ("/dav/<store>/<path>", '/' appended for folders). */
 void dav_href(dav_req *r, dav_buf *b, const char *path, bool folder);
@@ -103,6 +103,8 @@ int dav_if_parse(const char *s, dav_if *out);
 int dav_uri_path(const char *uri, char *out, size_t n);
 
 void dav_locks_init(dav_locks *t);
+/* Load the saved locks (kv `l/<token>`) not yet expired into d->locks; init calls it. */
+void dav_locks_load(dav_srv *d);
 void dav_locks_free(dav_locks *t);
 /* May the caller change `path` (and, when `deep`, everything below it)? The If header must
  * hold (else MB_EPRECOND, 412) and every lock covering what changes (a depth-infinity lock
@@ -118,6 +120,12 @@ void dav_locks_drop(dav_req *r, const char *path);
 /* <D:lockdiscovery> content for `path` (locks on it or inherited from above). */
 void dav_lockdiscovery(dav_req *r, const char *path, dav_buf *b);
 
+/* ----------------------------------------------------------- dav_copy.c --- */
+/* Copy r->path (a file, or a folder with everything under it) to `to` of the caller's other
+ * store dsid through the kernel's read and write paths (webdav.c's COPY and MOVE do the
+ * checks, the Overwrite, dead properties and, for MOVE, the source's deletion). */
+int dav_copy_across(dav_req *r, uint64_t dsid, const char *to, bool folder, mb_err *err);
+
 /* ------------------------------------------------------------ webdav.c --- */
 struct dav_srv {
     mb_module *self;
@@ -125,7 +133,15 @@ struct dav_srv {
     bool allow_account_password;
     bool keep_macos_metadata;
     int64_t lock_timeout_max;
+    int64_t propfind_infinity_max; /* Depth: infinity answers up to this many resources (0: never) */
     dav_locks locks;
+    /* The store a (user, first URL segment) named last time, so a request costs one store_get
+     * instead of listing every store of the user; checked by name on every use. */
+    pthread_mutex_t memo_mu;
+    struct {
+        uint64_t uid, sid;
+        char name[96];
+    } memo[64];
 };
 /* RFC 4331 for this request's store: what it may still take (its max_bytes setting, else the
  * disk's free space, whichever is less) and what it holds, in bytes. */

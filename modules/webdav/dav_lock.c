@@ -2,9 +2,12 @@
  * dav_lock.c — WebDAV class 2: write locks (LOCK, UNLOCK, refresh), the If header
  * (RFC 4918 section 10.4) and the Destination / tagged-list URI parser.
  *
- * Locks live in memory (a list under the table's mutex): they are advisory leases with a
- * timeout that clients refresh, and a restart of mbyted ends them, as a restart of Apache
- * with an in-memory lock database does. A lock belongs to the user who took it: another
+ * Locks are advisory leases with a timeout that clients refresh. They are served from memory
+ * (a list under the table's mutex) and written through to the module's kv, one record per
+ * lock (`l/<token>`: store, user, path, owner XML, scope, depth, expiry), synced before the
+ * LOCK is answered, so an office document stays locked across a restart of mbyted or a
+ * reload of the module (init loads every record not yet expired and drops the others; an
+ * expired record found later is dropped too). A lock belongs to the user who took it: another
  * user can neither use its token nor see the resource anyway (stores are per user). A change
  * needs the token of every lock covering what it changes, submitted in the If header
  * (423 Locked with lock-token-submitted otherwise); the If header itself must hold (412).
@@ -34,6 +37,83 @@ static void lock_free(dav_lock *l)
     free(l);
 }
 
+/* -------------------------------------------------------- persistence --- */
+
+static void lock_key(const char *token, char *out, size_t n) { snprintf(out, n, "l/%s", token); }
+
+/* Write l's record (LOCK, refresh), synced: an answered LOCK survives a crash. */
+static void lock_save(dav_srv *d, const dav_lock *l)
+{
+    json_t *o = json_pack("{s:I, s:I, s:s, s:b, s:b, s:I, s:I}", "sid", (json_int_t)l->sid, "uid",
+                          (json_int_t)l->uid, "path", l->path, "exclusive", l->exclusive, "infinite", l->infinite,
+                          "timeout", (json_int_t)l->timeout_s, "expires", (json_int_t)l->expires);
+    if (l->owner)
+        json_object_set_new(o, "owner", json_string(l->owner));
+    char key[96], *txt = json_dumps(o, JSON_COMPACT);
+    mb_err e;
+    lock_key(l->token, key, sizeof key);
+    if (d->api->kv_put(d->self, key, txt, strlen(txt), true, &e))
+        d->api->log(d->self, MB_LOG_WARN, "lock %s is not kept across a restart: %s", l->token, e.msg);
+    free(txt);
+    json_decref(o);
+}
+
+/* Its record goes (UNLOCK, DELETE, MOVE, expiry). Not synced: a record that comes back
+ * after a crash is one more lock the client gave up, and it expires. */
+static void lock_forget(dav_srv *d, const char *token)
+{
+    char key[96];
+    mb_err e;
+    lock_key(token, key, sizeof key);
+    d->api->kv_del(d->self, key, false, &e);
+}
+
+typedef struct {
+    dav_srv *d;
+    int64_t now;
+    json_t *stale; /* keys of expired or unreadable records */
+} load_ctx;
+
+static int load_one(const char *key, json_t *v, void *ud)
+{
+    load_ctx *c = ud;
+    const char *tok = key + 2, *path = json_string_value(json_object_get(v, "path"));
+    const char *owner = json_string_value(json_object_get(v, "owner"));
+    int64_t expires = json_integer_value(json_object_get(v, "expires"));
+    if (!path || expires <= c->now || strlen(tok) >= sizeof((dav_lock *)0)->token) {
+        json_array_append_new(c->stale, json_string(tok));
+        return 0;
+    }
+    dav_lock *l = calloc(1, sizeof *l);
+    if (!l)
+        return 0;
+    snprintf(l->token, sizeof l->token, "%s", tok);
+    l->sid = (uint64_t)json_integer_value(json_object_get(v, "sid"));
+    l->uid = (uint64_t)json_integer_value(json_object_get(v, "uid"));
+    l->path = strdup(path);
+    l->owner = owner ? strdup(owner) : NULL;
+    l->exclusive = json_is_true(json_object_get(v, "exclusive"));
+    l->infinite = json_is_true(json_object_get(v, "infinite"));
+    l->timeout_s = json_integer_value(json_object_get(v, "timeout"));
+    l->expires = expires;
+    l->next = c->d->locks.head;
+    c->d->locks.head = l;
+    return 0;
+}
+
+void dav_locks_load(dav_srv *d)
+{
+    load_ctx c = {d, d->api->now(), json_array()};
+    mb_err e;
+    if (d->api->kv_scan_json(d->self, "l/", load_one, &c, &e))
+        d->api->log(d->self, MB_LOG_WARN, "the saved locks could not be read: %s", e.msg);
+    size_t i;
+    json_t *k;
+    json_array_foreach(c.stale, i, k)
+        lock_forget(d, json_string_value(k));
+    json_decref(c.stale);
+}
+
 void dav_locks_free(dav_locks *t)
 {
     for (dav_lock *l = t->head, *n; l; l = n) {
@@ -44,13 +124,14 @@ void dav_locks_free(dav_locks *t)
     pthread_mutex_destroy(&t->mu);
 }
 
-/* Under mu: drop what has expired. */
-static void expire(dav_locks *t, int64_t now)
+/* Under mu: drop what has expired, with its record. */
+static void expire(dav_srv *d, int64_t now)
 {
-    for (dav_lock **pp = &t->head; *pp;) {
+    for (dav_lock **pp = &d->locks.head; *pp;) {
         if ((*pp)->expires <= now) {
             dav_lock *l = *pp;
             *pp = l->next;
+            lock_forget(d, l->token);
             lock_free(l);
         } else
             pp = &(*pp)->next;
@@ -119,7 +200,7 @@ int dav_if_check(dav_req *r, mb_err *err)
                 v = etag[0] && !strcmp(c->value, etag);
             } else {
                 pthread_mutex_lock(&t->mu);
-                expire(t, now);
+                expire(r->d, now);
                 for (dav_lock *x = t->head; x && !v; x = x->next)
                     v = x->sid == r->sid && !strcmp(x->token, c->value) && covers(x, path);
                 pthread_mutex_unlock(&t->mu);
@@ -157,7 +238,7 @@ int dav_lock_check(dav_req *r, const char *path, bool deep, mb_err *err)
     dav_locks *t = &r->d->locks;
     char *blocked = NULL;
     pthread_mutex_lock(&t->mu);
-    expire(t, r->api->now());
+    expire(r->d, r->api->now());
     for (dav_lock *l = t->head; l && !blocked; l = l->next) {
         if (l->sid != r->sid || !(covers(l, path) || (deep && under(l, path))))
             continue;
@@ -186,6 +267,7 @@ void dav_locks_drop(dav_req *r, const char *path)
         if ((*pp)->sid == r->sid && under(*pp, path)) {
             dav_lock *l = *pp;
             *pp = l->next;
+            lock_forget(r->d, l->token);
             lock_free(l);
         } else
             pp = &(*pp)->next;
@@ -258,7 +340,7 @@ static int refresh(dav_req *r, mb_err *err)
     dav_lock copy = {0};
     bool found = false;
     pthread_mutex_lock(&t->mu);
-    expire(t, now);
+    expire(r->d, now);
     for (dav_lock *l = t->head; l && !found; l = l->next)
         if (l->sid == r->sid && l->uid == r->user.id && covers(l, r->path) && submitted(ifh, l->token)) {
             l->expires = now + to;
@@ -271,6 +353,7 @@ static int refresh(dav_req *r, mb_err *err)
     pthread_mutex_unlock(&t->mu);
     if (!found)
         return r->api->err_set(err, MB_EPRECOND, "no lock of yours with that token covers this resource");
+    lock_save(r->d, &copy);
     int rc = reply_lock(r, &copy, 200);
     free(copy.path);
     free(copy.owner);
@@ -334,7 +417,7 @@ int dav_lock_handle(dav_req *r, const void *body, size_t len, mb_err *err)
     copy.owner = l->owner ? strdup(l->owner) : NULL;
     bool conflict = false;
     pthread_mutex_lock(&t->mu);
-    expire(t, now);
+    expire(r->d, now);
     for (dav_lock *x = t->head; x && !conflict; x = x->next)
         if (x->sid == l->sid && (covers(x, l->path) || (infinite && under(x, l->path))))
             conflict = x->exclusive || exclusive;
@@ -353,6 +436,7 @@ int dav_lock_handle(dav_req *r, const void *body, size_t len, mb_err *err)
                                    strlen("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">"
                                           "<D:no-conflicting-lock/></D:error>\n"));
     }
+    lock_save(r->d, &copy);
     char hdr[80];
     snprintf(hdr, sizeof hdr, "<%s>", copy.token);
     api->reply_header(r->req, "Lock-Token", hdr);
@@ -371,7 +455,7 @@ int dav_unlock_handle(dav_req *r, mb_err *err)
     dav_locks *t = &r->d->locks;
     int found = 0;
     pthread_mutex_lock(&t->mu);
-    expire(t, r->api->now());
+    expire(r->d, r->api->now());
     for (dav_lock **pp = &t->head; *pp; pp = &(*pp)->next) {
         dav_lock *l = *pp;
         if (l->sid != r->sid || strcmp(l->token, tok) || !covers(l, r->path))
@@ -381,6 +465,7 @@ int dav_unlock_handle(dav_req *r, mb_err *err)
             break;
         }
         *pp = l->next;
+        lock_forget(r->d, l->token);
         lock_free(l);
         found = 1;
         break;

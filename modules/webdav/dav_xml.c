@@ -1,6 +1,10 @@
 /*
  * dav_xml.c — the XML side of the webdav module: request bodies parsed with libxml2
  * (PROPFIND, PROPPATCH, LOCK), multistatus answers built as text, and dead properties.
+ * A PROPFIND answer is streamed (api->reply_stream): pf_read makes it one response at a time
+ * from one listing per folder (a stack of them for Depth: infinity) and one kv scan of the
+ * members' dead properties, so a folder of any size costs one buffer, not the whole XML.
+ * The stream owns a copy of the request's context; it runs after the handler returned.
  *
  * Parsing never loads a DTD, an external entity or anything from the network, and refuses
  * a body that is not namespace-well-formed (400). Answers are written directly, with every
@@ -193,22 +197,26 @@ static void props_collect(dav_req *r, const char *path, collect_ud *c)
     free(key);
 }
 
-void dav_props_copy(dav_req *r, const char *from, const char *to, bool move)
+void dav_props_copy(dav_req *r, const char *from, uint64_t to_sid, const char *to, bool move)
 {
     collect_ud c = {json_array(), json_array()};
     props_collect(r, from, &c);
-    char base[64];
+    char base[64], tbase[64];
     props_key(r, "", base, sizeof base);
-    size_t fl = strlen(base) + 1 + strlen(from); /* "p/<sid>/" + from */
+    snprintf(tbase, sizeof tbase, "p/%016llx", (unsigned long long)to_sid);
+    size_t fl = strlen(base) + (*from ? 1 + strlen(from) : 0); /* "p/<sid>/" + from; a root: "p/<sid>" */
     size_t i;
     json_t *k;
     mb_err e;
     json_array_foreach(c.keys, i, k) {
         const char *old = json_string_value(k);
         const char *rest = old + (strlen(old) >= fl ? fl : strlen(old));
-        size_t nn = strlen(base) + strlen(to) + strlen(rest) + 3;
+        size_t nn = strlen(tbase) + strlen(to) + strlen(rest) + 3;
         char *nk = malloc(nn);
-        snprintf(nk, nn, "%s/%s%s", base, to, rest);
+        if (*to)
+            snprintf(nk, nn, "%s/%s%s", tbase, to, rest);
+        else /* a store's root: its own key, its members' below */
+            snprintf(nk, nn, "%s%s", tbase, rest);
         const char *v = json_string_value(json_array_get(c.vals, i));
         r->api->kv_put(r->d->self, nk, v, strlen(v), true, &e);
         if (move)
@@ -257,20 +265,92 @@ typedef struct res {
     const json_t *info; /* file_stat / folder_list entry, or a store */
 } res;
 
+/* A folder whose members are still to answer (Depth 1 and infinity): one listing scan
+ * (folder_list) and one scan of its members' dead properties, walked one entry per step. */
+typedef struct frame {
+    uint64_t sid;     /* the store listed; 0: the list of stores (/dav/) */
+    char *seg;        /* its first URL segment (the store's name as in the request) */
+    char *dir;        /* the folder, in the store */
+    json_t *list;     /* folder_list's answer, or the stores */
+    json_t *entries;  /* borrowed from list */
+    size_t i;
+    json_t *dead;     /* member name -> its dead properties */
+    struct frame *up;
+} frame;
+
+/* A PROPFIND answer being streamed: everything it needs is its own (the request is gone
+ * once the handler returned); the multistatus is made one response at a time into b,
+ * which libmicrohttpd drains (pf_read), so memory is a listing plus one buffer. */
 typedef struct pf {
+    dav_req rq; /* a copy of the request's context, req NULL */
     dav_req *r;
-    dav_buf *b;
+    dav_buf b;
+    size_t off; /* bytes of b already sent */
     int mode; /* 0 allprop, 1 propname, 2 prop */
+    void *doc;
     xmlNodePtr prop;
     uint64_t quota_sid; /* the store qavail and qused are of (0: none yet); /dav/ lists several */
     int64_t qavail, qused;
+    dav_buf ok, missing, one, path; /* scratch, reused */
+    json_t *self;
+    char *seg0, *path0; /* owned copies rq points into at the start */
+    bool self_folder, infinite, deep, started, done;
+    frame *top;
 } pf;
+
+static void buf_int(dav_buf *b, long long v)
+{
+    char t[24], *e = t + sizeof t, *q = e;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do
+        *--q = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        *--q = '-';
+    dav_buf_add(b, q, (size_t)(e - q));
+}
+
+static void buf_2(dav_buf *b, int v)
+{
+    char t[2] = {(char)('0' + v / 10 % 10), (char)('0' + v % 10)};
+    dav_buf_add(b, t, 2);
+}
+
+/* RFC 3339 (creationdate) or RFC 1123 (getlastmodified), without strftime's locale work. */
+static void buf_date(dav_buf *b, time_t t, bool rfc1123)
+{
+    static const char days[] = "SunMonTueWedThuFriSat", months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    if (rfc1123) {
+        dav_buf_add(b, days + 3 * tm.tm_wday, 3);
+        dav_buf_add(b, ", ", 2);
+        buf_2(b, tm.tm_mday);
+        dav_buf_add(b, " ", 1);
+        dav_buf_add(b, months + 3 * tm.tm_mon, 3);
+        dav_buf_add(b, " ", 1);
+        buf_int(b, tm.tm_year + 1900);
+        dav_buf_add(b, " ", 1);
+    } else {
+        buf_int(b, tm.tm_year + 1900);
+        dav_buf_add(b, "-", 1);
+        buf_2(b, tm.tm_mon + 1);
+        dav_buf_add(b, "-", 1);
+        buf_2(b, tm.tm_mday);
+        dav_buf_add(b, "T", 1);
+    }
+    buf_2(b, tm.tm_hour);
+    dav_buf_add(b, ":", 1);
+    buf_2(b, tm.tm_min);
+    dav_buf_add(b, ":", 1);
+    buf_2(b, tm.tm_sec);
+    dav_buf_str(b, rfc1123 ? " GMT" : "Z");
+}
 
 /* Write live property i's element (with value) into b; false when it does not apply. */
 static bool live_value(pf *p, const res *x, int i, dav_buf *b)
 {
     const json_t *in = x->info;
-    char t[64];
     if (x->dav_root && i != LP_DISPLAY && i != LP_RESTYPE)
         return false; /* /dav/ itself is only a list of stores: no dates, locks or quota */
     switch (i) {
@@ -278,10 +358,9 @@ static bool live_value(pf *p, const res *x, int i, dav_buf *b)
         time_t c = (time_t)json_integer_value(json_object_get(in, "created"));
         if (!c)
             c = (time_t)json_integer_value(json_object_get(in, "mtime"));
-        struct tm tm;
-        gmtime_r(&c, &tm);
-        strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        dav_buf_fmt(b, "<D:creationdate>%s</D:creationdate>", t);
+        dav_buf_str(b, "<D:creationdate>");
+        buf_date(b, c, false);
+        dav_buf_str(b, "</D:creationdate>");
         return true;
     }
     case LP_DISPLAY: {
@@ -296,8 +375,9 @@ static bool live_value(pf *p, const res *x, int i, dav_buf *b)
     case LP_LENGTH:
         if (x->folder)
             return false;
-        dav_buf_fmt(b, "<D:getcontentlength>%lld</D:getcontentlength>",
-                    (long long)json_integer_value(json_object_get(in, "size")));
+        dav_buf_str(b, "<D:getcontentlength>");
+        buf_int(b, (long long)json_integer_value(json_object_get(in, "size")));
+        dav_buf_str(b, "</D:getcontentlength>");
         return true;
     case LP_TYPE: {
         const char *ct = json_string_value(json_object_get(in, "ctype"));
@@ -312,17 +392,18 @@ static bool live_value(pf *p, const res *x, int i, dav_buf *b)
         const char *sha = json_string_value(json_object_get(in, "sha256"));
         if (x->folder || !sha)
             return false;
-        dav_buf_fmt(b, "<D:getetag>\"%s\"</D:getetag>", sha);
+        dav_buf_str(b, "<D:getetag>\"");
+        dav_buf_str(b, sha);
+        dav_buf_str(b, "\"</D:getetag>");
         return true;
     }
     case LP_MODIFIED: {
         time_t m = (time_t)json_integer_value(json_object_get(in, "mtime"));
         if (!m)
             m = (time_t)json_integer_value(json_object_get(in, "created"));
-        struct tm tm;
-        gmtime_r(&m, &tm);
-        strftime(t, sizeof t, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-        dav_buf_fmt(b, "<D:getlastmodified>%s</D:getlastmodified>", t);
+        dav_buf_str(b, "<D:getlastmodified>");
+        buf_date(b, m, true);
+        dav_buf_str(b, "</D:getlastmodified>");
         return true;
     }
     case LP_RESTYPE:
@@ -346,10 +427,9 @@ static bool live_value(pf *p, const res *x, int i, dav_buf *b)
             dav_quota(p->r, &p->qavail, &p->qused);
             p->quota_sid = p->r->sid;
         }
-        if (i == LP_QAVAIL)
-            dav_buf_fmt(b, "<D:quota-available-bytes>%lld</D:quota-available-bytes>", (long long)p->qavail);
-        else
-            dav_buf_fmt(b, "<D:quota-used-bytes>%lld</D:quota-used-bytes>", (long long)p->qused);
+        dav_buf_str(b, i == LP_QAVAIL ? "<D:quota-available-bytes>" : "<D:quota-used-bytes>");
+        buf_int(b, (long long)(i == LP_QAVAIL ? p->qavail : p->qused));
+        dav_buf_str(b, i == LP_QAVAIL ? "</D:quota-available-bytes>" : "</D:quota-used-bytes>");
         return true;
     }
     return false;
@@ -375,16 +455,18 @@ static void propstat(dav_buf *b, const dav_buf *props, int status)
                                        [3] = "424 Failed Dependency"};
     int t = status == 200 ? 0 : status == 404 ? 1 : status == 403 ? 2 : 3;
     dav_buf_str(b, "<D:propstat><D:prop>");
-    dav_buf_add(b, props->p, props->n);
-    dav_buf_fmt(b, "</D:prop><D:status>HTTP/1.1 %s</D:status></D:propstat>", text[t]);
+    dav_buf_add(b, props->p ? props->p : "", props->n);
+    dav_buf_str(b, "</D:prop><D:status>HTTP/1.1 ");
+    dav_buf_str(b, text[t]);
+    dav_buf_str(b, "</D:status></D:propstat>");
 }
 
-static void response(pf *p, const res *x)
+/* One <D:response> into p->b; `dead` is the resource's dead properties (NULL: none). */
+static void response(pf *p, const res *x, const json_t *dead)
 {
     dav_req *r = p->r;
-    dav_buf *b = p->b;
-    dav_buf ok = {0}, missing = {0};
-    json_t *dead = x->dav_root ? json_object() : props_load(r, x->path);
+    dav_buf *b = &p->b, *ok = &p->ok, *missing = &p->missing;
+    ok->n = missing->n = 0;
     dav_buf_str(b, "<D:response><D:href>");
     if (x->dav_root)
         dav_buf_str(b, "/dav/");
@@ -397,150 +479,331 @@ static void response(pf *p, const res *x)
         for (int i = 0; i < LP_N; i++) {
             if (i == LP_QAVAIL || i == LP_QUSED)
                 continue; /* RFC 4331: not in allprop */
-            dav_buf one = {0};
-            if (live_value(p, x, i, &one)) {
-                if (p->mode == 1)
-                    dav_buf_fmt(&ok, "<D:%s/>", live_names[i]);
-                else
-                    dav_buf_add(&ok, one.p, one.n);
+            if (p->mode == 0)
+                live_value(p, x, i, ok);
+            else {
+                p->one.n = 0;
+                if (live_value(p, x, i, &p->one)) {
+                    dav_buf_str(ok, "<D:");
+                    dav_buf_str(ok, live_names[i]);
+                    dav_buf_str(ok, "/>");
+                }
             }
-            free(one.p);
         }
-        json_object_foreach(dead, k, v) {
+        json_object_foreach((json_t *)dead, k, v) {
             if (p->mode == 1) {
                 const char *nl = strchr(k, '\n');
                 char *ns = strndup(k, nl ? (size_t)(nl - k) : 0);
-                name_el(&ok, ns, nl ? nl + 1 : k);
+                name_el(ok, ns, nl ? nl + 1 : k);
                 free(ns);
-            } else
-                dav_buf_str(&ok, json_string_value(v));
+            } else if (json_is_string(v))
+                dav_buf_str(ok, json_string_value(v));
         }
     } else {
         for (xmlNodePtr c = first_el(p->prop->children); c; c = first_el(c->next)) {
             const char *ns = ns_of(c), *name = (const char *)c->name;
             int li = live_index(ns, name);
-            if (li >= 0 && live_value(p, x, li, &ok))
+            if (li >= 0 && live_value(p, x, li, ok))
                 continue;
-            size_t kl = strlen(ns) + strlen(name) + 2;
-            char *key = malloc(kl);
-            snprintf(key, kl, "%s\n%s", ns, name);
-            json_t *dv = json_object_get(dead, key);
-            free(key);
-            if (dv)
-                dav_buf_str(&ok, json_string_value(dv));
+            json_t *dv = NULL;
+            if (dead && json_object_size(dead)) {
+                size_t kl = strlen(ns) + strlen(name) + 2;
+                char *key = malloc(kl);
+                snprintf(key, kl, "%s\n%s", ns, name);
+                dv = json_object_get(dead, key);
+                free(key);
+            }
+            if (json_is_string(dv))
+                dav_buf_str(ok, json_string_value(dv));
             else
-                name_el(&missing, ns, name);
+                name_el(missing, ns, name);
         }
     }
-    json_decref(dead);
-    if (ok.n || !missing.n)
-        propstat(b, &ok, 200);
-    if (missing.n)
-        propstat(b, &missing, 404);
+    if (ok->n || !missing->n)
+        propstat(b, ok, 200);
+    if (missing->n)
+        propstat(b, missing, 404);
     dav_buf_str(b, "</D:response>\n");
-    free(ok.p);
-    free(missing.p);
 }
 
 static bool is_folder_info(const json_t *in) { return strcmp(json_string_value(json_object_get(in, "type")) ?: "", "file"); }
+
+static bool hidden(dav_srv *d, const char *name)
+{
+    return !d->keep_macos_metadata && (!strncmp(name, "._", 2) || !strcmp(name, ".DS_Store"));
+}
+
+/* The dead properties of every member of folder `dir` in one scan of the kv (instead of one
+ * kv_get per member): name -> object. Deeper keys under the prefix are skipped. */
+typedef struct {
+    size_t skip;
+    json_t *out;
+} members_ud;
+
+static int member_props(const char *key, json_t *v, void *ud)
+{
+    members_ud *m = ud;
+    const char *name = key + m->skip;
+    if (!strchr(name, '/') && json_is_object(v))
+        json_object_set(m->out, name, v);
+    return 0;
+}
+
+static json_t *props_members(dav_req *r, uint64_t sid, const char *dir)
+{
+    size_t kn = strlen(dir) + 40;
+    char *prefix = malloc(kn);
+    if (*dir)
+        snprintf(prefix, kn, "p/%016llx/%s/", (unsigned long long)sid, dir);
+    else
+        snprintf(prefix, kn, "p/%016llx/", (unsigned long long)sid);
+    members_ud m = {strlen(prefix), json_object()};
+    mb_err e;
+    r->api->kv_scan_json(r->d->self, prefix, member_props, &m, &e);
+    free(prefix);
+    return m.out;
+}
+
+static void frame_push(pf *p, uint64_t sid, const char *seg, const char *dir)
+{
+    dav_req *r = p->r;
+    json_t *list = NULL;
+    mb_err e;
+    if (sid ? r->api->folder_list(&r->user, sid, dir, false, &list, &e) : r->api->store_list(&r->user, &list, &e))
+        return; /* gone meanwhile: the folder's own response was the last word on it */
+    frame *f = calloc(1, sizeof *f);
+    if (!f)
+        abort();
+    f->sid = sid;
+    f->seg = strdup(seg ? seg : "");
+    f->dir = strdup(dir);
+    f->list = list;
+    f->entries = sid ? json_object_get(list, "entries") : list;
+    f->dead = sid ? props_members(r, sid, dir) : json_object();
+    f->up = p->top;
+    p->top = f;
+}
+
+static void frame_pop(pf *p)
+{
+    frame *f = p->top;
+    p->top = f->up;
+    json_decref(f->list);
+    json_decref(f->dead);
+    free(f->seg);
+    free(f->dir);
+    free(f);
+}
+
+/* Add the next response (or the closing tag) to p->b. */
+static void pf_step(pf *p)
+{
+    dav_req *r = p->r;
+    if (!p->started) {
+        p->started = true;
+        dav_buf_str(&p->b, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\">\n");
+        res x = {.path = r->root ? NULL : r->path, .folder = p->self_folder, .dav_root = r->root,
+                 .store_root = !r->root && !*r->path, .info = p->self};
+        json_t *dead = r->root ? NULL : props_load(r, r->path);
+        response(p, &x, dead);
+        json_decref(dead);
+        if (p->deep && p->self_folder)
+            frame_push(p, r->root ? 0 : r->sid, r->store_seg, r->path);
+        return;
+    }
+    while (p->top) {
+        frame *f = p->top;
+        json_t *e = json_array_get(f->entries, f->i++);
+        if (!e) {
+            frame_pop(p);
+            continue;
+        }
+        const char *name = json_string_value(json_object_get(e, "name"));
+        if (!f->sid) { /* a store of /dav/ */
+            uint64_t id = (uint64_t)json_integer_value(json_object_get(e, "id"));
+            if (!name || (r->scope.store && id != r->scope.store))
+                continue;
+            r->sid = id;
+            r->store_seg = name;
+            res y = {.path = "", .folder = true, .store_root = true, .info = e};
+            json_t *dead = props_load(r, "");
+            response(p, &y, dead);
+            json_decref(dead);
+            if (p->infinite)
+                frame_push(p, id, name, "");
+            return;
+        }
+        if (!name || hidden(r->d, name))
+            continue;
+        r->sid = f->sid;
+        r->store_seg = f->seg;
+        p->path.n = 0;
+        if (*f->dir) {
+            dav_buf_str(&p->path, f->dir);
+            dav_buf_str(&p->path, "/");
+        }
+        dav_buf_str(&p->path, name);
+        bool folder = is_folder_info(e);
+        res y = {.path = p->path.p, .folder = folder, .info = e};
+        response(p, &y, json_object_get(f->dead, name));
+        if (folder && p->infinite)
+            frame_push(p, f->sid, f->seg, p->path.p);
+        return;
+    }
+    dav_buf_str(&p->b, "</D:multistatus>\n");
+    p->done = true;
+}
+
+static int64_t pf_read(void *ctx, char *buf, size_t max)
+{
+    pf *p = ctx;
+    if (p->off) { /* keep what is not sent yet at the front: b stays about max bytes */
+        memmove(p->b.p, p->b.p + p->off, p->b.n - p->off);
+        p->b.n -= p->off;
+        p->off = 0;
+    }
+    while (p->b.n < max && !p->done)
+        pf_step(p);
+    size_t n = p->b.n < max ? p->b.n : max;
+    memcpy(buf, p->b.p, n);
+    p->off = n;
+    return (int64_t)n;
+}
+
+static void pf_free(void *ctx)
+{
+    pf *p = ctx;
+    while (p->top)
+        frame_pop(p);
+    json_decref(p->self);
+    xmlFreeDoc(p->doc);
+    free(p->seg0);
+    free(p->path0);
+    free(p->b.p);
+    free(p->ok.p);
+    free(p->missing.p);
+    free(p->one.p);
+    free(p->path.p);
+    free(p);
+}
+
+/* Depth: infinity under `dir`: are there more than `cap` resources? A walk of listings
+ * that stops at the cap, so a huge tree costs no more than the cap to refuse. */
+static bool over_cap(dav_req *r, uint64_t sid, const char *dir, int64_t *left)
+{
+    json_t *list = NULL;
+    mb_err e;
+    if (sid ? r->api->folder_list(&r->user, sid, dir, false, &list, &e) : r->api->store_list(&r->user, &list, &e))
+        return false;
+    json_t *entries = sid ? json_object_get(list, "entries") : list, *x;
+    size_t i;
+    bool over = false;
+    json_array_foreach(entries, i, x) {
+        if (--*left < 0) {
+            over = true;
+            break;
+        }
+        const char *name = json_string_value(json_object_get(x, "name"));
+        if (!sid) {
+            uint64_t id = (uint64_t)json_integer_value(json_object_get(x, "id"));
+            if ((!r->scope.store || id == r->scope.store) && (over = over_cap(r, id, "", left)))
+                break;
+        } else if (name && is_folder_info(x)) {
+            char *sub = *dir ? NULL : strdup(name);
+            if (*dir && asprintf(&sub, "%s/%s", dir, name) < 0)
+                abort();
+            over = over_cap(r, sid, sub, left);
+            free(sub);
+            if (over)
+                break;
+        }
+    }
+    json_decref(list);
+    return over;
+}
+
+static int finite_depth(dav_req *r)
+{
+    static const char body[] = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">"
+                               "<D:propfind-finite-depth/></D:error>\n";
+    return r->api->reply_bytes(r->req, 403, "application/xml; charset=utf-8", body, sizeof body - 1);
+}
 
 int dav_propfind(dav_req *r, const void *body, size_t len, mb_err *err)
 {
     const mb_api *api = r->api;
     const char *depth = api->req_header(r->req, "Depth");
-    if (!depth || !strcasecmp(depth, "infinity"))
-        return api->reply_bytes(r->req, 403, "application/xml; charset=utf-8",
-                                "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">"
-                                "<D:propfind-finite-depth/></D:error>\n",
-                                strlen("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">"
-                                       "<D:propfind-finite-depth/></D:error>\n"));
-    bool one = !strcmp(depth, "1");
-    if (!one && strcmp(depth, "0"))
+    bool infinite = !depth || !strcasecmp(depth, "infinity"); /* RFC 4918 9.1: none means infinity */
+    if (infinite && r->d->propfind_infinity_max <= 0)
+        return finite_depth(r);
+    if (!infinite && strcmp(depth, "1") && strcmp(depth, "0"))
         return api->err_set(err, MB_EINVAL, "Depth: 0, 1 or infinity");
     void *vd = NULL;
     int rc = dav_xml_parse(body, len, &vd, err);
     if (rc)
         return rc;
-    pf p = {.r = r, .mode = 0};
+    int mode = 0;
+    xmlNodePtr prop = NULL;
     if (vd) {
         xmlNodePtr root = xmlDocGetRootElement(vd);
         xmlNodePtr c = is_dav(root, "propfind") ? first_el(root->children) : NULL;
-        if (!c && !is_dav(root, "propfind")) {
-            xmlFreeDoc(vd);
-            return api->err_set(err, MB_EINVAL, "a PROPFIND body must be a DAV:propfind");
-        }
-        if (is_dav(c, "propname"))
-            p.mode = 1;
+        const char *why = NULL;
+        if (!c && !is_dav(root, "propfind"))
+            why = "a PROPFIND body must be a DAV:propfind";
+        else if (is_dav(c, "propname"))
+            mode = 1;
         else if (is_dav(c, "prop")) {
-            p.mode = 2;
-            p.prop = c;
-        } else if (c && !is_dav(c, "allprop")) {
+            mode = 2;
+            prop = c;
+        } else if (c && !is_dav(c, "allprop"))
+            why = "a DAV:propfind holds allprop, propname or prop";
+        if (why) {
             xmlFreeDoc(vd);
-            return api->err_set(err, MB_EINVAL, "a DAV:propfind holds allprop, propname or prop");
+            return api->err_set(err, MB_EINVAL, "%s", why);
         }
     }
-    dav_buf b = {0};
-    p.b = &b;
-    dav_buf_str(&b, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\">\n");
-    json_t *self = NULL, *list = NULL;
-    if (r->root) {
-        json_t *ri = json_pack("{s:s}", "name", "dav");
-        res x = {.path = NULL, .folder = true, .dav_root = true, .info = ri};
-        response(&p, &x);
-        json_decref(ri);
-        if (one && (rc = api->store_list(&r->user, &list, err)) == 0) {
-            size_t i;
-            json_t *s;
-            json_array_foreach(list, i, s) {
-                uint64_t id = (uint64_t)json_integer_value(json_object_get(s, "id"));
-                if (r->scope.store && id != r->scope.store)
-                    continue;
-                r->sid = id;
-                r->store_seg = json_string_value(json_object_get(s, "name"));
-                res y = {.path = "", .folder = true, .store_root = true, .info = s};
-                response(&p, &y);
-            }
-            r->sid = 0;
-            r->store_seg = NULL;
-        }
-    } else if ((rc = api->file_stat(&r->user, r->sid, r->path, &self, err)) == 0) {
-        if (!*r->path) { /* the store's root shows the store's name and dates */
-            json_t *st = NULL;
-            mb_err ig;
-            if (api->store_get(&r->user, r->sid, &st, &ig) == 0) {
-                json_object_set(self, "name", json_object_get(st, "name"));
-                if (!json_integer_value(json_object_get(self, "created")))
-                    json_object_set(self, "created", json_object_get(st, "created"));
-            }
-            json_decref(st);
-        }
-        bool folder = is_folder_info(self);
-        res x = {.path = r->path, .folder = folder, .store_root = !*r->path, .info = self};
-        response(&p, &x);
-        if (one && folder && (rc = api->folder_list(&r->user, r->sid, r->path, false, &list, err)) == 0) {
-            size_t i;
-            json_t *e;
-            json_array_foreach(json_object_get(list, "entries"), i, e) {
-                const char *name = json_string_value(json_object_get(e, "name"));
-                if (!name)
-                    continue;
-                if (!r->d->keep_macos_metadata && (!strncmp(name, "._", 2) || !strcmp(name, ".DS_Store")))
-                    continue;
-                res y = {.path = dav_join(r, r->path, name), .folder = is_folder_info(e), .info = e};
-                response(&p, &y);
-            }
-        }
-    }
-    json_decref(self);
-    json_decref(list);
-    xmlFreeDoc(vd);
-    if (rc) {
-        free(b.p);
+    json_t *self = NULL;
+    if (r->root)
+        self = json_pack("{s:s}", "name", "dav");
+    else if ((rc = api->file_stat(&r->user, r->sid, r->path, &self, err))) {
+        xmlFreeDoc(vd);
         return rc;
+    } else if (!*r->path) { /* the store's root shows the store's name and dates */
+        json_t *st = NULL;
+        mb_err ig;
+        if (api->store_get(&r->user, r->sid, &st, &ig) == 0) {
+            json_object_set(self, "name", json_object_get(st, "name"));
+            if (!json_integer_value(json_object_get(self, "created")))
+                json_object_set(self, "created", json_object_get(st, "created"));
+        }
+        json_decref(st);
     }
-    dav_buf_str(&b, "</D:multistatus>\n");
-    rc = api->reply_bytes(r->req, 207, "application/xml; charset=utf-8", b.p, b.n);
-    free(b.p);
+    bool folder = r->root || is_folder_info(self);
+    int64_t left = r->d->propfind_infinity_max;
+    if (infinite && folder && over_cap(r, r->root ? 0 : r->sid, r->path, &left)) {
+        json_decref(self);
+        xmlFreeDoc(vd);
+        return finite_depth(r);
+    }
+    pf *p = calloc(1, sizeof *p);
+    if (!p)
+        abort();
+    p->rq = *r;
+    p->rq.req = NULL;
+    p->rq.user.name = p->rq.namebuf;
+    p->rq.store_seg = p->seg0 = r->store_seg ? strdup(r->store_seg) : NULL;
+    p->rq.path = p->path0 = strdup(r->path);
+    p->r = &p->rq;
+    p->mode = mode;
+    p->doc = vd;
+    p->prop = prop;
+    p->self = self;
+    p->self_folder = folder;
+    p->infinite = infinite;
+    p->deep = infinite || !strcmp(depth, "1");
+    rc = api->reply_stream(r->d->self, r->req, 207, "application/xml; charset=utf-8", pf_read, p, pf_free, err);
+    if (rc)
+        pf_free(p);
     return rc;
 }
 

@@ -186,9 +186,54 @@ static int authenticate(dav_srv *d, mb_req *req, dav_req *r, mb_err *err)
     return rc;
 }
 
+static size_t memo_slot(uint64_t uid, const char *seg)
+{
+    uint64_t h = uid * 0x9E3779B97F4A7C15ull;
+    for (const unsigned char *p = (const unsigned char *)seg; *p; p++)
+        h = (h ^ *p) * 0x100000001B3ull;
+    return (size_t)(h % 64);
+}
+
+/* The store this user's segment named before, if it still has that name (one store_get). */
+static uint64_t memo_get(dav_req *r, const char *seg)
+{
+    dav_srv *d = r->d;
+    size_t i = memo_slot(r->user.id, seg);
+    uint64_t sid = 0;
+    pthread_mutex_lock(&d->memo_mu);
+    if (d->memo[i].sid && d->memo[i].uid == r->user.id && !strcmp(d->memo[i].name, seg))
+        sid = d->memo[i].sid;
+    pthread_mutex_unlock(&d->memo_mu);
+    json_t *st = NULL;
+    mb_err ig;
+    if (sid && (r->api->store_get(&r->user, sid, &st, &ig) ||
+                strcmp(json_string_value(json_object_get(st, "name")) ?: "", seg)))
+        sid = 0; /* gone, or renamed: the full look-up decides */
+    json_decref(st);
+    return sid;
+}
+
+static void memo_put(dav_req *r, const char *seg, uint64_t sid)
+{
+    dav_srv *d = r->d;
+    if (strlen(seg) >= sizeof d->memo[0].name)
+        return;
+    size_t i = memo_slot(r->user.id, seg);
+    pthread_mutex_lock(&d->memo_mu);
+    d->memo[i].uid = r->user.id;
+    d->memo[i].sid = sid;
+    snprintf(d->memo[i].name, sizeof d->memo[i].name, "%s", seg);
+    pthread_mutex_unlock(&d->memo_mu);
+}
+
 /* Find the store named by the first segment (its name, else its id) among the caller's. */
 static int resolve_store(dav_req *r, const char *seg, uint64_t *sid, mb_err *err)
 {
+    uint64_t known = memo_get(r, seg);
+    if (known && (!r->scope.store || r->scope.store == known)) {
+        *sid = known;
+        return 0;
+    }
     json_t *stores = NULL;
     int rc = r->api->store_list(&r->user, &stores, err);
     if (rc)
@@ -200,6 +245,7 @@ static int resolve_store(dav_req *r, const char *seg, uint64_t *sid, mb_err *err
         const char *name = json_string_value(json_object_get(s, "name"));
         if (name && !strcmp(name, seg)) {
             found = (uint64_t)json_integer_value(json_object_get(s, "id"));
+            memo_put(r, seg, found);
             break;
         }
     }
@@ -500,12 +546,12 @@ static int do_copymove(dav_req *r, bool move, mb_err *err)
         *slash = 0;
     uint64_t dsid = 0;
     mb_err ig;
-    if (!*dp || resolve_store(r, dp, &dsid, &ig) || dsid != r->sid)
-        return reply_status(r, 502, NULL); /* COPY/MOVE between stores: the client copies (RFC 4918 9.8.5) */
+    if (!*dp || resolve_store(r, dp, &dsid, &ig))
+        return reply_status(r, 502, NULL); /* not a store of the caller's: unreachable (RFC 4918 9.8.5) */
     size_t tl = strlen(to);
     if (tl && to[tl - 1] == '/')
         ((char *)to)[tl - 1] = 0;
-    if (!*to || !strcmp(to, r->path))
+    if (!*to || (dsid == r->sid && !strcmp(to, r->path)))
         return api->err_set(err, MB_EPERM, "the destination is the source or the store's root");
     const char *ow = api->req_header(r->req, "Overwrite");
     bool overwrite = !ow || (ow[0] != 'F' && ow[0] != 'f');
@@ -519,33 +565,45 @@ static int do_copymove(dav_req *r, bool move, mb_err *err)
     if ((rc = stat_type(r, r->path, &sfolder, err)))
         return rc;
     size_t sl = strlen(r->path);
-    if (sfolder && (!*r->path || (!strncmp(to, r->path, sl) && to[sl] == '/')))
+    if (dsid == r->sid && sfolder && (!*r->path || (!strncmp(to, r->path, sl) && to[sl] == '/')))
         return api->err_set(err, MB_EPERM, "a collection cannot go into itself");
-    bool exists = stat_type(r, to, &dfolder, &ig) == 0;
+    dav_req dr = *r; /* the destination's side: locks and dead properties are per store */
+    dr.sid = dsid;
+    dr.store_seg = dp;
+    dr.path = to;
+    bool exists = stat_type(&dr, to, &dfolder, &ig) == 0;
     if (exists && !overwrite)
         return api->err_set(err, MB_EPRECOND, "'%s' exists and Overwrite is F", to);
     if ((rc = dav_if_check(r, err)))
         return rc;
     if (move && (rc = dav_lock_check(r, r->path, true, err)))
         return rc;
-    if ((rc = dav_lock_check(r, to, true, err)))
+    if ((rc = dav_lock_check(&dr, to, true, err)))
         return rc;
     if (exists) {
-        if ((rc = api->file_delete(&r->user, r->sid, to, MB_FS_RECURSIVE, err)))
+        if ((rc = api->file_delete(&r->user, dsid, to, MB_FS_RECURSIVE, err)))
             return rc;
-        dav_props_drop(r, to);
-        dav_locks_drop(r, to);
+        dav_props_drop(&dr, to);
+        dav_locks_drop(&dr, to);
     }
     if (shallow && sfolder)
-        rc = api->folder_create(&r->user, r->sid, to, 0, NULL, err);
+        rc = api->folder_create(&r->user, dsid, to, 0, NULL, err);
+    else if (dsid != r->sid)
+        rc = dav_copy_across(r, dsid, to, sfolder, err);
     else if (move)
         rc = api->file_move(&r->user, r->sid, r->path, to, 0, NULL, err);
     else
         rc = api->file_copy(&r->user, r->sid, r->path, to, 0, NULL, err);
     if (rc)
         return rc;
+    bool renamed = move && dsid == r->sid;
     if (!(shallow && sfolder))
-        dav_props_copy(r, r->path, to, move);
+        dav_props_copy(r, r->path, dsid, to, renamed);
+    if (move && !renamed) { /* across stores: everything is copied, the source goes now */
+        if ((rc = api->file_delete(&r->user, r->sid, r->path, MB_FS_RECURSIVE, err)))
+            return rc;
+        dav_props_drop(r, r->path);
+    }
     if (move)
         dav_locks_drop(r, r->path);
     return reply_status(r, exists ? 204 : 201, NULL);
@@ -657,6 +715,8 @@ static int h_begin(mb_req *req, void *state, mb_err *err)
 static int h_route(mb_req *req, void *state, mb_err *err)
 {
     dav_srv *d = state;
+    if (!strcmp(d->api->req_method(req), "OPTIONS"))
+        return do_options(d->api, req);
     dav_req *r;
     int rc = prepare(d, req, &r, err);
     if (rc)
@@ -699,6 +759,7 @@ static void read_config(dav_srv *d, const json_t *c)
     d->allow_account_password = json_is_true(json_object_get(c, "allow_account_password"));
     d->keep_macos_metadata = json_is_true(json_object_get(c, "keep_macos_metadata"));
     d->lock_timeout_max = json_integer_value(json_object_get(c, "lock_timeout_max"));
+    d->propfind_infinity_max = json_integer_value(json_object_get(c, "propfind_infinity_max"));
 }
 
 static int init(mb_module *self, const mb_api *api, const json_t *config, void **state, mb_err *err)
@@ -713,6 +774,8 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     d->api = api;
     read_config(d, config);
     dav_locks_init(&d->locks);
+    dav_locks_load(d);
+    pthread_mutex_init(&d->memo_mu, NULL);
     *state = d;
     return 0;
 }
@@ -722,6 +785,7 @@ static int fini(void *state, bool reloading, mb_err *err)
     (void)reloading, (void)err;
     dav_srv *d = state;
     dav_locks_free(&d->locks);
+    pthread_mutex_destroy(&d->memo_mu);
     free(d);
     return 0;
 }
@@ -739,6 +803,7 @@ static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "allow_account_password", MB_CFG_BOOL, "false", 0, 0},
     {sizeof(mb_config_key), "keep_macos_metadata", MB_CFG_BOOL, "false", 0, 0},
     {sizeof(mb_config_key), "lock_timeout_max", MB_CFG_INT, "86400", 60, 604800},
+    {sizeof(mb_config_key), "propfind_infinity_max", MB_CFG_INT, "100000", 0, 100000000},
     {0},
 };
 
@@ -747,6 +812,9 @@ static const mb_route routes[] = {
     DAV_ROUTE("OPTIONS"), DAV_ROUTE("GET"),      DAV_ROUTE("HEAD"),      DAV_ROUTE("PUT"),
     DAV_ROUTE("DELETE"),  DAV_ROUTE("MKCOL"),    DAV_ROUTE("COPY"),      DAV_ROUTE("MOVE"),
     DAV_ROUTE("PROPFIND"), DAV_ROUTE("PROPPATCH"), DAV_ROUTE("LOCK"),    DAV_ROUTE("UNLOCK"),
+    /* Windows' mini-redirector probes the server's root with OPTIONS before it maps a drive
+     * (and /dav itself is /dav/{path*} with an empty path): answer it like /dav/'s. */
+    {sizeof(mb_route), "OPTIONS", "/", MB_ROLE_NONE, h_route, h_begin},
     {0},
 };
 

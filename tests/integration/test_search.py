@@ -59,6 +59,14 @@ def make_documents(d):
         f.write("# Roadmap\n\n- ship the gazebo feature\n")
     run("pandoc", "slides.md", "-o", "roadmap.pptx")
     out["roadmap.pptx"] = (read("roadmap.pptx"), "gazebo")
+    with open(os.path.join(d, "deck.md"), "w") as f:
+        f.write("# Wildlife\n\n- a pelican on the pier\n")
+    run("pandoc", "deck.md", "-o", "deck.pptx")
+    run("soffice", "--headless", "-env:UserInstallation=file://" + os.path.join(d, "lo-profile"),
+        "--convert-to", "odp", "deck.pptx", "--outdir", d)
+    if not os.path.exists(os.path.join(d, "deck.odp")):
+        raise AssertionError("LibreOffice Impress made no ODP (tests/setup/search.sh installs libreoffice-impress-nogui)")
+    out["deck.odp"] = (read("deck.odp"), "pelican")  # ODP: LibreOffice's own presentation format
     with open(os.path.join(d, "stock.csv"), "w") as f:
         f.write("item,count\ncardamom,7\n")
     run("soffice", "--headless", "-env:UserInstallation=file://" + os.path.join(d, "lo-profile"),
@@ -162,7 +170,7 @@ class SearchTest(SearchBase):
         kinds = {h["name"]: h["type"] for h in self.c.search("type:pdf OR type:document", limit=50).json()["hits"]}
         self.assertEqual(self.c.paths("type:pdf"), ["inbox/paper.pdf"])
         self.assertEqual(self.c.paths("type:spreadsheet"), ["inbox/fruit.xlsx", "inbox/stock.ods"])
-        self.assertEqual(self.c.paths("type:presentation"), ["inbox/roadmap.pptx"])
+        self.assertEqual(self.c.paths("type:presentation"), ["inbox/deck.odp", "inbox/roadmap.pptx"])
         self.assertEqual(self.c.paths("type:ebook"), ["inbox/stories.epub"])
         self.assertEqual(self.c.paths("type:email"), ["inbox/trip.eml"])
         self.assertEqual(self.c.paths("type:image"), ["inbox/photo.jpg"])
@@ -198,7 +206,7 @@ class SearchTest(SearchBase):
         self.assertEqual(c.paths("type:md"), ["notes/c.md"])
         self.assertEqual(c.paths("type:markdown gamma"), ["notes/c.md"])
         self.assertEqual(c.paths("gamma type:txt"), ["a.txt"])
-        self.assertEqual(c.paths("in:/notes"), ["notes/c.md", "notes/deep/report-2026.txt"])
+        self.assertEqual(c.paths("in:/notes"), ["notes/c.md", "notes/deep", "notes/deep/report-2026.txt"])  # folders too
         self.assertEqual(c.paths("in:notes/deep/"), ["notes/deep/report-2026.txt"])
         self.assertEqual(c.paths("in:/not"), [])  # a folder, not a prefix of names
         self.assertEqual(c.paths("size>2KB"), ["notes/c.md"])
@@ -463,6 +471,106 @@ def zip_bomb_docx():
     data = out.read()
     out.close()
     return data
+
+
+def charset_mails():
+    """{file name: (bytes, word of the body, word of the subject)}: real EML files made by Python's
+    email package in other charsets than UTF-8 (the body and the RFC 2047 subject both in it)."""
+    from email.header import Header
+    from email.mime.text import MIMEText
+    cases = [
+        ("polish.eml", "iso-8859-2", "Zażółć gęślą jaźń: źdźbło", "źdźbło", "Sprawozdanie kwartalne", "sprawozdanie"),
+        ("russian.eml", "koi8-r", "Мы видели медведя в тайге", "медведя", "Отчёт о поездке", "поездке"),
+        ("cyrillic.eml", "windows-1251", "Кофе с кардамоном", "кардамоном", "Рецепт недели", "рецепт"),
+        ("greek.eml", "iso-8859-7", "Η ακρόπολη τη νύχτα", "ακρόπολη", "Ταξίδι στην Αθήνα", "αθήνα"),
+        ("french.eml", "windows-1252", "Le chef-d’œuvre coûte 5 € à Ürümqi", "chef", "Réunion budgétaire", "budgétaire"),
+    ]
+    out = {}
+    for name, cs, body, word, subject, sword in cases:
+        m = MIMEText(body + "\n", "plain", cs)
+        m["Subject"] = Header(subject, cs)
+        m["From"] = "sender@example.org"
+        raw = m.as_bytes()
+        assert body.encode(cs) in raw or b"base64" in raw or b"quoted-printable" in raw
+        out[name] = (raw, word, sword)
+    return out
+
+
+class CharsetMailTest(SearchBase):
+    def test_mail_bodies_and_subjects_in_other_charsets_are_decoded_with_their_charset(self):
+        mails = charset_mails()
+        for name, (raw, _, _) in mails.items():
+            self.c.put(name, raw)
+        for name, (_, word, sword) in mails.items():
+            self.expect(word, [name])
+            self.expect(sword, [name])
+        hit = self.c.search("медведя").json()["hits"][0]
+        self.assertIn("медведя", str(hit["snippet"]))  # UTF-8 in the snippet, not Latin-1 mojibake
+
+
+class FolderHitsTest(SearchBase):
+    def test_a_folder_whose_name_matches_is_a_hit_and_follows_renames_and_deletes(self):
+        self.assertIn(self.c.call("POST", "folders", {"path": "Holidays"}).status, (200, 201))
+        r = self.c.call("POST", "folders", {"path": "Holidays/Patagonia 2026"})
+        self.assertIn(r.status, (200, 201), r)
+        self.expect("patagonia", ["Holidays/Patagonia 2026"])
+        hit = self.c.search("patagonia").json()["hits"][0]
+        self.assertEqual((hit["type"], hit["name"]), ("folder", "Patagonia 2026"))
+        self.expect("patag*", ["Holidays/Patagonia 2026"])
+        self.expect("type:folder holidays", ["Holidays"])
+        self.c.put("Holidays/list.txt", b"tent, boots")
+        self.expect("tent", ["Holidays/list.txt"])
+        self.assertEqual(self.c.status()[self.c.sid]["indexed"], 1)  # status counts files, not folders
+        r = self.c.call("POST", "move", {"from": "Holidays/Patagonia 2026", "to": "Holidays/Chile 2026"})
+        self.assertIn(r.status, (200, 201), r)
+        self.expect("chile", ["Holidays/Chile 2026"])
+        self.expect("patagonia", [])
+        r = self.c.call("DELETE", "files/Holidays?recursive=true")
+        self.assertIn(r.status, (200, 204), r)
+        self.expect("chile OR holidays", [])
+
+
+class SharedSearchTest(SearchBase):
+    modules = {"search": True, "trash": True, "sharing": True}
+
+    def share(self, path, user="bob", permission="view"):
+        r = self.srv.request("POST", "/api/v1/stores/%s/shares" % self.c.sid,
+                             {"type": "user", "user": user, "path": path, "permission": permission}, token=self.c.tok)
+        self.assertEqual(r.status, 201, r)
+        return r.json()["id"]
+
+    def test_a_grantee_finds_shared_files_loses_them_on_revoke_and_never_sees_unshared_ones(self):
+        bob = Client(self.srv, self.srv.add_user("bob", admin_token=self.admin))
+        self.c.put("Projects/plan.txt", b"the narwhal migration plan")
+        self.c.put("Projects/deep/notes.txt", b"narwhal sightings log")
+        self.c.put("Private/diary.txt", b"my narwhal dream")
+        self.c.put("single.txt", b"a lone narwhal")
+        self.c.put("other.txt", b"another narwhal")
+        self.expect("narwhal", ["Private/diary.txt", "Projects/deep/notes.txt", "Projects/plan.txt", "other.txt",
+                                "single.txt"])
+        self.assertEqual(bob.paths("narwhal"), [])
+        folder = self.share("Projects")
+        single = self.share("single.txt")
+        self.until(lambda: bob.paths("narwhal") == ["Projects/deep/notes.txt", "Projects/plan.txt", "single.txt"]
+                   or None, "bob finds what alice shared with him")
+        hits = {h["path"]: h for h in bob.search("narwhal").json()["hits"]}
+        self.assertEqual(hits["Projects/plan.txt"]["share"], folder)
+        self.assertEqual(hits["single.txt"]["share"], single)
+        self.assertEqual(hits["Projects/plan.txt"]["store"], self.c.sid)
+        self.assertIn("narwhal", hits["Projects/plan.txt"]["snippet"].lower() if isinstance(
+            hits["Projects/plan.txt"]["snippet"], str) else str(hits["Projects/plan.txt"]["snippet"]).lower())
+        self.assertEqual(bob.paths("dream OR diary OR another"), [])  # never the unshared ones
+        self.assertEqual(bob.paths("narwhal", store=self.c.sid), ["Projects/deep/notes.txt", "Projects/plan.txt",
+                                                                 "single.txt"])
+        r = self.srv.request("DELETE", "/api/v1/shares/%s" % folder, token=self.c.tok)
+        self.assertIn(r.status, (200, 204), r)
+        self.assertEqual(bob.paths("narwhal"), ["single.txt"])  # revoked: gone at once
+        r = self.srv.request("DELETE", "/api/v1/shares/%s" % single, token=self.c.tok)
+        self.assertIn(r.status, (200, 204), r)
+        self.assertEqual(bob.paths("narwhal"), [])
+        # an upload-only drop box lists nothing, so nothing of it is found
+        self.share("Projects", permission="upload")
+        self.assertEqual(bob.paths("narwhal"), [])
 
 
 class ExtractorLimitsTest(SearchBase):

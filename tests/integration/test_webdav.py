@@ -205,9 +205,59 @@ class TestProtocol(DavTest):
         self.assertEqual(r.status, 200)
         self.assertEqual(r.header("DAV"), "1, 2")
         self.assertIn("PROPFIND", r.header("Allow"))
-        r = self.dav("PROPFIND", "/dav/Home/", headers={"Depth": "infinity"})
-        self.assertEqual(r.status, 403)
-        self.assertIn(b"propfind-finite-depth", r.body)
+
+    def test_options_on_the_server_root_and_on_dav_without_slash(self):
+        # Windows' mini-redirector probes / and /dav before it maps a drive, without credentials.
+        for path in ("/", "/dav", "/dav/"):
+            r = self.srv.request("OPTIONS", path)
+            self.assertEqual(r.status, 200, path)
+            self.assertEqual(r.header("DAV"), "1, 2", path)
+            self.assertEqual(r.header("MS-Author-Via"), "DAV", path)
+            self.assertIn("PROPFIND", r.header("Allow"), path)
+        page = self.srv.request("GET", "/")  # the web page is still served at /
+        self.assertEqual(page.status, 200)
+        self.assertIn(b"<html", page.body.lower())
+
+    def hrefs(self, body):
+        import xml.etree.ElementTree as ET
+        root = ET.fromstring(body)  # the streamed multistatus is one well-formed document
+        return sorted(h.text for h in root.iter("{DAV:}href") if h.text)
+
+    def test_propfind_depth_infinity_and_without_depth_walks_the_whole_tree(self):
+        for col in ("/dav/Home/a/", "/dav/Home/a/b/", "/dav/Home/a/b/c/", "/dav/Home/z/"):
+            self.assertEqual(self.dav("MKCOL", col).status, 201, col)
+        for f in ("a/one.txt", "a/b/two.txt", "a/b/c/three.txt", "top.txt"):
+            self.assertEqual(self.dav("PUT", "/dav/Home/" + f, f.encode()).status, 201, f)
+        patch = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x"><D:set><D:prop>'
+                 b'<Z:colour>deep-blue</Z:colour></D:prop></D:set></D:propertyupdate>')
+        self.assertEqual(self.dav("PROPPATCH", "/dav/Home/a/b/c/three.txt", patch).status, 207)
+        want = ["/dav/Home/", "/dav/Home/a/", "/dav/Home/a/b/", "/dav/Home/a/b/c/", "/dav/Home/a/b/c/three.txt",
+                "/dav/Home/a/b/two.txt", "/dav/Home/a/one.txt", "/dav/Home/top.txt", "/dav/Home/z/"]
+        for headers in ({"Depth": "infinity"}, {}):
+            r = self.dav("PROPFIND", "/dav/Home/", None, headers)
+            self.assertEqual(r.status, 207, (headers, r))
+            self.assertEqual(r.header("Transfer-Encoding"), "chunked")  # streamed, not built whole
+            self.assertEqual(self.hrefs(r.body), want)
+            self.assertIn(b"deep-blue", r.body)  # dead properties of deep members come along
+        r = self.dav("PROPFIND", "/dav/Home/a/b/", None, {"Depth": "infinity"})
+        self.assertEqual(self.hrefs(r.body), ["/dav/Home/a/b/", "/dav/Home/a/b/c/", "/dav/Home/a/b/c/three.txt",
+                                              "/dav/Home/a/b/two.txt"])
+        r = self.dav("PROPFIND", "/dav/Home/a/", None, {"Depth": "1"})
+        self.assertEqual(self.hrefs(r.body), ["/dav/Home/a/", "/dav/Home/a/b/", "/dav/Home/a/one.txt"])
+        r = self.dav("PROPFIND", "/dav/", None, {"Depth": "infinity"})
+        self.assertEqual(r.status, 207)
+        self.assertIn("/dav/Home/a/b/c/three.txt", self.hrefs(r.body))
+        self.assertEqual(self.dav("PROPFIND", "/dav/Home/nope/", None, {}).status, 404)
+
+    def test_a_thousand_member_folder_streams_every_member_once(self):
+        self.assertEqual(self.dav("MKCOL", "/dav/Home/many/").status, 201)
+        for i in range(1000):
+            self.assertEqual(self.dav("PUT", "/dav/Home/many/f%04d.txt" % i, b"x").status, 201)
+        r = self.dav("PROPFIND", "/dav/Home/many/", None, {"Depth": "1"})
+        self.assertEqual(r.status, 207)
+        got = self.hrefs(r.body)
+        self.assertEqual(got, ["/dav/Home/many/"] + ["/dav/Home/many/f%04d.txt" % i for i in range(1000)])
+        self.assertEqual(r.body.count(b"<D:getcontentlength>1</D:getcontentlength>"), 1000)
 
     def test_etag_last_modified_and_range_match_the_http_api(self):
         data = os.urandom(100000)
@@ -343,6 +393,133 @@ class TestQuirks(DavTest):
         self.assertEqual(self.dav("GET", "/dav/Home/Report.docx").body, doc)
 
 
+class TestAcrossStores(DavTest):
+    modules = dict(MODULES, taskmgr=True)
+
+    def test_copy_and_move_between_two_stores_of_the_user(self):
+        import storeutil
+        storeutil.create_store(self, self.srv, self.tok, "Work")
+        data = os.urandom(300000)
+        self.assertEqual(self.dav("PUT", "/dav/Home/report.bin", data).status, 201)
+        patch = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x"><D:set><D:prop>'
+                 b'<Z:tag>quarterly</Z:tag></D:prop></D:set></D:propertyupdate>')
+        self.assertEqual(self.dav("PROPPATCH", "/dav/Home/report.bin", patch).status, 207)
+        dest = "http://127.0.0.1:%d/dav/Work/report.bin" % self.srv.port
+        r = self.dav("COPY", "/dav/Home/report.bin", headers={"Destination": dest})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(self.dav("GET", "/dav/Work/report.bin").body, data)
+        self.assertEqual(self.dav("GET", "/dav/Home/report.bin").body, data)  # COPY keeps the source
+        r = self.dav("PROPFIND", "/dav/Work/report.bin", None, {"Depth": "0"})
+        self.assertIn(b"quarterly", r.body)  # dead properties follow
+        r = self.dav("COPY", "/dav/Home/report.bin", headers={"Destination": dest, "Overwrite": "F"})
+        self.assertEqual(r.status, 412)
+        self.assertEqual(self.dav("PUT", "/dav/Home/report.bin", b"v2").status, 204)
+        r = self.dav("COPY", "/dav/Home/report.bin", headers={"Destination": dest, "Overwrite": "T"})
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(self.dav("GET", "/dav/Work/report.bin").body, b"v2")
+        # a tree moves whole: parents first, every byte, and the source goes
+        files = {"tree/a.txt": b"a" * 10, "tree/sub/b.bin": os.urandom(70000), "tree/sub/deeper/c.txt": b"c",
+                 "tree/empty/": None}
+        for col in ("tree/", "tree/sub/", "tree/sub/deeper/", "tree/empty/"):
+            self.assertEqual(self.dav("MKCOL", "/dav/Home/" + col).status, 201)
+        for name, body in files.items():
+            if body is not None:
+                self.assertEqual(self.dav("PUT", "/dav/Home/" + name, body).status, 201)
+        r = self.dav("MOVE", "/dav/Home/tree/",
+                     headers={"Destination": "http://127.0.0.1:%d/dav/Work/moved/" % self.srv.port})
+        self.assertEqual(r.status, 201, r)
+        for name, body in files.items():
+            moved = "/dav/Work/moved/" + name[len("tree/"):]
+            if body is None:
+                self.assertEqual(self.dav("PROPFIND", moved, None, {"Depth": "0"}).status, 207, moved)
+            else:
+                self.assertEqual(self.dav("GET", moved).body, body, moved)
+        self.assertEqual(self.dav("PROPFIND", "/dav/Home/tree/", None, {"Depth": "0"}).status, 404)
+        # Depth 0 COPY of a folder across: the folder alone
+        r = self.dav("COPY", "/dav/Work/moved/", headers={"Depth": "0", "Destination": "/dav/Home/shell/"})
+        self.assertEqual(r.status, 201, r)
+        r = self.dav("PROPFIND", "/dav/Home/shell/", None, {"Depth": "1"})
+        self.assertEqual(r.body.count(b"<D:response>"), 1)
+
+
+class TestStoreNames(DavTest):
+    modules = dict(MODULES, taskmgr=True, multistore=True)
+
+    def test_a_renamed_or_swapped_store_name_is_seen_at_once(self):
+        import storeutil
+        work = storeutil.create_store(self, self.srv, self.tok, "Work")
+        home = self.stores(self.tok)[0]["id"] if self.stores(self.tok)[0]["name"] == "Home" else \
+            [s["id"] for s in self.stores(self.tok) if s["name"] == "Home"][0]
+        self.assertEqual(self.dav("PUT", "/dav/Home/h.txt", b"home").status, 201)  # Home -> its id is remembered
+        self.assertEqual(self.dav("PUT", "/dav/Work/w.txt", b"work").status, 201)
+        for sid, name in ((home, "Tmp"), (work, "Home"), (home, "Work")):  # swap the two names
+            r = self.srv.request("PATCH", "/api/v1/stores/%d" % sid, {"name": name}, token=self.tok)
+            self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.dav("GET", "/dav/Home/w.txt").body, b"work")  # the name now names the other store
+        self.assertEqual(self.dav("GET", "/dav/Work/h.txt").body, b"home")
+        self.assertEqual(self.dav("GET", "/dav/Home/h.txt").status, 404)
+        self.assertEqual(self.dav("PUT", "/dav/Home/after.txt", b"x").status, 201)
+        names = [e["name"] for e in self.srv.request("GET", "/api/v1/stores/%d/list" % work, token=self.tok)
+                 .json()["entries"]]
+        self.assertIn("after.txt", names)
+
+
+class TestDepthCap(DavTest):
+    module_conf = {"webdav": "propfind_infinity_max: 3\n"}
+
+    def test_depth_infinity_above_the_cap_is_refused_with_the_rfc_precondition(self):
+        self.assertEqual(self.dav("MKCOL", "/dav/Home/small/").status, 201)
+        self.assertEqual(self.dav("PUT", "/dav/Home/small/a.txt", b"a").status, 201)
+        for i in range(4):
+            self.assertEqual(self.dav("PUT", "/dav/Home/f%d.txt" % i, b"f").status, 201)
+        for headers in ({"Depth": "infinity"}, {}):
+            r = self.dav("PROPFIND", "/dav/Home/", None, headers)
+            self.assertEqual(r.status, 403, headers)
+            self.assertIn(b"<D:propfind-finite-depth/>", r.body)
+        r = self.dav("PROPFIND", "/dav/Home/small/", None, {"Depth": "infinity"})
+        self.assertEqual(r.status, 207)  # 1 member: under the cap
+        self.assertIn(b"/dav/Home/small/a.txt", r.body)
+        self.assertEqual(self.dav("PROPFIND", "/dav/Home/", None, {"Depth": "1"}).status, 207)
+
+
+class TestLockPersistence(DavTest):
+    LOCK = (b'<?xml version="1.0" encoding="utf-8" ?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+            b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>alice-laptop</D:owner></D:lockinfo>')
+
+    def test_a_lock_survives_a_restart_and_a_module_reload_and_an_expired_one_does_not(self):
+        self.assertEqual(self.dav("PUT", "/dav/Home/held.odt", b"v1").status, 201)
+        self.assertEqual(self.dav("PUT", "/dav/Home/brief.odt", b"v1").status, 201)
+        r = self.dav("LOCK", "/dav/Home/held.odt", self.LOCK, {"Timeout": "Second-3600", "Depth": "0"})
+        self.assertEqual(r.status, 200, r)
+        token = r.header("Lock-Token").strip("<>")
+        r = self.dav("LOCK", "/dav/Home/brief.odt", self.LOCK, {"Timeout": "Second-2", "Depth": "0"})
+        self.assertEqual(r.status, 200, r)
+        brief_deadline = time.time() + 2
+        self.srv.stop()
+        self.srv.start()
+        admin = self.srv.login()
+        for round_ in ("restart", "reload"):
+            self.assertEqual(self.dav("PUT", "/dav/Home/held.odt", b"clobber").status, 423, round_)
+            r = self.dav("PROPFIND", "/dav/Home/held.odt", None, {"Depth": "0"})
+            self.assertIn(token.encode(), r.body, round_)
+            self.assertIn(b"alice-laptop", r.body, round_)
+            r = self.srv.request("POST", "/api/v1/admin/modules/webdav/reload", token=admin)
+            self.assertEqual(r.status, 200, r)
+        ok = self.dav("PUT", "/dav/Home/held.odt", b"v2", {"If": "(<%s>)" % token})
+        self.assertEqual(ok.status, 204, ok)
+        while time.time() <= brief_deadline + 1:
+            time.sleep(0.2)
+        self.srv.stop()
+        self.srv.start()
+        self.assertEqual(self.dav("PUT", "/dav/Home/brief.odt", b"v2").status, 204)  # its lock expired
+        r = self.dav("UNLOCK", "/dav/Home/held.odt", None, {"Lock-Token": "<%s>" % token})
+        self.assertEqual(r.status, 204, r)
+        self.srv.stop()
+        self.srv.start()
+        self.assertEqual(self.dav("PUT", "/dav/Home/held.odt", b"v3").status, 204)  # unlocked for good
+        self.assertEqual(self.dav("GET", "/dav/Home/held.odt").body, b"v3")
+
+
 class TestTls(ServerTest):
     """With tls_cert and tls_key, /dav/ is served over TLS on the same port as the API."""
 
@@ -403,6 +580,37 @@ class TestReload(DavTest):
         sid = self.stores(self.tok)[0]["id"]
         got = self.srv.request("GET", "/api/v1/stores/%d/files/during.bin" % sid, token=self.tok)
         self.assertEqual(got.body, data)
+
+
+class TestStreamUnload(DavTest):
+    def test_a_propfind_streaming_while_the_module_is_unloaded_completes(self):
+        self.assertEqual(self.dav("MKCOL", "/dav/Home/big/").status, 201)
+        for i in range(400):
+            self.assertEqual(self.dav("PUT", "/dav/Home/big/file-%03d.txt" % i, b"x").status, 201)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # the server blocks on a slow reader
+        s.connect(("127.0.0.1", self.srv.port))
+        s.sendall(("PROPFIND /dav/Home/big/ HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nDepth: 1\r\n"
+                   "Connection: close\r\n\r\n" % self.auth).encode())
+        first = s.recv(1024)
+        self.assertIn(b" 207 ", first.split(b"\r\n")[0])
+        answer = {}
+        t = threading.Thread(target=lambda: answer.setdefault(
+            "r", self.srv.request("POST", "/api/v1/admin/modules/webdav/unload", token=self.admin)))
+        t.start()
+        raw = first
+        while True:  # the module stays loaded for the stream: every byte arrives
+            b = s.recv(65536)
+            if not b:
+                break
+            raw += b
+        s.close()
+        t.join(120)
+        self.assertEqual(answer["r"].status, 200, answer["r"])
+        body = raw.split(b"\r\n\r\n", 1)[1]
+        text = b"".join(body.split(b"\r\n")[1::2])  # the chunks' data, without their sizes
+        self.assertTrue(text.rstrip().endswith(b"</D:multistatus>"), text[-200:])
+        self.assertEqual(text.count(b"<D:response>"), 401)
 
 
 class TestClients(DavTest):

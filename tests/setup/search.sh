@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/setup/search.sh — the real tools test_search.py makes its documents with: pandoc (DOCX,
-# ODT, HTML, EPUB), groff with gropdf (PDF), LibreOffice Calc headless (XLSX from CSV), ImageMagick
+# ODT, HTML, EPUB), groff with gropdf (PDF), LibreOffice Calc and Impress headless (XLSX and ODS from
+# CSV, ODP from PPTX), ImageMagick
 # and exiftool (a JPEG with camera, date and GPS tags); the .eml comes from Python's email package.
 # Idempotent and quick when everything is there.
 set -euo pipefail
@@ -8,6 +9,7 @@ missing=()
 command -v pandoc >/dev/null 2>&1 || missing+=(pandoc)
 command -v gropdf >/dev/null 2>&1 || missing+=(groff)
 command -v soffice >/dev/null 2>&1 || missing+=(libreoffice-calc-nogui)
+dpkg -s libreoffice-impress-nogui >/dev/null 2>&1 || missing+=(libreoffice-impress-nogui) # ODP from PPTX
 command -v convert >/dev/null 2>&1 || missing+=(imagemagick)
 command -v exiftool >/dev/null 2>&1 || missing+=(libimage-exiftool-perl)
 if ((${#missing[@]})); then

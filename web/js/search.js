@@ -77,8 +77,8 @@ export function searchBox({ reveal }) {
             const folder = hit.path.includes('/') ? hit.path.slice(0, hit.path.lastIndexOf('/')) : '';
             const li = h('li.search-hit', { role: 'option', tabindex: '-1', dataset: { store: hit.store, path: hit.path } },
                 h('div.search-hit-name', h('bdi', hit.name)),
-                h('div.search-hit-where', (hit.store_name || '') + ' / ' + folder + ' · ' + formatBytes(hit.size) +
-                    ' · ' + formatTime(hit.modified)),
+                h('div.search-hit-where', (hit.share ? 'shared · ' : '') + (hit.store_name || '') + ' / ' + folder +
+                    ' · ' + (hit.type === 'folder' ? 'folder' : formatBytes(hit.size)) + ' · ' + formatTime(hit.modified)),
                 hit.snippet ? h('div.search-hit-snippet', snippetNodes(hit.snippet)) : null);
             li.addEventListener('click', () => open(hit));
             li.addEventListener('keydown', ev => {

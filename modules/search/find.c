@@ -1,0 +1,267 @@
+/*
+ * modules/search/find.c — answering GET /api/v1/search (issue 17): the query parsed (query.c),
+ * every store the caller reaches searched in its own index (index.c) — the caller's stores, and
+ * each store shared with the caller within the shared file or folder (api->grants_list, which
+ * the sharing module answers) — the hits merged by score, one page of them given snippets.
+ *
+ * Threads: HTTP workers, concurrently; each index is used under its slot's mutex
+ * (search.c's slot_take / slot_release), nothing else is shared.
+ */
+#include "mbyte.h"
+#include "search.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_LIMIT 100
+#define MAX_OFFSET 10000
+
+
+static bool parse_u64(const char *v, uint64_t max, uint64_t *out)
+{
+    if (!v || !*v || strlen(v) > 19 || strspn(v, "0123456789") != strlen(v))
+        return false;
+    *out = strtoull(v, NULL, 10);
+    return *out <= max;
+}
+
+/* A snippet for HTML: the text escaped, the markers 2 and 3 (index.c) as <mark>. */
+static json_t *snippet_json(const char *s)
+{
+    if (!s)
+        return json_string("");
+    size_t n = strlen(s), k = 0;
+    char *o = malloc(n * 7 + 1);
+    if (!o)
+        return json_string("");
+    for (size_t i = 0; i < n; i++) {
+        const char *rep = s[i] == '&' ? "&amp;" : s[i] == '<' ? "&lt;" : s[i] == '>' ? "&gt;" : s[i] == '"' ? "&quot;"
+                        : s[i] == '\'' ? "&#39;" : s[i] == 2 ? "<mark>" : s[i] == 3 ? "</mark>" : NULL;
+        if (rep) {
+            memcpy(o + k, rep, strlen(rep));
+            k += strlen(rep);
+        } else
+            o[k++] = s[i];
+    }
+    o[k] = 0;
+    json_t *j = json_stringn(o, k);
+    if (!j)
+        j = json_string("");
+    free(o);
+    return j;
+}
+
+typedef struct hit {
+    si_hit h;
+    uint64_t sid;
+    const char *store;
+    const char *share; /* the share it was found through, NULL in the caller's own store */
+} hit;
+
+static bool store_named(const sq_query *q, const char *name);
+
+/* The hits so far of one search, over every store it reaches. */
+typedef struct hits {
+    hit *v;
+    size_t n;
+} hits;
+
+/* Search one store's index (the whole store, or q->within of it) and add its hits. */
+static int search_store(search *s, const sq_query *q, uint64_t sid, const char *store, const char *share, int want,
+                        hits *all, mb_err *err)
+{
+    char why[256];
+    index_slot *x = slot_take(s, sid, err);
+    if (!x)
+        return err->code;
+    si_hit *h = NULL;
+    int n = 0;
+    int rc = si_search(x->db, q, want, &h, &n, why, sizeof why);
+    slot_release(x);
+    if (rc)
+        return s->api->err_set(err, MB_EIO, "%s", why);
+    if ((rc = tf_apply(s->api, sid, q, h, &n, why, sizeof why))) {
+        si_hits_free(h, n);
+        return s->api->err_set(err, rc, "q: %s", why);
+    }
+    hit *grown = realloc(all->v, (all->n + (size_t)n + 1) * sizeof *all->v);
+    if (!grown) {
+        si_hits_free(h, n);
+        return s->api->err_set(err, MB_ENOMEM, "out of memory");
+    }
+    all->v = grown;
+    for (int k = 0; k < n; k++) {
+        bool dup = false; /* two shares of one store can overlap (a folder and a file in it) */
+        for (size_t j = 0; share && j < all->n && !dup; j++)
+            dup = all->v[j].sid == sid && !strcmp(all->v[j].h.path, h[k].path);
+        if (dup) {
+            free(h[k].path), free(h[k].name), free(h[k].kind), free(h[k].snippet);
+            continue;
+        }
+        all->v[all->n++] = (hit){h[k], sid, store, share};
+    }
+    free(h); /* the strings moved into all */
+    return 0;
+}
+
+/* What other users share with the caller and it may list (api->grants_list, answered by the
+ * sharing module): each share's store searched within the shared path. in: names folders of
+ * the caller's own stores, so a query with in: searches no share. */
+static int search_shares(search *s, mb_req *req, sq_query *q, uint64_t only, int want, hits *all, json_t *keep,
+                         mb_err *err)
+{
+    const mb_api *api = s->api;
+    if (q->nins || api->size <= offsetof(mb_api, grants_list) || !api->grants_list)
+        return 0;
+    json_t *grants = NULL;
+    int rc = api->grants_list(api->req_user(req)->id, &grants, err);
+    size_t i;
+    json_t *g;
+    json_array_foreach(grants, i, g) {
+        uint64_t sid = (uint64_t)mb_jint(g, "store");
+        if (rc || (only && sid != only))
+            continue;
+        json_t *st = NULL;
+        mb_err e;
+        if (api->store_get(NULL, sid, &st, &e))
+            continue; /* the store went meanwhile */
+        json_array_append_new(keep, st); /* its name and the share's id outlive this loop */
+        json_array_append(keep, g);
+        if (!store_named(q, mb_jstr(st, "name")))
+            continue;
+        q->within = mb_jstr(g, "path") && *mb_jstr(g, "path") ? mb_jstr(g, "path") : NULL; /* "": the whole store */
+        rc = search_store(s, q, sid, mb_jstr(st, "name"), mb_jstr(g, "id"), want, all, err);
+        q->within = NULL;
+    }
+    json_decref(grants);
+    return rc;
+}
+
+static int cmp_hit(const void *a, const void *b)
+{
+    const hit *x = a, *y = b;
+    if (x->h.score != y->h.score)
+        return x->h.score < y->h.score ? 1 : -1;
+    if (x->h.mtime != y->h.mtime)
+        return x->h.mtime < y->h.mtime ? 1 : -1;
+    if (x->sid != y->sid)
+        return x->sid < y->sid ? -1 : 1;
+    return strcmp(x->h.path, y->h.path);
+}
+
+static bool store_named(const sq_query *q, const char *name)
+{
+    if (!q->nstores)
+        return true;
+    for (int i = 0; i < q->nstores; i++)
+        if (name && !strcasecmp(q->stores[i], name))
+            return true;
+    return false;
+}
+
+/* The snippets of the hits shown (text matches only), one statement per store. */
+static void show_snippets(search *s, const sq_query *q, hit *shown, size_t n)
+{
+    si_hit *batch = calloc(n + 1, sizeof *batch);
+    for (size_t i = 0; q->match && batch && i < n; i++) {
+        if (shown[i].h.score <= 0 || shown[i].h.snippet)
+            continue; /* a name substring or filters only: no text matched; or done with its store */
+        size_t k = 0;
+        for (size_t j = i; j < n; j++)
+            if (shown[j].sid == shown[i].sid && shown[j].h.score > 0)
+                batch[k++] = (si_hit){.id = shown[j].h.id, .tlen = shown[j].h.tlen};
+        mb_err e;
+        index_slot *x = slot_take(s, shown[i].sid, &e);
+        if (x) {
+            si_snippets(x->db, q, batch, (int)k);
+            slot_release(x);
+        }
+        for (size_t j = i, m = 0; j < n && m < k; j++)
+            if (shown[j].sid == shown[i].sid && shown[j].h.score > 0)
+                shown[j].h.snippet = batch[m].snippet ? batch[m].snippet : strdup(""), batch[m++].snippet = NULL;
+    }
+    free(batch);
+}
+
+/* GET /api/v1/search?q=&store=&limit=&cursor= */
+int sf_search(mb_req *req, void *state, mb_err *err)
+{
+    search *s = state;
+    const mb_api *api = s->api;
+    const char *qs = api->req_query(req, "q"), *sv = api->req_query(req, "store");
+    const char *lv = api->req_query(req, "limit"), *cv = api->req_query(req, "cursor");
+    uint64_t limit = 20, offset = 0, only = 0;
+    if (lv && !parse_u64(lv, MAX_LIMIT, &limit))
+        return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
+    if (!limit)
+        return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
+    if (cv && *cv && !parse_u64(cv, MAX_OFFSET, &offset))
+        return api->err_set(err, MB_EINVAL, "cursor: not a cursor this server gave (use \"next\" of the last answer)");
+    if (sv && *sv && (!parse_u64(sv, UINT64_MAX, &only) || !only))
+        return api->err_set(err, MB_ENOENT, "no such store: %s", sv);
+    if (!qs || !*qs)
+        return api->err_set(err, MB_EINVAL, "q: say what to search for, as in q=invoice type:pdf");
+    sq_query q;
+    char why[256];
+    if (sq_parse(qs, &q, why, sizeof why))
+        return api->err_set(err, MB_EINVAL, "q: %s", why);
+    json_t *stores = NULL;
+    int rc = api->store_list(api->req_user(req), &stores, err);
+    if (rc) {
+        sq_free(&q);
+        return rc;
+    }
+    hits found = {0};
+    json_t *keep = json_array();
+    bool found_only = false;
+    size_t i;
+    json_t *st;
+    /* tag: filters drop hits after the index answered (tagfilt.c): take all a page may reach */
+    int want = q.ntags ? MAX_OFFSET + MAX_LIMIT + 1 : (int)(offset + limit + 1);
+    json_array_foreach(stores, i, st) {
+        uint64_t sid = (uint64_t)mb_jint(st, "id");
+        if (only && sid != only)
+            continue;
+        found_only = true;
+        if (!store_named(&q, mb_jstr(st, "name")))
+            continue;
+        if ((rc = search_store(s, &q, sid, mb_jstr(st, "name"), NULL, want, &found, err)))
+            break;
+    }
+    size_t own = found.n;
+    if (!rc)
+        rc = search_shares(s, req, &q, only, want, &found, keep, err);
+    if (!rc && only && !found_only && found.n == own)
+        rc = api->err_set(err, MB_ENOENT, "no such store: %s", sv);
+    hit *all = found.v;
+    size_t nall = found.n;
+    json_t *out = NULL;
+    if (!rc) {
+        if (nall)
+            qsort(all, nall, sizeof *all, cmp_hit);
+        show_snippets(s, &q, all + (offset < nall ? offset : nall),
+                      offset < nall ? (nall - offset < limit ? nall - offset : limit) : 0);
+        json_t *arr = json_array();
+        for (size_t k = offset; k < nall && k < offset + limit; k++)
+            json_array_append_new(
+                arr, json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:f, s:o, s:s?}", "store", (json_int_t)all[k].sid,
+                               "store_name", all[k].store ? all[k].store : "", "path", all[k].h.path, "name",
+                               all[k].h.name, "type", all[k].h.kind, "size", (json_int_t)all[k].h.size, "modified",
+                               (json_int_t)all[k].h.mtime, "score", all[k].h.score, "snippet",
+                               snippet_json(all[k].h.snippet), "share", all[k].share));
+        char next[24];
+        snprintf(next, sizeof next, "%llu", (unsigned long long)(offset + limit));
+        out = json_pack("{s:o, s:s?}", "hits", arr, "next",
+                        nall > offset + limit && offset + limit <= MAX_OFFSET ? next : NULL);
+    }
+    for (size_t k = 0; k < nall; k++) {
+        si_hit *h = &all[k].h;
+        free(h->path), free(h->name), free(h->kind), free(h->snippet);
+    }
+    free(all);
+    json_decref(keep);
+    json_decref(stores);
+    sq_free(&q);
+    return rc ? rc : api->reply_json(req, 200, out);
+}
