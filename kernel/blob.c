@@ -537,6 +537,8 @@ static void trust_drop(const char *hash)
     pthread_mutex_unlock(&trust_lock);
 }
 
+void blob_distrust(const char *hash) { trust_drop(hash); }
+
 #define SEEN_MS 5000 /* a chunk found wholly cached this recently is not read ahead */
 
 /* With sb, a file the caller found wholly in the page cache: the chunk was verified in this

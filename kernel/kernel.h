@@ -270,6 +270,11 @@ void http_reply_header(mb_req *req, const char *name, const char *value);
 typedef ssize_t (*http_reader_fn)(void *cls, uint64_t pos, char *buf, size_t max);
 int http_reply_stream(mb_req *req, int status, const char *ctype, uint64_t size,
                       http_reader_fn read, void *cls, void (*free_cls)(void *));
+/* A GET answered with len bytes of a file from off, when they lie in one local chunk file and
+ * the connection is plain TCP: sent with sendfile. False (nothing answered) otherwise: the
+ * caller streams it (http_reply_stream). */
+struct fs_reader;
+bool http_reply_span(mb_req *req, int status, const char *ctype, struct fs_reader *r, uint64_t off, uint64_t len);
 /* Server-sent events: the request becomes a long-lived stream for user `uid`. */
 int http_reply_sse(mb_req *req, uint64_t uid);
 /* Send one SSE frame ("event: x\ndata: {...}\n\n") to every live stream of `uid`. */
