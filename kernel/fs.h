@@ -241,8 +241,10 @@ void blob_buf_free(void *p, size_t n);
 int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, int *fd, bool *filled, mb_err *err);
 /* Ask the local backend to start reading chunk `hash` (len bytes) into the page cache, without
  * waiting: a reader going through a file's chunks in order calls it for the next few, so a
- * cold file streams at the disk's speed instead of one chunk-sized read at a time. */
-void blob_prefetch(const char *hash, size_t len);
+ * cold file streams at the disk's speed instead of one chunk-sized read at a time. With its
+ * XXH3-128 (fastsum, may be "" or NULL) the read-ahead thread also verifies it, so the reader
+ * finds it trusted (blob_read_fd) and the hashing runs beside the sending. */
+void blob_prefetch(const char *hash, const char *fastsum, size_t len);
 /* A trusted chunk file failed a read: the next read of it verifies it again. */
 void blob_distrust(const char *hash);
 void blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len);

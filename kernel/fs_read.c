@@ -5,9 +5,9 @@
  *
  * A chunk file blob.c trusts (verified lately and still wholly in the page cache, the rule
  * FTP's sendfile follows) is read with pread straight into the caller's buffer: no copy into
- * the reader's own buffer and no second pass to check it (issue 16: a warm HTTP download spent
- * two thirds of its CPU on those). Any other chunk is read whole into that buffer and verified
- * there first, as before.
+ * the reader's own buffer and no second pass to check it (issue 16: four warm 32 MiB HTTP
+ * downloads went from 290 M to 6.8 M instructions in user space, callgrind). Any other chunk
+ * is read whole into that buffer and verified there first, as before.
  *
  * Threads: a reader belongs to one thread at a time; opening takes no lock (an entry names
  * only committed versions, and a version's chunks stay referenced while it exists).
@@ -41,7 +41,7 @@ static void read_ahead(fs_reader *r, size_t i)
 {
     size_t j = r->prefetched > i + 1 ? r->prefetched : i + 1;
     for (; j <= i + PREFETCH_AHEAD && j < r->n; j++)
-        blob_prefetch(r->hash[j], (size_t)(r->off[j + 1] - r->off[j]));
+        blob_prefetch(r->hash[j], r->fast[j], (size_t)(r->off[j + 1] - r->off[j]));
     if (j > r->prefetched)
         r->prefetched = j;
 }
