@@ -5,7 +5,7 @@
  *
  * Chunks are immutable and named by the SHA-256 of their bytes. The local backend keeps
  * them at <data>/chunks/ab/cd/<sha256>, each written as a temp file in <data>/chunks/tmp,
- * fsync'd, renamed into place, and the directory fsync'd, so a chunk that exists is whole.
+ * fdatasync'd, renamed into place, and the directory fsync'd, so a chunk that exists is whole.
  * A module may register another backend (S3, WebDAV, encryption); the last registered is
  * the active one, and unloading it falls back to the local one.
  *
@@ -185,7 +185,8 @@ static int local_put(void *st, const char *key, const void *data, size_t len, mb
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) || close(fd)) {
+    /* fdatasync: the bytes and what reading them back needs (size, blocks); not the times. */
+    if (fdatasync(fd) || close(fd)) {
         int e = errno;
         unlink(tmp);
         return err_set(err, MB_EIO, "cannot make a chunk durable: %s", strerror(e));
