@@ -2,14 +2,18 @@
 
 strict (the default): an upload is answered only after the group commit's fsync covers it, so
   - right after every answer, the writes made durable (mbyte_group_commit_writes_sum) count it;
-  - SIGKILL right after an acknowledged upload loses nothing, round after round.
+  - SIGKILL right after an acknowledged upload (HTTP PUT, or FTP STOR's 226 in one session) loses
+    nothing, round after round.
 relaxed: the answer goes out before the sync, and the flusher syncs within the window:
   - the writes made durable catch up with every acknowledged one without another request
     (polled with a deadline: the bound is documented, never timed here);
   - a killed process loses nothing either (the write reached the kernel before the answer);
     what relaxed can lose is a power cut's last window, which a test cannot cut.
 And the setting itself: a bad value stops the server with the line named."""
+import ftplib
+import io
 import os
+import random
 import re
 import subprocess
 import sys
@@ -17,7 +21,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import MBYTED, Server, ServerTest, main  # noqa: E402
+from harness import ADMIN_PASSWORD, MBYTED, Server, ServerTest, free_port, main  # noqa: E402
 
 
 def synced_writes(srv, token):
@@ -36,7 +40,12 @@ class Durability:
         self.assertIn(r.status, (200, 201), r)
 
     def setUp(self):
-        super().setUp()
+        self.ftp_port = free_port()
+        base = random.randrange(20000, 60000, 100)
+        env = {"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % self.ftp_port, "MBYTE_FTP_PASV_PORTS": "%d-%d" % (base, base + 99)}
+        self.srv = Server(modules={"ftp": True}, env=env, conf=self.conf)
+        self.srv.start()
+        self.admin = self.srv.login()
         self.sid = self.srv.request("GET", "/api/v1/stores", token=self.admin).json()[0]["id"]
 
     def restart_after_kill(self):
@@ -60,6 +69,22 @@ class Durability:
             self.check_all(sent)
         r = self.srv.ctl("fsck")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_sigkill_after_the_226_of_each_ftp_stor_in_one_session_loses_nothing(self):
+        sent = {}
+        for rnd in range(3):
+            f = ftplib.FTP(timeout=30)
+            f.connect("127.0.0.1", self.ftp_port)
+            f.login("admin", ADMIN_PASSWORD)
+            if rnd == 0:
+                f.mkd("/Home/d")
+            for i in range(5):
+                name = "ftp%d-%d.bin" % (rnd, i)
+                sent[name] = os.urandom(4096 if i % 2 == 0 else 300000)
+                self.assertTrue(f.storbinary("STOR /Home/d/" + name, io.BytesIO(sent[name])).startswith("226"))
+            self.restart_after_kill()  # SIGKILL right after the last 226, the session still open
+            f.close()
+            self.check_all(sent)
 
 
 class StrictTest(Durability, ServerTest):
