@@ -14,13 +14,20 @@ Measures (the same client for both servers):
   small     BENCH_SMALL_COUNT uploads of 4 KiB through one curl process in parallel mode
             (libcurl's multi interface, BENCH_THREADS transfers at a time over keep-alive
             connections), in BENCH_SMALL_ROUNDS rounds with fresh bodies each, median
+  first     a fresh file of BENCH_SIZE_MB uploaded and at once downloaded (timed), BENCH_FIRST_RUNS
+            runs, median: what a user who reads back what they just sent sees (MByte wrote its
+            chunks with O_DIRECT; nginx's copy is in the page cache)
+  one       BENCH_ONE_COUNT uploads of 4 KiB by one client, one after the other over one keep-alive
+            connection (curl without --parallel), BENCH_SMALL_ROUNDS rounds, median; against MByte
+            with durability: strict (the default) and with a second mbyted set to relaxed
 Fairness: which server goes first alternates run by run (and round by round), the order is
 printed; `sync` runs before every timed upload and nothing else is dropped; the client's own CPU
 time is printed per test, so a client-bound test shows itself.
 Prints a table of throughputs and MByte/nginx ratios, with the goals of issue 3.
 
 Environment: BENCH_SIZE_MB (1024), BENCH_RUNS (5), BENCH_UPLOAD_RUNS (3),
-BENCH_SMALL_COUNT (10000), BENCH_SMALL_ROUNDS (3), BENCH_THREADS (16), BENCH_DIR (a temp dir under /tmp),
+BENCH_SMALL_COUNT (10000), BENCH_SMALL_ROUNDS (3), BENCH_THREADS (16), BENCH_FIRST_RUNS (3),
+BENCH_ONE_COUNT (1000), BENCH_DIR (a temp dir under /tmp),
 MBYTED (build-release/mbyted), NGINX (nginx on PATH or /usr/sbin/nginx).
 """
 import http.client
@@ -42,6 +49,8 @@ UPLOAD_RUNS = int(os.environ.get("BENCH_UPLOAD_RUNS", "3"))
 SMALL_COUNT = int(os.environ.get("BENCH_SMALL_COUNT", "10000"))
 SMALL_ROUNDS = int(os.environ.get("BENCH_SMALL_ROUNDS", "3"))
 THREADS = int(os.environ.get("BENCH_THREADS", "16"))
+FIRST_RUNS = int(os.environ.get("BENCH_FIRST_RUNS", "3"))
+ONE_COUNT = int(os.environ.get("BENCH_ONE_COUNT", "1000"))
 MBYTED = os.environ.get("MBYTED", os.path.join(ROOT, "build-release", "mbyted"))
 NGINX = os.environ.get("NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
 PASSWORD = "bench-admin-password"
@@ -114,17 +123,19 @@ http {
 
 
 class MByte:
-    def __init__(self, work):
+    def __init__(self, work, durability="strict"):
         self.port = free_port()
-        self.data = os.path.join(work, "mbyte-data")
-        conf = os.path.join(work, "mbyte-conf")
+        tag = "" if durability == "strict" else "-" + durability
+        self.data = os.path.join(work, "mbyte-data" + tag)
+        conf = os.path.join(work, "mbyte-conf" + tag)
         os.makedirs(conf, exist_ok=True)
         with open(os.path.join(conf, "mbyte.yaml"), "w") as f:
-            f.write("log_level: info\n" + ("http_threads: %s\n" % os.environ["BENCH_HTTP_THREADS"] if os.environ.get("BENCH_HTTP_THREADS") else ""))
+            f.write("log_level: info\ndurability: %s\n" % durability
+                    + ("http_threads: %s\n" % os.environ["BENCH_HTTP_THREADS"] if os.environ.get("BENCH_HTTP_THREADS") else ""))
         env = dict(os.environ, MBYTE_LISTEN="127.0.0.1:%d" % self.port, MBYTE_DATA=self.data,
                    MBYTE_ADMIN_PASSWORD=PASSWORD, MBYTE_WEB_DIR=os.path.join(ROOT, "web"),
                    MBYTE_MODULE_DIR=os.path.join(ROOT, "build-release", "modules"))
-        self.log = open(os.path.join(work, "mbyted.log"), "w")
+        self.log = open(os.path.join(work, "mbyted%s.log" % tag), "w")
         self.proc = subprocess.Popen([MBYTED, "--config", conf], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         wait_port(self.port, self.proc, "mbyted")
         time.sleep(0.2)
@@ -190,10 +201,11 @@ def small_bodies(folder, count, salt):
     return paths
 
 
-def small_uploads(url_of, headers, bodies, test, server):
+def small_uploads(url_of, headers, bodies, test, server, parallel=None):
     """One curl in parallel mode (the multi interface: THREADS transfers at a time, keep-alive
     connections reused) PUTs every body; returns files/s. A C client, so the server is measured,
-    not a Python client's GIL."""
+    not a Python client's GIL. parallel=1: one transfer after the other on one connection."""
+    parallel = parallel or THREADS
     cfg = os.path.join(os.path.dirname(bodies[0]), "curl.cfg")
     with open(cfg, "w") as f:
         for h in headers:
@@ -202,8 +214,8 @@ def small_uploads(url_of, headers, bodies, test, server):
             f.write('upload-file = "%s"\nurl = "%s"\noutput = "/dev/null"\n' % (b, url_of(i)))
     before = children_cpu()
     t0 = time.perf_counter()
-    out = subprocess.run(["curl", "-sS", "--parallel", "--parallel-max", str(THREADS),
-                          "-w", "%{http_code}\n", "-K", cfg], capture_output=True, text=True)
+    mode = ["--parallel", "--parallel-max", str(parallel)] if parallel > 1 else []
+    out = subprocess.run(["curl", "-sS"] + mode + ["-w", "%{http_code}\n", "-K", cfg], capture_output=True, text=True)
     dt = time.perf_counter() - t0
     CPU.add(test, server, children_cpu() - before)
     codes = out.stdout.split()
@@ -227,7 +239,12 @@ def host():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    fs = subprocess.run(["df", "--output=fstype", tempfile.gettempdir()], capture_output=True, text=True).stdout.split()[-1]
+    where = os.environ.get("BENCH_DIR") or tempfile.gettempdir()
+    while not os.path.exists(where):
+        where = os.path.dirname(where)
+    fs = subprocess.run(["findmnt", "-no", "FSTYPE,SOURCE,OPTIONS", "-T", where], capture_output=True,
+                        text=True).stdout.split()
+    fs = "%s (%s, %s)" % tuple(fs[:3]) if len(fs) >= 3 else "?"
     return "%s, nproc %d, RAM %d MiB; Linux %s; %s on the work dir" % (cpu, os.cpu_count(), mem, os.uname().release, fs)
 
 
@@ -315,8 +332,56 @@ def main():
                                                        "small", server))
                 shutil.rmtree(os.path.dirname(bodies[0]))
         order_log.append("small: " + ", ".join("%s first" % o[0] for o in orders(SMALL_ROUNDS)))
-        results.append(("%d x 4 KiB uploads" % SMALL_COUNT, "files/s", statistics.median(rn),
+        results.append(("%d x 4 KiB uploads, %d clients" % (SMALL_COUNT, THREADS), "files/s", statistics.median(rn),
                         statistics.median(rm), 1.0))
+
+        # first download right after upload: a fresh file each run, uploaded, then read at once
+        fn, fm = [], []
+        for i, (first, second) in enumerate(orders(FIRST_RUNS)):
+            up = make_file(os.path.join(work, "first.bin"), 100 + i)
+            for server in (first, second):
+                if server == "nginx":
+                    url = "http://127.0.0.1:%d/dav/first%d.bin" % (ng.port, i)
+                    curl_time(["-T", up, url])
+                    fn.append(curl_time([url], "first", "nginx"))
+                else:
+                    url = "http://127.0.0.1:%d/api/v1/stores/%s/files/first%d.bin" % (mb.port, mb.sid, i)
+                    curl_time(auth + ["-T", up, url])
+                    fm.append(curl_time(auth + [url], "first", "MByte"))
+            os.unlink(up)
+        order_log.append("first: " + ", ".join("%s first" % o[0] for o in orders(FIRST_RUNS)))
+        results.append(("first download after upload, %d MiB" % SIZE_MB, "MiB/s", SIZE_MB / statistics.median(fn),
+                        SIZE_MB / statistics.median(fm), 0.5))
+
+        # one client, many small files: one connection, one upload after the other; MByte strict
+        # (the server above) and relaxed (a second mbyted), against the same nginx
+        mr = MByte(work, "relaxed")
+        try:
+            one = {"nginx": [], "MByte": [], "MByte relaxed": []}
+            servers = {"nginx": (ng, []), "MByte": (mb, small_hdr["MByte"]),
+                       "MByte relaxed": (mr, ["Authorization: Bearer " + mr.token])}
+            rot = ["nginx", "MByte", "MByte relaxed"]
+            for r in range(SMALL_ROUNDS):
+                for server in rot[r % 3:] + rot[:r % 3]:
+                    srv, hdr = servers[server]
+                    if server == "nginx":
+                        url = lambda i, r=r: "http://127.0.0.1:%d/dav/one/r%d/f%05d" % (ng.port, r, i)
+                    else:
+                        url = lambda i, r=r, srv=srv: ("http://127.0.0.1:%d/api/v1/stores/%s/files/one/r%d/f%05d"
+                                                       "?parents=true" % (srv.port, srv.sid, r, i))
+                    bodies = small_bodies(os.path.join(work, "one-%s-%d" % (server.replace(" ", "-"), r)), ONE_COUNT,
+                                          5000 + 3 * r + rot.index(server))
+                    os.sync()
+                    one[server].append(small_uploads(url, hdr, bodies, "one", server, parallel=1))
+                    shutil.rmtree(os.path.dirname(bodies[0]))
+            order_log.append("one: " + ", ".join(
+                "/".join((rot[r % 3:] + rot[:r % 3])) for r in range(SMALL_ROUNDS)))
+        finally:
+            mr.stop()
+        results.append(("%d x 4 KiB uploads, 1 client, strict" % ONE_COUNT, "files/s",
+                        statistics.median(one["nginx"]), statistics.median(one["MByte"]), 0.5))
+        results.append(("%d x 4 KiB uploads, 1 client, relaxed" % ONE_COUNT, "files/s",
+                        statistics.median(one["nginx"]), statistics.median(one["MByte relaxed"]), 1.0))
 
         print("")
         print("| test | unit | nginx | MByte | MByte/nginx | goal | met |")
@@ -325,19 +390,22 @@ def main():
             print("| %s | %s | %.1f | %.1f | %.2f | >= %.1f | %s |" % (name, unit, n, m, m / n, goal,
                                                                      "yes" if m / n >= goal else "NO"))
         print("")
-        print("nginx never fsyncs an upload; MByte makes every acknowledged upload durable (fsync of its chunks")
-        print("and a synced LevelDB commit) before it answers. MByte's warm downloads take its verified-while-cached")
+        print("nginx never fsyncs an upload; MByte (durability: strict) makes every acknowledged upload durable (fsync of its chunks")
+        print("and a synced LevelDB commit) before it answers; relaxed answers first and syncs within 50 ms. MByte's warm downloads take its verified-while-cached")
         print("path (a chunk file verified in the last ten minutes and wholly in the page cache is sent without")
         print("being read and hashed again); its first read of a chunk checks the chunk's hash.")
         print("")
         print("order: " + "; ".join(order_log))
         print("client CPU seconds (curl, all runs of a test): " + "; ".join(
             "%s nginx %.2f, MByte %.2f" % (t, CPU.spent[t].get("nginx", 0), CPU.spent[t].get("MByte", 0))
-            for t in ("download", "upload", "small")))
+            for t in ("download", "upload", "small", "first")))
         print("raw seconds: nginx download %s, MByte download %s, nginx upload %s, MByte upload %s" % (
             ["%.3f" % x for x in dn], ["%.3f" % x for x in dm], ["%.3f" % x for x in un], ["%.3f" % x for x in um]))
         print("small uploads, files/s per round: nginx %s, MByte %s" % (["%.0f" % x for x in rn], ["%.0f" % x for x in rm]))
-        print("first (untimed) download: nginx %.3f s, MByte %.3f s" % warm)
+        print("first (untimed) download of the file placed before the start: nginx %.3f s, MByte %.3f s" % warm)
+        print("first download after upload, seconds: nginx %s, MByte %s" % (["%.3f" % x for x in fn], ["%.3f" % x for x in fm]))
+        print("1 client, files/s per round: nginx %s, MByte strict %s, MByte relaxed %s" % tuple(
+            ["%.0f" % x for x in one[k]] for k in ("nginx", "MByte", "MByte relaxed")))
     except BaseException:
         # A failed request: show what the server said before the work dir goes away.
         log = os.path.join(work, "mbyted.log")

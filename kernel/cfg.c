@@ -313,7 +313,8 @@ static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "w
                                           "http_max_connections_per_ip", "http_header_timeout", "login_max_failures_per_ip",
                                           "login_account_slow_after", "task_retention_days", "tls_cert", "tls_key",
                                           "http_redirect_listen", "require_tls", "trusted_proxies",
-                                          "metrics_listen", "access_log", "log_format", "secrets_refresh", NULL};
+                                          "metrics_listen", "access_log", "log_format", "secrets_refresh",
+                                          "durability", "durability_window_ms", NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -367,6 +368,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->http_threads = 16;
     c->chunk_inline_max = 32768;
     c->db_write_buffer = DB_WRITE_BUFFER;
+    c->durability_window_ms = 50;
     c->chunk_large_folios = -1;
     c->workers = 2;
     c->max_body = 1 << 20;
@@ -484,6 +486,14 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
         (rc = want_i32(path, root, lines, "http_max_connections_per_ip", 0, 1 << 20, &c->http_max_connections_per_ip,
                        err)) ||
         (rc = want_i32(path, root, lines, "http_header_timeout", 1, 3600, &c->http_header_timeout, err)))
+        goto fail;
+    json_t *du = json_object_get(root, "durability"); /* issue 16: see db_sync_ack */
+    if (du && !(json_is_string(du) && (!strcmp(json_string_value(du), "strict") ||
+                                       (c->durability_relaxed = !strcmp(json_string_value(du), "relaxed"))))) {
+        rc = err_set(err, MB_EINVAL, "%s:%zu: durability must be strict or relaxed", path, line_of(lines, "durability"));
+        goto fail;
+    }
+    if ((rc = want_int(path, root, lines, "durability_window_ms", 1, 10000, &c->durability_window_ms, err)))
         goto fail;
     json_t *lf = json_object_get(root, "chunk_large_folios");
     if (lf && json_is_boolean(lf))

@@ -18,6 +18,14 @@
  * A write that landed in a new log was made after the log was created, so the inotify
  * event of its creation is queued before the barrier looks: it never syncs a stale log.
  *
+ * Durability (mbyte.yaml `durability`, issue 16; db_sync_ack): strict, the default, answers a
+ * change only after the sync above covers it. relaxed answers once the write is in LevelDB's
+ * log (in the kernel: a killed mbyted loses nothing) and leaves the sync to the flusher
+ * thread, which syncs everything written within durability_window_ms of the first unsynced
+ * answer: a power cut or kernel crash loses at most the changes answered in the last window
+ * (plus the one sync then running). Chunk files are still synced before their change is
+ * written (blob.c), so what a lost window loses is whole changes, never a file's bytes.
+ *
  * Decoded records (db_get_json_shared): the hot records of every request (token, user,
  * store, folders on a path, usage counters) are parsed JSON kept in a small cache, so a
  * small upload stops parsing the same ten records again. It is coherent by construction:
@@ -34,13 +42,14 @@
  * is lock-free: `syncing` elects one leader at a time, and the others sleep on a futex on
  * sync_gen, which the leader bumps after each sync (a condition variable made every woken
  * waiter queue again for its mutex: about half a context switch per small upload). Each cache
- * slot is guarded by its shard's mutex; cached json_t values are never changed once cached
+ * slot is guarded by its shard's mutex; fl_mu guards the flusher's start, stop and due flag; cached json_t values are never changed once cached
  * (jansson's reference counts are atomic), so readers share them.
  */
 #include "kernel.h"
 #include <dirent.h>
 #include <fcntl.h>
 #include <leveldb/c.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,8 +286,11 @@ int db_open(const char *dir, mb_err *err)
     return 0;
 }
 
+static void flusher_stop(void);
+
 void db_close(void)
 {
+    flusher_stop();
     jc_clear_all();
     memset(id_blocks, 0, sizeof id_blocks); /* a reopened database reserves afresh */
     if (db)
@@ -621,6 +633,96 @@ void db_sync_through(uint64_t seq)
         atomic_store(&syncing, false);
         gen_bump();
     }
+}
+
+/* ------------------------------------------------ relaxed durability --- */
+
+static pthread_mutex_t fl_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fl_cv;
+static pthread_t fl_thread;
+static bool fl_running, fl_stop, fl_due;
+
+static void fl_deadline(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+/* Sleeps until an answer went out unsynced, lets the window pass (the writes of that window
+ * share one sync: group commit in time rather than in concurrency), syncs, and again. */
+static void *flusher_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&fl_mu);
+    while (!fl_stop) {
+        if (!fl_due) {
+            pthread_cond_wait(&fl_cv, &fl_mu);
+            continue;
+        }
+        fl_due = false;
+        struct timespec until;
+        fl_deadline(&until, g_cfg ? g_cfg->durability_window_ms : 50);
+        while (!fl_stop && pthread_cond_timedwait(&fl_cv, &fl_mu, &until) == 0)
+            ; /* woken early by another answer: the window still runs from the first */
+        pthread_mutex_unlock(&fl_mu);
+        db_sync_through(atomic_load(&write_seq));
+        pthread_mutex_lock(&fl_mu);
+    }
+    pthread_mutex_unlock(&fl_mu);
+    return NULL;
+}
+
+void db_sync_ack(uint64_t seq)
+{
+    if (!g_cfg || !g_cfg->durability_relaxed) {
+        db_sync_through(seq);
+        return;
+    }
+    if (atomic_load(&synced_seq) >= seq)
+        return;
+    pthread_mutex_lock(&fl_mu);
+    if (!fl_running) {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&fl_cv, &ca);
+        pthread_condattr_destroy(&ca);
+        fl_stop = false;
+        fl_running = pthread_create(&fl_thread, NULL, flusher_main, NULL) == 0;
+    }
+    if (!fl_running) { /* no thread: this answer waits for its sync */
+        pthread_mutex_unlock(&fl_mu);
+        db_sync_through(seq);
+        return;
+    }
+    if (!fl_due) {
+        fl_due = true;
+        pthread_cond_signal(&fl_cv);
+    }
+    pthread_mutex_unlock(&fl_mu);
+}
+
+/* Stop the flusher and sync what it had still to sync (db_close). */
+static void flusher_stop(void)
+{
+    pthread_mutex_lock(&fl_mu);
+    bool running = fl_running;
+    fl_stop = true;
+    if (running)
+        pthread_cond_broadcast(&fl_cv);
+    pthread_mutex_unlock(&fl_mu);
+    if (!running)
+        return;
+    pthread_join(fl_thread, NULL);
+    pthread_cond_destroy(&fl_cv);
+    fl_running = fl_due = false;
+    if (db && atomic_load(&synced_seq) < atomic_load(&write_seq))
+        db_sync_through(atomic_load(&write_seq));
 }
 
 db_iter *db_iter_prefix(const char *prefix, size_t plen)

@@ -542,6 +542,10 @@ int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *pat
                 break;
             }
     }
+    if (d->n == 1 && http_reply_span(req, status, ctype, d->r, d->segs[0].off, d->total)) {
+        dl_free(d); /* one chunk file's span: sent with sendfile */
+        return 0;
+    }
     return http_reply_stream(req, status, ctype, d->total, dl_read, d, dl_free);
 }
 

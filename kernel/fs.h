@@ -75,6 +75,11 @@ void fs_close(fs_reader *r);
  * descriptor (the caller closes it) with the offset of off in it and the bytes from there to
  * the chunk's end. MB_EUNSUPP when the chunk is inline or in a module's backend. */
 int fs_read_fd(fs_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *len, mb_err *err);
+/* The len bytes from off as one span of one verified local chunk file: true with a new
+ * descriptor (the caller owns it) and the span's offset in it; false when they cross chunk
+ * files, are inline or in a module's backend, or cannot be read (read them with fs_read,
+ * which says why). For answers sent with sendfile (http_reply_span). */
+bool fs_span_fd(fs_reader *r, uint64_t off, uint64_t len, int *fd, uint64_t *fd_off);
 
 /* ------------------------------------------------ tus and zip (branch tus) --- */
 
@@ -236,8 +241,12 @@ void blob_buf_free(void *p, size_t n);
 int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, int *fd, bool *filled, mb_err *err);
 /* Ask the local backend to start reading chunk `hash` (len bytes) into the page cache, without
  * waiting: a reader going through a file's chunks in order calls it for the next few, so a
- * cold file streams at the disk's speed instead of one chunk-sized read at a time. */
-void blob_prefetch(const char *hash, size_t len);
+ * cold file streams at the disk's speed instead of one chunk-sized read at a time. With its
+ * XXH3-128 (fastsum, may be "" or NULL) the read-ahead thread also verifies it, so the reader
+ * finds it trusted (blob_read_fd) and the hashing runs beside the sending. */
+void blob_prefetch(const char *hash, const char *fastsum, size_t len);
+/* A trusted chunk file failed a read: the next read of it verifies it again. */
+void blob_distrust(const char *hash);
 void blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len);
 int blob_del(const char *hash, mb_err *err);
 int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err);

@@ -3,6 +3,12 @@
  * list of a version, each chunk read and verified before a byte of it is served (blob.c), the
  * next few read ahead, and zero-copy descriptors for sendfile.
  *
+ * A chunk file blob.c trusts (verified lately and still wholly in the page cache, the rule
+ * FTP's sendfile follows) is read with pread straight into the caller's buffer: no copy into
+ * the reader's own buffer and no second pass to check it (issue 16: four warm 32 MiB HTTP
+ * downloads went from 290 M to 6.8 M instructions in user space, callgrind). Any other chunk
+ * is read whole into that buffer and verified there first, as before.
+ *
  * Threads: a reader belongs to one thread at a time; opening takes no lock (an entry names
  * only committed versions, and a version's chunks stay referenced while it exists).
  */
@@ -10,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <unistd.h>
 
 struct fs_reader {
     uint64_t sid; /* whose placement says which backend holds the chunks (backend.c) */
@@ -21,6 +29,8 @@ struct fs_reader {
     uint8_t *cache;
     size_t cached;     /* index of the chunk in cache, or SIZE_MAX */
     size_t prefetched; /* chunks below this index were handed to blob_prefetch */
+    int fd;            /* a trusted chunk file, read with pread, or -1 */
+    size_t fd_idx;     /* its index */
 };
 
 #define PREFETCH_AHEAD 4 /* chunks (about 4 MiB) read ahead of the one being served */
@@ -32,7 +42,7 @@ static void read_ahead(fs_reader *r, size_t i)
 {
     size_t j = r->prefetched > i + 1 ? r->prefetched : i + 1;
     for (; j <= i + PREFETCH_AHEAD && j < r->n; j++)
-        blob_prefetch(r->hash[j], (size_t)(r->off[j + 1] - r->off[j]));
+        blob_prefetch(r->hash[j], r->fast[j], (size_t)(r->off[j + 1] - r->off[j]));
     if (j > r->prefetched)
         r->prefetched = j;
 }
@@ -71,6 +81,7 @@ int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, 
         r->fast = xcalloc(r->n + 1, sizeof *r->fast);
         r->off = xcalloc(r->n + 1, sizeof *r->off);
         r->cached = SIZE_MAX;
+        r->fd = -1;
         uint64_t o = 0;
         for (size_t i = 0; i < r->n; i++) {
             json_t *c = json_array_get(chunks, i);
@@ -129,17 +140,80 @@ static ssize_t load_chunk(fs_reader *r, uint64_t off, mb_err *err)
     return (ssize_t)lo;
 }
 
+/* Chunk i as a trusted descriptor in r->fd (true), or false when it is read through the
+ * buffer instead: an inline chunk, a module's backend, or one just verified into r->cache
+ * (the bytes are at hand then). A negative MB_E* with err on a failed read or check. */
+static int trusted_fd(fs_reader *r, size_t i, mb_err *err)
+{
+    if (r->fd >= 0 && r->fd_idx == i)
+        return 1;
+    if (r->cached == i)
+        return 0;
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+    if (!r->cache)
+        r->cache = xmalloc(CHUNK_MAX);
+    r->cached = SIZE_MAX;
+    read_ahead(r, i);
+    int fd;
+    bool filled;
+    int rc = blob_read_fd(r->hash[i], r->fast[i], r->cache, (size_t)(r->off[i + 1] - r->off[i]), &fd, &filled, err);
+    if (rc < 0)
+        return rc;
+    if (rc > 0)
+        return 0; /* not a local file: load_chunk reads it */
+    if (filled) {
+        r->cached = i;
+        close(fd);
+        return 0;
+    }
+    r->fd = fd;
+    r->fd_idx = i;
+    return 1;
+}
+
 ssize_t fs_read(fs_reader *r, uint64_t off, void *buf, size_t n, mb_err *err)
 {
     if (off >= r->size || n == 0)
         return 0;
+    size_t c = chunk_at(r, off);
+    int t = trusted_fd(r, c, err);
+    if (t < 0)
+        return t;
+    size_t clen = (size_t)(r->off[c + 1] - r->off[c]), in = (size_t)(off - r->off[c]);
+    size_t k = clen - in < n ? clen - in : n;
+    if (t) {
+        ssize_t got;
+        while ((got = pread(r->fd, buf, k, (off_t)in)) < 0 && errno == EINTR)
+            ;
+        if (got > 0)
+            return got;
+        /* A trusted file that now fails or ends early: read it the careful way. */
+        close(r->fd);
+        r->fd = -1;
+        blob_distrust(r->hash[c]);
+    }
     ssize_t i = load_chunk(r, off, err);
     if (i < 0)
         return i;
-    size_t clen = (size_t)(r->off[i + 1] - r->off[i]), in = (size_t)(off - r->off[i]);
-    size_t k = clen - in < n ? clen - in : n;
     memcpy(buf, r->cache + in, k);
     return (ssize_t)k;
+}
+
+bool fs_span_fd(fs_reader *r, uint64_t off, uint64_t len, int *fd, uint64_t *fd_off)
+{
+    *fd = -1;
+    if (!len || off >= r->size || len > r->size - off)
+        return false;
+    size_t i = chunk_at(r, off);
+    if (off + len > r->off[i + 1])
+        return false; /* it spans chunk files */
+    uint64_t left;
+    mb_err e = {0};
+    if (fs_read_fd(r, off, fd, fd_off, &left, &e))
+        return false;
+    return true;
 }
 
 int fs_read_fd(fs_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *len, mb_err *err)
@@ -174,5 +248,7 @@ void fs_close(fs_reader *r)
     free(r->fast);
     free(r->off);
     free(r->cache);
+    if (r->fd >= 0)
+        close(r->fd);
     free(r);
 }

@@ -89,6 +89,9 @@ static int gc_collect(int64_t grace, mb_err *err)
 {
     int64_t cutoff = now_wall() - grace;
     int deleted = 0;
+    /* durability: relaxed answers before the sync; a refcount read here at zero must be
+     * durable before its chunk file goes, or a crash brings the reference back without it. */
+    db_sync_through(db_grouped_writes());
     /* 1. Records at zero for longer than the grace: collect the candidates first (no lock
      * held during the scan), then re-check each one under the locks. */
     json_t *cand = json_array();

@@ -94,6 +94,8 @@ typedef struct kcfg {
     int http_threads;
     int64_t chunk_inline_max; /* chunks up to this size live in LevelDB (blob.c); 0 = none */
     int64_t db_write_buffer;  /* bytes of LevelDB memtable before it is written out as a table */
+    int durability_relaxed;   /* durability: relaxed (1) or strict (0, default); db.c db_sync_ack */
+    int64_t durability_window_ms; /* relaxed: a change is synced at most this long after its answer */
     int chunk_large_folios;   /* read chunks in as large folios (blob.c): 1 yes, 0 no, -1 auto */
     int workers;
     int64_t max_body;        /* bytes for JSON bodies */
@@ -212,6 +214,10 @@ int db_batch_commit(db_batch *b, bool sync); /* frees b */
  * that arrived meanwhile. A failed sync aborts the process before anyone is answered. */
 int db_batch_commit_grouped(db_batch *b, uint64_t *seq);
 void db_sync_through(uint64_t seq);
+/* What must happen to ticket seq before its change is acknowledged: with durability strict
+ * (the default) db_sync_through; with relaxed, a sync is scheduled within
+ * durability_window_ms and the caller answers at once (docs/operations.md). */
+void db_sync_ack(uint64_t seq);
 void db_committer(int delta);     /* +1 before taking a commit lock, -1 after its release */
 uint64_t db_grouped_writes(void); /* how many grouped writes so far: file changes are being made if it moves */
 /* The number of the LevelDB log the sync barrier syncs (0 before its first sync); tests. */
@@ -321,6 +327,11 @@ void http_reply_header(mb_req *req, const char *name, const char *value);
 typedef ssize_t (*http_reader_fn)(void *cls, uint64_t pos, char *buf, size_t max);
 int http_reply_stream(mb_req *req, int status, const char *ctype, uint64_t size,
                       http_reader_fn read, void *cls, void (*free_cls)(void *));
+/* A GET answered with len bytes of a file from off, when they lie in one local chunk file and
+ * the connection is plain TCP: sent with sendfile. False (nothing answered) otherwise: the
+ * caller streams it (http_reply_stream). */
+struct fs_reader;
+bool http_reply_span(mb_req *req, int status, const char *ctype, struct fs_reader *r, uint64_t off, uint64_t len);
 /* Server-sent events: the request becomes a long-lived stream for user `uid`. */
 int http_reply_sse(mb_req *req, uint64_t uid);
 /* Send one SSE frame ("event: x\ndata: {...}\n\n") to every live stream of `uid`. */

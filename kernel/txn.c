@@ -6,7 +6,8 @@
  * Write order (DESIGN.md): an upload's chunks are durable before its transaction starts; the
  * transaction's one batch then carries the version, the directory entry, the refcounts, the
  * usage and the outbox event, written by group commit (db.c: many threads' batches share one
- * fsync). The caller replies after txn_end, which returns once that sync covers its write.
+ * fsync). The caller replies after txn_end, which returns once that sync covers its write
+ * (durability: strict), or once it is scheduled within durability_window_ms (relaxed, db.c).
  *
  * Records this file writes: c/<sha256> refcounts {"v":1,"refs","size","zero_since"} and the
  * usage records us/<sid16> and uu/<uid16> {"v":2,"bytes","files","versions","trash"}
@@ -248,7 +249,7 @@ int txn_end(txn *t, int rc, mb_err *err, const char *what)
     uint64_t ticket = t->ticket;
     txn_unlock();
     if (ticket)
-        db_sync_through(ticket); /* visible to the next lock holder already; durable now */
+        db_sync_ack(ticket); /* visible to the next lock holder already; durable now (strict) or soon */
     db_batch_free(t->b);
     json_decref(t->refs);
     t->b = NULL;

@@ -30,7 +30,12 @@ Measures (median of the runs; client CPU time = user + system of the client per 
   STOR      curl -T of a fresh BENCH_SIZE_MB file, BENCH_UPLOAD_RUNS runs
   small     BENCH_SMALL_COUNT STORs of 4 KiB, then RETRs of them, from BENCH_THREADS ftplib
             sessions (logged in before the clock starts; one PASV data connection per file),
-            BENCH_SMALL_ROUNDS rounds (fresh bodies each); and the same STORs from one session once
+            BENCH_SMALL_ROUNDS rounds (fresh bodies each)
+  1 session BENCH_SMALL_COUNT STORs of 4 KiB from one session, one after the other, BENCH_SMALL_ROUNDS
+            rounds: MByte with durability: strict (the default) and a second mbyted with relaxed
+  first RETR
+            a fresh BENCH_SIZE_MB file STORed and at once RETRieved (timed), BENCH_FIRST_RUNS runs:
+            MByte wrote its chunks with O_DIRECT, vsftpd's copy is in the page cache
   lftp FTPS BENCH_LFTP_COUNT files of 4 KiB with lftp's defaults over explicit FTPS (AUTH TLS,
             PROT P: a TLS data connection per file): `mirror` down and `mirror -R` up (fresh
             bodies each round), BENCH_LFTP_ROUNDS rounds; lftp trusts the certificate as its CA file
@@ -39,7 +44,7 @@ are fsynced, vsftpd never fsyncs; MByte verifies every chunk it sends (once per 
 cache: warm downloads take its verified-while-cached path), vsftpd sends what is on disk.
 
 Environment: BENCH_SIZE_MB (1024), BENCH_RUNS (25), BENCH_PINNED_RUNS (7), BENCH_UPLOAD_RUNS (5),
-BENCH_SMALL_COUNT (1000), BENCH_SMALL_ROUNDS (3), BENCH_THREADS (8), BENCH_LFTP_COUNT (600),
+BENCH_SMALL_COUNT (1000), BENCH_SMALL_ROUNDS (3), BENCH_THREADS (8), BENCH_FIRST_RUNS (3), BENCH_LFTP_COUNT (600),
 BENCH_LFTP_ROUNDS (3), BENCH_DIR (a temp dir under /tmp, kept when given),
 MBYTED (build-release/mbyted), VSFTPD (vsftpd on PATH or /usr/sbin/vsftpd).
 """
@@ -69,6 +74,7 @@ SMALL_COUNT = int(os.environ.get("BENCH_SMALL_COUNT", "1000"))
 THREADS = int(os.environ.get("BENCH_THREADS", "8"))
 LFTP_COUNT = int(os.environ.get("BENCH_LFTP_COUNT", "600"))
 LFTP_ROUNDS = int(os.environ.get("BENCH_LFTP_ROUNDS", "3"))
+FIRST_RUNS = int(os.environ.get("BENCH_FIRST_RUNS", "3"))
 BENCH_USER = "mbytebench"  # a local account bench/ftp/setup.sh creates, password PASSWORD
 MBYTED = os.environ.get("MBYTED", os.path.join(ROOT, "build-release", "mbyted"))
 VSFTPD = os.environ.get("VSFTPD") or shutil.which("vsftpd") or "/usr/sbin/vsftpd"
@@ -157,14 +163,16 @@ class MByteFtp:
     name = "MByte"
     user = ("admin", PASSWORD)
 
-    def __init__(self, work, cert, key):
+    def __init__(self, work, cert, key, durability="strict"):
         self.http_port = free_port()
         self.port = free_port()  # FTP
-        data = os.path.join(work, "mbyte-data")
-        conf = os.path.join(work, "mbyte-conf")
+        tag = "" if durability == "strict" else "-" + durability
+        self.name = "MByte" + (" " + durability if tag else "")
+        data = os.path.join(work, "mbyte-data" + tag)
+        conf = os.path.join(work, "mbyte-conf" + tag)
         os.makedirs(conf, exist_ok=True)
         with open(os.path.join(conf, "mbyte.yaml"), "w") as f:
-            f.write("log_level: warn\nmodules:\n  ftp: true\n")
+            f.write("log_level: warn\ndurability: %s\nmodules:\n  ftp: true\n" % durability)
         with open(os.path.join(conf, "ftp.yaml"), "w") as f:
             f.write("max_sessions_per_user: 0\nmax_sessions_per_ip: 0\ntls_cert: \"%s\"\ntls_key: \"%s\"\n"
                     % (cert, key))
@@ -172,7 +180,7 @@ class MByteFtp:
                    MBYTE_ADMIN_PASSWORD=PASSWORD, MBYTE_WEB_DIR=os.path.join(ROOT, "web"),
                    MBYTE_MODULE_DIR=os.path.join(os.path.dirname(MBYTED), "modules"),
                    MBYTE_FTP_LISTEN="127.0.0.1:%d" % self.port, MBYTE_FTP_PASV_PORTS="%d-%d" % pasv_range())
-        self.log = open(os.path.join(work, "mbyted.log"), "w")
+        self.log = open(os.path.join(work, "mbyted%s.log" % tag), "w")
         self.proc = subprocess.Popen([MBYTED, "--config", conf], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         wait_port(self.http_port, self.proc, "mbyted")
         wait_port(self.port, self.proc, "mbyted's FTP module")
@@ -356,10 +364,11 @@ def table(title, results, notes):
 
 
 NOTES = [
-    "order: the server that went first in each run, V = vsftpd, M = MByte (they alternate); a sync ran before "
-    "every timed upload.",
-    "vsftpd never fsyncs: its 226 after an upload means the bytes are in the page cache. MByte fsyncs the chunks "
-    "and commits the metadata with a synced write before its 226.",
+    "order: the server that went first in each run, V = vsftpd, M = MByte (they alternate; Mr = MByte relaxed); "
+    "a sync ran before every timed upload.",
+    "vsftpd never fsyncs: its 226 after an upload means the bytes are in the page cache. MByte (durability: "
+    "strict) fsyncs the chunks and commits the metadata with a synced write before its 226; relaxed syncs the "
+    "metadata within 50 ms after it.",
     "MByte's warm downloads take its verified-while-cached path: a chunk verified in the last ten minutes and "
     "still wholly in the page cache is sent without being read and hashed again (docs/storage.md); a cold one is "
     "verified on the way out. vsftpd sends what is on disk, unchecked.",
@@ -457,13 +466,45 @@ def main():
                           "cm": small[mb][i + 2], "order": order_text(SMALL_ROUNDS)})
         small_raw = "raw small files/s: STOR vsftpd %s, MByte %s; RETR vsftpd %s, MByte %s" % (
             rates(small[vs][0]), rates(small[mb][0]), rates(small[vs][1]), rates(small[mb][1]))
-        one = [os.urandom(4096) for _ in range(SMALL_COUNT)]
-        single = {}
-        for srv in pair(vs, mb, SMALL_ROUNDS):
-            single[srv] = small_files(srv, one, 1, "o")
-        plain.append({"name": "%d x 4 KiB STOR, 1 session" % SMALL_COUNT, "unit": "files/s", "v": single[vs][0],
-                      "m": single[mb][0], "cv": [single[vs][2]], "cm": [single[mb][2]],
-                      "order": "V" if SMALL_ROUNDS % 2 == 0 else "M"})
+        # One session, one STOR after the other: MByte strict and relaxed (a second mbyted),
+        # the three servers taking turns at going first.
+        mr = MByteFtp(work, cert, key, "relaxed")
+        try:
+            rot = [vs, mb, mr]
+            single = {s: ([], []) for s in rot}
+            turns = []
+            for r in range(SMALL_ROUNDS):
+                one = [os.urandom(4096) for _ in range(SMALL_COUNT)]
+                turn = rot[r % 3:] + rot[:r % 3]
+                turns.append("/".join({vs: "V", mb: "M", mr: "Mr"}[s] for s in turn))
+                for srv in turn:
+                    stor, _, cpu, _ = small_files(srv, one, 1, "o%d_" % r)
+                    single[srv][0].append(stor)
+                    single[srv][1].append(cpu)
+        finally:
+            mr.stop()
+        for srv, goal in ((mb, 0.5), (mr, 1.0)):
+            plain.append({"name": "%d x 4 KiB STOR, 1 session, %s" % (SMALL_COUNT, "relaxed" if srv is mr else "strict"),
+                          "unit": "files/s", "v": med(single[vs][0]), "m": med(single[srv][0]), "goal": goal,
+                          "cv": single[vs][1], "cm": single[srv][1], "order": " ".join(turns)})
+        small_raw += "; 1 session STOR vsftpd %s, MByte strict %s, MByte relaxed %s" % (
+            rates(single[vs][0]), rates(single[mb][0]), rates(single[mr][0]))
+
+        # First RETR right after the STOR of a fresh file.
+        t = {vs: [], mb: []}
+        c = {vs: [], mb: []}
+        for i in range(FIRST_RUNS):
+            src = os.path.join(work, "first.bin")
+            random_file(src, SIZE_MB)
+            for srv in pair(vs, mb, i):
+                curl_ftp(srv, ["-T", src, srv.url("first%d.bin" % i)], size)
+                secs, cpu = curl_ftp(srv, [srv.url("first%d.bin" % i)], size)
+                t[srv].append(secs)
+                c[srv].append(cpu)
+            os.unlink(src)
+        plain.append({"name": "first RETR after STOR, %d MiB" % SIZE_MB, "unit": "MiB/s", "v": SIZE_MB / med(t[vs]),
+                      "m": SIZE_MB / med(t[mb]), "goal": 0.5, "cv": c[vs], "cm": c[mb], "order": order_text(FIRST_RUNS)})
+        raw["first RETR after STOR"] = (t[vs], t[mb])
 
         # lftp over explicit FTPS, a TLS data connection per file: mirror down (files placed
         # before the clock), then mirror -R up (fresh bodies each round).

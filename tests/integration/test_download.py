@@ -1,0 +1,118 @@
+"""Downloads sent straight from chunk files (issue 16): a span of one chunk file goes out with
+sendfile, a file of many chunks through trusted chunk files read with pread (the read-ahead
+threads verify the chunks ahead of the reader). What a client
+sees must not change: the bytes, Range (206, Content-Range, 416), ETag and If-None-Match (304),
+HEAD (the length, no body), old versions, and a chunk damaged on disk after it was read and
+trusted is never served."""
+import hashlib
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import ServerTest, main  # noqa: E402
+
+KiB, MiB = 1024, 1024 * 1024
+
+
+class DownloadTest(ServerTest):
+    modules = {"versioning": True}
+
+    def setUp(self):
+        super().setUp()
+        self.tok = self.srv.add_user("alice", admin_token=self.admin)
+        self.sid = self.srv.request("GET", "/api/v1/stores", token=self.tok).json()[0]["id"]
+
+    def req(self, method, path, body=None, headers=None):
+        return self.srv.request(method, "/api/v1/stores/%s/files/%s" % (self.sid, path), body, token=self.tok,
+                                headers=headers)
+
+    def chunk_files(self):
+        out = []
+        for root, _, files in os.walk(os.path.join(self.srv.data, "chunks")):
+            if os.path.basename(root) != "tmp":
+                out += [os.path.join(root, f) for f in files]
+        return out
+
+    def check_file(self, name, data):
+        """Everything a client may ask of a file, twice (the second time from trusted files)."""
+        etag = '"%s"' % hashlib.sha256(data).hexdigest()
+        for _ in range(2):
+            r = self.req("GET", name)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.body, data)
+            self.assertEqual(r.header("Content-Length"), str(len(data)))
+            self.assertEqual(r.header("ETag"), etag)
+            for first, last in ((0, 0), (1000, 5000), (len(data) - 7, len(data) - 1), (len(data) // 3, len(data) - 1)):
+                r = self.req("GET", name, headers={"Range": "bytes=%d-%d" % (first, last)})
+                self.assertEqual(r.status, 206, r)
+                self.assertEqual(r.body, data[first:last + 1])
+                self.assertEqual(r.header("Content-Range"), "bytes %d-%d/%d" % (first, last, len(data)))
+            r = self.req("GET", name, headers={"Range": "bytes=-100"})
+            self.assertEqual((r.status, r.body), (206, data[-100:]))
+            r = self.req("GET", name, headers={"Range": "bytes=0-9,20-29"})
+            self.assertEqual(r.status, 206, r)
+            self.assertIn(data[20:30], r.body)
+            self.assertProblem(self.req("GET", name, headers={"Range": "bytes=%d-" % len(data)}), 416)
+            r = self.req("GET", name, headers={"If-None-Match": etag})
+            self.assertEqual((r.status, r.body), (304, b""))
+            r = self.req("HEAD", name)
+            self.assertEqual((r.status, r.body, r.header("Content-Length")), (200, b"", str(len(data))))
+
+    def test_a_file_of_one_chunk_file(self):
+        data = os.urandom(200 * KiB)  # over the 32 KiB kept inline: one chunk file
+        self.assertEqual(self.req("PUT", "one.bin", data).status, 201)
+        self.assertEqual(len(self.chunk_files()), 1)
+        self.check_file("one.bin", data)
+
+    def test_a_file_of_many_chunk_files(self):
+        data = os.urandom(9 * MiB)
+        self.assertEqual(self.req("PUT", "big.bin", data).status, 201)
+        self.assertGreater(len(self.chunk_files()), 1)
+        self.check_file("big.bin", data)
+
+    def test_an_old_version_of_one_chunk_file(self):
+        old, new = os.urandom(100 * KiB), os.urandom(150 * KiB)
+        self.assertEqual(self.req("PUT", "v.bin", old).status, 201)
+        self.assertIn(self.req("PUT", "v.bin", new).status, (200, 201, 204))
+        self.assertEqual(self.req("GET", "v.bin?version=1").body, old)
+        r = self.req("GET", "v.bin?version=1", headers={"Range": "bytes=10-19"})
+        self.assertEqual((r.status, r.body), (206, old[10:20]))
+        self.assertEqual(self.req("GET", "v.bin").body, new)
+
+    def test_a_damaged_chunk_is_not_served_cold_or_after_it_was_trusted(self):
+        # cold: the first read (read ahead and verified by the read-ahead threads) meets the damage
+        for size, warm in ((200 * KiB, True), (9 * MiB, True), (9 * MiB, False)):
+            data = os.urandom(size)
+            name = "d%d%s.bin" % (size, "w" if warm else "c")
+            before = set(self.chunk_files())
+            self.assertEqual(self.req("PUT", name, data).status, 201)
+            if warm:
+                self.assertEqual(self.req("GET", name).body, data)  # read, verified, now trusted
+                self.assertEqual(self.req("GET", name).body, data)
+            path = sorted(set(self.chunk_files()) - before)[-1]
+            with open(path, "r+b") as f:  # through the page cache: the cached bytes change too
+                f.seek(100)
+                b = f.read(1)
+                f.seek(100)
+                f.write(bytes([b[0] ^ 0xff]))
+            with open(path, "rb") as f:
+                bad = f.read()
+            at = data.find(bad[:64]) if bad[:64] in data else data.find(bad[200:264]) - 200
+            self.assertGreaterEqual(at, 0)
+            c = self.srv.conn()
+            try:
+                c.request("GET", "/api/v1/stores/%s/files/%s" % (self.sid, name),
+                          headers={"Authorization": "Bearer " + self.tok})
+                r = c.getresponse()
+                try:
+                    body = r.read()
+                except Exception:  # noqa: BLE001 - a cut connection is a refusal too
+                    body = b""
+            finally:
+                c.close()
+            self.assertNotIn(bad[:4096] if at else bad, body, "damaged bytes were served")
+            self.assertFalse(r.status == 200 and body == data[:len(body)] and len(body) == len(data))
+
+
+if __name__ == "__main__":
+    main()
