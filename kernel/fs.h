@@ -191,6 +191,7 @@ void blob_pending_drop(const char *hash);
 void blob_pending_drop_discard(const char *hash);
 /* The collector's delete: 0 deleted, 1 held pending by a write (kept), or a negative MB_E*. */
 int blob_del_unheld(const char *hash, mb_err *err);
+void blob_pending_fini(void); /* blob_fini: the table's memory */
 /* Delete the inline form (ci/<sha256>) of a chunk into b. */
 void blob_inline_del(db_batch *b, const char *hash);
 

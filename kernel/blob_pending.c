@@ -1,0 +1,137 @@
+/*
+ * blob_pending.c — the pending table: chunks a write in flight has stored but not yet committed.
+ *
+ * A write marks each chunk it stores (blob_pending_add) until its transaction committed or failed
+ * (blob_pending_drop, or blob_pending_drop_discard which deletes a chunk nobody reaches). The
+ * collector deletes a chunk only when no write holds it (blob_del_unheld), so a chunk being
+ * written again is never collected from under the write.
+ *
+ * Threads: any writer thread and the collector. pend_lock guards the table; the collector's check
+ * and delete happen under it, so a writer that marks the chunk meanwhile waits for the delete.
+ */
+#include "fs.h"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Open addressing on the first 64 bits of the hash (already uniform); entries are hash +
+ * count. The table grows by doubling; deleted slots are tombstones dropped on growth. */
+typedef struct pend {
+    char hash[65];
+    int count; /* 0 empty, -1 tombstone */
+} pend;
+
+static pthread_mutex_t pend_lock = PTHREAD_MUTEX_INITIALIZER;
+static pend *ptab;
+static size_t pcap, pused;
+
+static uint64_t phash(const char *h)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 16 && h[i]; i++)
+        v = v * 16 + (uint64_t)(h[i] <= '9' ? h[i] - '0' : h[i] - 'a' + 10);
+    return v;
+}
+
+static pend *pfind(const char *h, bool create)
+{
+    if (create && (pused + 1) * 2 > pcap) {
+        size_t ncap = pcap ? pcap * 2 : 256;
+        pend *nt = xcalloc(ncap, sizeof *nt);
+        for (size_t i = 0; i < pcap; i++)
+            if (ptab[i].count > 0) {
+                size_t j = (size_t)phash(ptab[i].hash) & (ncap - 1);
+                while (nt[j].count)
+                    j = (j + 1) & (ncap - 1);
+                nt[j] = ptab[i];
+            }
+        free(ptab);
+        ptab = nt;
+        pcap = ncap;
+        pused = 0;
+        for (size_t i = 0; i < pcap; i++)
+            pused += ptab[i].count > 0;
+    }
+    if (!pcap)
+        return NULL;
+    size_t j = (size_t)phash(h) & (pcap - 1);
+    pend *tomb = NULL;
+    for (size_t n = 0; n < pcap; n++, j = (j + 1) & (pcap - 1)) {
+        if (ptab[j].count == 0)
+            break;
+        if (ptab[j].count < 0) {
+            if (!tomb)
+                tomb = &ptab[j];
+            continue;
+        }
+        if (!strcmp(ptab[j].hash, h))
+            return &ptab[j];
+    }
+    if (!create)
+        return NULL;
+    pend *p = tomb ? tomb : &ptab[j];
+    if (p->count == 0)
+        pused++;
+    snprintf(p->hash, sizeof p->hash, "%s", h);
+    p->count = 0;
+    return p;
+}
+
+void blob_pending_add(const char *hash)
+{
+    pthread_mutex_lock(&pend_lock);
+    pend *p = pfind(hash, true);
+    p->count++;
+    pthread_mutex_unlock(&pend_lock);
+}
+
+void blob_pending_drop(const char *hash)
+{
+    pthread_mutex_lock(&pend_lock);
+    pend *p = pfind(hash, false);
+    if (p && --p->count == 0)
+        p->count = -1;
+    pthread_mutex_unlock(&pend_lock);
+}
+
+/* A failed write lets go of a chunk: when no other write holds it and no refcount record
+ * names it, nobody can reach it, so it goes now instead of waiting for the collector. The
+ * caller holds the commit lock (gc_discard). */
+void blob_pending_drop_discard(const char *hash)
+{
+    pthread_mutex_lock(&pend_lock);
+    pend *p = pfind(hash, false);
+    if (p && --p->count == 0) {
+        p->count = -1;
+        char key[80], *v = NULL;
+        snprintf(key, sizeof key, "c/%s", hash);
+        if (db_get(key, strlen(key), &v, NULL) == MB_ENOENT) {
+            mb_err e = {0};
+            blob_del(hash, &e);
+        }
+        free(v);
+    }
+    pthread_mutex_unlock(&pend_lock);
+}
+
+
+/* The collector's delete (gc.c, under the commit lock): the pending check and the delete under
+ * the pending lock, so a writer that marks the chunk pending meanwhile waits for the delete and
+ * then stores it again. 0 deleted, 1 held by a write, or a negative MB_E* (err set). */
+int blob_del_unheld(const char *hash, mb_err *err)
+{
+    pthread_mutex_lock(&pend_lock);
+    int rc = pfind(hash, false) ? 1 : blob_del(hash, err);
+    pthread_mutex_unlock(&pend_lock);
+    return rc;
+}
+
+void blob_pending_fini(void)
+{
+    pthread_mutex_lock(&pend_lock);
+    free(ptab);
+    ptab = NULL;
+    pcap = pused = 0;
+    pthread_mutex_unlock(&pend_lock);
+}
