@@ -555,7 +555,18 @@ static int h_list(mb_req *req, void *st, mb_err *err)
     if (rc)
         return rc;
     json_t *out;
-    if ((rc = fs_list(http_req_user(req), sid, req_path(req), query_true(req, "recursive"), &out, err)))
+    if (query_true(req, "recursive"))
+        rc = fs_list(http_req_user(req), sid, req_path(req), true, &out, err);
+    else { /* a page (docs/api.md): the first FS_LIST_DEFAULT entries without a limit */
+        const char *ls = http_req_query(req, "limit");
+        char *end = NULL;
+        long long limit = ls ? strtoll(ls, &end, 10) : 0;
+        if (ls && (!*ls || *end || limit < 1))
+            return err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", FS_LIST_MAX);
+        rc = fs_list_page(http_req_user(req), sid, req_path(req), http_req_query(req, "cursor"), (size_t)limit, &out,
+                          err);
+    }
+    if (rc)
         return rc;
     listdeco_apply(sid, out); /* modules' fields, e.g. "thumb" (kernel/listdeco.c) */
     return http_reply_json(req, 200, out);

@@ -135,6 +135,14 @@ int fs_store_get(const mb_user *u, uint64_t sid, json_t **out, mb_err *err);
 int fs_stat(const mb_user *u, uint64_t sid, const char *path, json_t **info, mb_err *err);
 /* {"path","entries":[...]} of a folder; recursive adds every entry below with its "path". */
 int fs_list(const mb_user *u, uint64_t sid, const char *path, bool recursive, json_t **out, mb_err *err);
+/* One page of a folder's children in name order, straight from the database (never the whole
+ * folder): {"path","entries","total","limit","next_cursor"} where next_cursor (null on the
+ * last page) continues after the page's last name. limit 0 is FS_LIST_DEFAULT; more than
+ * FS_LIST_MAX is cut to it. A cursor not made here is MB_EINVAL. */
+#define FS_LIST_DEFAULT 1000
+#define FS_LIST_MAX 10000
+int fs_list_page(const mb_user *u, uint64_t sid, const char *path, const char *cursor, size_t limit, json_t **out,
+                 mb_err *err);
 /* Create a folder (FS_PARENTS creates missing parents). Exists -> MB_EEXIST. */
 int fs_mkdir(const mb_user *u, uint64_t sid, const char *path, int flags, json_t **info, mb_err *err);
 /* Move or rename a file or a folder with its subtree, atomically (one batch). A folder into
