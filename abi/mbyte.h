@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 2
-#define MB_ABI_MINOR 0
+#define MB_ABI_MINOR 1
 
 /* Log levels for api->log. */
 enum { MB_LOG_DEBUG = 0, MB_LOG_INFO = 1, MB_LOG_WARN = 2, MB_LOG_ERROR = 3 };
@@ -746,6 +746,16 @@ struct mb_api {
 
     /* The FTP reply code for an MB_E* code, from the kernel's one error table. */
     int (*err_ftp_reply)(int code);
+
+    /* --- scale (2.1): folders of any size --- */
+
+    /* One page of folder `path` in name order without loading the folder (docs/api.md "list"):
+     * *out is {"path","entries":[...],"total","limit","next_cursor"}; pass next_cursor (a
+     * string, NULL for the first page) to get the page after; next_cursor is null on the last
+     * page. limit 0 is the default (1,000), more than 10,000 is cut to 10,000. A page holds
+     * every entry present throughout exactly once while entries come and go. Any thread. */
+    int (*folder_page)(const mb_user *u, uint64_t sid, const char *path, const char *cursor, size_t limit,
+                       json_t **out, mb_err *err);
 };
 
 #ifdef __cplusplus

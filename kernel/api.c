@@ -302,6 +302,8 @@ static const mb_api table = {
     .req_body_sink = http_req_body_sink,
     .listing_decorator_set = listdeco_set,
     .module_dir = evapi_module_dir,
+    /* --- scale (2.1) --- */
+    .folder_page = fs_list_page,
 };
 
 const mb_api *api_table(void) { return &table; }

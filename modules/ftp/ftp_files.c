@@ -19,7 +19,7 @@ void files_list(sess *s, const char *arg, int kind)
 {
     mb_err e = {0};
     struct evbuffer *b = evbuffer_new();
-    int rc = list_build(s, arg, kind, b, &e);
+    int rc = list_build(s, arg, kind, b, true, &e);
     if (rc) {
         evbuffer_free(b);
         reply_err(s, &e);
