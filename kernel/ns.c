@@ -19,6 +19,7 @@
  * a transaction, whose commit lock serialises them.
  */
 #include "fs.h"
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -466,33 +467,134 @@ void ns_count_batch(db_batch *b)
 
 /* ---------------------------------------------------------------- walks --- */
 
+/* A depth-first walk as a pull: one open iterator per level (a stack of at most
+ * 4 * FS_DEPTH_MAX), so memory grows with the depth, never with the number of entries, and a
+ * streamed answer can take one entry at a time. */
 typedef struct {
-    uint64_t sid, id;
-    const char *rel;
-    int depth;
-    ns_walk_fn fn;
-    void *ud;
-} walk_ctx;
+    db_iter *it;
+    size_t pl;
+    uint64_t id;
+    char *rel;
+} wframe;
 
-static int walk_child(const char *name, json_t *e, void *ud)
+struct ns_walker {
+    uint64_t sid;
+    wframe st[4 * FS_DEPTH_MAX + 1];
+    int n;
+    json_t *e;   /* the entry last returned */
+    char *rel;   /* its path below the walk's folder */
+    char name[FS_NAME_MAX + 1];
+    uint64_t pid;
+    bool broken; /* deeper than any path may be: a cycle, which would be a bug */
+};
+
+static void wpush(ns_walker *w, uint64_t id, const char *rel)
 {
-    walk_ctx *w = ud;
-    char *r = ns_join(w->rel, name);
-    int rc = w->fn(w->id, name, e, r, w->ud);
-    if (!rc && ns_is_folder(e))
-        rc = ns_walk_ids(w->sid, (uint64_t)jint(e, "id"), r, w->depth + 1, w->fn, w->ud);
-    free(r);
+    char prefix[64];
+    wframe *f = &w->st[w->n++];
+    f->pl = kids_prefix(prefix, sizeof prefix, w->sid, id);
+    f->it = db_iter_prefix(prefix, f->pl);
+    f->id = id;
+    f->rel = xstrdup(rel);
+}
+
+static void wpop(ns_walker *w)
+{
+    wframe *f = &w->st[--w->n];
+    db_iter_free(f->it);
+    free(f->rel);
+}
+
+ns_walker *ns_walker_new(uint64_t sid, uint64_t id)
+{
+    ns_walker *w = xcalloc(1, sizeof *w);
+    w->sid = sid;
+    wpush(w, id, "");
+    return w;
+}
+
+bool ns_walker_next(ns_walker *w, uint64_t *pid, const char **name, json_t **e, const char **rel)
+{
+    json_decref(w->e);
+    w->e = NULL;
+    free(w->rel);
+    w->rel = NULL;
+    while (w->n) {
+        wframe *f = &w->st[w->n - 1];
+        if (!db_iter_next(f->it)) {
+            wpop(w);
+            continue;
+        }
+        size_t kl, vl;
+        const char *k = db_iter_key(f->it, &kl);
+        const char *v = db_iter_val(f->it, &vl);
+        json_t *ent = json_loadb(v, vl, 0, NULL);
+        if (!ent || kl - f->pl > FS_NAME_MAX) {
+            json_decref(ent);
+            continue;
+        }
+        memcpy(w->name, k + f->pl, kl - f->pl);
+        w->name[kl - f->pl] = 0;
+        w->e = ent;
+        w->pid = f->id;
+        w->rel = ns_join(f->rel, w->name);
+        if (ns_is_folder(ent)) { /* a folder before what it holds */
+            if (w->n == (int)(sizeof w->st / sizeof w->st[0])) {
+                w->broken = true;
+                break;
+            }
+            wpush(w, (uint64_t)jint(ent, "id"), w->rel);
+        }
+        *pid = w->pid;
+        *name = w->name;
+        *e = w->e;
+        *rel = w->rel;
+        return true;
+    }
+    return false;
+}
+
+bool ns_walker_broken(const ns_walker *w) { return w->broken; }
+
+void ns_walker_free(ns_walker *w)
+{
+    if (!w)
+        return;
+    while (w->n)
+        wpop(w);
+    json_decref(w->e);
+    free(w->rel);
+    free(w);
+}
+
+int ns_walk_ids(uint64_t sid, uint64_t id, const char *rel, int depth, ns_walk_fn fn, void *ud)
+{
+    (void)depth;
+    ns_walker *w = ns_walker_new(sid, id);
+    uint64_t pid;
+    const char *name, *r;
+    json_t *e;
+    int rc = 0;
+    size_t n = 0;
+    while (!rc && ns_walker_next(w, &pid, &name, &e, &r)) {
+        char *full = ns_join(rel, r);
+        rc = fn(pid, name, e, full, ud);
+        free(full);
+        n++;
+    }
+    if (!rc && ns_walker_broken(w))
+        rc = MB_EINTERNAL; /* a cycle would be a bug; never loop forever */
+    ns_walker_free(w);
+    ns_trim(n);
     return rc;
 }
 
-/* One open iterator per level: memory grows with the depth (at most FS_DEPTH_MAX), never
- * with the number of entries. */
-int ns_walk_ids(uint64_t sid, uint64_t id, const char *rel, int depth, ns_walk_fn fn, void *ud)
+/* glibc keeps freed memory in its arenas; after a burst (a walk over a big subtree, the batch
+ * that deletes it) give it back, so one request on a big folder does not keep the server big. */
+void ns_trim(size_t entries)
 {
-    if (depth > 4 * FS_DEPTH_MAX)
-        return MB_EINTERNAL; /* a cycle would be a bug; never loop forever */
-    walk_ctx w = {sid, id, rel, depth, fn, ud};
-    return ns_children_each(sid, id, NULL, 0, walk_child, &w, NULL);
+    if (entries >= NS_TRIM_AFTER)
+        malloc_trim(0);
 }
 
 typedef struct {

@@ -75,6 +75,17 @@ int ns_walk_ids(uint64_t sid, uint64_t id, const char *rel, int depth, ns_walk_f
  * ud) for each file (its versions, usage and event are the caller's), path below `path`. */
 typedef void (*ns_drop_fn)(txn *t, json_t *e, const char *path, void *ud);
 void ns_drop_subtree(txn *t, uint64_t sid, uint64_t id, const char *path, ns_drop_fn fn, void *ud);
+/* The same walk as a pull, for streamed answers: each ns_walker_next gives the next entry
+ * (borrowed until the next call) with its parent's id, name and path below folder id; false at
+ * the end. Memory grows with the depth only. One thread at a time. */
+typedef struct ns_walker ns_walker;
+/* After work that touched this many entries, hand freed memory back to the system. */
+#define NS_TRIM_AFTER 4096
+void ns_trim(size_t entries);
+ns_walker *ns_walker_new(uint64_t sid, uint64_t id);
+bool ns_walker_next(ns_walker *w, uint64_t *pid, const char **name, json_t **e, const char **rel);
+bool ns_walker_broken(const ns_walker *w); /* stopped deeper than any path may be (a bug) */
+void ns_walker_free(ns_walker *w);
 /* Everything below folder id, in walk order: a new array of [pid, name, entry, relpath]. */
 json_t *ns_subtree(uint64_t sid, uint64_t id);
 

@@ -5,7 +5,7 @@
  * page at a time (api->folder_page): the next page is read when the previous one has left for
  * the client, so a folder of a million entries costs one page of memory.
  *
- * Threads: the loop thread (the kernel's folder_list and file_stat read the metadata
+ * Threads: the loop thread (the kernel's folder_page and file_stat read the metadata
  * database, which does not block on the network).
  */
 #include "ftp.h"
