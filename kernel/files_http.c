@@ -643,14 +643,10 @@ static ssize_t rlist_read(void *cls, uint64_t pos, char *out, size_t max)
 static int list_recursive(mb_req *req, uint64_t sid, mb_err *err)
 {
     fs_op op;
-    int rc = fs_op_begin(&op, http_req_user(req), sid, req_path(req), err);
+    uint64_t id;
+    int rc = fs_folder_begin(&op, http_req_user(req), sid, req_path(req), &id, err);
     if (rc)
         return rc;
-    uint64_t id;
-    if ((rc = ns_folder_id(sid, op.path, &id, err))) {
-        fs_op_end(&op);
-        return rc;
-    }
     rlist *r = xcalloc(1, sizeof *r);
     r->w = ns_walker_new(sid, id);
     r->sid = sid;

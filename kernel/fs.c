@@ -40,6 +40,14 @@ void fs_op_end(fs_op *op)
     op->path = NULL;
 }
 
+int fs_folder_begin(fs_op *op, const mb_user *u, uint64_t sid, const char *path, uint64_t *id, mb_err *err)
+{
+    int rc = fs_op_begin(op, u, sid, path, err);
+    if (!rc && (rc = ns_folder_id(sid, op->path, id, err)))
+        fs_op_end(op);
+    return rc;
+}
+
 void fs_store_create_batch(db_batch *b, uint64_t uid, const char *name, uint64_t *sid)
 {
     uint64_t id = db_next_id("store");
@@ -131,16 +139,12 @@ int fs_walk(const mb_user *u, uint64_t sid, const char *path,
             int (*fn)(const char *relpath, const json_t *entry, void *ud), void *ud, mb_err *err)
 {
     fs_op op;
-    int rc = fs_op_begin(&op, u, sid, path, err);
+    uint64_t id;
+    int rc = fs_folder_begin(&op, u, sid, path, &id, err);
     if (rc)
         return rc;
-    char *np = op.path;
-    uint64_t id;
-    rc = ns_folder_id(sid, np, &id, err);
-    if (!rc) {
-        pub_walk w = {fn, ud, np};
-        rc = ns_walk_ids(sid, id, "", 0, pub_walk_cb, &w);
-    }
+    pub_walk w = {fn, ud, op.path};
+    rc = ns_walk_ids(sid, id, "", 0, pub_walk_cb, &w);
     fs_op_end(&op);
     return rc;
 }
@@ -173,15 +177,11 @@ static int list_cb(const char *rel, const json_t *e, void *ud)
 int fs_list(const mb_user *u, uint64_t sid, const char *path, bool recursive, json_t **out, mb_err *err)
 {
     fs_op op;
-    int rc = fs_op_begin(&op, u, sid, path, err);
+    uint64_t id;
+    int rc = fs_folder_begin(&op, u, sid, path, &id, err);
     if (rc)
         return rc;
     char *np = op.path;
-    uint64_t id;
-    if ((rc = ns_folder_id(sid, np, &id, err))) {
-        fs_op_end(&op);
-        return rc;
-    }
     json_t *entries = json_array();
     if (recursive) {
         pub_walk w = {list_cb, entries, np};
@@ -225,14 +225,10 @@ int fs_list_page(const mb_user *u, uint64_t sid, const char *path, const char *c
     if (limit > FS_LIST_MAX)
         limit = FS_LIST_MAX;
     fs_op op;
-    int rc = fs_op_begin(&op, u, sid, path, err);
+    uint64_t id;
+    int rc = fs_folder_begin(&op, u, sid, path, &id, err);
     if (rc)
         return rc;
-    uint64_t id;
-    if ((rc = ns_folder_id(sid, op.path, &id, err))) {
-        fs_op_end(&op);
-        return rc;
-    }
     json_t *entries = json_array();
     page_ctx p = {entries, op.path, NULL};
     bool more = false;

@@ -35,6 +35,8 @@ typedef struct fs_op {
 } fs_op;
 int fs_op_begin(fs_op *op, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
 void fs_op_end(fs_op *op);
+/* fs_op_begin for a folder (the root included): *id its id; a file is MB_ECONFLICT. */
+int fs_folder_begin(fs_op *op, const mb_user *u, uint64_t sid, const char *path, uint64_t *id, mb_err *err);
 
 /* Begin writing `path` in store `sid` as user `u`. expected_size is the announced length or -1
  * when unknown (chunked); filters (quota, limits) run here with it, so a known-too-large upload
