@@ -893,6 +893,15 @@ struct mb_api {
      * returns once no call of fn is in flight. Any thread. */
     int (*grants_provider_set)(mb_module *self, mb_grants_fn fn, void *state, mb_err *err);
     int (*grants_list)(uint64_t uid, json_t **out, mb_err *err);
+    /* --- scale (2.1): folders of any size --- */
+
+    /* One page of folder `path` in name order without loading the folder (docs/api.md "list"):
+     * *out is {"path","entries":[...],"total","limit","next_cursor"}; pass next_cursor (a
+     * string, NULL for the first page) to get the page after; next_cursor is null on the last
+     * page. limit 0 is the default (1,000), more than 10,000 is cut to 10,000. A page holds
+     * every entry present throughout exactly once while entries come and go. Any thread. */
+    int (*folder_page)(const mb_user *u, uint64_t sid, const char *path, const char *cursor, size_t limit,
+                       json_t **out, mb_err *err);
 };
 
 #ifdef __cplusplus

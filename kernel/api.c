@@ -374,6 +374,8 @@ static const mb_api table = {
     /* dav (2.1): what is shared with a user (kernel/grants.c) */
     .grants_provider_set = grants_provider_set,
     .grants_list = grants_list,
+    /* --- scale (2.1) --- */
+    .folder_page = fs_list_page,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -461,6 +461,12 @@ void db_batch_put_json(db_batch *b, const char *key, const json_t *val)
 
 void db_batch_del(db_batch *b, const char *key, size_t klen) { leveldb_writebatch_delete(b->wb, key, klen); }
 
+void db_batch_each(const db_batch *b, void (*put)(void *, const char *, size_t, const char *, size_t),
+                   void (*del)(void *, const char *, size_t), void *ud)
+{
+    leveldb_writebatch_iterate(b->wb, ud, put, del);
+}
+
 void db_batch_note_events(db_batch *b) { b->events = true; }
 bool db_batch_has_events(const db_batch *b) { return b && b->events; }
 

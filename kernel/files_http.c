@@ -551,6 +551,114 @@ int files_reply_get(mb_req *req, const mb_user *u, uint64_t sid, const char *pat
 
 /* ------------------------------------------------------- the rest --- */
 
+/* ?recursive=true streamed: the walk is pulled one batch of entries at a time as the client
+ * reads, so the answer for a subtree of any size costs one batch of memory. The JSON has the
+ * shape of a page without its paging fields: {"path","entries":[...]}. */
+typedef struct {
+    ns_walker *w;
+    uint64_t sid;
+    char *base;       /* the listed folder's path */
+    char *buf;        /* JSON text not yet handed out */
+    size_t len, off, n;
+    int stage;        /* 0 header, 1 entries, 2 done */
+    bool first;
+} rlist;
+
+#define RLIST_BATCH 64
+
+static void rlist_free(void *cls)
+{
+    rlist *r = cls;
+    ns_trim(r->n);
+    ns_walker_free(r->w);
+    free(r->base);
+    free(r->buf);
+    free(r);
+}
+
+static void rlist_put(rlist *r, const char *s, size_t n)
+{
+    r->buf = xrealloc(r->buf, r->len + n);
+    memcpy(r->buf + r->len, s, n);
+    r->len += n;
+}
+
+/* The next batch of entries (or the head or the tail) as text into r->buf. */
+static void rlist_fill(rlist *r)
+{
+    if (r->stage == 0) {
+        json_t *p = json_string(r->base);
+        char *ps = json_dumps(p, JSON_ENCODE_ANY);
+        rlist_put(r, "{\"path\":", 8);
+        rlist_put(r, ps, strlen(ps));
+        rlist_put(r, ",\"entries\":[", 12);
+        free(ps);
+        json_decref(p);
+        r->stage = 1;
+        return;
+    }
+    json_t *batch = json_array();
+    uint64_t pid;
+    const char *name, *rel;
+    json_t *e;
+    while (json_array_size(batch) < RLIST_BATCH && ns_walker_next(r->w, &pid, &name, &e, &rel)) {
+        char *full = ns_join(r->base, rel);
+        json_t *o = ns_public_info(e, full);
+        json_object_set_new(o, "relpath", json_string(rel));
+        json_array_append_new(batch, o);
+        free(full);
+        r->n++;
+    }
+    json_t *listing = json_pack("{s:o}", "entries", batch);
+    listdeco_apply(r->sid, listing); /* modules' fields, e.g. "thumb" */
+    size_t i;
+    json_t *o;
+    json_array_foreach(batch, i, o) {
+        char *t = json_dumps(o, JSON_COMPACT);
+        if (!r->first)
+            rlist_put(r, ",", 1);
+        r->first = false;
+        rlist_put(r, t, strlen(t));
+        free(t);
+    }
+    if (!json_array_size(batch)) {
+        rlist_put(r, "]}", 2);
+        r->stage = 2;
+    }
+    json_decref(listing);
+}
+
+static ssize_t rlist_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    rlist *r = cls;
+    while (r->off == r->len) {
+        if (r->stage == 2)
+            return -1;
+        r->len = r->off = 0;
+        rlist_fill(r);
+    }
+    size_t n = r->len - r->off < max ? r->len - r->off : max;
+    memcpy(out, r->buf + r->off, n);
+    r->off += n;
+    return (ssize_t)n;
+}
+
+static int list_recursive(mb_req *req, uint64_t sid, mb_err *err)
+{
+    fs_op op;
+    uint64_t id;
+    int rc = fs_folder_begin(&op, http_req_user(req), sid, req_path(req), &id, err);
+    if (rc)
+        return rc;
+    rlist *r = xcalloc(1, sizeof *r);
+    r->w = ns_walker_new(sid, id);
+    r->sid = sid;
+    r->base = op.path; /* rlist_free frees it */
+    r->first = true;
+    return http_reply_stream(req, 200, "application/json", (uint64_t)-1, rlist_read, r, rlist_free);
+}
+
 static int h_list(mb_req *req, void *st, mb_err *err)
 {
     (void)st;
@@ -559,7 +667,18 @@ static int h_list(mb_req *req, void *st, mb_err *err)
     if (rc)
         return rc;
     json_t *out;
-    if ((rc = fs_list(http_req_user(req), sid, req_path(req), query_true(req, "recursive"), &out, err)))
+    if (query_true(req, "recursive"))
+        return list_recursive(req, sid, err);
+    else { /* a page (docs/api.md): the first FS_LIST_DEFAULT entries without a limit */
+        const char *ls = http_req_query(req, "limit");
+        char *end = NULL;
+        long long limit = ls ? strtoll(ls, &end, 10) : 0;
+        if (ls && (!*ls || *end || limit < 1))
+            return err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", FS_LIST_MAX);
+        rc = fs_list_page(http_req_user(req), sid, req_path(req), http_req_query(req, "cursor"), (size_t)limit, &out,
+                          err);
+    }
+    if (rc)
         return rc;
     if ((rc = listdeco_filter(req, sid, out, err))) { /* e.g. ?tag= (kernel/listdeco.c) */
         json_decref(out);

@@ -15,6 +15,7 @@
  * Threads: any (HTTP workers, task workers, FTP jobs). Reads take no lock.
  */
 #include "fs.h"
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,14 @@ void fs_op_end(fs_op *op)
 {
     free(op->path);
     op->path = NULL;
+}
+
+int fs_folder_begin(fs_op *op, const mb_user *u, uint64_t sid, const char *path, uint64_t *id, mb_err *err)
+{
+    int rc = fs_op_begin(op, u, sid, path, err);
+    if (!rc && (rc = ns_folder_id(sid, op->path, id, err)))
+        fs_op_end(op);
+    return rc;
 }
 
 void fs_store_create_batch(db_batch *b, uint64_t uid, const char *name, uint64_t *sid)
@@ -130,18 +139,31 @@ int fs_walk(const mb_user *u, uint64_t sid, const char *path,
             int (*fn)(const char *relpath, const json_t *entry, void *ud), void *ud, mb_err *err)
 {
     fs_op op;
-    int rc = fs_op_begin(&op, u, sid, path, err);
+    uint64_t id;
+    int rc = fs_folder_begin(&op, u, sid, path, &id, err);
     if (rc)
         return rc;
-    char *np = op.path;
-    uint64_t id;
-    rc = ns_folder_id(sid, np, &id, err);
-    if (!rc) {
-        pub_walk w = {fn, ud, np};
-        rc = ns_walk_ids(sid, id, "", 0, pub_walk_cb, &w);
-    }
+    pub_walk w = {fn, ud, op.path};
+    rc = ns_walk_ids(sid, id, "", 0, pub_walk_cb, &w);
     fs_op_end(&op);
     return rc;
+}
+
+typedef struct {
+    json_t *entries;
+    const char *dir;
+    char *last; /* the last name put in (the next cursor) */
+} page_ctx;
+
+static int page_cb(const char *name, json_t *e, void *ud)
+{
+    page_ctx *p = ud;
+    char *full = ns_join(p->dir, name);
+    json_array_append_new(p->entries, ns_public_info(e, full));
+    free(full);
+    free(p->last);
+    p->last = xstrdup(name);
+    return 0;
 }
 
 static int list_cb(const char *rel, const json_t *e, void *ud)
@@ -155,31 +177,74 @@ static int list_cb(const char *rel, const json_t *e, void *ud)
 int fs_list(const mb_user *u, uint64_t sid, const char *path, bool recursive, json_t **out, mb_err *err)
 {
     fs_op op;
-    int rc = fs_op_begin(&op, u, sid, path, err);
+    uint64_t id;
+    int rc = fs_folder_begin(&op, u, sid, path, &id, err);
     if (rc)
         return rc;
     char *np = op.path;
-    uint64_t id;
-    if ((rc = ns_folder_id(sid, np, &id, err))) {
-        fs_op_end(&op);
-        return rc;
-    }
     json_t *entries = json_array();
     if (recursive) {
         pub_walk w = {list_cb, entries, np};
         rc = ns_walk_ids(sid, id, "", 0, pub_walk_cb, &w);
     } else {
-        json_t *kids = ns_children(sid, id);
-        size_t i;
-        json_t *kv;
-        json_array_foreach(kids, i, kv) {
-            char *full = ns_join(np, json_string_value(json_array_get(kv, 0)));
-            json_array_append_new(entries, ns_public_info(json_array_get(kv, 1), full));
-            free(full);
-        }
-        json_decref(kids);
+        page_ctx p = {entries, np, NULL};
+        rc = ns_children_each(sid, id, NULL, 0, page_cb, &p, NULL);
+        free(p.last);
     }
     *out = json_pack("{s:s, s:o}", "path", np, "entries", entries);
+    fs_op_end(&op);
+    return rc;
+}
+
+/* A cursor is the last name of a page in hex: opaque to clients, and valid whatever is added
+ * or removed meanwhile, since the next page starts at the first name after it. */
+static int cursor_decode(const char *c, char *name, mb_err *err)
+{
+    size_t n = strlen(c);
+    if (n % 2 || n / 2 > FS_NAME_MAX)
+        return err_set(err, MB_EINVAL, "cursor: not a cursor this server gave");
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned v;
+        if (!isxdigit((unsigned char)c[2 * i]) || !isxdigit((unsigned char)c[2 * i + 1]) ||
+            sscanf(c + 2 * i, "%2x", &v) != 1 || !v)
+            return err_set(err, MB_EINVAL, "cursor: not a cursor this server gave");
+        name[i] = (char)v;
+    }
+    name[n / 2] = 0;
+    return 0;
+}
+
+int fs_list_page(const mb_user *u, uint64_t sid, const char *path, const char *cursor, size_t limit, json_t **out,
+                 mb_err *err)
+{
+    char after[FS_NAME_MAX + 1] = "";
+    if (cursor && *cursor && cursor_decode(cursor, after, err))
+        return MB_EINVAL;
+    if (!limit)
+        limit = FS_LIST_DEFAULT;
+    if (limit > FS_LIST_MAX)
+        limit = FS_LIST_MAX;
+    fs_op op;
+    uint64_t id;
+    int rc = fs_folder_begin(&op, u, sid, path, &id, err);
+    if (rc)
+        return rc;
+    json_t *entries = json_array();
+    page_ctx p = {entries, op.path, NULL};
+    bool more = false;
+    rc = ns_children_each(sid, id, after, limit, page_cb, &p, &more);
+    json_t *next = json_null();
+    if (more && p.last) {
+        size_t n = strlen(p.last);
+        char *hex = xmalloc(2 * n + 1);
+        for (size_t i = 0; i < n; i++)
+            snprintf(hex + 2 * i, 3, "%02x", (unsigned char)p.last[i]);
+        next = json_string(hex);
+        free(hex);
+    }
+    free(p.last);
+    *out = json_pack("{s:s, s:o, s:I, s:I, s:o}", "path", op.path, "entries", entries, "total",
+                     (json_int_t)ns_child_count(sid, id), "limit", (json_int_t)limit, "next_cursor", next);
     fs_op_end(&op);
     return rc;
 }
@@ -244,19 +309,24 @@ int fs_mkdir(const mb_user *u, uint64_t sid, const char *path, int flags, json_t
     return rc;
 }
 
-static int subtree_depth(const json_t *sub)
+static int depth_cb(uint64_t pid, const char *name, json_t *e, const char *rel, void *ud)
+{
+    (void)pid, (void)name;
+    (void)e;
+    int *max = ud, d = 1;
+    for (const char *c = rel; *c; c++)
+        d += *c == '/';
+    if (d > *max)
+        *max = d;
+    return 0;
+}
+
+/* How many levels the subtree of folder id has (1: only direct children), walked in bounded
+ * memory. */
+static int subtree_depth(uint64_t sid, uint64_t id)
 {
     int max = 0;
-    size_t i;
-    json_t *t;
-    json_array_foreach(sub, i, t) {
-        const char *rel = json_string_value(json_array_get(t, 3));
-        int d = 1;
-        for (const char *c = rel; *c; c++)
-            d += *c == '/';
-        if (d > max)
-            max = d;
-    }
+    ns_walk_ids(sid, id, "", 0, depth_cb, &max);
     return max;
 }
 
@@ -270,44 +340,41 @@ static int path_depth(const char *p)
     return d;
 }
 
-/* Delete an entry (and, for a folder, everything below it) into b. */
+typedef struct {
+    uint64_t sid, owner, uid;
+} del_ctx;
+
+static void file_deleted_into(txn *t, uint64_t sid, uint64_t owner, uint64_t uid, json_t *e, const char *path)
+{
+    ns_drop_versions(t, sid, (uint64_t)jint(e, "id"), (uint64_t)jint(e, "version"));
+    txn_usage(t, sid, -jint(e, "size"), -1);
+    hook_emit_batch(t->b, "file.deleted",
+                    json_pack("{s:I, s:I, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner,
+                              "path", path, "file_id", jint(e, "id"), "size", jint(e, "size"), "user",
+                              (json_int_t)uid));
+}
+
+static void del_file(txn *t, json_t *e, const char *path, void *ud)
+{
+    del_ctx *d = ud;
+    file_deleted_into(t, d->sid, d->owner, d->uid, e, path);
+}
+
+/* Delete an entry (and, for a folder, everything below it) into b. The subtree is walked
+ * (one entry in memory at a time); the batch holds its deletes. */
 static void delete_into(txn *t, uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid, const char *name,
                         json_t *e, const char *path)
 {
     db_batch *b = t->b;
     char key[NS_KEYMAX];
     if (ns_is_folder(e)) {
-        json_t *sub = ns_subtree(sid, (uint64_t)jint(e, "id"));
-        size_t i;
-        json_t *it;
-        json_array_foreach(sub, i, it) {
-            json_t *se = json_array_get(it, 2);
-            char *full = ns_join(path, json_string_value(json_array_get(it, 3)));
-            ns_dkey(key, sizeof key, sid, (uint64_t)json_integer_value(json_array_get(it, 0)),
-                 json_string_value(json_array_get(it, 1)));
-            db_batch_del(b, key, strlen(key));
-            if (!ns_is_folder(se)) {
-                ns_drop_versions(t, sid, (uint64_t)jint(se, "id"), (uint64_t)jint(se, "version"));
-                txn_usage(t, sid, -jint(se, "size"), -1);
-                hook_emit_batch(b, "file.deleted",
-                                json_pack("{s:I, s:I, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
-                                          (json_int_t)owner, "path", full, "file_id", jint(se, "id"), "size",
-                                          jint(se, "size"), "user", (json_int_t)uid));
-            }
-            free(full);
-        }
-        json_decref(sub);
+        del_ctx d = {sid, owner, uid};
+        ns_drop_subtree(t, sid, (uint64_t)jint(e, "id"), path, del_file, &d);
         hook_emit_batch(b, "folder.deleted",
                         json_pack("{s:I, s:I, s:s, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner,
                                   "path", path, "user", (json_int_t)uid));
-    } else {
-        ns_drop_versions(t, sid, (uint64_t)jint(e, "id"), (uint64_t)jint(e, "version"));
-        txn_usage(t, sid, -jint(e, "size"), -1);
-        hook_emit_batch(b, "file.deleted",
-                        json_pack("{s:I, s:I, s:s, s:I, s:I, s:I}", "store", (json_int_t)sid, "owner",
-                                  (json_int_t)owner, "path", path, "file_id", jint(e, "id"), "size", jint(e, "size"),
-                                  "user", (json_int_t)uid));
-    }
+    } else
+        file_deleted_into(t, sid, owner, uid, e, path);
     ns_dkey(key, sizeof key, sid, pid, name);
     db_batch_del(b, key, strlen(key));
 }
@@ -345,12 +412,8 @@ int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_er
         txn_begin(&c, NULL);
         uint64_t pid;
         rc = ns_resolve(sid, np, &pid, &e, err);
-        if (!rc && ns_is_folder(e) && !(flags & FS_RECURSIVE)) {
-            json_t *kids = ns_children(sid, (uint64_t)jint(e, "id"));
-            if (json_array_size(kids))
-                rc = err_set(err, MB_ECONFLICT, "the folder '%s' is not empty (delete it with recursive=true)", np);
-            json_decref(kids);
-        }
+        if (!rc && ns_is_folder(e) && !(flags & FS_RECURSIVE) && ns_has_children(sid, (uint64_t)jint(e, "id")))
+            rc = err_set(err, MB_ECONFLICT, "the folder '%s' is not empty (delete it with recursive=true)", np);
         if (!rc)
             delete_into(&c, sid, owner, u ? u->id : 0, pid, ns_last_name(np), e, np);
         rc = txn_end(&c, rc, err, "the delete");
@@ -484,10 +547,8 @@ int fs_move(const mb_user *u, uint64_t sid, const char *from, const char *to, in
     rc = xfer_resolve(sid, flags, c.b, &x, false, err);
     bool noop = !rc && x.dst && x.dst_pid == x.src_pid && !strcmp(x.to_name, ns_last_name(x.from));
     if (!rc && !noop && ns_is_folder(x.src)) {
-        json_t *sub = ns_subtree(sid, (uint64_t)jint(x.src, "id"));
-        if (path_depth(x.to) + subtree_depth(sub) > FS_DEPTH_MAX)
+        if (path_depth(x.to) + subtree_depth(sid, (uint64_t)jint(x.src, "id")) > FS_DEPTH_MAX)
             rc = err_set(err, MB_EINVAL, "path: the move would nest deeper than %d levels", FS_DEPTH_MAX);
-        json_decref(sub);
     }
     if (!rc && !noop) {
         char key[NS_KEYMAX];
@@ -560,7 +621,7 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
         rc = copy_file_into(&c, sid, x.src, x.uid, now, &top, err);
     } else if (!rc) {
         json_t *sub = ns_subtree(sid, (uint64_t)jint(x.src, "id"));
-        if (path_depth(x.to) + subtree_depth(sub) > FS_DEPTH_MAX)
+        if (path_depth(x.to) + subtree_depth(sid, (uint64_t)jint(x.src, "id")) > FS_DEPTH_MAX)
             rc = err_set(err, MB_EINVAL, "path: the copy would nest deeper than %d levels", FS_DEPTH_MAX);
         /* New ids for every folder; children follow their parent's new id. */
         json_t *idmap = json_object();
@@ -648,6 +709,7 @@ int fs_init(mb_err *err) /* after blob_init (main.c opens the chunk store with t
     int rc;
     if ((rc = ctype_init(err)))
         return rc;
+    txn_pre_commit(ns_count_batch); /* every change's batch keeps the dn/ child counters */
     ensure_default_stores();
     return 0;
 }

@@ -35,6 +35,8 @@ typedef struct fs_op {
 } fs_op;
 int fs_op_begin(fs_op *op, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
 void fs_op_end(fs_op *op);
+/* fs_op_begin for a folder (the root included): *id its id; a file is MB_ECONFLICT. */
+int fs_folder_begin(fs_op *op, const mb_user *u, uint64_t sid, const char *path, uint64_t *id, mb_err *err);
 
 /* Begin writing `path` in store `sid` as user `u`. expected_size is the announced length or -1
  * when unknown (chunked); filters (quota, limits) run here with it, so a known-too-large upload
@@ -140,6 +142,14 @@ int fs_store_get(const mb_user *u, uint64_t sid, json_t **out, mb_err *err);
 int fs_stat(const mb_user *u, uint64_t sid, const char *path, json_t **info, mb_err *err);
 /* {"path","entries":[...]} of a folder; recursive adds every entry below with its "path". */
 int fs_list(const mb_user *u, uint64_t sid, const char *path, bool recursive, json_t **out, mb_err *err);
+/* One page of a folder's children in name order, straight from the database (never the whole
+ * folder): {"path","entries","total","limit","next_cursor"} where next_cursor (null on the
+ * last page) continues after the page's last name. limit 0 is FS_LIST_DEFAULT; more than
+ * FS_LIST_MAX is cut to it. A cursor not made here is MB_EINVAL. */
+#define FS_LIST_DEFAULT 1000
+#define FS_LIST_MAX 10000
+int fs_list_page(const mb_user *u, uint64_t sid, const char *path, const char *cursor, size_t limit, json_t **out,
+                 mb_err *err);
 /* Create a folder (FS_PARENTS creates missing parents). Exists -> MB_EEXIST. */
 int fs_mkdir(const mb_user *u, uint64_t sid, const char *path, int flags, json_t **info, mb_err *err);
 /* Move or rename a file or a folder with its subtree, atomically (one batch). A folder into

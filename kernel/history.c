@@ -70,6 +70,13 @@ static int norm(const char *path, char **np, mb_err *err)
 
 /* ================================================================ trash === */
 
+static int size_cb(uint64_t pid, const char *name, json_t *e, const char *rel, void *ud)
+{
+    (void)pid, (void)name, (void)rel;
+    *(int64_t *)ud += jint(e, "size");
+    return 0;
+}
+
 int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, uint64_t by, uint64_t *id,
                    mb_err *err)
 {
@@ -88,13 +95,11 @@ int history_detach(const mb_user *u, uint64_t sid, const char *path, int flags, 
     rc = ns_resolve(sid, np, &pid, &e, err);
     int64_t size = 0;
     if (!rc && ns_is_folder(e)) {
-        json_t *sub = ns_subtree(sid, (uint64_t)jint(e, "id"));
-        if (json_array_size(sub) && !(flags & FS_RECURSIVE))
+        uint64_t fid = (uint64_t)jint(e, "id");
+        if (!(flags & FS_RECURSIVE) && ns_has_children(sid, fid))
             rc = err_set(err, MB_ECONFLICT, "the folder '%s' is not empty (delete it with recursive=true)", np);
-        size_t i;
-        json_t *t;
-        json_array_foreach(sub, i, t) size += jint(json_array_get(t, 2), "size");
-        json_decref(sub);
+        else /* walked one entry at a time: a folder of any size costs no memory here */
+            ns_walk_ids(sid, fid, "", 0, size_cb, &size);
     } else if (!rc)
         size = jint(e, "size");
     if (!rc) {
@@ -223,6 +228,16 @@ static void purge_file(txn *t, uint64_t sid, uint64_t owner, const json_t *e, co
                               "user", (json_int_t)uid, "from_trash", 1));
 }
 
+typedef struct {
+    uint64_t sid, owner, uid;
+} purge_walk;
+
+static void purge_cb(txn *t, json_t *e, const char *path, void *ud)
+{
+    purge_walk *p = ud;
+    purge_file(t, p->sid, p->owner, e, path, p->uid);
+}
+
 int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
 {
     fs_op op;
@@ -241,21 +256,8 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
         const char *path = jstr(rec, "path");
         char key[NS_KEYMAX];
         if (ns_is_folder(e)) {
-            json_t *sub = ns_subtree(sid, (uint64_t)jint(e, "id"));
-            size_t i;
-            json_t *t;
-            json_array_foreach(sub, i, t) {
-                json_t *se = json_array_get(t, 2);
-                ns_dkey(key, sizeof key, sid, (uint64_t)json_integer_value(json_array_get(t, 0)),
-                          json_string_value(json_array_get(t, 1)));
-                db_batch_del(b, key, strlen(key));
-                if (!ns_is_folder(se)) {
-                    char *full = ns_join(path, json_string_value(json_array_get(t, 3)));
-                    purge_file(&c, sid, owner, se, full, uid);
-                    free(full);
-                }
-            }
-            json_decref(sub);
+            purge_walk pw = {sid, owner, uid};
+            ns_drop_subtree(&c, sid, (uint64_t)jint(e, "id"), path, purge_cb, &pw);
         } else
             purge_file(&c, sid, owner, e, path, uid);
         tkey(key, sizeof key, sid, tid);

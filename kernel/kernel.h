@@ -205,6 +205,9 @@ db_batch *db_batch_new(void);
 void db_batch_put(db_batch *b, const char *key, size_t klen, const void *val, size_t vlen);
 void db_batch_put_json(db_batch *b, const char *key, const json_t *val);
 void db_batch_del(db_batch *b, const char *key, size_t klen);
+/* Visit the batch's operations in order (ns.c counts a folder's children from them). */
+void db_batch_each(const db_batch *b, void (*put)(void *ud, const char *k, size_t kl, const char *v, size_t vl),
+                   void (*del)(void *ud, const char *k, size_t kl), void *ud);
 void db_batch_note_events(db_batch *b);        /* hook_emit_batch put an outbox entry into b */
 bool db_batch_has_events(const db_batch *b);   /* ... so its commit should be followed by hook_kick */
 void db_batch_del_prefix(db_batch *b, const char *prefix); /* every key with the prefix, as it is now */

@@ -19,6 +19,7 @@
  * a transaction, whose commit lock serialises them.
  */
 #include "fs.h"
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,50 +282,347 @@ int ns_folder_for_change(uint64_t sid, uint64_t owner, const char *dir, bool cre
     return 0;
 }
 
-/* Children of folder pid in key (name) order: an array of [name, entry]. */
-json_t *ns_children(uint64_t sid, uint64_t pid)
+static size_t kids_prefix(char *out, size_t n, uint64_t sid, uint64_t pid)
 {
-    char prefix[64], a[17], b[17];
+    char a[17], b[17];
     key_u64(a, sid);
     key_u64(b, pid);
-    snprintf(prefix, sizeof prefix, "d/%s/%s/", a, b);
-    size_t pl = strlen(prefix);
-    json_t *arr = json_array();
+    return (size_t)snprintf(out, n, "d/%s/%s/", a, b);
+}
+
+/* Children of folder pid in key (name) order, straight from one iterator: nothing but the
+ * current entry is in memory, so a folder of any size costs the same. */
+int ns_children_each(uint64_t sid, uint64_t pid, const char *after, size_t limit, ns_child_fn fn, void *ud,
+                     bool *more)
+{
+    char prefix[64], key[NS_KEYMAX];
+    size_t pl = kids_prefix(prefix, sizeof prefix, sid, pid);
     db_iter *it = db_iter_prefix(prefix, pl);
+    if (after && *after) {
+        /* The first name after `after`: its key with a NUL appended sorts right behind it
+         * (names hold no NUL), whether `after` itself still exists or not. */
+        size_t kl = (size_t)snprintf(key, sizeof key, "%s%s", prefix, after);
+        db_iter_seek(it, key, kl + 1 < sizeof key ? kl + 1 : kl);
+    }
+    size_t n = 0;
+    int rc = 0;
+    if (more)
+        *more = false;
     while (db_iter_next(it)) {
+        if (limit && n == limit) {
+            if (more)
+                *more = true;
+            break;
+        }
         size_t kl, vl;
         const char *k = db_iter_key(it, &kl);
         const char *v = db_iter_val(it, &vl);
         json_t *e = json_loadb(v, vl, 0, NULL);
-        if (!e)
+        if (!e || kl - pl > FS_NAME_MAX) {
+            json_decref(e);
             continue;
-        json_array_append_new(arr, json_pack("[s#, o]", k + pl, (int)(kl - pl), e));
+        }
+        char name[FS_NAME_MAX + 1];
+        memcpy(name, k + pl, kl - pl);
+        name[kl - pl] = 0;
+        rc = fn(name, e, ud);
+        json_decref(e);
+        n++;
+        if (rc)
+            break;
     }
     db_iter_free(it);
+    return rc;
+}
+
+static int children_cb(const char *name, json_t *e, void *ud)
+{
+    json_array_append_new(ud, json_pack("[s, O]", name, e));
+    return 0;
+}
+
+json_t *ns_children(uint64_t sid, uint64_t pid)
+{
+    json_t *arr = json_array();
+    ns_children_each(sid, pid, NULL, 0, children_cb, arr, NULL);
     return arr;
+}
+
+bool ns_has_children(uint64_t sid, uint64_t pid)
+{
+    char prefix[64];
+    size_t pl = kids_prefix(prefix, sizeof prefix, sid, pid);
+    db_iter *it = db_iter_prefix(prefix, pl);
+    bool any = db_iter_next(it);
+    db_iter_free(it);
+    return any;
+}
+
+/* ------------------------------------------------------ child counters --- */
+/* dn/<sid16>/<pid16>: how many entries folder pid holds (decimal text), absent when it holds
+ * none or when it was never counted (folders written before the counter: counted by one scan
+ * the first time). Kept by ns_count_batch, which sees every change's batch under the commit
+ * lock (txn_pre_commit), so the count moves in the same batch as the entries. */
+static void dnkey(char *out, size_t n, const char *sp, size_t spl)
+{
+    snprintf(out, n, "dn/%.*s", (int)spl, sp);
+}
+
+static int64_t count_scan(const char *prefix, size_t pl)
+{
+    int64_t n = 0;
+    db_iter *it = db_iter_prefix(prefix, pl);
+    while (db_iter_next(it))
+        n++;
+    db_iter_free(it);
+    return n;
+}
+
+static int64_t count_get(const char *sp, size_t spl)
+{
+    char key[64], *v = NULL;
+    size_t vl;
+    dnkey(key, sizeof key, sp, spl);
+    if (db_get(key, strlen(key), &v, &vl) == 0) {
+        char buf[24] = "";
+        memcpy(buf, v, vl < sizeof buf - 1 ? vl : sizeof buf - 1);
+        free(v);
+        return strtoll(buf, NULL, 10);
+    }
+    char prefix[64];
+    int pl = snprintf(prefix, sizeof prefix, "d/%.*s/", (int)spl, sp);
+    return count_scan(prefix, (size_t)pl);
+}
+
+int64_t ns_child_count(uint64_t sid, uint64_t pid)
+{
+    char sp[40], a[17], b[17];
+    key_u64(a, sid);
+    key_u64(b, pid);
+    int l = snprintf(sp, sizeof sp, "%s/%s", a, b);
+    return count_get(sp, (size_t)l);
+}
+
+typedef struct {
+    json_t *seen;  /* d/ key -> true/false: exists after the batch's operations so far */
+    json_t *delta; /* "<sid16>/<pid16>" -> children added minus removed */
+} count_ctx;
+
+static void count_op(count_ctx *c, const char *k, size_t kl, bool put)
+{
+    if (kl < 2 + 34 + 1 || memcmp(k, "d/", 2) || k[18] != '/' || k[35] != '/')
+        return;
+    char *key = strndup(k, kl);
+    json_t *s = json_object_get(c->seen, key);
+    bool existed;
+    if (s)
+        existed = json_is_true(s);
+    else {
+        char *v = NULL;
+        size_t vl;
+        existed = db_get(k, kl, &v, &vl) == 0;
+        free(v);
+    }
+    json_object_set_new(c->seen, key, json_boolean(put));
+    free(key);
+    int d = put && !existed ? 1 : !put && existed ? -1 : 0;
+    if (!d)
+        return;
+    char parent[34];
+    memcpy(parent, k + 2, 33);
+    parent[33] = 0;
+    json_object_set_new(c->delta, parent, json_integer(jint(c->delta, parent) + d));
+}
+
+static void count_put(void *ud, const char *k, size_t kl, const char *v, size_t vl)
+{
+    (void)v, (void)vl;
+    count_op(ud, k, kl, true);
+}
+
+static void count_del(void *ud, const char *k, size_t kl) { count_op(ud, k, kl, false); }
+
+void ns_count_batch(db_batch *b)
+{
+    count_ctx c = {json_object(), json_object()};
+    db_batch_each(b, count_put, count_del, &c);
+    const char *sp;
+    json_t *d;
+    json_object_foreach(c.delta, sp, d) {
+        if (!json_integer_value(d))
+            continue;
+        int64_t n = count_get(sp, strlen(sp)) + json_integer_value(d);
+        char key[64], num[24];
+        dnkey(key, sizeof key, sp, strlen(sp));
+        if (n <= 0) /* empty: no record (an empty folder's scan is one seek) */
+            db_batch_del(b, key, strlen(key));
+        else {
+            int l = snprintf(num, sizeof num, "%lld", (long long)n);
+            db_batch_put(b, key, strlen(key), num, (size_t)l);
+        }
+    }
+    json_decref(c.seen);
+    json_decref(c.delta);
+}
+
+/* ---------------------------------------------------------------- walks --- */
+
+/* A depth-first walk as a pull: one open iterator per level (a stack of at most
+ * 4 * FS_DEPTH_MAX), so memory grows with the depth, never with the number of entries, and a
+ * streamed answer can take one entry at a time. */
+typedef struct {
+    db_iter *it;
+    size_t pl;
+    uint64_t id;
+    char *rel;
+} wframe;
+
+struct ns_walker {
+    uint64_t sid;
+    wframe st[4 * FS_DEPTH_MAX + 1];
+    int n;
+    json_t *e;   /* the entry last returned */
+    char *rel;   /* its path below the walk's folder */
+    char name[FS_NAME_MAX + 1];
+    uint64_t pid;
+    bool broken; /* deeper than any path may be: a cycle, which would be a bug */
+};
+
+static void wpush(ns_walker *w, uint64_t id, const char *rel)
+{
+    char prefix[64];
+    wframe *f = &w->st[w->n++];
+    f->pl = kids_prefix(prefix, sizeof prefix, w->sid, id);
+    f->it = db_iter_prefix(prefix, f->pl);
+    f->id = id;
+    f->rel = xstrdup(rel);
+}
+
+static void wpop(ns_walker *w)
+{
+    wframe *f = &w->st[--w->n];
+    db_iter_free(f->it);
+    free(f->rel);
+}
+
+ns_walker *ns_walker_new(uint64_t sid, uint64_t id)
+{
+    ns_walker *w = xcalloc(1, sizeof *w);
+    w->sid = sid;
+    wpush(w, id, "");
+    return w;
+}
+
+bool ns_walker_next(ns_walker *w, uint64_t *pid, const char **name, json_t **e, const char **rel)
+{
+    json_decref(w->e);
+    w->e = NULL;
+    free(w->rel);
+    w->rel = NULL;
+    while (w->n) {
+        wframe *f = &w->st[w->n - 1];
+        if (!db_iter_next(f->it)) {
+            wpop(w);
+            continue;
+        }
+        size_t kl, vl;
+        const char *k = db_iter_key(f->it, &kl);
+        const char *v = db_iter_val(f->it, &vl);
+        json_t *ent = json_loadb(v, vl, 0, NULL);
+        if (!ent || kl - f->pl > FS_NAME_MAX) {
+            json_decref(ent);
+            continue;
+        }
+        memcpy(w->name, k + f->pl, kl - f->pl);
+        w->name[kl - f->pl] = 0;
+        w->e = ent;
+        w->pid = f->id;
+        w->rel = ns_join(f->rel, w->name);
+        if (ns_is_folder(ent)) { /* a folder before what it holds */
+            if (w->n == (int)(sizeof w->st / sizeof w->st[0])) {
+                w->broken = true;
+                break;
+            }
+            wpush(w, (uint64_t)jint(ent, "id"), w->rel);
+        }
+        *pid = w->pid;
+        *name = w->name;
+        *e = w->e;
+        *rel = w->rel;
+        return true;
+    }
+    return false;
+}
+
+bool ns_walker_broken(const ns_walker *w) { return w->broken; }
+
+void ns_walker_free(ns_walker *w)
+{
+    if (!w)
+        return;
+    while (w->n)
+        wpop(w);
+    json_decref(w->e);
+    free(w->rel);
+    free(w);
 }
 
 int ns_walk_ids(uint64_t sid, uint64_t id, const char *rel, int depth, ns_walk_fn fn, void *ud)
 {
-    if (depth > 4 * FS_DEPTH_MAX)
-        return MB_EINTERNAL; /* a cycle would be a bug; never loop forever */
-    json_t *kids = ns_children(sid, id);
-    size_t i;
-    json_t *kv;
+    (void)depth;
+    ns_walker *w = ns_walker_new(sid, id);
+    uint64_t pid;
+    const char *name, *r;
+    json_t *e;
     int rc = 0;
-    json_array_foreach(kids, i, kv) {
-        const char *name = json_string_value(json_array_get(kv, 0));
-        json_t *e = json_array_get(kv, 1);
-        char *r = ns_join(rel, name);
-        rc = fn(id, name, e, r, ud);
-        if (!rc && ns_is_folder(e))
-            rc = ns_walk_ids(sid, (uint64_t)jint(e, "id"), r, depth + 1, fn, ud);
-        free(r);
-        if (rc)
-            break;
+    size_t n = 0;
+    while (!rc && ns_walker_next(w, &pid, &name, &e, &r)) {
+        char *full = ns_join(rel, r);
+        rc = fn(pid, name, e, full, ud);
+        free(full);
+        n++;
     }
-    json_decref(kids);
+    if (!rc && ns_walker_broken(w))
+        rc = MB_EINTERNAL; /* a cycle would be a bug; never loop forever */
+    ns_walker_free(w);
+    ns_trim(n);
     return rc;
+}
+
+/* glibc keeps freed memory in its arenas; after a burst (a walk over a big subtree, the batch
+ * that deletes it) give it back, so one request on a big folder does not keep the server big. */
+void ns_trim(size_t entries)
+{
+    if (entries >= NS_TRIM_AFTER)
+        malloc_trim(0);
+}
+
+typedef struct {
+    txn *t;
+    uint64_t sid;
+    const char *path;
+    ns_drop_fn fn;
+    void *ud;
+} drop_ctx;
+
+static int drop_cb(uint64_t pid, const char *name, json_t *e, const char *rel, void *ud)
+{
+    drop_ctx *d = ud;
+    char key[NS_KEYMAX];
+    ns_dkey(key, sizeof key, d->sid, pid, name);
+    db_batch_del(d->t->b, key, strlen(key));
+    if (!ns_is_folder(e)) {
+        char *full = ns_join(d->path, rel);
+        d->fn(d->t, e, full, d->ud);
+        free(full);
+    }
+    return 0;
+}
+
+void ns_drop_subtree(txn *t, uint64_t sid, uint64_t id, const char *path, ns_drop_fn fn, void *ud)
+{
+    drop_ctx d = {t, sid, path, fn, ud};
+    ns_walk_ids(sid, id, "", 0, drop_cb, &d);
 }
 
 /* Resolve a folder (the root included) for reading. */

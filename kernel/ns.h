@@ -50,12 +50,42 @@ int ns_entry_get(uint64_t sid, uint64_t pid, const char *name, json_t **e);
 int ns_resolve(uint64_t sid, const char *path, uint64_t *pid, json_t **e, mb_err *err);
 /* A folder (the root included) for reading: its id; MB_ECONFLICT when path is a file. */
 int ns_folder_id(uint64_t sid, const char *path, uint64_t *id, mb_err *err);
-/* Children of folder pid in name order: a new array of [name, entry]. */
+/* Children of folder pid in name order: a new array of [name, entry] (small folders only:
+ * it holds them all; ns_children_each holds one at a time). */
 json_t *ns_children(uint64_t sid, uint64_t pid);
+/* fn(name, entry, ud) for each child of folder pid in name order, starting after the name
+ * `after` (NULL or "": from the first; `after` need not exist any more), at most limit of them
+ * (0: all), from one LevelDB iterator. *more (optional): more children follow. A non-zero
+ * return from fn stops and is returned. */
+typedef int (*ns_child_fn)(const char *name, json_t *e, void *ud);
+int ns_children_each(uint64_t sid, uint64_t pid, const char *after, size_t limit, ns_child_fn fn, void *ud,
+                     bool *more);
+/* Does folder pid hold anything? One seek, whatever its size. */
+bool ns_has_children(uint64_t sid, uint64_t pid);
+/* How many entries folder pid holds: its dn/ counter (one read), or one scan for a folder
+ * never changed since the counter exists. */
+int64_t ns_child_count(uint64_t sid, uint64_t pid);
+/* txn_pre_commit's hook: the dn/ counters of the folders batch b adds to or removes from. */
+void ns_count_batch(db_batch *b);
 /* Depth-first walk below folder id, each folder's children in name order, a folder before
  * what it holds: fn(pid, name, entry, relpath, ud); a non-zero return stops the walk. */
 typedef int (*ns_walk_fn)(uint64_t pid, const char *name, json_t *e, const char *rel, void *ud);
 int ns_walk_ids(uint64_t sid, uint64_t id, const char *rel, int depth, ns_walk_fn fn, void *ud);
+/* Delete every entry below folder id into t (walked one entry at a time); fn(t, entry, path,
+ * ud) for each file (its versions, usage and event are the caller's), path below `path`. */
+typedef void (*ns_drop_fn)(txn *t, json_t *e, const char *path, void *ud);
+void ns_drop_subtree(txn *t, uint64_t sid, uint64_t id, const char *path, ns_drop_fn fn, void *ud);
+/* The same walk as a pull, for streamed answers: each ns_walker_next gives the next entry
+ * (borrowed until the next call) with its parent's id, name and path below folder id; false at
+ * the end. Memory grows with the depth only. One thread at a time. */
+typedef struct ns_walker ns_walker;
+/* After work that touched this many entries, hand freed memory back to the system. */
+#define NS_TRIM_AFTER 4096
+void ns_trim(size_t entries);
+ns_walker *ns_walker_new(uint64_t sid, uint64_t id);
+bool ns_walker_next(ns_walker *w, uint64_t *pid, const char **name, json_t **e, const char **rel);
+bool ns_walker_broken(const ns_walker *w); /* stopped deeper than any path may be (a bug) */
+void ns_walker_free(ns_walker *w);
 /* Everything below folder id, in walk order: a new array of [pid, name, entry, relpath]. */
 json_t *ns_subtree(uint64_t sid, uint64_t id);
 

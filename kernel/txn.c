@@ -28,6 +28,9 @@ static pthread_mutex_t commit_lock = PTHREAD_MUTEX_INITIALIZER;
 static txn_observer_fn observer;
 static void *observer_ud;
 
+static void (*pre_commit)(db_batch *b);
+void txn_pre_commit(void (*fn)(db_batch *b)) { pre_commit = fn; }
+
 void txn_observe(txn_observer_fn fn, void *ud)
 {
     pthread_mutex_lock(&commit_lock);
@@ -235,6 +238,8 @@ int txn_end(txn *t, int rc, mb_err *err, const char *what)
      * the loop for nothing was a context switch per small upload. */
     bool kick = db_batch_has_events(t->b);
     if (!rc && what) {
+        if (pre_commit)
+            pre_commit(t->b);
         usage_flush(t);
         rc = refs_apply(t, err);
         if (!rc && observer && observer(t->b, observer_ud))

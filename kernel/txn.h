@@ -82,6 +82,10 @@ void txn_unlock(void);
  * commit lock, before the local write: it must not block for long and must not take the
  * commit lock. A non-zero return refuses the change (nothing is written; the caller's error
  * says the change could not be committed). One observer; NULL removes it. */
+/* Called under the commit lock with every change's batch before its deltas are added: the
+ * namespace (ns.c) adds the child counters of the folders the batch changes. Set once at start. */
+void txn_pre_commit(void (*fn)(db_batch *b));
+
 typedef int (*txn_observer_fn)(const db_batch *b, void *ud);
 void txn_observe(txn_observer_fn fn, void *ud);
 

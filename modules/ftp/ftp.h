@@ -93,6 +93,11 @@ struct sess {
     struct evbuffer *inbuf; /* ... into this */
     struct event *io_retry; /* a job the kernel had no worker for is tried again */
     struct evbuffer *listing; /* LIST/NLST/MLSD output waiting for the data connection */
+    /* A folder listing in pages (ftp_list.c): what the next page is asked for, while more
+     * follow; the next page is fetched once the last one left the output buffer. */
+    char *list_cursor, *list_path;
+    uint64_t list_sid;
+    int list_kind;
     uint64_t xbytes;
     struct ev_token_bucket_cfg *rate;
 };
@@ -148,7 +153,9 @@ void files_path(sess *s, const char *cmd, const char *arg);
 
 /* ftp_list.c */
 void list_time(int64_t t, char *buf, size_t n, bool mlsx);
-int list_build(sess *s, const char *arg, int kind, struct evbuffer *b, mb_err *e);
+/* paged: a folder's first page only, the rest through list_more (LIST/NLST/MLSD); else all
+ * of it (STAT on the control connection). */
+int list_build(sess *s, const char *arg, int kind, struct evbuffer *b, bool paged, mb_err *e);
 void list_mlst(sess *s, const char *arg);
 
 /* ftp_login.c */
@@ -162,6 +169,9 @@ void data_close(sess *s);
 void data_linger(sess *s);
 void data_linger_free(sess *s);
 void xfer_start(sess *s, int kind, struct evbuffer *listing, const char *what);
+/* The next page of a listing under way into b: true if one was added (ftp_list.c). */
+bool list_more(sess *s, struct evbuffer *b);
+void list_stop(sess *s);
 void xfer_end(sess *s, int code, const char *msg);
 void xfer_fail(sess *s, const mb_err *e);
 

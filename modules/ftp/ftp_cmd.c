@@ -92,7 +92,7 @@ static void cmd_stat(sess *s, const char *arg)
     if (arg && *arg && s->logged_in) {
         mb_err e = {0};
         struct evbuffer *b = evbuffer_new();
-        if (list_build(s, arg, 'L', b, &e)) {
+        if (list_build(s, arg, 'L', b, false, &e)) {
             evbuffer_free(b);
             reply_err(s, &e);
             return;

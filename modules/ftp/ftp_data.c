@@ -104,6 +104,7 @@ void xfer_end(sess *s, int code, const char *msg)
         evbuffer_free(s->listing);
         s->listing = NULL;
     }
+    list_stop(s);
     if (s->rd) {
         f->api->file_close(s->rd);
         s->rd = NULL;
@@ -157,6 +158,8 @@ static void data_write_cb(struct bufferevent *bev, void *arg)
     if (s->xkind == X_RETR)
         io_retr_fill(s);
     else if (s->xkind == X_LIST && evbuffer_get_length(bufferevent_get_output(s->data)) == 0) {
+        if (list_more(s, bufferevent_get_output(s->data)))
+            return; /* the next page of a big folder is on its way */
         data_linger(s);
         xfer_end(s, 226, "Transfer complete");
     }
@@ -195,7 +198,7 @@ static void data_run(sess *s)
         io_retr_fill(s);
     } else if (s->xkind == X_LIST) {
         bufferevent_enable(s->data, EV_WRITE);
-        if (evbuffer_get_length(bufferevent_get_output(s->data)) == 0)
+        if (evbuffer_get_length(bufferevent_get_output(s->data)) == 0 && !list_more(s, bufferevent_get_output(s->data)))
             xfer_end(s, 226, "Transfer complete");
     } else if (s->xkind == X_STOR && !s->prot_p && !s->rate) {
         /* TLS and the bandwidth cap need the bufferevent; a plain upload reads directly. */

@@ -19,7 +19,7 @@ void files_list(sess *s, const char *arg, int kind)
 {
     mb_err e = {0};
     struct evbuffer *b = evbuffer_new();
-    int rc = list_build(s, arg, kind, b, &e);
+    int rc = list_build(s, arg, kind, b, true, &e);
     if (rc) {
         evbuffer_free(b);
         reply_err(s, &e);
@@ -188,7 +188,8 @@ void files_path(sess *s, const char *cmd, const char *arg)
         }
         if (folder) {
             json_t *l = NULL;
-            if (api->folder_list(&s->user, sid, rest, false, &l, &e)) {
+            /* one entry tells empty from not: never the whole folder */
+            if (api->folder_page(&s->user, sid, rest, NULL, 1, &l, &e)) {
                 reply_err(s, &e);
                 return;
             }

@@ -1,13 +1,16 @@
 /*
  * modules/ftp/ftp_list.c — listings: the lines of LIST (ls -l style), NLST (names) and
  * MLSD/MLST (RFC 3659 facts), for "/" (the user's stores as folders), a folder or one file.
- * Names with CR or LF are left out, so a name cannot forge reply lines.
+ * Names with CR or LF are left out, so a name cannot forge reply lines. A folder is listed a
+ * page at a time (api->folder_page): the next page is read when the previous one has left for
+ * the client, so a folder of a million entries costs one page of memory.
  *
- * Threads: the loop thread (the kernel's folder_list and file_stat read the metadata
+ * Threads: the loop thread (the kernel's folder_page and file_stat read the metadata
  * database, which does not block on the network).
  */
 #include "ftp.h"
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -46,8 +49,13 @@ static void list_line(struct evbuffer *b, int kind, const char *name, bool folde
     }
 }
 
-/* Fill b with the listing of arg (a folder, or one file). kind 'L' LIST, 'N' NLST, 'M' MLSD. */
-int list_build(sess *s, const char *arg, int kind, struct evbuffer *b, mb_err *e)
+#define LIST_PAGE 1000
+static int list_page(sess *s, uint64_t sid, const char *path, int kind, const char *cursor, struct evbuffer *b,
+                     char **next, mb_err *e);
+
+/* Fill b with the listing of arg (a folder, or one file). kind 'L' LIST, 'N' NLST, 'M' MLSD.
+ * A folder's first page only: list_more adds the next as the data connection drains. */
+int list_build(sess *s, const char *arg, int kind, struct evbuffer *b, bool paged, mb_err *e)
 {
     const mb_api *api = s->srv->api;
     char vpath[FTPU_PATH_MAX + 1];
@@ -88,8 +96,34 @@ int list_build(sess *s, const char *arg, int kind, struct evbuffer *b, mb_err *e
         return 0;
     }
     json_decref(info);
+    char *next = NULL;
+    rc = list_page(s, sid, rest, kind, NULL, b, &next, e);
+    while (!rc && next && !paged) { /* STAT on the control connection: the whole folder */
+        char *cur = next;
+        rc = list_page(s, sid, rest, kind, cur, b, &next, e);
+        free(cur);
+    }
+    if (!rc && next) { /* the rest as the data connection drains (list_more) */
+        list_stop(s);
+        s->list_sid = sid;
+        s->list_kind = kind;
+        s->list_path = strdup(rest);
+        s->list_cursor = next;
+        next = NULL;
+    }
+    free(next);
+    return rc;
+}
+
+/* The next page of the folder being listed into b (a page of LIST_PAGE entries, so a folder
+ * of any size costs one page of memory); keeps the cursor for the one after. */
+static int list_page(sess *s, uint64_t sid, const char *path, int kind, const char *cursor, struct evbuffer *b,
+                     char **next, mb_err *e)
+{
     json_t *out;
-    if ((rc = api->folder_list(&s->user, sid, rest, false, &out, e)))
+    *next = NULL;
+    int rc = s->srv->api->folder_page(&s->user, sid, path, cursor, LIST_PAGE, &out, e);
+    if (rc)
         return rc;
     size_t i;
     json_t *en;
@@ -99,8 +133,33 @@ int list_build(sess *s, const char *arg, int kind, struct evbuffer *b, mb_err *e
         list_line(b, kind, json_string_value(json_object_get(en, "name")), t && !strcmp(t, "folder"),
                   jint(en, "size"), jint(en, "mtime"), s->user.name);
     }
+    const char *nc = json_string_value(json_object_get(out, "next_cursor"));
+    *next = nc ? strdup(nc) : NULL;
     json_decref(out);
     return 0;
+}
+
+bool list_more(sess *s, struct evbuffer *b)
+{
+    if (!s->list_cursor)
+        return false;
+    mb_err e = {0};
+    char *cursor = s->list_cursor;
+    s->list_cursor = NULL;
+    int rc = list_page(s, s->list_sid, s->list_path, s->list_kind, cursor, b, &s->list_cursor, &e);
+    free(cursor);
+    if (rc) { /* the folder went away meanwhile: the listing ends with what was sent */
+        list_stop(s);
+        return false;
+    }
+    return evbuffer_get_length(b) > 0 || list_more(s, b);
+}
+
+void list_stop(sess *s)
+{
+    free(s->list_cursor);
+    free(s->list_path);
+    s->list_cursor = s->list_path = NULL;
 }
 
 /* MLST: one entry's facts on the control connection (RFC 3659 7.2). */

@@ -97,6 +97,7 @@ void sess_close(sess *s)
     else
         data_close(s);
     data_linger_free(s);
+    list_stop(s);
     if (s->ctl) {
         bufferevent_free(s->ctl);
         s->ctl = NULL;

@@ -120,6 +120,27 @@ class FtpTest(harness.ServerTest):
         return p
 
 
+class TestFtpBigFolder(FtpTest):
+    def test_list_nlst_and_mlsd_of_a_folder_of_several_pages_name_every_entry_once(self):
+        from test_scale import fill  # noqa: E402 (uploads through the HTTP API, 8 connections)
+        n = 2500  # the module reads a folder 1,000 entries at a time
+        fill(self.srv, self.admin, 1, "big", n, name="n%05d.txt")
+        want = ["n%05d.txt" % i for i in range(n)]
+        def same(got, what):  # compared without difflib: a diff of 2,500 lines takes minutes
+            self.assertTrue(got == want, "%s: %d names, first %r, last %r"
+                            % (what, len(got), [g[:40] for g in got[:3]], [g[:40] for g in got[-3:]]))
+        nlst = self.curl("--list-only", self.url + "/Home/big/").stdout.decode().splitlines()
+        same([x for x in nlst if x], "NLST")
+        lines = [x for x in self.curl(self.url + "/Home/big/").stdout.decode().splitlines() if x]
+        same([x.split()[-1] for x in lines], "LIST")
+        self.assertTrue(all(x.startswith("-rw-r--r--") for x in lines))
+        f = self.ftp()
+        same([name for name, facts in f.mlsd("/Home/big")], "MLSD")
+        # STAT on the control connection lists the whole folder too
+        self.assertEqual(f.sendcmd("STAT /Home/big").count(".txt"), n)
+        f.quit()
+
+
 class TestFtpClients(FtpTest):
     def test_curl_uploads_downloads_and_lists_over_plain_and_tls(self):
         data = os.urandom(3 * 1024 * 1024 + 17)

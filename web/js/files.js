@@ -34,10 +34,30 @@ export function normalizeEntries(data, base) {
     });
 }
 
-export async function listFolder(sid, path, query = '') {
-    const data = await api('GET', (path ? `${S(sid)}/list/${encodePath(path)}` : `${S(sid)}/list`) + query);
-    return normalizeEntries(data, path);
+/* One page of a folder in name order (docs/api.md): {entries, next (cursor or null), total}. */
+/* `filter` is more query ("tag=a&tag=-b", web/js/tags.js): the server filters each page, so a page may
+ * hold fewer than `limit` entries, and `total` counts the whole folder. */
+export async function listPage(sid, path, cursor, limit = PAGE, filter = '') {
+    const q = `?limit=${limit}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : '') + (filter ? `&${filter}` : '');
+    const data = await api('GET', (path ? `${S(sid)}/list/${encodePath(path)}` : `${S(sid)}/list`) + q);
+    return { entries: normalizeEntries(data, path), next: data?.next_cursor || null, total: data?.total ?? null };
 }
+
+/* A whole folder, page after page (the folder chooser; small folders). */
+export async function listFolder(sid, path) {
+    let all = [], cursor = null;
+    do {
+        const p = await listPage(sid, path, cursor);
+        all = all.concat(p.entries);
+        cursor = p.next;
+    } while (cursor);
+    return all;
+}
+
+/* The file list of a big folder is virtual: only the rows near the viewport are in the page
+ * (ROWS_MAX at most), pages are fetched as the user scrolls, and a folder of more than WHOLE
+ * entries is shown in the server's name order (sorting it would need all of it). */
+const PAGE = 1000, WHOLE = 10000, VIRTUAL = 200, ROWS_MAX = 120, OVERSCAN = 30;
 
 /* ====================================================================== view === */
 export class FilesView {
@@ -52,6 +72,16 @@ export class FilesView {
         this.panelTab = 'details';
         this.loading = false;
         this.error = null;
+        this.cursor = null;     // the next page of a folder loaded in part
+        this.total = null;      // entries the folder holds (the server's count)
+        this.allSelected = false; // "select all" of a folder loaded in part: the whole folder
+        this.rowH = 41;
+        this.onScroll = () => {
+            if (this.scrollQueued) return;
+            this.scrollQueued = true;
+            requestAnimationFrame(() => { this.scrollQueued = false; this.fillRows(); });
+        };
+        window.addEventListener('scroll', this.onScroll, { passive: true });
         this.el = h('section.view.files-view', { 'aria-label': 'Files' });
         this.fileInput = h('input', { type: 'file', multiple: true, hidden: true, 'aria-hidden': 'true', tabindex: '-1' });
         this.dirInput = h('input', { type: 'file', multiple: true, hidden: true, webkitdirectory: true, 'aria-hidden': 'true', tabindex: '-1' });
@@ -70,7 +100,7 @@ export class FilesView {
         ];
     }
 
-    destroy() { this.offs.forEach(f => f()); }
+    destroy() { this.offs.forEach(f => f()); window.removeEventListener('scroll', this.onScroll); }
 
     async show(sid, path) {
         const changed = String(sid) !== String(state.sid) || path !== state.path;
@@ -78,6 +108,7 @@ export class FilesView {
         state.path = path;
         if (changed) {
             this.selected.clear();
+            this.allSelected = false;
             this.rowErrors.clear();
             this.lastIndex = null;
             this.closePanel();
@@ -90,9 +121,19 @@ export class FilesView {
         this.loading = true;
         this.render();
         try {
-            const entries = await listFolder(sid, path, tagQuery()); // ?tag= (web/js/tags.js)
+            const filter = tagQuery().slice(1); // ?tag= (web/js/tags.js), without its '?'
+            const first = await listPage(sid, path, null, PAGE, filter);
+            let entries = first.entries, cursor = first.next;
+            // A folder of up to WHOLE entries is loaded whole (any sort); a bigger one a page at a time.
+            while (cursor && (first.total ?? 0) <= WHOLE) {
+                const p = await listPage(sid, path, cursor, PAGE, filter);
+                entries = entries.concat(p.entries);
+                cursor = p.next;
+            }
             if (sid !== state.sid || path !== state.path) return; // navigated away meanwhile
             this.entries = entries;
+            this.cursor = cursor;
+            this.total = first.total ?? entries.length;
             this.error = null;
             const have = new Set(entries.map(e => e.path));
             for (const p of [...this.selected]) if (!have.has(p)) this.selected.delete(p);
@@ -105,7 +146,31 @@ export class FilesView {
         this.render();
     }
 
+    /* The next page of a folder loaded in part, once. */
+    async loadMore() {
+        if (!this.cursor || this.loadingMore) return;
+        const sid = state.sid, path = state.path, cursor = this.cursor;
+        this.loadingMore = true;
+        try {
+            const p = await listPage(sid, path, cursor, PAGE, tagQuery().slice(1));
+            if (sid !== state.sid || path !== state.path || cursor !== this.cursor) return;
+            this.entries = this.entries.concat(p.entries);
+            this.rows = this.entries; // the list on screen stays in the server's order until the next render
+            this.cursor = p.next;
+            if (p.total != null) this.total = p.total;
+            this.sortedCache = null;
+        } catch (e) {
+            toast('The next entries could not be loaded: ' + e.message, 'error');
+        } finally {
+            this.loadingMore = false;
+        }
+        this.fillRows();
+    }
+
+    get partial() { return this.cursor !== null; }
+
     sorted() {
+        if (this.partial) return this.entries; // the server's name order: the rest is not here yet
         const { key, dir } = this.sort;
         const val = e => key === 'name' ? e.name.toLocaleLowerCase() : key === 'size' ? (e.size ?? -1)
             : (toDate(e.mtime)?.getTime() ?? 0);
@@ -144,14 +209,14 @@ export class FilesView {
                     { cls: 'icon-btn', iconOnly: true, dataset: { part: 'settings' } })),
             tagBar(state.sid, state.path, () => this.load()));
 
-        const n = this.selected.size;
+        const n = this.allSelected ? this.total : this.selected.size;
         const selBar = h('div.selection-bar', { hidden: !n, role: 'toolbar', 'aria-label': 'Selected items' },
-            h('span.sel-count', `${n} selected`),
+            h('span.sel-count', this.allSelected ? `All ${Number(n).toLocaleString()} selected` : `${n} selected`),
             button('Download', 'download', () => this.download([...this.selectedEntries()])),
             button('Move', 'move', () => this.move([...this.selectedEntries()])),
             button('Tags…', 'edit', () => tagSelected(state.sid, [...this.selectedEntries()], () => this.load()), { dataset: { part: 'tags' } }),
             button('Delete', 'trash', () => this.remove([...this.selectedEntries()]), { cls: 'danger-text' }),
-            button('Clear selection', 'close', () => { this.selected.clear(); this.render(); }, { cls: 'icon-btn', iconOnly: true }));
+            button('Clear selection', 'close', () => { this.selected.clear(); this.allSelected = false; this.render(); }, { cls: 'icon-btn', iconOnly: true }));
 
         let body;
         if (this.error) {
@@ -175,19 +240,25 @@ export class FilesView {
 
     table() {
         const rows = this.sorted();
-        const allSel = rows.length > 0 && rows.every(e => this.selected.has(e.path));
+        const allSel = this.allSelected || (rows.length > 0 && rows.every(e => this.selected.has(e.path)));
         const selAll = h('input', { type: 'checkbox', 'aria-label': 'Select all', checked: allSel });
         selAll.indeterminate = !allSel && this.selected.size > 0;
         selAll.addEventListener('change', () => {
+            // In a folder loaded in part, "all" is the whole folder, not the rows loaded so far.
+            this.allSelected = selAll.checked && this.partial;
             if (selAll.checked) rows.forEach(e => this.selected.add(e.path));
             else this.selected.clear();
             this.render();
         });
         const th = (key, label, cls) => {
-            const active = this.sort.key === key;
+            const active = this.sort.key === key && !(this.partial && key !== 'name');
             const b = h('button.sort', { type: 'button' }, label,
                 active ? icon(this.sort.dir > 0 ? 'chevronDown' : 'chevron') : null);
             if (active && this.sort.dir < 0) b.classList.add('desc');
+            if (this.partial && key !== 'name') {
+                b.disabled = true;
+                b.title = 'A folder this big is listed by name';
+            }
             b.addEventListener('click', () => {
                 this.sort = { key, dir: active ? -this.sort.dir : 1 };
                 this.render();
@@ -199,16 +270,56 @@ export class FilesView {
             }, b);
         };
         const tbody = h('tbody');
-        rows.forEach((e, i) => {
-            tbody.append(this.row(e, i, rows));
-            const err = this.rowErrors.get(e.path);
-            if (err) tbody.append(h('tr.row-error', h('td', { colspan: '5', role: 'alert' }, icon('alert'), err)));
-        });
-        return h('table.files', { 'aria-label': 'Folder contents' },
+        this.tbody = tbody;
+        this.rows = rows;
+        this.virtual = this.partial || rows.length > VIRTUAL;
+        this.window = null;
+        if (this.virtual) {
+            requestAnimationFrame(() => this.fillRows());
+            this.fillRows();
+        } else rows.forEach((e, i) => this.rowInto(tbody, e, i, rows));
+        const table = h('table.files', { 'aria-label': 'Folder contents', 'aria-rowcount': String(this.total ?? rows.length) },
             h('thead', h('tr', h('th.col-check', { scope: 'col' }, selAll), th('name', 'Name'),
                 th('size', 'Size', 'col-size'), th('mtime', 'Modified', 'col-mtime'),
                 h('th.col-actions', { scope: 'col' }, h('span.sr-only', 'Actions')))),
             tbody);
+        this.tableEl = table;
+        return table;
+    }
+
+    rowInto(tbody, e, i, rows) {
+        tbody.append(this.row(e, i, rows));
+        const err = this.rowErrors.get(e.path);
+        if (err) tbody.append(h('tr.row-error', h('td', { colspan: '5', role: 'alert' }, icon('alert'), err)));
+    }
+
+    /* A virtual list: spacer rows stand for what is above and below the rows near the viewport,
+     * so the scroll bar covers the whole folder while at most ROWS_MAX rows exist. */
+    fillRows() {
+        if (!this.virtual || !this.tbody?.isConnected) return;
+        const rows = this.rows, count = Math.max(this.total ?? 0, rows.length);
+        const top = this.tbody.getBoundingClientRect().top;
+        const first = Math.max(0, Math.floor(-top / this.rowH) - OVERSCAN);
+        const want = Math.min(ROWS_MAX, Math.ceil(window.innerHeight / this.rowH) + 2 * OVERSCAN);
+        const start = Math.min(first, Math.max(0, count - want));
+        const end = Math.min(count, start + want);
+        if (end > rows.length - PAGE / 2 && this.cursor) this.loadMore();
+        const shown = Math.min(end, rows.length);
+        const key = `${start}:${shown}:${rows.length}`;
+        if (this.window === key) return;
+        this.window = key;
+        const spacer = n => h('tr.spacer', { 'aria-hidden': 'true' }, h('td', { colspan: '5', style: `height:${n * this.rowH}px;padding:0;border:0` }));
+        const focused = document.activeElement?.closest?.('tr')?.dataset?.path;
+        this.tbody.replaceChildren();
+        if (start) this.tbody.append(spacer(start));
+        for (let i = start; i < shown; i++) this.rowInto(this.tbody, rows[i], i, rows);
+        if (count > shown) this.tbody.append(spacer(count - Math.max(start, shown)));
+        const real = this.tbody.querySelector('tr[data-path]');
+        if (real && real.offsetHeight && Math.abs(real.offsetHeight - this.rowH) > 1) {
+            this.rowH = real.offsetHeight; // measured once rows exist; the next scroll uses it
+            this.window = null;
+        }
+        if (focused) this.tbody.querySelector(`tr[data-path="${CSS.escape(focused)}"] input`)?.focus();
     }
 
     row(e, i, rows) {
@@ -249,7 +360,7 @@ export class FilesView {
     }
 
     *selectedEntries() {
-        for (const e of this.entries) if (this.selected.has(e.path)) yield e;
+        for (const e of this.entries) if (this.allSelected || this.selected.has(e.path)) yield e;
     }
 
     /* -------------------------------------------------------------- upload --- */
@@ -339,7 +450,38 @@ export class FilesView {
         }, 0);
     }
 
+    /* "Select all" of a folder loaded in part: fn runs on every entry of the whole folder, a
+     * page at a time, taking the first page again after each (what fn did left the folder), with
+     * the progress in a toast. Stops when a page brings nothing fn could act on. */
+    async forWholeFolder(verb, fn) {
+        const sid = state.sid, path = state.path, total = this.total;
+        const filter = tagQuery().slice(1); // with a tag filter on, "all" is every entry that matches
+        let done = 0, failed = null, cursor = null;
+        for (;;) {
+            const p = await listPage(sid, path, cursor, PAGE, filter);
+            let acted = 0;
+            for (const e of p.entries) {
+                try { await fn(e); acted++; done++; } catch (err) { failed = err; }
+            }
+            if (acted) cursor = null;                              // what fn did left the folder: from the top again
+            else if (!p.entries.length && p.next) cursor = p.next; // a filtered page with no match: read on
+            else break;
+            if (acted) toast(`${verb} ${done.toLocaleString()} of ${Number(total).toLocaleString()}…`, 'info');
+        }
+        this.allSelected = false;
+        this.selected.clear();
+        if (failed) toast(`Some items could not be handled: ${failed.message}`, 'error');
+        toast(`${verb} ${done.toLocaleString()} item${done === 1 ? '' : 's'}.`, 'success');
+        emit('usage');
+        this.load();
+    }
+
     async move(entries) {
+        if (this.allSelected) {
+            const dest = await chooseFolder(state.sid, state.path, `Move all ${Number(this.total).toLocaleString()} items to…`, []);
+            if (dest === undefined || dest === null || dest === state.path) return;
+            return this.forWholeFolder('Moved', e => api('POST', `${S(state.sid)}/move`, { from: e.path, to: join(dest, e.name) }));
+        }
         if (!entries.length) return;
         const dest = await chooseFolder(state.sid, state.path, entries.length === 1
             ? `Move “${entries[0].name}” to…` : `Move ${entries.length} items to…`, entries.map(e => e.path));
@@ -360,8 +502,15 @@ export class FilesView {
     }
 
     async remove(entries) {
-        if (!entries.length) return;
         const toTrash = partEnabled('trash');
+        if (this.allSelected) {
+            const what = `all ${Number(this.total).toLocaleString()} items`;
+            if (!await confirmDialog(toTrash ? 'Move to trash' : 'Delete permanently', toTrash
+                ? `Move ${what} to the trash? You can restore from there.` : `Delete ${what}? This cannot be undone.`,
+            toTrash ? 'Move to trash' : 'Delete', true)) return;
+            return this.forWholeFolder('Deleted', e => api('DELETE', fileUrl(state.sid, e.path).slice('/api/v1'.length) + (e.type === 'folder' ? '?recursive=true' : '')));
+        }
+        if (!entries.length) return;
         const what = entries.length === 1 ? `“${entries[0].name}”` : `${entries.length} items`;
         const ok = await confirmDialog(toTrash ? 'Move to trash' : 'Delete permanently',
             toTrash ? `Move ${what} to the trash? You can restore from there.`
@@ -386,6 +535,8 @@ export class FilesView {
     }
 
     download(entries) {
+        // The whole of a folder loaded in part: the folder as one zip.
+        if (this.allSelected) entries = [{ path: state.path, name: baseName(state.path) || 'files', type: 'folder' }];
         for (const e of entries) {
             const a = h('a', { href: fileUrl(state.sid, e.path) + '?download=true', download: e.type === 'folder' ? e.name + '.zip' : e.name, hidden: true });
             document.body.append(a);

@@ -1,0 +1,102 @@
+// tests/gui/scale.test.mjs — a folder of 20,000 files in the web page (issue 27), in a real browser
+// (Debian's chromium via playwright-core) against a real mbyted started by
+// tests/integration/test_gui_scale.py. Env as for gui.test.mjs: MBYTE_URL, MBYTE_ADMIN_USER,
+// MBYTE_ADMIN_PASSWORD, MBYTE_ARTIFACTS. What a person sees: the first rows at once, the rows of
+// wherever they scroll to (pages fetched on the way), and never more than a bounded number of rows
+// in the page; "select all" counts the whole folder.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const URL = process.env.MBYTE_URL;
+const USER = process.env.MBYTE_ADMIN_USER || 'admin';
+const PASS = process.env.MBYTE_ADMIN_PASSWORD;
+const ART = process.env.MBYTE_ARTIFACTS || join(tmpdir(), 'mbyte-gui-artifacts');
+assert.ok(URL && PASS, 'MBYTE_URL and MBYTE_ADMIN_PASSWORD must be set (tests/integration/test_gui_scale.py does)');
+mkdirSync(ART, { recursive: true });
+
+const N = 20000, ROWS_BOUND = 200;
+const name = i => 'f' + String(i).padStart(5, '0') + '.txt';
+let browser, page, token, sid;
+
+async function call(method, path, body) {
+    const r = await fetch(URL + '/api/v1' + path, { method, body, headers: { Authorization: 'Bearer ' + token } });
+    return { status: r.status, body: r.headers.get('content-type')?.includes('json') ? await r.json() : await r.text() };
+}
+
+before(async () => {
+    const login = await fetch(URL + '/api/v1/auth/login', { method: 'POST', body: JSON.stringify({ username: USER, password: PASS }) });
+    token = (await login.json()).token;
+    sid = (await call('GET', '/stores')).body[0].id;
+    let next = 0;
+    const worker = async () => {
+        for (let i; (i = next++) < N;) {
+            const r = await call('PUT', `/stores/${sid}/files/big/${name(i)}?parents=true`, 'x' + i);
+            assert.ok(r.status === 201, JSON.stringify(r));
+        }
+    };
+    await Promise.all(Array.from({ length: 16 }, worker));
+    assert.equal((await call('GET', `/stores/${sid}/list/big?limit=1`)).body.total, N);
+    browser = await chromium.launch({
+        executablePath: '/usr/bin/chromium',
+        args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+            '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    const context = await browser.newContext({ viewport: { width: 1366, height: 860 } });
+    context.setDefaultTimeout(30000);
+    page = await context.newPage();
+    page.on('pageerror', e => console.log('# page error:', e.message));
+});
+
+after(async () => { await browser?.close(); });
+
+const rows = () => page.locator('table.files tbody tr[data-path]').count();
+const row = i => page.locator(`table.files tbody tr[data-path="big/${name(i)}"]`);
+
+test('a folder of 20,000 files scrolls through every part with a bounded number of rows', async () => {
+    await page.goto(URL + '/');
+    await page.getByLabel('Username').fill(USER);
+    await page.getByLabel('Password').fill(PASS);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('table.files').waitFor();
+    await page.goto(`${URL}/#/files/${sid}/big`);
+    await row(0).waitFor();
+    assert.ok(await rows() <= ROWS_BOUND, `rows at the top: ${await rows()}`);
+    // the scroll bar stands for the whole folder: the page is about N rows high
+    const height = await page.evaluate(() => document.documentElement.scrollHeight);
+    assert.ok(height > N * 30, 'page height ' + height);
+    // the middle: rows there appear (their page fetched), and only a window of them exists
+    await page.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight / 2));
+    const shownIndex = () => page.evaluate(() => {
+        const r = document.querySelector('table.files tbody tr[data-path]');
+        return r ? Number(/f(\d+)\.txt$/.exec(r.dataset.path)[1]) : -1;
+    });
+    await page.waitForFunction(() => {
+        const r = document.querySelector('table.files tbody tr[data-path]');
+        return r && Number(/f(\d+)\.txt$/.exec(r.dataset.path)[1]) > 5000;
+    });
+    const mid = await shownIndex();
+    assert.ok(mid > 5000 && mid < 15000, 'the rows shown in the middle start at ' + mid);
+    // and the row at the viewport's middle is really on screen
+    const y = await page.locator('table.files tbody tr[data-path]').nth(40).evaluate(el => el.getBoundingClientRect().top);
+    assert.ok(y > -200 && y < 1060, 'a rendered row is near the viewport: ' + y);
+    assert.ok(await rows() <= ROWS_BOUND, `rows in the middle: ${await rows()}`);
+    assert.equal(await row(0).count(), 0, 'the first row left the page');
+    await page.screenshot({ path: join(ART, 'scale-middle.png') });
+    // "select all" is the whole folder, not the rows loaded so far; sorting a folder loaded in part
+    // by size is refused in the page (name order stays)
+    assert.equal(await page.locator('th[data-key="size"] button').isDisabled(), true);
+    await page.getByRole('checkbox', { name: 'Select all' }).check();
+    await page.locator('.sel-count', { hasText: 'All 20,000 selected' }).waitFor();
+    await page.getByRole('button', { name: 'Clear selection' }).click();
+    // the end: the last file shows up, still in a bounded page
+    await page.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight));
+    await row(N - 1).waitFor();
+    await page.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight)); // after the last page
+    assert.ok(await rows() <= ROWS_BOUND, `rows at the end: ${await rows()}`);
+    assert.equal(await page.locator('table.files tbody tr').count() <= ROWS_BOUND + 2, true);
+    await page.screenshot({ path: join(ART, 'scale-end.png') });
+});
