@@ -64,6 +64,9 @@ function shippedModules() {
     for (; i > 0 && i < lines.length && /^(\s|#|$)/.test(lines[i]); i++) { // the indented block under modules:
         const m = /^\s+([a-z0-9_-]+):\s*true\b/.exec(lines[i]);
         if (m) out.add(m[1]);
+        // off because it needs a service outside the machine (vault: a Vault server): not expected here
+        const off = /^\s+([a-z0-9_-]+):\s*false\b.*#.*\bneeds\b/.exec(lines[i]);
+        if (off) out.delete(off[1]);
     }
     return [...out].sort();
 }
