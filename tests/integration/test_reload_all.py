@@ -37,6 +37,7 @@ MODULE_ROUTE = {
     "webdav": "/dav/Home/" + FIXED,
     "thumbnails": "/api/v1/admin/thumbnails",
     "search": "/api/v1/search/status",
+    "tags": "/api/v1/stores/{sid}/tags",
 }
 # Sizes of the uploads: empty, inline-sized, a few chunks (the write pipeline's store thread).
 SIZES = [0, 1000, 70 * 1024, 3 * 1024 * 1024 + 17]
