@@ -16,7 +16,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import MBYTECTL, SRC, Server, ServerTest, free_port, missing_prerequisite, main  # noqa: E402
+from harness import MBYTECTL, MBYTED, SRC, Server, ServerTest, free_port, missing_prerequisite, main  # noqa: E402
 from storeutil import fsck, put, wait_task  # noqa: E402
 from test_vault import FakeVault  # noqa: E402
 
@@ -649,6 +649,41 @@ class S3TransitTest(S3Test):
     test_s3rver_killed_during_8_uploads_acknowledges_nothing_it_lost = None
     test_placement_on_an_unknown_backend_or_encrypted_is_refused_with_a_reason = None
     test_admin_backends_lists_local_and_s3_with_their_objects_and_a_missing_one_down = None
+
+
+class MasterKeySettingTest(unittest.TestCase):
+    def test_a_bad_master_key_is_refused_with_its_line_and_a_key_file_is_not_read_as_a_secret(self):
+        srv = Server(conf={"master_key": "12345"})
+        try:
+            p = subprocess.run([MBYTED, "--config", srv.confdir], env=srv.env(), capture_output=True, text=True,
+                               timeout=60)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("mbyte.yaml:2: master_key must be a key reference", p.stdout + p.stderr)
+        finally:
+            srv.cleanup()
+        # A key file readable by others: the server starts (the key is named, not read as a
+        # value), and an encrypted store is refused naming why.
+        srv = Server(modules=MODULES)
+        try:
+            key = os.path.join(srv.tmp, "master.key")
+            secret = os.urandom(32)
+            with open(key, "wb") as f:
+                f.write(secret)
+            os.chmod(key, 0o644)
+            srv.conf["master_key"] = "file:" + key
+            srv.module_conf["s3"] = "backends:\n  s3a:\n    endpoint: http://127.0.0.1:9\n    region: r\n" \
+                                    "    bucket: b\n    access_key: a\n    secret_key: s\n"
+            srv.write_config()
+            srv.start()
+            admin = srv.login()
+            r = srv.request("POST", "/api/v1/stores", {"name": "S", "placement": {"backend": "s3a", "encrypt": True}},
+                            token=admin)
+            self.assertEqual(r.status, 403, r)
+            self.assertIn("chmod 600", r.json()["detail"])
+            self.assertNotIn(secret.hex(), srv.read_log())
+        finally:
+            srv.stop()
+            srv.cleanup()
 
 
 class S3VirtualHostTest(S3Test):
