@@ -206,15 +206,16 @@ int backend_placement_make(const json_t *p, json_t **out, mb_err *err)
     json_t *o = backend_placement_norm(p);
     if (json_is_true(json_object_get(o, "encrypt"))) {
         uint8_t dk[CRYPT_KEY];
-        char wrapped[256];
+        char *wrapped = NULL;
         randombytes_buf(dk, sizeof dk);
-        int rc = crypt_key_wrap(dk, wrapped, sizeof wrapped, err);
+        int rc = crypt_key_wrap(dk, &wrapped, err);
         sodium_memzero(dk, sizeof dk);
         if (rc) {
             json_decref(o);
             return rc;
         }
         json_object_set_new(o, "key", json_string(wrapped));
+        free(wrapped);
     }
     *out = o;
     return 0;
@@ -364,7 +365,9 @@ bool backend_store_local(uint64_t sid)
 {
     char name[BACKEND_NAME_MAX + 1];
     mb_err e = {0};
-    return store_backend_name(sid, name, &e) != 0 || !strcmp(name, "local");
+    /* a store whose placement cannot be read is not taken for local: its reader goes the
+     * backend way, which answers why (a data key that cannot be unwrapped: 503) */
+    return store_backend_name(sid, name, &e) == 0 && !strcmp(name, "local");
 }
 
 int backend_placement_get(uint64_t sid, json_t **out, mb_err *err)
@@ -455,5 +458,4 @@ void backend_fini(void)
     nencs = 0;
     encs_loaded = false;
     pthread_mutex_unlock(&enc_mu);
-    crypt_fini();
 }

@@ -7,12 +7,21 @@
  *                                        (docs/crypto.md, tools/mbyte-decrypt): the store's placement
  *                                        with its wrapped data key, and the current version's chunks
  *                                        in order (small ones, which never leave the server, inline)
+ *   POST /api/v1/admin/backends/rewrap[?rotate=true]  every encrypted store's data key wrapped
+ *                                        again under the newest master key version (after rotating
+ *                                        it); the data is not re-encrypted
+ *   GET /api/v1/admin/stores/{sid}/datakey  a store's unwrapped data key, for mbyte-decrypt when
+ *                                        the master key is Vault transit; admin only, and every
+ *                                        export is the audited event "store.datakey_exported"
  *
  * Threads: HTTP workers; the backend listing blocks on each backend (a walk of <data>/chunks,
- * S3 ListObjectsV2 pages), never the loop thread.
+ * S3 ListObjectsV2 pages), and the key routes on the key provider (Vault), never the loop
+ * thread. A rewrap writes each store record under the commit lock (txn) and only if its key is
+ * still the one it rewrapped.
  */
 #include "fs.h"
 #include "ns.h"
+#include "txn.h"
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,8 +121,148 @@ static int h_manifest(mb_req *req, void *st, mb_err *err)
     return rc;
 }
 
+/* The scheme and version of a wrapped key ("vault:v2:", "mbkw1:", "v1:<key id>:"): what it
+ * was wrapped with, without its body. */
+static json_t *wrap_kind(const char *w)
+{
+    const char *c = strchr(w, ':');
+    const char *d = c && strncmp(w, "mbkw1:", 6) ? strchr(c + 1, ':') : NULL;
+    size_t n = d ? (size_t)(d - w) + 1 : c ? (size_t)(c - w) + 1 : 0;
+    return json_stringn(w, n);
+}
+
+/* Store sid's record key into key (32 bytes). */
+static void store_key(char key[32], uint64_t sid)
+{
+    char a[17];
+    key_u64(a, sid);
+    snprintf(key, 32, "s/%s", a);
+}
+
+/* Write store sid's wrapped key `to` if it still holds `from`: 0, or 1 when it changed meanwhile. */
+static int rewrap_store(uint64_t sid, const char *from, const char *to, mb_err *err)
+{
+    char key[32];
+    store_key(key, sid);
+    txn t;
+    txn_begin(&t, NULL);
+    json_t *rec = NULL;
+    int rc = db_get_json(key, &rec) ? err_set(err, MB_EIO, "the record of store %llu cannot be read",
+                                              (unsigned long long)sid)
+                                    : 0;
+    json_t *p = rc ? NULL : json_object_get(rec, "placement");
+    const char *now = mb_jstr(p, "key");
+    bool same = now && !strcmp(now, from);
+    if (!rc && same) {
+        json_object_set_new(p, "key", json_string(to));
+        db_batch_put_json(t.b, key, rec);
+    }
+    rc = txn_end(&t, rc, err, !rc && same ? "the rewrapped data key" : NULL);
+    json_decref(rec);
+    return rc ? rc : !same;
+}
+
+/* POST /api/v1/admin/backends/rewrap[?rotate=true] -> {"rotated", "stores": [{"store","from","to"}]} */
+static int h_rewrap(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    const char *q = http_req_query(req, "rotate");
+    bool rotate = q && (!strcmp(q, "true") || !strcmp(q, "1"));
+    if (q && !rotate && strcmp(q, "false") && strcmp(q, "0"))
+        return err_set(err, MB_EINVAL, "rotate must be true or false");
+    int rc = rotate ? crypt_key_rotate(err) : crypt_available(err) ? 0 : err->code;
+    if (rc)
+        return rc;
+    json_t *todo = json_array();
+    db_iter *it = db_iter_prefix("s/", 2);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        db_iter_key(it, &kl);
+        const char *v = db_iter_val(it, &vl);
+        json_t *rec = json_loadb(v, vl, 0, NULL);
+        json_t *p = json_object_get(rec, "placement");
+        if (kl == 18 && json_is_true(json_object_get(p, "encrypt")) && mb_jstr(p, "key"))
+            json_array_append_new(todo, json_pack("{s:I, s:s}", "store", jint(rec, "id"), "key", mb_jstr(p, "key")));
+        json_decref(rec);
+    }
+    db_iter_free(it);
+    json_t *done = json_array();
+    size_t i;
+    json_t *o;
+    json_array_foreach(todo, i, o) {
+        uint64_t sid = (uint64_t)jint(o, "store");
+        const char *from = jstr(o, "key");
+        char *to = NULL;
+        rc = crypt_key_rewrap(from, &to, err);
+        if (!rc)
+            rc = rewrap_store(sid, from, to, err);
+        if (rc < 0) {
+            err_set(err, rc, "store %llu: %s", (unsigned long long)sid, err->msg);
+            free(to);
+            break;
+        }
+        if (rc == 0)
+            json_array_append_new(done, json_pack("{s:I, s:o, s:o}", "store", (json_int_t)sid, "from",
+                                                  wrap_kind(from), "to", wrap_kind(to)));
+        free(to);
+        rc = 0;
+    }
+    json_decref(todo);
+    if (rc) {
+        json_decref(done);
+        return rc;
+    }
+    log_info("data keys rewrapped: %zu stores%s", json_array_size(done), rotate ? " (master key rotated)" : "");
+    return http_reply_json(req, 200, json_pack("{s:b, s:o}", "rotated", rotate, "stores", done));
+}
+
+/* GET /api/v1/admin/stores/{sid}/datakey -> {"store","datakey"} (64 hex), audited. */
+static int h_datakey(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    const char *s = http_req_param(req, "sid");
+    uint64_t sid;
+    if (!s || !parse_u64(s, &sid))
+        return err_set(err, MB_ENOENT, "no such store: %s", s ? s : "");
+    char key[32];
+    store_key(key, sid);
+    json_t *rec = NULL;
+    if (db_get_json(key, &rec))
+        return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
+    json_t *p = json_object_get(rec, "placement");
+    int rc = json_is_true(json_object_get(p, "encrypt"))
+                 ? 0
+                 : err_set(err, MB_ECONFLICT, "store %llu is not encrypted: it has no data key", (unsigned long long)sid);
+    uint8_t dk[CRYPT_KEY];
+    if (!rc && (rc = crypt_key_unwrap(mb_jstr(p, "key"), dk, err)))
+        rc = err_set(err, MB_EBUSY, "the data key of store %llu cannot be unwrapped: %s", (unsigned long long)sid,
+                     err->msg);
+    json_decref(rec);
+    if (rc)
+        return rc;
+    const mb_user *u = http_req_user(req);
+    mb_err he = {0};
+    /* Audit first: a key that was not recorded as exported is not handed out. */
+    if (hook_emit("store.datakey_exported", json_pack("{s:I, s:I, s:s, s:s?}", "store", (json_int_t)sid, "user",
+                                                      (json_int_t)u->id, "name", u->name, "ip",
+                                                      http_req_client_ip(req)),
+                  &he)) {
+        sodium_memzero(dk, sizeof dk);
+        return err_set(err, MB_EIO, "the export could not be recorded, so the key is not given: %s", he.msg);
+    }
+    char hex[2 * CRYPT_KEY + 1];
+    sodium_bin2hex(hex, sizeof hex, dk, sizeof dk);
+    sodium_memzero(dk, sizeof dk);
+    log_info("store %llu: data key exported to %s", (unsigned long long)sid, u->name);
+    rc = http_reply_json(req, 200, json_pack("{s:I, s:s}", "store", (json_int_t)sid, "datakey", hex));
+    sodium_memzero(hex, sizeof hex);
+    return rc;
+}
+
 const kroute backend_routes[] = {
     {"GET", "/api/v1/admin/backends", MB_ROLE_ADMIN, h_backends, NULL},
     {"GET", "/api/v1/stores/{sid}/manifest/{path*}", MB_ROLE_USER, h_manifest, NULL},
+    {"POST", "/api/v1/admin/backends/rewrap", MB_ROLE_ADMIN, h_rewrap, NULL},
+    {"GET", "/api/v1/admin/stores/{sid}/datakey", MB_ROLE_ADMIN, h_datakey, NULL},
     {NULL},
 };

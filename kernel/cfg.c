@@ -314,7 +314,7 @@ static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "w
                                           "login_account_slow_after", "task_retention_days", "tls_cert", "tls_key",
                                           "http_redirect_listen", "require_tls", "trusted_proxies",
                                           "metrics_listen", "access_log", "log_format", "secrets_refresh",
-                                          "durability", "durability_window_ms", NULL};
+                                          "durability", "durability_window_ms", "master_key", NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -333,6 +333,7 @@ void cfg_free(kcfg *c)
     free(c->tls_cert);
     free(c->tls_key);
     free(c->redirect_host);
+    free(c->master_key);
     if (c->modules_enabled)
         for (char **m = c->modules_enabled; *m; m++)
             free(*m);
@@ -394,9 +395,24 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
         lines = json_object();
         rc = 0;
     }
+    /* master_key names a key (file:/path, transit:<key>) that wraps data keys (crypt.c); it is
+     * not a secret to read, so it is kept out of the resolution below. */
+    json_t *mk = rc ? NULL : json_object_get(root, "master_key");
+    if (mk && !(json_is_string(mk) && strchr(json_string_value(mk), ':') &&
+                json_string_value(mk)[0] != ':')) {
+        rc = err_set(err, MB_EINVAL, "%s:%zu: master_key must be a key reference: file:/path or transit:<key>",
+                     path, line_of(lines, "master_key"));
+        goto fail;
+    }
+    if (mk) {
+        c->master_key = xstrdup(json_string_value(mk));
+        json_object_del(root, "master_key");
+    }
     /* References (env:, file:) become values first: every check below sees values only. */
     if (rc || (rc = secret_resolve_tree("kernel", path, root, lines, NULL, NULL, err)))
         goto fail;
+    if (c->master_key)
+        json_object_set_new(root, "master_key", json_string(c->master_key));
     const char *key;
     json_t *val;
     json_object_foreach(root, key, val)

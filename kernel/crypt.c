@@ -2,8 +2,10 @@
  * crypt.c — client-side encryption of chunks before they leave for an external backend
  * (issue 21; docs/crypto.md is the format, written so anyone can write a decrypter).
  *
- *   master key MK (32 bytes, MBYTE_MASTER_KEY=file:/path, an owner-only file of 64 hex)
- *     wraps each encrypted store's data key DK (32 random bytes) with XChaCha20-Poly1305;
+ *   the master key (mbyte.yaml master_key: file:/path or transit:<key>) wraps each encrypted
+ *     store's data key DK (32 random bytes) through the kernel's key-wrap registry (secret.c
+ *     key_wrap, the calls api->key_* make); keys wrapped in the first format ("v1:", a 64-hex
+ *     key file and XChaCha20-Poly1305) are still opened, and a rewrap moves them to the registry's;
  *   DK gives two subkeys by keyed BLAKE2b: NK names objects, CK encrypts them;
  *   an object is named "e/" + hex(BLAKE2b-256 keyed with NK of the chunk's raw SHA-256), so
  *     the backend learns neither contents nor which chunks two stores share;
@@ -13,10 +15,8 @@
  *     decrypted, and blocks cannot be moved, swapped between chunks or cut off unnoticed.
  *   Overhead: 20 bytes per object + 16 per 64 KiB block, 0.026 % of a 1 MiB chunk.
  *
- * Wrapping goes through crypt_key_wrap / crypt_key_unwrap only, so another key provider (a
- * Vault transit engine through api->key_wrap, branch vault) replaces those two functions.
- *
- * Threads: any. The master key is read once (mk_mu) and kept in locked memory.
+ * Threads: any; no state of its own (the key providers guard theirs). Calls to a transit:
+ * provider block on the network: workers and HTTP handlers only.
  */
 #include "fs.h"
 #include <errno.h>
@@ -28,16 +28,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static pthread_mutex_t mk_mu = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t *mk; /* sodium_malloc'd: locked, guarded pages */
-static char mk_id[17];
-
 static const char WRAP_AD[] = "mbyte data key v1";
 
+/* mbyte.yaml master_key: read once at start, never replaced (a change needs a restart). */
+static const char *master_ref(void) { return g_cfg ? g_cfg->master_key : NULL; }
 int crypt_key_load(const char *source, uint8_t out[CRYPT_KEY], char kid[17], mb_err *err)
 {
     if (!source || strncmp(source, "file:", 5) || source[5] != '/')
-        return err_set(err, MB_EINVAL, "the master key must be given as file:/absolute/path (MBYTE_MASTER_KEY)");
+        return err_set(err, MB_EINVAL, "a key file must be given as file:/absolute/path (mbyte.yaml master_key)");
     const char *path = source + 5;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -66,25 +64,13 @@ int crypt_key_load(const char *source, uint8_t out[CRYPT_KEY], char kid[17], mb_
     return 0;
 }
 
-/* The master key, read on first use. */
-static int master(mb_err *err)
+bool crypt_available(mb_err *err)
 {
-    pthread_mutex_lock(&mk_mu);
-    int rc = 0;
-    if (!mk) {
-        uint8_t *k = sodium_malloc(CRYPT_KEY);
-        if (!k)
-            rc = err_set(err, MB_ENOMEM, "no locked memory for the master key");
-        else if ((rc = crypt_key_load(getenv("MBYTE_MASTER_KEY"), k, mk_id, err)))
-            sodium_free(k);
-        else
-            mk = k;
-    }
-    pthread_mutex_unlock(&mk_mu);
-    return rc;
+    if (master_ref())
+        return true;
+    err_set(err, MB_EUNSUPP, "mbyte.yaml has no master_key (file:/path or transit:<key>)");
+    return false;
 }
-
-bool crypt_available(mb_err *err) { return master(err) == 0; }
 
 int crypt_wrap_with(const uint8_t key[CRYPT_KEY], const char *kid, const uint8_t dk[CRYPT_KEY], char *out, size_t n)
 {
@@ -120,20 +106,64 @@ int crypt_unwrap_with(const uint8_t key[CRYPT_KEY], const char *kid, const char 
     return 0;
 }
 
-int crypt_key_wrap(const uint8_t dk[CRYPT_KEY], char *out, size_t n, mb_err *err)
+int crypt_key_wrap(const uint8_t dk[CRYPT_KEY], char **wrapped, mb_err *err)
 {
-    int rc = master(err);
-    if (rc)
-        return rc;
-    if (crypt_wrap_with(mk, mk_id, dk, out, n))
-        return err_set(err, MB_EINTERNAL, "a wrapped key does not fit");
-    return 0;
+    *wrapped = NULL;
+    if (!crypt_available(err))
+        return err->code;
+    return key_wrap(master_ref(), dk, CRYPT_KEY, wrapped, err);
 }
+
+/* A key in the first format ("v1:<key id>:<hex>", made while the master key came from
+ * MBYTE_MASTER_KEY): opened with the same key file given as master_key: file:/path. */
+static int legacy_unwrap(const char *wrapped, uint8_t dk[CRYPT_KEY], mb_err *err)
+{
+    const char *ref = master_ref();
+    if (strncmp(ref, "file:", 5))
+        return err_set(err, MB_EPERM, "a data key wrapped by a key file (v1:) needs master_key: file:/path, not %s",
+                       ref);
+    uint8_t *k = sodium_malloc(CRYPT_KEY);
+    if (!k)
+        return err_set(err, MB_ENOMEM, "no locked memory for the master key");
+    char kid[17];
+    int rc = crypt_key_load(ref, k, kid, err);
+    if (!rc)
+        rc = crypt_unwrap_with(k, kid, wrapped, dk, err);
+    sodium_free(k);
+    return rc;
+}
+
+static bool is_legacy(const char *wrapped) { return wrapped && !strncmp(wrapped, "v1:", 3); }
 
 int crypt_key_unwrap(const char *wrapped, uint8_t dk[CRYPT_KEY], mb_err *err)
 {
-    int rc = master(err);
-    return rc ? rc : crypt_unwrap_with(mk, mk_id, wrapped, dk, err);
+    if (!crypt_available(err))
+        return err->code;
+    if (is_legacy(wrapped))
+        return legacy_unwrap(wrapped, dk, err);
+    return key_unwrap(master_ref(), wrapped, dk, CRYPT_KEY, err);
+}
+
+int crypt_key_rewrap(const char *wrapped, char **out, mb_err *err)
+{
+    *out = NULL;
+    if (!crypt_available(err))
+        return err->code;
+    if (!is_legacy(wrapped))
+        return key_rewrap(master_ref(), wrapped, out, err);
+    uint8_t dk[CRYPT_KEY];
+    int rc = legacy_unwrap(wrapped, dk, err);
+    if (!rc)
+        rc = key_wrap(master_ref(), dk, CRYPT_KEY, out, err);
+    sodium_memzero(dk, sizeof dk);
+    return rc;
+}
+
+int crypt_key_rotate(mb_err *err)
+{
+    if (!crypt_available(err))
+        return err->code;
+    return key_rotate(master_ref(), err);
 }
 
 void crypt_subkeys(const uint8_t dk[CRYPT_KEY], uint8_t nk[CRYPT_KEY], uint8_t ck[CRYPT_KEY])
@@ -232,12 +262,4 @@ int crypt_open(const uint8_t ck[CRYPT_KEY], const char *hash, const uint8_t *obj
         r += n + crypto_aead_xchacha20poly1305_ietf_ABYTES;
     }
     return 0;
-}
-
-void crypt_fini(void)
-{
-    pthread_mutex_lock(&mk_mu);
-    sodium_free(mk);
-    mk = NULL;
-    pthread_mutex_unlock(&mk_mu);
 }

@@ -319,11 +319,17 @@ int backend_placement_get(uint64_t sid, json_t **out, mb_err *err);
 #define CRYPT_NAME 67 /* "e/" + 64 hex + NUL */
 /* Read a key source ("file:/path": 64 hex, owner-only) into out, with its 16-hex key id. */
 int crypt_key_load(const char *source, uint8_t out[CRYPT_KEY], char kid[17], mb_err *err);
-/* The master key (MBYTE_MASTER_KEY) is there and readable; else false with err set. */
+/* mbyte.yaml names a master_key; else false with err set. */
 bool crypt_available(mb_err *err);
-/* Wrap / unwrap a data key with the master key: the two calls a key provider replaces. */
-int crypt_key_wrap(const uint8_t dk[CRYPT_KEY], char *out, size_t n, mb_err *err);
+/* Wrap / unwrap a store's data key with the master key (kernel key-wrap registry; "v1:" keys of
+ * the first format are opened too). *wrapped: malloc'd. May block (transit:): never the loop. */
+int crypt_key_wrap(const uint8_t dk[CRYPT_KEY], char **wrapped, mb_err *err);
 int crypt_key_unwrap(const char *wrapped, uint8_t dk[CRYPT_KEY], mb_err *err);
+/* The same data key under the newest version of the master key (a "v1:" key moves to the
+ * registry's format); the data is not touched. *out: malloc'd. */
+int crypt_key_rewrap(const char *wrapped, char **out, mb_err *err);
+/* A new version of the master key (transit:; a file: key cannot, MB_EUNSUPP). */
+int crypt_key_rotate(mb_err *err);
 /* The same with a given key (mbyte-decrypt): wrapped strings are "v1:<kid>:<hex>". */
 int crypt_wrap_with(const uint8_t key[CRYPT_KEY], const char *kid, const uint8_t dk[CRYPT_KEY], char *out, size_t n);
 int crypt_unwrap_with(const uint8_t key[CRYPT_KEY], const char *kid, const char *wrapped, uint8_t dk[CRYPT_KEY],
@@ -339,7 +345,6 @@ int crypt_seal(const uint8_t ck[CRYPT_KEY], const char *hash, const void *in, si
 /* Decrypt and authenticate every block into out (len bytes): 0, or MB_EINTEGRITY (out wiped). */
 int crypt_open(const uint8_t ck[CRYPT_KEY], const char *hash, const uint8_t *obj, size_t objlen, uint8_t *out,
                size_t len, mb_err *err);
-void crypt_fini(void);
 
 /* GET /api/v1/admin/backends' rows: [{"name","type","state","objects","bytes","queued","stores"}],
  * local first; listing every backend (blocking: HTTP worker). New reference. */

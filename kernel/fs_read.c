@@ -158,7 +158,8 @@ static int trusted_fd(fs_reader *r, size_t i, mb_err *err)
     read_ahead(r, i);
     int fd;
     bool filled;
-    int rc = blob_read_fd(r->hash[i], r->fast[i], r->cache, (size_t)(r->off[i + 1] - r->off[i]), &fd, &filled, err);
+    int rc = blob_read_fd_store(r->sid, r->hash[i], r->fast[i], r->cache, (size_t)(r->off[i + 1] - r->off[i]), &fd,
+                                &filled, err);
     if (rc < 0)
         return rc;
     if (rc > 0)

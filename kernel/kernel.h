@@ -111,6 +111,7 @@ typedef struct kcfg {
     int http_header_timeout;         /* seconds to deliver a request's headers (does not restart) */
     int log_level;
     int64_t secrets_refresh; /* seconds between re-reads of secret references, 0: never */
+    char *master_key;        /* key reference wrapping stores' data keys (crypt.c), NULL: none */
     char **modules_enabled;  /* NULL-terminated */
     json_t *raw;             /* the whole mbyte.yaml as JSON */
 } kcfg;

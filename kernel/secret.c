@@ -451,11 +451,23 @@ static int master_key(const char *path, uint8_t key[MASTER_KEY_BYTES], mb_err *e
     int rc = secret_read_private(path, what, 4096, &buf, &n, err);
     if (rc)
         return rc;
+    /* 64 hex characters (and a newline): the key files made for MBYTE_MASTER_KEY before it
+     * became mbyte.yaml master_key (crypt.c) serve as they are. */
+    size_t hn = n, got = 0;
+    while (hn > 0 && (buf[hn - 1] == '\n' || buf[hn - 1] == '\r'))
+        hn--;
+    if (hn == 2 * MASTER_KEY_BYTES &&
+        !sodium_hex2bin(key, MASTER_KEY_BYTES, buf, hn, NULL, &got, NULL) && got == MASTER_KEY_BYTES) {
+        sodium_memzero(buf, n);
+        free(buf);
+        return 0;
+    }
     if (n != MASTER_KEY_BYTES) {
         sodium_memzero(buf, n);
         free(buf);
-        return err_set(err, MB_EINVAL, "%s: a master key file holds exactly %d random bytes (head -c %d /dev/urandom)",
-                       what, MASTER_KEY_BYTES, MASTER_KEY_BYTES);
+        return err_set(err, MB_EINVAL, "%s: a master key file holds exactly %d random bytes (head -c %d /dev/urandom) "
+                       "or %d hex characters (openssl rand -hex %d)",
+                       what, MASTER_KEY_BYTES, MASTER_KEY_BYTES, 2 * MASTER_KEY_BYTES, MASTER_KEY_BYTES);
     }
     memcpy(key, buf, MASTER_KEY_BYTES);
     sodium_memzero(buf, n);

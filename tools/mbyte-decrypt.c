@@ -6,6 +6,12 @@
  * their names (e.g. `rclone copy s3a:bucket DIR`).
  *
  *   mbyte-decrypt --key /etc/mbyte/master.key --manifest report.json --objects DIR [--prefix P] --out FILE
+ *   mbyte-decrypt --datakey store7.key --manifest report.json --objects DIR [--prefix P] --out FILE
+ *
+ * --key: the master key file (master_key: file:/path) opens the manifest's wrapped data key, in
+ * either format (v1: of the first release, mbkw1: since). --datakey: a file holding the store's
+ * unwrapped data key (64 hex, GET /api/v1/admin/stores/{sid}/datakey), for a master key kept in
+ * Vault transit, which no tool outside the server can reach.
  *
  * Every chunk is authenticated block by block and then checked against its SHA-256, and the
  * whole file against the manifest's: on any mismatch nothing is left at FILE and the exit
@@ -120,12 +126,33 @@ static int chunk_bytes(json_t *c, const char *dir, const char *prefix, bool enc,
     return 0;
 }
 
+/* A data key file: 64 hex characters, a newline allowed. */
+static int read_datakey(const char *path, uint8_t dk[32], mb_err *err)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return err_set(err, MB_EINVAL, "the data key file %s cannot be opened: %s", path, strerror(errno));
+    char text[80] = {0};
+    size_t n = fread(text, 1, sizeof text - 1, f), got = 0;
+    fclose(f);
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' '))
+        n--;
+    int rc = n != 64 || sodium_hex2bin(dk, 32, text, n, NULL, &got, NULL) || got != 32
+                 ? err_set(err, MB_EINVAL, "the data key file %s must hold the 64 hex characters of a store's data key",
+                           path)
+                 : 0;
+    sodium_memzero(text, sizeof text);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
-    const char *keyf = NULL, *manf = NULL, *dir = NULL, *prefix = "", *outf = NULL;
+    const char *keyf = NULL, *dkf = NULL, *manf = NULL, *dir = NULL, *prefix = "", *outf = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--key"))
             keyf = argv[i + 1];
+        else if (!strcmp(argv[i], "--datakey"))
+            dkf = argv[i + 1];
         else if (!strcmp(argv[i], "--manifest"))
             manf = argv[i + 1];
         else if (!strcmp(argv[i], "--objects"))
@@ -138,7 +165,7 @@ int main(int argc, char **argv)
             return fail("unknown option %s", argv[i]);
     }
     if (!manf || !dir || !outf || argc % 2 == 0) {
-        fprintf(stderr, "usage: mbyte-decrypt --key KEYFILE --manifest MANIFEST.json --objects DIR [--prefix P] "
+        fprintf(stderr, "usage: mbyte-decrypt --key KEYFILE|--datakey DATAKEYFILE --manifest MANIFEST.json --objects DIR [--prefix P] "
                         "--out FILE\n");
         return 2;
     }
@@ -154,14 +181,23 @@ int main(int argc, char **argv)
     if (!keys)
         return fail("no locked memory");
     if (enc) {
-        if (!keyf)
-            return fail("the file is encrypted: --key is needed");
-        char src[4200], kid[17];
-        snprintf(src, sizeof src, "%s%s", strncmp(keyf, "file:", 5) ? "file:" : "", keyf);
+        if (!keyf == !dkf)
+            return fail("the file is encrypted: --key (the master key file) or --datakey (the store's data key) "
+                        "is needed, one of them");
         mb_err e = {0};
         uint8_t dk[32];
-        if (crypt_key_load(src, keys, kid, &e) || crypt_unwrap_with(keys, kid, mb_jstr(pl, "key"), dk, &e))
+        if (dkf && read_datakey(dkf, dk, &e))
             return fail("%s", e.msg);
+        if (keyf) {
+            char src[4200], kid[17];
+            snprintf(src, sizeof src, "%s%s", strncmp(keyf, "file:", 5) ? "file:" : "", keyf);
+            const char *w = mb_jstr(pl, "key");
+            int rc = w && !strncmp(w, "v1:", 3)
+                         ? (crypt_key_load(src, keys, kid, &e) || crypt_unwrap_with(keys, kid, w, dk, &e))
+                         : key_unwrap(src, w, dk, sizeof dk, &e);
+            if (rc)
+                return fail("%s", e.msg);
+        }
         crypt_subkeys(dk, keys + 32, keys + 64);
         sodium_memzero(dk, sizeof dk);
     }

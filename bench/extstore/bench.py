@@ -67,8 +67,6 @@ def main():
     conf = os.path.join(work, "conf")
     os.makedirs(conf, exist_ok=True)
     shutil.copy(os.path.join(ROOT, "conf.d", "store-template.yaml"), conf)  # what taskmgr makes stores from
-    with open(os.path.join(conf, "mbyte.yaml"), "w") as f:
-        f.write("log_level: info\nmodules:\n  taskmgr: true\n  s3: true\n")
     with open(os.path.join(conf, "s3.yaml"), "w") as f:
         f.write("backends:\n  s3a:\n    endpoint: http://127.0.0.1:%d\n    region: us-east-1\n    bucket: %s\n"
                 "    access_key: S3RVER\n    secret_key: S3RVER\n    path_style: true\n    prefix: mbyte/\n"
@@ -77,8 +75,10 @@ def main():
     with open(keyfile, "w") as f:
         f.write(os.urandom(32).hex())
     os.chmod(keyfile, 0o600)
+    with open(os.path.join(conf, "mbyte.yaml"), "w") as f:
+        f.write("log_level: info\nmaster_key: file:%s\nmodules:\n  taskmgr: true\n  s3: true\n" % keyfile)
     port = free_port()
-    env = dict(os.environ, MBYTE_MASTER_KEY="file:" + keyfile, MBYTE_LISTEN="127.0.0.1:%d" % port, MBYTE_DATA=os.path.join(work, "data"),
+    env = dict(os.environ, MBYTE_LISTEN="127.0.0.1:%d" % port, MBYTE_DATA=os.path.join(work, "data"),
                MBYTE_ADMIN_PASSWORD=PASSWORD, MBYTE_WEB_DIR=os.path.join(ROOT, "web"),
                MBYTE_MODULE_DIR=os.path.join(ROOT, "build-release", "modules"))
     log = open(os.path.join(work, "mbyted.log"), "w")

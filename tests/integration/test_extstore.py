@@ -4,6 +4,7 @@ s3rver (npm, installed by tests/setup/s3.sh), which checks every request's SigV4
 with its default credentials. What a user sees: bytes read back (whole and ranges), objects in
 s3rver's directory and none in the local chunk store, fsck, the collector, errors (never a
 false success) when the service dies mid-upload, and 503 while the backend's module is away."""
+import json
 import os
 import shutil
 import signal
@@ -15,8 +16,9 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import MBYTECTL, SRC, Server, ServerTest, free_port, missing_prerequisite, main  # noqa: E402
+from harness import MBYTECTL, MBYTED, SRC, Server, ServerTest, free_port, missing_prerequisite, main  # noqa: E402
 from storeutil import fsck, put, wait_task  # noqa: E402
+from test_vault import FakeVault  # noqa: E402
 
 S3RVER = os.path.join(SRC, "tests", "s3rver", "node_modules", "s3rver", "bin", "s3rver.js")
 BUCKET = "mbyte-chunks"
@@ -90,6 +92,36 @@ timeout_ms: 20000
 """ % (endpoint or "http://127.0.0.1:%d" % s3.port, BUCKET, "true" if path_style else "false", retries)
 
 
+def _hchacha20(key, nonce16):
+    """HChaCha20 (the subkey step of XChaCha20), for writing a key in the first wrap format."""
+    import struct
+    st = [0x61707865, 0x3320646e, 0x79622d32, 0x6b206574] + list(struct.unpack("<8I", key)) + \
+        list(struct.unpack("<4I", nonce16))
+
+    def qr(a, b, c, d):
+        for x, y, z, r in ((a, b, d, 16), (c, d, b, 12), (a, b, d, 8), (c, d, b, 7)):
+            st[x] = (st[x] + st[y]) & 0xffffffff
+            st[z] ^= st[x]
+            st[z] = ((st[z] << r) | (st[z] >> (32 - r))) & 0xffffffff
+    for _ in range(10):
+        qr(0, 4, 8, 12), qr(1, 5, 9, 13), qr(2, 6, 10, 14), qr(3, 7, 11, 15)
+        qr(0, 5, 10, 15), qr(1, 6, 11, 12), qr(2, 7, 8, 13), qr(3, 4, 9, 14)
+    return struct.pack("<8I", *(st[0:4] + st[12:16]))
+
+
+def v1_wrap(master_hex, datakey_hex):
+    """A data key wrapped the way the first release did (docs/crypto.md "v1"), written here from
+    the format alone: "v1:" key id ":" hex(nonce | XChaCha20-Poly1305(DK))."""
+    import hashlib
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    mk = bytes.fromhex(master_hex)
+    nonce = os.urandom(24)
+    box = ChaCha20Poly1305(_hchacha20(mk, nonce[:16])).encrypt(b"\0" * 4 + nonce[16:], bytes.fromhex(datakey_hex),
+                                                                 b"mbyte data key v1")
+    kid = hashlib.blake2b(b"mbyte key id v1", digest_size=8, key=mk).hexdigest()
+    return "v1:%s:%s" % (kid, (nonce + box).hex())
+
+
 def local_chunk_files(srv):
     n = 0
     for root, dirs, files in os.walk(os.path.join(srv.data, "chunks")):
@@ -108,6 +140,7 @@ def make_store(t, srv, token, name, placement):
 
 
 MODULES = {"taskmgr": True, "storeconfig": True, "multistore": True, "s3": True}
+LDB_EDIT = os.environ.get("MBYTE_LDB_EDIT", "")
 
 
 class S3Test(ServerTest):
@@ -119,7 +152,8 @@ class S3Test(ServerTest):
         endpoint = None if self.path_style else "http://s3.localhost:%d" % self.s3.port
         self.module_conf = {"s3": s3_conf(self.s3, self.path_style, endpoint)}
         self.modules = MODULES
-        self.srv = Server(modules=self.modules, module_conf=self.module_conf,
+        conf = self.conf()  # may add modules and their settings
+        self.srv = Server(modules=self.modules, module_conf=self.module_conf, conf=conf,
                           env=dict({"MBYTE_GC_GRACE": "0"}, **self.extra_env()))
         self.srv.start()
         self.admin = self.srv.login()
@@ -132,6 +166,9 @@ class S3Test(ServerTest):
             self.s3.cleanup()
 
     def extra_env(self):
+        return {}
+
+    def conf(self):
         return {}
 
     def file_url(self, sid, path):
@@ -298,12 +335,13 @@ class S3EncryptedTest(S3Test):
     """Stores with {"encrypt": true}: what reaches s3rver is ciphertext under keyed names, and
     tools/mbyte-decrypt recovers a file from the objects, the key file and its manifest."""
 
-    def extra_env(self):
+    def conf(self):
+        # A key file of the first format (64 hex): it serves as master_key unchanged.
         self.keyfile = os.path.join(self.s3.dir + "-master.key")
         with open(self.keyfile, "w") as f:
             f.write(os.urandom(32).hex() + "\n")
         os.chmod(self.keyfile, 0o600)
-        return {"MBYTE_MASTER_KEY": "file:" + self.keyfile}
+        return {"master_key": "file:" + self.keyfile}
 
     def tearDown(self):
         try:
@@ -353,7 +391,7 @@ class S3EncryptedTest(S3Test):
         r = self.srv.request("GET", "/api/v1/stores/%d/manifest/doc.txt" % sid, token=self.user)
         self.assertEqual(r.status, 200, r)
         manifest = r.json()
-        self.assertTrue(manifest["placement"]["key"].startswith("v1:"))
+        self.assertTrue(manifest["placement"]["key"].startswith("mbkw1:"))
         work = tempfile.mkdtemp(prefix="mbyte-decrypt-")
         try:
             mf = os.path.join(work, "manifest.json")
@@ -386,7 +424,7 @@ class S3EncryptedTest(S3Test):
             run = subprocess.run([DECRYPT, "--key", wrong, "--manifest", mf, "--objects", copy, "--prefix", "c/",
                                   "--out", out], capture_output=True, text=True)
             self.assertEqual(run.returncode, 1)
-            self.assertIn("wrapped with master key", run.stderr)
+            self.assertIn("does not open with this master key", run.stderr)
             # One flipped byte in each object (the copy holds both stores' objects, and which are
             # this file's only the keys tell): a clear error and no output, never wrong bytes.
             for victim in os.listdir(os.path.join(copy, "c", "e")):
@@ -436,7 +474,8 @@ class S3EncryptedTest(S3Test):
         kept = os.urandom(300000)
         self.assertEqual(put(self.srv, self.user, sid, "kept.bin", kept).status, 201)
         self.srv.stop()
-        self.srv.extra_env.pop("MBYTE_MASTER_KEY")
+        self.srv.conf.pop("master_key")
+        self.srv.write_config()
         self.srv.start()
         self.admin = self.srv.login()
         self.user = self.srv.login("ann", "user-password-1")
@@ -447,12 +486,204 @@ class S3EncryptedTest(S3Test):
         r = self.srv.request("GET", self.file_url(sid, "kept.bin"), token=self.user)
         self.assertProblem(r, 503, "cannot be unwrapped")
 
+    def test_a_store_key_of_the_first_format_still_opens_and_a_rewrap_moves_it(self):
+        sid = make_store(self, self.srv, self.user, "Old", {"backend": "s3a", "encrypt": True})
+        data = MARKER * 100 + os.urandom(3 * 1024 * 1024)
+        self.assertEqual(put(self.srv, self.user, sid, "old.bin", data).status, 201)
+        r = self.srv.request("GET", "/api/v1/admin/stores/%d/datakey" % sid, token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        dk = r.json()["datakey"]
+        self.assertEqual(len(bytes.fromhex(dk)), 32)
+        self.assertEqual(self.srv.request("GET", "/api/v1/admin/stores/%d/datakey" % sid, token=self.user).status,
+                         403)
+        now = self.srv.request("GET", "/api/v1/stores/%d/manifest/old.bin" % sid, token=self.user).json()
+        # The store record as the first release wrote it: the same data key in the v1 format.
+        self.srv.stop()
+        with open(self.keyfile) as f:
+            old = v1_wrap(f.read().strip(), dk)
+        key = "s/%016x" % sid
+        p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta"), key, now["placement"]["key"], old],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.srv.start()
+        self.admin = self.srv.login()
+        self.user = self.srv.login("ann", "user-password-1")
+        r = self.srv.request("GET", "/api/v1/stores/%d/manifest/old.bin" % sid, token=self.user)
+        self.assertEqual(r.json()["placement"]["key"], old)
+        r = self.srv.request("GET", self.file_url(sid, "old.bin"), token=self.user)
+        self.assertEqual((r.status, r.body), (200, data))
+        # A rewrap moves it to the key-wrap registry's format; nothing is re-encrypted.
+        before = self.object_bytes()
+        r = self.srv.request("POST", "/api/v1/admin/backends/rewrap", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json(), {"rotated": False, "stores": [{"store": sid, "from": old[:20], "to": "mbkw1:"}]})
+        self.assertEqual(self.object_bytes(), before)
+        r = self.srv.request("POST", "/api/v1/admin/backends/rewrap?rotate=true", token=self.admin)
+        self.assertProblem(r, 415, "no versions")
+        self.srv.stop()
+        self.srv.start()
+        self.user = self.srv.login("ann", "user-password-1")
+        r = self.srv.request("GET", "/api/v1/stores/%d/manifest/old.bin" % sid, token=self.user)
+        self.assertTrue(r.json()["placement"]["key"].startswith("mbkw1:"), r.json())
+        r = self.srv.request("GET", self.file_url(sid, "old.bin"), token=self.user)
+        self.assertEqual((r.status, r.body), (200, data))
+
     test_store_on_s3_reads_back_whole_and_ranges_and_the_collector_empties_the_bucket = None
     test_an_orphan_object_is_found_by_listing_and_collected = None
     test_unloading_s3_refuses_its_stores_with_503_until_it_is_loaded_again = None
     test_s3rver_killed_during_8_uploads_acknowledges_nothing_it_lost = None
     test_placement_on_an_unknown_backend_or_encrypted_is_refused_with_a_reason = None
     test_admin_backends_lists_local_and_s3_with_their_objects_and_a_missing_one_down = None
+
+
+class S3TransitTest(S3Test):
+    """The master key in Vault transit (master_key: transit:<key>; tests/tools/fakevault.py stands
+    in for Vault): stores' data keys are wrapped by the vault module's provider, a rotation
+    rewraps them without touching a byte of data, and the admin's data key export (audited)
+    lets mbyte-decrypt read the objects with no server and no Vault."""
+
+    def conf(self):
+        self.vault = FakeVault(tempfile.mkdtemp(prefix="mbyte-vault-"), tls=False)
+        st, _ = self.vault.call("POST", "/v1/transit/keys/mbyte-store", {})
+        assert st == 204, st
+        self.modules = dict(MODULES, vault=True, audit=True)
+        self.module_conf["vault"] = "refresh: 3600\n"
+        return {"master_key": "transit:mbyte-store"}
+
+    def extra_env(self):
+        return {"VAULT_ADDR": self.vault.addr, "VAULT_TOKEN": self.vault.root}
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            if self.vault.proc:
+                self.vault.stop()
+
+    object_bytes = S3EncryptedTest.object_bytes
+
+    def test_transit_wrapped_store_rotate_rewrap_and_decrypt_with_the_exported_data_key(self):
+        sid = make_store(self, self.srv, self.user, "Vaulted", {"backend": "s3a", "encrypt": True})
+        data = (MARKER * 150000)[: 2 * 1024 * 1024] + os.urandom(1024 * 1024 + 7)
+        self.assertEqual(put(self.srv, self.user, sid, "v.bin", data).status, 201)
+        r = self.srv.request("GET", self.file_url(sid, "v.bin"), token=self.user)
+        self.assertEqual((r.status, r.body), (200, data))
+        r = self.srv.request("GET", self.file_url(sid, "v.bin"), token=self.user, headers={"Range": "bytes=100-2200000"})
+        self.assertEqual((r.status, r.body), (206, data[100:2200001]))
+        manifest = self.srv.request("GET", "/api/v1/stores/%d/manifest/v.bin" % sid, token=self.user).json()
+        self.assertTrue(manifest["placement"]["key"].startswith("vault:v1:"), manifest["placement"])
+        objs = self.object_bytes()
+        self.assertGreaterEqual(len(objs), 2)
+        for name, body in objs.items():
+            self.assertNotIn(MARKER[:12], body, name)
+            self.assertEqual(body[:4], b"MBE1", name)
+
+        # Rotate the transit key and rewrap: the store's key moves to v2, no object changes.
+        r = self.srv.request("POST", "/api/v1/admin/backends/rewrap?rotate=true", token=self.user)
+        self.assertEqual(r.status, 403, r)
+        r = self.srv.request("POST", "/api/v1/admin/backends/rewrap?rotate=maybe", token=self.admin)
+        self.assertProblem(r, 400, "rotate")
+        r = self.srv.request("POST", "/api/v1/admin/backends/rewrap?rotate=true", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json(), {"rotated": True, "stores": [{"store": sid, "from": "vault:v1:", "to": "vault:v2:"}]})
+        self.assertEqual(self.object_bytes(), objs)
+        r = self.srv.request("GET", self.file_url(sid, "v.bin"), token=self.user)
+        self.assertEqual((r.status, r.body), (200, data))
+        self.srv.stop()
+        self.srv.start()
+        self.admin = self.srv.login()
+        self.user = self.srv.login("ann", "user-password-1")
+        r = self.srv.request("GET", self.file_url(sid, "v.bin"), token=self.user)
+        self.assertEqual((r.status, r.body), (200, data))
+        manifest = self.srv.request("GET", "/api/v1/stores/%d/manifest/v.bin" % sid, token=self.user).json()
+        self.assertTrue(manifest["placement"]["key"].startswith("vault:v2:"), manifest["placement"])
+        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
+
+        # The admin exports the data key (recorded in the audit log) and mbyte-decrypt reads a
+        # copy of the bucket with it, no server and no Vault needed.
+        self.assertEqual(self.srv.request("GET", "/api/v1/admin/stores/%d/datakey" % sid, token=self.user).status, 403)
+        r = self.srv.request("GET", "/api/v1/admin/stores/%d/datakey" % sid, token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        dk = r.json()["datakey"]
+        deadline = time.time() + 30
+        while True:
+            a = self.srv.request("GET", "/api/v1/admin/audit?action=store.datakey_exported", token=self.admin).json()
+            if a["entries"] or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual([(e["user"], e["detail"]["store"]) for e in a["entries"]], [("admin", sid)], a)
+        self.assertNotIn(dk, self.srv.read_log())
+        work = tempfile.mkdtemp(prefix="mbyte-decrypt-")
+        try:
+            copy = os.path.join(work, "objects")
+            for name, body in objs.items():
+                os.makedirs(os.path.dirname(os.path.join(copy, name)), exist_ok=True)
+                with open(os.path.join(copy, name), "wb") as f:
+                    f.write(body)
+            mf, dkf, out = (os.path.join(work, n) for n in ("manifest.json", "store.key", "v.bin"))
+            with open(mf, "w") as f:
+                json.dump(manifest, f)
+            with open(dkf, "w") as f:
+                f.write(dk + "\n")
+            self.srv.stop()
+            self.vault.stop()
+            self.vault.proc = None
+            run = subprocess.run([DECRYPT, "--datakey", dkf, "--manifest", mf, "--objects", copy, "--prefix", "c/",
+                                  "--out", out], capture_output=True, text=True)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            with open(out, "rb") as f:
+                self.assertEqual(f.read(), data)
+            with open(dkf, "w") as f:
+                f.write(os.urandom(32).hex())
+            os.unlink(out)
+            run = subprocess.run([DECRYPT, "--datakey", dkf, "--manifest", mf, "--objects", copy, "--prefix", "c/",
+                                  "--out", out], capture_output=True, text=True)
+            self.assertEqual(run.returncode, 1, run.stderr)
+            self.assertFalse(os.path.exists(out))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    test_store_on_s3_reads_back_whole_and_ranges_and_the_collector_empties_the_bucket = None
+    test_an_orphan_object_is_found_by_listing_and_collected = None
+    test_unloading_s3_refuses_its_stores_with_503_until_it_is_loaded_again = None
+    test_s3rver_killed_during_8_uploads_acknowledges_nothing_it_lost = None
+    test_placement_on_an_unknown_backend_or_encrypted_is_refused_with_a_reason = None
+    test_admin_backends_lists_local_and_s3_with_their_objects_and_a_missing_one_down = None
+
+
+class MasterKeySettingTest(unittest.TestCase):
+    def test_a_bad_master_key_is_refused_with_its_line_and_a_key_file_is_not_read_as_a_secret(self):
+        srv = Server(conf={"master_key": "12345"})
+        try:
+            p = subprocess.run([MBYTED, "--config", srv.confdir], env=srv.env(), capture_output=True, text=True,
+                               timeout=60)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("mbyte.yaml:2: master_key must be a key reference", p.stdout + p.stderr)
+        finally:
+            srv.cleanup()
+        # A key file readable by others: the server starts (the key is named, not read as a
+        # value), and an encrypted store is refused naming why.
+        srv = Server(modules=MODULES)
+        try:
+            key = os.path.join(srv.tmp, "master.key")
+            secret = os.urandom(32)
+            with open(key, "wb") as f:
+                f.write(secret)
+            os.chmod(key, 0o644)
+            srv.conf["master_key"] = "file:" + key
+            srv.module_conf["s3"] = "backends:\n  s3a:\n    endpoint: http://127.0.0.1:9\n    region: r\n" \
+                                    "    bucket: b\n    access_key: a\n    secret_key: s\n"
+            srv.write_config()
+            srv.start()
+            admin = srv.login()
+            r = srv.request("POST", "/api/v1/stores", {"name": "S", "placement": {"backend": "s3a", "encrypt": True}},
+                            token=admin)
+            self.assertEqual(r.status, 403, r)
+            self.assertIn("chmod 600", r.json()["detail"])
+            self.assertNotIn(secret.hex(), srv.read_log())
+        finally:
+            srv.stop()
+            srv.cleanup()
 
 
 class S3VirtualHostTest(S3Test):
