@@ -781,7 +781,15 @@ void db_iter_free(db_iter *it)
     free(it);
 }
 
-void key_u64(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
+/* By hand, not snprintf: keys are built several times per request (16,000 instructions of a
+ * 4 KiB upload went to formatting them). */
+void key_u64(char out[17], uint64_t v)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = hex[v & 15];
+    out[16] = 0;
+}
 
 /* Ids come from "n/<name>" counters, persisted with sync before the id is handed out:
  * an id seen by anyone is never reused after a crash. */

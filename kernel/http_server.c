@@ -216,14 +216,15 @@ int http_start(mb_err *err)
     }
     conn_start((int)max_conns, g_cfg->http_max_connections_per_ip, g_cfg->http_header_timeout);
     /* The connection pool holds a request's headers and its read buffer, and libmicrohttpd
-     * clears all of it for every request on a kept-alive connection: at 256 KiB that memset
-     * was 4 % of the CPU of small uploads. 64 KiB leaves about 32 KiB for headers and large
-     * uploads ran at the same speed and CPU. */
+     * (0.9.75) clears all of it for every request on a kept-alive connection: at 256 KiB that
+     * memset was 4 % of the CPU of small uploads, at 64 KiB still 98,000 instructions of a
+     * 4 KiB upload's 700,000; 32 KiB halves it (docs/performance.md) and still carries headers
+     * up to the 16 KiB limit with an upload (test_kernel; 16 KiB would not). */
     daemon_tcp = MHD_start_daemon(
         flags, (uint16_t)g_cfg->listen_port, NULL, NULL, http_on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
         mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)g_cfg->http_threads, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_URI_LOG_CALLBACK, http_on_uri, (void *)&door_tcp,
+        (size_t)(32 * 1024), MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_URI_LOG_CALLBACK, http_on_uri, (void *)&door_tcp,
         MHD_OPTION_NOTIFY_COMPLETED, http_on_completed, NULL, MHD_OPTION_CONNECTION_LIMIT, max_conns,
         MHD_OPTION_NOTIFY_CONNECTION, http_on_connection, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         MHD_OPTION_ARRAY, tls, MHD_OPTION_END);

@@ -154,13 +154,93 @@ void txn_usage_trash(txn *t, uint64_t sid, int64_t bytes) { note(t, sid, (txn_us
 
 static json_int_t jint0(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
 
+/* The usage records are read and rewritten by every change (two per small upload), so they
+ * are printed and read here directly in the one form usage_put writes, not through jansson
+ * (json_pack, json_dumps, json_loadb and their mallocs were about 80,000 instructions of a
+ * 4 KiB upload: docs/performance.md). The bytes are the same JSON as before; a record in any
+ * other form (format 1, written by hand, an older build) is read by jansson. */
+static const char *const usage_field[4] = {"{\"v\":2,\"bytes\":", ",\"files\":", ",\"versions\":", ",\"trash\":"};
+
+static char *put_i64(char *p, int64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    if (v < 0)
+        *p++ = '-';
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* Up to 18 digits (no overflow possible), optional minus, no leading zeros: what put_i64 writes. */
+static const char *get_i64(const char *p, const char *end, int64_t *out)
+{
+    bool neg = p < end && *p == '-';
+    p += neg;
+    const char *start = p;
+    int64_t v = 0;
+    while (p < end && *p >= '0' && *p <= '9' && p - start < 18)
+        v = v * 10 + (*p++ - '0');
+    if (p == start || (p < end && *p >= '0' && *p <= '9') || (*start == '0' && p - start > 1) || (neg && v == 0))
+        return NULL;
+    *out = neg ? -v : v;
+    return p;
+}
+
+size_t txn_usage_print(char *out, const txn_usage_t *u)
+{
+    const int64_t f[4] = {u->bytes, u->files, u->versions, u->trash};
+    char *p = out;
+    for (int i = 0; i < 4; i++) {
+        size_t n = strlen(usage_field[i]);
+        memcpy(p, usage_field[i], n);
+        p = put_i64(p + n, f[i]);
+    }
+    *p++ = '}';
+    *p = 0;
+    return (size_t)(p - out);
+}
+
+bool txn_usage_parse(const char *v, size_t n, txn_usage_t *out)
+{
+    const char *p = v, *end = v + n;
+    int64_t f[4];
+    for (int i = 0; i < 4; i++) {
+        size_t k = strlen(usage_field[i]);
+        if ((size_t)(end - p) < k || memcmp(p, usage_field[i], k))
+            return false;
+        if (!(p = get_i64(p + k, end, &f[i])))
+            return false;
+    }
+    if (end - p != 1 || *p != '}')
+        return false;
+    *out = (txn_usage_t){f[0], f[1], f[2], f[3]};
+    return true;
+}
+
 void txn_usage_read(const char *key, txn_usage_t *out)
 {
-    json_t *u = NULL;
     *out = (txn_usage_t){0};
-    if (db_get_json_shared(key, &u) == 0)
-        *out = (txn_usage_t){jint0(u, "bytes"), jint0(u, "files"), jint0(u, "versions"), jint0(u, "trash")};
-    json_decref(u);
+    char *v;
+    size_t n;
+    if (db_get(key, strlen(key), &v, &n))
+        return;
+    bool fast = txn_usage_parse(v, n, out);
+    if (!fast) {
+        json_error_t je;
+        json_t *u = json_loadb(v, n, 0, &je);
+        if (u)
+            *out = (txn_usage_t){jint0(u, "bytes"), jint0(u, "files"), jint0(u, "versions"), jint0(u, "trash")};
+        else
+            log_error("corrupt JSON value at %s: %s", key, je.text);
+        json_decref(u);
+    }
+    free(v);
 }
 
 static void usage_put(db_batch *b, const char *key, txn_usage_t u)
@@ -174,10 +254,9 @@ static void usage_put(db_batch *b, const char *key, txn_usage_t u)
         u.versions = u.versions < 0 ? 0 : u.versions;
         u.trash = u.trash < 0 ? 0 : u.trash;
     }
-    json_t *v = json_pack("{s:i, s:I, s:I, s:I, s:I}", "v", 2, "bytes", (json_int_t)u.bytes, "files",
-                          (json_int_t)u.files, "versions", (json_int_t)u.versions, "trash", (json_int_t)u.trash);
-    db_batch_put_json(b, key, v);
-    json_decref(v);
+    char v[TXN_USAGE_TEXT];
+    size_t n = txn_usage_print(v, &u);
+    db_batch_put(b, key, strlen(key), v, n);
 }
 
 void txn_usage_add(db_batch *b, const char *key, const txn_usage_t *d)

@@ -70,6 +70,12 @@ void txn_usage_trash(txn *t, uint64_t sid, int64_t bytes);
  * trash part), and add a delta into b. Two deltas to one key in one batch would lose the
  * first: aggregate per key first. For stores.c's count and its migrations. */
 void txn_usage_read(const char *key, txn_usage_t *out);
+/* The record's text as usage_put writes it, {"v":2,"bytes":..,"files":..,"versions":..,"trash":..}
+ * (out: TXN_USAGE_TEXT bytes; returns its length), and its strict reader: false for any other
+ * text, which is then read as JSON (tests/fuzz/fuzz_usage.c holds the two to agree). */
+#define TXN_USAGE_TEXT 128
+size_t txn_usage_print(char *out, const txn_usage_t *u);
+bool txn_usage_parse(const char *v, size_t n, txn_usage_t *out);
 void txn_usage_add(db_batch *b, const char *key, const txn_usage_t *d);
 
 /* The commit lock alone, for work that reads and writes under it without a change of its own
