@@ -1,8 +1,8 @@
 /*
  * modules/search/find.c — answering GET /api/v1/search (issue 17): the query parsed (query.c),
  * every store the caller reaches searched in its own index (index.c) — the caller's stores, and
- * each store shared with the caller within the shared file or folder (api->grants_list, which
- * the sharing module answers) — the hits merged by score, one page of them given snippets.
+ * each store shared with the caller within the shared file or folder (the module service
+ * "sharing.grants", which the sharing module offers) — the hits merged by score, one page of them given snippets.
  *
  * Threads: HTTP workers, concurrently; each index is used under its slot's mutex
  * (search.c's slot_take / slot_release), nothing else is shared.
@@ -105,17 +105,21 @@ static int search_store(search *s, const sq_query *q, uint64_t sid, const char *
     return 0;
 }
 
-/* What other users share with the caller and it may list (api->grants_list, answered by the
- * sharing module): each share's store searched within the shared path. in: names folders of
- * the caller's own stores, so a query with in: searches no share. */
+/* What other users share with the caller and it may list (the service "sharing.grants";
+ * without the sharing module nothing is shared): each share's store searched within the
+ * shared path. in: names folders of the caller's own stores, so a query with in: searches no
+ * share. */
 static int search_shares(search *s, mb_req *req, sq_query *q, uint64_t only, int want, hits *all, json_t *keep,
                          mb_err *err)
 {
     const mb_api *api = s->api;
-    if (q->nins || api->size <= offsetof(mb_api, grants_list) || !api->grants_list)
+    if (q->nins)
         return 0;
-    json_t *grants = NULL;
-    int rc = api->grants_list(api->req_user(req)->id, &grants, err);
+    json_t *grants = NULL, *arg = json_pack("{s:I}", "user", (json_int_t)api->req_user(req)->id);
+    int rc = api->service_call("sharing.grants", arg, &grants, err);
+    json_decref(arg);
+    if (rc == MB_ENOENT)
+        rc = 0; /* the sharing module is not loaded: nothing is shared */
     size_t i;
     json_t *g;
     json_array_foreach(grants, i, g) {
