@@ -129,6 +129,28 @@ class ManualTagsTest(ServerTest):
         # remove
         self.assertEqual(c.tag("docs/renamed.txt", remove=["URGENT"]), ["Invoice"])
 
+    def test_a_copy_carries_the_tags_and_the_original_keeps_them(self):
+        c = self.c
+        c.put("src/a.txt", b"alpha")
+        c.put("src/deep/b.txt", b"beta")
+        c.put("src/plain.txt", b"untagged")
+        c.tag("src/a.txt", ["Invoice", {"name": "urgent", "color": "#f00"}])
+        c.tag("src/deep/b.txt", ["Draft"])
+        c.tag("src", ["Project"])
+        self.assertIn(c.req("POST", "copy", {"from": "src/a.txt", "to": "one.txt"}).status, (200, 201))
+        poll(lambda: c.tags_of("one.txt") == ["Invoice", "urgent"], what="the copied file's tags")
+        self.assertIn(c.req("POST", "copy", {"from": "src", "to": "dup"}).status, (200, 201))
+        poll(lambda: c.tags_of("dup") == ["Project"], what="the copied folder's tags")
+        self.assertEqual(c.tags_of("dup/a.txt"), ["Invoice", "urgent"])
+        self.assertEqual(c.tags_of("dup/deep/b.txt"), ["Draft"])
+        self.assertEqual(c.tags_of("dup/plain.txt"), [])
+        self.assertEqual(c.names("", "?tag=Project"), ["dup", "src"])
+        # the copies are entries of their own: untagging one leaves the original alone
+        c.tag("dup/a.txt", remove=["urgent"])
+        self.assertEqual(c.tags_of("src/a.txt"), ["Invoice", "urgent"])
+        self.assertEqual({t["name"]: t["count"] for t in c.req("GET", "tags").json()},
+                         {"Invoice": 3, "urgent": 2, "Draft": 2, "Project": 2})
+
     def test_filters_and_or_not(self):
         c = self.c
         for name, tags in [("1.txt", ["red", "big"]), ("2.txt", ["red"]), ("3.txt", ["big"]), ("4.txt", [])]:
@@ -260,6 +282,22 @@ class RulesTest(RulesBase):
         self.assertFalse(os.path.exists("/tmp/pwned-by-rule"))
         r = self.c.req("POST", "rules/loop/test", {"path": "up.txt"}).json()
         self.assertRegex(r["error"], "instruction budget|time limit")
+
+    def test_a_rule_cannot_change_the_file_it_is_shown(self):
+        writes = {"top": b"function rule(file)\n  file.name = 'x'\n  return {apply = {'top'}}\nend\n",
+                  "meta": b"function rule(file)\n  setmetatable(file, nil)\n  return {apply = {'meta'}}\nend\n",
+                  "reads": b"function rule(file)\n  local n = 0\n  for k in pairs(file) do n = n + 1 end\n"
+                           b"  return {apply = {(file.name == 'ro.txt' and n > 3) and 'reads' or 'none'}}\nend\n"}
+        for name, src in writes.items():
+            self.assertEqual(self.rule(name, src).status, 201, name)
+        self.c.put("ro.txt", b"hello")
+        poll(lambda: self.c.tags_of("ro.txt") == ["reads"], what="the reading rule ran")
+        stats = poll(lambda: (lambda s: s if all(s[n]["errors"] >= 1 for n in ("top", "meta")) else None)(
+            {x["name"]: x for x in self.c.req("GET", "rules").json()}), what="errors counted")
+        self.assertIn("top.lua:2: the argument is read-only", stats["top"]["last_error"])
+        self.assertIn("metatable", stats["meta"]["last_error"])
+        r = self.c.req("POST", "rules/top/test", {"path": "ro.txt"}).json()
+        self.assertIn("read-only", r["error"])
 
     def test_dry_run_reports_what_the_real_run_applies_to_1000_files(self):
         for i in range(1000):
