@@ -21,7 +21,8 @@
  *   routes   GET  /api/v1/stores/{sid}/tags                     [{"name","color","count"}]
  *            GET  /api/v1/stores/{sid}/tags/{path*}             {"path","tags"}
  *            POST /api/v1/stores/{sid}/tags/{path*}             {"add","remove"} -> {"path","tags"}
- *            and the rules and suggestions routes of rules.c
+ *            and the rules and suggestions routes of rules.c, with
+ *            POST /api/v1/admin/tags/rules/reload (admin: clear global rules' error counts)
  *   listing  a decorator adds "tags" to each entry; a filter answers ?tag=a&tag=-b&any=c
  *   service  "tags.match" {"store","paths":[...],"tags":[...]} -> the paths carrying all of them
  *            (search's tag: filter)
@@ -707,6 +708,7 @@ static const mb_route routes[] = {
     R("GET", "/api/v1/stores/{sid}/suggestions", rules_h_suggestions),
     R("POST", "/api/v1/stores/{sid}/suggestions/accept", rules_h_accept),
     R("POST", "/api/v1/stores/{sid}/suggestions/dismiss", rules_h_dismiss),
+    {sizeof(mb_route), "POST", "/api/v1/admin/tags/rules/reload", MB_ROLE_ADMIN, rules_h_reload, NULL},
     {0},
 };
 

@@ -207,6 +207,7 @@ class RulesBase(ServerTest):
         self.env = {"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % self.ftp_port,
                     "MBYTE_FTP_PASV_PORTS": "%d-%d" % (base, base + 99), "MBYTE_LUA_SECONDS": "5",
                     "MBYTE_LUA_MEMORY": str(4 << 20)}
+        self.env.update(getattr(self, "env_extra", {}))
         self.srv = harness.Server(modules=self.modules, env=self.env, module_conf=self.module_conf)
         self.srv.start()
         self.admin = self.srv.login()
@@ -374,6 +375,43 @@ class GlobalRulesTest(RulesBase):
         self.assertEqual([a["tag"] for a in r.json()["apply"]], ["code", "lang:python"])
         # a global rule cannot be replaced or deleted through a store
         self.assertEqual(self.c.req("DELETE", "rules/source_code.lua").status, 400)
+
+
+
+class GlobalRulesReloadTest(RulesBase):
+    """mbytectl rules reload: after the administrator fixed a global rule's file."""
+    module_conf = {"tags": "global_rules: [flaky.lua]\n"}
+
+    def setUp(self):
+        self.lua_dir = tempfile.mkdtemp(prefix="lua-")
+        self.addCleanup(shutil.rmtree, self.lua_dir, True)
+        self.write("function rule(file)\n  return {apply = {file.nosuch.field}}\nend\n")
+        self.env_extra = {"MBYTE_LUA_DIR": self.lua_dir}
+        super().setUp()
+
+    def write(self, src):
+        with open(os.path.join(self.lua_dir, "flaky.lua"), "w") as f:
+            f.write(src)
+
+    def stats(self):
+        return {r["name"]: r for r in self.c.req("GET", "rules").json()}["flaky.lua"]
+
+    def test_reload_clears_the_error_count_and_the_fixed_rule_runs(self):
+        self.c.put("a.txt", b"one")
+        poll(lambda: self.stats()["errors"] >= 1, what="the broken rule's error counted")
+        self.assertIn("flaky.lua:2:", self.stats()["last_error"])
+        self.write("function rule(file)\n  return {apply = {'fixed'}}\nend\n")
+        r = self.srv.request("POST", "/api/v1/admin/tags/rules/reload", token=self.c.tok)
+        self.assertEqual(r.status, 403, r)  # an administrator's command
+        r = self.srv.ctl("rules", "reload")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("flaky.lua", r.stdout)
+        self.assertIn("error counts cleared for 1", r.stdout)
+        st = self.stats()
+        self.assertEqual((st["errors"], st["last_error"]), (0, None), st)
+        self.c.put("b.txt", b"two")
+        poll(lambda: self.c.tags_of("b.txt") == ["fixed"], what="the fixed rule tagged the next file")
+        self.assertEqual(self.stats()["errors"], 0)
 
 
 def read(path):
