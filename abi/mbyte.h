@@ -119,10 +119,6 @@ typedef int (*mb_listing_filter_fn)(mb_req *req, uint64_t sid, json_t *listing, 
  * it must not block for long. */
 typedef int (*mb_service_fn)(const json_t *arg, json_t **out, void *state, mb_err *err);
 
-/* A grants provider (dav branch, ABI 2.1; the sharing module): *out a new array of what is
- * shared with user `uid` and still usable, each {"id","store","owner","path","target":
- * "file"|"folder","permission","expires"}. Any thread; it must not block for long. */
-typedef int (*mb_grants_fn)(void *state, uint64_t uid, json_t **out, mb_err *err);
 typedef struct mb_timer mb_timer;       /* a module's timer, valid until it is cancelled or the module stops */
 
 enum { MB_ROLE_NONE = 0, MB_ROLE_USER = 1, MB_ROLE_ADMIN = 2 };
@@ -874,7 +870,7 @@ struct mb_api {
      * (validated there: an unknown backend is MB_EINVAL) and kept in the store record, apart
      * from the settings. Any thread. */
     int (*store_placement_get)(uint64_t sid, json_t **out, mb_err *err);
-    /* --- dav (2.1): answers streamed by a module; what is shared with a user --- */
+    /* --- dav (2.1): answers streamed by a module --- */
     /* Answer `req` with a body of unknown length (chunked) that `read` produces after the
      * handler has returned: read fills buf with 1..max bytes and returns how many, 0 at the
      * end, or a negative MB_E* code to cut the answer short (the client sees a broken
@@ -886,13 +882,6 @@ struct mb_api {
     int (*reply_stream)(mb_module *self, mb_req *req, int status, const char *content_type,
                         int64_t (*read)(void *ctx, char *buf, size_t max), void *ctx, void (*free_ctx)(void *ctx),
                         mb_err *err);
-
-    /* What other users share with `uid` (dav branch): the registered provider's answer (a new
-     * array, see mb_grants_fn), an empty array when no module provides it. A module registers
-     * itself with grants_provider_set in init and clears it with fn NULL in fini; the clear
-     * returns once no call of fn is in flight. Any thread. */
-    int (*grants_provider_set)(mb_module *self, mb_grants_fn fn, void *state, mb_err *err);
-    int (*grants_list)(uint64_t uid, json_t **out, mb_err *err);
     /* --- scale (2.1): folders of any size --- */
 
     /* One page of folder `path` in name order without loading the folder (docs/api.md "list"):

@@ -371,9 +371,6 @@ static const mb_api table = {
     .store_placement_get = backend_placement_get,
     /* dav (2.1): streamed answers (kernel/http_reply.c) */
     .reply_stream = api_reply_stream,
-    /* dav (2.1): what is shared with a user (kernel/grants.c) */
-    .grants_provider_set = grants_provider_set,
-    .grants_list = grants_list,
     /* --- scale (2.1) --- */
     .folder_page = fs_list_page,
 };

@@ -684,9 +684,6 @@ json_t *http_req_query_all(mb_req *req, const char *name);
 /* luas.c (tags branch): compile only; the wall-clock limit of one call (0: the default, 5 s). */
 int luas_check(const char *name, const char *src, mb_err *err);
 void luas_set_time_limit(uint64_t ms);
-/* grants.c (dav branch, ABI 2.1): what is shared with a user, from the module providing it. */
-int grants_provider_set(mb_module *self, mb_grants_fn fn, void *state, mb_err *err);
-int grants_list(uint64_t uid, json_t **out, mb_err *err);
 
 /* ------------------------------------------- metrics.c, accesslog.c (issue 26) --- */
 /* metrics.c: counters for GET /metrics and metrics_listen (docs/operations.md "Metrics").

@@ -402,16 +402,69 @@ static void sb_open(lua_State *L)
 
 /* ------------------------------------------------------------ JSON -> Lua --- */
 
+/* A function's argument is read-only (a tagging rule must not change the `file` it is shown):
+ * each table is pushed as an empty proxy whose metatable reads through to the real table
+ * (__index, __len, __pairs) and refuses writes (__newindex); __metatable hides it from
+ * getmetatable/setmetatable. The metatable keeps the real table at [1] and ro_tag at [2], so
+ * luas_to_json (which must not raise) can see through a proxy with raw integer reads. */
+static const char ro_tag = 0;
+
+static int ro_newindex(lua_State *L)
+{
+    return luaL_error(L, "the argument is read-only: copy what you change into a table of your own");
+}
+
+static int ro_len(lua_State *L)
+{
+    lua_getmetatable(L, 1);
+    lua_rawgeti(L, -1, 1);
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
+    return 1;
+}
+
+static int ro_pairs(lua_State *L)
+{
+    lua_getglobal(L, "next");
+    lua_getmetatable(L, 1);
+    lua_rawgeti(L, -1, 1);
+    lua_remove(L, -2);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* Replace the table at the top with its read-only proxy. */
+static void ro_wrap(lua_State *L)
+{
+    lua_createtable(L, 0, 0);     /* data proxy */
+    lua_createtable(L, 2, 6);     /* data proxy mt */
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushvalue(L, -3);
+    lua_rawseti(L, -2, 1);
+    lua_pushlightuserdata(L, (void *)&ro_tag);
+    lua_rawseti(L, -2, 2);
+    lua_pushcfunction(L, ro_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, ro_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushcfunction(L, ro_pairs);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushliteral(L, "read-only");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);      /* data proxy */
+    lua_remove(L, -2);            /* proxy */
+}
+
 /* Runs inside the protected call, so Lua errors (memory) unwind safely: nothing here owns
  * C memory, the JSON is borrowed. Returns false with r->why on a value that cannot convert. */
-static bool luas_push_json(lua_State *L, const json_t *j, int depth)
+static bool luas_push_json(lua_State *L, const json_t *j, int depth, bool ro)
 {
     run *r = run_of(L);
     if (depth > LUAS_MAX_DEPTH) {
         snprintf(r->why, sizeof r->why, "the argument is nested deeper than %d levels", LUAS_MAX_DEPTH);
         return false;
     }
-    luaL_checkstack(L, 3, "JSON argument too deep");
+    luaL_checkstack(L, 6, "JSON argument too deep");
     switch (json_typeof(j)) {
     case JSON_OBJECT: {
         lua_createtable(L, 0, (int)json_object_size(j));
@@ -424,20 +477,24 @@ static bool luas_push_json(lua_State *L, const json_t *j, int depth)
         json_object_keylen_foreach_safe((json_t *)j, tmp, k, klen, v)
         {
             lua_pushlstring(L, k, klen);
-            if (!luas_push_json(L, v, depth + 1))
+            if (!luas_push_json(L, v, depth + 1, ro))
                 return false;
             lua_rawset(L, -3);
         }
+        if (ro)
+            ro_wrap(L);
         return true;
     }
     case JSON_ARRAY: {
         size_t n = json_array_size(j);
         lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
         for (size_t i = 0; i < n; i++) {
-            if (!luas_push_json(L, json_array_get(j, i), depth + 1))
+            if (!luas_push_json(L, json_array_get(j, i), depth + 1, ro))
                 return false;
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
+        if (ro)
+            ro_wrap(L);
         return true;
     }
     case JSON_STRING:
@@ -503,6 +560,17 @@ static json_t *luas_to_json(lua_State *L, int idx, const void **seen, int depth,
     if (lua_type(L, idx) != LUA_TTABLE) {
         snprintf(why, whylen, "a %s value has no JSON form", lua_typename(L, lua_type(L, idx)));
         return NULL;
+    }
+    if (lua_checkstack(L, 3) && lua_getmetatable(L, idx)) { /* a read-only proxy (ro_wrap): its real table */
+        bool proxy = lua_rawgeti(L, -1, 2) == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == &ro_tag;
+        lua_pop(L, 1);
+        if (proxy) {
+            lua_rawgeti(L, -1, 1);
+            json_t *j = luas_to_json(L, -1, seen, depth, why, whylen);
+            lua_pop(L, 2);
+            return j;
+        }
+        lua_pop(L, 1);
     }
     const void *self = lua_topointer(L, idx);
     for (int i = 0; i < depth; i++)
@@ -594,7 +662,7 @@ static int luas_body(lua_State *L)
         return lua_error(L); /* the message is already "name:line: reason" */
     if (!r->fn) {
         /* No function: the chunk itself is the entry point, with the argument as `...`. */
-        if (r->arg && !luas_push_json(L, r->arg, 1))
+        if (r->arg && !luas_push_json(L, r->arg, 1, false))
             return luaL_error(L, "%s", r->why);
         lua_call(L, r->arg ? 1 : 0, 1);
         return 1;
@@ -605,7 +673,7 @@ static int luas_body(lua_State *L)
         return luaL_error(L, "script %s has no function %s", r->name, r->fn);
     }
     if (r->arg) {
-        if (!luas_push_json(L, r->arg, 1))
+        if (!luas_push_json(L, r->arg, 1, true))
             return luaL_error(L, "%s", r->why);
     } else
         lua_pushlightuserdata(L, (void *)&json_null_tag);

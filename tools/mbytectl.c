@@ -621,6 +621,22 @@ static int thumbs_action(const char *verb)
 static int c_thumbs_purge(int argc, char **argv) { return (void)argc, (void)argv, thumbs_action("purge"); }
 static int c_thumbs_rebuild(int argc, char **argv) { return (void)argc, (void)argv, thumbs_action("rebuild"); }
 
+static int c_rules_reload(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    json_t *j = NULL;
+    int rc = call("POST", "/api/v1/admin/tags/rules/reload", NULL, raw_json ? NULL : &j);
+    if (!rc && !raw_json) {
+        size_t i;
+        json_t *r;
+        json_array_foreach(json_object_get(j, "rules"), i, r) printf("%s\n", json_string_value(r));
+        printf("%zu global rule(s); error counts cleared for %lld\n", json_array_size(json_object_get(j, "rules")),
+               (long long)json_integer_value(json_object_get(j, "reset")));
+    }
+    json_decref(j);
+    return rc;
+}
+
 typedef struct {
     const char *group, *verb;
     int (*fn)(int, char **);
@@ -654,6 +670,8 @@ static const command commands[] = {
     {"restore", NULL, c_restore, "restore DIR --data NEWDIR [--snapshot NAME]   (no server needed; NEWDIR must be new)"},
     {"search", "rebuild", c_search_rebuild, "search rebuild [STORE]   (rebuild one store's search index, or all; follows the task)"},
     {"search", "status", c_search_status, "search status   (per store: indexed, queued, failed with reasons)"},
+    {"rules", "reload", c_rules_reload,
+     "rules reload   (tags: clear the global rules' error counts after fixing their files; lists them)"},
     {"audit", "verify", c_audit_verify, "audit verify   (checks the audit log's hash chain; exit 1 names the first bad entry)"},
     {"thumbnails", "status", c_thumbs_status, "thumbnails status   (cache use, and the files without one with the reason)"},
     {"thumbnails", "purge", c_thumbs_purge, "thumbnails purge   (empty the thumbnail cache; they are made again when asked for)"},

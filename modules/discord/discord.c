@@ -483,8 +483,8 @@ static bool all_words_in(const char *name, const char *words)
     return true;
 }
 
-/* /mbyte search: file and folder NAMES in the linked user's stores (the search module's
- * full-text index has no call another module can use yet; docs/discord.md). At most 10. */
+/* /mbyte search without the search module: file and folder NAMES in the linked user's stores.
+ * At most 10. */
 static void search_names(followup *f, char *text, size_t n)
 {
     dc *d = f->d;
@@ -520,6 +520,39 @@ static void search_names(followup *f, char *text, size_t n)
         snprintf(text, n, "No file or folder name has \"%s\".", f->ix.words);
 }
 
+/* /mbyte search: the search module's full-text search (its service "search.query": names and
+ * contents, the user's stores and what is shared with the user), at most 10 hits; the name-only
+ * walk when the search module is not loaded (MB_ENOENT: nobody offers the service). */
+static void search_words(followup *f, char *text, size_t n)
+{
+    dc *d = f->d;
+    mb_err e = {0};
+    json_t *out = NULL, *arg = json_pack("{s:I, s:s, s:i}", "user", (json_int_t)f->user, "q", f->ix.words, "limit", 10);
+    int rc = d->api->service_call("search.query", arg, &out, &e);
+    json_decref(arg);
+    if (rc == MB_ENOENT) {
+        json_decref(out);
+        search_names(f, text, n);
+        return;
+    }
+    json_t *hits = json_object_get(out, "hits");
+    if (rc)
+        snprintf(text, n, "Search failed: %s", e.msg);
+    else if (!json_array_size(hits))
+        snprintf(text, n, "Nothing has \"%s\".", f->ix.words);
+    else {
+        size_t len = (size_t)snprintf(text, n, "Files with \"%s\":", f->ix.words), i;
+        json_t *h;
+        json_array_foreach(hits, i, h)
+        {
+            if (len < n)
+                len += (size_t)snprintf(text + len, n - len, "\n- %s: %s%s", mb_jstr(h, "store_name"),
+                                        mb_jstr(h, "path"), json_object_get(h, "share") ? " (shared with you)" : "");
+        }
+    }
+    json_decref(out);
+}
+
 static void answer_text(followup *f, char *text, size_t n)
 {
     dc *d = f->d;
@@ -550,7 +583,7 @@ static void answer_text(followup *f, char *text, size_t n)
         snprintf(text, n, started ? "Started %zu backup%s." : "You have no Discord backups yet.", started,
                  started == 1 ? "" : "s");
     } else if (f->ix.command == DC_CMD_SEARCH)
-        search_names(f, text, n);
+        search_words(f, text, n);
     else
         snprintf(text, n, "Unknown command. Try /mbyte usage or /mbyte backup now.");
 }
@@ -846,7 +879,7 @@ static const mb_task_type tasks[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 0,
+    .abi_minor = 1, /* service_call (2.1) */
     .name = "discord",
     .version = DC_VERSION,
     .description = "Discord bot: channel backups into a store, notifications, slash commands",

@@ -1,8 +1,8 @@
 /*
  * modules/search/find.c — answering GET /api/v1/search (issue 17): the query parsed (query.c),
  * every store the caller reaches searched in its own index (index.c) — the caller's stores, and
- * each store shared with the caller within the shared file or folder (api->grants_list, which
- * the sharing module answers) — the hits merged by score, one page of them given snippets.
+ * each store shared with the caller within the shared file or folder (the module service
+ * "sharing.grants", which the sharing module offers) — the hits merged by score, one page of them given snippets.
  *
  * Threads: HTTP workers, concurrently; each index is used under its slot's mutex
  * (search.c's slot_take / slot_release), nothing else is shared.
@@ -105,17 +105,21 @@ static int search_store(search *s, const sq_query *q, uint64_t sid, const char *
     return 0;
 }
 
-/* What other users share with the caller and it may list (api->grants_list, answered by the
- * sharing module): each share's store searched within the shared path. in: names folders of
- * the caller's own stores, so a query with in: searches no share. */
-static int search_shares(search *s, mb_req *req, sq_query *q, uint64_t only, int want, hits *all, json_t *keep,
+/* What other users share with the caller and it may list (the service "sharing.grants";
+ * without the sharing module nothing is shared): each share's store searched within the
+ * shared path. in: names folders of the caller's own stores, so a query with in: searches no
+ * share. */
+static int search_shares(search *s, uint64_t uid, sq_query *q, uint64_t only, int want, hits *all, json_t *keep,
                          mb_err *err)
 {
     const mb_api *api = s->api;
-    if (q->nins || api->size <= offsetof(mb_api, grants_list) || !api->grants_list)
+    if (q->nins)
         return 0;
-    json_t *grants = NULL;
-    int rc = api->grants_list(api->req_user(req)->id, &grants, err);
+    json_t *grants = NULL, *arg = json_pack("{s:I}", "user", (json_int_t)uid);
+    int rc = api->service_call("sharing.grants", arg, &grants, err);
+    json_decref(arg);
+    if (rc == MB_ENOENT)
+        rc = 0; /* the sharing module is not loaded: nothing is shared */
     size_t i;
     json_t *g;
     json_array_foreach(grants, i, g) {
@@ -184,22 +188,12 @@ static void show_snippets(search *s, const sq_query *q, hit *shown, size_t n)
     free(batch);
 }
 
-/* GET /api/v1/search?q=&store=&limit=&cursor= */
-int sf_search(mb_req *req, void *state, mb_err *err)
+/* One search for user u (its stores and what is shared with it): *out {"hits": [...], "next"}.
+ * The HTTP route and the "search.query" service both answer with it. */
+static int find_run(search *s, const mb_user *u, const char *qs, uint64_t only, uint64_t limit, uint64_t offset,
+                    json_t **out, mb_err *err)
 {
-    search *s = state;
     const mb_api *api = s->api;
-    const char *qs = api->req_query(req, "q"), *sv = api->req_query(req, "store");
-    const char *lv = api->req_query(req, "limit"), *cv = api->req_query(req, "cursor");
-    uint64_t limit = 20, offset = 0, only = 0;
-    if (lv && !parse_u64(lv, MAX_LIMIT, &limit))
-        return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
-    if (!limit)
-        return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
-    if (cv && *cv && !parse_u64(cv, MAX_OFFSET, &offset))
-        return api->err_set(err, MB_EINVAL, "cursor: not a cursor this server gave (use \"next\" of the last answer)");
-    if (sv && *sv && (!parse_u64(sv, UINT64_MAX, &only) || !only))
-        return api->err_set(err, MB_ENOENT, "no such store: %s", sv);
     if (!qs || !*qs)
         return api->err_set(err, MB_EINVAL, "q: say what to search for, as in q=invoice type:pdf");
     sq_query q;
@@ -207,7 +201,7 @@ int sf_search(mb_req *req, void *state, mb_err *err)
     if (sq_parse(qs, &q, why, sizeof why))
         return api->err_set(err, MB_EINVAL, "q: %s", why);
     json_t *stores = NULL;
-    int rc = api->store_list(api->req_user(req), &stores, err);
+    int rc = api->store_list(u, &stores, err);
     if (rc) {
         sq_free(&q);
         return rc;
@@ -231,12 +225,11 @@ int sf_search(mb_req *req, void *state, mb_err *err)
     }
     size_t own = found.n;
     if (!rc)
-        rc = search_shares(s, req, &q, only, want, &found, keep, err);
+        rc = search_shares(s, u->id, &q, only, want, &found, keep, err);
     if (!rc && only && !found_only && found.n == own)
-        rc = api->err_set(err, MB_ENOENT, "no such store: %s", sv);
+        rc = api->err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)only);
     hit *all = found.v;
     size_t nall = found.n;
-    json_t *out = NULL;
     if (!rc) {
         if (nall)
             qsort(all, nall, sizeof *all, cmp_hit);
@@ -252,7 +245,7 @@ int sf_search(mb_req *req, void *state, mb_err *err)
                                snippet_json(all[k].h.snippet), "share", all[k].share));
         char next[24];
         snprintf(next, sizeof next, "%llu", (unsigned long long)(offset + limit));
-        out = json_pack("{s:o, s:s?}", "hits", arr, "next",
+        *out = json_pack("{s:o, s:s?}", "hits", arr, "next",
                         nall > offset + limit && offset + limit <= MAX_OFFSET ? next : NULL);
     }
     for (size_t k = 0; k < nall; k++) {
@@ -263,5 +256,45 @@ int sf_search(mb_req *req, void *state, mb_err *err)
     json_decref(keep);
     json_decref(stores);
     sq_free(&q);
+    return rc;
+}
+
+/* GET /api/v1/search?q=&store=&limit=&cursor= */
+int sf_search(mb_req *req, void *state, mb_err *err)
+{
+    search *s = state;
+    const mb_api *api = s->api;
+    const char *qs = api->req_query(req, "q"), *sv = api->req_query(req, "store");
+    const char *lv = api->req_query(req, "limit"), *cv = api->req_query(req, "cursor");
+    uint64_t limit = 20, offset = 0, only = 0;
+    if (lv && !parse_u64(lv, MAX_LIMIT, &limit))
+        return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
+    if (!limit)
+        return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
+    if (cv && *cv && !parse_u64(cv, MAX_OFFSET, &offset))
+        return api->err_set(err, MB_EINVAL, "cursor: not a cursor this server gave (use \"next\" of the last answer)");
+    if (sv && *sv && (!parse_u64(sv, UINT64_MAX, &only) || !only))
+        return api->err_set(err, MB_ENOENT, "no such store: %s", sv);
+    json_t *out = NULL;
+    int rc = find_run(s, api->req_user(req), qs, only, limit, offset, &out, err);
     return rc ? rc : api->reply_json(req, 200, out);
+}
+
+/* The module service "search.query" {"user": uid, "q": "...", "limit": n} -> {"hits": [...]}
+ * (the Discord module's /mbyte search): what GET /api/v1/search answers that user, first page. */
+int sf_query_service(const json_t *arg, json_t **out, void *state, mb_err *err)
+{
+    search *s = state;
+    const mb_api *api = s->api;
+    json_t *uv = json_object_get(arg, "user"), *lv = json_object_get(arg, "limit");
+    if (!json_is_integer(uv) || json_integer_value(uv) <= 0 || (lv && !json_is_integer(lv)))
+        return api->err_set(err, MB_EINVAL, "search.query takes {\"user\": id, \"q\": text, \"limit\": n}");
+    json_int_t limit = lv ? json_integer_value(lv) : 20;
+    if (limit < 1 || limit > MAX_LIMIT)
+        return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
+    mb_user u;
+    char name[128];
+    if (api->user_lookup((uint64_t)json_integer_value(uv), NULL, &u, name, sizeof name, err))
+        return err->code;
+    return find_run(s, &u, json_string_value(json_object_get(arg, "q")), 0, (uint64_t)limit, 0, out, err);
 }

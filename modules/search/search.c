@@ -866,7 +866,8 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         free(s);
         return api->err_set(err, MB_ENOMEM, "cannot start the indexing thread");
     }
-    api->service_set(self, "search.text", s_text, s, err); /* a name nobody else offers */
+    api->service_set(self, "search.text", s_text, s, err); /* names nobody else offers */
+    api->service_set(self, "search.query", sf_query_service, s, err);
     *state = s;
     return 0;
 }
@@ -877,6 +878,7 @@ static int fini(void *state, bool reloading, mb_err *err)
     search *s = state;
     mb_err e;
     s->api->service_set(s->self, "search.text", NULL, NULL, &e); /* waits for calls in flight */
+    s->api->service_set(s->self, "search.query", NULL, NULL, &e);
     pthread_mutex_lock(&s->mu);
     s->stop = true; /* from here no extractor server starts (sp_start checks it under mu) */
     pthread_cond_signal(&s->cv);

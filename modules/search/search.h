@@ -238,6 +238,7 @@ void slot_release(index_slot *x);
 /* -------------------------------------------------------------- find.c --- */
 /* GET /api/v1/search?q=&store=&limit=&cursor= (state: the module's search). */
 int sf_search(mb_req *req, void *state, mb_err *err);
+int sf_query_service(const json_t *arg, json_t **out, void *state, mb_err *err);
 #endif
 
 #endif

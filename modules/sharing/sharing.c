@@ -447,8 +447,10 @@ static int h_with_me(mb_req *req, void *state, mb_err *err)
     return s->api->reply_json(req, 200, json_pack("{s:o}", "shares", c.arr));
 }
 
-/* What is shared with uid and usable now, for other modules (api->grants_list: the search
- * module searches a grantee's shares). A share that only takes uploads lists nothing. */
+/* What is shared with a user and usable now, for other modules: the module service
+ * "sharing.grants" {"user": uid} -> [{"id","store","owner","path","target","permission",
+ * "expires"}] (the search module searches a grantee's shares). A share that only takes
+ * uploads lists nothing. */
 typedef struct grants_ud {
     sharing *s;
     json_t *arr;
@@ -476,9 +478,13 @@ static int grant_one(const char *key, const void *v, size_t len, void *ud)
     return 0;
 }
 
-static int grants_of(void *state, uint64_t uid, json_t **out, mb_err *err)
+static int s_grants(const json_t *arg, json_t **out, void *state, mb_err *err)
 {
     sharing *s = state;
+    json_t *u = json_object_get(arg, "user");
+    if (!json_is_integer(u) || json_integer_value(u) <= 0)
+        return s->api->err_set(err, MB_EINVAL, "sharing.grants needs {\"user\": a user id}");
+    uint64_t uid = (uint64_t)json_integer_value(u);
     char prefix[32], u16[17];
     hex16(u16, uid);
     snprintf(prefix, sizeof prefix, "g/%s/", u16);
@@ -1023,8 +1029,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     size_t n = strlen(s->base_url);
     while (n && s->base_url[n - 1] == '/')
         s->base_url[--n] = 0;
-    if (api->size > offsetof(mb_api, grants_provider_set) && api->grants_provider_set &&
-        api->grants_provider_set(self, grants_of, s, err)) {
+    if (api->service_set(self, "sharing.grants", s_grants, s, err)) {
         pthread_mutex_destroy(&s->lock);
         free(s);
         return err->code;
@@ -1035,10 +1040,10 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
 
 static int fini(void *state, bool reloading, mb_err *err)
 {
-    (void)reloading;
+    (void)reloading, (void)err;
     sharing *s = state;
-    if (s->api->size > offsetof(mb_api, grants_provider_set) && s->api->grants_provider_set)
-        s->api->grants_provider_set(s->self, NULL, NULL, err); /* returns once no call is in flight */
+    mb_err e;
+    s->api->service_set(s->self, "sharing.grants", NULL, NULL, &e); /* returns once no call is in flight */
     pthread_mutex_destroy(&s->lock);
     free(s);
     return 0;
@@ -1076,7 +1081,7 @@ static const mb_route routes[] = {
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
-    .abi_minor = 0,
+    .abi_minor = 1, /* service_set (2.1) */
     .name = "sharing",
     .version = SHARING_VERSION,
     .description = "Share files and folders with other users or through links",

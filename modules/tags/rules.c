@@ -369,6 +369,37 @@ static int req_rule(tags *t, mb_req *req, uint64_t *sid, const char **name, mb_e
     return 0;
 }
 
+/* POST /api/v1/admin/tags/rules/reload (mbytectl rules reload): after an administrator fixed a
+ * global rule's file. The files are read on every call already; this clears each global rule's
+ * error count and last error, so GET .../rules shows whether the fix holds, and answers the
+ * global rules now configured: {"rules": [names], "reset": n}. */
+int rules_h_reload(mb_req *req, void *state, mb_err *err)
+{
+    tags *t = state;
+    json_t *globals = tg_globals(t);
+    json_int_t reset = 0;
+    size_t i;
+    json_t *g;
+    pthread_mutex_lock(&t->mu); /* stats() read-modify-writes under mu */
+    json_array_foreach(globals, i, g) {
+        char key[128];
+        rkey(key, sizeof key, "rs", 0, json_string_value(g));
+        json_t *s = tg_get(t, key);
+        if (s && (mb_jint(s, "errors") || json_object_get(s, "last_error"))) {
+            json_object_set_new(s, "errors", json_integer(0));
+            json_object_del(s, "last_error");
+            json_object_del(s, "last_error_at");
+            if (tg_put(t, key, s, err) == 0)
+                reset++;
+        }
+        json_decref(s);
+    }
+    pthread_mutex_unlock(&t->mu);
+    t->api->log(t->self, MB_LOG_INFO, "global rules reloaded: %zu configured, %lld error counts cleared",
+                json_array_size(globals), (long long)reset);
+    return t->api->reply_json(req, 200, json_pack("{s:o, s:I}", "rules", globals, "reset", reset));
+}
+
 typedef struct list_ctx {
     tags *t;
     json_t *out;

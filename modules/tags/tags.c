@@ -6,7 +6,8 @@
  * the entry's stable id (e/<sid16>/<id16>, tags.h), so renames, moves, trash and restore keep
  * them without a write; purge and delete drop them. The record also keeps the entry's path, so
  * the apply-to-existing run, suggestions and search's tag: filter can name it; paths follow the
- * hook bus (moves rewrite them, a trashed subtree is marked with its trash id).
+ * hook bus (moves rewrite them, a trashed subtree is marked with its trash id, a copy's entries
+ * get the tags of the entries they copy).
  *
  * Every change arrives through the hook bus, whichever door made it (HTTP, tus, FTP, WebDAV, a
  * module): a batched observer copies each event into q/<seq> in the dispatcher's own write (so an
@@ -20,7 +21,8 @@
  *   routes   GET  /api/v1/stores/{sid}/tags                     [{"name","color","count"}]
  *            GET  /api/v1/stores/{sid}/tags/{path*}             {"path","tags"}
  *            POST /api/v1/stores/{sid}/tags/{path*}             {"add","remove"} -> {"path","tags"}
- *            and the rules and suggestions routes of rules.c
+ *            and the rules and suggestions routes of rules.c, with
+ *            POST /api/v1/admin/tags/rules/reload (admin: clear global rules' error counts)
  *   listing  a decorator adds "tags" to each entry; a filter answers ?tag=a&tag=-b&any=c
  *   service  "tags.match" {"store","paths":[...],"tags":[...]} -> the paths carrying all of them
  *            (search's tag: filter)
@@ -530,6 +532,37 @@ static void book(tags *t, const char *ev, const json_t *p)
     json_decref(c.vals);
 }
 
+/* A copy carries the tags of what it copies (file.copied, folder.copied): each tagged entry
+ * equal to or under `from` gives its tags to the entry at the same place under `to`, which
+ * has a new id. Not under mu (tg_change takes it per entry). */
+static void copy_tags(tags *t, const json_t *p)
+{
+    uint64_t sid = (uint64_t)mb_jint(p, "store");
+    const char *from = strip(mb_jstr(p, "from")), *to = strip(mb_jstr(p, "to"));
+    each_ctx c = {t, p, json_array(), json_array()};
+    char prefix[64];
+    mb_err e;
+    snprintf(prefix, sizeof prefix, "e/%016llx/", (unsigned long long)sid);
+    t->api->kv_scan_json(t->self, prefix, collect, &c, &e);
+    size_t i;
+    json_t *v;
+    json_array_foreach(c.vals, i, v) {
+        const char *path = mb_jstr(v, "path");
+        char *np;
+        if (!path || json_object_get(v, "trash") || !*from || !under(path, from) ||
+            asprintf(&np, "%s%s", to, path + strlen(from)) < 0)
+            continue;
+        json_t *info = NULL;
+        if (t->api->file_stat(NULL, sid, np, &info, &e) == 0) /* gone meanwhile: nothing to tag */
+            tg_change(t, sid, (uint64_t)mb_jint(info, "id"), np, mb_jstr(info, "type"), json_object_get(v, "tags"),
+                      NULL, NULL, &e);
+        json_decref(info);
+        free(np);
+    }
+    json_decref(c.keys);
+    json_decref(c.vals);
+}
+
 typedef struct drain_ctx {
     json_t *keys, *vals;
 } drain_ctx;
@@ -556,6 +589,8 @@ static void drain(void *arg)
             pthread_mutex_lock(&t->mu);
             book(t, ev, p);
             pthread_mutex_unlock(&t->mu);
+            if (!strcmp(ev, "file.copied") || !strcmp(ev, "folder.copied"))
+                copy_tags(t, p);
             bool run = !strcmp(ev, "file.created") || !strcmp(ev, "file.updated") || !strcmp(ev, "file.moved") ||
                        !strcmp(ev, "search.extracted");
             const char *path = mb_jstr(p, !strcmp(ev, "file.moved") ? "to" : "path");
@@ -673,6 +708,7 @@ static const mb_route routes[] = {
     R("GET", "/api/v1/stores/{sid}/suggestions", rules_h_suggestions),
     R("POST", "/api/v1/stores/{sid}/suggestions/accept", rules_h_accept),
     R("POST", "/api/v1/stores/{sid}/suggestions/dismiss", rules_h_dismiss),
+    {sizeof(mb_route), "POST", "/api/v1/admin/tags/rules/reload", MB_ROLE_ADMIN, rules_h_reload, NULL},
     {0},
 };
 
@@ -680,6 +716,7 @@ static const mb_route routes[] = {
 static const mb_hook hooks[] = {
     EV("file.created"),  EV("file.updated"),  EV("file.moved"),    EV("folder.moved"),     EV("file.trashed"),
     EV("file.restored"), EV("file.deleted"),  EV("folder.deleted"), EV("file.purged"),     EV("search.extracted"),
+    EV("file.copied"),   EV("folder.copied"),
     {0},
 };
 

@@ -72,5 +72,6 @@ int rules_h_run(mb_req *req, void *state, mb_err *err);
 int rules_h_suggestions(mb_req *req, void *state, mb_err *err);
 int rules_h_accept(mb_req *req, void *state, mb_err *err);
 int rules_h_dismiss(mb_req *req, void *state, mb_err *err);
+int rules_h_reload(mb_req *req, void *state, mb_err *err);
 int rules_task(mb_task *task, const json_t *args, void *state, mb_err *err);
 #endif

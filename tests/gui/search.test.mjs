@@ -52,10 +52,10 @@ before(async () => {
 
 after(async () => { await browser?.close(); });
 
-async function signIn(p) {
+async function signIn(p, user = USER, pass = PASS) {
     await p.goto(URL + '/');
-    await p.getByLabel('Username').fill(USER);
-    await p.getByLabel('Password').fill(PASS);
+    await p.getByLabel('Username').fill(user);
+    await p.getByLabel('Password').fill(pass);
     await p.getByRole('button', { name: 'Sign in' }).click();
     const box = p.getByRole('combobox', { name: 'Search files' });
     await box.waitFor();
@@ -98,5 +98,33 @@ test('at phone width the search box fits the top bar and its results span the sc
     const r = await p.locator('.search-panel').boundingBox();
     assert.ok(r.x >= 0 && r.x + r.width <= 390, JSON.stringify(r));
     await p.screenshot({ path: join(ART, 'search-phone.png') });
+    await ctx.close();
+});
+
+test('a hit found through a share opens through the share, at its folder with the file marked', async () => {
+    const r = await call('POST', '/admin/users', JSON.stringify({ username: 'gina', password: 'gina-password-1', role: 'user' }),
+        'application/json');
+    assert.equal(r.status, 201, JSON.stringify(r));
+    const sh = await call('POST', `/stores/${sid}/shares`, JSON.stringify({ type: 'user', user: 'gina', path: 'travel', permission: 'view' }),
+        'application/json');
+    assert.equal(sh.status, 201, JSON.stringify(sh));
+    const ctx = await browser.newContext({ viewport: { width: 1366, height: 860 } });
+    const p = await ctx.newPage();
+    p.on('pageerror', e => console.log('# page error:', e.message));
+    const box = await signIn(p, 'gina', 'gina-password-1');
+    await box.fill('narwhal');
+    const hit = p.locator('.search-hit[data-path="travel/notes/itinerary.txt"]');
+    await hit.waitFor();
+    assert.match(await hit.locator('.search-hit-where').textContent(), /^shared · /);
+    const before = await p.evaluate(() => location.hash);
+    await hit.click();
+    const dlg = p.getByRole('dialog', { name: 'Shared with me' });
+    const row = dlg.locator('table.share-listing tbody tr[data-path="notes/itinerary.txt"]');
+    await row.waitFor();
+    assert.match(await row.getAttribute('class'), /\bselected\b/);
+    assert.equal(await dlg.locator('[aria-current="page"]').textContent(), 'notes');
+    assert.equal(await dlg.locator('.error-state').count(), 0);
+    assert.equal(await p.evaluate(() => location.hash), before); // not the owner's store, which gina cannot open
+    await p.screenshot({ path: join(ART, 'search-shared-opened.png') });
     await ctx.close();
 });

@@ -331,8 +331,11 @@ class Polling(DiscordBase):
         while sorted(self.message_ids()) != self.expected_ids(CH):
             self.assertLess(time.time(), deadline + 60, "the timer did not pick up the new messages")
             time.sleep(0.2)
-        b = self.srv.request("GET", "/api/v1/discord/backups/%s" % bid, token=self.tok).json()
-        self.assertEqual((b["state"], b["messages"]), ("ok", 8), b)
+        # the files land before the run's record is written: poll the record too
+        while (b := self.srv.request("GET", "/api/v1/discord/backups/%s" % bid, token=self.tok).json())["messages"] != 8:
+            self.assertLess(time.time(), deadline + 60, "the record never counted 8 messages: %r" % b)
+            time.sleep(0.2)
+        self.assertEqual(b["state"], "ok", b)
 
 
 class Notifications(DiscordBase):
@@ -491,6 +494,51 @@ class Interactions(DiscordBase):
             self.assertLess(time.time(), deadline, "the backup did not run")
             time.sleep(0.1)
         self.assertEqual(sorted(self.message_ids()), self.expected_ids(CH))
+
+
+class FullTextSearch(DiscordBase):
+    """/mbyte search through the search module's full-text search (its "search.query" service)."""
+    extra_modules = {"search": True, "sharing": True}
+    post = Interactions.post
+    command = Interactions.command
+    wait_followup = Interactions.wait_followup
+
+    def put(self, tok, sid, path, data):
+        r = self.srv.request("PUT", "/api/v1/stores/%d/files/%s?parents=true" % (sid, path), data, token=tok,
+                             headers={"Content-Type": "application/octet-stream"})
+        self.assertIn(r.status, (200, 201), r)
+
+    def test_words_inside_files_and_in_shares_are_found_and_unshared_files_never(self):
+        self.srv.request("PUT", "/api/v1/discord/link", {"discord_user": DISCORD_USER}, token=self.tok)
+        self.put(self.tok, self.sid, "notes/trip.txt", b"on rottnest we saw a quokka smiling")
+        self.put(self.tok, self.sid, "notes/other.txt", b"nothing to see")
+        eve = self.srv.add_user("eve")
+        esid = self.srv.request("GET", "/api/v1/stores", token=eve).json()[0]["id"]
+        self.put(eve, esid, "zoo/list.txt", b"kangaroo, quokka, emu")
+        self.put(eve, esid, "private.txt", b"my own quokka diary")
+        r = self.srv.request("POST", "/api/v1/stores/%d/shares" % esid,
+                             {"type": "user", "user": "dana", "path": "zoo", "permission": "view"}, token=eve)
+        self.assertEqual(r.status, 201, r)
+        deadline = time.time() + 60  # indexing is asynchronous: wait until the web search finds both
+        while sorted(h["path"] for h in self.srv.request("GET", "/api/v1/search?q=quokka", token=self.tok)
+                     .json()["hits"]) != ["notes/trip.txt", "zoo/list.txt"]:
+            self.assertLess(time.time(), deadline, "the search module did not index the files")
+            time.sleep(0.1)
+        sub = {"type": 1, "name": "search", "options": [{"type": 3, "name": "words", "value": "quokka"}]}
+        self.assertEqual(self.post(self.command(sub, token="fulltext")).json()["type"], 5)
+        text = self.wait_followup("fulltext")
+        self.assertIn("notes/trip.txt", text)  # the word is in the file, not in its name
+        self.assertIn("zoo/list.txt (shared with you)", text)
+        self.assertNotIn("private.txt", text)
+        self.assertNotIn("other.txt", text)
+        # without the search module: names only, so a word inside a file finds nothing
+        r = self.srv.request("POST", "/api/v1/admin/modules/search/unload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.post(self.command(sub, token="namesonly")).json()["type"], 5)
+        self.assertEqual(self.wait_followup("namesonly"), 'No file or folder name has "quokka".')
+        sub["options"][0]["value"] = "trip"
+        self.post(self.command(sub, token="names2"))
+        self.assertIn("notes/trip.txt", self.wait_followup("names2"))
 
 
 if __name__ == "__main__":

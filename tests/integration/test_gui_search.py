@@ -13,7 +13,7 @@ from test_gui import run_browser_test  # noqa: E402
 
 class GuiSearchTest(unittest.TestCase):
     def test_search_box_in_a_real_browser(self):
-        run_browser_test(self, {"search": True, "trash": True}, "search.test.mjs", timeout=300)
+        run_browser_test(self, {"search": True, "trash": True, "sharing": True}, "search.test.mjs", timeout=300)
 
 
 if __name__ == "__main__":

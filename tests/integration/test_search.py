@@ -572,6 +572,22 @@ class SharedSearchTest(SearchBase):
         self.share("Projects", permission="upload")
         self.assertEqual(bob.paths("narwhal"), [])
 
+    def test_shares_follow_the_sharing_module_through_unload_and_load(self):
+        # search asks the sharing module's "sharing.grants" service at every query: without the
+        # module nothing is shared (and the search still answers), with it back the share is too
+        bob = Client(self.srv, self.srv.add_user("bob", admin_token=self.admin))
+        self.c.put("Shared/ibis.txt", b"a scarlet ibis")
+        self.share("Shared")
+        self.until(lambda: bob.paths("ibis") == ["Shared/ibis.txt"] or None, "bob finds the shared file")
+        r = self.srv.request("POST", "/api/v1/admin/modules/sharing/unload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(bob.search("ibis").status, 200)
+        self.assertEqual(bob.paths("ibis"), [])
+        r = self.srv.request("POST", "/api/v1/admin/modules/sharing/load", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(bob.paths("ibis"), ["Shared/ibis.txt"])
+
+
 
 class ExtractorLimitsTest(SearchBase):
     """mbyte-extractd as shipped: a zip bomb inflates no further than the limits allow."""

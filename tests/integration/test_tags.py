@@ -129,6 +129,28 @@ class ManualTagsTest(ServerTest):
         # remove
         self.assertEqual(c.tag("docs/renamed.txt", remove=["URGENT"]), ["Invoice"])
 
+    def test_a_copy_carries_the_tags_and_the_original_keeps_them(self):
+        c = self.c
+        c.put("src/a.txt", b"alpha")
+        c.put("src/deep/b.txt", b"beta")
+        c.put("src/plain.txt", b"untagged")
+        c.tag("src/a.txt", ["Invoice", {"name": "urgent", "color": "#f00"}])
+        c.tag("src/deep/b.txt", ["Draft"])
+        c.tag("src", ["Project"])
+        self.assertIn(c.req("POST", "copy", {"from": "src/a.txt", "to": "one.txt"}).status, (200, 201))
+        poll(lambda: c.tags_of("one.txt") == ["Invoice", "urgent"], what="the copied file's tags")
+        self.assertIn(c.req("POST", "copy", {"from": "src", "to": "dup"}).status, (200, 201))
+        poll(lambda: c.tags_of("dup") == ["Project"], what="the copied folder's tags")
+        self.assertEqual(c.tags_of("dup/a.txt"), ["Invoice", "urgent"])
+        self.assertEqual(c.tags_of("dup/deep/b.txt"), ["Draft"])
+        self.assertEqual(c.tags_of("dup/plain.txt"), [])
+        self.assertEqual(c.names("", "?tag=Project"), ["dup", "src"])
+        # the copies are entries of their own: untagging one leaves the original alone
+        c.tag("dup/a.txt", remove=["urgent"])
+        self.assertEqual(c.tags_of("src/a.txt"), ["Invoice", "urgent"])
+        self.assertEqual({t["name"]: t["count"] for t in c.req("GET", "tags").json()},
+                         {"Invoice": 3, "urgent": 2, "Draft": 2, "Project": 2})
+
     def test_filters_and_or_not(self):
         c = self.c
         for name, tags in [("1.txt", ["red", "big"]), ("2.txt", ["red"]), ("3.txt", ["big"]), ("4.txt", [])]:
@@ -185,6 +207,7 @@ class RulesBase(ServerTest):
         self.env = {"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % self.ftp_port,
                     "MBYTE_FTP_PASV_PORTS": "%d-%d" % (base, base + 99), "MBYTE_LUA_SECONDS": "5",
                     "MBYTE_LUA_MEMORY": str(4 << 20)}
+        self.env.update(getattr(self, "env_extra", {}))
         self.srv = harness.Server(modules=self.modules, env=self.env, module_conf=self.module_conf)
         self.srv.start()
         self.admin = self.srv.login()
@@ -263,6 +286,22 @@ class RulesTest(RulesBase):
         r = self.c.req("POST", "rules/loop/test", {"path": "up.txt"}).json()
         self.assertRegex(r["error"], "instruction budget|time limit")
 
+    def test_a_rule_cannot_change_the_file_it_is_shown(self):
+        writes = {"top": b"function rule(file)\n  file.name = 'x'\n  return {apply = {'top'}}\nend\n",
+                  "meta": b"function rule(file)\n  setmetatable(file, nil)\n  return {apply = {'meta'}}\nend\n",
+                  "reads": b"function rule(file)\n  local n = 0\n  for k in pairs(file) do n = n + 1 end\n"
+                           b"  return {apply = {(file.name == 'ro.txt' and n > 3) and 'reads' or 'none'}}\nend\n"}
+        for name, src in writes.items():
+            self.assertEqual(self.rule(name, src).status, 201, name)
+        self.c.put("ro.txt", b"hello")
+        poll(lambda: self.c.tags_of("ro.txt") == ["reads"], what="the reading rule ran")
+        stats = poll(lambda: (lambda s: s if all(s[n]["errors"] >= 1 for n in ("top", "meta")) else None)(
+            {x["name"]: x for x in self.c.req("GET", "rules").json()}), what="errors counted")
+        self.assertIn("top.lua:2: the argument is read-only", stats["top"]["last_error"])
+        self.assertIn("metatable", stats["meta"]["last_error"])
+        r = self.c.req("POST", "rules/top/test", {"path": "ro.txt"}).json()
+        self.assertIn("read-only", r["error"])
+
     def test_dry_run_reports_what_the_real_run_applies_to_1000_files(self):
         for i in range(1000):
             self.c.put("many/f%04d.txt" % i, b"x" * (i % 7))
@@ -340,6 +379,43 @@ class GlobalRulesTest(RulesBase):
         self.assertEqual(self.c.req("DELETE", "rules/source_code.lua").status, 400)
 
 
+
+class GlobalRulesReloadTest(RulesBase):
+    """mbytectl rules reload: after the administrator fixed a global rule's file."""
+    module_conf = {"tags": "global_rules: [flaky.lua]\n"}
+
+    def setUp(self):
+        self.lua_dir = tempfile.mkdtemp(prefix="lua-")
+        self.addCleanup(shutil.rmtree, self.lua_dir, True)
+        self.write("function rule(file)\n  return {apply = {file.nosuch.field}}\nend\n")
+        self.env_extra = {"MBYTE_LUA_DIR": self.lua_dir}
+        super().setUp()
+
+    def write(self, src):
+        with open(os.path.join(self.lua_dir, "flaky.lua"), "w") as f:
+            f.write(src)
+
+    def stats(self):
+        return {r["name"]: r for r in self.c.req("GET", "rules").json()}["flaky.lua"]
+
+    def test_reload_clears_the_error_count_and_the_fixed_rule_runs(self):
+        self.c.put("a.txt", b"one")
+        poll(lambda: self.stats()["errors"] >= 1, what="the broken rule's error counted")
+        self.assertIn("flaky.lua:2:", self.stats()["last_error"])
+        self.write("function rule(file)\n  return {apply = {'fixed'}}\nend\n")
+        r = self.srv.request("POST", "/api/v1/admin/tags/rules/reload", token=self.c.tok)
+        self.assertEqual(r.status, 403, r)  # an administrator's command
+        r = self.srv.ctl("rules", "reload")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("flaky.lua", r.stdout)
+        self.assertIn("error counts cleared for 1", r.stdout)
+        st = self.stats()
+        self.assertEqual((st["errors"], st["last_error"]), (0, None), st)
+        self.c.put("b.txt", b"two")
+        poll(lambda: self.c.tags_of("b.txt") == ["fixed"], what="the fixed rule tagged the next file")
+        self.assertEqual(self.stats()["errors"], 0)
+
+
 def read(path):
     with open(path, "rb") as f:
         return f.read()
@@ -384,7 +460,8 @@ class SearchRulesTest(RulesBase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(sorted(h["path"] for h in r.json()["hits"]), ["bill.pdf", "in/bill.pdf"])
         r = self.srv.request("GET", "/api/v1/search?q=tag:-invoice%20tag:-photo", token=self.c.tok)
-        self.assertEqual([h["path"] for h in r.json()["hits"]], ["in"])  # folders are hits too: the untagged "in"
+        # every file carries one of them; the folder "in" (folders are hits too) carries neither
+        self.assertEqual([h["path"] for h in r.json()["hits"]], ["in"])
         r = self.srv.request("GET", "/api/v1/search?q=hasselblad%20tag:camera:X2D", token=self.c.tok)
         self.assertEqual(sorted(h["path"] for h in r.json()["hits"]), ["in/photo.jpg", "photo.jpg"])
         # the rule test call sees the text too

@@ -89,6 +89,47 @@ static void test_json_round_trips_through_a_lua_function_unchanged(void **s)
     json_decref(out);
 }
 
+/* A function's argument (a tagging rule's `file`) is read-only at every level, and reads, #,
+ * ipairs and pairs still see all of it. */
+static void test_a_functions_argument_is_read_only_at_every_level(void **s)
+{
+    (void)s;
+    json_t *arg = json_pack("{s:s, s:{s:s}, s:[s,s]}", "name", "a.txt", "exif", "model", "X100", "tags", "a", "b");
+    json_t *out = NULL;
+    mb_err err = {0};
+    const char *reads = "function f(x)\n"
+                        "  local n, keys = 0, {}\n"
+                        "  for k in pairs(x) do keys[#keys + 1] = k end\n"
+                        "  for _, v in ipairs(x.tags) do n = n + #v end\n"
+                        "  table.sort(keys)\n"
+                        "  return {x.name, x.exif.model, #x.tags, n, table.concat(keys, ','), getmetatable(x)}\n"
+                        "end\n";
+    assert_int_equal(luas_run_string("r.lua", reads, "f", arg, &out, &err), 0);
+    char *got = json_dumps(out, JSON_COMPACT);
+    assert_string_equal(got, "[\"a.txt\",\"X100\",2,2,\"exif,name,tags\",\"read-only\"]");
+    free(got);
+    json_decref(out);
+    static const char *const writes[] = {
+        "function f(x)\n  x.name = 'b.txt'\nend\n",
+        "function f(x)\n  x.exif.model = 'Y'\nend\n",
+        "function f(x)\n  x.tags[3] = 'c'\nend\n",
+        "function f(x)\n  table.insert(x.tags, 'c')\nend\n",
+        "function f(x)\n  setmetatable(x, nil)\nend\n",
+    };
+    for (size_t i = 0; i < sizeof writes / sizeof *writes; i++) {
+        out = NULL;
+        assert_int_equal(luas_run_string("w.lua", writes[i], "f", arg, &out, &err), MB_EINVAL);
+        assert_null(out);
+        if (i < 3 && !strstr(err.msg, "w.lua:2: the argument is read-only"))
+            fail_msg("%s: %s", writes[i], err.msg);
+    }
+    /* returned as it came, it is the same JSON */
+    assert_int_equal(luas_run_string("id.lua", "function id(x) return {x, x.exif} end", "id", arg, &out, &err), 0);
+    assert_true(json_equal(json_array_get(out, 0), arg));
+    json_decref(out);
+    json_decref(arg);
+}
+
 static void test_lua_sees_json_types_as_lua_types(void **s)
 {
     (void)s;
@@ -584,6 +625,7 @@ int main(void)
         cmocka_unit_test(test_syntax_errors_name_script_and_line),
         cmocka_unit_test(test_runtime_errors_name_script_and_line),
         cmocka_unit_test_teardown(test_many_threads_calling_at_once_get_their_own_answers, reset_limits),
+        cmocka_unit_test(test_a_functions_argument_is_read_only_at_every_level),
         cmocka_unit_test(test_report_the_cost_of_one_call),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

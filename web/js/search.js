@@ -12,6 +12,7 @@ import { api } from './api.js';
 import { h, clear, formatBytes, formatTime } from './ui.js';
 import { on } from './state.js';
 import { moduleActive } from './modules.js';
+import { openSharedHit } from './shares.js';
 
 const DEBOUNCE_MS = 250;
 const TYPES = [['', 'Any type'], ['document', 'Documents'], ['pdf', 'PDF'], ['spreadsheet', 'Spreadsheets'],
@@ -111,7 +112,8 @@ export function searchBox({ reveal }) {
     const open = hit => {
         show(false);
         input.blur();
-        reveal(String(hit.store), hit.path);
+        if (hit.share) openSharedHit(hit); /* the owner's path: the grantee opens it through the share */
+        else reveal(String(hit.store), hit.path);
     };
     const later = () => { clearTimeout(timer); timer = setTimeout(run, DEBOUNCE_MS); };
     input.addEventListener('input', later);

@@ -183,14 +183,39 @@ export class SharesView {
     }
 }
 
-/* A user share opened by its grantee: the same browser as a visitor's, with the session. */
-function openSharedWithMe(s, name) {
+/* A user share opened by its grantee: the same browser as a visitor's, with the session; at
+ * folder `rel` of the share, the entry `select` (a path in the share) marked. */
+function openSharedWithMe(s, name, rel = '', select = '') {
     const host = h('div.share-browser');
     const b = new Browser({
-        base: '/api/v1/shared/' + encodeURIComponent(s.id), title: name, host, headers: m => authHeaders(m),
+        base: '/api/v1/shared/' + encodeURIComponent(s.id), title: name, host, headers: m => authHeaders(m), select,
     });
     dialog({ title: 'Shared with me', body: host, wide: true, actions: [{ label: 'Close', primary: true, value: 'ok' }] });
-    b.open('');
+    b.open(rel);
+}
+
+/* A search hit found through a share (hit.share): its path is the owner's, in a store the
+ * grantee cannot open, so it opens through the share (/api/v1/shared/{id}/...): a folder hit
+ * at that folder, a file hit at its folder with the file marked; a shared file as itself. */
+export async function openSharedHit(hit) {
+    let s;
+    try {
+        s = ((await api('GET', '/shared-with-me')).shares || []).find(x => x.id === hit.share);
+    } catch (e) {
+        toast(e.message, 'error');
+        return;
+    }
+    if (!s) {
+        toast('This share is gone: it may have been revoked.', 'error');
+        return;
+    }
+    const root = (s.path || '').replace(/^\/+|\/+$/g, ''), path = hit.path.replace(/^\/+/, '');
+    const inShare = !root ? path : path === root ? '' : path.startsWith(root + '/') ? path.slice(root.length + 1) : '';
+    const parent = inShare.includes('/') ? inShare.slice(0, inShare.lastIndexOf('/')) : '';
+    const name = root.split('/').pop() || '/';
+    if (s.target === 'file') openSharedWithMe(s, name);
+    else if (hit.type === 'folder') openSharedWithMe(s, name, inShare);
+    else openSharedWithMe(s, name, parent, inShare);
 }
 
 /* ============================================================ visitor page === */
@@ -200,8 +225,9 @@ function openSharedWithMe(s, name) {
  * uploads", a password-protected link with 401.
  */
 class Browser {
-    constructor({ base, title, host, headers, password }) {
+    constructor({ base, title, host, headers, password, select }) {
         this.base = base;
+        this.select = select || '';
         this.title = title;
         this.host = host;
         this.headers = headers || (() => ({}));
@@ -331,7 +357,7 @@ class Browser {
                 ? h('button.name-link', { type: 'button', onclick: () => this.open(p) }, fileName(e.name))
                 : fileName(e.name);
             const dl = e.type === 'file' ? button('Download ' + e.name, 'download', () => this.download(p, '?download=1'), { cls: 'icon-btn', iconOnly: true }) : null;
-            tbody.append(h('tr', { dataset: { path: p, type: e.type } },
+            tbody.append(h('tr' + (p === this.select ? '.selected' : ''), { dataset: { path: p, type: e.type } },
                 h('td.col-name', h('div.name-cell', h('span.file-icon.' + fileIcon(e), icon(fileIcon(e))), nameEl)),
                 h('td.col-size', e.type === 'folder' ? '—' : formatBytes(e.size)),
                 h('td.col-mtime', formatTime(e.mtime)),
