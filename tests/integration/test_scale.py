@@ -205,6 +205,19 @@ class BigFolderTest(Base):
                 break
         self.assertEqual(seen, self.N)
         self.assertEqual(self.req("GET", "files/big/f012345.txt").body, b"x12345")
+        # a purge of it from the trash (20,000 > subtree_task_above): out of the trash at once,
+        # its entries freed by a kernel.subtree task
+        self.assertIn(self.req("DELETE", "files/big?recursive=true").status, (200, 204))
+        item = self.req("GET", "trash").json()["items"][0]
+        r = self.req("DELETE", "trash/%d" % item["id"])
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(self.req("GET", "trash").json()["items"], [])
+        task = self.srv.request("GET", "/api/v1/tasks", token=self.tok).json()[0]
+        self.assertEqual(task["type"], "kernel.subtree")
+        task = wait_task(self, self.srv, task["id"], self.tok, timeout=300)
+        self.assertEqual((task["state"], task["result"]["op"]), ("done", "purge"), task)
+        report = fsck(self.srv, self.admin)
+        self.assertEqual((report["problems"], report["files_checked"]), ([], 0), report)
 
 
 class BigSubtreeTest(Base):
