@@ -722,11 +722,14 @@ static int xfer(mb_req *req, bool copy, mb_err *err)
         return rc;
     int flags = (json_is_true(json_object_get(b, "overwrite")) ? FS_OVERWRITE : 0) |
                 (json_is_true(json_object_get(b, "parents")) ? FS_PARENTS : 0);
-    json_t *info;
-    rc = copy ? fs_copy(http_req_user(req), sid, from, to, flags, &info, err)
+    json_t *info = NULL;
+    uint64_t task = 0; /* a big folder's copy is a task: 202 (fs_big.c) */
+    rc = copy ? fs_copy_task(http_req_user(req), sid, from, to, flags, &info, &task, err)
               : fs_move(http_req_user(req), sid, from, to, flags, &info, err);
     if (rc)
         return rc;
+    if (task)
+        return http_reply_json(req, 202, json_pack("{s:I, s:s}", "task", (json_int_t)task, "path", to));
     return http_reply_json(req, copy ? 201 : 200, info);
 }
 
@@ -750,8 +753,11 @@ static int h_delete(mb_req *req, void *st, mb_err *err)
     if (rc)
         return rc;
     int flags = query_true(req, "recursive") ? FS_RECURSIVE : 0;
-    if ((rc = fs_delete(http_req_user(req), sid, req_path(req), flags, err)))
+    uint64_t task = 0; /* a big folder is gone now and freed by a task: 202 (fs_big.c) */
+    if ((rc = fs_delete_task(http_req_user(req), sid, req_path(req), flags, &task, err)))
         return rc;
+    if (task)
+        return http_reply_json(req, 202, json_pack("{s:I}", "task", (json_int_t)task));
     return http_reply_bytes(req, 204, NULL, "", 0);
 }
 

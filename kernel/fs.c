@@ -340,10 +340,6 @@ static int path_depth(const char *p)
     return d;
 }
 
-typedef struct {
-    uint64_t sid, owner, uid;
-} del_ctx;
-
 static void file_deleted_into(txn *t, uint64_t sid, uint64_t owner, uint64_t uid, json_t *e, const char *path)
 {
     ns_drop_versions(t, sid, (uint64_t)jint(e, "id"), (uint64_t)jint(e, "version"));
@@ -354,9 +350,9 @@ static void file_deleted_into(txn *t, uint64_t sid, uint64_t owner, uint64_t uid
                               (json_int_t)uid));
 }
 
-static void del_file(txn *t, json_t *e, const char *path, void *ud)
+void fs_file_deleted(txn *t, json_t *e, const char *path, void *ud)
 {
-    del_ctx *d = ud;
+    fs_who *d = ud;
     file_deleted_into(t, d->sid, d->owner, d->uid, e, path);
 }
 
@@ -368,8 +364,8 @@ static void delete_into(txn *t, uint64_t sid, uint64_t owner, uint64_t uid, uint
     db_batch *b = t->b;
     char key[NS_KEYMAX];
     if (ns_is_folder(e)) {
-        del_ctx d = {sid, owner, uid};
-        ns_drop_subtree(t, sid, (uint64_t)jint(e, "id"), path, del_file, &d);
+        fs_who d = {sid, owner, uid};
+        ns_drop_subtree(t, sid, (uint64_t)jint(e, "id"), path, fs_file_deleted, &d);
         hook_emit_batch(b, "folder.deleted",
                         json_pack("{s:I, s:I, s:s, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner,
                                   "path", path, "user", (json_int_t)uid));
@@ -381,6 +377,28 @@ static void delete_into(txn *t, uint64_t sid, uint64_t owner, uint64_t uid, uint
 
 int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_err *err)
 {
+    return fs_delete_task(u, sid, path, flags, NULL, err);
+}
+
+/* A big folder's entry goes now, with the journal of what is left (fs_big.c). */
+static uint64_t detach_big(txn *t, uint64_t sid, uint64_t owner, uint64_t uid, uint64_t pid, json_t *e,
+                           const char *path)
+{
+    char key[NS_KEYMAX];
+    ns_dkey(key, sizeof key, sid, pid, ns_last_name(path));
+    db_batch_del(t->b, key, strlen(key));
+    hook_emit_batch(t->b, "folder.deleted",
+                    json_pack("{s:I, s:I, s:s, s:I}", "store", (json_int_t)sid, "owner", (json_int_t)owner, "path",
+                              path, "user", (json_int_t)uid));
+    return fs_big_journal(t, json_pack("{s:s, s:I, s:I, s:I, s:I, s:s}", "op", "delete", "store", (json_int_t)sid,
+                                       "owner", (json_int_t)owner, "user", (json_int_t)uid, "root", jint(e, "id"),
+                                       "path", path));
+}
+
+int fs_delete_task(const mb_user *u, uint64_t sid, const char *path, int flags, uint64_t *task, mb_err *err)
+{
+    if (task)
+        *task = 0;
     fs_op op;
     int rc = fs_op_begin(&op, u, sid, path, err);
     if (rc)
@@ -414,10 +432,15 @@ int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_er
         rc = ns_resolve(sid, np, &pid, &e, err);
         if (!rc && ns_is_folder(e) && !(flags & FS_RECURSIVE) && ns_has_children(sid, (uint64_t)jint(e, "id")))
             rc = err_set(err, MB_ECONFLICT, "the folder '%s' is not empty (delete it with recursive=true)", np);
-        if (!rc)
+        uint64_t jid = 0;
+        if (!rc && ns_is_folder(e) && fs_big_over(sid, (uint64_t)jint(e, "id")))
+            jid = detach_big(&c, sid, owner, u ? u->id : 0, pid, e, np);
+        else if (!rc)
             delete_into(&c, sid, owner, u ? u->id : 0, pid, ns_last_name(np), e, np);
         rc = txn_end(&c, rc, err, "the delete");
         json_decref(e);
+        if (!rc && jid)
+            rc = fs_big_start(jid, u ? u->id : 0, task, false, err);
     }
     fs_op_end(&op);
     return rc;
@@ -570,8 +593,7 @@ int fs_move(const mb_user *u, uint64_t sid, const char *from, const char *to, in
     return rc;
 }
 
-/* A copy of file entry e as a new file (new id, version 1) sharing its chunks. */
-static int copy_file_into(txn *t, uint64_t sid, json_t *e, uint64_t uid, int64_t now, json_t **out, mb_err *err)
+int fs_copy_file_into(txn *t, uint64_t sid, json_t *e, uint64_t uid, int64_t now, json_t **out, mb_err *err)
 {
     db_batch *b = t->b;
     char key[NS_KEYMAX];
@@ -600,6 +622,26 @@ static int copy_file_into(txn *t, uint64_t sid, json_t *e, uint64_t uid, int64_t
 
 int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, json_t **info, mb_err *err)
 {
+    return fs_copy_task(u, sid, from, to, flags, info, NULL, err);
+}
+
+/* A big folder's copy: the journal only (fs_big.c builds it below a new id, then names it). */
+static uint64_t copy_big(txn *t, uint64_t sid, const xfer *x, int64_t now, json_t **top)
+{
+    uint64_t nid = ns_new_id();
+    *top = ns_folder_record(nid, x->uid, now);
+    return fs_big_journal(t, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:O}", "op", "copy",
+                                       "store", (json_int_t)sid, "owner", (json_int_t)x->owner, "user",
+                                       (json_int_t)x->uid, "root", (json_int_t)nid, "src", jint(x->src, "id"), "dst",
+                                       (json_int_t)x->dst_pid, "name", x->to_name, "dir", x->to_dir, "from", x->from,
+                                       "to", x->to, "top", *top));
+}
+
+int fs_copy_task(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, json_t **info,
+                 uint64_t *task, mb_err *err)
+{
+    if (task)
+        *task = 0;
     xfer x;
     int rc = xfer_prepare(u, sid, from, to, "file.copy", &x, err);
     if (rc) {
@@ -617,12 +659,15 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
     if (!rc && x.dst)
         delete_into(&c, sid, x.owner, x.uid, x.dst_pid, x.to_name, x.dst, x.to);
     char key[NS_KEYMAX];
+    uint64_t jid = 0;
     if (!rc && !ns_is_folder(x.src)) {
-        rc = copy_file_into(&c, sid, x.src, x.uid, now, &top, err);
+        rc = fs_copy_file_into(&c, sid, x.src, x.uid, now, &top, err);
+    } else if (!rc && path_depth(x.to) + subtree_depth(sid, (uint64_t)jint(x.src, "id")) > FS_DEPTH_MAX) {
+        rc = err_set(err, MB_EINVAL, "path: the copy would nest deeper than %d levels", FS_DEPTH_MAX);
+    } else if (!rc && fs_big_over(sid, (uint64_t)jint(x.src, "id"))) {
+        jid = copy_big(&c, sid, &x, now, &top);
     } else if (!rc) {
         json_t *sub = ns_subtree(sid, (uint64_t)jint(x.src, "id"));
-        if (path_depth(x.to) + subtree_depth(sid, (uint64_t)jint(x.src, "id")) > FS_DEPTH_MAX)
-            rc = err_set(err, MB_EINVAL, "path: the copy would nest deeper than %d levels", FS_DEPTH_MAX);
         /* New ids for every folder; children follow their parent's new id. */
         json_t *idmap = json_object();
         uint64_t nid = ns_new_id();
@@ -643,7 +688,7 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
                 key_u64(ks, (uint64_t)jint(se, "id"));
                 json_object_set_new(idmap, ks, json_integer((json_int_t)fid));
                 ne = ns_folder_record(fid, x.uid, now);
-            } else if ((rc = copy_file_into(&c, sid, se, x.uid, now, &ne, err)))
+            } else if ((rc = fs_copy_file_into(&c, sid, se, x.uid, now, &ne, err)))
                 break;
             ns_dkey(key, sizeof key, sid, npid, json_string_value(json_array_get(t, 1)));
             db_batch_put_json(b, key, ne);
@@ -652,7 +697,7 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
         json_decref(idmap);
         json_decref(sub);
     }
-    if (!rc) {
+    if (!rc && !jid) {
         ns_dkey(key, sizeof key, sid, x.dst_pid, x.to_name);
         db_batch_put_json(b, key, top);
         hook_emit_batch(b, ns_is_folder(x.src) ? "folder.copied" : "file.copied",
@@ -661,8 +706,10 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
                                   jint(top, "id"), "user", (json_int_t)x.uid));
     }
     rc = txn_end(&c, rc, err, "the copy");
+    if (!rc && jid) /* with a task the copy is not there yet: no info */
+        rc = fs_big_start(jid, x.uid, task, !task, err);
     if (!rc && info)
-        *info = ns_public_info(top, x.to);
+        *info = task && *task ? NULL : ns_public_info(top, x.to);
     json_decref(top);
     xfer_free(&x);
     return rc;
@@ -711,6 +758,8 @@ int fs_init(mb_err *err) /* after blob_init (main.c opens the chunk store with t
         return rc;
     txn_pre_commit(ns_count_batch); /* every change's batch keeps the dn/ child counters */
     ensure_default_stores();
+    if ((rc = fs_big_init(err))) /* unfinished big deletes and copies go on */
+        return rc;
     return 0;
 }
 

@@ -161,6 +161,33 @@ int fs_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, in
             mb_err *err);
 /* Delete a file, or a folder (not empty -> MB_ECONFLICT unless FS_RECURSIVE). */
 int fs_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_err *err);
+/* The same; a folder of more than subtree_task_above entries is gone when this returns, and
+ * a task (fs_big.c) frees what it held: its id in *task (0 when there is none). */
+int fs_delete_task(const mb_user *u, uint64_t sid, const char *path, int flags, uint64_t *task, mb_err *err);
+/* fs_copy; with task, a folder of more than subtree_task_above entries is copied by a task
+ * (*task its id, *info NULL; the copy appears whole when it ends); without, in batches here. */
+int fs_copy_task(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, json_t **info,
+                 uint64_t *task, mb_err *err);
+
+/* ------------------------------------------- big subtrees (kernel/fs_big.c) --- */
+
+typedef struct {
+    uint64_t sid, owner, uid;
+} fs_who;
+/* ns_drop_fn's for a deleted file (fs.c) and a purged one (history.c): versions, usage, the
+ * file.deleted event; ud is an fs_who. */
+void fs_file_deleted(txn *t, json_t *e, const char *path, void *ud);
+void history_file_purged(txn *t, json_t *e, const char *path, void *ud);
+/* A copy of file entry e as a new file (new id, version 1) sharing its chunks (fs.c). */
+int fs_copy_file_into(txn *t, uint64_t sid, json_t *e, uint64_t uid, int64_t now, json_t **out, mb_err *err);
+/* Does folder id hold more than subtree_task_above entries (counted no further)? */
+bool fs_big_over(uint64_t sid, uint64_t id);
+/* Put the journal record rec (stolen; docs/storage.md sj/) into t; its id. */
+uint64_t fs_big_journal(txn *t, json_t *rec);
+/* After the journal's transaction: run it here (here), or as a task owned by uid (*task). */
+int fs_big_start(uint64_t jid, uint64_t uid, uint64_t *task, bool here, mb_err *err);
+/* Register the task type and give every unfinished journal a task (after task_init). */
+int fs_big_init(mb_err *err);
 /* Safe overwrite (If-Match): the commit fails with MB_EPRECOND unless the file exists and
  * its current content hash is sha256 (64 lower-hex); checked under the commit lock. */
 void fs_write_if_match(fs_writer *w, const char *sha256);

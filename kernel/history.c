@@ -228,13 +228,9 @@ static void purge_file(txn *t, uint64_t sid, uint64_t owner, const json_t *e, co
                               "user", (json_int_t)uid, "from_trash", 1));
 }
 
-typedef struct {
-    uint64_t sid, owner, uid;
-} purge_walk;
-
-static void purge_cb(txn *t, json_t *e, const char *path, void *ud)
+void history_file_purged(txn *t, json_t *e, const char *path, void *ud)
 {
-    purge_walk *p = ud;
+    fs_who *p = ud;
     purge_file(t, p->sid, p->owner, e, path, p->uid);
 }
 
@@ -247,6 +243,7 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
     uint64_t owner = op.owner;
     uint64_t uid = u ? u->id : 0;
     json_t *rec = NULL;
+    uint64_t jid = 0;
     txn c;
     txn_begin(&c, NULL);
     db_batch *b = c.b;
@@ -255,9 +252,13 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
         json_t *e = json_object_get(rec, "entry");
         const char *path = jstr(rec, "path");
         char key[NS_KEYMAX];
-        if (ns_is_folder(e)) {
-            purge_walk pw = {sid, owner, uid};
-            ns_drop_subtree(&c, sid, (uint64_t)jint(e, "id"), path, purge_cb, &pw);
+        if (ns_is_folder(e) && fs_big_over(sid, (uint64_t)jint(e, "id"))) /* freed by a task (fs_big.c) */
+            jid = fs_big_journal(&c, json_pack("{s:s, s:I, s:I, s:I, s:I, s:s}", "op", "purge", "store",
+                                               (json_int_t)sid, "owner", (json_int_t)owner, "user", (json_int_t)uid,
+                                               "root", jint(e, "id"), "path", path));
+        else if (ns_is_folder(e)) {
+            fs_who pw = {sid, owner, uid};
+            ns_drop_subtree(&c, sid, (uint64_t)jint(e, "id"), path, history_file_purged, &pw);
         } else
             purge_file(&c, sid, owner, e, path, uid);
         tkey(key, sizeof key, sid, tid);
@@ -269,6 +270,8 @@ int history_purge(const mb_user *u, uint64_t sid, uint64_t tid, mb_err *err)
     }
     rc = txn_end(&c, rc, err, "the purge");
     json_decref(rec);
+    if (!rc && jid)
+        rc = fs_big_start(jid, uid, NULL, false, err);
     return rc;
 }
 

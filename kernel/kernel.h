@@ -93,6 +93,8 @@ typedef struct kcfg {
     char *lua_dir;
     int http_threads;
     int64_t chunk_inline_max; /* chunks up to this size live in LevelDB (blob.c); 0 = none */
+    int64_t subtree_task_above; /* a recursive delete, purge or copy of more entries is a task (fs_big.c) */
+    int64_t subtree_batch;      /* entries per transaction of such a task */
     int64_t db_write_buffer;  /* bytes of LevelDB memtable before it is written out as a table */
     int durability_relaxed;   /* durability: relaxed (1) or strict (0, default); db.c db_sync_ack */
     int64_t durability_window_ms; /* relaxed: a change is synced at most this long after its answer */
@@ -586,6 +588,12 @@ zip_stream *zip_stream_new(const zip_source *src, void *ud);
  * key: what src->open receives (NULL: name). mtime in Unix seconds (<= 0: 1980). */
 void zip_stream_add(zip_stream *z, const char *name, const char *key, bool folder, int64_t mtime);
 size_t zip_stream_count(const zip_stream *z);
+/* Entries on demand instead of all first: when every added entry is written, fn(ud, z) adds
+ * the next ones (zip_stream_add); it returns 0 (none added: the end) or a negative MB_E*.
+ * Each entry is freed once written (its central record waits in a temporary file), so an
+ * archive of any number of entries takes constant memory. */
+typedef int (*zip_feed_fn)(void *ud, zip_stream *z);
+void zip_stream_feed(zip_stream *z, zip_feed_fn fn, void *ud);
 /* Fill buf with up to max bytes of the archive: > 0 bytes, 0 at the end, negative on error. */
 ssize_t zip_stream_read(zip_stream *z, char *buf, size_t max, mb_err *err);
 void zip_stream_free(zip_stream *z);

@@ -11,8 +11,13 @@
  *     bytes went out), UTF-8 names (bit 11), and switch to ZIP64 per field when a size,
  *     an offset or the entry count does not fit the classic 16/32-bit fields.
  *     The unit test drives this layer with an in-memory source.
- *   - zip_folder_reply(): lists the subtree with fs_walk(), then answers through
- *     http_reply_stream() (unknown length) with a source that reads fs_open/fs_read.
+ *   - zip_folder_reply(): answers through http_reply_stream() (unknown length) with a
+ *     source that reads fs_open/fs_read, pulling the subtree's entries from an ns_walker as
+ *     the archive goes (zip_stream_feed), never the list of them.
+ *
+ * Memory is constant whatever the number of entries: an entry is freed once its bytes are
+ * out, and its central directory record (needed only at the end) goes to a temporary file
+ * in the data folder (O_TMPFILE: nothing to clean up after a crash), read back at the end.
  *
  * CRC-32 comes from zlib (crc32()): it is the zip polynomial, table-driven and vectorised,
  * and zlib is on every system that has a zip tool; nothing else of zlib is used.
@@ -26,7 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define Z32MAX 0xFFFFFFFFu
@@ -48,8 +55,12 @@ enum { S_NEXT, S_DATA, S_CENTRAL, S_END, S_DONE, S_FAILED };
 struct zip_stream {
     const zip_source *src;
     void *ud;
-    zent *ents;
+    zip_feed_fn feed; /* NULL: every entry was added before the first read */
+    void *feed_ud;
+    zent *ents;   /* entries added and not yet written (a window, not the archive) */
     size_t n, cap;
+    uint64_t total; /* entries written: the central directory's count */
+    FILE *cd;       /* the central directory, spilled as entries are written */
     size_t cur;        /* entry being written (S_NEXT/S_DATA) or central entry (S_CENTRAL) */
     int state;
     uint64_t written;  /* logical bytes produced so far (headers + data) */
@@ -75,7 +86,9 @@ void zip_stream_free(zip_stream *z)
         return;
     if (z->state == S_DATA && z->src->close)
         z->src->close(z->ud);
-    for (size_t i = 0; i < z->n; i++) {
+    if (z->cd)
+        fclose(z->cd);
+    for (size_t i = z->cur; i < z->n; i++) {
         free(z->ents[i].name);
         free(z->ents[i].key);
     }
@@ -84,7 +97,24 @@ void zip_stream_free(zip_stream *z)
     free(z);
 }
 
-size_t zip_stream_count(const zip_stream *z) { return z->n; }
+size_t zip_stream_count(const zip_stream *z) { return (size_t)z->total + z->n - z->cur; }
+
+void zip_stream_feed(zip_stream *z, zip_feed_fn fn, void *ud)
+{
+    z->feed = fn;
+    z->feed_ud = ud;
+}
+
+/* A file of the data folder that vanishes when closed (O_TMPFILE), so a big central directory
+ * sits on disk, not in memory (nor in a /tmp that may be tmpfs); tmpfile() where unsupported. */
+static FILE *spill_file(void)
+{
+    int fd = g_cfg && g_cfg->data_dir ? open(g_cfg->data_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
+    FILE *f = fd >= 0 ? fdopen(fd, "w+b") : NULL;
+    if (!f && fd >= 0)
+        close(fd);
+    return f ? f : tmpfile();
+}
 
 void zip_stream_add(zip_stream *z, const char *name, const char *key, bool folder, int64_t mtime)
 {
@@ -250,7 +280,7 @@ static void central_entry(zip_stream *z, const zent *e)
 static void end_records(zip_stream *z)
 {
     uint64_t cd_end = z->written, cd_size = cd_end - z->cd_start;
-    bool z64 = z->n >= Z16MAX || z->cd_start >= Z32MAX || cd_size >= Z32MAX;
+    bool z64 = z->total >= Z16MAX || z->cd_start >= Z32MAX || cd_size >= Z32MAX;
     if (z64) {
         put32(z, 0x06064b50); /* ZIP64 end of central directory record */
         put64(z, 44);
@@ -258,8 +288,8 @@ static void end_records(zip_stream *z)
         put16(z, 45);
         put32(z, 0);
         put32(z, 0);
-        put64(z, z->n);
-        put64(z, z->n);
+        put64(z, z->total);
+        put64(z, z->total);
         put64(z, cd_size);
         put64(z, z->cd_start);
         put32(z, 0x07064b50); /* locator */
@@ -270,11 +300,35 @@ static void end_records(zip_stream *z)
     put32(z, 0x06054b50);
     put16(z, 0);
     put16(z, 0);
-    put16(z, z64 && z->n >= Z16MAX ? Z16MAX : (uint32_t)z->n);
-    put16(z, z64 && z->n >= Z16MAX ? Z16MAX : (uint32_t)z->n);
+    put16(z, z64 && z->total >= Z16MAX ? Z16MAX : (uint32_t)z->total);
+    put16(z, z64 && z->total >= Z16MAX ? Z16MAX : (uint32_t)z->total);
     put32(z, cd_size >= Z32MAX ? Z32MAX : (uint32_t)cd_size);
     put32(z, z->cd_start >= Z32MAX ? Z32MAX : (uint32_t)z->cd_start);
     put16(z, 0);
+}
+
+/* Entry cur is written: its central record goes to the spill file and the entry is freed.
+ * The record is formatted into the pending buffer and taken back out of it. */
+static int spill(zip_stream *z, mb_err *err)
+{
+    zent *e = &z->ents[z->cur++];
+    size_t plen = z->plen;
+    uint64_t written = z->written;
+    central_entry(z, e);
+    bool ok = z->cd && fwrite(z->pend + plen, 1, z->plen - plen, z->cd) == z->plen - plen;
+    z->plen = plen;
+    z->written = written;
+    free(e->name);
+    free(e->key);
+    e->name = e->key = NULL;
+    z->total++;
+    if (z->cur == z->n) /* the window is empty: start it over */
+        z->cur = z->n = 0;
+    if (!ok) {
+        z->state = S_FAILED;
+        return err_set(err, MB_EIO, "cannot write the zip's central directory to a temporary file");
+    }
+    return 0;
 }
 
 ssize_t zip_stream_read(zip_stream *z, char *buf, size_t max, mb_err *err)
@@ -295,16 +349,29 @@ ssize_t zip_stream_read(zip_stream *z, char *buf, size_t max, mb_err *err)
         z->plen = z->poff = 0;
         switch (z->state) {
         case S_NEXT: {
+            if (!z->cd && !(z->cd = spill_file())) {
+                z->state = S_FAILED;
+                return err_set(err, MB_EIO, "cannot make a temporary file for the zip's central directory");
+            }
+            if (z->cur == z->n && z->feed) {
+                int rc = z->feed(z->feed_ud, z);
+                if (rc < 0) {
+                    z->state = S_FAILED;
+                    return err_set(err, rc, "the folder could not be read to the end");
+                }
+            }
             if (z->cur == z->n) {
                 z->cd_start = z->written;
-                z->cur = 0;
                 z->state = S_CENTRAL;
+                rewind(z->cd);
                 break;
             }
             zent *e = &z->ents[z->cur];
             if (e->folder) {
                 local_header(z, e);
-                z->cur++;
+                int rc = spill(z, err);
+                if (rc)
+                    return rc;
                 break;
             }
             uint64_t size = 0;
@@ -328,8 +395,10 @@ ssize_t zip_stream_read(zip_stream *z, char *buf, size_t max, mb_err *err)
                     z->src->close(z->ud);
                 e->crc = z->crc;
                 descriptor(z, e);
-                z->cur++;
                 z->state = S_NEXT;
+                int rc = spill(z, err);
+                if (rc)
+                    return rc;
                 break;
             }
             size_t want = max - n;
@@ -352,14 +421,21 @@ ssize_t zip_stream_read(zip_stream *z, char *buf, size_t max, mb_err *err)
             n += (size_t)r;
             break;
         }
-        case S_CENTRAL:
-            if (z->cur == z->n) {
-                end_records(z);
-                z->state = S_END;
+        case S_CENTRAL: {
+            char piece[16384];
+            size_t got = fread(piece, 1, sizeof piece, z->cd);
+            if (got) {
+                put(z, piece, got);
                 break;
             }
-            central_entry(z, &z->ents[z->cur++]);
+            if (ferror(z->cd)) {
+                z->state = S_FAILED;
+                return err_set(err, MB_EIO, "cannot read the zip's central directory back");
+            }
+            end_records(z);
+            z->state = S_END;
             break;
+        }
         case S_END:
             z->state = S_DONE;
             return (ssize_t)n;
@@ -381,6 +457,8 @@ typedef struct zsrc {
     fs_reader *r;
     uint64_t off;
     zip_stream *z;
+    ns_walker *walk; /* the entries still to come */
+    char *prefix;    /* the folder's name and '/' in front of each entry's name */
 } zsrc;
 
 static int zsrc_open(void *ud, const char *relpath, uint64_t *size, mb_err *err)
@@ -423,6 +501,9 @@ static void zsrc_free(void *cls)
 {
     zsrc *s = cls;
     zip_stream_free(s->z); /* closes an open reader through the source */
+    if (s->walk)
+        ns_walker_free(s->walk);
+    free(s->prefix);
     free(s->uname);
     free(s->base);
     free(s);
@@ -442,22 +523,22 @@ static ssize_t zsrc_pull(void *cls, uint64_t pos, char *buf, size_t max)
     return n == 0 ? -1 : n;
 }
 
-typedef struct {
-    zip_stream *z;
-    const char *prefix;
-} walk_ud;
-
-static int walk_add(const char *relpath, const json_t *entry, void *ud)
+/* The next entry of the folder's walk (ns_walker: memory grows with the depth only). */
+static int zsrc_feed(void *ud, zip_stream *z)
 {
-    walk_ud *w = ud;
-    const char *type = json_string_value(json_object_get(entry, "type"));
-    json_t *mt = json_object_get(entry, "mtime");
+    zsrc *s = ud;
+    uint64_t pid;
+    const char *name, *rel;
+    json_t *e;
+    if (!ns_walker_next(s->walk, &pid, &name, &e, &rel))
+        return ns_walker_broken(s->walk) ? MB_EIO : 0;
+    json_t *mt = json_object_get(e, "mtime");
     int64_t mtime = json_is_integer(mt) ? (int64_t)json_integer_value(mt) : now_wall();
-    char *name = NULL;
-    if (asprintf(&name, "%s%s", w->prefix, relpath) < 0)
+    char *full = NULL;
+    if (asprintf(&full, "%s%s", s->prefix, rel) < 0)
         return MB_ENOMEM;
-    zip_stream_add(w->z, name, relpath, type && !strcmp(type, "folder"), mtime);
-    free(name);
+    zip_stream_add(z, full, rel, ns_is_folder(e), mtime);
+    free(full);
     return 0;
 }
 
@@ -505,22 +586,20 @@ int zip_folder_reply(mb_req *req, const mb_user *u, uint64_t sid, const char *pa
     char *prefix = NULL;
     if (asprintf(&prefix, "%s%s", folder, *folder ? "/" : "") < 0)
         prefix = NULL;
+    s->prefix = prefix ? prefix : xstrdup("");
     s->z = zip_stream_new(&fs_source, s);
-    if (prefix && *prefix) /* the folder itself, so it exists even when empty */
-        zip_stream_add(s->z, prefix, NULL, true, now_wall());
-    walk_ud w = {s->z, prefix ? prefix : ""};
-    char *walk_path = NULL;
-    if (asprintf(&walk_path, "/%s", s->base) < 0)
-        walk_path = NULL;
-    int rc = walk_path ? fs_walk(u, sid, walk_path, walk_add, &w, err) : MB_ENOMEM;
-    free(walk_path);
+    if (*s->prefix) /* the folder itself, so it exists even when empty */
+        zip_stream_add(s->z, s->prefix, NULL, true, now_wall());
+    fs_op op;
+    uint64_t id;
+    int rc = fs_folder_begin(&op, u, sid, s->base, &id, err); /* may u read it; its id */
     if (rc) {
-        if (rc == MB_ENOMEM)
-            err_set(err, rc, "out of memory while listing the folder");
-        free(prefix);
         zsrc_free(s);
         return rc;
     }
+    fs_op_end(&op);
+    s->walk = ns_walker_new(sid, id);
+    zip_stream_feed(s->z, zsrc_feed, s);
     char fname[600];
     snprintf(fname, sizeof fname, "%.*s.zip", 500, *folder ? folder : "files");
     char *cd = content_disposition(fname);
@@ -530,6 +609,5 @@ int zip_folder_reply(mb_req *req, const mb_user *u, uint64_t sid, const char *pa
     }
     http_reply_header(req, "X-Content-Type-Options", "nosniff");
     http_reply_header(req, "Cache-Control", "no-store");
-    free(prefix);
     return http_reply_stream(req, 200, "application/zip", (uint64_t)-1, zsrc_pull, s, zsrc_free);
 }

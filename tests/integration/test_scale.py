@@ -2,15 +2,21 @@
 entry exactly once while entries are added and removed between pages, the total follows every
 kind of change, bad cursors and limits are refused, a DELETE of a big non-empty folder answers
 409 without loading it (mbyted's resident memory, read from /proc, stays put), and a trash of a
-20,000-entry folder killed with SIGKILL midway is all or nothing after the restart."""
+20,000-entry folder killed with SIGKILL midway is all or nothing after the restart. Above
+subtree_task_above entries a recursive delete and a copy answer 202 with a task that works in
+batches; killed midway and restarted, the task finishes (the folder fully gone, the copy whole),
+fsck is clean and mbyted's resident memory stays bounded."""
 import http.client
+import io
 import os
 import sys
 import threading
 import time
+import zipfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import ServerTest, main  # noqa: E402
+from storeutil import fsck, usage, wait_task  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -199,6 +205,144 @@ class BigFolderTest(Base):
                 break
         self.assertEqual(seen, self.N)
         self.assertEqual(self.req("GET", "files/big/f012345.txt").body, b"x12345")
+        # a purge of it from the trash (20,000 > subtree_task_above): out of the trash at once,
+        # its entries freed by a kernel.subtree task
+        self.assertIn(self.req("DELETE", "files/big?recursive=true").status, (200, 204))
+        item = self.req("GET", "trash").json()["items"][0]
+        r = self.req("DELETE", "trash/%d" % item["id"])
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(self.req("GET", "trash").json()["items"], [])
+        task = self.srv.request("GET", "/api/v1/tasks", token=self.tok).json()[0]
+        self.assertEqual(task["type"], "kernel.subtree")
+        task = wait_task(self, self.srv, task["id"], self.tok, timeout=300)
+        self.assertEqual((task["state"], task["result"]["op"]), ("done", "purge"), task)
+        report = fsck(self.srv, self.admin)
+        self.assertEqual((report["problems"], report["files_checked"]), ([], 0), report)
+
+
+class BigSubtreeTest(Base):
+    """Without the trash: DELETE ?recursive=true really deletes. Tasks above 1,000 entries, in
+    batches of 100, so a 20,000-entry subtree is ~200 transactions and a kill lands midway."""
+    modules = {"trash": False, "quotas": True}
+    conf = {"subtree_task_above": 1000, "subtree_batch": 100, "db_write_buffer": 1048576}
+    N = 10000  # per half: big/a and big/b/c
+
+    def setUp(self):
+        # ASan keeps freed memory in a quarantine (256 MiB by default), which would hide what
+        # mbyted really holds: a small one, so the resident size tells
+        self.asan = os.environ.get("MBYTE_TEST_ASAN_OPTIONS")
+        os.environ["MBYTE_TEST_ASAN_OPTIONS"] = (self.asan or "detect_leaks=1:abort_on_error=0:exitcode=23") + \
+            ":quarantine_size_mb=4"
+        super().setUp()
+
+    def tearDown(self):
+        super().tearDown()
+        if self.asan is None:
+            os.environ.pop("MBYTE_TEST_ASAN_OPTIONS", None)
+        else:
+            os.environ["MBYTE_TEST_ASAN_OPTIONS"] = self.asan
+
+    def running(self, tid):
+        """Poll until the task has done a batch or more (not a measurement), then return it."""
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            t = self.srv.request("GET", "/api/v1/tasks/%d" % tid, token=self.tok).json()
+            if t["state"] == "running" and t["progress"] > 0 or t["state"] in ("done", "failed"):
+                return t
+            time.sleep(0.01)
+        self.fail("task %d never got under way" % tid)
+
+    def count(self, folder):
+        seen, cursor = 0, None
+        while True:
+            p = self.page(folder, limit=5000, cursor=cursor)
+            seen += len(p["entries"])
+            cursor = p["next_cursor"]
+            if not cursor:
+                return seen
+
+    def restart_resumes(self, tid, what):
+        self.srv.kill()
+        self.srv.start()
+        with open(self.srv.log_path) as f:
+            self.assertIn("resuming the unfinished " + what, f.read())
+        t = wait_task(self, self.srv, tid, self.tok, timeout=300)
+        self.assertEqual(t["state"], "done", t)
+
+    def test_big_delete_and_copy_are_tasks_that_survive_a_kill(self):
+        fill(self.srv, self.tok, self.sid, "big/a", self.N)
+        fill(self.srv, self.tok, self.sid, "big/b/c", self.N)
+        files = 2 * self.N
+        base = usage(self.srv, self.tok)
+        self.assertEqual(base["files"], files, base)
+        # the folder as a zip: 20,000 files and 3 folders below it, unzipped by Python
+        before = rss(self.srv)
+        r = self.req("GET", "files/big")
+        self.assertEqual(r.status, 200, r)
+        zipped = rss(self.srv) - before
+        # bounded: the old zip held every entry (~200 bytes each, more under ASan) until the end
+        self.assertLess(zipped, 48 * MIB, "a zip of 20,000 entries grew mbyted by %d bytes" % zipped)
+        with zipfile.ZipFile(io.BytesIO(r.body)) as z:
+            names = z.namelist()
+            self.assertEqual(len(names), files + 4)
+            self.assertEqual(len(set(names)), len(names))
+            self.assertIsNone(z.testzip())  # every CRC
+            self.assertEqual(z.read("big/b/c/f004321.txt"), b"x4321")
+            self.assertIn("big/a/", names)
+        r = self.req("POST", "copy", {"from": "big/b", "to": "small"})  # 10,001 entries > 1,000: a task
+        self.assertEqual(r.status, 202, r)
+        small = r.json()["task"]
+        # below the size: synchronous as before
+        r = self.req("POST", "folders", {"path": "tiny/x", "parents": True})
+        self.assertEqual(r.status, 201, r)
+        r = self.req("POST", "copy", {"from": "tiny", "to": "tiny2"})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(self.req("DELETE", "files/tiny2?recursive=true").status, 204)
+        self.assertEqual(wait_task(self, self.srv, small, self.tok, timeout=300)["state"], "done")
+        before = rss(self.srv)
+        # a copy of the big folder: 202, then whole once the task ends
+        r = self.req("POST", "copy", {"from": "big", "to": "big2"})
+        self.assertEqual(r.status, 202, r)
+        t = wait_task(self, self.srv, r.json()["task"], self.tok, timeout=300)
+        self.assertEqual(t["state"], "done", t)
+        self.assertEqual((self.count("big2/a"), self.count("big2/b/c")), (self.N, self.N))
+        self.assertEqual(self.req("GET", "files/big2/b/c/f001234.txt").body, b"x1234")
+        # a delete of it: 202, the folder gone at once, everything freed by the task
+        r = self.req("DELETE", "files/big2?recursive=true")
+        self.assertEqual(r.status, 202, r)
+        self.assertEqual(self.req("GET", "list/big2").status, 404)
+        t = wait_task(self, self.srv, r.json()["task"], self.tok, timeout=300)
+        self.assertEqual(t["state"], "done", t)
+        grown = rss(self.srv) - before
+        # bounded by settings (a batch of 100, a 1 MiB memtable, LevelDB's caches), not by the
+        # 20,000 entries; ASan's allocator keeps what it used, so this is the peak of the run
+        self.assertLess(grown, 128 * MIB, "a copy and a delete of 20,000 entries grew mbyted by %d bytes" % grown)
+        self.assertEqual(usage(self.srv, self.tok)["files"], files + self.N)  # "small" is still there
+        r = self.req("DELETE", "files/small?recursive=true")
+        self.assertEqual(r.status, 202, r)
+        self.assertEqual(wait_task(self, self.srv, r.json()["task"], self.tok, timeout=300)["state"], "done")
+        # a copy killed midway: resumed after the restart, and whole
+        r = self.req("POST", "copy", {"from": "big", "to": "big3"})
+        self.assertEqual(r.status, 202, r)
+        tid = r.json()["task"]
+        self.assertLess(self.running(tid)["progress"], 100)
+        self.assertNotIn("big3", [e["name"] for e in self.page("")["entries"]])
+        self.restart_resumes(tid, "copy")
+        self.assertEqual((self.count("big3/a"), self.count("big3/b/c")), (self.N, self.N))
+        self.assertEqual(self.req("GET", "files/big3/a/f009999.txt").body, b"x9999")
+        self.assertEqual(usage(self.srv, self.tok)["files"], 2 * files)
+        # a delete killed midway: gone at once, and after the restart freed entirely
+        r = self.req("DELETE", "files/big3?recursive=true")
+        self.assertEqual(r.status, 202, r)
+        tid = r.json()["task"]
+        self.assertLess(self.running(tid)["progress"], 100)
+        self.assertEqual(self.req("GET", "list/big3").status, 404)
+        self.restart_resumes(tid, "delete")
+        self.assertEqual(self.req("GET", "list/big3").status, 404)
+        self.assertEqual(usage(self.srv, self.tok)["files"], files)
+        self.assertEqual(usage(self.srv, self.tok)["bytes"], base["bytes"])
+        report = fsck(self.srv, self.admin)
+        self.assertEqual(report["problems"], [], report)
 
 
 if __name__ == "__main__":
