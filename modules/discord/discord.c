@@ -709,6 +709,20 @@ static void poll_tick(void *arg)
 
 static char *cfg_str(const json_t *c, const char *k) { return strdup(mb_jstr(c, k) ? mb_jstr(c, k) : ""); }
 
+/* Let go of the settings (the token wiped first); the caller holds cfg_lock or owns d alone. */
+static void cfg_clear(dc *d)
+{
+    if (d->token)
+        sodium_memzero(d->token, strlen(d->token));
+    free(d->token);
+    free(d->api_base);
+    free(d->notify_channel);
+    free(d->notify_webhook);
+    json_decref(d->cdn_hosts);
+    json_decref(d->guilds);
+    json_decref(d->notify_events);
+}
+
 static int configure(dc *d, const json_t *c, mb_err *err)
 {
     const char *pkh = mb_jstr(c, "public_key"), *base = mb_jstr(c, "api_base");
@@ -726,15 +740,7 @@ static int configure(dc *d, const json_t *c, mb_err *err)
     if (nc && *nc && !dc_snowflake(nc))
         return d->api->err_set(err, MB_EINVAL, "notify_channel: a Discord channel id (digits)");
     pthread_mutex_lock(&d->cfg_lock);
-    if (d->token)
-        sodium_memzero(d->token, strlen(d->token));
-    free(d->token);
-    free(d->api_base);
-    free(d->notify_channel);
-    free(d->notify_webhook);
-    json_decref(d->cdn_hosts);
-    json_decref(d->guilds);
-    json_decref(d->notify_events);
+    cfg_clear(d);
     d->token = cfg_str(c, "bot_token");
     d->api_base = strdup(base);
     size_t bl = strlen(d->api_base);
@@ -765,15 +771,7 @@ static void free_state(dc *d)
         sodium_memzero(f, sizeof *f);
         free(f);
     }
-    if (d->token)
-        sodium_memzero(d->token, strlen(d->token));
-    free(d->token);
-    free(d->api_base);
-    free(d->notify_channel);
-    free(d->notify_webhook);
-    json_decref(d->cdn_hosts);
-    json_decref(d->guilds);
-    json_decref(d->notify_events);
+    cfg_clear(d);
     pthread_mutex_destroy(&d->cfg_lock);
     pthread_mutex_destroy(&d->rl_lock);
     pthread_mutex_destroy(&d->run_lock);

@@ -7,32 +7,18 @@
 // (a channel of the stand-in) and MBYTE_DISCORD_MESSAGES (how many messages it holds).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { URL, USER, PASS, ART, checkEnv, launchBrowser, newPage } from './browser.mjs';
 
-const URL = process.env.MBYTE_URL;
-const USER = process.env.MBYTE_ADMIN_USER || 'admin';
-const PASS = process.env.MBYTE_ADMIN_PASSWORD;
 const CHANNEL = process.env.MBYTE_DISCORD_CHANNEL;
 const COUNT = process.env.MBYTE_DISCORD_MESSAGES;
-const ART = process.env.MBYTE_ARTIFACTS || join(tmpdir(), 'mbyte-gui-artifacts');
-assert.ok(URL && PASS && CHANNEL && COUNT, 'tests/integration/test_gui_discord.py sets the environment');
-mkdirSync(ART, { recursive: true });
+checkEnv('tests/integration/test_gui_discord.py', CHANNEL, COUNT);
 
 let browser, page;
 
 before(async () => {
-    browser = await chromium.launch({
-        executablePath: '/usr/bin/chromium',
-        args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-            '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    const context = await browser.newContext({ viewport: { width: 1366, height: 860 } });
-    context.setDefaultTimeout(15000);
-    page = await context.newPage();
-    page.on('pageerror', e => console.log('# page error:', e.message));
+    browser = await launchBrowser();
+    ({ page } = await newPage(browser));
 });
 
 after(async () => { await browser?.close(); });

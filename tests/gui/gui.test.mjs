@@ -7,7 +7,7 @@
 // are not registered at all; the run prints which ones ran.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
+import { launchBrowser } from './browser.mjs';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -86,14 +86,7 @@ async function shot(name) {
     await page.screenshot({ path: join(ART, name + '.png') });
 }
 
-async function launch() {
-    return chromium.launch({
-        executablePath: '/usr/bin/chromium',
-        args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-            '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-        // playwright gives every launch a fresh temporary --user-data-dir of its own.
-    });
-}
+const launch = launchBrowser; // tests/gui/browser.mjs
 
 // A row of the file table by its store path.
 const row = path => page.locator(`table.files tbody tr[data-path="${path}"]`);

@@ -6,17 +6,10 @@
 // in the page; "select all" counts the whole folder.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { URL, USER, PASS, ART, checkEnv, launchBrowser, newPage } from './browser.mjs';
 
-const URL = process.env.MBYTE_URL;
-const USER = process.env.MBYTE_ADMIN_USER || 'admin';
-const PASS = process.env.MBYTE_ADMIN_PASSWORD;
-const ART = process.env.MBYTE_ARTIFACTS || join(tmpdir(), 'mbyte-gui-artifacts');
-assert.ok(URL && PASS, 'MBYTE_URL and MBYTE_ADMIN_PASSWORD must be set (tests/integration/test_gui_scale.py does)');
-mkdirSync(ART, { recursive: true });
+checkEnv('tests/integration/test_gui_scale.py');
 
 const N = 20000, ROWS_BOUND = 200;
 const name = i => 'f' + String(i).padStart(5, '0') + '.txt';
@@ -40,15 +33,8 @@ before(async () => {
     };
     await Promise.all(Array.from({ length: 16 }, worker));
     assert.equal((await call('GET', `/stores/${sid}/list/big?limit=1`)).body.total, N);
-    browser = await chromium.launch({
-        executablePath: '/usr/bin/chromium',
-        args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-            '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    const context = await browser.newContext({ viewport: { width: 1366, height: 860 } });
-    context.setDefaultTimeout(30000);
-    page = await context.newPage();
-    page.on('pageerror', e => console.log('# page error:', e.message));
+    browser = await launchBrowser();
+    ({ page } = await newPage(browser, { timeout: 30000 }));
 });
 
 after(async () => { await browser?.close(); });

@@ -4,17 +4,10 @@
 // MBYTE_ADMIN_PASSWORD, MBYTE_ARTIFACTS.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { URL, USER, PASS, ART, checkEnv, launchBrowser, newPage } from './browser.mjs';
 
-const URL = process.env.MBYTE_URL;
-const USER = process.env.MBYTE_ADMIN_USER || 'admin';
-const PASS = process.env.MBYTE_ADMIN_PASSWORD;
-const ART = process.env.MBYTE_ARTIFACTS || join(tmpdir(), 'mbyte-gui-artifacts');
-assert.ok(URL && PASS, 'MBYTE_URL and MBYTE_ADMIN_PASSWORD must be set (tests/integration/test_gui_search.py does)');
-mkdirSync(ART, { recursive: true });
+checkEnv('tests/integration/test_gui_search.py');
 
 let browser, page, token, sid;
 
@@ -39,15 +32,8 @@ before(async () => {
         assert.ok(i < 300, 'the file was never indexed: ' + JSON.stringify(r));
         await new Promise(res => setTimeout(res, 100));
     }
-    browser = await chromium.launch({
-        executablePath: '/usr/bin/chromium',
-        args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-            '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    const context = await browser.newContext({ viewport: { width: 1366, height: 860 } });
-    context.setDefaultTimeout(15000);
-    page = await context.newPage();
-    page.on('pageerror', e => console.log('# page error:', e.message));
+    browser = await launchBrowser();
+    ({ page } = await newPage(browser));
 });
 
 after(async () => { await browser?.close(); });

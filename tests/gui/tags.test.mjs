@@ -5,17 +5,10 @@
 // and a rule saved, tested and dry-run there. Env as for gui.test.mjs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { URL, USER, PASS, ART, checkEnv, launchBrowser, newPage } from './browser.mjs';
 
-const URL = process.env.MBYTE_URL;
-const USER = process.env.MBYTE_ADMIN_USER || 'admin';
-const PASS = process.env.MBYTE_ADMIN_PASSWORD;
-const ART = process.env.MBYTE_ARTIFACTS || join(tmpdir(), 'mbyte-gui-artifacts');
-assert.ok(URL && PASS, 'MBYTE_URL and MBYTE_ADMIN_PASSWORD must be set (tests/integration/test_gui_tags.py does)');
-mkdirSync(ART, { recursive: true });
+checkEnv('tests/integration/test_gui_tags.py');
 
 let browser, page, token, sid;
 
@@ -49,15 +42,8 @@ before(async () => {
     assert.equal((await call('PUT', `/stores/${sid}/rules/reports`, rule, 'text/x-lua')).status, 201);
     await call('PUT', `/stores/${sid}/files/box/report.txt`, 'quarterly', 'application/octet-stream');
     await until(async () => (await call('GET', `/stores/${sid}/suggestions`)).body.length === 1, 'the suggestion');
-    browser = await chromium.launch({
-        executablePath: '/usr/bin/chromium',
-        args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-            '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    const context = await browser.newContext({ viewport: { width: 1366, height: 860 } });
-    context.setDefaultTimeout(15000);
-    page = await context.newPage();
-    page.on('pageerror', e => console.log('# page error:', e.message));
+    browser = await launchBrowser();
+    ({ page } = await newPage(browser));
 });
 
 after(async () => { await browser?.close(); });
