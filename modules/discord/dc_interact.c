@@ -72,6 +72,11 @@ static int parse_command(const json_t *data, dc_ix *out)
         if (!copy_str(out->words, sizeof out->words, json_object_get(w, "value")) || !out->words[0])
             return -1;
         out->command = DC_CMD_SEARCH;
+    } else if (!strcmp(sn, "link")) {
+        const json_t *c = first_option(json_object_get(sub, "options"));
+        if (!copy_str(out->code, sizeof out->code, json_object_get(c, "value")) || !out->code[0])
+            return -1;
+        out->command = DC_CMD_LINK;
     } else if (!strcmp(sn, "backup")) {
         /* "/mbyte backup now": a subcommand group with the subcommand "now" */
         const char *n2 = json_string_value(json_object_get(first_option(json_object_get(sub, "options")), "name"));

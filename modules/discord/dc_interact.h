@@ -11,7 +11,7 @@
 #include <stddef.h>
 
 enum { DC_IX_PING = 1, DC_IX_COMMAND = 2 };
-enum { DC_CMD_NONE = 0, DC_CMD_USAGE = 1, DC_CMD_SEARCH = 2, DC_CMD_BACKUP_NOW = 3 };
+enum { DC_CMD_NONE = 0, DC_CMD_USAGE = 1, DC_CMD_SEARCH = 2, DC_CMD_BACKUP_NOW = 3, DC_CMD_LINK = 4 };
 
 typedef struct dc_ix {
     int type;          /* DC_IX_PING, DC_IX_COMMAND, or another interaction type (answered 400) */
@@ -20,6 +20,7 @@ typedef struct dc_ix {
     char user[24];     /* the Discord user: member.user.id in a guild, user.id in a DM */
     char token[1024];  /* the interaction token (follow-ups go to /webhooks/<app_id>/<token>) */
     char words[256];   /* /mbyte search <words> */
+    char code[32];     /* /mbyte link <code> (a code the MByte user got from POST /api/v1/discord/link/code) */
 } dc_ix;
 
 /* 1 if sig_hex (128 hex digits) is a valid Ed25519 signature by the 32-byte key `pk` over

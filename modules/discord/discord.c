@@ -8,7 +8,8 @@
  *   routes   POST/GET   /api/v1/discord/backups             connect a channel / list with state
  *            GET/DELETE /api/v1/discord/backups/{id}
  *            POST       /api/v1/discord/backups/{id}/run    -> 202 {"task"}
- *            GET/PUT/DELETE /api/v1/discord/link            the caller's Discord user id
+ *            GET/DELETE /api/v1/discord/link                the caller's linked Discord user id
+ *            POST       /api/v1/discord/link/code           a code to type as /mbyte link <code>
  *            GET/PUT    /api/v1/discord/notifications       the caller's webhook and events
  *            POST       /api/v1/discord/interactions        Discord calls it (Ed25519-signed)
  *   hooks    observer "*": notifications (dc_notify.c)
@@ -18,12 +19,13 @@
  * kv: "b/<id>" a backup {"v","id","owner","channel","guild","name","store","folder","created",
  * "state","last_run","last_error","last_message","messages","threads"}; "bo/<owner>/<id>" the
  * owner's index; "c/<backup>/<channel>" a channel's cursor (dc_backup.c); "l/<discord user>"
- * -> {"user"} and "lu/<user>" -> {"discord_user"}: the link; "n/<user>" notification settings.
+ * -> {"user"} and "lu/<user>" -> {"discord_user"}: the link; "lc/<code>", "lcu/<user>": link
+ * codes; "n/<user>" notification settings.
  *
- * Linking a Discord user (docs/discord.md "Slash commands"): a signed-in user saves their
- * Discord user id (PUT /api/v1/discord/link); a Discord user id can belong to one MByte
- * user only (409 otherwise). The answers go only to that Discord user (ephemeral messages),
- * so a user who saves someone else's id shows their own usage to that person, nothing more.
+ * Linking a Discord user (docs/discord.md "Linking"): a signed-in user gets a one-time code and
+ * types "/mbyte link <code>" in Discord; the Ed25519-signed interaction names the Discord account
+ * that typed it, so an account is linked only by whoever holds it. Answers go only to that
+ * Discord user (ephemeral messages).
  *
  * Threads: routes on HTTP workers (creating a backup reads the channel from Discord there:
  * a worker may block, the loop never does), the observer on the loop, runners and timers on
@@ -323,39 +325,108 @@ static void unlink_user(dc *d, uint64_t uid)
     d->api->kv_del(d->self, key, true, &e);
 }
 
-/* PUT /api/v1/discord/link {"discord_user"} */
-static int h_link_put(mb_req *req, void *state, mb_err *err)
+/* Link codes (docs/discord.md "Linking"): the signed-in user asks for a code and types
+ * "/mbyte link <code>" in Discord; the signed interaction proves which Discord account typed it,
+ * so nobody can link a Discord account they do not hold. A code is 8 characters of a 32-letter
+ * alphabet without look-alikes (40 bits; only signed interactions can try one), lives
+ * LINK_CODE_SECONDS, is used once, and a new code replaces the user's previous one. kv:
+ * "lc/<CODE>" -> {"user","exp"}, "lcu/<user>" -> {"code"}. */
+#define LINK_CODE_SECONDS 600
+static const char code_alphabet[] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/* "abcd-efgh" or "ABCDEFGH" -> "ABCDEFGH"; false for anything else. */
+static bool code_norm(const char *in, char out[9])
+{
+    size_t n = 0;
+    for (; *in; in++) {
+        char c = *in >= 'a' && *in <= 'z' ? (char)(*in - 32) : *in;
+        if (c == '-' || c == ' ')
+            continue;
+        if (n == 8 || !strchr(code_alphabet, c) || !c)
+            return false;
+        out[n++] = c;
+    }
+    out[n] = 0;
+    return n == 8;
+}
+
+/* POST /api/v1/discord/link/code -> 201 {"code","expires"} */
+static int h_link_code(mb_req *req, void *state, mb_err *err)
 {
     dc *d = state;
-    const mb_user *u = d->api->req_user(req);
-    json_t *b = d->api->req_json(req, err);
-    if (!b)
-        return err->code;
-    const char *du = mb_jstr(b, "discord_user");
-    if (!dc_snowflake(du))
-        return d->api->err_set(err, MB_EINVAL, "discord_user: your Discord user id (digits) is required");
-    char key[48], u16[17];
-    snprintf(key, sizeof key, "l/%s", du);
-    pthread_mutex_lock(&d->run_lock); /* one claim of a Discord id at a time */
-    json_t *l = dc_kv_json(d, key);
-    int rc = 0;
-    if (l && (uint64_t)mb_jint(l, "user") != u->id)
-        rc = d->api->err_set(err, MB_EEXIST, "discord_user: this Discord account is linked to another MByte user");
-    json_decref(l);
-    if (!rc) {
-        unlink_user(d, u->id);
-        json_t *a = json_pack("{s:i, s:I}", "v", 1, "user", (json_int_t)u->id);
-        json_t *c = json_pack("{s:i, s:s}", "v", 1, "discord_user", du);
-        rc = dc_kv_put_json(d, key, a, false, err);
-        hex16(u16, u->id);
-        snprintf(key, sizeof key, "lu/%s", u16);
-        if (!rc)
-            rc = dc_kv_put_json(d, key, c, true, err);
+    uint64_t uid = d->api->req_user(req)->id;
+    char code[9], key[48], ukey[48], u16[17];
+    for (int i = 0; i < 8; i++)
+        code[i] = code_alphabet[randombytes_uniform(sizeof code_alphabet - 1)];
+    code[8] = 0;
+    hex16(u16, uid);
+    snprintf(ukey, sizeof ukey, "lcu/%s", u16);
+    long long exp = (long long)time(NULL) + LINK_CODE_SECONDS;
+    pthread_mutex_lock(&d->run_lock);
+    json_t *old = dc_kv_json(d, ukey);
+    mb_err e;
+    if (mb_jstr(old, "code")) {
+        snprintf(key, sizeof key, "lc/%s", mb_jstr(old, "code"));
+        d->api->kv_del(d->self, key, false, &e);
+    }
+    json_decref(old);
+    snprintf(key, sizeof key, "lc/%s", code);
+    json_t *c = json_pack("{s:i, s:I, s:I}", "v", 1, "user", (json_int_t)uid, "exp", (json_int_t)exp);
+    json_t *cu = json_pack("{s:i, s:s}", "v", 1, "code", code);
+    int rc = dc_kv_put_json(d, key, c, false, err);
+    if (!rc)
+        rc = dc_kv_put_json(d, ukey, cu, true, err);
+    json_decref(c);
+    json_decref(cu);
+    pthread_mutex_unlock(&d->run_lock);
+    if (rc)
+        return rc;
+    char shown[10];
+    snprintf(shown, sizeof shown, "%.4s-%.4s", code, code + 4);
+    return d->api->reply_json(req, 201, json_pack("{s:s, s:I}", "code", shown, "expires", (json_int_t)exp));
+}
+
+/* "/mbyte link <code>" from Discord user `du` (the signature proved it): the code's MByte user is
+ * linked to du, replacing du's link to anyone else and that user's link to another Discord
+ * account. The user id, or 0 when the code is unknown, used or expired. */
+static uint64_t link_by_code(dc *d, const char *du, const char *typed)
+{
+    char code[9], key[48], ukey[48], u16[17];
+    if (!code_norm(typed, code))
+        return 0;
+    snprintf(key, sizeof key, "lc/%s", code);
+    mb_err e;
+    pthread_mutex_lock(&d->run_lock);
+    json_t *c = dc_kv_json(d, key);
+    uint64_t uid = (uint64_t)mb_jint(c, "user");
+    if (uid && mb_jint(c, "exp") < (long long)time(NULL))
+        uid = 0;
+    json_decref(c);
+    if (c) { /* used once, also when expired */
+        d->api->kv_del(d->self, key, false, &e);
+        hex16(u16, uid);
+        snprintf(ukey, sizeof ukey, "lcu/%s", u16);
+        if (uid)
+            d->api->kv_del(d->self, ukey, false, &e);
+    }
+    if (uid) {
+        snprintf(key, sizeof key, "l/%s", du);
+        json_t *prev = dc_kv_json(d, key); /* du linked to another user before: that link ends */
+        if (prev && (uint64_t)mb_jint(prev, "user") != uid)
+            unlink_user(d, (uint64_t)mb_jint(prev, "user"));
+        json_decref(prev);
+        unlink_user(d, uid);
+        json_t *a = json_pack("{s:i, s:I}", "v", 1, "user", (json_int_t)uid);
+        json_t *l = json_pack("{s:i, s:s}", "v", 1, "discord_user", du);
+        hex16(u16, uid);
+        snprintf(ukey, sizeof ukey, "lu/%s", u16);
+        if (dc_kv_put_json(d, key, a, false, &e) || dc_kv_put_json(d, ukey, l, true, &e))
+            uid = 0;
         json_decref(a);
-        json_decref(c);
+        json_decref(l);
     }
     pthread_mutex_unlock(&d->run_lock);
-    return rc ? rc : d->api->reply_json(req, 200, json_pack("{s:s}", "discord_user", du));
+    return uid;
 }
 
 static int h_link_del(mb_req *req, void *state, mb_err *err)
@@ -657,6 +728,19 @@ static int h_interactions(mb_req *req, void *state, mb_err *err)
         free(f);
         return problem(d, req, 400, "only PING and application commands are handled");
     }
+    if (f->ix.command == DC_CMD_LINK) {
+        uint64_t uid = link_by_code(d, f->ix.user, f->ix.code);
+        char uname[128] = "", text[256];
+        mb_user u;
+        mb_err e;
+        if (uid && !api->user_lookup(uid, NULL, &u, uname, sizeof uname, &e))
+            snprintf(text, sizeof text, "Linked: your /mbyte commands now act as the MByte user %s.", uname);
+        else
+            snprintf(text, sizeof text, "%s", "This code is unknown, used or expired: get a new one in MByte "
+                                              "(Discord page, \"Get a link code\").");
+        free(f);
+        return api->reply_json(req, 200, json_pack("{s:i, s:{s:s, s:i}}", "type", 4, "data", "content", text, "flags", 64));
+    }
     char key[48];
     snprintf(key, sizeof key, "l/%s", f->ix.user);
     json_t *l = dc_kv_json(d, key);
@@ -666,8 +750,8 @@ static int h_interactions(mb_req *req, void *state, mb_err *err)
         free(f);
         return api->reply_json(req, 200,
                                json_pack("{s:i, s:{s:s, s:i}}", "type", 4, "data", "content",
-                                         "Your Discord account is not linked to an MByte user: save your Discord user id "
-                                         "in MByte (Discord page, or PUT /api/v1/discord/link).",
+                                         "Your Discord account is not linked to an MByte user: get a link code in MByte "
+                                         "(Discord page) and type /mbyte link <code> here.",
                                          "flags", 64));
     }
     /* Deferred (type 5) now, well within Discord's 3 s; the answer follows as a follow-up
@@ -855,7 +939,7 @@ static const mb_route routes[] = {
     {sizeof(mb_route), "DELETE", "/api/v1/discord/backups/{id}", MB_ROLE_USER, h_delete},
     {sizeof(mb_route), "POST", "/api/v1/discord/backups/{id}/run", MB_ROLE_USER, h_run},
     {sizeof(mb_route), "GET", "/api/v1/discord/link", MB_ROLE_USER, h_link_get},
-    {sizeof(mb_route), "PUT", "/api/v1/discord/link", MB_ROLE_USER, h_link_put},
+    {sizeof(mb_route), "POST", "/api/v1/discord/link/code", MB_ROLE_USER, h_link_code},
     {sizeof(mb_route), "DELETE", "/api/v1/discord/link", MB_ROLE_USER, h_link_del},
     {sizeof(mb_route), "GET", "/api/v1/discord/notifications", MB_ROLE_USER, h_notify_get},
     {sizeof(mb_route), "PUT", "/api/v1/discord/notifications", MB_ROLE_USER, h_notify_put},

@@ -58,5 +58,10 @@ test('a channel is connected to a folder, run now, and its state shows the messa
     await view.getByLabel('Discord webhook URL').fill('http://169.254.169.254/x');
     await view.getByRole('button', { name: 'Save notifications' }).click();
     await view.getByText('webhook_url: a Discord webhook URL').waitFor();
+    // Linking: no Discord id to type; a one-time code to type in Discord instead.
+    await view.getByText('No Discord account linked.').waitFor();
+    await view.getByRole('button', { name: 'Get a link code' }).click();
+    const code = await view.locator('p.discord-code code').innerText();
+    assert.match(code, /^\/mbyte link [A-HJ-NP-Z2-9]{4}-[A-HJ-NP-Z2-9]{4}$/);
     await page.screenshot({ path: join(ART, 'discord.png') });
 });

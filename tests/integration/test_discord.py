@@ -416,6 +416,41 @@ class Interactions(DiscordBase):
                 "member": {"user": {"id": DISCORD_USER, "username": "dana"}},
                 "data": {"name": "mbyte", "type": 1, "options": [sub]}}
 
+    def link(self, tok=None):
+        """Link DISCORD_USER to the user of tok as a person does: a code from MByte, typed as
+        /mbyte link <code> in Discord (a signed interaction). The ephemeral answer's text."""
+        r = self.srv.request("POST", "/api/v1/discord/link/code", token=tok or self.tok)
+        self.assertEqual(r.status, 201, r)
+        sub = {"type": 1, "name": "link", "options": [{"type": 3, "name": "code", "value": r.json()["code"]}]}
+        r = self.post(self.command(sub, token="linktoken"))
+        self.assertEqual((r.status, r.json()["type"], r.json()["data"]["flags"]), (200, 4, 64), r)
+        return r.json()["data"]["content"]
+
+    def test_a_discord_account_is_linked_only_by_a_code_typed_from_it(self):
+        # no way to claim a Discord id by typing it: the old PUT is gone
+        r = self.srv.request("PUT", "/api/v1/discord/link", {"discord_user": DISCORD_USER}, token=self.tok)
+        self.assertIn(r.status, (404, 405), r)
+        bad = {"type": 1, "name": "link", "options": [{"type": 3, "name": "code", "value": "ABCD-EFGH"}]}
+        self.assertIn("unknown, used or expired", self.post(self.command(bad)).json()["data"]["content"])
+        self.assertIsNone(self.srv.request("GET", "/api/v1/discord/link", token=self.tok).json()["discord_user"])
+        code = self.srv.request("POST", "/api/v1/discord/link/code", token=self.tok).json()["code"]
+        sub = {"type": 1, "name": "link", "options": [{"type": 3, "name": "code", "value": code.lower()}]}
+        self.assertIn("Linked", self.post(self.command(sub)).json()["data"]["content"])
+        self.assertEqual(self.srv.request("GET", "/api/v1/discord/link", token=self.tok).json()["discord_user"],
+                         DISCORD_USER)
+        # a code works once
+        self.assertIn("unknown, used or expired", self.post(self.command(sub)).json()["data"]["content"])
+        # the account's holder may move it to another MByte user with that user's code: the first link ends
+        eve = self.srv.add_user("eve")
+        self.assertIn("Linked", self.link(eve))
+        self.assertIsNone(self.srv.request("GET", "/api/v1/discord/link", token=self.tok).json()["discord_user"])
+        self.assertEqual(self.srv.request("GET", "/api/v1/discord/link", token=eve).json()["discord_user"], DISCORD_USER)
+        # a newer code replaces the older one
+        first = self.srv.request("POST", "/api/v1/discord/link/code", token=self.tok).json()["code"]
+        self.srv.request("POST", "/api/v1/discord/link/code", token=self.tok)
+        sub = {"type": 1, "name": "link", "options": [{"type": 3, "name": "code", "value": first}]}
+        self.assertIn("unknown, used or expired", self.post(self.command(sub)).json()["data"]["content"])
+
     def test_forged_or_missing_signatures_are_refused_and_a_ping_is_answered(self):
         ping = {"type": 1, "id": "1", "application_id": APP}
         self.assertProblem(self.post(ping, key=Ed25519PrivateKey.generate()), 401)
@@ -435,11 +470,7 @@ class Interactions(DiscordBase):
         r = self.post(self.command({"type": 1, "name": "usage"}))
         self.assertEqual(r.json()["type"], 4)  # not linked yet: told how to link
         self.assertIn("not linked", r.json()["data"]["content"])
-        r = self.srv.request("PUT", "/api/v1/discord/link", {"discord_user": DISCORD_USER}, token=self.tok)
-        self.assertEqual(r.status, 200, r)
-        other = self.srv.add_user("eve")
-        r = self.srv.request("PUT", "/api/v1/discord/link", {"discord_user": DISCORD_USER}, token=other)
-        self.assertProblem(r, 409)
+        self.assertIn("Linked", self.link())
         data = os.urandom(123457)
         r = self.srv.request("PUT", "/api/v1/stores/%d/files/a.bin" % self.sid, data, token=self.tok,
                              headers={"Content-Type": "application/octet-stream"})
@@ -465,7 +496,7 @@ class Interactions(DiscordBase):
         return [p for p in self.fake.webhook_posts if p[1] == token][0][2]["content"]
 
     def test_mbyte_search_lists_matching_names_of_the_users_files_only(self):
-        self.srv.request("PUT", "/api/v1/discord/link", {"discord_user": DISCORD_USER}, token=self.tok)
+        self.link()
         for path in ["trips/Holiday-Photo 1.jpg", "trips/notes.txt", "holiday/plan.txt"]:
             r = self.srv.request("PUT", "/api/v1/stores/%d/files/%s?parents=true" % (self.sid, path.replace(" ", "%20")), b"x",
                                  token=self.tok, headers={"Content-Type": "application/octet-stream"})
@@ -485,7 +516,7 @@ class Interactions(DiscordBase):
     def test_mbyte_backup_now_runs_the_linked_users_backups(self):
         self.fill(CH, 12, every=0)
         bid = self.connect()
-        self.srv.request("PUT", "/api/v1/discord/link", {"discord_user": DISCORD_USER}, token=self.tok)
+        self.link()
         r = self.post(self.command({"type": 2, "name": "backup", "options": [{"type": 1, "name": "now"}]},
                                    token="backuptoken"))
         self.assertEqual(r.json()["type"], 5)
@@ -502,6 +533,7 @@ class FullTextSearch(DiscordBase):
     post = Interactions.post
     command = Interactions.command
     wait_followup = Interactions.wait_followup
+    link = Interactions.link
 
     def put(self, tok, sid, path, data):
         r = self.srv.request("PUT", "/api/v1/stores/%d/files/%s?parents=true" % (sid, path), data, token=tok,
@@ -509,7 +541,7 @@ class FullTextSearch(DiscordBase):
         self.assertIn(r.status, (200, 201), r)
 
     def test_words_inside_files_and_in_shares_are_found_and_unshared_files_never(self):
-        self.srv.request("PUT", "/api/v1/discord/link", {"discord_user": DISCORD_USER}, token=self.tok)
+        self.link()
         self.put(self.tok, self.sid, "notes/trip.txt", b"on rottnest we saw a quokka smiling")
         self.put(self.tok, self.sid, "notes/other.txt", b"nothing to see")
         eve = self.srv.add_user("eve")

@@ -57,14 +57,21 @@ export class DiscordView {
             h('thead', h('tr', ...['Channel', 'Folder', 'State', 'Messages', 'Last run', 'Last message / error', ''].map(t => h('th', t)))),
             h('tbody', rows)) : h('div.empty', icon('refresh'), h('p.empty-title', 'No channel backed up into this store yet'));
 
-        const uid = h('input', { type: 'text', inputmode: 'numeric', value: link?.discord_user || '', placeholder: 'your Discord user id' });
-        const saveLink = button('Save', 'check', async () => {
+        // Linking proves the Discord account: a one-time code from here, typed in Discord as /mbyte link <code>.
+        const linked = h('p.discord-link', link?.discord_user
+            ? `Linked to the Discord account ${link.discord_user}.` : 'No Discord account linked.');
+        const codeOut = h('p.discord-code');
+        const getCode = button('Get a link code', 'shield', async () => {
             try {
-                if (uid.value.trim()) await api('PUT', '/discord/link', { discord_user: uid.value.trim() });
-                else await api('DELETE', '/discord/link');
-                toast('Saved.', 'success');
+                const r = await api('POST', '/discord/link/code');
+                clear(codeOut, 'In Discord, type ', h('code', `/mbyte link ${r.code}`),
+                    ` within ${Math.round((r.expires * 1000 - Date.now()) / 60000)} minutes.`);
             } catch (e) { fail(e); }
         }, { cls: 'small' });
+        const unlink = button('Unlink', 'trash', async () => {
+            try { await api('DELETE', '/discord/link'); await this.show(sid); toast('Unlinked.', 'success'); }
+            catch (e) { fail(e); }
+        }, { cls: 'small danger-text' });
         const hook = h('input', { type: 'text', inputmode: 'url', value: notif?.webhook_url || '', placeholder: 'https://discord.com/api/v10/webhooks/…' });
         const boxes = (notif?.available || []).map(name => h('label.check',
             h('input', { type: 'checkbox', value: name, checked: (notif.events || []).includes(name) }), ' ', name));
@@ -81,7 +88,7 @@ export class DiscordView {
             h('div.view-head', h('h1.view-title', 'Discord backups')),
             err, form, table,
             h('h2.discord-head', 'Your Discord account'),
-            field('Discord user id', uid, '/mbyte usage and /mbyte backup now answer the Discord user saved here.'), saveLink,
+            linked, h('div.discord-link-actions', getCode, link?.discord_user ? unlink : null), codeOut,
             h('h2.discord-head', 'Notifications'),
             field('Discord webhook URL', hook, 'Channel settings > Integrations > Webhooks > Copy Webhook URL.'),
             h('div.discord-events', boxes), saveNotif);
