@@ -1027,6 +1027,9 @@ int blob_del(const char *hash, mb_err *err)
 
 int blob_list_local(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
 {
+    mb_err spare = {0}; /* a backend is a module: it always gets somewhere to say why */
+    if (!err)
+        err = &spare;
     backend b = be_enter();
     int rc = b.ops->list ? b.ops->list(b.state, fn, ud, err) : 0;
     be_leave(b);
@@ -1035,6 +1038,9 @@ int blob_list_local(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud
 
 int blob_list(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
 {
+    mb_err spare = {0}; /* a backend is a module: it always gets somewhere to say why */
+    if (!err)
+        err = &spare;
     int rc = blob_list_local(fn, ud, err);
     backend_ref r[NAMED_MAX];
     size_t n = backend_enter_all(r, NAMED_MAX);

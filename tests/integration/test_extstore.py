@@ -39,7 +39,23 @@ class S3rver:
         self.proc = None
         self.log = open(os.path.join(self.dir, "..", os.path.basename(self.dir) + ".log"), "ab")
 
+    def mend(self):
+        """s3rver writes an object's metadata file with a plain writeFile, so a SIGKILL can leave
+        it cut short, and from then on every listing of the bucket answers 500 (JSON.parse
+        throws). A real S3 commits an object atomically. So before a restart the test removes
+        metadata files that are not JSON, which s3rver treats as an object without metadata."""
+        for root, _, files in os.walk(self.dir):
+            for f in files:
+                if f.endswith("._S3rver_metadata.json"):
+                    p = os.path.join(root, f)
+                    try:
+                        with open(p) as fh:
+                            json.load(fh)
+                    except ValueError:
+                        os.unlink(p)
+
     def start(self):
+        self.mend()
         args = ["node", S3RVER, "-d", self.dir, "-a", "127.0.0.1", "-p", str(self.port),
                 "--configure-bucket", BUCKET]
         if self.service_endpoint:
@@ -289,6 +305,18 @@ class S3Test(ServerTest):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.body, data)
         self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
+
+    def test_fsck_with_the_service_down_says_so_and_the_server_lives(self):
+        sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "s3a"})
+        data = os.urandom(300000)
+        self.assertEqual(put(self.srv, self.user, sid, "a.bin", data).status, 201)
+        self.s3.kill()
+        report = fsck(self.srv, self.admin)  # the bucket cannot be listed: reported, never a crash
+        self.assertIn("backend", {p["kind"] for p in report["problems"]}, report)
+        self.s3.start()
+        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
+        r = self.srv.request("GET", self.file_url(sid, "a.bin"), token=self.user)
+        self.assertEqual((r.status, r.body), (200, data))
 
     def test_s3rver_killed_during_8_uploads_acknowledges_nothing_it_lost(self):
         sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "s3a"})
