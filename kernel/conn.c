@@ -136,6 +136,14 @@ void conn_request_done(conn_rec *r)
 
 int conn_limit_per_ip(void) { return conn_per_ip; }
 
+int conn_open(void)
+{
+    pthread_mutex_lock(&conn_lock);
+    int n = conn_count;
+    pthread_mutex_unlock(&conn_lock);
+    return n;
+}
+
 static void conn_sweep(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;

@@ -262,6 +262,7 @@ void conn_closed(conn_rec *r);
 bool conn_headers(conn_rec *r);       /* a request's headers arrived; true: over its address's cap */
 void conn_request_done(conn_rec *r); /* the header deadline starts again for the next request */
 int conn_limit_per_ip(void);
+int conn_open(void); /* HTTP connections open now (the metrics page) */
 
 /* ------------------------------------------------------------------ xff.c --- */
 #define XFF_MAX 2048 /* a longer X-Forwarded-For is ignored */

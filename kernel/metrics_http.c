@@ -38,6 +38,8 @@ static void render_tasks_modules(FILE *f)
     db_iter_free(it);
     metrics_head(f, "mbyte_task_queue_depth", "gauge", "Tasks not finished yet (queued or running).");
     fprintf(f, "mbyte_task_queue_depth %llu\n", (unsigned long long)depth);
+    metrics_head(f, "mbyte_http_connections", "gauge", "HTTP connections open now (the scrape's own included).");
+    fprintf(f, "mbyte_http_connections %d\n", conn_open());
     json_t *mods = modmgr_list();
     metrics_head(f, "mbyte_module_state", "gauge", "1 for each module's current state (active, draining, cold, available).");
     size_t i;
