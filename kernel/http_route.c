@@ -118,18 +118,6 @@ int http_route_add(mb_module *owner, const char *method, const char *pattern, in
     return route_insert(r, err);
 }
 
-int http_module_route_add(mb_module *owner, const mb_route *mr, void *state, mb_err *err)
-{
-    http_route *r = route_new(mr->method, mr->pattern, mr->role, err);
-    if (!r)
-        return err->code;
-    r->owner = owner;
-    r->fn = mr->fn;
-    r->begin = mr->begin;
-    r->state = state;
-    return route_insert(r, err);
-}
-
 int http_stream_route_add(const char *method, const char *pattern, int role, const http_stream_ops *ops, mb_err *err)
 {
     http_route *r = route_new(method, pattern, role, err);

@@ -290,8 +290,6 @@ typedef struct http_stream_ops {
     void (*abort)(mb_req *req, void *ctx); /* client went away or an error was answered */
 } http_stream_ops;
 int http_stream_route_add(const char *method, const char *pattern, int role, const http_stream_ops *ops, mb_err *err);
-/* A module's route (its begin too, minor 10), owned by `owner`. */
-int http_module_route_add(mb_module *owner, const mb_route *r, void *state, mb_err *err);
 /* api->req_body_sink (minor 10): from a route's begin, take the body as a stream. */
 int http_req_body_sink(mb_req *req, const mb_body_sink *sink, void *ctx, mb_err *err);
 /* Remove all routes of `owner`. */

@@ -138,6 +138,13 @@ int reg_swap_owner(registry *r, mb_module *from, void *fresh, size_t n, mb_err *
     int rc = 0;
     for (size_t i = 0; i < n && !rc; i++)
         rc = conflict(r, (char *)fresh + i * sz, true, from, err);
+    for (size_t i = 0; i < n && !rc && r->ops->conflict; i++) /* nor twice in the fresh table */
+        for (size_t k = 0; k < i && !rc; k++)
+            if (r->ops->conflict((char *)fresh + k * sz, (char *)fresh + i * sz)) {
+                char what[200];
+                r->ops->describe((char *)fresh + i * sz, what, sizeof what);
+                rc = err_set(err, MB_EEXIST, "%s is declared twice", what);
+            }
     if (rc) {
         pthread_rwlock_unlock(&r->lock);
         for (size_t i = 0; i < n; i++)

@@ -453,6 +453,39 @@ static void test_a_long_backlog_and_a_burst_of_quick_turns_arrive_complete_and_i
     assert_int_equal(last_status, 0);
 }
 
+/* ---- the owner-tagged registry under the hook bus and the route table (registry.c) ---- */
+typedef struct named {
+    mb_module *owner;
+    const char *name;
+} named;
+REG_ENTRY(named);
+static bool named_same(const void *a, const void *b) { return !strcmp(((const named *)a)->name, ((const named *)b)->name); }
+static void named_retake(void *have, void *fresh) { ((named *)have)->owner = ((named *)fresh)->owner; }
+static void named_describe(const void *e, char *buf, size_t n) { snprintf(buf, n, "entry %s", ((const named *)e)->name); }
+static bool named_is(const void *e, const void *key) { return !strcmp(((const named *)e)->name, key); }
+
+/* A module's table goes in at once (a swap from nothing, as modmgr loads it), and a table
+ * naming one thing twice is refused whole, leaving what was there. */
+static void test_a_table_naming_one_thing_twice_is_refused_whole(void **s)
+{
+    (void)s;
+    static const reg_ops ops = {.size = sizeof(named), .conflict = named_same, .same = named_same,
+                                .retake = named_retake, .describe = named_describe};
+    registry r = REG_INIT(&ops);
+    mb_module *m = (mb_module *)&r; /* any address serves as an owner tag */
+    mb_err err = {0};
+    named one[] = {{m, "a"}, {m, "b"}};
+    assert_int_equal(reg_swap_owner(&r, m, one, 2, &err), 0);
+    assert_true(reg_get(&r, named_is, "a", NULL, false) && reg_get(&r, named_is, "b", NULL, false));
+    named twice[] = {{m, "c"}, {m, "d"}, {m, "c"}};
+    assert_int_equal(reg_swap_owner(&r, m, twice, 3, &err), MB_EEXIST);
+    assert_non_null(strstr(err.msg, "entry c is declared twice"));
+    assert_true(reg_get(&r, named_is, "a", NULL, false));
+    assert_false(reg_get(&r, named_is, "c", NULL, false));
+    reg_clear(&r);
+    pthread_rwlock_destroy(&r.lock);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -470,6 +503,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flush_and_done_run_once_per_turn_for_several_hooks_of_one_module, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_an_observer_needs_exactly_one_function, setup, teardown),
+        cmocka_unit_test(test_a_table_naming_one_thing_twice_is_refused_whole),
         cmocka_unit_test_setup_teardown(test_events_committed_out_of_order_are_delivered_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_number_given_up_as_a_gap_is_still_delivered_by_the_full_scan, setup,
                                         teardown),
