@@ -16,6 +16,11 @@
  *   a folder's entry before its children; the last transaction names it (`top` at `name` in
  *   folder `dst`) and deletes the journal. A resumed copy first frees what an interrupted run
  *   built below `root` and starts over, so a copy is either complete or absent.
+ * Cancel (POST /api/v1/tasks/{id}/cancel): a copy is given up, as if it never was: the journal
+ *   is marked "cancelled" first (a stop midway then resumes the freeing, not the copy), what
+ *   was built is freed, the journal goes, and the task ends "cancelled". A delete or purge has
+ *   already happened for everyone; a cancel cannot bring it back, so its cleanup finishes and
+ *   the task ends "done".
  * At start every journal gets a task (fs_big_init): an unfinished operation is finished.
  * A task whose journal is gone has nothing to do (two tasks of one journal, the one requeued
  * from before a crash and the one start submitted, run one after the other: `busy`).
@@ -110,6 +115,7 @@ typedef struct {
     mb_task *task;
     const char *what;
     mb_err *err;
+    bool finish_on_cancel; /* a delete's cleanup, a cancelled copy's freeing: a cancel does not stop it */
 } batcher;
 
 static txn *bt(batcher *b)
@@ -121,8 +127,9 @@ static txn *bt(batcher *b)
     return &b->t;
 }
 
-/* Commit the open batch and tell the progress. A task asked to stop (shutdown, cancel)
- * stops after a batch: the journal stays, and the next start finishes the work. */
+/* Commit the open batch and tell the progress. A task the kernel wants back (shutdown,
+ * unload) stops after a batch: the journal stays, and the next run finishes the work. A
+ * cancel stops it too (MB_ECANCELED), unless the work finishes whatever it is asked. */
 static int bflush(batcher *b)
 {
     if (!b->open)
@@ -134,8 +141,12 @@ static int bflush(batcher *b)
         char msg[96];
         snprintf(msg, sizeof msg, "%lld of %lld entries", (long long)b->done, (long long)b->total);
         int pct = b->total ? (int)(b->done * 99 / b->total) : 0;
-        if (task_progress(b->task, pct, msg))
-            rc = err_set(b->err, MB_EAGAIN, "stopped after %lld entries; it resumes", (long long)b->done);
+        if (task_progress(b->task, pct, msg)) {
+            if (task_must_yield(b->task))
+                rc = err_set(b->err, MB_EAGAIN, "stopped after %lld entries; it resumes", (long long)b->done);
+            else if (!b->finish_on_cancel)
+                rc = err_set(b->err, MB_ECANCELED, "cancelled after %lld entries", (long long)b->done);
+        }
     }
     ns_trim((size_t)g_cfg->subtree_batch);
     return rc;
@@ -241,6 +252,46 @@ static int copy_folder(copier *c, uint64_t src, uint64_t dst)
 
 /* Free what is below the journal's root, then end: for a copy, name it (or, when that
  * became impossible, free it and fail); delete the journal in the last transaction. */
+/* Free what a copy built below its root and delete its journal: the copy goes as if it never
+ * was. Nothing stops it but the kernel wanting the worker back (it then resumes). */
+static int drop_copy(batcher *b, json_t *j)
+{
+    fs_who w = {(uint64_t)jint(j, "store"), (uint64_t)jint(j, "owner"), (uint64_t)jint(j, "user")};
+    reclaim r = {b, w.sid, 0, "", quiet_drop, &w};
+    b->finish_on_cancel = true;
+    int rc = reclaim_folder(&r, (uint64_t)jint(j, "root"), "");
+    if (!rc) {
+        char key[32];
+        jkey(key, sizeof key, (uint64_t)jint(j, "id"));
+        db_batch_del(bt(b)->b, key, strlen(key));
+        rc = bflush(b);
+    }
+    return rc;
+}
+
+/* A cancelled copy: marked so in its journal, then dropped; the task ends "cancelled". */
+static int cancel_copy(batcher *b, json_t *j, mb_err *err)
+{
+    if (b->open) {
+        mb_err ig = {0};
+        txn_end(&b->t, MB_ECANCELED, &ig, NULL);
+        b->open = false;
+    }
+    if (!json_is_true(json_object_get(j, "cancelled"))) {
+        char key[32];
+        jkey(key, sizeof key, (uint64_t)jint(j, "id"));
+        json_object_set_new(j, "cancelled", json_true());
+        int rc = db_put_json(key, j, true);
+        if (rc)
+            return err_set(err, rc, "the cancelled copy could not be marked so; it resumes");
+    }
+    if (b->task)
+        task_progress(b->task, 0, "cancelled: freeing what was copied");
+    b->done = 0;
+    int rc = drop_copy(b, j);
+    return rc ? rc : err_set(err, MB_ECANCELED, "cancelled; nothing of the copy is left");
+}
+
 static int finish(batcher *b, json_t *j, mb_err *err)
 {
     uint64_t sid = (uint64_t)jint(j, "store"), jid = (uint64_t)jint(j, "id");
@@ -277,14 +328,7 @@ static int finish(batcher *b, json_t *j, mb_err *err)
     mb_err ig = {0};
     txn_end(&b->t, rc, &ig, NULL);
     b->open = false;
-    fs_who w = {sid, (uint64_t)jint(j, "owner"), (uint64_t)jint(j, "user")};
-    reclaim r = {b, sid, 0, "", quiet_drop, &w};
-    int r2 = reclaim_folder(&r, (uint64_t)jint(j, "root"), "");
-    if (!r2) {
-        jkey(key, sizeof key, jid);
-        db_batch_del(bt(b)->b, key, strlen(key));
-        r2 = bflush(b);
-    }
+    int r2 = drop_copy(b, j);
     return r2 ? r2 : rc;
 }
 
@@ -306,7 +350,10 @@ static int job_run(uint64_t jid, mb_task *task, mb_err *err)
     int rc = 0;
     if (task)
         task_progress(task, 0, "counting");
-    if (copy) {
+    if (copy && json_is_true(json_object_get(j, "cancelled"))) { /* stopped while being dropped */
+        b.total = subtree_count(sid, root, -1);
+        rc = cancel_copy(&b, j, err);
+    } else if (copy) {
         b.total = subtree_count(sid, (uint64_t)jint(j, "src"), -1);
         reclaim r = {&b, sid, 0, "", quiet_drop, &w}; /* what an interrupted run built */
         copier c = {&b, sid, root, &w, now_wall()};
@@ -314,8 +361,11 @@ static int job_run(uint64_t jid, mb_task *task, mb_err *err)
             b.done = 0;
             rc = copy_folder(&c, (uint64_t)jint(j, "src"), root);
         }
+        if (rc == MB_ECANCELED)
+            rc = cancel_copy(&b, j, err);
     } else {
         b.total = subtree_count(sid, root, -1);
+        b.finish_on_cancel = true; /* it happened for everyone already: the cleanup finishes */
         reclaim r = {&b, sid, 0, "", !strcmp(op, "purge") ? history_file_purged : fs_file_deleted, &w};
         rc = reclaim_folder(&r, root, jstr(j, "path"));
     }

@@ -514,6 +514,9 @@ bool task_progress(mb_task *t, int percent, const char *message)
     return atomic_load(&t->cancel) || atomic_load(&t->preempt) || atomic_load(&stopping);
 }
 
+bool task_must_yield(mb_task *t) { return atomic_load(&t->preempt) || atomic_load(&stopping); }
+bool task_cancel_requested(mb_task *t) { return atomic_load(&t->cancel); }
+
 void task_result(mb_task *t, json_t *result) { json_object_set_new(t->rec, "result", result ? result : json_null()); }
 uint64_t task_id(mb_task *t) { return t->id; }
 uint64_t task_owner(mb_task *t) { return t->owner; }

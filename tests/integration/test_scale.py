@@ -75,6 +75,16 @@ class Base(ServerTest):
         self.assertEqual(r.status, 200, r)
         return r.json()
 
+    def running(self, tid):
+        """Poll until the task has done a batch or more (not a measurement), then return it."""
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            t = self.srv.request("GET", "/api/v1/tasks/%d" % tid, token=self.tok).json()
+            if t["state"] == "running" and t["progress"] > 0 or t["state"] in ("done", "failed"):
+                return t
+            time.sleep(0.01)
+        self.fail("task %d never got under way" % tid)
+
     def total(self, folder):
         return self.page(folder, limit=1)["total"]
 
@@ -242,16 +252,6 @@ class BigSubtreeTest(Base):
         else:
             os.environ["MBYTE_TEST_ASAN_OPTIONS"] = self.asan
 
-    def running(self, tid):
-        """Poll until the task has done a batch or more (not a measurement), then return it."""
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            t = self.srv.request("GET", "/api/v1/tasks/%d" % tid, token=self.tok).json()
-            if t["state"] == "running" and t["progress"] > 0 or t["state"] in ("done", "failed"):
-                return t
-            time.sleep(0.01)
-        self.fail("task %d never got under way" % tid)
-
     def count(self, folder):
         seen, cursor = 0, None
         while True:
@@ -343,6 +343,54 @@ class BigSubtreeTest(Base):
         self.assertEqual(usage(self.srv, self.tok)["bytes"], base["bytes"])
         report = fsck(self.srv, self.admin)
         self.assertEqual(report["problems"], [], report)
+
+
+class CancelSubtreeTest(Base):
+    """A cancel of a big copy gives it up as if it never was (nothing of it left, before or
+    after a restart); a cancel of a big delete cannot bring the folder back, so its cleanup
+    finishes and the task ends done. Batches of 5 over 3,000 entries: 600 transactions, so
+    the cancel lands while the task works."""
+    modules = {"trash": False, "quotas": True}
+    conf = {"subtree_task_above": 100, "subtree_batch": 5}
+    N = 3000
+
+    def cancel(self, tid):
+        r = self.srv.request("POST", "/api/v1/tasks/%d/cancel" % tid, token=self.tok)
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.json().get("cancel_requested"), r.json())  # it was running, not finished
+
+    def test_a_cancelled_copy_leaves_nothing_and_a_cancelled_delete_still_finishes(self):
+        fill(self.srv, self.tok, self.sid, "src/a", self.N)
+        base = usage(self.srv, self.tok)
+        self.assertEqual(base["files"], self.N, base)
+        r = self.req("POST", "copy", {"from": "src", "to": "dst"})
+        self.assertEqual(r.status, 202, r)
+        tid = r.json()["task"]
+        self.assertLess(self.running(tid)["progress"], 100)
+        self.cancel(tid)
+        t = wait_task(self, self.srv, tid, self.tok, timeout=300)
+        self.assertEqual(t["state"], "cancelled", t)
+        self.assertNotIn("dst", [e["name"] for e in self.page("")["entries"]])
+        self.assertEqual(usage(self.srv, self.tok), base)
+        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
+        # nothing to resume: the copy does not come back after a restart
+        self.srv.kill()
+        self.srv.start()
+        with open(self.srv.log_path) as f:
+            self.assertNotIn("resuming the unfinished copy", f.read())
+        self.assertEqual(self.req("GET", "list/dst").status, 404)
+        self.assertEqual(usage(self.srv, self.tok), base)
+        # a delete: gone at once for everyone; the cancel cannot undo that, the cleanup finishes
+        r = self.req("DELETE", "files/src?recursive=true")
+        self.assertEqual(r.status, 202, r)
+        tid = r.json()["task"]
+        self.assertLess(self.running(tid)["progress"], 100)
+        self.cancel(tid)
+        t = wait_task(self, self.srv, tid, self.tok, timeout=300)
+        self.assertEqual(t["state"], "done", t)
+        self.assertEqual(self.req("GET", "list/src").status, 404)
+        self.assertEqual(usage(self.srv, self.tok)["files"], 0)
+        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
 
 
 if __name__ == "__main__":
