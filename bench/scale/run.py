@@ -170,6 +170,11 @@ def main():
               % (lat_small * 1e3, first, lat_big * 1e3, n, lat_small / lat_big))
 
         def step(name, fn):
+            # a fresh connection per step: mbyted closes a kept-alive connection idle past its
+            # header deadline (http_header_timeout, 30 s), as the upload phase leaves this one
+            nonlocal c
+            c.close()
+            c = conn(srv)
             mem.reset()
             t0 = time.perf_counter()
             what = fn()

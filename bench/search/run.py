@@ -141,11 +141,14 @@ def rg_run(kind, terms, corpus):
         cmd = ["rg", "-l", "-i", "-F", terms[0], corpus]
     else:
         cmd = ["rg", "-l", "-i", "-w", "-F", terms[0], corpus]
-    files = subprocess.run(cmd, capture_output=True, text=True).stdout.split()
+    files = set(subprocess.run(cmd, capture_output=True, text=True).stdout.split())
     for t in terms[1:]:
         if not files:
             break
-        files = subprocess.run(["rg", "-l", "-i", "-w", "-F", t] + files, capture_output=True, text=True).stdout.split()
+        # a pass over the corpus per further word, intersected (a list of matching files as
+        # arguments overflows the command line when the first word is common)
+        files &= set(subprocess.run(["rg", "-l", "-i", "-w", "-F", t, corpus], capture_output=True,
+                                    text=True).stdout.split())
     return len(files)
 
 
