@@ -250,8 +250,6 @@ static int copy_folder(copier *c, uint64_t src, uint64_t dst)
 
 /* ----------------------------------------------------------- one journal --- */
 
-/* Free what is below the journal's root, then end: for a copy, name it (or, when that
- * became impossible, free it and fail); delete the journal in the last transaction. */
 /* Free what a copy built below its root and delete its journal: the copy goes as if it never
  * was. Nothing stops it but the kernel wanting the worker back (it then resumes). */
 static int drop_copy(batcher *b, json_t *j)
@@ -292,6 +290,8 @@ static int cancel_copy(batcher *b, json_t *j, mb_err *err)
     return rc ? rc : err_set(err, MB_ECANCELED, "cancelled; nothing of the copy is left");
 }
 
+/* Free what is below the journal's root, then end: for a copy, name it (or, when that
+ * became impossible, free it and fail); delete the journal in the last transaction. */
 static int finish(batcher *b, json_t *j, mb_err *err)
 {
     uint64_t sid = (uint64_t)jint(j, "store"), jid = (uint64_t)jint(j, "id");

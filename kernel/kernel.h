@@ -415,10 +415,9 @@ void task_types_remove(mb_module *owner);
 int task_types_swap(mb_module *from, mb_module *to, const mb_task_type *table, void *new_state, mb_err *err);
 int task_submit(const char *type, uint64_t owner, json_t *args, uint64_t *id, mb_err *err);
 bool task_progress(mb_task *t, int percent, const char *message);
-/* Why task_progress said stop: the kernel wants the worker back (shutdown, module unload: the
- * task resumes later), or only the task's owner asked for a cancel. */
+/* Why task_progress said stop: true when the kernel wants the worker back (shutdown, module
+ * unload: the task resumes later); false when only the task's owner asked for a cancel. */
 bool task_must_yield(mb_task *t);
-bool task_cancel_requested(mb_task *t);
 void task_result(mb_task *t, json_t *result);
 uint64_t task_id(mb_task *t);
 uint64_t task_owner(mb_task *t);

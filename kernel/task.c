@@ -300,7 +300,7 @@ static void run_one(mb_task *t, const ttype *ty)
         err_set(&e, rc, "%s", err_title(rc));
 
     json_object_set_new(rec, "updated", json_integer(now_wall()));
-    if (rc && (atomic_load(&t->preempt) || atomic_load(&stopping)) && !atomic_load(&t->cancel)) {
+    if (rc && task_must_yield(t) && !atomic_load(&t->cancel)) {
         /* Stopped by the kernel (shutdown, module unload), not by its own failure: this
          * attempt does not count, and the task waits for its type to come back. */
         json_object_set_new(rec, "attempts", json_integer(attempts - 1));
@@ -511,11 +511,10 @@ bool task_progress(mb_task *t, int percent, const char *message)
         t->last_write_ms = now;
     }
     publish(t->rec);
-    return atomic_load(&t->cancel) || atomic_load(&t->preempt) || atomic_load(&stopping);
+    return atomic_load(&t->cancel) || task_must_yield(t);
 }
 
 bool task_must_yield(mb_task *t) { return atomic_load(&t->preempt) || atomic_load(&stopping); }
-bool task_cancel_requested(mb_task *t) { return atomic_load(&t->cancel); }
 
 void task_result(mb_task *t, json_t *result) { json_object_set_new(t->rec, "result", result ? result : json_null()); }
 uint64_t task_id(mb_task *t) { return t->id; }

@@ -354,21 +354,22 @@ class CancelSubtreeTest(Base):
     conf = {"subtree_task_above": 100, "subtree_batch": 5}
     N = 3000
 
-    def cancel(self, tid):
-        r = self.srv.request("POST", "/api/v1/tasks/%d/cancel" % tid, token=self.tok)
-        self.assertEqual(r.status, 200, r)
-        self.assertTrue(r.json().get("cancel_requested"), r.json())  # it was running, not finished
+    def cancel_midway(self, r):
+        """The 202 of a big copy or delete: once its task has done a batch, cancel it (it was
+        running, not finished) and return the task as it ended."""
+        self.assertEqual(r.status, 202, r)
+        tid = r.json()["task"]
+        self.assertLess(self.running(tid)["progress"], 100)
+        c = self.srv.request("POST", "/api/v1/tasks/%d/cancel" % tid, token=self.tok)
+        self.assertEqual(c.status, 200, c)
+        self.assertTrue(c.json().get("cancel_requested"), c.json())
+        return wait_task(self, self.srv, tid, self.tok, timeout=300)
 
     def test_a_cancelled_copy_leaves_nothing_and_a_cancelled_delete_still_finishes(self):
         fill(self.srv, self.tok, self.sid, "src/a", self.N)
         base = usage(self.srv, self.tok)
         self.assertEqual(base["files"], self.N, base)
-        r = self.req("POST", "copy", {"from": "src", "to": "dst"})
-        self.assertEqual(r.status, 202, r)
-        tid = r.json()["task"]
-        self.assertLess(self.running(tid)["progress"], 100)
-        self.cancel(tid)
-        t = wait_task(self, self.srv, tid, self.tok, timeout=300)
+        t = self.cancel_midway(self.req("POST", "copy", {"from": "src", "to": "dst"}))
         self.assertEqual(t["state"], "cancelled", t)
         self.assertNotIn("dst", [e["name"] for e in self.page("")["entries"]])
         self.assertEqual(usage(self.srv, self.tok), base)
@@ -381,12 +382,7 @@ class CancelSubtreeTest(Base):
         self.assertEqual(self.req("GET", "list/dst").status, 404)
         self.assertEqual(usage(self.srv, self.tok), base)
         # a delete: gone at once for everyone; the cancel cannot undo that, the cleanup finishes
-        r = self.req("DELETE", "files/src?recursive=true")
-        self.assertEqual(r.status, 202, r)
-        tid = r.json()["task"]
-        self.assertLess(self.running(tid)["progress"], 100)
-        self.cancel(tid)
-        t = wait_task(self, self.srv, tid, self.tok, timeout=300)
+        t = self.cancel_midway(self.req("DELETE", "files/src?recursive=true"))
         self.assertEqual(t["state"], "done", t)
         self.assertEqual(self.req("GET", "list/src").status, 404)
         self.assertEqual(usage(self.srv, self.tok)["files"], 0)
