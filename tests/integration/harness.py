@@ -393,5 +393,25 @@ class PrivateNetwork:
         os.close(self.old)
 
 
+class _SayAtOnce(unittest.TextTestResult):
+    """Writes a failure's last traceback lines right after its "FAIL" line, where a log cut to its
+    head and tail (as CI shows it) still has them; the full tracebacks follow at the end as usual."""
+
+    def _say(self, test, err):
+        lines = self._exc_info_to_string(err, test).rstrip().splitlines()
+        at = max((i for i, l in enumerate(lines) if l.startswith("  File ")), default=0)
+        rest = [l for l in lines[at + 2:] if l.strip(" ^~")]
+        self.stream.writeln("    | " + "\n    | ".join(lines[at:at + 2] + rest[:8]))
+        self.stream.flush()
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._say(test, err)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._say(test, err)
+
+
 def main():
-    unittest.main(verbosity=2)
+    unittest.main(verbosity=2, testRunner=unittest.TextTestRunner(verbosity=2, resultclass=_SayAtOnce))

@@ -47,7 +47,21 @@ def run_browser(test, srv, args, timeout):
                        timeout=timeout)
     sys.stdout.write(p.stdout)
     sys.stderr.write(p.stderr)
-    test.assertEqual(p.returncode, 0, "browser tests failed (see above); server log tail:\n" + srv.read_log()[-3000:])
+    test.assertEqual(p.returncode, 0, "browser tests failed; server log tail:\n" + srv.read_log()[-2000:]
+                     + "\nthe failing scenarios (all of node's output is above):\n" + failing_scenarios(p.stdout))
+
+
+def failing_scenarios(tap, lines_each=25):
+    """The `not ok` entries of node's TAP output with the first lines of each one's error: the end
+    of the failure message, where a log cut to its head and tail still shows it."""
+    out, take = [], 0
+    for line in tap.splitlines():
+        if line.lstrip().startswith("not ok "):
+            take = lines_each
+        if take:
+            out.append(line)
+            take -= 1
+    return "\n".join(out) or "(none named: node failed before or after the scenarios)"
 
 
 def run_browser_test(test, modules, script, timeout=540):
