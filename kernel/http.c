@@ -267,6 +267,22 @@ static enum MHD_Result fail_now(mb_req *req, const mb_err *err)
     return answer_early(req);
 }
 
+/* The answer for a request no route takes (`found`: http_route_lookup's MB_EMETHOD or
+ * MB_ENOENT): 405, or 404 naming the module whose route it is when that module is not loaded.
+ * Also the answer when the route went while the request was read (its module was unloaded):
+ * the same one the next request gets. */
+static void route_missing(mb_req *req, int found, mb_err *err)
+{
+    const char *mod = found == MB_EMETHOD ? NULL : http_route_hint(req);
+    if (found == MB_EMETHOD)
+        err_set(err, MB_EMETHOD, "%s is not allowed on %s", req->method, req->path);
+    else if (mod)
+        err_set(err, MB_ENOENT, "the %s module is not loaded, so %s is not served here (an administrator "
+                "can load it: mbytectl module load %s)", mod, req->path, mod);
+    else
+        err_set(err, MB_ENOENT, "no such endpoint: %s", req->path);
+}
+
 /* Resolve the caller for a route of the given least role. */
 static int authorize(mb_req *req, int role, mb_err *err)
 {
@@ -290,14 +306,15 @@ static int authorize(mb_req *req, int role, mb_err *err)
 static void call_handler(mb_req *req, mb_err *err)
 {
     http_hit hit;
-    if (http_route_lookup(req, &hit, true))
-        hit.fn = NULL;
-    else if (hit.stream) {
-        modref_leave(hit.owner);
-        hit.fn = NULL;
+    int found = http_route_lookup(req, &hit, true);
+    if (found) { /* its module was unloaded meanwhile */
+        route_missing(req, found, err);
+        http_reply_error(req, err);
+        return;
     }
-    if (!hit.fn) {
-        err_set(err, MB_EBUSY, "the route went away while the request was read; try again");
+    if (hit.stream || !hit.fn) { /* reloaded as another kind of route */
+        modref_leave(hit.owner);
+        err_set(err, MB_EBUSY, "the route changed while the request was read; try again");
         http_reply_error(req, err);
         return;
     }
@@ -383,21 +400,13 @@ enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, const ch
             return fail_now(req, &err);
         http_hit hit;
         int found = http_route_lookup(req, &hit, false);
-        bool mismatch = found == MB_EMETHOD;
         int role = found ? 0 : hit.role;
         const http_stream_ops *stream = found ? NULL : hit.stream;
         accesslog_route(&req->rl, req, found ? NULL : hit.pattern, stream != NULL);
         if (found) {
             if (serve_static(req))
                 return answer_early(req);
-            const char *mod = mismatch ? NULL : http_route_hint(req);
-            if (mismatch)
-                err_set(&err, MB_EMETHOD, "%s is not allowed on %s", req->method, req->path);
-            else if (mod)
-                err_set(&err, MB_ENOENT, "the %s module is not loaded, so %s is not served here (an administrator "
-                        "can load it: mbytectl module load %s)", mod, req->path, mod);
-            else
-                err_set(&err, MB_ENOENT, "no such endpoint: %s", req->path);
+            route_missing(req, found, &err);
             return fail_now(req, &err);
         }
         if (authorize(req, role, &err)) {
@@ -522,14 +531,14 @@ int http_req_body_sink(mb_req *req, const mb_body_sink *sink, void *ctx, mb_err 
 static enum MHD_Result route_begin(mb_req *req, mb_err *err)
 {
     http_hit hit;
-    if (http_route_lookup(req, &hit, true))
-        hit.begin = NULL;
-    else if (!hit.begin) {
-        modref_leave(hit.owner);
-        hit.owner = NULL;
+    int found = http_route_lookup(req, &hit, true);
+    if (found) { /* its module was unloaded meanwhile */
+        route_missing(req, found, err);
+        return fail_now(req, err);
     }
-    if (!hit.begin) {
-        err_set(err, MB_EBUSY, "the route went away while the request was read; try again");
+    if (!hit.begin) { /* reloaded as another kind of route */
+        modref_leave(hit.owner);
+        err_set(err, MB_EBUSY, "the route changed while the request was read; try again");
         return fail_now(req, err);
     }
     req->in_begin = true;
