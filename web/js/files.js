@@ -57,7 +57,7 @@ export async function listFolder(sid, path) {
 /* The file list of a big folder is virtual: only the rows near the viewport are in the page
  * (ROWS_MAX at most), pages are fetched as the user scrolls, and a folder of more than WHOLE
  * entries is shown in the server's name order (sorting it would need all of it). */
-const PAGE = 1000, WHOLE = 10000, VIRTUAL = 200, ROWS_MAX = 120, OVERSCAN = 30;
+const PAGE = 1000, PAGE_MAX = 10000, WHOLE = 10000, VIRTUAL = 200, ROWS_MAX = 120, OVERSCAN = 30;
 
 /* ====================================================================== view === */
 export class FilesView {
@@ -146,13 +146,16 @@ export class FilesView {
         this.render();
     }
 
-    /* The next page of a folder loaded in part, once. */
-    async loadMore() {
+    /* The next page of a folder loaded in part, once: big enough to reach row `upTo` (a jump far down
+     * the scroll bar loads what it needs in one request, not page after page, up to the server's
+     * PAGE_MAX a request). */
+    async loadMore(upTo = 0) {
         if (!this.cursor || this.loadingMore) return;
         const sid = state.sid, path = state.path, cursor = this.cursor;
+        const limit = Math.min(PAGE_MAX, Math.max(PAGE, upTo - this.entries.length + PAGE / 2));
         this.loadingMore = true;
         try {
-            const p = await listPage(sid, path, cursor, PAGE, tagQuery().slice(1));
+            const p = await listPage(sid, path, cursor, limit, tagQuery().slice(1));
             if (sid !== state.sid || path !== state.path || cursor !== this.cursor) return;
             this.entries = this.entries.concat(p.entries);
             this.rows = this.entries; // the list on screen stays in the server's order until the next render
@@ -236,6 +239,7 @@ export class FilesView {
             h('div.drop-overlay', { 'aria-hidden': 'true' }, icon('upload'), h('p', 'Drop to upload into ' +
                 (state.path ? baseName(state.path) : rootName))));
         applyParts(this.el);
+        this.fillRows(); // a virtual list's rows at once, now that its table is in the page
     }
 
     table() {
@@ -275,8 +279,10 @@ export class FilesView {
         this.virtual = this.partial || rows.length > VIRTUAL;
         this.window = null;
         if (this.virtual) {
+            // until the rows near the viewport are in, one spacer stands for the whole folder: an
+            // empty table would shrink the page and throw the reader back to the top
+            tbody.append(this.spacer(Math.max(this.total ?? 0, rows.length)));
             requestAnimationFrame(() => this.fillRows());
-            this.fillRows();
         } else rows.forEach((e, i) => this.rowInto(tbody, e, i, rows));
         const table = h('table.files', { 'aria-label': 'Folder contents', 'aria-rowcount': String(this.total ?? rows.length) },
             h('thead', h('tr', h('th.col-check', { scope: 'col' }, selAll), th('name', 'Name'),
@@ -293,6 +299,10 @@ export class FilesView {
         if (err) tbody.append(h('tr.row-error', h('td', { colspan: '5', role: 'alert' }, icon('alert'), err)));
     }
 
+    spacer(n) {
+        return h('tr.spacer', { 'aria-hidden': 'true' }, h('td', { colspan: '5', style: `height:${n * this.rowH}px;padding:0;border:0` }));
+    }
+
     /* A virtual list: spacer rows stand for what is above and below the rows near the viewport,
      * so the scroll bar covers the whole folder while at most ROWS_MAX rows exist. */
     fillRows() {
@@ -303,17 +313,16 @@ export class FilesView {
         const want = Math.min(ROWS_MAX, Math.ceil(window.innerHeight / this.rowH) + 2 * OVERSCAN);
         const start = Math.min(first, Math.max(0, count - want));
         const end = Math.min(count, start + want);
-        if (end > rows.length - PAGE / 2 && this.cursor) this.loadMore();
+        if (end > rows.length - PAGE / 2 && this.cursor) this.loadMore(end);
         const shown = Math.min(end, rows.length);
         const key = `${start}:${shown}:${rows.length}`;
         if (this.window === key) return;
         this.window = key;
-        const spacer = n => h('tr.spacer', { 'aria-hidden': 'true' }, h('td', { colspan: '5', style: `height:${n * this.rowH}px;padding:0;border:0` }));
         const focused = document.activeElement?.closest?.('tr')?.dataset?.path;
         this.tbody.replaceChildren();
-        if (start) this.tbody.append(spacer(start));
+        if (start) this.tbody.append(this.spacer(start));
         for (let i = start; i < shown; i++) this.rowInto(this.tbody, rows[i], i, rows);
-        if (count > shown) this.tbody.append(spacer(count - Math.max(start, shown)));
+        if (count > shown) this.tbody.append(this.spacer(count - Math.max(start, shown)));
         const real = this.tbody.querySelector('tr[data-path]');
         if (real && real.offsetHeight && Math.abs(real.offsetHeight - this.rowH) > 1) {
             this.rowH = real.offsetHeight; // measured once rows exist; the next scroll uses it
