@@ -10,7 +10,8 @@
 3. --queries mixed queries (one word, two words, a phrase, a prefix; rare and common words taken
    from the corpus), each run against MByte (GET /api/v1/search, one keep-alive connection) and
    ripgrep (rg -l over the directory, the equivalent expression), alternating which goes first.
-   p50 and p99 of each, and the ratio of ripgrep's p50 to MByte's; --rounds times (5 by default)
+   p50 and p99 of each, the ratio of ripgrep's p50 to MByte's, and how many answers ranked only
+   the newest matches (a word in more than rank_newest documents, docs/search.md); --rounds times (5 by default)
    over the one index, a fresh query set each round, then the median and worst of the rounds
    (the five consecutive runs a goal is judged on; indexing 100,000 documents once takes minutes).
    ripgrep takes about a second a query over 100,000 files, so it runs the first --rg-queries (100)
@@ -205,11 +206,14 @@ def main():
         print("index size: %.1f MiB, %.2fx the text" % (size / 2**20, size / text_bytes))
         c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
         h = {"Authorization": "Bearer " + tok}
-        print("%-6s %9s %9s %9s %9s %8s" % ("round", "MByte p50", "MByte p99", "rg p50", "rg p99", "rg/MByte"))
+        print("%-6s %9s %9s %9s %9s %8s %6s" % ("round", "MByte p50", "MByte p99", "rg p50", "rg p99", "rg/MByte",
+                                                "ranked"))
         rows = []
+        by_kind = collections.defaultdict(list)
         for rnum in range(1, a.rounds + 1):
             queries = make_queries(docs, a.queries, rnd)
             lat = {"mbyte": [], "rg": []}
+            cut = 0  # answers that ranked only the newest matches (the module's rank_newest)
             for i, (kind, q, terms) in enumerate(queries):
                 order = ("mbyte", "rg") if (i + rnum) % 2 == 0 else ("rg", "mbyte")
                 for who in order:
@@ -219,18 +223,25 @@ def main():
                     if who == "mbyte":
                         c.request("GET", "/api/v1/search?limit=20&q=" + urllib.parse.quote(q), headers=h)
                         r = c.getresponse()
-                        r.read()
+                        body = r.read()
                         if r.status != 200:
                             sys.exit("query %r answered %d" % (q, r.status))
+                        cut += b'"ranked_newest"' in body
                     else:
                         rg_run(kind, terms, corpus)
                     lat[who].append(time.perf_counter() - t)
+                    if who == "mbyte":
+                        by_kind[kind].append(lat[who][-1])
             m50, m99 = pct(lat["mbyte"], 50) * 1000, pct(lat["mbyte"], 99) * 1000
             r50, r99 = pct(lat["rg"], 50) * 1000, pct(lat["rg"], 99) * 1000
             ratio = r50 / m50 if m50 else float("inf")
             rows.append((m50, m99, ratio))
-            print("%-6d %9.2f %9.2f %9.2f %9.2f %7.1fx" % (rnum, m50, m99, r50, r99, ratio), flush=True)
+            print("%-6d %9.2f %9.2f %9.2f %9.2f %7.1fx %6s" % (rnum, m50, m99, r50, r99, ratio,
+                                                             "%d cut" % cut if cut else "all"), flush=True)
         c.close()
+        for kind, xs in by_kind.items():
+            print("  %-7s p50 %7.2f ms  p90 %7.2f ms  p99 %7.2f ms  (%d queries, every round)" %
+                  (kind, pct(xs, 50) * 1000, pct(xs, 90) * 1000, pct(xs, 99) * 1000, len(xs)))
         p99s = sorted(x[1] for x in rows)
         ratios = sorted(x[2] for x in rows)
         print("MByte p99: median %.2f ms, worst %.2f ms (goal < 10 ms); ripgrep/MByte p50: median %.1fx, "

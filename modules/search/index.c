@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #define NAME_WEIGHT "10.0"
-#define SCHEMA_VERSION "1" /* PRAGMA user_version of a database this file made */
+#define SCHEMA_VERSION "2" /* PRAGMA user_version of a database this file made (2: prefix index of 4) */
 
 struct si_db {
     sqlite3 *db;
@@ -33,7 +33,7 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS docs(id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, name TEXT NOT NULL,"
     " kind TEXT, ctype TEXT, size INTEGER, mtime INTEGER, sha256 TEXT, status TEXT, reason TEXT, tlen INTEGER);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(name, body, tokenize='unicode61 remove_diacritics 2',"
-    " prefix='2 3');"
+    " prefix='2 3 4');"
     "CREATE VIRTUAL TABLE IF NOT EXISTS tri USING fts5(name, tokenize='trigram');";
 
 static int open_one(const char *file, sqlite3 **out)
@@ -494,26 +494,90 @@ int si_snippets(si_db *db, const sq_query *q, si_hit *hits, int n)
     return 0;
 }
 
-int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char *err, size_t errlen)
+/* What every search asks of a match besides its words: no excluded word, the filters, a share's
+ * subtree. Parameters ?3 (exclude), ?5 (within) and from ?10 on (the filters). */
+static void where_sql(sq_buf *b, const sq_query *q)
+{
+    if (q->exclude)
+        sq_buf_s(b, " AND d.id NOT IN (SELECT rowid FROM fts WHERE fts MATCH ?3)");
+    filters_sql(b, q);
+    if (q->within) /* a share: its file, or its folder's subtree */
+        sq_buf_s(b, " AND (d.path = ?5 OR (d.path >= ?5 || '/' AND d.path < ?5 || '0'))");
+}
+
+static void where_bind(sqlite3_stmt *st, const sq_query *q)
+{
+    if (q->exclude)
+        bind_text(st, 3, q->exclude);
+    if (q->within)
+        bind_text(st, 5, q->within);
+    filters_bind(st, q);
+}
+
+static bool has_where(const sq_query *q)
+{
+    return q->exclude || q->within || q->ntypes || q->nins || q->size_min >= 0 || q->size_max >= 0 ||
+           q->mod_min >= 0 || q->mod_max >= 0;
+}
+
+/* Where the newest `cap` matches of q start (rows are numbered as documents are added): *from
+ * that row, or 0 when q has no more than cap matches. Walking a match list from its end is cheap;
+ * ranking it whole is not (bm25 reads every match's positions and sizes). */
+static int newest_from(si_db *db, const sq_query *q, int cap, int64_t *from, char *err, size_t errlen)
 {
     sq_buf b = {0};
-    *hits = NULL, *n = 0;
+    *from = 0;
+    if (has_where(q)) {
+        sq_buf_s(&b, "SELECT d.id FROM fts JOIN docs d ON d.id = fts.rowid WHERE fts MATCH ?1");
+        where_sql(&b, q);
+    } else
+        sq_buf_s(&b, "SELECT rowid FROM fts WHERE fts MATCH ?1");
+    sq_buf_s(&b, " ORDER BY fts.rowid DESC LIMIT 1 OFFSET ?4");
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db->db, b.p, -1, &st, NULL);
+    free(b.p);
+    if (rc == SQLITE_OK) {
+        bind_text(st, 1, q->match);
+        sqlite3_bind_int(st, 4, cap - 1);
+        where_bind(st, q);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            *from = sqlite3_column_int64(st, 0);
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        snprintf(err, errlen, "the search index refused the query: %s", sqlite3_errmsg(db->db));
+        sqlite3_finalize(st);
+        return -1;
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+int si_search(si_db *db, const sq_query *q, int max, int cap, si_hit **hits, int *n, bool *cut, char *err,
+              size_t errlen)
+{
+    sq_buf b = {0};
+    int64_t from = 0;
+    *hits = NULL, *n = 0, *cut = false;
+    if (q->match && cap > 0 && newest_from(db, q, cap, &from, err, errlen))
+        return -1;
+    *cut = from > 0;
     /* matches first (FTS5 ranks them: bm25 is negative, lower is better; a name substring from
-     * the trigram table only counts 0), then the documents' rows and the filters */
+     * the trigram table only counts 0, so it comes after every match and is not asked for when
+     * the matches were cut: there are more of them than any page reaches), then the documents'
+     * rows and the filters */
     if (q->match) {
         sq_buf_s(&b, "SELECT d.id, d.path, d.name, d.kind, d.size, d.mtime, -b.r, d.tlen FROM (SELECT rowid AS id, bm25(fts, "
                      NAME_WEIGHT ", 1.0) AS r FROM fts WHERE fts MATCH ?1");
-        if (q->trigram) /* names holding the words as substrings, unless the words matched already */
+        if (*cut)
+            sq_buf_s(&b, " AND rowid >= ?6");
+        else if (q->trigram) /* names holding the words as substrings, unless the words matched already */
             sq_buf_s(&b, " UNION ALL SELECT rowid, 0.0 FROM tri WHERE tri MATCH ?2"
                          " AND rowid NOT IN (SELECT rowid FROM fts WHERE fts MATCH ?1)");
         sq_buf_s(&b, ") b JOIN docs d ON d.id = b.id WHERE 1");
     } else
         sq_buf_s(&b, "SELECT d.id, d.path, d.name, d.kind, d.size, d.mtime, 0.0, d.tlen FROM docs d WHERE 1");
-    if (q->exclude)
-        sq_buf_s(&b, " AND d.id NOT IN (SELECT rowid FROM fts WHERE fts MATCH ?3)");
-    filters_sql(&b, q);
-    if (q->within) /* a share: its file, or its folder's subtree */
-        sq_buf_s(&b, " AND (d.path = ?5 OR (d.path >= ?5 || '/' AND d.path < ?5 || '0'))");
+    where_sql(&b, q);
     sq_buf_s(&b, " ORDER BY 7 DESC, d.mtime DESC, d.id LIMIT ?4");
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db->db, b.p, -1, &st, NULL);
@@ -524,14 +588,12 @@ int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char
     }
     if (q->match)
         bind_text(st, 1, q->match);
-    if (q->trigram)
+    if (q->trigram && !*cut)
         bind_text(st, 2, q->trigram);
-    if (q->exclude)
-        bind_text(st, 3, q->exclude);
     sqlite3_bind_int(st, 4, max);
-    if (q->within)
-        bind_text(st, 5, q->within);
-    filters_bind(st, q);
+    if (*cut)
+        sqlite3_bind_int64(st, 6, from);
+    where_bind(st, q);
     si_hit *h = calloc((size_t)(max > 0 ? max : 1), sizeof *h);
     int64_t *ids = calloc((size_t)(max > 0 ? max : 1), sizeof *ids);
     int k = 0;

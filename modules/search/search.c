@@ -810,6 +810,7 @@ static int read_config(search *s, const json_t *c)
     s->max_file_bytes = jint(c, "max_file_mb") * 1024 * 1024;
     s->max_text_bytes = jint(c, "max_text_kb") * 1024;
     s->extract_seconds = jint(c, "extract_seconds");
+    s->rank_newest = (int)jint(c, "rank_newest");
     s->xr.as_mb = jint(c, "extractor_memory_mb");
     const char *x = jstr(c, "extractor");
     if (x && *x)
@@ -915,6 +916,7 @@ static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "max_file_mb", MB_CFG_INT, "64", 1, 4096},
     {sizeof(mb_config_key), "max_text_kb", MB_CFG_INT, "2048", 16, 65536},
     {sizeof(mb_config_key), "extract_seconds", MB_CFG_INT, "10", 1, 600},
+    {sizeof(mb_config_key), "rank_newest", MB_CFG_INT, "1000", 0, 1000000},
     {sizeof(mb_config_key), "extractor_memory_mb", MB_CFG_INT, "1024", 128, 16384},
     {sizeof(mb_config_key), "extractor", MB_CFG_STRING, "\"\"", 0, 0},
     {0},

@@ -186,8 +186,11 @@ typedef struct si_hit {
 } si_hit;
 
 /* Run q against one store's index: up to `max` hits, best first. *n receives the count,
- * *hits a malloc'd array (si_hits_free). -1 with err on a database failure. */
-int si_search(si_db *db, const sq_query *q, int max, si_hit **hits, int *n, char *err, size_t errlen);
+ * *hits a malloc'd array (si_hits_free). With cap > 0 and more than cap matches (after the
+ * filters), only the newest cap of them are ranked and *cut says so: a word in half the store
+ * costs what a rarer one does. -1 with err on a database failure. */
+int si_search(si_db *db, const sq_query *q, int max, int cap, si_hit **hits, int *n, bool *cut, char *err,
+              size_t errlen);
 void si_hits_free(si_hit *hits, int n);
 /* The snippets of hits[0..n) (their `id`) for q: FTS5's snippet() for texts up to 64 KiB,
  * a linear scan of our own for longer ones (snippet() is quadratic in the matches of a row).
@@ -219,6 +222,7 @@ typedef struct search {
     mb_module *self;
     const mb_api *api;
     _Atomic int64_t max_file_bytes, max_text_bytes, extract_seconds; /* reconfigure vs the worker */
+    _Atomic int rank_newest; /* matches ranked per store at most (find.c); 0: all */
     char dir[1024];
     xr_pool xr; /* the mbyte-extractd servers (runx.c); guarded by mu */
     pthread_mutex_t mu;

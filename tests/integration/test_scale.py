@@ -165,6 +165,22 @@ class PagingTest(Base):
         self.srv.start()
         self.assertEqual((self.total(""), self.total("c")), (2, 1))
 
+    def test_a_move_deeper_past_64_levels_is_refused_and_renames_and_moves_up_are_not(self):
+        # fs_move walks the moved subtree only when the move goes deeper (it was within the
+        # limit where it was): every other move answers without reading the folder
+        deep = "/".join("d%d" % i for i in range(61))  # 61 levels
+        self.assertEqual(self.req("POST", "folders", {"path": deep, "parents": True}).status, 201)
+        self.assertEqual(self.req("PUT", "files/x/y/z.txt?parents=true", b"z").status, 201)  # x: 2 levels below
+        r = self.req("POST", "move", {"from": "x", "to": deep + "/e/x", "parents": True})  # 63 + 2 = 65
+        self.assertProblem(r, 400, "deeper than 64 levels")
+        self.assertEqual(self.req("GET", "files/x/y/z.txt").body, b"z")  # nothing moved
+        self.assertEqual(self.req("POST", "move", {"from": "x", "to": deep + "/x"}).status, 200)  # 62 + 2 = 64
+        self.assertEqual(self.req("POST", "move", {"from": deep + "/x", "to": deep + "/w"}).status, 200)  # rename
+        self.assertEqual(self.req("POST", "move", {"from": deep + "/w", "to": "w"}).status, 200)  # up
+        self.assertEqual(self.req("GET", "files/w/y/z.txt").body, b"z")
+        self.assertProblem(self.req("POST", "move", {"from": "w", "to": deep + "/d/w", "parents": True}), 400,
+                           "deeper than 64 levels")
+
 
 class BigFolderTest(Base):
     modules = {"trash": True}

@@ -11,6 +11,7 @@ import email.message
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -147,6 +148,29 @@ class SearchBase(ServerTest):
                    "q=%r to give %r (gives %r)" % (q, want, self.c.paths(q, **params)), timeout)
 
 
+    def paged(self, q, limit):
+        """Every hit of q, page after page (limit a page), in the order given."""
+        seen, cursor = [], None
+        while True:
+            params = {"limit": limit}
+            if cursor:
+                params["cursor"] = cursor
+            body = self.c.search(q, **params).json()
+            seen += [h["path"] for h in body["hits"]]
+            cursor = body["next"]
+            if not cursor:
+                return seen
+
+    def all_paths(self, q):
+        return set(self.paged(q, 100))
+
+    def restart(self, modules=None):
+        if modules:
+            self.srv.modules.update(modules)
+            self.srv.write_config()
+        self.srv.start()
+        self.c = Client(self.srv, self.srv.login("alice", "user-password-1"))
+
 
 class SearchTest(SearchBase):
     def test_a_word_of_each_real_document_is_found_with_a_snippet(self):
@@ -220,17 +244,7 @@ class SearchTest(SearchBase):
         self.assertEqual(c.paths("alpha store:Elsewhere"), [])
         self.assertEqual(c.paths("alpha", store=c.sid), ["a.txt", "b.txt"])
         # paging by cursor: every hit once
-        seen, cursor = [], None
-        while True:
-            params = {"limit": 1}
-            if cursor:
-                params["cursor"] = cursor
-            body = c.search("alpha OR gamma OR omega", **params).json()
-            seen += [h["path"] for h in body["hits"]]
-            cursor = body["next"]
-            if not cursor:
-                break
-        self.assertEqual(sorted(seen), ["a.txt", "b.txt", "notes/c.md", "notes/deep/report-2026.txt"])
+        self.assertEqual(sorted(self.paged("alpha OR gamma OR omega", 1)), ["a.txt", "b.txt", "notes/c.md", "notes/deep/report-2026.txt"])
         # a name match ranks before a body match
         c.put("gamma.txt", b"nothing here")
         self.expect("gamma", ["a.txt", "gamma.txt", "notes/c.md"])
@@ -401,24 +415,30 @@ class SearchTest(SearchBase):
         self.assertTrue(os.path.exists(db + ".corrupt"))
         self.assertIn("was damaged", self.srv.read_log())
 
-    def all_paths(self, q):
-        seen, cursor = set(), None
-        while True:
-            params = {"limit": 100}
-            if cursor:
-                params["cursor"] = cursor
-            body = self.c.search(q, **params).json()
-            seen |= {h["path"] for h in body["hits"]}
-            cursor = body["next"]
-            if not cursor:
-                return seen
-
-    def restart(self, modules=None):
-        if modules:
-            self.srv.modules.update(modules)
-            self.srv.write_config()
+    def test_an_index_of_the_previous_schema_is_rebuilt_at_start(self):
+        """Schema 1 had no prefix index of 4 characters: an upgrade rebuilds the index."""
+        c = self.c
+        c.put("notes/heron.txt", b"the heronry by the lake")
+        self.expect("hero*", ["notes/heron.txt"])
+        self.srv.stop()
+        db = os.path.join(self.srv.data, "m", "search", "%d.db" % c.sid)
+        x = sqlite3.connect(db)
+        x.executescript("DROP TABLE fts; CREATE VIRTUAL TABLE fts USING fts5(name, body,"
+                        " tokenize='unicode61 remove_diacritics 2', prefix='2 3'); PRAGMA user_version = 1;")
+        x.close()
         self.srv.start()
-        self.c = Client(self.srv, self.srv.login("alice", "user-password-1"))
+        self.c = c = Client(self.srv, self.srv.login("alice", "user-password-1"))
+        self.expect("hero*", ["notes/heron.txt"])
+        self.expect("lake", ["notes/heron.txt"])
+        x = sqlite3.connect(db)
+        self.assertEqual(x.execute("PRAGMA user_version").fetchone()[0], 2)
+        self.assertIn("prefix='2 3 4'", x.execute("SELECT sql FROM sqlite_master WHERE name = 'fts'").fetchone()[0])
+        x.close()
+
+
+class ConvergenceTest(SearchBase):
+    """Every hit of a word in 1,000 files: each one ranked (the default ranks the newest 1,000)."""
+    module_conf = {"search": "rank_newest: 0\n"}
 
     def test_kill_during_indexing_of_1000_files_converges(self):
         c = self.c
@@ -494,6 +514,36 @@ def charset_mails():
         assert body.encode(cs) in raw or b"base64" in raw or b"quoted-printable" in raw
         out[name] = (raw, word, sword)
     return out
+
+
+class RankNewestTest(SearchBase):
+    """A word in more files of a store than rank_newest: only the newest that many are ranked,
+    the answer says so, and filters choose the files before the cut, not after it."""
+    module_conf = {"search": "rank_newest: 5\n"}
+
+    def test_a_common_word_ranks_the_newest_matches_and_filters_apply_before_the_cut(self):
+        c = self.c
+        for i in range(2):  # the oldest two, in a folder of their own
+            c.put("old/o%d.txt" % i, b"common words, old file uniq%d" % i)
+        self.expect("old", ["old", "old/o0.txt", "old/o1.txt"])
+        for i in range(8):
+            c.put("n%d.txt" % i, b"common words " * (i + 1) + b"uniq%d" % (i + 10))
+        self.expect("uniq17", ["n7.txt"])
+        self.until(lambda: self.c.status()[c.sid]["queued"] == 0 or None, "the queue to drain")
+        body = c.search("common").json()
+        self.assertEqual(sorted(h["path"] for h in body["hits"]), ["n%d.txt" % i for i in range(3, 8)])
+        self.assertEqual(body.get("ranked_newest"), 5)
+        self.assertEqual(body["hits"][0]["path"], "n7.txt")  # ranked: the most occurrences first
+        self.assertEqual(self.paged("common", 2), [h["path"] for h in body["hits"]])  # the same five
+        # filters first: the two old files are found although ten files match "common"
+        body = c.search("common in:/old").json()
+        self.assertEqual(sorted(h["path"] for h in body["hits"]), ["old/o0.txt", "old/o1.txt"])
+        self.assertNotIn("ranked_newest", body)
+        body = c.search("common uniq0").json()
+        self.assertEqual([h["path"] for h in body["hits"]], ["old/o0.txt"])
+        self.assertNotIn("ranked_newest", body)
+        self.assertEqual(len(c.search("common -uniq17").json()["hits"]), 5)  # n2..n6 once n7 is excluded
+        self.assertEqual(c.paths("common -uniq17"), ["n%d.txt" % i for i in range(2, 7)])
 
 
 class CharsetMailTest(SearchBase):

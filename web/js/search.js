@@ -73,7 +73,7 @@ export function searchBox({ reveal }) {
         }
         return q.trim();
     };
-    const render = (hits, next) => {
+    const render = (hits, next, newest) => {
         clear(list, hits.map(hit => {
             const folder = hit.path.includes('/') ? hit.path.slice(0, hit.path.lastIndexOf('/')) : '';
             const li = h('li.search-hit', { role: 'option', tabindex: '-1', dataset: { store: hit.store, path: hit.path } },
@@ -89,8 +89,8 @@ export function searchBox({ reveal }) {
             });
             return li;
         }));
-        note.textContent = hits.length ? (next ? `First ${hits.length} results` : `${hits.length} result${hits.length === 1 ? '' : 's'}`)
-            : 'No file matches.';
+        note.textContent = (hits.length ? (next ? `First ${hits.length} results` : `${hits.length} result${hits.length === 1 ? '' : 's'}`)
+            : 'No file matches.') + (newest ? ` (best of the ${newest.toLocaleString()} newest matches: add a word or a filter to narrow)` : '');
     };
     const run = async () => {
         const q = query();
@@ -102,7 +102,7 @@ export function searchBox({ reveal }) {
         note.textContent = 'Searching…';
         try {
             const r = await api('GET', '/search?limit=20&q=' + encodeURIComponent(q), undefined, { signal: ctl.signal });
-            if (mine === seq) render(r.hits, r.next);
+            if (mine === seq) render(r.hits, r.next, r.ranked_newest);
         } catch (e) {
             if (e.name === 'AbortError' || mine !== seq) return;
             clear(list);
