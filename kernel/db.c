@@ -258,7 +258,9 @@ int db_open(const char *dir, mb_err *err)
     char *e = NULL;
     opts = leveldb_options_create();
     leveldb_options_set_create_if_missing(opts, 1);
-    cache = leveldb_cache_create_lru(32u << 20);
+    /* The block cache and the memtable are most of mbyted's memory on a big store (issue 27):
+     * db_cache and db_write_buffer (mbyte.yaml) bound them. */
+    cache = leveldb_cache_create_lru((size_t)(g_cfg ? g_cfg->db_cache : DB_CACHE));
     leveldb_options_set_cache(opts, cache);
     bloom = leveldb_filterpolicy_create_bloom(10);
     leveldb_options_set_filter_policy(opts, bloom);

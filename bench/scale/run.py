@@ -131,12 +131,14 @@ def main():
     ap.add_argument("--files", type=int, default=1000000)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                    help="a kernel setting for mbyte.yaml, e.g. --conf db_cache=8388608 (repeatable)")
     a = ap.parse_args()
     n = a.files
     print("# bench/scale — %s" % time.strftime("%Y-%m-%d %H:%M"))
     print("# %s" % host())
     print("# %d files of %d bytes into one folder from %d clients" % (n, a.size, a.clients))
-    srv = Server(modules={"trash": True})
+    srv = Server(modules={"trash": True}, conf=dict(kv.split("=", 1) for kv in a.conf))
     srv.start()
     try:
         tok = srv.login()
@@ -178,8 +180,9 @@ def main():
             mem.reset()
             t0 = time.perf_counter()
             what = fn()
-            print("%-22s %8.2f s   peak RSS %7.1f MiB   %s" % (name, time.perf_counter() - t0, mem.step() / MIB, what),
-                  flush=True)
+            print("%-22s %8.2f s   peak RSS %7.1f MiB (after: heap and stacks %.1f, files mapped %.1f)   %s"
+                  % (name, time.perf_counter() - t0, mem.step() / MIB, status_kb(mem.pid, "RssAnon") / 1024,
+                     status_kb(mem.pid, "RssFile") / 1024, what), flush=True)
 
         def all_pages():
             cur, seen = None, 0

@@ -373,7 +373,7 @@ static void test_the_sync_barrier_follows_log_switches(void **s)
 {
     (void)s;
     db_close();
-    kcfg cfg = {.db_write_buffer = 1 << 20};
+    kcfg cfg = {.db_write_buffer = 1 << 20, .db_cache = 1 << 20};
     kcfg *saved = g_cfg;
     g_cfg = &cfg;
     mb_err err;
