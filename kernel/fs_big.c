@@ -21,7 +21,10 @@
  *   was built is freed, the journal goes, and the task ends "cancelled". A delete or purge has
  *   already happened for everyone; a cancel cannot bring it back, so its cleanup finishes and
  *   the task ends "done".
- * At start every journal gets a task (fs_big_init): an unfinished operation is finished.
+ * At start every journal gets a task (fs_big_init): an unfinished operation is finished. Its
+ * task's id is kept beside it (sjt/<id16> -> the id, written after the submit): a copy whose
+ * task was cancelled while still queued (it never ran, so it never marked its journal) is
+ * marked cancelled at the next start and given up there, not done.
  * A task whose journal is gone has nothing to do (two tasks of one journal, the one requeued
  * from before a crash and the one start submitted, run one after the other: `busy`).
  *
@@ -71,6 +74,13 @@ static void jkey(char *out, size_t n, uint64_t jid)
     char a[17];
     key_u64(a, jid);
     snprintf(out, n, "sj/%s", a);
+}
+
+static void tkey(char *out, size_t n, uint64_t jid)
+{
+    char a[17];
+    key_u64(a, jid);
+    snprintf(out, n, "sjt/%s", a);
 }
 
 static int count_cb(uint64_t pid, const char *name, json_t *e, const char *rel, void *ud)
@@ -406,11 +416,38 @@ int fs_big_start(uint64_t jid, uint64_t uid, uint64_t *task, bool here, mb_err *
         return run_one(jid, NULL, err);
     uint64_t tid;
     int rc = task_submit(TASK_TYPE, uid, json_pack("{s:I}", "journal", (json_int_t)jid), &tid, err);
-    if (rc) /* the change is done for the user; the next start frees the rest */
+    if (rc) { /* the change is done for the user; the next start frees the rest */
         log_error("subtree journal %llu: %s", (unsigned long long)jid, err->msg);
-    else if (task)
+        return 0;
+    }
+    char key[32], v[24];
+    tkey(key, sizeof key, jid);
+    snprintf(v, sizeof v, "%llu", (unsigned long long)tid);
+    db_put(key, strlen(key), v, strlen(v), false); /* lost in a crash: the copy is done, as before */
+    if (task)
         *task = tid;
     return 0;
+}
+
+/* A copy whose last task was cancelled before it ran: marked cancelled, so its run frees what
+ * is there (nothing, or what an earlier run built) instead of copying. At start only. */
+static void cancelled_while_queued(json_t *j)
+{
+    char key[32], *v = NULL;
+    uint64_t jid = (uint64_t)jint(j, "id");
+    tkey(key, sizeof key, jid);
+    if (strcmp(jstr(j, "op"), "copy") || json_is_true(json_object_get(j, "cancelled")) ||
+        db_get(key, strlen(key), &v, NULL))
+        return;
+    json_t *t = NULL;
+    if (task_get(strtoull(v, NULL, 10), &t) == 0 && !strcmp(jstr(t, "state") ? jstr(t, "state") : "", "cancelled")) {
+        jkey(key, sizeof key, jid);
+        json_object_set_new(j, "cancelled", json_true());
+        if (db_put_json(key, j, true) == 0)
+            log_info("the copy to '%s' was cancelled before it ran: it is given up", jstr(j, "to"));
+    }
+    json_decref(t);
+    free(v);
 }
 
 int fs_big_init(mb_err *err)
@@ -426,10 +463,25 @@ int fs_big_init(mb_err *err)
         json_t *j = json_loadb(v, vl, 0, NULL);
         if (j) {
             mb_err e = {0};
-            log_info("resuming the unfinished %s of '%s'", jstr(j, "op"), jstr(j, jstr(j, "to") ? "to" : "path"));
+            cancelled_while_queued(j);
+            if (!json_is_true(json_object_get(j, "cancelled")))
+                log_info("resuming the unfinished %s of '%s'", jstr(j, "op"), jstr(j, jstr(j, "to") ? "to" : "path"));
             fs_big_start((uint64_t)jint(j, "id"), (uint64_t)jint(j, "user"), NULL, false, &e);
         }
         json_decref(j);
+    }
+    db_iter_free(it);
+    /* task ids of journals that are gone (sjt/ is written after the submit, so it can outlive
+     * a quick journal) */
+    it = db_iter_prefix("sjt/", 4);
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        char jk[40], *v = NULL;
+        snprintf(jk, sizeof jk, "sj/%.*s", (int)(kl - 4), k + 4);
+        if (db_get(jk, strlen(jk), &v, NULL))
+            db_del(k, kl, false);
+        free(v);
     }
     db_iter_free(it);
     return 0;

@@ -405,5 +405,46 @@ class CancelSubtreeTest(Base):
         self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
 
 
+class CancelQueuedCopyTest(Base):
+    """A big copy cancelled while its task still waits for the one task worker never ran, so it
+    never marked its journal: the next start used to do the copy. Now it gives it up."""
+    modules = {"trash": False, "hello": True}
+    conf = {"subtree_task_above": 100, "subtree_batch": 50, "workers": 1}
+
+    def test_a_copy_cancelled_before_it_ran_is_not_done_at_the_next_start(self):
+        fill(self.srv, self.tok, self.sid, "src", 300)
+        h = self.srv.request("POST", "/api/v1/hello/tasks", {"steps": 1000, "step_ms": 200}, token=self.tok)
+        self.assertEqual(h.status, 202, h)  # the one worker, busy for minutes
+        hid = h.json()["id"]
+        self.running(hid)
+        r = self.req("POST", "copy", {"from": "src", "to": "dst"})
+        self.assertEqual(r.status, 202, r)
+        tid = r.json()["task"]
+        c = self.srv.request("POST", "/api/v1/tasks/%d/cancel" % tid, token=self.tok)
+        self.assertEqual((c.status, c.json().get("state")), (200, "cancelled"), c.json())  # queued: at once
+        self.assertEqual(self.srv.request("POST", "/api/v1/tasks/%d/cancel" % hid, token=self.tok).status, 200)
+        self.assertEqual(wait_task(self, self.srv, hid, self.tok)["state"], "cancelled")
+        self.srv.kill()
+        self.srv.start()
+        with open(self.srv.log_path) as f:
+            log = f.read()
+        self.assertIn("the copy to 'dst' was cancelled before it ran: it is given up", log)
+        self.assertNotIn("resuming the unfinished copy", log)
+        later = [t for t in self.srv.request("GET", "/api/v1/tasks", token=self.tok).json()
+                 if t["type"] == "kernel.subtree" and t["id"] > tid]
+        self.assertEqual(len(later), 1, later)
+        t = wait_task(self, self.srv, later[0]["id"], self.tok, timeout=120)
+        self.assertEqual(t["state"], "cancelled", t)
+        self.assertEqual(self.req("GET", "list/dst").status, 404)
+        self.assertEqual(self.total("src"), 300)
+        # and the start after that has nothing left to resume or give up
+        self.srv.kill()
+        self.srv.start()
+        with open(self.srv.log_path) as f:
+            log = f.read()
+        self.assertEqual(log.count("was cancelled before it ran"), 1)
+        self.assertEqual(self.req("GET", "list/dst").status, 404)
+
+
 if __name__ == "__main__":
     main()
