@@ -38,6 +38,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import bench as base  # noqa: E402  (free_port, wait_port, host, small_bodies, orders)
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import apache_dav  # noqa: E402  (Apache with mod_dav from a generated config: the one starter)
 
 SIZE_MB = int(os.environ.get("BENCH_SIZE_MB", "1024"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -45,49 +47,11 @@ SMALL_COUNT = int(os.environ.get("BENCH_SMALL_COUNT", "1000"))
 PF_FILES = int(os.environ.get("BENCH_PROPFIND_FILES", "10000"))
 PF_RUNS = int(os.environ.get("BENCH_PROPFIND_RUNS", "5"))
 MBYTED = os.environ.get("MBYTED", os.path.join(ROOT, "build-release", "mbyted"))
-APACHE = os.environ.get("APACHE") or shutil.which("apache2") or "/usr/sbin/apache2"
-MODS = "/usr/lib/apache2/modules"
 USER, PASSWORD = "bench", "bench-dav-password"
 
 
-class Apache:
-    name = "Apache"
-
-    def __init__(self, work):
-        self.port = base.free_port()
-        root = os.path.join(work, "apache")
-        self.dav = os.path.join(root, "dav")
-        os.makedirs(self.dav, exist_ok=True)
-        sha = base64.b64encode(__import__("hashlib").sha1(PASSWORD.encode()).digest()).decode()
-        with open(os.path.join(root, "htpasswd"), "w") as f:
-            f.write("%s:{SHA}%s\n" % (USER, sha))
-        run_as = ""
-        if os.getuid() == 0:  # httpd will not serve as root: the files belong to www-data
-            run_as = "User www-data\nGroup www-data\n"
-            os.chmod(work, 0o711)  # mkdtemp made it 0700: www-data must pass through to reach dav/
-            shutil.chown(root, "www-data", "www-data")
-            shutil.chown(self.dav, "www-data", "www-data")
-        mods = ["mpm_event", "authz_core", "authn_core", "authn_file", "auth_basic", "authz_user", "dav", "dav_fs",
-                "alias"]  # unixd is built in
-        conf = os.path.join(root, "httpd.conf")
-        with open(conf, "w") as f:
-            f.write("ServerRoot %s\nListen 127.0.0.1:%d\nServerName localhost\nPidFile %s/httpd.pid\n"
-                    "ErrorLog %s/error.log\nLogLevel warn\n%s" % (root, self.port, root, root, run_as))
-            f.write("".join("LoadModule %s_module %s/mod_%s.so\n" % (m, MODS, m) for m in mods))
-            f.write("KeepAlive On\nMaxKeepAliveRequests 0\nDavLockDB %s/davlock\nLimitRequestBody 0\n"
-                    "Alias /dav %s\n<Directory %s>\n  DAV On\n  AuthType Basic\n  AuthName dav\n"
-                    "  AuthBasicProvider file\n  AuthUserFile %s/htpasswd\n  Require valid-user\n</Directory>\n"
-                    % (root, self.dav, self.dav, root))
-        self.log = open(os.path.join(work, "apache.log"), "w")
-        self.proc = subprocess.Popen([APACHE, "-f", conf, "-DFOREGROUND"], stdout=self.log, stderr=subprocess.STDOUT)
-        base.wait_port(self.port, self.proc, "apache2")
-        self.url = "http://127.0.0.1:%d/dav/" % self.port
-        self.auth = "%s:%s" % (USER, PASSWORD)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(60)
-        self.log.close()
+def Apache(work):
+    return apache_dav.Apache(work, USER, PASSWORD, base.free_port()).start()
 
 
 class MByte:
@@ -171,7 +135,7 @@ def mkcol(srv, name):
 def main():
     work = os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="mbyte-bench-webdav-")
     os.makedirs(work, exist_ok=True)
-    apache_v = subprocess.run([APACHE, "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    apache_v = subprocess.run([apache_dav.APACHE, "-v"], capture_output=True, text=True).stdout.split("\n")[0]
     print("# MByte webdav vs Apache mod_dav — %s" % time.strftime("%Y-%m-%d %H:%M"))
     print("# %s; %s" % (base.host(), apache_v))
     print("# file %d MiB x %d runs, %d x 4 KiB PUTs, PROPFIND of %d files x %d runs; work dir %s"

@@ -19,15 +19,16 @@
  * backoff from `retry_base_ms` (with jitter); anything else is final. After the last
  * attempt the caller gets MB_EIO (an upload then fails: nothing is acknowledged).
  *
- * Connections: each backend keeps at most `max_connections` libcurl easy handles; a caller
- * takes one (waiting when all are busy) and gives it back, so connections are reused and
- * their number is bounded.
+ * Connections: each backend keeps at most `max_connections` libcurl easy handles
+ * (modules/common/httppool.c, shared with webdav's client backends); a caller takes one
+ * (waiting when all are busy) and gives it back, so connections are reused and bounded.
  *
  * Threads: backend calls come from HTTP workers, the store thread of uploads and task
  * workers, never the loop thread (they block on the network). Each backend's pool is guarded
- * by its `mu`; everything else is read-only after init. fini runs once no call is in flight.
+ * by its own mutex; everything else is read-only after init. fini runs once no call is in flight.
  */
 #include "mbyte.h"
+#include "httppool.h"
 #include "s3_util.h"
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -45,10 +46,7 @@ typedef struct s3b {
     struct s3mod *mod;
     char *name, *endpoint, *region, *bucket, *access, *secret, *prefix;
     bool path_style;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    CURL **idle;
-    int nidle, made, max;
+    hp_pool pool;
 } s3b;
 
 typedef struct s3mod {
@@ -60,76 +58,7 @@ typedef struct s3mod {
     long retry_base_ms, timeout_ms, connect_timeout_ms;
 } s3mod;
 
-/* ---------------------------------------------------------- connections --- */
-
-static CURL *conn_take(s3b *b)
-{
-    pthread_mutex_lock(&b->mu);
-    while (!b->nidle && b->made >= b->max)
-        pthread_cond_wait(&b->cv, &b->mu);
-    CURL *c = NULL;
-    if (b->nidle)
-        c = b->idle[--b->nidle];
-    else
-        b->made++;
-    pthread_mutex_unlock(&b->mu);
-    if (!c && !(c = curl_easy_init())) {
-        pthread_mutex_lock(&b->mu);
-        b->made--;
-        pthread_cond_signal(&b->cv);
-        pthread_mutex_unlock(&b->mu);
-    }
-    return c;
-}
-
-/* Give a handle back; broken ones (keep = false) are closed, so the next call connects anew. */
-static void conn_give(s3b *b, CURL *c, bool keep)
-{
-    pthread_mutex_lock(&b->mu);
-    if (keep)
-        b->idle[b->nidle++] = c;
-    else {
-        curl_easy_cleanup(c);
-        b->made--;
-    }
-    pthread_cond_signal(&b->cv);
-    pthread_mutex_unlock(&b->mu);
-}
-
 /* ------------------------------------------------------------- requests --- */
-
-typedef struct resp {
-    char *buf; /* the caller's buffer (GET) or a growing one */
-    size_t len, cap;
-    bool fixed, over;
-} resp;
-
-static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
-{
-    resp *r = ud;
-    size_t n = sz * nm;
-    if (r->fixed) {
-        size_t k = r->cap - r->len < n ? r->cap - r->len : n;
-        memcpy(r->buf + r->len, p, k);
-        r->len += k;
-        r->over |= k < n;
-        return n;
-    }
-    if (r->len + n > (16u << 20)) /* an answer we read is a listing or an error: never this big */
-        return 0;
-    if (r->len + n + 1 > r->cap) {
-        size_t c = (r->len + n + 1) * 2;
-        char *q = realloc(r->buf, c);
-        if (!q)
-            return 0;
-        r->buf = q;
-        r->cap = c;
-    }
-    memcpy(r->buf + r->len, p, n);
-    r->len += n;
-    r->buf[r->len] = 0;
-    return n;
-}
 
 typedef struct req {
     const char *method;
@@ -141,12 +70,7 @@ typedef struct req {
     void *out;                     /* GET: where the bytes go (range_len bytes at most) */
 } req;
 
-typedef struct reply {
-    long status;
-    resp body;
-    uint64_t length;
-    int64_t mtime;
-} reply;
+typedef hp_reply reply;
 
 static void body_sha(const void *p, size_t n, char out[65])
 {
@@ -159,24 +83,6 @@ static void body_sha(const void *p, size_t n, char out[65])
         out[2 * i + 1] = hx[md[i] & 15];
     }
     out[64] = 0;
-}
-
-static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
-{
-    reply *r = ud;
-    size_t n = sz * nm;
-    char line[256];
-    size_t k = n < sizeof line - 1 ? n : sizeof line - 1;
-    memcpy(line, p, k);
-    line[k] = 0;
-    if (!strncasecmp(line, "content-length:", 15))
-        r->length = strtoull(line + 15, NULL, 10);
-    else if (!strncasecmp(line, "last-modified:", 14)) {
-        struct tm tm = {0};
-        if (strptime(line + 14, " %a, %d %b %Y %H:%M:%S", &tm))
-            r->mtime = (int64_t)timegm(&tm);
-    }
-    return n;
 }
 
 /* One attempt. 0 with r filled (any HTTP status), or a negative code for a transport error. */
@@ -211,7 +117,7 @@ static int attempt(s3b *b, const req *q, reply *r, mb_err *err)
                      date};
     if (s3_sign(&in, auth, sizeof auth, NULL, NULL))
         return api->err_set(err, MB_EINVAL, "backend '%s': the request cannot be signed", b->name);
-    CURL *c = conn_take(b);
+    CURL *c = hp_take(&b->pool);
     if (!c)
         return api->err_set(err, MB_ENOMEM, "backend '%s': no connection handle", b->name);
     struct curl_slist *hl = NULL;
@@ -230,100 +136,56 @@ static int attempt(s3b *b, const req *q, reply *r, mb_err *err)
     }
     hl = curl_slist_append(hl, "Expect:"); /* no 100-continue round trip per chunk */
     hl = curl_slist_append(hl, "Content-Type:");
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, b->mod->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, b->mod->connect_timeout_ms);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "MByte-S3/" S3_VERSION);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, q->method);
-    if (!strcmp(q->method, "HEAD"))
-        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    hp_setup(c, url, q->method, b->mod->timeout_ms, b->mod->connect_timeout_ms, hl, "MByte-S3/" S3_VERSION, r, q->out,
+             q->range_len);
     if (!strcmp(q->method, "PUT")) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, q->blen ? (const char *)q->body : "");
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->blen);
     }
-    memset(r, 0, sizeof *r);
-    if (q->out) {
-        r->body.buf = q->out;
-        r->body.cap = q->range_len;
-        r->body.fixed = true;
-    }
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->body);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    char cerr[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
-    CURLcode cc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_slist_free_all(hl);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
-    conn_give(b, c, cc == CURLE_OK);
-    if (cc != CURLE_OK) {
-        if (!r->body.fixed)
-            free(r->body.buf);
-        r->body.buf = NULL;
+    char cerr[CURL_ERROR_SIZE];
+    if (hp_perform(&b->pool, c, hl, r, cerr) != CURLE_OK)
         return api->err_set(err, MB_EIO, "backend '%s': %s %s failed: %s", b->name, q->method,
-                            q->key && *q->key ? "an object" : "the bucket", cerr[0] ? cerr : curl_easy_strerror(cc));
-    }
+                            q->key && *q->key ? "an object" : "the bucket", cerr);
     return 0;
 }
 
-static void reply_free(reply *r)
-{
-    if (!r->body.fixed)
-        free(r->body.buf);
-    r->body.buf = NULL;
-}
+typedef struct call {
+    s3b *b;
+    const req *q;
+    reply *r;
+} call;
 
-static void sleep_ms(long ms)
+/* One try for hp_retry: 0 with a final answer, non-zero for a transport error, a 5xx, a 429
+ * or an S3 "SlowDown" (err says which). */
+static int once(void *ctx, mb_err *err)
 {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts))
-        ;
+    call *k = ctx;
+    const mb_api *api = k->b->mod->api;
+    reply *r = k->r;
+    int rc = attempt(k->b, k->q, r, err);
+    if (rc)
+        return rc;
+    char code[64] = "";
+    if (!r->body.fixed && r->body.buf)
+        s3_error_code(r->body.buf, r->body.len, code, sizeof code);
+    if (r->status >= 500 || r->status == 429 || !strcmp(code, "SlowDown")) {
+        rc = api->err_set(err, MB_EIO, "backend '%s': %s answered %ld%s%s", k->b->name, k->q->method, r->status,
+                          code[0] ? " " : "", code);
+        hp_reply_free(r);
+        return rc;
+    }
+    return 0;
 }
 
 /* A request with retries: 0 with r filled with a final answer (not 5xx/429/SlowDown), or
  * MB_EIO after the last attempt (err says why). */
 static int request(s3b *b, const req *q, reply *r, mb_err *err)
 {
-    const mb_api *api = b->mod->api;
     int tries = b->mod->retries + 1;
-    for (int i = 0; i < tries; i++) {
-        if (i) {
-            long base = b->mod->retry_base_ms << (i - 1 < 10 ? i - 1 : 10);
-            sleep_ms(base + (long)(random() % (base / 2 + 1)));
-        }
-        mb_err e = {0};
-        int rc = attempt(b, q, r, &e);
-        if (rc) {
-            *err = e;
-            continue;
-        }
-        char code[64] = "";
-        if (r->status >= 500 || r->status == 429) {
-            if (!r->body.fixed && r->body.buf)
-                s3_error_code(r->body.buf, r->body.len, code, sizeof code);
-            api->err_set(err, MB_EIO, "backend '%s': %s answered %ld%s%s", b->name, q->method, r->status,
-                         code[0] ? " " : "", code);
-            reply_free(r);
-            continue;
-        }
-        if (!r->body.fixed && r->body.buf) {
-            s3_error_code(r->body.buf, r->body.len, code, sizeof code);
-            if (!strcmp(code, "SlowDown")) {
-                api->err_set(err, MB_EIO, "backend '%s': SlowDown", b->name);
-                reply_free(r);
-                continue;
-            }
-        }
-        return 0;
-    }
-    api->log(b->mod->self, MB_LOG_WARN, "%s (after %d attempts)", err->msg, tries);
-    return err->code ? err->code : MB_EIO;
+    int rc = hp_retry(tries, b->mod->retry_base_ms, once, &(call){b, q, r}, err);
+    if (rc)
+        b->mod->api->log(b->mod->self, MB_LOG_WARN, "%s (after %d attempts)", err->msg, tries);
+    return rc;
 }
 
 static int status_error(s3b *b, const char *what, reply *r, mb_err *err)
@@ -333,7 +195,7 @@ static int status_error(s3b *b, const char *what, reply *r, mb_err *err)
         s3_error_code(r->body.buf, r->body.len, code, sizeof code);
     int rc = b->mod->api->err_set(err, r->status == 403 ? MB_EPERM : MB_EIO, "backend '%s': %s answered %ld%s%s",
                                   b->name, what, r->status, code[0] ? " " : "", code);
-    reply_free(r);
+    hp_reply_free(r);
     return rc;
 }
 
@@ -348,7 +210,7 @@ static int s3_put(void *st, const char *key, const void *data, size_t len, mb_er
         return rc;
     if (r.status != 200)
         return status_error(b, "PUT", &r, err);
-    reply_free(&r);
+    hp_reply_free(&r);
     return 0;
 }
 
@@ -362,15 +224,7 @@ static int64_t s3_get(void *st, const char *key, uint64_t off, void *buf, size_t
                      err);
     if (rc)
         return rc;
-    if (r.status == 404)
-        return b->mod->api->err_set(err, MB_ENOENT, "backend '%s' has no object %.12s…", b->name, key);
-    if (r.status == 416)
-        return 0; /* past the end */
-    if (r.status == 200 && off) /* a server that ignored the Range: we cannot take the offset */
-        return b->mod->api->err_set(err, MB_EIO, "backend '%s' ignored a Range read", b->name);
-    if (r.status != 206 && r.status != 200)
-        return b->mod->api->err_set(err, MB_EIO, "backend '%s': GET answered %ld", b->name, r.status);
-    return (int64_t)r.body.len;
+    return hp_get_result(b->mod->api, b->name, key, &r, off, err);
 }
 
 static int s3_stat(void *st, const char *key, uint64_t *size, int64_t *mtime, mb_err *err)
@@ -380,16 +234,11 @@ static int s3_stat(void *st, const char *key, uint64_t *size, int64_t *mtime, mb
     int rc = request(b, &(req){.method = "HEAD", .key = key}, &r, err);
     if (rc)
         return rc;
-    reply_free(&r);
-    if (r.status == 404)
-        return 0;
-    if (r.status != 200)
+    hp_reply_free(&r);
+    int got = hp_stat_result(&r, size, mtime);
+    if (got < 0)
         return b->mod->api->err_set(err, MB_EIO, "backend '%s': HEAD answered %ld", b->name, r.status);
-    if (size)
-        *size = r.length;
-    if (mtime)
-        *mtime = r.mtime;
-    return 1;
+    return got;
 }
 
 static int s3_has(void *st, const char *key, mb_err *err) { return s3_stat(st, key, NULL, NULL, err); }
@@ -403,7 +252,7 @@ static int s3_del(void *st, const char *key, mb_err *err)
         return rc;
     if (r.status != 204 && r.status != 200 && r.status != 404)
         return status_error(b, "DELETE", &r, err);
-    reply_free(&r);
+    hp_reply_free(&r);
     return 0;
 }
 
@@ -446,7 +295,7 @@ static int s3_list(void *st, int (*fn)(const char *, uint64_t, int64_t, void *),
             return status_error(b, "ListObjectsV2", &r, err);
         bool more = false;
         int stop = r.body.buf ? s3_list_parse(r.body.buf, r.body.len, list_one, &l, &more, token, sizeof token) : -1;
-        reply_free(&r);
+        hp_reply_free(&r);
         if (stop < 0)
             return b->mod->api->err_set(err, MB_EIO, "backend '%s': the listing answer is not one", b->name);
         if (stop)
@@ -473,11 +322,7 @@ static void backend_free(s3b *b)
 {
     if (!b)
         return;
-    for (int i = 0; i < b->nidle; i++)
-        curl_easy_cleanup(b->idle[i]);
-    free(b->idle);
-    pthread_mutex_destroy(&b->mu);
-    pthread_cond_destroy(&b->cv);
+    hp_pool_free(&b->pool);
     free(b->name);
     free(b->endpoint);
     free(b->region);
@@ -500,26 +345,11 @@ static void mod_free(s3mod *m)
 static int backend_parse(s3mod *m, const char *name, const json_t *o, int max_conn, s3b **out, mb_err *err)
 {
     const mb_api *api = m->api;
-    if (!json_is_object(o))
-        return api->err_set(err, MB_EINVAL, "s3.yaml: backends.%s must be a map of endpoint, region, bucket, "
-                                            "access_key, secret_key, path_style", name);
     static const char *const known[] = {"endpoint", "region", "bucket", "access_key", "secret_key", "path_style",
                                         "prefix"};
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)o, k, v) {
-        size_t i = 0;
-        while (i < sizeof known / sizeof *known && strcmp(known[i], k))
-            i++;
-        if (i == sizeof known / sizeof *known)
-            return api->err_set(err, MB_EINVAL, "s3.yaml: backends.%s.%s: unknown key", name, k);
-        if (strcmp(k, "path_style") ? !json_is_string(v) : !json_is_boolean(v))
-            return api->err_set(err, MB_EINVAL, "s3.yaml: backends.%s.%s must be %s", name, k,
-                                strcmp(k, "path_style") ? "a string" : "true or false");
-    }
-    for (size_t i = 0; i < 5; i++)
-        if (!json_object_get(o, known[i]))
-            return api->err_set(err, MB_EINVAL, "s3.yaml: backends.%s.%s is required", name, known[i]);
+    int rc = hp_check_keys(api, "s3.yaml", name, o, known, sizeof known / sizeof *known, 5, "path_style", err);
+    if (rc)
+        return rc;
     s3b *b = calloc(1, sizeof *b);
     if (!b)
         return api->err_set(err, MB_ENOMEM, "out of memory");
@@ -535,10 +365,7 @@ static int backend_parse(s3mod *m, const char *name, const json_t *o, int max_co
     b->secret = strdup(mb_jstr(o, "secret_key"));
     b->prefix = strdup(mb_jstr(o, "prefix") ? mb_jstr(o, "prefix") : "");
     b->path_style = json_is_true(json_object_get(o, "path_style"));
-    b->max = max_conn;
-    b->idle = calloc((size_t)max_conn, sizeof *b->idle);
-    pthread_mutex_init(&b->mu, NULL);
-    pthread_cond_init(&b->cv, NULL);
+    hp_pool_init(&b->pool, max_conn);
     char url[4096], host[512], path[2048];
     if (s3_url(b->endpoint, b->bucket, b->path_style, "", url, sizeof url, host, sizeof host, path, sizeof path)) {
         backend_free(b);

@@ -126,6 +126,34 @@ void dav_lockdiscovery(dav_req *r, const char *path, dav_buf *b);
  * checks, the Overwrite, dead properties and, for MOVE, the source's deletion). */
 int dav_copy_across(dav_req *r, uint64_t dsid, const char *to, bool folder, mb_err *err);
 
+/* ------------------------------------------------------------- dav_ms.c --- */
+/* Multistatus answers of outside servers (the client backends' listings). Pure; fuzzed. */
+#define DAV_MS_BODY_MAX (16u << 20) /* = HP_BODY_MAX: a listing answer is read whole */
+#define DAV_MS_HREF_MAX 2048        /* a longer href is skipped */
+/* Called for each response with its href as sent (percent-encoded, NUL-terminated, shorter
+ * than DAV_MS_HREF_MAX), its getcontentlength (0 when absent), getlastmodified (Unix seconds,
+ * 0 when absent or unreadable) and whether its resourcetype is a collection; non-zero stops. */
+typedef int (*dav_ms_fn)(const char *href, uint64_t size, int64_t mtime, bool collection, void *ud);
+/* 0 after every response, fn's non-zero, or MB_EINVAL for a body that is not a well-formed
+ * DAV: multistatus (or bigger than DAV_MS_BODY_MAX). */
+int dav_ms_parse(const char *xml, size_t len, dav_ms_fn fn, void *ud);
+/* Outside XML read safely: a libxml2 document (xmlDocPtr, the caller frees it with xmlFreeDoc)
+ * when body is well-formed, namespaces included, and has a root; else NULL. No DTD, entity
+ * or network is ever loaded. */
+void *dav_xml_read(const void *body, size_t len);
+/* An RFC 1123 date ("Sun, 06 Nov 1994 08:49:37 GMT") in Unix seconds, 0 when it is not one. */
+int64_t dav_http_time(const char *s);
+
+/* -------------------------------------------------------- dav_backend.c --- */
+/* Blob backends on outside WebDAV servers (issue 21): conf.d/webdav.yaml's `backends`. init
+ * registers each with the kernel (state in *out, NULL when none are declared); reconfigure
+ * takes new settings of the same names (a name added or removed needs a reload: MB_EINVAL
+ * with that sentence); fini frees them once the kernel drained the module. Loop thread. */
+typedef struct dav_backends dav_backends;
+int dav_backends_init(mb_module *self, const mb_api *api, const json_t *config, dav_backends **out, mb_err *err);
+int dav_backends_reconfigure(dav_backends *bs, const json_t *config, mb_err *err);
+void dav_backends_fini(dav_backends *bs);
+
 /* ------------------------------------------------------------ webdav.c --- */
 struct dav_srv {
     mb_module *self;
@@ -135,6 +163,7 @@ struct dav_srv {
     int64_t lock_timeout_max;
     int64_t propfind_infinity_max; /* Depth: infinity answers up to this many resources (0: never) */
     dav_locks locks;
+    dav_backends *backends; /* the client side (dav_backend.c) */
     /* The store a (user, first URL segment) named last time, so a request costs one store_get
      * instead of listing every store of the user; checked by name on every use. */
     pthread_mutex_t memo_mu;

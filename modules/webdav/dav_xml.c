@@ -37,15 +37,8 @@ int dav_xml_parse(const void *body, size_t len, void **doc, mb_err *err)
         return 0;
     if (len > INT32_MAX)
         return MB_ETOOBIG;
-    xmlParserCtxtPtr ctx = xmlNewParserCtxt();
-    if (!ctx)
-        return MB_ENOMEM;
-    xmlDocPtr d = xmlCtxtReadMemory(ctx, body, (int)len, NULL, NULL,
-                                    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-    bool ok = d && ctx->wellFormed && ctx->nsWellFormed && xmlDocGetRootElement(d);
-    xmlFreeParserCtxt(ctx);
-    if (!ok) {
-        xmlFreeDoc(d);
+    xmlDocPtr d = dav_xml_read(body, len);
+    if (!d) {
         if (err) {
             err->code = MB_EINVAL;
             snprintf(err->msg, sizeof err->msg, "the request body is not well-formed XML");

@@ -4,7 +4,9 @@
  * managers (Windows Explorer, Finder, GNOME Files, Dolphin), rclone, davfs2 and office
  * suites mount MByte. This file authenticates, finds the store, and serves the methods that
  * change or read bytes (GET, HEAD, PUT, DELETE, MKCOL, COPY, MOVE, OPTIONS); dav_xml.c
- * answers PROPFIND and PROPPATCH, dav_lock.c LOCK, UNLOCK and the If header.
+ * answers PROPFIND and PROPPATCH, dav_lock.c LOCK, UNLOCK and the If header. The module's
+ * client side is apart: dav_backend.c keeps blob backends on outside WebDAV servers (the
+ * `backends` setting), started and stopped from this file's init, reconfigure and fini.
  *
  * Every change goes through the kernel's file calls with the caller as `u`, so quotas,
  * the trash (DELETE moves to it when the trash module is loaded), versions, events and the
@@ -21,6 +23,7 @@
  * (dav_lock.c, its own mutex) and the config fields, written only by init.
  */
 #include "dav.h"
+#include "httppool.h"
 #include <libxml/parser.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -773,6 +776,11 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     d->self = self;
     d->api = api;
     read_config(d, config);
+    int rc = dav_backends_init(self, api, config, &d->backends, err);
+    if (rc) {
+        free(d);
+        return rc;
+    }
     dav_locks_init(&d->locks);
     dav_locks_load(d);
     pthread_mutex_init(&d->memo_mu, NULL);
@@ -785,6 +793,7 @@ static int fini(void *state, bool reloading, mb_err *err)
     (void)reloading, (void)err;
     dav_srv *d = state;
     dav_locks_free(&d->locks);
+    dav_backends_fini(d->backends); /* no backend call is in flight: the kernel drained the module */
     pthread_mutex_destroy(&d->memo_mu);
     free(d);
     return 0;
@@ -792,8 +801,11 @@ static int fini(void *state, bool reloading, mb_err *err)
 
 static int reconfigure(void *state, const json_t *config, mb_err *err)
 {
-    (void)err;
-    read_config(state, config);
+    dav_srv *d = state;
+    int rc = dav_backends_reconfigure(d->backends, config, err);
+    if (rc)
+        return rc;
+    read_config(d, config);
     return 0;
 }
 
@@ -804,6 +816,13 @@ static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "keep_macos_metadata", MB_CFG_BOOL, "false", 0, 0},
     {sizeof(mb_config_key), "lock_timeout_max", MB_CFG_INT, "86400", 60, 604800},
     {sizeof(mb_config_key), "propfind_infinity_max", MB_CFG_INT, "100000", 0, 100000000},
+    /* the client side (dav_backend.c): blob backends on outside WebDAV servers */
+    {sizeof(mb_config_key), "backends", MB_CFG_MAP, "{}", 0, 0},
+    {sizeof(mb_config_key), "backend_max_connections", MB_CFG_INT, "8", 1, HP_MAX_CONNECTIONS},
+    {sizeof(mb_config_key), "backend_retries", MB_CFG_INT, "4", 0, 20},
+    {sizeof(mb_config_key), "backend_retry_base_ms", MB_CFG_INT, "200", 1, 60000},
+    {sizeof(mb_config_key), "backend_timeout_ms", MB_CFG_INT, "60000", 100, 3600000},
+    {sizeof(mb_config_key), "backend_connect_timeout_ms", MB_CFG_INT, "5000", 100, 600000},
     {0},
 };
 
@@ -824,7 +843,7 @@ MB_MODULE_EXPORT = {
     .abi_minor = MB_ABI_MINOR,
     .name = "webdav",
     .version = "1.0.0",
-    .description = "WebDAV (RFC 4918 class 1 and 2, RFC 4331 quotas) at /dav/<store>/: mount a store in any file manager",
+    .description = "WebDAV (RFC 4918 class 1 and 2, RFC 4331 quotas) at /dav/<store>/: mount a store in any file manager; blob backends on outside WebDAV servers",
     .config = config_keys,
     .routes = routes,
     .init = init,

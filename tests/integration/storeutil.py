@@ -83,3 +83,44 @@ def fsck(srv, admin):
     return r.json()
 
 
+
+
+def uploads_cut_by_a_crash(t, srv, token, sid, stored, crash, restart, count=8):
+    """`count` uploads of 6 MiB at once into store sid, whose backend's service crashes
+    (crash()) once it holds 3 objects (stored() counts them); then restart() and check what a
+    client was told: some upload failed, each failure a 500 or 503 with nothing of it visible,
+    and every upload that got 201 reads back identical. Returns the names acknowledged."""
+    import os
+    import threading
+    blobs = {"f%d.bin" % i: os.urandom(6 * 1024 * 1024 + i) for i in range(count)}
+    results = {}
+
+    def upload(name):
+        try:
+            results[name] = put(srv, token, sid, name, blobs[name]).status
+        except OSError as e:
+            results[name] = repr(e)
+
+    threads = [threading.Thread(target=upload, args=(n,)) for n in blobs]
+    for th in threads:
+        th.start()
+    deadline = time.time() + 60
+    while stored() < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    crash()
+    for th in threads:
+        th.join(120)
+    acked = [n for n, st in results.items() if st == 201]
+    failed = [n for n, st in results.items() if st != 201]
+    t.assertEqual(len(results), count, results)
+    t.assertTrue(failed, "no upload failed although the backend's service died: %r" % results)
+    for n in failed:
+        t.assertIn(results[n], (500, 503), results)
+    restart()
+    for n in acked:
+        r = srv.request("GET", "/api/v1/stores/%d/files/%s" % (sid, n), token=token)
+        t.assertEqual(r.status, 200, r)
+        t.assertEqual(r.body, blobs[n], n)
+    for n in failed:  # nothing of a failed upload is visible
+        t.assertEqual(srv.request("GET", "/api/v1/stores/%d/files/%s" % (sid, n), token=token).status, 404)
+    return acked

@@ -11,13 +11,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import MBYTECTL, MBYTED, SRC, Server, ServerTest, free_port, missing_prerequisite, main  # noqa: E402
-from storeutil import fsck, put, wait_task  # noqa: E402
+from storeutil import fsck, put, uploads_cut_by_a_crash, wait_task  # noqa: E402
 from test_vault import FakeVault  # noqa: E402
 
 S3RVER = os.path.join(SRC, "tests", "s3rver", "node_modules", "s3rver", "bin", "s3rver.js")
@@ -159,17 +158,15 @@ MODULES = {"taskmgr": True, "storeconfig": True, "multistore": True, "s3": True}
 LDB_EDIT = os.environ.get("MBYTE_LDB_EDIT", "")
 
 
-class S3Test(ServerTest):
-    path_style = True
-    service_endpoint = None
+class ExternalStoreTest(ServerTest):
+    """A server whose stores may live on an outside service (self.service: cleaned up after the
+    test), with the collector's grace at 0, an admin and a user "ann". Used by S3Test and
+    test_davbackend's tests."""
+    service = None
 
-    def setUp(self):
-        self.s3 = S3rver(self, self.service_endpoint).start()
-        endpoint = None if self.path_style else "http://s3.localhost:%d" % self.s3.port
-        self.module_conf = {"s3": s3_conf(self.s3, self.path_style, endpoint)}
-        self.modules = MODULES
+    def start_server(self, modules, module_conf):
         conf = self.conf()  # may add modules and their settings
-        self.srv = Server(modules=self.modules, module_conf=self.module_conf, conf=conf,
+        self.srv = Server(modules=modules, module_conf=module_conf, conf=conf,
                           env=dict({"MBYTE_GC_GRACE": "0"}, **self.extra_env()))
         self.srv.start()
         self.admin = self.srv.login()
@@ -179,7 +176,8 @@ class S3Test(ServerTest):
         try:
             super().tearDown()
         finally:
-            self.s3.cleanup()
+            if self.service:
+                self.service.cleanup()
 
     def extra_env(self):
         return {}
@@ -189,6 +187,18 @@ class S3Test(ServerTest):
 
     def file_url(self, sid, path):
         return "/api/v1/stores/%d/files/%s" % (sid, path)
+
+
+class S3Test(ExternalStoreTest):
+    path_style = True
+    service_endpoint = None
+
+    def setUp(self):
+        self.s3 = self.service = S3rver(self, self.service_endpoint).start()
+        endpoint = None if self.path_style else "http://s3.localhost:%d" % self.s3.port
+        self.module_conf = {"s3": s3_conf(self.s3, self.path_style, endpoint)}
+        self.modules = MODULES
+        self.start_server(self.modules, self.module_conf)
 
     def round_trip(self):
         sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "s3a"})
@@ -320,36 +330,8 @@ class S3Test(ServerTest):
 
     def test_s3rver_killed_during_8_uploads_acknowledges_nothing_it_lost(self):
         sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "s3a"})
-        blobs = {"f%d.bin" % i: os.urandom(6 * 1024 * 1024 + i) for i in range(8)}
-        results = {}
-
-        def upload(name):
-            try:
-                results[name] = put(self.srv, self.user, sid, name, blobs[name]).status
-            except OSError as e:
-                results[name] = repr(e)
-
-        threads = [threading.Thread(target=upload, args=(n,)) for n in blobs]
-        for th in threads:
-            th.start()
-        deadline = time.time() + 60
-        while len(self.s3.objects()) < 3 and time.time() < deadline:
-            time.sleep(0.01)
-        self.s3.kill()
-        for th in threads:
-            th.join(120)
-        acked = [n for n, st in results.items() if st == 201]
-        failed = [n for n, st in results.items() if st != 201]
-        self.assertTrue(failed, "no upload failed although s3rver died: %r" % results)
-        for n in failed:
-            self.assertIn(results[n], (500, 503), results)
-        self.s3.start()
-        for n in acked:
-            r = self.srv.request("GET", self.file_url(sid, n), token=self.user)
-            self.assertEqual(r.status, 200, r)
-            self.assertEqual(r.body, blobs[n], n)
-        for n in failed:  # nothing of a failed upload is visible
-            self.assertEqual(self.srv.request("GET", self.file_url(sid, n), token=self.user).status, 404)
+        uploads_cut_by_a_crash(self, self.srv, self.user, sid, lambda: len(self.s3.objects()), self.s3.kill,
+                               self.s3.start)
         # Chunks a failed upload had put stay behind as orphans (the delete could not reach the
         # dead service); they are the only problems, and the collector takes them.
         report = fsck(self.srv, self.admin)

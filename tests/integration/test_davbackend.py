@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""External storage on WebDAV (issue 21): stores placed on the webdav module's client backends
+(modules/webdav/dav_backend.c) against two real WebDAV servers, Apache httpd with mod_dav_fs
+and `rclone serve webdav` (tests/setup/webdav.sh installs both), each with Basic auth. What a
+user sees: bytes read back (whole and ranges), the objects in the server's directory as
+<prefix><aa>/<sha256>, the collector removing them, GET /api/v1/admin/backends, a wrong
+password failing the upload with a problem and nothing acknowledged, a server killed during
+uploads losing nothing that was acknowledged, and encrypted stores sending only ciphertext."""
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import apache_dav  # noqa: E402
+from harness import free_port, missing_prerequisite, main  # noqa: E402
+from storeutil import fsck, put, uploads_cut_by_a_crash  # noqa: E402
+from test_extstore import MARKER, ExternalStoreTest, local_chunk_files, make_store  # noqa: E402
+
+USER, PASSWORD = "mbyte", "dav-password-7d1f"
+WRONG = "not-the-dav-password-93a"
+MODULES = {"taskmgr": True, "storeconfig": True, "multistore": True, "webdav": True}
+SIZES = [50000, 1300000, 5 * 1024 * 1024 + 77]  # one chunk, one or two, several (> 4 MiB)
+
+
+class ApacheServer:
+    """Apache with mod_dav_fs; chunks under <dir>/<prefix>."""
+    kind = "apache"
+
+    def __init__(self, test):
+        if not apache_dav.available():
+            missing_prerequisite(test, "apache2 with mod_dav_fs is not installed (tests/setup/webdav.sh)")
+        self.work = tempfile.mkdtemp(prefix="mbyte-davsrv-")
+        self.srv = apache_dav.Apache(self.work, USER, PASSWORD, free_port())
+        self.dir = self.srv.dav
+        self.url = self.srv.url.rstrip("/")
+        self.prefix = "c/"
+
+    def start(self):
+        self.srv.start()
+        return self
+
+    def kill(self):
+        self.srv.kill()
+
+    def cleanup(self):
+        self.srv.kill()
+        self.srv.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+class RcloneServer:
+    """rclone serve webdav of a plain directory; chunks at its top (no prefix)."""
+    kind = "rclone"
+
+    def __init__(self, test):
+        if not shutil.which("rclone"):
+            missing_prerequisite(test, "rclone is not installed (tests/setup/webdav.sh)")
+        self.work = tempfile.mkdtemp(prefix="mbyte-davsrv-")
+        self.dir = os.path.join(self.work, "root")
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.prefix = ""
+        self.proc = None
+        self.log = open(os.path.join(self.work, "rclone.log"), "ab")
+
+    def start(self):
+        env = dict(os.environ, RCLONE_CONFIG=os.path.join(self.work, "rclone.conf"))
+        self.proc = subprocess.Popen(["rclone", "serve", "webdav", self.dir, "--addr", "127.0.0.1:%d" % self.port,
+                                      "--user", USER, "--pass", PASSWORD], env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        apache_dav.wait_listening(self.port, self.proc, "rclone serve webdav")
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def cleanup(self):
+        self.kill()
+        self.log.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def backend_conf(name, url, password, prefix=""):
+    return "  %s:\n    url: %s\n    user: %s\n    password: %s\n    prefix: \"%s\"\n" % (name, url, USER, password,
+                                                                                         prefix)
+
+
+class DavBackendTest(ExternalStoreTest):
+    """One server per test: Apache in this class, rclone in RcloneBackendTest."""
+    server_class = ApacheServer
+    # Backends beside "dav" that some tests declare: one whose server is not running, one
+    # with a wrong password. Only there, so the collector's listing in the others sees all up.
+    extra = {
+        "test_admin_backends_shows_it_up_with_its_objects_and_one_without_server_down": ["gone"],
+        "test_a_wrong_password_fails_the_upload_with_a_problem_and_acknowledges_nothing": ["bad"],
+    }
+
+    def setUp(self):
+        self.dav = self.service = self.server_class(self).start()
+        conf = "backends:\n" + backend_conf("dav", self.dav.url, PASSWORD, self.dav.prefix)
+        extra = self.extra.get(self._testMethodName, [])
+        if "gone" in extra:
+            conf += backend_conf("davgone", "http://127.0.0.1:%d/dav" % free_port(), PASSWORD)
+        if "bad" in extra:
+            conf += backend_conf("davbad", self.dav.url, WRONG, "bad/")
+        conf += "backend_retries: 2\nbackend_retry_base_ms: 50\nbackend_timeout_ms: 20000\n"
+        self.start_server(MODULES, {"webdav": conf})
+
+    def objects(self, top=None):
+        """{relative path: bytes} of every chunk object in the server's directory."""
+        top = top or os.path.join(self.dav.dir, self.dav.prefix)
+        out = {}
+        for root, _, files in os.walk(top):
+            for f in files:
+                p = os.path.join(root, f)
+                rel = os.path.relpath(p, top)
+                if len(f) == 64:
+                    with open(p, "rb") as fh:
+                        out[rel] = fh.read()
+        return out
+
+    def assertLayout(self, objs):
+        """<aa>/<sha256>, and each object's bytes are the chunk its name says."""
+        for rel, body in objs.items():
+            aa, name = rel.split("/")
+            self.assertEqual(aa, name[:2], rel)
+            self.assertEqual(hashlib.sha256(body).hexdigest(), name, rel)
+
+    def upload_several(self, sid):
+        files = {}
+        for i, n in enumerate(SIZES):
+            data = os.urandom(n)
+            files["f%d.bin" % i] = data
+            self.assertEqual(put(self.srv, self.user, sid, "f%d.bin" % i, data).status, 201)
+        return files
+
+    def test_store_reads_back_whole_and_ranges_and_the_collector_removes_its_objects(self):
+        sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "dav"})
+        r = self.srv.request("GET", "/api/v1/stores/%d/config" % sid, token=self.user)
+        self.assertEqual(r.json()["placement"], {"backend": "dav", "encrypt": False})
+        files = self.upload_several(sid)
+        for name, data in files.items():
+            r = self.srv.request("GET", self.file_url(sid, name), token=self.user)
+            self.assertEqual((r.status, r.body), (200, data), name)
+            lo, hi = len(data) // 3, len(data) // 3 + len(data) // 2
+            r = self.srv.request("GET", self.file_url(sid, name), token=self.user,
+                                 headers={"Range": "bytes=%d-%d" % (lo, hi)})
+            self.assertEqual((r.status, r.body), (206, data[lo:hi + 1]), name)
+        objs = self.objects()
+        self.assertGreaterEqual(len(objs), 4, list(objs))  # the 5 MiB file alone is two chunks or more
+        self.assertLayout(objs)
+        self.assertGreaterEqual(sum(len(b) for b in objs.values()), sum(SIZES) - 3 * 32768)
+        self.assertEqual(local_chunk_files(self.srv), 0, "a chunk of the webdav store landed on the local disk")
+        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
+        for name in files:
+            self.assertEqual(self.srv.request("DELETE", self.file_url(sid, name), token=self.user).status, 204)
+        deadline = time.time() + 60
+        while self.objects() and time.time() < deadline:
+            r = self.srv.request("POST", "/api/v1/admin/fsck?repair=1", token=self.admin)
+            self.assertEqual(r.status, 200, r)
+            time.sleep(0.2)
+        self.assertEqual(self.objects(), {})
+        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
+
+    def test_admin_backends_shows_it_up_with_its_objects_and_one_without_server_down(self):
+        sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "dav"})
+        self.upload_several(sid)
+        r = self.srv.request("GET", "/api/v1/admin/backends", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        rows = {b["name"]: b for b in r.json()}
+        objs = self.objects()
+        dav = rows["dav"]
+        self.assertEqual((dav["type"], dav["state"], dav["stores"]), ("webdav", "up", 1))
+        self.assertEqual((dav["objects"], dav["bytes"]), (len(objs), sum(len(b) for b in objs.values())))
+        gone = rows["davgone"]
+        self.assertEqual((gone["type"], gone["state"], gone["objects"]), ("webdav", "down", None))
+        self.dav.kill()
+        r = self.srv.request("GET", "/api/v1/admin/backends", token=self.admin)
+        self.assertEqual({b["name"]: b["state"] for b in r.json()}["dav"], "down")
+        self.dav.start()
+        r = self.srv.request("GET", "/api/v1/admin/backends", token=self.admin)
+        self.assertEqual({b["name"]: b["state"] for b in r.json()}["dav"], "up")
+
+    def test_a_wrong_password_fails_the_upload_with_a_problem_and_acknowledges_nothing(self):
+        sid = make_store(self, self.srv, self.user, "Bad", {"backend": "davbad"})
+        r = put(self.srv, self.user, sid, "a.bin", os.urandom(300000))
+        p = self.assertProblem(r, 500, "davbad")
+        self.assertIn("user or password", p["detail"])
+        self.assertEqual(self.srv.request("GET", self.file_url(sid, "a.bin"), token=self.user).status, 404)
+        self.assertEqual(self.objects(os.path.join(self.dav.dir, "bad")), {})
+        with open(self.srv.log_path, "rb") as f:
+            log = f.read()
+        self.assertIn(b"davbad", log)
+        for secret in (PASSWORD, WRONG):
+            self.assertNotIn(secret.encode(), log, "a backend password is in the server's log")
+
+    def test_server_killed_during_8_uploads_acknowledges_nothing_it_lost(self):
+        sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "dav"})
+        uploads_cut_by_a_crash(self, self.srv, self.user, sid, lambda: len(self.objects()), self.dav.kill,
+                               self.dav.start)
+
+
+class RcloneBackendTest(DavBackendTest):
+    server_class = RcloneServer
+
+
+class DavEncryptedTest(DavBackendTest):
+    """{"encrypt": true} over the WebDAV backend: what reaches the server is ciphertext."""
+
+    def conf(self):
+        self.keyfile = os.path.join(self.dav.work, "master.key")
+        with open(self.keyfile, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        os.chmod(self.keyfile, 0o600)
+        return {"master_key": "file:" + self.keyfile}
+
+    def test_every_object_is_ciphertext_and_reads_back(self):
+        sid = make_store(self, self.srv, self.user, "Secret", {"backend": "dav", "encrypt": True})
+        data = (MARKER * 200000)[: 3 * 1024 * 1024] + os.urandom(2 * 1024 * 1024) + MARKER * 10
+        self.assertEqual(put(self.srv, self.user, sid, "doc.txt", data).status, 201)
+        r = self.srv.request("GET", self.file_url(sid, "doc.txt"), token=self.user)
+        self.assertEqual((r.status, r.body), (200, data))
+        r = self.srv.request("GET", self.file_url(sid, "doc.txt"), token=self.user,
+                             headers={"Range": "bytes=3000000-3200000"})
+        self.assertEqual((r.status, r.body), (206, data[3000000:3200001]))
+        top = os.path.join(self.dav.dir, self.dav.prefix)
+        objs = self.objects()
+        self.assertGreaterEqual(len(objs), 2, list(objs))  # the repeated text dedups to few chunks
+        for rel, body in objs.items():
+            self.assertTrue(rel.startswith("e/"), rel)  # keyed names: e/<aa>/<hex>
+            self.assertEqual(rel.split("/")[1], rel.split("/")[2][:2], rel)
+            self.assertNotIn(MARKER[:12], body, rel)
+            self.assertEqual(body[:4], b"MBE1", rel)
+        self.assertFalse([f for f in os.listdir(top) if len(f) == 2], "a plain aa/ collection was made")
+        self.assertEqual(local_chunk_files(self.srv), 0)
+
+    # The other tests of the class are the plain ones; they run in DavBackendTest.
+    test_store_reads_back_whole_and_ranges_and_the_collector_removes_its_objects = None
+    test_admin_backends_shows_it_up_with_its_objects_and_one_without_server_down = None
+    test_a_wrong_password_fails_the_upload_with_a_problem_and_acknowledges_nothing = None
+    test_server_killed_during_8_uploads_acknowledges_nothing_it_lost = None
+
+
+if __name__ == "__main__":
+    main()
