@@ -101,6 +101,7 @@ class DavBackendTest(ExternalStoreTest):
     extra = {
         "test_admin_backends_shows_it_up_with_its_objects_and_one_without_server_down": ["gone"],
         "test_a_wrong_password_fails_the_upload_with_a_problem_and_acknowledges_nothing": ["bad"],
+        "test_a_new_password_applies_on_config_reload_and_a_new_backend_name_needs_a_module_reload": ["bad"],
     }
 
     def setUp(self):
@@ -202,6 +203,35 @@ class DavBackendTest(ExternalStoreTest):
         for secret in (PASSWORD, WRONG):
             self.assertNotIn(secret.encode(), log, "a backend password is in the server's log")
 
+    def test_a_new_password_applies_on_config_reload_and_a_new_backend_name_needs_a_module_reload(self):
+        sid = make_store(self, self.srv, self.user, "Bad", {"backend": "davbad"})
+        self.assertEqual(put(self.srv, self.user, sid, "a.bin", os.urandom(300000)).status, 500)
+        path = os.path.join(self.srv.confdir, "webdav.yaml")
+        with open(path) as f:
+            conf = f.read()
+        with open(path, "w") as f:  # the password of davbad set right: a rotated secret
+            f.write(conf.replace(WRONG, PASSWORD))
+        r = self.srv.request("POST", "/api/v1/admin/config/reload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertIn({"module": "webdav", "action": "reconfigured", "detail": ""}, r.json()["modules"], r.json())
+        data = os.urandom(300000)
+        self.assertEqual(put(self.srv, self.user, sid, "a.bin", data).status, 201)
+        self.assertEqual(self.srv.request("GET", self.file_url(sid, "a.bin"), token=self.user).body, data)
+        self.assertTrue(self.objects(os.path.join(self.dav.dir, "bad")))
+        with open(path, "w") as f:  # one more backend: init registers backends, so a reload is needed
+            f.write(conf.replace(WRONG, PASSWORD).replace("backends:\n", "backends:\n" + backend_conf(
+                "davnew", self.dav.url, PASSWORD, "new/"), 1))
+        r = self.srv.request("POST", "/api/v1/admin/config/reload", token=self.admin)
+        row = [m for m in r.json()["modules"] if m["module"] == "webdav"][0]
+        self.assertEqual(row["action"], "refused", r.json())
+        self.assertIn("mbytectl module reload webdav", row["detail"])
+        self.assertEqual(self.srv.request("GET", self.file_url(sid, "a.bin"), token=self.user).body, data)
+        r = self.srv.request("POST", "/api/v1/admin/modules/webdav/reload", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        rows = {b["name"]: b for b in self.srv.request("GET", "/api/v1/admin/backends", token=self.admin).json()}
+        self.assertEqual((rows["davnew"]["type"], rows["davnew"]["state"]), ("webdav", "up"))
+        self.assertEqual(self.srv.request("GET", self.file_url(sid, "a.bin"), token=self.user).body, data)
+
     def test_server_killed_during_8_uploads_acknowledges_nothing_it_lost(self):
         sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "dav"})
         uploads_cut_by_a_crash(self, self.srv, self.user, sid, lambda: len(self.objects()), self.dav.kill,
@@ -247,6 +277,7 @@ class DavEncryptedTest(DavBackendTest):
     test_admin_backends_shows_it_up_with_its_objects_and_one_without_server_down = None
     test_a_wrong_password_fails_the_upload_with_a_problem_and_acknowledges_nothing = None
     test_server_killed_during_8_uploads_acknowledges_nothing_it_lost = None
+    test_a_new_password_applies_on_config_reload_and_a_new_backend_name_needs_a_module_reload = None
 
 
 if __name__ == "__main__":
