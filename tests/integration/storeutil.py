@@ -85,11 +85,13 @@ def fsck(srv, admin):
 
 
 
-def uploads_cut_by_a_crash(t, srv, token, sid, stored, crash, restart, count=8):
+def uploads_cut_by_a_crash(t, srv, admin, token, sid, stored, crash, restart, count=8):
     """`count` uploads of 6 MiB at once into store sid, whose backend's service crashes
     (crash()) once it holds 3 objects (stored() counts them); then restart() and check what a
     client was told: some upload failed, each failure a 500 or 503 with nothing of it visible,
-    and every upload that got 201 reads back identical. Returns the names acknowledged."""
+    and every upload that got 201 reads back identical. Chunks a failed upload had put stay
+    behind as orphans (the delete could not reach the dead service): fsck finds nothing else,
+    and its repair (the collector) leaves none. Returns the names acknowledged."""
     import os
     import threading
     blobs = {"f%d.bin" % i: os.urandom(6 * 1024 * 1024 + i) for i in range(count)}
@@ -123,4 +125,9 @@ def uploads_cut_by_a_crash(t, srv, token, sid, stored, crash, restart, count=8):
         t.assertEqual(r.body, blobs[n], n)
     for n in failed:  # nothing of a failed upload is visible
         t.assertEqual(srv.request("GET", "/api/v1/stores/%d/files/%s" % (sid, n), token=token).status, 404)
+    report = fsck(srv, admin)
+    t.assertEqual({p["kind"] for p in report["problems"]} - {"orphan"}, set(), report)
+    r = srv.request("POST", "/api/v1/admin/fsck?repair=1", token=admin)
+    t.assertEqual(r.status, 200, r)
+    t.assertEqual(fsck(srv, admin)["problems"], [])
     return acked

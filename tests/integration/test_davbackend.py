@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(__file__))
 import apache_dav  # noqa: E402
@@ -88,6 +90,51 @@ class RcloneServer:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+class Redirector:
+    """A plain HTTP server that answers every request with a 307 to another host (localhost on
+    another port), where a second server writes down whatever reaches it. A backend follows no
+    redirect, so its password never goes to a host it was not configured with."""
+
+    def __init__(self):
+        self.reached = []
+        self.sink = self.serve(self.note)
+        self.port = free_port()
+        self.front = self.serve(self.redirect, self.port)
+        self.url = "http://127.0.0.1:%d/dav" % self.port
+
+    def serve(self, answer, port=0):
+        class Handler(BaseHTTPRequestHandler):
+            def __getattr__(self, name):
+                if name.startswith("do_"):
+                    return lambda: answer(self)
+                raise AttributeError(name)
+
+            def log_message(self, *args):
+                pass
+
+        srv = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return srv
+
+    def redirect(self, h):
+        h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        h.send_response(307)
+        h.send_header("Location", "http://localhost:%d%s" % (self.sink.server_address[1], h.path))
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    def note(self, h):
+        self.reached.append((h.command, h.path, h.headers.get("Authorization")))
+        h.send_response(201)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    def cleanup(self):
+        for srv in (self.front, self.sink):
+            srv.shutdown()
+            srv.server_close()
+
+
 def backend_conf(name, url, password, prefix=""):
     return "  %s:\n    url: %s\n    user: %s\n    password: %s\n    prefix: \"%s\"\n" % (name, url, USER, password,
                                                                                          prefix)
@@ -102,6 +149,7 @@ class DavBackendTest(ExternalStoreTest):
         "test_admin_backends_shows_it_up_with_its_objects_and_one_without_server_down": ["gone"],
         "test_a_wrong_password_fails_the_upload_with_a_problem_and_acknowledges_nothing": ["bad"],
         "test_a_new_password_applies_on_config_reload_and_a_new_backend_name_needs_a_module_reload": ["bad"],
+        "test_a_redirect_to_another_host_is_not_followed_and_the_upload_fails": ["redirect"],
     }
 
     def setUp(self):
@@ -112,6 +160,10 @@ class DavBackendTest(ExternalStoreTest):
             conf += backend_conf("davgone", "http://127.0.0.1:%d/dav" % free_port(), PASSWORD)
         if "bad" in extra:
             conf += backend_conf("davbad", self.dav.url, WRONG, "bad/")
+        if "redirect" in extra:
+            self.redirector = Redirector()
+            self.addCleanup(self.redirector.cleanup)
+            conf += backend_conf("davmoved", self.redirector.url, PASSWORD)
         conf += "backend_retries: 2\nbackend_retry_base_ms: 50\nbackend_timeout_ms: 20000\n"
         self.start_server(MODULES, {"webdav": conf})
 
@@ -232,14 +284,23 @@ class DavBackendTest(ExternalStoreTest):
         self.assertEqual((rows["davnew"]["type"], rows["davnew"]["state"]), ("webdav", "up"))
         self.assertEqual(self.srv.request("GET", self.file_url(sid, "a.bin"), token=self.user).body, data)
 
+    def test_a_redirect_to_another_host_is_not_followed_and_the_upload_fails(self):
+        sid = make_store(self, self.srv, self.user, "Moved", {"backend": "davmoved"})
+        p = self.assertProblem(put(self.srv, self.user, sid, "a.bin", os.urandom(300000)), 500, "davmoved")
+        self.assertIn("redirected (307)", p["detail"])
+        self.assertEqual(self.srv.request("GET", self.file_url(sid, "a.bin"), token=self.user).status, 404)
+        self.assertEqual(self.redirector.reached, [], "a request (and the password) went to the other host")
+
     def test_server_killed_during_8_uploads_acknowledges_nothing_it_lost(self):
         sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "dav"})
-        uploads_cut_by_a_crash(self, self.srv, self.user, sid, lambda: len(self.objects()), self.dav.kill,
-                               self.dav.start)
+        uploads_cut_by_a_crash(self, self.srv, self.admin, self.user, sid, lambda: len(self.objects()),
+                               self.dav.kill, self.dav.start)
 
 
 class RcloneBackendTest(DavBackendTest):
     server_class = RcloneServer
+    # the WebDAV server plays no part in it: DavBackendTest runs it once
+    test_a_redirect_to_another_host_is_not_followed_and_the_upload_fails = None
 
 
 class DavEncryptedTest(DavBackendTest):
@@ -278,6 +339,7 @@ class DavEncryptedTest(DavBackendTest):
     test_a_wrong_password_fails_the_upload_with_a_problem_and_acknowledges_nothing = None
     test_server_killed_during_8_uploads_acknowledges_nothing_it_lost = None
     test_a_new_password_applies_on_config_reload_and_a_new_backend_name_needs_a_module_reload = None
+    test_a_redirect_to_another_host_is_not_followed_and_the_upload_fails = None
 
 
 if __name__ == "__main__":
