@@ -85,13 +85,16 @@ def fsck(srv, admin):
 
 
 
-def uploads_cut_by_a_crash(t, srv, admin, token, sid, stored, crash, restart, count=8):
+def uploads_cut_by_a_crash(t, srv, admin, token, sid, stored, crash, restart, count=8, send_again=False):
     """`count` uploads of 6 MiB at once into store sid, whose backend's service crashes
     (crash()) once it holds 3 objects (stored() counts them); then restart() and check what a
     client was told: some upload failed, each failure a 500 or 503 with nothing of it visible,
     and every upload that got 201 reads back identical. Chunks a failed upload had put stay
     behind as orphans (the delete could not reach the dead service): fsck finds nothing else,
-    and its repair (the collector) leaves none. Returns the names acknowledged."""
+    and its repair (the collector) leaves none. With send_again, every failed upload is first
+    sent again with the same bytes, as a client would, and must then read back identical: a
+    chunk the crash left cut short under its own name must not pass for stored (a put asks
+    the backend whether it has the chunk first). Returns the names acknowledged."""
     import os
     import threading
     blobs = {"f%d.bin" % i: os.urandom(6 * 1024 * 1024 + i) for i in range(count)}
@@ -125,6 +128,11 @@ def uploads_cut_by_a_crash(t, srv, admin, token, sid, stored, crash, restart, co
         t.assertEqual(r.body, blobs[n], n)
     for n in failed:  # nothing of a failed upload is visible
         t.assertEqual(srv.request("GET", "/api/v1/stores/%d/files/%s" % (sid, n), token=token).status, 404)
+    for n in failed if send_again else []:
+        t.assertEqual(put(srv, token, sid, n, blobs[n]).status, 201, n)
+        r = srv.request("GET", "/api/v1/stores/%d/files/%s" % (sid, n), token=token)
+        t.assertEqual((r.status, r.body == blobs[n]), (200, True), n)
+        acked.append(n)
     report = fsck(srv, admin)
     t.assertEqual({p["kind"] for p in report["problems"]} - {"orphan"}, set(), report)
     r = srv.request("POST", "/api/v1/admin/fsck?repair=1", token=admin)

@@ -294,7 +294,7 @@ class DavBackendTest(ExternalStoreTest):
     def test_server_killed_during_8_uploads_acknowledges_nothing_it_lost(self):
         sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "dav"})
         uploads_cut_by_a_crash(self, self.srv, self.admin, self.user, sid, lambda: len(self.objects()),
-                               self.dav.kill, self.dav.start)
+                               self.dav.kill, self.dav.start, send_again=True)
 
 
 class RcloneBackendTest(DavBackendTest):
