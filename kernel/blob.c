@@ -432,7 +432,12 @@ static int put_via(const mb_blob_backend *ops, void *state, const char *hash, co
                    mb_err *err)
 {
     mb_err e = {0};
-    int rc = ops->has(state, hash, &e);
+    /* A backend that can say the size is asked it: an object of another size was cut short (a
+     * service that died while writing it in place) and is put again, never taken for stored. */
+    uint64_t have = len;
+    int rc = ops->stat ? ops->stat(state, hash, &have, NULL, &e) : ops->has(state, hash, &e);
+    if (rc == 1 && have != len)
+        rc = 0;
     if (rc == 0)
         rc = ops->put(state, hash, data, len, &e);
     else if (rc == 1)

@@ -165,7 +165,8 @@ class DavBackendTest(ExternalStoreTest):
             self.addCleanup(self.redirector.cleanup)
             conf += backend_conf("davmoved", self.redirector.url, PASSWORD)
         conf += "backend_retries: 2\nbackend_retry_base_ms: 50\nbackend_timeout_ms: 20000\n"
-        self.start_server(MODULES, {"webdav": conf})
+        self.modules, self.module_conf = MODULES, {"webdav": conf}
+        self.start_server()
 
     def objects(self, top=None):
         """{relative path: bytes} of every chunk object in the server's directory."""

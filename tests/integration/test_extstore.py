@@ -164,9 +164,10 @@ class ExternalStoreTest(ServerTest):
     test_davbackend's tests."""
     service = None
 
-    def start_server(self, modules, module_conf):
+    def start_server(self):
+        """With self.modules and self.module_conf, as conf() leaves them."""
         conf = self.conf()  # may add modules and their settings
-        self.srv = Server(modules=modules, module_conf=module_conf, conf=conf,
+        self.srv = Server(modules=self.modules, module_conf=self.module_conf, conf=conf,
                           env=dict({"MBYTE_GC_GRACE": "0"}, **self.extra_env()))
         self.srv.start()
         self.admin = self.srv.login()
@@ -198,7 +199,7 @@ class S3Test(ExternalStoreTest):
         endpoint = None if self.path_style else "http://s3.localhost:%d" % self.s3.port
         self.module_conf = {"s3": s3_conf(self.s3, self.path_style, endpoint)}
         self.modules = MODULES
-        self.start_server(self.modules, self.module_conf)
+        self.start_server()
 
     def round_trip(self):
         sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "s3a"})
@@ -331,7 +332,7 @@ class S3Test(ExternalStoreTest):
     def test_s3rver_killed_during_8_uploads_acknowledges_nothing_it_lost(self):
         sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "s3a"})
         uploads_cut_by_a_crash(self, self.srv, self.admin, self.user, sid, lambda: len(self.s3.objects()),
-                               self.s3.kill, self.s3.start)
+                               self.s3.kill, self.s3.start, send_again=True)
 
 
 class S3EncryptedTest(S3Test):
