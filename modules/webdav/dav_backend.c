@@ -9,13 +9,12 @@
  * resources <url>/<prefix><aa>/<sha256> (aa: the hash's first two characters; an encrypted
  * store's keyed names "e/<hex>" become <url>/<prefix>e/<aa>/<hex>):
  *
- *   put   PUT with Content-Length, streamed from the caller's buffer, to a temporary name
- *         beside the chunk (.mbyte-put-<random>-<sha256>), then MOVE to the chunk's name; 0 only
- *         when both answered 201 or 204: the kernel commits a version only after every chunk of
- *         it was put, so an acknowledged upload is on the server, and a server killed during a
- *         PUT never leaves a cut-short chunk under a chunk's name. A 409 or 404 (the collection
- *         is missing) makes the collections from the prefix down with MKCOL (405, "exists", is
- *         success), then puts again.
+ *   put   PUT with Content-Length, streamed from the caller's buffer; 0 only on 201 or 204:
+ *         the kernel commits a version only after every chunk of it was put, so an acknowledged
+ *         upload is on the server. A 409 or 404 (the collection is missing) makes the
+ *         collections from the prefix down with MKCOL (405, "exists", is success), then puts
+ *         again. A PUT cut short by a dying server leaves an object of the wrong size, which the
+ *         kernel's put (it asks stat first) writes again and the collector takes as an orphan.
  *   get   GET with Range: only the bytes asked for travel.
  *   has / stat  HEAD (Content-Length, Last-Modified).   del  DELETE (404 is success).
  *   list  PROPFIND Depth 1 of <prefix> for its aa/ collections, then of each (dav_ms.c parses
@@ -100,7 +99,6 @@ typedef struct dreq {
     uint64_t range_off, range_len; /* range_len 0: no Range */
     void *out;                     /* GET: where the bytes go (range_len bytes at most) */
     const char *depth;             /* PROPFIND */
-    const char *dest;              /* MOVE: the destination, as path */
 } dreq;
 
 typedef struct cursor {
@@ -143,15 +141,6 @@ static int attempt(davb *b, const settings *s, const dreq *q, hp_reply *r, mb_er
         snprintf(line, sizeof line, "Range: bytes=%llu-%llu", (unsigned long long)q->range_off,
                  (unsigned long long)(q->range_off + q->range_len - 1));
         hl = curl_slist_append(hl, line);
-    }
-    if (q->dest) {
-        char *d = malloc(sizeof url + 16);
-        if (d) {
-            snprintf(d, sizeof url + 16, "Destination: %s/%s", s->url, q->dest);
-            hl = curl_slist_append(hl, d);
-            free(d);
-        }
-        hl = curl_slist_append(hl, "Overwrite: T");
     }
     if (q->depth) {
         snprintf(line, sizeof line, "Depth: %s", q->depth);
@@ -348,41 +337,16 @@ static int put_at(davb *b, const char *path, const void *data, size_t len, mb_er
     return rc;
 }
 
-/* The bytes go to a temporary name beside the chunk, then MOVE (Overwrite: T) gives them the
- * chunk's name: a server that writes a PUT in place (rclone serve webdav does) and dies in the
- * middle leaves a cut-short file only under a name that is no chunk's, since a put asks `has`
- * first and would take a cut-short chunk for stored. A leftover temporary (a server that died
- * between the two) is never listed or read. */
+/* A server that writes a PUT in place (rclone serve webdav does) and dies during it leaves a
+ * cut-short object under the chunk's name: the kernel asks stat before a put and puts again when
+ * the size differs, and the collector takes it as an orphan otherwise. */
 static int davb_put(void *st, const char *key, const void *data, size_t len, mb_err *err)
 {
     davb *b = st;
-    char path[URL_MAX + 256], tmp[URL_MAX + 320];
+    char path[URL_MAX + 256];
     if (!object_of(b, key, path, sizeof path))
         return b->mod->api->err_set(err, MB_EINVAL, "backend '%s': '%.80s' is not a chunk name", b->name, key);
-    unsigned char rnd[8];
-    char hex[17];
-    randombytes_buf(rnd, sizeof rnd);
-    sodium_bin2hex(hex, sizeof hex, rnd, sizeof rnd);
-    const char *slash = strrchr(path, '/');
-    snprintf(tmp, sizeof tmp, "%.*s.mbyte-put-%s-%s", (int)(slash - path + 1), path, hex, slash + 1);
-    int rc = put_at(b, tmp, data, len, err);
-    if (rc)
-        return rc;
-    static const long moved[] = {201, 204, 0};
-    long status;
-    rc = request_expect(b, &(dreq){.method = "MOVE", .path = tmp, .dest = path}, moved, &status, err);
-    if (rc && status == 404) { /* a retried MOVE whose first try was done: the chunk is there */
-        uint64_t have = 0;
-        mb_err e = {0};
-        if (davb_stat(b, key, &have, NULL, &e) == 1 && have == len)
-            return 0;
-    }
-    if (rc) { /* the temporary goes, if the server lets it */
-        static const long gone[] = {204, 200, 404, 0};
-        mb_err e = {0};
-        request_expect(b, &(dreq){.method = "DELETE", .path = tmp}, gone, NULL, &e);
-    }
-    return rc;
+    return put_at(b, path, data, len, err);
 }
 
 static int davb_del(void *st, const char *key, mb_err *err)
