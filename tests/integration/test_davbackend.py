@@ -154,7 +154,12 @@ class DavBackendTest(ExternalStoreTest):
 
     def setUp(self):
         self.dav = self.service = self.server_class(self).start()
-        conf = "backends:\n" + backend_conf("dav", self.dav.url, PASSWORD, self.dav.prefix)
+        # The password as a reference (docs/operations.md "Secrets"): the kernel resolves it.
+        secret = os.path.join(self.dav.work, "dav.secret")
+        with open(secret, "w") as f:
+            f.write(PASSWORD + "\n")
+        os.chmod(secret, 0o600)
+        conf = "backends:\n" + backend_conf("dav", self.dav.url, "file:" + secret, self.dav.prefix)
         extra = self.extra.get(self._testMethodName, [])
         if "gone" in extra:
             conf += backend_conf("davgone", "http://127.0.0.1:%d/dav" % free_port(), PASSWORD)
