@@ -57,6 +57,7 @@
 #include <linux/futex.h>
 #include <stdint.h>
 #include <sys/inotify.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -253,6 +254,109 @@ static bool log_switched(void)
     return logs_maybe_old;
 }
 
+/* LevelDB reads its tables through mmap (up to 1,000 of them; Debian's library exports no way to
+ * lower that), and every page a read touched stays in mbyted's resident size until the table is
+ * closed: after one zip of a million-file folder that was 116 MiB of RSS (issue 27). The kernel
+ * could reclaim those pages, but a container limit, a monitor or a user reading RSS sees them.
+ * db_mapped (mbyte.yaml) bounds them: every MAPPED_CHECK reads and iterator steps, the first
+ * thread past the mark compares the process's file-backed resident size with what it was when
+ * nothing of the tables was resident, and past db_mapped pages the table mappings out.
+ * MADV_PAGEOUT, not MADV_DONTNEED: a table LevelDB closes between our read of /proc/self/maps
+ * and the madvise may have its addresses reused by the heap at once; PAGEOUT keeps the contents
+ * of any page it touches (it only asks for reclaim), DONTNEED would zero anonymous memory. The
+ * cost is that a paged-out block is read from the file again when next wanted; a store whose
+ * tables fit in db_mapped never pays it. */
+#define MAPPED_CHECK 1024
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21 /* Linux 5.4 */
+#endif
+static _Atomic uint64_t touches;
+static _Atomic int64_t mapped_max;   /* bytes; 0 = no bound (or the kernel cannot page out) */
+static _Atomic int64_t mapped_floor; /* file-backed resident bytes that are not the tables */
+static _Atomic uint64_t mapped_given; /* bytes of table mappings paged out, for the metrics */
+static pthread_mutex_t mapped_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *db_real; /* db_dir as /proc/self/maps names it */
+
+static int64_t rss_file(void)
+{
+    /* statm's third field: resident pages backed by a file (RssFile + RssShmem) */
+    char b[160];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, b, sizeof b - 1);
+    close(fd);
+    long long size, res, shared;
+    if (n <= 0)
+        return -1;
+    b[n] = 0;
+    if (sscanf(b, "%lld %lld %lld", &size, &res, &shared) != 3)
+        return -1;
+    return shared * (int64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Page out every mapping of a table file of ours; its size in bytes, or -1 if madvise refused. */
+static int64_t pageout_tables(void)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return 0;
+    size_t dl = strlen(db_real);
+    int64_t total = 0;
+    char line[4096 + 256];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        int at = 0;
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &at) != 2 || !at)
+            continue;
+        char *path = line + at;
+        size_t pl = strcspn(path, "\n");
+        path[pl] = 0;
+        if (pl < dl + 5 || strncmp(path, db_real, dl) || path[dl] != '/' || strcmp(path + pl - 4, ".ldb"))
+            continue;
+        if (madvise((void *)lo, hi - lo, MADV_PAGEOUT) == 0)
+            total += (int64_t)(hi - lo);
+        else if (errno == EINVAL) {
+            total = -1;
+            break;
+        }
+    }
+    fclose(f);
+    return total;
+}
+
+static void mapped_check(void)
+{
+    if (pthread_mutex_trylock(&mapped_mu))
+        return; /* another thread is at it */
+    int64_t max = atomic_load(&mapped_max), now = rss_file();
+    if (max > 0 && now >= 0 && now > atomic_load(&mapped_floor) + max) {
+        int64_t given = pageout_tables();
+        if (given < 0) {
+            log_warn("this kernel cannot page out LevelDB's mapped tables (MADV_PAGEOUT needs Linux 5.4): "
+                     "db_mapped has no effect");
+            atomic_store(&mapped_max, 0);
+        } else {
+            atomic_fetch_add(&mapped_given, (uint64_t)given);
+            /* what stays resident now is not the tables (libraries, modules loaded since the
+             * start): raise the floor so it is not paged out again and again */
+            int64_t after = rss_file();
+            if (after > atomic_load(&mapped_floor))
+                atomic_store(&mapped_floor, after);
+        }
+    }
+    pthread_mutex_unlock(&mapped_mu);
+}
+
+static inline void db_touched(void)
+{
+    uint64_t n = atomic_fetch_add_explicit(&touches, 1, memory_order_relaxed) + 1;
+    if (n % MAPPED_CHECK == 0 && atomic_load_explicit(&mapped_max, memory_order_relaxed))
+        mapped_check();
+}
+
+uint64_t db_mapped_given(void) { return atomic_load(&mapped_given); }
+
 int db_open(const char *dir, mb_err *err)
 {
     char *e = NULL;
@@ -273,6 +377,10 @@ int db_open(const char *dir, mb_err *err)
     db = leveldb_open(opts, dir, &e);
     free(db_dir);
     db_dir = xstrdup(dir);
+    free(db_real);
+    db_real = realpath(dir, NULL);
+    atomic_store(&mapped_floor, rss_file());
+    atomic_store(&mapped_max, db_real ? (g_cfg ? g_cfg->db_mapped : DB_MAPPED) : 0);
     watch_logs();
     if (e) {
         err_set(err, MB_EIO, "cannot open the metadata database %s: %s", dir, e);
@@ -300,6 +408,9 @@ void db_close(void)
     db = NULL;
     free(db_dir);
     db_dir = NULL;
+    free(db_real);
+    db_real = NULL;
+    atomic_store(&mapped_max, 0);
     if (log_watch >= 0)
         close(log_watch);
     log_watch = -1;
@@ -331,6 +442,7 @@ int db_get(const char *key, size_t klen, char **val, size_t *vlen)
     char *e = NULL;
     size_t n = 0;
     char *v = leveldb_get(db, ropts, key, klen, &n, &e);
+    db_touched();
     if (e) {
         log_error("leveldb get: %s", e);
         leveldb_free(e);
@@ -763,6 +875,7 @@ bool db_iter_next(db_iter *it)
         it->started = true;
     } else
         leveldb_iter_next(it->it);
+    db_touched();
     if (!leveldb_iter_valid(it->it))
         return false;
     size_t kl;
@@ -880,7 +993,7 @@ int db_snapshot_copy(const char *dir, int (*each)(const char *k, size_t kl, cons
     size_t pending = 0;
     uint64_t n = 0;
     int rc = 0;
-    for (leveldb_iter_seek_to_first(it); leveldb_iter_valid(it) && !rc; leveldb_iter_next(it)) {
+    for (leveldb_iter_seek_to_first(it); leveldb_iter_valid(it) && !rc; leveldb_iter_next(it), db_touched()) {
         size_t kl, vl;
         const char *k = leveldb_iter_key(it, &kl), *v = leveldb_iter_value(it, &vl);
         if (each && (rc = each(k, kl, v, vl, ud)) > 0) {

@@ -78,6 +78,7 @@ bool parse_u64(const char *s, uint64_t *out);
 /* The kernel configuration (conf.d/mbyte.yaml, then environment overrides). */
 #define DB_WRITE_BUFFER (32 << 20) /* db_write_buffer's default (db.c) */
 #define DB_CACHE (32 << 20)        /* db_cache's default (db.c) */
+#define DB_MAPPED (16 << 20)       /* db_mapped's default (db.c) */
 #define CHUNK_INLINE_LIMIT (256 * 1024) /* the largest chunk_inline_max (= the smallest cut chunk) */
 typedef struct kcfg {
     char *config_dir;
@@ -98,6 +99,7 @@ typedef struct kcfg {
     int64_t subtree_batch;      /* entries per transaction of such a task */
     int64_t db_write_buffer;  /* bytes of LevelDB memtable before it is written out as a table */
     int64_t db_cache;         /* bytes of LevelDB's block cache (decompressed table blocks) */
+    int64_t db_mapped;        /* bytes of LevelDB's mapped tables kept resident (db.c); 0 = no bound */
     int durability_relaxed;   /* durability: relaxed (1) or strict (0, default); db.c db_sync_ack */
     int64_t durability_window_ms; /* relaxed: a change is synced at most this long after its answer */
     int chunk_large_folios;   /* read chunks in as large folios (blob.c): 1 yes, 0 no, -1 auto */
@@ -721,6 +723,7 @@ struct sockaddr_storage;
 int metrics_parse_addr(const char *s, struct sockaddr_storage *ss); /* "ip:port", "[v6]:port" */
 /* db.c: a LevelDB property ("leveldb.stats"), malloc'd, or NULL. */
 char *db_property(const char *name);
+uint64_t db_mapped_given(void); /* bytes of table mappings paged out to keep within db_mapped */
 
 /* accesslog.c: a request's id, sizes and route, kept in its mb_req by http.c. */
 struct MHD_Connection;

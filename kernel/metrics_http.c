@@ -132,6 +132,9 @@ static void render_storage(FILE *f)
         }
     }
     free(stats);
+    metrics_head(f, "mbyte_leveldb_mapped_paged_out_bytes_total", "counter",
+                 "Bytes of LevelDB's mapped tables given back to the kernel to keep within db_mapped.");
+    fprintf(f, "mbyte_leveldb_mapped_paged_out_bytes_total %llu\n", (unsigned long long)db_mapped_given());
     for (int k = 0; k < 4; k++) {
         metrics_head(f, names[k], types[k], helps[k]);
         for (int i = 0; i < nl; i++)
