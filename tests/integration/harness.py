@@ -9,6 +9,7 @@ also a sanitizer test.
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -38,17 +39,38 @@ def kernel_abi():
 _handed_out = set()
 
 
+def _port_range():
+    """The ports the kernel hands out on its own (connect, bind to 0): a port picked there
+    can be taken by any process's outgoing connection between our probe and the server's
+    bind, and a probe on 127.0.0.1 does not see one taken on another address."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return low, high
+
+
 def free_port():
-    """A port nothing listens on now, never one this process handed out before: the kernel
-    readily gives the same ephemeral port twice, and a test often asks for two (HTTP, FTP)."""
-    for _ in range(100):
+    """A port nothing uses on any address now, below the kernel's ephemeral range so that no
+    outgoing connection takes it before the server binds it, never one this process handed
+    out before (a test often asks for two: HTTP, FTP)."""
+    low, high = _port_range()
+    first, last = (10000, low - 1) if low > 12000 else (high + 1, 65535)
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        port = rng.randint(first, last)
+        if port in _handed_out:
+            continue
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+        try:
+            s.bind(("", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _handed_out.add(port)
+        return port
     raise AssertionError("no free port found")
 
 
