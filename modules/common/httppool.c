@@ -1,5 +1,6 @@
 /*
- * modules/common/httppool.c — libcurl handle pool, answer sinks and backoff (httppool.h).
+ * modules/common/httppool.c — libcurl handle pool, answer sinks, backoff and the chunk layout
+ * in directories (httppool.h).
  */
 #include "httppool.h"
 #include <stdio.h>
@@ -244,4 +245,103 @@ int hp_check_keys(const mb_api *api, const char *file, const char *name, const j
         if (!json_object_get(o, known[i]))
             return api->err_set(err, MB_EINVAL, "%s: backends.%s.%s is required", file, name, known[i]);
     return 0;
+}
+
+size_t hp_cursor_read(char *dst, size_t sz, size_t nm, void *cursor)
+{
+    hp_cursor *c = cursor;
+    size_t n = sz * nm, left = c->len - c->at;
+    if (n > left)
+        n = left;
+    memcpy(dst, c->p + c->at, n);
+    c->at += n;
+    return n;
+}
+
+int hp_cursor_seek(void *cursor, curl_off_t off, int origin)
+{
+    hp_cursor *c = cursor;
+    if (origin != SEEK_SET || off < 0 || (size_t)off > c->len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    c->at = (size_t)off;
+    return CURL_SEEKFUNC_OK;
+}
+
+int hp_prefix_parse(const mb_api *api, const char *file, const char *name, const char *prefix, char **out,
+                    mb_err *err)
+{
+    *out = NULL;
+    if (!prefix)
+        prefix = "";
+    size_t pl = strlen(prefix);
+    if (pl > 200 ||
+        strspn(prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") != pl ||
+        prefix[0] == '/' || strstr(prefix, "//") || strstr(prefix, ".."))
+        return api->err_set(err, MB_EINVAL, "%s: backends.%s.prefix is up to 200 of letters, digits, "
+                                             "'.', '_', '-' and '/' (not leading, no '..')", file, name);
+    if (!(*out = malloc(pl + 2)))
+        return api->err_set(err, MB_ENOMEM, "out of memory");
+    snprintf(*out, pl + 2, "%s%s", prefix, pl && prefix[pl - 1] != '/' ? "/" : "");
+    return 0;
+}
+
+bool hp_object_path(const char *prefix, const char *key, char *out, size_t n, const char **base_at)
+{
+    size_t kl = strlen(key);
+    if (kl < 2 || kl > 200 || strspn(key, "0123456789abcdefghijklmnopqrstuvwxyz/") != kl || strstr(key, "//") ||
+        key[0] == '/' || key[kl - 1] == '/')
+        return false;
+    const char *base = strrchr(key, '/');
+    base = base ? base + 1 : key;
+    size_t bl = strlen(base);
+    if (bl < 2)
+        return false;
+    int w = snprintf(out, n, "%s%.*s%.2s/%s", prefix, (int)(base - key), key, base, base);
+    if (w < 0 || (size_t)w >= n)
+        return false;
+    if (base_at)
+        *base_at = out + w - bl;
+    return true;
+}
+
+static bool hex_name(const char *s, size_t n) { return strlen(s) == n && strspn(s, "0123456789abcdef") == n; }
+
+int hp_aa_entry(hp_aa_list *l, const char *name, uint64_t size, int64_t mtime, bool dir)
+{
+    if (!l->aa[0]) {
+        if (dir && hex_name(name, 2) && l->nfound < 256) {
+            for (int i = 0; i < l->nfound; i++)
+                if (!strcmp(l->found[i], name))
+                    return 0;
+            memcpy(l->found[l->nfound++], name, 3);
+        }
+        return 0;
+    }
+    /* a chunk of this aa/ only: the directory itself and anything else are not chunks */
+    if (dir || !hex_name(name, 64) || memcmp(name, l->aa, 2))
+        return 0;
+    return l->fn(name, size, mtime, l->ud);
+}
+
+int hp_aa_walk(const char *prefix, int (*list_dir)(void *ctx, const char *path, hp_aa_list *l, mb_err *err),
+               void *ctx, int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
+{
+    hp_aa_list *l = calloc(1, sizeof *l);
+    char path[300];
+    if (!l || strlen(prefix) > 201) { /* a prefix is up to 200 and its '/' (hp_prefix_parse) */
+        free(l);
+        err->code = l ? MB_EINVAL : MB_ENOMEM;
+        snprintf(err->msg, sizeof err->msg, "%s", l ? "the prefix is too long" : "out of memory");
+        return err->code;
+    }
+    l->fn = fn;
+    l->ud = ud;
+    int rc = list_dir(ctx, prefix, l, err);
+    for (int i = 0; !rc && i < l->nfound; i++) {
+        snprintf(path, sizeof path, "%s%s/", prefix, l->found[i]);
+        memcpy(l->aa, l->found[i], 3);
+        rc = list_dir(ctx, path, l, err);
+    }
+    free(l);
+    return rc;
 }

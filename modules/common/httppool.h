@@ -1,8 +1,10 @@
 /*
- * modules/common/httppool.h — what the modules that keep blob backends behind HTTP share (s3 and
- * webdav's client backends): a bounded pool of libcurl easy handles, the answer sinks (a
+ * modules/common/httppool.h — what the modules that keep blob backends behind HTTP share (s3,
+ * webdav's client backends, rclone): a bounded pool of libcurl easy handles, the answer sinks (a
  * caller's buffer for a ranged GET, a bounded growing buffer for listings and errors, the
- * Content-Length and Last-Modified headers) and the backoff with jitter between attempts.
+ * Content-Length and Last-Modified headers), request bodies read from a caller's buffer, the
+ * backoff with jitter between attempts, and the chunk layout in directories that webdav and
+ * rclone backends both keep (<prefix><aa>/<sha256>).
  * Compiled into each module that uses it (modules/meson.build); no state of its own.
  *
  * Threads: a pool is taken from and given back to by any thread, guarded by its mutex.
@@ -87,6 +89,49 @@ int hp_stat_result(const hp_reply *r, uint64_t *size, int64_t *mtime);
  * must be there. 0 or MB_EINVAL with the file, the key and the reason. */
 int hp_check_keys(const mb_api *api, const char *file, const char *name, const json_t *o, const char *const *known,
                   size_t n, size_t required, const char *boolkey, mb_err *err);
+
+/* A request body read from a borrowed buffer (CURLOPT_READFUNCTION and SEEKFUNCTION, or a mime
+ * part's callbacks): libcurl rewinds it when it sends the body again. */
+typedef struct hp_cursor {
+    const char *p;
+    size_t len, at;
+} hp_cursor;
+size_t hp_cursor_read(char *dst, size_t sz, size_t nm, void *cursor);
+int hp_cursor_seek(void *cursor, curl_off_t off, int origin);
+
+/* ---- chunks in directories (webdav and rclone backends) ---- */
+
+/* Backend `name`'s prefix setting of conf.d/<file> (NULL: none), checked (up to 200 of letters,
+ * digits, '.', '_', '-' and '/', not leading, no "..") and kept ending in '/' ("" for none) in
+ * *out (malloc'd). 0 or MB_EINVAL / MB_ENOMEM with err set. */
+int hp_prefix_parse(const mb_api *api, const char *file, const char *name, const char *prefix, char **out,
+                    mb_err *err);
+
+/* <prefix><dir><aa>/<base> for key "<dir><base>" (dir "" or "e/"; aa: base's first two
+ * characters) into out; *base_at (may be NULL) points at <base> in out. false for a key that is
+ * not a chunk name (the kernel's are lower-hex, with an optional "e/") or a path that does not fit. */
+bool hp_object_path(const char *prefix, const char *key, char *out, size_t n, const char **base_at);
+
+/* A listing of that layout for the collector and fsck: the prefix's aa/ directories, then each
+ * one's chunks. */
+typedef struct hp_aa_list {
+    int (*fn)(const char *key, uint64_t size, int64_t mtime, void *ud);
+    void *ud;
+    char aa[3];       /* listing one aa/ directory: its name; "" listing the prefix */
+    char found[256][3];
+    int nfound;
+} hp_aa_list;
+
+/* One member of the directory being listed: at the prefix an aa/ directory is noted; in aa/ a
+ * file named by a chunk of that aa goes to fn (its answer is returned); anything else is not
+ * ours and is passed over (0). */
+int hp_aa_entry(hp_aa_list *l, const char *name, uint64_t size, int64_t mtime, bool dir);
+
+/* list_dir(ctx, path, l, err) for `prefix` itself, then for "<prefix><aa>/" of each aa/ it
+ * had (l->aa says which is listed; list_dir hands each member to hp_aa_entry): 0, the first
+ * non-zero answer of fn, or list_dir's failure. */
+int hp_aa_walk(const char *prefix, int (*list_dir)(void *ctx, const char *path, hp_aa_list *l, mb_err *err),
+               void *ctx, int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err);
 
 /* Before attempt i (1, 2, ...): sleep base_ms << (i-1) (capped at 2^10 times) plus up to half
  * again at random, so callers that failed together do not come back together. */

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -32,6 +33,8 @@ void sp_apply_limits(const sp_limits *l)
 {
     struct rlimit core = {0, 0};
     setrlimit(RLIMIT_CORE, &core);
+    if (l->death_signal > 0)
+        prctl(PR_SET_PDEATHSIG, l->death_signal);
     if (l->cpu_s > 0) {
         struct rlimit cpu = {(rlim_t)l->cpu_s, (rlim_t)l->cpu_s + 1};
         setrlimit(RLIMIT_CPU, &cpu);

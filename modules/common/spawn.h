@@ -18,6 +18,8 @@ typedef struct sp_limits {
     int64_t as_mb;   /* RLIMIT_AS in MiB, 0 for none; never set in sanitizer builds, whose shadow
                       * memory needs terabytes of address space */
     int64_t nofile;  /* RLIMIT_NOFILE */
+    int death_signal; /* sent to the child when the thread that started it ends, mbyted's death
+                       * included (PR_SET_PDEATHSIG): a long-lived helper never outlives it */
 } sp_limits;
 
 /* Who may stop a run: under *mu, a run refuses to start when *stop is set, and keeps its
@@ -35,8 +37,8 @@ typedef struct sp_result {
     int code;       /* its exit status when it exited (127: the program is missing) */
 } sp_result;
 
-/* Set the limits in the calling process (a child between fork and exec, or a forked worker):
- * async-signal-safe; a limit of 0 is not set. */
+/* Set the limits (and the death signal) in the calling process (a child between fork and exec,
+ * or a forked worker): async-signal-safe; a limit of 0 is not set. */
 void sp_apply_limits(const sp_limits *l);
 
 /* Fork and exec prog (argv, envp) under the limits with stdin from in_fd (/dev/null when -1),

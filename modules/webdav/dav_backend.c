@@ -101,31 +101,6 @@ typedef struct dreq {
     const char *depth;             /* PROPFIND */
 } dreq;
 
-typedef struct cursor {
-    const char *p;
-    size_t len, at;
-} cursor;
-
-static size_t on_read(char *dst, size_t sz, size_t nm, void *ud)
-{
-    cursor *c = ud;
-    size_t n = sz * nm, left = c->len - c->at;
-    if (n > left)
-        n = left;
-    memcpy(dst, c->p + c->at, n);
-    c->at += n;
-    return n;
-}
-
-static int on_seek(void *ud, curl_off_t off, int origin)
-{
-    cursor *c = ud;
-    if (origin != SEEK_SET || off < 0 || (size_t)off > c->len)
-        return CURL_SEEKFUNC_CANTSEEK;
-    c->at = (size_t)off;
-    return CURL_SEEKFUNC_OK;
-}
-
 /* One attempt. 0 with r filled (any HTTP status), or MB_EIO for a transport error. */
 static int attempt(davb *b, const settings *s, const dreq *q, hp_reply *r, mb_err *err)
 {
@@ -154,12 +129,12 @@ static int attempt(davb *b, const settings *s, const dreq *q, hp_reply *r, mb_er
         curl_easy_setopt(c, CURLOPT_USERNAME, s->user);
         curl_easy_setopt(c, CURLOPT_PASSWORD, s->password);
     }
-    cursor cur = {q->body, q->blen, 0};
+    hp_cursor cur = {q->body, q->blen, 0};
     if (!strcmp(q->method, "PUT")) {
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, hp_cursor_read);
         curl_easy_setopt(c, CURLOPT_READDATA, &cur);
-        curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, hp_cursor_seek);
         curl_easy_setopt(c, CURLOPT_SEEKDATA, &cur);
         curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)q->blen);
     } else if (q->body) {
@@ -243,21 +218,6 @@ static int request_expect(davb *b, const dreq *q, const long *ok, long *status, 
 
 /* ------------------------------------------------------------ the layout --- */
 
-/* <prefix><dir><aa>/<base> for key "<dir><base>" (dir "" or "e/"); false for a key that is
- * not a chunk name (the kernel's are lower-hex, with an optional "e/"). */
-static bool object_path(const settings *s, const char *key, char *out, size_t n)
-{
-    size_t kl = strlen(key);
-    if (kl < 2 || kl > 200 || strspn(key, "0123456789abcdefghijklmnopqrstuvwxyz/") != kl || strstr(key, "//") ||
-        key[0] == '/' || key[kl - 1] == '/')
-        return false;
-    const char *base = strrchr(key, '/');
-    base = base ? base + 1 : key;
-    if (strlen(base) < 2)
-        return false;
-    return snprintf(out, n, "%s%.*s%.2s/%s", s->prefix, (int)(base - key), key, base, base) < (int)n;
-}
-
 /* The resource of key under b's current settings, into path: false for a key that is not
  * a chunk name. */
 static bool object_of(davb *b, const char *key, char *path, size_t n)
@@ -267,7 +227,7 @@ static bool object_of(davb *b, const char *key, char *path, size_t n)
         return false;
     settings_take(b, s);
     settings_drop(s);
-    bool ok = object_path(s, key, path, n);
+    bool ok = hp_object_path(s->prefix, key, path, n, NULL);
     free(s);
     return ok;
 }
@@ -379,40 +339,17 @@ static bool last_segment(const char *href, char *out, size_t n)
     return true;
 }
 
-typedef struct list_ctx {
-    int (*fn)(const char *, uint64_t, int64_t, void *);
-    void *ud;
-    char aa[3];       /* listing one aa/ collection: its name; "" listing the top */
-    char (*found)[3]; /* the top's aa/ collections */
-    int nfound;
-} list_ctx;
-
-static bool hex_name(const char *s, size_t n) { return strlen(s) == n && strspn(s, "0123456789abcdef") == n; }
-
+/* A member of a PROPFIND answer, by the last segment of its href. */
 static int list_one(const char *href, uint64_t size, int64_t mtime, bool coll, void *ud)
 {
-    list_ctx *l = ud;
     char name[80];
-    if (!last_segment(href, name, sizeof name))
-        return 0;
-    if (!l->aa[0]) {
-        if (coll && hex_name(name, 2) && l->nfound < 256) {
-            for (int i = 0; i < l->nfound; i++)
-                if (!strcmp(l->found[i], name))
-                    return 0;
-            memcpy(l->found[l->nfound++], name, 3);
-        }
-        return 0;
-    }
-    /* a chunk of this aa/ only: the collection itself and anything else are not chunks */
-    if (coll || !hex_name(name, 64) || memcmp(name, l->aa, 2))
-        return 0;
-    return l->fn(name, size, mtime, l->ud);
+    return last_segment(href, name, sizeof name) ? hp_aa_entry(ud, name, size, mtime, coll) : 0;
 }
 
-/* PROPFIND Depth 1 of one collection, each member handed to list_one. 404: empty. */
-static int propfind(davb *b, const char *path, list_ctx *l, mb_err *err)
+/* PROPFIND Depth 1 of one collection, each member handed to hp_aa_entry. 404: empty. */
+static int propfind(void *ctx, const char *path, hp_aa_list *l, mb_err *err)
 {
+    davb *b = ctx;
     hp_reply r;
     int rc = request(b, &(dreq){.method = "PROPFIND", .path = path, .depth = "1", .body = propfind_body,
                                 .blen = sizeof propfind_body - 1}, &r, err);
@@ -437,19 +374,7 @@ static int davb_list(void *st, int (*fn)(const char *, uint64_t, int64_t, void *
     settings s;
     settings_take(b, &s);
     settings_drop(&s);
-    char(*found)[3] = calloc(256, sizeof *found);
-    if (!found)
-        return b->mod->api->err_set(err, MB_ENOMEM, "out of memory");
-    list_ctx l = {.fn = fn, .ud = ud, .found = found};
-    int rc = propfind(b, s.prefix, &l, err);
-    for (int i = 0; !rc && i < l.nfound; i++) {
-        char path[URL_MAX + 8];
-        snprintf(path, sizeof path, "%s%s/", s.prefix, found[i]);
-        memcpy(l.aa, found[i], 3);
-        rc = propfind(b, path, &l, err);
-    }
-    free(found);
-    return rc;
+    return hp_aa_walk(s.prefix, propfind, b, fn, ud, err);
 }
 
 /* In the order of mb_blob_backend: size, name, put, get, has, del, list, stat. */
@@ -488,7 +413,6 @@ static int settings_parse(const mb_api *api, const char *name, const json_t *o, 
     if (rc)
         return rc;
     const char *url = mb_jstr(o, "url"), *user = mb_jstr(o, "user"), *pw = mb_jstr(o, "password");
-    const char *prefix = mb_jstr(o, "prefix") ? mb_jstr(o, "prefix") : "";
     if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)))
         return api->err_set(err, MB_EINVAL, "webdav.yaml: backends.%s.url must be http[s]://host[:port][/path]",
                             name);
@@ -500,21 +424,14 @@ static int settings_parse(const mb_api *api, const char *name, const json_t *o, 
     if ((user && strlen(user) >= SECRET_MAX) || (pw && strlen(pw) >= SECRET_MAX))
         return api->err_set(err, MB_EINVAL, "webdav.yaml: backends.%s: user or password longer than %d bytes", name,
                             SECRET_MAX - 1);
-    size_t pl = strlen(prefix);
-    if (pl > 200 ||
-        strspn(prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") != pl ||
-        prefix[0] == '/' || strstr(prefix, "//") || strstr(prefix, ".."))
-        return api->err_set(err, MB_EINVAL, "webdav.yaml: backends.%s.prefix is up to 200 of letters, digits, "
-                                            "'.', '_', '-' and '/' (not leading, no '..')", name);
+    if ((rc = hp_prefix_parse(api, "webdav.yaml", name, mb_jstr(o, "prefix"), &fresh->prefix, err)) != 0)
+        return rc;
     fresh->url = strdup(url);
-    size_t ul = strlen(fresh->url);
+    size_t ul = fresh->url ? strlen(fresh->url) : 0;
     while (ul && fresh->url[ul - 1] == '/')
         fresh->url[--ul] = 0;
     fresh->user = strdup(user ? user : "");
     fresh->password = strdup(pw ? pw : "");
-    fresh->prefix = malloc(pl + 2);
-    if (fresh->prefix)
-        snprintf(fresh->prefix, pl + 2, "%s%s", prefix, pl && prefix[pl - 1] != '/' ? "/" : "");
     fresh->retries = (int)mb_jint(config, "backend_retries");
     fresh->retry_base_ms = (long)mb_jint(config, "backend_retry_base_ms");
     fresh->timeout_ms = (long)mb_jint(config, "backend_timeout_ms");

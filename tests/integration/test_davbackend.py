@@ -6,7 +6,6 @@ user sees: bytes read back (whole and ranges), the objects in the server's direc
 <prefix><aa>/<sha256>, the collector removing them, GET /api/v1/admin/backends, a wrong
 password failing the upload with a problem and nothing acknowledged, a server killed during
 uploads losing nothing that was acknowledged, and encrypted stores sending only ciphertext."""
-import hashlib
 import os
 import shutil
 import signal
@@ -14,19 +13,19 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(__file__))
 import apache_dav  # noqa: E402
 from harness import free_port, missing_prerequisite, main  # noqa: E402
-from storeutil import fsck, put, uploads_cut_by_a_crash  # noqa: E402
-from test_extstore import MARKER, ExternalStoreTest, local_chunk_files, make_store  # noqa: E402
+from chunkdirs import (encrypted_reads_back_as_ciphertext, master_key_conf, objects,  # noqa: E402
+                       reads_back_and_is_collected, upload_several)
+from storeutil import put, uploads_cut_by_a_crash  # noqa: E402
+from test_extstore import ExternalStoreTest, make_store  # noqa: E402
 
 USER, PASSWORD = "mbyte", "dav-password-7d1f"
 WRONG = "not-the-dav-password-93a"
 MODULES = {"taskmgr": True, "storeconfig": True, "multistore": True, "webdav": True}
-SIZES = [50000, 1300000, 5 * 1024 * 1024 + 77]  # one chunk, one or two, several (> 4 MiB)
 
 
 class ApacheServer:
@@ -175,63 +174,17 @@ class DavBackendTest(ExternalStoreTest):
 
     def objects(self, top=None):
         """{relative path: bytes} of every chunk object in the server's directory."""
-        top = top or os.path.join(self.dav.dir, self.dav.prefix)
-        out = {}
-        for root, _, files in os.walk(top):
-            for f in files:
-                p = os.path.join(root, f)
-                rel = os.path.relpath(p, top)
-                if len(f) == 64:
-                    with open(p, "rb") as fh:
-                        out[rel] = fh.read()
-        return out
-
-    def assertLayout(self, objs):
-        """<aa>/<sha256>, and each object's bytes are the chunk its name says."""
-        for rel, body in objs.items():
-            aa, name = rel.split("/")
-            self.assertEqual(aa, name[:2], rel)
-            self.assertEqual(hashlib.sha256(body).hexdigest(), name, rel)
-
-    def upload_several(self, sid):
-        files = {}
-        for i, n in enumerate(SIZES):
-            data = os.urandom(n)
-            files["f%d.bin" % i] = data
-            self.assertEqual(put(self.srv, self.user, sid, "f%d.bin" % i, data).status, 201)
-        return files
+        return objects(top or os.path.join(self.dav.dir, self.dav.prefix))
 
     def test_store_reads_back_whole_and_ranges_and_the_collector_removes_its_objects(self):
         sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "dav"})
         r = self.srv.request("GET", "/api/v1/stores/%d/config" % sid, token=self.user)
         self.assertEqual(r.json()["placement"], {"backend": "dav", "encrypt": False})
-        files = self.upload_several(sid)
-        for name, data in files.items():
-            r = self.srv.request("GET", self.file_url(sid, name), token=self.user)
-            self.assertEqual((r.status, r.body), (200, data), name)
-            lo, hi = len(data) // 3, len(data) // 3 + len(data) // 2
-            r = self.srv.request("GET", self.file_url(sid, name), token=self.user,
-                                 headers={"Range": "bytes=%d-%d" % (lo, hi)})
-            self.assertEqual((r.status, r.body), (206, data[lo:hi + 1]), name)
-        objs = self.objects()
-        self.assertGreaterEqual(len(objs), 4, list(objs))  # the 5 MiB file alone is two chunks or more
-        self.assertLayout(objs)
-        self.assertGreaterEqual(sum(len(b) for b in objs.values()), sum(SIZES) - 3 * 32768)
-        self.assertEqual(local_chunk_files(self.srv), 0, "a chunk of the webdav store landed on the local disk")
-        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
-        for name in files:
-            self.assertEqual(self.srv.request("DELETE", self.file_url(sid, name), token=self.user).status, 204)
-        deadline = time.time() + 60
-        while self.objects() and time.time() < deadline:
-            r = self.srv.request("POST", "/api/v1/admin/fsck?repair=1", token=self.admin)
-            self.assertEqual(r.status, 200, r)
-            time.sleep(0.2)
-        self.assertEqual(self.objects(), {})
-        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
+        reads_back_and_is_collected(self, sid, os.path.join(self.dav.dir, self.dav.prefix))
 
     def test_admin_backends_shows_it_up_with_its_objects_and_one_without_server_down(self):
         sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "dav"})
-        self.upload_several(sid)
+        upload_several(self, sid)
         r = self.srv.request("GET", "/api/v1/admin/backends", token=self.admin)
         self.assertEqual(r.status, 200, r)
         rows = {b["name"]: b for b in r.json()}
@@ -313,31 +266,11 @@ class DavEncryptedTest(DavBackendTest):
     """{"encrypt": true} over the WebDAV backend: what reaches the server is ciphertext."""
 
     def conf(self):
-        self.keyfile = os.path.join(self.dav.work, "master.key")
-        with open(self.keyfile, "w") as f:
-            f.write(os.urandom(32).hex() + "\n")
-        os.chmod(self.keyfile, 0o600)
-        return {"master_key": "file:" + self.keyfile}
+        return master_key_conf(self.dav.work)
 
     def test_every_object_is_ciphertext_and_reads_back(self):
         sid = make_store(self, self.srv, self.user, "Secret", {"backend": "dav", "encrypt": True})
-        data = (MARKER * 200000)[: 3 * 1024 * 1024] + os.urandom(2 * 1024 * 1024) + MARKER * 10
-        self.assertEqual(put(self.srv, self.user, sid, "doc.txt", data).status, 201)
-        r = self.srv.request("GET", self.file_url(sid, "doc.txt"), token=self.user)
-        self.assertEqual((r.status, r.body), (200, data))
-        r = self.srv.request("GET", self.file_url(sid, "doc.txt"), token=self.user,
-                             headers={"Range": "bytes=3000000-3200000"})
-        self.assertEqual((r.status, r.body), (206, data[3000000:3200001]))
-        top = os.path.join(self.dav.dir, self.dav.prefix)
-        objs = self.objects()
-        self.assertGreaterEqual(len(objs), 2, list(objs))  # the repeated text dedups to few chunks
-        for rel, body in objs.items():
-            self.assertTrue(rel.startswith("e/"), rel)  # keyed names: e/<aa>/<hex>
-            self.assertEqual(rel.split("/")[1], rel.split("/")[2][:2], rel)
-            self.assertNotIn(MARKER[:12], body, rel)
-            self.assertEqual(body[:4], b"MBE1", rel)
-        self.assertFalse([f for f in os.listdir(top) if len(f) == 2], "a plain aa/ collection was made")
-        self.assertEqual(local_chunk_files(self.srv), 0)
+        encrypted_reads_back_as_ciphertext(self, sid, os.path.join(self.dav.dir, self.dav.prefix))
 
     # The other tests of the class are the plain ones; they run in DavBackendTest.
     test_store_reads_back_whole_and_ranges_and_the_collector_removes_its_objects = None

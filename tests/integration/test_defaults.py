@@ -15,7 +15,7 @@ from harness import ADMIN_PASSWORD, MODULE_DIR, SRC, Server, ServerTest, free_po
 # Issue 14: the modules that need no outside service. A module added later joins this list, or
 # its line in conf.d/mbyte.yaml is `false` with a comment naming what it needs.
 NEEDS_NOTHING_OUTSIDE = ["multistore", "taskmgr", "storeconfig", "quotas", "trash", "versioning", "integrity",
-                         "sharing", "audit", "webhooks", "ftp", "webdav", "thumbnails", "search", "tags"]
+                         "sharing", "audit", "webhooks", "ftp", "webdav", "thumbnails", "search", "tags", "rclone"]
 EXAMPLES = ["hello"]  # the example module of docs/modules.md: built, shipped off
 
 

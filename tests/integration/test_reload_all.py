@@ -21,7 +21,7 @@ from test_defaults import ShippedServer, shipped_module_lines  # noqa: E402
 
 FIXED = "reload/fixed.bin"
 # A GET route of each module, {sid} the admin's Home store. None: the module has no GET route
-# of its own (taskmgr's are POSTs that start tasks). webdav's is its door, /dav/.
+# of its own (taskmgr's are POSTs that start tasks; rclone has backends only). webdav's is its door, /dav/.
 MODULE_ROUTE = {
     "multistore": "/api/v1/me/default-store",
     "taskmgr": None,
@@ -38,6 +38,7 @@ MODULE_ROUTE = {
     "thumbnails": "/api/v1/admin/thumbnails",
     "search": "/api/v1/search/status",
     "tags": "/api/v1/stores/{sid}/tags",
+    "rclone": None,  # blob backends only, none declared as shipped
 }
 # Sizes of the uploads: empty, inline-sized, a few chunks (the write pipeline's store thread).
 SIZES = [0, 1000, 70 * 1024, 3 * 1024 * 1024 + 17]
