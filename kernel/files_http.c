@@ -28,6 +28,12 @@ static int req_sid(mb_req *req, uint64_t *sid, mb_err *err)
     return 0;
 }
 
+/* The store of the path and the JSON body of a POST: the body (borrowed), or NULL with err. */
+static json_t *req_sid_body(mb_req *req, uint64_t *sid, mb_err *err)
+{
+    return req_sid(req, sid, err) ? NULL : http_req_json(req, err);
+}
+
 static const char *req_path(mb_req *req)
 {
     const char *p = http_req_param(req, "path");
@@ -692,13 +698,11 @@ static int h_mkdir(mb_req *req, void *st, mb_err *err)
 {
     (void)st;
     uint64_t sid;
-    int rc = req_sid(req, &sid, err);
-    if (rc)
-        return rc;
-    json_t *b = http_req_json(req, err);
+    json_t *b = req_sid_body(req, &sid, err);
     if (!b)
         return err->code;
     const char *path;
+    int rc;
     if ((rc = json_path(b, "path", true, &path, err)))
         return rc;
     int flags = json_is_true(json_object_get(b, "parents")) ? FS_PARENTS : 0;
@@ -711,13 +715,11 @@ static int h_mkdir(mb_req *req, void *st, mb_err *err)
 static int xfer(mb_req *req, bool copy, mb_err *err)
 {
     uint64_t sid;
-    int rc = req_sid(req, &sid, err);
-    if (rc)
-        return rc;
-    json_t *b = http_req_json(req, err);
+    json_t *b = req_sid_body(req, &sid, err);
     if (!b)
         return err->code;
     const char *from, *to;
+    int rc;
     if ((rc = json_path(b, "from", true, &from, err)) || (rc = json_path(b, "to", true, &to, err)))
         return rc;
     int flags = (json_is_true(json_object_get(b, "overwrite")) ? FS_OVERWRITE : 0) |
@@ -761,6 +763,21 @@ static int h_delete(mb_req *req, void *st, mb_err *err)
     return http_reply_bytes(req, 204, NULL, "", 0);
 }
 
+/* POST /api/v1/stores/{sid}/bulk: 202 with the task that does it (bulk.c). */
+static int h_bulk(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    uint64_t sid, task;
+    int64_t total;
+    json_t *b = req_sid_body(req, &sid, err);
+    if (!b)
+        return err->code;
+    int rc = bulk_submit(http_req_user(req), sid, b, &task, &total, err);
+    if (rc)
+        return rc;
+    return http_reply_json(req, 202, json_pack("{s:I, s:I}", "task", (json_int_t)task, "total", (json_int_t)total));
+}
+
 static int h_fsck(mb_req *req, void *st, mb_err *err)
 {
     (void)st;
@@ -794,6 +811,7 @@ const kroute files_routes[] = {
     {"POST", "/api/v1/stores/{sid}/folders", MB_ROLE_USER, h_mkdir, NULL},
     {"POST", "/api/v1/stores/{sid}/move", MB_ROLE_USER, h_move, NULL},
     {"POST", "/api/v1/stores/{sid}/copy", MB_ROLE_USER, h_copy, NULL},
+    {"POST", "/api/v1/stores/{sid}/bulk", MB_ROLE_USER, h_bulk, NULL},
     {"POST", "/api/v1/admin/fsck", MB_ROLE_ADMIN, h_fsck, NULL},
     {"POST", "/api/v1/admin/backup", MB_ROLE_ADMIN, h_backup, NULL},
     {"PUT", "/api/v1/stores/{sid}/files/{path*}", MB_ROLE_USER, NULL, &put_ops},

@@ -237,8 +237,7 @@ int fs_list_page(const mb_user *u, uint64_t sid, const char *path, const char *c
     if (more && p.last) {
         size_t n = strlen(p.last);
         char *hex = xmalloc(2 * n + 1);
-        for (size_t i = 0; i < n; i++)
-            snprintf(hex + 2 * i, 3, "%02x", (unsigned char)p.last[i]);
+        hex_encode((const uint8_t *)p.last, n, hex);
         next = json_string(hex);
         free(hex);
     }
@@ -763,7 +762,7 @@ int fs_init(mb_err *err) /* after blob_init (main.c opens the chunk store with t
     ensure_default_stores();
     if ((rc = fs_big_init(err))) /* unfinished big deletes and copies go on */
         return rc;
-    return 0;
+    return bulk_init(err);
 }
 
 void fs_fini(void)

@@ -188,6 +188,14 @@ uint64_t fs_big_journal(txn *t, json_t *rec);
 int fs_big_start(uint64_t jid, uint64_t uid, uint64_t *task, bool here, mb_err *err);
 /* Register the task type and give every unfinished journal a task (after task_init). */
 int fs_big_init(mb_err *err);
+/* ------------------------------------ operations on a whole folder (bulk.c) --- */
+
+/* Check body {"op":"move"|"copy"|"delete","folder","to","except":[names]} against what u may
+ * do in store sid and queue the task that does it to every entry of the folder but the
+ * excepted: *task its id, *total the entries it will go through. */
+int bulk_submit(const mb_user *u, uint64_t sid, const json_t *body, uint64_t *task, int64_t *total, mb_err *err);
+/* Register the task type and drop the notes of ended ones (after task_init). */
+int bulk_init(mb_err *err);
 /* Safe overwrite (If-Match): the commit fails with MB_EPRECOND unless the file exists and
  * its current content hash is sha256 (64 lower-hex); checked under the commit lock. */
 void fs_write_if_match(fs_writer *w, const char *sha256);

@@ -67,7 +67,10 @@ static void on_task(const char *event, const json_t *p, void *state)
     unsigned long long id = (unsigned long long)json_integer_value(json_object_get(p, "id"));
     char title[200], body[400];
     snprintf(title, sizeof title, "Task %s %s", type ? type : "", ok ? "finished" : "failed");
-    if (ok)
+    const char *msg = json_string_value(json_object_get(p, "message"));
+    if (ok && msg && *msg && strcmp(msg, "done"))
+        snprintf(body, sizeof body, "Task %llu is done: %s.", id, msg); /* "deleted 20000, 0 failed" */
+    else if (ok)
         snprintf(body, sizeof body, "Task %llu is done.", id);
     else
         snprintf(body, sizeof body, "Task %llu failed: %s", id, error ? error : "");

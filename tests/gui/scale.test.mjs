@@ -96,3 +96,29 @@ test('a folder of 20,000 files scrolls through every part with a bounded number 
     assert.equal(await page.locator('table.files tbody tr').count() <= ROWS_BOUND + 2, true);
     await page.screenshot({ path: join(ART, 'scale-end.png') });
 });
+
+test('"select all" then Delete is one request, and the task puts the whole folder in the trash', async () => {
+    let bulk = 0, deletes = 0, sent = null;
+    page.on('request', r => {
+        if (r.method() === 'POST' && r.url().endsWith(`/stores/${sid}/bulk`)) { bulk++; sent = r.postDataJSON(); }
+        if (r.method() === 'DELETE') deletes++;
+    });
+    await page.reload(); // loaded in part again: only the first page is in the page
+    await row(0).waitFor();
+    await page.getByRole('checkbox', { name: 'Select all' }).check();
+    await page.locator('.sel-count', { hasText: 'All 20,000 selected' }).waitFor();
+    await page.getByRole('toolbar', { name: 'Selected items' }).getByRole('button', { name: 'Delete' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Move to trash' }).click();
+    // a task toast with its progress, then the end of the task
+    await page.locator('.toast-task', { hasText: 'Deleted 20,000 items' }).waitFor();
+    await page.locator('.toast', { hasText: 'Deleted 20,000 items.' }).waitFor({ timeout: 400000 });
+    assert.equal(bulk, 1, 'bulk requests');
+    assert.deepEqual(sent, { op: 'delete', folder: 'big', except: [] });
+    assert.equal(deletes, 0, 'one DELETE per entry was sent');
+    await page.getByText('This folder is empty').waitFor();
+    await page.screenshot({ path: join(ART, 'scale-deleted.png') });
+    assert.equal((await call('GET', `/stores/${sid}/list/big?limit=1`)).body.total, 0);
+    const trash = (await call('GET', `/stores/${sid}/trash`)).body.items;
+    assert.equal(trash.length, N);
+    assert.ok(trash.some(t => t.path === `big/${name(12345)}`));
+});

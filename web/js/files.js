@@ -172,6 +172,10 @@ export class FilesView {
 
     get partial() { return this.cursor !== null; }
 
+    /* Every entry of a big folder is selected: "select all" before the folder was loaded whole,
+     * or one by one after (each page loaded); either way it is handed to the server as one task. */
+    get wholeSelected() { return this.allSelected || (this.total > PAGE && this.selected.size >= this.total); }
+
     sorted() {
         if (this.partial) return this.entries; // the server's name order: the rest is not here yet
         const { key, dir } = this.sort;
@@ -459,11 +463,29 @@ export class FilesView {
         }, 0);
     }
 
-    /* "Select all" of a folder loaded in part: fn runs on every entry of the whole folder, a
-     * page at a time, taking the first page again after each (what fn did left the folder), with
-     * the progress in a toast. Stops when a page brings nothing fn could act on. */
-    async forWholeFolder(verb, fn) {
+    /* "Select all" of a folder loaded in part. Without a tag filter it is one request: the
+     * server's bulk task (POST …/bulk, docs/api.md) applies `body` to every entry of the folder
+     * and its progress shows in a task toast. With a tag filter on, "all" is every entry that
+     * matches, which the server's task does not know: fn runs on each, a page at a time, taking
+     * the first page again after each (what fn did left the folder), with the progress in a toast. */
+    async forWholeFolder(verb, fn, body) {
         const sid = state.sid, path = state.path, total = this.total;
+        if (!tagQuery().slice(1)) {
+            const r = await api('POST', `${S(sid)}/bulk`, { ...body, folder: path, except: [] });
+            this.allSelected = false;
+            this.selected.clear();
+            this.render();
+            const { watchTask } = await import('./app.js');
+            const n = Number(r.total).toLocaleString();
+            watchTask(r.task, `${verb} ${n} items`, `${verb} ${n} items.`, t => {
+                const res = t.result || {};
+                if (res.failed) toast(`${Number(res.failed).toLocaleString()} item${res.failed === 1 ? '' : 's'} could not be handled`
+                    + (res.errors?.length ? ` (${res.errors[0].name}: ${res.errors[0].error})` : '.'), 'error');
+                emit('usage');
+                if (state.sid === sid && state.path === path) this.load();
+            });
+            return;
+        }
         const filter = tagQuery().slice(1); // with a tag filter on, "all" is every entry that matches
         let done = 0, failed = null, cursor = null;
         for (;;) {
@@ -486,10 +508,11 @@ export class FilesView {
     }
 
     async move(entries) {
-        if (this.allSelected) {
+        if (this.wholeSelected) {
             const dest = await chooseFolder(state.sid, state.path, `Move all ${Number(this.total).toLocaleString()} items to…`, []);
             if (dest === undefined || dest === null || dest === state.path) return;
-            return this.forWholeFolder('Moved', e => api('POST', `${S(state.sid)}/move`, { from: e.path, to: join(dest, e.name) }));
+            return this.forWholeFolder('Moved', e => api('POST', `${S(state.sid)}/move`, { from: e.path, to: join(dest, e.name) }),
+                { op: 'move', to: dest });
         }
         if (!entries.length) return;
         const dest = await chooseFolder(state.sid, state.path, entries.length === 1
@@ -512,12 +535,13 @@ export class FilesView {
 
     async remove(entries) {
         const toTrash = partEnabled('trash');
-        if (this.allSelected) {
+        if (this.wholeSelected) {
             const what = `all ${Number(this.total).toLocaleString()} items`;
             if (!await confirmDialog(toTrash ? 'Move to trash' : 'Delete permanently', toTrash
                 ? `Move ${what} to the trash? You can restore from there.` : `Delete ${what}? This cannot be undone.`,
             toTrash ? 'Move to trash' : 'Delete', true)) return;
-            return this.forWholeFolder('Deleted', e => api('DELETE', fileUrl(state.sid, e.path).slice('/api/v1'.length) + (e.type === 'folder' ? '?recursive=true' : '')));
+            return this.forWholeFolder('Deleted', e => api('DELETE', fileUrl(state.sid, e.path).slice('/api/v1'.length) + (e.type === 'folder' ? '?recursive=true' : '')),
+                { op: 'delete' });
         }
         if (!entries.length) return;
         const what = entries.length === 1 ? `“${entries[0].name}”` : `${entries.length} items`;
