@@ -76,8 +76,10 @@ bool parse_u64(const char *s, uint64_t *out);
 
 /* ------------------------------------------------------------------ cfg.c --- */
 /* The kernel configuration (conf.d/mbyte.yaml, then environment overrides). */
-#define DB_WRITE_BUFFER (32 << 20) /* db_write_buffer's default (db.c) */
-#define DB_CACHE (32 << 20)        /* db_cache's default (db.c) */
+/* 8 MiB each keep a store of any size under 128 MiB of RSS with every module on (issue 27,
+ * docs/performance.md "One folder of a million files"); 32 MiB before 2026-12-04. */
+#define DB_WRITE_BUFFER (8 << 20) /* db_write_buffer's default (db.c) */
+#define DB_CACHE (8 << 20)        /* db_cache's default (db.c) */
 #define DB_MAPPED (16 << 20)       /* db_mapped's default (db.c) */
 #define CHUNK_INLINE_LIMIT (256 * 1024) /* the largest chunk_inline_max (= the smallest cut chunk) */
 typedef struct kcfg {

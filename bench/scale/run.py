@@ -11,13 +11,18 @@ There is no peer: no other server keeps folders of this size as one listing to c
 The goals (docs/performance.md): the last tenth's rate >= 0.8x the first's, peak RSS < 128 MiB,
 first page at N entries >= 0.8x as fast as at 1,000.
 
-Usage: python3 bench/scale/run.py [--files N] [--clients C] [--size BYTES]
+mbyted runs on the shipped conf.d as a new install has it (every module that needs nothing
+outside on: search, thumbnails, audit, versioning...), with --conf settings added to its
+mbyte.yaml; --trash-only runs it with only the trash module, as the runs before 2026-12-04 did.
+
+Usage: python3 bench/scale/run.py [--files N] [--clients C] [--size BYTES] [--conf K=V] [--trash-only]
        (the full run is --files 1000000; try --files 2000 to see that it works)
 Uses the build in build/ (MBYTED as in tests/integration/harness.py), release build please."""
 import argparse
 import http.client
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,7 +32,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
 sys.path.insert(0, os.path.join(HERE, ".."))
-from harness import Server  # noqa: E402
+from harness import SRC, Server, free_port  # noqa: E402
 from bench import host  # noqa: E402
 
 MIB = 1024 * 1024
@@ -126,6 +131,22 @@ def first_page(srv, tok, sid, rounds=21):
     return statistics.median(ts)
 
 
+class ShippedServer(Server):
+    """mbyted on the shipped conf.d, every file copied as it is, `extra` lines added to mbyte.yaml
+    (FTP on a free port: the shipped one may be taken)."""
+
+    def __init__(self, extra):
+        self.extra = extra
+        super().__init__(env={"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % free_port()})
+
+    def write_config(self):
+        shutil.rmtree(self.confdir)
+        shutil.copytree(os.path.join(SRC, "conf.d"), self.confdir)
+        with open(os.path.join(self.confdir, "mbyte.yaml"), "a") as f:
+            for k, v in self.extra.items():
+                f.write("%s: %s\n" % (k, v))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=1000000)
@@ -133,12 +154,16 @@ def main():
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                     help="a kernel setting for mbyte.yaml, e.g. --conf db_cache=8388608 (repeatable)")
+    ap.add_argument("--trash-only", action="store_true", help="only the trash module, not the shipped conf.d")
     a = ap.parse_args()
     n = a.files
     print("# bench/scale — %s" % time.strftime("%Y-%m-%d %H:%M"))
     print("# %s" % host())
-    print("# %d files of %d bytes into one folder from %d clients" % (n, a.size, a.clients))
-    srv = Server(modules={"trash": True}, conf=dict(kv.split("=", 1) for kv in a.conf))
+    print("# %d files of %d bytes into one folder from %d clients; %s%s" % (
+        n, a.size, a.clients, "the trash module only" if a.trash_only else "the shipped conf.d (every module it switches on)",
+        "".join("; " + kv for kv in a.conf)))
+    conf = dict(kv.split("=", 1) for kv in a.conf)
+    srv = Server(modules={"trash": True}, conf=conf) if a.trash_only else ShippedServer(conf)
     srv.start()
     try:
         tok = srv.login()
