@@ -308,7 +308,7 @@ static int want_i32(const char *file, const json_t *root, const json_t *lines, c
 
 static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "web_dir", "lua_dir", "http_threads",
                                           "workers", "max_body", "token_ttl", "login_max_failures",
-                                          "login_window", "log_level", "modules", "chunk_inline_max", "subtree_task_above", "subtree_batch", "db_write_buffer", "db_cache", "db_mapped",
+                                          "login_window", "log_level", "modules", "chunk_inline_max", "subtree_task_above", "subtree_batch", "db_write_buffer", "db_cache", "db_mapped", "malloc_arenas",
                                           "login_cache_ttl", "chunk_large_folios", "http_max_connections",
                                           "http_max_connections_per_ip", "http_header_timeout", "login_max_failures_per_ip",
                                           "login_account_slow_after", "task_retention_days", "tls_cert", "tls_key",
@@ -373,6 +373,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->db_write_buffer = DB_WRITE_BUFFER;
     c->db_cache = DB_CACHE;
     c->db_mapped = DB_MAPPED;
+    c->malloc_arenas = MALLOC_ARENAS;
     c->durability_window_ms = 50;
     c->chunk_large_folios = -1;
     c->workers = 2;
@@ -481,7 +482,8 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
         goto fail;
     if ((rc = want_int(path, root, lines, "db_write_buffer", 1 << 20, 1 << 30, &c->db_write_buffer, err)) ||
         (rc = want_int(path, root, lines, "db_cache", 1 << 20, 1 << 30, &c->db_cache, err)) ||
-        (rc = want_int(path, root, lines, "db_mapped", 0, 1 << 30, &c->db_mapped, err)))
+        (rc = want_int(path, root, lines, "db_mapped", 0, 1 << 30, &c->db_mapped, err)) ||
+        (rc = want_i32(path, root, lines, "malloc_arenas", 0, 64, &c->malloc_arenas, err)))
         goto fail;
     v = c->workers;
     if ((rc = want_int(path, root, lines, "workers", 1, 256, &v, err)))

@@ -11,6 +11,7 @@
 #include "fs.h"
 #include <event2/thread.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/resource.h>
@@ -139,6 +140,10 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init(g_cfg->log_level);
+    /* Before any thread allocates: every later thread takes its arena within this limit. An
+     * operator's MALLOC_ARENA_MAX in the environment wins (glibc read it already). */
+    if (g_cfg->malloc_arenas && !getenv("MALLOC_ARENA_MAX"))
+        mallopt(M_ARENA_MAX, g_cfg->malloc_arenas);
     accesslog_configure();
     raise_fd_limit();
     int status = 1;

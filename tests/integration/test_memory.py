@@ -1,4 +1,5 @@
-"""A 2 GiB upload and download keep mbyted's resident memory under 64 MiB.
+"""A 2 GiB upload and download keep mbyted's resident memory under 64 MiB, and malloc_arenas
+bounds glibc's malloc arenas under 16 concurrent clients.
 
 The bytes are generated on the fly and compared by SHA-256, so the test holds no file in
 memory either. mbyted's VmRSS is sampled from /proc/<pid>/status while the transfers run,
@@ -148,6 +149,66 @@ class MemoryTest(ServerTest):
             self.assertEqual(status, 204, body)
             return "tus.bin", src.sha.hexdigest()
         self.assertLess(self.measure(tus), LIMIT)
+
+HEAP = 64 << 20  # glibc's HEAP_MAX_SIZE on 64-bit: each arena but the main one lives in such heaps
+
+
+def arena_heaps(pid):
+    """glibc's arena heaps in pid: anonymous 64 MiB reservations aligned on 64 MiB, the part in
+    use read-write and the rest PROT_NONE right after it (a thread stack's guard is before it)."""
+    maps = []
+    with open("/proc/%d/maps" % pid) as f:
+        for line in f:
+            parts = line.split()
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            maps.append((lo, hi, parts[1], len(parts) > 5))
+    n = 0
+    for i, (lo, hi, perm, named) in enumerate(maps):
+        if named or perm != "rw-p" or lo % HEAP:
+            continue
+        nxt = maps[i + 1] if i + 1 < len(maps) else None
+        end = nxt[1] if nxt and nxt[0] == hi and nxt[2] == "---p" and not nxt[3] else hi
+        n += end - lo == HEAP
+    return n
+
+
+class ArenaTest(ServerTest):
+    """16 clients uploading at once: each HTTP thread would take an arena of its own (glibc allows
+    8 per core); with malloc_arenas: 2 (the default) there is the main arena and one more."""
+    conf = {"http_threads": 16}
+
+    def load(self, srv, token):
+        sid = srv.request("GET", "/api/v1/stores", token=token).json()[0]["id"]
+        errors = []
+
+        def client(k):
+            c = srv.conn()
+            try:
+                for i in range(30):
+                    c.request("PUT", "/api/v1/stores/%s/files/c%d/f%d.txt?parents=true" % (sid, k, i),
+                              body=os.urandom(4096), headers={"Authorization": "Bearer " + token})
+                    r = c.getresponse()
+                    r.read()
+                    if r.status != 201:
+                        errors.append(r.status)
+            finally:
+                c.close()
+        ts = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(errors, [])
+        return arena_heaps(srv.proc.pid)
+
+    def test_malloc_arenas_bounds_the_arenas_and_zero_leaves_glibcs_limit(self):
+        self.assertLessEqual(self.load(self.srv, self.admin), 1)
+        free = harness.Server(conf={"http_threads": 16, "malloc_arenas": 0})
+        self.addCleanup(free.cleanup)
+        free.start()
+        self.assertGreater(self.load(free, free.login()), 2)  # the test sees arenas when they are there
+        free.stop()
+
 
 if __name__ == "__main__":
     main()
