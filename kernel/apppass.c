@@ -17,10 +17,13 @@
  * when the FTP module changes one.
  *
  * Threads: HTTP workers and module workers (apppass_check blocks on argon2id on a cache
- * miss). No state of its own in memory: LevelDB is the only shared state.
+ * miss). Its only state in memory is the cache of verified app passwords below; LevelDB is
+ * the truth.
  */
 #include "fs.h"
+#include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +97,76 @@ static int match_one(json_t *rec, const char *key, bool ftp, void *ud)
     return 1;
 }
 
+/* Verified app passwords. A WebDAV client sends Basic credentials with every request; the
+ * check walked the user's records and MACed the password against each (auth_password_check's
+ * cache), about 90,000 instructions of a 4 KiB PUT's 630,000. A name and password that matched
+ * are remembered here, keyed by a BLAKE2b of both under a key drawn at start (never the
+ * password), with what they matched: the user and the scope. An entry holds while `gen` is
+ * what it was before the records were read: every write of a user record or of either table
+ * of app passwords moves it (db_watch_prefix), so a revoke, a password or role change or a
+ * deleted user is seen by the next request; and for login_cache_ttl at most (0: no cache). */
+#define APCACHE_SLOTS 64
+static struct {
+    uint8_t mac[crypto_generichash_BYTES];
+    uint64_t gen;
+    int64_t until; /* 0: empty */
+    uint64_t uid;
+    int role;
+    char name[72];
+    mb_apppass_scope scope;
+} apcache[APCACHE_SLOTS];
+static uint8_t apcache_key[crypto_generichash_KEYBYTES];
+static pthread_mutex_t apcache_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic uint64_t cred_gen;
+static pthread_once_t apcache_once = PTHREAD_ONCE_INIT;
+
+static void apcache_init(void)
+{
+    randombytes_buf(apcache_key, sizeof apcache_key);
+    db_watch_prefix("u/", &cred_gen);
+    db_watch_prefix("ap/", &cred_gen);
+    db_watch_prefix("m/ftp/pw/", &cred_gen);
+}
+
+static size_t apcache_mac(const char *name, const char *pw, uint8_t mac[crypto_generichash_BYTES])
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, apcache_key, sizeof apcache_key, crypto_generichash_BYTES);
+    crypto_generichash_update(&st, (const uint8_t *)name, strlen(name) + 1); /* with its NUL: no ambiguity */
+    crypto_generichash_update(&st, (const uint8_t *)pw, strlen(pw));
+    crypto_generichash_final(&st, mac, crypto_generichash_BYTES);
+    return (size_t)(mac[0] | mac[1] << 8) % APCACHE_SLOTS;
+}
+
+static bool apcache_get(const uint8_t mac[crypto_generichash_BYTES], size_t i, mb_user *out, char *namebuf,
+                        size_t n, mb_apppass_scope *sc)
+{
+    pthread_mutex_lock(&apcache_lock);
+    bool hit = apcache[i].until > now_mono_ms() && apcache[i].gen == atomic_load(&cred_gen) &&
+               sodium_memcmp(apcache[i].mac, mac, crypto_generichash_BYTES) == 0;
+    if (hit) {
+        snprintf(namebuf, n, "%s", apcache[i].name);
+        *out = (mb_user){.size = sizeof *out, .id = apcache[i].uid, .name = namebuf, .role = apcache[i].role};
+        *sc = apcache[i].scope;
+    }
+    pthread_mutex_unlock(&apcache_lock);
+    return hit;
+}
+
+static void apcache_put(const uint8_t mac[crypto_generichash_BYTES], size_t i, uint64_t gen, const mb_user *u,
+                        const mb_apppass_scope *sc)
+{
+    pthread_mutex_lock(&apcache_lock);
+    memcpy(apcache[i].mac, mac, crypto_generichash_BYTES);
+    apcache[i].gen = gen;
+    apcache[i].until = now_mono_ms() + g_cfg->login_cache_ttl * 1000;
+    apcache[i].uid = u->id;
+    apcache[i].role = u->role;
+    snprintf(apcache[i].name, sizeof apcache[i].name, "%s", u->name);
+    apcache[i].scope = *sc;
+    pthread_mutex_unlock(&apcache_lock);
+}
+
 int apppass_check(const char *name, const char *pw, const char *ip, bool allow_account, mb_user *out, char *namebuf,
                   size_t n, mb_apppass_scope *scope, mb_err *err)
 {
@@ -102,17 +175,25 @@ int apppass_check(const char *name, const char *pw, const char *ip, bool allow_a
         return err_set(err, MB_EAUTH, "wrong username or password");
     if (auth_login_wait(name, ip, err))
         return MB_ETHROTTLE;
+    pthread_once(&apcache_once, apcache_init);
+    bool cache = g_cfg && g_cfg->login_cache_ttl > 0;
+    uint8_t mac[crypto_generichash_BYTES];
+    size_t slot = cache ? apcache_mac(name, pw, mac) : 0;
+    uint64_t gen = atomic_load(&cred_gen); /* before the records are read: a write meanwhile moves it */
     mb_user u;
-    if (auth_user_find(name, &u, namebuf, n, err) == 0) {
+    bool ok = cache && apcache_get(mac, slot, &u, namebuf, n, &sc);
+    if (!ok && auth_user_find(name, &u, namebuf, n, err) == 0) {
         match_ud m = {pw, &sc, false};
         each_record(u.id, match_one, &m);
-        if (m.ok) {
-            auth_login_succeeded(name, ip);
-            *out = u;
-            if (scope)
-                memcpy(scope, &sc, scope->size && scope->size < sizeof sc ? scope->size : sizeof sc);
-            return 0;
-        }
+        if ((ok = m.ok) && cache)
+            apcache_put(mac, slot, gen, &u, &sc);
+    }
+    if (ok) {
+        auth_login_succeeded(name, ip);
+        *out = u;
+        if (scope)
+            memcpy(scope, &sc, scope->size && scope->size < sizeof sc ? scope->size : sizeof sc);
+        return 0;
     }
     if (allow_account) { /* auth_password counts its own failure: one per wrong guess */
         int rc = auth_password(name, pw, ip, out, namebuf, n, err);

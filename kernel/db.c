@@ -152,6 +152,37 @@ static void jc_slot_clear(struct jc_slot *s)
     s->val = NULL;
 }
 
+/* Watched key prefixes: every write of a key under one (both marks, below) moves its
+ * counter, so a cache of something derived from several records (apppass.c's verified app
+ * passwords) holds while the counter it read before deriving is unchanged. Registered at
+ * init, before the threads that write; read without a lock after. */
+#define WATCH_MAX 8
+static struct {
+    const char *prefix;
+    size_t len;
+    _Atomic uint64_t *gen;
+} watches[WATCH_MAX];
+static _Atomic size_t nwatches;
+
+void db_watch_prefix(const char *prefix, _Atomic uint64_t *gen)
+{
+    size_t i = atomic_load(&nwatches);
+    if (i == WATCH_MAX)
+        abort(); /* a fixed table: a programming error, found at the first start */
+    watches[i].prefix = prefix;
+    watches[i].len = strlen(prefix);
+    watches[i].gen = gen;
+    atomic_store(&nwatches, i + 1);
+}
+
+static void watch_mark(const char *key, size_t klen)
+{
+    size_t n = atomic_load(&nwatches);
+    for (size_t i = 0; i < n; i++)
+        if (klen >= watches[i].len && !memcmp(key, watches[i].prefix, watches[i].len))
+            atomic_fetch_add(watches[i].gen, 1);
+}
+
 /* Around every write to key: before it (begin) and after LevelDB applied it (end). Both drop
  * a cached copy and move the slot's generation; between them no reader may fill the slot.
  * Without the mark before, a reader that read the old value from LevelDB just before the
@@ -163,6 +194,7 @@ static void jc_mark(const char *key, size_t klen, bool begin)
     size_t i = h & (JC_SLOTS - 1);
     pthread_mutex_t *m = &jc_lock[i % JC_SHARDS];
     pthread_once(&jc_once, jc_init);
+    watch_mark(key, klen);
     pthread_mutex_lock(m);
     jc[i].gen++;
     if (begin)

@@ -211,6 +211,9 @@ int db_get_json(const char *key, json_t **out);
  * threads share, which the caller must only read (and json_decref). Any thread. */
 int db_get_json_shared(const char *key, json_t **out);
 int db_put_json(const char *key, const json_t *val, bool sync);
+/* Every write of a key starting with prefix (before LevelDB applies it and after) adds 1 to
+ * *gen. Call at init, before any write; prefix and gen stay valid until exit. */
+void db_watch_prefix(const char *prefix, _Atomic uint64_t *gen);
 /* Test hook (tests/unit/test_keys.c): when set, called at these points of a write and of a
  * cache-filling read, so a test can pause one thread there and force an interleaving. NULL
  * (a no-op) unless a test sets it; never set in the server. */
