@@ -575,10 +575,9 @@ int db_get_json(const char *key, json_t **out)
 
 int db_put_json(const char *key, const json_t *val, bool sync)
 {
-    char *s = json_dumps(val, JSON_COMPACT);
-    if (!s)
-        return MB_ENOMEM;
-    int rc = db_put(key, strlen(key), s, strlen(s), sync);
+    size_t n;
+    char *s = jsonw_dump(val, &n);
+    int rc = db_put(key, strlen(key), s, n, sync);
     free(s);
     return rc;
 }
@@ -598,10 +597,9 @@ void db_batch_put(db_batch *b, const char *key, size_t klen, const void *val, si
 
 void db_batch_put_json(db_batch *b, const char *key, const json_t *val)
 {
-    char *s = json_dumps(val, JSON_COMPACT);
-    if (!s)
-        abort();
-    leveldb_writebatch_put(b->wb, key, strlen(key), s, strlen(s));
+    size_t n;
+    char *s = jsonw_dump(val, &n);
+    leveldb_writebatch_put(b->wb, key, strlen(key), s, n);
     free(s);
 }
 

@@ -620,11 +620,12 @@ static void rlist_fill(rlist *r)
     size_t i;
     json_t *o;
     json_array_foreach(batch, i, o) {
-        char *t = json_dumps(o, JSON_COMPACT);
+        size_t tn;
+        char *t = jsonw_dump(o, &tn);
         if (!r->first)
             rlist_put(r, ",", 1);
         r->first = false;
-        rlist_put(r, t, strlen(t));
+        rlist_put(r, t, tn);
         free(t);
     }
     if (!json_array_size(batch)) {

@@ -39,11 +39,9 @@ int http_reply_bytes(mb_req *req, int status, const char *ctype, const void *dat
 
 int http_reply_json(mb_req *req, int status, json_t *body)
 {
-    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    size_t n;
+    char *s = jsonw_dump(body ? body : json_null(), &n);
     json_decref(body);
-    if (!s)
-        s = xstrdup("null");
-    size_t n = strlen(s);
     struct MHD_Response *r = MHD_create_response_from_buffer(n, s, MHD_RESPMEM_MUST_FREE);
     req->rl.out = n;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
@@ -58,9 +56,10 @@ int http_reply_problem(mb_req *req, int status, int code, const char *detail)
                           status == 431 ? "Request header fields too large" : err_title(code), "status", status,
                           "detail", detail && *detail ? detail : err_title(code), "code", err_name(code));
     accesslog_problem(p);
-    char *s = json_dumps(p, JSON_COMPACT);
+    size_t n;
+    char *s = jsonw_dump(p, &n);
     json_decref(p);
-    struct MHD_Response *r = MHD_create_response_from_buffer(req->rl.out = strlen(s), s, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *r = MHD_create_response_from_buffer(req->rl.out = n, s, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/problem+json");
     /* Headers a handler added (e.g. WWW-Authenticate) stay; nothing else leaks. */
     http_set_response(req, status, r);

@@ -214,6 +214,10 @@ int db_put_json(const char *key, const json_t *val, bool sync);
 /* Every write of a key starting with prefix (before LevelDB applies it and after) adds 1 to
  * *gen. Call at init, before any write; prefix and gen stay valid until exit. */
 void db_watch_prefix(const char *prefix, _Atomic uint64_t *gen);
+
+/* jsonw.c: json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY)'s text, byte for byte, in a
+ * fraction of its time; malloc'd and NUL-terminated, its length in *len (len may be NULL). */
+char *jsonw_dump(const json_t *v, size_t *len);
 /* Test hook (tests/unit/test_keys.c): when set, called at these points of a write and of a
  * cache-filling read, so a test can pause one thread there and force an interleaving. NULL
  * (a no-op) unless a test sets it; never set in the server. */

@@ -15,7 +15,7 @@ import sys
 
 # Lowest first. Keep in step with docs/architecture.md "Layers".
 LAYERS = [
-    ("base", ["log.c", "err.c", "util.c", "cfg.c", "loop.c", "chunker.c", "sniff.c", "fileio.c", "names.c", "xff.c", "metrics.c",
+    ("base", ["log.c", "err.c", "util.c", "jsonw.c", "cfg.c", "loop.c", "chunker.c", "sniff.c", "fileio.c", "names.c", "xff.c", "metrics.c",
               "modref.c", "registry.c", "secret.c"]),
     ("db", ["db.c", "auth_users.c"]),
     ("bus", ["hook.c", "task.c", "timer.c", "pool.c"]),
