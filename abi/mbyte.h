@@ -859,7 +859,9 @@ struct mb_api {
      * required. MB_EEXIST if another module holds the name; a reloaded copy of the same module
      * takes its old copy's names over. `b`, `state` and `name`'s characters are copied / must
      * stay valid until the module's fini returned: the kernel removes the module's backends
-     * then, and calls into them in flight finish first (the module stays busy). While a backend
+     * then, and calls into them in flight finish first (the module stays busy). No call starts
+     * once an unload has begun (so fini may free what the backend uses); a fini that refuses
+     * the unload gets its backends back. While a backend
      * is missing, every read and write of a store placed on it is refused with MB_EBUSY (503);
      * nothing is lost, and it works again once a module registers the name. Loop thread (init). */
     int (*backend_register)(mb_module *self, const char *name, const mb_blob_backend *b, void *state, mb_err *err);

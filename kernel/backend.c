@@ -11,7 +11,9 @@
  * The table is an owner-tagged registry (registry.c): a module's backends go when its fini
  * has returned (blob_backend_unregister calls backend_remove_owner), and a lookup enters the
  * owner's busy count before the lock is released, so a call in flight keeps the module loaded
- * until it returns (drain). A store whose backend is missing (its module unloaded, or not yet
+ * until it returns (drain). From the moment an unload starts, its backends are closing: no
+ * lookup finds them (backend_close_owner, under the write lock), so no call can start while
+ * the module drains or while its fini frees their state; a fini that refuses opens them again. A store whose backend is missing (its module unloaded, or not yet
  * loaded at start) is refused, not redirected: every read and write of it answers MB_EBUSY
  * until a module registers the name again. Writing it elsewhere would scatter a store's
  * chunks over backends nobody chose.
@@ -39,6 +41,7 @@ typedef struct bentry {
     char name[BACKEND_NAME_MAX + 1];
     mb_blob_backend ops; /* copied: the module's table may be shorter than ours (older ABI) */
     void *state;
+    bool closing; /* its module is unloading: found by no lookup (backend_close_owner) */
 } bentry;
 REG_ENTRY(bentry);
 
@@ -60,7 +63,10 @@ bool backend_name_ok(const char *name)
     return strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-") == n;
 }
 
-static bool by_name(const void *e, const void *key) { return !strcmp(((const bentry *)e)->name, key); }
+static bool by_name(const void *e, const void *key)
+{
+    return !((const bentry *)e)->closing && !strcmp(((const bentry *)e)->name, key);
+}
 
 /* A reload: the fresh copy of module X registers names its old copy still holds. */
 static bool held_by_other_copy(const void *e, const void *key)
@@ -90,6 +96,14 @@ int backend_register(mb_module *owner, const char *name, const mb_blob_backend *
     if (!rc)
         log_info("backend '%s' (%s) is available", name, b->name ? b->name : modref_name(owner));
     return rc;
+}
+
+static void set_closing(void *e, void *ud) { ((bentry *)e)->closing = *(const bool *)ud; }
+
+void backend_close_owner(mb_module *owner, bool closing)
+{
+    if (owner)
+        reg_update_owner(&backends, owner, set_closing, &closing);
 }
 
 void backend_remove_owner(mb_module *owner)
@@ -125,8 +139,8 @@ void backend_leave(backend_ref *r)
 
 static bool any(const void *e, const void *key)
 {
-    (void)e, (void)key;
-    return true;
+    (void)key;
+    return !((const bentry *)e)->closing;
 }
 
 size_t backend_enter_all(backend_ref *out, size_t max)

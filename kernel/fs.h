@@ -325,6 +325,8 @@ typedef struct backend_ref {
 bool backend_name_ok(const char *name);
 int backend_register(mb_module *owner, const char *name, const mb_blob_backend *b, void *state, mb_err *err);
 void backend_remove_owner(mb_module *owner);
+/* Unloading owner: its backends are found by no lookup (true) or again (false, the unload refused). */
+void backend_close_owner(mb_module *owner, bool closing);
 /* Look a backend up by name and enter its owner: 0, or MB_EBUSY (not registered). */
 int backend_enter(const char *name, backend_ref *out, mb_err *err);
 void backend_leave(backend_ref *r);

@@ -541,6 +541,9 @@ void reg_clear(registry *r); /* drops every entry (at exit) */
 int reg_add(registry *r, const void *e, mb_err *err);
 /* Drop every entry of owner, under the write lock: no new lookup finds them. */
 void reg_remove_owner(registry *r, mb_module *owner);
+/* Change every entry of owner with fn under the write lock: a lookup that enters an owner
+ * does so before or after the change, never across it. */
+void reg_update_owner(registry *r, mb_module *owner, void (*fn)(void *e, void *ud), void *ud);
 /* Drop the first entry matching key. */
 void reg_remove(registry *r, bool (*match)(const void *e, const void *key), const void *key);
 /* Reload: the entries of `from` become exactly fresh[0..n) (owned by the new copy) in one

@@ -448,6 +448,7 @@ static void unregister_all(modcopy *m)
     hook_remove(m->self);
     task_types_remove(m->self);
     secret_remove_owner(m->self); /* its secret and key-wrap providers: no new call once draining */
+    backend_close_owner(m->self, true); /* its blob backends stay until fini, but no call starts */
     m->registered = false;
 }
 
@@ -579,6 +580,7 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
                 err_set(&e, MB_ECONFLICT, "no reason given");
             if (register_all(m, &re))
                 log_msg(LOG_ERROR, m->name, "refused unload, but could not re-register: %s", re.msg);
+            backend_close_owner(m->self, false);
             set_state(m, MOD_ACTIVE);
             mb_err out;
             err_set(&out, MB_ECONFLICT, "module %s refused to unload: %s", m->name, e.msg);
@@ -669,6 +671,7 @@ static int do_reload(const char *name, job *j, mb_err *err)
     old->registered = false;
     old->reloading = true;
     timer_remove_owner(old->self); /* the new copy's init made its own */
+    backend_close_owner(old->self, true); /* a name the new copy did not take: no call starts */
     log_msg(LOG_INFO, name, "reloaded: version %s now serves; draining the old copy (%s)",
             m->desc->version ? m->desc->version : "?", old->desc->version ? old->desc->version : "?");
     emit("module.loaded", m, true);

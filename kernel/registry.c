@@ -115,6 +115,15 @@ void reg_remove_owner(registry *r, mb_module *owner)
     pthread_rwlock_unlock(&r->lock);
 }
 
+void reg_update_owner(registry *r, mb_module *owner, void (*fn)(void *e, void *ud), void *ud)
+{
+    pthread_rwlock_wrlock(&r->lock);
+    for (size_t i = 0; i < r->n; i++)
+        if (OWNER(ENTRY(r, i)) == owner)
+            fn(ENTRY(r, i), ud);
+    pthread_rwlock_unlock(&r->lock);
+}
+
 void reg_remove(registry *r, bool (*match)(const void *e, const void *key), const void *key)
 {
     pthread_rwlock_wrlock(&r->lock);
