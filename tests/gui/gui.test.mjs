@@ -726,6 +726,10 @@ if (caps.files && caps.partOn('settings')) describe('store settings and usage', 
             await nav.getByText('2.9 KB of 9.8 KB used').waitFor();
             assert.deepEqual(await nav.locator('ul.usage-parts li').allTextContents(),
                 ['files: 2.0 KB', 'old versions: 600 B', 'trash: 400 B']);
+            // The widths once the bar is laid out: the usage is drawn again when the server's
+            // 'usage' or 'modules' events arrive, and a bar measured in between had no width
+            // (CI, once: [null,null,null]).
+            await page.waitForFunction(() => document.querySelector('nav .usage-bar')?.getBoundingClientRect().width > 0);
             const w = await nav.locator('.usage-bar').evaluate(b => {
                 const total = b.getBoundingClientRect().width;
                 return ['current', 'versions', 'trash'].map(k => b.querySelector('.part-' + k).getBoundingClientRect().width / total);
