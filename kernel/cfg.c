@@ -314,7 +314,7 @@ static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "w
                                           "login_account_slow_after", "task_retention_days", "tls_cert", "tls_key",
                                           "http_redirect_listen", "require_tls", "trusted_proxies",
                                           "metrics_listen", "access_log", "log_format", "secrets_refresh",
-                                          "durability", "durability_window_ms", "master_key", NULL};
+                                          "durability", "durability_window_ms", "master_key", "previous_master_key", NULL};
 
 void cfg_free(kcfg *c)
 {
@@ -334,6 +334,7 @@ void cfg_free(kcfg *c)
     free(c->tls_key);
     free(c->redirect_host);
     free(c->master_key);
+    free(c->previous_master_key);
     if (c->modules_enabled)
         for (char **m = c->modules_enabled; *m; m++)
             free(*m);
@@ -402,22 +403,33 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     }
     /* master_key names a key (file:/path, transit:<key>) that wraps data keys (crypt.c); it is
      * not a secret to read, so it is kept out of the resolution below. */
-    json_t *mk = rc ? NULL : json_object_get(root, "master_key");
-    if (mk && !(json_is_string(mk) && strchr(json_string_value(mk), ':') &&
-                json_string_value(mk)[0] != ':')) {
-        rc = err_set(err, MB_EINVAL, "%s:%zu: master_key must be a key reference: file:/path or transit:<key>",
-                     path, line_of(lines, "master_key"));
-        goto fail;
+    /* previous_master_key: the key the data keys were wrapped with before master_key changed
+     * (file: to transit:, one key file to another); they open with it until a rewrap. */
+    static const char *const keyrefs[] = {"master_key", "previous_master_key"};
+    char **dest[] = {&c->master_key, &c->previous_master_key};
+    for (size_t i = 0; !rc && i < 2; i++) {
+        json_t *mk = json_object_get(root, keyrefs[i]);
+        if (mk && !(json_is_string(mk) && strchr(json_string_value(mk), ':') && json_string_value(mk)[0] != ':')) {
+            rc = err_set(err, MB_EINVAL, "%s:%zu: %s must be a key reference: file:/path or transit:<key>", path,
+                         line_of(lines, keyrefs[i]), keyrefs[i]);
+            goto fail;
+        }
+        if (mk) {
+            *dest[i] = xstrdup(json_string_value(mk));
+            json_object_del(root, keyrefs[i]);
+        }
     }
-    if (mk) {
-        c->master_key = xstrdup(json_string_value(mk));
-        json_object_del(root, "master_key");
+    if (!rc && c->previous_master_key && !c->master_key) {
+        rc = err_set(err, MB_EINVAL, "%s:%zu: previous_master_key needs a master_key to move the data keys to",
+                     path, line_of(lines, "previous_master_key"));
+        goto fail;
     }
     /* References (env:, file:) become values first: every check below sees values only. */
     if (rc || (rc = secret_resolve_tree("kernel", path, root, lines, NULL, NULL, err)))
         goto fail;
-    if (c->master_key)
-        json_object_set_new(root, "master_key", json_string(c->master_key));
+    for (size_t i = 0; i < 2; i++)
+        if (*dest[i])
+            json_object_set_new(root, keyrefs[i], json_string(*dest[i]));
     const char *key;
     json_t *val;
     json_object_foreach(root, key, val)

@@ -115,10 +115,9 @@ int crypt_key_wrap(const uint8_t dk[CRYPT_KEY], char **wrapped, mb_err *err)
 }
 
 /* A key in the first format ("v1:<key id>:<hex>", made while the master key came from
- * MBYTE_MASTER_KEY): opened with the same key file given as master_key: file:/path. */
-static int legacy_unwrap(const char *wrapped, uint8_t dk[CRYPT_KEY], mb_err *err)
+ * MBYTE_MASTER_KEY): opened with the same key file given as master_key: file:/path (ref). */
+static int legacy_unwrap(const char *ref, const char *wrapped, uint8_t dk[CRYPT_KEY], mb_err *err)
 {
-    const char *ref = master_ref();
     if (strncmp(ref, "file:", 5))
         return err_set(err, MB_EPERM, "a data key wrapped by a key file (v1:) needs master_key: file:/path, not %s",
                        ref);
@@ -135,13 +134,31 @@ static int legacy_unwrap(const char *wrapped, uint8_t dk[CRYPT_KEY], mb_err *err
 
 static bool is_legacy(const char *wrapped) { return wrapped && !strncmp(wrapped, "v1:", 3); }
 
+static int unwrap_by(const char *ref, const char *wrapped, uint8_t dk[CRYPT_KEY], mb_err *err)
+{
+    return is_legacy(wrapped) ? legacy_unwrap(ref, wrapped, dk, err) : key_unwrap(ref, wrapped, dk, CRYPT_KEY, err);
+}
+
+/* mbyte.yaml previous_master_key: the master key before the present one (a move from a key
+ * file to Vault transit, or to another key file or transit key). A data key that does not
+ * open with master_key is tried with it, so stores stay readable until a rewrap has moved
+ * every data key to master_key (POST /api/v1/admin/backends/rewrap); then it can go. */
+static const char *previous_ref(void) { return g_cfg ? g_cfg->previous_master_key : NULL; }
+
 int crypt_key_unwrap(const char *wrapped, uint8_t dk[CRYPT_KEY], mb_err *err)
 {
     if (!crypt_available(err))
         return err->code;
-    if (is_legacy(wrapped))
-        return legacy_unwrap(wrapped, dk, err);
-    return key_unwrap(master_ref(), wrapped, dk, CRYPT_KEY, err);
+    mb_err first = {0}, second = {0};
+    int rc = unwrap_by(master_ref(), wrapped, dk, &first);
+    if (!rc || !previous_ref()) {
+        if (rc && err)
+            *err = first;
+        return rc;
+    }
+    if (!unwrap_by(previous_ref(), wrapped, dk, &second))
+        return 0;
+    return err_set(err, rc, "%s; with previous_master_key: %s", first.msg, second.msg);
 }
 
 int crypt_key_rewrap(const char *wrapped, char **out, mb_err *err)
@@ -149,10 +166,17 @@ int crypt_key_rewrap(const char *wrapped, char **out, mb_err *err)
     *out = NULL;
     if (!crypt_available(err))
         return err->code;
-    if (!is_legacy(wrapped))
-        return key_rewrap(master_ref(), wrapped, out, err);
+    mb_err e = {0};
+    /* A key of master_key is rewrapped by its provider (transit: to the newest version,
+     * without the key leaving Vault); one of the previous key (or of the first format) is
+     * opened and wrapped again by master_key. */
+    if (!is_legacy(wrapped) && (key_rewrap(master_ref(), wrapped, out, &e) == 0 || !previous_ref())) {
+        if (e.code && err)
+            *err = e;
+        return e.code;
+    }
     uint8_t dk[CRYPT_KEY];
-    int rc = legacy_unwrap(wrapped, dk, err);
+    int rc = crypt_key_unwrap(wrapped, dk, err);
     if (!rc)
         rc = key_wrap(master_ref(), dk, CRYPT_KEY, out, err);
     sodium_memzero(dk, sizeof dk);

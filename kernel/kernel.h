@@ -126,6 +126,7 @@ typedef struct kcfg {
     int log_level;
     int64_t secrets_refresh; /* seconds between re-reads of secret references, 0: never */
     char *master_key;        /* key reference wrapping stores' data keys (crypt.c), NULL: none */
+    char *previous_master_key; /* the one before: data keys still wrapped by it open (crypt.c) */
     char **modules_enabled;  /* NULL-terminated */
     json_t *raw;             /* the whole mbyte.yaml as JSON */
 } kcfg;

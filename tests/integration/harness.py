@@ -363,6 +363,18 @@ def wait_read_by_server(test, server_port, sock, timeout=60):
         time.sleep(0.01)
 
 
+def refused_at_start(test, conf, sentence):
+    """mbyted started with these mbyte.yaml settings exits non-zero, saying `sentence`."""
+    srv = Server(conf=conf)
+    try:
+        p = subprocess.run([MBYTED, "--config", srv.confdir], env=srv.env(), capture_output=True, text=True,
+                           timeout=60)
+        test.assertNotEqual(p.returncode, 0)
+        test.assertIn(sentence, p.stdout + p.stderr)
+    finally:
+        srv.cleanup()
+
+
 def missing_prerequisite(test, reason):
     """A test that cannot run on this machine: a failure under CI (CI=true), where every test
     must run, and a skip that says why elsewhere. Never a quiet skip."""

@@ -15,7 +15,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import MBYTECTL, MBYTED, SRC, Server, ServerTest, free_port, missing_prerequisite, main  # noqa: E402
+from harness import (MBYTECTL, SRC, Server, ServerTest, free_port, missing_prerequisite, main,  # noqa: E402
+                     refused_at_start)
 from storeutil import fsck, put, uploads_cut_by_a_crash, wait_task  # noqa: E402
 from test_vault import FakeVault  # noqa: E402
 
@@ -540,7 +541,21 @@ class S3EncryptedTest(S3Test):
     test_admin_backends_lists_local_and_s3_with_their_objects_and_a_missing_one_down = None
 
 
-class S3TransitTest(S3Test):
+class VaultEnv:
+    """What a test with tests/tools/fakevault.py as Vault (self.vault) shares."""
+
+    def extra_env(self):
+        return {"VAULT_ADDR": self.vault.addr, "VAULT_TOKEN": self.vault.root}
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            if self.vault.proc:
+                self.vault.stop()
+
+
+class S3TransitTest(VaultEnv, S3Test):
     """The master key in Vault transit (master_key: transit:<key>; tests/tools/fakevault.py stands
     in for Vault): stores' data keys are wrapped by the vault module's provider, a rotation
     rewraps them without touching a byte of data, and the admin's data key export (audited)
@@ -554,15 +569,6 @@ class S3TransitTest(S3Test):
         self.module_conf["vault"] = "refresh: 3600\n"
         return {"master_key": "transit:mbyte-store"}
 
-    def extra_env(self):
-        return {"VAULT_ADDR": self.vault.addr, "VAULT_TOKEN": self.vault.root}
-
-    def tearDown(self):
-        try:
-            super().tearDown()
-        finally:
-            if self.vault.proc:
-                self.vault.stop()
 
     object_bytes = S3EncryptedTest.object_bytes
 
@@ -657,14 +663,7 @@ class S3TransitTest(S3Test):
 
 class MasterKeySettingTest(unittest.TestCase):
     def test_a_bad_master_key_is_refused_with_its_line_and_a_key_file_is_not_read_as_a_secret(self):
-        srv = Server(conf={"master_key": "12345"})
-        try:
-            p = subprocess.run([MBYTED, "--config", srv.confdir], env=srv.env(), capture_output=True, text=True,
-                               timeout=60)
-            self.assertNotEqual(p.returncode, 0)
-            self.assertIn("mbyte.yaml:2: master_key must be a key reference", p.stdout + p.stderr)
-        finally:
-            srv.cleanup()
+        refused_at_start(self, {"master_key": "12345"}, "mbyte.yaml:2: master_key must be a key reference")
         # A key file readable by others: the server starts (the key is named, not read as a
         # value), and an encrypted store is refused naming why.
         srv = Server(modules=MODULES)
@@ -688,6 +687,97 @@ class MasterKeySettingTest(unittest.TestCase):
         finally:
             srv.stop()
             srv.cleanup()
+
+
+class MasterKeyMoveTest(VaultEnv, ExternalStoreTest):
+    """master_key changes (a key file, then Vault transit, then another key file) with the key
+    before it as previous_master_key: encrypted stores stay readable, a rewrap moves every data
+    key to the new master key without touching an object, and then the old key can go."""
+
+    def setUp(self):
+        self.s3 = self.service = S3rver(self, None).start()
+        self.module_conf = {"s3": s3_conf(self.s3, True, None), "vault": "refresh: 3600\n"}
+        self.modules = dict(MODULES, vault=True)
+        self.vault = FakeVault(tempfile.mkdtemp(prefix="mbyte-vault-"), tls=False)
+        st, _ = self.vault.call("POST", "/v1/transit/keys/mbyte-store", {})
+        assert st == 204, st
+        self.keys = [self.keyfile(i) for i in range(2)]
+        self.start_server()
+
+    def keyfile(self, i):
+        path = "%s-master-%d.key" % (self.s3.dir, i)
+        with open(path, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        os.chmod(path, 0o600)
+        return path
+
+    def conf(self):
+        return {"master_key": "file:" + self.keys[0]}
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            for k in self.keys:
+                if os.path.exists(k):
+                    os.unlink(k)
+
+    object_bytes = S3EncryptedTest.object_bytes
+
+    def restart_with(self, **conf):
+        self.srv.stop()
+        for k in ("master_key", "previous_master_key"):
+            self.srv.conf.pop(k, None)
+        self.srv.conf.update(conf)
+        self.srv.write_config()
+        self.srv.start()
+        self.admin = self.srv.login()
+        self.user = self.srv.login("ann", "user-password-1")
+
+    def read_back(self, sid, data):
+        r = self.srv.request("GET", self.file_url(sid, "s.bin"), token=self.user)
+        self.assertEqual((r.status, r.body), (200, data))
+
+    def rewrap(self, want_from, want_to, sids):
+        r = self.srv.request("POST", "/api/v1/admin/backends/rewrap", token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json(), {"rotated": False, "stores": [{"store": s, "from": want_from, "to": want_to}
+                                                                  for s in sids]})
+
+    def test_file_to_transit_to_another_file_with_the_previous_key_then_without(self):
+        sids = [make_store(self, self.srv, self.user, n, {"backend": "s3a", "encrypt": True}) for n in ("A", "B")]
+        data = MARKER * 1000 + os.urandom(2 * 1024 * 1024)
+        for sid in sids:
+            self.assertEqual(put(self.srv, self.user, sid, "s.bin", data).status, 201)
+        objs = self.object_bytes()
+        # The new master key alone cannot open the stores' keys: they answer 503, nothing is lost.
+        self.restart_with(master_key="transit:mbyte-store")
+        r = self.srv.request("GET", self.file_url(sids[0], "s.bin"), token=self.user)
+        self.assertProblem(r, 503, "cannot be unwrapped")
+        # With the old one as previous_master_key they open; a rewrap moves them to transit.
+        self.restart_with(master_key="transit:mbyte-store", previous_master_key="file:" + self.keys[0])
+        for sid in sids:
+            self.read_back(sid, data)
+        self.rewrap("mbkw1:", "vault:v1:", sids)
+        self.rewrap("vault:v1:", "vault:v1:", sids)  # again: already there, rewrapped in place
+        self.assertEqual(self.object_bytes(), objs)
+        # The first key file is no longer needed.
+        os.unlink(self.keys[0])
+        self.restart_with(master_key="transit:mbyte-store")
+        for sid in sids:
+            self.read_back(sid, data)
+        # Transit to another key file, the same way.
+        self.restart_with(master_key="file:" + self.keys[1], previous_master_key="transit:mbyte-store")
+        self.read_back(sids[1], data)
+        self.rewrap("vault:v1:", "mbkw1:", sids)
+        self.restart_with(master_key="file:" + self.keys[1])
+        for sid in sids:
+            self.read_back(sid, data)
+        self.assertEqual(self.object_bytes(), objs)
+        self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
+
+    def test_previous_master_key_without_master_key_is_refused_with_its_line(self):
+        refused_at_start(self, {"previous_master_key": "file:" + self.keys[0]}, "previous_master_key needs a master_key")
 
 
 class S3VirtualHostTest(S3Test):
