@@ -7,6 +7,7 @@
  *   hook.c hook_*   task.c task_*   timer.c timer_*   pool.c pool_*   notify.c notify_*   luas.c luas_*
  *   modmgr.c modmgr_* (load, unload, reload)   modref.c modref_* (the module handle and its
  *   busy count, a leaf)   registry.c reg_* (owner-tagged tables: routes, hooks, task types, timers)
+ *   etcd.c etcd_* (the etcd client)   cluster.c cluster_* (membership, leadership)
  *   api.c (fills mb_api)   main.c (mbyted: loop, signals, start and stop)
  * Modules never see this header; they get abi/mbyte.h and the mb_api table.
  */

@@ -144,8 +144,8 @@ backend nodes
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def cluster_conf(etcd_url, name, ttl=TTL):
-    return {"cluster": "{etcd: [%s], node: %s, lease_ttl: %d}" % (etcd_url, name, ttl)}
+def cluster_conf(etcd_urls, name, ttl=TTL):
+    return {"cluster": "{etcd: [%s], node: %s, lease_ttl: %d}" % (etcd_urls, name, ttl)}
 
 
 def refused_start(test, s):
@@ -181,8 +181,11 @@ class ClusterOfThree(unittest.TestCase):
         if not have_tools():
             return
         cls.etcd = Etcd().start()
+        # n3 is told of an endpoint where nothing listens first: it must go on to the next.
+        cls.dead = "http://127.0.0.1:%d" % free_port()
         for n in cls.NAMES:
-            cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n))
+            urls = cls.dead + ", " + cls.etcd.url if n == "n3" else cls.etcd.url
+            cls.nodes[n] = Server(conf=cluster_conf(urls, n))
             cls.nodes[n].start()
 
     @classmethod
