@@ -164,6 +164,7 @@ static void keepalive(void)
     etcd_fine();
     if (ttl <= 0) {
         log_warn("cluster: etcd no longer has this node's lease (it expired): registering again");
+        set_claim(false, "etcd no longer has its lease");
         cl.lease = 0;
         cl.registered = false;
         return;
@@ -276,9 +277,12 @@ int cluster_start(mb_err *err)
     /* A call may take a third of the lease: the keepalive after a slow one still comes in time. */
     cl.e = etcd_new(g_cfg->cluster_etcd, cl.ttl * 1000 / 3 > 1000 ? cl.ttl * 1000 / 3 : 1000);
     int rc = lease_take(err);
-    if (rc && rc != MB_EEXIST)
+    if (rc && rc != MB_EEXIST) {
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
         rc = err_set(err, rc, "cluster: cannot register node %s in etcd (%s): %s", cl.node, g_cfg->cluster_etcd[0],
-                     err->msg);
+                     why);
+    }
     if (rc) {
         if (cl.lease)
             etcd_lease_revoke(cl.e, cl.lease, &(mb_err){0});
