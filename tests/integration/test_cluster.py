@@ -11,9 +11,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.request
@@ -88,6 +90,74 @@ class Etcd:
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         kvs = self.call("/v3/kv/range", {"key": self.b64(prefix), "range_end": self.b64(end)}).get("kvs", [])
         return sorted(base64.b64decode(kv["key"]).decode() for kv in kvs)
+
+
+class Link:
+    """A TCP relay between one node and etcd that the test can cut: while cut, connections are
+    accepted and held without an answer (a network partition as the node sees it: its calls time
+    out) and the ones in flight are closed; etcd itself stays up for the other nodes."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.cut = False
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.url = "http://127.0.0.1:%d" % self.lsock.getsockname()[1]
+        self.live, self.held = [], []
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.cut:
+                    self.held.append(c)
+                    continue
+                try:
+                    u = socket.create_connection(("127.0.0.1", self.target))
+                except OSError:
+                    c.close()
+                    continue
+                self.live += [c, u]
+            threading.Thread(target=self.pump, args=(c, u), daemon=True).start()
+            threading.Thread(target=self.pump, args=(u, c), daemon=True).start()
+
+    @staticmethod
+    def pump(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def set_cut(self, cut):
+        with self.lock:
+            self.cut = cut
+            for x in self.live + self.held:
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                x.close()
+            self.live, self.held = [], []
+
+    def close(self):
+        self.set_cut(False)
+        self.lsock.close()
 
 
 class HAProxy:
@@ -180,11 +250,21 @@ class ClusterOfThree(unittest.TestCase):
         cls.nodes = {}
         if not have_tools():
             return
+        try:
+            cls.start_cluster()
+        except BaseException:
+            cls.tearDownClass()  # unittest does not when setUpClass fails: leave no process behind
+            raise
+
+    @classmethod
+    def start_cluster(cls):
         cls.etcd = Etcd().start()
-        # n3 is told of an endpoint where nothing listens first: it must go on to the next.
+        # Each node reaches etcd through a link the test can cut. n3 is told of an endpoint where
+        # nothing listens first: it must go on to the next.
+        cls.links = {n: Link(cls.etcd.client) for n in cls.NAMES}
         cls.dead = "http://127.0.0.1:%d" % free_port()
         for n in cls.NAMES:
-            urls = cls.dead + ", " + cls.etcd.url if n == "n3" else cls.etcd.url
+            urls = cls.dead + ", " + cls.links[n].url if n == "n3" else cls.links[n].url
             cls.nodes[n] = Server(conf=cluster_conf(urls, n))
             cls.nodes[n].start()
 
@@ -200,6 +280,8 @@ class ClusterOfThree(unittest.TestCase):
                 errors.append(str(e))
             finally:
                 s.cleanup()
+        for link in getattr(cls, "links", {}).values():
+            link.close()
         if cls.etcd:
             cls.etcd.cleanup()
         if errors:
@@ -211,6 +293,8 @@ class ClusterOfThree(unittest.TestCase):
         if self.etcd.proc is None:
             self.etcd.start()
         self.etcd.proc.send_signal(signal.SIGCONT)
+        for link in self.links.values():
+            link.set_cut(False)
         for name, s in self.nodes.items():
             if s.proc is None:
                 self.start_again(name)
@@ -327,6 +411,26 @@ class ClusterOfThree(unittest.TestCase):
         v = wait_for("%s follows the new leader" % old, lambda: self.agreed(old), 20)
         self.assertIn(v["leader"], others)
         self.assertIn(self.etcd.get("/mbyte/leader"), others)
+
+    def test_a_leader_cut_off_from_etcd_stops_claiming_when_its_lease_may_have_expired(self):
+        # Fencing by time: the node cannot learn from etcd that it lost the lease (its calls time
+        # out), so it must stop naming itself leader lease_ttl after its last answered keepalive, while
+        # another node takes over; it never claims again until it holds /mbyte/leader.
+        old = self.leader()
+        others = [n for n in self.NAMES if n != old]
+        self.links[old].set_cut(True)
+        t0 = time.time()  # its last keepalive that etcd answered was sent before this
+        seen = []
+        while time.time() < t0 + TTL + 4:
+            seen.append((time.time() - t0, self.view(old)["leader"]))
+            time.sleep(0.1)
+        claimed = [t for t, leader in seen if leader == old]
+        self.assertLessEqual(max(claimed, default=0), TTL + 0.5, "still leader after its lease: %r" % seen)
+        self.assertIn(self.etcd.get("/mbyte/leader"), others)
+        self.assertEqual(self.view(old)["etcd"], "unreachable")
+        self.links[old].set_cut(False)
+        v = wait_for("%s registers again and follows" % old, lambda: self.agreed(old), 20)
+        self.assertIn(v["leader"], others)
 
     def test_etcd_paused_past_the_leases_nodes_keep_serving_files_and_register_again(self):
         self.etcd.proc.send_signal(signal.SIGSTOP)
