@@ -20,6 +20,7 @@
  * the hook bus as `cluster.leader` ({"node","state":"gained"|"lost"}): to the kernel's live
  * listeners (hook_tell) and to modules' observers (hook_emit).
  *
+ * The settings are read once, at start (a reload that changes them changes nothing here).
  * Threads: cluster_start/cluster_stop on the loop thread at start and stop; the membership
  * thread owns the etcd client, the lease and the claim; any thread calls cluster_is_leader
  * (atomics) and cluster_view (the last view, under view_mu).
@@ -37,7 +38,8 @@
 static struct {
     bool on;
     etcd *e;
-    char node[64], key[128];
+    char node[64], key[128], advertise[300];
+    char *data_dir;  /* a copy: a reload may replace g_cfg */
     int ttl;         /* seconds */
     int64_t started; /* wall clock, for the record */
     pthread_t th;
@@ -65,11 +67,11 @@ static char *node_record(void)
 {
     struct statvfs vs;
     json_int_t cap = 0, avail = 0;
-    if (statvfs(g_cfg->data_dir, &vs) == 0) {
+    if (statvfs(cl.data_dir, &vs) == 0) {
         cap = (json_int_t)vs.f_blocks * (json_int_t)vs.f_frsize;
         avail = (json_int_t)vs.f_bavail * (json_int_t)vs.f_frsize;
     }
-    json_t *r = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I}", "name", cl.node, "address", g_cfg->cluster_advertise,
+    json_t *r = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I}", "name", cl.node, "address", cl.advertise,
                           "started", (json_int_t)cl.started, "version", MBYTE_VERSION, "capacity", cap, "free", avail);
     char *s = json_dumps(r, JSON_COMPACT);
     json_decref(r);
@@ -272,6 +274,9 @@ int cluster_start(mb_err *err)
         return 0;
     snprintf(cl.node, sizeof cl.node, "%s", g_cfg->cluster_node);
     snprintf(cl.key, sizeof cl.key, NODES_PREFIX "%s", cl.node);
+    snprintf(cl.advertise, sizeof cl.advertise, "%s", g_cfg->cluster_advertise);
+    free(cl.data_dir);
+    cl.data_dir = xstrdup(g_cfg->data_dir);
     cl.ttl = g_cfg->cluster_lease_ttl;
     cl.started = now_wall();
     /* A call may take a third of the lease: the keepalive after a slow one still comes in time. */
@@ -288,6 +293,8 @@ int cluster_start(mb_err *err)
             etcd_lease_revoke(cl.e, cl.lease, &(mb_err){0});
         etcd_free(cl.e);
         cl.e = NULL;
+        free(cl.data_dir);
+        cl.data_dir = NULL;
         return rc;
     }
     log_info("cluster: node %s registered in etcd as %s (lease %lld, %d s)", cl.node, g_cfg->cluster_advertise,
@@ -320,6 +327,8 @@ void cluster_stop(void)
     cl.e = NULL;
     json_decref(cl.nodes);
     cl.nodes = NULL;
+    free(cl.data_dir);
+    cl.data_dir = NULL;
     cl.on = false;
 }
 

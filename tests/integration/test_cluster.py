@@ -265,7 +265,8 @@ class ClusterOfThree(unittest.TestCase):
         cls.dead = "http://127.0.0.1:%d" % free_port()
         for n in cls.NAMES:
             urls = cls.dead + ", " + cls.links[n].url if n == "n3" else cls.links[n].url
-            cls.nodes[n] = Server(conf=cluster_conf(urls, n))
+            # audit records every hook event: how a test sees cluster.leader reach modules' observers
+            cls.nodes[n] = Server(conf=cluster_conf(urls, n), modules={"audit": True})
             cls.nodes[n].start()
 
     @classmethod
@@ -323,6 +324,14 @@ class ClusterOfThree(unittest.TestCase):
         self.assertEqual(r.status, 200, r)
         return r.json()
 
+    def leader_events(self, name):
+        """The cluster.leader events node `name`'s modules observed, oldest first: ["gained", "lost", ...]."""
+        s = self.nodes[name]
+        self.view(name)  # a fresh token
+        r = s.request("GET", "/api/v1/admin/audit?action=cluster.leader", token=self.tokens[name])
+        self.assertEqual(r.status, 200, r)
+        return [e["detail"]["state"] for e in reversed(r.json()["entries"]) if e["detail"]["node"] == name]
+
     def agreed(self, name):
         v = self.view(name)
         return v["leader"] and sorted(n["name"] for n in v["nodes"]) == list(self.NAMES) and v
@@ -349,6 +358,9 @@ class ClusterOfThree(unittest.TestCase):
                 self.assertGreater(n["free"], 0)
                 self.assertLessEqual(n["free"], n["capacity"])
         self.assertEqual(self.etcd.keys("/mbyte/nodes/"), ["/mbyte/nodes/" + n for n in self.NAMES])
+        # The hook event reached the leader's observers (the audit module).
+        self.assertEqual(wait_for("cluster.leader gained, observed", lambda: self.leader_events(leader), 10)[-1],
+                         "gained")
         # Unauthenticated health answers on every node (HAProxy's check); the cluster view is admin only.
         for s in self.nodes.values():
             self.assertIn("mb-cluster", thread_names(s.proc.pid))
@@ -431,6 +443,9 @@ class ClusterOfThree(unittest.TestCase):
         self.links[old].set_cut(False)
         v = wait_for("%s registers again and follows" % old, lambda: self.agreed(old), 20)
         self.assertIn(v["leader"], others)
+        self.assertEqual(self.leader_events(old)[-2:], ["gained", "lost"])  # what modules were told
+        self.assertEqual(wait_for("the new leader's gained", lambda: self.leader_events(v["leader"]), 10)[-1],
+                         "gained")
 
     def test_etcd_paused_past_the_leases_nodes_keep_serving_files_and_register_again(self):
         self.etcd.proc.send_signal(signal.SIGSTOP)
