@@ -10,9 +10,9 @@
  * directory's capacity and free space each time; a node whose process dies disappears when
  * its lease expires, and a clean stop revokes the lease so it disappears at once.
  *
- * Leadership: the same thread asks for /mbyte/leader every tick (a create-if-absent bound to
- * the lease: whoever creates it leads until its lease ends), so a new leader takes over about
- * a tick after etcd expires the old one's lease. Fencing by time: a node leads only until
+ * Leadership: the same thread reads /mbyte/leader every tick and, when it is absent, creates
+ * it bound to its lease (create-if-absent: whoever creates it leads until its lease ends), so a
+ * new leader takes over about a tick after etcd expires the old one's lease. Fencing by time: a node leads only until
  * lease_ttl after the moment it SENT its last successful keepalive (the monotonic clock),
  * because etcd may expire the lease any time after that. cluster_is_leader() reads that
  * deadline itself, so a node that was stopped (SIGSTOP) or cut off from etcd stops claiming
@@ -48,7 +48,7 @@ static struct {
     bool stop;
     /* membership thread only */
     int64_t lease, valid_until, next_keepalive;
-    bool registered;
+    bool registered, name_taken;
     atomic_bool etcd_down; /* written by the thread, read by cluster_view */
     /* any thread */
     atomic_bool claimed;   /* this node created /mbyte/leader under its lease */
@@ -181,12 +181,19 @@ static void keepalive(void)
     free(rec);
 }
 
-/* Ask for the leadership; learn who has it otherwise. */
+/* Learn who leads; ask for the leadership when nobody does. A read first: a transaction goes
+ * through etcd's log (a disk write on every member) even when its compare fails, and this runs
+ * twice a second on every node. */
 static void campaign(void)
 {
     mb_err err;
     etcd_answer a;
-    if (etcd_create(cl.e, LEADER_KEY, cl.node, cl.lease, &a, &err)) {
+    int rc = etcd_range(cl.e, LEADER_KEY, false, &a, &err);
+    if (!rc && a.nkvs == 0) {
+        etcd_answer_free(&a);
+        rc = etcd_create(cl.e, LEADER_KEY, cl.node, cl.lease, &a, &err);
+    }
+    if (rc) {
         etcd_trouble("asking for the leadership", &err);
         return;
     }
@@ -234,9 +241,10 @@ static void turn(void)
         keepalive();
     if (!cl.lease || !cl.registered) {
         int rc = cl.lease ? node_register(&err) : lease_take(&err);
-        if (rc == MB_EEXIST)
+        if (rc == MB_EEXIST && !cl.name_taken) /* once, not every turn */
             log_error("cluster: %s", err.msg);
-        else if (rc)
+        cl.name_taken = rc == MB_EEXIST;
+        if (rc && rc != MB_EEXIST)
             etcd_trouble("registering this node", &err);
         if (rc)
             return;
