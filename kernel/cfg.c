@@ -501,8 +501,12 @@ static int cluster_check(const char *file, const json_t *root, const json_t *lin
         free(c->cluster_advertise);
         c->cluster_advertise = xstrdup(ev);
     }
-    if (!c->cluster_etcd)
+    if (!c->cluster_etcd) { /* MBYTE_NODE or MBYTE_ADVERTISE alone: still a single server */
+        free(c->cluster_node);
+        free(c->cluster_advertise);
+        c->cluster_node = c->cluster_advertise = NULL;
         return 0;
+    }
     if (!c->cluster_node)
         return err_set(err, MB_EINVAL, "%s:%zu: cluster mode needs cluster.node (or MBYTE_NODE): this node's name",
                        file, line_of(lines, "cluster"));

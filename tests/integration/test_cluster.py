@@ -473,6 +473,21 @@ class ClusterOfThree(unittest.TestCase):
             self.assertEqual(v["etcd"], "ok")
         self.assertEqual(self.etcd.keys("/mbyte/nodes/"), ["/mbyte/nodes/" + n for n in self.NAMES])
 
+    def test_etcd_stopped_and_started_again_on_its_data_directory_nodes_keep_serving_and_recover(self):
+        leader = self.leader()
+        self.etcd.stop()
+        for name, s in self.nodes.items():
+            tok = s.login()
+            r = s.request("PUT", "/api/v1/stores/1/files/etcd-restart-%s.txt" % name, body=name.encode(), token=tok)
+            self.assertIn(r.status, (200, 201), r)
+            self.assertEqual(s.request("GET", "/api/v1/stores/1/files/etcd-restart-%s.txt" % name, token=tok).body,
+                             name.encode())
+            self.assertEqual(s.request("GET", "/api/v1/health").status, 200)
+        self.etcd.start()  # same ports, same data: the leases and keys it had are back
+        views = wait_for("registration recovers", self.all_agreed, 30)
+        self.assertEqual({v["leader"] for v in views}, {leader})  # its lease survived: no change of leader
+        self.assertEqual(self.etcd.keys("/mbyte/nodes/"), ["/mbyte/nodes/" + n for n in self.NAMES])
+
     def test_haproxy_health_checks_take_a_killed_node_out(self):
         hp = HAProxy(self.nodes)
         try:
