@@ -29,6 +29,7 @@
 struct etcd {
     pthread_mutex_t mu;
     CURL *curl;
+    struct curl_slist *headers;
     char **urls;
     size_t n, cur; /* cur: the endpoint that answered last */
     long timeout_ms;
@@ -239,6 +240,7 @@ etcd *etcd_new(char *const *urls, long timeout_ms)
         e->urls[i] = xstrdup(urls[i]);
     e->timeout_ms = timeout_ms;
     e->curl = curl_easy_init();
+    e->headers = curl_slist_append(NULL, "Content-Type: application/json");
     return e;
 }
 
@@ -248,6 +250,7 @@ void etcd_free(etcd *e)
         return;
     if (e->curl)
         curl_easy_cleanup(e->curl);
+    curl_slist_free_all(e->headers);
     for (size_t i = 0; i < e->n; i++)
         free(e->urls[i]);
     free(e->urls);
@@ -288,6 +291,7 @@ int etcd_call(etcd *e, const char *path, json_t *req, etcd_answer *a, mb_err *er
         curl_easy_reset(c);
         curl_easy_setopt(c, CURLOPT_URL, url);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, e->headers);
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, e->timeout_ms);
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, e->timeout_ms < 1000 ? e->timeout_ms : 1000L);
