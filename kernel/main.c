@@ -205,7 +205,6 @@ int main(int argc, char **argv)
      * modules, so their observers hear the first cluster.leader; a live name refuses the start. */
     if (cluster_start(&err)) {
         log_error("start failed: %s", err.msg);
-        fprintf(stderr, "mbyted: %s\n", err.msg);
         goto out_stop;
     }
     if (http_start(&err)) {
