@@ -314,7 +314,15 @@ static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "w
                                           "login_account_slow_after", "task_retention_days", "tls_cert", "tls_key",
                                           "http_redirect_listen", "require_tls", "trusted_proxies",
                                           "metrics_listen", "access_log", "log_format", "secrets_refresh",
-                                          "durability", "durability_window_ms", "master_key", "previous_master_key", NULL};
+                                          "durability", "durability_window_ms", "master_key", "previous_master_key", "cluster", NULL};
+
+/* A NULL-terminated list of strings, and the list itself (NULL is fine). */
+static void strv_free(char **v)
+{
+    for (char **p = v; p && *p; p++)
+        free(*p);
+    free(v);
+}
 
 void cfg_free(kcfg *c)
 {
@@ -326,19 +334,16 @@ void cfg_free(kcfg *c)
     free(c->module_dir);
     free(c->web_dir);
     free(c->lua_dir);
-    if (c->trusted_proxies)
-        for (char **t = c->trusted_proxies; *t; t++)
-            free(*t);
-    free(c->trusted_proxies);
+    strv_free(c->trusted_proxies);
     free(c->tls_cert);
     free(c->tls_key);
     free(c->redirect_host);
     free(c->master_key);
     free(c->previous_master_key);
-    if (c->modules_enabled)
-        for (char **m = c->modules_enabled; *m; m++)
-            free(*m);
-    free(c->modules_enabled);
+    strv_free(c->cluster_etcd);
+    free(c->cluster_node);
+    free(c->cluster_advertise);
+    strv_free(c->modules_enabled);
     json_decref(c->raw);
     memset(c, 0, sizeof *c);
 }
@@ -354,6 +359,158 @@ static int logs_check(const char *file, const json_t *root, const json_t *lines,
     if (f && !(json_is_string(f) && (!strcmp(json_string_value(f), "text") || !strcmp(json_string_value(f), "json"))))
         return err_set(err, MB_EINVAL, "%s:%lld: log_format must be text or json", file,
                        (long long)json_integer_value(json_object_get(lines, "log_format")));
+    return 0;
+}
+
+/* ------------------------------------------------------------ cluster --- */
+
+/* One etcd endpoint: http(s)://host:port with nothing after it but an optional '/'. */
+static bool etcd_url_ok(const char *u)
+{
+    const char *h = !strncmp(u, "http://", 7) ? u + 7 : !strncmp(u, "https://", 8) ? u + 8 : NULL;
+    if (!h || !*h || strlen(u) > 200)
+        return false;
+    const char *colon = strrchr(h, ':');
+    uint64_t p;
+    char port[8];
+    size_t pl = colon ? strcspn(colon + 1, "/") : 0;
+    if (!colon || colon == h || pl == 0 || pl >= sizeof port || (colon[1 + pl] && strcmp(colon + 1 + pl, "/")))
+        return false;
+    memcpy(port, colon + 1, pl);
+    port[pl] = 0;
+    return parse_u64(port, &p) && p > 0 && p <= 65535 && !strpbrk(h, " @?#");
+}
+
+/* host:port that another node can connect to (cluster.advertise, MBYTE_ADVERTISE). */
+static int advertise_check(const char *where, const char *what, const char *a, mb_err *err)
+{
+    const char *colon = strrchr(a, ':');
+    uint64_t p;
+    if (!colon || colon == a || !parse_u64(colon + 1, &p) || p == 0 || p > 65535 || strpbrk(a, " /@"))
+        return err_set(err, MB_EINVAL, "%s: %s must be host:port (where the other nodes reach this one), got '%s'",
+                       where, what, a);
+    return 0;
+}
+
+/* A node name: it is part of an etcd key and shows in every node's view. */
+static bool node_name_ok(const char *n)
+{
+    size_t l = strlen(n);
+    return l >= 1 && l <= 63 && strspn(n, "abcdefghijklmnopqrstuvwxyz0123456789-_.") == l && n[0] != '.' &&
+           n[0] != '-';
+}
+
+static int set_etcd_url(kcfg *c, size_t i, const char *u, const char *where, mb_err *err)
+{
+    if (!etcd_url_ok(u))
+        return err_set(err, MB_EINVAL, "%s: '%s' is not an etcd endpoint (http://host:port or https://host:port)",
+                       where, u);
+    size_t l = strlen(u);
+    c->cluster_etcd[i] = xstrdup(u);
+    if (c->cluster_etcd[i][l - 1] == '/')
+        c->cluster_etcd[i][l - 1] = 0;
+    return 0;
+}
+
+/* cluster: {etcd: [urls], node, advertise, lease_ttl} (cluster.c), then MBYTE_ETCD, MBYTE_NODE
+ * and MBYTE_ADVERTISE. MBYTE_ETCD alone turns cluster mode on; without either, nothing is set
+ * and the server stays a single one. */
+static int cluster_check(const char *file, const json_t *root, const json_t *lines, kcfg *c, mb_err *err)
+{
+    const json_t *cl = json_object_get(root, "cluster");
+    char where[4200];
+    c->cluster_lease_ttl = 5;
+    if (cl && !json_is_null(cl)) {
+        if (!json_is_object(cl))
+            return err_set(err, MB_EINVAL, "%s:%zu: cluster must be a mapping (etcd, node, advertise, lease_ttl)", file,
+                           line_of(lines, "cluster"));
+        const char *key;
+        json_t *val;
+        json_object_foreach((json_t *)cl, key, val)
+        {
+            char kp[300];
+            snprintf(kp, sizeof kp, "cluster.%s", key);
+            if (strcmp(key, "etcd") && strcmp(key, "node") && strcmp(key, "advertise") && strcmp(key, "lease_ttl"))
+                return err_set(err, MB_EINVAL, "%s:%zu: unknown key 'cluster.%s'", file, line_of(lines, kp), key);
+        }
+        const json_t *e = json_object_get(cl, "etcd");
+        snprintf(where, sizeof where, "%s:%zu", file, line_of(lines, e ? "cluster.etcd" : "cluster"));
+        if (!json_is_array(e) || json_array_size(e) == 0)
+            return err_set(err, MB_EINVAL, "%s: cluster.etcd must be a list of etcd endpoints (http://host:port)",
+                           where);
+        c->cluster_etcd = xcalloc(json_array_size(e) + 1, sizeof(char *));
+        size_t i;
+        json_t *u;
+        json_array_foreach(e, i, u)
+        {
+            int rc = set_etcd_url(c, i, json_is_string(u) ? json_string_value(u) : "(not a string)", where, err);
+            if (rc)
+                return rc;
+        }
+        const json_t *n = json_object_get(cl, "node");
+        if (n && !(json_is_string(n) && node_name_ok(json_string_value(n))))
+            return err_set(err, MB_EINVAL, "%s:%zu: cluster.node must be a name of 1 to 63 of a-z, 0-9, '-', '_', '.'",
+                           file, line_of(lines, "cluster.node"));
+        if (n)
+            c->cluster_node = xstrdup(json_string_value(n));
+        const json_t *a = json_object_get(cl, "advertise");
+        if (a) {
+            snprintf(where, sizeof where, "%s:%zu", file, line_of(lines, "cluster.advertise"));
+            int rc = advertise_check(where, "cluster.advertise", json_is_string(a) ? json_string_value(a) : "", err);
+            if (rc)
+                return rc;
+            c->cluster_advertise = xstrdup(json_string_value(a));
+        }
+        if (json_object_get(cl, "lease_ttl")) {
+            int64_t t = 5;
+            int rc = want_int(file, cl, lines, "lease_ttl", 2, 300, &t, err);
+            if (rc) /* want_int names the key without its section */
+                return err_set(err, MB_EINVAL, "%s:%zu: cluster.lease_ttl must be a whole number of seconds from 2 to 300",
+                               file, line_of(lines, "cluster.lease_ttl"));
+            c->cluster_lease_ttl = (int)t;
+        }
+    }
+    const char *ev;
+    if ((ev = getenv("MBYTE_ETCD")) && *ev) {
+        strv_free(c->cluster_etcd);
+        size_t n = 1;
+        for (const char *p = ev; *p; p++)
+            n += *p == ',';
+        c->cluster_etcd = xcalloc(n + 1, sizeof(char *));
+        char *copy = xstrdup(ev), *save = NULL;
+        size_t i = 0;
+        int rc = 0;
+        for (char *t = strtok_r(copy, ",", &save); t && !rc; t = strtok_r(NULL, ",", &save))
+            rc = set_etcd_url(c, i++, t, "MBYTE_ETCD", err);
+        free(copy);
+        if (rc)
+            return rc;
+        if (i == 0)
+            return err_set(err, MB_EINVAL, "MBYTE_ETCD: give one or more etcd endpoints, separated by commas");
+    }
+    if ((ev = getenv("MBYTE_NODE")) && *ev) {
+        if (!node_name_ok(ev))
+            return err_set(err, MB_EINVAL, "MBYTE_NODE: '%s' is not a node name (1 to 63 of a-z, 0-9, '-', '_', '.')",
+                           ev);
+        free(c->cluster_node);
+        c->cluster_node = xstrdup(ev);
+    }
+    if ((ev = getenv("MBYTE_ADVERTISE")) && *ev) {
+        int rc = advertise_check("MBYTE_ADVERTISE", "the value", ev, err);
+        if (rc)
+            return rc;
+        free(c->cluster_advertise);
+        c->cluster_advertise = xstrdup(ev);
+    }
+    if (!c->cluster_etcd) { /* MBYTE_NODE or MBYTE_ADVERTISE alone: still a single server */
+        free(c->cluster_node);
+        free(c->cluster_advertise);
+        c->cluster_node = c->cluster_advertise = NULL;
+        return 0;
+    }
+    if (!c->cluster_node)
+        return err_set(err, MB_EINVAL, "%s:%zu: cluster mode needs cluster.node (or MBYTE_NODE): this node's name",
+                       file, line_of(lines, "cluster"));
     return 0;
 }
 
@@ -631,6 +788,20 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     if ((e = getenv("MBYTE_LUA_DIR")) && *e) {
         free(c->lua_dir);
         c->lua_dir = xstrdup(e);
+    }
+    if ((rc = cluster_check(path, root, lines, c, err)))
+        goto fail;
+    /* A node tells the others where to reach it: its listen address unless told otherwise. */
+    if (c->cluster_etcd && !c->cluster_advertise) {
+        if (!strcmp(c->listen_host, "0.0.0.0") || !strcmp(c->listen_host, "::")) {
+            rc = err_set(err, MB_EINVAL, "%s:%zu: cluster.advertise (or MBYTE_ADVERTISE) is needed when listen is %s: "
+                         "the address the other nodes reach this one at", path, line_of(lines, "cluster"),
+                         c->listen_host);
+            goto fail;
+        }
+        char a[300];
+        snprintf(a, sizeof a, strchr(c->listen_host, ':') ? "[%s]:%d" : "%s:%d", c->listen_host, c->listen_port);
+        c->cluster_advertise = xstrdup(a);
     }
     c->raw = root;
     json_decref(lines);

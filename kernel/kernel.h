@@ -7,6 +7,7 @@
  *   hook.c hook_*   task.c task_*   timer.c timer_*   pool.c pool_*   notify.c notify_*   luas.c luas_*
  *   modmgr.c modmgr_* (load, unload, reload)   modref.c modref_* (the module handle and its
  *   busy count, a leaf)   registry.c reg_* (owner-tagged tables: routes, hooks, task types, timers)
+ *   etcd.c etcd_* (the etcd client)   cluster.c cluster_* (membership, leadership)
  *   api.c (fills mb_api)   main.c (mbyted: loop, signals, start and stop)
  * Modules never see this header; they get abi/mbyte.h and the mb_api table.
  */
@@ -128,6 +129,12 @@ typedef struct kcfg {
     char *master_key;        /* key reference wrapping stores' data keys (crypt.c), NULL: none */
     char *previous_master_key; /* the one before: data keys still wrapped by it open (crypt.c) */
     char **modules_enabled;  /* NULL-terminated */
+    /* cluster: (cluster.c, docs/cluster.md), read once at start. cluster_etcd NULL: a single
+     * server, no etcd. */
+    char **cluster_etcd;     /* NULL-terminated endpoints, no trailing '/' */
+    char *cluster_node;      /* this node's name (set whenever cluster_etcd is) */
+    char *cluster_advertise; /* host:port the others reach this node at (default: listen) */
+    int cluster_lease_ttl;   /* seconds; default 5 */
     json_t *raw;             /* the whole mbyte.yaml as JSON */
 } kcfg;
 
@@ -146,6 +153,43 @@ int cfg_module(const char *file, const json_t *yaml, const json_t *lines, const 
                mb_err *err);
 
 extern kcfg *g_cfg; /* set by main.c; replaced only on the loop thread (SIGHUP) */
+
+/* ----------------------------------------------------------------- etcd.c --- */
+/* An etcd v3 client over the JSON gateway (cluster mode). Keys and values are text here. */
+typedef struct etcd etcd;
+typedef struct etcd_kv {
+    char *key, *value; /* decoded, NUL-terminated, the answer's (etcd_answer_free) */
+    size_t value_len;
+    int64_t lease, create_rev, mod_rev;
+} etcd_kv;
+typedef struct etcd_answer {
+    int64_t id, ttl, revision; /* a lease's ID and TTL; the header's revision (0 when absent) */
+    bool succeeded;            /* a txn took its success branch */
+    etcd_kv *kvs;              /* a range's entries, or those of every range in a txn */
+    size_t nkvs;
+    int code;                  /* an error answer's gRPC code (5: not found), else 0 */
+    char error[200];
+} etcd_answer;
+/* Pure: the request bodies (new references) and the answer parser (0, or MB_EINVAL with a
+ * sentence; an error answer parses fine and sets code). */
+char *etcd_b64(const void *p, size_t n); /* malloc'd, padded standard alphabet */
+json_t *etcd_req_put(const char *key, const char *value, int64_t lease);
+json_t *etcd_req_range(const char *key, bool prefix);
+json_t *etcd_req_create(const char *key, const char *value, int64_t lease); /* txn: put if absent, else range */
+int etcd_answer_parse(const char *body, size_t len, etcd_answer *a, mb_err *err);
+void etcd_answer_free(etcd_answer *a);
+/* A client of the endpoints urls (copied), each call bounded by timeout_ms. One thread at a
+ * time (a mutex makes it so). Calls return 0, MB_EBUSY when no endpoint answered, MB_ENOENT
+ * for etcd's "not found", MB_EIO otherwise; *a is the caller's to free on 0. */
+etcd *etcd_new(char *const *urls, long timeout_ms);
+void etcd_free(etcd *e);
+int etcd_call(etcd *e, const char *path, json_t *req, etcd_answer *a, mb_err *err); /* steals req */
+int etcd_lease_grant(etcd *e, int ttl, int64_t *id, int64_t *granted, mb_err *err);
+int etcd_lease_keepalive(etcd *e, int64_t id, int64_t *ttl, mb_err *err); /* *ttl 0: lease gone */
+int etcd_lease_revoke(etcd *e, int64_t id, mb_err *err);
+int etcd_put(etcd *e, const char *key, const char *value, int64_t lease, mb_err *err);
+int etcd_range(etcd *e, const char *key, bool prefix, etcd_answer *a, mb_err *err);
+int etcd_create(etcd *e, const char *key, const char *value, int64_t lease, etcd_answer *a, mb_err *err);
 
 /* --------------------------------------------------------------- secret.c --- */
 /* Secret references in configuration values and key wrapping (docs/security.md). */
@@ -419,6 +463,21 @@ void hook_ip_set(const char *ip);
 /* api->batch_put / batch_del (minor 6): writes into the dispatcher turn's batch. */
 int hook_batch_put(mb_batch *b, mb_module *self, const char *key, const void *value, size_t len, mb_err *err);
 int hook_batch_del(mb_batch *b, mb_module *self, const char *key, mb_err *err);
+
+/* -------------------------------------------------------------- cluster.c --- */
+/* Cluster mode (docs/cluster.md): membership and leadership in etcd. Without g_cfg's cluster
+ * settings every call is a no-op or false. */
+int cluster_start(mb_err *err); /* loop thread, before serving: MB_EEXIST when the node name is live */
+void cluster_stop(void);         /* revokes the lease: this node leaves at once */
+bool cluster_enabled(void);
+/* This node leads cluster-wide work now: it holds /mbyte/leader under its lease, and its last
+ * keepalive was sent less than lease_ttl ago (fencing by time). Any thread, cheap. */
+bool cluster_is_leader(void);
+/* {"node","leader","nodes","stores","etcd"}: the membership thread's last view; NULL when not
+ * in cluster mode. New reference; any thread. */
+json_t *cluster_view(void);
+/* GET /api/v1/admin/cluster (cluster_http.c) */
+extern const kroute cluster_routes[];
 
 /* ----------------------------------------------------------------- pool.c --- */
 /* api->run_blocking: work(arg) on a pool thread, then done(arg) on the loop; self (NULL:

@@ -41,6 +41,7 @@ static void usage(void)
     fprintf(stderr, "usage: mbyted [--config DIR] [--backup DIR | --no-backup] [--version]\n"
                     "  DIR defaults to $MBYTE_CONFIG, else " MBYTE_CONFIG_DIR "\n"
                     "environment: MBYTE_LISTEN host:port, MBYTE_DATA dir, MBYTE_MODULE_DIR dir,\n"
+                    "             MBYTE_ETCD url,url MBYTE_NODE name MBYTE_ADVERTISE host:port (cluster)\n"
                     "             MBYTE_ADMIN_PASSWORD (first start only)\n");
 }
 
@@ -187,7 +188,7 @@ int main(int argc, char **argv)
         apppass_init(&err) ||
         fs_init(&err) || routes_add(files_routes, &err) || routes_add(backend_routes, &err) || stores_init(&err) || tus_init(&err) ||
         routes_add(tus_routes, &err) || luas_init(g_cfg->lua_dir, &err) ||
-        health_routes_init(&err) || metrics_init(&err) || backup_init(&err) || reload_init(&err) || modmgr_init(base, &err) ||
+        health_routes_init(&err) || routes_add(cluster_routes, &err) || metrics_init(&err) || backup_init(&err) || reload_init(&err) || modmgr_init(base, &err) ||
         secret_http_init(base, &err) ||
         auth_bootstrap(admin_pw, &err)) {
         log_error("start failed: %s", err.msg);
@@ -200,6 +201,12 @@ int main(int argc, char **argv)
         for (char **m = g_cfg->modules_enabled; *m; m++)
             if (modmgr_load(*m, &err))
                 log_error("module %s not loaded: %s", *m, err.msg);
+    /* Cluster mode: registered under this node's name before the first request, after the
+     * modules, so their observers hear the first cluster.leader; a live name refuses the start. */
+    if (cluster_start(&err)) {
+        log_error("start failed: %s", err.msg);
+        goto out_stop;
+    }
     if (http_start(&err)) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
@@ -215,6 +222,7 @@ int main(int argc, char **argv)
     event_base_dispatch(base);
     status = 0;
 out_stop:
+    cluster_stop(); /* first: the others take over at once */
     http_stop();
     metrics_fini();
     accesslog_fini();

@@ -34,6 +34,12 @@ static int reload_apply(json_t *report, mb_err *err)
         free(c);
         return MB_EINVAL;
     }
+    /* Cluster settings are read once, at start (cluster.c). */
+    if (!c->cluster_node != !g_cfg->cluster_node ||
+        (c->cluster_node && (strcmp(c->cluster_node, g_cfg->cluster_node) ||
+                             strcmp(c->cluster_advertise, g_cfg->cluster_advertise) ||
+                             c->cluster_lease_ttl != g_cfg->cluster_lease_ttl)))
+        log_warn("cluster setting changes take effect at the next start");
     /* Listen address and data directory need a restart; keep the running ones. */
     if (strcmp(c->listen_host, g_cfg->listen_host) || c->listen_port != g_cfg->listen_port ||
         strcmp(c->data_dir, g_cfg->data_dir))

@@ -16,9 +16,9 @@ import sys
 # Lowest first. Keep in step with docs/architecture.md "Layers".
 LAYERS = [
     ("base", ["log.c", "err.c", "util.c", "jsonw.c", "cfg.c", "loop.c", "chunker.c", "sniff.c", "fileio.c", "names.c", "xff.c", "metrics.c",
-              "modref.c", "registry.c", "secret.c"]),
+              "modref.c", "registry.c", "secret.c", "etcd.c"]),
     ("db", ["db.c", "auth_users.c"]),
-    ("bus", ["hook.c", "task.c", "timer.c", "pool.c"]),
+    ("bus", ["hook.c", "task.c", "timer.c", "pool.c", "cluster.c"]),
     ("blob", ["blob.c", "blob_pending.c", "backend.c", "crypt.c"]),
     ("txn", ["txn.c", "gc.c"]),
     ("namespace", ["ns.c"]),
@@ -26,7 +26,7 @@ LAYERS = [
                "format.c"]),
     ("doors", ["http.c", "http_route.c", "http_target.c", "http_reply.c", "http_sse.c", "http_server.c", "conn.c", "throttle.c", "auth.c", "files_http.c", "tus.c", "zip.c", "task_http.c",
                "notify.c", "luas.c", "api.c", "evapi.c", "modmgr.c", "reload.c",
-               "accesslog.c", "apppass.c", "health.c", "listdeco.c", "metrics_http.c", "secret_http.c", "modsvc.c", "backend_http.c"]),
+               "accesslog.c", "apppass.c", "health.c", "listdeco.c", "metrics_http.c", "secret_http.c", "modsvc.c", "backend_http.c", "cluster_http.c"]),
 ]
 
 # Calls that cross a layer upward, each with its reason, for a change in flight. Empty: every

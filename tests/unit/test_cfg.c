@@ -151,6 +151,63 @@ static void test_kernel_config_unknown_key_and_env_override(void **s)
     rmdir(dir);
 }
 
+/* mbyte.yaml in dir is `text`; cfg_load's status. */
+static int load_text(const char *dir, const char *text, kcfg *c, mb_err *err)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/mbyte.yaml", dir);
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    return cfg_load(dir, c, err);
+}
+
+static void test_cluster_settings_defaults_and_environment(void **s)
+{
+    (void)s;
+    char dir[] = "/tmp/mbcfgXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    kcfg c;
+    mb_err err = {0};
+    /* No cluster: a single server, nothing set. */
+    assert_int_equal(load_text(dir, "listen: 127.0.0.1:9000\n", &c, &err), 0);
+    assert_null(c.cluster_etcd);
+    assert_null(c.cluster_node);
+    cfg_free(&c);
+    /* A trailing '/' goes; advertise defaults to listen; lease_ttl to 5. */
+    assert_int_equal(load_text(dir, "listen: 127.0.0.1:9000\ncluster:\n  etcd: [http://e1:2379/, https://e2:2379]\n"
+                                    "  node: node-1.a_b\n", &c, &err), 0);
+    assert_string_equal(c.cluster_etcd[0], "http://e1:2379");
+    assert_string_equal(c.cluster_etcd[1], "https://e2:2379");
+    assert_null(c.cluster_etcd[2]);
+    assert_string_equal(c.cluster_node, "node-1.a_b");
+    assert_string_equal(c.cluster_advertise, "127.0.0.1:9000");
+    assert_int_equal(c.cluster_lease_ttl, 5);
+    cfg_free(&c);
+    /* The environment wins, and MBYTE_ETCD alone turns cluster mode on. */
+    setenv("MBYTE_ETCD", "http://a:1,http://b:2", 1);
+    setenv("MBYTE_NODE", "n9", 1);
+    setenv("MBYTE_ADVERTISE", "10.0.0.9:8080", 1);
+    assert_int_equal(load_text(dir, "log_level: info\n", &c, &err), 0);
+    assert_string_equal(c.cluster_etcd[0], "http://a:1");
+    assert_string_equal(c.cluster_etcd[1], "http://b:2");
+    assert_null(c.cluster_etcd[2]);
+    assert_string_equal(c.cluster_node, "n9");
+    assert_string_equal(c.cluster_advertise, "10.0.0.9:8080");
+    cfg_free(&c);
+    unsetenv("MBYTE_ETCD");
+    unsetenv("MBYTE_NODE");
+    unsetenv("MBYTE_ADVERTISE");
+    /* Listening on every address, a node must say where the others reach it. */
+    assert_int_equal(load_text(dir, "listen: 0.0.0.0:8080\ncluster:\n  etcd: [http://e:1]\n  node: a\n", &c, &err),
+                     MB_EINVAL);
+    assert_non_null(strstr(err.msg, "mbyte.yaml:2: cluster.advertise (or MBYTE_ADVERTISE) is needed when listen is 0.0.0.0"));
+    char path[256];
+    snprintf(path, sizeof path, "%s/mbyte.yaml", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -163,6 +220,7 @@ int main(void)
         cmocka_unit_test(test_module_config_defaults_fill_in),
         cmocka_unit_test(test_module_config_checks_type_range_and_unknown_keys),
         cmocka_unit_test(test_kernel_config_unknown_key_and_env_override),
+        cmocka_unit_test(test_cluster_settings_defaults_and_environment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

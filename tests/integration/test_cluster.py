@@ -1,0 +1,571 @@
+#!/usr/bin/env python3
+"""Cluster mode, first slice (issue 23, docs/cluster.md): three real mbyted on loopback register in a
+real etcd (Debian's etcd-server, started here on free ports), elect one leader, fence a paused leader
+by time, ride out an etcd outage, and sit behind a real HAProxy whose health checks take a killed
+node out. Without `cluster` a server stays alone; bad cluster settings are refused with their line.
+tests/setup/cluster.sh installs etcd-server and haproxy."""
+import base64
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Server, ServerTest, free_port, main, missing_prerequisite  # noqa: E402
+
+TTL = 3  # seconds: cluster.lease_ttl of every node here (etcd's smallest lease is about 2 s)
+
+
+def wait_for(what, cond, timeout):
+    """cond() until it returns something true; that value, or an AssertionError naming `what`."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = cond()
+            if last:
+                return last
+        except (OSError, ValueError, KeyError) as e:
+            last = e
+        time.sleep(0.1)
+    raise AssertionError("%s: not within %.1f s (last: %r)" % (what, timeout, last))
+
+
+class Etcd:
+    """A real single-member etcd on free loopback ports, its data in a temporary directory."""
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="mbyte-etcd-")
+        self.client, self.peer = free_port(), free_port()
+        self.url = "http://127.0.0.1:%d" % self.client
+        self.proc = None
+
+    def start(self):
+        peer = "http://127.0.0.1:%d" % self.peer
+        self.log = open(os.path.join(self.tmp, "etcd.log"), "ab")
+        self.proc = subprocess.Popen(
+            ["etcd", "--name", "default", "--data-dir", os.path.join(self.tmp, "data"),
+             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", "default=" + peer], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for("etcd answers", lambda: self.call("/v3/kv/range", {"key": self.b64("x")}) is not None, 30)
+        return self
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+            self.log.close()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @staticmethod
+    def b64(s):
+        return base64.b64encode(s.encode()).decode()
+
+    def call(self, path, body, timeout=5):
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def get(self, key):
+        """The value of key (text), or None."""
+        kvs = self.call("/v3/kv/range", {"key": self.b64(key)}).get("kvs", [])
+        return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
+
+    def keys(self, prefix):
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        kvs = self.call("/v3/kv/range", {"key": self.b64(prefix), "range_end": self.b64(end)}).get("kvs", [])
+        return sorted(base64.b64decode(kv["key"]).decode() for kv in kvs)
+
+
+class Link:
+    """A TCP relay between one node and etcd that the test can cut: while cut, connections are
+    accepted and held without an answer (a network partition as the node sees it: its calls time
+    out) and the ones in flight are closed; etcd itself stays up for the other nodes."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.cut = False
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.url = "http://127.0.0.1:%d" % self.lsock.getsockname()[1]
+        self.live, self.held = [], []
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.cut:
+                    self.held.append(c)
+                    continue
+                try:
+                    u = socket.create_connection(("127.0.0.1", self.target))
+                except OSError:
+                    c.close()
+                    continue
+                self.live += [c, u]
+            threading.Thread(target=self.pump, args=(c, u), daemon=True).start()
+            threading.Thread(target=self.pump, args=(u, c), daemon=True).start()
+
+    @staticmethod
+    def pump(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def set_cut(self, cut):
+        with self.lock:
+            self.cut = cut
+            for x in self.live + self.held:
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                x.close()
+            self.live, self.held = [], []
+
+    def close(self):
+        self.set_cut(False)
+        self.lsock.close()
+
+
+class HAProxy:
+    """A real HAProxy in front of the nodes, health-checking /api/v1/health every 300 ms; its stats
+    (CSV) on a second port tell which servers it counts as up."""
+
+    def __init__(self, nodes):
+        self.tmp = tempfile.mkdtemp(prefix="mbyte-haproxy-")
+        self.port, self.stats = free_port(), free_port()
+        servers = "\n".join("    server %s 127.0.0.1:%d check inter 300ms fall 2 rise 2" % (n, s.port)
+                            for n, s in nodes.items())
+        self.conf = os.path.join(self.tmp, "haproxy.cfg")
+        with open(self.conf, "w") as f:
+            f.write("""global
+    maxconn 256
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend mbyte
+    bind 127.0.0.1:%d
+    default_backend nodes
+frontend stats
+    bind 127.0.0.1:%d
+    stats enable
+    stats uri /stats
+backend nodes
+    balance roundrobin
+    option httpchk GET /api/v1/health
+    http-check expect status 200
+%s
+""" % (self.port, self.stats, servers))
+        self.proc = subprocess.Popen(["haproxy", "-f", self.conf, "-db"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+    def status(self):
+        """{server name: "UP" / "DOWN" / ...} as HAProxy sees its backends now."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/stats;csv" % self.stats, timeout=5) as r:
+            text = r.read().decode().lstrip("# ")
+        return {row["svname"]: row["status"].split(" ")[0] for row in csv.DictReader(io.StringIO(text))
+                if row["pxname"] == "nodes" and row["svname"] not in ("BACKEND", "FRONTEND")}
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path), timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def cleanup(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def cluster_conf(etcd_urls, name, ttl=TTL):
+    return {"cluster": "{etcd: [%s], node: %s, lease_ttl: %d}" % (etcd_urls, name, ttl)}
+
+
+def refused_start(test, s):
+    """Start s, which must exit on its own with a failure: its log."""
+    s.start(wait=False)
+    rc = s.proc.wait(timeout=60)
+    s.proc = None
+    s.log.close()
+    test.assertNotEqual(rc, 0)
+    return s.read_log()
+
+
+def thread_names(pid):
+    names = []
+    for t in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+            names.append(f.read().strip())
+    return names
+
+
+def have_tools():
+    return shutil.which("etcd") and shutil.which("haproxy")
+
+
+class ClusterOfThree(unittest.TestCase):
+    """One etcd and three nodes for the whole class; each test starts with all three up."""
+    NAMES = ("n1", "n2", "n3")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.etcd = None
+        cls.nodes = {}
+        if not have_tools():
+            return
+        try:
+            cls.start_cluster()
+        except BaseException:
+            cls.tearDownClass()  # unittest does not when setUpClass fails: leave no process behind
+            raise
+
+    @classmethod
+    def start_cluster(cls):
+        cls.etcd = Etcd().start()
+        # Each node reaches etcd through a link the test can cut. n3 is told of an endpoint where
+        # nothing listens first: it must go on to the next.
+        cls.links = {n: Link(cls.etcd.client) for n in cls.NAMES}
+        cls.dead = "http://127.0.0.1:%d" % free_port()
+        for n in cls.NAMES:
+            urls = cls.dead + ", " + cls.links[n].url if n == "n3" else cls.links[n].url
+            # audit records every hook event: how a test sees cluster.leader reach modules' observers
+            cls.nodes[n] = Server(conf=cluster_conf(urls, n), modules={"audit": True})
+            cls.nodes[n].start()
+
+    @classmethod
+    def tearDownClass(cls):
+        errors = []
+        for s in cls.nodes.values():
+            try:
+                if s.proc:
+                    s.proc.send_signal(signal.SIGCONT)
+                    s.stop()  # exit 0: nothing leaked, no sanitizer finding
+            except AssertionError as e:
+                errors.append(str(e))
+            finally:
+                s.cleanup()
+        for link in getattr(cls, "links", {}).values():
+            link.close()
+        if cls.etcd:
+            cls.etcd.cleanup()
+        if errors:
+            raise AssertionError("\n".join(errors))
+
+    def setUp(self):
+        if not have_tools():
+            missing_prerequisite(self, "etcd and haproxy are not installed (tests/setup/cluster.sh)")
+        if self.etcd.proc is None:
+            self.etcd.start()
+        self.etcd.proc.send_signal(signal.SIGCONT)
+        for link in self.links.values():
+            link.set_cut(False)
+        for name, s in self.nodes.items():
+            if s.proc is None:
+                self.start_again(name)
+        wait_for("all three nodes registered with one leader", self.all_agreed, 30)
+
+    def start_again(self, name):
+        """A node killed by a test, started again on its data directory once etcd has let its old
+        lease expire (before that its name is taken: test_a_second_mbyted_...)."""
+        wait_for("the lease of killed %s expires" % name,
+                 lambda: "/mbyte/nodes/" + name not in self.etcd.keys("/mbyte/nodes/"), TTL + 10)
+        self.nodes[name].start()
+
+    def all_agreed(self):
+        vs = [self.agreed(n) for n in self.NAMES]
+        return all(vs) and vs
+
+    tokens = {}
+
+    def view(self, name):
+        """GET /api/v1/admin/cluster on node `name` (each node has its own accounts in this slice)."""
+        s = self.nodes[name]
+        r = s.request("GET", "/api/v1/admin/cluster", token=self.tokens.get(name))
+        if r.status == 401:
+            self.tokens[name] = s.login()
+            r = s.request("GET", "/api/v1/admin/cluster", token=self.tokens[name])
+        self.assertEqual(r.status, 200, r)
+        return r.json()
+
+    def leader_events(self, name):
+        """The cluster.leader events node `name`'s modules observed, oldest first: ["gained", "lost", ...]."""
+        s = self.nodes[name]
+        self.view(name)  # a fresh token
+        r = s.request("GET", "/api/v1/admin/audit?action=cluster.leader", token=self.tokens[name])
+        self.assertEqual(r.status, 200, r)
+        return [e["detail"]["state"] for e in reversed(r.json()["entries"]) if e["detail"]["node"] == name]
+
+    def agreed(self, name):
+        v = self.view(name)
+        return v["leader"] and sorted(n["name"] for n in v["nodes"]) == list(self.NAMES) and v
+
+    def leader(self):
+        return self.view("n1")["leader"]
+
+    def test_three_nodes_register_and_every_node_names_the_same_single_leader(self):
+        views = {n: self.view(n) for n in self.NAMES}
+        leaders = {v["leader"] for v in views.values()}
+        self.assertEqual(len(leaders), 1, views)
+        leader = leaders.pop()
+        self.assertIn(leader, self.NAMES)
+        self.assertEqual([n for n, v in views.items() if v["leader"] == v["node"]], [leader])
+        self.assertEqual(self.etcd.get("/mbyte/leader"), leader)
+        for name, v in views.items():
+            self.assertEqual(v["node"], name)
+            self.assertEqual(v["stores"], [])
+            self.assertEqual(v["etcd"], "ok")
+            for n in v["nodes"]:
+                self.assertEqual(n["state"], "up")
+                self.assertEqual(n["address"], "127.0.0.1:%d" % self.nodes[n["name"]].port)
+                self.assertGreater(n["capacity"], 0)
+                self.assertGreater(n["free"], 0)
+                self.assertLessEqual(n["free"], n["capacity"])
+        self.assertEqual(self.etcd.keys("/mbyte/nodes/"), ["/mbyte/nodes/" + n for n in self.NAMES])
+        # The hook event reached the leader's observers (the audit module).
+        self.assertEqual(wait_for("cluster.leader gained, observed", lambda: self.leader_events(leader), 10)[-1],
+                         "gained")
+        # Unauthenticated health answers on every node (HAProxy's check); the cluster view is admin only.
+        for s in self.nodes.values():
+            self.assertIn("mb-cluster", thread_names(s.proc.pid))
+            self.assertEqual(s.request("GET", "/api/v1/health").status, 200)
+            self.assertEqual(s.request("GET", "/api/v1/admin/cluster").status, 401)
+
+    def test_sigkill_of_the_leader_hands_leadership_over_within_the_lease_and_it_rejoins_as_follower(self):
+        old = self.leader()
+        others = [n for n in self.NAMES if n != old]
+        self.nodes[old].kill()
+        t0 = time.time()
+
+        def taken_over():
+            vs = [self.view(n) for n in others]
+            return all(v["leader"] in others and v["leader"] == vs[0]["leader"] and
+                       old not in [x["name"] for x in v["nodes"]] for v in vs) and vs[0]["leader"]
+        new = wait_for("another node leads and %s is gone" % old, taken_over, TTL + 10)
+        self.assertLessEqual(time.time() - t0, TTL + 3, "takeover took too long")
+        self.assertEqual(self.etcd.get("/mbyte/leader"), new)
+        self.assertNotIn("/mbyte/nodes/" + old, self.etcd.keys("/mbyte/nodes/"))
+        # Started again, it rejoins as a member that follows the new leader.
+        self.start_again(old)
+        v = wait_for("%s rejoins" % old, lambda: self.agreed(old), 20)
+        self.assertEqual(v["leader"], new)
+        self.assertEqual({n["name"]: n["state"] for n in v["nodes"]}[old], "up")
+        wait_for("the others list %s again" % old, self.all_agreed, 10)
+
+    def test_a_second_mbyted_with_a_live_node_name_refuses_to_start(self):
+        leader = self.leader()
+        twin = Server(conf=cluster_conf(self.etcd.url, "n2"))
+        try:
+            log = refused_start(self, twin)
+            self.assertIn("cluster.node 'n2' is already registered in etcd by a running node", log)
+            self.assertIn("127.0.0.1:%d" % self.nodes["n2"].port, log)  # the holder's address
+        finally:
+            twin.cleanup()
+        # The live n2 is untouched: still registered, same leader, its record its own.
+        self.assertTrue(self.agreed("n2"))
+        self.assertEqual(self.leader(), leader)
+        self.assertEqual(json.loads(self.etcd.get("/mbyte/nodes/n2"))["address"],
+                         "127.0.0.1:%d" % self.nodes["n2"].port)
+
+    def test_a_leader_paused_past_its_lease_stops_claiming_at_once_when_resumed(self):
+        old = self.leader()
+        s = self.nodes[old]
+        mark = s.log_mark()
+        s.proc.send_signal(signal.SIGSTOP)
+        try:
+            others = [n for n in self.NAMES if n != old]
+            wait_for("another node leads while %s is paused" % old,
+                     lambda: self.view(others[0])["leader"] in others, TTL + 10)
+            time.sleep(1)
+        finally:
+            s.proc.send_signal(signal.SIGCONT)
+        # The first answer after resuming: fenced by time, before its thread has talked to etcd.
+        v = self.view(old)
+        self.assertNotEqual(v["leader"], old, v)
+        self.assertIn(self.etcd.get("/mbyte/leader"), others)
+        s.wait_log("is no longer the leader", since=mark, timeout=20)  # and the cluster.leader "lost" event
+        v = wait_for("%s follows the new leader" % old, lambda: self.agreed(old), 20)
+        self.assertIn(v["leader"], others)
+        self.assertIn(self.etcd.get("/mbyte/leader"), others)
+
+    def test_a_leader_cut_off_from_etcd_stops_claiming_when_its_lease_may_have_expired(self):
+        # Fencing by time: the node cannot learn from etcd that it lost the lease (its calls time
+        # out), so it must stop naming itself leader lease_ttl after its last answered keepalive, while
+        # another node takes over; it never claims again until it holds /mbyte/leader.
+        old = self.leader()
+        others = [n for n in self.NAMES if n != old]
+        self.links[old].set_cut(True)
+        t0 = time.time()  # its last keepalive that etcd answered was sent before this
+        seen = []
+        while time.time() < t0 + TTL + 4:
+            seen.append((time.time() - t0, self.view(old)["leader"]))
+            time.sleep(0.1)
+        claimed = [t for t, leader in seen if leader == old]
+        self.assertLessEqual(max(claimed, default=0), TTL + 0.5, "still leader after its lease: %r" % seen)
+        self.assertIn(self.etcd.get("/mbyte/leader"), others)
+        self.assertEqual(self.view(old)["etcd"], "unreachable")
+        self.links[old].set_cut(False)
+        v = wait_for("%s registers again and follows" % old, lambda: self.agreed(old), 20)
+        self.assertIn(v["leader"], others)
+        self.assertEqual(self.leader_events(old)[-2:], ["gained", "lost"])  # what modules were told
+        self.assertEqual(wait_for("the new leader's gained", lambda: self.leader_events(v["leader"]), 10)[-1],
+                         "gained")
+
+    def test_etcd_paused_past_the_leases_nodes_keep_serving_files_and_register_again(self):
+        self.etcd.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.time()
+            for i, (name, s) in enumerate(self.nodes.items()):
+                tok = s.login()
+                body = os.urandom(100000 + i)
+                r = s.request("PUT", "/api/v1/stores/1/files/while-etcd-is-away-%d.bin" % i, body=body, token=tok)
+                self.assertIn(r.status, (200, 201), r)
+                r = s.request("GET", "/api/v1/stores/1/files/while-etcd-is-away-%d.bin" % i, token=tok)
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(r.body, body)
+            # Past every lease: a leader must have stopped claiming by now.
+            time.sleep(max(0, TTL + 1 - (time.time() - t0)))
+            for name in self.NAMES:
+                v = self.view(name)
+                self.assertNotEqual(v["leader"], name, v)
+                self.assertEqual(v["etcd"], "unreachable")
+        finally:
+            self.etcd.proc.send_signal(signal.SIGCONT)
+        views = wait_for("registration recovers", self.all_agreed, 30)
+        self.assertEqual(len({v["leader"] for v in views}), 1)
+        for v in views:
+            self.assertEqual(v["etcd"], "ok")
+        self.assertEqual(self.etcd.keys("/mbyte/nodes/"), ["/mbyte/nodes/" + n for n in self.NAMES])
+
+    def test_etcd_stopped_and_started_again_on_its_data_directory_nodes_keep_serving_and_recover(self):
+        leader = self.leader()
+        self.etcd.stop()
+        for name, s in self.nodes.items():
+            tok = s.login()
+            r = s.request("PUT", "/api/v1/stores/1/files/etcd-restart-%s.txt" % name, body=name.encode(), token=tok)
+            self.assertIn(r.status, (200, 201), r)
+            self.assertEqual(s.request("GET", "/api/v1/stores/1/files/etcd-restart-%s.txt" % name, token=tok).body,
+                             name.encode())
+            self.assertEqual(s.request("GET", "/api/v1/health").status, 200)
+        self.etcd.start()  # same ports, same data: the leases and keys it had are back
+        views = wait_for("registration recovers", self.all_agreed, 30)
+        self.assertEqual({v["leader"] for v in views}, {leader})  # its lease survived: no change of leader
+        self.assertEqual(self.etcd.keys("/mbyte/nodes/"), ["/mbyte/nodes/" + n for n in self.NAMES])
+
+    def test_haproxy_health_checks_take_a_killed_node_out(self):
+        hp = HAProxy(self.nodes)
+        try:
+            wait_for("HAProxy sees three nodes up", lambda: set(hp.status().values()) == {"UP"}, 20)
+            self.assertEqual([hp.get("/api/v1/health") for _ in range(12)], [200] * 12)
+            victim = [n for n in self.NAMES if n != self.leader()][0]
+            self.nodes[victim].kill()
+            wait_for("HAProxy takes %s out" % victim, lambda: hp.status()[victim] == "DOWN", 20)
+            self.assertEqual(sorted(v for v in hp.status().values()), ["DOWN", "UP", "UP"])
+            self.assertEqual([hp.get("/api/v1/health") for _ in range(12)], [200] * 12)
+        finally:
+            hp.cleanup()
+
+
+class SingleServer(ServerTest):
+    """Without `cluster` nothing of it runs."""
+
+    def test_without_cluster_the_cluster_view_is_404_and_no_etcd_is_asked(self):
+        r = self.srv.request("GET", "/api/v1/admin/cluster", token=self.admin)
+        p = self.assertProblem(r, 404, "not in cluster mode")
+        self.assertEqual(p["status"], 404)
+        self.assertEqual(self.srv.request("GET", "/api/v1/health").status, 200)
+        self.assertNotIn("cluster:", self.srv.read_log())
+        # No membership thread: the only one that talks to etcd (ClusterOfThree sees it in cluster mode).
+        self.assertNotIn("mb-cluster", thread_names(self.srv.proc.pid))
+
+
+class BadSettings(unittest.TestCase):
+    """Each refused at start (exit 2) with mbyte.yaml's line and the reason."""
+    CASES = [
+        ("cluster: [http://127.0.0.1:1]", 2, "cluster must be a mapping"),
+        ("cluster:\n  etcd: http://127.0.0.1:1\n  node: a", 3, "cluster.etcd must be a list"),
+        ("cluster:\n  node: a\n  etcd: [ftp://127.0.0.1:1]", 4, "is not an etcd endpoint"),
+        ("cluster:\n  etcd: [http://127.0.0.1:1]\n  node: Bad/Name", 4, "cluster.node must be a name"),
+        ("cluster:\n  etcd: [http://127.0.0.1:1]\n  node: a\n  lease_ttl: 1", 5, "cluster.lease_ttl must be"),
+        ("cluster:\n  etcd: [http://127.0.0.1:1]\n  node: a\n  advertise: nowhere", 5, "must be host:port"),
+        ("cluster:\n  etcd: [http://127.0.0.1:1]\n  nodes: a", 4, "unknown key 'cluster.nodes'"),
+        ("cluster:\n  etcd: [http://127.0.0.1:1]", 2, "cluster mode needs cluster.node"),
+    ]
+
+    def test_bad_cluster_settings_are_refused_at_start_with_their_line(self):
+        for text, line, reason in self.CASES:
+            with self.subTest(text=text):
+                s = Server()
+                try:
+                    with open(os.path.join(s.confdir, "mbyte.yaml"), "w") as f:
+                        f.write("log_level: info\n" + text + "\n")
+                    p = subprocess.run([os.environ.get("MBYTED", "mbyted"), "--config", s.confdir], env=s.env(),
+                                       capture_output=True, text=True, timeout=60)
+                    self.assertEqual(p.returncode, 2, p.stderr)
+                    self.assertIn("mbyte.yaml:%d: " % line, p.stderr)
+                    self.assertIn(reason, p.stderr)
+                finally:
+                    s.cleanup()
+
+    def test_bad_cluster_environment_is_refused_naming_the_variable(self):
+        for env, reason in [({"MBYTE_ETCD": "127.0.0.1:2379"}, "MBYTE_ETCD: '127.0.0.1:2379' is not an etcd endpoint"),
+                            ({"MBYTE_ETCD": "http://127.0.0.1:1", "MBYTE_NODE": "no way"}, "MBYTE_NODE:"),
+                            ({"MBYTE_ETCD": "http://127.0.0.1:1", "MBYTE_NODE": "a", "MBYTE_ADVERTISE": "x"},
+                             "MBYTE_ADVERTISE")]:
+            with self.subTest(env=env):
+                s = Server(env=env)
+                try:
+                    p = subprocess.run([os.environ.get("MBYTED", "mbyted"), "--config", s.confdir], env=s.env(),
+                                       capture_output=True, text=True, timeout=60)
+                    self.assertEqual(p.returncode, 2, p.stderr)
+                    self.assertIn(reason, p.stderr)
+                finally:
+                    s.cleanup()
+
+    def test_unreachable_etcd_refuses_the_start_with_the_endpoint(self):
+        port = free_port()
+        s = Server(env={"MBYTE_ETCD": "http://127.0.0.1:%d" % port, "MBYTE_NODE": "lonely"})
+        try:
+            self.assertIn("cannot register node lonely in etcd (http://127.0.0.1:%d)" % port, refused_start(self, s))
+        finally:
+            s.cleanup()
+
+
+if __name__ == "__main__":
+    main()
