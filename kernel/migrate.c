@@ -359,8 +359,13 @@ static int copy_one(mig *m, const json_t *ch)
 static int count_ref(mig *m, const json_t *ch)
 {
     const char *h = str_or_null(ch, "h");
-    if (h && jint(ch, "n") > (json_int_t)blob_inline_max()) /* inline chunks are not on a backend */
-        json_object_set_new(m->seen, h, json_integer(jint(m->seen, h) + 1));
+    if (!h || jint(ch, "n") <= (json_int_t)blob_inline_max()) /* inline chunks are not on a backend */
+        return 0;
+    json_t *c = json_object_get(m->seen, h); /* [references, size, fastsum] */
+    if (c)
+        json_array_set_new(c, 0, json_integer(json_integer_value(json_array_get(c, 0)) + 1));
+    else
+        json_object_set_new(m->seen, h, json_pack("[i, I, s]", 1, jint(ch, "n"), jstr(ch, "x")));
     return 0;
 }
 
@@ -382,24 +387,32 @@ static int clean(mig *m)
     json_object_clear(m->seen);
     walk(m, count_ref, NULL); /* counted again on every run: a resumed clean deletes again, harmlessly */
     const char *h;
-    json_t *refs;
+    json_t *c;
     int n = 0, rc = 0;
-    json_object_foreach(m->seen, h, refs) {
+    json_object_foreach(m->seen, h, c) {
         char ck[80];
         snprintf(ck, sizeof ck, "c/%s", h);
         json_t *rec = NULL;
         mb_err e = {0};
+        /* Never the last copy: the new placement holds it whole first (a chunk the copy phase
+         * could not see, or could not copy, is copied now or keeps its old copy). */
+        int d = blob_copy_placed(m->from_local ? NULL : &m->from, m->to_local ? NULL : &m->to, h,
+                                 json_string_value(json_array_get(c, 2)),
+                                 (size_t)json_integer_value(json_array_get(c, 1)), &e);
+        if (d == 0)
+            add(m, "copied", 1);
+        d = d < 0 ? d : 1; /* 1: kept */
         txn_lock();
-        int d = 1; /* kept */
-        if (db_get_json(ck, &rec) == 0 && jint(rec, "refs") <= json_integer_value(refs)) {
-            del_ctx c = {m, h, &e};
-            d = blob_pending_unheld(h, del_old, &c);
+        if (d == 1 && db_get_json(ck, &rec) == 0 &&
+            jint(rec, "refs") <= json_integer_value(json_array_get(c, 0))) {
+            del_ctx dc = {m, h, &e};
+            d = blob_pending_unheld(h, del_old, &dc);
+            d = d == MB_ENOENT ? 0 : d; /* gone already */
         }
         txn_unlock();
         json_decref(rec);
-        if (d < 0 && d != MB_ENOENT) {
-            log_warn("store %llu: the old copy of chunk %.12s… could not be deleted: %s", (unsigned long long)m->sid,
-                     h, e.msg);
+        if (d < 0) {
+            log_warn("store %llu: the old copy of chunk %.12s… is kept: %s", (unsigned long long)m->sid, h, e.msg);
             d = 1;
         }
         add(m, d ? "kept" : "deleted", 1);
