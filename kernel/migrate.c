@@ -480,6 +480,9 @@ static int run_phases(mig *m, json_t *rec)
         json_object_set_new(m->st, "phase", json_string("copy"));
         save(m);
     }
+    else
+        log_info("store %llu: migration resumes (%s phase, after %s)", (unsigned long long)m->sid,
+                 jstr(m->st, "phase"), str_or_null(m->st, "after") ? jstr(m->st, "after") : "the start");
     if (!strcmp(jstr(m->st, "phase"), "copy") && !(rc = wait_writes(m)) && !(rc = walk(m, copy_one, "copied"))) {
         /* what was written meanwhile was walked too: the total is what was gone through */
         json_object_set_new(m->st, "total", json_integer(jint(m->st, "done")));

@@ -209,14 +209,16 @@ class MigrateTest(ExternalStoreTest):
         again = self.migrate(sid, {"backend": "local"})
         self.assertProblem(again, 409, "already running")
         deadline = time.time() + 120
-        while len(self.dav_objects()) < 10 and time.time() < deadline:
+        while len(self.dav_objects()) < 30 and time.time() < deadline:
             time.sleep(0.01)
         self.srv.kill()
         copied_before = len(self.dav_objects())
         self.assertGreater(copied_before, 0)
         self.assertGreater(local_chunk_files(self.srv), 0)
+        mark = self.srv.log_mark()
         self.srv.start()
-        # Reads work at once, before the task has finished.
+        # The task goes on from its note, not from the start.
+        self.srv.wait_log("migration resumes (copy phase, after f/", since=mark)
         some = dict(list(files.items())[:20])
         self.reads_back(sid, some)
         task = wait_task(self, self.srv, tid, self.admin, timeout=600)
@@ -260,8 +262,11 @@ class MigrateTest(ExternalStoreTest):
         for body in left.values():
             self.assertEqual(body[:4], b"MBE1")
         self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
-        # And back to plain on the local disk: the encrypted objects are read, then deleted.
-        self.migrated(sid, {"backend": "local"})
+        # And back to plain on the local disk under load: the encrypted objects are read (the old
+        # placement's key still opens them), then deleted.
+        task, _, files, failures, during = self.under_load(sid, files, {"backend": "local"})
+        self.assertEqual((failures, task["state"]), ([], "done"), task)
+        self.assertGreater(during["reads"], 0, during)
         self.reads_back(sid, files)
         self.assertEqual(self.dav_objects(), {})
         self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
