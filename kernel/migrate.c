@@ -48,6 +48,7 @@
 #define MIGRATE_TELL_EVERY 16     /* versions between progress reports and notes */
 #define MIGRATE_WAIT_MS 600000    /* longest wait for the writes under way at the switch */
 #define MIGRATE_SEEN_MAX 200000   /* chunks remembered so a shared one is asked once per run */
+#define MIGRATE_PAGE 64           /* versions read through one LevelDB iterator */
 
 /* Member k of o if it is a string, else NULL (jstr gives "" instead). */
 static const char *str_or_null(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
@@ -102,7 +103,7 @@ static int record_edit(uint64_t sid, int (*edit)(json_t *rec, void *ud, mb_err *
 
 typedef struct {
     const json_t *to; /* the new placement record (with the store's key when it encrypts) */
-    uint64_t by, task;
+    uint64_t by;
     bool resume; /* the migration there is unfinished and has no task: give it one */
 } begin_ctx;
 
@@ -124,7 +125,7 @@ static int begin_edit(json_t *rec, void *ud, mb_err *err)
         if (task_live((uint64_t)jint(mig, "task")))
             return err_set(err, MB_ECONFLICT, "a migration of this store is already running (task %lld)",
                            (long long)jint(mig, "task"));
-        if (!backend_placement_same(cur ? cur : json_object(), c->to))
+        if (!cur || !backend_placement_same(cur, c->to))
             return err_set(err, MB_ECONFLICT, "an earlier migration of this store to %s did not finish; ask for "
                                               "that placement again to finish it first",
                            str_or_null(cur, "backend") ? str_or_null(cur, "backend") : "another placement");
@@ -235,7 +236,7 @@ typedef struct {
     uint64_t sid;
     char key[32], prefix[24];
     json_t *st;   /* the note mg/<task16> */
-    json_t *seen; /* hash -> this store's references (clean), or true (copy) */
+    json_t *seen; /* hash -> true (copy: asked once a run), or [references, size, fastsum] (clean) */
     backend_ref from, to;
     bool from_local, to_local;
     mb_err *err;
@@ -274,7 +275,7 @@ static int wait_writes(mig *m)
             rc = tell(m, "waiting for uploads under way to finish");
         }
     }
-    if (json_array_size(held))
+    if (!rc && json_array_size(held))
         log_warn("store %llu: %zu chunks still held by writes after %d s; migrating on", (unsigned long long)m->sid,
                  json_array_size(held), MIGRATE_WAIT_MS / 1000);
     json_decref(held);
@@ -285,45 +286,57 @@ typedef int (*chunk_fn)(mig *m, const json_t *chunk);
 
 /* fn on each chunk of each of the store's version records. With `what` (the progress word), a
  * step of the task: it starts after the note's "after", moves it on, counts "done" and tells;
- * without, a count that starts at the beginning and changes nothing in the note. */
+ * without, a count that starts at the beginning and changes nothing in the note. A LevelDB
+ * iterator holds its snapshot's files and memtable while it lives, so one is opened per page of
+ * MIGRATE_PAGE versions, not for the whole (maybe hours long) walk. */
 static int walk(mig *m, chunk_fn fn, const char *what)
 {
-    db_iter *it = db_iter_prefix(m->prefix, strlen(m->prefix));
     const char *after = what ? str_or_null(m->st, "after") : NULL;
-    if (after)
-        db_iter_seek(it, after, strlen(after));
-    int rc = 0;
-    for (int n = 1; !rc && db_iter_next(it); n++) {
-        size_t kl, vl;
-        const char *k = db_iter_key(it, &kl);
-        const char *v = db_iter_val(it, &vl);
-        if (after && kl == strlen(after) && !memcmp(k, after, kl))
-            continue;
-        json_t *ver = json_loadb(v, vl, 0, NULL);
-        size_t i;
-        json_t *ch;
-        json_array_foreach(json_object_get(ver, "chunks"), i, ch) {
-            if ((rc = fn(m, ch)))
+    char *pos = after ? xstrdup(after) : NULL; /* the last version gone through */
+    int rc = 0, n = 0;
+    for (bool more = true; more && !rc;) {
+        db_iter *it = db_iter_prefix(m->prefix, strlen(m->prefix));
+        if (pos)
+            db_iter_seek(it, pos, strlen(pos));
+        more = false;
+        for (int page = 0; !rc && db_iter_next(it);) {
+            size_t kl, vl;
+            const char *k = db_iter_key(it, &kl);
+            const char *v = db_iter_val(it, &vl);
+            if (pos && kl == strlen(pos) && !memcmp(k, pos, kl))
+                continue;
+            if (page++ == MIGRATE_PAGE) {
+                more = true; /* the next page starts here */
                 break;
-            if (what)
-                add(m, "done", 1);
+            }
+            json_t *ver = json_loadb(v, vl, 0, NULL);
+            size_t i;
+            json_t *ch;
+            json_array_foreach(json_object_get(ver, "chunks"), i, ch) {
+                if ((rc = fn(m, ch)))
+                    break;
+                if (what)
+                    add(m, "done", 1);
+            }
+            json_decref(ver);
+            if (rc)
+                break;
+            free(pos);
+            pos = strndup(k, kl);
+            if (!what)
+                continue;
+            json_object_set_new(m->st, "after", json_string(pos));
+            if (++n % MIGRATE_TELL_EVERY == 0) {
+                save(m);
+                char msg[160];
+                snprintf(msg, sizeof msg, "%s %lld of %lld chunks", what, (long long)jint(m->st, "done"),
+                         (long long)jint(m->st, "total"));
+                rc = tell(m, msg);
+            }
         }
-        json_decref(ver);
-        if (rc || !what)
-            continue;
-        char *key = strndup(k, kl);
-        json_object_set_new(m->st, "after", json_string(key));
-        free(key);
-        after = NULL;
-        if (n % MIGRATE_TELL_EVERY == 0) {
-            save(m);
-            char msg[160];
-            snprintf(msg, sizeof msg, "%s %lld of %lld chunks", what, (long long)jint(m->st, "done"),
-                     (long long)jint(m->st, "total"));
-            rc = tell(m, msg);
-        }
+        db_iter_free(it);
     }
-    db_iter_free(it);
+    free(pos);
     return rc;
 }
 

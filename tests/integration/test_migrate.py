@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Live migration of a store between placements (issue 21; kernel/migrate.c, docs/storage.md
-"Live migration"): PATCH /api/v1/stores/{sid}/config {"placement"} -> 202 {"task"}, against a real
-WebDAV server (Apache httpd with mod_dav_fs). What a user and an admin see: a store of a few hundred
+"Live migration"): PATCH /api/v1/stores/{sid}/config {"placement"} -> 202 {"task"}, against real
+WebDAV servers (Apache httpd with mod_dav_fs, and `rclone serve webdav`). What a user and an admin see: a store of a few hundred
 files (inline ones, chunk files, multi-chunk files, trashed ones) moved from the local disk to
 WebDAV while one client keeps reading random files and another keeps uploading, with no failed
 request and every file identical after; the chunks on the WebDAV server's disk and none left on the
@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import main  # noqa: E402
 from chunkdirs import master_key_conf, objects  # noqa: E402
 from storeutil import fsck, put, wait_task  # noqa: E402
-from test_davbackend import USER, ApacheServer, backend_conf  # noqa: E402
+from test_davbackend import PASSWORD, USER, ApacheServer, RcloneServer, backend_conf  # noqa: E402
 from test_extstore import ExternalStoreTest, local_chunk_files, make_store  # noqa: E402
 
 MODULES = {"taskmgr": True, "storeconfig": True, "multistore": True, "webdav": True, "trash": True}
@@ -42,13 +42,15 @@ def sizes(n, seed):
 class MigrateTest(ExternalStoreTest):
     keyed = ("test_plain_to_encrypted_on_the_same_server_keeps_the_bytes_and_sends_only_ciphertext",)
 
+    server_class = ApacheServer
+
     def setUp(self):
-        self.dav = self.service = ApacheServer(self).start()
-        conf = "backends:\n" + backend_conf("dav", self.dav.url, "dav-password-7d1f", self.dav.prefix)
+        self.dav = self.service = self.server_class(self).start()
+        conf = "backends:\n" + backend_conf("dav", self.dav.url, PASSWORD, self.dav.prefix)
         conf += "backend_retries: 2\nbackend_retry_base_ms: 50\nbackend_timeout_ms: 20000\n"
         self.modules, self.module_conf = MODULES, {"webdav": conf}
         self.start_server()
-        self.assertEqual(USER, "mbyte")
+        self.assertEqual(USER, "mbyte")  # the WebDAV servers' user, as backend_conf writes it
 
     def conf(self):
         return master_key_conf(self.dav.work) if self._testMethodName in self.keyed else {}
@@ -309,6 +311,11 @@ class MigrateTest(ExternalStoreTest):
         self.assertEqual(self.placement(sid), {"backend": "local", "encrypt": False})
         self.assertEqual(self.dav_objects(), {})
         self.reads_back(sid, files)
+
+
+class RcloneMigrateTest(MigrateTest):
+    """The same against `rclone serve webdav` (chunks at the top of its directory)."""
+    server_class = RcloneServer
 
 
 if __name__ == "__main__":
