@@ -305,9 +305,12 @@ static void encs_load(void)
         const char *v = db_iter_val(it, &vl);
         json_t *rec = json_loadb(v, vl, 0, NULL);
         /* a store being migrated is read from both placements (migrate.c) */
-        json_t *from = json_object_get(json_object_get(rec, "migrating"), "from");
-        for (json_t *p = json_object_get(rec, "placement"); p; p = p == from ? NULL : from)
-        if (json_is_true(json_object_get(p, "encrypt"))) {
+        const json_t *both[] = {json_object_get(rec, "placement"),
+                                json_object_get(json_object_get(rec, "migrating"), "from")};
+        for (size_t i = 0; i < 2; i++) {
+            const json_t *p = both[i];
+            if (!json_is_true(json_object_get(p, "encrypt")))
+                continue;
             if (nencs == cap) {
                 placed *n = sodium_malloc((cap = cap ? cap * 2 : 16) * sizeof *n);
                 if (!n)
