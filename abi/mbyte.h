@@ -893,6 +893,17 @@ struct mb_api {
      * every entry present throughout exactly once while entries come and go. Any thread. */
     int (*folder_page)(const mb_user *u, uint64_t sid, const char *path, const char *cursor, size_t limit,
                        json_t **out, mb_err *err);
+    /* --- migrate (2.1): live migration of a store (docs/storage.md "Live migration") --- */
+
+    /* Move store sid to placement p (as at creation: {"backend": name, "encrypt": bool}) while it
+     * is used: an administrator's call (u->role MB_ROLE_ADMIN, else MB_EPERM). 0 with *task the
+     * kernel.migrate task that copies the chunks (new writes go to p at once); 1 when the store is
+     * there already (nothing queued); MB_EINVAL / MB_EUNSUPP for a bad placement (as at
+     * creation), MB_ENOENT for no such store, MB_ECONFLICT while a migration of it runs. `p` is
+     * the caller's. May block (a new data key is wrapped, maybe by Vault): never the loop thread.
+     * store_placement_get's answer has "migrating": {"from", "task"} meanwhile. A module checks
+     * api->size > offsetof(mb_api, store_migrate) before calling it. */
+    int (*store_migrate)(const mb_user *u, uint64_t sid, const json_t *p, uint64_t *task, mb_err *err);
 };
 
 #ifdef __cplusplus

@@ -368,11 +368,13 @@ static const mb_api table = {
     .lua_check = luas_check,
     /* ext (2.1): named blob backends and store placement (kernel/backend.c) */
     .backend_register = backend_register,
-    .store_placement_get = backend_placement_get,
+    .store_placement_get = migrate_placement_get,
     /* dav (2.1): streamed answers (kernel/http_reply.c) */
     .reply_stream = api_reply_stream,
     /* --- scale (2.1) --- */
     .folder_page = fs_list_page,
+    /* --- migrate (2.1): live migration of a store (kernel/migrate.c) --- */
+    .store_migrate = migrate_submit,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -18,9 +18,10 @@
  * until a module registers the name again. Writing it elsewhere would scatter a store's
  * chunks over backends nobody chose.
  *
- * Placement is fixed at creation (a change is issue 21's live migration, not built yet), so
- * the sid -> backend cache below never needs invalidating: a deleted store's sid is never
- * given out again (stores.c counts ids up).
+ * Placement is chosen at creation and changed only by a live migration (migrate.c), which
+ * calls backend_placement_forget after it rewrote the record: the sid -> backend cache below
+ * keeps an entry until then (a deleted store's sid is never given out again, stores.c counts
+ * ids up), and a lookup that read the record before the change does not cache what it read.
  *
  * Stores that encrypt ({"encrypt": true}, external backends only) carry their data key wrapped
  * by the master key in the placement ("key"); the cache keeps the unwrapped subkeys (crypt.c)
@@ -169,6 +170,7 @@ typedef struct placed {
 } placed;
 static placed cache[CACHE_SLOTS];
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t cache_gen; /* moved on by backend_placement_forget, under cache_mu */
 
 /* The encrypting stores (backend name and keys), read from the store records on first use
  * and again after backend_enc_changed. Under enc_mu. */
@@ -264,6 +266,7 @@ static int store_placed(uint64_t sid, placed *out, mb_err *err)
     bool hit = cache[slot].sid == sid;
     if (hit)
         *out = cache[slot];
+    uint64_t gen = cache_gen;
     pthread_mutex_unlock(&cache_mu);
     if (hit)
         return 0;
@@ -280,7 +283,8 @@ static int store_placed(uint64_t sid, placed *out, mb_err *err)
     if (rc)
         return rc;
     pthread_mutex_lock(&cache_mu);
-    cache[slot] = *out;
+    if (gen == cache_gen) /* else the record changed since it was read (a migration began) */
+        cache[slot] = *out;
     pthread_mutex_unlock(&cache_mu);
     return 0;
 }
@@ -314,8 +318,13 @@ static void encs_load(void)
         const char *k = db_iter_key(it, &kl);
         const char *v = db_iter_val(it, &vl);
         json_t *rec = json_loadb(v, vl, 0, NULL);
-        json_t *p = json_object_get(rec, "placement");
-        if (json_is_true(json_object_get(p, "encrypt"))) {
+        /* a store being migrated is read from both placements (migrate.c) */
+        const json_t *both[] = {json_object_get(rec, "placement"),
+                                json_object_get(json_object_get(rec, "migrating"), "from")};
+        for (size_t i = 0; i < 2; i++) {
+            const json_t *p = both[i];
+            if (!json_is_true(json_object_get(p, "encrypt")))
+                continue;
             if (nencs == cap) {
                 placed *n = sodium_malloc((cap = cap ? cap * 2 : 16) * sizeof *n);
                 if (!n)
@@ -458,6 +467,50 @@ json_t *backend_status(void)
     }
     json_decref(per);
     return out;
+}
+
+/* ------------------------------------------------------ live migration --- */
+/* migrate.c's needs, kept here so the placement stays this file's business. */
+
+void backend_placement_forget(uint64_t sid)
+{
+    pthread_mutex_lock(&cache_mu);
+    cache_gen++;
+    if (cache[sid % CACHE_SLOTS].sid == sid)
+        sodium_memzero(&cache[sid % CACHE_SLOTS], sizeof cache[0]);
+    pthread_mutex_unlock(&cache_mu);
+    backend_enc_changed();
+}
+
+int backend_for_placement(uint64_t sid, const json_t *p, backend_ref *out, mb_err *err)
+{
+    memset(out, 0, sizeof *out);
+    placed pl;
+    int rc = placed_from(sid, p, &pl, err);
+    if (!rc && !strcmp(pl.name, "local"))
+        rc = 1;
+    else if (!rc && (rc = backend_enter(pl.name, out, err)) == 0 && pl.encrypt) {
+        out->encrypt = true;
+        memcpy(out->nk, pl.nk, CRYPT_KEY);
+        memcpy(out->ck, pl.ck, CRYPT_KEY);
+    }
+    sodium_memzero(&pl, sizeof pl);
+    return rc;
+}
+
+bool backend_placement_same(const json_t *a, const json_t *b)
+{
+    json_t *x = json_deep_copy(a), *y = json_deep_copy(b); /* the wrapped key is not where */
+    json_object_del(x, "key");
+    json_object_del(y, "key");
+    if (!json_object_get(x, "encrypt"))
+        json_object_set_new(x, "encrypt", json_false());
+    if (!json_object_get(y, "encrypt"))
+        json_object_set_new(y, "encrypt", json_false());
+    bool same = json_equal(x, y);
+    json_decref(x);
+    json_decref(y);
+    return same;
 }
 
 void backend_fini(void)

@@ -427,17 +427,22 @@ static bool inline_has(const char *hash)
 
 /* ------------------------------------------------------------- chunks --- */
 
+/* 1 when the backend holds object key whole (len bytes), 0 when not, or a negative MB_E*. A
+ * backend that can say the size is asked it: an object of another size was cut short (a
+ * service that died while writing it in place) and is put again, never taken for stored. */
+static int has_whole(const mb_blob_backend *ops, void *state, const char *key, size_t len, mb_err *err)
+{
+    uint64_t have = len;
+    int rc = ops->stat ? ops->stat(state, key, &have, NULL, err) : ops->has(state, key, err);
+    return rc == 1 && have != len ? 0 : rc;
+}
+
 /* Put through one backend unless it has the chunk already (dedup). */
 static int put_via(const mb_blob_backend *ops, void *state, const char *hash, const void *data, size_t len,
                    mb_err *err)
 {
     mb_err e = {0};
-    /* A backend that can say the size is asked it: an object of another size was cut short (a
-     * service that died while writing it in place) and is put again, never taken for stored. */
-    uint64_t have = len;
-    int rc = ops->stat ? ops->stat(state, hash, &have, NULL, &e) : ops->has(state, hash, &e);
-    if (rc == 1 && have != len)
-        rc = 0;
+    int rc = has_whole(ops, state, hash, len, &e);
     if (rc == 0)
         rc = ops->put(state, hash, data, len, &e);
     else if (rc == 1)
@@ -762,6 +767,54 @@ int blob_read_store(uint64_t sid, const char *hash, const char *fastsum, void *b
     return verify(hash, fastsum, buf, (size_t)n, len, err);
 }
 
+/* ------------------------------------------------- live migration (migrate.c) --- */
+
+int blob_copy_placed(backend_ref *from, backend_ref *to, const char *hash, const char *fastsum, size_t len,
+                     mb_err *err)
+{
+    char name[CRYPT_NAME];
+    const char *k = to ? ref_name(to, hash, name) : hash;
+    if (!k || !valid_key(hash))
+        return err_set(err, MB_EINVAL, "a chunk key must be 64 lower-hex characters");
+    if (len <= CHUNK_INLINE_LIMIT && inline_has(hash))
+        return 1; /* in LevelDB, whatever the placement */
+    int rc;
+    if (to)
+        rc = has_whole(&to->ops, to->state, k, to->encrypt ? crypt_sealed_size(len) : len, err);
+    else {
+        backend b = be_enter();
+        rc = b.ops->has(b.state, hash, err);
+        be_leave(b);
+    }
+    if (rc)
+        return rc; /* there already (1), or it cannot say (< 0) */
+    uint8_t *buf = blob_buf_alloc(len);
+    mb_err e = {0};
+    int64_t n = from ? ref_get(from, hash, buf, len, &e) : MB_ENOENT;
+    if (n >= 0)
+        rc = verify(hash, fastsum, buf, (size_t)n, len, err);
+    else /* not on the old placement (a chunk shared from elsewhere): wherever it is */
+        rc = blob_read(hash, fastsum, buf, len, err);
+    if (!rc)
+        rc = to ? ref_put(to, hash, buf, len, err) : blob_put(hash, buf, len, err);
+    blob_buf_free(buf, len);
+    return rc;
+}
+
+int blob_del_placed(backend_ref *r, const char *hash, mb_err *err)
+{
+    char name[CRYPT_NAME];
+    const char *k = r ? ref_name(r, hash, name) : hash;
+    if (!k || !valid_key(hash))
+        return err_set(err, MB_EINVAL, "a chunk key must be 64 lower-hex characters");
+    if (r)
+        return r->ops.del(r->state, k, err);
+    backend b = be_enter();
+    int rc = b.ops->del(b.state, hash, err);
+    be_leave(b);
+    return rc;
+}
+
 int blob_read(const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err)
 {
     mb_err e = {0};
@@ -982,7 +1035,10 @@ int blob_read_fd_store(uint64_t sid, const char *hash, const char *fastsum, void
         *filled = false;
         return 1;
     }
-    return blob_read_fd(hash, fastsum, buf, len, fd, filled, err);
+    int rc = blob_read_fd(hash, fastsum, buf, len, fd, filled, err);
+    /* not a local file (yet): a store migrated here from another backend, or a chunk shared
+     * from a store placed elsewhere; blob_read_store finds it there */
+    return rc == MB_ENOENT ? 1 : rc;
 }
 
 /* has / del / list reach the local backend and every named one: a chunk may be in several

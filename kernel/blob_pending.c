@@ -127,6 +127,33 @@ int blob_del_unheld(const char *hash, mb_err *err)
     return rc;
 }
 
+json_t *blob_pending_snapshot(void)
+{
+    json_t *out = json_array();
+    pthread_mutex_lock(&pend_lock);
+    for (size_t i = 0; i < pcap; i++)
+        if (ptab[i].count > 0)
+            json_array_append_new(out, json_string(ptab[i].hash));
+    pthread_mutex_unlock(&pend_lock);
+    return out;
+}
+
+bool blob_pending_held(const char *hash)
+{
+    pthread_mutex_lock(&pend_lock);
+    bool held = pfind(hash, false) != NULL;
+    pthread_mutex_unlock(&pend_lock);
+    return held;
+}
+
+int blob_pending_unheld(const char *hash, int (*fn)(void *ud), void *ud)
+{
+    pthread_mutex_lock(&pend_lock);
+    int rc = pfind(hash, false) ? 1 : fn(ud);
+    pthread_mutex_unlock(&pend_lock);
+    return rc;
+}
+
 void blob_pending_fini(void)
 {
     pthread_mutex_lock(&pend_lock);

@@ -302,34 +302,9 @@ static int run(mb_task *task, const json_t *args, void *state, mb_err *err)
     return rc;
 }
 
-/* Drop the notes of tasks that ended without deleting theirs (failed for good). At start. */
-static void sweep(void)
-{
-    db_iter *it = db_iter_prefix("bk/", 3);
-    while (db_iter_next(it)) {
-        size_t kl;
-        const char *k = db_iter_key(it, &kl);
-        char key[32], hex[17];
-        if (kl != 3 + 16)
-            continue;
-        memcpy(hex, k + 3, 16);
-        hex[16] = 0;
-        json_t *view = NULL;
-        const char *st = NULL;
-        if (task_get(strtoull(hex, NULL, 16), &view) == 0)
-            st = jstr(view, "state");
-        if (!st || !strcmp(st, "done") || !strcmp(st, "failed") || !strcmp(st, "cancelled")) {
-            snprintf(key, sizeof key, "%.*s", (int)kl, k);
-            db_del(key, kl, false);
-        }
-        json_decref(view);
-    }
-    db_iter_free(it);
-}
-
 int bulk_init(mb_err *err)
 {
     static const mb_task_type type = {.size = sizeof type, .name = TASK_TYPE, .run = run, .max_attempts = 3};
-    sweep();
+    task_notes_sweep("bk/"); /* tasks that ended without deleting theirs (failed for good) */
     return task_type_add(NULL, &type, NULL, err);
 }

@@ -928,6 +928,20 @@ void db_iter_free(db_iter *it)
 
 /* By hand, not snprintf: keys are built several times per request (16,000 instructions of a
  * 4 KiB upload went to formatting them). */
+void db_each_json(const char *prefix, void (*fn)(const char *, size_t, json_t *, void *), void *ud)
+{
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *val = db_iter_val(it, &vl);
+        json_t *rec = json_loadb(val, vl, 0, NULL);
+        fn(k, kl, rec, ud);
+        json_decref(rec);
+    }
+    db_iter_free(it);
+}
+
 void key_u64(char out[17], uint64_t v)
 {
     static const char hex[] = "0123456789abcdef";

@@ -762,7 +762,9 @@ int fs_init(mb_err *err) /* after blob_init (main.c opens the chunk store with t
     ensure_default_stores();
     if ((rc = fs_big_init(err))) /* unfinished big deletes and copies go on */
         return rc;
-    return bulk_init(err);
+    if ((rc = bulk_init(err)))
+        return rc;
+    return migrate_init(err); /* an unfinished store migration goes on */
 }
 
 void fs_fini(void)

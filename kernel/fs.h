@@ -196,6 +196,16 @@ int fs_big_init(mb_err *err);
 int bulk_submit(const mb_user *u, uint64_t sid, const json_t *body, uint64_t *task, int64_t *total, mb_err *err);
 /* Register the task type and drop the notes of ended ones (after task_init). */
 int bulk_init(mb_err *err);
+/* ------------------------------------------- live migration of a store (migrate.c) --- */
+
+/* Move store sid to placement p (PATCH /api/v1/stores/{sid}/config {"placement"}): an
+ * administrator's call. 0 with *task the kernel.migrate task queued, 1 when the store is there
+ * already (nothing to do), or MB_EPERM / MB_ENOENT / MB_EINVAL / MB_EUNSUPP / MB_ECONFLICT. */
+int migrate_submit(const mb_user *u, uint64_t sid, const json_t *p, uint64_t *task, mb_err *err);
+/* backend_placement_get, plus "migrating": {"from", "task"} while a migration runs. */
+int migrate_placement_get(uint64_t sid, json_t **out, mb_err *err);
+/* Register the task type; give a migration left without a live task one (after task_init). */
+int migrate_init(mb_err *err);
 /* Safe overwrite (If-Match): the commit fails with MB_EPRECOND unless the file exists and
  * its current content hash is sha256 (64 lower-hex); checked under the commit lock. */
 void fs_write_if_match(fs_writer *w, const char *sha256);
@@ -237,6 +247,11 @@ void blob_pending_drop_discard(const char *hash);
 /* The collector's delete: 0 deleted, 1 held pending by a write (kept), or a negative MB_E*. */
 int blob_del_unheld(const char *hash, mb_err *err);
 void blob_pending_fini(void); /* blob_fini: the table's memory */
+/* Every chunk a write holds pending now: a new array of hashes (migrate.c waits them out). */
+json_t *blob_pending_snapshot(void);
+bool blob_pending_held(const char *hash);
+/* Run fn(ud) under the pending lock unless a write holds hash: fn's answer, or 1 (held). */
+int blob_pending_unheld(const char *hash, int (*fn)(void *ud), void *ud);
 /* Delete the inline form (ci/<sha256>) of a chunk into b. */
 void blob_inline_del(db_batch *b, const char *hash);
 
@@ -307,6 +322,14 @@ int blob_read_store(uint64_t sid, const char *hash, const char *fastsum, void *b
  * on the local disk. */
 int blob_read_fd_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, int *fd,
                        bool *filled, mb_err *err);
+struct backend_ref;
+/* Live migration (migrate.c): put chunk hash (len bytes, fastsum as recorded) to `to` (NULL: the
+ * local disk) unless it is there whole already, its bytes read from `from` (NULL: local), or
+ * else wherever they are, and verified first: 0 copied, 1 there already, or a negative MB_E*. */
+int blob_copy_placed(struct backend_ref *from, struct backend_ref *to, const char *hash, const char *fastsum,
+                     size_t len, mb_err *err);
+/* Delete chunk hash from r (NULL: the local disk) only: 0, or a negative MB_E*. */
+int blob_del_placed(struct backend_ref *r, const char *hash, mb_err *err);
 
 /* ------------------------------------------------------------- backend.c --- */
 /* Named blob backends that modules register, and which one a store's placement names
@@ -349,6 +372,13 @@ void backend_enc_changed(void);
  * know a chunk only by its hash), at most max; 0 when there are none. */
 size_t backend_enc_stores(backend_ref *out, size_t max);
 int backend_placement_get(uint64_t sid, json_t **out, mb_err *err);
+/* Live migration (migrate.c): store sid's record changed its placement; drop what is cached of
+ * it (and re-read the encrypting stores). */
+void backend_placement_forget(uint64_t sid);
+/* backend_for_store for the placement record p (the store's key, if it encrypts, in p). */
+int backend_for_placement(uint64_t sid, const json_t *p, backend_ref *out, mb_err *err);
+/* The two placements put chunks in the same place (a wrapped key is not compared). */
+bool backend_placement_same(const json_t *a, const json_t *b);
 /* ---------------------------------------------------------------- crypt.c --- */
 /* Chunk encryption for external backends (docs/crypto.md). CRYPT_KEY (32) byte keys. */
 #define CRYPT_BLOCK 65536

@@ -121,11 +121,13 @@ static int sub_cmp(const void *a, const void *b)
 }
 
 /* On a reload, a subscription with the same event, kind and priority keeps its place in
- * the order (its seq). */
+ * the order (its seq). The kernel's live listeners are told apart by their function too:
+ * notify.c and migrate.c both listen to task.update, and neither replaces the other. */
 static bool sub_same(const void *have, const void *fresh)
 {
     const sub *x = have, *y = fresh;
-    return x->kind == y->kind && x->priority == y->priority && !strcmp(x->event, y->event);
+    return x->kind == y->kind && x->priority == y->priority && !strcmp(x->event, y->event) &&
+           (x->kind != HOOK_LIVE || x->live == y->live);
 }
 
 static void sub_drop(void *e) { free(((sub *)e)->event); }

@@ -301,6 +301,9 @@ void db_iter_seek(db_iter *it, const char *key, size_t klen);
 const char *db_iter_key(db_iter *it, size_t *klen);
 const char *db_iter_val(db_iter *it, size_t *vlen);
 void db_iter_free(db_iter *it);
+/* fn(key, key length, record, ud) for every record under prefix, parsed as JSON (a record that
+ * does not parse is passed as NULL; fn must not keep it). */
+void db_each_json(const char *prefix, void (*fn)(const char *key, size_t klen, json_t *rec, void *ud), void *ud);
 /* A persistent counter ("n/<name>"), thread-safe, never returns the same value twice. */
 /* Copies the database as it is at one instant into a new LevelDB at `dir` (which must not exist),
  * calling each(key, value) on the way (a negative return stops with that code, err being the
@@ -505,6 +508,9 @@ int task_get(uint64_t id, json_t **view);
 /* Cancel task id: a queued one at once, a running one by telling its runner (the view then
  * has "cancel_requested": true); MB_ECONFLICT when it has already ended. */
 int task_cancel(uint64_t id, json_t **view, mb_err *err);
+/* Delete every key "<prefix><task16>" (a task's note of where it is: bulk.c's bk/, migrate.c's
+ * mg/) whose task has ended or is gone. At start, after the queue is loaded. */
+void task_notes_sweep(const char *prefix);
 /* A page of tasks, newest first: owner's (NULL: everyone's), at most max, ids below before
  * (0: no bound); *more when older ones remain. New reference. */
 json_t *task_list(const uint64_t *owner, size_t max, uint64_t before, bool *more);

@@ -131,22 +131,6 @@ static int usage_format(void)
     return f;
 }
 
-/* fn(key, key length, record, ud) for every record under prefix (records that do not parse
- * are passed as NULL). */
-static void each_record(const char *prefix, void (*fn)(const char *, size_t, json_t *, void *), void *ud)
-{
-    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
-    while (db_iter_next(it)) {
-        size_t kl, vl;
-        const char *k = db_iter_key(it, &kl);
-        const char *val = db_iter_val(it, &vl);
-        json_t *rec = json_loadb(val, vl, 0, NULL);
-        fn(k, kl, rec, ud);
-        json_decref(rec);
-    }
-    db_iter_free(it);
-}
-
 static void count_entry(const char *k, size_t kl, json_t *e, void *per_store)
 {
     if (kl >= 19 && e && !strcmp(json_string_value(json_object_get(e, "type")) ?: "", "file")) {
@@ -162,7 +146,7 @@ static void usage_migrate(void)
     if (usage_format() >= 1)
         return;
     json_t *per_store = json_object();
-    each_record("d/", count_entry, per_store);
+    db_each_json("d/", count_entry, per_store);
     counted_apply(per_store, "n/usage_counted", "1", "the first count");
     json_decref(per_store);
 }
@@ -202,8 +186,8 @@ static void usage_migrate_v2(void)
     if (usage_format() >= 2)
         return;
     version_count vc = {.per_store = json_object()};
-    each_record("f/", count_version, &vc);
-    each_record("tr/", count_trash, vc.per_store);
+    db_each_json("f/", count_version, &vc);
+    db_each_json("tr/", count_trash, vc.per_store);
     counted_apply(vc.per_store, "n/usage_format", "2", "the count of old versions and the trash");
     json_decref(vc.per_store);
 }

@@ -797,3 +797,28 @@ void task_fini(void)
     pthread_mutex_unlock(&q_lock);
     reg_clear(&types);
 }
+
+void task_notes_sweep(const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    db_iter *it = db_iter_prefix(prefix, pl);
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        char key[64], hex[17];
+        if (kl != pl + 16 || kl >= sizeof key)
+            continue;
+        memcpy(hex, k + pl, 16);
+        hex[16] = 0;
+        json_t *view = NULL;
+        const char *st = NULL;
+        if (task_get(strtoull(hex, NULL, 16), &view) == 0)
+            st = json_string_value(json_object_get(view, "state"));
+        if (!st || !strcmp(st, "done") || !strcmp(st, "failed") || !strcmp(st, "cancelled")) {
+            snprintf(key, sizeof key, "%.*s", (int)kl, k);
+            db_del(key, kl, false);
+        }
+        json_decref(view);
+    }
+    db_iter_free(it);
+}

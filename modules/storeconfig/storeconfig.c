@@ -9,7 +9,9 @@
  *            PATCH /api/v1/stores/{sid}/config   {"key": value | null, ...}; null returns a
  *                                                key to its default; a bad value is 400
  *                                                naming the field and the rule, and changes
- *                                                nothing
+ *                                                nothing; {"placement": {...}} alone is
+ *                                                an administrator's live migration of the
+ *                                                store (api->store_migrate): 202 {"task"}
  *   hooks    filters on file.write (size known or not), file.write.chunk (bytes so far),
  *            file.copy and file.move (the new name's extension)
  *   config   the defaults of every setting (conf.d/storeconfig.yaml)
@@ -220,22 +222,45 @@ static int h_get(mb_req *req, void *state, mb_err *err)
     return rc ? rc : reply_config(s, req, sid, err);
 }
 
+/* PATCH .../config {"placement": {...}}: the kernel's live migration, an administrator's call
+ * (any user's store), alone in its request. 202 {"task"}, or 200 with the config when the store
+ * is there already. */
+static int patch_placement(sc *s, mb_req *req, json_t *body, mb_err *err)
+{
+    const mb_api *api = s->api;
+    const char *p = api->req_param(req, "sid");
+    char *end = NULL;
+    uint64_t sid = p && *p >= '0' && *p <= '9' ? strtoull(p, &end, 10) : 0;
+    if (!sid || *end)
+        return api->err_set(err, MB_ENOENT, "no such store: %s", p ? p : "");
+    if (api->size <= offsetof(mb_api, store_migrate))
+        return api->err_set(err, MB_EUNSUPP, "placement: this server cannot move a store to other backends");
+    if (json_object_size(body) != 1)
+        return api->err_set(err, MB_EINVAL, "placement: is changed alone, in a request of its own");
+    uint64_t task = 0;
+    int rc = api->store_migrate(api->req_user(req), sid, json_object_get(body, "placement"), &task, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 1)
+        return reply_config(s, req, sid, err);
+    return api->reply_json(req, 202, json_pack("{s:I, s:I}", "task", (json_int_t)task, "store", (json_int_t)sid));
+}
+
 /* PATCH /api/v1/stores/{sid}/config {"max_bytes": 1000, "blocked_extensions": ["exe"], ...} */
 static int h_patch(mb_req *req, void *state, mb_err *err)
 {
     sc *s = state;
     uint64_t sid = 0;
-    int rc = req_store(s, req, &sid, err);
-    if (rc)
-        return rc;
     json_t *body = s->api->req_json(req, err);
     if (!body)
         return err->code;
+    if (json_object_get(body, "placement"))
+        return patch_placement(s, req, body, err);
+    int rc = req_store(s, req, &sid, err);
+    if (rc)
+        return rc;
     if (!json_object_size(body))
         return s->api->err_set(err, MB_EINVAL, "the body must name at least one setting");
-    if (json_object_get(body, "placement"))
-        return s->api->err_set(err, MB_EUNSUPP, "placement: moving a store to other backends (a live migration) "
-                                                "is not available yet; it is chosen when the store is created");
     const char *k;
     json_t *v;
     json_object_foreach(body, k, v) {

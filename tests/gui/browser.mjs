@@ -36,3 +36,11 @@ export async function newPage(browser, { width = 1366, height = 860, timeout = 1
     page.on('pageerror', e => console.log('# page error:', e.message));
     return { context, page };
 }
+
+/* Open the page and sign in (the admin unless told otherwise). */
+export async function signIn(page, user = USER, pass = PASS) {
+    await page.goto(URL + '/');
+    await page.getByLabel('Username').fill(user);
+    await page.getByLabel('Password').fill(pass);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+}

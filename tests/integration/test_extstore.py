@@ -299,9 +299,26 @@ class S3Test(ExternalStoreTest):
         sid = make_store(self, self.srv, self.user, "Plain", {"backend": "local"})
         r = self.srv.request("PATCH", "/api/v1/stores/%d/config" % sid, {"placement": {"backend": "s3a"}},
                              token=self.user)
-        self.assertProblem(r, 415, "placement")
+        self.assertProblem(r, 403, "administrator")  # moving a store is an administrator's call (test_migrate)
         r = self.srv.request("GET", "/api/v1/stores/%d/config" % sid, token=self.user)
         self.assertEqual(r.json()["placement"], {"backend": "local", "encrypt": False})
+
+    def test_an_administrator_moves_a_store_from_local_to_s3_and_back(self):
+        sid = make_store(self, self.srv, self.user, "Plain", {"backend": "local"})
+        files = {"f%d.bin" % i: os.urandom(n) for i, n in enumerate([100000, 2500000, 5 * 1024 * 1024 + 3])}
+        for name, data in files.items():
+            self.assertEqual(put(self.srv, self.user, sid, name, data).status, 201)
+        for place, on_s3 in (({"backend": "s3a"}, True), ({"backend": "local"}, False)):
+            r = self.srv.request("PATCH", "/api/v1/stores/%d/config" % sid, {"placement": place}, token=self.admin)
+            self.assertEqual(r.status, 202, r)
+            task = wait_task(self, self.srv, r.json()["task"], self.admin, timeout=300)
+            self.assertEqual(task["state"], "done", task)
+            for name, data in files.items():
+                r = self.srv.request("GET", self.file_url(sid, name), token=self.user)
+                self.assertEqual((r.status, r.body == data), (200, True), name)
+            self.assertEqual(bool(self.s3.objects()), on_s3)
+            self.assertEqual(local_chunk_files(self.srv) == 0, on_s3)
+            self.assertEqual(fsck(self.srv, self.admin)["problems"], [])
 
     def test_unloading_s3_refuses_its_stores_with_503_until_it_is_loaded_again(self):
         sid, data = self.round_trip()

@@ -22,7 +22,7 @@ LAYERS = [
     ("blob", ["blob.c", "blob_pending.c", "backend.c", "crypt.c"]),
     ("txn", ["txn.c", "gc.c"]),
     ("namespace", ["ns.c"]),
-    ("files", ["fs.c", "fs_big.c", "fs_write.c", "fs_read.c", "fsck.c", "history.c", "stores.c", "ctype.c", "backup.c", "bulk.c",
+    ("files", ["fs.c", "fs_big.c", "fs_write.c", "fs_read.c", "fsck.c", "history.c", "stores.c", "ctype.c", "backup.c", "bulk.c", "migrate.c",
                "format.c"]),
     ("doors", ["http.c", "http_route.c", "http_target.c", "http_reply.c", "http_sse.c", "http_server.c", "conn.c", "throttle.c", "auth.c", "files_http.c", "tus.c", "zip.c", "task_http.c",
                "notify.c", "luas.c", "api.c", "evapi.c", "modmgr.c", "reload.c",

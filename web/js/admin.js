@@ -1,7 +1,7 @@
 /*
  * web/js/admin.js — the administrator's view: users (add, change role, reset password), quotas
- * per role and per user, the modules with on/off and reload, the task queue with cancel, and the
- * integrity findings. Every refusal appears on the row or field that caused it.
+ * per role and per user, the modules with on/off and reload, the task queue with cancel, the
+ * storage backends with their health and usage, and the integrity findings. Every refusal appears on the row or field that caused it.
  *
  * After a module is switched, the page re-reads /api/v1/features (refreshModules) so every part
  * that belongs to that module appears or disappears at once.
@@ -17,6 +17,7 @@ const TABS = [
     { id: 'quotas', label: 'Quotas', icon: 'pie', part: 'admin-quotas' },
     { id: 'modules', label: 'Modules', icon: 'puzzle' },
     { id: 'tasks', label: 'Tasks', icon: 'tasks' },
+    { id: 'backends', label: 'Storage', icon: 'store' },
     { id: 'integrity', label: 'Integrity', icon: 'shield', part: 'integrity' },
     { id: 'audit', label: 'Audit log', icon: 'history', part: 'activity' },
 ];
@@ -259,6 +260,32 @@ export class AdminView {
                     h('th', { scope: 'col' }, 'Progress'), h('th.col-mtime', { scope: 'col' }, 'Updated'),
                     h('th.col-actions', { scope: 'col' }, h('span.sr-only', 'Actions')))),
                 tbody)) : h('div.empty', icon('tasks'), h('p.empty-title', 'No tasks')));
+    }
+
+    /* ---------------------------------------------------------- storage --- */
+    /* GET /admin/backends: each backend's type, health and usage, and how many stores it holds.
+     * Backends are declared in conf.d (there is no API for it): the note says where. */
+    async backends() {
+        const list = await api('GET', '/admin/backends');
+        const num = v => (v === null || v === undefined ? '—' : String(v));
+        const tbody = h('tbody', list.map(b => h('tr', { dataset: { backend: b.name, state: b.state } },
+            h('td', h('strong', b.name === 'local' ? 'local' : b.name), b.name === 'local' ? h('div.muted.small', 'this server\'s disk') : null),
+            h('td', b.type || 'not loaded'),
+            h('td', h('span.badge.state-' + (b.state === 'up' ? 'done' : 'failed'), b.state)),
+            h('td.col-size', num(b.objects)),
+            h('td.col-size', b.bytes === null || b.bytes === undefined ? '—' : formatBytes(b.bytes)),
+            h('td.col-size', num(b.queued)),
+            h('td.col-size', num(b.stores)))));
+        clear(this.body,
+            h('div.section-head', h('h2', 'Storage backends'), button('Refresh', 'refresh', () => this.show('backends'), { cls: 'small' })),
+            h('p.muted.backends-note', 'Backends are declared by name in conf.d: s3.yaml, webdav.yaml or rclone.yaml under "backends:", ',
+                'secrets as references (docs/operations.md). Switch the module on, or reload it after adding a name. ',
+                'A store is put on a backend when it is created, and moved in its settings ("Where the files are kept").'),
+            h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Storage backends' },
+                h('thead', h('tr', h('th', { scope: 'col' }, 'Backend'), h('th', { scope: 'col' }, 'Type'), h('th', { scope: 'col' }, 'State'),
+                    h('th.col-size', { scope: 'col' }, 'Objects'), h('th.col-size', { scope: 'col' }, 'Size'),
+                    h('th.col-size', { scope: 'col' }, 'Queued'), h('th.col-size', { scope: 'col' }, 'Stores'))),
+                tbody)));
     }
 
     /* -------------------------------------------------------- integrity --- */

@@ -9,7 +9,7 @@
  */
 import { api, fileUrl, encodePath } from './api.js';
 import { h, icon, button, clear, dialog, confirmDialog, field, openMenu, toast, formatBytes, formatTime, fileIcon, toDate, fileName } from './ui.js';
-import { state, emit, on, currentStore } from './state.js';
+import { state, emit, on, currentStore, isAdmin } from './state.js';
 import { partEnabled, applyParts } from './modules.js';
 import { filesFromDrop } from './uploads.js';
 import { thumbCell, previewFor, wantsGrid, gridFor } from './thumbs.js';
@@ -876,6 +876,62 @@ export function usageBar(u, label) {
         u.files != null ? h('div.muted.small', `${u.files} files`) : null);
 }
 
+/* Where a store's chunks live, in words: "the local disk", "dav1", "2 copies of a, b, c",
+ * "erasure 4+2 of a, b, c, d, e, f", each said encrypted or not (docs/storage.md "Backends"). */
+export function describePlacement(p) {
+    const of = (p?.of || []).join(', ');
+    const where = p?.copies ? `${p.copies} copies of ${of}`
+        : p?.erasure ? `erasure ${p.erasure.data}+${p.erasure.parity} of ${of}`
+        : !p?.backend || p.backend === 'local' ? 'the local disk' : p.backend;
+    return `${where}, ${p?.encrypt ? 'encrypted' : 'not encrypted'}`;
+}
+
+/* The settings dialog's "where the files are kept": the placement, a migration under way, and
+ * for an administrator the move to another backend (PATCH .../config {"placement"}: a task). */
+function placementSection(sid, p, storeName) {
+    const box = h('div.store-placement', { dataset: { part: 'placement' } }, h('h3', 'Where the files are kept'),
+        h('p.placement-now', { dataset: { backend: p.backend || '' } }, describePlacement(p)),
+        p.migrating ? h('p.muted.placement-moving', `Being moved here from ${describePlacement(p.migrating.from)} (task ${p.migrating.task}).`) : null);
+    if (!isAdmin()) return box;
+    const target = h('select', { name: 'backend' }, h('option', { value: '' }, 'Loading…'));
+    const enc = h('input', { type: 'checkbox', name: 'encrypt', id: 'move-encrypt', checked: !!p.encrypt });
+    const msg = h('p.field-error', { role: 'alert', hidden: true });
+    const move = button('Move the store', 'move', async () => {
+        msg.hidden = true;
+        move.disabled = true;
+        try {
+            const placement = { backend: target.value, encrypt: enc.checked };
+            const r = await api('PATCH', `${S(sid)}/config`, { placement });
+            if (!r?.task) {
+                toast(`${storeName} is on ${describePlacement(placement)} already.`, 'info');
+                return;
+            }
+            clear(box.querySelector('.placement-now'), describePlacement(placement));
+            box.querySelector('.placement-now').after(h('p.muted.placement-moving', `Being moved here from ${describePlacement(p)} (task ${r.task}).`));
+            const { watchTask } = await import('./app.js');
+            watchTask(r.task, `Moving ${storeName}`, `${storeName} was moved to ${describePlacement(placement)}.`, t => {
+                box.querySelector('.placement-moving')?.remove();
+                if (t.state === 'cancelled') clear(box.querySelector('.placement-now'), describePlacement(p)); // it went back
+            });
+        } catch (e) {
+            msg.textContent = 'Could not move the store: ' + e.message;
+            msg.hidden = false;
+        } finally {
+            move.disabled = false;
+        }
+    });
+    const sync = () => { enc.disabled = target.value === 'local'; if (enc.disabled) enc.checked = false; };
+    target.addEventListener('change', sync);
+    api('GET', '/admin/backends').then(list => {
+        clear(target, list.map(b => h('option', { value: b.name, selected: b.name === (p.backend || 'local') },
+            `${b.name === 'local' ? 'local disk' : b.name}${b.type && b.type !== 'local' ? ' (' + b.type + ')' : ''}${b.state === 'down' ? ', down' : ''}`)));
+        sync();
+    }).catch(e => { msg.textContent = 'Backends: ' + e.message; msg.hidden = false; });
+    box.append(h('div.inline-form.placement-move', field('Move to', target), h('div.field.check', enc, h('label', { for: enc.id }, 'Encrypt')), move),
+        h('p.hint', 'Files stay readable and writable while they move; the old copies go once all are copied.'), msg);
+    return box;
+}
+
 export async function storeSettings(sid) {
     let cfg;
     try {
@@ -920,9 +976,10 @@ export async function storeSettings(sid) {
         api('GET', `${S(sid)}/usage`).then(u => clear(usage, h('h3', 'Usage'), usageBar(u, 'Store usage')))
             .catch(e => clear(usage, h('p.field-error', 'Usage: ' + e.message)));
     } else usage.hidden = true;
+    const placement = cfg?.placement ? placementSection(sid, cfg.placement, currentStore()?.name || 'The store') : null;
     await dialog({
         title: `Settings of ${currentStore()?.name || 'this store'}`, wide: true,
-        body: [usage, h('div.settings-grid', fields.length ? fields : h('p.muted', 'This store has no settings.'))],
+        body: [usage, placement, h('div.settings-grid', fields.length ? fields : h('p.muted', 'This store has no settings.'))].filter(Boolean),
         actions: [{ label: 'Cancel' }, { label: 'Save', primary: true, value: 'ok' }],
         onSubmit: async () => {
             const patch = {};

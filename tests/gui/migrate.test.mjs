@@ -1,0 +1,112 @@
+// tests/gui/migrate.test.mjs — storage backends and a store's placement in the web page, in a real
+// browser (Debian's chromium via playwright-core), against a real mbyted with one WebDAV backend
+// "dav", started by tests/integration/test_gui_migrate.py. Administration > Storage lists local and
+// dav with their type, state, objects and stores, and says where backends are declared; the store
+// settings say where the files are kept; "Move the store" to dav shows a task toast, then a
+// success toast, and the reopened settings, the API and every file agree. Env as for gui.test.mjs.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { URL, USER, PASS, ART, checkEnv, launchBrowser, newPage, signIn } from './browser.mjs';
+
+checkEnv('tests/integration/test_gui_migrate.py');
+
+let browser, page, token, sid;
+const files = {};
+
+async function call(method, path, body, type = 'application/json') {
+    const r = await fetch(URL + '/api/v1' + path, { method, body, headers: { Authorization: 'Bearer ' + token, 'Content-Type': type } });
+    return { status: r.status, body: r.headers.get('content-type')?.includes('json') ? await r.json() : Buffer.from(await r.arrayBuffer()) };
+}
+
+async function until(fn, what) {
+    for (let i = 0; ; i++) {
+        if (await fn()) return;
+        assert.ok(i < 600, 'timed out waiting for ' + what);
+        await new Promise(res => setTimeout(res, 100));
+    }
+}
+
+const random = n => { const b = Buffer.alloc(n); for (let i = 0; i < n; i++) b[i] = (i * 7919 + n) % 251; return b; };
+
+before(async () => {
+    const login = await fetch(URL + '/api/v1/auth/login', { method: 'POST', body: JSON.stringify({ username: USER, password: PASS }) });
+    token = (await login.json()).token;
+    const r = await call('POST', '/stores', JSON.stringify({ name: 'Photos' }));
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    sid = r.body.store;
+    await until(async () => (await call('GET', '/tasks/' + r.body.task)).body.state === 'done', 'the store');
+    for (const [name, n] of [['a.bin', 300000], ['b.bin', 310000], ['c.bin', 5 * 1024 * 1024], ['small.txt', 40]]) {
+        files[name] = random(n);
+        assert.equal((await call('PUT', `/stores/${sid}/files/${name}`, files[name], 'application/octet-stream')).status, 201);
+    }
+    browser = await launchBrowser();
+    ({ page } = await newPage(browser));
+});
+
+after(async () => { await browser?.close(); });
+
+test('the admin sees the backends; a store is moved to WebDAV from its settings', async () => {
+    await signIn(page);
+
+    // Administration > Storage: local and dav, up, with their type and stores; where to declare one
+    await page.goto(URL + '/#/admin/backends');
+    const table = page.getByRole('table', { name: 'Storage backends' });
+    await table.waitFor();
+    const local = table.locator('tr[data-backend="local"]'), dav = table.locator('tr[data-backend="dav"]');
+    assert.match(await local.textContent(), /local.*up/);
+    assert.match(await dav.textContent(), /webdav/);
+    assert.equal(await dav.locator('.badge').textContent(), 'up');
+    assert.equal((await dav.locator('td').nth(6).textContent()).trim(), '0', 'no store on dav yet');
+    assert.match(await page.locator('.backends-note').textContent(), /webdav\.yaml.*backends:/);
+    await page.screenshot({ path: join(ART, 'migrate-backends.png') });
+
+    // the store's settings: where its files are kept, and the move
+    await page.goto(URL + `/#/files/${sid}`);
+    await page.getByRole('button', { name: 'Store settings' }).click();
+    const dlg = page.getByRole('dialog', { name: 'Settings of Photos' });
+    const now = dlg.locator('.placement-now');
+    assert.equal(await now.textContent(), 'the local disk, not encrypted');
+    const target = dlg.getByLabel('Move to');
+    await until(async () => (await target.locator('option').count()) === 2, 'the backends in the list');
+    assert.deepEqual(await target.locator('option').allTextContents(), ['local disk', 'dav (webdav)']);
+    await target.selectOption('dav');
+    await dlg.getByRole('button', { name: 'Move the store' }).click();
+    // a task toast follows the migration; then the success toast
+    await page.locator('.toast-success', { hasText: 'Photos was moved to dav, not encrypted.' }).waitFor({ timeout: 60000 });
+    assert.equal(await now.textContent(), 'dav, not encrypted');
+    await dlg.locator('.placement-moving').waitFor({ state: 'detached' });
+    await page.screenshot({ path: join(ART, 'migrate-moved.png') });
+    await dlg.getByRole('button', { name: 'Cancel' }).click();
+    await dlg.waitFor({ state: 'detached' });
+
+    // reopened: the settings say dav and nothing is moving; the API and the files agree
+    await page.getByRole('button', { name: 'Store settings' }).click();
+    assert.equal(await dlg.locator('.placement-now').textContent(), 'dav, not encrypted');
+    assert.equal(await dlg.locator('.placement-moving').count(), 0);
+    await dlg.getByRole('button', { name: 'Cancel' }).click();
+    const cfg = await call('GET', `/stores/${sid}/config`);
+    assert.deepEqual(cfg.body.placement, { backend: 'dav', encrypt: false });
+    for (const [name, data] of Object.entries(files)) {
+        const r = await call('GET', `/stores/${sid}/files/${name}`);
+        assert.equal(r.status, 200, name);
+        assert.ok(Buffer.compare(r.body, data) === 0, name + ' reads back identical');
+    }
+    // the Storage tab now counts the store on dav and its objects
+    await page.goto(URL + '/#/admin/backends');
+    await table.waitFor();
+    await until(async () => (await dav.locator('td').nth(6).textContent()).trim() === '1', 'one store on dav');
+    assert.ok(Number(await dav.locator('td').nth(3).textContent()) >= 4, 'dav holds the chunks');
+});
+
+test('a user sees where the files of a store are kept, and cannot move it', async () => {
+    const u = await call('POST', '/admin/users', JSON.stringify({ username: 'ann', password: 'ann-password-1', role: 'user' }));
+    assert.ok(u.status === 201 || u.status === 200, JSON.stringify(u.body));
+    const { context, page: p } = await newPage(browser);
+    await signIn(p, 'ann', 'ann-password-1');
+    await p.getByRole('button', { name: 'Store settings' }).click();
+    const dlg = p.getByRole('dialog', { name: /^Settings of/ });
+    assert.equal(await dlg.locator('.placement-now').textContent(), 'the local disk, not encrypted');
+    assert.equal(await dlg.getByRole('button', { name: 'Move the store' }).count(), 0);
+    await context.close();
+});
