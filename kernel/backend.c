@@ -236,18 +236,10 @@ static int set_check(const json_t *p, mb_err *err)
 
 static bool is_set(const json_t *p) { return json_object_get(p, "copies") || json_object_get(p, "erasure"); }
 
-int backend_placement_check(const json_t *p, mb_err *err)
+/* {"backend": name} */
+static int single_check(const json_t *p, mb_err *err)
 {
-    if (!json_is_object(p))
-        return err_set(err, MB_EINVAL, "placement: must be an object such as {\"backend\": \"local\"}");
     json_t *enc = json_object_get(p, "encrypt");
-    if (enc && !json_is_boolean(enc))
-        return err_set(err, MB_EINVAL, "placement.encrypt: must be true or false");
-    mb_err ke = {0};
-    if (json_is_true(enc) && !crypt_available(&ke))
-        return err_set(err, MB_EUNSUPP, "placement.encrypt: this server has no master key (%s)", ke.msg);
-    if (is_set(p))
-        return set_check(p, err);
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)p, k, v) {
@@ -268,6 +260,20 @@ int backend_placement_check(const json_t *p, mb_err *err)
         return err_set(err, MB_EINVAL, "placement.backend: no backend '%s' is declared (see GET /api/v1/admin/backends)",
                        name);
     return 0;
+}
+
+int backend_placement_check(const json_t *p, mb_err *err)
+{
+    if (!json_is_object(p))
+        return err_set(err, MB_EINVAL, "placement: must be an object such as {\"backend\": \"local\"}");
+    json_t *enc = json_object_get(p, "encrypt");
+    if (enc && !json_is_boolean(enc))
+        return err_set(err, MB_EINVAL, "placement.encrypt: must be true or false");
+    int rc = is_set(p) ? set_check(p, err) : single_check(p, err);
+    mb_err ke = {0};
+    if (!rc && json_is_true(enc) && !crypt_available(&ke))
+        return err_set(err, MB_EUNSUPP, "placement.encrypt: this server has no master key (%s)", ke.msg);
+    return rc;
 }
 
 json_t *backend_placement_norm(const json_t *p)

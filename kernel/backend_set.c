@@ -188,13 +188,13 @@ static int64_t fetch(struct bset *s, unsigned i, const char *key, size_t cap, ui
 }
 
 /* Put piece p (plen bytes) of object key to member i, unless it holds one of that size (force:
- * in any case, to replace a damaged one). */
+ * in any case, to replace a damaged one). A member in backoff is not tried unless try_down. */
 static int put_piece(struct bset *s, unsigned i, const char *key, const uint8_t *p, size_t plen, bool force,
-                     mb_err *err)
+                     bool try_down, mb_err *err)
 {
     if (!s->in[i])
         return err_set(err, MB_EBUSY, "backend '%s' is not available", s->sp.of[i]);
-    if (member_down(s->sp.of[i]))
+    if (!try_down && member_down(s->sp.of[i]))
         return err_set(err, MB_EBUSY, "backend '%s' is down", s->sp.of[i]);
     char pn[PNAME_MAX];
     piece_name(s, i, key, pn, sizeof pn);
@@ -219,7 +219,7 @@ typedef struct put_job {
     const char *key;
     const uint8_t *p;
     size_t plen;
-    bool force;
+    bool force, try_down;
     int rc;
     mb_err e;
     pthread_t t;
@@ -229,17 +229,17 @@ typedef struct put_job {
 static void *put_main(void *a)
 {
     put_job *j = a;
-    j->rc = put_piece(j->s, j->i, j->key, j->p, j->plen, j->force, &j->e);
+    j->rc = put_piece(j->s, j->i, j->key, j->p, j->plen, j->force, j->try_down, &j->e);
     return NULL;
 }
 
 /* Put pieces[piece_index(i)] to every member i with want[i], in parallel; rc per member. */
 static void put_all(struct bset *s, const char *key, uint8_t *const pieces[], size_t plen, const bool want[],
-                    bool force, put_job *jobs)
+                    bool force, bool try_down, put_job *jobs)
 {
     for (unsigned i = 0; i < s->sp.n; i++) {
-        jobs[i] = (put_job){
-            .s = s, .i = i, .key = key, .p = pieces[piece_index(s, i)], .plen = plen, .force = force, .rc = 1};
+        jobs[i] = (put_job){.s = s, .i = i, .key = key, .p = pieces[piece_index(s, i)], .plen = plen,
+                            .force = force, .try_down = try_down, .rc = 1};
         if (want[i])
             jobs[i].threaded = pthread_create(&jobs[i].t, NULL, put_main, &jobs[i]) == 0;
         if (want[i] && !jobs[i].threaded)
@@ -272,7 +272,7 @@ static void repair(struct bset *s, const char *key, const uint8_t *obj, size_t l
     uint8_t *pieces[PIECE_MAX];
     size_t plen = encode(s, obj, len, pieces);
     put_job jobs[PIECE_MAX];
-    put_all(s, key, pieces, plen, fix, true, jobs);
+    put_all(s, key, pieces, plen, fix, true, false, jobs);
     db_batch *b = NULL;
     for (unsigned i = 0; i < s->sp.n; i++) {
         if (!fix[i])
@@ -304,7 +304,12 @@ static int set_put(void *st, const char *key, const void *data, size_t len, mb_e
     for (unsigned i = 0; i < s->sp.n; i++)
         all[i] = true;
     put_job jobs[PIECE_MAX];
-    put_all(s, key, pieces, plen, all, false, jobs);
+    /* Members in backoff are left to the queue while the others can make the put durable; when
+     * they cannot, every member is tried (a backoff is a guess, a failed upload is not). */
+    unsigned up = 0;
+    for (unsigned i = 0; i < s->sp.n; i++)
+        up += s->in[i] && !member_down(s->sp.of[i]);
+    put_all(s, key, pieces, plen, all, false, up < s->need, jobs);
     free(pieces[0]);
     unsigned ok = 0;
     int first = -1;
@@ -316,7 +321,7 @@ static int set_put(void *st, const char *key, const void *data, size_t len, mb_e
     }
     if (ok < s->need)
         return err_set(err, MB_EBUSY, "only %u of the %u backends of the set took the chunk, %u needed (%s: %s)", ok,
-                       s->sp.n, s->need, s->sp.of[first], jobs[first].e.msg);
+                       s->sp.n, s->need, first < 0 ? "" : s->sp.of[first], first < 0 ? "" : jobs[first].e.msg);
     if (first < 0)
         return 0;
     db_batch *b = db_batch_new();
@@ -572,7 +577,7 @@ static int retry_one(const char *qk, size_t len)
         if (rc == 0) {
             uint8_t *pieces[PIECE_MAX];
             size_t plen = encode(s, obj, olen, pieces);
-            out = put_piece(s, i, key, pieces[piece_index(s, i)], plen, false, &e) ? 1 : 0;
+            out = put_piece(s, i, key, pieces[piece_index(s, i)], plen, false, true, &e) ? 1 : 0;
             if (!out)
                 log_info("backend '%s' is back: queued piece %s of store %llu is written", member, pname,
                          (unsigned long long)sid);

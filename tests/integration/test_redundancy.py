@@ -21,7 +21,7 @@ from chunkdirs import master_key_conf  # noqa: E402
 from storeutil import fsck, put, puts_cut_by  # noqa: E402
 import apache_dav  # noqa: E402
 from test_davbackend import PASSWORD, USER, RcloneServer, backend_conf  # noqa: E402
-from test_extstore import MARKER, ExternalStoreTest, make_store, local_chunk_files  # noqa: E402
+from test_extstore import MARKER, ExternalStoreTest, S3rver, make_store, local_chunk_files, s3_conf  # noqa: E402
 
 MODULES = {"taskmgr": True, "storeconfig": True, "multistore": True, "webdav": True, "integrity": True}
 SIZES = [50000, 1300000, 5 * 1024 * 1024 + 77]  # one chunk, one or two, several
@@ -52,16 +52,24 @@ def parse_piece(body):
     return k, m, i, length, body[16:16 + s]
 
 
-class RedundancyTest(ExternalStoreTest):
+class SetTest(ExternalStoreTest):
+    """Servers d0.. (rclone serve webdav), optionally the S3 bucket s3a, and helpers; no tests."""
     members = 3
+
+    with_s3 = False
 
     def setUp(self):
         self.davs = [FreshRclone(self).start() for _ in range(self.members)]
         for d in self.davs:
             self.addCleanup(d.cleanup)
         conf = "backends:\n" + "".join(backend_conf("d%d" % i, d.url, PASSWORD) for i, d in enumerate(self.davs))
-        conf += "backend_retries: 0\nbackend_retry_base_ms: 50\nbackend_timeout_ms: 20000\n"
-        self.modules, self.module_conf = MODULES, {"webdav": conf}
+        conf += "backend_retries: 2\nbackend_retry_base_ms: 50\nbackend_timeout_ms: 20000\n"
+        self.modules, self.module_conf = dict(MODULES), {"webdav": conf}
+        if self.with_s3:
+            self.s3 = S3rver(self).start()
+            self.addCleanup(self.s3.cleanup)
+            self.modules["s3"] = True
+            self.module_conf["s3"] = s3_conf(self.s3, retries=1)
         self.start_server()
 
     def conf(self):
@@ -121,7 +129,40 @@ class RedundancyTest(ExternalStoreTest):
         report = fsck(self.srv, self.admin)
         self.assertEqual(report["problems"], [], report)
 
-    # ------------------------------------------------------------------ tests --
+    def killed_during_8_uploads(self, placement, victim):
+        sid = make_store(self, self.srv, self.user, "Set", placement)
+        blobs = {"f%d.bin" % i: os.urandom(3 * 1024 * 1024 + i) for i in range(8)}
+        results = puts_cut_by(self.srv, self.user, sid, blobs, lambda: len(self.pieces(victim)),
+                              self.davs[victim].kill, 180)
+        # enough members are up: no upload fails
+        self.assertEqual(results, {n: 201 for n in blobs}, self.srv.read_log()[-3000:])
+        acked = sorted(results)
+        for n in acked:
+            r = self.srv.request("GET", self.file_url(sid, n), token=self.user)
+            self.assertEqual((r.status, r.body == blobs[n]), (200, True), n)
+        name = "d%d" % victim
+        self.assertGreater(self.queued()[name], 0, "nothing was queued for the killed server")
+        want = {h for n in acked for h in self.chunks(sid, n)}
+        self.davs[victim].start()
+        deadline = time.time() + 90
+        while self.queued()[name] and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertEqual(self.queued()[name], 0, "the queued pieces did not arrive")
+        got = {rel.split("/")[-1] for rel in self.pieces(victim)}
+        self.assertEqual(want - got, set(), "pieces missing on the restarted server")
+        for rel, body in self.pieces(victim).items():
+            parse_piece(body)
+        self.assert_fsck_clean()
+        # still right when another member is lost (the rule keeps one more loss survivable)
+        other = (victim + 1) % len(self.davs)
+        self.davs[other].kill()
+        for n in acked[:3]:
+            r = self.srv.request("GET", self.file_url(sid, n), token=self.user)
+            self.assertEqual((r.status, r.body == blobs[n]), (200, True), n)
+
+
+class RedundancyTest(SetTest):
+    """Three WebDAV servers: copies 2 of 3 and erasure 2+1."""
 
     def test_copies_2_of_3_read_back_and_every_server_holds_a_whole_copy_of_every_chunk(self):
         sid = make_store(self, self.srv, self.user, "Copies", {"copies": 2, "of": ["d0", "d1", "d2"]})
@@ -245,37 +286,6 @@ class RedundancyTest(ExternalStoreTest):
         self.assertEqual(r.status, 200, r)
         self.assert_fsck_clean()
 
-    def killed_during_8_uploads(self, placement, victim):
-        sid = make_store(self, self.srv, self.user, "Set", placement)
-        blobs = {"f%d.bin" % i: os.urandom(3 * 1024 * 1024 + i) for i in range(8)}
-        results = puts_cut_by(self.srv, self.user, sid, blobs, lambda: len(self.pieces(victim)),
-                              self.davs[victim].kill, 180)
-        acked = [n for n, st in results.items() if st == 201]
-        # enough members are up: no upload fails
-        self.assertEqual(sorted(acked), sorted(blobs), results)
-        for n in acked:
-            r = self.srv.request("GET", self.file_url(sid, n), token=self.user)
-            self.assertEqual((r.status, r.body == blobs[n]), (200, True), n)
-        name = "d%d" % victim
-        self.assertGreater(self.queued()[name], 0, "nothing was queued for the killed server")
-        want = {h for n in acked for h in self.chunks(sid, n)}
-        self.davs[victim].start()
-        deadline = time.time() + 90
-        while self.queued()[name] and time.time() < deadline:
-            time.sleep(0.2)
-        self.assertEqual(self.queued()[name], 0, "the queued pieces did not arrive")
-        got = {rel.split("/")[-1] for rel in self.pieces(victim)}
-        self.assertEqual(want - got, set(), "pieces missing on the restarted server")
-        for rel, body in self.pieces(victim).items():
-            parse_piece(body)
-        self.assert_fsck_clean()
-        # still right when another member is lost (the rule keeps one more loss survivable)
-        other = (victim + 1) % len(self.davs)
-        self.davs[other].kill()
-        for n in acked[:3]:
-            r = self.srv.request("GET", self.file_url(sid, n), token=self.user)
-            self.assertEqual((r.status, r.body == blobs[n]), (200, True), n)
-
     def test_copies_2_of_3_with_a_server_killed_during_8_uploads_lose_nothing_and_catch_up(self):
         self.killed_during_8_uploads({"copies": 2, "of": ["d0", "d1", "d2"]}, 1)
 
@@ -303,7 +313,7 @@ class RedundancyTest(ExternalStoreTest):
             self.assertTrue(p["detail"], placement)
 
 
-class ErasureKillTest(RedundancyTest):
+class ErasureKillTest(SetTest):
     """Four servers: erasure 2+2 acknowledges with k + 1 = 3 pieces, so one server may die."""
     members = 4
 
@@ -318,14 +328,40 @@ class ErasureKillTest(RedundancyTest):
         self.assertProblem(r, 503, "needed")
         self.assertEqual(self.srv.request("GET", self.file_url(sid, "a.bin"), token=self.user).status, 404)
 
-    # run once, in RedundancyTest
-    test_copies_2_of_3_read_back_and_every_server_holds_a_whole_copy_of_every_chunk = None
-    test_erasure_2_1_puts_piece_i_on_server_i_and_the_data_pieces_rebuild_each_chunk_by_hand = None
-    test_encrypted_sets_put_only_ciphertext_on_every_server = None
-    test_a_damaged_or_deleted_piece_is_read_right_and_rewritten_on_the_disk = None
-    test_the_scrub_rewrites_a_damaged_and_a_missing_copy = None
-    test_copies_2_of_3_with_a_server_killed_during_8_uploads_lose_nothing_and_catch_up = None
-    test_bad_placements_are_refused_with_a_sentence = None
+
+
+class MixedSetTest(SetTest):
+    """Sets whose members are of two kinds: two WebDAV servers and an S3 bucket (s3rver)."""
+    members = 2
+    with_s3 = True
+
+    def test_sets_over_webdav_and_s3_read_back_and_catch_up_after_the_bucket_was_down(self):
+        copies = make_store(self, self.srv, self.user, "Copies", {"copies": 2, "of": ["d0", "s3a", "d1"]})
+        ec = make_store(self, self.srv, self.user, "EC", {"erasure": {"data": 2, "parity": 1},
+                                                           "of": ["s3a", "d0", "d1"], "encrypt": True})
+        files = {sid: self.upload(sid) for sid in (copies, ec)}
+        for sid, fs in files.items():
+            self.reads_back(sid, fs)
+        self.assertTrue(all(rel.startswith(("k1m0p0/", "k2m1p1/e/")) for rel in self.pieces(0)), list(self.pieces(0)))
+        self.s3.kill()
+        for sid, fs in files.items():  # a member down: reads go on
+            self.reads_back(sid, fs)
+        more = {sid: {"late.bin": os.urandom(2 * 1024 * 1024)} for sid in files}
+        for sid, fs in more.items():  # and writes (2 of 3 copies; 2+1 needs all three: 503)
+            st = put(self.srv, self.user, sid, "late.bin", fs["late.bin"]).status
+            self.assertEqual(st, 201 if sid == copies else 503, sid)
+        self.assertGreater(self.queued()["s3a"], 0)
+        self.s3.start()
+        deadline = time.time() + 90
+        while self.queued()["s3a"] and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertEqual(self.queued()["s3a"], 0)
+        for d in self.davs:  # the bucket alone with one WebDAV server serves the copies
+            d.kill()
+            self.reads_back(copies, dict(files[copies], **more[copies]))
+            d.start()
+        self.assert_fsck_clean()
+
 
 
 if __name__ == "__main__":
