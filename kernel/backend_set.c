@@ -319,9 +319,14 @@ static int set_put(void *st, const char *key, const void *data, size_t len, mb_e
         else if (first < 0)
             first = (int)i;
     }
-    if (ok < s->need)
-        return err_set(err, MB_EBUSY, "only %u of the %u backends of the set took the chunk, %u needed (%s: %s)", ok,
-                       s->sp.n, s->need, first < 0 ? "" : s->sp.of[first], first < 0 ? "" : jobs[first].e.msg);
+    if (ok < s->need) {
+        char why[sizeof err->msg] = "";
+        for (unsigned i = 0, at = 0; i < s->sp.n && at < sizeof why; i++)
+            if (jobs[i].rc)
+                at += (unsigned)snprintf(why + at, sizeof why - at, "%s%s", at ? "; " : "", jobs[i].e.msg);
+        return err_set(err, MB_EBUSY, "only %u of the %u backends of the set took the chunk, %u needed (%s)", ok,
+                       s->sp.n, s->need, why);
+    }
     if (first < 0)
         return 0;
     db_batch *b = db_batch_new();
@@ -333,6 +338,15 @@ static int set_put(void *st, const char *key, const void *data, size_t len, mb_e
     return 0;
 }
 
+/* How many sound pieces hold the object that member b's piece is of. */
+static unsigned same_object(const struct bset *s, const piece_hdr hs[], const bool sound[], unsigned b)
+{
+    unsigned c = 0;
+    for (unsigned i = 0; i < s->sp.n; i++)
+        c += sound[i] && hs[i].tag == hs[b].tag && hs[i].len == hs[b].len;
+    return c;
+}
+
 /* The object of key, read and decoded from sound pieces into a new buffer (*obj, *len), the
  * members found missing or damaged marked in bad[]. With all, every member is read (the scrub).
  * 0, MB_ENOENT when no member has a piece, another MB_E* when too few are sound. */
@@ -342,7 +356,9 @@ static int gather(struct bset *s, const char *key, size_t want, bool all, uint8_
     unsigned n = s->sp.n, order[PIECE_MAX], good = 0, answered_none = 0, failed = 0, damaged = 0;
     uint8_t *have[PIECE_MAX] = {0}; /* by piece index */
     uint8_t *buf[PIECE_MAX] = {0};  /* by member */
-    uint64_t L = 0;
+    bool sound[PIECE_MAX] = {0};
+    piece_hdr hs[PIECE_MAX];
+    unsigned best = 0; /* the member whose object (tag) most sound pieces belong to */
     mb_err last = {0};
     for (unsigned i = 0; i < n; i++)
         order[i] = i, bad[i] = false;
@@ -355,7 +371,7 @@ static int gather(struct bset *s, const char *key, size_t want, bool all, uint8_
     size_t cap = PIECE_HDR + piece_shard(want ? want : 1, s->k) + PIECE_SUM;
     for (unsigned o = 0; o < n; o++) {
         unsigned i = order[o];
-        if (!all && good >= s->k)
+        if (!all && good && same_object(s, hs, sound, best) >= s->k)
             break;
         mb_err e = {0};
         int64_t got = fetch(s, i, key, cap, &buf[i], &e);
@@ -370,22 +386,34 @@ static int gather(struct bset *s, const char *key, size_t want, bool all, uint8_
             continue;
         }
         piece_hdr h;
-        if (piece_parse(buf[i], (size_t)got, &h) || h.k != s->k || h.m != s->m || h.i != piece_index(s, i) ||
-            (L && h.len != L)) {
+        if (piece_parse(buf[i], (size_t)got, &h) || h.k != s->k || h.m != s->m || h.i != piece_index(s, i)) {
             log_error("backend '%s': piece %u of %s (store %llu) is damaged", s->sp.of[i], piece_index(s, i), key,
                       (unsigned long long)s->sp.sid);
             bad[i] = true;
             damaged++;
             continue;
         }
-        L = h.len;
-        if (!have[h.i]) /* a second sound copy (the scrub reads them all) is not needed */
-            have[h.i] = buf[i];
-        good++;
+        sound[i] = true;
+        hs[i] = h;
+        if (!good++ || same_object(s, hs, sound, i) > same_object(s, hs, sound, best))
+            best = i;
     }
+    /* Pieces of another object under the same name (sealed again, see piece.c) are as good as
+     * damaged: rewritten from the object most pieces hold. */
+    unsigned agree = good ? same_object(s, hs, sound, best) : 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (!sound[i])
+            continue;
+        if (hs[i].tag != hs[best].tag || hs[i].len != hs[best].len) {
+            bad[i] = true;
+            damaged++;
+        } else if (!have[hs[i].i]) /* a second sound copy (the scrub reads them all) is not needed */
+            have[hs[i].i] = buf[i];
+    }
+    good = agree;
     int rc = 0;
     if (good >= s->k) {
-        *len = (size_t)L;
+        *len = (size_t)hs[best].len;
         *obj = xmalloc(*len);
         rc = piece_decode(s->k, s->m, have, *len, *obj);
         if (rc)

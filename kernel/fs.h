@@ -389,14 +389,15 @@ int crypt_open(const uint8_t ck[CRYPT_KEY], const char *hash, const uint8_t *obj
 
 /* ---------------------------------------------------------------- piece.c --- */
 /* The pieces of a redundancy set and their Reed-Solomon code (ISA-L; docs/storage.md
- * "Redundancy sets"). A piece: 16-byte header, shard, 8-byte XXH3-64. Pure, any thread. */
-#define PIECE_HDR 16
+ * "Redundancy sets"). A piece: 24-byte header, shard, 8-byte XXH3-64. Pure, any thread. */
+#define PIECE_HDR 24
 #define PIECE_SUM 8
 #define PIECE_MAX 16                      /* k + m at most */
 #define PIECE_OBJ_MAX (64u * 1024 * 1024) /* an object (a chunk, sealed or not) is far smaller */
 typedef struct piece_hdr {
     unsigned k, m, i;
     uint64_t len; /* the whole object's */
+    uint64_t tag; /* XXH3-64 of the whole object: which pieces belong together */
 } piece_hdr;
 size_t piece_shard(uint64_t len, unsigned k); /* S = ceil(len / k) */
 size_t piece_size(uint64_t len, unsigned k);  /* PIECE_HDR + S + PIECE_SUM */
@@ -407,7 +408,7 @@ int piece_parse(const uint8_t *p, size_t n, piece_hdr *h);
 /* Cut obj (len bytes) into the k + m pieces out[i], each piece_size(len, k) bytes. */
 int piece_encode(unsigned k, unsigned m, const void *obj, size_t len, uint8_t *const out[]);
 /* The object (len bytes into obj) from any k of the pieces have[i] (NULL: missing; the others
- * parsed sound with this k, m, len): 0, or MB_ENOENT with fewer than k. */
+ * parsed sound with this k, m, len and one tag): 0, or MB_ENOENT with fewer than k. */
 int piece_decode(unsigned k, unsigned m, uint8_t *const have[], size_t len, uint8_t *obj);
 
 /* ----------------------------------------------------------- backend_set.c --- */

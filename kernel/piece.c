@@ -10,11 +10,13 @@
  * so any k shards give the object back). A copy of a "copies" set is the same format with k = 1,
  * m = 0: the whole object. Each shard is kept as one piece:
  *
- *     "MBR1"  k  m  i  0   LE64 L   shard (S bytes)   LE64 XXH3-64 of everything before it
+ *     "MBR1"  k  m  i  0   LE64 L   LE64 tag   shard (S bytes)   LE64 XXH3-64 of everything before it
  *
- * 16 + S + 8 bytes. The checksum finds a rotten or cut piece without the chunk's hash, so the
- * set knows which piece to leave out and rewrite; L lets the padding be trimmed. The checksum is
- * not a defence against a forger (an encrypted store's AEAD is, one layer up).
+ * 24 + S + 8 bytes. The checksum finds a rotten or cut piece without the chunk's hash, so the
+ * set knows which piece to leave out and rewrite; L lets the padding be trimmed. The tag is the
+ * XXH3-64 of the whole object: an encrypted chunk sealed twice (a fresh nonce each time) gives two
+ * objects under one name, and only pieces of one tag may be decoded together. The checksum is not
+ * a defence against a forger (an encrypted store's AEAD is, one layer up).
  */
 #include "fs.h"
 #include <isa-l/erasure_code.h>
@@ -45,11 +47,12 @@ bool piece_geometry_ok(unsigned k, unsigned m)
 }
 
 /* Header and checksum around a shard already at p + PIECE_HDR. */
-static void seal(uint8_t *p, unsigned k, unsigned m, unsigned i, uint64_t len)
+static void seal(uint8_t *p, unsigned k, unsigned m, unsigned i, uint64_t len, uint64_t tag)
 {
     memcpy(p, "MBR1", 4);
     p[4] = (uint8_t)k, p[5] = (uint8_t)m, p[6] = (uint8_t)i, p[7] = 0;
     le64_put(p + 8, len);
+    le64_put(p + 16, tag);
     size_t body = PIECE_HDR + piece_shard(len, k);
     le64_put(p + body, XXH3_64bits(p, body));
 }
@@ -60,6 +63,7 @@ int piece_parse(const uint8_t *p, size_t n, piece_hdr *h)
         return MB_EINTEGRITY;
     h->k = p[4], h->m = p[5], h->i = p[6];
     h->len = le64_get(p + 8);
+    h->tag = le64_get(p + 16);
     if (!piece_geometry_ok(h->k, h->m) || h->i >= h->k + h->m || h->len == 0 || h->len > PIECE_OBJ_MAX)
         return MB_EINTEGRITY;
     size_t body = PIECE_HDR + piece_shard(h->len, h->k);
@@ -94,8 +98,9 @@ int piece_encode(unsigned k, unsigned m, const void *obj, size_t len, uint8_t *c
             par[j] = out[k + j] + PIECE_HDR;
         ec_encode_data((int)s, (int)k, (int)m, tbl, data, par);
     }
+    uint64_t tag = XXH3_64bits(obj, len);
     for (unsigned i = 0; i < k + m; i++)
-        seal(out[i], k, m, i, len);
+        seal(out[i], k, m, i, len, tag);
     return 0;
 }
 

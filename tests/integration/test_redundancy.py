@@ -43,13 +43,13 @@ class FreshRclone(RcloneServer):
 
 def parse_piece(body):
     """(k, m, i, L, shard) of a piece (docs/storage.md "Redundancy sets"), checked as far as
-    Python's standard library lets (the XXH3-64 trailer is left to the server)."""
+    Python's standard library lets (the XXH3-64 tag and trailer are left to the server)."""
     assert body[:4] == b"MBR1" and body[7] == 0, body[:8]
     k, m, i = body[4], body[5], body[6]
     (length,) = struct.unpack("<Q", body[8:16])
     s = (length + k - 1) // k
-    assert len(body) == 16 + s + 8, (len(body), length, k)
-    return k, m, i, length, body[16:16 + s]
+    assert len(body) == 24 + s + 8, (len(body), length, k)
+    return k, m, i, length, body[24:24 + s]
 
 
 class SetTest(ExternalStoreTest):
@@ -216,7 +216,7 @@ class RedundancyTest(SetTest):
         # stored bytes: 1.5x the chunks (+ 24 bytes a piece), not 2x or 3x
         total = sum(len(b) for i in range(3) for b in self.pieces(i).values())
         chunk_bytes = sum(by_server[0][h][0] for h in want)
-        self.assertLessEqual(total, chunk_bytes * 1.5 + len(want) * (3 * 24 + 2))
+        self.assertLessEqual(total, chunk_bytes * 1.5 + len(want) * (3 * 32 + 2))
         self.assert_fsck_clean()
 
     def test_encrypted_sets_put_only_ciphertext_on_every_server(self):
@@ -268,6 +268,25 @@ class RedundancyTest(SetTest):
         self.scrub()
         self.assertEqual([self.pieces(i) for i in range(3)], before, "the scrub did not rewrite the parity")
         self.assert_fsck_clean()
+
+    def test_a_piece_of_the_chunk_sealed_again_is_not_decoded_with_the_others_but_rewritten(self):
+        # An encrypted chunk put again is sealed with a fresh nonce: another object under the
+        # same name. With piece 1 gone, the second put writes piece 1 of the new object beside
+        # pieces 0 and 2 of the first; a read must not decode 0 with 1 (garbage, refused by the
+        # AEAD), but decode the object two pieces agree on and rewrite piece 1 from it.
+        sid = make_store(self, self.srv, self.user, "EC",
+                         {"erasure": {"data": 2, "parity": 1}, "of": ["d0", "d1", "d2"], "encrypt": True})
+        data = os.urandom(300000)  # one chunk
+        self.assertEqual(put(self.srv, self.user, sid, "a.bin", data).status, 201)
+        before = self.pieces(1)
+        self.assertEqual(len(before), 1, list(before))
+        rel = list(before)[0]
+        os.unlink(os.path.join(self.davs[1].dir, rel))
+        self.assertEqual(put(self.srv, self.user, sid, "b.bin", data).status, 201)
+        with open(os.path.join(self.davs[1].dir, rel), "rb") as f:
+            self.assertNotEqual(f.read(), before[rel], "the second put did not seal the chunk again")
+        self.reads_back(sid, {"a.bin": data, "b.bin": data})
+        self.assertEqual(self.pieces(1), before, "piece 1 was not rewritten from the other two")
 
     def test_the_scrub_rewrites_a_damaged_and_a_missing_copy(self):
         sid = make_store(self, self.srv, self.user, "Copies", {"copies": 2, "of": ["d0", "d1", "d2"]})

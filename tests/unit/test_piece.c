@@ -80,7 +80,16 @@ static void test_a_copy_is_the_object_with_header_and_checksum(void **st)
     uint8_t *p[1] = {piece};
     assert_int_equal(piece_size(sizeof obj, 1), sizeof piece);
     assert_int_equal(piece_encode(1, 0, obj, sizeof obj, p), 0);
-    assert_memory_equal(piece, "MBR1\x01\x00\x00\x00\xe8\x03\0\0\0\0\0\0", PIECE_HDR);
+    assert_memory_equal(piece, "MBR1\x01\x00\x00\x00\xe8\x03\0\0\0\0\0\0", 16);
+    piece_hdr h;
+    assert_int_equal(piece_parse(piece, sizeof piece, &h), 0);
+    obj[0] ^= 1; /* another object: another tag */
+    uint8_t other[sizeof piece], *q[1] = {other};
+    assert_int_equal(piece_encode(1, 0, obj, sizeof obj, q), 0);
+    piece_hdr h2;
+    assert_int_equal(piece_parse(other, sizeof other, &h2), 0);
+    assert_true(h.tag != h2.tag && h.len == h2.len);
+    obj[0] ^= 1;
     assert_memory_equal(piece + PIECE_HDR, obj, sizeof obj);
     uint8_t *have[1] = {piece};
     assert_int_equal(piece_decode(1, 0, have, sizeof obj, back), 0);
