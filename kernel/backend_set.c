@@ -192,8 +192,10 @@ static int64_t fetch(struct bset *s, unsigned i, const char *key, size_t cap, ui
 static int put_piece(struct bset *s, unsigned i, const char *key, const uint8_t *p, size_t plen, bool force,
                      bool try_down, mb_err *err)
 {
-    if (!s->in[i])
+    if (!s->in[i]) { /* not registered (its module is not loaded): a backoff as for one down */
+        member_failed(s->sp.of[i]);
         return err_set(err, MB_EBUSY, "backend '%s' is not available", s->sp.of[i]);
+    }
     if (!try_down && member_down(s->sp.of[i]))
         return err_set(err, MB_EBUSY, "backend '%s' is down", s->sp.of[i]);
     char pn[PNAME_MAX];
@@ -300,25 +302,26 @@ static int set_put(void *st, const char *key, const void *data, size_t len, mb_e
         return err_set(err, MB_EINVAL, "a set stores objects of 1 byte to %u MiB", PIECE_OBJ_MAX >> 20);
     uint8_t *pieces[PIECE_MAX];
     size_t plen = encode(s, data, len, pieces);
-    bool all[PIECE_MAX];
-    for (unsigned i = 0; i < s->sp.n; i++)
-        all[i] = true;
-    put_job jobs[PIECE_MAX];
-    /* Members in backoff are left to the queue while the others can make the put durable; when
-     * they cannot, every member is tried (a backoff is a guess, a failed upload is not). */
-    unsigned up = 0;
-    for (unsigned i = 0; i < s->sp.n; i++)
-        up += s->in[i] && !member_down(s->sp.of[i]);
-    put_all(s, key, pieces, plen, all, false, up < s->need, jobs);
-    free(pieces[0]);
-    unsigned ok = 0;
-    int first = -1;
+    bool want[PIECE_MAX];
+    put_job jobs[PIECE_MAX], again[PIECE_MAX];
+    /* Members in backoff are left to the queue while the others can make the put durable. When
+     * they cannot, or turn out not to (one more failed meanwhile), the failed ones are tried once
+     * more, backoff or not: a backoff is a guess, a failed upload is not. */
+    unsigned up = 0, ok = 0;
     for (unsigned i = 0; i < s->sp.n; i++) {
-        if (jobs[i].rc == 0)
-            ok++;
-        else if (first < 0)
-            first = (int)i;
+        want[i] = true;
+        up += s->in[i] && !member_down(s->sp.of[i]);
     }
+    put_all(s, key, pieces, plen, want, false, up < s->need, jobs);
+    for (unsigned i = 0; i < s->sp.n; i++)
+        ok += (want[i] = jobs[i].rc != 0) == false;
+    if (ok < s->need && up >= s->need) {
+        put_all(s, key, pieces, plen, want, false, true, again);
+        for (unsigned i = 0; i < s->sp.n; i++)
+            if (want[i] && again[i].rc == 0)
+                jobs[i] = again[i], ok++;
+    }
+    free(pieces[0]);
     if (ok < s->need) {
         char why[sizeof err->msg] = "";
         for (unsigned i = 0, at = 0; i < s->sp.n && at < sizeof why; i++)
@@ -327,7 +330,7 @@ static int set_put(void *st, const char *key, const void *data, size_t len, mb_e
         return err_set(err, MB_EBUSY, "only %u of the %u backends of the set took the chunk, %u needed (%s)", ok,
                        s->sp.n, s->need, why);
     }
-    if (first < 0)
+    if (ok == s->sp.n)
         return 0;
     db_batch *b = db_batch_new();
     for (unsigned i = 0; i < s->sp.n; i++)
@@ -633,6 +636,16 @@ static void retry_round(void)
     while (n < RETRY_BATCH && db_iter_next(it)) {
         size_t kl, vl;
         const char *k = db_iter_key(it, &kl);
+        const char *slash = memchr(k + 3, '/', kl - 3);
+        if (slash && slash - (k + 3) <= BACKEND_NAME_MAX) {
+            char member[BACKEND_NAME_MAX + 1], past[BACKEND_NAME_MAX + 8];
+            snprintf(member, sizeof member, "%.*s", (int)(slash - (k + 3)), k + 3);
+            if (member_down(member)) { /* its entries wait: on to the next member's ("/" + 1 is "0") */
+                snprintf(past, sizeof past, "rq/%s0", member);
+                db_iter_seek(it, past, strlen(past));
+                continue;
+            }
+        }
         const char *v = db_iter_val(it, &vl);
         json_t *rec = json_loadb(v, vl, 0, NULL);
         lens[n] = (size_t)json_integer_value(json_object_get(rec, "len"));
