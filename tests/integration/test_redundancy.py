@@ -21,7 +21,8 @@ from chunkdirs import master_key_conf  # noqa: E402
 from storeutil import fsck, put, puts_cut_by  # noqa: E402
 import apache_dav  # noqa: E402
 from test_davbackend import PASSWORD, USER, RcloneServer, backend_conf  # noqa: E402
-from test_extstore import MARKER, ExternalStoreTest, S3rver, make_store, local_chunk_files, s3_conf  # noqa: E402
+from test_extstore import (DECRYPT, MARKER, ExternalStoreTest, S3rver, make_store, local_chunk_files,  # noqa: E402
+                           s3_conf)
 
 MODULES = {"taskmgr": True, "storeconfig": True, "multistore": True, "webdav": True, "integrity": True}
 SIZES = [50000, 1300000, 5 * 1024 * 1024 + 77]  # one chunk, one or two, several
@@ -287,6 +288,36 @@ class RedundancyTest(SetTest):
             self.assertNotEqual(f.read(), before[rel], "the second put did not seal the chunk again")
         self.reads_back(sid, {"a.bin": data, "b.bin": data})
         self.assertEqual(self.pieces(1), before, "piece 1 was not rewritten from the other two")
+
+    def test_mbyte_decrypt_rebuilds_a_file_from_the_pieces_of_the_members_left(self):
+        data = (MARKER * 100000)[:1500000] + os.urandom(2 * 1024 * 1024)
+        keyfile = os.path.join(self.davs[0].work, "master.key")
+        gone = os.path.join(self.davs[0].work, "no-such-member")
+        for name, placement, dirs in (
+                ("EC", {"erasure": {"data": 2, "parity": 1}, "of": ["d0", "d1", "d2"], "encrypt": True},
+                 [self.davs[0].dir, gone, self.davs[2].dir]),
+                ("Copies", {"copies": 2, "of": ["d0", "d1", "d2"], "encrypt": True}, [gone, gone, self.davs[2].dir])):
+            sid = make_store(self, self.srv, self.user, name, placement)
+            self.assertEqual(put(self.srv, self.user, sid, "doc.txt", data).status, 201)
+            r = self.srv.request("GET", "/api/v1/stores/%d/manifest/doc.txt" % sid, token=self.user)
+            self.assertEqual(r.status, 200, r)
+            mf, out = os.path.join(self.davs[1].work, name + ".json"), os.path.join(self.davs[1].work, name + ".out")
+            with open(mf, "wb") as f:
+                f.write(r.body)
+            args = [DECRYPT, "--key", keyfile, "--manifest", mf, "--out", out]
+            for d in dirs:
+                args += ["--objects", d]
+            run = subprocess.run(args, capture_output=True, timeout=120)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            with open(out, "rb") as f:
+                self.assertTrue(f.read() == data, name)
+        # with two of the three erasure members gone, it refuses and leaves nothing
+        run = subprocess.run([DECRYPT, "--key", keyfile, "--manifest", os.path.join(self.davs[1].work, "EC.json"),
+                              "--out", out + "2", "--objects", gone, "--objects", gone, "--objects",
+                              self.davs[2].dir], capture_output=True, timeout=120)
+        self.assertEqual(run.returncode, 1, run.stderr)
+        self.assertIn(b"cannot be read", run.stderr)
+        self.assertFalse(os.path.exists(out + "2"))
 
     def test_the_scrub_rewrites_a_damaged_and_a_missing_copy(self):
         sid = make_store(self, self.srv, self.user, "Copies", {"copies": 2, "of": ["d0", "d1", "d2"]})
