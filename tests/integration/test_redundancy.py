@@ -319,6 +319,34 @@ class RedundancyTest(SetTest):
         self.assertIn(b"cannot be read", run.stderr)
         self.assertFalse(os.path.exists(out + "2"))
 
+    def test_the_collector_deletes_every_piece_from_every_member_and_leaves_a_plain_store_alone(self):
+        plain = make_store(self, self.srv, self.user, "Plain", {"backend": "d0"})
+        sets = [make_store(self, self.srv, self.user, "Copies", {"copies": 2, "of": ["d0", "d1", "d2"]}),
+                make_store(self, self.srv, self.user, "EC", {"erasure": {"data": 2, "parity": 1},
+                                                             "of": ["d0", "d1", "d2"]})]
+        kept = self.upload(plain)
+        for sid in sets:
+            self.upload(sid)
+
+        def plain_objects():  # <aa>/<sha256> at the top of d0
+            return sorted(f for f in os.listdir(self.davs[0].dir) if len(f) == 2)
+        first = plain_objects()
+        self.assertTrue(first)
+        self.assertTrue(all(self.pieces(i) for i in range(3)))
+        self.assert_fsck_clean()  # the orphan scan takes no piece for an orphan of d0
+        for sid in sets:
+            for name in ("f0.bin", "f1.bin", "f2.bin"):
+                self.assertEqual(self.srv.request("DELETE", self.file_url(sid, name), token=self.user).status, 204)
+        deadline = time.time() + 60
+        while any(self.pieces(i) for i in range(3)) and time.time() < deadline:
+            r = self.srv.request("POST", "/api/v1/admin/fsck?repair=1", token=self.admin)
+            self.assertEqual(r.status, 200, r)
+            time.sleep(0.2)
+        self.assertEqual([self.pieces(i) for i in range(3)], [{}, {}, {}])
+        self.assertEqual(plain_objects(), first)
+        self.reads_back(plain, kept)
+        self.assert_fsck_clean()
+
     def test_the_scrub_rewrites_a_damaged_and_a_missing_copy(self):
         sid = make_store(self, self.srv, self.user, "Copies", {"copies": 2, "of": ["d0", "d1", "d2"]})
         files = self.upload(sid, [3 * 1024 * 1024 + 5])
