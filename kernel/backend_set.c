@@ -19,8 +19,9 @@
  *         piece of the right size is not written again (dedup per piece).
  *   get   copies: the members in order of their recent answer time, down ones last, until one
  *         copy is sound; erasure: the k data pieces, parity only for those missing or bad, then
- *         decoded. Every piece read is checked against its own checksum; a missing or bad one
- *         that was read is rewritten from the sound ones at once (queued if that fails).
+ *         decoded (a part from off > 0: only the data pieces holding it, see part_get). Every
+ *         piece read whole is checked against its own checksum; a missing or bad one that was
+ *         read is rewritten from the sound ones at once (queued if that fails).
  *   has   enough sound-looking pieces to read the object (1 copy, k pieces).
  *   stat  never claims the object (0): blob.c's put then always reaches put here, which skips
  *         the pieces that are there.
@@ -433,9 +434,48 @@ static int gather(struct bset *s, const char *key, size_t want, bool all, uint8_
     return rc;
 }
 
+/* Bytes [off, off + len) of an erasure-coded object from the data pieces that hold them alone,
+ * each read from its start to the part's end (no parity, no other data piece). Their headers
+ * must agree (length, tag); the checksum is not checked (the piece is not read whole; the kernel
+ * reads whole objects and checks those). The bytes read, or a negative code when a piece is
+ * missing or disagrees: the caller then reads the whole object (decoded and repaired). */
+static int64_t part_get(struct bset *s, const char *key, uint64_t off, uint8_t *out, size_t len)
+{
+    char pn[PNAME_MAX];
+    uint8_t hdr[PIECE_HDR];
+    piece_hdr h0, h;
+    mb_err e = {0};
+    piece_name(s, 0, key, pn, sizeof pn);
+    if (!s->in[0] || s->mem[0].ops.get(s->mem[0].state, pn, 0, hdr, PIECE_HDR, &e) != PIECE_HDR ||
+        piece_parse_header(hdr, PIECE_HDR, &h0) || h0.k != s->k || h0.m != s->m || h0.i != 0)
+        return MB_EIO;
+    uint64_t S = piece_shard(h0.len, s->k), end = off + len < h0.len ? off + len : h0.len;
+    if (off >= end)
+        return 0;
+    for (uint64_t j = off / S; j * S < end; j++) {
+        uint64_t a = (off > j * S ? off : j * S) - j * S, b = (end < (j + 1) * S ? end : (j + 1) * S) - j * S;
+        uint8_t *tmp = xmalloc(PIECE_HDR + b);
+        piece_name(s, (unsigned)j, key, pn, sizeof pn);
+        int64_t got = s->in[j] ? s->mem[j].ops.get(s->mem[j].state, pn, 0, tmp, PIECE_HDR + b, &e) : MB_EBUSY;
+        bool ok = got == (int64_t)(PIECE_HDR + b) && !piece_parse_header(tmp, PIECE_HDR, &h) && h.k == s->k &&
+                  h.m == s->m && h.i == j && h.len == h0.len && h.tag == h0.tag;
+        if (ok)
+            memcpy(out + (j * S + a - off), tmp + PIECE_HDR + a, b - a);
+        free(tmp);
+        if (!ok)
+            return MB_EIO;
+    }
+    return (int64_t)(end - off);
+}
+
 static int64_t set_get(void *st, const char *key, uint64_t off, void *buf, size_t len, mb_err *err)
 {
     struct bset *s = st;
+    if (s->sp.erasure && off > 0) { /* a part: see part_get (the kernel itself reads whole objects) */
+        int64_t n = part_get(s, key, off, buf, len);
+        if (n >= 0)
+            return n;
+    }
     uint8_t *obj;
     size_t olen;
     bool bad[PIECE_MAX];

@@ -405,6 +405,9 @@ size_t piece_size(uint64_t len, unsigned k);  /* PIECE_HDR + S + PIECE_SUM */
 bool piece_geometry_ok(unsigned k, unsigned m);
 /* 0 with *h when p (n bytes) is one whole, sound piece; MB_EINTEGRITY otherwise. */
 int piece_parse(const uint8_t *p, size_t n, piece_hdr *h);
+/* The header alone (the first PIECE_HDR of n bytes), for a ranged read: the checksum is not
+ * checked. 0 with *h, or MB_EINTEGRITY. */
+int piece_parse_header(const uint8_t *p, size_t n, piece_hdr *h);
 /* Cut obj (len bytes) into the k + m pieces out[i], each piece_size(len, k) bytes. */
 int piece_encode(unsigned k, unsigned m, const void *obj, size_t len, uint8_t *const out[]);
 /* The object (len bytes into obj) from any k of the pieces have[i] (NULL: missing; the others

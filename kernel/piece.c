@@ -57,14 +57,21 @@ static void seal(uint8_t *p, unsigned k, unsigned m, unsigned i, uint64_t len, u
     le64_put(p + body, XXH3_64bits(p, body));
 }
 
-int piece_parse(const uint8_t *p, size_t n, piece_hdr *h)
+int piece_parse_header(const uint8_t *p, size_t n, piece_hdr *h)
 {
-    if (n < PIECE_HDR + PIECE_SUM || memcmp(p, "MBR1", 4) || p[7])
+    if (n < PIECE_HDR || memcmp(p, "MBR1", 4) || p[7])
         return MB_EINTEGRITY;
     h->k = p[4], h->m = p[5], h->i = p[6];
     h->len = le64_get(p + 8);
     h->tag = le64_get(p + 16);
     if (!piece_geometry_ok(h->k, h->m) || h->i >= h->k + h->m || h->len == 0 || h->len > PIECE_OBJ_MAX)
+        return MB_EINTEGRITY;
+    return 0;
+}
+
+int piece_parse(const uint8_t *p, size_t n, piece_hdr *h)
+{
+    if (n < PIECE_HDR + PIECE_SUM || piece_parse_header(p, n, h))
         return MB_EINTEGRITY;
     size_t body = PIECE_HDR + piece_shard(h->len, h->k);
     if (n != body + PIECE_SUM || le64_get(p + body) != XXH3_64bits(p, body))
