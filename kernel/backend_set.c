@@ -16,7 +16,9 @@
  *         durably (rq/<backend>/<sid16>/<piece name> -> {"v":1,"len"}, synced before the put
  *         returns) and written by the retry thread below once their backend answers again; the
  *         queue holds names, the piece is rebuilt from the others. A member already holding a
- *         piece of the right size is not written again (dedup per piece).
+ *         piece of the right size is not written again (dedup per piece). Members in backoff
+ *         (below) are not tried while the others suffice; when too few took the chunk, the
+ *         failed ones are tried once more before the put fails (503, nothing acknowledged).
  *   get   copies: the members in order of their recent answer time, down ones last, until one
  *         copy is sound; erasure: the k data pieces, parity only for those missing or bad, then
  *         decoded (a part from off > 0: only the data pieces holding it, see part_get). Every
