@@ -866,7 +866,9 @@ struct mb_api {
      * nothing is lost, and it works again once a module registers the name. Loop thread (init). */
     int (*backend_register)(mb_module *self, const char *name, const mb_blob_backend *b, void *state, mb_err *err);
 
-    /* The placement of store sid, {"backend": name, "encrypt": bool} (new reference in *out),
+    /* The placement of store sid, {"backend": name, "encrypt": bool}, or a redundancy set
+     * {"copies": N, "of": [names], "encrypt": bool} / {"erasure": {"data": k, "parity": m},
+     * "of": [names], "encrypt": bool} (new reference in *out);
      * {"backend": "local", "encrypt": false} for a store made without one. No ownership
      * check. A placement is given at creation as store_create's settings member "placement"
      * (validated there: an unknown backend is MB_EINVAL) and kept in the store record, apart

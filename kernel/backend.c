@@ -25,7 +25,11 @@
  *
  * Stores that encrypt ({"encrypt": true}, external backends only) carry their data key wrapped
  * by the master key in the placement ("key"); the cache keeps the unwrapped subkeys (crypt.c)
- * and the encrypting stores are listed for the collector, fsck and the scrub (backend_enc_stores).
+ * and the encrypting stores are listed for the collector, fsck and the scrub (backend_store_views).
+ *
+ * A placement may also be a redundancy set ({"copies": N, "of": [...]} or {"erasure": {"data": k,
+ * "parity": m}, "of": [...]}): backend_for_store then hands out the set (backend_set.c), a
+ * composite backend over its members, and the set's stores are listed with the encrypting ones.
  *
  * Threads: any. The registry's rwlock guards the table; cache_mu the placement cache; enc_mu
  * the list of encrypting stores.
@@ -131,6 +135,8 @@ int backend_enter(const char *name, backend_ref *out, mb_err *err)
 
 void backend_leave(backend_ref *r)
 {
+    backend_set_close(r->set);
+    r->set = NULL;
     if (r->owner)
         modref_leave(r->owner);
     r->owner = NULL;
@@ -164,7 +170,9 @@ size_t backend_enter_all(backend_ref *out, size_t max)
 #define CACHE_SLOTS 1024
 typedef struct placed {
     uint64_t sid; /* 0: empty */
-    char name[BACKEND_NAME_MAX + 1];
+    char name[BACKEND_NAME_MAX + 1]; /* "" for a set */
+    bool isset;
+    backend_set_spec set; /* isset: its members and code */
     bool encrypt;
     uint8_t nk[CRYPT_KEY], ck[CRYPT_KEY];
 } placed;
@@ -179,42 +187,125 @@ static size_t nencs;
 static bool encs_loaded;
 static pthread_mutex_t enc_mu = PTHREAD_MUTEX_INITIALIZER;
 
-int backend_placement_check(const json_t *p, mb_err *err)
+/* Members "of" of a set placement: 1..PIECE_MAX distinct declared backends, "local" not one. */
+static int set_members_check(const json_t *of, mb_err *err)
 {
-    if (!json_is_object(p))
-        return err_set(err, MB_EINVAL, "placement: must be an object such as {\"backend\": \"local\"}");
+    if (!json_is_array(of) || json_array_size(of) < 1 || json_array_size(of) > PIECE_MAX)
+        return err_set(err, MB_EINVAL, "placement.of: must be a list of 1 to %d backend names", PIECE_MAX);
+    size_t i;
+    json_t *v;
+    json_array_foreach((json_t *)of, i, v) {
+        const char *name = json_string_value(v);
+        if (!name || !backend_name_ok(name))
+            return err_set(err, MB_EINVAL, "placement.of[%zu]: must be the name of a backend", i);
+        if (!strcmp(name, "local"))
+            return err_set(err, MB_EINVAL, "placement.of[%zu]: the local disk cannot be a member of a set (it "
+                                           "keeps plain chunks only); name external backends", i);
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(json_string_value(json_array_get(of, j)), name))
+                return err_set(err, MB_EINVAL, "placement.of: '%s' is named twice; each member must be another "
+                                               "backend, or losing it loses more than one piece", name);
+        if (!reg_get(&backends, by_name, name, NULL, false))
+            return err_set(err, MB_EINVAL,
+                           "placement.of[%zu]: no backend '%s' is declared (see GET /api/v1/admin/backends)", i, name);
+    }
+    return 0;
+}
+
+/* {"copies": N, "of": [...]} or {"erasure": {"data": k, "parity": m}, "of": [...]} */
+static int set_check(const json_t *p, mb_err *err)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)p, k, v) {
+        if (strcmp(k, "copies") && strcmp(k, "erasure") && strcmp(k, "of") && strcmp(k, "encrypt"))
+            return err_set(err, MB_EINVAL, "placement.%s: unknown member of a set placement (\"copies\" or "
+                                           "\"erasure\", \"of\", \"encrypt\")", k);
+    }
+    json_t *copies = json_object_get(p, "copies"), *ec = json_object_get(p, "erasure"), *of = json_object_get(p, "of");
+    if (copies && ec)
+        return err_set(err, MB_EINVAL, "placement: a set has either \"copies\" or \"erasure\", not both");
+    int rc = set_members_check(of, err);
+    if (rc)
+        return rc;
+    json_int_t n = (json_int_t)json_array_size(of);
+    if (copies) {
+        if (!json_is_integer(copies) || json_integer_value(copies) < 1 || json_integer_value(copies) > n)
+            return err_set(err, MB_EINVAL, "placement.copies: must be a whole number from 1 to the %lld backends "
+                                           "named in \"of\"", (long long)n);
+        return 0;
+    }
+    json_t *d = json_object_get(ec, "data"), *m = json_object_get(ec, "parity");
+    if (!json_is_object(ec) || json_object_size(ec) != 2 || !json_is_integer(d) || !json_is_integer(m))
+        return err_set(err, MB_EINVAL, "placement.erasure: must be {\"data\": k, \"parity\": m}");
+    if (json_integer_value(d) < 1)
+        return err_set(err, MB_EINVAL, "placement.erasure.data: must be at least 1");
+    if (json_integer_value(m) < 1)
+        return err_set(err, MB_EINVAL, "placement.erasure.parity: must be at least 1 (with none, use \"backend\")");
+    if (json_integer_value(d) + json_integer_value(m) != n)
+        return err_set(err, MB_EINVAL, "placement.of: erasure %lld+%lld needs exactly %lld backends, one per piece; "
+                                       "%lld are named", (long long)json_integer_value(d),
+                       (long long)json_integer_value(m), (long long)(json_integer_value(d) + json_integer_value(m)),
+                       (long long)n);
+    return 0;
+}
+
+static bool is_set(const json_t *p) { return json_object_get(p, "copies") || json_object_get(p, "erasure"); }
+
+/* {"backend": name} */
+static int single_check(const json_t *p, mb_err *err)
+{
+    json_t *enc = json_object_get(p, "encrypt");
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)p, k, v) {
         if (strcmp(k, "backend") && strcmp(k, "encrypt"))
             return err_set(err, MB_EINVAL,
-                           "placement.%s: unknown member (this server knows \"backend\" and \"encrypt\"; "
-                           "copies and erasure sets are not built yet)",
+                           "placement.%s: unknown member (a placement is {\"backend\"}, {\"copies\", \"of\"} or "
+                           "{\"erasure\", \"of\"}, each with \"encrypt\")",
                            k);
     }
     json_t *b = json_object_get(p, "backend");
     if (!json_is_string(b) || !backend_name_ok(json_string_value(b)))
         return err_set(err, MB_EINVAL, "placement.backend: must be the name of a backend, e.g. \"local\"");
-    json_t *enc = json_object_get(p, "encrypt");
-    if (enc && !json_is_boolean(enc))
-        return err_set(err, MB_EINVAL, "placement.encrypt: must be true or false");
     const char *name = json_string_value(b);
     if (json_is_true(enc) && !strcmp(name, "local"))
         return err_set(err, MB_EUNSUPP, "placement.encrypt: encryption is for external backends; the local "
                                         "disk is this server's own");
-    mb_err ke = {0};
-    if (json_is_true(enc) && !crypt_available(&ke))
-        return err_set(err, MB_EUNSUPP, "placement.encrypt: this server has no master key (%s)", ke.msg);
     if (strcmp(name, "local") && !reg_get(&backends, by_name, name, NULL, false))
         return err_set(err, MB_EINVAL, "placement.backend: no backend '%s' is declared (see GET /api/v1/admin/backends)",
                        name);
     return 0;
 }
 
+int backend_placement_check(const json_t *p, mb_err *err)
+{
+    if (!json_is_object(p))
+        return err_set(err, MB_EINVAL, "placement: must be an object such as {\"backend\": \"local\"}");
+    json_t *enc = json_object_get(p, "encrypt");
+    if (enc && !json_is_boolean(enc))
+        return err_set(err, MB_EINVAL, "placement.encrypt: must be true or false");
+    int rc = is_set(p) ? set_check(p, err) : single_check(p, err);
+    mb_err ke = {0};
+    if (!rc && json_is_true(enc) && !crypt_available(&ke))
+        return err_set(err, MB_EUNSUPP, "placement.encrypt: this server has no master key (%s)", ke.msg);
+    return rc;
+}
+
 json_t *backend_placement_norm(const json_t *p)
 {
+    bool enc = p && json_is_true(json_object_get(p, "encrypt"));
+    json_t *of = json_object_get(p, "of");
+    if (p && json_object_get(p, "copies"))
+        return json_pack("{s:I, s:O, s:b}", "copies", json_integer_value(json_object_get(p, "copies")), "of", of,
+                         "encrypt", enc);
+    if (p && json_object_get(p, "erasure")) {
+        json_t *ec = json_object_get(p, "erasure");
+        return json_pack("{s:{s:I, s:I}, s:O, s:b}", "erasure", "data", json_integer_value(json_object_get(ec, "data")),
+                         "parity", json_integer_value(json_object_get(ec, "parity")), "of", of, "encrypt", enc);
+    }
     return json_pack("{s:s, s:b}", "backend", p ? json_string_value(json_object_get(p, "backend")) : "local",
-                     "encrypt", p ? json_is_true(json_object_get(p, "encrypt")) : 0);
+                     "encrypt", enc);
 }
 
 int backend_placement_make(const json_t *p, json_t **out, mb_err *err)
@@ -244,6 +335,20 @@ static int placed_from(uint64_t sid, const json_t *p, placed *pl, mb_err *err)
     pl->sid = sid;
     const char *name = json_string_value(json_object_get(p, "backend"));
     snprintf(pl->name, sizeof pl->name, "%s", name && backend_name_ok(name) ? name : "local");
+    if (is_set(p)) { /* checked when the store was made */
+        pl->name[0] = 0;
+        pl->isset = true;
+        backend_set_spec *sp = &pl->set;
+        sp->sid = sid;
+        json_t *ec = json_object_get(p, "erasure"), *of = json_object_get(p, "of");
+        sp->erasure = ec != NULL;
+        sp->copies = (unsigned)json_integer_value(json_object_get(p, "copies"));
+        sp->k = (unsigned)json_integer_value(json_object_get(ec, "data"));
+        sp->m = (unsigned)json_integer_value(json_object_get(ec, "parity"));
+        sp->n = (unsigned)json_array_size(of) < PIECE_MAX ? (unsigned)json_array_size(of) : PIECE_MAX;
+        for (unsigned i = 0; i < sp->n; i++)
+            snprintf(sp->of[i], sizeof sp->of[i], "%s", json_string_value(json_array_get(of, i)));
+    }
     if (!json_is_true(json_object_get(p, "encrypt")))
         return 0;
     uint8_t dk[CRYPT_KEY];
@@ -318,12 +423,12 @@ static void encs_load(void)
         const char *k = db_iter_key(it, &kl);
         const char *v = db_iter_val(it, &vl);
         json_t *rec = json_loadb(v, vl, 0, NULL);
-        /* a store being migrated is read from both placements (migrate.c) */
+        /* encrypting stores and sets; a store being migrated from both placements (migrate.c) */
         const json_t *both[] = {json_object_get(rec, "placement"),
                                 json_object_get(json_object_get(rec, "migrating"), "from")};
         for (size_t i = 0; i < 2; i++) {
             const json_t *p = both[i];
-            if (!json_is_true(json_object_get(p, "encrypt")))
+            if (!json_is_true(json_object_get(p, "encrypt")) && !is_set(p))
                 continue;
             if (nencs == cap) {
                 placed *n = sodium_malloc((cap = cap ? cap * 2 : 16) * sizeof *n);
@@ -347,20 +452,43 @@ static void encs_load(void)
     encs_loaded = true;
 }
 
-size_t backend_enc_stores(backend_ref *out, size_t max)
+/* Enter what pl names (its backend, or its set) with its keys: 0, or MB_EBUSY. */
+static int placed_enter(const placed *pl, backend_ref *out, mb_err *err)
+{
+    int rc = pl->isset ? backend_set_open(&pl->set, out, err) : backend_enter(pl->name, out, err);
+    if (!rc && pl->encrypt) {
+        out->encrypt = true;
+        memcpy(out->nk, pl->nk, CRYPT_KEY);
+        memcpy(out->ck, pl->ck, CRYPT_KEY);
+    }
+    return rc;
+}
+
+/* Two unencrypted sets that name their pieces alike on the same members hold the same objects. */
+static bool same_plain_set(const placed *a, const placed *b)
+{
+    if (!a->isset || !b->isset || a->encrypt || b->encrypt || a->set.erasure != b->set.erasure ||
+        a->set.k != b->set.k || a->set.m != b->set.m || a->set.n != b->set.n)
+        return false;
+    for (unsigned i = 0; i < a->set.n; i++)
+        if (strcmp(a->set.of[i], b->set.of[i]))
+            return false;
+    return true;
+}
+
+size_t backend_store_views(backend_ref *out, size_t max)
 {
     size_t got = 0;
     pthread_mutex_lock(&enc_mu);
     if (!encs_loaded)
         encs_load();
     for (size_t i = 0; i < nencs && got < max; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = same_plain_set(&encs[i], &encs[j]);
         mb_err e = {0};
-        if (backend_enter(encs[i].name, &out[got], &e))
-            continue; /* its backend is not loaded: nothing to reach */
-        out[got].encrypt = true;
-        memcpy(out[got].nk, encs[i].nk, CRYPT_KEY);
-        memcpy(out[got].ck, encs[i].ck, CRYPT_KEY);
-        got++;
+        if (!seen && placed_enter(&encs[i], &out[got], &e) == 0)
+            got++; /* else its backend is not loaded: nothing to reach */
     }
     pthread_mutex_unlock(&enc_mu);
     return got;
@@ -373,13 +501,9 @@ int backend_for_store(uint64_t sid, backend_ref *out, mb_err *err)
     int rc = store_placed(sid, &pl, err);
     if (rc)
         return rc;
-    if (!strcmp(pl.name, "local"))
+    if (!pl.isset && !strcmp(pl.name, "local"))
         return 1;
-    if ((rc = backend_enter(pl.name, out, err)) == 0 && pl.encrypt) {
-        out->encrypt = true;
-        memcpy(out->nk, pl.nk, CRYPT_KEY);
-        memcpy(out->ck, pl.ck, CRYPT_KEY);
-    }
+    rc = placed_enter(&pl, out, err);
     sodium_memzero(&pl, sizeof pl);
     return rc;
 }
@@ -423,9 +547,15 @@ static int count_one(const char *key, uint64_t size, int64_t mtime, void *ud)
 
 static json_t *status_row(const char *name, const char *type, bool up, const tally *t, json_int_t stores)
 {
-    return json_pack("{s:s, s:s?, s:s, s:o, s:o, s:i, s:I}", "name", name, "type", type, "state", up ? "up" : "down",
+    return json_pack("{s:s, s:s?, s:s, s:o, s:o, s:I, s:I}", "name", name, "type", type, "state", up ? "up" : "down",
                      "objects", up ? json_integer(t->objects) : json_null(), "bytes",
-                     up ? json_integer(t->bytes) : json_null(), "queued", 0, "stores", stores);
+                     up ? json_integer(t->bytes) : json_null(), "queued", (json_int_t)backend_set_queued(name), "stores",
+                     stores);
+}
+
+static void count_store(json_t *per, const char *n)
+{
+    json_object_set_new(per, n, json_integer(json_integer_value(json_object_get(per, n)) + 1));
 }
 
 json_t *backend_status(void)
@@ -437,9 +567,14 @@ json_t *backend_status(void)
         size_t vl;
         const char *v = db_iter_val(it, &vl);
         json_t *rec = json_loadb(v, vl, 0, NULL);
-        const char *n = json_string_value(json_object_get(json_object_get(rec, "placement"), "backend"));
-        n = n && backend_name_ok(n) ? n : "local";
-        json_object_set_new(per, n, json_integer(json_integer_value(json_object_get(per, n)) + 1));
+        json_t *p = json_object_get(rec, "placement");
+        const char *n = json_string_value(json_object_get(p, "backend"));
+        size_t i;
+        json_t *m;
+        if (is_set(p)) /* a set's store counts for each of its members */
+            json_array_foreach(json_object_get(p, "of"), i, m) count_store(per, json_is_string(m) ? json_string_value(m) : "?");
+        else
+            count_store(per, n && backend_name_ok(n) ? n : "local");
         json_decref(rec);
     }
     db_iter_free(it);
@@ -487,13 +622,10 @@ int backend_for_placement(uint64_t sid, const json_t *p, backend_ref *out, mb_er
     memset(out, 0, sizeof *out);
     placed pl;
     int rc = placed_from(sid, p, &pl, err);
-    if (!rc && !strcmp(pl.name, "local"))
+    if (!rc && !pl.isset && !strcmp(pl.name, "local"))
         rc = 1;
-    else if (!rc && (rc = backend_enter(pl.name, out, err)) == 0 && pl.encrypt) {
-        out->encrypt = true;
-        memcpy(out->nk, pl.nk, CRYPT_KEY);
-        memcpy(out->ck, pl.ck, CRYPT_KEY);
-    }
+    else if (!rc)
+        rc = placed_enter(&pl, out, err); /* a backend or a set, with the store's keys */
     sodium_memzero(&pl, sizeof pl);
     return rc;
 }

@@ -704,7 +704,7 @@ static const char *ref_name(const backend_ref *r, const char *hash, char name[CR
 static size_t enter_named(backend_ref *r, size_t max)
 {
     size_t n = backend_enter_all(r, max);
-    return n + backend_enc_stores(r + n, max - n);
+    return n + backend_store_views(r + n, max - n);
 }
 
 /* Read chunk hash from whichever named backend has it: bytes read, or MB_ENOENT. */
@@ -725,6 +725,26 @@ static int64_t named_get(const char *hash, void *buf, size_t len, mb_err *err)
     if (got == MB_ENOENT)
         err_set(err, MB_ENOENT, "chunk %.12s… is in no backend", hash);
     return got;
+}
+
+int blob_check_pieces(const char *hash, size_t len, mb_err *err)
+{
+    backend_ref r[NAMED_MAX];
+    size_t n = backend_store_views(r, NAMED_MAX);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        char name[CRYPT_NAME];
+        const char *k = r[i].set ? ref_name(&r[i], hash, name) : NULL;
+        mb_err e = {0};
+        int c = k ? backend_set_check(&r[i], k, r[i].encrypt ? crypt_sealed_size(len) : len, &e) : 0;
+        if (c && c != MB_ENOENT && !rc) { /* ENOENT: a set that does not hold this chunk */
+            rc = c;
+            if (err)
+                *err = e;
+        }
+        backend_leave(&r[i]);
+    }
+    return rc;
 }
 
 int blob_put_store(uint64_t sid, const char *hash, const void *data, size_t len, mb_err *err)
@@ -1145,6 +1165,7 @@ int blob_init(mb_err *err)
         closedir(d);
     }
     active = (backend){.ops = &local_ops};
+    backend_set_init();
     large_folios = g_cfg->chunk_large_folios > 0 || (g_cfg->chunk_large_folios < 0 && !free_page_reporting());
     if (g_cfg->chunk_large_folios < 0)
         log_info("chunks are read into the page cache in %s (chunk_large_folios: auto%s)",
@@ -1167,6 +1188,7 @@ void blob_fini(void)
     pthread_mutex_unlock(&pq_mu);
     for (int i = 0; i < n; i++)
         pthread_join(pq_thread[i], NULL);
+    backend_set_fini();
     free(chunk_dir);
     chunk_dir = NULL;
     blob_pending_fini();

@@ -316,6 +316,9 @@ void blob_backend_unregister(mb_module *owner);
  * (backend.c). MB_EBUSY when that backend is not loaded. */
 /* Visit every chunk of the kernel's own (active) backend only, as blob_list does. */
 int blob_list_local(int (*fn)(const char *hash, uint64_t size, int64_t mtime, void *ud), void *ud, mb_err *err);
+/* The scrub's check of every piece of chunk `hash` (len bytes) on every redundancy set holding
+ * it, the missing and bad ones rewritten (backend_set_check): 0, or the first failure. */
+int blob_check_pieces(const char *hash, size_t len, mb_err *err);
 int blob_put_store(uint64_t sid, const char *hash, const void *data, size_t len, mb_err *err);
 int blob_read_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err);
 /* blob_read_fd for a chunk of store sid: 1 (read it with blob_read_store) when the store is not
@@ -344,6 +347,7 @@ typedef struct backend_ref {
     bool encrypt;           /* the store's placement encrypts (crypt.c): */
     uint8_t nk[CRYPT_KEY];  /* its object-name key */
     uint8_t ck[CRYPT_KEY];  /* its content key */
+    struct bset *set;       /* a redundancy set (backend_set.c): ops/state are the set's, owner NULL */
 } backend_ref;
 bool backend_name_ok(const char *name);
 int backend_register(mb_module *owner, const char *name, const mb_blob_backend *b, void *state, mb_err *err);
@@ -366,11 +370,13 @@ json_t *backend_placement_norm(const json_t *p);
 /* The placement record of a new store from a checked p (NULL: local): normalised, and with
  * "key" (a new data key wrapped by the master key) when it encrypts. *out: new reference. */
 int backend_placement_make(const json_t *p, json_t **out, mb_err *err);
-/* A store record with an encrypting placement was written: the encrypted stores are read anew. */
+/* A store record with an encrypting or set placement was written: those stores are read anew. */
 void backend_enc_changed(void);
-/* Every encrypting store's backend name and keys (for the collector, fsck and the scrub, which
- * know a chunk only by its hash), at most max; 0 when there are none. */
-size_t backend_enc_stores(backend_ref *out, size_t max);
+/* Every store reached only through its own view, each entered (leave each), at most max: the
+ * encrypting stores (their backend with their keys) and the stores on redundancy sets (the set,
+ * one view per distinct unencrypted set). For the collector, fsck and the scrub, which know a
+ * chunk only by its hash; 0 when there are none. */
+size_t backend_store_views(backend_ref *out, size_t max);
 int backend_placement_get(uint64_t sid, json_t **out, mb_err *err);
 /* Live migration (migrate.c): store sid's record changed its placement; drop what is cached of
  * it (and re-read the encrypting stores). */
@@ -412,6 +418,53 @@ int crypt_seal(const uint8_t ck[CRYPT_KEY], const char *hash, const void *in, si
 /* Decrypt and authenticate every block into out (len bytes): 0, or MB_EINTEGRITY (out wiped). */
 int crypt_open(const uint8_t ck[CRYPT_KEY], const char *hash, const uint8_t *obj, size_t objlen, uint8_t *out,
                size_t len, mb_err *err);
+
+/* ---------------------------------------------------------------- piece.c --- */
+/* The pieces of a redundancy set and their Reed-Solomon code (ISA-L; docs/storage.md
+ * "Redundancy sets"). A piece: 24-byte header, shard, 8-byte XXH3-64. Pure, any thread. */
+#define PIECE_HDR 24
+#define PIECE_SUM 8
+#define PIECE_MAX 16                      /* k + m at most */
+#define PIECE_OBJ_MAX (64u * 1024 * 1024) /* an object (a chunk, sealed or not) is far smaller */
+typedef struct piece_hdr {
+    unsigned k, m, i;
+    uint64_t len; /* the whole object's */
+    uint64_t tag; /* XXH3-64 of the whole object: which pieces belong together */
+} piece_hdr;
+size_t piece_shard(uint64_t len, unsigned k); /* S = ceil(len / k) */
+size_t piece_size(uint64_t len, unsigned k);  /* PIECE_HDR + S + PIECE_SUM */
+/* k data + m parity pieces: k >= 1, k + m <= PIECE_MAX, m >= 1 unless k == 1 (a copy). */
+bool piece_geometry_ok(unsigned k, unsigned m);
+/* 0 with *h when p (n bytes) is one whole, sound piece; MB_EINTEGRITY otherwise. */
+int piece_parse(const uint8_t *p, size_t n, piece_hdr *h);
+/* The header alone (the first PIECE_HDR of n bytes), for a ranged read: the checksum is not
+ * checked. 0 with *h, or MB_EINTEGRITY. */
+int piece_parse_header(const uint8_t *p, size_t n, piece_hdr *h);
+/* Cut obj (len bytes) into the k + m pieces out[i], each piece_size(len, k) bytes. */
+int piece_encode(unsigned k, unsigned m, const void *obj, size_t len, uint8_t *const out[]);
+/* The object (len bytes into obj) from any k of the pieces have[i] (NULL: missing; the others
+ * parsed sound with this k, m, len and one tag): 0, or MB_ENOENT with fewer than k. */
+int piece_decode(unsigned k, unsigned m, uint8_t *const have[], size_t len, uint8_t *obj);
+
+/* ----------------------------------------------------------- backend_set.c --- */
+/* A redundancy set: "copies" or "erasure" over named member backends, one composite backend. */
+typedef struct backend_set_spec {
+    uint64_t sid;
+    bool erasure;
+    unsigned copies;  /* copies: N durable before a put is acknowledged */
+    unsigned k, m, n; /* erasure: k data + m parity; n: members */
+    char of[PIECE_MAX][BACKEND_NAME_MAX + 1];
+} backend_set_spec;
+/* *out becomes the set (ops, state, set; members entered, a missing one taken as down). */
+int backend_set_open(const backend_set_spec *spec, backend_ref *out, mb_err *err);
+void backend_set_close(struct bset *s);
+/* Read every piece of object `key` (objlen bytes) from every member and rewrite the missing
+ * and bad ones (the scrub): 0 when all were sound or were repaired, else MB_E* with err. */
+int backend_set_check(backend_ref *r, const char *key, size_t objlen, mb_err *err);
+/* Pieces waiting for backend `name` (the queue rq/, docs/storage.md). */
+long backend_set_queued(const char *name);
+void backend_set_init(void); /* the queue's retry thread: blob_init */
+void backend_set_fini(void);
 
 /* GET /api/v1/admin/backends' rows: [{"name","type","state","objects","bytes","queued","stores"}],
  * local first; listing every backend (blocking: HTTP worker). New reference. */

@@ -565,6 +565,8 @@ int history_chunk_verify(const char *hash, mb_err *err)
     uint8_t *buf = xmalloc(size ? (size_t)size : 1);
     int rc = blob_get(hash, buf, (size_t)size, err);
     free(buf);
+    if (rc == 0 && (size_t)size > blob_inline_max()) /* every piece of it on a redundancy set, too */
+        rc = blob_check_pieces(hash, (size_t)size, err);
     if (rc == MB_ENOENT)
         err_set(err, MB_ENOENT, "chunk %.12s… is missing from the chunk store", hash);
     return rc;

@@ -109,9 +109,9 @@ typedef struct {
 
 static void set_backend_name(json_t *rec)
 {
+    /* the older member beside the placement, for readers that know only it (null for a set) */
     const char *b = str_or_null(json_object_get(rec, "placement"), "backend");
-    if (b) /* the older member beside the placement, for readers that know only it */
-        json_object_set_new(rec, "backend", json_string(b));
+    json_object_set_new(rec, "backend", b ? json_string(b) : json_null());
 }
 
 static int begin_edit(json_t *rec, void *ud, mb_err *err)

@@ -246,7 +246,7 @@ int stores_create(uint64_t owner, const char *name, const json_t *settings, uint
     json_t *st = settings ? json_deep_copy(settings) : json_object();
     json_object_del(st, "placement");
     uint64_t id = db_next_id("store");
-    json_t *rec = json_pack("{s:i, s:I, s:I, s:s, s:I, s:s, s:s, s:o, s:o}", "v", 1, "id", (json_int_t)id, "owner",
+    json_t *rec = json_pack("{s:i, s:I, s:I, s:s, s:I, s:s?, s:s, s:o, s:o}", "v", 1, "id", (json_int_t)id, "owner",
                             (json_int_t)owner, "name", nn, "created", (json_int_t)now_wall(), "backend",
                             json_string_value(json_object_get(place, "backend")), "state", "provisioning", "settings",
                             st, "placement", place);

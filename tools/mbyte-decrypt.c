@@ -8,6 +8,12 @@
  *   mbyte-decrypt --key /etc/mbyte/master.key --manifest report.json --objects DIR [--prefix P] --out FILE
  *   mbyte-decrypt --datakey store7.key --manifest report.json --objects DIR [--prefix P] --out FILE
  *
+ * A store on a redundancy set (docs/storage.md "Redundancy sets"): --objects once per member, in
+ * the placement's "of" order (a member whose copy is lost: any path that does not exist). Piece
+ * i is read from the i-th directory, named <prefix>k<k>m<m>p<i>/<object> there or, as WebDAV and
+ * rclone keep it, <prefix>k<k>m<m>p<i>/[e/]<aa>/<name>; any k sound pieces of one object give it
+ * back (kernel/piece.c, ISA-L), any one sound copy of a "copies" set.
+ *
  * --key: the master key file (master_key: file:/path) opens the manifest's wrapped data key, in
  * either format (v1: of the first release, mbkw1: since). --datakey: a file holding the store's
  * unwrapped data key (64 hex, GET /api/v1/admin/stores/{sid}/datakey), for a master key kept in
@@ -72,9 +78,59 @@ static void hex_sha256(const uint8_t *p, size_t n, char out[65])
     sodium_bin2hex(out, 65, md, sizeof md);
 }
 
+#define DIRS_MAX PIECE_MAX
+
+/* Object `name` of a redundancy set (placement pl) from its pieces in dirs (one per member):
+ * its length with *out (malloc'd), or -1. The first sound piece names the object (its tag); the
+ * others must be of it. */
+static ssize_t set_object(const json_t *pl, const char *const dirs[], size_t ndirs, const char *prefix,
+                          const char *name, uint8_t **out)
+{
+    json_t *ec = json_object_get(pl, "erasure");
+    unsigned k = ec ? (unsigned)jint(ec, "data") : 1, m = ec ? (unsigned)jint(ec, "parity") : 0, got = 0;
+    size_t n = json_array_size(json_object_get(pl, "of"));
+    if (!piece_geometry_ok(k, m) || n > DIRS_MAX)
+        return -1;
+    uint8_t *have[PIECE_MAX] = {0}, *raw[PIECE_MAX] = {0};
+    piece_hdr first = {0};
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    for (size_t i = 0; i < n && i < ndirs && got < k; i++) {
+        unsigned pi = ec ? (unsigned)i : 0;
+        char path[8192];
+        snprintf(path, sizeof path, "%s/%sk%um%up%u/%s", dirs[i], prefix, k, m, pi, name);
+        ssize_t l = slurp(path, &raw[i]);
+        if (l < 0) {
+            snprintf(path, sizeof path, "%s/%sk%um%up%u/%.*s%.2s/%s", dirs[i], prefix, k, m, pi, (int)(base - name),
+                     name, base, base);
+            l = slurp(path, &raw[i]);
+        }
+        piece_hdr h;
+        if (l < 0 || piece_parse(raw[i], (size_t)l, &h) || h.k != k || h.m != m || h.i != pi ||
+            (got && (h.tag != first.tag || h.len != first.len)) || have[pi]) {
+            if (l >= 0)
+                fprintf(stderr, "mbyte-decrypt: %s is damaged or of another object; passed over\n", path);
+            continue;
+        }
+        if (!got++)
+            first = h;
+        have[pi] = raw[i];
+    }
+    ssize_t rc = -1;
+    if (got >= k) {
+        *out = xmalloc(first.len);
+        rc = piece_decode(k, m, have, first.len, *out) ? -1 : (ssize_t)first.len;
+        if (rc < 0)
+            free(*out);
+    }
+    for (size_t i = 0; i < PIECE_MAX; i++)
+        free(raw[i]);
+    return rc;
+}
+
 /* One chunk's bytes into *data (malloc'd, n bytes): 0, or 1 with the reason printed. */
-static int chunk_bytes(json_t *c, const char *dir, const char *prefix, bool enc, const uint8_t nk[32],
-                       const uint8_t ck[32], uint8_t **data)
+static int chunk_bytes(json_t *c, const json_t *pl, const char *const dirs[], size_t ndirs, const char *prefix,
+                       bool enc, const uint8_t nk[32], const uint8_t ck[32], uint8_t **data)
 {
     const char *h = mb_jstr(c, "h");
     size_t n = (size_t)jint(c, "n");
@@ -95,9 +151,12 @@ static int chunk_bytes(json_t *c, const char *dir, const char *prefix, bool enc,
             free(out);
             return fail("chunk %s: bad hash", h);
         }
-        snprintf(path, sizeof path, "%s/%s%s", dir, prefix, enc ? name : h);
+        snprintf(path, sizeof path, "%s/%s%s", dirs[0], prefix, enc ? name : h);
         uint8_t *obj = NULL;
-        ssize_t ol = slurp(path, &obj);
+        bool set = json_object_get(pl, "of") != NULL;
+        if (set)
+            snprintf(path, sizeof path, "the pieces of %s", enc ? name : h);
+        ssize_t ol = set ? set_object(pl, dirs, ndirs, prefix, enc ? name : h, &obj) : slurp(path, &obj);
         if (ol < 0) {
             free(out);
             return fail("chunk %s: its object %s cannot be read", h, path);
@@ -147,7 +206,8 @@ static int read_datakey(const char *path, uint8_t dk[32], mb_err *err)
 
 int main(int argc, char **argv)
 {
-    const char *keyf = NULL, *dkf = NULL, *manf = NULL, *dir = NULL, *prefix = "", *outf = NULL;
+    const char *keyf = NULL, *dkf = NULL, *manf = NULL, *dirs[DIRS_MAX] = {0}, *prefix = "", *outf = NULL;
+    size_t ndirs = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--key"))
             keyf = argv[i + 1];
@@ -155,8 +215,8 @@ int main(int argc, char **argv)
             dkf = argv[i + 1];
         else if (!strcmp(argv[i], "--manifest"))
             manf = argv[i + 1];
-        else if (!strcmp(argv[i], "--objects"))
-            dir = argv[i + 1];
+        else if (!strcmp(argv[i], "--objects") && ndirs < DIRS_MAX)
+            dirs[ndirs++] = argv[i + 1];
         else if (!strcmp(argv[i], "--prefix"))
             prefix = argv[i + 1];
         else if (!strcmp(argv[i], "--out"))
@@ -164,9 +224,9 @@ int main(int argc, char **argv)
         else
             return fail("unknown option %s", argv[i]);
     }
-    if (!manf || !dir || !outf || argc % 2 == 0) {
-        fprintf(stderr, "usage: mbyte-decrypt --key KEYFILE|--datakey DATAKEYFILE --manifest MANIFEST.json --objects DIR [--prefix P] "
-                        "--out FILE\n");
+    if (!manf || !ndirs || !outf || argc % 2 == 0) {
+        fprintf(stderr, "usage: mbyte-decrypt --key KEYFILE|--datakey DATAKEYFILE --manifest MANIFEST.json --objects DIR "
+                        "[--objects DIR (a set: one per member)]... [--prefix P] --out FILE\n");
         return 2;
     }
     if (sodium_init() < 0)
@@ -214,7 +274,7 @@ int main(int argc, char **argv)
     int rc = 0;
     json_array_foreach(json_object_get(m, "chunks"), i, c) {
         uint8_t *data = NULL;
-        if ((rc = chunk_bytes(c, dir, prefix, enc, keys + 32, keys + 64, &data)))
+        if ((rc = chunk_bytes(c, pl, dirs, ndirs, prefix, enc, keys + 32, keys + 64, &data)))
             break;
         size_t n = (size_t)jint(c, "n");
         crypto_hash_sha256_update(&whole, data, n);

@@ -12,7 +12,8 @@
  *   put   PUT with Content-Length, streamed from the caller's buffer; 0 only on 201 or 204:
  *         the kernel commits a version only after every chunk of it was put, so an acknowledged
  *         upload is on the server. A 409 or 404 (the collection is missing) makes the
- *         collections from the prefix down with MKCOL (405, "exists", is success), then puts
+ *         collections from the prefix down with MKCOL (405, "exists", is success; 423, a
+ *         concurrent MKCOL of the same collection, is asked again after a wait), then puts
  *         again. A PUT cut short by a dying server leaves an object of the wrong size, which the
  *         kernel's put (it asks stat first) writes again and the collector takes as an orphan.
  *   get   GET with Range: only the bytes asked for travel.
@@ -42,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DAVB_VERSION "1.0.0"
 #define URL_MAX 2048
@@ -232,7 +234,11 @@ static bool object_of(davb *b, const char *key, char *path, size_t n)
     return ok;
 }
 
-/* MKCOL every collection of `path` (up to its last '/'), from the top: 201 made, 405 there. */
+#define MKCOL_LOCKED_TRIES 5
+
+/* MKCOL every collection of `path` (up to its last '/'), from the top: 201 made, 405 there. A
+ * 423 (Locked: rclone serve webdav answers so while another request makes the same collection,
+ * as concurrent puts into a new aa/ do) is asked again after a short wait. */
 static int make_collections(davb *b, const char *path, mb_err *err)
 {
     char col[URL_MAX];
@@ -243,7 +249,14 @@ static int make_collections(davb *b, const char *path, mb_err *err)
         memcpy(col, path, i + 1);
         col[i + 1] = 0;
         static const long made_or_there[] = {201, 405, 200, 0};
-        int rc = request_expect(b, &(dreq){.method = "MKCOL", .path = col}, made_or_there, NULL, err);
+        long st = 0;
+        int rc = 0;
+        for (int t = 0; t < MKCOL_LOCKED_TRIES; t++) {
+            rc = request_expect(b, &(dreq){.method = "MKCOL", .path = col}, made_or_there, &st, err);
+            if (st != 423)
+                break;
+            usleep(20000 * (unsigned)(t + 1));
+        }
         if (rc)
             return rc;
     }

@@ -85,19 +85,10 @@ def fsck(srv, admin):
 
 
 
-def uploads_cut_by_a_crash(t, srv, admin, token, sid, stored, crash, restart, count=8, send_again=False):
-    """`count` uploads of 6 MiB at once into store sid, whose backend's service crashes
-    (crash()) once it holds 3 objects (stored() counts them); then restart() and check what a
-    client was told: some upload failed, each failure a 500 or 503 with nothing of it visible,
-    and every upload that got 201 reads back identical. Chunks a failed upload had put stay
-    behind as orphans (the delete could not reach the dead service): fsck finds nothing else,
-    and its repair (the collector) leaves none. With send_again, every failed upload is first
-    sent again with the same bytes, as a client would, and must then read back identical: a
-    chunk the crash left cut short under its own name must not pass for stored (a put asks
-    the backend whether it has the chunk first). Returns the names acknowledged."""
-    import os
+def puts_cut_by(srv, token, sid, blobs, stored, crash, join_secs=120):
+    """Every file of blobs ({name: bytes}) put into store sid at once, one thread each;
+    crash() once stored() reaches 3. {name: status, or the error's repr}."""
     import threading
-    blobs = {"f%d.bin" % i: os.urandom(6 * 1024 * 1024 + i) for i in range(count)}
     results = {}
 
     def upload(name):
@@ -114,7 +105,23 @@ def uploads_cut_by_a_crash(t, srv, admin, token, sid, stored, crash, restart, co
         time.sleep(0.01)
     crash()
     for th in threads:
-        th.join(120)
+        th.join(join_secs)
+    return results
+
+
+def uploads_cut_by_a_crash(t, srv, admin, token, sid, stored, crash, restart, count=8, send_again=False):
+    """`count` uploads of 6 MiB at once into store sid, whose backend's service crashes
+    (crash()) once it holds 3 objects (stored() counts them); then restart() and check what a
+    client was told: some upload failed, each failure a 500 or 503 with nothing of it visible,
+    and every upload that got 201 reads back identical. Chunks a failed upload had put stay
+    behind as orphans (the delete could not reach the dead service): fsck finds nothing else,
+    and its repair (the collector) leaves none. With send_again, every failed upload is first
+    sent again with the same bytes, as a client would, and must then read back identical: a
+    chunk the crash left cut short under its own name must not pass for stored (a put asks
+    the backend whether it has the chunk first). Returns the names acknowledged."""
+    import os
+    blobs = {"f%d.bin" % i: os.urandom(6 * 1024 * 1024 + i) for i in range(count)}
+    results = puts_cut_by(srv, token, sid, blobs, stored, crash)
     acked = [n for n, st in results.items() if st == 201]
     failed = [n for n, st in results.items() if st != 201]
     t.assertEqual(len(results), count, results)
