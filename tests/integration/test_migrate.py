@@ -105,12 +105,13 @@ class MigrateTest(ExternalStoreTest):
         """At least how many chunk objects the files need on a backend (distinct sizes > inline)."""
         return sum(1 for d in files.values() if len(d) > INLINE_MAX)
 
-    def under_load(self, sid, files, placement):
+    def under_load(self, sid, files, placement, writer=True):
         """Migrate store sid to placement while one client reads random files (byte-compared) and
         another uploads new ones: (task, placement seen while it ran, {name: bytes} of every file,
         failed requests, {"reads", "writes"} made while it ran)."""
         lock = threading.Lock()
         known = dict(files)
+        self.rounds = getattr(self, "rounds", 0) + 1  # new names in every round: a PUT of a new file is 201
         failures, counts = [], {"reads": 0, "writes": 0}
         stop = threading.Event()
 
@@ -131,7 +132,7 @@ class MigrateTest(ExternalStoreTest):
             rnd = random.Random(9)
             i = 0
             while not stop.is_set():
-                name = "new-%04d.bin" % i
+                name = "new%d-%04d.bin" % (self.rounds, i)
                 data = os.urandom(rnd.choice([300, 20000, 90000, 1500000, 4500000]))
                 try:
                     r = put(self.srv, self.user, sid, name, data)
@@ -145,7 +146,7 @@ class MigrateTest(ExternalStoreTest):
                 counts["writes"] += 1
                 i += 1
 
-        threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+        threads = [threading.Thread(target=reader)] + ([threading.Thread(target=writer)] if writer else [])
         for t in threads:
             t.start()
         try:
