@@ -708,23 +708,33 @@ static size_t enter_named(backend_ref *r, size_t max)
 }
 
 /* Read chunk hash from whichever named backend has it: bytes read, or MB_ENOENT. */
-static int64_t named_get(const char *hash, void *buf, size_t len, mb_err *err)
+/* Read chunk hash from whichever named backend has it whole and sound: 0 with buf filled and
+ * verified, MB_ENOENT when none has it, or the first other failure. A copy that fails (being
+ * written in place by a migration, damaged) does not end the search. */
+static int named_get(const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err)
 {
     backend_ref r[NAMED_MAX];
     size_t n = enter_named(r, NAMED_MAX);
-    int64_t got = MB_ENOENT;
+    int rc = MB_ENOENT;
+    bool found = false;
     for (size_t i = 0; i < n; i++) {
-        if (got == MB_ENOENT) {
+        if (!found) {
             mb_err e = {0};
-            got = ref_get(&r[i], hash, buf, len, &e);
-            if (got < 0 && got != MB_ENOENT && err)
-                *err = e;
+            int64_t got = ref_get(&r[i], hash, buf, len, &e);
+            int v = got < 0 ? (int)got : verify(hash, fastsum, buf, (size_t)got, len, &e);
+            if (v == 0)
+                found = true, rc = 0;
+            else if (v != MB_ENOENT && rc == MB_ENOENT) {
+                rc = e.code ? e.code : v;
+                if (err)
+                    *err = e;
+            }
         }
         backend_leave(&r[i]);
     }
-    if (got == MB_ENOENT)
+    if (rc == MB_ENOENT)
         err_set(err, MB_ENOENT, "chunk %.12s… is in no backend", hash);
-    return got;
+    return rc;
 }
 
 int blob_check_pieces(const char *hash, size_t len, mb_err *err)
@@ -772,19 +782,24 @@ int blob_read_store(uint64_t sid, const char *hash, const char *fastsum, void *b
         return rc;
     mb_err e = {0};
     int64_t n = inline_get(hash, buf, len); /* small chunks never reach a backend */
+    bool inl = n != MB_ENOENT;              /* in LevelDB (or its record unreadable): nowhere else */
     if (n == MB_EIO)
         err_set(&e, MB_EIO, "the record of chunk %.12s… cannot be read", hash);
     else if (n == MB_ENOENT)
         n = ref_get(&r, hash, buf, len, &e);
     backend_leave(&r);
-    if (n == MB_ENOENT) /* a chunk shared from a store placed elsewhere: wherever it is */
-        return blob_read(hash, fastsum, buf, len, err);
-    if (n < 0) {
-        if (err)
-            *err = e.code ? e : (mb_err){.code = (int)n};
-        return e.code ? e.code : (int)n;
-    }
-    return verify(hash, fastsum, buf, (size_t)n, len, err);
+    int v = n < 0 ? (e.code ? e.code : (int)n) : verify(hash, fastsum, buf, (size_t)n, len, &e);
+    if (v == 0)
+        return 0;
+    /* Not there, or not sound there: a chunk shared from a store placed elsewhere, or one a live
+     * migration is writing to this placement right now (the old placement still has it). Any
+     * sound copy will do: every one is verified. The first failure is what is said when none is. */
+    int f = !inl ? blob_read(hash, fastsum, buf, len, v == MB_ENOENT ? err : NULL) : v;
+    if (f == 0 || v == MB_ENOENT)
+        return f; /* found, or what the search says (in err) */
+    if (err)
+        *err = e.code ? e : (mb_err){.code = v};
+    return v;
 }
 
 /* ------------------------------------------------- live migration (migrate.c) --- */
@@ -845,8 +860,12 @@ int blob_read(const char *hash, const char *fastsum, void *buf, size_t len, mb_e
         backend b = be_enter();
         n = b.ops->get(b.state, hash, 0, buf, len, &e);
         be_leave(b);
-        if (n == MB_ENOENT) /* no store named: a chunk of a store placed elsewhere (fsck, backup) */
-            n = named_get(hash, buf, len, &e);
+        if (n == MB_ENOENT) { /* no store named: a chunk of a store placed elsewhere (fsck, backup) */
+            int rc = named_get(hash, fastsum, buf, len, &e);
+            if (rc && err)
+                *err = e;
+            return rc; /* verified there */
+        }
     }
     if (n < 0) {
         if (err)
