@@ -9,10 +9,13 @@ Peers, all on loopback and started here:
     {"backend": "s3a", "encrypt": true} (a master key file made here);
   - rclone (Debian) with an s3 remote from RCLONE_CONFIG_* variables, the client a user would
     otherwise run against that service.
+  - two redundancy sets over six more s3 backends on the same s3rver (prefixes set1/..set6/):
+    {"copies": 2, "of": [e1, e2]} and {"erasure": {"data": 4, "parity": 2}, "of": [e1..e6]}.
 Measures, BENCH_RUNS runs each, median: upload (curl -T into MByte / rclone copyto, new bytes
 per run, so no side deduplicates) and download (curl -o /dev/null / rclone cat > /dev/null).
-The order of the three sides rotates run by run and is printed. Ratios: encrypted / plain (issue
-21's goal >= 0.8x) and plain / rclone, in throughput; and the bytes s3rver holds per side.
+The order of the sides rotates run by run and is printed. Ratios: encrypted / plain (issue
+21's goal >= 0.8x), plain / rclone, and erasure 4+2 / copies 2, in throughput; and the bytes
+s3rver holds per side (erasure 4+2 should hold 1.5x the file, copies 2 twice it).
 
 Environment: BENCH_SIZE_MB (1024), BENCH_RUNS (3), BENCH_DIR (a temp dir), MBYTED.
 """
@@ -71,6 +74,10 @@ def main():
         f.write("backends:\n  s3a:\n    endpoint: http://127.0.0.1:%d\n    region: us-east-1\n    bucket: %s\n"
                 "    access_key: S3RVER\n    secret_key: S3RVER\n    path_style: true\n    prefix: mbyte/\n"
                 % (s3port, BUCKET))
+        for i in range(1, 7):  # the redundancy sets' members: one bucket, a prefix each
+            f.write("  e%d:\n    endpoint: http://127.0.0.1:%d\n    region: us-east-1\n    bucket: %s\n"
+                    "    access_key: S3RVER\n    secret_key: S3RVER\n    path_style: true\n    prefix: set%d/\n"
+                    % (i, s3port, BUCKET, i))
     keyfile = os.path.join(work, "master.key")
     with open(keyfile, "w") as f:
         f.write(os.urandom(32).hex())
@@ -92,7 +99,10 @@ def main():
         _, login = api(port, "POST", "/api/v1/auth/login", {"username": "admin", "password": PASSWORD})
         token = login["token"]
         sids = {}
-        for side, placement in (("plain", {"backend": "s3a"}), ("encrypted", {"backend": "s3a", "encrypt": True})):
+        members = ["e%d" % i for i in range(1, 7)]
+        for side, placement in (("plain", {"backend": "s3a"}), ("encrypted", {"backend": "s3a", "encrypt": True}),
+                                ("copies", {"copies": 2, "of": members[:2]}),
+                                ("erasure", {"erasure": {"data": 4, "parity": 2}, "of": members})):
             st, made = api(port, "POST", "/api/v1/stores", {"name": side, "placement": placement}, token)
             assert st == 202, made
             deadline = time.time() + 60
@@ -101,7 +111,7 @@ def main():
                 time.sleep(0.1)
             sids[side] = made["store"]
         src = os.path.join(work, "file.bin")
-        sides = ["plain", "encrypted", "rclone"]
+        sides = ["plain", "encrypted", "rclone", "copies", "erasure"]
         times = {t: {s: [] for s in sides} for t in ("upload", "download")}
         order_log = []
         urls = {s: "http://127.0.0.1:%d/api/v1/stores/%d/files/f.bin" % (port, sids[s]) for s in sids}
@@ -110,7 +120,7 @@ def main():
             with open(src, "wb") as f:  # new bytes each run: no side deduplicates
                 for _ in range(SIZE_MB):
                     f.write(os.urandom(1 << 20))
-            order = sides[run % 3:] + sides[:run % 3]
+            order = sides[run % len(sides):] + sides[:run % len(sides)]
             order_log.append("/".join(order))
             for side in order:
                 subprocess.run(["sync"])
@@ -128,19 +138,22 @@ def main():
                 times["download"][side].append(t)
         print("bench/extstore: %d MiB, %d runs, orders %s" % (SIZE_MB, RUNS, ", ".join(order_log)))
         print("host: %s" % host())
-        print("%-10s %12s %12s %12s %10s %12s" % ("test", "plain MiB/s", "enc MiB/s", "rclone MiB/s", "enc/plain",
-                                                  "plain/rclone"))
+        print("%-10s %12s %12s %12s %12s %12s %10s %12s %12s" % (
+            "test", "plain MiB/s", "enc MiB/s", "rclone MiB/s", "copies MiB/s", "ec4+2 MiB/s", "enc/plain",
+            "plain/rclone", "ec/copies"))
         for test in ("upload", "download"):
             m = {s: SIZE_MB / statistics.median(times[test][s]) for s in sides}
-            print("%-10s %12.1f %12.1f %12.1f %9.2fx %11.2fx" % (test, m["plain"], m["encrypted"], m["rclone"],
-                                                              m["encrypted"] / m["plain"], m["plain"] / m["rclone"]))
+            print("%-10s %12.1f %12.1f %12.1f %12.1f %12.1f %9.2fx %11.2fx %11.2fx" % (
+                test, m["plain"], m["encrypted"], m["rclone"], m["copies"], m["erasure"], m["encrypted"] / m["plain"],
+                m["plain"] / m["rclone"], m["erasure"] / m["copies"]))
         top = os.path.join(s3dir, BUCKET)
-        held = {"plain": 0, "encrypted": 0, "rclone": 0}
+        held = {"plain": 0, "encrypted": 0, "rclone": 0, "copies": 0, "erasure": 0}
         for root, _, files in os.walk(top):
             for f in files:
                 if f.endswith("._S3rver_object"):
                     rel = os.path.relpath(os.path.join(root, f), top)
-                    side = "rclone" if rel.startswith("direct/") else "encrypted" if rel.startswith("mbyte/e/") else "plain"
+                    side = ("rclone" if rel.startswith("direct/") else "encrypted" if rel.startswith("mbyte/e/")
+                            else "erasure" if "/k4m2p" in "/" + rel else "copies" if "/k1m0p" in "/" + rel else "plain")
                     held[side] += os.path.getsize(os.path.join(root, f))
         print("bytes on s3rver (last version of each, plus older chunks not yet collected): %s" % held)
     finally:
