@@ -19,7 +19,7 @@ LAYERS = [
               "modref.c", "registry.c", "secret.c", "etcd.c"]),
     ("db", ["db.c", "auth_users.c"]),
     ("bus", ["hook.c", "task.c", "timer.c", "pool.c", "cluster.c"]),
-    ("blob", ["blob.c", "blob_pending.c", "backend.c", "backend_set.c", "piece.c", "crypt.c"]),
+    ("blob", ["blob.c", "blob_cache.c", "blob_pending.c", "backend.c", "backend_set.c", "piece.c", "crypt.c"]),
     ("txn", ["txn.c", "gc.c"]),
     ("namespace", ["ns.c"]),
     ("files", ["fs.c", "fs_big.c", "fs_write.c", "fs_read.c", "fsck.c", "history.c", "stores.c", "ctype.c", "backup.c", "bulk.c", "migrate.c",
