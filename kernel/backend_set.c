@@ -29,7 +29,7 @@
  *         the pieces that are there.
  *   del   every piece on every member (an unreachable member fails the delete: the collector
  *         tries again later), and the object's queue entries.
- *   list  none: the collector's orphan scan does not see set pieces (docs/storage.md).
+ *   list  none: orphans of a set are found through their put records (po/, blob.c and gc.c).
  *
  * Member health: a member whose call failed is "down" for a backoff (1 s doubling to 10 s):
  * puts queue its pieces without trying, reads try it last. The retry thread (one, started by

@@ -575,6 +575,26 @@ int blob_check_pieces(const char *hash, size_t len, mb_err *err)
     return rc;
 }
 
+/* The put record of chunk hash (kernel table "po/", docs/storage.md): an object no listing can
+ * find (an encrypted store's name is not its hash, a set's pieces are under their own names)
+ * is recorded before it is put, so that the collector finds it again if no version ever names
+ * the chunk: an upload cut by a crash, or a discard that could not reach the backend (gc.c).
+ * Durable as the change it belongs to is (db_sync_ack): so under `durability: strict` a crash
+ * never leaves such an object unrecorded. */
+static int put_record(const char *hash, mb_err *err)
+{
+    char key[72], val[32];
+    snprintf(key, sizeof key, "po/%s", hash);
+    int n = snprintf(val, sizeof val, "{\"t\":%lld}", (long long)now_wall());
+    db_batch *b = db_batch_new();
+    db_batch_put(b, key, strlen(key), val, (size_t)n);
+    uint64_t seq;
+    if (db_batch_commit_grouped(b, &seq))
+        return err_set(err, MB_EIO, "the put record of chunk %.12s… cannot be written", hash);
+    db_sync_ack(seq);
+    return 0;
+}
+
 int blob_put_store(uint64_t sid, const char *hash, const void *data, size_t len, mb_err *err)
 {
     backend_ref r;
@@ -585,7 +605,10 @@ int blob_put_store(uint64_t sid, const char *hash, const void *data, size_t len,
         return rc;
     /* Acknowledged = durable: the backend's put returns once the bytes are durable there
      * (an S3 PUT answered 200), before the version naming the chunk commits. */
-    rc = ref_put(&r, hash, data, len, err);
+    if (r.encrypt || r.set)
+        rc = put_record(hash, err);
+    if (!rc)
+        rc = ref_put(&r, hash, data, len, err);
     backend_leave(&r);
     return rc;
 }

@@ -263,6 +263,11 @@ void gc_fini(void);
  * Returns how many chunks were deleted. */
 int gc_run(int64_t grace, mb_err *err);
 int64_t gc_grace_secs(void);
+/* Chunk hash has a refcount record (c/); an unreadable one counts as there (never delete on a
+ * doubt). Any thread. */
+bool chunk_recorded(const char *hash);
+/* The time (Unix seconds) in a put record's value (po/<hash>, blob.c), 0 if unreadable. */
+int64_t put_record_time(const char *v, size_t vl);
 /* +1: the collector deletes nothing until the matching -1 (waits out a collection under way). */
 void gc_hold(int delta);
 /* A failed write drops chunk `hash` (blob_pending_drop_discard under the commit lock). */

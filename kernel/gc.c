@@ -2,7 +2,9 @@
  * gc.c — the chunk collector: deletes chunks whose refcount has been zero for longer than the
  * grace (MBYTE_GC_GRACE seconds, 3600 by default) and orphans (chunk files no refcount names:
  * an upload that never committed) older than it, every MBYTE_GC_INTERVAL seconds (600) on its
- * own thread, or when asked (fsck repair, a store's deletion).
+ * own thread, or when asked (fsck repair, a store's deletion). Orphans are found by listing the
+ * backends, and, for objects no listing can tell apart (encrypted stores', redundancy sets'),
+ * by the put records blob.c writes before each such put (po/<hash>).
  *
  * Against writers (blob.c "Collector and writers"): each candidate is re-checked under the
  * commit lock (txn.c), so no change adds a reference meanwhile, and deleted under blob.c's
@@ -26,6 +28,30 @@ static pthread_cond_t gc_cv = PTHREAD_COND_INITIALIZER;
 
 int64_t gc_grace_secs(void) { return gc_grace; }
 
+bool chunk_recorded(const char *hash)
+{
+    char key[80], *v = NULL;
+    snprintf(key, sizeof key, "c/%s", hash);
+    int rc = db_get(key, strlen(key), &v, NULL);
+    free(v);
+    return rc != MB_ENOENT; /* unreadable counts as recorded: never delete on a doubt */
+}
+
+int64_t put_record_time(const char *v, size_t vl)
+{
+    json_t *rec = json_loadb(v, vl, 0, NULL);
+    int64_t t = rec ? (int64_t)json_integer_value(json_object_get(rec, "t")) : 0;
+    json_decref(rec);
+    return t;
+}
+
+static void put_record_del(const char *hash)
+{
+    char key[72];
+    snprintf(key, sizeof key, "po/%s", hash);
+    db_del(key, strlen(key), false);
+}
+
 typedef struct {
     int64_t cutoff;
     json_t *orphans; /* array of hashes */
@@ -35,15 +61,8 @@ static int orphan_cb(const char *hash, uint64_t size, int64_t mtime, void *ud)
 {
     (void)size;
     orphan_scan *o = ud;
-    if (mtime > o->cutoff)
+    if (mtime > o->cutoff || chunk_recorded(hash))
         return 0;
-    char key[80];
-    snprintf(key, sizeof key, "c/%s", hash);
-    char *v;
-    if (db_get(key, strlen(key), &v, NULL) == 0) {
-        free(v);
-        return 0;
-    }
     json_array_append_new(o->orphans, json_string(hash));
     return 0;
 }
@@ -137,19 +156,51 @@ static int gc_collect(int64_t grace, mb_err *err)
     blob_list(orphan_cb, &o, err);
     json_array_foreach(o.orphans, i, h) {
         const char *hash = json_string_value(h);
-        char key[80];
-        snprintf(key, sizeof key, "c/%s", hash);
         txn_lock();
-        char *v = NULL;
-        if (db_get(key, strlen(key), &v, NULL) == MB_ENOENT) {
-            mb_err e = {0};
-            if (blob_del_unheld(hash, &e) == 0)
-                deleted++;
-        }
-        free(v);
+        mb_err e = {0};
+        if (!chunk_recorded(hash) && blob_del_unheld(hash, &e) == 0)
+            deleted++;
         txn_unlock();
     }
     json_decref(o.orphans);
+    /* 3. Put records (po/, blob.c): objects of encrypted stores and sets, which no listing
+     * finds. A record whose chunk has a refcount record is done with (the chunk is the
+     * collector's business from now on, step 1); one older than the grace without it names an
+     * upload that never committed: its objects go wherever they are, then the record. */
+    json_t *done = json_array(), *stale = json_array();
+    it = db_iter_prefix("po/", 3);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *v = db_iter_val(it, &vl);
+        if (kl != 67)
+            continue;
+        json_t *hs = json_stringn(k + 3, 64);
+        if (chunk_recorded(json_string_value(hs)))
+            json_array_append(done, hs);
+        else if (put_record_time(v, vl) <= cutoff)
+            json_array_append(stale, hs);
+        json_decref(hs);
+    }
+    db_iter_free(it);
+    json_array_foreach(done, i, h) put_record_del(json_string_value(h));
+    json_array_foreach(stale, i, h) {
+        const char *hash = json_string_value(h);
+        txn_lock();
+        if (!chunk_recorded(hash)) {
+            mb_err e = {0};
+            int rc = blob_del_unheld(hash, &e);
+            if (rc == 0) {
+                put_record_del(hash);
+                deleted++;
+            } else if (rc < 0)
+                log_warn("collector: %s", e.msg);
+        } else
+            put_record_del(hash);
+        txn_unlock();
+    }
+    json_decref(done);
+    json_decref(stale);
     if (deleted)
         log_info("collector: deleted %d unreferenced chunks", deleted);
     return deleted;

@@ -17,7 +17,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (MBYTECTL, SRC, Server, ServerTest, free_port, missing_prerequisite, main,  # noqa: E402
                      refused_at_start)
-from storeutil import fsck, put, uploads_cut_by_a_crash, wait_task  # noqa: E402
+from storeutil import fsck, mbyted_killed_during_uploads, put, uploads_cut_by_a_crash, wait_task  # noqa: E402
 from test_vault import FakeVault  # noqa: E402
 
 S3RVER = os.path.join(SRC, "tests", "s3rver", "node_modules", "s3rver", "bin", "s3rver.js")
@@ -507,6 +507,10 @@ class S3EncryptedTest(S3Test):
         self.assertProblem(r, 415, "master key")
         r = self.srv.request("GET", self.file_url(sid, "kept.bin"), token=self.user)
         self.assertProblem(r, 503, "cannot be unwrapped")
+
+    def test_mbyted_killed_during_8_uploads_leaves_no_encrypted_object_after_the_collector(self):
+        sid = make_store(self, self.srv, self.user, "Secret", {"backend": "s3a", "encrypt": True})
+        mbyted_killed_during_uploads(self, self.srv, self.admin, self.user, sid, self.s3.objects)
 
     def test_a_store_key_of_the_first_format_still_opens_and_a_rewrap_moves_it(self):
         sid = make_store(self, self.srv, self.user, "Old", {"backend": "s3a", "encrypt": True})

@@ -18,7 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import main  # noqa: E402
 from chunkdirs import master_key_conf  # noqa: E402
-from storeutil import fsck, put, puts_cut_by  # noqa: E402
+from storeutil import fsck, mbyted_killed_during_uploads, put, puts_cut_by  # noqa: E402
 import apache_dav  # noqa: E402
 import test_migrate  # noqa: E402 (its helpers; imported as a module so its tests are not run twice)
 from test_davbackend import PASSWORD, USER, RcloneServer, backend_conf  # noqa: E402
@@ -367,6 +367,14 @@ class RedundancyTest(SetTest):
 
     def test_copies_2_of_3_with_a_server_killed_during_8_uploads_lose_nothing_and_catch_up(self):
         self.killed_during_8_uploads({"copies": 2, "of": ["d0", "d1", "d2"]}, 1)
+
+    def test_mbyted_killed_during_8_uploads_to_a_set_leaves_no_piece_after_the_collector(self):
+        sid = make_store(self, self.srv, self.user, "EC", {"erasure": {"data": 2, "parity": 1},
+                                                           "of": ["d0", "d1", "d2"]})
+
+        def pieces():
+            return sorted("%d/%s" % (i, rel) for i in range(3) for rel in self.pieces(i))
+        mbyted_killed_during_uploads(self, self.srv, self.admin, self.user, sid, pieces)
 
     def test_bad_placements_are_refused_with_a_sentence(self):
         bad = [
