@@ -558,26 +558,108 @@ static void count_store(json_t *per, const char *n)
     json_object_set_new(per, n, json_integer(json_integer_value(json_object_get(per, n)) + 1));
 }
 
-json_t *backend_status(void)
+static void count_placement(json_t *per, const json_t *p)
 {
-    /* How many stores each backend holds, from the store records. */
+    const char *n = json_string_value(json_object_get(p, "backend"));
+    size_t i;
+    json_t *m;
+    if (is_set(p)) /* a set's store counts for each of its members */
+        json_array_foreach(json_object_get(p, "of"), i, m) count_store(per, json_is_string(m) ? json_string_value(m) : "?");
+    else
+        count_store(per, n && backend_name_ok(n) ? n : "local");
+}
+
+/* How many stores each backend holds, from the store records: {name: n}. With `moving`, a store
+ * being migrated counts for the placement it leaves too (its older chunks are still there). */
+static json_t *store_counts(bool moving)
+{
     json_t *per = json_object();
     db_iter *it = db_iter_prefix("s/", 2);
     while (db_iter_next(it)) {
         size_t vl;
         const char *v = db_iter_val(it, &vl);
         json_t *rec = json_loadb(v, vl, 0, NULL);
-        json_t *p = json_object_get(rec, "placement");
-        const char *n = json_string_value(json_object_get(p, "backend"));
-        size_t i;
-        json_t *m;
-        if (is_set(p)) /* a set's store counts for each of its members */
-            json_array_foreach(json_object_get(p, "of"), i, m) count_store(per, json_is_string(m) ? json_string_value(m) : "?");
-        else
-            count_store(per, n && backend_name_ok(n) ? n : "local");
+        count_placement(per, json_object_get(rec, "placement"));
+        json_t *from = json_object_get(json_object_get(rec, "migrating"), "from");
+        if (moving && from)
+            count_placement(per, from);
         json_decref(rec);
     }
     db_iter_free(it);
+    return per;
+}
+
+long backend_stores_on(const char *name)
+{
+    json_t *per = store_counts(true);
+    long n = (long)json_integer_value(json_object_get(per, name));
+    json_decref(per);
+    return n;
+}
+
+/* ------------------------------------------ backends declared in the page --- */
+/* bd/<name> = {"v":1,"type","settings","by","time"}: a backend an administrator declared in the
+ * web page (POST /api/v1/admin/backends, backend_http.c), added to module `type`'s settings
+ * under "backends" when they are read (modmgr.c). */
+
+static void decl_key(char *out, size_t n, const char *name) { snprintf(out, n, "bd/%s", name); }
+
+int backend_decl_get(const char *name, json_t **out)
+{
+    char key[BACKEND_NAME_MAX + 8];
+    if (!backend_name_ok(name))
+        return MB_ENOENT;
+    decl_key(key, sizeof key, name);
+    return db_get_json(key, out);
+}
+
+int backend_decl_put(const char *name, const json_t *rec)
+{
+    char key[BACKEND_NAME_MAX + 8];
+    decl_key(key, sizeof key, name);
+    return db_put_json(key, rec, true);
+}
+
+int backend_decl_del(const char *name)
+{
+    char key[BACKEND_NAME_MAX + 8];
+    decl_key(key, sizeof key, name);
+    return db_del(key, strlen(key), true);
+}
+
+json_t *backend_declared(const char *type)
+{
+    json_t *out = json_object();
+    db_iter *it = db_iter_prefix("bd/", 3);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl);
+        const char *v = db_iter_val(it, &vl);
+        json_t *rec = json_loadb(v, vl, 0, NULL);
+        json_t *st = json_object_get(rec, "settings");
+        if (kl > 3 && json_is_object(st) && !strcmp(jstr(rec, "type"), type))
+            json_object_setn(out, k + 3, kl - 3, st);
+        json_decref(rec);
+    }
+    db_iter_free(it);
+    return out;
+}
+
+/* Where row's backend was declared: "page" (bd/), or "conf.d" for another registered one. */
+static void mark_declared(json_t *row, bool registered)
+{
+    json_t *rec = NULL;
+    const char *name = jstr(row, "name");
+    if (backend_decl_get(name, &rec) == 0)
+        json_object_set_new(row, "declared", json_string("page"));
+    else if (registered)
+        json_object_set_new(row, "declared", json_string("conf.d"));
+    json_decref(rec);
+}
+
+json_t *backend_status(void)
+{
+    json_t *per = store_counts(false);
     json_t *out = json_array();
     tally t = {0};
     mb_err e = {0};
@@ -590,16 +672,39 @@ json_t *backend_status(void)
         tally bt = {0};
         mb_err be = {0};
         bool ok = r[i].ops.list ? r[i].ops.list(r[i].state, count_one, &bt, &be) >= 0 : false;
-        json_array_append_new(out, status_row(r[i].name, r[i].ops.name, ok, &bt,
-                                              json_integer_value(json_object_get(per, r[i].name))));
+        json_t *row = status_row(r[i].name, r[i].ops.name, ok, &bt, json_integer_value(json_object_get(per, r[i].name)));
+        mark_declared(row, true);
+        json_array_append_new(out, row);
         json_object_del(per, r[i].name);
         backend_leave(&r[i]);
     }
     const char *k;
     json_t *cnt;
     json_object_foreach(per, k, cnt) { /* named by stores, registered by no loaded module */
-        json_array_append_new(out, status_row(k, NULL, false, &t, json_integer_value(cnt)));
+        json_t *row = status_row(k, NULL, false, &t, json_integer_value(cnt));
+        mark_declared(row, false);
+        json_array_append_new(out, row);
+        json_object_set_new(per, k, json_null()); /* listed */
     }
+    /* declared in the page, registered by no loaded module and holding no store */
+    db_iter *it = db_iter_prefix("bd/", 3);
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *dk = db_iter_key(it, &kl);
+        char name[BACKEND_NAME_MAX + 1];
+        if (kl - 3 > BACKEND_NAME_MAX)
+            continue;
+        memcpy(name, dk + 3, kl - 3);
+        name[kl - 3] = 0;
+        bool listed = !strcmp(name, "local") || json_object_get(per, name);
+        for (size_t i = 0; !listed && i < n; i++)
+            listed = !strcmp(r[i].name, name);
+        if (!listed)
+            json_array_append_new(out, json_pack("{s:s, s:n, s:s, s:n, s:n, s:i, s:i, s:s}", "name", name, "type",
+                                                 "state", "down", "objects", "bytes", "queued", 0, "stores", 0,
+                                                 "declared", "page"));
+    }
+    db_iter_free(it);
     json_decref(per);
     return out;
 }

@@ -10,6 +10,8 @@
  *   POST /api/v1/admin/backends/rewrap[?rotate=true]  every encrypted store's data key wrapped
  *                                        again under the newest master key version (after rotating
  *                                        it); the data is not re-encrypted
+ *   POST /api/v1/admin/backends, DELETE /api/v1/admin/backends/{name}  a backend declared (and
+ *                                        removed) in the web page instead of a module's conf.d file
  *   GET /api/v1/admin/stores/{sid}/datakey  a store's unwrapped data key, for mbyte-decrypt when
  *                                        the master key is Vault transit; admin only, and every
  *                                        export is the audited event "store.datakey_exported"
@@ -22,6 +24,7 @@
 #include "fs.h"
 #include "ns.h"
 #include "txn.h"
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +35,147 @@ static int h_backends(mb_req *req, void *st, mb_err *err)
 {
     (void)st, (void)err;
     return http_reply_json(req, 200, backend_status());
+}
+
+/* ------------------------------------------ backends declared in the page --- */
+/* POST /api/v1/admin/backends {"name","type","settings":{...}} -> 201 with the backend's row, once
+ * module `type` (s3, webdav, rclone: any active module whose settings have "backends") has been
+ * reloaded with it and registers it; DELETE /api/v1/admin/backends/{name} -> 204 for one declared
+ * here that no store uses. The record is bd/<name> (backend.c); modmgr.c adds it to the module's
+ * settings as if its file declared it, so the module checks the settings with its own words.
+ * Settings are strings or booleans; a key that names a secret (secret, password, token) must hold
+ * a reference (env:, file:, vault:...), never the value: the record lives in the data directory
+ * (docs/security.md). One declaration at a time (decl_mu): each reloads a module. */
+static pthread_mutex_t decl_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static bool secret_named(const char *k)
+{
+    return strstr(k, "secret") || strstr(k, "password") || strstr(k, "token");
+}
+
+static int decl_check(const char *name, const char *type, const json_t *set, mb_err *err)
+{
+    if (!name || !backend_name_ok(name) || !strcmp(name, "local"))
+        return err_set(err, MB_EINVAL, "name: 1 to 32 of a-z, 0-9, '-' and '_', and not 'local'");
+    if (!type || !modmgr_takes_key(type, "backends"))
+        return err_set(err, MB_ECONFLICT, "type: '%.64s' is not a loaded backend module (s3, webdav, rclone: switch it "
+                                          "on under Modules first)", type ? type : "");
+    if (!json_is_object(set))
+        return err_set(err, MB_EINVAL, "settings: an object of the module's backend settings");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)set, k, v) {
+        size_t kl = strlen(k);
+        if (!kl || kl > 32 || strspn(k, "abcdefghijklmnopqrstuvwxyz_") != kl)
+            return err_set(err, MB_EINVAL, "settings: '%.40s' is not a setting name", k);
+        if (!json_is_string(v) && !json_is_boolean(v))
+            return err_set(err, MB_EINVAL, "settings.%s: a string or true/false", k);
+        if (json_is_string(v) && json_string_length(v) > 1024)
+            return err_set(err, MB_ETOOBIG, "settings.%s: longer than 1024 bytes", k);
+        if (secret_named(k) && json_is_string(v) && json_string_length(v) && !secret_is_ref(json_string_value(v)))
+            return err_set(err, MB_EINVAL, "settings.%s: a reference to the secret (env:NAME, file:/path or "
+                                           "vault:path#key), never the secret itself: what the page declares is kept "
+                                           "in the data directory", k);
+    }
+    backend_ref r;
+    mb_err e = {0};
+    if (backend_enter(name, &r, &e) == 0) {
+        backend_leave(&r);
+        return err_set(err, MB_EEXIST, "a backend '%s' exists already", name);
+    }
+    json_t *rec = NULL;
+    int had = backend_decl_get(name, &rec);
+    json_decref(rec);
+    if (had == 0)
+        return err_set(err, MB_EEXIST, "a backend '%s' is declared already (its module is not loaded)", name);
+    if (backend_stores_on(name))
+        return err_set(err, MB_EEXIST, "stores are placed on a backend '%s' that is not declared now: declare it "
+                                       "where it was (conf.d/%s.yaml)", name, type);
+    return 0;
+}
+
+/* The row of GET /api/v1/admin/backends for name (new reference), or NULL. */
+static json_t *status_of(const char *name)
+{
+    json_t *all = backend_status(), *v, *row = NULL;
+    size_t i;
+    json_array_foreach(all, i, v) if (!strcmp(jstr(v, "name"), name)) row = json_incref(v);
+    json_decref(all);
+    return row;
+}
+
+static int h_declare(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    json_t *body = http_req_json(req, err);
+    if (!body)
+        return err->code ? err->code : MB_EINVAL;
+    const char *name = mb_jstr(body, "name"), *type = mb_jstr(body, "type");
+    json_t *set = json_object_get(body, "settings");
+    pthread_mutex_lock(&decl_mu);
+    int rc = decl_check(name, type, set, err);
+    if (!rc) {
+        const mb_user *u = http_req_user(req);
+        json_t *rec = json_pack("{s:i, s:s, s:O, s:s, s:I}", "v", 1, "type", type, "settings", set, "by", u->name,
+                                "time", (json_int_t)now_wall());
+        if (backend_decl_put(name, rec))
+            rc = err_set(err, MB_EIO, "the declaration could not be written");
+        json_decref(rec);
+    }
+    if (!rc) {
+        mb_err e = {0};
+        backend_ref r;
+        if ((rc = modmgr_reload(type, &e)) != 0) /* the module refused its settings: the old copy serves on */
+            rc = err_set(err, MB_EINVAL, "%s", e.msg);
+        else if (backend_enter(name, &r, &e) == 0)
+            backend_leave(&r);
+        else
+            rc = err_set(err, MB_EINVAL, "the %s module did not take the backend '%s' (see the server log)", type, name);
+        if (rc) {
+            backend_decl_del(name);
+            log_warn("backend '%s' (%s) declared in the page was refused: %s", name, type, err->msg);
+        } else
+            log_info("backend '%s' (%s) declared in the page by %s", name, type, http_req_user(req)->name);
+    }
+    pthread_mutex_unlock(&decl_mu);
+    json_t *row = rc ? NULL : status_of(name);
+    if (!rc && !row)
+        row = json_pack("{s:s}", "name", name);
+    json_decref(body); /* name and type were its */
+    return rc ? rc : http_reply_json(req, 201, row);
+}
+
+static int h_undeclare(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    const char *name = http_req_param(req, "name");
+    json_t *rec = NULL;
+    pthread_mutex_lock(&decl_mu);
+    int rc = 0;
+    backend_ref r;
+    mb_err e = {0};
+    if (!name || backend_decl_get(name, &rec)) {
+        bool known = name && backend_enter(name, &r, &e) == 0;
+        if (known)
+            backend_leave(&r);
+        rc = known ? err_set(err, MB_ECONFLICT, "backend '%s' is declared in conf.d: remove it there, then reload its "
+                                                "module", name)
+                   : err_set(err, MB_ENOENT, "there is no backend '%.40s'", name ? name : "");
+    } else if (backend_stores_on(name))
+        rc = err_set(err, MB_ECONFLICT, "%ld store(s) keep files on backend '%s': move them first (store settings, "
+                                        "\"Where the files are kept\")", backend_stores_on(name), name);
+    const char *type = rc ? NULL : jstr(rec, "type");
+    if (!rc && backend_decl_del(name))
+        rc = err_set(err, MB_EIO, "the declaration could not be removed");
+    if (!rc && modmgr_takes_key(type, "backends") && modmgr_reload(type, &e)) {
+        backend_decl_put(name, rec); /* the old copy still serves it: keep saying so */
+        rc = err_set(err, MB_EIO, "the %s module could not be reloaded without '%s': %s", type, name, e.msg);
+    }
+    if (!rc)
+        log_info("backend '%s' (%s) removed in the page by %s", name, type, http_req_user(req)->name);
+    pthread_mutex_unlock(&decl_mu);
+    json_decref(rec);
+    return rc ? rc : http_reply_bytes(req, 204, NULL, "", 0);
 }
 
 /* The chunk list of the current version of the file at path (op checked), each
@@ -262,6 +406,8 @@ static int h_datakey(mb_req *req, void *st, mb_err *err)
 const kroute backend_routes[] = {
     {"GET", "/api/v1/admin/backends", MB_ROLE_ADMIN, h_backends, NULL},
     {"GET", "/api/v1/stores/{sid}/manifest/{path*}", MB_ROLE_USER, h_manifest, NULL},
+    {"POST", "/api/v1/admin/backends", MB_ROLE_ADMIN, h_declare, NULL},
+    {"DELETE", "/api/v1/admin/backends/{name}", MB_ROLE_ADMIN, h_undeclare, NULL},
     {"POST", "/api/v1/admin/backends/rewrap", MB_ROLE_ADMIN, h_rewrap, NULL},
     {"GET", "/api/v1/admin/stores/{sid}/datakey", MB_ROLE_ADMIN, h_datakey, NULL},
     {NULL},

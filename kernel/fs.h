@@ -474,6 +474,14 @@ void backend_set_fini(void);
 /* GET /api/v1/admin/backends' rows: [{"name","type","state","objects","bytes","queued","stores"}],
  * local first; listing every backend (blocking: HTTP worker). New reference. */
 json_t *backend_status(void);
+/* How many stores are placed on backend name, or still hold chunks there (a migration from it). */
+long backend_stores_on(const char *name);
+/* Backends declared in the web page (bd/<name> = {"v":1,"type","settings","by","time"}): one
+ * record, written and deleted synced, and module type's as {name: settings} (new reference). */
+int backend_decl_get(const char *name, json_t **out);
+int backend_decl_put(const char *name, const json_t *rec);
+int backend_decl_del(const char *name);
+json_t *backend_declared(const char *type);
 void backend_fini(void);
 /* backend_http.c: the route table of GET /api/v1/admin/backends (main.c registers it). */
 extern const kroute backend_routes[];

@@ -559,6 +559,8 @@ int modmgr_load(const char *name, mb_err *err);
 int modmgr_unload(const char *name, mb_err *err);
 int modmgr_reload(const char *name, mb_err *err);
 json_t *modmgr_list(void); /* [{"name","version","state",...}] new reference */
+/* Module `name` is active and its configuration has the key `key` (any thread). */
+bool modmgr_takes_key(const char *name, const char *key);
 /* Order the modules to start so that a module using a provider module's references
  * (vault:) comes after it (main.c, before loading). */
 void modmgr_order(char **names);

@@ -250,9 +250,40 @@ static void copy_free(modcopy *m)
     free(m);
 }
 
+/* yaml (may be NULL) with the backends an administrator declared for module `name` in the web
+ * page (backend.c: bd/ records) added under "backends": a name the file declares too keeps the
+ * file's settings. Returns the document to use (yaml itself, or a new mapping when it was NULL). */
+static json_t *with_declared(const char *name, const char *file, json_t *yaml)
+{
+    json_t *decl = backend_declared(name);
+    if (json_object_size(decl)) {
+        if (!yaml)
+            yaml = json_object();
+        json_t *bs = json_object_get(yaml, "backends");
+        if (!bs || json_is_null(bs)) {
+            bs = json_object();
+            json_object_set_new(yaml, "backends", bs);
+        }
+        const char *k;
+        json_t *v;
+        json_object_foreach(decl, k, v) {
+            if (!json_is_object(bs))
+                break; /* the module refuses the file with its own words */
+            if (json_object_get(bs, k))
+                log_warn("backend '%s' is declared both in %s and in the web page: the file's settings are used", k,
+                         file);
+            else
+                json_object_set(bs, k, v);
+        }
+    }
+    json_decref(decl);
+    return yaml;
+}
+
 /* <config_dir>/<name>.yaml validated against a module's config keys, defaults filled in (*out is
- * the caller's). A missing or empty file means every default. Secret references become values
- * first (secret.c): refs (may be NULL) lists them, *nrefs (may be NULL) counts them. */
+ * the caller's). A missing or empty file means every default. Backends declared in the web page
+ * are added (with_declared). Secret references become values first (secret.c): refs (may be
+ * NULL) lists them, *nrefs (may be NULL) counts them. */
 static int module_config(const char *name, const mb_config_key *keys, json_t **out, json_t *refs, int *nrefs,
                          mb_err *err)
 {
@@ -272,6 +303,7 @@ static int module_config(const char *name, const mb_config_key *keys, json_t **o
         json_decref(lines);
         return err_set(err, MB_EINVAL, "%s: the module configuration must be a mapping of keys", yaml_path);
     }
+    yaml = with_declared(name, yaml_path, yaml);
     int rc = secret_resolve_tree(name, yaml_path, yaml, lines, refs, nrefs, err);
     if (!rc)
         rc = cfg_module(yaml_path, yaml, lines, keys, out, err);
@@ -294,8 +326,13 @@ void modmgr_order(char **names)
         json_t *doc = NULL;
         mb_err e = {0};
         if (cfg_yaml_load(path, &doc, NULL, &e))
+            doc = NULL;
+        if (doc && !json_is_object(doc)) {
+            json_decref(doc);
             continue;
-        char *text = json_dumps(doc, JSON_COMPACT);
+        }
+        doc = with_declared(names[i], path, doc);
+        char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
         for (size_t k = 0; k < n && text; k++) {
             char pat[80];
             snprintf(pat, sizeof pat, "\"%s:", names[k]); /* a string value starting "<module>:" */
@@ -876,6 +913,17 @@ int modmgr_reload(const char *name, mb_err *err)
         return do_reload(name, NULL, err);
     int rc = job_call(MOD_OP_RELOAD, name, NULL, err);
     return rc == MB_EBUSY ? 0 : rc;
+}
+
+bool modmgr_takes_key(const char *name, const char *key)
+{
+    pthread_mutex_lock(&mods_lock);
+    modcopy *m = find_live(name);
+    bool yes = false;
+    for (const mb_config_key *k = m && m->st == MOD_ACTIVE ? m->config_keys : NULL; k && k->name; k++)
+        yes = yes || !strcmp(k->name, key);
+    pthread_mutex_unlock(&mods_lock);
+    return yes;
 }
 
 json_t *modmgr_list(void)

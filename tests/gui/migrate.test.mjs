@@ -1,7 +1,8 @@
 // tests/gui/migrate.test.mjs — storage backends and a store's placement in the web page, in a real
 // browser (Debian's chromium via playwright-core), against a real mbyted with one WebDAV backend
-// "dav", started by tests/integration/test_gui_migrate.py. Administration > Storage lists local and
-// dav with their type, state, objects and stores, and says where backends are declared; the store
+// "dav", started by tests/integration/test_gui_migrate.py. Administration > Storage lists local; the
+// admin declares dav there ("Add a backend": a typed-in password is refused, a reference taken), and
+// it is listed with its type, state, objects and stores; the store
 // settings say where the files are kept; "Move the store" to dav shows a task toast, then a
 // success toast, and the reopened settings, the API and every file agree. Env as for gui.test.mjs.
 import { test, before, after } from 'node:test';
@@ -49,11 +50,36 @@ after(async () => { await browser?.close(); });
 test('the admin sees the backends; a store is moved to WebDAV from its settings', async () => {
     await signIn(page);
 
-    // Administration > Storage: local and dav, up, with their type and stores; where to declare one
+    // Administration > Storage: only local at first; "Add a backend" declares dav, the WebDAV server
     await page.goto(URL + '/#/admin/backends');
     const table = page.getByRole('table', { name: 'Storage backends' });
     await table.waitFor();
     const local = table.locator('tr[data-backend="local"]'), dav = table.locator('tr[data-backend="dav"]');
+    assert.equal(await dav.count(), 0, 'no backend but local before one is declared');
+    await page.getByRole('button', { name: 'Add a backend' }).click();
+    const add = page.getByRole('dialog', { name: 'Add a backend' });
+    await add.getByLabel('Name').fill('dav');
+    assert.equal(await add.getByLabel('Type').inputValue(), 'webdav', 'the loaded backend module is offered first');
+    await add.getByLabel('URL').fill(process.env.MBYTE_TEST_DAV_URL);
+    await add.getByLabel('User').fill(process.env.MBYTE_TEST_DAV_USER);
+    await add.getByLabel('Password').fill('the-password-itself');
+    await add.getByLabel('Prefix').fill(process.env.MBYTE_TEST_DAV_PREFIX || '');
+    await add.getByRole('button', { name: 'Add backend' }).click();
+    // a secret typed in is refused on its field: the page keeps references only
+    const perr = add.locator('.field-error');
+    await perr.waitFor();
+    assert.match(await perr.textContent(), /settings\.password: a reference/);
+    assert.equal(await add.getByLabel('Password').getAttribute('aria-invalid'), 'true');
+    await page.screenshot({ path: join(ART, 'backend-add-refused.png') });
+    await add.getByLabel('Password').fill('env:MBYTE_TEST_DAV_PASSWORD');
+    await add.getByRole('button', { name: 'Add backend' }).click();
+    await page.locator('.toast-success', { hasText: 'Backend dav was added.' }).waitFor();
+    await add.waitFor({ state: 'detached' });
+    await dav.waitFor();
+    assert.match(await dav.textContent(), /declared here/);
+    assert.equal(await dav.getByRole('button', { name: 'Remove dav' }).count(), 1, 'an empty backend of the page can go');
+    const listed = (await call('GET', '/admin/backends')).body.find(b => b.name === 'dav');
+    assert.deepEqual([listed.type, listed.state, listed.declared], ['webdav', 'up', 'page']);
     assert.match(await local.textContent(), /local.*up/);
     assert.match(await dav.textContent(), /webdav/);
     assert.equal(await dav.locator('.badge').textContent(), 'up');
@@ -97,6 +123,10 @@ test('the admin sees the backends; a store is moved to WebDAV from its settings'
     await table.waitFor();
     await until(async () => (await dav.locator('td').nth(6).textContent()).trim() === '1', 'one store on dav');
     assert.ok(Number(await dav.locator('td').nth(3).textContent()) >= 4, 'dav holds the chunks');
+    assert.equal(await dav.getByRole('button', { name: 'Remove dav' }).count(), 0, 'a backend holding a store stays');
+    const gone = await call('DELETE', '/admin/backends/dav');
+    assert.equal(gone.status, 409);
+    assert.match(gone.body.detail, /1 store\(s\) keep files on backend 'dav'/);
 });
 
 test('a user sees where the files of a store are kept, and cannot move it', async () => {

@@ -182,6 +182,59 @@ class DavBackendTest(ExternalStoreTest):
         self.assertEqual(r.json()["placement"], {"backend": "dav", "encrypt": False})
         reads_back_and_is_collected(self, sid, os.path.join(self.dav.dir, self.dav.prefix))
 
+    def test_a_backend_declared_through_the_api_is_checked_by_its_module_kept_and_removed(self):
+        secret = "file:" + os.path.join(self.dav.work, "dav.secret")
+        good = {"url": self.dav.url, "user": USER, "password": secret, "prefix": "two/"}
+
+        def declare(body, token=None):
+            return self.srv.request("POST", "/api/v1/admin/backends", body, token=token or self.admin)
+
+        def names():
+            return {b["name"] for b in self.srv.request("GET", "/api/v1/admin/backends", token=self.admin).json()}
+        self.assertProblem(declare({"name": "dav2", "type": "webdav", "settings": good}, self.user), 403)
+        self.assertProblem(declare({"name": "dav2", "type": "s3", "settings": good}), 409, "not a loaded backend module")
+        self.assertProblem(declare({"name": "local", "type": "webdav", "settings": good}), 400, "not 'local'")
+        self.assertProblem(declare({"name": "dav", "type": "webdav", "settings": good}), 409, "exists already")
+        self.assertProblem(declare({"name": "dav2", "type": "webdav", "settings": dict(good, password=PASSWORD)}),
+                           400, "settings.password: a reference")
+        # the module checks the settings with its own words, and nothing of a refused one stays
+        self.assertProblem(declare({"name": "dav2", "type": "webdav", "settings": dict(good, url="ftp://x")}), 400,
+                           "backends.dav2.url must be http[s]://")
+        self.assertProblem(declare({"name": "dav2", "type": "webdav", "settings": dict(good, colour="red")}), 400,
+                           "colour")
+        self.assertNotIn("dav2", names())
+        r = declare({"name": "dav2", "type": "webdav", "settings": good})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual({k: r.json().get(k) for k in ("name", "type", "state", "declared", "stores")},
+                         {"name": "dav2", "type": "webdav", "state": "up", "declared": "page", "stores": 0})
+        self.assertProblem(declare({"name": "dav2", "type": "webdav", "settings": good}), 409, "exists already")
+        sid = make_store(self, self.srv, self.user, "Two", {"backend": "dav2"})
+        data = os.urandom(2 * 1024 * 1024 + 3)
+        self.assertEqual(put(self.srv, self.user, sid, "two.bin", data).status, 201)
+        self.assertTrue(self.objects(os.path.join(self.dav.dir, "two")), "nothing under two/")
+        self.srv.stop()
+        self.srv.start()  # the declaration is the server's, not the process's
+        r = self.srv.request("GET", self.file_url(sid, "two.bin"), token=self.user)
+        self.assertEqual((r.status, r.body == data), (200, True))
+        rows = {b["name"]: b for b in self.srv.request("GET", "/api/v1/admin/backends", token=self.admin).json()}
+        self.assertEqual((rows["dav2"]["state"], rows["dav2"]["declared"], rows["dav"]["declared"]),
+                         ("up", "page", "conf.d"))
+        self.assertProblem(self.srv.request("DELETE", "/api/v1/admin/backends/dav2", token=self.admin), 409,
+                           "1 store(s) keep files on backend 'dav2'")
+        self.assertProblem(self.srv.request("DELETE", "/api/v1/admin/backends/dav", token=self.admin), 409,
+                           "declared in conf.d")
+        self.assertProblem(self.srv.request("DELETE", "/api/v1/admin/backends/nope", token=self.admin), 404)
+        self.assertEqual(declare({"name": "spare", "type": "webdav", "settings": good}).status, 201)
+        self.assertProblem(self.srv.request("DELETE", "/api/v1/admin/backends/spare", token=self.user), 403)
+        r = self.srv.request("DELETE", "/api/v1/admin/backends/spare", token=self.admin)
+        self.assertEqual(r.status, 204, r)
+        self.assertNotIn("spare", names())
+        r = self.srv.request("POST", "/api/v1/stores", {"name": "S", "placement": {"backend": "spare"}},
+                             token=self.user)
+        self.assertProblem(r, 400, "no backend 'spare'")
+        r = self.srv.request("GET", self.file_url(sid, "two.bin"), token=self.user)  # the reload kept dav2
+        self.assertEqual((r.status, r.body == data), (200, True))
+
     def test_admin_backends_shows_it_up_with_its_objects_and_one_without_server_down(self):
         sid = make_store(self, self.srv, self.user, "Cloud", {"backend": "dav"})
         upload_several(self, sid)

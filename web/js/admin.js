@@ -1,13 +1,13 @@
 /*
  * web/js/admin.js — the administrator's view: users (add, change role, reset password), quotas
  * per role and per user, the modules with on/off and reload, the task queue with cancel, the
- * storage backends with their health and usage, and the integrity findings. Every refusal appears on the row or field that caused it.
+ * storage backends with their health and usage (and new ones declared), and the integrity findings. Every refusal appears on the row or field that caused it.
  *
  * After a module is switched, the page re-reads /api/v1/features (refreshModules) so every part
  * that belongs to that module appears or disappears at once.
  */
 import { api } from './api.js';
-import { h, icon, button, clear, dialog, field, toast, formatTime, formatBytes } from './ui.js';
+import { h, icon, button, clear, dialog, confirmDialog, field, toast, formatTime, formatBytes } from './ui.js';
 import { on, emit } from './state.js';
 import { applyParts, partEnabled } from './modules.js';
 import { auditTab } from './activity.js';
@@ -264,28 +264,107 @@ export class AdminView {
 
     /* ---------------------------------------------------------- storage --- */
     /* GET /admin/backends: each backend's type, health and usage, and how many stores it holds.
-     * Backends are declared in conf.d (there is no API for it): the note says where. */
+     * "Add a backend" declares one here (POST /admin/backends: the module is reloaded with it);
+     * one declared here and holding no store can be removed. Those of conf.d are changed there. */
     async backends() {
         const list = await api('GET', '/admin/backends');
         const num = v => (v === null || v === undefined ? '—' : String(v));
-        const tbody = h('tbody', list.map(b => h('tr', { dataset: { backend: b.name, state: b.state } },
-            h('td', h('strong', b.name === 'local' ? 'local' : b.name), b.name === 'local' ? h('div.muted.small', 'this server\'s disk') : null),
-            h('td', b.type || 'not loaded'),
-            h('td', h('span.badge.state-' + (b.state === 'up' ? 'done' : 'failed'), b.state)),
-            h('td.col-size', num(b.objects)),
-            h('td.col-size', b.bytes === null || b.bytes === undefined ? '—' : formatBytes(b.bytes)),
-            h('td.col-size', num(b.queued)),
-            h('td.col-size', num(b.stores)))));
+        const rows = [];
+        for (const b of list) {
+            rows.push(h('tr', { dataset: { backend: b.name, state: b.state } },
+                h('td', h('strong', b.name), b.name === 'local' ? h('div.muted.small', 'this server\'s disk')
+                    : b.declared ? h('div.muted.small', b.declared === 'page' ? 'declared here' : 'declared in conf.d') : null),
+                h('td', b.type || 'not loaded'),
+                h('td', h('span.badge.state-' + (b.state === 'up' ? 'done' : 'failed'), b.state)),
+                h('td.col-size', num(b.objects)),
+                h('td.col-size', b.bytes === null || b.bytes === undefined ? '—' : formatBytes(b.bytes)),
+                h('td.col-size', num(b.queued)),
+                h('td.col-size', num(b.stores)),
+                h('td.col-actions', b.declared === 'page' && !b.stores
+                    ? button('Remove ' + b.name, 'trash', () => this.removeBackend(b.name), { cls: 'icon-btn', iconOnly: true }) : null)));
+            rows.push(this.errRow('backend:' + b.name, 8));
+        }
         clear(this.body,
-            h('div.section-head', h('h2', 'Storage backends'), button('Refresh', 'refresh', () => this.show('backends'), { cls: 'small' })),
-            h('p.muted.backends-note', 'Backends are declared by name in conf.d: s3.yaml, webdav.yaml or rclone.yaml under "backends:", ',
-                'secrets as references (docs/operations.md). Switch the module on, or reload it after adding a name. ',
+            h('div.section-head', h('h2', 'Storage backends'),
+                h('div.section-actions', button('Add a backend', 'plus', () => this.addBackend(), { cls: 'small primary' }),
+                    button('Refresh', 'refresh', () => this.show('backends'), { cls: 'small' }))),
+            h('p.muted.backends-note', 'Add a backend here, or declare it by name in conf.d (s3.yaml, webdav.yaml or rclone.yaml ',
+                'under "backends:") and reload its module; secrets are given as references (docs/operations.md). ',
                 'A store is put on a backend when it is created, and moved in its settings ("Where the files are kept").'),
             h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Storage backends' },
                 h('thead', h('tr', h('th', { scope: 'col' }, 'Backend'), h('th', { scope: 'col' }, 'Type'), h('th', { scope: 'col' }, 'State'),
                     h('th.col-size', { scope: 'col' }, 'Objects'), h('th.col-size', { scope: 'col' }, 'Size'),
-                    h('th.col-size', { scope: 'col' }, 'Queued'), h('th.col-size', { scope: 'col' }, 'Stores'))),
-                tbody)));
+                    h('th.col-size', { scope: 'col' }, 'Queued'), h('th.col-size', { scope: 'col' }, 'Stores'),
+                    h('th.col-actions', { scope: 'col' }, h('span.sr-only', 'Actions')))),
+                h('tbody', rows))));
+    }
+
+    /* The settings each backend module takes (modules/s3, webdav, rclone; docs/operations.md). */
+    static BACKEND_FIELDS = {
+        s3: [['endpoint', 'Endpoint', 'https://s3.eu-west-1.amazonaws.com: scheme, host and port, no path'],
+            ['region', 'Region', 'us-east-1 for most S3-compatible servers'], ['bucket', 'Bucket'],
+            ['access_key', 'Access key'], ['secret_key', 'Secret key', 'A reference: env:NAME, file:/path or vault:path#key'],
+            ['path_style', 'Path-style addressing (MinIO, s3rver)', null, 'checkbox'], ['prefix', 'Prefix', 'Put before every object name, e.g. chunks/']],
+        webdav: [['url', 'URL', 'http[s]://host[:port][/path]'], ['user', 'User'],
+            ['password', 'Password', 'A reference: env:NAME, file:/path or vault:path#key'], ['prefix', 'Prefix', 'A collection under the URL, e.g. chunks/']],
+        rclone: [['remote', 'Remote', 'An rclone remote and path (gdrive:mbyte), or a local path'], ['prefix', 'Prefix']],
+    };
+
+    async addBackend() {
+        const mods = await api('GET', '/admin/modules');
+        const types = Object.keys(AdminView.BACKEND_FIELDS);
+        const active = new Set(mods.filter(m => m.state === 'active').map(m => m.name));
+        const name = h('input', { type: 'text', name: 'name', autocomplete: 'off', autocapitalize: 'none' });
+        const type = h('select', { name: 'type' }, types.map(t => h('option', { value: t, disabled: !active.has(t) },
+            t + (active.has(t) ? '' : ' (module off)'))));
+        type.value = types.find(t => active.has(t)) || types[0];
+        const groups = {};
+        for (const t of types) {
+            groups[t] = AdminView.BACKEND_FIELDS[t].map(([key, label, hint, kind]) => {
+                const input = kind === 'checkbox' ? h('input', { type: 'checkbox', name: key })
+                    : h('input', { type: 'text', name: key, autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false' });
+                const f = field(label, input, hint);
+                f.key = key;
+                return f;
+            });
+        }
+        // Only the chosen type's settings are in the form (each type keeps what was typed into it).
+        const settingsBox = h('div.backend-settings');
+        const sync = () => clear(settingsBox, ...groups[type.value]);
+        type.addEventListener('change', sync);
+        sync();
+        await dialog({
+            title: 'Add a backend',
+            body: [field('Name', name, 'How stores name it: 1 to 32 of a-z, 0-9, - and _.'), field('Type', type), settingsBox],
+            actions: [{ label: 'Cancel' }, { label: 'Add backend', primary: true, value: 'ok' }],
+            onSubmit: async () => {
+                const settings = {};
+                for (const f of groups[type.value]) {
+                    if (f.input.type === 'checkbox') settings[f.key] = f.input.checked;
+                    else if (f.input.value.trim()) settings[f.key] = f.input.value.trim();
+                }
+                try {
+                    await api('POST', '/admin/backends', { name: name.value.trim(), type: type.value, settings });
+                } catch (e) {
+                    const m = /^settings\.([a-z_]+)/.exec(e.message) || /backends\.[a-z0-9_-]+[.:] ?([a-z_]+)?/.exec(e.message);
+                    throw Object.assign(e, { field: e.field || (m && m[1]) || (/^name/.test(e.message) ? 'name' : undefined) });
+                }
+                toast(`Backend ${name.value.trim()} was added.`, 'success');
+                this.show('backends', true);
+            },
+        });
+    }
+
+    async removeBackend(name) {
+        this.rowErrors.delete('backend:' + name);
+        if (!await confirmDialog('Remove backend ' + name, `Stores can no longer be put on ${name}. Nothing is stored there now.`, 'Remove', true)) return;
+        try {
+            await api('DELETE', '/admin/backends/' + encodeURIComponent(name));
+            toast(`Backend ${name} was removed.`, 'success');
+        } catch (e) {
+            this.rowErrors.set('backend:' + name, e.message);
+        }
+        this.show('backends', true);
     }
 
     /* -------------------------------------------------------- integrity --- */
