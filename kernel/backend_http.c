@@ -107,7 +107,7 @@ static json_t *status_of(const char *name)
 static int h_declare(mb_req *req, void *st, mb_err *err)
 {
     (void)st;
-    json_t *body = http_req_json(req, err);
+    json_t *body = http_req_json(req, err); /* the request's: borrowed */
     if (!body)
         return err->code ? err->code : MB_EINVAL;
     const char *name = mb_jstr(body, "name"), *type = mb_jstr(body, "type");
@@ -138,11 +138,10 @@ static int h_declare(mb_req *req, void *st, mb_err *err)
             log_info("backend '%s' (%s) declared in the page by %s", name, type, http_req_user(req)->name);
     }
     pthread_mutex_unlock(&decl_mu);
-    json_t *row = rc ? NULL : status_of(name);
-    if (!rc && !row)
-        row = json_pack("{s:s}", "name", name);
-    json_decref(body); /* name and type were its */
-    return rc ? rc : http_reply_json(req, 201, row);
+    if (rc)
+        return rc;
+    json_t *row = status_of(name);
+    return http_reply_json(req, 201, row ? row : json_pack("{s:s}", "name", name));
 }
 
 static int h_undeclare(mb_req *req, void *st, mb_err *err)
