@@ -20,7 +20,8 @@
  *         (below) are not tried while the others suffice; when too few took the chunk, the
  *         failed ones are tried once more before the put fails (503, nothing acknowledged).
  *   get   copies: the members in order of their recent answer time, down ones last, until one
- *         copy is sound; erasure: the k data pieces, parity only for those missing or bad, then
+ *         copy is sound; erasure: the k data pieces at once (a thread each), then parity, one at a
+ *         time, only for those missing or bad, then
  *         decoded (a part from off > 0: only the data pieces holding it, see part_get). Every
  *         piece read whole is checked against its own checksum; a missing or bad one that was
  *         read is rewritten from the sound ones at once (queued if that fails).
@@ -344,6 +345,42 @@ static int set_put(void *st, const char *key, const void *data, size_t len, mb_e
     return 0;
 }
 
+typedef struct fetch_job {
+    struct bset *s;
+    unsigned i;
+    const char *key;
+    size_t cap;
+    uint8_t *buf;
+    int64_t got;
+    mb_err e;
+    pthread_t t;
+    bool threaded, done;
+} fetch_job;
+
+static void *fetch_main(void *a)
+{
+    fetch_job *j = a;
+    j->got = fetch(j->s, j->i, j->key, j->cap, &j->buf, &j->e);
+    return NULL;
+}
+
+/* Fetch the pieces of members order[0..count) at once, one thread each (a member's answer
+ * time is what a read of an erasure set waits for, k times over when they are read in turn). */
+static void fetch_all(struct bset *s, const unsigned order[], unsigned count, const char *key, size_t cap,
+                      fetch_job jobs[])
+{
+    for (unsigned o = 0; o < count; o++) {
+        fetch_job *j = &jobs[order[o]];
+        *j = (fetch_job){.s = s, .i = order[o], .key = key, .cap = cap, .done = true};
+        j->threaded = pthread_create(&j->t, NULL, fetch_main, j) == 0;
+        if (!j->threaded)
+            fetch_main(j);
+    }
+    for (unsigned o = 0; o < count; o++)
+        if (jobs[order[o]].threaded)
+            pthread_join(jobs[order[o]].t, NULL);
+}
+
 /* How many sound pieces hold the object that member b's piece is of. */
 static unsigned same_object(const struct bset *s, const piece_hdr hs[], const bool sound[], unsigned b)
 {
@@ -375,12 +412,23 @@ static int gather(struct bset *s, const char *key, size_t want, bool all, uint8_
                 order[b] = order[b - 1], order[b - 1] = t;
             }
     size_t cap = PIECE_HDR + piece_shard(want ? want : 1, s->k) + PIECE_SUM;
+    /* Erasure: the k data pieces (every piece for the scrub) at once; the parity ones below,
+     * in turn, only for those missing or unsound. Copies: one at a time, the quickest first. */
+    fetch_job pre[PIECE_MAX];
+    for (unsigned i = 0; i < n; i++)
+        pre[i].done = false;
+    if (s->sp.erasure && s->k > 1)
+        fetch_all(s, order, all ? n : s->k, key, cap, pre);
     for (unsigned o = 0; o < n; o++) {
         unsigned i = order[o];
         if (!all && good && same_object(s, hs, sound, best) >= s->k)
             break;
         mb_err e = {0};
-        int64_t got = fetch(s, i, key, cap, &buf[i], &e);
+        int64_t got;
+        if (pre[i].done)
+            got = pre[i].got, buf[i] = pre[i].buf, e = pre[i].e;
+        else
+            got = fetch(s, i, key, cap, &buf[i], &e);
         if (got == MB_ENOENT) {
             answered_none++;
             bad[i] = true;
@@ -404,6 +452,9 @@ static int gather(struct bset *s, const char *key, size_t want, bool all, uint8_
         if (!good++ || same_object(s, hs, sound, i) > same_object(s, hs, sound, best))
             best = i;
     }
+    for (unsigned i = 0; i < n; i++) /* fetched at once but not looked at (cannot happen today) */
+        if (pre[i].done && buf[i] != pre[i].buf)
+            free(pre[i].buf);
     /* Pieces of another object under the same name (sealed again, see piece.c) are as good as
      * damaged: rewritten from the object most pieces hold. */
     unsigned agree = good ? same_object(s, hs, sound, best) : 0;
