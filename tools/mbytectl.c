@@ -6,6 +6,7 @@
  */
 #include "backup_offline.h"
 #include <curl/curl.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -288,6 +289,35 @@ static int c_task_cancel(int argc, char **argv)
     char path[256];
     snprintf(path, sizeof path, "/api/v1/tasks/%s/cancel", argv[0]);
     return call("POST", path, NULL, NULL);
+}
+
+/* decrypt ARGS: no server needed. The decrypter is its own program (tools/mbyte-decrypt.c, linked
+ * with the kernel's format code, which mbytectl is not); run the one installed beside this one, or
+ * the one on PATH, with the same arguments, as git runs git-<command>. */
+static int c_decrypt(int argc, char **argv)
+{
+    char self[4096], prog[4200];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    char **args = calloc((size_t)argc + 2, sizeof *args);
+    if (!args)
+        return 1;
+    args[0] = "mbyte-decrypt";
+    for (int i = 0; i < argc; i++)
+        args[i + 1] = argv[i];
+    fflush(NULL);
+    if (n > 0) {
+        self[n] = 0;
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(prog, sizeof prog, "%s/mbyte-decrypt", self);
+            execv(prog, args);
+        }
+    }
+    execvp("mbyte-decrypt", args);
+    fprintf(stderr, "mbytectl decrypt: cannot run mbyte-decrypt (beside mbytectl or on PATH): %s\n", strerror(errno));
+    free(args);
+    return 1;
 }
 
 static int c_status(int argc, char **argv)
@@ -657,6 +687,9 @@ static const command commands[] = {
     {"task", "list", c_task_list, "task list"},
     {"task", "cancel", c_task_cancel, "task cancel ID"},
     {"status", NULL, c_status, "status"},
+    {"decrypt", NULL, c_decrypt,
+     "decrypt --key FILE|--datakey FILE --manifest FILE --objects DIR [--prefix P] --out FILE   (no server "
+     "needed: a file back from a backend's objects, docs/crypto.md)"},
     {"fsck", NULL, c_fsck, "fsck [--repair]"},
     {"config", "reload", c_config_reload, "config reload   (re-read conf.d now, as SIGHUP does; exit 1 if a file was refused)"},
     {"config", "check", c_config_check, "config check   (validate conf.d without applying it; exit 1 names the problems)"},

@@ -438,6 +438,14 @@ class S3EncryptedTest(S3Test):
             with open(out, "rb") as f:
                 self.assertEqual(f.read(), data)
             os.unlink(out)
+            # the same through mbytectl, as the operator guide says it (the server is stopped)
+            run = subprocess.run([MBYTECTL, "decrypt", "--key", self.keyfile, "--manifest", mf, "--objects", copy,
+                                  "--prefix", "c/", "--out", out], capture_output=True, text=True,
+                                 env=dict(os.environ, PATH="/usr/bin:/bin"))
+            self.assertEqual(run.returncode, 0, run.stderr)
+            with open(out, "rb") as f:
+                self.assertEqual(f.read(), data)
+            os.unlink(out)
             # A wrong key is named as such.
             wrong = os.path.join(work, "wrong.key")
             with open(wrong, "w") as f:
