@@ -261,12 +261,16 @@ int crypt_open(const uint8_t ck[CRYPT_KEY], const char *hash, const uint8_t *obj
 {
     uint8_t raw[32];
     size_t got = 0;
-    if (sodium_hex2bin(raw, 32, hash, strlen(hash), NULL, &got, NULL) || got != 32)
+    if (sodium_hex2bin(raw, 32, hash, strlen(hash), NULL, &got, NULL) || got != 32) {
+        sodium_memzero(out, len); /* every refusal leaves out wiped, as a failed block does */
         return err_set(err, MB_EINVAL, "a chunk name must be 64 hex characters");
-    if (objlen != crypt_sealed_size(len) || memcmp(obj, "MBE1", 4))
+    }
+    if (objlen != crypt_sealed_size(len) || memcmp(obj, "MBE1", 4)) {
+        sodium_memzero(out, len);
         return err_set(err, MB_EINTEGRITY,
                        "the encrypted object of chunk %.12s… is not one (%zu bytes, MBE1 of %zu expected)", hash,
                        objlen, crypt_sealed_size(len));
+    }
     uint64_t blocks = (len + CRYPT_BLOCK - 1) / CRYPT_BLOCK;
     const uint8_t *r = obj + CRYPT_HDR;
     for (uint64_t i = 0; i < blocks; i++) {
