@@ -158,7 +158,11 @@ static bool parse_date(const char *v, int64_t *start, int64_t *end)
     int y = 0, m = 0, d = 0, used = 0;
     size_t n = strlen(v);
     if (n == 10 && sscanf(v, "%4d-%2d-%2d%n", &y, &m, &d, &used) == 3 && used == 10) {
+        if (m < 1 || d < 1) /* 2026-00-01, 2026-01-00: no such day */
+            return false;
     } else if (n == 7 && sscanf(v, "%4d-%2d%n", &y, &m, &used) == 2 && used == 7) {
+        if (m < 1)
+            return false;
         d = 0;
     } else if (n == 4 && sscanf(v, "%4d%n", &y, &used) == 1 && used == 4) {
         m = 0;
@@ -167,7 +171,8 @@ static bool parse_date(const char *v, int64_t *start, int64_t *end)
     if (y < 1970 || y > 9999 || m < 0 || m > 12 || d < 0 || d > 31 || strspn(v, "0123456789-") != n)
         return false;
     static const unsigned mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (d && (unsigned)d > mdays[m - 1])
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d && ((unsigned)d > mdays[m - 1] || (m == 2 && d == 29 && !leap)))
         return false;
     if (!m) {
         *start = days_from_civil(y, 1, 1) * 86400;

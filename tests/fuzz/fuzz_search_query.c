@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         must_run("fts", out.match);
         must_run("fts", out.exclude);
         must_run("tri", out.trigram);
-        if (!out.match && !out.ntypes && !out.nins && !out.nstores && out.size_min < 0 && out.size_max < 0 &&
+        if (!out.match && !out.ntypes && !out.nins && !out.nstores && !out.ntags && out.size_min < 0 && out.size_max < 0 &&
             out.mod_min < 0 && out.mod_max < 0)
             __builtin_trap(); /* an accepted query searches for something */
         for (int i = 0; i < out.nins; i++)

@@ -252,6 +252,9 @@ class SearchTest(SearchBase):
         self.assertProblem(c.search("tag:x"), 400, "tag")
         self.assertProblem(c.search("size>lots"), 400, "size")
         self.assertProblem(c.search("modified>2026-13-01"), 400, "modified")
+        for day in ("2026-00-01", "2026-00", "2026-01-00", "2026-02-29"):  # no such day (fuzz_search_query)
+            self.assertProblem(c.search("modified>" + day), 400, "modified")
+        self.assertEqual(c.search("alpha modified>2024-02-29").status, 200)  # a leap day
         self.assertProblem(c.search("alpha", limit=0), 400, "limit")
         self.assertProblem(c.search("alpha", cursor="x"), 400, "cursor")
         self.assertProblem(c.search(""), 400)
