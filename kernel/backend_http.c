@@ -151,6 +151,7 @@ static int h_undeclare(mb_req *req, void *st, mb_err *err)
     json_t *rec = NULL;
     pthread_mutex_lock(&decl_mu);
     int rc = 0;
+    long held;
     backend_ref r;
     mb_err e = {0};
     if (!name || backend_decl_get(name, &rec)) {
@@ -160,9 +161,9 @@ static int h_undeclare(mb_req *req, void *st, mb_err *err)
         rc = known ? err_set(err, MB_ECONFLICT, "backend '%s' is declared in conf.d: remove it there, then reload its "
                                                 "module", name)
                    : err_set(err, MB_ENOENT, "there is no backend '%.40s'", name ? name : "");
-    } else if (backend_stores_on(name))
+    } else if ((held = backend_stores_on(name)) > 0) /* one scan of the store records */
         rc = err_set(err, MB_ECONFLICT, "%ld store(s) keep files on backend '%s': move them first (store settings, "
-                                        "\"Where the files are kept\")", backend_stores_on(name), name);
+                                        "\"Where the files are kept\")", held, name);
     const char *type = rc ? NULL : jstr(rec, "type");
     if (!rc && backend_decl_del(name))
         rc = err_set(err, MB_EIO, "the declaration could not be removed");
