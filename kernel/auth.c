@@ -128,7 +128,11 @@ int auth_user_add(const char *name, const char *password, int role, uint64_t *id
         pthread_mutex_unlock(&add_lock);
         return err_set(err, MB_EEXIST, "user '%s' already exists", name);
     }
-    uint64_t uid = db_next_id("user");
+    uint64_t uid;
+    if ((rc = cluster_next_id("user", &uid, err))) {
+        pthread_mutex_unlock(&add_lock);
+        return rc;
+    }
     json_t *u = json_pack("{s:i, s:I, s:s, s:s, s:s, s:I}", "v", 1, "id", (json_int_t)uid, "name", name, "role",
                           role_name(role), "hash", hash, "created", (json_int_t)now_wall());
     /* One transaction, like every store creation: the commit observer sees the new store, and
@@ -678,8 +682,39 @@ static const struct {
     {"DELETE", "/api/v1/admin/users/{name}/tokens/{id}", MB_ROLE_ADMIN, h_admin_token_delete},
 };
 
+/* Cluster mode: an account another node made (or changed) arrived here. Stores are each
+ * node's until they are placed on nodes (docs/cluster.md), so the user gets a Home store on
+ * this node too, as on the node that made the account, when they have none here. */
+static void account_arrived(const char *name)
+{
+    json_t *u;
+    if (user_get(name, &u))
+        return;
+    uint64_t uid = (uint64_t)jint(u, "id");
+    json_decref(u);
+    char prefix[32], k16[17];
+    key_u64(k16, uid);
+    snprintf(prefix, sizeof prefix, "so/%s/", k16);
+    txn t;
+    txn_begin(&t, NULL); /* the check and the creation under the commit lock: one Home, not two */
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    bool has = db_iter_next(it);
+    db_iter_free(it);
+    const char *what = NULL;
+    if (!has && uid) {
+        fs_store_create_batch(t.b, uid, "Home", NULL);
+        what = "the Home store of an account from another node";
+    }
+    mb_err err;
+    if (txn_end(&t, 0, &err, what))
+        log_warn("cluster: %s", err.msg);
+    else if (what)
+        log_info("cluster: account %s came from another node: a Home store for it here", name);
+}
+
 int auth_init(mb_err *err)
 {
+    cluster_kv_on_account(account_arrived);
     for (size_t i = 0; i < sizeof auth_routes / sizeof auth_routes[0]; i++) {
         int rc = http_route_add(NULL, auth_routes[i].method, auth_routes[i].pattern, auth_routes[i].role,
                                 auth_routes[i].fn, NULL, err);

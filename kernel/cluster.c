@@ -351,5 +351,8 @@ json_t *cluster_view(void)
     json_t *v = json_pack("{s:s, s:s?, s:o, s:[], s:s}", "node", cl.node, "leader", leader, "nodes", json_deep_copy(cl.nodes),
                           "stores", "etcd", atomic_load(&cl.etcd_down) ? "unreachable" : "ok");
     pthread_mutex_unlock(&cl.view_mu);
+    json_t *acc = cluster_kv_view();
+    if (acc)
+        json_object_set_new(v, "accounts", acc);
     return v;
 }

@@ -1,7 +1,8 @@
 /*
  * etcd.c — a small etcd v3 client over etcd's JSON gateway (grpc-gateway, etcd 3.4: /v3/kv/..., /v3/lease/...),
- * with libcurl. Cluster mode (cluster.c) is its only user: leases, puts under a
- * lease, ranges, and the one transaction it needs, create-if-absent.
+ * with libcurl. Cluster mode is its only user: cluster.c (leases, puts under a lease, ranges,
+ * create-if-absent) and cluster_kv.c (transactions, compare-and-swap, ranges in pages, and a
+ * watch: the one streaming call, one JSON message per line).
  *
  * The wire: every call is a POST of a JSON object; keys and values are base64 (standard
  * alphabet, padded); 64-bit numbers come back as decimal strings ("revision":"12"), and proto3
@@ -13,7 +14,8 @@
  * Endpoints: a client holds the list from mbyte.yaml (cluster.etcd) and sticks to the one
  * that answered last; a connection failure, a timeout or a 503 moves it to the next, each
  * endpoint tried once per call.
- * Threads: a client is used by one thread at a time (its mutex makes that true); the builders
+ * Threads: a client is used by one thread at a time (its mutex makes that true; a watch holds it
+ * for as long as it streams, so a watching thread has a client of its own); the builders
  * and the parser are pure and any thread may call them.
  */
 #include "kernel.h"
@@ -85,31 +87,70 @@ json_t *etcd_req_put(const char *key, const char *value, int64_t lease)
     return r;
 }
 
+/* The end of the range of keys starting with prefix: prefix with its last byte + 1 (our
+ * prefixes end in '/', never in 0xff). */
+static void set_prefix_end(json_t *r, const char *prefix)
+{
+    size_t l = strlen(prefix);
+    if (!l)
+        return;
+    char *end = xstrdup(prefix);
+    end[l - 1]++;
+    set_b64(r, "range_end", end);
+    free(end);
+}
+
 json_t *etcd_req_range(const char *key, bool prefix)
 {
     json_t *r = json_object();
     set_b64(r, "key", key);
-    size_t l = strlen(key);
-    if (prefix && l) {
-        /* Every key that starts with `key`: up to, not including, key with its last byte + 1
-         * (our prefixes end in '/', never in 0xff). */
-        char *end = xstrdup(key);
-        end[l - 1]++;
-        set_b64(r, "range_end", end);
-        free(end);
-    }
+    if (prefix)
+        set_prefix_end(r, key);
     return r;
+}
+
+json_t *etcd_req_page(const char *prefix, const char *from, int64_t revision, int64_t limit)
+{
+    json_t *r = json_object();
+    set_b64(r, "key", from && *from ? from : prefix);
+    set_prefix_end(r, prefix);
+    if (revision)
+        json_object_set_new(r, "revision", int64_str(revision));
+    if (limit)
+        json_object_set_new(r, "limit", int64_str(limit));
+    return r;
+}
+
+json_t *etcd_req_watch(const char *prefix, int64_t start)
+{
+    json_t *r = json_object();
+    set_b64(r, "key", prefix);
+    set_prefix_end(r, prefix);
+    json_object_set_new(r, "start_revision", int64_str(start));
+    return json_pack("{s:o}", "create_request", r);
+}
+
+/* A txn: put key=value when `target` of key equals v, else read key back. */
+static json_t *txn_if(const char *key, const char *value, int64_t lease, const char *target, const char *field,
+                      int64_t v)
+{
+    json_t *cmp = json_object();
+    set_b64(cmp, "key", key);
+    json_object_set_new(cmp, "target", json_string(target));
+    json_object_set_new(cmp, "result", json_string("EQUAL"));
+    json_object_set_new(cmp, field, int64_str(v));
+    return json_pack("{s:[o], s:[{s:o}], s:[{s:o}]}", "compare", cmp, "success", "request_put",
+                     etcd_req_put(key, value, lease), "failure", "request_range", etcd_req_range(key, false));
 }
 
 json_t *etcd_req_create(const char *key, const char *value, int64_t lease)
 {
-    json_t *cmp = json_object();
-    set_b64(cmp, "key", key);
-    json_object_set_new(cmp, "target", json_string("CREATE"));
-    json_object_set_new(cmp, "result", json_string("EQUAL"));
-    json_object_set_new(cmp, "create_revision", json_string("0"));
-    return json_pack("{s:[o], s:[{s:o}], s:[{s:o}]}", "compare", cmp, "success", "request_put",
-                     etcd_req_put(key, value, lease), "failure", "request_range", etcd_req_range(key, false));
+    return txn_if(key, value, lease, "CREATE", "create_revision", 0);
+}
+
+json_t *etcd_req_cas(const char *key, const char *value, int64_t mod_rev)
+{
+    return txn_if(key, value, 0, "MOD", "mod_revision", mod_rev);
 }
 
 /* ------------------------------------------------------------- parsing --- */
@@ -137,30 +178,52 @@ static int get_i64(const json_t *o, const char *k, int64_t *out)
     return 0;
 }
 
-static int parse_kvs(const json_t *arr, etcd_answer *a, mb_err *err)
+static int parse_kv(const json_t *kv, etcd_answer *a, bool deleted, mb_err *err)
+{
+    etcd_kv x = {.deleted = deleted};
+    const char *k = jstr(kv, "key"), *v = jstr(kv, "value");
+    size_t kl;
+    if (!json_is_object(kv) || unb64(k, &x.key, &kl) || unb64(v, &x.value, &x.value_len) ||
+        get_i64(kv, "lease", &x.lease) || get_i64(kv, "create_revision", &x.create_rev) ||
+        get_i64(kv, "mod_revision", &x.mod_rev)) {
+        free(x.key);
+        free(x.value);
+        return err_set(err, MB_EINVAL, "etcd answered with a key-value entry that does not parse");
+    }
+    a->kvs = xrealloc(a->kvs, (a->nkvs + 1) * sizeof *a->kvs);
+    a->kvs[a->nkvs++] = x;
+    return 0;
+}
+
+/* A range's "kvs" ([{kv}...]) or a watch message's "events" ([{"type":"DELETE"?, "kv":{...}}...],
+ * where a put has no "type": proto3), appended to a->kvs in order. */
+static int parse_list(const json_t *arr, const char *field, etcd_answer *a, mb_err *err)
 {
     if (!arr)
         return 0;
     if (!json_is_array(arr))
-        return err_set(err, MB_EINVAL, "etcd answered with \"kvs\" that is not a list");
+        return err_set(err, MB_EINVAL, "etcd answered with \"%s\" that is not a list", field);
+    bool events = !strcmp(field, "events");
     size_t i;
-    json_t *kv;
-    json_array_foreach(arr, i, kv)
+    json_t *one;
+    json_array_foreach(arr, i, one)
     {
-        etcd_kv x = {0};
-        const char *k = jstr(kv, "key"), *v = jstr(kv, "value");
-        size_t kl;
-        if (!json_is_object(kv) || unb64(k, &x.key, &kl) || unb64(v, &x.value, &x.value_len) ||
-            get_i64(kv, "lease", &x.lease) || get_i64(kv, "create_revision", &x.create_rev) ||
-            get_i64(kv, "mod_revision", &x.mod_rev)) {
-            free(x.key);
-            free(x.value);
-            return err_set(err, MB_EINVAL, "etcd answered with a key-value entry that does not parse");
-        }
-        a->kvs = xrealloc(a->kvs, (a->nkvs + 1) * sizeof *a->kvs);
-        a->kvs[a->nkvs++] = x;
+        const char *type = events ? jstr(one, "type") : "";
+        if (events && (!json_is_object(one) || (*type && strcmp(type, "PUT") && strcmp(type, "DELETE"))))
+            return err_set(err, MB_EINVAL, "etcd answered with a watch event that does not parse");
+        int rc = parse_kv(events ? json_object_get(one, "kv") : one, a, !strcmp(type, "DELETE"), err);
+        if (rc)
+            return rc;
     }
     return 0;
+}
+
+/* An optional boolean field: absent is false (proto3). */
+static int get_bool(const json_t *o, const char *k, bool *out)
+{
+    const json_t *v = json_object_get(o, k);
+    *out = json_is_true(v);
+    return v && !json_is_boolean(v) ? MB_EINVAL : 0;
 }
 
 int etcd_answer_parse(const char *body, size_t len, etcd_answer *a, mb_err *err)
@@ -191,12 +254,14 @@ int etcd_answer_parse(const char *body, size_t len, etcd_answer *a, mb_err *err)
     if (get_i64(r, "ID", &a->id) || get_i64(r, "TTL", &a->ttl) ||
         get_i64(json_object_get(r, "header"), "revision", &a->revision))
         rc = err_set(err, MB_EINVAL, "etcd answered with a number that does not parse");
-    const json_t *s = json_object_get(r, "succeeded");
-    if (!rc && s && !json_is_boolean(s))
-        rc = err_set(err, MB_EINVAL, "etcd answered with a \"succeeded\" that is not true or false");
-    a->succeeded = json_is_true(s);
+    if (!rc && (get_bool(r, "succeeded", &a->succeeded) || get_bool(r, "more", &a->more) ||
+                get_bool(r, "created", &a->created) || get_bool(r, "canceled", &a->canceled) ||
+                get_i64(r, "compact_revision", &a->compact_revision)))
+        rc = err_set(err, MB_EINVAL, "etcd answered with a flag or number that does not parse");
     if (!rc)
-        rc = parse_kvs(json_object_get(r, "kvs"), a, err);
+        rc = parse_list(json_object_get(r, "kvs"), "kvs", a, err);
+    if (!rc)
+        rc = parse_list(json_object_get(r, "events"), "events", a, err);
     /* A txn's answers: the kvs of each range in it, in order. */
     const json_t *resps = json_object_get(r, "responses");
     if (!rc && resps && !json_is_array(resps))
@@ -207,7 +272,7 @@ int etcd_answer_parse(const char *body, size_t len, etcd_answer *a, mb_err *err)
         json_array_foreach(resps, i, one)
         {
             const json_t *rr = json_object_get(one, "response_range");
-            if (rr && (rc = parse_kvs(json_object_get(rr, "kvs"), a, err)))
+            if (rr && (rc = parse_list(json_object_get(rr, "kvs"), "kvs", a, err)))
                 break;
         }
     json_decref(root);
@@ -273,6 +338,19 @@ static bool try_next(CURLcode cc, long status)
            cc == CURLE_GOT_NOTHING || cc == CURLE_RECV_ERROR || cc == CURLE_SEND_ERROR || (!cc && status == 503);
 }
 
+/* The client's handle, reset and set to POST body (JSON) to url. */
+static CURL *post_to(etcd *e, const char *url, const char *body)
+{
+    CURL *c = e->curl;
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, e->headers);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, e->timeout_ms < 1000 ? e->timeout_ms : 1000L);
+    return c;
+}
+
 int etcd_call(etcd *e, const char *path, json_t *req, etcd_answer *a, mb_err *err)
 {
     char *body = json_dumps(req, JSON_COMPACT);
@@ -287,14 +365,8 @@ int etcd_call(etcd *e, const char *path, json_t *req, etcd_answer *a, mb_err *er
         char *buf = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&buf, &len);
-        CURL *c = e->curl;
-        curl_easy_reset(c);
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, e->headers);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        CURL *c = post_to(e, url, body);
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, e->timeout_ms);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, e->timeout_ms < 1000 ? e->timeout_ms : 1000L);
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
         CURLcode cc = curl_easy_perform(c);
@@ -375,4 +447,106 @@ int etcd_range(etcd *e, const char *key, bool prefix, etcd_answer *a, mb_err *er
 int etcd_create(etcd *e, const char *key, const char *value, int64_t lease, etcd_answer *a, mb_err *err)
 {
     return etcd_call(e, "/v3/kv/txn", etcd_req_create(key, value, lease), a, err);
+}
+
+/* ------------------------------------------------------------- watch --- */
+
+struct watch_st {
+    char *buf;
+    size_t len, cap;
+    int (*on_msg)(const etcd_answer *, void *);
+    void *ud;
+    const atomic_bool *stop;
+    int64_t until; /* monotonic ms */
+    bool done;     /* on_msg asked to end */
+    mb_err *err;
+    int rc;        /* a message that did not parse */
+};
+
+/* The gateway streams one JSON message per line. */
+static size_t on_watch_body(char *s, size_t sz, size_t nm, void *p)
+{
+    struct watch_st *w = p;
+    size_t n = sz * nm;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '\n') {
+            if (w->len == w->cap) {
+                if (w->cap >= ETCD_ANSWER_MAX) {
+                    w->rc = err_set(w->err, MB_EIO, "etcd sent a watch message over %u bytes", ETCD_ANSWER_MAX);
+                    return 0;
+                }
+                w->cap = w->cap ? w->cap * 2 : 4096;
+                w->buf = xrealloc(w->buf, w->cap);
+            }
+            w->buf[w->len++] = s[i];
+            continue;
+        }
+        etcd_answer a;
+        if (w->len && (w->rc = etcd_answer_parse(w->buf, w->len, &a, w->err)) != 0)
+            return 0;
+        bool had = w->len > 0;
+        w->len = 0;
+        if (!had)
+            continue;
+        int stop = w->on_msg(&a, w->ud);
+        etcd_answer_free(&a);
+        if (stop) {
+            w->done = true;
+            return 0;
+        }
+    }
+    return n;
+}
+
+static int on_watch_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    struct watch_st *w = p;
+    if ((w->stop && atomic_load(w->stop)) || now_mono_ms() >= w->until) {
+        w->done = true;
+        return 1;
+    }
+    return 0;
+}
+
+int etcd_watch(etcd *e, json_t *req, int (*on_msg)(const etcd_answer *a, void *ud), void *ud,
+               const atomic_bool *stop, long max_ms, mb_err *err)
+{
+    char *body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    struct watch_st w = {.on_msg = on_msg, .ud = ud, .stop = stop, .until = now_mono_ms() + max_ms, .err = err};
+    int rc = err_set(err, MB_EBUSY, "etcd: no endpoint configured");
+    pthread_mutex_lock(&e->mu);
+    for (size_t tried = 0; tried < e->n && e->curl; tried++) {
+        size_t at = (e->cur + tried) % e->n;
+        char url[300];
+        snprintf(url, sizeof url, "%s/v3/watch", e->urls[at]);
+        CURL *c = post_to(e, url, body); /* no overall timeout: a watch lasts until max_ms */
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_watch_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &w);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_watch_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, &w);
+        w.len = 0;
+        CURLcode cc = curl_easy_perform(c);
+        long status = 0;
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        if (w.rc) {
+            rc = w.rc;
+            break;
+        }
+        if (w.done || (!cc && status == 200)) {
+            e->cur = at;
+            rc = 0;
+            break;
+        }
+        rc = err_set(err, try_next(cc, status) ? MB_EBUSY : MB_EIO, "etcd at %s: %s", e->urls[at],
+                     cc ? curl_easy_strerror(cc) : "the watch was refused");
+        if (!try_next(cc, status))
+            break;
+    }
+    pthread_mutex_unlock(&e->mu);
+    free(w.buf);
+    free(body);
+    return rc;
 }

@@ -161,11 +161,15 @@ typedef struct etcd_kv {
     char *key, *value; /* decoded, NUL-terminated, the answer's (etcd_answer_free) */
     size_t value_len;
     int64_t lease, create_rev, mod_rev;
+    bool deleted;              /* a watch's DELETE event (value empty) */
 } etcd_kv;
 typedef struct etcd_answer {
     int64_t id, ttl, revision; /* a lease's ID and TTL; the header's revision (0 when absent) */
     bool succeeded;            /* a txn took its success branch */
-    etcd_kv *kvs;              /* a range's entries, or those of every range in a txn */
+    bool more;                 /* a range stopped at its limit: more keys follow */
+    bool created, canceled;    /* a watch message: the watch started, or etcd ended it */
+    int64_t compact_revision;  /* a canceled watch: its start revision was compacted away */
+    etcd_kv *kvs;              /* a range's entries, those of every range in a txn, or a watch message's events */
     size_t nkvs;
     int code;                  /* an error answer's gRPC code (5: not found), else 0 */
     char error[200];
@@ -176,6 +180,12 @@ char *etcd_b64(const void *p, size_t n); /* malloc'd, padded standard alphabet *
 json_t *etcd_req_put(const char *key, const char *value, int64_t lease);
 json_t *etcd_req_range(const char *key, bool prefix);
 json_t *etcd_req_create(const char *key, const char *value, int64_t lease); /* txn: put if absent, else range */
+/* txn: put key=value if its mod_revision is still mod_rev (0: absent), else range it. */
+json_t *etcd_req_cas(const char *key, const char *value, int64_t mod_rev);
+/* Keys from `from` up to the end of `prefix`, at most limit (0: all), as of revision (0: now). */
+json_t *etcd_req_page(const char *prefix, const char *from, int64_t revision, int64_t limit);
+/* A watch of every key under prefix from revision start on. */
+json_t *etcd_req_watch(const char *prefix, int64_t start);
 int etcd_answer_parse(const char *body, size_t len, etcd_answer *a, mb_err *err);
 void etcd_answer_free(etcd_answer *a);
 /* A client of the endpoints urls (copied), each call bounded by timeout_ms. One thread at a
@@ -190,6 +200,11 @@ int etcd_lease_revoke(etcd *e, int64_t id, mb_err *err);
 int etcd_put(etcd *e, const char *key, const char *value, int64_t lease, mb_err *err);
 int etcd_range(etcd *e, const char *key, bool prefix, etcd_answer *a, mb_err *err);
 int etcd_create(etcd *e, const char *key, const char *value, int64_t lease, etcd_answer *a, mb_err *err);
+/* Stream the watch req (steals it; etcd_req_watch) to on_msg, one parsed message at a time,
+ * until on_msg returns non-zero, *stop turns true, max_ms passes or the stream ends. 0 when
+ * it ended like that; MB_EBUSY/MB_EIO when etcd could not be reached or the stream broke. */
+int etcd_watch(etcd *e, json_t *req, int (*on_msg)(const etcd_answer *a, void *ud), void *ud,
+               const atomic_bool *stop, long max_ms, mb_err *err);
 
 /* --------------------------------------------------------------- secret.c --- */
 /* Secret references in configuration values and key wrapping (docs/security.md). */
@@ -293,6 +308,20 @@ uint64_t db_grouped_writes(void); /* how many grouped writes so far: file change
 /* The number of the LevelDB log the sync barrier syncs (0 before its first sync); tests. */
 unsigned long long db_synced_log(void);
 void db_batch_free(db_batch *b);
+/* Cluster-wide records (cluster_kv.c, docs/cluster.md): once db_replicate is called, every
+ * write of a key for which wide(key) holds also puts one "cq/<seq16>" entry (the batch's wide
+ * puts and deletes, db_repl_next reads them) into the same LevelDB write, under the
+ * replication lock, and calls kick() after it. A batch marked db_batch_from_cluster (what
+ * another node wrote, applied here) is not queued again. */
+void db_replicate(bool (*wide)(const char *key, size_t klen), void (*kick)(void));
+void db_replicate_off(void);
+void db_batch_from_cluster(db_batch *b);
+void db_repl_lock(void); /* no local wide write lands while it is held */
+void db_repl_unlock(void);
+/* The next op of a cq/ entry's value v (n bytes) from *off: 'P' (put, with *val) or 'D';
+ * 0 at the end, -1 when the entry is malformed. */
+int db_repl_next(const char *v, size_t n, size_t *off, const char **key, size_t *klen, const char **val,
+                 size_t *vlen);
 db_iter *db_iter_prefix(const char *prefix, size_t plen);
 bool db_iter_next(db_iter *it); /* advance; false at end of prefix (first call positions) */
 /* Make the next db_iter_next start at the first key >= key (a key inside the prefix)
@@ -476,6 +505,21 @@ bool cluster_enabled(void);
 /* This node leads cluster-wide work now: it holds /mbyte/leader under its lease, and its last
  * keepalive was sent less than lease_ttl ago (fencing by time). Any thread, cheap. */
 bool cluster_is_leader(void);
+/* Cluster-wide accounts and tokens (cluster_kv.c): before auth_bootstrap, join etcd's copy of
+ * them; *first is true when this node may create the first admin (a single server, or the
+ * node that started the cluster). MB_EEXIST: this node has accounts of its own and the
+ * cluster has others. */
+int cluster_kv_join(bool *first, mb_err *err);
+void cluster_kv_stop(void);
+/* {"revision","queued","etcd"} of the cluster-wide records (NULL on a single server). */
+json_t *cluster_kv_view(void);
+/* fn(username) runs (on the watcher thread, no lock held) for every account record another
+ * node wrote and this one took: auth.c gives the user a Home store on this node if they have
+ * none here (stores are each node's until they are placed on nodes). Set before the join. */
+void cluster_kv_on_account(void (*fn)(const char *username));
+/* A new id of counter `name`: db_next_id on a single server, etcd's counter in cluster mode
+ * (MB_EBUSY when etcd does not answer). */
+int cluster_next_id(const char *name, uint64_t *out, mb_err *err);
 /* {"node","leader","nodes","stores","etcd"}: the membership thread's last view; NULL when not
  * in cluster mode. New reference; any thread. */
 json_t *cluster_view(void);

@@ -182,15 +182,16 @@ int main(int argc, char **argv)
     event_add(ev_int, NULL);
     event_add(ev_hup, NULL);
 
-    char admin_pw[33];
+    char admin_pw[33] = "";
+    bool first_node = true;
     if (notify_init(&err) || routes_add(notify_routes, &err) || hook_init(base, &err) ||
         task_init(base, g_cfg->workers, &err) || routes_add(task_routes, &err) || auth_init(&err) ||
         apppass_init(&err) ||
         fs_init(&err) || routes_add(files_routes, &err) || routes_add(backend_routes, &err) || stores_init(&err) || tus_init(&err) ||
         routes_add(tus_routes, &err) || luas_init(g_cfg->lua_dir, &err) ||
         health_routes_init(&err) || routes_add(cluster_routes, &err) || metrics_init(&err) || backup_init(&err) || reload_init(&err) || modmgr_init(base, &err) ||
-        secret_http_init(base, &err) ||
-        auth_bootstrap(admin_pw, &err)) {
+        secret_http_init(base, &err) || cluster_kv_join(&first_node, &err) ||
+        (first_node && auth_bootstrap(admin_pw, &err))) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
     }
@@ -223,6 +224,7 @@ int main(int argc, char **argv)
     status = 0;
 out_stop:
     cluster_stop(); /* first: the others take over at once */
+    cluster_kv_stop();
     http_stop();
     metrics_fini();
     accesslog_fini();

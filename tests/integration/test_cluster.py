@@ -21,8 +21,9 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Server, ServerTest, free_port, main, missing_prerequisite  # noqa: E402
+from harness import ADMIN_PASSWORD, Server, ServerTest, free_port, main, missing_prerequisite  # noqa: E402
 
+LDB_EDIT = os.environ.get("MBYTE_LDB_EDIT", "")
 TTL = 3  # seconds: cluster.lease_ttl of every node here (etcd's smallest lease is about 2 s)
 
 
@@ -240,8 +241,9 @@ def have_tools():
     return shutil.which("etcd") and shutil.which("haproxy")
 
 
-class ClusterOfThree(unittest.TestCase):
-    """One etcd and three nodes for the whole class; each test starts with all three up."""
+class EtcdAndNodes(unittest.TestCase):
+    """One etcd and a few mbyted for a whole class (start_cluster), all stopped and removed after it;
+    each test starts with etcd running and resumed and every node up again on its data directory."""
     NAMES = ("n1", "n2", "n3")
 
     @classmethod
@@ -255,19 +257,6 @@ class ClusterOfThree(unittest.TestCase):
         except BaseException:
             cls.tearDownClass()  # unittest does not when setUpClass fails: leave no process behind
             raise
-
-    @classmethod
-    def start_cluster(cls):
-        cls.etcd = Etcd().start()
-        # Each node reaches etcd through a link the test can cut. n3 is told of an endpoint where
-        # nothing listens first: it must go on to the next.
-        cls.links = {n: Link(cls.etcd.client) for n in cls.NAMES}
-        cls.dead = "http://127.0.0.1:%d" % free_port()
-        for n in cls.NAMES:
-            urls = cls.dead + ", " + cls.links[n].url if n == "n3" else cls.links[n].url
-            # audit records every hook event: how a test sees cluster.leader reach modules' observers
-            cls.nodes[n] = Server(conf=cluster_conf(urls, n), modules={"audit": True})
-            cls.nodes[n].start()
 
     @classmethod
     def tearDownClass(cls):
@@ -294,12 +283,11 @@ class ClusterOfThree(unittest.TestCase):
         if self.etcd.proc is None:
             self.etcd.start()
         self.etcd.proc.send_signal(signal.SIGCONT)
-        for link in self.links.values():
+        for link in getattr(self, "links", {}).values():
             link.set_cut(False)
         for name, s in self.nodes.items():
             if s.proc is None:
                 self.start_again(name)
-        wait_for("all three nodes registered with one leader", self.all_agreed, 30)
 
     def start_again(self, name):
         """A node killed by a test, started again on its data directory once etcd has let its old
@@ -307,6 +295,27 @@ class ClusterOfThree(unittest.TestCase):
         wait_for("the lease of killed %s expires" % name,
                  lambda: "/mbyte/nodes/" + name not in self.etcd.keys("/mbyte/nodes/"), TTL + 10)
         self.nodes[name].start()
+
+
+class ClusterOfThree(EtcdAndNodes):
+    """One etcd and three nodes for the whole class; each test starts with all three up."""
+
+    @classmethod
+    def start_cluster(cls):
+        cls.etcd = Etcd().start()
+        # Each node reaches etcd through a link the test can cut. n3 is told of an endpoint where
+        # nothing listens first: it must go on to the next.
+        cls.links = {n: Link(cls.etcd.client) for n in cls.NAMES}
+        cls.dead = "http://127.0.0.1:%d" % free_port()
+        for n in cls.NAMES:
+            urls = cls.dead + ", " + cls.links[n].url if n == "n3" else cls.links[n].url
+            # audit records every hook event: how a test sees cluster.leader reach modules' observers
+            cls.nodes[n] = Server(conf=cluster_conf(urls, n), modules={"audit": True})
+            cls.nodes[n].start()
+
+    def setUp(self):
+        super().setUp()
+        wait_for("all three nodes registered with one leader", self.all_agreed, 30)
 
     def all_agreed(self):
         vs = [self.agreed(n) for n in self.NAMES]
@@ -500,6 +509,211 @@ class ClusterOfThree(unittest.TestCase):
             self.assertEqual([hp.get("/api/v1/health") for _ in range(12)], [200] * 12)
         finally:
             hp.cleanup()
+
+
+class ClusterAccounts(EtcdAndNodes):
+    """Accounts, tokens and app passwords are the cluster's (docs/cluster.md "Accounts and tokens
+    on every node"): made on one node, they count on every node; changes made while etcd is away
+    reach the others when it is back; a node that was down catches up; a node with accounts of
+    its own refuses to join. n1 starts the cluster; n2 and n3 join it with another
+    MBYTE_ADMIN_PASSWORD, which must not make an admin of their own."""
+    OTHER_PW = "not-the-cluster-admin-pw"
+
+    @classmethod
+    def start_cluster(cls):
+        cls.etcd = Etcd().start()
+        for n in cls.NAMES:
+            env = {} if n == "n1" else {"MBYTE_ADMIN_PASSWORD": cls.OTHER_PW}
+            cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n), modules={"webdav": True}, env=env)
+            cls.nodes[n].start()
+
+    def status(self, node, method, path, token=None, body=None, headers=None):
+        return self.nodes[node].request(method, path, body=body, token=token, headers=headers).status
+
+    def login(self, node, user, pw):
+        r = self.nodes[node].request("POST", "/api/v1/auth/login", {"username": user, "password": pw})
+        return r.json()["token"] if r.status == 200 else r.status
+
+    def everywhere(self, what, cond, nodes=None, timeout=10):
+        for n in nodes or self.NAMES:
+            wait_for("%s on %s" % (what, n), lambda: cond(n), timeout)
+
+    def test_joining_nodes_take_the_first_nodes_admin_and_make_none_of_their_own(self):
+        def first_start(n):  # the log of the node's first start (a later test may restart it)
+            log = self.nodes[n].read_log()
+            return log[:log.index("accounts and tokens are cluster-wide")]
+        self.assertIn("this node started the cluster", first_start("n1"))
+        for n in ("n2", "n3"):
+            self.assertNotIn("this node started the cluster", first_start(n))
+            self.assertNotIn("First start", self.nodes[n].read_log())
+            self.assertIsInstance(self.login(n, "admin", ADMIN_PASSWORD), str)
+            self.assertEqual(self.login(n, "admin", self.OTHER_PW), 401)
+        self.assertIn("/mbyte/kv/u/admin", self.etcd.keys("/mbyte/kv/"))
+
+    def test_a_user_created_on_one_node_logs_in_on_every_node_and_ids_stay_unique(self):
+        a1, a2 = self.login("n1", "admin", ADMIN_PASSWORD), self.login("n2", "admin", ADMIN_PASSWORD)
+        made = {}
+
+        def create(node, tok, name):
+            made[name] = self.nodes[node].request("POST", "/api/v1/admin/users",
+                                                  {"username": name, "password": name + "-pw-1", "role": "user"},
+                                                  token=tok).status
+        ts = [threading.Thread(target=create, args=(n, t, "%s-u%d" % (n, i)))
+              for i in range(4) for n, t in (("n1", a1), ("n2", a2))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(set(made.values()), {201}, made)
+        for name in made:
+            self.everywhere("%s logs in" % name, lambda n: isinstance(self.login(n, name, name + "-pw-1"), str))
+        self.assertEqual(self.login("n3", "n1-u0", "wrong-password"), 401)
+        users = self.nodes["n3"].request("GET", "/api/v1/admin/users", token=self.login("n3", "admin", ADMIN_PASSWORD))
+        ids = {u["username"]: u["id"] for u in users.json()}
+        self.assertTrue(set(made) <= set(ids), ids)
+        self.assertEqual(len(set(ids.values())), len(ids), ids)  # no two accounts share an id
+        # stores are each node's in this slice: the account has a Home store on every node
+        for n in self.NAMES:
+            r = self.nodes[n].request("GET", "/api/v1/stores", token=self.login(n, "n2-u1", "n2-u1-pw-1"))
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual([st["name"] for st in r.json()], ["Home"], (n, r.json()))
+
+    def test_a_token_revoked_on_one_node_is_refused_on_all_and_a_new_password_counts_everywhere(self):
+        self.nodes["n1"].add_user("rita", "rita-pw-1")
+        self.everywhere("rita logs in", lambda n: isinstance(self.login(n, "rita", "rita-pw-1"), str))
+        tok = self.login("n2", "rita", "rita-pw-1")
+        self.everywhere("rita's token from n2 is taken", lambda n: self.status(n, "GET", "/api/v1/me", tok) == 200)
+        named = self.nodes["n1"].request("POST", "/api/v1/me/tokens", {"name": "script"}, token=tok)
+        self.assertEqual(named.status, 201, named)
+        script = named.json()["token"]
+        self.everywhere("the named token works", lambda n: self.status(n, "GET", "/api/v1/me", script) == 200)
+        # revoked on n3: refused on every node
+        r = self.nodes["n3"].request("DELETE", "/api/v1/me/tokens/" + named.json()["id"], token=tok)
+        self.assertEqual(r.status, 200, r)
+        self.everywhere("the revoked token is refused", lambda n: self.status(n, "GET", "/api/v1/me", script) == 401)
+        self.assertEqual(self.status("n2", "POST", "/api/v1/auth/logout", tok), 200)
+        self.everywhere("the logged-out token is refused", lambda n: self.status(n, "GET", "/api/v1/me", tok) == 401)
+        # a password changed on n2: the old one is refused and the new one taken on all
+        t2 = self.login("n2", "rita", "rita-pw-1")
+        self.assertEqual(self.status("n2", "POST", "/api/v1/me/password", t2, {"old": "rita-pw-1", "new": "rita-pw-2"}),
+                         200)
+        self.everywhere("the old password is refused", lambda n: self.login(n, "rita", "rita-pw-1") == 401)
+        for n in self.NAMES:
+            self.assertIsInstance(self.login(n, "rita", "rita-pw-2"), str)
+
+    def test_an_app_password_made_on_one_node_opens_webdav_on_another_until_it_is_deleted(self):
+        tok = self.nodes["n1"].add_user("wendy", "wendy-pw-1")
+        r = self.nodes["n1"].request("POST", "/api/v1/account/app-passwords", {"name": "laptop"}, token=tok)
+        self.assertEqual(r.status, 201, r)
+        ap = r.json()
+        basic = {"Authorization": "Basic " + base64.b64encode(("wendy:" + ap["password"]).encode()).decode(),
+                 "Depth": "0"}
+        self.everywhere("the app password opens /dav/",
+                        lambda n: self.status(n, "PROPFIND", "/dav/", headers=basic) == 207, ("n2", "n3"))
+        r = self.nodes["n1"].request("DELETE", "/api/v1/account/app-passwords/" + ap["id"], token=tok)
+        self.assertEqual(r.status, 204, r)
+        self.everywhere("the deleted app password is refused",
+                        lambda n: self.status(n, "PROPFIND", "/dav/", headers=basic) == 401, ("n2", "n3"))
+
+    def test_changes_made_while_etcd_is_away_reach_every_node_when_it_returns(self):
+        self.nodes["n1"].add_user("otto", "otto-pw-1")
+        self.everywhere("otto logs in", lambda n: isinstance(self.login(n, "otto", "otto-pw-1"), str))
+        tok = self.login("n3", "otto", "otto-pw-1")
+        self.everywhere("otto's token is taken", lambda n: self.status(n, "GET", "/api/v1/me", tok) == 200)
+        admin = self.login("n1", "admin", ADMIN_PASSWORD)
+        self.etcd.proc.send_signal(signal.SIGSTOP)
+        try:
+            # served without etcd: the logout is local and durable at once ...
+            self.assertEqual(self.status("n1", "POST", "/api/v1/auth/logout", tok), 200)
+            self.assertEqual(self.status("n1", "GET", "/api/v1/me", tok), 401)
+            self.assertEqual(self.status("n2", "GET", "/api/v1/me", tok), 200)  # ... and not yet known there
+            # a new account needs a cluster-wide id: refused, clearly, while etcd is away
+            r = self.nodes["n1"].request("POST", "/api/v1/admin/users",
+                                         {"username": "nobody", "password": "nobody-pw-1", "role": "user"}, token=admin)
+            self.assertEqual(r.status, 503, r)
+            self.assertIn("etcd", r.json()["detail"])
+            acc = self.nodes["n1"].request("GET", "/api/v1/admin/cluster", token=admin).json()["accounts"]
+            self.assertGreaterEqual(acc["queued"], 1, acc)  # the logout waits here for etcd
+        finally:
+            self.etcd.proc.send_signal(signal.SIGCONT)
+        wait_for("n1 handed its queue to etcd", lambda: self.nodes["n1"].request(
+            "GET", "/api/v1/admin/cluster", token=admin).json()["accounts"]["queued"] == 0, 20)
+        self.everywhere("the logout made without etcd", lambda n: self.status(n, "GET", "/api/v1/me", tok) == 401,
+                        timeout=20)
+        self.assertEqual(self.login("n2", "nobody", "nobody-pw-1"), 401)
+
+    def test_a_node_killed_catches_up_on_what_changed_meanwhile(self):
+        self.nodes["n3"].proc.kill()
+        self.nodes["n3"].proc.wait()
+        self.nodes["n3"].proc = None
+        self.nodes["n3"].log.close()
+        tok = self.nodes["n1"].add_user("kate", "kate-pw-1")
+        self.assertEqual(self.status("n1", "POST", "/api/v1/auth/logout", tok), 200)
+        self.start_again("n3")  # on its data directory
+        self.assertIsInstance(self.login("n3", "kate", "kate-pw-1"), str)
+        self.assertEqual(self.status("n3", "GET", "/api/v1/me", tok), 401)
+
+    def test_a_node_joining_later_takes_every_record_however_many_pages_they_fill(self):
+        tok = self.nodes["n1"].add_user("paula", "paula-pw-1")
+        self.everywhere("paula logs in", lambda n: isinstance(self.login(n, "paula", "paula-pw-1"), str))
+        # 1,100 app-password records of an account that does not exist: they sort before every
+        # account and token, so the join reads them in three pages of 500 before paula's
+        for first in range(0, 1100, 100):
+            self.etcd.call("/v3/kv/txn", {"success": [
+                {"request_put": {"key": self.etcd.b64("/mbyte/kv/ap/00000000000fffff/%05d" % i),
+                                 "value": self.etcd.b64('{"v":1,"id":"%05d","name":"filler","hash":"x"}' % i)}}
+                for i in range(first, first + 100)]})
+        late = Server(conf=cluster_conf(self.etcd.url, "n4"), env={"MBYTE_ADMIN_PASSWORD": self.OTHER_PW})
+        try:
+            late.start()
+            self.assertEqual(late.request("GET", "/api/v1/me", token=tok).status, 200)
+            self.assertEqual(late.request("POST", "/api/v1/auth/login",
+                                          {"username": "paula", "password": "paula-pw-1"}).status, 200)
+            self.assertEqual(late.request("POST", "/api/v1/auth/login",
+                                          {"username": "admin", "password": self.OTHER_PW}).status, 401)
+            late.stop()
+            keys = subprocess.run([LDB_EDIT, os.path.join(late.data, "meta"), "--keys", "ap/00000000000fffff/"],
+                                  capture_output=True, text=True, check=True).stdout.split()
+            self.assertEqual(len(keys), 1100)  # every page was written
+        finally:
+            late.cleanup()
+            self.etcd.call("/v3/kv/deleterange", {"key": self.etcd.b64("/mbyte/kv/ap/00000000000fffff/"),
+                                                   "range_end": self.etcd.b64("/mbyte/kv/ap/00000000000fffff0")})
+
+    def test_an_etcd_replaced_by_an_empty_one_gets_the_accounts_back_and_none_is_lost(self):
+        self.nodes["n1"].add_user("rob", "rob-pw-1")
+        self.everywhere("rob logs in", lambda n: isinstance(self.login(n, "rob", "rob-pw-1"), str))
+        self.etcd.stop()
+        shutil.rmtree(os.path.join(self.etcd.tmp, "data"))  # a new, empty etcd on the same address
+        self.etcd.start()
+        wait_for("a node hands the new etcd its accounts", lambda: "/mbyte/kv/u/rob" in self.etcd.keys("/mbyte/kv/"),
+                 30)
+        for n in self.NAMES:
+            self.assertIsInstance(self.login(n, "rob", "rob-pw-1"), str, n)
+        admin = self.login("n2", "admin", ADMIN_PASSWORD)
+        r = self.nodes["n2"].request("POST", "/api/v1/admin/users",
+                                     {"username": "after-swap", "password": "after-swap-pw", "role": "user"}, token=admin)
+        self.assertEqual(r.status, 201, r)
+        self.everywhere("an account made after the swap logs in",
+                        lambda n: isinstance(self.login(n, "after-swap", "after-swap-pw"), str))
+        users = self.nodes["n3"].request("GET", "/api/v1/admin/users", token=self.login("n3", "admin", ADMIN_PASSWORD))
+        ids = [u["id"] for u in users.json()]
+        self.assertEqual(len(set(ids)), len(ids), users.json())  # the new etcd's ids start past every old one
+
+    def test_a_node_with_accounts_of_its_own_refuses_to_join(self):
+        alone = Server()
+        try:
+            alone.start()
+            alone.add_user("local-only")
+            alone.stop()
+            alone.conf = cluster_conf(self.etcd.url, "n4")
+            alone.write_config()
+            log = refused_start(self, alone)
+            self.assertIn("node n4 has accounts of its own", log)
+            self.assertIn("joins a running cluster with an empty data directory", log)
+        finally:
+            alone.cleanup()
+        self.assertNotIn("/mbyte/kv/u/local-only", self.etcd.keys("/mbyte/kv/"))
 
 
 class SingleServer(ServerTest):

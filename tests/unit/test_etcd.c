@@ -46,6 +46,67 @@ static void test_create_if_absent_compares_the_create_revision_with_zero(void **
              "\"success\":[{\"request_put\":{\"key\":\"L21ieXRlL2xlYWRlcg==\",\"lease\":\"12\",\"value\":\"bjE=\"}}]}");
 }
 
+static void parses(const char *body, etcd_answer *a);
+
+static void test_compare_and_swap_compares_the_mod_revision(void **s)
+{
+    (void)s;
+    /* "/mbyte/ids/user" from 41 to 42, if nobody moved it since revision 7 */
+    dumps_as(etcd_req_cas("/mbyte/ids/user", "42", 7),
+             "{\"compare\":[{\"key\":\"L21ieXRlL2lkcy91c2Vy\",\"mod_revision\":\"7\",\"result\":\"EQUAL\","
+             "\"target\":\"MOD\"}],\"failure\":[{\"request_range\":{\"key\":\"L21ieXRlL2lkcy91c2Vy\"}}],"
+             "\"success\":[{\"request_put\":{\"key\":\"L21ieXRlL2lkcy91c2Vy\",\"value\":\"NDI=\"}}]}");
+}
+
+static void test_a_page_starts_at_its_key_and_a_watch_at_its_revision(void **s)
+{
+    (void)s;
+    /* "/mbyte/kv/" .. "/mbyte/kv0", from "/mbyte/kv/u/a" then 0x00, at revision 9, 500 keys */
+    dumps_as(etcd_req_page("/mbyte/kv/", "/mbyte/kv/u/a", 9, 500),
+             "{\"key\":\"L21ieXRlL2t2L3UvYQ==\",\"limit\":\"500\",\"range_end\":\"L21ieXRlL2t2MA==\","
+             "\"revision\":\"9\"}");
+    dumps_as(etcd_req_page("/mbyte/kv/", NULL, 0, 0), "{\"key\":\"L21ieXRlL2t2Lw==\",\"range_end\":\"L21ieXRlL2t2MA==\"}");
+    dumps_as(etcd_req_watch("/mbyte/kv/", 4),
+             "{\"create_request\":{\"key\":\"L21ieXRlL2t2Lw==\",\"range_end\":\"L21ieXRlL2t2MA==\","
+             "\"start_revision\":\"4\"}}");
+}
+
+static void test_a_watch_message_gives_puts_and_deletes_in_order(void **s)
+{
+    (void)s;
+    etcd_answer a;
+    /* a put of /mbyte/kv/u/ann, then a txn deleting it and putting /mbyte/kv/t/ab */
+    parses("{\"result\":{\"header\":{\"cluster_id\":\"324952591200643719\",\"member_id\":\"3319814642761637952\","
+           "\"revision\":\"3\",\"raft_term\":\"2\"},\"events\":[{\"kv\":{\"key\":\"L21ieXRlL2t2L3UvYW5u\","
+           "\"create_revision\":\"2\",\"mod_revision\":\"2\",\"version\":\"1\",\"value\":\"eyJ2IjoxfQ==\"}},"
+           "{\"type\":\"DELETE\",\"kv\":{\"key\":\"L21ieXRlL2t2L3UvYW5u\",\"mod_revision\":\"3\"}},{\"kv\":{\"key\":"
+           "\"L21ieXRlL2t2L3QvYWI=\",\"create_revision\":\"3\",\"mod_revision\":\"3\",\"version\":\"1\",\"value\":"
+           "\"eA==\"}}]}}",
+           &a);
+    assert_int_equal(a.nkvs, 3);
+    assert_string_equal(a.kvs[0].key, "/mbyte/kv/u/ann");
+    assert_string_equal(a.kvs[0].value, "{\"v\":1}");
+    assert_false(a.kvs[0].deleted);
+    assert_string_equal(a.kvs[1].key, "/mbyte/kv/u/ann");
+    assert_true(a.kvs[1].deleted);
+    assert_int_equal(a.kvs[1].mod_rev, 3);
+    assert_string_equal(a.kvs[2].key, "/mbyte/kv/t/ab");
+    assert_false(a.kvs[2].deleted);
+    assert_false(a.canceled);
+    etcd_answer_free(&a);
+    /* the start was compacted away: etcd ends the watch */
+    parses("{\"result\":{\"header\":{\"cluster_id\":\"324952591200643719\",\"member_id\":\"3319814642761637952\","
+           "\"raft_term\":\"2\"},\"canceled\":true,\"compact_revision\":\"3\"}}",
+           &a);
+    assert_true(a.canceled);
+    assert_int_equal(a.compact_revision, 3);
+    assert_int_equal(a.nkvs, 0);
+    etcd_answer_free(&a);
+    parses("{\"result\":{\"header\":{\"revision\":\"3\"},\"created\":true}}", &a);
+    assert_true(a.created);
+    etcd_answer_free(&a);
+}
+
 static void parses(const char *body, etcd_answer *a)
 {
     mb_err err = {0};
@@ -122,7 +183,9 @@ static void test_what_is_not_etcd_is_refused_with_a_sentence(void **s)
                          "{\"kvs\":{}}", "{\"kvs\":[{\"key\":\"!!\",\"value\":\"\"}]}",
                          "{\"kvs\":[{\"key\":\"aw==\",\"value\":\"bjE=\",\"lease\":\"-\"}]}",
                          "{\"responses\":[{\"response_range\":{\"kvs\":[1]}}]}", "{\"responses\":7}",
-                         "{\"header\":{\"revision\":\"99999999999999999999\"}}"};
+                         "{\"header\":{\"revision\":\"99999999999999999999\"}}",
+                         "{\"more\":1}", "{\"result\":{\"canceled\":\"yes\"}}", "{\"events\":{}}",
+                         "{\"events\":[{\"type\":\"MOVE\",\"kv\":{\"key\":\"aw==\"}}]}", "{\"events\":[{\"type\":\"DELETE\"}]}"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         etcd_answer a;
         mb_err err = {0};
@@ -144,6 +207,9 @@ int main(void)
         cmocka_unit_test(test_a_range_without_keys_is_empty),
         cmocka_unit_test(test_an_error_answer_carries_its_code_and_message),
         cmocka_unit_test(test_what_is_not_etcd_is_refused_with_a_sentence),
+        cmocka_unit_test(test_compare_and_swap_compares_the_mod_revision),
+        cmocka_unit_test(test_a_page_starts_at_its_key_and_a_watch_at_its_revision),
+        cmocka_unit_test(test_a_watch_message_gives_puts_and_deletes_in_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,638 @@
+/*
+ * cluster_kv.c — cluster-wide records (issue 23, second slice; docs/cluster.md "Accounts and
+ * tokens on every node"). In cluster mode, accounts, tokens and app passwords are the
+ * cluster's, not a node's: a user created on one node logs in on every node, a token revoked
+ * on one is refused on all.
+ *
+ * The records stay where the kernel reads them, in each node's LevelDB (u/, ui/, t/, ut/, ap/
+ * and the FTP module's m/ftp/pw/: the "wide" keys), so nothing on a request's path talks to
+ * etcd. etcd holds the cluster's copy under /mbyte/kv/<key>, and its revision order is the
+ * truth: the last change etcd took is every node's value.
+ *
+ * Out: db.c queues every local write of a wide key as a "cq/<seq>" entry in the same LevelDB
+ * write (atomic with the change, durable as it is). The publisher thread hands each entry to
+ * etcd as one transaction (its puts and deletes together), then deletes it (synced, so an old
+ * change is never handed on again over a newer one). While etcd is away entries wait; nothing
+ * is lost and the node keeps serving.
+ *
+ * In: the watcher thread watches /mbyte/kv/ from the revision it applied last ("cl/rev") and
+ * writes what etcd reports into LevelDB, its own changes included (a no-op), with cl/rev in the
+ * same batch. A key with a local change still queued is skipped: that change comes later in
+ * etcd's order and will be everyone's value. The check and the write hold the replication
+ * lock (no local wide write lands between them) and the publish lock (no entry is between its
+ * etcd transaction and its deletion). When the watch's start was compacted away, and at every
+ * start, the node reads the whole prefix (in pages, at one revision) and makes its wide keys
+ * equal to it.
+ *
+ * Joining: the first node of a cluster (the one that creates /mbyte/kv-init) hands its records
+ * to etcd and may create the first admin; a node that joins later starts from the cluster's
+ * records, and refuses to join if its data directory already has accounts of its own (they
+ * would be lost). User ids come from /mbyte/ids/user (compare-and-swap), unique cluster-wide.
+ *
+ * Threads: cluster_kv_join/stop on the loop thread at start and stop; the publisher and the
+ * watcher each own an etcd client; cluster_next_id from any thread (its client's mutex).
+ */
+#include "kernel.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define KV_PREFIX "/mbyte/kv/"
+#define INIT_KEY "/mbyte/kv-init"
+#define IDS_PREFIX "/mbyte/ids/"
+#define REV_KEY "cl/rev"
+#define TXN_OPS 100  /* etcd refuses a transaction of more than 128 operations by default */
+#define PAGE 500     /* keys per page of a full read */
+#define WATCH_MS 15000 /* a watch is started again this often: a silently dead connection ends */
+
+static const char *const wide_prefixes[] = {"u/", "ui/", "t/", "ut/", "ap/", "m/ftp/pw/", NULL};
+
+static struct {
+    bool on;
+    etcd *pub, *watch, *ids; /* one client per thread that talks to etcd */
+    pthread_t pub_th, watch_th;
+    pthread_mutex_t mu; /* stop, kicked, cv */
+    pthread_cond_t cv;
+    bool kicked;
+    atomic_bool stop;
+    pthread_mutex_t publish_mu; /* an entry between its etcd txn and its deletion */
+    _Atomic int64_t rev;        /* the revision applied last (written by the watcher) */
+    bool resync;                /* watcher: read everything again */
+    bool replaced;              /* watcher: etcd lost the records (replaced or wiped): start them again */
+    atomic_bool down;           /* etcd did not answer the last call (one warning per outage) */
+    void (*on_account)(const char *username);
+} kv = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .publish_mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int start_records(bool joined, bool *first, mb_err *err);
+
+static bool wide(const char *key, size_t klen)
+{
+    for (const char *const *p = wide_prefixes; *p; p++) {
+        size_t l = strlen(*p);
+        if (klen >= l && !memcmp(key, *p, l))
+            return true;
+    }
+    return false;
+}
+
+static void kick(void)
+{
+    pthread_mutex_lock(&kv.mu);
+    kv.kicked = true;
+    pthread_cond_broadcast(&kv.cv);
+    pthread_mutex_unlock(&kv.mu);
+}
+
+static void trouble(const char *what, const mb_err *err)
+{
+    if (!atomic_exchange(&kv.down, true))
+        log_warn("cluster: %s: %s (changes of accounts and tokens wait here until etcd answers)", what, err->msg);
+}
+
+static void fine(void)
+{
+    if (atomic_exchange(&kv.down, false))
+        log_info("cluster: accounts and tokens flow through etcd again");
+}
+
+/* ------------------------------------------------------------------ out --- */
+
+static char *etcd_key(const char *key, size_t klen)
+{
+    size_t l = strlen(KV_PREFIX);
+    char *k = xmalloc(l + klen + 1);
+    memcpy(k, KV_PREFIX, l);
+    memcpy(k + l, key, klen);
+    k[l + klen] = 0;
+    return k;
+}
+
+/* One op of a transaction: a put of bytes (not text: etcd_req_put takes strings) or a delete. */
+static json_t *txn_op(const char *key, size_t klen, const char *val, size_t vlen, bool put)
+{
+    char *k = etcd_key(key, klen);
+    char *kb = etcd_b64(k, strlen(k));
+    free(k);
+    json_t *op;
+    if (put) {
+        char *vb = etcd_b64(val, vlen);
+        op = json_pack("{s:{s:s, s:s}}", "request_put", "key", kb, "value", vb);
+        free(vb);
+    } else
+        op = json_pack("{s:{s:s}}", "request_delete_range", "key", kb);
+    free(kb);
+    return op;
+}
+
+static int txn_send(etcd *e, json_t *ops, mb_err *err)
+{
+    etcd_answer a;
+    int rc = etcd_call(e, "/v3/kv/txn", json_pack("{s:o}", "success", ops), &a, err);
+    if (!rc)
+        etcd_answer_free(&a);
+    return rc;
+}
+
+/* Hand one queue entry to etcd (in transactions of TXN_OPS). */
+static int publish_entry(const char *v, size_t n, mb_err *err)
+{
+    json_t *ops = json_array();
+    size_t off = 0, kl, vl;
+    const char *k, *val;
+    int op, rc = 0;
+    while ((op = db_repl_next(v, n, &off, &k, &kl, &val, &vl)) > 0) {
+        json_array_append_new(ops, txn_op(k, kl, val, vl, op == 'P'));
+        if (json_array_size(ops) == TXN_OPS) {
+            if ((rc = txn_send(kv.pub, ops, err)))
+                return rc;
+            ops = json_array();
+        }
+    }
+    if (op < 0) /* cannot happen: db.c wrote it; dropped rather than stopping the queue */
+        log_error("cluster: a queued change of accounts does not read: dropped");
+    if (json_array_size(ops))
+        return txn_send(kv.pub, ops, err);
+    json_decref(ops);
+    return 0;
+}
+
+/* Every queued entry, oldest first, until the queue is empty or etcd does not answer. */
+static void publish_all(void)
+{
+    while (!atomic_load(&kv.stop)) {
+        pthread_mutex_lock(&kv.publish_mu);
+        db_iter *it = db_iter_prefix("cq/", 3);
+        if (!db_iter_next(it)) {
+            db_iter_free(it);
+            pthread_mutex_unlock(&kv.publish_mu);
+            return;
+        }
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
+        char key[32];
+        snprintf(key, sizeof key, "%.*s", (int)(kl < 31 ? kl : 31), k);
+        mb_err err;
+        int rc = publish_entry(v, vl, &err);
+        db_iter_free(it);
+        if (!rc)
+            db_del(key, strlen(key), true);
+        pthread_mutex_unlock(&kv.publish_mu);
+        if (rc) {
+            trouble("handing a change to etcd", &err);
+            return;
+        }
+        fine();
+    }
+}
+
+static void *publisher(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&kv.stop)) {
+        publish_all();
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1; /* retries while etcd is away */
+        pthread_mutex_lock(&kv.mu);
+        if (!kv.kicked && !atomic_load(&kv.stop))
+            pthread_cond_timedwait(&kv.cv, &kv.mu, &ts);
+        kv.kicked = false;
+        pthread_mutex_unlock(&kv.mu);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------- in --- */
+
+/* A key as a C string (keys are text; json objects want one). */
+static char *key_text(const char *k, size_t kl)
+{
+    char *s = xmalloc(kl + 1);
+    memcpy(s, k, kl);
+    s[kl] = 0;
+    return s;
+}
+
+/* The keys of the changes still queued here (the publish lock held): a json object. */
+static json_t *queued_keys(void)
+{
+    json_t *q = json_object();
+    db_iter *it = db_iter_prefix("cq/", 3);
+    while (db_iter_next(it)) {
+        size_t vl, off = 0, kl, dl;
+        const char *v = db_iter_val(it, &vl), *k, *d;
+        while (db_repl_next(v, vl, &off, &k, &kl, &d, &dl) > 0) {
+            char *s = key_text(k, kl);
+            json_object_set_new(q, s, json_true());
+            free(s);
+        }
+    }
+    db_iter_free(it);
+    return q;
+}
+
+static void rev_put(db_batch *b, int64_t rev)
+{
+    char s[24];
+    int n = snprintf(s, sizeof s, "%lld", (long long)rev);
+    db_batch_put(b, REV_KEY, strlen(REV_KEY), s, (size_t)n);
+}
+
+void cluster_kv_on_account(void (*fn)(const char *username)) { kv.on_account = fn; }
+
+/* Write what etcd reported (kvs under KV_PREFIX) and the revision, skipping queued keys.
+ * all: the kvs are the whole prefix, and wide keys missing from it are deleted. Then tell
+ * on_account of every account record written. */
+static int apply(const etcd_kv *kvs, size_t n, int64_t rev, bool all)
+{
+    json_t *accounts = json_array();
+    size_t pl = strlen(KV_PREFIX);
+    pthread_mutex_lock(&kv.publish_mu);
+    db_repl_lock();
+    json_t *q = queued_keys(), *seen = all ? json_object() : NULL;
+    db_batch *b = db_batch_new();
+    db_batch_from_cluster(b);
+    for (size_t i = 0; i < n; i++) {
+        const char *k = kvs[i].key;
+        if (strncmp(k, KV_PREFIX, pl) || !wide(k + pl, strlen(k + pl)))
+            continue; /* not a record this version keeps cluster-wide */
+        k += pl;
+        if (seen)
+            json_object_set_new(seen, k, json_true());
+        if (json_object_get(q, k))
+            continue;
+        if (kvs[i].deleted)
+            db_batch_del(b, k, strlen(k));
+        else {
+            db_batch_put(b, k, strlen(k), kvs[i].value, kvs[i].value_len);
+            if (!strncmp(k, "u/", 2))
+                json_array_append_new(accounts, json_string(k + 2));
+        }
+    }
+    if (all)
+        for (const char *const *p = wide_prefixes; *p; p++) {
+            db_iter *it = db_iter_prefix(*p, strlen(*p));
+            while (db_iter_next(it)) {
+                size_t kl;
+                const char *k = db_iter_key(it, &kl);
+                char *s = key_text(k, kl);
+                if (!json_object_get(seen, s) && !json_object_get(q, s))
+                    db_batch_del(b, k, kl);
+                free(s);
+            }
+            db_iter_free(it);
+        }
+    rev_put(b, rev);
+    int rc = db_batch_commit(b, false); /* a crash replays from the older cl/rev: the same values */
+    db_repl_unlock();
+    pthread_mutex_unlock(&kv.publish_mu);
+    json_decref(q);
+    json_decref(seen);
+    if (!rc)
+        atomic_store(&kv.rev, rev);
+    size_t i;
+    json_t *name;
+    if (!rc && kv.on_account)
+        json_array_foreach(accounts, i, name) kv.on_account(json_string_value(name));
+    json_decref(accounts);
+    return rc;
+}
+
+/* Whether etcd has /mbyte/kv-init (at revision rev; 0: now). Without it etcd lost the cluster's
+ * records (a new or wiped etcd): reading its empty prefix would delete every account here. */
+static int records_started(etcd *e, int64_t rev, bool *yes, mb_err *err)
+{
+    json_t *req = etcd_req_range(INIT_KEY, false);
+    if (rev) {
+        char r[24];
+        snprintf(r, sizeof r, "%lld", (long long)rev);
+        json_object_set_new(req, "revision", json_string(r));
+    }
+    etcd_answer a;
+    int rc = etcd_call(e, "/v3/kv/range", req, &a, err);
+    if (rc)
+        return rc;
+    *yes = a.nkvs > 0;
+    etcd_answer_free(&a);
+    return 0;
+}
+
+/* The whole prefix at one revision, page by page, made this node's, if etcd still has the
+ * cluster's records at that revision (else kv.replaced, and nothing is written). */
+static int read_all(etcd *e, mb_err *err)
+{
+    etcd_kv *all = NULL;
+    size_t n = 0;
+    int64_t rev = 0;
+    char *from = NULL;
+    int rc;
+    for (;;) {
+        etcd_answer a;
+        if ((rc = etcd_call(e, "/v3/kv/range", etcd_req_page(KV_PREFIX, from, rev, PAGE), &a, err)))
+            break;
+        if (!rev)
+            rev = a.revision;
+        all = xrealloc(all, (n + a.nkvs + 1) * sizeof *all);
+        if (a.nkvs) /* the strings move to all */
+            memcpy(all + n, a.kvs, a.nkvs * sizeof *all);
+        n += a.nkvs;
+        bool more = a.more && a.nkvs;
+        free(from);
+        from = NULL;
+        if (more) { /* the next page starts just after the last key: key + "\0" is "key" then 0x00 */
+            const char *last = all[n - 1].key;
+            size_t l = strlen(last);
+            from = xmalloc(l + 2);
+            memcpy(from, last, l + 1);
+            from[l + 1] = 0;
+        }
+        free(a.kvs);
+        a.kvs = NULL;
+        a.nkvs = 0;
+        if (!more)
+            break;
+    }
+    bool started = false;
+    if (!rc && !(rc = records_started(e, rev, &started, err)) && !started) {
+        kv.replaced = true;
+        rc = err_set(err, MB_EAGAIN, "etcd has none of the cluster's records (a new or wiped etcd)");
+    }
+    if (!rc && (rc = apply(all, n, rev, true)))
+        err_set(err, rc, "cluster: the accounts read from etcd could not be written here");
+    for (size_t i = 0; i < n; i++) {
+        free(all[i].key);
+        free(all[i].value);
+    }
+    free(all);
+    free(from);
+    return rc;
+}
+
+static int on_watch(const etcd_answer *a, void *ud)
+{
+    (void)ud;
+    if (a->code) {
+        log_warn("cluster: etcd ended the watch of accounts: %s", a->error);
+        return 1;
+    }
+    if (a->canceled) {
+        if (a->compact_revision)
+            log_info("cluster: etcd compacted its history past revision %lld: reading every account again",
+                     (long long)atomic_load(&kv.rev));
+        kv.resync = true;
+        return 1;
+    }
+    if (a->nkvs && apply(a->kvs, a->nkvs, a->kvs[a->nkvs - 1].mod_rev, false))
+        return 1; /* the write failed (logged): start again from the last revision applied */
+    return 0;
+}
+
+static void *watcher(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&kv.stop)) {
+        mb_err err;
+        bool first;
+        if (kv.replaced) {
+            if (start_records(true, &first, &err)) {
+                trouble("starting the accounts in a new etcd", &err);
+                struct timespec ts = {0, 300 * 1000000L};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            kv.replaced = false;
+            kv.resync = true;
+        }
+        if (kv.resync) {
+            if (read_all(kv.watch, &err)) {
+                trouble("reading the accounts", &err);
+                struct timespec ts = {0, 300 * 1000000L};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            kv.resync = false;
+        }
+        bool started = false; /* each watch starts only while etcd still has the records */
+        int rc = records_started(kv.watch, 0, &started, &err);
+        if (!rc && !started) {
+            kv.replaced = true;
+            continue;
+        }
+        if (rc || etcd_watch(kv.watch, etcd_req_watch(KV_PREFIX, atomic_load(&kv.rev) + 1), on_watch, NULL, &kv.stop,
+                             WATCH_MS, &err)) {
+            trouble("watching the accounts", &err);
+            struct timespec ts = {0, 300 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- join --- */
+
+/* The first node: every wide record it has goes to etcd, and its id counters. */
+static int seed(mb_err *err)
+{
+    json_t *ops = json_array();
+    int rc = 0;
+    size_t count = 0;
+    for (const char *const *p = wide_prefixes; *p && !rc; p++) {
+        db_iter *it = db_iter_prefix(*p, strlen(*p));
+        while (!rc && db_iter_next(it)) {
+            size_t kl, vl;
+            const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
+            json_array_append_new(ops, txn_op(k, kl, v, vl, true));
+            count++;
+            if (json_array_size(ops) == TXN_OPS) {
+                rc = txn_send(kv.pub, ops, err);
+                ops = json_array();
+            }
+        }
+        db_iter_free(it);
+    }
+    /* The id counter: past every account id here (ids given by an earlier etcd are not in n/user). */
+    uint64_t top = 0;
+    char *n = NULL;
+    if (db_get("n/user", 6, &n, NULL) == 0) {
+        parse_u64(n, &top);
+        free(n);
+    }
+    db_iter *it = db_iter_prefix("u/", 2);
+    while (db_iter_next(it)) {
+        size_t vl;
+        const char *v = db_iter_val(it, &vl);
+        json_t *u = json_loadb(v, vl, 0, NULL);
+        if (jint(u, "id") > 0 && (uint64_t)jint(u, "id") > top)
+            top = (uint64_t)jint(u, "id");
+        json_decref(u);
+    }
+    db_iter_free(it);
+    char top_s[24];
+    snprintf(top_s, sizeof top_s, "%llu", (unsigned long long)top);
+    if (!rc)
+        json_array_append_new(ops, json_pack("{s:o}", "request_put", etcd_req_put(IDS_PREFIX "user", top_s, 0)));
+    if (!rc && json_array_size(ops))
+        rc = txn_send(kv.pub, ops, err);
+    else
+        json_decref(ops);
+    if (!rc)
+        log_info("cluster: this node started the cluster: %zu account and token records handed to etcd", count);
+    return rc;
+}
+
+static bool has_accounts(void)
+{
+    db_iter *it = db_iter_prefix("u/", 2);
+    bool any = db_iter_next(it);
+    db_iter_free(it);
+    return any;
+}
+
+static void stop_clients(void)
+{
+    db_replicate_off();
+    etcd_free(kv.pub);
+    etcd_free(kv.watch);
+    etcd_free(kv.ids);
+    kv.pub = kv.watch = kv.ids = NULL;
+}
+
+/* Whoever creates /mbyte/kv-init starts the cluster's records from its own (*first): the first
+ * node, or the first to meet an etcd that lost them (replaced or wiped: reading that etcd as it
+ * is would delete every account here). A node that never joined (!joined) and has accounts
+ * refuses a cluster that has its own. */
+static int start_records(bool joined, bool *first, mb_err *err)
+{
+    char mark[96];
+    snprintf(mark, sizeof mark, "%s seeding", g_cfg->cluster_node);
+    etcd_answer a;
+    int rc = etcd_create(kv.pub, INIT_KEY, mark, 0, &a, err);
+    if (rc)
+        return rc;
+    *first = a.succeeded;
+    etcd_answer_free(&a);
+    if (*first && joined)
+        log_warn("cluster: etcd has none of the cluster's accounts (a new or wiped etcd): node %s hands it its own",
+                 g_cfg->cluster_node);
+    if (*first) { /* then the mark says the records are all there */
+        if (!(rc = seed(err)))
+            rc = etcd_put(kv.pub, INIT_KEY, g_cfg->cluster_node, 0, err);
+        return rc;
+    }
+    if (!joined && has_accounts())
+        return err_set(err, MB_EEXIST,
+                       "cluster: node %s has accounts of its own in %s, and the cluster has its own: a node joins a "
+                       "running cluster with an empty data directory (its accounts would be lost)",
+                       g_cfg->cluster_node, g_cfg->data_dir);
+    /* Another node is handing etcd its records: read them once it is done (30 s at most: a
+     * seeding node that died leaves its mark, and what it handed on is read as it is). */
+    for (int64_t until = now_mono_ms() + 30000; now_mono_ms() < until && !atomic_load(&kv.stop);) {
+        if ((rc = etcd_range(kv.pub, INIT_KEY, false, &a, err)))
+            return rc;
+        bool seeding = a.nkvs && strstr(a.kvs[0].value, " seeding");
+        etcd_answer_free(&a);
+        if (!seeding)
+            break;
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+int cluster_kv_join(bool *first, mb_err *err)
+{
+    *first = true;
+    if (!g_cfg->cluster_etcd)
+        return 0;
+    long to = g_cfg->cluster_lease_ttl * 1000 / 3 > 1000 ? g_cfg->cluster_lease_ttl * 1000 / 3 : 1000;
+    kv.pub = etcd_new(g_cfg->cluster_etcd, to);
+    kv.watch = etcd_new(g_cfg->cluster_etcd, to);
+    kv.ids = etcd_new(g_cfg->cluster_etcd, to);
+    char *r = NULL;
+    bool joined = db_get(REV_KEY, strlen(REV_KEY), &r, NULL) == 0;
+    free(r);
+    int rc = start_records(joined, first, err);
+    db_replicate(wide, kick); /* from here on every local change is queued */
+    if (!rc)
+        rc = read_all(kv.watch, err);
+    if (rc && rc != MB_EEXIST) {
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        rc = err_set(err, rc, "cluster: cannot register node %s in etcd (%s): %s", g_cfg->cluster_node,
+                     g_cfg->cluster_etcd[0], why);
+    }
+    if (rc) {
+        stop_clients();
+        return rc;
+    }
+    atomic_store(&kv.stop, false);
+    kv.on = true;
+    if (pthread_create(&kv.pub_th, NULL, publisher, NULL) ||
+        (pthread_setname_np(kv.pub_th, "mb-cl-publish"), pthread_create(&kv.watch_th, NULL, watcher, NULL))) {
+        kv.on = false;
+        return err_set(err, MB_EINTERNAL, "cluster: cannot start the account threads");
+    }
+    pthread_setname_np(kv.watch_th, "mb-cl-watch");
+    log_info("cluster: accounts and tokens are cluster-wide (etcd revision %lld)", (long long)atomic_load(&kv.rev));
+    return 0;
+}
+
+void cluster_kv_stop(void)
+{
+    if (!kv.on)
+        return;
+    atomic_store(&kv.stop, true);
+    kick();
+    pthread_join(kv.pub_th, NULL);
+    pthread_join(kv.watch_th, NULL);
+    kv.on = false;
+    stop_clients();
+}
+
+json_t *cluster_kv_view(void)
+{
+    if (!kv.on)
+        return NULL;
+    json_int_t queued = 0;
+    db_iter *it = db_iter_prefix("cq/", 3);
+    while (db_iter_next(it))
+        queued++;
+    db_iter_free(it);
+    return json_pack("{s:I, s:I, s:s}", "revision", (json_int_t)atomic_load(&kv.rev), "queued", queued, "etcd",
+                     atomic_load(&kv.down) ? "unreachable" : "ok");
+}
+
+/* ----------------------------------------------------------------- ids --- */
+
+int cluster_next_id(const char *name, uint64_t *out, mb_err *err)
+{
+    if (!kv.on) {
+        *out = db_next_id(name);
+        return 0;
+    }
+    char key[128];
+    snprintf(key, sizeof key, IDS_PREFIX "%s", name);
+    for (int tries = 0; tries < 20; tries++) {
+        etcd_answer a;
+        int rc = etcd_range(kv.ids, key, false, &a, err);
+        if (rc)
+            return err_set(err, MB_EBUSY, "cluster: etcd does not answer, so no new id can be given (%s)", err->msg);
+        uint64_t cur = 0;
+        int64_t mod = a.nkvs ? a.kvs[0].mod_rev : 0;
+        if (a.nkvs)
+            parse_u64(a.kvs[0].value, &cur);
+        etcd_answer_free(&a);
+        char next[24];
+        snprintf(next, sizeof next, "%llu", (unsigned long long)cur + 1);
+        if ((rc = etcd_call(kv.ids, "/v3/kv/txn", etcd_req_cas(key, next, mod), &a, err)))
+            return err_set(err, MB_EBUSY, "cluster: etcd does not answer, so no new id can be given (%s)", err->msg);
+        bool won = a.succeeded;
+        etcd_answer_free(&a);
+        if (won) {
+            *out = cur + 1;
+            return 0;
+        }
+    }
+    return err_set(err, MB_EBUSY, "cluster: a new %s id could not be taken (too many nodes at once): try again", name);
+}
