@@ -714,7 +714,7 @@ static void account_arrived(const char *name)
 
 int auth_init(mb_err *err)
 {
-    cluster_kv_on_account(account_arrived);
+    cluster_kv_on("u/", account_arrived);
     for (size_t i = 0; i < sizeof auth_routes / sizeof auth_routes[0]; i++) {
         int rc = http_route_add(NULL, auth_routes[i].method, auth_routes[i].pattern, auth_routes[i].role,
                                 auth_routes[i].fn, NULL, err);

@@ -4,9 +4,9 @@
  * cluster's, not a node's: a user created on one node logs in on every node, a token revoked
  * on one is refused on all.
  *
- * The records stay where the kernel reads them, in each node's LevelDB (u/, ui/, t/, ut/, ap/
- * and the FTP module's m/ftp/pw/: the "wide" keys), so nothing on a request's path talks to
- * etcd. etcd holds the cluster's copy under /mbyte/kv/<key>, and its revision order is the
+ * The records stay where the kernel reads them, in each node's LevelDB (u/, ui/, t/, ut/, ap/,
+ * the FTP module's m/ftp/pw/, and mc/, which modules are switched on: the "wide" keys), so
+ * nothing on a request's path talks to etcd. etcd holds the cluster's copy under /mbyte/kv/<key>, and its revision order is the
  * truth: the last change etcd took is every node's value.
  *
  * Out: db.c queues every local write of a wide key as a "cq/<seq>" entry in the same LevelDB
@@ -46,7 +46,7 @@
 #define PAGE 500     /* keys per page of a full read */
 #define WATCH_MS 15000 /* a watch is started again this often: a silently dead connection ends */
 
-static const char *const wide_prefixes[] = {"u/", "ui/", "t/", "ut/", "ap/", "m/ftp/pw/", NULL};
+static const char *const wide_prefixes[] = {"u/", "ui/", "t/", "ut/", "ap/", "m/ftp/pw/", "mc/", NULL};
 
 static struct {
     bool on;
@@ -60,8 +60,12 @@ static struct {
     _Atomic int64_t rev;        /* the revision applied last (written by the watcher) */
     bool resync;                /* watcher: read everything again */
     bool replaced;              /* watcher: etcd lost the records (replaced or wiped): start them again */
+    int64_t init_rev;           /* the create_revision of the /mbyte/kv-init the records were read under */
     atomic_bool down;           /* etcd did not answer the last call (one warning per outage) */
-    void (*on_account)(const char *username);
+    struct {
+        const char *prefix;
+        void (*fn)(const char *rest);
+    } ears[4]; /* cluster_kv_on */
 } kv = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .publish_mu = PTHREAD_MUTEX_INITIALIZER};
 
 static int start_records(bool joined, bool *first, mb_err *err);
@@ -239,14 +243,36 @@ static void rev_put(db_batch *b, int64_t rev)
     db_batch_put(b, REV_KEY, strlen(REV_KEY), s, (size_t)n);
 }
 
-void cluster_kv_on_account(void (*fn)(const char *username)) { kv.on_account = fn; }
+void cluster_kv_on(const char *prefix, void (*fn)(const char *rest))
+{
+    for (size_t i = 0; i < sizeof kv.ears / sizeof kv.ears[0]; i++)
+        if (!kv.ears[i].fn || !strcmp(kv.ears[i].prefix, prefix)) {
+            kv.ears[i].prefix = prefix;
+            kv.ears[i].fn = fn;
+            return;
+        }
+    abort(); /* a programming error: more listeners than slots */
+}
+
+/* The listener of key k's prefix (NULL: none); *rest is what follows the prefix. */
+static void (*listener(const char *k, const char **rest))(const char *)
+{
+    for (size_t i = 0; i < sizeof kv.ears / sizeof kv.ears[0] && kv.ears[i].fn; i++) {
+        size_t l = strlen(kv.ears[i].prefix);
+        if (!strncmp(k, kv.ears[i].prefix, l)) {
+            *rest = k + l;
+            return kv.ears[i].fn;
+        }
+    }
+    return NULL;
+}
 
 /* Write what etcd reported (kvs under KV_PREFIX) and the revision, skipping queued keys.
- * all: the kvs are the whole prefix, and wide keys missing from it are deleted. Then tell
- * on_account of every account record written. */
+ * all: the kvs are the whole prefix, and wide keys missing from it are deleted. Then tell the
+ * listeners (cluster_kv_on) of every record put, no lock held. */
 static int apply(const etcd_kv *kvs, size_t n, int64_t rev, bool all)
 {
-    json_t *accounts = json_array();
+    json_t *told = json_array(); /* the keys put that a listener hears */
     size_t pl = strlen(KV_PREFIX);
     pthread_mutex_lock(&kv.publish_mu);
     db_repl_lock();
@@ -266,8 +292,9 @@ static int apply(const etcd_kv *kvs, size_t n, int64_t rev, bool all)
             db_batch_del(b, k, strlen(k));
         else {
             db_batch_put(b, k, strlen(k), kvs[i].value, kvs[i].value_len);
-            if (!strncmp(k, "u/", 2))
-                json_array_append_new(accounts, json_string(k + 2));
+            const char *rest;
+            if (listener(k, &rest))
+                json_array_append_new(told, json_string(k));
         }
     }
     if (all)
@@ -292,16 +319,22 @@ static int apply(const etcd_kv *kvs, size_t n, int64_t rev, bool all)
     if (!rc)
         atomic_store(&kv.rev, rev);
     size_t i;
-    json_t *name;
-    if (!rc && kv.on_account)
-        json_array_foreach(accounts, i, name) kv.on_account(json_string_value(name));
-    json_decref(accounts);
+    json_t *key;
+    json_array_foreach(told, i, key)
+    {
+        const char *rest;
+        void (*fn)(const char *) = listener(json_string_value(key), &rest);
+        if (!rc)
+            fn(rest);
+    }
+    json_decref(told);
     return rc;
 }
 
-/* Whether etcd has /mbyte/kv-init (at revision rev; 0: now). Without it etcd lost the cluster's
- * records (a new or wiped etcd): reading its empty prefix would delete every account here. */
-static int records_started(etcd *e, int64_t rev, bool *yes, mb_err *err)
+/* etcd's /mbyte/kv-init at revision rev (0: now): *create is its create_revision, 0 when it is
+ * absent (etcd lost the cluster's records: a new or wiped etcd, whose empty prefix must never
+ * be read as "every account was deleted"); *now is the revision etcd answered at. */
+static int init_mark(etcd *e, int64_t rev, int64_t *create, int64_t *now, mb_err *err)
 {
     json_t *req = etcd_req_range(INIT_KEY, false);
     if (rev) {
@@ -313,7 +346,8 @@ static int records_started(etcd *e, int64_t rev, bool *yes, mb_err *err)
     int rc = etcd_call(e, "/v3/kv/range", req, &a, err);
     if (rc)
         return rc;
-    *yes = a.nkvs > 0;
+    *create = a.nkvs ? a.kvs[0].create_rev : 0;
+    *now = a.revision;
     etcd_answer_free(&a);
     return 0;
 }
@@ -353,13 +387,15 @@ static int read_all(etcd *e, mb_err *err)
         if (!more)
             break;
     }
-    bool started = false;
-    if (!rc && !(rc = records_started(e, rev, &started, err)) && !started) {
+    int64_t mark = 0, now;
+    if (!rc && !(rc = init_mark(e, rev, &mark, &now, err)) && !mark) {
         kv.replaced = true;
         rc = err_set(err, MB_EAGAIN, "etcd has none of the cluster's records (a new or wiped etcd)");
     }
     if (!rc && (rc = apply(all, n, rev, true)))
         err_set(err, rc, "cluster: the accounts read from etcd could not be written here");
+    if (!rc)
+        kv.init_rev = mark; /* the records this node now has are those started then */
     for (size_t i = 0; i < n; i++) {
         free(all[i].key);
         free(all[i].value);
@@ -413,9 +449,14 @@ static void *watcher(void *arg)
             }
             kv.resync = false;
         }
-        bool started = false; /* each watch starts only while etcd still has the records */
-        int rc = records_started(kv.watch, 0, &started, &err);
-        if (!rc && !started) {
+        /* Each watch starts only while etcd has the records this node read: not when they are
+         * gone, were started again (another create_revision), or etcd's revision went back (a
+         * new etcd, where a watch from our revision would wait for a future that never comes). */
+        int64_t mark, now;
+        int rc = init_mark(kv.watch, 0, &mark, &now, &err);
+        if (!rc && (!mark || mark != kv.init_rev || now < atomic_load(&kv.rev))) {
+            log_warn("cluster: etcd no longer has the accounts this node read (a new or wiped etcd): reading them "
+                     "again");
             kv.replaced = true;
             continue;
         }

@@ -513,10 +513,11 @@ int cluster_kv_join(bool *first, mb_err *err);
 void cluster_kv_stop(void);
 /* {"revision","queued","etcd"} of the cluster-wide records (NULL on a single server). */
 json_t *cluster_kv_view(void);
-/* fn(username) runs (on the watcher thread, no lock held) for every account record another
- * node wrote and this one took: auth.c gives the user a Home store on this node if they have
- * none here (stores are each node's until they are placed on nodes). Set before the join. */
-void cluster_kv_on_account(void (*fn)(const char *username));
+/* fn(rest of the key) runs (on the watcher thread, or the loop's at the join; no lock held) for
+ * every record under prefix that etcd reported and this node wrote, its own changes included:
+ * auth.c hears "u/" (a Home store for an account new here), modmgr.c "mc/" (a module switched
+ * on or off on some node). Set before the join. */
+void cluster_kv_on(const char *prefix, void (*fn)(const char *rest));
 /* A new id of counter `name`: db_next_id on a single server, etcd's counter in cluster mode
  * (MB_EBUSY when etcd does not answer). */
 int cluster_next_id(const char *name, uint64_t *out, mb_err *err);

@@ -1000,6 +1000,48 @@ static int h_list(mb_req *req, void *st, mb_err *err)
  * the operation is complete (load: ACTIVE; unload: COLD, or 409 if fini refused; reload: the
  * new copy serves, the old one drains in the background). An unload whose drain is still
  * going on after JOB_WAIT_S answers 202 with the entry showing "draining". */
+/* ------------------------------------------------------------- cluster --- */
+
+/* Cluster mode (docs/cluster.md "Modules on every node"): a load or unload an administrator asks
+ * of any node is recorded as "mc/<name>" {"v":1,"enabled","by","time"}, a cluster-wide record;
+ * every node (this one too, and a node starting later) hears it and makes its own state match,
+ * on the loop, after the modules of its conf.d. */
+static void cluster_state_put(const char *name, bool enabled)
+{
+    if (!cluster_enabled())
+        return;
+    char key[96];
+    snprintf(key, sizeof key, "mc/%s", name);
+    json_t *r = json_pack("{s:i, s:b, s:s, s:I}", "v", 1, "enabled", enabled, "by", g_cfg->cluster_node, "time",
+                          (json_int_t)now_wall());
+    if (db_put_json(key, r, true))
+        log_error("cluster: module %s was switched %s here, but not recorded for the other nodes", name,
+                  enabled ? "on" : "off");
+    json_decref(r);
+}
+
+static void cluster_state_apply(void *arg)
+{
+    char *name = arg;
+    char key[96];
+    snprintf(key, sizeof key, "mc/%s", name);
+    json_t *r = NULL;
+    if (valid_name(name) && db_get_json(key, &r) == 0 && json_is_boolean(json_object_get(r, "enabled"))) {
+        bool want = json_is_true(json_object_get(r, "enabled")), have = find_live(name) != NULL;
+        mb_err e = {0};
+        if (want != have) {
+            log_msg(LOG_INFO, name, "switched %s on node %s: %s here too", want ? "on" : "off", jstr(r, "by"),
+                    want ? "loading" : "unloading");
+            if (want ? do_load(name, NULL, &e) : do_unload(name, NULL, &e))
+                log_msg(LOG_ERROR, name, "could not follow the cluster: %s", e.msg);
+        }
+    }
+    json_decref(r);
+    free(name);
+}
+
+static void cluster_state_heard(const char *name) { main_call(cluster_state_apply, xstrdup(name)); }
+
 static int h_action(mb_req *req, mod_op op, mb_err *err)
 {
     const char *name = http_req_param(req, "name");
@@ -1007,6 +1049,8 @@ static int h_action(mb_req *req, mod_op op, mb_err *err)
         return err_set(err, MB_ENOENT, "there is no module '%.64s'", name ? name : "");
     json_t *entry = NULL;
     int rc = job_call(op, name, &entry, err);
+    if ((rc == 0 || rc == MB_EBUSY) && op != MOD_OP_RELOAD)
+        cluster_state_put(name, op == MOD_OP_LOAD);
     if (rc == MB_EBUSY) {
         json_t *all = modmgr_list(), *v;
         size_t i;
@@ -1053,6 +1097,7 @@ int modmgr_init(struct event_base *b, mb_err *err)
     loop_thread = pthread_self();
     have_loop = true;
     clean_cache();
+    cluster_kv_on("mc/", cluster_state_heard);
     int rc;
     if ((rc = http_route_add(NULL, "GET", "/api/v1/admin/modules", MB_ROLE_ADMIN, h_list, NULL, err)) ||
         (rc = http_route_add(NULL, "POST", "/api/v1/admin/modules/{name}/load", MB_ROLE_ADMIN, h_load, NULL, err)) ||

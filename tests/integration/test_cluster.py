@@ -511,9 +511,10 @@ class ClusterOfThree(EtcdAndNodes):
             hp.cleanup()
 
 
-class ClusterAccounts(EtcdAndNodes):
-    """Accounts, tokens and app passwords are the cluster's (docs/cluster.md "Accounts and tokens
-    on every node"): made on one node, they count on every node; changes made while etcd is away
+class ClusterWide(EtcdAndNodes):
+    """Accounts, tokens, app passwords and which modules are on are the cluster's (docs/cluster.md
+    "Accounts and tokens on every node", "Modules on every node"): made on one node, they count on
+    every node; changes made while etcd is away
     reach the others when it is back; a node that was down catches up; a node with accounts of
     its own refuses to join. n1 starts the cluster; n2 and n3 join it with another
     MBYTE_ADMIN_PASSWORD, which must not make an admin of their own."""
@@ -683,11 +684,17 @@ class ClusterAccounts(EtcdAndNodes):
     def test_an_etcd_replaced_by_an_empty_one_gets_the_accounts_back_and_none_is_lost(self):
         self.nodes["n1"].add_user("rob", "rob-pw-1")
         self.everywhere("rob logs in", lambda n: isinstance(self.login(n, "rob", "rob-pw-1"), str))
-        self.etcd.stop()
-        shutil.rmtree(os.path.join(self.etcd.tmp, "data"))  # a new, empty etcd on the same address
-        self.etcd.start()
-        wait_for("a node hands the new etcd its accounts", lambda: "/mbyte/kv/u/rob" in self.etcd.keys("/mbyte/kv/"),
-                 30)
+        # n3 sleeps through the swap: when it wakes, the new etcd has the records again (another node
+        # handed them on), but its revision is far behind n3's; n3 must notice and read them anew
+        self.nodes["n3"].proc.send_signal(signal.SIGSTOP)
+        try:
+            self.etcd.stop()
+            shutil.rmtree(os.path.join(self.etcd.tmp, "data"))  # a new, empty etcd on the same address
+            self.etcd.start()
+            wait_for("a node hands the new etcd its accounts",
+                     lambda: "/mbyte/kv/u/rob" in self.etcd.keys("/mbyte/kv/"), 30)
+        finally:
+            self.nodes["n3"].proc.send_signal(signal.SIGCONT)
         for n in self.NAMES:
             self.assertIsInstance(self.login(n, "rob", "rob-pw-1"), str, n)
         admin = self.login("n2", "admin", ADMIN_PASSWORD)
@@ -699,6 +706,34 @@ class ClusterAccounts(EtcdAndNodes):
         users = self.nodes["n3"].request("GET", "/api/v1/admin/users", token=self.login("n3", "admin", ADMIN_PASSWORD))
         ids = [u["id"] for u in users.json()]
         self.assertEqual(len(set(ids)), len(ids), users.json())  # the new etcd's ids start past every old one
+
+    def module_state(self, node, name):
+        tok = self.login(node, "admin", ADMIN_PASSWORD)
+        mods = self.nodes[node].request("GET", "/api/v1/admin/modules", token=tok).json()
+        return next((m["state"] for m in mods if m["name"] == name), None)
+
+    def test_a_module_switched_off_on_one_node_is_off_on_every_node_and_on_a_node_started_later(self):
+        self.assertEqual({self.module_state(n, "webdav") for n in self.NAMES}, {"active"})
+        self.nodes["n3"].proc.kill()
+        self.nodes["n3"].proc.wait()
+        self.nodes["n3"].proc = None
+        self.nodes["n3"].log.close()
+        admin = self.login("n1", "admin", ADMIN_PASSWORD)
+        try:
+            r = self.nodes["n1"].request("POST", "/api/v1/admin/modules/webdav/unload", token=admin)
+            self.assertEqual(r.status, 200, r)
+            self.everywhere("webdav is off", lambda n: self.module_state(n, "webdav") != "active", ("n1", "n2"))
+            self.assertEqual(self.status("n2", "PROPFIND", "/dav/", headers={"Depth": "0"}), 404)
+            # n3's conf.d switches webdav on; the cluster said off while n3 was down
+            self.start_again("n3")
+            wait_for("n3 follows the cluster", lambda: self.module_state("n3", "webdav") != "active", 10)
+            self.assertIn("webdav: switched off on node n1: unloading here too", self.nodes["n3"].read_log())
+        finally:
+            tok = self.login("n2", "admin", ADMIN_PASSWORD)
+            r = self.nodes["n2"].request("POST", "/api/v1/admin/modules/webdav/load", token=tok)
+        self.assertEqual(r.status, 200, r)
+        self.everywhere("webdav is on again", lambda n: self.module_state(n, "webdav") == "active")
+        self.assertEqual(self.status("n3", "PROPFIND", "/dav/", headers={"Depth": "0"}), 401)  # served: asks who
 
     def test_a_node_with_accounts_of_its_own_refuses_to_join(self):
         alone = Server()
