@@ -292,7 +292,7 @@ static int apply(const etcd_kv *kvs, size_t n, int64_t rev, bool all)
             db_batch_del(b, k, strlen(k));
         else {
             db_batch_put(b, k, strlen(k), kvs[i].value, kvs[i].value_len);
-            const char *rest;
+            const char *rest = NULL;
             if (listener(k, &rest))
                 json_array_append_new(told, json_string(k));
         }
@@ -322,9 +322,9 @@ static int apply(const etcd_kv *kvs, size_t n, int64_t rev, bool all)
     json_t *key;
     json_array_foreach(told, i, key)
     {
-        const char *rest;
+        const char *rest = NULL;
         void (*fn)(const char *) = listener(json_string_value(key), &rest);
-        if (!rc)
+        if (!rc && fn)
             fn(rest);
     }
     json_decref(told);
