@@ -44,3 +44,12 @@ export async function signIn(page, user = USER, pass = PASS) {
     await page.getByLabel('Password').fill(pass);
     await page.getByRole('button', { name: 'Sign in' }).click();
 }
+
+/* fn() until it is true, every 100 ms for at most tries: an assertion naming `what` otherwise. */
+export async function until(fn, what, tries = 300) {
+    for (let i = 0; ; i++) {
+        if (await fn()) return;
+        assert.ok(i < tries, 'timed out waiting for ' + what);
+        await new Promise(res => setTimeout(res, 100));
+    }
+}

@@ -563,6 +563,10 @@ if (caps.files && caps.partOn('activity')) describe('activity and audit', () => 
     if (caps.moduleAdmin) scenario('the audit log: filter by action, check the chain, export exactly the selection as CSV', async () => {
         await page.getByRole('link', { name: 'Administration' }).click();
         await page.getByRole('link', { name: 'Audit log' }).click();
+        // a single server: no Cluster section (tests/gui/cluster.test.mjs has the cluster's)
+        const sections = page.getByRole('navigation', { name: 'Administration sections' });
+        assert.equal(await sections.getByRole('link', { name: 'Cluster' }).count(), 0);
+        assert.equal(await sections.getByRole('link', { name: 'Storage' }).count(), 1);
         const form = page.getByRole('form', { name: 'Filter the audit log' });
         await form.getByLabel('Action').fill('share.');
         await form.getByRole('button', { name: 'Search' }).click();

@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { URL, USER, PASS, ART, checkEnv, launchBrowser, newPage, signIn } from './browser.mjs';
+import { URL, USER, PASS, ART, checkEnv, launchBrowser, newPage, signIn, until } from './browser.mjs';
 
 checkEnv('tests/integration/test_gui_migrate.py');
 
@@ -20,14 +20,6 @@ async function call(method, path, body, type = 'application/json') {
     return { status: r.status, body: r.headers.get('content-type')?.includes('json') ? await r.json() : Buffer.from(await r.arrayBuffer()) };
 }
 
-async function until(fn, what) {
-    for (let i = 0; ; i++) {
-        if (await fn()) return;
-        assert.ok(i < 600, 'timed out waiting for ' + what);
-        await new Promise(res => setTimeout(res, 100));
-    }
-}
-
 const random = n => { const b = Buffer.alloc(n); for (let i = 0; i < n; i++) b[i] = (i * 7919 + n) % 251; return b; };
 
 before(async () => {
@@ -36,7 +28,7 @@ before(async () => {
     const r = await call('POST', '/stores', JSON.stringify({ name: 'Photos' }));
     assert.equal(r.status, 202, JSON.stringify(r.body));
     sid = r.body.store;
-    await until(async () => (await call('GET', '/tasks/' + r.body.task)).body.state === 'done', 'the store');
+    await until(async () => (await call('GET', '/tasks/' + r.body.task)).body.state === 'done', 'the store', 600);
     for (const [name, n] of [['a.bin', 300000], ['b.bin', 310000], ['c.bin', 5 * 1024 * 1024], ['small.txt', 40]]) {
         files[name] = random(n);
         assert.equal((await call('PUT', `/stores/${sid}/files/${name}`, files[name], 'application/octet-stream')).status, 201);
@@ -94,7 +86,7 @@ test('the admin sees the backends; a store is moved to WebDAV from its settings'
     const now = dlg.locator('.placement-now');
     assert.equal(await now.textContent(), 'the local disk, not encrypted');
     const target = dlg.getByLabel('Move to');
-    await until(async () => (await target.locator('option').count()) === 2, 'the backends in the list');
+    await until(async () => (await target.locator('option').count()) === 2, 'the backends in the list', 600);
     assert.deepEqual(await target.locator('option').allTextContents(), ['local disk', 'dav (webdav)']);
     await target.selectOption('dav');
     await dlg.getByRole('button', { name: 'Move the store' }).click();
@@ -121,7 +113,7 @@ test('the admin sees the backends; a store is moved to WebDAV from its settings'
     // the Storage tab now counts the store on dav and its objects
     await page.goto(URL + '/#/admin/backends');
     await table.waitFor();
-    await until(async () => (await dav.locator('td').nth(6).textContent()).trim() === '1', 'one store on dav');
+    await until(async () => (await dav.locator('td').nth(6).textContent()).trim() === '1', 'one store on dav', 600);
     assert.ok(Number(await dav.locator('td').nth(3).textContent()) >= 4, 'dav holds the chunks');
     assert.equal(await dav.getByRole('button', { name: 'Remove dav' }).count(), 0, 'a backend holding a store stays');
     const gone = await call('DELETE', '/admin/backends/dav');

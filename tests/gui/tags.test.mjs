@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { URL, USER, PASS, ART, checkEnv, launchBrowser, newPage } from './browser.mjs';
+import { URL, USER, PASS, ART, checkEnv, launchBrowser, newPage, until } from './browser.mjs';
 
 checkEnv('tests/integration/test_gui_tags.py');
 
@@ -18,14 +18,6 @@ async function call(method, path, body, type = 'application/json') {
 }
 
 const tagsOf = async path => (await call('GET', `/stores/${sid}/tags/${path}`)).body.tags;
-
-async function until(fn, what) {
-    for (let i = 0; ; i++) {
-        if (await fn()) return;
-        assert.ok(i < 300, 'timed out waiting for ' + what);
-        await new Promise(res => setTimeout(res, 100));
-    }
-}
 
 before(async () => {
     const login = await fetch(URL + '/api/v1/auth/login', { method: 'POST', body: JSON.stringify({ username: USER, password: PASS }) });

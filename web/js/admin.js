@@ -1,7 +1,8 @@
 /*
  * web/js/admin.js — the administrator's view: users (add, change role, reset password), quotas
  * per role and per user, the modules with on/off and reload, the task queue with cancel, the
- * storage backends with their health and usage (and new ones declared), and the integrity findings. Every refusal appears on the row or field that caused it.
+ * storage backends with their health and usage (and new ones declared), the integrity findings, and in
+ * cluster mode the nodes with their health and capacity. Every refusal appears on the row or field that caused it.
  *
  * After a module is switched, the page re-reads /api/v1/features (refreshModules) so every part
  * that belongs to that module appears or disappears at once.
@@ -18,6 +19,7 @@ const TABS = [
     { id: 'modules', label: 'Modules', icon: 'puzzle' },
     { id: 'tasks', label: 'Tasks', icon: 'tasks' },
     { id: 'backends', label: 'Storage', icon: 'store' },
+    { id: 'cluster', label: 'Cluster', icon: 'server', cluster: true },
     { id: 'integrity', label: 'Integrity', icon: 'shield', part: 'integrity' },
     { id: 'audit', label: 'Audit log', icon: 'history', part: 'activity' },
 ];
@@ -32,12 +34,23 @@ export class AdminView {
         on('task', () => { if (this.tab === 'tasks' && this.el.isConnected) this.show('tasks', true); });
     }
 
+    /* Whether this server is a cluster node (GET /admin/cluster is 404 on a single server); asked once. */
+    async clusterMode() {
+        if (this.inCluster === undefined) {
+            try { await api('GET', '/admin/cluster'); this.inCluster = true; }
+            catch (e) { if (e.status !== 404) throw e; this.inCluster = false; }
+        }
+        return this.inCluster;
+    }
+
     async show(tab, quiet) {
-        const t = TABS.find(x => x.id === tab && (!x.part || partEnabled(x.part))) ? tab : 'users';
+        const cluster = await this.clusterMode().catch(() => false);
+        const shown = TABS.filter(x => !x.cluster || cluster);
+        const t = shown.find(x => x.id === tab && (!x.part || partEnabled(x.part))) ? tab : 'users';
         if (t !== this.tab) this.rowErrors.clear();
         this.tab = t;
         const nav = h('nav.tabs.admin-tabs', { 'aria-label': 'Administration sections' },
-            TABS.map(x => h('a.tab', {
+            shown.map(x => h('a.tab', {
                 href: '#/admin/' + x.id, 'aria-current': x.id === t ? 'page' : null,
                 dataset: x.part ? { part: x.part } : undefined,
             }, icon(x.icon), x.label)));
@@ -203,7 +216,8 @@ export class AdminView {
         }
         clear(this.body,
             h('div.section-head', h('h2', 'Modules'), button('Refresh', 'refresh', () => this.show('modules'), { cls: 'small' })),
-            managed ? h('p.muted', 'Switching a module takes effect at once, without a restart. Parts of the page that belong to a module that is off are hidden.')
+            managed ? h('p.muted', 'Switching a module takes effect at once, without a restart. Parts of the page that belong to a module that is off are hidden.',
+                this.inCluster ? ' This server is a node of a cluster: switching a module on or off does it on every node.' : '')
                 : h('p.form-error', { role: 'alert' }, 'This server does not offer module management over the API yet; the list shows what is loaded.'),
             h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Modules' },
                 h('thead', h('tr', h('th', { scope: 'col' }, 'Module'), h('th.col-size', { scope: 'col' }, 'Version'),
@@ -263,6 +277,41 @@ export class AdminView {
     }
 
     /* ---------------------------------------------------------- storage --- */
+    /* ---------------------------------------------------------- cluster --- */
+    /* GET /admin/cluster: the nodes etcd knows alive, the leader, and whether this node's
+     * account changes reached etcd (docs/cluster.md). Read again on Refresh. */
+    async cluster() {
+        const v = await api('GET', '/admin/cluster');
+        const tbody = h('tbody');
+        for (const n of v.nodes || []) {
+            const marks = [n.name === v.leader ? h('span.badge.state-active', 'leader') : null,
+                n.name === v.node ? h('span.badge', 'this node') : null];
+            tbody.append(h('tr', { dataset: { node: n.name, state: n.state } },
+                h('td', h('strong', n.name), ' ', ...marks),
+                h('td', n.address), h('td', h('span.badge.state-' + (n.state === 'up' ? 'active' : 'error'), n.state)),
+                h('td.col-size', formatBytes(n.capacity)), h('td.col-size', formatBytes(n.free)),
+                h('td', n.version || ''), h('td.col-mtime', n.started ? formatTime(n.started) : '')));
+        }
+        const acc = v.accounts || {};
+        const shared = acc.queued > 0
+            ? h('p.form-error', { role: 'status' }, `${acc.queued} change${acc.queued === 1 ? '' : 's'} of accounts or tokens made on this node ${acc.queued === 1 ? 'waits' : 'wait'} for etcd; the other nodes get ${acc.queued === 1 ? 'it' : 'them'} once etcd answers.`)
+            : h('p.muted', { role: 'status' }, 'Accounts, tokens, app passwords and which modules are on are shared by every node: every change made here has reached etcd.');
+        clear(this.body,
+            h('div.section-head', h('h2', 'Cluster'),
+                button('Refresh', 'refresh', () => this.show('cluster'), { cls: 'small' })),
+            h('p.cluster-summary', `This page is served by node ${v.node}. `,
+                v.leader ? `Node ${v.leader} leads cluster-wide work. ` : 'No node leads at the moment. ',
+                v.etcd === 'ok' ? 'etcd answers.' : h('strong.form-error', 'etcd does not answer: this node keeps serving and retries.')),
+            shared,
+            h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Cluster nodes' },
+                h('thead', h('tr', h('th', { scope: 'col' }, 'Node'), h('th', { scope: 'col' }, 'Address'), h('th', { scope: 'col' }, 'State'),
+                    h('th.col-size', { scope: 'col' }, 'Capacity'), h('th.col-size', { scope: 'col' }, 'Free'),
+                    h('th', { scope: 'col' }, 'Version'), h('th.col-mtime', { scope: 'col' }, 'Up since'))),
+                tbody)),
+            h('p.muted', 'A node that stops answering etcd leaves this list within its lease. Files and stores are still each node\'s own: ',
+                'a client must keep reaching the same node (HAProxy pins it by address; docs/cluster.md).'));
+    }
+
     /* GET /admin/backends: each backend's type, health and usage, and how many stores it holds.
      * "Add a backend" declares one here (POST /admin/backends: the module is reloaded with it);
      * one declared here and holding no store can be removed. Those of conf.d are changed there. */

@@ -113,6 +113,7 @@ const ICONS = {
     check: 'M5 12l5 5 9-10',
     alert: 'M12 3l10 18H2zM12 10v5M12 18v.01',
     store: 'M4 5h16v4H4zM4 9h16v10H4zM9 13h6',
+    server: 'M4 4h16v6H4zM4 14h16v6H4zM8 7h.01M8 17h.01',
     refresh: 'M20 11a8 8 0 1 0-2.3 5.7M20 4v7h-7',
     power: 'M12 3v9M6.3 6.3a8 8 0 1 0 11.4 0',
     tasks: 'M9 6h11M9 12h11M9 18h11M4 6l1 1 2-2M4 12l1 1 2-2M4 18l1 1 2-2',
