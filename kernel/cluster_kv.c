@@ -5,8 +5,9 @@
  * on one is refused on all.
  *
  * The records stay where the kernel reads them, in each node's LevelDB (u/, ui/, t/, ut/, ap/,
- * the FTP module's m/ftp/pw/, and mc/, which modules are switched on: the "wide" keys), so
- * nothing on a request's path talks to etcd. etcd holds the cluster's copy under /mbyte/kv/<key>, and its revision order is the
+ * the FTP module's m/ftp/pw/, mc/ (which modules are switched on) and the quotas module's limits
+ * m/quotas/user/ and m/quotas/role/: the "wide" keys), so nothing on a request's path talks to
+ * etcd. etcd holds the cluster's copy under /mbyte/kv/<key>, and its revision order is the
  * truth: the last change etcd took is every node's value.
  *
  * Out: db.c queues every local write of a wide key as a "cq/<seq>" entry in the same LevelDB
@@ -46,7 +47,8 @@
 #define PAGE 500     /* keys per page of a full read */
 #define WATCH_MS 15000 /* a watch is started again this often: a silently dead connection ends */
 
-static const char *const wide_prefixes[] = {"u/", "ui/", "t/", "ut/", "ap/", "m/ftp/pw/", "mc/", NULL};
+static const char *const wide_prefixes[] = {"u/",  "ui/",        "t/",           "ut/",           "ap/",
+                                            "m/ftp/pw/", "mc/", "m/quotas/user/", "m/quotas/role/", NULL};
 
 static struct {
     bool on;

@@ -525,7 +525,8 @@ class ClusterWide(EtcdAndNodes):
         cls.etcd = Etcd().start()
         for n in cls.NAMES:
             env = {} if n == "n1" else {"MBYTE_ADMIN_PASSWORD": cls.OTHER_PW}
-            cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n), modules={"webdav": True}, env=env)
+            cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n), modules={"webdav": True, "quotas": True},
+                                  env=env)
             cls.nodes[n].start()
 
     def status(self, node, method, path, token=None, body=None, headers=None):
@@ -578,6 +579,30 @@ class ClusterWide(EtcdAndNodes):
             r = self.nodes[n].request("GET", "/api/v1/stores", token=self.login(n, "n2-u1", "n2-u1-pw-1"))
             self.assertEqual(r.status, 200, r)
             self.assertEqual([st["name"] for st in r.json()], ["Home"], (n, r.json()))
+
+    def test_a_quota_set_on_one_node_holds_on_every_node(self):
+        tok = self.nodes["n1"].add_user("quinn", "quinn-pw-1")
+        self.everywhere("quinn logs in", lambda n: isinstance(self.login(n, "quinn", "quinn-pw-1"), str))
+        admin = self.login("n1", "admin", ADMIN_PASSWORD)
+        r = self.nodes["n1"].request("PUT", "/api/v1/admin/quotas/users/quinn", {"bytes": 4096}, token=admin)
+        self.assertEqual(r.status, 200, r)
+        self.everywhere("the quota is known", lambda n: self.nodes[n].request(
+            "GET", "/api/v1/admin/quotas/users/quinn", token=self.login(n, "admin", ADMIN_PASSWORD)).json().get("bytes")
+            == 4096)
+        # on n3 (its own Home store there): 3 KiB fit, 3 KiB more do not
+        t3 = self.login("n3", "quinn", "quinn-pw-1")
+        sid = self.nodes["n3"].request("GET", "/api/v1/stores", token=t3).json()[0]["id"]
+        put = lambda name: self.nodes["n3"].request("PUT", "/api/v1/stores/%d/files/%s" % (sid, name), b"q" * 3072,
+                                                    token=t3, headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(put("a.bin").status, 201)
+        r = put("b.bin")
+        self.assertEqual(r.status, 507, r)
+        # removed on n2: the same upload now fits on n3
+        admin2 = self.login("n2", "admin", ADMIN_PASSWORD)
+        self.assertEqual(self.nodes["n2"].request("PUT", "/api/v1/admin/quotas/users/quinn", {"bytes": None},
+                                                  token=admin2).status, 200)
+        wait_for("the quota is gone on n3", lambda: put("b.bin").status == 201, 10)
+        self.assertEqual(self.status("n1", "GET", "/api/v1/me", tok), 200)
 
     def test_a_token_revoked_on_one_node_is_refused_on_all_and_a_new_password_counts_everywhere(self):
         self.nodes["n1"].add_user("rita", "rita-pw-1")
