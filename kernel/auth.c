@@ -128,8 +128,8 @@ int auth_user_add(const char *name, const char *password, int role, uint64_t *id
         pthread_mutex_unlock(&add_lock);
         return err_set(err, MB_EEXIST, "user '%s' already exists", name);
     }
-    uint64_t uid;
-    if ((rc = cluster_next_id("user", &uid, err))) {
+    uint64_t uid, sid;
+    if ((rc = cluster_next_id("user", &uid, err)) || (rc = cluster_next_id("store", &sid, err))) {
         pthread_mutex_unlock(&add_lock);
         return rc;
     }
@@ -148,7 +148,7 @@ int auth_user_add(const char *name, const char *password, int role, uint64_t *id
     db_batch_put(b, key, strlen(key), name, strlen(name));
     hook_emit_batch(b, "user.created",
                     json_pack("{s:I, s:s, s:s}", "user_id", (json_int_t)uid, "username", name, "role", role_name(role)));
-    fs_store_create_batch(b, uid, "Home", NULL); /* the default store comes with the account, atomically */
+    fs_store_create_batch(b, sid, uid, "Home"); /* the default store comes with the account, atomically */
     json_decref(u);
     rc = txn_end(&t, 0, err, "the new user");
     pthread_mutex_unlock(&add_lock);
@@ -701,11 +701,13 @@ static void account_arrived(const char *name)
     bool has = db_iter_next(it);
     db_iter_free(it);
     const char *what = NULL;
-    if (!has && uid) {
-        fs_store_create_batch(t.b, uid, "Home", NULL);
-        what = "the Home store of an account from another node";
-    }
+    uint64_t sid;
     mb_err err;
+    if (!has && uid && cluster_next_id("store", &sid, &err) == 0) { /* else at the next start's reading */
+        fs_store_create_batch(t.b, sid, uid, "Home");
+        what = "the Home store of an account from another node";
+    } else if (!has && uid)
+        log_warn("cluster: no Home store for account %s here yet: %s", name, err.msg);
     if (txn_end(&t, 0, &err, what))
         log_warn("cluster: %s", err.msg);
     else if (what)

@@ -21,7 +21,10 @@
  * listeners (hook_tell) and to modules' observers (hook_emit).
  *
  * The settings are read once, at start (a reload that changes them changes nothing here).
- * Threads: cluster_start/cluster_stop on the loop thread at start and stop; the membership
+ * cluster_register takes the lease and the name first thing (before anything of this node
+ * reaches etcd: a second process with a live name leaves no trace); cluster_start starts the
+ * thread once the modules are loaded, so their observers hear the first cluster.leader.
+ * Threads: cluster_register/start/stop on the loop thread at start and stop; the membership
  * thread owns the etcd client, the lease and the claim; any thread calls cluster_is_leader
  * (atomics) and cluster_view (the last view, under view_mu).
  */
@@ -276,7 +279,7 @@ static void *run(void *arg)
     return NULL;
 }
 
-int cluster_start(mb_err *err)
+int cluster_register(mb_err *err)
 {
     if (!g_cfg->cluster_etcd)
         return 0;
@@ -307,6 +310,13 @@ int cluster_start(mb_err *err)
     }
     log_info("cluster: node %s registered in etcd as %s (lease %lld, %d s)", cl.node, g_cfg->cluster_advertise,
              (long long)cl.lease, cl.ttl);
+    return 0;
+}
+
+int cluster_start(mb_err *err)
+{
+    if (!cl.e)
+        return 0;
     cl.nodes = json_array();
     cl.on = true;
     if (pthread_create(&cl.th, NULL, run, NULL)) {
@@ -319,13 +329,15 @@ int cluster_start(mb_err *err)
 
 void cluster_stop(void)
 {
-    if (!cl.on)
+    if (!cl.e) /* not registered */
         return;
-    pthread_mutex_lock(&cl.mu);
-    cl.stop = true;
-    pthread_cond_signal(&cl.cv);
-    pthread_mutex_unlock(&cl.mu);
-    pthread_join(cl.th, NULL);
+    if (cl.on) {
+        pthread_mutex_lock(&cl.mu);
+        cl.stop = true;
+        pthread_cond_signal(&cl.cv);
+        pthread_mutex_unlock(&cl.mu);
+        pthread_join(cl.th, NULL);
+    }
     atomic_store(&cl.claimed, false);
     /* The record and the leadership go with the lease: the others see it at once. */
     mb_err err;
@@ -348,8 +360,9 @@ json_t *cluster_view(void)
     pthread_mutex_lock(&cl.view_mu);
     /* This node names itself leader only while it may (fencing); another's name as etcd said. */
     const char *leader = lead ? cl.node : cl.leader[0] && strcmp(cl.leader, cl.node) ? cl.leader : NULL;
-    json_t *v = json_pack("{s:s, s:s?, s:o, s:[], s:s}", "node", cl.node, "leader", leader, "nodes", json_deep_copy(cl.nodes),
-                          "stores", "etcd", atomic_load(&cl.etcd_down) ? "unreachable" : "ok");
+    json_t *v = json_pack("{s:s, s:s?, s:o, s:o, s:s}", "node", cl.node, "leader", leader, "nodes",
+                          json_deep_copy(cl.nodes), "stores", cluster_kv_stores(), "etcd",
+                          atomic_load(&cl.etcd_down) ? "unreachable" : "ok");
     pthread_mutex_unlock(&cl.view_mu);
     json_t *acc = cluster_kv_view();
     if (acc)

@@ -6,8 +6,8 @@
  *
  * The records stay where the kernel reads them, in each node's LevelDB (u/, ui/, t/, ut/, ap/,
  * the FTP module's m/ftp/pw/, mc/ (which modules are switched on) and the quotas module's limits
- * m/quotas/user/ and m/quotas/role/: the "wide" keys), so nothing on a request's path talks to
- * etcd. etcd holds the cluster's copy under /mbyte/kv/<key>, and its revision order is the
+ * m/quotas/user/ and m/quotas/role/, and sp/, which node keeps each store: the "wide" keys), so
+ * nothing on a request's path talks to etcd. etcd holds the cluster's copy under /mbyte/kv/<key>, and its revision order is the
  * truth: the last change etcd took is every node's value.
  *
  * Out: db.c queues every local write of a wide key as a "cq/<seq>" entry in the same LevelDB
@@ -47,11 +47,12 @@
 #define PAGE 500     /* keys per page of a full read */
 #define WATCH_MS 15000 /* a watch is started again this often: a silently dead connection ends */
 
-static const char *const wide_prefixes[] = {"u/",  "ui/",        "t/",           "ut/",           "ap/",
-                                            "m/ftp/pw/", "mc/", "m/quotas/user/", "m/quotas/role/", NULL};
+static const char *const wide_prefixes[] = {"u/",  "ui/", "t/",  "ut/", "ap/", "m/ftp/pw/", "mc/", "m/quotas/user/",
+                                            "m/quotas/role/", "sp/", NULL};
 
 static struct {
-    bool on;
+    bool on;     /* the threads run */
+    bool member; /* cluster mode, from the start of the join: ids and placements are the cluster's */
     etcd *pub, *watch, *ids; /* one client per thread that talks to etcd */
     pthread_t pub_th, watch_th;
     pthread_mutex_t mu; /* stop, kicked, cv */
@@ -71,6 +72,7 @@ static struct {
 } kv = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .publish_mu = PTHREAD_MUTEX_INITIALIZER};
 
 static int start_records(bool joined, bool *first, mb_err *err);
+static void own_stores(void);
 
 static bool wide(const char *key, size_t klen)
 {
@@ -450,6 +452,7 @@ static void *watcher(void *arg)
                 continue;
             }
             kv.resync = false;
+            own_stores();
         }
         /* Each watch starts only while etcd has the records this node read: not when they are
          * gone, were started again (another create_revision), or etcd's revision went back (a
@@ -474,6 +477,47 @@ static void *watcher(void *arg)
 
 /* ---------------------------------------------------------------- join --- */
 
+/* The id in a key "<prefix><id16>" (s/, sp/: plen is the prefix's length). */
+static uint64_t key_id(const char *k, size_t kl, size_t plen)
+{
+    char hex[17] = {0};
+    memcpy(hex, k + plen, kl - plen < 16 ? kl - plen : 16);
+    return strtoull(hex, NULL, 16);
+}
+
+/* The counters whose ids are the cluster's (cluster_next_id), and the records holding them. */
+static const char *const id_counters[] = {"user", "store", NULL};
+
+/* The highest id of counter `name` this node knows: its n/<name> and its records (accounts'
+ * "id", stores' keys s/<sid16>). */
+static uint64_t top_id(const char *name)
+{
+    char key[64], *n = NULL;
+    uint64_t top = 0, v;
+    snprintf(key, sizeof key, "n/%s", name);
+    if (db_get(key, strlen(key), &n, NULL) == 0) {
+        parse_u64(n, &top);
+        free(n);
+    }
+    bool users = !strcmp(name, "user");
+    db_iter *it = db_iter_prefix(users ? "u/" : "s/", 2);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl), *val = db_iter_val(it, &vl);
+        if (users) {
+            json_t *u = json_loadb(val, vl, 0, NULL);
+            v = jint(u, "id") > 0 ? (uint64_t)jint(u, "id") : 0;
+            json_decref(u);
+        } else {
+            v = key_id(k, kl, 2);
+        }
+        if (v > top)
+            top = v;
+    }
+    db_iter_free(it);
+    return top;
+}
+
 /* The first node: every wide record it has goes to etcd, and its id counters. */
 static int seed(mb_err *err)
 {
@@ -494,27 +538,13 @@ static int seed(mb_err *err)
         }
         db_iter_free(it);
     }
-    /* The id counter: past every account id here (ids given by an earlier etcd are not in n/user). */
-    uint64_t top = 0;
-    char *n = NULL;
-    if (db_get("n/user", 6, &n, NULL) == 0) {
-        parse_u64(n, &top);
-        free(n);
+    /* The id counters: past every id here (ids an earlier etcd gave are not in n/<name>). */
+    for (const char *const *c = id_counters; *c && !rc; c++) {
+        char top_s[24], key[64];
+        snprintf(top_s, sizeof top_s, "%llu", (unsigned long long)top_id(*c));
+        snprintf(key, sizeof key, IDS_PREFIX "%s", *c);
+        json_array_append_new(ops, json_pack("{s:o}", "request_put", etcd_req_put(key, top_s, 0)));
     }
-    db_iter *it = db_iter_prefix("u/", 2);
-    while (db_iter_next(it)) {
-        size_t vl;
-        const char *v = db_iter_val(it, &vl);
-        json_t *u = json_loadb(v, vl, 0, NULL);
-        if (jint(u, "id") > 0 && (uint64_t)jint(u, "id") > top)
-            top = (uint64_t)jint(u, "id");
-        json_decref(u);
-    }
-    db_iter_free(it);
-    char top_s[24];
-    snprintf(top_s, sizeof top_s, "%llu", (unsigned long long)top);
-    if (!rc)
-        json_array_append_new(ops, json_pack("{s:o}", "request_put", etcd_req_put(IDS_PREFIX "user", top_s, 0)));
     if (!rc && json_array_size(ops))
         rc = txn_send(kv.pub, ops, err);
     else
@@ -588,6 +618,7 @@ int cluster_kv_join(bool *first, mb_err *err)
     *first = true;
     if (!g_cfg->cluster_etcd)
         return 0;
+    kv.member = true;
     long to = g_cfg->cluster_lease_ttl * 1000 / 3 > 1000 ? g_cfg->cluster_lease_ttl * 1000 / 3 : 1000;
     kv.pub = etcd_new(g_cfg->cluster_etcd, to);
     kv.watch = etcd_new(g_cfg->cluster_etcd, to);
@@ -607,8 +638,10 @@ int cluster_kv_join(bool *first, mb_err *err)
     }
     if (rc) {
         stop_clients();
+        kv.member = false;
         return rc;
     }
+    own_stores();
     atomic_store(&kv.stop, false);
     kv.on = true;
     if (pthread_create(&kv.pub_th, NULL, publisher, NULL) ||
@@ -633,6 +666,100 @@ void cluster_kv_stop(void)
     stop_clients();
 }
 
+/* ------------------------------------------------------------- stores --- */
+
+static void place_key(char key[20], uint64_t sid)
+{
+    char a[17];
+    key_u64(a, sid);
+    snprintf(key, 20, "sp/%s", a);
+}
+
+void cluster_store_placed(db_batch *b, uint64_t sid, uint64_t owner)
+{
+    if (!kv.member)
+        return;
+    char key[20];
+    place_key(key, sid);
+    json_t *r = json_pack("{s:i, s:s, s:I}", "v", 1, "node", g_cfg->cluster_node, "owner", (json_int_t)owner);
+    db_batch_put_json(b, key, r);
+    json_decref(r);
+}
+
+void cluster_store_gone(db_batch *b, uint64_t sid)
+{
+    if (!kv.member)
+        return;
+    char key[20];
+    place_key(key, sid);
+    db_batch_del(b, key, strlen(key));
+}
+
+/* etcd's counter `name` (compare-and-swap, retried while other nodes move it): with floor 0 one
+ * step up, *out the new value; with a floor, raised to it if it is below (*out what it is). */
+static int counter_move(const char *name, uint64_t floor, uint64_t *out, mb_err *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, IDS_PREFIX "%s", name);
+    for (int tries = 0; tries < 20; tries++) {
+        etcd_answer a;
+        int rc = etcd_range(kv.ids, key, false, &a, err);
+        if (rc)
+            return rc;
+        uint64_t cur = 0;
+        int64_t mod = a.nkvs ? a.kvs[0].mod_rev : 0;
+        if (a.nkvs)
+            parse_u64(a.kvs[0].value, &cur);
+        etcd_answer_free(&a);
+        uint64_t want = floor ? floor : cur + 1;
+        if (floor && cur >= floor) {
+            *out = cur;
+            return 0;
+        }
+        char w[24];
+        snprintf(w, sizeof w, "%llu", (unsigned long long)want);
+        if ((rc = etcd_call(kv.ids, "/v3/kv/txn", etcd_req_cas(key, w, mod), &a, err)))
+            return rc;
+        bool won = a.succeeded;
+        etcd_answer_free(&a);
+        if (won) {
+            *out = want;
+            return 0;
+        }
+    }
+    return err_set(err, MB_EBUSY, "cluster: a new %s id could not be taken (too many nodes at once): try again", name);
+}
+
+/* After every full read: each store this node keeps has its placement record naming this node
+ * (a read may have dropped it: a new etcd seeded by another node), and etcd's store counter is
+ * past every store id here. */
+static void own_stores(void)
+{
+    db_iter *it = db_iter_prefix("s/", 2);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
+        uint64_t sid = key_id(k, kl, 2);
+        json_t *rec = json_loadb(v, vl, 0, NULL), *have = NULL;
+        char key[20];
+        place_key(key, sid);
+        if (db_get_json(key, &have) || strcmp(jstr(have, "node"), g_cfg->cluster_node)) {
+            db_batch *b = db_batch_new();
+            cluster_store_placed(b, sid, (uint64_t)jint(rec, "owner"));
+            if (db_batch_commit(b, false))
+                log_warn("cluster: the placement of store %llu could not be recorded", (unsigned long long)sid);
+        }
+        json_decref(have);
+        json_decref(rec);
+    }
+    db_iter_free(it);
+    mb_err err;
+    uint64_t now;
+    uint64_t top = top_id("store");
+    if (top && counter_move("store", top, &now, &err))
+        trouble("raising the store counter", &err);
+}
+
 json_t *cluster_kv_view(void)
 {
     if (!kv.on)
@@ -646,36 +773,48 @@ json_t *cluster_kv_view(void)
                      atomic_load(&kv.down) ? "unreachable" : "ok");
 }
 
+json_t *cluster_kv_stores(void)
+{
+    json_t *list = json_array();
+    db_iter *it = db_iter_prefix("sp/", 3);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
+        json_t *r = json_loadb(v, vl, 0, NULL);
+        if (json_is_object(r))
+            json_array_append_new(list, json_pack("{s:I, s:s, s:n, s:i, s:I}", "id", (json_int_t)key_id(k, kl, 3),
+                                                  "owner", jstr(r, "node"), "replica", "epoch", 0, "user",
+                                                  jint(r, "owner")));
+        json_decref(r);
+    }
+    db_iter_free(it);
+    return list;
+}
+
 /* ----------------------------------------------------------------- ids --- */
 
 int cluster_next_id(const char *name, uint64_t *out, mb_err *err)
 {
-    if (!kv.on) {
+    if (!kv.member) {
         *out = db_next_id(name);
         return 0;
     }
-    char key[128];
-    snprintf(key, sizeof key, IDS_PREFIX "%s", name);
-    for (int tries = 0; tries < 20; tries++) {
-        etcd_answer a;
-        int rc = etcd_range(kv.ids, key, false, &a, err);
-        if (rc)
-            return err_set(err, MB_EBUSY, "cluster: etcd does not answer, so no new id can be given (%s)", err->msg);
-        uint64_t cur = 0;
-        int64_t mod = a.nkvs ? a.kvs[0].mod_rev : 0;
-        if (a.nkvs)
-            parse_u64(a.kvs[0].value, &cur);
-        etcd_answer_free(&a);
-        char next[24];
-        snprintf(next, sizeof next, "%llu", (unsigned long long)cur + 1);
-        if ((rc = etcd_call(kv.ids, "/v3/kv/txn", etcd_req_cas(key, next, mod), &a, err)))
-            return err_set(err, MB_EBUSY, "cluster: etcd does not answer, so no new id can be given (%s)", err->msg);
-        bool won = a.succeeded;
-        etcd_answer_free(&a);
-        if (won) {
-            *out = cur + 1;
-            return 0;
-        }
+    int rc = counter_move(name, 0, out, err);
+    if (rc) { /* etcd away, or a counter others kept moving: 503, try again */
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        return err_set(err, MB_EBUSY, "cluster: no new %s id can be given now: %s", name, why);
     }
-    return err_set(err, MB_EBUSY, "cluster: a new %s id could not be taken (too many nodes at once): try again", name);
+    /* this node's own counter follows, so it never hands out a cluster id later (alone) */
+    char key[64], *mine = NULL, next[24];
+    uint64_t have = 0;
+    snprintf(key, sizeof key, "n/%s", name);
+    if (db_get(key, strlen(key), &mine, NULL) == 0)
+        parse_u64(mine, &have);
+    free(mine);
+    if (have < *out) {
+        snprintf(next, sizeof next, "%llu", (unsigned long long)*out);
+        db_put(key, strlen(key), next, strlen(next), false);
+    }
+    return 0;
 }

@@ -48,9 +48,8 @@ int fs_folder_begin(fs_op *op, const mb_user *u, uint64_t sid, const char *path,
     return rc;
 }
 
-void fs_store_create_batch(db_batch *b, uint64_t uid, const char *name, uint64_t *sid)
+void fs_store_create_batch(db_batch *b, uint64_t id, uint64_t uid, const char *name)
 {
-    uint64_t id = db_next_id("store");
     json_t *rec = json_pack("{s:i, s:I, s:I, s:s, s:I, s:s}", "v", 1, "id", (json_int_t)id, "owner", (json_int_t)uid,
                             "name", name, "created", (json_int_t)now_wall(), "backend", "local");
     char key[64], a[17], o[17];
@@ -60,11 +59,10 @@ void fs_store_create_batch(db_batch *b, uint64_t uid, const char *name, uint64_t
     db_batch_put_json(b, key, rec);
     snprintf(key, sizeof key, "so/%s/%s", o, a);
     db_batch_put(b, key, strlen(key), "", 0);
+    cluster_store_placed(b, id, uid);
     hook_emit_batch(b, "store.created",
                     json_pack("{s:I, s:I, s:s}", "store", (json_int_t)id, "owner", (json_int_t)uid, "name", name));
     json_decref(rec);
-    if (sid)
-        *sid = id;
 }
 
 int fs_store_get(const mb_user *u, uint64_t sid, json_t **out, mb_err *err)
@@ -741,7 +739,7 @@ static void ensure_default_stores(void)
         hex[16] = 0;
         if (!b)
             b = db_batch_new();
-        fs_store_create_batch(b, strtoull(hex, NULL, 16), "Home", NULL);
+        fs_store_create_batch(b, db_next_id("store"), strtoull(hex, NULL, 16), "Home"); /* before any cluster join */
     }
     db_iter_free(it);
     if (b) { /* one transaction, like every change; it wakes the outbox for store.created */

@@ -130,9 +130,9 @@ int fs_path_normalize(const char *in, size_t n, char **out, mb_err *err);
  * only where a name is created, so entries made before the rule stay reachable. Pure. */
 int fs_name_creatable(const char *name, mb_err *err);
 
-/* Stores. fs_store_create_batch puts a new store record (and its owner index and the
- * store.created event) into b; the caller commits. */
-void fs_store_create_batch(db_batch *b, uint64_t uid, const char *name, uint64_t *sid);
+/* Stores. fs_store_create_batch puts store `id` (cluster_next_id("store")) with its owner index,
+ * its placement record in cluster mode and the store.created event into b; the caller commits. */
+void fs_store_create_batch(db_batch *b, uint64_t id, uint64_t uid, const char *name);
 /* The stores `u` owns: a new JSON array of {"id","name","owner","created",...}. */
 int fs_stores_list(const mb_user *u, json_t **out, mb_err *err);
 /* One store `u` may reach (its owner); another user's store is MB_ENOENT. New reference. */

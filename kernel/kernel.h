@@ -499,7 +499,8 @@ int hook_batch_del(mb_batch *b, mb_module *self, const char *key, mb_err *err);
 /* -------------------------------------------------------------- cluster.c --- */
 /* Cluster mode (docs/cluster.md): membership and leadership in etcd. Without g_cfg's cluster
  * settings every call is a no-op or false. */
-int cluster_start(mb_err *err); /* loop thread, before serving: MB_EEXIST when the node name is live */
+int cluster_register(mb_err *err); /* loop thread, first: the lease and the name (MB_EEXIST: a live node has it) */
+int cluster_start(mb_err *err);    /* loop thread, before serving: the membership thread */
 void cluster_stop(void);         /* revokes the lease: this node leaves at once */
 bool cluster_enabled(void);
 /* This node leads cluster-wide work now: it holds /mbyte/leader under its lease, and its last
@@ -513,6 +514,12 @@ int cluster_kv_join(bool *first, mb_err *err);
 void cluster_kv_stop(void);
 /* {"revision","queued","etcd"} of the cluster-wide records (NULL on a single server). */
 json_t *cluster_kv_view(void);
+/* Every store's placement: [{"id","owner" (node),"replica" (null: not yet),"epoch","user"}]. */
+json_t *cluster_kv_stores(void);
+/* In cluster mode, the placement record "sp/<sid16>" {"v":1,"node","owner"} of a store this node
+ * keeps, put into (or deleted from) the batch that creates (deletes) the store. No-ops alone. */
+void cluster_store_placed(db_batch *b, uint64_t sid, uint64_t owner);
+void cluster_store_gone(db_batch *b, uint64_t sid);
 /* fn(rest of the key) runs (on the watcher thread, or the loop's at the join; no lock held) for
  * every record under prefix that etcd reported and this node wrote, its own changes included:
  * auth.c hears "u/" (a Home store for an account new here), modmgr.c "mc/" (a module switched

@@ -190,7 +190,7 @@ int main(int argc, char **argv)
         fs_init(&err) || routes_add(files_routes, &err) || routes_add(backend_routes, &err) || stores_init(&err) || tus_init(&err) ||
         routes_add(tus_routes, &err) || luas_init(g_cfg->lua_dir, &err) ||
         health_routes_init(&err) || routes_add(cluster_routes, &err) || metrics_init(&err) || backup_init(&err) || reload_init(&err) || modmgr_init(base, &err) ||
-        secret_http_init(base, &err) || cluster_kv_join(&first_node, &err) ||
+        secret_http_init(base, &err) || cluster_register(&err) || cluster_kv_join(&first_node, &err) ||
         (first_node && auth_bootstrap(admin_pw, &err))) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
@@ -202,8 +202,9 @@ int main(int argc, char **argv)
         for (char **m = g_cfg->modules_enabled; *m; m++)
             if (modmgr_load(*m, &err))
                 log_error("module %s not loaded: %s", *m, err.msg);
-    /* Cluster mode: registered under this node's name before the first request, after the
-     * modules, so their observers hear the first cluster.leader; a live name refuses the start. */
+    /* Cluster mode: registered under this node's name above (a live name refused the start
+     * before anything of this node reached etcd); the membership thread starts after the
+     * modules, so their observers hear the first cluster.leader. */
     if (cluster_start(&err)) {
         log_error("start failed: %s", err.msg);
         goto out_stop;

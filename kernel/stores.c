@@ -243,9 +243,13 @@ int stores_create(uint64_t owner, const char *name, const json_t *settings, uint
         return rc;
     if ((rc = backend_placement_make(place, &place, err)))
         return rc;
+    uint64_t id;
+    if ((rc = cluster_next_id("store", &id, err))) {
+        json_decref(place);
+        return rc;
+    }
     json_t *st = settings ? json_deep_copy(settings) : json_object();
     json_object_del(st, "placement");
-    uint64_t id = db_next_id("store");
     json_t *rec = json_pack("{s:i, s:I, s:I, s:s, s:I, s:s?, s:s, s:o, s:o}", "v", 1, "id", (json_int_t)id, "owner",
                             (json_int_t)owner, "name", nn, "created", (json_int_t)now_wall(), "backend",
                             json_string_value(json_object_get(place, "backend")), "state", "provisioning", "settings",
@@ -259,6 +263,7 @@ int stores_create(uint64_t owner, const char *name, const json_t *settings, uint
     db_batch_put_json(t.b, key, rec);
     snprintf(key, sizeof key, "so/%s/%s", o, a);
     db_batch_put(t.b, key, strlen(key), "", 0);
+    cluster_store_placed(t.b, id, owner);
     json_decref(rec);
     rc = txn_end(&t, 0, err, "the new store");
     if (rc)
@@ -433,6 +438,7 @@ int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
             db_batch_del(b, key, strlen(key));
             snprintf(key, sizeof key, "so/%s/%s", o, a);
             db_batch_del(b, key, strlen(key));
+            cluster_store_gone(b, sid);
             skey(key, sizeof key, "us", sid);
             db_batch_del(b, key, strlen(key));
             skey(key, sizeof key, "sd", owner);

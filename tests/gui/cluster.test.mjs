@@ -1,7 +1,7 @@
 // tests/gui/cluster.test.mjs — the Cluster section of the web page, in a real browser (Debian's
 // chromium via playwright-core), against node n1 of a real two-node cluster (a real etcd and two
 // mbyted) started by tests/integration/test_gui_cluster.py. The admin sees both nodes up with
-// their address and capacity, which one leads (the one the API names) and which serves the page;
+// their address, capacity and how many stores each keeps, which one leads (the one the API names) and which serves the page;
 // the Modules section says switching is cluster-wide; after the test's runner kills n2 (it
 // waits for the file MBYTE_TEST_KILL_DONE), Refresh shows n2 gone. Env as for gui.test.mjs, plus
 // MBYTE_TEST_NODES ("n1,n2"), MBYTE_TEST_KILL (a file to create when n2 should be killed) and
@@ -46,6 +46,8 @@ test('the admin sees the nodes, the leader and this node; a killed node leaves t
         const cells = await row.locator('td').allTextContents();
         assert.equal(cells[1], n.address, 'the address etcd has');
         assert.match(cells[3], /\d.*B/, 'the capacity, in bytes units');
+        assert.equal(cells[5], String(v.stores.filter(st => st.owner === n.name).length), 'the stores kept there');
+        assert.ok(Number(cells[5]) >= 1, 'at least the admin\'s Home store');
     }
     const leaders = table.locator('tr', { has: page.locator('.badge', { hasText: /^leader$/ }) });
     assert.equal(await leaders.count(), 1, 'one leader');

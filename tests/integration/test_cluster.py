@@ -229,6 +229,11 @@ def refused_start(test, s):
     return s.read_log()
 
 
+def home_store(s, tok):
+    """The id of the user's Home store on server s: store ids are the cluster's, not 1 on each node."""
+    return next(st["id"] for st in s.request("GET", "/api/v1/stores", token=tok).json() if st["name"] == "Home")
+
+
 def thread_names(pid):
     names = []
     for t in os.listdir("/proc/%d/task" % pid):
@@ -358,7 +363,9 @@ class ClusterOfThree(EtcdAndNodes):
         self.assertEqual(self.etcd.get("/mbyte/leader"), leader)
         for name, v in views.items():
             self.assertEqual(v["node"], name)
-            self.assertEqual(v["stores"], [])
+            # each node's admin Home store, one per node, each placed on its node
+            self.assertEqual(sorted(st["owner"] for st in v["stores"]), list(self.NAMES), v["stores"])
+            self.assertEqual(len({st["id"] for st in v["stores"]}), 3, v["stores"])
             self.assertEqual(v["etcd"], "ok")
             for n in v["nodes"]:
                 self.assertEqual(n["state"], "up")
@@ -462,10 +469,12 @@ class ClusterOfThree(EtcdAndNodes):
             t0 = time.time()
             for i, (name, s) in enumerate(self.nodes.items()):
                 tok = s.login()
+                home = home_store(s, tok)
                 body = os.urandom(100000 + i)
-                r = s.request("PUT", "/api/v1/stores/1/files/while-etcd-is-away-%d.bin" % i, body=body, token=tok)
+                r = s.request("PUT", "/api/v1/stores/%d/files/while-etcd-is-away-%d.bin" % (home, i), body=body,
+                              token=tok)
                 self.assertIn(r.status, (200, 201), r)
-                r = s.request("GET", "/api/v1/stores/1/files/while-etcd-is-away-%d.bin" % i, token=tok)
+                r = s.request("GET", "/api/v1/stores/%d/files/while-etcd-is-away-%d.bin" % (home, i), token=tok)
                 self.assertEqual(r.status, 200, r)
                 self.assertEqual(r.body, body)
             # Past every lease: a leader must have stopped claiming by now.
@@ -487,10 +496,12 @@ class ClusterOfThree(EtcdAndNodes):
         self.etcd.stop()
         for name, s in self.nodes.items():
             tok = s.login()
-            r = s.request("PUT", "/api/v1/stores/1/files/etcd-restart-%s.txt" % name, body=name.encode(), token=tok)
+            home = home_store(s, tok)
+            r = s.request("PUT", "/api/v1/stores/%d/files/etcd-restart-%s.txt" % (home, name), body=name.encode(),
+                          token=tok)
             self.assertIn(r.status, (200, 201), r)
-            self.assertEqual(s.request("GET", "/api/v1/stores/1/files/etcd-restart-%s.txt" % name, token=tok).body,
-                             name.encode())
+            self.assertEqual(s.request("GET", "/api/v1/stores/%d/files/etcd-restart-%s.txt" % (home, name),
+                                       token=tok).body, name.encode())
             self.assertEqual(s.request("GET", "/api/v1/health").status, 200)
         self.etcd.start()  # same ports, same data: the leases and keys it had are back
         views = wait_for("registration recovers", self.all_agreed, 30)
@@ -525,8 +536,8 @@ class ClusterWide(EtcdAndNodes):
         cls.etcd = Etcd().start()
         for n in cls.NAMES:
             env = {} if n == "n1" else {"MBYTE_ADMIN_PASSWORD": cls.OTHER_PW}
-            cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n), modules={"webdav": True, "quotas": True},
-                                  env=env)
+            cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n), env=env, modules={
+                "webdav": True, "quotas": True, "taskmgr": True, "multistore": True})
             cls.nodes[n].start()
 
     def status(self, node, method, path, token=None, body=None, headers=None):
@@ -602,6 +613,39 @@ class ClusterWide(EtcdAndNodes):
         self.assertEqual(self.nodes["n2"].request("PUT", "/api/v1/admin/quotas/users/quinn", {"bytes": None},
                                                   token=admin2).status, 200)
         wait_for("the quota is gone on n3", lambda: put("b.bin").status == 201, 10)
+        self.assertEqual(self.status("n1", "GET", "/api/v1/me", tok), 200)
+
+    def test_stores_have_ids_unique_in_the_cluster_and_every_node_knows_where_each_is(self):
+        tok = self.nodes["n1"].add_user("stella", "stella-pw-1")
+        self.everywhere("stella logs in", lambda n: isinstance(self.login(n, "stella", "stella-pw-1"), str))
+        t2 = self.login("n2", "stella", "stella-pw-1")
+        made = self.nodes["n2"].request("POST", "/api/v1/stores", {"name": "Photos"}, token=t2)
+        self.assertEqual(made.status, 202, made)
+        photos = made.json()["store"]
+        # every store a node keeps is placed on that node, in every node's view, with an id no
+        # other store has
+        def placements_agree(_):
+            views = [self.nodes[n].request("GET", "/api/v1/admin/cluster",
+                                           token=self.login(n, "admin", ADMIN_PASSWORD)).json() for n in self.NAMES]
+            placed = [{st["id"]: st["owner"] for st in v["stores"]} for v in views]
+            held = {}
+            for n in self.NAMES:
+                for who, pw in (("stella", "stella-pw-1"), ("admin", ADMIN_PASSWORD)):
+                    for st in self.nodes[n].request("GET", "/api/v1/stores", token=self.login(n, who, pw)).json():
+                        self.assertNotIn(st["id"], held, "store id %d on two nodes" % st["id"])
+                        held[st["id"]] = n
+            return all(p == {**p, **held} and set(held) <= set(p) for p in placed) and placed[0] == placed[1] == placed[2]
+        wait_for("every node knows every store's node", lambda: placements_agree(None), 10)
+        v = self.nodes["n3"].request("GET", "/api/v1/admin/cluster", token=self.login("n3", "admin", ADMIN_PASSWORD)).json()
+        entry = next(st for st in v["stores"] if st["id"] == photos)
+        self.assertEqual((entry["owner"], entry["replica"], entry["epoch"]), ("n2", None, 0))
+        # deleted on n2: gone from every node's view
+        wait_for("Photos is ready", lambda: self.nodes["n2"].request(
+            "GET", "/api/v1/stores/%d" % photos, token=t2).json().get("state", "ready") == "ready", 10)
+        r = self.nodes["n2"].request("DELETE", "/api/v1/stores/%d" % photos, {"confirm": "Photos"}, token=t2)
+        self.assertEqual(r.status, 202, r)
+        self.everywhere("Photos leaves the views", lambda n: photos not in [st["id"] for st in self.nodes[n].request(
+            "GET", "/api/v1/admin/cluster", token=self.login(n, "admin", ADMIN_PASSWORD)).json()["stores"]])
         self.assertEqual(self.status("n1", "GET", "/api/v1/me", tok), 200)
 
     def test_a_token_revoked_on_one_node_is_refused_on_all_and_a_new_password_counts_everywhere(self):

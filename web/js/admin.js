@@ -283,6 +283,7 @@ export class AdminView {
     async cluster() {
         const v = await api('GET', '/admin/cluster');
         const tbody = h('tbody');
+        const stores = n => (v.stores || []).filter(st => st.owner === n).length;
         for (const n of v.nodes || []) {
             const marks = [n.name === v.leader ? h('span.badge.state-active', 'leader') : null,
                 n.name === v.node ? h('span.badge', 'this node') : null];
@@ -290,6 +291,7 @@ export class AdminView {
                 h('td', h('strong', n.name), ' ', ...marks),
                 h('td', n.address), h('td', h('span.badge.state-' + (n.state === 'up' ? 'active' : 'error'), n.state)),
                 h('td.col-size', formatBytes(n.capacity)), h('td.col-size', formatBytes(n.free)),
+                h('td.col-size', String(stores(n.name))),
                 h('td', n.version || ''), h('td.col-mtime', n.started ? formatTime(n.started) : '')));
         }
         const acc = v.accounts || {};
@@ -306,10 +308,11 @@ export class AdminView {
             h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Cluster nodes' },
                 h('thead', h('tr', h('th', { scope: 'col' }, 'Node'), h('th', { scope: 'col' }, 'Address'), h('th', { scope: 'col' }, 'State'),
                     h('th.col-size', { scope: 'col' }, 'Capacity'), h('th.col-size', { scope: 'col' }, 'Free'),
-                    h('th', { scope: 'col' }, 'Version'), h('th.col-mtime', { scope: 'col' }, 'Up since'))),
+                    h('th.col-size', { scope: 'col' }, 'Stores'), h('th', { scope: 'col' }, 'Version'), h('th.col-mtime', { scope: 'col' }, 'Up since'))),
                 tbody)),
-            h('p.muted', 'A node that stops answering etcd leaves this list within its lease. Files and stores are still each node\'s own: ',
-                'a client must keep reaching the same node (HAProxy pins it by address; docs/cluster.md).'));
+            h('p.muted', 'A node that stops answering etcd leaves this list within its lease. Each store is kept by the node it was made on ',
+                '(Stores: how many); it is not yet copied to a second node or moved, and a client must keep reaching the node that keeps ',
+                'its files (HAProxy pins it by address; docs/cluster.md).'));
     }
 
     /* GET /admin/backends: each backend's type, health and usage, and how many stores it holds.
