@@ -53,6 +53,7 @@ static const char *const wide_prefixes[] = {"u/",  "ui/", "t/",  "ut/", "ap/", "
 static struct {
     bool on;     /* the threads run */
     bool member; /* cluster mode, from the start of the join: ids and placements are the cluster's */
+    char node[64]; /* this node's name, copied at the join (a reload may replace g_cfg) */
     etcd *pub, *watch, *ids; /* one client per thread that talks to etcd */
     pthread_t pub_th, watch_th;
     pthread_mutex_t mu; /* stop, kicked, cv */
@@ -578,7 +579,7 @@ static void stop_clients(void)
 static int start_records(bool joined, bool *first, mb_err *err)
 {
     char mark[96];
-    snprintf(mark, sizeof mark, "%s seeding", g_cfg->cluster_node);
+    snprintf(mark, sizeof mark, "%s seeding", kv.node);
     etcd_answer a;
     int rc = etcd_create(kv.pub, INIT_KEY, mark, 0, &a, err);
     if (rc)
@@ -587,17 +588,17 @@ static int start_records(bool joined, bool *first, mb_err *err)
     etcd_answer_free(&a);
     if (*first && joined)
         log_warn("cluster: etcd has none of the cluster's accounts (a new or wiped etcd): node %s hands it its own",
-                 g_cfg->cluster_node);
+                 kv.node);
     if (*first) { /* then the mark says the records are all there */
         if (!(rc = seed(err)))
-            rc = etcd_put(kv.pub, INIT_KEY, g_cfg->cluster_node, 0, err);
+            rc = etcd_put(kv.pub, INIT_KEY, kv.node, 0, err);
         return rc;
     }
     if (!joined && has_accounts())
         return err_set(err, MB_EEXIST,
                        "cluster: node %s has accounts of its own in %s, and the cluster has its own: a node joins a "
                        "running cluster with an empty data directory (its accounts would be lost)",
-                       g_cfg->cluster_node, g_cfg->data_dir);
+                       kv.node, g_cfg->data_dir);
     /* Another node is handing etcd its records: read them once it is done (30 s at most: a
      * seeding node that died leaves its mark, and what it handed on is read as it is). */
     for (int64_t until = now_mono_ms() + 30000; now_mono_ms() < until && !atomic_load(&kv.stop);) {
@@ -619,6 +620,7 @@ int cluster_kv_join(bool *first, mb_err *err)
     if (!g_cfg->cluster_etcd)
         return 0;
     kv.member = true;
+    snprintf(kv.node, sizeof kv.node, "%s", g_cfg->cluster_node);
     long to = g_cfg->cluster_lease_ttl * 1000 / 3 > 1000 ? g_cfg->cluster_lease_ttl * 1000 / 3 : 1000;
     kv.pub = etcd_new(g_cfg->cluster_etcd, to);
     kv.watch = etcd_new(g_cfg->cluster_etcd, to);
@@ -633,7 +635,7 @@ int cluster_kv_join(bool *first, mb_err *err)
     if (rc && rc != MB_EEXIST) {
         char why[sizeof err->msg];
         snprintf(why, sizeof why, "%s", err->msg);
-        rc = err_set(err, rc, "cluster: cannot register node %s in etcd (%s): %s", g_cfg->cluster_node,
+        rc = err_set(err, rc, "cluster: cannot register node %s in etcd (%s): %s", kv.node,
                      g_cfg->cluster_etcd[0], why);
     }
     if (rc) {
@@ -681,7 +683,7 @@ void cluster_store_placed(db_batch *b, uint64_t sid, uint64_t owner)
         return;
     char key[20];
     place_key(key, sid);
-    json_t *r = json_pack("{s:i, s:s, s:I}", "v", 1, "node", g_cfg->cluster_node, "owner", (json_int_t)owner);
+    json_t *r = json_pack("{s:i, s:s, s:I}", "v", 1, "node", kv.node, "owner", (json_int_t)owner);
     db_batch_put_json(b, key, r);
     json_decref(r);
 }
@@ -743,7 +745,7 @@ static void own_stores(void)
         json_t *rec = json_loadb(v, vl, 0, NULL), *have = NULL;
         char key[20];
         place_key(key, sid);
-        if (db_get_json(key, &have) || strcmp(jstr(have, "node"), g_cfg->cluster_node)) {
+        if (db_get_json(key, &have) || strcmp(jstr(have, "node"), kv.node)) {
             db_batch *b = db_batch_new();
             cluster_store_placed(b, sid, (uint64_t)jint(rec, "owner"));
             if (db_batch_commit(b, false))

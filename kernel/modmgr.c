@@ -1020,9 +1020,15 @@ static void cluster_state_put(const char *name, bool enabled)
     json_decref(r);
 }
 
+static bool finishing; /* modmgr_fini began: a switch heard late is not followed */
+
 static void cluster_state_apply(void *arg)
 {
     char *name = arg;
+    if (finishing) {
+        free(name);
+        return;
+    }
     char key[96];
     snprintf(key, sizeof key, "mc/%s", name);
     json_t *r = NULL;
@@ -1113,6 +1119,7 @@ int modmgr_init(struct event_base *b, mb_err *err)
  * closed while a module depending on it is still open. Off the loop: waits may block. */
 void modmgr_fini(void)
 {
+    finishing = true;
     task_stop();
     loop_drain(); /* close_later calls already queued */
     for (;;) {
