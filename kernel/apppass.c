@@ -279,6 +279,8 @@ static int h_create(mb_req *req, void *st, mb_err *err)
     prefix_of(key, sizeof key, "ap/", u->id);
     strcat(key, id);
     int rc = db_put_json(key, rec, true);
+    if (!rc) /* cluster mode: in etcd before the password is shown, for every node to take */
+        cluster_kv_flush(2000);
     json_decref(rec);
     if (rc) {
         sodium_memzero(pw, sizeof pw);

@@ -92,7 +92,10 @@ static int user_read(const char *name, json_t **out, bool shared)
     if (!auth_valid_username(name))
         return MB_ENOENT; /* also keeps the key from being truncated into another name */
     snprintf(key, sizeof key, "u/%.64s", name);
-    return shared ? db_get_json_shared(key, out) : db_get_json(key, out);
+    int rc = shared ? db_get_json_shared(key, out) : db_get_json(key, out);
+    if (rc && cluster_kv_fetch(key)) /* cluster mode: made on another node a moment ago */
+        rc = shared ? db_get_json_shared(key, out) : db_get_json(key, out);
+    return rc;
 }
 
 static int user_get(const char *name, json_t **out) { return user_read(name, out, false); }
@@ -152,6 +155,8 @@ int auth_user_add(const char *name, const char *password, int role, uint64_t *id
     json_decref(u);
     rc = txn_end(&t, 0, err, "the new user");
     pthread_mutex_unlock(&add_lock);
+    if (!rc) /* cluster mode: in etcd before anyone is told, so every node finds it at once */
+        cluster_kv_flush(2000);
     sodium_memzero(hash, sizeof hash);
     if (rc)
         return rc;
@@ -192,7 +197,10 @@ static int token_issue(uint64_t uid, const char *kind, const char *name, int64_t
     if (id_out)
         memcpy(id_out, tid, 17);
     sodium_memzero(raw, sizeof raw);
-    return db_batch_commit(b, true);
+    int rc = db_batch_commit(b, true);
+    if (!rc) /* cluster mode: in etcd before the client has it, so every node can read it at once */
+        cluster_kv_flush(2000);
+    return rc;
 }
 
 static int token_revoke(uint64_t uid, const char *tid)
@@ -212,6 +220,21 @@ static int token_revoke(uint64_t uid, const char *tid)
 }
 
 /* Look up a presented token; on success fills user (name in the arena) and *tok (new ref). */
+/* Account uid: its name and record (shared). In cluster mode an account made on another node a
+ * moment ago may not be here yet: it is read from etcd then. */
+static int account_of(uint64_t uid, char *name, size_t n, json_t **u)
+{
+    char key[200], k16[17];
+    key_u64(k16, uid);
+    snprintf(key, sizeof key, "ui/%s", k16);
+    if (auth_user_name(uid, name, n) && (!cluster_kv_fetch(key) || auth_user_name(uid, name, n)))
+        return MB_ENOENT;
+    snprintf(key, sizeof key, "u/%s", name);
+    if (user_get_shared(name, u) && (!cluster_kv_fetch(key) || user_get_shared(name, u)))
+        return MB_ENOENT;
+    return 0;
+}
+
 static int token_resolve(arena *a, const char *token, mb_user *user, json_t **tok)
 {
     if (strncmp(token, TOKEN_PREFIX, strlen(TOKEN_PREFIX)) || strlen(token) != strlen(TOKEN_PREFIX) + 64)
@@ -220,8 +243,8 @@ static int token_resolve(arena *a, const char *token, mb_user *user, json_t **to
     auth_token_hash(token, h);
     snprintf(key, sizeof key, "t/%s", h);
     json_t *t; /* shared from the decoded-record cache: only read (a revocation deletes the key) */
-    if (db_get_json_shared(key, &t))
-        return MB_EAUTH;
+    if (db_get_json_shared(key, &t) && (!cluster_kv_fetch(key) || db_get_json_shared(key, &t)))
+        return MB_EAUTH; /* unknown here, and (cluster mode) in etcd */
     int64_t exp = json_integer_value(json_object_get(t, "expires"));
     if (exp && exp < now_wall()) {
         json_decref(t);
@@ -230,7 +253,7 @@ static int token_resolve(arena *a, const char *token, mb_user *user, json_t **to
     uint64_t uid = (uint64_t)json_integer_value(json_object_get(t, "uid"));
     char name[128];
     json_t *u = NULL;
-    if (auth_user_name(uid, name, sizeof name) || user_get_shared(name, &u)) {
+    if (account_of(uid, name, sizeof name, &u)) {
         json_decref(t);
         return MB_EAUTH;
     }
@@ -251,10 +274,22 @@ static const char *cookie_value(mb_req *req, const char *name)
     return http_req_cookie(req, name);
 }
 
+static int user_fill(json_t *u, mb_user *out, char *namebuf, size_t n);
+
 int auth_request(mb_req *req, mb_user *user, mb_err *err)
 {
     const char *h = http_req_header(req, "Authorization");
     arena *a = http_req_arena(req);
+    uint64_t vid;
+    json_t *vu;
+    char vname[72];
+    /* Cluster mode: another node forwarded the request for a user it authenticated (signed),
+     * perhaps with a token made there a moment ago that has not reached this node yet. */
+    if (cluster_fwd_vouched(req, &vid) && auth_user_name(vid, vname, sizeof vname) == 0 && user_get(vname, &vu) == 0) {
+        user_fill(vu, user, arena_alloc(a, 72), 72);
+        json_decref(vu);
+        return 0;
+    }
     if (h) {
         if (strncasecmp(h, "Bearer ", 7))
             return err_set(err, MB_EAUTH, "the Authorization header must be 'Bearer <token>'");
@@ -682,41 +717,8 @@ static const struct {
     {"DELETE", "/api/v1/admin/users/{name}/tokens/{id}", MB_ROLE_ADMIN, h_admin_token_delete},
 };
 
-/* Cluster mode: an account another node made (or changed) arrived here. Stores are each
- * node's until they are placed on nodes (docs/cluster.md), so the user gets a Home store on
- * this node too, as on the node that made the account, when they have none here. */
-static void account_arrived(const char *name)
-{
-    json_t *u;
-    if (user_get(name, &u))
-        return;
-    uint64_t uid = (uint64_t)jint(u, "id");
-    json_decref(u);
-    char prefix[32], k16[17];
-    key_u64(k16, uid);
-    snprintf(prefix, sizeof prefix, "so/%s/", k16);
-    txn t;
-    txn_begin(&t, NULL); /* the check and the creation under the commit lock: one Home, not two */
-    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
-    bool has = db_iter_next(it);
-    db_iter_free(it);
-    const char *what = NULL;
-    uint64_t sid;
-    mb_err err;
-    if (!has && uid && cluster_next_id("store", &sid, &err) == 0) { /* else at the next start's reading */
-        fs_store_create_batch(t.b, sid, uid, "Home");
-        what = "the Home store of an account from another node";
-    } else if (!has && uid)
-        log_warn("cluster: no Home store for account %s here yet: %s", name, err.msg);
-    if (txn_end(&t, 0, &err, what))
-        log_warn("cluster: %s", err.msg);
-    else if (what)
-        log_info("cluster: account %s came from another node: a Home store for it here", name);
-}
-
 int auth_init(mb_err *err)
 {
-    cluster_kv_on("u/", account_arrived);
     for (size_t i = 0; i < sizeof auth_routes / sizeof auth_routes[0]; i++) {
         int rc = http_route_add(NULL, auth_routes[i].method, auth_routes[i].pattern, auth_routes[i].role,
                                 auth_routes[i].fn, NULL, err);

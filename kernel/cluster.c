@@ -352,6 +352,24 @@ void cluster_stop(void)
     cl.on = false;
 }
 
+const char *cluster_node_name(void) { return cl.node; }
+
+bool cluster_node_address(const char *node, char *out, size_t n)
+{
+    bool found = false;
+    pthread_mutex_lock(&cl.view_mu);
+    size_t i;
+    json_t *e;
+    json_array_foreach(cl.nodes, i, e) if (!strcmp(jstr(e, "name"), node) && *jstr(e, "address"))
+    {
+        snprintf(out, n, "%s", jstr(e, "address"));
+        found = true;
+        break;
+    }
+    pthread_mutex_unlock(&cl.view_mu);
+    return found;
+}
+
 json_t *cluster_view(void)
 {
     if (!cl.on)

@@ -6,8 +6,8 @@
  *
  * The records stay where the kernel reads them, in each node's LevelDB (u/, ui/, t/, ut/, ap/,
  * the FTP module's m/ftp/pw/, mc/ (which modules are switched on) and the quotas module's limits
- * m/quotas/user/ and m/quotas/role/, and sp/, which node keeps each store: the "wide" keys), so
- * nothing on a request's path talks to etcd. etcd holds the cluster's copy under /mbyte/kv/<key>, and its revision order is the
+ * m/quotas/user/ and m/quotas/role/, sp/ (which node keeps each store) and cs/key (the key nodes
+ * sign forwarded requests with): the "wide" keys), so nothing on a request's path talks to etcd. etcd holds the cluster's copy under /mbyte/kv/<key>, and its revision order is the
  * truth: the last change etcd took is every node's value.
  *
  * Out: db.c queues every local write of a wide key as a "cq/<seq>" entry in the same LevelDB
@@ -34,6 +34,7 @@
  * watcher each own an etcd client; cluster_next_id from any thread (its client's mutex).
  */
 #include "kernel.h"
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,7 @@
 #define WATCH_MS 15000 /* a watch is started again this often: a silently dead connection ends */
 
 static const char *const wide_prefixes[] = {"u/",  "ui/", "t/",  "ut/", "ap/", "m/ftp/pw/", "mc/", "m/quotas/user/",
-                                            "m/quotas/role/", "sp/", NULL};
+                                            "m/quotas/role/", "sp/", "cs/", NULL};
 
 static struct {
     bool on;     /* the threads run */
@@ -74,6 +75,7 @@ static struct {
 
 static int start_records(bool joined, bool *first, mb_err *err);
 static void own_stores(void);
+static void ensure_secret(void);
 
 static bool wide(const char *key, size_t klen)
 {
@@ -454,6 +456,7 @@ static void *watcher(void *arg)
             }
             kv.resync = false;
             own_stores();
+            ensure_secret();
         }
         /* Each watch starts only while etcd has the records this node read: not when they are
          * gone, were started again (another create_revision), or etcd's revision went back (a
@@ -644,6 +647,7 @@ int cluster_kv_join(bool *first, mb_err *err)
         return rc;
     }
     own_stores();
+    ensure_secret();
     atomic_store(&kv.stop, false);
     kv.on = true;
     if (pthread_create(&kv.pub_th, NULL, publisher, NULL) ||
@@ -762,6 +766,46 @@ static void own_stores(void)
         trouble("raising the store counter", &err);
 }
 
+/* The cluster's signing key (cs/key, 32 random bytes as hex): made once, by whichever node asks
+ * etcd first (create-if-absent); the others take that one. */
+static void ensure_secret(void)
+{
+    char *v = NULL;
+    if (db_get("cs/key", 6, &v, NULL) == 0) {
+        free(v);
+        return;
+    }
+    char hex[65];
+    random_hex(hex, 32);
+    etcd_answer a;
+    mb_err err;
+    if (etcd_create(kv.pub, KV_PREFIX "cs/key", hex, 0, &a, &err)) {
+        trouble("making the cluster's signing key", &err);
+        return;
+    }
+    const char *val = a.succeeded ? hex : a.nkvs ? a.kvs[0].value : NULL;
+    if (val) { /* etcd's value, written as the watch would (not queued again) */
+        db_batch *b = db_batch_new();
+        db_batch_from_cluster(b);
+        db_batch_put(b, "cs/key", 6, val, strlen(val));
+        db_batch_commit(b, true);
+    }
+    etcd_answer_free(&a);
+    sodium_memzero(hex, sizeof hex);
+}
+
+bool cluster_kv_secret(uint8_t out[32])
+{
+    char *v = NULL;
+    size_t n;
+    if (!kv.member || db_get("cs/key", 6, &v, &n))
+        return false;
+    bool ok = n == 64 && hex_decode(v, out, 32) == 0;
+    sodium_memzero(v, n);
+    free(v);
+    return ok;
+}
+
 json_t *cluster_kv_view(void)
 {
     if (!kv.on)
@@ -773,6 +817,38 @@ json_t *cluster_kv_view(void)
     db_iter_free(it);
     return json_pack("{s:I, s:I, s:s}", "revision", (json_int_t)atomic_load(&kv.rev), "queued", queued, "etcd",
                      atomic_load(&kv.down) ? "unreachable" : "ok");
+}
+
+bool cluster_store_node(uint64_t sid, char *node, size_t n)
+{
+    char key[20];
+    place_key(key, sid);
+    json_t *r = NULL;
+    bool found = kv.member && db_get_json(key, &r) == 0 && *jstr(r, "node");
+    if (found)
+        snprintf(node, n, "%s", jstr(r, "node"));
+    json_decref(r);
+    return found;
+}
+
+json_t *cluster_kv_user_nodes(uint64_t uid)
+{
+    json_t *seen = json_object(), *out = json_array();
+    db_iter *it = db_iter_prefix("sp/", 3);
+    while (kv.member && db_iter_next(it)) {
+        size_t vl;
+        const char *v = db_iter_val(it, &vl);
+        json_t *r = json_loadb(v, vl, 0, NULL);
+        const char *node = jstr(r, "node");
+        if (jint(r, "owner") == (json_int_t)uid && *node && strcmp(node, kv.node) && !json_object_get(seen, node)) {
+            json_object_set_new(seen, node, json_true());
+            json_array_append_new(out, json_string(node));
+        }
+        json_decref(r);
+    }
+    db_iter_free(it);
+    json_decref(seen);
+    return out;
 }
 
 json_t *cluster_kv_stores(void)
@@ -791,6 +867,59 @@ json_t *cluster_kv_stores(void)
     }
     db_iter_free(it);
     return list;
+}
+
+/* ------------------------------------------------- the request's path --- */
+
+static bool queue_empty(void)
+{
+    db_iter *it = db_iter_prefix("cq/", 3);
+    bool empty = !db_iter_next(it);
+    db_iter_free(it);
+    return empty;
+}
+
+void cluster_kv_flush(int64_t ms)
+{
+    if (!kv.on)
+        return;
+    kick();
+    for (int64_t until = now_mono_ms() + ms; !queue_empty() && !atomic_load(&kv.down) && now_mono_ms() < until;) {
+        struct timespec ts = {0, 2 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+bool cluster_kv_fetch(const char *key)
+{
+    size_t kl = strlen(key);
+    if (!kv.on || !wide(key, kl))
+        return false;
+    char *ek = etcd_key(key, kl);
+    etcd_answer a;
+    mb_err err;
+    int rc = etcd_range(kv.ids, ek, false, &a, &err);
+    free(ek);
+    if (rc)
+        return false;
+    bool found = a.nkvs > 0;
+    if (found) { /* as the watcher writes it: not over a change of this node still queued */
+        pthread_mutex_lock(&kv.publish_mu);
+        db_repl_lock();
+        json_t *q = queued_keys();
+        found = !json_object_get(q, key);
+        if (found) {
+            db_batch *b = db_batch_new();
+            db_batch_from_cluster(b);
+            db_batch_put(b, key, kl, a.kvs[0].value, a.kvs[0].value_len);
+            found = db_batch_commit(b, false) == 0;
+        }
+        json_decref(q);
+        db_repl_unlock();
+        pthread_mutex_unlock(&kv.publish_mu);
+    }
+    etcd_answer_free(&a);
+    return found;
 }
 
 /* ----------------------------------------------------------------- ids --- */

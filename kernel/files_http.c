@@ -116,6 +116,8 @@ static int h_stores(mb_req *req, void *st, mb_err *err)
     (void)st;
     json_t *out;
     int rc = fs_stores_list(http_req_user(req), &out, err);
+    if (!rc) /* cluster mode: with the stores other nodes keep (docs/cluster.md) */
+        cluster_fwd_stores(req, http_req_user(req)->id, out);
     return rc ? rc : http_reply_json(req, 200, out);
 }
 

@@ -717,9 +717,13 @@ int fs_copy_task(const mb_user *u, uint64_t sid, const char *from, const char *t
 
 /* ============================================================== start === */
 
-/* Accounts made before the file service existed get their default store now. */
+/* Accounts made before the file service existed get their default store now. Not in cluster
+ * mode: there an account's Home is kept by the node that made it, and another node lists it
+ * from there (cluster_fwd.c). */
 static void ensure_default_stores(void)
 {
+    if (g_cfg->cluster_etcd)
+        return;
     db_iter *it = db_iter_prefix("ui/", 3);
     db_batch *b = NULL;
     while (db_iter_next(it)) {

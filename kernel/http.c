@@ -398,6 +398,15 @@ enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, const ch
         }
         if (parse_path(req, &err))
             return fail_now(req, &err);
+        if (!req->local && cluster_enabled()) { /* a store another node keeps: that node answers */
+            int f = cluster_fwd_begin(req, &err);
+            if (f < 0)
+                return fail_now(req, &err);
+            if (f > 0) {
+                accesslog_route(&req->rl, req, "(forwarded)", true);
+                return MHD_YES;
+            }
+        }
         http_hit hit;
         int found = http_route_lookup(req, &hit, false);
         int role = found ? 0 : hit.role;

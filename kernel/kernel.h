@@ -506,6 +506,10 @@ bool cluster_enabled(void);
 /* This node leads cluster-wide work now: it holds /mbyte/leader under its lease, and its last
  * keepalive was sent less than lease_ttl ago (fencing by time). Any thread, cheap. */
 bool cluster_is_leader(void);
+/* This node's name ("" on a single server), and a live node's address (host:port) from the
+ * last view: false when the node is not up. Any thread. */
+const char *cluster_node_name(void);
+bool cluster_node_address(const char *node, char *out, size_t n);
 /* Cluster-wide accounts and tokens (cluster_kv.c): before auth_bootstrap, join etcd's copy of
  * them; *first is true when this node may create the first admin (a single server, or the
  * node that started the cluster). MB_EEXIST: this node has accounts of its own and the
@@ -519,6 +523,19 @@ json_t *cluster_kv_stores(void);
 /* In cluster mode, the placement record "sp/<sid16>" {"v":1,"node","owner"} of a store this node
  * keeps, put into (or deleted from) the batch that creates (deletes) the store. No-ops alone. */
 void cluster_store_placed(db_batch *b, uint64_t sid, uint64_t owner);
+/* The node that keeps store sid (its placement record), into node; false when none is known. */
+bool cluster_store_node(uint64_t sid, char *node, size_t n);
+/* Wait (at most ms, not while etcd is away) until every change made here is in etcd: a token
+ * is handed on before the client that asked for it can show it to another node. */
+void cluster_kv_flush(int64_t ms);
+/* A cluster-wide record this node does not have (yet): read it from etcd and write it here.
+ * True when it is here now. On a miss of a request's path only (a token made elsewhere a moment
+ * ago). */
+bool cluster_kv_fetch(const char *key);
+/* The cluster's key for signing forwarded requests (false: none yet, or a single server). */
+bool cluster_kv_secret(uint8_t out[32]);
+/* The other nodes that keep a store of account uid: a new array of names. */
+json_t *cluster_kv_user_nodes(uint64_t uid);
 void cluster_store_gone(db_batch *b, uint64_t sid);
 /* fn(rest of the key) runs (on the watcher thread, or the loop's at the join; no lock held) for
  * every record under prefix that etcd reported and this node wrote, its own changes included:
@@ -531,6 +548,15 @@ int cluster_next_id(const char *name, uint64_t *out, mb_err *err);
 /* {"node","leader","nodes","stores","etcd"}: the membership thread's last view; NULL when not
  * in cluster mode. New reference; any thread. */
 json_t *cluster_view(void);
+/* cluster_fwd.c: a request for a store another node keeps goes there (1: req->stream set, the
+ * request is that node's now; 0: serve it here; < 0: refused with err, e.g. the node is down). */
+int cluster_fwd_begin(mb_req *req, mb_err *err);
+/* GET /api/v1/stores in cluster mode: append to list the stores of account uid that other nodes
+ * keep, as those nodes list them (asked with the request's credentials). */
+void cluster_fwd_stores(mb_req *req, uint64_t uid, json_t *list);
+/* A request another node forwarded for a user it had authenticated, signed with the cluster's
+ * key (X-MByte-Forwarded-User): true with that user's id. Any other request: false. */
+bool cluster_fwd_vouched(mb_req *req, uint64_t *uid);
 /* GET /api/v1/admin/cluster (cluster_http.c) */
 extern const kroute cluster_routes[];
 

@@ -47,8 +47,9 @@ test('the admin sees the nodes, the leader and this node; a killed node leaves t
         assert.equal(cells[1], n.address, 'the address etcd has');
         assert.match(cells[3], /\d.*B/, 'the capacity, in bytes units');
         assert.equal(cells[5], String(v.stores.filter(st => st.owner === n.name).length), 'the stores kept there');
-        assert.ok(Number(cells[5]) >= 1, 'at least the admin\'s Home store');
+
     }
+    assert.ok(v.stores.length >= 1, 'at least the admin\'s Home store');
     const leaders = table.locator('tr', { has: page.locator('.badge', { hasText: /^leader$/ }) });
     assert.equal(await leaders.count(), 1, 'one leader');
     assert.equal(await leaders.getAttribute('data-node'), v.leader, 'the leader the API names');

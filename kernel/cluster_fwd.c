@@ -1,0 +1,540 @@
+/*
+ * cluster_fwd.c — any node answers for any store (issue 23, docs/cluster.md "Requests for a
+ * store kept by another node"): a request for /api/v1/stores/{sid}/... whose store this node
+ * does not keep is forwarded to the node that does (the store's placement record sp/<sid16>,
+ * the node's address from the membership view), streaming both ways: the request body as it
+ * arrives, the answer (status, headers, body) as the other node sends it. Accounts and tokens
+ * are cluster-wide, so the keeping node authorizes the request itself.
+ *
+ * One forwarded request is one `fwd`: a thread runs its libcurl transfer; the request body
+ * passes through a bounded buffer (libmicrohttpd's thread waits while it is full), the answer
+ * through another (the curl thread waits while it is full; libmicrohttpd's reader suspends the
+ * connection while it is empty and the curl thread resumes it, as http_sse.c does). Two
+ * references: the thread's and libmicrohttpd's (dropped when the answer is freed, or at abort).
+ * A forwarded request carries X-MByte-Forwarded: a node never forwards it again (no loops).
+ */
+#include "http_int.h"
+#include <curl/curl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define BUF_MAX (1u << 20) /* each direction's buffer */
+#define FWD_HEADER "X-MByte-Forwarded"
+#define USER_HEADER "X-MByte-Forwarded-User"
+#define VOUCH_SKEW 120 /* seconds a signed user may be old (or ahead: clocks differ a little) */
+
+/* A byte buffer one side fills and the other drains (the fwd's mutex held). */
+typedef struct bbuf {
+    char *p;
+    size_t len, off, cap;
+} bbuf;
+
+static size_t bb_used(const bbuf *b) { return b->len - b->off; }
+
+static void bb_put(bbuf *b, const char *data, size_t n)
+{
+    if (b->off && b->off == b->len)
+        b->off = b->len = 0;
+    if (b->len + n > b->cap && b->off) { /* move what is left to the front first */
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+    }
+    if (b->len + n > b->cap) {
+        b->cap = b->len + n > 65536 ? b->len + n : 65536;
+        b->p = xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+}
+
+static size_t bb_take(bbuf *b, char *out, size_t max)
+{
+    size_t n = bb_used(b) < max ? bb_used(b) : max;
+    memcpy(out, b->p + b->off, n);
+    b->off += n;
+    return n;
+}
+
+typedef struct fwd {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;
+    struct MHD_Connection *conn;
+    char node[64], url[4400];
+    CURL *c;
+    struct curl_slist *out_hdrs;
+    bool upload;
+    bbuf in; /* request body: libmicrohttpd -> curl */
+    bool in_done;
+    /* answer: curl -> libmicrohttpd */
+    long status;
+    uint64_t length; /* the answer's Content-Length (MHD_SIZE_UNKNOWN: none) */
+    json_t *headers; /* [[name, value]...], without those skipped() names */
+    bool headers_done;
+    bbuf out; /* answer body: curl -> libmicrohttpd */
+    bool out_done, failed, aborted, suspended;
+    char why[256];
+} fwd;
+
+static void fwd_unref(fwd *f)
+{
+    pthread_mutex_lock(&f->mu);
+    bool last = --f->refs == 0;
+    pthread_mutex_unlock(&f->mu);
+    if (!last)
+        return;
+    curl_easy_cleanup(f->c);
+    curl_slist_free_all(f->out_hdrs);
+    json_decref(f->headers);
+    free(f->in.p);
+    free(f->out.p);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    free(f);
+}
+
+static void wake_reader(fwd *f) /* f->mu held */
+{
+    pthread_cond_broadcast(&f->cv);
+    if (f->suspended) {
+        f->suspended = false;
+        MHD_resume_connection(f->conn);
+    }
+}
+
+/* ----------------------------------------------------- the curl thread --- */
+
+static size_t on_read(char *buf, size_t sz, size_t nm, void *p)
+{
+    fwd *f = p;
+    pthread_mutex_lock(&f->mu);
+    while (!bb_used(&f->in) && !f->in_done && !f->aborted)
+        pthread_cond_wait(&f->cv, &f->mu);
+    size_t n = 0;
+    if (f->aborted)
+        n = CURL_READFUNC_ABORT;
+    else if (bb_used(&f->in)) {
+        n = bb_take(&f->in, buf, sz * nm);
+        pthread_cond_broadcast(&f->cv); /* room for libmicrohttpd's next piece */
+    }
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+/* Hop-by-hop headers, and those this node's own answer sets (length, date, security). */
+static bool skipped(const char *name)
+{
+    static const char *const skip[] = {"connection", "keep-alive", "transfer-encoding", "content-length", "date",
+                                       "x-content-type-options", "referrer-policy", "x-frame-options",
+                                       "content-security-policy", "upgrade", "proxy-connection", NULL};
+    for (const char *const *s = skip; *s; s++)
+        if (!strcasecmp(name, *s))
+            return true;
+    return false;
+}
+
+static size_t on_header(char *buf, size_t sz, size_t nm, void *p)
+{
+    fwd *f = p;
+    size_t n = sz * nm, l = n;
+    while (l && (buf[l - 1] == '\r' || buf[l - 1] == '\n'))
+        l--;
+    pthread_mutex_lock(&f->mu);
+    if (l >= 5 && !strncmp(buf, "HTTP/", 5)) { /* a status line: a new answer (after a 1xx) */
+        json_array_clear(f->headers);
+        f->length = MHD_SIZE_UNKNOWN;
+        const char *sp = memchr(buf, ' ', l);
+        f->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+    } else if (l == 0) { /* the end of an answer's headers */
+        if (f->status >= 200) {
+            f->headers_done = true;
+            pthread_cond_broadcast(&f->cv);
+        }
+    } else {
+        const char *colon = memchr(buf, ':', l);
+        if (colon && colon > buf) {
+            char name[128], value[8192];
+            size_t nl = (size_t)(colon - buf), vo = nl + 1;
+            while (vo < l && (buf[vo] == ' ' || buf[vo] == '\t'))
+                vo++;
+            if (nl < sizeof name && l - vo < sizeof value) {
+                memcpy(name, buf, nl);
+                name[nl] = 0;
+                memcpy(value, buf + vo, l - vo);
+                value[l - vo] = 0;
+                if (!strcasecmp(name, "Content-Length") && !parse_u64(value, &f->length))
+                    f->length = MHD_SIZE_UNKNOWN;
+                json_t *pair = json_pack("[s,s]", name, value);
+                if (pair && !skipped(name))
+                    json_array_append(f->headers, pair);
+                json_decref(pair);
+            }
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+static size_t on_write(char *buf, size_t sz, size_t nm, void *p)
+{
+    fwd *f = p;
+    size_t n = sz * nm;
+    pthread_mutex_lock(&f->mu);
+    while (bb_used(&f->out) + n > BUF_MAX && !f->aborted)
+        pthread_cond_wait(&f->cv, &f->mu);
+    if (f->aborted) {
+        pthread_mutex_unlock(&f->mu);
+        return 0;
+    }
+    bb_put(&f->out, buf, n);
+    wake_reader(f);
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    fwd *f = p;
+    pthread_mutex_lock(&f->mu);
+    bool stop = f->aborted;
+    pthread_mutex_unlock(&f->mu);
+    return stop;
+}
+
+static void *run(void *arg)
+{
+    fwd *f = arg;
+    CURLcode cc = curl_easy_perform(f->c);
+    pthread_mutex_lock(&f->mu);
+    if (cc != CURLE_OK) {
+        f->failed = true;
+        snprintf(f->why, sizeof f->why, "node %s: %s", f->node, curl_easy_strerror(cc));
+    }
+    f->out_done = true;
+    f->headers_done = true;
+    f->in_done = true;
+    wake_reader(f);
+    pthread_mutex_unlock(&f->mu);
+    fwd_unref(f);
+    return NULL;
+}
+
+/* ---------------------------------------------- the libmicrohttpd side --- */
+
+static enum MHD_Result add_header(void *p, enum MHD_ValueKind kind, const char *name, const char *value)
+{
+    (void)kind;
+    fwd *f = p;
+    static const char *const skip[] = {"host", "connection", "keep-alive", "transfer-encoding", "expect",
+                                       "content-length", "x-forwarded-for", FWD_HEADER, USER_HEADER, NULL};
+    for (const char *const *s = skip; *s; s++)
+        if (!strcasecmp(name, *s))
+            return MHD_YES;
+    char line[9000];
+    if ((size_t)snprintf(line, sizeof line, "%s: %s", name, value ? value : "") < sizeof line)
+        f->out_hdrs = curl_slist_append(f->out_hdrs, line);
+    return MHD_YES;
+}
+
+static int fwd_data(mb_req *req, void *ctx, const char *buf, size_t len, mb_err *err)
+{
+    (void)req, (void)err;
+    fwd *f = ctx;
+    pthread_mutex_lock(&f->mu);
+    while (bb_used(&f->in) + len > BUF_MAX && !f->out_done && !f->aborted)
+        pthread_cond_wait(&f->cv, &f->mu);
+    if (!f->out_done && !f->aborted) { /* else the other node has answered already: dropped */
+        bb_put(&f->in, buf, len);
+        pthread_cond_broadcast(&f->cv);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return 0;
+}
+
+static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    fwd *f = cls;
+    pthread_mutex_lock(&f->mu);
+    ssize_t n = 0;
+    if (bb_used(&f->out)) {
+        n = (ssize_t)bb_take(&f->out, buf, max);
+        pthread_cond_broadcast(&f->cv); /* room for the curl thread */
+    } else if (f->out_done)
+        n = f->failed ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+    else { /* nothing yet: park the connection until the curl thread has more */
+        f->suspended = true;
+        MHD_suspend_connection(f->conn);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+static void answer_freed(void *cls)
+{
+    fwd *f = cls;
+    pthread_mutex_lock(&f->mu);
+    f->aborted = true; /* the client is gone or served: the transfer stops if it still runs */
+    f->suspended = false;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    fwd_unref(f);
+}
+
+static int fwd_end(mb_req *req, void *ctx, mb_err *err)
+{
+    fwd *f = ctx;
+    pthread_mutex_lock(&f->mu);
+    f->in_done = true;
+    pthread_cond_broadcast(&f->cv);
+    while (!f->headers_done)
+        pthread_cond_wait(&f->cv, &f->mu);
+    bool failed = f->failed && f->status < 200;
+    char why[sizeof f->why];
+    snprintf(why, sizeof why, "%s", f->why);
+    long status = f->status;
+    uint64_t size = f->length;
+    size_t i;
+    json_t *h;
+    char node[sizeof f->node];
+    snprintf(node, sizeof node, "%s", f->node);
+    pthread_mutex_unlock(&f->mu);
+    if (failed) {
+        fwd_unref(f); /* libmicrohttpd's reference: no answer of its own holds it */
+        return err_set(err, MB_EBUSY, "the store is kept by node %s, which did not answer (%s)", node, why);
+    }
+    struct MHD_Response *r = MHD_create_response_from_callback(size, 65536, reader, f, answer_freed);
+    pthread_mutex_lock(&f->mu);
+    json_array_foreach(f->headers, i, h)
+        MHD_add_response_header(r, json_string_value(json_array_get(h, 0)), json_string_value(json_array_get(h, 1)));
+    pthread_mutex_unlock(&f->mu);
+    http_set_response(req, (int)status, r);
+    return 0;
+}
+
+static void fwd_abort(mb_req *req, void *ctx)
+{
+    (void)req;
+    fwd *f = ctx;
+    pthread_mutex_lock(&f->mu);
+    f->aborted = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    fwd_unref(f);
+}
+
+static const http_stream_ops fwd_ops = {NULL, fwd_data, fwd_end, fwd_abort};
+
+/* ------------------------------------------------------ the signed user --- */
+/* The forwarding node authenticated the request; the keeping node may not know a token made a
+ * moment ago yet (it comes through etcd), so the user travels signed: "<uid>.<unix time>.<hmac>"
+ * with HMAC-SHA-256 under the cluster's key over "<uid>.<time>.<method> <raw target>". */
+static bool vouch_mac(uint64_t uid, int64_t t, const char *method, const char *target, char out[65])
+{
+    uint8_t key[32], mac[crypto_auth_hmacsha256_BYTES];
+    if (!cluster_kv_secret(key))
+        return false;
+    crypto_auth_hmacsha256_state st;
+    char head[64];
+    int n = snprintf(head, sizeof head, "%llu.%lld.", (unsigned long long)uid, (long long)t);
+    crypto_auth_hmacsha256_init(&st, key, sizeof key);
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)head, (size_t)n);
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)method, strlen(method));
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)" ", 1);
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)target, strlen(target));
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_memzero(key, sizeof key);
+    hex_encode(mac, sizeof mac, out);
+    return true;
+}
+
+/* Add the forwarding headers to h: this node's name, the client's address and, when this node
+ * can authenticate the request, the signed user for `method target` on the other node. */
+static struct curl_slist *signed_user(mb_req *req, const char *method, const char *target, struct curl_slist *h)
+{
+    char line[300], mac[65];
+    snprintf(line, sizeof line, FWD_HEADER ": %s", cluster_node_name());
+    h = curl_slist_append(h, line);
+    snprintf(line, sizeof line, "X-Forwarded-For: %s", req->ip);
+    h = curl_slist_append(h, line);
+    mb_user who;
+    mb_err ignored;
+    int64_t now = now_wall();
+    if (auth_request(req, &who, &ignored) == 0 && vouch_mac(who.id, now, method, target, mac)) {
+        snprintf(line, sizeof line, USER_HEADER ": %llu.%lld.%s", (unsigned long long)who.id, (long long)now, mac);
+        h = curl_slist_append(h, line);
+    }
+    return h;
+}
+
+bool cluster_fwd_vouched(mb_req *req, uint64_t *uid)
+{
+    const char *v = cluster_enabled() ? MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, USER_HEADER) : NULL;
+    if (!v || req->local)
+        return false;
+    unsigned long long u;
+    long long t;
+    char got[80], want[65];
+    if (sscanf(v, "%llu.%lld.%79s", &u, &t, got) != 3 || strlen(got) != 64)
+        return false;
+    int64_t now = now_wall();
+    if (t < now - VOUCH_SKEW || t > now + VOUCH_SKEW || !vouch_mac(u, t, req->method, req->raw_uri, want))
+        return false;
+    if (sodium_memcmp(got, want, 64))
+        return false;
+    *uid = u;
+    return true;
+}
+
+int cluster_fwd_begin(mb_req *req, mb_err *err)
+{
+    /* /api/v1/stores/{sid} and below, not already forwarded by another node */
+    if (req->nsegs < 4 || strcmp(req->segs[0], "api") || strcmp(req->segs[1], "v1") || strcmp(req->segs[2], "stores") ||
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
+        return 0;
+    uint64_t sid;
+    if (!parse_u64(req->segs[3], &sid))
+        return 0;
+    char key[32], a[17], node[64], addr[300];
+    key_u64(a, sid);
+    snprintf(key, sizeof key, "s/%s", a);
+    char *v = NULL;
+    if (db_get(key, strlen(key), &v, NULL) == 0) { /* kept here */
+        free(v);
+        return 0;
+    }
+    if (!cluster_store_node(sid, node, sizeof node))
+        return 0; /* no such store anywhere: this node's own 404 */
+    if (!cluster_node_address(node, addr, sizeof addr))
+        return err_set(err, MB_EBUSY, "store %llu is kept by node %s, which is not up now; try again later",
+                       (unsigned long long)sid, node);
+    fwd *f = xcalloc(1, sizeof *f);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    f->refs = 2;
+    f->conn = req->conn;
+    f->headers = json_array();
+    f->length = MHD_SIZE_UNKNOWN;
+    snprintf(f->node, sizeof f->node, "%s", node);
+    snprintf(f->url, sizeof f->url, strchr(addr, ':') != strrchr(addr, ':') ? "http://[%s]%s" : "http://%s%s", addr,
+             req->raw_uri);
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, add_header, f);
+    f->out_hdrs = signed_user(req, req->method, req->raw_uri, f->out_hdrs);
+    const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    uint64_t len = 0;
+    f->upload = (cl && parse_u64(cl, &len) && len > 0) || te;
+    CURL *c = f->c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, f->url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
+    if (!strcmp(req->method, "HEAD"))
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    if (f->upload) {
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, f);
+        if (cl)
+            curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+        f->out_hdrs = curl_slist_append(f->out_hdrs, "Expect:"); /* no 100-continue round trip */
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->out_hdrs);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, f);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, f);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+    curl_easy_setopt(c, CURLOPT_HTTP_CONTENT_DECODING, 0L); /* bytes as they are */
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+    pthread_t th;
+    if (pthread_create(&th, NULL, run, f)) {
+        f->refs = 1;
+        fwd_unref(f);
+        return err_set(err, MB_EBUSY, "cannot forward the request to node %s now", node);
+    }
+    pthread_detach(th);
+    req->stream = &fwd_ops;
+    req->sctx = f;
+    log_debug("forwarding %s %s to node %s", req->method, req->path, node);
+    return 1;
+}
+
+/* ------------------------------------------------- the list of stores --- */
+
+static size_t to_mem(char *buf, size_t sz, size_t nm, void *p)
+{
+    FILE *f = p;
+    return ftell(f) + sz * nm > BUF_MAX ? 0 : fwrite(buf, 1, sz * nm, f);
+}
+
+/* GET path on `node` with the request's own credentials (Authorization, Cookie), marked as
+ * forwarded so that node answers from its own data only: the parsed JSON answer, or NULL. */
+static json_t *ask(mb_req *req, const char *node, const char *path)
+{
+    char addr[300], url[600], line[9000];
+    if (!cluster_node_address(node, addr, sizeof addr))
+        return NULL;
+    snprintf(url, sizeof url, strchr(addr, ':') != strrchr(addr, ':') ? "http://[%s]%s" : "http://%s%s", addr, path);
+    struct curl_slist *h = NULL;
+    static const char *const pass[] = {"Authorization", "Cookie", NULL};
+    for (const char *const *n = pass; *n; n++) {
+        const char *v = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, *n);
+        if (v && (size_t)snprintf(line, sizeof line, "%s: %s", *n, v) < sizeof line)
+            h = curl_slist_append(h, line);
+    }
+    h = signed_user(req, "GET", path, h);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, to_mem);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+    CURLcode cc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(h);
+    fclose(f);
+    json_t *j = cc == CURLE_OK && status == 200 ? json_loadb(buf, len, 0, NULL) : NULL;
+    if (!j)
+        log_warn("cluster: node %s did not list the stores it keeps (%s, HTTP %ld)", node,
+                 cc ? curl_easy_strerror(cc) : "answered", status);
+    free(buf);
+    return j;
+}
+
+void cluster_fwd_stores(mb_req *req, uint64_t uid, json_t *list)
+{
+    if (!cluster_enabled() || MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
+        return;
+    json_t *nodes = cluster_kv_user_nodes(uid), *n;
+    size_t i, k;
+    json_array_foreach(nodes, i, n)
+    {
+        json_t *theirs = ask(req, json_string_value(n), "/api/v1/stores"), *st;
+        json_array_foreach(theirs, k, st)
+        {
+            char where[64];
+            uint64_t sid = (uint64_t)jint(st, "id");
+            if (cluster_store_node(sid, where, sizeof where) && !strcmp(where, json_string_value(n)))
+                json_array_append(list, st); /* kept there: not a Home it made for itself */
+        }
+        json_decref(theirs);
+    }
+    json_decref(nodes);
+}
