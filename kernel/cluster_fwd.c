@@ -15,6 +15,7 @@
  */
 #include "http_int.h"
 #include <curl/curl.h>
+#include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #define BUF_MAX (1u << 20) /* each direction's buffer */
 #define FWD_HEADER "X-MByte-Forwarded"
 #define USER_HEADER "X-MByte-Forwarded-User"
+#define ANSWER_WAIT_S 300 /* for the keeping node's answer once the whole body was handed on */
 #define VOUCH_SKEW 120 /* seconds a signed user may be old (or ahead: clocks differ a little) */
 
 /* A byte buffer one side fills and the other drains (the fwd's mutex held). */
@@ -293,8 +295,17 @@ static int fwd_end(mb_req *req, void *ctx, mb_err *err)
     pthread_mutex_lock(&f->mu);
     f->in_done = true;
     pthread_cond_broadcast(&f->cv);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ANSWER_WAIT_S;
     while (!f->headers_done)
-        pthread_cond_wait(&f->cv, &f->mu);
+        if (pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT && !f->headers_done) {
+            f->aborted = f->failed = true; /* the transfer stops at its next progress call */
+            f->status = 0;
+            snprintf(f->why, sizeof f->why, "no answer within %d s", ANSWER_WAIT_S);
+            pthread_cond_broadcast(&f->cv);
+            break;
+        }
     bool failed = f->failed && f->status < 200;
     char why[sizeof f->why];
     snprintf(why, sizeof why, "%s", f->why);
