@@ -1,7 +1,7 @@
 /*
  * cluster_fwd.c — any node answers for any store (issue 23, docs/cluster.md "Requests for a
- * store kept by another node"): a request for /api/v1/stores/{sid}/... whose store this node
- * does not keep is forwarded to the node that does (the store's placement record sp/<sid16>,
+ * store kept by another node"): a request for /api/v1/stores/{sid}/... or /dav/{sid}/... whose
+ * store this node does not keep is forwarded to the node that does (the store's placement record sp/<sid16>,
  * the node's address from the membership view), streaming both ways: the request body as it
  * arrives, the answer (status, headers, body) as the other node sends it. Accounts and tokens
  * are cluster-wide, so the keeping node authorizes the request itself.
@@ -233,7 +233,8 @@ static enum MHD_Result add_header(void *p, enum MHD_ValueKind kind, const char *
 {
     (void)kind;
     fwd *f = p;
-    static const char *const skip[] = {"host", "connection", "keep-alive", "transfer-encoding", "expect",
+    /* Host passes through: WebDAV's Destination names it, and links the other node makes use it */
+    static const char *const skip[] = {"connection", "keep-alive", "transfer-encoding", "expect",
                                        "content-length", "x-forwarded-for", FWD_HEADER, USER_HEADER, NULL};
     for (const char *const *s = skip; *s; s++)
         if (!strcasecmp(name, *s))
@@ -405,12 +406,15 @@ bool cluster_fwd_vouched(mb_req *req, uint64_t *uid)
 
 int cluster_fwd_begin(mb_req *req, mb_err *err)
 {
-    /* /api/v1/stores/{sid} and below, not already forwarded by another node */
-    if (req->nsegs < 4 || strcmp(req->segs[0], "api") || strcmp(req->segs[1], "v1") || strcmp(req->segs[2], "stores") ||
-        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
-        return 0;
+    /* /api/v1/stores/{sid} and /dav/{sid} (a store named by its id), and below, not already
+     * forwarded by another node */
+    const char *seg = req->nsegs >= 4 && !strcmp(req->segs[0], "api") && !strcmp(req->segs[1], "v1") &&
+                              !strcmp(req->segs[2], "stores")
+                          ? req->segs[3]
+                      : req->nsegs >= 2 && !strcmp(req->segs[0], "dav") ? req->segs[1]
+                                                                         : NULL;
     uint64_t sid;
-    if (!parse_u64(req->segs[3], &sid))
+    if (!seg || !parse_u64(seg, &sid) || MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
         return 0;
     char key[32], a[17], node[64], addr[300];
     key_u64(a, sid);

@@ -778,6 +778,28 @@ class ClusterWide(EtcdAndNodes):
         # the requests did cross: nodes that did not keep a client's Home forwarded to the one that did
         self.assertGreaterEqual(sum("forwarding PUT" in self.nodes[n].read_log() for n in self.NAMES), 2)
 
+    def test_webdav_on_a_store_kept_by_another_node_works_through_any_node(self):
+        tok = self.nodes["n1"].add_user("dana", "dana-pw-1")
+        sid = home_store(self.nodes["n1"], tok)  # kept by n1
+        r = self.nodes["n1"].request("POST", "/api/v1/account/app-passwords", {"name": "laptop"}, token=tok)
+        self.assertEqual(r.status, 201, r)
+        auth = {"Authorization": "Basic " + base64.b64encode(("dana:" + r.json()["password"]).encode()).decode()}
+        body = os.urandom(200000)
+        r = self.nodes["n2"].request("PUT", "/dav/%d/notes.bin" % sid, body=body, headers=auth)  # through n2
+        self.assertIn(r.status, (201, 204), r)
+        r = self.nodes["n3"].request("GET", "/dav/%d/notes.bin" % sid, headers=auth)  # through n3
+        self.assertEqual((r.status, r.body), (200, body))
+        r = self.nodes["n3"].request("PROPFIND", "/dav/%d/" % sid, headers=dict(auth, Depth="1"))
+        self.assertEqual(r.status, 207, r)
+        self.assertIn(b"/dav/%d/notes.bin" % sid, r.body)
+        # MOVE names its Destination on the node the client reached: the Host passes through
+        n2 = self.nodes["n2"]
+        dest = "http://127.0.0.1:%d/dav/%d/moved.bin" % (n2.port, sid)
+        r = n2.request("MOVE", "/dav/%d/notes.bin" % sid, headers=dict(auth, Destination=dest))
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(self.nodes["n1"].request("GET", "/api/v1/stores/%d/files/moved.bin" % sid, token=tok).body,
+                         body)
+
     def test_a_token_revoked_on_one_node_is_refused_on_all_and_a_new_password_counts_everywhere(self):
         self.nodes["n1"].add_user("rita", "rita-pw-1")
         self.everywhere("rita logs in", lambda n: isinstance(self.login(n, "rita", "rita-pw-1"), str))
