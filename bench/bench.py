@@ -64,6 +64,19 @@ def free_port():
     return p
 
 
+def api(port, method, path, body=None, token=None, timeout=600):
+    """One JSON call to a server on loopback: (status, parsed answer). bench/extstore and bench/cluster."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    h = {"Content-Type": "application/json"}
+    if token:
+        h["Authorization"] = "Bearer " + token
+    c.request(method, path, json.dumps(body) if body is not None else None, h)
+    r = c.getresponse()
+    out = r.status, json.loads(r.read() or b"null")
+    c.close()
+    return out
+
+
 def wait_port(port, proc, what, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -83,6 +83,47 @@ typedef struct fwd {
     char why[256];
 } fwd;
 
+/* One connection cache for every forwarded request (libcurl's share interface): a request to a
+ * node reuses a kept-alive connection to it instead of opening one each time. */
+static pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
+static CURLSH *share;
+static pthread_once_t share_once = PTHREAD_ONCE_INIT;
+
+static void share_lock(CURL *c, curl_lock_data d, curl_lock_access a, void *u)
+{
+    (void)c, (void)a, (void)u;
+    pthread_mutex_lock(&share_mu[d]);
+}
+
+static void share_unlock(CURL *c, curl_lock_data d, void *u)
+{
+    (void)c, (void)u;
+    pthread_mutex_unlock(&share_mu[d]);
+}
+
+static void share_init(void)
+{
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_init(&share_mu[i], NULL);
+    share = curl_share_init();
+    curl_share_setopt(share, CURLSHOPT_LOCKFUNC, share_lock);
+    curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+}
+
+static _Atomic int live; /* fwd objects not yet freed: each holds an easy handle on the share */
+
+void cluster_fwd_fini(void)
+{
+    /* After the HTTP door stopped, only transfers stopping on their own hold the share. */
+    for (int i = 0; i < 500 && atomic_load(&live); i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (share && curl_share_cleanup(share) == CURLSHE_OK)
+        share = NULL;
+}
+
 static void fwd_unref(fwd *f)
 {
     pthread_mutex_lock(&f->mu);
@@ -91,6 +132,7 @@ static void fwd_unref(fwd *f)
     if (!last)
         return;
     curl_easy_cleanup(f->c);
+    atomic_fetch_sub(&live, 1);
     curl_slist_free_all(f->out_hdrs);
     json_decref(f->headers);
     free(f->in.p);
@@ -430,6 +472,7 @@ int cluster_fwd_begin(mb_req *req, mb_err *err)
         return err_set(err, MB_EBUSY, "store %llu is kept by node %s, which is not up now; try again later",
                        (unsigned long long)sid, node);
     fwd *f = xcalloc(1, sizeof *f);
+    atomic_fetch_add(&live, 1);
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
     f->refs = 2;
@@ -445,7 +488,9 @@ int cluster_fwd_begin(mb_req *req, mb_err *err)
     const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
     uint64_t len = 0;
     f->upload = (cl && parse_u64(cl, &len) && len > 0) || te;
+    pthread_once(&share_once, share_init);
     CURL *c = f->c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_SHARE, share);
     curl_easy_setopt(c, CURLOPT_URL, f->url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
     if (!strcmp(req->method, "HEAD"))
@@ -510,7 +555,9 @@ static json_t *ask(mb_req *req, const char *node, const char *path)
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
+    pthread_once(&share_once, share_init);
     CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_SHARE, share);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, to_mem);

@@ -551,6 +551,7 @@ json_t *cluster_view(void);
 /* cluster_fwd.c: a request for a store another node keeps goes there (1: req->stream set, the
  * request is that node's now; 0: serve it here; < 0: refused with err, e.g. the node is down). */
 int cluster_fwd_begin(mb_req *req, mb_err *err);
+void cluster_fwd_fini(void); /* at stop, after the HTTP door: the connection cache */
 /* GET /api/v1/stores in cluster mode: append to list the stores of account uid that other nodes
  * keep, as those nodes list them (asked with the request's credentials). */
 void cluster_fwd_stores(mb_req *req, uint64_t uid, json_t *list);

@@ -227,6 +227,7 @@ out_stop:
     cluster_stop(); /* first: the others take over at once */
     cluster_kv_stop();
     http_stop();
+    cluster_fwd_fini();
     metrics_fini();
     accesslog_fini();
     tus_fini();

@@ -19,8 +19,6 @@ s3rver holds per side (erasure 4+2 should hold 1.5x the file, copies 2 twice it)
 
 Environment: BENCH_SIZE_MB (1024), BENCH_RUNS (3), BENCH_DIR (a temp dir), MBYTED.
 """
-import http.client
-import json
 import os
 import shutil
 import socket
@@ -31,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from bench import PASSWORD, free_port, host, wait_port  # noqa: E402
+from bench import PASSWORD, api, free_port, host, wait_port  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SIZE_MB = int(os.environ.get("BENCH_SIZE_MB", "1024"))
@@ -39,18 +37,6 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 MBYTED = os.environ.get("MBYTED", os.path.join(ROOT, "build-release", "mbyted"))
 S3RVER = os.path.join(ROOT, "tests", "s3rver", "node_modules", "s3rver", "bin", "s3rver.js")
 BUCKET = "bench"
-
-
-def api(port, method, path, body=None, token=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    h = {"Content-Type": "application/json"}
-    if token:
-        h["Authorization"] = "Bearer " + token
-    c.request(method, path, json.dumps(body) if body is not None else None, h)
-    r = c.getresponse()
-    out = r.status, json.loads(r.read() or b"null")
-    c.close()
-    return out
 
 
 def timed(args, **kw):
