@@ -1,7 +1,7 @@
 /*
  * cluster_fwd.c — any node answers for any store (issue 23, docs/cluster.md "Requests for a
  * store kept by another node"): a request for /api/v1/stores/{sid}/... or /dav/{sid}/... whose
- * store this node does not keep is forwarded to the node that does (the store's placement record sp/<sid16>,
+ * store this node does not keep (or for a tus upload another node made) is forwarded to the node that does (the store's placement record sp/<sid16>,
  * the node's address from the membership view), streaming both ways: the request body as it
  * arrives, the answer (status, headers, body) as the other node sends it. Accounts and tokens
  * are cluster-wide, so the keeping node authorizes the request itself.
@@ -446,31 +446,81 @@ bool cluster_fwd_vouched(mb_req *req, uint64_t *uid)
     return true;
 }
 
+static bool kept_here(const char *prefix, const char *id)
+{
+    char key[96], *v = NULL;
+    snprintf(key, sizeof key, "%s%.64s", prefix, id);
+    bool here = db_get(key, strlen(key), &v, NULL) == 0;
+    free(v);
+    return here;
+}
+
+/* The store a tus creation is for: Upload-Metadata's "store" (base64 of its id), or 0. */
+static uint64_t upload_store(mb_req *req)
+{
+    const char *m = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Upload-Metadata");
+    for (const char *p = m; p && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!strncmp(p, "store ", 6)) {
+            const char *v = p + 6, *end = strchr(v, ',');
+            size_t vl = end ? (size_t)(end - v) : strlen(v), got = 0;
+            char out[32];
+            uint64_t sid = 0;
+            if (vl < 40 && !sodium_base642bin((unsigned char *)out, sizeof out - 1, v, vl, NULL, &got, NULL,
+                                              sodium_base64_VARIANT_ORIGINAL)) {
+                out[got] = 0;
+                parse_u64(out, &sid);
+            }
+            return sid;
+        }
+        p = strchr(p, ',');
+    }
+    return 0;
+}
+
+/* Where req should be answered: 1 with the node (another) that keeps what it names, 0 when this
+ * node answers it (it keeps it, or nobody does, or it names no store). What names a store:
+ * /api/v1/stores/{sid}..., /dav/{sid}... (a store named by its id), a tus creation for a store
+ * (POST /api/v1/uploads, Upload-Metadata "store"), and /api/v1/uploads/{id} (the node that made
+ * the upload). */
+static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
+{
+    char a[17];
+    *sid = 0;
+    bool api = req->nsegs >= 3 && !strcmp(req->segs[0], "api") && !strcmp(req->segs[1], "v1");
+    if (api && !strcmp(req->segs[2], "uploads")) {
+        if (req->nsegs >= 4) /* an upload in progress */
+            return !kept_here("up/", req->segs[3]) && cluster_upload_node(req->segs[3], node, n) &&
+                   strcmp(node, cluster_node_name());
+        if (strcmp(req->method, "POST") || !(*sid = upload_store(req)))
+            return 0;
+    } else if (api && req->nsegs >= 4 && !strcmp(req->segs[2], "stores")) {
+        if (!parse_u64(req->segs[3], sid))
+            return 0;
+    } else if (req->nsegs >= 2 && !strcmp(req->segs[0], "dav")) {
+        if (!parse_u64(req->segs[1], sid))
+            return 0;
+    } else
+        return 0;
+    key_u64(a, *sid);
+    return !kept_here("s/", a) && cluster_store_node(*sid, node, n) && strcmp(node, cluster_node_name());
+}
+
 int cluster_fwd_begin(mb_req *req, mb_err *err)
 {
-    /* /api/v1/stores/{sid} and /dav/{sid} (a store named by its id), and below, not already
-     * forwarded by another node */
-    const char *seg = req->nsegs >= 4 && !strcmp(req->segs[0], "api") && !strcmp(req->segs[1], "v1") &&
-                              !strcmp(req->segs[2], "stores")
-                          ? req->segs[3]
-                      : req->nsegs >= 2 && !strcmp(req->segs[0], "dav") ? req->segs[1]
-                                                                         : NULL;
+    if (MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
+        return 0; /* forwarded here by another node: answered here */
+    char node[64], addr[300];
     uint64_t sid;
-    if (!seg || !parse_u64(seg, &sid) || MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
-        return 0;
-    char key[32], a[17], node[64], addr[300];
-    key_u64(a, sid);
-    snprintf(key, sizeof key, "s/%s", a);
-    char *v = NULL;
-    if (db_get(key, strlen(key), &v, NULL) == 0) { /* kept here */
-        free(v);
-        return 0;
-    }
-    if (!cluster_store_node(sid, node, sizeof node))
-        return 0; /* no such store anywhere: this node's own 404 */
+    int found = fwd_target(req, node, sizeof node, &sid);
+    if (found <= 0)
+        return 0; /* kept here, or nowhere (this node's own 404) */
     if (!cluster_node_address(node, addr, sizeof addr))
-        return err_set(err, MB_EBUSY, "store %llu is kept by node %s, which is not up now; try again later",
-                       (unsigned long long)sid, node);
+        return sid ? err_set(err, MB_EBUSY, "store %llu is kept by node %s, which is not up now; try again later",
+                             (unsigned long long)sid, node)
+                   : err_set(err, MB_EBUSY, "this upload is kept by node %s, which is not up now; try again later",
+                             node);
     fwd *f = xcalloc(1, sizeof *f);
     atomic_fetch_add(&live, 1);
     pthread_mutex_init(&f->mu, NULL);

@@ -49,7 +49,7 @@
 #define WATCH_MS 15000 /* a watch is started again this often: a silently dead connection ends */
 
 static const char *const wide_prefixes[] = {"u/",  "ui/", "t/",  "ut/", "ap/", "m/ftp/pw/", "mc/", "m/quotas/user/",
-                                            "m/quotas/role/", "sp/", "cs/", NULL};
+                                            "m/quotas/role/", "sp/", "cs/", "tn/", NULL};
 
 static struct {
     bool on;     /* the threads run */
@@ -817,6 +817,35 @@ json_t *cluster_kv_view(void)
     db_iter_free(it);
     return json_pack("{s:I, s:I, s:s}", "revision", (json_int_t)atomic_load(&kv.rev), "queued", queued, "etcd",
                      atomic_load(&kv.down) ? "unreachable" : "ok");
+}
+
+void cluster_upload_placed(const char *id, bool placed)
+{
+    if (!kv.member)
+        return;
+    char key[96];
+    snprintf(key, sizeof key, "tn/%.64s", id);
+    if (!placed) {
+        db_del(key, strlen(key), false);
+        return;
+    }
+    json_t *r = json_pack("{s:i, s:s}", "v", 1, "node", kv.node);
+    if (db_put_json(key, r, false) == 0)
+        cluster_kv_flush(2000);
+    json_decref(r);
+}
+
+bool cluster_upload_node(const char *id, char *node, size_t n)
+{
+    char key[96];
+    snprintf(key, sizeof key, "tn/%.64s", id);
+    json_t *r = NULL;
+    bool found = kv.member && (db_get_json(key, &r) == 0 || (cluster_kv_fetch(key) && db_get_json(key, &r) == 0)) &&
+                 *jstr(r, "node");
+    if (found)
+        snprintf(node, n, "%s", jstr(r, "node"));
+    json_decref(r);
+    return found;
 }
 
 bool cluster_store_node(uint64_t sid, char *node, size_t n)

@@ -523,6 +523,10 @@ json_t *cluster_kv_stores(void);
 /* In cluster mode, the placement record "sp/<sid16>" {"v":1,"node","owner"} of a store this node
  * keeps, put into (or deleted from) the batch that creates (deletes) the store. No-ops alone. */
 void cluster_store_placed(db_batch *b, uint64_t sid, uint64_t owner);
+/* Cluster mode: record (placed) or forget the node that keeps tus upload `id` ("tn/<id>", a
+ * cluster-wide record, in etcd before the upload's client is told), and read it. No-ops alone. */
+void cluster_upload_placed(const char *id, bool placed);
+bool cluster_upload_node(const char *id, char *node, size_t n);
 /* The node that keeps store sid (its placement record), into node; false when none is known. */
 bool cluster_store_node(uint64_t sid, char *node, size_t n);
 /* Wait (at most ms, not while etcd is away) until every change made here is in etcd: a token

@@ -226,6 +226,7 @@ static void rec_remove(const char *id)
     char k[3 + ID_HEX + 1], p[4200];
     rec_key(id, k);
     db_del(k, strlen(k), true);
+    cluster_upload_placed(id, false);
     part_path(id, p, sizeof p);
     unlink(p);
 }
@@ -515,6 +516,7 @@ static int h_create(mb_req *req, void *state, mb_err *err)
         json_decref(rec);
         return err_set(err, MB_EIO, "cannot record the upload");
     }
+    cluster_upload_placed(id, true); /* cluster mode: its next requests may reach any node */
     char loc[64];
     snprintf(loc, sizeof loc, "/api/v1/uploads/%s", id);
     http_reply_header(req, "Location", loc);

@@ -800,6 +800,30 @@ class ClusterWide(EtcdAndNodes):
         self.assertEqual(self.nodes["n1"].request("GET", "/api/v1/stores/%d/files/moved.bin" % sid, token=tok).body,
                          body)
 
+    def test_a_tus_upload_to_a_store_on_another_node_goes_on_through_any_node(self):
+        tok = self.nodes["n1"].add_user("tara", "tara-pw-1")
+        sid = home_store(self.nodes["n1"], tok)  # kept by n1
+        self.everywhere("the store's node is known", lambda n: sid in [st["id"] for st in self.nodes[n].request(
+            "GET", "/api/v1/admin/cluster", token=self.login(n, "admin", ADMIN_PASSWORD)).json()["stores"]])
+        body = os.urandom(700000)
+        b64 = lambda t: base64.b64encode(t.encode()).decode()
+        tus = {"Tus-Resumable": "1.0.0"}
+        r = self.nodes["n2"].request("POST", "/api/v1/uploads", token=tok, headers=dict(
+            tus, **{"Upload-Length": str(len(body)), "Upload-Metadata": "store %s,path %s" % (b64(str(sid)),
+                                                                                               b64("tus.bin"))}))
+        self.assertEqual(r.status, 201, r)  # made by n1, through n2
+        loc = r.header("Location")
+        self.assertTrue(loc.startswith("/api/v1/uploads/"), loc)
+        patch = dict(tus, **{"Content-Type": "application/offset+octet-stream"})
+        for i, (node, lo, hi) in enumerate((("n3", 0, 300000), ("n2", 300000, 700000))):  # two other nodes
+            r = self.nodes[node].request("PATCH", loc, body=body[lo:hi], token=tok,
+                                         headers=dict(patch, **{"Upload-Offset": str(lo)}))
+            self.assertEqual(r.status, 204, (i, r))
+            self.assertEqual(r.header("Upload-Offset"), str(hi))
+        r = self.nodes["n3"].request("HEAD", loc, token=tok, headers=tus)
+        self.assertEqual((r.status, r.header("Upload-Offset")), (200, str(len(body))))
+        self.assertEqual(self.nodes["n3"].request("GET", "/api/v1/stores/%d/files/tus.bin" % sid, token=tok).body, body)
+
     def test_a_token_revoked_on_one_node_is_refused_on_all_and_a_new_password_counts_everywhere(self):
         self.nodes["n1"].add_user("rita", "rita-pw-1")
         self.everywhere("rita logs in", lambda n: isinstance(self.login(n, "rita", "rita-pw-1"), str))
