@@ -219,7 +219,6 @@ static int token_revoke(uint64_t uid, const char *tid)
     return db_batch_commit(b, true);
 }
 
-/* Look up a presented token; on success fills user (name in the arena) and *tok (new ref). */
 /* Account uid: its name and record (shared). In cluster mode an account made on another node a
  * moment ago may not be here yet: it is read from etcd then. */
 static int account_of(uint64_t uid, char *name, size_t n, json_t **u)
@@ -235,6 +234,7 @@ static int account_of(uint64_t uid, char *name, size_t n, json_t **u)
     return 0;
 }
 
+/* Look up a presented token; on success fills user (name in the arena) and *tok (new ref). */
 static int token_resolve(arena *a, const char *token, mb_user *user, json_t **tok)
 {
     if (strncmp(token, TOKEN_PREFIX, strlen(TOKEN_PREFIX)) || strlen(token) != strlen(TOKEN_PREFIX) + 64)
