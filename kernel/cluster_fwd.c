@@ -1,7 +1,8 @@
 /*
  * cluster_fwd.c — any node answers for any store (issue 23, docs/cluster.md "Requests for a
  * store kept by another node"): a request for /api/v1/stores/{sid}/... or /dav/{sid}/... whose
- * store this node does not keep (or for a tus upload another node made) is forwarded to the node that does (the store's placement record sp/<sid16>,
+ * store this node does not keep (or for a tus upload another node made, or a share link to such a
+ * store) is forwarded to the node that does (the store's placement record sp/<sid16>,
  * the node's address from the membership view), streaming both ways: the request body as it
  * arrives, the answer (status, headers, body) as the other node sends it. Accounts and tokens
  * are cluster-wide, so the keeping node authorizes the request itself.
@@ -479,11 +480,31 @@ static uint64_t upload_store(mb_req *req)
     return 0;
 }
 
+/* The store a share link's token opens (the sharing module's records, cluster-wide: the
+ * SHA-256 of the token names the share, the share its store), or 0. */
+static uint64_t link_store(const char *token)
+{
+    uint8_t h[crypto_hash_sha256_BYTES];
+    char hex[65], key[96], *id = NULL;
+    size_t n;
+    crypto_hash_sha256(h, (const uint8_t *)token, strlen(token));
+    hex_encode(h, sizeof h, hex);
+    snprintf(key, sizeof key, "m/sharing/t/%s", hex);
+    if (db_get(key, strlen(key), &id, &n))
+        return 0;
+    snprintf(key, sizeof key, "m/sharing/s/%.*s", (int)(n < 32 ? n : 32), id);
+    free(id);
+    json_t *share = NULL;
+    uint64_t sid = db_get_json(key, &share) == 0 && jint(share, "store") > 0 ? (uint64_t)jint(share, "store") : 0;
+    json_decref(share);
+    return sid;
+}
+
 /* Where req should be answered: 1 with the node (another) that keeps what it names, 0 when this
  * node answers it (it keeps it, or nobody does, or it names no store). What names a store:
  * /api/v1/stores/{sid}..., /dav/{sid}... (a store named by its id), a tus creation for a store
- * (POST /api/v1/uploads, Upload-Metadata "store"), and /api/v1/uploads/{id} (the node that made
- * the upload). */
+ * (POST /api/v1/uploads, Upload-Metadata "store"), /api/v1/uploads/{id} (the node that made
+ * the upload), and a share link /api/v1/public/{token}... (the link's store). */
 static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
 {
     char a[17];
@@ -497,6 +518,9 @@ static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
             return 0;
     } else if (api && req->nsegs >= 4 && !strcmp(req->segs[2], "stores")) {
         if (!parse_u64(req->segs[3], sid))
+            return 0;
+    } else if (api && req->nsegs >= 4 && !strcmp(req->segs[2], "public")) {
+        if (!(*sid = link_store(req->segs[3])))
             return 0;
     } else if (req->nsegs >= 2 && !strcmp(req->segs[0], "dav")) {
         if (!parse_u64(req->segs[1], sid))

@@ -6,8 +6,9 @@
  *
  * The records stay where the kernel reads them, in each node's LevelDB (u/, ui/, t/, ut/, ap/,
  * the FTP module's m/ftp/pw/, mc/ (which modules are switched on) and the quotas module's limits
- * m/quotas/user/ and m/quotas/role/, sp/ (which node keeps each store) and cs/key (the key nodes
- * sign forwarded requests with): the "wide" keys), so nothing on a request's path talks to etcd. etcd holds the cluster's copy under /mbyte/kv/<key>, and its revision order is the
+ * m/quotas/user/ and m/quotas/role/, sp/ (which node keeps each store), cs/key (the key nodes
+ * sign forwarded requests with), tn/ (which node keeps a tus upload), and the sharing module's
+ * share records and link token hashes m/sharing/s/ and m/sharing/t/: the "wide" keys), so nothing on a request's path talks to etcd. etcd holds the cluster's copy under /mbyte/kv/<key>, and its revision order is the
  * truth: the last change etcd took is every node's value.
  *
  * Out: db.c queues every local write of a wide key as a "cq/<seq>" entry in the same LevelDB
@@ -49,7 +50,8 @@
 #define WATCH_MS 15000 /* a watch is started again this often: a silently dead connection ends */
 
 static const char *const wide_prefixes[] = {"u/",  "ui/", "t/",  "ut/", "ap/", "m/ftp/pw/", "mc/", "m/quotas/user/",
-                                            "m/quotas/role/", "sp/", "cs/", "tn/", NULL};
+                                            "m/quotas/role/", "sp/", "cs/", "tn/", "m/sharing/s/",
+                                            "m/sharing/t/", NULL};
 
 static struct {
     bool on;     /* the threads run */

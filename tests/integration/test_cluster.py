@@ -538,7 +538,7 @@ class ClusterWide(EtcdAndNodes):
         for n in cls.NAMES:
             env = {} if n == "n1" else {"MBYTE_ADMIN_PASSWORD": cls.OTHER_PW}
             cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n), env=env, modules={
-                "webdav": True, "quotas": True, "taskmgr": True, "multistore": True})
+                "webdav": True, "quotas": True, "taskmgr": True, "multistore": True, "sharing": True})
             cls.nodes[n].start()
 
     def status(self, node, method, path, token=None, body=None, headers=None):
@@ -547,6 +547,11 @@ class ClusterWide(EtcdAndNodes):
     def login(self, node, user, pw):
         r = self.nodes[node].request("POST", "/api/v1/auth/login", {"username": user, "password": pw})
         return r.json()["token"] if r.status == 200 else r.status
+
+    def placed_everywhere(self, sid):
+        """Wait until every node knows which node keeps store sid (its placement reached them)."""
+        self.everywhere("store %d's node is known" % sid, lambda n: sid in [st["id"] for st in self.nodes[n].request(
+            "GET", "/api/v1/admin/cluster", token=self.login(n, "admin", ADMIN_PASSWORD)).json()["stores"]])
 
     def everywhere(self, what, cond, nodes=None, timeout=10):
         for n in nodes or self.NAMES:
@@ -663,8 +668,7 @@ class ClusterWide(EtcdAndNodes):
         tok = self.nodes["n1"].add_user("fran", "fran-pw-1")
         self.everywhere("fran logs in", lambda n: isinstance(self.login(n, "fran", "fran-pw-1"), str))
         sid = home_store(self.nodes["n1"], tok)  # kept by n1
-        self.everywhere("every node knows where it is", lambda n: sid in [st["id"] for st in self.nodes[n].request(
-            "GET", "/api/v1/admin/cluster", token=self.login(n, "admin", ADMIN_PASSWORD)).json()["stores"]])
+        self.placed_everywhere(sid)
         body = os.urandom(3 * 1024 * 1024 + 17)
         url = "/api/v1/stores/%d/files/big.bin" % sid
         octet = {"Content-Type": "application/octet-stream"}
@@ -803,8 +807,7 @@ class ClusterWide(EtcdAndNodes):
     def test_a_tus_upload_to_a_store_on_another_node_goes_on_through_any_node(self):
         tok = self.nodes["n1"].add_user("tara", "tara-pw-1")
         sid = home_store(self.nodes["n1"], tok)  # kept by n1
-        self.everywhere("the store's node is known", lambda n: sid in [st["id"] for st in self.nodes[n].request(
-            "GET", "/api/v1/admin/cluster", token=self.login(n, "admin", ADMIN_PASSWORD)).json()["stores"]])
+        self.placed_everywhere(sid)
         body = os.urandom(700000)
         b64 = lambda t: base64.b64encode(t.encode()).decode()
         tus = {"Tus-Resumable": "1.0.0"}
@@ -823,6 +826,27 @@ class ClusterWide(EtcdAndNodes):
         r = self.nodes["n3"].request("HEAD", loc, token=tok, headers=tus)
         self.assertEqual((r.status, r.header("Upload-Offset")), (200, str(len(body))))
         self.assertEqual(self.nodes["n3"].request("GET", "/api/v1/stores/%d/files/tus.bin" % sid, token=tok).body, body)
+
+    def test_a_share_link_to_a_store_on_another_node_opens_through_any_node(self):
+        tok = self.nodes["n1"].add_user("lena", "lena-pw-1")
+        sid = home_store(self.nodes["n1"], tok)  # kept by n1
+        self.placed_everywhere(sid)
+        body = os.urandom(300000)
+        self.assertEqual(self.nodes["n1"].request("POST", "/api/v1/stores/%d/folders" % sid, {"path": "trip"},
+                                                  token=tok).status, 201)
+        r = self.nodes["n1"].request("PUT", "/api/v1/stores/%d/files/trip/pic.bin" % sid, body=body, token=tok,
+                                     headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(r.status, 201, r)
+        r = self.nodes["n2"].request("POST", "/api/v1/stores/%d/shares" % sid,  # made on n1, through n2
+                                     {"path": "trip", "type": "link", "permission": "download"}, token=tok)
+        self.assertEqual(r.status, 201, r)
+        link = "/api/v1/public/%s/pic.bin" % r.json()["token"]
+        # anyone, without an account, through the nodes that do not keep the store
+        for n in ("n2", "n3"):
+            got = wait_for("the link opens through %s" % n, lambda: (lambda x: x.status == 200 and x)(
+                self.nodes[n].request("GET", link)), 10)
+            self.assertEqual(got.body, body)
+        self.assertEqual(self.nodes["n3"].request("GET", "/api/v1/public/%s/pic.bin" % ("x" * 43)).status, 404)
 
     def test_a_token_revoked_on_one_node_is_refused_on_all_and_a_new_password_counts_everywhere(self):
         self.nodes["n1"].add_user("rita", "rita-pw-1")
