@@ -2,7 +2,7 @@
  * modules/rclone/rcd.c — the `rclone rcd` that the rclone module starts and supervises (rcd.h).
  *
  * One thread per module copy: pick a free loopback port, tell the backends the URL, start
- * `rclone rcd --rc-addr 127.0.0.1:<port> --rc-serve` (modules/common/spawn.c), wait for it to
+ * `rclone rcd --rc-addr 127.0.0.1:<port> --rc-serve` (modules/spawn.c), wait for it to
  * end, and start it again after a backoff. The rc user and password (made at random by the
  * module) go through RCLONE_RC_USER and RCLONE_RC_PASS in its environment, which only its own
  * user can read (/proc/<pid>/environ), never on its command line, which `ps` shows to anyone.

@@ -34,7 +34,7 @@
  *         and parsed with jansson (rc_util.c, fuzzed).
  *
  * Retries: a connection error, a 5xx or a 429 is tried again up to `retries` times, with
- * exponential backoff from `retry_base_ms` and jitter (modules/common/httppool.c); anything else
+ * exponential backoff from `retry_base_ms` and jitter (modules/httppool.c); anything else
  * is final (401: the rc user or password is wrong, said so). After the last attempt the caller
  * gets MB_EIO and an upload fails: nothing is acknowledged. Redirects are never followed.
  * The rc password is never logged, put in an error or on a command line.

@@ -20,7 +20,7 @@
  * attempt the caller gets MB_EIO (an upload then fails: nothing is acknowledged).
  *
  * Connections: each backend keeps at most `max_connections` libcurl easy handles
- * (modules/common/httppool.c, shared with webdav's client backends); a caller takes one
+ * (modules/httppool.c, shared with webdav's client backends); a caller takes one
  * (waiting when all are busy) and gives it back, so connections are reused and bounded.
  *
  * Threads: backend calls come from HTTP workers, the store thread of uploads and task

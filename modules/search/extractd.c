@@ -3,7 +3,7 @@
  *
  * The search module never runs a decoder library inside mbyted: each PDF, office document,
  * EPUB, e-mail, HTML/XML file or photo is written to a temporary file and read by this program.
- * The module starts it once (modules/common/spawn.c) as a server, `--serve DIR`, which loads the
+ * The module starts it once (modules/spawn.c) as a server, `--serve DIR`, which loads the
  * libraries and then forks one worker per file (a fork and _exit cost about 5 ms, a start of
  * this program with poppler and glib about 60 ms); the worker prints the text and exits. A poppler crash, a
  * zip bomb or an endless loop in a parser therefore ends only that worker; the server reports

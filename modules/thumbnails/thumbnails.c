@@ -3,7 +3,7 @@
  * they are ready (issue 18, docs/thumbnails.md).
  *
  * Nothing is decoded inside mbyted. Each file goes to mbyte-thumbd (thumbd.c), a worker
- * process started per file (modules/common/spawn.c, shared with search) with CPU, file-size
+ * process started per file (modules/spawn.c, shared with search) with CPU, file-size
  * and address-space limits, ImageMagick's resource limits and a coder policy this module
  * writes (only the coders it uses, every delegate off). A bomb, a bad file or a crash ends that process only: the file gets state
  * "none", the reason is kept and shown (admin status, X-Thumbnail-Reason), and the server

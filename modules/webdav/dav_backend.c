@@ -29,7 +29,7 @@
  * or https. The password is never logged or put in an error.
  *
  * Connections: each backend keeps at most `max_connections` libcurl easy handles
- * (modules/common/httppool.c, as the s3 module does).
+ * (modules/httppool.c, as the s3 module does).
  *
  * Threads: backend calls come from HTTP workers, upload threads and task workers, never the
  * loop thread (they block on the network). A backend's settings are read under its rwlock

@@ -1,5 +1,5 @@
 /*
- * modules/common/sfmt.h — snprintf that may cut, for messages and paths that are checked
+ * modules/sfmt.h — snprintf that may cut, for messages and paths that are checked
  * afterwards (a cut path fails its open/stat; a cut reason still says what happened), without
  * -Wformat-truncation noise. Header only; shared by the thumbnails and search modules.
  */

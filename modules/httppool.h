@@ -1,5 +1,5 @@
 /*
- * modules/common/httppool.h — what the modules that keep blob backends behind HTTP share (s3,
+ * modules/httppool.h — what the modules that keep blob backends behind HTTP share (s3,
  * webdav's client backends, rclone): a bounded pool of libcurl easy handles, the answer sinks (a
  * caller's buffer for a ranged GET, a bounded growing buffer for listings and errors, the
  * Content-Length and Last-Modified headers), request bodies read from a caller's buffer, the

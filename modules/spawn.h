@@ -1,5 +1,5 @@
 /*
- * modules/common/spawn.h — run a helper program in a box of limits (the thumbnails and search
+ * modules/spawn.h — run a helper program in a box of limits (the thumbnails and search
  * modules' decoders): fork + exec with rlimits, a wall-clock kill, and a pid a module's fini
  * can kill so an unload never waits for a decoder. Compiled into each module that uses it
  * (modules/meson.build); no state of its own.

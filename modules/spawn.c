@@ -1,5 +1,5 @@
 /*
- * modules/common/spawn.c — run a helper program in a box of limits (spawn.h).
+ * modules/spawn.c — run a helper program in a box of limits (spawn.h).
  *
  * The calling thread forks, sets the limits in the child and execs; then it waits on a pidfd
  * (woken the moment the child ends; 5 ms naps on kernels without one), killing the child once

@@ -1,5 +1,5 @@
 /*
- * modules/common/httppool.c — libcurl handle pool, answer sinks, backoff and the chunk layout
+ * modules/httppool.c — libcurl handle pool, answer sinks, backoff and the chunk layout
  * in directories (httppool.h).
  */
 #include "httppool.h"
