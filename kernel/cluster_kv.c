@@ -11,7 +11,7 @@
  * share records and link token hashes m/sharing/s/ and m/sharing/t/: the "wide" keys), so nothing on a request's path talks to etcd. etcd holds the cluster's copy under /mbyte/kv/<key>, and its revision order is the
  * truth: the last change etcd took is every node's value.
  *
- * Out: db.c queues every local write of a wide key as a "cq/<seq>" entry in the same LevelDB
+ * Out: db_repl.c queues every local write of a wide key as a "cq/<seq>" entry in the same LevelDB
  * write (atomic with the change, durable as it is). The publisher thread hands each entry to
  * etcd as one transaction (its puts and deletes together), then deletes it (synced, so an old
  * change is never handed on again over a newer one). While etcd is away entries wait; nothing

@@ -45,7 +45,7 @@
  * slot is guarded by its shard's mutex; fl_mu guards the flusher's start, stop and due flag; cached json_t values are never changed once cached
  * (jansson's reference counts are atomic), so readers share them.
  */
-#include "kernel.h"
+#include "db_int.h"
 #include <dirent.h>
 #include <fcntl.h>
 #include <leveldb/c.h>
@@ -104,20 +104,6 @@ static struct {
     uint64_t next, end;
 } id_blocks[8]; /* see db_alloc_id */
 
-struct db_batch {
-    leveldb_writebatch_t *wb;
-    bool events; /* holds an outbox entry (hook_emit_batch): its commit should wake the dispatcher */
-    bool remote; /* another node's change applied here (db_batch_from_cluster): not queued again */
-};
-
-/* Cluster-wide records (db_replicate). */
-static struct {
-    _Atomic bool on;
-    bool (*wide)(const char *, size_t);
-    void (*kick)(void);
-    pthread_mutex_t mu; /* a wide write and its queue entry; the applier's check-then-write */
-    uint64_t seq;       /* mu: the last cq/ entry's number */
-} repl = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 struct db_iter {
     leveldb_iterator_t *it;
@@ -503,11 +489,9 @@ int db_get(const char *key, size_t klen, char **val, size_t *vlen)
     return 0;
 }
 
-static bool repl_wide(const char *key, size_t klen) { return atomic_load(&repl.on) && repl.wide(key, klen); }
-
 int db_put(const char *key, size_t klen, const void *val, size_t vlen, bool sync)
 {
-    if (repl_wide(key, klen)) { /* queued with its entry: one write */
+    if (db_repl_wide(key, klen)) { /* queued with its entry: one write */
         db_batch *b = db_batch_new();
         db_batch_put(b, key, klen, val, vlen);
         return db_batch_commit(b, sync);
@@ -528,7 +512,7 @@ int db_put(const char *key, size_t klen, const void *val, size_t vlen, bool sync
 
 int db_del(const char *key, size_t klen, bool sync)
 {
-    if (repl_wide(key, klen)) {
+    if (db_repl_wide(key, klen)) {
         db_batch *b = db_batch_new();
         db_batch_del(b, key, klen);
         return db_batch_commit(b, sync);
@@ -656,144 +640,19 @@ void db_batch_free(db_batch *b)
     free(b);
 }
 
-/* ------------------------------------------------ cluster-wide records --- */
-
-/* A queue entry's value: for each wide op, 'P' or 'D', the key's length (4 bytes, little
- * endian) and the key, and for a put the value's length and the value. */
-struct repl_buf {
-    char *p;
-    size_t n, cap;
-};
-
-static void rb_add(struct repl_buf *r, const void *p, size_t n)
-{
-    if (r->n + n > r->cap) {
-        r->cap = (r->n + n) * 2 + 64;
-        r->p = xrealloc(r->p, r->cap);
-    }
-    memcpy(r->p + r->n, p, n);
-    r->n += n;
-}
-
-static void rb_len(struct repl_buf *r, size_t n)
-{
-    uint8_t l[4] = {(uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24)};
-    rb_add(r, l, 4);
-}
-
-static void repl_put(void *ud, const char *k, size_t kl, const char *v, size_t vl)
-{
-    if (!repl.wide(k, kl))
-        return;
-    rb_add(ud, "P", 1);
-    rb_len(ud, kl);
-    rb_add(ud, k, kl);
-    rb_len(ud, vl);
-    rb_add(ud, v, vl);
-}
-
-static void repl_del(void *ud, const char *k, size_t kl)
-{
-    if (!repl.wide(k, kl))
-        return;
-    rb_add(ud, "D", 1);
-    rb_len(ud, kl);
-    rb_add(ud, k, kl);
-}
-
-static size_t rd_len(const char *v, size_t n, size_t *off)
-{
-    if (n - *off < 4)
-        return SIZE_MAX;
-    const uint8_t *l = (const uint8_t *)v + *off;
-    *off += 4;
-    size_t len = (size_t)l[0] | (size_t)l[1] << 8 | (size_t)l[2] << 16 | (size_t)l[3] << 24;
-    return len <= n - *off ? len : SIZE_MAX;
-}
-
-int db_repl_next(const char *v, size_t n, size_t *off, const char **key, size_t *klen, const char **val,
-                 size_t *vlen)
-{
-    if (*off >= n)
-        return 0;
-    char op = v[(*off)++];
-    if (op != 'P' && op != 'D')
-        return -1;
-    if ((*klen = rd_len(v, n, off)) == SIZE_MAX)
-        return -1;
-    *key = v + *off;
-    *off += *klen;
-    *val = NULL;
-    *vlen = 0;
-    if (op == 'P') {
-        if ((*vlen = rd_len(v, n, off)) == SIZE_MAX)
-            return -1;
-        *val = v + *off;
-        *off += *vlen;
-    }
-    return op;
-}
-
-void db_replicate(bool (*wide)(const char *key, size_t klen), void (*kick)(void))
-{
-    pthread_mutex_lock(&repl.mu);
-    repl.wide = wide;
-    repl.kick = kick;
-    repl.seq = 0;
-    db_iter *it = db_iter_prefix("cq/", 3); /* entries not yet handed on: number after them */
-    while (db_iter_next(it)) {
-        size_t kl;
-        const char *k = db_iter_key(it, &kl);
-        char hex[17] = {0};
-        if (kl == 19) {
-            memcpy(hex, k + 3, 16);
-            repl.seq = strtoull(hex, NULL, 16);
-        }
-    }
-    db_iter_free(it);
-    atomic_store(&repl.on, true);
-    pthread_mutex_unlock(&repl.mu);
-}
-
-void db_replicate_off(void) { atomic_store(&repl.on, false); }
-void db_batch_from_cluster(db_batch *b) { b->remote = true; }
-void db_repl_lock(void) { pthread_mutex_lock(&repl.mu); }
-void db_repl_unlock(void) { pthread_mutex_unlock(&repl.mu); }
-
-/* Queue b's wide ops into b itself; true (the replication lock held) when there were any. */
-static bool repl_queue(db_batch *b)
-{
-    if (!atomic_load(&repl.on) || b->remote)
-        return false;
-    struct repl_buf r = {0};
-    leveldb_writebatch_iterate(b->wb, &r, repl_put, repl_del);
-    if (!r.n)
-        return false;
-    pthread_mutex_lock(&repl.mu);
-    char key[20], k16[17];
-    key_u64(k16, ++repl.seq);
-    snprintf(key, sizeof key, "cq/%s", k16);
-    leveldb_writebatch_put(b->wb, key, 19, r.p, r.n);
-    free(r.p);
-    return true;
-}
-
 int db_batch_commit(db_batch *b, bool sync)
 {
     char *e = NULL;
     bool begin = true, end = false;
-    bool queued = repl_queue(b);
+    bool queued = db_repl_queue(b); /* cluster mode: the queue entry joins the write (db_repl.c) */
     leveldb_writebatch_iterate(b->wb, &begin, jc_mark_put, jc_mark_del);
     test_point(DB_TP_WRITE_BEFORE_APPLY);
     leveldb_write(db, sync ? wsync : wasync, b->wb, &e);
     test_point(DB_TP_WRITE_AFTER_APPLY);
     leveldb_writebatch_iterate(b->wb, &end, jc_mark_put, jc_mark_del); /* even on error: it may be in part */
     db_batch_free(b);
-    if (queued) {
-        pthread_mutex_unlock(&repl.mu);
-        if (!e)
-            repl.kick();
-    }
+    if (queued)
+        db_repl_done(!e);
     if (e) {
         log_error("leveldb write: %s", e);
         leveldb_free(e);

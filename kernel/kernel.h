@@ -308,7 +308,7 @@ uint64_t db_grouped_writes(void); /* how many grouped writes so far: file change
 /* The number of the LevelDB log the sync barrier syncs (0 before its first sync); tests. */
 unsigned long long db_synced_log(void);
 void db_batch_free(db_batch *b);
-/* Cluster-wide records (cluster_kv.c, docs/cluster.md): once db_replicate is called, every
+/* Cluster-wide records (db_repl.c, cluster_kv.c, docs/cluster.md): once db_replicate is called, every
  * write of a key for which wide(key) holds also puts one "cq/<seq16>" entry (the batch's wide
  * puts and deletes, db_repl_next reads them) into the same LevelDB write, under the
  * replication lock, and calls kick() after it. A batch marked db_batch_from_cluster (what
