@@ -6,7 +6,6 @@ node out. Without `cluster` a server stays alone; bad cluster settings are refus
 tests/setup/cluster.sh installs etcd-server and haproxy."""
 import base64
 import csv
-import http.client
 import io
 import json
 import os
@@ -24,6 +23,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import ADMIN_PASSWORD, Server, ServerTest, free_port, main, missing_prerequisite  # noqa: E402
+from storeutil import home, put_chunked  # noqa: E402
 
 LDB_EDIT = os.environ.get("MBYTE_LDB_EDIT", "")
 TTL = 3  # seconds: cluster.lease_ttl of every node here (etcd's smallest lease is about 2 s)
@@ -229,11 +229,6 @@ def refused_start(test, s):
     s.log.close()
     test.assertNotEqual(rc, 0)
     return s.read_log()
-
-
-def home_store(s, tok):
-    """The id of the user's Home store on server s: store ids are the cluster's, not 1 on each node."""
-    return next(st["id"] for st in s.request("GET", "/api/v1/stores", token=tok).json() if st["name"] == "Home")
 
 
 def thread_names(pid):
@@ -470,12 +465,12 @@ class ClusterOfThree(EtcdAndNodes):
             t0 = time.time()
             for i, (name, s) in enumerate(self.nodes.items()):
                 tok = s.login()
-                home = home_store(s, tok)
+                hid = home(s, tok)
                 body = os.urandom(100000 + i)
-                r = s.request("PUT", "/api/v1/stores/%d/files/while-etcd-is-away-%d.bin" % (home, i), body=body,
+                r = s.request("PUT", "/api/v1/stores/%d/files/while-etcd-is-away-%d.bin" % (hid, i), body=body,
                               token=tok)
                 self.assertIn(r.status, (200, 201), r)
-                r = s.request("GET", "/api/v1/stores/%d/files/while-etcd-is-away-%d.bin" % (home, i), token=tok)
+                r = s.request("GET", "/api/v1/stores/%d/files/while-etcd-is-away-%d.bin" % (hid, i), token=tok)
                 self.assertEqual(r.status, 200, r)
                 self.assertEqual(r.body, body)
             # Past every lease: a leader must have stopped claiming by now.
@@ -497,11 +492,11 @@ class ClusterOfThree(EtcdAndNodes):
         self.etcd.stop()
         for name, s in self.nodes.items():
             tok = s.login()
-            home = home_store(s, tok)
-            r = s.request("PUT", "/api/v1/stores/%d/files/etcd-restart-%s.txt" % (home, name), body=name.encode(),
+            hid = home(s, tok)
+            r = s.request("PUT", "/api/v1/stores/%d/files/etcd-restart-%s.txt" % (hid, name), body=name.encode(),
                           token=tok)
             self.assertIn(r.status, (200, 201), r)
-            self.assertEqual(s.request("GET", "/api/v1/stores/%d/files/etcd-restart-%s.txt" % (home, name),
+            self.assertEqual(s.request("GET", "/api/v1/stores/%d/files/etcd-restart-%s.txt" % (hid, name),
                                        token=tok).body, name.encode())
             self.assertEqual(s.request("GET", "/api/v1/health").status, 200)
         self.etcd.start()  # same ports, same data: the leases and keys it had are back
@@ -667,7 +662,7 @@ class ClusterWide(EtcdAndNodes):
     def test_a_store_kept_by_another_node_is_served_through_any_node_streaming_both_ways(self):
         tok = self.nodes["n1"].add_user("fran", "fran-pw-1")
         self.everywhere("fran logs in", lambda n: isinstance(self.login(n, "fran", "fran-pw-1"), str))
-        sid = home_store(self.nodes["n1"], tok)  # kept by n1
+        sid = home(self.nodes["n1"], tok)  # kept by n1
         self.placed_everywhere(sid)
         body = os.urandom(3 * 1024 * 1024 + 17)
         url = "/api/v1/stores/%d/files/big.bin" % sid
@@ -683,17 +678,8 @@ class ClusterWide(EtcdAndNodes):
         r = self.nodes["n2"].request("HEAD", url, token=tok)
         self.assertEqual((r.status, r.header("Content-Length")), (200, str(len(body))))
         # a body of unknown length (chunked) goes through too
-        c = http.client.HTTPConnection("127.0.0.1", self.nodes["n3"].port, timeout=60)
-        c.putrequest("PUT", "/api/v1/stores/%d/files/chunked.bin" % sid)
-        c.putheader("Authorization", "Bearer " + tok)
-        c.putheader("Transfer-Encoding", "chunked")
-        c.endheaders()
-        for i in range(0, len(body), 65536):
-            piece = body[i:i + 65536]
-            c.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-        c.send(b"0\r\n\r\n")
-        self.assertEqual(c.getresponse().status, 201)
-        c.close()
+        st, _ = put_chunked(self.nodes["n3"], tok, sid, "chunked.bin", [body[i:i + 65536] for i in range(0, len(body), 65536)])
+        self.assertEqual(st, 201)
         self.assertEqual(self.nodes["n1"].request("GET", "/api/v1/stores/%d/files/chunked.bin" % sid, token=tok).body, body)
         # the keeping node authorizes: no token, and another user's token, are refused as n1 refuses them
         self.assertEqual(self.status("n2", "GET", url), 401)
@@ -784,7 +770,7 @@ class ClusterWide(EtcdAndNodes):
 
     def test_webdav_on_a_store_kept_by_another_node_works_through_any_node(self):
         tok = self.nodes["n1"].add_user("dana", "dana-pw-1")
-        sid = home_store(self.nodes["n1"], tok)  # kept by n1
+        sid = home(self.nodes["n1"], tok)  # kept by n1
         r = self.nodes["n1"].request("POST", "/api/v1/account/app-passwords", {"name": "laptop"}, token=tok)
         self.assertEqual(r.status, 201, r)
         auth = {"Authorization": "Basic " + base64.b64encode(("dana:" + r.json()["password"]).encode()).decode()}
@@ -806,7 +792,7 @@ class ClusterWide(EtcdAndNodes):
 
     def test_a_tus_upload_to_a_store_on_another_node_goes_on_through_any_node(self):
         tok = self.nodes["n1"].add_user("tara", "tara-pw-1")
-        sid = home_store(self.nodes["n1"], tok)  # kept by n1
+        sid = home(self.nodes["n1"], tok)  # kept by n1
         self.placed_everywhere(sid)
         body = os.urandom(700000)
         b64 = lambda t: base64.b64encode(t.encode()).decode()
@@ -829,7 +815,7 @@ class ClusterWide(EtcdAndNodes):
 
     def test_a_share_link_to_a_store_on_another_node_opens_through_any_node(self):
         tok = self.nodes["n1"].add_user("lena", "lena-pw-1")
-        sid = home_store(self.nodes["n1"], tok)  # kept by n1
+        sid = home(self.nodes["n1"], tok)  # kept by n1
         self.placed_everywhere(sid)
         body = os.urandom(300000)
         self.assertEqual(self.nodes["n1"].request("POST", "/api/v1/stores/%d/folders" % sid, {"path": "trip"},
