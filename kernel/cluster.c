@@ -44,6 +44,8 @@ static struct {
     char node[64], key[128], advertise[300];
     char *data_dir;  /* a copy: a reload may replace g_cfg */
     int ttl;         /* seconds */
+    _Atomic int repl_port;   /* the replica side's port (cluster_repl.c), in the record as "replication" */
+    atomic_bool republish;   /* write the record at the next turn, not at the next keepalive */
     int64_t started; /* wall clock, for the record */
     pthread_t th;
     pthread_mutex_t mu; /* stop and cv */
@@ -74,8 +76,9 @@ static char *node_record(void)
         cap = (json_int_t)vs.f_blocks * (json_int_t)vs.f_frsize;
         avail = (json_int_t)vs.f_bavail * (json_int_t)vs.f_frsize;
     }
-    json_t *r = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I}", "name", cl.node, "address", cl.advertise,
-                          "started", (json_int_t)cl.started, "version", MBYTE_VERSION, "capacity", cap, "free", avail);
+    json_t *r = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:i}", "name", cl.node, "address", cl.advertise,
+                          "started", (json_int_t)cl.started, "version", MBYTE_VERSION, "capacity", cap, "free", avail,
+                          "replication", atomic_load(&cl.repl_port));
     char *s = json_dumps(r, JSON_COMPACT);
     json_decref(r);
     return s;
@@ -221,9 +224,10 @@ static void refresh_nodes(void)
         json_t *r = json_loads(a.kvs[i].value, 0, NULL);
         if (json_is_object(r) && json_is_string(json_object_get(r, "name")))
             json_array_append_new(
-                list, json_pack("{s:O, s:s, s:s, s:I, s:I, s:I, s:s}", "name", json_object_get(r, "name"), "address",
-                                jstr(r, "address"), "state", "up", "capacity", jint(r, "capacity"), "free",
-                                jint(r, "free"), "started", jint(r, "started"), "version", jstr(r, "version")));
+                list, json_pack("{s:O, s:s, s:s, s:I, s:I, s:I, s:s, s:I}", "name", json_object_get(r, "name"),
+                                "address", jstr(r, "address"), "state", "up", "capacity", jint(r, "capacity"), "free",
+                                jint(r, "free"), "started", jint(r, "started"), "version", jstr(r, "version"),
+                                "replication", jint(r, "replication")));
         json_decref(r);
     }
     etcd_answer_free(&a);
@@ -240,7 +244,7 @@ static void turn(void)
     int64_t now = now_mono_ms();
     if (atomic_load(&cl.claimed) && now >= cl.valid_until)
         set_claim(false, "its lease may have expired (no keepalive answered for lease_ttl)");
-    if (cl.lease && now >= cl.next_keepalive)
+    if (cl.lease && (now >= cl.next_keepalive || atomic_exchange(&cl.republish, false)))
         keepalive();
     if (!cl.lease || !cl.registered) {
         int rc = cl.lease ? node_register(&err) : lease_take(&err);
@@ -368,6 +372,57 @@ bool cluster_node_address(const char *node, char *out, size_t n)
     }
     pthread_mutex_unlock(&cl.view_mu);
     return found;
+}
+
+void cluster_set_replication_port(int port)
+{
+    atomic_store(&cl.repl_port, port);
+    atomic_store(&cl.republish, true); /* the others may choose this node as a replica now */
+    pthread_mutex_lock(&cl.mu);
+    pthread_cond_signal(&cl.cv);
+    pthread_mutex_unlock(&cl.mu);
+}
+
+bool cluster_node_replication(const char *node, char *out, size_t n)
+{
+    char addr[300];
+    json_int_t port = 0;
+    pthread_mutex_lock(&cl.view_mu);
+    size_t i;
+    json_t *e;
+    addr[0] = 0;
+    json_array_foreach(cl.nodes, i, e) if (!strcmp(jstr(e, "name"), node))
+    {
+        snprintf(addr, sizeof addr, "%s", jstr(e, "address"));
+        port = jint(e, "replication");
+        break;
+    }
+    pthread_mutex_unlock(&cl.view_mu);
+    char *colon = strrchr(addr, ':');
+    if (!port || !colon)
+        return false;
+    *colon = 0; /* the advertised host ("[v6]" stays bracketed), the replication port */
+    snprintf(out, n, "%s:%lld", addr, (long long)port);
+    return true;
+}
+
+bool cluster_pick_node(const char *except, char *out, size_t n)
+{
+    json_int_t best = -1;
+    pthread_mutex_lock(&cl.view_mu);
+    size_t i;
+    json_t *e;
+    json_array_foreach(cl.nodes, i, e)
+    {
+        const char *name = jstr(e, "name");
+        if (strcmp(name, cl.node) && (!except || strcmp(name, except)) && jint(e, "replication") > 0 &&
+            jint(e, "free") > best) {
+            best = jint(e, "free");
+            snprintf(out, n, "%s", name);
+        }
+    }
+    pthread_mutex_unlock(&cl.view_mu);
+    return best >= 0;
 }
 
 json_t *cluster_view(void)

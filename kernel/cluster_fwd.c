@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -390,23 +391,35 @@ static const http_stream_ops fwd_ops = {NULL, fwd_data, fwd_end, fwd_abort};
 /* The forwarding node authenticated the request; the keeping node may not know a token made a
  * moment ago yet (it comes through etcd), so the user travels signed: "<uid>.<unix time>.<hmac>"
  * with HMAC-SHA-256 under the cluster's key over "<uid>.<time>.<method> <raw target>". */
-static bool vouch_mac(uint64_t uid, int64_t t, const char *method, const char *target, char out[65])
+bool cluster_mac(char out[65], const void *body, size_t blen, const char *fmt, ...)
 {
     uint8_t key[32], mac[crypto_auth_hmacsha256_BYTES];
     if (!cluster_kv_secret(key))
         return false;
+    char head[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(head, sizeof head, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof head) {
+        sodium_memzero(key, sizeof key);
+        return false;
+    }
     crypto_auth_hmacsha256_state st;
-    char head[64];
-    int n = snprintf(head, sizeof head, "%llu.%lld.", (unsigned long long)uid, (long long)t);
     crypto_auth_hmacsha256_init(&st, key, sizeof key);
     crypto_auth_hmacsha256_update(&st, (const uint8_t *)head, (size_t)n);
-    crypto_auth_hmacsha256_update(&st, (const uint8_t *)method, strlen(method));
-    crypto_auth_hmacsha256_update(&st, (const uint8_t *)" ", 1);
-    crypto_auth_hmacsha256_update(&st, (const uint8_t *)target, strlen(target));
+    if (blen)
+        crypto_auth_hmacsha256_update(&st, body, blen);
     crypto_auth_hmacsha256_final(&st, mac);
     sodium_memzero(key, sizeof key);
+    sodium_memzero(&st, sizeof st);
     hex_encode(mac, sizeof mac, out);
     return true;
+}
+
+static bool vouch_mac(uint64_t uid, int64_t t, const char *method, const char *target, char out[65])
+{
+    return cluster_mac(out, NULL, 0, "%llu.%lld.%s %s", (unsigned long long)uid, (long long)t, method, target);
 }
 
 /* Add the forwarding headers to h: this node's name, the client's address and, when this node
@@ -507,7 +520,6 @@ static uint64_t link_store(const char *token)
  * the upload), and a share link /api/v1/public/{token}... (the link's store). */
 static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
 {
-    char a[17];
     *sid = 0;
     bool api = req->nsegs >= 3 && !strcmp(req->segs[0], "api") && !strcmp(req->segs[1], "v1");
     if (api && !strcmp(req->segs[2], "uploads")) {
@@ -527,8 +539,8 @@ static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
             return 0;
     } else
         return 0;
-    key_u64(a, *sid);
-    return !kept_here("s/", a) && cluster_store_node(*sid, node, n) && strcmp(node, cluster_node_name());
+    /* the placement decides: a replica has the store's records too, but only its owner serves it */
+    return cluster_store_node(*sid, node, n) && strcmp(node, cluster_node_name());
 }
 
 int cluster_fwd_begin(mb_req *req, mb_err *err)

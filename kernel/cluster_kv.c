@@ -687,11 +687,67 @@ void cluster_store_placed(db_batch *b, uint64_t sid, uint64_t owner)
 {
     if (!kv.member)
         return;
-    char key[20];
+    char key[20], replica[64];
     place_key(key, sid);
-    json_t *r = json_pack("{s:i, s:s, s:I}", "v", 1, "node", kv.node, "owner", (json_int_t)owner);
+    json_t *r = json_pack("{s:i, s:s, s:I, s:I}", "v", 1, "node", kv.node, "owner", (json_int_t)owner, "epoch",
+                          (json_int_t)1);
+    if (cluster_pick_node(NULL, replica, sizeof replica)) /* the up node with the most free space */
+        json_object_set_new(r, "replica", json_string(replica));
     db_batch_put_json(b, key, r);
     json_decref(r);
+}
+
+json_t *cluster_store_record(uint64_t sid)
+{
+    char key[20];
+    place_key(key, sid);
+    json_t *r = NULL;
+    if (!kv.member || db_get_json(key, &r) || !json_is_object(r)) {
+        json_decref(r);
+        return NULL;
+    }
+    return r;
+}
+
+int cluster_store_cas(uint64_t sid, json_t *(*change)(const json_t *cur, void *ud), void *ud, json_t **out,
+                      mb_err *err)
+{
+    char key[20], ekey[40];
+    place_key(key, sid);
+    snprintf(ekey, sizeof ekey, KV_PREFIX "%s", key);
+    etcd_answer a;
+    int rc = etcd_range(kv.ids, ekey, false, &a, err);
+    if (rc)
+        return rc;
+    json_t *cur = a.nkvs ? json_loads(a.kvs[0].value, 0, NULL) : NULL;
+    int64_t mod = a.nkvs ? a.kvs[0].mod_rev : 0;
+    etcd_answer_free(&a);
+    json_t *want = json_is_object(cur) ? change(cur, ud) : NULL;
+    json_decref(cur);
+    if (!want)
+        return err_set(err, MB_ECONFLICT, "store %llu's placement is not what this change expected",
+                       (unsigned long long)sid);
+    char *text = json_dumps(want, JSON_COMPACT);
+    rc = etcd_call(kv.ids, "/v3/kv/txn", etcd_req_cas(ekey, text, mod), &a, err);
+    if (!rc) {
+        bool won = a.succeeded;
+        etcd_answer_free(&a);
+        if (!won)
+            rc = err_set(err, MB_ECONFLICT, "store %llu's placement changed meanwhile", (unsigned long long)sid);
+    }
+    if (!rc) { /* etcd's value now: written here at once, as the watch would (not queued again) */
+        db_batch *b = db_batch_new();
+        db_batch_from_cluster(b);
+        db_batch_put(b, key, strlen(key), text, strlen(text));
+        if ((rc = db_batch_commit(b, true)))
+            err_set(err, rc, "store %llu's new placement could not be written here", (unsigned long long)sid);
+    }
+    free(text);
+    if (!rc && out)
+        *out = want;
+    else
+        json_decref(want);
+    return rc;
 }
 
 void cluster_store_gone(db_batch *b, uint64_t sid)
@@ -738,8 +794,8 @@ static int counter_move(const char *name, uint64_t floor, uint64_t *out, mb_err 
     return err_set(err, MB_EBUSY, "cluster: a new %s id could not be taken (too many nodes at once): try again", name);
 }
 
-/* After every full read: each store this node keeps has its placement record naming this node
- * (a read may have dropped it: a new etcd seeded by another node), and etcd's store counter is
+/* After every full read: each store this node has and no placement record names has one naming
+ * this node (a read may have dropped it: a new etcd seeded by another node), and etcd's store counter is
  * past every store id here. */
 static void own_stores(void)
 {
@@ -751,7 +807,7 @@ static void own_stores(void)
         json_t *rec = json_loadb(v, vl, 0, NULL), *have = NULL;
         char key[20];
         place_key(key, sid);
-        if (db_get_json(key, &have) || strcmp(jstr(have, "node"), kv.node)) {
+        if (db_get_json(key, &have)) { /* nobody keeps it: this node does (a replica's copy names its owner) */
             db_batch *b = db_batch_new();
             cluster_store_placed(b, sid, (uint64_t)jint(rec, "owner"));
             if (db_batch_commit(b, false))
@@ -862,6 +918,25 @@ bool cluster_store_node(uint64_t sid, char *node, size_t n)
     return found;
 }
 
+int cluster_node_registered(const char *node, bool *up, mb_err *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, "/mbyte/nodes/%s", node);
+    etcd_answer a;
+    int rc = etcd_range(kv.ids, key, false, &a, err);
+    if (!rc) {
+        *up = a.nkvs > 0;
+        etcd_answer_free(&a);
+    }
+    return rc;
+}
+
+bool cluster_store_elsewhere(uint64_t sid)
+{
+    char node[64];
+    return cluster_store_node(sid, node, sizeof node) && strcmp(node, kv.node);
+}
+
 json_t *cluster_kv_user_nodes(uint64_t uid)
 {
     json_t *seen = json_object(), *out = json_array();
@@ -891,9 +966,11 @@ json_t *cluster_kv_stores(void)
         const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
         json_t *r = json_loadb(v, vl, 0, NULL);
         if (json_is_object(r))
-            json_array_append_new(list, json_pack("{s:I, s:s, s:n, s:i, s:I}", "id", (json_int_t)key_id(k, kl, 3),
-                                                  "owner", jstr(r, "node"), "replica", "epoch", 0, "user",
-                                                  jint(r, "owner")));
+            json_array_append_new(list, json_pack("{s:I, s:s, s:s?, s:I, s:I, s:b}", "id", (json_int_t)key_id(k, kl, 3),
+                                                  "owner", jstr(r, "node"), "replica",
+                                                  *jstr(r, "replica") ? jstr(r, "replica") : NULL, "epoch",
+                                                  jint(r, "epoch"), "user", jint(r, "owner"), "filling",
+                                                  json_is_true(json_object_get(r, "filling"))));
         json_decref(r);
     }
     db_iter_free(it);

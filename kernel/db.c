@@ -885,10 +885,36 @@ static void flusher_stop(void)
         db_sync_through(atomic_load(&write_seq));
 }
 
-db_iter *db_iter_prefix(const char *prefix, size_t plen)
+struct db_snap {
+    const leveldb_snapshot_t *snap;
+    leveldb_readoptions_t *ro;
+};
+
+db_snap *db_snap_take(void)
+{
+    db_snap *s = xcalloc(1, sizeof *s);
+    s->snap = leveldb_create_snapshot(db);
+    s->ro = leveldb_readoptions_create();
+    leveldb_readoptions_set_fill_cache(s->ro, 0);
+    leveldb_readoptions_set_snapshot(s->ro, s->snap);
+    return s;
+}
+
+void db_snap_release(db_snap *s)
+{
+    if (!s)
+        return;
+    leveldb_readoptions_destroy(s->ro);
+    leveldb_release_snapshot(db, s->snap);
+    free(s);
+}
+
+db_iter *db_iter_prefix(const char *prefix, size_t plen) { return db_snap_iter_prefix(NULL, prefix, plen); }
+
+db_iter *db_snap_iter_prefix(db_snap *s, const char *prefix, size_t plen)
 {
     db_iter *it = xcalloc(1, sizeof *it);
-    it->it = leveldb_create_iterator(db, ropts);
+    it->it = leveldb_create_iterator(db, s ? s->ro : ropts);
     it->prefix = xmalloc(plen + 1);
     memcpy(it->prefix, prefix, plen);
     it->prefix[plen] = 0;
@@ -962,23 +988,53 @@ void key_u64(char out[17], uint64_t v)
 
 /* Ids come from "n/<name>" counters, persisted with sync before the id is handed out:
  * an id seen by anyone is never reused after a crash. */
-uint64_t db_next_id(const char *name)
+static uint64_t counter_read(const char *key)
 {
-    char key[128];
-    snprintf(key, sizeof key, "n/%s", name);
-    pthread_mutex_lock(&id_lock);
     uint64_t v = 0;
     char *s;
     if (db_get(key, strlen(key), &s, NULL) == 0) {
         parse_u64(s, &v);
         free(s);
     }
-    v++;
+    return v;
+}
+
+uint64_t db_next_id(const char *name)
+{
+    char key[128];
+    snprintf(key, sizeof key, "n/%s", name);
+    pthread_mutex_lock(&id_lock);
+    uint64_t v = counter_read(key) + 1;
     char buf[32];
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
     db_put(key, strlen(key), buf, strlen(buf), true);
     pthread_mutex_unlock(&id_lock);
     return v;
+}
+
+uint64_t db_id_high(const char *name)
+{
+    char key[128];
+    snprintf(key, sizeof key, "n/%s", name);
+    pthread_mutex_lock(&id_lock);
+    uint64_t v = counter_read(key);
+    pthread_mutex_unlock(&id_lock);
+    return v;
+}
+
+void db_id_floor(const char *name, uint64_t floor)
+{
+    char key[128], buf[32];
+    snprintf(key, sizeof key, "n/%s", name);
+    pthread_mutex_lock(&id_lock);
+    if (counter_read(key) < floor) {
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)floor);
+        db_put(key, strlen(key), buf, strlen(buf), true);
+    }
+    for (size_t i = 0; i < sizeof id_blocks / sizeof id_blocks[0]; i++)
+        if (!strcmp(id_blocks[i].name, name) && id_blocks[i].next <= floor)
+            id_blocks[i].next = id_blocks[i].end = 0; /* the next id comes from a new block, past floor */
+    pthread_mutex_unlock(&id_lock);
 }
 
 /* Ids handed out often (file and folder ids) come from the same counters, reserved in
@@ -1000,12 +1056,7 @@ uint64_t db_alloc_id(const char *name)
     if (id_blocks[i].next == id_blocks[i].end) {
         char key[128], buf[32];
         snprintf(key, sizeof key, "n/%s", name);
-        uint64_t v = 0;
-        char *cur;
-        if (db_get(key, strlen(key), &cur, NULL) == 0) {
-            parse_u64(cur, &v);
-            free(cur);
-        }
+        uint64_t v = counter_read(key);
         snprintf(buf, sizeof buf, "%llu", (unsigned long long)(v + ID_BLOCK));
         db_put(key, strlen(key), buf, strlen(buf), true);
         id_blocks[i].next = v + 1;

@@ -29,45 +29,72 @@ bool db_repl_wide(const char *key, size_t klen) { return atomic_load(&repl.on) &
 
 /* A queue entry's value: for each wide op, 'P' or 'D', the key's length (4 bytes, little
  * endian) and the key, and for a put the value's length and the value. */
-struct repl_buf {
-    char *p;
-    size_t n, cap;
-};
-
-static void rb_add(struct repl_buf *r, const void *p, size_t n)
+void db_ops_add(db_ops *o, const void *p, size_t n)
 {
-    if (r->n + n > r->cap) {
-        r->cap = (r->n + n) * 2 + 64;
-        r->p = xrealloc(r->p, r->cap);
+    if (o->n + n > o->cap) {
+        o->cap = (o->n + n) * 2 + 64;
+        o->p = xrealloc(o->p, o->cap);
     }
-    memcpy(r->p + r->n, p, n);
-    r->n += n;
+    memcpy(o->p + o->n, p, n);
+    o->n += n;
 }
 
-static void rb_len(struct repl_buf *r, size_t n)
+static void ops_len(db_ops *o, size_t n)
 {
     uint8_t l[4] = {(uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24)};
-    rb_add(r, l, 4);
+    db_ops_add(o, l, 4);
 }
 
-static void repl_put(void *ud, const char *k, size_t kl, const char *v, size_t vl)
+void db_ops_put(db_ops *o, const char *k, size_t kl, const char *v, size_t vl)
 {
-    if (!repl.wide(k, kl))
-        return;
-    rb_add(ud, "P", 1);
-    rb_len(ud, kl);
-    rb_add(ud, k, kl);
-    rb_len(ud, vl);
-    rb_add(ud, v, vl);
+    db_ops_add(o, "P", 1);
+    ops_len(o, kl);
+    db_ops_add(o, k, kl);
+    ops_len(o, vl);
+    db_ops_add(o, v, vl);
 }
 
-static void repl_del(void *ud, const char *k, size_t kl)
+void db_ops_del(db_ops *o, const char *k, size_t kl)
 {
-    if (!repl.wide(k, kl))
-        return;
-    rb_add(ud, "D", 1);
-    rb_len(ud, kl);
-    rb_add(ud, k, kl);
+    db_ops_add(o, "D", 1);
+    ops_len(o, kl);
+    db_ops_add(o, k, kl);
+}
+
+struct repl_enc {
+    db_ops o;
+    bool (*keep)(const char *k, size_t kl, char op, void *ud);
+    void *ud;
+};
+
+static void enc_put(void *ud, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct repl_enc *e = ud;
+    if (e->keep(k, kl, 'P', e->ud))
+        db_ops_put(&e->o, k, kl, v, vl);
+}
+
+static void enc_del(void *ud, const char *k, size_t kl)
+{
+    struct repl_enc *e = ud;
+    if (e->keep(k, kl, 'D', e->ud))
+        db_ops_del(&e->o, k, kl);
+}
+
+char *db_batch_encode(const db_batch *b, bool (*keep)(const char *k, size_t kl, char op, void *ud), void *ud,
+                      size_t *n)
+{
+    struct repl_enc e = {.keep = keep, .ud = ud};
+    leveldb_writebatch_iterate(b->wb, &e, enc_put, enc_del);
+    *n = e.o.n;
+    return e.o.p;
+}
+
+static bool keep_wide(const char *k, size_t kl, char op, void *ud)
+{
+    (void)op;
+    (void)ud;
+    return repl.wide(k, kl);
 }
 
 static size_t rd_len(const char *v, size_t n, size_t *off)
@@ -133,16 +160,18 @@ bool db_repl_queue(db_batch *b)
 {
     if (!atomic_load(&repl.on) || b->remote)
         return false;
-    struct repl_buf r = {0};
-    leveldb_writebatch_iterate(b->wb, &r, repl_put, repl_del);
-    if (!r.n)
+    size_t n;
+    char *p = db_batch_encode(b, keep_wide, NULL, &n);
+    if (!n) {
+        free(p);
         return false;
+    }
     pthread_mutex_lock(&repl.mu);
     char key[20], k16[17];
     key_u64(k16, ++repl.seq);
     snprintf(key, sizeof key, "cq/%s", k16);
-    leveldb_writebatch_put(b->wb, key, 19, r.p, r.n);
-    free(r.p);
+    leveldb_writebatch_put(b->wb, key, 19, p, n);
+    free(p);
     return true;
 }
 

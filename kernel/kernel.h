@@ -318,11 +318,29 @@ void db_replicate_off(void);
 void db_batch_from_cluster(db_batch *b);
 void db_repl_lock(void); /* no local wide write lands while it is held */
 void db_repl_unlock(void);
+/* Puts and deletes encoded as a cq/ entry's value (db_repl_next reads them); p is malloc'd. */
+typedef struct db_ops {
+    char *p;
+    size_t n, cap;
+} db_ops;
+void db_ops_add(db_ops *o, const void *p, size_t n); /* raw bytes: a frame's head, a body */
+void db_ops_put(db_ops *o, const char *k, size_t kl, const char *v, size_t vl);
+void db_ops_del(db_ops *o, const char *k, size_t kl);
+/* The puts and deletes of b for which keep(key, 'P' or 'D') holds, encoded as a cq/ entry's value
+ * (db_repl_next reads them): malloc'd (NULL when none), *n its length. */
+char *db_batch_encode(const db_batch *b, bool (*keep)(const char *k, size_t kl, char op, void *ud), void *ud,
+                      size_t *n);
 /* The next op of a cq/ entry's value v (n bytes) from *off: 'P' (put, with *val) or 'D';
  * 0 at the end, -1 when the entry is malformed. */
 int db_repl_next(const char *v, size_t n, size_t *off, const char **key, size_t *klen, const char **val,
                  size_t *vlen);
 db_iter *db_iter_prefix(const char *prefix, size_t plen);
+/* A point-in-time view of the whole database: iterators over it see no later write. Release it
+ * after its iterators are freed. */
+typedef struct db_snap db_snap;
+db_snap *db_snap_take(void);
+db_iter *db_snap_iter_prefix(db_snap *s, const char *prefix, size_t plen); /* s NULL: now */
+void db_snap_release(db_snap *s);
 bool db_iter_next(db_iter *it); /* advance; false at end of prefix (first call positions) */
 /* Make the next db_iter_next start at the first key >= key (a key inside the prefix)
  * instead of at the prefix: a reader that knows where it stopped skips what lies before. */
@@ -343,6 +361,12 @@ uint64_t db_next_id(const char *name);
 /* The same, for ids handed out often: reserved in synced blocks, so most calls cost no I/O.
  * Unused ids of a block are skipped after a crash, never reused. */
 uint64_t db_alloc_id(const char *name);
+/* Counter `name`'s value on disk: no id of it handed out so far is above it (cluster_repl.c
+ * sends it with each change of a store, so the node that takes the store over never hands out
+ * an id the store already uses). */
+uint64_t db_id_high(const char *name);
+/* Every id of counter `name` handed out from now on is above floor. */
+void db_id_floor(const char *name, uint64_t floor);
 /* Key encoding: big-endian u64 as 16 hex digits so keys sort numerically. */
 void key_u64(char out[17], uint64_t v);
 
@@ -509,7 +533,15 @@ bool cluster_is_leader(void);
 /* This node's name ("" on a single server), and a live node's address (host:port) from the
  * last view: false when the node is not up. Any thread. */
 const char *cluster_node_name(void);
-bool cluster_node_address(const char *node, char *out, size_t n);
+bool cluster_node_address(const char *node, char *out, size_t n); /* false: the node is not up */
+/* The up node taking replicas (its record has a replication port), other than this one and
+ * `except` (may be NULL), with the most free space: a store's replica (false: there is none). */
+bool cluster_pick_node(const char *except, char *out, size_t n);
+/* The port the replica side listens on (cluster_repl.c), for this node's record once it takes
+ * replicas (0 until then); and node's
+ * "<advertised host>:<its replication port>" (false: not up, or it has none). */
+void cluster_set_replication_port(int port);
+bool cluster_node_replication(const char *node, char *out, size_t n);
 /* Cluster-wide accounts and tokens (cluster_kv.c): before auth_bootstrap, join etcd's copy of
  * them; *first is true when this node may create the first admin (a single server, or the
  * node that started the cluster). MB_EEXIST: this node has accounts of its own and the
@@ -520,6 +552,14 @@ void cluster_kv_stop(void);
 json_t *cluster_kv_view(void);
 /* Every store's placement: [{"id","owner" (node),"replica" (null: not yet),"epoch","user"}]. */
 json_t *cluster_kv_stores(void);
+/* A store's placement record {"v":1,"node","owner","replica","epoch","filling"} (new reference), NULL
+ * when there is none (or a single server). */
+json_t *cluster_store_record(uint64_t sid);
+/* Change store sid's placement in etcd with a compare-and-swap on what etcd holds now: change(cur)
+ * returns the record wanted (new reference) or NULL to give up (MB_ECONFLICT, as when another node
+ * changed it first). On success the record is written here at once; *out (may be NULL) gets it. */
+int cluster_store_cas(uint64_t sid, json_t *(*change)(const json_t *cur, void *ud), void *ud, json_t **out,
+                      mb_err *err);
 /* In cluster mode, the placement record "sp/<sid16>" {"v":1,"node","owner"} of a store this node
  * keeps, put into (or deleted from) the batch that creates (deletes) the store. No-ops alone. */
 void cluster_store_placed(db_batch *b, uint64_t sid, uint64_t owner);
@@ -529,6 +569,10 @@ void cluster_upload_placed(const char *id, bool placed);
 bool cluster_upload_node(const char *id, char *node, size_t n);
 /* The node that keeps store sid (its placement record), into node; false when none is known. */
 bool cluster_store_node(uint64_t sid, char *node, size_t n);
+/* Ask etcd itself whether node is registered now (*up), not the membership view. */
+int cluster_node_registered(const char *node, bool *up, mb_err *err);
+/* Store sid is kept by another node (this one may hold a replica's copy of it). */
+bool cluster_store_elsewhere(uint64_t sid);
 /* Wait (at most ms, not while etcd is away) until every change made here is in etcd: a token
  * is handed on before the client that asked for it can show it to another node. */
 void cluster_kv_flush(int64_t ms);
@@ -562,6 +606,17 @@ void cluster_fwd_stores(mb_req *req, uint64_t uid, json_t *list);
 /* A request another node forwarded for a user it had authenticated, signed with the cluster's
  * key (X-MByte-Forwarded-User): true with that user's id. Any other request: false. */
 bool cluster_fwd_vouched(mb_req *req, uint64_t *uid);
+/* HMAC-SHA-256 under the cluster's key (cs/key) of the formatted head and then body (blen may be
+ * 0), as 64 hex digits (false: no key yet, or the head is over 1 KiB). */
+bool cluster_mac(char out[65], const void *body, size_t blen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* cluster_repl.c: synchronous replication of each store to its replica node, and failover
+ * (docs/cluster.md "Replicas and failover"). start after cluster_start; stop before
+ * cluster_stop (no more takeovers), fini after the HTTP door (the sender). No-ops alone. */
+int cluster_repl_listen(mb_err *err); /* first of all: the replica side's port, for the node's record */
+int cluster_repl_start(mb_err *err);
+void cluster_repl_stop(void);
+void cluster_repl_fini(void);
 /* GET /api/v1/admin/cluster (cluster_http.c) */
 extern const kroute cluster_routes[];
 

@@ -190,7 +190,7 @@ int main(int argc, char **argv)
         fs_init(&err) || routes_add(files_routes, &err) || routes_add(backend_routes, &err) || stores_init(&err) || tus_init(&err) ||
         routes_add(tus_routes, &err) || luas_init(g_cfg->lua_dir, &err) ||
         health_routes_init(&err) || routes_add(cluster_routes, &err) || metrics_init(&err) || backup_init(&err) || reload_init(&err) || modmgr_init(base, &err) ||
-        secret_http_init(base, &err) || cluster_register(&err) || cluster_kv_join(&first_node, &err) ||
+        secret_http_init(base, &err) || cluster_repl_listen(&err) || cluster_register(&err) || cluster_kv_join(&first_node, &err) ||
         (first_node && auth_bootstrap(admin_pw, &err))) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
@@ -205,7 +205,7 @@ int main(int argc, char **argv)
     /* Cluster mode: registered under this node's name above (a live name refused the start
      * before anything of this node reached etcd); the membership thread starts after the
      * modules, so their observers hear the first cluster.leader. */
-    if (cluster_start(&err)) {
+    if (cluster_start(&err) || cluster_repl_start(&err)) {
         log_error("start failed: %s", err.msg);
         goto out_stop;
     }
@@ -224,10 +224,12 @@ int main(int argc, char **argv)
     event_base_dispatch(base);
     status = 0;
 out_stop:
-    cluster_stop(); /* first: the others take over at once */
+    cluster_repl_stop(); /* no more takeovers here */
+    cluster_stop();      /* the others take over at once */
     cluster_kv_stop();
     http_stop();
     cluster_fwd_fini();
+    cluster_repl_fini(); /* after the door: what requests in flight handed on is answered */
     metrics_fini();
     accesslog_fini();
     tus_fini();

@@ -483,8 +483,12 @@ void stores_each(uint64_t owner, void (*fn)(json_t *rec, void *ud), void *ud)
         char key[32];
         snprintf(key, sizeof key, "s/%.16s", k + kl - 16);
         json_t *s;
-        if (db_get_json(key, &s) == 0)
-            fn(s, ud);
+        if (db_get_json(key, &s) == 0) {
+            if (cluster_store_elsewhere((uint64_t)jint(s, "id"))) /* a replica's copy: its owner lists it */
+                json_decref(s);
+            else
+                fn(s, ud);
+        }
     }
     db_iter_free(it);
 }

@@ -25,17 +25,15 @@
 #include <string.h>
 
 static pthread_mutex_t commit_lock = PTHREAD_MUTEX_INITIALIZER;
-static txn_observer_fn observer;
-static void *observer_ud;
+static const txn_observer *observer;
 
 static void (*pre_commit)(db_batch *b);
 void txn_pre_commit(void (*fn)(db_batch *b)) { pre_commit = fn; }
 
-void txn_observe(txn_observer_fn fn, void *ud)
+void txn_observe(const txn_observer *o)
 {
     pthread_mutex_lock(&commit_lock);
-    observer = fn;
-    observer_ud = ud;
+    observer = o;
     pthread_mutex_unlock(&commit_lock);
 }
 
@@ -58,6 +56,7 @@ void txn_begin(txn *t, db_batch *b)
     t->b = b ? b : db_batch_new();
     t->refs = json_object();
     t->ticket = 0;
+    t->handed = 0;
     t->n_usage = 0;
     txn_lock();
 }
@@ -321,8 +320,8 @@ int txn_end(txn *t, int rc, mb_err *err, const char *what)
             pre_commit(t->b);
         usage_flush(t);
         rc = refs_apply(t, err);
-        if (!rc && observer && observer(t->b, observer_ud))
-            rc = err_set(err, MB_EIO, "%s could not be committed: it was not handed on", what);
+        if (!rc && observer)
+            rc = observer->hand(t->b, &t->handed, err);
         if (!rc) {
             rc = db_batch_commit_grouped(t->b, &t->ticket); /* frees the batch */
             t->b = NULL;
@@ -330,10 +329,13 @@ int txn_end(txn *t, int rc, mb_err *err, const char *what)
                 err_set(err, rc, "%s could not be committed", what);
         }
     }
-    uint64_t ticket = t->ticket;
+    uint64_t ticket = t->ticket, handed = t->handed;
+    const txn_observer *o = observer;
     txn_unlock();
     if (ticket)
         db_sync_ack(ticket); /* visible to the next lock holder already; durable now (strict) or soon */
+    if (!rc && handed && o)
+        rc = o->wait(handed, err); /* and safe on the replica: only then is it acknowledged */
     db_batch_free(t->b);
     json_decref(t->refs);
     t->b = NULL;

@@ -37,6 +37,7 @@ typedef struct {
 
 typedef struct txn {
     db_batch *b;      /* the change: fill it between begin and end */
+    uint64_t handed;  /* the observer's ticket (txn_observe) */
     json_t *refs;     /* chunk hash -> [delta, size] (txn_ref_chunks) */
     uint64_t ticket;  /* the group commit this change waits for (db_sync_through) */
     int n_usage;
@@ -83,16 +84,21 @@ void txn_usage_add(db_batch *b, const char *key, const txn_usage_t *d);
 void txn_lock(void);
 void txn_unlock(void);
 
-/* The one place a committed change is handed on (the cluster's replication will hook here;
- * nothing registers it yet). fn sees every change's final batch, in commit order, under the
- * commit lock, before the local write: it must not block for long and must not take the
- * commit lock. A non-zero return refuses the change (nothing is written; the caller's error
- * says the change could not be committed). One observer; NULL removes it. */
 /* Called under the commit lock with every change's batch before its deltas are added: the
  * namespace (ns.c) adds the child counters of the folders the batch changes. Set once at start. */
 void txn_pre_commit(void (*fn)(db_batch *b));
 
-typedef int (*txn_observer_fn)(const db_batch *b, void *ud);
-void txn_observe(txn_observer_fn fn, void *ud);
+/* The one place a committed change is handed on (cluster_repl.c: to the replica of each store
+ * the change touches). hand(b) sees every change's final batch, in commit order, under the commit
+ * lock, before the local write: it must not block and must not take the commit lock; it may
+ * queue the batch and set *wait to a ticket (0: nothing to wait for). A non-zero return refuses
+ * the change (nothing is written; the caller's error is hand's). After the local write and the
+ * lock's release, txn_end calls wait(ticket) and returns its error: the change is acknowledged
+ * only once what was handed on is safe too. One observer; NULLs remove it. */
+typedef struct txn_observer {
+    int (*hand)(const db_batch *b, uint64_t *wait, mb_err *err);
+    int (*wait)(uint64_t ticket, mb_err *err);
+} txn_observer;
+void txn_observe(const txn_observer *o);
 
 #endif

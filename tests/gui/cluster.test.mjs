@@ -1,7 +1,8 @@
 // tests/gui/cluster.test.mjs — the Cluster section of the web page, in a real browser (Debian's
 // chromium via playwright-core), against node n1 of a real two-node cluster (a real etcd and two
 // mbyted) started by tests/integration/test_gui_cluster.py. The admin sees both nodes up with
-// their address, capacity and how many stores each keeps, which one leads (the one the API names) and which serves the page;
+// their address, capacity and how many stores each keeps, which one leads (the one the API names) and which serves the page,
+// and every store with the node keeping it and its replica (marked down once its node is);
 // the Modules section says switching is cluster-wide; after the test's runner kills n2 (it
 // waits for the file MBYTE_TEST_KILL_DONE), Refresh shows n2 gone. Env as for gui.test.mjs, plus
 // MBYTE_TEST_NODES ("n1,n2"), MBYTE_TEST_KILL (a file to create when n2 should be killed) and
@@ -26,7 +27,12 @@ async function view() {
 before(async () => {
     const login = await fetch(URL + '/api/v1/auth/login', { method: 'POST', body: JSON.stringify({ username: USER, password: PASS }) });
     token = (await login.json()).token;
-    await until(async () => { const v = await view(); return v.leader && v.nodes.length === NODES.length; }, 'both nodes and a leader');
+    await until(async () => { const v = await view(); return v.leader && v.nodes.filter(n => n.replication).length === NODES.length; },
+        'both nodes (taking replicas) and a leader');
+    // an account made now: its Home is kept by n1 and replicated on n2 (the admin's came before n2)
+    const made = await fetch(URL + '/api/v1/admin/users', { method: 'POST', headers: { Authorization: 'Bearer ' + token },
+        body: JSON.stringify({ username: 'rosa', password: 'rosa-password-1', role: 'user' }) });
+    assert.equal(made.status, 201);
     browser = await launchBrowser();
     ({ page } = await newPage(browser));
 });
@@ -50,6 +56,14 @@ test('the admin sees the nodes, the leader and this node; a killed node leaves t
 
     }
     assert.ok(v.stores.length >= 1, 'at least the admin\'s Home store');
+    // every store with the node keeping it and its replica, as the API says
+    const stores = page.getByRole('table', { name: 'Cluster stores' });
+    for (const st of v.stores) {
+        const cells = await stores.locator(`tr[data-store="${st.id}"] td`).allTextContents();
+        assert.deepEqual(cells.map(c => c.trim()), [String(st.id), String(st.user), st.owner, st.replica || 'none', String(st.epoch)]);
+    }
+    const onN1 = v.stores.find(st => st.owner === 'n1' && st.replica);
+    assert.equal(onN1?.replica, 'n2', 'a store of n1 is replicated on n2, the only other node');
     const leaders = table.locator('tr', { has: page.locator('.badge', { hasText: /^leader$/ }) });
     assert.equal(await leaders.count(), 1, 'one leader');
     assert.equal(await leaders.getAttribute('data-node'), v.leader, 'the leader the API names');
@@ -67,6 +81,10 @@ test('the admin sees the nodes, the leader and this node; a killed node leaves t
         await table.waitFor();
         return (await table.locator('tr[data-node="n2"]').count()) === 0 && (await table.locator('tr[data-node="n1"]').count()) === 1;
     }, 'n2 to leave the list');
+    // the replica of n1's store is marked down
+    const row = page.getByRole('table', { name: 'Cluster stores' }).locator(`tr[data-store="${onN1.id}"] td`);
+    assert.equal((await row.nth(3).textContent()).trim(), 'n2down');
+    assert.equal(await row.nth(3).locator('.badge').textContent(), 'down');
 
     // Modules: switching is said to be cluster-wide
     await page.getByRole('link', { name: 'Modules' }).click();

@@ -204,6 +204,23 @@ backend nodes
         return {row["svname"]: row["status"].split(" ")[0] for row in csv.DictReader(io.StringIO(text))
                 if row["pxname"] == "nodes" and row["svname"] not in ("BACKEND", "FRONTEND")}
 
+    def call(self, method, path, body=None, token=None, headers=None):
+        """One request on a new connection (HAProxy hands each to the next node in turn): (status,
+        body); a connection that failed is status 0 with the error."""
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = "Bearer " + token
+        if isinstance(body, dict):
+            body, h["Content-Type"] = json.dumps(body).encode(), "application/json"
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path), data=body, method=method, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except OSError as e:
+            return 0, repr(e).encode()
+
     def get(self, path):
         try:
             with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path), timeout=10) as r:
@@ -290,6 +307,18 @@ class EtcdAndNodes(unittest.TestCase):
         for name, s in self.nodes.items():
             if s.proc is None:
                 self.start_again(name)
+
+    OTHER_PW = "not-the-cluster-admin-pw"
+
+    @classmethod
+    def start_joined(cls, modules=None):
+        """etcd, then the nodes: n1 starts the cluster, the others join it with another
+        MBYTE_ADMIN_PASSWORD (which must not make an admin of their own)."""
+        cls.etcd = Etcd().start()
+        for n in cls.NAMES:
+            env = {} if n == "n1" else {"MBYTE_ADMIN_PASSWORD": cls.OTHER_PW}
+            cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n), env=env, modules=modules)
+            cls.nodes[n].start()
 
     def start_again(self, name):
         """A node killed by a test, started again on its data directory once etcd has let its old
@@ -525,16 +554,10 @@ class ClusterWide(EtcdAndNodes):
     reach the others when it is back; a node that was down catches up; a node with accounts of
     its own refuses to join. n1 starts the cluster; n2 and n3 join it with another
     MBYTE_ADMIN_PASSWORD, which must not make an admin of their own."""
-    OTHER_PW = "not-the-cluster-admin-pw"
 
     @classmethod
     def start_cluster(cls):
-        cls.etcd = Etcd().start()
-        for n in cls.NAMES:
-            env = {} if n == "n1" else {"MBYTE_ADMIN_PASSWORD": cls.OTHER_PW}
-            cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n), env=env, modules={
-                "webdav": True, "quotas": True, "taskmgr": True, "multistore": True, "sharing": True})
-            cls.nodes[n].start()
+        cls.start_joined({"webdav": True, "quotas": True, "taskmgr": True, "multistore": True, "sharing": True})
 
     def status(self, node, method, path, token=None, body=None, headers=None):
         return self.nodes[node].request(method, path, body=body, token=token, headers=headers).status
@@ -623,6 +646,9 @@ class ClusterWide(EtcdAndNodes):
         tok = self.nodes["n1"].add_user("stella", "stella-pw-1")
         self.everywhere("stella logs in", lambda n: isinstance(self.login(n, "stella", "stella-pw-1"), str))
         t2 = self.login("n2", "stella", "stella-pw-1")
+        wait_for("n2 sees the others taking replicas", lambda: len([x for x in self.nodes["n2"].request(
+            "GET", "/api/v1/admin/cluster", token=self.login("n2", "admin", ADMIN_PASSWORD)).json()["nodes"]
+            if x.get("replication")]) == 3, 10)
         made = self.nodes["n2"].request("POST", "/api/v1/stores", {"name": "Photos"}, token=t2)
         self.assertEqual(made.status, 202, made)
         photos = made.json()["store"]
@@ -643,7 +669,9 @@ class ClusterWide(EtcdAndNodes):
         wait_for("every node knows every store's node", placements_agree, 10)
         v = self.nodes["n3"].request("GET", "/api/v1/admin/cluster", token=self.login("n3", "admin", ADMIN_PASSWORD)).json()
         entry = next(st for st in v["stores"] if st["id"] == photos)
-        self.assertEqual((entry["owner"], entry["replica"], entry["epoch"]), ("n2", None, 0))
+        # kept by n2, replicated on one of the others (docs/cluster.md "Replicas and failover")
+        self.assertEqual((entry["owner"], entry["epoch"]), ("n2", 1))
+        self.assertIn(entry["replica"], ("n1", "n3"))
         # deleted on n2: gone from every node's view
         task = made.json()["task"]
         wait_for("Photos is made", lambda: self.nodes["n2"].request(
@@ -714,20 +742,7 @@ class ClusterWide(EtcdAndNodes):
         self.addCleanup(hp.cleanup)
         wait_for("HAProxy sees the three nodes up", lambda: set(hp.status().values()) == {"UP"}, 20)
 
-        def call(method, path, body=None, token=None, headers=None):
-            """One request on a new connection: HAProxy hands each to the next node in turn."""
-            h = dict(headers or {})
-            if token:
-                h["Authorization"] = "Bearer " + token
-            if isinstance(body, dict):
-                body, h["Content-Type"] = json.dumps(body).encode(), "application/json"
-            req = urllib.request.Request("http://127.0.0.1:%d%s" % (hp.port, path), data=body, method=method,
-                                         headers=h)
-            try:
-                with urllib.request.urlopen(req, timeout=60) as r:
-                    return r.status, r.read()
-            except urllib.error.HTTPError as e:
-                return e.code, e.read()
+        call = hp.call
 
         st, b = call("POST", "/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
         self.assertEqual(st, 200, b)

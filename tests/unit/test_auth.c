@@ -89,12 +89,21 @@ static void test_usernames(void **s)
 
 static int commits, refuse;
 
-static int count_commit(const db_batch *b, void *ud)
+static int count_commit(const db_batch *b, uint64_t *wait, mb_err *err)
 {
-    (void)b, (void)ud;
+    (void)b;
+    *wait = 0;
     commits++;
-    return refuse ? MB_EIO : 0;
+    return refuse ? err_set(err, MB_EIO, "refused by the test") : 0;
 }
+
+static int no_wait(uint64_t ticket, mb_err *err)
+{
+    (void)ticket, (void)err;
+    return 0;
+}
+
+static const txn_observer counter = {count_commit, no_wait};
 
 static bool key_exists(const char *key)
 {
@@ -123,7 +132,7 @@ static void test_a_new_account_and_its_store_are_one_transaction(void **s)
     assert_non_null(mkdtemp(dir));
     mb_err err = {0};
     assert_int_equal(db_open(dir, &err), 0);
-    txn_observe(count_commit, NULL);
+    txn_observe(&counter);
     uint64_t id = 0;
     assert_int_equal(auth_user_add("alice", "a long password", MB_ROLE_USER, &id, &err), 0);
     assert_int_equal(commits, 1); /* the observer saw the change: it went through txn_end */
@@ -134,7 +143,7 @@ static void test_a_new_account_and_its_store_are_one_transaction(void **s)
     assert_int_equal(commits, 2);
     assert_false(key_exists("u/bob")); /* refused: no account, no store */
     assert_int_equal(keys_under("s/"), 1);
-    txn_observe(NULL, NULL);
+    txn_observe(NULL);
     db_close();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -294,6 +294,12 @@ export class AdminView {
                 h('td.col-size', String(stores(n.name))),
                 h('td', n.version || ''), h('td.col-mtime', n.started ? formatTime(n.started) : '')));
         }
+        const up = new Set((v.nodes || []).map(n => n.name));
+        const nodeCell = n => n ? h('td', n, up.has(n) ? '' : h('span.badge.state-error', { style: 'margin-left:.4em' }, 'down'))
+            : h('td.muted', 'none');
+        const storeRows = h('tbody', ...(v.stores || []).map(st => h('tr', { dataset: { store: String(st.id) } },
+            h('td', String(st.id)), h('td', String(st.user)), nodeCell(st.owner), nodeCell(st.replica),
+            h('td', String(st.epoch) + (st.filling ? ' (filling)' : '')))));
         const acc = v.accounts || {};
         const shared = acc.queued > 0
             ? h('p.form-error', { role: 'status' }, `${acc.queued} change${acc.queued === 1 ? '' : 's'} of accounts or tokens made on this node ${acc.queued === 1 ? 'waits' : 'wait'} for etcd; the other nodes get ${acc.queued === 1 ? 'it' : 'them'} once etcd answers.`)
@@ -310,9 +316,15 @@ export class AdminView {
                     h('th.col-size', { scope: 'col' }, 'Capacity'), h('th.col-size', { scope: 'col' }, 'Free'),
                     h('th.col-size', { scope: 'col' }, 'Stores'), h('th', { scope: 'col' }, 'Version'), h('th.col-mtime', { scope: 'col' }, 'Up since'))),
                 tbody)),
-            h('p.muted', 'A node that stops answering etcd leaves this list within its lease. Each store is kept by the node it was made on ',
-                '(Stores: how many); it is not yet copied to a second node or moved, and a client must keep reaching the node that keeps ',
-                'its files (HAProxy pins it by address; docs/cluster.md).'));
+            h('p.muted', 'A node that stops answering etcd leaves this list within its lease. Any node answers for any store: ',
+                'a request for a store another node keeps goes there (docs/cluster.md).'),
+            h('h3', 'Stores'),
+            h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Cluster stores' },
+                h('thead', h('tr', h('th', { scope: 'col' }, 'Store'), h('th', { scope: 'col' }, 'User'),
+                    h('th', { scope: 'col' }, 'Kept by'), h('th', { scope: 'col' }, 'Replica'), h('th', { scope: 'col' }, 'Epoch'))),
+                storeRows)),
+            h('p.muted', 'Each store is kept by one node and copied, change by change, to its replica before a change is confirmed; ',
+                'when the keeping node goes down, its replica takes the store over within seconds (the epoch goes up).'));
     }
 
     /* GET /admin/backends: each backend's type, health and usage, and how many stores it holds.

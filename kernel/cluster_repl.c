@@ -1,0 +1,722 @@
+/*
+ * cluster_repl.c — each store kept on two nodes (issue 23, docs/cluster.md "Replicas and
+ * failover"): the owner's side. The node that keeps a store (its owner, sp/<sid16>'s "node") hands
+ * every committed change of the store to the store's replica ("replica") and acknowledges the
+ * change to its client only once the replica has written it durably. The replica's side (the
+ * replication port, applying, takeovers) is cluster_replica.c.
+ *
+ * Handing on. txn_end's observer (txn_observe) sees each change's batch under the commit lock: the
+ * puts and deletes of a store's own keys (s/ so/ d/ dn/ f/ tr/ x/ us/ of that store, and the
+ * inline chunks ci/ the batch writes) are queued for the store's replica with the store's epoch, in
+ * commit order; after the local write and the lock's release, txn_end waits for the replica's
+ * answer. One sender thread posts the queue in order, consecutive changes for one node in one
+ * request. A replica that lacks chunks the changes name says which; the sender puts them and posts
+ * again. When the replica cannot be reached or refuses, the owner drops it with a compare-and-swap
+ * on the placement in etcd (epoch + 1, no replica): the change is then safe here alone and
+ * acknowledged, and a replica that missed it can never take the store over. If etcd refuses the
+ * swap (another node took the store over: this node is a stale owner) or cannot be reached, the
+ * change is refused (503) and so is every later change of the store until the swap succeeds: a
+ * change is never acknowledged unless both nodes have it, or the placement says that only this
+ * one counts.
+ *
+ * Filling. A store without a replica gets one (the placement thread, one store at a time): the
+ * chosen node is wiped of the store; under the commit lock the placement names it the replica
+ * (filling, epoch + 1) and a LevelDB snapshot is taken, so every change after the snapshot reaches
+ * it live; the snapshot's records follow in frames (the replica keeps what a live change wrote
+ * over them), then the placement says it is filled. Until then it cannot take the store over.
+ *
+ * Threads: hand() on writers (under the commit lock), wait_for() on writers, the sender thread,
+ * the placement thread (takeovers, fills). mu guards the queue, the answers and the broken
+ * stores; the commit lock is never held while a node is asked anything.
+ */
+#include "cluster_repl.h"
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POST_MAX (16u << 20) /* changes posted in one request (one change may be bigger) */
+#define FILL_FRAME (4u << 20) /* a fill's records per request */
+#define TICK_MS 500           /* the placement thread's look at the placements */
+#define FILL_RETRY_S 10       /* a store whose fill failed waits this long before the next */
+
+typedef struct group { /* one change's items: its writer waits for them */
+    int pending, rc;
+    char why[512];
+} group;
+
+typedef struct item {
+    struct item *next;
+    group *g;
+    char node[64];
+    uint64_t sid, epoch, hw[2]; /* hw: this node's id counters (db_id_high) when the change was made */
+    char *ops;
+    size_t len;
+} item;
+
+static struct {
+    atomic_bool on;
+    bool closing; /* mu: stopping; no more placement swaps */
+    char node[64];
+    pthread_t send_th, place_th;
+    bool send_run, place_run;
+    pthread_mutex_t mu;
+    pthread_cond_t cv, done, tick; /* cv: queue or stop; done: an item answered; tick: the placement thread's stop */
+    item *head, **tail;
+    json_t *broken; /* mu: "<sid>" -> the epoch whose replica missed a change nobody dropped */
+    CURL *curl, *fill_curl; /* the sender's, the placement thread's */
+    json_t *fill_failed;    /* placement thread: "<sid16>" -> when its last fill failed (monotonic ms) */
+} rp = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER, .tick = PTHREAD_COND_INITIALIZER};
+
+_Thread_local bool repl_applying;
+
+/* ----------------------------------------------------------- store keys --- */
+
+/* The store whose own key k is (false: not a store's key). ci/ puts count for every store. */
+static bool store_of(const char *k, size_t kl, uint64_t *sid)
+{
+    static const struct {
+        const char *p;
+        size_t skip;
+    } t[] = {{"s/", 2}, {"so/", 20}, {"d/", 2}, {"dn/", 3}, {"f/", 2}, {"tr/", 3}, {"x/", 2}, {"us/", 3}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        size_t pl = strlen(t[i].p);
+        if (kl >= t[i].skip + 16 && !memcmp(k, t[i].p, pl) &&
+            (kl == t[i].skip + 16 || k[t[i].skip + 16] == '/')) {
+            char hex[17];
+            memcpy(hex, k + t[i].skip, 16);
+            hex[16] = 0;
+            char *end;
+            *sid = strtoull(hex, &end, 16);
+            return end == hex + 16;
+        }
+    }
+    return false;
+}
+
+struct sids {
+    uint64_t id[8];
+    int n;
+    json_t *placed; /* "<sid>" -> a placement record the batch itself writes */
+};
+
+static void note_sid(struct sids *s, uint64_t sid)
+{
+    for (int i = 0; i < s->n; i++)
+        if (s->id[i] == sid)
+            return;
+    if (s->n < 8)
+        s->id[s->n++] = sid;
+}
+
+static void scan_put(void *ud, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct sids *s = ud;
+    uint64_t sid;
+    if (store_of(k, kl, &sid))
+        note_sid(s, sid);
+    else if (kl == 19 && !memcmp(k, "sp/", 3)) {
+        char hex[17];
+        memcpy(hex, k + 3, 16);
+        hex[16] = 0;
+        json_t *r = json_loadb(v, vl, 0, NULL);
+        if (r)
+            json_object_set_new(s->placed, hex, r);
+    }
+}
+
+static void scan_del(void *ud, const char *k, size_t kl)
+{
+    uint64_t sid;
+    if (store_of(k, kl, &sid))
+        note_sid(ud, sid);
+}
+
+static bool keep_store(const char *k, size_t kl, char op, void *ud)
+{
+    uint64_t sid;
+    if (kl > 3 && !memcmp(k, "ci/", 3))
+        return op == 'P';
+    return store_of(k, kl, &sid) && sid == *(const uint64_t *)ud;
+}
+
+static void sid_text(char out[17], uint64_t sid) { key_u64(out, sid); }
+
+void repl_store_keys(db_snap *snap, uint64_t sid,
+                     void (*fn)(const char *k, size_t kl, const char *v, size_t vl, void *ud), void *ud)
+{
+    static const char *const tables[] = {"s/", "d/", "dn/", "f/", "tr/", "x/", "us/"};
+    char hex[17], prefix[48];
+    sid_text(hex, sid);
+    for (size_t t = 0; t <= sizeof tables / sizeof tables[0]; t++) {
+        if (t == sizeof tables / sizeof tables[0]) { /* so/<owner16>/<sid16>: the owner from s/ */
+            char key[24];
+            snprintf(key, sizeof key, "s/%s", hex);
+            json_t *st = NULL;
+            db_iter *one = db_snap_iter_prefix(snap, key, strlen(key));
+            if (db_iter_next(one)) {
+                size_t vl;
+                const char *v = db_iter_val(one, &vl);
+                st = json_loadb(v, vl, 0, NULL);
+            }
+            db_iter_free(one);
+            if (!st)
+                break;
+            char o[17];
+            key_u64(o, (uint64_t)jint(st, "owner"));
+            json_decref(st);
+            snprintf(prefix, sizeof prefix, "so/%s/%s", o, hex);
+        } else
+            snprintf(prefix, sizeof prefix, "%s%s%s", tables[t], hex, !strcmp(tables[t], "s/") || !strcmp(tables[t], "us/") ? "" : "/");
+        db_iter *it = db_snap_iter_prefix(snap, prefix, strlen(prefix));
+        while (db_iter_next(it)) {
+            size_t kl, vl;
+            const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
+            uint64_t got;
+            if (store_of(k, kl, &got) && got == sid) /* s/<sid16> and us/<sid16> are whole keys */
+                fn(k, kl, v, vl, ud);
+        }
+        db_iter_free(it);
+    }
+}
+
+/* ------------------------------------------------------------ handing on --- */
+
+static int hand(const db_batch *b, uint64_t *wait, mb_err *err)
+{
+    if (repl_applying || !atomic_load(&rp.on))
+        return 0;
+    struct sids s = {.placed = json_object()};
+    db_batch_each(b, scan_put, scan_del, &s);
+    json_t *recs[8] = {0};
+    int rc = 0;
+    /* Check every store first: a refused change queues nothing. */
+    for (int i = 0; i < s.n && !rc; i++) {
+        char hex[17];
+        sid_text(hex, s.id[i]);
+        json_t *rec = json_incref(json_object_get(s.placed, hex));
+        if (!rec && !(rec = cluster_store_record(s.id[i])))
+            continue; /* not placed: nothing to hand on */
+        recs[i] = rec;
+        const char *owner = jstr(rec, "node");
+        pthread_mutex_lock(&rp.mu);
+        json_int_t broken = jint(rp.broken, hex);
+        pthread_mutex_unlock(&rp.mu);
+        if (strcmp(owner, rp.node))
+            rc = err_set(err, MB_EBUSY, "store %llu is kept by node %s now: try again",
+                         (unsigned long long)s.id[i], owner);
+        else if (broken && broken == jint(rec, "epoch"))
+            rc = err_set(err, MB_EBUSY,
+                         "store %llu takes no changes now: its replica on node %s missed one and etcd has not "
+                         "confirmed that the store goes on without it; try again in a moment",
+                         (unsigned long long)s.id[i], jstr(rec, "replica"));
+    }
+    group *g = NULL;
+    for (int i = 0; i < s.n; i++) {
+        if (!rc && recs[i] && *jstr(recs[i], "replica")) {
+            item *it = xcalloc(1, sizeof *it);
+            it->sid = s.id[i];
+            it->epoch = (uint64_t)jint(recs[i], "epoch");
+            snprintf(it->node, sizeof it->node, "%s", jstr(recs[i], "replica"));
+            it->ops = db_batch_encode(b, keep_store, &it->sid, &it->len);
+            it->hw[0] = db_id_high("entry");
+            it->hw[1] = db_id_high("trash");
+            if (!g)
+                g = xcalloc(1, sizeof *g);
+            it->g = g;
+            pthread_mutex_lock(&rp.mu);
+            g->pending++;
+            *rp.tail = it;
+            rp.tail = &it->next;
+            pthread_cond_signal(&rp.cv);
+            pthread_mutex_unlock(&rp.mu);
+        }
+        json_decref(recs[i]);
+    }
+    json_decref(s.placed);
+    *wait = (uint64_t)(uintptr_t)g;
+    return rc;
+}
+
+static int wait_for(uint64_t ticket, mb_err *err)
+{
+    group *g = (group *)(uintptr_t)ticket;
+    pthread_mutex_lock(&rp.mu);
+    while (g->pending)
+        pthread_cond_wait(&rp.done, &rp.mu);
+    pthread_mutex_unlock(&rp.mu);
+    int rc = g->rc ? err_set(err, g->rc, "%s", g->why) : 0;
+    free(g);
+    return rc;
+}
+
+static const txn_observer observer = {hand, wait_for};
+
+/* ---------------------------------------------------------------- sender --- */
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+    db_ops *b = ud;
+    if (b->n + sz * n <= 1u << 20)
+        db_ops_add(b, p, sz * n);
+    return sz * n;
+}
+
+/* One signed request to node's `path`: 2xx -> 0, otherwise MB_EBUSY (unreachable) or MB_ECONFLICT
+ * (refused) with the reason in err and the answer in *ans (may be NULL; JSON or NULL). */
+static int ask(CURL *c, const char *node, const char *method, const char *path, const void *data, size_t len,
+               bool sign_body, json_t **ans, mb_err *err)
+{
+    char addr[300], url[700], mac[65], line[400];
+    if (ans)
+        *ans = NULL;
+    if (!cluster_node_replication(node, addr, sizeof addr))
+        return err_set(err, MB_EBUSY, "node %s is not up", node);
+    long long t = (long long)now_wall();
+    if (!cluster_mac(mac, data, sign_body ? len : 0, "%s.%lld.%s %s", rp.node, t, method, path))
+        return err_set(err, MB_EBUSY, "the cluster's key is not here yet");
+    snprintf(url, sizeof url, strchr(addr, ':') != strrchr(addr, ':') ? "http://[%s]%s" : "http://%s%s", addr, path);
+    struct curl_slist *h = NULL;
+    snprintf(line, sizeof line, SIGN_HEADER ": %s.%lld.%s", rp.node, t, mac);
+    h = curl_slist_append(h, line);
+    h = curl_slist_append(h, "Content-Type: application/octet-stream");
+    h = curl_slist_append(h, "Expect:");
+    db_ops got = {0};
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, data);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &got);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    CURLcode cc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    int rc = 0;
+    json_t *j = got.n ? json_loadb(got.p, got.n, 0, NULL) : NULL;
+    if (cc != CURLE_OK)
+        rc = err_set(err, MB_EBUSY, "node %s did not answer (%s)", node, curl_easy_strerror(cc));
+    else if (status < 200 || status > 299)
+        rc = err_set(err, MB_ECONFLICT, "node %s refused (HTTP %ld: %s)", node, status,
+                     *jstr(j, "detail") ? jstr(j, "detail") : "no reason given");
+    free(got.p);
+    if (ans)
+        *ans = j;
+    else
+        json_decref(j);
+    return rc;
+}
+
+/* Put the chunks the replica said it lacks ([{"h","n","s"}]) from this node's store. */
+static int put_missing(CURL *c, const char *node, const json_t *missing, mb_err *err)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(missing, i, m)
+    {
+        const char *h = jstr(m, "h");
+        size_t n = (size_t)jint(m, "n");
+        if (strlen(h) != 64 || n > CHUNK_MAX)
+            return err_set(err, MB_EIO, "node %s asked for a chunk that is not one", node);
+        void *buf = xmalloc(n ? n : 1);
+        int rc = blob_read_store((uint64_t)jint(m, "s"), h, NULL, buf, n, err);
+        char path[128];
+        snprintf(path, sizeof path, CHUNK_PATH "%s", h);
+        if (!rc)
+            rc = ask(c, node, "PUT", path, buf, n, false, NULL, err);
+        free(buf);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+json_t *repl_swap_change(const json_t *cur, void *ud)
+{
+    const struct repl_swap *w = ud;
+    if (strcmp(jstr(cur, "node"), w->node) || strcmp(jstr(cur, "replica"), w->replica) ||
+        (uint64_t)jint(cur, "epoch") != w->epoch || (w->not_filling && json_is_true(json_object_get(cur, "filling"))))
+        return NULL;
+    json_t *r = json_deep_copy(cur);
+    json_object_set_new(r, "node", json_string(w->to_node));
+    if (*w->to_replica)
+        json_object_set_new(r, "replica", json_string(w->to_replica));
+    else
+        json_object_del(r, "replica");
+    if (w->filling)
+        json_object_set_new(r, "filling", json_true());
+    else
+        json_object_del(r, "filling");
+    json_object_set_new(r, "epoch", json_integer((json_int_t)(w->epoch + (uint64_t)w->step)));
+    return r;
+}
+
+/* The answer for a run of items to one node: each item's group learns it. A failed item drops the
+ * replica (or marks the store broken) before its group is told. */
+static void answer(item *run, int rc, const mb_err *why)
+{
+    for (item *it = run; it; it = it->next) {
+        int irc = rc;
+        char msg[512] = "";
+        if (rc) {
+            char hex[17];
+            sid_text(hex, it->sid);
+            pthread_mutex_lock(&rp.mu);
+            bool closing = rp.closing, broken = jint(rp.broken, hex) == (json_int_t)it->epoch;
+            pthread_mutex_unlock(&rp.mu);
+            json_t *now = cluster_store_record(it->sid);
+            bool dropped = now && !strcmp(jstr(now, "node"), rp.node) && (uint64_t)jint(now, "epoch") > it->epoch;
+            json_decref(now);
+            mb_err e;
+            /* the store goes on without the replica: still this node's, this epoch, this replica */
+            struct repl_swap d = {.node = rp.node, .replica = it->node, .epoch = it->epoch, .to_node = rp.node,
+                             .to_replica = "", .step = 1};
+            if (!dropped && !broken && !closing)
+                cluster_kv_flush(2000); /* a store made a moment ago: its placement must be in etcd first */
+            if (!dropped && !broken && !closing && cluster_store_cas(it->sid, repl_swap_change, &d, NULL, &e) == 0) {
+                log_warn("cluster: store %llu goes on without its replica on node %s (%s); epoch %llu",
+                         (unsigned long long)it->sid, it->node, why->msg, (unsigned long long)it->epoch + 1);
+                dropped = true;
+            }
+            if (dropped)
+                irc = 0;
+            else {
+                pthread_mutex_lock(&rp.mu);
+                if (!broken)
+                    json_object_set_new(rp.broken, hex, json_integer((json_int_t)it->epoch));
+                pthread_mutex_unlock(&rp.mu);
+                irc = MB_EBUSY;
+                snprintf(msg, sizeof msg, "store %llu's change was not confirmed by its replica on node %s (%s): try again",
+                         (unsigned long long)it->sid, it->node, why->msg);
+            }
+        }
+        pthread_mutex_lock(&rp.mu);
+        if (irc && !it->g->rc) {
+            it->g->rc = irc;
+            snprintf(it->g->why, sizeof it->g->why, "%s", msg);
+        }
+        it->g->pending--;
+        pthread_cond_broadcast(&rp.done);
+        pthread_mutex_unlock(&rp.mu);
+    }
+}
+
+void repl_frame_head(db_ops *o, uint64_t sid, uint64_t epoch, const uint64_t hw[2], size_t len)
+{
+    char head[FRAME_HEAD];
+    repl_put_u(head, sid, 8);
+    repl_put_u(head + 8, epoch, 8);
+    repl_put_u(head + 16, hw[0], 8);
+    repl_put_u(head + 24, hw[1], 8);
+    repl_put_u(head + 32, len, 4);
+    db_ops_add(o, head, sizeof head);
+}
+
+const char *repl_frames(const char *p, size_t n, const char *(*fn)(const repl_frame *f, void *ud), void *ud)
+{
+    const char *end = p + n;
+    while (p < end) {
+        if (end - p < FRAME_HEAD || (size_t)(end - p - FRAME_HEAD) < repl_get_u(p + 32, 4))
+            return "the body is not a list of changes";
+        repl_frame f = {repl_get_u(p, 8), repl_get_u(p + 8, 8), {repl_get_u(p + 16, 8), repl_get_u(p + 24, 8)},
+                        p + FRAME_HEAD, (size_t)repl_get_u(p + 32, 4)};
+        size_t off = 0, kl, vl;
+        const char *k, *v;
+        int op;
+        while ((op = db_repl_next(f.ops, f.len, &off, &k, &kl, &v, &vl)) > 0)
+            ;
+        if (op < 0)
+            return "a change in the body is not well formed";
+        const char *no = fn ? fn(&f, ud) : NULL;
+        if (no)
+            return no;
+        p += FRAME_HEAD + f.len;
+    }
+    return NULL;
+}
+
+/* Post frames to node's path; put the chunks the replica says it lacks and post again. */
+static int post_frames(CURL *c, const char *node, const char *path, const db_ops *b, mb_err *err)
+{
+    json_t *ans = NULL;
+    int rc = 0;
+    for (int round = 0; round < 1000; round++) { /* the replica names at most 1,000 chunks at a time */
+        json_decref(ans);
+        rc = ask(c, node, "POST", path, b->p, b->n, true, &ans, err);
+        json_t *missing = json_object_get(ans, "missing");
+        if (!rc || !json_is_array(missing))
+            break;
+        if ((rc = put_missing(c, node, missing, err)))
+            break;
+        rc = err_set(err, MB_EIO, "node %s still lacked chunks", node);
+    }
+    json_decref(ans);
+    return rc;
+}
+
+/* Post a run of items (one node) as frames; each item's group learns the answer. */
+static void post_run(item *run)
+{
+    db_ops b = {0};
+    for (item *it = run; it; it = it->next) {
+        repl_frame_head(&b, it->sid, it->epoch, it->hw, it->len);
+        db_ops_add(&b, it->ops, it->len);
+    }
+    mb_err err = {0};
+    int rc = post_frames(rp.curl, run->node, REPL_PATH, &b, &err);
+    free(b.p);
+    answer(run, rc, &err);
+}
+
+static void *send_main(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), "mb-cl-repl");
+    pthread_mutex_lock(&rp.mu);
+    for (;;) {
+        while (!rp.head && rp.send_run)
+            pthread_cond_wait(&rp.cv, &rp.mu);
+        if (!rp.head)
+            break;
+        /* the run: consecutive items for one node, up to POST_MAX bytes */
+        item *run = rp.head, *last = run;
+        size_t bytes = run->len;
+        while (last->next && !strcmp(last->next->node, run->node) && bytes + last->next->len <= POST_MAX) {
+            last = last->next;
+            bytes += last->len;
+        }
+        rp.head = last->next;
+        if (!rp.head)
+            rp.tail = &rp.head;
+        last->next = NULL;
+        pthread_mutex_unlock(&rp.mu);
+        post_run(run);
+        while (run) {
+            item *n = run->next;
+            free(run->ops);
+            free(run);
+            run = n;
+        }
+        pthread_mutex_lock(&rp.mu);
+    }
+    pthread_mutex_unlock(&rp.mu);
+    return NULL;
+}
+
+/* -------------------------------------------------------------- failover --- */
+
+/* ---------------------------------------------------------------- filling --- */
+
+struct fill {
+    db_ops b, ops; /* the request being built, the frame's records */
+    uint64_t sid, epoch, hw[2];
+    const char *to;
+    int rc;
+    mb_err err;
+    size_t records;
+};
+
+static void fill_flush(struct fill *f)
+{
+    if (f->rc || !f->ops.n)
+        return;
+    f->b.n = 0;
+    repl_frame_head(&f->b, f->sid, f->epoch, f->hw, f->ops.n);
+    db_ops_add(&f->b, f->ops.p, f->ops.n);
+    f->rc = post_frames(rp.fill_curl, f->to, FILL_PATH "data", &f->b, &f->err);
+    f->ops.n = 0;
+}
+
+static void fill_key(const char *k, size_t kl, const char *v, size_t vl, void *ud)
+{
+    struct fill *f = ud;
+    if (f->rc)
+        return;
+    db_ops_put(&f->ops, k, kl, v, vl);
+    f->records++;
+    if (f->ops.n >= FILL_FRAME)
+        fill_flush(f);
+}
+
+/* begin or end: one frame without records */
+static int fill_say(struct fill *f, const char *what)
+{
+    char path[80];
+    snprintf(path, sizeof path, FILL_PATH "%s", what);
+    f->b.n = 0;
+    repl_frame_head(&f->b, f->sid, f->epoch, f->hw, 0);
+    return post_frames(rp.fill_curl, f->to, path, &f->b, &f->err);
+}
+
+/* Give store sid (this node's, at rec's epoch, without a replica) a replica on node `to`. */
+static void fill(uint64_t sid, const json_t *rec, const char *to)
+{
+    uint64_t e = (uint64_t)jint(rec, "epoch");
+    struct fill f = {.sid = sid, .epoch = e + 1, .to = to, .hw = {db_id_high("entry"), db_id_high("trash")}};
+    bool named = false;
+    if (!(f.rc = fill_say(&f, "begin"))) { /* wiped there; it takes the store's changes from this node */
+        struct repl_swap w = {.node = rp.node, .replica = "", .epoch = e, .to_node = rp.node, .to_replica = to,
+                              .step = 1, .filling = true};
+        txn_lock(); /* no change in flight: every one after the snapshot is handed on live */
+        f.rc = cluster_store_cas(sid, repl_swap_change, &w, NULL, &f.err);
+        db_snap *snap = f.rc ? NULL : db_snap_take();
+        txn_unlock();
+        named = !f.rc;
+        if (snap) {
+            repl_store_keys(snap, sid, fill_key, &f);
+            fill_flush(&f);
+            db_snap_release(snap);
+        }
+    }
+    if (named && !f.rc)
+        f.rc = fill_say(&f, "end");
+    if (named && !f.rc) {
+        struct repl_swap w = {.node = rp.node, .replica = to, .epoch = e + 1, .not_filling = false,
+                              .to_node = rp.node, .to_replica = to, .step = 0};
+        f.rc = cluster_store_cas(sid, repl_swap_change, &w, NULL, &f.err);
+    }
+    char hex[17];
+    sid_text(hex, sid);
+    if (!f.rc) {
+        log_info("cluster: store %llu has a replica on node %s again (%zu records copied; epoch %llu)",
+                 (unsigned long long)sid, to, f.records, (unsigned long long)e + 1);
+        json_object_del(rp.fill_failed, hex);
+    } else {
+        log_warn("cluster: store %llu could not be given a replica on node %s: %s", (unsigned long long)sid, to,
+                 f.err.msg);
+        if (named) { /* a replica half filled is dropped: it can never take the store over */
+            struct repl_swap d = {.node = rp.node, .replica = to, .epoch = e + 1, .to_node = rp.node,
+                                  .to_replica = "", .step = 1};
+            mb_err ignored;
+            cluster_store_cas(sid, repl_swap_change, &d, NULL, &ignored);
+        }
+        json_object_set_new(rp.fill_failed, hex, json_integer(now_mono_ms()));
+    }
+    free(f.b.p);
+    free(f.ops.p);
+}
+
+/* The stores this node keeps without a replica: one gets one per look, when another node takes
+ * replicas (and its last try is FILL_RETRY_S old). */
+static void fills(void)
+{
+    char to[64];
+    if (!cluster_pick_node(NULL, to, sizeof to))
+        return;
+    db_iter *it = db_iter_prefix("sp/", 3);
+    uint64_t sid = 0;
+    json_t *pick = NULL;
+    while (!pick && db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
+        json_t *r = kl == 19 ? json_loadb(v, vl, 0, NULL) : NULL;
+        if (r && !strcmp(jstr(r, "node"), rp.node) && !*jstr(r, "replica")) {
+            char hex[17];
+            memcpy(hex, k + 3, 16);
+            hex[16] = 0;
+            json_int_t when = jint(rp.fill_failed, hex);
+            if (!when || now_mono_ms() - when > FILL_RETRY_S * 1000) {
+                sid = strtoull(hex, NULL, 16);
+                pick = json_incref(r);
+            }
+        }
+        json_decref(r);
+    }
+    db_iter_free(it);
+    if (pick)
+        fill(sid, pick, to);
+    json_decref(pick);
+}
+
+/* One look of the placement thread: the stores to take over (cluster_replica.c), then one store
+ * without a replica to give one. */
+static void look(void)
+{
+    replica_takeovers();
+    pthread_mutex_lock(&rp.mu);
+    bool closing = rp.closing;
+    pthread_mutex_unlock(&rp.mu);
+    if (!closing)
+        fills();
+}
+
+static void *place_main(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), "mb-cl-place");
+    pthread_mutex_lock(&rp.mu);
+    while (rp.place_run) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += TICK_MS * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&rp.tick, &rp.mu, &ts);
+        if (!rp.place_run)
+            break;
+        pthread_mutex_unlock(&rp.mu);
+        look();
+        pthread_mutex_lock(&rp.mu);
+    }
+    pthread_mutex_unlock(&rp.mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ start, stop --- */
+
+int cluster_repl_start(mb_err *err)
+{
+    (void)err;
+    if (!cluster_enabled())
+        return 0;
+    snprintf(rp.node, sizeof rp.node, "%s", cluster_node_name());
+    rp.tail = &rp.head;
+    rp.broken = json_object();
+    rp.fill_failed = json_object();
+    rp.curl = curl_easy_init();
+    rp.fill_curl = curl_easy_init();
+    rp.send_run = rp.place_run = true;
+    pthread_create(&rp.send_th, NULL, send_main, NULL);
+    pthread_create(&rp.place_th, NULL, place_main, NULL);
+    atomic_store(&rp.on, true);
+    txn_observe(&observer);
+    replica_start(rp.node); /* the others may choose this node as a replica from now on */
+    return 0;
+}
+
+void cluster_repl_stop(void)
+{
+    if (!atomic_load(&rp.on))
+        return;
+    pthread_mutex_lock(&rp.mu);
+    rp.place_run = false;
+    rp.closing = true;
+    pthread_cond_broadcast(&rp.tick);
+    pthread_mutex_unlock(&rp.mu);
+    pthread_join(rp.place_th, NULL);
+}
+
+void cluster_repl_fini(void)
+{
+    if (atomic_load(&rp.on)) {
+        txn_observe(NULL);
+        atomic_store(&rp.on, false);
+        pthread_mutex_lock(&rp.mu);
+        rp.send_run = false;
+        pthread_cond_broadcast(&rp.cv);
+        pthread_mutex_unlock(&rp.mu);
+        pthread_join(rp.send_th, NULL); /* it answers what is queued first */
+        curl_easy_cleanup(rp.curl);
+        curl_easy_cleanup(rp.fill_curl);
+        json_decref(rp.broken);
+        json_decref(rp.fill_failed);
+        rp.broken = rp.fill_failed = NULL;
+    }
+    replica_stop();
+}

@@ -1,0 +1,75 @@
+/*
+ * kernel/cluster_repl.h — what the two sides of a store's replication share (docs/cluster.md
+ * "Replicas and failover"): cluster_repl.c is the owner's side (handing changes on, the sender,
+ * dropping a replica, filling a new one, the placement thread), cluster_replica.c the replica's
+ * (the replication port, applying changes, takeovers). The rest of the kernel sees kernel.h.
+ */
+#ifndef MBYTE_CLUSTER_REPL_H
+#define MBYTE_CLUSTER_REPL_H
+
+#include "fs.h"
+#include "txn.h"
+
+#define REPL_PATH "/api/v1/internal/cluster/replicate"
+#define CHUNK_PATH "/api/v1/internal/cluster/chunks/"
+#define FILL_PATH "/api/v1/internal/cluster/fill/" /* + begin, data, end */
+#define SIGN_HEADER "X-MByte-Replication"
+#define SIGN_SKEW 120         /* seconds a signed request may be old (or ahead) */
+#define BODY_MAX (256u << 20) /* what the replica takes in one request */
+/* A frame: sid, epoch, the owner's id counters "entry" and "trash" (8 bytes each, little endian),
+ * the length of the ops (4), then the ops (db_ops, as a cq/ entry's value). */
+#define FRAME_HEAD 36
+
+static inline void repl_put_u(char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (char)(uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t repl_get_u(const char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)(uint8_t)p[i] << (8 * i);
+    return v;
+}
+
+/* Append a frame's head (store sid, epoch, the id counters hw, its ops len bytes long) to o. */
+void repl_frame_head(db_ops *o, uint64_t sid, uint64_t epoch, const uint64_t hw[2], size_t len);
+
+/* One frame of a request, as repl_frames walks them. */
+typedef struct repl_frame {
+    uint64_t sid, epoch, hw[2];
+    const char *ops;
+    size_t len;
+} repl_frame;
+/* Walk the frames of body p (n bytes): fn(frame, ud) for each (fn may be NULL), stopping at its
+ * first non-NULL answer, which is returned; a sentence when the body is not a list of frames whose
+ * ops are well formed (each one's ops checked whole before fn sees it). Pure: fuzz_repl. */
+const char *repl_frames(const char *p, size_t n, const char *(*fn)(const repl_frame *f, void *ud), void *ud);
+
+/* A change of a store's placement, compared and swapped in etcd (cluster_store_cas): from what this
+ * node saw ({node, replica ("" none), epoch}, and not filling when not_filling) to {to_node,
+ * to_replica ("" none), epoch + step, filling}. Dropping a replica, a takeover, a fill all go so. */
+struct repl_swap {
+    const char *node, *replica;
+    uint64_t epoch;
+    bool not_filling;
+    const char *to_node, *to_replica;
+    int step;
+    bool filling;
+};
+json_t *repl_swap_change(const json_t *cur, void *ud);
+
+/* The keys of store sid (s/ so/ d/ dn/ f/ tr/ x/ us/ of it), in snap (NULL: now): fn for each. */
+void repl_store_keys(db_snap *snap, uint64_t sid,
+                     void (*fn)(const char *k, size_t kl, const char *v, size_t vl, void *ud), void *ud);
+
+extern _Thread_local bool repl_applying; /* this thread writes a replicated change: not handed on */
+
+/* cluster_replica.c */
+void replica_start(const char *node); /* takes replicas from now on */
+void replica_stop(void);
+void replica_takeovers(void);         /* the placement thread's look at the stores to take over */
+
+#endif

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Replicas and failover (issue 23, docs/cluster.md "Replicas and failover"): three real mbyted on
+loopback, a real etcd and a real HAProxy. Every store is kept by one node and replicated
+synchronously on another; the owner killed with SIGKILL, its replica serves the store within seconds
+with every acknowledged write; the replica killed, the owner goes on alone; an owner paused past its
+lease cannot acknowledge a write once its replica took the store over. What is checked is what users
+see: status codes, the bytes read back, and fsck on every node."""
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import ADMIN_PASSWORD, main  # noqa: E402
+from storeutil import fsck, home  # noqa: E402
+from test_cluster import TTL, EtcdAndNodes, HAProxy, wait_for  # noqa: E402
+
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+class Failover(EtcdAndNodes):
+    """Three nodes joined in one cluster for the class; each test starts with all three up."""
+
+    @classmethod
+    def start_cluster(cls):
+        cls.start_joined()
+
+    def setUp(self):
+        super().setUp()
+        for n in self.NAMES:  # each taking replicas (it publishes its replication port once started)
+            wait_for("three nodes up in %s's view" % n, lambda: len(
+                [x for x in self.view(n)["nodes"] if x.get("replication")]) == 3, 20)
+
+    def admin(self, n):
+        r = self.nodes[n].request("POST", "/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
+        assert r.status == 200, r
+        return r.json()["token"]
+
+    def view(self, n):
+        return self.nodes[n].request("GET", "/api/v1/admin/cluster", token=self.admin(n)).json()
+
+    def placement(self, n, sid):
+        return next((st for st in self.view(n)["stores"] if st["id"] == sid), None)
+
+    def user_on(self, n, name):
+        """A user made on node n: their Home store is kept by n. (token, store id, its placement)"""
+        tok = self.nodes[n].add_user(name, name + "-password")
+        sid = home(self.nodes[n], tok)
+        for m in self.NAMES:
+            wait_for("store %d's placement on %s" % (sid, m), lambda: self.placement(m, sid), 10)
+            wait_for("%s logs in on %s" % (name, m), lambda: self.nodes[m].request(
+                "POST", "/api/v1/auth/login", {"username": name, "password": name + "-password"}).status == 200, 10)
+        p = self.placement(n, sid)
+        self.assertEqual((p["owner"], p["epoch"]), (n, 1), (p, [line for line in self.nodes[n].read_log().splitlines()
+                                                               if "replica" in line][-3:]))
+        self.assertIn(p["replica"], [m for m in self.NAMES if m != n], p)
+        return tok, sid, p
+
+    def put(self, n, tok, sid, name, data):
+        return self.nodes[n].request("PUT", "/api/v1/stores/%d/files/%s" % (sid, name), body=data, token=tok,
+                                     headers=OCTET).status
+
+    def get(self, n, tok, sid, name):
+        r = self.nodes[n].request("GET", "/api/v1/stores/%d/files/%s" % (sid, name), token=tok)
+        return r.status, r.body
+
+    def fsck_clean(self, n):
+        """fsck on node n: nothing but orphans (chunks a killed transfer left; the collector takes them)."""
+        report = fsck(self.nodes[n], self.admin(n))
+        self.assertEqual([p for p in report["problems"] if p["kind"] != "orphan"], [], (n, report))
+
+    def test_owner_killed_under_eight_clients_through_haproxy_failures_last_seconds_and_no_write_is_lost(self):
+        hp = HAProxy(self.nodes)
+        self.addCleanup(hp.cleanup)
+        wait_for("HAProxy sees the three nodes up", lambda: set(hp.status().values()) == {"UP"}, 20)
+        users = [self.user_on("n1", "fo%d" % i) for i in range(8)]  # every Home kept by n1
+        replicas = {p["replica"] for _, _, p in users}
+        acked, failures, stop = {}, [], threading.Event()
+        lock = threading.Lock()
+
+        def call(method, path, tok, body=None):
+            return hp.call(method, path, body, tok, OCTET if body is not None else None)
+
+        def client(i):
+            tok, sid, _ = users[i]
+            j = 0
+            while not stop.is_set():
+                name, data = "c%d-%d.bin" % (i, j), os.urandom(1000 + (i * 7919 + j * 104729) % 300000)
+                st, b = call("PUT", "/api/v1/stores/%d/files/%s" % (sid, name), tok, data)
+                t = time.time()
+                if st in (200, 201):
+                    with lock:
+                        acked[(i, name)] = data
+                    if j:  # read one acknowledged before back
+                        prev = "c%d-%d.bin" % (i, j - 1)
+                        with lock:
+                            want = acked.get((i, prev))
+                        if want is not None:
+                            st, b = call("GET", "/api/v1/stores/%d/files/%s" % (sid, prev), tok)
+                            if st != 200 or b != want:
+                                with lock:
+                                    failures.append((time.time(), "GET", st))
+                else:
+                    with lock:
+                        failures.append((t, "PUT", st, b[:200]))
+                j += 1
+                time.sleep(0.05)
+
+        ts = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for t in ts:
+            t.start()
+        time.sleep(3)
+        with lock:
+            before = len(acked)
+        self.assertGreater(before, 8, "the clients did not get going")
+        killed = time.time()
+        self.nodes["n1"].kill()
+        # the replicas take the stores over once n1's lease ends; the clients go on meanwhile
+        for r in replicas:
+            try:
+                wait_for("the stores n1 kept are taken over", lambda: all(
+                    self.placement(r, sid)["owner"] != "n1" for _, sid, _ in users), TTL + 15)
+            except AssertionError as e:
+                raise AssertionError("%s\n%s" % (e, "\n".join(
+                    "%s: %s" % (n, line) for n in ("n2", "n3") for line in self.nodes[n].read_log().splitlines()
+                    if "cluster" in line)[-6000:]))
+        time.sleep(6)  # and keep working afterwards
+        stop.set()
+        for t in ts:
+            t.join()
+        with lock:
+            failed_at = [f[0] for f in failures]
+            after = [k for k in acked]
+        self.assertGreater(len(after), before + 8, "no write was acknowledged after the owner died")
+        if failed_at:
+            window = max(failed_at) - min(failed_at)
+            self.assertLessEqual(window, 10, "clients saw failures for %.1f s: %r ... %r" % (window, failures[:2], failures[-4:]))
+            self.assertGreaterEqual(min(failed_at), killed - 0.5, failures[:5])  # none before the kill
+        # every acknowledged upload reads back identical through both survivors
+        for i, (tok, sid, p) in enumerate(users):
+            new = self.placement("n2", sid)
+            self.assertEqual(new["owner"], p["replica"], new)
+            self.assertIn(new["epoch"], (2, 3), new)  # taken over (2); given a new replica since (3)
+            for (ci, name), data in acked.items():
+                if ci == i:
+                    for n in ("n2", "n3"):
+                        self.assertEqual(self.get(n, tok, sid, name), (200, data), (n, name))
+        for n in ("n2", "n3"):
+            self.fsck_clean(n)
+
+    def test_the_replication_port_takes_nothing_a_client_could_send(self):
+        tok, sid, p = self.user_on("n1", "rp")
+        node = next(x for x in self.view("n1")["nodes"] if x["name"] == p["replica"])
+        base = "http://127.0.0.1:%d" % node["replication"]
+
+        def send(method, path, body, headers):
+            req = urllib.request.Request(base + path, data=body, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+        frame = b"\0" * 36  # store 0, epoch 0, no changes
+        st, b = send("POST", "/api/v1/internal/cluster/replicate", frame, {})
+        self.assertEqual((st, b["title"]), (401, "Unauthorized"))
+        forged = {"X-MByte-Replication": "n1.%d.%s" % (int(time.time()), "ab" * 32)}
+        st, b = send("POST", "/api/v1/internal/cluster/replicate", frame, forged)
+        self.assertEqual(st, 401)
+        self.assertIn("does not verify", b["detail"])
+        st, b = send("PUT", "/api/v1/internal/cluster/chunks/" + "0" * 64, b"x", forged)
+        self.assertEqual(st, 401)
+        self.assertEqual(send("GET", "/", None, forged)[0], 404)
+        # nor is it on the nodes' HTTP port
+        self.assertEqual(self.nodes[p["replica"]].request("POST", "/api/v1/internal/cluster/replicate", body=frame,
+                                                          headers=OCTET).status, 404)
+        # and what was sent changed nothing: the store still takes writes on its owner
+        self.assertEqual(self.put("n1", tok, sid, "ok.bin", b"fine"), 201)
+
+    def test_replica_killed_the_owner_goes_on_alone_then_fills_a_new_replica_that_holds_every_write(self):
+        tok, sid, p = self.user_on("n1", "rk")
+        replica = p["replica"]
+        other = next(n for n in self.NAMES if n not in ("n1", replica))
+        files = {"a.bin": b"a" * 300000, "b.bin": b"b" * 5000, "c.bin": os.urandom(2 * 1024 * 1024 + 5)}
+        self.assertEqual(self.put("n1", tok, sid, "a.bin", files["a.bin"]), 201)
+        # etcd stopped: the owner hands changes to the replica without it
+        self.etcd.stop()
+        try:
+            self.assertEqual(self.put("n1", tok, sid, "b.bin", files["b.bin"]), 201)
+        finally:
+            self.etcd.start()
+        self.nodes[replica].kill()
+        self.assertEqual(self.put("n1", tok, sid, "c.bin", files["c.bin"]), 201)  # the replica dropped, not waited for
+        self.assertIn("goes on without its replica on node %s" % replica, self.nodes["n1"].read_log())
+        # a writer goes on while the owner gives the store a new replica (the third node) and fills it
+        stop, acked, failed = threading.Event(), {}, []
+
+        def writer():
+            k = 0
+            while not stop.is_set():
+                name, data = "w%d.bin" % k, os.urandom(500 + 37 * k)
+                st = self.put("n1", tok, sid, name, data)
+                (acked.__setitem__(name, data) if st == 201 else failed.append((name, st)))
+                k += 1
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            wait_for("a new replica, filled", lambda: (lambda q: q["replica"] == other and not q["filling"] and q)(
+                self.placement("n1", sid)), 40)
+            time.sleep(1)
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(failed, [])
+        self.assertGreater(len(acked), 3)
+        self.assertIn("has a replica on node %s again" % other, self.nodes["n1"].read_log())
+        files.update(acked)
+        # the owner killed: the filled replica takes over and serves every acknowledged write
+        self.nodes["n1"].kill()
+        wait_for("the new replica takes over", lambda: self.placement(other, sid)["owner"] == other, TTL + 15)
+        for name, data in files.items():
+            self.assertEqual(self.get(other, tok, sid, name), (200, data), name)
+        self.fsck_clean(other)
+
+    def test_an_owner_paused_past_its_lease_cannot_acknowledge_a_write_once_its_replica_took_over(self):
+        tok, sid, p = self.user_on("n1", "so")
+        replica = p["replica"]
+        self.assertEqual(self.put("n1", tok, sid, "before.bin", b"x" * 4000), 201)
+        self.nodes["n1"].proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_for("the replica takes the store over", lambda: self.placement(replica, sid)["owner"] == replica,
+                     TTL + 15)
+            results = {}
+
+            def put(k):  # sent to the paused owner: it answers once resumed, before it hears of the takeover
+                results[k] = self.put("n1", tok, sid, "stale%d.bin" % k, b"s%d" % k * 1000)
+            ts = [threading.Thread(target=put, args=(k,)) for k in range(4)]
+            for t in ts:
+                t.start()
+            time.sleep(1)
+        finally:
+            self.nodes["n1"].proc.send_signal(signal.SIGCONT)
+        for t in ts:
+            t.join()
+        # whatever the stale owner answered, a success is on the store's owner now; a refusal is a 503
+        for k, st in results.items():
+            self.assertIn(st, (201, 503), results)
+            got = self.get(replica, tok, sid, "stale%d.bin" % k)
+            if st == 201:
+                self.assertEqual(got, (200, b"s%d" % k * 1000), k)
+        self.assertEqual(self.get(replica, tok, sid, "before.bin"), (200, b"x" * 4000))
+        # and n1 forwards to the new owner from then on
+        wait_for("n1 knows the new owner", lambda: self.placement("n1", sid)["owner"] == replica, 10)
+        self.assertEqual(self.put("n1", tok, sid, "after.bin", b"after"), 201)
+        self.assertEqual(self.get(replica, tok, sid, "after.bin"), (200, b"after"))
+
+
+if __name__ == "__main__":
+    main()
