@@ -427,7 +427,11 @@ static bool vouch_mac(uint64_t uid, int64_t t, const char *method, const char *t
 static struct curl_slist *signed_user(mb_req *req, const char *method, const char *target, struct curl_slist *h)
 {
     char line[300], mac[65];
-    snprintf(line, sizeof line, FWD_HEADER ": %s", cluster_node_name());
+    const char *from = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER);
+    if (from) /* forwarded once more (the store moved): the list says so, and it goes no further */
+        snprintf(line, sizeof line, FWD_HEADER ": %.100s,%s", from, cluster_node_name());
+    else
+        snprintf(line, sizeof line, FWD_HEADER ": %s", cluster_node_name());
     h = curl_slist_append(h, line);
     snprintf(line, sizeof line, "X-Forwarded-For: %s", req->ip);
     h = curl_slist_append(h, line);
@@ -531,6 +535,10 @@ static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
     } else if (api && req->nsegs >= 4 && !strcmp(req->segs[2], "stores")) {
         if (!parse_u64(req->segs[3], sid))
             return 0;
+    } else if (api && req->nsegs == 7 && !strcmp(req->segs[2], "admin") && !strcmp(req->segs[3], "cluster") &&
+               !strcmp(req->segs[4], "stores") && !strcmp(req->segs[6], "move")) { /* asked of its keeper */
+        if (!parse_u64(req->segs[5], sid))
+            return 0;
     } else if (api && req->nsegs >= 4 && !strcmp(req->segs[2], "public")) {
         if (!(*sid = link_store(req->segs[3])))
             return 0;
@@ -543,15 +551,132 @@ static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
     return cluster_store_node(*sid, node, n) && strcmp(node, cluster_node_name());
 }
 
+/* ------------------------------------------------------------- the gate --- */
+/* A store moving to another node (cluster_repl.c's move) is switched over only once no request
+ * this node serves for it is under way; requests that arrive meanwhile wait (GATE_WAIT_MS at most)
+ * and then go where the store is. */
+#define GATE_WAIT_MS 30000
+
+typedef struct gate {
+    uint64_t sid;
+    int inside;   /* requests served here for it, under way */
+    bool closing; /* a switch waits for inside to reach 0; newcomers wait for it to open */
+} gate;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    gate *g;
+    size_t n, cap;
+} gates = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static gate *gate_find(uint64_t sid, bool make)
+{
+    for (size_t i = 0; i < gates.n; i++)
+        if (gates.g[i].sid == sid)
+            return &gates.g[i];
+    if (!make)
+        return NULL;
+    if (gates.n == gates.cap) {
+        gates.cap = gates.cap ? gates.cap * 2 : 16;
+        gates.g = xrealloc(gates.g, gates.cap * sizeof *gates.g);
+    }
+    gates.g[gates.n] = (gate){.sid = sid};
+    return &gates.g[gates.n++];
+}
+
+static void gate_tidy(gate *g)
+{
+    if (!g->inside && !g->closing)
+        *g = gates.g[--gates.n];
+}
+
+static void deadline(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    ts->tv_sec += ts->tv_nsec / 1000000000L;
+    ts->tv_nsec %= 1000000000L;
+}
+
+/* true: counted in (leave once the request ends); false: it waited for a switch (look again). */
+static bool gate_enter(uint64_t sid)
+{
+    struct timespec ts;
+    deadline(&ts, GATE_WAIT_MS);
+    pthread_mutex_lock(&gates.mu);
+    gate *g = gate_find(sid, true);
+    bool waited = false;
+    while (g && g->closing && pthread_cond_timedwait(&gates.cv, &gates.mu, &ts) == 0) {
+        waited = true;
+        g = gate_find(sid, false);
+    }
+    if (!waited) {
+        g = gate_find(sid, true);
+        g->inside++;
+    }
+    pthread_mutex_unlock(&gates.mu);
+    return !waited;
+}
+
+void cluster_gate_leave(uint64_t sid)
+{
+    pthread_mutex_lock(&gates.mu);
+    gate *g = gate_find(sid, false);
+    if (g && g->inside > 0) {
+        g->inside--;
+        gate_tidy(g);
+        pthread_cond_broadcast(&gates.cv);
+    }
+    pthread_mutex_unlock(&gates.mu);
+}
+
+int cluster_gate_close(uint64_t sid, int64_t ms)
+{
+    struct timespec ts;
+    deadline(&ts, ms);
+    pthread_mutex_lock(&gates.mu);
+    gate *g = gate_find(sid, true);
+    g->closing = true;
+    int left = g->inside;
+    while ((g = gate_find(sid, false)) && g->inside && pthread_cond_timedwait(&gates.cv, &gates.mu, &ts) == 0)
+        ;
+    left = g ? g->inside : 0;
+    pthread_mutex_unlock(&gates.mu);
+    return left;
+}
+
+void cluster_gate_open(uint64_t sid)
+{
+    pthread_mutex_lock(&gates.mu);
+    gate *g = gate_find(sid, false);
+    if (g) {
+        g->closing = false;
+        gate_tidy(g);
+    }
+    pthread_cond_broadcast(&gates.cv);
+    pthread_mutex_unlock(&gates.mu);
+}
+
 int cluster_fwd_begin(mb_req *req, mb_err *err)
 {
-    if (MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
-        return 0; /* forwarded here by another node: answered here */
+    const char *from = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER);
     char node[64], addr[300];
     uint64_t sid;
-    int found = fwd_target(req, node, sizeof node, &sid);
+    int found;
+    for (int look = 0;; look++) {
+        found = fwd_target(req, node, sizeof node, &sid);
+        if (found < 0 || (found > 0 && (!from || (!strchr(from, ',') && strcmp(from, node)))))
+            break; /* elsewhere: forwarded (a forwarded request once more at most, never back) */
+        if (found > 0 || !sid || look == 2 || gate_enter(sid)) {
+            if (found == 0 && sid && look < 2)
+                req->gate = sid; /* left when the request ends (http_on_completed) */
+            return 0; /* served here (or nowhere: this node's own 404) */
+        }
+    }
     if (found <= 0)
-        return 0; /* kept here, or nowhere (this node's own 404) */
+        return 0;
     if (!cluster_node_address(node, addr, sizeof addr))
         return sid ? err_set(err, MB_EBUSY, "store %llu is kept by node %s, which is not up now; try again later",
                              (unsigned long long)sid, node)

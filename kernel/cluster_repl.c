@@ -65,8 +65,10 @@ static struct {
     item *head, **tail;
     json_t *broken; /* mu: "<sid>" -> the epoch whose replica missed a change nobody dropped */
     CURL *curl, *fill_curl; /* the sender's, the placement thread's */
-    json_t *fill_failed;    /* placement thread: "<sid16>" -> when its last fill failed (monotonic ms) */
-} rp = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER, .tick = PTHREAD_COND_INITIALIZER};
+    json_t *fill_failed;    /* fill_mu: "<sid16>" -> when its last fill failed (monotonic ms) */
+    pthread_mutex_t fill_mu; /* one fill at a time (the placement thread's, a move's) */
+    bool sending;           /* mu: the sender posts a run now */
+} rp = {.mu = PTHREAD_MUTEX_INITIALIZER, .fill_mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER, .tick = PTHREAD_COND_INITIALIZER};
 
 _Thread_local bool repl_applying;
 
@@ -495,6 +497,7 @@ static void *send_main(void *arg)
         if (!rp.head)
             rp.tail = &rp.head;
         last->next = NULL;
+        rp.sending = true;
         pthread_mutex_unlock(&rp.mu);
         post_run(run);
         while (run) {
@@ -504,6 +507,8 @@ static void *send_main(void *arg)
             run = n;
         }
         pthread_mutex_lock(&rp.mu);
+        rp.sending = false;
+        pthread_cond_broadcast(&rp.done);
     }
     pthread_mutex_unlock(&rp.mu);
     return NULL;
@@ -514,6 +519,7 @@ static void *send_main(void *arg)
 /* ---------------------------------------------------------------- filling --- */
 
 struct fill {
+    CURL *c;
     db_ops b, ops; /* the request being built, the frame's records */
     uint64_t sid, epoch, hw[2];
     const char *to;
@@ -529,7 +535,7 @@ static void fill_flush(struct fill *f)
     f->b.n = 0;
     repl_frame_head(&f->b, f->sid, f->epoch, f->hw, f->ops.n);
     db_ops_add(&f->b, f->ops.p, f->ops.n);
-    f->rc = post_frames(rp.fill_curl, f->to, FILL_PATH "data", &f->b, &f->err);
+    f->rc = post_frames(f->c, f->to, FILL_PATH "data", &f->b, &f->err);
     f->ops.n = 0;
 }
 
@@ -551,14 +557,14 @@ static int fill_say(struct fill *f, const char *what)
     snprintf(path, sizeof path, FILL_PATH "%s", what);
     f->b.n = 0;
     repl_frame_head(&f->b, f->sid, f->epoch, f->hw, 0);
-    return post_frames(rp.fill_curl, f->to, path, &f->b, &f->err);
+    return post_frames(f->c, f->to, path, &f->b, &f->err);
 }
 
 /* Give store sid (this node's, at rec's epoch, without a replica) a replica on node `to`. */
-static void fill(uint64_t sid, const json_t *rec, const char *to)
+static int fill(CURL *c, uint64_t sid, const json_t *rec, const char *to, mb_err *err)
 {
     uint64_t e = (uint64_t)jint(rec, "epoch");
-    struct fill f = {.sid = sid, .epoch = e + 1, .to = to, .hw = {db_id_high("entry"), db_id_high("trash")}};
+    struct fill f = {.c = c, .sid = sid, .epoch = e + 1, .to = to, .hw = {db_id_high("entry"), db_id_high("trash")}};
     bool named = false;
     if (!(f.rc = fill_say(&f, "begin"))) { /* wiped there; it takes the store's changes from this node */
         struct repl_swap w = {.node = rp.node, .replica = "", .epoch = e, .to_node = rp.node, .to_replica = to,
@@ -597,9 +603,11 @@ static void fill(uint64_t sid, const json_t *rec, const char *to)
             cluster_store_cas(sid, repl_swap_change, &d, NULL, &ignored);
         }
         json_object_set_new(rp.fill_failed, hex, json_integer(now_mono_ms()));
+        *err = f.err;
     }
     free(f.b.p);
     free(f.ops.p);
+    return f.rc;
 }
 
 /* The stores this node keeps without a replica: one gets one per look, when another node takes
@@ -607,7 +615,7 @@ static void fill(uint64_t sid, const json_t *rec, const char *to)
 static void fills(void)
 {
     char to[64];
-    if (!cluster_pick_node(NULL, to, sizeof to))
+    if (!cluster_pick_node(NULL, to, sizeof to) || pthread_mutex_trylock(&rp.fill_mu)) /* (a move fills) */
         return;
     db_iter *it = db_iter_prefix("sp/", 3);
     uint64_t sid = 0;
@@ -629,9 +637,104 @@ static void fills(void)
         json_decref(r);
     }
     db_iter_free(it);
+    mb_err err;
     if (pick)
-        fill(sid, pick, to);
+        fill(rp.fill_curl, sid, pick, to, &err);
     json_decref(pick);
+    pthread_mutex_unlock(&rp.fill_mu);
+}
+
+/* ------------------------------------------------------------------ moves --- */
+
+#define MOVE_TASK "kernel.cluster_move"
+#define MOVE_DRAIN_MS 30000 /* requests under way for the store the switch waits for, at most */
+
+/* Store sid to node `to`: `to` becomes its replica (filled) unless it is already, then, once no
+ * request served here for it is under way (the gate) and no change of it is in flight (the
+ * commit lock; the sender's queue empty), the placement swaps: `to` keeps it, this node is its
+ * replica (it has every change), epoch + 1. Requests that arrived meanwhile go to `to`. */
+static int move_run(mb_task *t, const json_t *args, void *state, mb_err *err)
+{
+    (void)state;
+    uint64_t sid = (uint64_t)jint(args, "store");
+    const char *to = jstr(args, "to");
+    json_t *rec = cluster_store_record(sid);
+    int rc = 0;
+    if (!rec || strcmp(jstr(rec, "node"), rp.node)) {
+        rc = !rec || strcmp(jstr(rec, "node"), to)
+                 ? err_set(err, MB_ECONFLICT, "store %llu is not kept by this node (node %s) any more",
+                           (unsigned long long)sid, rp.node)
+                 : 0; /* a move retried after its switch: done */
+        json_decref(rec);
+        return rc;
+    }
+    task_progress(t, 5, "making the target the store's replica");
+    pthread_mutex_lock(&rp.fill_mu);
+    if (strcmp(jstr(rec, "replica"), to) || json_is_true(json_object_get(rec, "filling"))) {
+        if (*jstr(rec, "replica")) { /* the old replica goes: the target takes its place */
+            struct repl_swap d = {.node = rp.node, .replica = jstr(rec, "replica"),
+                                  .epoch = (uint64_t)jint(rec, "epoch"), .to_node = rp.node, .to_replica = "",
+                                  .step = 1};
+            json_t *now = NULL;
+            rc = cluster_store_cas(sid, repl_swap_change, &d, &now, err);
+            json_decref(rec);
+            rec = now;
+        }
+        CURL *c = rc ? NULL : curl_easy_init();
+        if (c) {
+            rc = fill(c, sid, rec, to, err);
+            curl_easy_cleanup(c);
+        }
+        json_decref(rec);
+        rec = rc ? NULL : cluster_store_record(sid);
+    }
+    pthread_mutex_unlock(&rp.fill_mu);
+    if (rc || !rec) {
+        json_decref(rec);
+        return rc ? rc : err_set(err, MB_EIO, "store %llu's placement went missing", (unsigned long long)sid);
+    }
+    task_progress(t, 80, "switching over");
+    int left = cluster_gate_close(sid, MOVE_DRAIN_MS);
+    if (left)
+        log_warn("cluster: store %llu moves with %d requests still under way here", (unsigned long long)sid, left);
+    txn_lock(); /* no change of it in flight, and none handed on still unanswered */
+    pthread_mutex_lock(&rp.mu);
+    while (rp.head || rp.sending)
+        pthread_cond_wait(&rp.done, &rp.mu);
+    pthread_mutex_unlock(&rp.mu);
+    struct repl_swap w = {.node = rp.node, .replica = to, .epoch = (uint64_t)jint(rec, "epoch"), .not_filling = true,
+                          .to_node = to, .to_replica = rp.node, .step = 1};
+    json_t *now = NULL;
+    rc = cluster_store_cas(sid, repl_swap_change, &w, &now, err);
+    txn_unlock();
+    cluster_gate_open(sid);
+    if (!rc) {
+        log_info("cluster: store %llu moved to node %s (this node is its replica now; epoch %lld)",
+                 (unsigned long long)sid, to, (long long)jint(now, "epoch"));
+        task_result(t, json_pack("{s:I, s:s, s:s, s:I}", "store", (json_int_t)sid, "from", rp.node, "to", to,
+                                 "epoch", jint(now, "epoch")));
+    }
+    json_decref(now);
+    json_decref(rec);
+    return rc;
+}
+
+int cluster_move_submit(uint64_t sid, const char *to, uint64_t uid, uint64_t *task, mb_err *err)
+{
+    char addr[300];
+    json_t *rec = cluster_store_record(sid);
+    int rc = 0;
+    if (!rec)
+        rc = err_set(err, MB_ENOENT, "no store %llu in the cluster", (unsigned long long)sid);
+    else if (strcmp(jstr(rec, "node"), rp.node))
+        rc = err_set(err, MB_ECONFLICT, "store %llu is kept by node %s, not by this one: ask it there",
+                     (unsigned long long)sid, jstr(rec, "node"));
+    else if (!strcmp(to, rp.node))
+        rc = err_set(err, MB_ECONFLICT, "store %llu is kept by node %s already", (unsigned long long)sid, to);
+    else if (!cluster_node_replication(to, addr, sizeof addr))
+        rc = err_set(err, MB_EINVAL, "node '%s' is not up (or does not take stores yet)", to);
+    json_decref(rec);
+    return rc ? rc : task_submit(MOVE_TASK, uid, json_pack("{s:I, s:s}", "store", (json_int_t)sid, "to", to), task, err);
 }
 
 /* One look of the placement thread: the stores to take over (cluster_replica.c), then one store
@@ -672,7 +775,6 @@ static void *place_main(void *arg)
 
 int cluster_repl_start(mb_err *err)
 {
-    (void)err;
     if (!cluster_enabled())
         return 0;
     snprintf(rp.node, sizeof rp.node, "%s", cluster_node_name());
@@ -681,6 +783,10 @@ int cluster_repl_start(mb_err *err)
     rp.fill_failed = json_object();
     rp.curl = curl_easy_init();
     rp.fill_curl = curl_easy_init();
+    static const mb_task_type move = {.size = sizeof move, .name = MOVE_TASK, .run = move_run, .max_attempts = 3};
+    int rc = task_type_add(NULL, &move, NULL, err);
+    if (rc)
+        return rc;
     rp.send_run = rp.place_run = true;
     pthread_create(&rp.send_th, NULL, send_main, NULL);
     pthread_create(&rp.place_th, NULL, place_main, NULL);

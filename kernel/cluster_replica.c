@@ -10,7 +10,7 @@
  * Applying: each store's changes are applied when this node is the replica of that epoch (or the
  * store is new and its placement still on its way), all of one request as one transaction:
  * chunk refcounts follow the version records written and deleted (this node's own counts), usage
- * records come as they are, the owner's id counters are kept (rh/<sid16>). Any other epoch, or a
+ * records come as they are, this node's id counters are raised to the owner's. Any other epoch, or a
  * store this node now keeps, is refused (409): the fence that keeps a stale owner from
  * acknowledging anything.
  *
@@ -20,8 +20,7 @@
  *
  * Takeover: a store whose replica is this node and whose owner's lease ended (gone from the
  * view, and not registered in etcd) is taken over with a compare-and-swap: this node keeps it at
- * epoch + 1, without a replica; this node's id counters are raised past the old owner's and the
- * store's usage joins its owner's usage here.
+ * epoch + 1, without a replica; the store's usage joins its owner's usage here.
  *
  * Threads: the replication port's connection threads, the placement thread (takeovers).
  * apply_mu: a replicated change's check and write, a fill's steps and a takeover, one at a time.
@@ -45,8 +44,6 @@ static struct {
     struct MHD_Daemon *daemon;
     int port;
 } rs = {.apply_mu = PTHREAD_MUTEX_INITIALIZER};
-
-static void high_read(uint64_t sid, uint64_t hw[2]);
 
 /* ---------------------------------------------------------------- takeover --- */
 
@@ -91,10 +88,6 @@ static void take_over(uint64_t sid, const json_t *rec)
                      err.msg);
         return;
     }
-    uint64_t hw[2];
-    high_read(sid, hw); /* the ids this node hands out from now on are above the old owner's */
-    db_id_floor("entry", hw[0]);
-    db_id_floor("trash", hw[1]);
     usage_joins(sid, (uint64_t)jint(now, "owner"));
     log_info("cluster: took store %llu over from node %s, which is down (epoch %lld)", (unsigned long long)sid,
              t.node, (long long)jint(now, "epoch"));
@@ -343,28 +336,6 @@ struct apply {
     bool fill; /* a fill's records: keys a live change wrote are kept */
 };
 
-/* rh/<sid16>: "<entry> <trash>", the highest id counters of the store's owner seen here */
-static void high_key(char key[24], uint64_t sid)
-{
-    char a[17];
-    key_u64(a, sid);
-    snprintf(key, 24, "rh/%s", a);
-}
-
-static void high_read(uint64_t sid, uint64_t hw[2])
-{
-    char key[24], *v = NULL;
-    size_t n;
-    high_key(key, sid);
-    hw[0] = hw[1] = 0;
-    if (db_get(key, strlen(key), &v, &n) == 0) {
-        unsigned long long a, b;
-        if (sscanf(v, "%llu %llu", &a, &b) == 2)
-            hw[0] = a, hw[1] = b;
-        free(v);
-    }
-}
-
 static const char *apply_frame(const repl_frame *f, void *ud)
 {
     struct apply *a = ud;
@@ -372,15 +343,10 @@ static const char *apply_frame(const repl_frame *f, void *ud)
     key_u64(hex, f->sid);
     json_t *touched = json_object_get(json_object_get(rs.filling, hex), "touched");
     apply_ops(&a->t, f->ops, f->len, a->seen, a->fill ? NULL : touched, a->fill ? touched : NULL);
-    uint64_t hw[2];
-    high_read(f->sid, hw);
-    if (f->hw[0] > hw[0] || f->hw[1] > hw[1]) {
-        char key[24], v[48];
-        high_key(key, f->sid);
-        int n = snprintf(v, sizeof v, "%llu %llu", (unsigned long long)(f->hw[0] > hw[0] ? f->hw[0] : hw[0]),
-                         (unsigned long long)(f->hw[1] > hw[1] ? f->hw[1] : hw[1]));
-        db_batch_put(a->t.b, key, strlen(key), v, (size_t)n);
-    }
+    /* the ids this node hands out from now on are above every id the owner handed out: after a
+     * takeover or a move no id the store uses comes twice */
+    db_id_floor("entry", f->hw[0]);
+    db_id_floor("trash", f->hw[1]);
     return NULL;
 }
 
@@ -467,12 +433,9 @@ static void wipe_key(const char *k, size_t kl, const char *v, size_t vl, void *u
 static int wipe(uint64_t sid, mb_err *err)
 {
     struct wipe w = {0};
-    char key[24];
-    high_key(key, sid);
     repl_applying = true;
     txn_begin(&w.t, NULL);
     repl_store_keys(NULL, sid, wipe_key, &w);
-    db_batch_del(w.t.b, key, strlen(key));
     int rc = txn_end(&w.t, w.rc, &w.err, "the removal of a store's old copy");
     repl_applying = false;
     if (rc)

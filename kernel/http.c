@@ -597,6 +597,8 @@ void http_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, e
         return;
     if (!req->local)
         conn_request_done(conn_of(conn));
+    if (req->gate)
+        cluster_gate_leave(req->gate);
     if (req->stream && !req->stream_done && req->stream->abort)
         req->stream->abort(req, req->sctx);
     if (req->resp)

@@ -34,6 +34,7 @@ struct mb_req {
     const char *pnames[MAX_SEGS], *pvals[MAX_SEGS];
     int nparams;
     bool local; /* came through the admin socket */
+    uint64_t gate; /* cluster mode: the store this request is served here for (cluster_fwd.c's gate) */
     bool started;
     bool have_user;
     mb_user user;

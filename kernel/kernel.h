@@ -600,6 +600,14 @@ json_t *cluster_view(void);
  * request is that node's now; 0: serve it here; < 0: refused with err, e.g. the node is down). */
 int cluster_fwd_begin(mb_req *req, mb_err *err);
 void cluster_fwd_fini(void); /* at stop, after the HTTP door: the connection cache */
+/* The gate of a store this node serves: a request served here for it leaves when it ends; a move
+ * closes it (newcomers wait, then go where the store is) and waits up to ms for those under way
+ * (how many are left), then opens it once the store is elsewhere. */
+void cluster_gate_leave(uint64_t sid);
+int cluster_gate_close(uint64_t sid, int64_t ms);
+void cluster_gate_open(uint64_t sid);
+/* cluster_repl.c: move store sid to node `to` (a task on this node, its keeper): *task its id. */
+int cluster_move_submit(uint64_t sid, const char *to, uint64_t uid, uint64_t *task, mb_err *err);
 /* GET /api/v1/stores in cluster mode: append to list the stores of account uid that other nodes
  * keep, as those nodes list them (asked with the request's credentials). */
 void cluster_fwd_stores(mb_req *req, uint64_t uid, json_t *list);

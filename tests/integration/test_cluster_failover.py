@@ -153,6 +153,64 @@ class Failover(EtcdAndNodes):
         for n in ("n2", "n3"):
             self.fsck_clean(n)
 
+    def test_a_store_moves_live_under_a_reader_and_a_writer_with_no_failed_request(self):
+        tok, sid, p = self.user_on("n1", "mv")
+        to = next(n for n in self.NAMES if n not in ("n1", p["replica"]))  # not its replica: filled first
+        files = {"base%d.bin" % i: os.urandom(20000 + i) for i in range(5)}
+        for name, data in files.items():
+            self.assertEqual(self.put("n1", tok, sid, name, data), 201)
+        admin = self.admin("n2")
+        # refused: nobody to move to, the node that keeps it already, a user
+        move = "/api/v1/admin/cluster/stores/%d/move" % sid
+        self.assertEqual(self.nodes["n2"].request("POST", move, {"to": "nowhere"}, token=admin).status, 400)
+        self.assertEqual(self.nodes["n2"].request("POST", move, {"to": "n1"}, token=admin).status, 409)
+        self.assertEqual(self.nodes["n2"].request("POST", move, {"to": to}, token=tok).status, 403)
+        stop, acked, failed, reads = threading.Event(), dict(files), [], [0]
+
+        def writer():  # on the node that keeps it now: its requests meet the switch
+            k = 0
+            while not stop.is_set():
+                name, data = "live%d.bin" % k, os.urandom(3000 + k)
+                st = self.put("n1", tok, sid, name, data)
+                if st == 201:
+                    acked[name] = data
+                else:
+                    failed.append(("PUT", name, st))
+                k += 1
+
+        def reader():  # through every node in turn
+            k = 0
+            while not stop.is_set():
+                name = sorted(files)[k % len(files)]
+                st, body = self.get(self.NAMES[k % 3], tok, sid, name)
+                if (st, body) != (200, files[name]):
+                    failed.append(("GET", name, st))
+                reads[0] += 1
+                k += 1
+        ts = [threading.Thread(target=writer), threading.Thread(target=reader)]
+        for t in ts:
+            t.start()
+        try:
+            time.sleep(1)
+            r = self.nodes["n2"].request("POST", move, {"to": to}, token=admin)  # n2 hands it to n1
+            self.assertEqual(r.status, 202, r)
+            task = r.json()["task"]
+            wait_for("the store is kept by %s" % to, lambda: self.placement("n1", sid)["owner"] == to, 60)
+            time.sleep(1.5)  # and the reader and the writer go on against it
+        finally:
+            stop.set()
+            for t in ts:
+                t.join()
+        self.assertEqual(failed, [])
+        self.assertGreater(reads[0], 10)
+        now = self.placement(to, sid)
+        self.assertEqual((now["owner"], now["replica"], now["filling"]), (to, "n1", False), now)
+        self.assertEqual(self.nodes["n1"].request("GET", "/api/v1/tasks/%d" % task, token=admin).json()["state"],
+                         "done")
+        for name, data in acked.items():  # every acknowledged write is on the new keeper
+            self.assertEqual(self.get(to, tok, sid, name), (200, data), name)
+        self.fsck_clean(to)
+
     def test_the_replication_port_takes_nothing_a_client_could_send(self):
         tok, sid, p = self.user_on("n1", "rp")
         node = next(x for x in self.view("n1")["nodes"] if x["name"] == p["replica"])

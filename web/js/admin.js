@@ -297,9 +297,24 @@ export class AdminView {
         const up = new Set((v.nodes || []).map(n => n.name));
         const nodeCell = n => n ? h('td', n, up.has(n) ? '' : h('span.badge.state-error', { style: 'margin-left:.4em' }, 'down'))
             : h('td.muted', 'none');
+        /* Moving a store: to one of the other nodes that are up (POST .../move: a task on its keeper) */
+        const moveCell = st => {
+            const others = (v.nodes || []).map(n => n.name).filter(n => n !== st.owner);
+            if (!others.length || !up.has(st.owner)) return h('td.col-actions');
+            const to = h('select', { 'aria-label': `Move store ${st.id} to` }, others.map(n => h('option', { value: n }, n)));
+            return h('td.col-actions', to, button('Move', null, async () => {
+                try {
+                    const r = await api('POST', `/admin/cluster/stores/${st.id}/move`, { to: to.value });
+                    toast(`Store ${st.id} moves to node ${to.value} (task ${r.task}); it stays available meanwhile.`, 'success');
+                } catch (e) {
+                    toast(`Store ${st.id} could not be moved: ${e.message}`, 'error');
+                }
+                setTimeout(() => this.show('cluster'), 1000);
+            }, { cls: 'small' }));
+        };
         const storeRows = h('tbody', ...(v.stores || []).map(st => h('tr', { dataset: { store: String(st.id) } },
             h('td', String(st.id)), h('td', String(st.user)), nodeCell(st.owner), nodeCell(st.replica),
-            h('td', String(st.epoch) + (st.filling ? ' (filling)' : '')))));
+            h('td', String(st.epoch) + (st.filling ? ' (filling)' : '')), moveCell(st))));
         const acc = v.accounts || {};
         const shared = acc.queued > 0
             ? h('p.form-error', { role: 'status' }, `${acc.queued} change${acc.queued === 1 ? '' : 's'} of accounts or tokens made on this node ${acc.queued === 1 ? 'waits' : 'wait'} for etcd; the other nodes get ${acc.queued === 1 ? 'it' : 'them'} once etcd answers.`)
@@ -321,10 +336,12 @@ export class AdminView {
             h('h3', 'Stores'),
             h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Cluster stores' },
                 h('thead', h('tr', h('th', { scope: 'col' }, 'Store'), h('th', { scope: 'col' }, 'User'),
-                    h('th', { scope: 'col' }, 'Kept by'), h('th', { scope: 'col' }, 'Replica'), h('th', { scope: 'col' }, 'Epoch'))),
+                    h('th', { scope: 'col' }, 'Kept by'), h('th', { scope: 'col' }, 'Replica'), h('th', { scope: 'col' }, 'Epoch'),
+                    h('th.col-actions', { scope: 'col' }, 'Move'))),
                 storeRows)),
             h('p.muted', 'Each store is kept by one node and copied, change by change, to its replica before a change is confirmed; ',
-                'when the keeping node goes down, its replica takes the store over within seconds (the epoch goes up).'));
+                'when the keeping node goes down, its replica takes the store over within seconds (the epoch goes up). ',
+                'Move hands a store to another node while it stays in use.'));
     }
 
     /* GET /admin/backends: each backend's type, health and usage, and how many stores it holds.
