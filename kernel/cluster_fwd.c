@@ -547,7 +547,19 @@ static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
             return 0;
     } else
         return 0;
-    /* the placement decides: a replica has the store's records too, but only its owner serves it */
+    /* the placement decides: a replica has the store's records too, but only its owner serves it; a
+     * placement that has not reached this node yet (a replica's copy) is asked of etcd once */
+    if (!cluster_store_node(*sid, node, n)) { /* only for a copy here: a made-up id asks etcd nothing */
+        char key[20], a[17];
+        key_u64(a, *sid);
+        snprintf(key, sizeof key, "s/%s", a);
+        char *v = NULL;
+        if (db_get(key, strlen(key), &v, NULL) == 0) {
+            snprintf(key, sizeof key, "sp/%s", a);
+            cluster_kv_fetch(key);
+        }
+        free(v);
+    }
     return cluster_store_node(*sid, node, n) && strcmp(node, cluster_node_name());
 }
 
@@ -795,6 +807,8 @@ void cluster_fwd_stores(mb_req *req, uint64_t uid, json_t *list)
 {
     if (!cluster_enabled() || MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
         return;
+    if (!json_array_size(list)) /* an account made on another node a moment ago: its Home's placement */
+        cluster_kv_catch_up(1000);
     json_t *nodes = cluster_kv_user_nodes(uid), *n;
     size_t i, k;
     json_array_foreach(nodes, i, n)

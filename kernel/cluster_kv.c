@@ -934,7 +934,28 @@ int cluster_node_registered(const char *node, bool *up, mb_err *err)
 bool cluster_store_elsewhere(uint64_t sid)
 {
     char node[64];
-    return cluster_store_node(sid, node, sizeof node) && strcmp(node, kv.node);
+    return kv.member && (!cluster_store_node(sid, node, sizeof node) || strcmp(node, kv.node));
+}
+
+void cluster_kv_catch_up(int64_t ms)
+{
+    if (!kv.on || atomic_load(&kv.down))
+        return;
+    /* the newest change of a cluster-wide record in etcd: its mod_revision */
+    json_t *req = etcd_req_range(KV_PREFIX, true);
+    json_object_set_new(req, "limit", json_integer(1));
+    json_object_set_new(req, "sort_order", json_string("DESCEND"));
+    json_object_set_new(req, "sort_target", json_string("MOD"));
+    json_object_set_new(req, "keys_only", json_true());
+    etcd_answer a;
+    mb_err err;
+    if (etcd_call(kv.ids, "/v3/kv/range", req, &a, &err))
+        return;
+    int64_t want = a.nkvs ? a.kvs[0].mod_rev : 0;
+    etcd_answer_free(&a);
+    struct timespec ten = {0, 10 * 1000000L};
+    for (int64_t end = now_mono_ms() + ms; atomic_load(&kv.rev) < want && now_mono_ms() < end;)
+        nanosleep(&ten, NULL);
 }
 
 json_t *cluster_kv_user_nodes(uint64_t uid)

@@ -197,14 +197,21 @@ static int hand(const db_batch *b, uint64_t *wait, mb_err *err)
         char hex[17];
         sid_text(hex, s.id[i]);
         json_t *rec = json_incref(json_object_get(s.placed, hex));
-        if (!rec && !(rec = cluster_store_record(s.id[i])))
-            continue; /* not placed: nothing to hand on */
+        if (!rec && !(rec = cluster_store_record(s.id[i]))) { /* a replica's copy whose placement is on its way */
+            rc = err_set(err, MB_EBUSY, "store %llu's placement has not reached this node yet: try again",
+                         (unsigned long long)s.id[i]);
+            break;
+        }
         recs[i] = rec;
         const char *owner = jstr(rec, "node");
         pthread_mutex_lock(&rp.mu);
         json_int_t broken = jint(rp.broken, hex);
+        bool sending = rp.send_run;
         pthread_mutex_unlock(&rp.mu);
-        if (strcmp(owner, rp.node))
+        if (!sending && *jstr(rec, "replica"))
+            rc = err_set(err, MB_EBUSY, "the server is stopping: store %llu takes no changes now",
+                         (unsigned long long)s.id[i]);
+        else if (strcmp(owner, rp.node))
             rc = err_set(err, MB_EBUSY, "store %llu is kept by node %s now: try again",
                          (unsigned long long)s.id[i], owner);
         else if (broken && broken == jint(rec, "epoch"))
@@ -227,11 +234,22 @@ static int hand(const db_batch *b, uint64_t *wait, mb_err *err)
                 g = xcalloc(1, sizeof *g);
             it->g = g;
             pthread_mutex_lock(&rp.mu);
-            g->pending++;
-            *rp.tail = it;
-            rp.tail = &it->next;
-            pthread_cond_signal(&rp.cv);
+            if (rp.send_run) {
+                g->pending++;
+                *rp.tail = it;
+                rp.tail = &it->next;
+                pthread_cond_signal(&rp.cv);
+                it = NULL;
+            } else if (!g->rc) { /* the sender stopped meanwhile: the change is not confirmed */
+                g->rc = MB_EBUSY;
+                snprintf(g->why, sizeof g->why, "the server is stopping: store %llu's change was not confirmed",
+                         (unsigned long long)s.id[i]);
+            }
             pthread_mutex_unlock(&rp.mu);
+            if (it) {
+                free(it->ops);
+                free(it);
+            }
         }
         json_decref(recs[i]);
     }
@@ -810,9 +828,7 @@ void cluster_repl_stop(void)
 
 void cluster_repl_fini(void)
 {
-    if (atomic_load(&rp.on)) {
-        txn_observe(NULL);
-        atomic_store(&rp.on, false);
+    if (atomic_load(&rp.on)) { /* the observer stays: what still commits (a task stopping) is refused */
         pthread_mutex_lock(&rp.mu);
         rp.send_run = false;
         pthread_cond_broadcast(&rp.cv);

@@ -571,8 +571,12 @@ bool cluster_upload_node(const char *id, char *node, size_t n);
 bool cluster_store_node(uint64_t sid, char *node, size_t n);
 /* Ask etcd itself whether node is registered now (*up), not the membership view. */
 int cluster_node_registered(const char *node, bool *up, mb_err *err);
-/* Store sid is kept by another node (this one may hold a replica's copy of it). */
+/* Store sid is kept by another node, or its placement has not reached this node yet (this node may
+ * hold a replica's copy of it): not this node's to list or serve. */
 bool cluster_store_elsewhere(uint64_t sid);
+/* Wait (ms at most; not while etcd is away) until this node has applied every cluster-wide record
+ * etcd holds now: a list that may have raced a change made on another node a moment ago. */
+void cluster_kv_catch_up(int64_t ms);
 /* Wait (at most ms, not while etcd is away) until every change made here is in etcd: a token
  * is handed on before the client that asked for it can show it to another node. */
 void cluster_kv_flush(int64_t ms);

@@ -1,17 +1,27 @@
 #!/usr/bin/env python3
-"""Cluster mode (issue 23): the cost of reaching a node that does not keep the store.
+"""Cluster mode (issue 23): what a cluster costs a client, and how fast it recovers.
 
 Started here on loopback: one etcd (Debian's etcd-server) and three release mbyted (n1, n2, n3) in
-cluster mode. n1 made the account, so n1 keeps its Home store; the same requests go once to n1
-(direct) and once to n2, which forwards each to n1 (docs/cluster.md "Requests for a store kept by
-another node"). Measured, BENCH_RUNS runs, median; the order of the sides rotates run by run:
-  - download of one BENCH_SIZE_MB file (curl -o /dev/null), MiB/s;
-  - upload of one BENCH_SIZE_MB file (curl -T, new bytes each run), MiB/s;
-  - BENCH_SMALL x 4 KiB uploads by one client on one keep-alive connection, files/s.
-Ratios: forwarded / direct (1.0 = forwarding costs nothing). What is not here yet, because it is not
-built: the time to recover from an owner kill and the cost of synchronous replication (no replicas).
+cluster mode (lease_ttl 5, the default), plus, for the replication cost, a second etcd with a cluster
+of one node (n0: its stores have no replica). n1 made the account, so n1 keeps its Home store, which
+is replicated synchronously on n2 or n3. Measured, BENCH_RUNS runs, median; the order of the sides
+rotates run by run:
+  - forwarding (docs/cluster.md "Requests for a store kept by another node"): the same requests once
+    to n1 (direct) and once to n2, which forwards each to n1:
+      download of one BENCH_SIZE_MB file (curl -o /dev/null), MiB/s;
+      upload of one BENCH_SIZE_MB file (curl -T, new bytes each run), MiB/s;
+      BENCH_SMALL x 4 KiB uploads by one client on one keep-alive connection, files/s;
+    ratio forwarded / direct (1.0 = forwarding costs nothing);
+  - synchronous replication ("Replicas and failover"): BENCH_SMALL x 4 KiB uploads by one client to
+    the node keeping the store, on the three-node cluster (each change confirmed by the replica) and on
+    the one-node cluster (no replica); ratio three / one;
+  - recovery: BENCH_KILLS times, the node keeping a store is killed with SIGKILL while a client
+    uploads a 4 KiB file every 50 ms through another node; the time from the kill to the first
+    acknowledged upload after it (the lease ends, the replica takes over), median and spread; the
+    killed node is started again and the store given a replica again before the next kill.
 
-Environment: BENCH_SIZE_MB (256), BENCH_SMALL (500), BENCH_RUNS (3), BENCH_DIR (a temp dir), MBYTED.
+Environment: BENCH_SIZE_MB (256), BENCH_SMALL (500), BENCH_RUNS (3), BENCH_KILLS (10), BENCH_DIR (a
+temp dir), MBYTED.
 """
 import http.client
 import os
@@ -29,13 +39,15 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SIZE_MB = int(os.environ.get("BENCH_SIZE_MB", "256"))
 SMALL = int(os.environ.get("BENCH_SMALL", "500"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+KILLS = int(os.environ.get("BENCH_KILLS", "10"))
+TTL = 5
 MBYTED = os.environ.get("MBYTED", os.path.join(ROOT, "build-release", "mbyted"))
 
 
-def etcd_start(work):
+def etcd_start(work, name="etcd"):
     client, peer = free_port(), free_port()
     url, purl = "http://127.0.0.1:%d" % client, "http://127.0.0.1:%d" % peer
-    p = subprocess.Popen(["etcd", "--name", "b", "--data-dir", os.path.join(work, "etcd"), "--listen-client-urls",
+    p = subprocess.Popen(["etcd", "--name", "b", "--data-dir", os.path.join(work, name), "--listen-client-urls",
                           url, "--advertise-client-urls", url, "--listen-peer-urls", purl,
                           "--initial-advertise-peer-urls", purl, "--initial-cluster", "b=" + purl],
                          stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -43,17 +55,17 @@ def etcd_start(work):
     return p, url
 
 
-def node_start(work, name, etcd_url):
-    port = free_port()
+def node_start(work, name, etcd_url, port=None):
+    port = port or free_port()
     d = os.path.join(work, name)
     conf = os.path.join(d, "conf")
     os.makedirs(conf, exist_ok=True)
     shutil.copy(os.path.join(ROOT, "conf.d", "store-template.yaml"), conf)
     with open(os.path.join(conf, "mbyte.yaml"), "w") as f:
-        f.write("log_level: warn\ncluster: {etcd: [%s], node: %s, lease_ttl: 5}\n" % (etcd_url, name))
+        f.write("log_level: warn\ncluster: {etcd: [%s], node: %s, lease_ttl: %d}\n" % (etcd_url, name, TTL))
     env = dict(os.environ, MBYTE_LISTEN="127.0.0.1:%d" % port, MBYTE_DATA=os.path.join(d, "data"),
                MBYTE_ADMIN_PASSWORD=PASSWORD, MBYTE_MODULE_DIR=os.path.join(ROOT, "build-release", "modules"))
-    p = subprocess.Popen([MBYTED, "--config", conf], env=env, stdout=open(os.path.join(d, "log"), "wb"),
+    p = subprocess.Popen([MBYTED, "--config", conf], env=env, stdout=open(os.path.join(d, "log"), "ab"),
                          stderr=subprocess.STDOUT)
     wait_port(port, p, "mbyted " + name)
     return p, port
@@ -79,30 +91,89 @@ def small_files(port, sid, token, tag):
     return SMALL / (time.monotonic() - t)
 
 
+def placement(port, token, sid):
+    st, v = api(port, "GET", "/api/v1/admin/cluster", token=token)
+    return next((s for s in v["stores"] if s["id"] == sid), None) if st == 200 else None
+
+
+def wait(what, cond, timeout=60):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            got = cond()
+            if got:
+                return got
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("bench/cluster: %s did not happen within %d s" % (what, timeout))
+
+
+def recover_once(work, url, procs, ports, token, sid, k):
+    """Kill the node keeping store sid; seconds until an upload through another node is acknowledged."""
+    p = placement(ports["n1"], token, sid) or placement(ports["n2"], token, sid)
+    owner, replica = p["owner"], p["replica"]
+    via = next(n for n in ports if n not in (owner, replica))
+    body = os.urandom(4096)
+    procs[owner].kill()
+    procs[owner].wait()
+    t0 = time.monotonic()
+    i = 0
+    while True:
+        c = http.client.HTTPConnection("127.0.0.1", ports[via], timeout=30)
+        try:
+            c.request("PUT", "/api/v1/stores/%d/files/probe-%d-%d.bin" % (sid, k, i), body,
+                      {"Authorization": "Bearer " + token, "Content-Type": "application/octet-stream"})
+            r = c.getresponse()
+            r.read()
+            if r.status == 201:
+                break
+        except OSError:
+            pass
+        finally:
+            c.close()
+        i += 1
+        if time.monotonic() - t0 > 120:
+            raise SystemExit("bench/cluster: no upload went through within 120 s of the kill")
+        time.sleep(0.05)
+    took = time.monotonic() - t0
+    # the killed node again (once its lease ended: its name is free), and a filled replica
+    time.sleep(TTL + 1)
+    procs[owner], _ = node_start(work, owner, url, ports[owner])
+    wait("a filled replica of store %d" % sid, lambda: (lambda q: q and q["replica"] and not q["filling"])(
+        placement(ports[via], token, sid)), 120)
+    return took
+
+
 def main():
     work = os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="mbyte-bench-cluster-")
     os.makedirs(work, exist_ok=True)
-    procs = []
+    procs, nodes = [], {}
     try:
         etcd, url = etcd_start(work)
         procs.append(etcd)
-        ports = {}
+        ports, nodes = {}, {}
         for n in ("n1", "n2", "n3"):
-            p, ports[n] = node_start(work, n, url)
-            procs.append(p)
+            nodes[n], ports[n] = node_start(work, n, url)
+        etcd0, url0 = etcd_start(work, "etcd0")  # a cluster of one node: no replica
+        procs.append(etcd0)
+        nodes["n0"], port0 = node_start(work, "n0", url0)
         st, r = api(ports["n1"], "POST", "/api/v1/auth/login", {"username": "admin", "password": PASSWORD})
         token = r["token"]
         sid = next(s["id"] for s in api(ports["n1"], "GET", "/api/v1/stores", token=token)[1] if s["name"] == "Home")
-        for _ in range(100):  # n2 knows where the store is (its placement reached it through etcd)
-            st, v = api(ports["n2"], "GET", "/api/v1/admin/cluster", token=token)
-            if st == 200 and sid in [s["id"] for s in v["stores"]] and len(v["nodes"]) == 3:
-                break
-            time.sleep(0.1)
+        # n2 knows where the store is, and it has a replica (n1 made it before the others were up)
+        wait("store %d's filled replica, known to n2" % sid, lambda: (lambda q: q and q["replica"] and not q["filling"])(
+            placement(ports["n2"], token, sid)), 120)
+        st, r = api(port0, "POST", "/api/v1/auth/login", {"username": "admin", "password": PASSWORD})
+        token0 = r["token"]
+        sid0 = next(s["id"] for s in api(port0, "GET", "/api/v1/stores", token=token0)[1] if s["name"] == "Home")
         print("host: %s" % host())
-        print("cluster: etcd and three mbyted on loopback; n1 keeps the store, n2 forwards to it")
+        print("cluster: etcd and three mbyted on loopback; n1 keeps the store, replicated on %s; n2 forwards to n1; "
+              "a second etcd with one mbyted (n0) for the replication cost" % placement(ports["n1"], token, sid)["replica"])
         print("%d MiB file, %d x 4 KiB by one client, %d runs\n" % (SIZE_MB, SMALL, RUNS))
         src = os.path.join(work, "big.bin")
         rows = {k: {"direct": [], "forwarded": []} for k in ("download", "upload", "small")}
+        repl = {"three": [], "one": []}
         auth = "Authorization: Bearer " + token
         for run in range(RUNS):
             order = ["direct", "forwarded"] if run % 2 == 0 else ["forwarded", "direct"]
@@ -120,14 +191,31 @@ def main():
                 t = timed(["curl", "-sf", "-H", auth, "-o", "/dev/null", u])
                 rows["download"][side].append(SIZE_MB / t)
                 rows["small"][side].append(small_files(port, sid, token, "%s%d" % (side, run)))
+            for side in (["three", "one"] if run % 2 == 0 else ["one", "three"]):
+                repl[side].append(small_files(ports["n1"], sid, token, "r3-%d" % run) if side == "three"
+                                  else small_files(port0, sid0, token0, "r1-%d" % run))
         print("\n| test | direct (n1) | forwarded (n2 -> n1) | forwarded / direct | runs (ratio) |")
         print("| --- | --- | --- | --- | --- |")
         for k, unit in (("download", "MiB/s"), ("upload", "MiB/s"), ("small", "files/s")):
             d, f = statistics.median(rows[k]["direct"]), statistics.median(rows[k]["forwarded"])
             runs = " ".join("%.2f" % (b / a) for a, b in zip(rows[k]["direct"], rows[k]["forwarded"]))
             print("| %s | %.0f %s | %.0f %s | %.2f | %s |" % (k, d, unit, f, unit, f / d, runs))
+        one, three = statistics.median(repl["one"]), statistics.median(repl["three"])
+        print("\n| test | one node (no replica) | three nodes (replica confirms) | three / one | runs (ratio) |")
+        print("| --- | --- | --- | --- | --- |")
+        print("| 4 KiB uploads, one client | %.0f files/s | %.0f files/s | %.2f | %s |" % (
+            one, three, three / one, " ".join("%.2f" % (b / a) for a, b in zip(repl["one"], repl["three"]))))
+        if KILLS:
+            procs_by = dict(nodes)
+            times = [recover_once(work, url, procs_by, ports, token, sid, k) for k in range(KILLS)]
+            nodes.update(procs_by)
+            print("\nrecovery from a SIGKILL of the node keeping the store (lease_ttl %d s), %d kills:" % (TTL, KILLS))
+            print("| median | min | max | each |")
+            print("| --- | --- | --- | --- |")
+            print("| %.2f s | %.2f s | %.2f s | %s |" % (statistics.median(times), min(times), max(times),
+                                                       " ".join("%.2f" % t for t in times)))
     finally:
-        for p in reversed(procs):
+        for p in list(nodes.values()) + list(reversed(procs)):
             p.terminate()
             try:
                 p.wait(timeout=30)
