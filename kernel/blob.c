@@ -595,12 +595,19 @@ static int put_record(const char *hash, mb_err *err)
     return 0;
 }
 
+static void (*store_put_hook)(uint64_t sid, const char *hash, const void *data, size_t len);
+void blob_on_store_put(void (*fn)(uint64_t sid, const char *hash, const void *data, size_t len)) { store_put_hook = fn; }
+
 int blob_put_store(uint64_t sid, const char *hash, const void *data, size_t len, mb_err *err)
 {
     backend_ref r;
     int rc = backend_for_store(sid, &r, err);
-    if (rc == 1)
-        return blob_put(hash, data, len, err);
+    if (rc == 1) {
+        rc = blob_put(hash, data, len, err);
+        if (!rc && store_put_hook) /* a chunk on this node's disk: its store's replica gets it now */
+            store_put_hook(sid, hash, data, len);
+        return rc;
+    }
     if (rc)
         return rc;
     /* Acknowledged = durable: the backend's put returns once the bytes are durable there

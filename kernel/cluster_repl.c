@@ -534,6 +534,50 @@ static void *send_main(void *arg)
 
 /* -------------------------------------------------------------- failover --- */
 
+/* ----------------------------------------------------------- chunks early --- */
+/* A chunk an upload just wrote to this node's disk goes to the store's replica at once, on the
+ * upload's store thread, while the client is still sending: at the commit the replica lacks
+ * nothing and the change is confirmed in one round trip. A copy that fails is left to the commit
+ * (the replica names what it lacks). Easy handles are pooled (one per concurrent upload). */
+#define EARLY_POOL 8
+
+static struct {
+    pthread_mutex_t mu;
+    CURL *free[EARLY_POOL];
+    int n;
+} early = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void chunk_early(uint64_t sid, const char *hash, const void *data, size_t len)
+{
+    if (!atomic_load(&rp.on) || len <= blob_inline_max())
+        return;
+    json_t *rec = cluster_store_record(sid);
+    char replica[64];
+    bool mine = rec && !strcmp(jstr(rec, "node"), rp.node) && *jstr(rec, "replica");
+    snprintf(replica, sizeof replica, "%s", mine ? jstr(rec, "replica") : "");
+    json_decref(rec);
+    if (!mine)
+        return;
+    pthread_mutex_lock(&early.mu);
+    CURL *c = early.n ? early.free[--early.n] : NULL;
+    pthread_mutex_unlock(&early.mu);
+    if (!c && !(c = curl_easy_init()))
+        return;
+    char path[128];
+    snprintf(path, sizeof path, CHUNK_PATH "%s", hash);
+    mb_err err;
+    if (ask(c, replica, "PUT", path, data, len, false, NULL, &err))
+        log_debug("cluster: chunk %s did not reach node %s early (%s): the commit sends it", hash, replica, err.msg);
+    pthread_mutex_lock(&early.mu);
+    if (early.n < EARLY_POOL) {
+        early.free[early.n++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&early.mu);
+    if (c)
+        curl_easy_cleanup(c);
+}
+
 /* ---------------------------------------------------------------- filling --- */
 
 struct fill {
@@ -810,6 +854,7 @@ int cluster_repl_start(mb_err *err)
     pthread_create(&rp.place_th, NULL, place_main, NULL);
     atomic_store(&rp.on, true);
     txn_observe(&observer);
+    blob_on_store_put(chunk_early);
     replica_start(rp.node); /* the others may choose this node as a replica from now on */
     return 0;
 }
@@ -839,6 +884,11 @@ void cluster_repl_fini(void)
         json_decref(rp.broken);
         json_decref(rp.fill_failed);
         rp.broken = rp.fill_failed = NULL;
+        blob_on_store_put(NULL); /* (an upload still storing may finish its copy first) */
+        pthread_mutex_lock(&early.mu);
+        while (early.n)
+            curl_easy_cleanup(early.free[--early.n]);
+        pthread_mutex_unlock(&early.mu);
     }
     replica_stop();
 }

@@ -325,6 +325,9 @@ int blob_list_local(int (*fn)(const char *hash, uint64_t size, int64_t mtime, vo
  * it, the missing and bad ones rewritten (backend_set_check): 0, or the first failure. */
 int blob_check_pieces(const char *hash, size_t len, mb_err *err);
 int blob_put_store(uint64_t sid, const char *hash, const void *data, size_t len, mb_err *err);
+/* Called (on the writer's store thread) with every chunk blob_put_store wrote to this node's own
+ * disk: cluster_repl.c copies it to the store's replica while the upload goes on. Set once. */
+void blob_on_store_put(void (*fn)(uint64_t sid, const char *hash, const void *data, size_t len));
 int blob_read_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err);
 /* blob_read_fd for a chunk of store sid: 1 (read it with blob_read_store) when the store is not
  * on the local disk. */

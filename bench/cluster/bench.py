@@ -12,9 +12,10 @@ rotates run by run:
       upload of one BENCH_SIZE_MB file (curl -T, new bytes each run), MiB/s;
       BENCH_SMALL x 4 KiB uploads by one client on one keep-alive connection, files/s;
     ratio forwarded / direct (1.0 = forwarding costs nothing);
-  - synchronous replication ("Replicas and failover"): BENCH_SMALL x 4 KiB uploads by one client to
-    the node keeping the store, on the three-node cluster (each change confirmed by the replica) and on
-    the one-node cluster (no replica); ratio three / one;
+  - synchronous replication ("Replicas and failover"): BENCH_SMALL x 4 KiB uploads by one client, and
+    one upload of BENCH_SIZE_MB, to the node keeping the store, on the three-node cluster (each change
+    confirmed by the replica, the chunks copied to it) and on the one-node cluster (no replica); ratio
+    three / one;
   - recovery: BENCH_KILLS times, the node keeping a store is killed with SIGKILL while a client
     uploads a 4 KiB file every 50 ms through another node; the time from the kill to the first
     acknowledged upload after it (the lease ends, the replica takes over), median and spread; the
@@ -174,6 +175,7 @@ def main():
         src = os.path.join(work, "big.bin")
         rows = {k: {"direct": [], "forwarded": []} for k in ("download", "upload", "small")}
         repl = {"three": [], "one": []}
+        repl_up = {"three": [], "one": []}
         auth = "Authorization: Bearer " + token
         for run in range(RUNS):
             order = ["direct", "forwarded"] if run % 2 == 0 else ["forwarded", "direct"]
@@ -194,6 +196,14 @@ def main():
             for side in (["three", "one"] if run % 2 == 0 else ["one", "three"]):
                 repl[side].append(small_files(ports["n1"], sid, token, "r3-%d" % run) if side == "three"
                                   else small_files(port0, sid0, token0, "r1-%d" % run))
+                with open(src, "wb") as f:
+                    for _ in range(SIZE_MB):
+                        f.write(os.urandom(1 << 20))
+                p, s_, tok = (ports["n1"], sid, token) if side == "three" else (port0, sid0, token0)
+                u = "http://127.0.0.1:%d/api/v1/stores/%d/files/repl-%s-%d.bin" % (p, s_, side, run)
+                t = timed(["curl", "-sf", "-H", "Authorization: Bearer " + tok, "-H",
+                           "Content-Type: application/octet-stream", "-T", src, u])
+                repl_up[side].append(SIZE_MB / t)
         print("\n| test | direct (n1) | forwarded (n2 -> n1) | forwarded / direct | runs (ratio) |")
         print("| --- | --- | --- | --- | --- |")
         for k, unit in (("download", "MiB/s"), ("upload", "MiB/s"), ("small", "files/s")):
@@ -205,6 +215,9 @@ def main():
         print("| --- | --- | --- | --- | --- |")
         print("| 4 KiB uploads, one client | %.0f files/s | %.0f files/s | %.2f | %s |" % (
             one, three, three / one, " ".join("%.2f" % (b / a) for a, b in zip(repl["one"], repl["three"]))))
+        one, three = statistics.median(repl_up["one"]), statistics.median(repl_up["three"])
+        print("| upload of %d MiB | %.0f MiB/s | %.0f MiB/s | %.2f | %s |" % (
+            SIZE_MB, one, three, three / one, " ".join("%.2f" % (b / a) for a, b in zip(repl_up["one"], repl_up["three"]))))
         if KILLS:
             procs_by = dict(nodes)
             times = [recover_once(work, url, procs_by, ports, token, sid, k) for k in range(KILLS)]
