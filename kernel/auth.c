@@ -209,7 +209,8 @@ static int token_revoke(uint64_t uid, const char *tid)
     key_u64(k16, uid);
     snprintf(key, sizeof key, "ut/%s/%s", k16, tid);
     char *h;
-    if (db_get(key, strlen(key), &h, NULL))
+    /* in cluster mode a token made on another node a moment ago may not be here yet: etcd has it */
+    if (db_get(key, strlen(key), &h, NULL) && (!cluster_kv_fetch(key) || db_get(key, strlen(key), &h, NULL)))
         return MB_ENOENT;
     db_batch *b = db_batch_new();
     db_batch_del(b, key, strlen(key));

@@ -679,8 +679,19 @@ int cluster_fwd_begin(mb_req *req, mb_err *err)
     int found;
     for (int look = 0;; look++) {
         found = fwd_target(req, node, sizeof node, &sid);
-        if (found < 0 || (found > 0 && (!from || (!strchr(from, ',') && strcmp(from, node)))))
-            break; /* elsewhere: forwarded (a forwarded request once more at most, never back) */
+        const char *last = from ? strrchr(from, ',') : NULL;
+        last = last ? last + 1 : from;
+        if (found > 0 && sid && last && !strcmp(last, node)) {
+            /* the node this placement names sent it here: one of the two is behind (a store moved a
+             * moment ago); etcd knows which */
+            char key[20], a[17];
+            key_u64(a, sid);
+            snprintf(key, sizeof key, "sp/%s", a);
+            if (cluster_kv_fetch(key))
+                found = fwd_target(req, node, sizeof node, &sid);
+        }
+        if (found < 0 || (found > 0 && (!from || !strchr(from, ','))))
+            break; /* elsewhere: forwarded (a forwarded request once more at most) */
         if (found > 0 || !sid || look == 2 || gate_enter(sid)) {
             if (found == 0 && sid && look < 2)
                 req->gate = sid; /* left when the request ends (http_on_completed) */

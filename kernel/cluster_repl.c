@@ -96,9 +96,12 @@ static bool store_of(const char *k, size_t kl, uint64_t *sid)
     return false;
 }
 
+#define SIDS_MAX 64 /* stores one change may touch (a change touches one today) */
+
 struct sids {
-    uint64_t id[8];
+    uint64_t id[SIDS_MAX];
     int n;
+    bool over;      /* more than SIDS_MAX: refused, never handed on in part */
     json_t *placed; /* "<sid>" -> a placement record the batch itself writes */
 };
 
@@ -107,8 +110,10 @@ static void note_sid(struct sids *s, uint64_t sid)
     for (int i = 0; i < s->n; i++)
         if (s->id[i] == sid)
             return;
-    if (s->n < 8)
+    if (s->n < SIDS_MAX)
         s->id[s->n++] = sid;
+    else
+        s->over = true;
 }
 
 static void scan_put(void *ud, const char *k, size_t kl, const char *v, size_t vl)
@@ -190,8 +195,9 @@ static int hand(const db_batch *b, uint64_t *wait, mb_err *err)
         return 0;
     struct sids s = {.placed = json_object()};
     db_batch_each(b, scan_put, scan_del, &s);
-    json_t *recs[8] = {0};
-    int rc = 0;
+    json_t *recs[SIDS_MAX] = {0};
+    int rc = s.over ? err_set(err, MB_EINVAL, "a change of more than %d stores at once cannot be replicated", SIDS_MAX)
+                    : 0;
     /* Check every store first: a refused change queues nothing. */
     for (int i = 0; i < s.n && !rc; i++) {
         char hex[17];
@@ -293,11 +299,15 @@ static int ask(CURL *c, const char *node, const char *method, const char *path, 
     if (!cluster_node_replication(node, addr, sizeof addr))
         return err_set(err, MB_EBUSY, "node %s is not up", node);
     long long t = (long long)now_wall();
-    if (!cluster_mac(mac, data, sign_body ? len : 0, "%s.%lld.%s %s", rp.node, t, method, path))
+    char head[65];
+    if (!cluster_mac(mac, data, sign_body ? len : 0, "%s.%lld.%s %s", rp.node, t, method, path) ||
+        !cluster_mac(head, NULL, 0, "%s.%lld.%s %s %zu", rp.node, t, method, path, len))
         return err_set(err, MB_EBUSY, "the cluster's key is not here yet");
     snprintf(url, sizeof url, strchr(addr, ':') != strrchr(addr, ':') ? "http://[%s]%s" : "http://%s%s", addr, path);
     struct curl_slist *h = NULL;
     snprintf(line, sizeof line, SIGN_HEADER ": %s.%lld.%s", rp.node, t, mac);
+    h = curl_slist_append(h, line);
+    snprintf(line, sizeof line, HEAD_HEADER ": %s", head);
     h = curl_slist_append(h, line);
     h = curl_slist_append(h, "Content-Type: application/octet-stream");
     h = curl_slist_append(h, "Expect:");
@@ -799,11 +809,45 @@ int cluster_move_submit(uint64_t sid, const char *to, uint64_t uid, uint64_t *ta
     return rc ? rc : task_submit(MOVE_TASK, uid, json_pack("{s:I, s:s}", "store", (json_int_t)sid, "to", to), task, err);
 }
 
-/* One look of the placement thread: the stores to take over (cluster_replica.c), then one store
- * without a replica to give one. */
+/* Stores whose replica missed a change while etcd could not confirm dropping it take no change
+ * until it does: the drop is tried again each look. */
+static void retry_broken(void)
+{
+    pthread_mutex_lock(&rp.mu);
+    json_t *broken = json_deep_copy(rp.broken);
+    pthread_mutex_unlock(&rp.mu);
+    const char *hex;
+    json_t *e;
+    json_object_foreach(broken, hex, e)
+    {
+        uint64_t sid = strtoull(hex, NULL, 16);
+        json_t *rec = cluster_store_record(sid);
+        mb_err err;
+        struct repl_swap d = {.node = rp.node, .replica = jstr(rec, "replica"), .epoch = (uint64_t)json_integer_value(e),
+                              .to_node = rp.node, .to_replica = "", .step = 1};
+        bool gone = !rec || strcmp(jstr(rec, "node"), rp.node) || jint(rec, "epoch") != json_integer_value(e);
+        if (!gone && cluster_store_cas(sid, repl_swap_change, &d, NULL, &err) == 0) {
+            log_warn("cluster: store %llu goes on without its replica on node %s (etcd confirmed it now); epoch %lld",
+                     (unsigned long long)sid, d.replica, (long long)json_integer_value(e) + 1);
+            gone = true;
+        }
+        if (gone) { /* dropped now, or the store is another's or at another epoch: nothing to wait for */
+            pthread_mutex_lock(&rp.mu);
+            if (jint(rp.broken, hex) == json_integer_value(e))
+                json_object_del(rp.broken, hex);
+            pthread_mutex_unlock(&rp.mu);
+        }
+        json_decref(rec);
+    }
+    json_decref(broken);
+}
+
+/* One look of the placement thread: the stores to take over (cluster_replica.c), the stores whose
+ * replica must still be dropped, then one store without a replica to give one. */
 static void look(void)
 {
     replica_takeovers();
+    retry_broken();
     pthread_mutex_lock(&rp.mu);
     bool closing = rp.closing;
     pthread_mutex_unlock(&rp.mu);

@@ -14,6 +14,9 @@
 #define CHUNK_PATH "/api/v1/internal/cluster/chunks/"
 #define FILL_PATH "/api/v1/internal/cluster/fill/" /* + begin, data, end */
 #define SIGN_HEADER "X-MByte-Replication"
+/* The same signature without the body but with its length: checked before a byte of the body is
+ * read, so nobody without the cluster's key makes a node hold a body (SIGN_HEADER covers it after). */
+#define HEAD_HEADER "X-MByte-Replication-Head"
 #define SIGN_SKEW 120         /* seconds a signed request may be old (or ahead) */
 #define BODY_MAX (256u << 20) /* what the replica takes in one request */
 /* A frame: sid, epoch, the owner's id counters "entry" and "trash" (8 bytes each, little endian),

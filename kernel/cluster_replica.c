@@ -151,6 +151,16 @@ static bool in_signed(const inreq *r)
            !sodium_memcmp(want, r->mac, 64);
 }
 
+/* The head's signature (before the body: who, when, what, how long), in constant time. */
+static bool head_signed(const inreq *r, const char *method, uint64_t len, const char *got)
+{
+    char want[65];
+    long long now = (long long)now_wall();
+    return got && strlen(got) == 64 && r->t >= now - SIGN_SKEW && r->t <= now + SIGN_SKEW &&
+           cluster_mac(want, NULL, 0, "%s.%lld.%s %s %llu", r->node, r->t, method, r->path, (unsigned long long)len) &&
+           !sodium_memcmp(want, got, 64);
+}
+
 /* A problem+json answer (status, detail, extra members) as text. */
 static char *problem(int status, const char *detail, json_t *extra)
 {
@@ -505,10 +515,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         snprintf(r->path, sizeof r->path, "%s", url);
         if (r->kind == K_NONE)
             r->status = 404, r->detail = problem(404, "no such call between the cluster's nodes", NULL);
-        else if (!sig || sscanf(sig, "%63[^.].%lld.%64s", r->node, &r->t, r->mac) != 3 || strlen(r->mac) != 64)
-            r->status = 401,
-            r->detail = problem(401, "this call is for the cluster's nodes: it needs a valid " SIGN_HEADER " header", NULL);
-        else if (len && parse_u64(len, &n) && n > (r->kind != K_CHUNK ? BODY_MAX : CHUNK_MAX))
+        else if (!sig || sscanf(sig, "%63[^.].%lld.%64s", r->node, &r->t, r->mac) != 3 || strlen(r->mac) != 64 ||
+                 !len || !parse_u64(len, &n) || !head_signed(r, method, n, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, HEAD_HEADER)))
+            r->status = 401, r->detail = problem(401, "this call is for the cluster's nodes: it needs valid " SIGN_HEADER
+                                                      " and " HEAD_HEADER " headers", NULL);
+        else if (n > (r->kind != K_CHUNK ? BODY_MAX : CHUNK_MAX))
             r->status = 413, r->detail = problem(413, "the body is too large", NULL);
         return MHD_YES;
     }
