@@ -257,6 +257,8 @@ static void lacking(uint64_t sid, const char *ops, size_t len, json_t *inl, json
         json_array_foreach(json_object_get(rec, "chunks"), i, c)
         {
             const char *h = jstr(c, "h");
+            if (strlen(h) != 64 || strspn(h, "0123456789abcdef") != 64)
+                continue; /* not a chunk name: nothing to look for (and no path to build from it) */
             if (json_object_get(inl, h) || blob_has(h) || json_array_size(missing) >= 1000)
                 continue; /* (at most 1,000 named at a time: the owner puts them and asks again) */
             json_object_set_new(inl, h, json_true()); /* asked once */
@@ -521,6 +523,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                                       " and " HEAD_HEADER " headers", NULL);
         else if (n > (r->kind != K_CHUNK ? BODY_MAX : CHUNK_MAX))
             r->status = 413, r->detail = problem(413, "the body is too large", NULL);
+        else if (n) { /* signed with its length: room for the whole body at once, no copying as it grows */
+            r->b.p = xmalloc(n);
+            r->b.cap = n;
+        }
         return MHD_YES;
     }
     if (*size) { /* the body */
