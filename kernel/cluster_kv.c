@@ -276,6 +276,19 @@ static void (*listener(const char *k, const char **rest))(const char *)
     return NULL;
 }
 
+/* A placement record (sp/) with a lower epoch than the one here: this node's own compare-and-swap
+ * (cluster_store_cas) wrote the newer one before the watch brought the older change. */
+static bool placement_older(const char *k, const char *v, size_t vl)
+{
+    if (strncmp(k, "sp/", 3))
+        return false;
+    json_t *now = NULL, *in = json_loadb(v, vl, 0, NULL);
+    bool older = db_get_json(k, &now) == 0 && jint(in, "epoch") < jint(now, "epoch");
+    json_decref(now);
+    json_decref(in);
+    return older;
+}
+
 /* Write what etcd reported (kvs under KV_PREFIX) and the revision, skipping queued keys.
  * all: the kvs are the whole prefix, and wide keys missing from it are deleted. Then tell the
  * listeners (cluster_kv_on) of every record put, no lock held. */
@@ -299,6 +312,8 @@ static int apply(const etcd_kv *kvs, size_t n, int64_t rev, bool all)
             continue;
         if (kvs[i].deleted)
             db_batch_del(b, k, strlen(k));
+        else if (placement_older(k, kvs[i].value, kvs[i].value_len))
+            continue; /* this node swapped it in etcd a moment ago: that change's event follows */
         else {
             db_batch_put(b, k, strlen(k), kvs[i].value, kvs[i].value_len);
             const char *rest = NULL;
@@ -735,12 +750,15 @@ int cluster_store_cas(uint64_t sid, json_t *(*change)(const json_t *cur, void *u
         if (!won)
             rc = err_set(err, MB_ECONFLICT, "store %llu's placement changed meanwhile", (unsigned long long)sid);
     }
-    if (!rc) { /* etcd's value now: written here at once, as the watch would (not queued again) */
+    if (!rc) { /* etcd's value now: written here at once, as the watch would (not queued again); under
+                * the watcher's lock, so its check of the epoch here and its write are one step */
         db_batch *b = db_batch_new();
         db_batch_from_cluster(b);
         db_batch_put(b, key, strlen(key), text, strlen(text));
+        db_repl_lock();
         if ((rc = db_batch_commit(b, true)))
             err_set(err, rc, "store %llu's new placement could not be written here", (unsigned long long)sid);
+        db_repl_unlock();
     }
     free(text);
     if (!rc && out)
