@@ -334,8 +334,12 @@ int txn_end(txn *t, int rc, mb_err *err, const char *what)
     txn_unlock();
     if (ticket)
         db_sync_ack(ticket); /* visible to the next lock holder already; durable now (strict) or soon */
-    if (!rc && handed && o)
-        rc = o->wait(handed, err); /* and safe on the replica: only then is it acknowledged */
+    if (handed && o) { /* and safe on the replica: only then is it acknowledged (always waited: it frees) */
+        mb_err ignored;
+        int w = o->wait(handed, rc ? &ignored : err);
+        if (!rc)
+            rc = w;
+    }
     db_batch_free(t->b);
     json_decref(t->refs);
     t->b = NULL;
