@@ -8,6 +8,7 @@ see: status codes, the bytes read back, and fsck on every node."""
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -23,6 +24,14 @@ from test_cluster import TTL, EtcdAndNodes, HAProxy, wait_for  # noqa: E402
 OCTET = {"Content-Type": "application/octet-stream"}
 
 
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
 class Failover(EtcdAndNodes):
     """Three nodes joined in one cluster for the class; each test starts with all three up."""
 
@@ -32,9 +41,10 @@ class Failover(EtcdAndNodes):
 
     def setUp(self):
         super().setUp()
-        for n in self.NAMES:  # each taking replicas (it publishes its replication port once started)
-            wait_for("three nodes up in %s's view" % n, lambda: len(
-                [x for x in self.view(n)["nodes"] if x.get("replication")]) == 3, 20)
+        for n in self.NAMES:  # each taking replicas (it publishes its replication port once started), and
+            # no record of a process an earlier test killed left in any view (etcd restarted keeps leases)
+            wait_for("three live nodes in %s's view" % n, lambda: len(
+                [x for x in self.view(n)["nodes"] if x.get("replication") and listening(x["replication"])]) == 3, 30)
 
     def admin(self, n):
         r = self.nodes[n].request("POST", "/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
