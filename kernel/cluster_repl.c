@@ -682,39 +682,6 @@ static int fill(CURL *c, uint64_t sid, const json_t *rec, const char *to, mb_err
     return f.rc;
 }
 
-/* The stores this node keeps without a replica: one gets one per look, when another node takes
- * replicas (and its last try is FILL_RETRY_S old). */
-static void fills(void)
-{
-    char to[64];
-    if (!cluster_pick_node(NULL, to, sizeof to) || pthread_mutex_trylock(&rp.fill_mu)) /* (a move fills) */
-        return;
-    db_iter *it = db_iter_prefix("sp/", 3);
-    uint64_t sid = 0;
-    json_t *pick = NULL;
-    while (!pick && db_iter_next(it)) {
-        size_t kl, vl;
-        const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
-        json_t *r = kl == 19 ? json_loadb(v, vl, 0, NULL) : NULL;
-        if (r && !strcmp(jstr(r, "node"), rp.node) && !*jstr(r, "replica")) {
-            char hex[17];
-            memcpy(hex, k + 3, 16);
-            hex[16] = 0;
-            json_int_t when = jint(rp.fill_failed, hex);
-            if (!when || now_mono_ms() - when > FILL_RETRY_S * 1000) {
-                sid = strtoull(hex, NULL, 16);
-                pick = json_incref(r);
-            }
-        }
-        json_decref(r);
-    }
-    db_iter_free(it);
-    mb_err err;
-    if (pick)
-        fill(rp.fill_curl, sid, pick, to, &err);
-    json_decref(pick);
-    pthread_mutex_unlock(&rp.fill_mu);
-}
 
 /* ------------------------------------------------------------------ moves --- */
 
@@ -842,17 +809,48 @@ static void retry_broken(void)
     json_decref(broken);
 }
 
-/* One look of the placement thread: the stores to take over (cluster_replica.c), the stores whose
- * replica must still be dropped, then one store without a replica to give one. */
+/* One look of the placement thread, one pass over the placements: the stores to take over
+ * (cluster_replica.c), then the stores whose replica must still be dropped, then one store this node
+ * keeps without a replica gets one, when another node takes replicas (and its last try is
+ * FILL_RETRY_S old; a move's fill holds fill_mu meanwhile). */
 static void look(void)
 {
-    replica_takeovers();
-    retry_broken();
     pthread_mutex_lock(&rp.mu);
     bool closing = rp.closing;
     pthread_mutex_unlock(&rp.mu);
-    if (!closing)
-        fills();
+    char to[64];
+    bool can_fill = !closing && cluster_pick_node(NULL, to, sizeof to) && !pthread_mutex_trylock(&rp.fill_mu);
+    uint64_t sid = 0;
+    json_t *pick = NULL;
+    db_iter *it = db_iter_prefix("sp/", 3);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
+        char hex[17];
+        if (kl != 19)
+            continue;
+        memcpy(hex, k + 3, 16);
+        hex[16] = 0;
+        json_t *r = json_loadb(v, vl, 0, NULL);
+        uint64_t id = strtoull(hex, NULL, 16);
+        if (!strcmp(jstr(r, "node"), rp.node)) {
+            json_int_t failed = jint(rp.fill_failed, hex);
+            if (can_fill && !pick && !*jstr(r, "replica") && (!failed || now_mono_ms() - failed > FILL_RETRY_S * 1000)) {
+                sid = id;
+                pick = json_incref(r);
+            }
+        } else if (r)
+            replica_consider(id, r);
+        json_decref(r);
+    }
+    db_iter_free(it);
+    retry_broken();
+    mb_err err;
+    if (pick)
+        fill(rp.fill_curl, sid, pick, to, &err);
+    json_decref(pick);
+    if (can_fill)
+        pthread_mutex_unlock(&rp.fill_mu);
 }
 
 static void *place_main(void *arg)

@@ -73,6 +73,6 @@ extern _Thread_local bool repl_applying; /* this thread writes a replicated chan
 /* cluster_replica.c */
 void replica_start(const char *node); /* takes replicas from now on */
 void replica_stop(void);
-void replica_takeovers(void);         /* the placement thread's look at the stores to take over */
+void replica_consider(uint64_t sid, const json_t *rec); /* the placement thread: take it over? */
 
 #endif

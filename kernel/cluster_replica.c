@@ -94,28 +94,14 @@ static void take_over(uint64_t sid, const json_t *rec)
     json_decref(now);
 }
 
-/* The placement thread's look: each store this node is the replica of whose owner is gone. */
-void replica_takeovers(void)
+/* The placement thread's look at one placement: a store this node is the replica of whose owner is
+ * gone is taken over. */
+void replica_consider(uint64_t sid, const json_t *r)
 {
     char addr[300];
-    db_iter *it = db_iter_prefix("sp/", 3);
-    while (db_iter_next(it)) {
-        size_t kl, vl;
-        const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
-        uint64_t sid = 0;
-        if (kl != 19)
-            continue;
-        char hex[17];
-        memcpy(hex, k + 3, 16);
-        hex[16] = 0;
-        sid = strtoull(hex, NULL, 16);
-        json_t *r = json_loadb(v, vl, 0, NULL);
-        if (!strcmp(jstr(r, "replica"), rs.node) && strcmp(jstr(r, "node"), rs.node) &&
-            !json_is_true(json_object_get(r, "filling")) && !cluster_node_address(jstr(r, "node"), addr, sizeof addr))
-            take_over(sid, r);
-        json_decref(r);
-    }
-    db_iter_free(it);
+    if (!strcmp(jstr(r, "replica"), rs.node) && strcmp(jstr(r, "node"), rs.node) &&
+        !json_is_true(json_object_get(r, "filling")) && !cluster_node_address(jstr(r, "node"), addr, sizeof addr))
+        take_over(sid, r);
 }
 
 /* ------------------------------------------------------------ the replica --- */
