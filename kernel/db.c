@@ -911,6 +911,26 @@ void db_snap_release(db_snap *s)
 
 db_iter *db_iter_prefix(const char *prefix, size_t plen) { return db_snap_iter_prefix(NULL, prefix, plen); }
 
+uint64_t db_last_seq(const char *prefix)
+{
+    size_t plen = strlen(prefix);
+    uint64_t last = 0;
+    db_iter *it = db_iter_prefix(prefix, plen);
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        char hex[17] = {0};
+        if (kl != plen + 16)
+            continue;
+        memcpy(hex, k + plen, 16);
+        uint64_t v = strtoull(hex, NULL, 16);
+        if (v > last)
+            last = v;
+    }
+    db_iter_free(it);
+    return last;
+}
+
 db_iter *db_snap_iter_prefix(db_snap *s, const char *prefix, size_t plen)
 {
     db_iter *it = xcalloc(1, sizeof *it);

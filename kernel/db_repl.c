@@ -135,18 +135,7 @@ void db_replicate(bool (*wide)(const char *key, size_t klen), void (*kick)(void)
     pthread_mutex_lock(&repl.mu);
     repl.wide = wide;
     repl.kick = kick;
-    repl.seq = 0;
-    db_iter *it = db_iter_prefix("cq/", 3); /* entries not yet handed on: number after them */
-    while (db_iter_next(it)) {
-        size_t kl;
-        const char *k = db_iter_key(it, &kl);
-        char hex[17] = {0};
-        if (kl == 19) {
-            memcpy(hex, k + 3, 16);
-            repl.seq = strtoull(hex, NULL, 16);
-        }
-    }
-    db_iter_free(it);
+    repl.seq = db_last_seq("cq/"); /* entries not yet handed on: number after them */
     atomic_store(&repl.on, true);
     pthread_mutex_unlock(&repl.mu);
 }

@@ -533,20 +533,7 @@ int hook_init(struct event_base *base, mb_err *err)
 {
     (void)err;
     /* Continue numbering after whatever is still pending from before a crash. */
-    uint64_t last = 0;
-    db_iter *it = db_iter_prefix("o/", 2);
-    while (db_iter_next(it)) {
-        size_t kl;
-        const char *k = db_iter_key(it, &kl);
-        char hex[17] = {0};
-        if (kl == 18) {
-            memcpy(hex, k + 2, 16);
-            uint64_t v = strtoull(hex, NULL, 16);
-            if (v > last)
-                last = v;
-        }
-    }
-    db_iter_free(it);
+    uint64_t last = db_last_seq("o/");
     atomic_store(&outbox_seq, last + 1);
     rd.next = last + 1;
     rd.full_owed = true; /* deliver what a crash left pending */

@@ -335,6 +335,9 @@ char *db_batch_encode(const db_batch *b, bool (*keep)(const char *k, size_t kl, 
 int db_repl_next(const char *v, size_t n, size_t *off, const char **key, size_t *klen, const char **val,
                  size_t *vlen);
 db_iter *db_iter_prefix(const char *prefix, size_t plen);
+/* The highest n among the keys "<prefix><n as 16 hex digits>" (a queue's last entry), 0 when
+ * there is none; keys of another length under the prefix are skipped. */
+uint64_t db_last_seq(const char *prefix);
 /* A point-in-time view of the whole database: iterators over it see no later write. Release it
  * after its iterators are freed. */
 typedef struct db_snap db_snap;
