@@ -129,7 +129,8 @@ static int kv_scan_json(mb_module *self, const char *prefix, int (*fn)(const cha
 
 static int reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err)
 {
-    return files_reply_get(req, u, sid, path ? path : "", err);
+    return cluster_store_elsewhere(sid) ? cops_reply_file(req, u, sid, path ? path : "", err)
+                                        : files_reply_get(req, u, sid, path ? path : "", err);
 }
 static int req_body(mb_req *req, const void **data, size_t *len)
 {
@@ -160,35 +161,137 @@ static int user_lookup(uint64_t id, const char *name, mb_user *out, char *namebu
     return 0;
 }
 
-/* Files: the ABI's opaque reader/writer are fs.c's own. */
+/* Files. In cluster mode a call for a store another node keeps is carried out there
+ * (cluster_ops.c); the ABI's opaque reader/writer say which of the two holds the file. */
+#define FAR(sid) cluster_store_elsewhere(sid)
+
+typedef struct api_reader {
+    fs_reader *near;
+    cops_reader *far;
+} api_reader;
+
+typedef struct api_writer {
+    fs_writer *near;
+    cops_writer *far;
+} api_writer;
+
+static int stores_list(const mb_user *u, json_t **out, mb_err *err)
+{
+    int rc = fs_stores_list(u, out, err);
+    if (!rc && u && cluster_enabled())
+        cluster_stores_far(u->id, *out);
+    return rc;
+}
+static int store_get(const mb_user *u, uint64_t sid, json_t **out, mb_err *err)
+{
+    return FAR(sid) ? cops_store_get(u, sid, out, err) : fs_store_get(u, sid, out, err);
+}
+static int file_stat(const mb_user *u, uint64_t sid, const char *path, json_t **info, mb_err *err)
+{
+    return FAR(sid) ? cops_stat(u, sid, path, info, err) : fs_stat(u, sid, path, info, err);
+}
+static int folder_list(const mb_user *u, uint64_t sid, const char *path, bool recursive, json_t **out, mb_err *err)
+{
+    return FAR(sid) ? cops_list(u, sid, path, recursive, out, err) : fs_list(u, sid, path, recursive, out, err);
+}
+static int folder_page(const mb_user *u, uint64_t sid, const char *path, const char *cursor, size_t limit,
+                       json_t **out, mb_err *err)
+{
+    return FAR(sid) ? cops_page(u, sid, path, cursor, limit, out, err)
+                    : fs_list_page(u, sid, path, cursor, limit, out, err);
+}
+static int folder_create(const mb_user *u, uint64_t sid, const char *path, int flags, json_t **info, mb_err *err)
+{
+    return FAR(sid) ? cops_mkdir(u, sid, path, flags, info, err) : fs_mkdir(u, sid, path, flags, info, err);
+}
+static int file_move(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, json_t **info,
+                     mb_err *err)
+{
+    return FAR(sid) ? cops_xfer(u, sid, from, to, flags, false, info, err)
+                    : fs_move(u, sid, from, to, flags, info, err);
+}
+static int file_copy(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, json_t **info,
+                     mb_err *err)
+{
+    return FAR(sid) ? cops_xfer(u, sid, from, to, flags, true, info, err)
+                    : fs_copy(u, sid, from, to, flags, info, err);
+}
+static int file_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_err *err)
+{
+    return FAR(sid) ? cops_delete(u, sid, path, flags, err) : fs_delete(u, sid, path, flags, err);
+}
+
 static int file_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, mb_file_reader **r,
                      json_t **info, mb_err *err)
 {
-    return fs_open(u, sid, path, version, (fs_reader **)r, info, err);
+    api_reader x = {0};
+    int rc = FAR(sid) ? cops_open(u, sid, path, version, &x.far, info, err)
+                      : fs_open(u, sid, path, version, &x.near, info, err);
+    if (!rc) {
+        api_reader *p = xmalloc(sizeof *p);
+        *p = x;
+        *r = (mb_file_reader *)p;
+    }
+    return rc;
 }
 static int64_t file_read(mb_file_reader *r, uint64_t off, void *buf, size_t n, mb_err *err)
 {
-    return fs_read((fs_reader *)r, off, buf, n, err);
+    api_reader *x = (api_reader *)r;
+    return x->far ? cops_read(x->far, off, buf, n, err) : fs_read(x->near, off, buf, n, err);
 }
-static void file_close(mb_file_reader *r) { fs_close((fs_reader *)r); }
+static void file_close(mb_file_reader *r)
+{
+    api_reader *x = (api_reader *)r;
+    if (!x)
+        return;
+    if (x->far)
+        cops_close(x->far);
+    else
+        fs_close(x->near);
+    free(x);
+}
 static int file_read_fd(mb_file_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *len, mb_err *err)
 {
-    return fs_read_fd((fs_reader *)r, off, fd, fd_off, len, err);
+    api_reader *x = (api_reader *)r;
+    return x->far ? err_set(err, MB_EUNSUPP, "the file is kept by another node")
+                  : fs_read_fd(x->near, off, fd, fd_off, len, err);
 }
 static int file_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t expected_size,
                             const char *expect_sha256, int flags, mb_file_writer **w, mb_err *err)
 {
-    return fs_write_begin(u, sid, path, expected_size, expect_sha256, flags, (fs_writer **)w, err);
+    api_writer x = {0};
+    int rc = FAR(sid) ? cops_write_begin(u, sid, path, expect_sha256, flags, &x.far, err)
+                      : fs_write_begin(u, sid, path, expected_size, expect_sha256, flags, &x.near, err);
+    if (!rc) {
+        api_writer *p = xmalloc(sizeof *p);
+        *p = x;
+        *w = (mb_file_writer *)p;
+    }
+    return rc;
 }
 static int file_write_data(mb_file_writer *w, const void *buf, size_t n, mb_err *err)
 {
-    return fs_write_data((fs_writer *)w, buf, n, err);
+    api_writer *x = (api_writer *)w;
+    return x->far ? cops_write_data(x->far, buf, n, err) : fs_write_data(x->near, buf, n, err);
 }
 static int file_write_commit(mb_file_writer *w, json_t **info, bool *created, mb_err *err)
 {
-    return fs_write_commit((fs_writer *)w, info, created, err);
+    api_writer *x = (api_writer *)w;
+    int rc = x->far ? cops_write_commit(x->far, info, created, err) : fs_write_commit(x->near, info, created, err);
+    free(x);
+    return rc;
 }
-static void file_write_abort(mb_file_writer *w) { fs_write_abort((fs_writer *)w); }
+static void file_write_abort(mb_file_writer *w)
+{
+    api_writer *x = (api_writer *)w;
+    if (!x)
+        return;
+    if (x->far)
+        cops_write_abort(x->far);
+    else
+        fs_write_abort(x->near);
+    free(x);
+}
 
 /* Where the kernel's own constants stand for the ABI's they must be the same numbers: the
  * adapters pass them through unchanged. */
@@ -255,10 +358,10 @@ static const mb_api table = {
     .kv_scan_json = kv_scan_json,
     /* files (kernel/fs.c; reply_file through files_http.c) */
     .blob_backend_register = blob_backend_register,
-    .store_list = fs_stores_list,
-    .store_get = fs_store_get,
-    .file_stat = fs_stat,
-    .folder_list = fs_list,
+    .store_list = stores_list,
+    .store_get = store_get,
+    .file_stat = file_stat,
+    .folder_list = folder_list,
     .file_open = file_open,
     .file_read = file_read,
     .file_read_fd = file_read_fd,
@@ -267,10 +370,10 @@ static const mb_api table = {
     .file_write_data = file_write_data,
     .file_write_commit = file_write_commit,
     .file_write_abort = file_write_abort,
-    .folder_create = fs_mkdir,
-    .file_move = fs_move,
-    .file_copy = fs_copy,
-    .file_delete = fs_delete,
+    .folder_create = folder_create,
+    .file_move = file_move,
+    .file_copy = file_copy,
+    .file_delete = file_delete,
     .reply_file = reply_file,
     /* history (kernel/history.c) */
     .trash_detach = history_detach,
@@ -372,7 +475,7 @@ static const mb_api table = {
     /* dav (2.1): streamed answers (kernel/http_reply.c) */
     .reply_stream = api_reply_stream,
     /* --- scale (2.1) --- */
-    .folder_page = fs_list_page,
+    .folder_page = folder_page,
     /* --- migrate (2.1): live migration of a store (kernel/migrate.c) --- */
     .store_migrate = migrate_submit,
 };

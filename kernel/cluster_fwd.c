@@ -133,8 +133,7 @@ static void fwd_unref(fwd *f)
     pthread_mutex_unlock(&f->mu);
     if (!last)
         return;
-    curl_easy_cleanup(f->c);
-    atomic_fetch_sub(&live, 1);
+    cluster_fwd_handle_free(f->c);
     curl_slist_free_all(f->out_hdrs);
     json_decref(f->headers);
     free(f->in.p);
@@ -422,11 +421,24 @@ static bool vouch_mac(uint64_t uid, int64_t t, const char *method, const char *t
     return cluster_mac(out, NULL, 0, "%llu.%lld.%s %s", (unsigned long long)uid, (long long)t, method, target);
 }
 
+/* The signed user: `uid` for `method target` on the other node, which then authorizes the
+ * request as that user without a token of its own. */
+static struct curl_slist *vouch(struct curl_slist *h, uint64_t uid, const char *method, const char *target)
+{
+    char line[300], mac[65];
+    int64_t now = now_wall();
+    if (vouch_mac(uid, now, method, target, mac)) {
+        snprintf(line, sizeof line, USER_HEADER ": %llu.%lld.%s", (unsigned long long)uid, (long long)now, mac);
+        h = curl_slist_append(h, line);
+    }
+    return h;
+}
+
 /* Add the forwarding headers to h: this node's name, the client's address and, when this node
  * can authenticate the request, the signed user for `method target` on the other node. */
 static struct curl_slist *signed_user(mb_req *req, const char *method, const char *target, struct curl_slist *h)
 {
-    char line[300], mac[65];
+    char line[300];
     const char *from = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER);
     if (from) /* forwarded once more (the store moved): the list says so, and it goes no further */
         snprintf(line, sizeof line, FWD_HEADER ": %.100s,%s", from, cluster_node_name());
@@ -437,12 +449,46 @@ static struct curl_slist *signed_user(mb_req *req, const char *method, const cha
     h = curl_slist_append(h, line);
     mb_user who;
     mb_err ignored;
-    int64_t now = now_wall();
-    if (auth_request(req, &who, &ignored) == 0 && vouch_mac(who.id, now, method, target, mac)) {
-        snprintf(line, sizeof line, USER_HEADER ": %llu.%lld.%s", (unsigned long long)who.id, (long long)now, mac);
-        h = curl_slist_append(h, line);
+    return auth_request(req, &who, &ignored) == 0 ? vouch(h, who.id, method, target) : h;
+}
+
+struct curl_slist *cluster_fwd_as(struct curl_slist *h, uint64_t uid, const char *method, const char *target)
+{
+    char line[200];
+    snprintf(line, sizeof line, FWD_HEADER ": %s", cluster_node_name());
+    return vouch(curl_slist_append(h, line), uid, method, target);
+}
+
+bool cluster_fwd_url(const char *node, const char *target, char *url, size_t n)
+{
+    char addr[300];
+    if (!cluster_node_address(node, addr, sizeof addr))
+        return false;
+    int k = snprintf(url, n, strchr(addr, ':') != strrchr(addr, ':') ? "http://[%s]%s" : "http://%s%s", addr, target);
+    return k > 0 && (size_t)k < n;
+}
+
+void *cluster_fwd_handle(void)
+{
+    pthread_once(&share_once, share_init);
+    CURL *c = curl_easy_init();
+    if (!c)
+        return NULL;
+    atomic_fetch_add(&live, 1);
+    curl_easy_setopt(c, CURLOPT_SHARE, share);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+    curl_easy_setopt(c, CURLOPT_HTTP_CONTENT_DECODING, 0L); /* bytes as they are */
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+    return c;
+}
+
+void cluster_fwd_handle_free(void *c)
+{
+    if (c) {
+        curl_easy_cleanup(c);
+        atomic_fetch_sub(&live, 1);
     }
-    return h;
 }
 
 bool cluster_fwd_vouched(mb_req *req, uint64_t *uid)
@@ -671,6 +717,60 @@ void cluster_gate_open(uint64_t sid)
     pthread_mutex_unlock(&gates.mu);
 }
 
+/* Forward req (its method, headers and body) to `target` on `node` (at addr), as the user req
+ * authenticated or, with uid, as that user: the fwd with its transfer running (two references:
+ * the thread's and the answer's), or NULL with err. */
+static fwd *fwd_start(mb_req *req, const char *node, const char *addr, const char *target, uint64_t uid, mb_err *err)
+{
+    fwd *f = xcalloc(1, sizeof *f);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    f->refs = 2;
+    f->conn = req->conn;
+    f->headers = json_array();
+    f->length = MHD_SIZE_UNKNOWN;
+    snprintf(f->node, sizeof f->node, "%s", node);
+    snprintf(f->url, sizeof f->url, strchr(addr, ':') != strrchr(addr, ':') ? "http://[%s]%s" : "http://%s%s", addr,
+             target);
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, add_header, f);
+    f->out_hdrs = uid ? cluster_fwd_as(f->out_hdrs, uid, req->method, target)
+                      : signed_user(req, req->method, target, f->out_hdrs);
+    const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    uint64_t len = 0;
+    f->upload = (cl && parse_u64(cl, &len) && len > 0) || te;
+    CURL *c = f->c = cluster_fwd_handle();
+    curl_easy_setopt(c, CURLOPT_URL, f->url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
+    if (!strcmp(req->method, "HEAD"))
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    if (f->upload) {
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, f);
+        if (cl)
+            curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+        f->out_hdrs = curl_slist_append(f->out_hdrs, "Expect:"); /* no 100-continue round trip */
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->out_hdrs);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, f);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, f);
+    pthread_t th;
+    if (pthread_create(&th, NULL, run, f)) {
+        f->refs = 1;
+        fwd_unref(f);
+        err_set(err, MB_EBUSY, "cannot forward the request to node %s now", node);
+        return NULL;
+    }
+    pthread_detach(th);
+    return f;
+}
+
 int cluster_fwd_begin(mb_req *req, mb_err *err)
 {
     const char *from = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER);
@@ -705,61 +805,25 @@ int cluster_fwd_begin(mb_req *req, mb_err *err)
                              (unsigned long long)sid, node)
                    : err_set(err, MB_EBUSY, "this upload is kept by node %s, which is not up now; try again later",
                              node);
-    fwd *f = xcalloc(1, sizeof *f);
-    atomic_fetch_add(&live, 1);
-    pthread_mutex_init(&f->mu, NULL);
-    pthread_cond_init(&f->cv, NULL);
-    f->refs = 2;
-    f->conn = req->conn;
-    f->headers = json_array();
-    f->length = MHD_SIZE_UNKNOWN;
-    snprintf(f->node, sizeof f->node, "%s", node);
-    snprintf(f->url, sizeof f->url, strchr(addr, ':') != strrchr(addr, ':') ? "http://[%s]%s" : "http://%s%s", addr,
-             req->raw_uri);
-    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, add_header, f);
-    f->out_hdrs = signed_user(req, req->method, req->raw_uri, f->out_hdrs);
-    const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-    uint64_t len = 0;
-    f->upload = (cl && parse_u64(cl, &len) && len > 0) || te;
-    pthread_once(&share_once, share_init);
-    CURL *c = f->c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_SHARE, share);
-    curl_easy_setopt(c, CURLOPT_URL, f->url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
-    if (!strcmp(req->method, "HEAD"))
-        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    if (f->upload) {
-        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-        curl_easy_setopt(c, CURLOPT_READDATA, f);
-        if (cl)
-            curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
-        f->out_hdrs = curl_slist_append(f->out_hdrs, "Expect:"); /* no 100-continue round trip */
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->out_hdrs);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, f);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
-    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, f);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
-    curl_easy_setopt(c, CURLOPT_HTTP_CONTENT_DECODING, 0L); /* bytes as they are */
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
-    pthread_t th;
-    if (pthread_create(&th, NULL, run, f)) {
-        f->refs = 1;
-        fwd_unref(f);
-        return err_set(err, MB_EBUSY, "cannot forward the request to node %s now", node);
-    }
-    pthread_detach(th);
+    fwd *f = fwd_start(req, node, addr, req->raw_uri, 0, err);
+    if (!f)
+        return err->code;
     req->stream = &fwd_ops;
     req->sctx = f;
     log_debug("forwarding %s %s to node %s", req->method, req->path, node);
     return 1;
+}
+
+int cluster_fwd_file(mb_req *req, uint64_t uid, uint64_t sid, const char *target, mb_err *err)
+{
+    char node[64], addr[300];
+    if (!cluster_store_node(sid, node, sizeof node))
+        return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
+    if (!cluster_node_address(node, addr, sizeof addr))
+        return err_set(err, MB_EBUSY, "store %llu is kept by node %s, which is not up now; try again later",
+                       (unsigned long long)sid, node);
+    fwd *f = fwd_start(req, node, addr, target, uid, err);
+    return f ? fwd_end(req, f, err) : err->code;
 }
 
 /* ------------------------------------------------- the list of stores --- */
@@ -770,40 +834,27 @@ static size_t to_mem(char *buf, size_t sz, size_t nm, void *p)
     return ftell(f) + sz * nm > BUF_MAX ? 0 : fwrite(buf, 1, sz * nm, f);
 }
 
-/* GET path on `node` with the request's own credentials (Authorization, Cookie), marked as
- * forwarded so that node answers from its own data only: the parsed JSON answer, or NULL. */
-static json_t *ask(mb_req *req, const char *node, const char *path)
+/* GET path on `node` as user uid, marked as forwarded so that node answers from its own data
+ * only: the parsed JSON answer, or NULL. */
+static json_t *ask(uint64_t uid, const char *node, const char *path)
 {
-    char addr[300], url[600], line[9000];
-    if (!cluster_node_address(node, addr, sizeof addr))
+    char url[600];
+    if (!cluster_fwd_url(node, path, url, sizeof url))
         return NULL;
-    snprintf(url, sizeof url, strchr(addr, ':') != strrchr(addr, ':') ? "http://[%s]%s" : "http://%s%s", addr, path);
-    struct curl_slist *h = NULL;
-    static const char *const pass[] = {"Authorization", "Cookie", NULL};
-    for (const char *const *n = pass; *n; n++) {
-        const char *v = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, *n);
-        if (v && (size_t)snprintf(line, sizeof line, "%s: %s", *n, v) < sizeof line)
-            h = curl_slist_append(h, line);
-    }
-    h = signed_user(req, "GET", path, h);
+    struct curl_slist *h = cluster_fwd_as(NULL, uid, "GET", path);
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
-    pthread_once(&share_once, share_init);
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_SHARE, share);
+    CURL *c = cluster_fwd_handle();
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, to_mem);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
     CURLcode cc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
+    cluster_fwd_handle_free(c);
     curl_slist_free_all(h);
     fclose(f);
     json_t *j = cc == CURLE_OK && status == 200 ? json_loadb(buf, len, 0, NULL) : NULL;
@@ -816,7 +867,13 @@ static json_t *ask(mb_req *req, const char *node, const char *path)
 
 void cluster_fwd_stores(mb_req *req, uint64_t uid, json_t *list)
 {
-    if (!cluster_enabled() || MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
+    if (cluster_enabled() && !MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
+        cluster_stores_far(uid, list);
+}
+
+void cluster_stores_far(uint64_t uid, json_t *list)
+{
+    if (!cluster_enabled())
         return;
     if (!json_array_size(list)) /* an account made on another node a moment ago: its Home's placement */
         cluster_kv_catch_up(1000);
@@ -824,7 +881,7 @@ void cluster_fwd_stores(mb_req *req, uint64_t uid, json_t *list)
     size_t i, k;
     json_array_foreach(nodes, i, n)
     {
-        json_t *theirs = ask(req, json_string_value(n), "/api/v1/stores"), *st;
+        json_t *theirs = ask(uid, json_string_value(n), "/api/v1/stores"), *st;
         json_array_foreach(theirs, k, st)
         {
             char where[64];

@@ -4,6 +4,7 @@
  */
 #include "kernel.h"
 #include <stdio.h>
+#include <string.h>
 
 static const struct {
     int code, http, ftp;
@@ -45,6 +46,14 @@ int err_http_status(int code) { return table[find(code)].http; }
 int err_ftp_reply(int code) { return table[find(code)].ftp; }
 const char *err_title(int code) { return table[find(code)].title; }
 const char *err_name(int code) { return table[find(code)].name; }
+
+int err_code(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof table / sizeof table[0]; i++)
+        if (!strcmp(table[i].name, name))
+            return table[i].code;
+    return MB_EINTERNAL;
+}
 
 int err_set(mb_err *err, int code, const char *fmt, ...)
 {

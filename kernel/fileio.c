@@ -139,3 +139,12 @@ int fio_lock(const char *dir)
     }
     return fd;
 }
+
+FILE *fio_spill(const char *dir)
+{
+    int fd = dir ? open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
+    FILE *f = fd >= 0 ? fdopen(fd, "w+b") : NULL;
+    if (!f && fd >= 0)
+        close(fd);
+    return f ? f : tmpfile();
+}

@@ -7,6 +7,7 @@
 #define MBYTE_FILEIO_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 int fio_write_all(int fd, const void *p, size_t n);
 int fio_sync(const char *path, bool dir); /* fsync a file, or a folder's entries */
@@ -20,4 +21,8 @@ int fio_walk(const char *dir, const char *rel, int (*fn)(const char *path, const
 /* An exclusive lock on a backup directory (DIR/.lock, flock): a backup into DIR and a prune of
  * it never overlap. The descriptor to close when done, or -1 (errno EWOULDBLOCK: held). */
 int fio_lock(const char *dir);
+/* A file of folder dir (the data folder: not a /tmp that may be tmpfs) that vanishes when closed
+ * (O_TMPFILE: nothing to clean up after a crash), for bytes that must not sit in memory;
+ * tmpfile() where unsupported or dir is NULL. NULL on failure. */
+FILE *fio_spill(const char *dir);
 #endif

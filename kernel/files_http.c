@@ -697,6 +697,18 @@ static int h_list(mb_req *req, void *st, mb_err *err)
     return http_reply_json(req, 200, out);
 }
 
+/* GET /api/v1/stores/{sid}/info[/{path}]: one entry's metadata (the store's root without a path). */
+static int h_info(mb_req *req, void *st, mb_err *err)
+{
+    (void)st;
+    uint64_t sid;
+    json_t *info;
+    int rc = req_sid(req, &sid, err);
+    if (rc || (rc = fs_stat(http_req_user(req), sid, req_path(req), &info, err)))
+        return rc;
+    return http_reply_json(req, 200, info);
+}
+
 static int h_mkdir(mb_req *req, void *st, mb_err *err)
 {
     (void)st;
@@ -811,6 +823,8 @@ const kroute files_routes[] = {
     {"DELETE", "/api/v1/stores/{sid}/files/{path*}", MB_ROLE_USER, h_delete, NULL},
     {"GET", "/api/v1/stores/{sid}/list", MB_ROLE_USER, h_list, NULL},
     {"GET", "/api/v1/stores/{sid}/list/{path*}", MB_ROLE_USER, h_list, NULL},
+    {"GET", "/api/v1/stores/{sid}/info", MB_ROLE_USER, h_info, NULL},
+    {"GET", "/api/v1/stores/{sid}/info/{path*}", MB_ROLE_USER, h_info, NULL},
     {"POST", "/api/v1/stores/{sid}/folders", MB_ROLE_USER, h_mkdir, NULL},
     {"POST", "/api/v1/stores/{sid}/move", MB_ROLE_USER, h_move, NULL},
     {"POST", "/api/v1/stores/{sid}/copy", MB_ROLE_USER, h_copy, NULL},

@@ -43,6 +43,7 @@ int err_http_status(int code);
 int err_ftp_reply(int code);
 const char *err_title(int code);
 const char *err_name(int code);
+int err_code(const char *name); /* err_name backwards: MB_EINTERNAL for a name it does not know */
 
 /* ----------------------------------------------------------------- util.c --- */
 /* A request arena: blocks freed in one go (nginx pools). Not thread-safe: one owner. */
@@ -616,8 +617,45 @@ void cluster_gate_open(uint64_t sid);
 /* cluster_repl.c: move store sid to node `to` (a task on this node, its keeper): *task its id. */
 int cluster_move_submit(uint64_t sid, const char *to, uint64_t uid, uint64_t *task, mb_err *err);
 /* GET /api/v1/stores in cluster mode: append to list the stores of account uid that other nodes
- * keep, as those nodes list them (asked with the request's credentials). */
+ * keep, as those nodes list them (asked as that user, signed), unless the request itself came
+ * from another node. cluster_stores_far: the same for a module's store_list (cluster_ops.c). */
 void cluster_fwd_stores(mb_req *req, uint64_t uid, json_t *list);
+void cluster_stores_far(uint64_t uid, json_t *list);
+/* For a call to another node as user uid (cluster_ops.c): h with this node's name and the signed
+ * user for `method target`; the URL of target on `node` (false: the node is not up); an easy
+ * handle on the shared connection cache (kept-alive connections), freed with _handle_free. */
+struct curl_slist;
+struct curl_slist *cluster_fwd_as(struct curl_slist *h, uint64_t uid, const char *method, const char *target);
+bool cluster_fwd_url(const char *node, const char *target, char *url, size_t n);
+void *cluster_fwd_handle(void);
+void cluster_fwd_handle_free(void *c);
+/* Answer req with what the node keeping store sid answers to req's method and headers (Range,
+ * conditionals) on `target`, asked as user uid, streamed (a module's reply_file, cluster_ops.c). */
+int cluster_fwd_file(mb_req *req, uint64_t uid, uint64_t sid, const char *target, mb_err *err);
+/* cluster_ops.c: the ABI's file calls for a store another node keeps, carried out there through
+ * its HTTP API as user u (api.c calls these when cluster_store_elsewhere(sid)); same contracts
+ * as fs.c's, except: reads open the current version only, a write is sent at commit. */
+typedef struct cops_reader cops_reader;
+typedef struct cops_writer cops_writer;
+int cops_stat(const mb_user *u, uint64_t sid, const char *path, json_t **info, mb_err *err);
+int cops_page(const mb_user *u, uint64_t sid, const char *path, const char *cursor, size_t limit, json_t **out,
+              mb_err *err);
+int cops_list(const mb_user *u, uint64_t sid, const char *path, bool recursive, json_t **out, mb_err *err);
+int cops_mkdir(const mb_user *u, uint64_t sid, const char *path, int flags, json_t **info, mb_err *err);
+int cops_xfer(const mb_user *u, uint64_t sid, const char *from, const char *to, int flags, bool copy, json_t **info,
+              mb_err *err);
+int cops_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_err *err);
+int cops_store_get(const mb_user *u, uint64_t sid, json_t **out, mb_err *err);
+int cops_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
+int cops_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, cops_reader **r, json_t **info,
+              mb_err *err);
+int64_t cops_read(cops_reader *r, uint64_t off, void *buf, size_t n, mb_err *err);
+void cops_close(cops_reader *r);
+int cops_write_begin(const mb_user *u, uint64_t sid, const char *path, const char *expect_sha256, int flags,
+                     cops_writer **w, mb_err *err);
+int cops_write_data(cops_writer *w, const void *buf, size_t n, mb_err *err);
+int cops_write_commit(cops_writer *w, json_t **info, bool *created, mb_err *err);
+void cops_write_abort(cops_writer *w);
 /* A request another node forwarded for a user it had authenticated, signed with the cluster's
  * key (X-MByte-Forwarded-User): true with that user's id. Any other request: false. */
 bool cluster_fwd_vouched(mb_req *req, uint64_t *uid);

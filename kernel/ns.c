@@ -112,6 +112,10 @@ int ns_store_access(const mb_user *u, uint64_t sid, json_t **rec, mb_err *err)
     }
     if (rc)
         return err_set(err, MB_EIO, "cannot read store %llu", (unsigned long long)sid);
+    if (cluster_store_elsewhere(sid)) { /* a replica's copy, or one left by a move: its keeper's */
+        json_decref(s);
+        return err_set(err, MB_EBUSY, "store %llu is kept by another node", (unsigned long long)sid);
+    }
     if (rec)
         *rec = s;
     else

@@ -28,6 +28,7 @@
  */
 #include "kernel.h"
 #include "fs.h"
+#include "fileio.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,17 +104,6 @@ void zip_stream_feed(zip_stream *z, zip_feed_fn fn, void *ud)
 {
     z->feed = fn;
     z->feed_ud = ud;
-}
-
-/* A file of the data folder that vanishes when closed (O_TMPFILE), so a big central directory
- * sits on disk, not in memory (nor in a /tmp that may be tmpfs); tmpfile() where unsupported. */
-static FILE *spill_file(void)
-{
-    int fd = g_cfg && g_cfg->data_dir ? open(g_cfg->data_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
-    FILE *f = fd >= 0 ? fdopen(fd, "w+b") : NULL;
-    if (!f && fd >= 0)
-        close(fd);
-    return f ? f : tmpfile();
 }
 
 void zip_stream_add(zip_stream *z, const char *name, const char *key, bool folder, int64_t mtime)
@@ -349,7 +339,7 @@ ssize_t zip_stream_read(zip_stream *z, char *buf, size_t max, mb_err *err)
         z->plen = z->poff = 0;
         switch (z->state) {
         case S_NEXT: {
-            if (!z->cd && !(z->cd = spill_file())) {
+            if (!z->cd && !(z->cd = fio_spill(g_cfg ? g_cfg->data_dir : NULL))) {
                 z->state = S_FAILED;
                 return err_set(err, MB_EIO, "cannot make a temporary file for the zip's central directory");
             }

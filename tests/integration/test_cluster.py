@@ -6,7 +6,9 @@ node out. Without `cluster` a server stays alone; bad cluster settings are refus
 tests/setup/cluster.sh installs etcd-server and haproxy."""
 import base64
 import csv
+import ftplib
 import io
+import random
 import json
 import os
 import shutil
@@ -23,7 +25,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import ADMIN_PASSWORD, Server, ServerTest, free_port, main, missing_prerequisite  # noqa: E402
-from storeutil import home, put_chunked  # noqa: E402
+from storeutil import create_store, fsck, home, put_chunked  # noqa: E402
 
 LDB_EDIT = os.environ.get("MBYTE_LDB_EDIT", "")
 TTL = 3  # seconds: cluster.lease_ttl of every node here (etcd's smallest lease is about 2 s)
@@ -315,8 +317,14 @@ class EtcdAndNodes(unittest.TestCase):
         """etcd, then the nodes: n1 starts the cluster, the others join it with another
         MBYTE_ADMIN_PASSWORD (which must not make an admin of their own)."""
         cls.etcd = Etcd().start()
+        cls.ftp_ports = {}
         for n in cls.NAMES:
             env = {} if n == "n1" else {"MBYTE_ADMIN_PASSWORD": cls.OTHER_PW}
+            if (modules or {}).get("ftp"):  # every node its own FTP door
+                cls.ftp_ports[n] = free_port()
+                base = random.randrange(20000, 60000, 100)
+                env.update({"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % cls.ftp_ports[n],
+                            "MBYTE_FTP_PASV_PORTS": "%d-%d" % (base, base + 99)})
             cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n), env=env, modules=modules)
             cls.nodes[n].start()
 
@@ -559,7 +567,8 @@ class ClusterWide(EtcdAndNodes):
 
     @classmethod
     def start_cluster(cls):
-        cls.start_joined({"webdav": True, "quotas": True, "taskmgr": True, "multistore": True, "sharing": True})
+        cls.start_joined({"webdav": True, "quotas": True, "taskmgr": True, "multistore": True, "sharing": True,
+                          "ftp": True})
 
     def status(self, node, method, path, token=None, body=None, headers=None):
         return self.nodes[node].request(method, path, body=body, token=token, headers=headers).status
@@ -806,6 +815,93 @@ class ClusterWide(EtcdAndNodes):
         self.assertEqual(r.status, 201, r)
         self.assertEqual(self.nodes["n1"].request("GET", "/api/v1/stores/%d/files/moved.bin" % sid, token=tok).body,
                          body)
+
+    def test_webdav_by_store_name_and_the_store_list_work_through_any_node(self):
+        """/dav/<store name>/ is looked up by the WebDAV module (no id to forward by): its file calls
+        go to the keeper through the module ABI (docs/cluster.md "Modules' file calls")."""
+        tok = self.nodes["n1"].add_user("wanda", "wanda-pw-1")
+        self.everywhere("wanda logs in", lambda n: isinstance(self.login(n, "wanda", "wanda-pw-1"), str))
+        sid = create_store(self, self.nodes["n2"], tok, "Work")  # kept by n2
+        self.placed_everywhere(sid)
+        r = self.nodes["n1"].request("POST", "/api/v1/account/app-passwords", {"name": "laptop"}, token=tok)
+        self.assertEqual(r.status, 201, r)
+        auth = {"Authorization": "Basic " + base64.b64encode(("wanda:" + r.json()["password"]).encode()).decode()}
+        self.everywhere("the app password opens /dav/",
+                        lambda n: self.status(n, "PROPFIND", "/dav/", headers=dict(auth, Depth="0")) == 207)
+        for n in ("n1", "n3"):  # neither keeps Work: n3 holds no copy, n1 may be its replica
+            r = self.nodes[n].request("PROPFIND", "/dav/", headers=dict(auth, Depth="1"))
+            self.assertEqual(r.status, 207, r)
+            self.assertIn(b"/dav/Work/", r.body)
+            self.assertIn(b"/dav/Home/", r.body)
+        body = os.urandom(500000)
+        r = self.nodes["n1"].request("PUT", "/dav/Work/report.bin", body=body, headers=auth)
+        self.assertEqual(r.status, 201, r)
+        r = self.nodes["n3"].request("GET", "/dav/Work/report.bin", headers=auth)
+        self.assertEqual((r.status, r.body), (200, body))
+        r = self.nodes["n3"].request("GET", "/dav/Work/report.bin", headers=dict(auth, Range="bytes=1000-1999"))
+        self.assertEqual((r.status, r.body), (206, body[1000:2000]))
+        r = self.nodes["n3"].request("PROPFIND", "/dav/Work/", headers=dict(auth, Depth="1"))
+        self.assertEqual(r.status, 207, r)
+        self.assertIn(b"/dav/Work/report.bin", r.body)
+        r = self.nodes["n3"].request("DELETE", "/dav/Work/report.bin", headers=auth)
+        self.assertEqual(r.status, 204, r)
+        r = self.nodes["n2"].request("GET", "/api/v1/stores/%d/files/report.bin" % sid, token=tok)
+        self.assertEqual(r.status, 404, r)
+
+    def ftp(self, node, user, pw):
+        f = ftplib.FTP(timeout=30)
+        f.connect("127.0.0.1", self.ftp_ports[node])
+        f.login(user, pw)
+        self.addCleanup(f.close)
+        return f
+
+    def test_ftp_sessions_through_any_node_reach_the_right_store(self):
+        """An FTP client may reach any node (HAProxy in TCP mode, DNS round robin): its stores are
+        wherever they are kept, and every change lands on the store's keeper (replicated from
+        there), never in a replica's copy."""
+        tok = self.nodes["n1"].add_user("fiona", "fiona-pw-1")
+        self.everywhere("fiona logs in", lambda n: isinstance(self.login(n, "fiona", "fiona-pw-1"), str))
+        sids = {"Home": home(self.nodes["n1"], tok), "Work": create_store(self, self.nodes["n2"], tok, "Work")}
+        admin = self.login("n1", "admin", ADMIN_PASSWORD)
+        for sid in sids.values():
+            self.placed_everywhere(sid)
+        placed = {st["id"]: st for st in self.nodes["n1"].request("GET", "/api/v1/admin/cluster", token=admin).json()["stores"]}
+        keeper = {name: placed[sid]["owner"] for name, sid in sids.items()}
+        self.assertEqual(keeper, {"Home": "n1", "Work": "n2"})
+        bodies = {}
+        for n in self.NAMES:  # the keeper, the replica and a node with no copy, for each store
+            f = self.ftp(n, "fiona", "fiona-pw-1")
+            self.assertEqual(sorted(f.nlst("/")), ["Home", "Work"], n)
+            for store in sids:
+                data = os.urandom(300 * 1024 + len(n))
+                path = "/%s/from-%s.bin" % (store, n)
+                self.assertTrue(f.storbinary("STOR " + path, io.BytesIO(data)).startswith("226"), (n, path))
+                self.assertEqual(f.size(path), len(data))
+                f.mkd("/%s/dir-%s" % (store, n))
+                f.rename(path, "/%s/dir-%s/moved.bin" % (store, n))
+                bodies[(store, "dir-%s/moved.bin" % n)] = data
+            with self.assertRaises(ftplib.error_perm) as e:  # the keeper's refusals come back as FTP replies
+                f.rename("/Work/no-such-file", "/Work/x")
+            self.assertTrue(str(e.exception).startswith("550"), e.exception)
+        for n in self.NAMES:  # every node reads what every node wrote
+            f = self.ftp(n, "fiona", "fiona-pw-1")
+            for (store, rel), data in bodies.items():
+                got = io.BytesIO()
+                f.retrbinary("RETR /%s/%s" % (store, rel), got.write)
+                self.assertEqual(got.getvalue(), data, (n, store, rel))
+            self.assertLessEqual({"dir-%s" % m for m in self.NAMES}, set(f.nlst("/Work")))
+        # it is all on the keepers, as their own HTTP clients see it
+        for (store, rel), data in bodies.items():
+            r = self.nodes[keeper[store]].request("GET", "/api/v1/stores/%d/files/%s" % (sids[store], rel), token=tok)
+            self.assertEqual((r.status, r.body), (200, data), (store, rel))
+        f = self.ftp("n3", "fiona", "fiona-pw-1")
+        f.delete("/Home/dir-n2/moved.bin")
+        f.rmd("/Home/dir-n2")
+        r = self.nodes["n1"].request("GET", "/api/v1/stores/%d/info/dir-n2" % sids["Home"], token=tok)
+        self.assertEqual(r.status, 404, r)
+        for n in self.NAMES:  # replicas hold what their keepers hold: fsck is clean everywhere
+            report = fsck(self.nodes[n], self.login(n, "admin", ADMIN_PASSWORD))
+            self.assertEqual([p for p in report["problems"] if p["kind"] != "orphan"], [], (n, report))
 
     def test_a_tus_upload_to_a_store_on_another_node_goes_on_through_any_node(self):
         tok = self.nodes["n1"].add_user("tara", "tara-pw-1")
