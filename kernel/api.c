@@ -221,6 +221,13 @@ static int file_delete(const mb_user *u, uint64_t sid, const char *path, int fla
     return FAR(sid) ? cops_delete(u, sid, path, flags, err) : fs_delete(u, sid, path, flags, err);
 }
 
+/* A user's usage counts every node's stores (a quota holds across the cluster). */
+static int usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err)
+{
+    return cluster_enabled() && (!sid || FAR(sid)) ? cops_usage(sid, owner, out, err)
+                                                   : stores_usage_get(sid, owner, out, err);
+}
+
 static int file_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, mb_file_reader **r,
                      json_t **info, mb_err *err)
 {
@@ -394,7 +401,7 @@ static const mb_api table = {
     .store_delete_begin = stores_delete_begin,
     .store_delete_step = stores_delete_step,
     .store_list_all = stores_list_all,
-    .usage_get = stores_usage_get,
+    .usage_get = usage_get,
     .store_settings_get = stores_settings_get,
     .store_settings_set = stores_settings_set,
     .store_default_get = stores_default_get,

@@ -412,7 +412,7 @@ static int set_etcd_url(kcfg *c, size_t i, const char *u, const char *where, mb_
     return 0;
 }
 
-/* cluster: {etcd: [urls], node, advertise, lease_ttl} (cluster.c), then MBYTE_ETCD, MBYTE_NODE
+/* cluster: {etcd: [urls], node, advertise, lease_ttl, rebalance} (cluster.c), then MBYTE_ETCD, MBYTE_NODE
  * and MBYTE_ADVERTISE. MBYTE_ETCD alone turns cluster mode on; without either, nothing is set
  * and the server stays a single one. */
 static int cluster_check(const char *file, const json_t *root, const json_t *lines, kcfg *c, mb_err *err)
@@ -420,9 +420,10 @@ static int cluster_check(const char *file, const json_t *root, const json_t *lin
     const json_t *cl = json_object_get(root, "cluster");
     char where[4200];
     c->cluster_lease_ttl = 5;
+    c->cluster_rebalance = true;
     if (cl && !json_is_null(cl)) {
         if (!json_is_object(cl))
-            return err_set(err, MB_EINVAL, "%s:%zu: cluster must be a mapping (etcd, node, advertise, lease_ttl)", file,
+            return err_set(err, MB_EINVAL, "%s:%zu: cluster must be a mapping (etcd, node, advertise, lease_ttl, rebalance)", file,
                            line_of(lines, "cluster"));
         const char *key;
         json_t *val;
@@ -430,7 +431,8 @@ static int cluster_check(const char *file, const json_t *root, const json_t *lin
         {
             char kp[300];
             snprintf(kp, sizeof kp, "cluster.%s", key);
-            if (strcmp(key, "etcd") && strcmp(key, "node") && strcmp(key, "advertise") && strcmp(key, "lease_ttl"))
+            if (strcmp(key, "etcd") && strcmp(key, "node") && strcmp(key, "advertise") && strcmp(key, "lease_ttl") &&
+                strcmp(key, "rebalance"))
                 return err_set(err, MB_EINVAL, "%s:%zu: unknown key 'cluster.%s'", file, line_of(lines, kp), key);
         }
         const json_t *e = json_object_get(cl, "etcd");
@@ -469,6 +471,12 @@ static int cluster_check(const char *file, const json_t *root, const json_t *lin
                                file, line_of(lines, "cluster.lease_ttl"));
             c->cluster_lease_ttl = (int)t;
         }
+        const json_t *rb = json_object_get(cl, "rebalance");
+        if (rb && !json_is_boolean(rb))
+            return err_set(err, MB_EINVAL, "%s:%zu: cluster.rebalance must be true or false", file,
+                           line_of(lines, "cluster.rebalance"));
+        if (rb)
+            c->cluster_rebalance = json_is_true(rb);
     }
     const char *ev;
     if ((ev = getenv("MBYTE_ETCD")) && *ev) {

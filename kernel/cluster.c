@@ -45,6 +45,7 @@ static struct {
     char *data_dir;  /* a copy: a reload may replace g_cfg */
     int ttl;         /* seconds */
     _Atomic int repl_port;   /* the replica side's port (cluster_repl.c), in the record as "replication" */
+    _Atomic uint64_t number; /* this node's number in the cluster (cluster_kv.c), in the record as "number" */
     atomic_bool republish;   /* write the record at the next turn, not at the next keepalive */
     int64_t started; /* wall clock, for the record */
     pthread_t th;
@@ -76,9 +77,9 @@ static char *node_record(void)
         cap = (json_int_t)vs.f_blocks * (json_int_t)vs.f_frsize;
         avail = (json_int_t)vs.f_bavail * (json_int_t)vs.f_frsize;
     }
-    json_t *r = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:i}", "name", cl.node, "address", cl.advertise,
+    json_t *r = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:i, s:I}", "name", cl.node, "address", cl.advertise,
                           "started", (json_int_t)cl.started, "version", MBYTE_VERSION, "capacity", cap, "free", avail,
-                          "replication", atomic_load(&cl.repl_port));
+                          "replication", atomic_load(&cl.repl_port), "number", (json_int_t)atomic_load(&cl.number));
     char *s = json_dumps(r, JSON_COMPACT);
     json_decref(r);
     return s;
@@ -224,10 +225,10 @@ static void refresh_nodes(void)
         json_t *r = json_loads(a.kvs[i].value, 0, NULL);
         if (json_is_object(r) && json_is_string(json_object_get(r, "name")))
             json_array_append_new(
-                list, json_pack("{s:O, s:s, s:s, s:I, s:I, s:I, s:s, s:I}", "name", json_object_get(r, "name"),
+                list, json_pack("{s:O, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:I}", "name", json_object_get(r, "name"),
                                 "address", jstr(r, "address"), "state", "up", "capacity", jint(r, "capacity"), "free",
                                 jint(r, "free"), "started", jint(r, "started"), "version", jstr(r, "version"),
-                                "replication", jint(r, "replication")));
+                                "replication", jint(r, "replication"), "number", jint(r, "number")));
         json_decref(r);
     }
     etcd_answer_free(&a);
@@ -381,6 +382,30 @@ void cluster_set_replication_port(int port)
     pthread_mutex_lock(&cl.mu);
     pthread_cond_signal(&cl.cv);
     pthread_mutex_unlock(&cl.mu);
+}
+
+void cluster_set_number(uint64_t number)
+{
+    atomic_store(&cl.number, number);
+    atomic_store(&cl.republish, true);
+}
+
+uint64_t cluster_id_base(void) { return atomic_load(&cl.number) << CLUSTER_ID_BITS; }
+
+bool cluster_node_numbered(uint64_t number, char *out, size_t n)
+{
+    bool found = false;
+    pthread_mutex_lock(&cl.view_mu);
+    size_t i;
+    json_t *e;
+    json_array_foreach(cl.nodes, i, e) if (number && (uint64_t)jint(e, "number") == number)
+    {
+        snprintf(out, n, "%s", jstr(e, "name"));
+        found = true;
+        break;
+    }
+    pthread_mutex_unlock(&cl.view_mu);
+    return found;
 }
 
 bool cluster_node_replication(const char *node, char *out, size_t n)

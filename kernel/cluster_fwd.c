@@ -578,6 +578,14 @@ static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
                    strcmp(node, cluster_node_name());
         if (strcmp(req->method, "POST") || !(*sid = upload_store(req)))
             return 0;
+    } else if (api && req->nsegs >= 4 && !strcmp(req->segs[2], "tasks")) { /* made by the node its id names */
+        uint64_t id, number;
+        if (!parse_u64(req->segs[3], &id) || !(number = id >> CLUSTER_ID_BITS) ||
+            number == cluster_id_base() >> CLUSTER_ID_BITS)
+            return 0;
+        if (!cluster_node_numbered(number, node, n))
+            snprintf(node, n, "number %llu", (unsigned long long)number); /* not up: 503 below */
+        return 1;
     } else if (api && req->nsegs >= 4 && !strcmp(req->segs[2], "stores")) {
         if (!parse_u64(req->segs[3], sid))
             return 0;
@@ -803,8 +811,8 @@ int cluster_fwd_begin(mb_req *req, mb_err *err)
     if (!cluster_node_address(node, addr, sizeof addr))
         return sid ? err_set(err, MB_EBUSY, "store %llu is kept by node %s, which is not up now; try again later",
                              (unsigned long long)sid, node)
-                   : err_set(err, MB_EBUSY, "this upload is kept by node %s, which is not up now; try again later",
-                             node);
+                   : err_set(err, MB_EBUSY, "this %s is kept by node %s, which is not up now; try again later",
+                             strcmp(req->segs[2], "tasks") ? "upload" : "task", node);
     fwd *f = fwd_start(req, node, addr, req->raw_uri, 0, err);
     if (!f)
         return err->code;
@@ -836,12 +844,22 @@ static size_t to_mem(char *buf, size_t sz, size_t nm, void *p)
 
 /* GET path on `node` as user uid, marked as forwarded so that node answers from its own data
  * only: the parsed JSON answer, or NULL. */
-static json_t *ask(uint64_t uid, const char *node, const char *path)
+/* cluster_fwd_ask, with req's own credentials (Authorization, Cookie) besides the signed user
+ * when the call is made for a request (the other node may know a token the signature cannot
+ * vouch for yet: an account made a moment ago reaches it with its token). */
+static json_t *ask_for(mb_req *req, uint64_t uid, const char *node, const char *path)
 {
-    char url[600];
+    char url[600], line[9000];
     if (!cluster_fwd_url(node, path, url, sizeof url))
         return NULL;
-    struct curl_slist *h = cluster_fwd_as(NULL, uid, "GET", path);
+    struct curl_slist *h = NULL;
+    static const char *const pass[] = {"Authorization", "Cookie", NULL};
+    for (const char *const *n = pass; req && *n; n++) {
+        const char *v = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, *n);
+        if (v && (size_t)snprintf(line, sizeof line, "%s: %s", *n, v) < sizeof line)
+            h = curl_slist_append(h, line);
+    }
+    h = cluster_fwd_as(h, uid, "GET", path);
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -859,19 +877,47 @@ static json_t *ask(uint64_t uid, const char *node, const char *path)
     fclose(f);
     json_t *j = cc == CURLE_OK && status == 200 ? json_loadb(buf, len, 0, NULL) : NULL;
     if (!j)
-        log_warn("cluster: node %s did not list the stores it keeps (%s, HTTP %ld)", node,
+        log_warn("cluster: node %s did not answer %s (%s, HTTP %ld)", node, path,
                  cc ? curl_easy_strerror(cc) : "answered", status);
     free(buf);
     return j;
 }
 
+json_t *cluster_fwd_ask(uint64_t uid, const char *node, const char *path) { return ask_for(NULL, uid, node, path); }
+
+static void stores_far(mb_req *req, uint64_t uid, json_t *list);
+
 void cluster_fwd_stores(mb_req *req, uint64_t uid, json_t *list)
 {
     if (cluster_enabled() && !MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
-        cluster_stores_far(uid, list);
+        stores_far(req, uid, list);
 }
 
-void cluster_stores_far(uint64_t uid, json_t *list)
+bool cluster_fwd_gather(mb_req *req, uint64_t uid, const char *target, size_t limit, json_t *into, bool *more)
+{
+    if (!cluster_enabled() || MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
+        return false;
+    json_t *view = cluster_view(), *n;
+    size_t i;
+    json_array_foreach(json_object_get(view, "nodes"), i, n)
+    {
+        const char *name = jstr(n, "name");
+        if (!strcmp(name, cluster_node_name()))
+            continue;
+        json_t *theirs = ask_for(req, uid, name, target);
+        if (json_is_array(theirs)) {
+            *more = *more || json_array_size(theirs) >= limit;
+            json_array_extend(into, theirs);
+        }
+        json_decref(theirs);
+    }
+    json_decref(view);
+    return true;
+}
+
+void cluster_stores_far(uint64_t uid, json_t *list) { stores_far(NULL, uid, list); }
+
+static void stores_far(mb_req *req, uint64_t uid, json_t *list)
 {
     if (!cluster_enabled())
         return;
@@ -881,7 +927,7 @@ void cluster_stores_far(uint64_t uid, json_t *list)
     size_t i, k;
     json_array_foreach(nodes, i, n)
     {
-        json_t *theirs = ask(uid, json_string_value(n), "/api/v1/stores"), *st;
+        json_t *theirs = ask_for(req, uid, json_string_value(n), "/api/v1/stores"), *st;
         json_array_foreach(theirs, k, st)
         {
             char where[64];

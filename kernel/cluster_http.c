@@ -35,7 +35,29 @@ static int h_move(mb_req *req, void *state, mb_err *err)
     return rc ? rc : http_reply_json(req, 202, json_pack("{s:I}", "task", (json_int_t)task));
 }
 
+/* GET /api/v1/cluster/usage[?store=SID]: the caller's usage in the stores this node keeps (or in
+ * that one store, if this node keeps it): what another node adds up for the caller's quota
+ * (cluster_ops.c). Alone: the caller's usage. */
+static int h_usage(mb_req *req, void *state, mb_err *err)
+{
+    (void)state;
+    const char *s = http_req_query(req, "store");
+    uint64_t sid = 0;
+    json_t *out, *rec = NULL;
+    if (s && (!parse_u64(s, &sid) || !sid))
+        return err_set(err, MB_EINVAL, "store: a store id");
+    if (sid && (cluster_store_elsewhere(sid) || !(rec = cluster_store_record(sid)) ||
+                (uint64_t)jint(rec, "owner") != http_req_user(req)->id)) {
+        json_decref(rec);
+        return err_set(err, MB_ENOENT, "no store %llu of yours is kept by this node", (unsigned long long)sid);
+    }
+    json_decref(rec);
+    int rc = stores_usage_get(sid, http_req_user(req)->id, &out, err);
+    return rc ? rc : http_reply_json(req, 200, out);
+}
+
 const kroute cluster_routes[] = {
+    {"GET", "/api/v1/cluster/usage", MB_ROLE_USER, h_usage, NULL},
     {"GET", "/api/v1/admin/cluster", MB_ROLE_ADMIN, h_cluster, NULL},
     {"POST", "/api/v1/admin/cluster/stores/{sid}/move", MB_ROLE_ADMIN, h_move, NULL},
     {NULL},

@@ -45,6 +45,7 @@
 #define INIT_KEY "/mbyte/kv-init"
 #define IDS_PREFIX "/mbyte/ids/"
 #define REV_KEY "cl/rev"
+#define NUMBER_KEY "cl/number"
 #define TXN_OPS 100  /* etcd refuses a transaction of more than 128 operations by default */
 #define PAGE 500     /* keys per page of a full read */
 #define WATCH_MS 15000 /* a watch is started again this often: a silently dead connection ends */
@@ -634,6 +635,37 @@ static int start_records(bool joined, bool *first, mb_err *err)
     return 0;
 }
 
+static int counter_move(const char *name, uint64_t floor, uint64_t *out, mb_err *err);
+
+/* This node's number (cluster_id_base): given once by etcd's counter, then kept in cl/number. */
+static int take_number(mb_err *err)
+{
+    char *v = NULL;
+    uint64_t num = 0;
+    if (db_get(NUMBER_KEY, strlen(NUMBER_KEY), &v, NULL) == 0)
+        parse_u64(v, &num);
+    free(v);
+    uint64_t top;
+    if (num) { /* a new or wiped etcd: its counter goes past this number, so no newcomer takes it */
+        int rc = counter_move("node", num, &top, err);
+        if (rc)
+            return rc;
+    } else {
+        int rc = counter_move("node", 0, &num, err);
+        if (rc)
+            return rc;
+        if (num >= (1u << (53 - CLUSTER_ID_BITS))) /* ids stay exact in JSON numbers (2^53) */
+            return err_set(err, MB_EINVAL, "cluster: etcd's node counter is at %llu: more nodes than ids can tell apart",
+                           (unsigned long long)num);
+        char buf[24];
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)num);
+        if ((rc = db_put(NUMBER_KEY, strlen(NUMBER_KEY), buf, strlen(buf), true)))
+            return err_set(err, rc, "cluster: cannot keep this node's number");
+    }
+    cluster_set_number(num);
+    return 0;
+}
+
 int cluster_kv_join(bool *first, mb_err *err)
 {
     *first = true;
@@ -665,6 +697,11 @@ int cluster_kv_join(bool *first, mb_err *err)
     }
     own_stores();
     ensure_secret();
+    if ((rc = take_number(err))) {
+        stop_clients();
+        kv.member = false;
+        return rc;
+    }
     atomic_store(&kv.stop, false);
     kv.on = true;
     if (pthread_create(&kv.pub_th, NULL, publisher, NULL) ||

@@ -311,6 +311,31 @@ int cops_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *pat
     return rc;
 }
 
+int cops_usage(uint64_t sid, uint64_t owner, json_t **out, mb_err *err)
+{
+    static const char *const fields[] = {"bytes", "files", "current", "versions", "trash", NULL};
+    if (sid) { /* as the store's owner, on its keeper */
+        json_t *rec = cluster_store_record(sid);
+        char t[80];
+        snprintf(t, sizeof t, "/api/v1/cluster/usage?store=%llu", (unsigned long long)sid);
+        *out = rec ? cluster_fwd_ask((uint64_t)jint(rec, "owner"), jstr(rec, "node"), t) : NULL;
+        json_decref(rec);
+        return *out ? 0 : err_set(err, MB_EBUSY, "store %llu's usage: its keeper did not answer", (unsigned long long)sid);
+    }
+    int rc = stores_usage_get(0, owner, out, err);
+    json_t *nodes = rc ? NULL : cluster_kv_user_nodes(owner), *n;
+    size_t i;
+    json_array_foreach(nodes, i, n)
+    { /* a node that is down counts nothing until it is back */
+        json_t *theirs = cluster_fwd_ask(owner, json_string_value(n), "/api/v1/cluster/usage");
+        for (const char *const *f = fields; theirs && *f; f++)
+            json_object_set_new(*out, *f, json_integer(jint(*out, *f) + jint(theirs, *f)));
+        json_decref(theirs);
+    }
+    json_decref(nodes);
+    return rc;
+}
+
 /* --------------------------------------------------------------- reads --- */
 
 struct cops_reader {

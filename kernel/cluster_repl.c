@@ -39,6 +39,7 @@
 #define FILL_FRAME (4u << 20) /* a fill's records per request */
 #define TICK_MS 500           /* the placement thread's look at the placements */
 #define FILL_RETRY_S 10       /* a store whose fill failed waits this long before the next */
+#define BALANCE_PAUSE_MS 10000 /* rebalancing: between two moves, and after the start */
 
 typedef struct group { /* one change's items: its writer waits for them */
     int pending, rc;
@@ -68,6 +69,8 @@ static struct {
     json_t *fill_failed;    /* fill_mu: "<sid16>" -> when its last fill failed (monotonic ms) */
     pthread_mutex_t fill_mu; /* one fill at a time (the placement thread's, a move's) */
     bool sending;           /* mu: the sender posts a run now */
+    _Atomic int moving;     /* move tasks running here */
+    int64_t balanced_ms;    /* placement thread: when this node last moved a store to rebalance */
 } rp = {.mu = PTHREAD_MUTEX_INITIALIZER, .fill_mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER, .tick = PTHREAD_COND_INITIALIZER};
 
 _Thread_local bool repl_applying;
@@ -692,6 +695,8 @@ static int fill(CURL *c, uint64_t sid, const json_t *rec, const char *to, mb_err
  * request served here for it is under way (the gate) and no change of it is in flight (the
  * commit lock; the sender's queue empty), the placement swaps: `to` keeps it, this node is its
  * replica (it has every change), epoch + 1. Requests that arrived meanwhile go to `to`. */
+static int move_steps(mb_task *t, uint64_t sid, const char *to, json_t *rec, mb_err *err);
+
 static int move_run(mb_task *t, const json_t *args, void *state, mb_err *err)
 {
     (void)state;
@@ -708,6 +713,15 @@ static int move_run(mb_task *t, const json_t *args, void *state, mb_err *err)
         return rc;
     }
     task_progress(t, 5, "making the target the store's replica");
+    atomic_fetch_add(&rp.moving, 1);
+    rc = move_steps(t, sid, to, rec, err);
+    atomic_fetch_sub(&rp.moving, 1);
+    return rc;
+}
+
+static int move_steps(mb_task *t, uint64_t sid, const char *to, json_t *rec, mb_err *err)
+{
+    int rc = 0;
     pthread_mutex_lock(&rp.fill_mu);
     if (strcmp(jstr(rec, "replica"), to) || json_is_true(json_object_get(rec, "filling"))) {
         if (*jstr(rec, "replica")) { /* the old replica goes: the target takes its place */
@@ -809,6 +823,76 @@ static void retry_broken(void)
     json_decref(broken);
 }
 
+/* What one look saw of the placements for rebalancing: stores per node, this node's own. */
+struct tally {
+    json_t *count;   /* node -> stores it keeps */
+    bool filling;    /* a store gets a replica somewhere (a fill, a move): no new move meanwhile */
+    uint64_t *sid;   /* this node's stores, with their replicas */
+    char (*replica)[64];
+    size_t n, cap;
+};
+
+static void tally_add(struct tally *ty, uint64_t sid, const json_t *r)
+{
+    const char *node = jstr(r, "node");
+    json_object_set_new(ty->count, node, json_integer(jint(ty->count, node) + 1));
+    ty->filling = ty->filling || json_is_true(json_object_get(r, "filling"));
+    if (strcmp(node, rp.node))
+        return;
+    if (ty->n == ty->cap) {
+        ty->cap = ty->cap ? ty->cap * 2 : 16;
+        ty->sid = xrealloc(ty->sid, ty->cap * sizeof *ty->sid);
+        ty->replica = xrealloc(ty->replica, ty->cap * sizeof *ty->replica);
+    }
+    ty->sid[ty->n] = sid;
+    snprintf(ty->replica[ty->n++], 64, "%s", jstr(r, "replica"));
+}
+
+/* Rebalancing (cluster.rebalance, on by default): the node that keeps the most stores (the first
+ * by name among equals) moves one to the node that keeps the fewest, when they differ by two or
+ * more, one move at a time in the whole cluster (none while any store is filling), every
+ * BALANCE_PAUSE_MS at most. A store whose replica is that node already moves without a fill. So a
+ * node that joins takes stores until the counts differ by one at most. */
+static void rebalance(const struct tally *ty)
+{
+    if (!g_cfg->cluster_rebalance || ty->filling || atomic_load(&rp.moving) || !ty->n ||
+        now_mono_ms() - rp.balanced_ms < BALANCE_PAUSE_MS)
+        return;
+    json_t *view = cluster_view(), *e;
+    char most[64] = "", least[64] = "";
+    json_int_t hi = -1, lo = 0;
+    size_t i;
+    json_array_foreach(json_object_get(view, "nodes"), i, e)
+    {
+        const char *name = jstr(e, "name");
+        json_int_t c = jint(ty->count, name);
+        if (jint(e, "replication") <= 0) /* it does not take stores yet */
+            continue;
+        if (c > hi || (c == hi && strcmp(name, most) < 0))
+            hi = c, snprintf(most, sizeof most, "%s", name);
+        if (!*least || c < lo || (c == lo && strcmp(name, least) < 0))
+            lo = c, snprintf(least, sizeof least, "%s", name);
+    }
+    json_decref(view);
+    if (strcmp(most, rp.node) || hi - lo < 2)
+        return;
+    size_t k = 0;
+    for (i = 0; i < ty->n; i++)
+        if (!strcmp(ty->replica[i], least)) {
+            k = i;
+            break;
+        }
+    uint64_t task;
+    mb_err err;
+    rp.balanced_ms = now_mono_ms();
+    if (cluster_move_submit(ty->sid[k], least, 0, &task, &err))
+        log_warn("cluster: rebalancing: store %llu cannot move to node %s: %s", (unsigned long long)ty->sid[k], least,
+                 err.msg);
+    else
+        log_info("cluster: rebalancing: store %llu moves to node %s (%lld stores here, %lld there; task %llu)",
+                 (unsigned long long)ty->sid[k], least, (long long)hi, (long long)lo, (unsigned long long)task);
+}
+
 /* One look of the placement thread, one pass over the placements: the stores to take over
  * (cluster_replica.c), then the stores whose replica must still be dropped, then one store this node
  * keeps without a replica gets one, when another node takes replicas (and its last try is
@@ -822,6 +906,7 @@ static void look(void)
     bool can_fill = !closing && cluster_pick_node(NULL, to, sizeof to) && !pthread_mutex_trylock(&rp.fill_mu);
     uint64_t sid = 0;
     json_t *pick = NULL;
+    struct tally ty = {.count = json_object()};
     db_iter *it = db_iter_prefix("sp/", 3);
     while (db_iter_next(it)) {
         size_t kl, vl;
@@ -833,6 +918,8 @@ static void look(void)
         hex[16] = 0;
         json_t *r = json_loadb(v, vl, 0, NULL);
         uint64_t id = strtoull(hex, NULL, 16);
+        if (r)
+            tally_add(&ty, id, r);
         if (!strcmp(jstr(r, "node"), rp.node)) {
             json_int_t failed = jint(rp.fill_failed, hex);
             if (can_fill && !pick && !*jstr(r, "replica") && (!failed || now_mono_ms() - failed > FILL_RETRY_S * 1000)) {
@@ -851,6 +938,11 @@ static void look(void)
     json_decref(pick);
     if (can_fill)
         pthread_mutex_unlock(&rp.fill_mu);
+    if (!closing && !pick)
+        rebalance(&ty);
+    json_decref(ty.count);
+    free(ty.sid);
+    free(ty.replica);
 }
 
 static void *place_main(void *arg)
@@ -892,6 +984,7 @@ int cluster_repl_start(mb_err *err)
     if (rc)
         return rc;
     rp.send_run = rp.place_run = true;
+    rp.balanced_ms = now_mono_ms(); /* the view settles before the first rebalancing move */
     pthread_create(&rp.send_th, NULL, send_main, NULL);
     pthread_create(&rp.place_th, NULL, place_main, NULL);
     atomic_store(&rp.on, true);

@@ -136,6 +136,7 @@ typedef struct kcfg {
     char *cluster_node;      /* this node's name (set whenever cluster_etcd is) */
     char *cluster_advertise; /* host:port the others reach this node at (default: listen) */
     int cluster_lease_ttl;   /* seconds; default 5 */
+    bool cluster_rebalance;  /* keepers move stores to nodes with fewer (cluster_repl.c); default true */
     json_t *raw;             /* the whole mbyte.yaml as JSON */
 } kcfg;
 
@@ -537,6 +538,13 @@ bool cluster_is_leader(void);
 /* This node's name ("" on a single server), and a live node's address (host:port) from the
  * last view: false when the node is not up. Any thread. */
 const char *cluster_node_name(void);
+/* Ids this node hands out that other nodes must tell apart (tasks): in cluster mode each node has
+ * a number of its own (given once by etcd, kept in cl/number) and its ids start at number <<
+ * CLUSTER_ID_BITS (0 alone); cluster_node_numbered names the node that is up with that number. */
+#define CLUSTER_ID_BITS 40
+void cluster_set_number(uint64_t number);
+uint64_t cluster_id_base(void);
+bool cluster_node_numbered(uint64_t number, char *out, size_t n);
 bool cluster_node_address(const char *node, char *out, size_t n); /* false: the node is not up */
 /* The up node taking replicas (its record has a replication port), other than this one and
  * `except` (may be NULL), with the most free space: a store's replica (false: there is none). */
@@ -621,6 +629,13 @@ int cluster_move_submit(uint64_t sid, const char *to, uint64_t uid, uint64_t *ta
  * from another node. cluster_stores_far: the same for a module's store_list (cluster_ops.c). */
 void cluster_fwd_stores(mb_req *req, uint64_t uid, json_t *list);
 void cluster_stores_far(uint64_t uid, json_t *list);
+/* Cluster mode, a request not forwarded: GET target (a list) of every other node that is up, as
+ * user uid, each answer's items appended to into; *more set when a node gave `limit` or more.
+ * False (nothing asked) when alone or when the request came from another node. */
+bool cluster_fwd_gather(mb_req *req, uint64_t uid, const char *target, size_t limit, json_t *into, bool *more);
+/* GET path on `node` as user uid, marked as forwarded (that node answers from its own data): the
+ * parsed JSON of a 200 answer, else NULL (logged). */
+json_t *cluster_fwd_ask(uint64_t uid, const char *node, const char *path);
 /* For a call to another node as user uid (cluster_ops.c): h with this node's name and the signed
  * user for `method target`; the URL of target on `node` (false: the node is not up); an easy
  * handle on the shared connection cache (kept-alive connections), freed with _handle_free. */
@@ -647,6 +662,9 @@ int cops_xfer(const mb_user *u, uint64_t sid, const char *from, const char *to, 
 int cops_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_err *err);
 int cops_store_get(const mb_user *u, uint64_t sid, json_t **out, mb_err *err);
 int cops_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
+/* usage_get in cluster mode: a store another node keeps (asked there), or (sid 0) the owner's
+ * usage in every node's stores (this node's, and each other node's that keeps some, asked). */
+int cops_usage(uint64_t sid, uint64_t owner, json_t **out, mb_err *err);
 int cops_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, cops_reader **r, json_t **info,
               mb_err *err);
 int64_t cops_read(cops_reader *r, uint64_t off, void *buf, size_t n, mb_err *err);
@@ -703,8 +721,10 @@ int task_cancel(uint64_t id, json_t **view, mb_err *err);
  * mg/) whose task has ended or is gone. At start, after the queue is loaded. */
 void task_notes_sweep(const char *prefix);
 /* A page of tasks, newest first: owner's (NULL: everyone's), at most max, ids below before
- * (0: no bound); *more when older ones remain. New reference. */
-json_t *task_list(const uint64_t *owner, size_t max, uint64_t before, bool *more);
+ * (0: no bound) or, with at (a creation time), those after (at, before) in the order by creation
+ * time then id (cluster mode: task_http.c's list of every node's); *more when older ones
+ * remain. New reference. */
+json_t *task_list(const uint64_t *owner, size_t max, uint64_t before, int64_t at, bool *more);
 extern const kroute task_routes[]; /* task_http.c */
 /* Stop the worker pool (idempotent): running runners see task_progress() return true and
  * their tasks go back to the queue without spending an attempt. Called by modmgr_fini

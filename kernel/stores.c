@@ -39,20 +39,54 @@ static void skey(char *out, size_t n, const char *prefix, uint64_t id)
 
 /* ================================================================= usage === */
 
+/* Cluster mode: the owner's usage in the stores this node keeps (uu/ counts what this node has
+ * kept: a store that moved away still counts in it, one taken over or moved here joins it). */
+static void usage_kept(uint64_t owner, usage_t *u)
+{
+    char prefix[32], o[17], key[32];
+    key_u64(o, owner);
+    snprintf(prefix, sizeof prefix, "so/%s/", o);
+    memset(u, 0, sizeof *u);
+    db_iter *it = db_iter_prefix(prefix, strlen(prefix));
+    while (db_iter_next(it)) {
+        size_t kl;
+        const char *k = db_iter_key(it, &kl);
+        char hex[17] = {0};
+        if (kl != strlen(prefix) + 16)
+            continue;
+        memcpy(hex, k + kl - 16, 16);
+        uint64_t sid = strtoull(hex, NULL, 16);
+        if (cluster_store_elsewhere(sid))
+            continue;
+        usage_t one;
+        skey(key, sizeof key, "us", sid);
+        txn_usage_read(key, &one);
+        u->bytes += one.bytes;
+        u->files += one.files;
+        u->versions += one.versions;
+        u->trash += one.trash;
+    }
+    db_iter_free(it);
+}
+
 int stores_usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err)
 {
     char key[64];
     usage_t u;
-    if (sid) {
+    if (!sid && cluster_enabled())
+        usage_kept(owner, &u);
+    else if (sid) {
         skey(key, sizeof key, "s", sid);
         json_t *s = NULL;
         if (db_get_json(key, &s))
             return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
         json_decref(s);
         skey(key, sizeof key, "us", sid);
-    } else
+        txn_usage_read(key, &u);
+    } else {
         skey(key, sizeof key, "uu", owner);
-    txn_usage_read(key, &u);
+        txn_usage_read(key, &u);
+    }
     *out = json_pack("{s:I, s:I, s:I, s:I, s:I}", "bytes", (json_int_t)u.bytes, "files", (json_int_t)u.files,
                      "current", (json_int_t)(u.bytes - u.versions - u.trash), "versions", (json_int_t)u.versions,
                      "trash", (json_int_t)u.trash);

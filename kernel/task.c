@@ -463,7 +463,7 @@ int task_submit(const char *type, uint64_t owner, json_t *args, uint64_t *id, mb
         json_decref(args);
         return err_set(err, MB_EINVAL, "no task type '%s' is registered", type ? type : "(null)");
     }
-    uint64_t tid = db_next_id("task");
+    uint64_t tid = cluster_id_base() + db_next_id("task"); /* cluster mode: no other node has this id */
     int64_t now = now_wall();
     json_t *rec = json_pack("{s:i, s:I, s:s, s:I, s:s, s:i, s:s, s:i, s:i, s:o, s:n, s:n, s:I, s:I, s:I}", "v", 1,
                             "id", (json_int_t)tid, "type", type, "owner", (json_int_t)owner, "state", "queued",
@@ -580,7 +580,19 @@ int task_cancel(uint64_t id, json_t **view, mb_err *err)
 /* The newest `max` tasks under prefix with an id below `before` (0: no bound), newest first.
  * Keys sort by id, so the newest are last: keep a ring of the last `max`. *more says whether
  * older ones remain (the next page). */
-json_t *task_list(const uint64_t *owner, size_t max, uint64_t before, bool *more)
+/* Whether task id comes at or after the place (at, before) in the order newest first by creation
+ * time, then id: the tasks listed after that place are those that come before it here. */
+static bool at_or_after(uint64_t id, int64_t at, uint64_t before)
+{
+    json_t *v;
+    if (task_get(id, &v))
+        return false;
+    int64_t created = (int64_t)json_integer_value(json_object_get(v, "created"));
+    json_decref(v);
+    return created > at || (created == at && id >= before);
+}
+
+json_t *task_list(const uint64_t *owner, size_t max, uint64_t before, int64_t at, bool *more)
 {
     char prefix[40] = "k/", o16[17];
     if (owner) {
@@ -590,7 +602,7 @@ json_t *task_list(const uint64_t *owner, size_t max, uint64_t before, bool *more
     uint64_t *ids = xmalloc(max * sizeof *ids);
     size_t n = 0;
     db_iter *it = db_iter_prefix(prefix, strlen(prefix));
-    while (db_iter_next(it)) {
+    while (db_iter_next(it)) { /* ids rise with creation time: what is listed is a run from the start */
         size_t kl;
         const char *k = db_iter_key(it, &kl);
         if (kl < 16)
@@ -599,7 +611,7 @@ json_t *task_list(const uint64_t *owner, size_t max, uint64_t before, bool *more
         memcpy(hex, k + kl - 16, 16);
         hex[16] = 0;
         uint64_t id = strtoull(hex, NULL, 16);
-        if (before && id >= before)
+        if (before && (at ? at_or_after(id, at, before) : id >= before))
             break;
         ids[n % max] = id;
         n++;

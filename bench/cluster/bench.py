@@ -63,7 +63,7 @@ def node_start(work, name, etcd_url, port=None):
     os.makedirs(conf, exist_ok=True)
     shutil.copy(os.path.join(ROOT, "conf.d", "store-template.yaml"), conf)
     with open(os.path.join(conf, "mbyte.yaml"), "w") as f:
-        f.write("log_level: warn\ncluster: {etcd: [%s], node: %s, lease_ttl: %d}\n" % (etcd_url, name, TTL))
+        f.write("log_level: warn\ncluster: {etcd: [%s], node: %s, lease_ttl: %d, rebalance: false}\n" % (etcd_url, name, TTL))
     env = dict(os.environ, MBYTE_LISTEN="127.0.0.1:%d" % port, MBYTE_DATA=os.path.join(d, "data"),
                MBYTE_ADMIN_PASSWORD=PASSWORD, MBYTE_MODULE_DIR=os.path.join(ROOT, "build-release", "modules"))
     p = subprocess.Popen([MBYTED, "--config", conf], env=env, stdout=open(os.path.join(d, "log"), "ab"),

@@ -236,8 +236,11 @@ backend nodes
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def cluster_conf(etcd_urls, name, ttl=TTL):
-    return {"cluster": "{etcd: [%s], node: %s, lease_ttl: %d}" % (etcd_urls, name, ttl)}
+def cluster_conf(etcd_urls, name, ttl=TTL, rebalance=False):
+    """A node's cluster settings. Rebalancing (on by default) is off unless a test asks for it: the tests
+    place stores on the nodes they name and must find them there."""
+    return {"cluster": "{etcd: [%s], node: %s, lease_ttl: %d, rebalance: %s}" % (
+        etcd_urls, name, ttl, "true" if rebalance else "false")}
 
 
 def refused_start(test, s):
@@ -313,19 +316,19 @@ class EtcdAndNodes(unittest.TestCase):
     OTHER_PW = "not-the-cluster-admin-pw"
 
     @classmethod
-    def start_joined(cls, modules=None):
+    def start_joined(cls, modules=None, names=None, rebalance=False):
         """etcd, then the nodes: n1 starts the cluster, the others join it with another
         MBYTE_ADMIN_PASSWORD (which must not make an admin of their own)."""
         cls.etcd = Etcd().start()
         cls.ftp_ports = {}
-        for n in cls.NAMES:
+        for n in names or cls.NAMES:
             env = {} if n == "n1" else {"MBYTE_ADMIN_PASSWORD": cls.OTHER_PW}
             if (modules or {}).get("ftp"):  # every node its own FTP door
                 cls.ftp_ports[n] = free_port()
                 base = random.randrange(20000, 60000, 100)
                 env.update({"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % cls.ftp_ports[n],
                             "MBYTE_FTP_PASV_PORTS": "%d-%d" % (base, base + 99)})
-            cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n), env=env, modules=modules)
+            cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n, rebalance=rebalance), env=env, modules=modules)
             cls.nodes[n].start()
 
     def start_again(self, name):
@@ -629,15 +632,19 @@ class ClusterWide(EtcdAndNodes):
             homes.add(r.json()[0]["id"])
         self.assertEqual(len(homes), 1, homes)
 
+    def quota_everywhere(self, user, limit):
+        """Set user's quota on n1 and wait until every node knows it."""
+        admin = self.login("n1", "admin", ADMIN_PASSWORD)
+        r = self.nodes["n1"].request("PUT", "/api/v1/admin/quotas/users/" + user, {"bytes": limit}, token=admin)
+        self.assertEqual(r.status, 200, r)
+        self.everywhere("the quota is known", lambda n: self.nodes[n].request(
+            "GET", "/api/v1/admin/quotas/users/" + user,
+            token=self.login(n, "admin", ADMIN_PASSWORD)).json().get("bytes") == limit)
+
     def test_a_quota_set_on_one_node_holds_on_every_node(self):
         tok = self.nodes["n1"].add_user("quinn", "quinn-pw-1")
         self.everywhere("quinn logs in", lambda n: isinstance(self.login(n, "quinn", "quinn-pw-1"), str))
-        admin = self.login("n1", "admin", ADMIN_PASSWORD)
-        r = self.nodes["n1"].request("PUT", "/api/v1/admin/quotas/users/quinn", {"bytes": 4096}, token=admin)
-        self.assertEqual(r.status, 200, r)
-        self.everywhere("the quota is known", lambda n: self.nodes[n].request(
-            "GET", "/api/v1/admin/quotas/users/quinn", token=self.login(n, "admin", ADMIN_PASSWORD)).json().get("bytes")
-            == 4096)
+        self.quota_everywhere("quinn", 4096)
         # on n3 (its own Home store there): 3 KiB fit, 3 KiB more do not
         t3 = self.login("n3", "quinn", "quinn-pw-1")
         sid = self.nodes["n3"].request("GET", "/api/v1/stores", token=t3).json()[0]["id"]
@@ -652,6 +659,35 @@ class ClusterWide(EtcdAndNodes):
                                                   token=admin2).status, 200)
         wait_for("the quota is gone on n3", lambda: put("b.bin").status == 201, 10)
         self.assertEqual(self.status("n1", "GET", "/api/v1/me", tok), 200)
+
+    def test_a_quota_counts_the_stores_of_every_node(self):
+        """A user's stores kept by two nodes: the quota counts both (no node lets them fill their
+        quota again), and their usage reads the same on every node."""
+        tok = self.nodes["n1"].add_user("una", "una-pw-1")
+        self.everywhere("una logs in", lambda n: isinstance(self.login(n, "una", "una-pw-1"), str))
+        homes = home(self.nodes["n1"], tok)  # kept by n1
+        work = create_store(self, self.nodes["n2"], tok, "Work")  # kept by n2
+        self.placed_everywhere(work)
+        self.quota_everywhere("una", 100000)
+        octet = {"Content-Type": "application/octet-stream"}
+        r = self.nodes["n1"].request("PUT", "/api/v1/stores/%d/files/a.bin" % homes, b"a" * 60000, token=tok, headers=octet)
+        self.assertEqual(r.status, 201, r)
+        for via in self.NAMES:  # on n2, through any node: 60 kB more would pass 100 kB
+            r = self.nodes[via].request("PUT", "/api/v1/stores/%d/files/b.bin" % work, b"b" * 60000, token=tok,
+                                        headers=octet)
+            self.assertEqual(r.status, 507, (via, r))
+        r = self.nodes["n3"].request("PUT", "/api/v1/stores/%d/files/c.bin" % work, b"c" * 30000, token=tok, headers=octet)
+        self.assertEqual(r.status, 201, r)  # what fits, fits
+        for n in self.NAMES:
+            u = self.nodes[n].request("GET", "/api/v1/me/usage", token=tok).json()
+            self.assertEqual((u["bytes"], u["files"]), (90000, 2), (n, u))
+            per = {st["id"]: st["bytes"] for st in u["stores"]}
+            self.assertEqual((per.get(homes), per.get(work)), (60000, 30000), (n, u))
+        # FTP's uploads are measured the same way
+        f = self.ftp("n3", "una", "una-pw-1")
+        with self.assertRaises(ftplib.error_perm) as e:
+            f.storbinary("STOR /Home/d.bin", io.BytesIO(b"d" * 20000))
+        self.assertTrue(str(e.exception).startswith("552"), e.exception)
 
     def test_stores_have_ids_unique_in_the_cluster_and_every_node_knows_where_each_is(self):
         tok = self.nodes["n1"].add_user("stella", "stella-pw-1")
@@ -739,14 +775,19 @@ class ClusterWide(EtcdAndNodes):
         # a client cannot sign: a made-up signature is ignored
         forged = {"X-MByte-Forwarded": "n2", "X-MByte-Forwarded-User": "%d.%d.%s" % (1, int(time.time()), "0" * 64)}
         self.assertEqual(self.status("n1", "GET", url, headers=forged), 401)
-        # the keeping node down: a clear 503 naming it, not a hang
-        self.nodes["n1"].proc.kill()
-        self.nodes["n1"].proc.wait()
-        self.nodes["n1"].proc = None
-        self.nodes["n1"].log.close()
-        r = self.nodes["n2"].request("GET", url, token=tok, timeout=30)
+        # the keeping node down: a clear 503 naming it, not a hang. (n1 keeps it unless etcd's pause above
+        # outlived n1's lease: etcd then ends it when it resumes, and the replica takes the store over.)
+        admin = self.login("n2", "admin", ADMIN_PASSWORD)
+        keeper = next(st["owner"] for st in self.nodes["n2"].request("GET", "/api/v1/admin/cluster", token=admin).json()[
+            "stores"] if st["id"] == sid)
+        via = "n2" if keeper != "n2" else "n3"
+        self.nodes[keeper].proc.kill()
+        self.nodes[keeper].proc.wait()
+        self.nodes[keeper].proc = None
+        self.nodes[keeper].log.close()
+        r = self.nodes[via].request("GET", url, token=tok, timeout=30)
         self.assertEqual(r.status, 503, r)
-        self.assertIn("node n1", r.json()["detail"])
+        self.assertIn("node " + keeper, r.json()["detail"])
 
     def test_eight_clients_through_haproxy_round_robin_need_no_sticky_sessions(self):
         hp = HAProxy(self.nodes)
@@ -847,6 +888,53 @@ class ClusterWide(EtcdAndNodes):
         self.assertEqual(r.status, 204, r)
         r = self.nodes["n2"].request("GET", "/api/v1/stores/%d/files/report.bin" % sid, token=tok)
         self.assertEqual(r.status, 404, r)
+
+    def test_tasks_are_read_listed_and_cancelled_through_any_node(self):
+        """A task is its node's (the node that runs it), its id names that node: a client polling
+        through HAProxy reaches it from any node, and the list holds every node's tasks."""
+        tok = self.nodes["n1"].add_user("tess", "tess-pw-1")
+        self.everywhere("tess logs in", lambda n: isinstance(self.login(n, "tess", "tess-pw-1"), str))
+        made = {}
+        for n in self.NAMES:  # a store made through each node: a task on each node
+            r = self.nodes[n].request("POST", "/api/v1/stores", {"name": "T-" + n}, token=tok)
+            self.assertEqual(r.status, 202, r)
+            made[r.json()["task"]] = n
+        self.assertEqual(len(made), 3, made)  # three ids: no two nodes hand out the same one
+        for tid in made:
+            for n in self.NAMES:  # polled through every node: the same task, done
+                wait_for("task %d seen done through %s" % (tid, n), lambda: self.nodes[n].request(
+                    "GET", "/api/v1/tasks/%d" % tid, token=tok).json().get("state") == "done", 20)
+        # someone else's task is as missing through any node as on its own
+        other = self.nodes["n2"].add_user("tom", "tom-pw-1")
+        self.everywhere("tom's token is known", lambda n: self.status(n, "GET", "/api/v1/me", other) == 200)
+        for tid, n in made.items():
+            for via in self.NAMES:
+                self.assertEqual(self.status(via, "GET", "/api/v1/tasks/%d" % tid, other), 404, (tid, via))
+        # a finished task cannot be cancelled, wherever the request lands: the task's node says so
+        tid = next(t for t, n in made.items() if n == "n1")
+        r = self.nodes["n3"].request("POST", "/api/v1/tasks/%d/cancel" % tid, token=tok)
+        self.assertEqual(r.status, 409, r)
+        # the list through any node holds every node's tasks, newest first, page after page
+        for n in self.NAMES:
+            r = self.nodes[n].request("GET", "/api/v1/tasks", token=tok)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(sorted(t["id"] for t in r.json()), sorted(made), n)
+            seen, path = [], "/api/v1/tasks?limit=1"
+            while path:
+                r = self.nodes[n].request("GET", path, token=tok)
+                self.assertEqual(r.status, 200, r)
+                seen += [t["id"] for t in r.json()]
+                link = r.header("Link")
+                path = link[1:link.index(">")] if link else None
+                self.assertLess(len(seen), 10, seen)
+            self.assertEqual(sorted(seen), sorted(made), n)  # each exactly once
+        admin = self.login("n3", "admin", ADMIN_PASSWORD)
+        r = self.nodes["n3"].request("GET", "/api/v1/admin/tasks?limit=1000", token=admin)
+        self.assertLessEqual(set(made), {t["id"] for t in r.json()})
+        # a task of a node that is not up: a clear 503, not a 404
+        r = self.nodes["n1"].request("GET", "/api/v1/tasks/%d" % ((999 << 40) + 1), token=tok)
+        self.assertEqual(r.status, 503, r)
+        self.assertIn("number 999", r.json()["detail"])
 
     def ftp(self, node, user, pw):
         f = ftplib.FTP(timeout=30)
@@ -1141,6 +1229,7 @@ class BadSettings(unittest.TestCase):
         ("cluster:\n  etcd: [http://127.0.0.1:1]\n  node: Bad/Name", 4, "cluster.node must be a name"),
         ("cluster:\n  etcd: [http://127.0.0.1:1]\n  node: a\n  lease_ttl: 1", 5, "cluster.lease_ttl must be"),
         ("cluster:\n  etcd: [http://127.0.0.1:1]\n  node: a\n  advertise: nowhere", 5, "must be host:port"),
+        ("cluster:\n  etcd: [http://127.0.0.1:1]\n  node: a\n  rebalance: sometimes", 5, "cluster.rebalance must be true or false"),
         ("cluster:\n  etcd: [http://127.0.0.1:1]\n  nodes: a", 4, "unknown key 'cluster.nodes'"),
         ("cluster:\n  etcd: [http://127.0.0.1:1]", 2, "cluster mode needs cluster.node"),
     ]

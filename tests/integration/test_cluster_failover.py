@@ -18,8 +18,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import ADMIN_PASSWORD, main  # noqa: E402
-from storeutil import fsck, home  # noqa: E402
-from test_cluster import TTL, EtcdAndNodes, HAProxy, wait_for  # noqa: E402
+from storeutil import create_store, fsck, home  # noqa: E402
+from test_cluster import TTL, EtcdAndNodes, HAProxy, Server, cluster_conf, wait_for  # noqa: E402
 
 OCTET = {"Content-Type": "application/octet-stream"}
 
@@ -78,6 +78,15 @@ class Failover(EtcdAndNodes):
     def get(self, n, tok, sid, name):
         r = self.nodes[n].request("GET", "/api/v1/stores/%d/files/%s" % (sid, name), token=tok)
         return r.status, r.body
+
+    def warnings(self):
+        """The last warnings and errors of every node's log (for a failure's message)."""
+        out = []
+        for n in self.NAMES:
+            lines = [x for x in self.nodes[n].read_log().splitlines() if " warn " in x or " error " in x or "WARN" in x
+                     or "ERROR" in x]
+            out += ["%s: %s" % (n, x) for x in lines[-15:]]
+        return "\n".join(out)
 
     def fsck_clean(self, n):
         """fsck on node n: nothing but orphans (chunks a killed transfer left; the collector takes them)."""
@@ -211,7 +220,7 @@ class Failover(EtcdAndNodes):
             stop.set()
             for t in ts:
                 t.join()
-        self.assertEqual(failed, [])
+        self.assertEqual(failed, [], self.warnings())  # what the nodes said, to tell which refusal it was
         self.assertGreater(reads[0], 10)
         now = self.placement(to, sid)
         self.assertEqual((now["owner"], now["replica"], now["filling"]), (to, "n1", False), now)
@@ -348,6 +357,76 @@ class Failover(EtcdAndNodes):
         self.assertEqual(self.put("n1", tok, sid, "after.bin", b"after"), 201)
         self.assertEqual(self.get(replica, tok, sid, "after.bin"), (200, b"after"))
 
+
+
+class Rebalance(EtcdAndNodes):
+    """cluster.rebalance (on by default): two nodes keep the stores; a third joins and takes stores
+    from the node that keeps the most until no two nodes differ by more than one, while the stores
+    are read through every node."""
+
+    @classmethod
+    def start_cluster(cls):
+        cls.start_joined({"taskmgr": True, "multistore": True}, names=("n1", "n2"), rebalance=True)
+
+    def token(self, n, user, pw):
+        r = self.nodes[n].request("POST", "/api/v1/auth/login", {"username": user, "password": pw})
+        assert r.status == 200, r
+        return r.json()["token"]
+
+    def kept(self, n):
+        """Node -> how many stores it keeps, as node n sees the placements."""
+        stores = self.nodes[n].request("GET", "/api/v1/admin/cluster", token=self.token(n, "admin", ADMIN_PASSWORD)).json()["stores"]
+        count = {}
+        for st in stores:
+            count[st["owner"]] = count.get(st["owner"], 0) + 1
+        return count, {st["id"]: st["owner"] for st in stores}
+
+    def test_a_node_that_joins_takes_stores_until_the_nodes_keep_about_as_many(self):
+        tok = self.nodes["n1"].add_user("rita", "rita-password")
+        wait_for("rita logs in on n2", lambda: self.nodes["n2"].request(
+            "POST", "/api/v1/auth/login", {"username": "rita", "password": "rita-password"}).status == 200, 10)
+        sids = [home(self.nodes["n1"], tok)] + [create_store(self, self.nodes["n2"], tok, "S%d" % i) for i in range(3)]
+        data = {sid: os.urandom(200000 + sid) for sid in sids}
+        for sid in sids:
+            r = self.nodes["n1"].request("PUT", "/api/v1/stores/%d/files/f.bin" % sid, body=data[sid], token=tok,
+                                         headers=OCTET)
+            self.assertEqual(r.status, 201, r)
+        before, where = self.kept("n1")
+        self.assertEqual(before, {"n1": 2, "n2": 3}, before)  # the admin's Home and rita's; her three others
+        failures, stop = [], threading.Event()
+        names = ["n1", "n2"]
+
+        def reader():
+            while not stop.is_set():
+                for n in list(names):
+                    for sid in sids:
+                        r = self.nodes[n].request("GET", "/api/v1/stores/%d/files/f.bin" % sid, token=tok, timeout=60)
+                        if (r.status, r.body) != (200, data[sid]):
+                            failures.append((n, sid, r.status))
+        t = threading.Thread(target=reader)
+        t.start()
+        try:
+            late = Server(conf=cluster_conf(self.etcd.url, "n3", rebalance=True),
+                          env={"MBYTE_ADMIN_PASSWORD": self.OTHER_PW}, modules={"taskmgr": True, "multistore": True})
+            self.nodes["n3"] = late
+            late.start()
+            names.append("n3")
+            wait_for("n3 keeps a store", lambda: self.kept("n1")[0].get("n3", 0) >= 1, 60)
+            time.sleep(12)  # a second move would come after 10 s: none must (2, 2, 1 is balanced)
+        finally:
+            stop.set()
+            t.join()
+        after, now = self.kept("n3")
+        self.assertEqual(sorted(after.values()), [1, 2, 2], after)
+        moved = [sid for sid in now if where.get(sid) != now[sid]]
+        self.assertEqual(len(moved), 1, (where, now))
+        self.assertEqual(failures, [])
+        for sid in sids:  # every store's file, through every node, from wherever it is now
+            for n in ("n1", "n2", "n3"):
+                r = self.nodes[n].request("GET", "/api/v1/stores/%d/files/f.bin" % sid, token=tok)
+                self.assertEqual((r.status, r.body), (200, data[sid]), (n, sid))
+        log = self.nodes[where[moved[0]]].read_log()
+        self.assertIn("rebalancing: store %d moves to node n3" % moved[0], log)
 
 if __name__ == "__main__":
     main()
