@@ -545,6 +545,17 @@ static uint64_t upload_store(mb_req *req)
 
 /* The store a share link's token opens (the sharing module's records, cluster-wide: the
  * SHA-256 of the token names the share, the share its store), or 0. */
+/* The store of the sharing module's share record `id` (cluster-wide), 0 for none. */
+static uint64_t share_store(const char *id, size_t n)
+{
+    char key[96];
+    snprintf(key, sizeof key, "m/sharing/s/%.*s", (int)(n < 32 ? n : 32), id);
+    json_t *share = NULL;
+    uint64_t sid = db_get_json(key, &share) == 0 && jint(share, "store") > 0 ? (uint64_t)jint(share, "store") : 0;
+    json_decref(share);
+    return sid;
+}
+
 static uint64_t link_store(const char *token)
 {
     uint8_t h[crypto_hash_sha256_BYTES];
@@ -555,11 +566,8 @@ static uint64_t link_store(const char *token)
     snprintf(key, sizeof key, "m/sharing/t/%s", hex);
     if (db_get(key, strlen(key), &id, &n))
         return 0;
-    snprintf(key, sizeof key, "m/sharing/s/%.*s", (int)(n < 32 ? n : 32), id);
+    uint64_t sid = share_store(id, n);
     free(id);
-    json_t *share = NULL;
-    uint64_t sid = db_get_json(key, &share) == 0 && jint(share, "store") > 0 ? (uint64_t)jint(share, "store") : 0;
-    json_decref(share);
     return sid;
 }
 
@@ -567,7 +575,8 @@ static uint64_t link_store(const char *token)
  * node answers it (it keeps it, or nobody does, or it names no store). What names a store:
  * /api/v1/stores/{sid}..., /dav/{sid}... (a store named by its id), a tus creation for a store
  * (POST /api/v1/uploads, Upload-Metadata "store"), /api/v1/uploads/{id} (the node that made
- * the upload), and a share link /api/v1/public/{token}... (the link's store). */
+ * the upload), a share link /api/v1/public/{token}... (the link's store), a user share
+ * /api/v1/shared/{id}... (its store) and a task /api/v1/tasks/{id}... (the node its id names). */
 static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
 {
     *sid = 0;
@@ -592,6 +601,9 @@ static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
     } else if (api && req->nsegs == 7 && !strcmp(req->segs[2], "admin") && !strcmp(req->segs[3], "cluster") &&
                !strcmp(req->segs[4], "stores") && !strcmp(req->segs[6], "move")) { /* asked of its keeper */
         if (!parse_u64(req->segs[5], sid))
+            return 0;
+    } else if (api && req->nsegs >= 4 && !strcmp(req->segs[2], "shared")) { /* a user share: its store's */
+        if (!(*sid = share_store(req->segs[3], strlen(req->segs[3]))))
             return 0;
     } else if (api && req->nsegs >= 4 && !strcmp(req->segs[2], "public")) {
         if (!(*sid = link_store(req->segs[3])))

@@ -52,7 +52,7 @@
 
 static const char *const wide_prefixes[] = {"u/",  "ui/", "t/",  "ut/", "ap/", "m/ftp/pw/", "mc/", "m/quotas/user/",
                                             "m/quotas/role/", "sp/", "cs/", "tn/", "m/sharing/s/",
-                                            "m/sharing/t/", NULL};
+                                            "m/sharing/t/", "m/sharing/o/", "m/sharing/g/", "nt/", NULL};
 
 static struct {
     bool on;     /* the threads run */

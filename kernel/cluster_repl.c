@@ -373,6 +373,8 @@ static int put_missing(CURL *c, const char *node, const json_t *missing, mb_err 
 json_t *repl_swap_change(const json_t *cur, void *ud)
 {
     const struct repl_swap *w = ud;
+    if (w->kept_later && !strcmp(jstr(cur, "node"), w->node) && (uint64_t)jint(cur, "epoch") > w->epoch)
+        *w->kept_later = true;
     if (strcmp(jstr(cur, "node"), w->node) || strcmp(jstr(cur, "replica"), w->replica) ||
         (uint64_t)jint(cur, "epoch") != w->epoch || (w->not_filling && json_is_true(json_object_get(cur, "filling"))))
         return NULL;
@@ -407,9 +409,11 @@ static void answer(item *run, int rc, const mb_err *why)
             bool dropped = now && !strcmp(jstr(now, "node"), rp.node) && (uint64_t)jint(now, "epoch") > it->epoch;
             json_decref(now);
             mb_err e;
-            /* the store goes on without the replica: still this node's, this epoch, this replica */
+            /* the store goes on without the replica: still this node's, this epoch, this replica. Or this
+             * node dropped or replaced that replica itself meanwhile (a move's first step), which etcd
+             * says before the record here does: the change is safe here too. */
             struct repl_swap d = {.node = rp.node, .replica = it->node, .epoch = it->epoch, .to_node = rp.node,
-                             .to_replica = "", .step = 1};
+                             .to_replica = "", .step = 1, .kept_later = &dropped};
             if (!dropped && !broken && !closing)
                 cluster_kv_flush(2000); /* a store made a moment ago: its placement must be in etcd first */
             if (!dropped && !broken && !closing && cluster_store_cas(it->sid, repl_swap_change, &d, NULL, &e) == 0) {

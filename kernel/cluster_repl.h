@@ -61,6 +61,7 @@ struct repl_swap {
     const char *to_node, *to_replica;
     int step;
     bool filling;
+    bool *kept_later; /* or NULL: set when etcd's record has this node (node) keep it at a later epoch */
 };
 json_t *repl_swap_change(const json_t *cur, void *ud);
 

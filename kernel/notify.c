@@ -6,6 +6,9 @@
  * a lower layer, never calls here), and a task that ends done or failed becomes a
  * notification. main.c registers notify_routes. Marking read (one, or all) rewrites the stored records and pushes
  * `event: unread` {"unread": n} to the user's streams, so every open page's bell agrees.
+ * Cluster mode: nt/ is a cluster-wide record (cluster_kv.c), so a user's list, count and marks are
+ * the same on every node; ids start at this node's cluster_id_base, so no two nodes make one id.
+ * The live push reaches the streams of the node that made the notification only.
  * Threads: any; storage is LevelDB, streams are http.c's (locked). Two marks racing on one
  * record both write read=1, so no lock is needed.
  */
@@ -32,7 +35,7 @@ void notify_publish(uint64_t uid, const char *event, json_t *data)
 
 int notify_user(uint64_t uid, const char *kind, const char *title, const char *body)
 {
-    uint64_t seq = atomic_fetch_add(&nseq, 1);
+    uint64_t seq = cluster_id_base() + atomic_fetch_add(&nseq, 1); /* cluster mode: no other node's id */
     char key[64], u16[17], s16[17];
     key_u64(u16, uid);
     key_u64(s16, seq);
@@ -84,6 +87,15 @@ static int h_events(mb_req *req, void *st, mb_err *err)
     return http_reply_sse(req, http_req_user(req)->id);
 }
 
+/* Newest first: by time, then id (in cluster mode ids from several nodes mix). */
+static int newer_first(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    json_int_t tx = json_integer_value(json_object_get(x, "time")), ty = json_integer_value(json_object_get(y, "time"));
+    int c = strcmp(json_string_value(json_object_get(y, "id")) ?: "", json_string_value(json_object_get(x, "id")) ?: "");
+    return tx != ty ? (tx < ty ? 1 : -1) : c;
+}
+
 /* GET /api/v1/notifications — the newest 100, newest first. */
 static int h_list(mb_req *req, void *st, mb_err *err)
 {
@@ -91,20 +103,32 @@ static int h_list(mb_req *req, void *st, mb_err *err)
     char prefix[40], u16[17];
     key_u64(u16, http_req_user(req)->id);
     snprintf(prefix, sizeof prefix, "nt/%s/", u16);
-    json_t *all = json_array();
+    json_t **v = NULL;
+    size_t n = 0, cap = 0;
     db_iter *it = db_iter_prefix(prefix, strlen(prefix));
     while (db_iter_next(it)) {
         size_t vl;
-        const char *v = db_iter_val(it, &vl);
-        json_t *n = json_loadb(v, vl, 0, NULL);
-        if (n) {
-            json_object_del(n, "v");
-            json_array_insert_new(all, 0, n);
-            if (json_array_size(all) > 100)
-                json_array_remove(all, 100);
+        const char *val = db_iter_val(it, &vl);
+        json_t *one = json_loadb(val, vl, 0, NULL);
+        if (!one)
+            continue;
+        json_object_del(one, "v");
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            v = xrealloc(v, cap * sizeof *v);
         }
+        v[n++] = one;
     }
     db_iter_free(it);
+    if (n)
+        qsort(v, n, sizeof *v, newer_first);
+    json_t *all = json_array();
+    for (size_t i = 0; i < n; i++)
+        if (i < 100)
+            json_array_append_new(all, v[i]);
+        else
+            json_decref(v[i]);
+    free(v);
     return http_reply_json(req, 200, all);
 }
 
@@ -204,7 +228,7 @@ int notify_init(mb_err *err)
         if (kl == 3 + 16 + 1 + 16) {
             char hex[17] = {0};
             memcpy(hex, k + 20, 16);
-            uint64_t v = strtoull(hex, NULL, 16);
+            uint64_t v = strtoull(hex, NULL, 16) & ((1ull << CLUSTER_ID_BITS) - 1); /* this node's part */
             if (v > last)
                 last = v;
         }

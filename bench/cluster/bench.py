@@ -12,6 +12,9 @@ rotates run by run:
       upload of one BENCH_SIZE_MB file (curl -T, new bytes each run), MiB/s;
       BENCH_SMALL x 4 KiB uploads by one client on one keep-alive connection, files/s;
     ratio forwarded / direct (1.0 = forwarding costs nothing);
+  - FTP through another node ("Modules' file calls"): one BENCH_SIZE_MB file stored (STOR) and read
+    back (RETR, the second read) with ftplib through n1's FTP port (direct) and through n2's, which
+    carries each file call to n1 over its HTTP API (a write spooled, then sent), MiB/s and ratio;
   - synchronous replication ("Replicas and failover"): BENCH_SMALL x 4 KiB uploads by one client, and
     one upload of BENCH_SIZE_MB, to the node keeping the store, on the three-node cluster (each change
     confirmed by the replica, the chunks copied to it) and on the one-node cluster (no replica); ratio
@@ -24,6 +27,7 @@ rotates run by run:
 Environment: BENCH_SIZE_MB (256), BENCH_SMALL (500), BENCH_RUNS (3), BENCH_KILLS (10), BENCH_DIR (a
 temp dir), MBYTED.
 """
+import ftplib
 import http.client
 import os
 import shutil
@@ -56,16 +60,23 @@ def etcd_start(work, name="etcd"):
     return p, url
 
 
+FTP_PORTS = {}
+
+
 def node_start(work, name, etcd_url, port=None):
     port = port or free_port()
+    FTP_PORTS.setdefault(name, free_port())
     d = os.path.join(work, name)
     conf = os.path.join(d, "conf")
     os.makedirs(conf, exist_ok=True)
     shutil.copy(os.path.join(ROOT, "conf.d", "store-template.yaml"), conf)
     with open(os.path.join(conf, "mbyte.yaml"), "w") as f:
-        f.write("log_level: warn\ncluster: {etcd: [%s], node: %s, lease_ttl: %d, rebalance: false}\n" % (etcd_url, name, TTL))
+        f.write("log_level: warn\nmodules: {ftp: true}\n"
+                "cluster: {etcd: [%s], node: %s, lease_ttl: %d, rebalance: false}\n" % (etcd_url, name, TTL))
+    base = 42000 + 100 * (sorted(FTP_PORTS).index(name))
     env = dict(os.environ, MBYTE_LISTEN="127.0.0.1:%d" % port, MBYTE_DATA=os.path.join(d, "data"),
-               MBYTE_ADMIN_PASSWORD=PASSWORD, MBYTE_MODULE_DIR=os.path.join(ROOT, "build-release", "modules"))
+               MBYTE_ADMIN_PASSWORD=PASSWORD, MBYTE_MODULE_DIR=os.path.join(ROOT, "build-release", "modules"),
+               MBYTE_FTP_LISTEN="127.0.0.1:%d" % FTP_PORTS[name], MBYTE_FTP_PASV_PORTS="%d-%d" % (base, base + 99))
     p = subprocess.Popen([MBYTED, "--config", conf], env=env, stdout=open(os.path.join(d, "log"), "ab"),
                          stderr=subprocess.STDOUT)
     wait_port(port, p, "mbyted " + name)
@@ -90,6 +101,24 @@ def small_files(port, sid, token, tag):
         assert r.status == 201, r.status
     c.close()
     return SMALL / (time.monotonic() - t)
+
+
+def ftp_rates(node, path, src):
+    """STOR src to path through node's FTP port, then RETR it twice (the second timed): MiB/s each."""
+    f = ftplib.FTP(timeout=600)
+    f.connect("127.0.0.1", FTP_PORTS[node])
+    f.login("admin", PASSWORD)
+    t = time.monotonic()
+    with open(src, "rb") as fp:
+        f.storbinary("STOR " + path, fp, blocksize=1 << 20)
+    put = SIZE_MB / (time.monotonic() - t)
+    sink = lambda b: None  # noqa: E731
+    f.retrbinary("RETR " + path, sink, blocksize=1 << 20)
+    t = time.monotonic()
+    f.retrbinary("RETR " + path, sink, blocksize=1 << 20)
+    get = SIZE_MB / (time.monotonic() - t)
+    f.quit()
+    return put, get
 
 
 def placement(port, token, sid):
@@ -173,7 +202,7 @@ def main():
               "a second etcd with one mbyted (n0) for the replication cost" % placement(ports["n1"], token, sid)["replica"])
         print("%d MiB file, %d x 4 KiB by one client, %d runs\n" % (SIZE_MB, SMALL, RUNS))
         src = os.path.join(work, "big.bin")
-        rows = {k: {"direct": [], "forwarded": []} for k in ("download", "upload", "small")}
+        rows = {k: {"direct": [], "forwarded": []} for k in ("download", "upload", "small", "ftp STOR", "ftp RETR")}
         repl = {"three": [], "one": []}
         repl_up = {"three": [], "one": []}
         auth = "Authorization: Bearer " + token
@@ -193,6 +222,9 @@ def main():
                 t = timed(["curl", "-sf", "-H", auth, "-o", "/dev/null", u])
                 rows["download"][side].append(SIZE_MB / t)
                 rows["small"][side].append(small_files(port, sid, token, "%s%d" % (side, run)))
+                put, get = ftp_rates("n1" if side == "direct" else "n2", "/Home/ftp-%s-%d.bin" % (side, run), src)
+                rows["ftp STOR"][side].append(put)
+                rows["ftp RETR"][side].append(get)
             for side in (["three", "one"] if run % 2 == 0 else ["one", "three"]):
                 repl[side].append(small_files(ports["n1"], sid, token, "r3-%d" % run) if side == "three"
                                   else small_files(port0, sid0, token0, "r1-%d" % run))
@@ -206,7 +238,8 @@ def main():
                 repl_up[side].append(SIZE_MB / t)
         print("\n| test | direct (n1) | forwarded (n2 -> n1) | forwarded / direct | runs (ratio) |")
         print("| --- | --- | --- | --- | --- |")
-        for k, unit in (("download", "MiB/s"), ("upload", "MiB/s"), ("small", "files/s")):
+        for k, unit in (("download", "MiB/s"), ("upload", "MiB/s"), ("small", "files/s"), ("ftp STOR", "MiB/s"),
+                        ("ftp RETR", "MiB/s")):
             d, f = statistics.median(rows[k]["direct"]), statistics.median(rows[k]["forwarded"])
             runs = " ".join("%.2f" % (b / a) for a, b in zip(rows[k]["direct"], rows[k]["forwarded"]))
             print("| %s | %.0f %s | %.0f %s | %.2f | %s |" % (k, d, unit, f, unit, f / d, runs))

@@ -573,6 +573,12 @@ class ClusterWide(EtcdAndNodes):
         cls.start_joined({"webdav": True, "quotas": True, "taskmgr": True, "multistore": True, "sharing": True,
                           "ftp": True})
 
+    def setUp(self):
+        super().setUp()
+        for n in self.NAMES:  # a node a test killed and setUp started again is in every node's view again
+            wait_for("n1, n2 and n3 in %s's view" % n, lambda: set(self.NAMES) <= {x["name"] for x in self.nodes[n].request(
+                "GET", "/api/v1/admin/cluster", token=self.login(n, "admin", ADMIN_PASSWORD)).json()["nodes"]}, 30)
+
     def status(self, node, method, path, token=None, body=None, headers=None):
         return self.nodes[node].request(method, path, body=body, token=token, headers=headers).status
 
@@ -931,6 +937,26 @@ class ClusterWide(EtcdAndNodes):
         admin = self.login("n3", "admin", ADMIN_PASSWORD)
         r = self.nodes["n3"].request("GET", "/api/v1/admin/tasks?limit=1000", token=admin)
         self.assertLessEqual(set(made), {t["id"] for t in r.json()})
+        # each task's end is a notification, made on its node and the same on every node; read on one,
+        # read on all
+        def finished(n):
+            r = self.nodes[n].request("GET", "/api/v1/notifications", token=tok)
+            return [x for x in r.json() if x["title"].startswith("Task ") and x["title"].endswith("finished")]
+        unread = lambda n: self.nodes[n].request("GET", "/api/v1/notifications/unread", token=tok).json()["unread"]  # noqa
+        for n in self.NAMES:
+            wait_for("three task notifications on %s" % n, lambda: len(finished(n)) == 3, 10)
+            self.assertEqual(len({x["id"] for x in finished(n)}), 3)
+        total = unread("n1")
+        self.assertGreaterEqual(total, 3)
+        for n in self.NAMES:
+            wait_for("%d unread on %s" % (total, n), lambda: unread(n) == total, 10)
+        one = finished("n1")[0]["id"]
+        self.assertEqual(self.nodes["n3"].request("POST", "/api/v1/notifications/%s/read" % one, token=tok).json(),
+                         {"unread": total - 1})
+        self.assertEqual(self.status("n2", "POST", "/api/v1/notifications/read", tok), 200)
+        for n in self.NAMES:
+            wait_for("no unread notification on %s" % n, lambda: self.nodes[n].request(
+                "GET", "/api/v1/notifications/unread", token=tok).json()["unread"] == 0, 10)
         # a task of a node that is not up: a clear 503, not a 404
         r = self.nodes["n1"].request("GET", "/api/v1/tasks/%d" % ((999 << 40) + 1), token=tok)
         self.assertEqual(r.status, 503, r)
@@ -1034,6 +1060,36 @@ class ClusterWide(EtcdAndNodes):
                 self.nodes[n].request("GET", link)), 10)
             self.assertEqual(got.body, body)
         self.assertEqual(self.nodes["n3"].request("GET", "/api/v1/public/%s/pic.bin" % ("x" * 43)).status, 404)
+
+    def test_a_share_with_a_user_shows_and_opens_for_them_through_any_node(self):
+        tok = self.nodes["n1"].add_user("sofia", "sofia-pw-1")
+        self.nodes["n2"].add_user("sam", "sam-pw-1")
+        self.everywhere("sam logs in", lambda n: isinstance(self.login(n, "sam", "sam-pw-1"), str))
+        sid = home(self.nodes["n1"], tok)  # kept by n1
+        self.placed_everywhere(sid)
+        body = os.urandom(250000)
+        self.assertEqual(self.nodes["n1"].request("POST", "/api/v1/stores/%d/folders" % sid, {"path": "plans"},
+                                                  token=tok).status, 201)
+        r = self.nodes["n1"].request("PUT", "/api/v1/stores/%d/files/plans/a.bin" % sid, body=body, token=tok,
+                                     headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(r.status, 201, r)
+        r = self.nodes["n3"].request("POST", "/api/v1/stores/%d/shares" % sid,  # made on n1, through n3
+                                     {"path": "plans", "type": "user", "permission": "download", "user": "sam"},
+                                     token=tok)
+        self.assertEqual(r.status, 201, r)
+        share = r.json()["id"]
+        for n in self.NAMES:  # sam sees it and opens it wherever their requests land
+            sam = self.login(n, "sam", "sam-pw-1")
+            wait_for("the share is listed for sam on %s" % n, lambda: [x["id"] for x in self.nodes[n].request(
+                "GET", "/api/v1/shared-with-me", token=sam).json()["shares"]] == [share], 10)
+            r = self.nodes[n].request("GET", "/api/v1/shared/%s/a.bin" % share, token=sam)
+            self.assertEqual((r.status, r.body), (200, body), n)
+        self.assertEqual(self.status("n2", "DELETE", "/api/v1/shares/" + share, tok), 200)
+        for n in self.NAMES:  # revoked through n2: gone for sam everywhere
+            sam = self.login(n, "sam", "sam-pw-1")
+            wait_for("the share is gone for sam on %s" % n, lambda: self.nodes[n].request(
+                "GET", "/api/v1/shared-with-me", token=sam).json()["shares"] == [], 10)
+            self.assertEqual(self.status(n, "GET", "/api/v1/shared/%s/a.bin" % share, sam), 404)
 
     def test_a_token_revoked_on_one_node_is_refused_on_all_and_a_new_password_counts_everywhere(self):
         self.nodes["n1"].add_user("rita", "rita-pw-1")

@@ -158,7 +158,8 @@ class Failover(EtcdAndNodes):
         self.assertGreater(len(after), before + 8, "no write was acknowledged after the owner died")
         if failed_at:
             window = max(failed_at) - min(failed_at)
-            self.assertLessEqual(window, 10, "clients saw failures for %.1f s: %r ... %r" % (window, failures[:2], failures[-4:]))
+            self.assertLessEqual(window, 10, "clients saw failures for %.1f s: %r ... %r\n%s" % (
+            window, failures[:2], failures[-4:], self.warnings()))
             self.assertGreaterEqual(min(failed_at), killed - 0.5, failures[:5])  # none before the kill
         # every acknowledged upload reads back identical through both survivors
         for i, (tok, sid, p) in enumerate(users):
