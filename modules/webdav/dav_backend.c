@@ -12,7 +12,7 @@
  *   put   PUT with Content-Length, streamed from the caller's buffer; 0 only on 201 or 204:
  *         the kernel commits a version only after every chunk of it was put, so an acknowledged
  *         upload is on the server. A 409 or 404 (the collection is missing) makes the
- *         collections from the prefix down with MKCOL (405, "exists", is success; 423, a
+ *         collections from the prefix down with MKCOL (405, "exists", is success; 423 or 403, a
  *         concurrent MKCOL of the same collection, is asked again after a wait), then puts
  *         again. A PUT cut short by a dying server leaves an object of the wrong size, which the
  *         kernel's put (it asks stat first) writes again and the collector takes as an orphan.
@@ -238,7 +238,9 @@ static bool object_of(davb *b, const char *key, char *path, size_t n)
 
 /* MKCOL every collection of `path` (up to its last '/'), from the top: 201 made, 405 there. A
  * 423 (Locked: rclone serve webdav answers so while another request makes the same collection,
- * as concurrent puts into a new aa/ do) is asked again after a short wait. */
+ * as concurrent puts into a new aa/ do) or a 403 (Apache's mod_dav_fs, when another request made
+ * the collection between its check and its mkdir) is asked again after a short wait: then it is
+ * there (405), or the refusal stands. */
 static int make_collections(davb *b, const char *path, mb_err *err)
 {
     char col[URL_MAX];
@@ -253,7 +255,7 @@ static int make_collections(davb *b, const char *path, mb_err *err)
         int rc = 0;
         for (int t = 0; t < MKCOL_LOCKED_TRIES; t++) {
             rc = request_expect(b, &(dreq){.method = "MKCOL", .path = col}, made_or_there, &st, err);
-            if (st != 423)
+            if (st != 423 && st != 403)
                 break;
             usleep(20000 * (unsigned)(t + 1));
         }

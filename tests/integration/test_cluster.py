@@ -1040,16 +1040,22 @@ class ClusterWide(EtcdAndNodes):
         self.assertEqual((r.status, r.header("Upload-Offset")), (200, str(len(body))))
         self.assertEqual(self.nodes["n3"].request("GET", "/api/v1/stores/%d/files/tus.bin" % sid, token=tok).body, body)
 
+    def home_with_file(self, tok, folder, name, size):
+        """The user's Home (kept by n1, its placement known everywhere) with folder/name of size random
+        bytes: (store id, the bytes)."""
+        sid = home(self.nodes["n1"], tok)
+        self.placed_everywhere(sid)
+        body = os.urandom(size)
+        self.assertEqual(self.nodes["n1"].request("POST", "/api/v1/stores/%d/folders" % sid, {"path": folder},
+                                                  token=tok).status, 201)
+        r = self.nodes["n1"].request("PUT", "/api/v1/stores/%d/files/%s/%s" % (sid, folder, name), body=body,
+                                     token=tok, headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(r.status, 201, r)
+        return sid, body
+
     def test_a_share_link_to_a_store_on_another_node_opens_through_any_node(self):
         tok = self.nodes["n1"].add_user("lena", "lena-pw-1")
-        sid = home(self.nodes["n1"], tok)  # kept by n1
-        self.placed_everywhere(sid)
-        body = os.urandom(300000)
-        self.assertEqual(self.nodes["n1"].request("POST", "/api/v1/stores/%d/folders" % sid, {"path": "trip"},
-                                                  token=tok).status, 201)
-        r = self.nodes["n1"].request("PUT", "/api/v1/stores/%d/files/trip/pic.bin" % sid, body=body, token=tok,
-                                     headers={"Content-Type": "application/octet-stream"})
-        self.assertEqual(r.status, 201, r)
+        sid, body = self.home_with_file(tok, "trip", "pic.bin", 300000)
         r = self.nodes["n2"].request("POST", "/api/v1/stores/%d/shares" % sid,  # made on n1, through n2
                                      {"path": "trip", "type": "link", "permission": "download"}, token=tok)
         self.assertEqual(r.status, 201, r)
@@ -1065,14 +1071,7 @@ class ClusterWide(EtcdAndNodes):
         tok = self.nodes["n1"].add_user("sofia", "sofia-pw-1")
         self.nodes["n2"].add_user("sam", "sam-pw-1")
         self.everywhere("sam logs in", lambda n: isinstance(self.login(n, "sam", "sam-pw-1"), str))
-        sid = home(self.nodes["n1"], tok)  # kept by n1
-        self.placed_everywhere(sid)
-        body = os.urandom(250000)
-        self.assertEqual(self.nodes["n1"].request("POST", "/api/v1/stores/%d/folders" % sid, {"path": "plans"},
-                                                  token=tok).status, 201)
-        r = self.nodes["n1"].request("PUT", "/api/v1/stores/%d/files/plans/a.bin" % sid, body=body, token=tok,
-                                     headers={"Content-Type": "application/octet-stream"})
-        self.assertEqual(r.status, 201, r)
+        sid, body = self.home_with_file(tok, "plans", "a.bin", 250000)
         r = self.nodes["n3"].request("POST", "/api/v1/stores/%d/shares" % sid,  # made on n1, through n3
                                      {"path": "plans", "type": "user", "permission": "download", "user": "sam"},
                                      token=tok)
