@@ -291,14 +291,13 @@ int cops_delete(const mb_user *u, uint64_t sid, const char *path, int flags, mb_
 
 int cops_store_get(const mb_user *u, uint64_t sid, json_t **out, mb_err *err)
 {
-    json_t *list = json_array(), *s;
-    if (u)
-        cluster_stores_far(u->id, list);
+    json_t *list = NULL, *s; /* the keeper's list of the user's stores it keeps */
+    int rc = ask(u, sid, "GET", xstrdup("/api/v1/stores"), NULL, &list, NULL, err);
     size_t i;
     *out = NULL;
     json_array_foreach(list, i, s) if ((uint64_t)jint(s, "id") == sid) *out = json_incref(s);
     json_decref(list);
-    return *out ? 0 : err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
+    return rc ? rc : *out ? 0 : err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
 }
 
 int cops_reply_file(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err)

@@ -96,15 +96,18 @@ static int newer_first(const void *a, const void *b)
     return tx != ty ? (tx < ty ? 1 : -1) : c;
 }
 
-/* GET /api/v1/notifications — the newest 100, newest first. */
+#define LIST_MAX 100
+
+/* GET /api/v1/notifications — the newest LIST_MAX, newest first (by time, then id: in cluster mode
+ * ids from several nodes mix, so the key order is not the time order). At most LIST_MAX are held. */
 static int h_list(mb_req *req, void *st, mb_err *err)
 {
     (void)st, (void)err;
     char prefix[40], u16[17];
     key_u64(u16, http_req_user(req)->id);
     snprintf(prefix, sizeof prefix, "nt/%s/", u16);
-    json_t **v = NULL;
-    size_t n = 0, cap = 0;
+    json_t *top[LIST_MAX + 1];
+    size_t n = 0;
     db_iter *it = db_iter_prefix(prefix, strlen(prefix));
     while (db_iter_next(it)) {
         size_t vl;
@@ -113,22 +116,24 @@ static int h_list(mb_req *req, void *st, mb_err *err)
         if (!one)
             continue;
         json_object_del(one, "v");
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            v = xrealloc(v, cap * sizeof *v);
+        size_t at = n; /* its place in the sorted top (LIST_MAX steps at most) */
+        while (at > 0 && newer_first(&one, &top[at - 1]) < 0)
+            at--;
+        if (at == LIST_MAX) {
+            json_decref(one);
+            continue;
         }
-        v[n++] = one;
+        memmove(&top[at + 1], &top[at], (n - at) * sizeof *top);
+        top[at] = one;
+        if (n == LIST_MAX)
+            json_decref(top[LIST_MAX]);
+        else
+            n++;
     }
     db_iter_free(it);
-    if (n)
-        qsort(v, n, sizeof *v, newer_first);
     json_t *all = json_array();
     for (size_t i = 0; i < n; i++)
-        if (i < 100)
-            json_array_append_new(all, v[i]);
-        else
-            json_decref(v[i]);
-    free(v);
+        json_array_append_new(all, top[i]);
     return http_reply_json(req, 200, all);
 }
 
