@@ -774,7 +774,11 @@ int cluster_store_cas(uint64_t sid, json_t *(*change)(const json_t *cur, void *u
     json_t *cur = a.nkvs ? json_loads(a.kvs[0].value, 0, NULL) : NULL;
     int64_t mod = a.nkvs ? a.kvs[0].mod_rev : 0;
     etcd_answer_free(&a);
-    json_t *want = json_is_object(cur) ? change(cur, ud) : NULL;
+    if (!json_is_object(cur)) {
+        json_decref(cur);
+        return err_set(err, MB_ENOENT, "store %llu's placement is not in etcd (yet)", (unsigned long long)sid);
+    }
+    json_t *want = change(cur, ud);
     json_decref(cur);
     if (!want)
         return err_set(err, MB_ECONFLICT, "store %llu's placement is not what this change expected",

@@ -414,13 +414,20 @@ static void answer(item *run, int rc, const mb_err *why)
              * says before the record here does: the change is safe here too. */
             struct repl_swap d = {.node = rp.node, .replica = it->node, .epoch = it->epoch, .to_node = rp.node,
                              .to_replica = "", .step = 1, .kept_later = &dropped};
-            if (!dropped && !broken && !closing)
-                cluster_kv_flush(2000); /* a store made a moment ago: its placement must be in etcd first */
-            if (!dropped && !broken && !closing && cluster_store_cas(it->sid, repl_swap_change, &d, NULL, &e) == 0) {
+            int crc = MB_ENOENT;
+            /* a store made a moment ago: its placement must reach etcd first (the queue may be long) */
+            for (int64_t until = now_mono_ms() + 10000; !dropped && !broken && !closing && crc == MB_ENOENT &&
+                                                        now_mono_ms() < until;) {
+                cluster_kv_flush(2000);
+                crc = cluster_store_cas(it->sid, repl_swap_change, &d, NULL, &e);
+            }
+            if (!crc) {
                 log_warn("cluster: store %llu goes on without its replica on node %s (%s); epoch %llu",
                          (unsigned long long)it->sid, it->node, why->msg, (unsigned long long)it->epoch + 1);
                 dropped = true;
-            }
+            } else if (!dropped && !broken && !closing)
+                log_warn("cluster: store %llu could not drop its replica on node %s: %s", (unsigned long long)it->sid,
+                         it->node, e.msg);
             if (dropped)
                 irc = 0;
             else {

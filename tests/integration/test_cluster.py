@@ -313,6 +313,23 @@ class EtcdAndNodes(unittest.TestCase):
             if s.proc is None:
                 self.start_again(name)
 
+    def warnings(self):
+        """The last warnings and errors of every node's log (for a failure's message)."""
+        out = []
+        for n, s in self.nodes.items():
+            lines = [x for x in s.read_log().splitlines() if " warn " in x or " error " in x or "WARN" in x
+                     or "ERROR" in x]
+            out += ["%s: %s" % (n, x) for x in lines[-15:]]
+        return "\n".join(out)
+
+    def run(self, result=None):
+        """A failed test prints what the nodes warned of: a cluster's failure is often one node's."""
+        before = len(result.failures) + len(result.errors) if result else 0
+        out = super().run(result)
+        if result and len(result.failures) + len(result.errors) > before and self.nodes:
+            sys.stderr.write("--- the nodes' last warnings ---\n%s\n" % self.warnings())
+        return out
+
     OTHER_PW = "not-the-cluster-admin-pw"
 
     @classmethod

@@ -79,15 +79,6 @@ class Failover(EtcdAndNodes):
         r = self.nodes[n].request("GET", "/api/v1/stores/%d/files/%s" % (sid, name), token=tok)
         return r.status, r.body
 
-    def warnings(self):
-        """The last warnings and errors of every node's log (for a failure's message)."""
-        out = []
-        for n in self.NAMES:
-            lines = [x for x in self.nodes[n].read_log().splitlines() if " warn " in x or " error " in x or "WARN" in x
-                     or "ERROR" in x]
-            out += ["%s: %s" % (n, x) for x in lines[-15:]]
-        return "\n".join(out)
-
     def fsck_clean(self, n):
         """fsck on node n: nothing but orphans (chunks a killed transfer left; the collector takes them)."""
         report = fsck(self.nodes[n], self.admin(n))
