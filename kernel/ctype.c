@@ -7,7 +7,8 @@
  * signature and no extension name — starts as application/octet-stream, and the commit puts
  * a marker (cm/<sid>/<fid>/<ver>) into its own batch. A background thread names those
  * versions with libmagic when the server is idle (no file change committed for IDLE_MS),
- * records the answer and deletes the marker in one transaction (record_type). libmagic runs
+ * records the answers and deletes their markers, up to NAME_BATCH versions a transaction
+ * (record_types: one fsync for many, not one a file). libmagic runs
  * thousands of tests: 0.2 ms for 4 KiB of binary, over 1 ms for text, more than the whole
  * rest of a small upload; done during a burst of uploads it cost a fifth of their rate even
  * at the lowest CPU priority. Markers are durable, so nothing is skipped across a restart.
@@ -64,6 +65,7 @@ const char *ctype_by_name(const char *name)
 static int idle_ms = IDLE_MS; /* MBYTE_CTYPE_IDLE_MS overrides it (tests hold naming back) */
 #define HEAD_MAX 8192 /* bytes libmagic looks at */
 #define MARK "cm/"   /* cm/<sid16>/<fid16>/<ver16> -> {"v":1,"pid","name"} (docs/storage.md) */
+#define NAME_BATCH 64 /* versions named per transaction */
 
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;
@@ -149,33 +151,43 @@ static bool quiet_for(int ms)
     return db_grouped_writes() == before;
 }
 
-/* libmagic's answer, recorded: the marker deleted and, when ctype is not NULL, the type put on
- * version ver of file fid and on its directory entry <pid>/<name> if that still shows this
- * version. One transaction. */
-static void record_type(const char *marker, uint64_t sid, uint64_t fid, uint64_t ver, uint64_t pid, const char *name,
-                        const char *ctype)
+/* One marked version named: its marker, where it is, and libmagic's answer (NULL: none). */
+typedef struct named {
+    char marker[80];
+    uint64_t sid, fid, ver, pid;
+    char *name, *ctype;
+} named;
+
+/* libmagic's answers, recorded in one transaction: each marker deleted and, when its ctype is
+ * not NULL, the type put on version ver of file fid and on its directory entry <pid>/<name> if
+ * that still shows this version. A crash before it leaves the markers: named again. */
+static void record_types(named *v, int n)
 {
     char key[NS_KEYMAX];
-    json_t *v = NULL, *e = NULL;
     txn c;
     txn_begin(&c, NULL);
-    db_batch_del(c.b, marker, strlen(marker));
-    ns_fkey(key, sizeof key, sid, fid, ver);
-    if (ctype && db_get_json(key, &v) == 0) {
-        json_object_set_new(v, "ctype", json_string(ctype));
-        db_batch_put_json(c.b, key, v);
-        if (ns_entry_get(sid, pid, name, &e) == 0 && jint(e, "id") == (json_int_t)fid &&
-            jint(e, "version") == (json_int_t)ver) {
-            json_object_set_new(e, "ctype", json_string(ctype));
-            ns_dkey(key, sizeof key, sid, pid, name);
-            db_batch_put_json(c.b, key, e);
+    for (int i = 0; i < n; i++) {
+        json_t *fv = NULL, *e = NULL;
+        db_batch_del(c.b, v[i].marker, strlen(v[i].marker));
+        ns_fkey(key, sizeof key, v[i].sid, v[i].fid, v[i].ver);
+        if (v[i].ctype && db_get_json(key, &fv) == 0) {
+            json_object_set_new(fv, "ctype", json_string(v[i].ctype));
+            db_batch_put_json(c.b, key, fv);
+            if (ns_entry_get(v[i].sid, v[i].pid, v[i].name, &e) == 0 && jint(e, "id") == (json_int_t)v[i].fid &&
+                jint(e, "version") == (json_int_t)v[i].ver) {
+                json_object_set_new(e, "ctype", json_string(v[i].ctype));
+                ns_dkey(key, sizeof key, v[i].sid, v[i].pid, v[i].name);
+                db_batch_put_json(c.b, key, e);
+            }
         }
+        json_decref(fv);
+        json_decref(e);
     }
     mb_err err = {0};
-    if (txn_end(&c, 0, &err, "the content type"))
-        log_warn("file %llu: %s", (unsigned long long)fid, err.msg);
-    json_decref(v);
-    json_decref(e);
+    if (txn_end(&c, 0, &err, "the content types"))
+        log_warn("%d content types: %s", n, err.msg);
+    for (int i = 0; i < n; i++)
+        free(v[i].name), free(v[i].ctype);
 }
 
 /* The first bytes (at most cap, from the first chunk, verified) of a stored version. */
@@ -207,7 +219,8 @@ static int version_head(uint64_t sid, uint64_t fid, uint64_t ver, uint8_t *buf, 
  * how many were done. */
 static int refine_pass(magic_t cookie)
 {
-    int done = 0;
+    int done = 0, n = 0;
+    named batch[NAME_BATCH];
     db_iter *it = db_iter_prefix(MARK, strlen(MARK));
     uint64_t seen = db_grouped_writes();
     uint8_t head[HEAD_MAX];
@@ -215,34 +228,43 @@ static int refine_pass(magic_t cookie)
         size_t kl, vl;
         const char *k = db_iter_key(it, &kl);
         const char *v = db_iter_val(it, &vl);
-        char key[80], a[17] = {0}, f[17] = {0}, r[17] = {0};
-        if (kl != strlen(MARK) + 50 || kl >= sizeof key)
+        named *nv = &batch[n];
+        if (kl != strlen(MARK) + 50 || kl >= sizeof nv->marker)
             continue;
-        memcpy(key, k, kl);
-        key[kl] = 0;
-        memcpy(a, key + 3, 16);
-        memcpy(f, key + 20, 16);
-        memcpy(r, key + 37, 16);
-        uint64_t sid = strtoull(a, NULL, 16), fid = strtoull(f, NULL, 16), ver = strtoull(r, NULL, 16);
+        memcpy(nv->marker, k, kl);
+        nv->marker[kl] = 0;
+        char a[17] = {0}, f[17] = {0}, r[17] = {0};
+        memcpy(a, nv->marker + 3, 16);
+        memcpy(f, nv->marker + 20, 16);
+        memcpy(r, nv->marker + 37, 16);
+        nv->sid = strtoull(a, NULL, 16), nv->fid = strtoull(f, NULL, 16), nv->ver = strtoull(r, NULL, 16);
         json_t *rec = json_loadb(v, vl, 0, NULL);
         const char *name = json_string_value(json_object_get(rec, "name"));
-        uint64_t pid = (uint64_t)json_integer_value(json_object_get(rec, "pid"));
-        size_t n = 0;
+        nv->pid = (uint64_t)json_integer_value(json_object_get(rec, "pid"));
+        size_t got = 0;
         const char *t = NULL;
-        if (name && cookie && version_head(sid, fid, ver, head, sizeof head, &n) == 0 && n)
-            t = magic_buffer(cookie, head, n);
+        if (name && cookie && version_head(nv->sid, nv->fid, nv->ver, head, sizeof head, &got) == 0 && got)
+            t = magic_buffer(cookie, head, got);
         if (t && (!strcmp(t, "application/octet-stream") || strstr(t, "x-empty") || runnable(t)))
             t = NULL;
-        record_type(key, sid, fid, ver, pid, name ? name : "", t);
+        nv->name = xstrdup(name ? name : "");
+        nv->ctype = t ? xstrdup(t) : NULL;
         json_decref(rec);
-        done++;
-        /* Our own write moved the counter once; anything more is someone else's upload. */
-        if (db_grouped_writes() > seen + 1 || q_stop)
-            break;
-        seen = db_grouped_writes();
+        n++;
+        /* anything written meanwhile is someone else's upload: record what is named, then stop */
+        bool busy = db_grouped_writes() != seen || q_stop;
+        if (n == NAME_BATCH || busy) {
+            record_types(batch, n);
+            done += n, n = 0;
+            if (busy)
+                break;
+            seen = db_grouped_writes(); /* our own write moved it */
+        }
     }
+    if (n)
+        record_types(batch, n);
     db_iter_free(it);
-    return done;
+    return done + n;
 }
 
 static void *refine_main(void *arg)

@@ -227,14 +227,24 @@ int si_put(si_db *db, const si_doc *d)
 
 /* Rows equal to prefix or under prefix/ ("" is everything): the range [prefix/, prefix0)
  * keeps the UNIQUE index in use, and '/' + 1 is '0'. */
-#define UNDER " (?1 = '' OR path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0'))"
+/* `select` over the rows at or under path, every row for "" (?1 is path). Two forms, so that SQLite
+ * searches the path index: one WHERE for both, with "?1 = ''" ORed in, made it scan the whole
+ * table, per reconciled file: an upload burst into a big folder was indexed in O(files^2). */
+static sqlite3_stmt *prep_under(si_db *db, const char *select, const char *path)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "%s%s", select, *path ? " WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0')" : "");
+    sqlite3_stmt *st = prep(db, sql);
+    if (st && *path)
+        bind_text(st, 1, path);
+    return st;
+}
 
 int si_remove(si_db *db, const char *path)
 {
-    sqlite3_stmt *st = prep(db, "SELECT id FROM docs WHERE" UNDER);
+    sqlite3_stmt *st = prep_under(db, "SELECT id FROM docs", path);
     if (!st)
         return -1;
-    bind_text(st, 1, path);
     int64_t *ids = NULL;
     size_t n = 0, cap = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
@@ -255,17 +265,25 @@ int si_remove(si_db *db, const char *path)
     return rc;
 }
 
-int si_paths(si_db *db, const char *prefix, void (*fn)(const char *path, const char *sha, int64_t mtime, void *ud),
-             void *ud)
+int si_paths_after(si_db *db, const char *prefix, const char *after, int limit,
+                   void (*fn)(const char *path, void *ud), void *ud)
 {
-    sqlite3_stmt *st = prep(db, "SELECT path, sha256, mtime FROM docs WHERE" UNDER);
+    /* one range of the path index: (max(after, prefix/), prefix0) */
+    sqlite3_stmt *st = prep(db, *prefix ? "SELECT path FROM docs WHERE path > max(?2, ?1 || '/') AND path < ?1 || '0'"
+                                          " ORDER BY path LIMIT ?3"
+                                        : "SELECT path FROM docs WHERE path > ?2 ORDER BY path LIMIT ?3");
     if (!st)
         return -1;
     bind_text(st, 1, prefix);
-    while (sqlite3_step(st) == SQLITE_ROW)
-        fn(col(st, 0), col(st, 1), sqlite3_column_int64(st, 2), ud);
+    bind_text(st, 2, after);
+    sqlite3_bind_int(st, 3, limit);
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        fn(col(st, 0), ud);
+        n++;
+    }
     sqlite3_finalize(st);
-    return 0;
+    return n;
 }
 
 int si_counts(si_db *db, int64_t *ok, int64_t *failed, int64_t *skipped)

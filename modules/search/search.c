@@ -43,6 +43,7 @@
 
 #define SEARCH_VERSION "1.0.0"
 #define BATCH_DOCS 32
+#define PAGE 1000 /* a folder's entries, and indexed paths, looked at per step */
 
 static int64_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
 static const char *jstr(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
@@ -137,6 +138,7 @@ typedef struct writer {
     mb_task *task;
     int64_t total;
     bool cancelled;
+    bool failed; /* a transaction of this writer's failed: the queue entries it served stay */
 } writer;
 
 static void pending_free(pending *p)
@@ -214,6 +216,8 @@ static int flush_docs(writer *w, mb_err *err)
             rc = w->s->api->err_set(err, MB_EIO, "writing the index of store %llu failed",
                                     (unsigned long long)w->sid);
     }
+    if (rc)
+        w->failed = true;
     for (int i = 0; i < w->n; i++)
         pending_free(&w->docs[i]);
     w->n = 0;
@@ -390,27 +394,6 @@ static int index_folder(writer *w, const char *path, const json_t *info, mb_err 
 
 static bool is_file(const json_t *info) { return !strcmp(jstr(info, "type") ? jstr(info, "type") : "", "file"); }
 
-typedef struct known {
-    char **paths;
-    size_t n, cap;
-} known;
-
-static void known_add(const char *path, const char *sha, int64_t mtime, void *ud)
-{
-    (void)sha, (void)mtime;
-    known *k = ud;
-    if (k->n == k->cap) {
-        size_t cap = k->cap ? k->cap * 2 : 64;
-        char **p = realloc(k->paths, cap * sizeof *p);
-        if (!p)
-            return;
-        k->paths = p, k->cap = cap;
-    }
-    k->paths[k->n++] = strdup(path);
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 static bool progress(writer *w)
 {
     w->done++;
@@ -426,6 +409,145 @@ static bool progress(writer *w)
     return w->cancelled;
 }
 
+#define PAGE 1000 /* entries of a folder, and indexed paths, looked at per step */
+
+/* One folder of the walk: the page of its entries being indexed, and where the next one starts. */
+typedef struct frame {
+    char *path, *cursor; /* cursor NULL once fetched: the page held is the folder's last */
+    json_t *page;
+    size_t i;
+    bool fetched;
+} frame;
+
+typedef struct walk {
+    frame *st;
+    size_t n, cap;
+} walk;
+
+static bool walk_push(walk *k, const char *path)
+{
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? k->cap * 2 : 8;
+        frame *g = realloc(k->st, cap * sizeof *g);
+        if (!g)
+            return false;
+        k->st = g, k->cap = cap;
+    }
+    char *p = strdup(path);
+    if (!p)
+        return false;
+    k->st[k->n++] = (frame){.path = p};
+    return true;
+}
+
+static void walk_pop(walk *k)
+{
+    frame *f = &k->st[--k->n];
+    free(f->path), free(f->cursor), json_decref(f->page);
+}
+
+/* The next page of the folder on top of the walk; 0 also when it is gone meanwhile (its own
+ * event reconciles it: the walk goes on with an empty page). */
+static int walk_fetch(writer *w, walk *k, mb_err *err)
+{
+    frame *f = &k->st[k->n - 1];
+    json_t *out = NULL;
+    mb_err e = {0};
+    int rc = w->s->api->folder_page(NULL, w->sid, f->path, f->cursor, PAGE, &out, &e);
+    free(f->cursor), f->cursor = NULL;
+    json_decref(f->page), f->page = NULL;
+    f->i = 0, f->fetched = true;
+    if (rc == MB_ENOENT || rc == MB_ECONFLICT) /* gone, or a file now */
+        return 0;
+    if (rc) {
+        *err = e;
+        return rc;
+    }
+    if (w->task && !w->total && k->n == 1)
+        w->total = jint(out, "total");
+    f->page = json_incref(json_object_get(out, "entries"));
+    if (jstr(out, "next_cursor"))
+        f->cursor = strdup(jstr(out, "next_cursor"));
+    json_decref(out);
+    return 0;
+}
+
+/* Index every entry of the store's subtree at folder `path`, depth first, a page of PAGE entries
+ * per folder at a time: memory follows the depth of the tree, not its size (issue 27: the whole
+ * recursive listing of a restored folder of 100,000 files took 130 MB). */
+static int walk_folder(writer *w, const char *path, mb_err *err)
+{
+    walk k = {0};
+    int rc = walk_push(&k, path) ? 0 : w->s->api->err_set(err, MB_ENOMEM, "out of memory");
+    while (!rc && k.n && !progress(w)) {
+        frame *f = &k.st[k.n - 1];
+        if (f->i == json_array_size(f->page)) { /* json_array_size(NULL) is 0 */
+            if (f->fetched && !f->cursor)
+                walk_pop(&k); /* the folder is done */
+            else
+                rc = walk_fetch(w, &k, err);
+            continue;
+        }
+        const json_t *en = json_array_get(f->page, f->i++);
+        const char *full = jstr(en, "path") ? jstr(en, "path") : ""; /* the full path */
+        if (is_file(en))
+            rc = index_file(w, full, en, err);
+        else if (!(rc = index_folder(w, full, en, err)) && !walk_push(&k, full)) /* en stays in f->page */
+            rc = w->s->api->err_set(err, MB_ENOMEM, "out of memory");
+    }
+    while (k.n)
+        walk_pop(&k);
+    free(k.st);
+    return rc;
+}
+
+typedef struct stale {
+    char *paths[PAGE];
+    int n;
+} stale;
+
+static void stale_add(const char *path, void *ud)
+{
+    stale *c = ud;
+    if (c->n < PAGE)
+        c->paths[c->n++] = strdup(path);
+}
+
+/* Every indexed path under `path` that the store no longer shows (checked now, not a moment
+ * ago) is removed, a page of PAGE paths at a time (read first: removing writes the index). */
+static int drop_stale(writer *w, const char *path, mb_err *err)
+{
+    stale *c = calloc(1, sizeof *c);
+    char *last = strdup("");
+    int rc = c && last ? 0 : w->s->api->err_set(err, MB_ENOMEM, "out of memory");
+    for (int got = PAGE; !rc && got == PAGE && !w->cancelled;) {
+        index_slot *x = slot_take(w->s, w->sid, err);
+        if (!x) {
+            rc = err->code;
+            break;
+        }
+        got = si_paths_after(x->db, path, last, PAGE, stale_add, c);
+        slot_release(x);
+        for (int i = 0; i < c->n; i++) {
+            json_t *now = NULL;
+            mb_err e;
+            if (!c->paths[i])
+                rc = w->s->api->err_set(err, MB_ENOMEM, "out of memory");
+            else if (!rc && w->s->api->file_stat(NULL, w->sid, c->paths[i], &now, &e) == MB_ENOENT)
+                rc = queue_remove(w, c->paths[i], err);
+            json_decref(now);
+            if (i == c->n - 1 && c->paths[i]) /* the next page starts after it */
+                free(last), last = c->paths[i];
+            else
+                free(c->paths[i]);
+        }
+        c->n = 0;
+    }
+    free(last);
+    free(c);
+    return rc;
+}
+
 /* Make the index of store sid agree with the namespace at path (see the top of the file). */
 static int reconcile(writer *w, const char *path, mb_err *err)
 {
@@ -434,6 +556,9 @@ static int reconcile(writer *w, const char *path, mb_err *err)
     json_t *info = NULL, *st = NULL;
     mb_err e = {0};
     if (api->store_get(NULL, w->sid, &st, &e) == MB_ENOENT) {
+        for (int i = 0; i < w->n; i++) /* what earlier entries left pending for it is moot */
+            pending_free(&w->docs[i]);
+        w->n = 0;
         slot_drop(s, w->sid); /* the store is gone (or being deleted): so is its index */
         return 0;
     }
@@ -445,83 +570,54 @@ static int reconcile(writer *w, const char *path, mb_err *err)
         *err = e;
         return rc;
     }
-    known k = {0};
-    index_slot *x = slot_take(s, w->sid, err);
-    if (!x) {
-        json_decref(info);
-        return err->code;
-    }
-    si_paths(x->db, path, known_add, &k);
-    slot_release(x);
-    if (k.n)
-        qsort(k.paths, k.n, sizeof *k.paths, cmp_str);
-    json_t *listing = NULL;
     if (is_file(info)) {
         rc = index_file(w, path, info, err);
         progress(w);
-        /* a folder that became a file: what was under it goes */
-        for (size_t i = 0; i < k.n && !rc; i++)
-            if (strcmp(k.paths[i], path))
-                rc = queue_remove(w, k.paths[i], err);
-    } else if (!(rc = index_folder(w, path, info, err)) &&
-               !(rc = api->folder_list(NULL, w->sid, path, true, &listing, &e))) {
-        json_t *entries = json_object_get(listing, "entries"), *en;
-        size_t i, nl = json_array_size(entries);
-        char **seen = calloc(nl + 1, sizeof *seen);
-        size_t ns = 0;
-        if (w->task && !w->total)
-            w->total = (int64_t)nl;
-        json_array_foreach(entries, i, en) {
-            if (rc || progress(w))
-                break;
-            char *full = strdup(jstr(en, "path") ? jstr(en, "path") : ""); /* the full path; "relpath" is relative */
-            rc = !full                ? api->err_set(err, MB_ENOMEM, "out of memory")
-                 : is_file(en) ? index_file(w, full, en, err)
-                                      : index_folder(w, full, en, err);
-            if (seen)
-                seen[ns++] = full;
-            else
-                free(full);
-        }
-        if (ns)
-            qsort(seen, ns, sizeof *seen, cmp_str);
-        /* indexed but not listed: removed, unless it appeared since the listing */
-        for (size_t j = 0; j < k.n && !rc && seen && !w->cancelled; j++) {
-            if (ns && bsearch(&k.paths[j], seen, ns, sizeof *seen, cmp_str))
-                continue;
-            json_t *now = NULL;
-            if (api->file_stat(NULL, w->sid, k.paths[j], &now, &e) == MB_ENOENT)
-                rc = queue_remove(w, k.paths[j], err);
-            json_decref(now);
-        }
-        for (size_t j = 0; j < ns; j++)
-            free(seen[j]);
-        free(seen);
-        json_decref(listing);
-    } else
-        *err = e;
-    for (size_t i = 0; i < k.n; i++)
-        free(k.paths[i]);
-    free(k.paths);
+    } else if (!(rc = index_folder(w, path, info, err)))
+        rc = walk_folder(w, path, err);
+    /* indexed but gone: what a removal's own event has not taken yet, or what was under a
+     * folder that became a file */
+    if (!rc)
+        rc = drop_stale(w, path, err);
     json_decref(info);
     return rc;
 }
 
 /* Reconcile path in store sid and write everything: the one entry point for the worker and
  * for rebuild tasks. */
-static int apply(search *s, uint64_t sid, const char *path, mb_task *task, mb_err *err)
+static writer *writer_new(search *s, uint64_t sid, mb_task *task, mb_err *err)
 {
     writer *w = calloc(1, sizeof *w);
     if (!w)
-        return s->api->err_set(err, MB_ENOMEM, "out of memory");
-    w->s = s, w->sid = sid, w->task = task;
+        s->api->err_set(err, MB_ENOMEM, "out of memory");
+    else
+        w->s = s, w->sid = sid, w->task = task;
+    return w;
+}
+
+/* What is pending written, the writer freed: 0 when every transaction it made was committed. */
+static int writer_end(writer *w, mb_err *err)
+{
+    int rc = flush_docs(w, err);
+    if (!rc && w->failed)
+        rc = w->s->api->err_set(err, MB_EIO, "writing the index of store %llu failed", (unsigned long long)w->sid);
+    free(w);
+    return rc;
+}
+
+/* One path of one store made true in its index (the reindex task, the catch-up). */
+static int apply(search *s, uint64_t sid, const char *path, mb_task *task, mb_err *err)
+{
+    writer *w = writer_new(s, sid, task, err);
+    if (!w)
+        return err->code;
     int rc = reconcile(w, path, err);
-    int frc = flush_docs(w, rc ? &(mb_err){0} : err);
+    bool cancelled = w->cancelled;
+    int frc = writer_end(w, rc ? &(mb_err){0} : err);
     if (!rc)
         rc = frc;
-    if (!rc && w->cancelled)
+    if (!rc && cancelled)
         rc = s->api->err_set(err, MB_ECANCELED, "cancelled");
-    free(w);
     return rc;
 }
 
@@ -581,6 +677,63 @@ static void catch_up(search *s)
     json_decref(stores);
 }
 
+/* Entries q->items[from, to) applied through *w: what they wrote is committed, then they leave the
+ * queue (not before: a crash in between applies them again, which changes nothing). False when a
+ * transaction failed: they stay, and the worker comes back to them. */
+static bool commit_entries(search *s, writer **w, const qscan *q, int from, int to)
+{
+    mb_err e = {0};
+    uint64_t sid = *w ? (*w)->sid : 0;
+    int rc = *w ? writer_end(*w, &e) : 0;
+    *w = NULL;
+    if (rc) {
+        s->api->log(s->self, MB_LOG_WARN, "indexing store %llu failed (retried later): %s", (unsigned long long)sid,
+                    e.msg);
+        return false;
+    }
+    for (int k = from; k < to; k++)
+        s->api->kv_del(s->self, q->items[k].key, false, &e);
+    return true;
+}
+
+/* One pass over up to 256 queue entries. The entries of one store share a writer, so a burst of
+ * uploads is indexed in transactions of BATCH_DOCS documents (one fsync each), not one a file. */
+static void drain(search *s, const qscan *q)
+{
+    writer *w = NULL;
+    int from = 0, i; /* q->items[from, i) are applied through w and not yet committed */
+    mb_err e = {0};
+    for (i = 0; i < q->n && !stopping(s); i++) {
+        const qitem *it = &q->items[i];
+        if (w && w->sid != it->sid) {
+            if (!commit_entries(s, &w, q, from, i))
+                return;
+            from = i;
+        }
+        bool dup = false; /* the same path twice in one pass: one reconcile serves both */
+        for (int j = 0; j < i && !dup; j++)
+            dup = q->items[j].sid == it->sid && !strcmp(q->items[j].path, it->path);
+        if (dup)
+            continue;
+        if (!w && !(w = writer_new(s, it->sid, NULL, &e)))
+            break;
+        int rc = reconcile(w, it->path, &e);
+        if (!rc && w->cancelled)
+            rc = MB_ECANCELED;
+        if (rc == MB_ECANCELED)
+            break; /* stopping: the entry stays for the next copy */
+        if (rc == MB_EIO || rc == MB_EBUSY || rc == MB_ENOMEM || rc == MB_EAGAIN) {
+            s->api->log(s->self, MB_LOG_WARN, "indexing %s in store %llu failed (retried later): %s", it->path,
+                        (unsigned long long)it->sid, e.msg);
+            break; /* the index or the machine is in trouble: the same entry again in 2 s */
+        }
+        if (rc) /* this entry can never apply (a path the kernel refuses): it must not stop the queue */
+            s->api->log(s->self, MB_LOG_WARN, "indexing %s in store %llu failed, dropped: %s", it->path,
+                        (unsigned long long)it->sid, e.msg);
+    }
+    commit_entries(s, &w, q, from, i);
+}
+
 static void *worker_main(void *arg)
 {
     search *s = arg;
@@ -589,24 +742,9 @@ static void *worker_main(void *arg)
     while (!stopping(s)) {
         qscan *q = calloc(1, sizeof *q);
         mb_err e = {0};
-        if (q)
+        if (q) {
             s->api->kv_scan(s->self, "q/", queue_fn, q, &e);
-        for (int i = 0; q && i < q->n && !stopping(s); i++) {
-            bool dup = false; /* the same path twice in one scan: one reconcile serves both */
-            for (int j = 0; j < i && !dup; j++)
-                dup = q->items[j].sid == q->items[i].sid && !strcmp(q->items[j].path, q->items[i].path);
-            int rc = dup ? 0 : apply(s, q->items[i].sid, q->items[i].path, NULL, &e);
-            if (rc == MB_ECANCELED)
-                break; /* stopping: the entry stays for the next copy */
-            if (rc == MB_EIO || rc == MB_EBUSY || rc == MB_ENOMEM || rc == MB_EAGAIN) {
-                s->api->log(s->self, MB_LOG_WARN, "indexing %s in store %llu failed (retried later): %s", q->items[i].path,
-                            (unsigned long long)q->items[i].sid, e.msg);
-                break; /* the index or the machine is in trouble: the same entry again in 2 s */
-            }
-            if (rc) /* this entry can never apply (a path the kernel refuses): it must not stop the queue */
-                s->api->log(s->self, MB_LOG_WARN, "indexing %s in store %llu failed, dropped: %s", q->items[i].path,
-                            (unsigned long long)q->items[i].sid, e.msg);
-            s->api->kv_del(s->self, q->items[i].key, false, &e);
+            drain(s, q);
         }
         int n = q ? q->n : 0;
         for (int i = 0; q && i < q->n; i++)

@@ -166,9 +166,11 @@ int si_get(si_db *db, const char *path, char sha[65], int64_t *mtime);
 int si_put(si_db *db, const si_doc *d);
 /* Remove path and everything under path/ ("" removes everything). */
 int si_remove(si_db *db, const char *path);
-/* Call fn for each indexed path equal to or under prefix ("" for all). */
-int si_paths(si_db *db, const char *prefix, void (*fn)(const char *path, const char *sha, int64_t mtime, void *ud),
-             void *ud);
+/* Up to `limit` indexed paths strictly under prefix ("" for all) that sort after `after` ("" for
+ * the first), in path order, each to fn; how many (-1 on error). Pages through a subtree of any
+ * size in bounded memory: the next page starts after the last path of this one. */
+int si_paths_after(si_db *db, const char *prefix, const char *after, int limit,
+                   void (*fn)(const char *path, void *ud), void *ud);
 /* Counts for status. */
 int si_counts(si_db *db, int64_t *ok, int64_t *failed, int64_t *skipped);
 /* Up to `max` failures as "path: reason" into a JSON-free callback. */

@@ -277,8 +277,33 @@ static int evict(th *t)
 
 /* ------------------------------------------------------------ the worker --- */
 
-/* Copy the current version of sid:path to tmp/<worker>-<sha>.in; *sha receives its content hash. */
-static int fetch(struct wk *w, uint64_t sid, const char *path, char sha[65], char *in, size_t inlen, mb_err *err)
+static bool cached(th *t, const char *sha)
+{
+    char p[PATH_MAX];
+    for (int i = 0; i < NSIZES; i++) {
+        cache_path(t, p, sizeof p, sha, sizes[i], true);
+        if (access(p, F_OK))
+            return false;
+    }
+    return true;
+}
+
+/* The outcome already known for content sha (its thumbnails in the cache, or none to make), or
+ * NULL: then they must be made. */
+static json_t *made_already(th *t, const char *sha)
+{
+    json_t *old = meta_get(t, sha);
+    if (old && (strcmp(jstr(old, "state") ? jstr(old, "state") : "", "none") == 0 || cached(t, sha)))
+        return old;
+    json_decref(old);
+    return NULL;
+}
+
+/* Copy the current version of sid:path to tmp/<worker>-<sha>.in; *sha receives its content hash.
+ * Unless that content's outcome is known already (*made then: another copy of the same bytes, or
+ * the same version queued again): nothing is read. */
+static int fetch(struct wk *w, uint64_t sid, const char *path, char sha[65], char *in, size_t inlen, json_t **made,
+                 mb_err *err)
 {
     th *t = w->t;
     mb_file_reader *r;
@@ -292,6 +317,10 @@ static int fetch(struct wk *w, uint64_t sid, const char *path, char sha[65], cha
     if (!is_sha(sha) || size > t->max_input) {
         t->api->file_close(r);
         return t->api->err_set(err, MB_ETOOBIG, "larger than max_input_mb");
+    }
+    if ((*made = made_already(t, sha))) {
+        t->api->file_close(r);
+        return 0;
     }
     sfmt(in, inlen, "%s/%d-%s.in", t->tmp, w->idx, sha);
     int fd = open(in, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -377,35 +406,19 @@ static void cache_take(th *t, const char *prefix, const char *sha)
     pthread_mutex_unlock(&t->cache_mu);
 }
 
-static bool cached(th *t, const char *sha)
-{
-    char p[PATH_MAX];
-    for (int i = 0; i < NSIZES; i++) {
-        cache_path(t, p, sizeof p, sha, sizes[i], true);
-        if (access(p, F_OK))
-            return false;
-    }
-    return true;
-}
-
 /* Thumbnails for one queued file. Returns MB_ECANCELED when the module is stopping (the
  * entry stays queued for the next copy). */
 static int make_one(struct wk *w, uint64_t sid, const char *path, uint64_t fid)
 {
     th *t = w->t;
-    char sha[65], in[PATH_MAX + 80];
+    char sha[65] = "", in[PATH_MAX + 80];
     mb_err e = {0};
-    int rc = fetch(w, sid, path, sha, in, sizeof in, &e);
+    json_t *meta = NULL;
+    int rc = fetch(w, sid, path, sha, in, sizeof in, &meta, &e);
     if (rc == MB_ENOENT)
         return 0; /* gone or moved: a later event or request brings it back */
-    json_t *meta = NULL;
     if (rc == 0) {
-        json_t *old = meta_get(t, sha);
-        if (old && (strcmp(jstr(old, "state") ? jstr(old, "state") : "", "none") == 0 || cached(t, sha))) {
-            unlink(in);
-            meta = old; /* made already (another copy of the same bytes) */
-        } else {
-            json_decref(old);
+        if (!meta) {
             char prefix[PATH_MAX + 80];
             sfmt(prefix, sizeof prefix, "%s/%d-%s", t->tmp, w->idx, sha);
             json_t *out = NULL;

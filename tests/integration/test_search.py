@@ -477,6 +477,35 @@ class ConvergenceTest(SearchBase):
         self.assertEqual(self.c.paths("number5"), [])
         self.assertEqual(self.c.paths("number1199"), ["bulk/f1199.txt"])
 
+    def test_a_folder_of_more_entries_than_a_page_moved_and_caught_up_is_indexed_exactly(self):
+        """The worker walks a folder a page (1,000 entries) at a time and reads the index's paths a
+        page at a time: a move of a folder of 1,300 files and 200 in a subfolder, then what was
+        removed while the module was off, must leave every file once at its place, no ghost."""
+        c = self.c
+        want = set()
+        for i in range(1300):
+            c.put("big/f%04d.txt" % i, b"common quokka n%d" % i)
+            want.add("big/f%04d.txt" % i)
+        for i in range(200):
+            c.put("big/sub/g%03d.txt" % i, b"common quokka m%d" % i)
+            want.add("big/sub/g%03d.txt" % i)
+        self.until(lambda: self.c.status()[self.c.sid]["queued"] == 0 or None, "the uploads indexed", timeout=300)
+        r = c.call("POST", "move", {"from": "big", "to": "moved"})
+        self.assertEqual(r.status, 200, r)
+        want = {"moved/" + p[len("big/"):] for p in want}
+        self.until(lambda: self.all_paths("quokka") == want or None, "every file under its new path", timeout=300)
+        # removed while the module is off: its catch-up at load finds them gone in the index's pages
+        self.assertEqual(self.srv.request("POST", "/api/v1/admin/modules/search/unload", token=self.admin).status, 200)
+        self.assertEqual(c.call("DELETE", "files/moved/sub?recursive=true").status, 204)
+        for i in range(0, 1300, 13):
+            self.assertEqual(c.call("DELETE", "files/moved/f%04d.txt" % i).status, 204)
+        self.assertEqual(self.srv.request("POST", "/api/v1/admin/modules/search/load", token=self.admin).status, 200)
+        want = {"moved/f%04d.txt" % i for i in range(1300) if i % 13}
+        self.until(lambda: self.all_paths("quokka") == want or None, "the removed files gone, no other", timeout=300)
+        self.assertEqual(c.paths("m5"), [])
+        self.assertEqual(c.paths("n1299"), ["moved/f1299.txt"])
+
+
 def zip_bomb_docx():
     """A 3 MB DOCX whose word/document.xml inflates to 2 GiB: "okapi", 2 GiB of "bomb ", "gnu"."""
     out = tempfile.TemporaryFile()

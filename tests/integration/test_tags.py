@@ -140,7 +140,9 @@ class ManualTagsTest(ServerTest):
         self.assertIn(c.req("POST", "copy", {"from": "src/a.txt", "to": "one.txt"}).status, (200, 201))
         poll(lambda: c.tags_of("one.txt") == ["Invoice", "urgent"], what="the copied file's tags")
         self.assertIn(c.req("POST", "copy", {"from": "src", "to": "dup"}).status, (200, 201))
-        poll(lambda: c.tags_of("dup") == ["Project"], what="the copied folder's tags")
+        # the copy's entries are tagged one by one in the background: wait for the last of them
+        poll(lambda: c.tags_of("dup") == ["Project"] and c.tags_of("dup/a.txt") == ["Invoice", "urgent"]
+             and c.tags_of("dup/deep/b.txt") == ["Draft"], what="the copied folder's tags")
         self.assertEqual(c.tags_of("dup/a.txt"), ["Invoice", "urgent"])
         self.assertEqual(c.tags_of("dup/deep/b.txt"), ["Draft"])
         self.assertEqual(c.tags_of("dup/plain.txt"), [])
