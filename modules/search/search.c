@@ -409,8 +409,6 @@ static bool progress(writer *w)
     return w->cancelled;
 }
 
-#define PAGE 1000 /* entries of a folder, and indexed paths, looked at per step */
-
 /* One folder of the walk: the page of its entries being indexed, and where the next one starts. */
 typedef struct frame {
     char *path, *cursor; /* cursor NULL once fetched: the page held is the folder's last */

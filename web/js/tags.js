@@ -88,19 +88,29 @@ export function tagEditor(sid, e, reload) {
     if (!partEnabled('tags')) return null;
     const box = h('div.tag-editor', { dataset: { part: 'tags' } });
     let tags = e.raw?.tags || [];
+    /* Drawn again after each change: what is being typed meanwhile (a removal answered while
+     * typing the next tag) stays in the new input, focused if it was. */
     const draw = () => {
+        const was = box.querySelector('input.tag-add'), focused = was && document.activeElement === was;
         const input = h('input.tag-add', { type: 'text', placeholder: 'Add a tag', 'aria-label': 'Add a tag to ' + e.name });
+        if (was) input.value = was.value;
         input.addEventListener('keydown', async ev => {
             if (ev.key !== 'Enter' || !input.value.trim()) return;
             ev.preventDefault();
-            try { tags = (await change(sid, e.path, splitNames(input.value), [])).tags; e.raw.tags = tags; draw(); reload(); }
-            catch (err) { toast(err.message, 'error'); }
+            const typed = input.value;
+            try {
+                tags = (await change(sid, e.path, splitNames(typed), [])).tags; e.raw.tags = tags;
+                const now = box.querySelector('input.tag-add');
+                if (now && now.value === typed) now.value = '';
+                draw(); reload();
+            } catch (err) { toast(err.message, 'error'); }
         });
         clear(box, tags.map(t => h('span.tag-chip', t, h('button.tag-chip-remove', { type: 'button', 'aria-label': 'Remove tag ' + t,
             onclick: async () => {
                 try { tags = (await change(sid, e.path, [], [t])).tags; e.raw.tags = tags; draw(); reload(); }
                 catch (err) { toast(err.message, 'error'); }
             } }, '×'))), input);
+        if (focused) input.focus();
     };
     draw();
     return box;
