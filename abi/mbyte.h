@@ -906,6 +906,19 @@ struct mb_api {
      * store_placement_get's answer has "migrating": {"from", "task"} meanwhile. A module checks
      * api->size > offsetof(mb_api, store_migrate) before calling it. */
     int (*store_migrate)(const mb_user *u, uint64_t sid, const json_t *p, uint64_t *task, mb_err *err);
+    /* --- walk (2.1): a subtree of any size in bounded memory --- */
+
+    /* Every entry under folder `path` of store sid ("" for the root; not the folder itself), depth
+     * first, a folder before what it holds, each folder's entries in name order: fn(entry, ud) with
+     * the entry as folder_page gives it plus "relpath" (its path under `path`). Memory follows the
+     * depth of the tree (one page of 1,000 entries per level), not its size: for a whole subtree use
+     * this, not folder_list(recursive). An entry present throughout the walk is seen exactly once;
+     * one added or removed meanwhile may or may not be. fn returning non-zero stops the walk, which
+     * returns that value; a folder removed while walked is skipped. Authorized as folder_page for u
+     * (NULL: the system). May take long: never the loop thread. A module checks api->size >
+     * offsetof(mb_api, folder_walk) before calling it. */
+    int (*folder_walk)(const mb_user *u, uint64_t sid, const char *path, int (*fn)(const json_t *entry, void *ud),
+                       void *ud, mb_err *err);
 };
 
 #ifdef __cplusplus

@@ -200,6 +200,75 @@ static int folder_page(const mb_user *u, uint64_t sid, const char *path, const c
     return FAR(sid) ? cops_page(u, sid, path, cursor, limit, out, err)
                     : fs_list_page(u, sid, path, cursor, limit, out, err);
 }
+/* One folder of a walk: its page being visited, and where its next page starts. */
+typedef struct walk_frame {
+    char *path, *cursor; /* cursor NULL once fetched: the page held is the folder's last */
+    json_t *page;
+    size_t i;
+    bool fetched;
+} walk_frame;
+
+static void walk_push(walk_frame **st, size_t *n, size_t *cap, const char *path)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 8;
+        *st = xrealloc(*st, *cap * sizeof **st);
+    }
+    (*st)[(*n)++] = (walk_frame){.path = xstrdup(path)};
+}
+
+/* folder_walk (ABI): depth first over folder_page, so a store another node keeps is walked
+ * through its keeper page by page like one kept here. */
+static int folder_walk(const mb_user *u, uint64_t sid, const char *path, int (*fn)(const json_t *entry, void *ud),
+                       void *ud, mb_err *err)
+{
+    walk_frame *st = NULL;
+    size_t n = 0, cap = 0, skip = 0; /* skip: the length of the root's normalized path */
+    int rc = 0;
+    walk_push(&st, &n, &cap, path);
+    while (!rc && n) {
+        walk_frame *f = &st[n - 1];
+        if (f->i == json_array_size(f->page)) { /* json_array_size(NULL) is 0 */
+            if (f->fetched && !f->cursor) { /* the folder is done */
+                free(f->path), json_decref(f->page);
+                n--;
+                continue;
+            }
+            json_t *out = NULL;
+            mb_err e = {0};
+            rc = folder_page(u, sid, f->path, f->cursor, 0, &out, &e);
+            free(f->cursor), f->cursor = NULL;
+            json_decref(f->page), f->page = NULL;
+            f->i = 0, f->fetched = true;
+            if (rc && n > 1 && (rc == MB_ENOENT || rc == MB_ECONFLICT)) /* removed (or a file now) meanwhile */
+                rc = 0;
+            else if (rc)
+                *err = e;
+            else {
+                if (n == 1)
+                    skip = strlen(jstr(out, "path"));
+                f->page = json_incref(json_object_get(out, "entries"));
+                const char *next = json_string_value(json_object_get(out, "next_cursor")); /* null: the last page */
+                f->cursor = next && *next ? xstrdup(next) : NULL;
+            }
+            json_decref(out);
+            continue;
+        }
+        json_t *en = json_array_get(f->page, f->i++);
+        const char *full = jstr(en, "path");
+        const char *rel = full + (skip && strlen(full) > skip && full[skip] == '/' ? skip + 1 : 0);
+        json_object_set_new(en, "relpath", json_string(rel));
+        if ((rc = fn(en, ud)))
+            break;
+        if (!strcmp(jstr(en, "type"), "folder"))
+            walk_push(&st, &n, &cap, full); /* en stays in f's page: full stays valid */
+    }
+    while (n--)
+        free(st[n].path), free(st[n].cursor), json_decref(st[n].page);
+    free(st);
+    return rc;
+}
+
 static int folder_create(const mb_user *u, uint64_t sid, const char *path, int flags, json_t **info, mb_err *err)
 {
     return FAR(sid) ? cops_mkdir(u, sid, path, flags, info, err) : fs_mkdir(u, sid, path, flags, info, err);
@@ -485,6 +554,8 @@ static const mb_api table = {
     .folder_page = folder_page,
     /* --- migrate (2.1): live migration of a store (kernel/migrate.c) --- */
     .store_migrate = migrate_submit,
+    /* --- walk (2.1) --- */
+    .folder_walk = folder_walk,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -554,6 +554,25 @@ static bool all_words_in(const char *name, const char *words)
     return true;
 }
 
+typedef struct name_hits {
+    const char *words;
+    char *text;
+    size_t n, len, found;
+    const char *store; /* the name of the store walked */
+} name_hits;
+
+/* One entry of the name-only walk: listed when its name holds every word; 10 stop the walk. */
+static int name_hit(const json_t *ent, void *ud)
+{
+    name_hits *h = ud;
+    const char *name = mb_jstr(ent, "name"), *path = mb_jstr(ent, "path");
+    if (name && path && all_words_in(name, h->words) && h->len < h->n) {
+        h->len += (size_t)snprintf(h->text + h->len, h->n - h->len, "\n- %s: %s", h->store, path);
+        h->found++;
+    }
+    return h->found >= 10;
+}
+
 /* /mbyte search without the search module: file and folder NAMES in the linked user's stores.
  * At most 10. */
 static void search_names(followup *f, char *text, size_t n)
@@ -567,27 +586,17 @@ static void search_names(followup *f, char *text, size_t n)
         snprintf(text, n, "Search failed: %s", e.msg);
         return;
     }
-    size_t len = (size_t)snprintf(text, n, "Names with \"%s\":", f->ix.words), found = 0, i;
+    size_t i;
     json_t *s;
+    name_hits h = {f->ix.words, text, n, (size_t)snprintf(text, n, "Names with \"%s\":", f->ix.words), 0, NULL};
     json_array_foreach(stores, i, s)
     {
-        json_t *list = NULL;
-        if (found >= 10 || d->api->folder_list(&u, (uint64_t)mb_jint(s, "id"), "", true, &list, &e))
-            continue;
-        size_t k;
-        json_t *ent;
-        json_array_foreach(json_object_get(list, "entries"), k, ent)
-        {
-            const char *name = mb_jstr(ent, "name"), *path = mb_jstr(ent, "path");
-            if (found < 10 && name && path && all_words_in(name, f->ix.words) && len < n) {
-                len += (size_t)snprintf(text + len, n - len, "\n- %s: %s", mb_jstr(s, "name"), path);
-                found++;
-            }
-        }
-        json_decref(list);
+        h.store = mb_jstr(s, "name");
+        if (h.found < 10)
+            d->api->folder_walk(&u, (uint64_t)mb_jint(s, "id"), "", name_hit, &h, &e);
     }
     json_decref(stores);
-    if (!found)
+    if (!h.found)
         snprintf(text, n, "No file or folder name has \"%s\".", f->ix.words);
 }
 

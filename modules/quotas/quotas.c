@@ -162,55 +162,66 @@ static int oldest_first(const void *a, const void *b)
     return x->version < y->version ? -1 : x->version > y->version;
 }
 
+typedef struct old_scan {
+    qs *q;
+    uint64_t sid;
+    old_version *v;
+    size_t n, cap;
+    json_int_t total;
+} old_scan;
+
+/* One entry of a store's walk: its old versions, if it is a file that has some. */
+static int old_of(const json_t *f, void *ud)
+{
+    old_scan *o = ud;
+    const char *path = json_string_value(json_object_get(f, "path"));
+    json_t *vl = NULL, *ver;
+    mb_err e;
+    size_t k;
+    if (!path || strcmp(json_string_value(json_object_get(f, "type")) ?: "", "file") ||
+        o->q->api->version_list(NULL, o->sid, path, &vl, &e))
+        return 0;
+    json_array_foreach(vl, k, ver) {
+        if (json_is_true(json_object_get(ver, "current")))
+            continue;
+        if (o->n == o->cap && !(o->v = realloc(o->v, (o->cap = o->cap ? 2 * o->cap : 16) * sizeof *o->v)))
+            abort();
+        o->v[o->n++] = (old_version){json_integer_value(json_object_get(ver, "time")),
+                                     json_integer_value(json_object_get(ver, "size")), o->sid,
+                                     (uint64_t)json_integer_value(json_object_get(ver, "version")), strdup(path)};
+        o->total += json_integer_value(json_object_get(ver, "size"));
+    }
+    json_decref(vl);
+    return 0;
+}
+
 /* Every old version of the files in the user's ready stores, oldest first; *total their
- * bytes. Walks the namespace: run only when a write needs the room (usage says versions
- * exist and the quota is reached). Old versions of trashed files are not reachable here:
- * they go with the purge. */
+ * bytes. Walks the namespace a page at a time (only the old versions are kept): run only when a
+ * write needs the room (usage says versions exist and the quota is reached). Old versions of
+ * trashed files are not reachable here: they go with the purge. */
 static old_version *old_versions(qs *q, uint64_t owner, size_t *n, json_int_t *total)
 {
-    json_t *stores = NULL;
+    json_t *stores = NULL, *s;
     mb_err e = {0};
-    old_version *v = NULL;
-    size_t cap = 0;
+    old_scan o = {q, 0, NULL, 0, 0, 0};
     *n = 0;
     *total = 0;
     if (q->api->store_list_all(owner, &stores, &e))
         return NULL;
-    size_t i, j, k;
-    json_t *s, *f, *ver;
+    size_t i;
     json_array_foreach(stores, i, s) {
         const char *st = json_string_value(json_object_get(s, "state"));
         if (st && strcmp(st, "ready"))
             continue;
-        uint64_t sid = (uint64_t)json_integer_value(json_object_get(s, "id"));
-        json_t *tree = NULL;
-        if (q->api->folder_list(NULL, sid, "", true, &tree, &e))
-            continue;
-        json_array_foreach(json_object_get(tree, "entries"), j, f) {
-            const char *path = json_string_value(json_object_get(f, "path"));
-            json_t *vl = NULL;
-            if (!path || strcmp(json_string_value(json_object_get(f, "type")) ?: "", "file") ||
-                q->api->version_list(NULL, sid, path, &vl, &e))
-                continue;
-            json_array_foreach(vl, k, ver) {
-                if (json_is_true(json_object_get(ver, "current")))
-                    continue;
-                if (*n == cap && !(v = realloc(v, (cap = cap ? 2 * cap : 16) * sizeof *v)))
-                    abort();
-                v[(*n)++] = (old_version){json_integer_value(json_object_get(ver, "time")),
-                                          json_integer_value(json_object_get(ver, "size")), sid,
-                                          (uint64_t)json_integer_value(json_object_get(ver, "version")),
-                                          strdup(path)};
-                *total += json_integer_value(json_object_get(ver, "size"));
-            }
-            json_decref(vl);
-        }
-        json_decref(tree);
+        o.sid = (uint64_t)json_integer_value(json_object_get(s, "id"));
+        q->api->folder_walk(NULL, o.sid, "", old_of, &o, &e);
     }
     json_decref(stores);
-    if (*n)
-        qsort(v, *n, sizeof *v, oldest_first);
-    return v;
+    if (o.n)
+        qsort(o.v, o.n, sizeof *o.v, oldest_first);
+    *n = o.n;
+    *total = o.total;
+    return o.v;
 }
 
 static void old_versions_free(old_version *v, size_t n)

@@ -409,93 +409,40 @@ static bool progress(writer *w)
     return w->cancelled;
 }
 
-/* One folder of the walk: the page of its entries being indexed, and where the next one starts. */
-typedef struct frame {
-    char *path, *cursor; /* cursor NULL once fetched: the page held is the folder's last */
-    json_t *page;
-    size_t i;
-    bool fetched;
-} frame;
+typedef struct walk_ctx {
+    writer *w;
+    mb_err *err;
+    bool failed; /* an entry failed, err says why */
+} walk_ctx;
 
-typedef struct walk {
-    frame *st;
-    size_t n, cap;
-} walk;
-
-static bool walk_push(walk *k, const char *path)
+static int walk_entry(const json_t *en, void *ud)
 {
-    if (k->n == k->cap) {
-        size_t cap = k->cap ? k->cap * 2 : 8;
-        frame *g = realloc(k->st, cap * sizeof *g);
-        if (!g)
-            return false;
-        k->st = g, k->cap = cap;
-    }
-    char *p = strdup(path);
-    if (!p)
-        return false;
-    k->st[k->n++] = (frame){.path = p};
-    return true;
+    walk_ctx *c = ud;
+    if (progress(c->w))
+        return MB_ECANCELED;
+    const char *full = jstr(en, "path") ? jstr(en, "path") : ""; /* the full path */
+    int rc = is_file(en) ? index_file(c->w, full, en, c->err) : index_folder(c->w, full, en, c->err);
+    c->failed = rc != 0;
+    return rc;
 }
 
-static void walk_pop(walk *k)
-{
-    frame *f = &k->st[--k->n];
-    free(f->path), free(f->cursor), json_decref(f->page);
-}
-
-/* The next page of the folder on top of the walk; 0 also when it is gone meanwhile (its own
- * event reconciles it: the walk goes on with an empty page). */
-static int walk_fetch(writer *w, walk *k, mb_err *err)
-{
-    frame *f = &k->st[k->n - 1];
-    json_t *out = NULL;
-    mb_err e = {0};
-    int rc = w->s->api->folder_page(NULL, w->sid, f->path, f->cursor, PAGE, &out, &e);
-    free(f->cursor), f->cursor = NULL;
-    json_decref(f->page), f->page = NULL;
-    f->i = 0, f->fetched = true;
-    if (rc == MB_ENOENT || rc == MB_ECONFLICT) /* gone, or a file now */
-        return 0;
-    if (rc) {
-        *err = e;
-        return rc;
-    }
-    if (w->task && !w->total && k->n == 1)
-        w->total = jint(out, "total");
-    f->page = json_incref(json_object_get(out, "entries"));
-    if (jstr(out, "next_cursor"))
-        f->cursor = strdup(jstr(out, "next_cursor"));
-    json_decref(out);
-    return 0;
-}
-
-/* Index every entry of the store's subtree at folder `path`, depth first, a page of PAGE entries
- * per folder at a time: memory follows the depth of the tree, not its size (issue 27: the whole
- * recursive listing of a restored folder of 100,000 files took 130 MB). */
+/* Index every entry of the store's subtree at folder `path`, walked a page at a time (folder_walk):
+ * memory follows the depth of the tree, not its size (issue 27: the whole recursive listing of a
+ * restored folder of 100,000 files took 130 MB). */
 static int walk_folder(writer *w, const char *path, mb_err *err)
 {
-    walk k = {0};
-    int rc = walk_push(&k, path) ? 0 : w->s->api->err_set(err, MB_ENOMEM, "out of memory");
-    while (!rc && k.n && !progress(w)) {
-        frame *f = &k.st[k.n - 1];
-        if (f->i == json_array_size(f->page)) { /* json_array_size(NULL) is 0 */
-            if (f->fetched && !f->cursor)
-                walk_pop(&k); /* the folder is done */
-            else
-                rc = walk_fetch(w, &k, err);
-            continue;
-        }
-        const json_t *en = json_array_get(f->page, f->i++);
-        const char *full = jstr(en, "path") ? jstr(en, "path") : ""; /* the full path */
-        if (is_file(en))
-            rc = index_file(w, full, en, err);
-        else if (!(rc = index_folder(w, full, en, err)) && !walk_push(&k, full)) /* en stays in f->page */
-            rc = w->s->api->err_set(err, MB_ENOMEM, "out of memory");
-    }
-    while (k.n)
-        walk_pop(&k);
-    free(k.st);
+    const mb_api *api = w->s->api;
+    json_t *first = NULL;
+    mb_err e = {0};
+    if (w->task && !w->total && api->folder_page(NULL, w->sid, path, NULL, 1, &first, &e) == 0)
+        w->total = jint(first, "total"); /* the folder's own entries: progress is a guess past them */
+    json_decref(first);
+    walk_ctx c = {w, err, false};
+    int rc = api->folder_walk(NULL, w->sid, path, walk_entry, &c, &e);
+    if (!c.failed && ((rc == MB_ECANCELED && w->cancelled) || rc == MB_ENOENT || rc == MB_ECONFLICT))
+        return 0; /* stopping (the caller sees w->cancelled), or gone meanwhile: its own event follows */
+    if (rc && !c.failed)
+        *err = e; /* the walk's own failure */
     return rc;
 }
 

@@ -627,61 +627,75 @@ int rules_h_run(mb_req *req, void *state, mb_err *err)
     return t->api->reply_json(req, 202, json_pack("{s:I}", "task", (json_int_t)id));
 }
 
-/* tags.run: every file under args.path, in listing order; the result lists each file whose rules
- * gave tags, with what they gave, in a dry run and a real one alike. */
+/* One tags.run: what it has done so far. */
+typedef struct rules_run {
+    tags *t;
+    mb_task *task;
+    uint64_t sid;
+    bool dry;
+    json_t *files; /* each file whose rules gave tags, with what they gave */
+    size_t n, done, errors;
+} rules_run;
+
+static int count_file(const json_t *en, void *ud)
+{
+    if (!strcmp(mb_jstr(en, "type") ?: "", "file"))
+        ((rules_run *)ud)->n++;
+    return 0;
+}
+
+/* The rules of one file; MB_ECANCELED when the task was cancelled. */
+static int run_file(rules_run *r, const char *path)
+{
+    json_t *res = NULL;
+    mb_err e = {0};
+    if (rules_file(r->t, r->sid, path, NULL, NULL, r->dry, &res, &e) == 0) {
+        r->errors += json_array_size(json_object_get(res, "errors"));
+        if (json_array_size(json_object_get(res, "apply")) || json_array_size(json_object_get(res, "suggest")))
+            json_array_append_new(r->files, json_pack("{s:O, s:O, s:O}", "path", json_object_get(res, "path"), "apply",
+                                                      json_object_get(res, "apply"), "suggest",
+                                                      json_object_get(res, "suggest")));
+    } else if (e.code != MB_ENOENT) /* gone meanwhile: nothing to tag */
+        r->errors++;
+    json_decref(res);
+    r->done++;
+    size_t of = r->n > r->done ? r->n : r->done; /* files added since the count */
+    return r->t->api->task_progress(r->task, (int)(r->done * 100 / of), r->dry ? "dry run" : "applying") ? MB_ECANCELED
+                                                                                                      : 0;
+}
+
+static int run_entry(const json_t *en, void *ud)
+{
+    return strcmp(mb_jstr(en, "type") ?: "", "file") ? 0 : run_file(ud, mb_jstr(en, "path"));
+}
+
+/* tags.run: every file under args.path, a folder walked twice in bounded memory (a count for the
+ * progress, then the run); the result lists each file whose rules gave tags, with what they gave,
+ * in a dry run and a real one alike. */
 int rules_task(mb_task *task, const json_t *args, void *state, mb_err *err)
 {
     tags *t = state;
-    uint64_t sid = (uint64_t)mb_jint(args, "store");
+    rules_run r = {t, task, (uint64_t)mb_jint(args, "store"), json_is_true(json_object_get(args, "dry_run")), NULL,
+                   0, 0, 0};
     const char *base = mb_jstr(args, "path") ? mb_jstr(args, "path") : "";
-    bool dry = json_is_true(json_object_get(args, "dry_run"));
-    json_t *list = NULL;
     json_t *info = NULL;
-    int rc = t->api->file_stat(NULL, sid, base, &info, err);
+    int rc = t->api->file_stat(NULL, r.sid, base, &info, err);
     if (rc)
         return rc;
-    json_t *paths = json_array();
-    if (!strcmp(mb_jstr(info, "type") ?: "", "file"))
-        json_array_append(paths, json_object_get(info, "path"));
-    else if (!(rc = t->api->folder_list(NULL, sid, base, true, &list, err))) {
-        size_t i;
-        json_t *e;
-        json_array_foreach(json_object_get(list, "entries"), i, e) {
-            if (strcmp(mb_jstr(e, "type") ?: "", "file"))
-                continue;
-            json_array_append(paths, json_object_get(e, "path")); /* recursive entries carry the full path */
-        }
-        json_decref(list);
-    }
+    r.files = json_array();
+    if (!strcmp(mb_jstr(info, "type") ?: "", "file")) {
+        r.n = 1;
+        rc = run_file(&r, mb_jstr(info, "path"));
+    } else if (!(rc = t->api->folder_walk(NULL, r.sid, base, count_file, &r, err)))
+        rc = t->api->folder_walk(NULL, r.sid, base, run_entry, &r, err);
     json_decref(info);
     if (rc) {
-        json_decref(paths);
-        return rc;
+        json_decref(r.files);
+        return rc == MB_ECANCELED ? t->api->err_set(err, MB_ECANCELED, "cancelled after %zu of %zu files", r.done, r.n)
+                                  : rc;
     }
-    json_t *files = json_array();
-    size_t n = json_array_size(paths), done = 0, errors = 0;
-    for (size_t i = 0; i < n; i++) {
-        json_t *res = NULL;
-        mb_err e = {0};
-        if (rules_file(t, sid, json_string_value(json_array_get(paths, i)), NULL, NULL, dry, &res, &e) == 0) {
-            errors += json_array_size(json_object_get(res, "errors"));
-            if (json_array_size(json_object_get(res, "apply")) || json_array_size(json_object_get(res, "suggest")))
-                json_array_append_new(files, json_pack("{s:O, s:O, s:O}", "path", json_object_get(res, "path"),
-                                                       "apply", json_object_get(res, "apply"), "suggest",
-                                                       json_object_get(res, "suggest")));
-        } else if (e.code != MB_ENOENT) /* gone meanwhile: nothing to tag */
-            errors++;
-        json_decref(res);
-        done++;
-        if (t->api->task_progress(task, (int)(done * 100 / (n ? n : 1)), dry ? "dry run" : "applying")) {
-            json_decref(paths);
-            json_decref(files);
-            return t->api->err_set(err, MB_ECANCELED, "cancelled after %zu of %zu files", done, n);
-        }
-    }
-    json_decref(paths);
-    t->api->task_result(task, json_pack("{s:b, s:I, s:I, s:o}", "dry_run", dry, "files", (json_int_t)n, "errors",
-                                        (json_int_t)errors, "changes", files));
+    t->api->task_result(task, json_pack("{s:b, s:I, s:I, s:o}", "dry_run", r.dry, "files", (json_int_t)r.done,
+                                        "errors", (json_int_t)r.errors, "changes", r.files));
     return 0;
 }
 

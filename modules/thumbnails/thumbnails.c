@@ -585,23 +585,32 @@ static int drain_queue(struct wk *w)
     return n;
 }
 
-/* POST .../rebuild: every file of every store is queued again. */
+typedef struct requeue {
+    th *t;
+    uint64_t sid;
+} requeue;
+
+static int requeue_one(const json_t *ent, void *ud)
+{
+    requeue *q = ud;
+    if (is_sha(jstr(ent, "sha256")))
+        enqueue(q->t, q->sid, jstr(ent, "path"), jstr(ent, "sha256"), 0);
+    return 0;
+}
+
+/* POST .../rebuild: every file of every store is queued again (each walked in bounded memory). */
 static void queue_everything(th *t)
 {
     json_t *stores;
     mb_err e;
     if (t->api->store_list_all(0, &stores, &e))
         return;
-    size_t i, k;
-    json_t *s, *ent;
+    size_t i;
+    json_t *s;
     json_array_foreach(stores, i, s) {
-        json_t *l;
-        uint64_t sid = (uint64_t)jint(s, "id");
-        if (strcmp(jstr(s, "state") ? jstr(s, "state") : "", "ready") || t->api->folder_list(NULL, sid, "", true, &l, &e))
-            continue;
-        json_array_foreach(json_object_get(l, "entries"), k, ent) if (is_sha(jstr(ent, "sha256")))
-            enqueue(t, sid, jstr(ent, "path"), jstr(ent, "sha256"), 0);
-        json_decref(l);
+        requeue q = {t, (uint64_t)jint(s, "id")};
+        if (!strcmp(jstr(s, "state") ? jstr(s, "state") : "", "ready"))
+            t->api->folder_walk(NULL, q.sid, "", requeue_one, &q, &e);
     }
     json_decref(stores);
 }

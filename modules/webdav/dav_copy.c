@@ -50,41 +50,43 @@ static int copy_file(dav_req *r, uint64_t dsid, const char *from, const char *to
     return rc;
 }
 
-static int by_relpath(const void *a, const void *b)
+typedef struct tree_copy {
+    dav_req *r;
+    uint64_t dsid;
+    const char *from, *to;
+    char *buf;
+    mb_err *err;
+    bool failed; /* an entry failed (err says why), not the walk */
+} tree_copy;
+
+/* One entry of the walk (a folder comes before what it holds): made at the same place under `to`. */
+static int copy_entry(const json_t *en, void *ud)
 {
-    const char *x = json_string_value(json_object_get(*(json_t *const *)a, "relpath"));
-    const char *y = json_string_value(json_object_get(*(json_t *const *)b, "relpath"));
-    return strcmp(x ? x : "", y ? y : "");
+    tree_copy *c = ud;
+    const char *rel = json_string_value(json_object_get(en, "relpath"));
+    if (!rel || !*rel)
+        return 0;
+    char *dst = NULL, *src = NULL; /* not the request's arena: it would grow with the folder */
+    if (asprintf(&dst, "%s%s%s", c->to, *c->to ? "/" : "", rel) < 0 ||
+        asprintf(&src, "%s%s%s", c->from, *c->from ? "/" : "", rel) < 0)
+        abort();
+    int rc = strcmp(json_string_value(json_object_get(en, "type")) ?: "", "file")
+                 ? c->r->api->folder_create(&c->r->user, c->dsid, dst, 0, NULL, c->err)
+                 : copy_file(c->r, c->dsid, src, dst, c->buf, c->err);
+    free(dst), free(src);
+    c->failed = rc != 0;
+    return rc;
 }
 
-/* The folder `from` of r's store, with everything under it, to `to` of store dsid. */
+/* The folder `from` of r's store, with everything under it, to `to` of store dsid: walked a page
+ * at a time, so a folder of any size is copied in bounded memory. */
 static int copy_tree(dav_req *r, uint64_t dsid, const char *from, const char *to, char *buf, mb_err *err)
 {
-    const mb_api *api = r->api;
-    int rc = api->folder_create(&r->user, dsid, to, 0, NULL, err);
-    json_t *list = NULL;
-    if (rc || (rc = api->folder_list(&r->user, r->sid, from, true, &list, err)))
-        return rc;
-    json_t *entries = json_object_get(list, "entries");
-    size_t n = json_array_size(entries);
-    json_t **v = calloc(n ? n : 1, sizeof *v);
-    if (!v)
-        abort();
-    for (size_t i = 0; i < n; i++)
-        v[i] = json_array_get(entries, i);
-    qsort(v, n, sizeof *v, by_relpath); /* "a" before "a/b": parents first */
-    for (size_t i = 0; i < n && !rc; i++) {
-        const char *rel = json_string_value(json_object_get(v[i], "relpath"));
-        if (!rel || !*rel)
-            continue;
-        const char *dst = dav_join(r, to, rel), *src = dav_join(r, from, rel);
-        if (strcmp(json_string_value(json_object_get(v[i], "type")) ?: "", "file"))
-            rc = api->folder_create(&r->user, dsid, dst, 0, NULL, err);
-        else
-            rc = copy_file(r, dsid, src, dst, buf, err);
-    }
-    free(v);
-    json_decref(list);
+    int rc = r->api->folder_create(&r->user, dsid, to, 0, NULL, err);
+    tree_copy c = {r, dsid, from, to, buf, err, false};
+    mb_err we = {0};
+    if (!rc && (rc = r->api->folder_walk(&r->user, r->sid, from, copy_entry, &c, &we)) && !c.failed)
+        *err = we; /* the walk's own failure: an entry's filled err itself */
     return rc;
 }
 

@@ -194,6 +194,21 @@ class ThumbsTest(ThumbBase):
             self.assertLess(time.time(), end, "thumbnails of a deleted file stayed")
             time.sleep(0.2)
 
+    def test_a_rebuild_makes_again_the_thumbnails_of_files_in_nested_folders(self):
+        self.put("pics/deep/alpha.png", src="alpha.png")
+        self.ready("pics/deep/alpha.png")
+        cache = os.path.join(self.srv.data, "m", "thumbnails", "cache")
+        count = lambda: sum(len(fs) for _, _, fs in os.walk(cache))  # noqa: E731
+        self.assertEqual(count(), 6)
+        r = self.srv.request("POST", "/api/v1/admin/thumbnails/rebuild", token=self.admin)
+        self.assertEqual(r.status, 202, r)
+        self.assertEqual(r.json()["removed"], 6, r)
+        end = time.time() + 60
+        while count() < 6:  # every store walked again: the file two folders down is queued and made
+            self.assertLess(time.time(), end, "the rebuild did not make the thumbnails again")
+            time.sleep(0.2)
+        self.assertEqual(self.ready("pics/deep/alpha.png").header("X-Thumbnail"), "ready")
+
     def test_reload_under_load_fails_no_request(self):
         self.put("alpha.png")
         self.ready("alpha.png")
