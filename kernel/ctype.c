@@ -238,6 +238,8 @@ static int refine_pass(magic_t cookie)
         memcpy(f, nv->marker + 20, 16);
         memcpy(r, nv->marker + 37, 16);
         nv->sid = strtoull(a, NULL, 16), nv->fid = strtoull(f, NULL, 16), nv->ver = strtoull(r, NULL, 16);
+        if (cluster_store_elsewhere(nv->sid))
+            continue; /* a replica's copy, or one a move left: its keeper names it (a write here is refused) */
         json_t *rec = json_loadb(v, vl, 0, NULL);
         const char *name = json_string_value(json_object_get(rec, "name"));
         nv->pid = (uint64_t)json_integer_value(json_object_get(rec, "pid"));
