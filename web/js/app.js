@@ -139,6 +139,8 @@ class Shell {
         };
         this.unread = 0;
         this.notifications = [];
+        this.known = new Set(); // ids of the notifications this page has (listed at start, or shown)
+        this.baseline = null;
         this.storeBtn = h('button.store-switch', { type: 'button', 'aria-haspopup': 'menu', 'aria-label': 'Switch store' });
         this.storeBtn.addEventListener('click', () => this.storeMenu());
         this.bell = h('button.icon-btn.bell', { type: 'button', 'aria-label': 'Notifications', 'aria-expanded': 'false' }, icon('bell'),
@@ -394,6 +396,22 @@ class Shell {
         try { this.setUnread((await api('GET', '/notifications/unread')).unread); } catch { /* the bell stays as it is */ }
     }
 
+    /* What the server had when this page started: not news, whatever comes later. */
+    loadKnown() {
+        this.baseline = api('GET', '/notifications')
+            .then(l => { for (const n of Array.isArray(l) ? l : []) this.known.add(String(n.id)); })
+            .catch(() => { /* then only live ones are shown */ });
+    }
+
+    /* The event stream (re)connected: what came while it was not is shown as if live. */
+    async catchUp() {
+        await this.baseline;
+        let list;
+        try { list = await api('GET', '/notifications'); } catch { return; }
+        for (const n of (Array.isArray(list) ? list : []).slice().reverse()) if (!n.read) this.notify(n);
+        this.loadUnread();
+    }
+
     setUnread(n) {
         this.unread = Number(n) || 0;
         this.renderBadge();
@@ -407,6 +425,10 @@ class Shell {
     }
 
     notify(n) {
+        if (n.id != null) { // live and caught up both: shown once
+            if (this.known.has(String(n.id))) return;
+            this.known.add(String(n.id));
+        }
         this.notifications.unshift(n);
         this.setUnread(this.unread + 1);
         if (!this.notifPanel.hidden) this.renderNotifications();
@@ -419,6 +441,7 @@ class Shell {
 function connectEvents() {
     if (events) events.close();
     events = new EventSource('/api/v1/events', { withCredentials: true });
+    events.addEventListener('open', () => shell?.catchUp());
     events.addEventListener('notification', ev => {
         try { shell?.notify(JSON.parse(ev.data)); } catch { /* a malformed frame is not the user's problem */ }
     });
@@ -595,6 +618,7 @@ async function start() {
     shell.loadUsage();
     shell.loadGreeting();
     shell.loadUnread();
+    shell.loadKnown();
     connectEvents();
     await shell.route();
 }
