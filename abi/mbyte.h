@@ -919,6 +919,17 @@ struct mb_api {
      * offsetof(mb_api, folder_walk) before calling it. */
     int (*folder_walk)(const mb_user *u, uint64_t sid, const char *path, int (*fn)(const json_t *entry, void *ud),
                        void *ud, mb_err *err);
+    /* --- queues (2.1): a queue read from where the last read stopped --- */
+
+    /* kv_scan over the keys with `prefix` that sort after `after` (a key as fn was given it, with
+     * the prefix; NULL or "" for the first key): a queue's reader passes the last key it took, so
+     * it does not step again over the deleted keys in front of it. LevelDB keeps a deleted key as a
+     * tombstone until a compaction reaches the bottom level, and a scan from the prefix walks them
+     * all: a queue that is read from its start each time costs more the more it has carried. A
+     * reader whose keys do not only grow (written out of order, or named by path) must still start
+     * from the front now and then. A module checks api->size > offsetof(mb_api, kv_scan_after). */
+    int (*kv_scan_after)(mb_module *self, const char *prefix, const char *after,
+                         int (*fn)(const char *key, const void *value, size_t len, void *ud), void *ud, mb_err *err);
 };
 
 #ifdef __cplusplus

@@ -75,14 +75,24 @@ static int kv_del(mb_module *self, const char *key, bool sync, mb_err *err)
     return rc ? err_set(err, rc, "metadata write failed") : 0;
 }
 
-static int kv_scan(mb_module *self, const char *prefix, int (*fn)(const char *, const void *, size_t, void *),
-                   void *ud, mb_err *err)
+/* kv_scan_after (ABI 2.1, queues): the keys with prefix after `after` (a key with the prefix). */
+static int kv_scan_after(mb_module *self, const char *prefix, const char *after,
+                         int (*fn)(const char *, const void *, size_t, void *), void *ud, mb_err *err)
 {
     (void)err;
     size_t kn;
     char *k = kv_key(self, prefix, &kn);
     size_t strip = kn - strlen(prefix);
     db_iter *it = db_iter_prefix(k, kn);
+    if (after && *after && strncmp(after, prefix, strlen(prefix)) >= 0) {
+        /* the first key after it: its key with a NUL appended sorts right behind it (keys are
+         * C strings). A key before the prefix: from the prefix's start, as without one. */
+        size_t an;
+        char *a = kv_key(self, after, &an);
+        a[an] = 0;
+        db_iter_seek(it, a, an + 1);
+        free(a);
+    }
     while (db_iter_next(it)) {
         size_t klen, vlen;
         const char *key = db_iter_key(it, &klen);
@@ -98,6 +108,12 @@ static int kv_scan(mb_module *self, const char *prefix, int (*fn)(const char *, 
     db_iter_free(it);
     free(k);
     return 0;
+}
+
+static int kv_scan(mb_module *self, const char *prefix, int (*fn)(const char *, const void *, size_t, void *),
+                   void *ud, mb_err *err)
+{
+    return kv_scan_after(self, prefix, NULL, fn, ud, err);
 }
 
 /* kv_scan with each value parsed: the loop every module wrote around json_loadb. */
@@ -556,6 +572,8 @@ static const mb_api table = {
     .store_migrate = migrate_submit,
     /* --- walk (2.1) --- */
     .folder_walk = folder_walk,
+    /* --- queues (2.1) --- */
+    .kv_scan_after = kv_scan_after,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -157,7 +157,8 @@ static int page_cb(const char *name, json_t *e, void *ud)
 {
     page_ctx *p = ud;
     char *full = ns_join(p->dir, name);
-    json_array_append_new(p->entries, ns_public_info(e, full));
+    /* e was parsed for this call alone (ns_children_each): no copy needed */
+    json_array_append(p->entries, ns_make_public(e, full));
     free(full);
     free(p->last);
     p->last = xstrdup(name);

@@ -65,14 +65,15 @@ char *ns_join(const char *a, const char *b)
 }
 
 /* The public form of an entry: the stored record plus where it is, without "v". */
-json_t *ns_public_info(const json_t *e, const char *path)
+json_t *ns_make_public(json_t *e, const char *path)
 {
-    json_t *o = json_deep_copy(e);
-    json_object_del(o, "v");
-    json_object_set_new(o, "path", json_string(path));
-    json_object_set_new(o, "name", json_string(ns_last_name(path)));
-    return o;
+    json_object_del(e, "v");
+    json_object_set_new(e, "path", json_string(path));
+    json_object_set_new(e, "name", json_string(ns_last_name(path)));
+    return e;
 }
+
+json_t *ns_public_info(const json_t *e, const char *path) { return ns_make_public(json_deep_copy(e), path); }
 
 json_t *ns_root_info(void)
 {

@@ -33,6 +33,8 @@ char *ns_parent_of(const char *path, const char **name); /* "a/b" of "a/b/c" (ma
 
 /* The public form of an entry: the stored record plus "path" and "name", without "v". New. */
 json_t *ns_public_info(const json_t *e, const char *path);
+/* ns_public_info in place: e (the caller's own, not shared) made public; returns e. */
+json_t *ns_make_public(json_t *e, const char *path);
 json_t *ns_root_info(void);
 json_t *ns_store_public(const json_t *store_record);
 
@@ -56,7 +58,8 @@ json_t *ns_children(uint64_t sid, uint64_t pid);
 /* fn(name, entry, ud) for each child of folder pid in name order, starting after the name
  * `after` (NULL or "": from the first; `after` need not exist any more), at most limit of them
  * (0: all), from one LevelDB iterator. *more (optional): more children follow. A non-zero
- * return from fn stops and is returned. */
+ * return from fn stops and is returned. The entry is parsed for fn alone: fn may change it
+ * or keep a reference. */
 typedef int (*ns_child_fn)(const char *name, json_t *e, void *ud);
 int ns_children_each(uint64_t sid, uint64_t pid, const char *after, size_t limit, ns_child_fn fn, void *ud,
                      bool *more);

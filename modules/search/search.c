@@ -29,6 +29,7 @@
  * `seq` and `turn_items` belong to the loop thread.
  */
 #include "mbyte.h"
+#include "qread.h"
 #include "search.h"
 #include <errno.h>
 #include <pthread.h>
@@ -642,8 +643,9 @@ static bool commit_entries(search *s, writer **w, const qscan *q, int from, int 
 }
 
 /* One pass over up to 256 queue entries. The entries of one store share a writer, so a burst of
- * uploads is indexed in transactions of BATCH_DOCS documents (one fsync each), not one a file. */
-static void drain(search *s, const qscan *q)
+ * uploads is indexed in transactions of BATCH_DOCS documents (one fsync each), not one a file.
+ * False when some stay in the queue (stopping, or a failure retried later). */
+static bool drain(search *s, const qscan *q)
 {
     writer *w = NULL;
     int from = 0, i; /* q->items[from, i) are applied through w and not yet committed */
@@ -652,7 +654,7 @@ static void drain(search *s, const qscan *q)
         const qitem *it = &q->items[i];
         if (w && w->sid != it->sid) {
             if (!commit_entries(s, &w, q, from, i))
-                return;
+                return false;
             from = i;
         }
         bool dup = false; /* the same path twice in one pass: one reconcile serves both */
@@ -676,7 +678,7 @@ static void drain(search *s, const qscan *q)
             s->api->log(s->self, MB_LOG_WARN, "indexing %s in store %llu failed, dropped: %s", it->path,
                         (unsigned long long)it->sid, e.msg);
     }
-    commit_entries(s, &w, q, from, i);
+    return commit_entries(s, &w, q, from, i) && i == q->n;
 }
 
 static void *worker_main(void *arg)
@@ -684,19 +686,23 @@ static void *worker_main(void *arg)
     search *s = arg;
     catch_up(s);
     atomic_store(&s->catching_up, false);
+    qread rd; /* where the last read of q/ stopped (modules/qread.h); the keys only grow */
+    qread_init(&rd);
     while (!stopping(s)) {
         qscan *q = calloc(1, sizeof *q);
-        mb_err e = {0};
         if (q) {
-            s->api->kv_scan(s->self, "q/", queue_fn, q, &e);
-            drain(s, q);
+            qread_scan(s->api, s->self, &rd, "q/", queue_fn, q);
+            if (!drain(s, q))
+                qread_wrote(&rd, NULL); /* what it left is behind the reader: from the front next */
         }
         int n = q ? q->n : 0;
         for (int i = 0; q && i < q->n; i++)
             free(q->items[i].path);
         free(q);
         pthread_mutex_lock(&s->mu);
-        if (!s->stop && !s->wake && n < 256) {
+        if (n > 0 && n < 256) /* ahead of the uploads: let a few gather (modules/qread.h) */
+            qread_pace(&s->cv, &s->mu, &s->stop);
+        else if (!s->stop && !s->wake && n < 256) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 2;
@@ -705,6 +711,7 @@ static void *worker_main(void *arg)
         s->wake = false;
         pthread_mutex_unlock(&s->mu);
     }
+    qread_fini(&rd);
     return NULL;
 }
 

@@ -575,13 +575,22 @@ static int drain_one(const char *key, json_t *v, void *ud)
     return json_array_size(d->keys) >= 256;
 }
 
+/* drain_one for qread_scan, which passes the raw value: a value that is not JSON is skipped. */
+static int drain_raw(const char *key, const void *value, size_t len, void *ud)
+{
+    json_t *v = json_loadb(value, len, 0, NULL);
+    int stop = v ? drain_one(key, v, ud) : 0;
+    json_decref(v);
+    return stop;
+}
+
 static void drain(void *arg)
 {
     tags *t = arg;
     for (;;) {
         drain_ctx d = {json_array(), json_array()};
         mb_err e;
-        t->api->kv_scan_json(t->self, "q/", drain_one, &d, &e);
+        qread_scan(t->api, t->self, &t->rd, "q/", drain_raw, &d); /* keys only grow */
         size_t n = json_array_size(d.keys), i;
         json_t *p;
         json_array_foreach(d.vals, i, p) {
@@ -636,6 +645,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     t->self = self;
     t->api = api;
     pthread_mutex_init(&t->mu, NULL);
+    qread_init(&t->rd);
     read_config(t, config);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts); /* queue keys keep rising across restarts */
@@ -655,6 +665,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
         api->listing_filter_set(self, NULL, NULL, &e);
         api->service_set(self, "tags.match", NULL, NULL, &e);
         json_decref(t->global_rules);
+        qread_fini(&t->rd);
         pthread_mutex_destroy(&t->mu);
         free(t);
         return rc;
@@ -672,6 +683,7 @@ static int fini(void *state, bool reloading, mb_err *err)
     t->api->listing_filter_set(t->self, NULL, NULL, &e);
     t->api->service_set(t->self, "tags.match", NULL, NULL, &e);
     json_decref(t->global_rules);
+    qread_fini(&t->rd);
     pthread_mutex_destroy(&t->mu);
     free(t);
     return 0;

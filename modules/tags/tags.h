@@ -18,6 +18,7 @@
 #ifndef MB_TAGS_H
 #define MB_TAGS_H
 #include "mbyte.h"
+#include "../qread.h" /* relative: the fuzz target includes this header too */
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -29,6 +30,7 @@ typedef struct tags {
     pthread_mutex_t mu;
     mb_timer *timer;
     _Atomic uint64_t seq;
+    qread rd;                   /* where the drain's last read of q/ stopped (the drain timer's) */
     _Atomic int64_t text_max;   /* bytes of extracted text a rule sees */
     _Atomic int64_t head_bytes; /* bytes of the file's start a rule sees */
     json_t *global_rules;       /* the names of scripts/lua/ rules to run (config); swapped under mu */

@@ -35,6 +35,7 @@
  * (eviction, purge) against moving new files in; cache_bytes and the counters are atomic.
  */
 #include "mbyte.h"
+#include "qread.h"
 #include "sfmt.h"
 #include "spawn.h"
 #include "thumb_util.h"
@@ -96,8 +97,10 @@ typedef struct th {
         bool on;
         pid_t child;   /* its running mbyte-thumbd, 0 when none (under mu) */
         char *claim;   /* the queue key it works on, so no other worker takes it (under mu) */
+        qread q, dq;   /* where its reads of q/ (and, worker 0, of d/) stopped (modules/qread.h) */
     } wk[MAX_WORKERS];
     int nworkers;
+    char *turn_q, *turn_d; /* the least q/ and d/ key of the observers' turn (loop thread) */
     bool stop, kick;
     pthread_mutex_t mu, cache_mu;
     pthread_cond_t cv;
@@ -112,6 +115,13 @@ static void wake(th *t)
     t->kick = true;
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
+}
+
+/* A q/ (or, dq, d/) key was written: a worker that read past it goes back to the front. */
+static void wrote(th *t, const char *key, bool dq)
+{
+    for (int i = 0; i < t->nworkers; i++)
+        qread_wrote(dq ? &t->wk[i].dq : &t->wk[i].q, key);
 }
 
 static bool is_sha(const char *s) { return s && strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64; }
@@ -164,6 +174,7 @@ static void enqueue(th *t, uint64_t sid, const char *path, const char *sha, uint
         json_t *v = json_pack("{s:s, s:I}", "sha", sha, "fid", (json_int_t)fid);
         kv_put_json(t, key, v);
         json_decref(v);
+        wrote(t, key, false);
     }
     free(had);
     free(key);
@@ -474,8 +485,9 @@ typedef struct item {
     char *val;
 } item;
 
+#define BATCH 16 /* queue entries a worker reads at a time */
 typedef struct batch {
-    item v[16];
+    item v[BATCH];
     int n;
 } batch;
 
@@ -484,7 +496,7 @@ static int collect(const char *key, const void *value, size_t len, void *ud)
     batch *b = ud;
     b->v[b->n].key = strdup(key);
     b->v[b->n].val = strndup(value, len);
-    return ++b->n == 16;
+    return ++b->n == BATCH;
 }
 
 static void batch_free(batch *b)
@@ -502,12 +514,13 @@ static bool stopping(th *t)
     return s;
 }
 
-/* Deleted files: drop the thumbnails their content had. */
-static int drain_deletes(th *t)
+/* Deleted files: drop the thumbnails their content had. Worker 0. */
+static int drain_deletes(struct wk *w)
 {
+    th *t = w->t;
     batch b = {0};
     mb_err e;
-    t->api->kv_scan(t->self, "d/", collect, &b, &e);
+    qread_scan(t->api, t->self, &w->dq, "d/", collect, &b);
     int n = b.n;
     for (int i = 0; i < b.n; i++) {
         char fkey[64], *sha = NULL;
@@ -555,7 +568,7 @@ static int drain_queue(struct wk *w)
     th *t = w->t;
     batch b = {0};
     mb_err e;
-    t->api->kv_scan(t->self, "q/", collect, &b, &e);
+    qread_scan(t->api, t->self, &w->q, "q/", collect, &b);
     int n = 0;
     for (int i = 0; i < b.n && !stopping(t); i++) {
         if (!claim(w, b.v[i].key))
@@ -638,14 +651,16 @@ static void *worker_main(void *arg)
                 queue_everything(t);
             }
             free(v);
-            did += drain_deletes(t);
+            did += drain_deletes(w);
         }
         did += drain_queue(w);
         evict(t);
-        if (did)
-            continue;
+        if (did >= BATCH)
+            continue; /* a full batch: more may be waiting */
         pthread_mutex_lock(&t->mu);
-        if (!t->kick && !t->stop) {
+        if (did) /* ahead of the uploads: let a few gather rather than read the queue for each */
+            qread_pace(&t->cv, &t->mu, &t->stop);
+        else if (!t->kick && !t->stop) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 30;
@@ -659,6 +674,18 @@ static void *worker_main(void *arg)
 
 /* ------------------------------------------------------------- observers --- */
 
+/* *least = the smaller of it and key (loop thread). */
+static void turn_least(char **least, const char *key)
+{
+    if (!*least || strcmp(key, *least) < 0) {
+        char *k = strdup(key);
+        if (k) {
+            free(*least);
+            *least = k;
+        }
+    }
+}
+
 /* file.created / file.updated: queue; file.deleted / file.purged: drop. Into the turn's write. */
 static void o_file(const char *event, const json_t *p, mb_batch *b, void *state)
 {
@@ -670,6 +697,7 @@ static void o_file(const char *event, const json_t *p, mb_batch *b, void *state)
         char key[64];
         sfmt(key, sizeof key, "d/%llu/%llu", (unsigned long long)sid, (unsigned long long)fid);
         t->api->batch_put(b, t->self, key, "", 0, &e);
+        turn_least(&t->turn_d, key);
         return;
     }
     if (!path || !is_sha(sha))
@@ -681,16 +709,27 @@ static void o_file(const char *event, const json_t *p, mb_batch *b, void *state)
     if (key && s) {
         sfmt(key, n, "q/%llu/%s", (unsigned long long)sid, path);
         t->api->batch_put(b, t->self, key, s, strlen(s), &e);
+        turn_least(&t->turn_q, key);
     }
     free(key);
     free(s);
     json_decref(v);
 }
 
+/* Once the turn's write is durable, the workers learn whether it queued behind them. */
 static void o_done(int status, void *state)
 {
-    if (status == 0)
-        wake(state);
+    th *t = state;
+    if (status == 0) {
+        if (t->turn_q)
+            wrote(t, t->turn_q, false);
+        if (t->turn_d)
+            wrote(t, t->turn_d, true);
+        wake(t);
+    }
+    free(t->turn_q);
+    free(t->turn_d);
+    t->turn_q = t->turn_d = NULL;
 }
 
 /* ------------------------------------------------------------------ routes --- */
@@ -1021,6 +1060,10 @@ static void free_state(th *t)
         for (int i = 0; i < NSIZES; i++)
             for (int w = 0; w < 2; w++)
                 free(t->ph[c][i][w].data);
+    for (int i = 0; i < MAX_WORKERS; i++)
+        qread_fini(&t->wk[i].q), qread_fini(&t->wk[i].dq);
+    free(t->turn_q);
+    free(t->turn_d);
     pthread_mutex_destroy(&t->mu);
     pthread_mutex_destroy(&t->cache_mu);
     pthread_cond_destroy(&t->cv);
@@ -1037,6 +1080,8 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     pthread_mutex_init(&t->mu, NULL);
     pthread_mutex_init(&t->cache_mu, NULL);
     pthread_cond_init(&t->cv, NULL);
+    for (int i = 0; i < MAX_WORKERS; i++)
+        qread_init(&t->wk[i].q), qread_init(&t->wk[i].dq);
     read_config(t, config);
     int rc = mkdirs(t, err);
     if (rc || (rc = find_helper(t, config, err)) || (rc = api->listing_decorator_set(self, decorate, t, err))) {
@@ -1045,7 +1090,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     }
     t->nworkers = (int)jint(config, "workers");
     for (int i = 0; i < t->nworkers; i++) {
-        t->wk[i] = (struct wk){.t = t, .idx = i};
+        t->wk[i].t = t, t->wk[i].idx = i;
         t->wk[i].on = pthread_create(&t->wk[i].id, NULL, worker_main, &t->wk[i]) == 0;
     }
     *state = t;

@@ -1,4 +1,9 @@
-/* Unit tests: key encoding, ids and the metadata store primitives (kernel/db.c, util.c). */
+/* Unit tests: key encoding, ids and the metadata store primitives (kernel/db.c, util.c), and a
+ * module's key-value calls (kernel/api.c) as a queue reader uses them: kv_scan from the prefix's
+ * start and kv_scan_after (ABI 2.1, queues) from the key after the last one taken, and the
+ * modules' queue reader over them (modules/qread.h): ahead first, then what a writer said it
+ * wrote behind, and the front at least every QREAD_FRONT_MS for what nobody announced. The
+ * kernel's own keys (owner NULL) land under "m/kernel/". */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 #include "../../kernel/kernel.h"
+#include "../../modules/qread.h"
 
 static char dir[64];
 
@@ -416,6 +422,116 @@ static void test_the_sync_barrier_follows_log_switches(void **s)
     }
 }
 
+typedef struct seen {
+    char keys[512];
+    int n, stop_at;
+} seen;
+
+static int take(const char *key, const void *value, size_t len, void *ud)
+{
+    seen *s = ud;
+    size_t k = strlen(s->keys);
+    snprintf(s->keys + k, sizeof s->keys - k, "%s%s=%.*s", k ? " " : "", key, (int)len, (const char *)value);
+    return ++s->n == s->stop_at;
+}
+
+static const char *scan_after(const char *prefix, const char *after, int stop_at)
+{
+    static seen s;
+    memset(&s, 0, sizeof s);
+    s.stop_at = stop_at;
+    mb_err err;
+    assert_int_equal(api_table()->kv_scan_after(NULL, prefix, after, take, &s, &err), 0);
+    return s.keys;
+}
+
+static void put(const char *k)
+{
+    mb_err err;
+    assert_int_equal(api_table()->kv_put(NULL, k, k + 2, strlen(k + 2), false, &err), 0);
+}
+
+static void test_queue_read_from_where_it_stopped(void **st)
+{
+    (void)st;
+    const mb_api *a = api_table();
+    assert_true(a->size > offsetof(mb_api, kv_scan_after));
+    mb_err err;
+    const char *keys[] = {"p/9", "q/001", "q/002", "q/003", "q/004", "q/005", "qq", "r/1"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        put(keys[i]);
+    assert_string_equal(scan_after("q/", NULL, 0), "q/001=001 q/002=002 q/003=003 q/004=004 q/005=005");
+    assert_string_equal(scan_after("q/", "", 2), "q/001=001 q/002=002");
+    /* the reader took q/001..q/003 and deleted them: from the last one taken */
+    for (int i = 1; i <= 3; i++) {
+        char k[8];
+        snprintf(k, sizeof k, "q/%03d", i);
+        assert_int_equal(a->kv_del(NULL, k, false, &err), 0);
+    }
+    assert_string_equal(scan_after("q/", "q/003", 0), "q/004=004 q/005=005");
+    assert_string_equal(scan_after("q/", "q/004", 0), "q/005=005");
+    assert_string_equal(scan_after("q/", "q/0035", 1), "q/004=004"); /* a key that is not there */
+    assert_string_equal(scan_after("q/", "q/005", 0), "");             /* nothing after the last */
+    assert_string_equal(scan_after("q/", "r", 0), "");                 /* after the prefix's range */
+    assert_string_equal(scan_after("q/", "a", 0), "q/004=004 q/005=005"); /* before it: from its start */
+    assert_string_equal(scan_after("q/", "q", 0), "q/004=004 q/005=005");
+    /* written behind the reader: found from the start, not from where it stopped */
+    put("q/000");
+    assert_string_equal(scan_after("q/", "q/005", 0), "");
+    assert_string_equal(scan_after("q/", NULL, 0), "q/000=000 q/004=004 q/005=005");
+    /* the module's namespace: the kernel's keys are m/kernel/<key> */
+    char *v = NULL;
+    size_t n;
+    assert_int_equal(db_get("m/kernel/q/004", strlen("m/kernel/q/004"), &v, &n), 0);
+    assert_int_equal(n, 3);
+    assert_memory_equal(v, "004", 3);
+    free(v);
+}
+
+static const char *read_q(qread *r, int stop_at)
+{
+    static seen s;
+    memset(&s, 0, sizeof s);
+    s.stop_at = stop_at;
+    qread_scan(api_table(), NULL, r, "w/", take, &s);
+    return s.keys;
+}
+
+static void del(const char *k)
+{
+    mb_err err;
+    assert_int_equal(api_table()->kv_del(NULL, k, false, &err), 0);
+}
+
+static void test_qread(void **st)
+{
+    (void)st;
+    qread r;
+    qread_init(&r);
+    put("w/001"), put("w/002"), put("w/003"), put("w/004");
+    assert_string_equal(read_q(&r, 2), "w/001=001 w/002=002");
+    del("w/001"), del("w/002");
+    put("w/000"); /* behind the reader, announced */
+    qread_wrote(&r, "w/000");
+    put("w/005"); /* ahead: no need to say so */
+    qread_wrote(&r, "w/005");
+    assert_string_equal(read_q(&r, 0), "w/003=003 w/004=004 w/005=005"); /* ahead first */
+    del("w/003"), del("w/004"), del("w/005");
+    assert_string_equal(read_q(&r, 0), "w/000=000"); /* nothing ahead: the front */
+    del("w/000");
+    assert_string_equal(read_q(&r, 0), "");
+    put("w/00"); /* behind w/000, unannounced: not until the reader's next look at the front */
+    assert_string_equal(read_q(&r, 0), "");
+    r.front_ms -= QREAD_FRONT_MS;
+    assert_string_equal(read_q(&r, 0), "w/00=00");
+    del("w/00");
+    put("w/0"); /* behind w/00: "something, somewhere" (a reader that left keys says so) */
+    assert_string_equal(read_q(&r, 0), "");
+    qread_wrote(&r, NULL);
+    assert_string_equal(read_q(&r, 0), "w/0=0");
+    qread_fini(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -431,6 +547,8 @@ int main(void)
         cmocka_unit_test(test_hex_and_utf8),
         cmocka_unit_test(test_parse_u64_rejects_junk_and_overflow),
         cmocka_unit_test(test_arena_alignment_and_big_blocks),
+        cmocka_unit_test(test_queue_read_from_where_it_stopped),
+        cmocka_unit_test(test_qread),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
