@@ -633,8 +633,8 @@ typedef struct rules_run {
     mb_task *task;
     uint64_t sid;
     bool dry;
-    json_t *files; /* each file whose rules gave tags, with what they gave */
-    size_t n, done, errors;
+    json_t *files; /* the first `max` files whose rules gave tags, with what they gave */
+    size_t n, done, errors, changed, max;
 } rules_run;
 
 static int count_file(const json_t *en, void *ud)
@@ -651,7 +651,8 @@ static int run_file(rules_run *r, const char *path)
     mb_err e = {0};
     if (rules_file(r->t, r->sid, path, NULL, NULL, r->dry, &res, &e) == 0) {
         r->errors += json_array_size(json_object_get(res, "errors"));
-        if (json_array_size(json_object_get(res, "apply")) || json_array_size(json_object_get(res, "suggest")))
+        if ((json_array_size(json_object_get(res, "apply")) || json_array_size(json_object_get(res, "suggest"))) &&
+            r->changed++ < r->max) /* a run over a million files keeps a page of them, and counts */
             json_array_append_new(r->files, json_pack("{s:O, s:O, s:O}", "path", json_object_get(res, "path"), "apply",
                                                       json_object_get(res, "apply"), "suggest",
                                                       json_object_get(res, "suggest")));
@@ -670,13 +671,14 @@ static int run_entry(const json_t *en, void *ud)
 }
 
 /* tags.run: every file under args.path, a folder walked twice in bounded memory (a count for the
- * progress, then the run); the result lists each file whose rules gave tags, with what they gave,
- * in a dry run and a real one alike. */
+ * progress, then the run); the result counts the files whose rules gave tags ("changed") and lists
+ * the first run_result_max of them with what they gave ("changes"), in a dry run and a real one
+ * alike. */
 int rules_task(mb_task *task, const json_t *args, void *state, mb_err *err)
 {
     tags *t = state;
     rules_run r = {t, task, (uint64_t)mb_jint(args, "store"), json_is_true(json_object_get(args, "dry_run")), NULL,
-                   0, 0, 0};
+                   0, 0, 0, 0, (size_t)atomic_load(&t->result_max)};
     const char *base = mb_jstr(args, "path") ? mb_jstr(args, "path") : "";
     json_t *info = NULL;
     int rc = t->api->file_stat(NULL, r.sid, base, &info, err);
@@ -694,8 +696,9 @@ int rules_task(mb_task *task, const json_t *args, void *state, mb_err *err)
         return rc == MB_ECANCELED ? t->api->err_set(err, MB_ECANCELED, "cancelled after %zu of %zu files", r.done, r.n)
                                   : rc;
     }
-    t->api->task_result(task, json_pack("{s:b, s:I, s:I, s:o}", "dry_run", r.dry, "files", (json_int_t)r.done,
-                                        "errors", (json_int_t)r.errors, "changes", r.files));
+    t->api->task_result(task, json_pack("{s:b, s:I, s:I, s:I, s:o}", "dry_run", r.dry, "files", (json_int_t)r.done,
+                                        "errors", (json_int_t)r.errors, "changed", (json_int_t)r.changed, "changes",
+                                        r.files));
     return 0;
 }
 

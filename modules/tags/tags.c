@@ -17,7 +17,7 @@
  * (search.extracted). Rules therefore never run on the loop thread nor in an HTTP handler, and a
  * rule that fails or runs out of budget only costs its own result.
  *
- *   config   text_max, head_bytes, global_rules, queue_interval_ms
+ *   config   text_max, head_bytes, global_rules, queue_interval_ms, run_result_max
  *   routes   GET  /api/v1/stores/{sid}/tags                     [{"name","color","count"}]
  *            GET  /api/v1/stores/{sid}/tags/{path*}             {"path","tags"}
  *            POST /api/v1/stores/{sid}/tags/{path*}             {"add","remove"} -> {"path","tags"}
@@ -619,6 +619,7 @@ static void drain(void *arg)
 static void read_config(tags *t, const json_t *config)
 {
     atomic_store(&t->text_max, mb_jint(config, "text_max"));
+    atomic_store(&t->result_max, mb_jint(config, "run_result_max"));
     atomic_store(&t->head_bytes, mb_jint(config, "head_bytes"));
     json_t *g = json_object_get(config, "global_rules");
     g = json_is_array(g) ? json_deep_copy(g) : json_array();
@@ -703,6 +704,7 @@ static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "head_bytes", MB_CFG_INT, "4096", 0, 65536},
     {sizeof(mb_config_key), "global_rules", MB_CFG_LIST, "[]", 0, 0},
     {sizeof(mb_config_key), "queue_interval_ms", MB_CFG_INT, "200", 10, 60000},
+    {sizeof(mb_config_key), "run_result_max", MB_CFG_INT, "1000", 0, 100000},
     {0},
 };
 

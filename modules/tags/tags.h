@@ -33,6 +33,7 @@ typedef struct tags {
     qread rd;                   /* where the drain's last read of q/ stopped (the drain timer's) */
     _Atomic int64_t text_max;   /* bytes of extracted text a rule sees */
     _Atomic int64_t head_bytes; /* bytes of the file's start a rule sees */
+    _Atomic int64_t result_max; /* files a tags.run result lists (run_result_max) */
     json_t *global_rules;       /* the names of scripts/lua/ rules to run (config); swapped under mu */
 } tags;
 

@@ -46,6 +46,10 @@ typedef struct dav_req {
  * well-formed, namespace errors included; no DTD, entity or network is ever loaded. */
 int dav_xml_parse(const void *body, size_t len, void **doc, mb_err *err);
 int dav_propfind(dav_req *r, const void *body, size_t len, mb_err *err);
+/* The page of folder dir of store sid after cursor (NULL: the first; DAV_PAGE members), or the
+ * stores when sid is 0: *list as folder_page or store_list give it, *next the cursor of the page
+ * after it (malloc'd) or NULL. */
+int dav_page(dav_req *r, uint64_t sid, const char *dir, const char *cursor, json_t **list, char **next, mb_err *e);
 int dav_proppatch(dav_req *r, const void *body, size_t len, mb_err *err);
 /* The owner element of a LOCK body as standalone XML (malloc'd, may be NULL), the scope
  * (true = exclusive); MB_EINVAL for a body that is not a lockinfo. */

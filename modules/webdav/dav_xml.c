@@ -258,18 +258,36 @@ typedef struct res {
     const json_t *info; /* file_stat / folder_list entry, or a store */
 } res;
 
-/* A folder whose members are still to answer (Depth 1 and infinity): one listing scan
- * (folder_list) and one scan of its members' dead properties, walked one entry per step. */
+/* A folder whose members are still to answer (Depth 1 and infinity): its listing a page at a
+ * time (folder_page, so a folder of a million members costs one page of memory) and one scan of
+ * its members' dead properties, walked one entry per step. */
 typedef struct frame {
     uint64_t sid;     /* the store listed; 0: the list of stores (/dav/) */
     char *seg;        /* its first URL segment (the store's name as in the request) */
     char *dir;        /* the folder, in the store */
-    json_t *list;     /* folder_list's answer, or the stores */
+    json_t *list;     /* the page of the listing being answered, or the stores */
     json_t *entries;  /* borrowed from list */
     size_t i;
+    char *next;       /* the cursor of the page after it, NULL on the last */
     json_t *dead;     /* member name -> its dead properties */
     struct frame *up;
 } frame;
+
+#define DAV_PAGE 1000 /* members listed at a time */
+
+/* A kernel without folder_page gives the folder whole. */
+int dav_page(dav_req *r, uint64_t sid, const char *dir, const char *cursor, json_t **list, char **next, mb_err *e)
+{
+    const mb_api *api = r->api;
+    *next = NULL;
+    int rc = !sid                                          ? api->store_list(&r->user, list, e)
+             : api->size > offsetof(mb_api, folder_page) ? api->folder_page(&r->user, sid, dir, cursor, DAV_PAGE, list, e)
+                                                         : api->folder_list(&r->user, sid, dir, false, list, e);
+    const char *nc = rc || !sid ? NULL : json_string_value(json_object_get(*list, "next_cursor"));
+    if (nc && !(*next = strdup(nc)))
+        abort();
+    return rc;
+}
 
 /* A PROPFIND answer being streamed: everything it needs is its own (the request is gone
  * once the handler returned); the multistatus is made one response at a time into b,
@@ -557,12 +575,32 @@ static json_t *props_members(dav_req *r, uint64_t sid, const char *dir)
     return m.out;
 }
 
+/* f's next page in place of the one answered; false on the last, or when it cannot be read. */
+static bool frame_next_page(dav_req *r, frame *f)
+{
+    char *cursor = f->next;
+    json_t *list = NULL;
+    mb_err e;
+    if (!cursor)
+        return false;
+    int rc = dav_page(r, f->sid, f->dir, cursor, &list, &f->next, &e);
+    free(cursor);
+    if (rc)
+        return false; /* gone meanwhile: what was answered is the last word on it */
+    json_decref(f->list);
+    f->list = list;
+    f->entries = json_object_get(list, "entries");
+    f->i = 0;
+    return true;
+}
+
 static void frame_push(pf *p, uint64_t sid, const char *seg, const char *dir)
 {
     dav_req *r = p->r;
     json_t *list = NULL;
+    char *next;
     mb_err e;
-    if (sid ? r->api->folder_list(&r->user, sid, dir, false, &list, &e) : r->api->store_list(&r->user, &list, &e))
+    if (dav_page(r, sid, dir, NULL, &list, &next, &e))
         return; /* gone meanwhile: the folder's own response was the last word on it */
     frame *f = calloc(1, sizeof *f);
     if (!f)
@@ -572,6 +610,7 @@ static void frame_push(pf *p, uint64_t sid, const char *seg, const char *dir)
     f->dir = strdup(dir);
     f->list = list;
     f->entries = sid ? json_object_get(list, "entries") : list;
+    f->next = next;
     f->dead = sid ? props_members(r, sid, dir) : json_object();
     f->up = p->top;
     p->top = f;
@@ -583,6 +622,7 @@ static void frame_pop(pf *p)
     p->top = f->up;
     json_decref(f->list);
     json_decref(f->dead);
+    free(f->next);
     free(f->seg);
     free(f->dir);
     free(f);
@@ -608,7 +648,8 @@ static void pf_step(pf *p)
         frame *f = p->top;
         json_t *e = json_array_get(f->entries, f->i++);
         if (!e) {
-            frame_pop(p);
+            if (!frame_next_page(r, f))
+                frame_pop(p);
             continue;
         }
         const char *name = json_string_value(json_object_get(e, "name"));
@@ -682,13 +723,33 @@ static void pf_free(void *ctx)
 
 /* Depth: infinity under `dir`: are there more than `cap` resources? A walk of listings
  * that stops at the cap, so a huge tree costs no more than the cap to refuse. */
+static bool over_cap_page(dav_req *r, uint64_t sid, const char *dir, json_t *entries, int64_t *left);
+
 static bool over_cap(dav_req *r, uint64_t sid, const char *dir, int64_t *left)
 {
     json_t *list = NULL;
+    char *next = NULL;
     mb_err e;
-    if (sid ? r->api->folder_list(&r->user, sid, dir, false, &list, &e) : r->api->store_list(&r->user, &list, &e))
-        return false;
-    json_t *entries = sid ? json_object_get(list, "entries") : list, *x;
+    bool over = false;
+    for (int rc = dav_page(r, sid, dir, NULL, &list, &next, &e); !rc && !over;) {
+        over = over_cap_page(r, sid, dir, sid ? json_object_get(list, "entries") : list, left);
+        json_decref(list);
+        list = NULL;
+        char *cursor = next;
+        if (!cursor)
+            break;
+        rc = dav_page(r, sid, dir, cursor, &list, &next, &e);
+        free(cursor);
+    }
+    json_decref(list);
+    free(next);
+    return over;
+}
+
+/* over_cap over one page of dir's entries (or the stores). */
+static bool over_cap_page(dav_req *r, uint64_t sid, const char *dir, json_t *entries, int64_t *left)
+{
+    json_t *x;
     size_t i;
     bool over = false;
     json_array_foreach(entries, i, x) {
@@ -711,7 +772,6 @@ static bool over_cap(dav_req *r, uint64_t sid, const char *dir, int64_t *left)
                 break;
         }
     }
-    json_decref(list);
     return over;
 }
 

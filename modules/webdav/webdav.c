@@ -353,10 +353,10 @@ static int do_get(dav_req *r, mb_err *err)
             return api->reply_file(r->req, &r->user, r->sid, r->path, err);
         }
     }
-    /* A collection: a plain HTML index, for a browser pointed at the URL. */
+    /* A collection: a plain HTML index of its first page, for a browser pointed at the URL. */
     json_t *list = NULL;
-    int rc = r->root ? api->store_list(&r->user, &list, err)
-                     : api->folder_list(&r->user, r->sid, r->path, false, &list, err);
+    char *next = NULL;
+    int rc = dav_page(r, r->root ? 0 : r->sid, r->path, NULL, &list, &next, err);
     if (rc)
         return rc;
     json_t *entries = r->root ? list : json_object_get(list, "entries");
@@ -380,6 +380,11 @@ static int do_get(dav_req *r, mb_err *err)
         dav_buf_str(&b, "</a>\n");
     }
     dav_buf_str(&b, "</ul>\n");
+    if (next) { /* a page is what a browser gets; a WebDAV client's PROPFIND lists them all */
+        dav_buf_fmt(&b, "<p>The first %zu of %lld entries; a WebDAV client or the web page lists them all.</p>\n",
+                    json_array_size(entries), (long long)json_integer_value(json_object_get(list, "total")));
+        free(next);
+    }
     json_decref(list);
     rc = api->reply_bytes(r->req, 200, "text/html; charset=utf-8", b.p, b.n);
     free(b.p);

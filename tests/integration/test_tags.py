@@ -356,6 +356,29 @@ class RulesTest(RulesBase):
         self.assertLess(slow_tagged, 1000)
 
 
+class RunResultCapTest(RulesBase):
+    module_conf = {"tags": "run_result_max: 5\n"}
+
+    def test_a_run_counts_every_file_it_tags_and_lists_the_first_run_result_max(self):
+        # a run over a store of a million files keeps a page of its changes, not all of them
+        for i in range(12):
+            self.c.put("few/f%02d.txt" % i, b"x")
+        self.assertEqual(self.rule("all", b"function rule(f) return {apply = {'seen'}} end").status, 201)
+        for dry in (True, False):
+            r = self.c.req("POST", "rules/run", {"path": "few", "dry_run": dry})
+            self.assertEqual(r.status, 202, r)
+            tid = r.json()["task"]
+            t = poll(lambda: (lambda x: x if x.get("state") in ("done", "failed") else None)(
+                self.srv.request("GET", "/api/v1/tasks/%d" % tid, token=self.c.tok).json()), timeout=120)
+            self.assertEqual(t["state"], "done", t)
+            res = t["result"]
+            self.assertEqual((res["files"], res["changed"], len(res["changes"])), (12, 12, 5), res)
+            listed = [ch["path"] for ch in res["changes"]]
+            self.assertEqual(len(set(listed)), 5)
+            self.assertTrue(all(p.startswith("few/f") for p in listed), listed)
+        self.assertEqual(sum(e["tags"] == ["seen"] for e in self.c.listing("few")), 12)  # all applied
+
+
 LUA = os.path.join(harness.SRC, "scripts", "lua")
 
 

@@ -249,15 +249,26 @@ class TestProtocol(DavTest):
         self.assertIn("/dav/Home/a/b/c/three.txt", self.hrefs(r.body))
         self.assertEqual(self.dav("PROPFIND", "/dav/Home/nope/", None, {}).status, 404)
 
-    def test_a_thousand_member_folder_streams_every_member_once(self):
+    def test_a_folder_of_more_than_a_page_streams_every_member_once(self):
+        # 1,005 members: the module lists a folder 1,000 at a time (folder_page), so the answer
+        # crosses a page; Depth infinity counts through the pages too, and a browser gets a page.
         self.assertEqual(self.dav("MKCOL", "/dav/Home/many/").status, 201)
-        for i in range(1000):
+        for i in range(1005):
             self.assertEqual(self.dav("PUT", "/dav/Home/many/f%04d.txt" % i, b"x").status, 201)
+        self.assertEqual(self.dav("MKCOL", "/dav/Home/many/zz/").status, 201)  # on the second page
+        self.assertEqual(self.dav("PUT", "/dav/Home/many/zz/deep.txt", b"yy").status, 201)
+        want = ["/dav/Home/many/"] + ["/dav/Home/many/f%04d.txt" % i for i in range(1005)] + ["/dav/Home/many/zz/"]
         r = self.dav("PROPFIND", "/dav/Home/many/", None, {"Depth": "1"})
         self.assertEqual(r.status, 207)
-        got = self.hrefs(r.body)
-        self.assertEqual(got, ["/dav/Home/many/"] + ["/dav/Home/many/f%04d.txt" % i for i in range(1000)])
-        self.assertEqual(r.body.count(b"<D:getcontentlength>1</D:getcontentlength>"), 1000)
+        self.assertEqual(self.hrefs(r.body), want)
+        self.assertEqual(r.body.count(b"<D:getcontentlength>1</D:getcontentlength>"), 1005)
+        r = self.dav("PROPFIND", "/dav/Home/many/", None, {"Depth": "infinity"})
+        self.assertEqual(r.status, 207)
+        self.assertEqual(self.hrefs(r.body), want + ["/dav/Home/many/zz/deep.txt"])
+        r = self.dav("GET", "/dav/Home/many/")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body.count(b"<li>"), 1000)
+        self.assertIn(b"The first 1000 of 1006 entries", r.body)
 
     def test_etag_last_modified_and_range_match_the_http_api(self):
         data = os.urandom(100000)

@@ -199,8 +199,11 @@ function rulesPane(sid, pane, folder, reload) {
         clear(out, progress);
         const t = await waitTask(r.task, progress);
         if (t.state !== 'done') return say(t.error || t.state, '.form-error');
-        clear(out, h('p', `${dry ? 'Dry run' : 'Applied'}: ${t.result.files} files, ${t.result.changes.length} with tags` +
-            (t.result.errors ? `, ${t.result.errors} rule errors` : '') + '.'), resultList(t.result.changes));
+        const changed = t.result.changed ?? t.result.changes.length;
+        clear(out, h('p', `${dry ? 'Dry run' : 'Applied'}: ${t.result.files} files, ${changed} with tags` +
+            (t.result.errors ? `, ${t.result.errors} rule errors` : '') +
+            (changed > t.result.changes.length ? `; the first ${t.result.changes.length} are listed` : '') + '.'),
+            resultList(t.result.changes));
         if (!dry) { reload(); drawTable(); }
     };
     clear(pane, tableBox,
