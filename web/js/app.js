@@ -138,6 +138,7 @@ class Shell {
             discord: { view: new DiscordView(), part: 'discord', title: 'Discord' },
         };
         this.unread = 0;
+        this.changes = 0; // how often the bell's count was set (loadUnread: was it set meanwhile?)
         this.notifications = [];
         this.known = new Set(); // ids of the notifications this page has (listed at start, or shown)
         this.baseline = null;
@@ -392,8 +393,15 @@ class Shell {
         } catch (e) { toast('Could not mark it read: ' + e.message, 'error'); }
     }
 
+    /* The server's count, unless the bell changed while it was asked: a notification that came
+     * live meanwhile is newer than an answer the server gave before it existed (that answer set
+     * the bell back to nothing under a toast that had just said otherwise). */
     async loadUnread() {
-        try { this.setUnread((await api('GET', '/notifications/unread')).unread); } catch { /* the bell stays as it is */ }
+        const asked = this.changes;
+        try {
+            const n = (await api('GET', '/notifications/unread')).unread;
+            if (asked === this.changes) this.setUnread(n);
+        } catch { /* the bell stays as it is */ }
     }
 
     /* What the server had when this page started: not news, whatever comes later. */
@@ -414,6 +422,7 @@ class Shell {
 
     setUnread(n) {
         this.unread = Number(n) || 0;
+        this.changes++;
         this.renderBadge();
     }
 
