@@ -8,8 +8,9 @@
  * that key and a writer said it wrote behind it (qread_wrote: keys named by path, written by
  * 16 uploads at once, land on both sides), and at least every QREAD_FRONT_MS (a key written
  * behind it unannounced, such as a sequence number taken before another's but committed after
- * it, waits at most that long). A kernel without kv_scan_after: always the front. Header only; shared by the thumbnails, search and tags modules. One reader per
- * thread; writers on other threads call qread_wrote.
+ * it, waits at most that long). A kernel without kv_scan_after: always the front. Header only;
+ * shared by the thumbnails, search and tags modules. One reader per thread; writers on other
+ * threads call qread_wrote.
  */
 #ifndef MBYTE_QREAD_H
 #define MBYTE_QREAD_H
@@ -25,7 +26,7 @@
 #define QREAD_PACE_MS 200
 
 typedef struct qread {
-    pthread_mutex_t mu; /* guards last and behind */
+    pthread_mutex_t mu; /* guards behind, and last against writers (the reader swaps it under it) */
     char *last;         /* the last key given to the reader's fn, or NULL */
     bool behind;        /* a key was written before last since the last read from the front */
     int64_t front_ms;   /* when it last read from the front (CLOCK_MONOTONIC) */
@@ -54,41 +55,44 @@ static inline void qread_wrote(qread *r, const char *key)
 }
 
 typedef struct qread_call {
-    qread *r;
     int (*fn)(const char *key, const void *value, size_t len, void *ud);
     void *ud;
     int n;
+    char *last; /* the last key given to fn (grown as needed), or NULL */
+    size_t cap;
+    bool lost;  /* a key could not be kept: the next read is from the front */
 } qread_call;
 
 static int qread_one(const char *key, const void *value, size_t len, void *ud)
 {
     qread_call *c = ud;
-    char *k = strdup(key);
-    if (k) {
-        pthread_mutex_lock(&c->r->mu);
-        free(c->r->last);
-        c->r->last = k;
-        pthread_mutex_unlock(&c->r->mu);
+    size_t kl = strlen(key) + 1;
+    if (kl > c->cap) {
+        char *b = realloc(c->last, kl);
+        if (b)
+            c->last = b, c->cap = kl;
     }
+    if (kl <= c->cap)
+        memcpy(c->last, key, kl);
+    else
+        c->lost = true;
     c->n++;
     return c->fn(key, value, len, c->ud);
 }
 
-/* fn (as kv_scan's) over prefix's keys for reader r: after its last key, or from the front. */
+/* fn (as kv_scan's) over prefix's keys for reader r: after its last key, or from the front.
+ * Only the reader's thread changes r->last, so it reads it without the lock. */
 static inline void qread_scan(const mb_api *api, mb_module *self, qread *r, const char *prefix,
                               int (*fn)(const char *key, const void *value, size_t len, void *ud), void *ud)
 {
-    qread_call c = {r, fn, ud, 0};
+    qread_call c = {fn, ud, 0, NULL, 0, false};
     mb_err e;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    pthread_mutex_lock(&r->mu);
-    bool fresh = r->last && now - r->front_ms < QREAD_FRONT_MS && api->size > offsetof(mb_api, kv_scan_after);
-    char *after = fresh ? strdup(r->last) : NULL;
-    pthread_mutex_unlock(&r->mu);
+    bool after = r->last && now - r->front_ms < QREAD_FRONT_MS && api->size > offsetof(mb_api, kv_scan_after);
     if (after)
-        api->kv_scan_after(self, prefix, after, qread_one, &c, &e);
+        api->kv_scan_after(self, prefix, r->last, qread_one, &c, &e);
     pthread_mutex_lock(&r->mu);
     bool front = !after || (!c.n && r->behind); /* what is behind waits until nothing is ahead */
     if (front)
@@ -98,7 +102,17 @@ static inline void qread_scan(const mb_api *api, mb_module *self, qread *r, cons
         r->front_ms = now;
         api->kv_scan(self, prefix, qread_one, &c, &e);
     }
-    free(after);
+    pthread_mutex_lock(&r->mu);
+    if (c.n && !c.lost) {
+        free(r->last);
+        r->last = c.last;
+        c.last = NULL;
+    } else if (c.lost) {
+        free(r->last);
+        r->last = NULL;
+    }
+    pthread_mutex_unlock(&r->mu);
+    free(c.last);
 }
 
 /* A reader whose last read found only a few keys (it is ahead of the writers) sleeps

@@ -731,13 +731,16 @@ static bool over_cap(dav_req *r, uint64_t sid, const char *dir, int64_t *left)
     char *next = NULL;
     mb_err e;
     bool over = false;
-    for (int rc = dav_page(r, sid, dir, NULL, &list, &next, &e); !rc && !over;) {
+    for (int rc = dav_page(r, sid, dir, NULL, &list, &next, &e); !rc;) {
         over = over_cap_page(r, sid, dir, sid ? json_object_get(list, "entries") : list, left);
         json_decref(list);
         list = NULL;
         char *cursor = next;
-        if (!cursor)
+        next = NULL;
+        if (over || !cursor) { /* over the cap: no page more is read */
+            free(cursor);
             break;
+        }
         rc = dav_page(r, sid, dir, cursor, &list, &next, &e);
         free(cursor);
     }

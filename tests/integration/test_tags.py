@@ -218,6 +218,16 @@ class RulesBase(ServerTest):
     def rule(self, name, src):
         return self.c.req("PUT", "rules/" + name, src, headers={"Content-Type": "text/x-lua"})
 
+    def run_rules(self, path, dry):
+        """POST rules/run on path and wait for its task: the finished task."""
+        r = self.c.req("POST", "rules/run", {"path": path, "dry_run": dry})
+        self.assertEqual(r.status, 202, r)
+        tid = r.json()["task"]
+        t = poll(lambda: (lambda x: x if x.get("state") in ("done", "failed") else None)(
+            self.srv.request("GET", "/api/v1/tasks/%d" % tid, token=self.c.tok).json()), timeout=600)
+        self.assertEqual(t["state"], "done", t)
+        return t
+
     def ftp_put(self, path, data):
         f = ftplib.FTP(timeout=30)
         f.connect("127.0.0.1", self.ftp_port)
@@ -315,12 +325,7 @@ class RulesTest(RulesBase):
           return out end"""
 
         def run(dry):
-            r = self.c.req("POST", "rules/run", {"path": "many", "dry_run": dry})
-            self.assertEqual(r.status, 202, r)
-            tid = r.json()["task"]
-            t = poll(lambda: (lambda x: x if x.get("state") in ("done", "failed") else None)(
-                self.srv.request("GET", "/api/v1/tasks/%d" % tid, token=self.c.tok).json()), timeout=600)
-            self.assertEqual(t["state"], "done", t)
+            t = self.run_rules("many", dry)
             return {ch["path"]: sorted(a["tag"] for a in ch["apply"]) for ch in t["result"]["changes"]}
 
         # Events are handled in order: once a marker uploaded last is tagged, the 1,000 uploads were
@@ -365,13 +370,7 @@ class RunResultCapTest(RulesBase):
             self.c.put("few/f%02d.txt" % i, b"x")
         self.assertEqual(self.rule("all", b"function rule(f) return {apply = {'seen'}} end").status, 201)
         for dry in (True, False):
-            r = self.c.req("POST", "rules/run", {"path": "few", "dry_run": dry})
-            self.assertEqual(r.status, 202, r)
-            tid = r.json()["task"]
-            t = poll(lambda: (lambda x: x if x.get("state") in ("done", "failed") else None)(
-                self.srv.request("GET", "/api/v1/tasks/%d" % tid, token=self.c.tok).json()), timeout=120)
-            self.assertEqual(t["state"], "done", t)
-            res = t["result"]
+            res = self.run_rules("few", dry)["result"]
             self.assertEqual((res["files"], res["changed"], len(res["changes"])), (12, 12, 5), res)
             listed = [ch["path"] for ch in res["changes"]]
             self.assertEqual(len(set(listed)), 5)
