@@ -628,14 +628,20 @@ int blob_read_store(uint64_t sid, const char *hash, const char *fastsum, void *b
         return blob_read(hash, fastsum, buf, len, err);
     if (rc)
         return rc;
+    rc = blob_read_ref(&r, hash, fastsum, buf, len, err);
+    backend_leave(&r);
+    return rc;
+}
+
+int blob_read_ref(backend_ref *r, const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err)
+{
     mb_err e = {0};
     int64_t n = inline_get(hash, buf, len); /* small chunks never reach a backend */
     bool inl = n != MB_ENOENT;              /* in LevelDB (or its record unreadable): nowhere else */
     if (n == MB_EIO)
         err_set(&e, MB_EIO, "the record of chunk %.12s… cannot be read", hash);
     else if (n == MB_ENOENT)
-        n = ref_get(&r, hash, buf, len, &e);
-    backend_leave(&r);
+        n = ref_get(r, hash, buf, len, &e);
     int v = n < 0 ? (e.code ? e.code : (int)n) : blob_verify(hash, fastsum, buf, (size_t)n, len, &e);
     if (v == 0)
         return 0;

@@ -329,11 +329,14 @@ int blob_put_store(uint64_t sid, const char *hash, const void *data, size_t len,
  * disk: cluster_repl.c copies it to the store's replica while the upload goes on. Set once. */
 void blob_on_store_put(void (*fn)(uint64_t sid, const char *hash, const void *data, size_t len));
 int blob_read_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err);
+struct backend_ref;
+/* blob_read_store through r, a backend the caller entered (backend_for_store) and keeps: a
+ * reader that holds its store's backend for the whole download (fs_read.c). */
+int blob_read_ref(struct backend_ref *r, const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err);
 /* blob_read_fd for a chunk of store sid: 1 (read it with blob_read_store) when the store is not
  * on the local disk. */
 int blob_read_fd_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, int *fd,
                        bool *filled, mb_err *err);
-struct backend_ref;
 /* Live migration (migrate.c): put chunk hash (len bytes, fastsum as recorded) to `to` (NULL: the
  * local disk) unless it is there whole already, its bytes read from `from` (NULL: local), or
  * else wherever they are, and verified first: 0 copied, 1 there already, or a negative MB_E*. */

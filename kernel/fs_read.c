@@ -9,6 +9,14 @@
  * downloads went from 290 M to 6.8 M instructions in user space, callgrind). Any other chunk
  * is read whole into that buffer and verified there first, as before.
  *
+ * A reader of a store on a module's backend (s3, webdav, rclone, a redundancy set) enters that
+ * backend when it opens and leaves it when it closes: a download that has begun keeps the
+ * backend's module loaded until it ends, as a call in flight does (an unload drains it), while a
+ * download asked for once the unload has begun is refused at the open (503, before any byte).
+ * Entering it per chunk cut a download in the middle when an unload began (test_modules'
+ * BackendUnloadTest, a CI run). A chunk the entered backend no longer has (a live migration
+ * moved the store meanwhile) is looked for where the store's placement says now.
+ *
  * Threads: a reader belongs to one thread at a time; opening takes no lock (an entry names
  * only committed versions, and a version's chunks stay referenced while it exists).
  */
@@ -31,6 +39,8 @@ struct fs_reader {
     size_t prefetched; /* chunks below this index were handed to blob_prefetch */
     int fd;            /* a trusted chunk file, read with pread, or -1 */
     size_t fd_idx;     /* its index */
+    bool held;         /* be is entered: the store is on a module's backend */
+    backend_ref be;
 };
 
 #define PREFETCH_AHEAD 4 /* chunks (about 4 MiB) read ahead of the one being served */
@@ -40,6 +50,8 @@ struct fs_reader {
  * this a download after an upload (O_DIRECT: nothing cached) waited for each chunk in turn. */
 static void read_ahead(fs_reader *r, size_t i)
 {
+    if (r->held)
+        return; /* the chunks are not files on this disk */
     size_t j = r->prefetched > i + 1 ? r->prefetched : i + 1;
     for (; j <= i + PREFETCH_AHEAD && j < r->n; j++)
         blob_prefetch(r->hash[j], r->fast[j], (size_t)(r->off[j + 1] - r->off[j]));
@@ -92,8 +104,15 @@ int fs_open(const mb_user *u, uint64_t sid, const char *path, uint64_t version, 
         }
         r->off[r->n] = o;
         r->size = o;
+        int b = r->n ? backend_for_store(sid, &r->be, err) : 1;
+        r->held = b == 0;
+        if (b < 0) { /* its backend's module is not loaded, or unloading: 503 */
+            rc = b;
+            fs_close(r);
+            r = NULL;
+        }
         *out = r;
-        if (info) {
+        if (r && info) {
             *info = ns_public_info(e, np);
             if (version) { /* an older version: its own size and hash */
                 json_object_set(*info, "size", json_object_get(ver, "size"));
@@ -132,7 +151,10 @@ static ssize_t load_chunk(fs_reader *r, uint64_t off, mb_err *err)
             r->cache = xmalloc(CHUNK_MAX);
         r->cached = SIZE_MAX;
         read_ahead(r, lo);
-        int rc = blob_read_store(r->sid, r->hash[lo], r->fast[lo], r->cache, (size_t)(r->off[lo + 1] - r->off[lo]), err);
+        size_t len = (size_t)(r->off[lo + 1] - r->off[lo]);
+        int rc = r->held ? blob_read_ref(&r->be, r->hash[lo], r->fast[lo], r->cache, len, err) : MB_ENOENT;
+        if (rc == MB_ENOENT) /* a local store, or a chunk the store's backend no longer has */
+            rc = blob_read_store(r->sid, r->hash[lo], r->fast[lo], r->cache, len, err);
         if (rc)
             return rc;
         r->cached = lo;
@@ -147,7 +169,7 @@ static int trusted_fd(fs_reader *r, size_t i, mb_err *err)
 {
     if (r->fd >= 0 && r->fd_idx == i)
         return 1;
-    if (r->cached == i)
+    if (r->cached == i || r->held)
         return 0;
     if (r->fd >= 0)
         close(r->fd);
@@ -229,7 +251,9 @@ int fs_read_fd(fs_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *
         r->cached = SIZE_MAX; /* the buffer may be overwritten below */
     bool filled;
     read_ahead(r, i);
-    int rc = blob_read_fd_store(r->sid, r->hash[i], r->fast[i], r->cache, (size_t)(r->off[i + 1] - r->off[i]), fd, &filled, err);
+    int rc = r->held ? 1
+                     : blob_read_fd_store(r->sid, r->hash[i], r->fast[i], r->cache, (size_t)(r->off[i + 1] - r->off[i]),
+                                          fd, &filled, err);
     if (rc < 0)
         return rc;
     if (rc > 0)
@@ -251,5 +275,7 @@ void fs_close(fs_reader *r)
     free(r->cache);
     if (r->fd >= 0)
         close(r->fd);
+    if (r->held)
+        backend_leave(&r->be);
     free(r);
 }

@@ -2,8 +2,8 @@
  * dav_xml.c — the XML side of the webdav module: request bodies parsed with libxml2
  * (PROPFIND, PROPPATCH, LOCK), multistatus answers built as text, and dead properties.
  * A PROPFIND answer is streamed (api->reply_stream): pf_read makes it one response at a time
- * from one listing per folder (a stack of them for Depth: infinity) and one kv scan of the
- * members' dead properties, so a folder of any size costs one buffer, not the whole XML.
+ * from a page of a folder's listing at a time (a stack of them for Depth: infinity) and the
+ * dead properties of that page's members, so a folder of any size costs a page and one buffer.
  * The stream owns a copy of the request's context; it runs after the handler returned.
  *
  * Parsing never loads a DTD, an external entity or anything from the network, and refuses
@@ -259,8 +259,8 @@ typedef struct res {
 } res;
 
 /* A folder whose members are still to answer (Depth 1 and infinity): its listing a page at a
- * time (folder_page, so a folder of a million members costs one page of memory) and one scan of
- * its members' dead properties, walked one entry per step. */
+ * time (folder_page, so a folder of a million members costs one page of memory) with the dead
+ * properties of that page's members (props_page), walked one entry per step. */
 typedef struct frame {
     uint64_t sid;     /* the store listed; 0: the list of stores (/dav/) */
     char *seg;        /* its first URL segment (the store's name as in the request) */
@@ -269,7 +269,7 @@ typedef struct frame {
     json_t *entries;  /* borrowed from list */
     size_t i;
     char *next;       /* the cursor of the page after it, NULL on the last */
-    json_t *dead;     /* member name -> its dead properties */
+    json_t *dead;     /* member name -> its dead properties, for the page */
     struct frame *up;
 } frame;
 
@@ -544,35 +544,108 @@ static bool hidden(dav_srv *d, const char *name)
     return !d->keep_macos_metadata && (!strncmp(name, "._", 2) || !strcmp(name, ".DS_Store"));
 }
 
-/* The dead properties of every member of folder `dir` in one scan of the kv (instead of one
- * kv_get per member): name -> object. Deeper keys under the prefix are skipped. */
+/* The dead properties of the members on one page of folder `dir` (`entries`, in name order, the
+ * bytes of the NFC names): name -> object. One scan of the kv from the page's first member to its
+ * last (kv_scan_after), where it read every member's of the whole folder and stepped over every key
+ * below them: memory and time follow the page. The keys below a member ("name/...": a subfolder's
+ * own members) are stepped over with one seek: no path holds the byte 0xff (UTF-8), so nothing
+ * sorts between "name/" followed by it and the next member. Keys of names not on the page (a
+ * file deleted through another door keeps its dead properties) are read, not kept. A kernel
+ * without kv_scan_after: one kv_get per member. */
 typedef struct {
-    size_t skip;
+    size_t skip;       /* the prefix's length */
+    const char *last;  /* the page's last name */
+    const json_t *on;  /* the page's names */
     json_t *out;
-} members_ud;
+    char *resume;      /* the key to scan after: a member's subtree was met */
+} page_ud;
 
-static int member_props(const char *key, json_t *v, void *ud)
+/* The first n bytes of a against the whole of b, in byte order. */
+static int cmp_n(const char *a, size_t n, const char *b)
 {
-    members_ud *m = ud;
-    const char *name = key + m->skip;
-    if (!strchr(name, '/') && json_is_object(v))
-        json_object_set(m->out, name, v);
+    size_t bl = strlen(b);
+    int c = memcmp(a, b, n < bl ? n : bl);
+    return c ? c : (n > bl) - (n < bl);
+}
+
+static int page_prop(const char *key, const void *v, size_t len, void *ud)
+{
+    page_ud *m = ud;
+    const char *name = key + m->skip, *slash = strchr(name, '/');
+    size_t nl = slash ? (size_t)(slash - name) : strlen(name);
+    if (cmp_n(name, nl, m->last) > 0)
+        return 1; /* past the page */
+    if (slash) {
+        size_t kl = (size_t)(slash - key) + 1;
+        if (!(m->resume = malloc(kl + 2)))
+            abort();
+        memcpy(m->resume, key, kl);
+        memcpy(m->resume + kl, "\xff", 2);
+        return 1;
+    }
+    json_t *o = json_object_get(m->on, name) ? json_loadb(v, len, 0, NULL) : NULL;
+    if (json_is_object(o))
+        json_object_set_new(m->out, name, o);
+    else
+        json_decref(o);
     return 0;
 }
 
-static json_t *props_members(dav_req *r, uint64_t sid, const char *dir)
+static json_t *props_page(dav_req *r, uint64_t sid, const char *dir, const json_t *entries)
 {
-    size_t kn = strlen(dir) + 40;
+    const mb_api *api = r->api;
+    json_t *out = json_object(), *on = json_object(), *e;
+    size_t i, n = json_array_size(entries), kn = strlen(dir) + 64;
     char *prefix = malloc(kn);
-    if (*dir)
-        snprintf(prefix, kn, "p/%016llx/%s/", (unsigned long long)sid, dir);
-    else
-        snprintf(prefix, kn, "p/%016llx/", (unsigned long long)sid);
-    members_ud m = {strlen(prefix), json_object()};
-    mb_err e;
-    r->api->kv_scan_json(r->d->self, prefix, member_props, &m, &e);
+    if (!out || !on || !prefix)
+        abort();
+    snprintf(prefix, kn, *dir ? "p/%016llx/%s/" : "p/%016llx/", (unsigned long long)sid, dir);
+    json_array_foreach(entries, i, e) {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        if (name)
+            json_object_set_new(on, name, json_true());
+    }
+    const char *first = n ? json_string_value(json_object_get(json_array_get(entries, 0), "name")) : NULL;
+    const char *last = n ? json_string_value(json_object_get(json_array_get(entries, n - 1), "name")) : NULL;
+    mb_err er;
+    if (first && last && *first && api->size > offsetof(mb_api, kv_scan_after)) {
+        /* after: the key just before the first member's, its last byte one less and 0xff added */
+        size_t pl = strlen(prefix), fl = strlen(first);
+        char *after = malloc(pl + fl + 2);
+        if (!after)
+            abort();
+        memcpy(after, prefix, pl);
+        memcpy(after + pl, first, fl);
+        ((unsigned char *)after)[pl + fl - 1]--;
+        memcpy(after + pl + fl, "\xff", 2);
+        page_ud m = {pl, last, on, out, NULL};
+        for (;;) {
+            api->kv_scan_after(r->d->self, prefix, after, page_prop, &m, &er);
+            free(after);
+            if (!(after = m.resume))
+                break;
+            m.resume = NULL;
+        }
+    } else {
+        const char *name;
+        json_object_foreach(on, name, e) {
+            char *key = malloc(kn + strlen(name)), *v = NULL;
+            size_t len;
+            if (!key)
+                abort();
+            snprintf(key, kn + strlen(name), "%s%s", prefix, name);
+            json_t *o = api->kv_get(r->d->self, key, &v, &len, &er) == 0 ? json_loadb(v, len, 0, NULL) : NULL;
+            if (json_is_object(o))
+                json_object_set_new(out, name, o);
+            else
+                json_decref(o);
+            free(v);
+            free(key);
+        }
+    }
+    json_decref(on);
     free(prefix);
-    return m.out;
+    return out;
 }
 
 /* f's next page in place of the one answered; false on the last, or when it cannot be read. */
@@ -591,6 +664,8 @@ static bool frame_next_page(dav_req *r, frame *f)
     f->list = list;
     f->entries = json_object_get(list, "entries");
     f->i = 0;
+    json_decref(f->dead);
+    f->dead = props_page(r, f->sid, f->dir, f->entries);
     return true;
 }
 
@@ -611,7 +686,7 @@ static void frame_push(pf *p, uint64_t sid, const char *seg, const char *dir)
     f->list = list;
     f->entries = sid ? json_object_get(list, "entries") : list;
     f->next = next;
-    f->dead = sid ? props_members(r, sid, dir) : json_object();
+    f->dead = sid ? props_page(r, sid, dir, f->entries) : json_object();
     f->up = p->top;
     p->top = f;
 }

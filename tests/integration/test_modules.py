@@ -1,5 +1,6 @@
 """Modules: load, unload, reload and list through the admin API and mbytectl; refusals with
 clear sentences; reload under load without a failed request (kernel/modmgr.c)."""
+import collections
 import os
 import shutil
 import sys
@@ -296,14 +297,17 @@ class BadModules(ModuleTest):
 
 class BackendUnloadTest(ModuleTest):
     """A blob backend's module unloading: no call may start once the unload has begun (slowfini
-    aborts the server if one reaches it during its 1.5 s fini), and a refused unload leaves the
-    backend serving. Found by CI: a read entering s3's backend while s3's fini freed it."""
+    aborts the server if one reaches it during its 1.5 s fini), a download that has begun ends
+    whole (its reader holds the backend, the unload waits for it), one asked for after the
+    unload began gets 503 before any byte, and a refused unload leaves the backend serving.
+    Found by CI: a read entering s3's backend while s3's fini freed it; then a download cut in
+    its middle (IncompleteRead) when the per-chunk lookup found the backend closing."""
     names = ("taskmgr", "storeconfig", "multistore", "slowfini")
     modules = {"taskmgr": True, "storeconfig": True, "multistore": True, "slowfini": True}
 
     def setUp(self):
         self.chunks = tempfile.mkdtemp(prefix="mbyte-slow-")
-        self.module_conf = {"slowfini": "dir: %s\n" % self.chunks}
+        self.module_conf = {"slowfini": "dir: %s\nget_ms: 20\n" % self.chunks}
         super().setUp()
 
     def tearDown(self):
@@ -312,7 +316,8 @@ class BackendUnloadTest(ModuleTest):
         finally:
             shutil.rmtree(self.chunks, ignore_errors=True)
 
-    def test_no_backend_call_starts_during_fini_and_a_refused_unload_keeps_serving(self):
+    def slow_file(self, size):
+        """A store on the backend "slow" holding big.bin of `size` random bytes: (path, data)."""
         r = self.srv.request("POST", "/api/v1/stores", {"name": "Slow", "placement": {"backend": "slow"}},
                              token=self.admin)
         self.assertEqual(r.status, 202, r)
@@ -322,20 +327,31 @@ class BackendUnloadTest(ModuleTest):
             if t["state"] == "done":
                 break
             time.sleep(0.05)
-        data = os.urandom(300000)  # chunks over chunk_inline_max go to the backend
+        data = os.urandom(size)  # chunks over chunk_inline_max go to the backend
         path = "/api/v1/stores/%d/files/big.bin" % sid
         self.assertEqual(self.srv.request("PUT", path, data, token=self.admin).status, 201)
         self.assertTrue(os.listdir(self.chunks), "no chunk reached the backend")
+        return path, data
+
+    def get(self, path):
+        """(status, whole) of one GET: whole is False when the body was cut or differs."""
+        try:
+            r = self.srv.request("GET", path, token=self.admin)
+        except (OSError, http.client.HTTPException) as e:
+            return ("cut", repr(e))
+        return (r.status, r.body)
+
+    def test_no_backend_call_starts_during_fini_and_a_refused_unload_keeps_serving(self):
+        path, data = self.slow_file(300000)
         # 1. refused: the backend serves again at once
         self.assertProblem(self.act("slowfini", "unload"), 409, "the first unload is refused")
-        r = self.srv.request("GET", path, token=self.admin)
-        self.assertEqual((r.status, r.body), (200, data))
-        # 2. readers hammer the file while the module unloads: each read gets the file or 503
-        statuses, stop = [], threading.Event()
+        self.assertEqual(self.get(path), (200, data))
+        # 2. readers hammer the file while the module unloads: each read gets the file whole or 503
+        results, stop = [], threading.Event()
 
         def reader():
             while not stop.is_set():
-                statuses.append(self.srv.request("GET", path, token=self.admin).status)
+                results.append(self.get(path))
 
         threads = [threading.Thread(target=reader) for _ in range(4)]
         for t in threads:
@@ -345,13 +361,43 @@ class BackendUnloadTest(ModuleTest):
         stop.set()
         for t in threads:
             t.join()
-        self.assertTrue(set(statuses) <= {200, 503}, statuses)
-        self.assertIn(503, statuses)  # some read ran inside the unload window
+        statuses = [st for st, _ in results]
+        self.assertTrue(set(statuses) <= {200, 503}, collections.Counter(statuses))
+        self.assertTrue(all(body == data for st, body in results if st == 200), "a 200 with a body not the file's")
+        self.assertIn(503, statuses)  # some read was asked for inside the unload window
         self.assertNotIn("called while fini runs", self.srv.read_log())
         self.assertProblem(self.srv.request("GET", path, token=self.admin), 503, "slow")
         self.assertEqual(self.act("slowfini", "load").status, 200)
-        r = self.srv.request("GET", path, token=self.admin)
-        self.assertEqual((r.status, r.body), (200, data))
+        self.assertEqual(self.get(path), (200, data))
+
+    def test_a_download_that_has_begun_ends_whole_when_its_backend_unloads(self):
+        # 32 MiB: about 27 chunks of 20 ms each, more than loopback's socket buffers hold, so
+        # most of the file is read from the backend after the unload has begun
+        path, data = self.slow_file(32 << 20)
+        self.assertProblem(self.act("slowfini", "unload"), 409, "the first unload is refused")
+        c = self.srv.conn(60)
+        c.request("GET", path, headers={"Authorization": "Bearer " + self.admin})
+        r = c.getresponse()
+        self.assertEqual(r.status, 200)
+        head = r.read(1 << 20)
+        done = {}
+        t = threading.Thread(target=lambda: done.setdefault("unload", self.act("slowfini", "unload")))
+        t.start()
+        for _ in range(100):
+            if self.listing()["slowfini"]["state"] == "draining":
+                break
+            time.sleep(0.05)
+        self.assertEqual(self.listing()["slowfini"]["state"], "draining", "the unload waits for the download")
+        # asked for now: refused before any byte
+        self.assertProblem(self.srv.request("GET", path, token=self.admin), 503, "slow")
+        rest = r.read()
+        c.close()
+        self.assertEqual(len(head) + len(rest), len(data), "the download was cut")
+        self.assertEqual(head + rest, data)
+        t.join(60)
+        self.assertEqual(done["unload"].status, 200, done["unload"])
+        self.assertIn(self.listing()["slowfini"]["state"], ("cold", "available"))
+        self.assertNotIn("called while fini runs", self.srv.read_log())
 
 
 class ReloadUnderLoad(ModuleTest):

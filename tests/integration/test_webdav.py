@@ -237,7 +237,7 @@ class TestProtocol(DavTest):
             r = self.dav("PROPFIND", "/dav/Home/", None, headers)
             self.assertEqual(r.status, 207, (headers, r))
             self.assertEqual(r.header("Transfer-Encoding"), "chunked")  # streamed, not built whole
-            self.assertEqual(self.hrefs(r.body), want)
+            self.assertEqual(self.hrefs(r.body), sorted(want))
             self.assertIn(b"deep-blue", r.body)  # dead properties of deep members come along
         r = self.dav("PROPFIND", "/dav/Home/a/b/", None, {"Depth": "infinity"})
         self.assertEqual(self.hrefs(r.body), ["/dav/Home/a/b/", "/dav/Home/a/b/c/", "/dav/Home/a/b/c/three.txt",
@@ -250,25 +250,53 @@ class TestProtocol(DavTest):
         self.assertEqual(self.dav("PROPFIND", "/dav/Home/nope/", None, {}).status, 404)
 
     def test_a_folder_of_more_than_a_page_streams_every_member_once(self):
-        # 1,005 members: the module lists a folder 1,000 at a time (folder_page), so the answer
-        # crosses a page; Depth infinity counts through the pages too, and a browser gets a page.
+        # 1,005 files and 2 folders: the module lists a folder 1,000 at a time (folder_page), so the
+        # answer crosses a page; Depth infinity counts through the pages too, and a browser gets a
+        # page. Dead properties are read a page at a time: on either side of the boundary, on a
+        # member whose own subfolder has some (stepped over), and deep inside.
         self.assertEqual(self.dav("MKCOL", "/dav/Home/many/").status, 201)
         for i in range(1005):
             self.assertEqual(self.dav("PUT", "/dav/Home/many/f%04d.txt" % i, b"x").status, 201)
+        self.assertEqual(self.dav("MKCOL", "/dav/Home/many/f0499x/").status, 201)  # page 1: f0998 is its last
+        self.assertEqual(self.dav("PUT", "/dav/Home/many/f0499x/inner.txt", b"yy").status, 201)
         self.assertEqual(self.dav("MKCOL", "/dav/Home/many/zz/").status, 201)  # on the second page
         self.assertEqual(self.dav("PUT", "/dav/Home/many/zz/deep.txt", b"yy").status, 201)
-        want = ["/dav/Home/many/"] + ["/dav/Home/many/f%04d.txt" % i for i in range(1005)] + ["/dav/Home/many/zz/"]
+        marked = ["many", "many/f0000.txt", "many/f0499x", "many/f0499x/inner.txt", "many/f0998.txt",
+                  "many/f0999.txt", "many/f1004.txt", "many/zz", "many/zz/deep.txt"]
+        for path in marked:
+            patch = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x"><D:set><D:prop>'
+                     b'<Z:mark>mark-%s</Z:mark></D:prop></D:set></D:propertyupdate>' % path.encode())
+            self.assertEqual(self.dav("PROPPATCH", "/dav/Home/" + path, patch).status, 207, path)
+        members = (["/dav/Home/many/f%04d.txt" % i for i in range(500)] + ["/dav/Home/many/f0499x/"]
+                   + ["/dav/Home/many/f%04d.txt" % i for i in range(500, 1005)] + ["/dav/Home/many/zz/"])
+        want = ["/dav/Home/many/"] + members
+        deep = ["/dav/Home/many/f0499x/inner.txt", "/dav/Home/many/zz/deep.txt"]
+
+        def marks(body):
+            out = {}
+            for block in re.findall(rb"<D:response>(.*?)</D:response>", body, re.S):
+                href = re.search(rb"<D:href>(.*?)</D:href>", block).group(1).decode()
+                out.update({href: m.decode() for m in re.findall(rb"mark-([^<]*)<", block)})
+            return out
+
+        def want_marks(hrefs):
+            return {h: h[len("/dav/Home/"):].rstrip("/") for h in hrefs
+                    if h[len("/dav/Home/"):].rstrip("/") in marked}
+
         r = self.dav("PROPFIND", "/dav/Home/many/", None, {"Depth": "1"})
         self.assertEqual(r.status, 207)
-        self.assertEqual(self.hrefs(r.body), want)
+        self.assertEqual(self.hrefs(r.body), sorted(want))
         self.assertEqual(r.body.count(b"<D:getcontentlength>1</D:getcontentlength>"), 1005)
+        self.assertEqual(marks(r.body), want_marks(want))
         r = self.dav("PROPFIND", "/dav/Home/many/", None, {"Depth": "infinity"})
         self.assertEqual(r.status, 207)
-        self.assertEqual(self.hrefs(r.body), want + ["/dav/Home/many/zz/deep.txt"])
+        wantdeep = want[:502] + deep[:1] + want[502:] + deep[1:]  # each folder's members right after it
+        self.assertEqual(self.hrefs(r.body), sorted(wantdeep))
+        self.assertEqual(marks(r.body), want_marks(wantdeep))
         r = self.dav("GET", "/dav/Home/many/")
         self.assertEqual(r.status, 200)
         self.assertEqual(r.body.count(b"<li>"), 1000)
-        self.assertIn(b"The first 1000 of 1006 entries", r.body)
+        self.assertIn(b"The first 1000 of 1007 entries", r.body)
 
     def test_etag_last_modified_and_range_match_the_http_api(self):
         data = os.urandom(100000)

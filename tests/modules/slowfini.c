@@ -2,6 +2,8 @@
  * setting `dir`) whose fini takes 1.5 s and refuses the first unload it is asked for. Any call
  * into the backend once fini has begun aborts the server: the kernel must stop new calls when
  * an unload starts, not when fini has returned, and open the backend again when fini refuses.
+ * Each get takes `get_ms` (default 0), so that a download of many chunks lasts long enough for
+ * an unload to begin in its middle (a download that has begun must end whole).
  * Test-only (test_modules' BackendUnloadTest). */
 #include "mbyte.h"
 #include <fcntl.h>
@@ -16,6 +18,7 @@ typedef struct {
     const mb_api *api;
     mb_module *self;
     char dir[512];
+    unsigned get_ms;
     atomic_bool finishing;
 } slow;
 
@@ -49,6 +52,8 @@ static int64_t get(void *st, const char *key, uint64_t off, void *buf, size_t le
 {
     slow *s = st;
     check(s, "get");
+    if (s->get_ms)
+        usleep(s->get_ms * 1000);
     char p[640];
     path_of(s, key, p, sizeof p);
     int fd = open(p, O_RDONLY);
@@ -98,6 +103,7 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     s->api = api;
     s->self = self;
     snprintf(s->dir, sizeof s->dir, "%s", dir);
+    s->get_ms = (unsigned)json_integer_value(json_object_get(config, "get_ms"));
     mkdir(s->dir, 0700);
     int rc = api->backend_register(self, "slow", &ops, s, err);
     if (rc) {
@@ -127,6 +133,7 @@ static int fini(void *state, bool reloading, mb_err *err)
 
 static const mb_config_key config_keys[] = {
     {sizeof(mb_config_key), "dir", MB_CFG_STRING, NULL, 0, 0},
+    {sizeof(mb_config_key), "get_ms", MB_CFG_INT, "0", 0, 1000},
     {0},
 };
 
