@@ -159,79 +159,112 @@ static int props_store(dav_req *r, const char *path, json_t *o, mb_err *err)
     return rc;
 }
 
+/* The dead properties of `path` and below, PROPS_BATCH keys at a time: memory is one batch
+ * whatever the subtree (a COPY or MOVE of a folder of a million files with properties). */
+#define PROPS_BATCH 256
+
 typedef struct {
     json_t *keys, *vals;
+    size_t max; /* stop at this many; 0: no limit */
 } collect_ud;
 
 static int collect(const char *key, const void *v, size_t len, void *ud)
 {
     collect_ud *c = ud;
-    json_array_append_new(c->keys, json_string(key));
-    json_array_append_new(c->vals, json_stringn(v, len));
-    return 0;
+    if (json_array_append_new(c->keys, json_string(key)) || json_array_append_new(c->vals, json_stringn(v, len)))
+        abort();
+    return c->max && json_array_size(c->keys) >= c->max;
 }
 
-/* Every props key at `path` and below: the exact key, then the subtree's prefix. */
-static void props_collect(dav_req *r, const char *path, collect_ud *c)
+typedef void props_fn(dav_req *r, const char *key, const char *val, size_t len, void *ud);
+
+/* fn for every props key at `path` and below: the exact key, then the subtree's in key order, a
+ * batch at a time, each batch read from after the last key of the one before (kv_scan_after), so
+ * fn may delete the keys it is given and writes outside the subtree do not disturb the walk. A
+ * kernel without kv_scan_after gives the subtree in one batch. */
+static void props_each(dav_req *r, const char *path, props_fn *fn, void *ud)
 {
-    size_t kn = strlen(path) + 40;
-    char *key = malloc(kn), *v = NULL;
-    size_t len;
+    const mb_api *api = r->api;
+    bool paged = api->size > offsetof(mb_api, kv_scan_after);
+    size_t kn = strlen(path) + 40, len;
+    char *key = malloc(kn), *v = NULL, *after = NULL;
     mb_err e;
+    if (!key)
+        abort();
     props_key(r, path, key, kn);
-    if (r->api->kv_get(r->d->self, key, &v, &len, &e) == 0) {
-        collect(key, v, len, c);
+    if (api->kv_get(r->d->self, key, &v, &len, &e) == 0) {
+        fn(r, key, v, len, ud);
         free(v);
     }
     size_t l = strlen(key);
     key[l] = '/';
     key[l + 1] = 0;
-    r->api->kv_scan(r->d->self, key, collect, c, &e);
+    do {
+        collect_ud c = {json_array(), json_array(), paged ? PROPS_BATCH : 0};
+        if (!c.keys || !c.vals)
+            abort();
+        if (paged)
+            api->kv_scan_after(r->d->self, key, after, collect, &c, &e);
+        else
+            api->kv_scan(r->d->self, key, collect, &c, &e);
+        size_t n = json_array_size(c.keys);
+        for (size_t i = 0; i < n; i++) {
+            const json_t *val = json_array_get(c.vals, i);
+            fn(r, json_string_value(json_array_get(c.keys, i)), json_string_value(val), json_string_length(val), ud);
+        }
+        free(after);
+        after = paged && n == PROPS_BATCH ? strdup(json_string_value(json_array_get(c.keys, n - 1))) : NULL;
+        json_decref(c.keys);
+        json_decref(c.vals);
+    } while (after);
     free(key);
 }
 
-void dav_props_copy(dav_req *r, const char *from, uint64_t to_sid, const char *to, bool move)
+typedef struct {
+    size_t fl;       /* the source's key prefix's length: "p/<sid>/" + from, a root's "p/<sid>" */
+    char tbase[64];  /* the destination store's "p/<sid>" */
+    const char *to;
+    bool move;
+} copy_ud;
+
+static void copy_one(dav_req *r, const char *old, const char *v, size_t len, void *ud)
 {
-    collect_ud c = {json_array(), json_array()};
-    props_collect(r, from, &c);
-    char base[64], tbase[64];
-    props_key(r, "", base, sizeof base);
-    snprintf(tbase, sizeof tbase, "p/%016llx", (unsigned long long)to_sid);
-    size_t fl = strlen(base) + (*from ? 1 + strlen(from) : 0); /* "p/<sid>/" + from; a root: "p/<sid>" */
-    size_t i;
-    json_t *k;
+    copy_ud *c = ud;
+    const char *rest = old + (strlen(old) >= c->fl ? c->fl : strlen(old));
+    size_t nn = strlen(c->tbase) + strlen(c->to) + strlen(rest) + 3;
+    char *nk = malloc(nn);
     mb_err e;
-    json_array_foreach(c.keys, i, k) {
-        const char *old = json_string_value(k);
-        const char *rest = old + (strlen(old) >= fl ? fl : strlen(old));
-        size_t nn = strlen(tbase) + strlen(to) + strlen(rest) + 3;
-        char *nk = malloc(nn);
-        if (*to)
-            snprintf(nk, nn, "%s/%s%s", tbase, to, rest);
-        else /* a store's root: its own key, its members' below */
-            snprintf(nk, nn, "%s%s", tbase, rest);
-        const char *v = json_string_value(json_array_get(c.vals, i));
-        r->api->kv_put(r->d->self, nk, v, strlen(v), true, &e);
-        if (move)
-            r->api->kv_del(r->d->self, old, true, &e);
-        free(nk);
-    }
-    json_decref(c.keys);
-    json_decref(c.vals);
+    if (!nk)
+        abort();
+    if (*c->to)
+        snprintf(nk, nn, "%s/%s%s", c->tbase, c->to, rest);
+    else /* a store's root: its own key, its members' below */
+        snprintf(nk, nn, "%s%s", c->tbase, rest);
+    r->api->kv_put(r->d->self, nk, v, len, true, &e);
+    if (c->move)
+        r->api->kv_del(r->d->self, old, true, &e);
+    free(nk);
 }
 
-void dav_props_drop(dav_req *r, const char *path)
+/* The caller has refused a folder into itself: the keys written are never in the walk's range. */
+void dav_props_copy(dav_req *r, const char *from, uint64_t to_sid, const char *to, bool move)
 {
-    collect_ud c = {json_array(), json_array()};
-    props_collect(r, path, &c);
-    size_t i;
-    json_t *k;
-    mb_err e;
-    json_array_foreach(c.keys, i, k)
-        r->api->kv_del(r->d->self, json_string_value(k), true, &e);
-    json_decref(c.keys);
-    json_decref(c.vals);
+    char base[64];
+    copy_ud c = {0, "", to, move};
+    props_key(r, "", base, sizeof base);
+    snprintf(c.tbase, sizeof c.tbase, "p/%016llx", (unsigned long long)to_sid);
+    c.fl = strlen(base) + (*from ? 1 + strlen(from) : 0);
+    props_each(r, from, copy_one, &c);
 }
+
+static void drop_one(dav_req *r, const char *key, const char *v, size_t len, void *ud)
+{
+    (void)v, (void)len, (void)ud;
+    mb_err e;
+    r->api->kv_del(r->d->self, key, true, &e);
+}
+
+void dav_props_drop(dav_req *r, const char *path) { props_each(r, path, drop_one, NULL); }
 
 /* ---------------------------------------------------------- live props --- */
 
