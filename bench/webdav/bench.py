@@ -173,14 +173,12 @@ def main():
                 results.setdefault("get %d MiB right after the put (MB/s)" % SIZE_MB, {}).setdefault(name, []).append(
                     SIZE_MB / t)
             if can_drop_caches():
-                for name in order:  # each server reads its copy from the disk
-                    srv = servers[name]
+                for name in order:  # each server reads its copy from the disk, then again from the cache
+                    srv = servers[name]  # (both right after its own drop: the other's would evict its copy)
                     drop_caches()
                     t = curl(srv, [srv.url + "big-%d.bin" % i])
                     results.setdefault("get %d MiB, caches dropped (MB/s)" % SIZE_MB, {}).setdefault(name, []).append(
                         SIZE_MB / t)
-                for name in order:  # and again, from the page cache
-                    srv = servers[name]
                     t = curl(srv, [srv.url + "big-%d.bin" % i])
                     results.setdefault("get %d MiB, again (MB/s)" % SIZE_MB, {}).setdefault(name, []).append(
                         SIZE_MB / t)
