@@ -176,7 +176,10 @@ static int collect(const char *key, const void *v, size_t len, void *ud)
     return c->max && json_array_size(c->keys) >= c->max;
 }
 
-typedef void props_fn(dav_req *r, const char *key, const char *val, size_t len, void *ud);
+/* sync: the last key of its batch. The writes before it in the batch go unsynced and this one
+ * syncs them all (LevelDB's log is written in order, so a crash keeps a prefix of them: never a
+ * MOVE's delete without the put before it); one sync a batch, where it was two a key. */
+typedef void props_fn(dav_req *r, const char *key, const char *val, size_t len, bool sync, void *ud);
 
 /* fn for every props key at `path` and below: the exact key, then the subtree's in key order, a
  * batch at a time, each batch read from after the last key of the one before (kv_scan_after), so
@@ -193,7 +196,7 @@ static void props_each(dav_req *r, const char *path, props_fn *fn, void *ud)
         abort();
     props_key(r, path, key, kn);
     if (api->kv_get(r->d->self, key, &v, &len, &e) == 0) {
-        fn(r, key, v, len, ud);
+        fn(r, key, v, len, true, ud);
         free(v);
     }
     size_t l = strlen(key);
@@ -210,7 +213,8 @@ static void props_each(dav_req *r, const char *path, props_fn *fn, void *ud)
         size_t n = json_array_size(c.keys);
         for (size_t i = 0; i < n; i++) {
             const json_t *val = json_array_get(c.vals, i);
-            fn(r, json_string_value(json_array_get(c.keys, i)), json_string_value(val), json_string_length(val), ud);
+            fn(r, json_string_value(json_array_get(c.keys, i)), json_string_value(val), json_string_length(val),
+               i + 1 == n, ud);
         }
         free(after);
         after = paged && n == PROPS_BATCH ? strdup(json_string_value(json_array_get(c.keys, n - 1))) : NULL;
@@ -227,7 +231,7 @@ typedef struct {
     bool move;
 } copy_ud;
 
-static void copy_one(dav_req *r, const char *old, const char *v, size_t len, void *ud)
+static void copy_one(dav_req *r, const char *old, const char *v, size_t len, bool sync, void *ud)
 {
     copy_ud *c = ud;
     const char *rest = old + (strlen(old) >= c->fl ? c->fl : strlen(old));
@@ -240,9 +244,9 @@ static void copy_one(dav_req *r, const char *old, const char *v, size_t len, voi
         snprintf(nk, nn, "%s/%s%s", c->tbase, c->to, rest);
     else /* a store's root: its own key, its members' below */
         snprintf(nk, nn, "%s%s", c->tbase, rest);
-    r->api->kv_put(r->d->self, nk, v, len, true, &e);
+    r->api->kv_put(r->d->self, nk, v, len, sync && !c->move, &e);
     if (c->move)
-        r->api->kv_del(r->d->self, old, true, &e);
+        r->api->kv_del(r->d->self, old, sync, &e);
     free(nk);
 }
 
@@ -257,11 +261,11 @@ void dav_props_copy(dav_req *r, const char *from, uint64_t to_sid, const char *t
     props_each(r, from, copy_one, &c);
 }
 
-static void drop_one(dav_req *r, const char *key, const char *v, size_t len, void *ud)
+static void drop_one(dav_req *r, const char *key, const char *v, size_t len, bool sync, void *ud)
 {
     (void)v, (void)len, (void)ud;
     mb_err e;
-    r->api->kv_del(r->d->self, key, true, &e);
+    r->api->kv_del(r->d->self, key, sync, &e);
 }
 
 void dav_props_drop(dav_req *r, const char *path) { props_each(r, path, drop_one, NULL); }
