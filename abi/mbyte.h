@@ -930,6 +930,18 @@ struct mb_api {
      * from the front now and then. A module checks api->size > offsetof(mb_api, kv_scan_after). */
     int (*kv_scan_after)(mb_module *self, const char *prefix, const char *after,
                          int (*fn)(const char *key, const void *value, size_t len, void *ud), void *ud, mb_err *err);
+    /* --- cluster (2.1): a module's records that belong to a store --- */
+
+    /* Declare that this module's keys "<prefix><sid16>" and "<prefix><sid16>/..." (sid16: store
+     * sid as 16 lower-hex digits, "%016llx") are store sid's records. In cluster mode
+     * (docs/cluster.md) they then travel with the store: kv_put and kv_del of such a key, for a
+     * store this node keeps, go through the store's commit path and return once its replica has the
+     * change (so they may wait for the other node: never call them on the loop thread), and
+     * filling a new replica and moving the store carry them; a node that does not keep the store
+     * gets MB_EBUSY, as for its files. Alone, nothing changes. prefix: 1-32 of a-z, 0-9, '_', '-',
+     * '/', ending in '/'. Call from init; kept until the server stops. A module checks api->size >
+     * offsetof(mb_api, store_records). */
+    int (*store_records)(mb_module *self, const char *prefix, mb_err *err);
 };
 
 #ifdef __cplusplus

@@ -6,6 +6,7 @@
  * subsystem it calls (all are).
  */
 #include "fs.h"
+#include "txn.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,22 +58,51 @@ static int kv_get(mb_module *self, const char *key, char **value, size_t *len, m
     return 0;
 }
 
+/* In cluster mode a module's record of a store that has a placement (store_records) is a change of
+ * the store: written through the commit path, so its replica has it before the call returns. 1: not
+ * such a record (the caller writes it as any other key). */
+static int kv_store_write(const char *k, size_t kn, const void *value, size_t len, bool put, mb_err *err)
+{
+    uint64_t sid;
+    json_t *placed = NULL;
+    if (!cluster_enabled() || !cluster_record_store(k, kn, &sid) || !(placed = cluster_store_record(sid)))
+        return 1; /* alone, another module's key, or a store already deleted */
+    json_decref(placed);
+    txn t;
+    txn_begin(&t, NULL);
+    if (put)
+        db_batch_put(t.b, k, kn, value, len);
+    else
+        db_batch_del(t.b, k, kn);
+    return txn_end(&t, 0, err, "a module's record of a store");
+}
+
 static int kv_put(mb_module *self, const char *key, const void *value, size_t len, bool sync, mb_err *err)
 {
     size_t kn;
     char *k = kv_key(self, key, &kn);
-    int rc = db_put(k, kn, value, len, sync);
+    int rc = kv_store_write(k, kn, value, len, true, err);
+    if (rc == 1 && (rc = db_put(k, kn, value, len, sync)))
+        err_set(err, rc, "metadata write failed");
     free(k);
-    return rc ? err_set(err, rc, "metadata write failed") : 0;
+    return rc;
 }
 
 static int kv_del(mb_module *self, const char *key, bool sync, mb_err *err)
 {
     size_t kn;
     char *k = kv_key(self, key, &kn);
-    int rc = db_del(k, kn, sync);
+    int rc = kv_store_write(k, kn, NULL, 0, false, err);
+    if (rc == 1 && (rc = db_del(k, kn, sync)))
+        err_set(err, rc, "metadata write failed");
     free(k);
-    return rc ? err_set(err, rc, "metadata write failed") : 0;
+    return rc;
+}
+
+/* store_records (2.1, cluster) */
+static int store_records(mb_module *self, const char *prefix, mb_err *err)
+{
+    return cluster_store_records(modref_name(self), prefix ? prefix : "", err);
 }
 
 /* kv_scan_after (ABI 2.1, queues): the keys with prefix after `after` (a key with the prefix). */
@@ -574,6 +604,8 @@ static const mb_api table = {
     .folder_walk = folder_walk,
     /* --- queues (2.1) --- */
     .kv_scan_after = kv_scan_after,
+    /* --- cluster (2.1): modules' records of a store --- */
+    .store_records = store_records,
 };
 
 const mb_api *api_table(void) { return &table; }

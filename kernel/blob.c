@@ -763,13 +763,18 @@ bool blob_has(const char *hash)
     return rc == 1;
 }
 
-int blob_del(const char *hash, mb_err *err)
+/* Delete chunk hash from the kernel's own disk (BLOB_HERE: the local backend, when it is the active
+ * one), from everywhere else (BLOB_ELSEWHERE: a module's active backend, every named backend and
+ * every encrypting store's view of one), or both. */
+int blob_del_in(const char *hash, int where, mb_err *err)
 {
+    int rc = 0;
     backend b = be_enter();
-    int rc = b.ops->del(b.state, hash, err);
+    if (where & (b.ops == &local_ops ? BLOB_HERE : BLOB_ELSEWHERE))
+        rc = b.ops->del(b.state, hash, err);
     be_leave(b);
     backend_ref r[NAMED_MAX];
-    size_t n = enter_named(r, NAMED_MAX);
+    size_t n = where & BLOB_ELSEWHERE ? enter_named(r, NAMED_MAX) : 0;
     for (size_t i = 0; i < n; i++) {
         mb_err e = {0};
         char name[CRYPT_NAME];
@@ -783,6 +788,38 @@ int blob_del(const char *hash, mb_err *err)
         backend_leave(&r[i]);
     }
     return rc;
+}
+
+int blob_del(const char *hash, mb_err *err) { return blob_del_in(hash, BLOB_HERE | BLOB_ELSEWHERE, err); }
+
+/* Chunks may be somewhere else than this node's disk: a module's backend is active, or named ones
+ * exist (an encrypting view is of a named one). */
+static bool elsewhere_any(void)
+{
+    backend_ref r[NAMED_MAX];
+    size_t n = backend_enter_all(r, NAMED_MAX);
+    for (size_t i = 0; i < n; i++)
+        backend_leave(&r[i]);
+    return n || !local_active();
+}
+
+/* The collector's and a failed write's delete. Alone: everywhere. In cluster mode a backend other
+ * than this node's disk may be shared with other nodes, whose references this node does not know:
+ * the chunk goes from this node's disk only, and a candidate record (gq/<hash>) hands the rest to
+ * the leader's collector (cluster_gc.c), which asks every node first. */
+int blob_del_mine(const char *hash, mb_err *err)
+{
+    if (!cluster_enabled())
+        return blob_del(hash, err);
+    if (elsewhere_any()) {
+        char key[72], val[40];
+        snprintf(key, sizeof key, GC_CANDIDATE "%s", hash);
+        int vl = snprintf(val, sizeof val, "{\"t\":%lld}", (long long)now_wall());
+        int rc = db_put(key, strlen(key), val, (size_t)vl, false);
+        if (rc)
+            return err_set(err, rc, "the collector's candidate record of chunk %.12s… cannot be written", hash);
+    }
+    return blob_del_in(hash, BLOB_HERE, err);
 }
 
 int blob_list_local(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
@@ -809,6 +846,30 @@ int blob_list(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_e
             int l = r[i].ops.list(r[i].state, fn, ud, err);
             rc = l < 0 ? l : rc;
         }
+        backend_leave(&r[i]);
+    }
+    return rc;
+}
+
+/* What this node's collector and fsck may call its own: alone, every backend; in cluster mode its own
+ * disk only (the rest is the leader's, blob_del_mine). */
+int blob_list_mine(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
+{
+    return cluster_enabled() ? blob_list_local(fn, ud, err) : blob_list(fn, ud, err);
+}
+
+/* Every object of every backend but this node's disk (the leader's listing for orphans). */
+int blob_list_elsewhere(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
+{
+    mb_err spare = {0};
+    if (!err)
+        err = &spare;
+    int rc = local_active() ? 0 : blob_list_local(fn, ud, err);
+    backend_ref r[NAMED_MAX];
+    size_t n = backend_enter_all(r, NAMED_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0 && r[i].ops.list)
+            rc = r[i].ops.list(r[i].state, fn, ud, err);
         backend_leave(&r[i]);
     }
     return rc;

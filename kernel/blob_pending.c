@@ -6,14 +6,21 @@
  * collector deletes a chunk only when no write holds it (blob_del_unheld), so a chunk being
  * written again is never collected from under the write.
  *
- * Threads: any writer thread and the collector. pend_lock guards the table; the collector's check
- * and delete happen under it, so a writer that marks the chunk meanwhile waits for the delete.
+ * In cluster mode the leader's collector (cluster_gc.c) condemns chunks on shared backends that no
+ * node claims: from this node's answer until the leader releases it (or the hold ends), a write
+ * that would take a condemned chunk waits in blob_pending_add, so it stores the chunk again after
+ * the delete instead of counting on an object that is about to go.
+ *
+ * Threads: any writer thread and the collector. pend_lock guards the table and the condemned; the
+ * collector's check and delete happen under it, so a writer that marks the chunk meanwhile waits
+ * for the delete.
  */
 #include "fs.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Open addressing on the first 64 bits of the hash (already uniform); entries are hash +
  * count. The table grows by doubling; deleted slots are tombstones dropped on growth. */
@@ -25,6 +32,20 @@ typedef struct pend {
 static pthread_mutex_t pend_lock = PTHREAD_MUTEX_INITIALIZER;
 static pend *ptab;
 static size_t pcap, pused;
+static json_t *condemned; /* hash -> until, monotonic ms (NULL: none yet) */
+static pthread_cond_t condemn_cv = PTHREAD_COND_INITIALIZER;
+
+/* Under pend_lock: hash is condemned for at least left_ms more (an ended hold is dropped). */
+static bool condemned_for(const char *hash, int64_t left_ms)
+{
+    json_t *u = condemned ? json_object_get(condemned, hash) : NULL;
+    if (!u)
+        return false;
+    int64_t left = json_integer_value(u) - now_mono_ms();
+    if (left <= 0)
+        json_object_del(condemned, hash);
+    return left > left_ms;
+}
 
 static uint64_t phash(const char *h)
 {
@@ -81,6 +102,14 @@ static pend *pfind(const char *h, bool create)
 void blob_pending_add(const char *hash)
 {
     pthread_mutex_lock(&pend_lock);
+    while (condemned_for(hash, 0)) { /* the leader's collector is deleting it: store it again after */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L; /* and look at the hold's end again */
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&condemn_cv, &pend_lock, &ts);
+    }
     pend *p = pfind(hash, true);
     p->count++;
     pthread_mutex_unlock(&pend_lock);
@@ -108,7 +137,7 @@ void blob_pending_drop_discard(const char *hash)
         snprintf(key, sizeof key, "c/%s", hash);
         if (db_get(key, strlen(key), &v, NULL) == MB_ENOENT) {
             mb_err e = {0};
-            blob_del(hash, &e);
+            blob_del_mine(hash, &e);
         }
         free(v);
     }
@@ -122,7 +151,7 @@ void blob_pending_drop_discard(const char *hash)
 int blob_del_unheld(const char *hash, mb_err *err)
 {
     pthread_mutex_lock(&pend_lock);
-    int rc = pfind(hash, false) ? 1 : blob_del(hash, err);
+    int rc = pfind(hash, false) ? 1 : blob_del_mine(hash, err);
     pthread_mutex_unlock(&pend_lock);
     return rc;
 }
@@ -154,9 +183,42 @@ int blob_pending_unheld(const char *hash, int (*fn)(void *ud), void *ud)
     return rc;
 }
 
+bool blob_condemn(const char *hash, int64_t until_ms)
+{
+    pthread_mutex_lock(&pend_lock);
+    bool held = pfind(hash, false) != NULL;
+    if (!held) {
+        if (!condemned)
+            condemned = json_object();
+        json_t *had = json_object_get(condemned, hash); /* a hold is never shortened */
+        if (!had || json_integer_value(had) < until_ms)
+            json_object_set_new(condemned, hash, json_integer(until_ms));
+    }
+    pthread_mutex_unlock(&pend_lock);
+    return !held;
+}
+
+void blob_condemn_end(const char *hash)
+{
+    pthread_mutex_lock(&pend_lock);
+    if (condemned && json_object_del(condemned, hash) == 0)
+        pthread_cond_broadcast(&condemn_cv);
+    pthread_mutex_unlock(&pend_lock);
+}
+
+bool blob_condemned(const char *hash, int64_t left_ms)
+{
+    pthread_mutex_lock(&pend_lock);
+    bool c = condemned_for(hash, left_ms);
+    pthread_mutex_unlock(&pend_lock);
+    return c;
+}
+
 void blob_pending_fini(void)
 {
     pthread_mutex_lock(&pend_lock);
+    json_decref(condemned);
+    condemned = NULL;
     free(ptab);
     ptab = NULL;
     pcap = pused = 0;

@@ -12,6 +12,7 @@ static int h_cluster(mb_req *req, void *state, mb_err *err)
     json_t *v = cluster_view();
     if (!v)
         return err_set(err, MB_ENOENT, "not in cluster mode: this server runs alone (no cluster in mbyte.yaml)");
+    json_object_set_new(v, "collector", cluster_gc_view());
     return http_reply_json(req, 200, v);
 }
 

@@ -77,6 +77,63 @@ _Thread_local bool repl_applying;
 
 /* ----------------------------------------------------------- store keys --- */
 
+/* Modules' records of a store (mb_api.store_records): "m/<module>/<prefix>", each a key prefix
+ * followed by a store's sid16. Kept until the server stops (a module unloaded and loaded again
+ * declares the same); records_lock guards them. */
+#define RECORDS_MAX 64
+static struct {
+    char p[96];
+    size_t n;
+} records[RECORDS_MAX];
+static int nrecords;
+static pthread_rwlock_t records_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+int cluster_store_records(const char *module, const char *prefix, mb_err *err)
+{
+    size_t n = strlen(prefix);
+    if (!n || n > 32 || prefix[n - 1] != '/' || strspn(prefix, "abcdefghijklmnopqrstuvwxyz0123456789_-/") != n)
+        return err_set(err, MB_EINVAL, "a store's record prefix is 1-32 of a-z, 0-9, '_', '-', '/' ending in '/'");
+    char p[96];
+    snprintf(p, sizeof p, "m/%s/%s", module, prefix);
+    int rc = 0;
+    pthread_rwlock_wrlock(&records_lock);
+    int i = 0;
+    while (i < nrecords && strcmp(records[i].p, p))
+        i++;
+    if (i == nrecords && nrecords == RECORDS_MAX)
+        rc = err_set(err, MB_EINVAL, "too many modules' store record prefixes (%d)", RECORDS_MAX);
+    else if (i == nrecords) {
+        snprintf(records[i].p, sizeof records[i].p, "%s", p);
+        records[i].n = strlen(p);
+        nrecords++;
+    }
+    pthread_rwlock_unlock(&records_lock);
+    return rc;
+}
+
+/* A module's record of a store: "<prefix><sid16>" or "<prefix><sid16>/...". */
+static bool record_of(const char *k, size_t kl, uint64_t *sid)
+{
+    if (kl < 2 || memcmp(k, "m/", 2))
+        return false;
+    bool found = false;
+    pthread_rwlock_rdlock(&records_lock);
+    for (int i = 0; i < nrecords && !found; i++) {
+        size_t pl = records[i].n;
+        if (kl >= pl + 16 && !memcmp(k, records[i].p, pl) && (kl == pl + 16 || k[pl + 16] == '/')) {
+            char hex[17], *end;
+            memcpy(hex, k + pl, 16);
+            hex[16] = 0;
+            *sid = strtoull(hex, &end, 16);
+            found = end == hex + 16 && strspn(hex, "0123456789abcdef") == 16;
+        }
+    }
+    pthread_rwlock_unlock(&records_lock);
+    return found;
+}
+
+bool cluster_record_store(const char *k, size_t kl, uint64_t *sid) { return record_of(k, kl, sid); }
+
 /* The store whose own key k is (false: not a store's key). ci/ puts count for every store. */
 static bool store_of(const char *k, size_t kl, uint64_t *sid)
 {
@@ -96,7 +153,7 @@ static bool store_of(const char *k, size_t kl, uint64_t *sid)
             return end == hex + 16;
         }
     }
-    return false;
+    return record_of(k, kl, sid);
 }
 
 #define SIDS_MAX 64 /* stores one change may touch (a change touches one today) */
@@ -152,11 +209,26 @@ static bool keep_store(const char *k, size_t kl, char op, void *ud)
 
 static void sid_text(char out[17], uint64_t sid) { key_u64(out, sid); }
 
+/* fn for each key with prefix (in snap) that is store sid's own. */
+static void each_key(db_snap *snap, const char *prefix, uint64_t sid,
+                     void (*fn)(const char *k, size_t kl, const char *v, size_t vl, void *ud), void *ud)
+{
+    db_iter *it = db_snap_iter_prefix(snap, prefix, strlen(prefix));
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
+        uint64_t got;
+        if (store_of(k, kl, &got) && got == sid) /* s/<sid16> and us/<sid16> are whole keys */
+            fn(k, kl, v, vl, ud);
+    }
+    db_iter_free(it);
+}
+
 void repl_store_keys(db_snap *snap, uint64_t sid,
                      void (*fn)(const char *k, size_t kl, const char *v, size_t vl, void *ud), void *ud)
 {
     static const char *const tables[] = {"s/", "d/", "dn/", "f/", "tr/", "x/", "us/"};
-    char hex[17], prefix[48];
+    char hex[17], prefix[160];
     sid_text(hex, sid);
     for (size_t t = 0; t <= sizeof tables / sizeof tables[0]; t++) {
         if (t == sizeof tables / sizeof tables[0]) { /* so/<owner16>/<sid16>: the owner from s/ */
@@ -178,15 +250,17 @@ void repl_store_keys(db_snap *snap, uint64_t sid,
             snprintf(prefix, sizeof prefix, "so/%s/%s", o, hex);
         } else
             snprintf(prefix, sizeof prefix, "%s%s%s", tables[t], hex, !strcmp(tables[t], "s/") || !strcmp(tables[t], "us/") ? "" : "/");
-        db_iter *it = db_snap_iter_prefix(snap, prefix, strlen(prefix));
-        while (db_iter_next(it)) {
-            size_t kl, vl;
-            const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
-            uint64_t got;
-            if (store_of(k, kl, &got) && got == sid) /* s/<sid16> and us/<sid16> are whole keys */
-                fn(k, kl, v, vl, ud);
-        }
-        db_iter_free(it);
+        each_key(snap, prefix, sid, fn, ud);
+    }
+    char mods[RECORDS_MAX][96];
+    pthread_rwlock_rdlock(&records_lock);
+    int n = nrecords;
+    for (int i = 0; i < n; i++)
+        memcpy(mods[i], records[i].p, sizeof mods[i]);
+    pthread_rwlock_unlock(&records_lock);
+    for (int i = 0; i < n; i++) { /* the modules' records of it */
+        snprintf(prefix, sizeof prefix, "%.95s%s", mods[i], hex);
+        each_key(snap, prefix, sid, fn, ud);
     }
 }
 
@@ -344,6 +418,11 @@ static int ask(CURL *c, const char *node, const char *method, const char *path, 
     else
         json_decref(j);
     return rc;
+}
+
+int repl_ask(void *curl, const char *node, const char *path, const char *body, size_t len, json_t **ans, mb_err *err)
+{
+    return ask(curl, node, "POST", path, body, len, true, ans, err);
 }
 
 /* Put the chunks the replica said it lacks ([{"h","n","s"}]) from this node's store. */
@@ -1002,6 +1081,7 @@ int cluster_repl_start(mb_err *err)
     txn_observe(&observer);
     blob_on_store_put(chunk_early);
     replica_start(rp.node); /* the others may choose this node as a replica from now on */
+    cluster_gc_start();
     return 0;
 }
 
@@ -1015,6 +1095,7 @@ void cluster_repl_stop(void)
     pthread_cond_broadcast(&rp.tick);
     pthread_mutex_unlock(&rp.mu);
     pthread_join(rp.place_th, NULL);
+    cluster_gc_stop();
 }
 
 void cluster_repl_fini(void)

@@ -13,6 +13,7 @@
 #define REPL_PATH "/api/v1/internal/cluster/replicate"
 #define CHUNK_PATH "/api/v1/internal/cluster/chunks/"
 #define FILL_PATH "/api/v1/internal/cluster/fill/" /* + begin, data, end */
+#define GC_PATH "/api/v1/internal/cluster/gc/"     /* + candidates, claim, delete, release */
 #define SIGN_HEADER "X-MByte-Replication"
 /* The same signature without the body but with its length: checked before a byte of the body is
  * read, so nobody without the cluster's key makes a node hold a body (SIGN_HEADER covers it after). */
@@ -70,6 +71,16 @@ void repl_store_keys(db_snap *snap, uint64_t sid,
                      void (*fn)(const char *k, size_t kl, const char *v, size_t vl, void *ud), void *ud);
 
 extern _Thread_local bool repl_applying; /* this thread writes a replicated change: not handed on */
+
+/* A signed POST of body (len bytes) to node's replication port at path: 0 on a 2xx, its answer in
+ * *ans (JSON or NULL; ans may be NULL); MB_EBUSY (unreachable) or MB_ECONFLICT (refused), err says why. */
+int repl_ask(void *curl, const char *node, const char *path, const char *body, size_t len, json_t **ans, mb_err *err);
+
+/* cluster_gc.c: the leader's collector of chunks on shared backends, and each node's answers. */
+void cluster_gc_start(void);
+void cluster_gc_stop(void);
+/* POST GC_PATH<what> on the replication port: the status, *answer the JSON text (malloc'd). */
+int cluster_gc_answer(const char *what, const char *body, size_t len, char **answer);
 
 /* cluster_replica.c */
 void replica_start(const char *node); /* takes replicas from now on */

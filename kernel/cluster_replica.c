@@ -109,7 +109,7 @@ void replica_consider(uint64_t sid, const json_t *r)
 /* The replica's side listens on a port of its own (the node record's "replication"), served by a
  * thread per connection: the HTTP door's thread pool may be busy with writers that wait for their
  * own replicas, and two nodes each waiting for the other there would wait for good. */
-enum { K_NONE, K_CHANGES, K_CHUNK, K_FILL_BEGIN, K_FILL_DATA, K_FILL_END };
+enum { K_NONE, K_CHANGES, K_CHUNK, K_FILL_BEGIN, K_FILL_DATA, K_FILL_END, K_GC };
 
 typedef struct inreq {
     db_ops b;
@@ -476,7 +476,7 @@ static enum MHD_Result reply(struct MHD_Connection *conn, int status, char *text
     struct MHD_Response *resp = MHD_create_response_from_buffer(text ? strlen(text) : 0, text ? text : (void *)"",
                                                                  text ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (text)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/problem+json");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, status < 300 ? "application/json" : "application/problem+json");
     enum MHD_Result rc = MHD_queue_response(conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return rc;
@@ -497,6 +497,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                   : post && !strcmp(url, FILL_PATH "begin")          ? K_FILL_BEGIN
                   : post && !strcmp(url, FILL_PATH "data")           ? K_FILL_DATA
                   : post && !strcmp(url, FILL_PATH "end")            ? K_FILL_END
+                  : post && !strncmp(url, GC_PATH, strlen(GC_PATH))  ? K_GC
                   : !strcmp(method, "PUT") && !strncmp(url, CHUNK_PATH, strlen(CHUNK_PATH)) &&
                           strlen(url) == strlen(CHUNK_PATH) + 64 ? K_CHUNK
                                                                  : K_NONE;
@@ -536,6 +537,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         status = r->kind == K_CHUNK        ? put_chunk(r, &answer)
                  : r->kind == K_FILL_BEGIN ? fill_step(r, true, &answer)
                  : r->kind == K_FILL_END   ? fill_step(r, false, &answer)
+                 : r->kind == K_GC         ? cluster_gc_answer(r->path + strlen(GC_PATH), r->b.p ? r->b.p : "", r->b.n, &answer)
                                            : changes(r, r->kind == K_FILL_DATA, &answer);
     return reply(conn, status, answer);
 }

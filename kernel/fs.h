@@ -263,6 +263,9 @@ void gc_fini(void);
  * Returns how many chunks were deleted. */
 int gc_run(int64_t grace, mb_err *err);
 int64_t gc_grace_secs(void);
+int64_t gc_interval_secs(void);
+/* A hold is on (gc_hold): nothing may be deleted (cluster_gc.c claims every chunk meanwhile). */
+bool gc_held(void);
 /* Chunk hash has a refcount record (c/); an unreadable one counts as there (never delete on a
  * doubt). Any thread. */
 bool chunk_recorded(const char *hash);
@@ -315,6 +318,24 @@ void blob_prefetch(const char *hash, const char *fastsum, size_t len);
 void blob_distrust(const char *hash);
 void blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len);
 int blob_del(const char *hash, mb_err *err);
+/* Where blob_del_in deletes: this node's own disk, every other backend (docs/cluster.md). */
+enum { BLOB_HERE = 1, BLOB_ELSEWHERE = 2 };
+int blob_del_in(const char *hash, int where, mb_err *err);
+/* The collector's delete: everywhere alone; in cluster mode this node's disk only, the rest left to
+ * the leader's collector through a candidate record GC_CANDIDATE<hash> (cluster_gc.c). */
+#define GC_CANDIDATE "gq/"
+int blob_del_mine(const char *hash, mb_err *err);
+/* blob_list alone, blob_list_local in cluster mode (the collector's and fsck's own chunks). */
+int blob_list_mine(int (*fn)(const char *hash, uint64_t size, int64_t mtime, void *ud), void *ud, mb_err *err);
+/* Every backend but this node's disk (cluster_gc.c's listing for orphans). */
+int blob_list_elsewhere(int (*fn)(const char *hash, uint64_t size, int64_t mtime, void *ud), void *ud, mb_err *err);
+/* The cluster's collector's hold (blob_pending.c): a chunk condemned until `until_ms` (monotonic)
+ * may not be taken by a write (blob_pending_add waits) until blob_condemn_end. false: a write holds
+ * it already (not condemned). */
+bool blob_condemn(const char *hash, int64_t until_ms);
+void blob_condemn_end(const char *hash);
+/* Condemned, with at least `left_ms` of its hold to go. */
+bool blob_condemned(const char *hash, int64_t left_ms);
 int blob_backend_register(mb_module *owner, const mb_blob_backend *b, void *state, mb_err *err);
 void blob_backend_unregister(mb_module *owner);
 /* The same for a chunk of store sid: put to / read from the backend its placement names

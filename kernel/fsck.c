@@ -215,7 +215,7 @@ int fs_fsck(bool repair, json_t **report, mb_err *err)
     /* 5. Orphans: stored chunks nothing names. An inline chunk (blob.c) comes and goes in the
      * same batch as its refcount record, so one without a record is repaired at once. */
     mb_err le = {0};
-    if (blob_list(fsck_blob_cb, &c, &le) < 0) /* orphans there are unknown: say so, never "clean" */
+    if (blob_list_mine(fsck_blob_cb, &c, &le) < 0) /* orphans there are unknown: say so, never "clean" */
         problem(&c, "backend", false, json_pack("{s:s}", "error", le.msg),
                 "the chunk backends could not all be listed, so orphans were not counted: %s", le.msg);
     /* Objects of encrypted stores and sets, which no listing finds: their put records (blob.c).

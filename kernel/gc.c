@@ -11,6 +11,9 @@
  * pending lock (blob_del_unheld), so a chunk an upload is writing or deduplicating is skipped.
  * Holds (an online backup) stop it altogether (gc_hold).
  *
+ * In cluster mode it deletes from this node's own disk only: what lies on a backend other nodes may
+ * share is left to the leader's collector (blob_del_mine, cluster_gc.c).
+ *
  * Threads: its own (gc_main) plus any caller of gc_run/gc_discard/gc_hold. gc_mu guards the
  * thread's stop flag; gc_hold_mu the holds and the "collecting" flag.
  */
@@ -27,6 +30,7 @@ static pthread_mutex_t gc_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gc_cv = PTHREAD_COND_INITIALIZER;
 
 int64_t gc_grace_secs(void) { return gc_grace; }
+int64_t gc_interval_secs(void) { return gc_interval; }
 
 bool chunk_recorded(const char *hash)
 {
@@ -82,6 +86,14 @@ void gc_hold(int delta)
     while (delta > 0 && gc_collecting)
         pthread_cond_wait(&gc_hold_cv, &gc_hold_mu);
     pthread_mutex_unlock(&gc_hold_mu);
+}
+
+bool gc_held(void)
+{
+    pthread_mutex_lock(&gc_hold_mu);
+    bool held = gc_holds > 0;
+    pthread_mutex_unlock(&gc_hold_mu);
+    return held;
 }
 
 static int gc_collect(int64_t grace, mb_err *err);
@@ -153,7 +165,7 @@ static int gc_collect(int64_t grace, mb_err *err)
     json_decref(cand);
     /* 2. Orphans: chunk files no record names (an upload that never committed). */
     orphan_scan o = {.cutoff = cutoff, .orphans = json_array()};
-    blob_list(orphan_cb, &o, err);
+    blob_list_mine(orphan_cb, &o, err); /* in cluster mode this node's disk: the rest is the leader's */
     json_array_foreach(o.orphans, i, h) {
         const char *hash = json_string_value(h);
         txn_lock();

@@ -564,6 +564,8 @@ void cluster_kv_stop(void);
 json_t *cluster_kv_view(void);
 /* Every store's placement: [{"id","owner" (node),"replica" (null: not yet),"epoch","user"}]. */
 json_t *cluster_kv_stores(void);
+/* The leader's collector of chunks on shared backends (cluster_gc.c): {"rounds","deleted","kept","last","waits"}. */
+json_t *cluster_gc_view(void);
 /* A store's placement record {"v":1,"node","owner","replica","epoch","filling"} (new reference), NULL
  * when there is none (or a single server). */
 json_t *cluster_store_record(uint64_t sid);
@@ -586,6 +588,11 @@ int cluster_node_registered(const char *node, bool *up, mb_err *err);
 /* Store sid is kept by another node, or its placement has not reached this node yet (this node may
  * hold a replica's copy of it): not this node's to list or serve. */
 bool cluster_store_elsewhere(uint64_t sid);
+/* Modules' records of a store (mb_api.store_records, cluster_repl.c): module's keys "<prefix><sid16>"
+ * and "<prefix><sid16>/..." belong to store sid, handed on to its replica with its other records. */
+int cluster_store_records(const char *module, const char *prefix, mb_err *err);
+/* Full key k ("m/<module>/...") is such a record: its store in *sid. */
+bool cluster_record_store(const char *k, size_t kl, uint64_t *sid);
 /* Wait (ms at most; not while etcd is away) until this node has applied every cluster-wide record
  * etcd holds now: a list that may have raced a change made on another node a moment ago. */
 void cluster_kv_catch_up(int64_t ms);

@@ -652,6 +652,11 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     clock_gettime(CLOCK_REALTIME, &ts); /* queue keys keep rising across restarts */
     atomic_store(&t->seq, (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000);
     int rc = api->listing_decorator_set(self, decorate, t, err);
+    /* A store's tags, tagged entries, rules and suggestions travel with it between cluster nodes
+     * (docs/cluster.md); a rule's counters (rs/) stay each node's. */
+    static const char *const own[] = {"n/", "e/", "r/", "s/", "d/"};
+    for (size_t i = 0; i < sizeof own / sizeof own[0] && !rc && api->size > offsetof(mb_api, store_records); i++)
+        rc = api->store_records(self, own[i], err);
     if (!rc)
         rc = api->listing_filter_set(self, filter, t, err);
     if (!rc)

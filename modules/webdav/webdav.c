@@ -781,7 +781,10 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     d->self = self;
     d->api = api;
     read_config(d, config);
-    int rc = dav_backends_init(self, api, config, &d->backends, err);
+    /* A store's dead properties travel with it between cluster nodes (docs/cluster.md). */
+    int rc = api->size > offsetof(mb_api, store_records) ? api->store_records(self, "p/", err) : 0;
+    if (!rc)
+        rc = dav_backends_init(self, api, config, &d->backends, err);
     if (rc) {
         free(d);
         return rc;
