@@ -50,7 +50,7 @@
 #define PAGE 500     /* keys per page of a full read */
 #define WATCH_MS 15000 /* a watch is started again this often: a silently dead connection ends */
 
-static const char *const wide_prefixes[] = {"u/",  "ui/", "t/",  "ut/", "ap/", "m/ftp/pw/", "mc/", "m/quotas/user/",
+static const char *const wide_prefixes[] = {"u/",  "ui/", "t/",  "ut/", "ap/", "m/ftp/pw/", "mc/", "ms/", "m/quotas/user/",
                                             "m/quotas/role/", "sp/", "cs/", "tn/", "m/sharing/s/",
                                             "m/sharing/t/", "m/sharing/o/", "m/sharing/g/", "nt/", NULL};
 

@@ -32,6 +32,7 @@
  */
 #include "kernel.h"
 #include "fs.h"
+#include "fileio.h"
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -733,13 +734,14 @@ static json_t *outcome(const char *name, const char *action, const char *detail)
     return json_pack("{s:s,s:s,s:s}", "module", name, "action", action, "detail", detail ? detail : "");
 }
 
-/* Re-read and apply; refs_only: only modules whose file holds secret references (a refresh). */
-static int reconfigure_where(json_t *report, bool refs_only)
+/* Re-read and apply; refs_only: only modules whose file holds secret references (a refresh);
+ * only: that module alone (NULL: every active one). */
+static int reconfigure_where(json_t *report, bool refs_only, const char *only)
 {
     char names[64][72];
     int n = 0, refused = 0;
     for (modcopy *m = mods; m && n < 64; m = m->next)
-        if (m->st == MOD_ACTIVE)
+        if (m->st == MOD_ACTIVE && (!only || !strcmp(m->name, only)))
             snprintf(names[n++], sizeof names[0], "%s", m->name);
     for (int i = 0; i < n; i++) {
         modcopy *m = find_live(names[i]);
@@ -789,8 +791,23 @@ static int reconfigure_where(json_t *report, bool refs_only)
     return refused;
 }
 
-int modmgr_reconfigure(json_t *report) { return reconfigure_where(report, false); }
-int modmgr_secrets_apply(json_t *report) { return reconfigure_where(report, true); }
+static void cluster_settings_put(const char *name);
+
+/* A reload: every module's new settings; in cluster mode each module whose settings changed here
+ * has its file's text recorded for the other nodes ("Module settings on every node"). */
+int modmgr_reconfigure(json_t *report)
+{
+    size_t from = json_array_size(report);
+    int refused = reconfigure_where(report, false, NULL);
+    for (size_t i = from; i < json_array_size(report); i++) {
+        const json_t *o = json_array_get(report, i);
+        if (!strcmp(jstr(o, "action"), "reconfigured") || !strcmp(jstr(o, "action"), "reloaded"))
+            cluster_settings_put(jstr(o, "module"));
+    }
+    return refused;
+}
+
+int modmgr_secrets_apply(json_t *report) { return reconfigure_where(report, true, NULL); }
 
 int modmgr_check_config(json_t *report)
 {
@@ -1048,6 +1065,98 @@ static void cluster_state_apply(void *arg)
 
 static void cluster_state_heard(const char *name) { main_call(cluster_state_apply, xstrdup(name)); }
 
+/* Module settings on every node (docs/cluster.md): a reload that changed a module's settings records
+ * its file's text as "ms/<name>" {"v":1,"text","by","time"}, a cluster-wide record; every other node
+ * (and a node starting later) writes that text into its own conf.d/<name>.yaml and applies it. A
+ * node's own environment overrides (MBYTE_FTP_LISTEN...) still apply on top. */
+#define SETTINGS_MAX (256 * 1024) /* a module's file, at most */
+
+static char *settings_text(const char *name, size_t *len)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s.yaml", g_cfg->config_dir, name);
+    FILE *f = fopen(path, "rb");
+    char *buf = xmalloc(SETTINGS_MAX + 1);
+    *len = f ? fread(buf, 1, SETTINGS_MAX + 1, f) : 0;
+    if (f)
+        fclose(f);
+    if (*len > SETTINGS_MAX) {
+        free(buf);
+        return NULL;
+    }
+    buf[*len] = 0;
+    return buf;
+}
+
+static void cluster_settings_put(const char *name)
+{
+    if (!cluster_enabled())
+        return;
+    size_t len;
+    char *text = settings_text(name, &len);
+    if (!text || strlen(text) != len) {
+        log_msg(LOG_ERROR, name, "cluster: the settings file is over %d KiB or not text: the other nodes keep theirs",
+                SETTINGS_MAX / 1024);
+        free(text);
+        return;
+    }
+    char key[96];
+    snprintf(key, sizeof key, "ms/%s", name);
+    json_t *r = json_pack("{s:i, s:s, s:s, s:I}", "v", 1, "text", text, "by", g_cfg->cluster_node, "time",
+                          (json_int_t)now_wall());
+    if (!r || db_put_json(key, r, true))
+        log_msg(LOG_ERROR, name, "cluster: the new settings were applied here, but not recorded for the other nodes");
+    json_decref(r);
+    free(text);
+}
+
+/* Replace conf.d/<name>.yaml with text (a new file renamed over it, synced). */
+static int settings_write(const char *name, const char *text, mb_err *err)
+{
+    char path[4200], tmp[4300];
+    snprintf(path, sizeof path, "%s/%s.yaml", g_cfg->config_dir, name);
+    snprintf(tmp, sizeof tmp, "%s/.%s.yaml.cluster", g_cfg->config_dir, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return err_set(err, MB_EIO, "cannot write %s: %s", tmp, strerror(errno));
+    size_t n = strlen(text);
+    int rc = fio_write_all(fd, text, n) || fsync(fd) ? MB_EIO : 0;
+    close(fd);
+    if (rc || rename(tmp, path)) {
+        unlink(tmp);
+        return err_set(err, MB_EIO, "cannot replace %s: %s", path, strerror(errno));
+    }
+    fio_sync(g_cfg->config_dir, true);
+    return 0;
+}
+
+static void cluster_settings_apply(void *arg)
+{
+    char *name = arg;
+    char key[96];
+    snprintf(key, sizeof key, "ms/%s", name);
+    json_t *r = NULL;
+    size_t len;
+    char *have = NULL;
+    mb_err e = {0};
+    if (!finishing && valid_name(name) && db_get_json(key, &r) == 0 && json_is_string(json_object_get(r, "text")) &&
+        (have = settings_text(name, &len)) && strcmp(have, jstr(r, "text"))) {
+        if (settings_write(name, jstr(r, "text"), &e))
+            log_msg(LOG_ERROR, name, "could not take the cluster's settings (changed on node %s): %s", jstr(r, "by"), e.msg);
+        else {
+            log_msg(LOG_INFO, name, "settings changed on node %s: applying them here too", jstr(r, "by"));
+            json_t *report = json_array();
+            reconfigure_where(report, false, name); /* not recorded again: they are the cluster's already */
+            json_decref(report);
+        }
+    }
+    free(have);
+    json_decref(r);
+    free(name);
+}
+
+static void cluster_settings_heard(const char *name) { main_call(cluster_settings_apply, xstrdup(name)); }
+
 static int h_action(mb_req *req, mod_op op, mb_err *err)
 {
     const char *name = http_req_param(req, "name");
@@ -1104,6 +1213,7 @@ int modmgr_init(struct event_base *b, mb_err *err)
     have_loop = true;
     clean_cache();
     cluster_kv_on("mc/", cluster_state_heard);
+    cluster_kv_on("ms/", cluster_settings_heard);
     int rc;
     if ((rc = http_route_add(NULL, "GET", "/api/v1/admin/modules", MB_ROLE_ADMIN, h_list, NULL, err)) ||
         (rc = http_route_add(NULL, "POST", "/api/v1/admin/modules/{name}/load", MB_ROLE_ADMIN, h_load, NULL, err)) ||

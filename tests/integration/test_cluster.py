@@ -588,7 +588,7 @@ class ClusterWide(EtcdAndNodes):
     @classmethod
     def start_cluster(cls):
         cls.start_joined({"webdav": True, "quotas": True, "taskmgr": True, "multistore": True, "sharing": True,
-                          "ftp": True})
+                          "ftp": True, "hello": True})
 
     def setUp(self):
         super().setUp()
@@ -1262,6 +1262,36 @@ class ClusterWide(EtcdAndNodes):
         self.assertEqual(r.status, 200, r)
         self.everywhere("webdav is on again", lambda n: self.module_state(n, "webdav") == "active")
         self.assertEqual(self.status("n3", "PROPFIND", "/dav/", headers={"Depth": "0"}), 401)  # served: asks who
+
+    def test_a_module_setting_changed_on_one_node_applies_on_every_node_and_on_a_node_started_later(self):
+        def greeting(n):
+            r = self.nodes[n].request("GET", "/api/v1/hello", token=self.login(n, "admin", ADMIN_PASSWORD))
+            return r.status == 200 and r.json()["greeting"]
+
+        def text(n):
+            with open(os.path.join(self.nodes[n].confdir, "hello.yaml")) as f:
+                return f.read()
+        self.nodes["n3"].kill()  # down while the setting changes
+        new = "# set on n1\ngreeting: bonjour from the cluster\n"
+        with open(os.path.join(self.nodes["n1"].confdir, "hello.yaml"), "w") as f:
+            f.write(new)
+        r = self.nodes["n1"].request("POST", "/api/v1/admin/config/reload", token=self.login("n1", "admin", ADMIN_PASSWORD))
+        self.assertEqual(r.status, 200, r)
+        self.assertIn({"module": "hello", "action": "reconfigured", "detail": ""}, r.json()["modules"])
+        self.assertEqual(greeting("n1"), "bonjour from the cluster")
+        self.everywhere("n1's greeting", lambda n: greeting(n) == "bonjour from the cluster", nodes=["n2"])
+        self.assertEqual(text("n2"), new)  # its conf.d file is the cluster's: its own next reload keeps it
+        r = self.nodes["n2"].request("POST", "/api/v1/admin/config/reload", token=self.login("n2", "admin", ADMIN_PASSWORD))
+        self.assertIn({"module": "hello", "action": "unchanged", "detail": ""}, r.json()["modules"])
+        self.start_again("n3")
+        self.everywhere("n1's greeting", lambda n: greeting(n) == "bonjour from the cluster", nodes=["n3"], timeout=30)
+        self.assertEqual(text("n3"), new)
+        # Changed again on n3: back on every node.
+        with open(os.path.join(self.nodes["n3"].confdir, "hello.yaml"), "w") as f:
+            f.write("greeting: hello\n")
+        r = self.nodes["n3"].request("POST", "/api/v1/admin/config/reload", token=self.login("n3", "admin", ADMIN_PASSWORD))
+        self.assertEqual(r.status, 200, r)
+        self.everywhere("n3's greeting", lambda n: greeting(n) == "hello")
 
     def test_a_node_with_accounts_of_its_own_refuses_to_join(self):
         alone = Server()
