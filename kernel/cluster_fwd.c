@@ -576,7 +576,8 @@ static uint64_t link_store(const char *token)
  * /api/v1/stores/{sid}..., /dav/{sid}... (a store named by its id), a tus creation for a store
  * (POST /api/v1/uploads, Upload-Metadata "store"), /api/v1/uploads/{id} (the node that made
  * the upload), a share link /api/v1/public/{token}... (the link's store), a user share
- * /api/v1/shared/{id}... (its store) and a task /api/v1/tasks/{id}... (the node its id names). */
+ * /api/v1/shared/{id}... (its store), a task /api/v1/tasks/{id}... (the node its id names) and a
+ * search of one store, /api/v1/search?store={sid} (the keeper's index). */
 static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
 {
     *sid = 0;
@@ -610,6 +611,10 @@ static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
             return 0;
     } else if (req->nsegs >= 2 && !strcmp(req->segs[0], "dav")) {
         if (!parse_u64(req->segs[1], sid))
+            return 0;
+    } else if (api && req->nsegs == 3 && !strcmp(req->segs[2], "search")) { /* one store's: its keeper's index */
+        const char *st = http_req_query(req, "store");
+        if (!st || !parse_u64(st, sid))
             return 0;
     } else
         return 0;

@@ -71,6 +71,7 @@ static struct {
     bool sending;           /* mu: the sender posts a run now */
     _Atomic int moving;     /* move tasks running here */
     int64_t balanced_ms;    /* placement thread: when this node last moved a store to rebalance */
+    json_t *kept;           /* placement thread: "<sid16>" -> true, the stores this node keeps (NULL: not looked yet) */
 } rp = {.mu = PTHREAD_MUTEX_INITIALIZER, .fill_mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER, .tick = PTHREAD_COND_INITIALIZER};
 
 _Thread_local bool repl_applying;
@@ -983,6 +984,19 @@ static void rebalance(const struct tally *ty)
                  (unsigned long long)ty->sid[k], least, (long long)hi, (long long)lo, (unsigned long long)task);
 }
 
+/* This node keeps store sid from now on (it took it over, or it was moved here): the hook event
+ * cluster.store {store, node, epoch, state: "kept"}, so that modules whose data of a store is their
+ * own and not replicated (search's index) catch up on it. Not for the stores kept at start, nor for a
+ * store just made here (epoch 1: its files' own events follow). */
+static void tell_kept(uint64_t sid, const json_t *rec)
+{
+    mb_err e = {0};
+    if (hook_emit("cluster.store", json_pack("{s:I, s:s, s:I, s:s}", "store", (json_int_t)sid, "node", rp.node, "epoch",
+                                             jint(rec, "epoch"), "state", "kept"), &e))
+        log_warn("cluster: store %llu is kept here now, but the modules were not told: %s", (unsigned long long)sid,
+                 e.msg);
+}
+
 /* One look of the placement thread, one pass over the placements: the stores to take over
  * (cluster_replica.c), then the stores whose replica must still be dropped, then one store this node
  * keeps without a replica gets one, when another node takes replicas (and its last try is
@@ -997,6 +1011,7 @@ static void look(void)
     uint64_t sid = 0;
     json_t *pick = NULL;
     struct tally ty = {.count = json_object()};
+    json_t *kept = json_object();
     db_iter *it = db_iter_prefix("sp/", 3);
     while (db_iter_next(it)) {
         size_t kl, vl;
@@ -1011,6 +1026,9 @@ static void look(void)
         if (r)
             tally_add(&ty, id, r);
         if (!strcmp(jstr(r, "node"), rp.node)) {
+            json_object_set_new(kept, hex, json_true());
+            if (rp.kept && !json_object_get(rp.kept, hex) && jint(r, "epoch") > 1) /* taken over, or moved here */
+                tell_kept(id, r);
             json_int_t failed = jint(rp.fill_failed, hex);
             if (can_fill && !pick && !*jstr(r, "replica") && (!failed || now_mono_ms() - failed > FILL_RETRY_S * 1000)) {
                 sid = id;
@@ -1021,6 +1039,8 @@ static void look(void)
         json_decref(r);
     }
     db_iter_free(it);
+    json_decref(rp.kept);
+    rp.kept = kept;
     retry_broken();
     mb_err err;
     if (pick)
@@ -1110,7 +1130,8 @@ void cluster_repl_fini(void)
         curl_easy_cleanup(rp.fill_curl);
         json_decref(rp.broken);
         json_decref(rp.fill_failed);
-        rp.broken = rp.fill_failed = NULL;
+        json_decref(rp.kept);
+        rp.broken = rp.fill_failed = rp.kept = NULL;
         blob_on_store_put(NULL); /* (an upload still storing may finish its copy first) */
         pthread_mutex_lock(&early.mu);
         while (early.n)

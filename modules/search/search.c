@@ -745,8 +745,8 @@ static void o_file(const char *event, const json_t *p, mb_batch *b, void *state)
         enqueue(s, b, sid, jstr(p, "to"));
     } else if (!strcmp(event, "file.copied") || !strcmp(event, "folder.copied"))
         enqueue(s, b, sid, jstr(p, "to"));
-    else if (!strcmp(event, "store.deleted"))
-        enqueue(s, b, sid, "");
+    else if (!strcmp(event, "store.deleted") || !strcmp(event, "cluster.store"))
+        enqueue(s, b, sid, ""); /* the whole store: gone, or kept here now (taken over, moved here) */
     else if (!json_is_true(json_object_get(p, "from_trash"))) /* a purge: its path is the trash's */
         enqueue(s, b, sid, jstr(p, "path"));
 }
@@ -1024,6 +1024,7 @@ static const mb_hook hooks[] = {
     OBSERVE("file.created"),  OBSERVE("file.updated"),  OBSERVE("file.deleted"),  OBSERVE("folder.deleted"),
     OBSERVE("file.moved"),    OBSERVE("folder.moved"),  OBSERVE("file.copied"),   OBSERVE("folder.copied"),
     OBSERVE("file.trashed"),  OBSERVE("file.restored"), OBSERVE("store.deleted"), OBSERVE("folder.created"),
+    OBSERVE("cluster.store"),
     {0},
 };
 

@@ -6,7 +6,8 @@ collector's grace at 0, and the WebDAV and tags modules on.
   so a chunk one node gave up may still be another node's; only the leader, after asking every node,
   deletes it.
 - Modules' records of a store ("Modules' records of a store"): a file's tags and WebDAV dead
-  properties are replicated with the store, so they survive its keeper's death.
+  properties are replicated with the store, so they survive its keeper's death; the search module,
+  whose index is not replicated, indexes a store its node took over.
 What is checked is what a user sees: files, tags and properties read back through every node, the
 bucket's objects, and fsck on every node."""
 import base64
@@ -44,7 +45,7 @@ class SharedBucket(EtcdAndNodes):
             if n != "n1":
                 env["MBYTE_ADMIN_PASSWORD"] = cls.OTHER_PW
             cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n), env=env,
-                                  modules=dict(MODULES, webdav=True, tags=True),
+                                  modules=dict(MODULES, webdav=True, tags=True, search=True),
                                   module_conf={"s3": s3_conf(cls.s3)})
             cls.nodes[n].start()
 
@@ -216,9 +217,13 @@ class SharedBucket(EtcdAndNodes):
         self.survive(sid, third, [third], tok, dav, body)
 
     def survive(self, sid, keeper, through, tok, dav, body):
-        """Once `keeper` took store sid over: the file, its tags and its dead property through each node of `through`."""
+        """Once `keeper` took store sid over: the file, its tags and its dead property through each node of `through`,
+        and the new keeper's search index of the store (not replicated: it catches up on the store it now keeps)."""
         wait_for("store %d taken over by %s" % (sid, keeper), lambda: next(
             (st for st in self.view(keeper)["stores"] if st["id"] == sid and st["owner"] == keeper), None), 30)
+        for n in through:  # a search of one store is answered from its keeper's index, through any node
+            wait_for("bill.pdf found by searching through %s" % n, lambda: [h["path"] for h in self.nodes[n].request(
+                "GET", "/api/v1/search?q=bill&store=%d" % sid, token=tok[n]).json().get("hits", [])] == ["docs/bill.pdf"], 30)
         for n in through:
             r = wait_for("the tags through %s" % n, lambda: (lambda x: x.status == 200 and x)(self.nodes[n].request(
                 "GET", "/api/v1/stores/%d/tags/docs/bill.pdf" % sid, token=tok[n])), 30)
