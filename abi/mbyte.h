@@ -942,6 +942,17 @@ struct mb_api {
      * '/', ending in '/'. Call from init; kept until the server stops. A module checks api->size >
      * offsetof(mb_api, store_records). */
     int (*store_records)(mb_module *self, const char *prefix, mb_err *err);
+    /* For a module's answer that spans every node (a search of every store): in cluster mode, for a
+     * request that did not come from another node, *out = {"node": this node's name, "nodes": [the
+     * other nodes up]}; MB_EUNSUPP (answer from this node's own data) when alone or when req came
+     * from another node. cluster_ask then GETs target (a path and query) on one of them as req's
+     * user, marked as forwarded, so that node answers from its own data: *answer is the JSON of its
+     * 200 answer; MB_EBUSY when it did not answer (5 s at most). Blocks: an HTTP handler's call. */
+    int (*cluster_nodes)(mb_req *req, json_t **out, mb_err *err);
+    int (*cluster_ask)(mb_req *req, const char *node, const char *target, json_t **answer, mb_err *err);
+    /* Store sid is kept by this node: always alone; in cluster mode false for a store another node
+     * keeps (this node may hold a replica or an old copy of it, or nothing). Any thread. */
+    bool (*store_here)(uint64_t sid);
 };
 
 #ifdef __cplusplus

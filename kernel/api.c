@@ -99,6 +99,25 @@ static int kv_del(mb_module *self, const char *key, bool sync, mb_err *err)
     return rc;
 }
 
+/* cluster_nodes, cluster_ask, store_here (2.1, cluster) */
+static int api_cluster_nodes(mb_req *req, json_t **out, mb_err *err)
+{
+    json_t *nodes = cluster_fwd_nodes(req);
+    if (!nodes)
+        return err_set(err, MB_EUNSUPP, "not in cluster mode, or a request from another node");
+    *out = json_pack("{s:s, s:o}", "node", cluster_node_name(), "nodes", nodes);
+    return 0;
+}
+
+static int api_cluster_ask(mb_req *req, const char *node, const char *target, json_t **answer, mb_err *err)
+{
+    const mb_user *u = http_req_user(req);
+    *answer = u ? cluster_fwd_ask_for(req, u->id, node, target) : NULL;
+    return *answer ? 0 : err_set(err, MB_EBUSY, "node %s did not answer %s", node, target);
+}
+
+static bool api_store_here(uint64_t sid) { return !cluster_enabled() || !cluster_store_elsewhere(sid); }
+
 /* store_records (2.1, cluster) */
 static int store_records(mb_module *self, const char *prefix, mb_err *err)
 {
@@ -606,6 +625,9 @@ static const mb_api table = {
     .kv_scan_after = kv_scan_after,
     /* --- cluster (2.1): modules' records of a store --- */
     .store_records = store_records,
+    .cluster_nodes = api_cluster_nodes,
+    .cluster_ask = api_cluster_ask,
+    .store_here = api_store_here,
 };
 
 const mb_api *api_table(void) { return &table; }

@@ -910,26 +910,41 @@ void cluster_fwd_stores(mb_req *req, uint64_t uid, json_t *list)
         stores_far(req, uid, list);
 }
 
-bool cluster_fwd_gather(mb_req *req, uint64_t uid, const char *target, size_t limit, json_t *into, bool *more)
+json_t *cluster_fwd_nodes(mb_req *req)
 {
     if (!cluster_enabled() || MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER))
-        return false;
-    json_t *view = cluster_view(), *n;
+        return NULL;
+    json_t *view = cluster_view(), *n, *out = json_array();
     size_t i;
     json_array_foreach(json_object_get(view, "nodes"), i, n)
     {
-        const char *name = jstr(n, "name");
-        if (!strcmp(name, cluster_node_name()))
-            continue;
-        json_t *theirs = ask_for(req, uid, name, target);
+        if (strcmp(jstr(n, "name"), cluster_node_name()))
+            json_array_append_new(out, json_string(jstr(n, "name")));
+    }
+    json_decref(view);
+    return out;
+}
+
+json_t *cluster_fwd_ask_for(mb_req *req, uint64_t uid, const char *node, const char *target)
+{
+    return ask_for(req, uid, node, target);
+}
+
+bool cluster_fwd_gather(mb_req *req, uint64_t uid, const char *target, size_t limit, json_t *into, bool *more)
+{
+    json_t *nodes = cluster_fwd_nodes(req), *n;
+    size_t i;
+    json_array_foreach(nodes, i, n)
+    {
+        json_t *theirs = ask_for(req, uid, json_string_value(n), target);
         if (json_is_array(theirs)) {
             *more = *more || json_array_size(theirs) >= limit;
             json_array_extend(into, theirs);
         }
         json_decref(theirs);
     }
-    json_decref(view);
-    return true;
+    json_decref(nodes);
+    return nodes != NULL;
 }
 
 void cluster_stores_far(uint64_t uid, json_t *list) { stores_far(NULL, uid, list); }

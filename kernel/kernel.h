@@ -640,6 +640,12 @@ void cluster_stores_far(uint64_t uid, json_t *list);
  * user uid, each answer's items appended to into; *more set when a node gave `limit` or more.
  * False (nothing asked) when alone or when the request came from another node. */
 bool cluster_fwd_gather(mb_req *req, uint64_t uid, const char *target, size_t limit, json_t *into, bool *more);
+/* Cluster mode, a request not forwarded: the other nodes that are up (names); NULL when alone or when
+ * the request came from another node. */
+json_t *cluster_fwd_nodes(mb_req *req);
+/* GET target on node as user uid for request req (its credentials passed on), marked as forwarded:
+ * the JSON of a 200 answer, else NULL (logged). */
+json_t *cluster_fwd_ask_for(mb_req *req, uint64_t uid, const char *node, const char *target);
 /* GET path on `node` as user uid, marked as forwarded (that node answers from its own data): the
  * parsed JSON of a 200 answer, else NULL (logged). */
 json_t *cluster_fwd_ask(uint64_t uid, const char *node, const char *path);

@@ -26,6 +26,13 @@ static bool parse_u64(const char *v, uint64_t max, uint64_t *out)
     return *out <= max;
 }
 
+/* In cluster mode each node searches the stores it keeps (its index of a store kept elsewhere is
+ * missing, or an old copy's); the node a request reached merges the others' answers (search_cluster). */
+static bool kept_here(const mb_api *api, uint64_t sid)
+{
+    return api->size <= offsetof(mb_api, store_here) || api->store_here(sid);
+}
+
 /* A snippet for HTML: the text escaped, the markers 2 and 3 (index.c) as <mark>. */
 static json_t *snippet_json(const char *s)
 {
@@ -133,7 +140,7 @@ static int search_shares(search *s, uint64_t uid, sq_query *q, uint64_t only, in
     json_t *g;
     json_array_foreach(grants, i, g) {
         uint64_t sid = (uint64_t)mb_jint(g, "store");
-        if (rc || (only && sid != only))
+        if (rc || (only && sid != only) || !kept_here(api, sid))
             continue;
         json_t *st = NULL;
         mb_err e;
@@ -227,7 +234,7 @@ static int find_run(search *s, const mb_user *u, const char *qs, uint64_t only, 
         if (only && sid != only)
             continue;
         found_only = true;
-        if (!store_named(&q, mb_jstr(st, "name")))
+        if (!kept_here(api, sid) || !store_named(&q, mb_jstr(st, "name")))
             continue;
         if ((rc = search_store(s, &q, sid, mb_jstr(st, "name"), NULL, want, &found, err)))
             break;
@@ -270,6 +277,120 @@ static int find_run(search *s, const mb_user *u, const char *qs, uint64_t only, 
     return rc;
 }
 
+/* ----------------------------------------------------- every node's hits --- */
+
+#define NODES_MAX 64
+
+/* The order of cmp_hit, on answered hits. */
+static int cmp_json(const json_t *x, const json_t *y)
+{
+    double a = json_number_value(json_object_get(x, "score")), b = json_number_value(json_object_get(y, "score"));
+    if (a != b)
+        return a < b ? 1 : -1;
+    if (mb_jint(x, "modified") != mb_jint(y, "modified"))
+        return mb_jint(x, "modified") < mb_jint(y, "modified") ? 1 : -1;
+    if (mb_jint(x, "store") != mb_jint(y, "store"))
+        return mb_jint(x, "store") < mb_jint(y, "store") ? -1 : 1;
+    return strcmp(mb_jstr(x, "path"), mb_jstr(y, "path"));
+}
+
+static void url_encode(const char *in, char *out, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p && o + 4 < n; p++)
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-_.~", *p))
+            out[o++] = (char)*p;
+        else
+            out[o++] = '%', out[o++] = hex[*p >> 4], out[o++] = hex[*p & 15];
+    out[o] = 0;
+}
+
+/* A search of every store in cluster mode: this node's hits and each other node's (asked as the
+ * caller, each answering from the stores it keeps), merged in cmp_hit's order. The cursor is
+ * "c:<node>=<offset>,..." (the nodes that have more, each at its own offset); without one every node
+ * starts at 0. A node that does not answer is left out of this page (logged). */
+static int search_cluster(search *s, mb_req *req, const char *qs, uint64_t limit, const char *cv, const json_t *cl,
+                          mb_err *err)
+{
+    const mb_api *api = s->api;
+    struct src {
+        const char *node;
+        uint64_t off;
+        json_t *ans;
+        size_t taken;
+    } src[NODES_MAX];
+    int n = 0, rc = 0;
+    src[n++] = (struct src){mb_jstr(cl, "node"), 0, NULL, 0};
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(cl, "nodes"), i, v) if (n < NODES_MAX) src[n++] =
+        (struct src){json_string_value(v), 0, NULL, 0};
+    bool first = !cv || !*cv;
+    if (!first && strncmp(cv, "c:", 2))
+        return api->err_set(err, MB_EINVAL, "cursor: not a cursor this server gave (use \"next\" of the last answer)");
+    bool listed[NODES_MAX] = {false};
+    for (const char *p = first ? "" : cv + 2; *p;) { /* name=offset,... */
+        const char *eq = strchr(p, '='), *end = strchr(p, ',');
+        if (!end)
+            end = p + strlen(p);
+        char num[24];
+        uint64_t off;
+        if (!eq || eq > end || end - eq - 1 <= 0 || end - eq - 1 >= (int)sizeof num)
+            return api->err_set(err, MB_EINVAL, "cursor: not a cursor this server gave (use \"next\" of the last answer)");
+        snprintf(num, sizeof num, "%.*s", (int)(end - eq - 1), eq + 1);
+        if (!parse_u64(num, MAX_OFFSET, &off))
+            return api->err_set(err, MB_EINVAL, "cursor: not a cursor this server gave (use \"next\" of the last answer)");
+        for (int k = 0; k < n; k++)
+            if (strlen(src[k].node) == (size_t)(eq - p) && !strncmp(src[k].node, p, (size_t)(eq - p)))
+                src[k].off = off, listed[k] = true; /* a node no longer up is left out */
+        p = *end ? end + 1 : end;
+    }
+    char enc[3 * 1024 + 1], target[3300];
+    url_encode(qs ? qs : "", enc, sizeof enc);
+    for (int k = 0; k < n && !rc; k++) {
+        if (!first && !listed[k])
+            continue; /* it had no more */
+        mb_err e = {0};
+        if (k == 0)
+            rc = find_run(s, api->req_user(req), qs, 0, limit, src[k].off, &src[k].ans, err);
+        else {
+            snprintf(target, sizeof target, "/api/v1/search?q=%s&limit=%llu&cursor=%llu", enc, (unsigned long long)limit,
+                     (unsigned long long)src[k].off);
+            if (api->cluster_ask(req, src[k].node, target, &src[k].ans, &e))
+                api->log(s->self, MB_LOG_WARN, "search: node %s left out of a search: %s", src[k].node, e.msg);
+        }
+    }
+    json_t *hits = json_array();
+    while (!rc && json_array_size(hits) < limit) {
+        int best = -1;
+        for (int k = 0; k < n; k++) {
+            json_t *h = json_array_get(json_object_get(src[k].ans, "hits"), src[k].taken);
+            if (h && (best < 0 || cmp_json(h, json_array_get(json_object_get(src[best].ans, "hits"), src[best].taken)) < 0))
+                best = k;
+        }
+        if (best < 0)
+            break;
+        json_array_append(hits, json_array_get(json_object_get(src[best].ans, "hits"), src[best].taken++));
+    }
+    char next[NODES_MAX * 90] = "";
+    size_t used = 0;
+    for (int k = 0; k < n && !rc; k++) {
+        bool more = src[k].taken < json_array_size(json_object_get(src[k].ans, "hits")) ||
+                    json_is_string(json_object_get(src[k].ans, "next"));
+        if (more && src[k].off + src[k].taken <= MAX_OFFSET && used + 90 < sizeof next)
+            used += (size_t)snprintf(next + used, sizeof next - used, "%s%s=%llu", used ? "," : "c:", src[k].node,
+                                     (unsigned long long)(src[k].off + src[k].taken));
+    }
+    for (int k = 0; k < n; k++)
+        json_decref(src[k].ans);
+    if (rc) {
+        json_decref(hits);
+        return rc;
+    }
+    return api->reply_json(req, 200, json_pack("{s:o, s:s?}", "hits", hits, "next", used ? next : NULL));
+}
+
 /* GET /api/v1/search?q=&store=&limit=&cursor= */
 int sf_search(mb_req *req, void *state, mb_err *err)
 {
@@ -282,10 +403,17 @@ int sf_search(mb_req *req, void *state, mb_err *err)
         return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
     if (!limit)
         return api->err_set(err, MB_EINVAL, "limit: a whole number from 1 to %d", MAX_LIMIT);
-    if (cv && *cv && !parse_u64(cv, MAX_OFFSET, &offset))
-        return api->err_set(err, MB_EINVAL, "cursor: not a cursor this server gave (use \"next\" of the last answer)");
     if (sv && *sv && (!parse_u64(sv, UINT64_MAX, &only) || !only))
         return api->err_set(err, MB_ENOENT, "no such store: %s", sv);
+    json_t *cl = NULL;
+    mb_err ce = {0};
+    if (!only && api->size > offsetof(mb_api, cluster_nodes) && api->cluster_nodes(req, &cl, &ce) == 0) {
+        int rc = search_cluster(s, req, qs, limit, cv, cl, err);
+        json_decref(cl);
+        return rc;
+    }
+    if (cv && *cv && !parse_u64(cv, MAX_OFFSET, &offset))
+        return api->err_set(err, MB_EINVAL, "cursor: not a cursor this server gave (use \"next\" of the last answer)");
     json_t *out = NULL;
     int rc = find_run(s, api->req_user(req), qs, only, limit, offset, &out, err);
     return rc ? rc : api->reply_json(req, 200, out);

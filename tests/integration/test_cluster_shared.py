@@ -237,6 +237,34 @@ class SharedBucket(EtcdAndNodes):
             r = self.nodes[n].request("GET", self.url(sid, "docs/bill.pdf"), token=tok[n])
             self.assertEqual((r.status, r.body == body), (200, True), n)
 
+    def test_a_search_of_every_store_through_any_node_finds_what_every_node_keeps(self):
+        tok = self.user("una")
+        (na, a), (nb, b), _ = self.stores_apart(tok, "Notes")
+        for n, sid, name in ((na, a, "first.txt"), (nb, b, "second.txt"), (nb, b, "third.txt")):
+            r = self.nodes[n].request("PUT", self.url(sid, name), body=b"the zebracorn crossed the bridge at %s" %
+                                      name.encode(), token=tok[n], headers=OCTET)
+            self.assertEqual(r.status, 201, r)
+        want = {(a, "first.txt"), (b, "second.txt"), (b, "third.txt")}
+
+        def found(n, **more):
+            q = "&".join("%s=%s" % kv for kv in sorted(more.items()))
+            r = self.nodes[n].request("GET", "/api/v1/search?q=zebracorn" + ("&" + q if q else ""), token=tok[n])
+            self.assertEqual(r.status, 200, r)
+            return r.json()
+        for n in self.NAMES:  # each node keeps a part (or none); every node answers for all
+            wait_for("every zebracorn through %s" % n, lambda: {(h["store"], h["path"]) for h in found(n)["hits"]} == want, 30)
+            pages, cursor = [], None
+            while True:  # a page at a time: each hit once
+                page = found(n, limit=1, **({"cursor": cursor} if cursor else {}))
+                pages += [(h["store"], h["path"]) for h in page["hits"]]
+                cursor = page["next"]
+                if not cursor:
+                    break
+                self.assertLessEqual(len(pages), 3, pages)
+            self.assertEqual(sorted(pages), sorted(want), n)
+        r = self.nodes["n1"].request("GET", "/api/v1/search?q=zebracorn&cursor=c:n1%3Dx", token=tok["n1"])
+        self.assertEqual(r.status, 400, r)
+
 
 if __name__ == "__main__":
     main()
