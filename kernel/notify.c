@@ -8,7 +8,9 @@
  * `event: unread` {"unread": n} to the user's streams, so every open page's bell agrees.
  * Cluster mode: nt/ is a cluster-wide record (cluster_kv.c), so a user's list, count and marks are
  * the same on every node; ids start at this node's cluster_id_base, so no two nodes make one id.
- * The live push reaches the streams of the node that made the notification only.
+ * A notification another node made reaches this node's streams when its record arrives from etcd
+ * (nt_heard): a new one as `notification`, one marked read there as the new `unread` count. Task
+ * progress is pushed on the node that runs the task only.
  * Threads: any; storage is LevelDB, streams are http.c's (locked). Two marks racing on one
  * record both write read=1, so no lock is needed.
  */
@@ -223,8 +225,36 @@ static int h_clear(mb_req *req, void *st, mb_err *err)
     return http_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
 }
 
+/* Cluster mode: record nt/<uid16>/<seq16> arrived from etcd (cluster_kv.c's watcher, no lock held).
+ * This node's own (its number in the id's high bits) were pushed when made. A new one is pushed if
+ * it is at most a minute old (a node catching up after an outage re-reads old records: not news). */
+static void nt_heard(const char *rest)
+{
+    char u16[17] = {0}, key[64];
+    if (strlen(rest) != 33 || rest[16] != '/')
+        return;
+    memcpy(u16, rest, 16);
+    uint64_t uid = strtoull(u16, NULL, 16), seq = strtoull(rest + 17, NULL, 16);
+    if (seq >> CLUSTER_ID_BITS == cluster_id_base() >> CLUSTER_ID_BITS)
+        return;
+    snprintf(key, sizeof key, "nt/%s", rest);
+    json_t *n = NULL;
+    if (db_get_json(key, &n))
+        return;
+    if (!json_is_true(json_object_get(n, "read")) && jint(n, "time") >= now_wall() - 60) {
+        json_object_del(n, "v");
+        notify_publish(uid, "notification", json_incref(n));
+    } else if (json_is_true(json_object_get(n, "read"))) {
+        size_t unread = 0;
+        if (nt_unread(uid, NULL, NULL, &unread) == 0)
+            notify_publish(uid, "unread", json_pack("{s:I}", "unread", (json_int_t)unread));
+    }
+    json_decref(n);
+}
+
 int notify_init(mb_err *err)
 {
+    cluster_kv_on("nt/", nt_heard);
     uint64_t last = 0;
     db_iter *it = db_iter_prefix("nt/", 3);
     while (db_iter_next(it)) {

@@ -1293,6 +1293,29 @@ class ClusterWide(EtcdAndNodes):
         self.assertEqual(r.status, 200, r)
         self.everywhere("n3's greeting", lambda n: greeting(n) == "hello")
 
+    def test_a_notification_made_on_one_node_is_pushed_live_to_a_page_open_on_another(self):
+        tok = self.login("n2", "admin", ADMIN_PASSWORD)
+        s = socket.create_connection(("127.0.0.1", self.nodes["n2"].port), timeout=30)
+        self.addCleanup(s.close)
+        s.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % tok.encode())
+        data = b""
+        while b": connected" not in data:
+            data += s.recv(4096)
+        r = self.nodes["n1"].request("POST", "/api/v1/hello/tasks", {"steps": 1, "step_ms": 0},
+                                     token=self.login("n1", "admin", ADMIN_PASSWORD))
+        self.assertEqual(r.status, 202, r)
+        task = r.json()["id"]
+        while b"event: notification" not in data:  # the task ran on n1; its notification reaches n2's page
+            data += s.recv(4096)
+        while b"\n\n" not in data.split(b"event: notification", 1)[1]:
+            data += s.recv(4096)
+        self.assertIn(b"Task %d is done" % task, data.split(b"event: notification", 1)[1])
+        # Marked read through n1: n2's page hears the new count.
+        r = self.nodes["n1"].request("POST", "/api/v1/notifications/read", token=self.login("n1", "admin", ADMIN_PASSWORD))
+        self.assertEqual((r.status, r.json()), (200, {"unread": 0}), r)
+        while b'"unread":0' not in data.split(b"event: unread")[-1] if b"event: unread" in data else True:
+            data += s.recv(4096)
+
     def test_a_node_with_accounts_of_its_own_refuses_to_join(self):
         alone = Server()
         try:
