@@ -937,8 +937,8 @@ struct mb_api {
      * (docs/cluster.md) they then travel with the store: kv_put and kv_del of such a key, for a
      * store this node keeps, go through the store's commit path and return once its replica has the
      * change (so they may wait for the other node: never call them on the loop thread), and
-     * filling a new replica and moving the store carry them; a node that does not keep the store
-     * gets MB_EBUSY, as for its files. Alone, nothing changes. prefix: 1-32 of a-z, 0-9, '_', '-',
+     * filling a new replica and moving the store carry them; on a node that does not keep the store
+     * they are written there only, as any key (not replicated). Alone, nothing changes. prefix: 1-32 of a-z, 0-9, '_', '-',
      * '/', ending in '/'. Call from init; kept until the server stops. A module checks api->size >
      * offsetof(mb_api, store_records). */
     int (*store_records)(mb_module *self, const char *prefix, mb_err *err);

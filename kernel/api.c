@@ -58,16 +58,19 @@ static int kv_get(mb_module *self, const char *key, char **value, size_t *len, m
     return 0;
 }
 
-/* In cluster mode a module's record of a store that has a placement (store_records) is a change of
- * the store: written through the commit path, so its replica has it before the call returns. 1: not
- * such a record (the caller writes it as any other key). */
+/* In cluster mode a module's record of a store this node keeps (store_records) is a change of the
+ * store: written through the commit path, so its replica has it before the call returns. 1: not such
+ * a record, or a store kept elsewhere (the caller writes it here as any other key). */
 static int kv_store_write(const char *k, size_t kn, const void *value, size_t len, bool put, mb_err *err)
 {
     uint64_t sid;
     json_t *placed = NULL;
     if (!cluster_enabled() || !cluster_record_store(k, kn, &sid) || !(placed = cluster_store_record(sid)))
         return 1; /* alone, another module's key, or a store already deleted */
+    bool here = !strcmp(jstr(placed, "node"), cluster_node_name());
     json_decref(placed);
+    if (!here) /* as before: written where it was made (WebDAV by store name through another node) */
+        return 1;
     txn t;
     txn_begin(&t, NULL);
     if (put)
