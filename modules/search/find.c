@@ -28,7 +28,7 @@ static bool parse_u64(const char *v, uint64_t max, uint64_t *out)
 
 /* In cluster mode each node searches the stores it keeps (its index of a store kept elsewhere is
  * missing, or an old copy's); the node a request reached merges the others' answers (search_cluster). */
-static bool kept_here(const mb_api *api, uint64_t sid)
+bool sf_kept_here(const mb_api *api, uint64_t sid)
 {
     return api->size <= offsetof(mb_api, store_here) || api->store_here(sid);
 }
@@ -140,7 +140,7 @@ static int search_shares(search *s, uint64_t uid, sq_query *q, uint64_t only, in
     json_t *g;
     json_array_foreach(grants, i, g) {
         uint64_t sid = (uint64_t)mb_jint(g, "store");
-        if (rc || (only && sid != only) || !kept_here(api, sid))
+        if (rc || (only && sid != only) || !sf_kept_here(api, sid))
             continue;
         json_t *st = NULL;
         mb_err e;
@@ -234,7 +234,7 @@ static int find_run(search *s, const mb_user *u, const char *qs, uint64_t only, 
         if (only && sid != only)
             continue;
         found_only = true;
-        if (!kept_here(api, sid) || !store_named(&q, mb_jstr(st, "name")))
+        if (!sf_kept_here(api, sid) || !store_named(&q, mb_jstr(st, "name")))
             continue;
         if ((rc = search_store(s, &q, sid, mb_jstr(st, "name"), NULL, want, &found, err)))
             break;

@@ -662,6 +662,13 @@ static bool drain(search *s, const qscan *q)
             dup = q->items[j].sid == it->sid && !strcmp(q->items[j].path, it->path);
         if (dup)
             continue;
+        if (!sf_kept_here(s->api, it->sid)) { /* kept elsewhere now (moved, taken over): indexed there */
+            if (w && !commit_entries(s, &w, q, from, i))
+                return false;
+            s->api->kv_del(s->self, it->key, false, &e);
+            from = i + 1;
+            continue;
+        }
         if (!w && !(w = writer_new(s, it->sid, NULL, &e)))
             break;
         int rc = reconcile(w, it->path, &e);

@@ -244,6 +244,8 @@ void slot_release(index_slot *x);
 /* -------------------------------------------------------------- find.c --- */
 /* GET /api/v1/search?q=&store=&limit=&cursor= (state: the module's search). */
 int sf_search(mb_req *req, void *state, mb_err *err);
+/* Store sid is kept by this node (always alone; cluster mode: mb_api.store_here). */
+bool sf_kept_here(const mb_api *api, uint64_t sid);
 int sf_query_service(const json_t *arg, json_t **out, void *state, mb_err *err);
 #endif
 
