@@ -833,22 +833,27 @@ int blob_list_local(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud
     return rc;
 }
 
-int blob_list(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
+/* The kernel's active backend (when with_disk, or when it is a module's) and every named one, in
+ * that order; the first failure, or a callback's non-zero answer, ends the walk. */
+static int list_from(bool with_disk, int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
 {
     mb_err spare = {0}; /* a backend is a module: it always gets somewhere to say why */
     if (!err)
         err = &spare;
-    int rc = blob_list_local(fn, ud, err);
+    int rc = with_disk || !local_active() ? blob_list_local(fn, ud, err) : 0;
     backend_ref r[NAMED_MAX];
     size_t n = backend_enter_all(r, NAMED_MAX);
     for (size_t i = 0; i < n; i++) {
-        if (rc >= 0 && r[i].ops.list) {
-            int l = r[i].ops.list(r[i].state, fn, ud, err);
-            rc = l < 0 ? l : rc;
-        }
+        if (rc == 0 && r[i].ops.list)
+            rc = r[i].ops.list(r[i].state, fn, ud, err);
         backend_leave(&r[i]);
     }
     return rc;
+}
+
+int blob_list(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
+{
+    return list_from(true, fn, ud, err);
 }
 
 /* What this node's collector and fsck may call its own: alone, every backend; in cluster mode its own
@@ -861,18 +866,7 @@ int blob_list_mine(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud,
 /* Every object of every backend but this node's disk (the leader's listing for orphans). */
 int blob_list_elsewhere(int (*fn)(const char *, uint64_t, int64_t, void *), void *ud, mb_err *err)
 {
-    mb_err spare = {0};
-    if (!err)
-        err = &spare;
-    int rc = local_active() ? 0 : blob_list_local(fn, ud, err);
-    backend_ref r[NAMED_MAX];
-    size_t n = backend_enter_all(r, NAMED_MAX);
-    for (size_t i = 0; i < n; i++) {
-        if (rc == 0 && r[i].ops.list)
-            rc = r[i].ops.list(r[i].state, fn, ud, err);
-        backend_leave(&r[i]);
-    }
-    return rc;
+    return list_from(false, fn, ud, err);
 }
 
 void blob_inline_del(db_batch *b, const char *hash)
