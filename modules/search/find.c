@@ -216,8 +216,10 @@ static int find_run(search *s, const mb_user *u, const char *qs, uint64_t only, 
     char why[256];
     if (sq_parse(qs, &q, why, sizeof why))
         return api->err_set(err, MB_EINVAL, "q: %s", why);
+    /* The user's stores whose records are here: each node searches the ones it keeps, and the
+     * node the request reached asks the others (store_list would ask every node for its list). */
     json_t *stores = NULL;
-    int rc = api->store_list(u, &stores, err);
+    int rc = api->store_list_all(u->id, &stores, err);
     if (rc) {
         sq_free(&q);
         return rc;
@@ -231,7 +233,7 @@ static int find_run(search *s, const mb_user *u, const char *qs, uint64_t only, 
     int want = q.ntags ? MAX_OFFSET + MAX_LIMIT + 1 : (int)(offset + limit + 1);
     json_array_foreach(stores, i, st) {
         uint64_t sid = (uint64_t)mb_jint(st, "id");
-        if (only && sid != only)
+        if ((only && sid != only) || strcmp(mb_jstr(st, "state"), "ready"))
             continue;
         found_only = true;
         if (!sf_kept_here(api, sid) || !store_named(&q, mb_jstr(st, "name")))
@@ -242,8 +244,14 @@ static int find_run(search *s, const mb_user *u, const char *qs, uint64_t only, 
     size_t own = found.n;
     if (!rc)
         rc = search_shares(s, u->id, &q, only, want, &found, keep, err);
-    if (!rc && only && !found_only && found.n == own)
-        rc = api->err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)only);
+    if (!rc && only && !found_only && found.n == own) {
+        json_t *rec = NULL; /* in cluster mode: kept by another node (it answers for it) */
+        if (!sf_kept_here(api, only) && !api->store_get(u, only, &rec, NULL))
+            found_only = true;
+        json_decref(rec);
+        if (!found_only)
+            rc = api->err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)only);
+    }
     hit *all = found.v;
     size_t nall = found.n;
     if (!rc) {
