@@ -603,7 +603,9 @@ class S3TransitTest(VaultEnv, S3Test):
 
     def test_transit_wrapped_store_rotate_rewrap_and_decrypt_with_the_exported_data_key(self):
         sid = make_store(self, self.srv, self.user, "Vaulted", {"backend": "s3a", "encrypt": True})
-        data = (MARKER * 150000)[: 2 * 1024 * 1024] + os.urandom(1024 * 1024 + 7)
+        # over CHUNK_MAX (4 MiB): two chunks at least, whatever the random bytes (with 1 MiB of them, one
+        # chunk in about 50 runs: the marker's repeated text has no cut point)
+        data = (MARKER * 150000)[: 2 * 1024 * 1024] + os.urandom(2 * 1024 * 1024 + 512 * 1024 + 7)
         self.assertEqual(put(self.srv, self.user, sid, "v.bin", data).status, 201)
         r = self.srv.request("GET", self.file_url(sid, "v.bin"), token=self.user)
         self.assertEqual((r.status, r.body), (200, data))
