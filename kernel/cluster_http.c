@@ -13,6 +13,7 @@ static int h_cluster(mb_req *req, void *state, mb_err *err)
     if (!v)
         return err_set(err, MB_ENOENT, "not in cluster mode: this server runs alone (no cluster in mbyte.yaml)");
     json_object_set_new(v, "collector", cluster_gc_view());
+    json_object_set_new(v, "old_copies", cluster_stale_view());
     return http_reply_json(req, 200, v);
 }
 

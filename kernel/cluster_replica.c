@@ -41,9 +41,11 @@ static struct {
     pthread_mutex_t apply_mu;
     json_t *taken;                /* apply_mu: "<sid16>" -> the epoch this node took the store over at */
     json_t *filling;              /* apply_mu: "<sid16>" -> {"from": owner, "touched": {key: true}} */
+    pthread_mutex_t stale_mu;
+    json_t *stale;                /* stale_mu: "<sid16>" -> {"epoch", "since" (wall s)}: old copies here */
     struct MHD_Daemon *daemon;
     int port;
-} rs = {.apply_mu = PTHREAD_MUTEX_INITIALIZER};
+} rs = {.apply_mu = PTHREAD_MUTEX_INITIALIZER, .stale_mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---------------------------------------------------------------- takeover --- */
 
@@ -94,14 +96,94 @@ static void take_over(uint64_t sid, const json_t *rec)
     json_decref(now);
 }
 
-/* The placement thread's look at one placement: a store this node is the replica of whose owner is
- * gone is taken over. */
+static int wipe(uint64_t sid, bool records, mb_err *err);
+
+/* Seconds an old copy waits before it is removed: the placement must have named two other nodes for
+ * that long (a view a moment behind etcd never costs a copy this node is about to keep). */
+static int64_t stale_wait(void) { return g_cfg->cluster_lease_ttl * 2 > 10 ? g_cfg->cluster_lease_ttl * 2 : 10; }
+
+/* A copy of store sid here while its placement r names two other nodes: this node kept it before
+ * a move or a takeover, or was its replica before being dropped. Nothing reads it (ns.c refuses a
+ * store kept elsewhere), and its references hold chunks on this disk and on shared backends. Once
+ * the placement has said so at one epoch for stale_wait() seconds, the copy goes (its chunks then
+ * go with the collector). The modules' records of it stay: what a client set through this node
+ * while another kept the store (WebDAV's dead properties by store name) lives nowhere else. */
+static void stale_copy(uint64_t sid, const json_t *r, bool neither)
+{
+    char hex[17];
+    key_u64(hex, sid);
+    json_int_t epoch = jint(r, "epoch"), now = (json_int_t)now_wall();
+    pthread_mutex_lock(&rs.stale_mu);
+    json_t *seen = json_object_get(rs.stale, hex);
+    bool fresh = !seen || jint(seen, "epoch") != epoch;
+    if (!neither || (!fresh && !json_is_true(json_object_get(seen, "here")))) { /* one look per epoch */
+        if (!neither)
+            json_object_del(rs.stale, hex);
+        pthread_mutex_unlock(&rs.stale_mu);
+        return;
+    }
+    pthread_mutex_unlock(&rs.stale_mu);
+    if (fresh) {
+        char key[24], *v = NULL;
+        snprintf(key, sizeof key, "s/%s", hex);
+        bool here = db_get(key, strlen(key), &v, NULL) == 0;
+        free(v);
+        pthread_mutex_lock(&rs.stale_mu);
+        json_object_set_new(rs.stale, hex, json_pack("{s:I, s:I, s:b}", "epoch", epoch, "since", now, "here", here));
+        pthread_mutex_unlock(&rs.stale_mu);
+        return;
+    }
+    bool due = now - jint(seen, "since") >= stale_wait();
+    pthread_mutex_unlock(&rs.stale_mu);
+    if (!due)
+        return;
+    mb_err err = {0};
+    int rc = 1; /* not now: the placement changed */
+    pthread_mutex_lock(&rs.apply_mu); /* no fill begins meanwhile; the placement read again under it */
+    json_t *now_rec = cluster_store_record(sid);
+    json_t *taken = json_object_get(rs.taken, hex);
+    if (now_rec && jint(now_rec, "epoch") == epoch && strcmp(jstr(now_rec, "node"), rs.node) &&
+        strcmp(jstr(now_rec, "replica"), rs.node) && !json_object_get(rs.filling, hex) &&
+        (!taken || json_integer_value(taken) < epoch))
+        rc = wipe(sid, false, &err);
+    pthread_mutex_unlock(&rs.apply_mu);
+    if (!rc)
+        log_info("cluster: this node's old copy of store %llu is removed (node %s keeps it, epoch %lld)",
+                 (unsigned long long)sid, jstr(now_rec, "node"), (long long)epoch);
+    else if (rc < 0)
+        log_warn("cluster: this node's old copy of store %llu could not be removed: %s", (unsigned long long)sid,
+                 err.msg);
+    json_decref(now_rec);
+    pthread_mutex_lock(&rs.stale_mu);
+    if ((seen = json_object_get(rs.stale, hex)))
+        json_object_set_new(seen, rc ? "since" : "here", rc ? json_integer(now) : json_false()); /* failed: later */
+    pthread_mutex_unlock(&rs.stale_mu);
+}
+
+/* The placement thread's look at one placement this node does not keep: a store this node is the
+ * replica of whose owner is gone is taken over; an old copy of a store two other nodes hold goes. */
 void replica_consider(uint64_t sid, const json_t *r)
 {
     char addr[300];
-    if (!strcmp(jstr(r, "replica"), rs.node) && strcmp(jstr(r, "node"), rs.node) &&
-        !json_is_true(json_object_get(r, "filling")) && !cluster_node_address(jstr(r, "node"), addr, sizeof addr))
+    bool replica = !strcmp(jstr(r, "replica"), rs.node);
+    if (replica && strcmp(jstr(r, "node"), rs.node) && !json_is_true(json_object_get(r, "filling")) &&
+        !cluster_node_address(jstr(r, "node"), addr, sizeof addr))
         take_over(sid, r);
+    stale_copy(sid, r, !replica && strcmp(jstr(r, "node"), rs.node));
+}
+
+json_t *cluster_stale_view(void)
+{
+    json_t *out = json_array();
+    const char *hex;
+    json_t *e;
+    pthread_mutex_lock(&rs.stale_mu);
+    json_object_foreach(rs.stale, hex, e)
+        if (json_is_true(json_object_get(e, "here")) && cluster_store_elsewhere(strtoull(hex, NULL, 16)))
+            json_array_append_new(out, json_pack("{s:I, s:I}", "store", (json_int_t)strtoull(hex, NULL, 16), "removed_at",
+                                             jint(e, "since") + stale_wait()));
+    pthread_mutex_unlock(&rs.stale_mu);
+    return out;
 }
 
 /* ------------------------------------------------------------ the replica --- */
@@ -407,13 +489,14 @@ static int changes(inreq *r, bool fill, char **answer)
 struct wipe {
     txn t;
     int n, rc;
+    bool records; /* the modules' records of the store too */
     mb_err err;
 };
 
 static void wipe_key(const char *k, size_t kl, const char *v, size_t vl, void *ud)
 {
     struct wipe *w = ud;
-    if (w->rc)
+    if (w->rc || (!w->records && kl >= 2 && !memcmp(k, "m/", 2)))
         return;
     if (kl >= 2 && !memcmp(k, "f/", 2)) {
         json_t *old = json_loadb(v, vl, 0, NULL);
@@ -427,10 +510,11 @@ static void wipe_key(const char *k, size_t kl, const char *v, size_t vl, void *u
     }
 }
 
-/* This node's copy of store sid goes (a fill starts from nothing). Under apply_mu. */
-static int wipe(uint64_t sid, mb_err *err)
+/* This node's copy of store sid goes (a fill starts from nothing; an old copy, without the
+ * modules' records unless `records`). Under apply_mu. */
+static int wipe(uint64_t sid, bool records, mb_err *err)
 {
-    struct wipe w = {0};
+    struct wipe w = {.records = records};
     repl_applying = true;
     txn_begin(&w.t, NULL);
     repl_store_keys(NULL, sid, wipe_key, &w);
@@ -456,7 +540,7 @@ static int fill_step(inreq *r, bool begin, char **answer)
     json_t *rec = cluster_store_record(sid);
     if (begin && (!strcmp(jstr(rec, "node"), rs.node) || json_object_get(rs.taken, hex)))
         snprintf(why, sizeof why, "this node keeps store %llu", (unsigned long long)sid);
-    else if (begin && wipe(sid, &err))
+    else if (begin && wipe(sid, true, &err))
         snprintf(why, sizeof why, "%s", err.msg);
     else if (begin)
         json_object_set_new(rs.filling, hex, json_pack("{s:s, s:o}", "from", r->node, "touched", json_object()));
@@ -584,6 +668,9 @@ void replica_start(const char *node)
     snprintf(rs.node, sizeof rs.node, "%s", node);
     rs.taken = json_object();
     rs.filling = json_object();
+    pthread_mutex_lock(&rs.stale_mu);
+    rs.stale = json_object();
+    pthread_mutex_unlock(&rs.stale_mu);
     atomic_store(&rs.on, true);
     cluster_set_replication_port(rs.port); /* the others may choose this node as a replica now */
 }
@@ -597,4 +684,8 @@ void replica_stop(void)
     json_decref(rs.taken);
     json_decref(rs.filling);
     rs.taken = rs.filling = NULL;
+    pthread_mutex_lock(&rs.stale_mu);
+    json_decref(rs.stale);
+    rs.stale = NULL;
+    pthread_mutex_unlock(&rs.stale_mu);
 }

@@ -566,6 +566,8 @@ json_t *cluster_kv_view(void);
 json_t *cluster_kv_stores(void);
 /* The leader's collector of chunks on shared backends (cluster_gc.c): {"rounds","deleted","kept","last","waits"}. */
 json_t *cluster_gc_view(void);
+/* The old copies of stores this node keeps until they go (cluster_replica.c): [{"store","removed_at"}]. */
+json_t *cluster_stale_view(void);
 /* A store's placement record {"v":1,"node","owner","replica","epoch","filling"} (new reference), NULL
  * when there is none (or a single server). */
 json_t *cluster_store_record(uint64_t sid);

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -19,7 +20,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import ADMIN_PASSWORD, main  # noqa: E402
 from storeutil import create_store, fsck, home  # noqa: E402
-from test_cluster import TTL, EtcdAndNodes, HAProxy, Server, cluster_conf, wait_for  # noqa: E402
+from test_cluster import LDB_EDIT, TTL, EtcdAndNodes, HAProxy, Server, cluster_conf, wait_for  # noqa: E402
 
 OCTET = {"Content-Type": "application/octet-stream"}
 
@@ -163,6 +164,29 @@ class Failover(EtcdAndNodes):
                         self.assertEqual(self.get(n, tok, sid, name), (200, data), (n, name))
         for n in ("n2", "n3"):
             self.fsck_clean(n)
+
+    def test_a_killed_owner_back_removes_its_old_copy_once_two_other_nodes_hold_the_store(self):
+        tok, sid, p = self.user_on("n1", "oldcopy")
+        third = next(n for n in self.NAMES if n not in ("n1", p["replica"]))
+        data = os.urandom(300000)
+        self.assertEqual(self.put("n1", tok, sid, "kept.bin", data), 201)
+        self.nodes["n1"].kill()
+        wait_for("store %d kept by %s with its replica on %s" % (sid, p["replica"], third), lambda: (
+            lambda pl: pl and pl["owner"] == p["replica"] and pl["replica"] == third and not pl.get("filling"))(
+            self.placement(p["replica"], sid)), TTL + 30)
+        self.start_again("n1")  # its copy is an old one now: two other nodes hold the store
+        olds = lambda: [c["store"] for c in self.view("n1").get("old_copies", [])]  # noqa: E731
+        wait_for("n1 listing its old copy of store %d" % sid, lambda: sid in olds(), 20)
+        self.assertEqual(self.get("n1", tok, sid, "kept.bin"), (200, data))  # served by its keeper meanwhile
+        wait_for("n1's old copy of store %d removed" % sid, lambda: sid not in olds(), 40)
+        self.assertIn("old copy of store %d is removed" % sid, self.nodes["n1"].read_log())
+        for n in self.NAMES:  # the keeper and its replica keep theirs; every node reads the file
+            self.assertEqual(self.get(n, tok, sid, "kept.bin"), (200, data), n)
+            self.fsck_clean(n)
+        self.nodes["n1"].stop()  # n1's database has none of the store's records left
+        keys = subprocess.run([LDB_EDIT, os.path.join(self.nodes["n1"].data, "meta"), "--keys", "f/%016x/" % sid],
+                              capture_output=True, text=True, check=True).stdout.split()
+        self.assertEqual(keys, [])
 
     def test_a_store_moves_live_under_a_reader_and_a_writer_with_no_failed_request(self):
         tok, sid, p = self.user_on("n1", "mv")
