@@ -1078,17 +1078,23 @@ void cluster_kv_flush(int64_t ms)
     }
 }
 
+/* etcd's answer for cluster-wide record key (0), or nonzero: not one, or etcd not answering. */
+static int range_one(const char *key, size_t kl, etcd_answer *a)
+{
+    if (!kv.on || !wide(key, kl))
+        return MB_EINVAL;
+    char *ek = etcd_key(key, kl);
+    mb_err err;
+    int rc = etcd_range(kv.ids, ek, false, a, &err);
+    free(ek);
+    return rc;
+}
+
 bool cluster_kv_fetch(const char *key)
 {
     size_t kl = strlen(key);
-    if (!kv.on || !wide(key, kl))
-        return false;
-    char *ek = etcd_key(key, kl);
     etcd_answer a;
-    mb_err err;
-    int rc = etcd_range(kv.ids, ek, false, &a, &err);
-    free(ek);
-    if (rc)
+    if (range_one(key, kl, &a))
         return false;
     bool found = a.nkvs > 0;
     if (found) { /* as the watcher writes it: not over a change of this node still queued */
@@ -1108,6 +1114,16 @@ bool cluster_kv_fetch(const char *key)
     }
     etcd_answer_free(&a);
     return found;
+}
+
+json_t *cluster_kv_read(const char *key)
+{
+    etcd_answer a;
+    if (range_one(key, strlen(key), &a))
+        return NULL;
+    json_t *v = a.nkvs > 0 ? json_loadb(a.kvs[0].value, a.kvs[0].value_len, 0, NULL) : NULL;
+    etcd_answer_free(&a);
+    return v;
 }
 
 /* ----------------------------------------------------------------- ids --- */

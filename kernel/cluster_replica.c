@@ -138,9 +138,13 @@ static void stale_copy(uint64_t sid, const json_t *r, bool neither)
     if (!due)
         return;
     mb_err err = {0};
-    int rc = 1; /* not now: the placement changed */
-    pthread_mutex_lock(&rs.apply_mu); /* no fill begins meanwhile; the placement read again under it */
-    json_t *now_rec = cluster_store_record(sid);
+    int rc = 1; /* not now: the placement changed, or etcd cannot confirm it */
+    char key[24];
+    snprintf(key, sizeof key, "sp/%s", hex);
+    /* etcd's placement, not this node's copy of it, which a watch that fell behind could leave
+     * naming two other nodes after a fill made this node the replica */
+    json_t *now_rec = cluster_kv_read(key);
+    pthread_mutex_lock(&rs.apply_mu); /* no fill begins meanwhile (one that began is in rs.filling) */
     json_t *taken = json_object_get(rs.taken, hex);
     if (now_rec && jint(now_rec, "epoch") == epoch && strcmp(jstr(now_rec, "node"), rs.node) &&
         strcmp(jstr(now_rec, "replica"), rs.node) && !json_object_get(rs.filling, hex) &&
@@ -542,8 +546,12 @@ static int fill_step(inreq *r, bool begin, char **answer)
         snprintf(why, sizeof why, "this node keeps store %llu", (unsigned long long)sid);
     else if (begin && wipe(sid, true, &err))
         snprintf(why, sizeof why, "%s", err.msg);
-    else if (begin)
+    else if (begin) {
         json_object_set_new(rs.filling, hex, json_pack("{s:s, s:o}", "from", r->node, "touched", json_object()));
+        pthread_mutex_lock(&rs.stale_mu); /* a copy being filled is no old copy: its wait starts again */
+        json_object_del(rs.stale, hex);
+        pthread_mutex_unlock(&rs.stale_mu);
+    }
     else if (!strcmp(jstr(json_object_get(rs.filling, hex), "from"), r->node))
         json_object_del(rs.filling, hex);
     pthread_mutex_unlock(&rs.apply_mu);

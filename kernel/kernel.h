@@ -605,6 +605,9 @@ void cluster_kv_flush(int64_t ms);
  * True when it is here now. On a miss of a request's path only (a token made elsewhere a moment
  * ago). */
 bool cluster_kv_fetch(const char *key);
+/* What etcd holds for cluster-wide record `key` now, parsed (new reference; this node's copy is
+ * left as it is), or NULL: none, not JSON, or etcd not answering. One etcd call. */
+json_t *cluster_kv_read(const char *key);
 /* The cluster's key for signing forwarded requests (false: none yet, or a single server). */
 bool cluster_kv_secret(uint8_t out[32]);
 /* The other nodes that keep a store of account uid: a new array of names. */
