@@ -31,6 +31,7 @@
  * the registries count calls without calling back into this file.
  */
 #include "kernel.h"
+#include "modmgr_int.h"
 #include "fs.h"
 #include "fileio.h"
 #include <dirent.h>
@@ -791,7 +792,6 @@ static int reconfigure_where(json_t *report, bool refs_only, const char *only)
     return refused;
 }
 
-static void cluster_settings_put(const char *name);
 
 /* A reload: every module's new settings; in cluster mode each module whose settings changed here
  * has its file's text recorded for the other nodes ("Module settings on every node"). */
@@ -802,7 +802,7 @@ int modmgr_reconfigure(json_t *report)
     for (size_t i = from; i < json_array_size(report); i++) {
         const json_t *o = json_array_get(report, i);
         if (!strcmp(jstr(o, "action"), "reconfigured") || !strcmp(jstr(o, "action"), "reloaded"))
-            cluster_settings_put(jstr(o, "module"));
+            modmgr_cluster_settings_put(jstr(o, "module"));
     }
     return refused;
 }
@@ -829,6 +829,17 @@ int modmgr_check_config(json_t *report)
     }
     pthread_mutex_unlock(&mods_lock);
     return bad;
+}
+
+/* For modmgr_cluster.c (modmgr_int.h): on the loop thread. */
+bool modmgr_name_ok(const char *name) { return valid_name(name); }
+bool modmgr_live(const char *name) { return find_live(name) != NULL; }
+int modmgr_switch(const char *name, bool on, mb_err *err) { return on ? do_load(name, NULL, err) : do_unload(name, NULL, err); }
+void modmgr_reconfigure_one(const char *name)
+{
+    json_t *report = json_array();
+    reconfigure_where(report, false, name);
+    json_decref(report);
 }
 
 /* ---------------------------------------------------- public entry points --- */
@@ -1017,146 +1028,6 @@ static int h_list(mb_req *req, void *st, mb_err *err)
  * the operation is complete (load: ACTIVE; unload: COLD, or 409 if fini refused; reload: the
  * new copy serves, the old one drains in the background). An unload whose drain is still
  * going on after JOB_WAIT_S answers 202 with the entry showing "draining". */
-/* ------------------------------------------------------------- cluster --- */
-
-/* Cluster mode (docs/cluster.md "Modules on every node"): a load or unload an administrator asks
- * of any node is recorded as "mc/<name>" {"v":1,"enabled","by","time"}, a cluster-wide record;
- * every node (this one too, and a node starting later) hears it and makes its own state match,
- * on the loop, after the modules of its conf.d. */
-static void cluster_state_put(const char *name, bool enabled)
-{
-    if (!cluster_enabled())
-        return;
-    char key[96];
-    snprintf(key, sizeof key, "mc/%s", name);
-    json_t *r = json_pack("{s:i, s:b, s:s, s:I}", "v", 1, "enabled", enabled, "by", g_cfg->cluster_node, "time",
-                          (json_int_t)now_wall());
-    if (db_put_json(key, r, true))
-        log_error("cluster: module %s was switched %s here, but not recorded for the other nodes", name,
-                  enabled ? "on" : "off");
-    json_decref(r);
-}
-
-static bool finishing; /* modmgr_fini began: a switch heard late is not followed */
-
-static void cluster_state_apply(void *arg)
-{
-    char *name = arg;
-    if (finishing) {
-        free(name);
-        return;
-    }
-    char key[96];
-    snprintf(key, sizeof key, "mc/%s", name);
-    json_t *r = NULL;
-    if (valid_name(name) && db_get_json(key, &r) == 0 && json_is_boolean(json_object_get(r, "enabled"))) {
-        bool want = json_is_true(json_object_get(r, "enabled")), have = find_live(name) != NULL;
-        mb_err e = {0};
-        if (want != have) {
-            log_msg(LOG_INFO, name, "switched %s on node %s: %s here too", want ? "on" : "off", jstr(r, "by"),
-                    want ? "loading" : "unloading");
-            if (want ? do_load(name, NULL, &e) : do_unload(name, NULL, &e))
-                log_msg(LOG_ERROR, name, "could not follow the cluster: %s", e.msg);
-        }
-    }
-    json_decref(r);
-    free(name);
-}
-
-static void cluster_state_heard(const char *name) { main_call(cluster_state_apply, xstrdup(name)); }
-
-/* Module settings on every node (docs/cluster.md): a reload that changed a module's settings records
- * its file's text as "ms/<name>" {"v":1,"text","by","time"}, a cluster-wide record; every other node
- * (and a node starting later) writes that text into its own conf.d/<name>.yaml and applies it. A
- * node's own environment overrides (MBYTE_FTP_LISTEN...) still apply on top. */
-#define SETTINGS_MAX (256 * 1024) /* a module's file, at most */
-
-static char *settings_text(const char *name, size_t *len)
-{
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s.yaml", g_cfg->config_dir, name);
-    FILE *f = fopen(path, "rb");
-    char *buf = xmalloc(SETTINGS_MAX + 1);
-    *len = f ? fread(buf, 1, SETTINGS_MAX + 1, f) : 0;
-    if (f)
-        fclose(f);
-    if (*len > SETTINGS_MAX) {
-        free(buf);
-        return NULL;
-    }
-    buf[*len] = 0;
-    return buf;
-}
-
-static void cluster_settings_put(const char *name)
-{
-    if (!cluster_enabled())
-        return;
-    size_t len;
-    char *text = settings_text(name, &len);
-    if (!text || strlen(text) != len) {
-        log_msg(LOG_ERROR, name, "cluster: the settings file is over %d KiB or not text: the other nodes keep theirs",
-                SETTINGS_MAX / 1024);
-        free(text);
-        return;
-    }
-    char key[96];
-    snprintf(key, sizeof key, "ms/%s", name);
-    json_t *r = json_pack("{s:i, s:s, s:s, s:I}", "v", 1, "text", text, "by", g_cfg->cluster_node, "time",
-                          (json_int_t)now_wall());
-    if (!r || db_put_json(key, r, true))
-        log_msg(LOG_ERROR, name, "cluster: the new settings were applied here, but not recorded for the other nodes");
-    json_decref(r);
-    free(text);
-}
-
-/* Replace conf.d/<name>.yaml with text (a new file renamed over it, synced). */
-static int settings_write(const char *name, const char *text, mb_err *err)
-{
-    char path[4200], tmp[4300];
-    snprintf(path, sizeof path, "%s/%s.yaml", g_cfg->config_dir, name);
-    snprintf(tmp, sizeof tmp, "%s/.%s.yaml.cluster", g_cfg->config_dir, name);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return err_set(err, MB_EIO, "cannot write %s: %s", tmp, strerror(errno));
-    size_t n = strlen(text);
-    int rc = fio_write_all(fd, text, n) || fsync(fd) ? MB_EIO : 0;
-    close(fd);
-    if (rc || rename(tmp, path)) {
-        unlink(tmp);
-        return err_set(err, MB_EIO, "cannot replace %s: %s", path, strerror(errno));
-    }
-    fio_sync(g_cfg->config_dir, true);
-    return 0;
-}
-
-static void cluster_settings_apply(void *arg)
-{
-    char *name = arg;
-    char key[96];
-    snprintf(key, sizeof key, "ms/%s", name);
-    json_t *r = NULL;
-    size_t len;
-    char *have = NULL;
-    mb_err e = {0};
-    if (!finishing && valid_name(name) && db_get_json(key, &r) == 0 && json_is_string(json_object_get(r, "text")) &&
-        (have = settings_text(name, &len)) && strcmp(have, jstr(r, "text"))) {
-        if (settings_write(name, jstr(r, "text"), &e))
-            log_msg(LOG_ERROR, name, "could not take the cluster's settings (changed on node %s): %s", jstr(r, "by"), e.msg);
-        else {
-            log_msg(LOG_INFO, name, "settings changed on node %s: applying them here too", jstr(r, "by"));
-            json_t *report = json_array();
-            reconfigure_where(report, false, name); /* not recorded again: they are the cluster's already */
-            json_decref(report);
-        }
-    }
-    free(have);
-    json_decref(r);
-    free(name);
-}
-
-static void cluster_settings_heard(const char *name) { main_call(cluster_settings_apply, xstrdup(name)); }
-
 static int h_action(mb_req *req, mod_op op, mb_err *err)
 {
     const char *name = http_req_param(req, "name");
@@ -1165,7 +1036,7 @@ static int h_action(mb_req *req, mod_op op, mb_err *err)
     json_t *entry = NULL;
     int rc = job_call(op, name, &entry, err);
     if ((rc == 0 || rc == MB_EBUSY) && op != MOD_OP_RELOAD)
-        cluster_state_put(name, op == MOD_OP_LOAD);
+        modmgr_cluster_state_put(name, op == MOD_OP_LOAD);
     if (rc == MB_EBUSY) {
         json_t *all = modmgr_list(), *v;
         size_t i;
@@ -1212,8 +1083,7 @@ int modmgr_init(struct event_base *b, mb_err *err)
     loop_thread = pthread_self();
     have_loop = true;
     clean_cache();
-    cluster_kv_on("mc/", cluster_state_heard);
-    cluster_kv_on("ms/", cluster_settings_heard);
+    modmgr_cluster_init();
     int rc;
     if ((rc = http_route_add(NULL, "GET", "/api/v1/admin/modules", MB_ROLE_ADMIN, h_list, NULL, err)) ||
         (rc = http_route_add(NULL, "POST", "/api/v1/admin/modules/{name}/load", MB_ROLE_ADMIN, h_load, NULL, err)) ||
@@ -1229,7 +1099,7 @@ int modmgr_init(struct event_base *b, mb_err *err)
  * closed while a module depending on it is still open. Off the loop: waits may block. */
 void modmgr_fini(void)
 {
-    finishing = true;
+    modmgr_cluster_stop();
     task_stop();
     loop_drain(); /* close_later calls already queued */
     for (;;) {
