@@ -8,10 +8,14 @@
  * are cluster-wide, so the keeping node authorizes the request itself.
  *
  * One forwarded request is one `fwd`: a thread runs its libcurl transfer; the request body
- * passes through a bounded buffer (libmicrohttpd's thread waits while it is full), the answer
- * through another (the curl thread waits while it is full; libmicrohttpd's reader suspends the
- * connection while it is empty and the curl thread resumes it, as http_sse.c does). Two
- * references: the thread's and libmicrohttpd's (dropped when the answer is freed, or at abort).
+ * passes through a bounded buffer, the answer through another (the curl thread waits while it is
+ * full). libmicrohttpd's thread never waits for the other node: while the body buffer is full,
+ * until the answer's headers are in and while the answer buffer is empty, the connection is
+ * suspended and the curl thread resumes it, as http_sse.c does. (A worker of the thread pool
+ * serves many connections; one that waited for the other node could hold up the very request
+ * that node had forwarded here on a kept-alive connection of that worker, each node then waiting
+ * for the other until a timeout: the owner-kill failover test met it.) Two references: the
+ * thread's and libmicrohttpd's (dropped when the answer is freed, or at abort).
  * A forwarded request carries X-MByte-Forwarded: a node never forwards it again (no loops).
  */
 #include "http_int.h"
@@ -81,7 +85,8 @@ typedef struct fwd {
     json_t *headers; /* [[name, value]...], without those skipped() names */
     bool headers_done;
     bbuf out; /* answer body: curl -> libmicrohttpd */
-    bool out_done, failed, aborted, suspended;
+    bool out_done, failed, aborted, suspended; /* suspended: the connection, by us (any phase) */
+    int64_t in_done_ms; /* when the whole body was handed on (the wait for the answer starts) */
     char why[256];
 } fwd;
 
@@ -165,7 +170,8 @@ static size_t on_read(char *buf, size_t sz, size_t nm, void *p)
         n = CURL_READFUNC_ABORT;
     else if (bb_used(&f->in)) {
         n = bb_take(&f->in, buf, sz * nm);
-        pthread_cond_broadcast(&f->cv); /* room for libmicrohttpd's next piece */
+        if (bb_used(&f->in) < BUF_MAX)
+            wake_reader(f); /* room for libmicrohttpd's next piece */
     }
     pthread_mutex_unlock(&f->mu);
     return n;
@@ -198,7 +204,7 @@ static size_t on_header(char *buf, size_t sz, size_t nm, void *p)
     } else if (l == 0) { /* the end of an answer's headers */
         if (f->status >= 200) {
             f->headers_done = true;
-            pthread_cond_broadcast(&f->cv);
+            wake_reader(f); /* fwd_end's parked connection */
         }
     } else {
         const char *colon = memchr(buf, ':', l);
@@ -248,6 +254,10 @@ static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, cur
     fwd *f = p;
     pthread_mutex_lock(&f->mu);
     bool stop = f->aborted;
+    if (!stop && f->in_done_ms && !f->headers_done && now_mono_ms() - f->in_done_ms > ANSWER_WAIT_S * 1000LL) {
+        stop = f->failed = true; /* libcurl calls this at least once a second, bytes or not */
+        snprintf(f->why, sizeof f->why, "no answer within %d s", ANSWER_WAIT_S);
+    }
     pthread_mutex_unlock(&f->mu);
     return stop;
 }
@@ -257,7 +267,7 @@ static void *run(void *arg)
     fwd *f = arg;
     CURLcode cc = curl_easy_perform(f->c);
     pthread_mutex_lock(&f->mu);
-    if (cc != CURLE_OK) {
+    if (cc != CURLE_OK && !f->failed) {
         f->failed = true;
         snprintf(f->why, sizeof f->why, "node %s: %s", f->node, curl_easy_strerror(cc));
     }
@@ -293,11 +303,13 @@ static int fwd_data(mb_req *req, void *ctx, const char *buf, size_t len, mb_err 
     (void)req, (void)err;
     fwd *f = ctx;
     pthread_mutex_lock(&f->mu);
-    while (bb_used(&f->in) + len > BUF_MAX && !f->out_done && !f->aborted)
-        pthread_cond_wait(&f->cv, &f->mu);
     if (!f->out_done && !f->aborted) { /* else the other node has answered already: dropped */
         bb_put(&f->in, buf, len);
         pthread_cond_broadcast(&f->cv);
+        if (bb_used(&f->in) >= BUF_MAX) { /* full: no more until the curl thread took some (on_read) */
+            f->suspended = true;
+            MHD_suspend_connection(f->conn);
+        }
     }
     pthread_mutex_unlock(&f->mu);
     return 0;
@@ -333,12 +345,23 @@ static void answer_freed(void *cls)
     fwd_unref(f);
 }
 
-static int fwd_end(mb_req *req, void *ctx, mb_err *err)
+/* The answer of f (its transfer running), once the body was handed on. `park`: while its headers
+ * have not come, suspend the connection and return HTTP_STREAM_LATER (the stream's end is
+ * called again once the curl thread resumed it); else wait here for them. */
+static int fwd_answer(mb_req *req, fwd *f, bool park, mb_err *err)
 {
-    fwd *f = ctx;
     pthread_mutex_lock(&f->mu);
-    f->in_done = true;
-    pthread_cond_broadcast(&f->cv);
+    if (!f->in_done) {
+        f->in_done = true;
+        f->in_done_ms = now_mono_ms();
+        pthread_cond_broadcast(&f->cv);
+    }
+    if (park && !f->headers_done) {
+        f->suspended = true;
+        MHD_suspend_connection(f->conn);
+        pthread_mutex_unlock(&f->mu);
+        return HTTP_STREAM_LATER;
+    }
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += ANSWER_WAIT_S;
@@ -372,6 +395,8 @@ static int fwd_end(mb_req *req, void *ctx, mb_err *err)
     http_set_response(req, (int)status, r);
     return 0;
 }
+
+static int fwd_end(mb_req *req, void *ctx, mb_err *err) { return fwd_answer(req, ctx, true, err); }
 
 static void fwd_abort(mb_req *req, void *ctx)
 {
@@ -848,7 +873,7 @@ int cluster_fwd_file(mb_req *req, uint64_t uid, uint64_t sid, const char *target
         return err_set(err, MB_EBUSY, "store %llu is kept by node %s, which is not up now; try again later",
                        (unsigned long long)sid, node);
     fwd *f = fwd_start(req, node, addr, target, uid, err);
-    return f ? fwd_end(req, f, err) : err->code;
+    return f ? fwd_answer(req, f, false, err) : err->code; /* a route's handler: it answers before it returns */
 }
 
 /* ------------------------------------------------- the list of stores --- */

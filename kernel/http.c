@@ -487,7 +487,10 @@ enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, const ch
             http_reply_error(req, &req->early);
             return http_queue(req);
         }
-        if (req->stream->end(req, req->sctx, &err)) {
+        int rc = req->stream->end(req, req->sctx, &err);
+        if (rc == HTTP_STREAM_LATER)
+            return MHD_YES; /* suspended: this call comes again once it is resumed */
+        if (rc) {
             if (!req->replied || req->status < 400)
                 http_reply_error(req, &err);
         }

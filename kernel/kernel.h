@@ -407,7 +407,11 @@ void http_stop(void); /* waits for requests in flight */
 int http_route_add(mb_module *owner, const char *method, const char *pattern, int role,
                    mb_route_fn fn, void *state, mb_err *err);
 /* Streaming-body routes (uploads). begin runs once headers are in (may refuse), data for
- * each body piece, end once the body is complete and must reply. ctx is per request. */
+ * each body piece, end once the body is complete and must reply. ctx is per request. data and
+ * end may suspend the connection (MHD_suspend_connection; another thread resumes it): data is
+ * then given nothing more until it is resumed, and end returns HTTP_STREAM_LATER and is called
+ * again once it is. */
+#define HTTP_STREAM_LATER 0x4c415445 /* "LATE": no error code, nor any handler's 0 or 1 */
 typedef struct http_stream_ops {
     int (*begin)(mb_req *req, void **ctx, mb_err *err);
     int (*data)(mb_req *req, void *ctx, const char *buf, size_t len, mb_err *err);

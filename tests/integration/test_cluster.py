@@ -333,9 +333,9 @@ class EtcdAndNodes(unittest.TestCase):
     OTHER_PW = "not-the-cluster-admin-pw"
 
     @classmethod
-    def start_joined(cls, modules=None, names=None, rebalance=False):
+    def start_joined(cls, modules=None, names=None, rebalance=False, conf=None):
         """etcd, then the nodes: n1 starts the cluster, the others join it with another
-        MBYTE_ADMIN_PASSWORD (which must not make an admin of their own)."""
+        MBYTE_ADMIN_PASSWORD (which must not make an admin of their own). conf: more of mbyte.yaml."""
         cls.etcd = Etcd().start()
         cls.ftp_ports = {}
         for n in names or cls.NAMES:
@@ -345,7 +345,8 @@ class EtcdAndNodes(unittest.TestCase):
                 base = random.randrange(20000, 60000, 100)
                 env.update({"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % cls.ftp_ports[n],
                             "MBYTE_FTP_PASV_PORTS": "%d-%d" % (base, base + 99)})
-            cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n, rebalance=rebalance), env=env, modules=modules)
+            cls.nodes[n] = Server(conf=dict(cluster_conf(cls.etcd.url, n, rebalance=rebalance), **(conf or {})), env=env,
+                                  modules=modules)
             cls.nodes[n].start()
 
     def start_again(self, name):

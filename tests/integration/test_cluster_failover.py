@@ -375,6 +375,55 @@ class Failover(EtcdAndNodes):
 
 
 
+class CrossForwarding(EtcdAndNodes):
+    """Two nodes with one HTTP worker thread each (http_threads: 1), each forwarding uploads to the
+    other at the same moment. A worker that waited for the other node's answer could not serve the
+    request that node forwarded here meanwhile: each would wait for the other until a timeout (the
+    owner-kill failover test met it with 16 workers, on a kept-alive connection of a busy one)."""
+
+    NAMES = ("n1", "n2")
+
+    @classmethod
+    def start_cluster(cls):
+        cls.start_joined(names=cls.NAMES, conf={"http_threads": "1"})
+
+    def test_uploads_forwarded_both_ways_at_once_through_single_workers_all_succeed(self):
+        users = {}
+        for n in self.NAMES:
+            tok = self.nodes[n].add_user("x" + n, "x%s-password" % n)
+            users[n] = (tok, home(self.nodes[n], tok))  # kept by n
+        for n in self.NAMES:
+            for m in self.NAMES:
+                wait_for("x%s's store known on %s" % (n, m), lambda: self.nodes[m].request(
+                    "GET", "/api/v1/stores/%d/files/" % users[n][1], token=users[n][0]).status == 200, 15)
+        results, lock = {}, threading.Lock()
+
+        def put(via, owner, k, data):  # through the node that does not keep the store
+            tok, sid = users[owner]
+            try:
+                st = self.nodes[via].request("PUT", "/api/v1/stores/%d/files/k%d.bin" % (sid, k), body=data, token=tok,
+                                             headers=OCTET, timeout=20).status
+            except Exception as e:  # a timeout: the two workers waited for each other
+                st = repr(e)
+            with lock:
+                results[(owner, k)] = (st, data)
+
+        for rnd in range(6):
+            size = 3 * 1024 * 1024 if rnd == 5 else 20000 + rnd  # the last over the 1 MiB buffer: suspended mid-body
+            ts = [threading.Thread(target=put, args=(via, owner, rnd * 2 + j, os.urandom(size + j)))
+                  for via, owner in (("n1", "n2"), ("n2", "n1")) for j in range(2)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+        self.assertEqual({k: v[0] for k, v in results.items()}, {k: 201 for k in results})
+        for (owner, k), (_, data) in results.items():
+            for n in self.NAMES:
+                r = self.nodes[n].request("GET", "/api/v1/stores/%d/files/k%d.bin" % (users[owner][1], k),
+                                          token=users[owner][0])
+                self.assertEqual((r.status, r.body), (200, data), (n, owner, k))
+
+
 class Rebalance(EtcdAndNodes):
     """cluster.rebalance (on by default): two nodes keep the stores; a third joins and takes stores
     from the node that keeps the most until no two nodes differ by more than one, while the stores
