@@ -148,6 +148,19 @@ static void fwd_unref(fwd *f)
     free(f);
 }
 
+/* Suspend f's connection until the curl thread resumes it (f->mu held). Never twice in a row:
+ * libmicrohttpd 0.9.75 goes on handing a chunked body's next chunk to the handler after it
+ * suspended (process_request_body's instant retry does not look), and a second
+ * MHD_suspend_connection unlinks the connection from a list it is no longer in, leaving the
+ * daemon's list of suspended connections broken (MHD_stop_daemon then aborts the process). */
+static void park(fwd *f)
+{
+    if (!f->suspended && f->conn) {
+        f->suspended = true;
+        MHD_suspend_connection(f->conn);
+    }
+}
+
 static void wake_reader(fwd *f) /* f->mu held */
 {
     pthread_cond_broadcast(&f->cv);
@@ -254,7 +267,10 @@ static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, cur
     fwd *f = p;
     pthread_mutex_lock(&f->mu);
     bool stop = f->aborted;
-    if (!stop && f->in_done_ms && !f->headers_done && now_mono_ms() - f->in_done_ms > ANSWER_WAIT_S * 1000LL) {
+    if (!stop && http_stop_overdue()) { /* the server stops: a parked connection is let go */
+        stop = f->failed = true;
+        snprintf(f->why, sizeof f->why, "this node is stopping");
+    } else if (!stop && f->in_done_ms && !f->headers_done && now_mono_ms() - f->in_done_ms > ANSWER_WAIT_S * 1000LL) {
         stop = f->failed = true; /* libcurl calls this at least once a second, bytes or not */
         snprintf(f->why, sizeof f->why, "no answer within %d s", ANSWER_WAIT_S);
     }
@@ -306,10 +322,8 @@ static int fwd_data(mb_req *req, void *ctx, const char *buf, size_t len, mb_err 
     if (!f->out_done && !f->aborted) { /* else the other node has answered already: dropped */
         bb_put(&f->in, buf, len);
         pthread_cond_broadcast(&f->cv);
-        if (bb_used(&f->in) >= BUF_MAX) { /* full: no more until the curl thread took some (on_read) */
-            f->suspended = true;
-            MHD_suspend_connection(f->conn);
-        }
+        if (bb_used(&f->in) >= BUF_MAX) /* full: no more until the curl thread took some (on_read) */
+            park(f); /* a chunk libmicrohttpd still hands on is kept: at most its read buffer more */
     }
     pthread_mutex_unlock(&f->mu);
     return 0;
@@ -326,29 +340,31 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
         pthread_cond_broadcast(&f->cv); /* room for the curl thread */
     } else if (f->out_done)
         n = f->failed ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
-    else { /* nothing yet: park the connection until the curl thread has more */
-        f->suspended = true;
-        MHD_suspend_connection(f->conn);
-    }
+    else /* nothing yet: park the connection until the curl thread has more */
+        park(f);
     pthread_mutex_unlock(&f->mu);
     return n;
 }
 
-static void answer_freed(void *cls)
+/* libmicrohttpd is done with the request (client served or gone): the transfer stops if it still
+ * runs, and the connection, which may carry another request by now, is never resumed from here. */
+static void forget(fwd *f)
 {
-    fwd *f = cls;
     pthread_mutex_lock(&f->mu);
-    f->aborted = true; /* the client is gone or served: the transfer stops if it still runs */
+    f->aborted = true;
     f->suspended = false;
+    f->conn = NULL;
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
     fwd_unref(f);
 }
 
+static void answer_freed(void *cls) { forget(cls); }
+
 /* The answer of f (its transfer running), once the body was handed on. `park`: while its headers
  * have not come, suspend the connection and return HTTP_STREAM_LATER (the stream's end is
  * called again once the curl thread resumed it); else wait here for them. */
-static int fwd_answer(mb_req *req, fwd *f, bool park, mb_err *err)
+static int fwd_answer(mb_req *req, fwd *f, bool park_it, mb_err *err)
 {
     pthread_mutex_lock(&f->mu);
     if (!f->in_done) {
@@ -356,9 +372,8 @@ static int fwd_answer(mb_req *req, fwd *f, bool park, mb_err *err)
         f->in_done_ms = now_mono_ms();
         pthread_cond_broadcast(&f->cv);
     }
-    if (park && !f->headers_done) {
-        f->suspended = true;
-        MHD_suspend_connection(f->conn);
+    if (park_it && !f->headers_done) {
+        park(f);
         pthread_mutex_unlock(&f->mu);
         return HTTP_STREAM_LATER;
     }
@@ -378,6 +393,8 @@ static int fwd_answer(mb_req *req, fwd *f, bool park, mb_err *err)
     snprintf(why, sizeof why, "%s", f->why);
     long status = f->status;
     uint64_t size = f->length;
+    if (failed)
+        f->conn = NULL; /* answered here: the curl thread has nothing to resume */
     size_t i;
     json_t *h;
     char node[sizeof f->node];
@@ -401,12 +418,7 @@ static int fwd_end(mb_req *req, void *ctx, mb_err *err) { return fwd_answer(req,
 static void fwd_abort(mb_req *req, void *ctx)
 {
     (void)req;
-    fwd *f = ctx;
-    pthread_mutex_lock(&f->mu);
-    f->aborted = true;
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
-    fwd_unref(f);
+    forget(ctx);
 }
 
 static const http_stream_ops fwd_ops = {NULL, fwd_data, fwd_end, fwd_abort};

@@ -102,5 +102,6 @@ void http_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 void http_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                         enum MHD_ConnectionNotificationCode code);
 void http_refuse_new(void);     /* http_stop: new requests get 503 from now on */
+bool http_stop_overdue(void);    /* http_stop waited its time: what waits for another node gives up */
 int http_requests_in_flight(void);
 #endif

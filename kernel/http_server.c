@@ -267,6 +267,9 @@ int http_start(mb_err *err)
     return 0;
 }
 
+static atomic_bool stop_overdue;
+bool http_stop_overdue(void) { return atomic_load(&stop_overdue); }
+
 void http_stop(void)
 {
     if (daemon_redirect) {
@@ -284,6 +287,11 @@ void http_stop(void)
         http_sse_close_all();
         usleep(100 * 1000);
     }
+    /* What still waits for another node (a forward's connection is parked, see cluster_fwd.c)
+     * is cut short: libmicrohttpd must not stop with a connection suspended. */
+    atomic_store(&stop_overdue, true);
+    for (int i = 0; i < 50 && http_requests_in_flight() > 0; i++)
+        usleep(100 * 1000);
     conn_stop(); /* no sweep while libmicrohttpd closes the connections */
     if (daemon_tcp)
         MHD_stop_daemon(daemon_tcp);

@@ -19,7 +19,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import ADMIN_PASSWORD, main  # noqa: E402
-from storeutil import create_store, fsck, home  # noqa: E402
+from storeutil import create_store, fsck, home, put_chunked  # noqa: E402
 from test_cluster import LDB_EDIT, TTL, EtcdAndNodes, HAProxy, Server, cluster_conf, wait_for  # noqa: E402
 
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -387,41 +387,87 @@ class CrossForwarding(EtcdAndNodes):
     def start_cluster(cls):
         cls.start_joined(names=cls.NAMES, conf={"http_threads": "1"})
 
-    def test_uploads_forwarded_both_ways_at_once_through_single_workers_all_succeed(self):
+    def users_kept_by_each(self, prefix):
+        """{node: (token, sid)}: a user whose Home that node keeps, known to every node."""
         users = {}
         for n in self.NAMES:
-            tok = self.nodes[n].add_user("x" + n, "x%s-password" % n)
-            users[n] = (tok, home(self.nodes[n], tok))  # kept by n
+            tok = self.nodes[n].add_user(prefix + n, "%s%s-password" % (prefix, n))
+            users[n] = (tok, home(self.nodes[n], tok))
         for n in self.NAMES:
             for m in self.NAMES:
-                wait_for("x%s's store known on %s" % (n, m), lambda: self.nodes[m].request(
+                wait_for("%s%s's store known on %s" % (prefix, n, m), lambda: self.nodes[m].request(
                     "GET", "/api/v1/stores/%d/files/" % users[n][1], token=users[n][0]).status == 200, 15)
+        return users
+
+    def uploads_at_once(self, users, send, jobs):
+        """send(via, token, sid, name, data) -> status, run at once for each (via, owner, name, data)
+        of jobs, through the node that does not keep the store; then every 2xx reads back byte-identical
+        through both nodes."""
         results, lock = {}, threading.Lock()
 
-        def put(via, owner, k, data):  # through the node that does not keep the store
+        def one(via, owner, name, data):
             tok, sid = users[owner]
             try:
-                st = self.nodes[via].request("PUT", "/api/v1/stores/%d/files/k%d.bin" % (sid, k), body=data, token=tok,
-                                             headers=OCTET, timeout=20).status
+                st = send(via, tok, sid, name, data)
             except Exception as e:  # a timeout: the two workers waited for each other
                 st = repr(e)
             with lock:
-                results[(owner, k)] = (st, data)
+                results[(owner, name)] = (st, data)
+
+        ts = [threading.Thread(target=one, args=j) for j in jobs]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual({k: v[0] for k, v in results.items()}, {k: 201 for k in results})
+        for (owner, name), (_, data) in results.items():
+            for n in self.NAMES:
+                r = self.nodes[n].request("GET", "/api/v1/stores/%d/files/%s" % (users[owner][1], name),
+                                          token=users[owner][0])
+                self.assertEqual((r.status, r.body), (200, data), (n, owner, name))
+
+    def test_uploads_forwarded_both_ways_at_once_through_single_workers_all_succeed(self):
+        users = self.users_kept_by_each("x")
+
+        def put(via, tok, sid, name, data):
+            return self.nodes[via].request("PUT", "/api/v1/stores/%d/files/%s" % (sid, name), body=data, token=tok,
+                                           headers=OCTET, timeout=20).status
 
         for rnd in range(6):
             size = 3 * 1024 * 1024 if rnd == 5 else 20000 + rnd  # the last over the 1 MiB buffer: suspended mid-body
-            ts = [threading.Thread(target=put, args=(via, owner, rnd * 2 + j, os.urandom(size + j)))
-                  for via, owner in (("n1", "n2"), ("n2", "n1")) for j in range(2)]
-            for t in ts:
-                t.start()
-            for t in ts:
-                t.join()
-        self.assertEqual({k: v[0] for k, v in results.items()}, {k: 201 for k in results})
-        for (owner, k), (_, data) in results.items():
-            for n in self.NAMES:
-                r = self.nodes[n].request("GET", "/api/v1/stores/%d/files/k%d.bin" % (users[owner][1], k),
-                                          token=users[owner][0])
-                self.assertEqual((r.status, r.body), (200, data), (n, owner, k))
+            self.uploads_at_once(users, put, [(via, owner, "k%d.bin" % (rnd * 2 + j), os.urandom(size + j))
+                                              for via, owner in (("n1", "n2"), ("n2", "n1")) for j in range(2)])
+
+    def test_chunked_uploads_held_up_by_a_paused_keeper_read_back_and_nodes_stop_cleanly(self):
+        """Bodies of unknown length in 2 KiB chunks, 6 MiB, through n1 to a store n2 keeps; n2 is paused
+        (SIGSTOP) for 2 s once 1 MiB was sent, so n1's 1 MiB buffer fills, the connection is suspended
+        and the client's chunks pile up in the socket. Once n2 goes on and the connection is resumed,
+        libmicrohttpd hands several chunks to the handler in one go even after it suspended again: a
+        second suspend broke libmicrohttpd's list of suspended connections, and the node aborted at
+        stop ("MHD_stop_daemon() called while we have suspended connections"), which tearDownClass's
+        exit-status check catches."""
+        users = self.users_kept_by_each("c")
+        keeper = self.nodes["n2"].proc.pid
+        paused = threading.Event()
+
+        def pieces(data):
+            for i in range(0, len(data), 2048):
+                if i == 1024 * 1024 and not paused.is_set():
+                    paused.set()
+                    os.kill(keeper, signal.SIGSTOP)
+                    threading.Timer(2.0, os.kill, (keeper, signal.SIGCONT)).start()
+                yield data[i:i + 2048]
+
+        def put(via, tok, sid, name, data):
+            return put_chunked(self.nodes[via], tok, sid, name, pieces(data))[0]
+
+        try:
+            self.uploads_at_once(users, put, [("n1", "n2", "c%d.bin" % k, os.urandom(6 * 1024 * 1024 + k))
+                                              for k in range(2)])
+        finally:
+            time.sleep(2.5)
+            os.kill(keeper, signal.SIGCONT)
+        self.assertTrue(paused.is_set())
 
 
 class Rebalance(EtcdAndNodes):
