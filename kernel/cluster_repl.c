@@ -366,10 +366,12 @@ static size_t on_body(char *p, size_t sz, size_t n, void *ud)
     return sz * n;
 }
 
+#define ASK_WAIT_MS 30000L /* a call between nodes: what a replica may take to write a change durably */
+
 /* One signed request to node's `path`: 2xx -> 0, otherwise MB_EBUSY (unreachable) or MB_ECONFLICT
  * (refused) with the reason in err and the answer in *ans (may be NULL; JSON or NULL). */
 static int ask(CURL *c, const char *node, const char *method, const char *path, const void *data, size_t len,
-               bool sign_body, json_t **ans, mb_err *err)
+               bool sign_body, long timeout_ms, json_t **ans, mb_err *err)
 {
     char addr[300], url[700], mac[65], line[400];
     if (ans)
@@ -399,7 +401,7 @@ static int ask(CURL *c, const char *node, const char *method, const char *path, 
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &got);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     CURLcode cc = curl_easy_perform(c);
@@ -423,7 +425,13 @@ static int ask(CURL *c, const char *node, const char *method, const char *path, 
 
 int repl_ask(void *curl, const char *node, const char *path, const char *body, size_t len, json_t **ans, mb_err *err)
 {
-    return ask(curl, node, "POST", path, body, len, true, ans, err);
+    return ask(curl, node, "POST", path, body, len, true, ASK_WAIT_MS, ans, err);
+}
+
+int repl_ask_within(void *curl, const char *node, const char *path, const char *body, size_t len, long timeout_ms,
+                    json_t **ans, mb_err *err)
+{
+    return ask(curl, node, "POST", path, body, len, true, timeout_ms, ans, err);
 }
 
 /* Put the chunks the replica said it lacks ([{"h","n","s"}]) from this node's store. */
@@ -442,7 +450,7 @@ static int put_missing(CURL *c, const char *node, const json_t *missing, mb_err 
         char path[128];
         snprintf(path, sizeof path, CHUNK_PATH "%s", h);
         if (!rc)
-            rc = ask(c, node, "PUT", path, buf, n, false, NULL, err);
+            rc = ask(c, node, "PUT", path, buf, n, false, ASK_WAIT_MS, NULL, err);
         free(buf);
         if (rc)
             return rc;
@@ -572,7 +580,7 @@ static int post_frames(CURL *c, const char *node, const char *path, const db_ops
     int rc = 0;
     for (int round = 0; round < 1000; round++) { /* the replica names at most 1,000 chunks at a time */
         json_decref(ans);
-        rc = ask(c, node, "POST", path, b->p, b->n, true, &ans, err);
+        rc = ask(c, node, "POST", path, b->p, b->n, true, ASK_WAIT_MS, &ans, err);
         json_t *missing = json_object_get(ans, "missing");
         if (!rc || !json_is_array(missing))
             break;
@@ -670,7 +678,7 @@ static void chunk_early(uint64_t sid, const char *hash, const void *data, size_t
     char path[128];
     snprintf(path, sizeof path, CHUNK_PATH "%s", hash);
     mb_err err;
-    if (ask(c, replica, "PUT", path, data, len, false, NULL, &err))
+    if (ask(c, replica, "PUT", path, data, len, false, ASK_WAIT_MS, NULL, &err))
         log_debug("cluster: chunk %s did not reach node %s early (%s): the commit sends it", hash, replica, err.msg);
     pthread_mutex_lock(&early.mu);
     if (early.n < EARLY_POOL) {
@@ -1102,6 +1110,7 @@ int cluster_repl_start(mb_err *err)
     blob_on_store_put(chunk_early);
     replica_start(rp.node); /* the others may choose this node as a replica from now on */
     cluster_gc_start();
+    cluster_events_start();
     return 0;
 }
 
@@ -1126,6 +1135,7 @@ void cluster_repl_fini(void)
         pthread_cond_broadcast(&rp.cv);
         pthread_mutex_unlock(&rp.mu);
         pthread_join(rp.send_th, NULL); /* it answers what is queued first */
+        cluster_events_stop();
         curl_easy_cleanup(rp.curl);
         curl_easy_cleanup(rp.fill_curl);
         json_decref(rp.broken);

@@ -14,6 +14,7 @@
 #define CHUNK_PATH "/api/v1/internal/cluster/chunks/"
 #define FILL_PATH "/api/v1/internal/cluster/fill/" /* + begin, data, end */
 #define GC_PATH "/api/v1/internal/cluster/gc/"     /* + candidates, claim, delete, release */
+#define EVENT_PATH "/api/v1/internal/cluster/event"  /* a user's live event (cluster_events.c) */
 #define SIGN_HEADER "X-MByte-Replication"
 /* The same signature without the body but with its length: checked before a byte of the body is
  * read, so nobody without the cluster's key makes a node hold a body (SIGN_HEADER covers it after). */
@@ -75,6 +76,15 @@ extern _Thread_local bool repl_applying; /* this thread writes a replicated chan
 /* A signed POST of body (len bytes) to node's replication port at path: 0 on a 2xx, its answer in
  * *ans (JSON or NULL; ans may be NULL); MB_EBUSY (unreachable) or MB_ECONFLICT (refused), err says why. */
 int repl_ask(void *curl, const char *node, const char *path, const char *body, size_t len, json_t **ans, mb_err *err);
+/* repl_ask, waiting timeout_ms at most (repl_ask: 30 s) */
+int repl_ask_within(void *curl, const char *node, const char *path, const char *body, size_t len, long timeout_ms,
+                    json_t **ans, mb_err *err);
+
+/* cluster_events.c: a user's live task events on every node (notify.c hands them over) */
+void cluster_events_start(void);
+void cluster_events_stop(void);
+/* POST EVENT_PATH on the replication port: the status, *answer the JSON text (malloc'd). */
+int cluster_events_answer(const char *body, size_t len, char **answer);
 
 /* cluster_gc.c: the leader's collector of chunks on shared backends, and each node's answers. */
 void cluster_gc_start(void);

@@ -195,7 +195,7 @@ json_t *cluster_stale_view(void)
 /* The replica's side listens on a port of its own (the node record's "replication"), served by a
  * thread per connection: the HTTP door's thread pool may be busy with writers that wait for their
  * own replicas, and two nodes each waiting for the other there would wait for good. */
-enum { K_NONE, K_CHANGES, K_CHUNK, K_FILL_BEGIN, K_FILL_DATA, K_FILL_END, K_GC };
+enum { K_NONE, K_CHANGES, K_CHUNK, K_FILL_BEGIN, K_FILL_DATA, K_FILL_END, K_GC, K_EVENT };
 
 typedef struct inreq {
     db_ops b;
@@ -590,6 +590,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                   : post && !strcmp(url, FILL_PATH "data")           ? K_FILL_DATA
                   : post && !strcmp(url, FILL_PATH "end")            ? K_FILL_END
                   : post && !strncmp(url, GC_PATH, strlen(GC_PATH))  ? K_GC
+                  : post && !strcmp(url, EVENT_PATH)                 ? K_EVENT
                   : !strcmp(method, "PUT") && !strncmp(url, CHUNK_PATH, strlen(CHUNK_PATH)) &&
                           strlen(url) == strlen(CHUNK_PATH) + 64 ? K_CHUNK
                                                                  : K_NONE;
@@ -630,6 +631,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                  : r->kind == K_FILL_BEGIN ? fill_step(r, true, &answer)
                  : r->kind == K_FILL_END   ? fill_step(r, false, &answer)
                  : r->kind == K_GC         ? cluster_gc_answer(r->path + strlen(GC_PATH), r->b.p ? r->b.p : "", r->b.n, &answer)
+                 : r->kind == K_EVENT      ? cluster_events_answer(r->b.p ? r->b.p : "", r->b.n, &answer)
                                            : changes(r, r->kind == K_FILL_DATA, &answer);
     return reply(conn, status, answer);
 }

@@ -572,6 +572,10 @@ json_t *cluster_kv_stores(void);
 json_t *cluster_gc_view(void);
 /* The old copies of stores this node keeps until they go (cluster_replica.c): [{"store","removed_at"}]. */
 json_t *cluster_stale_view(void);
+/* A live event of user uid (notify.c: a task's) for the streams open on the other nodes too
+ * (cluster_events.c): queued and posted in the background, dropped when the queue is full or
+ * outside cluster mode. data is not taken. */
+void cluster_event_share(uint64_t uid, const char *event, const json_t *data);
 /* A store's placement record {"v":1,"node","owner","replica","epoch","filling"} (new reference), NULL
  * when there is none (or a single server). */
 json_t *cluster_store_record(uint64_t sid);

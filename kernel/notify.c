@@ -9,12 +9,14 @@
  * Cluster mode: nt/ is a cluster-wide record (cluster_kv.c), so a user's list, count and marks are
  * the same on every node; ids start at this node's cluster_id_base, so no two nodes make one id.
  * A notification another node made reaches this node's streams when its record arrives from etcd
- * (nt_heard): a new one as `notification`, one marked read there as the new `unread` count. Task
- * progress is pushed on the node that runs the task only.
+ * (nt_heard): a new one as `notification`, one marked read there as the new `unread` count. A
+ * task's events go to the streams open on the other nodes too (cluster_events.c): every change of
+ * state, its progress at most once a second (share_now).
  * Threads: any; storage is LevelDB, streams are http.c's (locked). Two marks racing on one
  * record both write read=1, so no lock is needed.
  */
 #include "kernel.h"
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,19 +53,52 @@ int notify_user(uint64_t uid, const char *kind, const char *title, const char *b
     return rc;
 }
 
-/* hook_listen("task.update"): the task's new state to its owner's pages; an end (done or
- * failed) also as a notification. System tasks (owner 0) have no event stream. */
+/* Cluster mode: does this event of a task go to the other nodes' streams? Every change of state
+ * does; progress while it runs at most once a second. One slot per task id in a small table (two
+ * running tasks sharing a slot just both get through more often). */
+#define SHARE_SLOTS 64
+#define SHARE_EVERY_MS 1000
+
+typedef struct share_slot {
+    uint64_t id;
+    int64_t ms;
+    char state[16];
+} share_slot;
+
+static bool share_now(uint64_t id, const char *state)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static share_slot slot[SHARE_SLOTS];
+    if (!cluster_enabled())
+        return false;
+    int64_t now = now_mono_ms();
+    pthread_mutex_lock(&mu);
+    share_slot *s = &slot[id % SHARE_SLOTS];
+    bool share = s->id != id || strcmp(s->state, state) || now - s->ms >= SHARE_EVERY_MS;
+    if (share) {
+        s->id = id;
+        s->ms = now;
+        snprintf(s->state, sizeof s->state, "%s", state);
+    }
+    pthread_mutex_unlock(&mu);
+    return share;
+}
+
+/* hook_listen("task.update"): the task's new state to its owner's pages (on every node in cluster
+ * mode); an end (done or failed) also as a notification. System tasks (owner 0) have no event stream. */
 static void on_task(const char *event, const json_t *p, void *state)
 {
     (void)event, (void)state;
     uint64_t owner = (uint64_t)json_integer_value(json_object_get(p, "owner"));
     if (!owner)
         return;
-    notify_publish(owner, "task",
-                   json_pack("{s:O, s:O, s:O, s:O, s:O}", "id", json_object_get(p, "id"), "type",
-                             json_object_get(p, "type"), "state", json_object_get(p, "state"), "progress",
-                             json_object_get(p, "progress"), "message", json_object_get(p, "message")));
     const char *st = json_string_value(json_object_get(p, "state"));
+    json_t *ev = json_pack("{s:O, s:O, s:O, s:O, s:O}", "id", json_object_get(p, "id"), "type", json_object_get(p, "type"),
+                           "state", json_object_get(p, "state"), "progress", json_object_get(p, "progress"),
+                           "message", json_object_get(p, "message"));
+    if (ev && share_now((uint64_t)json_integer_value(json_object_get(p, "id")), st ? st : ""))
+        cluster_event_share(owner, "task", ev);
+    notify_publish(owner, "task", ev);
     const char *type = json_string_value(json_object_get(p, "type"));
     const char *error = json_string_value(json_object_get(p, "error"));
     if (!st || (strcmp(st, "done") && strcmp(st, "failed")))

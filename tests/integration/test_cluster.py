@@ -9,6 +9,7 @@ import csv
 import ftplib
 import io
 import random
+import re
 import json
 import os
 import shutil
@@ -1302,7 +1303,7 @@ class ClusterWide(EtcdAndNodes):
         data = b""
         while b": connected" not in data:
             data += s.recv(4096)
-        r = self.nodes["n1"].request("POST", "/api/v1/hello/tasks", {"steps": 1, "step_ms": 0},
+        r = self.nodes["n1"].request("POST", "/api/v1/hello/tasks", {"steps": 6, "step_ms": 500},
                                      token=self.login("n1", "admin", ADMIN_PASSWORD))
         self.assertEqual(r.status, 202, r)
         task = r.json()["id"]
@@ -1311,6 +1312,22 @@ class ClusterWide(EtcdAndNodes):
         while b"\n\n" not in data.split(b"event: notification", 1)[1]:
             data += s.recv(4096)
         self.assertIn(b"Task %d is done" % task, data.split(b"event: notification", 1)[1])
+        # Its live events too (cluster_events.c): queued, running with progress (at most one a second
+        # once running), done; in the order n1 made them.
+        def mine():
+            return [(e["state"], e["progress"]) for e in map(json.loads, re.findall(
+                rb"event: task\ndata: (\{[^\n]*\})\n\n", data)) if e["id"] == task]
+        deadline = time.monotonic() + 20  # the stream's keepalives would keep recv going for ever
+        while ("done", 100) not in mine() and time.monotonic() < deadline:  # may follow the notification
+            data += s.recv(4096)
+        mine = mine()
+        self.assertIn(("done", 100), mine, "the task's end did not reach n2's page as a task event")
+        self.assertEqual(mine[0], ("queued", 0), mine)
+        self.assertEqual(mine[-1], ("done", 100), mine)
+        running = [p for st, p in mine if st == "running"]
+        self.assertTrue(any(0 < p < 100 for p in running), mine)  # 3 s of progress: some of it on the way
+        self.assertLessEqual(len(running), 5, mine)  # 7 made on n1 (the start, then each of 6 steps), throttled
+        self.assertEqual(running, sorted(running), mine)
         # Marked read through n1: n2's page hears the new count.
         r = self.nodes["n1"].request("POST", "/api/v1/notifications/read", token=self.login("n1", "admin", ADMIN_PASSWORD))
         self.assertEqual((r.status, r.json()), (200, {"unread": 0}), r)
