@@ -93,8 +93,9 @@ static void *send_main(void *arg)
         if (!(q.head = e->next))
             q.tail = &q.head;
         q.queued--;
+        bool run = q.run;
         pthread_mutex_unlock(&q.mu);
-        if (q.run) { /* at stop what is left is dropped */
+        if (run) { /* at stop what is left is dropped */
             json_t *nodes = others(), *n;
             size_t i;
             json_array_foreach(nodes, i, n)
