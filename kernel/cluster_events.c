@@ -101,7 +101,7 @@ static void *send_main(void *arg)
             json_array_foreach(nodes, i, n)
             {
                 mb_err err = {0};
-                if (repl_ask_within(c, json_string_value(n), EVENT_PATH, e->body, e->len, EV_WAIT_MS, NULL, &err))
+                if (repl_ask(c, json_string_value(n), EVENT_PATH, e->body, e->len, EV_WAIT_MS, NULL, &err))
                     log_debug("cluster: a live event for node %s: %s", json_string_value(n), err.msg);
             }
             json_decref(nodes);

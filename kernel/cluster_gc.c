@@ -185,7 +185,7 @@ static int post(const char *node, const char *what, json_t *body, json_t **ans, 
     snprintf(path, sizeof path, GC_PATH "%s", what);
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    int rc = repl_ask(gc.c, node, path, text, strlen(text), ans, err);
+    int rc = repl_ask(gc.c, node, path, text, strlen(text), REPL_WAIT_MS, ans, err);
     free(text);
     return rc;
 }

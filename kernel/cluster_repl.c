@@ -366,8 +366,6 @@ static size_t on_body(char *p, size_t sz, size_t n, void *ud)
     return sz * n;
 }
 
-#define ASK_WAIT_MS 30000L /* a call between nodes: what a replica may take to write a change durably */
-
 /* One signed request to node's `path`: 2xx -> 0, otherwise MB_EBUSY (unreachable) or MB_ECONFLICT
  * (refused) with the reason in err and the answer in *ans (may be NULL; JSON or NULL). */
 static int ask(CURL *c, const char *node, const char *method, const char *path, const void *data, size_t len,
@@ -423,13 +421,8 @@ static int ask(CURL *c, const char *node, const char *method, const char *path, 
     return rc;
 }
 
-int repl_ask(void *curl, const char *node, const char *path, const char *body, size_t len, json_t **ans, mb_err *err)
-{
-    return ask(curl, node, "POST", path, body, len, true, ASK_WAIT_MS, ans, err);
-}
-
-int repl_ask_within(void *curl, const char *node, const char *path, const char *body, size_t len, long timeout_ms,
-                    json_t **ans, mb_err *err)
+int repl_ask(void *curl, const char *node, const char *path, const char *body, size_t len, long timeout_ms,
+             json_t **ans, mb_err *err)
 {
     return ask(curl, node, "POST", path, body, len, true, timeout_ms, ans, err);
 }
@@ -450,7 +443,7 @@ static int put_missing(CURL *c, const char *node, const json_t *missing, mb_err 
         char path[128];
         snprintf(path, sizeof path, CHUNK_PATH "%s", h);
         if (!rc)
-            rc = ask(c, node, "PUT", path, buf, n, false, ASK_WAIT_MS, NULL, err);
+            rc = ask(c, node, "PUT", path, buf, n, false, REPL_WAIT_MS, NULL, err);
         free(buf);
         if (rc)
             return rc;
@@ -580,7 +573,7 @@ static int post_frames(CURL *c, const char *node, const char *path, const db_ops
     int rc = 0;
     for (int round = 0; round < 1000; round++) { /* the replica names at most 1,000 chunks at a time */
         json_decref(ans);
-        rc = ask(c, node, "POST", path, b->p, b->n, true, ASK_WAIT_MS, &ans, err);
+        rc = ask(c, node, "POST", path, b->p, b->n, true, REPL_WAIT_MS, &ans, err);
         json_t *missing = json_object_get(ans, "missing");
         if (!rc || !json_is_array(missing))
             break;
@@ -678,7 +671,7 @@ static void chunk_early(uint64_t sid, const char *hash, const void *data, size_t
     char path[128];
     snprintf(path, sizeof path, CHUNK_PATH "%s", hash);
     mb_err err;
-    if (ask(c, replica, "PUT", path, data, len, false, ASK_WAIT_MS, NULL, &err))
+    if (ask(c, replica, "PUT", path, data, len, false, REPL_WAIT_MS, NULL, &err))
         log_debug("cluster: chunk %s did not reach node %s early (%s): the commit sends it", hash, replica, err.msg);
     pthread_mutex_lock(&early.mu);
     if (early.n < EARLY_POOL) {

@@ -73,12 +73,13 @@ void repl_store_keys(db_snap *snap, uint64_t sid,
 
 extern _Thread_local bool repl_applying; /* this thread writes a replicated change: not handed on */
 
-/* A signed POST of body (len bytes) to node's replication port at path: 0 on a 2xx, its answer in
- * *ans (JSON or NULL; ans may be NULL); MB_EBUSY (unreachable) or MB_ECONFLICT (refused), err says why. */
-int repl_ask(void *curl, const char *node, const char *path, const char *body, size_t len, json_t **ans, mb_err *err);
-/* repl_ask, waiting timeout_ms at most (repl_ask: 30 s) */
-int repl_ask_within(void *curl, const char *node, const char *path, const char *body, size_t len, long timeout_ms,
-                    json_t **ans, mb_err *err);
+/* A call between nodes waits this long: what a replica may take to write a change durably. */
+#define REPL_WAIT_MS 30000L
+/* A signed POST of body (len bytes) to node's replication port at path, waiting timeout_ms at most:
+ * 0 on a 2xx, its answer in *ans (JSON or NULL; ans may be NULL); MB_EBUSY (unreachable) or
+ * MB_ECONFLICT (refused), err says why. */
+int repl_ask(void *curl, const char *node, const char *path, const char *body, size_t len, long timeout_ms,
+             json_t **ans, mb_err *err);
 
 /* cluster_events.c: a user's live task events on every node (notify.c hands them over) */
 void cluster_events_start(void);

@@ -408,9 +408,10 @@ int http_route_add(mb_module *owner, const char *method, const char *pattern, in
                    mb_route_fn fn, void *state, mb_err *err);
 /* Streaming-body routes (uploads). begin runs once headers are in (may refuse), data for
  * each body piece, end once the body is complete and must reply. ctx is per request. data and
- * end may suspend the connection (MHD_suspend_connection; another thread resumes it): data is
- * then given nothing more until it is resumed, and end returns HTTP_STREAM_LATER and is called
- * again once it is. */
+ * end may suspend the connection (MHD_suspend_connection; another thread resumes it), never
+ * twice in a row: libmicrohttpd 0.9.75 may still hand data the rest of a chunked body's pieces it
+ * has read, and a second suspend breaks its list of suspended connections. end returns
+ * HTTP_STREAM_LATER and is called again once the connection is resumed. */
 #define HTTP_STREAM_LATER 0x4c415445 /* "LATE": no error code, nor any handler's 0 or 1 */
 typedef struct http_stream_ops {
     int (*begin)(mb_req *req, void **ctx, mb_err *err);
