@@ -486,7 +486,9 @@ struct mb_api {
      * an attachment), or, when `path` is a folder, with the subtree as a streamed zip (501 in
      * builds without kernel/zip.c). `u` as for the file calls (NULL = the system: the module
      * must have checked that the caller may reach `path`). Returns 0 once the answer is
-     * queued, or a negative code with err filled and nothing sent. HTTP worker thread. */
+     * under way, or a negative code with err filled and nothing sent; after a 0 the handler
+     * returns it and adds nothing (in a cluster the answer comes from the node that keeps the
+     * store, after the handler returned). HTTP worker thread. */
     int (*reply_file)(mb_req *req, const mb_user *u, uint64_t sid, const char *path, mb_err *err);
 
     /* Register fn (one per module; a reloaded copy's replaces the old copy's) to decorate the

@@ -361,33 +361,25 @@ static void forget(fwd *f)
 
 static void answer_freed(void *cls) { forget(cls); }
 
-/* The answer of f (its transfer running), once the body was handed on. `park`: while its headers
- * have not come, suspend the connection and return HTTP_STREAM_LATER (the stream's end is
- * called again once the curl thread resumed it); else wait here for them. */
-static int fwd_answer(mb_req *req, fwd *f, bool park_it, mb_err *err)
+/* The answer of f (its transfer running), once the body was handed on: while its headers have
+ * not come, the connection is suspended and HTTP_STREAM_LATER returned (the curl thread resumes
+ * it, and http.c calls this again; on_progress ends a transfer with no answer in ANSWER_WAIT_S).
+ * No libmicrohttpd worker ever waits here for another node: the node asked may be waiting for
+ * this worker (a request it forwarded here, on a kept-alive connection this worker serves). */
+static int fwd_end(mb_req *req, void *ctx, mb_err *err)
 {
+    fwd *f = ctx;
     pthread_mutex_lock(&f->mu);
     if (!f->in_done) {
         f->in_done = true;
         f->in_done_ms = now_mono_ms();
         pthread_cond_broadcast(&f->cv);
     }
-    if (park_it && !f->headers_done) {
+    if (!f->headers_done) {
         park(f);
         pthread_mutex_unlock(&f->mu);
         return HTTP_STREAM_LATER;
     }
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ANSWER_WAIT_S;
-    while (!f->headers_done)
-        if (pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT && !f->headers_done) {
-            f->aborted = f->failed = true; /* the transfer stops at its next progress call */
-            f->status = 0;
-            snprintf(f->why, sizeof f->why, "no answer within %d s", ANSWER_WAIT_S);
-            pthread_cond_broadcast(&f->cv);
-            break;
-        }
     bool failed = f->failed && f->status < 200;
     char why[sizeof f->why];
     snprintf(why, sizeof why, "%s", f->why);
@@ -412,8 +404,6 @@ static int fwd_answer(mb_req *req, fwd *f, bool park_it, mb_err *err)
     http_set_response(req, (int)status, r);
     return 0;
 }
-
-static int fwd_end(mb_req *req, void *ctx, mb_err *err) { return fwd_answer(req, ctx, true, err); }
 
 static void fwd_abort(mb_req *req, void *ctx)
 {
@@ -885,7 +875,11 @@ int cluster_fwd_file(mb_req *req, uint64_t uid, uint64_t sid, const char *target
         return err_set(err, MB_EBUSY, "store %llu is kept by node %s, which is not up now; try again later",
                        (unsigned long long)sid, node);
     fwd *f = fwd_start(req, node, addr, target, uid, err);
-    return f ? fwd_answer(req, f, false, err) : err->code; /* a route's handler: it answers before it returns */
+    if (!f)
+        return err->code;
+    req->stream = &fwd_ops; /* the handler returns unanswered: http.c calls fwd_end, which parks */
+    req->sctx = f;
+    return 0;
 }
 
 /* ------------------------------------------------- the list of stores --- */

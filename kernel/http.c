@@ -350,6 +350,26 @@ void http_on_connection(void *cls, struct MHD_Connection *conn, void **socket_co
 
 static enum MHD_Result route_begin(mb_req *req, mb_err *err);
 
+/* The body is complete and a stream takes it: its end answers, or suspends the connection and
+ * returns HTTP_STREAM_LATER (libmicrohttpd calls the handler again once it is resumed). */
+static enum MHD_Result stream_end(mb_req *req)
+{
+    mb_err err = {0};
+    req->stream_done = true;
+    if (req->failed_early) {
+        if (req->stream->abort)
+            req->stream->abort(req, req->sctx);
+        http_reply_error(req, &req->early);
+        return http_queue(req);
+    }
+    int rc = req->stream->end(req, req->sctx, &err);
+    if (rc == HTTP_STREAM_LATER)
+        return MHD_YES; /* suspended: this call comes again once it is resumed */
+    if (rc && (!req->replied || req->status < 400))
+        http_reply_error(req, &err);
+    return http_queue(req);
+}
+
 enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -479,28 +499,15 @@ enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, const ch
     /* The body is complete. */
     if (req->held)
         return http_queue(req);
-    if (req->stream) {
-        req->stream_done = true;
-        if (req->failed_early) {
-            if (req->stream->abort)
-                req->stream->abort(req, req->sctx);
-            http_reply_error(req, &req->early);
-            return http_queue(req);
-        }
-        int rc = req->stream->end(req, req->sctx, &err);
-        if (rc == HTTP_STREAM_LATER)
-            return MHD_YES; /* suspended: this call comes again once it is resumed */
-        if (rc) {
-            if (!req->replied || req->status < 400)
-                http_reply_error(req, &err);
-        }
-        return http_queue(req);
-    }
+    if (req->stream)
+        return stream_end(req);
     if (req->failed_early)
         http_reply_error(req, &req->early);
     if (req->replied)
         return http_queue(req);
     call_handler(req, &err);
+    if (req->stream && !req->replied) /* the handler handed its answer on (cluster_fwd_file) */
+        return stream_end(req);
     return http_queue(req);
 }
 

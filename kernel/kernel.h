@@ -672,7 +672,9 @@ bool cluster_fwd_url(const char *node, const char *target, char *url, size_t n);
 void *cluster_fwd_handle(void);
 void cluster_fwd_handle_free(void *c);
 /* Answer req with what the node keeping store sid answers to req's method and headers (Range,
- * conditionals) on `target`, asked as user uid, streamed (a module's reply_file, cluster_ops.c). */
+ * conditionals) on `target`, asked as user uid, streamed (a module's reply_file, cluster_ops.c).
+ * Sets req->stream and returns 0 unanswered: once the handler returned, http.c calls the
+ * stream's end, which suspends the connection until the keeper's headers are in. */
 int cluster_fwd_file(mb_req *req, uint64_t uid, uint64_t sid, const char *target, mb_err *err);
 /* cluster_ops.c: the ABI's file calls for a store another node keeps, carried out there through
  * its HTTP API as user u (api.c calls these when cluster_store_elsewhere(sid)); same contracts
