@@ -955,6 +955,14 @@ struct mb_api {
     /* Store sid is kept by this node: always alone; in cluster mode false for a store another node
      * keeps (this node may hold a replica or an old copy of it, or nothing). Any thread. */
     bool (*store_here)(uint64_t sid);
+    /* From a route's begin (before any of the body is read): in cluster mode, when store sid is kept
+     * by another node, hand the whole request to that node (its method, target, headers as sent,
+     * credentials included, and the body as it arrives) and answer with what it answers: returns 1,
+     * and the begin returns 0 at once and does nothing more with req. Returns 0 (serve it here) when
+     * alone, when this node keeps sid, or when req came from another node; MB_EBUSY when the
+     * keeper is down. The other node runs the same module and route. A module checks api->size >
+     * offsetof(mb_api, forward_store). */
+    int (*forward_store)(mb_req *req, uint64_t sid, mb_err *err);
 };
 
 #ifdef __cplusplus

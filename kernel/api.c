@@ -120,6 +120,10 @@ static int api_cluster_ask(mb_req *req, const char *node, const char *target, js
 }
 
 static bool api_store_here(uint64_t sid) { return !cluster_enabled() || !cluster_store_elsewhere(sid); }
+static int api_forward_store(mb_req *req, uint64_t sid, mb_err *err)
+{
+    return cluster_enabled() ? cluster_fwd_store(req, sid, err) : 0;
+}
 
 /* store_records (2.1, cluster) */
 static int store_records(mb_module *self, const char *prefix, mb_err *err)
@@ -631,6 +635,7 @@ static const mb_api table = {
     .cluster_nodes = api_cluster_nodes,
     .cluster_ask = api_cluster_ask,
     .store_here = api_store_here,
+    .forward_store = api_forward_store,
 };
 
 const mb_api *api_table(void) { return &table; }

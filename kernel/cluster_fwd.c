@@ -823,10 +823,27 @@ static fwd *fwd_start(mb_req *req, const char *node, const char *addr, const cha
     return f;
 }
 
+/* Hand req on to `node` (`what` names what it keeps, for the error), asking for `target` as user uid
+ * or, with 0, as req authenticated: req->stream is the forward from now on. MB_EBUSY when the node
+ * is not up. */
+static int hand_on(mb_req *req, const char *node, const char *what, const char *target, uint64_t uid, mb_err *err)
+{
+    char addr[300];
+    if (!cluster_node_address(node, addr, sizeof addr))
+        return err_set(err, MB_EBUSY, "%s is kept by node %s, which is not up now; try again later", what, node);
+    fwd *f = fwd_start(req, node, addr, target, uid, err);
+    if (!f)
+        return err->code;
+    req->stream = &fwd_ops;
+    req->sctx = f;
+    log_debug("forwarding %s %s to node %s", req->method, req->path, node);
+    return 0;
+}
+
 int cluster_fwd_begin(mb_req *req, mb_err *err)
 {
     const char *from = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER);
-    char node[64], addr[300];
+    char node[64], what[40];
     uint64_t sid;
     int found;
     for (int look = 0;; look++) {
@@ -852,34 +869,31 @@ int cluster_fwd_begin(mb_req *req, mb_err *err)
     }
     if (found <= 0)
         return 0;
-    if (!cluster_node_address(node, addr, sizeof addr))
-        return sid ? err_set(err, MB_EBUSY, "store %llu is kept by node %s, which is not up now; try again later",
-                             (unsigned long long)sid, node)
-                   : err_set(err, MB_EBUSY, "this %s is kept by node %s, which is not up now; try again later",
-                             strcmp(req->segs[2], "tasks") ? "upload" : "task", node);
-    fwd *f = fwd_start(req, node, addr, req->raw_uri, 0, err);
-    if (!f)
-        return err->code;
-    req->stream = &fwd_ops;
-    req->sctx = f;
-    log_debug("forwarding %s %s to node %s", req->method, req->path, node);
-    return 1;
+    if (sid)
+        snprintf(what, sizeof what, "store %llu", (unsigned long long)sid);
+    else
+        snprintf(what, sizeof what, "this %s", strcmp(req->segs[2], "tasks") ? "upload" : "task");
+    return hand_on(req, node, what, req->raw_uri, 0, err) ? err->code : 1;
 }
 
 int cluster_fwd_file(mb_req *req, uint64_t uid, uint64_t sid, const char *target, mb_err *err)
 {
-    char node[64], addr[300];
+    char node[64], what[40];
     if (!cluster_store_node(sid, node, sizeof node))
         return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
-    if (!cluster_node_address(node, addr, sizeof addr))
-        return err_set(err, MB_EBUSY, "store %llu is kept by node %s, which is not up now; try again later",
-                       (unsigned long long)sid, node);
-    fwd *f = fwd_start(req, node, addr, target, uid, err);
-    if (!f)
-        return err->code;
-    req->stream = &fwd_ops; /* the handler returns unanswered: http.c calls fwd_end, which parks */
-    req->sctx = f;
-    return 0;
+    snprintf(what, sizeof what, "store %llu", (unsigned long long)sid);
+    return hand_on(req, node, what, target, uid, err); /* the handler returns unanswered: http.c calls fwd_end */
+}
+
+int cluster_fwd_store(mb_req *req, uint64_t sid, mb_err *err)
+{
+    char node[64], what[40];
+    if (!req->in_begin || req->replied || req->sink || req->stream ||
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER) || !cluster_store_node(sid, node, sizeof node) ||
+        !strcmp(node, cluster_node_name()))
+        return 0; /* kept here, or came from another node (a store moved a moment ago): the module's calls */
+    snprintf(what, sizeof what, "store %llu", (unsigned long long)sid);
+    return hand_on(req, node, what, req->raw_uri, 0, err) ? err->code : 1; /* the credentials travel as sent */
 }
 
 /* ------------------------------------------------- the list of stores --- */

@@ -676,6 +676,12 @@ void cluster_fwd_handle_free(void *c);
  * Sets req->stream and returns 0 unanswered: once the handler returned, http.c calls the
  * stream's end, which suspends the connection until the keeper's headers are in. */
 int cluster_fwd_file(mb_req *req, uint64_t uid, uint64_t sid, const char *target, mb_err *err);
+/* A module's route begin hands the whole request (method, raw target, headers, the body still to
+ * come) to the node that keeps store sid, as sent (its credentials checked there again): 1 and
+ * req->stream set; 0 when sid is kept here, when not in a begin, or when req came from another node
+ * (a store that moved a moment ago: the module serves it through its file calls); < 0 with err
+ * when that node is down (api.c forward_store). */
+int cluster_fwd_store(mb_req *req, uint64_t sid, mb_err *err);
 /* cluster_ops.c: the ABI's file calls for a store another node keeps, carried out there through
  * its HTTP API as user u (api.c calls these when cluster_store_elsewhere(sid)); same contracts
  * as fs.c's, except: reads open the current version only, a write is sent at commit. */

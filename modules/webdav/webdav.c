@@ -704,6 +704,11 @@ static int h_begin(mb_req *req, void *state, mb_err *err)
     int rc = prepare(d, req, &r, err);
     if (rc)
         return rc;
+    /* A store another cluster node keeps, named by its name (by its id the kernel forwarded the
+     * request already): that node answers all of it, so its locks, dead properties and streamed
+     * writes hold whichever node the client reached (docs/cluster.md). */
+    if (!r->root && api->size > offsetof(mb_api, forward_store) && (rc = api->forward_store(req, r->sid, err)))
+        return rc < 0 ? rc : 0;
     if (!strcmp(m, "PUT")) {
         if (r->scope.read_only)
             return api->err_set(err, MB_EPERM, "this app password is read-only");

@@ -882,18 +882,25 @@ class ClusterWide(EtcdAndNodes):
         self.assertEqual(self.nodes["n1"].request("GET", "/api/v1/stores/%d/files/moved.bin" % sid, token=tok).body,
                          body)
 
-    def test_webdav_by_store_name_and_the_store_list_work_through_any_node(self):
-        """/dav/<store name>/ is looked up by the WebDAV module (no id to forward by): its file calls
-        go to the keeper through the module ABI (docs/cluster.md "Modules' file calls")."""
-        tok = self.nodes["n1"].add_user("wanda", "wanda-pw-1")
-        self.everywhere("wanda logs in", lambda n: isinstance(self.login(n, "wanda", "wanda-pw-1"), str))
-        sid = create_store(self, self.nodes["n2"], tok, "Work")  # kept by n2
+    def dav_user(self, name, store):
+        """A user made on n1 with a store `store` made on n2 (so n2 keeps it) and known everywhere, and
+        the Basic credentials of an app password of theirs that opens /dav/ on every node."""
+        tok = self.nodes["n1"].add_user(name, name + "-pw-1")
+        self.everywhere(name + " logs in", lambda n: isinstance(self.login(n, name, name + "-pw-1"), str))
+        sid = create_store(self, self.nodes["n2"], tok, store)
         self.placed_everywhere(sid)
         r = self.nodes["n1"].request("POST", "/api/v1/account/app-passwords", {"name": "laptop"}, token=tok)
         self.assertEqual(r.status, 201, r)
-        auth = {"Authorization": "Basic " + base64.b64encode(("wanda:" + r.json()["password"]).encode()).decode()}
+        auth = {"Authorization": "Basic " + base64.b64encode((name + ":" + r.json()["password"]).encode()).decode()}
         self.everywhere("the app password opens /dav/",
                         lambda n: self.status(n, "PROPFIND", "/dav/", headers=dict(auth, Depth="0")) == 207)
+        return tok, sid, auth
+
+    def test_webdav_by_store_name_and_the_store_list_work_through_any_node(self):
+        """/dav/<store name>/ is looked up by the WebDAV module (no id to forward by), which then hands
+        the request to the keeper (docs/cluster.md "Modules' file calls"); the store list at /dav/ is
+        every node's."""
+        tok, sid, auth = self.dav_user("wanda", "Work")
         for n in ("n1", "n3"):  # neither keeps Work: n3 holds no copy, n1 may be its replica
             r = self.nodes[n].request("PROPFIND", "/dav/", headers=dict(auth, Depth="1"))
             self.assertEqual(r.status, 207, r)
@@ -913,6 +920,47 @@ class ClusterWide(EtcdAndNodes):
         self.assertEqual(r.status, 204, r)
         r = self.nodes["n2"].request("GET", "/api/v1/stores/%d/files/report.bin" % sid, token=tok)
         self.assertEqual(r.status, 404, r)
+
+    def test_webdav_locks_and_properties_by_store_name_hold_through_every_node(self):
+        """A request on /dav/<store name>/... that reaches a node which does not keep the store goes
+        whole to the keeper (api->forward_store): a lock taken through one node binds writes through
+        every other, and a dead property set through one is read through any; before, each node kept
+        its own locks and properties, so a PUT through another node went through the lock."""
+        tok, sid, auth = self.dav_user("oksana", "Desk")
+        v1 = os.urandom(300000)
+        r = self.nodes["n3"].request("PUT", "/dav/Desk/plan.odt", body=v1, headers=auth)
+        self.assertEqual(r.status, 201, r)
+        lock = (b'<?xml version="1.0" encoding="utf-8" ?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+                b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>oksana-office</D:owner></D:lockinfo>')
+        r = self.nodes["n3"].request("LOCK", "/dav/Desk/plan.odt", body=lock,
+                                     headers=dict(auth, Timeout="Second-600", Depth="0"))
+        self.assertEqual(r.status, 200, r)
+        token = r.header("Lock-Token").strip("<>")
+        for n in ("n1", "n2"):  # the replica (or nothing) and the keeper: both see n3's lock
+            r = self.nodes[n].request("PUT", "/dav/Desk/plan.odt", body=b"clobber", headers=auth)
+            self.assertEqual(r.status, 423, (n, r))
+            r = self.nodes[n].request("PROPFIND", "/dav/Desk/plan.odt", headers=dict(auth, Depth="0"))
+            self.assertIn(token.encode(), r.body, n)
+        v2 = os.urandom(400000)
+        r = self.nodes["n1"].request("PUT", "/dav/Desk/plan.odt", body=v2, headers=dict(auth, If="(<%s>)" % token))
+        self.assertEqual(r.status, 204, r)
+        patch = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x"><D:set><D:prop>'
+                 b'<Z:stage>draft</Z:stage></D:prop></D:set></D:propertyupdate>')
+        r = self.nodes["n1"].request("PROPPATCH", "/dav/Desk/plan.odt", body=patch,
+                                     headers=dict(auth, If="(<%s>)" % token))
+        self.assertEqual(r.status, 207, r)
+        for n in self.NAMES:
+            r = self.nodes[n].request("PROPFIND", "/dav/Desk/plan.odt", headers=dict(auth, Depth="0"))
+            self.assertEqual(r.status, 207, (n, r))
+            self.assertIn(b"draft", r.body, n)
+            r = self.nodes[n].request("GET", "/dav/Desk/plan.odt", headers=auth)
+            self.assertEqual((r.status, r.body), (200, v2), n)
+        r = self.nodes["n1"].request("UNLOCK", "/dav/Desk/plan.odt", headers=dict(auth, **{"Lock-Token": "<%s>" % token}))
+        self.assertEqual(r.status, 204, r)
+        r = self.nodes["n3"].request("PUT", "/dav/Desk/plan.odt", body=v1, headers=auth)
+        self.assertEqual(r.status, 204, r)
+        r = self.nodes["n2"].request("GET", "/api/v1/stores/%d/files/plan.odt" % sid, token=tok)
+        self.assertEqual((r.status, r.body), (200, v1))
 
     def test_tasks_are_read_listed_and_cancelled_through_any_node(self):
         """A task is its node's (the node that runs it), its id names that node: a client polling
