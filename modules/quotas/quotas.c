@@ -26,7 +26,9 @@
  * the same batch as each change, so it is exact after a crash and right again the moment
  * this module is loaded after being off. Per-store limits are storeconfig's max_bytes.
  * Kv "lvl/<uid>" keeps the highest level announced (index into warn_percent + 1; 99 after
- * quota.exceeded).
+ * quota.exceeded), "full/<uid>" the bytes in use at that refusal: the user is told "full" once
+ * until usage falls below them, whatever order the refusal and the observer of the change before
+ * it run in (a refusal announces a warning level crossed and not yet announced first).
  * Threads: filters on the writer's thread, observers on the loop thread, handlers on HTTP
  * workers; `lock` serialises the level read-modify-write.
  */
@@ -125,6 +127,38 @@ static void level_set(qs *q, uint64_t uid, int lvl)
     snprintf(key, sizeof key, "lvl/%llu", (unsigned long long)uid);
     int n = snprintf(val, sizeof val, "%d", lvl);
     q->api->kv_put(q->self, key, val, (size_t)n, false, &e);
+}
+
+/* The bytes in use when a write was last refused ("full/<uid>"): the user stays told "full" until
+ * usage falls below them. -1: no record (an older build's refusal). */
+static json_int_t full_at_get(qs *q, uint64_t uid)
+{
+    char key[64];
+    json_int_t v = -1;
+    snprintf(key, sizeof key, "full/%llu", (unsigned long long)uid);
+    kv_int(q, key, &v);
+    return v;
+}
+
+static void full_at_set(qs *q, uint64_t uid, json_int_t used)
+{
+    char key[64], val[24];
+    mb_err e = {0};
+    snprintf(key, sizeof key, "full/%llu", (unsigned long long)uid);
+    int n = snprintf(val, sizeof val, "%lld", (long long)used);
+    q->api->kv_put(q->self, key, val, (size_t)n, false, &e);
+}
+
+/* The warning level of `used` bytes of `quota` (an index into warn_percent + 1, 0 below the first)
+ * and its percentage in *thr. Under q->lock. */
+static int level_of(qs *q, json_int_t used, json_int_t quota, int *thr)
+{
+    int pct = quota ? (int)(used * 100 / quota) : (used ? 100 : 0), lvl = 0;
+    for (int i = 0; i < q->n_warn; i++)
+        if (pct >= q->warn[i])
+            lvl = i + 1;
+    *thr = lvl ? q->warn[lvl - 1] : 0;
+    return lvl;
 }
 
 static void announce(qs *q, const char *event, const char *kind, uint64_t uid, json_int_t used, json_int_t quota,
@@ -274,11 +308,18 @@ static int make_room(qs *q, uint64_t owner, json_int_t quota, const char *src, j
                              "quota exceeded: %s is %lld bytes; %lld are used (%lld by old versions) and this needs "
                              "%lld more",
                              src, (long long)quota, (long long)used, (long long)versions, (long long)add);
+        /* The change that brought usage here may not have reached the observer yet (it runs later,
+         * on the loop thread): a warning level it crossed is announced first, as it would have been. */
         pthread_mutex_lock(&q->lock);
-        bool first = level_get(q, owner) != LEVEL_EXCEEDED;
-        if (first)
+        int old = level_get(q, owner), thr, lvl = level_of(q, used, quota, &thr);
+        bool first = old != LEVEL_EXCEEDED;
+        if (first) {
+            full_at_set(q, owner, used);
             level_set(q, owner, LEVEL_EXCEEDED);
+        }
         pthread_mutex_unlock(&q->lock);
+        if (first && lvl > old)
+            announce(q, "quota.warning", "warning", owner, used, quota, thr);
         if (first)
             announce(q, "quota.exceeded", "error", owner, used, quota, quota ? (int)(used * 100 / quota) : 100);
     } else if (used + add > quota)
@@ -324,17 +365,13 @@ static void recheck(qs *q, uint64_t uid)
     if ((used > quota || versions > allowed) && versions > 0 && /* the loop thread: pruning is a task */
         q->api->task_submit("quotas.prune", 0, json_pack("{s:I}", "user", (json_int_t)uid), &tid, &e))
         q->api->log(q->self, MB_LOG_WARN, "could not queue the pruning of old versions: %s", e.msg);
-    int pct = quota ? (int)(used * 100 / quota) : (used ? 100 : 0);
     pthread_mutex_lock(&q->lock);
-    int lvl = 0;
-    for (int i = 0; i < q->n_warn; i++)
-        if (pct >= q->warn[i])
-            lvl = i + 1;
+    int thr, lvl = level_of(q, used, quota, &thr);
     int old = level_get(q, uid);
-    int thr = lvl ? q->warn[lvl - 1] : 0;
-    if (old == LEVEL_EXCEEDED && used >= quota && quota) {
+    json_int_t full_at = old == LEVEL_EXCEEDED ? full_at_get(q, uid) : 0;
+    if (old == LEVEL_EXCEEDED && (full_at >= 0 ? used >= full_at : used >= quota && quota)) {
         pthread_mutex_unlock(&q->lock);
-        return; /* still full: stay "exceeded" */
+        return; /* no less in use than at the refusal (this may be the change before it): still full */
     }
     if (old != lvl)
         level_set(q, uid, lvl);
