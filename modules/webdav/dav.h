@@ -76,6 +76,7 @@ typedef struct dav_lock {
 typedef struct dav_locks {
     pthread_mutex_t mu;
     dav_lock *head;
+    dav_lock *dead; /* taken out under mu; their records go once it is let go (unlock_bury) */
 } dav_locks;
 
 /* One parsed If header: lists of conditions, each list optionally tagged with a resource. */
@@ -107,8 +108,12 @@ int dav_if_parse(const char *s, dav_if *out);
 int dav_uri_path(const char *uri, char *out, size_t n);
 
 void dav_locks_init(dav_locks *t);
-/* Load the saved locks (kv `l/<token>`) not yet expired into d->locks; init calls it. */
+/* Load the saved locks (kv `l/<sid16>/<token>`, and an older build's `l/<token>`) into d->locks;
+ * init calls it. */
 void dav_locks_load(dav_srv *d);
+/* This node keeps store sid now (cluster.store): its locks are read again from its records (the
+ * replica's copy), replacing what this node remembered of them. Reads only: the loop thread. */
+void dav_locks_reload(dav_srv *d, uint64_t sid);
 void dav_locks_free(dav_locks *t);
 /* May the caller change `path` (and, when `deep`, everything below it)? The If header must
  * hold (else MB_EPRECOND, 412) and every lock covering what changes (a depth-infinity lock

@@ -4,10 +4,13 @@
  *
  * Locks are advisory leases with a timeout that clients refresh. They are served from memory
  * (a list under the table's mutex) and written through to the module's kv, one record per
- * lock (`l/<token>`: store, user, path, owner XML, scope, depth, expiry), synced before the
- * LOCK is answered, so an office document stays locked across a restart of mbyted or a
+ * lock (`l/<store sid16>/<token>`: store, user, path, owner XML, scope, depth, expiry), synced
+ * before the LOCK is answered, so an office document stays locked across a restart of mbyted or a
  * reload of the module (init loads every record not yet expired and drops the others; an
- * expired record found later is dropped too). A lock belongs to the user who took it: another
+ * expired record found later is dropped too). The records are the store's (store_records "l/"):
+ * in a cluster they reach its replica with its files, and a node that comes to keep a store
+ * reads that store's locks again (the hook event cluster.store, dav_locks_reload). A record of
+ * an older build (`l/<token>`) is read and rewritten under the new key. A lock belongs to the user who took it: another
  * user can neither use its token nor see the resource anyway (stores are per user). A change
  * needs the token of every lock covering what it changes, submitted in the If header
  * (423 Locked with lock-token-submitted otherwise); the If header itself must hold (412).
@@ -27,7 +30,7 @@
 void dav_locks_init(dav_locks *t)
 {
     pthread_mutex_init(&t->mu, NULL);
-    t->head = NULL;
+    t->head = t->dead = NULL;
 }
 
 static void lock_free(dav_lock *l)
@@ -39,7 +42,18 @@ static void lock_free(dav_lock *l)
 
 /* -------------------------------------------------------- persistence --- */
 
-static void lock_key(const char *token, char *out, size_t n) { snprintf(out, n, "l/%s", token); }
+static void lock_key(uint64_t sid, const char *token, char *out, size_t n)
+{
+    snprintf(out, n, "l/%016llx/%s", (unsigned long long)sid, token);
+}
+
+/* The token of record key (after "l/"): "<sid16>/<token>", or an older build's "<token>". */
+static const char *key_token(const char *key, bool *old)
+{
+    const char *k = key + 2;
+    *old = !(strlen(k) > 17 && strspn(k, "0123456789abcdef") == 16 && k[16] == '/');
+    return *old ? k : k + 17;
+}
 
 /* Write l's record (LOCK, refresh), synced: an answered LOCK survives a crash. */
 static void lock_save(dav_srv *d, const dav_lock *l)
@@ -49,9 +63,9 @@ static void lock_save(dav_srv *d, const dav_lock *l)
                           "timeout", (json_int_t)l->timeout_s, "expires", (json_int_t)l->expires);
     if (l->owner)
         json_object_set_new(o, "owner", json_string(l->owner));
-    char key[96], *txt = json_dumps(o, JSON_COMPACT);
+    char key[128], *txt = json_dumps(o, JSON_COMPACT);
     mb_err e;
-    lock_key(l->token, key, sizeof key);
+    lock_key(l->sid, l->token, key, sizeof key);
     if (d->api->kv_put(d->self, key, txt, strlen(txt), true, &e))
         d->api->log(d->self, MB_LOG_WARN, "lock %s is not kept across a restart: %s", l->token, e.msg);
     free(txt);
@@ -60,58 +74,95 @@ static void lock_save(dav_srv *d, const dav_lock *l)
 
 /* Its record goes (UNLOCK, DELETE, MOVE, expiry). Not synced: a record that comes back
  * after a crash is one more lock the client gave up, and it expires. */
-static void lock_forget(dav_srv *d, const char *token)
+static void lock_forget(dav_srv *d, uint64_t sid, const char *token)
 {
-    char key[96];
+    char key[128];
     mb_err e;
-    lock_key(token, key, sizeof key);
+    lock_key(sid, token, key, sizeof key);
+    d->api->kv_del(d->self, key, false, &e);
+    snprintf(key, sizeof key, "l/%s", token); /* an older build's record of it, if any */
     d->api->kv_del(d->self, key, false, &e);
 }
 
 typedef struct {
     dav_srv *d;
-    int64_t now;
-    json_t *stale; /* keys of expired or unreadable records */
+    uint64_t sid;  /* only this store's (dav_locks_reload), or 0: every one */
+    dav_lock *got; /* the locks read, in a list of their own */
 } load_ctx;
 
+/* One record into c->got. An expired one is taken too: expire() drops it with its record on the
+ * next check, from an HTTP thread (in a cluster the delete of a store's record goes through the
+ * store's commit path, which neither init nor the loop thread may wait for). */
 static int load_one(const char *key, json_t *v, void *ud)
 {
     load_ctx *c = ud;
-    const char *tok = key + 2, *path = json_string_value(json_object_get(v, "path"));
+    bool old;
+    const char *tok = key_token(key, &old), *path = json_string_value(json_object_get(v, "path"));
     const char *owner = json_string_value(json_object_get(v, "owner"));
-    int64_t expires = json_integer_value(json_object_get(v, "expires"));
-    if (!path || expires <= c->now || strlen(tok) >= sizeof((dav_lock *)0)->token) {
-        json_array_append_new(c->stale, json_string(tok));
+    uint64_t sid = (uint64_t)json_integer_value(json_object_get(v, "sid"));
+    if (!path || !sid || strlen(tok) >= sizeof((dav_lock *)0)->token || (c->sid && sid != c->sid)) {
+        if (!path && old) /* unreadable, and no store's: dropped here */
+            c->d->api->kv_del(c->d->self, key, false, &(mb_err){0});
         return 0;
     }
     dav_lock *l = calloc(1, sizeof *l);
     if (!l)
         return 0;
     snprintf(l->token, sizeof l->token, "%s", tok);
-    l->sid = (uint64_t)json_integer_value(json_object_get(v, "sid"));
+    l->sid = sid;
     l->uid = (uint64_t)json_integer_value(json_object_get(v, "uid"));
     l->path = strdup(path);
     l->owner = owner ? strdup(owner) : NULL;
     l->exclusive = json_is_true(json_object_get(v, "exclusive"));
     l->infinite = json_is_true(json_object_get(v, "infinite"));
     l->timeout_s = json_integer_value(json_object_get(v, "timeout"));
-    l->expires = expires;
-    l->next = c->d->locks.head;
-    c->d->locks.head = l;
+    l->expires = json_integer_value(json_object_get(v, "expires"));
+    l->next = c->got;
+    c->got = l;
     return 0;
+}
+
+/* Under mu: the locks read (a list of their own) join the table. */
+static void adopt(dav_locks *t, dav_lock *got)
+{
+    for (dav_lock *l = got, *n; l; l = n) {
+        n = l->next;
+        l->next = t->head;
+        t->head = l;
+    }
 }
 
 void dav_locks_load(dav_srv *d)
 {
-    load_ctx c = {d, d->api->now(), json_array()};
+    load_ctx c = {d, 0, NULL};
     mb_err e;
     if (d->api->kv_scan_json(d->self, "l/", load_one, &c, &e))
         d->api->log(d->self, MB_LOG_WARN, "the saved locks could not be read: %s", e.msg);
-    size_t i;
-    json_t *k;
-    json_array_foreach(c.stale, i, k)
-        lock_forget(d, json_string_value(k));
-    json_decref(c.stale);
+    pthread_mutex_lock(&d->locks.mu);
+    adopt(&d->locks, c.got);
+    pthread_mutex_unlock(&d->locks.mu);
+}
+
+void dav_locks_reload(dav_srv *d, uint64_t sid)
+{
+    char prefix[40];
+    snprintf(prefix, sizeof prefix, "l/%016llx/", (unsigned long long)sid);
+    load_ctx c = {d, sid, NULL};
+    mb_err e;
+    if (d->api->kv_scan_json(d->self, prefix, load_one, &c, &e))
+        d->api->log(d->self, MB_LOG_WARN, "the locks of store %llu could not be read: %s", (unsigned long long)sid,
+                    e.msg);
+    pthread_mutex_lock(&d->locks.mu);
+    for (dav_lock **pp = &d->locks.head; *pp;) { /* what this node remembered of it may be stale */
+        if ((*pp)->sid == sid) {
+            dav_lock *l = *pp;
+            *pp = l->next;
+            lock_free(l);
+        } else
+            pp = &(*pp)->next;
+    }
+    adopt(&d->locks, c.got);
+    pthread_mutex_unlock(&d->locks.mu);
 }
 
 void dav_locks_free(dav_locks *t)
@@ -120,22 +171,46 @@ void dav_locks_free(dav_locks *t)
         n = l->next;
         lock_free(l);
     }
-    t->head = NULL;
+    for (dav_lock *l = t->dead, *n; l; l = n) {
+        n = l->next;
+        lock_free(l);
+    }
+    t->head = t->dead = NULL;
     pthread_mutex_destroy(&t->mu);
 }
 
-/* Under mu: drop what has expired, with its record. */
+/* Under mu: take lock *pp out of the table; its record goes at unlock_bury. */
+static void take_out(dav_locks *t, dav_lock **pp)
+{
+    dav_lock *l = *pp;
+    *pp = l->next;
+    l->next = t->dead;
+    t->dead = l;
+}
+
+/* Let mu go, then delete the records of the locks taken out meanwhile: in a cluster the delete of a
+ * store's record goes through the store's commit path (it waits for the replica), which no other
+ * request's lock check should wait behind. */
+static void unlock_bury(dav_srv *d)
+{
+    dav_lock *dead = d->locks.dead;
+    d->locks.dead = NULL;
+    pthread_mutex_unlock(&d->locks.mu);
+    for (dav_lock *l = dead, *n; l; l = n) {
+        n = l->next;
+        lock_forget(d, l->sid, l->token);
+        lock_free(l);
+    }
+}
+
+/* Under mu: take out what has expired (its record goes at unlock_bury). */
 static void expire(dav_srv *d, int64_t now)
 {
-    for (dav_lock **pp = &d->locks.head; *pp;) {
-        if ((*pp)->expires <= now) {
-            dav_lock *l = *pp;
-            *pp = l->next;
-            lock_forget(d, l->token);
-            lock_free(l);
-        } else
+    for (dav_lock **pp = &d->locks.head; *pp;)
+        if ((*pp)->expires <= now)
+            take_out(&d->locks, pp);
+        else
             pp = &(*pp)->next;
-    }
 }
 
 /* Does lock l cover `path` of its store (the path itself, or below a depth-infinity lock)? */
@@ -203,7 +278,7 @@ int dav_if_check(dav_req *r, mb_err *err)
                 expire(r->d, now);
                 for (dav_lock *x = t->head; x && !v; x = x->next)
                     v = x->sid == r->sid && !strcmp(x->token, c->value) && covers(x, path);
-                pthread_mutex_unlock(&t->mu);
+                unlock_bury(r->d);
             }
             all = c->not_ ? !v : v;
         }
@@ -245,7 +320,7 @@ int dav_lock_check(dav_req *r, const char *path, bool deep, mb_err *err)
         if (l->uid != r->user.id || !submitted(ifh, l->token))
             blocked = strdup(l->path);
     }
-    pthread_mutex_unlock(&t->mu);
+    unlock_bury(r->d);
     if (!blocked)
         return 0;
     dav_buf b = {0};
@@ -263,16 +338,12 @@ void dav_locks_drop(dav_req *r, const char *path)
 {
     dav_locks *t = &r->d->locks;
     pthread_mutex_lock(&t->mu);
-    for (dav_lock **pp = &t->head; *pp;) {
-        if ((*pp)->sid == r->sid && under(*pp, path)) {
-            dav_lock *l = *pp;
-            *pp = l->next;
-            lock_forget(r->d, l->token);
-            lock_free(l);
-        } else
+    for (dav_lock **pp = &t->head; *pp;)
+        if ((*pp)->sid == r->sid && under(*pp, path))
+            take_out(t, pp);
+        else
             pp = &(*pp)->next;
-    }
-    pthread_mutex_unlock(&t->mu);
+    unlock_bury(r->d);
 }
 
 /* ---------------------------------------------------------- the answers --- */
@@ -350,7 +421,7 @@ static int refresh(dav_req *r, mb_err *err)
             copy.owner = l->owner ? strdup(l->owner) : NULL;
             found = true;
         }
-    pthread_mutex_unlock(&t->mu);
+    unlock_bury(r->d);
     if (!found)
         return r->api->err_set(err, MB_EPRECOND, "no lock of yours with that token covers this resource");
     lock_save(r->d, &copy);
@@ -425,7 +496,7 @@ int dav_lock_handle(dav_req *r, const void *body, size_t len, mb_err *err)
         l->next = t->head;
         t->head = l;
     }
-    pthread_mutex_unlock(&t->mu);
+    unlock_bury(r->d);
     if (conflict) {
         lock_free(l);
         free(copy.path);
@@ -464,13 +535,11 @@ int dav_unlock_handle(dav_req *r, mb_err *err)
             found = -1;
             break;
         }
-        *pp = l->next;
-        lock_forget(r->d, l->token);
-        lock_free(l);
+        take_out(t, pp);
         found = 1;
         break;
     }
-    pthread_mutex_unlock(&t->mu);
+    unlock_bury(r->d);
     if (found < 0)
         return r->api->err_set(err, MB_EPERM, "that lock belongs to someone else");
     if (!found)

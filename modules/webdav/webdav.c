@@ -786,8 +786,10 @@ static int init(mb_module *self, const mb_api *api, const json_t *config, void *
     d->self = self;
     d->api = api;
     read_config(d, config);
-    /* A store's dead properties travel with it between cluster nodes (docs/cluster.md). */
+    /* A store's dead properties and locks travel with it between cluster nodes (docs/cluster.md). */
     int rc = api->size > offsetof(mb_api, store_records) ? api->store_records(self, "p/", err) : 0;
+    if (!rc && api->size > offsetof(mb_api, store_records))
+        rc = api->store_records(self, "l/", err);
     if (!rc)
         rc = dav_backends_init(self, api, config, &d->backends, err);
     if (rc) {
@@ -850,6 +852,20 @@ static const mb_route routes[] = {
     {0},
 };
 
+/* This node keeps a store now (taken over, or moved here): its locks are what its records say. */
+static void o_store(const char *event, const json_t *payload, void *state)
+{
+    (void)event;
+    json_int_t sid = json_integer_value(json_object_get(payload, "store"));
+    if (sid > 0)
+        dav_locks_reload(state, (uint64_t)sid);
+}
+
+static const mb_hook hooks[] = {
+    {sizeof(mb_hook), "cluster.store", MB_HOOK_OBSERVER, 500, NULL, o_store, NULL, NULL, NULL},
+    {0},
+};
+
 MB_MODULE_EXPORT = {
     .size = sizeof(mb_module_desc),
     .abi_major = MB_ABI_MAJOR,
@@ -859,6 +875,7 @@ MB_MODULE_EXPORT = {
     .description = "WebDAV (RFC 4918 class 1 and 2, RFC 4331 quotas) at /dav/<store>/: mount a store in any file manager; blob backends on outside WebDAV servers",
     .config = config_keys,
     .routes = routes,
+    .hooks = hooks,
     .init = init,
     .fini = fini,
     .reconfigure = reconfigure,

@@ -27,6 +27,8 @@ OCTET = {"Content-Type": "application/octet-stream"}
 PROPPATCH = b"""<?xml version="1.0" encoding="utf-8"?>
 <D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:mbyte-test"><D:set><D:prop><Z:colour>teal, kept</Z:colour>
 </D:prop></D:set></D:propertyupdate>"""
+LOCK = (b'<?xml version="1.0" encoding="utf-8" ?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+        b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>tia-laptop</D:owner></D:lockinfo>')
 PROPFIND = b"""<?xml version="1.0" encoding="utf-8"?>
 <D:propfind xmlns:D="DAV:" xmlns:Z="urn:mbyte-test"><D:prop><Z:colour/></D:prop></D:propfind>"""
 
@@ -188,7 +190,7 @@ class SharedBucket(EtcdAndNodes):
             wait_for("w.bin read back whole through %s" % n, lambda: (lambda r: r.status == 200 and r.body == w)(
                 self.nodes[n].request("GET", self.url(c, "w.bin"), token=tok[n])), 30)
 
-    def test_a_files_tags_and_dead_properties_survive_the_death_of_its_stores_keeper(self):
+    def test_a_files_tags_dead_properties_and_webdav_lock_survive_the_death_of_its_stores_keeper(self):
         tok = self.user("tia")
         sid = home(self.nodes["n1"], tok["n1"])  # made on n1, kept by n1
         (replica,) = self.kept_by(sid) - {"n1"}
@@ -206,6 +208,12 @@ class SharedBucket(EtcdAndNodes):
                                      headers=dict(dav, **{"Content-Type": "application/xml"}))
         self.assertEqual(r.status, 207, r)
         self.assertIn(b"200 OK", r.body)
+        r = self.nodes["n1"].request("PUT", "/dav/%d/docs/held.odt" % sid, body=b"v1", headers=dav)
+        self.assertEqual(r.status, 201, r)
+        r = self.nodes["n1"].request("LOCK", "/dav/%d/docs/held.odt" % sid, body=LOCK,
+                                     headers=dict(dav, Timeout="Second-3600", Depth="0"))
+        self.assertEqual(r.status, 200, r)
+        self.held_lock = r.header("Lock-Token").strip("<>")
 
         self.nodes["n1"].kill()  # SIGKILL: the replica takes the store over (its live copy)
         self.survive(sid, replica, [n for n in self.NAMES if n != "n1"], tok, dav, body)
@@ -215,6 +223,14 @@ class SharedBucket(EtcdAndNodes):
             next((st for st in self.view(third)["stores"] if st["id"] == sid), None)), 60)
         self.nodes[replica].kill()
         self.survive(sid, third, [third], tok, dav, body)
+        held = "/dav/%d/docs/held.odt" % sid
+        auth = {"Authorization": dav["Authorization"]}
+        r = self.nodes[third].request("PUT", held, body=b"v2", headers=dict(auth, If="(<%s>)" % self.held_lock))
+        self.assertEqual(r.status, 204, r)
+        r = self.nodes[third].request("UNLOCK", held, headers=dict(auth, **{"Lock-Token": "<%s>" % self.held_lock}))
+        self.assertEqual(r.status, 204, r)
+        r = self.nodes[third].request("PUT", held, body=b"v3", headers=auth)
+        self.assertEqual(r.status, 204, r)
 
     def survive(self, sid, keeper, through, tok, dav, body):
         """Once `keeper` took store sid over: the file, its tags and its dead property through each node of `through`,
@@ -236,6 +252,12 @@ class SharedBucket(EtcdAndNodes):
             self.assertIn(b"teal, kept</", r.body, (n, r.body))
             r = self.nodes[n].request("GET", self.url(sid, "docs/bill.pdf"), token=tok[n])
             self.assertEqual((r.status, r.body == body), (200, True), n)
+            # the WebDAV lock taken on the first keeper binds the new one (its records are the store's)
+            auth = {"Authorization": dav["Authorization"]}
+            r = self.nodes[n].request("PUT", "/dav/%d/docs/held.odt" % sid, body=b"clobber", headers=auth)
+            self.assertEqual(r.status, 423, (n, r))
+            r = self.nodes[n].request("PROPFIND", "/dav/%d/docs/held.odt" % sid, headers=dict(auth, Depth="0"))
+            self.assertIn(self.held_lock.encode(), r.body, n)
 
     def test_a_search_of_every_store_through_any_node_finds_what_every_node_keeps(self):
         tok = self.user("una")
