@@ -97,6 +97,7 @@ typedef struct th {
         bool on;
         pid_t child;   /* its running mbyte-thumbd, 0 when none (under mu) */
         char *claim;   /* the queue key it works on, so no other worker takes it (under mu) */
+        uint64_t csid, cfid; /* the store and file id of that key (under mu) */
         qread q, dq;   /* where its reads of q/ (and, worker 0, of d/) stopped (modules/qread.h) */
     } wk[MAX_WORKERS];
     int nworkers;
@@ -514,7 +515,22 @@ static bool stopping(th *t)
     return s;
 }
 
-/* Deleted files: drop the thumbnails their content had. Worker 0. */
+/* Is a worker making the thumbnails of file id fid of store sid right now? */
+static bool making(th *t, uint64_t sid, uint64_t fid)
+{
+    bool busy = false;
+    pthread_mutex_lock(&t->mu);
+    for (int i = 0; i < t->nworkers; i++)
+        busy |= t->wk[i].claim && t->wk[i].csid == sid && t->wk[i].cfid == fid;
+    pthread_mutex_unlock(&t->mu);
+    return busy;
+}
+
+/* Deleted files: drop the thumbnails their content had. Worker 0. A file a worker is making
+ * thumbnails for stays queued: its f/ key, which names them, is written just before the worker
+ * lets the file go, so asked before f/ is read, "not making it" means f/ is there (or nothing
+ * will be made: the file is gone when a later worker opens it). Read f/ first, and a deletion
+ * that came while another worker made the file lost the thumbnails it moved in after. */
 static int drain_deletes(struct wk *w)
 {
     th *t = w->t;
@@ -523,8 +539,13 @@ static int drain_deletes(struct wk *w)
     qread_scan(t->api, t->self, &w->dq, "d/", collect, &b);
     int n = b.n;
     for (int i = 0; i < b.n; i++) {
-        char fkey[64], *sha = NULL;
+        char fkey[64], *sha = NULL, *end;
         size_t len;
+        uint64_t sid = strtoull(b.v[i].key + 2, &end, 10), fid = *end == '/' ? strtoull(end + 1, NULL, 10) : 0;
+        if (making(t, sid, fid)) {
+            qread_wrote(&w->dq, b.v[i].key); /* read again once the worker is done */
+            continue;
+        }
         sfmt(fkey, sizeof fkey, "f/%s", b.v[i].key + 2);
         if (t->api->kv_get(t->self, fkey, &sha, &len, &e) == 0 && len == 64) {
             char s[65];
@@ -540,7 +561,7 @@ static int drain_deletes(struct wk *w)
 }
 
 /* Take key for worker w unless another worker has it. */
-static bool claim(struct wk *w, const char *key)
+static bool claim(struct wk *w, const char *key, uint64_t sid, uint64_t fid)
 {
     th *t = w->t;
     pthread_mutex_lock(&t->mu);
@@ -549,7 +570,7 @@ static bool claim(struct wk *w, const char *key)
         if (t->wk[i].claim && !strcmp(t->wk[i].claim, key))
             free_ = false;
     if (free_)
-        w->claim = strdup(key);
+        w->claim = strdup(key), w->csid = sid, w->cfid = fid;
     pthread_mutex_unlock(&t->mu);
     return free_ && w->claim;
 }
@@ -571,15 +592,14 @@ static int drain_queue(struct wk *w)
     qread_scan(t->api, t->self, &w->q, "q/", collect, &b);
     int n = 0;
     for (int i = 0; i < b.n && !stopping(t); i++) {
-        if (!claim(w, b.v[i].key))
-            continue;
-        n++;
         char *slash = strchr(b.v[i].key + 2, '/');
         json_t *v = json_loads(b.v[i].val, 0, NULL);
-        int rc = 0;
-        if (slash)
-            rc = make_one(w, strtoull(b.v[i].key + 2, NULL, 10), slash + 1, (uint64_t)jint(v, "fid"));
+        uint64_t sid = strtoull(b.v[i].key + 2, NULL, 10), fid = (uint64_t)jint(v, "fid");
         json_decref(v);
+        if (!claim(w, b.v[i].key, sid, fid))
+            continue;
+        n++;
+        int rc = slash ? make_one(w, sid, slash + 1, fid) : 0;
         if (rc == MB_ECANCELED) {
             unclaim(w);
             break;
@@ -607,7 +627,7 @@ static int requeue_one(const json_t *ent, void *ud)
 {
     requeue *q = ud;
     if (is_sha(jstr(ent, "sha256")))
-        enqueue(q->t, q->sid, jstr(ent, "path"), jstr(ent, "sha256"), 0);
+        enqueue(q->t, q->sid, jstr(ent, "path"), jstr(ent, "sha256"), (uint64_t)jint(ent, "id"));
     return 0;
 }
 
