@@ -70,6 +70,7 @@ typedef struct dav_lock {
     bool exclusive;
     bool infinite; /* Depth: infinity */
     int64_t timeout_s, expires;
+    bool legacy; /* its record is an older build's, l/<token>, not the store's l/<sid16>/<token> */
     struct dav_lock *next;
 } dav_lock;
 

@@ -10,7 +10,8 @@
  * expired record found later is dropped too). The records are the store's (store_records "l/"):
  * in a cluster they reach its replica with its files, and a node that comes to keep a store
  * reads that store's locks again (the hook event cluster.store, dav_locks_reload). A record of
- * an older build (`l/<token>`) is read and rewritten under the new key. A lock belongs to the user who took it: another
+ * an older build (`l/<token>`, the node's own) is read as it is, moves under the store's key when
+ * its lock is refreshed and is deleted with its lock. A lock belongs to the user who took it: another
  * user can neither use its token nor see the resource anyway (stores are per user). A change
  * needs the token of every lock covering what it changes, submitted in the If header
  * (423 Locked with lock-token-submitted otherwise); the If header itself must hold (412).
@@ -72,15 +73,17 @@ static void lock_save(dav_srv *d, const dav_lock *l)
     json_decref(o);
 }
 
-/* Its record goes (UNLOCK, DELETE, MOVE, expiry). Not synced: a record that comes back
- * after a crash is one more lock the client gave up, and it expires. */
-static void lock_forget(dav_srv *d, uint64_t sid, const char *token)
+/* Its record goes (UNLOCK, DELETE, MOVE, expiry, or an older build's record moved at a refresh):
+ * the one key it is under. Not synced: a record that comes back after a crash is one more lock
+ * the client gave up, and it expires. */
+static void lock_forget(dav_srv *d, const dav_lock *l)
 {
     char key[128];
     mb_err e;
-    lock_key(sid, token, key, sizeof key);
-    d->api->kv_del(d->self, key, false, &e);
-    snprintf(key, sizeof key, "l/%s", token); /* an older build's record of it, if any */
+    if (l->legacy)
+        snprintf(key, sizeof key, "l/%s", l->token);
+    else
+        lock_key(l->sid, l->token, key, sizeof key);
     d->api->kv_del(d->self, key, false, &e);
 }
 
@@ -117,6 +120,7 @@ static int load_one(const char *key, json_t *v, void *ud)
     l->infinite = json_is_true(json_object_get(v, "infinite"));
     l->timeout_s = json_integer_value(json_object_get(v, "timeout"));
     l->expires = json_integer_value(json_object_get(v, "expires"));
+    l->legacy = old;
     l->next = c->got;
     c->got = l;
     return 0;
@@ -154,7 +158,7 @@ void dav_locks_reload(dav_srv *d, uint64_t sid)
                     e.msg);
     pthread_mutex_lock(&d->locks.mu);
     for (dav_lock **pp = &d->locks.head; *pp;) { /* what this node remembered of it may be stale */
-        if ((*pp)->sid == sid) {
+        if ((*pp)->sid == sid && !(*pp)->legacy) { /* an older build's record is this node's own */
             dav_lock *l = *pp;
             *pp = l->next;
             lock_free(l);
@@ -198,7 +202,7 @@ static void unlock_bury(dav_srv *d)
     pthread_mutex_unlock(&d->locks.mu);
     for (dav_lock *l = dead, *n; l; l = n) {
         n = l->next;
-        lock_forget(d, l->sid, l->token);
+        lock_forget(d, l);
         lock_free(l);
     }
 }
@@ -419,12 +423,15 @@ static int refresh(dav_req *r, mb_err *err)
             copy = *l;
             copy.path = strdup(l->path);
             copy.owner = l->owner ? strdup(l->owner) : NULL;
+            l->legacy = false; /* saved under the store's key below */
             found = true;
         }
     unlock_bury(r->d);
     if (!found)
         return r->api->err_set(err, MB_EPRECOND, "no lock of yours with that token covers this resource");
     lock_save(r->d, &copy);
+    if (copy.legacy) /* its older build's record goes once the new one is written */
+        lock_forget(r->d, &copy);
     int rc = reply_lock(r, &copy, 200);
     free(copy.path);
     free(copy.owner);

@@ -23,6 +23,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 from harness import ServerTest, Server, main, missing_prerequisite  # noqa: E402
 
+LDB_EDIT = os.environ.get("MBYTE_LDB_EDIT", "")
+
 MODULES = {"webdav": True, "trash": True}
 
 
@@ -607,6 +609,44 @@ class TestLockPersistence(DavTest):
         self.srv.start()
         self.assertEqual(self.dav("PUT", "/dav/Home/held.odt", b"v3").status, 204)  # unlocked for good
         self.assertEqual(self.dav("GET", "/dav/Home/held.odt").body, b"v3")
+
+    def lock_keys(self):
+        p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta"), "--keys", "m/webdav/l/"],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout.split()
+
+    def test_a_lock_an_older_build_saved_holds_moves_to_the_stores_key_when_refreshed_and_goes_with_unlock(self):
+        if not LDB_EDIT:
+            missing_prerequisite(self, "MBYTE_LDB_EDIT is not set (meson sets it)")
+        self.assertEqual(self.dav("PUT", "/dav/Home/old.odt", b"v1").status, 201)
+        r = self.dav("LOCK", "/dav/Home/old.odt", self.LOCK, {"Timeout": "Second-3600", "Depth": "0"})
+        self.assertEqual(r.status, 200, r)
+        token = r.header("Lock-Token").strip("<>")
+        self.srv.stop()
+        [new] = self.lock_keys()
+        self.assertTrue(new.endswith("/" + token), new)
+        old = "m/webdav/l/" + token  # where a build before the cluster's store records kept it
+        p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta"), "--rename", new, old],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.srv.start()
+        self.assertEqual(self.dav("PUT", "/dav/Home/old.odt", b"clobber").status, 423)
+        r = self.dav("PROPFIND", "/dav/Home/old.odt", None, {"Depth": "0"})
+        self.assertIn(token.encode(), r.body)
+        r = self.dav("LOCK", "/dav/Home/old.odt", None, {"If": "(<%s>)" % token, "Timeout": "Second-3600"})
+        self.assertEqual(r.status, 200, r)
+        self.srv.stop()
+        self.assertEqual(self.lock_keys(), [new])  # refreshed: under the store's key, the old one gone
+        self.srv.start()
+        self.assertEqual(self.dav("PUT", "/dav/Home/old.odt", b"clobber").status, 423)
+        r = self.dav("UNLOCK", "/dav/Home/old.odt", None, {"Lock-Token": "<%s>" % token})
+        self.assertEqual(r.status, 204, r)
+        self.srv.stop()
+        self.assertEqual(self.lock_keys(), [])
+        self.srv.start()
+        self.assertEqual(self.dav("PUT", "/dav/Home/old.odt", b"v2").status, 204)
+        self.assertEqual(self.dav("GET", "/dav/Home/old.odt").body, b"v2")
 
 
 class TestTls(ServerTest):
