@@ -962,6 +962,24 @@ class ClusterWide(EtcdAndNodes):
         r = self.nodes["n2"].request("GET", "/api/v1/stores/%d/files/plan.odt" % sid, token=tok)
         self.assertEqual((r.status, r.body), (200, v1))
 
+    def test_a_by_name_read_forwarded_to_a_node_without_the_store_streams_from_the_keeper(self):
+        """A /dav/<name>/ request another node forwarded (marked X-MByte-Forwarded) is not handed on
+        again: the module's file calls serve it, and reply_file for a store kept elsewhere streams the
+        keeper's answer (cluster_fwd_file, which parks the connection until the headers are in). This
+        is what a by-name request meets when it was forwarded a moment before the store moved."""
+        tok, sid, auth = self.dav_user("fedir", "Atlas")
+        body = os.urandom(700000)
+        r = self.nodes["n2"].request("PUT", "/dav/Atlas/map.bin", body=body, headers=auth)
+        self.assertEqual(r.status, 201, r)
+        for n in ("n1", "n3"):  # neither keeps Atlas
+            h = dict(auth, **{"X-MByte-Forwarded": "elsewhere"})
+            r = self.nodes[n].request("GET", "/dav/Atlas/map.bin", headers=h)
+            self.assertEqual((r.status, len(r.body), r.body == body), (200, len(body), True), n)
+            r = self.nodes[n].request("GET", "/dav/Atlas/map.bin", headers=dict(h, Range="bytes=1000-1999"))
+            self.assertEqual((r.status, r.body), (206, body[1000:2000]), n)
+            r = self.nodes[n].request("HEAD", "/dav/Atlas/map.bin", headers=h)
+            self.assertEqual((r.status, r.header("Content-Length")), (200, str(len(body))), n)
+
     def test_tasks_are_read_listed_and_cancelled_through_any_node(self):
         """A task is its node's (the node that runs it), its id names that node: a client polling
         through HAProxy reaches it from any node, and the list holds every node's tasks."""

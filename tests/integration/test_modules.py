@@ -333,6 +333,15 @@ class BackendUnloadTest(ModuleTest):
         self.assertTrue(os.listdir(self.chunks), "no chunk reached the backend")
         return path, data
 
+    def unloaded(self, r):
+        """The unload answered 200 (done), or 202 when the drain and slowfini's fini outlast the
+        unload's own budget under load (docs/modules.md: it then ends on its own): it ends."""
+        self.assertIn(r.status, (200, 202), r)
+        end = time.time() + 60
+        while self.listing()["slowfini"]["state"] not in ("cold", "available"):
+            self.assertLess(time.time(), end, "the unload never ended")
+            time.sleep(0.1)
+
     def get(self, path):
         """(status, whole) of one GET: whole is False when the body was cut or differs."""
         try:
@@ -357,7 +366,7 @@ class BackendUnloadTest(ModuleTest):
         for t in threads:
             t.start()
         time.sleep(0.2)
-        self.assertEqual(self.act("slowfini", "unload").status, 200)
+        self.unloaded(self.act("slowfini", "unload"))
         stop.set()
         for t in threads:
             t.join()
@@ -395,8 +404,7 @@ class BackendUnloadTest(ModuleTest):
         self.assertEqual(len(head) + len(rest), len(data), "the download was cut")
         self.assertEqual(head + rest, data)
         t.join(60)
-        self.assertEqual(done["unload"].status, 200, done["unload"])
-        self.assertIn(self.listing()["slowfini"]["state"], ("cold", "available"))
+        self.unloaded(done["unload"])
         self.assertNotIn("called while fini runs", self.srv.read_log())
 
 
