@@ -412,7 +412,7 @@ static int set_etcd_url(kcfg *c, size_t i, const char *u, const char *where, mb_
     return 0;
 }
 
-/* cluster: {etcd: [urls], node, advertise, lease_ttl, rebalance} (cluster.c), then MBYTE_ETCD, MBYTE_NODE
+/* cluster: {etcd: [urls], node, advertise, lease_ttl, rebalance, store_weight_mb} (cluster.c), then MBYTE_ETCD, MBYTE_NODE
  * and MBYTE_ADVERTISE. MBYTE_ETCD alone turns cluster mode on; without either, nothing is set
  * and the server stays a single one. */
 static int cluster_check(const char *file, const json_t *root, const json_t *lines, kcfg *c, mb_err *err)
@@ -421,6 +421,7 @@ static int cluster_check(const char *file, const json_t *root, const json_t *lin
     char where[4200];
     c->cluster_lease_ttl = 5;
     c->cluster_rebalance = true;
+    c->cluster_store_weight = 64LL << 20;
     if (cl && !json_is_null(cl)) {
         if (!json_is_object(cl))
             return err_set(err, MB_EINVAL, "%s:%zu: cluster must be a mapping (etcd, node, advertise, lease_ttl, rebalance)", file,
@@ -432,7 +433,7 @@ static int cluster_check(const char *file, const json_t *root, const json_t *lin
             char kp[300];
             snprintf(kp, sizeof kp, "cluster.%s", key);
             if (strcmp(key, "etcd") && strcmp(key, "node") && strcmp(key, "advertise") && strcmp(key, "lease_ttl") &&
-                strcmp(key, "rebalance"))
+                strcmp(key, "rebalance") && strcmp(key, "store_weight_mb"))
                 return err_set(err, MB_EINVAL, "%s:%zu: unknown key 'cluster.%s'", file, line_of(lines, kp), key);
         }
         const json_t *e = json_object_get(cl, "etcd");
@@ -477,6 +478,13 @@ static int cluster_check(const char *file, const json_t *root, const json_t *lin
                            line_of(lines, "cluster.rebalance"));
         if (rb)
             c->cluster_rebalance = json_is_true(rb);
+        if (json_object_get(cl, "store_weight_mb")) {
+            int64_t w = 64;
+            if (want_int(file, cl, lines, "store_weight_mb", 1, 1 << 20, &w, err))
+                return err_set(err, MB_EINVAL, "%s:%zu: cluster.store_weight_mb must be a whole number of MiB from 1 to "
+                               "1048576", file, line_of(lines, "cluster.store_weight_mb"));
+            c->cluster_store_weight = w << 20;
+        }
     }
     const char *ev;
     if ((ev = getenv("MBYTE_ETCD")) && *ev) {

@@ -45,6 +45,7 @@ static struct {
     char *data_dir;  /* a copy: a reload may replace g_cfg */
     int ttl;         /* seconds */
     _Atomic int repl_port;   /* the replica side's port (cluster_repl.c), in the record as "replication" */
+    _Atomic int64_t kept;    /* bytes of the stores this node keeps (cluster_repl.c), in the record as "kept" */
     _Atomic uint64_t number; /* this node's number in the cluster (cluster_kv.c), in the record as "number" */
     atomic_bool republish;   /* write the record at the next turn, not at the next keepalive */
     int64_t started; /* wall clock, for the record */
@@ -77,9 +78,10 @@ static char *node_record(void)
         cap = (json_int_t)vs.f_blocks * (json_int_t)vs.f_frsize;
         avail = (json_int_t)vs.f_bavail * (json_int_t)vs.f_frsize;
     }
-    json_t *r = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:i, s:I}", "name", cl.node, "address", cl.advertise,
+    json_t *r = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:i, s:I, s:I}", "name", cl.node, "address", cl.advertise,
                           "started", (json_int_t)cl.started, "version", MBYTE_VERSION, "capacity", cap, "free", avail,
-                          "replication", atomic_load(&cl.repl_port), "number", (json_int_t)atomic_load(&cl.number));
+                          "replication", atomic_load(&cl.repl_port), "number", (json_int_t)atomic_load(&cl.number),
+                          "kept", (json_int_t)atomic_load(&cl.kept));
     char *s = json_dumps(r, JSON_COMPACT);
     json_decref(r);
     return s;
@@ -225,10 +227,11 @@ static void refresh_nodes(void)
         json_t *r = json_loads(a.kvs[i].value, 0, NULL);
         if (json_is_object(r) && json_is_string(json_object_get(r, "name")))
             json_array_append_new(
-                list, json_pack("{s:O, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:I}", "name", json_object_get(r, "name"),
+                list, json_pack("{s:O, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:I}", "name", json_object_get(r, "name"),
                                 "address", jstr(r, "address"), "state", "up", "capacity", jint(r, "capacity"), "free",
                                 jint(r, "free"), "started", jint(r, "started"), "version", jstr(r, "version"),
-                                "replication", jint(r, "replication"), "number", jint(r, "number")));
+                                "replication", jint(r, "replication"), "number", jint(r, "number"), "kept",
+                                jint(r, "kept")));
         json_decref(r);
     }
     etcd_answer_free(&a);
@@ -383,6 +386,8 @@ void cluster_set_replication_port(int port)
     pthread_cond_signal(&cl.cv);
     pthread_mutex_unlock(&cl.mu);
 }
+
+void cluster_set_kept(int64_t bytes) { atomic_store(&cl.kept, bytes); }
 
 void cluster_set_number(uint64_t number)
 {

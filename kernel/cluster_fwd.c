@@ -663,14 +663,16 @@ static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
 
 /* ------------------------------------------------------------- the gate --- */
 /* A store moving to another node (cluster_repl.c's move) is switched over only once no request
- * this node serves for it is under way; requests that arrive meanwhile wait (GATE_WAIT_MS at most)
- * and then go where the store is. */
-#define GATE_WAIT_MS 30000
-
+ * this node serves for it is under way. A request that arrives meanwhile is parked: its connection
+ * is suspended (it holds none of libmicrohttpd's threads, which serve the other connections,
+ * among them the requests the switch waits for) and resumed when the gate opens; it then looks
+ * again where the store is. One that finds the gate closed once more gets 503. */
 typedef struct gate {
     uint64_t sid;
     int inside;   /* requests served here for it, under way */
-    bool closing; /* a switch waits for inside to reach 0; newcomers wait for it to open */
+    bool closing; /* a switch waits for inside to reach 0; newcomers are parked until it opens */
+    struct MHD_Connection **parked;
+    size_t nparked, cap;
 } gate;
 
 static struct {
@@ -678,6 +680,7 @@ static struct {
     pthread_cond_t cv;
     gate *g;
     size_t n, cap;
+    bool released; /* stopping: nothing parks */
 } gates = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static gate *gate_find(uint64_t sid, bool make)
@@ -697,8 +700,18 @@ static gate *gate_find(uint64_t sid, bool make)
 
 static void gate_tidy(gate *g)
 {
-    if (!g->inside && !g->closing)
+    if (!g->inside && !g->closing && !g->nparked) {
+        free(g->parked);
         *g = gates.g[--gates.n];
+    }
+}
+
+/* Resume what waits at g (gates.mu held). */
+static void gate_unpark(gate *g)
+{
+    for (size_t i = 0; i < g->nparked; i++)
+        MHD_resume_connection(g->parked[i]);
+    g->nparked = 0;
 }
 
 static void deadline(struct timespec *ts, int64_t ms)
@@ -710,24 +723,40 @@ static void deadline(struct timespec *ts, int64_t ms)
     ts->tv_nsec %= 1000000000L;
 }
 
-/* true: counted in (leave once the request ends); false: it waited for a switch (look again). */
-static bool gate_enter(uint64_t sid)
+/* 0: counted in (leave once the request ends); CLUSTER_PARKED: suspended until the gate opens
+ * (called from the request's first call of the handler, as libmicrohttpd allows); < 0: the gate
+ * is closed and the request was parked once already, or the server stops: err. */
+static int gate_enter(mb_req *req, uint64_t sid, mb_err *err)
 {
-    struct timespec ts;
-    deadline(&ts, GATE_WAIT_MS);
+    int rc = 0;
     pthread_mutex_lock(&gates.mu);
     gate *g = gate_find(sid, true);
-    bool waited = false;
-    while (g && g->closing && pthread_cond_timedwait(&gates.cv, &gates.mu, &ts) == 0) {
-        waited = true;
-        g = gate_find(sid, false);
-    }
-    if (!waited) {
-        g = gate_find(sid, true);
+    if (!g->closing)
         g->inside++;
+    else if (req->was_parked || gates.released) {
+        http_reply_header(req, "Retry-After", "1");
+        rc = err_set(err, MB_EBUSY, "store %llu is moving to another node; try again in a moment", (unsigned long long)sid);
+    } else {
+        if (g->nparked == g->cap) {
+            g->cap = g->cap ? g->cap * 2 : 8;
+            g->parked = xrealloc(g->parked, g->cap * sizeof *g->parked);
+        }
+        g->parked[g->nparked++] = req->conn;
+        req->parked = req->was_parked = true;
+        MHD_suspend_connection(req->conn);
+        rc = CLUSTER_PARKED;
     }
     pthread_mutex_unlock(&gates.mu);
-    return !waited;
+    return rc;
+}
+
+void cluster_gate_release_all(void)
+{
+    pthread_mutex_lock(&gates.mu);
+    gates.released = true;
+    for (size_t i = 0; i < gates.n; i++)
+        gate_unpark(&gates.g[i]);
+    pthread_mutex_unlock(&gates.mu);
 }
 
 void cluster_gate_leave(uint64_t sid)
@@ -763,6 +792,7 @@ void cluster_gate_open(uint64_t sid)
     gate *g = gate_find(sid, false);
     if (g) {
         g->closing = false;
+        gate_unpark(g);
         gate_tidy(g);
     }
     pthread_cond_broadcast(&gates.cv);
@@ -845,30 +875,26 @@ int cluster_fwd_begin(mb_req *req, mb_err *err)
     const char *from = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER);
     char node[64], what[40];
     uint64_t sid;
-    int found;
-    for (int look = 0;; look++) {
-        found = fwd_target(req, node, sizeof node, &sid);
-        const char *last = from ? strrchr(from, ',') : NULL;
-        last = last ? last + 1 : from;
-        if (found > 0 && sid && last && !strcmp(last, node)) {
-            /* the node this placement names sent it here: one of the two is behind (a store moved a
-             * moment ago); etcd knows which */
-            char key[20], a[17];
-            key_u64(a, sid);
-            snprintf(key, sizeof key, "sp/%s", a);
-            if (cluster_kv_fetch(key))
-                found = fwd_target(req, node, sizeof node, &sid);
-        }
-        if (found < 0 || (found > 0 && (!from || !strchr(from, ','))))
-            break; /* elsewhere: forwarded (a forwarded request once more at most) */
-        if (found > 0 || !sid || look == 2 || gate_enter(sid)) {
-            if (found == 0 && sid && look < 2)
-                req->gate = sid; /* left when the request ends (http_on_completed) */
-            return 0; /* served here (or nowhere: this node's own 404) */
-        }
+    int found = fwd_target(req, node, sizeof node, &sid);
+    const char *last = from ? strrchr(from, ',') : NULL;
+    last = last ? last + 1 : from;
+    if (found > 0 && sid && last && !strcmp(last, node)) {
+        /* the node this placement names sent it here: one of the two is behind (a store moved a
+         * moment ago); etcd knows which */
+        char key[20], a[17];
+        key_u64(a, sid);
+        snprintf(key, sizeof key, "sp/%s", a);
+        if (cluster_kv_fetch(key))
+            found = fwd_target(req, node, sizeof node, &sid);
     }
-    if (found <= 0)
-        return 0;
+    if (found == 0 && sid) { /* served here: counted in at its gate, or parked there */
+        int g = gate_enter(req, sid, err);
+        if (g == 0)
+            req->gate = sid; /* left when the request ends (http_on_completed) */
+        return g;
+    }
+    if (found <= 0 || (from && strchr(from, ',')))
+        return 0; /* served here (a forwarded request is forwarded once more at most), or nowhere: a 404 */
     if (sid)
         snprintf(what, sizeof what, "store %llu", (unsigned long long)sid);
     else

@@ -839,6 +839,8 @@ static int move_steps(mb_task *t, uint64_t sid, const char *to, json_t *rec, mb_
         return rc ? rc : err_set(err, MB_EIO, "store %llu's placement went missing", (unsigned long long)sid);
     }
     task_progress(t, 80, "switching over");
+    log_info("cluster: store %llu switches over to node %s once the requests under way for it here have ended "
+             "(those that come meanwhile wait)", (unsigned long long)sid, to);
     int left = cluster_gate_close(sid, MOVE_DRAIN_MS);
     if (left)
         log_warn("cluster: store %llu moves with %d requests still under way here", (unsigned long long)sid, left);
@@ -915,12 +917,15 @@ static void retry_broken(void)
     json_decref(broken);
 }
 
-/* What one look saw of the placements for rebalancing: stores per node, this node's own. */
+/* What one look saw of the placements for rebalancing: stores per node, this node's own with their
+ * bytes. */
 struct tally {
     json_t *count;   /* node -> stores it keeps */
     bool filling;    /* a store gets a replica somewhere (a fill, a move): no new move meanwhile */
-    uint64_t *sid;   /* this node's stores, with their replicas */
+    uint64_t *sid;   /* this node's stores, with their replicas and bytes */
     char (*replica)[64];
+    int64_t *bytes;
+    int64_t kept;    /* their bytes together */
     size_t n, cap;
 };
 
@@ -935,45 +940,70 @@ static void tally_add(struct tally *ty, uint64_t sid, const json_t *r)
         ty->cap = ty->cap ? ty->cap * 2 : 16;
         ty->sid = xrealloc(ty->sid, ty->cap * sizeof *ty->sid);
         ty->replica = xrealloc(ty->replica, ty->cap * sizeof *ty->replica);
+        ty->bytes = xrealloc(ty->bytes, ty->cap * sizeof *ty->bytes);
     }
+    char key[32], a[17];
+    txn_usage_t u;
+    key_u64(a, sid);
+    snprintf(key, sizeof key, "us/%s", a);
+    txn_usage_read(key, &u);
     ty->sid[ty->n] = sid;
+    ty->bytes[ty->n] = u.bytes > 0 ? u.bytes : 0;
+    ty->kept += ty->bytes[ty->n];
     snprintf(ty->replica[ty->n++], 64, "%s", jstr(r, "replica"));
 }
 
-/* Rebalancing (cluster.rebalance, on by default): the node that keeps the most stores (the first
- * by name among equals) moves one to the node that keeps the fewest, when they differ by two or
- * more, one move at a time in the whole cluster (none while any store is filling), every
- * BALANCE_PAUSE_MS at most. A store whose replica is that node already moves without a fill. So a
- * node that joins takes stores until the counts differ by one at most. */
+/* Rebalancing (cluster.rebalance, on by default). A node's load is the bytes of the stores it keeps
+ * plus cluster.store_weight_mb for each of them (a store costs metadata and requests whatever its
+ * size). The node with the most load (the first by name among equals; its own load counted now, the
+ * others' bytes as their records said at their last refresh) moves one store to the node with the
+ * least, when that lowers the larger of the two by a store's weight at least: the store's load is at
+ * most their difference less one weight. Among those, a store whose replica is that node already
+ * (no fill), else the one that evens the two best. Each move lowers the sum of the loads' squares
+ * by two weights' squares at least, so the moves end; with stores of no bytes, this is "move when
+ * the counts differ by two or more". One move at a time in the whole cluster (none while any store
+ * is filling), BALANCE_PAUSE_MS at least between two, and two record refreshes, so that the
+ * receiving node's record counts the last move's bytes before the next is weighed. */
 static void rebalance(const struct tally *ty)
 {
+    int64_t pause = (int64_t)g_cfg->cluster_lease_ttl * 1000 * 2 / 3 + 1000;
     if (!g_cfg->cluster_rebalance || ty->filling || atomic_load(&rp.moving) || !ty->n ||
-        now_mono_ms() - rp.balanced_ms < BALANCE_PAUSE_MS)
+        now_mono_ms() - rp.balanced_ms < (pause > BALANCE_PAUSE_MS ? pause : BALANCE_PAUSE_MS))
         return;
+    int64_t w = g_cfg->cluster_store_weight;
     json_t *view = cluster_view(), *e;
     char most[64] = "", least[64] = "";
-    json_int_t hi = -1, lo = 0;
+    int64_t hi = -1, lo = 0;
     size_t i;
     json_array_foreach(json_object_get(view, "nodes"), i, e)
     {
         const char *name = jstr(e, "name");
-        json_int_t c = jint(ty->count, name);
         if (jint(e, "replication") <= 0) /* it does not take stores yet */
             continue;
-        if (c > hi || (c == hi && strcmp(name, most) < 0))
-            hi = c, snprintf(most, sizeof most, "%s", name);
-        if (!*least || c < lo || (c == lo && strcmp(name, least) < 0))
-            lo = c, snprintf(least, sizeof least, "%s", name);
+        int64_t load = jint(ty->count, name) * w + (strcmp(name, rp.node) ? jint(e, "kept") : ty->kept);
+        if (load > hi || (load == hi && strcmp(name, most) < 0))
+            hi = load, snprintf(most, sizeof most, "%s", name);
+        if (!*least || load < lo || (load == lo && strcmp(name, least) < 0))
+            lo = load, snprintf(least, sizeof least, "%s", name);
     }
     json_decref(view);
-    if (strcmp(most, rp.node) || hi - lo < 2)
+    if (strcmp(most, rp.node) || hi - lo < 2 * w)
         return;
-    size_t k = 0;
-    for (i = 0; i < ty->n; i++)
-        if (!strcmp(ty->replica[i], least)) {
-            k = i;
-            break;
-        }
+    size_t k = ty->n;
+    int64_t best = INT64_MAX;
+    for (i = 0; i < ty->n; i++) {
+        int64_t load = ty->bytes[i] + w, off = hi - lo - 2 * load;
+        if (load > hi - lo - w)
+            continue;
+        if (off < 0)
+            off = -off;
+        if (!strcmp(ty->replica[i], least))
+            off = -1; /* no fill: before any other */
+        if (off < best)
+            best = off, k = i;
+    }
+    if (k == ty->n)
+        return; /* every store here is too big to even the two by moving it */
     uint64_t task;
     mb_err err;
     rp.balanced_ms = now_mono_ms();
@@ -981,8 +1011,9 @@ static void rebalance(const struct tally *ty)
         log_warn("cluster: rebalancing: store %llu cannot move to node %s: %s", (unsigned long long)ty->sid[k], least,
                  err.msg);
     else
-        log_info("cluster: rebalancing: store %llu moves to node %s (%lld stores here, %lld there; task %llu)",
-                 (unsigned long long)ty->sid[k], least, (long long)hi, (long long)lo, (unsigned long long)task);
+        log_info("cluster: rebalancing: store %llu (%lld bytes) moves to node %s (load %lld MiB here, %lld MiB there; "
+                 "task %llu)", (unsigned long long)ty->sid[k], (long long)ty->bytes[k], least, (long long)(hi >> 20),
+                 (long long)(lo >> 20), (unsigned long long)task);
 }
 
 /* This node keeps store sid from now on (it took it over, or it was moved here): the hook event
@@ -1049,11 +1080,13 @@ static void look(void)
     json_decref(pick);
     if (can_fill)
         pthread_mutex_unlock(&rp.fill_mu);
+    cluster_set_kept(ty.kept);
     if (!closing && !pick)
         rebalance(&ty);
     json_decref(ty.count);
     free(ty.sid);
     free(ty.replica);
+    free(ty.bytes);
 }
 
 static void *place_main(void *arg)

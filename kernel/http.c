@@ -370,6 +370,65 @@ static enum MHD_Result stream_end(mb_req *req)
     return http_queue(req);
 }
 
+/* Where the request goes, once its path is parsed: another node (cluster mode), a route's begin,
+ * a stream, or a buffered body for its handler. Called again for a request parked at a gate
+ * (cluster_fwd.c) when it is resumed. */
+static enum MHD_Result dispatch(mb_req *req, mb_err *err)
+{
+    struct MHD_Connection *conn = req->conn;
+    if (!req->local && cluster_enabled()) { /* a store another node keeps: that node answers */
+        int f = cluster_fwd_begin(req, err);
+        if (f < 0)
+            return fail_now(req, err);
+        if (f == CLUSTER_PARKED)
+            return MHD_YES; /* called again once resumed, req->parked set */
+        if (f > 0) {
+            accesslog_route(&req->rl, req, "(forwarded)", true);
+            return MHD_YES;
+        }
+    }
+    http_hit hit;
+    int found = http_route_lookup(req, &hit, false);
+    int role = found ? 0 : hit.role;
+    const http_stream_ops *stream = found ? NULL : hit.stream;
+    accesslog_route(&req->rl, req, found ? NULL : hit.pattern, stream != NULL);
+    if (found) {
+        if (serve_static(req))
+            return answer_early(req);
+        route_missing(req, found, err);
+        return fail_now(req, err);
+    }
+    if (authorize(req, role, err)) {
+        if (err->code == MB_EAUTH)
+            http_reply_header(req, "WWW-Authenticate", "Bearer realm=\"mbyte\"");
+        return fail_now(req, err);
+    }
+    if (!found && hit.begin)
+        return route_begin(req, err);
+    if (stream) {
+        req->stream = stream;
+        if (stream->begin(req, &req->sctx, err)) {
+            req->stream_done = true;
+            if (stream->abort)
+                stream->abort(req, req->sctx);
+            req->sctx = NULL;
+            return fail_now(req, err);
+        }
+        if (req->replied) { /* answered from headers alone (e.g. 304, HEAD) */
+            req->stream_done = true;
+            return answer_early(req);
+        }
+        return MHD_YES;
+    }
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    uint64_t len;
+    if (cl && parse_u64(cl, &len) && len > (uint64_t)g_cfg->max_body) {
+        err_set(err, MB_ETOOBIG, "the body is larger than %lld bytes", (long long)g_cfg->max_body);
+        return fail_now(req, err);
+    }
+    return MHD_YES;
+}
+
 enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -418,55 +477,13 @@ enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, const ch
         }
         if (parse_path(req, &err))
             return fail_now(req, &err);
-        if (!req->local && cluster_enabled()) { /* a store another node keeps: that node answers */
-            int f = cluster_fwd_begin(req, &err);
-            if (f < 0)
-                return fail_now(req, &err);
-            if (f > 0) {
-                accesslog_route(&req->rl, req, "(forwarded)", true);
-                return MHD_YES;
-            }
-        }
-        http_hit hit;
-        int found = http_route_lookup(req, &hit, false);
-        int role = found ? 0 : hit.role;
-        const http_stream_ops *stream = found ? NULL : hit.stream;
-        accesslog_route(&req->rl, req, found ? NULL : hit.pattern, stream != NULL);
-        if (found) {
-            if (serve_static(req))
-                return answer_early(req);
-            route_missing(req, found, &err);
-            return fail_now(req, &err);
-        }
-        if (authorize(req, role, &err)) {
-            if (err.code == MB_EAUTH)
-                http_reply_header(req, "WWW-Authenticate", "Bearer realm=\"mbyte\"");
-            return fail_now(req, &err);
-        }
-        if (!found && hit.begin)
-            return route_begin(req, &err);
-        if (stream) {
-            req->stream = stream;
-            if (stream->begin(req, &req->sctx, &err)) {
-                req->stream_done = true;
-                if (stream->abort)
-                    stream->abort(req, req->sctx);
-                req->sctx = NULL;
-                return fail_now(req, &err);
-            }
-            if (req->replied) { /* answered from headers alone (e.g. 304, HEAD) */
-                req->stream_done = true;
-                return answer_early(req);
-            }
-            return MHD_YES;
-        }
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        uint64_t len;
-        if (cl && parse_u64(cl, &len) && len > (uint64_t)g_cfg->max_body) {
-            err_set(&err, MB_ETOOBIG, "the body is larger than %lld bytes", (long long)g_cfg->max_body);
-            return fail_now(req, &err);
-        }
-        return MHD_YES;
+        return dispatch(req, &err);
+    }
+    if (req->parked) { /* resumed: its store's switch is over (cluster_fwd.c's gate) */
+        req->parked = false;
+        enum MHD_Result r = dispatch(req, &err);
+        if (r != MHD_YES || req->parked || !*upload_data_size)
+            return r; /* libmicrohttpd calls again as for a first call: the body comes next */
     }
 
     if (*upload_data_size) {

@@ -35,6 +35,7 @@ struct mb_req {
     int nparams;
     bool local; /* came through the admin socket */
     uint64_t gate; /* cluster mode: the store this request is served here for (cluster_fwd.c's gate) */
+    bool parked, was_parked; /* suspended at a closed gate until it opens (cluster_fwd.c); it was once */
     bool started;
     bool have_user;
     mb_user user;

@@ -282,6 +282,7 @@ void http_stop(void)
      * worker has taken its listen socket out of epoll: seen in CI.) */
     http_refuse_new();
     http_sse_close_all();
+    cluster_gate_release_all(); /* what waits for a store's switch: 503 (or served, the switch done) */
     /* Let requests in flight finish (bounded), then stop. */
     for (int i = 0; i < 300 && http_requests_in_flight() > 0; i++) {
         http_sse_close_all();

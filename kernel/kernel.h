@@ -136,7 +136,8 @@ typedef struct kcfg {
     char *cluster_node;      /* this node's name (set whenever cluster_etcd is) */
     char *cluster_advertise; /* host:port the others reach this node at (default: listen) */
     int cluster_lease_ttl;   /* seconds; default 5 */
-    bool cluster_rebalance;  /* keepers move stores to nodes with fewer (cluster_repl.c); default true */
+    bool cluster_rebalance;  /* keepers move stores to nodes with less load (cluster_repl.c); default true */
+    int64_t cluster_store_weight; /* bytes a store counts for in a node's load besides its own; default 64 MiB */
     json_t *raw;             /* the whole mbyte.yaml as JSON */
 } kcfg;
 
@@ -559,6 +560,9 @@ bool cluster_pick_node(const char *except, char *out, size_t n);
  * "<advertised host>:<its replication port>" (false: not up, or it has none). */
 void cluster_set_replication_port(int port);
 bool cluster_node_replication(const char *node, char *out, size_t n);
+/* The bytes of the stores this node keeps (the placement thread counts them at each look), in its
+ * record as "kept" from its next refresh on: the others' rebalancing reads it there. */
+void cluster_set_kept(int64_t bytes);
 /* Cluster-wide accounts and tokens (cluster_kv.c): before auth_bootstrap, join etcd's copy of
  * them; *first is true when this node may create the first admin (a single server, or the
  * node that started the cluster). MB_EEXIST: this node has accounts of its own and the
@@ -634,8 +638,15 @@ int cluster_next_id(const char *name, uint64_t *out, mb_err *err);
  * in cluster mode. New reference; any thread. */
 json_t *cluster_view(void);
 /* cluster_fwd.c: a request for a store another node keeps goes there (1: req->stream set, the
- * request is that node's now; 0: serve it here; < 0: refused with err, e.g. the node is down). */
+ * request is that node's now; 0: serve it here; CLUSTER_PARKED: its store is switching over to
+ * another node, the connection is suspended until the switch is done and libmicrohttpd then calls
+ * the handler again as for its first call, req->parked set; < 0: refused with err, e.g. the node
+ * is down). */
+#define CLUSTER_PARKED 2
 int cluster_fwd_begin(mb_req *req, mb_err *err);
+/* At stop: every request parked at a gate is resumed, and none parks any more (libmicrohttpd must
+ * not stop with a connection suspended). */
+void cluster_gate_release_all(void);
 void cluster_fwd_fini(void); /* at stop, after the HTTP door: the connection cache */
 /* The gate of a store this node serves: a request served here for it leaves when it ends; a move
  * closes it (newcomers wait, then go where the store is) and waits up to ms for those under way

@@ -54,6 +54,7 @@ test('the admin sees the nodes, the leader and this node; a killed node leaves t
         assert.equal(cells[1], n.address, 'the address etcd has');
         assert.match(cells[3], /\d.*B/, 'the capacity, in bytes units');
         assert.equal(cells[5], String(v.stores.filter(st => st.owner === n.name).length), 'the stores kept there');
+        assert.match(cells[6], /\d.*B/, 'the bytes of those stores, in bytes units');
 
     }
     assert.ok(v.stores.length >= 1, 'at least the admin\'s Home store');

@@ -237,11 +237,11 @@ backend nodes
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def cluster_conf(etcd_urls, name, ttl=TTL, rebalance=False):
+def cluster_conf(etcd_urls, name, ttl=TTL, rebalance=False, more=""):
     """A node's cluster settings. Rebalancing (on by default) is off unless a test asks for it: the tests
-    place stores on the nodes they name and must find them there."""
-    return {"cluster": "{etcd: [%s], node: %s, lease_ttl: %d, rebalance: %s}" % (
-        etcd_urls, name, ttl, "true" if rebalance else "false")}
+    place stores on the nodes they name and must find them there. more: further keys ("k: v, ...")."""
+    return {"cluster": "{etcd: [%s], node: %s, lease_ttl: %d, rebalance: %s%s}" % (
+        etcd_urls, name, ttl, "true" if rebalance else "false", ", " + more if more else "")}
 
 
 def refused_start(test, s):
@@ -334,7 +334,7 @@ class EtcdAndNodes(unittest.TestCase):
     OTHER_PW = "not-the-cluster-admin-pw"
 
     @classmethod
-    def start_joined(cls, modules=None, names=None, rebalance=False, conf=None):
+    def start_joined(cls, modules=None, names=None, rebalance=False, conf=None, cluster_more=""):
         """etcd, then the nodes: n1 starts the cluster, the others join it with another
         MBYTE_ADMIN_PASSWORD (which must not make an admin of their own). conf: more of mbyte.yaml."""
         cls.etcd = Etcd().start()
@@ -346,7 +346,8 @@ class EtcdAndNodes(unittest.TestCase):
                 base = random.randrange(20000, 60000, 100)
                 env.update({"MBYTE_FTP_LISTEN": "127.0.0.1:%d" % cls.ftp_ports[n],
                             "MBYTE_FTP_PASV_PORTS": "%d-%d" % (base, base + 99)})
-            cls.nodes[n] = Server(conf=dict(cluster_conf(cls.etcd.url, n, rebalance=rebalance), **(conf or {})), env=env,
+            cls.nodes[n] = Server(conf=dict(cluster_conf(cls.etcd.url, n, rebalance=rebalance, more=cluster_more),
+                                            **(conf or {})), env=env,
                                   modules=modules)
             cls.nodes[n].start()
 
@@ -1439,6 +1440,7 @@ class BadSettings(unittest.TestCase):
         ("cluster:\n  etcd: [http://127.0.0.1:1]\n  node: a\n  lease_ttl: 1", 5, "cluster.lease_ttl must be"),
         ("cluster:\n  etcd: [http://127.0.0.1:1]\n  node: a\n  advertise: nowhere", 5, "must be host:port"),
         ("cluster:\n  etcd: [http://127.0.0.1:1]\n  node: a\n  rebalance: sometimes", 5, "cluster.rebalance must be true or false"),
+        ("cluster:\n  etcd: [http://127.0.0.1:1]\n  node: a\n  store_weight_mb: 0", 5, "cluster.store_weight_mb must be"),
         ("cluster:\n  etcd: [http://127.0.0.1:1]\n  nodes: a", 4, "unknown key 'cluster.nodes'"),
         ("cluster:\n  etcd: [http://127.0.0.1:1]", 2, "cluster mode needs cluster.node"),
     ]

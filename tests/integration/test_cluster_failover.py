@@ -246,6 +246,57 @@ class Failover(EtcdAndNodes):
             self.assertEqual(self.get(to, tok, sid, name), (200, data), name)
         self.fsck_clean(to)
 
+    def test_requests_that_meet_a_moves_switch_wait_without_holding_the_servers_threads(self):
+        """A move switches a store over once no request its keeper serves for it is under way; one
+        that arrives meanwhile is parked (its connection suspended), not held in one of
+        libmicrohttpd's threads: with more of them waiting than the node has threads (16), the node
+        still answers everything else, and the upload the switch waits for still gets its body
+        read. Once the switch is done the parked requests go to the new keeper and get the file."""
+        tok, sid, p = self.user_on("n1", "gate")
+        to = next(n for n in self.NAMES if n not in ("n1", p["replica"]))
+        data = os.urandom(50000)
+        self.assertEqual(self.put("n1", tok, sid, "doc.bin", data), 201)
+        # an upload to n1 under way, its body held back: the switch waits for it
+        slow = os.urandom(200000)
+        up = socket.create_connection(("127.0.0.1", self.nodes["n1"].port), timeout=60)
+        self.addCleanup(up.close)
+        up.sendall(("PUT /api/v1/stores/%d/files/slow.bin HTTP/1.1\r\nHost: n1\r\nAuthorization: Bearer %s\r\n"
+                    "Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % (sid, tok, len(slow))).encode())
+        up.sendall(slow[:1000])
+        admin = self.admin("n1")
+        r = self.nodes["n2"].request("POST", "/api/v1/admin/cluster/stores/%d/move" % sid, {"to": to}, token=admin)
+        self.assertEqual(r.status, 202, r)
+        task = r.json()["task"]
+        wait_for("the move waits at the switch", lambda: "store %d switches over to node %s" % (sid, to)
+                 in self.nodes["n1"].read_log(), 30)
+        time.sleep(0.5)  # from the log line to the gate's closing
+        got = {}
+
+        def reader(i):
+            got[i] = self.get("n1", tok, sid, "doc.bin")
+        readers = [threading.Thread(target=reader, args=(i,)) for i in range(24)]
+        for t in readers:
+            t.start()
+            time.sleep(0.02)
+        time.sleep(1)
+        self.assertEqual(got, {}, "a request answered before the switch")
+        # all of them wait; n1 answers anything else, and reads the held upload's body
+        r = self.nodes["n1"].request("GET", "/api/v1/health", timeout=10)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.nodes["n1"].request("GET", "/api/v1/me", token=tok, timeout=10).status, 200)
+        up.sendall(slow[1000:])
+        head = up.recv(4096)
+        self.assertTrue(head.startswith(b"HTTP/1.1 201"), head[:200])
+        for t in readers:
+            t.join(60)
+        self.assertEqual(sorted(got), list(range(24)))
+        self.assertTrue(all(v == (200, data) for v in got.values()), {k: v[0] for k, v in got.items()})
+        wait_for("the move is done", lambda: self.nodes["n1"].request(
+            "GET", "/api/v1/tasks/%d" % task, token=admin).json()["state"] == "done", 30)
+        self.assertEqual(self.placement("n1", sid)["owner"], to)
+        self.assertEqual(self.get(to, tok, sid, "slow.bin"), (200, slow))
+        self.assertEqual(self.get("n2", tok, sid, "doc.bin"), (200, data))
+
     def test_replica_and_etcd_down_together_the_store_waits_and_goes_on_once_etcd_is_back(self):
         tok, sid, p = self.user_on("n1", "bd")
         self.assertEqual(self.put("n1", tok, sid, "before.bin", b"b" * 7000), 201)
@@ -537,7 +588,64 @@ class Rebalance(EtcdAndNodes):
                 r = self.nodes[n].request("GET", "/api/v1/stores/%d/files/f.bin" % sid, token=tok)
                 self.assertEqual((r.status, r.body), (200, data[sid]), (n, sid))
         log = self.nodes[where[moved[0]]].read_log()
-        self.assertIn("rebalancing: store %d moves to node n3" % moved[0], log)
+        self.assertRegex(log, r"rebalancing: store %d \(\d+ bytes\) moves to node n3" % moved[0])
+
+class RebalanceBytes(EtcdAndNodes):
+    """Rebalancing weighs a node's load by the bytes of the stores it keeps besides their number
+    (cluster.store_weight_mb each, 1 MiB here): two nodes keep three stores each, one of them with a
+    6 MiB file; the node that keeps it hands its two empty stores to the other one, one at a time,
+    and not the big one (that would not even them), though the counts were equal and end 1 to 5."""
+
+    @classmethod
+    def start_cluster(cls):
+        cls.start_joined({"taskmgr": True, "multistore": True}, names=("n1", "n2"), rebalance=True,
+                         cluster_more="store_weight_mb: 1")
+
+    def placements(self, n):
+        admin = self.nodes[n].request("POST", "/api/v1/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
+        view = self.nodes[n].request("GET", "/api/v1/admin/cluster", token=admin.json()["token"]).json()
+        return {st["id"]: st["owner"] for st in view["stores"]}, {x["name"]: x.get("kept") for x in view["nodes"]}
+
+    def test_the_node_with_the_most_bytes_hands_over_stores_that_even_the_load(self):
+        admin = self.nodes["n1"].login()
+        tok = self.nodes["n2"].add_user("bea", "bea-password", admin_token=admin)
+        wait_for("bea logs in on n1", lambda: self.nodes["n1"].request(
+            "POST", "/api/v1/auth/login", {"username": "bea", "password": "bea-password"}).status == 200, 10)
+        # made in turns so that the counts never differ by two (no move before the big file)
+        big = create_store(self, self.nodes["n1"], tok, "Big")
+        s0 = create_store(self, self.nodes["n2"], tok, "S0")
+        x = create_store(self, self.nodes["n1"], tok, "X")
+        s1 = create_store(self, self.nodes["n2"], tok, "S1")
+        where, _ = self.placements("n1")
+        self.assertEqual(sorted(where.values()), ["n1"] * 3 + ["n2"] * 3, where)
+        n1_small = sorted(sid for sid, n in where.items() if n == "n1" and sid != big)
+        data = os.urandom(6 << 20)
+        r = self.nodes["n1"].request("PUT", "/api/v1/stores/%d/files/big.bin" % big, body=data, token=tok,
+                                     headers=OCTET)
+        self.assertEqual(r.status, 201, r)
+        small = {sid: os.urandom(1000 + sid) for sid in (s0, x, s1)}
+        for sid, body in small.items():
+            r = self.nodes[where[sid]].request("PUT", "/api/v1/stores/%d/files/s.bin" % sid, body=body, token=tok,
+                                               headers=OCTET)
+            self.assertEqual(r.status, 201, r)
+        wait_for("n1's two small stores are on n2", lambda: all(
+            self.placements("n1")[0][sid] == "n2" for sid in n1_small), 90)
+        time.sleep(15)  # a third move would come by now: none must (n1 would then be the lighter)
+        now, kept = self.placements("n2")
+        self.assertEqual(now[big], "n1", now)
+        self.assertEqual(sorted(now.values()), ["n1"] + ["n2"] * 5, now)
+        self.assertGreaterEqual(kept["n1"], 6 << 20, kept)  # the nodes publish what they keep
+        self.assertLess(kept["n2"], 1 << 20, kept)
+        log = self.nodes["n1"].read_log()
+        for sid in n1_small:
+            self.assertRegex(log, r"rebalancing: store %d \(\d+ bytes\) moves to node n2" % sid)
+        for n in ("n1", "n2"):  # every file through both nodes, from wherever its store is now
+            r = self.nodes[n].request("GET", "/api/v1/stores/%d/files/big.bin" % big, token=tok)
+            self.assertEqual((r.status, r.body == data), (200, True), n)
+            for sid, body in small.items():
+                r = self.nodes[n].request("GET", "/api/v1/stores/%d/files/s.bin" % sid, token=tok)
+                self.assertEqual((r.status, r.body), (200, body), (n, sid))
+
 
 if __name__ == "__main__":
     main()

@@ -291,7 +291,7 @@ export class AdminView {
                 h('td', h('strong', n.name), ' ', ...marks),
                 h('td', n.address), h('td', h('span.badge.state-' + (n.state === 'up' ? 'active' : 'error'), n.state)),
                 h('td.col-size', formatBytes(n.capacity)), h('td.col-size', formatBytes(n.free)),
-                h('td.col-size', String(stores(n.name))),
+                h('td.col-size', String(stores(n.name))), h('td.col-size', formatBytes(n.kept || 0)),
                 h('td', n.version || ''), h('td.col-mtime', n.started ? formatTime(n.started) : '')));
         }
         const up = new Set((v.nodes || []).map(n => n.name));
@@ -329,7 +329,8 @@ export class AdminView {
             h('div.table-wrap', h('table.files.admin-table', { 'aria-label': 'Cluster nodes' },
                 h('thead', h('tr', h('th', { scope: 'col' }, 'Node'), h('th', { scope: 'col' }, 'Address'), h('th', { scope: 'col' }, 'State'),
                     h('th.col-size', { scope: 'col' }, 'Capacity'), h('th.col-size', { scope: 'col' }, 'Free'),
-                    h('th.col-size', { scope: 'col' }, 'Stores'), h('th', { scope: 'col' }, 'Version'), h('th.col-mtime', { scope: 'col' }, 'Up since'))),
+                    h('th.col-size', { scope: 'col' }, 'Stores'), h('th.col-size', { scope: 'col' }, 'In its stores'),
+                    h('th', { scope: 'col' }, 'Version'), h('th.col-mtime', { scope: 'col' }, 'Up since'))),
                 tbody)),
             h('p.muted', 'A node that stops answering etcd leaves this list within its lease. Any node answers for any store: ',
                 'a request for a store another node keeps goes there (docs/cluster.md).'),
