@@ -242,11 +242,6 @@ typedef struct api_reader {
     cops_reader *far;
 } api_reader;
 
-typedef struct api_writer {
-    fs_writer *near;
-    cops_writer *far;
-} api_writer;
-
 static int stores_list(const mb_user *u, json_t **out, mb_err *err)
 {
     int rc = fs_stores_list(u, out, err);
@@ -407,39 +402,17 @@ static int file_read_fd(mb_file_reader *r, uint64_t off, int *fd, uint64_t *fd_o
 static int file_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t expected_size,
                             const char *expect_sha256, int flags, mb_file_writer **w, mb_err *err)
 {
-    api_writer x = {0};
-    int rc = FAR(sid) ? cops_write_begin(u, sid, path, expect_sha256, flags, &x.far, err)
-                      : fs_write_begin(u, sid, path, expected_size, expect_sha256, flags, &x.near, err);
-    if (!rc) {
-        api_writer *p = xmalloc(sizeof *p);
-        *p = x;
-        *w = (mb_file_writer *)p;
-    }
-    return rc;
+    return kept_write_begin(u, sid, path, expected_size, expect_sha256, flags, FAR(sid), (kept_writer **)w, err);
 }
 static int file_write_data(mb_file_writer *w, const void *buf, size_t n, mb_err *err)
 {
-    api_writer *x = (api_writer *)w;
-    return x->far ? cops_write_data(x->far, buf, n, err) : fs_write_data(x->near, buf, n, err);
+    return kept_write_data((kept_writer *)w, buf, n, err);
 }
 static int file_write_commit(mb_file_writer *w, json_t **info, bool *created, mb_err *err)
 {
-    api_writer *x = (api_writer *)w;
-    int rc = x->far ? cops_write_commit(x->far, info, created, err) : fs_write_commit(x->near, info, created, err);
-    free(x);
-    return rc;
+    return kept_write_commit((kept_writer *)w, info, created, err);
 }
-static void file_write_abort(mb_file_writer *w)
-{
-    api_writer *x = (api_writer *)w;
-    if (!x)
-        return;
-    if (x->far)
-        cops_write_abort(x->far);
-    else
-        fs_write_abort(x->near);
-    free(x);
-}
+static void file_write_abort(mb_file_writer *w) { kept_write_abort((kept_writer *)w); }
 
 /* Where the kernel's own constants stand for the ABI's they must be the same numbers: the
  * adapters pass them through unchanged. */

@@ -511,3 +511,46 @@ int cops_write_commit(cops_writer *w, json_t **info, bool *created, mb_err *err)
     cops_write_abort(w);
     return rc;
 }
+
+/* ------------------------------------------------- a write, here or there --- */
+
+struct kept_writer {
+    fs_writer *near;
+    cops_writer *far;
+};
+
+int kept_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t expected_size, const char *expect_sha256,
+                     int flags, bool far, kept_writer **w, mb_err *err)
+{
+    kept_writer x = {0};
+    int rc = far ? cops_write_begin(u, sid, path, expect_sha256, flags, &x.far, err)
+                 : fs_write_begin(u, sid, path, expected_size, expect_sha256, flags, &x.near, err);
+    if (!rc) {
+        *w = xmalloc(sizeof **w);
+        **w = x;
+    }
+    return rc;
+}
+
+int kept_write_data(kept_writer *w, const void *buf, size_t n, mb_err *err)
+{
+    return w->far ? cops_write_data(w->far, buf, n, err) : fs_write_data(w->near, buf, n, err);
+}
+
+int kept_write_commit(kept_writer *w, json_t **info, bool *created, mb_err *err)
+{
+    int rc = w->far ? cops_write_commit(w->far, info, created, err) : fs_write_commit(w->near, info, created, err);
+    free(w);
+    return rc;
+}
+
+void kept_write_abort(kept_writer *w)
+{
+    if (!w)
+        return;
+    if (w->far)
+        cops_write_abort(w->far);
+    else
+        fs_write_abort(w->near);
+    free(w);
+}

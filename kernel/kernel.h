@@ -720,6 +720,15 @@ int cops_write_begin(const mb_user *u, uint64_t sid, const char *path, const cha
 int cops_write_data(cops_writer *w, const void *buf, size_t n, mb_err *err);
 int cops_write_commit(cops_writer *w, json_t **info, bool *created, mb_err *err);
 void cops_write_abort(cops_writer *w);
+/* A file write wherever its store is kept: on this node (fs_write_*) or, far, on its keeper
+ * (cops_write_*), for the ABI's file calls (far when cluster_store_elsewhere) and a tus upload's
+ * end (tus.c). fs_write_*'s contracts; commit and abort free w. */
+typedef struct kept_writer kept_writer;
+int kept_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t expected_size, const char *expect_sha256,
+                     int flags, bool far, kept_writer **w, mb_err *err);
+int kept_write_data(kept_writer *w, const void *buf, size_t n, mb_err *err);
+int kept_write_commit(kept_writer *w, json_t **info, bool *created, mb_err *err);
+void kept_write_abort(kept_writer *w);
 /* A request another node forwarded for a user it had authenticated, signed with the cluster's
  * key (X-MByte-Forwarded-User): true with that user's id. Any other request: false. */
 bool cluster_fwd_vouched(mb_req *req, uint64_t *uid);

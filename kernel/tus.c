@@ -331,25 +331,15 @@ static int load_owned(mb_req *req, const char *id, json_t **rec, mb_err *err)
 
 /* ------------------------------------------------------- finalisation --- */
 
-/* The last byte is in: stream the part file through the normal write path. */
-static int finalize(const mb_user *u, const char *id, json_t *rec, mb_err *err)
+/* The part file (fd) into the store, here or (far) on the node that keeps it: committed (*info,
+ * *created), or nothing. */
+static int send_part(const mb_user *u, uint64_t sid, const char *path, uint64_t length, int flags, bool far, int fd,
+                     json_t **info, bool *created, mb_err *err)
 {
-    uint64_t sid = rec_u64(rec, "store");
-    const char *path = json_string_value(json_object_get(rec, "path"));
-    uint64_t length = rec_u64(rec, "length");
-    int flags = (int)rec_u64(rec, "flags");
-    char pp[4200];
-    part_path(id, pp, sizeof pp);
-    int fd = open(pp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return err_set(err, MB_EIO, "the upload's data is missing");
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    fs_writer *w = NULL;
-    int rc = fs_write_begin(u, sid, path, (int64_t)length, NULL, flags, &w, err);
-    if (rc) {
-        close(fd);
+    kept_writer *w;
+    int rc = kept_write_begin(u, sid, path, (int64_t)length, NULL, flags, far, &w, err);
+    if (rc)
         return rc;
-    }
     size_t cap = 1 << 20;
     char *buf = xmalloc(cap);
     uint64_t done = 0;
@@ -363,7 +353,7 @@ static int finalize(const mb_user *u, const char *id, json_t *rec, mb_err *err)
                          (unsigned long long)length);
             break;
         }
-        if ((rc = fs_write_data(w, buf, (size_t)n, err)))
+        if ((rc = kept_write_data(w, buf, (size_t)n, err)))
             break;
         done += (uint64_t)n;
         /* Dropping the pages we handed on keeps the page cache from filling with part files. */
@@ -371,15 +361,43 @@ static int finalize(const mb_user *u, const char *id, json_t *rec, mb_err *err)
             posix_fadvise(fd, 0, (off_t)done, POSIX_FADV_DONTNEED);
     }
     free(buf);
-    close(fd);
     if (rc) {
-        fs_write_abort(w);
+        kept_write_abort(w);
         return rc;
     }
+    return kept_write_commit(w, info, created, err);
+}
+
+/* The last byte is in: stream the part file through the normal write path. In cluster mode the
+ * store may have moved to another node since the upload began (uploads stay on the node that made
+ * them): the file then goes to the store's keeper as the user, as a module's write does; a commit
+ * here that failed because the store switched over meanwhile (nothing was committed) goes there
+ * too. */
+static int finalize(const mb_user *u, const char *id, json_t *rec, mb_err *err)
+{
+    uint64_t sid = rec_u64(rec, "store");
+    const char *path = json_string_value(json_object_get(rec, "path"));
+    uint64_t length = rec_u64(rec, "length");
+    int flags = (int)rec_u64(rec, "flags");
+    char pp[4200];
+    part_path(id, pp, sizeof pp);
+    int fd = open(pp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(err, MB_EIO, "the upload's data is missing");
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     json_t *info = NULL;
-    bool created = false;
-    if ((rc = fs_write_commit(w, &info, &created, err)))
+    bool created = false, far = cluster_enabled() && cluster_store_elsewhere(sid);
+    int rc = send_part(u, sid, path, length, flags, far, fd, &info, &created, err);
+    if (rc && !far && cluster_enabled() && cluster_store_elsewhere(sid)) {
+        far = true; /* it switched over while the file was written here */
+        rc = send_part(u, sid, path, length, flags, true, fd, &info, &created, err);
+    }
+    close(fd);
+    if (rc)
         return rc;
+    if (far)
+        log_msg(LOG_INFO, "tus", "upload %s: store %llu moved to another node since the upload began; the file was "
+                "sent to it", id, (unsigned long long)sid);
     /* The file is durable; now the upload is finished. A crash before the next line leaves the
      * old offset recorded: the client resends the tail and the same bytes are committed again. */
     json_object_set_new(rec, "done", json_true());

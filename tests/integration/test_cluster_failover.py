@@ -5,6 +5,7 @@ synchronously on another; the owner killed with SIGKILL, its replica serves the 
 with every acknowledged write; the replica killed, the owner goes on alone; an owner paused past its
 lease cannot acknowledge a write once its replica took the store over. What is checked is what users
 see: status codes, the bytes read back, and fsck on every node."""
+import base64
 import json
 import os
 import signal
@@ -296,6 +297,41 @@ class Failover(EtcdAndNodes):
         self.assertEqual(self.placement("n1", sid)["owner"], to)
         self.assertEqual(self.get(to, tok, sid, "slow.bin"), (200, slow))
         self.assertEqual(self.get("n2", tok, sid, "doc.bin"), (200, data))
+
+    def test_a_tus_upload_under_way_when_its_store_moves_ends_on_the_new_keeper(self):
+        """A tus upload stays on the node that made it (its part file); when its store moved to another
+        node meanwhile, its last PATCH sends the file to the new keeper as the user (before, the commit
+        on the old keeper was refused: 503, every retry the same)."""
+        tok, sid, p = self.user_on("n1", "tusmv")
+        to = next(n for n in self.NAMES if n not in ("n1", p["replica"]))
+        body = os.urandom(900000)
+        tus = {"Tus-Resumable": "1.0.0"}
+        meta = "store %s,path %s" % (base64.b64encode(str(sid).encode()).decode(),
+                                     base64.b64encode(b"in/moved.bin").decode())
+        r = self.nodes["n1"].request("POST", "/api/v1/uploads", token=tok, headers=dict(
+            tus, **{"Upload-Length": str(len(body)), "Upload-Metadata": meta + ",parents " +
+                    base64.b64encode(b"true").decode()}))
+        self.assertEqual(r.status, 201, r)
+        loc = r.header("Location")
+        patch = dict(tus, **{"Content-Type": "application/offset+octet-stream"})
+        r = self.nodes["n1"].request("PATCH", loc, body=body[:400000], token=tok,
+                                     headers=dict(patch, **{"Upload-Offset": "0"}))
+        self.assertEqual(r.status, 204, r)
+        admin = self.admin("n2")
+        r = self.nodes["n2"].request("POST", "/api/v1/admin/cluster/stores/%d/move" % sid, {"to": to}, token=admin)
+        self.assertEqual(r.status, 202, r)
+        wait_for("the store is kept by %s" % to, lambda: self.placement("n1", sid)["owner"] == to, 60)
+        r = self.nodes["n2"].request("PATCH", loc, body=body[400000:], token=tok,  # through another node
+                                     headers=dict(patch, **{"Upload-Offset": "400000"}))
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(r.header("Upload-Offset"), str(len(body)))
+        r = self.nodes["n3"].request("HEAD", loc, token=tok, headers=tus)
+        self.assertEqual((r.status, r.header("Upload-Offset")), (200, str(len(body))))
+        for n in self.NAMES:
+            self.assertEqual(self.get(n, tok, sid, "in/moved.bin"), (200, body), n)
+        self.assertIn("moved to another node", self.nodes["n1"].read_log())
+        self.assertEqual(os.listdir(os.path.join(self.nodes["n1"].data, "uploads")), [])  # its part file went
+        self.fsck_clean(to)
 
     def test_replica_and_etcd_down_together_the_store_waits_and_goes_on_once_etcd_is_back(self):
         tok, sid, p = self.user_on("n1", "bd")
