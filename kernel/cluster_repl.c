@@ -905,7 +905,12 @@ static void retry_broken(void)
             log_warn("cluster: store %llu goes on without its replica on node %s (etcd confirmed it now); epoch %lld",
                      (unsigned long long)sid, d.replica, (long long)json_integer_value(e) + 1);
             gone = true;
-        }
+        } else if (gone && rec && !strcmp(jstr(rec, "node"), rp.node))
+            /* still this node's at a later epoch: an earlier try's swap that etcd made but whose answer
+             * was lost (etcd starting again), or a move's or fill's own step */
+            log_warn("cluster: store %llu takes changes again: etcd's record of it is at epoch %lld now (replica %s)",
+                     (unsigned long long)sid, (long long)jint(rec, "epoch"),
+                     *jstr(rec, "replica") ? jstr(rec, "replica") : "none");
         if (gone) { /* dropped now, or the store is another's or at another epoch: nothing to wait for */
             pthread_mutex_lock(&rp.mu);
             if (jint(rp.broken, hex) == json_integer_value(e))
