@@ -795,7 +795,6 @@ void cluster_gate_open(uint64_t sid)
         gate_unpark(g);
         gate_tidy(g);
     }
-    pthread_cond_broadcast(&gates.cv);
     pthread_mutex_unlock(&gates.mu);
 }
 

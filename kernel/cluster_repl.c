@@ -947,10 +947,9 @@ static void tally_add(struct tally *ty, uint64_t sid, const json_t *r)
         ty->replica = xrealloc(ty->replica, ty->cap * sizeof *ty->replica);
         ty->bytes = xrealloc(ty->bytes, ty->cap * sizeof *ty->bytes);
     }
-    char key[32], a[17];
+    char key[32];
     txn_usage_t u;
-    key_u64(a, sid);
-    snprintf(key, sizeof key, "us/%s", a);
+    id_key(key, sizeof key, "us", sid);
     txn_usage_read(key, &u);
     ty->sid[ty->n] = sid;
     ty->bytes[ty->n] = u.bytes > 0 ? u.bytes : 0;

@@ -52,13 +52,11 @@ static struct {
 /* The store's usage joins its owner's usage on this node (the user's usage is each node's sum). */
 static void usage_joins(uint64_t sid, uint64_t owner)
 {
-    char key[24], a[17];
-    key_u64(a, sid);
-    snprintf(key, sizeof key, "us/%s", a);
+    char key[24];
+    id_key(key, sizeof key, "us", sid);
     txn_usage_t u;
     txn_usage_read(key, &u);
-    key_u64(a, owner);
-    snprintf(key, sizeof key, "uu/%s", a);
+    id_key(key, sizeof key, "uu", owner);
     txn t;
     txn_begin(&t, NULL);
     txn_usage_add(t.b, key, &u);

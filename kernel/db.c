@@ -1006,6 +1006,13 @@ void key_u64(char out[17], uint64_t v)
     out[16] = 0;
 }
 
+void id_key(char *out, size_t n, const char *table, uint64_t id)
+{
+    char a[17];
+    key_u64(a, id);
+    snprintf(out, n, "%s/%s", table, a);
+}
+
 /* Ids come from "n/<name>" counters, persisted with sync before the id is handed out:
  * an id seen by anyone is never reused after a crash. */
 static uint64_t counter_read(const char *key)

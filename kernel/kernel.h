@@ -375,6 +375,8 @@ uint64_t db_id_high(const char *name);
 void db_id_floor(const char *name, uint64_t floor);
 /* Key encoding: big-endian u64 as 16 hex digits so keys sort numerically. */
 void key_u64(char out[17], uint64_t v);
+/* "<table>/<id as key_u64>": a record keyed by one id (s/, us/, uu/, sd/...). */
+void id_key(char *out, size_t n, const char *table, uint64_t id);
 
 /* ----------------------------------------------------------------- conn.c --- */
 /* The HTTP door's guard against connection floods (see conn.c). All but conn_start/stop are
@@ -649,8 +651,8 @@ int cluster_fwd_begin(mb_req *req, mb_err *err);
 void cluster_gate_release_all(void);
 void cluster_fwd_fini(void); /* at stop, after the HTTP door: the connection cache */
 /* The gate of a store this node serves: a request served here for it leaves when it ends; a move
- * closes it (newcomers wait, then go where the store is) and waits up to ms for those under way
- * (how many are left), then opens it once the store is elsewhere. */
+ * closes it (newcomers are parked, CLUSTER_PARKED, and go where the store is once it opens) and
+ * waits up to ms for those under way (how many are left), then opens it once the store is elsewhere. */
 void cluster_gate_leave(uint64_t sid);
 int cluster_gate_close(uint64_t sid, int64_t ms);
 void cluster_gate_open(uint64_t sid);

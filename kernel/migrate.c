@@ -53,14 +53,6 @@
 /* Member k of o if it is a string, else NULL (jstr gives "" instead). */
 static const char *str_or_null(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
 
-/* "<prefix><id16>": a store record (s/) or a task's note (mg/). */
-static void id_key(char out[32], const char *prefix, uint64_t id)
-{
-    char a[17];
-    key_u64(a, id);
-    snprintf(out, 32, "%s%s", prefix, a);
-}
-
 /* Is task id queued or running? */
 static bool task_live(uint64_t id)
 {
@@ -84,7 +76,7 @@ static bool task_cancelled(uint64_t id)
 static int record_edit(uint64_t sid, int (*edit)(json_t *rec, void *ud, mb_err *err), void *ud, mb_err *err)
 {
     char key[32];
-    id_key(key, "s/", sid);
+    id_key(key, sizeof key, "s", sid);
     json_t *rec = NULL;
     txn t;
     txn_begin(&t, NULL);
@@ -174,7 +166,7 @@ static int target_placement(uint64_t sid, const json_t *p, json_t **out, mb_err 
     if (rc || !json_is_true(json_object_get(*out, "encrypt")))
         return rc;
     char key[32];
-    id_key(key, "s/", sid);
+    id_key(key, sizeof key, "s", sid);
     json_t *rec = NULL;
     if (db_get_json(key, &rec) == 0) {
         json_t *cur = json_object_get(rec, "placement");
@@ -216,7 +208,7 @@ int migrate_placement_get(uint64_t sid, json_t **out, mb_err *err)
 {
     int rc = backend_placement_get(sid, out, err);
     char key[32];
-    id_key(key, "s/", sid);
+    id_key(key, sizeof key, "s", sid);
     json_t *rec = NULL;
     if (!rc && db_get_json(key, &rec) == 0) {
         json_t *mig = json_object_get(rec, "migrating");
@@ -519,8 +511,8 @@ static int run(mb_task *task, const json_t *args, void *state, mb_err *err)
     char a[17], key[32];
     key_u64(a, m.sid);
     snprintf(m.prefix, sizeof m.prefix, "f/%s/", a);
-    id_key(m.key, "mg/", task_id(task));
-    id_key(key, "s/", m.sid);
+    id_key(m.key, sizeof m.key, "mg", task_id(task));
+    id_key(key, sizeof key, "s", m.sid);
     json_t *rec = NULL;
     if (db_get_json(key, &rec) || !json_object_get(rec, "migrating")) { /* deleted, or nothing left to do */
         json_decref(rec);

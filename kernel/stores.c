@@ -27,13 +27,6 @@
 
 typedef txn_usage_t usage_t;
 
-static void skey(char *out, size_t n, const char *prefix, uint64_t id)
-{
-    char a[17];
-    key_u64(a, id);
-    snprintf(out, n, "%s/%s", prefix, a);
-}
-
 /* ================================================================ states === */
 
 
@@ -59,7 +52,7 @@ static void usage_kept(uint64_t owner, usage_t *u)
         if (cluster_store_elsewhere(sid))
             continue;
         usage_t one;
-        skey(key, sizeof key, "us", sid);
+        id_key(key, sizeof key, "us", sid);
         txn_usage_read(key, &one);
         u->bytes += one.bytes;
         u->files += one.files;
@@ -76,15 +69,15 @@ int stores_usage_get(uint64_t sid, uint64_t owner, json_t **out, mb_err *err)
     if (!sid && cluster_enabled())
         usage_kept(owner, &u);
     else if (sid) {
-        skey(key, sizeof key, "s", sid);
+        id_key(key, sizeof key, "s", sid);
         json_t *s = NULL;
         if (db_get_json(key, &s))
             return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
         json_decref(s);
-        skey(key, sizeof key, "us", sid);
+        id_key(key, sizeof key, "us", sid);
         txn_usage_read(key, &u);
     } else {
-        skey(key, sizeof key, "uu", owner);
+        id_key(key, sizeof key, "uu", owner);
         txn_usage_read(key, &u);
     }
     *out = json_pack("{s:I, s:I, s:I, s:I, s:I}", "bytes", (json_int_t)u.bytes, "files", (json_int_t)u.files,
@@ -239,7 +232,7 @@ int stores_init(mb_err *err)
 static int store_read(uint64_t sid, json_t **rec, mb_err *err)
 {
     char key[64];
-    skey(key, sizeof key, "s", sid);
+    id_key(key, sizeof key, "s", sid);
     int rc = db_get_json(key, rec);
     if (rc == MB_ENOENT)
         return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);
@@ -319,7 +312,7 @@ int stores_ready(uint64_t sid, mb_err *err)
     if (!rc && st) {
         json_object_del(rec, "state");
         char key[64];
-        skey(key, sizeof key, "s", sid);
+        id_key(key, sizeof key, "s", sid);
         db_batch_put_json(c.b, key, rec);
         hook_emit_batch(c.b, "store.created",
                         json_pack("{s:I, s:O, s:O}", "store", (json_int_t)sid, "owner", json_object_get(rec, "owner"),
@@ -358,7 +351,7 @@ int stores_rename(const mb_user *u, uint64_t sid, const char *name, mb_err *err)
         json_t *old = json_incref(json_object_get(rec, "name"));
         json_object_set_new(rec, "name", json_string(nn));
         char key[64];
-        skey(key, sizeof key, "s", sid);
+        id_key(key, sizeof key, "s", sid);
         db_batch_put_json(c.b, key, rec);
         hook_emit_batch(c.b, "store.renamed",
                         json_pack("{s:I, s:O, s:o, s:s, s:I}", "store", (json_int_t)sid, "owner",
@@ -388,14 +381,14 @@ int stores_delete_begin(const mb_user *u, uint64_t sid, mb_err *err)
         db_batch *b = c.b;
         char key[64];
         usage_t was;
-        skey(key, sizeof key, "us", sid);
+        id_key(key, sizeof key, "us", sid);
         txn_usage_read(key, &was);
         db_batch_del(b, key, strlen(key));
-        skey(key, sizeof key, "uu", (uint64_t)jint(rec, "owner"));
+        id_key(key, sizeof key, "uu", (uint64_t)jint(rec, "owner"));
         was = (usage_t){-was.bytes, -was.files, -was.versions, -was.trash};
         txn_usage_add(b, key, &was);
         json_object_set_new(rec, "state", json_string("deleting"));
-        skey(key, sizeof key, "s", sid);
+        id_key(key, sizeof key, "s", sid);
         db_batch_put_json(b, key, rec);
         what = "marking the store for deletion";
     }
@@ -468,14 +461,14 @@ int stores_delete_step(uint64_t sid, int max, int64_t *removed, mb_err *err)
             char key[64], o[17];
             uint64_t owner = (uint64_t)jint(rec, "owner");
             key_u64(o, owner);
-            skey(key, sizeof key, "s", sid);
+            id_key(key, sizeof key, "s", sid);
             db_batch_del(b, key, strlen(key));
             snprintf(key, sizeof key, "so/%s/%s", o, a);
             db_batch_del(b, key, strlen(key));
             cluster_store_gone(b, sid);
-            skey(key, sizeof key, "us", sid);
+            id_key(key, sizeof key, "us", sid);
             db_batch_del(b, key, strlen(key));
-            skey(key, sizeof key, "sd", owner);
+            id_key(key, sizeof key, "sd", owner);
             char *dv = NULL;
             if (db_get(key, strlen(key), &dv, NULL) == 0 && strtoull(dv, NULL, 10) == sid)
                 db_batch_del(b, key, strlen(key));
@@ -569,7 +562,7 @@ int stores_settings_set(uint64_t sid, const json_t *settings, mb_err *err)
     if (!rc) {
         json_object_set_new(rec, "settings", json_deep_copy(settings));
         char key[64];
-        skey(key, sizeof key, "s", sid);
+        id_key(key, sizeof key, "s", sid);
         db_batch_put_json(t.b, key, rec);
     }
     if (txn_end(&t, rc, err, rc ? NULL : "the settings") && !rc)
@@ -583,13 +576,13 @@ int stores_settings_set(uint64_t sid, const json_t *settings, mb_err *err)
 int stores_default_get(uint64_t owner, uint64_t *sid, mb_err *err)
 {
     char key[64], *v = NULL;
-    skey(key, sizeof key, "sd", owner);
+    id_key(key, sizeof key, "sd", owner);
     *sid = 0;
     if (db_get(key, strlen(key), &v, NULL) == 0) {
         uint64_t s = strtoull(v, NULL, 10);
         free(v);
         json_t *rec = NULL;
-        skey(key, sizeof key, "s", s);
+        id_key(key, sizeof key, "s", s);
         if (db_get_json(key, &rec) == 0 && !json_object_get(rec, "state"))
             *sid = s;
         json_decref(rec);
@@ -621,7 +614,7 @@ int stores_default_set(const mb_user *u, uint64_t sid, mb_err *err)
     if (rc)
         return rc;
     char key[64], v[24];
-    skey(key, sizeof key, "sd", u->id);
+    id_key(key, sizeof key, "sd", u->id);
     int n = snprintf(v, sizeof v, "%llu", (unsigned long long)sid);
     txn t;
     txn_begin(&t, NULL);

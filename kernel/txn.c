@@ -266,13 +266,6 @@ void txn_usage_add(db_batch *b, const char *key, const txn_usage_t *d)
     usage_put(b, key, u);
 }
 
-static void usage_key(char *out, size_t n, const char *prefix, uint64_t id)
-{
-    char a[17];
-    key_u64(a, id);
-    snprintf(out, n, "%s/%s", prefix, a);
-}
-
 /* Each store's deltas into its record, and summed per owner into the owner's. */
 static void usage_flush(txn *t)
 {
@@ -284,13 +277,13 @@ static void usage_flush(txn *t)
         const txn_usage_t *d = &t->usage[i].d;
         if (!d->bytes && !d->files && !d->versions && !d->trash)
             continue;
-        usage_key(key, sizeof key, "s", t->usage[i].sid);
+        id_key(key, sizeof key, "s", t->usage[i].sid);
         json_t *s = NULL;
         if (db_get_json_shared(key, &s))
             continue;
         uint64_t owner = (uint64_t)jint0(s, "owner");
         json_decref(s);
-        usage_key(key, sizeof key, "us", t->usage[i].sid);
+        id_key(key, sizeof key, "us", t->usage[i].sid);
         txn_usage_add(t->b, key, d);
         int j = 0;
         while (j < no && owners[j] != owner)
@@ -302,7 +295,7 @@ static void usage_flush(txn *t)
         usage_sum(&od[j], d);
     }
     for (int j = 0; j < no; j++) {
-        usage_key(key, sizeof key, "uu", owners[j]);
+        id_key(key, sizeof key, "uu", owners[j]);
         txn_usage_add(t->b, key, &od[j]);
     }
     t->n_usage = 0;

@@ -71,6 +71,13 @@ typedef struct dav_lock {
     bool infinite; /* Depth: infinity */
     int64_t timeout_s, expires;
     bool legacy; /* its record is an older build's, l/<token>, not the store's l/<sid16>/<token> */
+    /* Under mu. Its record is written outside mu (LOCK, refresh): saving counts the writes under
+     * way. Taken out of the table meanwhile (UNLOCK, DELETE, expiry), it is `out`, and the last
+     * write to end deletes the record it wrote (unless `keep`: a reload of its store, whose records
+     * are another node's word) and frees it. Before, an UNLOCK between a refresh's table update and
+     * its write left the record behind: the lock came back at the next start. */
+    int saving;
+    bool out, keep;
     struct dav_lock *next;
 } dav_lock;
 

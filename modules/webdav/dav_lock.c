@@ -161,7 +161,10 @@ void dav_locks_reload(dav_srv *d, uint64_t sid)
         if ((*pp)->sid == sid && !(*pp)->legacy) { /* an older build's record is this node's own */
             dav_lock *l = *pp;
             *pp = l->next;
-            lock_free(l);
+            if (l->saving) /* its writer frees it, and leaves the record read here alone */
+                l->out = l->keep = true;
+            else
+                lock_free(l);
         } else
             pp = &(*pp)->next;
     }
@@ -183,11 +186,16 @@ void dav_locks_free(dav_locks *t)
     pthread_mutex_destroy(&t->mu);
 }
 
-/* Under mu: take lock *pp out of the table; its record goes at unlock_bury. */
+/* Under mu: take lock *pp out of the table; its record goes at unlock_bury, or after the write of
+ * it under way (save_done). */
 static void take_out(dav_locks *t, dav_lock **pp)
 {
     dav_lock *l = *pp;
     *pp = l->next;
+    if (l->saving) {
+        l->out = true;
+        return;
+    }
     l->next = t->dead;
     t->dead = l;
 }
@@ -205,6 +213,22 @@ static void unlock_bury(dav_srv *d)
         lock_forget(d, l);
         lock_free(l);
     }
+}
+
+/* Lock l's record was written (l->saving counted it under mu): if l was taken out meanwhile, its
+ * record goes now, after the write that would have brought it back. */
+static void save_done(dav_srv *d, dav_lock *l)
+{
+    pthread_mutex_lock(&d->locks.mu);
+    if (--l->saving == 0 && l->out) {
+        if (l->keep)
+            lock_free(l);
+        else {
+            l->next = d->locks.dead;
+            d->locks.dead = l;
+        }
+    }
+    unlock_bury(d);
 }
 
 /* Under mu: take out what has expired (its record goes at unlock_bury). */
@@ -412,8 +436,7 @@ static int refresh(dav_req *r, mb_err *err)
         return r->api->err_set(err, MB_EINVAL, "a LOCK refresh needs the lock's token in an If header");
     dav_locks *t = &r->d->locks;
     int64_t now = r->api->now(), to = timeout_of(r);
-    dav_lock copy = {0};
-    bool found = false;
+    dav_lock copy = {0}, *found = NULL;
     pthread_mutex_lock(&t->mu);
     expire(r->d, now);
     for (dav_lock *l = t->head; l && !found; l = l->next)
@@ -424,7 +447,8 @@ static int refresh(dav_req *r, mb_err *err)
             copy.path = strdup(l->path);
             copy.owner = l->owner ? strdup(l->owner) : NULL;
             l->legacy = false; /* saved under the store's key below */
-            found = true;
+            l->saving++;
+            found = l;
         }
     unlock_bury(r->d);
     if (!found)
@@ -432,6 +456,7 @@ static int refresh(dav_req *r, mb_err *err)
     lock_save(r->d, &copy);
     if (copy.legacy) /* its older build's record goes once the new one is written */
         lock_forget(r->d, &copy);
+    save_done(r->d, found);
     int rc = reply_lock(r, &copy, 200);
     free(copy.path);
     free(copy.owner);
@@ -490,7 +515,7 @@ int dav_lock_handle(dav_req *r, const void *body, size_t len, mb_err *err)
     int64_t now = api->now();
     l->expires = now + l->timeout_s;
     dav_locks *t = &r->d->locks;
-    dav_lock copy = *l; /* answered from: once in the table, l is another thread's to free */
+    dav_lock copy = *l; /* answered from: once its save is done (save_done), l is another thread's to free */
     copy.path = strdup(l->path);
     copy.owner = l->owner ? strdup(l->owner) : NULL;
     bool conflict = false;
@@ -500,6 +525,7 @@ int dav_lock_handle(dav_req *r, const void *body, size_t len, mb_err *err)
         if (x->sid == l->sid && (covers(x, l->path) || (infinite && under(x, l->path))))
             conflict = x->exclusive || exclusive;
     if (!conflict) {
+        l->saving = 1;
         l->next = t->head;
         t->head = l;
     }
@@ -515,6 +541,7 @@ int dav_lock_handle(dav_req *r, const void *body, size_t len, mb_err *err)
                                           "<D:no-conflicting-lock/></D:error>\n"));
     }
     lock_save(r->d, &copy);
+    save_done(r->d, l);
     char hdr[80];
     snprintf(hdr, sizeof hdr, "<%s>", copy.token);
     api->reply_header(r->req, "Lock-Token", hdr);
