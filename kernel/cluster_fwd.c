@@ -759,6 +759,17 @@ void cluster_gate_release_all(void)
     pthread_mutex_unlock(&gates.mu);
 }
 
+bool cluster_gate_join(uint64_t sid)
+{
+    pthread_mutex_lock(&gates.mu);
+    gate *g = gate_find(sid, true);
+    bool in = !g->closing;
+    if (in)
+        g->inside++;
+    pthread_mutex_unlock(&gates.mu);
+    return in;
+}
+
 void cluster_gate_leave(uint64_t sid)
 {
     pthread_mutex_lock(&gates.mu);

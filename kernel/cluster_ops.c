@@ -517,18 +517,32 @@ int cops_write_commit(cops_writer *w, json_t **info, bool *created, mb_err *err)
 struct kept_writer {
     fs_writer *near;
     cops_writer *far;
+    uint64_t gated; /* the store whose gate the write counts in at (near, cluster mode), 0 none */
 };
 
+/* In cluster mode a write here counts in at its store's gate (a move waits for it, as for a request,
+ * instead of refusing its commit at the switch). While a move's switch is under way the gate is
+ * closed: a user's write then goes as a far one, spooled here and sent at commit to the store's
+ * keeper through the HTTP API, where it waits at this node's gate (parked) and goes to the new keeper
+ * once the switch is done. The system's own writes (u NULL) are never sent away: they are written
+ * here and fail at a switch that meets their commit. */
 int kept_write_begin(const mb_user *u, uint64_t sid, const char *path, int64_t expected_size, const char *expect_sha256,
                      int flags, bool far, kept_writer **w, mb_err *err)
 {
     kept_writer x = {0};
+    if (!far && u && cluster_enabled()) {
+        if (cluster_gate_join(sid))
+            x.gated = sid;
+        else
+            far = true;
+    }
     int rc = far ? cops_write_begin(u, sid, path, expect_sha256, flags, &x.far, err)
                  : fs_write_begin(u, sid, path, expected_size, expect_sha256, flags, &x.near, err);
     if (!rc) {
         *w = xmalloc(sizeof **w);
         **w = x;
-    }
+    } else if (x.gated)
+        cluster_gate_leave(x.gated);
     return rc;
 }
 
@@ -540,6 +554,8 @@ int kept_write_data(kept_writer *w, const void *buf, size_t n, mb_err *err)
 int kept_write_commit(kept_writer *w, json_t **info, bool *created, mb_err *err)
 {
     int rc = w->far ? cops_write_commit(w->far, info, created, err) : fs_write_commit(w->near, info, created, err);
+    if (w->gated)
+        cluster_gate_leave(w->gated);
     free(w);
     return rc;
 }
@@ -552,5 +568,7 @@ void kept_write_abort(kept_writer *w)
         cops_write_abort(w->far);
     else
         fs_write_abort(w->near);
+    if (w->gated)
+        cluster_gate_leave(w->gated);
     free(w);
 }

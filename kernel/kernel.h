@@ -654,6 +654,10 @@ void cluster_fwd_fini(void); /* at stop, after the HTTP door: the connection cac
  * closes it (newcomers are parked, CLUSTER_PARKED, and go where the store is once it opens) and
  * waits up to ms for those under way (how many are left), then opens it once the store is elsewhere. */
 void cluster_gate_leave(uint64_t sid);
+/* A module's write (kept_writer) served here counts in at its store's gate like a request, so a
+ * move waits for it: true (leave when it ends), or false while the gate is closed (the write then
+ * goes where the store will be: kept_write_begin). Never blocks. */
+bool cluster_gate_join(uint64_t sid);
 int cluster_gate_close(uint64_t sid, int64_t ms);
 void cluster_gate_open(uint64_t sid);
 /* cluster_repl.c: move store sid to node `to` (a task on this node, its keeper): *task its id. */

@@ -1055,6 +1055,56 @@ class ClusterWide(EtcdAndNodes):
         self.addCleanup(f.close)
         return f
 
+    def test_ftp_uploads_that_meet_a_moves_switch_end_on_the_new_keeper(self):
+        """A module's write on the node keeping the store (an FTP STOR) counts at the store's gate like
+        an HTTP request: a move switches over once it has ended. One that begins while the switch waits
+        is spooled and sent, once it ends, to where the store then is. Before, neither counted: the
+        switch went ahead under the first, and its commit was refused (503, FTP 451)."""
+        tok = self.nodes["n1"].add_user("stormv", "stormv-pw-1")
+        self.everywhere("stormv logs in", lambda n: isinstance(self.login(n, "stormv", "stormv-pw-1"), str))
+        sid = home(self.nodes["n1"], tok)
+        self.placed_everywhere(sid)
+        admin = self.login("n1", "admin", ADMIN_PASSWORD)
+        placed = {st["id"]: st for st in self.nodes["n1"].request("GET", "/api/v1/admin/cluster",
+                                                                  token=admin).json()["stores"]}[sid]
+        keeper = placed["owner"]
+        to = next(n for n in self.NAMES if n not in (keeper, placed.get("replica")))
+        held = os.urandom(300 * 1024)
+        f1 = self.ftp(keeper, "stormv", "stormv-pw-1")
+        f1.voidcmd("TYPE I")
+        data = f1.transfercmd("STOR /Home/held.bin")
+        data.sendall(held[:1000])
+        time.sleep(0.5)  # the STOR's write has begun
+        r = self.nodes[keeper].request("POST", "/api/v1/admin/cluster/stores/%d/move" % sid, {"to": to}, token=admin)
+        self.assertEqual(r.status, 202, r)
+        task = r.json()["task"]
+        wait_for("the move waits at the switch", lambda: "store %d switches over to node %s" % (sid, to)
+                 in self.nodes[keeper].read_log(), 30)
+        time.sleep(0.5)  # from the log line to the gate's closing
+        second, got = os.urandom(200 * 1024), {}
+        f2 = self.ftp(keeper, "stormv", "stormv-pw-1")
+        t = threading.Thread(target=lambda: got.update(r=f2.storbinary("STOR /Home/second.bin", io.BytesIO(second))))
+        t.start()
+        time.sleep(1)
+        self.assertEqual(got, {}, "the second STOR ended before the switch it met")
+        self.assertEqual(self.nodes[keeper].request("GET", "/api/v1/tasks/%d" % task, token=admin).json()["state"],
+                         "running")  # the switch waits for the first STOR
+        data.sendall(held[1000:])
+        data.close()
+        self.assertTrue(f1.voidresp().startswith("226"))
+        t.join(60)
+        self.assertTrue(got.get("r", "").startswith("226"), got)
+        wait_for("the move is done", lambda: self.nodes[keeper].request(
+            "GET", "/api/v1/tasks/%d" % task, token=admin).json()["state"] == "done", 30)
+        self.everywhere("store %d kept by %s" % (sid, to), lambda n: {st["id"]: st["owner"] for st in self.nodes[n].request(
+            "GET", "/api/v1/admin/cluster", token=self.login(n, "admin", ADMIN_PASSWORD)).json()["stores"]}[sid] == to)
+        for n in self.NAMES:
+            for name, body in (("held.bin", held), ("second.bin", second)):
+                r = self.nodes[n].request("GET", "/api/v1/stores/%d/files/%s" % (sid, name), token=tok)
+                self.assertEqual((r.status, r.body), (200, body), (n, name))
+        self.assertRegex(self.nodes[keeper].read_log(), r"forwarding PUT /api/v1/stores/%d/files/second\.bin to node %s"
+                         % (sid, to))
+
     def test_ftp_sessions_through_any_node_reach_the_right_store(self):
         """An FTP client may reach any node (HAProxy in TCP mode, DNS round robin): its stores are
         wherever they are kept, and every change lands on the store's keeper (replicated from
