@@ -83,6 +83,8 @@ struct sess {
     char *deferred_what; /* a resumed upload waits for its old bytes before the 150 reply */
     mb_file_reader *rd;
     uint64_t roff, rsize;
+    bool rcopied; /* RETR: the last job copied bytes (no chunk files: a store on another node, an
+                   * inline chunk, another backend), so what waits for sending costs memory */
     mb_file_writer *wr;
     uint64_t sid;
     char xpath[FTPU_PATH_MAX + 1];

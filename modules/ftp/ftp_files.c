@@ -53,6 +53,7 @@ void files_retr(sess *s, const char *arg)
         return;
     }
     s->roff = s->rest;
+    s->rcopied = false;
     char what[FTPU_PATH_MAX + 64];
     snprintf(what, sizeof what, "%s (%llu bytes)", vp, (unsigned long long)s->rsize);
     xfer_start(s, X_RETR, NULL, what);

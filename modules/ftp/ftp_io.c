@@ -183,6 +183,7 @@ static void io_done(void *arg)
                 return;
             }
         }
+        s->rcopied = j->nseg == 0 && evbuffer_get_length(j->buf) > 0;
         evbuffer_add_buffer(out, j->buf);
         s->roff = j->off;
         s->xeof = j->off >= j->end;
@@ -293,8 +294,10 @@ static bool retr_sendfile(const sess *s)
 }
 
 /* How much RETR keeps queued for sending: copied bytes cost memory, file segments do not, and
- * sendfile drains them faster than a job verifies the next ones. */
-size_t io_retr_ahead(const sess *s) { return retr_sendfile(s) ? SENDFILE_AHEAD : OUTBUF_HIGH; }
+ * sendfile drains them faster than a job verifies the next ones. A job sends one or the other; the
+ * last one says which is queued (before, a file read by copying, such as one of a store another
+ * node keeps, had 32 MiB of copied bytes queued per session). */
+size_t io_retr_ahead(const sess *s) { return retr_sendfile(s) && !s->rcopied ? SENDFILE_AHEAD : OUTBUF_HIGH; }
 
 /* RETR: a job reads (and the kernel verifies) the next bytes while the loop sends what is
  * queued; a new job starts once less than io_retr_ahead waits to be sent. */

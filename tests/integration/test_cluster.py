@@ -7,6 +7,7 @@ tests/setup/cluster.sh installs etcd-server and haproxy."""
 import base64
 import csv
 import ftplib
+import hashlib
 import io
 import random
 import re
@@ -615,6 +616,17 @@ class ClusterWide(EtcdAndNodes):
         for n in nodes or self.NAMES:
             wait_for("%s on %s" % (what, n), lambda: cond(n), timeout)
 
+    def user_at_home(self, name):
+        """A user made on n1 (password name-pw-1), who logs in everywhere, and their Home store once
+        every node knows its placement: (token, store id, the placement as n1 shows it)."""
+        tok = self.nodes["n1"].add_user(name, name + "-pw-1")
+        self.everywhere(name + " logs in", lambda n: isinstance(self.login(n, name, name + "-pw-1"), str))
+        sid = home(self.nodes["n1"], tok)
+        self.placed_everywhere(sid)
+        admin = self.login("n1", "admin", ADMIN_PASSWORD)
+        stores = self.nodes["n1"].request("GET", "/api/v1/admin/cluster", token=admin).json()["stores"]
+        return tok, sid, next(st for st in stores if st["id"] == sid)
+
     def test_joining_nodes_take_the_first_nodes_admin_and_make_none_of_their_own(self):
         def first_start(n):  # the log of the node's first start (a later test may restart it)
             log = self.nodes[n].read_log()
@@ -1060,13 +1072,8 @@ class ClusterWide(EtcdAndNodes):
         an HTTP request: a move switches over once it has ended. One that begins while the switch waits
         is spooled and sent, once it ends, to where the store then is. Before, neither counted: the
         switch went ahead under the first, and its commit was refused (503, FTP 451)."""
-        tok = self.nodes["n1"].add_user("stormv", "stormv-pw-1")
-        self.everywhere("stormv logs in", lambda n: isinstance(self.login(n, "stormv", "stormv-pw-1"), str))
-        sid = home(self.nodes["n1"], tok)
-        self.placed_everywhere(sid)
+        tok, sid, placed = self.user_at_home("stormv")
         admin = self.login("n1", "admin", ADMIN_PASSWORD)
-        placed = {st["id"]: st for st in self.nodes["n1"].request("GET", "/api/v1/admin/cluster",
-                                                                  token=admin).json()["stores"]}[sid]
         keeper = placed["owner"]
         to = next(n for n in self.NAMES if n not in (keeper, placed.get("replica")))
         held = os.urandom(300 * 1024)
@@ -1104,6 +1111,49 @@ class ClusterWide(EtcdAndNodes):
                 self.assertEqual((r.status, r.body), (200, body), (n, name))
         self.assertRegex(self.nodes[keeper].read_log(), r"forwarding PUT /api/v1/stores/%d/files/second\.bin to node %s"
                          % (sid, to))
+
+    def test_ftp_reads_through_a_node_without_the_store_are_whole_resume_and_never_mix_two_contents(self):
+        """A RETR through a node with no copy of the store fetches the file from its keeper in 1 MiB
+        windows: every byte in order, from an offset (REST) too; a file replaced while it is read fails the transfer, and what came before is the
+        old content only (each window is pinned to the content opened). The node queues a few MiB of
+        such copied bytes for sending, not the 32 MiB it queues of chunk files: before, the whole 24 MiB
+        file was read before the client had taken 1 MiB, and the replacement was never seen."""
+        tok, sid, placed = self.user_at_home("reta")
+        far = next(n for n in self.NAMES if n not in (placed["owner"], placed.get("replica")))
+        data = os.urandom(5 * 1024 * 1024 + 12345)
+        url = "/api/v1/stores/%d/files/big.bin" % sid
+        self.assertEqual(self.nodes[placed["owner"]].request("PUT", url, body=data, token=tok).status, 201)
+        f = self.ftp(far, "reta", "reta-pw-1")
+        got = io.BytesIO()
+        self.assertTrue(f.retrbinary("RETR /Home/big.bin", got.write).startswith("226"))
+        self.assertEqual(hashlib.sha256(got.getvalue()).hexdigest(), hashlib.sha256(data).hexdigest())
+        for off in (3 * 1024 * 1024 + 7, 1024 * 1024, 5):
+            got = io.BytesIO()
+            self.assertTrue(f.retrbinary("RETR /Home/big.bin", got.write, rest=off).startswith("226"), off)
+            self.assertEqual(got.getvalue(), data[off:], off)
+        # replaced while it is read: 24 MiB, more than the node and the sockets between here and there hold
+        old, new = os.urandom(24 * 1024 * 1024), os.urandom(24 * 1024 * 1024)
+        self.assertEqual(self.nodes[placed["owner"]].request("PUT", url, body=old, token=tok).status, 200)
+        f.voidcmd("TYPE I")
+        conn = f.transfercmd("RETR /Home/big.bin")
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)  # no 32 MiB autotuned window here
+        head = b""
+        while len(head) < 1024 * 1024:
+            head += conn.recv(1024 * 1024 - len(head))
+        time.sleep(1)  # the node sends what its socket takes, and waits
+        self.assertEqual(self.nodes[placed["owner"]].request("PUT", url, body=new, token=tok).status, 200)
+        rest = []
+        while True:
+            b = conn.recv(1 << 20)
+            if not b:
+                break
+            rest.append(b)
+        conn.close()
+        got = head + b"".join(rest)
+        with self.assertRaises((ftplib.error_temp, ftplib.error_perm)):
+            f.voidresp()
+        self.assertLess(len(got), len(old))
+        self.assertEqual(got, old[:len(got)])
 
     def test_ftp_sessions_through_any_node_reach_the_right_store(self):
         """An FTP client may reach any node (HAProxy in TCP mode, DNS round robin): its stores are
