@@ -1253,6 +1253,23 @@ class ClusterWide(EtcdAndNodes):
             self.assertEqual(got.body, body)
         self.assertEqual(self.nodes["n3"].request("GET", "/api/v1/public/%s/pic.bin" % ("x" * 43)).status, 404)
 
+    def test_a_drop_box_link_to_a_store_on_another_node_takes_uploads_through_any_node(self):
+        tok = self.nodes["n1"].add_user("dora", "dora-pw-1")
+        sid, _ = self.home_with_file(tok, "inbox", "readme.bin", 1000)
+        r = self.nodes["n1"].request("POST", "/api/v1/stores/%d/shares" % sid,
+                                     {"path": "inbox", "type": "link", "permission": "upload"}, token=tok)
+        self.assertEqual(r.status, 201, r)
+        token = r.json()["token"]
+        bodies = {}
+        for n in self.NAMES:  # a visitor's upload, wherever HAProxy sends it
+            bodies[n] = os.urandom(200000 + len(n))
+            r = wait_for("the link takes an upload through %s" % n, lambda: (lambda x: x.status != 404 and x)(
+                self.nodes[n].request("PUT", "/api/v1/public/%s/from-%s.bin" % (token, n), body=bodies[n])), 10)
+            self.assertEqual(r.status, 201, (n, r))
+        for n, body in bodies.items():
+            r = self.nodes["n1"].request("GET", "/api/v1/stores/%d/files/inbox/from-%s.bin" % (sid, n), token=tok)
+            self.assertEqual((r.status, r.body), (200, body), n)
+
     def test_a_share_with_a_user_shows_and_opens_for_them_through_any_node(self):
         tok = self.nodes["n1"].add_user("sofia", "sofia-pw-1")
         self.nodes["n2"].add_user("sam", "sam-pw-1")
