@@ -242,9 +242,8 @@ class CacheCapTest(ThumbBase):
 
     def test_past_the_cap_the_least_recently_used_go_and_come_back_on_demand(self):
         names = ["noise%d.png" % i for i in range(1, 13)]
-        for n in names:
-            self.put(n)
-        for n in names:  # in order, so the first ones are the least recently used
+        for n in names:  # one after another: each is made (and used) after the ones before it, so
+            self.put(n)  # the first ones are the least recently used; no request touches them again
             self.ready(n)
         # A worker trims the cache right after it stores a thumbnail, so the last one can be
         # seen a moment before its trim: wait for the trim, then check what it removed.
