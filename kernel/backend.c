@@ -375,9 +375,8 @@ static int store_placed(uint64_t sid, placed *out, mb_err *err)
     pthread_mutex_unlock(&cache_mu);
     if (hit)
         return 0;
-    char key[32], a[17];
-    key_u64(a, sid);
-    snprintf(key, sizeof key, "s/%s", a);
+    char key[32];
+    id_key(key, sizeof key, "s", sid);
     json_t *rec = NULL;
     int rc = db_get_json(key, &rec);
     if (rc)
@@ -519,9 +518,8 @@ bool backend_store_local(uint64_t sid)
 
 int backend_placement_get(uint64_t sid, json_t **out, mb_err *err)
 {
-    char key[32], a[17];
-    key_u64(a, sid);
-    snprintf(key, sizeof key, "s/%s", a);
+    char key[32];
+    id_key(key, sizeof key, "s", sid);
     json_t *rec = NULL;
     if (db_get_json(key, &rec))
         return err_set(err, MB_ENOENT, "no such store: %llu", (unsigned long long)sid);

@@ -240,9 +240,8 @@ static int h_manifest(mb_req *req, void *st, mb_err *err)
     if (rc)
         return rc;
     json_t *chunks = NULL, *info = NULL, *rec = NULL;
-    char key[32], a[17];
-    key_u64(a, sid);
-    snprintf(key, sizeof key, "s/%s", a);
+    char key[32];
+    id_key(key, sizeof key, "s", sid);
     rc = manifest_chunks(&op, &chunks, &info, err);
     if (!rc && db_get_json(key, &rec))
         rc = err_set(err, MB_EIO, "the record of store %llu cannot be read", (unsigned long long)sid);
@@ -278,9 +277,7 @@ static json_t *wrap_kind(const char *w)
 /* Store sid's record key into key (32 bytes). */
 static void store_key(char key[32], uint64_t sid)
 {
-    char a[17];
-    key_u64(a, sid);
-    snprintf(key, 32, "s/%s", a);
+    id_key(key, 32, "s", sid);
 }
 
 /* Write store sid's wrapped key `to` if it still holds `from`: 0, or 1 when it changed meanwhile. */

@@ -648,12 +648,11 @@ static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
     /* the placement decides: a replica has the store's records too, but only its owner serves it; a
      * placement that has not reached this node yet (a replica's copy) is asked of etcd once */
     if (!cluster_store_node(*sid, node, n)) { /* only for a copy here: a made-up id asks etcd nothing */
-        char key[20], a[17];
-        key_u64(a, *sid);
-        snprintf(key, sizeof key, "s/%s", a);
+        char key[20];
+        id_key(key, sizeof key, "s", *sid);
         char *v = NULL;
         if (db_get(key, strlen(key), &v, NULL) == 0) {
-            snprintf(key, sizeof key, "sp/%s", a);
+            id_key(key, sizeof key, "sp", *sid);
             cluster_kv_fetch(key);
         }
         free(v);

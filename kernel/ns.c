@@ -101,9 +101,8 @@ int ns_store_access(const mb_user *u, uint64_t sid, json_t **rec, mb_err *err)
 {
     if (rec)
         *rec = NULL;
-    char key[32], a[17];
-    key_u64(a, sid);
-    snprintf(key, sizeof key, "s/%s", a);
+    char key[32];
+    id_key(key, sizeof key, "s", sid);
     json_t *s = NULL;
     int rc = db_get_json_shared(key, &s); /* *rec is shared: callers only read it */
     if (rc == MB_ENOENT || (rc == 0 && u && (uint64_t)jint(s, "owner") != u->id) ||
