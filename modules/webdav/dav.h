@@ -78,6 +78,10 @@ typedef struct dav_lock {
      * its write left the record behind: the lock came back at the next start. */
     int saving;
     bool out, keep;
+    /* Held around a write of the record, which writes the lock as it is then (read under mu): two
+     * refreshes at once write in turn, so the last write has the latest expiry. Before, each wrote
+     * its own copy, and the earlier refresh's could land last: the record kept the shorter expiry. */
+    pthread_mutex_t save_mu;
     struct dav_lock *next;
 } dav_lock;
 

@@ -34,8 +34,17 @@ void dav_locks_init(dav_locks *t)
     t->head = t->dead = NULL;
 }
 
+static dav_lock *lock_new(void)
+{
+    dav_lock *l = calloc(1, sizeof *l);
+    if (l)
+        pthread_mutex_init(&l->save_mu, NULL);
+    return l;
+}
+
 static void lock_free(dav_lock *l)
 {
+    pthread_mutex_destroy(&l->save_mu);
     free(l->path);
     free(l->owner);
     free(l);
@@ -56,8 +65,8 @@ static const char *key_token(const char *key, bool *old)
     return *old ? k : k + 17;
 }
 
-/* Write l's record (LOCK, refresh), synced: an answered LOCK survives a crash. */
-static void lock_save(dav_srv *d, const dav_lock *l)
+/* Write l's record, synced. */
+static void record_write(dav_srv *d, const dav_lock *l)
 {
     json_t *o = json_pack("{s:I, s:I, s:s, s:b, s:b, s:I, s:I}", "sid", (json_int_t)l->sid, "uid",
                           (json_int_t)l->uid, "path", l->path, "exclusive", l->exclusive, "infinite", l->infinite,
@@ -87,6 +96,22 @@ static void lock_forget(dav_srv *d, const dav_lock *l)
     d->api->kv_del(d->self, key, false, &e);
 }
 
+/* Write live lock l's record (LOCK, refresh; l->saving counts this write, so l stays), synced: an
+ * answered LOCK survives a crash. What is written is l as it is once the writes before are done:
+ * its expiry is the latest refresh's. A record of an older build (legacy) goes once it is written. */
+static void lock_save(dav_srv *d, dav_lock *l)
+{
+    pthread_mutex_lock(&l->save_mu);
+    pthread_mutex_lock(&d->locks.mu);
+    dav_lock now = *l;
+    l->legacy = false; /* saved under the store's key below */
+    pthread_mutex_unlock(&d->locks.mu);
+    record_write(d, &now);
+    if (now.legacy)
+        lock_forget(d, &now);
+    pthread_mutex_unlock(&l->save_mu);
+}
+
 typedef struct {
     dav_srv *d;
     uint64_t sid;  /* only this store's (dav_locks_reload), or 0: every one */
@@ -108,7 +133,7 @@ static int load_one(const char *key, json_t *v, void *ud)
             c->d->api->kv_del(c->d->self, key, false, &(mb_err){0});
         return 0;
     }
-    dav_lock *l = calloc(1, sizeof *l);
+    dav_lock *l = lock_new();
     if (!l)
         return 0;
     snprintf(l->token, sizeof l->token, "%s", tok);
@@ -376,14 +401,15 @@ void dav_locks_drop(dav_req *r, const char *path)
 
 /* ---------------------------------------------------------- the answers --- */
 
-static void activelock(dav_req *r, const dav_lock *l, int64_t now, dav_buf *b)
+/* Lock l as an activelock, with `left` seconds to go. */
+static void activelock(dav_req *r, const dav_lock *l, int64_t left, dav_buf *b)
 {
     dav_buf_fmt(b, "<D:activelock><D:locktype><D:write/></D:locktype><D:lockscope><D:%s/></D:lockscope>"
                    "<D:depth>%s</D:depth>",
                 l->exclusive ? "exclusive" : "shared", l->infinite ? "infinity" : "0");
     if (l->owner)
         dav_buf_str(b, l->owner);
-    dav_buf_fmt(b, "<D:timeout>Second-%lld</D:timeout><D:locktoken><D:href>", (long long)(l->expires - now));
+    dav_buf_fmt(b, "<D:timeout>Second-%lld</D:timeout><D:locktoken><D:href>", (long long)left);
     dav_buf_xml(b, l->token);
     dav_buf_str(b, "</D:href></D:locktoken><D:lockroot><D:href>");
     dav_href(r, b, l->path, false);
@@ -397,7 +423,7 @@ void dav_lockdiscovery(dav_req *r, const char *path, dav_buf *b)
     pthread_mutex_lock(&t->mu);
     for (dav_lock *l = t->head; l; l = l->next)
         if (l->sid == r->sid && l->expires > now && covers(l, path))
-            activelock(r, l, now, b);
+            activelock(r, l, l->expires - now, b);
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -405,7 +431,7 @@ static int reply_lock(dav_req *r, const dav_lock *l, int status)
 {
     dav_buf b = {0};
     dav_buf_str(&b, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:prop xmlns:D=\"DAV:\"><D:lockdiscovery>");
-    activelock(r, l, r->api->now(), &b);
+    activelock(r, l, l->timeout_s, &b); /* what was granted, even when a second ticked since */
     dav_buf_str(&b, "</D:lockdiscovery></D:prop>\n");
     int rc = r->api->reply_bytes(r->req, status, "application/xml; charset=utf-8", b.p, b.n);
     free(b.p);
@@ -446,16 +472,13 @@ static int refresh(dav_req *r, mb_err *err)
             copy = *l;
             copy.path = strdup(l->path);
             copy.owner = l->owner ? strdup(l->owner) : NULL;
-            l->legacy = false; /* saved under the store's key below */
             l->saving++;
             found = l;
         }
     unlock_bury(r->d);
     if (!found)
         return r->api->err_set(err, MB_EPRECOND, "no lock of yours with that token covers this resource");
-    lock_save(r->d, &copy);
-    if (copy.legacy) /* its older build's record goes once the new one is written */
-        lock_forget(r->d, &copy);
+    lock_save(r->d, found);
     save_done(r->d, found);
     int rc = reply_lock(r, &copy, 200);
     free(copy.path);
@@ -497,7 +520,11 @@ int dav_lock_handle(dav_req *r, const void *body, size_t len, mb_err *err)
         created = true;
     }
     json_decref(info);
-    dav_lock *l = calloc(1, sizeof *l);
+    dav_lock *l = lock_new();
+    if (!l) {
+        free(owner);
+        return api->err_set(err, MB_EIO, "out of memory");
+    }
     uint8_t u[16];
     randombytes_buf(u, sizeof u);
     u[6] = (u[6] & 0x0f) | 0x40;
@@ -540,7 +567,7 @@ int dav_lock_handle(dav_req *r, const void *body, size_t len, mb_err *err)
                                    strlen("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">"
                                           "<D:no-conflicting-lock/></D:error>\n"));
     }
-    lock_save(r->d, &copy);
+    lock_save(r->d, l);
     save_done(r->d, l);
     char hdr[80];
     snprintf(hdr, sizeof hdr, "<%s>", copy.token);

@@ -655,6 +655,50 @@ class TestLockPersistence(DavTest):
         for path in tokens:
             self.assertEqual(self.dav("PUT", path, b"v2").status, 204, path)
 
+    def test_two_refreshes_at_once_leave_the_record_with_the_expiry_the_lock_has(self):
+        """Two refreshes of one lock, one asking 600 s and one 7,200 s, sent at once: the lock keeps
+        whichever came last, and after a restart it must have the same expiry. Each refresh wrote its
+        own copy after it let the table go, so the other's write could land last: the record kept the
+        expiry the lock no longer had, and after a restart the lock ended two hours early (or late)."""
+        paths = ["/dav/Home/twice%03d.odt" % i for i in range(100)]
+        tokens = {}
+        for path in paths:
+            self.assertEqual(self.dav("PUT", path, b"v1").status, 201)
+            r = self.dav("LOCK", path, self.LOCK, {"Timeout": "Second-3600", "Depth": "0"})
+            self.assertEqual(r.status, 200, r)
+            tokens[path] = r.header("Lock-Token").strip("<>")
+        got = []
+
+        def send(path, seconds, gate):
+            gate.wait()
+            r = self.dav("LOCK", path, None, {"If": "(<%s>)" % tokens[path], "Timeout": "Second-%d" % seconds})
+            got.append(r.status)
+
+        for path in paths:
+            gate = threading.Barrier(2)
+            pair = [threading.Thread(target=send, args=(path, s, gate)) for s in (600, 7200)]
+            for t in pair:
+                t.start()
+            for t in pair:
+                t.join(60)
+        self.assertEqual(got, [200] * 200)
+
+        def left():
+            out = {}
+            for path in paths:
+                r = self.dav("PROPFIND", path, None, {"Depth": "0"})
+                m = re.search(rb"<D:timeout>Second-(\d+)</D:timeout>", r.body)
+                self.assertTrue(m, r.body[:500])
+                out[path] = int(m.group(1))
+            return out
+        before = left()
+        self.assertTrue(all(v > 500 for v in before.values()), before)
+        self.srv.stop()
+        self.srv.start()
+        after = left()
+        differ = {p: (before[p], after[p]) for p in paths if abs(before[p] - after[p]) > 300}
+        self.assertEqual(differ, {}, "the lock's expiry before the restart, and after it")
+
     def test_a_lock_an_older_build_saved_holds_moves_to_the_stores_key_when_refreshed_and_goes_with_unlock(self):
         if not LDB_EDIT:
             missing_prerequisite(self, "MBYTE_LDB_EDIT is not set (meson sets it)")
