@@ -25,8 +25,13 @@
  * needs every node that keeps or replicates a store to be up and to answer, else it waits for the next
  * interval: a node that is away may still count on a chunk.
  *
+ * A store's keeper migrating it off a backend (migrate.c) asks the same way about the store's old
+ * copies (cluster_spare): every other node claims what it needs besides the store and holds the rest
+ * while the keeper deletes them from the old backend alone, then unholds.
+ *
  * Threads: its own (mb-cl-gc) on every node, working only while the node leads; claim, delete,
- * release and candidates run on the replication port's connection threads (cluster_replica.c).
+ * release, candidates, spare and unhold run on the replication port's connection threads
+ * (cluster_replica.c); cluster_spare on the migration's task worker.
  */
 #include "cluster_repl.h"
 #include <curl/curl.h>
@@ -149,6 +154,56 @@ static json_t *candidates(json_int_t max)
     return json_pack("{s:o}", "hashes", out);
 }
 
+/* A migration's old copies (migrate.c, cluster_spare): does this node hold store sid whole, as its
+ * keeper or its filled replica? Then its references to a chunk include the store's, counted by the
+ * keeper; an old copy of the store, or a replica being filled, counts as any other store. */
+static bool holds_whole(uint64_t sid)
+{
+    json_t *rec = cluster_store_record(sid);
+    const char *me = cluster_node_name();
+    bool whole = rec && !json_is_true(json_object_get(rec, "filling")) &&
+                 (!strcmp(jstr(rec, "node"), me) || !strcmp(jstr(rec, "replica"), me));
+    json_decref(rec);
+    return whole;
+}
+
+/* spare {"store", "refs": {hash: the store's references}} -> {"claimed"}: the chunks this node needs
+ * besides the store (a reference more than the store's own when it holds the store whole, any
+ * reference when not, an upload in flight, a write holding it); the rest held until unhold. An
+ * unreadable refcount is a need. */
+static json_t *spare(const json_t *in)
+{
+    json_t *refs = json_object_get(in, "refs"), *n, *claimed;
+    const char *h;
+    if (jint(in, "store") <= 0 || !json_is_object(refs) || json_object_size(refs) > ROUND)
+        return NULL;
+    bool whole = holds_whole((uint64_t)jint(in, "store")), all = gc_held();
+    claimed = json_array();
+    json_object_foreach(refs, h, n) {
+        if (!is_hash(h))
+            continue;
+        char key[72];
+        snprintf(key, sizeof key, "c/%s", h);
+        json_t *rec = NULL;
+        bool held = !all && blob_condemn(h, now_mono_ms() + HOLD_MS);
+        int rc = held ? db_get_json(key, &rec) : MB_EBUSY;
+        json_int_t mine = whole ? json_integer_value(n) : 0;
+        if ((rc && rc != MB_ENOENT) || (!rc && jint(rec, "refs") > mine) || recorded("po/", h)) {
+            if (held)
+                blob_condemn_end(h);
+            json_array_append_new(claimed, json_string(h));
+        }
+        json_decref(rec);
+    }
+    return json_pack("{s:o}", "claimed", claimed);
+}
+
+static void unhold_one(const char *hash, void *ud)
+{
+    (void)ud;
+    blob_condemn_end(hash);
+}
+
 int cluster_gc_answer(const char *what, const char *body, size_t len, char **answer)
 {
     json_t *in = json_loadb(body, len, 0, NULL), *hashes = json_object_get(in, "hashes"), *out = NULL;
@@ -166,12 +221,17 @@ int cluster_gc_answer(const char *what, const char *body, size_t len, char **ans
     } else if (list && !strcmp(what, "release")) {
         each_hash(hashes, release_one, NULL);
         out = json_object();
-    }
+    } else if (list && !strcmp(what, "unhold")) {
+        each_hash(hashes, unhold_one, NULL);
+        out = json_object();
+    } else if (!strcmp(what, "spare") && json_is_object(in))
+        out = spare(in);
     json_decref(in);
     int status = out ? 200 : 400;
     if (!out)
         out = json_pack("{s:s, s:i, s:s}", "title", "Bad Request", "status", 400, "detail",
-                        "the body is not {\"hashes\": [at most 1000 chunk names]} ({\"max\"} for candidates)");
+                        "the body is not {\"hashes\": [at most 1000 chunk names]} ({\"max\"} for candidates, "
+                        "{\"store\", \"refs\": {at most 1000 chunk names: references}} for spare)");
     *answer = json_dumps(out, JSON_COMPACT);
     json_decref(out);
     return status;
@@ -179,13 +239,13 @@ int cluster_gc_answer(const char *what, const char *body, size_t len, char **ans
 
 /* ---------------------------------------------------------- the leader --- */
 
-static int post(const char *node, const char *what, json_t *body, json_t **ans, mb_err *err)
+static int post(void *curl, const char *node, const char *what, json_t *body, json_t **ans, mb_err *err)
 {
     char path[100];
     snprintf(path, sizeof path, GC_PATH "%s", what);
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    int rc = repl_ask(gc.c, node, path, text, strlen(text), REPL_WAIT_MS, ans, err);
+    int rc = repl_ask(curl, node, path, text, strlen(text), REPL_WAIT_MS, ans, err);
     free(text);
     return rc;
 }
@@ -227,7 +287,7 @@ static int round_run(const json_t *nodes, json_t *hashes, char *why, size_t wn)
     int rc = 0;
     json_array_foreach(nodes, i, e) {
         json_t *ans = NULL;
-        rc = post(json_string_value(e), "claim", json_pack("{s:O}", "hashes", hashes), &ans, &err);
+        rc = post(gc.c, json_string_value(e), "claim", json_pack("{s:O}", "hashes", hashes), &ans, &err);
         asked = i + 1;
         size_t j;
         json_t *h;
@@ -257,7 +317,7 @@ static int round_run(const json_t *nodes, json_t *hashes, char *why, size_t wn)
                 for (size_t j = from; j < from + DEL_BATCH && j < json_array_size(doomed); j++)
                     json_array_append(part, json_array_get(doomed, j));
                 mb_err de = {0};
-                if (post(json_string_value(e), "delete", json_pack("{s:o}", "hashes", part), &ans, &de)) {
+                if (post(gc.c, json_string_value(e), "delete", json_pack("{s:o}", "hashes", part), &ans, &de)) {
                     log_warn("cluster: collector: node %s: %s; the round's holds end on their own in %d s",
                              json_string_value(e), de.msg, HOLD_MS / 1000);
                     unsure = true;
@@ -270,7 +330,7 @@ static int round_run(const json_t *nodes, json_t *hashes, char *why, size_t wn)
         if (i >= asked || unsure)
             break;
         mb_err re = {0};
-        if (post(json_string_value(e), "release", json_pack("{s:O}", "hashes", hashes), NULL, &re))
+        if (post(gc.c, json_string_value(e), "release", json_pack("{s:O}", "hashes", hashes), NULL, &re))
             log_debug("cluster: collector: node %s keeps its hold until it ends: %s", json_string_value(e), re.msg);
     }
     pthread_mutex_lock(&gc.mu);
@@ -289,6 +349,62 @@ static int round_run(const json_t *nodes, json_t *hashes, char *why, size_t wn)
     json_decref(doomed);
     json_decref(claimed);
     return rc ? -1 : 0;
+}
+
+/* ------------------------------------------ a migration's old copies --- */
+
+int cluster_spare(uint64_t sid, const json_t *refs, int (*drop)(const char *hash, void *ud), void *ud, mb_err *err)
+{
+    char why[300] = "";
+    json_t *nodes = round_nodes(why, sizeof why), *claimed = json_object(), *e, *h, *n;
+    if (!nodes) {
+        json_decref(claimed);
+        return err_set(err, MB_EBUSY, "%s", why);
+    }
+    CURL *c = curl_easy_init();
+    int64_t t0 = now_mono_ms();
+    size_t i, asked = 0, j;
+    int rc = c ? 0 : err_set(err, MB_EIO, "no curl handle");
+    json_array_foreach(nodes, i, e) {
+        if (rc)
+            break;
+        if (!strcmp(json_string_value(e), cluster_node_name()))
+            continue; /* this node's own check is the caller's, under the commit lock */
+        json_t *ans = NULL;
+        rc = post(c, json_string_value(e), "spare", json_pack("{s:I, s:O}", "store", (json_int_t)sid, "refs", refs),
+                  &ans, err);
+        asked = i + 1;
+        json_array_foreach(json_object_get(ans, "claimed"), j, h) {
+            if (json_is_string(h))
+                json_object_set_new(claimed, json_string_value(h), json_true());
+        }
+        json_decref(ans);
+    }
+    if (!rc && now_mono_ms() - t0 > HOLD_MS / 4)
+        rc = err_set(err, MB_EBUSY, "the nodes took %lld ms to answer", (long long)(now_mono_ms() - t0));
+    const char *k;
+    int dropped = 0;
+    if (!rc) /* a delete starts while every hold has more than half its time to go */
+        json_object_foreach((json_t *)refs, k, n) {
+            if (!json_object_get(claimed, k) && is_hash(k) && now_mono_ms() - t0 < HOLD_MS / 2 && drop(k, ud) == 0)
+                dropped++;
+        }
+    json_t *hashes = keys_of(json_deep_copy(refs));
+    json_array_foreach(nodes, i, e) {
+        if (i >= asked)
+            break;
+        mb_err ue = {0};
+        if (strcmp(json_string_value(e), cluster_node_name()) &&
+            post(c, json_string_value(e), "unhold", json_pack("{s:O}", "hashes", hashes), NULL, &ue))
+            log_debug("cluster: node %s keeps its hold of a migration's chunks until it ends: %s", json_string_value(e),
+                      ue.msg);
+    }
+    json_decref(hashes);
+    if (c)
+        curl_easy_cleanup(c);
+    json_decref(claimed);
+    json_decref(nodes);
+    return rc ? rc : dropped;
 }
 
 typedef struct lister {
@@ -331,7 +447,7 @@ static void interval(bool list, char *why, size_t wn)
         json_array_foreach(nodes, i, e) {
             json_t *ans = NULL;
             mb_err err = {0};
-            if (post(json_string_value(e), "candidates", json_pack("{s:i}", "max", ROUND), &ans, &err)) {
+            if (post(gc.c, json_string_value(e), "candidates", json_pack("{s:i}", "max", ROUND), &ans, &err)) {
                 snprintf(why, wn, "%s", err.msg);
                 failed = true;
             }

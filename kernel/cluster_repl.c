@@ -451,6 +451,27 @@ static int put_missing(CURL *c, const char *node, const json_t *missing, mb_err 
     return 0;
 }
 
+int cluster_chunk_to_replica(uint64_t sid, const char *hash, size_t n, mb_err *err)
+{
+    if (!atomic_load(&rp.on) || n <= blob_inline_max())
+        return 0;
+    json_t *rec = cluster_store_record(sid);
+    char replica[64] = "";
+    if (rec && !strcmp(jstr(rec, "node"), rp.node))
+        snprintf(replica, sizeof replica, "%s", jstr(rec, "replica"));
+    json_decref(rec);
+    if (!*replica) /* none now: the one filled later names the chunks it lacks */
+        return 0;
+    CURL *c = curl_easy_init();
+    if (!c)
+        return err_set(err, MB_EIO, "no curl handle");
+    json_t *one = json_pack("[{s:s, s:I, s:I}]", "h", hash, "n", (json_int_t)n, "s", (json_int_t)sid);
+    int rc = put_missing(c, replica, one, err);
+    json_decref(one);
+    curl_easy_cleanup(c);
+    return rc;
+}
+
 json_t *repl_swap_change(const json_t *cur, void *ud)
 {
     const struct repl_swap *w = ud;
@@ -1138,6 +1159,8 @@ int cluster_repl_start(mb_err *err)
     atomic_store(&rp.on, true);
     txn_observe(&observer);
     blob_on_store_put(chunk_early);
+    static const migrate_cluster mc = {cluster_spare, cluster_chunk_to_replica};
+    migrate_on_cluster(&mc);
     replica_start(rp.node); /* the others may choose this node as a replica from now on */
     cluster_gc_start();
     cluster_events_start();
@@ -1173,6 +1196,7 @@ void cluster_repl_fini(void)
         json_decref(rp.kept);
         rp.broken = rp.fill_failed = rp.kept = NULL;
         blob_on_store_put(NULL); /* (an upload still storing may finish its copy first) */
+        migrate_on_cluster(NULL);
         pthread_mutex_lock(&early.mu);
         while (early.n)
             curl_easy_cleanup(early.free[--early.n]);

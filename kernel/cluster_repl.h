@@ -93,6 +93,10 @@ void cluster_gc_stop(void);
 /* POST GC_PATH<what> on the replication port: the status, *answer the JSON text (malloc'd). */
 int cluster_gc_answer(const char *what, const char *body, size_t len, char **answer);
 
+/* A migration's questions (migrate_cluster, fs.h): cluster_gc.c, cluster_repl.c. */
+int cluster_spare(uint64_t sid, const json_t *refs, int (*drop)(const char *hash, void *ud), void *ud, mb_err *err);
+int cluster_chunk_to_replica(uint64_t sid, const char *hash, size_t n, mb_err *err);
+
 /* cluster_replica.c */
 void replica_start(const char *node); /* takes replicas from now on */
 void replica_stop(void);

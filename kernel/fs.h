@@ -206,6 +206,21 @@ int migrate_submit(const mb_user *u, uint64_t sid, const json_t *p, uint64_t *ta
 int migrate_placement_get(uint64_t sid, json_t **out, mb_err *err);
 /* Register the task type; give a migration left without a live task one (after task_init). */
 int migrate_init(mb_err *err);
+/* What a migration asks of the other nodes in cluster mode (cluster_repl.c registers them at start,
+ * NULL at stop; without them a cluster's migration keeps every old copy off this node's disk):
+ * - spare: every other node that is up says which of refs' chunks ({hash: the store's references,
+ *   counted here}, at most 1,000) it still needs and holds the others (a write of one waits) while
+ *   drop(hash, ud) is called for each of them (0: deleted) on this thread, within the holds' time;
+ *   then the holds end. The number dropped, or an MB_E* with err (nothing dropped: a node keeping or
+ *   replicating a store is down, or did not answer). cluster_gc.c.
+ * - to_replica: chunk hash (n bytes) of store sid, read from the store's placement, put on the disk
+ *   of the store's replica when this node keeps it (a store moved onto this node's disk, whose replica
+ *   read its chunks from a shared backend until then); 0 also when there is no replica. */
+typedef struct migrate_cluster {
+    int (*spare)(uint64_t sid, const json_t *refs, int (*drop)(const char *hash, void *ud), void *ud, mb_err *err);
+    int (*to_replica)(uint64_t sid, const char *hash, size_t n, mb_err *err);
+} migrate_cluster;
+void migrate_on_cluster(const migrate_cluster *mc);
 /* Safe overwrite (If-Match): the commit fails with MB_EPRECOND unless the file exists and
  * its current content hash is sha256 (64 lower-hex); checked under the commit lock. */
 void fs_write_if_match(fs_writer *w, const char *sha256);

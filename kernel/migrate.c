@@ -25,7 +25,13 @@
  *   3. walks them again and deletes each chunk's old copy (blob_del_placed) when no other store
  *      references the chunk (its refcount is no more than this store's references) and no write
  *      holds it, under the commit lock and the pending lock as the collector deletes; a chunk
- *      shared with another store keeps its old copy (the collector removes it at refcount 0);
+ *      shared with another store keeps its old copy (the collector removes it at refcount 0).
+ *      In cluster mode an old placement off this node's disk may be a backend other nodes share,
+ *      where one object is the chunk of every store that wrote it: the other nodes are asked too,
+ *      MIGRATE_SPARE_BATCH chunks at a time, and hold the ones they do not need while they go
+ *      (migrate_cluster's spare, cluster_gc.c); the store's replica counts the store's references as this node does,
+ *      once it has every change the count saw (same_edit). A store moved onto this node's disk
+ *      has each chunk put on its replica's disk first (to_replica);
  *   4. removes "migrating" from the record.
  * Where it is, is kept beside the task, so a stop (shutdown, SIGKILL) resumes where it was:
  *   mg/<task16> {"phase": "copy"|"clean", "after": the last version key done, "done", "total",
@@ -39,6 +45,7 @@
  * under the commit lock (txn_begin), so two requests cannot both start a migration.
  */
 #include "fs.h"
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +56,11 @@
 #define MIGRATE_WAIT_MS 600000    /* longest wait for the writes under way at the switch */
 #define MIGRATE_SEEN_MAX 200000   /* chunks remembered so a shared one is asked once per run */
 #define MIGRATE_PAGE 64           /* versions read through one LevelDB iterator */
+#define MIGRATE_SPARE_BATCH 128   /* old copies asked about (cluster mode) and deleted between two reports */
+
+static const migrate_cluster *_Atomic mcl; /* cluster mode: what the other nodes are asked */
+
+void migrate_on_cluster(const migrate_cluster *mc) { atomic_store(&mcl, mc); }
 
 /* Member k of o if it is a string, else NULL (jstr gives "" instead). */
 static const char *str_or_null(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
@@ -386,44 +398,120 @@ static int del_old(void *ud)
     return blob_del_placed(d->m->from_local ? NULL : &d->m->from, d->hash, d->err);
 }
 
-/* 3. The old copies no other store needs go. */
+/* The old copy of chunk hash goes if this node has no reference to it but the store's (refs of
+ * them) and no write holds it, under the commit lock and the pending lock as the collector deletes:
+ * 0 deleted (or gone already), 1 kept. */
+static int drop_old(mig *m, const char *hash, json_int_t refs)
+{
+    char ck[80];
+    snprintf(ck, sizeof ck, "c/%s", hash);
+    json_t *rec = NULL;
+    mb_err e = {0};
+    int d = 1;
+    txn_lock();
+    if (db_get_json(ck, &rec) == 0 && jint(rec, "refs") <= refs) {
+        del_ctx dc = {m, hash, &e};
+        d = blob_pending_unheld(hash, del_old, &dc);
+        d = d == MB_ENOENT ? 0 : d; /* gone already */
+    }
+    txn_unlock();
+    json_decref(rec);
+    if (d < 0)
+        log_warn("store %llu: the old copy of chunk %.12s… is kept: %s", (unsigned long long)m->sid, hash, e.msg);
+    return d ? 1 : 0;
+}
+
+typedef struct {
+    mig *m;
+    const json_t *batch;
+} spare_ctx;
+
+static int drop_spared(const char *hash, void *ud)
+{
+    spare_ctx *c = ud;
+    return drop_old(c->m, hash, json_integer_value(json_object_get(c->batch, hash)));
+}
+
+/* The old copies of a batch ({hash: the store's references}) go where nothing else needs them. On a
+ * backend other nodes may share (cluster mode), they are asked too: a chunk is one object there for
+ * every store of every node that wrote it. A batch they cannot be asked about is kept whole. */
+static int drop_batch(mig *m, const json_t *batch, bool shared)
+{
+    const char *h;
+    json_t *n;
+    json_int_t deleted = 0;
+    if (shared) {
+        spare_ctx c = {m, batch};
+        mb_err e = {0};
+        const migrate_cluster *mc = atomic_load(&mcl);
+        int rc = mc ? mc->spare(m->sid, batch, drop_spared, &c, &e)
+                    : err_set(&e, MB_EBUSY, "the cluster is not started, or it stops");
+        if (rc < 0)
+            log_warn("store %llu: %zu old copies are kept: the other nodes could not say whether they need them (%s)",
+                     (unsigned long long)m->sid, json_object_size(batch), e.msg);
+        deleted = rc < 0 ? 0 : rc;
+    } else
+        json_object_foreach((json_t *)batch, h, n) deleted += drop_old(m, h, json_integer_value(n)) == 0;
+    add(m, "deleted", deleted);
+    add(m, "kept", (json_int_t)json_object_size(batch) - deleted);
+    return tell(m, "deleting the old copies");
+}
+
+/* The record written again as it is: a change of the store like any other, handed on to its replica
+ * in commit order (cluster_repl.c) and acknowledged once the replica has it, so once it is every
+ * change before it is there too. The replica's refcounts are then no lower than the store's
+ * references the walk before it counted, when the other nodes are asked about the old copies. */
+static int same_edit(json_t *rec, void *ud, mb_err *err)
+{
+    (void)rec, (void)ud, (void)err;
+    return 0;
+}
+
+/* 3. The old copies nothing else needs go. */
 static int clean(mig *m)
 {
     json_object_clear(m->seen);
     walk(m, count_ref, NULL); /* counted again on every run: a resumed clean deletes again, harmlessly */
+    bool shared = !m->from_local && cluster_enabled();
+    int rc = shared ? record_edit(m->sid, same_edit, NULL, m->err) : 0;
     const char *h;
-    json_t *c;
-    int n = 0, rc = 0;
+    json_t *c, *batch = json_object();
     json_object_foreach(m->seen, h, c) {
-        char ck[80];
-        snprintf(ck, sizeof ck, "c/%s", h);
-        json_t *rec = NULL;
+        if (rc)
+            break;
         mb_err e = {0};
         /* Never the last copy: the new placement holds it whole first (a chunk the copy phase
          * could not see, or could not copy, is copied now or keeps its old copy). */
         int d = blob_copy_placed(m->from_local ? NULL : &m->from, m->to_local ? NULL : &m->to, h,
                                  json_string_value(json_array_get(c, 2)),
                                  (size_t)json_integer_value(json_array_get(c, 1)), &e);
-        if (d == 0)
-            add(m, "copied", 1);
-        d = d < 0 ? d : 1; /* 1: kept */
-        txn_lock();
-        if (d == 1 && db_get_json(ck, &rec) == 0 &&
-            jint(rec, "refs") <= json_integer_value(json_array_get(c, 0))) {
-            del_ctx dc = {m, h, &e};
-            d = blob_pending_unheld(h, del_old, &dc);
-            d = d == MB_ENOENT ? 0 : d; /* gone already */
-        }
-        txn_unlock();
-        json_decref(rec);
         if (d < 0) {
             log_warn("store %llu: the old copy of chunk %.12s… is kept: %s", (unsigned long long)m->sid, h, e.msg);
-            d = 1;
+            add(m, "kept", 1);
+            continue;
         }
-        add(m, d ? "kept" : "deleted", 1);
-        if (++n % (MIGRATE_TELL_EVERY * 8) == 0 && (rc = tell(m, "deleting the old copies")))
-            break;
+        if (d == 0)
+            add(m, "copied", 1);
+        /* Onto this node's disk: the replica's disk has to hold it too before the shared copy it
+         * read until now may go (a takeover reads the store from the replica's own disk). */
+        const migrate_cluster *mc = shared && m->to_local ? atomic_load(&mcl) : NULL;
+        if (shared && m->to_local &&
+            (mc ? mc->to_replica(m->sid, h, (size_t)json_integer_value(json_array_get(c, 1)), &e)
+                : err_set(&e, MB_EBUSY, "the cluster is not started, or it stops"))) {
+            log_warn("store %llu: the old copy of chunk %.12s… is kept: the store's replica did not take it (%s)",
+                     (unsigned long long)m->sid, h, e.msg);
+            add(m, "kept", 1);
+            continue;
+        }
+        json_object_set(batch, h, json_array_get(c, 0));
+        if (json_object_size(batch) >= MIGRATE_SPARE_BATCH) {
+            rc = drop_batch(m, batch, shared);
+            json_object_clear(batch);
+        }
     }
+    if (!rc && json_object_size(batch))
+        rc = drop_batch(m, batch, shared);
+    json_decref(batch);
     return rc;
 }
 

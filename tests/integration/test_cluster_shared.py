@@ -19,7 +19,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import ADMIN_PASSWORD, Server, main, missing_prerequisite  # noqa: E402
-from storeutil import fsck, home  # noqa: E402
+from storeutil import fsck, home, wait_task  # noqa: E402
 from test_cluster import EtcdAndNodes, Etcd, cluster_conf, wait_for  # noqa: E402
 from test_extstore import BUCKET, MODULES, S3RVER, S3rver, make_store, s3_conf  # noqa: E402
 
@@ -31,6 +31,14 @@ LOCK = (b'<?xml version="1.0" encoding="utf-8" ?><D:lockinfo xmlns:D="DAV:"><D:l
         b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>tia-laptop</D:owner></D:lockinfo>')
 PROPFIND = b"""<?xml version="1.0" encoding="utf-8"?>
 <D:propfind xmlns:D="DAV:" xmlns:Z="urn:mbyte-test"><D:prop><Z:colour/></D:prop></D:propfind>"""
+
+
+def two_backends(conf):
+    """The s3 module's settings with a second backend, "s3b": the same bucket under the prefix "d/"."""
+    head, rest = conf.split("  s3a:\n", 1)
+    block, tail = rest.split("retries:", 1)
+    assert 'prefix: "c/"' in block
+    return head + "  s3a:\n" + block + "  s3b:\n" + block.replace('prefix: "c/"', 'prefix: "d/"') + "retries:" + tail
 
 
 class SharedBucket(EtcdAndNodes):
@@ -48,7 +56,7 @@ class SharedBucket(EtcdAndNodes):
                 env["MBYTE_ADMIN_PASSWORD"] = cls.OTHER_PW
             cls.nodes[n] = Server(conf=cluster_conf(cls.etcd.url, n), env=env,
                                   modules=dict(MODULES, webdav=True, tags=True, search=True),
-                                  module_conf={"s3": s3_conf(cls.s3)})
+                                  module_conf={"s3": two_backends(s3_conf(cls.s3))})
             cls.nodes[n].start()
 
     @classmethod
@@ -84,8 +92,9 @@ class SharedBucket(EtcdAndNodes):
         leader = self.view(ask)["leader"]
         return self.view(leader)["collector"] if leader and leader != away else None
 
-    def objects(self):
-        return {o[2:] for o in self.s3.objects()}  # the prefix "c/", then the chunk's name
+    def objects(self, prefix="c/"):
+        """The chunks in the bucket under prefix: "c/" is backend s3a, "d/" s3b."""
+        return {o[2:] for o in self.s3.objects() if o.startswith(prefix)}
 
     def url(self, sid, name):
         return "/api/v1/stores/%d/files/%s" % (sid, name)
@@ -97,12 +106,16 @@ class SharedBucket(EtcdAndNodes):
         self.assertEqual(r.status, 201, r)
         return {n: self.token(n, name, name + "-password-1") for n in self.NAMES}
 
-    def kept_by(self, sid):
-        """The nodes holding store sid (its keeper and its replica, once filled)."""
-        def placed():
+    def placed(self, sid):
+        """Store sid's placement once it is replicated: {"owner", "replica", ...}."""
+        def filled():
             p = next((st for st in self.view("n1")["stores"] if st["id"] == sid), None)
             return p and p["replica"] and not p["filling"] and p
-        p = wait_for("store %d kept and replicated" % sid, placed, 60)
+        return wait_for("store %d kept and replicated" % sid, filled, 60)
+
+    def kept_by(self, sid):
+        """The nodes holding store sid (its keeper and its replica, once filled)."""
+        p = self.placed(sid)
         return {p["owner"], p["replica"]}
 
     def stores_apart(self, tok, prefix):
@@ -168,6 +181,76 @@ class SharedBucket(EtcdAndNodes):
         for n in self.NAMES:
             report = fsck(self.nodes[n], self.token(n))
             self.assertEqual(report["problems"], [], (n, report))
+
+    def test_a_store_migrated_off_the_bucket_leaves_the_chunks_another_nodes_store_needs(self):
+        """A migration (docs/storage.md "Live migration") deletes the store's old copies; on a backend
+        the nodes share, one object is the chunk of every store that wrote it, and the store's keeper
+        knows only its own references: a store kept on two other nodes still needs x.bin's objects."""
+        tok = self.user("lee")
+        sids = {n: make_store(self, self.nodes[n], tok[n], "Move-%s" % n, {"backend": "s3a"}) for n in self.NAMES}
+        places = {n: self.placed(sid) for n, sid in sids.items()}
+        # A's keeper holds neither B's records nor a replica of them (each of three stores misses one node)
+        a, b = next((a, b) for a in self.NAMES for b in self.NAMES
+                    if a != b and places[a]["owner"] not in (places[b]["owner"], places[b]["replica"]))
+        a_sid, b_sid, keeper = sids[a], sids[b], places[a]["owner"]
+        x, y = os.urandom(3 * 1024 * 1024 + 5), os.urandom(2 * 1024 * 1024 + 9)
+        before = self.objects()
+        r = self.nodes[keeper].request("PUT", self.url(a_sid, "y.bin"), body=y, token=tok[keeper], headers=OCTET)
+        self.assertEqual(r.status, 201, r)
+        ys = self.objects() - before
+        for sid in (a_sid, b_sid):
+            r = self.nodes[a].request("PUT", self.url(sid, "x.bin"), body=x, token=tok[a], headers=OCTET)
+            self.assertEqual(r.status, 201, r)
+        xs = self.objects() - before - ys
+        self.assertGreaterEqual(len(xs), 2, "x.bin is several chunks in the bucket")
+        self.assertGreaterEqual(len(ys), 1)
+
+        r = self.nodes[b].request("PATCH", "/api/v1/stores/%d/config" % a_sid, {"placement": {"backend": "s3b"}},
+                                  token=self.token(b))
+        self.assertEqual(r.status, 202, r)
+        task = wait_task(self, self.nodes[b], r.json()["task"], self.token(b), timeout=120)
+        self.assertEqual(task["state"], "done", task)
+        res = task["result"]
+        self.assertEqual((res["deleted"], res["kept"]), (len(ys), len(xs)), res)
+        self.assertEqual(self.objects("d/") & (xs | ys), xs | ys, "store A's chunks are not all on s3b")
+        self.assertEqual(self.objects() & xs, xs, "an object of x.bin went from s3a while store B still names it")
+        self.assertEqual(self.objects() & ys, set(), "an old copy only store A named stayed on s3a")
+        self.reads_back(tok, a_sid, "y.bin", y)
+        self.reads_back(tok, a_sid, "x.bin", x)
+        self.reads_back(tok, b_sid, "x.bin", x)
+        for n in self.NAMES:
+            report = fsck(self.nodes[n], self.token(n))
+            self.assertEqual(report["problems"], [], (n, report))
+
+    def test_a_store_migrated_from_the_bucket_to_its_keepers_disk_survives_its_keepers_death(self):
+        """On the bucket the replica read the store's chunks from there; once on the keeper's disk the
+        migration puts each on the replica's disk too, before the bucket's copy goes."""
+        tok = self.user("ola")
+        sid = make_store(self, self.nodes["n2"], tok["n2"], "Disk", {"backend": "s3a"})
+        p = self.placed(sid)
+        keeper, replica = p["owner"], p["replica"]
+        z = os.urandom(3 * 1024 * 1024 + 1)
+        before = self.objects()
+        r = self.nodes[keeper].request("PUT", self.url(sid, "z.bin"), body=z, token=tok[keeper], headers=OCTET)
+        self.assertEqual(r.status, 201, r)
+        zs = self.objects() - before
+        self.assertGreaterEqual(len(zs), 2)
+        r = self.nodes[keeper].request("PATCH", "/api/v1/stores/%d/config" % sid, {"placement": {"backend": "local"}},
+                                       token=self.token(keeper))
+        self.assertEqual(r.status, 202, r)
+        task = wait_task(self, self.nodes[keeper], r.json()["task"], self.token(keeper), timeout=120)
+        self.assertEqual(task["state"], "done", task)
+        self.assertEqual(task["result"]["deleted"], len(zs), task)
+        self.assertEqual(self.objects() & zs, set(), "the bucket's copies stayed")
+        self.nodes[keeper].kill()  # SIGKILL: the replica takes the store over, from its own disk
+        wait_for("store %d taken over by %s" % (sid, replica), lambda: next(
+            (st for st in self.view(replica)["stores"] if st["id"] == sid and st["owner"] == replica), None), 30)
+        for n in self.NAMES:
+            if n != keeper:
+                r = self.nodes[n].request("GET", self.url(sid, "z.bin"), token=tok[n])
+                self.assertEqual((r.status, r.body == z), (200, True), (n, r.status, r.body[:300]))
+                report = fsck(self.nodes[n], self.token(n))
+                self.assertEqual(report["problems"], [], (n, report))
 
     def test_a_chunk_is_kept_while_a_node_that_keeps_a_store_is_down(self):
         tok = self.user("kim")
