@@ -9,9 +9,10 @@
  * puts and deletes of a store's own keys (s/ so/ d/ dn/ f/ tr/ x/ us/ of that store, and the
  * inline chunks ci/ the batch writes) are queued for the store's replica with the store's epoch, in
  * commit order; after the local write and the lock's release, txn_end waits for the replica's
- * answer. One sender thread posts the queue in order, consecutive changes for one node in one
- * request. A replica that lacks chunks the changes name says which; the sender puts them and posts
- * again. When the replica cannot be reached or refuses, the owner drops it with a compare-and-swap
+ * answer. Each replica node has a sender thread that posts its queue in order, consecutive changes
+ * in one request, so a node that is slow or away holds back only the changes of the stores it
+ * replicates. A replica that lacks chunks the changes name says which; its sender puts them and
+ * posts again. When the replica cannot be reached or refuses, the owner drops it with a compare-and-swap
  * on the placement in etcd (epoch + 1, no replica): the change is then safe here alone and
  * acknowledged, and a replica that missed it can never take the store over. If etcd refuses the
  * swap (another node took the store over: this node is a stale owner) or cannot be reached, the
@@ -25,7 +26,7 @@
  * it live; the snapshot's records follow in frames (the replica keeps what a live change wrote
  * over them), then the placement says it is filled. Until then it cannot take the store over.
  *
- * Threads: hand() on writers (under the commit lock), wait_for() on writers, the sender thread,
+ * Threads: hand() on writers (under the commit lock), wait_for() on writers, the sender threads,
  * the placement thread (takeovers, fills). mu guards the queue, the answers and the broken
  * stores; the commit lock is never held while a node is asked anything.
  */
@@ -40,6 +41,7 @@
 #define TICK_MS 500           /* the placement thread's look at the placements */
 #define FILL_RETRY_S 10       /* a store whose fill failed waits this long before the next */
 #define BALANCE_PAUSE_MS 10000 /* rebalancing: between two moves, and after the start */
+#define SENDERS_MAX 32        /* sender threads (one per replica node, made when first needed) */
 
 typedef struct group { /* one change's items: its writer waits for them */
     int pending, rc;
@@ -55,20 +57,31 @@ typedef struct item {
     size_t len;
 } item;
 
+/* A sender thread and its queue: the changes for one replica node, posted in order. Each node has
+ * its own, so a node that is slow or away (a post waits up to REPL_WAIT_MS) holds back only the
+ * changes of the stores it replicates. Past SENDERS_MAX nodes, nodes share them by name. */
+typedef struct sender {
+    char node[64];
+    item *head, **tail; /* mu */
+    bool sending;       /* mu: a run is being posted */
+    pthread_t th;
+    CURL *curl;
+} sender;
+
 static struct {
     atomic_bool on;
     bool closing; /* mu: stopping; no more placement swaps */
     char node[64];
-    pthread_t send_th, place_th;
+    pthread_t place_th;
     bool send_run, place_run;
     pthread_mutex_t mu;
-    pthread_cond_t cv, done, tick; /* cv: queue or stop; done: an item answered; tick: the placement thread's stop */
-    item *head, **tail;
+    pthread_cond_t cv, done, tick; /* cv: a queue or stop; done: an item answered; tick: the placement thread's stop */
+    sender snd[SENDERS_MAX]; /* mu: the senders made so far (nsnd), each for one node */
+    int nsnd;
     json_t *broken; /* mu: "<sid>" -> the epoch whose replica missed a change nobody dropped */
-    CURL *curl, *fill_curl; /* the sender's, the placement thread's */
+    CURL *fill_curl;        /* the placement thread's */
     json_t *fill_failed;    /* fill_mu: "<sid16>" -> when its last fill failed (monotonic ms) */
     pthread_mutex_t fill_mu; /* one fill at a time (the placement thread's, a move's) */
-    bool sending;           /* mu: the sender posts a run now */
     _Atomic int moving;     /* move tasks running here */
     int64_t balanced_ms;    /* placement thread: when this node last moved a store to rebalance */
     json_t *kept;           /* placement thread: "<sid16>" -> true, the stores this node keeps (NULL: not looked yet) */
@@ -267,6 +280,8 @@ void repl_store_keys(db_snap *snap, uint64_t sid,
 
 /* ------------------------------------------------------------ handing on --- */
 
+static sender *sender_for(const char *node);
+
 static int hand(const db_batch *b, uint64_t *wait, mb_err *err)
 {
     if (repl_applying || !atomic_load(&rp.on))
@@ -318,13 +333,14 @@ static int hand(const db_batch *b, uint64_t *wait, mb_err *err)
                 g = xcalloc(1, sizeof *g);
             it->g = g;
             pthread_mutex_lock(&rp.mu);
-            if (rp.send_run) {
+            sender *to = rp.send_run ? sender_for(it->node) : NULL;
+            if (to) {
                 g->pending++;
-                *rp.tail = it;
-                rp.tail = &it->next;
-                pthread_cond_signal(&rp.cv);
+                *to->tail = it;
+                to->tail = &it->next;
+                pthread_cond_broadcast(&rp.cv);
                 it = NULL;
-            } else if (!g->rc) { /* the sender stopped meanwhile: the change is not confirmed */
+            } else if (!g->rc) { /* the senders stopped meanwhile: the change is not confirmed */
                 g->rc = MB_EBUSY;
                 snprintf(g->why, sizeof g->why, "the server is stopping: store %llu's change was not confirmed",
                          (unsigned long long)s.id[i]);
@@ -607,7 +623,7 @@ static int post_frames(CURL *c, const char *node, const char *path, const db_ops
 }
 
 /* Post a run of items (one node) as frames; each item's group learns the answer. */
-static void post_run(item *run)
+static void post_run(CURL *c, item *run)
 {
     db_ops b = {0};
     for (item *it = run; it; it = it->next) {
@@ -615,35 +631,35 @@ static void post_run(item *run)
         db_ops_add(&b, it->ops, it->len);
     }
     mb_err err = {0};
-    int rc = post_frames(rp.curl, run->node, REPL_PATH, &b, &err);
+    int rc = post_frames(c, run->node, REPL_PATH, &b, &err);
     free(b.p);
     answer(run, rc, &err);
 }
 
 static void *send_main(void *arg)
 {
-    (void)arg;
+    sender *me = arg;
     pthread_setname_np(pthread_self(), "mb-cl-repl");
     pthread_mutex_lock(&rp.mu);
     for (;;) {
-        while (!rp.head && rp.send_run)
+        while (!me->head && rp.send_run)
             pthread_cond_wait(&rp.cv, &rp.mu);
-        if (!rp.head)
+        if (!me->head)
             break;
         /* the run: consecutive items for one node, up to POST_MAX bytes */
-        item *run = rp.head, *last = run;
+        item *run = me->head, *last = run;
         size_t bytes = run->len;
         while (last->next && !strcmp(last->next->node, run->node) && bytes + last->next->len <= POST_MAX) {
             last = last->next;
             bytes += last->len;
         }
-        rp.head = last->next;
-        if (!rp.head)
-            rp.tail = &rp.head;
+        me->head = last->next;
+        if (!me->head)
+            me->tail = &me->head;
         last->next = NULL;
-        rp.sending = true;
+        me->sending = true;
         pthread_mutex_unlock(&rp.mu);
-        post_run(run);
+        post_run(me->curl, run);
         while (run) {
             item *n = run->next;
             free(run->ops);
@@ -651,11 +667,46 @@ static void *send_main(void *arg)
             run = n;
         }
         pthread_mutex_lock(&rp.mu);
-        rp.sending = false;
+        me->sending = false;
         pthread_cond_broadcast(&rp.done);
     }
     pthread_mutex_unlock(&rp.mu);
     return NULL;
+}
+
+/* Under mu: node's sender, made (with its thread) when first needed; NULL when none can be. */
+static sender *sender_for(const char *node)
+{
+    for (int i = 0; i < rp.nsnd; i++)
+        if (!strcmp(rp.snd[i].node, node))
+            return &rp.snd[i];
+    if (rp.nsnd == SENDERS_MAX) { /* shared by name: a node's changes still go through one queue, in order */
+        uint32_t h = 2166136261u;
+        for (const char *p = node; *p; p++)
+            h = (h ^ (uint8_t)*p) * 16777619u;
+        return &rp.snd[h % SENDERS_MAX];
+    }
+    sender *s = &rp.snd[rp.nsnd];
+    *s = (sender){.curl = curl_easy_init()};
+    snprintf(s->node, sizeof s->node, "%s", node);
+    s->tail = &s->head;
+    if (!s->curl || pthread_create(&s->th, NULL, send_main, s)) {
+        if (s->curl)
+            curl_easy_cleanup(s->curl);
+        log_error("cluster: no sender thread for node %s: its stores' changes are refused until one can start", node);
+        return NULL;
+    }
+    rp.nsnd++;
+    return s;
+}
+
+/* Under mu: nothing queued or being posted to any node. */
+static bool senders_idle(void)
+{
+    for (int i = 0; i < rp.nsnd; i++)
+        if (rp.snd[i].head || rp.snd[i].sending)
+            return false;
+    return true;
 }
 
 /* -------------------------------------------------------------- failover --- */
@@ -867,7 +918,7 @@ static int move_steps(mb_task *t, uint64_t sid, const char *to, json_t *rec, mb_
         log_warn("cluster: store %llu moves with %d requests still under way here", (unsigned long long)sid, left);
     txn_lock(); /* no change of it in flight, and none handed on still unanswered */
     pthread_mutex_lock(&rp.mu);
-    while (rp.head || rp.sending)
+    while (!senders_idle())
         pthread_cond_wait(&rp.done, &rp.mu);
     pthread_mutex_unlock(&rp.mu);
     struct repl_swap w = {.node = rp.node, .replica = to, .epoch = (uint64_t)jint(rec, "epoch"), .not_filling = true,
@@ -1143,10 +1194,8 @@ int cluster_repl_start(mb_err *err)
     if (!cluster_enabled())
         return 0;
     snprintf(rp.node, sizeof rp.node, "%s", cluster_node_name());
-    rp.tail = &rp.head;
     rp.broken = json_object();
     rp.fill_failed = json_object();
-    rp.curl = curl_easy_init();
     rp.fill_curl = curl_easy_init();
     static const mb_task_type move = {.size = sizeof move, .name = MOVE_TASK, .run = move_run, .max_attempts = 3};
     int rc = task_type_add(NULL, &move, NULL, err);
@@ -1154,7 +1203,6 @@ int cluster_repl_start(mb_err *err)
         return rc;
     rp.send_run = rp.place_run = true;
     rp.balanced_ms = now_mono_ms(); /* the view settles before the first rebalancing move */
-    pthread_create(&rp.send_th, NULL, send_main, NULL);
     pthread_create(&rp.place_th, NULL, place_main, NULL);
     atomic_store(&rp.on, true);
     txn_observe(&observer);
@@ -1184,12 +1232,16 @@ void cluster_repl_fini(void)
 {
     if (atomic_load(&rp.on)) { /* the observer stays: what still commits (a task stopping) is refused */
         pthread_mutex_lock(&rp.mu);
-        rp.send_run = false;
+        rp.send_run = false; /* no sender is made from now on */
         pthread_cond_broadcast(&rp.cv);
+        int n = rp.nsnd;
         pthread_mutex_unlock(&rp.mu);
-        pthread_join(rp.send_th, NULL); /* it answers what is queued first */
+        for (int i = 0; i < n; i++) {
+            pthread_join(rp.snd[i].th, NULL); /* each answers what is queued first */
+            curl_easy_cleanup(rp.snd[i].curl);
+        }
+        rp.nsnd = 0;
         cluster_events_stop();
-        curl_easy_cleanup(rp.curl);
         curl_easy_cleanup(rp.fill_curl);
         json_decref(rp.broken);
         json_decref(rp.fill_failed);

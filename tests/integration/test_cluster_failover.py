@@ -437,6 +437,39 @@ class Failover(EtcdAndNodes):
             self.assertEqual(self.get(other, tok, sid, name), (200, data), name)
         self.fsck_clean(other)
 
+    def test_a_replica_that_stops_answering_holds_back_only_the_changes_of_the_stores_it_replicates(self):
+        """Each replica node has its own sender on the owner: with one replica paused (SIGSTOP) and a
+        change of its store waiting for it, a change of a store replicated on the other node is
+        acknowledged at once. With one sender for every node it waited behind the first, up to the
+        30 s after which the owner drops the paused replica."""
+        tok_x, x, p = self.user_on("n1", "hb1")
+        slow = p["replica"]
+        other = next(n for n in self.NAMES if n not in ("n1", slow))
+        # a store n1 keeps with its replica on the other node: made there, then moved to n1 (whose
+        # keeper before becomes its replica)
+        tok_y, y, _ = self.user_on(other, "hb2")
+        r = self.nodes["n1"].request("POST", "/api/v1/admin/cluster/stores/%d/move" % y, {"to": "n1"},
+                                     token=self.admin("n1"))
+        self.assertEqual(r.status, 202, r)
+        wait_for("store %d kept by n1, replicated on %s" % (y, other), lambda: (lambda q: q and q["owner"] == "n1" and (
+            q["replica"] == other) and not q["filling"])(self.placement("n1", y)), 60)
+        self.nodes[slow].proc.send_signal(signal.SIGSTOP)
+        self.addCleanup(lambda: self.nodes[slow].proc and self.nodes[slow].proc.send_signal(signal.SIGCONT))
+        got = {}
+        held = threading.Thread(target=lambda: got.setdefault("x", self.put("n1", tok_x, x, "held.txt", b"held\n")))
+        held.start()
+        # written on n1 (so handed to its replica's queue) before its writer waits for the replica
+        wait_for("held.txt written on n1", lambda: self.get("n1", tok_x, x, "held.txt") == (200, b"held\n"), 20)
+        self.assertTrue(held.is_alive(), "the change was acknowledged without the paused replica")
+        self.assertEqual(self.put("n1", tok_y, y, "quick.txt", b"quick\n"), 201)
+        self.assertTrue(held.is_alive(), "the other store's change waited for the paused replica")
+        self.nodes[slow].proc.send_signal(signal.SIGCONT)
+        held.join(60)
+        self.assertEqual(got.get("x"), 201)
+        for n in self.NAMES:
+            self.assertEqual(self.get(n, tok_x, x, "held.txt"), (200, b"held\n"), n)
+            self.assertEqual(self.get(n, tok_y, y, "quick.txt"), (200, b"quick\n"), n)
+
     def test_an_owner_paused_past_its_lease_cannot_acknowledge_a_write_once_its_replica_took_over(self):
         tok, sid, p = self.user_on("n1", "so")
         replica = p["replica"]
