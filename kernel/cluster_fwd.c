@@ -762,7 +762,11 @@ bool cluster_gate_join(uint64_t sid)
 {
     pthread_mutex_lock(&gates.mu);
     gate *g = gate_find(sid, true);
-    bool in = !g->closing;
+    /* A write inside a request that is counted at this gate already (a WebDAV LOCK that makes a new
+     * file, its body read after the close began) joins it too: the switch waits for that request
+     * anyway. Sent away instead (a far write, through this node's HTTP door), it met the closed gate
+     * behind its own request, and the request failed with 503. */
+    bool in = !g->closing || (http_serving && http_serving->gate == sid);
     if (in)
         g->inside++;
     pthread_mutex_unlock(&gates.mu);

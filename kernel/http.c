@@ -429,7 +429,23 @@ static enum MHD_Result dispatch(mb_req *req, mb_err *err)
     return MHD_YES;
 }
 
+_Thread_local const mb_req *http_serving;
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls);
+
 enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    http_serving = *con_cls;
+    enum MHD_Result r = on_request(cls, conn, url, method, version, upload_data, upload_data_size, con_cls);
+    http_serving = NULL;
+    return r;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {

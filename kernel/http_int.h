@@ -94,6 +94,10 @@ void http_sse_close_all(void); /* at stop: end every stream */
 
 /* http.c: libmicrohttpd's callbacks, for http_server.c. The cls of http_on_uri points to a
  * bool: true for the admin socket. */
+/* The request this thread is serving now (inside http_on_request), NULL outside: a module's write
+ * that begins while it is served knows whether the request holds its store's gate already
+ * (cluster_gate_join). */
+extern _Thread_local const mb_req *http_serving;
 enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                 const char *version, const char *upload_data, size_t *upload_data_size,
                                 void **con_cls);

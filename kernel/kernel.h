@@ -656,7 +656,8 @@ void cluster_fwd_fini(void); /* at stop, after the HTTP door: the connection cac
 void cluster_gate_leave(uint64_t sid);
 /* A module's write (kept_writer) served here counts in at its store's gate like a request, so a
  * move waits for it: true (leave when it ends), or false while the gate is closed (the write then
- * goes where the store will be: kept_write_begin). Never blocks. */
+ * goes where the store will be: kept_write_begin), unless the request this thread serves is counted
+ * at the gate already (the switch waits for it anyway). Never blocks. */
 bool cluster_gate_join(uint64_t sid);
 int cluster_gate_close(uint64_t sid, int64_t ms);
 void cluster_gate_open(uint64_t sid);

@@ -1067,6 +1067,16 @@ class ClusterWide(EtcdAndNodes):
         self.addCleanup(f.close)
         return f
 
+    def move_to_the_switch(self, keeper, sid, to, admin):
+        """Move store sid from its keeper to node `to`, and return (the move's task) once the move
+        waits at the store's gate for the requests and writes under way on the keeper."""
+        r = self.nodes[keeper].request("POST", "/api/v1/admin/cluster/stores/%d/move" % sid, {"to": to}, token=admin)
+        self.assertEqual(r.status, 202, r)
+        wait_for("the move waits at the switch", lambda: "store %d switches over to node %s" % (sid, to)
+                 in self.nodes[keeper].read_log(), 30)
+        time.sleep(0.5)  # from the log line to the gate's closing
+        return r.json()["task"]
+
     def test_ftp_uploads_that_meet_a_moves_switch_end_on_the_new_keeper(self):
         """A module's write on the node keeping the store (an FTP STOR) counts at the store's gate like
         an HTTP request: a move switches over once it has ended. One that begins while the switch waits
@@ -1082,12 +1092,7 @@ class ClusterWide(EtcdAndNodes):
         data = f1.transfercmd("STOR /Home/held.bin")
         data.sendall(held[:1000])
         time.sleep(0.5)  # the STOR's write has begun
-        r = self.nodes[keeper].request("POST", "/api/v1/admin/cluster/stores/%d/move" % sid, {"to": to}, token=admin)
-        self.assertEqual(r.status, 202, r)
-        task = r.json()["task"]
-        wait_for("the move waits at the switch", lambda: "store %d switches over to node %s" % (sid, to)
-                 in self.nodes[keeper].read_log(), 30)
-        time.sleep(0.5)  # from the log line to the gate's closing
+        task = self.move_to_the_switch(keeper, sid, to, admin)
         second, got = os.urandom(200 * 1024), {}
         f2 = self.ftp(keeper, "stormv", "stormv-pw-1")
         t = threading.Thread(target=lambda: got.update(r=f2.storbinary("STOR /Home/second.bin", io.BytesIO(second))))
@@ -1111,6 +1116,50 @@ class ClusterWide(EtcdAndNodes):
                 self.assertEqual((r.status, r.body), (200, body), (n, name))
         self.assertRegex(self.nodes[keeper].read_log(), r"forwarding PUT /api/v1/stores/%d/files/second\.bin to node %s"
                          % (sid, to))
+
+    def test_a_webdav_lock_that_makes_its_file_while_a_move_waits_binds_on_the_new_keeper(self):
+        """A LOCK on a name that does not exist yet makes an empty file (what Office does) inside the
+        request. Its request counted at the store's gate, and its body read once a move waits there,
+        the file's write joins the gate its own request holds: the LOCK is answered, then the store
+        switches over, and the lock binds on the new keeper. Before, the write was sent away as a far
+        write, which met the closed gate behind its own request: the LOCK failed with 503."""
+        tok, sid, auth = self.dav_user("lockmove", "Deck")
+        admin = self.login("n1", "admin", ADMIN_PASSWORD)
+        placed = next(st for st in self.nodes["n1"].request("GET", "/api/v1/admin/cluster", token=admin).json()["stores"]
+                      if st["id"] == sid)
+        keeper = placed["owner"]
+        to = next(n for n in self.NAMES if n not in (keeper, placed.get("replica")))
+        body = (b'<?xml version="1.0" encoding="utf-8" ?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+                b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>deck-office</D:owner></D:lockinfo>')
+        s = socket.create_connection(("127.0.0.1", self.nodes[keeper].port), timeout=90)
+        self.addCleanup(s.close)
+        s.sendall(("LOCK /dav/%d/new.odt HTTP/1.1\r\nHost: mbyte\r\nAuthorization: %s\r\nContent-Type: application/xml"
+                   "\r\nContent-Length: %d\r\nTimeout: Second-600\r\nDepth: 0\r\nExpect: 100-continue\r\n\r\n"
+                   % (sid, auth["Authorization"], len(body))).encode())
+        self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 100"))  # taken in: counted at the store's gate
+        task = self.move_to_the_switch(keeper, sid, to, admin)
+        s.sendall(body)
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            raw += s.recv(65536)
+        head, rest = raw.split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 201"), head)
+        token = re.search(rb"(?im)^Lock-Token: <([^>]+)>", head).group(1).decode()
+        wait_for("the move is done", lambda: self.nodes[keeper].request(
+            "GET", "/api/v1/tasks/%d" % task, token=admin).json()["state"] == "done", 60)
+        self.everywhere("store %d kept by %s" % (sid, to), lambda n: {st["id"]: st["owner"] for st in self.nodes[n].request(
+            "GET", "/api/v1/admin/cluster", token=self.login(n, "admin", ADMIN_PASSWORD)).json()["stores"]}[sid] == to)
+        # the new keeper reads the store's locks once its placement thread sees it keeps it (up to half a second)
+        self.everywhere("the lock in the new keeper's lockdiscovery", lambda n: token.encode() in self.nodes[n].request(
+            "PROPFIND", "/dav/%d/new.odt" % sid, headers=dict(auth, Depth="0")).body)
+        for n in self.NAMES:
+            r = self.nodes[n].request("PUT", "/dav/%d/new.odt" % sid, body=b"clobber", headers=auth)
+            self.assertEqual(r.status, 423, (n, r))
+        r = self.nodes[to].request("PUT", "/dav/%d/new.odt" % sid, body=b"saved", headers=dict(auth, If="(<%s>)" % token))
+        self.assertIn(r.status, (201, 204), r)
+        r = self.nodes["n1"].request("GET", "/api/v1/stores/%d/files/new.odt" % sid, token=tok)
+        self.assertEqual((r.status, r.body), (200, b"saved"))
+        self.assertNotIn("store %d moves with" % sid, self.nodes[keeper].read_log())
 
     def test_ftp_reads_through_a_node_without_the_store_are_whole_resume_and_never_mix_two_contents(self):
         """A RETR through a node with no copy of the store fetches the file from its keeper in 1 MiB
