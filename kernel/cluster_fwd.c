@@ -901,6 +901,7 @@ int cluster_fwd_begin(mb_req *req, mb_err *err)
             found = fwd_target(req, node, sizeof node, &sid);
     }
     if (found == 0 && sid) { /* served here: counted in at its gate, or parked there */
+        cluster_store_ready(sid);
         int g = gate_enter(req, sid, err);
         if (g == 0)
             req->gate = sid; /* left when the request ends (http_on_completed) */
@@ -929,8 +930,10 @@ int cluster_fwd_store(mb_req *req, uint64_t sid, mb_err *err)
     char node[64], what[40];
     if (!req->in_begin || req->replied || req->sink || req->stream ||
         MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, FWD_HEADER) || !cluster_store_node(sid, node, sizeof node) ||
-        !strcmp(node, cluster_node_name()))
+        !strcmp(node, cluster_node_name())) {
+        cluster_store_ready(sid);
         return 0; /* kept here, or came from another node (a store moved a moment ago): the module's calls */
+    }
     snprintf(what, sizeof what, "store %llu", (unsigned long long)sid);
     return hand_on(req, node, what, req->raw_uri, 0, err) ? err->code : 1; /* the credentials travel as sent */
 }

@@ -1094,15 +1094,106 @@ static void rebalance(const struct tally *ty)
 
 /* This node keeps store sid from now on (it took it over, or it was moved here): the hook event
  * cluster.store {store, node, epoch, state: "kept"}, so that modules whose data of a store is their
- * own and not replicated (search's index) catch up on it. Not for the stores kept at start, nor for a
+ * own and not replicated (search's index) catch up on it: its filters at once, on this thread (the
+ * WebDAV module reads the store's locks), its observers from the outbox. Not for the stores kept at start, nor for a
  * store just made here (epoch 1: its files' own events follow). */
 static void tell_kept(uint64_t sid, const json_t *rec)
 {
     mb_err e = {0};
+    /* filters first, on this thread: what must be right before the store's first request is served
+     * (the WebDAV module's locks); a refusal changes nothing */
+    json_t *p = json_pack("{s:I, s:s, s:I, s:s}", "store", (json_int_t)sid, "node", rp.node, "epoch", jint(rec, "epoch"),
+                          "state", "kept");
+    hook_filter("cluster.store", p, NULL);
+    json_decref(p);
     if (hook_emit("cluster.store", json_pack("{s:I, s:s, s:I, s:s}", "store", (json_int_t)sid, "node", rp.node, "epoch",
                                              jint(rec, "epoch"), "state", "kept"), &e))
         log_warn("cluster: store %llu is kept here now, but the modules were not told: %s", (unsigned long long)sid,
                  e.msg);
+}
+
+/* The stores this node keeps whose modules know it: told once, by whichever comes first, the
+ * placement thread's look or the first request or module call that serves the store here
+ * (cluster_store_ready). Before, only the look told them, up to TICK_MS after the store was served
+ * here: a WebDAV lock taken on the old keeper did not bind the first requests on the new one. */
+static struct {
+    pthread_mutex_t mu; /* held while the modules are told: a request for the store waits for it */
+    json_t *set;        /* "<sid16>" -> true; NULL before the start */
+} told = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Store sid, whose placement is rec, is kept here: its modules are told once (not at epoch 1, a store
+ * just made here). */
+static void tell_once(uint64_t sid, const json_t *rec)
+{
+    char hex[17];
+    sid_text(hex, sid);
+    pthread_mutex_lock(&told.mu);
+    if (told.set && !json_object_get(told.set, hex)) {
+        if (jint(rec, "epoch") > 1)
+            tell_kept(sid, rec);
+        json_object_set_new(told.set, hex, json_true());
+    }
+    pthread_mutex_unlock(&told.mu);
+}
+
+void cluster_store_ready(uint64_t sid)
+{
+    if (!atomic_load(&rp.on))
+        return;
+    char hex[17];
+    sid_text(hex, sid);
+    pthread_mutex_lock(&told.mu);
+    bool known = !told.set || json_object_get(told.set, hex);
+    pthread_mutex_unlock(&told.mu);
+    if (known)
+        return;
+    json_t *rec = cluster_store_record(sid);
+    if (rec && !strcmp(jstr(rec, "node"), rp.node))
+        tell_once(sid, rec);
+    json_decref(rec);
+}
+
+/* The look: kept is every store this node kept as it looked. One it no longer keeps (its placement
+ * names another node now, read again: a request may have told one that came a moment ago) is told
+ * again when it comes back. */
+static void told_prune(const json_t *kept)
+{
+    pthread_mutex_lock(&told.mu);
+    const char *k;
+    json_t *v, *tmp;
+    json_object_foreach_safe(told.set, tmp, k, v) {
+        if (json_object_get(kept, k))
+            continue;
+        json_t *rec = cluster_store_record(strtoull(k, NULL, 16));
+        if (!rec || strcmp(jstr(rec, "node"), rp.node))
+            json_object_del(told.set, k);
+        json_decref(rec);
+    }
+    pthread_mutex_unlock(&told.mu);
+}
+
+/* At the start: the stores this node keeps are known to its modules (they read everything). */
+static void told_start(void)
+{
+    json_t *set = json_object();
+    db_iter *it = db_iter_prefix("sp/", 3);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
+        json_t *r = kl == 19 ? json_loadb(v, vl, 0, NULL) : NULL;
+        if (r && !strcmp(jstr(r, "node"), rp.node)) {
+            char hex[17];
+            memcpy(hex, k + 3, 16);
+            hex[16] = 0;
+            json_object_set_new(set, hex, json_true());
+        }
+        json_decref(r);
+    }
+    db_iter_free(it);
+    pthread_mutex_lock(&told.mu);
+    json_decref(told.set);
+    told.set = set;
+    pthread_mutex_unlock(&told.mu);
 }
 
 /* One look of the placement thread, one pass over the placements: the stores to take over
@@ -1135,8 +1226,7 @@ static void look(void)
             tally_add(&ty, id, r);
         if (!strcmp(jstr(r, "node"), rp.node)) {
             json_object_set_new(kept, hex, json_true());
-            if (rp.kept && !json_object_get(rp.kept, hex) && jint(r, "epoch") > 1) /* taken over, or moved here */
-                tell_kept(id, r);
+            tell_once(id, r); /* taken over, or moved here (the stores kept at the start are known) */
             json_int_t failed = jint(rp.fill_failed, hex);
             if (can_fill && !pick && !*jstr(r, "replica") && (!failed || now_mono_ms() - failed > FILL_RETRY_S * 1000)) {
                 sid = id;
@@ -1149,6 +1239,7 @@ static void look(void)
     db_iter_free(it);
     json_decref(rp.kept);
     rp.kept = kept;
+    told_prune(kept);
     retry_broken();
     mb_err err;
     if (pick)
@@ -1194,6 +1285,7 @@ int cluster_repl_start(mb_err *err)
     if (!cluster_enabled())
         return 0;
     snprintf(rp.node, sizeof rp.node, "%s", cluster_node_name());
+    told_start();
     rp.broken = json_object();
     rp.fill_failed = json_object();
     rp.fill_curl = curl_easy_init();
@@ -1247,6 +1339,10 @@ void cluster_repl_fini(void)
         json_decref(rp.fill_failed);
         json_decref(rp.kept);
         rp.broken = rp.fill_failed = rp.kept = NULL;
+        pthread_mutex_lock(&told.mu);
+        json_decref(told.set);
+        told.set = NULL;
+        pthread_mutex_unlock(&told.mu);
         blob_on_store_put(NULL); /* (an upload still storing may finish its copy first) */
         migrate_on_cluster(NULL);
         pthread_mutex_lock(&early.mu);

@@ -661,6 +661,11 @@ void cluster_gate_leave(uint64_t sid);
 bool cluster_gate_join(uint64_t sid);
 int cluster_gate_close(uint64_t sid, int64_t ms);
 void cluster_gate_open(uint64_t sid);
+/* cluster_repl.c: before a request or a module's call serves store sid here: when this node keeps it
+ * now and its modules have not been told yet (it was taken over or moved here a moment ago), the hook
+ * event cluster.store is emitted first (its observers reload the store's records), and meanwhile
+ * other requests for the store wait. Nothing outside cluster mode. */
+void cluster_store_ready(uint64_t sid);
 /* cluster_repl.c: move store sid to node `to` (a task on this node, its keeper): *task its id. */
 int cluster_move_submit(uint64_t sid, const char *to, uint64_t uid, uint64_t *task, mb_err *err);
 /* GET /api/v1/stores in cluster mode: append to list the stores of account uid that other nodes

@@ -852,17 +852,20 @@ static const mb_route routes[] = {
     {0},
 };
 
-/* This node keeps a store now (taken over, or moved here): its locks are what its records say. */
-static void o_store(const char *event, const json_t *payload, void *state)
+/* This node keeps a store now (taken over, or moved here): its locks are what its records say. A
+ * filter, so it runs before the node serves the store's first request (an observer ran later, on the
+ * loop thread, and a lock did not bind the first requests). */
+static int f_store(const char *event, json_t *payload, void *state, mb_err *err)
 {
-    (void)event;
+    (void)event, (void)err;
     json_int_t sid = json_integer_value(json_object_get(payload, "store"));
     if (sid > 0)
         dav_locks_reload(state, (uint64_t)sid);
+    return 0;
 }
 
 static const mb_hook hooks[] = {
-    {sizeof(mb_hook), "cluster.store", MB_HOOK_OBSERVER, 500, NULL, o_store, NULL, NULL, NULL},
+    {sizeof(mb_hook), "cluster.store", MB_HOOK_FILTER, 500, f_store, NULL, NULL, NULL, NULL},
     {0},
 };
 

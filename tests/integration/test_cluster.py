@@ -1121,8 +1121,9 @@ class ClusterWide(EtcdAndNodes):
         """A LOCK on a name that does not exist yet makes an empty file (what Office does) inside the
         request. Its request counted at the store's gate, and its body read once a move waits there,
         the file's write joins the gate its own request holds: the LOCK is answered, then the store
-        switches over, and the lock binds on the new keeper. Before, the write was sent away as a far
-        write, which met the closed gate behind its own request: the LOCK failed with 503."""
+        switches over, and the lock binds on the new keeper from its first request. Before, the write was
+        sent away as a far write, which met the closed gate behind its own request: the LOCK failed with
+        503; and the new keeper read the store's locks only when its placement thread next looked."""
         tok, sid, auth = self.dav_user("lockmove", "Deck")
         admin = self.login("n1", "admin", ADMIN_PASSWORD)
         placed = next(st for st in self.nodes["n1"].request("GET", "/api/v1/admin/cluster", token=admin).json()["stores"]
@@ -1145,13 +1146,16 @@ class ClusterWide(EtcdAndNodes):
         head, rest = raw.split(b"\r\n\r\n", 1)
         self.assertTrue(head.startswith(b"HTTP/1.1 201"), head)
         token = re.search(rb"(?im)^Lock-Token: <([^>]+)>", head).group(1).decode()
+        # at once, through the old keeper: parked until the switch (or sent on after it), then served by
+        # the new keeper a moment after it came to keep the store, before its placement thread looked
+        r = self.nodes[keeper].request("PUT", "/dav/%d/new.odt" % sid, body=b"clobber", headers=auth)
+        self.assertEqual(r.status, 423, r)
         wait_for("the move is done", lambda: self.nodes[keeper].request(
             "GET", "/api/v1/tasks/%d" % task, token=admin).json()["state"] == "done", 60)
         self.everywhere("store %d kept by %s" % (sid, to), lambda n: {st["id"]: st["owner"] for st in self.nodes[n].request(
             "GET", "/api/v1/admin/cluster", token=self.login(n, "admin", ADMIN_PASSWORD)).json()["stores"]}[sid] == to)
-        # the new keeper reads the store's locks once its placement thread sees it keeps it (up to half a second)
-        self.everywhere("the lock in the new keeper's lockdiscovery", lambda n: token.encode() in self.nodes[n].request(
-            "PROPFIND", "/dav/%d/new.odt" % sid, headers=dict(auth, Depth="0")).body)
+        # at once: the new keeper reads the store's locks before it serves the store's first request
+        # (before, its placement thread did, up to half a second after the first requests)
         for n in self.NAMES:
             r = self.nodes[n].request("PUT", "/dav/%d/new.odt" % sid, body=b"clobber", headers=auth)
             self.assertEqual(r.status, 423, (n, r))

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -112,6 +113,17 @@ class SharedBucket(EtcdAndNodes):
             p = next((st for st in self.view("n1")["stores"] if st["id"] == sid), None)
             return p and p["replica"] and not p["filling"] and p
         return wait_for("store %d kept and replicated" % sid, filled, 60)
+
+    def kept_by_n1_with_dav(self, name):
+        """A user made on n1, their Home store (kept by n1), its replica, and the Basic credentials of an
+        app password of theirs: (tokens, store id, replica, headers)."""
+        tok = self.user(name)
+        sid = home(self.nodes["n1"], tok["n1"])
+        (replica,) = self.kept_by(sid) - {"n1"}
+        r = self.nodes["n1"].request("POST", "/api/v1/account/app-passwords", {"name": "laptop"}, token=tok["n1"])
+        self.assertEqual(r.status, 201, r)
+        dav = {"Authorization": "Basic " + base64.b64encode((name + ":" + r.json()["password"]).encode()).decode()}
+        return tok, sid, replica, dav
 
     def kept_by(self, sid):
         """The nodes holding store sid (its keeper and its replica, once filled)."""
@@ -274,12 +286,7 @@ class SharedBucket(EtcdAndNodes):
                 self.nodes[n].request("GET", self.url(c, "w.bin"), token=tok[n])), 30)
 
     def test_a_files_tags_dead_properties_and_webdav_lock_survive_the_death_of_its_stores_keeper(self):
-        tok = self.user("tia")
-        sid = home(self.nodes["n1"], tok["n1"])  # made on n1, kept by n1
-        (replica,) = self.kept_by(sid) - {"n1"}
-        r = self.nodes["n1"].request("POST", "/api/v1/account/app-passwords", {"name": "laptop"}, token=tok["n1"])
-        self.assertEqual(r.status, 201, r)
-        dav = {"Authorization": "Basic " + base64.b64encode(("tia:" + r.json()["password"]).encode()).decode()}
+        tok, sid, replica, dav = self.kept_by_n1_with_dav("tia")
         body = os.urandom(50000)
         r = self.nodes["n1"].request("PUT", self.url(sid, "docs/bill.pdf") + "?parents=true", body=body, token=tok["n1"],
                                      headers=OCTET)
@@ -313,6 +320,28 @@ class SharedBucket(EtcdAndNodes):
         r = self.nodes[third].request("UNLOCK", held, headers=dict(auth, **{"Lock-Token": "<%s>" % self.held_lock}))
         self.assertEqual(r.status, 204, r)
         r = self.nodes[third].request("PUT", held, body=b"v3", headers=auth)
+        self.assertEqual(r.status, 204, r)
+
+    def test_a_lock_binds_the_first_request_its_stores_new_keeper_serves(self):
+        """The replica that takes a store over reads the store's WebDAV locks before it serves the
+        store's first request (cluster_store_ready). Before, its placement thread told the modules at
+        its next look, up to half a second later, and the first writes there went through the lock."""
+        tok, sid, replica, dav = self.kept_by_n1_with_dav("lia")
+        path = "/dav/%d/notes.odt" % sid
+        self.assertEqual(self.nodes["n1"].request("PUT", path, body=b"v1", headers=dav).status, 201)
+        r = self.nodes["n1"].request("LOCK", path, body=LOCK, headers=dict(dav, Timeout="Second-3600", Depth="0"))
+        self.assertEqual(r.status, 200, r)
+        token = r.header("Lock-Token").strip("<>")
+        self.nodes["n1"].kill()  # SIGKILL: the replica takes the store over
+        end, first = time.time() + 30, None
+        while first is None:  # 503 while the keeper is away; the first answer after that is the new keeper's
+            r = self.nodes[replica].request("PUT", path, body=b"clobber", headers=dav)
+            if r.status != 503:
+                first = r.status
+            self.assertLess(time.time(), end, "no answer but 503 within 30 s")
+            time.sleep(0.01)
+        self.assertEqual(first, 423)
+        r = self.nodes[replica].request("PUT", path, body=b"v2", headers=dict(dav, If="(<%s>)" % token))
         self.assertEqual(r.status, 204, r)
 
     def survive(self, sid, keeper, through, tok, dav, body):
