@@ -45,7 +45,7 @@ static struct {
     char *data_dir;  /* a copy: a reload may replace g_cfg */
     int ttl;         /* seconds */
     _Atomic int repl_port;   /* the replica side's port (cluster_repl.c), in the record as "replication" */
-    _Atomic int64_t kept;    /* bytes of the stores this node keeps (cluster_repl.c), in the record as "kept" */
+    _Atomic int64_t kept;    /* bytes of the stores this node keeps (cluster_place.c), in the record as "kept" */
     _Atomic uint64_t number; /* this node's number in the cluster (cluster_kv.c), in the record as "number" */
     atomic_bool republish;   /* write the record at the next turn, not at the next keepalive */
     int64_t started; /* wall clock, for the record */

@@ -661,7 +661,7 @@ static int fwd_target(mb_req *req, char *node, size_t n, uint64_t *sid)
 }
 
 /* ------------------------------------------------------------- the gate --- */
-/* A store moving to another node (cluster_repl.c's move) is switched over only once no request
+/* A store moving to another node (cluster_place.c's move) is switched over only once no request
  * this node serves for it is under way. A request that arrives meanwhile is parked: its connection
  * is suspended (it holds none of libmicrohttpd's threads, which serve the other connections,
  * among them the requests the switch waits for) and resumed when the gate opens; it then looks

@@ -18,7 +18,7 @@ static int h_cluster(mb_req *req, void *state, mb_err *err)
 }
 
 /* POST /api/v1/admin/cluster/stores/{sid}/move {"to"}: on the node keeping the store (any other node
- * forwards it there, cluster_fwd.c), a task moves it (cluster_repl.c). */
+ * forwards it there, cluster_fwd.c), a task moves it (cluster_place.c). */
 static int h_move(mb_req *req, void *state, mb_err *err)
 {
     (void)state;

@@ -1,8 +1,9 @@
 /*
  * kernel/cluster_repl.h — what the two sides of a store's replication share (docs/cluster.md
- * "Replicas and failover"): cluster_repl.c is the owner's side (handing changes on, the sender,
- * dropping a replica, filling a new one, the placement thread), cluster_replica.c the replica's
- * (the replication port, applying changes, takeovers). The rest of the kernel sees kernel.h.
+ * "Replicas and failover"): cluster_repl.c is the owner's side (handing changes on, the senders,
+ * dropping a replica, filling a new one), cluster_place.c the placement thread and the moves,
+ * cluster_replica.c the replica's side (the replication port, applying changes, takeovers). The
+ * rest of the kernel sees kernel.h.
  */
 #ifndef MBYTE_CLUSTER_REPL_H
 #define MBYTE_CLUSTER_REPL_H
@@ -96,6 +97,26 @@ int cluster_gc_answer(const char *what, const char *body, size_t len, char **ans
 /* A migration's questions (migrate_cluster, fs.h): cluster_gc.c, cluster_repl.c. */
 int cluster_spare(uint64_t sid, const json_t *refs, int (*drop)(const char *hash, void *ud), void *ud, mb_err *err);
 int cluster_chunk_to_replica(uint64_t sid, const char *hash, size_t n, mb_err *err);
+
+/* cluster_repl.c, for the placement (cluster_place.c): */
+/* Give store sid (this node's, at rec's epoch, without a replica) a replica on node `to`, with
+ * curl (a CURL *): 0, or the failure (the store then waits FILL_RETRY_S before the next fill). The
+ * caller holds the fill lock. */
+int repl_fill(void *curl, uint64_t sid, const json_t *rec, const char *to, mb_err *err);
+bool repl_fill_lock(bool try); /* one fill at a time: taken (try: only when free; false if not) */
+void repl_fill_unlock(void);
+bool repl_fill_due(uint64_t sid); /* its last fill did not fail within FILL_RETRY_S (fill lock held) */
+/* Under the commit lock (a move's switch): until no change handed on is still unanswered. */
+void repl_wait_sent(void);
+bool repl_closing(void); /* the server stops: no more fills or moves */
+/* Stores whose replica missed a change while etcd could not confirm dropping it take no change
+ * until it does: the drop is tried again (each look of the placement thread). */
+void repl_retry_broken(void);
+
+/* cluster_place.c: the placement thread (takeovers, fills, rebalancing) and the moves */
+int place_start(const char *node, mb_err *err);
+void place_stop(void); /* the thread ends (no more takeovers, fills or moves started here) */
+void place_fini(void);
 
 /* cluster_replica.c */
 void replica_start(const char *node); /* takes replicas from now on */

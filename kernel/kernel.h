@@ -136,7 +136,7 @@ typedef struct kcfg {
     char *cluster_node;      /* this node's name (set whenever cluster_etcd is) */
     char *cluster_advertise; /* host:port the others reach this node at (default: listen) */
     int cluster_lease_ttl;   /* seconds; default 5 */
-    bool cluster_rebalance;  /* keepers move stores to nodes with less load (cluster_repl.c); default true */
+    bool cluster_rebalance;  /* keepers move stores to nodes with less load (cluster_place.c); default true */
     int64_t cluster_store_weight; /* bytes a store counts for in a node's load besides its own; default 64 MiB */
     json_t *raw;             /* the whole mbyte.yaml as JSON */
 } kcfg;
@@ -661,12 +661,12 @@ void cluster_gate_leave(uint64_t sid);
 bool cluster_gate_join(uint64_t sid);
 int cluster_gate_close(uint64_t sid, int64_t ms);
 void cluster_gate_open(uint64_t sid);
-/* cluster_repl.c: before a request or a module's call serves store sid here: when this node keeps it
+/* cluster_place.c: before a request or a module's call serves store sid here: when this node keeps it
  * now and its modules have not been told yet (it was taken over or moved here a moment ago), the hook
  * event cluster.store is emitted first (its observers reload the store's records), and meanwhile
  * other requests for the store wait. Nothing outside cluster mode. */
 void cluster_store_ready(uint64_t sid);
-/* cluster_repl.c: move store sid to node `to` (a task on this node, its keeper): *task its id. */
+/* cluster_place.c: move store sid to node `to` (a task on this node, its keeper): *task its id. */
 int cluster_move_submit(uint64_t sid, const char *to, uint64_t uid, uint64_t *task, mb_err *err);
 /* GET /api/v1/stores in cluster mode: append to list the stores of account uid that other nodes
  * keep, as those nodes list them (asked as that user, signed), unless the request itself came

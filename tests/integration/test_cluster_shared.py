@@ -142,6 +142,16 @@ class SharedBucket(EtcdAndNodes):
                     return (a, sids[a]), (b, sids[b]), sorted(sets[a] - sets[b])[0]
         raise AssertionError("three stores on the same two nodes: %r" % sets)
 
+    def migrated(self, n, sid, backend):
+        """Store sid's placement changed to backend through node n (an admin's PATCH): its migration
+        task, done."""
+        r = self.nodes[n].request("PATCH", "/api/v1/stores/%d/config" % sid, {"placement": {"backend": backend}},
+                                  token=self.token(n))
+        self.assertEqual(r.status, 202, r)
+        task = wait_task(self, self.nodes[n], r.json()["task"], self.token(n), timeout=120)
+        self.assertEqual(task["state"], "done", task)
+        return task
+
     def reads_back(self, tok, sid, name, data):
         for n in self.NAMES:
             r = self.nodes[n].request("GET", self.url(sid, name), token=tok[n])
@@ -217,12 +227,7 @@ class SharedBucket(EtcdAndNodes):
         self.assertGreaterEqual(len(xs), 2, "x.bin is several chunks in the bucket")
         self.assertGreaterEqual(len(ys), 1)
 
-        r = self.nodes[b].request("PATCH", "/api/v1/stores/%d/config" % a_sid, {"placement": {"backend": "s3b"}},
-                                  token=self.token(b))
-        self.assertEqual(r.status, 202, r)
-        task = wait_task(self, self.nodes[b], r.json()["task"], self.token(b), timeout=120)
-        self.assertEqual(task["state"], "done", task)
-        res = task["result"]
+        res = self.migrated(b, a_sid, "s3b")["result"]
         self.assertEqual((res["deleted"], res["kept"]), (len(ys), len(xs)), res)
         self.assertEqual(self.objects("d/") & (xs | ys), xs | ys, "store A's chunks are not all on s3b")
         self.assertEqual(self.objects() & xs, xs, "an object of x.bin went from s3a while store B still names it")
@@ -247,11 +252,7 @@ class SharedBucket(EtcdAndNodes):
         self.assertEqual(r.status, 201, r)
         zs = self.objects() - before
         self.assertGreaterEqual(len(zs), 2)
-        r = self.nodes[keeper].request("PATCH", "/api/v1/stores/%d/config" % sid, {"placement": {"backend": "local"}},
-                                       token=self.token(keeper))
-        self.assertEqual(r.status, 202, r)
-        task = wait_task(self, self.nodes[keeper], r.json()["task"], self.token(keeper), timeout=120)
-        self.assertEqual(task["state"], "done", task)
+        task = self.migrated(keeper, sid, "local")
         self.assertEqual(task["result"]["deleted"], len(zs), task)
         self.assertEqual(self.objects() & zs, set(), "the bucket's copies stayed")
         self.nodes[keeper].kill()  # SIGKILL: the replica takes the store over, from its own disk

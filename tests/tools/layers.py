@@ -26,7 +26,7 @@ LAYERS = [
                "format.c"]),
     ("doors", ["http.c", "http_route.c", "http_target.c", "http_reply.c", "http_sse.c", "http_server.c", "conn.c", "throttle.c", "auth.c", "files_http.c", "tus.c", "zip.c", "task_http.c",
                "notify.c", "luas.c", "api.c", "evapi.c", "modmgr.c", "modmgr_cluster.c", "reload.c",
-               "accesslog.c", "apppass.c", "health.c", "listdeco.c", "metrics_http.c", "secret_http.c", "modsvc.c", "backend_http.c", "cluster_http.c", "cluster_fwd.c", "cluster_ops.c", "cluster_repl.c", "cluster_replica.c", "cluster_gc.c", "cluster_events.c"]),
+               "accesslog.c", "apppass.c", "health.c", "listdeco.c", "metrics_http.c", "secret_http.c", "modsvc.c", "backend_http.c", "cluster_http.c", "cluster_fwd.c", "cluster_ops.c", "cluster_repl.c", "cluster_place.c", "cluster_replica.c", "cluster_gc.c", "cluster_events.c"]),
 ]
 
 # Calls that cross a layer upward, each with its reason, for a change in flight. Empty: every
