@@ -40,9 +40,7 @@
 
 static void bkey(char *out, size_t n, uint64_t task)
 {
-    char a[17];
-    key_u64(a, task);
-    snprintf(out, n, "bk/%s", a);
+    id_key(out, n, "bk", task);
 }
 
 static int name_cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }

@@ -894,9 +894,8 @@ int cluster_fwd_begin(mb_req *req, mb_err *err)
     if (found > 0 && sid && last && !strcmp(last, node)) {
         /* the node this placement names sent it here: one of the two is behind (a store moved a
          * moment ago); etcd knows which */
-        char key[20], a[17];
-        key_u64(a, sid);
-        snprintf(key, sizeof key, "sp/%s", a);
+        char key[20];
+        id_key(key, sizeof key, "sp", sid);
         if (cluster_kv_fetch(key))
             found = fwd_target(req, node, sizeof node, &sid);
     }

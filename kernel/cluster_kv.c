@@ -730,9 +730,7 @@ void cluster_kv_stop(void)
 
 static void place_key(char key[20], uint64_t sid)
 {
-    char a[17];
-    key_u64(a, sid);
-    snprintf(key, 20, "sp/%s", a);
+    id_key(key, 20, "sp", sid);
 }
 
 void cluster_store_placed(db_batch *b, uint64_t sid, uint64_t owner)

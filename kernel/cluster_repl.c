@@ -243,7 +243,7 @@ void repl_store_keys(db_snap *snap, uint64_t sid,
     for (size_t t = 0; t <= sizeof tables / sizeof tables[0]; t++) {
         if (t == sizeof tables / sizeof tables[0]) { /* so/<owner16>/<sid16>: the owner from s/ */
             char key[24];
-            snprintf(key, sizeof key, "s/%s", hex);
+            id_key(key, sizeof key, "s", sid);
             json_t *st = NULL;
             db_iter *one = db_snap_iter_prefix(snap, key, strlen(key));
             if (db_iter_next(one)) {

@@ -123,7 +123,7 @@ static void stale_copy(uint64_t sid, const json_t *r, bool neither)
     pthread_mutex_unlock(&rs.stale_mu);
     if (fresh) {
         char key[24], *v = NULL;
-        snprintf(key, sizeof key, "s/%s", hex);
+        id_key(key, sizeof key, "s", sid);
         bool here = db_get(key, strlen(key), &v, NULL) == 0;
         free(v);
         pthread_mutex_lock(&rs.stale_mu);
@@ -138,7 +138,7 @@ static void stale_copy(uint64_t sid, const json_t *r, bool neither)
     mb_err err = {0};
     int rc = 1; /* not now: the placement changed, or etcd cannot confirm it */
     char key[24];
-    snprintf(key, sizeof key, "sp/%s", hex);
+    id_key(key, sizeof key, "sp", sid);
     /* etcd's placement, not this node's copy of it, which a watch that fell behind could leave
      * naming two other nodes after a fill made this node the replica */
     json_t *now_rec = cluster_kv_read(key);
@@ -307,7 +307,7 @@ static const char *refuse(uint64_t sid, uint64_t epoch, const char *sender, char
         if (e >= epoch)
             return why;
         char key[20];
-        snprintf(key, sizeof key, "sp/%s", hex);
+        id_key(key, sizeof key, "sp", sid);
         cluster_kv_fetch(key); /* newer in etcd than here? */
     }
     return why;

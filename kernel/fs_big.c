@@ -71,16 +71,12 @@ static void busy_drop(uint64_t jid)
 
 static void jkey(char *out, size_t n, uint64_t jid)
 {
-    char a[17];
-    key_u64(a, jid);
-    snprintf(out, n, "sj/%s", a);
+    id_key(out, n, "sj", jid);
 }
 
 static void tkey(char *out, size_t n, uint64_t jid)
 {
-    char a[17];
-    key_u64(a, jid);
-    snprintf(out, n, "sjt/%s", a);
+    id_key(out, n, "sjt", jid);
 }
 
 static int count_cb(uint64_t pid, const char *name, json_t *e, const char *rel, void *ud)
