@@ -20,7 +20,8 @@
  * deletes both forms.
  *
  * Chunk files are written with O_DIRECT from aligned buffers when the file system allows it
- * (local_put): written once and synced at once, they gain nothing from the page cache.
+ * (local_put): written once and synced at once, they gain nothing from the page cache but the
+ * first download right after the upload, which chunk_direct_io: false buys with upload CPU.
  *
  * Reads verify every chunk before a byte of it is served (a chunk file verified lately and
  * still wholly in the page cache is trusted for sendfile: "verified while cached" below).
@@ -138,8 +139,10 @@ static int local_put(void *st, const char *key, const void *data, size_t len, mb
      * to the disk without a copy into the page cache, which cost this project's VM about
      * 2.6 ms of CPU per MiB (write + fsync) against 0.25 ms direct. It needs a 4 KiB-aligned
      * buffer and length: the aligned body goes direct, the tail through the page cache. A
-     * file system without O_DIRECT (tmpfs) or an unaligned buffer takes the ordinary way. */
-    bool direct = ((uintptr_t)data % BLOB_ALIGN) == 0 && len >= BLOB_ALIGN;
+     * file system without O_DIRECT (tmpfs) or an unaligned buffer takes the ordinary way, and
+     * so does every chunk with chunk_direct_io: false, which leaves a new file in the page
+     * cache for its first download (docs/operations.md has the trade, measured). */
+    bool direct = (!g_cfg || g_cfg->chunk_direct_io) && ((uintptr_t)data % BLOB_ALIGN) == 0 && len >= BLOB_ALIGN;
     int fd = -1;
     if (direct && (fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600)) < 0 && errno != EINVAL)
         return err_set(err, MB_EIO, "cannot create a chunk file: %s", strerror(errno));

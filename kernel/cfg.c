@@ -306,10 +306,21 @@ static int want_i32(const char *file, const json_t *root, const json_t *lines, c
     return rc;
 }
 
+/* A boolean key: *out stays as it is when the key is absent. */
+static int want_bool(const char *file, const json_t *root, const json_t *lines, const char *key, bool *out, mb_err *err)
+{
+    json_t *v = json_object_get(root, key);
+    if (v && !json_is_boolean(v))
+        return err_set(err, MB_EINVAL, "%s:%zu: %s must be true or false", file, line_of(lines, key), key);
+    if (v)
+        *out = json_is_true(v);
+    return 0;
+}
+
 static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "web_dir", "lua_dir", "http_threads",
                                           "workers", "max_body", "token_ttl", "login_max_failures",
                                           "login_window", "log_level", "modules", "chunk_inline_max", "subtree_task_above", "subtree_batch", "db_write_buffer", "db_cache", "db_mapped", "malloc_arenas",
-                                          "login_cache_ttl", "chunk_large_folios", "http_max_connections",
+                                          "login_cache_ttl", "chunk_large_folios", "chunk_direct_io", "http_max_connections",
                                           "http_max_connections_per_ip", "http_header_timeout", "login_max_failures_per_ip",
                                           "login_account_slow_after", "task_retention_days", "tls_cert", "tls_key",
                                           "http_redirect_listen", "require_tls", "trusted_proxies",
@@ -550,6 +561,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->malloc_arenas = MALLOC_ARENAS;
     c->durability_window_ms = 50;
     c->chunk_large_folios = -1;
+    c->chunk_direct_io = true;
     c->workers = 2;
     c->max_body = 1 << 20;
     c->token_ttl = 7 * 24 * 3600;
@@ -636,12 +648,9 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
             goto fail;
         }
     }
-    json_t *rt = json_object_get(root, "require_tls");
-    if (rt && !json_is_boolean(rt)) {
-        rc = err_set(err, MB_EINVAL, "%s:%zu: require_tls must be true or false", path, line_of(lines, "require_tls"));
+    c->require_tls = true;
+    if ((rc = want_bool(path, root, lines, "require_tls", &c->require_tls, err)))
         goto fail;
-    }
-    c->require_tls = !rt || json_is_true(rt);
     int64_t v;
     if ((rc = want_str(path, root, lines, "tls_cert", &c->tls_cert, err)) ||
         (rc = want_str(path, root, lines, "tls_key", &c->tls_key, err)))
@@ -706,6 +715,8 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
         goto fail;
     }
     if ((rc = want_int(path, root, lines, "durability_window_ms", 1, 10000, &c->durability_window_ms, err)))
+        goto fail;
+    if ((rc = want_bool(path, root, lines, "chunk_direct_io", &c->chunk_direct_io, err)))
         goto fail;
     json_t *lf = json_object_get(root, "chunk_large_folios");
     if (lf && json_is_boolean(lf))

@@ -540,5 +540,76 @@ class ConcurrentWritesTest(ServerTest):
         self.assertEqual(self.srv.request("POST", "/api/v1/admin/fsck", token=self.admin).json()["problems"], [])
 
 
+def resident_pages(path):
+    """Which 4 KiB pages of the file at path are in the page cache (mincore(2) of a shared
+    read-only mapping; mapping touches no page)."""
+    import ctypes
+    import mmap
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = os.path.getsize(path)
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap")
+        vec = ctypes.create_string_buffer(pages)
+        try:
+            if libc.mincore(addr, size, vec):
+                raise OSError(ctypes.get_errno(), "mincore")
+        finally:
+            libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+    return [bool(b & 1) for b in vec.raw[:pages]]
+
+
+class ChunkDirectIoTest(ServerTest):
+    """chunk_direct_io (docs/operations.md): by default a chunk file is written around the page
+    cache (O_DIRECT), so the first download of a new file reads the disk; with false its pages stay
+    in the page cache for that download. The pages are read off with mincore(2); the first 8 KiB of a
+    file may be read back by the type naming (libmagic) and its last partial page is written
+    through the cache either way, so the direct case looks at the pages between."""
+
+    def setUp(self):
+        super().setUp()
+        self.tok = self.admin
+        self.sid = self.srv.request("GET", "/api/v1/stores", token=self.tok).json()[0]["id"]
+
+    chunk_files = FilesTest.chunk_files
+
+    def upload_and_look(self):
+        data = os.urandom(3 * 1024 * 1024 + 4097)
+        before = set(self.chunk_files())
+        r = self.srv.request("PUT", "/api/v1/stores/%s/files/c.bin" % self.sid, body=data, token=self.tok)
+        self.assertEqual(r.status, 201, r)
+        new = sorted(set(self.chunk_files()) - before)
+        self.assertGreaterEqual(len(new), 1)
+        pages = [resident_pages(f) for f in new]
+        r = self.srv.request("GET", "/api/v1/stores/%s/files/c.bin" % self.sid, token=self.tok)
+        self.assertEqual((r.status, hashlib.sha256(r.body).hexdigest()), (200, hashlib.sha256(data).hexdigest()))
+        return pages
+
+    def test_by_default_a_new_files_chunks_are_not_left_in_the_page_cache(self):
+        pages = self.upload_and_look()
+        middle = [p for f in pages for p in f[2:-1]]
+        self.assertGreater(len(middle), 500)
+        self.assertEqual(sum(middle), 0, "pages of a chunk written with O_DIRECT are in the page cache")
+
+
+class ChunkCachedIoTest(ChunkDirectIoTest):
+    conf = {"chunk_direct_io": "false"}
+    test_by_default_a_new_files_chunks_are_not_left_in_the_page_cache = None
+
+    def test_with_chunk_direct_io_off_a_new_files_chunks_stay_in_the_page_cache(self):
+        pages = self.upload_and_look()
+        every = [p for f in pages for p in f]
+        self.assertEqual(sum(every), len(every), "pages of a chunk written through the page cache went missing")
+
+
 if __name__ == "__main__":
     main()

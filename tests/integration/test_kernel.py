@@ -218,6 +218,9 @@ class ConfigTest(unittest.TestCase):
         p = self.run_with_config("log_level: info\nchunk_large_folios: sometimes\n")
         self.assertEqual(p.returncode, 2)
         self.assertIn("mbyte.yaml:2: chunk_large_folios must be true, false or auto", p.stderr)
+        p = self.run_with_config("log_level: info\nchunk_direct_io: sometimes\n")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("mbyte.yaml:2: chunk_direct_io must be true or false", p.stderr)
 
     def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(self):
         srv = Server()
