@@ -306,12 +306,14 @@ static int want_i32(const char *file, const json_t *root, const json_t *lines, c
     return rc;
 }
 
-/* A boolean key: *out stays as it is when the key is absent. */
-static int want_bool(const char *file, const json_t *root, const json_t *lines, const char *key, bool *out, mb_err *err)
+/* A boolean key of obj, named `name` in messages and line numbers (the key itself at the top level,
+ * "<section>.<key>" in a section): *out stays as it is when the key is absent. */
+static int want_bool(const char *file, const json_t *obj, const json_t *lines, const char *key, const char *name,
+                     bool *out, mb_err *err)
 {
-    json_t *v = json_object_get(root, key);
+    json_t *v = json_object_get(obj, key);
     if (v && !json_is_boolean(v))
-        return err_set(err, MB_EINVAL, "%s:%zu: %s must be true or false", file, line_of(lines, key), key);
+        return err_set(err, MB_EINVAL, "%s:%zu: %s must be true or false", file, line_of(lines, name), name);
     if (v)
         *out = json_is_true(v);
     return 0;
@@ -483,12 +485,9 @@ static int cluster_check(const char *file, const json_t *root, const json_t *lin
                                file, line_of(lines, "cluster.lease_ttl"));
             c->cluster_lease_ttl = (int)t;
         }
-        const json_t *rb = json_object_get(cl, "rebalance");
-        if (rb && !json_is_boolean(rb))
-            return err_set(err, MB_EINVAL, "%s:%zu: cluster.rebalance must be true or false", file,
-                           line_of(lines, "cluster.rebalance"));
-        if (rb)
-            c->cluster_rebalance = json_is_true(rb);
+        int rc = want_bool(file, cl, lines, "rebalance", "cluster.rebalance", &c->cluster_rebalance, err);
+        if (rc)
+            return rc;
         if (json_object_get(cl, "store_weight_mb")) {
             int64_t w = 64;
             if (want_int(file, cl, lines, "store_weight_mb", 1, 1 << 20, &w, err))
@@ -649,7 +648,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
         }
     }
     c->require_tls = true;
-    if ((rc = want_bool(path, root, lines, "require_tls", &c->require_tls, err)))
+    if ((rc = want_bool(path, root, lines, "require_tls", "require_tls", &c->require_tls, err)))
         goto fail;
     int64_t v;
     if ((rc = want_str(path, root, lines, "tls_cert", &c->tls_cert, err)) ||
@@ -716,7 +715,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     }
     if ((rc = want_int(path, root, lines, "durability_window_ms", 1, 10000, &c->durability_window_ms, err)))
         goto fail;
-    if ((rc = want_bool(path, root, lines, "chunk_direct_io", &c->chunk_direct_io, err)))
+    if ((rc = want_bool(path, root, lines, "chunk_direct_io", "chunk_direct_io", &c->chunk_direct_io, err)))
         goto fail;
     json_t *lf = json_object_get(root, "chunk_large_folios");
     if (lf && json_is_boolean(lf))

@@ -244,13 +244,12 @@ static void tell_kept(uint64_t sid, const json_t *rec)
 {
     mb_err e = {0};
     /* filters first, on this thread: what must be right before the store's first request is served
-     * (the WebDAV module's locks); a refusal changes nothing */
+     * (the WebDAV module's locks); a refusal changes nothing. The observers then get the same
+     * payload (hook_emit takes it). */
     json_t *p = json_pack("{s:I, s:s, s:I, s:s}", "store", (json_int_t)sid, "node", pl.node, "epoch", jint(rec, "epoch"),
                           "state", "kept");
     hook_filter("cluster.store", p, NULL);
-    json_decref(p);
-    if (hook_emit("cluster.store", json_pack("{s:I, s:s, s:I, s:s}", "store", (json_int_t)sid, "node", pl.node, "epoch",
-                                             jint(rec, "epoch"), "state", "kept"), &e))
+    if (hook_emit("cluster.store", p, &e))
         log_warn("cluster: store %llu is kept here now, but the modules were not told: %s", (unsigned long long)sid,
                  e.msg);
 }

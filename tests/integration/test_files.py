@@ -1,8 +1,10 @@
 """The file service through real clients: curl uploads and downloads (ranges, resume),
 Python's http.client (chunked upload, conditionals), folders, move, copy, delete, content
 types, the default store, fsck (also through mbytectl), a damaged chunk, and a restart."""
+import ctypes
 import hashlib
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -543,8 +545,6 @@ class ConcurrentWritesTest(ServerTest):
 def resident_pages(path):
     """Which 4 KiB pages of the file at path are in the page cache (mincore(2) of a shared
     read-only mapping; mapping touches no page)."""
-    import ctypes
-    import mmap
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
