@@ -267,9 +267,13 @@ static int put_chunk(inreq *r, char **answer)
     mb_err err = {0};
     int rc;
     if (r->b.n <= blob_inline_max()) {
-        db_batch *b = db_batch_new();
-        blob_put_inline(b, hex, r->b.p, r->b.n);
-        rc = db_batch_commit(b, true);
+        /* with a record at zero references: the changes naming it may never come (a fill or a
+         * change cut off), and an inline chunk is the collector's only through its record */
+        txn t;
+        txn_begin(&t, NULL);
+        blob_put_inline(t.b, hex, r->b.p, r->b.n);
+        txn_ref_hold(&t, hex, r->b.n);
+        rc = txn_end(&t, 0, &err, "a chunk from another node");
     } else
         rc = blob_put(hex, r->b.p, r->b.n, &err);
     if (rc) {

@@ -63,14 +63,15 @@ void txn_begin(txn *t, db_batch *b)
 
 /* ----------------------------------------------------------- refcounts --- */
 
-static void ref(txn *t, const char *hash, uint64_t size, int delta)
+static json_t *ref(txn *t, const char *hash, uint64_t size, int delta)
 {
     json_t *e = json_object_get(t->refs, hash);
     if (!e) {
-        json_object_set_new(t->refs, hash, json_pack("[i, I]", 0, (json_int_t)size));
+        json_object_set_new(t->refs, hash, json_pack("[i, I, b]", 0, (json_int_t)size, 0));
         e = json_object_get(t->refs, hash);
     }
     json_array_set_new(e, 0, json_integer(json_integer_value(json_array_get(e, 0)) + delta));
+    return e;
 }
 
 void txn_ref_chunks(txn *t, const json_t *chunks, int delta)
@@ -83,6 +84,8 @@ void txn_ref_chunks(txn *t, const json_t *chunks, int delta)
     }
 }
 
+void txn_ref_hold(txn *t, const char *hash, uint64_t size) { json_array_set_new(ref(t, hash, size, 0), 2, json_true()); }
+
 static int refs_apply(txn *t, mb_err *err)
 {
     const char *hash;
@@ -90,7 +93,8 @@ static int refs_apply(txn *t, mb_err *err)
     int64_t now = now_wall();
     json_object_foreach(t->refs, hash, e) {
         json_int_t delta = json_integer_value(json_array_get(e, 0));
-        if (delta == 0)
+        bool held = json_is_true(json_array_get(e, 2));
+        if (delta == 0 && !held)
             continue;
         char key[80];
         snprintf(key, sizeof key, "c/%s", hash);
@@ -103,13 +107,15 @@ static int refs_apply(txn *t, mb_err *err)
                               : json_integer_value(json_array_get(e, 1));
         json_int_t zs = rec ? json_integer_value(json_object_get(rec, "zero_since")) : 0;
         json_decref(rec);
+        if (delta == 0 && refs > 0)
+            continue; /* held, and named already */
         refs += delta;
         if (refs < 0) {
             log_error("refcount of chunk %s would drop below zero; clamped (fsck will check)", hash);
             refs = 0;
         }
-        if (refs == 0 && (delta < 0 || !zs))
-            zs = now;
+        if (refs == 0 && (delta < 0 || !zs || held))
+            zs = now; /* (held: a full grace for the changes it is held for) */
         if (refs > 0)
             zs = 0;
         json_t *nrec = json_pack("{s:i, s:I, s:I, s:I}", "v", 1, "refs", refs, "size", size, "zero_since", zs);

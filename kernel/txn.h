@@ -38,7 +38,7 @@ typedef struct {
 typedef struct txn {
     db_batch *b;      /* the change: fill it between begin and end */
     uint64_t handed;  /* the observer's ticket (txn_observe) */
-    json_t *refs;     /* chunk hash -> [delta, size] (txn_ref_chunks) */
+    json_t *refs;     /* chunk hash -> [delta, size, held] (txn_ref_chunks, txn_ref_hold) */
     uint64_t ticket;  /* the group commit this change waits for (db_sync_through) */
     int n_usage;
     struct {
@@ -60,6 +60,11 @@ int txn_end(txn *t, int rc, mb_err *err, const char *what);
 /* Chunk refcount deltas (records c/<sha256>, docs/storage.md), applied at txn_end: delta for
  * every chunk of a version record's "chunks" list ([{"h","n"}...]). */
 void txn_ref_chunks(txn *t, const json_t *chunks, int delta);
+/* A chunk stored ahead of the change that names it (a replica's inline chunk sent by its keeper
+ * before the records, cluster_replica.c): a record at zero references unless it has
+ * references (at zero, its grace starts again), so that the collector takes it after the grace
+ * if that change never comes (a fill or a change cut off) and fsck never finds it without one. */
+void txn_ref_hold(txn *t, const char *hash, uint64_t size);
 
 /* Usage deltas of store sid (and so of its owner), written at txn_end. */
 void txn_usage(txn *t, uint64_t sid, int64_t bytes, int64_t files);

@@ -11,12 +11,15 @@ collector's grace at 0, and the WebDAV and tags modules on.
 What is checked is what a user sees: files, tags and properties read back through every node, the
 bucket's objects, and fsck on every node."""
 import base64
+import hashlib
+import hmac
 import os
 import shutil
 import signal
 import sys
 import time
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import ADMIN_PASSWORD, Server, main, missing_prerequisite  # noqa: E402
@@ -264,6 +267,34 @@ class SharedBucket(EtcdAndNodes):
                 self.assertEqual((r.status, r.body == z), (200, True), (n, r.status, r.body[:300]))
                 report = fsck(self.nodes[n], self.token(n))
                 self.assertEqual(report["problems"], [], (n, report))
+
+    def test_a_small_chunk_sent_ahead_of_changes_that_never_came_goes_with_the_collector(self):
+        """A keeper sends its replica the chunks a change or a fill names before the records (PUT
+        .../chunks/{sha256}, signed with the cluster's key). When the records never come (the keeper
+        died, the fill was cut off), a small chunk, which lives in the node's database, is still the
+        collector's: never an inline chunk without a record (fsck found one after a fill cut short)."""
+        to = "n2"
+        port = next(x for x in self.view(to)["nodes"] if x["name"] == to)["replication"]
+        before = fsck(self.nodes[to], self.token(to))
+        self.assertEqual(before["problems"], [], before)
+        key = bytes.fromhex(self.etcd.get("/mbyte/kv/cs/key"))
+        data = os.urandom(5000)
+        path = "/api/v1/internal/cluster/chunks/" + hashlib.sha256(data).hexdigest()
+        t = int(time.time())
+
+        def mac(text):
+            return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=data, method="PUT", headers={
+            "X-MByte-Replication": "n1.%d.%s" % (t, mac("n1.%d.PUT %s" % (t, path))),
+            "X-MByte-Replication-Head": mac("n1.%d.PUT %s %d" % (t, path, len(data))), **OCTET})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            self.assertEqual(r.status, 204)
+
+        def collected():  # the grace is 0 here: the next round of the node's collector takes it
+            report = fsck(self.nodes[to], self.token(to))
+            self.assertEqual(report["problems"], [], report)
+            return report["chunks_stored"] <= before["chunks_stored"]
+        wait_for("the chunk nothing named gone from %s" % to, collected, 30)
 
     def test_a_chunk_is_kept_while_a_node_that_keeps_a_store_is_down(self):
         tok = self.user("kim")
