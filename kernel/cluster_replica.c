@@ -274,8 +274,11 @@ static int put_chunk(inreq *r, char **answer)
         blob_put_inline(t.b, hex, r->b.p, r->b.n);
         txn_ref_hold(&t, hex, r->b.n);
         rc = txn_end(&t, 0, &err, "a chunk from another node");
-    } else
+    } else {
+        blob_pending_add(hex); /* (blob_put's rule: the collector leaves it alone meanwhile) */
         rc = blob_put(hex, r->b.p, r->b.n, &err);
+        blob_pending_drop(hex);
+    }
     if (rc) {
         log_warn("cluster: chunk %s from node %s could not be stored: %s", hex, r->node, err.msg);
         *answer = problem(500, "the chunk could not be stored here", NULL);
@@ -317,8 +320,10 @@ static const char *refuse(uint64_t sid, uint64_t epoch, const char *sender, char
     return why;
 }
 
-/* The chunks of the version records the frames put that this node lacks: [{"h","n","s"}]. */
-static void lacking(uint64_t sid, const char *ops, size_t len, json_t *inl, json_t *missing)
+/* The chunks of the version records the frames put that this node lacks: [{"h","n","s"}]. Those
+ * it has are held pending (added to `held`) until the change is applied or refused: the collector
+ * never deletes one between this look and the refcount the change gives it (blob_pending.c). */
+static void lacking(uint64_t sid, const char *ops, size_t len, json_t *inl, json_t *held, json_t *missing)
 {
     size_t off = 0, kl, vl;
     const char *k, *v;
@@ -333,7 +338,11 @@ static void lacking(uint64_t sid, const char *ops, size_t len, json_t *inl, json
             const char *h = jstr(c, "h");
             if (strlen(h) != 64 || strspn(h, "0123456789abcdef") != 64)
                 continue; /* not a chunk name: nothing to look for (and no path to build from it) */
-            if (json_object_get(inl, h) || blob_has(h) || json_array_size(missing) >= 1000)
+            if (json_object_get(inl, h) || json_object_get(held, h))
+                continue;
+            blob_pending_add(h);
+            json_object_set_new(held, h, json_true());
+            if (blob_has(h) || json_array_size(missing) >= 1000)
                 continue; /* (at most 1,000 named at a time: the owner puts them and asks again) */
             json_object_set_new(inl, h, json_true()); /* asked once */
             json_array_append_new(missing, json_pack("{s:s, s:I, s:I}", "h", h, "n", jint(c, "n"), "s", (json_int_t)sid));
@@ -396,7 +405,7 @@ static const char *frames(const char *p, const char *end, const char *(*fn)(cons
 
 struct check {
     const char *sender;
-    json_t *inl, *missing;
+    json_t *inl, *held, *missing;
     char why[300];
 };
 
@@ -412,7 +421,7 @@ static const char *check_frame(const repl_frame *f, void *ud)
 static const char *lack_frame(const repl_frame *f, void *ud)
 {
     struct check *c = ud;
-    lacking(f->sid, f->ops, f->len, c->inl, c->missing);
+    lacking(f->sid, f->ops, f->len, c->inl, c->held, c->missing);
     return NULL;
 }
 
@@ -455,7 +464,7 @@ static const char *check_fill(const repl_frame *f, void *ud)
 static int changes(inreq *r, bool fill, char **answer)
 {
     const char *p = r->b.p, *end = r->b.p + r->b.n;
-    struct check c = {.sender = r->node, .inl = json_object(), .missing = json_array()};
+    struct check c = {.sender = r->node, .inl = json_object(), .held = json_object(), .missing = json_array()};
     mb_err err = {0};
     int rc = 0;
     pthread_mutex_lock(&rs.apply_mu); /* a takeover waits for the change, or the change for it */
@@ -471,7 +480,11 @@ static int changes(inreq *r, bool fill, char **answer)
         repl_applying = false;
         json_decref(a.seen);
     }
+    const char *h;
+    json_t *v;
+    json_object_foreach(c.held, h, v) blob_pending_drop(h);
     pthread_mutex_unlock(&rs.apply_mu);
+    json_decref(c.held);
     json_decref(c.inl);
     if (no) {
         json_decref(c.missing);
