@@ -258,7 +258,22 @@ def host():
     fs = subprocess.run(["findmnt", "-no", "FSTYPE,SOURCE,OPTIONS", "-T", where], capture_output=True,
                         text=True).stdout.split()
     fs = "%s (%s, %s)" % tuple(fs[:3]) if len(fs) >= 3 else "?"
-    return "%s, nproc %d, RAM %d MiB; Linux %s; %s on the work dir" % (cpu, os.cpu_count(), mem, os.uname().release, fs)
+    return "%s, nproc %d, RAM %d MiB; Linux %s; %s on the work dir; %s" % (
+        cpu, os.cpu_count(), mem, os.uname().release, fs, page_fault_cost())
+
+
+def page_fault_cost():
+    """What a first touch of an anonymous page costs here, median of three 64 MiB touches: on
+    the AMD guest of docs/performance.md about 12 us (a bare machine: well under 1 us), which
+    weighs on whatever allocates fresh memory per request."""
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        b = bytearray(64 << 20)
+        b[::4096] = b"x" * (16 << 10)
+        runs.append((time.perf_counter() - t0) / (16 << 10))
+        del b
+    return "page fault %.1f us" % (statistics.median(runs) * 1e6)
 
 
 def machine():

@@ -391,10 +391,12 @@ static unsigned same_object(const struct bset *s, const piece_hdr hs[], const bo
 }
 
 /* The object of key, read and decoded from sound pieces into a new buffer (*obj, *len), the
- * members found missing or damaged marked in bad[]. With all, every member is read (the scrub).
- * 0, MB_ENOENT when no member has a piece, another MB_E* when too few are sound. */
+ * members found missing or damaged marked in bad[]. With all (the scrub), every member is read,
+ * one that did not answer once more after the others, and *unread counts those that still did
+ * not (err says why; their pieces are neither sound nor bad). 0, MB_ENOENT when no member has
+ * a piece, another MB_E* when too few are sound. */
 static int gather(struct bset *s, const char *key, size_t want, bool all, uint8_t **obj, size_t *len, bool bad[],
-                  mb_err *err)
+                  unsigned *unread, mb_err *err)
 {
     unsigned n = s->sp.n, order[PIECE_MAX], good = 0, answered_none = 0, failed = 0, damaged = 0;
     uint8_t *have[PIECE_MAX] = {0}; /* by piece index */
@@ -419,38 +421,53 @@ static int gather(struct bset *s, const char *key, size_t want, bool all, uint8_
         pre[i].done = false;
     if (s->sp.erasure && s->k > 1)
         fetch_all(s, order, all ? n : s->k, key, cap, pre);
-    for (unsigned o = 0; o < n; o++) {
-        unsigned i = order[o];
-        if (!all && good && same_object(s, hs, sound, best) >= s->k)
+    bool unreached[PIECE_MAX] = {0};
+    for (unsigned pass = 0; pass < 2; pass++) {
+        for (unsigned o = 0; o < n; o++) {
+            unsigned i = order[o];
+            if (pass && !unreached[i])
+                continue;
+            if (pass) /* the scrub's second try (a member busy for a moment is not left unchecked) */
+                failed--, unreached[i] = false;
+            else if (!all && good && same_object(s, hs, sound, best) >= s->k)
+                break;
+            mb_err e = {0};
+            int64_t got;
+            if (!pass && pre[i].done)
+                got = pre[i].got, buf[i] = pre[i].buf, e = pre[i].e;
+            else
+                got = fetch(s, i, key, cap, &buf[i], &e);
+            if (got == MB_ENOENT) {
+                answered_none++;
+                bad[i] = true;
+                continue;
+            }
+            if (got < 0) {
+                failed++;
+                unreached[i] = true;
+                last = e;
+                continue;
+            }
+            piece_hdr h;
+            if (piece_parse(buf[i], (size_t)got, &h) || h.k != s->k || h.m != s->m || h.i != piece_index(s, i)) {
+                log_error("backend '%s': piece %u of %s (store %llu) is damaged", s->sp.of[i], piece_index(s, i), key,
+                          (unsigned long long)s->sp.sid);
+                bad[i] = true;
+                damaged++;
+                continue;
+            }
+            sound[i] = true;
+            hs[i] = h;
+            if (!good++ || same_object(s, hs, sound, i) > same_object(s, hs, sound, best))
+                best = i;
+        }
+        if (!all || !failed)
             break;
-        mb_err e = {0};
-        int64_t got;
-        if (pre[i].done)
-            got = pre[i].got, buf[i] = pre[i].buf, e = pre[i].e;
-        else
-            got = fetch(s, i, key, cap, &buf[i], &e);
-        if (got == MB_ENOENT) {
-            answered_none++;
-            bad[i] = true;
-            continue;
-        }
-        if (got < 0) {
-            failed++;
-            last = e;
-            continue;
-        }
-        piece_hdr h;
-        if (piece_parse(buf[i], (size_t)got, &h) || h.k != s->k || h.m != s->m || h.i != piece_index(s, i)) {
-            log_error("backend '%s': piece %u of %s (store %llu) is damaged", s->sp.of[i], piece_index(s, i), key,
-                      (unsigned long long)s->sp.sid);
-            bad[i] = true;
-            damaged++;
-            continue;
-        }
-        sound[i] = true;
-        hs[i] = h;
-        if (!good++ || same_object(s, hs, sound, i) > same_object(s, hs, sound, best))
-            best = i;
+    }
+    if (unread) {
+        *unread = failed;
+        if (failed && err)
+            *err = last;
     }
     for (unsigned i = 0; i < n; i++) /* fetched at once but not looked at (cannot happen today) */
         if (pre[i].done && buf[i] != pre[i].buf)
@@ -532,7 +549,7 @@ static int64_t set_get(void *st, const char *key, uint64_t off, void *buf, size_
     uint8_t *obj;
     size_t olen;
     bool bad[PIECE_MAX];
-    int rc = gather(s, key, (size_t)(off + len), false, &obj, &olen, bad, err);
+    int rc = gather(s, key, (size_t)(off + len), false, &obj, &olen, bad, NULL, err);
     if (rc)
         return rc;
     repair(s, key, obj, olen, bad);
@@ -548,11 +565,18 @@ int backend_set_check(backend_ref *r, const char *key, size_t objlen, mb_err *er
     uint8_t *obj;
     size_t olen;
     bool bad[PIECE_MAX];
-    int rc = gather(s, key, objlen, true, &obj, &olen, bad, err);
-    if (rc)
+    unsigned unread = 0;
+    mb_err why = {0};
+    int rc = gather(s, key, objlen, true, &obj, &olen, bad, &unread, &why);
+    if (rc) {
+        if (err)
+            *err = why;
         return rc;
+    }
     repair(s, key, obj, olen, bad);
     free(obj);
+    if (unread) /* what could be checked was (and rewritten); the rest is not known sound */
+        return err_set(err, MB_EIO, "%u piece(s) of %s could not be read to be checked: %s", unread, key, why.msg);
     return 0;
 }
 
@@ -697,7 +721,7 @@ static int retry_one(const char *qk, size_t len)
         uint8_t *obj;
         size_t olen;
         bool bad[PIECE_MAX];
-        rc = gather(s, key, len, false, &obj, &olen, bad, &e);
+        rc = gather(s, key, len, false, &obj, &olen, bad, NULL, &e);
         if (rc == 0) {
             uint8_t *pieces[PIECE_MAX];
             size_t plen = encode(s, obj, olen, pieces);

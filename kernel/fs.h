@@ -506,7 +506,8 @@ typedef struct backend_set_spec {
 int backend_set_open(const backend_set_spec *spec, backend_ref *out, mb_err *err);
 void backend_set_close(struct bset *s);
 /* Read every piece of object `key` (objlen bytes) from every member and rewrite the missing
- * and bad ones (the scrub): 0 when all were sound or were repaired, else MB_E* with err. */
+ * and bad ones (the scrub): 0 when all were sound or were repaired, MB_EIO when a member did not
+ * answer twice (its piece is not known sound; the rest was checked), else MB_E* with err. */
 int backend_set_check(backend_ref *r, const char *key, size_t objlen, mb_err *err);
 /* Pieces waiting for backend `name` (the queue rq/, docs/storage.md). */
 long backend_set_queued(const char *name);

@@ -228,8 +228,8 @@ static int t_scrub(mb_task *task, const json_t *args, void *state, mb_err *err)
     json_t *stats = kv_json(g, "scrub");
     if (!stats || !after[0]) { /* a fresh scrub, not a resumed one */
         json_decref(stats);
-        stats = json_pack("{s:I, s:I, s:I, s:i}", "started", (json_int_t)g->api->now(), "chunks_checked",
-                          (json_int_t)0, "bytes_checked", (json_int_t)0, "problems", 0);
+        stats = json_pack("{s:I, s:I, s:I, s:i, s:i}", "started", (json_int_t)g->api->now(), "chunks_checked",
+                          (json_int_t)0, "bytes_checked", (json_int_t)0, "problems", 0, "unreadable", 0);
     }
     uint64_t total = 0, done = 0;
     g->api->chunk_list(NULL, count_cb, &total, err);
@@ -257,6 +257,11 @@ static int t_scrub(mb_task *task, const json_t *args, void *state, mb_err *err)
                                     json_integer(json_integer_value(json_object_get(stats, "problems")) + 1));
             } else if (v == 0)
                 healed(g, b->hash[i]);
+            else { /* not known sound, not known damaged: a backend did not answer (checked next time) */
+                g->api->log(g->self, MB_LOG_WARN, "chunk %s could not be checked: %s", b->hash[i], e.msg);
+                json_object_set_new(stats, "unreadable",
+                                    json_integer(json_integer_value(json_object_get(stats, "unreadable")) + 1));
+            }
             bytes += b->size[i];
             done++;
             snprintf(after, sizeof after, "%s", b->hash[i]);

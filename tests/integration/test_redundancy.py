@@ -126,6 +126,7 @@ class SetTest(ExternalStoreTest):
                 break
             time.sleep(0.05)
         self.assertEqual(t.get("state"), "done", t)
+        return t["result"]
 
     def assert_fsck_clean(self):
         report = fsck(self.srv, self.admin)
@@ -349,6 +350,21 @@ class RedundancyTest(SetTest):
         self.assertEqual([self.pieces(i) for i in range(3)], [{}, {}, {}])
         self.assertEqual(plain_objects(), first)
         self.reads_back(plain, kept)
+        self.assert_fsck_clean()
+
+    def test_a_scrub_with_a_member_down_counts_its_chunks_unreadable_and_marks_nothing(self):
+        # A piece the scrub cannot fetch is neither sound nor damaged: it used to pass as sound.
+        sid = make_store(self, self.srv, self.user, "EC",
+                         {"erasure": {"data": 2, "parity": 1}, "of": ["d0", "d1", "d2"]})
+        files = self.upload(sid, [3 * 1024 * 1024 + 5])
+        hs = self.chunks(sid, "f0.bin")
+        self.davs[2].kill()
+        res = self.scrub()
+        self.assertEqual((res.get("problems"), res.get("unreadable")), (0, len(hs)), res)
+        self.reads_back(sid, files)  # marked damaged, it would be refused
+        self.davs[2].start()
+        res = self.scrub()
+        self.assertEqual((res.get("problems"), res.get("unreadable")), (0, 0), res)
         self.assert_fsck_clean()
 
     def test_the_scrub_rewrites_a_damaged_and_a_missing_copy(self):
