@@ -833,6 +833,7 @@ static int h_thumb(mb_req *req, void *state, mb_err *err)
     sfmt(sha, sizeof sha, "%s", jstr(info, "sha256") ? jstr(info, "sha256") : "");
     char ctype[128];
     sfmt(ctype, sizeof ctype, "%s", jstr(info, "ctype") ? jstr(info, "ctype") : "");
+    uint64_t fid = (uint64_t)jint(info, "id");
     json_decref(info);
     json_t *meta = is_sha(sha) ? meta_get(t, sha) : NULL;
     const char *st = jstr(meta, "state");
@@ -845,8 +846,11 @@ static int h_thumb(mb_req *req, void *state, mb_err *err)
     cache_path(t, p, sizeof p, sha, sizes[si], webp);
     int fd = st && !strcmp(st, "ready") ? open(p, O_RDONLY | O_CLOEXEC) : -1;
     if (fd < 0) { /* not made yet, or evicted: make it (again) */
+        /* with the file's id, as an event's entry has it: the worker then records which file the
+         * thumbnails are of (f/), and a deletion finds them, also when this request came before
+         * the upload's event (without it the thumbnails of a deleted file stayed) */
         if (is_sha(sha))
-            enqueue(t, sid, path ? path : "", sha, 0);
+            enqueue(t, sid, path ? path : "", sha, fid);
         rc = reply_placeholder(t, req, class_of(jstr(meta, "kind"), ctype), si, webp, "pending", NULL);
         json_decref(meta);
         return rc;

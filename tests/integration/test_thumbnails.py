@@ -194,6 +194,24 @@ class ThumbsTest(ThumbBase):
             self.assertLess(time.time(), end, "thumbnails of a deleted file stayed")
             time.sleep(0.2)
 
+    def test_thumbnails_made_on_request_before_the_upload_was_seen_go_with_the_file(self):
+        # The module off while the file is uploaded: its thumbnails are made because they are asked
+        # for, as when a client asks before the upload's event reached the module (a fresh-clone
+        # run: the thumbnails of a deleted file stayed).
+        self.module("unload")
+        self.put("alpha.png")
+        self.module("load")
+        self.ready("alpha.png")
+        cache = os.path.join(self.srv.data, "m", "thumbnails", "cache")
+        count = lambda: sum(len(fs) for _, _, fs in os.walk(cache))  # noqa: E731
+        self.assertEqual(count(), 6)
+        r = self.srv.request("DELETE", "/api/v1/stores/%s/files/alpha.png" % self.sid, token=self.tok)
+        self.assertIn(r.status, (200, 204), r)
+        end = time.time() + 30
+        while count():
+            self.assertLess(time.time(), end, "thumbnails of a deleted file stayed")
+            time.sleep(0.2)
+
     def test_a_rebuild_makes_again_the_thumbnails_of_files_in_nested_folders(self):
         self.put("pics/deep/alpha.png", src="alpha.png")
         self.ready("pics/deep/alpha.png")
