@@ -323,7 +323,7 @@ static const char *refuse(uint64_t sid, uint64_t epoch, const char *sender, char
 /* The chunks of the version records the frames put that this node lacks: [{"h","n","s"}]. Those
  * it has are held pending (added to `held`) until the change is applied or refused: the collector
  * never deletes one between this look and the refcount the change gives it (blob_pending.c). */
-static void lacking(uint64_t sid, const char *ops, size_t len, json_t *inl, json_t *held, json_t *missing)
+static void lacking(uint64_t sid, const char *ops, size_t len, const json_t *inl, json_t *held, json_t *missing)
 {
     size_t off = 0, kl, vl;
     const char *k, *v;
@@ -339,12 +339,11 @@ static void lacking(uint64_t sid, const char *ops, size_t len, json_t *inl, json
             if (strlen(h) != 64 || strspn(h, "0123456789abcdef") != 64)
                 continue; /* not a chunk name: nothing to look for (and no path to build from it) */
             if (json_object_get(inl, h) || json_object_get(held, h))
-                continue;
+                continue; /* put by the frames themselves, or looked at (and asked for) once */
             blob_pending_add(h);
             json_object_set_new(held, h, json_true());
             if (blob_has(h) || json_array_size(missing) >= 1000)
                 continue; /* (at most 1,000 named at a time: the owner puts them and asks again) */
-            json_object_set_new(inl, h, json_true()); /* asked once */
             json_array_append_new(missing, json_pack("{s:s, s:I, s:I}", "h", h, "n", jint(c, "n"), "s", (json_int_t)sid));
         }
         json_decref(rec);

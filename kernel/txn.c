@@ -67,7 +67,7 @@ static json_t *ref(txn *t, const char *hash, uint64_t size, int delta)
 {
     json_t *e = json_object_get(t->refs, hash);
     if (!e) {
-        json_object_set_new(t->refs, hash, json_pack("[i, I, b]", 0, (json_int_t)size, 0));
+        json_object_set_new(t->refs, hash, json_pack("[i, I]", 0, (json_int_t)size));
         e = json_object_get(t->refs, hash);
     }
     json_array_set_new(e, 0, json_integer(json_integer_value(json_array_get(e, 0)) + delta));
@@ -84,7 +84,13 @@ void txn_ref_chunks(txn *t, const json_t *chunks, int delta)
     }
 }
 
-void txn_ref_hold(txn *t, const char *hash, uint64_t size) { json_array_set_new(ref(t, hash, size, 0), 2, json_true()); }
+/* (a third element, true, only here: the deltas of every other change stay two numbers) */
+void txn_ref_hold(txn *t, const char *hash, uint64_t size)
+{
+    json_t *e = ref(t, hash, size, 0);
+    if (json_array_size(e) == 2)
+        json_array_append_new(e, json_true());
+}
 
 static int refs_apply(txn *t, mb_err *err)
 {

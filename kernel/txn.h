@@ -38,7 +38,7 @@ typedef struct {
 typedef struct txn {
     db_batch *b;      /* the change: fill it between begin and end */
     uint64_t handed;  /* the observer's ticket (txn_observe) */
-    json_t *refs;     /* chunk hash -> [delta, size, held] (txn_ref_chunks, txn_ref_hold) */
+    json_t *refs;     /* chunk hash -> [delta, size(, held)] (txn_ref_chunks, txn_ref_hold) */
     uint64_t ticket;  /* the group commit this change waits for (db_sync_through) */
     int n_usage;
     struct {
