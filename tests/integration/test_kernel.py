@@ -322,6 +322,58 @@ class LifecycleTest(unittest.TestCase):
             srv.cleanup()
 
 
+def threads(pid):
+    """{tid: (name, nice, ns on a CPU)} of a process's threads."""
+    out = {}
+    for t in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+                name = f.read().strip()
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                nice = int(f.read().rsplit(")", 1)[1].split()[16])
+            with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+                ns = int(f.read().split()[0])
+        except FileNotFoundError:
+            continue  # a thread that ended while we looked
+        out[int(t)] = (name, nice, ns)
+    return out
+
+
+class CompactionThreadTest(ServerTest):
+    """LevelDB compacts in one background thread it makes on its first compaction, and a new
+    thread takes its maker's name and nice value. The kernel opens the database from a thread
+    named mb-leveldb ten nice steps below itself and makes LevelDB start that thread there, so
+    the metadata store's flushes and compactions run below the requests' priority (kernel/db.c)."""
+    conf = {"db_write_buffer": 1048576}  # the smallest memtable: a few MiB of uploads flush and compact
+
+    def test_flushes_and_compactions_run_in_a_lower_priority_thread_of_their_own(self):
+        pid = self.srv.proc.pid
+        main_nice = threads(pid)[pid][1]
+        low = [(t, v) for t, v in threads(pid).items() if v[0] == "mb-leveldb"]
+        self.assertEqual(len(low), 1, threads(pid))
+        tid, (_, nice, ns_before) = low[0]
+        self.assertEqual(nice, min(main_nice + 10, 19))
+        self.assertTrue(all(v[1] == main_nice for t, v in threads(pid).items() if v[0] == "MHD-worker"))
+        sid = self.srv.request("GET", "/api/v1/stores", token=self.admin).json()[0]["id"]
+        sent = {}
+        for i in range(2000):  # 8 MiB of small files: their bytes live in LevelDB (blob.c)
+            body = os.urandom(4096)
+            r = self.srv.request("PUT", "/api/v1/stores/%s/files/c/f%04d?parents=true" % (sid, i), body,
+                                 token=self.admin)
+            self.assertIn(r.status, (200, 201), r)
+            if i % 97 == 0:
+                sent[i] = body
+        with open(os.path.join(self.srv.data, "meta", "LOG")) as f:
+            log = f.read()
+        self.assertGreaterEqual(log.count("Level-0 table #"), 4, log[-2000:])  # memtables written out
+        after = threads(pid)
+        self.assertEqual(after.get(tid, ("gone",))[0], "mb-leveldb", after)  # LevelDB's own thread, kept
+        self.assertGreater(after[tid][2], ns_before, "the flushes ran in another thread")
+        for i, body in sent.items():
+            r = self.srv.request("GET", "/api/v1/stores/%s/files/c/f%04d" % (sid, i), token=self.admin)
+            self.assertEqual((r.status, r.body), (200, body))
+
+
 class CtlTest(ServerTest):
     def test_mbytectl_users_tokens_and_status(self):
         p = self.srv.ctl("user", "add", "carol", "--role", "user", input="carol-password\n")
