@@ -21,4 +21,9 @@ bool db_repl_wide(const char *key, size_t klen);
 bool db_repl_queue(db_batch *b);
 void db_repl_done(bool written);
 
+/* db_sync.c: follow LevelDB's logs in dir (db_open); stop the flusher, syncing what it had left
+ * if the database was open, and let go of the logs (db_close). */
+void db_sync_open(const char *dir);
+void db_sync_close(bool was_open);
+
 #endif

@@ -110,7 +110,7 @@ typedef struct kcfg {
     int64_t db_cache;         /* bytes of LevelDB's block cache (decompressed table blocks) */
     int64_t db_mapped;        /* bytes of LevelDB's mapped tables kept resident (db.c); 0 = no bound */
     int malloc_arenas;        /* glibc's M_ARENA_MAX (main.c); 0 = glibc's own limit */
-    int durability_relaxed;   /* durability: relaxed (1) or strict (0, default); db.c db_sync_ack */
+    int durability_relaxed;   /* durability: relaxed (1) or strict (0, default); db_sync.c db_sync_ack */
     int64_t durability_window_ms; /* relaxed: a change is synced at most this long after its answer */
     int chunk_large_folios;   /* read chunks in as large folios (blob.c): 1 yes, 0 no, -1 auto */
     bool chunk_direct_io;     /* write chunk files with O_DIRECT, around the page cache (blob.c); default true */
@@ -298,7 +298,7 @@ void db_batch_note_events(db_batch *b);        /* hook_emit_batch put an outbox 
 bool db_batch_has_events(const db_batch *b);   /* ... so its commit should be followed by hook_kick */
 void db_batch_del_prefix(db_batch *b, const char *prefix); /* every key with the prefix, as it is now */
 int db_batch_commit(db_batch *b, bool sync); /* frees b */
-/* Group commit (see db.c): write b unsynced (visible at once, frees b) and get its ticket;
+/* Group commit (see db_sync.c): write b unsynced (visible at once, frees b) and get its ticket;
  * db_sync_through(ticket) returns once it is durable, sharing one fsync with every writer
  * that arrived meanwhile. A failed sync aborts the process before anyone is answered. */
 int db_batch_commit_grouped(db_batch *b, uint64_t *seq);

@@ -5,7 +5,7 @@
  *
  * Write order (DESIGN.md): an upload's chunks are durable before its transaction starts; the
  * transaction's one batch then carries the version, the directory entry, the refcounts, the
- * usage and the outbox event, written by group commit (db.c: many threads' batches share one
+ * usage and the outbox event, written by group commit (db_sync.c: many threads' batches share one
  * fsync). The caller replies after txn_end, which returns once that sync covers its write
  * (durability: strict), or once it is scheduled within durability_window_ms (relaxed, db.c).
  *

@@ -13,7 +13,7 @@
  *
  * txn_end adds the usage and refcount deltas to the batch, hands the batch to the commit
  * observer (the one place a committed batch is handed on, e.g. to a replica: txn_observe),
- * writes it as part of a group commit (db.c), releases the lock, waits for the group's sync
+ * writes it as part of a group commit (db_sync.c), releases the lock, waits for the group's sync
  * (the transaction's own sync ticket, not a thread-local) and kicks the outbox when the batch
  * carries events. The deltas live in the transaction (on the caller's stack), never in statics.
  *

@@ -17,7 +17,7 @@ import sys
 LAYERS = [
     ("base", ["log.c", "err.c", "util.c", "jsonw.c", "cfg.c", "loop.c", "chunker.c", "sniff.c", "fileio.c", "names.c", "xff.c", "metrics.c",
               "modref.c", "registry.c", "secret.c", "etcd.c"]),
-    ("db", ["db.c", "db_repl.c", "auth_users.c"]),
+    ("db", ["db.c", "db_sync.c", "db_repl.c", "auth_users.c"]),
     ("bus", ["hook.c", "task.c", "timer.c", "pool.c", "cluster.c", "cluster_kv.c"]),
     ("blob", ["blob.c", "blob_cache.c", "blob_pending.c", "backend.c", "backend_set.c", "piece.c", "crypt.c"]),
     ("txn", ["txn.c", "gc.c"]),
