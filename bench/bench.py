@@ -9,7 +9,9 @@ Both get the same bytes: the download file is written once, placed in nginx's ro
 uploaded into MByte before timing starts.
 
 Measures (the same client for both servers):
-  download  curl -o /dev/null of a BENCH_SIZE_MB file, BENCH_RUNS runs, median
+  download  curl -o /dev/null of a BENCH_SIZE_MB file, BENCH_RUNS runs, median, after one untimed
+            read from each and a wait until each server is idle (settle: MByte may read a file
+            around the page cache and cache it afterwards, docs/storage.md chunk_read_direct)
   upload    curl -T of a file of the same size, new bytes each run (MByte deduplicates), BENCH_UPLOAD_RUNS runs, median
   small     BENCH_SMALL_COUNT uploads of 4 KiB through one curl process in parallel mode
             (libcurl's multi interface, BENCH_THREADS transfers at a time over keep-alive
@@ -196,6 +198,24 @@ def curl_time(args, test=None, server=None):
     return float(out.stdout.strip())
 
 
+def settle(pid, limit=30.0):
+    """Wait until process pid has been idle for half a second (under 20 ms of CPU in it), at most
+    limit seconds: the seconds waited. After an untimed first read, so that a "warm" row starts
+    warm on both sides: mbyted with chunk_read_direct reads a file that is not cached around the
+    page cache and puts it into the cache afterwards, in an idle-priority thread (mb-warm)."""
+    def cpu():
+        with open("/proc/%d/stat" % pid) as f:
+            v = f.read().rsplit(")", 1)[1].split()
+        return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+    start = time.time()
+    while time.time() - start < limit:
+        before = cpu()
+        time.sleep(0.5)
+        if cpu() - before < 0.02:
+            break
+    return time.time() - start
+
+
 def orders(n):
     """Which server goes first in run i: nginx in even runs, MByte in odd ones."""
     return [("nginx", "MByte") if i % 2 == 0 else ("MByte", "nginx") for i in range(n)]
@@ -316,6 +336,7 @@ def main():
         # written through the page cache; MByte's chunks with O_DIRECT, so not cached), then
         # the servers alternate, each run starting with the other one
         warm = (curl_time([ng_file]), curl_time(auth + [mb_file]))
+        settled = (settle(ng.proc.pid), settle(mb.proc.pid))
         dn, dm = [], []
         fetch = {"nginx": lambda: dn.append(curl_time([ng_file], "download", "nginx")),
                  "MByte": lambda: dm.append(curl_time(auth + [mb_file], "download", "MByte"))}
@@ -430,7 +451,8 @@ def main():
         print("raw seconds: nginx download %s, MByte download %s, nginx upload %s, MByte upload %s" % (
             ["%.3f" % x for x in dn], ["%.3f" % x for x in dm], ["%.3f" % x for x in un], ["%.3f" % x for x in um]))
         print("small uploads, files/s per round: nginx %s, MByte %s" % (["%.0f" % x for x in rn], ["%.0f" % x for x in rm]))
-        print("first (untimed) download of the file placed before the start: nginx %.3f s, MByte %.3f s" % warm)
+        print("first (untimed) download of the file placed before the start: nginx %.3f s, MByte %.3f s; then idle "
+              "after %.1f s and %.1f s" % (warm + settled))
         print("first download after upload, seconds: nginx %s, MByte %s" % (["%.3f" % x for x in fn], ["%.3f" % x for x in fm]))
         print("1 client, files/s per round: nginx %s, MByte strict %s, MByte relaxed %s" % tuple(
             ["%.0f" % x for x in one[k]] for k in ("nginx", "MByte", "MByte relaxed")))

@@ -4,13 +4,16 @@
  * check of every chunk read (blob_verify: XXH3-128 from the version record, else SHA-256), the
  * read-ahead threads and the descriptors blob_read_fd hands to a zero-copy send (issue 16).
  *
- * Two read-ahead threads read in the chunks readers will want next (blob_prefetch) and, given
- * their XXH3-128, verify them there, so a first download hashes on one CPU while it sends on
- * the other. Chunk files themselves (names, paths, writes) are blob.c's.
+ * Two read-ahead threads (mb-readahead) read in the chunks readers will want next
+ * (blob_prefetch) and, given their XXH3-128, verify them there, so a first download hashes on
+ * one CPU while it sends on the other. With chunk_read_direct they read a chunk that is not in
+ * the page cache around it instead, into the stage, and mb-warm puts what was read that way
+ * into the page cache later, when a CPU is idle. Chunk files themselves (names, paths, writes)
+ * are blob.c's.
  *
- * Threads: any, plus the read-ahead threads (blob_cache_init .. blob_cache_fini). trust_lock
- * guards the verified-while-cached table; pq_mu the read-ahead queue. Neither is held while
- * another lock is taken.
+ * Threads: any, plus the read-ahead threads and mb-warm (blob_cache_init .. blob_cache_fini).
+ * trust_lock guards the verified-while-cached table; pq_mu the read-ahead queue, the stage and
+ * the warm queue. Neither is held while another lock is taken.
  */
 #include "fs.h"
 #include "blob_int.h"
@@ -19,10 +22,12 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -266,23 +271,217 @@ static bool free_page_reporting(void)
     return on;
 }
 
+/* A queue of chunks for a thread to read: a hint, so a chunk that finds it full is dropped.
+ * Guarded by pq_mu, as everything of the read-ahead is. */
+struct chunk_job {
+    char hash[65];
+    char fast[33]; /* XXH3-128, or "" */
+    size_t len;
+};
+struct chunkq {
+    struct chunk_job *job;
+    size_t cap, head, n;
+    bool on; /* a thread serves it */
+    pthread_cond_t cv;
+};
+static pthread_mutex_t pq_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool pq_stop;
+
+static void q_push(struct chunkq *q, const char *hash, const char *fastsum, size_t len)
+{
+    pthread_mutex_lock(&pq_mu);
+    if (q->on && q->n < q->cap) {
+        struct chunk_job *j = &q->job[(q->head + q->n++) % q->cap];
+        memcpy(j->hash, hash, 65);
+        snprintf(j->fast, sizeof j->fast, "%s", fastsum ? fastsum : "");
+        j->len = len;
+        pthread_cond_signal(&q->cv);
+    }
+    pthread_mutex_unlock(&pq_mu);
+}
+
+/* A thread's life: take each chunk from q and hand it, opened, to fn (with a buffer of
+ * VERIFY_SLICE bytes), until blob_cache_fini. */
+static void q_serve(struct chunkq *q, void (*fn)(int f, const struct chunk_job *j, uint8_t *buf));
+
 /* Threads that read in the chunks readers will want next (blob_prefetch), so that disk reads
- * overlap with serving the current chunk. A hint: when the queue is full it is dropped. */
+ * overlap with serving the current chunk. */
 #define PREFETCH_THREADS 2
 #define PREFETCH_QUEUE 64
-static struct {
-    char hash[65];
-    char fast[33];
-    size_t len;
-} pq[PREFETCH_QUEUE];
-static size_t pq_head, pq_n;
-static bool pq_stop;
+static struct chunk_job pq_job[PREFETCH_QUEUE];
+static struct chunkq pq = {pq_job, PREFETCH_QUEUE, 0, 0, false, PTHREAD_COND_INITIALIZER};
 static int pq_threads;
 static pthread_t pq_thread[PREFETCH_THREADS];
-static pthread_mutex_t pq_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t pq_cv = PTHREAD_COND_INITIALIZER;
 
 #define VERIFY_SLICE (256 * 1024)
+
+/* Reads around the page cache (chunk_read_direct). A chunk file not in the page cache is read
+ * with O_DIRECT into memory the process has touched before, instead of into new page-cache
+ * pages: on a guest whose hypervisor takes freed memory back, the first touch of each such page
+ * costs a host fault, and a download right after an upload spent most of its time in that copy
+ * (docs/performance.md). The read-ahead threads read the next chunks that way into the stage,
+ * a few buffers of CHUNK_MAX kept for the life of the process, verify them there, and the
+ * reader takes a staged chunk by trading its own buffer for the slot's (stage_take): no copy.
+ * A slot is free, being read (a reader of that chunk waits for it rather than reading it
+ * twice) or ready; a ready slot no reader took within STAGE_KEEP_MS may be reused. Guarded by
+ * pq_mu. */
+#define STAGE_SLOTS 4
+#define STAGE_KEEP_MS 1000 /* a ready slot no reader took in this long is reused first */
+enum { SLOT_FREE, SLOT_LOADING, SLOT_READY };
+static struct {
+    char hash[65];
+    size_t len;
+    int state;
+    int64_t at; /* when it became ready: the oldest unclaimed goes first */
+    uint8_t *buf;
+} stage[STAGE_SLOTS];
+static pthread_cond_t stage_cv = PTHREAD_COND_INITIALIZER;
+static bool direct_reads; /* chunk_read_direct, decided at blob_cache_init */
+
+uint8_t *blob_chunk_buf(void)
+{
+    void *p = aligned_alloc(BLOB_ALIGN, CHUNK_MAX); /* the heap: reused from one reader to the next */
+    if (!p) {
+        log_error("out of memory (%u bytes)", CHUNK_MAX);
+        abort();
+    }
+    return p;
+}
+
+#define ROUND_UP(n) (((n) + BLOB_ALIGN - 1) & ~(size_t)(BLOB_ALIGN - 1))
+
+/* Read len bytes of chunk file f with O_DIRECT into buf (BLOB_ALIGN-aligned, room for len
+ * rounded up): the bytes read (len, or fewer for a short file), or -1 when the file system
+ * refuses O_DIRECT or the read fails (the caller reads it the ordinary way). */
+static int64_t read_direct(int f, void *buf, size_t len)
+{
+    int fl = fcntl(f, F_GETFL);
+    if (fl < 0 || fcntl(f, F_SETFL, fl | O_DIRECT))
+        return -1;
+    size_t want = ROUND_UP(len), got = 0;
+    ssize_t r = 0;
+    while (got < want) {
+        r = pread(f, (char *)buf + got, want - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+        if (got % BLOB_ALIGN)
+            break; /* short of a block boundary: the end of the file */
+    }
+    fcntl(f, F_SETFL, fl);
+    if (r < 0)
+        return -1; /* refused (alignment the device will not take) or an I/O error */
+    return got > len ? (int64_t)len : (int64_t)got;
+}
+
+/* A read-ahead thread: stage chunk hash from f, verified against fastsum. Called without
+ * pq_mu. Nothing happens when every slot is being read or claimed, or when it is staged
+ * already. */
+static void stage_load(int f, const char *hash, const char *fastsum, size_t len)
+{
+    pthread_mutex_lock(&pq_mu);
+    int pick = -1;
+    int64_t now = now_mono_ms();
+    for (int i = 0; i < STAGE_SLOTS; i++) {
+        if (stage[i].state != SLOT_FREE && !strcmp(stage[i].hash, hash)) {
+            pthread_mutex_unlock(&pq_mu);
+            return;
+        }
+        if (stage[i].state == SLOT_FREE && (pick < 0 || stage[pick].state != SLOT_FREE))
+            pick = i;
+        else if (stage[i].state == SLOT_READY && now - stage[i].at > STAGE_KEEP_MS &&
+                 (pick < 0 || (stage[pick].state == SLOT_READY && stage[i].at < stage[pick].at)))
+            pick = i;
+    }
+    if (pick < 0) {
+        pthread_mutex_unlock(&pq_mu);
+        return;
+    }
+    stage[pick].state = SLOT_LOADING;
+    memcpy(stage[pick].hash, hash, 65);
+    stage[pick].len = len;
+    if (!stage[pick].buf)
+        stage[pick].buf = blob_chunk_buf();
+    uint8_t *buf = stage[pick].buf;
+    pthread_mutex_unlock(&pq_mu);
+    char got[33];
+    int64_t n = read_direct(f, buf, len);
+    bool ok = n == (int64_t)len;
+    if (ok) {
+        blob_fastsum(buf, len, got);
+        ok = !strcmp(got, fastsum);
+    }
+    pthread_mutex_lock(&pq_mu);
+    stage[pick].state = ok ? SLOT_READY : SLOT_FREE; /* a bad one the reader reads and reports */
+    stage[pick].at = now_mono_ms();
+    pthread_cond_broadcast(&stage_cv);
+    pthread_mutex_unlock(&pq_mu);
+}
+
+/* Chunks read around the page cache are put into it afterwards by one thread that runs only
+ * when a CPU would otherwise idle (SCHED_IDLE), so that the next download of the file finds
+ * them there, verified (sendfile, pread) as if they had been read the ordinary way: the first
+ * download after an upload does not wait for the page cache, the later ones use it. A hint:
+ * dropped when the queue is full; a chunk not warmed is read around the cache again. */
+#define WARM_QUEUE 1024
+static struct chunk_job wq_job[WARM_QUEUE];
+static struct chunkq wq = {wq_job, WARM_QUEUE, 0, 0, false, PTHREAD_COND_INITIALIZER};
+static pthread_t wq_thread;
+
+static void warm_later(const char *hash, const char *fastsum, size_t len)
+{
+    if (fastsum && *fastsum) /* verify_ahead needs it; a chunk without stays out of the cache */
+        q_push(&wq, hash, fastsum, len);
+}
+
+static void verify_ahead(int f, const char *hash, const char *fastsum, size_t len, uint8_t *buf);
+
+static void warm_one(int f, const struct chunk_job *j, uint8_t *buf)
+{
+    if (!resident(f, j->len))
+        posix_fadvise(f, 0, (off_t)j->len, POSIX_FADV_WILLNEED);
+    verify_ahead(f, j->hash, j->fast, j->len, buf); /* reads it in, and trusts it */
+}
+
+static void *warm_main(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), "mb-warm");
+    struct sched_param sp = {0};
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp)) /* only when a CPU would idle */
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+    q_serve(&wq, warm_one);
+    return NULL;
+}
+
+/* The reader: if chunk hash (len bytes) is staged, trade buffers with its slot (*buf gets the
+ * chunk, the slot the reader's old buffer), waiting for a read-ahead thread that is reading it
+ * now. True: *buf holds its verified bytes. */
+static bool stage_take(const char *hash, uint8_t **buf, size_t len)
+{
+    pthread_mutex_lock(&pq_mu);
+    int i = 0;
+    for (;;) {
+        for (i = 0; i < STAGE_SLOTS; i++)
+            if ((stage[i].state == SLOT_LOADING || stage[i].state == SLOT_READY) && !strcmp(stage[i].hash, hash))
+                break;
+        if (i == STAGE_SLOTS || stage[i].state == SLOT_READY)
+            break;
+        pthread_cond_wait(&stage_cv, &pq_mu);
+    }
+    bool ok = i < STAGE_SLOTS && stage[i].len == len;
+    if (ok) {
+        uint8_t *mine = *buf;
+        *buf = stage[i].buf;
+        stage[i].buf = mine;
+        stage[i].state = SLOT_FREE;
+        pthread_cond_broadcast(&stage_cv);
+    }
+    pthread_mutex_unlock(&pq_mu);
+    return ok;
+}
 
 /* Verify chunk file f (len bytes) against fastsum in slices through buf, and trust it when it
  * matches. A mismatch or a read error is left for the reader to find and report (blob_read_fd
@@ -314,35 +513,48 @@ static void verify_ahead(int f, const char *hash, const char *fastsum, size_t le
         trust_note(hash, &sb);
 }
 
-static void *prefetch_main(void *arg)
+static void q_serve(struct chunkq *q, void (*fn)(int f, const struct chunk_job *j, uint8_t *buf))
 {
-    (void)arg;
     uint8_t *buf = blob_buf_alloc(VERIFY_SLICE);
     pthread_mutex_lock(&pq_mu);
     for (;;) {
-        while (!pq_n && !pq_stop)
-            pthread_cond_wait(&pq_cv, &pq_mu);
+        while (!q->n && !pq_stop)
+            pthread_cond_wait(&q->cv, &pq_mu);
         if (pq_stop)
             break;
-        char hash[65], fast[33];
-        size_t len = pq[pq_head].len;
-        memcpy(hash, pq[pq_head].hash, sizeof hash);
-        memcpy(fast, pq[pq_head].fast, sizeof fast);
-        pq_head = (pq_head + 1) % PREFETCH_QUEUE;
-        pq_n--;
+        struct chunk_job j = q->job[q->head];
+        q->head = (q->head + 1) % q->cap;
+        q->n--;
         pthread_mutex_unlock(&pq_mu);
-        int f = chunk_open(hash, NULL);
+        int f = chunk_open(j.hash, NULL);
         if (f >= 0) {
-            if (!resident(f, len) && !cache_large(f, len))
-                posix_fadvise(f, 0, (off_t)len, POSIX_FADV_WILLNEED);
-            if (fast[0])
-                verify_ahead(f, hash, fast, len, buf);
+            fn(f, &j, buf);
             close(f);
         }
         pthread_mutex_lock(&pq_mu);
     }
     pthread_mutex_unlock(&pq_mu);
     blob_buf_free(buf, VERIFY_SLICE);
+}
+
+static void prefetch_one(int f, const struct chunk_job *j, uint8_t *buf)
+{
+    bool cached = resident(f, j->len);
+    if (!cached && direct_reads && j->fast[0]) {
+        stage_load(f, j->hash, j->fast, j->len);
+        return;
+    }
+    if (!cached && !cache_large(f, j->len))
+        posix_fadvise(f, 0, (off_t)j->len, POSIX_FADV_WILLNEED);
+    if (j->fast[0])
+        verify_ahead(f, j->hash, j->fast, j->len, buf);
+}
+
+static void *prefetch_main(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), "mb-readahead");
+    q_serve(&pq, prefetch_one);
     return NULL;
 }
 
@@ -352,18 +564,10 @@ void blob_prefetch(const char *hash, const char *fastsum, size_t len)
         return;
     if (trust_holds(hash, NULL))
         return; /* seen cached a moment ago */
-    pthread_mutex_lock(&pq_mu);
-    if (pq_threads && pq_n < PREFETCH_QUEUE) {
-        size_t at = (pq_head + pq_n++) % PREFETCH_QUEUE;
-        memcpy(pq[at].hash, hash, 65);
-        snprintf(pq[at].fast, sizeof pq[at].fast, "%s", fastsum ? fastsum : "");
-        pq[at].len = len;
-        pthread_cond_signal(&pq_cv);
-    }
-    pthread_mutex_unlock(&pq_mu);
+    q_push(&pq, hash, fastsum, len);
 }
 
-int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, int *fd, bool *filled, mb_err *err)
+int blob_read_fd(const char *hash, const char *fastsum, uint8_t **bufp, size_t len, int *fd, bool *filled, mb_err *err)
 {
     *fd = -1;
     *filled = false;
@@ -378,22 +582,41 @@ int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, i
         *fd = f;
         return 0;
     }
-    if (!cached)
-        cache_large(f, len); /* what sendfile will take next, in large folios */
-    int64_t got = read_at(f, buf, len, 0, hash, err);
+    int64_t got = -1;
+    if (!cached && direct_reads) {
+        if (stage_take(hash, bufp, len)) {
+            close(f);
+            *filled = true;
+            warm_later(hash, fastsum, len);
+            return 0; /* verified by the read-ahead thread */
+        }
+        got = read_direct(f, *bufp, len);
+    }
+    uint8_t *buf = *bufp;
+    bool around = got >= 0; /* nothing of it is in the page cache */
+    if (!around) {
+        if (!cached)
+            cache_large(f, len); /* what sendfile will take next, in large folios */
+        got = read_at(f, buf, len, 0, hash, err);
+    }
     int rc = got < 0 ? (int)got : blob_verify(hash, fastsum, buf, (size_t)got, len, err);
     if (rc) {
         close(f);
         return rc;
     }
     *filled = true;
+    if (around) {
+        close(f);
+        warm_later(hash, fastsum, len);
+        return 0;
+    }
     if (fstat(f, &sb) == 0)
         trust_note(hash, &sb);
     *fd = f;
     return 0;
 }
 
-int blob_read_fd_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, int *fd,
+int blob_read_fd_store(uint64_t sid, const char *hash, const char *fastsum, uint8_t **buf, size_t len, int *fd,
                        bool *filled, mb_err *err)
 {
     if (!backend_store_local(sid)) {
@@ -409,25 +632,40 @@ int blob_read_fd_store(uint64_t sid, const char *hash, const char *fastsum, void
 
 void blob_cache_init(void)
 {
-    large_folios = g_cfg->chunk_large_folios > 0 || (g_cfg->chunk_large_folios < 0 && !free_page_reporting());
-    if (g_cfg->chunk_large_folios < 0)
-        log_info("chunks are read into the page cache in %s (chunk_large_folios: auto%s)",
-                 large_folios ? "large folios" : "4 KiB pages", large_folios ? "" : "; the hypervisor takes free memory back");
+    bool reporting = free_page_reporting();
+    large_folios = g_cfg->chunk_large_folios > 0 || (g_cfg->chunk_large_folios < 0 && !reporting);
+    direct_reads = g_cfg->chunk_read_direct > 0 || (g_cfg->chunk_read_direct < 0 && reporting);
+    if (g_cfg->chunk_large_folios < 0 || g_cfg->chunk_read_direct < 0)
+        log_info("chunks not in the page cache are read %s, into it in %s (chunk_read_direct, chunk_large_folios: "
+                 "auto%s)", direct_reads ? "around it, then put into it when a CPU is idle" : "through it",
+                 large_folios ? "large folios" : "4 KiB pages", reporting ? "; the hypervisor takes free memory back" : "");
     pq_stop = false;
-    pq_head = pq_n = 0;
+    pq.head = pq.n = wq.head = wq.n = 0;
     for (pq_threads = 0; pq_threads < PREFETCH_THREADS; pq_threads++)
         if (pthread_create(&pq_thread[pq_threads], NULL, prefetch_main, NULL))
             break; /* fewer threads, or none: blob_prefetch then does nothing */
+    pq.on = pq_threads > 0;
+    wq.on = direct_reads && pthread_create(&wq_thread, NULL, warm_main, NULL) == 0;
 }
 
 void blob_cache_fini(void)
 {
     pthread_mutex_lock(&pq_mu);
     pq_stop = true;
-    pthread_cond_broadcast(&pq_cv);
+    pthread_cond_broadcast(&pq.cv);
+    pthread_cond_broadcast(&wq.cv);
     int n = pq_threads;
+    bool warm = wq.on;
     pq_threads = 0;
+    pq.on = wq.on = false;
     pthread_mutex_unlock(&pq_mu);
     for (int i = 0; i < n; i++)
         pthread_join(pq_thread[i], NULL);
+    if (warm)
+        pthread_join(wq_thread, NULL);
+    for (int i = 0; i < STAGE_SLOTS; i++) {
+        free(stage[i].buf);
+        stage[i].buf = NULL;
+        stage[i].state = SLOT_FREE;
+    }
 }

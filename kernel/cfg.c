@@ -319,10 +319,23 @@ static int want_bool(const char *file, const json_t *obj, const json_t *lines, c
     return 0;
 }
 
+/* true, false or "auto" (-1): left as it was when absent. */
+static int want_auto(const char *file, const json_t *obj, const json_t *lines, const char *key, int *out, mb_err *err)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v && json_is_boolean(v))
+        *out = json_is_true(v);
+    else if (v && json_is_string(v) && !strcmp(json_string_value(v), "auto"))
+        *out = -1;
+    else if (v)
+        return err_set(err, MB_EINVAL, "%s:%zu: %s must be true, false or auto", file, line_of(lines, key), key);
+    return 0;
+}
+
 static const char *const kernel_keys[] = {"listen", "data_dir", "module_dir", "web_dir", "lua_dir", "http_threads",
                                           "workers", "max_body", "token_ttl", "login_max_failures",
                                           "login_window", "log_level", "modules", "chunk_inline_max", "subtree_task_above", "subtree_batch", "db_write_buffer", "db_cache", "db_mapped", "malloc_arenas",
-                                          "login_cache_ttl", "chunk_large_folios", "chunk_direct_io", "http_max_connections",
+                                          "login_cache_ttl", "chunk_large_folios", "chunk_direct_io", "chunk_read_direct", "http_max_connections",
                                           "http_max_connections_per_ip", "http_header_timeout", "login_max_failures_per_ip",
                                           "login_account_slow_after", "task_retention_days", "tls_cert", "tls_key",
                                           "http_redirect_listen", "require_tls", "trusted_proxies",
@@ -560,6 +573,7 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
     c->malloc_arenas = MALLOC_ARENAS;
     c->durability_window_ms = 50;
     c->chunk_large_folios = -1;
+    c->chunk_read_direct = -1;
     c->chunk_direct_io = true;
     c->workers = 2;
     c->max_body = 1 << 20;
@@ -717,14 +731,9 @@ int cfg_load(const char *dir, kcfg *c, mb_err *err)
         goto fail;
     if ((rc = want_bool(path, root, lines, "chunk_direct_io", "chunk_direct_io", &c->chunk_direct_io, err)))
         goto fail;
-    json_t *lf = json_object_get(root, "chunk_large_folios");
-    if (lf && json_is_boolean(lf))
-        c->chunk_large_folios = json_is_true(lf);
-    else if (lf && !(json_is_string(lf) && !strcmp(json_string_value(lf), "auto"))) {
-        rc = err_set(err, MB_EINVAL, "%s:%zu: chunk_large_folios must be true, false or auto", path,
-                     line_of(lines, "chunk_large_folios"));
+    if ((rc = want_auto(path, root, lines, "chunk_large_folios", &c->chunk_large_folios, err)) ||
+        (rc = want_auto(path, root, lines, "chunk_read_direct", &c->chunk_read_direct, err)))
         goto fail;
-    }
     if ((rc = metrics_cfg_check(path, root, lines, err)) || (rc = logs_check(path, root, lines, err)))
         goto fail;
     json_t *ll = json_object_get(root, "log_level");

@@ -321,9 +321,16 @@ void blob_buf_free(void *p, size_t n);
  * or another backend is active: read it with blob_read); a negative MB_E* code when it is
  * missing or fails verification. A chunk file verified before and still in the page cache
  * is not read again (blob.c, "verified while cached"); otherwise it is read into buf (len
- * bytes) to be checked, and *filled says buf now holds the chunk. Any thread. */
-int blob_read_fd(const char *hash, const char *fastsum, void *buf, size_t len, int *fd, bool *filled, mb_err *err);
-/* Ask the local backend to start reading chunk `hash` (len bytes) into the page cache, without
+ * bytes) to be checked, and *filled says buf now holds the chunk. With chunk_read_direct it is
+ * read around the page cache (*buf from blob_chunk_buf): then *fd is -1, as nothing of it is
+ * cached for a zero-copy send. Any thread. */
+int blob_read_fd(const char *hash, const char *fastsum, uint8_t **buf, size_t len, int *fd, bool *filled, mb_err *err);
+/* A buffer for one chunk (CHUNK_MAX bytes, aligned to BLOB_ALIGN) as blob_read_fd takes it:
+ * *buf may come back as another such buffer (a chunk read ahead is handed over, not copied).
+ * Give it back with free(). */
+uint8_t *blob_chunk_buf(void);
+/* Ask the local backend to start reading chunk `hash` (len bytes) into the page cache (or, with
+ * chunk_read_direct, into a buffer of its own that blob_read_fd hands over), without
  * waiting: a reader going through a file's chunks in order calls it for the next few, so a
  * cold file streams at the disk's speed instead of one chunk-sized read at a time. With its
  * XXH3-128 (fastsum, may be "" or NULL) the read-ahead thread also verifies it, so the reader
@@ -371,7 +378,7 @@ struct backend_ref;
 int blob_read_ref(struct backend_ref *r, const char *hash, const char *fastsum, void *buf, size_t len, mb_err *err);
 /* blob_read_fd for a chunk of store sid: 1 (read it with blob_read_store) when the store is not
  * on the local disk. */
-int blob_read_fd_store(uint64_t sid, const char *hash, const char *fastsum, void *buf, size_t len, int *fd,
+int blob_read_fd_store(uint64_t sid, const char *hash, const char *fastsum, uint8_t **buf, size_t len, int *fd,
                        bool *filled, mb_err *err);
 /* Live migration (migrate.c): put chunk hash (len bytes, fastsum as recorded) to `to` (NULL: the
  * local disk) unless it is there whole already, its bytes read from `from` (NULL: local), or

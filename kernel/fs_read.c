@@ -36,6 +36,7 @@ struct fs_reader {
     uint64_t *off;    /* start of each chunk; off[n] == size */
     uint8_t *cache;
     size_t cached;     /* index of the chunk in cache, or SIZE_MAX */
+    bool around;       /* that chunk was read around the page cache: no descriptor to offer */
     size_t prefetched; /* chunks below this index were handed to blob_prefetch */
     int fd;            /* a trusted chunk file, read with pread, or -1 */
     size_t fd_idx;     /* its index */
@@ -148,7 +149,7 @@ static ssize_t load_chunk(fs_reader *r, uint64_t off, mb_err *err)
     size_t lo = chunk_at(r, off);
     if (r->cached != lo) {
         if (!r->cache)
-            r->cache = xmalloc(CHUNK_MAX);
+            r->cache = blob_chunk_buf();
         r->cached = SIZE_MAX;
         read_ahead(r, lo);
         size_t len = (size_t)(r->off[lo + 1] - r->off[lo]);
@@ -158,6 +159,7 @@ static ssize_t load_chunk(fs_reader *r, uint64_t off, mb_err *err)
         if (rc)
             return rc;
         r->cached = lo;
+        r->around = false;
     }
     return (ssize_t)lo;
 }
@@ -175,12 +177,12 @@ static int trusted_fd(fs_reader *r, size_t i, mb_err *err)
         close(r->fd);
     r->fd = -1;
     if (!r->cache)
-        r->cache = xmalloc(CHUNK_MAX);
+        r->cache = blob_chunk_buf();
     r->cached = SIZE_MAX;
     read_ahead(r, i);
     int fd;
     bool filled;
-    int rc = blob_read_fd_store(r->sid, r->hash[i], r->fast[i], r->cache, (size_t)(r->off[i + 1] - r->off[i]), &fd,
+    int rc = blob_read_fd_store(r->sid, r->hash[i], r->fast[i], &r->cache, (size_t)(r->off[i + 1] - r->off[i]), &fd,
                                 &filled, err);
     if (rc < 0)
         return rc;
@@ -188,7 +190,9 @@ static int trusted_fd(fs_reader *r, size_t i, mb_err *err)
         return 0; /* not a local file: load_chunk reads it */
     if (filled) {
         r->cached = i;
-        close(fd);
+        r->around = fd < 0;
+        if (fd >= 0)
+            close(fd);
         return 0;
     }
     r->fd = fd;
@@ -245,21 +249,27 @@ int fs_read_fd(fs_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *
     if (off >= r->size)
         return err_set(err, MB_ERANGE, "offset %llu is past the end", (unsigned long long)off);
     size_t i = chunk_at(r, off);
+    if (r->cached == i && r->around)
+        return err_set(err, MB_EUNSUPP, "chunk %.12s… was read into memory; copy it from there", r->hash[i]);
     if (!r->cache)
-        r->cache = xmalloc(CHUNK_MAX);
+        r->cache = blob_chunk_buf();
     if (r->cached == i)
         r->cached = SIZE_MAX; /* the buffer may be overwritten below */
     bool filled;
     read_ahead(r, i);
     int rc = r->held ? 1
-                     : blob_read_fd_store(r->sid, r->hash[i], r->fast[i], r->cache, (size_t)(r->off[i + 1] - r->off[i]),
+                     : blob_read_fd_store(r->sid, r->hash[i], r->fast[i], &r->cache, (size_t)(r->off[i + 1] - r->off[i]),
                                           fd, &filled, err);
     if (rc < 0)
         return rc;
     if (rc > 0)
         return err_set(err, MB_EUNSUPP, "chunk %.12s… is not a local file; read it instead", r->hash[i]);
-    if (filled)
+    if (filled) {
         r->cached = i;
+        r->around = *fd < 0;
+    }
+    if (*fd < 0) /* read around the page cache: the bytes are in the buffer only */
+        return err_set(err, MB_EUNSUPP, "chunk %.12s… was read into memory; copy it from there", r->hash[i]);
     *fd_off = off - r->off[i];
     *len = r->off[i + 1] - off;
     return 0;

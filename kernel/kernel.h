@@ -114,6 +114,7 @@ typedef struct kcfg {
     int64_t durability_window_ms; /* relaxed: a change is synced at most this long after its answer */
     int chunk_large_folios;   /* read chunks in as large folios (blob.c): 1 yes, 0 no, -1 auto */
     bool chunk_direct_io;     /* write chunk files with O_DIRECT, around the page cache (blob.c); default true */
+    int chunk_read_direct;    /* read uncached chunks with O_DIRECT (blob_cache.c): 1 yes, 0 no, -1 auto */
     int workers;
     int64_t max_body;        /* bytes for JSON bodies */
     int64_t token_ttl;       /* seconds a login token lives */

@@ -576,6 +576,18 @@ class TestFtpLargeFolios(FtpTest):
             self.assertEqual(hashlib.sha256(got.getvalue()).hexdigest(), hashlib.sha256(data).hexdigest())
 
 
+class TestFtpReadDirect(FtpTest):
+    """chunk_read_direct: true: a RETR of chunks not in the page cache copies them from memory
+    (read around the cache, then verified) where sendfile would have read them through it; the
+    bytes from any offset, and never a damaged chunk, as with sendfile."""
+    conf = {"chunk_read_direct": "true"}
+
+    test_plain_retr_sends_chunk_files_whole_from_any_offset_and_never_a_damaged_one = \
+        TestFtpClients.test_plain_retr_sends_chunk_files_whole_from_any_offset_and_never_a_damaged_one
+    test_a_file_read_in_cold_comes_back_whole_over_http_and_ftp = \
+        TestFtpLargeFolios.test_a_file_read_in_cold_comes_back_whole_over_http_and_ftp
+
+
 class TestFtpQuota(FtpTest):
     """The real quotas module (modules/quotas) behind the FTP door: its refusal reaches the
     client as 552 through the kernel's error table, and nothing of the refused upload lands."""
