@@ -377,8 +377,8 @@ static int64_t read_direct(int f, void *buf, size_t len)
 }
 
 /* A read-ahead thread: stage chunk hash from f, verified against fastsum. Called without
- * pq_mu. Nothing happens when every slot is being read or claimed, or when it is staged
- * already. */
+ * pq_mu. Nothing happens when it is staged already, or when every slot is being read or holds
+ * a chunk younger than STAGE_KEEP_MS that its reader has not taken yet. */
 static void stage_load(int f, const char *hash, const char *fastsum, size_t len)
 {
     pthread_mutex_lock(&pq_mu);

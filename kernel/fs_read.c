@@ -253,8 +253,8 @@ int fs_read_fd(fs_reader *r, uint64_t off, int *fd, uint64_t *fd_off, uint64_t *
         return err_set(err, MB_EUNSUPP, "chunk %.12s… was read into memory; copy it from there", r->hash[i]);
     if (!r->cache)
         r->cache = blob_chunk_buf();
-    if (r->cached == i)
-        r->cached = SIZE_MAX; /* the buffer may be overwritten below */
+    if (!r->held)
+        r->cached = SIZE_MAX; /* whatever chunk the buffer holds, it may be overwritten or traded below */
     bool filled;
     read_ahead(r, i);
     int rc = r->held ? 1
