@@ -23,6 +23,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,12 +129,17 @@ static void trust_drop(const char *hash)
 void blob_distrust(const char *hash) { trust_drop(hash); }
 
 #define SEEN_MS 5000 /* a chunk found wholly cached this recently is not read ahead */
+/* Sightings before this are void: a reader found a chunk gone from the page cache that had been
+ * seen there within SEEN_MS (the cache was dropped, or memory ran short), so the others may be
+ * gone too, and skipping their read-ahead would leave the reader reading every one itself. */
+static _Atomic int64_t seen_floor;
 
 /* With sb, a file the caller found wholly in the page cache: the chunk was verified in this
  * very file (and the entry notes that it was seen cached now). Without sb: the chunk was
- * seen wholly cached in the last SEEN_MS, so reading it ahead would only cost system calls.
- * Pages go out of the cache after being idle for a while (LRU, DAMON), not seconds after a
- * read; if they did, the reader reads the chunk in itself (blob_read_fd). */
+ * seen wholly cached in the last SEEN_MS (and since seen_floor), so reading it ahead would
+ * only cost system calls. Pages go out of the cache after being idle for a while (LRU, DAMON),
+ * not seconds after a read; when they do, the first reader to find that out voids every
+ * sighting (trust_gone). */
 static bool trust_holds(const char *hash, const struct stat *sb)
 {
     uint8_t md[32];
@@ -143,11 +149,19 @@ static bool trust_holds(const char *hash, const struct stat *sb)
     int64_t now = now_mono_ms();
     pthread_mutex_lock(&trust_lock);
     struct trust *t = trust_find(set, md, now);
-    bool ok = t && (sb ? same_file(t, sb) : now - t->seen < SEEN_MS);
+    bool ok = t && (sb ? same_file(t, sb) : now - t->seen < SEEN_MS && t->seen > atomic_load(&seen_floor));
     if (ok && sb)
         t->seen = now;
     pthread_mutex_unlock(&trust_lock);
     return ok;
+}
+
+/* A reader found chunk hash not wholly in the page cache: if it was seen there lately, the
+ * cache lost it, and every sighting is void from now on. */
+static void trust_gone(const char *hash)
+{
+    if (trust_holds(hash, NULL))
+        atomic_store(&seen_floor, now_mono_ms());
 }
 
 /* cachestat(2), Linux 6.5: page-cache counts for a range of a file, without a mapping. Not
@@ -287,9 +301,9 @@ struct chunkq {
 static pthread_mutex_t pq_mu = PTHREAD_MUTEX_INITIALIZER;
 static bool pq_stop;
 
-static void q_push(struct chunkq *q, const char *hash, const char *fastsum, size_t len)
+/* Called with pq_mu held. */
+static void q_push_locked(struct chunkq *q, const char *hash, const char *fastsum, size_t len)
 {
-    pthread_mutex_lock(&pq_mu);
     if (q->on && q->n < q->cap) {
         struct chunk_job *j = &q->job[(q->head + q->n++) % q->cap];
         memcpy(j->hash, hash, 65);
@@ -297,6 +311,26 @@ static void q_push(struct chunkq *q, const char *hash, const char *fastsum, size
         j->len = len;
         pthread_cond_signal(&q->cv);
     }
+}
+
+static void q_push(struct chunkq *q, const char *hash, const char *fastsum, size_t len)
+{
+    pthread_mutex_lock(&pq_mu);
+    q_push_locked(q, hash, fastsum, len);
+    pthread_mutex_unlock(&pq_mu);
+}
+
+/* Take chunk hash out of q if it is still waiting there (its reader read it itself). */
+static void q_drop(struct chunkq *q, const char *hash)
+{
+    pthread_mutex_lock(&pq_mu);
+    for (size_t i = 0; i < q->n; i++)
+        if (!strcmp(q->job[(q->head + i) % q->cap].hash, hash)) {
+            for (size_t k = i + 1; k < q->n; k++)
+                q->job[(q->head + k - 1) % q->cap] = q->job[(q->head + k) % q->cap];
+            q->n--;
+            break;
+        }
     pthread_mutex_unlock(&pq_mu);
 }
 
@@ -325,7 +359,7 @@ static pthread_t pq_thread[PREFETCH_THREADS];
  * A slot is free, being read (a reader of that chunk waits for it rather than reading it
  * twice) or ready; a ready slot no reader took within STAGE_KEEP_MS may be reused. Guarded by
  * pq_mu. */
-#define STAGE_SLOTS 4
+#define STAGE_SLOTS 6
 #define STAGE_KEEP_MS 1000 /* a ready slot no reader took in this long is reused first */
 enum { SLOT_FREE, SLOT_LOADING, SLOT_READY };
 static struct {
@@ -353,8 +387,11 @@ uint8_t *blob_chunk_buf(void)
 /* Read len bytes of chunk file f with O_DIRECT into buf (BLOB_ALIGN-aligned, room for len
  * rounded up): the bytes read (len, or fewer for a short file), or -1 when the file system
  * refuses O_DIRECT or the read fails (the caller reads it the ordinary way). */
+static _Atomic int64_t around_at; /* when a chunk was last read around the cache (mb-warm waits) */
+
 static int64_t read_direct(int f, void *buf, size_t len)
 {
+    atomic_store(&around_at, now_mono_ms());
     int fl = fcntl(f, F_GETFL);
     if (fl < 0 || fcntl(f, F_SETFL, fl | O_DIRECT))
         return -1;
@@ -371,6 +408,7 @@ static int64_t read_direct(int f, void *buf, size_t len)
             break; /* short of a block boundary: the end of the file */
     }
     fcntl(f, F_SETFL, fl);
+    atomic_store(&around_at, now_mono_ms());
     if (r < 0)
         return -1; /* refused (alignment the device will not take) or an I/O error */
     return got > len ? (int64_t)len : (int64_t)got;
@@ -423,23 +461,54 @@ static void stage_load(int f, const char *hash, const char *fastsum, size_t len)
 /* Chunks read around the page cache are put into it afterwards by one thread that runs only
  * when a CPU would otherwise idle (SCHED_IDLE), so that the next download of the file finds
  * them there, verified (sendfile, pread) as if they had been read the ordinary way: the first
- * download after an upload does not wait for the page cache, the later ones use it. A hint:
- * dropped when the queue is full; a chunk not warmed is read around the cache again. */
+ * download after an upload does not wait for the page cache, the later ones use it. It also
+ * waits for the disk: while chunks are being read around the cache (a download reading cold
+ * chunks), it starts nothing until WARM_QUIET_MS have passed without such a read, since its
+ * reads would take the disk from the download (a cold 1 GiB download made 1.0-1.1 GiB/s with
+ * mb-warm reading beside it, 1.25-1.45 without). Unless a chunk still waiting to be warmed is
+ * read around the cache again (wq_urgent): a file downloaded back to back would otherwise
+ * never get into the cache. A hint: dropped when the queue is full; a chunk not warmed is read
+ * around the cache again. */
 #define WARM_QUEUE 1024
+#define WARM_QUIET_MS 200
 static struct chunk_job wq_job[WARM_QUEUE];
 static struct chunkq wq = {wq_job, WARM_QUEUE, 0, 0, false, PTHREAD_COND_INITIALIZER};
 static pthread_t wq_thread;
+static bool wq_urgent; /* a queued chunk was wanted again: warm without waiting for quiet */
 
 static void warm_later(const char *hash, const char *fastsum, size_t len)
 {
-    if (fastsum && *fastsum) /* verify_ahead needs it; a chunk without stays out of the cache */
-        q_push(&wq, hash, fastsum, len);
+    if (!fastsum || !*fastsum) /* verify_ahead needs it; a chunk without stays out of the cache */
+        return;
+    pthread_mutex_lock(&pq_mu);
+    size_t i = 0;
+    while (i < wq.n && strcmp(wq.job[(wq.head + i) % wq.cap].hash, hash))
+        i++;
+    if (i < wq.n) {
+        wq_urgent = true;
+        pthread_cond_signal(&wq.cv);
+    } else
+        q_push_locked(&wq, hash, fastsum, len);
+    pthread_mutex_unlock(&pq_mu);
 }
 
 static void verify_ahead(int f, const char *hash, const char *fastsum, size_t len, uint8_t *buf);
 
 static void warm_one(int f, const struct chunk_job *j, uint8_t *buf)
 {
+    pthread_mutex_lock(&pq_mu);
+    int64_t wait;
+    while (!pq_stop && !wq_urgent && (wait = atomic_load(&around_at) + WARM_QUIET_MS - now_mono_ms()) > 0) {
+        struct timespec ts;
+        wait_deadline(&ts, CLOCK_REALTIME, wait);
+        pthread_cond_timedwait(&wq.cv, &pq_mu, &ts);
+    }
+    if (!wq.n)
+        wq_urgent = false; /* this was the last one */
+    bool stop = pq_stop;
+    pthread_mutex_unlock(&pq_mu);
+    if (stop)
+        return;
     if (!resident(f, j->len))
         posix_fadvise(f, 0, (off_t)j->len, POSIX_FADV_WILLNEED);
     verify_ahead(f, j->hash, j->fast, j->len, buf); /* reads it in, and trusts it */
@@ -583,6 +652,8 @@ int blob_read_fd(const char *hash, const char *fastsum, uint8_t **bufp, size_t l
         return 0;
     }
     int64_t got = -1;
+    if (!cached)
+        trust_gone(hash);
     if (!cached && direct_reads) {
         if (stage_take(hash, bufp, len)) {
             close(f);
@@ -590,6 +661,10 @@ int blob_read_fd(const char *hash, const char *fastsum, uint8_t **bufp, size_t l
             warm_later(hash, fastsum, len);
             return 0; /* verified by the read-ahead thread */
         }
+        /* Not staged: read it here, and keep a read-ahead thread from staging it for nobody
+         * (a slot no reader takes stays taken for STAGE_KEEP_MS; a few of those and the stage
+         * was full of chunks already sent, the reader reading every later one itself). */
+        q_drop(&pq, hash);
         got = read_direct(f, *bufp, len);
     }
     uint8_t *buf = *bufp;
@@ -641,6 +716,7 @@ void blob_cache_init(void)
                  large_folios ? "large folios" : "4 KiB pages", reporting ? "; the hypervisor takes free memory back" : "");
     pq_stop = false;
     pq.head = pq.n = wq.head = wq.n = 0;
+    wq_urgent = false;
     for (pq_threads = 0; pq_threads < PREFETCH_THREADS; pq_threads++)
         if (pthread_create(&pq_thread[pq_threads], NULL, prefetch_main, NULL))
             break; /* fewer threads, or none: blob_prefetch then does nothing */

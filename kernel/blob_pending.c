@@ -104,10 +104,7 @@ void blob_pending_add(const char *hash)
     pthread_mutex_lock(&pend_lock);
     while (condemned_for(hash, 0)) { /* the leader's collector is deleting it: store it again after */
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L; /* and look at the hold's end again */
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        wait_deadline(&ts, CLOCK_REALTIME, 100); /* and look at the hold's end again */
         pthread_cond_timedwait(&condemn_cv, &pend_lock, &ts);
     }
     pend *p = pfind(hash, true);

@@ -275,10 +275,7 @@ static void *run(void *arg)
         pthread_mutex_unlock(&cl.mu);
         turn();
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts); /* the condvar's clock */
-        ts.tv_nsec += tick * 1000000;
-        ts.tv_sec += ts.tv_nsec / 1000000000;
-        ts.tv_nsec %= 1000000000;
+        wait_deadline(&ts, CLOCK_REALTIME, tick);
         pthread_mutex_lock(&cl.mu);
         if (!cl.stop)
             pthread_cond_timedwait(&cl.cv, &cl.mu, &ts);

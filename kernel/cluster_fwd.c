@@ -713,15 +713,6 @@ static void gate_unpark(gate *g)
     g->nparked = 0;
 }
 
-static void deadline(struct timespec *ts, int64_t ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000L;
-    ts->tv_sec += ts->tv_nsec / 1000000000L;
-    ts->tv_nsec %= 1000000000L;
-}
-
 /* 0: counted in (leave once the request ends); CLUSTER_PARKED: suspended until the gate opens
  * (called from the request's first call of the handler, as libmicrohttpd allows); < 0: the gate
  * is closed and the request was parked once already, or the server stops: err. */
@@ -788,7 +779,7 @@ void cluster_gate_leave(uint64_t sid)
 int cluster_gate_close(uint64_t sid, int64_t ms)
 {
     struct timespec ts;
-    deadline(&ts, ms);
+    wait_deadline(&ts, CLOCK_REALTIME, ms);
     pthread_mutex_lock(&gates.mu);
     gate *g = gate_find(sid, true);
     g->closing = true;

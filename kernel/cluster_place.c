@@ -401,10 +401,7 @@ static void *place_main(void *arg)
     pthread_mutex_lock(&pl.mu);
     while (pl.run) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += TICK_MS * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        wait_deadline(&ts, CLOCK_REALTIME, TICK_MS);
         pthread_cond_timedwait(&pl.tick, &pl.mu, &ts);
         if (!pl.run)
             break;

@@ -130,10 +130,7 @@ static bool runnable(const char *t)
 static bool nap(int ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += (long)ms * 1000000L;
-    ts.tv_sec += ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
+    wait_deadline(&ts, CLOCK_REALTIME, ms);
     if (!q_stop)
         pthread_cond_timedwait(&q_cv, &q_lock, &ts);
     return q_stop;

@@ -256,17 +256,6 @@ static pthread_cond_t fl_cv;
 static pthread_t fl_thread;
 static bool fl_running, fl_stop, fl_due;
 
-static void fl_deadline(struct timespec *ts, int64_t ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000;
-    if (ts->tv_nsec >= 1000000000) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000;
-    }
-}
-
 /* Sleeps until an answer went out unsynced, lets the window pass (the writes of that window
  * share one sync: group commit in time rather than in concurrency), syncs, and again. */
 static void *flusher_main(void *arg)
@@ -280,7 +269,7 @@ static void *flusher_main(void *arg)
         }
         fl_due = false;
         struct timespec until;
-        fl_deadline(&until, g_cfg ? g_cfg->durability_window_ms : 50);
+        wait_deadline(&until, CLOCK_MONOTONIC, g_cfg ? g_cfg->durability_window_ms : 50);
         while (!fl_stop && pthread_cond_timedwait(&fl_cv, &fl_mu, &until) == 0)
             ; /* woken early by another answer: the window still runs from the first */
         pthread_mutex_unlock(&fl_mu);

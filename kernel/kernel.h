@@ -72,6 +72,9 @@ int hex_digit(int c);                                   /* 0..15, or -1 for a no
 void random_hex(char *out, size_t bytes);
 int64_t now_wall(void);    /* seconds, shifted by MBYTE_CLOCK_OFFSET when set */
 int64_t now_mono_ms(void); /* monotonic milliseconds */
+/* *ts = ms from now on clock: the deadline for pthread_cond_timedwait (CLOCK_REALTIME for a
+ * condition variable made with PTHREAD_COND_INITIALIZER). */
+void wait_deadline(struct timespec *ts, clockid_t clock, int64_t ms);
 int mkdir_p(const char *path, mode_t mode);
 /* Parse a decimal u64 with no sign, no spaces, no overflow. */
 bool parse_u64(const char *s, uint64_t *out);

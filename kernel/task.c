@@ -364,14 +364,7 @@ static void *worker(void *arg)
         ttype chosen = c.chosen;
         if (pick < 0) {
             struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            int64_t ms = wake - now;
-            ts.tv_sec += ms / 1000;
-            ts.tv_nsec += (ms % 1000) * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            wait_deadline(&ts, CLOCK_MONOTONIC, wake - now);
             pthread_cond_timedwait(&q_cond, &q_lock, &ts);
             continue;
         }

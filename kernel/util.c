@@ -219,6 +219,15 @@ int64_t now_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void wait_deadline(struct timespec *ts, clockid_t clock, int64_t ms)
+{
+    clock_gettime(clock, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    ts->tv_sec += ts->tv_nsec / 1000000000L;
+    ts->tv_nsec %= 1000000000L;
+}
+
 int mkdir_p(const char *path, mode_t mode)
 {
     char buf[4096];

@@ -14,7 +14,10 @@ Rows (BENCH_* environment variables set the sizes):
   put 1 GiB         curl -T of a BENCH_SIZE_MB file, new bytes each run (MByte deduplicates)
   get 1 GiB         curl -o /dev/null of that file, three times: right after the PUT (Apache's copy
                     is in the page cache, MByte's chunks were written around it with O_DIRECT), after
-                    dropping the page cache (both from the disk; root only) and once more (both cached)
+                    dropping the page cache (both from the disk; root only) and once more (both cached:
+                    after a wait until the server is idle, bench.settle, since mbyted with
+                    chunk_read_direct reads a cold file around the page cache and puts it into the
+                    cache afterwards)
   4 KiB PUT x8      BENCH_SMALL_COUNT uploads of 4 KiB from one curl in parallel mode, 8 at a time
   4 KiB PUT x1      the same, one at a time (keep-alive)
   PROPFIND          Depth 1 of a folder of BENCH_PROPFIND_FILES files (made before timing)
@@ -179,6 +182,7 @@ def main():
                     t = curl(srv, [srv.url + "big-%d.bin" % i])
                     results.setdefault("get %d MiB, caches dropped (MB/s)" % SIZE_MB, {}).setdefault(name, []).append(
                         SIZE_MB / t)
+                    base.settle(srv.proc.pid)  # mb-warm puts what the cold read went around into the cache
                     t = curl(srv, [srv.url + "big-%d.bin" % i])
                     results.setdefault("get %d MiB, again (MB/s)" % SIZE_MB, {}).setdefault(name, []).append(
                         SIZE_MB / t)

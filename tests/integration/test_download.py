@@ -95,6 +95,29 @@ class DownloadTest(ServerTest):
         self.assertEqual((r.status, r.body), (206, old[10:20]))
         self.assertEqual(self.req("GET", "v.bin").body, new)
 
+    def test_read_ahead_goes_on_after_the_page_cache_lost_a_file(self):
+        # A file read twice is trusted and seen in the page cache; then its pages are dropped
+        # (memory pressure, drop_caches). The next download must still have the read-ahead
+        # threads read its chunks: a sighting of a few seconds ago no longer holds once a reader
+        # found one of them gone. (It did hold: the request thread read every chunk itself.)
+        data = os.urandom(24 * MiB + 5)
+        before = set(self.chunk_files())
+        self.assertEqual(self.req("PUT", "lost.bin", data).status, 201)
+        new = sorted(set(self.chunk_files()) - before)
+        self.assertGreater(len(new), 12)
+        for _ in range(2):
+            self.assertEqual(self.req("GET", "lost.bin").body, data)
+        deadline = time.time() + 30
+        while time.time() < deadline and not all(all(resident_pages(f)) for f in new):
+            time.sleep(0.1)  # with chunk_read_direct the idle thread puts them in
+        self.assertEqual(self.req("GET", "lost.bin").body, data)  # from the cache: seen there now
+        evict(new)
+        self.assertFalse(any(any(resident_pages(f)) for f in new))
+        pid = self.srv.proc.pid
+        ahead = thread_read_bytes(pid, "mb-readahead")
+        self.assertEqual(self.req("GET", "lost.bin").body, data)
+        self.assertGreater(thread_read_bytes(pid, "mb-readahead") - ahead, 0.4 * len(data))
+
     def test_a_damaged_chunk_is_not_served_cold_or_after_it_was_trusted(self):
         # cold: the first read (read ahead and verified by the read-ahead threads) meets the damage
         for size, warm in ((200 * KiB, True), (9 * MiB, True), (9 * MiB, False)):
@@ -136,6 +159,32 @@ def read_bytes(pid):
         return next(int(line.split()[1]) for line in f if line.startswith("read_bytes:"))
 
 
+def thread_read_bytes(pid, name):
+    """Bytes the threads called name have had read from the disk (/proc/PID/task/TID/io: the
+    reads a thread submitted, O_DIRECT and read-ahead into the page cache alike)."""
+    total = 0
+    for t in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+                if f.read().strip() != name:
+                    continue
+            with open("/proc/%d/task/%s/io" % (pid, t)) as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("read_bytes:"))
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def evict(paths):
+    """Drop the files' pages from the page cache, as memory pressure would (they are clean)."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def thread_policies(pid):
     """[(name, scheduling policy)] of a process's threads (stat field 41; 5 is SCHED_IDLE)."""
     out = []
@@ -170,6 +219,32 @@ class DownloadReadDirectTest(DownloadTest):
         self.assertEqual(len([n for n, _ in names if n == "mb-readahead"]), 2, names)
         # From there on it is served from the page cache (trusted), and still whole.
         self.check_file("fresh.bin", data)
+
+    def test_the_idle_thread_leaves_the_disk_to_a_download_reading_around_the_cache(self):
+        # While a download reads chunks around the cache, mb-warm reads nothing (its reads would
+        # take the disk from the download); once the download is over it reads them all in.
+        pid = self.srv.proc.pid
+        warm = thread_read_bytes(pid, "mb-warm")
+        data, new, size, _ = self.download_a_new_file()
+        self.assertLess(thread_read_bytes(pid, "mb-warm") - warm, 0.3 * size)
+        deadline = time.time() + 30
+        while time.time() < deadline and not all(all(resident_pages(f)) for f in new):
+            time.sleep(0.1)
+        # (most of it: the type detection may have read the first chunk into the cache already)
+        self.assertGreater(thread_read_bytes(pid, "mb-warm") - warm, 0.5 * size)
+        self.assertTrue(all(all(resident_pages(f)) for f in new))
+
+    def test_a_file_downloaded_back_to_back_gets_into_the_page_cache(self):
+        # Downloads one after the other leave the disk no quiet moment, but a chunk read around
+        # the cache again while it waits to be put there makes mb-warm go ahead at once: the
+        # file ends up in the page cache while the downloads go on.
+        data, new, _, _ = self.download_a_new_file()
+        deadline = time.time() + 30
+        cached = False
+        while not cached and time.time() < deadline:
+            self.assertEqual(self.req("GET", "fresh.bin").body, data)
+            cached = all(all(resident_pages(f)) for f in new)
+        self.assertTrue(cached, "a file downloaded again and again never got into the page cache")
 
     def test_chunks_read_ahead_around_the_cache_are_verified_before_they_are_served(self):
         # Every chunk file but the first damaged on disk: the read-ahead threads read the next
