@@ -338,10 +338,11 @@ int db_open(const char *dir, mb_err *err)
     bloom = leveldb_filterpolicy_create_bloom(10);
     leveldb_options_set_filter_policy(opts, bloom);
     leveldb_options_set_compression(opts, leveldb_snappy_compression);
-    /* LevelDB's 4 MiB memtable is written out as a level-0 table, and compacted into the
-     * levels below, every few thousand small uploads (their bytes live here, blob.c): with
-     * 8,000 uploads of 4 KiB that background work was a fifth of mbyted's CPU. 32 MiB
-     * holds eight times as many before the first table (RocksDB's default is 64 MiB). */
+    /* The memtable is written out as a level-0 table, and compacted into the levels below,
+     * every few thousand small uploads (their bytes live here, blob.c). db_write_buffer
+     * (8 MiB by default; 32 MiB before 2026-12-04, when memory on a big store mattered more,
+     * docs/operations.md) sets how many; 32 MiB instead of 8 changed small-upload rates by
+     * less than their noise (docs/performance.md). */
     leveldb_options_set_write_buffer_size(opts, (size_t)(g_cfg ? g_cfg->db_write_buffer : DB_WRITE_BUFFER));
     pthread_t th;
     struct opening o = {dir, NULL};

@@ -7,7 +7,7 @@
  * transaction's one batch then carries the version, the directory entry, the refcounts, the
  * usage and the outbox event, written by group commit (db_sync.c: many threads' batches share one
  * fsync). The caller replies after txn_end, which returns once that sync covers its write
- * (durability: strict), or once it is scheduled within durability_window_ms (relaxed, db.c).
+ * (durability: strict), or once it is scheduled within durability_window_ms (relaxed, db_sync.c).
  *
  * Records this file writes: c/<sha256> refcounts {"v":1,"refs","size","zero_since"} and the
  * usage records us/<sid16> and uu/<uid16> {"v":2,"bytes","files","versions","trash"}
@@ -38,7 +38,7 @@ void txn_observe(const txn_observer *o)
 }
 
 /* db_committer tells the group commit a write is on its way, so a sync leader waits a moment
- * for it instead of syncing twice (db.c). */
+ * for it instead of syncing twice (db_sync.c). */
 void txn_lock(void)
 {
     db_committer(+1);
