@@ -384,11 +384,11 @@ uint8_t *blob_chunk_buf(void)
 
 #define ROUND_UP(n) (((n) + BLOB_ALIGN - 1) & ~(size_t)(BLOB_ALIGN - 1))
 
+static _Atomic int64_t around_at; /* when a chunk was last read around the cache (mb-warm waits) */
+
 /* Read len bytes of chunk file f with O_DIRECT into buf (BLOB_ALIGN-aligned, room for len
  * rounded up): the bytes read (len, or fewer for a short file), or -1 when the file system
  * refuses O_DIRECT or the read fails (the caller reads it the ordinary way). */
-static _Atomic int64_t around_at; /* when a chunk was last read around the cache (mb-warm waits) */
-
 static int64_t read_direct(int f, void *buf, size_t len)
 {
     atomic_store(&around_at, now_mono_ms());
