@@ -109,8 +109,25 @@ static int rm_tree_cb(const char *path, const struct stat *st, int flag, struct 
 
 /* ----------------------------------------------------------- chunks --- */
 
-/* db_snapshot_copy's callback: referenced chunks (c/ sorts before ci/, so the list is complete
- * and sorted by hash when the inline ones come). A chunk nobody references any more (refs 0,
+/* The referenced chunk named by the 64 hex digits at hash (s->v is sorted by hash), or NULL. */
+static bchunk *find_chunk(bscan *s, const char *hash)
+{
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int cmp = memcmp(s->v[mid].hash, hash, 64);
+        if (!cmp)
+            return &s->v[mid];
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* db_snapshot_copy's callback: referenced chunks (c/ sorts before ci/ and cb/, so the list is
+ * complete and sorted by hash when the inline ones and their bodies come). A chunk nobody references any more (refs 0,
  * waiting for the collector's grace) is left out with its record: its bytes are not copied, and
  * a restored server must not find a refcount record without them. */
 static int note_key(const char *k, size_t kl, const char *v, size_t vl, void *ud)
@@ -132,21 +149,13 @@ static int note_key(const char *k, size_t kl, const char *v, size_t vl, void *ud
         c->hash[64] = '\0';
         c->size = size > 0 ? (uint64_t)size : 0;
         c->inline_ = false;
-    } else if (kl == 67 && !memcmp(k, "ci/", 3)) {
-        size_t lo = 0, hi = s->n;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            int cmp = memcmp(s->v[mid].hash, k + 3, 64);
-            if (!cmp) {
-                s->v[mid].inline_ = true;
-                return 0;
-            }
-            if (cmp < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        return 1; /* an inline chunk nobody references */
+    } else if ((kl == 67 && !memcmp(k, "ci/", 3)) || (kl == BODY_KEY && !memcmp(k, "cb/", 3))) {
+        bchunk *c = find_chunk(s, k + kl - 64);
+        if (!c)
+            return 1; /* an inline chunk nobody references, or its body */
+        if (k[1] == 'i')
+            c->inline_ = true;
+        return 0;
     }
     return 0;
 }

@@ -55,6 +55,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,31 +388,107 @@ void blob_buf_free(void *p, size_t n)
 
 static void inline_key(char out[72], const char *hash) { snprintf(out, 72, "ci/%s", hash); }
 
-void blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len)
+/* Where the bytes of inline chunk `hash` are: cb/<seq as 16 hex><sha256>. */
+static void body_key(char out[BODY_KEY + 1], uint64_t seq, const char *hash)
+{
+    memcpy(out, "cb/", 3);
+    key_u64(out + 3, seq);
+    memcpy(out + 19, hash, 64);
+    out[BODY_KEY] = '\0';
+}
+
+/* The next body's sequence: microseconds of the wall clock, or one more than the last one when
+ * the clock has not moved on (or went back). Only the order of the keys depends on it (a later
+ * body sorts after an earlier one, so LevelDB moves it down its levels without rewriting it);
+ * the hash in the key keeps two bodies apart whatever their sequence. */
+static _Atomic uint64_t last_seq;
+
+static uint64_t next_seq(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+    uint64_t prev = atomic_load(&last_seq), next;
+    do
+        next = prev >= now ? prev + 1 : now;
+    while (!atomic_compare_exchange_weak(&last_seq, &prev, next));
+    return next;
+}
+
+/* 16 hex digits (key_u64's form) at p: their value into *seq, false if they are not that. */
+static bool seq_of(const char *p, uint64_t *seq)
+{
+    char hex[17];
+    uint8_t be[8];
+    memcpy(hex, p, 16);
+    hex[16] = '\0';
+    if (hex_decode(hex, be, 8))
+        return false;
+    *seq = 0;
+    for (int i = 0; i < 8; i++)
+        *seq = *seq << 8 | be[i];
+    return true;
+}
+
+/* ci/<hash>'s value: the body's sequence (format 2), 0 for a record holding the bytes itself
+ * (format 1), MB_ENOENT / MB_EIO when it is missing / unreadable. */
+static int inline_where(const char *hash, uint64_t *seq, char **v, size_t *vl)
 {
     char key[72];
     inline_key(key, hash);
+    int rc = db_get(key, strlen(key), v, vl);
+    if (rc)
+        return rc;
+    *seq = 0;
+    if (*vl >= 1 && (*v)[0] == INLINE_BYTES)
+        return 0;
+    if (*vl == 17 && (*v)[0] == INLINE_AT && seq_of(*v + 1, seq) && *seq)
+        return 0;
+    free(*v);
+    *v = NULL;
+    return MB_EIO;
+}
+
+bool blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len)
+{
+    if (blob_inline_has(hash))
+        return false;
+    uint64_t seq = next_seq();
+    char key[BODY_KEY + 1], at[18];
+    at[0] = INLINE_AT;
+    key_u64(at + 1, seq);
+    body_key(key, seq, hash);
     uint8_t *v = xmalloc(len + 1);
-    v[0] = 1; /* format version; the bytes follow */
+    v[0] = INLINE_BYTES;
     memcpy(v + 1, data, len);
-    db_batch_put(b, key, strlen(key), v, len + 1);
+    db_batch_put(b, key, BODY_KEY, v, len + 1);
     free(v);
+    inline_key(key, hash);
+    db_batch_put(b, key, strlen(key), at, 17);
+    return true;
 }
 
 /* The bytes of inline chunk `hash` into buf (len bytes at most): their length, MB_ENOENT when
- * it is not inline, MB_EIO on an unreadable record. */
+ * it is not inline, MB_EIO on an unreadable record or a missing body. */
 static int64_t inline_get(const char *hash, void *buf, size_t len)
 {
     if (len > CHUNK_INLINE_LIMIT)
         return MB_ENOENT;
-    char key[72], *v;
+    char *v;
     size_t vl;
-    inline_key(key, hash);
-    int rc = db_get(key, strlen(key), &v, &vl);
+    uint64_t seq;
+    int rc = inline_where(hash, &seq, &v, &vl);
     if (rc)
         return rc;
+    if (seq) {
+        free(v);
+        char key[BODY_KEY + 1];
+        body_key(key, seq, hash);
+        if (db_get(key, BODY_KEY, &v, &vl))
+            return MB_EIO; /* a pointer without its body: reported like damaged bytes */
+    }
     int64_t n = MB_EIO;
-    if (vl >= 1 && v[0] == 1) {
+    if (vl >= 1 && v[0] == INLINE_BYTES) {
         n = (int64_t)(vl - 1 < len ? vl - 1 : len);
         memcpy(buf, v + 1, (size_t)n);
     }
@@ -419,7 +496,7 @@ static int64_t inline_get(const char *hash, void *buf, size_t len)
     return n;
 }
 
-bool inline_has(const char *hash)
+bool blob_inline_has(const char *hash)
 {
     char key[72], *v;
     inline_key(key, hash);
@@ -427,6 +504,30 @@ bool inline_has(const char *hash)
         return false;
     free(v);
     return true;
+}
+
+bool blob_inline_body(const char *k, size_t kl, char hash[65])
+{
+    if (kl != BODY_KEY || memcmp(k, "cb/", 3))
+        return false;
+    memcpy(hash, k + 19, 64);
+    hash[64] = '\0';
+    uint64_t seq, at;
+    char *cur;
+    size_t cl;
+    if (!seq_of(k + 3, &seq) || inline_where(hash, &at, &cur, &cl))
+        return false;
+    free(cur);
+    return at == seq;
+}
+
+void blob_inline_relink(db_batch *b, const char *k, const char *hash)
+{
+    char key[72], at[18];
+    at[0] = INLINE_AT;
+    memcpy(at + 1, k + 3, 16);
+    inline_key(key, hash);
+    db_batch_put(b, key, strlen(key), at, 17);
 }
 
 /* ------------------------------------------------------------- chunks --- */
@@ -668,7 +769,7 @@ int blob_copy_placed(backend_ref *from, backend_ref *to, const char *hash, const
     const char *k = to ? ref_name(to, hash, name) : hash;
     if (!k || !valid_key(hash))
         return err_set(err, MB_EINVAL, "a chunk key must be 64 lower-hex characters");
-    if (len <= CHUNK_INLINE_LIMIT && inline_has(hash))
+    if (len <= CHUNK_INLINE_LIMIT && blob_inline_has(hash))
         return 1; /* in LevelDB, whatever the placement */
     int rc;
     if (to)
@@ -748,7 +849,7 @@ bool local_active(void)
  * the integrity scrub know only its hash. */
 bool blob_has(const char *hash)
 {
-    if (inline_has(hash))
+    if (blob_inline_has(hash))
         return true;
     backend b = be_enter();
     mb_err e = {0};
@@ -874,7 +975,16 @@ int blob_list_elsewhere(int (*fn)(const char *, uint64_t, int64_t, void *), void
 
 void blob_inline_del(db_batch *b, const char *hash)
 {
-    char ik[72];
+    char ik[BODY_KEY + 1], *v;
+    size_t vl;
+    uint64_t seq;
+    if (!inline_where(hash, &seq, &v, &vl)) {
+        free(v);
+        if (seq) {
+            body_key(ik, seq, hash);
+            db_batch_del(b, ik, BODY_KEY);
+        }
+    }
     inline_key(ik, hash);
     db_batch_del(b, ik, strlen(ik));
 }

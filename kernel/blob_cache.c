@@ -640,7 +640,7 @@ int blob_read_fd(const char *hash, const char *fastsum, uint8_t **bufp, size_t l
 {
     *fd = -1;
     *filled = false;
-    if ((len <= CHUNK_INLINE_LIMIT && inline_has(hash)) || !valid_key(hash) || !local_active())
+    if ((len <= CHUNK_INLINE_LIMIT && blob_inline_has(hash)) || !valid_key(hash) || !local_active())
         return 1;
     int f = chunk_open(hash, err);
     if (f < 0)

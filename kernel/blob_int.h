@@ -8,7 +8,6 @@
 bool valid_key(const char *k);                          /* 64 lower-hex characters */
 int chunk_open(const char *key, mb_err *err);           /* the local chunk file, O_RDONLY */
 int64_t read_at(int fd, void *buf, size_t len, uint64_t off, const char *key, mb_err *err);
-bool inline_has(const char *hash);                      /* ci/<hash> in LevelDB */
 bool local_active(void);                                /* the kernel's own backend is the active one */
 
 /* blob_cache.c */

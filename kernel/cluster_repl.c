@@ -212,7 +212,7 @@ static void scan_del(void *ud, const char *k, size_t kl)
 static bool keep_store(const char *k, size_t kl, char op, void *ud)
 {
     uint64_t sid;
-    if (kl > 3 && !memcmp(k, "ci/", 3))
+    if (kl > 3 && (!memcmp(k, "ci/", 3) || !memcmp(k, "cb/", 3))) /* an inline chunk, its body */
         return op == 'P';
     return store_of(k, kl, &sid) && sid == *(const uint64_t *)ud;
 }

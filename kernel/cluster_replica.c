@@ -375,6 +375,13 @@ static void apply_ops(txn *t, const char *ops, size_t len, json_t *seen, json_t 
                 txn_ref_chunks(t, json_object_get(now, "chunks"), +1);
             json_object_set_new(seen, key, now ? now : json_null());
         }
+        if (op == 'P' && ((kl == 67 && !memcmp(k, "ci/", 3)) || (kl == BODY_KEY && !memcmp(k, "cb/", 3)))) {
+            char h[65];
+            memcpy(h, k + kl - 64, 64);
+            h[64] = 0;
+            if (blob_inline_has(h))
+                continue; /* stored here already (sent as a chunk): a second body would be nobody's */
+        }
         if (op == 'P')
             db_batch_put(t->b, k, kl, v, vl);
         else

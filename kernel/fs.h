@@ -267,7 +267,7 @@ json_t *blob_pending_snapshot(void);
 bool blob_pending_held(const char *hash);
 /* Run fn(ud) under the pending lock unless a write holds hash: fn's answer, or 1 (held). */
 int blob_pending_unheld(const char *hash, int (*fn)(void *ud), void *ud);
-/* Delete the inline form (ci/<sha256>) of a chunk into b. */
+/* Delete the inline form (ci/<sha256> and its body record) of a chunk into b. */
 void blob_inline_del(db_batch *b, const char *hash);
 
 /* ------------------------------------------------------------------ gc.c --- */
@@ -302,7 +302,7 @@ int backup_take(const char *dir, mb_task *t, json_t **out, mb_err *err);
 /* format.c: the data format this mbyted writes, and the check at start (after db_open and
  * blob_init, before anything else): 0 ready; FORMAT_NEWER (refused) or FORMAT_OLDER (a migration
  * needs --backup DIR or --no-backup), which are also mbyted's exit statuses; or a negative MB_E*. */
-#define MBYTE_FORMAT 1
+#define MBYTE_FORMAT 2
 enum { FORMAT_NEWER = 4, FORMAT_OLDER = 5 };
 int format_check(const char *backup_dir, bool no_backup, mb_err *err);
 /* Visit every stored chunk (fsck). */
@@ -311,6 +311,20 @@ bool blob_has(const char *hash); /* stored inline or in the active backend */
 /* Inline chunks (blob.c): chunks of at most blob_inline_max() bytes are stored by putting
  * them into the batch that commits their first reference, instead of blob_put. */
 size_t blob_inline_max(void);
+bool blob_inline_has(const char *hash); /* ci/<hash> in LevelDB: the chunk is stored inline */
+/* Put inline chunk `hash` into b unless it is stored already: true if it was put. Call it with
+ * the commit lock held (txn_begin), so that two writes of the same new chunk do not both put
+ * it (format 2 keeps its bytes under a key of their own, which the second would orphan). */
+bool blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len);
+/* An inline chunk's body record (cb/<seq><sha256>, format 2): true with its hash when k is one
+ * and its ci/ record names it; false for another key, or a body nobody names (fsck). */
+bool blob_inline_body(const char *k, size_t kl, char hash[65]);
+/* Make ci/<hash> name the body record k (fsck's repair of a pointer whose body is lost). */
+void blob_inline_relink(db_batch *b, const char *k, const char *hash);
+#define BODY_KEY 83 /* "cb/" + 16 hex + 64 hex */
+/* The first byte of a ci/ record: the chunk's bytes follow (format 1, and every cb/ body record),
+ * or the sequence of its cb/ body record as 16 hex digits (format 2). */
+enum { INLINE_BYTES = 1, INLINE_AT = 2 };
 /* A chunk handed to blob_put at this alignment (and at least this long) is written with
  * O_DIRECT by the local backend: allocate chunk buffers with blob_buf_alloc. */
 #define BLOB_ALIGN 4096
@@ -338,7 +352,6 @@ uint8_t *blob_chunk_buf(void);
 void blob_prefetch(const char *hash, const char *fastsum, size_t len);
 /* A trusted chunk file failed a read: the next read of it verifies it again. */
 void blob_distrust(const char *hash);
-void blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len);
 int blob_del(const char *hash, mb_err *err);
 /* Where blob_del_in deletes: this node's own disk, every other backend (docs/cluster.md). */
 enum { BLOB_HERE = 1, BLOB_ELSEWHERE = 2 };

@@ -37,6 +37,14 @@
 #define ST_QUEUE 2 /* chunks cut and waiting */
 #define SPARE_MAX (ST_QUEUE + ST_THREADS) /* buffers kept for reuse */
 
+/* An inline chunk waiting for the commit: its bytes (a few KiB, at most chunk_inline_max). */
+struct inl {
+    struct inl *next;
+    char hash[65];
+    size_t n;
+    uint8_t bytes[];
+};
+
 struct fs_writer {
     uint64_t sid, owner, uid;
     char *path; /* normalised */
@@ -54,7 +62,7 @@ struct fs_writer {
     int64_t expected;
     int64_t existing; /* size of the file this write replaces (0 if new), for quotas */
     json_t *chunks; /* [{"h","n"}] in order; each one is pending in blob.c */
-    db_batch *inl;  /* the inline chunks' puts: becomes the commit batch (blob.c) */
+    struct inl *inl, **inl_end; /* the inline chunks, put into the commit batch (blob.c) */
     /* The store threads of a big upload (started at its first chunk file): cut chunks queue
      * here and are hashed, written and synced there while the next bytes arrive and are cut
      * on the caller's thread. st_mu guards the queue, st_rc and `chunks` (the caller appends
@@ -201,9 +209,15 @@ static int put_chunk(fs_writer *w, const uint8_t *p, size_t n, size_t slot, mb_e
         pthread_mutex_unlock(&w->st_mu);
     }
     if (n <= blob_inline_max()) {
-        if (!w->inl)
-            w->inl = db_batch_new();
-        blob_put_inline(w->inl, hex, p, n);
+        struct inl *c = xmalloc(sizeof *c + n);
+        memcpy(c->hash, hex, sizeof c->hash);
+        c->n = n;
+        memcpy(c->bytes, p, n);
+        c->next = NULL;
+        if (!w->inl_end)
+            w->inl_end = &w->inl;
+        *w->inl_end = c;
+        w->inl_end = &c->next;
         return 0;
     }
     return blob_put_store(w->sid, hex, p, n, err); /* to the store's backend (backend.c) */
@@ -434,7 +448,11 @@ static void writer_free(fs_writer *w, bool failed)
             blob_pending_drop(jstr(c, "h"));
     }
     json_decref(w->chunks);
-    db_batch_free(w->inl);
+    while (w->inl) {
+        struct inl *next = w->inl->next;
+        free(w->inl);
+        w->inl = next;
+    }
     EVP_MD_CTX_free(w->md);
     free(w->buf);
     free(w->path);
@@ -499,9 +517,17 @@ int fs_write_commit(fs_writer *w, json_t **info, bool *created, mb_err *err)
     json_t *existing = NULL, *entry = NULL;
     bool is_new = true;
     txn c;
-    txn_begin(&c, w->inl); /* the inline chunks go in with their version */
-    w->inl = NULL;
+    txn_begin(&c, NULL);
     db_batch *b = c.b;
+    /* The inline chunks go in with their version, unless stored already (checked under the
+     * commit lock: blob_put_inline), or earlier in this file. */
+    for (struct inl *i = w->inl; i; i = i->next) {
+        struct inl *j = w->inl;
+        while (j != i && strcmp(j->hash, i->hash))
+            j = j->next;
+        if (j == i)
+            blob_put_inline(b, i->hash, i->bytes, i->n);
+    }
     uint64_t pid;
     rc = ns_store_access(NULL, w->sid, NULL, err);
     if (!rc)

@@ -9,6 +9,7 @@
  * it sees no change half made; reads only otherwise.
  */
 #include "fs.h"
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,10 +248,51 @@ int fs_fsck(bool repair, json_t **report, mb_err *err)
         if (json_object_get(seen, hash))
             continue;
         if (repair)
-            db_batch_del(fix, k, kl);
+            blob_inline_del(fix, hash);
         problem(&c, "inline_orphan", repair, json_pack("{s:s}", "chunk", hash), "inline chunk %s has no refcount record",
                 hash);
     }
+    db_iter_free(it);
+    /* Body records (format 2) their chunk's ci/ record does not name (damage). One whose chunk
+     * reads back otherwise is deleted; one holding the bytes of a chunk that no longer reads is
+     * made its chunk's body again. (A named body that is damaged is step 3's corrupt_chunk.) */
+    it = db_iter_prefix("cb/", 3);
+    uint8_t *body = xmalloc(CHUNK_INLINE_LIMIT);
+    while (db_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
+        char hash[65], got[65];
+        if (blob_inline_body(k, kl, hash))
+            continue;
+        if (kl != BODY_KEY || !vl || vl - 1 > CHUNK_INLINE_LIMIT)
+            continue; /* not a body record's form: not this loop's */
+        memcpy(hash, k + 19, 64);
+        hash[64] = '\0';
+        uint8_t md[32];
+        unsigned mdl = 0;
+        EVP_Digest(v + 1, vl - 1, md, &mdl, EVP_sha256(), NULL);
+        hex_encode(md, 32, got);
+        mb_err e = {0};
+        bool lost = v[0] == INLINE_BYTES && json_object_get(seen, hash) && blob_get(hash, body, vl - 1, &e) &&
+                    !strcmp(got, hash);
+        if (repair) {
+            if (lost) {
+                blob_inline_relink(fix, k, hash);
+                size_t i;
+                json_t *p;
+                json_array_foreach(c.problems, i, p) /* what step 3 found unreadable reads again */
+                    if (!strcmp(jstr(p, "chunk"), hash) && !json_is_true(json_object_get(p, "repaired"))) {
+                        json_object_set_new(p, "repaired", json_true());
+                        c.repaired++;
+                    }
+            } else
+                db_batch_del(fix, k, kl);
+        }
+        problem(&c, "inline_orphan", repair, json_pack("{s:s, s:s}", "chunk", hash, "body", lost ? "relinked" : "deleted"),
+                lost ? "inline chunk %s lost its bytes, which a record nobody named still holds" :
+                       "inline chunk %s has a second body record nobody names", hash);
+    }
+    free(body);
     db_iter_free(it);
     json_decref(seen);
     int frc = db_batch_commit(fix, true);

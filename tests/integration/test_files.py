@@ -90,6 +90,12 @@ class FilesTest(ServerTest):
         self.assertEqual(r.status, 200, r)
         return r.json()
 
+    def ldb(self, *args):
+        """ldb_edit on the (stopped) server's LevelDB: its output."""
+        p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta")] + list(args), capture_output=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout.decode("latin-1")
+
     def inline_keys(self):
         """The inline chunks in the (stopped) server's LevelDB."""
         p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta"), "--keys", "ci/"], capture_output=True,
@@ -153,12 +159,55 @@ class FilesTest(ServerTest):
                 self.assertEqual((g.status, g.body), (200, data), name)
         self.assertEqual(self.fsck()["problems"], [])
 
+    def test_small_files_bytes_are_kept_in_the_order_they_were_written_and_once(self):
+        # The body records (cb/<sequence><sha256>) sort in the order of writing, so LevelDB moves
+        # them down its levels instead of rewriting them; ci/<sha256> names the record.
+        datas = [rnd(3000 + i, 40 + i) for i in range(8)]
+        for i, d in enumerate(datas):
+            self.assertEqual(self.put("s%d.bin" % i, d).status, 201)
+        # the same bytes again, under other names and twice in one file's place: no second body
+        self.assertEqual(self.put("again.bin", datas[3]).status, 201)
+        self.assertEqual(self.put("s5.bin", datas[5]).status, 200)
+        self.assertEqual(self.get("again.bin").body, datas[3])
+        self.assertEqual(self.fsck()["problems"], [])
+        self.srv.stop()
+        bodies = self.ldb("--keys", "cb/").split()
+        self.assertEqual([k[19:] for k in bodies], [hashlib.sha256(d).hexdigest() for d in datas])
+        self.assertEqual(bodies, sorted(bodies))
+        for k in bodies:
+            self.assertEqual(self.ldb("--get", "ci/" + k[19:]), "\x02" + k[3:19] + "\n")
+        self.srv.start()
+        for i, d in enumerate(datas):
+            self.assertEqual(self.get("s%d.bin" % i).body, d)
+
+    def test_an_inline_body_its_chunk_lost_is_found_by_fsck_and_named_again(self):
+        data = b"words kept apart " * 100
+        self.assertEqual(self.put("apart.txt", data).status, 201)
+        self.assertEqual(self.put("other.txt", b"another " * 100).status, 201)
+        self.srv.stop()
+        h = hashlib.sha256(data).hexdigest()
+        [body] = [k for k in self.ldb("--keys", "cb/").split() if k.endswith(h)]
+        # the body record moves to another sequence: ci/ names a record that is not there, and
+        # the record holding the bytes is named by nobody
+        self.ldb("--rename", body, "cb/0000000000000001" + h)
+        self.srv.start()
+        self.assertProblem(self.get("apart.txt"), 500)
+        kinds = sorted(x["kind"] for x in self.fsck()["problems"])
+        self.assertEqual(kinds, ["corrupt_chunk", "inline_orphan"])
+        p = self.srv.ctl("fsck", "--repair")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        r = self.get("apart.txt")
+        self.assertEqual((r.status, r.body), (200, data))
+        self.assertEqual(self.get("other.txt").body, b"another " * 100)
+        self.assertEqual(self.fsck()["problems"], [])
+
     def test_a_damaged_inline_chunk_is_refused_and_reported_by_fsck(self):
         data = b"precious little words " * 100
         self.assertEqual(self.put("small.txt", data).status, 201)
         self.srv.stop()
         h = hashlib.sha256(data).hexdigest()
-        p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta"), "ci/" + h, "little", "LITTLE"],
+        [body] = [k for k in self.ldb("--keys", "cb/").split() if k.endswith(h)]
+        p = subprocess.run([LDB_EDIT, os.path.join(self.srv.data, "meta"), body, "little", "LITTLE"],
                            capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.srv.start()

@@ -2,6 +2,7 @@
 current format; a directory of the previous format (made here as the previous release left it: no
 `v/format` key) is migrated only with --backup DIR or --no-backup, after saying what will change;
 a directory written by a newer format is refused with exit status 4."""
+import hashlib
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from harness import MBYTED, Server, main  # noqa: E402
 from storeutil import home, put  # noqa: E402
 
 LDB_EDIT = os.environ.get("MBYTE_LDB_EDIT")
-CURRENT = "1"  # MBYTE_FORMAT in kernel/fs.h
+CURRENT = "2"  # MBYTE_FORMAT in kernel/fs.h
 
 
 def ldb(srv, *args):
@@ -89,6 +90,59 @@ class Format(unittest.TestCase):
         self.assert_kept_file_reads_back()
         self.srv.stop()
         self.assertEqual(ldb(self.srv, "--get", "v/format"), (0, CURRENT))
+
+    def test_format_1_small_files_read_back_after_the_step_to_2_and_go_with_their_chunk(self):
+        # Format 1 kept a small file's bytes in ci/<sha256> itself; format 2 keeps them in
+        # cb/<sequence><sha256> and ci/ names that record. Made here as format 1 left it: the body
+        # record moved back to ci/ and the version set to 1.
+        self.srv.start()
+        admin = self.srv.login()
+        old = {"old-%d.txt" % i: ("format one, file %d\n" % i).encode() * 40 for i in range(3)}
+        for name, data in old.items():
+            self.assertEqual(put(self.srv, admin, self.sid, name, data).status, 201)
+        self.srv.stop()
+        bodies = ldb(self.srv, "--keys", "cb/")[1].split()
+        self.assertEqual(len(bodies), 3, bodies)
+        for k in bodies:
+            self.assertEqual(ldb(self.srv, "--rename", k, "ci/" + k[19:])[0], 0)
+        self.assertEqual(ldb(self.srv, "--keys", "cb/"), (0, ""))
+        self.assertEqual(ldb(self.srv, "v/format", CURRENT, "1")[0], 0)
+        r = self.run_mbyted()
+        self.assertEqual(r.returncode, 5, r.stderr)
+        self.assertIn("data format 1 -> 2: keep the bytes of small files", r.stderr)
+        self.assertNotIn("data format 0 -> 1", r.stderr)
+
+        self.start_with("--no-backup")
+        admin = self.srv.login()
+        for name, data in old.items():
+            g = self.srv.request("GET", "/api/v1/stores/%d/files/%s" % (self.sid, name), token=admin)
+            self.assertEqual((g.status, g.body), (200, data), name)
+        new = b"format two\n" * 40
+        self.assertEqual(put(self.srv, admin, self.sid, "new.txt", new).status, 201)
+        for name in ("old-0.txt", "old-1.txt"):
+            self.assertEqual(self.srv.request("DELETE", "/api/v1/stores/%d/files/%s" % (self.sid, name),
+                                              token=admin).status, 204)
+        f = self.srv.request("POST", "/api/v1/admin/fsck", token=admin)
+        self.assertEqual((f.status, f.json()["problems"]), (200, []))
+        self.srv.stop()
+        self.assertEqual(ldb(self.srv, "--get", "v/format"), (0, CURRENT))
+        self.srv.extra_env["MBYTE_GC_GRACE"] = "0"
+        self.start_with()
+        p = self.srv.ctl("fsck", "--repair")  # runs the collector (grace 0 here)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        admin = self.srv.login()
+        for name, data in (("old-2.txt", old["old-2.txt"]), ("new.txt", new)):
+            g = self.srv.request("GET", "/api/v1/stores/%d/files/%s" % (self.sid, name), token=admin)
+            self.assertEqual((g.status, g.body), (200, data), name)
+        self.srv.stop()
+        h = {n: hashlib.sha256(d).hexdigest() for n, d in list(old.items()) + [("new.txt", new)]}
+        inline = ldb(self.srv, "--keys", "ci/")[1].split()
+        self.assertEqual(sorted(inline), sorted("ci/" + h[n] for n in ("old-2.txt", "new.txt")))
+        # the old form is still the old form; the new file's bytes are in a body record it names
+        self.assertEqual(ldb(self.srv, "--get", "ci/" + h["old-2.txt"])[1], "\x01" + old["old-2.txt"].decode().strip())
+        body = ldb(self.srv, "--keys", "cb/")[1].split()
+        self.assertEqual([k[19:] for k in body], [h["new.txt"]])
+        self.assertEqual(ldb(self.srv, "--get", "ci/" + h["new.txt"])[1], "\x02" + body[0][3:19])
 
     def test_a_newer_format_is_refused_with_exit_status_4_and_nothing_changes(self):
         self.assertEqual(ldb(self.srv, "v/format", CURRENT, "99")[0], 0)
