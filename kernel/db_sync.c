@@ -125,6 +125,23 @@ int db_batch_commit_grouped(db_batch *b, uint64_t *seq)
     return rc;
 }
 
+/* Give LevelDB's new log its blocks ahead of its writes (fallocate with FALLOC_FL_KEEP_SIZE:
+ * the size, which is all LevelDB's reader looks at, stays, and no byte is written, so nothing
+ * LevelDB appends meanwhile can be overwritten). An append then lands in blocks the file already
+ * has, and the fdatasync that makes it durable no longer allocates: on ext4 here 144-149 us
+ * against 187-189 for a plain append of 5,000 bytes (docs/performance.md). A log holds about a
+ * memtable (db_write_buffer) before LevelDB moves on; past that it grows as before. A file
+ * system without it (EOPNOTSUPP) just appends. */
+static void prealloc_log(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    int64_t want = g_cfg ? g_cfg->db_write_buffer : DB_WRITE_BUFFER;
+    (void)fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)(want + want / 8));
+    close(fd);
+}
+
 /* After a log switch: take the newest log, fdatasync the older ones still present (LevelDB
  * closes a full log without syncing it), and sync the folder once for the new name. */
 static int follow_logs(void)
@@ -155,6 +172,7 @@ static int follow_logs(void)
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
             return -1;
+        prealloc_log(path);
         if (cur_log >= 0) {
             if (fdatasync(cur_log)) /* what the old one got before the switch */
                 rc = -1;
