@@ -388,11 +388,11 @@ void blob_buf_free(void *p, size_t n)
 
 static void inline_key(char out[72], const char *hash) { snprintf(out, 72, "ci/%s", hash); }
 
-/* Where the bytes of inline chunk `hash` are: cb/<seq as 16 hex><sha256>. */
-static void body_key(char out[BODY_KEY + 1], uint64_t seq, const char *hash)
+/* Where the bytes of inline chunk `hash` are: cb/<seq, 16 hex digits><sha256>. */
+static void body_key(char out[BODY_KEY + 1], const char *seq, const char *hash)
 {
     memcpy(out, "cb/", 3);
-    key_u64(out + 3, seq);
+    memcpy(out + 3, seq, 16);
     memcpy(out + 19, hash, 64);
     out[BODY_KEY] = '\0';
 }
@@ -415,35 +415,23 @@ static uint64_t next_seq(void)
     return next;
 }
 
-/* 16 hex digits (key_u64's form) at p: their value into *seq, false if they are not that. */
-static bool seq_of(const char *p, uint64_t *seq)
-{
-    char hex[17];
-    uint8_t be[8];
-    memcpy(hex, p, 16);
-    hex[16] = '\0';
-    if (hex_decode(hex, be, 8))
-        return false;
-    *seq = 0;
-    for (int i = 0; i < 8; i++)
-        *seq = *seq << 8 | be[i];
-    return true;
-}
-
-/* ci/<hash>'s value: the body's sequence (format 2), 0 for a record holding the bytes itself
- * (format 1), MB_ENOENT / MB_EIO when it is missing / unreadable. */
-static int inline_where(const char *hash, uint64_t *seq, char **v, size_t *vl)
+/* ci/<hash>'s record into *v: *at is its body's sequence (16 hex digits inside *v, format 2), or
+ * NULL when the record holds the bytes itself (format 1). MB_ENOENT / MB_EIO when it is missing /
+ * unreadable. */
+static int inline_where(const char *hash, char **v, size_t *vl, const char **at)
 {
     char key[72];
     inline_key(key, hash);
     int rc = db_get(key, strlen(key), v, vl);
     if (rc)
         return rc;
-    *seq = 0;
+    *at = NULL;
     if (*vl >= 1 && (*v)[0] == INLINE_BYTES)
         return 0;
-    if (*vl == 17 && (*v)[0] == INLINE_AT && seq_of(*v + 1, seq) && *seq)
+    if (*vl == 17 && (*v)[0] == INLINE_AT) {
+        *at = *v + 1;
         return 0;
+    }
     free(*v);
     *v = NULL;
     return MB_EIO;
@@ -453,11 +441,10 @@ bool blob_put_inline(db_batch *b, const char *hash, const void *data, size_t len
 {
     if (blob_inline_has(hash))
         return false;
-    uint64_t seq = next_seq();
     char key[BODY_KEY + 1], at[18];
     at[0] = INLINE_AT;
-    key_u64(at + 1, seq);
-    body_key(key, seq, hash);
+    key_u64(at + 1, next_seq());
+    body_key(key, at + 1, hash);
     uint8_t *v = xmalloc(len + 1);
     v[0] = INLINE_BYTES;
     memcpy(v + 1, data, len);
@@ -476,14 +463,14 @@ static int64_t inline_get(const char *hash, void *buf, size_t len)
         return MB_ENOENT;
     char *v;
     size_t vl;
-    uint64_t seq;
-    int rc = inline_where(hash, &seq, &v, &vl);
+    const char *at;
+    int rc = inline_where(hash, &v, &vl, &at);
     if (rc)
         return rc;
-    if (seq) {
-        free(v);
+    if (at) {
         char key[BODY_KEY + 1];
-        body_key(key, seq, hash);
+        body_key(key, at, hash);
+        free(v);
         if (db_get(key, BODY_KEY, &v, &vl))
             return MB_EIO; /* a pointer without its body: reported like damaged bytes */
     }
@@ -512,13 +499,14 @@ bool blob_inline_body(const char *k, size_t kl, char hash[65])
         return false;
     memcpy(hash, k + 19, 64);
     hash[64] = '\0';
-    uint64_t seq, at;
     char *cur;
     size_t cl;
-    if (!seq_of(k + 3, &seq) || inline_where(hash, &at, &cur, &cl))
+    const char *at;
+    if (inline_where(hash, &cur, &cl, &at))
         return false;
+    bool named = at && !memcmp(at, k + 3, 16);
     free(cur);
-    return at == seq;
+    return named;
 }
 
 void blob_inline_relink(db_batch *b, const char *k, const char *hash)
@@ -977,13 +965,13 @@ void blob_inline_del(db_batch *b, const char *hash)
 {
     char ik[BODY_KEY + 1], *v;
     size_t vl;
-    uint64_t seq;
-    if (!inline_where(hash, &seq, &v, &vl)) {
-        free(v);
-        if (seq) {
-            body_key(ik, seq, hash);
+    const char *at;
+    if (!inline_where(hash, &v, &vl, &at)) {
+        if (at) {
+            body_key(ik, at, hash);
             db_batch_del(b, ik, BODY_KEY);
         }
+        free(v);
     }
     inline_key(ik, hash);
     db_batch_del(b, ik, strlen(ik));

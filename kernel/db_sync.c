@@ -132,14 +132,10 @@ int db_batch_commit_grouped(db_batch *b, uint64_t *seq)
  * against 187-189 for a plain append of 5,000 bytes (docs/performance.md). A log holds about a
  * memtable (db_write_buffer) before LevelDB moves on; past that it grows as before. A file
  * system without it (EOPNOTSUPP) just appends. */
-static void prealloc_log(const char *path)
+static void prealloc_log(int fd)
 {
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
     int64_t want = g_cfg ? g_cfg->db_write_buffer : DB_WRITE_BUFFER;
     (void)fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)(want + want / 8));
-    close(fd);
 }
 
 /* After a log switch: take the newest log, fdatasync the older ones still present (LevelDB
@@ -169,10 +165,10 @@ static int follow_logs(void)
     int rc = 0;
     if (cur_log < 0 || top != cur_log_num) {
         snprintf(path, sizeof path, "%s/%06llu.log", log_dir, top);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        int fd = open(path, O_WRONLY | O_CLOEXEC); /* never written through: synced, and fallocate's */
         if (fd < 0)
             return -1;
-        prealloc_log(path);
+        prealloc_log(fd);
         if (cur_log >= 0) {
             if (fdatasync(cur_log)) /* what the old one got before the switch */
                 rc = -1;

@@ -262,19 +262,17 @@ int fs_fsck(bool repair, json_t **report, mb_err *err)
         size_t kl, vl;
         const char *k = db_iter_key(it, &kl), *v = db_iter_val(it, &vl);
         char hash[65], got[65];
-        if (blob_inline_body(k, kl, hash))
-            continue;
-        if (kl != BODY_KEY || !vl || vl - 1 > CHUNK_INLINE_LIMIT)
-            continue; /* not a body record's form: not this loop's */
-        memcpy(hash, k + 19, 64);
-        hash[64] = '\0';
-        uint8_t md[32];
-        unsigned mdl = 0;
-        EVP_Digest(v + 1, vl - 1, md, &mdl, EVP_sha256(), NULL);
-        hex_encode(md, 32, got);
+        if (kl != BODY_KEY || !vl || vl - 1 > CHUNK_INLINE_LIMIT || blob_inline_body(k, kl, hash))
+            continue; /* named by its chunk, or not a body record's form */
         mb_err e = {0};
-        bool lost = v[0] == INLINE_BYTES && json_object_get(seen, hash) && blob_get(hash, body, vl - 1, &e) &&
-                    !strcmp(got, hash);
+        bool lost = v[0] == INLINE_BYTES && json_object_get(seen, hash) && blob_get(hash, body, vl - 1, &e);
+        if (lost) { /* and these bytes are that chunk's */
+            uint8_t md[32];
+            unsigned mdl = 0;
+            EVP_Digest(v + 1, vl - 1, md, &mdl, EVP_sha256(), NULL);
+            hex_encode(md, 32, got);
+            lost = !strcmp(got, hash);
+        }
         if (repair) {
             if (lost) {
                 blob_inline_relink(fix, k, hash);
