@@ -287,7 +287,7 @@ class MappedTablesTest(Base):
         self.assertEqual(r.status, 200, r)
         names = zipfile.ZipFile(io.BytesIO(r.body)).namelist()
         self.assertEqual(len([n for n in names if not n.endswith("/")]), self.N)
-        # the bound plus what the last MAPPED_CHECK (1,024) reads can touch after a check
+        # the bound plus what the last MAPPED_CHECK (256) reads can touch after a check
         resident = mapped_tables(self.srv)
         self.assertLess(resident, 2 * MIB, "%d bytes of the %d bytes of tables stay resident" % (resident, tables))
         m = self.srv.request("GET", "/metrics", token=self.admin).body.decode()
