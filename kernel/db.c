@@ -437,6 +437,14 @@ int db_get(const char *key, size_t klen, char **val, size_t *vlen)
     return 0;
 }
 
+/* LevelDB's writes into its log hold this shared; db_sync.c holds it alone while it writes zeros
+ * ahead of the log (db_writes_hold), so they never land where LevelDB is appending. Writers
+ * first: a steady stream of writes must not keep the zeros out. */
+static pthread_rwlock_t log_rw = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+
+void db_writes_hold(void) { pthread_rwlock_wrlock(&log_rw); }
+void db_writes_release(void) { pthread_rwlock_unlock(&log_rw); }
+
 int db_put(const char *key, size_t klen, const void *val, size_t vlen, bool sync)
 {
     if (db_repl_wide(key, klen)) { /* queued with its entry: one write */
@@ -447,7 +455,9 @@ int db_put(const char *key, size_t klen, const void *val, size_t vlen, bool sync
     char *e = NULL;
     jc_mark(key, klen, true);
     test_point(DB_TP_WRITE_BEFORE_APPLY);
+    pthread_rwlock_rdlock(&log_rw);
     leveldb_put(db, sync ? wsync : wasync, key, klen, val, vlen, &e);
+    pthread_rwlock_unlock(&log_rw);
     test_point(DB_TP_WRITE_AFTER_APPLY);
     jc_mark(key, klen, false);
     if (e) {
@@ -468,7 +478,9 @@ int db_del(const char *key, size_t klen, bool sync)
     char *e = NULL;
     jc_mark(key, klen, true);
     test_point(DB_TP_WRITE_BEFORE_APPLY);
+    pthread_rwlock_rdlock(&log_rw);
     leveldb_delete(db, sync ? wsync : wasync, key, klen, &e);
+    pthread_rwlock_unlock(&log_rw);
     test_point(DB_TP_WRITE_AFTER_APPLY);
     jc_mark(key, klen, false);
     if (e) {
@@ -595,7 +607,9 @@ int db_batch_commit(db_batch *b, bool sync)
     bool queued = db_repl_queue(b); /* cluster mode: the queue entry joins the write (db_repl.c) */
     leveldb_writebatch_iterate(b->wb, &begin, jc_mark_put, jc_mark_del);
     test_point(DB_TP_WRITE_BEFORE_APPLY);
+    pthread_rwlock_rdlock(&log_rw);
     leveldb_write(db, sync ? wsync : wasync, b->wb, &e);
+    pthread_rwlock_unlock(&log_rw);
     test_point(DB_TP_WRITE_AFTER_APPLY);
     leveldb_writebatch_iterate(b->wb, &end, jc_mark_put, jc_mark_del); /* even on error: it may be in part */
     db_batch_free(b);

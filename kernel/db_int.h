@@ -26,4 +26,9 @@ void db_repl_done(bool written);
 void db_sync_open(const char *dir);
 void db_sync_close(bool was_open);
 
+/* db.c: hold off every write to LevelDB (db_put, db_del, db_batch_commit) while db_sync.c
+ * writes zeros ahead of LevelDB's log; let them go again. */
+void db_writes_hold(void);
+void db_writes_release(void);
+
 #endif

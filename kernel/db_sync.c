@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -125,17 +126,37 @@ int db_batch_commit_grouped(db_batch *b, uint64_t *seq)
     return rc;
 }
 
-/* Give LevelDB's new log its blocks ahead of its writes (fallocate with FALLOC_FL_KEEP_SIZE:
- * the size, which is all LevelDB's reader looks at, stays, and no byte is written, so nothing
- * LevelDB appends meanwhile can be overwritten). An append then lands in blocks the file already
- * has, and the fdatasync that makes it durable no longer allocates: on ext4 here 144-149 us
- * against 187-189 for a plain append of 5,000 bytes (docs/performance.md). A log holds about a
- * memtable (db_write_buffer) before LevelDB moves on; past that it grows as before. A file
- * system without it (EOPNOTSUPP) just appends. */
-static void prealloc_log(int fd)
+/* Write zeros ahead of LevelDB's new log, once per log: an append then overwrites blocks that
+ * hold data already, inside the file's size, and the fdatasync that makes it durable writes the
+ * record's pages and nothing of the inode (neither a size nor a block map). On ext4 here, for
+ * 5,000 bytes and fdatasync: a plain append 187-189 us, into blocks allocated with fallocate
+ * 144-149, over zeros written and synced before 105-109 (docs/performance.md). LevelDB's log
+ * reader skips zeros (a zero-length record of type 0, what its own preallocating writer used to
+ * leave), so recovery reads the records and passes over the zeros. LevelDB appends at its own
+ * offset, which is the file's size between its writes (it flushes each record): every write to
+ * LevelDB is held off (db_writes_hold) from the size read to the last zero written. About a
+ * memtable (db_write_buffer and an eighth, 9 MiB by default); past that a log grows as before.
+ * The zeros' pages are the ones LevelDB's appends would have taken in the page cache anyway;
+ * the sync that follows writes them out once. */
+static void zero_ahead(int fd)
 {
+    static const char zeros[4096];
     int64_t want = g_cfg ? g_cfg->db_write_buffer : DB_WRITE_BUFFER;
-    (void)fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)(want + want / 8));
+    want += want / 8;
+    db_writes_hold();
+    struct stat st;
+    off_t at = fstat(fd, &st) ? want : st.st_size;
+    /* A page a call: one bigger write puts the range in large folios, and every append of
+     * LevelDB's after that dirties a whole folio, which the process's I/O accounting
+     * (/proc/PID/io, iotop) then counts as written: 300 KiB per 4 KiB upload (the disk wrote
+     * what it did before; only the count was wrong). */
+    while (at < want) {
+        ssize_t w = pwrite(fd, zeros, (size_t)(want - at < (int64_t)sizeof zeros ? want - at : (int64_t)sizeof zeros), at);
+        if (w <= 0)
+            break; /* a full disk: LevelDB's own appends will say so */
+        at += w;
+    }
+    db_writes_release();
 }
 
 /* After a log switch: take the newest log, fdatasync the older ones still present (LevelDB
@@ -165,10 +186,10 @@ static int follow_logs(void)
     int rc = 0;
     if (cur_log < 0 || top != cur_log_num) {
         snprintf(path, sizeof path, "%s/%06llu.log", log_dir, top);
-        int fd = open(path, O_WRONLY | O_CLOEXEC); /* never written through: synced, and fallocate's */
+        int fd = open(path, O_WRONLY | O_CLOEXEC); /* synced, and the zeros ahead */
         if (fd < 0)
             return -1;
-        prealloc_log(fd);
+        zero_ahead(fd);
         if (cur_log >= 0) {
             if (fdatasync(cur_log)) /* what the old one got before the switch */
                 rc = -1;

@@ -117,23 +117,39 @@ class LogTest(Durability, ServerTest):
         st = os.stat(logs[-1])
         return logs[-1], st.st_size, st.st_blocks * 512
 
-    def test_each_new_log_has_its_blocks_before_leveldb_writes_into_it(self):
-        # The sync barrier gives LevelDB's newest log a memtable and an eighth of blocks ahead
-        # (fallocate, FALLOC_FL_KEEP_SIZE: docs/storage.md), so a strict commit's fdatasync
-        # does not allocate; the size LevelDB reads up to stays what it wrote.
+    def zeros_at_end(self, path, n=65536):
+        with open(path, "rb") as f:
+            f.seek(-n, os.SEEK_END)
+            return f.read() == bytes(n)
+
+    def test_each_new_log_has_zeros_written_ahead_of_leveldb(self):
+        # The sync barrier writes zeros over a memtable and an eighth of each new log of
+        # LevelDB's (docs/storage.md), so a strict commit's append overwrites blocks the file
+        # has and its fdatasync writes no inode; LevelDB passes over the zeros when it reads.
         want = (1 << 20) + (1 << 17)
         first, size, allocated = self.newest_log()
-        self.assertLess(size, 1 << 20)
+        self.assertEqual(size, want)
         self.assertGreaterEqual(allocated, want)
+        self.assertTrue(self.zeros_at_end(first))
         sent = {}
         for i in range(90):  # 2.7 MiB of small files: they live in LevelDB, so in its log
             sent["log%02d.bin" % i] = os.urandom(30000)
             self.upload("log%02d.bin" % i, sent["log%02d.bin" % i])
         second, size, allocated = self.newest_log()
         self.assertNotEqual(second, first, "LevelDB did not move to a new log")
-        self.assertLess(size, 1 << 20)
+        self.assertEqual(size, want)
         self.assertGreaterEqual(allocated, want)
-        # the blocks past the end are no records: a killed server reads back every file
+        # LevelDB's records are at the start, the zeros after them
+        with open(second, "rb") as f:
+            self.assertNotEqual(f.read(4096), bytes(4096))
+        self.assertTrue(self.zeros_at_end(second))
+        # the zeros are no records, and none of them fell on one: a killed server reads back
+        # every file, those written before the zeros went in and those written over them
+        self.restart_after_kill()
+        self.check_all(sent)
+        for i in range(20):  # and it goes on writing into a log of its own
+            sent["after%02d.bin" % i] = os.urandom(30000)
+            self.upload("after%02d.bin" % i, sent["after%02d.bin" % i])
         self.restart_after_kill()
         self.check_all(sent)
 
