@@ -191,8 +191,8 @@ static int parse_json(const char *key, const char *v, size_t n, json_t **out)
  * closed: after one zip of a million-file folder that was 116 MiB of RSS (issue 27). The kernel
  * could reclaim those pages, but a container limit, a monitor or a user reading RSS sees them.
  * db_mapped (mbyte.yaml) bounds them: every MAPPED_CHECK reads and iterator steps (256: what a
- * walk touches between two checks stays resident past the bound; at 1,024 a zip of 20,000 small
- * files, two reads each, left 1.1 MiB over a db_mapped of 1 MiB), the first
+ * walk touches between two checks stays resident past the bound, so fewer steps between checks
+ * mean less over it; each check is one pread of statm), the first
  * thread past the mark compares the process's file-backed resident size with what it was when
  * nothing of the tables was resident, and past db_mapped pages the table mappings out.
  * MADV_PAGEOUT, not MADV_DONTNEED: a table LevelDB closes between our read of /proc/self/maps
