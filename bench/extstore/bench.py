@@ -35,7 +35,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SIZE_MB = int(os.environ.get("BENCH_SIZE_MB", "1024"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 MBYTED = os.environ.get("MBYTED", os.path.join(ROOT, "build-release", "mbyted"))
-S3RVER = os.path.join(ROOT, "tests", "s3rver", "node_modules", "s3rver", "bin", "s3rver.js")
+S3RVER = os.path.join(ROOT, "tests", "s3rver", "serve.js")  # s3rver answering a PUT once it is written
 BUCKET = "bench"
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import ADMIN_PASSWORD, Server, main, missing_prerequisite  # noqa: E402
 from storeutil import fsck, home, wait_task  # noqa: E402
 from test_cluster import EtcdAndNodes, Etcd, cluster_conf, wait_for  # noqa: E402
-from test_extstore import BUCKET, MODULES, S3RVER, S3rver, make_store, s3_conf  # noqa: E402
+from test_extstore import BUCKET, MODULES, S3RVER_INSTALLED, S3rver, make_store, s3_conf  # noqa: E402
 
 OCTET = {"Content-Type": "application/octet-stream"}
 PROPPATCH = b"""<?xml version="1.0" encoding="utf-8"?>
@@ -50,7 +50,7 @@ class SharedBucket(EtcdAndNodes):
 
     @classmethod
     def start_cluster(cls):
-        if not os.path.exists(S3RVER) or not shutil.which("node"):
+        if not os.path.exists(S3RVER_INSTALLED) or not shutil.which("node"):
             return  # setUp says why
         cls.s3 = S3rver(None).start()
         cls.etcd = Etcd().start()

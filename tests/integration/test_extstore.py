@@ -20,7 +20,10 @@ from harness import (MBYTECTL, SRC, Server, ServerTest, free_port, missing_prere
 from storeutil import fsck, mbyted_killed_during_uploads, put, uploads_cut_by_a_crash, wait_task  # noqa: E402
 from test_vault import FakeVault  # noqa: E402
 
-S3RVER = os.path.join(SRC, "tests", "s3rver", "node_modules", "s3rver", "bin", "s3rver.js")
+# s3rver's command line through tests/s3rver/serve.js, which makes its PUT answer only once the
+# object is written (s3rver 3.7.1 answers before: see there).
+S3RVER = os.path.join(SRC, "tests", "s3rver", "serve.js")
+S3RVER_INSTALLED = os.path.join(SRC, "tests", "s3rver", "node_modules", "s3rver", "package.json")
 BUCKET = "mbyte-chunks"
 DECRYPT = os.path.join(os.path.dirname(MBYTECTL), "mbyte-decrypt")
 MARKER = b"MBYTE-PLAINTEXT-MARKER "
@@ -31,7 +34,7 @@ class S3rver:
     keep the directory, as a service that crashed and came back."""
 
     def __init__(self, test, service_endpoint=None):
-        if not os.path.exists(S3RVER) or not shutil.which("node"):
+        if not os.path.exists(S3RVER_INSTALLED) or not shutil.which("node"):
             missing_prerequisite(test, "s3rver is not installed (tests/setup/s3.sh)")
         self.dir = tempfile.mkdtemp(prefix="mbyte-s3rver-")
         self.port = free_port()
