@@ -130,6 +130,24 @@ class AccessLog(LogTest):
         self.assertRegex(r.header("X-Request-Id"), r"^[0-9a-f]{32}$")
         self.assertTrue(self.access_lines(r.header("X-Request-Id")))
 
+    def test_requests_on_one_connection_get_ids_of_their_own(self):
+        """Every request id is new, also for many requests one after the other on one keep-alive
+        connection (one server thread, whose pool of random bytes they are drawn from)."""
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=30)
+        self.addCleanup(c.close)
+        ids = []
+        for _ in range(100):
+            c.request("GET", "/api/v1/health")
+            r = c.getresponse()
+            r.read()
+            ids.append(r.getheader("X-Request-Id"))
+        for rid in ids:
+            self.assertRegex(rid, r"^[0-9a-f]{32}$")
+        self.assertEqual(len(set(ids)), len(ids), "request ids repeat")
+        # random ones: two of 100 share their first 32 bits about once in a million runs
+        self.assertEqual(len({rid[:8] for rid in ids}), len(ids), "request ids are not random: %r" % ids[:4])
+
     def test_sighup_reopens_the_access_log_for_logrotate(self):
         self.srv.request("GET", "/api/v1/health", headers={"User-Agent": "before-rotate"})
         self.access_lines("before-rotate")
