@@ -269,7 +269,7 @@ static int h_create(mb_req *req, void *st, mb_err *err)
         pw[i] = alphabet[r[i] & 31];
     pw[PW_LEN] = 0;
     hex_encode(rid, sizeof rid, id);
-    if (crypto_pwhash_str(hash, pw, PW_LEN, crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE))
+    if (auth_pwhash_str(hash, pw, PW_LEN))
         return err_set(err, MB_ENOMEM, "could not hash the password");
     int64_t now = now_wall();
     bool ro = json_is_true(jr);

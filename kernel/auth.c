@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TOKEN_PREFIX "mbt_"
 #define SESSION_COOKIE "mb_session"
@@ -102,6 +103,57 @@ static int user_get(const char *name, json_t **out) { return user_read(name, out
 /* Shared from the decoded-record cache (db.c): the caller only reads it. */
 static int user_get_shared(const char *name, json_t **out) { return user_read(name, out, true); }
 
+/* argon2id takes 64 MiB for the ~70 ms it runs (crypto_pwhash_MEMLIMIT_INTERACTIVE). Every
+ * hash and every check that reaches it passes this gate, which lets as many run at once as the
+ * machine has CPUs and never more than PWHASH_MAX: more would only share the same CPUs, while
+ * their memory added up (sixteen logins at once, one per request thread, took mbyted to 593 MiB
+ * on a 2-CPU machine, enough to get a small box's server killed; 145 MiB through the gate).
+ * The others wait their turn. */
+#define PWHASH_MAX 4
+static pthread_mutex_t pwhash_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pwhash_cv = PTHREAD_COND_INITIALIZER;
+static int pwhash_busy;
+
+static void pwhash_enter(void)
+{
+    static int limit;
+    pthread_mutex_lock(&pwhash_mu);
+    if (!limit) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        limit = n < 1 ? 1 : n > PWHASH_MAX ? PWHASH_MAX : (int)n;
+    }
+    while (pwhash_busy >= limit)
+        pthread_cond_wait(&pwhash_cv, &pwhash_mu);
+    pwhash_busy++;
+    pthread_mutex_unlock(&pwhash_mu);
+}
+
+static void pwhash_leave(void)
+{
+    pthread_mutex_lock(&pwhash_mu);
+    pwhash_busy--;
+    pthread_cond_signal(&pwhash_cv);
+    pthread_mutex_unlock(&pwhash_mu);
+}
+
+int auth_pwhash_str(char out[128], const char *pw, size_t n)
+{
+    pwhash_enter();
+    int rc = crypto_pwhash_str(out, pw, n, crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE);
+    pwhash_leave();
+    return rc;
+}
+
+bool auth_pwhash_verify(const char *hash, const char *pw)
+{
+    if (!hash || !pw)
+        return false;
+    pwhash_enter();
+    bool ok = crypto_pwhash_str_verify(hash, pw, strlen(pw)) == 0;
+    pwhash_leave();
+    return ok;
+}
+
 int auth_password_hash(const char *pw, char out[128], mb_err *err)
 {
     size_t n = strlen(pw);
@@ -109,7 +161,7 @@ int auth_password_hash(const char *pw, char out[128], mb_err *err)
         return err_set(err, MB_EINVAL, "password: must be at least 8 characters");
     if (n > 1024)
         return err_set(err, MB_EINVAL, "password: must be at most 1024 bytes");
-    if (crypto_pwhash_str(out, pw, n, crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE))
+    if (auth_pwhash_str(out, pw, n))
         return err_set(err, MB_ENOMEM, "password hashing ran out of memory");
     return 0;
 }
@@ -473,7 +525,7 @@ static int h_passwd(mb_req *req, void *st, mb_err *err)
     json_t *u;
     if (user_get(me->name, &u))
         return err_set(err, MB_ENOENT, "your account no longer exists");
-    bool ok = crypto_pwhash_str_verify(jstr_or_null(u, "hash"), old, strlen(old)) == 0;
+    bool ok = auth_pwhash_verify(jstr_or_null(u, "hash"), old);
     json_decref(u);
     if (!ok)
         return err_set(err, MB_EPERM, "old: the current password is wrong");
@@ -810,7 +862,7 @@ bool auth_password_check(const char *hash, const char *pw)
         if (hit)
             return true;
     }
-    if (crypto_pwhash_str_verify(hash, pw, strlen(pw)) != 0)
+    if (!auth_pwhash_verify(hash, pw))
         return false;
     if (ttl > 0) {
         pthread_mutex_lock(&pwcache_lock);

@@ -503,6 +503,10 @@ int auth_bootstrap(char generated[33], mb_err *err);
  * buffer), and the SHA-256 under which a token is stored. */
 bool auth_valid_username(const char *name);
 int auth_password_hash(const char *pw, char out[128], mb_err *err);
+/* argon2id through the kernel's gate (auth.c: a few at once, each takes 64 MiB): a
+ * crypto_pwhash_str string of pw (0, or -1 out of memory); whether pw matches hash. */
+int auth_pwhash_str(char out[128], const char *pw, size_t n);
+bool auth_pwhash_verify(const char *hash, const char *pw);
 /* pw against an argon2id hash; a match is remembered for login_cache_ttl seconds (auth.c).
  * Any thread. */
 bool auth_password_check(const char *hash, const char *pw);

@@ -201,6 +201,40 @@ class ArenaTest(ServerTest):
         self.assertEqual(errors, [])
         return arena_heaps(srv.proc.pid)
 
+    def test_sixteen_password_logins_at_once_take_argon2s_memory_a_few_at_a_time(self):
+        """argon2id takes 64 MiB for each password it checks (libsodium's interactive limit).
+        Sixteen logins sent at once, one per request thread, with the login cache off so each
+        one checks: the kernel lets at most as many checks run together as there are CPUs, never
+        more than 4, so mbyted's peak stays under five checks' worth (593 MiB without that, on 2 CPUs)."""
+        srv = harness.Server(conf={"http_threads": 16, "login_cache_ttl": 0})
+        self.addCleanup(srv.cleanup)
+        srv.start()
+        srv.login()
+        with open("/proc/%d/clear_refs" % srv.proc.pid, "w") as f:
+            f.write("5")  # reset VmHWM
+        start, codes = threading.Barrier(16), []
+
+        def login():
+            c = srv.conn(timeout=120)
+            try:
+                start.wait()
+                c.request("POST", "/api/v1/auth/login", body='{"username": "admin", "password": "%s"}'
+                          % harness.ADMIN_PASSWORD, headers={"Content-Type": "application/json"})
+                r = c.getresponse()
+                r.read()
+                codes.append(r.status)
+            finally:
+                c.close()
+        threads = [threading.Thread(target=login) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(codes, [200] * 16)
+        hwm = Sampler(srv.proc.pid).rss("VmHWM")
+        print("mbyted peak resident memory over 16 logins at once: %.1f MiB" % (hwm / 2**20))
+        self.assertLess(hwm, 5 * 64 << 20)
+
     def test_malloc_arenas_bounds_the_arenas_and_zero_leaves_glibcs_limit(self):
         self.assertLessEqual(self.load(self.srv, self.admin), 1)
         free = harness.Server(conf={"http_threads": 16, "malloc_arenas": 0})
