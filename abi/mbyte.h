@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define MB_ABI_MAJOR 2
-#define MB_ABI_MINOR 1
+#define MB_ABI_MINOR 2
 
 /* Log levels for api->log. */
 enum { MB_LOG_DEBUG = 0, MB_LOG_INFO = 1, MB_LOG_WARN = 2, MB_LOG_ERROR = 3 };
@@ -963,6 +963,16 @@ struct mb_api {
      * keeper is down. The other node runs the same module and route. A module checks api->size >
      * offsetof(mb_api, forward_store). */
     int (*forward_store)(mb_req *req, uint64_t sid, mb_err *err);
+
+    /* --- 2.2 --- */
+
+    /* A libsodium crypto_pwhash_str string (argon2id, interactive limits) of password into out
+     * (crypto_pwhash_STRBYTES, 128): 0, or MB_ENOMEM. It waits its turn as every password check
+     * does (password_check, auth_password, apppass_check): the kernel runs at most as many
+     * argon2id at once as there are CPUs and never more than 4, each taking 64 MiB. Blocks for
+     * ~70 ms or longer: never on the loop thread. A module checks api->size > offsetof(mb_api,
+     * password_hash) and hashes by itself on an older kernel. */
+    int (*password_hash)(const char *password, char out[128]);
 };
 
 #ifdef __cplusplus

@@ -120,6 +120,11 @@ static int api_cluster_ask(mb_req *req, const char *node, const char *target, js
 }
 
 static bool api_store_here(uint64_t sid) { return !cluster_enabled() || !cluster_store_elsewhere(sid); }
+static int api_password_hash(const char *password, char out[128])
+{
+    return password && !auth_pwhash_str(out, password, strlen(password)) ? 0 : MB_ENOMEM;
+}
+
 static int api_forward_store(mb_req *req, uint64_t sid, mb_err *err)
 {
     return cluster_enabled() ? cluster_fwd_store(req, sid, err) : 0;
@@ -609,6 +614,7 @@ static const mb_api table = {
     .cluster_ask = api_cluster_ask,
     .store_here = api_store_here,
     .forward_store = api_forward_store,
+    .password_hash = api_password_hash,
 };
 
 const mb_api *api_table(void) { return &table; }
