@@ -120,6 +120,7 @@ static int api_cluster_ask(mb_req *req, const char *node, const char *target, js
 }
 
 static bool api_store_here(uint64_t sid) { return !cluster_enabled() || !cluster_store_elsewhere(sid); }
+
 static int api_password_hash(const char *password, char out[128])
 {
     return password && !auth_pwhash_str(out, password, strlen(password)) ? 0 : MB_ENOMEM;
