@@ -31,11 +31,19 @@
  * 1 GiB WebDAV PUT, release build, nine runs alternating with the one-thread build: 208 ->
  * 294 MB/s median (two threads: 247; eight: no better than six). Memory: up to ST_QUEUE +
  * ST_THREADS + 1 chunk buffers an upload, each touched as far as its chunk (1.2 MiB on
- * average, CHUNK_MAX at most). Threads start as chunks wait for one (store_chunk); a store
- * on a module's backend keeps one. */
+ * average, CHUNK_MAX at most), within one budget for all uploads (BUF_BUDGET below).
+ * Threads start as chunks wait for one (store_chunk); a store on a module's backend keeps one. */
 #define ST_THREADS 6
 #define ST_QUEUE 2 /* chunks cut and waiting */
 #define SPARE_MAX (ST_QUEUE + ST_THREADS) /* buffers kept for reuse */
+/* Chunk buffers are counted across uploads: each may always have BUF_OWN of its own (one
+ * stored while the next is queued), and more while all uploads together have fewer than
+ * BUF_BUDGET. Past that an upload waits for one of its own to be stored, never for another
+ * upload's, so it cannot wait in a circle. Without a budget every big upload kept up to nine
+ * (about 20 MiB resident each: eight 256 MiB uploads at once peaked at 191 MiB). */
+#define BUF_OWN 2
+#define BUF_BUDGET 16
+static atomic_int bufs_live; /* chunk buffers of every upload, spares included */
 
 /* An inline chunk waiting for the commit: its bytes (a few KiB, at most chunk_inline_max). */
 struct inl {
@@ -79,6 +87,7 @@ struct fs_writer {
     mb_err st_err;
     uint8_t *spare[SPARE_MAX]; /* chunk buffers for reuse (buf_take) */
     int nspare;
+    int nbuf; /* chunk buffers this upload has (in jobs and spare), counted in bufs_live */
     uint8_t head[HEAD_BYTES];
     size_t headlen;
 };
@@ -230,25 +239,58 @@ typedef struct cjob {
     uint8_t *data; /* blob_buf_alloc: aligned for the local backend's O_DIRECT writes */
 } cjob;
 
+/* One more buffer within BUF_BUDGET. */
+static bool budget_take(void)
+{
+    int n = atomic_load(&bufs_live);
+    while (n < BUF_BUDGET)
+        if (atomic_compare_exchange_weak(&bufs_live, &n, n + 1))
+            return true;
+    return false;
+}
+
 /* Chunk buffers (CHUNK_MAX each) are kept for the writer's next chunks: mapping and faulting
- * in fresh pages for every chunk cost more than hashing it. Under st_mu. */
+ * in fresh pages for every chunk cost more than hashing it. A new one only within the budget
+ * (BUF_OWN, BUF_BUDGET); else this waits until a store thread has stored one of the upload's
+ * own chunks (store_main broadcasts st_cv after each), or failed. */
 static uint8_t *buf_take(fs_writer *w)
 {
+    uint8_t *p = NULL;
     pthread_mutex_lock(&w->st_mu);
-    uint8_t *p = w->nspare ? w->spare[--w->nspare] : NULL;
+    for (;;) {
+        if (w->nspare) {
+            p = w->spare[--w->nspare];
+            break;
+        }
+        if (w->nbuf < BUF_OWN || w->st_rc) { /* a failed upload's caller frees it at once */
+            atomic_fetch_add(&bufs_live, 1);
+            break;
+        }
+        if (budget_take())
+            break;
+        pthread_cond_wait(&w->st_cv, &w->st_mu);
+    }
+    if (!p)
+        w->nbuf++; /* counted in bufs_live above */
     pthread_mutex_unlock(&w->st_mu);
     return p ? p : blob_buf_alloc(CHUNK_MAX);
+}
+
+static void buf_release(fs_writer *w, uint8_t *p)
+{
+    blob_buf_free(p, CHUNK_MAX);
+    w->nbuf--;
+    atomic_fetch_sub(&bufs_live, 1);
 }
 
 static void cjob_free(fs_writer *w, cjob *j)
 {
     pthread_mutex_lock(&w->st_mu);
-    if (w->nspare < SPARE_MAX) {
+    if (w->nspare < SPARE_MAX)
         w->spare[w->nspare++] = j->data;
-        j->data = NULL;
-    }
+    else
+        buf_release(w, j->data);
     pthread_mutex_unlock(&w->st_mu);
-    blob_buf_free(j->data, CHUNK_MAX);
     free(j);
 }
 
@@ -313,7 +355,7 @@ static void st_finish(fs_writer *w, bool abandon)
         pthread_join(w->st[i], NULL);
     w->st_on = false;
     while (w->nspare)
-        blob_buf_free(w->spare[--w->nspare], CHUNK_MAX);
+        buf_release(w, w->spare[--w->nspare]);
     pthread_mutex_destroy(&w->st_mu);
     pthread_cond_destroy(&w->st_cv);
 }

@@ -12,6 +12,7 @@ because AddressSanitizer's shadow memory and quarantine would measure ASan, not 
 Without it (a run outside meson) the normal MBYTED is used.
 """
 import hashlib
+import json
 import os
 import random
 import sys
@@ -149,6 +150,49 @@ class MemoryTest(ServerTest):
             self.assertEqual(status, 204, body)
             return "tus.bin", src.sha.hexdigest()
         self.assertLess(self.measure(tus), LIMIT)
+
+    def test_eight_big_uploads_at_once_share_a_budget_of_chunk_buffers(self):
+        """Eight uploads of 128 MiB at once: each keeps its chunker's window, and the chunk
+        buffers its store threads work from come out of one budget for every upload (16, an
+        upload always having two of its own), so mbyted stays under 160 MiB resident. Each
+        upload on its own used to keep up to nine buffers (191 MiB for eight 256 MiB uploads)."""
+        sid = self.store()
+        pid = self.srv.proc.pid
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")  # reset VmHWM: the login's argon2id buffer is not part of this test
+        size, results = 128 << 20, {}
+
+        def put(i):
+            r = random.Random(100 + i)
+            blocks = [r.randbytes(BLOCK) for _ in range(4)]
+            sha = hashlib.sha256()
+
+            def body():
+                for k in range(size // BLOCK):
+                    piece = k.to_bytes(8, "little") + i.to_bytes(8, "little") + blocks[k % 4][16:]
+                    sha.update(piece)
+                    yield piece
+            status, _, reply = self.send("PUT", "/api/v1/stores/%s/files/big%d.bin" % (sid, i), body(),
+                                         {"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+            results[i] = (status, json.loads(reply).get("sha256") if status in (200, 201) else reply, sha.hexdigest())
+        sampler = Sampler(pid)
+        sampler.start()
+        try:
+            threads = [threading.Thread(target=put, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sampler.stop.set()
+            sampler.join()
+        for i in range(8):
+            status, got, want = results[i]
+            self.assertEqual((status, got), (201, want), i)
+        peak = max(sampler.peak, sampler.rss("VmHWM"))
+        print("mbyted peak resident memory over 8 uploads of 128 MiB at once: %.1f MiB" % (peak / 2**20))
+        self.assertLess(peak, 160 << 20)
+
 
 HEAP = 64 << 20  # glibc's HEAP_MAX_SIZE on 64-bit: each arena but the main one lives in such heaps
 
